@@ -1,0 +1,10 @@
+//! Prism Sync: a per-user agent that keeps local folders in two-way sync
+//! with a remote, records every change in a SQLite journal, and answers a
+//! control client over a local socket.
+//!
+//! `ARCHITECTURE.md` at the repository root is the map; each module opens
+//! with a paragraph saying what it owns and what it deliberately does not do.
+
+pub mod model;
+pub mod reconcile;
+pub mod timefmt;

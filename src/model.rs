@@ -1,0 +1,462 @@
+//! The vocabulary every stage shares: validated relative paths, content
+//! hashes, and the per-path entries that make up a tree snapshot.
+//!
+//! This module owns the *preconditions* of the rest of the crate. A
+//! [`RelPath`] is always normalized and can never escape a sync root, so no
+//! callee re-checks it; a [`ContentHash`] is always a full BLAKE3 digest. It
+//! does no I/O and knows nothing about SQLite, sockets or remotes.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A path relative to a sync root: `/`-separated UTF-8 components, none
+/// empty, `.`, `..`, or containing `/`, NUL or other control characters.
+///
+/// Paths coming from a remote listing are untrusted; [`RelPath::new`] is the
+/// one gate they pass through, so a hostile name can never address anything
+/// outside the pair's root.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RelPath(String);
+
+/// Why a string is not a valid [`RelPath`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("the path is empty")]
+    Empty,
+    #[error("the path {0:?} is absolute")]
+    Absolute(String),
+    #[error("the path {0:?} has an empty, `.` or `..` component")]
+    BadComponent(String),
+    #[error("the path {0:?} contains a control character")]
+    ControlCharacter(String),
+    #[error("the path {0:?} is not valid UTF-8")]
+    NotUtf8(String),
+}
+
+impl RelPath {
+    /// Validates `s` as a relative path. Backslashes are rejected as control
+    /// of the separator is ours alone (a remote name `a\..\b` must not turn
+    /// into a traversal on a platform that treats `\` as a separator).
+    pub fn new(s: &str) -> Result<RelPath, PathError> {
+        if s.is_empty() {
+            return Err(PathError::Empty);
+        }
+        if s.starts_with('/') {
+            return Err(PathError::Absolute(s.to_owned()));
+        }
+        for component in s.split('/') {
+            Self::check_component(component, s)?;
+        }
+        Ok(RelPath(s.to_owned()))
+    }
+
+    /// Converts a file-system path below a root into a `RelPath`.
+    pub fn from_fs(relative: &Path) -> Result<RelPath, PathError> {
+        let Some(s) = relative.to_str() else {
+            return Err(PathError::NotUtf8(relative.to_string_lossy().into_owned()));
+        };
+        RelPath::new(s)
+    }
+
+    fn check_component(component: &str, whole: &str) -> Result<(), PathError> {
+        if component.is_empty() || component == "." || component == ".." {
+            return Err(PathError::BadComponent(whole.to_owned()));
+        }
+        if component.chars().any(|c| c.is_control() || c == '\\') {
+            return Err(PathError::ControlCharacter(whole.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Appends one validated component.
+    pub fn join(&self, name: &str) -> Result<RelPath, PathError> {
+        if name.contains('/') {
+            return Err(PathError::BadComponent(format!("{}/{name}", self.0)));
+        }
+        Self::check_component(name, name)?;
+        Ok(RelPath(format!("{}/{name}", self.0)))
+    }
+
+    /// A single-component path from a directory entry name.
+    pub fn from_name(name: &str) -> Result<RelPath, PathError> {
+        if name.contains('/') {
+            return Err(PathError::BadComponent(name.to_owned()));
+        }
+        RelPath::new(name)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The last component.
+    pub fn file_name(&self) -> &str {
+        self.0.rsplit('/').next().unwrap_or(&self.0)
+    }
+
+    /// The containing folder, or `None` for a top-level entry.
+    pub fn parent(&self) -> Option<RelPath> {
+        self.0.rfind('/').map(|i| RelPath(self.0[..i].to_owned()))
+    }
+
+    /// All proper ancestors, nearest last (`a`, `a/b` for `a/b/c`).
+    pub fn ancestors(&self) -> impl Iterator<Item = RelPath> + '_ {
+        self.0
+            .match_indices('/')
+            .map(|(i, _)| RelPath(self.0[..i].to_owned()))
+    }
+
+    /// Number of components.
+    pub fn depth(&self) -> usize {
+        self.0.split('/').count()
+    }
+
+    /// True when `self` is `dir` or lies below it (component-wise, so
+    /// `ab/c` is not below `a`).
+    pub fn is_within(&self, dir: &RelPath) -> bool {
+        self.0 == dir.0
+            || (self.0.len() > dir.0.len()
+                && self.0.starts_with(&dir.0)
+                && self.0.as_bytes()[dir.0.len()] == b'/')
+    }
+
+    /// Rewrites the prefix `from` to `to`: `a/x` under a move `a → b` becomes
+    /// `b/x`. Returns `None` when `self` is not within `from`.
+    pub fn rebase(&self, from: &RelPath, to: &RelPath) -> Option<RelPath> {
+        if !self.is_within(from) {
+            return None;
+        }
+        Some(RelPath(format!("{}{}", to.0, &self.0[from.0.len()..])))
+    }
+
+    /// The sibling name for a conflict copy:
+    /// `notes/a.md` → `notes/a.conflict-20250209-120000-laptop.md`.
+    pub fn conflict_copy(&self, stamp: &str, device: &str) -> RelPath {
+        let name = self.file_name();
+        let device: String = device
+            .chars()
+            .map(|c| {
+                if c.is_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let new_name = match name.rfind('.') {
+            Some(dot) if dot > 0 => {
+                format!("{}.conflict-{stamp}-{device}{}", &name[..dot], &name[dot..])
+            }
+            _ => format!("{name}.conflict-{stamp}-{device}"),
+        };
+        match self.parent() {
+            Some(parent) => RelPath(format!("{}/{new_name}", parent.0)),
+            None => RelPath(new_name),
+        }
+    }
+
+    /// The path on disk below `root`.
+    pub fn to_fs(&self, root: &Path) -> PathBuf {
+        let mut path = root.to_path_buf();
+        path.extend(self.0.split('/'));
+        path
+    }
+}
+
+impl fmt::Display for RelPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for RelPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+/// A BLAKE3 digest of a file's content.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ContentHash(pub [u8; 32]);
+
+impl ContentHash {
+    pub fn of_bytes(bytes: &[u8]) -> ContentHash {
+        ContentHash(*blake3::hash(bytes).as_bytes())
+    }
+
+    pub fn to_hex(&self) -> String {
+        blake3::Hash::from_bytes(self.0).to_hex().to_string()
+    }
+
+    pub fn from_hex(s: &str) -> Option<ContentHash> {
+        blake3::Hash::from_hex(s)
+            .ok()
+            .map(|h| ContentHash(*h.as_bytes()))
+    }
+
+    /// The first 12 hex digits: enough for people to tell versions apart.
+    pub fn short(&self) -> String {
+        self.to_hex()[..12].to_owned()
+    }
+}
+
+impl fmt::Debug for ContentHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.short())
+    }
+}
+
+impl fmt::Display for ContentHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+/// What a file is: its content hash, size and modification time. Two files
+/// are the same version exactly when their hashes are equal; size and mtime
+/// are carried for the executor (to preserve mtime, to re-check cheaply) and
+/// for people (conflict metadata).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct FileMeta {
+    pub hash: ContentHash,
+    pub size: u64,
+    /// Nanoseconds since the Unix epoch.
+    pub mtime_ns: i64,
+}
+
+/// The content of one path, the same on every side: a folder or a file.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Entry {
+    Dir,
+    File(FileMeta),
+}
+
+impl Entry {
+    pub fn is_dir(&self) -> bool {
+        matches!(self, Entry::Dir)
+    }
+
+    pub fn file(&self) -> Option<&FileMeta> {
+        match self {
+            Entry::File(meta) => Some(meta),
+            Entry::Dir => None,
+        }
+    }
+
+    /// Same content: both folders, or both files with the same hash.
+    pub fn same_content(&self, other: &Entry) -> bool {
+        match (self, other) {
+            (Entry::Dir, Entry::Dir) => true,
+            (Entry::File(a), Entry::File(b)) => a.hash == b.hash,
+            _ => false,
+        }
+    }
+}
+
+/// An identity a side gives a path that survives renames: an inode on a
+/// local file system, a file id where a remote has one. Used only to detect
+/// moves; never compared across sides.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct FileId(pub String);
+
+/// One path as seen on one side right now.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct SideEntry {
+    pub entry: Entry,
+    /// Identity on this side, if the side has one.
+    pub id: Option<FileId>,
+    /// The remote's version token (an ETag, or size+mtime); `None` on the
+    /// local side, whose cheap identity is size, mtime and inode.
+    pub version: Option<String>,
+}
+
+impl SideEntry {
+    pub fn new(entry: Entry) -> SideEntry {
+        SideEntry {
+            entry,
+            id: None,
+            version: None,
+        }
+    }
+}
+
+/// One path as both sides last agreed on it (the *base*).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct BaseEntry {
+    pub entry: Entry,
+    pub local_id: Option<FileId>,
+    pub remote_id: Option<FileId>,
+    /// The remote's version token at that time (an ETag, or size+mtime):
+    /// what a conditional write on the remote must still find there.
+    pub remote_version: Option<String>,
+}
+
+impl BaseEntry {
+    pub fn new(entry: Entry) -> BaseEntry {
+        BaseEntry {
+            entry,
+            local_id: None,
+            remote_id: None,
+            remote_version: None,
+        }
+    }
+}
+
+/// A snapshot of one side, sorted by path.
+pub type SideTree = BTreeMap<RelPath, SideEntry>;
+
+/// The base snapshot, sorted by path.
+pub type BaseTree = BTreeMap<RelPath, BaseEntry>;
+
+/// What a scan or a sync looks at: the whole pair, or some paths (each
+/// with everything below it) that a watcher or a user named.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    Full,
+    Paths(Vec<RelPath>),
+}
+
+impl Scope {
+    /// True when `path` is inside the scope.
+    pub fn contains(&self, path: &RelPath) -> bool {
+        match self {
+            Scope::Full => true,
+            Scope::Paths(roots) => roots.iter().any(|root| path.is_within(root)),
+        }
+    }
+}
+
+/// The two ends of a pair.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+pub enum Side {
+    Local,
+    Remote,
+}
+
+impl Side {
+    pub fn other(self) -> Side {
+        match self {
+            Side::Local => Side::Remote,
+            Side::Remote => Side::Local,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Local => "local",
+            Side::Remote => "remote",
+        }
+    }
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The conflict strategies of the specification's section 5.2.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Strategy {
+    /// Keep both versions side by side; the user decides later.
+    Manual,
+    KeepLocal,
+    KeepRemote,
+    /// Three-way text merge against the base; falls back to `Manual`.
+    AutoMerge,
+}
+
+impl Strategy {
+    pub const ALL: [Strategy; 4] = [
+        Strategy::Manual,
+        Strategy::KeepLocal,
+        Strategy::KeepRemote,
+        Strategy::AutoMerge,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Manual => "manual",
+            Strategy::KeepLocal => "keep_local",
+            Strategy::KeepRemote => "keep_remote",
+            Strategy::AutoMerge => "auto_merge",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Strategy> {
+        Strategy::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rel_path_rejects_traversal_and_control_characters() {
+        for bad in [
+            "", "/etc", "a/../b", "..", "a//b", "a/", "./a", "a\0b", "a\nb", "a\\..\\b",
+        ] {
+            assert!(RelPath::new(bad).is_err(), "{bad:?} must be rejected");
+        }
+        assert_eq!(
+            RelPath::new("docs/page.md").unwrap().as_str(),
+            "docs/page.md"
+        );
+    }
+
+    #[test]
+    fn within_is_component_wise() {
+        let a = RelPath::new("a").unwrap();
+        assert!(RelPath::new("a/b").unwrap().is_within(&a));
+        assert!(a.is_within(&a));
+        assert!(!RelPath::new("ab/c").unwrap().is_within(&a));
+    }
+
+    #[test]
+    fn rebase_moves_a_subtree() {
+        let from = RelPath::new("old").unwrap();
+        let to = RelPath::new("new/place").unwrap();
+        let p = RelPath::new("old/x/y.md").unwrap();
+        assert_eq!(p.rebase(&from, &to).unwrap().as_str(), "new/place/x/y.md");
+        assert!(
+            RelPath::new("older/x")
+                .unwrap()
+                .rebase(&from, &to)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn conflict_copy_keeps_the_extension() {
+        let p = RelPath::new("docs/page.md").unwrap();
+        assert_eq!(
+            p.conflict_copy("20250209-120000", "my laptop").as_str(),
+            "docs/page.conflict-20250209-120000-my_laptop.md"
+        );
+        let q = RelPath::new("Makefile").unwrap();
+        assert_eq!(
+            q.conflict_copy("20250209-120000", "pc").as_str(),
+            "Makefile.conflict-20250209-120000-pc"
+        );
+        let dotfile = RelPath::new(".bashrc").unwrap();
+        assert_eq!(
+            dotfile.conflict_copy("1", "pc").as_str(),
+            ".bashrc.conflict-1-pc"
+        );
+    }
+
+    #[test]
+    fn ancestors_are_nearest_last() {
+        let p = RelPath::new("a/b/c").unwrap();
+        let names: Vec<_> = p.ancestors().map(|a| a.as_str().to_owned()).collect();
+        assert_eq!(names, ["a", "a/b"]);
+    }
+}
