@@ -1,0 +1,730 @@
+//! Configuration in two stages: the raw TOML file plus flags and
+//! environment ([`RawConfig`], [`Overrides`]), then a validated [`Config`]
+//! with typed fields (absolute roots, durations, parsed remote URLs).
+//!
+//! Validation has no side effects: it creates no folder and opens no file
+//! other than the config file itself. Every error names the file, the key
+//! and what is wrong, so the agent refuses to start with a sentence a person
+//! can act on.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::model::Strategy;
+
+/// Where the agent keeps things, after flags, environment and defaults.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Paths {
+    /// The config file (it may not exist: then the defaults apply).
+    pub config_file: PathBuf,
+    /// Journal, local trash, staging and the single-instance lock live here.
+    pub state_dir: PathBuf,
+    /// The control socket.
+    pub socket: PathBuf,
+}
+
+impl Paths {
+    pub fn journal(&self) -> PathBuf {
+        self.state_dir.join("journal.db")
+    }
+
+    pub fn trash(&self) -> PathBuf {
+        self.state_dir.join("trash")
+    }
+
+    pub fn staging(&self) -> PathBuf {
+        self.state_dir.join("staging")
+    }
+
+    pub fn lock_file(&self) -> PathBuf {
+        self.state_dir.join("agent.lock")
+    }
+}
+
+/// What the command line and the environment say, before defaults.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub config_file: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
+    pub socket: Option<PathBuf>,
+}
+
+impl Overrides {
+    /// Fills unset fields from `PRISM_SYNC_CONFIG`, `PRISM_SYNC_STATE_DIR`
+    /// and `PRISM_SYNC_SOCKET`. Flags win over the environment.
+    pub fn with_env(mut self) -> Overrides {
+        let var = |name: &str| {
+            std::env::var_os(name)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        self.config_file = self.config_file.or_else(|| var("PRISM_SYNC_CONFIG"));
+        self.state_dir = self.state_dir.or_else(|| var("PRISM_SYNC_STATE_DIR"));
+        self.socket = self.socket.or_else(|| var("PRISM_SYNC_SOCKET"));
+        self
+    }
+
+    /// Resolves the paths against the platform defaults of the
+    /// `directories` crate: the config in the user's config dir, the state
+    /// in the data dir, the socket in the runtime dir. A state dir given
+    /// explicitly keeps its socket inside it, so two agents with separate
+    /// state never meet on one socket.
+    pub fn resolve(&self) -> Result<Paths, ConfigError> {
+        let dirs = project_dirs();
+        let config_file = match (&self.config_file, &dirs) {
+            (Some(file), _) => absolute(file),
+            (None, Some(dirs)) => dirs.config_dir().join("config.toml"),
+            (None, None) => return Err(ConfigError::no_home("the config file")),
+        };
+        let state_dir = match (&self.state_dir, &dirs) {
+            (Some(dir), _) => absolute(dir),
+            (None, Some(dirs)) => dirs.data_dir().to_path_buf(),
+            (None, None) => return Err(ConfigError::no_home("the state dir")),
+        };
+        let socket = match &self.socket {
+            Some(socket) => absolute(socket),
+            None if self.state_dir.is_some() => state_dir.join("prism-syncd.sock"),
+            None => default_socket_path(),
+        };
+        Ok(Paths {
+            config_file,
+            state_dir,
+            socket,
+        })
+    }
+}
+
+/// The control socket when nothing else is said: the runtime dir
+/// (`$XDG_RUNTIME_DIR/prism-sync/`), else the local data dir.
+pub fn default_socket_path() -> PathBuf {
+    let name = "prism-syncd.sock";
+    match project_dirs() {
+        Some(dirs) => match dirs.runtime_dir() {
+            Some(runtime) => runtime.join(name),
+            None => dirs.data_local_dir().join(name),
+        },
+        None => std::env::temp_dir().join(name),
+    }
+}
+
+pub(crate) fn project_dirs() -> Option<directories::ProjectDirs> {
+    directories::ProjectDirs::from("", "", "prism-sync")
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// The config file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub agent: RawAgent,
+    #[serde(default)]
+    pub pair: Vec<RawPair>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAgent {
+    pub device: Option<String>,
+    pub debounce_ms: Option<u64>,
+    pub remote_poll_secs: Option<u64>,
+    pub parallel_transfers: Option<usize>,
+    pub safety_scan_secs: Option<u64>,
+    pub trash_retention_days: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPair {
+    pub name: String,
+    pub local: String,
+    pub remote: String,
+    pub conflict: Option<String>,
+    #[serde(default)]
+    pub ignore: Vec<String>,
+}
+
+/// The validated configuration the agent runs with.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub agent: AgentConfig,
+    pub pairs: Vec<PairConfig>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentConfig {
+    /// The name used in conflict copies and the change log.
+    pub device: String,
+    /// How long a path must be quiet before its change is synced.
+    pub debounce: Duration,
+    /// How often remotes without a change feed are listed.
+    pub remote_poll: Duration,
+    /// How many transfers run at once per pair.
+    pub parallel_transfers: usize,
+    /// The interval of the jittered safety scan that catches what the
+    /// watcher missed.
+    pub safety_scan: Duration,
+    /// How long overwritten and deleted versions stay in the trash.
+    pub trash_retention: Duration,
+}
+
+impl AgentConfig {
+    pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(100);
+    pub const DEFAULT_REMOTE_POLL: Duration = Duration::from_secs(30);
+    pub const DEFAULT_PARALLEL_TRANSFERS: usize = 4;
+    pub const DEFAULT_SAFETY_SCAN: Duration = Duration::from_secs(15 * 60);
+    pub const DEFAULT_TRASH_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+}
+
+/// One local folder and its remote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PairConfig {
+    pub name: String,
+    /// An absolute path.
+    pub local: PathBuf,
+    pub remote: RemoteUrl,
+    pub conflict: Strategy,
+    pub ignore: Vec<String>,
+}
+
+/// A parsed remote URL. Secrets never live here: a password in a URL is
+/// refused at parse time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RemoteUrl {
+    /// `file:///path`: another folder (a NAS mount, a USB disk).
+    File(PathBuf),
+    /// `sftp://user@host:port/path`.
+    Sftp {
+        user: Option<String>,
+        host: String,
+        port: u16,
+        path: String,
+    },
+    /// `webdav://host[:port]/path` or `webdavs://…` (HTTPS).
+    Webdav {
+        tls: bool,
+        host: String,
+        port: Option<u16>,
+        path: String,
+    },
+}
+
+impl RemoteUrl {
+    pub fn parse(url: &str) -> Result<RemoteUrl, String> {
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return Err(format!(
+                "{url:?} is not a URL; write file:///path, sftp://user@host/path or webdav://host/path"
+            ));
+        };
+        match scheme {
+            "file" => {
+                if !rest.starts_with('/') {
+                    return Err(format!(
+                        "{url:?} must name an absolute folder, as in file:///home/me/backup"
+                    ));
+                }
+                Ok(RemoteUrl::File(PathBuf::from(percent_decode(rest)?)))
+            }
+            "sftp" => {
+                let (authority, path) = split_authority(rest);
+                let (user, host_port) = match authority.rsplit_once('@') {
+                    Some((user, _)) if user.contains(':') => {
+                        // The URL is not echoed: it holds a secret.
+                        return Err(
+                            "the sftp URL contains a password; keep passwords out of the config (they are stored in the secret store)"
+                                .to_owned(),
+                        );
+                    }
+                    Some((user, host)) => (Some(percent_decode(user)?), host),
+                    None => (None, authority),
+                };
+                let (host, port) = split_host_port(host_port, url)?;
+                Ok(RemoteUrl::Sftp {
+                    user,
+                    host,
+                    port: port.unwrap_or(22),
+                    path: percent_decode(path)?,
+                })
+            }
+            "webdav" | "webdavs" => {
+                let (authority, path) = split_authority(rest);
+                if authority.contains('@') {
+                    return Err(
+                        "the webdav URL contains credentials; keep them out of the config"
+                            .to_owned(),
+                    );
+                }
+                let (host, port) = split_host_port(authority, url)?;
+                Ok(RemoteUrl::Webdav {
+                    tls: scheme == "webdavs",
+                    host,
+                    port,
+                    path: path.to_owned(),
+                })
+            }
+            other => Err(format!(
+                "the remote scheme {other:?} is not supported; use file://, sftp://, webdav:// or webdavs://"
+            )),
+        }
+    }
+
+    pub fn scheme(&self) -> &'static str {
+        match self {
+            RemoteUrl::File(_) => "file",
+            RemoteUrl::Sftp { .. } => "sftp",
+            RemoteUrl::Webdav { tls: false, .. } => "webdav",
+            RemoteUrl::Webdav { tls: true, .. } => "webdavs",
+        }
+    }
+}
+
+impl fmt::Display for RemoteUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RemoteUrl::File(path) => write!(f, "file://{}", path.display()),
+            RemoteUrl::Sftp {
+                user,
+                host,
+                port,
+                path,
+            } => {
+                let user = user.as_deref().map(|u| format!("{u}@")).unwrap_or_default();
+                write!(f, "sftp://{user}{host}:{port}{path}")
+            }
+            RemoteUrl::Webdav {
+                tls,
+                host,
+                port,
+                path,
+            } => {
+                let scheme = if *tls { "webdavs" } else { "webdav" };
+                let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+                write!(f, "{scheme}://{host}{port}{path}")
+            }
+        }
+    }
+}
+
+fn split_authority(rest: &str) -> (&str, &str) {
+    match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    }
+}
+
+fn split_host_port(host_port: &str, url: &str) -> Result<(String, Option<u16>), String> {
+    let (host, port) = match host_port.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
+            let port = port
+                .parse::<u16>()
+                .map_err(|_| format!("{url:?} has an invalid port {port:?}"))?;
+            (host, Some(port))
+        }
+        _ => (host_port, None),
+    };
+    if host.is_empty() {
+        return Err(format!("{url:?} has no host"));
+    }
+    Ok((host.to_owned(), port))
+}
+
+fn percent_decode(s: &str) -> Result<String, String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| format!("{s:?} has a malformed %-escape"))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("{s:?} does not decode to UTF-8"))
+}
+
+/// A configuration the agent cannot run with.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {file}: {source}")]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{file}: {message}")]
+    Syntax { file: PathBuf, message: String },
+    #[error("{file}: `{key}`: {message}")]
+    Invalid {
+        file: PathBuf,
+        key: String,
+        message: String,
+    },
+    #[error("cannot find a home folder for {0}; pass it explicitly (see `prism-syncd --help`)")]
+    NoHome(&'static str),
+}
+
+impl ConfigError {
+    fn no_home(what: &'static str) -> ConfigError {
+        ConfigError::NoHome(what)
+    }
+}
+
+impl Config {
+    /// Reads and validates the config file. A missing file is an empty
+    /// configuration (the agent then runs with no pair until one is added).
+    pub fn load(file: &Path) -> Result<Config, ConfigError> {
+        let text = match std::fs::read_to_string(file) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    file: file.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        Config::parse(&text, file)
+    }
+
+    /// Parses and validates config text; `file` is only used in messages.
+    pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            file: file.to_path_buf(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        raw.validate(file)
+    }
+}
+
+impl RawConfig {
+    pub fn validate(self, file: &Path) -> Result<Config, ConfigError> {
+        let invalid = |key: String, message: String| ConfigError::Invalid {
+            file: file.to_path_buf(),
+            key,
+            message,
+        };
+        let agent = self.agent.validate().map_err(|(k, m)| invalid(k, m))?;
+        let mut pairs: Vec<PairConfig> = Vec::new();
+        let mut names = BTreeSet::new();
+        for (index, raw) in self.pair.into_iter().enumerate() {
+            let key = |field: &str| format!("pair[{index}].{field}");
+            let pair = raw
+                .validate()
+                .map_err(|(field, m)| invalid(key(&field), m))?;
+            if !names.insert(pair.name.clone()) {
+                return Err(invalid(
+                    key("name"),
+                    format!("another pair is already named {:?}", pair.name),
+                ));
+            }
+            if let Some(other) = pairs.iter().find(|p| overlaps(&p.local, &pair.local)) {
+                return Err(invalid(
+                    key("local"),
+                    format!(
+                        "{} overlaps the folder of pair {:?} ({}); pairs must not nest",
+                        pair.local.display(),
+                        other.name,
+                        other.local.display()
+                    ),
+                ));
+            }
+            pairs.push(pair);
+        }
+        Ok(Config { agent, pairs })
+    }
+}
+
+fn overlaps(a: &Path, b: &Path) -> bool {
+    a.starts_with(b) || b.starts_with(a)
+}
+
+impl RawAgent {
+    fn validate(self) -> Result<AgentConfig, (String, String)> {
+        let device = match self.device {
+            Some(device) if device.trim().is_empty() => {
+                return Err(("agent.device".into(), "must not be empty".into()));
+            }
+            Some(device) => device,
+            None => default_device_name(),
+        };
+        let debounce_ms = self
+            .debounce_ms
+            .unwrap_or(AgentConfig::DEFAULT_DEBOUNCE.as_millis() as u64);
+        if debounce_ms > 60_000 {
+            return Err((
+                "agent.debounce_ms".into(),
+                format!("{debounce_ms} is more than a minute; use a value from 0 to 60000"),
+            ));
+        }
+        let remote_poll_secs = self
+            .remote_poll_secs
+            .unwrap_or(AgentConfig::DEFAULT_REMOTE_POLL.as_secs());
+        if remote_poll_secs == 0 {
+            return Err(("agent.remote_poll_secs".into(), "must be at least 1".into()));
+        }
+        let parallel_transfers = self
+            .parallel_transfers
+            .unwrap_or(AgentConfig::DEFAULT_PARALLEL_TRANSFERS);
+        if !(1..=64).contains(&parallel_transfers) {
+            return Err((
+                "agent.parallel_transfers".into(),
+                format!("{parallel_transfers} is out of range; use 1 to 64"),
+            ));
+        }
+        let safety_scan_secs = self
+            .safety_scan_secs
+            .unwrap_or(AgentConfig::DEFAULT_SAFETY_SCAN.as_secs());
+        if safety_scan_secs == 0 {
+            return Err(("agent.safety_scan_secs".into(), "must be at least 1".into()));
+        }
+        let trash_retention = match self.trash_retention_days {
+            Some(days) => Duration::from_secs(days * 24 * 3600),
+            None => AgentConfig::DEFAULT_TRASH_RETENTION,
+        };
+        Ok(AgentConfig {
+            device,
+            debounce: Duration::from_millis(debounce_ms),
+            remote_poll: Duration::from_secs(remote_poll_secs),
+            parallel_transfers,
+            safety_scan: Duration::from_secs(safety_scan_secs),
+            trash_retention,
+        })
+    }
+}
+
+impl RawPair {
+    /// Validates one pair; errors name the field within the pair.
+    pub fn validate(self) -> Result<PairConfig, (String, String)> {
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err((
+                "name".into(),
+                format!(
+                    "{:?} is not a valid pair name; use letters, digits, '-', '_' and '.'",
+                    self.name
+                ),
+            ));
+        }
+        let local = expand_home(&self.local);
+        if !local.is_absolute() {
+            return Err((
+                "local".into(),
+                format!(
+                    "{:?} is not an absolute path; write the full path, e.g. /home/me/Notes",
+                    self.local
+                ),
+            ));
+        }
+        let remote = RemoteUrl::parse(&self.remote).map_err(|m| ("remote".to_owned(), m))?;
+        if let RemoteUrl::File(remote_dir) = &remote
+            && overlaps(remote_dir, &local)
+        {
+            return Err((
+                "remote".into(),
+                format!(
+                    "the remote folder {} overlaps the local folder {}",
+                    remote_dir.display(),
+                    local.display()
+                ),
+            ));
+        }
+        let conflict = match self.conflict.as_deref() {
+            None => Strategy::Manual,
+            Some(s) => Strategy::parse(s).ok_or_else(|| {
+                (
+                    "conflict".to_owned(),
+                    format!(
+                        "{s:?} is not a strategy; use manual, keep_local, keep_remote or auto_merge"
+                    ),
+                )
+            })?,
+        };
+        for (i, pattern) in self.ignore.iter().enumerate() {
+            if pattern.trim().is_empty() {
+                return Err((format!("ignore[{i}]"), "an ignore pattern is empty".into()));
+            }
+        }
+        Ok(PairConfig {
+            name: self.name,
+            local,
+            remote,
+            conflict,
+            ignore: self.ignore,
+        })
+    }
+}
+
+fn expand_home(path: &str) -> PathBuf {
+    if let Some(rest) = path.strip_prefix("~/")
+        && let Some(home) = directories::BaseDirs::new()
+    {
+        return home.home_dir().join(rest);
+    }
+    PathBuf::from(path)
+}
+
+/// The host name, used as the device name unless the config sets one.
+pub fn default_device_name() -> String {
+    let name = gethostname::gethostname().to_string_lossy().into_owned();
+    if name.is_empty() {
+        "device".to_owned()
+    } else {
+        name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/prism/config.toml"))
+    }
+
+    #[test]
+    fn a_full_config_parses() {
+        let config = parse(
+            r#"
+            [agent]
+            device = "laptop"
+            debounce_ms = 50
+            remote_poll_secs = 10
+            parallel_transfers = 8
+
+            [[pair]]
+            name = "notes"
+            local = "/home/me/Notes"
+            remote = "file:///mnt/nas/notes"
+            conflict = "auto_merge"
+            ignore = ["*.log", "build/"]
+
+            [[pair]]
+            name = "photos"
+            local = "/home/me/Photos"
+            remote = "sftp://me@nas.local:2222/srv/photos"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.agent.device, "laptop");
+        assert_eq!(config.agent.debounce, Duration::from_millis(50));
+        assert_eq!(config.agent.parallel_transfers, 8);
+        assert_eq!(config.pairs[0].conflict, Strategy::AutoMerge);
+        assert_eq!(
+            config.pairs[0].remote,
+            RemoteUrl::File(PathBuf::from("/mnt/nas/notes"))
+        );
+        assert_eq!(
+            config.pairs[1].remote,
+            RemoteUrl::Sftp {
+                user: Some("me".into()),
+                host: "nas.local".into(),
+                port: 2222,
+                path: "/srv/photos".into()
+            }
+        );
+        assert_eq!(config.pairs[1].conflict, Strategy::Manual);
+    }
+
+    #[test]
+    fn defaults_apply_to_an_empty_file() {
+        let config = parse("").unwrap();
+        assert!(config.pairs.is_empty());
+        assert_eq!(config.agent.debounce, AgentConfig::DEFAULT_DEBOUNCE);
+        assert!(!config.agent.device.is_empty());
+    }
+
+    #[test]
+    fn errors_name_the_file_the_key_and_the_problem() {
+        let cases = [
+            (
+                "[[pair]]\nname = \"n\"\nlocal = \"rel/dir\"\nremote = \"file:///x\"\n",
+                "pair[0].local",
+                "not an absolute path",
+            ),
+            (
+                "[[pair]]\nname = \"n\"\nlocal = \"/a\"\nremote = \"ftp://x/y\"\n",
+                "pair[0].remote",
+                "not supported",
+            ),
+            (
+                "[[pair]]\nname = \"n\"\nlocal = \"/a\"\nremote = \"file:///b\"\nconflict = \"newest\"\n",
+                "pair[0].conflict",
+                "not a strategy",
+            ),
+            (
+                "[agent]\nparallel_transfers = 0\n",
+                "agent.parallel_transfers",
+                "out of range",
+            ),
+            (
+                "[[pair]]\nname = \"a\"\nlocal = \"/a\"\nremote = \"file:///b\"\n[[pair]]\nname = \"a\"\nlocal = \"/c\"\nremote = \"file:///d\"\n",
+                "pair[1].name",
+                "already named",
+            ),
+            (
+                "[[pair]]\nname = \"a\"\nlocal = \"/a\"\nremote = \"file:///b\"\n[[pair]]\nname = \"b\"\nlocal = \"/a/sub\"\nremote = \"file:///d\"\n",
+                "pair[1].local",
+                "must not nest",
+            ),
+            (
+                "[[pair]]\nname = \"a\"\nlocal = \"/a\"\nremote = \"sftp://me:hunter2@host/x\"\n",
+                "pair[0].remote",
+                "password",
+            ),
+        ];
+        for (text, key, words) in cases {
+            let message = parse(text).unwrap_err().to_string();
+            assert!(
+                message.starts_with("/etc/prism/config.toml: `")
+                    && message.contains(key)
+                    && message.contains(words),
+                "{message:?} should name {key} and say {words:?}"
+            );
+            assert!(!message.contains("hunter2"), "{message:?} leaks a password");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_syntax_errors_are_refused_with_the_file_name() {
+        let message = parse("[agent]\ndebounce = 5\n").unwrap_err().to_string();
+        assert!(
+            message.contains("config.toml") && message.contains("debounce"),
+            "{message}"
+        );
+        let message = parse("[[pair]\n").unwrap_err().to_string();
+        assert!(message.contains("config.toml"), "{message}");
+    }
+
+    #[test]
+    fn remote_urls_parse_and_display() {
+        for (url, shown) in [
+            ("file:///srv/a%20b", "file:///srv/a b"),
+            ("sftp://host/x", "sftp://host:22/x"),
+            ("webdav://127.0.0.1:8080/dav", "webdav://127.0.0.1:8080/dav"),
+            (
+                "webdavs://cloud.example/remote.php/dav",
+                "webdavs://cloud.example/remote.php/dav",
+            ),
+        ] {
+            assert_eq!(RemoteUrl::parse(url).unwrap().to_string(), shown);
+        }
+        assert!(RemoteUrl::parse("file://relative").is_err());
+        assert!(RemoteUrl::parse("/just/a/path").is_err());
+    }
+}
