@@ -6,6 +6,7 @@
 //! with a paragraph saying what it owns and what it deliberately does not do.
 
 pub mod config;
+pub mod fsops;
 pub mod model;
 pub mod reconcile;
 pub mod timefmt;

@@ -1,0 +1,522 @@
+//! The careful local file-system primitives every writer shares: stat with
+//! nanosecond mtimes and inode identity, staged atomic writes (temporary
+//! file in the target's folder, fsync, verify, rename without replacing),
+//! and the trash that every overwritten or deleted version goes to.
+//!
+//! This module knows nothing about pairs, plans or the journal. It is used
+//! for the local side of every pair and for the `file://` remote, so both
+//! follow the same rules: a half-written file is never visible under its
+//! real name, and nothing is removed without first being moved to a trash.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use crate::model::{ContentHash, FileId, RelPath};
+use crate::timefmt;
+
+/// What kind of thing a path is, without following symlinks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatKind {
+    File,
+    Dir,
+    /// Symlinks, sockets, devices: never synced.
+    Other,
+}
+
+/// The cheap identity of a path: enough to tell "unchanged" without reading.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stat {
+    pub kind: StatKind,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub id: Option<FileId>,
+}
+
+impl Stat {
+    /// The version token of this file: size and mtime. Two stats with the
+    /// same token are assumed to hold the same bytes (the stat cache rule).
+    pub fn version(&self) -> String {
+        format!("{}:{}", self.size, self.mtime_ns)
+    }
+}
+
+/// `lstat`, with `None` for a path that does not exist.
+pub fn stat(path: &Path) -> io::Result<Option<Stat>> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) => Ok(Some(stat_of(&meta))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Converts metadata already at hand.
+pub fn stat_of(meta: &fs::Metadata) -> Stat {
+    let file_type = meta.file_type();
+    let kind = if file_type.is_file() {
+        StatKind::File
+    } else if file_type.is_dir() {
+        StatKind::Dir
+    } else {
+        StatKind::Other
+    };
+    let mtime_ns = meta.modified().map(timefmt::to_unix_ns).unwrap_or(0);
+    Stat {
+        kind,
+        size: if kind == StatKind::File {
+            meta.len()
+        } else {
+            0
+        },
+        mtime_ns,
+        id: file_id(meta),
+    }
+}
+
+#[cfg(unix)]
+fn file_id(meta: &fs::Metadata) -> Option<FileId> {
+    use std::os::unix::fs::MetadataExt;
+    Some(FileId(format!("{}:{}", meta.dev(), meta.ino())))
+}
+
+#[cfg(not(unix))]
+fn file_id(_meta: &fs::Metadata) -> Option<FileId> {
+    None
+}
+
+/// A file written under a temporary name beside its target, flushed to
+/// disk, whose content hash is known. Dropping it removes the temporary.
+#[derive(Debug)]
+pub struct Staged {
+    temp: Option<PathBuf>,
+    pub hash: ContentHash,
+    pub size: u64,
+}
+
+impl Staged {
+    pub fn temp_path(&self) -> &Path {
+        self.temp
+            .as_deref()
+            .expect("a staged file is consumed only by commit")
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if let Some(temp) = self.temp.take() {
+            let _ = fs::remove_file(temp);
+        }
+    }
+}
+
+/// The temporary name for `target`'s staged write: hidden, recognisable as
+/// ours (so scanners ignore it and a crash's leftovers can be swept), unique,
+/// and short enough for any file system.
+pub fn temp_path_for(target: &Path) -> PathBuf {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut short: String = name.chars().take(100).collect();
+    short.retain(|c| c != '/');
+    let temp = format!("{TEMP_PREFIX}{:016x}-{short}", fastrand::u64(..));
+    target.with_file_name(temp)
+}
+
+/// Every temporary file this crate creates starts with this.
+pub const TEMP_PREFIX: &str = ".prism-tmp-";
+
+/// Streams `content` into a temporary file beside `target` and fsyncs it.
+/// `mtime_ns`, when given, is set on the file so both sides of a pair show
+/// the same modification time.
+pub fn stage(target: &Path, content: &mut dyn Read, mtime_ns: Option<i64>) -> io::Result<Staged> {
+    let temp = temp_path_for(target);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&temp)?;
+    let mut staged = Staged {
+        temp: Some(temp),
+        hash: ContentHash([0; 32]),
+        size: 0,
+    };
+    let mut hasher = blake3::Hasher::new();
+    let mut buffer = vec![0u8; 256 * 1024];
+    loop {
+        let n = match content.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buffer[..n]);
+        file.write_all(&buffer[..n])?;
+        staged.size += n as u64;
+    }
+    if let Some(ns) = mtime_ns {
+        file.set_modified(timefmt::from_unix_ns(ns))?;
+    }
+    file.sync_all()?;
+    staged.hash = ContentHash(*hasher.finalize().as_bytes());
+    Ok(staged)
+}
+
+/// Why a commit did not happen. Nothing was lost in either case.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// The target is not what the plan saw any more: someone changed it.
+    #[error("{path} changed since it was scanned; the write was not done and will be re-planned")]
+    Changed { path: PathBuf },
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// What a destructive step expects to find at its target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// Nothing may be there.
+    Absent,
+    /// A file with exactly this size and mtime.
+    File { size: u64, mtime_ns: i64 },
+    /// A folder.
+    Dir,
+}
+
+impl Expect {
+    /// True when `found` is what was expected.
+    pub fn matches(&self, found: Option<&Stat>) -> bool {
+        match (self, found) {
+            (Expect::Absent, None) => true,
+            (Expect::File { size, mtime_ns }, Some(stat)) => {
+                stat.kind == StatKind::File && stat.size == *size && stat.mtime_ns == *mtime_ns
+            }
+            (Expect::Dir, Some(stat)) => stat.kind == StatKind::Dir,
+            _ => false,
+        }
+    }
+}
+
+/// Puts a staged file in place of `target`. The current version, if any,
+/// must match `expect`; it goes to `trash` first, and the staged file is
+/// renamed in without replacing anything, so a file that appears in the
+/// meantime is never clobbered.
+pub fn commit(
+    staged: Staged,
+    target: &Path,
+    expect: &Expect,
+    trash: &Trash,
+    rel: &RelPath,
+) -> Result<Stat, CommitError> {
+    let current = stat(target)?;
+    if !expect.matches(current.as_ref()) {
+        return Err(CommitError::Changed {
+            path: target.to_path_buf(),
+        });
+    }
+    if current.is_some() {
+        // RACE: the user may write `target` between the check above and
+        // this rename. Their version then lands in the trash instead of
+        // being replaced in place; it is kept, not lost.
+        trash.put(target, rel)?;
+    }
+    let mut staged = staged;
+    let temp = staged.temp.take().expect("staged files are committed once");
+    if let Err(e) = rename_noreplace(&temp, target) {
+        let _ = fs::remove_file(&temp);
+        return Err(if e.kind() == io::ErrorKind::AlreadyExists {
+            CommitError::Changed {
+                path: target.to_path_buf(),
+            }
+        } else {
+            CommitError::Io(e)
+        });
+    }
+    sync_parent(target)?;
+    Ok(stat(target)?
+        .ok_or_else(|| io::Error::other("the file vanished right after it was written"))?)
+}
+
+/// Renames `from` to `to`, failing with `AlreadyExists` rather than
+/// replacing anything at `to`.
+pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
+        let from_c = CString::new(from.as_os_str().as_bytes())?;
+        let to_c = CString::new(to.as_os_str().as_bytes())?;
+        // SAFETY: both pointers are valid NUL-terminated strings that
+        // outlive the call; AT_FDCWD makes relative paths resolve as usual.
+        let rc = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                from_c.as_ptr(),
+                libc::AT_FDCWD,
+                to_c.as_ptr(),
+                libc::RENAME_NOREPLACE,
+            )
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        // File systems without RENAME_NOREPLACE (some FUSE and network
+        // mounts) answer EINVAL; fall back to check-then-rename.
+        if err.raw_os_error() != Some(libc::EINVAL) {
+            return Err(err);
+        }
+    }
+    // RACE: without an atomic no-replace rename, a file created at `to`
+    // between this check and the rename would be replaced. Only file
+    // systems lacking RENAME_NOREPLACE take this path.
+    if fs::symlink_metadata(to).is_ok() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} already exists", to.display()),
+        ));
+    }
+    fs::rename(from, to)
+}
+
+/// Flushes a folder entry change (a rename, a create) to disk.
+pub fn sync_parent(path: &Path) -> io::Result<()> {
+    match path.parent() {
+        Some(parent) => sync_dir(parent),
+        None => Ok(()),
+    }
+}
+
+/// Flushes a folder's entries.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
+    }
+}
+
+/// A folder that keeps every overwritten or deleted version, grouped by
+/// the minute it was trashed: `ROOT/20250209-1600/docs/page.md`.
+#[derive(Clone, Debug)]
+pub struct Trash {
+    root: PathBuf,
+}
+
+impl Trash {
+    pub fn new(root: PathBuf) -> Trash {
+        Trash { root }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Moves `source` (a file or a whole folder) into the trash under its
+    /// relative path; returns where it went. A rename when the trash is on
+    /// the same file system; a copy and delete otherwise.
+    pub fn put(&self, source: &Path, rel: &RelPath) -> io::Result<PathBuf> {
+        let stamp = timefmt::conflict_stamp(SystemTime::now());
+        let mut dest = rel.to_fs(&self.root.join(&stamp[..13]));
+        if let Some(parent) = dest.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        let base = dest.clone();
+        let mut n = 1;
+        loop {
+            match rename_noreplace(source, &dest) {
+                Ok(()) => return Ok(dest),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    dest = PathBuf::from(format!("{}.{n}", base.display()));
+                    n += 1;
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+                    copy_tree(source, &dest)?;
+                    remove_tree(source)?;
+                    return Ok(dest);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Removes trash batches older than `retention`; returns how many.
+    pub fn purge_older_than(&self, retention: Duration, now: SystemTime) -> io::Result<usize> {
+        let entries = match fs::read_dir(&self.root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let cutoff = now.checked_sub(retention).unwrap_or(SystemTime::UNIX_EPOCH);
+        let cutoff_stamp = &timefmt::conflict_stamp(cutoff)[..13];
+        let mut purged = 0;
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // Batch names sort as time; anything else is not ours to delete.
+            let is_batch = name.len() == 13 && name.as_bytes()[8] == b'-';
+            if is_batch && name.as_str() < cutoff_stamp {
+                remove_tree(&entry.path())?;
+                purged += 1;
+            }
+        }
+        Ok(purged)
+    }
+}
+
+fn copy_tree(source: &Path, dest: &Path) -> io::Result<()> {
+    let meta = fs::symlink_metadata(source)?;
+    if meta.is_dir() {
+        fs::create_dir_all(dest)?;
+        for entry in fs::read_dir(source)? {
+            let entry = entry?;
+            copy_tree(&entry.path(), &dest.join(entry.file_name()))?;
+        }
+    } else {
+        fs::copy(source, dest)?;
+        File::open(dest)?.sync_all()?;
+    }
+    Ok(())
+}
+
+fn remove_tree(path: &Path) -> io::Result<()> {
+    if fs::symlink_metadata(path)?.is_dir() {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rel(s: &str) -> RelPath {
+        RelPath::new(s).unwrap()
+    }
+
+    #[test]
+    fn a_staged_file_is_invisible_until_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let trash = Trash::new(dir.path().join("trash"));
+        let target = dir.path().join("page.md");
+        let staged = stage(&target, &mut &b"hello"[..], Some(1_000_000_000)).unwrap();
+        assert!(!target.exists());
+        assert_eq!(staged.hash, ContentHash::of_bytes(b"hello"));
+        let stat = commit(staged, &target, &Expect::Absent, &trash, &rel("page.md")).unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"hello");
+        assert_eq!(stat.mtime_ns, 1_000_000_000);
+        let leftovers: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.to_string_lossy().starts_with(TEMP_PREFIX))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn a_replaced_version_goes_to_the_trash() {
+        let dir = tempfile::tempdir().unwrap();
+        let trash = Trash::new(dir.path().join("trash"));
+        let target = dir.path().join("a.txt");
+        fs::write(&target, "old").unwrap();
+        let old = stat(&target).unwrap().unwrap();
+        let staged = stage(&target, &mut &b"new"[..], None).unwrap();
+        let expect = Expect::File {
+            size: old.size,
+            mtime_ns: old.mtime_ns,
+        };
+        commit(staged, &target, &expect, &trash, &rel("a.txt")).unwrap();
+        assert_eq!(fs::read_to_string(&target).unwrap(), "new");
+        let trashed: Vec<_> = walk(trash.root());
+        assert_eq!(trashed.len(), 1);
+        assert_eq!(fs::read_to_string(&trashed[0]).unwrap(), "old");
+    }
+
+    #[test]
+    fn a_target_changed_since_the_scan_is_not_clobbered() {
+        let dir = tempfile::tempdir().unwrap();
+        let trash = Trash::new(dir.path().join("trash"));
+        let target = dir.path().join("a.txt");
+        fs::write(&target, "user's newer edit").unwrap();
+        let staged = stage(&target, &mut &b"remote"[..], None).unwrap();
+        let expect = Expect::File {
+            size: 3,
+            mtime_ns: 1,
+        };
+        let err = commit(staged, &target, &expect, &trash, &rel("a.txt")).unwrap_err();
+        assert!(matches!(err, CommitError::Changed { .. }));
+        assert_eq!(fs::read_to_string(&target).unwrap(), "user's newer edit");
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "temp file left behind"
+        );
+    }
+
+    #[test]
+    fn a_file_that_appeared_is_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let trash = Trash::new(dir.path().join("trash"));
+        let target = dir.path().join("new.txt");
+        let staged = stage(&target, &mut &b"ours"[..], None).unwrap();
+        fs::write(&target, "theirs").unwrap();
+        assert!(matches!(
+            commit(staged, &target, &Expect::Absent, &trash, &rel("new.txt")),
+            Err(CommitError::Changed { .. })
+        ));
+        assert_eq!(fs::read_to_string(&target).unwrap(), "theirs");
+    }
+
+    #[test]
+    fn trash_keeps_every_version_of_the_same_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let trash = Trash::new(dir.path().join("trash"));
+        let file = dir.path().join("f");
+        for content in ["one", "two", "three"] {
+            fs::write(&file, content).unwrap();
+            trash.put(&file, &rel("docs/f")).unwrap();
+        }
+        let mut kept: Vec<String> = walk(trash.root())
+            .iter()
+            .map(|p| fs::read_to_string(p).unwrap())
+            .collect();
+        kept.sort();
+        assert_eq!(kept, ["one", "three", "two"]);
+    }
+
+    #[test]
+    fn purge_removes_only_old_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let trash = Trash::new(dir.path().to_path_buf());
+        fs::create_dir_all(dir.path().join("20200101-0000/x")).unwrap();
+        fs::create_dir_all(dir.path().join("not-a-batch")).unwrap();
+        let file = dir.path().join("f");
+        fs::write(&file, "recent").unwrap();
+        trash.put(&file, &rel("f")).unwrap();
+        let purged = trash
+            .purge_older_than(Duration::from_secs(86_400), SystemTime::now())
+            .unwrap();
+        assert_eq!(purged, 1);
+        assert!(!dir.path().join("20200101-0000").exists());
+        assert!(dir.path().join("not-a-batch").exists());
+        assert_eq!(walk(dir.path()).len(), 1);
+    }
+
+    fn walk(dir: &Path) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                files.extend(walk(&path));
+            } else {
+                files.push(path);
+            }
+        }
+        files
+    }
+}
