@@ -8,3 +8,4 @@
 pub mod model;
 pub mod reconcile;
 pub mod timefmt;
+pub mod tracker;
