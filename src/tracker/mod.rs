@@ -13,3 +13,4 @@
 pub mod hash;
 pub mod ignore;
 pub mod scan;
+pub mod watch;
