@@ -107,7 +107,10 @@ impl Watcher {
 /// exclude, sending events to `sink` from a background thread.
 ///
 /// Every folder is watched before this returns, so it walks the tree: call
-/// it from a blocking context for large pairs.
+/// it from a blocking context for large pairs. The rules in `ignore` stay
+/// fixed for the watcher's life; when `.prismignore` changes (reported like
+/// any change), the engine reloads the rules and starts a new watcher, so
+/// newly un-ignored folders get watches.
 pub fn watch(
     root: &Path,
     ignore: Arc<IgnoreRules>,
@@ -415,7 +418,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
     use std::time::Duration;
