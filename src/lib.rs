@@ -10,3 +10,4 @@ pub mod fsops;
 pub mod model;
 pub mod reconcile;
 pub mod timefmt;
+pub mod tracker;

@@ -1,0 +1,787 @@
+//! The scanner: a snapshot of a pair's local folder as a [`SideTree`].
+//!
+//! This module owns turning the file system into facts: which paths exist,
+//! whether each is a folder or a file, and each file's hash, size, mtime and
+//! inode. It reuses a hash from the base when size, mtime and inode say the
+//! file is unchanged (also across a rename), so a rescan of an unchanged tree
+//! reads no file. What it cannot state as a fact it *holds* (a file being
+//! written, a folder it may not read) instead of reporting it absent, so
+//! nothing is ever deleted because it was merely unreadable. It does not
+//! decide what to sync, write anything, or follow symbolic links.
+
+use std::collections::HashMap;
+use std::fs::{self, DirEntry, File, Metadata};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::model::{
+    BaseEntry, BaseTree, ContentHash, Entry, FileId, FileMeta, RelPath, Scope, SideEntry, SideTree,
+};
+use crate::tracker::hash::HashingReader;
+use crate::tracker::ignore::IgnoreRules;
+
+/// What to scan, and what is known from the last sync.
+pub struct ScanRequest<'a> {
+    /// The pair's local root folder.
+    pub root: &'a Path,
+    pub scope: &'a Scope,
+    pub ignore: &'a IgnoreRules,
+    /// The base: hashes in it are reused for files whose size, mtime and
+    /// inode are unchanged.
+    pub cache: &'a BaseTree,
+}
+
+/// The result of a scan.
+#[derive(Debug)]
+pub struct ScanOutcome {
+    /// Every path in scope that is synced and could be read.
+    pub tree: SideTree,
+    /// Paths in scope whose state is unknown this round: files that changed
+    /// while being read and paths that could not be read. A held folder
+    /// stands for its whole subtree. None of them is in `tree`, and none of
+    /// them may be treated as deleted; the engine retries them later.
+    pub held: Vec<RelPath>,
+    /// Things the user should know about: unreadable paths, symbolic links
+    /// and special files that are skipped, names that cannot be synced.
+    pub problems: Vec<ScanProblem>,
+    /// Files read to hash them (zero when the stat cache covered everything).
+    pub hashed_files: u64,
+    pub hashed_bytes: u64,
+    /// Directory entries looked at.
+    pub visited: u64,
+}
+
+/// One thing about one path that the user should know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanProblem {
+    /// `None` when the name itself cannot be a [`RelPath`]; the message then
+    /// names it.
+    pub path: Option<RelPath>,
+    pub message: String,
+}
+
+/// A scan that could not look at the pair at all. Per-path trouble is a
+/// [`ScanProblem`] instead.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    #[error(
+        "the local folder {0} does not exist; if it lives on a removable or network disk, mount it, otherwise fix the pair's `local` path"
+    )]
+    RootMissing(PathBuf),
+    #[error("the local path {0} is not a folder; fix the pair's `local` path")]
+    RootNotDir(PathBuf),
+    #[error("cannot {operation} the local folder {path}: {source}; check its permissions")]
+    Io {
+        path: PathBuf,
+        operation: &'static str,
+        source: io::Error,
+    },
+}
+
+/// Scans `req.scope` below `req.root`.
+///
+/// Paths named in a [`Scope::Paths`] that do not exist simply contribute
+/// nothing: their absence is the information.
+pub fn scan(req: &ScanRequest) -> Result<ScanOutcome, ScanError> {
+    let root_io = |operation, source| ScanError::Io {
+        path: req.root.to_path_buf(),
+        operation,
+        source,
+    };
+    let root_meta = match fs::metadata(req.root) {
+        Ok(meta) => meta,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            return Err(ScanError::RootMissing(req.root.to_path_buf()));
+        }
+        Err(err) => return Err(root_io("look at", err)),
+    };
+    if !root_meta.is_dir() {
+        return Err(ScanError::RootNotDir(req.root.to_path_buf()));
+    }
+
+    let mut scanner = Scanner::new(req);
+    match req.scope {
+        Scope::Full => {
+            let children = list_dir(req.root).map_err(|err| root_io("list", err))?;
+            scanner.visit_children(None, children);
+        }
+        Scope::Paths(paths) => {
+            for path in outermost(paths) {
+                scanner.visit_scoped_path(path);
+            }
+        }
+    }
+    Ok(scanner.out)
+}
+
+/// The state of one scan in progress.
+struct Scanner<'r, 'a> {
+    req: &'r ScanRequest<'a>,
+    out: ScanOutcome,
+    /// Cached file metadata by inode, built on the first cache miss, to
+    /// recognise a renamed file without reading it.
+    cache_by_id: Option<HashMap<FileId, FileMeta>>,
+}
+
+/// What reading a file for its hash found.
+enum Hashed {
+    /// The file did not change while it was read.
+    Stable(ContentHash),
+    /// The file changed (or was replaced) while it was read.
+    Changing,
+    /// The file is gone.
+    Vanished,
+}
+
+impl<'r, 'a> Scanner<'r, 'a> {
+    fn new(req: &'r ScanRequest<'a>) -> Scanner<'r, 'a> {
+        Scanner {
+            req,
+            out: ScanOutcome {
+                tree: SideTree::new(),
+                held: Vec::new(),
+                problems: Vec::new(),
+                hashed_files: 0,
+                hashed_bytes: 0,
+                visited: 0,
+            },
+            cache_by_id: None,
+        }
+    }
+
+    /// Looks at one path of a `Scope::Paths` and everything below it.
+    fn visit_scoped_path(&mut self, path: &RelPath) {
+        // The path is in the synced tree only if every ancestor is a real
+        // folder: below a file, a symbolic link or nothing, it does not
+        // exist as far as syncing is concerned.
+        for ancestor in path.ancestors() {
+            match fs::symlink_metadata(ancestor.to_fs(self.req.root)) {
+                Ok(meta) if meta.is_dir() => {}
+                Ok(_) => return,
+                Err(err) if is_vanished(&err) => return,
+                Err(err) => return self.hold(path.clone(), "look at a folder above", &err),
+            }
+        }
+        let abs = path.to_fs(self.req.root);
+        match fs::symlink_metadata(&abs) {
+            Ok(meta) => self.visit(path.clone(), &abs, &meta),
+            Err(err) if is_vanished(&err) => {}
+            Err(err) => self.hold(path.clone(), "look at", &err),
+        }
+    }
+
+    fn visit_children(&mut self, parent: Option<&RelPath>, children: Vec<DirEntry>) {
+        for child in children {
+            let abs = child.path();
+            let name = child.file_name();
+            let rel = name.to_str().and_then(|name| match parent {
+                Some(parent) => parent.join(name).ok(),
+                None => RelPath::from_name(name).ok(),
+            });
+            let Some(rel) = rel else {
+                self.out.problems.push(ScanProblem {
+                    path: None,
+                    message: format!(
+                        "{} is not synced: its name is not valid UTF-8 or contains a control character or backslash; rename it to sync it",
+                        abs.to_string_lossy()
+                    ),
+                });
+                continue;
+            };
+            // `DirEntry::metadata` does not follow symbolic links.
+            match child.metadata() {
+                Ok(meta) => self.visit(rel, &abs, &meta),
+                Err(err) if is_vanished(&err) => {}
+                Err(err) => self.hold(rel, "look at", &err),
+            }
+        }
+    }
+
+    fn visit(&mut self, rel: RelPath, abs: &Path, meta: &Metadata) {
+        self.out.visited += 1;
+        let file_type = meta.file_type();
+        if self.req.ignore.is_ignored(&rel, file_type.is_dir()) {
+            return;
+        }
+        if file_type.is_symlink() {
+            self.note(rel, "symbolic links are not synced; it is skipped");
+        } else if file_type.is_dir() {
+            self.visit_dir(rel, abs, meta);
+        } else if file_type.is_file() {
+            self.visit_file(rel, abs, meta);
+        } else {
+            self.note(
+                rel,
+                "special files (fifos, sockets, devices) are not synced; it is skipped",
+            );
+        }
+    }
+
+    fn visit_dir(&mut self, rel: RelPath, abs: &Path, meta: &Metadata) {
+        match list_dir(abs) {
+            Ok(children) => {
+                let entry = SideEntry {
+                    entry: Entry::Dir,
+                    id: file_id(meta),
+                    version: None,
+                };
+                self.out.tree.insert(rel.clone(), entry);
+                self.visit_children(Some(&rel), children);
+            }
+            Err(err) if is_vanished(&err) => {}
+            Err(err) => self.hold(rel, "list the folder", &err),
+        }
+    }
+
+    fn visit_file(&mut self, rel: RelPath, abs: &Path, before: &Metadata) {
+        let id = file_id(before);
+        let size = before.len();
+        let mtime_ns = mtime_ns(before);
+        let hash = match self.cached_hash(&rel, &id, size, mtime_ns) {
+            Some(hash) => hash,
+            None => match self.hash_if_stable(abs, before) {
+                Ok(Hashed::Stable(hash)) => hash,
+                Ok(Hashed::Changing) => return self.out.held.push(rel),
+                Ok(Hashed::Vanished) => return,
+                Err(err) => return self.hold(rel, "read", &err),
+            },
+        };
+        let meta = FileMeta {
+            hash,
+            size,
+            mtime_ns,
+        };
+        let entry = SideEntry {
+            entry: Entry::File(meta),
+            id,
+            version: None,
+        };
+        self.out.tree.insert(rel, entry);
+    }
+
+    /// The base's hash for a file that size, mtime and inode say is
+    /// unchanged: at the same path, or at another path it was renamed from.
+    ///
+    /// RACE: a file rewritten in place with the same size within the same
+    /// mtime tick as the write the base saw (ext4 ticks are milliseconds)
+    /// looks unchanged, and keeps its old hash until its next change. Git
+    /// calls this the "racy clean" case; closing it needs the time the base
+    /// was recorded, which the base does not carry.
+    fn cached_hash(
+        &mut self,
+        rel: &RelPath,
+        id: &Option<FileId>,
+        size: u64,
+        mtime_ns: i64,
+    ) -> Option<ContentHash> {
+        let unchanged = |meta: &FileMeta| meta.size == size && meta.mtime_ns == mtime_ns;
+        if let Some(BaseEntry {
+            entry: Entry::File(meta),
+            local_id,
+            ..
+        }) = self.req.cache.get(rel)
+        {
+            if local_id == id && unchanged(meta) {
+                return Some(meta.hash);
+            }
+        }
+        let id = id.as_ref()?;
+        let cache = self.req.cache;
+        let by_id = self.cache_by_id.get_or_insert_with(|| {
+            cache
+                .values()
+                .filter_map(|base| match (&base.entry, &base.local_id) {
+                    (Entry::File(meta), Some(id)) => Some((id.clone(), *meta)),
+                    _ => None,
+                })
+                .collect()
+        });
+        by_id
+            .get(id)
+            .filter(|meta| unchanged(meta))
+            .map(|meta| meta.hash)
+    }
+
+    /// Hashes the file at `abs` and checks that it is still what `before`
+    /// described, so a file being written is never recorded half-done.
+    fn hash_if_stable(&mut self, abs: &Path, before: &Metadata) -> io::Result<Hashed> {
+        let file = match open_regular_file(abs) {
+            Ok(file) => file,
+            Err(err) if is_vanished(&err) => return Ok(Hashed::Vanished),
+            // The path was swapped for a symbolic link since we looked.
+            Err(err) if is_symlink_refused(&err) => return Ok(Hashed::Changing),
+            Err(err) => return Err(err),
+        };
+        let opened = file.metadata()?;
+        let (hash, n_bytes) = HashingReader::new(file).drain()?;
+        self.out.hashed_files += 1;
+        self.out.hashed_bytes += n_bytes;
+        let after = match fs::symlink_metadata(abs) {
+            Ok(after) => after,
+            Err(err) if is_vanished(&err) => return Ok(Hashed::Vanished),
+            Err(err) => return Err(err),
+        };
+        let stable = file_id(&opened) == file_id(before)
+            && same_stat(before, &after)
+            && n_bytes == before.len();
+        Ok(if stable {
+            Hashed::Stable(hash)
+        } else {
+            Hashed::Changing
+        })
+    }
+
+    /// Records a path that could not be read: held, with a problem saying why.
+    fn hold(&mut self, rel: RelPath, operation: &str, err: &io::Error) {
+        self.out.problems.push(ScanProblem {
+            path: Some(rel.clone()),
+            message: format!(
+                "cannot {operation} {rel}: {err}; it is left alone on both sides until it can be read (check its permissions)"
+            ),
+        });
+        self.out.held.push(rel);
+    }
+
+    /// Records a path that is skipped on purpose.
+    fn note(&mut self, rel: RelPath, message: &str) {
+        self.out.problems.push(ScanProblem {
+            message: format!("{rel}: {message}"),
+            path: Some(rel),
+        });
+    }
+}
+
+/// The scoped paths with those inside another scoped path removed, so no
+/// subtree is scanned twice.
+fn outermost(paths: &[RelPath]) -> Vec<&RelPath> {
+    let mut kept: Vec<&RelPath> = Vec::new();
+    for path in paths {
+        if paths
+            .iter()
+            .any(|other| other != path && path.is_within(other))
+            || kept.contains(&path)
+        {
+            continue;
+        }
+        kept.push(path);
+    }
+    kept
+}
+
+fn list_dir(abs: &Path) -> io::Result<Vec<DirEntry>> {
+    fs::read_dir(abs)?.collect()
+}
+
+/// Opens a file for reading without following a symbolic link and without
+/// blocking: if a fifo was swapped in since we looked, `open` must not hang.
+fn open_regular_file(abs: &Path) -> io::Result<File> {
+    let mut options = fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    }
+    options.open(abs)
+}
+
+/// True when `open` refused a symbolic link because of `O_NOFOLLOW`.
+fn is_symlink_refused(err: &io::Error) -> bool {
+    #[cfg(unix)]
+    return err.raw_os_error() == Some(libc::ELOOP);
+    #[cfg(not(unix))]
+    return false;
+}
+
+/// True when an error means the path is simply not there (any more).
+fn is_vanished(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+    )
+}
+
+fn same_stat(before: &Metadata, after: &Metadata) -> bool {
+    after.file_type() == before.file_type()
+        && after.len() == before.len()
+        && mtime_ns(after) == mtime_ns(before)
+        && file_id(after) == file_id(before)
+}
+
+/// The inode as `dev:ino`: it survives renames within the file system.
+#[cfg(unix)]
+pub(crate) fn file_id(meta: &Metadata) -> Option<FileId> {
+    use std::os::unix::fs::MetadataExt;
+    Some(FileId(format!("{}:{}", meta.dev(), meta.ino())))
+}
+
+#[cfg(not(unix))]
+pub(crate) fn file_id(_meta: &Metadata) -> Option<FileId> {
+    None
+}
+
+/// Modification time in nanoseconds since the Unix epoch.
+#[cfg(unix)]
+fn mtime_ns(meta: &Metadata) -> i64 {
+    use std::os::unix::fs::MetadataExt;
+    meta.mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(meta.mtime_nsec())
+}
+
+#[cfg(not(unix))]
+fn mtime_ns(meta: &Metadata) -> i64 {
+    // Every platform we target records modification times; a zero here
+    // would only make the stat cache miss, never hit wrongly, because the
+    // base was recorded by this same function.
+    meta.modified().map(crate::timefmt::to_unix_ns).unwrap_or(0)
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+    use std::io::Write;
+
+    fn rel(s: &str) -> RelPath {
+        RelPath::new(s).unwrap()
+    }
+
+    fn write(root: &Path, path: &str, content: &[u8]) {
+        let abs = root.join(path);
+        fs::create_dir_all(abs.parent().unwrap()).unwrap();
+        fs::write(abs, content).unwrap();
+    }
+
+    fn no_rules(root: &Path) -> IgnoreRules {
+        IgnoreRules::load(root, &[]).unwrap()
+    }
+
+    fn run(root: &Path, scope: &Scope, ignore: &IgnoreRules, cache: &BaseTree) -> ScanOutcome {
+        scan(&ScanRequest {
+            root,
+            scope,
+            ignore,
+            cache,
+        })
+        .unwrap()
+    }
+
+    fn full(root: &Path, cache: &BaseTree) -> ScanOutcome {
+        run(root, &Scope::Full, &no_rules(root), cache)
+    }
+
+    /// The base a sync would record after agreeing on `tree`.
+    fn as_cache(tree: &SideTree) -> BaseTree {
+        tree.iter()
+            .map(|(path, side)| {
+                let mut base = BaseEntry::new(side.entry);
+                base.local_id = side.id.clone();
+                (path.clone(), base)
+            })
+            .collect()
+    }
+
+    fn paths(tree: &SideTree) -> Vec<&str> {
+        tree.keys().map(RelPath::as_str).collect()
+    }
+
+    fn file_hash(out: &ScanOutcome, path: &str) -> ContentHash {
+        out.tree[&rel(path)].entry.file().unwrap().hash
+    }
+
+    fn has_problem(out: &ScanOutcome, path: &str, text: &str) -> bool {
+        out.problems
+            .iter()
+            .any(|p| p.path.as_ref() == Some(&rel(path)) && p.message.contains(text))
+    }
+
+    #[test]
+    fn scan_finds_files_and_folders_with_their_hashes() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write(root, "a.txt", b"alpha");
+        write(root, "d/b.txt", b"beta");
+        fs::create_dir_all(root.join("d/empty")).unwrap();
+
+        let out = full(root, &BaseTree::new());
+        assert_eq!(paths(&out.tree), ["a.txt", "d", "d/b.txt", "d/empty"]);
+        assert_eq!(out.tree[&rel("d")].entry, Entry::Dir);
+        let meta = out.tree[&rel("d/b.txt")].entry.file().copied().unwrap();
+        assert_eq!(meta.hash, ContentHash::of_bytes(b"beta"));
+        assert_eq!(meta.size, 4);
+        let disk = fs::metadata(root.join("d/b.txt")).unwrap();
+        assert_eq!(
+            meta.mtime_ns,
+            crate::timefmt::to_unix_ns(disk.modified().unwrap())
+        );
+        assert_eq!(out.tree[&rel("d/b.txt")].id, file_id(&disk));
+        assert_eq!((out.hashed_files, out.hashed_bytes), (2, 9));
+        assert!(out.held.is_empty() && out.problems.is_empty(), "{out:?}");
+    }
+
+    #[test]
+    fn warm_cache_rescan_of_ten_thousand_files_reads_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for folder_idx in 0..100 {
+            fs::create_dir(root.join(format!("f{folder_idx}"))).unwrap();
+            for file_idx in 0..100 {
+                let path = root.join(format!("f{folder_idx}/{file_idx}.txt"));
+                fs::write(path, format!("{folder_idx}/{file_idx}")).unwrap();
+            }
+        }
+        let cold = full(root, &BaseTree::new());
+        assert_eq!(cold.hashed_files, 10_000);
+
+        let warm = full(root, &as_cache(&cold.tree));
+        assert_eq!(warm.hashed_files, 0);
+        assert_eq!(warm.tree, cold.tree);
+        assert_eq!(warm.visited, 10_100);
+    }
+
+    #[test]
+    fn changed_file_is_rehashed_and_only_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write(root, "same.txt", b"same");
+        write(root, "edited.txt", b"v1");
+        let first = full(root, &BaseTree::new());
+
+        write(root, "edited.txt", b"version 2");
+        let second = full(root, &as_cache(&first.tree));
+        assert_eq!(second.hashed_files, 1);
+        assert_eq!(
+            file_hash(&second, "edited.txt"),
+            ContentHash::of_bytes(b"version 2")
+        );
+        assert_eq!(
+            file_hash(&second, "same.txt"),
+            file_hash(&first, "same.txt")
+        );
+    }
+
+    #[test]
+    fn renamed_file_keeps_its_hash_without_being_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write(root, "old.txt", b"content");
+        let first = full(root, &BaseTree::new());
+
+        fs::create_dir(root.join("sub")).unwrap();
+        fs::rename(root.join("old.txt"), root.join("sub/new.txt")).unwrap();
+        let second = full(root, &as_cache(&first.tree));
+        assert_eq!(second.hashed_files, 0);
+        assert_eq!(paths(&second.tree), ["sub", "sub/new.txt"]);
+        assert_eq!(
+            file_hash(&second, "sub/new.txt"),
+            ContentHash::of_bytes(b"content")
+        );
+    }
+
+    #[test]
+    fn file_changing_while_read_is_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write(root, "growing.log", b"start");
+        let before = fs::symlink_metadata(root.join("growing.log")).unwrap();
+        // Appending after the scanner's first look is what a writer in
+        // progress does; the size then differs from the first look.
+        let mut file = fs::OpenOptions::new()
+            .append(true)
+            .open(root.join("growing.log"))
+            .unwrap();
+        file.write_all(b" and more").unwrap();
+
+        let ignore = no_rules(root);
+        let cache = BaseTree::new();
+        let req = ScanRequest {
+            root,
+            scope: &Scope::Full,
+            ignore: &ignore,
+            cache: &cache,
+        };
+        let mut scanner = Scanner::new(&req);
+        scanner.visit(rel("growing.log"), &root.join("growing.log"), &before);
+        assert_eq!(scanner.out.held, [rel("growing.log")]);
+        assert!(scanner.out.tree.is_empty());
+        assert!(
+            scanner.out.problems.is_empty(),
+            "being written is not a problem"
+        );
+    }
+
+    #[test]
+    fn unreadable_paths_are_held_with_a_problem_never_absent() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write(root, "secret.txt", b"s");
+        write(root, "locked/inner.txt", b"i");
+        write(root, "open.txt", b"o");
+        fs::set_permissions(root.join("secret.txt"), fs::Permissions::from_mode(0o000)).unwrap();
+        fs::set_permissions(root.join("locked"), fs::Permissions::from_mode(0o000)).unwrap();
+
+        let out = full(root, &BaseTree::new());
+        fs::set_permissions(root.join("locked"), fs::Permissions::from_mode(0o755)).unwrap();
+
+        assert!(out.tree.contains_key(&rel("open.txt")));
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } == 0 {
+            // Permission bits do not restrict root (as in CI), so nothing is
+            // unreadable here; the held path for files that cannot be
+            // stated as facts is covered by `file_changing_while_read_is_held`.
+            assert!(out.tree.contains_key(&rel("secret.txt")));
+            assert!(out.tree.contains_key(&rel("locked/inner.txt")));
+        } else {
+            assert_eq!(out.held, [rel("locked"), rel("secret.txt")]);
+            assert!(has_problem(&out, "secret.txt", "cannot read secret.txt"));
+            assert!(has_problem(&out, "locked", "cannot list the folder locked"));
+            assert!(!out.tree.keys().any(|p| p.is_within(&rel("locked"))));
+            assert!(!out.tree.contains_key(&rel("secret.txt")));
+        }
+    }
+
+    #[test]
+    fn symlinks_and_special_files_are_skipped_with_a_note() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write(outside.path(), "elsewhere.txt", b"x");
+        write(root, "real.txt", b"r");
+        std::os::unix::fs::symlink(root.join("real.txt"), root.join("link.txt")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.join("linkdir")).unwrap();
+        let fifo = std::ffi::CString::new(root.join("pipe").into_os_string().into_encoded_bytes())
+            .unwrap();
+        // SAFETY: `fifo` is a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+
+        let out = full(root, &BaseTree::new());
+        assert_eq!(paths(&out.tree), ["real.txt"]);
+        assert!(has_problem(
+            &out,
+            "link.txt",
+            "symbolic links are not synced"
+        ));
+        assert!(has_problem(
+            &out,
+            "linkdir",
+            "symbolic links are not synced"
+        ));
+        assert!(has_problem(&out, "pipe", "special files"));
+        assert!(out.held.is_empty());
+
+        // A scope below a symbolic link does not reach through it either.
+        let scope = Scope::Paths(vec![rel("linkdir/elsewhere.txt")]);
+        let out = run(root, &scope, &no_rules(root), &BaseTree::new());
+        assert!(out.tree.is_empty() && out.held.is_empty(), "{out:?}");
+    }
+
+    #[test]
+    fn ignored_paths_are_left_out_and_not_descended_into() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for path in [
+            "keep.txt",
+            "notes.md.swp",
+            "backup~",
+            "debug.log",
+            "build/out.o",
+            "src/build/deep/x.o",
+            "src/main.rs",
+            "a/inside.txt",
+            "ab/inside.txt",
+            ".prism-sync/trash/old.txt",
+            ".prism-sync-root",
+            "src/.prism-tmp-abc-main.rs",
+        ] {
+            write(root, path, b"x");
+        }
+        write(root, ".prismignore", b"build/\n");
+        let ignore = IgnoreRules::load(root, &["*.log".into(), "a".into()]).unwrap();
+
+        let out = run(root, &Scope::Full, &ignore, &BaseTree::new());
+        assert_eq!(
+            paths(&out.tree),
+            [
+                ".prismignore",
+                "ab",
+                "ab/inside.txt",
+                "keep.txt",
+                "src",
+                "src/main.rs"
+            ]
+        );
+        // Ignored folders are not read: 11 root entries, 3 in `src` and 1
+        // in `ab`; nothing below `build`, `a` or `.prism-sync`.
+        assert_eq!(out.visited, 15);
+    }
+
+    #[test]
+    fn a_scope_of_paths_looks_only_at_those() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for path in ["a/x.txt", "a/y/z.txt", "b/one.txt", "b/two.txt", "c.txt"] {
+            write(root, path, path.as_bytes());
+        }
+        let scope = Scope::Paths(vec![
+            rel("a"),
+            rel("a/y"),
+            rel("b/two.txt"),
+            rel("missing/deeper"),
+            rel("c.txt/not-a-folder"),
+        ]);
+        let out = run(root, &scope, &no_rules(root), &BaseTree::new());
+        assert_eq!(
+            paths(&out.tree),
+            ["a", "a/x.txt", "a/y", "a/y/z.txt", "b/two.txt"]
+        );
+        assert_eq!(out.visited, 5);
+        assert!(out.held.is_empty() && out.problems.is_empty(), "{out:?}");
+    }
+
+    #[test]
+    fn names_that_cannot_be_synced_are_reported() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::write(root.join(std::ffi::OsStr::from_bytes(b"bad\xffname")), b"x").unwrap();
+        fs::write(root.join("back\\slash"), b"x").unwrap();
+        write(root, "fine.txt", b"x");
+
+        let out = full(root, &BaseTree::new());
+        assert_eq!(paths(&out.tree), ["fine.txt"]);
+        let messages: BTreeSet<&str> = out.problems.iter().map(|p| p.message.as_str()).collect();
+        assert_eq!(messages.len(), 2, "{messages:?}");
+        assert!(
+            messages.iter().any(|m| m.contains("bad\u{fffd}name")),
+            "{messages:?}"
+        );
+        assert!(
+            messages.iter().any(|m| m.contains("back\\slash")),
+            "{messages:?}"
+        );
+        assert!(out.problems.iter().all(|p| p.path.is_none()));
+    }
+
+    #[test]
+    fn a_missing_root_or_a_file_root_is_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("unmounted");
+        let ignore = no_rules(dir.path());
+        let cache = BaseTree::new();
+        let req = |root| ScanRequest {
+            root,
+            scope: &Scope::Full,
+            ignore: &ignore,
+            cache: &cache,
+        };
+        let err = scan(&req(&missing)).unwrap_err();
+        assert!(matches!(err, ScanError::RootMissing(_)), "{err:?}");
+        assert!(err.to_string().contains("mount it"));
+
+        write(dir.path(), "file", b"x");
+        let err = scan(&req(&dir.path().join("file"))).unwrap_err();
+        assert!(matches!(err, ScanError::RootNotDir(_)), "{err:?}");
+    }
+}
