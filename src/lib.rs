@@ -5,6 +5,7 @@
 //! `ARCHITECTURE.md` at the repository root is the map; each module opens
 //! with a paragraph saying what it owns and what it deliberately does not do.
 
+pub mod journal;
 pub mod model;
 pub mod reconcile;
 pub mod timefmt;
