@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod fsops;
+pub mod journal;
 pub mod model;
 pub mod reconcile;
 pub mod timefmt;

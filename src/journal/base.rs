@@ -1,0 +1,283 @@
+//! The `base` table (what both sides last agreed on), the `blobs` table (the
+//! base content of small text files, for three-way merges) and [`Step`], the
+//! unit in which the engine records progress.
+//!
+//! Paths in `base` are compared as bytes (SQLite's BINARY collation), which
+//! is the order of [`RelPath`] in a [`BaseTree`]; subtree queries use the
+//! range in [`below`] so they are answered from the primary key.
+
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+
+use super::changes::{self, NewChange};
+use super::rows::{RowReader, below, int, kind_str};
+use super::{Journal, JournalError, PairId, during};
+use crate::model::{BaseEntry, BaseTree, ContentHash, Entry, FileId, FileMeta, RelPath};
+use crate::timefmt;
+
+/// Everything one finished action changes in the journal, applied
+/// atomically by [`Journal::commit`]: base edits (in order), the change
+/// rows that describe them, and base content for later merges.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Step {
+    pub base: Vec<BaseEdit>,
+    pub changes: Vec<NewChange>,
+    pub blobs: Vec<(ContentHash, Vec<u8>)>,
+}
+
+/// One edit of a pair's base.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BaseEdit {
+    /// Sets the entry at a path, replacing what was there.
+    Put(RelPath, BaseEntry),
+    /// Removes that one path (not what lies below it).
+    Remove(RelPath),
+    /// Removes a path and everything below it.
+    RemoveTree(RelPath),
+    /// Renames the rows of a subtree from `from` to `to`, replacing any rows
+    /// at and below `to`. Refused when one lies inside the other.
+    MoveTree { from: RelPath, to: RelPath },
+}
+
+/// The query [`decode_base`] reads, as a literal for `concat!`.
+macro_rules! select_base {
+    () => {
+        "SELECT pair_id, path, kind, hash, size, mtime_ns, local_id, remote_id, remote_version \
+         FROM base "
+    };
+}
+
+const SELECT_BASE: &str = concat!(select_base!(), "WHERE pair_id = ?1");
+
+/// The base rows of one root and everything below it. An exact lookup and
+/// a range, each a search of the primary key: `path = ?2 OR <range>` next
+/// to `pair_id = ?1` would make SQLite read all of the pair's rows. The
+/// `*_BELOW` statements are tested for that too.
+pub(super) const SELECT_BASE_WITHIN: &str = concat!(
+    select_base!(),
+    "WHERE pair_id = ?1 AND path = ?2 UNION ALL ",
+    select_base!(),
+    "WHERE pair_id = ?1 AND ",
+    below!("path", "?2")
+);
+
+pub(super) const DELETE_BELOW: &str = concat!(
+    "DELETE FROM base WHERE pair_id = ?1 AND ",
+    below!("path", "?2")
+);
+
+/// Renames the rows below `?2` to lie below `?3`. `substr` and `length`
+/// both count characters, so the suffix after `?2` is cut exactly.
+pub(super) const MOVE_BELOW: &str = concat!(
+    "UPDATE base SET path = ?3 || substr(path, length(?2) + 1) WHERE pair_id = ?1 AND ",
+    below!("path", "?2")
+);
+
+impl Journal {
+    /// The whole base of a pair.
+    pub fn load_base(&self, pair: PairId) -> Result<BaseTree, JournalError> {
+        during("load the base", || {
+            let mut tree = BaseTree::new();
+            self.read_base(SELECT_BASE, params![pair.0], &mut tree)?;
+            Ok(tree)
+        })
+    }
+
+    /// The base of `roots`, each with everything below it. Overlapping
+    /// roots are fine.
+    pub fn load_base_within(
+        &self,
+        pair: PairId,
+        roots: &[RelPath],
+    ) -> Result<BaseTree, JournalError> {
+        during("load part of the base", || {
+            let mut tree = BaseTree::new();
+            for root in roots {
+                self.read_base(
+                    SELECT_BASE_WITHIN,
+                    params![pair.0, root.as_str()],
+                    &mut tree,
+                )?;
+            }
+            Ok(tree)
+        })
+    }
+
+    /// How many files and folders the base of a pair holds.
+    pub fn base_counts(&self, pair: PairId) -> Result<(u64, u64), JournalError> {
+        during("count the base", || {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT count(*) FILTER (WHERE kind = 'file'), count(*) FILTER (WHERE kind = 'dir') \
+                 FROM base WHERE pair_id = ?1",
+            )?;
+            let (files, dirs): (i64, i64) =
+                stmt.query_row([pair.0], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            Ok((files.unsigned_abs(), dirs.unsigned_abs()))
+        })
+    }
+
+    /// Applies a step in one transaction: either all of it is in the
+    /// journal afterwards, or (on any error, or a crash) none of it.
+    pub fn commit(&self, pair: PairId, step: &Step) -> Result<(), JournalError> {
+        during("record a step", || {
+            let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
+            let now = timefmt::now_rfc3339();
+            for edit in &step.base {
+                apply_edit(&tx, pair, edit, &now)?;
+            }
+            for change in &step.changes {
+                changes::insert(&tx, pair, &now, change)?;
+            }
+            for (hash, data) in &step.blobs {
+                if ContentHash::of_bytes(data) != *hash {
+                    return Err(JournalError::BlobHashMismatch { hash: *hash });
+                }
+                tx.prepare_cached("INSERT OR IGNORE INTO blobs (hash, data) VALUES (?1, ?2)")?
+                    .execute(params![hash.to_hex(), data])?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// The stored content with this hash, checked against it.
+    pub fn blob(&self, hash: &ContentHash) -> Result<Option<Vec<u8>>, JournalError> {
+        during("read a stored base version", || {
+            let data: Option<Vec<u8>> = self
+                .conn
+                .prepare_cached("SELECT data FROM blobs WHERE hash = ?1")?
+                .query_row([hash.to_hex()], |row| row.get(0))
+                .optional()?;
+            match data {
+                Some(data) if ContentHash::of_bytes(&data) != *hash => {
+                    Err(JournalError::CorruptRow {
+                        table: "blobs",
+                        row: format!("(hash = '{}')", hash.to_hex()),
+                        problem: "the data does not hash to the row's hash".to_owned(),
+                    })
+                }
+                data => Ok(data),
+            }
+        })
+    }
+
+    /// Deletes stored content that no base row and no unresolved conflict
+    /// refers to (a conflict needs its base version until it is resolved,
+    /// for `auto_merge`). Returns how many blobs went.
+    pub fn gc_blobs(&self) -> Result<usize, JournalError> {
+        during("delete unused stored base versions", || {
+            // `NOT IN` with a NULL in the list is never true, hence the
+            // `IS NOT NULL` filters.
+            Ok(self
+                .conn
+                .prepare_cached(
+                    "DELETE FROM blobs \
+                     WHERE hash NOT IN (SELECT hash FROM base WHERE hash IS NOT NULL) \
+                     AND hash NOT IN (SELECT base_hash FROM conflicts \
+                                      WHERE status = 'unresolved' AND base_hash IS NOT NULL)",
+                )?
+                .execute([])?)
+        })
+    }
+
+    fn read_base(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        tree: &mut BaseTree,
+    ) -> Result<(), JournalError> {
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let mut rows = stmt.query(params)?;
+        while let Some(row) = rows.next()? {
+            let row = RowReader::new(row, "base", &["pair_id", "path"]);
+            tree.insert(row.path("path")?, decode_base(&row)?);
+        }
+        Ok(())
+    }
+}
+
+fn decode_base(row: &RowReader<'_, '_>) -> Result<BaseEntry, JournalError> {
+    let entry = if row.is_dir("kind")? {
+        Entry::Dir
+    } else {
+        Entry::File(FileMeta {
+            hash: row.hash("hash")?,
+            size: row.u64("size")?,
+            mtime_ns: row.get("mtime_ns")?,
+        })
+    };
+    Ok(BaseEntry {
+        entry,
+        local_id: row.get::<Option<String>>("local_id")?.map(FileId),
+        remote_id: row.get::<Option<String>>("remote_id")?.map(FileId),
+        remote_version: row.get("remote_version")?,
+    })
+}
+
+fn apply_edit(
+    conn: &Connection,
+    pair: PairId,
+    edit: &BaseEdit,
+    now: &str,
+) -> Result<(), JournalError> {
+    match edit {
+        BaseEdit::Put(path, base) => {
+            let file = base.entry.file();
+            conn.prepare_cached(
+                "INSERT OR REPLACE INTO base (pair_id, path, kind, hash, size, mtime_ns, \
+                 local_id, remote_id, remote_version, synced_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?
+            .execute(params![
+                pair.0,
+                path.as_str(),
+                kind_str(base.entry.is_dir()),
+                file.map(|meta| meta.hash.to_hex()),
+                file.map(|meta| int(meta.size)),
+                file.map(|meta| meta.mtime_ns),
+                base.local_id.as_ref().map(|id| id.0.as_str()),
+                base.remote_id.as_ref().map(|id| id.0.as_str()),
+                base.remote_version,
+                now,
+            ])?;
+        }
+        BaseEdit::Remove(path) => {
+            remove_one(conn, pair, path)?;
+        }
+        BaseEdit::RemoveTree(path) => {
+            remove_tree(conn, pair, path)?;
+        }
+        BaseEdit::MoveTree { from, to } => {
+            if from == to {
+                return Ok(());
+            }
+            if to.is_within(from) || from.is_within(to) {
+                return Err(JournalError::MoveIntoItself {
+                    from: from.clone(),
+                    to: to.clone(),
+                });
+            }
+            remove_tree(conn, pair, to)?;
+            conn.prepare_cached("UPDATE base SET path = ?3 WHERE pair_id = ?1 AND path = ?2")?
+                .execute(params![pair.0, from.as_str(), to.as_str()])?;
+            conn.prepare_cached(MOVE_BELOW)?.execute(params![
+                pair.0,
+                from.as_str(),
+                to.as_str()
+            ])?;
+        }
+    }
+    Ok(())
+}
+
+fn remove_tree(conn: &Connection, pair: PairId, root: &RelPath) -> Result<(), JournalError> {
+    remove_one(conn, pair, root)?;
+    conn.prepare_cached(DELETE_BELOW)?
+        .execute(params![pair.0, root.as_str()])?;
+    Ok(())
+}
+
+fn remove_one(conn: &Connection, pair: PairId, path: &RelPath) -> Result<(), JournalError> {
+    conn.prepare_cached("DELETE FROM base WHERE pair_id = ?1 AND path = ?2")?
+        .execute(params![pair.0, path.as_str()])?;
+    Ok(())
+}

@@ -1,0 +1,1041 @@
+//! Tests of the journal on real SQLite files in temporary directories.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::types::Value;
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior, params_from_iter};
+use tempfile::TempDir;
+
+use super::*;
+use crate::model::{BaseEntry, ContentHash, Entry, FileMeta, RelPath, Side, Strategy};
+use crate::reconcile::ConflictKind;
+
+/// The journal's own documentation, whose SQL the tests run.
+const DOCS: &str = include_str!("../../docs/journal.md");
+
+fn rel(path: &str) -> RelPath {
+    RelPath::new(path).unwrap()
+}
+
+fn hash(content: &str) -> ContentHash {
+    ContentHash::of_bytes(content.as_bytes())
+}
+
+fn file(content: &str) -> BaseEntry {
+    BaseEntry::new(Entry::File(FileMeta {
+        hash: hash(content),
+        size: content.len() as u64,
+        mtime_ns: 1_739_116_800_000_000_000,
+    }))
+}
+
+fn dir() -> BaseEntry {
+    BaseEntry::new(Entry::Dir)
+}
+
+fn change(change_type: ChangeType, path: &str, device: &str) -> NewChange {
+    NewChange {
+        change_type,
+        path: rel(path),
+        from_path: None,
+        is_dir: false,
+        origin_side: Side::Local,
+        origin_device: device.to_owned(),
+        sync_id: None,
+        hash: None,
+        size: None,
+    }
+}
+
+fn conflict(pair: PairId, path: &str, local: &str, remote: &str) -> NewConflict {
+    NewConflict {
+        pair,
+        path: rel(path),
+        kind: ConflictKind::BothModified,
+        base_hash: Some(hash("base")),
+        local_hash: Some(hash(local)),
+        local_modified_at: Some("2025-02-09T12:00:00.000Z".to_owned()),
+        local_size: Some(local.len() as u64),
+        remote_hash: Some(hash(remote)),
+        remote_modified_at: Some("2025-02-09T13:00:00.000Z".to_owned()),
+        remote_size: Some(remote.len() as u64),
+        copy_path: None,
+        note: None,
+        sync_id: None,
+    }
+}
+
+/// A journal file in a fresh temporary directory.
+fn temp_journal() -> (TempDir, PathBuf, Journal) {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("journal.db");
+    let journal = Journal::open(&path).unwrap();
+    (dir, path, journal)
+}
+
+/// Puts `paths` into the base: a path ending in `/` is a folder.
+fn put_all(journal: &Journal, pair: PairId, paths: &[&str]) {
+    let base = paths
+        .iter()
+        .map(|path| match path.strip_suffix('/') {
+            Some(dir_path) => BaseEdit::Put(rel(dir_path), dir()),
+            None => BaseEdit::Put(rel(path), file(path)),
+        })
+        .collect();
+    journal
+        .commit(
+            pair,
+            &Step {
+                base,
+                ..Step::default()
+            },
+        )
+        .unwrap();
+}
+
+fn base_paths(tree: &crate::model::BaseTree) -> Vec<&str> {
+    tree.keys().map(RelPath::as_str).collect()
+}
+
+/// A second connection, as a user's `sqlite3` would open it.
+fn side_connection(path: &Path) -> Connection {
+    Connection::open(path).unwrap()
+}
+
+fn count(conn: &Connection, sql: &str) -> i64 {
+    conn.query_row(sql, [], |row| row.get(0)).unwrap()
+}
+
+#[test]
+fn an_empty_file_is_migrated_to_the_current_schema() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("journal.db");
+    std::fs::File::create(&path).unwrap();
+
+    let journal = Journal::open(&path).unwrap();
+
+    let version: i64 = journal
+        .conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, schema::MIGRATIONS.len() as i64);
+    let mode: String = journal
+        .conn
+        .pragma_query_value(None, "journal_mode", |row| row.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let foreign_keys: bool = journal
+        .conn
+        .pragma_query_value(None, "foreign_keys", |row| row.get(0))
+        .unwrap();
+    assert!(foreign_keys);
+    for table in [
+        "pairs",
+        "base",
+        "changes",
+        "syncs",
+        "conflicts",
+        "blobs",
+        "counters",
+    ] {
+        let sql = format!("SELECT count(*) FROM sqlite_schema WHERE name = '{table}'");
+        assert_eq!(count(&journal.conn, &sql), 1, "table {table}");
+    }
+}
+
+#[test]
+fn reopening_keeps_the_data() {
+    let (_dir, path, journal) = temp_journal();
+    let pair = journal
+        .upsert_pair("notes", "/home/u/notes", "file:///nas/notes")
+        .unwrap();
+    put_all(&journal, pair, &["a/", "a/x.md"]);
+    let sync_id = journal.begin_sync(pair, "start-up").unwrap();
+    journal.checkpoint().unwrap();
+    drop(journal);
+
+    let journal = Journal::open(&path).unwrap();
+
+    assert_eq!(journal.pair_by_name("notes").unwrap().unwrap().id, pair);
+    assert_eq!(
+        base_paths(&journal.load_base(pair).unwrap()),
+        ["a", "a/x.md"]
+    );
+    assert_eq!(journal.sync_run(&sync_id).unwrap().unwrap().pair, "notes");
+    assert_ne!(journal.begin_sync(pair, "watch").unwrap(), sync_id);
+}
+
+#[test]
+fn a_journal_from_a_newer_schema_is_refused_naming_the_file() {
+    let (_dir, path, journal) = temp_journal();
+    drop(journal);
+    side_connection(&path)
+        .pragma_update(None, "user_version", 99)
+        .unwrap();
+
+    let err = Journal::open(&path).err().unwrap();
+
+    assert!(
+        matches!(err, JournalError::TooNew { found: 99, .. }),
+        "{err:?}"
+    );
+    let message = err.to_string();
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    assert!(message.contains("Upgrade Prism Sync"), "{message}");
+}
+
+#[test]
+fn a_failing_migration_changes_nothing() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("journal.db");
+    let conn = Connection::open(&path).unwrap();
+    let migrations = ["CREATE TABLE first (x)", "CREATE TABLE broken ("];
+
+    let err = schema::migrate(&conn, &path, &migrations).err().unwrap();
+
+    assert!(
+        matches!(err, JournalError::Migrate { from: 0, to: 2, .. }),
+        "{err:?}"
+    );
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, 0);
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM sqlite_schema WHERE name = 'first'"
+        ),
+        0
+    );
+}
+
+#[test]
+fn a_step_whose_move_is_invalid_leaves_nothing_applied() {
+    let (_dir, _path, journal) = temp_journal();
+    let pair = journal.upsert_pair("notes", "/n", "file:///r").unwrap();
+    put_all(&journal, pair, &["a/", "a/x.md"]);
+    let step = Step {
+        base: vec![
+            BaseEdit::Put(rel("b.md"), file("b")),
+            BaseEdit::Remove(rel("a/x.md")),
+            BaseEdit::MoveTree {
+                from: rel("a"),
+                to: rel("a/inside"),
+            },
+        ],
+        changes: vec![change(ChangeType::Created, "b.md", "laptop")],
+        blobs: vec![(hash("b"), b"b".to_vec())],
+    };
+
+    let err = journal.commit(pair, &step).err().unwrap();
+
+    assert!(
+        matches!(err, JournalError::MoveIntoItself { .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        base_paths(&journal.load_base(pair).unwrap()),
+        ["a", "a/x.md"]
+    );
+    assert!(
+        journal
+            .changes(&ChangeFilter::default())
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(journal.blob(&hash("b")).unwrap(), None);
+}
+
+#[test]
+fn a_step_whose_last_change_violates_a_constraint_leaves_nothing_applied() {
+    let (_dir, _path, journal) = temp_journal();
+    let pair = journal.upsert_pair("notes", "/n", "file:///r").unwrap();
+    let mut orphan = change(ChangeType::Created, "c.md", "laptop");
+    orphan.sync_id = Some("sync-999".to_owned());
+    let step = Step {
+        base: vec![BaseEdit::Put(rel("c.md"), file("c"))],
+        changes: vec![change(ChangeType::Created, "c.md", "laptop"), orphan],
+        blobs: vec![],
+    };
+
+    let err = journal.commit(pair, &step).err().unwrap();
+
+    assert!(
+        matches!(
+            err,
+            JournalError::Sql {
+                operation: "record a step",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(journal.load_base(pair).unwrap().is_empty());
+    assert!(
+        journal
+            .changes(&ChangeFilter::default())
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn move_tree_rebases_a_subtree_but_not_siblings_sharing_a_prefix() {
+    let (_dir, _path, journal) = temp_journal();
+    let pair = journal.upsert_pair("notes", "/n", "file:///r").unwrap();
+    let other = journal.upsert_pair("other", "/o", "file:///o").unwrap();
+    put_all(
+        &journal,
+        pair,
+        &[
+            "a/", "a/x.md", "a/y/", "a/y/z.md", "ab/", "ab/c.md", "a.txt", "b/", "b/old.md",
+        ],
+    );
+    put_all(&journal, other, &["a/", "a/x.md"]);
+
+    journal
+        .commit(
+            pair,
+            &Step {
+                base: vec![BaseEdit::MoveTree {
+                    from: rel("a"),
+                    to: rel("b"),
+                }],
+                ..Step::default()
+            },
+        )
+        .unwrap();
+
+    let tree = journal.load_base(pair).unwrap();
+    assert_eq!(
+        base_paths(&tree),
+        ["a.txt", "ab", "ab/c.md", "b", "b/x.md", "b/y", "b/y/z.md"]
+    );
+    // The rows keep their content; only the path changed.
+    assert_eq!(tree[&rel("b/x.md")], file("a/x.md"));
+    assert_eq!(
+        base_paths(&journal.load_base(other).unwrap()),
+        ["a", "a/x.md"]
+    );
+}
+
+#[test]
+fn remove_and_remove_tree_are_component_wise() {
+    let (_dir, _path, journal) = temp_journal();
+    let pair = journal.upsert_pair("notes", "/n", "file:///r").unwrap();
+    put_all(
+        &journal,
+        pair,
+        &["a/", "a/x.md", "ab/", "ab/c.md", "a-b.md", "d/", "d/e.md"],
+    );
+
+    journal
+        .commit(
+            pair,
+            &Step {
+                base: vec![BaseEdit::RemoveTree(rel("a")), BaseEdit::Remove(rel("d"))],
+                ..Step::default()
+            },
+        )
+        .unwrap();
+
+    assert_eq!(
+        base_paths(&journal.load_base(pair).unwrap()),
+        ["a-b.md", "ab", "ab/c.md", "d/e.md"]
+    );
+    assert_eq!(journal.base_counts(pair).unwrap(), (3, 1));
+}
+
+#[test]
+fn load_base_within_returns_each_root_and_what_lies_below_it() {
+    let (_dir, _path, journal) = temp_journal();
+    let pair = journal.upsert_pair("notes", "/n", "file:///r").unwrap();
+    put_all(
+        &journal,
+        pair,
+        &[
+            "a/", "a/x.md", "a/y/", "a/y/z.md", "ab/", "ab/c.md", "a.txt", "a-b.md",
+        ],
+    );
+
+    let within = |roots: &[&str]| {
+        let roots: Vec<RelPath> = roots.iter().map(|r| rel(r)).collect();
+        let tree = journal.load_base_within(pair, &roots).unwrap();
+        base_paths(&tree)
+            .into_iter()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+
+    assert_eq!(within(&["a"]), ["a", "a/x.md", "a/y", "a/y/z.md"]);
+    assert_eq!(
+        within(&["a/y", "ab", "a/y/z.md"]),
+        ["a/y", "a/y/z.md", "ab", "ab/c.md"]
+    );
+    assert_eq!(within(&["a.txt"]), ["a.txt"]);
+    assert!(within(&["missing"]).is_empty());
+    assert!(within(&[]).is_empty());
+}
+
+/// The `EXPLAIN QUERY PLAN` lines of `sql`.
+fn query_plan(conn: &Connection, sql: &str) -> Vec<String> {
+    let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+    let nulls = vec![Value::Null; stmt.parameter_count()];
+    let mut rows = stmt.query(params_from_iter(nulls)).unwrap();
+    let mut lines = Vec::new();
+    while let Some(row) = rows.next().unwrap() {
+        lines.push(row.get::<_, String>(3).unwrap());
+    }
+    lines
+}
+
+#[test]
+fn subtree_queries_search_the_path_index_instead_of_scanning() {
+    let journal = Journal::open_in_memory().unwrap();
+    let by_prefix = ChangeFilter {
+        path_prefix: Some(rel("docs")),
+        ..ChangeFilter::default()
+    };
+
+    for sql in [
+        base::SELECT_BASE_WITHIN.to_owned(),
+        base::DELETE_BELOW.to_owned(),
+        base::MOVE_BELOW.to_owned(),
+        changes::select_changes(&by_prefix),
+    ] {
+        let plan = query_plan(&journal.conn, &sql);
+        // Every search of `base` or `changes` must constrain the path, not
+        // just the pair; the join to `pairs` is a key lookup.
+        let searches: Vec<&String> = plan
+            .iter()
+            .filter(|line| line.starts_with("SEARCH base") || line.starts_with("SEARCH c "))
+            .collect();
+        assert!(!searches.is_empty(), "{sql}\n{plan:#?}");
+        assert!(
+            searches
+                .iter()
+                .all(|line| line.contains("path>? AND ") || line.contains("path=?)")),
+            "{sql}\n{plan:#?}"
+        );
+        assert!(
+            plan.iter().all(|line| !line.starts_with("SCAN")),
+            "{sql}\n{plan:#?}"
+        );
+    }
+}
+
+#[test]
+fn a_second_conflict_on_an_unresolved_path_updates_the_first() {
+    let (_dir, _path, journal) = temp_journal();
+    let notes = journal.upsert_pair("notes", "/n", "file:///r").unwrap();
+    let other = journal.upsert_pair("other", "/o", "file:///o").unwrap();
+
+    let first = journal
+        .record_conflict(&conflict(notes, "docs/page.md", "l1", "r1"))
+        .unwrap();
+    let detected_at = journal.conflict(&first).unwrap().unwrap().detected_at;
+    let again = journal
+        .record_conflict(&conflict(notes, "docs/page.md", "l2", "r2"))
+        .unwrap();
+    let elsewhere = journal
+        .record_conflict(&conflict(other, "docs/page.md", "l", "r"))
+        .unwrap();
+
+    assert_eq!(again, first);
+    assert_ne!(elsewhere, first);
+    let row = journal.conflict(&first).unwrap().unwrap();
+    assert_eq!(row.local_hash, Some(hash("l2")));
+    assert_eq!(row.remote_hash, Some(hash("r2")));
+    assert_eq!(row.detected_at, detected_at);
+    assert_eq!(
+        (row.pair.as_str(), row.status),
+        ("notes", ConflictStatus::Unresolved)
+    );
+
+    let resolved_at = journal
+        .resolve_conflict(&first, Strategy::KeepLocal, Some("kept my edit"))
+        .unwrap();
+    let after = journal
+        .record_conflict(&conflict(notes, "docs/page.md", "l3", "r3"))
+        .unwrap();
+
+    assert_ne!(after, first);
+    let row = journal.conflict(&first).unwrap().unwrap();
+    assert_eq!(row.status, ConflictStatus::Resolved);
+    assert_eq!(row.strategy, Some(Strategy::KeepLocal));
+    assert_eq!(row.note.as_deref(), Some("kept my edit"));
+    assert_eq!(row.resolved_at.as_deref(), Some(resolved_at.as_str()));
+    let unresolved = journal.conflicts(&ConflictFilter::default()).unwrap();
+    let ids: Vec<&str> = unresolved.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, [elsewhere.as_str(), after.as_str()]);
+    let notes_all = journal
+        .conflicts(&ConflictFilter {
+            pair: Some("notes".to_owned()),
+            include_resolved: true,
+        })
+        .unwrap();
+    let ids: Vec<&str> = notes_all.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, [first.as_str(), after.as_str()]);
+    assert!(matches!(
+        journal.resolve_conflict(&first, Strategy::Manual, None),
+        Err(JournalError::AlreadyResolved { .. })
+    ));
+    assert!(matches!(
+        journal.resolve_conflict("conflict-404", Strategy::Manual, None),
+        Err(JournalError::NoSuchConflict(_))
+    ));
+}
+
+#[test]
+fn change_filters_select_by_pair_time_and_path_component_wise() {
+    let (_dir, path, journal) = temp_journal();
+    let notes = journal.upsert_pair("notes", "/n", "file:///r").unwrap();
+    let other = journal.upsert_pair("other", "/o", "file:///o").unwrap();
+    let mut moved = change(ChangeType::Moved, "archive/old.md", "laptop");
+    moved.from_path = Some(rel("docs/old.md"));
+    let step = |changes| Step {
+        changes,
+        ..Step::default()
+    };
+    journal
+        .commit(
+            notes,
+            &step(vec![
+                change(ChangeType::Created, "docs/page.md", "laptop"),
+                change(ChangeType::Created, "docs", "laptop"),
+                change(ChangeType::Created, "docs2/x.md", "laptop"),
+                change(ChangeType::Created, "docs.md", "laptop"),
+                moved,
+            ]),
+        )
+        .unwrap();
+    journal
+        .commit(
+            other,
+            &step(vec![change(ChangeType::Modified, "docs/page.md", "desk")]),
+        )
+        .unwrap();
+    // Backdate the first five rows (as if written last year) by rewriting
+    // them outside the append-only guard, which a test may do.
+    let side = side_connection(&path);
+    side.execute_batch(
+        "DROP TRIGGER changes_no_update;
+         UPDATE changes SET at = '2024-01-01T00:00:00.000Z' WHERE id <= 5;",
+    )
+    .unwrap();
+
+    let paths = |filter: ChangeFilter| {
+        journal
+            .changes(&filter)
+            .unwrap()
+            .into_iter()
+            .map(|c| format!("{}:{}", c.pair, c.path))
+            .collect::<Vec<_>>()
+    };
+
+    assert_eq!(
+        paths(ChangeFilter {
+            path_prefix: Some(rel("docs")),
+            ..ChangeFilter::default()
+        }),
+        [
+            "notes:docs/page.md",
+            "notes:docs",
+            "notes:archive/old.md",
+            "other:docs/page.md"
+        ]
+    );
+    assert_eq!(
+        paths(ChangeFilter {
+            pair: Some("notes".to_owned()),
+            path_prefix: Some(rel("docs/page.md")),
+            ..ChangeFilter::default()
+        }),
+        ["notes:docs/page.md"]
+    );
+    assert_eq!(
+        paths(ChangeFilter {
+            since: Some("2025-01-01".to_owned()),
+            ..ChangeFilter::default()
+        }),
+        ["other:docs/page.md"]
+    );
+    assert_eq!(
+        paths(ChangeFilter {
+            pair: Some("notes".to_owned()),
+            limit: Some(2),
+            ..ChangeFilter::default()
+        }),
+        ["notes:docs.md", "notes:archive/old.md"]
+    );
+    let rows = journal.changes(&ChangeFilter::default()).unwrap();
+    assert_eq!(rows[4].change_type, ChangeType::Moved);
+    assert_eq!(rows[4].from_path, Some(rel("docs/old.md")));
+    assert_eq!(rows[5].origin_device, "desk");
+    assert!(matches!(
+        journal.changes(&ChangeFilter {
+            pair: Some("nope".to_owned()),
+            ..ChangeFilter::default()
+        }),
+        Err(JournalError::NoSuchPair(_))
+    ));
+    assert!(matches!(
+        journal.changes(&ChangeFilter {
+            since: Some("last week".to_owned()),
+            ..ChangeFilter::default()
+        }),
+        Err(JournalError::BadTimestamp { .. })
+    ));
+}
+
+#[test]
+fn the_change_log_rejects_update_and_delete() {
+    let (_dir, path, journal) = temp_journal();
+    let pair = journal.upsert_pair("notes", "/n", "file:///r").unwrap();
+    journal
+        .commit(
+            pair,
+            &Step {
+                changes: vec![change(ChangeType::Created, "a.md", "laptop")],
+                ..Step::default()
+            },
+        )
+        .unwrap();
+    let side = side_connection(&path);
+
+    let update = side
+        .execute("UPDATE changes SET path = 'b.md'", [])
+        .unwrap_err();
+    let delete = side.execute("DELETE FROM changes", []).unwrap_err();
+
+    assert!(update.to_string().contains("append-only"), "{update}");
+    assert!(delete.to_string().contains("append-only"), "{delete}");
+    assert_eq!(journal.changes(&ChangeFilter::default()).unwrap().len(), 1);
+}
+
+#[test]
+fn a_reader_is_not_blocked_by_an_open_write_transaction() {
+    let (_dir, path, journal) = temp_journal();
+    let pair = journal.upsert_pair("notes", "/n", "file:///r").unwrap();
+    put_all(&journal, pair, &["a.md"]);
+    let reader = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    reader.busy_timeout(std::time::Duration::ZERO).unwrap();
+
+    let tx = Transaction::new_unchecked(&journal.conn, TransactionBehavior::Immediate).unwrap();
+    tx.execute(
+        "INSERT INTO base (pair_id, path, kind, synced_at) VALUES (?1, 'b', 'dir', 'now')",
+        [pair.0],
+    )
+    .unwrap();
+
+    // The reader sees the last committed state at once, without "busy".
+    assert_eq!(count(&reader, "SELECT count(*) FROM base"), 1);
+    tx.commit().unwrap();
+    assert_eq!(count(&reader, "SELECT count(*) FROM base"), 2);
+}
+
+#[test]
+fn a_damaged_row_is_an_error_naming_the_table_and_row() {
+    let (_dir, path, journal) = temp_journal();
+    let pair = journal.upsert_pair("notes", "/n", "file:///r").unwrap();
+    journal
+        .commit(
+            pair,
+            &Step {
+                changes: vec![change(ChangeType::Created, "a.md", "laptop")],
+                ..Step::default()
+            },
+        )
+        .unwrap();
+    let side = side_connection(&path);
+    side.execute_batch(
+        "INSERT INTO base (pair_id, path, kind, synced_at) VALUES (1, '../escape', 'dir', 'now');
+         PRAGMA ignore_check_constraints = ON;
+         DROP TRIGGER changes_no_update;
+         UPDATE changes SET hash = 'not-hex' WHERE id = 1;",
+    )
+    .unwrap();
+
+    let base_err = journal.load_base(pair).err().unwrap();
+    let changes_err = journal.changes(&ChangeFilter::default()).err().unwrap();
+
+    assert!(
+        matches!(&base_err, JournalError::CorruptRow { table: "base", row, .. } if row.contains("'../escape'")),
+        "{base_err:?}"
+    );
+    assert!(
+        matches!(&changes_err, JournalError::CorruptRow { table: "changes", row, problem } if row == "(id = 1)" && problem.contains("not-hex")),
+        "{changes_err:?}"
+    );
+    assert!(base_err.to_string().contains("sqlite3"), "{base_err}");
+}
+
+#[test]
+fn a_sync_run_goes_from_in_progress_to_finished_once() {
+    let (_dir, _path, journal) = temp_journal();
+    let notes = journal.upsert_pair("notes", "/n", "file:///r").unwrap();
+    let photos = journal.upsert_pair("photos", "/p", "file:///p").unwrap();
+
+    let first = journal.begin_sync(notes, "start-up").unwrap();
+    let second = journal.begin_sync(photos, "poll").unwrap();
+    let third = journal.begin_sync(notes, "watch").unwrap();
+    assert_eq!(
+        [first.as_str(), second.as_str(), third.as_str()],
+        ["sync-1", "sync-2", "sync-3"]
+    );
+    let run = journal.sync_run(&first).unwrap().unwrap();
+    assert_eq!(
+        (run.status, run.trigger.as_str(), run.finished_at),
+        (SyncStatus::InProgress, "start-up", None)
+    );
+
+    let counts = SyncCounts {
+        uploaded: 2,
+        bytes_up: 4096,
+        ..SyncCounts::default()
+    };
+    journal
+        .finish_sync(&first, SyncStatus::Completed, &counts, None)
+        .unwrap();
+    journal
+        .finish_sync(
+            &second,
+            SyncStatus::Failed,
+            &SyncCounts::default(),
+            Some("remote unreachable"),
+        )
+        .unwrap();
+
+    let run = journal.sync_run(&first).unwrap().unwrap();
+    assert_eq!((run.status, run.counts), (SyncStatus::Completed, counts));
+    assert!(run.finished_at.is_some());
+    assert_eq!(
+        journal.sync_run(&second).unwrap().unwrap().error.as_deref(),
+        Some("remote unreachable")
+    );
+    assert!(matches!(
+        journal.finish_sync(&first, SyncStatus::Failed, &counts, None),
+        Err(JournalError::SyncNotInProgress { .. })
+    ));
+    assert!(matches!(
+        journal.finish_sync("sync-404", SyncStatus::Failed, &counts, None),
+        Err(JournalError::NoSuchSync(_))
+    ));
+    assert_eq!(
+        journal.last_completed_sync(notes).unwrap().unwrap().id,
+        first
+    );
+    assert_eq!(journal.last_completed_sync(photos).unwrap(), None);
+    let recent: Vec<String> = journal
+        .recent_syncs(None, 2)
+        .unwrap()
+        .into_iter()
+        .map(|run| run.id)
+        .collect();
+    assert_eq!(recent, [third.clone(), second]);
+    assert_eq!(journal.recent_syncs(Some(notes), 10).unwrap().len(), 2);
+
+    assert_eq!(journal.mark_interrupted_syncs().unwrap(), 1);
+    assert_eq!(
+        journal.sync_run(&third).unwrap().unwrap().status,
+        SyncStatus::Interrupted
+    );
+    assert_eq!(journal.mark_interrupted_syncs().unwrap(), 0);
+}
+
+#[test]
+fn removing_a_pair_forgets_its_base_but_keeps_its_history() {
+    let (_dir, _path, journal) = temp_journal();
+    let pair = journal.upsert_pair("notes", "/n", "file:///r").unwrap();
+    put_all(&journal, pair, &["a.md"]);
+    let sync_id = journal.begin_sync(pair, "api").unwrap();
+    journal
+        .commit(
+            pair,
+            &Step {
+                changes: vec![change(ChangeType::Created, "a.md", "laptop")],
+                ..Step::default()
+            },
+        )
+        .unwrap();
+    let conflict_id = journal
+        .record_conflict(&conflict(pair, "b.md", "l", "r"))
+        .unwrap();
+
+    assert!(journal.remove_pair("notes").unwrap());
+    assert!(!journal.remove_pair("notes").unwrap());
+
+    assert!(journal.pairs().unwrap().is_empty());
+    assert_eq!(journal.pair_by_name("notes").unwrap(), None);
+    assert!(journal.load_base(pair).unwrap().is_empty());
+    assert!(journal.sync_run(&sync_id).unwrap().is_some());
+    let history = ChangeFilter {
+        pair: Some("notes".to_owned()),
+        ..ChangeFilter::default()
+    };
+    assert_eq!(journal.changes(&history).unwrap().len(), 1);
+    let closed = journal.conflict(&conflict_id).unwrap().unwrap();
+    assert_eq!(closed.status, ConflictStatus::Resolved);
+    assert_eq!(
+        (closed.strategy, closed.note.as_deref()),
+        (None, Some("pair removed"))
+    );
+
+    // Adding it again revives the same pair, with an empty base.
+    assert_eq!(
+        journal.upsert_pair("notes", "/n", "file:///r").unwrap(),
+        pair
+    );
+    assert_eq!(journal.pairs().unwrap().len(), 1);
+}
+
+#[test]
+fn a_pair_pointed_at_another_folder_forgets_its_base() {
+    let (_dir, _path, journal) = temp_journal();
+    let pair = journal.upsert_pair("notes", "/n", "file:///r").unwrap();
+    put_all(&journal, pair, &["a.md"]);
+
+    assert_eq!(
+        journal.upsert_pair("notes", "/n", "file:///r").unwrap(),
+        pair
+    );
+    assert_eq!(journal.load_base(pair).unwrap().len(), 1);
+
+    assert_eq!(
+        journal
+            .upsert_pair("notes", "/elsewhere", "file:///r")
+            .unwrap(),
+        pair
+    );
+    assert!(journal.load_base(pair).unwrap().is_empty());
+    assert_eq!(
+        journal.pair_by_name("notes").unwrap().unwrap().local_root,
+        "/elsewhere"
+    );
+}
+
+#[test]
+fn blobs_are_kept_while_a_base_row_or_an_open_conflict_needs_them() {
+    let (_dir, _path, journal) = temp_journal();
+    let pair = journal.upsert_pair("notes", "/n", "file:///r").unwrap();
+    let blob = |content: &str| (hash(content), content.as_bytes().to_vec());
+    journal
+        .commit(
+            pair,
+            &Step {
+                base: vec![BaseEdit::Put(rel("a.md"), file("in base"))],
+                blobs: vec![blob("in base"), blob("base"), blob("orphan")],
+                ..Step::default()
+            },
+        )
+        .unwrap();
+    let conflict_id = journal
+        .record_conflict(&conflict(pair, "b.md", "l", "r"))
+        .unwrap();
+
+    assert_eq!(journal.gc_blobs().unwrap(), 1);
+    assert_eq!(
+        journal.blob(&hash("in base")).unwrap(),
+        Some(b"in base".to_vec())
+    );
+    assert_eq!(journal.blob(&hash("base")).unwrap(), Some(b"base".to_vec()));
+    assert_eq!(journal.blob(&hash("orphan")).unwrap(), None);
+
+    journal
+        .resolve_conflict(&conflict_id, Strategy::KeepRemote, None)
+        .unwrap();
+    assert_eq!(journal.gc_blobs().unwrap(), 1);
+    assert_eq!(journal.blob(&hash("base")).unwrap(), None);
+
+    let wrong = Step {
+        blobs: vec![(hash("one"), b"two".to_vec())],
+        ..Step::default()
+    };
+    assert!(matches!(
+        journal.commit(pair, &wrong),
+        Err(JournalError::BlobHashMismatch { .. })
+    ));
+}
+
+/// A journal with a little of everything the audit queries look for: two
+/// pairs, a completed sync with changes to `docs/page.md`, a deletion by
+/// `laptop`, a failed sync, a sync in progress and an unresolved conflict.
+fn populated() -> (TempDir, Journal) {
+    let (temp, _path, journal) = temp_journal();
+    let notes = journal
+        .upsert_pair("notes", "/home/u/notes", "file:///nas/notes")
+        .unwrap();
+    let photos = journal
+        .upsert_pair("photos", "/home/u/photos", "sftp://nas/photos")
+        .unwrap();
+
+    let first = journal.begin_sync(notes, "start-up").unwrap();
+    let mut created = change(ChangeType::Created, "docs/page.md", "laptop");
+    created.sync_id = Some(first.clone());
+    created.hash = Some(hash("v1"));
+    created.size = Some(2);
+    journal
+        .commit(
+            notes,
+            &Step {
+                base: vec![
+                    BaseEdit::Put(rel("docs"), dir()),
+                    BaseEdit::Put(rel("docs/page.md"), file("v1")),
+                    BaseEdit::Put(rel("old.md"), file("old")),
+                ],
+                changes: vec![created],
+                blobs: vec![(hash("v1"), b"v1".to_vec())],
+            },
+        )
+        .unwrap();
+    let counts = SyncCounts {
+        uploaded: 1,
+        bytes_up: 2,
+        ..SyncCounts::default()
+    };
+    journal
+        .finish_sync(&first, SyncStatus::Completed, &counts, None)
+        .unwrap();
+
+    let second = journal.begin_sync(notes, "watch").unwrap();
+    let mut modified = change(ChangeType::Modified, "docs/page.md", "desktop");
+    modified.origin_side = Side::Remote;
+    modified.sync_id = Some(second.clone());
+    let mut deleted = change(ChangeType::Deleted, "old.md", "laptop");
+    deleted.sync_id = Some(second.clone());
+    let mut moved = change(ChangeType::Moved, "docs/guide/page.md", "laptop");
+    moved.from_path = Some(rel("docs/page.md"));
+    moved.sync_id = Some(second.clone());
+    journal
+        .commit(
+            notes,
+            &Step {
+                base: vec![
+                    BaseEdit::Remove(rel("old.md")),
+                    BaseEdit::MoveTree {
+                        from: rel("docs/page.md"),
+                        to: rel("docs/guide/page.md"),
+                    },
+                ],
+                changes: vec![modified, deleted, moved],
+                blobs: vec![],
+            },
+        )
+        .unwrap();
+    let mut open = conflict(notes, "docs/todo.md", "mine", "theirs");
+    open.sync_id = Some(second.clone());
+    open.copy_path = Some(rel("docs/todo.conflict-20250209-130000-desktop.md"));
+    journal.record_conflict(&open).unwrap();
+    journal
+        .finish_sync(
+            &second,
+            SyncStatus::CompletedWithConflicts,
+            &SyncCounts::default(),
+            None,
+        )
+        .unwrap();
+
+    let failed = journal.begin_sync(photos, "poll").unwrap();
+    journal
+        .finish_sync(
+            &failed,
+            SyncStatus::Failed,
+            &SyncCounts::default(),
+            Some("cannot reach sftp://nas/photos: connection refused"),
+        )
+        .unwrap();
+    journal.begin_sync(photos, "api").unwrap();
+    (temp, journal)
+}
+
+/// The fenced ```sql blocks of a markdown text.
+fn sql_blocks(markdown: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in markdown.lines() {
+        match &mut current {
+            None if line.trim() == "```sql" => current = Some(String::new()),
+            Some(block) if line.trim() == "```" => {
+                blocks.push(std::mem::take(block));
+                current = None;
+            }
+            Some(block) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            None => {}
+        }
+    }
+    blocks
+}
+
+#[test]
+fn every_audit_query_in_the_docs_runs_and_finds_rows() {
+    let (_dir, journal) = populated();
+    let queries = sql_blocks(DOCS);
+    assert!(
+        queries.len() >= 5,
+        "found only {} sql blocks",
+        queries.len()
+    );
+
+    for sql in &queries {
+        let mut stmt = journal
+            .conn
+            .prepare(sql)
+            .unwrap_or_else(|err| panic!("{err}\n{sql}"));
+        let mut rows = stmt.query([]).unwrap();
+        assert!(rows.next().unwrap().is_some(), "no rows from\n{sql}");
+    }
+}
+
+#[test]
+fn the_schema_reference_in_the_docs_lists_every_column() {
+    let journal = Journal::open_in_memory().unwrap();
+    // In the "Tables" section each table is a `### `name`` heading followed
+    // by a markdown table whose first cell is a `column`.
+    let section = DOCS
+        .split("\n## ")
+        .find(|section| section.starts_with("Tables"))
+        .expect("docs/journal.md has a Tables section");
+    let mut documented: Vec<(String, Vec<String>)> = Vec::new();
+    for line in section.lines() {
+        if let Some(heading) = line.strip_prefix("### ") {
+            documented.push((heading.trim_matches('`').to_owned(), Vec::new()));
+        } else if let Some(cell) = line.strip_prefix("| `") {
+            let column = cell.split('`').next().unwrap().to_owned();
+            documented
+                .last_mut()
+                .expect("a column before any table")
+                .1
+                .push(column);
+        }
+    }
+
+    let mut stmt = journal
+        .conn
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+        .unwrap();
+    let mut tables: Vec<String> = stmt
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let mut documented_tables: Vec<String> = documented.iter().map(|(t, _)| t.clone()).collect();
+    tables.sort();
+    documented_tables.sort();
+    assert_eq!(documented_tables, tables);
+    for (table, columns) in &documented {
+        let mut stmt = journal
+            .conn
+            .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))
+            .unwrap();
+        let actual: Vec<String> = stmt
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(columns, &actual, "columns of {table}");
+    }
+}
