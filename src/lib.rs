@@ -5,6 +5,8 @@
 //! `ARCHITECTURE.md` at the repository root is the map; each module opens
 //! with a paragraph saying what it owns and what it deliberately does not do.
 
+pub mod api;
+pub mod ctl;
 pub mod model;
 pub mod reconcile;
 pub mod timefmt;
