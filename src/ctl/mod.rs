@@ -173,30 +173,33 @@ pub fn run() -> i32 {
 /// become absolute (the agent's working directory is not ours), and
 /// `--from` goes only with `manual`.
 fn prepare(mut command: Command) -> Result<Command, clap::Error> {
+    use clap::error::ErrorKind;
     let usage = |kind, message: String| Cli::command().error(kind, message);
     match &mut command {
-        Command::Resolve { strategy, from, .. } => {
-            if let Some(file) = from {
-                if *strategy != Strategy::Manual {
-                    return Err(usage(
-                        clap::error::ErrorKind::ArgumentConflict,
-                        format!(
-                            "--from goes only with --strategy manual, not {}",
-                            strategy.as_str()
-                        ),
-                    ));
-                }
-                *file = absolute(file).map_err(|msg| usage(clap::error::ErrorKind::Io, msg))?;
-                if !file.is_file() {
-                    return Err(usage(
-                        clap::error::ErrorKind::Io,
-                        format!("--from {}: no such file", file.display()),
-                    ));
-                }
+        Command::Resolve {
+            strategy,
+            from: Some(file),
+            ..
+        } => {
+            if *strategy != Strategy::Manual {
+                return Err(usage(
+                    ErrorKind::ArgumentConflict,
+                    format!(
+                        "--from goes only with --strategy manual, not {}",
+                        strategy.as_str()
+                    ),
+                ));
+            }
+            *file = absolute(file).map_err(|msg| usage(ErrorKind::Io, msg))?;
+            if !file.is_file() {
+                return Err(usage(
+                    ErrorKind::Io,
+                    format!("--from {}: no such file", file.display()),
+                ));
             }
         }
         Command::Pair(PairCommand::Add { local, .. }) => {
-            *local = absolute(local).map_err(|msg| usage(clap::error::ErrorKind::Io, msg))?;
+            *local = absolute(local).map_err(|msg| usage(ErrorKind::Io, msg))?;
         }
         _ => {}
     }

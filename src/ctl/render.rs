@@ -127,7 +127,7 @@ pub fn sync_status(s: &SyncStatus, now: SystemTime) -> String {
     );
     let _ = writeln!(
         out,
-        "outcome   {} conflicts, {} errors",
+        "outcome   conflicts {}, errors {}",
         c.conflicts, c.errors
     );
     if let Some(error) = &s.error {
@@ -289,8 +289,7 @@ pub fn pairs(list: &PairList) -> String {
     table(&["NAME", "LOCAL", "REMOTE", "CONFLICTS", "IGNORE"], rows)
 }
 
-/// Left-aligned columns two spaces apart; the last column is not padded,
-/// so lines carry no trailing blanks.
+/// Left-aligned columns two spaces apart, with no trailing blanks.
 fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in &rows {
@@ -301,14 +300,11 @@ fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
     let header_row = headers.iter().map(|h| (*h).to_owned()).collect();
     let mut out = String::new();
     for row in std::iter::once(header_row).chain(rows) {
-        let last = row.len().saturating_sub(1);
-        for (i, cell) in row.iter().enumerate() {
-            if i == last {
-                out.push_str(cell);
-            } else {
-                let _ = write!(out, "{cell:<width$}  ", width = widths[i]);
-            }
+        let mut line = String::new();
+        for (cell, width) in row.iter().zip(&widths) {
+            let _ = write!(line, "{cell:<width$}  ");
         }
+        out.push_str(line.trim_end());
         out.push('\n');
     }
     out
@@ -370,11 +366,12 @@ mod tests {
             vec![
                 vec!["conflict-1".into(), "a.md".into()],
                 vec!["c-2".into(), "docs/b.md".into()],
+                vec!["c-3".into(), String::new()],
             ],
         );
         assert_eq!(
             text,
-            "ID          PATH\nconflict-1  a.md\nc-2         docs/b.md\n"
+            "ID          PATH\nconflict-1  a.md\nc-2         docs/b.md\nc-3\n"
         );
     }
 
