@@ -36,9 +36,12 @@ pub async fn handle(control: &Arc<dyn Control>, payload: &[u8]) -> ResponseEnvel
     if !compatible_version(&request.protocol) {
         return error_response(&version_error(&request.protocol));
     }
-    let result = route(control, &request).await;
+    let RequestEnvelope {
+        method, path, body, ..
+    } = request;
+    let result = route(control, &method, &path, body).await;
     let status = result.as_ref().map_or_else(|err| err.code, |_| 200);
-    tracing::debug!(method = %request.method, path = %request.path, status, "api request");
+    tracing::debug!(%method, %path, status, "api request");
     match result {
         Ok(body) => ResponseEnvelope {
             protocol: PROTOCOL_VERSION.to_owned(),
@@ -113,17 +116,19 @@ impl Route {
     }
 }
 
-async fn route(control: &Arc<dyn Control>, request: &RequestEnvelope) -> Result<Value, ApiError> {
-    let target = Target::parse(&request.path)
+async fn route(
+    control: &Arc<dyn Control>,
+    method: &str,
+    path: &str,
+    body: Value,
+) -> Result<Value, ApiError> {
+    let target = Target::parse(path)
         .map_err(|err| ApiError::bad_request("malformed request path").with_details(err))?;
     let route = Route::parse(&target.segments).ok_or_else(|| {
         ApiError::not_found("Unknown endpoint").with_details(format!(
-            "{} is not an endpoint of this agent; see docs/protocol.md",
-            request.path
+            "{path} is not an endpoint of this agent; see docs/protocol.md"
         ))
     })?;
-    let method = request.method.as_str();
-    let body = request.body.clone();
     match (route, method) {
         (Route::Status, "GET") => {
             no_query(&target)?;
@@ -199,7 +204,7 @@ async fn route(control: &Arc<dyn Control>, request: &RequestEnvelope) -> Result<
         (route, _) => Err(
             ApiError::new(405, "Method not allowed").with_details(format!(
                 "{} does not accept {method}; allowed: {}",
-                request.path.split('?').next().unwrap_or_default(),
+                path.split('?').next().unwrap_or_default(),
                 route.allowed_methods()
             )),
         ),
