@@ -5,7 +5,9 @@
 //! `ARCHITECTURE.md` at the repository root is the map; each module opens
 //! with a paragraph saying what it owns and what it deliberately does not do.
 
+pub mod api;
 pub mod config;
+pub mod ctl;
 pub mod fsops;
 pub mod journal;
 pub mod model;

@@ -1,0 +1,476 @@
+//! From one request payload to one response envelope: checks the protocol
+//! version, routes the method and path to an endpoint, validates the query
+//! and body, calls the [`Control`] method on a blocking thread and wraps the
+//! answer (or the spec's error object).
+//!
+//! Handlers hold no state and do no socket I/O; the transport (today the
+//! local socket in `server`, later an HTTP listener) hands them bytes. They
+//! log the method, path and status at debug level, never a body, because a
+//! body may carry credentials.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::framing::{RequestEnvelope, ResponseEnvelope, Target};
+use super::wire::{self, ErrorBody};
+use super::{ApiError, Control, PROTOCOL_VERSION, compatible_version};
+use crate::timefmt;
+
+/// Handles one request frame. Never fails: every problem becomes an error
+/// envelope.
+pub async fn handle(control: &Arc<dyn Control>, payload: &[u8]) -> ResponseEnvelope {
+    let request: RequestEnvelope = match serde_json::from_slice(payload) {
+        Ok(request) => request,
+        Err(err) => {
+            return error_response(
+                &ApiError::bad_request("the request is not a valid JSON request envelope")
+                    .with_details(err.to_string()),
+            );
+        }
+    };
+    if !compatible_version(&request.protocol) {
+        return error_response(&version_error(&request.protocol));
+    }
+    let RequestEnvelope {
+        method, path, body, ..
+    } = request;
+    let result = route(control, &method, &path, body).await;
+    let status = result.as_ref().map_or_else(|err| err.code, |_| 200);
+    tracing::debug!(%method, %path, status, "api request");
+    match result {
+        Ok(body) => ResponseEnvelope {
+            protocol: PROTOCOL_VERSION.to_owned(),
+            status: 200,
+            body,
+        },
+        Err(err) => error_response(&err),
+    }
+}
+
+/// The envelope for an error answer.
+pub fn error_response(err: &ApiError) -> ResponseEnvelope {
+    ResponseEnvelope {
+        protocol: PROTOCOL_VERSION.to_owned(),
+        status: err.code,
+        body: to_json(&ErrorBody::from(err)),
+    }
+}
+
+fn version_error(theirs: &str) -> ApiError {
+    ApiError::bad_request("Unsupported protocol version").with_details(format!(
+        "the request speaks protocol {theirs:?}; this agent speaks {PROTOCOL_VERSION} \
+         (any 1.x). Use a prism-syncctl from the same release as prism-syncd."
+    ))
+}
+
+/// The endpoints, by path shape.
+enum Route {
+    Status,
+    SyncStart,
+    SyncStatus(String),
+    SyncResolve,
+    Conflicts,
+    Changes,
+    Pause,
+    Resume,
+    Pairs,
+    Pair(String),
+    ConfirmDeletions(String),
+}
+
+impl Route {
+    fn parse(segments: &[String]) -> Option<Route> {
+        let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+        Some(match segments.as_slice() {
+            ["status"] => Route::Status,
+            ["sync", "start"] => Route::SyncStart,
+            ["sync", "status", id] => Route::SyncStatus((*id).to_owned()),
+            ["sync", "resolve"] => Route::SyncResolve,
+            ["conflicts"] => Route::Conflicts,
+            ["changes"] => Route::Changes,
+            ["pause"] => Route::Pause,
+            ["resume"] => Route::Resume,
+            ["pairs"] => Route::Pairs,
+            ["pairs", name] => Route::Pair((*name).to_owned()),
+            ["pairs", name, "confirm-deletions"] => Route::ConfirmDeletions((*name).to_owned()),
+            _ => return None,
+        })
+    }
+
+    fn allowed_methods(&self) -> &'static str {
+        match self {
+            Route::Status | Route::SyncStatus(_) | Route::Conflicts | Route::Changes => "GET",
+            Route::Pairs => "GET, POST",
+            Route::Pair(_) => "DELETE",
+            Route::SyncStart
+            | Route::SyncResolve
+            | Route::Pause
+            | Route::Resume
+            | Route::ConfirmDeletions(_) => "POST",
+        }
+    }
+}
+
+async fn route(
+    control: &Arc<dyn Control>,
+    method: &str,
+    path: &str,
+    body: Value,
+) -> Result<Value, ApiError> {
+    let target = Target::parse(path)
+        .map_err(|err| ApiError::bad_request("malformed request path").with_details(err))?;
+    let route = Route::parse(&target.segments).ok_or_else(|| {
+        ApiError::not_found("Unknown endpoint").with_details(format!(
+            "{path} is not an endpoint of this agent; see docs/protocol.md"
+        ))
+    })?;
+    match (route, method) {
+        (Route::Status, "GET") => {
+            no_query(&target)?;
+            let status = call(control, |c| Ok(c.status())).await?;
+            Ok(to_json(&status))
+        }
+        (Route::SyncStart, "POST") => {
+            no_query(&target)?;
+            let req: wire::StartSyncRequest = parse_body(body)?;
+            Ok(to_json(&start_sync(control, req).await?))
+        }
+        (Route::SyncStatus(id), "GET") => {
+            no_query(&target)?;
+            Ok(to_json(&call(control, move |c| c.sync_status(&id)).await?))
+        }
+        (Route::SyncResolve, "POST") => {
+            no_query(&target)?;
+            let req: wire::ResolveRequest = parse_body(body)?;
+            req.validate()?;
+            Ok(to_json(&call(control, move |c| c.resolve(&req)).await?))
+        }
+        (Route::Conflicts, "GET") => {
+            let query = Query::new(&target, &["pair", "all"])?;
+            let pair = query.get("pair").map(str::to_owned);
+            let all = query.flag("all")?;
+            let conflicts = call(control, move |c| c.conflicts(pair.as_deref(), all)).await?;
+            Ok(to_json(&wire::ConflictList { conflicts }))
+        }
+        (Route::Changes, "GET") => {
+            let query = changes_query(&target, SystemTime::now())?;
+            Ok(to_json(&call(control, move |c| c.changes(&query)).await?))
+        }
+        (Route::Pause, "POST") => {
+            no_query(&target)?;
+            let wire::PairSelector { pair } = parse_body(body)?;
+            let arg = pair.clone();
+            call(control, move |c| c.pause(arg.as_deref())).await?;
+            Ok(ack("paused", pair))
+        }
+        (Route::Resume, "POST") => {
+            no_query(&target)?;
+            let wire::PairSelector { pair } = parse_body(body)?;
+            let arg = pair.clone();
+            call(control, move |c| c.resume(arg.as_deref())).await?;
+            Ok(ack("resumed", pair))
+        }
+        (Route::Pairs, "GET") => {
+            no_query(&target)?;
+            let pairs = call(control, |c| c.pair_list()).await?;
+            Ok(to_json(&wire::PairList { pairs }))
+        }
+        (Route::Pairs, "POST") => {
+            no_query(&target)?;
+            let spec: wire::PairSpec = parse_body(body)?;
+            if !Path::new(&spec.local).is_absolute() {
+                return Err(ApiError::bad_request("local must be an absolute path")
+                    .with_details(format!("got {:?}", spec.local)));
+            }
+            Ok(to_json(&call(control, move |c| c.pair_add(&spec)).await?))
+        }
+        (Route::Pair(name), "DELETE") => {
+            no_query(&target)?;
+            let arg = name.clone();
+            call(control, move |c| c.pair_remove(&arg)).await?;
+            Ok(ack("removed", Some(name)))
+        }
+        (Route::ConfirmDeletions(name), "POST") => {
+            no_query(&target)?;
+            let arg = name.clone();
+            call(control, move |c| c.confirm_deletions(&arg)).await?;
+            Ok(ack("confirmed", Some(name)))
+        }
+        (route, _) => Err(
+            ApiError::new(405, "Method not allowed").with_details(format!(
+                "{} does not accept {method}; allowed: {}",
+                path.split('?').next().unwrap_or_default(),
+                route.allowed_methods()
+            )),
+        ),
+    }
+}
+
+/// Runs a [`Control`] method on a blocking thread: the daemon's methods
+/// may wait on SQLite, and must not stall the socket's event loop.
+async fn call<T, F>(control: &Arc<dyn Control>, f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&dyn Control) -> Result<T, ApiError> + Send + 'static,
+{
+    let control = Arc::clone(control);
+    match tokio::task::spawn_blocking(move || f(control.as_ref())).await {
+        Ok(result) => result,
+        Err(err) => {
+            tracing::error!(error = %err, "an API handler panicked");
+            Err(
+                ApiError::internal("the agent failed while handling this request")
+                    .with_details("see the agent's log (RUST_LOG=prism_sync=debug) for the cause"),
+            )
+        }
+    }
+}
+
+/// Serializes a wire value. Wire types are plain data (string keys, no
+/// maps keyed by non-strings), so this cannot fail.
+fn to_json<T: Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).expect("wire types always serialize to JSON")
+}
+
+fn ack(status: &str, pair: Option<String>) -> Value {
+    to_json(&wire::Ack {
+        status: status.to_owned(),
+        pair,
+    })
+}
+
+/// Deserializes a body; `null` (no body) counts as `{}`, so endpoints whose
+/// fields are all optional accept it and the others name the missing field.
+fn parse_body<T: DeserializeOwned>(body: Value) -> Result<T, ApiError> {
+    let body = match body {
+        Value::Null => Value::Object(serde_json::Map::new()),
+        other => other,
+    };
+    serde_json::from_value(body)
+        .map_err(|err| ApiError::bad_request("invalid request body").with_details(err.to_string()))
+}
+
+fn no_query(target: &Target) -> Result<(), ApiError> {
+    Query::new(target, &[]).map(drop)
+}
+
+/// Query parameters, checked against the names an endpoint knows: an
+/// unknown or repeated parameter is an error rather than silently ignored.
+struct Query<'t>(Vec<(&'t str, &'t str)>);
+
+impl<'t> Query<'t> {
+    fn new(target: &'t Target, known: &[&str]) -> Result<Query<'t>, ApiError> {
+        let mut seen: Vec<(&str, &str)> = Vec::new();
+        for (key, value) in &target.query {
+            if !known.contains(&key.as_str()) {
+                return Err(
+                    ApiError::bad_request(format!("unknown query parameter {key:?}")).with_details(
+                        if known.is_empty() {
+                            "this endpoint takes no query parameters".to_owned()
+                        } else {
+                            format!("known parameters: {}", known.join(", "))
+                        },
+                    ),
+                );
+            }
+            if seen.iter().any(|(k, _)| k == key) {
+                return Err(ApiError::bad_request(format!(
+                    "query parameter {key:?} is given twice"
+                )));
+            }
+            seen.push((key, value));
+        }
+        Ok(Query(seen))
+    }
+
+    fn get(&self, key: &str) -> Option<&'t str> {
+        self.0.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+    }
+
+    /// A boolean parameter: absent is false; `true`, `1` or a bare `all`
+    /// is true.
+    fn flag(&self, key: &str) -> Result<bool, ApiError> {
+        match self.get(key) {
+            None | Some("false" | "0") => Ok(false),
+            Some("true" | "1" | "") => Ok(true),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "{key} must be true or false, not {other:?}"
+            ))),
+        }
+    }
+}
+
+fn changes_query(target: &Target, now: SystemTime) -> Result<wire::ChangesQuery, ApiError> {
+    let query = Query::new(target, &["pair", "since", "path", "limit"])?;
+    let since = match query.get("since") {
+        None => None,
+        Some(text) => {
+            let at = parse_since(text, now).ok_or_else(|| {
+                ApiError::bad_request(format!("cannot read since={text:?}")).with_details(
+                    "use an RFC 3339 time (2025-02-09T16:00:00Z), a date (2025-02-09) \
+                     or an age such as 90s, 15m, 2h or 7d",
+                )
+            })?;
+            Some(timefmt::rfc3339(at))
+        }
+    };
+    let limit = match query.get("limit") {
+        None => wire::DEFAULT_CHANGES_LIMIT,
+        Some(text) => text
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=wire::MAX_CHANGES_LIMIT).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "limit must be a number from 1 to {}, not {text:?}",
+                    wire::MAX_CHANGES_LIMIT
+                ))
+            })?,
+    };
+    Ok(wire::ChangesQuery {
+        pair: query.get("pair").map(str::to_owned),
+        since,
+        path: query.get("path").map(str::to_owned),
+        limit,
+    })
+}
+
+/// A point in time: RFC 3339, a bare date, or an age before `now` (`90s`,
+/// `15m`, `2h`, `7d`).
+fn parse_since(text: &str, now: SystemTime) -> Option<SystemTime> {
+    if let Some(at) = timefmt::parse(text) {
+        return Some(at);
+    }
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let seconds_per_unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return None,
+    };
+    let age = number.parse::<u64>().ok()?.checked_mul(seconds_per_unit)?;
+    now.checked_sub(Duration::from_secs(age))
+}
+
+/// `POST /sync/start`. With `method` or `remote_url`, the pairs whose
+/// remote matches (and whose name matches `pair`, if given) are started one
+/// by one; otherwise `pair` (or every pair) goes straight to the daemon.
+async fn start_sync(
+    control: &Arc<dyn Control>,
+    req: wire::StartSyncRequest,
+) -> Result<wire::StartSyncResponse, ApiError> {
+    let wire::StartSyncRequest {
+        pair,
+        method,
+        remote_url,
+        credentials: _,
+    } = req;
+    let started = if method.is_none() && remote_url.is_none() {
+        call(control, move |c| c.start_sync(pair.as_deref())).await?
+    } else {
+        call(control, move |c| {
+            let chosen: Vec<wire::PairInfo> = c
+                .pair_list()?
+                .into_iter()
+                .filter(|p| pair.as_ref().is_none_or(|name| *name == p.name))
+                .filter(|p| {
+                    remote_url
+                        .as_ref()
+                        .is_none_or(|url| same_url(url, &p.remote))
+                })
+                .filter(|p| method.as_ref().is_none_or(|m| has_scheme(&p.remote, m)))
+                .collect();
+            if chosen.is_empty() {
+                return Err(
+                    ApiError::not_found("no pair matches this sync request").with_details(format!(
+                        "no configured pair has{}{}{}; see `prism-syncctl pair list`",
+                        pair.map(|n| format!(" name {n:?}")).unwrap_or_default(),
+                        remote_url
+                            .map(|u| format!(" remote {u:?}"))
+                            .unwrap_or_default(),
+                        method.map(|m| format!(" method {m:?}")).unwrap_or_default(),
+                    )),
+                );
+            }
+            let mut started = Vec::new();
+            for p in chosen {
+                started.extend(c.start_sync(Some(&p.name))?);
+            }
+            Ok(started)
+        })
+        .await?
+    };
+    let first = started.first().ok_or_else(|| {
+        ApiError::not_found("there are no pairs to sync")
+            .with_details("add one with `prism-syncctl pair add NAME --local DIR --remote URL`")
+    })?;
+    Ok(wire::StartSyncResponse {
+        status: wire::SyncState::SyncInProgress,
+        sync_id: first.sync_id.clone(),
+        syncs: started,
+    })
+}
+
+fn same_url(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/') == b.trim_end_matches('/')
+}
+
+/// Whether `url` uses the scheme `method` (`sftp`, `webdav`, `file`, …).
+fn has_scheme(url: &str, method: &str) -> bool {
+    url.split_once("://")
+        .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case(method))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_accepts_times_dates_and_ages() {
+        let now = timefmt::parse("2025-02-09T16:00:00Z").unwrap();
+        let show = |text: &str| parse_since(text, now).map(timefmt::rfc3339);
+        assert_eq!(
+            show("2025-02-09T12:00:00+01:00").as_deref(),
+            Some("2025-02-09T11:00:00.000Z")
+        );
+        assert_eq!(
+            show("2025-02-08").as_deref(),
+            Some("2025-02-08T00:00:00.000Z")
+        );
+        assert_eq!(show("90s").as_deref(), Some("2025-02-09T15:58:30.000Z"));
+        assert_eq!(show("2h").as_deref(), Some("2025-02-09T14:00:00.000Z"));
+        assert_eq!(show("7d").as_deref(), Some("2025-02-02T16:00:00.000Z"));
+        assert_eq!(show("7w"), None);
+        assert_eq!(show("yesterday"), None);
+        assert_eq!(show("h"), None);
+    }
+
+    #[test]
+    fn changes_query_checks_parameters() {
+        let now = SystemTime::now();
+        let parse = |t: &str| changes_query(&Target::parse(t).unwrap(), now);
+        let q = parse("/changes?pair=notes&path=docs&limit=5").unwrap();
+        assert_eq!(q.pair.as_deref(), Some("notes"));
+        assert_eq!(q.path.as_deref(), Some("docs"));
+        assert_eq!(q.limit, 5);
+        assert_eq!(
+            parse("/changes").unwrap().limit,
+            wire::DEFAULT_CHANGES_LIMIT
+        );
+        for bad in [
+            "/changes?limit=0",
+            "/changes?limit=x",
+            "/changes?colour=red",
+        ] {
+            assert_eq!(parse(bad).unwrap_err().code, 400, "{bad}");
+        }
+        assert_eq!(parse("/changes?pair=a&pair=b").unwrap_err().code, 400);
+    }
+}

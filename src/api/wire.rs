@@ -1,0 +1,559 @@
+//! The JSON bodies of the control API, exactly as users script against them.
+//!
+//! Where the spec gives a shape (4.1 start, 4.2 status, 4.3 resolve, 5.3
+//! conflict, 6.2 change log, 9 error) these types keep its field names and
+//! add fields beside them; nothing is renamed. Optional fields serialize as
+//! `null` rather than disappearing, so every key is always present. The
+//! daemon builds these values by hand from its own types: core types are
+//! never made serializable, and nothing in this file does I/O.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, PROTOCOL_VERSION};
+
+/// How many changes `GET /changes` returns when the request names no limit.
+pub const DEFAULT_CHANGES_LIMIT: u32 = 100;
+/// The largest `limit` `GET /changes` accepts.
+pub const MAX_CHANGES_LIMIT: u32 = 100_000;
+
+// ---------------------------------------------------------------- status
+
+/// `GET /status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentStatus {
+    /// The protocol version the agent speaks; set by [`AgentStatus::new`].
+    pub protocol: String,
+    pub agent: AgentInfo,
+    pub pairs: Vec<PairStatus>,
+}
+
+impl AgentStatus {
+    pub fn new(agent: AgentInfo, pairs: Vec<PairStatus>) -> AgentStatus {
+        AgentStatus {
+            protocol: PROTOCOL_VERSION.to_owned(),
+            agent,
+            pairs,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentInfo {
+    pub version: String,
+    /// The device name used in conflict-copy names and the change log.
+    pub device: String,
+    pub pid: u32,
+    pub started_at: String,
+    pub state_dir: String,
+    pub socket: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PairStatus {
+    pub name: String,
+    pub local: String,
+    pub remote: String,
+    pub state: PairState,
+    /// One sentence a person can act on, e.g. "offline, retrying in 8 s:
+    /// connection refused", or why the mass-deletion guard stopped the pair
+    /// and how to confirm.
+    pub state_detail: String,
+    pub last_sync: Option<LastSync>,
+    /// Changes seen but not yet synced.
+    pub pending: u64,
+    pub unresolved_conflicts: u64,
+    pub transfers: Vec<Transfer>,
+    pub problems: Vec<Problem>,
+    /// `"ok"`, or a sentence saying what is wrong with the file watcher
+    /// (for example the inotify watch limit) and what to do.
+    pub watcher: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PairState {
+    Idle,
+    Scanning,
+    Syncing,
+    Paused,
+    Offline,
+    WaitingForConfirmation,
+    Error,
+}
+
+impl PairState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PairState::Idle => "idle",
+            PairState::Scanning => "scanning",
+            PairState::Syncing => "syncing",
+            PairState::Paused => "paused",
+            PairState::Offline => "offline",
+            PairState::WaitingForConfirmation => "waiting_for_confirmation",
+            PairState::Error => "error",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastSync {
+    pub sync_id: String,
+    pub status: SyncState,
+    pub finished_at: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transfer {
+    pub path: String,
+    pub direction: Direction,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Upload,
+    Download,
+}
+
+/// A path that keeps failing; it is retried with back-off and never stalls
+/// the rest of the pair.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+// ---------------------------------------------------------------- sync
+
+/// `POST /sync/start` (spec 4.1). With no `pair`, `remote_url` and `method`
+/// select the pairs whose remote matches; with none of them, every pair.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StartSyncRequest {
+    pub pair: Option<String>,
+    /// A remote URL scheme such as `sftp`, `webdav` or `file`.
+    pub method: Option<String>,
+    pub remote_url: Option<String>,
+    /// Accepted for the spec's sake and ignored: the agent authenticates
+    /// with the pair's configured credentials. Never logged nor echoed.
+    pub credentials: Option<Credentials>,
+}
+
+/// A user name and password. Its `Debug` output hides the password, so it
+/// cannot leak into a log by accident.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// One sync run [`super::Control::start_sync`] started (or found running).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncStarted {
+    pub pair: String,
+    pub sync_id: String,
+}
+
+/// The answer to `POST /sync/start` (spec 4.1): `status` and `sync_id`
+/// describe the first run; `syncs` lists every run started.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartSyncResponse {
+    pub status: SyncState,
+    pub sync_id: String,
+    pub syncs: Vec<SyncStarted>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncState {
+    SyncInProgress,
+    Completed,
+    CompletedWithConflicts,
+    Failed,
+    Interrupted,
+}
+
+impl SyncState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncState::SyncInProgress => "sync_in_progress",
+            SyncState::Completed => "completed",
+            SyncState::CompletedWithConflicts => "completed_with_conflicts",
+            SyncState::Failed => "failed",
+            SyncState::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// `GET /sync/status/{sync_id}` (spec 4.2 plus the run's details).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncStatus {
+    pub status: SyncState,
+    /// When the pair last finished a sync: this run's end once it is done.
+    pub last_synced_at: Option<String>,
+    /// Conflicts this run found (spec 5.3 objects).
+    pub conflicts: Vec<ConflictInfo>,
+    pub sync_id: String,
+    pub pair: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub counts: SyncCounts,
+    /// Why the run failed or was interrupted.
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncCounts {
+    pub uploaded: u64,
+    pub downloaded: u64,
+    pub deleted_local: u64,
+    pub deleted_remote: u64,
+    pub moved: u64,
+    pub conflicts: u64,
+    pub errors: u64,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+}
+
+// ---------------------------------------------------------------- conflicts
+
+/// A conflict (spec 5.3 plus where it came from and how it ended).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConflictInfo {
+    pub conflict_id: String,
+    pub file_path: String,
+    pub local_version: Version,
+    pub remote_version: Version,
+    pub status: ConflictStatus,
+    pub pair: String,
+    /// Why it is a conflict, e.g. `both_modified` or
+    /// `local_deleted_remote_modified`.
+    pub kind: String,
+    pub detected_at: String,
+    /// Where the other version was kept (`name.conflict-…`), if anywhere.
+    pub copy_path: Option<String>,
+    /// The strategy that resolved it, or that will be tried.
+    pub strategy: Option<Strategy>,
+    pub note: Option<String>,
+    pub resolved_at: Option<String>,
+}
+
+/// One side of a conflict; both fields are `null` for a deleted side.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Version {
+    pub hash: Option<String>,
+    pub modified_at: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConflictStatus {
+    Unresolved,
+    Resolved,
+}
+
+/// `GET /conflicts`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConflictList {
+    pub conflicts: Vec<ConflictInfo>,
+}
+
+/// The spec's conflict resolution strategies (5.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    KeepLocal,
+    KeepRemote,
+    AutoMerge,
+    Manual,
+}
+
+impl Strategy {
+    pub const ALL: [Strategy; 4] = [
+        Strategy::KeepLocal,
+        Strategy::KeepRemote,
+        Strategy::AutoMerge,
+        Strategy::Manual,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::KeepLocal => "keep_local",
+            Strategy::KeepRemote => "keep_remote",
+            Strategy::AutoMerge => "auto_merge",
+            Strategy::Manual => "manual",
+        }
+    }
+}
+
+/// `POST /sync/resolve` (spec 4.3).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResolveRequest {
+    pub conflict_id: String,
+    pub resolution_strategy: Strategy,
+    /// With `manual` only: an absolute path whose content becomes the
+    /// resolved version on both sides.
+    #[serde(default)]
+    pub merged_file: Option<String>,
+}
+
+impl ResolveRequest {
+    /// Checks what the daemon is promised: `merged_file` is absolute and
+    /// comes only with `manual`.
+    pub fn validate(&self) -> Result<(), ApiError> {
+        let Some(file) = &self.merged_file else {
+            return Ok(());
+        };
+        if self.resolution_strategy != Strategy::Manual {
+            return Err(
+                ApiError::bad_request("merged_file is only allowed with manual").with_details(
+                    format!(
+                        "resolution_strategy is {}; drop merged_file or use manual",
+                        self.resolution_strategy.as_str()
+                    ),
+                ),
+            );
+        }
+        if !std::path::Path::new(file).is_absolute() {
+            return Err(
+                ApiError::bad_request("merged_file must be an absolute path")
+                    .with_details(format!("got {file:?}")),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The answer to `POST /sync/resolve` (spec 4.3). `status` stays
+/// `unresolved` when `auto_merge` could not merge cleanly and fell back to
+/// keeping both versions; `note` says so.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResolveResponse {
+    pub status: ConflictStatus,
+    pub resolved_at: Option<String>,
+    pub note: Option<String>,
+}
+
+// ---------------------------------------------------------------- changes
+
+/// `GET /changes?pair=&since=&path=&limit=`, as the daemon receives it:
+/// `since` is already normalized to the journal's RFC 3339 form
+/// (`2025-02-09T16:00:00.000Z`), so it compares as text.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangesQuery {
+    pub pair: Option<String>,
+    pub since: Option<String>,
+    /// Only paths equal to this or below it.
+    pub path: Option<String>,
+    pub limit: u32,
+}
+
+/// The change log (spec 6.2).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeLog {
+    pub changes: Vec<Change>,
+}
+
+/// One change-log entry (spec 6.2 plus its origin).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    #[serde(rename = "type")]
+    pub kind: ChangeKind,
+    pub path: String,
+    pub timestamp: String,
+    pub pair: String,
+    /// The old path of a move.
+    pub from_path: Option<String>,
+    pub origin_side: Side,
+    pub origin_device: Option<String>,
+    /// The sync run that carried the change to the other side.
+    pub sync_id: Option<String>,
+    pub hash: Option<String>,
+    pub size: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    Created,
+    Modified,
+    Deleted,
+    Moved,
+}
+
+impl ChangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Created => "created",
+            ChangeKind::Modified => "modified",
+            ChangeKind::Deleted => "deleted",
+            ChangeKind::Moved => "moved",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    Local,
+    Remote,
+}
+
+// ---------------------------------------------------------------- pairs
+
+/// `POST /pairs`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PairSpec {
+    pub name: String,
+    /// An absolute path (the client makes it so).
+    pub local: String,
+    pub remote: String,
+    #[serde(default)]
+    pub conflict: Option<Strategy>,
+    #[serde(default)]
+    pub ignore: Vec<String>,
+}
+
+/// A configured pair.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PairInfo {
+    pub name: String,
+    pub local: String,
+    pub remote: String,
+    pub conflict: Strategy,
+    pub ignore: Vec<String>,
+}
+
+/// `GET /pairs`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PairList {
+    pub pairs: Vec<PairInfo>,
+}
+
+/// The body of `POST /pause` and `POST /resume`: no pair means every pair.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PairSelector {
+    pub pair: Option<String>,
+}
+
+/// The answer to requests that only do something: pause, resume, pair
+/// removal, deletion confirmation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    /// `paused`, `resumed`, `removed` or `confirmed`.
+    pub status: String,
+    /// The pair it applied to; `null` for every pair.
+    pub pair: Option<String>,
+}
+
+// ---------------------------------------------------------------- errors
+
+/// The spec's section 9 error object: `{"error":{"code":"409",…}}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorObject,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorObject {
+    /// The HTTP-style status code, as a string.
+    pub code: String,
+    pub message: String,
+    pub details: Option<String>,
+}
+
+impl From<&ApiError> for ErrorBody {
+    fn from(err: &ApiError) -> ErrorBody {
+        ErrorBody {
+            error: ErrorObject {
+                code: err.code.to_string(),
+                message: err.message.clone(),
+                details: err.details.clone(),
+            },
+        }
+    }
+}
+
+impl ErrorBody {
+    /// Back to an [`ApiError`]; a code that is not a number becomes 500.
+    pub fn into_api_error(self) -> ApiError {
+        ApiError {
+            code: self.error.code.parse().unwrap_or(500),
+            message: self.error.message,
+            details: self.error.details,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_debug_hides_the_password() {
+        let creds = Credentials {
+            username: "user".into(),
+            password: "securepass".into(),
+        };
+        let shown = format!(
+            "{:?}",
+            StartSyncRequest {
+                credentials: Some(creds),
+                ..StartSyncRequest::default()
+            }
+        );
+        assert!(shown.contains("user"), "{shown}");
+        assert!(!shown.contains("securepass"), "{shown}");
+    }
+
+    #[test]
+    fn spec_4_1_request_parses() {
+        let req: StartSyncRequest = serde_json::from_str(
+            r#"{"method":"sftp","remote_url":"sftp://example.com/prism",
+                "credentials":{"username":"user","password":"securepass"}}"#,
+        )
+        .unwrap();
+        assert_eq!(req.pair, None);
+        assert_eq!(req.method.as_deref(), Some("sftp"));
+        assert_eq!(req.credentials.unwrap().username, "user");
+    }
+
+    #[test]
+    fn resolve_request_rules() {
+        let mut req = ResolveRequest {
+            conflict_id: "conflict-1".into(),
+            resolution_strategy: Strategy::Manual,
+            merged_file: Some("/tmp/merged.md".into()),
+        };
+        assert_eq!(req.validate(), Ok(()));
+        req.merged_file = Some("merged.md".into());
+        assert_eq!(req.validate().unwrap_err().code, 400);
+        req.merged_file = Some("/tmp/merged.md".into());
+        req.resolution_strategy = Strategy::KeepLocal;
+        assert_eq!(req.validate().unwrap_err().code, 400);
+    }
+
+    #[test]
+    fn error_body_has_a_string_code() {
+        let body = ErrorBody::from(&ApiError::conflict("Conflict detected").with_details("x"));
+        assert_eq!(
+            serde_json::to_value(&body).unwrap(),
+            serde_json::json!({"error":{"code":"409","message":"Conflict detected","details":"x"}})
+        );
+        assert_eq!(body.into_api_error().code, 409);
+    }
+}
