@@ -4,17 +4,66 @@
 //! journal, a remote, the clock, randomness or `async`. Three snapshots and a
 //! [`Policy`] go in; actions and conflicts come out, in a documented,
 //! deterministic order. That is what lets it be tested by a scenario table
-//! and a random model.
+//! and a random model. It does not resolve conflicts (the engine applies a
+//! strategy) and it does not re-check anything on disk (the executor does).
+//!
+//! [`reconcile`] runs in two stages:
+//! 1. `moves`: each side's renames are detected against the base (by the
+//!    side's identities, else by unique content) and replayed on the other
+//!    side where that is safe. The base and the other side are then rebased,
+//!    so that everything after sees a moved folder at its new place.
+//! 2. `paths`: every path of the union is decided on its own (agreed,
+//!    propagate one side's change, or conflict); then folders are fixed up
+//!    bottom-up (a folder that still holds something survives), everything
+//!    below a conflict is left alone, and names that would collide on a
+//!    case-insensitive side become conflicts.
 //!
 //! What the engine may rely on:
 //! - no action ever destroys the last copy of any content: a path modified
 //!   on one side is never deleted or overwritten on the other side without
 //!   being a [`Conflict`];
-//! - no action is emitted for a conflicted path or anything below it;
-//! - a folder is deleted only when nothing below it survives on that side;
-//! - the order of `Plan::actions` is: moves (outermost first, in the order
-//!   they must run), folder creations (parents first), copies (by path),
-//!   deletions (deepest first), base-only updates (by path).
+//! - no action but a move is emitted for a conflicted path or anything below
+//!   it (a move carries a conflicted file to its new name unchanged, and the
+//!   conflict is reported at that new name);
+//! - a folder is deleted only when nothing below it survives on that side,
+//!   and every folder a copy or a folder creation needs exists by then;
+//! - only the outermost conflicted path is reported: a conflict covers its
+//!   whole subtree.
+//!
+//! The order of `Plan::actions` is the order of execution:
+//! 1. moves, outermost first, each preceded by the creation of any missing
+//!    parent folder of its destination;
+//! 2. deletions that make room for something created at the same path (a
+//!    file replaced by a folder or the reverse, with everything below the old
+//!    folder; on a case-insensitive side also a name that only changes case),
+//!    deepest first;
+//! 3. folder creations, parents first (by depth, then path, then side);
+//! 4. copies, by path, then side;
+//! 5. all other deletions, deepest first (by depth descending, then path);
+//! 6. base-only updates, by path.
+//!
+//! How each action changes the base, which the engine commits per finished
+//! action: a move carries the base entries below `from` to `to`; a folder
+//! creation records a folder; a copy records `source`; a deletion forgets the
+//! path; a base update sets what it says. Reconcile emits exactly the base
+//! updates needed on top of those, so that applying the whole plan leaves a
+//! base on which the next reconcile plans nothing but the same conflicts.
+//!
+//! Reconcile assumes each tree is well formed: the parent of every entry is
+//! a folder entry of the same tree, except for the ancestors of the scope's
+//! roots, which lie outside the scope and are assumed to exist on both sides.
+
+mod moves;
+mod paths;
+
+#[cfg(test)]
+mod model_tests;
+#[cfg(test)]
+mod sim;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
 
 use crate::model::{BaseTree, Entry, FileMeta, RelPath, Side, SideTree};
 
@@ -146,4 +195,63 @@ pub struct Input<'a> {
     pub local: &'a SideTree,
     pub remote: &'a SideTree,
     pub policy: Policy,
+}
+
+/// Decides what to do to bring `input.local` and `input.remote` together,
+/// given what they last agreed on (`input.base`). Pure and deterministic;
+/// the module documentation gives the rules and the order of the result.
+pub fn reconcile(input: Input<'_>) -> Plan {
+    let moved = moves::replay_moves(&input);
+    paths::decide_paths(moved, input.policy)
+}
+
+/// A tree reduced to what reconcile compares once moves are known: content
+/// by path. Identities only serve move detection.
+type Tree = BTreeMap<RelPath, Entry>;
+
+/// Same content, where absence only equals absence.
+fn same(a: Option<&Entry>, b: Option<&Entry>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => a.same_content(b),
+        (None, Some(_)) | (Some(_), None) => false,
+    }
+}
+
+/// Whether two names that differ only in case are one file on `side`.
+fn ignores_case(policy: Policy, side: Side) -> bool {
+    match side {
+        Side::Local => policy.local_case_insensitive,
+        Side::Remote => policy.remote_case_insensitive,
+    }
+}
+
+/// The key under which a case-insensitive side stores `path`. Unicode
+/// lowercasing is close enough to what APFS and NTFS do for the names
+/// people actually use; a rarer mismatch only means a missed collision
+/// conflict, which the executor's re-check still catches.
+fn fold(path: &RelPath) -> String {
+    path.as_str().to_lowercase()
+}
+
+/// `root` and everything below it, in path order. Everything below `root`
+/// starts with `root`'s text, so it lies in one contiguous range of the map
+/// together with siblings such as `root-x`, which are filtered out.
+fn subtree<'a, V>(
+    tree: &'a BTreeMap<RelPath, V>,
+    root: &'a RelPath,
+) -> impl Iterator<Item = (&'a RelPath, &'a V)> + 'a {
+    tree.range(root.clone()..)
+        .take_while(move |(path, _)| path.as_str().starts_with(root.as_str()))
+        .filter(move |(path, _)| path.is_within(root))
+}
+
+/// Moves `from` and everything below it to `to` within one tree.
+fn rebase_tree<V>(tree: &mut BTreeMap<RelPath, V>, from: &RelPath, to: &RelPath) {
+    let moving: Vec<RelPath> = subtree(tree, from).map(|(path, _)| path.clone()).collect();
+    for path in moving {
+        if let (Some(value), Some(new_path)) = (tree.remove(&path), path.rebase(from, to)) {
+            tree.insert(new_path, value);
+        }
+    }
 }

@@ -1,0 +1,386 @@
+//! Stage one of reconcile: find each side's renames and replay them on the
+//! other side where that is safe.
+//!
+//! A move found here is only an optimisation over what the path-wise stage
+//! would do anyway (copy the new name, delete the old one): it saves a
+//! transfer and keeps a folder rename one rename. So whenever a move is in
+//! doubt (both sides moved the source differently, the destination is taken,
+//! the other side deleted the source) it is simply not replayed, and the
+//! path-wise stage, which never loses content, handles both names. This
+//! stage does not decide conflicts and does not look at content beyond
+//! matching a moved file or folder to its source.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{Input, Policy, Tree, fold, ignores_case, rebase_tree, subtree};
+use crate::model::{BaseEntry, BaseTree, ContentHash, Entry, FileId, RelPath, Side, SideTree};
+use crate::reconcile::Action;
+
+/// The trees after every replayable move, for the path-wise stage.
+pub(super) struct Moved {
+    /// The moves (with the folder creations they need), in execution order.
+    pub actions: Vec<Action>,
+    /// What both sides agreed on, seen at the places the sides now use.
+    pub base: Tree,
+    /// The base as the engine holds it once `actions` have run. It differs
+    /// from `base` where both sides made the same move: nothing runs for
+    /// that, so the path-wise stage must emit the base updates.
+    pub journal: Tree,
+    pub local: Tree,
+    pub remote: Tree,
+}
+
+/// A rename one side made: `from` in the base's coordinates, `to` in the
+/// side's own. Both are kept current as other moves rebase the trees.
+#[derive(Clone, Debug)]
+struct Candidate {
+    side: Side,
+    from: RelPath,
+    to: RelPath,
+    is_dir: bool,
+}
+
+/// What to do with one candidate, given the trees as they are now.
+enum Verdict {
+    Replay,
+    /// Replayable once the destination's missing parent folders exist.
+    NeedsParents,
+    /// The other side made the same move (the index of its candidate).
+    Converged(usize),
+    /// The other side moved the same source elsewhere (likewise).
+    Diverged(usize),
+    Drop,
+}
+
+/// Detects both sides' moves and replays them, returning the rebased trees.
+pub(super) fn replay_moves(input: &Input<'_>) -> Moved {
+    let mut pending = detect(input.base, input.local, Side::Local);
+    pending.extend(detect(input.base, input.remote, Side::Remote));
+    // Outer moves first: replaying them rebases the sources of the moves
+    // nested inside, which could not be found on the other side before.
+    pending
+        .sort_by(|a, b| (a.from.depth(), &a.from, a.side).cmp(&(b.from.depth(), &b.from, b.side)));
+
+    let base: Tree = input
+        .base
+        .iter()
+        .map(|(path, e)| (path.clone(), e.entry))
+        .collect();
+    let strip = |tree: &SideTree| -> Tree {
+        tree.iter()
+            .map(|(path, e)| (path.clone(), e.entry))
+            .collect()
+    };
+    let mut moved = Moved {
+        actions: Vec::new(),
+        journal: base.clone(),
+        base,
+        local: strip(input.local),
+        remote: strip(input.remote),
+    };
+
+    // Each round settles at least one candidate, so this ends. A move that
+    // needs parent folders waits while any other move can go first, because
+    // that other move may be what creates the parent (a folder renamed on
+    // the other side) and creating it by hand would then take its name.
+    while !pending.is_empty() {
+        let settled =
+            (0..pending.len()).find_map(|i| match moved.verdict(&pending, i, input.policy) {
+                Verdict::NeedsParents => None,
+                verdict => Some((i, verdict)),
+            });
+        match settled {
+            Some((i, Verdict::Replay)) => {
+                let candidate = pending.remove(i);
+                moved.replay(&candidate, &mut pending);
+            }
+            Some((i, Verdict::Converged(j))) => {
+                let candidate = pending[i].clone();
+                remove_pair(&mut pending, i, j);
+                moved.converge(&candidate, &mut pending);
+            }
+            Some((i, Verdict::Diverged(j))) => remove_pair(&mut pending, i, j),
+            Some((i, Verdict::Drop | Verdict::NeedsParents)) => {
+                pending.remove(i);
+            }
+            None => {
+                let candidate = pending.remove(0);
+                moved.create_parents(&candidate);
+                moved.replay(&candidate, &mut pending);
+            }
+        }
+    }
+    moved
+}
+
+fn remove_pair(pending: &mut Vec<Candidate>, i: usize, j: usize) {
+    pending.remove(i.max(j));
+    pending.remove(i.min(j));
+}
+
+impl Moved {
+    fn tree(&self, side: Side) -> &Tree {
+        match side {
+            Side::Local => &self.local,
+            Side::Remote => &self.remote,
+        }
+    }
+
+    fn tree_mut(&mut self, side: Side) -> &mut Tree {
+        match side {
+            Side::Local => &mut self.local,
+            Side::Remote => &mut self.remote,
+        }
+    }
+
+    fn verdict(&self, pending: &[Candidate], i: usize, policy: Policy) -> Verdict {
+        let candidate = &pending[i];
+        let other_side = candidate.side.other();
+        if let Some(j) = pending
+            .iter()
+            .position(|o| o.side == other_side && o.from == candidate.from)
+        {
+            return if pending[j].to == candidate.to {
+                Verdict::Converged(j)
+            } else {
+                Verdict::Diverged(j)
+            };
+        }
+
+        // The move is still what it was when detected: the source is gone
+        // on the moving side and the destination is new there. On the other
+        // side the source is still there (whatever happened to its content)
+        // and the destination is free.
+        let own = self.tree(candidate.side);
+        let other = self.tree(other_side);
+        let kind_matches = |e: Option<&Entry>| e.is_some_and(|e| e.is_dir() == candidate.is_dir);
+        let still_valid = kind_matches(self.base.get(&candidate.from))
+            && kind_matches(own.get(&candidate.to))
+            && kind_matches(other.get(&candidate.from))
+            && !own.contains_key(&candidate.from)
+            && !self.base.contains_key(&candidate.to)
+            && !other.contains_key(&candidate.to);
+        if !still_valid {
+            return Verdict::Drop;
+        }
+        let insensitive = ignores_case(policy, other_side);
+        let collides = |path: &RelPath| insensitive && taken_ignoring_case(other, path, candidate);
+        if collides(&candidate.to) {
+            return Verdict::Drop;
+        }
+        let mut needs_parents = false;
+        for ancestor in candidate.to.ancestors() {
+            match other.get(&ancestor) {
+                Some(Entry::Dir) => {}
+                Some(Entry::File(_)) => return Verdict::Drop,
+                None if collides(&ancestor) => return Verdict::Drop,
+                None => needs_parents = true,
+            }
+        }
+        if needs_parents {
+            Verdict::NeedsParents
+        } else {
+            Verdict::Replay
+        }
+    }
+
+    /// Replays `candidate` on the other side and rebases everything that
+    /// still refers to the old place.
+    fn replay(&mut self, candidate: &Candidate, pending: &mut [Candidate]) {
+        let target = candidate.side.other();
+        let (from, to) = (&candidate.from, &candidate.to);
+        self.actions.push(Action::Move {
+            side: target,
+            from: from.clone(),
+            to: to.clone(),
+        });
+        rebase_tree(self.tree_mut(target), from, to);
+        rebase_tree(&mut self.base, from, to);
+        rebase_tree(&mut self.journal, from, to);
+        for other in pending.iter_mut() {
+            if let Some(new_from) = other.from.rebase(from, to) {
+                other.from = new_from;
+            }
+            // Destinations are in their own side's coordinates, so only the
+            // side that just moved sees them change.
+            if other.side == target
+                && let Some(new_to) = other.to.rebase(from, to)
+            {
+                other.to = new_to;
+            }
+        }
+    }
+
+    /// Both sides made the same move: only the base follows, and the
+    /// path-wise stage records that in the journal.
+    fn converge(&mut self, candidate: &Candidate, pending: &mut [Candidate]) {
+        let (from, to) = (&candidate.from, &candidate.to);
+        rebase_tree(&mut self.base, from, to);
+        for other in pending.iter_mut() {
+            if let Some(new_from) = other.from.rebase(from, to) {
+                other.from = new_from;
+            }
+        }
+    }
+
+    /// Creates on the other side the folders the destination needs. They
+    /// exist on the moving side, so they would be created anyway.
+    fn create_parents(&mut self, candidate: &Candidate) {
+        let target = candidate.side.other();
+        for ancestor in candidate.to.ancestors() {
+            if self.tree(target).contains_key(&ancestor) {
+                continue;
+            }
+            self.actions.push(Action::Mkdir {
+                side: target,
+                path: ancestor.clone(),
+            });
+            self.tree_mut(target).insert(ancestor.clone(), Entry::Dir);
+            self.journal.insert(ancestor, Entry::Dir);
+        }
+    }
+}
+
+fn record(
+    found: &mut BTreeMap<RelPath, RelPath>,
+    claimed: &mut BTreeSet<RelPath>,
+    from: &RelPath,
+    to: &RelPath,
+) {
+    found.insert(from.clone(), to.clone());
+    claimed.insert(to.clone());
+}
+
+/// Whether a case-insensitive `tree` already holds a different name for
+/// `path`. The candidate's own source does not count: renaming `readme` to
+/// `README` is fine.
+fn taken_ignoring_case(tree: &Tree, path: &RelPath, candidate: &Candidate) -> bool {
+    let key = fold(path);
+    tree.keys()
+        .any(|p| p != path && !p.is_within(&candidate.from) && fold(p) == key)
+}
+
+/// The moves `side` made since the base, outermost only: a folder rename
+/// is one move, not one per file.
+fn detect(base: &BaseTree, tree: &SideTree, side: Side) -> Vec<Candidate> {
+    let gone: BTreeMap<&RelPath, &BaseEntry> = base
+        .iter()
+        .filter(|(path, _)| !tree.contains_key(*path))
+        .collect();
+    let new: BTreeMap<&RelPath, &Entry> = tree
+        .iter()
+        .filter(|(path, _)| !base.contains_key(*path))
+        .map(|(path, e)| (path, &e.entry))
+        .collect();
+    let mut found: BTreeMap<RelPath, RelPath> = BTreeMap::new();
+    let mut claimed: BTreeSet<RelPath> = BTreeSet::new();
+
+    // By identity: the side still knows the entry, under a new name. An
+    // identity that is not unique on either end (hard links) proves nothing.
+    let mut gone_by_id: BTreeMap<&FileId, Vec<&RelPath>> = BTreeMap::new();
+    for (path, entry) in &gone {
+        let id = match side {
+            Side::Local => entry.local_id.as_ref(),
+            Side::Remote => entry.remote_id.as_ref(),
+        };
+        if let Some(id) = id {
+            gone_by_id.entry(id).or_default().push(path);
+        }
+    }
+    let mut new_by_id: BTreeMap<&FileId, Vec<&RelPath>> = BTreeMap::new();
+    for (path, entry) in tree.iter().filter(|(path, _)| new.contains_key(path)) {
+        if let Some(id) = &entry.id {
+            new_by_id.entry(id).or_default().push(path);
+        }
+    }
+    for (id, froms) in &gone_by_id {
+        if let ([from], Some([to])) = (froms.as_slice(), new_by_id.get(id).map(Vec::as_slice))
+            && gone[from].entry.is_dir() == new[to].is_dir()
+        {
+            record(&mut found, &mut claimed, from, to);
+        }
+    }
+
+    // Files by content: a file that vanished and a non-empty file that
+    // appeared with the same hash, each the only one of its kind. Empty
+    // files all look alike, so they never pair.
+    let mut gone_by_hash: BTreeMap<ContentHash, Vec<&RelPath>> = BTreeMap::new();
+    for (path, entry) in &gone {
+        if let (Entry::File(meta), false) = (entry.entry, found.contains_key(*path)) {
+            gone_by_hash.entry(meta.hash).or_default().push(path);
+        }
+    }
+    let mut new_by_hash: BTreeMap<ContentHash, Vec<&RelPath>> = BTreeMap::new();
+    for (path, entry) in &new {
+        if let (Entry::File(meta), false) = (entry, claimed.contains(*path))
+            && meta.size > 0
+        {
+            new_by_hash.entry(meta.hash).or_default().push(path);
+        }
+    }
+    for (hash, froms) in &gone_by_hash {
+        if let ([from], Some([to])) = (froms.as_slice(), new_by_hash.get(hash).map(Vec::as_slice)) {
+            record(&mut found, &mut claimed, from, to);
+        }
+    }
+
+    // Folders by content: every file the base had below the old folder is
+    // below the new one at the same relative path with the same content. A
+    // folder without files proves nothing; an ambiguous pairing either way
+    // is dropped.
+    let new_dirs: Vec<&RelPath> = new
+        .iter()
+        .filter(|(path, entry)| entry.is_dir() && !claimed.contains(**path))
+        .map(|(path, _)| *path)
+        .collect();
+    let mut pairs: Vec<(&RelPath, &RelPath)> = Vec::new();
+    for (from, entry) in &gone {
+        if !entry.entry.is_dir() || found.contains_key(*from) {
+            continue;
+        }
+        let files: Vec<(&RelPath, ContentHash)> = subtree(base, from)
+            .filter_map(|(path, e)| e.entry.file().map(|meta| (path, meta.hash)))
+            .collect();
+        if files.is_empty() {
+            continue;
+        }
+        for to in &new_dirs {
+            let all_there = files.iter().all(|(path, hash)| {
+                path.rebase(from, to)
+                    .and_then(|moved| tree.get(&moved))
+                    .and_then(|e| e.entry.file())
+                    .is_some_and(|meta| meta.hash == *hash)
+            });
+            if all_there {
+                pairs.push((*from, *to));
+            }
+        }
+    }
+    for (from, to) in &pairs {
+        let unique = pairs.iter().filter(|(f, _)| f == from).count() == 1
+            && pairs.iter().filter(|(_, t)| t == to).count() == 1;
+        if unique {
+            record(&mut found, &mut claimed, from, to);
+        }
+    }
+
+    // A move that merely follows its nearest moved ancestor is part of it.
+    let follows_ancestor = |from: &RelPath, to: &RelPath| {
+        let ancestors: Vec<RelPath> = from.ancestors().collect();
+        ancestors
+            .iter()
+            .rev()
+            .find_map(|ancestor| found.get(ancestor).map(|dest| (ancestor, dest)))
+            .is_some_and(|(ancestor, dest)| from.rebase(ancestor, dest).as_ref() == Some(to))
+    };
+    found
+        .iter()
+        .filter(|(from, to)| !follows_ancestor(from, to))
+        .map(|(from, to)| Candidate {
+            side,
+            from: from.clone(),
+            to: to.clone(),
+            is_dir: gone[from].entry.is_dir(),
+        })
+        .collect()
+}

@@ -1,0 +1,371 @@
+//! Stage two of reconcile: decide every path of the (rebased) trees, then
+//! fix up folders, conflicts and case collisions, and emit the plan in the
+//! documented order.
+//!
+//! Each path is first decided on its own from its base, local and remote
+//! entries. Three passes then account for the tree structure: bottom-up, a
+//! folder whose deletion or replacement would take something that survives
+//! below it is kept instead; top-down, everything below a conflict is left
+//! alone; and per case-insensitive side, names that would end up colliding
+//! become conflicts. This stage does not detect moves (stage one did).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
+
+use super::moves::Moved;
+use super::{Action, Conflict, ConflictKind, Plan, Policy, fold, ignores_case, same};
+use crate::model::{Entry, RelPath, Side};
+
+/// What happens at one path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Decision {
+    /// Both sides hold the same thing, and keep it; at most the base follows.
+    Agreed,
+    /// Only one side changed: make side `to` hold what the other side holds.
+    Propagate { to: Side },
+    /// Both sides changed incompatibly; nothing happens here or below.
+    Conflict {
+        kind: ConflictKind,
+        other_path: Option<RelPath>,
+    },
+    /// Below a conflict: left alone and not reported on its own.
+    Covered,
+}
+
+/// One path with everything known about it.
+struct Slot {
+    base: Option<Entry>,
+    journal: Option<Entry>,
+    local: Option<Entry>,
+    remote: Option<Entry>,
+    decision: Decision,
+}
+
+impl Slot {
+    fn current(&self, side: Side) -> Option<Entry> {
+        match side {
+            Side::Local => self.local,
+            Side::Remote => self.remote,
+        }
+    }
+
+    /// What `side` holds here once the plan has run.
+    fn after(&self, side: Side) -> Option<Entry> {
+        match self.decision {
+            Decision::Propagate { to } if to == side => self.current(side.other()),
+            Decision::Propagate { .. }
+            | Decision::Agreed
+            | Decision::Conflict { .. }
+            | Decision::Covered => self.current(side),
+        }
+    }
+}
+
+const SIDES: [Side; 2] = [Side::Local, Side::Remote];
+
+/// Decides every path and returns the whole plan, moves included.
+pub(super) fn decide_paths(moved: Moved, policy: Policy) -> Plan {
+    let mut all: BTreeSet<&RelPath> = BTreeSet::new();
+    for tree in [&moved.base, &moved.journal, &moved.local, &moved.remote] {
+        all.extend(tree.keys());
+    }
+    let mut slots: BTreeMap<RelPath, Slot> = all
+        .into_iter()
+        .map(|path| {
+            let (base, local, remote) = (
+                moved.base.get(path).copied(),
+                moved.local.get(path).copied(),
+                moved.remote.get(path).copied(),
+            );
+            let slot = Slot {
+                base,
+                journal: moved.journal.get(path).copied(),
+                local,
+                remote,
+                decision: decide(base.as_ref(), local.as_ref(), remote.as_ref()),
+            };
+            (path.clone(), slot)
+        })
+        .collect();
+
+    keep_folders_that_survive(&mut slots);
+    cover_below_conflicts(&mut slots);
+    for side in SIDES {
+        if ignores_case(policy, side) {
+            resolve_case_collisions(&mut slots, side);
+            cover_below_conflicts(&mut slots);
+        }
+    }
+    emit(moved.actions, &slots, policy)
+}
+
+/// The decision for one path on its own.
+fn decide(base: Option<&Entry>, local: Option<&Entry>, remote: Option<&Entry>) -> Decision {
+    // Both sides hold the same thing: whatever the base says, they agree.
+    if same(local, remote) {
+        return Decision::Agreed;
+    }
+    // The sides differ. If one of them still holds the base, only the other
+    // one changed, and its change wins (a deletion included: deletion-only
+    // changes may be overwritten, and a deleted base version is not lost
+    // content, both sides having had it).
+    if same(base, local) {
+        return Decision::Propagate { to: Side::Local };
+    }
+    if same(base, remote) {
+        return Decision::Propagate { to: Side::Remote };
+    }
+    // Both sides changed, differently. Whatever involves a folder and a file
+    // is a type change; the rest are file-against-file cases.
+    let kind = match (base, local, remote) {
+        (Some(Entry::Dir), _, Some(Entry::File(_)))
+        | (Some(Entry::Dir), Some(Entry::File(_)), _)
+        | (Some(Entry::File(_)), Some(Entry::Dir), _)
+        | (Some(Entry::File(_)), _, Some(Entry::Dir))
+        | (None, Some(Entry::Dir), Some(Entry::File(_)))
+        | (None, Some(Entry::File(_)), Some(Entry::Dir)) => ConflictKind::TypeChanged,
+        (None, Some(Entry::File(_)), Some(Entry::File(_))) => ConflictKind::BothCreated,
+        (Some(Entry::File(_)), Some(Entry::File(_)), Some(Entry::File(_))) => {
+            ConflictKind::BothModified
+        }
+        (Some(Entry::File(_)), None, Some(Entry::File(_))) => {
+            ConflictKind::LocalDeletedRemoteModified
+        }
+        (Some(Entry::File(_)), Some(Entry::File(_)), None) => {
+            ConflictKind::LocalModifiedRemoteDeleted
+        }
+        // Three pairwise different values out of "absent" and "folder", or
+        // two sides that are equal, cannot get here: the checks above took
+        // them. They are listed so that no case hides behind a wildcard.
+        (None | Some(Entry::Dir), None | Some(Entry::Dir), None | Some(Entry::Dir))
+        | (None, None, Some(Entry::File(_)))
+        | (None, Some(Entry::File(_)), None)
+        | (Some(Entry::File(_)), None, None) => ConflictKind::BothModified,
+    };
+    Decision::Conflict {
+        kind,
+        other_path: None,
+    }
+}
+
+/// Bottom-up: a folder that one side deleted (or replaced by a file) stays
+/// on the other side when something below it survives there. A deleted
+/// folder is then recreated on the deleting side; a folder replaced by a
+/// file becomes a type-change conflict.
+fn keep_folders_that_survive(slots: &mut BTreeMap<RelPath, Slot>) {
+    let mut alive: [BTreeSet<RelPath>; 2] = [BTreeSet::new(), BTreeSet::new()];
+    // Reverse path order visits everything below a folder before it.
+    for (path, slot) in slots.iter_mut().rev() {
+        if let Decision::Propagate { to } = slot.decision
+            && slot.current(to).is_some_and(|e| e.is_dir())
+            && has_below(&alive[index(to)], path)
+        {
+            slot.decision = match slot.current(to.other()) {
+                None => Decision::Propagate { to: to.other() },
+                Some(_) => Decision::Conflict {
+                    kind: ConflictKind::TypeChanged,
+                    other_path: None,
+                },
+            };
+        }
+        for side in SIDES {
+            if slot.after(side).is_some() {
+                alive[index(side)].insert(path.clone());
+            }
+        }
+    }
+}
+
+fn index(side: Side) -> usize {
+    match side {
+        Side::Local => 0,
+        Side::Remote => 1,
+    }
+}
+
+/// Whether `set` holds anything strictly below `dir`.
+fn has_below(set: &BTreeSet<RelPath>, dir: &RelPath) -> bool {
+    set.range((Bound::Excluded(dir), Bound::Unbounded))
+        .take_while(|path| path.as_str().starts_with(dir.as_str()))
+        .any(|path| path.is_within(dir))
+}
+
+/// Top-down: everything below a conflicted path is covered by it.
+fn cover_below_conflicts(slots: &mut BTreeMap<RelPath, Slot>) {
+    let mut conflicted: BTreeSet<RelPath> = BTreeSet::new();
+    for (path, slot) in slots.iter_mut() {
+        if path.ancestors().any(|a| conflicted.contains(&a)) {
+            slot.decision = Decision::Covered;
+        } else if matches!(slot.decision, Decision::Conflict { .. }) {
+            conflicted.insert(path.clone());
+        }
+    }
+}
+
+/// On a case-insensitive `side`, names that would exist there after the
+/// plan and differ only in case: the one the side already has wins (else
+/// the first in path order); the others become conflicts. Folders are
+/// settled before what is below them, so a losing folder takes its
+/// contents out of the running.
+fn resolve_case_collisions(slots: &mut BTreeMap<RelPath, Slot>, side: Side) {
+    let mut groups: BTreeMap<String, Vec<RelPath>> = BTreeMap::new();
+    for (path, slot) in slots.iter() {
+        if slot.after(side).is_some() {
+            groups.entry(fold(path)).or_default().push(path.clone());
+        }
+    }
+    let mut losers: BTreeSet<RelPath> = BTreeSet::new();
+    for members in groups.values() {
+        let standing: Vec<&RelPath> = members
+            .iter()
+            .filter(|path| !path.ancestors().any(|a| losers.contains(&a)))
+            .collect();
+        if standing.len() < 2 {
+            continue;
+        }
+        let winner = standing
+            .iter()
+            .find(|path| slots[**path].current(side).is_some())
+            .unwrap_or(&standing[0]);
+        for path in standing.iter().filter(|path| *path != winner) {
+            losers.insert((*path).clone());
+            let slot = slots
+                .get_mut(*path)
+                .expect("grouped paths come from the slots");
+            // A path that already conflicts (or lies below a conflict) has
+            // no action to withdraw, and keeps its own report.
+            if matches!(slot.decision, Decision::Agreed | Decision::Propagate { .. }) {
+                slot.decision = Decision::Conflict {
+                    kind: ConflictKind::CaseCollision,
+                    other_path: Some((*winner).clone()),
+                };
+            }
+        }
+    }
+}
+
+/// Turns the decisions into actions and conflicts, in the documented order.
+fn emit(moves: Vec<Action>, slots: &BTreeMap<RelPath, Slot>, policy: Policy) -> Plan {
+    let mut mkdirs = Vec::new();
+    let mut copies = Vec::new();
+    let mut deletes = Vec::new();
+    let mut base_updates = Vec::new();
+    let mut conflicts = Vec::new();
+    for (path, slot) in slots {
+        match &slot.decision {
+            Decision::Agreed => {
+                if !same(slot.journal.as_ref(), slot.local.as_ref()) {
+                    base_updates.push(Action::SetBase {
+                        path: path.clone(),
+                        entry: slot.local,
+                    });
+                }
+            }
+            Decision::Propagate { to } => {
+                let side = *to;
+                let delete = |expected: Entry| Action::Delete {
+                    side,
+                    path: path.clone(),
+                    expected,
+                };
+                let copy = |source, replaces| Action::Copy {
+                    to: side,
+                    path: path.clone(),
+                    source,
+                    replaces,
+                };
+                let mkdir = || Action::Mkdir {
+                    side,
+                    path: path.clone(),
+                };
+                match (slot.current(side), slot.current(side.other())) {
+                    (Some(old), None) => deletes.push(delete(old)),
+                    (None, Some(Entry::Dir)) => mkdirs.push(mkdir()),
+                    (None, Some(Entry::File(source))) => copies.push(copy(source, None)),
+                    (Some(old @ Entry::File(_)), Some(Entry::File(source))) => {
+                        copies.push(copy(source, Some(old)));
+                    }
+                    // A type change: the old entry goes first (see the order
+                    // of deletions below), so the copy finds nothing there.
+                    (Some(old @ Entry::File(_)), Some(Entry::Dir)) => {
+                        deletes.push(delete(old));
+                        mkdirs.push(mkdir());
+                    }
+                    (Some(Entry::Dir), Some(Entry::File(source))) => {
+                        deletes.push(delete(Entry::Dir));
+                        copies.push(copy(source, None));
+                    }
+                    // Propagation is only decided where the sides differ;
+                    // sides that agree need nothing.
+                    (Some(Entry::Dir), Some(Entry::Dir)) | (None, None) => {}
+                }
+            }
+            Decision::Conflict { kind, other_path } => conflicts.push(Conflict {
+                path: path.clone(),
+                kind: *kind,
+                base: slot.base,
+                local: slot.local,
+                remote: slot.remote,
+                other_path: other_path.clone(),
+            }),
+            Decision::Covered => {}
+        }
+    }
+
+    // A deletion makes room when something is created on the same side at
+    // the deleted path or at one of its ancestors (compared the way that
+    // side compares names); it must run before the creations.
+    let mut created: [BTreeSet<String>; 2] = [BTreeSet::new(), BTreeSet::new()];
+    for action in mkdirs.iter().chain(&copies) {
+        if let Action::Mkdir { side, path } | Action::Copy { to: side, path, .. } = action {
+            created[index(*side)].insert(side_key(path, *side, policy));
+        }
+    }
+    let (mut clearing, mut other_deletes): (Vec<Action>, Vec<Action>) =
+        deletes.into_iter().partition(|action| {
+            let Action::Delete { side, path, .. } = action else {
+                return false;
+            };
+            std::iter::once(path.clone())
+                .chain(path.ancestors())
+                .any(|p| created[index(*side)].contains(&side_key(&p, *side, policy)))
+        });
+
+    let side_of = |action: &Action| match action {
+        Action::Move { side, .. } | Action::Mkdir { side, .. } | Action::Delete { side, .. } => {
+            Some(*side)
+        }
+        Action::Copy { to, .. } => Some(*to),
+        Action::SetBase { .. } => None,
+    };
+    let deepest_first = |a: &Action, b: &Action| {
+        (std::cmp::Reverse(a.path().depth()), a.path(), side_of(a)).cmp(&(
+            std::cmp::Reverse(b.path().depth()),
+            b.path(),
+            side_of(b),
+        ))
+    };
+    clearing.sort_by(deepest_first);
+    other_deletes.sort_by(deepest_first);
+    mkdirs.sort_by(|a, b| {
+        (a.path().depth(), a.path(), side_of(a)).cmp(&(b.path().depth(), b.path(), side_of(b)))
+    });
+    copies.sort_by(|a, b| (a.path(), side_of(a)).cmp(&(b.path(), side_of(b))));
+
+    let mut actions = moves;
+    actions.extend(clearing);
+    actions.extend(mkdirs);
+    actions.extend(copies);
+    actions.extend(other_deletes);
+    actions.extend(base_updates);
+    Plan { actions, conflicts }
+}
+
+/// How `side` tells names apart.
+fn side_key(path: &RelPath, side: Side, policy: Policy) -> String {
+    if ignores_case(policy, side) {
+        fold(path)
+    } else {
+        path.as_str().to_owned()
+    }
+}

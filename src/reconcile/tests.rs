@@ -1,0 +1,797 @@
+//! The scenario table, Mutagen style: each row names a situation in plain
+//! words, gives the three trees in a tiny notation, and lists the actions
+//! and conflicts it must produce, under every policy it applies to. `check`
+//! runs a row; it also applies the plan in the simulator and checks the
+//! invariants every plan must keep (see `World::check_plan`).
+//!
+//! Tree notation, entries separated by spaces: `a=1` is the file `a` at
+//! version 1 (`=0` an empty file), `d/` a folder, and a suffix `#7` gives the
+//! entry the identity `7` (on a side; in the base, on both sides).
+//! Folders above an entry are implied.
+//!
+//! Action notation: `move remote a -> b`, `mkdir local d`,
+//! `copy remote a=2` (`over 1` when it replaces version 1),
+//! `delete local a=1` / `delete local d/`, `base a=2` / `base d/` /
+//! `base a none`. Conflicts: `kind path: base local remote` with `-` for
+//! absent, `/` for a folder, a version for a file, and ` keeps other` for a
+//! case collision.
+
+use super::sim::{World, file, version};
+use super::*;
+use crate::model::{BaseEntry, FileId, SideEntry};
+
+struct Row {
+    name: &'static str,
+    policies: &'static [Policy],
+    base: &'static str,
+    local: &'static str,
+    remote: &'static str,
+    actions: &'static [&'static str],
+    conflicts: &'static [&'static str],
+}
+
+const SENSITIVE: Policy = Policy {
+    local_case_insensitive: false,
+    remote_case_insensitive: false,
+};
+const LOCAL_CI: Policy = Policy {
+    local_case_insensitive: true,
+    remote_case_insensitive: false,
+};
+const REMOTE_CI: Policy = Policy {
+    local_case_insensitive: false,
+    remote_case_insensitive: true,
+};
+const BOTH_CI: Policy = Policy {
+    local_case_insensitive: true,
+    remote_case_insensitive: true,
+};
+/// Rows without names that differ only in case behave the same everywhere.
+const ALL: &[Policy] = &[SENSITIVE, LOCAL_CI, REMOTE_CI, BOTH_CI];
+
+const ROWS: &[Row] = &[
+    // One file, one side changed.
+    Row {
+        name: "nothing changed → nothing to do",
+        policies: ALL,
+        base: "a=1 d/x=2",
+        local: "a=1 d/x=2",
+        remote: "a=1 d/x=2",
+        actions: &[],
+        conflicts: &[],
+    },
+    Row {
+        name: "local edited, remote untouched → upload",
+        policies: ALL,
+        base: "a=1",
+        local: "a=2",
+        remote: "a=1",
+        actions: &["copy remote a=2 over 1"],
+        conflicts: &[],
+    },
+    Row {
+        name: "remote edited, local untouched → download",
+        policies: ALL,
+        base: "a=1",
+        local: "a=1",
+        remote: "a=2",
+        actions: &["copy local a=2 over 1"],
+        conflicts: &[],
+    },
+    Row {
+        name: "local created → upload",
+        policies: ALL,
+        base: "",
+        local: "a=1",
+        remote: "",
+        actions: &["copy remote a=1"],
+        conflicts: &[],
+    },
+    Row {
+        name: "remote created → download",
+        policies: ALL,
+        base: "",
+        local: "",
+        remote: "a=1",
+        actions: &["copy local a=1"],
+        conflicts: &[],
+    },
+    Row {
+        name: "local deleted, remote untouched → delete on the remote",
+        policies: ALL,
+        base: "a=1",
+        local: "",
+        remote: "a=1",
+        actions: &["delete remote a=1"],
+        conflicts: &[],
+    },
+    Row {
+        name: "remote deleted, local untouched → delete locally",
+        policies: ALL,
+        base: "a=1",
+        local: "a=1",
+        remote: "",
+        actions: &["delete local a=1"],
+        conflicts: &[],
+    },
+    // One file, both sides changed.
+    Row {
+        name: "identical edits on both sides → base only",
+        policies: ALL,
+        base: "a=1",
+        local: "a=2",
+        remote: "a=2",
+        actions: &["base a=2"],
+        conflicts: &[],
+    },
+    Row {
+        name: "identical creations on both sides → base only",
+        policies: ALL,
+        base: "",
+        local: "a=1",
+        remote: "a=1",
+        actions: &["base a=1"],
+        conflicts: &[],
+    },
+    Row {
+        name: "deleted on both sides → base forgets it",
+        policies: ALL,
+        base: "a=1",
+        local: "",
+        remote: "",
+        actions: &["base a none"],
+        conflicts: &[],
+    },
+    Row {
+        name: "both edited differently → conflict",
+        policies: ALL,
+        base: "a=1",
+        local: "a=2",
+        remote: "a=3",
+        actions: &[],
+        conflicts: &["both_modified a: 1 2 3"],
+    },
+    Row {
+        name: "both created differently → conflict",
+        policies: ALL,
+        base: "",
+        local: "a=1",
+        remote: "a=2",
+        actions: &[],
+        conflicts: &["both_created a: - 1 2"],
+    },
+    Row {
+        name: "local deleted, remote edited → conflict",
+        policies: ALL,
+        base: "a=1",
+        local: "",
+        remote: "a=2",
+        actions: &[],
+        conflicts: &["local_deleted_remote_modified a: 1 - 2"],
+    },
+    Row {
+        name: "local edited, remote deleted → conflict",
+        policies: ALL,
+        base: "a=1",
+        local: "a=2",
+        remote: "",
+        actions: &[],
+        conflicts: &["local_modified_remote_deleted a: 1 2 -"],
+    },
+    // Folders.
+    Row {
+        name: "local created a folder with a file → folder first, then upload",
+        policies: ALL,
+        base: "",
+        local: "d/e/x=1",
+        remote: "",
+        actions: &["mkdir remote d", "mkdir remote d/e", "copy remote d/e/x=1"],
+        conflicts: &[],
+    },
+    Row {
+        name: "local deleted a folder, remote untouched → files, then the folder",
+        policies: ALL,
+        base: "d/x=1 d/y=2",
+        local: "",
+        remote: "d/x=1 d/y=2",
+        actions: &[
+            "delete remote d/x=1",
+            "delete remote d/y=2",
+            "delete remote d/",
+        ],
+        conflicts: &[],
+    },
+    Row {
+        name: "both created the same folder → base only",
+        policies: ALL,
+        base: "",
+        local: "d/",
+        remote: "d/",
+        actions: &["base d/"],
+        conflicts: &[],
+    },
+    Row {
+        name: "local deleted a folder, remote added a file in it → folder recreated locally",
+        policies: ALL,
+        base: "d/x=1",
+        local: "",
+        remote: "d/x=1 d/y=2",
+        actions: &["mkdir local d", "copy local d/y=2", "delete remote d/x=1"],
+        conflicts: &[],
+    },
+    Row {
+        name: "local deleted a folder, remote edited a file in it → folder kept, conflict on the file",
+        policies: ALL,
+        base: "d/x=1 d/y=3",
+        local: "",
+        remote: "d/x=2 d/y=3",
+        actions: &["mkdir local d", "delete remote d/y=3"],
+        conflicts: &["local_deleted_remote_modified d/x: 1 - 2"],
+    },
+    // Files and folders trading places.
+    Row {
+        name: "remote replaced a file by a folder, local untouched → replaced locally",
+        policies: ALL,
+        base: "a=1",
+        local: "a=1",
+        remote: "a/x=2",
+        actions: &["delete local a=1", "mkdir local a", "copy local a/x=2"],
+        conflicts: &[],
+    },
+    Row {
+        name: "local replaced a folder by a file, remote untouched → replaced on the remote",
+        policies: ALL,
+        base: "a/x=1",
+        local: "a=2",
+        remote: "a/x=1",
+        actions: &["delete remote a/x=1", "delete remote a/", "copy remote a=2"],
+        conflicts: &[],
+    },
+    Row {
+        name: "local replaced a folder by a file, remote added inside → type conflict",
+        policies: ALL,
+        base: "a/x=1",
+        local: "a=2",
+        remote: "a/x=1 a/y=3",
+        actions: &[],
+        conflicts: &["type_changed a: / 2 /"],
+    },
+    Row {
+        name: "local edited a file, remote replaced it by a folder → type conflict",
+        policies: ALL,
+        base: "a=1",
+        local: "a=2",
+        remote: "a/",
+        actions: &[],
+        conflicts: &["type_changed a: 1 2 /"],
+    },
+    Row {
+        name: "local created a file where the remote created a folder → type conflict",
+        policies: ALL,
+        base: "",
+        local: "a=1",
+        remote: "a/x=2",
+        actions: &[],
+        conflicts: &["type_changed a: - 1 /"],
+    },
+    // Moves of files.
+    Row {
+        name: "local renamed a file, remote untouched → rename on the remote",
+        policies: ALL,
+        base: "a=1",
+        local: "b=1",
+        remote: "a=1",
+        actions: &["move remote a -> b"],
+        conflicts: &[],
+    },
+    Row {
+        name: "local renamed a file, remote edited it → rename, then download the edit",
+        policies: ALL,
+        base: "a=1",
+        local: "b=1",
+        remote: "a=2",
+        actions: &["move remote a -> b", "copy local b=2 over 1"],
+        conflicts: &[],
+    },
+    Row {
+        name: "local renamed and edited a file (same id) → rename, then upload",
+        policies: ALL,
+        base: "a=1#7",
+        local: "b=2#7",
+        remote: "a=1",
+        actions: &["move remote a -> b", "copy remote b=2 over 1"],
+        conflicts: &[],
+    },
+    Row {
+        name: "local renamed and edited a file, remote edited it too → rename, conflict at the new name",
+        policies: ALL,
+        base: "a=1#7",
+        local: "b=2#7",
+        remote: "a=3",
+        actions: &["move remote a -> b"],
+        conflicts: &["both_modified b: 1 2 3"],
+    },
+    Row {
+        name: "renamed and edited without identities → new file plus deletion",
+        policies: ALL,
+        base: "a=1",
+        local: "b=2",
+        remote: "a=1",
+        actions: &["copy remote b=2", "delete remote a=1"],
+        conflicts: &[],
+    },
+    Row {
+        name: "empty files never pair as a rename",
+        policies: ALL,
+        base: "a=0",
+        local: "b=0",
+        remote: "a=0",
+        actions: &["copy remote b=0", "delete remote a=0"],
+        conflicts: &[],
+    },
+    Row {
+        name: "two renamed files with the same content are ambiguous → copies and deletions",
+        policies: ALL,
+        base: "a=1 b=1",
+        local: "c=1 d=1",
+        remote: "a=1 b=1",
+        actions: &[
+            "copy remote c=1",
+            "copy remote d=1",
+            "delete remote a=1",
+            "delete remote b=1",
+        ],
+        conflicts: &[],
+    },
+    Row {
+        name: "both renamed the same way → base only",
+        policies: ALL,
+        base: "a=1",
+        local: "b=1",
+        remote: "b=1",
+        actions: &["base a none", "base b=1"],
+        conflicts: &[],
+    },
+    Row {
+        name: "both renamed differently → both names kept",
+        policies: ALL,
+        base: "a=1",
+        local: "b=1",
+        remote: "c=1",
+        actions: &["copy remote b=1", "copy local c=1", "base a none"],
+        conflicts: &[],
+    },
+    Row {
+        name: "local renamed onto a name the remote created → conflict at that name",
+        policies: ALL,
+        base: "a=1",
+        local: "b=1",
+        remote: "a=1 b=2",
+        actions: &["delete remote a=1"],
+        conflicts: &["both_created b: - 1 2"],
+    },
+    Row {
+        name: "local renamed, remote deleted → the new name is uploaded",
+        policies: ALL,
+        base: "a=1",
+        local: "b=1",
+        remote: "",
+        actions: &["copy remote b=1", "base a none"],
+        conflicts: &[],
+    },
+    Row {
+        name: "local moved a file into a new folder → folder created before the move",
+        policies: ALL,
+        base: "a=1",
+        local: "n/a=1",
+        remote: "a=1",
+        actions: &["mkdir remote n", "move remote a -> n/a"],
+        conflicts: &[],
+    },
+    // Moves of folders.
+    Row {
+        name: "local renamed a folder, remote edited a file inside → one move, edit at the new place",
+        policies: ALL,
+        base: "d/x=1 d/y=2",
+        local: "e/x=1 e/y=2",
+        remote: "d/x=3 d/y=2",
+        actions: &["move remote d -> e", "copy local e/x=3 over 1"],
+        conflicts: &[],
+    },
+    Row {
+        name: "local renamed a folder, remote added a file inside → one move, download at the new place",
+        policies: ALL,
+        base: "d/x=1 d/y=2",
+        local: "e/x=1 e/y=2",
+        remote: "d/x=1 d/y=2 d/z=4",
+        actions: &["move remote d -> e", "copy local e/z=4"],
+        conflicts: &[],
+    },
+    Row {
+        name: "local renamed a folder, remote deleted a file inside → one move, deletion at the new place",
+        policies: ALL,
+        base: "d/x=1 d/y=2",
+        local: "e/x=1 e/y=2",
+        remote: "d/x=1",
+        actions: &["move remote d -> e", "delete local e/y=2"],
+        conflicts: &[],
+    },
+    Row {
+        name: "remote renamed a folder (ids), local edited inside → one move, upload at the new place",
+        policies: ALL,
+        base: "d/#1 d/x=1#2",
+        local: "d/#1 d/x=2#2",
+        remote: "e/#1 e/x=1#2",
+        actions: &["move local d -> e", "copy remote e/x=2 over 1"],
+        conflicts: &[],
+    },
+    Row {
+        name: "folder renamed differently on both sides → both kept",
+        policies: ALL,
+        base: "d/x=1",
+        local: "e/x=1",
+        remote: "f/x=1",
+        actions: &[
+            "mkdir remote e",
+            "mkdir local f",
+            "copy remote e/x=1",
+            "copy local f/x=1",
+            "base d none",
+            "base d/x none",
+        ],
+        conflicts: &[],
+    },
+    Row {
+        name: "local renamed a folder, remote deleted it → the new folder is uploaded",
+        policies: ALL,
+        base: "d/x=1",
+        local: "e/x=1",
+        remote: "",
+        actions: &[
+            "mkdir remote e",
+            "copy remote e/x=1",
+            "base d none",
+            "base d/x none",
+        ],
+        conflicts: &[],
+    },
+    Row {
+        name: "nested: local renamed a folder, remote moved a file out of it → both moves",
+        policies: ALL,
+        base: "a/#10 a/x=1#1 a/y=2#2 c/#20",
+        local: "b/#10 b/x=1#1 b/y=2#2 c/#20",
+        remote: "a/#10 a/y=2#2 c/#20 c/x=1#1",
+        actions: &["move remote a -> b", "move local b/x -> c/x"],
+        conflicts: &[],
+    },
+    Row {
+        name: "nested: local moved a file into a folder the remote renamed → both moves",
+        policies: ALL,
+        base: "a/#1 c=3#2",
+        local: "a/#1 a/c=3#2",
+        remote: "b/#1 c=3#2",
+        actions: &["move local a -> b", "move remote c -> b/c"],
+        conflicts: &[],
+    },
+    Row {
+        name: "nested: local renamed a folder and a file inside it → both moves",
+        policies: ALL,
+        base: "a/#1 a/x=1#2 a/y=2#3",
+        local: "b/#1 b/z=1#2 b/y=2#3",
+        remote: "a/#1 a/x=1#2 a/y=2#3",
+        actions: &["move remote a -> b", "move remote b/x -> b/z"],
+        conflicts: &[],
+    },
+    // Names that differ only in case.
+    Row {
+        name: "remote created a name that differs in case from a local file → both kept where case matters",
+        policies: &[SENSITIVE],
+        base: "a=1",
+        local: "a=1",
+        remote: "a=1 A=2",
+        actions: &["copy local A=2"],
+        conflicts: &[],
+    },
+    Row {
+        name: "remote created a name that differs in case from a local file → case conflict on a case-insensitive local side",
+        policies: &[LOCAL_CI],
+        base: "a=1",
+        local: "a=1",
+        remote: "a=1 A=2",
+        actions: &[],
+        conflicts: &["case_collision A: - - 2 keeps a"],
+    },
+    Row {
+        name: "local created two names that differ in case → the first wins on a case-insensitive remote",
+        policies: &[REMOTE_CI],
+        base: "",
+        local: "B=1 b=2",
+        remote: "",
+        actions: &["copy remote B=1"],
+        conflicts: &["case_collision b: - 2 - keeps B"],
+    },
+    Row {
+        name: "remote created a folder that differs in case from a local one → case conflict covers its contents",
+        policies: &[LOCAL_CI],
+        base: "docs/x=1",
+        local: "docs/x=1",
+        remote: "docs/x=1 Docs/y=2",
+        actions: &[],
+        conflicts: &["case_collision Docs: - - / keeps docs"],
+    },
+    Row {
+        name: "remote changed only the case of a name → rename locally",
+        policies: ALL,
+        base: "readme=1",
+        local: "readme=1",
+        remote: "README=1",
+        actions: &["move local readme -> README"],
+        conflicts: &[],
+    },
+    Row {
+        name: "remote changed the case and the content of a name → on a case-insensitive side the old name goes first",
+        policies: &[LOCAL_CI, BOTH_CI],
+        base: "readme=1",
+        local: "readme=1",
+        remote: "README=2",
+        actions: &["delete local readme=1", "copy local README=2"],
+        conflicts: &[],
+    },
+    Row {
+        name: "remote changed the case and the content of a name → on a case-sensitive side copy, then delete",
+        policies: &[SENSITIVE, REMOTE_CI],
+        base: "readme=1",
+        local: "readme=1",
+        remote: "README=2",
+        actions: &["copy local README=2", "delete local readme=1"],
+        conflicts: &[],
+    },
+];
+
+#[test]
+fn scenario_table() {
+    for row in ROWS {
+        check(row);
+    }
+}
+
+/// Runs one row under each of its policies.
+fn check(row: &Row) {
+    for policy in row.policies {
+        let world = World::new(
+            parse(row.base, |entry, id| BaseEntry {
+                entry,
+                local_id: id.clone(),
+                remote_id: id,
+                remote_version: None,
+            }),
+            parse(row.local, side_entry),
+            parse(row.remote, side_entry),
+            *policy,
+        );
+        let plan = world.reconcile();
+        let actions: Vec<String> = plan.actions.iter().map(describe_action).collect();
+        let conflicts: Vec<String> = plan.conflicts.iter().map(describe_conflict).collect();
+        assert_eq!(
+            (actions, conflicts),
+            (strings(row.actions), strings(row.conflicts)),
+            "scenario {:?} under {policy:?}",
+            row.name
+        );
+        if let Err(why) = world.check_plan(&plan) {
+            panic!("scenario {:?} under {policy:?}: {why}", row.name);
+        }
+    }
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn side_entry(entry: Entry, id: Option<FileId>) -> SideEntry {
+    SideEntry {
+        entry,
+        id,
+        version: None,
+    }
+}
+
+/// Reads the tree notation described at the top of this file.
+fn parse<V>(text: &str, make: impl Fn(Entry, Option<FileId>) -> V) -> BTreeMap<RelPath, V> {
+    let mut tree = BTreeMap::new();
+    for token in text.split_whitespace() {
+        let (spec, id) = match token.split_once('#') {
+            Some((spec, id)) => (spec, Some(FileId(id.to_owned()))),
+            None => (token, None),
+        };
+        let (path, entry) = match (spec.strip_suffix('/'), spec.split_once('=')) {
+            (Some(dir), _) => (dir, Entry::Dir),
+            (None, Some((path, n))) => (path, file(n.parse().expect("a version number"))),
+            (None, None) => panic!("{token:?} is neither `path/` nor `path=N`"),
+        };
+        let path = RelPath::new(path).expect("a valid fixture path");
+        for ancestor in path.ancestors() {
+            tree.entry(ancestor)
+                .or_insert_with(|| make(Entry::Dir, None));
+        }
+        tree.insert(path, make(entry, id));
+    }
+    tree
+}
+
+fn describe_action(action: &Action) -> String {
+    match action {
+        Action::Move { side, from, to } => format!("move {side} {from} -> {to}"),
+        Action::Mkdir { side, path } => format!("mkdir {side} {path}"),
+        Action::Copy {
+            to,
+            path,
+            source,
+            replaces,
+        } => {
+            let over = replaces.map_or_else(String::new, |e| format!(" over {}", version(&e)));
+            format!("copy {to} {path}={}{over}", version(&Entry::File(*source)))
+        }
+        Action::Delete {
+            side,
+            path,
+            expected,
+        } => format!("delete {side} {}", describe_entry(path, expected)),
+        Action::SetBase { path, entry } => match entry {
+            Some(entry) => format!("base {}", describe_entry(path, entry)),
+            None => format!("base {path} none"),
+        },
+    }
+}
+
+fn describe_entry(path: &RelPath, entry: &Entry) -> String {
+    match entry {
+        Entry::Dir => format!("{path}/"),
+        Entry::File(_) => format!("{path}={}", version(entry)),
+    }
+}
+
+fn describe_conflict(conflict: &Conflict) -> String {
+    let show = |e: &Option<Entry>| e.as_ref().map_or_else(|| "-".to_owned(), version);
+    let keeps = conflict
+        .other_path
+        .as_ref()
+        .map_or_else(String::new, |p| format!(" keeps {p}"));
+    format!(
+        "{} {}: {} {} {}{keeps}",
+        conflict.kind.as_str(),
+        conflict.path,
+        show(&conflict.base),
+        show(&conflict.local),
+        show(&conflict.remote)
+    )
+}
+
+/// What one path can hold in the combination table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cell {
+    Absent,
+    Dir,
+    File(u8),
+}
+
+/// What a plan does about a single path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    Nothing,
+    BaseOnly,
+    TakeRemote,
+    TakeLocal,
+    Conflict(ConflictKind),
+}
+
+/// Every base × local × remote combination of one path, each absent, a
+/// folder, or one of three file versions: the expected outcome follows from
+/// the rules stated in plain terms, and the plan must do exactly that.
+#[test]
+fn every_combination_for_one_path() {
+    let cells = [
+        Cell::Absent,
+        Cell::Dir,
+        Cell::File(1),
+        Cell::File(2),
+        Cell::File(3),
+    ];
+    let mut seen = 0;
+    for base in cells {
+        for local in cells {
+            for remote in cells {
+                check_combination(base, local, remote);
+                seen += 1;
+            }
+        }
+    }
+    assert_eq!(seen, 125);
+}
+
+fn expected_outcome(base: Cell, local: Cell, remote: Cell) -> Outcome {
+    let cells = [base, local, remote];
+    let involves_dir = cells.contains(&Cell::Dir);
+    let involves_file = cells.iter().any(|c| matches!(c, Cell::File(_)));
+    if local == remote {
+        return if base == local {
+            Outcome::Nothing
+        } else {
+            Outcome::BaseOnly
+        };
+    }
+    if base == local {
+        return Outcome::TakeRemote;
+    }
+    if base == remote {
+        return Outcome::TakeLocal;
+    }
+    Outcome::Conflict(if involves_dir && involves_file {
+        ConflictKind::TypeChanged
+    } else if base == Cell::Absent {
+        ConflictKind::BothCreated
+    } else if local == Cell::Absent {
+        ConflictKind::LocalDeletedRemoteModified
+    } else if remote == Cell::Absent {
+        ConflictKind::LocalModifiedRemoteDeleted
+    } else {
+        ConflictKind::BothModified
+    })
+}
+
+fn check_combination(base: Cell, local: Cell, remote: Cell) {
+    let path = RelPath::new("p").expect("a valid path");
+    let entry = |cell: Cell| match cell {
+        Cell::Absent => None,
+        Cell::Dir => Some(Entry::Dir),
+        Cell::File(n) => Some(file(n)),
+    };
+    let tree = |cell: Cell| -> SideTree {
+        entry(cell)
+            .map(|e| (path.clone(), SideEntry::new(e)))
+            .into_iter()
+            .collect()
+    };
+    let base_tree: BaseTree = entry(base)
+        .map(|e| (path.clone(), BaseEntry::new(e)))
+        .into_iter()
+        .collect();
+    let world = World::new(base_tree, tree(local), tree(remote), Policy::default());
+    let plan = world.reconcile();
+    let context = format!("base {base:?}, local {local:?}, remote {remote:?}: {plan:?}");
+
+    let sides: Vec<Option<Side>> = plan
+        .actions
+        .iter()
+        .map(|action| match action {
+            Action::Move { side, .. }
+            | Action::Mkdir { side, .. }
+            | Action::Delete { side, .. } => Some(*side),
+            Action::Copy { to, .. } => Some(*to),
+            Action::SetBase { .. } => None,
+        })
+        .collect();
+    let outcome = match (plan.conflicts.as_slice(), sides.as_slice()) {
+        ([conflict], []) => Outcome::Conflict(conflict.kind),
+        ([], []) => Outcome::Nothing,
+        ([], [None]) => Outcome::BaseOnly,
+        ([], all) if all.iter().all(|s| *s == Some(Side::Local)) => Outcome::TakeRemote,
+        ([], all) if all.iter().all(|s| *s == Some(Side::Remote)) => Outcome::TakeLocal,
+        _ => panic!("a mixed plan for one path; {context}"),
+    };
+    assert_eq!(outcome, expected_outcome(base, local, remote), "{context}");
+    let after = world
+        .check_plan(&plan)
+        .unwrap_or_else(|why| panic!("{why}; {context}"));
+    let held = |tree: &SideTree| tree.get(&path).map(|e| e.entry);
+    let expected_after = match outcome {
+        Outcome::TakeRemote => entry(remote),
+        Outcome::TakeLocal => entry(local),
+        Outcome::Nothing | Outcome::BaseOnly => entry(local),
+        Outcome::Conflict(_) => return,
+    };
+    assert!(
+        same(held(&after.local).as_ref(), expected_after.as_ref()),
+        "{context}"
+    );
+}
