@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub mod edit;
+
 use crate::model::Strategy;
 
 /// Where the agent keeps things, after flags, environment and defaults.

@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::model::{ContentHash, FileId, RelPath};
 use crate::timefmt;
+use crate::tracker::ignore::temp_name_for;
 
 /// What kind of thing a path is, without following symlinks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,22 +111,16 @@ impl Drop for Staged {
     }
 }
 
-/// The temporary name for `target`'s staged write: hidden, recognisable as
-/// ours (so scanners ignore it and a crash's leftovers can be swept), unique,
-/// and short enough for any file system.
+/// The temporary name for `target`'s staged write, in the same folder:
+/// hidden and recognisable as ours, so scanners ignore it and a crash's
+/// leftovers can be swept.
 pub fn temp_path_for(target: &Path) -> PathBuf {
     let name = target
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mut short: String = name.chars().take(100).collect();
-    short.retain(|c| c != '/');
-    let temp = format!("{TEMP_PREFIX}{:016x}-{short}", fastrand::u64(..));
-    target.with_file_name(temp)
+    target.with_file_name(temp_name_for(&name))
 }
-
-/// Every temporary file this crate creates starts with this.
-pub const TEMP_PREFIX: &str = ".prism-tmp-";
 
 /// Streams `content` into a temporary file beside `target` and fsyncs it.
 /// `mtime_ns`, when given, is set on the file so both sides of a pair show
@@ -413,7 +408,7 @@ mod tests {
         let leftovers: Vec<_> = fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name())
-            .filter(|n| n.to_string_lossy().starts_with(TEMP_PREFIX))
+            .filter(|n| crate::tracker::ignore::is_temp_name(&n.to_string_lossy()))
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
     }

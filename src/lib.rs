@@ -5,12 +5,16 @@
 //! `ARCHITECTURE.md` at the repository root is the map; each module opens
 //! with a paragraph saying what it owns and what it deliberately does not do.
 
+pub mod agent;
 pub mod api;
+pub mod cli;
 pub mod config;
 pub mod ctl;
+pub mod engine;
 pub mod fsops;
 pub mod journal;
 pub mod model;
 pub mod reconcile;
+pub mod remote;
 pub mod timefmt;
 pub mod tracker;

@@ -1,0 +1,490 @@
+//! The agent's side of the control API: answers each request from the
+//! journal and the pairs' live status, and turns commands into messages to
+//! the pair schedulers.
+//!
+//! This is the one place that converts core types (journal rows, reports,
+//! model enums) into the API's wire types, by hand, so neither side needs
+//! to know the other's representation.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+use super::Agent;
+use super::pair::{PairMsg, PairState};
+use crate::api::{ApiError, Control, wire};
+use crate::config::{PairConfig, RawPair};
+use crate::engine::conflicts::ResolveError;
+use crate::engine::progress::Direction;
+use crate::journal::{
+    ChangeFilter, ChangeRow, ChangeType, ConflictFilter, ConflictRow, ConflictStatus, JournalError,
+    SyncRun, SyncStatus,
+};
+use crate::model::{RelPath, Side, Strategy};
+use crate::timefmt;
+
+/// The agent as the API sees it.
+pub struct AgentControl {
+    agent: Arc<Agent>,
+}
+
+impl AgentControl {
+    pub fn new(agent: Arc<Agent>) -> AgentControl {
+        AgentControl { agent }
+    }
+
+    fn send(&self, pair: &str, message: PairMsg) -> Result<(), ApiError> {
+        let pairs = self.agent.pairs.lock().expect("pairs");
+        let handle = pairs.get(pair).ok_or_else(|| unknown_pair(pair))?;
+        handle
+            .inbox
+            .send(message)
+            .map_err(|_| ApiError::internal(format!("pair {pair:?} is shutting down")))
+    }
+
+    /// The named pair, or every pair when `None`.
+    fn selected(&self, pair: Option<&str>) -> Result<Vec<String>, ApiError> {
+        let pairs = self.agent.pairs.lock().expect("pairs");
+        match pair {
+            Some(name) if pairs.contains_key(name) => Ok(vec![name.to_owned()]),
+            Some(name) => Err(unknown_pair(name)),
+            None => Ok(pairs.keys().cloned().collect()),
+        }
+    }
+
+    fn journal_error(e: JournalError) -> ApiError {
+        ApiError::internal("the journal could not be read").with_details(e.to_string())
+    }
+}
+
+fn unknown_pair(name: &str) -> ApiError {
+    ApiError::not_found(format!("no pair is named {name:?}"))
+        .with_details("`prism-syncctl pair list` shows the configured pairs".to_owned())
+}
+
+fn sync_state(status: SyncStatus) -> wire::SyncState {
+    match status {
+        SyncStatus::InProgress => wire::SyncState::SyncInProgress,
+        SyncStatus::Completed => wire::SyncState::Completed,
+        SyncStatus::CompletedWithConflicts => wire::SyncState::CompletedWithConflicts,
+        SyncStatus::Failed => wire::SyncState::Failed,
+        SyncStatus::Interrupted => wire::SyncState::Interrupted,
+    }
+}
+
+fn wire_strategy(strategy: Strategy) -> wire::Strategy {
+    match strategy {
+        Strategy::Manual => wire::Strategy::Manual,
+        Strategy::KeepLocal => wire::Strategy::KeepLocal,
+        Strategy::KeepRemote => wire::Strategy::KeepRemote,
+        Strategy::AutoMerge => wire::Strategy::AutoMerge,
+    }
+}
+
+fn core_strategy(strategy: wire::Strategy) -> Strategy {
+    match strategy {
+        wire::Strategy::Manual => Strategy::Manual,
+        wire::Strategy::KeepLocal => Strategy::KeepLocal,
+        wire::Strategy::KeepRemote => Strategy::KeepRemote,
+        wire::Strategy::AutoMerge => Strategy::AutoMerge,
+    }
+}
+
+fn conflict_info(row: &ConflictRow) -> wire::ConflictInfo {
+    let version = |hash: Option<crate::model::ContentHash>, at: &Option<String>| wire::Version {
+        hash: hash.map(|h| h.to_hex()),
+        modified_at: at.clone(),
+    };
+    wire::ConflictInfo {
+        conflict_id: row.id.clone(),
+        file_path: row.path.to_string(),
+        local_version: version(row.local_hash, &row.local_modified_at),
+        remote_version: version(row.remote_hash, &row.remote_modified_at),
+        status: match row.status {
+            ConflictStatus::Unresolved => wire::ConflictStatus::Unresolved,
+            ConflictStatus::Resolved => wire::ConflictStatus::Resolved,
+        },
+        pair: row.pair.clone(),
+        kind: row.kind.as_str().to_owned(),
+        detected_at: row.detected_at.clone(),
+        copy_path: row.copy_path.as_ref().map(|p| p.to_string()),
+        strategy: row.strategy.map(wire_strategy),
+        note: row.note.clone(),
+        resolved_at: row.resolved_at.clone(),
+    }
+}
+
+fn change(row: &ChangeRow) -> wire::Change {
+    wire::Change {
+        kind: match row.change_type {
+            ChangeType::Created => wire::ChangeKind::Created,
+            ChangeType::Modified => wire::ChangeKind::Modified,
+            ChangeType::Deleted => wire::ChangeKind::Deleted,
+            ChangeType::Moved => wire::ChangeKind::Moved,
+        },
+        path: row.path.to_string(),
+        timestamp: row.at.clone(),
+        pair: row.pair.clone(),
+        from_path: row.from_path.as_ref().map(|p| p.to_string()),
+        origin_side: match row.origin_side {
+            Side::Local => wire::Side::Local,
+            Side::Remote => wire::Side::Remote,
+        },
+        origin_device: Some(row.origin_device.clone()),
+        sync_id: row.sync_id.clone(),
+        hash: row.hash.map(|h| h.to_hex()),
+        size: row.size,
+    }
+}
+
+fn counts(c: &crate::journal::SyncCounts) -> wire::SyncCounts {
+    wire::SyncCounts {
+        uploaded: c.uploaded,
+        downloaded: c.downloaded,
+        deleted_local: c.deleted_local,
+        deleted_remote: c.deleted_remote,
+        moved: c.moved,
+        conflicts: c.conflicts,
+        errors: c.errors,
+        bytes_up: c.bytes_up,
+        bytes_down: c.bytes_down,
+    }
+}
+
+fn pair_info(config: &PairConfig) -> wire::PairInfo {
+    wire::PairInfo {
+        name: config.name.clone(),
+        local: config.local.display().to_string(),
+        remote: config.remote.to_string(),
+        conflict: wire_strategy(config.conflict),
+        ignore: config.ignore.clone(),
+    }
+}
+
+impl Control for AgentControl {
+    fn status(&self) -> wire::AgentStatus {
+        let agent = &self.agent;
+        let info = wire::AgentInfo {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            device: agent.agent_config.device.clone(),
+            pid: std::process::id(),
+            started_at: timefmt::rfc3339(agent.started_at),
+            state_dir: agent.paths.state_dir.display().to_string(),
+            socket: agent.paths.socket.display().to_string(),
+        };
+        let pairs = agent.pairs.lock().expect("pairs");
+        let journal = agent.journal.lock().expect("journal lock");
+        let statuses = pairs
+            .values()
+            .map(|handle| {
+                let status = handle.status.lock().expect("status").clone();
+                let last = journal
+                    .recent_syncs(Some(handle.engine.pair), 1)
+                    .ok()
+                    .and_then(|mut runs| runs.pop());
+                let unresolved = journal
+                    .conflicts(&ConflictFilter {
+                        pair: Some(handle.config.name.clone()),
+                        include_resolved: false,
+                    })
+                    .map(|rows| rows.len() as u64)
+                    .unwrap_or(0);
+                let mut problems: Vec<wire::Problem> = status
+                    .problems
+                    .iter()
+                    .map(|p| wire::Problem {
+                        path: p.path.as_ref().map(|p| p.to_string()).unwrap_or_default(),
+                        message: p.message.clone(),
+                    })
+                    .collect();
+                for (path, error) in handle.engine.failing_paths() {
+                    if !problems.iter().any(|p| p.path == path.as_str()) {
+                        problems.push(wire::Problem {
+                            path: path.to_string(),
+                            message: format!("{error} (retrying with back-off)"),
+                        });
+                    }
+                }
+                wire::PairStatus {
+                    name: handle.config.name.clone(),
+                    local: handle.config.local.display().to_string(),
+                    remote: handle.config.remote.to_string(),
+                    state: match status.state {
+                        PairState::Idle => wire::PairState::Idle,
+                        PairState::Syncing => wire::PairState::Syncing,
+                        PairState::Paused => wire::PairState::Paused,
+                        PairState::WaitingForConfirmation => {
+                            wire::PairState::WaitingForConfirmation
+                        }
+                        PairState::Error => wire::PairState::Error,
+                    },
+                    state_detail: status.detail.clone().unwrap_or_default(),
+                    last_sync: last.map(|run| wire::LastSync {
+                        sync_id: run.id,
+                        status: sync_state(run.status),
+                        finished_at: run.finished_at,
+                    }),
+                    pending: status.pending as u64,
+                    unresolved_conflicts: unresolved,
+                    transfers: handle
+                        .engine
+                        .progress
+                        .transfers()
+                        .into_iter()
+                        .map(|t| wire::Transfer {
+                            path: t.path.to_string(),
+                            direction: match t.direction {
+                                Direction::Upload => wire::Direction::Upload,
+                                Direction::Download => wire::Direction::Download,
+                            },
+                            bytes_done: t.bytes_done,
+                            bytes_total: t.bytes_total,
+                        })
+                        .collect(),
+                    problems,
+                    watcher: status.watcher.clone(),
+                }
+            })
+            .collect();
+        wire::AgentStatus::new(info, statuses)
+    }
+
+    fn start_sync(&self, pair: Option<&str>) -> Result<Vec<wire::SyncStarted>, ApiError> {
+        let names = self.selected(pair)?;
+        let mut started = Vec::new();
+        for name in names {
+            let pair_id = {
+                let pairs = self.agent.pairs.lock().expect("pairs");
+                pairs
+                    .get(&name)
+                    .map(|h| h.engine.pair)
+                    .ok_or_else(|| unknown_pair(&name))?
+            };
+            let sync_id = self
+                .agent
+                .journal
+                .lock()
+                .expect("journal lock")
+                .begin_sync(pair_id, "api")
+                .map_err(Self::journal_error)?;
+            self.send(
+                &name,
+                PairMsg::SyncNow {
+                    sync_id: sync_id.clone(),
+                },
+            )?;
+            started.push(wire::SyncStarted {
+                pair: name,
+                sync_id,
+            });
+        }
+        Ok(started)
+    }
+
+    fn sync_status(&self, sync_id: &str) -> Result<wire::SyncStatus, ApiError> {
+        let journal = self.agent.journal.lock().expect("journal lock");
+        let run: SyncRun = journal
+            .sync_run(sync_id)
+            .map_err(Self::journal_error)?
+            .ok_or_else(|| ApiError::not_found(format!("no sync is named {sync_id:?}")))?;
+        let conflicts = journal
+            .conflicts(&ConflictFilter {
+                pair: Some(run.pair.clone()),
+                include_resolved: true,
+            })
+            .map_err(Self::journal_error)?
+            .iter()
+            .filter(|row| row.sync_id.as_deref() == Some(sync_id))
+            .map(conflict_info)
+            .collect();
+        let last_synced_at = journal
+            .last_completed_sync(run.pair_id)
+            .map_err(Self::journal_error)?
+            .and_then(|r| r.finished_at);
+        Ok(wire::SyncStatus {
+            status: sync_state(run.status),
+            last_synced_at,
+            conflicts,
+            sync_id: run.id,
+            pair: run.pair,
+            started_at: run.started_at,
+            finished_at: run.finished_at,
+            counts: counts(&run.counts),
+            error: run.error,
+        })
+    }
+
+    fn conflicts(
+        &self,
+        pair: Option<&str>,
+        include_resolved: bool,
+    ) -> Result<Vec<wire::ConflictInfo>, ApiError> {
+        let rows = self
+            .agent
+            .journal
+            .lock()
+            .expect("journal lock")
+            .conflicts(&ConflictFilter {
+                pair: pair.map(str::to_owned),
+                include_resolved,
+            })
+            .map_err(Self::journal_error)?;
+        Ok(rows.iter().map(conflict_info).collect())
+    }
+
+    fn resolve(&self, req: &wire::ResolveRequest) -> Result<wire::ResolveResponse, ApiError> {
+        req.validate()?;
+        let row = self
+            .agent
+            .journal
+            .lock()
+            .expect("journal lock")
+            .conflict(&req.conflict_id)
+            .map_err(Self::journal_error)?
+            .ok_or_else(|| {
+                ApiError::not_found(format!("no conflict is named {:?}", req.conflict_id))
+            })?;
+        let (reply, answer) = oneshot::channel();
+        let pair = row.pair.clone();
+        self.send(
+            &pair,
+            PairMsg::Resolve {
+                row: Box::new(row),
+                strategy: core_strategy(req.resolution_strategy),
+                merged_file: req.merged_file.as_deref().map(PathBuf::from),
+                reply,
+            },
+        )?;
+        let result = answer
+            .blocking_recv()
+            .map_err(|_| ApiError::internal("the pair stopped before resolving the conflict"))?;
+        match result {
+            Ok(resolved) => Ok(wire::ResolveResponse {
+                status: wire::ConflictStatus::Resolved,
+                resolved_at: Some(resolved.resolved_at),
+                note: Some(resolved.note),
+            }),
+            Err(e @ ResolveError::AlreadyResolved(_)) => Err(ApiError::conflict(e.to_string())),
+            Err(e @ ResolveError::NotClean(_)) => {
+                Err(ApiError::conflict("Conflict not resolved").with_details(e.to_string()))
+            }
+            Err(e @ ResolveError::Invalid(_)) => Err(ApiError::bad_request(e.to_string())),
+            Err(e) => Err(ApiError::internal("the resolution failed").with_details(e.to_string())),
+        }
+    }
+
+    fn changes(&self, query: &wire::ChangesQuery) -> Result<wire::ChangeLog, ApiError> {
+        let path_prefix = match &query.path {
+            Some(p) => Some(
+                RelPath::new(p.trim_end_matches('/'))
+                    .map_err(|e| ApiError::bad_request(format!("invalid path filter: {e}")))?,
+            ),
+            None => None,
+        };
+        let rows = self
+            .agent
+            .journal
+            .lock()
+            .expect("journal lock")
+            .changes(&ChangeFilter {
+                pair: query.pair.clone(),
+                since: query.since.clone(),
+                path_prefix,
+                limit: Some(query.limit as usize),
+            })
+            .map_err(Self::journal_error)?;
+        Ok(wire::ChangeLog {
+            changes: rows.iter().map(change).collect(),
+        })
+    }
+
+    fn pause(&self, pair: Option<&str>) -> Result<(), ApiError> {
+        for name in self.selected(pair)? {
+            self.send(&name, PairMsg::Pause)?;
+        }
+        Ok(())
+    }
+
+    fn resume(&self, pair: Option<&str>) -> Result<(), ApiError> {
+        for name in self.selected(pair)? {
+            self.send(&name, PairMsg::Resume)?;
+        }
+        Ok(())
+    }
+
+    fn pair_add(&self, spec: &wire::PairSpec) -> Result<wire::PairInfo, ApiError> {
+        let raw = RawPair {
+            name: spec.name.clone(),
+            local: spec.local.clone(),
+            remote: spec.remote.clone(),
+            conflict: spec.conflict.map(|s| s.as_str().to_owned()),
+            ignore: spec.ignore.clone(),
+        };
+        let config = raw
+            .clone()
+            .validate()
+            .map_err(|(key, message)| ApiError::bad_request(format!("{key}: {message}")))?;
+        {
+            let pairs = self.agent.pairs.lock().expect("pairs");
+            if pairs.contains_key(&config.name) {
+                return Err(ApiError::conflict(format!(
+                    "a pair named {:?} already exists",
+                    config.name
+                )));
+            }
+            if let Some(other) = pairs.values().find(|h| {
+                h.config.local.starts_with(&config.local)
+                    || config.local.starts_with(&h.config.local)
+            }) {
+                return Err(ApiError::conflict(format!(
+                    "{} overlaps the folder of pair {:?}",
+                    config.local.display(),
+                    other.config.name
+                )));
+            }
+        }
+        if let Some(file) = &self.agent.config_file {
+            crate::config::edit::add_pair(file, &raw).map_err(|e| {
+                ApiError::internal("cannot save the pair in the config file")
+                    .with_details(e.to_string())
+            })?;
+        }
+        self.agent
+            .start_pair(config.clone())
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        Ok(pair_info(&config))
+    }
+
+    fn pair_list(&self) -> Result<Vec<wire::PairInfo>, ApiError> {
+        let pairs = self.agent.pairs.lock().expect("pairs");
+        Ok(pairs.values().map(|h| pair_info(&h.config)).collect())
+    }
+
+    fn pair_remove(&self, name: &str) -> Result<(), ApiError> {
+        if !self.agent.pairs.lock().expect("pairs").contains_key(name) {
+            return Err(unknown_pair(name));
+        }
+        if let Some(file) = &self.agent.config_file {
+            crate::config::edit::remove_pair(file, name).map_err(|e| {
+                ApiError::internal("cannot update the config file").with_details(e.to_string())
+            })?;
+        }
+        let agent = self.agent.clone();
+        let name = name.to_owned();
+        agent
+            .runtime
+            .clone()
+            .block_on(async move { agent.stop_pair(&name).await });
+        Ok(())
+    }
+
+    fn confirm_deletions(&self, pair: &str) -> Result<(), ApiError> {
+        self.send(pair, PairMsg::ConfirmDeletions)
+    }
+}
+
+/// The socket's parent folder, for messages.
+pub fn socket_dir(socket: &Path) -> PathBuf {
+    socket.parent().map(Path::to_path_buf).unwrap_or_default()
+}

@@ -1,0 +1,387 @@
+//! The agent: what `prism-syncd` runs. It takes the single-instance lock,
+//! opens the journal, builds one engine per pair, starts the watchers, the
+//! per-pair schedulers and the control socket, and stops all of it cleanly
+//! on SIGTERM or SIGINT.
+//!
+//! The agent owns process-wide concerns (lock, signals, runtime, the set of
+//! pairs); it decides nothing about files. `--once` runs every pair one time
+//! without watchers or socket, for scripts, cron and benchmarks.
+
+pub mod control;
+pub mod lock;
+pub mod pair;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::mpsc;
+
+use crate::config::{AgentConfig, Config, PairConfig, Paths};
+use crate::engine::{EngineSettings, PairEngine, SyncRequest};
+use crate::fsops::Trash;
+use crate::journal::{Journal, SyncStatus};
+use crate::model::Scope;
+use crate::remote::{self, LocalFolder};
+use crate::tracker::ignore::IgnoreRules;
+use crate::tracker::watch::{self, Watcher};
+
+use lock::InstanceLock;
+use pair::{PairMsg, PairStatus, Timing};
+
+/// Exit codes, decided in one place.
+pub mod exit {
+    /// Converged (or a clean shutdown).
+    pub const OK: u8 = 0;
+    /// A sync failed, or the agent hit a runtime error.
+    pub const FAILED: u8 = 1;
+    /// `--once` finished with unresolved conflicts.
+    pub const CONFLICTS: u8 = 3;
+    /// The configuration is unusable: restarting will not help
+    /// (systemd's `RestartPreventExitStatus`).
+    pub const CONFIG: u8 = 78;
+}
+
+/// How the agent was asked to run.
+#[derive(Clone, Debug)]
+pub struct AgentOptions {
+    pub paths: Paths,
+    pub config: Config,
+    /// Sync every pair once and exit.
+    pub once: bool,
+}
+
+/// An error that stops the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
+    #[error("cannot open the journal {}: {source}", path.display())]
+    Journal {
+        path: PathBuf,
+        source: Box<crate::journal::JournalError>,
+    },
+    #[error("{0}")]
+    Runtime(String),
+}
+
+impl AgentError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            AgentError::Config(_) => exit::CONFIG,
+            _ => exit::FAILED,
+        }
+    }
+}
+
+/// The pairs and the shared state the control API serves.
+pub struct Agent {
+    pub paths: Paths,
+    pub agent_config: AgentConfig,
+    pub config_file: Option<PathBuf>,
+    pub journal: Arc<Mutex<Journal>>,
+    pub pairs: Mutex<BTreeMap<String, PairHandle>>,
+    pub started_at: SystemTime,
+    runtime: tokio::runtime::Handle,
+}
+
+/// One running pair.
+pub struct PairHandle {
+    pub config: PairConfig,
+    pub engine: Arc<PairEngine>,
+    pub status: Arc<Mutex<PairStatus>>,
+    pub inbox: mpsc::UnboundedSender<PairMsg>,
+    task: tokio::task::JoinHandle<()>,
+    _watcher: Option<Watcher>,
+}
+
+/// Runs the agent until a signal (or, with `--once`, until every pair has
+/// synced once). Returns the process exit code.
+pub fn run(options: AgentOptions) -> Result<u8, AgentError> {
+    let paths = &options.paths;
+    create_private_dir(&paths.state_dir)?;
+    let _lock = InstanceLock::acquire(&paths.state_dir, &paths.lock_file())?;
+    let journal = Journal::open(&paths.journal()).map_err(|source| AgentError::Journal {
+        path: paths.journal(),
+        source: Box::new(source),
+    })?;
+    let interrupted = journal.mark_interrupted_syncs().unwrap_or(0);
+    if interrupted > 0 {
+        tracing::warn!(
+            interrupted,
+            "syncs were interrupted by the last shutdown or crash; they resume now"
+        );
+    }
+    let journal = Arc::new(Mutex::new(journal));
+    let trash = Trash::new(paths.trash());
+    match trash.purge_older_than(options.config.agent.trash_retention, SystemTime::now()) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(batches = n, "purged old trash"),
+        Err(e) => tracing::warn!(error = %e, "cannot purge the trash"),
+    }
+
+    if options.once {
+        return run_once(&options, journal);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("prism-syncd")
+        .build()
+        .map_err(|e| AgentError::Runtime(format!("cannot start the async runtime: {e}")))?;
+    let code = runtime.block_on(serve(options.clone(), journal.clone()))?;
+    if let Err(e) = journal.lock().expect("journal lock").checkpoint() {
+        tracing::warn!(error = %e, "cannot checkpoint the journal at shutdown");
+    }
+    Ok(code)
+}
+
+fn create_private_dir(dir: &std::path::Path) -> Result<(), AgentError> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        AgentError::Runtime(format!(
+            "cannot create the state dir {}: {e}",
+            dir.display()
+        ))
+    })?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    }
+    Ok(())
+}
+
+/// Builds the engine of one pair. Errors here are configuration errors:
+/// the pair cannot run as configured.
+pub fn build_engine(
+    pair: &PairConfig,
+    agent: &AgentConfig,
+    paths: &Paths,
+    journal: &Arc<Mutex<Journal>>,
+) -> Result<PairEngine, AgentError> {
+    let remote = remote::open_remote(&pair.remote)
+        .map_err(|e| AgentError::Config(format!("pair {:?}: {e}", pair.name)))?;
+    let ignore = IgnoreRules::load(&pair.local, &pair.ignore)
+        .map_err(|e| AgentError::Config(format!("pair {:?}: {e}", pair.name)))?;
+    let pair_id = journal
+        .lock()
+        .expect("journal lock")
+        .upsert_pair(
+            &pair.name,
+            &pair.local.display().to_string(),
+            &pair.remote.to_string(),
+        )
+        .map_err(|source| AgentError::Journal {
+            path: paths.journal(),
+            source: Box::new(source),
+        })?;
+    let local = LocalFolder::local(pair.local.clone(), paths.trash().join(&pair.name));
+    let settings = EngineSettings {
+        pair_name: pair.name.clone(),
+        ignore_patterns: pair.ignore.clone(),
+        device: agent.device.clone(),
+        parallel_transfers: agent.parallel_transfers,
+        strategy: pair.conflict,
+        local_root: pair.local.clone(),
+        lease_ttl: Duration::from_secs(120),
+    };
+    Ok(PairEngine::new(
+        pair_id,
+        local,
+        remote,
+        journal.clone(),
+        settings,
+        ignore,
+    ))
+}
+
+fn run_once(options: &AgentOptions, journal: Arc<Mutex<Journal>>) -> Result<u8, AgentError> {
+    let mut code = exit::OK;
+    for pair in &options.config.pairs {
+        let engine = build_engine(pair, &options.config.agent, &options.paths, &journal)?;
+        let report = engine.sync(&SyncRequest {
+            scope: Scope::Full,
+            trigger: "once".to_owned(),
+            sync_id: None,
+            confirmed: false,
+        });
+        let counts = &report.counts;
+        println!(
+            "{}: {} {} (uploaded {}, downloaded {}, deleted {}, moved {}, conflicts {}, errors {})",
+            pair.name,
+            report.sync_id,
+            report.status.as_str(),
+            counts.uploaded,
+            counts.downloaded,
+            counts.deleted_local + counts.deleted_remote,
+            counts.moved,
+            counts.conflicts,
+            counts.errors
+        );
+        if let Some(error) = &report.error {
+            eprintln!("{}: {error}", pair.name);
+        }
+        code = code.max(match report.status {
+            SyncStatus::Completed => exit::OK,
+            SyncStatus::CompletedWithConflicts => exit::CONFLICTS,
+            _ => exit::FAILED,
+        });
+    }
+    if let Err(e) = journal.lock().expect("journal lock").checkpoint() {
+        tracing::warn!(error = %e, "cannot checkpoint the journal");
+    }
+    Ok(if code == exit::CONFLICTS || code == exit::OK {
+        code
+    } else {
+        exit::FAILED
+    })
+}
+
+impl Agent {
+    /// Starts a pair: its engine, watcher and scheduler.
+    pub fn start_pair(&self, pair: PairConfig) -> Result<(), AgentError> {
+        let engine = Arc::new(build_engine(
+            &pair,
+            &self.agent_config,
+            &self.paths,
+            &self.journal,
+        )?);
+        let (inbox, receiver) = mpsc::unbounded_channel();
+        let status = Arc::new(Mutex::new(PairStatus::default()));
+        let watcher = self.start_watcher(&pair, &engine, &inbox, &status);
+        let timing = Timing {
+            debounce: self.agent_config.debounce,
+            remote_poll: self.agent_config.remote_poll,
+            safety_scan: self.agent_config.safety_scan,
+        };
+        let task = self
+            .runtime
+            .spawn(pair::run(engine.clone(), receiver, status.clone(), timing));
+        let handle = PairHandle {
+            config: pair.clone(),
+            engine,
+            status,
+            inbox,
+            task,
+            _watcher: watcher,
+        };
+        self.pairs
+            .lock()
+            .expect("pairs")
+            .insert(pair.name.clone(), handle);
+        Ok(())
+    }
+
+    fn start_watcher(
+        &self,
+        pair: &PairConfig,
+        engine: &PairEngine,
+        inbox: &mpsc::UnboundedSender<PairMsg>,
+        status: &Arc<Mutex<PairStatus>>,
+    ) -> Option<Watcher> {
+        let (events, mut receiver) = mpsc::unbounded_channel();
+        let forward = inbox.clone();
+        self.runtime.spawn(async move {
+            while let Some(event) = receiver.recv().await {
+                if forward.send(PairMsg::Watch(event)).is_err() {
+                    break;
+                }
+            }
+        });
+        if !pair.local.exists() {
+            status.lock().expect("status").watcher = format!(
+                "{} does not exist yet; watching starts once it does",
+                pair.local.display()
+            );
+            return None;
+        }
+        match watch::watch(&pair.local, engine.ignore_rules(), events) {
+            Ok(watcher) => Some(watcher),
+            Err(e) => {
+                tracing::warn!(pair = %pair.name, error = %e, "cannot watch; relying on periodic scans");
+                status.lock().expect("status").watcher =
+                    format!("{e}; changes are found by periodic scans only");
+                None
+            }
+        }
+    }
+
+    /// Stops a pair's scheduler (after its current action) and forgets it.
+    pub async fn stop_pair(&self, name: &str) -> bool {
+        let handle = self.pairs.lock().expect("pairs").remove(name);
+        match handle {
+            Some(handle) => {
+                handle
+                    .engine
+                    .cancel_flag()
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                let _ = handle.inbox.send(PairMsg::Shutdown);
+                let _ = handle.task.await;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// The long-running agent: pairs, socket, signals.
+async fn serve(options: AgentOptions, journal: Arc<Mutex<Journal>>) -> Result<u8, AgentError> {
+    let agent = Arc::new(Agent {
+        paths: options.paths.clone(),
+        agent_config: options.config.agent.clone(),
+        config_file: Some(options.paths.config_file.clone()),
+        journal,
+        pairs: Mutex::new(BTreeMap::new()),
+        started_at: SystemTime::now(),
+        runtime: tokio::runtime::Handle::current(),
+    });
+    for pair in &options.config.pairs {
+        agent.start_pair(pair.clone())?;
+    }
+    let shutdown = shutdown_signal();
+    let control: Arc<dyn crate::api::Control> = Arc::new(control::AgentControl::new(agent.clone()));
+    tracing::info!(
+        pairs = options.config.pairs.len(),
+        socket = %options.paths.socket.display(),
+        state_dir = %options.paths.state_dir.display(),
+        "prism-syncd is running"
+    );
+    crate::api::serve(&options.paths.socket, control, shutdown)
+        .await
+        .map_err(|e| AgentError::Runtime(e.to_string()))?;
+    tracing::info!("stopping");
+    let names: Vec<String> = agent.pairs.lock().expect("pairs").keys().cloned().collect();
+    for name in &names {
+        if let Some(handle) = agent.pairs.lock().expect("pairs").get(name) {
+            handle
+                .engine
+                .cancel_flag()
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    for name in names {
+        agent.stop_pair(&name).await;
+    }
+    Ok(exit::OK)
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

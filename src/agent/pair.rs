@@ -1,0 +1,435 @@
+//! One pair's scheduler: the loop that turns watcher hints, timers and
+//! control requests into syncs, one at a time.
+//!
+//! Every trigger is a [`PairMsg`] or a timer in one `select!`, so all the
+//! reasons a sync can start are visible here: a debounced batch of changed
+//! paths, the remote poll, the jittered safety scan, a failing path's retry,
+//! and a request from `prism-syncctl`. The sync itself runs on a blocking
+//! thread; messages that arrive meanwhile are folded into the next batch.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::engine::conflicts::{ResolveError, Resolved};
+use crate::engine::{PairEngine, SyncReport, SyncRequest, dedupe_roots};
+use crate::journal::{ConflictRow, SyncStatus};
+use crate::model::{RelPath, Scope, Strategy};
+use crate::remote::Problem;
+use crate::tracker::ignore::IgnoreRules;
+use crate::tracker::watch::WatchEvent;
+
+/// Above this many pending paths a full scan is cheaper than path lookups.
+const MAX_PENDING_PATHS: usize = 2_000;
+/// A path that keeps changing is synced at the latest after this many
+/// debounce windows, so a busy file cannot starve the pair.
+const MAX_DEBOUNCE_WINDOWS: u32 = 20;
+
+/// Everything that can happen to a pair.
+#[derive(Debug)]
+pub enum PairMsg {
+    Watch(WatchEvent),
+    /// A sync requested through the API, with the id already handed out.
+    SyncNow {
+        sync_id: String,
+    },
+    Resolve {
+        row: Box<ConflictRow>,
+        strategy: Strategy,
+        merged_file: Option<PathBuf>,
+        reply: oneshot::Sender<Result<Resolved, ResolveError>>,
+    },
+    Pause,
+    Resume,
+    ConfirmDeletions,
+    Shutdown,
+}
+
+/// What status shows about a pair.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PairState {
+    Idle,
+    Syncing,
+    Paused,
+    WaitingForConfirmation,
+    Error,
+}
+
+impl PairState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PairState::Idle => "idle",
+            PairState::Syncing => "syncing",
+            PairState::Paused => "paused",
+            PairState::WaitingForConfirmation => "waiting_for_confirmation",
+            PairState::Error => "error",
+        }
+    }
+}
+
+/// The live status of a pair, shared with the API.
+#[derive(Clone, Debug)]
+pub struct PairStatus {
+    pub state: PairState,
+    pub detail: Option<String>,
+    pub pending: usize,
+    pub watcher: String,
+    pub problems: Vec<Problem>,
+    pub last_report: Option<SyncReport>,
+}
+
+impl Default for PairStatus {
+    fn default() -> Self {
+        PairStatus {
+            state: PairState::Idle,
+            detail: None,
+            pending: 0,
+            watcher: "ok".to_owned(),
+            problems: Vec::new(),
+            last_report: None,
+        }
+    }
+}
+
+/// The timing of a pair's triggers.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    pub debounce: Duration,
+    pub remote_poll: Duration,
+    pub safety_scan: Duration,
+}
+
+/// Changes waiting for the next sync.
+#[derive(Debug, Default)]
+struct Pending {
+    paths: BTreeSet<RelPath>,
+    full: bool,
+    first_event: Option<Instant>,
+    last_event: Option<Instant>,
+    trigger: Option<&'static str>,
+}
+
+impl Pending {
+    fn note(&mut self, now: Instant, trigger: &'static str) {
+        self.first_event.get_or_insert(now);
+        self.last_event = Some(now);
+        self.trigger.get_or_insert(trigger);
+    }
+
+    fn add_paths(&mut self, paths: impl IntoIterator<Item = RelPath>, now: Instant) {
+        self.paths.extend(paths);
+        if self.paths.len() > MAX_PENDING_PATHS {
+            self.full = true;
+        }
+        self.note(now, "watch");
+    }
+
+    fn add_full(&mut self, now: Instant, trigger: &'static str) {
+        self.full = true;
+        self.note(now, trigger);
+    }
+
+    fn is_empty(&self) -> bool {
+        !self.full && self.paths.is_empty()
+    }
+
+    /// When the batch is ready: after a quiet window, or at the latest
+    /// after `MAX_DEBOUNCE_WINDOWS` windows of continuous change.
+    fn ready_at(&self, debounce: Duration) -> Option<Instant> {
+        let last = self.last_event?;
+        let first = self.first_event?;
+        Some((last + debounce).min(first + debounce * MAX_DEBOUNCE_WINDOWS))
+    }
+
+    fn take(&mut self) -> (Scope, &'static str) {
+        let scope = if self.full {
+            Scope::Full
+        } else {
+            Scope::Paths(dedupe_roots(
+                std::mem::take(&mut self.paths).into_iter().collect(),
+            ))
+        };
+        let trigger = self.trigger.unwrap_or("watch");
+        *self = Pending::default();
+        (scope, trigger)
+    }
+}
+
+/// A safety-scan interval with ±10 % jitter, so many agents (or pairs)
+/// started together do not scan in lockstep.
+fn jittered(interval: Duration) -> Duration {
+    let factor = 0.9 + fastrand::f64() * 0.2;
+    interval.mul_f64(factor)
+}
+
+/// Runs a pair's scheduler until `Shutdown`.
+pub async fn run(
+    engine: Arc<PairEngine>,
+    mut inbox: mpsc::UnboundedReceiver<PairMsg>,
+    status: Arc<Mutex<PairStatus>>,
+    timing: Timing,
+) {
+    let mut pending = Pending::default();
+    pending.add_full(Instant::now(), "start-up");
+    let mut api_syncs: Vec<String> = Vec::new();
+    let mut paused = false;
+    let mut confirmed = false;
+    let mut next_poll = Instant::now() + timing.remote_poll;
+    let mut next_safety = Instant::now() + jittered(timing.safety_scan);
+
+    loop {
+        let now = Instant::now();
+        let mut deadline = next_poll.min(next_safety);
+        if let Some(ready) = pending.ready_at(timing.debounce) {
+            deadline = deadline.min(ready);
+        }
+        if let Some(retry) = engine.next_retry() {
+            deadline = deadline.min(retry.max(now + Duration::from_millis(50)));
+        }
+        let message = if api_syncs.is_empty() {
+            tokio::select! {
+                message = inbox.recv() => message,
+                _ = tokio::time::sleep_until(deadline.into()) => None,
+            }
+        } else {
+            inbox.try_recv().ok()
+        };
+        let now = Instant::now();
+        if let Some(message) = message {
+            match message {
+                PairMsg::Shutdown => break,
+                PairMsg::Watch(event) => on_watch(&engine, &status, &mut pending, event, now),
+                PairMsg::SyncNow { sync_id } => api_syncs.push(sync_id),
+                PairMsg::Resolve {
+                    row,
+                    strategy,
+                    merged_file,
+                    reply,
+                } => {
+                    let engine_for_resolve = engine.clone();
+                    let result = tokio::task::spawn_blocking(move || {
+                        engine_for_resolve.resolve(&row, strategy, merged_file.as_deref())
+                    })
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(ResolveError::Invalid(format!(
+                            "the resolution crashed: {e}"
+                        )))
+                    });
+                    if let Ok(resolved) = &result {
+                        pending.add_paths(resolved.paths.iter().cloned(), now);
+                        pending.trigger = Some("api");
+                    }
+                    let _ = reply.send(result);
+                }
+                PairMsg::Pause => paused = true,
+                PairMsg::Resume => {
+                    paused = false;
+                    pending.add_full(now, "resume");
+                }
+                PairMsg::ConfirmDeletions => {
+                    confirmed = true;
+                    pending.add_full(now, "api");
+                }
+            }
+        }
+        if now >= next_poll {
+            pending.add_full(now, "poll");
+            next_poll = now + timing.remote_poll;
+        }
+        if now >= next_safety {
+            pending.add_full(now, "schedule");
+            next_safety = now + jittered(timing.safety_scan);
+        }
+        if engine.next_retry().is_some_and(|retry| retry <= now) {
+            let failing: Vec<RelPath> =
+                engine.failing_paths().into_iter().map(|(p, _)| p).collect();
+            pending.add_paths(failing, now);
+            pending.trigger = Some("retry");
+        }
+        {
+            let mut status = status.lock().expect("status");
+            status.pending = if pending.full {
+                status.pending.max(1)
+            } else {
+                pending.paths.len()
+            };
+            if paused {
+                status.state = PairState::Paused;
+            }
+        }
+        if paused {
+            continue;
+        }
+        let due = pending
+            .ready_at(timing.debounce)
+            .is_some_and(|at| at <= now);
+        if !api_syncs.is_empty() || (due && !pending.is_empty()) {
+            let sync_id = (!api_syncs.is_empty()).then(|| api_syncs.remove(0));
+            let (scope, trigger) = if sync_id.is_some() && pending.is_empty() {
+                (Scope::Full, "api")
+            } else if sync_id.is_some() {
+                pending.add_full(now, "api");
+                pending.take()
+            } else {
+                pending.take()
+            };
+            let request = SyncRequest {
+                scope,
+                trigger: trigger.to_owned(),
+                sync_id,
+                confirmed,
+            };
+            let report = sync(&engine, &status, request).await;
+            if report.guard.is_none() {
+                confirmed = false;
+            }
+            if !report.unsettled.is_empty() {
+                pending.add_paths(report.unsettled.iter().cloned(), Instant::now());
+            }
+        }
+    }
+    status.lock().expect("status").state = PairState::Idle;
+}
+
+async fn sync(
+    engine: &Arc<PairEngine>,
+    status: &Arc<Mutex<PairStatus>>,
+    request: SyncRequest,
+) -> SyncReport {
+    {
+        let mut status = status.lock().expect("status");
+        status.state = PairState::Syncing;
+        status.detail = None;
+    }
+    let engine_for_sync = engine.clone();
+    let report = match tokio::task::spawn_blocking(move || engine_for_sync.sync(&request)).await {
+        Ok(report) => report,
+        Err(e) => {
+            tracing::error!(pair = %engine.name, error = %e, "a sync crashed");
+            let mut status = status.lock().expect("status");
+            status.state = PairState::Error;
+            status.detail = Some(format!("a sync crashed: {e}"));
+            return SyncReport {
+                sync_id: String::new(),
+                status: SyncStatus::Failed,
+                counts: Default::default(),
+                guard: None,
+                problems: Vec::new(),
+                error: Some(e.to_string()),
+                unsettled: Vec::new(),
+            };
+        }
+    };
+    tracing::info!(
+        pair = %engine.name,
+        sync_id = %report.sync_id,
+        status = report.status.as_str(),
+        uploaded = report.counts.uploaded,
+        downloaded = report.counts.downloaded,
+        deleted = report.counts.deleted_local + report.counts.deleted_remote,
+        moved = report.counts.moved,
+        conflicts = report.counts.conflicts,
+        errors = report.counts.errors,
+        "sync finished"
+    );
+    let mut status = status.lock().expect("status");
+    (status.state, status.detail) = match (&report.guard, &report.error) {
+        (Some(_), Some(error)) => (PairState::WaitingForConfirmation, Some(error.clone())),
+        (_, Some(error)) => (PairState::Error, Some(error.clone())),
+        _ => (PairState::Idle, None),
+    };
+    status.problems = report.problems.clone();
+    status.last_report = Some(report.clone());
+    report
+}
+
+fn on_watch(
+    engine: &PairEngine,
+    status: &Mutex<PairStatus>,
+    pending: &mut Pending,
+    event: WatchEvent,
+    now: Instant,
+) {
+    match event {
+        WatchEvent::Changed(paths) => {
+            if paths
+                .iter()
+                .any(|p| p.as_str() == crate::tracker::ignore::PRISMIGNORE_FILE)
+            {
+                reload_ignore(engine, status);
+                pending.add_full(now, "watch");
+            }
+            pending.add_paths(paths, now);
+        }
+        WatchEvent::Rescan(Some(path)) => pending.add_paths([path], now),
+        WatchEvent::Rescan(None) | WatchEvent::RootGone => pending.add_full(now, "watch"),
+        WatchEvent::Problem(message) => {
+            tracing::warn!(pair = %engine.name, %message, "watcher problem");
+            status.lock().expect("status").watcher = message;
+            pending.add_full(now, "watch");
+        }
+    }
+}
+
+fn reload_ignore(engine: &PairEngine, status: &Mutex<PairStatus>) {
+    let root = engine.settings().local_root.clone();
+    match IgnoreRules::load(&root, &engine.settings().ignore_patterns) {
+        Ok(rules) => engine.set_ignore_rules(rules),
+        Err(e) => {
+            tracing::warn!(pair = %engine.name, error = %e, "keeping the previous ignore rules");
+            status.lock().expect("status").problems.push(Problem {
+                path: RelPath::new(crate::tracker::ignore::PRISMIGNORE_FILE).ok(),
+                message: format!("{e}; the previous rules stay in force"),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> RelPath {
+        RelPath::new(s).unwrap()
+    }
+
+    #[test]
+    fn a_batch_waits_for_a_quiet_window_but_not_forever() {
+        let debounce = Duration::from_millis(100);
+        let start = Instant::now();
+        let mut pending = Pending::default();
+        pending.add_paths([p("a")], start);
+        assert_eq!(pending.ready_at(debounce), Some(start + debounce));
+        let later = start + Duration::from_millis(80);
+        pending.add_paths([p("b")], later);
+        assert_eq!(pending.ready_at(debounce), Some(later + debounce));
+        let much_later = start + debounce * MAX_DEBOUNCE_WINDOWS;
+        pending.add_paths([p("c")], much_later);
+        assert_eq!(
+            pending.ready_at(debounce),
+            Some(start + debounce * MAX_DEBOUNCE_WINDOWS)
+        );
+    }
+
+    #[test]
+    fn taking_a_batch_collapses_nested_paths() {
+        let mut pending = Pending::default();
+        pending.add_paths([p("a/b"), p("a"), p("c")], Instant::now());
+        let (scope, trigger) = pending.take();
+        assert_eq!(scope, Scope::Paths(vec![p("a"), p("c")]));
+        assert_eq!(trigger, "watch");
+        assert!(pending.is_empty());
+    }
+
+    #[test]
+    fn too_many_paths_become_a_full_scan() {
+        let mut pending = Pending::default();
+        let paths = (0..=MAX_PENDING_PATHS).map(|i| p(&format!("f{i}")));
+        pending.add_paths(paths, Instant::now());
+        assert_eq!(pending.take().0, Scope::Full);
+    }
+}

@@ -1,0 +1,516 @@
+//! Conflict strategies: turning a [`Conflict`] that reconcile reported into
+//! journal rows and into the steps that settle it, and the user's later
+//! resolution of a conflict that waited.
+//!
+//! The rules, for every strategy: nothing is overwritten without the old
+//! version going to a trash, and a conflict that is not settled by the
+//! strategy leaves both versions in the tree.
+//! - `manual`: the remote version is renamed aside on the remote to
+//!   `name.conflict-STAMP-DEVICE.ext`; the next round uploads the local
+//!   version to `name` and downloads the copy. For a deletion conflict the
+//!   modified version is kept (restored on the side that deleted it).
+//! - `keep_local` / `keep_remote`: the winner's version replaces the
+//!   loser's, which goes to the loser's trash.
+//! - `auto_merge`: a three-way text merge against the base content the
+//!   journal kept; when it is not clean, `manual` applies and the conflict's
+//!   note says why.
+
+use std::fs;
+use std::io::Read;
+use std::path::Path;
+use std::time::SystemTime;
+
+use crate::fsops::{self, Expect};
+use crate::journal::{BaseEdit, ChangeType, ConflictRow, ConflictStatus, NewConflict, Step};
+use crate::model::{BaseEntry, BaseTree, ContentHash, Entry, FileMeta, RelPath, Side, Strategy};
+use crate::reconcile::{Action, Conflict, ConflictKind};
+use crate::remote::{Replica, ReplicaError};
+use crate::timefmt;
+
+use super::executor::{self, Sides, Trees};
+use super::{EngineContext, PairEngine, RunTally, forget};
+
+/// The largest file a three-way merge reads.
+pub const MERGE_MAX_BYTES: u64 = 4 * 1024 * 1024;
+
+/// True for content a text merge can work on: UTF-8 without NUL bytes.
+pub fn is_text(bytes: &[u8]) -> bool {
+    !bytes.contains(&0) && std::str::from_utf8(bytes).is_ok()
+}
+
+fn entry(trees: &Trees, side: Side, path: &RelPath) -> Option<Entry> {
+    trees.get(side).get(path).map(|e| e.entry)
+}
+
+fn modified_at(entry: Option<&Entry>) -> Option<String> {
+    entry
+        .and_then(Entry::file)
+        .map(|m| timefmt::rfc3339(timefmt::from_unix_ns(m.mtime_ns)))
+}
+
+/// Records `conflict` and applies the pair's strategy. Returns paths to
+/// re-plan in the next round (where a copy or a forgotten base must now
+/// propagate).
+pub fn settle(
+    ctx: &EngineContext<'_>,
+    sides: &Sides<'_>,
+    trees: &mut Trees,
+    conflict: &Conflict,
+    base: &BaseTree,
+    tally: &mut RunTally,
+) -> Result<Vec<RelPath>, ReplicaError> {
+    let strategy = ctx.settings.strategy;
+    let path = &conflict.path;
+    let local = entry(trees, Side::Local, path);
+    let remote = entry(trees, Side::Remote, path);
+    let copy = RelPath::conflict_copy(
+        path,
+        &timefmt::conflict_stamp(SystemTime::now()),
+        &ctx.settings.device,
+    );
+    let record =
+        |copy_path: Option<&RelPath>, note: Option<String>| -> Result<String, ReplicaError> {
+            let new = NewConflict {
+                pair: ctx.pair,
+                path: path.clone(),
+                kind: conflict.kind,
+                base_hash: base.get(path).and_then(|b| b.entry.file()).map(|m| m.hash),
+                local_hash: local.as_ref().and_then(Entry::file).map(|m| m.hash),
+                local_modified_at: modified_at(local.as_ref()),
+                local_size: local.as_ref().and_then(Entry::file).map(|m| m.size),
+                remote_hash: remote.as_ref().and_then(Entry::file).map(|m| m.hash),
+                remote_modified_at: modified_at(remote.as_ref()),
+                remote_size: remote.as_ref().and_then(Entry::file).map(|m| m.size),
+                copy_path: copy_path.cloned(),
+                sync_id: Some(ctx.sync_id.to_owned()),
+                note,
+            };
+            ctx.journal
+                .lock()
+                .expect("journal lock")
+                .record_conflict(&new)
+                .map_err(|e| ReplicaError::Other(format!("cannot record the conflict: {e}")))
+        };
+    tally.conflicts += 1;
+
+    if conflict.kind == ConflictKind::CaseCollision {
+        let other = conflict
+            .other_path
+            .as_ref()
+            .map(|p| p.to_string())
+            .unwrap_or_default();
+        record(
+            None,
+            Some(format!(
+                "{path} and {other} differ only in case and cannot both exist on a case-insensitive side; rename one of them"
+            )),
+        )?;
+        return Ok(Vec::new());
+    }
+
+    let winner = match strategy {
+        Strategy::KeepLocal => Some(Side::Local),
+        Strategy::KeepRemote => Some(Side::Remote),
+        Strategy::Manual | Strategy::AutoMerge => None,
+    };
+    if let Some(winner) = winner {
+        let id = record(None, None)?;
+        let follow_up = keep(ctx, sides, trees, path, winner, tally)?;
+        if follow_up.is_empty() {
+            resolve_row(ctx, &id, strategy, None)?;
+        }
+        return Ok(follow_up);
+    }
+
+    let mut note = None;
+    if strategy == Strategy::AutoMerge {
+        match try_merge(ctx, sides, trees, conflict, base)? {
+            MergeOutcome::Merged => {
+                let id = record(None, None)?;
+                resolve_row(ctx, &id, Strategy::AutoMerge, Some("merged cleanly"))?;
+                return Ok(Vec::new());
+            }
+            MergeOutcome::NotMerged(why) => {
+                note = Some(format!("auto_merge fell back to manual: {why}"))
+            }
+        }
+    }
+
+    // Manual, or a merge that was not clean.
+    match conflict.kind {
+        ConflictKind::LocalDeletedRemoteModified | ConflictKind::LocalModifiedRemoteDeleted => {
+            let modified = if conflict.kind == ConflictKind::LocalDeletedRemoteModified {
+                Side::Remote
+            } else {
+                Side::Local
+            };
+            let note = note.unwrap_or_else(|| {
+                format!(
+                    "the {} side deleted it while the {} side changed it; the changed version was kept",
+                    modified.other(),
+                    modified
+                )
+            });
+            record(None, Some(note))?;
+            keep(ctx, sides, trees, path, modified, tally)
+        }
+        ConflictKind::BothModified | ConflictKind::BothCreated | ConflictKind::TypeChanged => {
+            let Some(remote_entry) = trees.get(Side::Remote).get(path) else {
+                record(None, note)?;
+                ctx.commit(forget(path))?;
+                return Ok(vec![path.clone()]);
+            };
+            let expect = executor::expect_of(Some(remote_entry));
+            sides.remote.rename(path, &copy, &expect)?;
+            ctx.commit(forget(path))?;
+            record(Some(&copy), note)?;
+            Ok(vec![path.clone(), copy])
+        }
+        ConflictKind::CaseCollision => Ok(Vec::new()),
+    }
+}
+
+fn resolve_row(
+    ctx: &EngineContext<'_>,
+    id: &str,
+    strategy: Strategy,
+    note: Option<&str>,
+) -> Result<(), ReplicaError> {
+    ctx.journal
+        .lock()
+        .expect("journal lock")
+        .resolve_conflict(id, strategy, note)
+        .map(|_| ())
+        .map_err(|e| ReplicaError::Other(format!("cannot record the resolution: {e}")))
+}
+
+/// Makes `winner`'s version of `path` win: its file replaces the loser's,
+/// or the loser's entry goes to the trash and the base is forgotten so the
+/// next round propagates the winner's state.
+fn keep(
+    ctx: &EngineContext<'_>,
+    sides: &Sides<'_>,
+    trees: &mut Trees,
+    path: &RelPath,
+    winner: Side,
+    tally: &mut RunTally,
+) -> Result<Vec<RelPath>, ReplicaError> {
+    let loser = winner.other();
+    let won = entry(trees, winner, path);
+    let lost = entry(trees, loser, path);
+    let (actions, follow_up) = match (won, lost) {
+        (Some(Entry::File(meta)), None | Some(Entry::File(_))) => (
+            vec![Action::Copy {
+                to: loser,
+                path: path.clone(),
+                source: meta,
+                replaces: lost,
+            }],
+            Vec::new(),
+        ),
+        (_, Some(lost)) => (
+            vec![Action::Delete {
+                side: loser,
+                path: path.clone(),
+                expected: lost,
+            }],
+            vec![path.clone()],
+        ),
+        (_, None) => (Vec::new(), vec![path.clone()]),
+    };
+    let outcome = executor::execute(ctx, sides, trees, &actions, tally);
+    if let Some((_, error)) = outcome.failed.into_iter().next() {
+        return Err(error);
+    }
+    if !follow_up.is_empty() {
+        ctx.commit(forget(path))?;
+    }
+    let mut again = follow_up;
+    again.extend(outcome.changed);
+    Ok(again)
+}
+
+enum MergeOutcome {
+    Merged,
+    NotMerged(String),
+}
+
+/// Reads a replica's file for merging, refusing what is too large.
+fn read_small(replica: &dyn Replica, path: &RelPath) -> Result<Vec<u8>, ReplicaError> {
+    let mut bytes = Vec::new();
+    replica
+        .open(path)?
+        .take(MERGE_MAX_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| ReplicaError::io("read", path, e))?;
+    Ok(bytes)
+}
+
+/// A three-way text merge of both sides against the stored base content;
+/// on success, writes the result to both sides.
+fn try_merge(
+    ctx: &EngineContext<'_>,
+    sides: &Sides<'_>,
+    trees: &mut Trees,
+    conflict: &Conflict,
+    base: &BaseTree,
+) -> Result<MergeOutcome, ReplicaError> {
+    let path = &conflict.path;
+    if conflict.kind != ConflictKind::BothModified {
+        return Ok(MergeOutcome::NotMerged(match conflict.kind {
+            ConflictKind::BothCreated => {
+                "both sides created it; there is no common base to merge from".into()
+            }
+            _ => "only two edited text files can be merged".into(),
+        }));
+    }
+    let Some(base_hash) = base.get(path).and_then(|b| b.entry.file()).map(|m| m.hash) else {
+        return Ok(MergeOutcome::NotMerged(
+            "the base version is unknown".into(),
+        ));
+    };
+    let stored = ctx
+        .journal
+        .lock()
+        .expect("journal lock")
+        .blob(&base_hash)
+        .map_err(|e| ReplicaError::Other(format!("journal: {e}")))?;
+    let Some(base_bytes) = stored else {
+        return Ok(MergeOutcome::NotMerged(
+            "the base content was not kept (only small text files are)".into(),
+        ));
+    };
+    let local_bytes = read_small(sides.local, path)?;
+    let remote_bytes = read_small(sides.remote, path)?;
+    let (Ok(base_text), Ok(local_text), Ok(remote_text)) = (
+        std::str::from_utf8(&base_bytes),
+        std::str::from_utf8(&local_bytes),
+        std::str::from_utf8(&remote_bytes),
+    ) else {
+        return Ok(MergeOutcome::NotMerged("not a text file".into()));
+    };
+    if !is_text(&local_bytes)
+        || !is_text(&remote_bytes)
+        || local_bytes.len() as u64 > MERGE_MAX_BYTES
+    {
+        return Ok(MergeOutcome::NotMerged(
+            "not a text file small enough to merge".into(),
+        ));
+    }
+    let merged = match diffy::merge(base_text, local_text, remote_text) {
+        Ok(merged) => merged.into_bytes(),
+        Err(with_markers) => {
+            let hunks = with_markers.matches("<<<<<<<").count();
+            return Ok(MergeOutcome::NotMerged(format!(
+                "{hunks} overlapping edit{} could not be merged",
+                if hunks == 1 { "" } else { "s" }
+            )));
+        }
+    };
+    let hash = ContentHash::of_bytes(&merged);
+    let now = timefmt::to_unix_ns(SystemTime::now());
+    let local_expect = trees.expect(Side::Local, path);
+    let remote_expect = trees.expect(Side::Remote, path);
+    let written_local = sides
+        .local
+        .write(path, &mut &merged[..], &hash, now, &local_expect)?;
+    let written_remote = sides
+        .remote
+        .write(path, &mut &merged[..], &hash, now, &remote_expect)?;
+    let meta = FileMeta {
+        hash,
+        size: merged.len() as u64,
+        mtime_ns: written_local.entry.file().map_or(now, |m| m.mtime_ns),
+    };
+    let base_entry = BaseEntry {
+        entry: Entry::File(meta),
+        local_id: written_local.id.clone(),
+        remote_id: written_remote.id.clone(),
+        remote_version: written_remote.version.clone(),
+    };
+    ctx.commit(Step {
+        base: vec![BaseEdit::Put(path.clone(), base_entry)],
+        changes: vec![ctx.change(
+            ChangeType::Modified,
+            path,
+            None,
+            false,
+            Side::Local,
+            Some(&meta),
+        )],
+        blobs: vec![(hash, merged)],
+    })?;
+    Ok(MergeOutcome::Merged)
+}
+
+/// Why a user's resolution was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("conflict {0} is already resolved")]
+    AlreadyResolved(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotClean(String),
+    #[error("{0}")]
+    Replica(#[from] ReplicaError),
+    #[error("journal: {0}")]
+    Journal(#[from] crate::journal::JournalError),
+}
+
+/// What a user's resolution did.
+#[derive(Debug)]
+pub struct Resolved {
+    pub resolved_at: String,
+    pub note: String,
+    /// Paths to sync now so the resolution reaches the remote.
+    pub paths: Vec<RelPath>,
+}
+
+fn expect_now(root: &Path, path: &RelPath) -> Result<Expect, ReplicaError> {
+    let stat = fsops::stat(&path.to_fs(root)).map_err(|e| ReplicaError::io("inspect", path, e))?;
+    Ok(match stat {
+        None => Expect::Absent,
+        Some(s) if s.kind == fsops::StatKind::Dir => Expect::Dir,
+        Some(s) => Expect::File {
+            size: s.size,
+            mtime_ns: s.mtime_ns,
+        },
+    })
+}
+
+impl PairEngine {
+    /// Applies a user's resolution of a waiting conflict to the local
+    /// folder; the caller then syncs the returned paths. Every replaced
+    /// or removed version goes to the local trash.
+    pub fn resolve(
+        &self,
+        row: &ConflictRow,
+        strategy: Strategy,
+        merged_file: Option<&Path>,
+    ) -> Result<Resolved, ResolveError> {
+        if row.status != ConflictStatus::Unresolved {
+            return Err(ResolveError::AlreadyResolved(row.id.clone()));
+        }
+        if merged_file.is_some() && strategy != Strategy::Manual {
+            return Err(ResolveError::Invalid(
+                "--from FILE goes only with --strategy manual".into(),
+            ));
+        }
+        let local = self.local();
+        let root = local.root().to_path_buf();
+        let path = &row.path;
+        let remove_if_present = |p: &RelPath| -> Result<(), ReplicaError> {
+            match expect_now(&root, p)? {
+                Expect::Absent => Ok(()),
+                expect => local.remove(p, &expect),
+            }
+        };
+        let note = match (row.kind, &row.copy_path) {
+            (
+                ConflictKind::BothModified | ConflictKind::BothCreated | ConflictKind::TypeChanged,
+                Some(copy),
+            ) => match strategy {
+                Strategy::KeepLocal => {
+                    remove_if_present(copy)?;
+                    format!("kept the local version; {copy} went to the trash")
+                }
+                Strategy::KeepRemote => {
+                    if expect_now(&root, copy)? == Expect::Absent {
+                        return Err(ResolveError::Invalid(format!(
+                            "the conflict copy {copy} is gone; nothing to restore"
+                        )));
+                    }
+                    remove_if_present(path)?;
+                    local.rename(copy, path, &expect_now(&root, copy)?)?;
+                    format!("kept the remote version (from {copy})")
+                }
+                Strategy::Manual => match merged_file {
+                    Some(file) => {
+                        self.write_local_from(path, file)?;
+                        remove_if_present(copy)?;
+                        format!("replaced with {}", file.display())
+                    }
+                    None => "kept both versions".to_owned(),
+                },
+                Strategy::AutoMerge => {
+                    self.merge_copy(row, copy)?;
+                    remove_if_present(copy)?;
+                    "merged cleanly".to_owned()
+                }
+            },
+            (ConflictKind::LocalDeletedRemoteModified, _) if strategy == Strategy::KeepLocal => {
+                remove_if_present(path)?;
+                "deleted it, as the local side had".to_owned()
+            }
+            (ConflictKind::LocalModifiedRemoteDeleted, _) if strategy == Strategy::KeepRemote => {
+                remove_if_present(path)?;
+                "deleted it, as the remote side had".to_owned()
+            }
+            (
+                ConflictKind::LocalDeletedRemoteModified | ConflictKind::LocalModifiedRemoteDeleted,
+                _,
+            ) => "kept the changed version".to_owned(),
+            (ConflictKind::CaseCollision, _) => "acknowledged".to_owned(),
+            (_, None) => "acknowledged; both sides already agree".to_owned(),
+        };
+        let resolved_at = self
+            .journal
+            .lock()
+            .expect("journal lock")
+            .resolve_conflict(&row.id, strategy, Some(&note))?;
+        let mut paths = vec![path.clone()];
+        paths.extend(row.copy_path.clone());
+        Ok(Resolved {
+            resolved_at,
+            note,
+            paths,
+        })
+    }
+
+    fn write_local_from(&self, path: &RelPath, file: &Path) -> Result<(), ResolveError> {
+        let bytes = fs::read(file)
+            .map_err(|e| ResolveError::Invalid(format!("cannot read {}: {e}", file.display())))?;
+        let hash = ContentHash::of_bytes(&bytes);
+        let now = timefmt::to_unix_ns(SystemTime::now());
+        let expect = expect_now(self.local().root(), path)?;
+        self.local()
+            .write(path, &mut &bytes[..], &hash, now, &expect)?;
+        Ok(())
+    }
+
+    fn merge_copy(&self, row: &ConflictRow, copy: &RelPath) -> Result<(), ResolveError> {
+        let base = match row.base_hash {
+            Some(hash) => self.journal.lock().expect("journal lock").blob(&hash)?,
+            None => None,
+        };
+        let Some(base) = base else {
+            return Err(ResolveError::NotClean(
+                "the base version was not kept, so a three-way merge is not possible; resolve with --strategy manual --from FILE".into(),
+            ));
+        };
+        let local = read_small(self.local(), &row.path)?;
+        let theirs = read_small(self.local(), copy)?;
+        let (Ok(base), Ok(ours), Ok(theirs)) = (
+            String::from_utf8(base),
+            String::from_utf8(local),
+            String::from_utf8(theirs),
+        ) else {
+            return Err(ResolveError::NotClean(
+                "not a text file; resolve with another strategy".into(),
+            ));
+        };
+        let merged = diffy::merge(&base, &ours, &theirs).map_err(|_| {
+            ResolveError::NotClean(
+                "the edits overlap and cannot be merged automatically; edit the file and resolve with --strategy manual --from FILE".into(),
+            )
+        })?;
+        let bytes = merged.into_bytes();
+        let hash = ContentHash::of_bytes(&bytes);
+        let now = timefmt::to_unix_ns(SystemTime::now());
+        let expect = expect_now(self.local().root(), &row.path)?;
+        self.local()
+            .write(&row.path, &mut &bytes[..], &hash, now, &expect)?;
+        Ok(())
+    }
+}

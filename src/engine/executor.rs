@@ -1,0 +1,458 @@
+//! Carries out a plan on the two replicas and commits the base after each
+//! finished action.
+//!
+//! The executor owns the order of effects: moves first (so later paths are
+//! where the plan expects them), then folders, then the copies in parallel
+//! (bounded by `parallel_transfers`, streamed, verified by hash), then
+//! deletions deepest first, then base-only updates. Every destructive step
+//! passes the replica what the plan saw (an [`Expect`]); a replica refuses
+//! if the target changed, and the path is simply re-planned. A failure is
+//! recorded against its path and the rest carries on.
+//!
+//! It does not decide anything: what to do comes from `reconcile`, how
+//! conflicts are settled from `conflicts`.
+
+use std::io::Read;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::fsops::Expect;
+use crate::journal::{BaseEdit, ChangeType, Step};
+use crate::model::{BaseEntry, Entry, FileMeta, RelPath, Side, SideEntry, SideTree};
+use crate::reconcile::Action;
+use crate::remote::{Replica, ReplicaError};
+
+use super::progress::{Direction, Progress};
+use super::{EngineContext, RunTally};
+
+/// Which replica is which.
+pub struct Sides<'a> {
+    pub local: &'a dyn Replica,
+    pub remote: &'a dyn Replica,
+}
+
+impl Sides<'_> {
+    pub fn get(&self, side: Side) -> &dyn Replica {
+        match side {
+            Side::Local => self.local,
+            Side::Remote => self.remote,
+        }
+    }
+}
+
+/// The two snapshots the plan was made from, kept current as actions run
+/// (a move rebases the paths below it), so every action finds what it must
+/// expect at its target.
+pub struct Trees {
+    pub local: SideTree,
+    pub remote: SideTree,
+}
+
+impl Trees {
+    pub fn get(&self, side: Side) -> &SideTree {
+        match side {
+            Side::Local => &self.local,
+            Side::Remote => &self.remote,
+        }
+    }
+
+    fn get_mut(&mut self, side: Side) -> &mut SideTree {
+        match side {
+            Side::Local => &mut self.local,
+            Side::Remote => &mut self.remote,
+        }
+    }
+
+    /// What a destructive step on `side` at `path` must find there.
+    pub fn expect(&self, side: Side, path: &RelPath) -> Expect {
+        expect_of(self.get(side).get(path))
+    }
+
+    fn rebase(&mut self, side: Side, from: &RelPath, to: &RelPath) {
+        let tree = self.get_mut(side);
+        let moved: Vec<RelPath> = tree
+            .range(from.clone()..)
+            .take_while(|(p, _)| p.as_str().starts_with(from.as_str()))
+            .filter(|(p, _)| p.is_within(from))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for path in moved {
+            if let (Some(entry), Some(new_path)) = (tree.remove(&path), path.rebase(from, to)) {
+                tree.insert(new_path, entry);
+            }
+        }
+    }
+
+    fn set(&mut self, side: Side, path: &RelPath, entry: Option<SideEntry>) {
+        let tree = self.get_mut(side);
+        match entry {
+            Some(entry) => {
+                tree.insert(path.clone(), entry);
+            }
+            None => {
+                tree.remove(path);
+            }
+        }
+    }
+}
+
+/// The expectation for a snapshot entry.
+pub fn expect_of(entry: Option<&SideEntry>) -> Expect {
+    match entry.map(|e| &e.entry) {
+        None => Expect::Absent,
+        Some(Entry::Dir) => Expect::Dir,
+        Some(Entry::File(meta)) => Expect::File {
+            size: meta.size,
+            mtime_ns: meta.mtime_ns,
+        },
+    }
+}
+
+/// What running a plan achieved.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Paths that changed under the plan's feet: re-plan them now.
+    pub changed: Vec<RelPath>,
+    /// Paths whose action failed, with the error.
+    pub failed: Vec<(RelPath, ReplicaError)>,
+}
+
+/// Runs `actions` in the order the plan gives (moves, folders, copies,
+/// deletions, base updates), copies in parallel.
+pub fn execute(
+    ctx: &EngineContext<'_>,
+    sides: &Sides<'_>,
+    trees: &mut Trees,
+    actions: &[Action],
+    tally: &mut RunTally,
+) -> Outcome {
+    let mut outcome = Outcome::default();
+    let (copies, others): (Vec<&Action>, Vec<&Action>) = actions
+        .iter()
+        .partition(|a| matches!(a, Action::Copy { .. }));
+    let (before, after): (Vec<&Action>, Vec<&Action>) = others
+        .into_iter()
+        .partition(|a| matches!(a, Action::Move { .. } | Action::Mkdir { .. }));
+
+    for action in before {
+        if ctx.cancelled() {
+            return outcome;
+        }
+        run_one(ctx, sides, trees, action, tally, &mut outcome);
+    }
+    run_copies(ctx, sides, trees, &copies, tally, &mut outcome);
+    for action in after {
+        if ctx.cancelled() {
+            return outcome;
+        }
+        run_one(ctx, sides, trees, action, tally, &mut outcome);
+    }
+    outcome
+}
+
+fn note_failure(outcome: &mut Outcome, path: &RelPath, error: ReplicaError) {
+    if error.is_change() {
+        outcome.changed.push(path.clone());
+    } else {
+        outcome.failed.push((path.clone(), error));
+    }
+}
+
+fn run_one(
+    ctx: &EngineContext<'_>,
+    sides: &Sides<'_>,
+    trees: &mut Trees,
+    action: &Action,
+    tally: &mut RunTally,
+    outcome: &mut Outcome,
+) {
+    let result = match action {
+        Action::Move { side, from, to } => move_path(ctx, sides, trees, *side, from, to, tally),
+        Action::Mkdir { side, path } => mkdir(ctx, sides, trees, *side, path),
+        Action::Delete { side, path, .. } => delete(ctx, sides, trees, *side, path, tally),
+        Action::SetBase { path, entry } => set_base(ctx, trees, path, entry.as_ref()),
+        Action::Copy { .. } => unreachable!("copies run in run_copies"),
+    };
+    if let Err(error) = result {
+        note_failure(outcome, action.path(), error);
+    }
+}
+
+fn move_path(
+    ctx: &EngineContext<'_>,
+    sides: &Sides<'_>,
+    trees: &mut Trees,
+    side: Side,
+    from: &RelPath,
+    to: &RelPath,
+    tally: &mut RunTally,
+) -> Result<(), ReplicaError> {
+    let expect = trees.expect(side, from);
+    sides.get(side).rename(from, to, &expect)?;
+    let is_dir = matches!(expect, Expect::Dir);
+    trees.rebase(side, from, to);
+    tally.moved += 1;
+    ctx.commit(Step {
+        base: vec![BaseEdit::MoveTree {
+            from: from.clone(),
+            to: to.clone(),
+        }],
+        changes: vec![ctx.change(
+            ChangeType::Moved,
+            to,
+            Some(from),
+            is_dir,
+            side.other(),
+            None,
+        )],
+        blobs: Vec::new(),
+    })
+}
+
+fn mkdir(
+    ctx: &EngineContext<'_>,
+    sides: &Sides<'_>,
+    trees: &mut Trees,
+    side: Side,
+    path: &RelPath,
+) -> Result<(), ReplicaError> {
+    let created = sides.get(side).mkdir(path)?;
+    trees.set(side, path, Some(created));
+    let base = base_entry(trees, path, Entry::Dir);
+    ctx.commit(Step {
+        base: vec![BaseEdit::Put(path.clone(), base)],
+        changes: vec![ctx.change(ChangeType::Created, path, None, true, side.other(), None)],
+        blobs: Vec::new(),
+    })
+}
+
+fn delete(
+    ctx: &EngineContext<'_>,
+    sides: &Sides<'_>,
+    trees: &mut Trees,
+    side: Side,
+    path: &RelPath,
+    tally: &mut RunTally,
+) -> Result<(), ReplicaError> {
+    let expect = trees.expect(side, path);
+    if expect == Expect::Absent {
+        // Already gone on this side (a parent folder went to the trash
+        // first, or someone else deleted it): only the base is left.
+        return ctx.commit(Step {
+            base: vec![BaseEdit::RemoveTree(path.clone())],
+            changes: Vec::new(),
+            blobs: Vec::new(),
+        });
+    }
+    let is_dir = expect == Expect::Dir;
+    let gone = trees
+        .get(side)
+        .get(path)
+        .and_then(|e| e.entry.file().copied());
+    sides.get(side).remove(path, &expect)?;
+    trees.set(side, path, None);
+    match side {
+        Side::Local => tally.deleted_local += 1,
+        Side::Remote => tally.deleted_remote += 1,
+    }
+    ctx.commit(Step {
+        base: vec![BaseEdit::RemoveTree(path.clone())],
+        changes: vec![ctx.change(
+            ChangeType::Deleted,
+            path,
+            None,
+            is_dir,
+            side.other(),
+            gone.as_ref(),
+        )],
+        blobs: Vec::new(),
+    })
+}
+
+fn set_base(
+    ctx: &EngineContext<'_>,
+    trees: &Trees,
+    path: &RelPath,
+    entry: Option<&Entry>,
+) -> Result<(), ReplicaError> {
+    let edit = match entry {
+        Some(entry) => {
+            // The base records the local side's metadata (its mtime is the
+            // local stat cache) and both sides' identities.
+            let local_entry = trees.local.get(path).map(|e| e.entry).unwrap_or(*entry);
+            BaseEdit::Put(path.clone(), base_entry(trees, path, local_entry))
+        }
+        None => BaseEdit::Remove(path.clone()),
+    };
+    ctx.commit(Step {
+        base: vec![edit],
+        changes: Vec::new(),
+        blobs: Vec::new(),
+    })
+}
+
+/// The base entry for `path` once both sides hold `entry`.
+fn base_entry(trees: &Trees, path: &RelPath, entry: Entry) -> BaseEntry {
+    let local = trees.local.get(path);
+    let remote = trees.remote.get(path);
+    BaseEntry {
+        entry,
+        local_id: local.and_then(|e| e.id.clone()),
+        remote_id: remote.and_then(|e| e.id.clone()),
+        remote_version: remote.and_then(|e| e.version.clone()),
+    }
+}
+
+/// A copy the workers pick up: everything it needs, resolved up front.
+struct CopyJob<'a> {
+    to: Side,
+    path: &'a RelPath,
+    source: FileMeta,
+    expect: Expect,
+    is_new: bool,
+}
+
+fn run_copies(
+    ctx: &EngineContext<'_>,
+    sides: &Sides<'_>,
+    trees: &mut Trees,
+    copies: &[&Action],
+    tally: &mut RunTally,
+    outcome: &mut Outcome,
+) {
+    let jobs: Vec<CopyJob<'_>> = copies
+        .iter()
+        .filter_map(|action| match action {
+            Action::Copy {
+                to, path, source, ..
+            } => {
+                let current = trees.get(*to).get(path);
+                Some(CopyJob {
+                    to: *to,
+                    path,
+                    source: *source,
+                    expect: expect_of(current),
+                    is_new: current.is_none(),
+                })
+            }
+            _ => None,
+        })
+        .collect();
+    if jobs.is_empty() {
+        return;
+    }
+    let next = Mutex::new(jobs.iter().enumerate());
+    let results: Mutex<Vec<(usize, Result<SideEntry, ReplicaError>)>> = Mutex::new(Vec::new());
+    let workers = ctx.settings.parallel_transfers.clamp(1, jobs.len());
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                loop {
+                    if stop.load(Ordering::Relaxed) || ctx.cancelled() {
+                        return;
+                    }
+                    let job = { next.lock().expect("job queue").next() };
+                    let Some((index, job)) = job else { return };
+                    let result = copy_one(sides, job, ctx.progress);
+                    results.lock().expect("results").push((index, result));
+                }
+            });
+        }
+    });
+    stop.store(true, Ordering::Relaxed);
+    let mut results = results.into_inner().expect("results");
+    results.sort_by_key(|(i, _)| *i);
+    for (index, result) in results {
+        let job = &jobs[index];
+        match result {
+            Ok(written) => {
+                trees.set(job.to, job.path, Some(written));
+                if let Err(error) = commit_copy(ctx, trees, job, tally) {
+                    note_failure(outcome, job.path, error);
+                }
+            }
+            Err(error) => note_failure(outcome, job.path, error),
+        }
+    }
+}
+
+fn copy_one(
+    sides: &Sides<'_>,
+    job: &CopyJob<'_>,
+    progress: &Progress,
+) -> Result<SideEntry, ReplicaError> {
+    let direction = match job.to {
+        Side::Remote => Direction::Upload,
+        Side::Local => Direction::Download,
+    };
+    let transfer = progress.start_transfer(job.path, direction, job.source.size);
+    let reader = sides.get(job.to.other()).open(job.path)?;
+    let mut counted = CountingReader {
+        inner: reader,
+        transfer: &transfer,
+    };
+    sides.get(job.to).write(
+        job.path,
+        &mut counted,
+        &job.source.hash,
+        job.source.mtime_ns,
+        &job.expect,
+    )
+}
+
+fn commit_copy(
+    ctx: &EngineContext<'_>,
+    trees: &Trees,
+    job: &CopyJob<'_>,
+    tally: &mut RunTally,
+) -> Result<(), ReplicaError> {
+    let local_entry = trees
+        .local
+        .get(job.path)
+        .map(|e| e.entry)
+        .unwrap_or(Entry::File(job.source));
+    let base = base_entry(trees, job.path, local_entry);
+    match job.to {
+        Side::Remote => {
+            tally.uploaded += 1;
+            tally.bytes_up += job.source.size;
+        }
+        Side::Local => {
+            tally.downloaded += 1;
+            tally.bytes_down += job.source.size;
+        }
+    }
+    let change_type = if job.is_new {
+        ChangeType::Created
+    } else {
+        ChangeType::Modified
+    };
+    let blobs = ctx.base_content(job.path, &job.source);
+    ctx.commit(Step {
+        base: vec![BaseEdit::Put(job.path.clone(), base)],
+        changes: vec![ctx.change(
+            change_type,
+            job.path,
+            None,
+            false,
+            job.to.other(),
+            Some(&job.source),
+        )],
+        blobs,
+    })
+}
+
+/// Counts bytes into the transfer's progress as they stream through.
+struct CountingReader<'a, R> {
+    inner: R,
+    transfer: &'a super::progress::Transfer<'a>,
+}
+
+impl<R: Read> Read for CountingReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.transfer.advance(n as u64);
+        Ok(n)
+    }
+}

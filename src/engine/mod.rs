@@ -1,0 +1,620 @@
+//! One pair's sync: snapshot both sides, reconcile, guard, execute, settle
+//! conflicts, and repeat until nothing is left to do.
+//!
+//! [`PairEngine::sync`] is blocking and owns a whole run: the journal's
+//! sync row, the remote lease, the rounds of plan-and-execute, and the final
+//! status. Scheduling (when to sync, and which paths) is the agent's job;
+//! deciding what to do is `reconcile`'s; doing it is the executor's.
+//!
+//! Architecture invariant: the engine never deletes or overwrites anything
+//! except through a replica call that carries what the plan expected to
+//! find, and every such call moves the old version to a trash.
+
+pub mod backoff;
+pub mod conflicts;
+pub mod executor;
+pub mod guard;
+pub mod progress;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::journal::{
+    BaseEdit, ChangeType, Journal, JournalError, NewChange, PairId, Step, SyncCounts, SyncStatus,
+};
+use crate::model::{
+    BaseTree, ContentHash, Entry, FileMeta, RelPath, Scope, Side, SideTree, Strategy,
+};
+use crate::reconcile::{self, Input, Policy};
+use crate::remote::{LocalFolder, Problem, Replica, ReplicaError, RootState};
+use crate::tracker::ignore::IgnoreRules;
+
+use backoff::Backoff;
+use executor::{Sides, Trees};
+use guard::GuardTrip;
+use progress::Progress;
+
+/// The counters of one run, as the journal stores them.
+pub type RunTally = SyncCounts;
+
+/// How one pair's engine behaves.
+#[derive(Clone, Debug)]
+pub struct EngineSettings {
+    /// The pair's name.
+    pub pair_name: String,
+    /// The pair's configured ignore patterns, for reloading the rules
+    /// when `.prismignore` changes.
+    pub ignore_patterns: Vec<String>,
+    /// The device name written to the change log and conflict copies.
+    pub device: String,
+    pub parallel_transfers: usize,
+    /// The pair's default conflict strategy.
+    pub strategy: Strategy,
+    /// The local root, for reading back base content after a copy.
+    pub local_root: PathBuf,
+    /// How long the remote lease lasts before another agent may take it.
+    pub lease_ttl: Duration,
+}
+
+/// Files up to this size that are UTF-8 text keep their base content in
+/// the journal, for three-way merges.
+pub const MERGE_BASE_MAX_BYTES: u64 = 256 * 1024;
+
+/// What a run needs from the engine, borrowed for its duration.
+pub struct EngineContext<'a> {
+    pub journal: &'a Mutex<Journal>,
+    pub pair: PairId,
+    pub settings: &'a EngineSettings,
+    pub progress: &'a Progress,
+    pub sync_id: &'a str,
+    pub cancel: &'a AtomicBool,
+}
+
+impl EngineContext<'_> {
+    pub fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+
+    /// Commits one finished action's base edits and change rows in one
+    /// transaction.
+    pub fn commit(&self, step: Step) -> Result<(), ReplicaError> {
+        self.journal
+            .lock()
+            .expect("journal lock")
+            .commit(self.pair, &step)
+            .map_err(|e| {
+                ReplicaError::Other(format!("cannot record the change in the journal: {e}"))
+            })
+    }
+
+    /// A change-log row carried by this run.
+    pub fn change(
+        &self,
+        change_type: ChangeType,
+        path: &RelPath,
+        from: Option<&RelPath>,
+        is_dir: bool,
+        origin: Side,
+        meta: Option<&FileMeta>,
+    ) -> NewChange {
+        NewChange {
+            change_type,
+            path: path.clone(),
+            from_path: from.cloned(),
+            is_dir,
+            origin_side: origin,
+            origin_device: match origin {
+                Side::Local => self.settings.device.clone(),
+                // Which device wrote a remote change is not known to the
+                // remote protocols; the log says "remote".
+                Side::Remote => "remote".to_owned(),
+            },
+            sync_id: Some(self.sync_id.to_owned()),
+            hash: meta.map(|m| m.hash),
+            size: meta.map(|m| m.size),
+        }
+    }
+
+    /// The base content to keep for a later three-way merge: small UTF-8
+    /// text files only, and only for pairs that merge automatically.
+    pub fn base_content(&self, path: &RelPath, meta: &FileMeta) -> Vec<(ContentHash, Vec<u8>)> {
+        if self.settings.strategy != Strategy::AutoMerge || meta.size > MERGE_BASE_MAX_BYTES {
+            return Vec::new();
+        }
+        match std::fs::read(path.to_fs(&self.settings.local_root)) {
+            Ok(bytes)
+                if ContentHash::of_bytes(&bytes) == meta.hash && conflicts::is_text(&bytes) =>
+            {
+                vec![(meta.hash, bytes)]
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// What to sync and why.
+#[derive(Clone, Debug)]
+pub struct SyncRequest {
+    pub scope: Scope,
+    /// Why it runs: "start-up", "watch", "poll", "api", "retry"…
+    pub trigger: String,
+    /// A sync id already handed to a client, if any.
+    pub sync_id: Option<String>,
+    /// The user confirmed the deletions the guard stopped.
+    pub confirmed: bool,
+}
+
+/// What a run did.
+#[derive(Clone, Debug)]
+pub struct SyncReport {
+    pub sync_id: String,
+    pub status: SyncStatus,
+    pub counts: SyncCounts,
+    /// Set when the mass-deletion guard stopped the run.
+    pub guard: Option<GuardTrip>,
+    pub problems: Vec<Problem>,
+    pub error: Option<String>,
+    /// Paths that changed while the run worked on them: sync them again.
+    pub unsettled: Vec<RelPath>,
+}
+
+/// A failure that stops a whole run.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("journal: {0}")]
+    Journal(#[from] JournalError),
+    #[error("{0}")]
+    Replica(#[from] ReplicaError),
+    #[error("{0}")]
+    Guard(GuardTrip),
+}
+
+/// The most plan-and-execute rounds one run makes. A round repeats only
+/// when something changed under it or a conflict copy must propagate.
+const MAX_ROUNDS: usize = 4;
+
+/// A pair and the machinery to sync it.
+pub struct PairEngine {
+    pub name: String,
+    pub pair: PairId,
+    local: LocalFolder,
+    remote: Box<dyn Replica>,
+    journal: Arc<Mutex<Journal>>,
+    settings: EngineSettings,
+    ignore: Mutex<Arc<IgnoreRules>>,
+    pub progress: Progress,
+    backoff: Mutex<Backoff>,
+    cancel: Arc<AtomicBool>,
+}
+
+impl PairEngine {
+    pub fn new(
+        pair: PairId,
+        local: LocalFolder,
+        remote: Box<dyn Replica>,
+        journal: Arc<Mutex<Journal>>,
+        settings: EngineSettings,
+        ignore: IgnoreRules,
+    ) -> PairEngine {
+        PairEngine {
+            name: settings.pair_name.clone(),
+            pair,
+            local,
+            remote,
+            journal,
+            settings,
+            ignore: Mutex::new(Arc::new(ignore)),
+            progress: Progress::default(),
+            backoff: Mutex::new(Backoff::default()),
+            cancel: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    pub fn settings(&self) -> &EngineSettings {
+        &self.settings
+    }
+
+    pub fn local(&self) -> &LocalFolder {
+        &self.local
+    }
+
+    pub fn remote(&self) -> &dyn Replica {
+        self.remote.as_ref()
+    }
+
+    /// The flag that stops a run between actions (set on shutdown).
+    pub fn cancel_flag(&self) -> Arc<AtomicBool> {
+        self.cancel.clone()
+    }
+
+    pub fn ignore_rules(&self) -> Arc<IgnoreRules> {
+        self.ignore.lock().expect("ignore").clone()
+    }
+
+    pub fn set_ignore_rules(&self, rules: IgnoreRules) {
+        *self.ignore.lock().expect("ignore") = Arc::new(rules);
+    }
+
+    /// Paths failing and waiting for their retry, with their last error.
+    pub fn failing_paths(&self) -> Vec<(RelPath, String)> {
+        self.backoff
+            .lock()
+            .expect("backoff")
+            .failures()
+            .map(|(p, f)| (p.clone(), f.error.clone()))
+            .collect()
+    }
+
+    /// When the earliest failing path may be retried.
+    pub fn next_retry(&self) -> Option<Instant> {
+        self.backoff.lock().expect("backoff").next_retry()
+    }
+
+    /// Runs one sync to the end and records it in the journal. Never
+    /// panics on bad input; a run that cannot start is reported as failed.
+    pub fn sync(&self, request: &SyncRequest) -> SyncReport {
+        let sync_id = match &request.sync_id {
+            Some(id) => id.clone(),
+            None => match self
+                .journal
+                .lock()
+                .expect("journal lock")
+                .begin_sync(self.pair, &request.trigger)
+            {
+                Ok(id) => id,
+                Err(e) => {
+                    return SyncReport {
+                        sync_id: String::new(),
+                        status: SyncStatus::Failed,
+                        counts: SyncCounts::default(),
+                        guard: None,
+                        problems: Vec::new(),
+                        error: Some(format!("journal: {e}")),
+                        unsettled: Vec::new(),
+                    };
+                }
+            },
+        };
+        let mut run = Run {
+            engine: self,
+            ctx: EngineContext {
+                journal: &self.journal,
+                pair: self.pair,
+                settings: &self.settings,
+                progress: &self.progress,
+                sync_id: &sync_id,
+                cancel: &self.cancel,
+            },
+            tally: RunTally::default(),
+            problems: Vec::new(),
+            failed: Vec::new(),
+            unsettled: Vec::new(),
+        };
+        let result = run.run(request);
+        let Run {
+            tally,
+            problems,
+            failed,
+            unsettled,
+            ..
+        } = run;
+        let mut report = SyncReport {
+            sync_id: sync_id.clone(),
+            status: SyncStatus::Completed,
+            counts: tally,
+            guard: None,
+            problems,
+            error: None,
+            unsettled,
+        };
+        report.counts.errors = failed.len() as u64;
+        match result {
+            Err(SyncError::Guard(trip)) => {
+                report.status = SyncStatus::Failed;
+                report.error = Some(format!(
+                    "{trip}. If this is intended, run `prism-syncctl confirm-deletions {}`.",
+                    self.name
+                ));
+                report.guard = Some(trip);
+            }
+            Err(e) => {
+                report.status = SyncStatus::Failed;
+                report.error = Some(e.to_string());
+            }
+            Ok(()) if !failed.is_empty() => {
+                report.status = SyncStatus::Failed;
+                let first = &failed[0];
+                report.error = Some(if failed.len() == 1 {
+                    first.1.clone()
+                } else {
+                    format!("{} paths failed; first: {}", failed.len(), first.1)
+                });
+            }
+            Ok(()) if self.cancel.load(Ordering::Relaxed) => {
+                report.status = SyncStatus::Interrupted;
+            }
+            Ok(()) => {
+                let open = self.unresolved_conflicts().unwrap_or(0);
+                if open > 0 {
+                    report.status = SyncStatus::CompletedWithConflicts;
+                }
+            }
+        }
+        let journal = self.journal.lock().expect("journal lock");
+        if let Err(e) = journal.finish_sync(
+            &sync_id,
+            report.status,
+            &report.counts,
+            report.error.as_deref(),
+        ) {
+            tracing::error!(pair = %self.name, error = %e, "cannot record the end of a sync");
+        }
+        report
+    }
+
+    /// How many conflicts of this pair wait for the user.
+    pub fn unresolved_conflicts(&self) -> Result<usize, JournalError> {
+        let filter = crate::journal::ConflictFilter {
+            pair: Some(self.name.clone()),
+            include_resolved: false,
+        };
+        Ok(self
+            .journal
+            .lock()
+            .expect("journal lock")
+            .conflicts(&filter)?
+            .len())
+    }
+
+    fn policy(&self) -> Policy {
+        Policy {
+            local_case_insensitive: self.local.capabilities().case_insensitive,
+            remote_case_insensitive: self.remote.capabilities().case_insensitive,
+        }
+    }
+}
+
+/// The state of one run.
+struct Run<'a> {
+    engine: &'a PairEngine,
+    ctx: EngineContext<'a>,
+    tally: RunTally,
+    problems: Vec<Problem>,
+    failed: Vec<(RelPath, String)>,
+    unsettled: Vec<RelPath>,
+}
+
+impl Run<'_> {
+    fn run(&mut self, request: &SyncRequest) -> Result<(), SyncError> {
+        let engine = self.engine;
+        let base_files = self
+            .ctx
+            .journal
+            .lock()
+            .expect("journal lock")
+            .base_counts(engine.pair)?
+            .0;
+        self.check_root(engine.local(), Side::Local, base_files, request.confirmed)?;
+        self.check_root(engine.remote(), Side::Remote, base_files, request.confirmed)?;
+        let mut lease = engine
+            .remote
+            .lease(&engine.settings.device, engine.settings.lease_ttl)?;
+
+        let mut scope = request.scope.clone();
+        for round in 0..MAX_ROUNDS {
+            if self.ctx.cancelled() {
+                return Ok(());
+            }
+            if let Some(lease) = lease.as_mut() {
+                lease.renew()?;
+            }
+            let (base, mut trees) = self.snapshot(&scope)?;
+            if round == 0 && scope == Scope::Full && !request.confirmed {
+                for (side, tree) in [(Side::Local, &trees.local), (Side::Remote, &trees.remote)] {
+                    if let Some(trip) = guard::check_emptied(side, tree, base_files) {
+                        return Err(SyncError::Guard(trip));
+                    }
+                }
+            }
+            let plan = reconcile::reconcile(Input {
+                base: &base,
+                local: &trees.local,
+                remote: &trees.remote,
+                policy: engine.policy(),
+            });
+            if round == 0
+                && !request.confirmed
+                && let Some(trip) = guard::check_plan(&plan, base_files)
+            {
+                return Err(SyncError::Guard(trip));
+            }
+            if plan.actions.is_empty() && plan.conflicts.is_empty() {
+                return Ok(());
+            }
+            tracing::debug!(pair = %engine.name, round, actions = plan.actions.len(), conflicts = plan.conflicts.len(), "executing plan");
+            let sides = Sides {
+                local: &engine.local,
+                remote: engine.remote.as_ref(),
+            };
+            let outcome = executor::execute(
+                &self.ctx,
+                &sides,
+                &mut trees,
+                &plan.actions,
+                &mut self.tally,
+            );
+            let mut again: Vec<RelPath> = outcome.changed;
+            self.note_outcome(&plan.actions, outcome.failed);
+            for conflict in &plan.conflicts {
+                let settled = conflicts::settle(
+                    &self.ctx,
+                    &sides,
+                    &mut trees,
+                    conflict,
+                    &base,
+                    &mut self.tally,
+                );
+                match settled {
+                    Ok(follow_up) => again.extend(follow_up),
+                    Err(error) => self.fail(&conflict.path, error),
+                }
+            }
+            if again.is_empty() {
+                return Ok(());
+            }
+            self.unsettled = again.clone();
+            scope = match scope {
+                Scope::Full => Scope::Full,
+                Scope::Paths(mut paths) => {
+                    paths.extend(again);
+                    Scope::Paths(dedupe_roots(paths))
+                }
+            };
+        }
+        Ok(())
+    }
+
+    /// Refuses to sync into a missing or unmarked root that once held
+    /// files; marks a fresh root.
+    fn check_root(
+        &mut self,
+        replica: &dyn Replica,
+        side: Side,
+        base_files: u64,
+        confirmed: bool,
+    ) -> Result<(), SyncError> {
+        let state = replica.root_state()?;
+        let fresh = base_files == 0;
+        match state {
+            RootState::Ready => Ok(()),
+            RootState::Missing if !fresh && !confirmed => {
+                Err(SyncError::Guard(GuardTrip::RootMissing { side }))
+            }
+            RootState::Unmarked if !fresh && !confirmed => {
+                Err(SyncError::Guard(GuardTrip::MarkerMissing { side }))
+            }
+            RootState::Missing | RootState::Unmarked => Ok(replica.mark_root()?),
+        }
+    }
+
+    /// Lists both sides within `scope` and drops the paths that must be
+    /// left alone this time (unreadable, still being written, backing off)
+    /// from all three trees, so their absence never reads as a deletion.
+    fn snapshot(&mut self, scope: &Scope) -> Result<(BaseTree, Trees), SyncError> {
+        let engine = self.engine;
+        let base = {
+            let journal = self.ctx.journal.lock().expect("journal lock");
+            match scope {
+                Scope::Full => journal.load_base(engine.pair)?,
+                Scope::Paths(roots) => journal.load_base_within(engine.pair, roots)?,
+            }
+        };
+        let ignore = engine.ignore_rules();
+        let local = engine.local.list(scope, &base, &ignore)?;
+        let remote = engine.remote.list(scope, &base, &ignore)?;
+        let mut held: Vec<RelPath> = local.held.into_iter().chain(remote.held).collect();
+        held.extend(
+            engine
+                .backoff
+                .lock()
+                .expect("backoff")
+                .waiting(Instant::now()),
+        );
+        self.problems.extend(local.problems);
+        self.problems.extend(remote.problems);
+        let mut base = base;
+        let mut trees = Trees {
+            local: local.tree,
+            remote: remote.tree,
+        };
+        if !held.is_empty() {
+            let held = dedupe_roots(held);
+            let keep = |path: &RelPath| !held.iter().any(|h| path.is_within(h));
+            base.retain(|p, _| keep(p));
+            trees.local.retain(|p, _| keep(p));
+            trees.remote.retain(|p, _| keep(p));
+        }
+        Ok((base, trees))
+    }
+
+    fn note_outcome(
+        &mut self,
+        actions: &[reconcile::Action],
+        failed: Vec<(RelPath, ReplicaError)>,
+    ) {
+        let failed_paths: BTreeSet<&RelPath> = failed.iter().map(|(p, _)| p).collect();
+        {
+            let mut backoff = self.engine.backoff.lock().expect("backoff");
+            for action in actions {
+                if !failed_paths.contains(action.path()) {
+                    backoff.succeed(action.path());
+                }
+            }
+        }
+        for (path, error) in failed {
+            self.fail(&path, error);
+        }
+    }
+
+    fn fail(&mut self, path: &RelPath, error: ReplicaError) {
+        tracing::warn!(pair = %self.engine.name, path = %path, error = %error, "action failed");
+        let message = format!("{path}: {error}");
+        self.engine
+            .backoff
+            .lock()
+            .expect("backoff")
+            .fail(path, error.to_string(), Instant::now());
+        self.problems.push(Problem {
+            path: Some(path.clone()),
+            message: error.to_string(),
+        });
+        self.failed.push((path.clone(), message));
+    }
+}
+
+/// Removes roots already covered by another root.
+pub fn dedupe_roots(mut paths: Vec<RelPath>) -> Vec<RelPath> {
+    paths.sort();
+    paths.dedup();
+    let mut kept: Vec<RelPath> = Vec::new();
+    for path in paths {
+        if !kept.iter().any(|k| path.is_within(k)) {
+            kept.push(path);
+        }
+    }
+    kept
+}
+
+/// Counts the files of a tree, for the guard.
+pub fn file_count(tree: &SideTree) -> u64 {
+    tree.values()
+        .filter(|e| matches!(e.entry, Entry::File(_)))
+        .count() as u64
+}
+
+/// A base edit that forgets a path and everything below it.
+pub fn forget(path: &RelPath) -> Step {
+    Step {
+        base: vec![BaseEdit::RemoveTree(path.clone())],
+        changes: Vec::new(),
+        blobs: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dedupe_keeps_outermost_roots() {
+        let paths = ["a/b", "a", "c/d", "ab", "c/d/e"]
+            .iter()
+            .map(|s| RelPath::new(s).unwrap())
+            .collect();
+        let kept: Vec<String> = dedupe_roots(paths).iter().map(|p| p.to_string()).collect();
+        assert_eq!(kept, ["a", "ab", "c/d"]);
+    }
+}
