@@ -24,18 +24,10 @@ use crate::timefmt;
 /// Handles one request frame. Never fails: every problem becomes an error
 /// envelope.
 pub async fn handle(control: &Arc<dyn Control>, payload: &[u8]) -> ResponseEnvelope {
-    let request: RequestEnvelope = match serde_json::from_slice(payload) {
+    let request = match parse_envelope(payload) {
         Ok(request) => request,
-        Err(err) => {
-            return error_response(
-                &ApiError::bad_request("the request is not a valid JSON request envelope")
-                    .with_details(err.to_string()),
-            );
-        }
+        Err(err) => return error_response(&err),
     };
-    if !compatible_version(&request.protocol) {
-        return error_response(&version_error(&request.protocol));
-    }
     let RequestEnvelope {
         method, path, body, ..
     } = request;
@@ -59,6 +51,23 @@ pub fn error_response(err: &ApiError) -> ResponseEnvelope {
         status: err.code,
         body: to_json(&ErrorBody::from(err)),
     }
+}
+
+/// Checks the protocol version before the envelope's shape, because
+/// another major version may not even share that shape.
+fn parse_envelope(payload: &[u8]) -> Result<RequestEnvelope, ApiError> {
+    let value: Value = serde_json::from_slice(payload).map_err(|err| {
+        ApiError::bad_request("the request is not valid JSON").with_details(err.to_string())
+    })?;
+    if let Some(version) = value.get("protocol").and_then(Value::as_str) {
+        if !compatible_version(version) {
+            return Err(version_error(version));
+        }
+    }
+    serde_json::from_value(value).map_err(|err| {
+        ApiError::bad_request("the request is not a valid request envelope")
+            .with_details(err.to_string())
+    })
 }
 
 fn version_error(theirs: &str) -> ApiError {
