@@ -457,12 +457,13 @@ fn typed_client_round_trips_every_endpoint() {
     let log = client
         .changes(&ChangesQuery {
             pair: Some("photos".into()),
-            since: Some("7d".into()),
+            since: Some("2025-02-08".into()),
             path: None,
             limit: 10,
         })
         .unwrap();
-    assert!(log.changes.is_empty() || log.changes[0].pair == "photos");
+    assert_eq!(log.changes.len(), 1);
+    assert_eq!(log.changes[0].path, "2025/beach.jpg");
     assert_eq!(client.pause(Some("notes")).unwrap().status, "paused");
     assert_eq!(client.resume(None).unwrap().status, "resumed");
     let spec = PairSpec {
