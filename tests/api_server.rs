@@ -457,12 +457,13 @@ fn typed_client_round_trips_every_endpoint() {
     let log = client
         .changes(&ChangesQuery {
             pair: Some("photos".into()),
-            since: Some("7d".into()),
+            since: Some("2025-02-08".into()),
             path: None,
             limit: 10,
         })
         .unwrap();
-    assert!(log.changes.is_empty() || log.changes[0].pair == "photos");
+    assert_eq!(log.changes.len(), 1);
+    assert_eq!(log.changes[0].path, "2025/beach.jpg");
     assert_eq!(client.pause(Some("notes")).unwrap().status, "paused");
     assert_eq!(client.resume(None).unwrap().status, "resumed");
     let spec = PairSpec {
@@ -610,6 +611,21 @@ fn another_major_version_is_refused_with_the_versions_the_agent_speaks() {
     assert!(
         details.contains("\"2.0\"") && details.contains("1.0"),
         "{details}"
+    );
+    // The version is checked before the rest of the envelope, whose shape
+    // another major version may have changed.
+    let envelope = json!({"protocol": "2.0", "verb": "GET", "target": "/status"});
+    let response = send_raw(&server.socket, &frame(envelope.to_string().as_bytes()));
+    assert_eq!(
+        error_object(&response, 400)["message"],
+        "Unsupported protocol version"
+    );
+    let envelope = json!({"method": "GET", "path": "/status", "body": null});
+    let response = send_raw(&server.socket, &frame(envelope.to_string().as_bytes()));
+    let error = error_object(&response, 400);
+    assert!(
+        error["details"].as_str().unwrap().contains("protocol"),
+        "{error}"
     );
     // A newer minor version of the same major is fine.
     let envelope = json!({"protocol": "1.4", "method": "GET", "path": "/status", "body": null});

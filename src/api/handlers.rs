@@ -24,18 +24,10 @@ use crate::timefmt;
 /// Handles one request frame. Never fails: every problem becomes an error
 /// envelope.
 pub async fn handle(control: &Arc<dyn Control>, payload: &[u8]) -> ResponseEnvelope {
-    let request: RequestEnvelope = match serde_json::from_slice(payload) {
+    let request = match parse_envelope(payload) {
         Ok(request) => request,
-        Err(err) => {
-            return error_response(
-                &ApiError::bad_request("the request is not a valid JSON request envelope")
-                    .with_details(err.to_string()),
-            );
-        }
+        Err(err) => return error_response(&err),
     };
-    if !compatible_version(&request.protocol) {
-        return error_response(&version_error(&request.protocol));
-    }
     let RequestEnvelope {
         method, path, body, ..
     } = request;
@@ -59,6 +51,23 @@ pub fn error_response(err: &ApiError) -> ResponseEnvelope {
         status: err.code,
         body: to_json(&ErrorBody::from(err)),
     }
+}
+
+/// Checks the protocol version before the envelope's shape, because
+/// another major version may not even share that shape.
+fn parse_envelope(payload: &[u8]) -> Result<RequestEnvelope, ApiError> {
+    let value: Value = serde_json::from_slice(payload).map_err(|err| {
+        ApiError::bad_request("the request is not valid JSON").with_details(err.to_string())
+    })?;
+    if let Some(version) = value.get("protocol").and_then(Value::as_str) {
+        if !compatible_version(version) {
+            return Err(version_error(version));
+        }
+    }
+    serde_json::from_value(value).map_err(|err| {
+        ApiError::bad_request("the request is not a valid request envelope")
+            .with_details(err.to_string())
+    })
 }
 
 fn version_error(theirs: &str) -> ApiError {
@@ -102,6 +111,15 @@ impl Route {
         })
     }
 
+    /// The query parameters the endpoint understands; others are refused.
+    fn query_params(&self) -> &'static [&'static str] {
+        match self {
+            Route::Conflicts => &["pair", "all"],
+            Route::Changes => &["pair", "since", "path", "limit"],
+            _ => &[],
+        }
+    }
+
     fn allowed_methods(&self) -> &'static str {
         match self {
             Route::Status | Route::SyncStatus(_) | Route::Conflicts | Route::Changes => "GET",
@@ -129,59 +147,51 @@ async fn route(
             "{path} is not an endpoint of this agent; see docs/protocol.md"
         ))
     })?;
+    let query = Query::new(&target, route.query_params())?;
     match (route, method) {
         (Route::Status, "GET") => {
-            no_query(&target)?;
             let status = call(control, |c| Ok(c.status())).await?;
             Ok(to_json(&status))
         }
         (Route::SyncStart, "POST") => {
-            no_query(&target)?;
             let req: wire::StartSyncRequest = parse_body(body)?;
             Ok(to_json(&start_sync(control, req).await?))
         }
         (Route::SyncStatus(id), "GET") => {
-            no_query(&target)?;
             Ok(to_json(&call(control, move |c| c.sync_status(&id)).await?))
         }
         (Route::SyncResolve, "POST") => {
-            no_query(&target)?;
             let req: wire::ResolveRequest = parse_body(body)?;
             req.validate()?;
             Ok(to_json(&call(control, move |c| c.resolve(&req)).await?))
         }
         (Route::Conflicts, "GET") => {
-            let query = Query::new(&target, &["pair", "all"])?;
             let pair = query.get("pair").map(str::to_owned);
             let all = query.flag("all")?;
             let conflicts = call(control, move |c| c.conflicts(pair.as_deref(), all)).await?;
             Ok(to_json(&wire::ConflictList { conflicts }))
         }
         (Route::Changes, "GET") => {
-            let query = changes_query(&target, SystemTime::now())?;
+            let query = changes_query(&query, SystemTime::now())?;
             Ok(to_json(&call(control, move |c| c.changes(&query)).await?))
         }
         (Route::Pause, "POST") => {
-            no_query(&target)?;
             let wire::PairSelector { pair } = parse_body(body)?;
             let arg = pair.clone();
             call(control, move |c| c.pause(arg.as_deref())).await?;
             Ok(ack("paused", pair))
         }
         (Route::Resume, "POST") => {
-            no_query(&target)?;
             let wire::PairSelector { pair } = parse_body(body)?;
             let arg = pair.clone();
             call(control, move |c| c.resume(arg.as_deref())).await?;
             Ok(ack("resumed", pair))
         }
         (Route::Pairs, "GET") => {
-            no_query(&target)?;
             let pairs = call(control, |c| c.pair_list()).await?;
             Ok(to_json(&wire::PairList { pairs }))
         }
         (Route::Pairs, "POST") => {
-            no_query(&target)?;
             let spec: wire::PairSpec = parse_body(body)?;
             if !Path::new(&spec.local).is_absolute() {
                 return Err(ApiError::bad_request("local must be an absolute path")
@@ -190,13 +200,11 @@ async fn route(
             Ok(to_json(&call(control, move |c| c.pair_add(&spec)).await?))
         }
         (Route::Pair(name), "DELETE") => {
-            no_query(&target)?;
             let arg = name.clone();
             call(control, move |c| c.pair_remove(&arg)).await?;
             Ok(ack("removed", Some(name)))
         }
         (Route::ConfirmDeletions(name), "POST") => {
-            no_query(&target)?;
             let arg = name.clone();
             call(control, move |c| c.confirm_deletions(&arg)).await?;
             Ok(ack("confirmed", Some(name)))
@@ -255,10 +263,6 @@ fn parse_body<T: DeserializeOwned>(body: Value) -> Result<T, ApiError> {
         .map_err(|err| ApiError::bad_request("invalid request body").with_details(err.to_string()))
 }
 
-fn no_query(target: &Target) -> Result<(), ApiError> {
-    Query::new(target, &[]).map(drop)
-}
-
 /// Query parameters, checked against the names an endpoint knows: an
 /// unknown or repeated parameter is an error rather than silently ignored.
 struct Query<'t>(Vec<(&'t str, &'t str)>);
@@ -305,8 +309,7 @@ impl<'t> Query<'t> {
     }
 }
 
-fn changes_query(target: &Target, now: SystemTime) -> Result<wire::ChangesQuery, ApiError> {
-    let query = Query::new(target, &["pair", "since", "path", "limit"])?;
+fn changes_query(query: &Query<'_>, now: SystemTime) -> Result<wire::ChangesQuery, ApiError> {
     let since = match query.get("since") {
         None => None,
         Some(text) => {
@@ -455,7 +458,10 @@ mod tests {
     #[test]
     fn changes_query_checks_parameters() {
         let now = SystemTime::now();
-        let parse = |t: &str| changes_query(&Target::parse(t).unwrap(), now);
+        let parse = |t: &str| {
+            let target = Target::parse(t).unwrap();
+            changes_query(&Query::new(&target, Route::Changes.query_params())?, now)
+        };
         let q = parse("/changes?pair=notes&path=docs&limit=5").unwrap();
         assert_eq!(q.pair.as_deref(), Some("notes"));
         assert_eq!(q.path.as_deref(), Some("docs"));
