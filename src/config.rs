@@ -90,26 +90,13 @@ impl Overrides {
         let socket = match &self.socket {
             Some(socket) => absolute(socket),
             None if self.state_dir.is_some() => state_dir.join("prism-syncd.sock"),
-            None => default_socket_path(),
+            None => crate::api::default_socket_path(),
         };
         Ok(Paths {
             config_file,
             state_dir,
             socket,
         })
-    }
-}
-
-/// The control socket when nothing else is said: the runtime dir
-/// (`$XDG_RUNTIME_DIR/prism-sync/`), else the local data dir.
-pub fn default_socket_path() -> PathBuf {
-    let name = "prism-syncd.sock";
-    match project_dirs() {
-        Some(dirs) => match dirs.runtime_dir() {
-            Some(runtime) => runtime.join(name),
-            None => dirs.data_local_dir().join(name),
-        },
-        None => std::env::temp_dir().join(name),
     }
 }
 
