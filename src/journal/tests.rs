@@ -144,6 +144,14 @@ fn an_empty_file_is_migrated_to_the_current_schema() {
 }
 
 #[test]
+fn a_journal_can_be_shared_behind_a_mutex() {
+    fn assert_send<T: Send>() {}
+    fn assert_error_for_anyhow<T: std::error::Error + Send + Sync + 'static>() {}
+    assert_send::<Journal>();
+    assert_error_for_anyhow::<JournalError>();
+}
+
+#[test]
 fn reopening_keeps_the_data() {
     let (_dir, path, journal) = temp_journal();
     let pair = journal
