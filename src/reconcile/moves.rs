@@ -80,7 +80,7 @@ pub(super) fn replay_moves(input: &Input<'_>) -> Moved {
         remote: strip(input.remote),
     };
 
-    // Each round settles at least one candidate, so this ends. Replaying a
+    // Each round settles at least one candidate or ends the loop. Replaying a
     // move can make another one possible (an outer rename makes a nested
     // source reachable, or creates a destination's parent), so a candidate
     // that cannot be replayed now is only dropped once nothing else can

@@ -371,6 +371,15 @@ const ROWS: &[Row] = &[
         conflicts: &["both_created b: - 1 2"],
     },
     Row {
+        name: "both renamed different files onto the same name → conflict at that name",
+        policies: ALL,
+        base: "a=1 b=2",
+        local: "c=1 b=2",
+        remote: "a=1 c=2",
+        actions: &["delete remote a=1", "delete local b=2"],
+        conflicts: &["both_created c: - 1 2"],
+    },
+    Row {
         name: "local renamed, remote deleted → the new name is uploaded",
         policies: ALL,
         base: "a=1",
