@@ -49,6 +49,7 @@ enum Verdict {
     Converged(usize),
     /// The other side moved the same source elsewhere (likewise).
     Diverged(usize),
+    /// Not replayable as things stand; dropped once nothing else can move.
     Drop,
 }
 
@@ -79,35 +80,43 @@ pub(super) fn replay_moves(input: &Input<'_>) -> Moved {
         remote: strip(input.remote),
     };
 
-    // Each round settles at least one candidate, so this ends. A move that
-    // needs parent folders waits while any other move can go first, because
-    // that other move may be what creates the parent (a folder renamed on
-    // the other side) and creating it by hand would then take its name.
+    // Each round settles at least one candidate or ends the loop. Replaying a
+    // move can make another one possible (an outer rename makes a nested
+    // source reachable, or creates a destination's parent), so a candidate
+    // that cannot be replayed now is only dropped once nothing else can
+    // happen; and one that merely lacks parent folders waits while any
+    // other move can go first, because that move may be what brings the
+    // parent (creating it by hand would then take its name).
     while !pending.is_empty() {
-        let settled =
-            (0..pending.len()).find_map(|i| match moved.verdict(&pending, i, input.policy) {
-                Verdict::NeedsParents => None,
-                verdict => Some((i, verdict)),
-            });
-        match settled {
-            Some((i, Verdict::Replay)) => {
+        let verdicts: Vec<Verdict> = (0..pending.len())
+            .map(|i| moved.verdict(&pending, i, input.policy))
+            .collect();
+        let progress = verdicts.iter().position(|v| {
+            matches!(
+                v,
+                Verdict::Replay | Verdict::Converged(_) | Verdict::Diverged(_)
+            )
+        });
+        let waiting = verdicts
+            .iter()
+            .position(|v| matches!(v, Verdict::NeedsParents));
+        match (progress.map(|i| (i, &verdicts[i])), waiting) {
+            (Some((i, Verdict::Converged(j))), _) => {
+                let candidate = pending[i].clone();
+                remove_pair(&mut pending, i, *j);
+                moved.converge(&candidate, &mut pending);
+            }
+            (Some((i, Verdict::Diverged(j))), _) => remove_pair(&mut pending, i, *j),
+            (Some((i, _)), _) => {
                 let candidate = pending.remove(i);
                 moved.replay(&candidate, &mut pending);
             }
-            Some((i, Verdict::Converged(j))) => {
-                let candidate = pending[i].clone();
-                remove_pair(&mut pending, i, j);
-                moved.converge(&candidate, &mut pending);
-            }
-            Some((i, Verdict::Diverged(j))) => remove_pair(&mut pending, i, j),
-            Some((i, Verdict::Drop | Verdict::NeedsParents)) => {
-                pending.remove(i);
-            }
-            None => {
-                let candidate = pending.remove(0);
+            (None, Some(i)) => {
+                let candidate = pending.remove(i);
                 moved.create_parents(&candidate);
                 moved.replay(&candidate, &mut pending);
             }
+            (None, None) => break,
         }
     }
     moved
@@ -163,9 +172,12 @@ impl Moved {
         if !still_valid {
             return Verdict::Drop;
         }
+        // On a case-insensitive side the destination may be another name
+        // for the source itself (`readme` → `README`), but a missing parent
+        // folder may not be another name for anything, the source included:
+        // it could not be created, or the source would move into itself.
         let insensitive = ignores_case(policy, other_side);
-        let collides = |path: &RelPath| insensitive && taken_ignoring_case(other, path, candidate);
-        if collides(&candidate.to) {
+        if insensitive && taken_ignoring_case(other, &candidate.to, Some(&candidate.from)) {
             return Verdict::Drop;
         }
         let mut needs_parents = false;
@@ -173,7 +185,9 @@ impl Moved {
             match other.get(&ancestor) {
                 Some(Entry::Dir) => {}
                 Some(Entry::File(_)) => return Verdict::Drop,
-                None if collides(&ancestor) => return Verdict::Drop,
+                None if insensitive && taken_ignoring_case(other, &ancestor, None) => {
+                    return Verdict::Drop;
+                }
                 None => needs_parents = true,
             }
         }
@@ -252,12 +266,11 @@ fn record(
 }
 
 /// Whether a case-insensitive `tree` already holds a different name for
-/// `path`. The candidate's own source does not count: renaming `readme` to
-/// `README` is fine.
-fn taken_ignoring_case(tree: &Tree, path: &RelPath, candidate: &Candidate) -> bool {
+/// `path`, not counting what lies within `except`.
+fn taken_ignoring_case(tree: &Tree, path: &RelPath, except: Option<&RelPath>) -> bool {
     let key = fold(path);
     tree.keys()
-        .any(|p| p != path && !p.is_within(&candidate.from) && fold(p) == key)
+        .any(|p| p != path && !except.is_some_and(|e| p.is_within(e)) && fold(p) == key)
 }
 
 /// The moves `side` made since the base, outermost only: a folder rename

@@ -371,6 +371,15 @@ const ROWS: &[Row] = &[
         conflicts: &["both_created b: - 1 2"],
     },
     Row {
+        name: "both renamed different files onto the same name → conflict at that name",
+        policies: ALL,
+        base: "a=1 b=2",
+        local: "c=1 b=2",
+        remote: "a=1 c=2",
+        actions: &["delete remote a=1", "delete local b=2"],
+        conflicts: &["both_created c: - 1 2"],
+    },
+    Row {
         name: "local renamed, remote deleted → the new name is uploaded",
         policies: ALL,
         base: "a=1",
@@ -482,6 +491,20 @@ const ROWS: &[Row] = &[
         actions: &["move remote a -> b", "move remote b/x -> b/z"],
         conflicts: &[],
     },
+    Row {
+        name: "nested: local moved a folder into a new folder, remote renamed a file inside → both moves, then the local edit",
+        policies: ALL,
+        base: "d/#1 d/f=4#2",
+        local: "n/d/#1 n/d/f=5#2",
+        remote: "d/F=4",
+        actions: &[
+            "mkdir remote n",
+            "move remote d -> n/d",
+            "move local n/d/f -> n/d/F",
+            "copy remote n/d/F=5 over 4",
+        ],
+        conflicts: &[],
+    },
     // Names that differ only in case.
     Row {
         name: "remote created a name that differs in case from a local file → both kept where case matters",
@@ -518,6 +541,30 @@ const ROWS: &[Row] = &[
         remote: "docs/x=1 Docs/y=2",
         actions: &[],
         conflicts: &["case_collision Docs: - - / keeps docs"],
+    },
+    Row {
+        name: "remote moved a folder into a new folder differing only in case → moved where case matters",
+        policies: &[SENSITIVE, REMOTE_CI],
+        base: "b/a=1",
+        local: "b/a=1",
+        remote: "B/x/a=1",
+        actions: &["mkdir local B", "move local b -> B/x"],
+        conflicts: &[],
+    },
+    Row {
+        name: "remote moved a folder into a new folder differing only in case → on a case-insensitive side old names go first",
+        policies: &[LOCAL_CI, BOTH_CI],
+        base: "b/a=1",
+        local: "b/a=1",
+        remote: "B/x/a=1",
+        actions: &[
+            "delete local b/a=1",
+            "delete local b/",
+            "mkdir local B",
+            "mkdir local B/x",
+            "copy local B/x/a=1",
+        ],
+        conflicts: &[],
     },
     Row {
         name: "remote changed only the case of a name → rename locally",
