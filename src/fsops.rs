@@ -101,6 +101,22 @@ impl Staged {
             .as_deref()
             .expect("a staged file is consumed only by commit")
     }
+
+    /// Hands the temporary file over to the caller, who must commit or
+    /// remove it (see [`Staged::from_parts`]).
+    pub fn into_parts(mut self) -> (PathBuf, ContentHash, u64) {
+        let temp = self.temp.take().expect("a staged file is consumed once");
+        (temp, self.hash, self.size)
+    }
+
+    /// Takes a temporary file back under this guard's care.
+    pub fn from_parts(temp: PathBuf, hash: ContentHash, size: u64) -> Staged {
+        Staged {
+            temp: Some(temp),
+            hash,
+            size,
+        }
+    }
 }
 
 impl Drop for Staged {
@@ -126,6 +142,19 @@ pub fn temp_path_for(target: &Path) -> PathBuf {
 /// `mtime_ns`, when given, is set on the file so both sides of a pair show
 /// the same modification time.
 pub fn stage(target: &Path, content: &mut dyn Read, mtime_ns: Option<i64>) -> io::Result<Staged> {
+    let staged = stage_unsynced(target, content, mtime_ns)?;
+    File::open(staged.temp_path())?.sync_all()?;
+    Ok(staged)
+}
+
+/// Like [`stage`], but leaves flushing to the caller, who flushes many
+/// staged files at once with [`sync_filesystem`] before committing any of
+/// them: a batch of small files then costs one flush, not one each.
+pub fn stage_unsynced(
+    target: &Path,
+    content: &mut dyn Read,
+    mtime_ns: Option<i64>,
+) -> io::Result<Staged> {
     let temp = temp_path_for(target);
     let mut file = OpenOptions::new()
         .write(true)
@@ -152,7 +181,6 @@ pub fn stage(target: &Path, content: &mut dyn Read, mtime_ns: Option<i64>) -> io
     if let Some(ns) = mtime_ns {
         file.set_modified(timefmt::from_unix_ns(ns))?;
     }
-    file.sync_all()?;
     staged.hash = ContentHash(*hasher.finalize().as_bytes());
     Ok(staged)
 }
@@ -195,26 +223,29 @@ impl Expect {
 /// Puts a staged file in place of `target`. The current version, if any,
 /// must match `expect`; it goes to `trash` first, and the staged file is
 /// renamed in without replacing anything, so a file that appears in the
-/// meantime is never clobbered.
+/// meantime is never clobbered. The file's data is already on disk; the
+/// caller flushes the folder entry (see `sync_dir`), typically once for a
+/// whole batch of files.
 pub fn commit(
     staged: Staged,
     target: &Path,
     expect: &Expect,
     trash: &Trash,
     rel: &RelPath,
-) -> Result<Stat, CommitError> {
+) -> Result<Committed, CommitError> {
     let current = stat(target)?;
     if !expect.matches(current.as_ref()) {
         return Err(CommitError::Changed {
             path: target.to_path_buf(),
         });
     }
-    if current.is_some() {
+    let trashed = match current {
         // RACE: the user may write `target` between the check above and
         // this rename. Their version then lands in the trash instead of
         // being replaced in place; it is kept, not lost.
-        trash.put(target, rel)?;
-    }
+        Some(_) => Some(trash.put(target, rel)?),
+        None => None,
+    };
     let mut staged = staged;
     let temp = staged.temp.take().expect("staged files are committed once");
     if let Err(e) = rename_noreplace(&temp, target) {
@@ -227,9 +258,17 @@ pub fn commit(
             CommitError::Io(e)
         });
     }
-    sync_parent(target)?;
-    Ok(stat(target)?
-        .ok_or_else(|| io::Error::other("the file vanished right after it was written"))?)
+    let stat = stat(target)?
+        .ok_or_else(|| io::Error::other("the file vanished right after it was written"))?;
+    Ok(Committed { stat, trashed })
+}
+
+/// What a commit did: the new file's stat, and where the version it
+/// replaced went.
+#[derive(Debug)]
+pub struct Committed {
+    pub stat: Stat,
+    pub trashed: Option<PathBuf>,
 }
 
 /// Renames `from` to `to`, failing with `AlreadyExists` rather than
@@ -272,6 +311,30 @@ pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
         ));
     }
     fs::rename(from, to)
+}
+
+/// Flushes all written data of the file system holding `dir` (Linux
+/// `syncfs`); elsewhere, each of `files`.
+pub fn sync_filesystem(dir: &Path, files: &[&Path]) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::io::AsRawFd;
+        let _ = files;
+        let handle = File::open(dir)?;
+        // SAFETY: the descriptor is owned by `handle` and valid for the call.
+        if unsafe { libc::syncfs(handle.as_raw_fd()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = dir;
+        for file in files {
+            File::open(file)?.sync_all()?;
+        }
+        Ok(())
+    }
 }
 
 /// Flushes a folder entry change (a rename, a create) to disk.
@@ -402,9 +465,9 @@ mod tests {
         let staged = stage(&target, &mut &b"hello"[..], Some(1_000_000_000)).unwrap();
         assert!(!target.exists());
         assert_eq!(staged.hash, ContentHash::of_bytes(b"hello"));
-        let stat = commit(staged, &target, &Expect::Absent, &trash, &rel("page.md")).unwrap();
+        let committed = commit(staged, &target, &Expect::Absent, &trash, &rel("page.md")).unwrap();
         assert_eq!(fs::read(&target).unwrap(), b"hello");
-        assert_eq!(stat.mtime_ns, 1_000_000_000);
+        assert_eq!(committed.stat.mtime_ns, 1_000_000_000);
         let leftovers: Vec<_> = fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name())

@@ -27,7 +27,7 @@ use crate::reconcile::{Action, Conflict, ConflictKind};
 use crate::remote::{Replica, ReplicaError};
 use crate::timefmt;
 
-use super::executor::{self, Sides, Trees};
+use super::executor::{self, Trees};
 use super::{EngineContext, PairEngine, RunTally, forget};
 
 /// The largest file a three-way merge reads.
@@ -53,7 +53,6 @@ fn modified_at(entry: Option<&Entry>) -> Option<String> {
 /// propagate).
 pub fn settle(
     ctx: &EngineContext<'_>,
-    sides: &Sides<'_>,
     trees: &mut Trees,
     conflict: &Conflict,
     base: &BaseTree,
@@ -115,7 +114,7 @@ pub fn settle(
     };
     if let Some(winner) = winner {
         let id = record(None, None)?;
-        let follow_up = keep(ctx, sides, trees, path, winner, tally)?;
+        let follow_up = keep(ctx, trees, path, winner, tally)?;
         if follow_up.is_empty() {
             resolve_row(ctx, &id, strategy, None)?;
         }
@@ -124,7 +123,7 @@ pub fn settle(
 
     let mut note = None;
     if strategy == Strategy::AutoMerge {
-        match try_merge(ctx, sides, trees, conflict, base)? {
+        match try_merge(ctx, trees, conflict, base)? {
             MergeOutcome::Merged => {
                 let id = record(None, None)?;
                 resolve_row(ctx, &id, Strategy::AutoMerge, Some("merged cleanly"))?;
@@ -152,7 +151,7 @@ pub fn settle(
                 )
             });
             record(None, Some(note))?;
-            keep(ctx, sides, trees, path, modified, tally)
+            keep(ctx, trees, path, modified, tally)
         }
         ConflictKind::BothModified | ConflictKind::BothCreated | ConflictKind::TypeChanged => {
             let Some(remote_entry) = trees.get(Side::Remote).get(path) else {
@@ -161,7 +160,7 @@ pub fn settle(
                 return Ok(vec![path.clone()]);
             };
             let expect = executor::expect_of(Some(remote_entry));
-            sides.remote.rename(path, &copy, &expect)?;
+            ctx.remote.rename(path, &copy, &expect)?;
             ctx.commit(forget(path))?;
             record(Some(&copy), note)?;
             Ok(vec![path.clone(), copy])
@@ -189,7 +188,6 @@ fn resolve_row(
 /// next round propagates the winner's state.
 fn keep(
     ctx: &EngineContext<'_>,
-    sides: &Sides<'_>,
     trees: &mut Trees,
     path: &RelPath,
     winner: Side,
@@ -218,7 +216,7 @@ fn keep(
         ),
         (_, None) => (Vec::new(), vec![path.clone()]),
     };
-    let outcome = executor::execute(ctx, sides, trees, &actions, tally);
+    let outcome = executor::execute(ctx, trees, &actions, tally);
     if let Some((_, error)) = outcome.failed.into_iter().next() {
         return Err(error);
     }
@@ -250,7 +248,6 @@ fn read_small(replica: &dyn Replica, path: &RelPath) -> Result<Vec<u8>, ReplicaE
 /// on success, writes the result to both sides.
 fn try_merge(
     ctx: &EngineContext<'_>,
-    sides: &Sides<'_>,
     trees: &mut Trees,
     conflict: &Conflict,
     base: &BaseTree,
@@ -280,8 +277,8 @@ fn try_merge(
             "the base content was not kept (only small text files are)".into(),
         ));
     };
-    let local_bytes = read_small(sides.local, path)?;
-    let remote_bytes = read_small(sides.remote, path)?;
+    let local_bytes = read_small(ctx.local, path)?;
+    let remote_bytes = read_small(ctx.remote, path)?;
     let (Ok(base_text), Ok(local_text), Ok(remote_text)) = (
         std::str::from_utf8(&base_bytes),
         std::str::from_utf8(&local_bytes),
@@ -311,10 +308,10 @@ fn try_merge(
     let now = timefmt::to_unix_ns(SystemTime::now());
     let local_expect = trees.expect(Side::Local, path);
     let remote_expect = trees.expect(Side::Remote, path);
-    let written_local = sides
+    let written_local = ctx
         .local
         .write(path, &mut &merged[..], &hash, now, &local_expect)?;
-    let written_remote = sides
+    let written_remote = ctx
         .remote
         .write(path, &mut &merged[..], &hash, now, &remote_expect)?;
     let meta = FileMeta {

@@ -13,32 +13,17 @@
 //! conflicts are settled from `conflicts`.
 
 use std::io::Read;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, mpsc};
+use std::time::{Duration, Instant};
 
 use crate::fsops::Expect;
 use crate::journal::{BaseEdit, ChangeType, Step};
 use crate::model::{BaseEntry, Entry, FileMeta, RelPath, Side, SideEntry, SideTree};
 use crate::reconcile::Action;
-use crate::remote::{Replica, ReplicaError};
+use crate::remote::{ReplicaError, StagedWrite};
 
-use super::progress::{Direction, Progress};
+use super::progress::Direction;
 use super::{EngineContext, RunTally};
-
-/// Which replica is which.
-pub struct Sides<'a> {
-    pub local: &'a dyn Replica,
-    pub remote: &'a dyn Replica,
-}
-
-impl Sides<'_> {
-    pub fn get(&self, side: Side) -> &dyn Replica {
-        match side {
-            Side::Local => self.local,
-            Side::Remote => self.remote,
-        }
-    }
-}
 
 /// The two snapshots the plan was made from, kept current as actions run
 /// (a move rebases the paths below it), so every action finds what it must
@@ -121,7 +106,6 @@ pub struct Outcome {
 /// deletions, base updates), copies in parallel.
 pub fn execute(
     ctx: &EngineContext<'_>,
-    sides: &Sides<'_>,
     trees: &mut Trees,
     actions: &[Action],
     tally: &mut RunTally,
@@ -138,14 +122,14 @@ pub fn execute(
         if ctx.cancelled() {
             return outcome;
         }
-        run_one(ctx, sides, trees, action, tally, &mut outcome);
+        run_one(ctx, trees, action, tally, &mut outcome);
     }
-    run_copies(ctx, sides, trees, &copies, tally, &mut outcome);
+    run_copies(ctx, trees, &copies, tally, &mut outcome);
     for action in after {
         if ctx.cancelled() {
             return outcome;
         }
-        run_one(ctx, sides, trees, action, tally, &mut outcome);
+        run_one(ctx, trees, action, tally, &mut outcome);
     }
     outcome
 }
@@ -160,16 +144,15 @@ fn note_failure(outcome: &mut Outcome, path: &RelPath, error: ReplicaError) {
 
 fn run_one(
     ctx: &EngineContext<'_>,
-    sides: &Sides<'_>,
     trees: &mut Trees,
     action: &Action,
     tally: &mut RunTally,
     outcome: &mut Outcome,
 ) {
     let result = match action {
-        Action::Move { side, from, to } => move_path(ctx, sides, trees, *side, from, to, tally),
-        Action::Mkdir { side, path } => mkdir(ctx, sides, trees, *side, path),
-        Action::Delete { side, path, .. } => delete(ctx, sides, trees, *side, path, tally),
+        Action::Move { side, from, to } => move_path(ctx, trees, *side, from, to, tally),
+        Action::Mkdir { side, path } => mkdir(ctx, trees, *side, path),
+        Action::Delete { side, path, .. } => delete(ctx, trees, *side, path, tally),
         Action::SetBase { path, entry } => set_base(ctx, trees, path, entry.as_ref()),
         Action::Copy { .. } => unreachable!("copies run in run_copies"),
     };
@@ -180,7 +163,6 @@ fn run_one(
 
 fn move_path(
     ctx: &EngineContext<'_>,
-    sides: &Sides<'_>,
     trees: &mut Trees,
     side: Side,
     from: &RelPath,
@@ -188,7 +170,7 @@ fn move_path(
     tally: &mut RunTally,
 ) -> Result<(), ReplicaError> {
     let expect = trees.expect(side, from);
-    sides.get(side).rename(from, to, &expect)?;
+    ctx.side(side).rename(from, to, &expect)?;
     let is_dir = matches!(expect, Expect::Dir);
     trees.rebase(side, from, to);
     tally.moved += 1;
@@ -211,12 +193,11 @@ fn move_path(
 
 fn mkdir(
     ctx: &EngineContext<'_>,
-    sides: &Sides<'_>,
     trees: &mut Trees,
     side: Side,
     path: &RelPath,
 ) -> Result<(), ReplicaError> {
-    let created = sides.get(side).mkdir(path)?;
+    let created = ctx.side(side).mkdir(path)?;
     trees.set(side, path, Some(created));
     let base = base_entry(trees, path, Entry::Dir);
     ctx.commit(Step {
@@ -228,7 +209,6 @@ fn mkdir(
 
 fn delete(
     ctx: &EngineContext<'_>,
-    sides: &Sides<'_>,
     trees: &mut Trees,
     side: Side,
     path: &RelPath,
@@ -249,7 +229,7 @@ fn delete(
         .get(side)
         .get(path)
         .and_then(|e| e.entry.file().copied());
-    sides.get(side).remove(path, &expect)?;
+    ctx.side(side).remove(path, &expect)?;
     trees.set(side, path, None);
     match side {
         Side::Local => tally.deleted_local += 1,
@@ -314,7 +294,6 @@ struct CopyJob<'a> {
 
 fn run_copies(
     ctx: &EngineContext<'_>,
-    sides: &Sides<'_>,
     trees: &mut Trees,
     copies: &[&Action],
     tally: &mut RunTally,
@@ -342,30 +321,99 @@ fn run_copies(
         return;
     }
     let next = Mutex::new(jobs.iter().enumerate());
-    let results: Mutex<Vec<(usize, Result<SideEntry, ReplicaError>)>> = Mutex::new(Vec::new());
     let workers = ctx.settings.parallel_transfers.clamp(1, jobs.len());
-    let stop = AtomicBool::new(false);
+    // Workers stream the bytes into staged files; this thread puts them in
+    // place in batches: one flush makes a whole batch durable, then each
+    // file is re-checked and renamed in, then the batch is recorded. A
+    // crash leaves at most some hidden staged files and an unrecorded
+    // batch, never a half-written file under a real name.
     std::thread::scope(|scope| {
+        let (done, finished) = mpsc::channel::<(usize, Result<StagedWrite, ReplicaError>)>();
         for _ in 0..workers {
-            scope.spawn(|| {
-                loop {
-                    if stop.load(Ordering::Relaxed) || ctx.cancelled() {
-                        return;
-                    }
+            let done = done.clone();
+            let next = &next;
+            scope.spawn(move || {
+                while !ctx.cancelled() {
                     let job = { next.lock().expect("job queue").next() };
                     let Some((index, job)) = job else { return };
-                    let result = copy_one(sides, job, ctx.progress);
-                    results.lock().expect("results").push((index, result));
+                    if done.send((index, stage_one(ctx, job))).is_err() {
+                        return;
+                    }
                 }
             });
         }
+        drop(done);
+        let mut ready: Vec<(usize, StagedWrite)> = Vec::new();
+        let mut oldest: Option<Instant> = None;
+        loop {
+            let received = finished.recv_timeout(STAGE_WINDOW);
+            let all_in = matches!(received, Err(mpsc::RecvTimeoutError::Disconnected));
+            match received {
+                Ok((index, Ok(staged))) => {
+                    oldest.get_or_insert_with(Instant::now);
+                    ready.push((index, staged));
+                }
+                Ok((index, Err(error))) => note_failure(outcome, jobs[index].path, error),
+                Err(_) => {}
+            }
+            let due =
+                ready.len() >= STAGE_BATCH || oldest.is_some_and(|t| t.elapsed() >= STAGE_WINDOW);
+            if (due || all_in) && !ready.is_empty() {
+                put_in_place(
+                    ctx,
+                    trees,
+                    &jobs,
+                    std::mem::take(&mut ready),
+                    tally,
+                    outcome,
+                );
+                oldest = None;
+            }
+            if all_in {
+                break;
+            }
+        }
     });
-    stop.store(true, Ordering::Relaxed);
-    let mut results = results.into_inner().expect("results");
-    results.sort_by_key(|(i, _)| *i);
-    for (index, result) in results {
+}
+
+/// Staged files are put in place in batches of at most this many, or
+/// after at most [`STAGE_WINDOW`].
+const STAGE_BATCH: usize = 128;
+const STAGE_WINDOW: Duration = Duration::from_millis(200);
+
+fn put_in_place(
+    ctx: &EngineContext<'_>,
+    trees: &mut Trees,
+    jobs: &[CopyJob<'_>],
+    batch: Vec<(usize, StagedWrite)>,
+    tally: &mut RunTally,
+    outcome: &mut Outcome,
+) {
+    for side in [Side::Local, Side::Remote] {
+        let staged: Vec<&StagedWrite> = batch
+            .iter()
+            .filter(|(i, _)| jobs[*i].to == side)
+            .map(|(_, s)| s)
+            .collect();
+        if staged.is_empty() {
+            continue;
+        }
+        if let Err(error) = ctx.side(side).sync_staged(&staged) {
+            let message = error.to_string();
+            for (index, staged) in batch {
+                note_failure(
+                    outcome,
+                    jobs[index].path,
+                    ReplicaError::Other(message.clone()),
+                );
+                ctx.side(jobs[index].to).discard(staged);
+            }
+            return;
+        }
+    }
+    for (index, staged) in batch {
         let job = &jobs[index];
-        match result {
+        match ctx.side(job.to).commit_staged(staged, &job.expect) {
             Ok(written) => {
                 trees.set(job.to, job.path, Some(written));
                 if let Err(error) = commit_copy(ctx, trees, job, tally) {
@@ -377,27 +425,24 @@ fn run_copies(
     }
 }
 
-fn copy_one(
-    sides: &Sides<'_>,
-    job: &CopyJob<'_>,
-    progress: &Progress,
-) -> Result<SideEntry, ReplicaError> {
+fn stage_one(ctx: &EngineContext<'_>, job: &CopyJob<'_>) -> Result<StagedWrite, ReplicaError> {
     let direction = match job.to {
         Side::Remote => Direction::Upload,
         Side::Local => Direction::Download,
     };
-    let transfer = progress.start_transfer(job.path, direction, job.source.size);
-    let reader = sides.get(job.to.other()).open(job.path)?;
+    let transfer = ctx
+        .progress
+        .start_transfer(job.path, direction, job.source.size);
+    let reader = ctx.side(job.to.other()).open(job.path)?;
     let mut counted = CountingReader {
         inner: reader,
         transfer: &transfer,
     };
-    sides.get(job.to).write(
+    ctx.side(job.to).stage(
         job.path,
         &mut counted,
         &job.source.hash,
         job.source.mtime_ns,
-        &job.expect,
     )
 }
 

@@ -33,7 +33,7 @@ use crate::remote::{LocalFolder, Problem, Replica, ReplicaError, RootState};
 use crate::tracker::ignore::IgnoreRules;
 
 use backoff::Backoff;
-use executor::{Sides, Trees};
+use executor::Trees;
 use guard::GuardTrip;
 use progress::Progress;
 
@@ -63,14 +63,29 @@ pub struct EngineSettings {
 /// the journal, for three-way merges.
 pub const MERGE_BASE_MAX_BYTES: u64 = 256 * 1024;
 
+/// Finished steps are recorded in batches of at most this many, or after
+/// at most [`BATCH_WINDOW`]: one folder flush and one journal transaction
+/// for many small files instead of one each.
+pub const BATCH_STEPS: usize = 256;
+pub const BATCH_WINDOW: Duration = Duration::from_millis(500);
+
 /// What a run needs from the engine, borrowed for its duration.
 pub struct EngineContext<'a> {
     pub journal: &'a Mutex<Journal>,
     pub pair: PairId,
     pub settings: &'a EngineSettings,
     pub progress: &'a Progress,
-    pub sync_id: &'a str,
+    pub sync_id: String,
     pub cancel: &'a AtomicBool,
+    pub local: &'a dyn Replica,
+    pub remote: &'a dyn Replica,
+    batch: Mutex<Batch>,
+}
+
+/// Steps whose effects are done but not yet recorded.
+struct Batch {
+    steps: Vec<Step>,
+    since: Instant,
 }
 
 impl EngineContext<'_> {
@@ -78,15 +93,46 @@ impl EngineContext<'_> {
         self.cancel.load(Ordering::Relaxed)
     }
 
-    /// Commits one finished action's base edits and change rows in one
-    /// transaction.
+    pub fn side(&self, side: Side) -> &dyn Replica {
+        match side {
+            Side::Local => self.local,
+            Side::Remote => self.remote,
+        }
+    }
+
+    /// Records one finished action's base edits and change rows. Steps are
+    /// batched; a batch is recorded only after both replicas flushed the
+    /// effects, so the journal is never ahead of the files. A crash loses
+    /// at most an unrecorded batch, which the next sync finds as "both
+    /// sides already agree".
     pub fn commit(&self, step: Step) -> Result<(), ReplicaError> {
+        let due = {
+            let mut batch = self.batch.lock().expect("batch");
+            batch.steps.push(step);
+            batch.steps.len() >= BATCH_STEPS || batch.since.elapsed() >= BATCH_WINDOW
+        };
+        if due { self.flush() } else { Ok(()) }
+    }
+
+    /// Flushes both replicas and records every pending step in one
+    /// transaction.
+    pub fn flush(&self) -> Result<(), ReplicaError> {
+        let steps = {
+            let mut batch = self.batch.lock().expect("batch");
+            batch.since = Instant::now();
+            std::mem::take(&mut batch.steps)
+        };
+        if steps.is_empty() {
+            return Ok(());
+        }
+        self.local.flush()?;
+        self.remote.flush()?;
         self.journal
             .lock()
             .expect("journal lock")
-            .commit(self.pair, &step)
+            .commit_batch(self.pair, &steps)
             .map_err(|e| {
-                ReplicaError::Other(format!("cannot record the change in the journal: {e}"))
+                ReplicaError::Other(format!("cannot record the changes in the journal: {e}"))
             })
     }
 
@@ -112,7 +158,7 @@ impl EngineContext<'_> {
                 // remote protocols; the log says "remote".
                 Side::Remote => "remote".to_owned(),
             },
-            sync_id: Some(self.sync_id.to_owned()),
+            sync_id: Some(self.sync_id.clone()),
             hash: meta.map(|m| m.hash),
             size: meta.map(|m| m.size),
         }
@@ -188,6 +234,7 @@ pub struct PairEngine {
     pub progress: Progress,
     backoff: Mutex<Backoff>,
     cancel: Arc<AtomicBool>,
+    last_guard: Mutex<Option<GuardTrip>>,
 }
 
 impl PairEngine {
@@ -210,6 +257,7 @@ impl PairEngine {
             progress: Progress::default(),
             backoff: Mutex::new(Backoff::default()),
             cancel: Arc::new(AtomicBool::new(false)),
+            last_guard: Mutex::new(None),
         }
     }
 
@@ -255,62 +303,30 @@ impl PairEngine {
 
     /// Runs one sync to the end and records it in the journal. Never
     /// panics on bad input; a run that cannot start is reported as failed.
+    ///
+    /// A run that finds nothing to do leaves no trace in the journal
+    /// unless a client asked for it (then it has a sync id already): an
+    /// idle agent polling every 30 seconds must not grow the journal.
     pub fn sync(&self, request: &SyncRequest) -> SyncReport {
-        let sync_id = match &request.sync_id {
-            Some(id) => id.clone(),
-            None => match self
-                .journal
-                .lock()
-                .expect("journal lock")
-                .begin_sync(self.pair, &request.trigger)
-            {
-                Ok(id) => id,
-                Err(e) => {
-                    return SyncReport {
-                        sync_id: String::new(),
-                        status: SyncStatus::Failed,
-                        counts: SyncCounts::default(),
-                        guard: None,
-                        problems: Vec::new(),
-                        error: Some(format!("journal: {e}")),
-                        unsettled: Vec::new(),
-                    };
-                }
-            },
-        };
         let mut run = Run {
             engine: self,
-            ctx: EngineContext {
-                journal: &self.journal,
-                pair: self.pair,
-                settings: &self.settings,
-                progress: &self.progress,
-                sync_id: &sync_id,
-                cancel: &self.cancel,
-            },
+            sync_id: request.sync_id.clone(),
             tally: RunTally::default(),
             problems: Vec::new(),
             failed: Vec::new(),
             unsettled: Vec::new(),
         };
         let result = run.run(request);
-        let Run {
-            tally,
-            problems,
-            failed,
-            unsettled,
-            ..
-        } = run;
         let mut report = SyncReport {
-            sync_id: sync_id.clone(),
+            sync_id: String::new(),
             status: SyncStatus::Completed,
-            counts: tally,
+            counts: run.tally,
             guard: None,
-            problems,
+            problems: run.problems,
             error: None,
-            unsettled,
+            unsettled: run.unsettled,
         };
-        report.counts.errors = failed.len() as u64;
+        report.counts.errors = run.failed.len() as u64;
         match result {
             Err(SyncError::Guard(trip)) => {
                 report.status = SyncStatus::Failed;
@@ -324,26 +340,46 @@ impl PairEngine {
                 report.status = SyncStatus::Failed;
                 report.error = Some(e.to_string());
             }
-            Ok(()) if !failed.is_empty() => {
+            Ok(()) if !run.failed.is_empty() => {
                 report.status = SyncStatus::Failed;
-                let first = &failed[0];
-                report.error = Some(if failed.len() == 1 {
+                let first = &run.failed[0];
+                report.error = Some(if run.failed.len() == 1 {
                     first.1.clone()
                 } else {
-                    format!("{} paths failed; first: {}", failed.len(), first.1)
+                    format!("{} paths failed; first: {}", run.failed.len(), first.1)
                 });
             }
             Ok(()) if self.cancel.load(Ordering::Relaxed) => {
                 report.status = SyncStatus::Interrupted;
             }
             Ok(()) => {
-                let open = self.unresolved_conflicts().unwrap_or(0);
-                if open > 0 {
+                if self.unresolved_conflicts().unwrap_or(0) > 0 {
                     report.status = SyncStatus::CompletedWithConflicts;
                 }
             }
         }
+        // A guard that keeps tripping on every poll is recorded once.
+        let repeated_guard = {
+            let mut last = self.last_guard.lock().expect("guard");
+            let repeated = report.guard.is_some() && *last == report.guard;
+            *last = report.guard.clone();
+            repeated
+        };
+        let record = run.sync_id.is_some() || report.error.is_some() && !repeated_guard;
+        if !record {
+            return report;
+        }
         let journal = self.journal.lock().expect("journal lock");
+        let sync_id = match run.sync_id {
+            Some(id) => id,
+            None => match journal.begin_sync(self.pair, &request.trigger) {
+                Ok(id) => id,
+                Err(e) => {
+                    tracing::error!(pair = %self.name, error = %e, "cannot record a sync");
+                    return report;
+                }
+            },
+        };
         if let Err(e) = journal.finish_sync(
             &sync_id,
             report.status,
@@ -352,6 +388,7 @@ impl PairEngine {
         ) {
             tracing::error!(pair = %self.name, error = %e, "cannot record the end of a sync");
         }
+        report.sync_id = sync_id;
         report
     }
 
@@ -369,6 +406,23 @@ impl PairEngine {
             .len())
     }
 
+    fn context(&self, sync_id: String) -> EngineContext<'_> {
+        EngineContext {
+            journal: &self.journal,
+            pair: self.pair,
+            settings: &self.settings,
+            progress: &self.progress,
+            sync_id,
+            cancel: &self.cancel,
+            local: &self.local,
+            remote: self.remote.as_ref(),
+            batch: Mutex::new(Batch {
+                steps: Vec::new(),
+                since: Instant::now(),
+            }),
+        }
+    }
+
     fn policy(&self) -> Policy {
         Policy {
             local_case_insensitive: self.local.capabilities().case_insensitive,
@@ -380,7 +434,8 @@ impl PairEngine {
 /// The state of one run.
 struct Run<'a> {
     engine: &'a PairEngine,
-    ctx: EngineContext<'a>,
+    /// The journal's id of this run, taken once there is something to do.
+    sync_id: Option<String>,
     tally: RunTally,
     problems: Vec<Problem>,
     failed: Vec<(RelPath, String)>,
@@ -390,8 +445,7 @@ struct Run<'a> {
 impl Run<'_> {
     fn run(&mut self, request: &SyncRequest) -> Result<(), SyncError> {
         let engine = self.engine;
-        let base_files = self
-            .ctx
+        let base_files = engine
             .journal
             .lock()
             .expect("journal lock")
@@ -405,7 +459,7 @@ impl Run<'_> {
 
         let mut scope = request.scope.clone();
         for round in 0..MAX_ROUNDS {
-            if self.ctx.cancelled() {
+            if engine.cancel.load(Ordering::Relaxed) {
                 return Ok(());
             }
             if let Some(lease) = lease.as_mut() {
@@ -435,32 +489,30 @@ impl Run<'_> {
                 return Ok(());
             }
             tracing::debug!(pair = %engine.name, round, actions = plan.actions.len(), conflicts = plan.conflicts.len(), "executing plan");
-            let sides = Sides {
-                local: &engine.local,
-                remote: engine.remote.as_ref(),
+            let sync_id = match &self.sync_id {
+                Some(id) => id.clone(),
+                None => {
+                    let id = engine
+                        .journal
+                        .lock()
+                        .expect("journal lock")
+                        .begin_sync(engine.pair, &request.trigger)?;
+                    self.sync_id = Some(id.clone());
+                    id
+                }
             };
-            let outcome = executor::execute(
-                &self.ctx,
-                &sides,
-                &mut trees,
-                &plan.actions,
-                &mut self.tally,
-            );
+            let ctx = engine.context(sync_id);
+            let outcome = executor::execute(&ctx, &mut trees, &plan.actions, &mut self.tally);
             let mut again: Vec<RelPath> = outcome.changed;
             self.note_outcome(&plan.actions, outcome.failed);
             for conflict in &plan.conflicts {
-                let settled = conflicts::settle(
-                    &self.ctx,
-                    &sides,
-                    &mut trees,
-                    conflict,
-                    &base,
-                    &mut self.tally,
-                );
-                match settled {
+                match conflicts::settle(&ctx, &mut trees, conflict, &base, &mut self.tally) {
                     Ok(follow_up) => again.extend(follow_up),
                     Err(error) => self.fail(&conflict.path, error),
                 }
+            }
+            if let Err(error) = ctx.flush() {
+                return Err(SyncError::Replica(error));
             }
             if again.is_empty() {
                 return Ok(());
@@ -506,7 +558,7 @@ impl Run<'_> {
     fn snapshot(&mut self, scope: &Scope) -> Result<(BaseTree, Trees), SyncError> {
         let engine = self.engine;
         let base = {
-            let journal = self.ctx.journal.lock().expect("journal lock");
+            let journal = engine.journal.lock().expect("journal lock");
             match scope {
                 Scope::Full => journal.load_base(engine.pair)?,
                 Scope::Paths(roots) => journal.load_base_within(engine.pair, roots)?,

@@ -8,13 +8,14 @@
 //! `.prism-sync/trash/` inside itself, where every agent sharing it can
 //! reach it, beside the advisory lease file.
 
+use std::collections::BTreeSet;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::{Capabilities, Lease, Listing, Problem, Replica, ReplicaError, RootState};
+use super::{Capabilities, Lease, Listing, Problem, Replica, ReplicaError, RootState, StagedWrite};
 use crate::fsops::{self, Expect, StatKind, Trash};
 use crate::model::{
     BaseEntry, BaseTree, ContentHash, Entry, FileMeta, RelPath, Scope, Side, SideEntry,
@@ -28,6 +29,8 @@ pub struct LocalFolder {
     side: Side,
     trash: Trash,
     case_insensitive: OnceLock<bool>,
+    /// Folders whose entries changed since the last `flush`.
+    dirty: Mutex<BTreeSet<PathBuf>>,
 }
 
 impl LocalFolder {
@@ -38,6 +41,7 @@ impl LocalFolder {
             side: Side::Local,
             trash: Trash::new(trash),
             case_insensitive: OnceLock::new(),
+            dirty: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -49,6 +53,7 @@ impl LocalFolder {
             side: Side::Remote,
             trash,
             case_insensitive: OnceLock::new(),
+            dirty: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -64,6 +69,16 @@ impl LocalFolder {
         match self.side {
             Side::Local => self.root.join(ROOT_MARKER_FILE),
             Side::Remote => self.root.join(METADATA_DIR).join("root"),
+        }
+    }
+
+    /// Notes that the entries of `path`'s folder changed.
+    fn touched(&self, path: &Path) {
+        if let Some(parent) = path.parent() {
+            self.dirty
+                .lock()
+                .expect("dirty folders")
+                .insert(parent.to_path_buf());
         }
     }
 
@@ -235,36 +250,71 @@ impl Replica for LocalFolder {
         Ok(Box::new(file))
     }
 
-    fn write(
+    fn stage(
         &self,
         path: &RelPath,
         content: &mut dyn Read,
         hash: &ContentHash,
         mtime_ns: i64,
-        expect: &Expect,
-    ) -> Result<SideEntry, ReplicaError> {
+    ) -> Result<StagedWrite, ReplicaError> {
         let target = path.to_fs(&self.root);
-        let staged = fsops::stage(&target, content, Some(mtime_ns))
+        let staged = fsops::stage_unsynced(&target, content, Some(mtime_ns))
             .map_err(|e| ReplicaError::io("write", path, e))?;
         if staged.hash != *hash {
             return Err(ReplicaError::SourceChanged {
                 path: path.to_string(),
             });
         }
-        let stat =
-            fsops::commit(staged, &target, expect, &self.trash, path).map_err(|e| match e {
+        let (temp, hash, size) = staged.into_parts();
+        Ok(StagedWrite {
+            path: path.clone(),
+            temp,
+            hash,
+            size,
+        })
+    }
+
+    fn sync_staged(&self, staged: &[&StagedWrite]) -> Result<(), ReplicaError> {
+        let files: Vec<&Path> = staged.iter().map(|s| s.temp.as_path()).collect();
+        fsops::sync_filesystem(&self.root, &files)
+            .map_err(|e| ReplicaError::io("flush", self.root.display(), e))
+    }
+
+    fn commit_staged(
+        &self,
+        staged: StagedWrite,
+        expect: &Expect,
+    ) -> Result<SideEntry, ReplicaError> {
+        let path = staged.path;
+        let hash = staged.hash;
+        let target = path.to_fs(&self.root);
+        let guard = fsops::Staged::from_parts(staged.temp, staged.hash, staged.size);
+        let committed =
+            fsops::commit(guard, &target, expect, &self.trash, &path).map_err(|e| match e {
                 fsops::CommitError::Changed { .. } => ReplicaError::Changed {
                     path: path.to_string(),
                 },
-                fsops::CommitError::Io(e) => ReplicaError::io("replace", path, e),
+                fsops::CommitError::Io(e) => ReplicaError::io("replace", &path, e),
             })?;
-        Ok(side_entry(&stat, Some(*hash)))
+        self.touched(&target);
+        if let Some(trashed) = &committed.trashed {
+            self.touched(trashed);
+        }
+        Ok(side_entry(&committed.stat, Some(hash)))
+    }
+
+    fn discard(&self, staged: StagedWrite) {
+        drop(fsops::Staged::from_parts(
+            staged.temp,
+            staged.hash,
+            staged.size,
+        ));
     }
 
     fn mkdir(&self, path: &RelPath) -> Result<SideEntry, ReplicaError> {
         let full = path.to_fs(&self.root);
         match fs::create_dir(&full) {
-            Ok(()) => fsops::sync_parent(&full).map_err(|e| ReplicaError::io("create", path, e))?,
+            Ok(()) => self.touched(&full),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(ReplicaError::io("create folder", path, e)),
         }
@@ -289,10 +339,8 @@ impl Replica for LocalFolder {
                 ReplicaError::io("rename", from, e)
             }
         })?;
-        fsops::sync_parent(&dest).map_err(|e| ReplicaError::io("rename", to, e))?;
-        if source.parent() != dest.parent() {
-            fsops::sync_parent(&source).map_err(|e| ReplicaError::io("rename", from, e))?;
-        }
+        self.touched(&dest);
+        self.touched(&source);
         Ok(())
     }
 
@@ -300,10 +348,26 @@ impl Replica for LocalFolder {
         let full = self.check(path, expect)?;
         // RACE: a file created inside a folder between the check and the
         // move goes to the trash with the folder; it is kept, not lost.
-        self.trash
+        let trashed = self
+            .trash
             .put(&full, path)
             .map_err(|e| ReplicaError::io("move to the trash", path, e))?;
-        fsops::sync_parent(&full).map_err(|e| ReplicaError::io("delete", path, e))?;
+        self.touched(&full);
+        self.touched(&trashed);
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), ReplicaError> {
+        let dirty = std::mem::take(&mut *self.dirty.lock().expect("dirty folders"));
+        for dir in dirty {
+            match fsops::sync_dir(&dir) {
+                Ok(()) => {}
+                // A folder that went away since (moved to the trash) has
+                // nothing left to flush here; its new home is in the set.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(ReplicaError::io("flush", dir.display(), e)),
+            }
+        }
         Ok(())
     }
 

@@ -16,6 +16,7 @@
 pub mod local;
 
 use std::io::Read;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::RemoteUrl;
@@ -107,6 +108,16 @@ impl ReplicaError {
     }
 }
 
+/// A file written under a temporary name beside its target, waiting to be
+/// committed. `temp` is the backend's handle for it.
+#[derive(Debug)]
+pub struct StagedWrite {
+    pub path: RelPath,
+    pub temp: PathBuf,
+    pub hash: ContentHash,
+    pub size: u64,
+}
+
 /// An advisory lock among prism agents writing to one remote. Dropping it
 /// releases the lock.
 pub trait Lease: Send {
@@ -153,7 +164,43 @@ pub trait Replica: Send + Sync {
         hash: &ContentHash,
         mtime_ns: i64,
         expect: &Expect,
+    ) -> Result<SideEntry, ReplicaError> {
+        let staged = self.stage(path, content, hash, mtime_ns)?;
+        if let Err(e) = self.sync_staged(&[&staged]) {
+            self.discard(staged);
+            return Err(e);
+        }
+        self.commit_staged(staged, expect)
+    }
+
+    /// The first half of a write: streams `content` to a temporary name
+    /// beside `path` (never visible under the real name) and checks that
+    /// it hashes to `hash`. A mismatch is [`ReplicaError::SourceChanged`].
+    fn stage(
+        &self,
+        path: &RelPath,
+        content: &mut dyn Read,
+        hash: &ContentHash,
+        mtime_ns: i64,
+    ) -> Result<StagedWrite, ReplicaError>;
+
+    /// Makes staged files durable, as cheaply as the backend can for many
+    /// at once. Called before any of them is committed.
+    fn sync_staged(&self, _staged: &[&StagedWrite]) -> Result<(), ReplicaError> {
+        Ok(())
+    }
+
+    /// The second half of a write: checks that `path` still matches
+    /// `expect`, moves the current version to the trash and renames the
+    /// staged file in without replacing anything.
+    fn commit_staged(
+        &self,
+        staged: StagedWrite,
+        expect: &Expect,
     ) -> Result<SideEntry, ReplicaError>;
+
+    /// Removes a staged file that will not be committed.
+    fn discard(&self, staged: StagedWrite);
 
     /// Creates a folder (its parent exists). An existing folder is fine.
     fn mkdir(&self, path: &RelPath) -> Result<SideEntry, ReplicaError>;
@@ -165,6 +212,14 @@ pub trait Replica: Send + Sync {
     /// Moves `path` (which must match `expect`) to the trash. A folder goes
     /// with everything still inside it.
     fn remove(&self, path: &RelPath, expect: &Expect) -> Result<(), ReplicaError>;
+
+    /// Makes every change done so far durable (flushes the folders whose
+    /// entries changed). The engine calls it before recording a batch of
+    /// finished actions in the journal, so the journal is never ahead of
+    /// the replicas.
+    fn flush(&self) -> Result<(), ReplicaError> {
+        Ok(())
+    }
 
     /// Takes the advisory lease among agents, if the backend has one.
     fn lease(&self, _device: &str, _ttl: Duration) -> Result<Option<Box<dyn Lease>>, ReplicaError> {
