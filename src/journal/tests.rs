@@ -12,6 +12,7 @@ use crate::reconcile::ConflictKind;
 
 /// The journal's own documentation, whose SQL the tests run.
 const DOCS: &str = include_str!("../../docs/journal.md");
+const README: &str = include_str!("../../README.md");
 
 fn rel(path: &str) -> RelPath {
     RelPath::new(path).unwrap()
@@ -995,6 +996,23 @@ fn every_audit_query_in_the_docs_runs_and_finds_rows() {
             .unwrap_or_else(|err| panic!("{err}\n{sql}"));
         let mut rows = stmt.query([]).unwrap();
         assert!(rows.next().unwrap().is_some(), "no rows from\n{sql}");
+    }
+}
+
+#[test]
+fn the_readme_quotes_only_audit_queries_the_docs_test() {
+    let tested = sql_blocks(DOCS);
+    let quoted = sql_blocks(README);
+    assert!(
+        quoted.len() >= 3,
+        "the README shows {} audit queries",
+        quoted.len()
+    );
+    for sql in quoted {
+        assert!(
+            tested.contains(&sql),
+            "this README query is not in docs/journal.md, so no test runs it:\n{sql}"
+        );
     }
 }
 
