@@ -450,7 +450,7 @@ fn remove_tree(path: &Path) -> io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn rel(s: &str) -> RelPath {
@@ -565,7 +565,8 @@ mod tests {
         assert_eq!(walk(dir.path()).len(), 1);
     }
 
-    fn walk(dir: &Path) -> Vec<PathBuf> {
+    /// Every file below `dir`.
+    pub(crate) fn walk(dir: &Path) -> Vec<PathBuf> {
         let mut files = Vec::new();
         for entry in fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();

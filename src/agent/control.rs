@@ -6,7 +6,7 @@
 //! model enums) into the API's wire types, by hand, so neither side needs
 //! to know the other's representation.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::sync::oneshot;
@@ -243,7 +243,7 @@ impl Control for AgentControl {
                         })
                         .collect(),
                     problems,
-                    watcher: status.watcher.clone(),
+                    watcher: watcher_health(handle, &status.watcher),
                 }
             })
             .collect();
@@ -484,7 +484,23 @@ impl Control for AgentControl {
     }
 }
 
-/// The socket's parent folder, for messages.
-pub fn socket_dir(socket: &Path) -> PathBuf {
-    socket.parent().map(Path::to_path_buf).unwrap_or_default()
+/// "ok", or a sentence about what the watcher cannot see and what to do.
+fn watcher_health(handle: &super::PairHandle, last_problem: &str) -> String {
+    let Some(watcher) = &handle.watcher else {
+        return last_problem.to_owned();
+    };
+    let health = watcher.health();
+    if health.limit_reached {
+        return format!(
+            "the inotify watch limit is reached: {} folders are not watched and their changes are found only by periodic scans; raise it with `sudo sysctl fs.inotify.max_user_watches=524288`",
+            health.unwatched_folders
+        );
+    }
+    if health.unwatched_folders > 0 {
+        return format!(
+            "{} folders cannot be watched (see problems); their changes are found by periodic scans",
+            health.unwatched_folders
+        );
+    }
+    last_problem.to_owned()
 }

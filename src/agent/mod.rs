@@ -95,7 +95,7 @@ pub struct PairHandle {
     pub status: Arc<Mutex<PairStatus>>,
     pub inbox: mpsc::UnboundedSender<PairMsg>,
     task: tokio::task::JoinHandle<()>,
-    _watcher: Option<Watcher>,
+    pub watcher: Option<Watcher>,
 }
 
 /// Runs the agent until a signal (or, with `--once`, until every pair has
@@ -266,7 +266,7 @@ impl Agent {
             status,
             inbox,
             task,
-            _watcher: watcher,
+            watcher,
         };
         self.pairs
             .lock()

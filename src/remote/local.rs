@@ -137,6 +137,33 @@ impl LocalFolder {
     }
 }
 
+/// Staged files older than this were left by a crash (ours, or another
+/// agent's on a shared remote folder): no live write takes this long
+/// between staging and renaming.
+const STALE_TEMP: Duration = Duration::from_secs(3600);
+
+/// Removes temporary files a crash left behind. Their age is their change
+/// time (staging sets the mtime to the source's, so mtime says nothing).
+fn sweep_stale_temp_files(temp_files: &[PathBuf], max_age: Duration) {
+    let now = SystemTime::now();
+    for temp in temp_files {
+        let Ok(meta) = fs::symlink_metadata(temp) else {
+            continue;
+        };
+        #[cfg(unix)]
+        let changed = {
+            use std::os::unix::fs::MetadataExt;
+            UNIX_EPOCH + Duration::from_secs(meta.ctime().max(0) as u64)
+        };
+        #[cfg(not(unix))]
+        let changed = meta.modified().unwrap_or(now);
+        if now.duration_since(changed).is_ok_and(|age| age >= max_age) {
+            tracing::info!(path = %temp.display(), "removing a temporary file left by an interrupted write");
+            let _ = fs::remove_file(temp);
+        }
+    }
+}
+
 fn parse_version(version: &str) -> Option<(u64, i64)> {
     let (size, mtime) = version.split_once(':')?;
     Some((size.parse().ok()?, mtime.parse().ok()?))
@@ -223,6 +250,7 @@ impl Replica for LocalFolder {
             cache: &cache,
         };
         let outcome = scan(&request).map_err(|e| ReplicaError::Other(e.to_string()))?;
+        sweep_stale_temp_files(&outcome.temp_files, STALE_TEMP);
         let mut tree = outcome.tree;
         for entry in tree.values_mut() {
             if let Entry::File(meta) = &entry.entry {
@@ -469,5 +497,101 @@ impl Drop for FileLease {
         if current.trim_end().ends_with(&self.owner) {
             let _ = fs::remove_file(&self.path);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tracker::ignore::temp_name_for;
+
+    fn rel(s: &str) -> RelPath {
+        RelPath::new(s).unwrap()
+    }
+
+    #[test]
+    fn a_lease_is_exclusive_until_dropped_or_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let remote = LocalFolder::remote(dir.path().to_path_buf());
+        let held = remote.lease("laptop", Duration::from_secs(60)).unwrap();
+        let err = remote
+            .lease("desktop", Duration::from_secs(60))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("laptop"), "{err}");
+        drop(held);
+        let expired = remote.lease("desktop", Duration::ZERO).unwrap();
+        std::mem::forget(expired);
+        // The holder "crashed" with an expired lease: it is taken over.
+        remote.lease("laptop", Duration::from_secs(60)).unwrap();
+    }
+
+    #[test]
+    fn stale_temporary_files_are_swept_by_a_listing() {
+        let dir = tempfile::tempdir().unwrap();
+        let temp = dir.path().join(temp_name_for("page.md"));
+        fs::write(&temp, "half").unwrap();
+        sweep_stale_temp_files(std::slice::from_ref(&temp), Duration::from_secs(3600));
+        assert!(
+            temp.exists(),
+            "a fresh temporary may belong to a live write"
+        );
+        sweep_stale_temp_files(std::slice::from_ref(&temp), Duration::ZERO);
+        assert!(!temp.exists());
+    }
+
+    #[test]
+    fn a_remote_listing_reuses_hashes_by_version_and_a_write_replaces_via_the_trash() {
+        let dir = tempfile::tempdir().unwrap();
+        let remote = LocalFolder::remote(dir.path().to_path_buf());
+        remote.mark_root().unwrap();
+        let ignore = IgnoreRules::load(dir.path(), &[]).unwrap();
+        let hash = ContentHash::of_bytes(b"v1");
+        let written = remote
+            .write(
+                &rel("a.txt"),
+                &mut &b"v1"[..],
+                &hash,
+                1_000_000_000,
+                &Expect::Absent,
+            )
+            .unwrap();
+        let mut base = BaseTree::new();
+        let mut entry = BaseEntry::new(written.entry);
+        entry.remote_id = written.id.clone();
+        entry.remote_version = written.version.clone();
+        base.insert(rel("a.txt"), entry);
+        let listing = remote.list(&Scope::Full, &base, &ignore).unwrap();
+        assert_eq!(
+            listing.hashed_files, 0,
+            "an unchanged file is not read again"
+        );
+        assert_eq!(listing.tree[&rel("a.txt")].entry.file().unwrap().hash, hash);
+
+        let v2 = ContentHash::of_bytes(b"v2");
+        let expect = Expect::File {
+            size: 2,
+            mtime_ns: 1_000_000_000,
+        };
+        remote
+            .write(&rel("a.txt"), &mut &b"v2"[..], &v2, 2_000_000_000, &expect)
+            .unwrap();
+        assert_eq!(fs::read(dir.path().join("a.txt")).unwrap(), b"v2");
+        let trash = dir.path().join(METADATA_DIR).join("trash");
+        let kept = crate::fsops::tests::walk(&trash);
+        assert_eq!(kept.len(), 1);
+        assert_eq!(fs::read(&kept[0]).unwrap(), b"v1");
+        // A stale expectation is refused and changes nothing.
+        let err = remote
+            .write(
+                &rel("a.txt"),
+                &mut &b"v3"[..],
+                &ContentHash::of_bytes(b"v3"),
+                0,
+                &expect,
+            )
+            .unwrap_err();
+        assert!(err.is_change(), "{err}");
+        assert_eq!(fs::read(dir.path().join("a.txt")).unwrap(), b"v2");
     }
 }

@@ -18,7 +18,7 @@ use crate::model::{
     BaseEntry, BaseTree, ContentHash, Entry, FileId, FileMeta, RelPath, Scope, SideEntry, SideTree,
 };
 use crate::tracker::hash::HashingReader;
-use crate::tracker::ignore::IgnoreRules;
+use crate::tracker::ignore::{IgnoreRules, is_temp_name};
 
 /// What to scan, and what is known from the last sync.
 pub struct ScanRequest<'a> {
@@ -49,6 +49,10 @@ pub struct ScanOutcome {
     pub hashed_bytes: u64,
     /// Directory entries looked at.
     pub visited: u64,
+    /// Our own temporary files seen on the way (`.prism-tmp-*`): a crash
+    /// may have left them; the owner of the folder decides when they are
+    /// stale.
+    pub temp_files: Vec<PathBuf>,
 }
 
 /// One thing about one path that the user should know.
@@ -144,6 +148,7 @@ impl<'r, 'a> Scanner<'r, 'a> {
                 hashed_files: 0,
                 hashed_bytes: 0,
                 visited: 0,
+                temp_files: Vec::new(),
             },
             cache_by_id: None,
         }
@@ -201,6 +206,9 @@ impl<'r, 'a> Scanner<'r, 'a> {
         self.out.visited += 1;
         let file_type = meta.file_type();
         if self.req.ignore.is_ignored(&rel, file_type.is_dir()) {
+            if file_type.is_file() && is_temp_name(rel.file_name()) {
+                self.out.temp_files.push(abs.to_path_buf());
+            }
             return;
         }
         if file_type.is_symlink() {
