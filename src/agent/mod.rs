@@ -20,7 +20,6 @@ use tokio::sync::mpsc;
 
 use crate::config::{AgentConfig, Config, PairConfig, Paths};
 use crate::engine::{EngineSettings, PairEngine, SyncRequest};
-use crate::fsops::Trash;
 use crate::journal::{Journal, SyncStatus};
 use crate::model::Scope;
 use crate::remote::{self, LocalFolder};
@@ -116,12 +115,6 @@ pub fn run(options: AgentOptions) -> Result<u8, AgentError> {
         );
     }
     let journal = Arc::new(Mutex::new(journal));
-    let trash = Trash::new(paths.trash());
-    match trash.purge_older_than(options.config.agent.trash_retention, SystemTime::now()) {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(batches = n, "purged old trash"),
-        Err(e) => tracing::warn!(error = %e, "cannot purge the trash"),
-    }
 
     if options.once {
         return run_once(&options, journal);
@@ -309,6 +302,32 @@ impl Agent {
         }
     }
 
+    /// Removes trashed versions older than the retention, on both sides of
+    /// every pair.
+    pub fn purge_trash(&self) {
+        let retention = self.agent_config.trash_retention;
+        let engines: Vec<Arc<PairEngine>> = self
+            .pairs
+            .lock()
+            .expect("pairs")
+            .values()
+            .map(|h| h.engine.clone())
+            .collect();
+        for engine in engines {
+            for replica in [engine.local() as &dyn remote::Replica, engine.remote()] {
+                match replica.purge_trash(retention) {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(pair = %engine.name, trash = %replica.describe(), batches = n, "purged old trash")
+                    }
+                    Err(e) => {
+                        tracing::warn!(pair = %engine.name, error = %e, "cannot purge the trash")
+                    }
+                }
+            }
+        }
+    }
+
     /// Stops a pair's scheduler (after its current action) and forgets it.
     pub async fn stop_pair(&self, name: &str) -> bool {
         let handle = self.pairs.lock().expect("pairs").remove(name);
@@ -341,6 +360,15 @@ async fn serve(options: AgentOptions, journal: Arc<Mutex<Journal>>) -> Result<u8
     for pair in &options.config.pairs {
         agent.start_pair(pair.clone())?;
     }
+    let purger = agent.clone();
+    tokio::spawn(async move {
+        let mut daily = tokio::time::interval(Duration::from_secs(24 * 3600));
+        loop {
+            daily.tick().await;
+            let agent = purger.clone();
+            let _ = tokio::task::spawn_blocking(move || agent.purge_trash()).await;
+        }
+    });
     let shutdown = shutdown_signal();
     let control: Arc<dyn crate::api::Control> = Arc::new(control::AgentControl::new(agent.clone()));
     tracing::info!(

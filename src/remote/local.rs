@@ -286,6 +286,17 @@ impl Replica for LocalFolder {
         mtime_ns: i64,
     ) -> Result<StagedWrite, ReplicaError> {
         let target = path.to_fs(&self.root);
+        // A partial sync may reach a file whose folder the plan did not
+        // cover (it was created in an earlier, failed batch): a file cannot
+        // exist without its folder, so create it. The next full sync
+        // records it in the base.
+        if let Some(parent) = target.parent()
+            && !parent.is_dir()
+        {
+            fs::create_dir_all(parent)
+                .map_err(|e| ReplicaError::io("create the folder of", path, e))?;
+            self.touched(parent);
+        }
         let staged = fsops::stage_unsynced(&target, content, Some(mtime_ns))
             .map_err(|e| ReplicaError::io("write", path, e))?;
         if staged.hash != *hash {
@@ -397,6 +408,12 @@ impl Replica for LocalFolder {
             }
         }
         Ok(())
+    }
+
+    fn purge_trash(&self, older_than: Duration) -> Result<usize, ReplicaError> {
+        self.trash
+            .purge_older_than(older_than, SystemTime::now())
+            .map_err(|e| ReplicaError::io("purge", self.trash.root().display(), e))
     }
 
     fn lease(&self, device: &str, ttl: Duration) -> Result<Option<Box<dyn Lease>>, ReplicaError> {

@@ -221,6 +221,12 @@ pub trait Replica: Send + Sync {
         Ok(())
     }
 
+    /// Removes trashed versions older than `older_than`; returns how many
+    /// batches went.
+    fn purge_trash(&self, _older_than: Duration) -> Result<usize, ReplicaError> {
+        Ok(0)
+    }
+
     /// Takes the advisory lease among agents, if the backend has one.
     fn lease(&self, _device: &str, _ttl: Duration) -> Result<Option<Box<dyn Lease>>, ReplicaError> {
         Ok(None)
