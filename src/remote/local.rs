@@ -385,6 +385,12 @@ impl Replica for LocalFolder {
 
     fn remove(&self, path: &RelPath, expect: &Expect) -> Result<(), ReplicaError> {
         let full = self.check(path, expect)?;
+        // An empty folder holds nothing worth keeping (its files went to the
+        // trash one by one before it); anything else goes to the trash whole.
+        if *expect == Expect::Dir && fs::remove_dir(&full).is_ok() {
+            self.touched(&full);
+            return Ok(());
+        }
         // RACE: a file created inside a folder between the check and the
         // move goes to the trash with the folder; it is kept, not lost.
         let trashed = self
