@@ -394,8 +394,10 @@ impl Control for AgentControl {
                 limit: Some(query.limit as usize),
             })
             .map_err(Self::journal_error)?;
+        // The journal hands the rows oldest first; the protocol (and the
+        // specification's example) lists the newest first.
         Ok(wire::ChangeLog {
-            changes: rows.iter().map(change).collect(),
+            changes: rows.iter().rev().map(change).collect(),
         })
     }
 
