@@ -3,6 +3,7 @@
 //! remotes. Each test has its own sandbox (folders, state dirs, sockets),
 //! so they run in parallel.
 
+mod changes;
 mod conflicts;
 mod devices;
 mod harness;
