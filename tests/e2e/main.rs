@@ -5,6 +5,8 @@
 
 mod changes;
 mod conflicts;
+mod crash;
 mod devices;
+mod guard;
 mod harness;
 mod propagation;
