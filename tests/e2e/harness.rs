@@ -274,20 +274,6 @@ impl Device {
         self.ctl_json(&["status"])["pairs"][0].clone()
     }
 
-    /// Starts a sync through the API and waits for it to end; returns its
-    /// final `sync status`.
-    pub fn sync_now(&self) -> Value {
-        let started = self.ctl_json(&["sync", "start", PAIR]);
-        let id = started["sync_id"].as_str().expect("a sync id").to_owned();
-        wait_until(PATIENCE, &format!("{id} ends"), || {
-            let status = self.ctl_json(&["sync", "status", &id]);
-            match status["status"].as_str() {
-                Some("sync_in_progress") => Err(format!("{status:#}")),
-                _ => Ok(status),
-            }
-        })
-    }
-
     /// Waits until the local folder and the remote hold the same files
     /// with the same content, and returns that tree.
     pub fn wait_converged(&self) -> Tree {
@@ -330,10 +316,6 @@ pub struct Agent {
 }
 
 impl Agent {
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("the agent runs").id()
-    }
-
     /// Sends SIGTERM and waits for the exit.
     pub fn stop(mut self) -> ExitStatus {
         self.terminate().expect("the agent was running")
@@ -553,10 +535,6 @@ pub fn text(output: &Output) -> String {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     )
-}
-
-pub fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 pub fn stderr(output: &Output) -> String {

@@ -9,4 +9,6 @@ mod crash;
 mod devices;
 mod guard;
 mod harness;
+mod lifecycle;
 mod propagation;
+mod socket;
