@@ -65,6 +65,14 @@ fn local_changes_reach_the_remote_through_the_watcher() {
         "the overwritten and the deleted version are in the remote trash"
     );
     device.wait_converged();
+    wait_until(PATIENCE, "the pair is idle with nothing pending", || {
+        let status = device.pair_status();
+        if status["state"] == "idle" && status["pending"] == 0 {
+            Ok(())
+        } else {
+            Err(format!("{status:#}"))
+        }
+    });
     assert_eq!(agent.stop().code(), Some(0));
 }
 
