@@ -53,8 +53,19 @@ impl AgentControl {
         }
     }
 
+    /// A journal error as the API reports it: what the client asked for
+    /// that does not exist is a 404 and a bad value a 400, not an agent
+    /// failure.
     fn journal_error(e: JournalError) -> ApiError {
-        ApiError::internal("the journal could not be read").with_details(e.to_string())
+        match &e {
+            JournalError::NoSuchPair(name) => unknown_pair(name),
+            JournalError::NoSuchSync(_) | JournalError::NoSuchConflict(_) => {
+                ApiError::not_found(e.to_string())
+            }
+            JournalError::BadTimestamp { .. } => ApiError::bad_request(e.to_string()),
+            JournalError::AlreadyResolved { .. } => ApiError::conflict(e.to_string()),
+            _ => ApiError::internal("the journal could not be read").with_details(e.to_string()),
+        }
     }
 }
 
@@ -394,8 +405,10 @@ impl Control for AgentControl {
                 limit: Some(query.limit as usize),
             })
             .map_err(Self::journal_error)?;
+        // The journal hands the rows oldest first; the protocol (and the
+        // specification's example) lists the newest first.
         Ok(wire::ChangeLog {
-            changes: rows.iter().map(change).collect(),
+            changes: rows.iter().rev().map(change).collect(),
         })
     }
 

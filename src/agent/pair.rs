@@ -250,16 +250,9 @@ pub async fn run(
             pending.add_paths(failing, now);
             pending.trigger = Some("retry");
         }
-        {
-            let mut status = status.lock().expect("status");
-            status.pending = if pending.full {
-                status.pending.max(1)
-            } else {
-                pending.paths.len()
-            };
-            if paused {
-                status.state = PairState::Paused;
-            }
+        show_pending(&status, &pending);
+        if paused {
+            status.lock().expect("status").state = PairState::Paused;
         }
         if paused {
             continue;
@@ -290,9 +283,22 @@ pub async fn run(
             if !report.unsettled.is_empty() {
                 pending.add_paths(report.unsettled.iter().cloned(), Instant::now());
             }
+            // The batch the run took is done: status must not keep showing
+            // it as pending until the next trigger arrives.
+            show_pending(&status, &pending);
         }
     }
     status.lock().expect("status").state = PairState::Idle;
+}
+
+/// Publishes how many paths wait for the next sync (at least 1 while a
+/// full scan waits).
+fn show_pending(status: &Mutex<PairStatus>, pending: &Pending) {
+    status.lock().expect("status").pending = if pending.full {
+        pending.paths.len().max(1)
+    } else {
+        pending.paths.len()
+    };
 }
 
 async fn sync(

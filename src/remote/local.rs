@@ -430,7 +430,7 @@ impl Replica for LocalFolder {
         fs::create_dir_all(&dir).map_err(|e| ReplicaError::io("create", dir.display(), e))?;
         let lease = FileLease {
             path: dir.join("lease"),
-            owner: format!("{device} {}", std::process::id()),
+            owner: format!("{device} {} {}", std::process::id(), this_host()),
             ttl,
         };
         lease.acquire()?;
@@ -481,7 +481,7 @@ impl FileLease {
                         .duration_since(UNIX_EPOCH)
                         .map(|d| d.as_secs())
                         .unwrap_or(0);
-                    if expires > now {
+                    if expires > now && !holder_is_gone(&holder) {
                         let who = holder.split_whitespace().nth(1).unwrap_or("another agent");
                         return Err(ReplicaError::Busy(format!(
                             "{who} is writing to it (lease until {expires}); retrying shortly"
@@ -496,6 +496,44 @@ impl FileLease {
         Err(ReplicaError::Busy(
             "another agent took the lease first".into(),
         ))
+    }
+}
+
+/// This host's name as the lease records it (one word).
+fn this_host() -> String {
+    gethostname::gethostname()
+        .to_string_lossy()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join("_")
+}
+
+/// Whether a lease (`EXPIRES DEVICE PID HOST`) was taken by a process on
+/// this host that no longer runs: an agent that crashed. Its lease is stale
+/// at once; otherwise the restarted agent would be locked out of its own
+/// remote until the lease expired. A holder on another host, or a lease
+/// without a host, is trusted until it expires.
+fn holder_is_gone(holder: &str) -> bool {
+    // Read from the end: a device name may contain spaces.
+    let mut fields = holder.split_whitespace().rev();
+    let (Some(host), Some(pid)) = (
+        fields.next(),
+        fields.next().and_then(|p| p.parse::<i32>().ok()),
+    ) else {
+        return false;
+    };
+    if pid <= 0 || host != this_host() {
+        return false;
+    }
+    #[cfg(unix)]
+    {
+        // SAFETY: signal 0 sends nothing; it only asks whether `pid` exists.
+        let rc = unsafe { libc::kill(pid, 0) };
+        rc != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+    }
+    #[cfg(not(unix))]
+    {
+        false
     }
 }
 

@@ -1,0 +1,57 @@
+//! Two devices sharing one remote: edits on either reach the other, and
+//! simultaneous edits of one file keep both versions on both devices.
+
+use crate::harness::*;
+
+#[test]
+fn two_devices_on_one_remote_converge_and_keep_both_versions_of_a_clash() {
+    let sandbox = Sandbox::new();
+    let remote = sandbox.remote("remote");
+    let a = sandbox.device_with("devA", &remote, Settings::fast_poll());
+    let b = sandbox.device_with("devB", &remote, Settings::fast_poll());
+    let _agent_a = a.start();
+    let _agent_b = b.start();
+
+    write(&a.local, "plan.txt", "from A\n");
+    wait_for_content(&b.local.join("plan.txt"), "from A\n");
+    write(&b.local, "plan.txt", "edited on B\n");
+    wait_for_content(&a.local.join("plan.txt"), "edited on B\n");
+    write(&b.local, "b-only/notes.md", "B's notes\n");
+    wait_for_content(&a.local.join("b-only/notes.md"), "B's notes\n");
+    wait_converged(&[&a.local, &remote, &b.local], &a.log);
+
+    // Both devices edit the same file at the same moment.
+    write(&a.local, "plan.txt", "A's version\n");
+    write(&b.local, "plan.txt", "B's version\n");
+    let tree = wait_until(PATIENCE, "both versions are on both devices", || {
+        let trees = [tree(&a.local), tree(&remote), tree(&b.local)];
+        let mut seen = String::new();
+        for (name, t) in ["A", "remote", "B"].iter().zip(&trees) {
+            seen.push_str(&format!("{name}:\n{}\n", show(t)));
+        }
+        let same = trees.windows(2).all(|w| w[0] == w[1]);
+        let copies = conflict_copies(&a.local, "plan", ".txt");
+        if !same || copies.len() != 1 {
+            return Err(seen);
+        }
+        let mut versions = vec![read(&a.local, "plan.txt"), read(&a.local, &copies[0])];
+        versions.sort();
+        if versions != ["A's version\n", "B's version\n"] {
+            return Err(format!("versions {versions:?}\n{seen}"));
+        }
+        Ok(trees[0].clone())
+    });
+    assert!(tree.contains_key("b-only/notes.md"), "{}", show(&tree));
+    let conflicts_a = a.ctl_json(&["conflicts"])["conflicts"]
+        .as_array()
+        .unwrap()
+        .len();
+    let conflicts_b = b.ctl_json(&["conflicts"])["conflicts"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert!(
+        conflicts_a + conflicts_b >= 1,
+        "the device that found the clash records it as a conflict"
+    );
+}

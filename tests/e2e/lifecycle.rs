@@ -1,0 +1,127 @@
+//! The agent's life: one agent per state dir, a clean stop on SIGTERM even
+//! in the middle of a sync, and a journal users can audit with `sqlite3`
+//! while the agent runs.
+
+use crate::harness::*;
+
+#[test]
+fn a_second_agent_on_the_same_state_dir_refuses_to_start() {
+    let sandbox = Sandbox::new();
+    let remote = sandbox.remote("remote");
+    let device = sandbox.device("laptop", &remote);
+    let _agent = device.start();
+
+    let mut second = device.clone();
+    second.socket = sandbox.path("second.sock");
+    let output = second.syncd().output().expect("run a second prism-syncd");
+    assert_ne!(output.status.code(), Some(0), "{}", text(&output));
+    let message = stderr(&output);
+    assert!(
+        message.contains("already running") && message.contains(&*device.state.to_string_lossy()),
+        "the refusal names the state dir: {message}"
+    );
+    assert!(!second.socket.exists(), "the refused agent left no socket");
+    assert_eq!(
+        device.pair_status()["name"],
+        PAIR,
+        "the first agent still runs"
+    );
+}
+
+#[test]
+fn sigterm_in_the_middle_of_a_sync_stops_cleanly() {
+    let sandbox = Sandbox::new();
+    let remote = sandbox.remote("remote");
+    let device = sandbox.device("laptop", &remote);
+    for i in 0..1500 {
+        write(
+            &device.local,
+            &format!("many/d{}/f{i}.txt", i % 10),
+            &"x".repeat(8192),
+        );
+    }
+    let agent = device.start();
+    wait_until(PATIENCE, "the upload has begun", || {
+        let n = tree(&remote).len();
+        if n > 20 {
+            Ok(())
+        } else {
+            Err(format!("{n} entries on the remote"))
+        }
+    });
+    let status = agent.stop();
+    assert_eq!(status.code(), Some(0), "{}", device.log_text());
+    assert!(!device.socket.exists(), "the socket is removed");
+    assert_eq!(
+        device
+            .sql("SELECT count(*) FROM syncs WHERE status = 'sync_in_progress';")
+            .trim(),
+        "0",
+        "no run is left in progress: {}",
+        device.sql("SELECT id, status FROM syncs;")
+    );
+
+    // The stopped run resumes at the next start and nothing is lost.
+    let _agent = device.start();
+    device.wait_converged();
+}
+
+/// The ```sql blocks of docs/journal.md.
+fn audit_queries() -> Vec<String> {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/journal.md"))
+        .expect("read docs/journal.md");
+    let mut queries = Vec::new();
+    let mut current: Option<String> = None;
+    for line in doc.lines() {
+        match (&mut current, line.trim()) {
+            (None, "```sql") => current = Some(String::new()),
+            (Some(query), "```") => {
+                queries.push(std::mem::take(query));
+                current = None;
+            }
+            (Some(query), _) => {
+                query.push_str(line);
+                query.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    queries
+}
+
+#[test]
+fn the_documented_audit_queries_run_against_a_live_journal() {
+    let sandbox = Sandbox::new();
+    let remote = sandbox.remote("remote");
+    let device = sandbox.device("laptop", &remote);
+    let _agent = device.start();
+    write(&device.local, "docs/page.md", "audited\n");
+    wait_for_content(&remote.join("docs/page.md"), "audited\n");
+    std::fs::rename(
+        device.local.join("docs/page.md"),
+        device.local.join("docs/moved.md"),
+    )
+    .unwrap();
+    wait_for_content(&remote.join("docs/moved.md"), "audited\n");
+
+    let queries = audit_queries();
+    assert!(
+        queries.len() >= 5,
+        "docs/journal.md has its audit queries: {queries:?}"
+    );
+    for query in &queries {
+        device.sql(query);
+    }
+    let history = device.sql(&queries[0]);
+    assert!(
+        history.contains("|created|") && history.contains("|moved|docs/page.md|docs/moved.md|"),
+        "the history of docs/page.md shows its creation and its move:\n{history}"
+    );
+    let per_pair = queries
+        .iter()
+        .find(|q| q.contains("unresolved_conflicts"))
+        .expect("the per-pair overview query");
+    let overview = device.sql(per_pair);
+    assert!(overview.starts_with(&format!("{PAIR}|sync-")), "{overview}");
+    assert_eq!(device.pair_status()["name"], PAIR, "the agent still runs");
+}

@@ -1,0 +1,132 @@
+//! Changes travel without anyone asking: the watcher carries local edits,
+//! deletions and folder moves to the remote; the remote poll and
+//! `prism-syncctl sync start` bring remote changes down.
+
+use std::os::unix::fs::MetadataExt;
+
+use crate::harness::*;
+
+#[test]
+fn local_changes_reach_the_remote_through_the_watcher() {
+    let sandbox = Sandbox::new();
+    let remote = sandbox.remote("remote");
+    let device = sandbox.device("laptop", &remote);
+    let agent = device.start();
+    let local = &device.local;
+
+    write(local, "notes.txt", "first draft\n");
+    wait_for_content(&remote.join("notes.txt"), "first draft\n");
+
+    write(local, "notes.txt", "second draft\n");
+    wait_for_content(&remote.join("notes.txt"), "second draft\n");
+
+    write(local, "docs/a.md", "alpha\n");
+    write(local, "docs/sub/b.md", "beta\n");
+    wait_for_content(&remote.join("docs/sub/b.md"), "beta\n");
+    wait_for_content(&remote.join("docs/a.md"), "alpha\n");
+    let inode_before = std::fs::metadata(remote.join("docs/sub/b.md"))
+        .unwrap()
+        .ino();
+
+    std::fs::rename(local.join("docs"), local.join("archive")).unwrap();
+    wait_for_absence(&remote.join("docs"));
+    let tree = device.wait_converged();
+    assert!(
+        tree.contains_key("archive/sub/b.md") && !tree.keys().any(|p| p.starts_with("docs")),
+        "{}",
+        show(&tree)
+    );
+    assert_eq!(read(&remote, "archive/a.md"), "alpha\n");
+    assert_eq!(read(&remote, "archive/sub/b.md"), "beta\n");
+    assert_eq!(
+        std::fs::metadata(remote.join("archive/sub/b.md"))
+            .unwrap()
+            .ino(),
+        inode_before,
+        "the folder move must be a rename on the remote, not a copy"
+    );
+    let log = device.ctl_json(&["changes", "--path", "archive"]);
+    let changes = log["changes"].as_array().unwrap();
+    let moves: Vec<_> = changes.iter().filter(|c| c["type"] == "moved").collect();
+    assert_eq!(moves.len(), 1, "one move for the folder: {log:#}");
+    assert_eq!(moves[0]["path"], "archive");
+    assert_eq!(moves[0]["from_path"], "docs");
+    assert!(
+        changes.iter().all(|c| c["type"] == "moved"),
+        "nothing but the move happened below archive: {log:#}"
+    );
+
+    std::fs::remove_file(local.join("notes.txt")).unwrap();
+    wait_for_absence(&remote.join("notes.txt"));
+    // The trash keeps the overwritten first draft and the deleted second.
+    assert_eq!(
+        sorted(trashed(&remote_trash(&remote), "notes.txt")),
+        ["first draft\n", "second draft\n"],
+        "the overwritten and the deleted version are in the remote trash"
+    );
+    device.wait_converged();
+    wait_until(PATIENCE, "the pair is idle with nothing pending", || {
+        let status = device.pair_status();
+        if status["state"] == "idle" && status["pending"] == 0 {
+            Ok(())
+        } else {
+            Err(format!("{status:#}"))
+        }
+    });
+    assert_eq!(agent.stop().code(), Some(0));
+}
+
+#[test]
+fn remote_changes_arrive_through_the_poll() {
+    let sandbox = Sandbox::new();
+    let remote = sandbox.remote("remote");
+    let device = sandbox.device_with("laptop", &remote, Settings::fast_poll());
+    let _agent = device.start();
+
+    // The remote is a plain folder that another program writes to; only
+    // the poll can notice.
+    write(&remote, "from-nas/report.txt", "written on the NAS\n");
+    wait_for_content(
+        &device.local.join("from-nas/report.txt"),
+        "written on the NAS\n",
+    );
+    write(&remote, "from-nas/report.txt", "edited on the NAS\n");
+    wait_for_content(
+        &device.local.join("from-nas/report.txt"),
+        "edited on the NAS\n",
+    );
+    std::fs::remove_file(remote.join("from-nas/report.txt")).unwrap();
+    wait_for_absence(&device.local.join("from-nas/report.txt"));
+    assert_eq!(
+        sorted(trashed(&local_trash(&device), "from-nas/report.txt")),
+        ["edited on the NAS\n", "written on the NAS\n"],
+        "the local version deleted because of the remote is in the local trash"
+    );
+    device.wait_converged();
+}
+
+#[test]
+fn sync_start_and_wait_bring_remote_changes_down() {
+    let sandbox = Sandbox::new();
+    let remote = sandbox.remote("remote");
+    // The default remote poll (30 s) is far beyond this test: only the
+    // explicit sync can bring the file down.
+    let device = sandbox.device("laptop", &remote);
+    let _agent = device.start();
+    write(&remote, "shared.txt", "from elsewhere\n");
+
+    let started = device.ctl_json(&["sync", "start", PAIR]);
+    assert_eq!(started["status"], "sync_in_progress", "{started:#}");
+    let id = started["sync_id"].as_str().unwrap();
+    let waited = device.ctl(&["--json", "sync", "wait", id, "--timeout", "20"]);
+    assert_eq!(waited.status.code(), Some(0), "{}", text(&waited));
+    let status = json(&waited);
+    assert_eq!(status["status"], "completed", "{status:#}");
+    assert_eq!(status["sync_id"], id);
+    assert!(status["last_synced_at"].is_string(), "{status:#}");
+    assert!(
+        status["conflicts"].as_array().unwrap().is_empty(),
+        "{status:#}"
+    );
+    assert_eq!(read(&device.local, "shared.txt"), "from elsewhere\n");
+}
