@@ -88,9 +88,10 @@ fn kill_9_during_a_large_sync_loses_nothing_and_the_restart_converges() {
     assert_eq!(killed.len(), 1, "one run was in progress: {killed:?}");
 
     let _agent = device.start();
-    // FIXME: the staged files of the writes the crash cut short stay on the
-    // remote as `.prism-tmp-*` (hidden, never under a real name, but never
-    // cleaned up either), so they are left out of the comparison.
+    // The staged files of the writes the crash cut short stay on the remote
+    // as hidden `.prism-tmp-*` files (never under a real name) until a
+    // listing sweeps them once they are an hour old, so they are left out
+    // of the comparison.
     let real_files = |root: &std::path::Path| {
         let mut t = tree(root);
         t.retain(|path, _| !is_temp(path));
