@@ -602,11 +602,12 @@ mod tests {
         // The thread ends and drops its sender, closing the channel. An
         // event already in flight when the watcher dropped may still come
         // first (a loaded machine shows it); the channel must close anyway.
-        let closed = tokio::time::timeout(PATIENCE, async {
-            while rx.recv().await.is_some() {}
-        })
-        .await;
-        assert!(closed.is_ok(), "the watcher thread kept running after the drop");
+        let closed =
+            tokio::time::timeout(PATIENCE, async { while rx.recv().await.is_some() {} }).await;
+        assert!(
+            closed.is_ok(),
+            "the watcher thread kept running after the drop"
+        );
     }
 
     #[tokio::test]
