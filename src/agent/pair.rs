@@ -182,12 +182,16 @@ pub async fn run(
 
     loop {
         let now = Instant::now();
+        // A paused pair wakes only for messages and the slow timers, so a
+        // batch it is not allowed to sync cannot make it spin.
         let mut deadline = next_poll.min(next_safety);
-        if let Some(ready) = pending.ready_at(timing.debounce) {
-            deadline = deadline.min(ready);
-        }
-        if let Some(retry) = engine.next_retry() {
-            deadline = deadline.min(retry.max(now + Duration::from_millis(50)));
+        if !paused {
+            if let Some(ready) = pending.ready_at(timing.debounce) {
+                deadline = deadline.min(ready);
+            }
+            if let Some(retry) = engine.next_retry() {
+                deadline = deadline.min(retry.max(now + Duration::from_millis(50)));
+            }
         }
         let message = if api_syncs.is_empty() {
             tokio::select! {
@@ -251,10 +255,9 @@ pub async fn run(
             pending.trigger = Some("retry");
         }
         show_pending(&status, &pending);
-        if paused {
+        // A paused pair syncs only when a client asks for it explicitly.
+        if paused && api_syncs.is_empty() {
             status.lock().expect("status").state = PairState::Paused;
-        }
-        if paused {
             continue;
         }
         let due = pending

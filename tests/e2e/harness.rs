@@ -322,6 +322,11 @@ impl Agent {
     }
 
     /// Kills the agent with SIGKILL: a crash, as far as it can tell.
+    /// The agent's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the agent is running").id()
+    }
+
     pub fn kill9(mut self) {
         if let Some(mut child) = self.child.take() {
             child.kill().expect("SIGKILL the agent");

@@ -130,3 +130,49 @@ fn sync_start_and_wait_bring_remote_changes_down() {
     );
     assert_eq!(read(&device.local, "shared.txt"), "from elsewhere\n");
 }
+
+#[test]
+fn a_paused_pair_holds_changes_until_resumed_and_stays_idle_meanwhile() {
+    let sandbox = Sandbox::new();
+    let remote = sandbox.remote("remote");
+    let device = sandbox.device("laptop", &remote);
+    let agent = device.start();
+    let local = &device.local;
+    write(local, "before.txt", "synced\n");
+    wait_for_content(&remote.join("before.txt"), "synced\n");
+
+    device.ctl(&["pause", PAIR]);
+    wait_until(PATIENCE, "the pair reports paused", || {
+        let state = device.pair_status()["state"].clone();
+        if state == "paused" {
+            Ok(())
+        } else {
+            Err(format!("state {state}"))
+        }
+    });
+    write(local, "during.txt", "held back\n");
+    // A paused agent must not spin on the change it may not sync: sample its
+    // CPU time over a second of pause.
+    let cpu_before = cpu_ticks(agent.pid());
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let cpu_used = cpu_ticks(agent.pid()) - cpu_before;
+    assert!(
+        !remote.join("during.txt").exists(),
+        "a paused pair synced a change"
+    );
+    assert!(
+        cpu_used < 20,
+        "the paused agent used {cpu_used} clock ticks in one second"
+    );
+
+    device.ctl(&["resume", PAIR]);
+    wait_for_content(&remote.join("during.txt"), "held back\n");
+}
+
+/// User plus system CPU time of a process, in clock ticks (`/proc/PID/stat`).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
