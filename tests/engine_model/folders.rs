@@ -136,15 +136,20 @@ impl Clock {
 }
 
 const WORDS: [&str; 4] = ["alpha", "beta", "gamma", "delta"];
-const FILE_NAMES: [&str; 4] = ["a.txt", "b.txt", "c.md", "notes"];
+/// "e" is also a folder name, so a file and a folder meet at one path.
+const FILE_NAMES: [&str; 5] = ["a.txt", "b.txt", "c.md", "notes", "e"];
 const DIR_NAMES: [&str; 3] = ["d1", "d2", "e"];
 /// Folders nest at most this deep, so trees stay small.
 const MAX_DEPTH: usize = 3;
 
 /// Small text from a small alphabet, so that identical edits on two
-/// devices and clean three-way merges both happen often.
+/// devices and clean three-way merges both happen often; sometimes empty.
 fn random_text(rng: &mut fastrand::Rng) -> Vec<u8> {
-    let lines = rng.usize(1..=3);
+    let lines = if rng.usize(..8) == 0 {
+        0
+    } else {
+        rng.usize(1..=3)
+    };
     let mut text = String::new();
     for _ in 0..lines {
         text.push_str(WORDS[rng.usize(..WORDS.len())]);
