@@ -825,3 +825,29 @@ fn a_taken_conflict_copy_name_is_skipped() {
     assert_eq!(copies, 1, "{remote:?}");
     assert_eq!(folders::contents(&remote).len(), 5, "{remote:?}");
 }
+
+/// Regression: reconcile orders a deletion that makes room for a folder
+/// at the same path before the folder's creation, but the executor ran
+/// every deletion after the copies. A file replaced by a folder on the
+/// remote then failed to sync: the folder could not be made over the old
+/// file, and the copy into it failed ("Not a directory"). Found by the
+/// random cases.
+#[test]
+fn a_file_replaced_by_a_folder_syncs() {
+    let mut case = Case::with_strategy(2, Strategy::Manual);
+    case.write(Replica::Device(0), "e", "a file\n");
+    case.sync("", 0, Scope::Full);
+    std::fs::remove_file(case.remote.join("e")).unwrap();
+    case.write(Replica::Remote, "e/e", "a file in a folder\n");
+    let report = case.sync("", 0, Scope::Full);
+    assert_eq!(
+        report.status,
+        SyncStatus::Completed,
+        "{}",
+        report_text(&report)
+    );
+    let local = folders::tree(&case.devices[0].root);
+    assert_trees_equal(&local, &folders::tree(&case.remote), "devA", "the sync");
+    let trashed = folders::kept_under(&case.devices[0].trash);
+    assert!(trashed.contains(&b"a file\n".to_vec()), "{trashed:?}");
+}
