@@ -22,7 +22,10 @@
 //! `PRISM_MODEL_SEED` the first case's seed (random by default, printed),
 //! `PRISM_MODEL_MAX_STEPS` cuts every case after that many steps, to
 //! shrink a failing case by hand, and `PRISM_MODEL_LOG` prints the step
-//! log of passing cases too.
+//! log of passing cases too. A case replays exactly from its seed, except
+//! in two details that depend on the clock (conflict copy and trash names)
+//! and, in cases with two parallel transfers, which copy an armed fault
+//! hits.
 
 #[path = "engine_model/faults.rs"]
 mod faults;
@@ -39,7 +42,7 @@ use prism_sync::engine::{EngineSettings, PairEngine, SyncReport, SyncRequest};
 use prism_sync::journal::{ChangeFilter, Journal, PairId, SyncCounts, SyncStatus};
 use prism_sync::model::{BaseTree, ContentHash, Entry, RelPath, Scope, Strategy};
 use prism_sync::remote::LocalFolder;
-use prism_sync::tracker::ignore::IgnoreRules;
+use prism_sync::tracker::ignore::{IgnoreRules, METADATA_DIR};
 
 use faults::{Fault, Faults, FaultyReplica};
 use folders::{Clock, Contents, Edit, Node, Tree};
@@ -249,7 +252,7 @@ impl Case {
     fn trash(&self, replica: Replica) -> PathBuf {
         match replica {
             Replica::Device(i) => self.devices[i].trash.clone(),
-            Replica::Remote => self.remote.join(".prism-sync").join("trash"),
+            Replica::Remote => self.remote.join(METADATA_DIR).join("trash"),
         }
     }
 
@@ -849,5 +852,5 @@ fn a_file_replaced_by_a_folder_syncs() {
     let local = folders::tree(&case.devices[0].root);
     assert_trees_equal(&local, &folders::tree(&case.remote), "devA", "the sync");
     let trashed = folders::kept_under(&case.devices[0].trash);
-    assert!(trashed.contains(&b"a file\n".to_vec()), "{trashed:?}");
+    assert!(trashed.contains(b"a file\n".as_slice()), "{trashed:?}");
 }
