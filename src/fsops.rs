@@ -250,13 +250,20 @@ pub fn commit(
     let temp = staged.temp.take().expect("staged files are committed once");
     if let Err(e) = rename_noreplace(&temp, target) {
         let _ = fs::remove_file(&temp);
-        return Err(if e.kind() == io::ErrorKind::AlreadyExists {
-            CommitError::Changed {
-                path: target.to_path_buf(),
-            }
-        } else {
-            CommitError::Io(e)
-        });
+        // AlreadyExists: a file appeared at the target. NotFound: the
+        // folder (with the staged file in it) was moved or deleted meanwhile.
+        return Err(
+            if matches!(
+                e.kind(),
+                io::ErrorKind::AlreadyExists | io::ErrorKind::NotFound
+            ) {
+                CommitError::Changed {
+                    path: target.to_path_buf(),
+                }
+            } else {
+                CommitError::Io(e)
+            },
+        );
     }
     let stat = stat(target)?
         .ok_or_else(|| io::Error::other("the file vanished right after it was written"))?;
@@ -379,9 +386,22 @@ impl Trash {
     /// the same file system; a copy and delete otherwise.
     pub fn put(&self, source: &Path, rel: &RelPath) -> io::Result<PathBuf> {
         let stamp = timefmt::conflict_stamp(SystemTime::now());
-        let mut dest = rel.to_fs(&self.root.join(&stamp[..13]));
-        if let Some(parent) = dest.parent() {
-            fs::create_dir_all(parent)?;
+        let batch = self.root.join(&stamp[..13]);
+        let mut dest = rel.to_fs(&batch);
+        let mut n = 1;
+        // A file trashed earlier in this batch can sit where a folder of
+        // `rel` must go (the file `a`, then `a/b` within one minute): the
+        // version then goes below a numbered folder of the batch instead,
+        // `BATCH/dup-1/a/b`.
+        while let Some(Err(e)) = dest.parent().map(fs::create_dir_all) {
+            if !matches!(
+                e.kind(),
+                io::ErrorKind::AlreadyExists | io::ErrorKind::NotADirectory
+            ) {
+                return Err(e);
+            }
+            dest = rel.to_fs(&batch.join(format!("dup-{n}")));
+            n += 1;
         }
         let base = dest.clone();
         let mut n = 1;
@@ -545,6 +565,26 @@ pub(crate) mod tests {
             .collect();
         kept.sort();
         assert_eq!(kept, ["one", "three", "two"]);
+    }
+
+    #[test]
+    fn trash_keeps_a_file_and_then_a_file_below_its_name() {
+        // Found by the engine model test: the file `e` was trashed, then
+        // `e/e` within the same minute; the trash could not make the folder
+        // `e` in its batch and every replace of `e/e` failed.
+        let dir = tempfile::tempdir().unwrap();
+        let trash = Trash::new(dir.path().join("trash"));
+        let file = dir.path().join("f");
+        for (content, rel_path) in [("file e", "e"), ("file e/e", "e/e"), ("e/e/x", "e/e/x")] {
+            fs::write(&file, content).unwrap();
+            trash.put(&file, &rel(rel_path)).unwrap();
+        }
+        let mut kept: Vec<String> = walk(trash.root())
+            .iter()
+            .map(|p| fs::read_to_string(p).unwrap())
+            .collect();
+        kept.sort();
+        assert_eq!(kept, ["e/e/x", "file e", "file e/e"]);
     }
 
     #[test]

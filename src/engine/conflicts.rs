@@ -62,11 +62,6 @@ pub fn settle(
     let path = &conflict.path;
     let local = entry(trees, Side::Local, path);
     let remote = entry(trees, Side::Remote, path);
-    let copy = RelPath::conflict_copy(
-        path,
-        &timefmt::conflict_stamp(SystemTime::now()),
-        &ctx.settings.device,
-    );
     let record =
         |copy_path: Option<&RelPath>, note: Option<String>| -> Result<String, ReplicaError> {
             let new = NewConflict {
@@ -160,13 +155,48 @@ pub fn settle(
                 return Ok(vec![path.clone()]);
             };
             let expect = executor::expect_of(Some(remote_entry));
-            ctx.remote.rename(path, &copy, &expect)?;
+            let copy = rename_aside(ctx.remote, trees, path, &expect, &ctx.settings.device)?;
             ctx.commit(forget(path))?;
             record(Some(&copy), note)?;
             Ok(vec![path.clone(), copy])
         }
         ConflictKind::CaseCollision => Ok(Vec::new()),
     }
+}
+
+/// Renames the remote's `path` aside to a conflict copy name and returns
+/// that name. Names carry the second and the device, so a second conflict
+/// on the same path within one second (or after a crash that left the
+/// first copy unrecorded) would collide with the first copy and fail on
+/// every retry within that second: a name either side holds, or the remote
+/// refuses as taken, is skipped for the next `-N` variant.
+fn rename_aside(
+    remote: &dyn Replica,
+    trees: &Trees,
+    path: &RelPath,
+    expect: &Expect,
+    device: &str,
+) -> Result<RelPath, ReplicaError> {
+    const ATTEMPTS: usize = 20;
+    let stamp = timefmt::conflict_stamp(SystemTime::now());
+    let taken = |p: &RelPath| trees.local.contains_key(p) || trees.remote.contains_key(p);
+    let names = (1..).map(|n| match n {
+        1 => RelPath::conflict_copy(path, &stamp, device),
+        n => RelPath::conflict_copy(path, &stamp, &format!("{device}-{n}")),
+    });
+    let mut last = None;
+    for copy in names.filter(|c| !taken(c)).take(ATTEMPTS) {
+        match remote.rename(path, &copy, expect) {
+            Ok(()) => return Ok(copy),
+            Err(ReplicaError::Changed { path: p }) if p == copy.as_str() => {
+                last = Some(ReplicaError::Changed { path: p });
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| ReplicaError::Changed {
+        path: path.to_string(),
+    }))
 }
 
 fn resolve_row(

@@ -1,8 +1,9 @@
 //! Carries out a plan on the two replicas and commits the base after each
 //! finished action.
 //!
-//! The executor owns the order of effects: moves first (so later paths are
-//! where the plan expects them), then folders, then the copies in parallel
+//! The executor keeps the plan's order of effects: moves first (so later
+//! paths are where the plan expects them), then deletions that make room
+//! for a creation at the same path, then folders, then the copies in parallel
 //! (bounded by `parallel_transfers`, streamed, verified by hash), then
 //! deletions deepest first, then base-only updates. Every destructive step
 //! passes the replica what the plan saw (an [`Expect`]); a replica refuses
@@ -102,8 +103,9 @@ pub struct Outcome {
     pub failed: Vec<(RelPath, ReplicaError)>,
 }
 
-/// Runs `actions` in the order the plan gives (moves, folders, copies,
-/// deletions, base updates), copies in parallel.
+/// Runs `actions` in the order the plan gives (moves, deletions that make
+/// room, folders, copies, other deletions, base updates), copies in
+/// parallel.
 pub fn execute(
     ctx: &EngineContext<'_>,
     trees: &mut Trees,
@@ -111,12 +113,16 @@ pub fn execute(
     tally: &mut RunTally,
 ) -> Outcome {
     let mut outcome = Outcome::default();
-    let (copies, others): (Vec<&Action>, Vec<&Action>) = actions
+    // The plan's order is the order of execution (see `reconcile`): what
+    // comes before the first copy (moves, deletions that make room for a
+    // creation at the same path, folders) runs first, in that order.
+    let first_copy = actions
         .iter()
-        .partition(|a| matches!(a, Action::Copy { .. }));
-    let (before, after): (Vec<&Action>, Vec<&Action>) = others
-        .into_iter()
-        .partition(|a| matches!(a, Action::Move { .. } | Action::Mkdir { .. }));
+        .position(|a| matches!(a, Action::Copy { .. }))
+        .unwrap_or(actions.len());
+    let (before, rest) = actions.split_at(first_copy);
+    let (copies, after): (Vec<&Action>, Vec<&Action>) =
+        rest.iter().partition(|a| matches!(a, Action::Copy { .. }));
 
     for action in before {
         if ctx.cancelled() {
@@ -413,7 +419,11 @@ fn put_in_place(
     }
     for (index, staged) in batch {
         let job = &jobs[index];
-        match ctx.side(job.to).commit_staged(staged, &job.expect) {
+        let committed = ctx.side(job.to).commit_staged(&staged, &job.expect);
+        if committed.is_err() {
+            ctx.side(job.to).discard(staged);
+        }
+        match committed {
             Ok(written) => {
                 trees.set(job.to, job.path, Some(written));
                 if let Err(error) = commit_copy(ctx, trees, job, tally) {

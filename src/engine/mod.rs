@@ -508,6 +508,9 @@ impl Run<'_> {
             for conflict in &plan.conflicts {
                 match conflicts::settle(&ctx, &mut trees, conflict, &base, &mut self.tally) {
                     Ok(follow_up) => again.extend(follow_up),
+                    // Someone changed a path the settling touches (or took
+                    // the copy's name): re-plan it, as for any action.
+                    Err(error) if error.is_change() => again.push(conflict.path.clone()),
                     Err(error) => self.fail(&conflict.path, error),
                 }
             }

@@ -31,6 +31,8 @@ pub struct LocalFolder {
     case_insensitive: OnceLock<bool>,
     /// Folders whose entries changed since the last `flush`.
     dirty: Mutex<BTreeSet<PathBuf>>,
+    /// Temporary files older than this are a crash's leftovers.
+    stale_temp_age: Duration,
 }
 
 impl LocalFolder {
@@ -42,6 +44,7 @@ impl LocalFolder {
             trash: Trash::new(trash),
             case_insensitive: OnceLock::new(),
             dirty: Mutex::new(BTreeSet::new()),
+            stale_temp_age: STALE_TEMP,
         }
     }
 
@@ -54,7 +57,15 @@ impl LocalFolder {
             trash,
             case_insensitive: OnceLock::new(),
             dirty: Mutex::new(BTreeSet::new()),
+            stale_temp_age: STALE_TEMP,
         }
+    }
+
+    /// Sweeps temporary files sooner than the default hour: for a folder
+    /// no other agent writes to at the same time (tests replaying crashes).
+    pub fn with_stale_temp_age(mut self, age: Duration) -> LocalFolder {
+        self.stale_temp_age = age;
+        self
     }
 
     pub fn root(&self) -> &Path {
@@ -250,7 +261,7 @@ impl Replica for LocalFolder {
             cache: &cache,
         };
         let outcome = scan(&request).map_err(|e| ReplicaError::Other(e.to_string()))?;
-        sweep_stale_temp_files(&outcome.temp_files, STALE_TEMP);
+        sweep_stale_temp_files(&outcome.temp_files, self.stale_temp_age);
         let mut tree = outcome.tree;
         for entry in tree.values_mut() {
             if let Entry::File(meta) = &entry.entry {
@@ -321,19 +332,19 @@ impl Replica for LocalFolder {
 
     fn commit_staged(
         &self,
-        staged: StagedWrite,
+        staged: &StagedWrite,
         expect: &Expect,
     ) -> Result<SideEntry, ReplicaError> {
-        let path = staged.path;
+        let path = &staged.path;
         let hash = staged.hash;
         let target = path.to_fs(&self.root);
-        let guard = fsops::Staged::from_parts(staged.temp, staged.hash, staged.size);
+        let guard = fsops::Staged::from_parts(staged.temp.clone(), staged.hash, staged.size);
         let committed =
-            fsops::commit(guard, &target, expect, &self.trash, &path).map_err(|e| match e {
+            fsops::commit(guard, &target, expect, &self.trash, path).map_err(|e| match e {
                 fsops::CommitError::Changed { .. } => ReplicaError::Changed {
                     path: path.to_string(),
                 },
-                fsops::CommitError::Io(e) => ReplicaError::io("replace", &path, e),
+                fsops::CommitError::Io(e) => ReplicaError::io("replace", path, e),
             })?;
         self.touched(&target);
         if let Some(trashed) = &committed.trashed {
@@ -407,9 +418,14 @@ impl Replica for LocalFolder {
         for dir in dirty {
             match fsops::sync_dir(&dir) {
                 Ok(()) => {}
-                // A folder that went away since (moved to the trash) has
-                // nothing left to flush here; its new home is in the set.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                // A folder that went away since (moved to the trash, or
+                // replaced by a file) has nothing left to flush here; the
+                // folders its entries moved to are in the set.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                    ) => {}
                 Err(e) => return Err(ReplicaError::io("flush", dir.display(), e)),
             }
         }

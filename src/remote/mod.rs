@@ -166,11 +166,13 @@ pub trait Replica: Send + Sync {
         expect: &Expect,
     ) -> Result<SideEntry, ReplicaError> {
         let staged = self.stage(path, content, hash, mtime_ns)?;
-        if let Err(e) = self.sync_staged(&[&staged]) {
+        let committed = self
+            .sync_staged(&[&staged])
+            .and_then(|()| self.commit_staged(&staged, expect));
+        if committed.is_err() {
             self.discard(staged);
-            return Err(e);
         }
-        self.commit_staged(staged, expect)
+        committed
     }
 
     /// The first half of a write: streams `content` to a temporary name
@@ -195,7 +197,7 @@ pub trait Replica: Send + Sync {
     /// staged file in without replacing anything.
     fn commit_staged(
         &self,
-        staged: StagedWrite,
+        staged: &StagedWrite,
         expect: &Expect,
     ) -> Result<SideEntry, ReplicaError>;
 

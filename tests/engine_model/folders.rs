@@ -1,0 +1,359 @@
+//! Folder-level helpers for the engine model test: reading a replica's tree
+//! (paths, kinds, content) without our metadata, collecting every content
+//! kept under a folder (for the trashes), finding leftover temporary files,
+//! and the random edits a person makes to a folder.
+//!
+//! The edits are plain `std::fs` calls on real folders, chosen by the
+//! test's seeded generator from what the folder holds now. This module does
+//! not know about engines, journals or faults.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prism_sync::tracker::ignore::{METADATA_DIR, ROOT_MARKER_FILE, TEMP_PREFIX, is_temp_name};
+
+/// One entry of a tree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Node {
+    Dir,
+    File(Vec<u8>),
+}
+
+/// A replica's tree: relative path (with `/`) to entry.
+pub type Tree = BTreeMap<String, Node>;
+
+/// Reads the tree below `root`, leaving out our metadata at the root (the
+/// remote's `.prism-sync/`, the local `.prism-sync-root` marker) and our
+/// hidden temporary files, which no person edits and which `temp_files`
+/// checks on its own.
+pub fn tree(root: &Path) -> Tree {
+    let mut out = Tree::new();
+    walk(root, "", &mut out);
+    out
+}
+
+fn walk(dir: &Path, prefix: &str, out: &mut Tree) {
+    let mut entries: Vec<_> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+        .map(|e| e.expect("directory entry"))
+        .collect();
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if prefix.is_empty() && (name == METADATA_DIR || name == ROOT_MARKER_FILE) {
+            continue;
+        }
+        if is_temp_name(&name) {
+            continue;
+        }
+        let rel = format!("{prefix}{name}");
+        let path = entry.path();
+        if entry.file_type().expect("file type").is_dir() {
+            out.insert(rel.clone(), Node::Dir);
+            walk(&path, &format!("{rel}/"), out);
+        } else {
+            let bytes =
+                fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+            out.insert(rel, Node::File(bytes));
+        }
+    }
+}
+
+/// How many files hold each content.
+pub type Contents = BTreeMap<Vec<u8>, usize>;
+
+/// How many files of `tree` hold each content.
+pub fn contents(tree: &Tree) -> Contents {
+    let mut counts = BTreeMap::new();
+    for node in tree.values() {
+        if let Node::File(bytes) = node {
+            *counts.entry(bytes.clone()).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+/// Every content kept in a file anywhere below `dir` (a trash).
+pub fn kept_under(dir: &Path) -> BTreeSet<Vec<u8>> {
+    let mut kept = BTreeSet::new();
+    if dir.exists() {
+        let mut all = Tree::new();
+        walk(dir, "/", &mut all);
+        for node in all.into_values() {
+            if let Node::File(bytes) = node {
+                kept.insert(bytes);
+            }
+        }
+    }
+    kept
+}
+
+/// Our temporary files anywhere below `dir`, metadata and trash included.
+pub fn temp_files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries {
+        let entry = entry.expect("directory entry");
+        let path = entry.path();
+        if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+            found.push(path.clone());
+        }
+        if entry.file_type().expect("file type").is_dir() {
+            found.extend(temp_files(&path));
+        }
+    }
+    found
+}
+
+/// A short, readable rendering of a content for the step log.
+pub fn show(bytes: &[u8]) -> String {
+    format!("{:?}", String::from_utf8_lossy(bytes))
+}
+
+/// The modification times the test's edits set: strictly increasing, and
+/// never before the real clock. Edits made within one file-system time
+/// tick with the same size would otherwise look unchanged to the stat
+/// cache (the documented "racy clean" limitation of the scanner), which is
+/// not what this test is about.
+#[derive(Clone, Default)]
+pub struct Clock {
+    last_ns: i64,
+}
+
+impl Clock {
+    /// Takes over the later of two clocks (one lent to a racing edit).
+    pub fn catch_up(&mut self, other: &Clock) {
+        self.last_ns = self.last_ns.max(other.last_ns);
+    }
+
+    fn next(&mut self) -> SystemTime {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_nanos() as i64;
+        self.last_ns = now.max(self.last_ns + 1_000_000);
+        UNIX_EPOCH + Duration::from_nanos(self.last_ns as u64)
+    }
+}
+
+const WORDS: [&str; 4] = ["alpha", "beta", "gamma", "delta"];
+/// "e" is also a folder name, so a file and a folder meet at one path.
+const FILE_NAMES: [&str; 5] = ["a.txt", "b.txt", "c.md", "notes", "e"];
+const DIR_NAMES: [&str; 3] = ["d1", "d2", "e"];
+/// Folders nest at most this deep, so trees stay small.
+const MAX_DEPTH: usize = 3;
+
+/// Small text from a small alphabet, so that identical edits on two
+/// devices and clean three-way merges both happen often; sometimes empty.
+fn random_text(rng: &mut fastrand::Rng) -> Vec<u8> {
+    let lines = if rng.usize(..8) == 0 {
+        0
+    } else {
+        rng.usize(1..=3)
+    };
+    let mut text = String::new();
+    for _ in 0..lines {
+        text.push_str(WORDS[rng.usize(..WORDS.len())]);
+        text.push('\n');
+    }
+    text.into_bytes()
+}
+
+/// One edit a person made, for the log and for scoping a partial sync.
+pub struct Edit {
+    pub description: String,
+    /// The paths the edit touched (both ends of a move).
+    pub touched: Vec<String>,
+}
+
+fn files(tree: &Tree) -> Vec<&String> {
+    tree.iter()
+        .filter(|(_, n)| matches!(n, Node::File(_)))
+        .map(|(p, _)| p)
+        .collect()
+}
+
+fn dirs(tree: &Tree) -> Vec<&String> {
+    tree.iter()
+        .filter(|(_, n)| **n == Node::Dir)
+        .map(|(p, _)| p)
+        .collect()
+}
+
+fn pick<'a>(rng: &mut fastrand::Rng, items: &[&'a String]) -> Option<&'a String> {
+    (!items.is_empty()).then(|| items[rng.usize(..items.len())])
+}
+
+fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+/// A folder to put something in: the root, an existing folder, or a new
+/// one below either.
+fn random_parent(rng: &mut fastrand::Rng, tree: &Tree) -> String {
+    let existing = dirs(tree);
+    let base = match rng.usize(..3) {
+        0 => String::new(),
+        _ => pick(rng, &existing).cloned().unwrap_or_default(),
+    };
+    let depth = if base.is_empty() {
+        0
+    } else {
+        base.split('/').count()
+    };
+    if depth < MAX_DEPTH && rng.usize(..3) == 0 {
+        join(&base, DIR_NAMES[rng.usize(..DIR_NAMES.len())])
+    } else {
+        base
+    }
+}
+
+/// True when `path` can be created as a `kind` entry: no ancestor is a file.
+fn placeable(tree: &Tree, path: &str) -> bool {
+    let mut prefix = String::new();
+    for part in path.split('/') {
+        if !prefix.is_empty() {
+            if matches!(tree.get(&prefix), Some(Node::File(_))) {
+                return false;
+            }
+            prefix.push('/');
+        }
+        prefix.push_str(part);
+    }
+    true
+}
+
+fn make_parents(root: &Path, path: &str) {
+    if let Some(parent) = root.join(path).parent() {
+        fs::create_dir_all(parent).expect("create parent folders");
+    }
+}
+
+/// Writes `content` to `path` as an editor would: in place, or saved to a
+/// side file and renamed over the old one. Sets a fresh modification time.
+pub fn write_file(root: &Path, path: &str, content: &[u8], clock: &mut Clock, atomic: bool) {
+    make_parents(root, path);
+    let target = root.join(path);
+    if atomic {
+        let side = target.with_file_name(format!(
+            "{}.saving",
+            target.file_name().expect("a file name").to_string_lossy()
+        ));
+        fs::write(&side, content).expect("write the side file");
+        set_mtime(&side, clock);
+        fs::rename(&side, &target).expect("rename the side file in place");
+    } else {
+        fs::write(&target, content).expect("write a file");
+        set_mtime(&target, clock);
+    }
+}
+
+fn set_mtime(path: &Path, clock: &mut Clock) {
+    fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(clock.next()))
+        .expect("set the modification time");
+}
+
+/// Makes one random edit to the folder at `root`, as a person would, or
+/// `None` when a few tries found no edit that applies to the tree as it is.
+pub fn random_edit(rng: &mut fastrand::Rng, root: &Path, clock: &mut Clock) -> Option<Edit> {
+    (0..5).find_map(|_| try_edit(rng, root, clock))
+}
+
+fn try_edit(rng: &mut fastrand::Rng, root: &Path, clock: &mut Clock) -> Option<Edit> {
+    let tree = tree(root);
+    let edit = |description: String, touched: Vec<String>| {
+        Some(Edit {
+            description,
+            touched,
+        })
+    };
+    match rng.usize(..10) {
+        // Create a file (or overwrite one that happens to be there).
+        0..=2 => {
+            let path = join(
+                &random_parent(rng, &tree),
+                FILE_NAMES[rng.usize(..FILE_NAMES.len())],
+            );
+            if tree.get(&path) == Some(&Node::Dir) || !placeable(&tree, &path) {
+                return None;
+            }
+            let content = random_text(rng);
+            write_file(root, &path, &content, clock, rng.bool());
+            edit(format!("create {path} = {}", show(&content)), vec![path])
+        }
+        // Modify a file: overwrite or append.
+        3..=4 => {
+            let path = pick(rng, &files(&tree))?.clone();
+            let Some(Node::File(old)) = tree.get(&path) else {
+                unreachable!("picked from the files")
+            };
+            let (content, how) = if rng.bool() {
+                let mut appended = old.clone();
+                appended.extend_from_slice(&random_text(rng)[..]);
+                (appended, "append")
+            } else {
+                (random_text(rng), "overwrite")
+            };
+            write_file(root, &path, &content, clock, rng.bool());
+            edit(format!("{how} {path} = {}", show(&content)), vec![path])
+        }
+        5 => {
+            let path = pick(rng, &files(&tree))?.clone();
+            fs::remove_file(root.join(&path)).expect("delete a file");
+            edit(format!("delete {path}"), vec![path])
+        }
+        // Move or rename a file, possibly over another file (as `mv` does).
+        6 => {
+            let from = pick(rng, &files(&tree))?.clone();
+            let to = join(
+                &random_parent(rng, &tree),
+                FILE_NAMES[rng.usize(..FILE_NAMES.len())],
+            );
+            if to == from || tree.get(&to) == Some(&Node::Dir) || !placeable(&tree, &to) {
+                return None;
+            }
+            make_parents(root, &to);
+            fs::rename(root.join(&from), root.join(&to)).expect("move a file");
+            edit(format!("move {from} -> {to}"), vec![from, to])
+        }
+        7 => {
+            let path = random_parent(rng, &tree);
+            if path.is_empty() || tree.contains_key(&path) || !placeable(&tree, &path) {
+                return None;
+            }
+            fs::create_dir_all(root.join(&path)).expect("create a folder");
+            edit(format!("mkdir {path}"), vec![path])
+        }
+        8 => {
+            let path = pick(rng, &dirs(&tree))?.clone();
+            fs::remove_dir_all(root.join(&path)).expect("delete a folder");
+            edit(format!("rmdir -r {path}"), vec![path])
+        }
+        // Rename or move a folder to a free name outside itself.
+        _ => {
+            let from = pick(rng, &dirs(&tree))?.clone();
+            let to = join(
+                &random_parent(rng, &tree),
+                DIR_NAMES[rng.usize(..DIR_NAMES.len())],
+            );
+            let inside = to == from || to.starts_with(&format!("{from}/"));
+            if inside || tree.contains_key(&to) || !placeable(&tree, &to) {
+                return None;
+            }
+            make_parents(root, &to);
+            fs::rename(root.join(&from), root.join(&to)).expect("rename a folder");
+            edit(format!("mvdir {from} -> {to}"), vec![from, to])
+        }
+    }
+}
