@@ -2,6 +2,7 @@
 //! loopback for each test (see `sshd`). A missing sshd fails the tests with
 //! a message saying what to install.
 
+mod replica;
 mod sshd;
 
 use std::process::Command;
@@ -37,5 +38,8 @@ fn the_harness_serves_ssh_to_its_own_key_and_stops_on_drop() {
     server.stop();
     assert!(!ssh(&server).status.success(), "a stopped server refuses");
     server.restart();
-    assert!(ssh(&server).status.success(), "a restarted server serves again");
+    assert!(
+        ssh(&server).status.success(),
+        "a restarted server serves again"
+    );
 }
