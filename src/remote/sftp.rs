@@ -104,6 +104,7 @@ struct RemoteStat {
     kind: Kind,
     size: u64,
     mtime_secs: i64,
+    atime_secs: i64,
 }
 
 impl RemoteStat {
@@ -118,6 +119,7 @@ impl RemoteStat {
             kind,
             size: stat.size.unwrap_or(0),
             mtime_secs: stat.mtime.unwrap_or(0) as i64,
+            atime_secs: stat.atime.unwrap_or(0) as i64,
         }
     }
 
@@ -125,8 +127,14 @@ impl RemoteStat {
         self.mtime_secs.saturating_mul(1_000_000_000)
     }
 
+    /// The version token: size, mtime and atime. SFTP mtimes have whole
+    /// seconds, and a copy keeps its source's mtime, so two devices
+    /// uploading same-sized edits made in the same second would look
+    /// unchanged by size and mtime alone; every commit therefore sets a
+    /// random atime (see [`version_nonce`]) that tells the versions apart.
+    /// A read that moves the atime only costs one extra download.
     fn version(&self) -> String {
-        format!("{}:{}", self.size, self.mtime_secs)
+        format!("{}:{}:{}", self.size, self.mtime_secs, self.atime_secs)
     }
 
     fn matches(&self, expect: &Expect) -> bool {
@@ -169,14 +177,13 @@ pub enum ConnectError {
         "REFUSED: the host key of {server} has CHANGED (it is now {key_type} key {fingerprint}), \
          which means the server was reinstalled or someone is intercepting the connection. \
          Nothing was synced. If the change is expected, remove the old key with \
-         `ssh-keygen -R '{host_pattern}' -f {known_hosts}` and trust the new one with: {command}"
+         `{remove_command}` and trust the new one with: {command}"
     )]
     ChangedHost {
         server: String,
         key_type: &'static str,
         fingerprint: String,
-        host_pattern: String,
-        known_hosts: String,
+        remove_command: String,
         command: String,
     },
     #[error("cannot read the known_hosts file {file}: {message}")]
@@ -363,12 +370,15 @@ impl Shared {
                 server,
                 key_type,
                 fingerprint,
-                host_pattern: if port == 22 {
-                    host.clone()
-                } else {
-                    format!("[{host}]:{port}")
-                },
-                known_hosts: file.display().to_string(),
+                remove_command: format!(
+                    "ssh-keygen -R '{}' -f {}",
+                    if port == 22 {
+                        host.clone()
+                    } else {
+                        format!("[{host}]:{port}")
+                    },
+                    file.display()
+                ),
                 command,
             }),
             CheckResult::Failure => Err(ConnectError::KnownHosts {
@@ -605,6 +615,18 @@ impl Shared {
         }
         text
     }
+}
+
+/// The atime a committed upload gets: a random moment up to about twelve
+/// days after both now and its mtime. Random, so two uploads never share
+/// a version token by chance (one in a million); in the future, so the
+/// server's relatime rule does not move it when the file is read.
+fn version_nonce(mtime_secs: u64) -> u64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    now.max(mtime_secs) + 1 + fastrand::u64(0..1 << 20)
 }
 
 /// libssh2's "no more entries" code for readdir.
@@ -1042,7 +1064,7 @@ impl Replica for SftpReplica {
                     uid: None,
                     gid: None,
                     perm: None,
-                    atime: Some(secs),
+                    atime: Some(version_nonce(secs)),
                     mtime: Some(secs),
                 };
                 sftp.setstat(&staged.temp, stat)

@@ -2,6 +2,7 @@
 //! loopback for each test (see `sshd`). A missing sshd fails the tests with
 //! a message saying what to install.
 
+mod agent;
 mod replica;
 mod sshd;
 
