@@ -749,18 +749,22 @@ impl Walk<'_> {
             }
             _ => None,
         });
-        let hash = match cached {
-            Some(hash) => hash,
+        let (hash, version) = match cached {
+            Some(hash) => (hash, version),
             None => match self.hash_remote(full) {
                 Ok(hash) => {
                     self.out.hashed_files += 1;
                     // A file that changed while it was read is still being
-                    // written: leave it for the next round.
+                    // written: leave it for the next round. Only size and
+                    // mtime count: reading may itself have moved the atime,
+                    // and the token taken after the read already has it.
                     match self.shared.lstat(self.sftp, full) {
                         Ok(Some(after))
-                            if after.kind == Kind::File && after.version() == version =>
+                            if after.kind == Kind::File
+                                && after.size == stat.size
+                                && after.mtime_secs == stat.mtime_secs =>
                         {
-                            hash
+                            (hash, after.version())
                         }
                         Ok(None) => return,
                         Ok(Some(_)) => return self.out.held.push(rel),
