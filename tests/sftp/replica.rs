@@ -346,3 +346,32 @@ fn hostile_names_and_symlinks_on_the_server_are_skipped_with_a_note_never_follow
         "outside the root\n"
     );
 }
+
+#[test]
+fn after_the_server_goes_away_and_comes_back_the_next_call_reconnects() {
+    let mut server = Sshd::start();
+    let remote = replica(&server, "root");
+    remote.mark_root().unwrap();
+    write(&remote, "a.txt", "one\n", &Expect::Absent);
+    let ignore = no_rules();
+    assert_eq!(
+        remote
+            .list(&Scope::Full, &BaseTree::new(), &ignore)
+            .unwrap()
+            .tree
+            .len(),
+        1
+    );
+    server.stop();
+    let err = remote
+        .list(&Scope::Full, &BaseTree::new(), &ignore)
+        .unwrap_err();
+    assert!(err.to_string().contains("127.0.0.1"), "{err}");
+    server.restart();
+    let listing = remote
+        .list(&Scope::Full, &BaseTree::new(), &ignore)
+        .unwrap();
+    assert_eq!(listing.tree.len(), 1, "{listing:?}");
+    write(&remote, "b.txt", "two\n", &Expect::Absent);
+    assert!(server.served().join("root/b.txt").exists());
+}
