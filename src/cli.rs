@@ -117,6 +117,8 @@ fn adhoc_config(
         remote: remote.to_owned(),
         conflict: Some(conflict.unwrap_or(Strategy::Manual.as_str()).to_owned()),
         ignore: Vec::new(),
+        known_hosts: None,
+        identity_file: None,
     };
     let config = crate::config::RawConfig {
         agent: Default::default(),

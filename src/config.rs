@@ -138,6 +138,14 @@ pub struct RawPair {
     pub conflict: Option<String>,
     #[serde(default)]
     pub ignore: Vec<String>,
+    /// SFTP only: the known_hosts file the server's key is checked against
+    /// (default `~/.ssh/known_hosts`).
+    #[serde(default)]
+    pub known_hosts: Option<String>,
+    /// SFTP only: the private key to log in with (default: the ssh-agent,
+    /// then `~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa`).
+    #[serde(default)]
+    pub identity_file: Option<String>,
 }
 
 /// The validated configuration the agent runs with.
@@ -181,6 +189,18 @@ pub struct PairConfig {
     pub remote: RemoteUrl,
     pub conflict: Strategy,
     pub ignore: Vec<String>,
+    /// How to log in to an SSH server; empty for other remotes.
+    pub ssh: SshSettings,
+}
+
+/// Where an SFTP pair finds its trusted host keys and its login key. Never
+/// a password: those live outside the config (see `secrets`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SshSettings {
+    /// An absolute path; `None` means `~/.ssh/known_hosts`.
+    pub known_hosts: Option<PathBuf>,
+    /// An absolute path; `None` means the agent and the default keys.
+    pub identity_file: Option<PathBuf>,
 }
 
 /// A parsed remote URL. Secrets never live here: a password in a URL is
@@ -549,12 +569,41 @@ impl RawPair {
                 return Err((format!("ignore[{i}]"), "an ignore pattern is empty".into()));
             }
         }
+        let is_sftp = matches!(remote, RemoteUrl::Sftp { .. });
+        let ssh_path = |key: &str,
+                        value: Option<String>|
+         -> Result<Option<PathBuf>, (String, String)> {
+            let Some(value) = value else {
+                return Ok(None);
+            };
+            if !is_sftp {
+                return Err((
+                    key.to_owned(),
+                    "only applies to sftp:// remotes; remove it or use an sftp:// remote".into(),
+                ));
+            }
+            let path = expand_home(&value);
+            if !path.is_absolute() {
+                return Err((
+                    key.to_owned(),
+                    format!(
+                        "{value:?} is not an absolute path; write the full path, e.g. ~/.ssh/{key}"
+                    ),
+                ));
+            }
+            Ok(Some(path))
+        };
+        let ssh = SshSettings {
+            known_hosts: ssh_path("known_hosts", self.known_hosts)?,
+            identity_file: ssh_path("identity_file", self.identity_file)?,
+        };
         Ok(PairConfig {
             name: self.name,
             local,
             remote,
             conflict,
             ignore: self.ignore,
+            ssh,
         })
     }
 }
@@ -715,5 +764,44 @@ mod tests {
         }
         assert!(RemoteUrl::parse("file://relative").is_err());
         assert!(RemoteUrl::parse("/just/a/path").is_err());
+    }
+
+    #[test]
+    fn ssh_keys_are_absolute_paths_and_only_for_sftp_pairs() {
+        let pair = |remote: &str, extra: &str| {
+            parse(&format!(
+                "[[pair]]\nname = \"a\"\nlocal = \"/a\"\nremote = \"{remote}\"\n{extra}"
+            ))
+        };
+        let config = pair(
+            "sftp://me@nas/x",
+            "known_hosts = \"/etc/prism/known_hosts\"\nidentity_file = \"/etc/prism/id\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.pairs[0].ssh,
+            SshSettings {
+                known_hosts: Some(PathBuf::from("/etc/prism/known_hosts")),
+                identity_file: Some(PathBuf::from("/etc/prism/id")),
+            }
+        );
+        assert_eq!(
+            pair("sftp://me@nas/x", "").unwrap().pairs[0].ssh,
+            SshSettings::default()
+        );
+        let message = pair("sftp://me@nas/x", "known_hosts = \"hosts\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("pair[0].known_hosts") && message.contains("absolute"),
+            "{message}"
+        );
+        let message = pair("file:///b", "identity_file = \"/id\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("pair[0].identity_file") && message.contains("sftp://"),
+            "{message}"
+        );
     }
 }

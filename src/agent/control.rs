@@ -433,6 +433,8 @@ impl Control for AgentControl {
             remote: spec.remote.clone(),
             conflict: spec.conflict.map(|s| s.as_str().to_owned()),
             ignore: spec.ignore.clone(),
+            known_hosts: None,
+            identity_file: None,
         };
         let config = raw
             .clone()

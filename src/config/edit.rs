@@ -69,6 +69,14 @@ pub fn add_pair(file: &Path, pair: &RawPair) -> Result<(), EditError> {
         let patterns: Array = pair.ignore.iter().map(String::as_str).collect();
         table["ignore"] = value(patterns);
     }
+    for (key, path) in [
+        ("known_hosts", &pair.known_hosts),
+        ("identity_file", &pair.identity_file),
+    ] {
+        if let Some(path) = path {
+            table[key] = value(path.as_str());
+        }
+    }
     match doc.get_mut("pair").and_then(Item::as_array_of_tables_mut) {
         Some(pairs) => pairs.push(table),
         None => {
@@ -111,6 +119,8 @@ mod tests {
             remote: "file:///mnt/nas/notes".into(),
             conflict: Some("auto_merge".into()),
             ignore: vec!["*.log".into()],
+            known_hosts: None,
+            identity_file: None,
         };
         add_pair(&file, &pair).unwrap();
         let text = fs::read_to_string(&file).unwrap();

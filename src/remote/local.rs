@@ -516,7 +516,7 @@ impl FileLease {
 }
 
 /// This host's name as the lease records it (one word).
-fn this_host() -> String {
+pub(super) fn this_host() -> String {
     gethostname::gethostname()
         .to_string_lossy()
         .split_whitespace()
@@ -529,7 +529,7 @@ fn this_host() -> String {
 /// at once; otherwise the restarted agent would be locked out of its own
 /// remote until the lease expired. A holder on another host, or a lease
 /// without a host, is trusted until it expires.
-fn holder_is_gone(holder: &str) -> bool {
+pub(super) fn holder_is_gone(holder: &str) -> bool {
     // Read from the end: a device name may contain spaces.
     let mut fields = holder.split_whitespace().rev();
     let (Some(host), Some(pid)) = (

@@ -14,17 +14,19 @@
 //! root.
 
 pub mod local;
+pub mod sftp;
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::RemoteUrl;
+use crate::config::{RemoteUrl, SshSettings};
 use crate::fsops::Expect;
 use crate::model::{BaseTree, ContentHash, RelPath, Scope, SideEntry, SideTree};
 use crate::tracker::ignore::IgnoreRules;
 
 pub use local::LocalFolder;
+pub use sftp::{SftpReplica, SftpTarget};
 
 /// What a backend can do beyond the required operations.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -235,10 +237,31 @@ pub trait Replica: Send + Sync {
     }
 }
 
-/// Opens the backend a remote URL names.
-pub fn open_remote(url: &RemoteUrl) -> Result<Box<dyn Replica>, ReplicaError> {
+/// Opens the backend a remote URL names. `ssh` says how an SFTP remote
+/// logs in; `config_dir` is where its credentials file is looked for.
+/// Nothing is connected yet: a remote that is away is an error of the
+/// first sync, not of opening.
+pub fn open_remote(
+    url: &RemoteUrl,
+    ssh: &SshSettings,
+    config_dir: Option<&Path>,
+) -> Result<Box<dyn Replica>, ReplicaError> {
     match url {
         RemoteUrl::File(root) => Ok(Box::new(LocalFolder::remote(root.clone()))),
+        RemoteUrl::Sftp {
+            user,
+            host,
+            port,
+            path,
+        } => Ok(Box::new(SftpReplica::new(SftpTarget {
+            user: user.clone(),
+            host: host.clone(),
+            port: *port,
+            path: path.clone(),
+            known_hosts: ssh.known_hosts.clone(),
+            identity_file: ssh.identity_file.clone(),
+            config_dir: config_dir.map(Path::to_path_buf),
+        }))),
         other => Err(ReplicaError::Other(format!(
             "{} remotes are not available in this build yet; use a file:// remote",
             other.scheme()

@@ -1,0 +1,1361 @@
+//! An SFTP server as a replica: `sftp://user@host:port/path`, over the
+//! `ssh2` crate (libssh2).
+//!
+//! It owns the SSH connection (host-key verification against a known_hosts
+//! file, login by key, agent or password), the remote listing (a recursive
+//! readdir whose names pass through [`RelPath`]; symbolic links and hostile
+//! names are skipped with a problem, never followed) and the careful writes
+//! on the server: upload to a `.prism-tmp-*` name beside the target, check
+//! the target against the caller's `Expect`, move the old version to
+//! `.prism-sync/trash/STAMP/path`, then rename the upload in. SFTP (v3, as
+//! OpenSSH speaks it) renames never replace an existing name, which is the
+//! no-replace rename the invariant needs. The lease is an exclusively
+//! created `.prism-sync/lease`, as for a remote folder.
+//!
+//! It does not hash on the server (SFTP cannot): a file whose size and
+//! mtime (the version token `SIZE:MTIME_SECS`) equal the base's reuses the
+//! base's hash, anything else is downloaded and hashed. SFTP gives no file
+//! ids, so renames on the server are seen as delete + create (reconcile's
+//! content matching still finds them). mtimes have whole seconds.
+//!
+//! Concurrency: one SSH session per replica, shared by every thread; libssh2
+//! serialises the calls on it, so parallel transfers to one SFTP remote do
+//! not run faster than one (a pool of sessions is future work). A transport
+//! error drops the session; the next call connects again, so a sync after
+//! the server came back works without restarting the agent.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ssh2::{CheckResult, ErrorCode, FileStat, HashType, KnownHostFileKind, OpenFlags, OpenType};
+use ssh2::{Session, Sftp};
+
+use super::{Lease, Listing, Problem, Replica, ReplicaError, RootState, StagedWrite};
+use crate::fsops::Expect;
+use crate::model::{BaseTree, ContentHash, Entry, FileMeta, RelPath, Scope, SideEntry};
+use crate::secrets;
+use crate::timefmt;
+use crate::tracker::ignore::{IgnoreRules, METADATA_DIR, is_temp_name, temp_name_for};
+
+/// How long connecting and each SFTP request may take before the
+/// connection is given up as dead.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Staged uploads older than this were left by a crash.
+const STALE_TEMP: Duration = Duration::from_secs(3600);
+
+/// The read and write chunk size of transfers.
+const CHUNK: usize = 256 * 1024;
+
+/// How to reach and log in to one server.
+#[derive(Clone, Debug)]
+pub struct SftpTarget {
+    pub user: Option<String>,
+    pub host: String,
+    pub port: u16,
+    /// The root on the server: absolute, or relative to the login's home
+    /// when the URL path starts with `/~/`.
+    pub path: String,
+    /// `None`: `~/.ssh/known_hosts`.
+    pub known_hosts: Option<PathBuf>,
+    /// `None`: the ssh-agent, then the default keys in `~/.ssh`.
+    pub identity_file: Option<PathBuf>,
+    /// Where the credentials file is looked for (see `secrets`).
+    pub config_dir: Option<PathBuf>,
+}
+
+/// A folder on an SFTP server.
+pub struct SftpReplica {
+    shared: Arc<Shared>,
+}
+
+/// What the replica and its lease share.
+struct Shared {
+    target: SftpTarget,
+    user: String,
+    root: PathBuf,
+    conn: Mutex<Option<Arc<Conn>>>,
+    /// The mtime each staged upload gets when it is committed (it keeps the
+    /// upload time until then, which is how a crash's leftovers are aged).
+    staged_mtimes: Mutex<HashMap<PathBuf, i64>>,
+}
+
+struct Conn {
+    // The session must outlive the SFTP channel; ssh2 keeps it alive too.
+    _session: Session,
+    sftp: Sftp,
+}
+
+/// What `lstat` found at a path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    File,
+    Dir,
+    Symlink,
+    Other,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct RemoteStat {
+    kind: Kind,
+    size: u64,
+    mtime_secs: i64,
+    atime_secs: i64,
+}
+
+impl RemoteStat {
+    fn from(stat: &FileStat) -> RemoteStat {
+        let kind = match stat.perm.map(|p| p & 0o170000) {
+            Some(0o100000) => Kind::File,
+            Some(0o040000) => Kind::Dir,
+            Some(0o120000) => Kind::Symlink,
+            _ => Kind::Other,
+        };
+        RemoteStat {
+            kind,
+            size: stat.size.unwrap_or(0),
+            mtime_secs: stat.mtime.unwrap_or(0) as i64,
+            atime_secs: stat.atime.unwrap_or(0) as i64,
+        }
+    }
+
+    fn mtime_ns(&self) -> i64 {
+        self.mtime_secs.saturating_mul(1_000_000_000)
+    }
+
+    /// The version token: size, mtime and atime. SFTP mtimes have whole
+    /// seconds, and a copy keeps its source's mtime, so two devices
+    /// uploading same-sized edits made in the same second would look
+    /// unchanged by size and mtime alone; every commit therefore sets a
+    /// random atime (see [`version_nonce`]) that tells the versions apart.
+    /// A read that moves the atime only costs one extra download.
+    fn version(&self) -> String {
+        format!("{}:{}:{}", self.size, self.mtime_secs, self.atime_secs)
+    }
+
+    fn matches(&self, expect: &Expect) -> bool {
+        match expect {
+            Expect::Absent => false,
+            Expect::Dir => self.kind == Kind::Dir,
+            Expect::File { size, mtime_ns } => {
+                self.kind == Kind::File && self.size == *size && self.mtime_ns() == *mtime_ns
+            }
+        }
+    }
+}
+
+fn matches(found: Option<&RemoteStat>, expect: &Expect) -> bool {
+    match found {
+        None => *expect == Expect::Absent,
+        Some(stat) => stat.matches(expect),
+    }
+}
+
+/// Why a connection could not be made. The messages say what to do and
+/// never contain a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot reach {server}: {source}")]
+    Unreachable { server: String, source: io::Error },
+    #[error("the SSH handshake with {server} failed: {message}")]
+    Handshake { server: String, message: String },
+    #[error(
+        "the host key of {server} is not known ({key_type} key {fingerprint}); \
+         if that is the server's key, trust it with: {command}"
+    )]
+    UnknownHost {
+        server: String,
+        key_type: &'static str,
+        fingerprint: String,
+        command: String,
+    },
+    #[error(
+        "REFUSED: the host key of {server} has CHANGED (it is now {key_type} key {fingerprint}), \
+         which means the server was reinstalled or someone is intercepting the connection. \
+         Nothing was synced. If the change is expected, remove the old key with \
+         `{remove_command}` and trust the new one with: {command}"
+    )]
+    ChangedHost {
+        server: String,
+        key_type: &'static str,
+        fingerprint: String,
+        remove_command: String,
+        command: String,
+    },
+    #[error("cannot read the known_hosts file {file}: {message}")]
+    KnownHosts { file: String, message: String },
+    #[error(
+        "cannot log in to {server} as {user} (tried: {tried}); add your public key to the \
+         server's ~/.ssh/authorized_keys, set `identity_file` for the pair, or give a password \
+         in {env} or the credentials file {credentials}"
+    )]
+    Login {
+        server: String,
+        user: String,
+        tried: String,
+        env: &'static str,
+        credentials: String,
+    },
+    #[error("{0}")]
+    Secret(#[from] secrets::SecretError),
+    #[error("the SFTP subsystem of {server} is not available: {message}")]
+    Subsystem { server: String, message: String },
+}
+
+impl From<ConnectError> for ReplicaError {
+    fn from(e: ConnectError) -> ReplicaError {
+        ReplicaError::Other(e.to_string())
+    }
+}
+
+impl SftpReplica {
+    /// A replica for `target`. Nothing is connected yet: the first
+    /// operation connects, so an agent starts while its server is away.
+    pub fn new(target: SftpTarget) -> SftpReplica {
+        let user = target
+            .user
+            .clone()
+            .or_else(|| std::env::var("USER").ok())
+            .or_else(|| std::env::var("LOGNAME").ok())
+            .unwrap_or_else(|| "root".to_owned());
+        let root = match target.path.strip_prefix("/~/") {
+            Some(relative) => PathBuf::from(relative),
+            None if target.path == "/~" => PathBuf::from("."),
+            None => PathBuf::from(&target.path),
+        };
+        SftpReplica {
+            shared: Arc::new(Shared {
+                target,
+                user,
+                root,
+                conn: Mutex::new(None),
+                staged_mtimes: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Connects now (the first operation would anyway), so a caller can
+    /// report a host-key or login problem at once.
+    pub fn connect(&self) -> Result<(), ReplicaError> {
+        self.shared.conn().map(|_| ())
+    }
+}
+
+impl Shared {
+    fn server(&self) -> String {
+        format!("{}:{}", self.target.host, self.target.port)
+    }
+
+    fn known_hosts_file(&self) -> PathBuf {
+        match &self.target.known_hosts {
+            Some(path) => path.clone(),
+            None => home().join(".ssh").join("known_hosts"),
+        }
+    }
+
+    /// The live connection, connecting if there is none.
+    fn conn(&self) -> Result<Arc<Conn>, ReplicaError> {
+        let mut slot = self.conn.lock().expect("sftp connection");
+        if let Some(conn) = slot.as_ref() {
+            return Ok(conn.clone());
+        }
+        let conn = Arc::new(self.connect()?);
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Forgets the connection after a transport error, so the next call
+    /// connects again.
+    fn drop_conn(&self) {
+        self.conn.lock().expect("sftp connection").take();
+    }
+
+    fn connect(&self) -> Result<Conn, ConnectError> {
+        let server = self.server();
+        let unreachable = |source| ConnectError::Unreachable {
+            server: server.clone(),
+            source,
+        };
+        let addrs: Vec<_> = (self.target.host.as_str(), self.target.port)
+            .to_socket_addrs()
+            .map_err(unreachable)?
+            .collect();
+        let mut last = io::Error::new(io::ErrorKind::NotFound, "the host name has no address");
+        let mut stream = None;
+        for addr in addrs {
+            match TcpStream::connect_timeout(&addr, TIMEOUT) {
+                Ok(s) => {
+                    stream = Some(s);
+                    break;
+                }
+                Err(e) => last = e,
+            }
+        }
+        let stream = stream.ok_or_else(|| unreachable(last))?;
+        let handshake = |e: ssh2::Error| ConnectError::Handshake {
+            server: server.clone(),
+            message: e.message().to_owned(),
+        };
+        let mut session = Session::new().map_err(handshake)?;
+        session.set_timeout(TIMEOUT.as_millis() as u32);
+        session.set_tcp_stream(stream);
+        session.handshake().map_err(handshake)?;
+        self.verify_host_key(&session)?;
+        self.log_in(&session)?;
+        let sftp = session.sftp().map_err(|e| ConnectError::Subsystem {
+            server: server.clone(),
+            message: e.message().to_owned(),
+        })?;
+        tracing::debug!(server = %server, "connected over SFTP");
+        Ok(Conn {
+            _session: session,
+            sftp,
+        })
+    }
+
+    fn verify_host_key(&self, session: &Session) -> Result<(), ConnectError> {
+        let server = self.server();
+        let file = self.known_hosts_file();
+        let (key, key_type) = session.host_key().ok_or_else(|| ConnectError::Handshake {
+            server: server.clone(),
+            message: "the server sent no host key".into(),
+        })?;
+        let key_type = match key_type {
+            ssh2::HostKeyType::Rsa => "RSA",
+            ssh2::HostKeyType::Dss => "DSA",
+            ssh2::HostKeyType::Ecdsa256
+            | ssh2::HostKeyType::Ecdsa384
+            | ssh2::HostKeyType::Ecdsa521 => "ECDSA",
+            ssh2::HostKeyType::Ed25519 => "ED25519",
+            ssh2::HostKeyType::Unknown => "unknown",
+        };
+        let fingerprint = session
+            .host_key_hash(HashType::Sha256)
+            .map(|h| format!("SHA256:{}", base64_unpadded(h)))
+            .unwrap_or_else(|| "(no fingerprint)".into());
+        let mut known = session
+            .known_hosts()
+            .map_err(|e| ConnectError::KnownHosts {
+                file: file.display().to_string(),
+                message: e.message().to_owned(),
+            })?;
+        if file.exists() {
+            known
+                .read_file(&file, KnownHostFileKind::OpenSSH)
+                .map_err(|e| ConnectError::KnownHosts {
+                    file: file.display().to_string(),
+                    message: e.message().to_owned(),
+                })?;
+        }
+        let host = &self.target.host;
+        let port = self.target.port;
+        let command = if port == 22 {
+            format!("ssh-keyscan {host} >> {}", file.display())
+        } else {
+            format!("ssh-keyscan -p {port} {host} >> {}", file.display())
+        };
+        match known.check_port(host, port, key) {
+            CheckResult::Match => Ok(()),
+            CheckResult::NotFound => Err(ConnectError::UnknownHost {
+                server,
+                key_type,
+                fingerprint,
+                command,
+            }),
+            CheckResult::Mismatch => Err(ConnectError::ChangedHost {
+                server,
+                key_type,
+                fingerprint,
+                remove_command: format!(
+                    "ssh-keygen -R '{}' -f {}",
+                    if port == 22 {
+                        host.clone()
+                    } else {
+                        format!("[{host}]:{port}")
+                    },
+                    file.display()
+                ),
+                command,
+            }),
+            CheckResult::Failure => Err(ConnectError::KnownHosts {
+                file: file.display().to_string(),
+                message: "the host key could not be checked".into(),
+            }),
+        }
+    }
+
+    /// Tries the configured key, the agent, the default keys, then a
+    /// password, in that order. What was tried is named in the error; the
+    /// password never is.
+    fn log_in(&self, session: &Session) -> Result<(), ConnectError> {
+        let user = self.user.as_str();
+        let mut tried: Vec<String> = Vec::new();
+        let methods = session.auth_methods(user).unwrap_or("").to_owned();
+        if session.authenticated() {
+            return Ok(());
+        }
+        let offers_key = methods.is_empty() || methods.contains("publickey");
+        if offers_key {
+            if let Some(identity) = &self.target.identity_file {
+                tried.push(format!("the key {}", identity.display()));
+                if session
+                    .userauth_pubkey_file(user, None, identity, None)
+                    .is_ok()
+                {
+                    return Ok(());
+                }
+            } else {
+                if std::env::var_os("SSH_AUTH_SOCK").is_some() {
+                    tried.push("the ssh-agent".into());
+                    if session.userauth_agent(user).is_ok() {
+                        return Ok(());
+                    }
+                }
+                for name in ["id_ed25519", "id_ecdsa", "id_rsa"] {
+                    let key = home().join(".ssh").join(name);
+                    if key.exists() {
+                        tried.push(format!("the key {}", key.display()));
+                        if session.userauth_pubkey_file(user, None, &key, None).is_ok() {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        }
+        let password = secrets::sftp_password(
+            self.target.config_dir.as_deref(),
+            user,
+            &self.target.host,
+            self.target.port,
+        )?;
+        if let Some(password) = password {
+            tried.push("a password".into());
+            if session.userauth_password(user, password.expose()).is_ok() {
+                return Ok(());
+            }
+        }
+        if tried.is_empty() {
+            tried.push("nothing: no key, agent or password was found".into());
+        }
+        Err(ConnectError::Login {
+            server: self.server(),
+            user: user.to_owned(),
+            tried: tried.join(", "),
+            env: secrets::PASSWORD_ENV,
+            credentials: self
+                .target
+                .config_dir
+                .as_ref()
+                .map(|d| d.join(secrets::CREDENTIALS_FILE).display().to_string())
+                .unwrap_or_else(|| secrets::CREDENTIALS_FILE.to_owned()),
+        })
+    }
+
+    fn full(&self, path: &RelPath) -> PathBuf {
+        self.root.join(path.as_str())
+    }
+
+    fn meta_dir(&self) -> PathBuf {
+        self.root.join(METADATA_DIR)
+    }
+
+    /// Turns an SFTP error into a replica error; a transport error (not an
+    /// answer from the server) also drops the connection.
+    fn error(
+        &self,
+        op: &'static str,
+        path: impl std::fmt::Display,
+        e: ssh2::Error,
+    ) -> ReplicaError {
+        ReplicaError::io(op, path, self.io_error(e))
+    }
+
+    fn io_error(&self, e: ssh2::Error) -> io::Error {
+        let kind = match e.code() {
+            ErrorCode::SFTP(2) => io::ErrorKind::NotFound,
+            ErrorCode::SFTP(3) => io::ErrorKind::PermissionDenied,
+            ErrorCode::SFTP(11) => io::ErrorKind::AlreadyExists,
+            ErrorCode::SFTP(_) => io::ErrorKind::Other,
+            ErrorCode::Session(_) => {
+                self.drop_conn();
+                io::ErrorKind::ConnectionAborted
+            }
+        };
+        io::Error::new(kind, format!("{} (on {})", e.message(), self.server()))
+    }
+
+    /// `lstat`: `None` when nothing is there.
+    fn lstat(&self, sftp: &Sftp, full: &Path) -> Result<Option<RemoteStat>, io::Error> {
+        match sftp.lstat(full) {
+            Ok(stat) => Ok(Some(RemoteStat::from(&stat))),
+            Err(e) if e.code() == ErrorCode::SFTP(2) => Ok(None),
+            Err(e) => Err(self.io_error(e)),
+        }
+    }
+
+    fn check(&self, sftp: &Sftp, path: &RelPath, expect: &Expect) -> Result<PathBuf, ReplicaError> {
+        let full = self.full(path);
+        let found = self
+            .lstat(sftp, &full)
+            .map_err(|e| ReplicaError::io("inspect", path, e))?;
+        if !matches(found.as_ref(), expect) {
+            return Err(ReplicaError::Changed {
+                path: path.to_string(),
+            });
+        }
+        Ok(full)
+    }
+
+    /// Creates `dir` and its missing parents.
+    fn mkdir_all(&self, sftp: &Sftp, dir: &Path) -> io::Result<()> {
+        match self.lstat(sftp, dir)? {
+            Some(stat) if stat.kind == Kind::Dir => return Ok(()),
+            Some(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} exists and is not a folder", dir.display()),
+                ));
+            }
+            None => {}
+        }
+        if let Some(parent) = dir.parent()
+            && !parent.as_os_str().is_empty()
+        {
+            self.mkdir_all(sftp, parent)?;
+        }
+        match sftp.mkdir(dir, 0o755) {
+            Ok(()) => Ok(()),
+            // Another writer may have created it meanwhile.
+            Err(e) => match self.lstat(sftp, dir)? {
+                Some(stat) if stat.kind == Kind::Dir => Ok(()),
+                _ => Err(self.io_error(e)),
+            },
+        }
+    }
+
+    /// Moves `full` (the entry at `rel`) into `.prism-sync/trash/STAMP/rel`
+    /// without replacing anything there.
+    fn trash_put(&self, sftp: &Sftp, full: &Path, rel: &RelPath) -> io::Result<PathBuf> {
+        let stamp = timefmt::conflict_stamp(SystemTime::now());
+        let base = self
+            .meta_dir()
+            .join("trash")
+            .join(&stamp[..13])
+            .join(rel.as_str());
+        if let Some(parent) = base.parent() {
+            self.mkdir_all(sftp, parent)?;
+        }
+        let mut dest = base.clone();
+        for n in 1..1000 {
+            match sftp.rename(full, &dest, None) {
+                Ok(()) => return Ok(dest),
+                Err(e) => {
+                    // SFTP renames do not replace: a taken name is retried
+                    // with a suffix; anything else is an error.
+                    if self.lstat(sftp, &dest)?.is_none() {
+                        return Err(self.io_error(e));
+                    }
+                    dest = PathBuf::from(format!("{}.{n}", base.display()));
+                }
+            }
+        }
+        Err(io::Error::other(
+            "too many trashed versions of one path in one minute",
+        ))
+    }
+
+    /// Removes a file or a whole folder, never following a symbolic link.
+    fn remove_tree(&self, sftp: &Sftp, full: &Path) -> io::Result<()> {
+        let Some(stat) = self.lstat(sftp, full)? else {
+            return Ok(());
+        };
+        if stat.kind == Kind::Dir {
+            for (name, _) in self.read_dir(sftp, full)? {
+                self.remove_tree(sftp, &full.join(name))?;
+            }
+            sftp.rmdir(full).map_err(|e| self.io_error(e))
+        } else {
+            sftp.unlink(full).map_err(|e| self.io_error(e))
+        }
+    }
+
+    /// The raw entries of a folder (without `.` and `..`), names as the
+    /// server sent them.
+    fn read_dir(
+        &self,
+        sftp: &Sftp,
+        dir: &Path,
+    ) -> io::Result<Vec<(std::ffi::OsString, RemoteStat)>> {
+        let mut handle = sftp.opendir(dir).map_err(|e| self.io_error(e))?;
+        let mut out = Vec::new();
+        loop {
+            match handle.readdir() {
+                Ok((name, stat)) => {
+                    let name = name.into_os_string();
+                    if name == "." || name == ".." {
+                        continue;
+                    }
+                    out.push((name, RemoteStat::from(&stat)));
+                }
+                Err(e) if e.code() == ErrorCode::Session(libssh2_error_file()) => break,
+                Err(e) => return Err(self.io_error(e)),
+            }
+        }
+        Ok(out)
+    }
+
+    fn read_lease(&self, sftp: &Sftp, path: &Path) -> String {
+        let mut text = String::new();
+        if let Ok(mut file) = sftp.open(path) {
+            let _ = file.read_to_string(&mut text);
+        }
+        text
+    }
+}
+
+/// The atime a committed upload gets: a random moment up to about twelve
+/// days after both now and its mtime. Random, so two uploads never share
+/// a version token by chance (one in a million); in the future, so the
+/// server's relatime rule does not move it when the file is read.
+fn version_nonce(mtime_secs: u64) -> u64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    now.max(mtime_secs) + 1 + fastrand::u64(0..1 << 20)
+}
+
+/// libssh2's "no more entries" code for readdir.
+fn libssh2_error_file() -> i32 {
+    -16
+}
+
+fn home() -> PathBuf {
+    directories::BaseDirs::new()
+        .map(|d| d.home_dir().to_path_buf())
+        .unwrap_or_else(|| PathBuf::from("/"))
+}
+
+/// Standard base64 without padding, as OpenSSH prints fingerprints.
+fn base64_unpadded(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// A listing in progress.
+struct Walk<'a> {
+    shared: &'a Shared,
+    sftp: &'a Sftp,
+    cache: &'a BaseTree,
+    ignore: &'a IgnoreRules,
+    out: Listing,
+    now: i64,
+}
+
+impl Walk<'_> {
+    fn note(&mut self, path: Option<RelPath>, message: String) {
+        self.out.problems.push(Problem { path, message });
+    }
+
+    fn hold(&mut self, rel: RelPath, op: &str, e: &io::Error) {
+        let message = format!("{rel}: cannot {op} it: {e}; it is left alone this time");
+        self.out.held.push(rel.clone());
+        self.note(Some(rel), message);
+    }
+
+    fn visit_children(&mut self, parent: Option<&RelPath>, dir: &Path) -> io::Result<()> {
+        for (name, stat) in self.shared.read_dir(self.sftp, dir)? {
+            let rel = name.to_str().and_then(|name| match parent {
+                Some(parent) => parent.join(name).ok(),
+                None => RelPath::from_name(name).ok(),
+            });
+            let Some(rel) = rel else {
+                let shown = match parent {
+                    Some(parent) => format!("{parent}/{}", name.to_string_lossy()),
+                    None => name.to_string_lossy().into_owned(),
+                };
+                self.note(
+                    None,
+                    format!(
+                        "{shown:?} on the server is not synced: its name is not valid UTF-8 or contains a control character, a slash or a backslash; rename it to sync it"
+                    ),
+                );
+                continue;
+            };
+            self.visit(rel, stat);
+        }
+        Ok(())
+    }
+
+    fn visit(&mut self, rel: RelPath, stat: RemoteStat) {
+        let full = self.shared.full(&rel);
+        if self.ignore.is_ignored(&rel, stat.kind == Kind::Dir) {
+            if stat.kind == Kind::File
+                && is_temp_name(rel.file_name())
+                && self.now - stat.mtime_secs > STALE_TEMP.as_secs() as i64
+            {
+                tracing::info!(path = %rel, "removing a temporary upload left by an interrupted write");
+                let _ = self.sftp.unlink(&full);
+            }
+            return;
+        }
+        match stat.kind {
+            Kind::Symlink => self.note(
+                Some(rel.clone()),
+                format!("{rel}: symbolic links are not synced; it is skipped"),
+            ),
+            Kind::Other => self.note(
+                Some(rel.clone()),
+                format!(
+                    "{rel}: special files (fifos, sockets, devices) are not synced; it is skipped"
+                ),
+            ),
+            Kind::Dir => {
+                self.out
+                    .tree
+                    .insert(rel.clone(), SideEntry::new(Entry::Dir));
+                if let Err(e) = self.visit_children(Some(&rel), &full) {
+                    if e.kind() == io::ErrorKind::NotFound {
+                        self.out.tree.remove(&rel);
+                    } else {
+                        self.out.tree.remove(&rel);
+                        self.hold(rel, "list the folder", &e);
+                    }
+                }
+            }
+            Kind::File => self.visit_file(rel, &full, stat),
+        }
+    }
+
+    fn visit_file(&mut self, rel: RelPath, full: &Path, stat: RemoteStat) {
+        let version = stat.version();
+        let cached = self.cache.get(&rel).and_then(|base| match &base.entry {
+            Entry::File(meta) if base.remote_version.as_deref() == Some(version.as_str()) => {
+                Some(meta.hash)
+            }
+            _ => None,
+        });
+        let (hash, version) = match cached {
+            Some(hash) => (hash, version),
+            None => match self.hash_remote(full) {
+                Ok(hash) => {
+                    self.out.hashed_files += 1;
+                    // A file that changed while it was read is still being
+                    // written: leave it for the next round. Only size and
+                    // mtime count: reading may itself have moved the atime,
+                    // and the token taken after the read already has it.
+                    match self.shared.lstat(self.sftp, full) {
+                        Ok(Some(after))
+                            if after.kind == Kind::File
+                                && after.size == stat.size
+                                && after.mtime_secs == stat.mtime_secs =>
+                        {
+                            (hash, after.version())
+                        }
+                        Ok(None) => return,
+                        Ok(Some(_)) => return self.out.held.push(rel),
+                        Err(e) => return self.hold(rel, "look at", &e),
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+                Err(e) => return self.hold(rel, "read", &e),
+            },
+        };
+        let entry = SideEntry {
+            entry: Entry::File(FileMeta {
+                hash,
+                size: stat.size,
+                mtime_ns: stat.mtime_ns(),
+            }),
+            id: None,
+            version: Some(version),
+        };
+        self.out.tree.insert(rel, entry);
+    }
+
+    fn hash_remote(&self, full: &Path) -> io::Result<ContentHash> {
+        let mut file = self.sftp.open(full).map_err(|e| self.shared.io_error(e))?;
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        Ok(ContentHash(*hasher.finalize().as_bytes()))
+    }
+}
+
+/// A download: keeps its connection alive while it is read.
+struct Download {
+    file: ssh2::File,
+    _conn: Arc<Conn>,
+}
+
+impl Read for Download {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.file.read(buf)
+    }
+}
+
+impl Replica for SftpReplica {
+    fn describe(&self) -> String {
+        let t = &self.shared.target;
+        format!(
+            "sftp://{}@{}:{}{}",
+            self.shared.user, t.host, t.port, t.path
+        )
+    }
+
+    fn root_state(&self) -> Result<RootState, ReplicaError> {
+        let s = &self.shared;
+        let conn = s.conn()?;
+        let root = s
+            .lstat(&conn.sftp, &s.root)
+            .map_err(|e| ReplicaError::io("open", s.root.display(), e))?;
+        match root {
+            None => return Ok(RootState::Missing),
+            Some(stat) if stat.kind != Kind::Dir => {
+                return Err(ReplicaError::Other(format!(
+                    "{} on {} is not a folder",
+                    s.root.display(),
+                    s.server()
+                )));
+            }
+            Some(_) => {}
+        }
+        let marker = s
+            .lstat(&conn.sftp, &s.meta_dir().join("root"))
+            .map_err(|e| ReplicaError::io("open", s.root.display(), e))?;
+        Ok(if marker.is_some() {
+            RootState::Ready
+        } else {
+            RootState::Unmarked
+        })
+    }
+
+    fn mark_root(&self) -> Result<(), ReplicaError> {
+        let s = &self.shared;
+        let conn = s.conn()?;
+        let meta = s.meta_dir();
+        s.mkdir_all(&conn.sftp, &meta)
+            .map_err(|e| ReplicaError::io("create", meta.display(), e))?;
+        let marker = meta.join("root");
+        let note = "This folder is kept in sync by Prism Sync. Do not delete this file: \
+                    without it the agent treats the folder as missing and refuses to sync \
+                    deletions.\n";
+        match conn.sftp.open_mode(
+            &marker,
+            OpenFlags::WRITE | OpenFlags::EXCLUSIVE,
+            0o644,
+            OpenType::File,
+        ) {
+            Ok(mut file) => file
+                .write_all(note.as_bytes())
+                .map_err(|e| ReplicaError::io("create", marker.display(), e)),
+            Err(e) => match s.lstat(&conn.sftp, &marker) {
+                Ok(Some(_)) => Ok(()),
+                _ => Err(s.error("create", marker.display(), e)),
+            },
+        }
+    }
+
+    fn list(
+        &self,
+        scope: &Scope,
+        cache: &BaseTree,
+        ignore: &IgnoreRules,
+    ) -> Result<Listing, ReplicaError> {
+        let s = &self.shared;
+        // A connection that died since the last call is noticed here, the
+        // first call of a sync; one fresh attempt saves a failed sync.
+        let conn = match s.conn() {
+            Ok(conn) => match s.lstat(&conn.sftp, &s.root) {
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => s.conn()?,
+                _ => conn,
+            },
+            Err(e) => return Err(e),
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let mut walk = Walk {
+            shared: s,
+            sftp: &conn.sftp,
+            cache,
+            ignore,
+            out: Listing::default(),
+            now,
+        };
+        match scope {
+            Scope::Full => walk
+                .visit_children(None, &s.root)
+                .map_err(|e| ReplicaError::io("list", self.describe(), e))?,
+            Scope::Paths(paths) => {
+                'paths: for path in paths {
+                    if paths.iter().any(|o| o != path && path.is_within(o)) {
+                        continue;
+                    }
+                    // Only real folders lead to a path: below a symbolic
+                    // link or a file it does not exist for syncing.
+                    for ancestor in path.ancestors() {
+                        match s.lstat(&conn.sftp, &s.full(&ancestor)) {
+                            Ok(Some(stat)) if stat.kind == Kind::Dir => {}
+                            Ok(_) => continue 'paths,
+                            Err(e) => {
+                                walk.hold(path.clone(), "look at a folder above", &e);
+                                continue 'paths;
+                            }
+                        }
+                    }
+                    match s.lstat(&conn.sftp, &s.full(path)) {
+                        Ok(Some(stat)) => walk.visit(path.clone(), stat),
+                        Ok(None) => {}
+                        Err(e) => walk.hold(path.clone(), "look at", &e),
+                    }
+                }
+            }
+        }
+        if s.conn.lock().expect("sftp connection").is_none() {
+            // The connection broke during the walk: what it saw is partial
+            // and must not read as deletions.
+            return Err(ReplicaError::Other(format!(
+                "the connection to {} broke during the listing; it will be retried",
+                s.server()
+            )));
+        }
+        Ok(walk.out)
+    }
+
+    fn open(&self, path: &RelPath) -> Result<Box<dyn Read + Send + '_>, ReplicaError> {
+        let s = &self.shared;
+        let conn = s.conn()?;
+        let full = s.full(path);
+        // RACE: a symbolic link swapped in between this check and the open
+        // would be followed by the server; the bytes are then verified
+        // against the planned hash, so they cannot land unnoticed.
+        match s.lstat(&conn.sftp, &full) {
+            Ok(Some(stat)) if stat.kind == Kind::File => {}
+            Ok(_) => {
+                return Err(ReplicaError::SourceChanged {
+                    path: path.to_string(),
+                });
+            }
+            Err(e) => return Err(ReplicaError::io("read", path, e)),
+        }
+        let file = conn
+            .sftp
+            .open(&full)
+            .map_err(|e| s.error("read", path, e))?;
+        Ok(Box::new(Download { file, _conn: conn }))
+    }
+
+    fn stage(
+        &self,
+        path: &RelPath,
+        content: &mut dyn Read,
+        hash: &ContentHash,
+        mtime_ns: i64,
+    ) -> Result<StagedWrite, ReplicaError> {
+        let s = &self.shared;
+        let conn = s.conn()?;
+        let target = s.full(path);
+        // A file cannot exist without its folder; a partial sync may get
+        // here before the folder's own action did.
+        if let Some(parent) = target.parent() {
+            s.mkdir_all(&conn.sftp, parent)
+                .map_err(|e| ReplicaError::io("create the folder of", path, e))?;
+        }
+        let temp = target.with_file_name(temp_name_for(path.file_name()));
+        let mut file = conn
+            .sftp
+            .open_mode(
+                &temp,
+                OpenFlags::WRITE | OpenFlags::EXCLUSIVE,
+                0o644,
+                OpenType::File,
+            )
+            .map_err(|e| s.error("write", path, e))?;
+        let mut hasher = blake3::Hasher::new();
+        let mut size = 0u64;
+        let mut buf = vec![0u8; CHUNK];
+        let written: io::Result<()> = (|| {
+            loop {
+                let n = content.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                file.write_all(&buf[..n])?;
+                size += n as u64;
+            }
+            // Durable before it is renamed in, where the server offers it
+            // (fsync@openssh.com); other servers give what they give.
+            let _ = file.fsync();
+            Ok(())
+        })();
+        drop(file);
+        let discard = || {
+            let _ = conn.sftp.unlink(&temp);
+        };
+        if let Err(e) = written {
+            discard();
+            return Err(ReplicaError::io("write", path, e));
+        }
+        let staged_hash = ContentHash(*hasher.finalize().as_bytes());
+        if staged_hash != *hash {
+            discard();
+            return Err(ReplicaError::SourceChanged {
+                path: path.to_string(),
+            });
+        }
+        s.staged_mtimes
+            .lock()
+            .expect("staged mtimes")
+            .insert(temp.clone(), mtime_ns);
+        Ok(StagedWrite {
+            path: path.clone(),
+            temp,
+            hash: staged_hash,
+            size,
+        })
+    }
+
+    fn commit_staged(
+        &self,
+        staged: StagedWrite,
+        expect: &Expect,
+    ) -> Result<SideEntry, ReplicaError> {
+        let s = &self.shared;
+        let path = staged.path.clone();
+        let result = (|| {
+            let conn = s.conn()?;
+            let sftp = &conn.sftp;
+            let target = s.check(sftp, &path, expect)?;
+            if *expect != Expect::Absent {
+                // RACE: a write to the target between the check and this
+                // move goes to the trash with it: kept, not lost.
+                s.trash_put(sftp, &target, &path)
+                    .map_err(|e| ReplicaError::io("move to the trash", &path, e))?;
+            }
+            let mtime_ns = s
+                .staged_mtimes
+                .lock()
+                .expect("staged mtimes")
+                .get(&staged.temp)
+                .copied();
+            if let Some(mtime_ns) = mtime_ns {
+                let secs = mtime_ns.div_euclid(1_000_000_000).max(0) as u64;
+                let stat = FileStat {
+                    size: None,
+                    uid: None,
+                    gid: None,
+                    perm: None,
+                    atime: Some(version_nonce(secs)),
+                    mtime: Some(secs),
+                };
+                sftp.setstat(&staged.temp, stat)
+                    .map_err(|e| s.error("set the time of", &path, e))?;
+            }
+            // SFTP v3 renames never replace: a file that appeared at the
+            // target since the check makes this fail, and the path is
+            // re-planned.
+            if let Err(e) = sftp.rename(&staged.temp, &target, None) {
+                return match s.lstat(sftp, &target) {
+                    Ok(Some(_)) => Err(ReplicaError::Changed {
+                        path: path.to_string(),
+                    }),
+                    _ => Err(s.error("replace", &path, e)),
+                };
+            }
+            let now = s
+                .lstat(sftp, &target)
+                .map_err(|e| ReplicaError::io("inspect", &path, e))?
+                .ok_or_else(|| ReplicaError::Changed {
+                    path: path.to_string(),
+                })?;
+            Ok(SideEntry {
+                entry: Entry::File(FileMeta {
+                    hash: staged.hash,
+                    size: now.size,
+                    mtime_ns: now.mtime_ns(),
+                }),
+                id: None,
+                version: Some(now.version()),
+            })
+        })();
+        if result.is_err() {
+            self.discard(staged);
+        } else {
+            s.staged_mtimes
+                .lock()
+                .expect("staged mtimes")
+                .remove(&staged.temp);
+        }
+        result
+    }
+
+    fn discard(&self, staged: StagedWrite) {
+        let s = &self.shared;
+        s.staged_mtimes
+            .lock()
+            .expect("staged mtimes")
+            .remove(&staged.temp);
+        if let Ok(conn) = s.conn() {
+            let _ = conn.sftp.unlink(&staged.temp);
+        }
+    }
+
+    fn mkdir(&self, path: &RelPath) -> Result<SideEntry, ReplicaError> {
+        let s = &self.shared;
+        let conn = s.conn()?;
+        let full = s.full(path);
+        let made = conn.sftp.mkdir(&full, 0o755);
+        match s.lstat(&conn.sftp, &full) {
+            Ok(Some(stat)) if stat.kind == Kind::Dir => Ok(SideEntry::new(Entry::Dir)),
+            Ok(Some(_)) => Err(ReplicaError::Changed {
+                path: path.to_string(),
+            }),
+            Ok(None) => Err(match made {
+                Err(e) => s.error("create folder", path, e),
+                Ok(()) => ReplicaError::Changed {
+                    path: path.to_string(),
+                },
+            }),
+            Err(e) => Err(ReplicaError::io("create folder", path, e)),
+        }
+    }
+
+    fn rename(&self, from: &RelPath, to: &RelPath, expect: &Expect) -> Result<(), ReplicaError> {
+        let s = &self.shared;
+        let conn = s.conn()?;
+        let source = s.check(&conn.sftp, from, expect)?;
+        let dest = s.full(to);
+        // SFTP v3 renames refuse an existing target (OpenSSH links files
+        // and checks folders first), so nothing is replaced. A folder moves
+        // with everything inside it in one rename.
+        if let Err(e) = conn.sftp.rename(&source, &dest, None) {
+            return match s.lstat(&conn.sftp, &dest) {
+                Ok(Some(_)) => Err(ReplicaError::Changed {
+                    path: to.to_string(),
+                }),
+                _ => Err(s.error("rename", from, e)),
+            };
+        }
+        Ok(())
+    }
+
+    fn remove(&self, path: &RelPath, expect: &Expect) -> Result<(), ReplicaError> {
+        let s = &self.shared;
+        let conn = s.conn()?;
+        let full = s.check(&conn.sftp, path, expect)?;
+        // An empty folder holds nothing worth keeping.
+        if *expect == Expect::Dir && conn.sftp.rmdir(&full).is_ok() {
+            return Ok(());
+        }
+        s.trash_put(&conn.sftp, &full, path)
+            .map_err(|e| ReplicaError::io("move to the trash", path, e))?;
+        Ok(())
+    }
+
+    fn purge_trash(&self, older_than: Duration) -> Result<usize, ReplicaError> {
+        let s = &self.shared;
+        let conn = s.conn()?;
+        let trash = s.meta_dir().join("trash");
+        let entries = match s.read_dir(&conn.sftp, &trash) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(ReplicaError::io("purge", trash.display(), e)),
+        };
+        let cutoff = SystemTime::now()
+            .checked_sub(older_than)
+            .unwrap_or(UNIX_EPOCH);
+        let cutoff_stamp = timefmt::conflict_stamp(cutoff);
+        let mut purged = 0;
+        for (name, _) in entries {
+            let name = name.to_string_lossy().into_owned();
+            // Batch names sort as time; anything else is not ours to delete.
+            let is_batch = name.len() == 13 && name.as_bytes()[8] == b'-';
+            if is_batch && name.as_str() < &cutoff_stamp[..13] {
+                s.remove_tree(&conn.sftp, &trash.join(&name))
+                    .map_err(|e| ReplicaError::io("purge", trash.display(), e))?;
+                purged += 1;
+            }
+        }
+        Ok(purged)
+    }
+
+    fn lease(&self, device: &str, ttl: Duration) -> Result<Option<Box<dyn Lease>>, ReplicaError> {
+        let s = &self.shared;
+        let conn = s.conn()?;
+        let dir = s.meta_dir();
+        s.mkdir_all(&conn.sftp, &dir)
+            .map_err(|e| ReplicaError::io("create", dir.display(), e))?;
+        let lease = SftpLease {
+            shared: self.shared.clone(),
+            path: dir.join("lease"),
+            owner: format!(
+                "{device} {} {}",
+                std::process::id(),
+                super::local::this_host()
+            ),
+            ttl,
+        };
+        lease.acquire()?;
+        Ok(Some(Box::new(lease)))
+    }
+}
+
+/// The advisory lease of an SFTP remote: `.prism-sync/lease`, created
+/// exclusively, holding `EXPIRES DEVICE PID HOST`, as for a remote folder.
+struct SftpLease {
+    shared: Arc<Shared>,
+    path: PathBuf,
+    owner: String,
+    ttl: Duration,
+}
+
+impl SftpLease {
+    fn content(&self) -> String {
+        let expires = SystemTime::now() + self.ttl;
+        let secs = expires
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        format!("{secs} {}\n", self.owner)
+    }
+
+    fn acquire(&self) -> Result<(), ReplicaError> {
+        let s = &self.shared;
+        let conn = s.conn()?;
+        for _ in 0..2 {
+            match conn.sftp.open_mode(
+                &self.path,
+                OpenFlags::WRITE | OpenFlags::EXCLUSIVE,
+                0o644,
+                OpenType::File,
+            ) {
+                Ok(mut file) => {
+                    return file
+                        .write_all(self.content().as_bytes())
+                        .map_err(|e| ReplicaError::io("write", self.path.display(), e));
+                }
+                Err(e) => {
+                    // OpenSSH answers "failure" to an exclusive create of an
+                    // existing file: look whether one is there.
+                    let exists = s
+                        .lstat(&conn.sftp, &self.path)
+                        .map_err(|e| ReplicaError::io("lock", self.path.display(), e))?
+                        .is_some();
+                    if !exists {
+                        return Err(s.error("lock", self.path.display(), e));
+                    }
+                    let holder = s.read_lease(&conn.sftp, &self.path);
+                    let expires: u64 = holder
+                        .split_whitespace()
+                        .next()
+                        .and_then(|t| t.parse().ok())
+                        .unwrap_or(0);
+                    let now = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0);
+                    if expires > now && !super::local::holder_is_gone(&holder) {
+                        let who = holder.split_whitespace().nth(1).unwrap_or("another agent");
+                        return Err(ReplicaError::Busy(format!(
+                            "{who} is writing to it (lease until {expires}); retrying shortly"
+                        )));
+                    }
+                    // The holder crashed or hung past its lease: take over.
+                    let _ = conn.sftp.unlink(&self.path);
+                }
+            }
+        }
+        Err(ReplicaError::Busy(
+            "another agent took the lease first".into(),
+        ))
+    }
+}
+
+impl Lease for SftpLease {
+    fn renew(&mut self) -> Result<(), ReplicaError> {
+        let s = &self.shared;
+        let conn = s.conn()?;
+        let current = s.read_lease(&conn.sftp, &self.path);
+        if !current.trim_end().ends_with(&self.owner) {
+            return Err(ReplicaError::Busy(
+                "the lease was taken over by another agent".into(),
+            ));
+        }
+        // SFTP cannot rename over a file, so the lease is rewritten in
+        // place with one write of the same length (the expiry keeps its
+        // width), which a reader sees whole.
+        let mut file = conn
+            .sftp
+            .open_mode(&self.path, OpenFlags::WRITE, 0o644, OpenType::File)
+            .map_err(|e| s.error("renew", self.path.display(), e))?;
+        file.write_all(self.content().as_bytes())
+            .map_err(|e| ReplicaError::io("renew", self.path.display(), e))
+    }
+}
+
+impl Drop for SftpLease {
+    fn drop(&mut self) {
+        let s = &self.shared;
+        if let Ok(conn) = s.conn() {
+            let current = s.read_lease(&conn.sftp, &self.path);
+            if current.trim_end().ends_with(&self.owner) {
+                let _ = conn.sftp.unlink(&self.path);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_are_unpadded_base64() {
+        assert_eq!(base64_unpadded(b""), "");
+        assert_eq!(base64_unpadded(b"f"), "Zg");
+        assert_eq!(base64_unpadded(b"fo"), "Zm8");
+        assert_eq!(base64_unpadded(b"foo"), "Zm9v");
+        assert_eq!(base64_unpadded(b"foob"), "Zm9vYg");
+    }
+
+    #[test]
+    fn a_home_relative_url_path_is_relative_on_the_server() {
+        let target = |path: &str| SftpTarget {
+            user: Some("me".into()),
+            host: "nas".into(),
+            port: 22,
+            path: path.into(),
+            known_hosts: None,
+            identity_file: None,
+            config_dir: None,
+        };
+        let replica = SftpReplica::new(target("/~/notes"));
+        assert_eq!(replica.shared.root, PathBuf::from("notes"));
+        let replica = SftpReplica::new(target("/srv/notes"));
+        assert_eq!(replica.shared.root, PathBuf::from("/srv/notes"));
+        assert_eq!(replica.describe(), "sftp://me@nas:22/srv/notes");
+    }
+}
