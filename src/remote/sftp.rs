@@ -1040,7 +1040,7 @@ impl Replica for SftpReplica {
 
     fn commit_staged(
         &self,
-        staged: StagedWrite,
+        staged: &StagedWrite,
         expect: &Expect,
     ) -> Result<SideEntry, ReplicaError> {
         let s = &self.shared;
@@ -1101,9 +1101,9 @@ impl Replica for SftpReplica {
                 version: Some(now.version()),
             })
         })();
-        if result.is_err() {
-            self.discard(staged);
-        } else {
+        // On failure the caller discards the staged file (which forgets its
+        // mtime too).
+        if result.is_ok() {
             s.staged_mtimes
                 .lock()
                 .expect("staged mtimes")
