@@ -16,5 +16,6 @@ pub mod journal;
 pub mod model;
 pub mod reconcile;
 pub mod remote;
+pub mod service;
 pub mod timefmt;
 pub mod tracker;
