@@ -8,9 +8,12 @@
 //!
 //! What install wrote is recognised by a marker comment in the file, so
 //! uninstall removes only that, and never a unit a person wrote by hand.
-//! Files are written before the service manager is asked anything: where
-//! there is no user session, the file is in place and the error says what
-//! to do next. This module does not print: it returns what it did (or
+//! Files are written before the service manager is asked anything, and on
+//! systemd the unit is enabled before the manager is reloaded, because
+//! `systemctl --user enable` and `disable` edit links on disk and work
+//! without a running user manager: where there is no user session (a
+//! server reached by `su`, a container, CI), install still leaves the agent
+//! set to start at the next login, and the error says so and what to do. This module does not print: it returns what it did (or
 //! would do, with `dry_run`) as [`Action`]s and a [`ServiceStatus`], and
 //! `ctl` renders them. It never talks to the agent's socket.
 
@@ -276,28 +279,28 @@ pub enum ServiceError {
     #[error(
         "{program} was not found: this system has no {}{}; start prism-syncd from your shell profile (e.g. `prism-syncd &` in ~/.profile) or from your init system instead",
         manager.as_str(),
-        written_note(written)
+        progress
     )]
     NoServiceManager {
         program: &'static str,
         manager: Manager,
-        written: Option<PathBuf>,
+        progress: Progress,
     },
     #[error(
         "no user systemd session (`{command}` said: {said}){}; run prism-syncd from your shell profile, or start a session that runs `systemd --user` (a desktop or SSH login with systemd-logind; `loginctl enable-linger $USER` keeps one running) and run `prism-syncctl service {retry}` again",
-        written_note(written)
+        progress
     )]
     NoUserSession {
         command: String,
         said: String,
-        written: Option<PathBuf>,
+        progress: Progress,
         retry: &'static str,
     },
-    #[error("`{command}` failed ({said}){}", written_note(written))]
+    #[error("`{command}` failed ({said}){progress}")]
     CommandFailed {
         command: String,
         said: String,
-        written: Option<PathBuf>,
+        progress: Progress,
     },
     #[error(
         "{} is enabled, but there is no user systemd session to disable it (`{command}` said: {said}); run `prism-syncctl service uninstall` in a login session",
@@ -310,10 +313,28 @@ pub enum ServiceError {
     },
 }
 
-fn written_note(written: &Option<PathBuf>) -> String {
-    match written {
-        Some(path) => format!("; the service file is in place at {}", path.display()),
-        None => String::new(),
+/// How far install got before a command failed, for the error message.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// The service file install wrote.
+    pub written: Option<PathBuf>,
+    /// `systemctl --user enable` succeeded: the next login starts the agent.
+    pub enabled: bool,
+}
+
+impl fmt::Display for Progress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.written, self.enabled) {
+            (Some(path), true) => write!(
+                f,
+                "; the service file is in place at {} and enabled, so prism-syncd starts at your next login, but it could not be started now",
+                path.display()
+            ),
+            (Some(path), false) => {
+                write!(f, "; the service file is in place at {}", path.display())
+            }
+            (None, _) => Ok(()),
+        }
     }
 }
 
@@ -370,8 +391,9 @@ pub fn install(layout: &Layout, dry_run: bool) -> Result<Vec<Action>, ServiceErr
     });
     match layout.manager {
         Manager::Systemd => {
+            plan.push(Action::Run(systemctl(&["enable", UNIT_NAME])));
             plan.push(Action::Run(systemctl(&["daemon-reload"])));
-            plan.push(Action::Run(systemctl(&["enable", "--now", UNIT_NAME])));
+            plan.push(Action::Run(systemctl(&["start", UNIT_NAME])));
         }
         Manager::Launchd => {
             let domain = format!("gui/{}", layout.uid);
@@ -382,13 +404,13 @@ pub fn install(layout: &Layout, dry_run: bool) -> Result<Vec<Action>, ServiceErr
     if dry_run {
         return Ok(plan);
     }
-    let mut written = None;
+    let mut progress = Progress::default();
     for action in &plan {
         match action {
             Action::CreateDir(dir) => create_dir(dir)?,
             Action::Write { path, content } => {
                 write_file(path, content)?;
-                written = Some(path.clone());
+                progress.written = Some(path.clone());
             }
             Action::Run(argv) if argv.get(1).map(String::as_str) == Some("bootout") => {
                 // Not loaded is fine: the point is that it is not.
@@ -396,8 +418,11 @@ pub fn install(layout: &Layout, dry_run: bool) -> Result<Vec<Action>, ServiceErr
             }
             Action::Run(argv) => {
                 run(argv).map_err(|failure| {
-                    failure.into_error(layout.manager, written.clone(), "install")
+                    failure.into_error(layout.manager, progress.clone(), "install")
                 })?;
+                if argv.iter().any(|a| a == "enable") {
+                    progress.enabled = true;
+                }
             }
             Action::Remove(_) | Action::Note(_) => {}
         }
@@ -452,7 +477,7 @@ pub fn uninstall(layout: &Layout, dry_run: bool) -> Result<Vec<Action>, ServiceE
                         said: failure.said,
                     }
                 } else {
-                    failure.into_error(layout.manager, None, "uninstall")
+                    failure.into_error(layout.manager, Progress::default(), "uninstall")
                 });
             }
             manager_reachable = false;
@@ -468,8 +493,9 @@ pub fn uninstall(layout: &Layout, dry_run: bool) -> Result<Vec<Action>, ServiceE
     }
     if !manager_reachable {
         plan.retain(|action| matches!(action, Action::Remove(_)));
+        plan.insert(0, Action::Run(stop));
         plan.push(Action::Note(
-            "no user systemd session, so nothing was running or enabled to stop".to_owned(),
+            "(`systemctl --user disable` works without a session and removed the login link; there is no user systemd session, so nothing was running to stop)".to_owned(),
         ));
     }
     Ok(plan)
@@ -505,8 +531,27 @@ pub fn status(layout: &Layout) -> Result<ServiceStatus, ServiceError> {
                 UNIT_NAME,
                 "--property=LoadState,ActiveState,SubState,MainPID,UnitFileState,StatusText",
             ]);
-            let out =
-                run(&argv).map_err(|failure| failure.into_error(layout.manager, None, "status"))?;
+            let out = match run(&argv) {
+                Ok(out) => out,
+                Err(failure) if failure.is_no_session() => {
+                    // Nothing runs under a user manager that does not run;
+                    // whether the next login starts the agent can still be
+                    // read from the links on disk.
+                    status.state = "not running: no user systemd session".to_owned();
+                    status.enabled = match run(&systemctl(&["is-enabled", UNIT_NAME])) {
+                        Ok(out) => Some(out),
+                        // `is-enabled` answers `disabled` with a failure status.
+                        Err(f) => Some(f.stdout),
+                    }
+                    .map(|out| out.trim().to_owned())
+                    .filter(|s| !s.is_empty());
+                    status.detail = Some(failure.said);
+                    return Ok(status);
+                }
+                Err(failure) => {
+                    return Err(failure.into_error(layout.manager, Progress::default(), "status"));
+                }
+            };
             let field = |name: &str| {
                 out.lines()
                     .find_map(|line| line.strip_prefix(name)?.strip_prefix('='))
@@ -602,6 +647,8 @@ fn write_file(path: &Path, content: &str) -> Result<(), ServiceError> {
 struct Failure {
     command: String,
     said: String,
+    /// What the command printed on stdout.
+    stdout: String,
     not_found: bool,
 }
 
@@ -620,12 +667,7 @@ impl Failure {
         .any(|needle| said.contains(needle))
     }
 
-    fn into_error(
-        self,
-        manager: Manager,
-        written: Option<PathBuf>,
-        retry: &'static str,
-    ) -> ServiceError {
+    fn into_error(self, manager: Manager, progress: Progress, retry: &'static str) -> ServiceError {
         if self.not_found {
             ServiceError::NoServiceManager {
                 program: match manager {
@@ -633,20 +675,20 @@ impl Failure {
                     Manager::Launchd => "launchctl",
                 },
                 manager,
-                written,
+                progress,
             }
         } else if manager == Manager::Systemd && self.is_no_session() {
             ServiceError::NoUserSession {
                 command: self.command,
                 said: self.said,
-                written,
+                progress,
                 retry,
             }
         } else {
             ServiceError::CommandFailed {
                 command: self.command,
                 said: self.said,
-                written,
+                progress,
             }
         }
     }
@@ -662,6 +704,7 @@ fn run(argv: &[String]) -> Result<String, Failure> {
             return Err(Failure {
                 command,
                 said: e.to_string(),
+                stdout: String::new(),
                 not_found: e.kind() == io::ErrorKind::NotFound,
             });
         }
@@ -683,6 +726,7 @@ fn run(argv: &[String]) -> Result<String, Failure> {
         } else {
             said
         },
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         not_found: false,
     })
 }

@@ -134,7 +134,7 @@ fn show(status: &ServiceStatus, json: bool) -> i32 {
     }
     text += "\n";
     if let Some(detail) = &status.detail {
-        text += &format!("agent says:      {detail}\n");
+        text += &format!("detail:          {detail}\n");
     }
     text += &format!("logs:            {}\n", status.logs);
     print_out(&text);
