@@ -2,7 +2,7 @@
 # Unpacks a .deb built by `cargo deb` into a temporary root and checks that
 # it holds what a user needs: both binaries (and that they run), the systemd
 # user unit exactly as in systemd/, the shell completions of both binaries,
-# and gzipped man pages. Ends with "N passed, N failed"; exits non-zero on
+# and gzipped man pages. Ends with "deb: N passed, N failed"; exits non-zero on
 # any failure.
 # Usage: packaging/check-deb.sh path/to/prism-sync_VERSION_ARCH.deb
 set -uo pipefail
@@ -48,5 +48,5 @@ check "man page for service install" \
 check "no uncompressed man page" \
     sh -c "! ls '$root'/usr/share/man/man1/*.1 2>/dev/null"
 
-echo "deb contents: $passed passed, $failed failed"
+echo "deb: $passed passed, $failed failed"
 [ "$failed" = 0 ]
