@@ -17,5 +17,6 @@ pub mod model;
 pub mod reconcile;
 pub mod remote;
 pub mod secrets;
+pub mod service;
 pub mod timefmt;
 pub mod tracker;

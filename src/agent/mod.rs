@@ -9,6 +9,7 @@
 
 pub mod control;
 pub mod lock;
+pub mod notify;
 pub mod pair;
 
 use std::collections::BTreeMap;
@@ -369,17 +370,28 @@ async fn serve(options: AgentOptions, journal: Arc<Mutex<Journal>>) -> Result<u8
             let _ = tokio::task::spawn_blocking(move || agent.purge_trash()).await;
         }
     });
-    let shutdown = shutdown_signal();
+    let shutdown = async {
+        shutdown_signal().await;
+        notify::stopping();
+    };
     let control: Arc<dyn crate::api::Control> = Arc::new(control::AgentControl::new(agent.clone()));
+    let bound =
+        crate::api::bind(&options.paths.socket).map_err(|e| AgentError::Runtime(e.to_string()))?;
     tracing::info!(
         pairs = options.config.pairs.len(),
         socket = %options.paths.socket.display(),
         state_dir = %options.paths.state_dir.display(),
         "prism-syncd is running"
     );
-    crate::api::serve(&options.paths.socket, control, shutdown)
-        .await
-        .map_err(|e| AgentError::Runtime(e.to_string()))?;
+    // Ready means a client can connect: the journal is open, every pair has
+    // started and the socket listens (connections queue until `serve`
+    // accepts them).
+    notify::ready(&format!(
+        "syncing {} pair(s); control socket {}",
+        options.config.pairs.len(),
+        options.paths.socket.display()
+    ));
+    bound.serve(control, shutdown).await;
     tracing::info!("stopping");
     let names: Vec<String> = agent.pairs.lock().expect("pairs").keys().cloned().collect();
     for name in &names {

@@ -10,7 +10,9 @@
 //! wait` on a run that completed with conflicts; 4 the agent is not running;
 //! 5 `sync wait --timeout` ran out while the run was still in progress.
 
+mod docs;
 mod render;
+mod service;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -102,6 +104,23 @@ enum Command {
     Pair(PairCommand),
     /// Let a pair apply the deletions the mass-deletion guard held back.
     ConfirmDeletions { pair: String },
+    /// Start prism-syncd at login (systemd user unit or launchd agent),
+    /// stop doing so, or ask the service manager about it.
+    #[command(subcommand)]
+    Service(service::ServiceCommand),
+    /// Print a shell completion script on stdout.
+    Completions {
+        shell: docs::Shell,
+        /// The binary to complete.
+        #[arg(long, value_name = "BINARY", default_value = "prism-syncctl")]
+        binary: docs::Binary,
+    },
+    /// Write the man pages of prism-syncd and prism-syncctl into DIR (for packagers).
+    #[command(hide = true)]
+    Man {
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -161,6 +180,13 @@ pub fn run() -> i32 {
             let _ = err.print();
             return err.exit_code();
         }
+    };
+    // These need no agent: they must work before one was ever started.
+    let command = match command {
+        Command::Service(command) => return service::run(command, cli.json),
+        Command::Completions { shell, binary } => return docs::completions(shell, binary),
+        Command::Man { out_dir } => return docs::man_pages(&out_dir),
+        command => command,
     };
     let socket = cli.socket.unwrap_or_else(default_socket_path);
     match execute(command, &socket, cli.json) {
@@ -291,6 +317,9 @@ fn execute(command: Command, socket: &Path, json: bool) -> Result<i32, ClientErr
         }
         Command::ConfirmDeletions { pair } => {
             Ok(emit(json, &client.confirm_deletions(&pair)?, render::ack))
+        }
+        Command::Service(_) | Command::Completions { .. } | Command::Man { .. } => {
+            unreachable!("run() handles the commands that need no agent")
         }
     }
 }
