@@ -232,6 +232,9 @@ def measure_phase(name, tools, runs, prepare, expected, problems, after=None, me
     for run in range(runs):
         for tool in rotated(tools, run):
             prepare(tool)
+            # Write back the previous run's dirty pages now, so that no tool
+            # pays for another's writeback. This drops nothing from the cache.
+            os.sync()
             try:
                 results[tool.name].append(tool.sync(name, measure_rss))
                 tool.verify(expected)
@@ -249,29 +252,41 @@ def short_socket_dir():
     return Path(tempfile.mkdtemp(prefix="pb", dir="/tmp"))
 
 
-def daemon_status(ctl, socket, env):
+def syncctl(ctl, socket, env, *args):
+    """Runs prism-syncctl with --json and returns the parsed answer, or None
+    when the agent does not answer (yet)."""
     proc = subprocess.run(
-        [ctl, "--socket", socket, "--json", "status"],
-        env=env, capture_output=True, timeout=10,
+        [ctl, "--socket", socket, "--json", *args],
+        env=env, capture_output=True, timeout=30,
     )
     if proc.returncode != 0:
         return None
     return json.loads(proc.stdout)
 
 
-def wait_until_idle(ctl, socket, env, daemon, timeout):
+def sync_and_wait(ctl, socket, env, daemon, timeout):
+    """Waits until the daemon answers, asks it for a full sync through the
+    control API and waits until that sync has completed: then the start-up
+    sync is done and nothing is pending. (Status's `last_sync` cannot tell:
+    a sync that finds nothing to do is not recorded, so it may still show a
+    sync from before the daemon started.)"""
     deadline = time.monotonic() + timeout
+    sync_id = None
     while time.monotonic() < deadline:
         if daemon.poll() is not None:
             raise Problem(f"prism-syncd exited with {daemon.returncode} while starting")
-        status = daemon_status(ctl, socket, env)
-        if status:
-            pair = status["pairs"][0]
-            last = pair.get("last_sync")
-            if pair["state"] == "idle" and last and last["status"] == "completed":
-                return status
+        if sync_id is None:
+            started = syncctl(ctl, socket, env, "sync", "start")
+            sync_id = started and started.get("sync_id")
+        else:
+            answer = syncctl(ctl, socket, env, "sync", "status", sync_id) or {}
+            status = answer.get("status")
+            if status == "completed":
+                return
+            if status not in (None, "sync_in_progress"):
+                raise Problem(f"the daemon's sync {sync_id} ended {status}: {answer}")
         time.sleep(0.05)
-    raise Problem(f"prism-syncd did not report an idle, synced pair within {timeout} s")
+    raise Problem(f"prism-syncd did not complete a requested sync within {timeout} s")
 
 
 def vm_hwm_kib(pid):
@@ -310,7 +325,7 @@ def measure_latency(tool, tree, samples, seed, problems):
     result = {"samples_ms": [], "timeouts": 0}
     try:
         started = time.perf_counter()
-        wait_until_idle(ctl, socket, tool.env, daemon, timeout=300)
+        sync_and_wait(ctl, socket, tool.env, daemon, timeout=300)
         result["startup_to_idle_s"] = time.perf_counter() - started
         rng = random.Random(seed + 2)
         existing = sorted(tree)
@@ -345,7 +360,7 @@ def measure_latency(tool, tree, samples, seed, problems):
             # finish, so each sample starts from an idle daemon.
             time.sleep(0.25)
         # Let the last sync finish before stopping the daemon.
-        wait_until_idle(ctl, socket, tool.env, daemon, timeout=30)
+        sync_and_wait(ctl, socket, tool.env, daemon, timeout=60)
     except Problem as e:
         problems.append(f"latency: {e}")
     finally:
@@ -401,7 +416,10 @@ def kib_to_mib(kib):
 
 
 def fmt(value, spec):
-    return "n/a" if value is None else format(value, spec)
+    if value is None:
+        width = "".join(c for c in spec.split(".")[0] if c.isdigit())
+        return "n/a".rjust(int(width or 0))
+    return format(value, spec)
 
 
 def print_report(report):
