@@ -541,6 +541,8 @@ def parse_args():
 
 def main():
     args = parse_args()
+    # SIGTERM unwinds like Ctrl-C, so the scratch folder is removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     bins = (args.bin_dir or default_bin_dir()).resolve()
     check_tools(bins)
     work = Path(tempfile.mkdtemp(prefix="prism-bench-", dir=args.workdir))
