@@ -102,6 +102,7 @@ fn build_options(args: &SyncdArgs) -> Result<AgentOptions, ConfigError> {
         paths,
         config,
         once: args.once,
+        config_editable: args.local.is_none(),
     })
 }
 

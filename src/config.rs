@@ -173,7 +173,7 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
-    pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(100);
+    pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(50);
     pub const DEFAULT_REMOTE_POLL: Duration = Duration::from_secs(30);
     pub const DEFAULT_PARALLEL_TRANSFERS: usize = 4;
     pub const DEFAULT_SAFETY_SCAN: Duration = Duration::from_secs(15 * 60);
@@ -232,6 +232,20 @@ impl RemoteUrl {
                 "{url:?} is not a URL; write file:///path, sftp://user@host/path or webdav://host/path"
             ));
         };
+        // A password in the URL is refused before anything else looks at
+        // it, and no message echoes such a URL. Userinfo cannot hold '/'
+        // unencoded, but people write it anyway: any ':' before the last
+        // '@' counts.
+        if scheme != "file"
+            && let Some(at) = rest.rfind('@')
+            && rest[..at].contains(':')
+        {
+            return Err(format!(
+                "the {scheme} URL has a ':' before its '@', which would be a password; keep \
+                 passwords out of the config (see the README for where passwords go). If the '@' belongs \
+                 to the path, write it as %40"
+            ));
+        }
         match scheme {
             "file" => {
                 if !rest.starts_with('/') {
@@ -244,13 +258,6 @@ impl RemoteUrl {
             "sftp" => {
                 let (authority, path) = split_authority(rest);
                 let (user, host_port) = match authority.rsplit_once('@') {
-                    Some((user, _)) if user.contains(':') => {
-                        // The URL is not echoed: it holds a secret.
-                        return Err(
-                            "the sftp URL contains a password; keep passwords out of the config (they are stored in the secret store)"
-                                .to_owned(),
-                        );
-                    }
                     Some((user, host)) => (Some(percent_decode(user)?), host),
                     None => (None, authority),
                 };
@@ -722,6 +729,16 @@ mod tests {
             ),
             (
                 "[[pair]]\nname = \"a\"\nlocal = \"/a\"\nremote = \"sftp://me:hunter2@host/x\"\n",
+                "pair[0].remote",
+                "password",
+            ),
+            (
+                "[[pair]]\nname = \"a\"\nlocal = \"/a\"\nremote = \"sftp://me:hunter2/x@host/x\"\n",
+                "pair[0].remote",
+                "password",
+            ),
+            (
+                "[[pair]]\nname = \"a\"\nlocal = \"/a\"\nremote = \"webdavs://me:hunter2@cloud/dav\"\n",
                 "pair[0].remote",
                 "password",
             ),

@@ -138,23 +138,15 @@ pub fn temp_path_for(target: &Path) -> PathBuf {
     target.with_file_name(temp_name_for(&name))
 }
 
-/// Streams `content` into a temporary file beside `target` and fsyncs it.
-/// `mtime_ns`, when given, is set on the file so both sides of a pair show
-/// the same modification time.
+/// Streams `content` into a temporary file beside `target` and flushes it
+/// to disk. `mtime_ns`, when given, is set on the file so both sides of a
+/// pair show the same modification time.
+///
+/// Each staged file is flushed on its own, by the worker that wrote it, so
+/// flushes of parallel transfers overlap. (Flushing a batch with one
+/// `syncfs` looked cheaper, but it also waits for every other program's
+/// unwritten data on the file system: tens of seconds next to a build.)
 pub fn stage(target: &Path, content: &mut dyn Read, mtime_ns: Option<i64>) -> io::Result<Staged> {
-    let staged = stage_unsynced(target, content, mtime_ns)?;
-    File::open(staged.temp_path())?.sync_all()?;
-    Ok(staged)
-}
-
-/// Like [`stage`], but leaves flushing to the caller, who flushes many
-/// staged files at once with [`sync_filesystem`] before committing any of
-/// them: a batch of small files then costs one flush, not one each.
-pub fn stage_unsynced(
-    target: &Path,
-    content: &mut dyn Read,
-    mtime_ns: Option<i64>,
-) -> io::Result<Staged> {
     let temp = temp_path_for(target);
     let mut file = OpenOptions::new()
         .write(true)
@@ -181,6 +173,7 @@ pub fn stage_unsynced(
     if let Some(ns) = mtime_ns {
         file.set_modified(timefmt::from_unix_ns(ns))?;
     }
+    file.sync_all()?;
     staged.hash = ContentHash(*hasher.finalize().as_bytes());
     Ok(staged)
 }
@@ -250,6 +243,13 @@ pub fn commit(
     let temp = staged.temp.take().expect("staged files are committed once");
     if let Err(e) = rename_noreplace(&temp, target) {
         let _ = fs::remove_file(&temp);
+        // The old version went to the trash but the new one could not take
+        // its place: put the old one back, so the path does not read as
+        // deleted at the next sync. If something appeared there meanwhile,
+        // the old version stays in the trash.
+        if let Some(trashed) = &trashed {
+            let _ = rename_noreplace(trashed, target);
+        }
         // AlreadyExists: a file appeared at the target. NotFound: the
         // folder (with the staged file in it) was moved or deleted meanwhile.
         return Err(
@@ -320,30 +320,6 @@ pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     fs::rename(from, to)
 }
 
-/// Flushes all written data of the file system holding `dir` (Linux
-/// `syncfs`); elsewhere, each of `files`.
-pub fn sync_filesystem(dir: &Path, files: &[&Path]) -> io::Result<()> {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::unix::io::AsRawFd;
-        let _ = files;
-        let handle = File::open(dir)?;
-        // SAFETY: the descriptor is owned by `handle` and valid for the call.
-        if unsafe { libc::syncfs(handle.as_raw_fd()) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = dir;
-        for file in files {
-            File::open(file)?.sync_all()?;
-        }
-        Ok(())
-    }
-}
-
 /// Flushes a folder entry change (a rename, a create) to disk.
 pub fn sync_parent(path: &Path) -> io::Result<()> {
     match path.parent() {
@@ -412,10 +388,30 @@ impl Trash {
                     dest = PathBuf::from(format!("{}.{n}", base.display()));
                     n += 1;
                 }
+                // The trash is on another file system (a folder on a USB
+                // disk, the state dir in home): copy to a temporary name
+                // beside the destination, then rename it in without
+                // replacing an earlier version at that name.
                 Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-                    copy_tree(source, &dest)?;
-                    remove_tree(source)?;
-                    return Ok(dest);
+                    let temp = temp_path_for(&dest);
+                    if let Err(e) = copy_tree(source, &temp) {
+                        let _ = remove_tree(&temp);
+                        return Err(e);
+                    }
+                    match rename_noreplace(&temp, &dest) {
+                        Ok(()) => {
+                            remove_tree(source)?;
+                            return Ok(dest);
+                        }
+                        Err(e) => {
+                            let _ = remove_tree(&temp);
+                            if e.kind() != io::ErrorKind::AlreadyExists {
+                                return Err(e);
+                            }
+                            dest = PathBuf::from(format!("{}.{n}", base.display()));
+                            n += 1;
+                        }
+                    }
                 }
                 Err(e) => return Err(e),
             }
@@ -585,6 +581,27 @@ pub(crate) mod tests {
             .collect();
         kept.sort();
         assert_eq!(kept, ["e/e/x", "file e", "file e/e"]);
+    }
+
+    #[test]
+    fn a_trash_on_another_file_system_keeps_every_version() {
+        // /dev/shm is a tmpfs, the temp dir usually a disk: a rename
+        // between them fails with EXDEV and the trash copies instead.
+        let source_dir = tempfile::tempdir().unwrap();
+        let trash_dir = tempfile::tempdir_in("/dev/shm").unwrap();
+        let trash = Trash::new(trash_dir.path().join("trash"));
+        let file = source_dir.path().join("f");
+        for content in ["one", "two"] {
+            fs::write(&file, content).unwrap();
+            trash.put(&file, &rel("docs/f")).unwrap();
+            assert!(!file.exists());
+        }
+        let mut kept: Vec<String> = walk(trash.root())
+            .iter()
+            .map(|p| fs::read_to_string(p).unwrap())
+            .collect();
+        kept.sort();
+        assert_eq!(kept, ["one", "two"]);
     }
 
     #[test]

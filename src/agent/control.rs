@@ -459,15 +459,25 @@ impl Control for AgentControl {
                 )));
             }
         }
-        if let Some(file) = &self.agent.config_file {
-            crate::config::edit::add_pair(file, &raw).map_err(|e| {
-                ApiError::internal("cannot save the pair in the config file")
-                    .with_details(e.to_string())
-            })?;
-        }
+        // Start it first: a pair that cannot run must not reach the config
+        // file, where it would stop the next start of the agent.
         self.agent
             .start_pair(config.clone())
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        if let Some(file) = &self.agent.config_file
+            && let Err(e) = crate::config::edit::add_pair(file, &raw)
+        {
+            let agent = self.agent.clone();
+            let name = config.name.clone();
+            agent
+                .runtime
+                .clone()
+                .block_on(async move { agent.stop_pair(&name).await });
+            return Err(
+                ApiError::internal("cannot save the pair in the config file")
+                    .with_details(e.to_string()),
+            );
+        }
         Ok(pair_info(&config))
     }
 

@@ -50,6 +50,9 @@ pub struct AgentOptions {
     pub config: Config,
     /// Sync every pair once and exit.
     pub once: bool,
+    /// Whether `pair add`/`pair remove` may edit the config file: not for
+    /// an ad-hoc pair from the command line, which never read it.
+    pub config_editable: bool,
 }
 
 /// An error that stops the agent.
@@ -180,7 +183,9 @@ pub fn build_engine(
         parallel_transfers: agent.parallel_transfers,
         strategy: pair.conflict,
         local_root: pair.local.clone(),
-        lease_ttl: Duration::from_secs(120),
+        // Long enough for a round with a large transfer (the lease is renewed
+        // once per round); a crashed holder on this host is detected at once.
+        lease_ttl: Duration::from_secs(600),
     };
     Ok(PairEngine::new(
         pair_id,
@@ -203,10 +208,16 @@ fn run_once(options: &AgentOptions, journal: Arc<Mutex<Journal>>) -> Result<u8, 
             confirmed: false,
         });
         let counts = &report.counts;
+        // A run that found nothing to do takes no sync id.
+        let sync_id = if report.sync_id.is_empty() {
+            "(nothing to do)"
+        } else {
+            &report.sync_id
+        };
         println!(
             "{}: {} {} (uploaded {}, downloaded {}, deleted {}, moved {}, conflicts {}, errors {})",
             pair.name,
-            report.sync_id,
+            sync_id,
             report.status.as_str(),
             counts.uploaded,
             counts.downloaded,
@@ -218,20 +229,21 @@ fn run_once(options: &AgentOptions, journal: Arc<Mutex<Journal>>) -> Result<u8, 
         if let Some(error) = &report.error {
             eprintln!("{}: {error}", pair.name);
         }
-        code = code.max(match report.status {
+        // A failure outranks conflicts, which outrank success: a script
+        // must not mistake a failed pair for one that merely has conflicts.
+        let this = match report.status {
             SyncStatus::Completed => exit::OK,
             SyncStatus::CompletedWithConflicts => exit::CONFLICTS,
             _ => exit::FAILED,
-        });
+        };
+        if this == exit::FAILED || code == exit::OK {
+            code = this;
+        }
     }
     if let Err(e) = journal.lock().expect("journal lock").checkpoint() {
         tracing::warn!(error = %e, "cannot checkpoint the journal");
     }
-    Ok(if code == exit::CONFLICTS || code == exit::OK {
-        code
-    } else {
-        exit::FAILED
-    })
+    Ok(code)
 }
 
 impl Agent {
@@ -352,7 +364,9 @@ async fn serve(options: AgentOptions, journal: Arc<Mutex<Journal>>) -> Result<u8
     let agent = Arc::new(Agent {
         paths: options.paths.clone(),
         agent_config: options.config.agent.clone(),
-        config_file: Some(options.paths.config_file.clone()),
+        config_file: options
+            .config_editable
+            .then(|| options.paths.config_file.clone()),
         journal,
         pairs: Mutex::new(BTreeMap::new()),
         started_at: SystemTime::now(),

@@ -4,10 +4,10 @@
 //!
 //! Time is passed in, never read, so the rules are testable.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use crate::model::RelPath;
+use crate::model::{RelPath, Scope};
 
 /// The first retry waits this long; each further failure doubles it.
 pub const FIRST_DELAY: Duration = Duration::from_secs(2);
@@ -49,6 +49,16 @@ impl Backoff {
     /// Forgets a path that worked.
     pub fn succeed(&mut self, path: &RelPath) {
         self.failures.remove(path);
+    }
+
+    /// Forgets the failures a run looked at again without failing: paths
+    /// in `scope` whose retry time had come by `looked_at` and that are not
+    /// in `failed`. (A path whose problem went away by itself, say a file
+    /// deleted after its upload failed, has no action to succeed with.)
+    pub fn settle(&mut self, scope: &Scope, looked_at: Instant, failed: &BTreeSet<RelPath>) {
+        self.failures.retain(|path, failure| {
+            failure.retry_at > looked_at || !scope.contains(path) || failed.contains(path)
+        });
     }
 
     /// Paths still waiting for their retry time: a sync leaves them alone.
@@ -100,5 +110,25 @@ mod tests {
         assert!(backoff.waiting(now + MAX_DELAY).is_empty());
         backoff.succeed(&path);
         assert!(backoff.is_empty());
+    }
+
+    #[test]
+    fn a_run_that_looked_again_and_did_not_fail_settles_the_path() {
+        let mut backoff = Backoff::default();
+        let gone = RelPath::new("deleted-after-failing.txt").unwrap();
+        let still = RelPath::new("still-failing.txt").unwrap();
+        let elsewhere = RelPath::new("other/x").unwrap();
+        let now = Instant::now();
+        for path in [&gone, &still, &elsewhere] {
+            backoff.fail(path, "denied".into(), now);
+        }
+        let later = now + MAX_DELAY;
+        let scope = Scope::Paths(vec![gone.clone(), still.clone()]);
+        backoff.settle(&scope, later, &BTreeSet::from([still.clone()]));
+        let left: Vec<_> = backoff.failures().map(|(p, _)| p.clone()).collect();
+        assert_eq!(left, [elsewhere.clone(), still.clone()]);
+        // Not yet due: the run did not look at it, so it is kept.
+        backoff.settle(&Scope::Full, now, &BTreeSet::new());
+        assert_eq!(backoff.failures().count(), 2);
     }
 }

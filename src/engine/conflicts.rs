@@ -236,14 +236,23 @@ fn keep(
             }],
             Vec::new(),
         ),
-        (_, Some(lost)) => (
-            vec![Action::Delete {
-                side: loser,
-                path: path.clone(),
-                expected: lost,
-            }],
-            vec![path.clone()],
-        ),
+        // The loser's entry goes to the trash: a folder file by file,
+        // deepest first, each checked against what the snapshot saw, then
+        // the emptied folder.
+        (_, Some(_)) => {
+            let below: Vec<Action> = trees
+                .get(loser)
+                .iter()
+                .filter(|(p, _)| p.is_within(path))
+                .rev()
+                .map(|(p, e)| Action::Delete {
+                    side: loser,
+                    path: p.clone(),
+                    expected: e.entry,
+                })
+                .collect();
+            (below, vec![path.clone()])
+        }
         (_, None) => (Vec::new(), vec![path.clone()]),
     };
     let outcome = executor::execute(ctx, trees, &actions, tally);

@@ -328,9 +328,10 @@ fn run_copies(
     }
     let next = Mutex::new(jobs.iter().enumerate());
     let workers = ctx.settings.parallel_transfers.clamp(1, jobs.len());
-    // Workers stream the bytes into staged files; this thread puts them in
-    // place in batches: one flush makes a whole batch durable, then each
-    // file is re-checked and renamed in, then the batch is recorded. A
+    // Workers stream the bytes into staged files and flush them (in
+    // parallel, so the flushes overlap); this thread puts them in place in
+    // batches: each file is re-checked and renamed in, the touched folders
+    // are flushed once, and the batch is recorded in one transaction. A
     // crash leaves at most some hidden staged files and an unrecorded
     // batch, never a half-written file under a real name.
     std::thread::scope(|scope| {
@@ -384,7 +385,7 @@ fn run_copies(
 
 /// Staged files are put in place in batches of at most this many, or
 /// after at most [`STAGE_WINDOW`].
-const STAGE_BATCH: usize = 128;
+const STAGE_BATCH: usize = 256;
 const STAGE_WINDOW: Duration = Duration::from_millis(200);
 
 fn put_in_place(

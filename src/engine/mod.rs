@@ -316,7 +316,15 @@ impl PairEngine {
             failed: Vec::new(),
             unsettled: Vec::new(),
         };
+        let looked_at = Instant::now();
         let result = run.run(request);
+        if result.is_ok() {
+            let failed: BTreeSet<RelPath> = run.failed.iter().map(|(p, _)| p.clone()).collect();
+            self.backoff
+                .lock()
+                .expect("backoff")
+                .settle(&request.scope, looked_at, &failed);
+        }
         let mut report = SyncReport {
             sync_id: String::new(),
             status: SyncStatus::Completed,

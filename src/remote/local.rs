@@ -308,7 +308,7 @@ impl Replica for LocalFolder {
                 .map_err(|e| ReplicaError::io("create the folder of", path, e))?;
             self.touched(parent);
         }
-        let staged = fsops::stage_unsynced(&target, content, Some(mtime_ns))
+        let staged = fsops::stage(&target, content, Some(mtime_ns))
             .map_err(|e| ReplicaError::io("write", path, e))?;
         if staged.hash != *hash {
             return Err(ReplicaError::SourceChanged {
@@ -322,12 +322,6 @@ impl Replica for LocalFolder {
             hash,
             size,
         })
-    }
-
-    fn sync_staged(&self, staged: &[&StagedWrite]) -> Result<(), ReplicaError> {
-        let files: Vec<&Path> = staged.iter().map(|s| s.temp.as_path()).collect();
-        fsops::sync_filesystem(&self.root, &files)
-            .map_err(|e| ReplicaError::io("flush", self.root.display(), e))
     }
 
     fn commit_staged(
@@ -396,14 +390,25 @@ impl Replica for LocalFolder {
 
     fn remove(&self, path: &RelPath, expect: &Expect) -> Result<(), ReplicaError> {
         let full = self.check(path, expect)?;
-        // An empty folder holds nothing worth keeping (its files went to the
-        // trash one by one before it); anything else goes to the trash whole.
-        if *expect == Expect::Dir && fs::remove_dir(&full).is_ok() {
-            self.touched(&full);
-            return Ok(());
+        if *expect == Expect::Dir {
+            // A plan removes a folder only after everything in it went to
+            // the trash one by one, each checked against what the plan saw.
+            // A folder that is not empty now holds something the plan did
+            // not see (a file saved during the sync, a delete that was
+            // refused as changed): keep it and re-plan.
+            return match fs::remove_dir(&full) {
+                Ok(()) => {
+                    self.touched(&full);
+                    Ok(())
+                }
+                Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => {
+                    Err(ReplicaError::Changed {
+                        path: path.to_string(),
+                    })
+                }
+                Err(e) => Err(ReplicaError::io("delete the folder", path, e)),
+            };
         }
-        // RACE: a file created inside a folder between the check and the
-        // move goes to the trash with the folder; it is kept, not lost.
         let trashed = self
             .trash
             .put(&full, path)
@@ -670,5 +675,24 @@ mod tests {
             .unwrap_err();
         assert!(err.is_change(), "{err}");
         assert_eq!(fs::read(dir.path().join("a.txt")).unwrap(), b"v2");
+    }
+
+    #[test]
+    fn a_folder_that_is_not_empty_is_kept_and_reported_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = LocalFolder::local(dir.path().join("root"), dir.path().join("trash"));
+        fs::create_dir_all(dir.path().join("root/d")).unwrap();
+        // The plan removed the folder's files; one saved during the sync is
+        // still there.
+        fs::write(dir.path().join("root/d/a.txt"), "the user's edit").unwrap();
+        let err = local.remove(&rel("d"), &Expect::Dir).unwrap_err();
+        assert!(err.is_change(), "{err}");
+        assert_eq!(
+            fs::read_to_string(dir.path().join("root/d/a.txt")).unwrap(),
+            "the user's edit"
+        );
+        fs::remove_file(dir.path().join("root/d/a.txt")).unwrap();
+        local.remove(&rel("d"), &Expect::Dir).unwrap();
+        assert!(!dir.path().join("root/d").exists());
     }
 }

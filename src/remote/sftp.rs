@@ -1166,9 +1166,19 @@ impl Replica for SftpReplica {
         let s = &self.shared;
         let conn = s.conn()?;
         let full = s.check(&conn.sftp, path, expect)?;
-        // An empty folder holds nothing worth keeping.
-        if *expect == Expect::Dir && conn.sftp.rmdir(&full).is_ok() {
-            return Ok(());
+        if *expect == Expect::Dir {
+            // A plan removes a folder only after its content went to the
+            // trash one by one; one that will not go away empty holds
+            // something the plan did not see: keep it and re-plan.
+            return match conn.sftp.rmdir(&full) {
+                Ok(()) => Ok(()),
+                Err(_) => match s.lstat(&conn.sftp, &full) {
+                    Ok(None) => Ok(()),
+                    _ => Err(ReplicaError::Changed {
+                        path: path.to_string(),
+                    }),
+                },
+            };
         }
         s.trash_put(&conn.sftp, &full, path)
             .map_err(|e| ReplicaError::io("move to the trash", path, e))?;
