@@ -24,8 +24,10 @@
 //! It does not hash on the server (WebDAV cannot): the version token is the
 //! strong ETag when there is one, else `SIZE:MTIME_SECS`, and a file whose
 //! token equals the base's reuses the base's hash; anything else is
-//! downloaded and hashed. A file uploaded while its ETag was weak is read
-//! back once on the next listing, when the server's ETag has become strong.
+//! downloaded and hashed, and so is a file listed with a weak ETag (changed
+//! within the last second: another same-sized write in that second would
+//! look the same). A file uploaded while its ETag was weak is therefore
+//! read back once on the next listing.
 //! WebDAV cannot set a file's modification time, so a remote file carries
 //! the time of its upload. It gives no file ids: renames on the server are
 //! seen as delete + create (reconcile's content matching still finds them).
@@ -1195,12 +1197,20 @@ impl Walk<'_> {
     fn visit_file(&mut self, rel: RelPath, stat: RemoteStat) {
         self.shared.remember(rel.as_str(), &stat);
         let version = stat.version();
-        let cached = self.cache.get(&rel).and_then(|base| match &base.entry {
-            Entry::File(meta) if base.remote_version.as_deref() == Some(version.as_str()) => {
-                Some(meta.hash)
-            }
-            _ => None,
-        });
+        // A weak ETag says the file changed within the last moment and may
+        // change again in the same second with the same size: its size and
+        // date prove nothing, so it is read.
+        let weak = stat.etag.as_deref().is_some_and(|e| e.starts_with("W/"));
+        let cached = self
+            .cache
+            .get(&rel)
+            .filter(|_| !weak)
+            .and_then(|base| match &base.entry {
+                Entry::File(meta) if base.remote_version.as_deref() == Some(version.as_str()) => {
+                    Some(meta.hash)
+                }
+                _ => None,
+            });
         let hash = match cached {
             Some(hash) => hash,
             None => match self.hash_remote(&rel, &stat) {

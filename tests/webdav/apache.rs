@@ -238,15 +238,6 @@ impl Apache {
         )
     }
 
-    /// The `webdavs://` URL of `below` inside a share.
-    pub fn tls_url(&self, share: Share, below: &str) -> String {
-        format!(
-            "webdavs://127.0.0.1:{}{}",
-            self.tls_port,
-            share_path(share, below)
-        )
-    }
-
     /// The CA that signed the HTTPS listener's certificate (PEM).
     pub fn ca_file(&self) -> PathBuf {
         self.dir.path().join("ca.crt")

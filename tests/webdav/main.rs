@@ -2,6 +2,7 @@
 //! started on loopback for each test (see `apache`). A missing apache2
 //! fails the tests with a message saying what to install.
 
+mod agent;
 mod apache;
 mod replica;
 
