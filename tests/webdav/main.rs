@@ -4,6 +4,7 @@
 
 mod agent;
 mod apache;
+mod hostile;
 mod replica;
 
 use std::time::Duration;
