@@ -123,6 +123,9 @@ fn adhoc_config(
         ignore: Vec::new(),
         known_hosts: None,
         identity_file: None,
+        username: None,
+        ca_file: None,
+        allow_insecure_http_auth: None,
     };
     let config = crate::config::RawConfig {
         agent: Default::default(),

@@ -146,6 +146,18 @@ pub struct RawPair {
     /// then `~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa`).
     #[serde(default)]
     pub identity_file: Option<String>,
+    /// WebDAV only: the user to log in as with HTTP Basic auth (the
+    /// password comes from the secret store, see `secrets`).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// WebDAV (HTTPS) only: a PEM file of CA certificates trusted besides
+    /// the system's, for a server with a private CA.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// WebDAV only: send the password over plain `webdav://` to a host
+    /// other than loopback (it then crosses the network readable).
+    #[serde(default)]
+    pub allow_insecure_http_auth: Option<bool>,
 }
 
 /// The validated configuration the agent runs with.
@@ -191,6 +203,8 @@ pub struct PairConfig {
     pub ignore: Vec<String>,
     /// How to log in to an SSH server; empty for other remotes.
     pub ssh: SshSettings,
+    /// How to log in to a WebDAV server; empty for other remotes.
+    pub webdav: WebdavSettings,
 }
 
 /// Where an SFTP pair finds its trusted host keys and its login key. Never
@@ -201,6 +215,30 @@ pub struct SshSettings {
     pub known_hosts: Option<PathBuf>,
     /// An absolute path; `None` means the agent and the default keys.
     pub identity_file: Option<PathBuf>,
+}
+
+/// How a WebDAV pair logs in and which certificates it trusts. Never a
+/// password: those live outside the config (see `secrets`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WebdavSettings {
+    /// The Basic-auth user; `None` means no authentication.
+    pub username: Option<String>,
+    /// An absolute path to PEM CA certificates trusted besides the system's.
+    pub ca_file: Option<PathBuf>,
+    /// Whether a password may go over plain HTTP to a non-loopback host.
+    pub allow_insecure_http_auth: bool,
+}
+
+/// Whether `host` (as written in a URL) names this machine without asking
+/// a resolver: `localhost`, `127.0.0.0/8` or `::1`.
+pub fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    host.parse::<std::net::IpAddr>()
+        .map(|ip| ip.is_loopback())
+        .unwrap_or(false)
 }
 
 /// A parsed remote URL. Secrets never live here: a password in a URL is
@@ -604,6 +642,12 @@ impl RawPair {
             known_hosts: ssh_path("known_hosts", self.known_hosts)?,
             identity_file: ssh_path("identity_file", self.identity_file)?,
         };
+        let webdav = webdav_settings(
+            &remote,
+            self.username,
+            self.ca_file,
+            self.allow_insecure_http_auth,
+        )?;
         Ok(PairConfig {
             name: self.name,
             local,
@@ -611,8 +655,83 @@ impl RawPair {
             conflict,
             ignore: self.ignore,
             ssh,
+            webdav,
         })
     }
+}
+
+/// Validates the WebDAV keys of a pair: they apply to WebDAV remotes only,
+/// the user name must fit Basic auth, `ca_file` only means something for
+/// HTTPS, and a password is not sent in the clear across the network
+/// unless the pair says so.
+fn webdav_settings(
+    remote: &RemoteUrl,
+    username: Option<String>,
+    ca_file: Option<String>,
+    allow_insecure_http_auth: Option<bool>,
+) -> Result<WebdavSettings, (String, String)> {
+    let RemoteUrl::Webdav { tls, host, .. } = remote else {
+        for (key, set) in [
+            ("username", username.is_some()),
+            ("ca_file", ca_file.is_some()),
+            (
+                "allow_insecure_http_auth",
+                allow_insecure_http_auth.is_some(),
+            ),
+        ] {
+            if set {
+                return Err((
+                    key.to_owned(),
+                    "only applies to webdav:// and webdavs:// remotes; remove it".into(),
+                ));
+            }
+        }
+        return Ok(WebdavSettings::default());
+    };
+    if let Some(user) = &username
+        && (user.is_empty() || user.contains(':') || user.chars().any(char::is_control))
+    {
+        return Err((
+            "username".into(),
+            "must be non-empty, without a colon or control characters (HTTP Basic auth cannot carry them)".into(),
+        ));
+    }
+    let ca_file = match ca_file {
+        None => None,
+        Some(_) if !tls => {
+            return Err((
+                "ca_file".into(),
+                "only applies to webdavs:// (HTTPS) remotes; remove it or use webdavs://".into(),
+            ));
+        }
+        Some(value) => {
+            let path = expand_home(&value);
+            if !path.is_absolute() {
+                return Err((
+                    "ca_file".into(),
+                    format!(
+                        "{value:?} is not an absolute path; write the full path to the PEM file"
+                    ),
+                ));
+            }
+            Some(path)
+        }
+    };
+    let allow_insecure_http_auth = allow_insecure_http_auth.unwrap_or(false);
+    if username.is_some() && !tls && !allow_insecure_http_auth && !is_loopback_host(host) {
+        return Err((
+            "username".into(),
+            format!(
+                "a password would cross the network unencrypted to {host}; use webdavs:// \
+                 (or, if the network is trusted, set allow_insecure_http_auth = true)"
+            ),
+        ));
+    }
+    Ok(WebdavSettings {
+        username,
+        ca_file,
+        allow_insecure_http_auth,
+    })
 }
 
 fn expand_home(path: &str) -> PathBuf {
@@ -820,5 +939,57 @@ mod tests {
             message.contains("pair[0].identity_file") && message.contains("sftp://"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn webdav_keys_apply_to_webdav_pairs_and_keep_passwords_off_plain_http() {
+        let pair = |remote: &str, extra: &str| {
+            parse(&format!(
+                "[[pair]]\nname = \"a\"\nlocal = \"/a\"\nremote = \"{remote}\"\n{extra}"
+            ))
+        };
+        let config = pair(
+            "webdavs://cloud.example/dav",
+            "username = \"me\"\nca_file = \"/etc/prism/ca.pem\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.pairs[0].webdav,
+            WebdavSettings {
+                username: Some("me".into()),
+                ca_file: Some(PathBuf::from("/etc/prism/ca.pem")),
+                allow_insecure_http_auth: false,
+            }
+        );
+        assert!(pair("webdav://127.0.0.1:8080/dav", "username = \"me\"\n").is_ok());
+        let message = pair("webdav://nas.lan/dav", "username = \"me\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("pair[0].username") && message.contains("allow_insecure_http_auth"),
+            "{message}"
+        );
+        assert!(
+            pair(
+                "webdav://nas.lan/dav",
+                "username = \"me\"\nallow_insecure_http_auth = true\n"
+            )
+            .is_ok()
+        );
+        for (remote, extra, key) in [
+            ("file:///b", "username = \"me\"\n", "pair[0].username"),
+            (
+                "webdav://127.0.0.1/d",
+                "ca_file = \"/ca\"\n",
+                "pair[0].ca_file",
+            ),
+            ("webdavs://h/d", "ca_file = \"ca.pem\"\n", "pair[0].ca_file"),
+            ("webdavs://h/d", "username = \"a:b\"\n", "pair[0].username"),
+        ] {
+            let message = pair(remote, extra).unwrap_err().to_string();
+            assert!(message.contains(key), "{message}");
+        }
+        assert!(is_loopback_host("localhost") && is_loopback_host("127.0.0.2"));
+        assert!(is_loopback_host("[::1]") && !is_loopback_host("nas.lan"));
     }
 }

@@ -1,13 +1,14 @@
 //! Where login secrets come from, and the type that keeps them out of logs.
 //!
-//! For this first version an SFTP password comes from the environment
-//! variable `PRISM_SYNC_SFTP_PASSWORD` (one password for every SFTP pair of
-//! the agent), else from the credentials file `sftp-passwords` in the config
-//! dir: one `user@host:port PASSWORD` per line, `#` comments, and readable by
-//! its owner only (mode 0600; a file others can read is refused). Passwords
-//! are never read from the config file, never written anywhere, and a
-//! [`Secret`] prints as `<redacted>`. This module does not talk to a system
-//! keyring; that is future work.
+//! For this first version a password comes from an environment variable
+//! (`PRISM_SYNC_SFTP_PASSWORD` for SFTP, `PRISM_SYNC_WEBDAV_PASSWORD` for
+//! WebDAV: one password for every pair of that kind), else from a
+//! credentials file in the config dir (`sftp-passwords`, `webdav-passwords`):
+//! one `user@host:port PASSWORD` per line, `#` comments, and readable by its
+//! owner only (mode 0600; a file others can read is refused). Passwords are
+//! never read from the config file, never written anywhere, and a [`Secret`]
+//! prints as `<redacted>`. This module does not talk to a system keyring;
+//! that is future work.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -15,8 +16,14 @@ use std::path::{Path, PathBuf};
 /// The environment variable holding an SFTP password.
 pub const PASSWORD_ENV: &str = "PRISM_SYNC_SFTP_PASSWORD";
 
-/// The credentials file's name inside the config dir.
+/// The SFTP credentials file's name inside the config dir.
 pub const CREDENTIALS_FILE: &str = "sftp-passwords";
+
+/// The environment variable holding a WebDAV password.
+pub const WEBDAV_PASSWORD_ENV: &str = "PRISM_SYNC_WEBDAV_PASSWORD";
+
+/// The WebDAV credentials file's name inside the config dir.
+pub const WEBDAV_CREDENTIALS_FILE: &str = "webdav-passwords";
 
 /// A secret string that never prints itself.
 #[derive(Clone, PartialEq, Eq)]
@@ -63,7 +70,36 @@ pub fn sftp_password(
     host: &str,
     port: u16,
 ) -> Result<Option<Secret>, SecretError> {
-    if let Some(value) = std::env::var_os(PASSWORD_ENV)
+    password(PASSWORD_ENV, CREDENTIALS_FILE, config_dir, user, host, port)
+}
+
+/// The WebDAV password for `user@host:port`, looked up as for SFTP but in
+/// [`WEBDAV_PASSWORD_ENV`] and [`WEBDAV_CREDENTIALS_FILE`].
+pub fn webdav_password(
+    config_dir: Option<&Path>,
+    user: &str,
+    host: &str,
+    port: u16,
+) -> Result<Option<Secret>, SecretError> {
+    password(
+        WEBDAV_PASSWORD_ENV,
+        WEBDAV_CREDENTIALS_FILE,
+        config_dir,
+        user,
+        host,
+        port,
+    )
+}
+
+fn password(
+    env: &str,
+    file_name: &str,
+    config_dir: Option<&Path>,
+    user: &str,
+    host: &str,
+    port: u16,
+) -> Result<Option<Secret>, SecretError> {
+    if let Some(value) = std::env::var_os(env)
         && let Some(value) = value.to_str()
         && !value.is_empty()
     {
@@ -72,7 +108,7 @@ pub fn sftp_password(
     let Some(dir) = config_dir else {
         return Ok(None);
     };
-    let file = dir.join(CREDENTIALS_FILE);
+    let file = dir.join(file_name);
     let text = match std::fs::read_to_string(&file) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

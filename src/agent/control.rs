@@ -435,6 +435,9 @@ impl Control for AgentControl {
             ignore: spec.ignore.clone(),
             known_hosts: None,
             identity_file: None,
+            username: None,
+            ca_file: None,
+            allow_insecure_http_auth: None,
         };
         let config = raw
             .clone()

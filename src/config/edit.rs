@@ -72,10 +72,15 @@ pub fn add_pair(file: &Path, pair: &RawPair) -> Result<(), EditError> {
     for (key, path) in [
         ("known_hosts", &pair.known_hosts),
         ("identity_file", &pair.identity_file),
+        ("username", &pair.username),
+        ("ca_file", &pair.ca_file),
     ] {
         if let Some(path) = path {
             table[key] = value(path.as_str());
         }
+    }
+    if let Some(allow) = pair.allow_insecure_http_auth {
+        table["allow_insecure_http_auth"] = value(allow);
     }
     match doc.get_mut("pair").and_then(Item::as_array_of_tables_mut) {
         Some(pairs) => pairs.push(table),
@@ -121,6 +126,9 @@ mod tests {
             ignore: vec!["*.log".into()],
             known_hosts: None,
             identity_file: None,
+            username: None,
+            ca_file: None,
+            allow_insecure_http_auth: None,
         };
         add_pair(&file, &pair).unwrap();
         let text = fs::read_to_string(&file).unwrap();

@@ -15,18 +15,20 @@
 
 pub mod local;
 pub mod sftp;
+pub mod webdav;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::{RemoteUrl, SshSettings};
+use crate::config::{PairConfig, RemoteUrl};
 use crate::fsops::Expect;
 use crate::model::{BaseTree, ContentHash, RelPath, Scope, SideEntry, SideTree};
 use crate::tracker::ignore::IgnoreRules;
 
 pub use local::LocalFolder;
 pub use sftp::{SftpReplica, SftpTarget};
+pub use webdav::{WebdavReplica, WebdavTarget};
 
 /// What a backend can do beyond the required operations.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -237,16 +239,16 @@ pub trait Replica: Send + Sync {
     }
 }
 
-/// Opens the backend a remote URL names. `ssh` says how an SFTP remote
-/// logs in; `config_dir` is where its credentials file is looked for.
-/// Nothing is connected yet: a remote that is away is an error of the
-/// first sync, not of opening.
+/// Opens the backend a pair's remote URL names, with the pair's login
+/// settings (`ssh` for SFTP, `webdav` for WebDAV); `config_dir` is where
+/// credentials files are looked for. Nothing is connected yet: a remote
+/// that is away is an error of the first sync, not of opening.
 pub fn open_remote(
-    url: &RemoteUrl,
-    ssh: &SshSettings,
+    pair: &PairConfig,
     config_dir: Option<&Path>,
 ) -> Result<Box<dyn Replica>, ReplicaError> {
-    match url {
+    let ssh = &pair.ssh;
+    match &pair.remote {
         RemoteUrl::File(root) => Ok(Box::new(LocalFolder::remote(root.clone()))),
         RemoteUrl::Sftp {
             user,
@@ -262,9 +264,20 @@ pub fn open_remote(
             identity_file: ssh.identity_file.clone(),
             config_dir: config_dir.map(Path::to_path_buf),
         }))),
-        other => Err(ReplicaError::Other(format!(
-            "{} remotes are not available in this build yet; use a file:// remote",
-            other.scheme()
-        ))),
+        RemoteUrl::Webdav {
+            tls,
+            host,
+            port,
+            path,
+        } => Ok(Box::new(WebdavReplica::new(WebdavTarget {
+            tls: *tls,
+            host: host.clone(),
+            port: *port,
+            path: path.clone(),
+            username: pair.webdav.username.clone(),
+            ca_file: pair.webdav.ca_file.clone(),
+            allow_insecure_http_auth: pair.webdav.allow_insecure_http_auth,
+            config_dir: config_dir.map(Path::to_path_buf),
+        })?)),
     }
 }

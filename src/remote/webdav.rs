@@ -1,0 +1,1847 @@
+//! A WebDAV share as a replica: `webdav://host[:port]/path` (plain HTTP,
+//! meant for loopback and trusted networks) and `webdavs://…` (HTTPS), over
+//! `reqwest`'s blocking client with rustls.
+//!
+//! It owns the HTTP conversation with one share: the lazily built client
+//! (one per replica, so keep-alive connections are reused by every thread),
+//! Basic auth with a password from `secrets` (never from the config, never
+//! in an error), certificate checks (the system's roots plus a per-pair
+//! `ca_file`), the listing (PROPFIND Depth 1 per collection, walked
+//! recursively; every href must lie on the share's origin and below its
+//! path, is percent-decoded and passes through [`RelPath`], and an answer is
+//! read with a size cap, see [`MAX_LISTING_BYTES`]) and the careful writes:
+//! PUT to a `.prism-tmp-*` name beside the target, check the target against
+//! the caller's `Expect`, MOVE the old version to
+//! `.prism-sync/trash/STAMP/path`, then MOVE the upload in with
+//! `Overwrite: F`, which never replaces. Where the server gave a strong ETag
+//! the destructive steps carry `If-Match`, and creations carry
+//! `If-None-Match: *`; a 412 answer means someone else changed the path, and
+//! it is re-planned, never forced. Weak ETags (`W/"…"`, which Apache gives
+//! for a file changed within the last second) are never used in `If-Match`:
+//! size and modification time are compared instead. The lease is a
+//! `.prism-sync/lease` created with `If-None-Match: *`.
+//!
+//! It does not hash on the server (WebDAV cannot): the version token is the
+//! strong ETag when there is one, else `SIZE:MTIME_SECS`, and a file whose
+//! token equals the base's reuses the base's hash; anything else is
+//! downloaded and hashed, and so is a file listed with a weak ETag (changed
+//! within the last second: another same-sized write in that second would
+//! look the same). A file uploaded while its ETag was weak is therefore
+//! read back once on the next listing.
+//! WebDAV cannot set a file's modification time, so a remote file carries
+//! the time of its upload. It gives no file ids: renames on the server are
+//! seen as delete + create (reconcile's content matching still finds them).
+//! Redirects are never followed. Server capability detection (servers that
+//! ignore conditional headers) is not done: the checks before each step
+//! still run, so such a server only widens the races named below.
+
+mod xml;
+
+use std::collections::HashMap;
+use std::io::{self, BufReader, Read};
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use reqwest::blocking::{Body, Client, RequestBuilder, Response};
+use reqwest::{Method, Url};
+
+use super::{Lease, Listing, Problem, Replica, ReplicaError, RootState, StagedWrite};
+use crate::config::is_loopback_host;
+use crate::fsops::Expect;
+use crate::model::{BaseTree, ContentHash, Entry, FileMeta, RelPath, Scope, SideEntry};
+use crate::secrets::{self, Secret};
+use crate::timefmt;
+use crate::tracker::ignore::{IgnoreRules, METADATA_DIR, is_temp_name, temp_name_for};
+
+/// How long connecting may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a request without a body upload may wait for its answer, and
+/// each read of an answer's body may wait for bytes.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Staged uploads older than this were left by a crash.
+const STALE_TEMP: Duration = Duration::from_secs(3600);
+
+/// The read and write chunk size of transfers.
+const CHUNK: usize = 256 * 1024;
+
+/// The largest PROPFIND answer read: about 150 000 entries of one folder.
+/// A larger answer is refused instead of exhausting memory.
+pub const MAX_LISTING_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The properties a listing asks for (servers send less than `allprop`).
+const PROPFIND_BODY: &str = "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n\
+<D:propfind xmlns:D=\"DAV:\"><D:prop><D:resourcetype/><D:getcontentlength/>\
+<D:getlastmodified/><D:getetag/></D:prop></D:propfind>\n";
+
+/// How to reach and log in to one share.
+#[derive(Clone, Debug)]
+pub struct WebdavTarget {
+    /// HTTPS (`webdavs://`) or plain HTTP (`webdav://`).
+    pub tls: bool,
+    pub host: String,
+    /// `None`: 443 for HTTPS, 80 for HTTP.
+    pub port: Option<u16>,
+    /// The share's path on the server, as written in the URL.
+    pub path: String,
+    /// The Basic-auth user; `None`: no login.
+    pub username: Option<String>,
+    /// PEM CA certificates trusted besides the system's.
+    pub ca_file: Option<PathBuf>,
+    /// Whether a password may go over plain HTTP to a non-loopback host.
+    pub allow_insecure_http_auth: bool,
+    /// Where the credentials file is looked for (see `secrets`).
+    pub config_dir: Option<PathBuf>,
+}
+
+impl WebdavTarget {
+    fn port(&self) -> u16 {
+        self.port.unwrap_or(if self.tls { 443 } else { 80 })
+    }
+}
+
+/// Why a request failed. The messages say what to do and never contain a
+/// secret.
+#[derive(Debug, thiserror::Error)]
+pub enum WebdavError {
+    #[error("cannot reach {server}: {message}")]
+    Unreachable { server: String, message: String },
+    #[error(
+        "the TLS certificate of {server} is not trusted ({message}); if the server uses a \
+         private CA, name its certificate with `ca_file` for the pair"
+    )]
+    Certificate { server: String, message: String },
+    #[error(
+        "{server} refused the login{user} (401 Unauthorized){found}; check `username` for the \
+         pair and the password in {env} or the credentials file {credentials}"
+    )]
+    Unauthorized {
+        server: String,
+        user: String,
+        found: &'static str,
+        env: &'static str,
+        credentials: String,
+    },
+    #[error(
+        "{server} does not allow {method} of {path} (403 Forbidden); check the account's \
+         permissions on the share"
+    )]
+    Forbidden {
+        server: String,
+        method: String,
+        path: String,
+    },
+    #[error(
+        "the server {server} is out of space (507 Insufficient Storage); free space on it or \
+         raise the account's quota"
+    )]
+    OutOfSpace { server: String },
+    #[error("{server} answered {status} to {method} of {path}")]
+    Status {
+        server: String,
+        method: String,
+        path: String,
+        status: u16,
+    },
+    #[error("{server} sent a bad answer to PROPFIND of {path}: {message}")]
+    BadAnswer {
+        server: String,
+        path: String,
+        message: String,
+    },
+    #[error(
+        "refusing to send the password for {server} over plain HTTP, where anyone on the \
+         network can read it; use webdavs://, or set allow_insecure_http_auth = true for the \
+         pair if the network is trusted"
+    )]
+    Insecure { server: String },
+    #[error("cannot use the CA file {file}: {message}")]
+    CaFile { file: String, message: String },
+    #[error("cannot set up the HTTP client: {0}")]
+    Client(String),
+    #[error("{0}")]
+    Secret(#[from] secrets::SecretError),
+}
+
+impl WebdavError {
+    /// Errors about the server as a whole rather than one path.
+    fn is_global(&self) -> bool {
+        !matches!(
+            self,
+            WebdavError::Forbidden { .. } | WebdavError::Status { .. }
+        )
+    }
+
+    fn status(&self) -> Option<u16> {
+        match self {
+            WebdavError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    fn into_replica(self, op: &'static str, path: impl std::fmt::Display) -> ReplicaError {
+        if self.is_global() {
+            return ReplicaError::Other(self.to_string());
+        }
+        let kind = match &self {
+            WebdavError::Forbidden { .. } => io::ErrorKind::PermissionDenied,
+            WebdavError::Status { status: 404, .. } => io::ErrorKind::NotFound,
+            _ => io::ErrorKind::Other,
+        };
+        ReplicaError::io(op, path, io::Error::new(kind, self.to_string()))
+    }
+}
+
+/// A folder on a WebDAV server.
+pub struct WebdavReplica {
+    shared: Arc<Shared>,
+}
+
+/// What the replica and its lease share.
+struct Shared {
+    target: WebdavTarget,
+    /// The share's URL, ending in `/`.
+    base: Url,
+    /// The share's path, percent-decoded, one entry per segment.
+    base_segments: Vec<String>,
+    conn: Mutex<Option<Conn>>,
+    /// The ETag each file had when this replica last saw it, so a check
+    /// can tell apart two versions of equal size written in the same second
+    /// (compared weakly: a weak tag still tells a different version).
+    etags: Mutex<HashMap<String, String>>,
+}
+
+/// A ready client and the login it presents.
+#[derive(Clone)]
+struct Conn {
+    client: Client,
+    password: Option<Secret>,
+}
+
+/// One resource as a PROPFIND answer describes it.
+#[derive(Clone, Debug)]
+struct RemoteStat {
+    collection: bool,
+    size: u64,
+    mtime_secs: i64,
+    etag: Option<String>,
+}
+
+impl RemoteStat {
+    fn from(response: &xml::PropResponse) -> RemoteStat {
+        RemoteStat {
+            collection: response.collection,
+            size: response.length.unwrap_or(0),
+            mtime_secs: response
+                .last_modified
+                .as_deref()
+                .and_then(parse_http_date)
+                .unwrap_or(0),
+            etag: response.etag.clone(),
+        }
+    }
+
+    /// The ETag, if it is strong (usable in `If-Match`).
+    fn strong_etag(&self) -> Option<&str> {
+        self.etag
+            .as_deref()
+            .filter(|e| !e.starts_with("W/") && e.starts_with('"'))
+    }
+
+    fn mtime_ns(&self) -> i64 {
+        self.mtime_secs.saturating_mul(1_000_000_000)
+    }
+
+    /// The version token: the strong ETag, else size and mtime.
+    fn version(&self) -> String {
+        match self.strong_etag() {
+            Some(etag) => etag.to_owned(),
+            None => format!("{}:{}", self.size, self.mtime_secs),
+        }
+    }
+
+    fn matches(&self, expect: &Expect) -> bool {
+        match expect {
+            Expect::Absent => false,
+            Expect::Dir => self.collection,
+            Expect::File { size, mtime_ns } => {
+                !self.collection && self.size == *size && self.mtime_ns() == *mtime_ns
+            }
+        }
+    }
+}
+
+impl WebdavReplica {
+    /// A replica for `target`. Nothing is connected yet: the first
+    /// operation builds the client, so an agent starts while its server is
+    /// away. A URL that cannot be formed is an error now.
+    pub fn new(target: WebdavTarget) -> Result<WebdavReplica, ReplicaError> {
+        let scheme = if target.tls { "https" } else { "http" };
+        let host = if target.host.contains(':') && !target.host.starts_with('[') {
+            format!("[{}]", target.host)
+        } else {
+            target.host.clone()
+        };
+        let mut path = target.path.clone();
+        if !path.starts_with('/') {
+            path.insert(0, '/');
+        }
+        if !path.ends_with('/') {
+            path.push('/');
+        }
+        let base = Url::parse(&format!("{scheme}://{host}:{}{path}", target.port()))
+            .map_err(|e| ReplicaError::Other(format!("the WebDAV URL is not valid: {e}")))?;
+        let mut base_segments = Vec::new();
+        for segment in base.path().split('/').filter(|s| !s.is_empty()) {
+            base_segments.push(percent_decode(segment).ok_or_else(|| {
+                ReplicaError::Other(format!(
+                    "the WebDAV path {:?} is not valid percent-encoded UTF-8",
+                    target.path
+                ))
+            })?);
+        }
+        Ok(WebdavReplica {
+            shared: Arc::new(Shared {
+                target,
+                base,
+                base_segments,
+                conn: Mutex::new(None),
+                etags: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // reqwest's blocking client owns a runtime thread that must not be
+        // joined inside an async task; dropping it on a thread of its own
+        // is safe wherever the replica goes.
+        if let Some(conn) = self.conn.get_mut().ok().and_then(Option::take) {
+            let _ = std::thread::Builder::new()
+                .name("webdav-close".into())
+                .spawn(move || drop(conn));
+        }
+    }
+}
+
+impl Shared {
+    fn server(&self) -> String {
+        format!("{}:{}", self.target.host, self.target.port())
+    }
+
+    /// The client, built on first use.
+    fn conn(&self) -> Result<Conn, WebdavError> {
+        let mut slot = self.conn.lock().expect("webdav client");
+        if let Some(conn) = slot.as_ref() {
+            return Ok(conn.clone());
+        }
+        let conn = self.connect()?;
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    fn connect(&self) -> Result<Conn, WebdavError> {
+        let t = &self.target;
+        if t.username.is_some()
+            && !t.tls
+            && !t.allow_insecure_http_auth
+            && !is_loopback_host(&t.host)
+        {
+            return Err(WebdavError::Insecure {
+                server: self.server(),
+            });
+        }
+        let password = match &t.username {
+            Some(user) => {
+                secrets::webdav_password(t.config_dir.as_deref(), user, &t.host, t.port())?
+            }
+            None => None,
+        };
+        let mut builder = Client::builder()
+            .user_agent(concat!("prism-sync/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(CONNECT_TIMEOUT)
+            // Uploads may take long; each request sets its own limit, and a
+            // dead peer is noticed by TCP (see below).
+            .timeout(None)
+            .tcp_keepalive(Duration::from_secs(30))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .redirect(reqwest::redirect::Policy::none())
+            .https_only(t.tls);
+        #[cfg(target_os = "linux")]
+        {
+            builder = builder.tcp_user_timeout(REQUEST_TIMEOUT);
+        }
+        if let Some(file) = &t.ca_file {
+            let ca_error = |message: String| WebdavError::CaFile {
+                file: file.display().to_string(),
+                message,
+            };
+            let pem = std::fs::read(file).map_err(|e| ca_error(e.to_string()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| ca_error(error_chain(&e)))?;
+            if certs.is_empty() {
+                return Err(ca_error("it holds no PEM certificate".into()));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client = builder
+            .build()
+            .map_err(|e| WebdavError::Client(error_chain(&e)))?;
+        tracing::debug!(server = %self.server(), "WebDAV client ready");
+        Ok(Conn { client, password })
+    }
+
+    /// The URL of `rel` (slash-separated, below the share; empty for the
+    /// share itself). Collections end in `/`.
+    fn url(&self, rel: &str, collection: bool) -> Url {
+        let mut url = self.base.clone();
+        {
+            let mut segments = url.path_segments_mut().expect("an http URL has a path");
+            segments.pop_if_empty();
+            for segment in rel.split('/').filter(|s| !s.is_empty()) {
+                segments.push(segment);
+            }
+            if collection {
+                segments.push("");
+            }
+        }
+        url
+    }
+
+    fn request(&self, conn: &Conn, method: &str, url: Url) -> RequestBuilder {
+        let method = Method::from_bytes(method.as_bytes()).expect("a valid method");
+        let mut builder = conn.client.request(method, url);
+        if let Some(user) = &self.target.username {
+            builder = builder.basic_auth(user, conn.password.as_ref().map(Secret::expose));
+        }
+        builder
+    }
+
+    /// Sends a request and sorts its answer: a status in `ok` is returned,
+    /// login, permission and space problems get their own errors.
+    fn send(
+        &self,
+        builder: RequestBuilder,
+        method: &str,
+        path: &str,
+        ok: &[u16],
+    ) -> Result<Response, WebdavError> {
+        let response = builder.send().map_err(|e| self.transport_error(&e))?;
+        self.check_status(response, method, path, ok)
+    }
+
+    fn check_status(
+        &self,
+        response: Response,
+        method: &str,
+        path: &str,
+        ok: &[u16],
+    ) -> Result<Response, WebdavError> {
+        let status = response.status().as_u16();
+        if ok.contains(&status) {
+            return Ok(response);
+        }
+        let path = if path.is_empty() { "/" } else { path };
+        Err(match status {
+            401 => WebdavError::Unauthorized {
+                server: self.server(),
+                user: self
+                    .target
+                    .username
+                    .as_ref()
+                    .map(|u| format!(" of {u}"))
+                    .unwrap_or_else(|| " (no username is configured)".into()),
+                found: match (&self.target.username, self.conn_has_password()) {
+                    (Some(_), false) => " and no password was found",
+                    _ => "",
+                },
+                env: secrets::WEBDAV_PASSWORD_ENV,
+                credentials: self
+                    .target
+                    .config_dir
+                    .as_ref()
+                    .map(|d| {
+                        d.join(secrets::WEBDAV_CREDENTIALS_FILE)
+                            .display()
+                            .to_string()
+                    })
+                    .unwrap_or_else(|| secrets::WEBDAV_CREDENTIALS_FILE.to_owned()),
+            },
+            403 => WebdavError::Forbidden {
+                server: self.server(),
+                method: method.to_owned(),
+                path: path.to_owned(),
+            },
+            507 => WebdavError::OutOfSpace {
+                server: self.server(),
+            },
+            status => WebdavError::Status {
+                server: self.server(),
+                method: method.to_owned(),
+                path: path.to_owned(),
+                status,
+            },
+        })
+    }
+
+    fn conn_has_password(&self) -> bool {
+        self.conn
+            .lock()
+            .expect("webdav client")
+            .as_ref()
+            .is_some_and(|c| c.password.is_some())
+    }
+
+    fn transport_error(&self, e: &reqwest::Error) -> WebdavError {
+        let message = error_chain(e);
+        let lower = message.to_lowercase();
+        if lower.contains("certificate") || lower.contains("unknownissuer") {
+            WebdavError::Certificate {
+                server: self.server(),
+                message,
+            }
+        } else {
+            WebdavError::Unreachable {
+                server: self.server(),
+                message,
+            }
+        }
+    }
+
+    /// PROPFIND of one resource (Depth 0); `None` when nothing is there.
+    fn stat(&self, conn: &Conn, rel: &str) -> Result<Option<RemoteStat>, WebdavError> {
+        let url = self.url(rel, false);
+        let responses = match self.propfind(conn, url, rel, "0") {
+            Ok(found) => found,
+            Err(e) if e.status() == Some(404) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let wanted: Vec<String> = rel
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        for response in &responses {
+            if response.found && self.href_segments(&response.href).ok() == Some(wanted.clone()) {
+                return Ok(Some(RemoteStat::from(response)));
+            }
+        }
+        Err(WebdavError::BadAnswer {
+            server: self.server(),
+            path: shown(rel),
+            message: "the answer does not describe the resource asked about".into(),
+        })
+    }
+
+    /// Sends a PROPFIND and parses its multistatus answer, reading at most
+    /// [`MAX_LISTING_BYTES`].
+    fn propfind(
+        &self,
+        conn: &Conn,
+        url: Url,
+        rel: &str,
+        depth: &str,
+    ) -> Result<Vec<xml::PropResponse>, WebdavError> {
+        let builder = self
+            .request(conn, "PROPFIND", url)
+            .header("Depth", depth)
+            .header("Content-Type", "application/xml; charset=utf-8")
+            .timeout(REQUEST_TIMEOUT)
+            .body(PROPFIND_BODY);
+        let response = self.send(builder, "PROPFIND", &shown(rel), &[207])?;
+        if response
+            .content_length()
+            .is_some_and(|n| n > MAX_LISTING_BYTES)
+        {
+            return Err(self.too_large(rel));
+        }
+        let mut limited = Limited {
+            inner: response,
+            left: MAX_LISTING_BYTES,
+            exceeded: false,
+        };
+        let parsed = xml::parse_multistatus(BufReader::with_capacity(64 * 1024, &mut limited));
+        if limited.exceeded {
+            return Err(self.too_large(rel));
+        }
+        parsed.map_err(|e| match e {
+            xml::XmlError::Malformed { message, .. }
+                if message.contains("timed out") || message.contains("operation timed") =>
+            {
+                WebdavError::Unreachable {
+                    server: self.server(),
+                    message,
+                }
+            }
+            e => WebdavError::BadAnswer {
+                server: self.server(),
+                path: shown(rel),
+                message: e.to_string(),
+            },
+        })
+    }
+
+    fn too_large(&self, rel: &str) -> WebdavError {
+        WebdavError::BadAnswer {
+            server: self.server(),
+            path: shown(rel),
+            message: format!(
+                "the answer is larger than {} MiB; it is refused",
+                MAX_LISTING_BYTES / (1024 * 1024)
+            ),
+        }
+    }
+
+    /// The children of collection `rel`: names already checked to be plain
+    /// names, with what the server says about them. Hrefs that are not
+    /// children of `rel` on this share are returned as problems, not
+    /// followed.
+    fn children(&self, conn: &Conn, rel: &str) -> Result<Children, WebdavError> {
+        let responses = self.propfind(conn, self.url(rel, true), rel, "1")?;
+        let parent: Vec<&str> = rel.split('/').filter(|s| !s.is_empty()).collect();
+        let mut children = Vec::new();
+        let mut refused = Vec::new();
+        for response in responses {
+            if !response.found {
+                continue;
+            }
+            let segments = match self.href_segments(&response.href) {
+                Ok(segments) => segments,
+                Err(reason) => {
+                    refused.push(format!(
+                        "{} listed {:?} in {}, which {reason}; it is ignored",
+                        self.server(),
+                        truncate(&response.href),
+                        shown(rel)
+                    ));
+                    continue;
+                }
+            };
+            let is_self =
+                segments.len() == parent.len() && segments.iter().zip(&parent).all(|(a, b)| a == b);
+            if is_self {
+                continue;
+            }
+            let is_child = segments.len() == parent.len() + 1
+                && segments.iter().zip(&parent).all(|(a, b)| a == b);
+            if !is_child {
+                refused.push(format!(
+                    "{} listed {:?} in {}, which is not an entry of that folder; it is ignored",
+                    self.server(),
+                    truncate(&response.href),
+                    shown(rel)
+                ));
+                continue;
+            }
+            let name = segments.last().expect("a child has a name").clone();
+            children.push((name, RemoteStat::from(&response)));
+        }
+        Ok(Children {
+            entries: children,
+            refused,
+        })
+    }
+
+    /// The decoded segments of `href` below the share, or why it is not on
+    /// the share. Hrefs may be absolute URLs (then on the share's own
+    /// scheme, host and port) or absolute paths; `.`/`..` segments, empty
+    /// segments, encoded slashes and invalid UTF-8 are refused outright,
+    /// never resolved.
+    fn href_segments(&self, href: &str) -> Result<Vec<String>, &'static str> {
+        let path = if let Some((scheme, rest)) = href.split_once("://") {
+            let expected = if self.target.tls { "https" } else { "http" };
+            if !scheme.eq_ignore_ascii_case(expected) {
+                return Err("is on another scheme");
+            }
+            let (authority, path) = match rest.find('/') {
+                Some(i) => (&rest[..i], &rest[i..]),
+                None => (rest, "/"),
+            };
+            if !self.same_authority(authority) {
+                return Err("is on another server");
+            }
+            path
+        } else if href.starts_with('/') {
+            href
+        } else {
+            return Err("is not an absolute path");
+        };
+        if path.contains(['?', '#']) {
+            return Err("carries a query or fragment");
+        }
+        let mut raw: Vec<&str> = path[1..].split('/').collect();
+        if raw.last() == Some(&"") {
+            raw.pop();
+        }
+        let mut segments = Vec::with_capacity(raw.len());
+        for segment in raw {
+            let decoded = percent_decode(segment).ok_or("is not valid percent-encoded UTF-8")?;
+            if decoded.is_empty() || decoded == "." || decoded == ".." {
+                return Err("has an empty, `.` or `..` segment");
+            }
+            if decoded.contains(['/', '\0']) {
+                return Err("has an encoded slash or NUL");
+            }
+            segments.push(decoded);
+        }
+        let n = self.base_segments.len();
+        if segments.len() < n || segments[..n] != self.base_segments[..] {
+            return Err("lies outside the share");
+        }
+        Ok(segments.split_off(n))
+    }
+
+    fn same_authority(&self, authority: &str) -> bool {
+        if authority.contains('@') {
+            return false;
+        }
+        let host = self.base.host_str().unwrap_or("").to_ascii_lowercase();
+        let port = self.target.port();
+        let authority = authority.to_ascii_lowercase();
+        let default_port = if self.target.tls { 443 } else { 80 };
+        authority == format!("{host}:{port}") || (port == default_port && authority == host)
+    }
+
+    /// Checks `rel` against `expect` (and against the strong ETag this
+    /// replica saw for it); returns what is there.
+    fn check(
+        &self,
+        conn: &Conn,
+        rel: &RelPath,
+        expect: &Expect,
+    ) -> Result<Option<RemoteStat>, ReplicaError> {
+        let found = self
+            .stat(conn, rel.as_str())
+            .map_err(|e| e.into_replica("inspect", rel))?;
+        let changed = || ReplicaError::Changed {
+            path: rel.to_string(),
+        };
+        match (&found, expect) {
+            (None, Expect::Absent) => {}
+            (Some(stat), expect) if stat.matches(expect) => {
+                // Weak comparison (RFC 9110): tags that differ even in
+                // their opaque part are different versions, weak or not.
+                let known = self.etags.lock().expect("etags").get(rel.as_str()).cloned();
+                if let (Some(known), Some(now)) = (known, stat.etag.as_deref())
+                    && !stat.collection
+                    && opaque(&known) != opaque(now)
+                {
+                    return Err(changed());
+                }
+            }
+            _ => return Err(changed()),
+        }
+        Ok(found)
+    }
+
+    fn remember(&self, rel: &str, stat: &RemoteStat) {
+        let mut etags = self.etags.lock().expect("etags");
+        match &stat.etag {
+            Some(etag) if !stat.collection => {
+                etags.insert(rel.to_owned(), etag.to_owned());
+            }
+            _ => {
+                etags.remove(rel);
+            }
+        }
+    }
+
+    fn forget(&self, rel: &str) {
+        self.etags.lock().expect("etags").remove(rel);
+    }
+
+    /// MKCOL of `rel` and its missing parents.
+    fn mkcol_all(&self, conn: &Conn, rel: &str) -> Result<(), WebdavError> {
+        let segments: Vec<&str> = rel.split('/').filter(|s| !s.is_empty()).collect();
+        // Most parents exist: look from the deepest one up.
+        let mut existing = segments.len();
+        while existing > 0 {
+            match self.stat(conn, &segments[..existing].join("/"))? {
+                Some(stat) if stat.collection => break,
+                Some(_) => {
+                    return Err(WebdavError::Status {
+                        server: self.server(),
+                        method: "MKCOL".into(),
+                        path: segments[..existing].join("/"),
+                        status: 409,
+                    });
+                }
+                None => existing -= 1,
+            }
+        }
+        for end in existing + 1..=segments.len() {
+            let dir = segments[..end].join("/");
+            self.mkcol(conn, &dir)?;
+        }
+        Ok(())
+    }
+
+    /// MKCOL of one collection; one that exists already is fine.
+    fn mkcol(&self, conn: &Conn, rel: &str) -> Result<(), WebdavError> {
+        let builder = self
+            .request(conn, "MKCOL", self.url(rel, true))
+            .timeout(REQUEST_TIMEOUT);
+        match self.send(builder, "MKCOL", rel, &[200, 201, 204]) {
+            Ok(_) => Ok(()),
+            // 405: something is there (Apache says 400 when it is a file).
+            Err(e) if matches!(e.status(), Some(400 | 405)) => match self.stat(conn, rel)? {
+                Some(stat) if stat.collection => Ok(()),
+                _ => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// MOVE without replacing: `Overwrite: F`, and `If-Match` when a strong
+    /// ETag is given. Returns false on 412 (the destination exists, or the
+    /// source is no longer that version).
+    fn move_noreplace(
+        &self,
+        conn: &Conn,
+        from: &str,
+        to: &str,
+        collection: bool,
+        if_match: Option<&str>,
+    ) -> Result<bool, WebdavError> {
+        let mut builder = self
+            .request(conn, "MOVE", self.url(from, collection))
+            .header("Destination", self.url(to, collection).as_str())
+            .header("Overwrite", "F")
+            .timeout(REQUEST_TIMEOUT);
+        if let Some(etag) = if_match {
+            builder = builder.header("If-Match", etag);
+        }
+        match self.send(builder, "MOVE", from, &[201, 204]) {
+            Ok(_) => Ok(true),
+            Err(e) if e.status() == Some(412) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Moves the entry at `rel` into `.prism-sync/trash/STAMP/rel` without
+    /// replacing anything there. Returns false when the entry is no longer
+    /// the version `if_match` names.
+    fn trash_put(
+        &self,
+        conn: &Conn,
+        rel: &RelPath,
+        collection: bool,
+        if_match: Option<&str>,
+    ) -> Result<bool, WebdavError> {
+        let stamp = timefmt::conflict_stamp(SystemTime::now());
+        let base = format!("{METADATA_DIR}/trash/{}/{}", &stamp[..13], rel.as_str());
+        if let Some((parent, _)) = base.rsplit_once('/') {
+            self.mkcol_all(conn, parent)?;
+        }
+        let mut dest = base.clone();
+        for n in 1..1000 {
+            if self.move_noreplace(conn, rel.as_str(), &dest, collection, if_match)? {
+                self.forget(rel.as_str());
+                return Ok(true);
+            }
+            // A 412: a taken trash name is retried with a suffix; a source
+            // that changed is the caller's to re-plan.
+            if self.stat(conn, &dest)?.is_none() {
+                return Ok(false);
+            }
+            dest = format!("{base}.{n}");
+        }
+        Err(WebdavError::Status {
+            server: self.server(),
+            method: "MOVE".into(),
+            path: format!("{rel} (too many trashed versions of one path in one minute)"),
+            status: 412,
+        })
+    }
+
+    /// DELETE, conditional on a strong ETag when one is given.
+    fn delete(&self, conn: &Conn, rel: &str, collection: bool, if_match: Option<&str>) -> bool {
+        let mut builder = self
+            .request(conn, "DELETE", self.url(rel, collection))
+            .timeout(REQUEST_TIMEOUT);
+        if let Some(etag) = if_match {
+            builder = builder.header("If-Match", etag);
+        }
+        self.send(builder, "DELETE", rel, &[200, 204]).is_ok()
+    }
+
+    /// PUT of `content` to `rel`, streamed and hashed on the way; the
+    /// answer's status must be one of `ok`. Returns the hash and the size.
+    fn put_stream(
+        &self,
+        conn: &Conn,
+        rel: &str,
+        content: &mut dyn Read,
+        headers: &[(&'static str, String)],
+        ok: &[u16],
+    ) -> Result<(ContentHash, u64), PutError> {
+        // The blocking client needs a `'static` body, and `content` is
+        // borrowed: the request runs on a scoped thread reading from a
+        // channel this thread fills, so the upload streams with a few
+        // chunks in memory.
+        let (tx, rx) = sync_channel::<io::Result<Vec<u8>>>(4);
+        let mut builder = self.request(conn, "PUT", self.url(rel, false));
+        for (name, value) in headers {
+            builder = builder.header(*name, value);
+        }
+        std::thread::scope(|scope| {
+            let request =
+                scope.spawn(move || builder.body(Body::new(ChannelReader::new(rx))).send());
+            let mut hasher = blake3::Hasher::new();
+            let mut size = 0u64;
+            let mut read_error = None;
+            loop {
+                let mut chunk = vec![0u8; CHUNK];
+                match content.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        chunk.truncate(n);
+                        hasher.update(&chunk);
+                        size += n as u64;
+                        if tx.send(Ok(chunk)).is_err() {
+                            // The request ended early; its answer says why.
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        let _ = tx.send(Err(io::Error::new(e.kind(), e.to_string())));
+                        read_error = Some(e);
+                        break;
+                    }
+                }
+            }
+            drop(tx);
+            let sent = request.join().expect("the upload thread panicked");
+            if let Some(e) = read_error {
+                return Err(PutError::Source(e));
+            }
+            let response = sent.map_err(|e| PutError::Http(self.transport_error(&e)))?;
+            self.check_status(response, "PUT", rel, ok)
+                .map_err(PutError::Http)?;
+            Ok((ContentHash(*hasher.finalize().as_bytes()), size))
+        })
+    }
+
+    /// GET of a small file as text (the lease); `None` when it is not there.
+    fn get_small(
+        &self,
+        conn: &Conn,
+        rel: &str,
+    ) -> Result<Option<(String, Option<String>)>, WebdavError> {
+        let builder = self
+            .request(conn, "GET", self.url(rel, false))
+            .timeout(REQUEST_TIMEOUT);
+        let response = match self.send(builder, "GET", rel, &[200]) {
+            Ok(response) => response,
+            Err(e) if e.status() == Some(404) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let etag = response
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .filter(|e| e.starts_with('"'))
+            .map(str::to_owned);
+        let mut text = String::new();
+        response
+            .take(64 * 1024)
+            .read_to_string(&mut text)
+            .map_err(|e| WebdavError::Unreachable {
+                server: self.server(),
+                message: e.to_string(),
+            })?;
+        Ok(Some((text, etag)))
+    }
+}
+
+/// The entries of a collection, and the hrefs of its listing that were
+/// refused (as messages).
+struct Children {
+    entries: Vec<(String, RemoteStat)>,
+    refused: Vec<String>,
+}
+
+/// Why an upload failed.
+enum PutError {
+    /// Reading the content failed.
+    Source(io::Error),
+    Http(WebdavError),
+}
+
+/// The body of an upload: chunks from the thread reading the content.
+struct ChannelReader {
+    rx: Receiver<io::Result<Vec<u8>>>,
+    chunk: Vec<u8>,
+    pos: usize,
+}
+
+impl ChannelReader {
+    fn new(rx: Receiver<io::Result<Vec<u8>>>) -> ChannelReader {
+        ChannelReader {
+            rx,
+            chunk: Vec::new(),
+            pos: 0,
+        }
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.chunk.len() {
+            match self.rx.recv() {
+                Ok(Ok(chunk)) => {
+                    self.chunk = chunk;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.pos);
+        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// A reader that stops with an error after `left` bytes, and says so.
+struct Limited<R> {
+    inner: R,
+    left: u64,
+    exceeded: bool,
+}
+
+impl<R: Read> Read for Limited<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            // One more byte tells a body of exactly the limit from a longer
+            // one.
+            let mut probe = [0u8; 1];
+            return match self.inner.read(&mut probe)? {
+                0 => Ok(0),
+                _ => {
+                    self.exceeded = true;
+                    Err(io::Error::other("the answer is too large"))
+                }
+            };
+        }
+        let max = buf.len().min(self.left.min(usize::MAX as u64) as usize);
+        let n = self.inner.read(&mut buf[..max])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// An ETag without its weakness mark, for weak comparison.
+fn opaque(etag: &str) -> &str {
+    etag.strip_prefix("W/").unwrap_or(etag)
+}
+
+/// A path for messages: `/` for the share itself.
+fn shown(rel: &str) -> String {
+    if rel.is_empty() {
+        "/".to_owned()
+    } else {
+        rel.to_owned()
+    }
+}
+
+/// An href for a message, cut to a readable length.
+fn truncate(href: &str) -> String {
+    let mut cut = href.len().min(200);
+    while !href.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    href[..cut].to_owned()
+}
+
+/// An error and its causes, as one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
+}
+
+/// Percent-decodes one URL segment; `None` if it is not valid UTF-8 or a
+/// `%` is not followed by two hex digits.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// An HTTP date (`Wed, 25 Nov 2026 10:27:19 GMT`) as Unix seconds.
+fn parse_http_date(text: &str) -> Option<i64> {
+    let format = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    time::PrimitiveDateTime::parse(text.trim(), &format)
+        .ok()
+        .map(|t| t.assume_utc().unix_timestamp())
+}
+
+/// A listing in progress.
+struct Walk<'a> {
+    shared: &'a Shared,
+    conn: &'a Conn,
+    cache: &'a BaseTree,
+    ignore: &'a IgnoreRules,
+    out: Listing,
+    now: i64,
+    /// Set when the server became unreachable: the listing is partial and
+    /// must not be used.
+    broken: Option<WebdavError>,
+}
+
+impl Walk<'_> {
+    fn note(&mut self, path: Option<RelPath>, message: String) {
+        self.out.problems.push(Problem { path, message });
+    }
+
+    fn hold(&mut self, rel: RelPath, op: &str, e: WebdavError) {
+        if e.is_global() {
+            self.broken.get_or_insert(e);
+            return;
+        }
+        let message = format!("{rel}: cannot {op} it: {e}; it is left alone this time");
+        self.out.held.push(rel.clone());
+        self.note(Some(rel), message);
+    }
+
+    fn visit_children(&mut self, parent: Option<&RelPath>) -> Result<(), WebdavError> {
+        let dir = parent.map(RelPath::as_str).unwrap_or("");
+        let Children { entries, refused } = self.shared.children(self.conn, dir)?;
+        for message in refused {
+            tracing::warn!("{message}");
+            self.note(parent.cloned(), message);
+        }
+        for (name, stat) in entries {
+            let rel = match parent {
+                Some(parent) => parent.join(&name),
+                None => RelPath::from_name(&name),
+            };
+            let Ok(rel) = rel else {
+                self.note(
+                    None,
+                    format!(
+                        "{:?} on the server is not synced: its name contains a control character or a backslash; rename it to sync it",
+                        match parent {
+                            Some(parent) => format!("{parent}/{name}"),
+                            None => name,
+                        }
+                    ),
+                );
+                continue;
+            };
+            self.visit(rel, stat);
+            if self.broken.is_some() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn visit(&mut self, rel: RelPath, stat: RemoteStat) {
+        if self.ignore.is_ignored(&rel, stat.collection) {
+            if !stat.collection
+                && is_temp_name(rel.file_name())
+                && self.now - stat.mtime_secs > STALE_TEMP.as_secs() as i64
+            {
+                tracing::info!(path = %rel, "removing a temporary upload left by an interrupted write");
+                self.shared
+                    .delete(self.conn, rel.as_str(), false, stat.strong_etag());
+            }
+            return;
+        }
+        if stat.collection {
+            self.out
+                .tree
+                .insert(rel.clone(), SideEntry::new(Entry::Dir));
+            if let Err(e) = self.visit_children(Some(&rel)) {
+                self.out.tree.remove(&rel);
+                if e.status() != Some(404) {
+                    self.hold(rel, "list the folder", e);
+                }
+            }
+        } else {
+            self.visit_file(rel, stat);
+        }
+    }
+
+    fn visit_file(&mut self, rel: RelPath, stat: RemoteStat) {
+        self.shared.remember(rel.as_str(), &stat);
+        let version = stat.version();
+        // A weak ETag says the file changed within the last moment and may
+        // change again in the same second with the same size: its size and
+        // date prove nothing, so it is read.
+        let weak = stat.etag.as_deref().is_some_and(|e| e.starts_with("W/"));
+        let cached = self
+            .cache
+            .get(&rel)
+            .filter(|_| !weak)
+            .and_then(|base| match &base.entry {
+                Entry::File(meta) if base.remote_version.as_deref() == Some(version.as_str()) => {
+                    Some(meta.hash)
+                }
+                _ => None,
+            });
+        let hash = match cached {
+            Some(hash) => hash,
+            None => match self.hash_remote(&rel, &stat) {
+                Ok(Some(hash)) => {
+                    self.out.hashed_files += 1;
+                    hash
+                }
+                // It changed while it was read: still being written.
+                Ok(None) => return self.out.held.push(rel),
+                Err(e) if e.status() == Some(404) => return,
+                Err(e) => return self.hold(rel, "read", e),
+            },
+        };
+        let entry = SideEntry {
+            entry: Entry::File(FileMeta {
+                hash,
+                size: stat.size,
+                mtime_ns: stat.mtime_ns(),
+            }),
+            id: None,
+            version: Some(version),
+        };
+        self.out.tree.insert(rel, entry);
+    }
+
+    /// Downloads and hashes a file; `None` when what came is not the
+    /// version the listing saw (its ETag, or its length and date, differ).
+    fn hash_remote(
+        &self,
+        rel: &RelPath,
+        stat: &RemoteStat,
+    ) -> Result<Option<ContentHash>, WebdavError> {
+        let s = self.shared;
+        let builder = s
+            .request(self.conn, "GET", s.url(rel.as_str(), false))
+            .timeout(REQUEST_TIMEOUT);
+        let mut response = s.send(builder, "GET", rel.as_str(), &[200])?;
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let same = match (header("etag"), &stat.etag) {
+            (Some(now), Some(listed)) => opaque(&now) == opaque(listed),
+            _ => {
+                header("last-modified").as_deref().and_then(parse_http_date)
+                    == Some(stat.mtime_secs)
+                    && response.content_length() == Some(stat.size)
+            }
+        };
+        if !same {
+            return Ok(None);
+        }
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; CHUNK];
+        let mut size = 0u64;
+        loop {
+            let n = response
+                .read(&mut buf)
+                .map_err(|e| WebdavError::Unreachable {
+                    server: s.server(),
+                    message: format!("reading {rel}: {e}"),
+                })?;
+            if n == 0 {
+                break;
+            }
+            size += n as u64;
+            hasher.update(&buf[..n]);
+        }
+        if size != stat.size {
+            return Ok(None);
+        }
+        Ok(Some(ContentHash(*hasher.finalize().as_bytes())))
+    }
+}
+
+impl Replica for WebdavReplica {
+    fn describe(&self) -> String {
+        let t = &self.shared.target;
+        let scheme = if t.tls { "webdavs" } else { "webdav" };
+        let user = t
+            .username
+            .as_deref()
+            .map(|u| format!("{u}@"))
+            .unwrap_or_default();
+        format!("{scheme}://{user}{}:{}{}", t.host, t.port(), t.path)
+    }
+
+    fn root_state(&self) -> Result<RootState, ReplicaError> {
+        let s = &self.shared;
+        let conn = s.conn().map_err(|e| e.into_replica("open", "/"))?;
+        match s.stat(&conn, "").map_err(|e| e.into_replica("open", "/"))? {
+            None => return Ok(RootState::Missing),
+            Some(stat) if !stat.collection => {
+                return Err(ReplicaError::Other(format!(
+                    "{} on {} is not a folder",
+                    s.target.path,
+                    s.server()
+                )));
+            }
+            Some(_) => {}
+        }
+        let marker = s
+            .stat(&conn, &format!("{METADATA_DIR}/root"))
+            .map_err(|e| e.into_replica("open", METADATA_DIR))?;
+        Ok(if marker.is_some() {
+            RootState::Ready
+        } else {
+            RootState::Unmarked
+        })
+    }
+
+    fn mark_root(&self) -> Result<(), ReplicaError> {
+        let s = &self.shared;
+        let conn = s.conn().map_err(|e| e.into_replica("create", "/"))?;
+        // The share itself first (its parent must exist on the server).
+        if s.stat(&conn, "")
+            .map_err(|e| e.into_replica("open", "/"))?
+            .is_none()
+        {
+            s.mkcol(&conn, "")
+                .map_err(|e| e.into_replica("create", "/"))?;
+        }
+        s.mkcol_all(&conn, METADATA_DIR)
+            .map_err(|e| e.into_replica("create", METADATA_DIR))?;
+        let note = "This folder is kept in sync by Prism Sync. Do not delete this file: \
+                    without it the agent treats the folder as missing and refuses to sync \
+                    deletions.\n";
+        let marker = format!("{METADATA_DIR}/root");
+        match s.put_stream(
+            &conn,
+            &marker,
+            &mut note.as_bytes(),
+            &[("If-None-Match", "*".to_owned())],
+            &[200, 201, 204],
+        ) {
+            Ok(_) => Ok(()),
+            Err(PutError::Http(e)) if e.status() == Some(412) => Ok(()),
+            Err(PutError::Http(e)) => Err(e.into_replica("create", &marker)),
+            Err(PutError::Source(e)) => Err(ReplicaError::io("create", &marker, e)),
+        }
+    }
+
+    fn list(
+        &self,
+        scope: &Scope,
+        cache: &BaseTree,
+        ignore: &IgnoreRules,
+    ) -> Result<Listing, ReplicaError> {
+        let s = &self.shared;
+        let conn = s
+            .conn()
+            .map_err(|e| e.into_replica("list", self.describe()))?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let mut walk = Walk {
+            shared: s,
+            conn: &conn,
+            cache,
+            ignore,
+            out: Listing::default(),
+            now,
+            broken: None,
+        };
+        match scope {
+            Scope::Full => walk
+                .visit_children(None)
+                .map_err(|e| e.into_replica("list", self.describe()))?,
+            Scope::Paths(paths) => {
+                'paths: for path in paths {
+                    if paths.iter().any(|o| o != path && path.is_within(o)) {
+                        continue;
+                    }
+                    // Only real folders lead to a path.
+                    for ancestor in path.ancestors() {
+                        match s.stat(&conn, ancestor.as_str()) {
+                            Ok(Some(stat)) if stat.collection => {}
+                            Ok(_) => continue 'paths,
+                            Err(e) => {
+                                walk.hold(path.clone(), "look at a folder above", e);
+                                continue 'paths;
+                            }
+                        }
+                    }
+                    match s.stat(&conn, path.as_str()) {
+                        Ok(Some(stat)) => walk.visit(path.clone(), stat),
+                        Ok(None) => {}
+                        Err(e) => walk.hold(path.clone(), "look at", e),
+                    }
+                }
+            }
+        }
+        if let Some(e) = walk.broken {
+            // What the walk saw is partial and must not read as deletions.
+            return Err(ReplicaError::Other(format!(
+                "the listing of {} was interrupted ({e}); it will be retried",
+                self.describe()
+            )));
+        }
+        Ok(walk.out)
+    }
+
+    fn open(&self, path: &RelPath) -> Result<Box<dyn Read + Send + '_>, ReplicaError> {
+        let s = &self.shared;
+        let conn = s.conn().map_err(|e| e.into_replica("read", path))?;
+        let builder = s
+            .request(&conn, "GET", s.url(path.as_str(), false))
+            .timeout(REQUEST_TIMEOUT);
+        // The bytes are verified against the planned hash by the caller, so
+        // a file replaced meanwhile cannot land unnoticed.
+        match s.send(builder, "GET", path.as_str(), &[200]) {
+            Ok(response) => Ok(Box::new(response)),
+            Err(e) if e.status() == Some(404) => Err(ReplicaError::SourceChanged {
+                path: path.to_string(),
+            }),
+            Err(e) => Err(e.into_replica("read", path)),
+        }
+    }
+
+    fn stage(
+        &self,
+        path: &RelPath,
+        content: &mut dyn Read,
+        hash: &ContentHash,
+        _mtime_ns: i64,
+    ) -> Result<StagedWrite, ReplicaError> {
+        let s = &self.shared;
+        let conn = s.conn().map_err(|e| e.into_replica("write", path))?;
+        // A file cannot exist without its folder; a partial sync may get
+        // here before the folder's own action did.
+        let parent = path.parent();
+        if let Some(parent) = &parent {
+            s.mkcol_all(&conn, parent.as_str())
+                .map_err(|e| e.into_replica("create the folder of", path))?;
+        }
+        let name = temp_name_for(path.file_name());
+        let temp = match &parent {
+            Some(parent) => format!("{parent}/{name}"),
+            None => name,
+        };
+        let (staged_hash, size) = match s.put_stream(
+            &conn,
+            &temp,
+            content,
+            &[("If-None-Match", "*".to_owned())],
+            &[200, 201, 204],
+        ) {
+            Ok(done) => done,
+            Err(PutError::Source(e)) => {
+                s.delete(&conn, &temp, false, None);
+                return Err(ReplicaError::io("write", path, e));
+            }
+            Err(PutError::Http(e)) => {
+                s.delete(&conn, &temp, false, None);
+                return Err(e.into_replica("write", path));
+            }
+        };
+        if staged_hash != *hash {
+            s.delete(&conn, &temp, false, None);
+            return Err(ReplicaError::SourceChanged {
+                path: path.to_string(),
+            });
+        }
+        Ok(StagedWrite {
+            path: path.clone(),
+            temp: PathBuf::from(temp),
+            hash: staged_hash,
+            size,
+        })
+    }
+
+    fn commit_staged(
+        &self,
+        staged: &StagedWrite,
+        expect: &Expect,
+    ) -> Result<SideEntry, ReplicaError> {
+        let s = &self.shared;
+        let path = &staged.path;
+        let temp = staged.temp.to_string_lossy().into_owned();
+        let conn = s.conn().map_err(|e| e.into_replica("replace", path))?;
+        let changed = || ReplicaError::Changed {
+            path: path.to_string(),
+        };
+        let found = s.check(&conn, path, expect)?;
+        if let Some(old) = &found {
+            // With a strong ETag the server refuses the move if the target
+            // changed since the check; without one, RACE: a write between
+            // the check and this move goes to the trash with it: kept, not
+            // lost.
+            let moved = s
+                .trash_put(&conn, path, old.collection, old.strong_etag())
+                .map_err(|e| e.into_replica("move to the trash", path))?;
+            if !moved {
+                return Err(changed());
+            }
+        }
+        // `Overwrite: F`: a file that appeared at the target since the
+        // check makes this fail with 412, and the path is re-planned.
+        if !s
+            .move_noreplace(&conn, &temp, path.as_str(), false, None)
+            .map_err(|e| e.into_replica("replace", path))?
+        {
+            return Err(changed());
+        }
+        let now = s
+            .stat(&conn, path.as_str())
+            .map_err(|e| e.into_replica("inspect", path))?
+            .ok_or_else(changed)?;
+        s.remember(path.as_str(), &now);
+        Ok(SideEntry {
+            entry: Entry::File(FileMeta {
+                hash: staged.hash,
+                size: now.size,
+                mtime_ns: now.mtime_ns(),
+            }),
+            id: None,
+            version: Some(now.version()),
+        })
+    }
+
+    fn discard(&self, staged: StagedWrite) {
+        let s = &self.shared;
+        if let Ok(conn) = s.conn() {
+            s.delete(&conn, &staged.temp.to_string_lossy(), false, None);
+        }
+    }
+
+    fn mkdir(&self, path: &RelPath) -> Result<SideEntry, ReplicaError> {
+        let s = &self.shared;
+        let conn = s
+            .conn()
+            .map_err(|e| e.into_replica("create folder", path))?;
+        match s.mkcol(&conn, path.as_str()) {
+            Ok(()) => Ok(SideEntry::new(Entry::Dir)),
+            Err(e) => match s.stat(&conn, path.as_str()) {
+                Ok(Some(stat)) if !stat.collection => Err(ReplicaError::Changed {
+                    path: path.to_string(),
+                }),
+                _ => Err(e.into_replica("create folder", path)),
+            },
+        }
+    }
+
+    fn rename(&self, from: &RelPath, to: &RelPath, expect: &Expect) -> Result<(), ReplicaError> {
+        let s = &self.shared;
+        let conn = s.conn().map_err(|e| e.into_replica("rename", from))?;
+        let found = s.check(&conn, from, expect)?;
+        let collection = found.as_ref().is_some_and(|f| f.collection);
+        let if_match = found.as_ref().and_then(RemoteStat::strong_etag);
+        // `Overwrite: F` never replaces the destination; a folder moves with
+        // everything inside it in one request.
+        if !s
+            .move_noreplace(&conn, from.as_str(), to.as_str(), collection, if_match)
+            .map_err(|e| e.into_replica("rename", from))?
+        {
+            let path = match s.stat(&conn, to.as_str()) {
+                Ok(Some(_)) => to,
+                _ => from,
+            };
+            return Err(ReplicaError::Changed {
+                path: path.to_string(),
+            });
+        }
+        s.forget(from.as_str());
+        Ok(())
+    }
+
+    fn remove(&self, path: &RelPath, expect: &Expect) -> Result<(), ReplicaError> {
+        let s = &self.shared;
+        let conn = s.conn().map_err(|e| e.into_replica("remove", path))?;
+        let Some(found) = s.check(&conn, path, expect)? else {
+            return Ok(());
+        };
+        // Folders go to the trash too: a DELETE of a collection removes
+        // whatever was added inside it since the check.
+        if !s
+            .trash_put(&conn, path, found.collection, found.strong_etag())
+            .map_err(|e| e.into_replica("move to the trash", path))?
+        {
+            return Err(ReplicaError::Changed {
+                path: path.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    fn purge_trash(&self, older_than: Duration) -> Result<usize, ReplicaError> {
+        let s = &self.shared;
+        let conn = s.conn().map_err(|e| e.into_replica("purge", "trash"))?;
+        let trash = format!("{METADATA_DIR}/trash");
+        let batches = match s.children(&conn, &trash) {
+            Ok(children) => children.entries,
+            Err(e) if e.status() == Some(404) => return Ok(0),
+            Err(e) => return Err(e.into_replica("purge", &trash)),
+        };
+        let cutoff = SystemTime::now()
+            .checked_sub(older_than)
+            .unwrap_or(UNIX_EPOCH);
+        let cutoff_stamp = timefmt::conflict_stamp(cutoff);
+        let mut purged = 0;
+        for (name, stat) in batches {
+            // Batch names sort as time; anything else is not ours to delete.
+            let is_batch = name.len() == 13 && name.as_bytes()[8] == b'-';
+            if stat.collection
+                && is_batch
+                && name.as_str() < &cutoff_stamp[..13]
+                && s.delete(&conn, &format!("{trash}/{name}"), true, None)
+            {
+                purged += 1;
+            }
+        }
+        Ok(purged)
+    }
+
+    fn lease(&self, device: &str, ttl: Duration) -> Result<Option<Box<dyn Lease>>, ReplicaError> {
+        let s = &self.shared;
+        let conn = s.conn().map_err(|e| e.into_replica("lock", "lease"))?;
+        s.mkcol_all(&conn, METADATA_DIR)
+            .map_err(|e| e.into_replica("create", METADATA_DIR))?;
+        let lease = WebdavLease {
+            shared: self.shared.clone(),
+            path: format!("{METADATA_DIR}/lease"),
+            owner: format!(
+                "{device} {} {}",
+                std::process::id(),
+                super::local::this_host()
+            ),
+            ttl,
+        };
+        lease.acquire()?;
+        Ok(Some(Box::new(lease)))
+    }
+}
+
+/// The advisory lease of a WebDAV remote: `.prism-sync/lease`, created with
+/// `If-None-Match: *`, holding `EXPIRES DEVICE PID HOST`, as for a remote
+/// folder.
+struct WebdavLease {
+    shared: Arc<Shared>,
+    path: String,
+    owner: String,
+    ttl: Duration,
+}
+
+impl WebdavLease {
+    fn content(&self) -> String {
+        let expires = SystemTime::now() + self.ttl;
+        let secs = expires
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        format!("{secs} {}\n", self.owner)
+    }
+
+    fn put(&self, conn: &Conn, condition: (&'static str, String)) -> Result<bool, ReplicaError> {
+        let s = &self.shared;
+        match s.put_stream(
+            conn,
+            &self.path,
+            &mut self.content().as_bytes(),
+            &[condition],
+            &[200, 201, 204],
+        ) {
+            Ok(_) => Ok(true),
+            Err(PutError::Http(e)) if e.status() == Some(412) => Ok(false),
+            Err(PutError::Http(e)) => Err(e.into_replica("lock", &self.path)),
+            Err(PutError::Source(e)) => Err(ReplicaError::io("lock", &self.path, e)),
+        }
+    }
+
+    fn acquire(&self) -> Result<(), ReplicaError> {
+        let s = &self.shared;
+        let conn = s.conn().map_err(|e| e.into_replica("lock", &self.path))?;
+        for _ in 0..2 {
+            if self.put(&conn, ("If-None-Match", "*".to_owned()))? {
+                return Ok(());
+            }
+            let Some((holder, etag)) = s
+                .get_small(&conn, &self.path)
+                .map_err(|e| e.into_replica("lock", &self.path))?
+            else {
+                // Released between the two requests: try again.
+                continue;
+            };
+            let expires: u64 = holder
+                .split_whitespace()
+                .next()
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(0);
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            if expires > now && !super::local::holder_is_gone(&holder) {
+                let who = holder.split_whitespace().nth(1).unwrap_or("another agent");
+                return Err(ReplicaError::Busy(format!(
+                    "{who} is writing to it (lease until {expires}); retrying shortly"
+                )));
+            }
+            // The holder crashed or hung past its lease: take over, unless
+            // someone else renewed or took it meanwhile (the ETag moved).
+            s.delete(&conn, &self.path, false, etag.as_deref());
+        }
+        Err(ReplicaError::Busy(
+            "another agent took the lease first".into(),
+        ))
+    }
+}
+
+impl Lease for WebdavLease {
+    fn renew(&mut self) -> Result<(), ReplicaError> {
+        let s = &self.shared;
+        let conn = s.conn().map_err(|e| e.into_replica("renew", &self.path))?;
+        let current = s
+            .get_small(&conn, &self.path)
+            .map_err(|e| e.into_replica("renew", &self.path))?;
+        let Some((text, etag)) = current.filter(|(t, _)| t.trim_end().ends_with(&self.owner))
+        else {
+            return Err(ReplicaError::Busy(
+                "the lease was taken over by another agent".into(),
+            ));
+        };
+        let _ = text;
+        // Replaced only if it is still the version just read.
+        let renewed = match etag {
+            Some(etag) => self.put(&conn, ("If-Match", etag))?,
+            None => self.put(&conn, ("If-Match", "*".to_owned()))?,
+        };
+        if renewed {
+            Ok(())
+        } else {
+            Err(ReplicaError::Busy(
+                "the lease was taken over by another agent".into(),
+            ))
+        }
+    }
+}
+
+impl Drop for WebdavLease {
+    fn drop(&mut self) {
+        let s = &self.shared;
+        if let Ok(conn) = s.conn()
+            && let Ok(Some((text, etag))) = s.get_small(&conn, &self.path)
+            && text.trim_end().ends_with(&self.owner)
+        {
+            s.delete(&conn, &self.path, false, etag.as_deref());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replica(path: &str) -> WebdavReplica {
+        WebdavReplica::new(WebdavTarget {
+            tls: false,
+            host: "127.0.0.1".into(),
+            port: Some(8080),
+            path: path.into(),
+            username: None,
+            ca_file: None,
+            allow_insecure_http_auth: false,
+            config_dir: None,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn hrefs_must_lie_below_the_share_on_the_same_origin() {
+        let r = replica("/dav/my%20share");
+        let s = &r.shared;
+        assert_eq!(s.href_segments("/dav/my%20share/"), Ok(vec![]));
+        assert_eq!(
+            s.href_segments("/dav/my share/a%2Bb/c.txt"),
+            Ok(vec!["a+b".to_owned(), "c.txt".to_owned()])
+        );
+        assert_eq!(
+            s.href_segments("http://127.0.0.1:8080/dav/my%20share/x"),
+            Ok(vec!["x".to_owned()])
+        );
+        for hostile in [
+            "/dav/my%20share/../../etc/passwd",
+            "/dav/my%20share/%2e%2e/x",
+            "/dav/my%20share/a%2Fb",
+            "/dav/other/x",
+            "/dav",
+            "http://evil.example:8080/dav/my%20share/x",
+            "http://127.0.0.1:9999/dav/my%20share/x",
+            "https://127.0.0.1:8080/dav/my%20share/x",
+            "http://user@127.0.0.1:8080/dav/my%20share/x",
+            "relative/x",
+            "/dav/my%20share/x?y",
+            "/dav/my%20share//x",
+            "/dav/my%20share/%ff",
+            "/dav/my%20share/%zz",
+        ] {
+            assert!(s.href_segments(hostile).is_err(), "{hostile} was accepted");
+        }
+    }
+
+    #[test]
+    fn urls_encode_each_segment_and_collections_end_in_a_slash() {
+        let r = replica("/dav");
+        let s = &r.shared;
+        assert_eq!(
+            s.url("a b/c#?.txt", false).as_str(),
+            "http://127.0.0.1:8080/dav/a%20b/c%23%3F.txt"
+        );
+        assert_eq!(s.url("", true).as_str(), "http://127.0.0.1:8080/dav/");
+        assert_eq!(s.url("d", true).as_str(), "http://127.0.0.1:8080/dav/d/");
+        assert_eq!(r.describe(), "webdav://127.0.0.1:8080/dav");
+    }
+
+    #[test]
+    fn versions_use_strong_etags_only() {
+        let stat = |etag: Option<&str>| RemoteStat {
+            collection: false,
+            size: 5,
+            mtime_secs: 100,
+            etag: etag.map(str::to_owned),
+        };
+        assert_eq!(stat(Some("\"5-abc\"")).version(), "\"5-abc\"");
+        assert_eq!(stat(Some("W/\"5-abc\"")).version(), "5:100");
+        assert_eq!(stat(Some("W/\"5-abc\"")).strong_etag(), None);
+        assert_eq!(stat(None).version(), "5:100");
+        assert_eq!(parse_http_date("Thu, 01 Jan 1970 00:01:40 GMT"), Some(100));
+        assert_eq!(parse_http_date("yesterday"), None);
+    }
+}

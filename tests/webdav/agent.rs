@@ -1,0 +1,275 @@
+//! The real `prism-syncd --once` syncing local folders with an Apache
+//! WebDAV share: a full two-way sync with edits on both sides, a conflict,
+//! a wrong password, and two devices sharing one share.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::apache::{Apache, Share};
+
+/// One device: a local folder, a state dir and a config file whose pair
+/// names the share (with the harness's user when `share` is `Auth`).
+struct Device {
+    name: String,
+    home: PathBuf,
+    local: PathBuf,
+    config: PathBuf,
+}
+
+impl Device {
+    fn new(server: &Apache, name: &str, share: Share, below: &str) -> Device {
+        let home = server.scratch(name);
+        let local = home.join("local");
+        fs::create_dir_all(&local).unwrap();
+        let username = match share {
+            Share::Auth => format!("username = \"{}\"\n", Apache::USER),
+            Share::Open => String::new(),
+        };
+        let config = home.join("config.toml");
+        fs::write(
+            &config,
+            format!(
+                "[agent]\ndevice = \"{name}\"\n[[pair]]\nname = \"p\"\nlocal = \"{}\"\nremote = \"{}\"\n{username}",
+                local.display(),
+                server.url(share, below),
+            ),
+        )
+        .unwrap();
+        Device {
+            name: name.to_owned(),
+            home,
+            local,
+            config,
+        }
+    }
+
+    fn state(&self) -> PathBuf {
+        self.home.join("state")
+    }
+
+    fn once_with(&self, env: &[(&str, &str)]) -> Output {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_prism-syncd"));
+        command
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--state-dir")
+            .arg(self.state())
+            .arg("--device")
+            .arg(&self.name)
+            .arg("--once")
+            .env("HOME", &self.home)
+            .env("RUST_LOG", "debug")
+            .env_remove("PRISM_SYNC_WEBDAV_PASSWORD")
+            .env_remove("PRISM_SYNC_CONFIG")
+            .env_remove("PRISM_SYNC_STATE_DIR")
+            .env_remove("PRISM_SYNC_SOCKET");
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        command.output().expect("run prism-syncd --once")
+    }
+
+    fn once(&self) -> Output {
+        self.once_with(&[])
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Every file below `root` (outside our metadata) and its content.
+fn tree(root: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            if rel.starts_with(".prism-sync") {
+                continue;
+            }
+            let kind = entry.file_type().unwrap();
+            if kind.is_dir() {
+                stack.push(path);
+            } else if kind.is_file() {
+                out.insert(rel, fs::read_to_string(&path).unwrap_or_default());
+            }
+        }
+    }
+    out
+}
+
+fn put(root: &Path, rel: &str, content: &str) {
+    let path = root.join(rel);
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, content).unwrap();
+}
+
+/// Writes into a share as if through the server.
+fn put_served(server: &Apache, root: &Path, rel: &str, content: &str) {
+    put(root, rel, content);
+    server.hand_over(root);
+}
+
+#[test]
+fn a_full_sync_through_the_daemon_converges_with_edits_on_both_sides_and_a_conflict() {
+    let server = Apache::start();
+    let served = server.served(Share::Open).join("pair");
+    put_served(&server, &served, "from-server.txt", "server\n");
+    let device = Device::new(&server, "laptop", Share::Open, "pair");
+    put(&device.local, "a.txt", "local a\n");
+    put(&device.local, "sub/b c.txt", "local b\n");
+
+    let out = device.once();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        text(&out),
+        server.log()
+    );
+    let local = tree(&device.local);
+    assert_eq!(
+        local.keys().collect::<Vec<_>>(),
+        ["a.txt", "from-server.txt", "sub/b c.txt"]
+    );
+    assert_eq!(local, tree(&served));
+
+    // Edits on either side reach the other; replaced versions are kept.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    put(&device.local, "a.txt", "local a, edited\n");
+    fs::remove_file(served.join("from-server.txt")).unwrap();
+    put_served(&server, &served, "sub/new.txt", "made on the server\n");
+    let out = device.once();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let local = tree(&device.local);
+    assert_eq!(local, tree(&served));
+    assert_eq!(local["a.txt"], "local a, edited\n");
+    assert!(!local.contains_key("from-server.txt"));
+    assert_eq!(local["sub/new.txt"], "made on the server\n");
+    let trashed = tree(&served.join(".prism-sync/trash"));
+    assert!(
+        trashed.values().any(|v| v == "local a\n"),
+        "the replaced version is in the server's trash: {trashed:?}"
+    );
+
+    // Both sides edit one file: a conflict copy, nothing lost.
+    put(&device.local, "sub/b c.txt", "local edit\n");
+    put_served(&server, &served, "sub/b c.txt", "server edit!\n");
+    let out = device.once();
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(3)),
+        "{}",
+        text(&out)
+    );
+    let out = device.once();
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(3)),
+        "{}",
+        text(&out)
+    );
+    let local = tree(&device.local);
+    assert_eq!(local, tree(&served));
+    let mut versions: Vec<&str> = local
+        .iter()
+        .filter(|(k, _)| k.starts_with("sub/b c"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    versions.sort();
+    assert_eq!(versions, ["local edit\n", "server edit!\n"], "{local:?}");
+}
+
+#[test]
+fn a_wrong_password_is_refused_clearly_and_never_written_anywhere() {
+    const PASSWORD: &str = "Wr0ng-Pa55-Prism-7781";
+    let server = Apache::start();
+    let device = Device::new(&server, "laptop", Share::Auth, "");
+    put(&device.local, "a.txt", "a\n");
+    let out = device.once_with(&[("PRISM_SYNC_WEBDAV_PASSWORD", PASSWORD)]);
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    let shown = text(&out);
+    assert!(shown.contains("401"), "{shown}");
+    assert!(shown.contains("PRISM_SYNC_WEBDAV_PASSWORD"), "{shown}");
+    assert!(!shown.contains(PASSWORD), "{shown}");
+    assert!(!shown.contains(&PASSWORD[..10]), "{shown}");
+    let mut checked = 0;
+    for entry in fs::read_dir(device.state()).unwrap().flatten() {
+        if entry.file_type().unwrap().is_file() {
+            let bytes = fs::read(entry.path()).unwrap();
+            assert!(
+                !bytes
+                    .windows(PASSWORD.len())
+                    .any(|w| w == PASSWORD.as_bytes()),
+                "{} holds the password",
+                entry.path().display()
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "the journal was written");
+    assert!(!server.log().contains(PASSWORD));
+
+    // The right password syncs.
+    let out = device.once_with(&[("PRISM_SYNC_WEBDAV_PASSWORD", Apache::PASSWORD)]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        fs::read_to_string(server.served(Share::Auth).join("a.txt")).unwrap(),
+        "a\n"
+    );
+}
+
+#[test]
+fn two_devices_on_one_share_converge_and_keep_both_versions_of_a_clash() {
+    let server = Apache::start();
+    let served = server.served(Share::Open).join("shared");
+    let a = Device::new(&server, "devA", Share::Open, "shared");
+    let b = Device::new(&server, "devB", Share::Open, "shared");
+    put(&a.local, "plan.txt", "from A\n");
+    put(&b.local, "b-only/notes.md", "B's notes\n");
+    for device in [&a, &b, &a] {
+        let out = device.once();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    }
+    assert_eq!(tree(&a.local), tree(&b.local));
+    assert_eq!(tree(&a.local), tree(&served));
+    assert_eq!(tree(&b.local)["plan.txt"], "from A\n");
+
+    put(&a.local, "plan.txt", "A's version\n");
+    put(&b.local, "plan.txt", "B's version\n");
+    for device in [&a, &b, &a, &b] {
+        let out = device.once();
+        assert!(
+            matches!(out.status.code(), Some(0) | Some(3)),
+            "{}",
+            text(&out)
+        );
+    }
+    let trees = [tree(&a.local), tree(&served), tree(&b.local)];
+    assert_eq!(trees[0], trees[1], "A and the server agree");
+    assert_eq!(trees[1], trees[2], "B and the server agree");
+    let mut versions: Vec<&str> = trees[0]
+        .iter()
+        .filter(|(k, _)| k.starts_with("plan"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    versions.sort();
+    assert_eq!(
+        versions,
+        ["A's version\n", "B's version\n"],
+        "{:?}",
+        trees[0]
+    );
+    assert_eq!(trees[0]["b-only/notes.md"], "B's notes\n");
+}

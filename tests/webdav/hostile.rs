@@ -1,0 +1,229 @@
+//! The WebDAV replica against a hostile server: a tiny HTTP server thread
+//! in the test answers PROPFIND with crafted multistatus documents (hrefs
+//! with `..`, on other hosts, outside the share; malformed XML; a body
+//! larger than the listing cap). The replica must refuse them without
+//! following any of them or running out of memory.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+
+use prism_sync::model::{BaseTree, Scope};
+use prism_sync::remote::{Replica, WebdavReplica};
+
+use crate::replica::{no_rules, target};
+
+/// What the server answers to one request.
+enum Reply {
+    Bytes(u16, Vec<u8>),
+    /// A 207 whose body is `prefix` then `filler` bytes, streamed without
+    /// a Content-Length.
+    Stream(&'static str, u64),
+    /// A 207 that announces a huge Content-Length.
+    Declared(u64),
+}
+
+/// A one-request-per-connection HTTP server on loopback; records every
+/// request line it sees.
+struct Hostile {
+    port: u16,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl Hostile {
+    fn start(answer: fn(port: u16, method: &str, path: &str) -> Reply) -> Hostile {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let log = log.clone();
+                std::thread::spawn(move || serve(stream, port, answer, &log));
+            }
+        });
+        Hostile { port, seen }
+    }
+
+    fn replica(&self, path: &str) -> WebdavReplica {
+        WebdavReplica::new(target(self.port, path)).unwrap()
+    }
+
+    fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+fn serve(
+    stream: TcpStream,
+    port: u16,
+    answer: fn(u16, &str, &str) -> Reply,
+    log: &Mutex<Vec<String>>,
+) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut line = String::new();
+    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        return;
+    }
+    let mut length = 0usize;
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0u8; length];
+    let _ = reader.read_exact(&mut body);
+    let mut words = line.split_whitespace();
+    let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    log.lock().unwrap().push(format!("{method} {path}"));
+    let mut out = stream;
+    // Write errors are expected: the client hangs up on what it refuses.
+    let _ = match answer(port, method, path) {
+        Reply::Bytes(status, body) => out
+            .write_all(
+                format!(
+                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nContent-Type: text/xml\r\nETag: \"e1\"\r\nConnection: close\r\n\r\n",
+                    body.len()
+                )
+                .as_bytes(),
+            )
+            .and_then(|()| out.write_all(&body)),
+        Reply::Stream(prefix, filler) => (|| {
+            out.write_all(
+                b"HTTP/1.1 207 Multi-Status\r\nContent-Type: text/xml\r\nConnection: close\r\n\r\n",
+            )?;
+            out.write_all(prefix.as_bytes())?;
+            let chunk = vec![b'x'; 1 << 20];
+            let mut left = filler;
+            while left > 0 {
+                let n = left.min(chunk.len() as u64) as usize;
+                out.write_all(&chunk[..n])?;
+                left -= n as u64;
+            }
+            Ok(())
+        })(),
+        Reply::Declared(length) => out.write_all(
+            format!(
+                "HTTP/1.1 207 Multi-Status\r\nContent-Length: {length}\r\nContent-Type: text/xml\r\nConnection: close\r\n\r\n<D:multistatus"
+            )
+            .as_bytes(),
+        ),
+    };
+}
+
+fn response(href: &str, collection: bool) -> String {
+    let kind = if collection {
+        "<D:resourcetype><D:collection/></D:resourcetype>"
+    } else {
+        "<D:resourcetype/><D:getcontentlength>5</D:getcontentlength>"
+    };
+    format!(
+        "<D:response><D:href>{href}</D:href><D:propstat><D:prop>{kind}\
+         <D:getlastmodified>Wed, 25 Nov 2026 10:27:19 GMT</D:getlastmodified>\
+         <D:getetag>\"e1\"</D:getetag></D:prop>\
+         <D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>"
+    )
+}
+
+fn hostile_hrefs(port: u16, method: &str, path: &str) -> Reply {
+    match (method, path) {
+        ("PROPFIND", "/share/") => {
+            let hrefs = [
+                ("/share/".to_owned(), true),
+                ("/share/good.txt".to_owned(), false),
+                ("/share/../etc/passwd".to_owned(), false),
+                ("/share/%2e%2e/%2e%2e/etc/".to_owned(), true),
+                ("/share/a%2Fb".to_owned(), false),
+                ("http://evil.example/share/stolen.txt".to_owned(), false),
+                (format!("https://127.0.0.1:{port}/share/tls.txt"), false),
+                ("/elsewhere/".to_owned(), true),
+                ("/".to_owned(), true),
+                ("/share/sub/deeper.txt".to_owned(), false),
+                ("/share/bad%0Aname.txt".to_owned(), false),
+            ];
+            let body: String = hrefs
+                .iter()
+                .map(|(href, collection)| response(href, *collection))
+                .collect();
+            Reply::Bytes(
+                207,
+                format!(
+                    "<?xml version=\"1.0\"?><D:multistatus xmlns:D=\"DAV:\">{body}</D:multistatus>"
+                )
+                .into_bytes(),
+            )
+        }
+        ("GET", "/share/good.txt") => Reply::Bytes(200, b"good\n".to_vec()),
+        _ => Reply::Bytes(404, Vec::new()),
+    }
+}
+
+#[test]
+fn hrefs_outside_the_share_are_refused_and_never_followed() {
+    let server = Hostile::start(hostile_hrefs);
+    let remote = server.replica("/share/");
+    let listing = remote
+        .list(&Scope::Full, &BaseTree::new(), &no_rules())
+        .unwrap();
+    let paths: Vec<&str> = listing.tree.keys().map(|p| p.as_str()).collect();
+    assert_eq!(paths, ["good.txt"], "{listing:?}");
+    assert_eq!(listing.problems.len(), 9, "{:#?}", listing.problems);
+    assert!(
+        listing
+            .problems
+            .iter()
+            .any(|p| p.message.contains("outside the share")),
+        "{:#?}",
+        listing.problems
+    );
+    assert_eq!(
+        server.seen(),
+        ["PROPFIND /share/", "GET /share/good.txt"],
+        "nothing the server named was followed"
+    );
+}
+
+fn broken_answers(_port: u16, method: &str, path: &str) -> Reply {
+    match (method, path) {
+        ("PROPFIND", "/malformed/") => Reply::Bytes(
+            207,
+            b"<D:multistatus xmlns:D=\"DAV:\"><D:response><D:href>/malformed/x</D:multistatus>"
+                .to_vec(),
+        ),
+        ("PROPFIND", "/html/") => Reply::Bytes(207, b"<html><body>hello</body></html>".to_vec()),
+        ("PROPFIND", "/huge/") => Reply::Stream(
+            "<?xml version=\"1.0\"?><D:multistatus xmlns:D=\"DAV:\"><!-- ",
+            70 << 20,
+        ),
+        ("PROPFIND", "/declared/") => Reply::Declared(1 << 40),
+        _ => Reply::Bytes(404, Vec::new()),
+    }
+}
+
+#[test]
+fn malformed_and_oversized_answers_are_errors_naming_the_server() {
+    let server = Hostile::start(broken_answers);
+    let name = format!("127.0.0.1:{}", server.port);
+    for (path, expected) in [
+        ("/malformed/", "malformed XML"),
+        ("/html/", "not a DAV multistatus"),
+        ("/huge/", "larger than 64 MiB"),
+        ("/declared/", "larger than 64 MiB"),
+    ] {
+        let err = server
+            .replica(path)
+            .list(&Scope::Full, &BaseTree::new(), &no_rules())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&name) && err.contains(expected),
+            "{path}: {err}"
+        );
+    }
+}

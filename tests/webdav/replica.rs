@@ -1,0 +1,434 @@
+//! The WebDAV replica on its own, against the real Apache: round trips of
+//! every operation, conditional writes (strong and weak ETags), the lease,
+//! Basic auth (right and wrong password, plain HTTP to another host), and
+//! HTTPS with a private CA.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use prism_sync::fsops::Expect;
+use prism_sync::model::{BaseEntry, BaseTree, ContentHash, RelPath, Scope, SideEntry};
+use prism_sync::remote::{Listing, Replica, RootState, WebdavReplica, WebdavTarget};
+use prism_sync::tracker::ignore::IgnoreRules;
+
+use crate::apache::{Apache, Share};
+
+pub fn rel(s: &str) -> RelPath {
+    RelPath::new(s).unwrap()
+}
+
+pub fn target(port: u16, path: &str) -> WebdavTarget {
+    WebdavTarget {
+        tls: false,
+        host: "127.0.0.1".into(),
+        port: Some(port),
+        path: path.into(),
+        username: None,
+        ca_file: None,
+        allow_insecure_http_auth: false,
+        config_dir: None,
+    }
+}
+
+fn replica(server: &Apache, below: &str) -> WebdavReplica {
+    WebdavReplica::new(target(server.port(), &format!("/open/{below}"))).unwrap()
+}
+
+pub fn no_rules() -> IgnoreRules {
+    let dir = tempfile::tempdir().unwrap();
+    IgnoreRules::load(dir.path(), &[]).unwrap()
+}
+
+fn write(replica: &WebdavReplica, path: &str, text: &str, expect: &Expect) -> SideEntry {
+    replica
+        .write(
+            &rel(path),
+            &mut text.as_bytes(),
+            &ContentHash::of_bytes(text.as_bytes()),
+            1_600_000_000_123_456_789,
+            expect,
+        )
+        .unwrap()
+}
+
+fn expect_of(entry: &SideEntry) -> Expect {
+    let meta = entry.entry.file().unwrap();
+    Expect::File {
+        size: meta.size,
+        mtime_ns: meta.mtime_ns,
+    }
+}
+
+fn base_of(listing: &Listing) -> BaseTree {
+    listing
+        .tree
+        .iter()
+        .map(|(path, side)| {
+            let mut entry = BaseEntry::new(side.entry);
+            entry.remote_version = side.version.clone();
+            (path.clone(), entry)
+        })
+        .collect()
+}
+
+fn files_below(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if entry.file_type().unwrap().is_dir() {
+                stack.push(path);
+            } else {
+                out.push(fs::read_to_string(&path).unwrap_or_default());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Waits until the server gives strong ETags for what was just written
+/// (Apache's are weak for a second after a change).
+fn let_etags_settle() {
+    std::thread::sleep(Duration::from_millis(1100));
+}
+
+#[test]
+fn every_operation_round_trips_and_replaced_versions_go_to_the_server_trash() {
+    let server = Apache::start();
+    let served = server.served(Share::Open).join("root");
+    let remote = replica(&server, "root");
+    assert_eq!(remote.root_state().unwrap(), RootState::Missing);
+    remote.mark_root().unwrap();
+    remote.mark_root().unwrap();
+    assert_eq!(remote.root_state().unwrap(), RootState::Ready);
+
+    let a = write(&remote, "a.txt", "one\n", &Expect::Absent);
+    assert_eq!(fs::read_to_string(served.join("a.txt")).unwrap(), "one\n");
+    assert!(a.version.is_some());
+    remote.mkdir(&rel("dir")).unwrap();
+    remote.mkdir(&rel("dir")).unwrap();
+    let on_a_file = remote.mkdir(&rel("a.txt")).unwrap_err();
+    assert!(on_a_file.is_change(), "{on_a_file}");
+    // A file whose folder is missing gets it made.
+    write(&remote, "dir/deep/b c#?.txt", "bee\n", &Expect::Absent);
+    assert_eq!(
+        fs::read_to_string(served.join("dir/deep/b c#?.txt")).unwrap(),
+        "bee\n"
+    );
+    let_etags_settle();
+
+    let ignore = no_rules();
+    let listing = remote
+        .list(&Scope::Full, &BaseTree::new(), &ignore)
+        .unwrap();
+    let paths: Vec<&str> = listing.tree.keys().map(|p| p.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["a.txt", "dir", "dir/deep", "dir/deep/b c#?.txt"],
+        "{listing:?}"
+    );
+    assert_eq!(listing.hashed_files, 2);
+    assert!(listing.problems.is_empty(), "{:?}", listing.problems);
+    assert_eq!(
+        listing.tree[&rel("a.txt")].entry.file().unwrap().hash,
+        ContentHash::of_bytes(b"one\n")
+    );
+    assert!(
+        listing.tree[&rel("a.txt")]
+            .version
+            .as_deref()
+            .unwrap()
+            .starts_with('"'),
+        "a settled file's version is its strong ETag: {listing:?}"
+    );
+    let base = base_of(&listing);
+    let again = remote.list(&Scope::Full, &base, &ignore).unwrap();
+    assert_eq!(again.hashed_files, 0, "unchanged files are not downloaded");
+    let scoped = remote
+        .list(&Scope::Paths(vec![rel("dir/deep")]), &base, &ignore)
+        .unwrap();
+    assert_eq!(scoped.tree.len(), 2, "{scoped:?}");
+
+    let mut content = String::new();
+    remote
+        .open(&rel("dir/deep/b c#?.txt"))
+        .unwrap()
+        .read_to_string(&mut content)
+        .unwrap();
+    assert_eq!(content, "bee\n");
+
+    // A replacement checks the expectation and keeps the old version.
+    let expect_a = expect_of(&listing.tree[&rel("a.txt")]);
+    let two = write(&remote, "a.txt", "two!\n", &expect_a);
+    assert_eq!(fs::read_to_string(served.join("a.txt")).unwrap(), "two!\n");
+    let trash = served.join(".prism-sync/trash");
+    assert_eq!(files_below(&trash), ["one\n"]);
+    let stale = remote
+        .write(
+            &rel("a.txt"),
+            &mut &b"three"[..],
+            &ContentHash::of_bytes(b"three"),
+            0,
+            &expect_a,
+        )
+        .unwrap_err();
+    assert!(stale.is_change(), "{stale}");
+    assert_eq!(fs::read_to_string(served.join("a.txt")).unwrap(), "two!\n");
+    // A file that appeared where nothing was expected is not replaced.
+    let appeared = remote
+        .write(
+            &rel("a.txt"),
+            &mut &b"four"[..],
+            &ContentHash::of_bytes(b"four"),
+            0,
+            &Expect::Absent,
+        )
+        .unwrap_err();
+    assert!(appeared.is_change(), "{appeared}");
+    // Bytes that do not hash as promised replace nothing.
+    let wrong = remote
+        .write(
+            &rel("new.txt"),
+            &mut &b"abc"[..],
+            &ContentHash::of_bytes(b"xyz"),
+            0,
+            &Expect::Absent,
+        )
+        .unwrap_err();
+    assert!(wrong.is_change(), "{wrong}");
+    assert!(!served.join("new.txt").exists());
+
+    // A folder moves in one request; an existing target is never replaced.
+    remote
+        .rename(&rel("dir"), &rel("moved"), &Expect::Dir)
+        .unwrap();
+    assert_eq!(
+        fs::read_to_string(served.join("moved/deep/b c#?.txt")).unwrap(),
+        "bee\n"
+    );
+    let c = write(&remote, "c.txt", "sea\n", &Expect::Absent);
+    let clash = remote
+        .rename(&rel("c.txt"), &rel("a.txt"), &expect_of(&c))
+        .unwrap_err();
+    assert!(clash.is_change(), "{clash}");
+    assert_eq!(fs::read_to_string(served.join("a.txt")).unwrap(), "two!\n");
+    assert_eq!(fs::read_to_string(served.join("c.txt")).unwrap(), "sea\n");
+
+    // Removing moves to the trash, folders with what is inside.
+    remote.remove(&rel("a.txt"), &expect_of(&two)).unwrap();
+    remote.remove(&rel("moved"), &Expect::Dir).unwrap();
+    assert!(!served.join("a.txt").exists());
+    assert!(!served.join("moved").exists());
+    assert_eq!(files_below(&trash), ["bee\n", "one\n", "two!\n"]);
+    let gone = remote.remove(&rel("c.txt"), &Expect::Dir).unwrap_err();
+    assert!(gone.is_change(), "{gone}");
+
+    // No temporary upload is left behind.
+    let leftovers: Vec<_> = fs::read_dir(&served)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".prism-tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // Purging keeps recent batches and removes old ones.
+    assert_eq!(remote.purge_trash(Duration::from_secs(3600)).unwrap(), 0);
+    let old = trash.join("20000101-0000");
+    fs::create_dir_all(old.join("sub")).unwrap();
+    fs::write(old.join("sub/old.txt"), "old\n").unwrap();
+    server.hand_over(&old);
+    assert_eq!(remote.purge_trash(Duration::from_secs(3600)).unwrap(), 1);
+    assert!(!old.exists());
+    assert_eq!(files_below(&trash), ["bee\n", "one\n", "two!\n"]);
+}
+
+#[test]
+fn strong_etags_catch_a_same_size_same_second_edit_and_weak_ones_are_never_sent() {
+    let server = Apache::start();
+    let served = server.served(Share::Open).join("etags");
+    let remote = replica(&server, "etags");
+    remote.mark_root().unwrap();
+    let ignore = no_rules();
+
+    // Weak: a file listed right after it changed has a weak ETag; the
+    // version falls back to size and mtime, and a write over it still
+    // succeeds (Apache refuses a weak ETag in If-Match with 412, so it
+    // must not be sent).
+    write(&remote, "weak.txt", "fresh\n", &Expect::Absent);
+    let listing = remote
+        .list(&Scope::Full, &BaseTree::new(), &ignore)
+        .unwrap();
+    let weak = &listing.tree[&rel("weak.txt")];
+    let version = weak.version.as_deref().unwrap();
+    assert!(
+        !version.starts_with('"') && version.starts_with("6:"),
+        "a weak ETag is not a version: {version}"
+    );
+    write(&remote, "weak.txt", "newer\n", &expect_of(weak));
+    assert_eq!(
+        fs::read_to_string(served.join("weak.txt")).unwrap(),
+        "newer\n"
+    );
+
+    // Strong: an edit of the same size within the same second looks the
+    // same by size and date, but its ETag differs: it is a change.
+    write(&remote, "strong.txt", "first\n", &Expect::Absent);
+    let_etags_settle();
+    let listing = remote
+        .list(&Scope::Full, &BaseTree::new(), &ignore)
+        .unwrap();
+    let seen = listing.tree[&rel("strong.txt")].clone();
+    assert!(seen.version.as_deref().unwrap().starts_with('"'));
+    let file = served.join("strong.txt");
+    let mtime = fs::metadata(&file).unwrap().modified().unwrap();
+    fs::write(&file, "other\n").unwrap();
+    // Same second, another microsecond.
+    let secs = mtime
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let nudged =
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(777_777);
+    fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(nudged)
+        .unwrap();
+    server.hand_over(&file);
+    let refused = remote
+        .write(
+            &rel("strong.txt"),
+            &mut &b"mine\n"[..],
+            &ContentHash::of_bytes(b"mine\n"),
+            0,
+            &expect_of(&seen),
+        )
+        .unwrap_err();
+    assert!(refused.is_change(), "{refused}");
+    assert_eq!(fs::read_to_string(&file).unwrap(), "other\n");
+}
+
+#[test]
+fn the_lease_is_exclusive_until_released() {
+    let server = Apache::start();
+    let remote = replica(&server, "lease");
+    remote.mark_root().unwrap();
+    let other = replica(&server, "lease");
+    let mut held = remote
+        .lease("laptop", Duration::from_secs(60))
+        .unwrap()
+        .unwrap();
+    let busy = other
+        .lease("desktop", Duration::from_secs(60))
+        .err()
+        .unwrap();
+    assert!(busy.to_string().contains("laptop"), "{busy}");
+    held.renew().unwrap();
+    drop(held);
+    let taken = other
+        .lease("desktop", Duration::from_secs(60))
+        .unwrap()
+        .unwrap();
+    drop(taken);
+    // An expired lease is taken over.
+    let lease_file = server.served(Share::Open).join("lease/.prism-sync/lease");
+    fs::write(&lease_file, "1 ghost 1 elsewhere\n").unwrap();
+    server.hand_over(&lease_file);
+    let over = remote.lease("laptop", Duration::from_secs(60)).unwrap();
+    assert!(over.is_some());
+}
+
+/// A credentials file holding `password` for the harness's user.
+fn credentials(server: &Apache, name: &str, password: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = server.scratch(name);
+    let file = dir.join("webdav-passwords");
+    fs::write(
+        &file,
+        format!("{}@127.0.0.1:{} {password}\n", Apache::USER, server.port()),
+    )
+    .unwrap();
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
+    dir
+}
+
+fn auth_replica(server: &Apache, config_dir: PathBuf) -> WebdavReplica {
+    WebdavReplica::new(WebdavTarget {
+        username: Some(Apache::USER.into()),
+        config_dir: Some(config_dir),
+        ..target(server.port(), "/auth/")
+    })
+    .unwrap()
+}
+
+#[test]
+fn basic_auth_logs_in_with_the_stored_password_and_a_wrong_one_is_refused_unsaid() {
+    let server = Apache::start();
+    let good = auth_replica(&server, credentials(&server, "good", Apache::PASSWORD));
+    good.mark_root().unwrap();
+    write(&good, "x.txt", "x\n", &Expect::Absent);
+    assert_eq!(
+        fs::read_to_string(server.served(Share::Auth).join("x.txt")).unwrap(),
+        "x\n"
+    );
+
+    let wrong_password = "wrong-password-XYZZY";
+    let bad = auth_replica(&server, credentials(&server, "bad", wrong_password));
+    let err = bad
+        .list(&Scope::Full, &BaseTree::new(), &no_rules())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("401") && err.contains("username") && err.contains("webdav-passwords"),
+        "{err}"
+    );
+    assert!(!err.contains(wrong_password), "{err}");
+    assert!(!bad.describe().contains(wrong_password));
+
+    let none = auth_replica(&server, server.scratch("none"));
+    let err = none.root_state().unwrap_err().to_string();
+    assert!(err.contains("no password was found"), "{err}");
+
+    // Plain HTTP to another machine never carries the password.
+    let remote_host = WebdavReplica::new(WebdavTarget {
+        host: "nas.example.invalid".into(),
+        username: Some(Apache::USER.into()),
+        config_dir: Some(credentials(&server, "far", Apache::PASSWORD)),
+        ..target(80, "/dav/")
+    })
+    .unwrap();
+    let err = remote_host.root_state().unwrap_err().to_string();
+    assert!(
+        err.contains("plain HTTP") && err.contains("allow_insecure_http_auth"),
+        "{err}"
+    );
+}
+
+#[test]
+fn https_needs_the_private_ca_named_in_ca_file() {
+    let server = Apache::start();
+    let tls_target = |ca_file: Option<PathBuf>| WebdavTarget {
+        tls: true,
+        ca_file,
+        ..target(server.tls_port(), "/open/")
+    };
+    let untrusted = WebdavReplica::new(tls_target(None)).unwrap();
+    let err = untrusted.root_state().unwrap_err().to_string();
+    assert!(
+        err.contains("certificate") && err.contains("ca_file"),
+        "{err}"
+    );
+    let trusted = WebdavReplica::new(tls_target(Some(server.ca_file()))).unwrap();
+    assert_eq!(trusted.root_state().unwrap(), RootState::Unmarked);
+    trusted.mark_root().unwrap();
+    write(&trusted, "secure.txt", "tls\n", &Expect::Absent);
+    assert_eq!(
+        fs::read_to_string(server.served(Share::Open).join("secure.txt")).unwrap(),
+        "tls\n"
+    );
+}
