@@ -1588,8 +1588,21 @@ impl Replica for WebdavReplica {
         let Some(found) = s.check(&conn, path, expect)? else {
             return Ok(());
         };
-        // Folders go to the trash too: a DELETE of a collection removes
-        // whatever was added inside it since the check.
+        // A plan removes a folder only after its content went to the trash
+        // one by one; one that is not empty now holds something the plan
+        // did not see: keep it and re-plan.
+        if found.collection {
+            let children = s
+                .children(&conn, path.as_str())
+                .map_err(|e| e.into_replica("list", path))?;
+            if !children.entries.is_empty() {
+                return Err(ReplicaError::Changed {
+                    path: path.to_string(),
+                });
+            }
+        }
+        // Folders go to the trash too (never DELETE): a DELETE of a
+        // collection would remove whatever was added inside it since.
         if !s
             .trash_put(&conn, path, found.collection, found.strong_etag())
             .map_err(|e| e.into_replica("move to the trash", path))?

@@ -114,7 +114,7 @@ fn every_operation_round_trips_and_replaced_versions_go_to_the_server_trash() {
     let on_a_file = remote.mkdir(&rel("a.txt")).unwrap_err();
     assert!(on_a_file.is_change(), "{on_a_file}");
     // A file whose folder is missing gets it made.
-    write(&remote, "dir/deep/b c#?.txt", "bee\n", &Expect::Absent);
+    let bee = write(&remote, "dir/deep/b c#?.txt", "bee\n", &Expect::Absent);
     assert_eq!(
         fs::read_to_string(served.join("dir/deep/b c#?.txt")).unwrap(),
         "bee\n"
@@ -218,8 +218,17 @@ fn every_operation_round_trips_and_replaced_versions_go_to_the_server_trash() {
     assert_eq!(fs::read_to_string(served.join("a.txt")).unwrap(), "two!\n");
     assert_eq!(fs::read_to_string(served.join("c.txt")).unwrap(), "sea\n");
 
-    // Removing moves to the trash, folders with what is inside.
+    // Removing moves to the trash. A folder goes only once it is empty:
+    // one that still holds something the caller did not remove first is
+    // kept, and the caller re-plans.
     remote.remove(&rel("a.txt"), &expect_of(&two)).unwrap();
+    let not_empty = remote.remove(&rel("moved"), &Expect::Dir).unwrap_err();
+    assert!(not_empty.is_change(), "{not_empty}");
+    assert!(served.join("moved/deep/b c#?.txt").exists());
+    remote
+        .remove(&rel("moved/deep/b c#?.txt"), &expect_of(&bee))
+        .unwrap();
+    remote.remove(&rel("moved/deep"), &Expect::Dir).unwrap();
     remote.remove(&rel("moved"), &Expect::Dir).unwrap();
     assert!(!served.join("a.txt").exists());
     assert!(!served.join("moved").exists());
