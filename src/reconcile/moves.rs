@@ -265,6 +265,35 @@ fn record(
     claimed.insert(to.clone());
 }
 
+/// The pairing of vanished and appeared files with one content: the only
+/// one of each; else, when one side is unique, the only candidate on the
+/// other side in the same folder (copies of one file elsewhere in the tree
+/// must not hide a rename within a folder, such as a change of case).
+fn unique_pair<'a>(
+    froms: &[&'a RelPath],
+    tos: &[&'a RelPath],
+) -> Option<(&'a RelPath, &'a RelPath)> {
+    let same_folder = |a: &RelPath, b: &RelPath| a.parent() == b.parent();
+    match (froms, tos) {
+        ([from], [to]) => Some((from, to)),
+        ([from], _) => {
+            let mut near = tos.iter().filter(|to| same_folder(from, to));
+            match (near.next(), near.next()) {
+                (Some(to), None) => Some((from, to)),
+                _ => None,
+            }
+        }
+        (_, [to]) => {
+            let mut near = froms.iter().filter(|from| same_folder(from, to));
+            match (near.next(), near.next()) {
+                (Some(from), None) => Some((from, to)),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
 /// Whether a case-insensitive `tree` already holds a different name for
 /// `path`, not counting what lies within `except`.
 fn taken_ignoring_case(tree: &Tree, path: &RelPath, except: Option<&RelPath>) -> bool {
@@ -332,7 +361,10 @@ fn detect(base: &BaseTree, tree: &SideTree, side: Side) -> Vec<Candidate> {
         }
     }
     for (hash, froms) in &gone_by_hash {
-        if let ([from], Some([to])) = (froms.as_slice(), new_by_hash.get(hash).map(Vec::as_slice)) {
+        let Some(tos) = new_by_hash.get(hash) else {
+            continue;
+        };
+        if let Some((from, to)) = unique_pair(froms, tos) {
             record(&mut found, &mut claimed, from, to);
         }
     }
