@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::{Capabilities, Lease, Listing, Problem, Replica, ReplicaError, RootState, StagedWrite};
+use super::{
+    Capabilities, Lease, Listing, Problem, Replica, ReplicaError, RootState, StagedWrite, lease,
+};
 use crate::fsops::{self, Expect, StatKind, Trash};
 use crate::model::{
     BaseEntry, BaseTree, ContentHash, Entry, FileMeta, RelPath, Scope, Side, SideEntry,
@@ -451,7 +453,7 @@ impl Replica for LocalFolder {
         fs::create_dir_all(&dir).map_err(|e| ReplicaError::io("create", dir.display(), e))?;
         let lease = FileLease {
             path: dir.join("lease"),
-            owner: format!("{device} {} {}", std::process::id(), this_host()),
+            owner: lease::owner(device),
             ttl,
         };
         lease.acquire()?;
@@ -470,12 +472,7 @@ struct FileLease {
 
 impl FileLease {
     fn content(&self) -> String {
-        let expires = SystemTime::now() + self.ttl;
-        let secs = expires
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        format!("{secs} {}\n", self.owner)
+        lease::record(&self.owner, self.ttl)
     }
 
     fn acquire(&self) -> Result<(), ReplicaError> {
@@ -492,79 +489,22 @@ impl FileLease {
                     return Ok(());
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    let holder = fs::read_to_string(&self.path).unwrap_or_default();
-                    let expires: u64 = holder
-                        .split_whitespace()
-                        .next()
-                        .and_then(|s| s.parse().ok())
-                        .unwrap_or(0);
-                    let now = SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .map(|d| d.as_secs())
-                        .unwrap_or(0);
-                    if expires > now && !holder_is_gone(&holder) {
-                        let who = holder.split_whitespace().nth(1).unwrap_or("another agent");
-                        return Err(ReplicaError::Busy(format!(
-                            "{who} is writing to it (lease until {expires}); retrying shortly"
-                        )));
-                    }
+                    lease::check_stale(&fs::read_to_string(&self.path).unwrap_or_default())?;
                     // The holder crashed or hung past its lease: take over.
                     let _ = fs::remove_file(&self.path);
                 }
                 Err(e) => return Err(ReplicaError::io("lock", self.path.display(), e)),
             }
         }
-        Err(ReplicaError::Busy(
-            "another agent took the lease first".into(),
-        ))
-    }
-}
-
-/// This host's name as the lease records it (one word).
-pub(super) fn this_host() -> String {
-    gethostname::gethostname()
-        .to_string_lossy()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join("_")
-}
-
-/// Whether a lease (`EXPIRES DEVICE PID HOST`) was taken by a process on
-/// this host that no longer runs: an agent that crashed. Its lease is stale
-/// at once; otherwise the restarted agent would be locked out of its own
-/// remote until the lease expired. A holder on another host, or a lease
-/// without a host, is trusted until it expires.
-pub(super) fn holder_is_gone(holder: &str) -> bool {
-    // Read from the end: a device name may contain spaces.
-    let mut fields = holder.split_whitespace().rev();
-    let (Some(host), Some(pid)) = (
-        fields.next(),
-        fields.next().and_then(|p| p.parse::<i32>().ok()),
-    ) else {
-        return false;
-    };
-    if pid <= 0 || host != this_host() {
-        return false;
-    }
-    #[cfg(unix)]
-    {
-        // SAFETY: signal 0 sends nothing; it only asks whether `pid` exists.
-        let rc = unsafe { libc::kill(pid, 0) };
-        rc != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
-    }
-    #[cfg(not(unix))]
-    {
-        false
+        Err(lease::lost_race())
     }
 }
 
 impl Lease for FileLease {
     fn renew(&mut self) -> Result<(), ReplicaError> {
         let current = fs::read_to_string(&self.path).unwrap_or_default();
-        if !current.trim_end().ends_with(&self.owner) {
-            return Err(ReplicaError::Busy(
-                "the lease was taken over by another agent".into(),
-            ));
+        if !lease::held_by(&current, &self.owner) {
+            return Err(lease::taken_over());
         }
         let temp = fsops::temp_path_for(&self.path);
         fs::write(&temp, self.content())
@@ -576,7 +516,7 @@ impl Lease for FileLease {
 impl Drop for FileLease {
     fn drop(&mut self) {
         let current = fs::read_to_string(&self.path).unwrap_or_default();
-        if current.trim_end().ends_with(&self.owner) {
+        if lease::held_by(&current, &self.owner) {
             let _ = fs::remove_file(&self.path);
         }
     }

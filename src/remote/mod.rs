@@ -13,6 +13,7 @@
 //! [`RelPath::new`], so a hostile name cannot address anything outside the
 //! root.
 
+pub mod lease;
 pub mod local;
 pub mod sftp;
 pub mod webdav;

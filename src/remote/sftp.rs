@@ -1221,11 +1221,7 @@ impl Replica for SftpReplica {
         let lease = SftpLease {
             shared: self.shared.clone(),
             path: dir.join("lease"),
-            owner: format!(
-                "{device} {} {}",
-                std::process::id(),
-                super::local::this_host()
-            ),
+            owner: super::lease::owner(device),
             ttl,
         };
         lease.acquire()?;
@@ -1244,12 +1240,7 @@ struct SftpLease {
 
 impl SftpLease {
     fn content(&self) -> String {
-        let expires = SystemTime::now() + self.ttl;
-        let secs = expires
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        format!("{secs} {}\n", self.owner)
+        super::lease::record(&self.owner, self.ttl)
     }
 
     fn acquire(&self) -> Result<(), ReplicaError> {
@@ -1278,29 +1269,13 @@ impl SftpLease {
                         return Err(s.error("lock", self.path.display(), e));
                     }
                     let holder = s.read_lease(&conn.sftp, &self.path);
-                    let expires: u64 = holder
-                        .split_whitespace()
-                        .next()
-                        .and_then(|t| t.parse().ok())
-                        .unwrap_or(0);
-                    let now = SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .map(|d| d.as_secs())
-                        .unwrap_or(0);
-                    if expires > now && !super::local::holder_is_gone(&holder) {
-                        let who = holder.split_whitespace().nth(1).unwrap_or("another agent");
-                        return Err(ReplicaError::Busy(format!(
-                            "{who} is writing to it (lease until {expires}); retrying shortly"
-                        )));
-                    }
+                    super::lease::check_stale(&holder)?;
                     // The holder crashed or hung past its lease: take over.
                     let _ = conn.sftp.unlink(&self.path);
                 }
             }
         }
-        Err(ReplicaError::Busy(
-            "another agent took the lease first".into(),
-        ))
+        Err(super::lease::lost_race())
     }
 }
 
@@ -1309,10 +1284,8 @@ impl Lease for SftpLease {
         let s = &self.shared;
         let conn = s.conn()?;
         let current = s.read_lease(&conn.sftp, &self.path);
-        if !current.trim_end().ends_with(&self.owner) {
-            return Err(ReplicaError::Busy(
-                "the lease was taken over by another agent".into(),
-            ));
+        if !super::lease::held_by(&current, &self.owner) {
+            return Err(super::lease::taken_over());
         }
         // SFTP cannot rename over a file, so the lease is rewritten in
         // place with one write of the same length (the expiry keeps its
@@ -1331,7 +1304,7 @@ impl Drop for SftpLease {
         let s = &self.shared;
         if let Ok(conn) = s.conn() {
             let current = s.read_lease(&conn.sftp, &self.path);
-            if current.trim_end().ends_with(&self.owner) {
+            if super::lease::held_by(&current, &self.owner) {
                 let _ = conn.sftp.unlink(&self.path);
             }
         }

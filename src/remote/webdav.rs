@@ -1650,11 +1650,7 @@ impl Replica for WebdavReplica {
         let lease = WebdavLease {
             shared: self.shared.clone(),
             path: format!("{METADATA_DIR}/lease"),
-            owner: format!(
-                "{device} {} {}",
-                std::process::id(),
-                super::local::this_host()
-            ),
+            owner: super::lease::owner(device),
             ttl,
         };
         lease.acquire()?;
@@ -1674,12 +1670,7 @@ struct WebdavLease {
 
 impl WebdavLease {
     fn content(&self) -> String {
-        let expires = SystemTime::now() + self.ttl;
-        let secs = expires
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        format!("{secs} {}\n", self.owner)
+        super::lease::record(&self.owner, self.ttl)
     }
 
     fn put(&self, conn: &Conn, condition: (&'static str, String)) -> Result<bool, ReplicaError> {
@@ -1712,28 +1703,12 @@ impl WebdavLease {
                 // Released between the two requests: try again.
                 continue;
             };
-            let expires: u64 = holder
-                .split_whitespace()
-                .next()
-                .and_then(|t| t.parse().ok())
-                .unwrap_or(0);
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            if expires > now && !super::local::holder_is_gone(&holder) {
-                let who = holder.split_whitespace().nth(1).unwrap_or("another agent");
-                return Err(ReplicaError::Busy(format!(
-                    "{who} is writing to it (lease until {expires}); retrying shortly"
-                )));
-            }
+            super::lease::check_stale(&holder)?;
             // The holder crashed or hung past its lease: take over, unless
             // someone else renewed or took it meanwhile (the ETag moved).
             s.delete(&conn, &self.path, false, etag.as_deref());
         }
-        Err(ReplicaError::Busy(
-            "another agent took the lease first".into(),
-        ))
+        Err(super::lease::lost_race())
     }
 }
 
@@ -1744,11 +1719,9 @@ impl Lease for WebdavLease {
         let current = s
             .get_small(&conn, &self.path)
             .map_err(|e| e.into_replica("renew", &self.path))?;
-        let Some((text, etag)) = current.filter(|(t, _)| t.trim_end().ends_with(&self.owner))
+        let Some((text, etag)) = current.filter(|(t, _)| super::lease::held_by(t, &self.owner))
         else {
-            return Err(ReplicaError::Busy(
-                "the lease was taken over by another agent".into(),
-            ));
+            return Err(super::lease::taken_over());
         };
         let _ = text;
         // Replaced only if it is still the version just read.
@@ -1759,9 +1732,7 @@ impl Lease for WebdavLease {
         if renewed {
             Ok(())
         } else {
-            Err(ReplicaError::Busy(
-                "the lease was taken over by another agent".into(),
-            ))
+            Err(super::lease::taken_over())
         }
     }
 }
@@ -1771,7 +1742,7 @@ impl Drop for WebdavLease {
         let s = &self.shared;
         if let Ok(conn) = s.conn()
             && let Ok(Some((text, etag))) = s.get_small(&conn, &self.path)
-            && text.trim_end().ends_with(&self.owner)
+            && super::lease::held_by(&text, &self.owner)
         {
             s.delete(&conn, &self.path, false, etag.as_deref());
         }

@@ -1,0 +1,120 @@
+//! The lease record every backend writes to `.prism-sync/lease`: one line,
+//! `EXPIRES DEVICE PID HOST`, and the rules for reading another agent's.
+//!
+//! How the file is created exclusively, renewed and removed is each
+//! backend's business (an `O_EXCL` create, an SFTP exclusive open, a WebDAV
+//! `If-None-Match: *` PUT); what a lease says and when it is stale is
+//! decided here, once.
+
+use std::io;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::ReplicaError;
+
+/// The owner part of a lease this process takes for `device`.
+pub fn owner(device: &str) -> String {
+    format!("{device} {} {}", std::process::id(), this_host())
+}
+
+/// The lease file's content: expiry (Unix seconds) and owner.
+pub fn record(owner: &str, ttl: Duration) -> String {
+    let expires = unix_secs(SystemTime::now() + ttl);
+    format!("{expires} {owner}\n")
+}
+
+/// Whether `record` (a lease file's content) is ours.
+pub fn held_by(record: &str, owner: &str) -> bool {
+    record.trim_end().ends_with(owner)
+}
+
+/// Reads another agent's lease: `Ok` when it is stale (expired, or its
+/// holder was a process on this host that no longer runs) and may be taken
+/// over, else [`ReplicaError::Busy`] naming the holder.
+pub fn check_stale(record: &str) -> Result<(), ReplicaError> {
+    let expires: u64 = record
+        .split_whitespace()
+        .next()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    if expires <= unix_secs(SystemTime::now()) || holder_is_gone(record) {
+        return Ok(());
+    }
+    let who = record.split_whitespace().nth(1).unwrap_or("another agent");
+    Err(ReplicaError::Busy(format!(
+        "{who} is writing to it (lease until {expires}); retrying shortly"
+    )))
+}
+
+/// The error when two takeovers raced and the other agent won.
+pub fn lost_race() -> ReplicaError {
+    ReplicaError::Busy("another agent took the lease first".into())
+}
+
+/// The error when renewing finds someone else's lease.
+pub fn taken_over() -> ReplicaError {
+    ReplicaError::Busy("the lease was taken over by another agent".into())
+}
+
+fn unix_secs(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// This host's name as the lease records it (one word).
+fn this_host() -> String {
+    gethostname::gethostname()
+        .to_string_lossy()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join("_")
+}
+
+/// Whether a lease was taken by a process on this host that no longer
+/// runs: an agent that crashed. Its lease is stale at once; otherwise the
+/// restarted agent would be locked out of its own remote until the lease
+/// expired. A holder on another host, or a lease without a host, is trusted
+/// until it expires.
+fn holder_is_gone(record: &str) -> bool {
+    // Read from the end: a device name may contain spaces.
+    let mut fields = record.split_whitespace().rev();
+    let (Some(host), Some(pid)) = (
+        fields.next(),
+        fields.next().and_then(|p| p.parse::<i32>().ok()),
+    ) else {
+        return false;
+    };
+    if pid <= 0 || host != this_host() {
+        return false;
+    }
+    #[cfg(unix)]
+    {
+        // SAFETY: signal 0 sends nothing; it only asks whether `pid` exists.
+        let rc = unsafe { libc::kill(pid, 0) };
+        rc != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+    }
+    #[cfg(not(unix))]
+    {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_live_lease_is_busy_and_an_expired_or_orphaned_one_is_stale() {
+        let mine = owner("laptop");
+        let live = record(&mine, Duration::from_secs(60));
+        assert!(held_by(&live, &mine));
+        let busy = check_stale(&live).unwrap_err();
+        assert!(busy.to_string().contains("laptop"), "{busy}");
+        check_stale(&record(&mine, Duration::ZERO)).unwrap();
+        // A process id that cannot exist on this host: the holder is gone.
+        let orphan = format!("{} laptop 999999999 {}\n", u64::MAX, this_host());
+        check_stale(&orphan).unwrap();
+        let elsewhere = format!("{} laptop 1 some-other-host\n", u64::MAX);
+        assert!(check_stale(&elsewhere).is_err());
+    }
+}
