@@ -314,6 +314,7 @@ async fn sync(
         status.state = PairState::Syncing;
         status.detail = None;
     }
+    let trigger = request.trigger.clone();
     let engine_for_sync = engine.clone();
     let report = match tokio::task::spawn_blocking(move || engine_for_sync.sync(&request)).await {
         Ok(report) => report,
@@ -333,18 +334,25 @@ async fn sync(
             };
         }
     };
-    tracing::info!(
-        pair = %engine.name,
-        sync_id = %report.sync_id,
-        status = report.status.as_str(),
-        uploaded = report.counts.uploaded,
-        downloaded = report.counts.downloaded,
-        deleted = report.counts.deleted_local + report.counts.deleted_remote,
-        moved = report.counts.moved,
-        conflicts = report.counts.conflicts,
-        errors = report.counts.errors,
-        "sync finished"
-    );
+    // A run with nothing to do has no sync id and is not worth a log line
+    // at the default level: an idle agent polls every 30 seconds.
+    if report.sync_id.is_empty() {
+        tracing::debug!(pair = %engine.name, trigger = %trigger, "nothing to sync");
+    } else {
+        tracing::info!(
+            pair = %engine.name,
+            sync_id = %report.sync_id,
+            trigger = %trigger,
+            status = report.status.as_str(),
+            uploaded = report.counts.uploaded,
+            downloaded = report.counts.downloaded,
+            deleted = report.counts.deleted_local + report.counts.deleted_remote,
+            moved = report.counts.moved,
+            conflicts = report.counts.conflicts,
+            errors = report.counts.errors,
+            "sync finished"
+        );
+    }
     let mut status = status.lock().expect("status");
     (status.state, status.detail) = match (&report.guard, &report.error) {
         (Some(_), Some(error)) => (PairState::WaitingForConfirmation, Some(error.clone())),
