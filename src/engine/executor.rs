@@ -1,5 +1,5 @@
-//! Carries out a plan on the two replicas and commits the base after each
-//! finished action.
+//! Carries out a plan on the two replicas and records each finished action
+//! in the journal (in batches, once the replicas flushed its effects).
 //!
 //! The executor keeps the plan's order of effects: moves first (so later
 //! paths are where the plan expects them), then deletions that make room
