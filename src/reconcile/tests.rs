@@ -505,6 +505,19 @@ const ROWS: &[Row] = &[
         ],
         conflicts: &[],
     },
+    Row {
+        name: "remote renamed a file in its folder and deleted an identical copy elsewhere, local edited the file → one move, then the edit goes up",
+        policies: ALL,
+        base: "a=1 d/x=1",
+        local: "a=1 d/x=2",
+        remote: "d/y=1",
+        actions: &[
+            "move local d/x -> d/y",
+            "copy remote d/y=2 over 1",
+            "delete local a=1",
+        ],
+        conflicts: &[],
+    },
     // Names that differ only in case.
     Row {
         name: "remote created a name that differs in case from a local file → both kept where case matters",
