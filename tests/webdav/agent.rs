@@ -1,6 +1,8 @@
-//! The real `prism-syncd --once` syncing local folders with an Apache
-//! WebDAV share: a full two-way sync with edits on both sides, a conflict,
-//! a wrong password, and two devices sharing one share.
+//! The real `prism-syncd --once` syncing local folders with a WebDAV share:
+//! a full two-way sync with edits on both sides, a conflict, a wrong
+//! password, and two devices sharing one share. Each test body takes the
+//! server as a [`Dav`] and runs against Apache and against rclone (which
+//! ignores conditional headers).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -8,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use crate::apache::{Apache, Share};
+use crate::rclone::Rclone;
+use crate::server::Dav;
 
 /// One device: a local folder, a state dir and a config file whose pair
 /// names the share (with the harness's user when `share` is `Auth`).
@@ -19,7 +23,7 @@ struct Device {
 }
 
 impl Device {
-    fn new(server: &Apache, name: &str, share: Share, below: &str) -> Device {
+    fn new(server: &dyn Dav, name: &str, share: Share, below: &str) -> Device {
         let home = server.scratch(name);
         let local = home.join("local");
         fs::create_dir_all(&local).unwrap();
@@ -118,17 +122,25 @@ fn put(root: &Path, rel: &str, content: &str) {
 }
 
 /// Writes into a share as if through the server.
-fn put_served(server: &Apache, root: &Path, rel: &str, content: &str) {
+fn put_served(server: &dyn Dav, root: &Path, rel: &str, content: &str) {
     put(root, rel, content);
     server.hand_over(root);
 }
 
 #[test]
 fn a_full_sync_through_the_daemon_converges_with_edits_on_both_sides_and_a_conflict() {
-    let server = Apache::start();
+    full_sync(&Apache::start());
+}
+
+#[test]
+fn a_full_sync_through_the_daemon_converges_with_edits_on_both_sides_and_a_conflict_on_rclone() {
+    full_sync(&Rclone::start());
+}
+
+fn full_sync(server: &dyn Dav) {
     let served = server.served(Share::Open).join("pair");
-    put_served(&server, &served, "from-server.txt", "server\n");
-    let device = Device::new(&server, "laptop", Share::Open, "pair");
+    put_served(server, &served, "from-server.txt", "server\n");
+    let device = Device::new(server, "laptop", Share::Open, "pair");
     put(&device.local, "a.txt", "local a\n");
     put(&device.local, "sub/b c.txt", "local b\n");
 
@@ -151,7 +163,7 @@ fn a_full_sync_through_the_daemon_converges_with_edits_on_both_sides_and_a_confl
     std::thread::sleep(std::time::Duration::from_millis(1100));
     put(&device.local, "a.txt", "local a, edited\n");
     fs::remove_file(served.join("from-server.txt")).unwrap();
-    put_served(&server, &served, "sub/new.txt", "made on the server\n");
+    put_served(server, &served, "sub/new.txt", "made on the server\n");
     let out = device.once();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let local = tree(&device.local);
@@ -167,7 +179,7 @@ fn a_full_sync_through_the_daemon_converges_with_edits_on_both_sides_and_a_confl
 
     // Both sides edit one file: a conflict copy, nothing lost.
     put(&device.local, "sub/b c.txt", "local edit\n");
-    put_served(&server, &served, "sub/b c.txt", "server edit!\n");
+    put_served(server, &served, "sub/b c.txt", "server edit!\n");
     let out = device.once();
     assert!(
         matches!(out.status.code(), Some(0) | Some(3)),
@@ -193,9 +205,17 @@ fn a_full_sync_through_the_daemon_converges_with_edits_on_both_sides_and_a_confl
 
 #[test]
 fn a_wrong_password_is_refused_clearly_and_never_written_anywhere() {
+    wrong_password(&Apache::start());
+}
+
+#[test]
+fn a_wrong_password_is_refused_clearly_and_never_written_anywhere_on_rclone() {
+    wrong_password(&Rclone::start());
+}
+
+fn wrong_password(server: &dyn Dav) {
     const PASSWORD: &str = "Wr0ng-Pa55-Prism-7781";
-    let server = Apache::start();
-    let device = Device::new(&server, "laptop", Share::Auth, "");
+    let device = Device::new(server, "laptop", Share::Auth, "");
     put(&device.local, "a.txt", "a\n");
     let out = device.once_with(&[("PRISM_SYNC_WEBDAV_PASSWORD", PASSWORD)]);
     assert_ne!(out.status.code(), Some(0), "{}", text(&out));
@@ -232,10 +252,18 @@ fn a_wrong_password_is_refused_clearly_and_never_written_anywhere() {
 
 #[test]
 fn two_devices_on_one_share_converge_and_keep_both_versions_of_a_clash() {
-    let server = Apache::start();
+    two_devices(&Apache::start());
+}
+
+#[test]
+fn two_devices_on_one_share_converge_and_keep_both_versions_of_a_clash_on_rclone() {
+    two_devices(&Rclone::start());
+}
+
+fn two_devices(server: &dyn Dav) {
     let served = server.served(Share::Open).join("shared");
-    let a = Device::new(&server, "devA", Share::Open, "shared");
-    let b = Device::new(&server, "devB", Share::Open, "shared");
+    let a = Device::new(server, "devA", Share::Open, "shared");
+    let b = Device::new(server, "devB", Share::Open, "shared");
     put(&a.local, "plan.txt", "from A\n");
     put(&b.local, "b-only/notes.md", "B's notes\n");
     for device in [&a, &b, &a] {
