@@ -155,6 +155,18 @@ pub enum WebdavError {
          raise the account's quota"
     )]
     OutOfSpace { server: String },
+    #[error(
+        "{server} failed with {status} {reason} on {method} of {path}: the server has a \
+         problem or is overloaded; nothing was replaced, and the path is tried again on the \
+         next sync (check the server's log if it persists)"
+    )]
+    ServerFailed {
+        server: String,
+        method: String,
+        path: String,
+        status: u16,
+        reason: &'static str,
+    },
     #[error("{server} answered {status} to {method} of {path}")]
     Status {
         server: String,
@@ -187,7 +199,9 @@ impl WebdavError {
     fn is_global(&self) -> bool {
         !matches!(
             self,
-            WebdavError::Forbidden { .. } | WebdavError::Status { .. }
+            WebdavError::Forbidden { .. }
+                | WebdavError::Status { .. }
+                | WebdavError::ServerFailed { .. }
         )
     }
 
@@ -500,6 +514,16 @@ impl Shared {
             },
             507 => WebdavError::OutOfSpace {
                 server: self.server(),
+            },
+            500..=599 => WebdavError::ServerFailed {
+                server: self.server(),
+                method: method.to_owned(),
+                path: path.to_owned(),
+                status,
+                reason: response
+                    .status()
+                    .canonical_reason()
+                    .unwrap_or("Server Error"),
             },
             status => WebdavError::Status {
                 server: self.server(),
