@@ -301,3 +301,44 @@ fn two_devices(server: &dyn Dav) {
     );
     assert_eq!(trees[0]["b-only/notes.md"], "B's notes\n");
 }
+
+/// A folder on the server the account may not write to (the harness's
+/// `locked` folder): Apache answers 403 Forbidden, the agent
+/// names the path and the refusal, syncs everything else, and the file
+/// goes up once the folder is writable again.
+#[test]
+fn a_folder_the_server_refuses_is_a_clear_per_path_error_and_the_rest_syncs() {
+    let server = Apache::start();
+    let served = server.served(Share::Open).join("pair");
+    put_served(&server, &served, "readme.txt", "hello\n");
+    let locked = served.join("locked");
+    fs::create_dir(&locked).unwrap();
+    server.hand_over(&locked);
+    let device = Device::new(&server, "laptop", Share::Open, "pair");
+    put(&device.local, "locked/x.txt", "refused\n");
+    put(&device.local, "ok.txt", "fine\n");
+
+    let out = device.once();
+    let shown = text(&out);
+    assert_ne!(out.status.code(), Some(0), "{shown}");
+    assert!(shown.contains("locked/x.txt"), "{shown}");
+    assert!(shown.contains("403 Forbidden"), "{shown}");
+    assert!(shown.contains("permissions"), "{shown}");
+    assert_eq!(tree(&served)["ok.txt"], "fine\n", "the rest was synced");
+    assert_eq!(tree(&device.local)["readme.txt"], "hello\n");
+    assert_eq!(
+        fs::read_to_string(device.local.join("locked/x.txt")).unwrap(),
+        "refused\n",
+        "nothing is lost locally"
+    );
+    assert!(!locked.join("x.txt").exists());
+
+    // Once the folder may be written (here: renamed away from the
+    // harness's read-only name), the file goes up.
+    fs::rename(&locked, served.join("open")).unwrap();
+    fs::rename(device.local.join("locked"), device.local.join("open")).unwrap();
+    let out = device.once();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(tree(&device.local), tree(&served));
+    assert_eq!(tree(&served)["open/x.txt"], "refused\n");
+}
