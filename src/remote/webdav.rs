@@ -31,9 +31,25 @@
 //! WebDAV cannot set a file's modification time, so a remote file carries
 //! the time of its upload. It gives no file ids: renames on the server are
 //! seen as delete + create (reconcile's content matching still finds them).
-//! Redirects are never followed. Server capability detection (servers that
-//! ignore conditional headers) is not done: the checks before each step
-//! still run, so such a server only widens the races named below.
+//! Redirects are never followed.
+//!
+//! Some servers ignore conditional headers (`rclone serve webdav` answers a
+//! PUT with `If-None-Match: *` over an existing file, or with an `If-Match`
+//! naming another version, by writing it). The first lease taken on a
+//! replica therefore probes the server once: it writes
+//! `.prism-sync/probe`, then writes it again with `If-None-Match: *`, which
+//! must fail with 412. A server that passes is used as described above. On
+//! one that does not, every step still re-checks the path right before it
+//! writes (stat and compare with the caller's `Expect`), the final MOVE
+//! still carries `Overwrite: F` (which such servers do honour), and the
+//! lease, the one place that relied on `If-None-Match: *` alone, is taken by
+//! uploading the record to a temporary name and moving it to
+//! `.prism-sync/lease` with `Overwrite: F`, then reading it back; it is
+//! renewed and released after reading it back and finding it still ours.
+//! RACE: on such a server a write by a client that does not take the lease
+//! between a check and the next step is not refused; with `Overwrite: F`
+//! the upload is not placed over it and the path is re-planned, but a
+//! replaced version can go to the trash with the old one (kept, not lost).
 
 mod xml;
 
@@ -139,6 +155,18 @@ pub enum WebdavError {
          raise the account's quota"
     )]
     OutOfSpace { server: String },
+    #[error(
+        "{server} failed with {status} {reason} on {method} of {path}: the server has a \
+         problem or is overloaded; nothing was replaced, and the path is tried again on the \
+         next sync (check the server's log if it persists)"
+    )]
+    ServerFailed {
+        server: String,
+        method: String,
+        path: String,
+        status: u16,
+        reason: &'static str,
+    },
     #[error("{server} answered {status} to {method} of {path}")]
     Status {
         server: String,
@@ -171,7 +199,9 @@ impl WebdavError {
     fn is_global(&self) -> bool {
         !matches!(
             self,
-            WebdavError::Forbidden { .. } | WebdavError::Status { .. }
+            WebdavError::Forbidden { .. }
+                | WebdavError::Status { .. }
+                | WebdavError::ServerFailed { .. }
         )
     }
 
@@ -208,6 +238,9 @@ struct Shared {
     /// The share's path, percent-decoded, one entry per segment.
     base_segments: Vec<String>,
     conn: Mutex<Option<Conn>>,
+    /// Whether the server honours `If-None-Match`/`If-Match`, found by the
+    /// first lease's probe (see the module docs).
+    conditional: std::sync::OnceLock<bool>,
     /// The ETag each file had when this replica last saw it, so a check
     /// can tell apart two versions of equal size written in the same second
     /// (compared weakly: a weak tag still tells a different version).
@@ -309,6 +342,7 @@ impl WebdavReplica {
                 base,
                 base_segments,
                 conn: Mutex::new(None),
+                conditional: std::sync::OnceLock::new(),
                 etags: Mutex::new(HashMap::new()),
             }),
         })
@@ -480,6 +514,16 @@ impl Shared {
             },
             507 => WebdavError::OutOfSpace {
                 server: self.server(),
+            },
+            500..=599 => WebdavError::ServerFailed {
+                server: self.server(),
+                method: method.to_owned(),
+                path: path.to_owned(),
+                status,
+                reason: response
+                    .status()
+                    .canonical_reason()
+                    .unwrap_or("Server Error"),
             },
             status => WebdavError::Status {
                 server: self.server(),
@@ -796,6 +840,42 @@ impl Shared {
             },
             Err(e) => Err(e),
         }
+    }
+
+    /// Whether the server refuses a PUT with `If-None-Match: *` over an
+    /// existing file, probed once per replica on `.prism-sync/probe` (the
+    /// metadata folder must exist). The answer is remembered.
+    fn honours_conditions(&self, conn: &Conn) -> Result<bool, WebdavError> {
+        if let Some(known) = self.conditional.get() {
+            return Ok(*known);
+        }
+        let probe = format!("{METADATA_DIR}/probe");
+        let put = |condition: &[(&'static str, String)]| match self.put_stream(
+            conn,
+            &probe,
+            &mut &b"Prism Sync checks here whether the server honours If-None-Match.\n"[..],
+            condition,
+            &[200, 201, 204],
+        ) {
+            Ok(_) => Ok(true),
+            Err(PutError::Http(e)) if e.status() == Some(412) => Ok(false),
+            Err(PutError::Http(e)) => Err(e),
+            Err(PutError::Source(e)) => Err(WebdavError::Unreachable {
+                server: self.server(),
+                message: e.to_string(),
+            }),
+        };
+        put(&[])?;
+        let honoured = !put(&[("If-None-Match", "*".to_owned())])?;
+        self.delete(conn, &probe, false, None);
+        if !honoured {
+            tracing::info!(
+                server = %self.server(),
+                "the WebDAV server ignores If-None-Match: every write is re-checked right \
+                 before it, and the lease is taken with MOVE and Overwrite: F"
+            );
+        }
+        Ok(*self.conditional.get_or_init(|| honoured))
     }
 
     /// MOVE without replacing: `Overwrite: F`, and `If-Match` when a strong
@@ -1689,11 +1769,55 @@ impl WebdavLease {
         }
     }
 
+    /// Creates the lease record only where there is none: with
+    /// `If-None-Match: *` on a server that honours it, else by uploading to
+    /// a temporary name and moving it in with `Overwrite: F`, then reading
+    /// it back (see the module docs). Returns false when a record is there.
+    fn create(&self, conn: &Conn) -> Result<bool, ReplicaError> {
+        let s = &self.shared;
+        let conditional = s
+            .honours_conditions(conn)
+            .map_err(|e| e.into_replica("lock", &self.path))?;
+        if conditional {
+            return self.put(conn, ("If-None-Match", "*".to_owned()));
+        }
+        let temp = format!("{METADATA_DIR}/{}", temp_name_for("lease"));
+        if let Err(e) = s.put_stream(
+            conn,
+            &temp,
+            &mut self.content().as_bytes(),
+            &[],
+            &[200, 201, 204],
+        ) {
+            s.delete(conn, &temp, false, None);
+            return Err(match e {
+                PutError::Http(e) => e.into_replica("lock", &self.path),
+                PutError::Source(e) => ReplicaError::io("lock", &self.path, e),
+            });
+        }
+        let moved = s.move_noreplace(conn, &temp, &self.path, false, None);
+        if !matches!(moved, Ok(true)) {
+            s.delete(conn, &temp, false, None);
+        }
+        if !moved.map_err(|e| e.into_replica("lock", &self.path))? {
+            return Ok(false);
+        }
+        // Another device's move may have landed in the same instant on a
+        // server whose existence check and rename are not one step.
+        let back = s
+            .get_small(conn, &self.path)
+            .map_err(|e| e.into_replica("lock", &self.path))?;
+        match back {
+            Some((text, _)) if super::lease::held_by(&text, &self.owner) => Ok(true),
+            _ => Err(super::lease::lost_race()),
+        }
+    }
+
     fn acquire(&self) -> Result<(), ReplicaError> {
         let s = &self.shared;
         let conn = s.conn().map_err(|e| e.into_replica("lock", &self.path))?;
         for _ in 0..2 {
-            if self.put(&conn, ("If-None-Match", "*".to_owned()))? {
+            if self.create(&conn)? {
                 return Ok(());
             }
             let Some((holder, etag)) = s

@@ -1,6 +1,10 @@
-//! The real `prism-syncd --once` syncing local folders with an Apache
-//! WebDAV share: a full two-way sync with edits on both sides, a conflict,
-//! a wrong password, and two devices sharing one share.
+//! The real `prism-syncd --once` syncing local folders with a WebDAV share:
+//! a full two-way sync with edits on both sides, a conflict, a wrong
+//! password, and two devices sharing one share. Each of those test bodies
+//! takes the server as a [`Dav`] and runs against Apache and against rclone
+//! (which ignores conditional headers). Against Apache only: a folder the
+//! server refuses to write (403), and the server stopped in the middle of a
+//! large upload.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -8,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use crate::apache::{Apache, Share};
+use crate::rclone::Rclone;
+use crate::server::Dav;
 
 /// One device: a local folder, a state dir and a config file whose pair
 /// names the share (with the harness's user when `share` is `Auth`).
@@ -19,7 +25,7 @@ struct Device {
 }
 
 impl Device {
-    fn new(server: &Apache, name: &str, share: Share, below: &str) -> Device {
+    fn new(server: &dyn Dav, name: &str, share: Share, below: &str) -> Device {
         let home = server.scratch(name);
         let local = home.join("local");
         fs::create_dir_all(&local).unwrap();
@@ -50,6 +56,15 @@ impl Device {
     }
 
     fn once_with(&self, env: &[(&str, &str)]) -> Output {
+        let mut command = self.command();
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        command.output().expect("run prism-syncd --once")
+    }
+
+    /// `prism-syncd --once` for this device, not yet started.
+    fn command(&self) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_prism-syncd"));
         command
             .arg("--config")
@@ -65,10 +80,7 @@ impl Device {
             .env_remove("PRISM_SYNC_CONFIG")
             .env_remove("PRISM_SYNC_STATE_DIR")
             .env_remove("PRISM_SYNC_SOCKET");
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        command.output().expect("run prism-syncd --once")
+        command
     }
 
     fn once(&self) -> Output {
@@ -118,17 +130,25 @@ fn put(root: &Path, rel: &str, content: &str) {
 }
 
 /// Writes into a share as if through the server.
-fn put_served(server: &Apache, root: &Path, rel: &str, content: &str) {
+fn put_served(server: &dyn Dav, root: &Path, rel: &str, content: &str) {
     put(root, rel, content);
     server.hand_over(root);
 }
 
 #[test]
 fn a_full_sync_through_the_daemon_converges_with_edits_on_both_sides_and_a_conflict() {
-    let server = Apache::start();
+    full_sync(&Apache::start());
+}
+
+#[test]
+fn a_full_sync_through_the_daemon_converges_with_edits_on_both_sides_and_a_conflict_on_rclone() {
+    full_sync(&Rclone::start());
+}
+
+fn full_sync(server: &dyn Dav) {
     let served = server.served(Share::Open).join("pair");
-    put_served(&server, &served, "from-server.txt", "server\n");
-    let device = Device::new(&server, "laptop", Share::Open, "pair");
+    put_served(server, &served, "from-server.txt", "server\n");
+    let device = Device::new(server, "laptop", Share::Open, "pair");
     put(&device.local, "a.txt", "local a\n");
     put(&device.local, "sub/b c.txt", "local b\n");
 
@@ -151,7 +171,7 @@ fn a_full_sync_through_the_daemon_converges_with_edits_on_both_sides_and_a_confl
     std::thread::sleep(std::time::Duration::from_millis(1100));
     put(&device.local, "a.txt", "local a, edited\n");
     fs::remove_file(served.join("from-server.txt")).unwrap();
-    put_served(&server, &served, "sub/new.txt", "made on the server\n");
+    put_served(server, &served, "sub/new.txt", "made on the server\n");
     let out = device.once();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let local = tree(&device.local);
@@ -167,7 +187,7 @@ fn a_full_sync_through_the_daemon_converges_with_edits_on_both_sides_and_a_confl
 
     // Both sides edit one file: a conflict copy, nothing lost.
     put(&device.local, "sub/b c.txt", "local edit\n");
-    put_served(&server, &served, "sub/b c.txt", "server edit!\n");
+    put_served(server, &served, "sub/b c.txt", "server edit!\n");
     let out = device.once();
     assert!(
         matches!(out.status.code(), Some(0) | Some(3)),
@@ -193,9 +213,17 @@ fn a_full_sync_through_the_daemon_converges_with_edits_on_both_sides_and_a_confl
 
 #[test]
 fn a_wrong_password_is_refused_clearly_and_never_written_anywhere() {
+    wrong_password(&Apache::start());
+}
+
+#[test]
+fn a_wrong_password_is_refused_clearly_and_never_written_anywhere_on_rclone() {
+    wrong_password(&Rclone::start());
+}
+
+fn wrong_password(server: &dyn Dav) {
     const PASSWORD: &str = "Wr0ng-Pa55-Prism-7781";
-    let server = Apache::start();
-    let device = Device::new(&server, "laptop", Share::Auth, "");
+    let device = Device::new(server, "laptop", Share::Auth, "");
     put(&device.local, "a.txt", "a\n");
     let out = device.once_with(&[("PRISM_SYNC_WEBDAV_PASSWORD", PASSWORD)]);
     assert_ne!(out.status.code(), Some(0), "{}", text(&out));
@@ -232,10 +260,18 @@ fn a_wrong_password_is_refused_clearly_and_never_written_anywhere() {
 
 #[test]
 fn two_devices_on_one_share_converge_and_keep_both_versions_of_a_clash() {
-    let server = Apache::start();
+    two_devices(&Apache::start());
+}
+
+#[test]
+fn two_devices_on_one_share_converge_and_keep_both_versions_of_a_clash_on_rclone() {
+    two_devices(&Rclone::start());
+}
+
+fn two_devices(server: &dyn Dav) {
     let served = server.served(Share::Open).join("shared");
-    let a = Device::new(&server, "devA", Share::Open, "shared");
-    let b = Device::new(&server, "devB", Share::Open, "shared");
+    let a = Device::new(server, "devA", Share::Open, "shared");
+    let b = Device::new(server, "devB", Share::Open, "shared");
     put(&a.local, "plan.txt", "from A\n");
     put(&b.local, "b-only/notes.md", "B's notes\n");
     for device in [&a, &b, &a] {
@@ -272,4 +308,121 @@ fn two_devices_on_one_share_converge_and_keep_both_versions_of_a_clash() {
         trees[0]
     );
     assert_eq!(trees[0]["b-only/notes.md"], "B's notes\n");
+}
+
+/// A folder on the server the account may not write to (the harness's
+/// `locked` folder): Apache answers 403 Forbidden, the agent
+/// names the path and the refusal, syncs everything else, and the file
+/// goes up once the folder is writable again.
+#[test]
+fn a_folder_the_server_refuses_is_a_clear_per_path_error_and_the_rest_syncs() {
+    let server = Apache::start();
+    let served = server.served(Share::Open).join("pair");
+    put_served(&server, &served, "readme.txt", "hello\n");
+    let locked = served.join("locked");
+    fs::create_dir(&locked).unwrap();
+    server.hand_over(&locked);
+    let device = Device::new(&server, "laptop", Share::Open, "pair");
+    put(&device.local, "locked/x.txt", "refused\n");
+    put(&device.local, "ok.txt", "fine\n");
+
+    let out = device.once();
+    let shown = text(&out);
+    assert_ne!(out.status.code(), Some(0), "{shown}");
+    assert!(shown.contains("locked/x.txt"), "{shown}");
+    assert!(shown.contains("403 Forbidden"), "{shown}");
+    assert!(shown.contains("permissions"), "{shown}");
+    assert_eq!(tree(&served)["ok.txt"], "fine\n", "the rest was synced");
+    assert_eq!(tree(&device.local)["readme.txt"], "hello\n");
+    assert_eq!(
+        fs::read_to_string(device.local.join("locked/x.txt")).unwrap(),
+        "refused\n",
+        "nothing is lost locally"
+    );
+    assert!(!locked.join("x.txt").exists());
+
+    // Once the folder may be written (here: renamed away from the
+    // harness's read-only name), the file goes up.
+    fs::rename(&locked, served.join("open")).unwrap();
+    fs::rename(device.local.join("locked"), device.local.join("open")).unwrap();
+    let out = device.once();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(tree(&device.local), tree(&served));
+    assert_eq!(tree(&served)["open/x.txt"], "refused\n");
+}
+
+/// Apache is stopped while a large file is being uploaded: that sync
+/// fails, nothing partial appears under the file's real name, and after a
+/// restart the next sync uploads it whole.
+#[test]
+fn a_server_gone_mid_upload_leaves_nothing_half_written_and_the_next_sync_converges() {
+    let mut server = Apache::start();
+    let served = server.served(Share::Open).join("pair");
+    let device = Device::new(&server, "laptop", Share::Open, "pair");
+    let big: Vec<u8> = (0..160u32 << 20).map(|i| (i % 251) as u8).collect();
+    fs::write(device.local.join("big.bin"), &big).unwrap();
+    put(&device.local, "small.txt", "small\n");
+
+    let child = device
+        .command()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the upload is under way: a staged file on the server
+    // that has some bytes but not all.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let uploading = || {
+        fs::read_dir(&served)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+                e.file_name().to_string_lossy().starts_with('.')
+                    && len > 0
+                    && len < big.len() as u64
+            })
+    };
+    while !uploading() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upload never started: {:?}",
+            fs::read_dir(&served).map(|d| d.count())
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    server.stop();
+    let out = child.wait_with_output().unwrap();
+    let shown = text(&out);
+    assert_ne!(out.status.code(), Some(0), "{shown}");
+    assert!(shown.contains("cannot reach 127.0.0.1"), "{shown}");
+    if let Ok(there) = fs::read(served.join("big.bin")) {
+        assert!(there == big, "big.bin on the server is not whole");
+    }
+
+    server.restart();
+    let out = device.once();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(fs::read(served.join("big.bin")).unwrap() == big);
+    assert!(fs::read(device.local.join("big.bin")).unwrap() == big);
+    assert_eq!(
+        fs::read_to_string(served.join("small.txt")).unwrap(),
+        "small\n"
+    );
+    // Only our own temporaries may be left (removed once stale); nothing
+    // else appeared on either side.
+    let names = |dir: &Path| -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| {
+                n != ".prism-sync" && n != ".prism-sync-root" && !n.starts_with(".prism-tmp-")
+            })
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names(&served), ["big.bin", "small.txt"]);
+    assert_eq!(names(&device.local), ["big.bin", "small.txt"]);
 }

@@ -9,7 +9,9 @@
 //! file in the temporary folder). Started as root, Apache refuses to serve
 //! as root, so its workers run as `www-data` and the shares belong to that
 //! user; files a test writes into a share directly must be handed over with
-//! [`Apache::hand_over`]. No system file is changed. A missing apache2 fails
+//! [`Apache::hand_over`]. A folder `locked` one level below `/open/`
+//! (`/open/NAME/locked/`) may be read but not written: Apache answers 403
+//! there. No system file is changed. A missing apache2 fails
 //! the test with a message saying what to install; it never skips. The
 //! server is stopped when the harness is dropped.
 
@@ -129,6 +131,11 @@ impl Apache {
              <Directory {root}/www/open>\n\
                Dav On\n\
                Require all granted\n\
+             </Directory>\n\
+             <Directory {root}/www/open/*/locked>\n\
+               <LimitExcept GET HEAD OPTIONS PROPFIND>\n\
+                 Require all denied\n\
+               </LimitExcept>\n\
              </Directory>\n\
              <Directory {root}/www/auth>\n\
                Dav On\n\

@@ -1,17 +1,20 @@
 //! The WebDAV replica against a hostile server: a tiny HTTP server thread
 //! in the test answers PROPFIND with crafted multistatus documents (hrefs
 //! with `..`, on other hosts, outside the share; malformed XML; a body
-//! larger than the listing cap). The replica must refuse them without
-//! following any of them or running out of memory.
+//! larger than the listing cap; 503 and 507 to uploads). The replica must
+//! refuse them without following any of them or running out of memory, and
+//! a failed upload must say what went wrong, remove its staged temporary
+//! and never touch the real name.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 
-use prism_sync::model::{BaseTree, Scope};
+use prism_sync::fsops::Expect;
+use prism_sync::model::{BaseTree, ContentHash, Scope};
 use prism_sync::remote::{Replica, WebdavReplica};
 
-use crate::replica::{no_rules, target};
+use crate::replica::{no_rules, rel, target};
 
 /// What the server answers to one request.
 enum Reply {
@@ -66,19 +69,37 @@ fn serve(
         return;
     }
     let mut length = 0usize;
+    let mut chunked = false;
     loop {
         let mut header = String::new();
         if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
             break;
         }
-        if let Some((name, value)) = header.split_once(':')
-            && name.eq_ignore_ascii_case("content-length")
-        {
-            length = value.trim().parse().unwrap_or(0);
+        if let Some((name, value)) = header.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().unwrap_or(0);
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                chunked = value.trim().eq_ignore_ascii_case("chunked");
+            }
         }
     }
     let mut body = vec![0u8; length];
     let _ = reader.read_exact(&mut body);
+    // Uploads are streamed in chunks: read them all before answering, so
+    // the client is not reset while it still sends.
+    if chunked {
+        loop {
+            let mut size = String::new();
+            if reader.read_line(&mut size).unwrap_or(0) == 0 {
+                break;
+            }
+            let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            let mut chunk = vec![0u8; size + 2];
+            if reader.read_exact(&mut chunk).is_err() || size == 0 {
+                break;
+            }
+        }
+    }
     let mut words = line.split_whitespace();
     let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
     log.lock().unwrap().push(format!("{method} {path}"));
@@ -226,4 +247,62 @@ fn malformed_and_oversized_answers_are_errors_naming_the_server() {
             "{path}: {err}"
         );
     }
+}
+
+/// Folders exist; nothing else does; uploads fail with 507 below `/full/`
+/// and with 503 below `/busy/`.
+fn failing_uploads(_port: u16, method: &str, path: &str) -> Reply {
+    match method {
+        "PROPFIND" if path.ends_with('/') => Reply::Bytes(
+            207,
+            format!(
+                "<D:multistatus xmlns:D=\"DAV:\">{}</D:multistatus>",
+                response(path, true)
+            )
+            .into_bytes(),
+        ),
+        "PUT" if path.starts_with("/full/") => Reply::Bytes(507, Vec::new()),
+        "PUT" => Reply::Bytes(503, Vec::new()),
+        "MKCOL" => Reply::Bytes(201, Vec::new()),
+        "DELETE" => Reply::Bytes(204, Vec::new()),
+        _ => Reply::Bytes(404, Vec::new()),
+    }
+}
+
+#[test]
+fn uploads_refused_with_507_or_503_say_why_and_leave_no_temporary() {
+    let server = Hostile::start(failing_uploads);
+    let name = format!("127.0.0.1:{}", server.port);
+    for (share, expected) in [
+        ("/full/", ["out of space", "507 Insufficient Storage"]),
+        ("/busy/", ["503 Service Unavailable", "docs/a.txt"]),
+    ] {
+        let text = b"precious\n";
+        let err = server
+            .replica(share)
+            .write(
+                &rel("docs/a.txt"),
+                &mut &text[..],
+                &ContentHash::of_bytes(text),
+                1_600_000_000_000_000_000,
+                &Expect::Absent,
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&name), "{share}: {err}");
+        for part in expected {
+            assert!(err.contains(part), "{share}: {err}");
+        }
+    }
+    // Each refused upload went to a temporary name, which was deleted; the
+    // real name was never written or moved onto.
+    let seen = server.seen();
+    let puts: Vec<&String> = seen.iter().filter(|s| s.starts_with("PUT ")).collect();
+    assert_eq!(puts.len(), 2, "{seen:?}");
+    for put in puts {
+        let temp = put.trim_start_matches("PUT ");
+        assert!(temp.contains("/docs/.prism-tmp-"), "{seen:?}");
+        assert!(seen.contains(&format!("DELETE {temp}")), "{seen:?}");
+    }
+    assert!(!seen.iter().any(|s| s.starts_with("MOVE ")), "{seen:?}");
 }

@@ -1,11 +1,15 @@
 //! WebDAV tests: the WebDAV remote against a real Apache httpd with mod_dav
-//! started on loopback for each test (see `apache`). A missing apache2
-//! fails the tests with a message saying what to install.
+//! started on loopback for each test (see `apache`), and the end-to-end
+//! tests also against `rclone serve webdav` (see `rclone`), a server that
+//! ignores conditional headers. A missing apache2 or rclone fails the tests
+//! with a message saying what to install.
 
 mod agent;
 mod apache;
 mod hostile;
+mod rclone;
 mod replica;
+mod server;
 
 use std::time::Duration;
 

@@ -14,6 +14,8 @@ use prism_sync::remote::{Listing, Replica, RootState, WebdavReplica, WebdavTarge
 use prism_sync::tracker::ignore::IgnoreRules;
 
 use crate::apache::{Apache, Share};
+use crate::rclone::Rclone;
+use crate::server::Dav;
 
 pub fn rel(s: &str) -> RelPath {
     RelPath::new(s).unwrap()
@@ -322,12 +324,27 @@ fn strong_etags_catch_a_same_size_same_second_edit_and_weak_ones_are_never_sent(
     assert_eq!(fs::read_to_string(&file).unwrap(), "other\n");
 }
 
+fn dav_replica(server: &dyn Dav, below: &str) -> WebdavReplica {
+    let (port, path) = server.open_target(below);
+    WebdavReplica::new(target(port, &path)).unwrap()
+}
+
 #[test]
 fn the_lease_is_exclusive_until_released() {
-    let server = Apache::start();
-    let remote = replica(&server, "lease");
+    lease_is_exclusive(&Apache::start());
+}
+
+/// rclone ignores `If-None-Match: *`: the probe finds that out and the
+/// lease is taken with MOVE and `Overwrite: F` instead.
+#[test]
+fn the_lease_is_exclusive_until_released_on_a_server_ignoring_conditions() {
+    lease_is_exclusive(&Rclone::start());
+}
+
+fn lease_is_exclusive(server: &dyn Dav) {
+    let remote = dav_replica(server, "lease");
     remote.mark_root().unwrap();
-    let other = replica(&server, "lease");
+    let other = dav_replica(server, "lease");
     let mut held = remote
         .lease("laptop", Duration::from_secs(60))
         .unwrap()
@@ -350,6 +367,13 @@ fn the_lease_is_exclusive_until_released() {
     server.hand_over(&lease_file);
     let over = remote.lease("laptop", Duration::from_secs(60)).unwrap();
     assert!(over.is_some());
+    // Neither the probe nor a staged lease record is left behind.
+    let mut left: Vec<String> = fs::read_dir(server.served(Share::Open).join("lease/.prism-sync"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["lease", "root"]);
 }
 
 /// A credentials file holding `password` for the harness's user.
