@@ -392,10 +392,13 @@ fn put_in_place(
     ctx: &EngineContext<'_>,
     trees: &mut Trees,
     jobs: &[CopyJob<'_>],
-    batch: Vec<(usize, StagedWrite)>,
+    mut batch: Vec<(usize, StagedWrite)>,
     tally: &mut RunTally,
     outcome: &mut Outcome,
 ) {
+    // Workers finish in any order; the journal records a batch in the
+    // plan's order, so the change log reads the same on every run.
+    batch.sort_by_key(|(index, _)| *index);
     for side in [Side::Local, Side::Remote] {
         let staged: Vec<&StagedWrite> = batch
             .iter()
