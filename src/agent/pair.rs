@@ -271,6 +271,7 @@ pub async fn run(
         let offline_due = offline.is_some_and(|o| o.retry_at <= now);
         if offline_due {
             pending.add_full(now, "retry");
+            pending.trigger = Some("retry");
         }
         // A paused pair syncs only when a client asks for it explicitly.
         if paused && api_syncs.is_empty() {
@@ -390,9 +391,9 @@ async fn sync(
     let mut status = status.lock().expect("status");
     (status.state, status.detail) = match (*offline, &report.guard, &report.error) {
         (Some(offline), _, Some(error)) => {
-            let delay = offline.delay_from(Instant::now());
-            tracing::warn!(pair = %engine.name, retry_in_secs = delay.as_secs(), %error, "the remote is offline");
-            (PairState::Offline, Some(offline_detail(delay, error)))
+            let detail = offline_detail(offline.delay_from(Instant::now()), error);
+            tracing::warn!(pair = %engine.name, %detail, "the remote is offline");
+            (PairState::Offline, Some(detail))
         }
         (_, Some(_), Some(error)) => (PairState::WaitingForConfirmation, Some(error.clone())),
         (_, _, Some(error)) => (PairState::Error, Some(error.clone())),

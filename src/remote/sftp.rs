@@ -1333,7 +1333,12 @@ impl SftpLease {
                         return Err(s.error("lock", self.path.display(), e));
                     }
                     let holder = s.read_lease(&conn.sftp, &self.path);
-                    super::lease::check_stale(&holder)?;
+                    // This very process's lease, left behind when the
+                    // connection died before the lease could be removed,
+                    // must not lock the agent out of its own remote.
+                    if !super::lease::held_by(&holder, &self.owner) {
+                        super::lease::check_stale(&holder)?;
+                    }
                     // The holder crashed or hung past its lease: take over.
                     let _ = conn.sftp.unlink(&self.path);
                 }
