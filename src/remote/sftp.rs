@@ -498,7 +498,15 @@ impl Shared {
                 io::ErrorKind::ConnectionAborted
             }
         };
-        io::Error::new(kind, format!("{} (on {})", e.message(), self.server()))
+        let hint = if kind == io::ErrorKind::PermissionDenied {
+            "; the server refuses it: check the owner and permissions of that folder on the server"
+        } else {
+            ""
+        };
+        io::Error::new(
+            kind,
+            format!("{} (on {}){hint}", e.message(), self.server()),
+        )
     }
 
     /// Classifies an error of a transfer stream. ssh2's file reads and

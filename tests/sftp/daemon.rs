@@ -286,3 +286,175 @@ fn sshd_killed_mid_upload_shows_offline_backs_off_and_converges_when_it_is_back(
     );
     assert!(log.contains("trigger=retry"), "{log}");
 }
+
+/// Makes a folder on the served side refuse writes for as long as it
+/// lives. sshd runs as the test's user, root in CI, and root ignores
+/// permission bits, so as root the folder is made immutable
+/// (`chattr +i`, which needs CAP_LINUX_IMMUTABLE and a file system with
+/// the attribute, such as ext4): then even root gets EPERM, which sshd
+/// answers as "permission denied". As another user `chmod 0555` does it.
+/// Either failing fails the test: it never passes without a real refusal.
+struct WriteBlock {
+    dir: PathBuf,
+    immutable: bool,
+}
+
+impl WriteBlock {
+    fn new(dir: &Path) -> WriteBlock {
+        let immutable = is_root();
+        if immutable {
+            let out = Command::new("chattr").arg("+i").arg(dir).output().expect(
+                "chattr is missing: install the e2fsprogs package to run the permission test",
+            );
+            assert!(
+                out.status.success(),
+                "chattr +i {} failed (the test needs a file system with the immutable \
+                 attribute, such as ext4, and CAP_LINUX_IMMUTABLE): {}",
+                dir.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        } else {
+            set_mode(dir, 0o555);
+        }
+        let block = WriteBlock {
+            dir: dir.to_path_buf(),
+            immutable,
+        };
+        assert!(
+            fs::write(dir.join(".probe"), "x").is_err(),
+            "{} still accepts writes",
+            dir.display()
+        );
+        block
+    }
+}
+
+impl Drop for WriteBlock {
+    fn drop(&mut self) {
+        if self.immutable {
+            let _ = Command::new("chattr").arg("-i").arg(&self.dir).status();
+        } else {
+            set_mode(&self.dir, 0o755);
+        }
+    }
+}
+
+fn set_mode(dir: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(dir, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn is_root() -> bool {
+    let out = Command::new("id").arg("-u").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim() == "0"
+}
+
+/// The pair's problems as (path, message).
+fn problems(status: &Value) -> Vec<(String, String)> {
+    status["problems"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            (
+                p["path"].as_str().unwrap_or_default().to_owned(),
+                p["message"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_server_folder_that_refuses_writes_is_a_per_path_problem_and_the_rest_syncs() {
+    let server = Sshd::start();
+    let served = server.served().join("pair");
+    fs::create_dir_all(served.join("locked")).unwrap();
+    fs::write(served.join("locked/old.txt"), "old\n").unwrap();
+    let daemon = Daemon::start(&server, "laptop", "pair");
+    wait_until(
+        "the first sync brings the server's files down",
+        || daemon.local.join("locked/old.txt").exists(),
+        &daemon,
+    );
+
+    let block = WriteBlock::new(&served.join("locked"));
+    fs::write(daemon.local.join("locked/new.txt"), "must not be lost\n").unwrap();
+    fs::create_dir_all(daemon.local.join("open")).unwrap();
+    fs::write(daemon.local.join("open/ok.txt"), "goes through\n").unwrap();
+    fs::write(served.join("from-server.txt"), "comes down\n").unwrap();
+
+    wait_until(
+        "status names locked/new.txt as refused",
+        || {
+            problems(&daemon.pair_status())
+                .iter()
+                .any(|(path, message)| path == "locked/new.txt" && message.contains("denied"))
+        },
+        &daemon,
+    );
+    wait_until(
+        "the rest of the pair syncs",
+        || {
+            fs::read_to_string(served.join("open/ok.txt"))
+                .ok()
+                .as_deref()
+                == Some("goes through\n")
+                && fs::read_to_string(daemon.local.join("from-server.txt"))
+                    .ok()
+                    .as_deref()
+                    == Some("comes down\n")
+        },
+        &daemon,
+    );
+    let status = daemon.pair_status();
+    assert_ne!(status["state"], "offline", "{status:#}");
+    let refused: Vec<_> = problems(&status)
+        .into_iter()
+        .filter(|(path, _)| path == "locked/new.txt")
+        .collect();
+    assert!(
+        refused.iter().any(
+            |(_, message)| message.contains("cannot write locked/new.txt")
+                && message.contains("check the owner and permissions")
+        ),
+        "{status:#}"
+    );
+    let human = String::from_utf8_lossy(&daemon.ctl(&["status"]).stdout).into_owned();
+    assert!(human.contains("locked/new.txt"), "{human}");
+    // Nothing is lost or half-written on either side.
+    assert_eq!(
+        fs::read_to_string(daemon.local.join("locked/new.txt")).unwrap(),
+        "must not be lost\n"
+    );
+    assert_eq!(
+        fs::read_to_string(daemon.local.join("locked/old.txt")).unwrap(),
+        "old\n"
+    );
+    assert_eq!(
+        fs::read_to_string(served.join("locked/old.txt")).unwrap(),
+        "old\n"
+    );
+    assert!(!served.join("locked/new.txt").exists());
+    assert!(temps(&served.join("locked")).is_empty());
+
+    // Once the folder accepts writes again, the back-off retry delivers.
+    drop(block);
+    wait_until(
+        "locked/new.txt arrives after the folder is writable again",
+        || {
+            fs::read_to_string(served.join("locked/new.txt"))
+                .ok()
+                .as_deref()
+                == Some("must not be lost\n")
+        },
+        &daemon,
+    );
+    wait_until(
+        "the problem is gone from status",
+        || {
+            let status = daemon.pair_status();
+            problems(&status).is_empty() && status["state"] == "idle"
+        },
+        &daemon,
+    );
+}
