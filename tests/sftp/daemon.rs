@@ -247,7 +247,13 @@ fn sshd_killed_mid_upload_shows_offline_backs_off_and_converges_when_it_is_back(
         "{attempts} offline attempts in 8 s\n{}",
         daemon.log_text()
     );
-    assert_eq!(daemon.pair_status()["state"], "offline");
+    let status = daemon.pair_status();
+    assert_eq!(status["state"], "offline", "{status:#}");
+    // The cut upload is not blamed on the file: no per-path back-off.
+    assert!(
+        !problems(&status).iter().any(|(path, _)| path == "big.bin"),
+        "{status:#}"
+    );
     assert!(!served.join("big.bin").exists());
 
     server.restart();
