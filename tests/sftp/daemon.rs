@@ -2,7 +2,8 @@
 //! server fails: sshd killed in the middle of an upload. Status must say
 //! `offline` and that it is retrying, the agent must back off instead of
 //! spinning, and once sshd is back the pair must converge with nothing lost
-//! and no partial upload under a real name.
+//! and no partial upload under a real name. Also a served folder that
+//! refuses writes: a per-path problem in status while the rest syncs.
 
 use std::fs;
 use std::io::Write;
