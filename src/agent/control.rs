@@ -228,6 +228,7 @@ impl Control for AgentControl {
                         PairState::WaitingForConfirmation => {
                             wire::PairState::WaitingForConfirmation
                         }
+                        PairState::Offline => wire::PairState::Offline,
                         PairState::Error => wire::PairState::Error,
                     },
                     state_detail: status.detail.clone().unwrap_or_default(),

@@ -6,6 +6,11 @@
 //! paths, the remote poll, the jittered safety scan, a failing path's retry,
 //! and a request from `prism-syncctl`. The sync itself runs on a blocking
 //! thread; messages that arrive meanwhile are folded into the next batch.
+//!
+//! A run that finds the remote unreachable puts the pair in
+//! [`PairState::Offline`]: changes keep collecting, but only the back-off
+//! timer (2 s doubling to 5 min, see `engine::backoff::Offline`) or an
+//! explicit request starts the next attempt.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -14,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::engine::backoff::Offline;
 use crate::engine::conflicts::{ResolveError, Resolved};
 use crate::engine::{PairEngine, SyncReport, SyncRequest, dedupe_roots};
 use crate::journal::{ConflictRow, SyncStatus};
@@ -55,6 +61,8 @@ pub enum PairState {
     Syncing,
     Paused,
     WaitingForConfirmation,
+    /// The remote cannot be reached; the pair retries on a back-off timer.
+    Offline,
     Error,
 }
 
@@ -65,6 +73,7 @@ impl PairState {
             PairState::Syncing => "syncing",
             PairState::Paused => "paused",
             PairState::WaitingForConfirmation => "waiting_for_confirmation",
+            PairState::Offline => "offline",
             PairState::Error => "error",
         }
     }
@@ -179,13 +188,17 @@ pub async fn run(
     let mut confirmed = false;
     let mut next_poll = Instant::now() + timing.remote_poll;
     let mut next_safety = Instant::now() + jittered(timing.safety_scan);
+    let mut offline: Option<Offline> = None;
 
     loop {
         let now = Instant::now();
         // A paused pair wakes only for messages and the slow timers, so a
-        // batch it is not allowed to sync cannot make it spin.
+        // batch it is not allowed to sync cannot make it spin. An offline
+        // pair likewise holds its batch and wakes for its retry instead.
         let mut deadline = next_poll.min(next_safety);
-        if !paused {
+        if let Some(offline) = offline.filter(|_| !paused) {
+            deadline = deadline.min(offline.retry_at);
+        } else if !paused {
             if let Some(ready) = pending.ready_at(timing.debounce) {
                 deadline = deadline.min(ready);
             }
@@ -255,6 +268,11 @@ pub async fn run(
             pending.trigger = Some("retry");
         }
         show_pending(&status, &pending);
+        let offline_due = offline.is_some_and(|o| o.retry_at <= now);
+        if offline_due {
+            pending.add_full(now, "retry");
+            pending.trigger = Some("retry");
+        }
         // A paused pair syncs only when a client asks for it explicitly.
         if paused && api_syncs.is_empty() {
             status.lock().expect("status").state = PairState::Paused;
@@ -263,7 +281,8 @@ pub async fn run(
         let due = pending
             .ready_at(timing.debounce)
             .is_some_and(|at| at <= now);
-        if !api_syncs.is_empty() || (due && !pending.is_empty()) {
+        let held = offline.is_some() && !offline_due;
+        if !api_syncs.is_empty() || offline_due || (!held && due && !pending.is_empty()) {
             let sync_id = (!api_syncs.is_empty()).then(|| api_syncs.remove(0));
             let (scope, trigger) = if sync_id.is_some() && pending.is_empty() {
                 (Scope::Full, "api")
@@ -279,7 +298,7 @@ pub async fn run(
                 sync_id,
                 confirmed,
             };
-            let report = sync(&engine, &status, request).await;
+            let report = sync(&engine, &status, request, &mut offline).await;
             if report.guard.is_none() {
                 confirmed = false;
             }
@@ -294,6 +313,14 @@ pub async fn run(
     status.lock().expect("status").state = PairState::Idle;
 }
 
+/// The sentence status shows for an offline pair.
+fn offline_detail(delay: Duration, reason: &str) -> String {
+    format!(
+        "offline, retrying in {} s: {reason}",
+        delay.as_secs_f64().round() as u64
+    )
+}
+
 /// Publishes how many paths wait for the next sync (at least 1 while a
 /// full scan waits).
 fn show_pending(status: &Mutex<PairStatus>, pending: &Pending) {
@@ -304,10 +331,14 @@ fn show_pending(status: &Mutex<PairStatus>, pending: &Pending) {
     };
 }
 
+/// Runs one sync and publishes its outcome. `offline` is the pair's
+/// back-off for an unreachable remote: a run that could not reach it
+/// extends the back-off, any other outcome clears it.
 async fn sync(
     engine: &Arc<PairEngine>,
     status: &Arc<Mutex<PairStatus>>,
     request: SyncRequest,
+    offline: &mut Option<Offline>,
 ) -> SyncReport {
     {
         let mut status = status.lock().expect("status");
@@ -330,6 +361,7 @@ async fn sync(
                 guard: None,
                 problems: Vec::new(),
                 error: Some(e.to_string()),
+                offline: false,
                 unsettled: Vec::new(),
             };
         }
@@ -353,10 +385,18 @@ async fn sync(
             "sync finished"
         );
     }
+    *offline = report
+        .offline
+        .then(|| Offline::after(*offline, Instant::now()));
     let mut status = status.lock().expect("status");
-    (status.state, status.detail) = match (&report.guard, &report.error) {
-        (Some(_), Some(error)) => (PairState::WaitingForConfirmation, Some(error.clone())),
-        (_, Some(error)) => (PairState::Error, Some(error.clone())),
+    (status.state, status.detail) = match (*offline, &report.guard, &report.error) {
+        (Some(offline), _, Some(error)) => {
+            let detail = offline_detail(offline.delay_from(Instant::now()), error);
+            tracing::warn!(pair = %engine.name, %detail, "the remote is offline");
+            (PairState::Offline, Some(detail))
+        }
+        (_, Some(_), Some(error)) => (PairState::WaitingForConfirmation, Some(error.clone())),
+        (_, _, Some(error)) => (PairState::Error, Some(error.clone())),
         _ => (PairState::Idle, None),
     };
     status.problems = report.problems.clone();
@@ -429,6 +469,17 @@ mod tests {
         assert_eq!(
             pending.ready_at(debounce),
             Some(start + debounce * MAX_DEBOUNCE_WINDOWS)
+        );
+    }
+
+    #[test]
+    fn the_offline_detail_names_the_wait_and_the_reason() {
+        assert_eq!(
+            offline_detail(
+                Duration::from_millis(3_900),
+                "sftp://u@h:22/x cannot be reached: refused"
+            ),
+            "offline, retrying in 4 s: sftp://u@h:22/x cannot be reached: refused"
         );
     }
 

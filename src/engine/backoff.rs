@@ -2,6 +2,10 @@
 //! or one permission error is reported and retried later without stalling
 //! the rest of the pair.
 //!
+//! It also holds the pair-wide rule for an unreachable remote
+//! ([`Offline`]): the scheduler retries the whole pair after 2 s, doubling
+//! up to 5 min, until a run gets through.
+//!
 //! Time is passed in, never read, so the rules are testable.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -13,6 +17,45 @@ use crate::model::{RelPath, Scope};
 pub const FIRST_DELAY: Duration = Duration::from_secs(2);
 /// The longest wait between retries.
 pub const MAX_DELAY: Duration = Duration::from_secs(3600);
+
+/// The first retry of an unreachable remote waits this long.
+pub const OFFLINE_FIRST_DELAY: Duration = Duration::from_secs(2);
+/// The longest wait between retries of an unreachable remote: short
+/// enough that a server back from a reboot is noticed within minutes.
+pub const OFFLINE_MAX_DELAY: Duration = Duration::from_secs(300);
+
+/// How long to wait after `failures` consecutive failures, starting at
+/// `first` and doubling up to `max`.
+fn doubling(first: Duration, max: Duration, failures: u32) -> Duration {
+    first
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+        .min(max)
+}
+
+/// A pair whose remote cannot be reached: how many runs in a row failed
+/// that way and when to try again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Offline {
+    pub failures: u32,
+    pub retry_at: Instant,
+}
+
+impl Offline {
+    /// The state after one more unreachable run at `now`, following
+    /// `previous` (`None`: the pair was online until now).
+    pub fn after(previous: Option<Offline>, now: Instant) -> Offline {
+        let failures = previous.map_or(1, |o| o.failures.saturating_add(1));
+        Offline {
+            failures,
+            retry_at: now + doubling(OFFLINE_FIRST_DELAY, OFFLINE_MAX_DELAY, failures),
+        }
+    }
+
+    /// The wait until the retry, as shown in status.
+    pub fn delay_from(&self, now: Instant) -> Duration {
+        self.retry_at.saturating_duration_since(now)
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct Failure {
@@ -31,9 +74,7 @@ impl Backoff {
     /// Records a failure of `path`; returns when to retry it.
     pub fn fail(&mut self, path: &RelPath, error: String, now: Instant) -> Instant {
         let attempts = self.failures.get(path).map_or(1, |f| f.attempts + 1);
-        let delay = FIRST_DELAY
-            .saturating_mul(1u32 << (attempts - 1).min(16))
-            .min(MAX_DELAY);
+        let delay = doubling(FIRST_DELAY, MAX_DELAY, attempts);
         let retry_at = now + delay;
         self.failures.insert(
             path.clone(),
@@ -110,6 +151,26 @@ mod tests {
         assert!(backoff.waiting(now + MAX_DELAY).is_empty());
         backoff.succeed(&path);
         assert!(backoff.is_empty());
+    }
+
+    #[test]
+    fn an_offline_pair_retries_after_2_s_doubling_up_to_5_min() {
+        let now = Instant::now();
+        let mut offline = Offline::after(None, now);
+        let mut delays = vec![offline.delay_from(now)];
+        for _ in 0..40 {
+            offline = Offline::after(Some(offline), now);
+            delays.push(offline.delay_from(now));
+        }
+        let secs: Vec<u64> = delays.iter().map(Duration::as_secs).collect();
+        assert_eq!(secs[..10], [2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+        assert!(secs.iter().all(|&s| s <= 300));
+        assert_eq!(*secs.last().unwrap(), 300);
+        assert_eq!(offline.failures, 41);
+        assert_eq!(
+            offline.delay_from(now + OFFLINE_MAX_DELAY * 2),
+            Duration::ZERO
+        );
     }
 
     #[test]

@@ -203,6 +203,10 @@ pub struct SyncReport {
     pub guard: Option<GuardTrip>,
     pub problems: Vec<Problem>,
     pub error: Option<String>,
+    /// The run stopped because a replica could not be reached at all
+    /// (`error` says why): the scheduler retries the whole pair later
+    /// instead of backing off each path.
+    pub offline: bool,
     /// Paths that changed while the run worked on them: sync them again.
     pub unsettled: Vec<RelPath>,
 }
@@ -332,6 +336,7 @@ impl PairEngine {
             guard: None,
             problems: run.problems,
             error: None,
+            offline: false,
             unsettled: run.unsettled,
         };
         report.counts.errors = run.failed.len() as u64;
@@ -346,6 +351,7 @@ impl PairEngine {
             }
             Err(e) => {
                 report.status = SyncStatus::Failed;
+                report.offline = matches!(&e, SyncError::Replica(error) if error.is_offline());
                 report.error = Some(e.to_string());
             }
             Ok(()) if !run.failed.is_empty() => {
@@ -512,17 +518,26 @@ impl Run<'_> {
             let ctx = engine.context(sync_id);
             let outcome = executor::execute(&ctx, &mut trees, &plan.actions, &mut self.tally);
             let mut again: Vec<RelPath> = outcome.changed;
-            self.note_outcome(&plan.actions, outcome.failed);
+            let mut offline = self.note_outcome(&plan.actions, outcome.failed);
             for conflict in &plan.conflicts {
+                if offline.is_some() {
+                    break;
+                }
                 match conflicts::settle(&ctx, &mut trees, conflict, &base, &mut self.tally) {
                     Ok(follow_up) => again.extend(follow_up),
                     // Someone changed a path the settling touches (or took
                     // the copy's name): re-plan it, as for any action.
                     Err(error) if error.is_change() => again.push(conflict.path.clone()),
+                    Err(error) if error.is_offline() => offline = Some(error),
                     Err(error) => self.fail(&conflict.path, error),
                 }
             }
             if let Err(error) = ctx.flush() {
+                return Err(SyncError::Replica(error));
+            }
+            // What was done before the connection went is recorded (the
+            // flush above); the rest waits for the pair-wide retry.
+            if let Some(error) = offline {
                 return Err(SyncError::Replica(error));
             }
             if again.is_empty() {
@@ -603,11 +618,14 @@ impl Run<'_> {
         Ok((base, trees))
     }
 
+    /// Settles the back-off of the actions a round ran. A failure because
+    /// a replica is unreachable says nothing about its path, so it is not
+    /// backed off; the first such error is returned to stop the run.
     fn note_outcome(
         &mut self,
         actions: &[reconcile::Action],
         failed: Vec<(RelPath, ReplicaError)>,
-    ) {
+    ) -> Option<ReplicaError> {
         let failed_paths: BTreeSet<&RelPath> = failed.iter().map(|(p, _)| p).collect();
         {
             let mut backoff = self.engine.backoff.lock().expect("backoff");
@@ -617,9 +635,16 @@ impl Run<'_> {
                 }
             }
         }
+        let mut offline = None;
         for (path, error) in failed {
-            self.fail(&path, error);
+            if error.is_offline() {
+                tracing::debug!(pair = %self.engine.name, path = %path, error = %error, "action failed: the replica is offline");
+                offline.get_or_insert(error);
+            } else {
+                self.fail(&path, error);
+            }
         }
+        offline
     }
 
     fn fail(&mut self, path: &RelPath, error: ReplicaError) {

@@ -84,6 +84,11 @@ pub enum ReplicaError {
     /// Another agent holds the remote's lease.
     #[error("the remote is busy: {0}")]
     Busy(String),
+    /// The remote cannot be reached at all (refused, reset, timed out, a
+    /// broken transport): nothing about any path is known, so the whole
+    /// run stops and the pair retries later instead of failing each path.
+    #[error("{remote} cannot be reached: {reason}")]
+    Offline { remote: String, reason: String },
     #[error("cannot {op} {path}: {source}")]
     Io {
         op: &'static str,
@@ -111,6 +116,32 @@ impl ReplicaError {
             ReplicaError::Changed { .. } | ReplicaError::SourceChanged { .. }
         )
     }
+
+    /// True when the remote as a whole is unreachable, not one path: an
+    /// explicit [`ReplicaError::Offline`], or an I/O error whose kind says
+    /// the connection itself failed (a backend's transfer stream breaking
+    /// mid-file surfaces that way).
+    pub fn is_offline(&self) -> bool {
+        match self {
+            ReplicaError::Offline { .. } => true,
+            ReplicaError::Io { source, .. } => is_connection_error(source),
+            _ => false,
+        }
+    }
+}
+
+/// Whether an I/O error is about the connection rather than the file.
+pub fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionRefused
+            | ConnectionReset
+            | ConnectionAborted
+            | NotConnected
+            | BrokenPipe
+            | TimedOut
+    )
 }
 
 /// A file written under a temporary name beside its target, waiting to be

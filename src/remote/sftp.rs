@@ -207,8 +207,21 @@ pub enum ConnectError {
 }
 
 impl From<ConnectError> for ReplicaError {
+    /// Not reaching the server, or losing it during the handshake, is
+    /// offline (retried on a timer); a refused host key or login is a
+    /// configuration error that waiting does not fix.
     fn from(e: ConnectError) -> ReplicaError {
-        ReplicaError::Other(e.to_string())
+        match e {
+            ConnectError::Unreachable { server, source } => ReplicaError::Offline {
+                remote: server,
+                reason: source.to_string(),
+            },
+            ConnectError::Handshake { server, message } => ReplicaError::Offline {
+                remote: server,
+                reason: format!("the SSH handshake failed: {message}"),
+            },
+            e => ReplicaError::Other(e.to_string()),
+        }
     }
 }
 
@@ -485,7 +498,49 @@ impl Shared {
                 io::ErrorKind::ConnectionAborted
             }
         };
-        io::Error::new(kind, format!("{} (on {})", e.message(), self.server()))
+        let hint = if kind == io::ErrorKind::PermissionDenied {
+            "; the server refuses it: check the owner and permissions of that folder on the server"
+        } else {
+            ""
+        };
+        io::Error::new(
+            kind,
+            format!("{} (on {}){hint}", e.message(), self.server()),
+        )
+    }
+
+    /// Classifies an error of a transfer stream. ssh2's file reads and
+    /// writes lose libssh2's error code, so a failed transfer probes the
+    /// connection: when that fails too, the connection is gone (and
+    /// dropped) and the error is [`ReplicaError::Offline`], not a problem
+    /// of the file.
+    fn transfer_error(
+        &self,
+        op: &'static str,
+        path: impl std::fmt::Display,
+        e: io::Error,
+    ) -> ReplicaError {
+        if super::is_connection_error(&e) || !self.alive() {
+            self.drop_conn();
+            return ReplicaError::Offline {
+                remote: self.server(),
+                reason: format!("the connection broke during the {op} of {path}: {e}"),
+            };
+        }
+        ReplicaError::io(op, path, e)
+    }
+
+    /// Whether the current connection still answers (one `lstat` of the
+    /// root); no connection counts as dead.
+    fn alive(&self) -> bool {
+        let conn = self.conn.lock().expect("sftp connection").clone();
+        match conn {
+            Some(conn) => !matches!(
+                self.lstat(&conn.sftp, &self.root),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted
+            ),
+            None => false,
+        }
     }
 
     /// `lstat`: `None` when nothing is there.
@@ -803,14 +858,27 @@ impl Walk<'_> {
 }
 
 /// A download: keeps its connection alive while it is read.
-struct Download {
+struct Download<'a> {
     file: ssh2::File,
     _conn: Arc<Conn>,
+    shared: &'a Shared,
 }
 
-impl Read for Download {
+impl Read for Download<'_> {
+    /// A read that fails because the connection went reports
+    /// `ConnectionAborted`, so the writing side classifies it as offline.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.file.read(buf)
+        self.file.read(buf).map_err(|e| {
+            if super::is_connection_error(&e) || !self.shared.alive() {
+                self.shared.drop_conn();
+                io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    format!("{e} (the connection to {} broke)", self.shared.server()),
+                )
+            } else {
+                e
+            }
+        })
     }
 }
 
@@ -936,10 +1004,10 @@ impl Replica for SftpReplica {
         if s.conn.lock().expect("sftp connection").is_none() {
             // The connection broke during the walk: what it saw is partial
             // and must not read as deletions.
-            return Err(ReplicaError::Other(format!(
-                "the connection to {} broke during the listing; it will be retried",
-                s.server()
-            )));
+            return Err(ReplicaError::Offline {
+                remote: s.server(),
+                reason: "the connection broke during the listing".to_owned(),
+            });
         }
         Ok(walk.out)
     }
@@ -964,7 +1032,11 @@ impl Replica for SftpReplica {
             .sftp
             .open(&full)
             .map_err(|e| s.error("read", path, e))?;
-        Ok(Box::new(Download { file, _conn: conn }))
+        Ok(Box::new(Download {
+            file,
+            _conn: conn,
+            shared: s,
+        }))
     }
 
     fn stage(
@@ -1017,7 +1089,7 @@ impl Replica for SftpReplica {
         };
         if let Err(e) = written {
             discard();
-            return Err(ReplicaError::io("write", path, e));
+            return Err(s.transfer_error("write", path, e));
         }
         let staged_hash = ContentHash(*hasher.finalize().as_bytes());
         if staged_hash != *hash {
@@ -1269,7 +1341,12 @@ impl SftpLease {
                         return Err(s.error("lock", self.path.display(), e));
                     }
                     let holder = s.read_lease(&conn.sftp, &self.path);
-                    super::lease::check_stale(&holder)?;
+                    // This very process's lease, left behind when the
+                    // connection died before the lease could be removed,
+                    // must not lock the agent out of its own remote.
+                    if !super::lease::held_by(&holder, &self.owner) {
+                        super::lease::check_stale(&holder)?;
+                    }
                     // The holder crashed or hung past its lease: take over.
                     let _ = conn.sftp.unlink(&self.path);
                 }

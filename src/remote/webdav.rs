@@ -213,6 +213,14 @@ impl WebdavError {
     }
 
     fn into_replica(self, op: &'static str, path: impl std::fmt::Display) -> ReplicaError {
+        // A transport failure says nothing about the path: the pair goes
+        // offline and retries as a whole.
+        if let WebdavError::Unreachable { server, message } = self {
+            return ReplicaError::Offline {
+                remote: server,
+                reason: message,
+            };
+        }
         if self.is_global() {
             return ReplicaError::Other(self.to_string());
         }

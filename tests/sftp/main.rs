@@ -3,6 +3,7 @@
 //! a message saying what to install.
 
 mod agent;
+mod daemon;
 mod replica;
 mod sshd;
 

@@ -396,7 +396,10 @@ fn a_server_gone_mid_upload_leaves_nothing_half_written_and_the_next_sync_conver
     let out = child.wait_with_output().unwrap();
     let shown = text(&out);
     assert_ne!(out.status.code(), Some(0), "{shown}");
-    assert!(shown.contains("cannot reach 127.0.0.1"), "{shown}");
+    assert!(
+        shown.contains("127.0.0.1") && shown.contains("cannot be reached"),
+        "{shown}"
+    );
     if let Ok(there) = fs::read(served.join("big.bin")) {
         assert!(there == big, "big.bin on the server is not whole");
     }

@@ -1,0 +1,467 @@
+//! The real `prism-syncd` daemon (not `--once`) on an SFTP pair while the
+//! server fails: sshd killed in the middle of an upload. Status must say
+//! `offline` and that it is retrying, the agent must back off instead of
+//! spinning, and once sshd is back the pair must converge with nothing lost
+//! and no partial upload under a real name. Also a served folder that
+//! refuses writes: a per-path problem in status while the rest syncs.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::sshd::Sshd;
+
+/// How long a test waits for something the agent should do on its own.
+const PATIENCE: Duration = Duration::from_secs(90);
+
+/// One device running the daemon against the harness's sshd.
+pub struct Daemon {
+    pub home: PathBuf,
+    pub local: PathBuf,
+    socket: PathBuf,
+    log: PathBuf,
+    child: Child,
+}
+
+impl Daemon {
+    /// Writes a config for one pair (`below` the served folder) and starts
+    /// `prism-syncd`, waiting until it answers `status`.
+    pub fn start(server: &Sshd, name: &str, below: &str) -> Daemon {
+        let home = server.scratch(name);
+        let local = home.join("local");
+        fs::create_dir_all(&local).unwrap();
+        let known_hosts = home.join("known_hosts");
+        server.write_known_hosts(&known_hosts);
+        let config = home.join("config.toml");
+        fs::write(
+            &config,
+            format!(
+                "[agent]\ndevice = \"{name}\"\nremote_poll_secs = 1\ndebounce_ms = 100\n\
+                 [[pair]]\nname = \"p\"\nlocal = \"{}\"\nremote = \"{}\"\nknown_hosts = \"{}\"\n\
+                 identity_file = \"{}\"\n",
+                local.display(),
+                server.url(below),
+                known_hosts.display(),
+                server.client_key().display(),
+            ),
+        )
+        .unwrap();
+        let socket = home.join("s.sock");
+        let log = home.join("agent.log");
+        let log_file = fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_prism-syncd"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--state-dir")
+            .arg(home.join("state"))
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--device")
+            .arg(name)
+            .env("HOME", &home)
+            .env("RUST_LOG", "info")
+            .env_remove("SSH_AUTH_SOCK")
+            .env_remove("PRISM_SYNC_SFTP_PASSWORD")
+            .env_remove("PRISM_SYNC_CONFIG")
+            .env_remove("PRISM_SYNC_STATE_DIR")
+            .env_remove("PRISM_SYNC_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file)
+            .spawn()
+            .expect("start prism-syncd");
+        let daemon = Daemon {
+            home,
+            local,
+            socket,
+            log,
+            child,
+        };
+        wait_until(
+            "the agent answers `status`",
+            || daemon.ctl(&["--json", "status"]).status.success(),
+            &daemon,
+        );
+        daemon
+    }
+
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_prism-syncctl"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .env_remove("PRISM_SYNC_SOCKET")
+            .output()
+            .expect("run prism-syncctl")
+    }
+
+    /// The pair's entry of `prism-syncctl --json status`.
+    pub fn pair_status(&self) -> Value {
+        let out = self.ctl(&["--json", "status"]);
+        assert!(
+            out.status.success(),
+            "status failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log_text()
+        );
+        let value: Value = serde_json::from_slice(&out.stdout).expect("status is JSON");
+        value["pairs"][0].clone()
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` every 50 ms until it holds, or fails after [`PATIENCE`]
+/// with the agent's log.
+pub fn wait_until(what: &str, mut check: impl FnMut() -> bool, daemon: &Daemon) {
+    let deadline = Instant::now() + PATIENCE;
+    while !check() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting until {what}\n--- agent log ---\n{}",
+            daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Writes `size` bytes of varied (not all-zero) content.
+pub fn write_big(path: &Path, size: usize) {
+    let mut file = fs::File::create(path).unwrap();
+    let mut block = vec![0u8; 1 << 20];
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..size / block.len() {
+        for chunk in block.chunks_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+        }
+        file.write_all(&block).unwrap();
+    }
+    file.sync_all().unwrap();
+}
+
+fn hash(path: &Path) -> Option<blake3::Hash> {
+    let mut hasher = blake3::Hasher::new();
+    let mut file = fs::File::open(path).ok()?;
+    std::io::copy(&mut file, &mut hasher).ok()?;
+    Some(hasher.finalize())
+}
+
+/// Names in `dir` starting with `.prism-tmp-`, with their sizes.
+fn temps(dir: &Path) -> Vec<(String, u64)> {
+    fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let size = e.metadata().ok()?.len();
+            name.starts_with(".prism-tmp-").then_some((name, size))
+        })
+        .collect()
+}
+
+#[test]
+fn sshd_killed_mid_upload_shows_offline_backs_off_and_converges_when_it_is_back() {
+    const SIZE: usize = 128 << 20;
+    let mut server = Sshd::start();
+    let served = server.served().join("pair");
+    fs::create_dir_all(&served).unwrap();
+    fs::write(served.join("small-from-server.txt"), "server\n").unwrap();
+    let daemon = Daemon::start(&server, "laptop", "pair");
+    wait_until(
+        "the first sync brings the server's file down",
+        || daemon.local.join("small-from-server.txt").exists(),
+        &daemon,
+    );
+
+    // Write the big file beside the folder and move it in, so the agent
+    // sees it whole at once.
+    let staging = daemon.home.join("big.bin");
+    write_big(&staging, SIZE);
+    let expected = hash(&staging).unwrap();
+    fs::rename(&staging, daemon.local.join("big.bin")).unwrap();
+
+    // Kill sshd as soon as the upload has started and is not finished.
+    let deadline = Instant::now() + PATIENCE;
+    let started_at = loop {
+        let partial = temps(&served)
+            .into_iter()
+            .find(|(name, size)| name.ends_with("big.bin") && *size > 0);
+        if let Some((_, size)) = partial {
+            break size;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the upload never started\n{}",
+            daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    server.stop();
+    let stopped = Instant::now();
+    assert!((started_at as usize) < SIZE, "sshd was stopped mid-upload");
+    assert!(
+        !served.join("big.bin").exists(),
+        "the upload was cut off before it finished: {:?}",
+        temps(&served)
+    );
+
+    wait_until(
+        "status says offline",
+        || daemon.pair_status()["state"] == "offline",
+        &daemon,
+    );
+    let status = daemon.pair_status();
+    let detail = status["state_detail"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        detail.starts_with("offline, retrying in ") && detail.contains("cannot be reached"),
+        "{status:#}"
+    );
+    let human = String::from_utf8_lossy(&daemon.ctl(&["status"]).stdout).into_owned();
+    assert!(human.contains("offline"), "{human}");
+
+    // While the server is away the agent backs off: in 8 s it tries at
+    // most at 2, 2+4 s (and maybe once more on the edge), not in a loop.
+    std::thread::sleep(Duration::from_secs(8).saturating_sub(stopped.elapsed()));
+    let attempts = daemon.log_text().matches("the remote is offline").count();
+    assert!(
+        (1..=4).contains(&attempts),
+        "{attempts} offline attempts in 8 s\n{}",
+        daemon.log_text()
+    );
+    let status = daemon.pair_status();
+    assert_eq!(status["state"], "offline", "{status:#}");
+    // The cut upload is not blamed on the file: no per-path back-off.
+    assert!(
+        !problems(&status).iter().any(|(path, _)| path == "big.bin"),
+        "{status:#}"
+    );
+    assert!(!served.join("big.bin").exists());
+
+    server.restart();
+    wait_until(
+        "the big file is on the server with its content",
+        || hash(&served.join("big.bin")) == Some(expected),
+        &daemon,
+    );
+    wait_until(
+        "status is idle again",
+        || {
+            let status = daemon.pair_status();
+            status["state"] == "idle" && status["state_detail"] == ""
+        },
+        &daemon,
+    );
+    assert_eq!(hash(&daemon.local.join("big.bin")), Some(expected));
+    assert_eq!(
+        fs::read_to_string(daemon.local.join("small-from-server.txt")).unwrap(),
+        "server\n"
+    );
+    // The killed upload may leave its temporary file (it is aged out
+    // later and never listed), but never under the real name: the real
+    // name holds the whole file, checked above by hash.
+    for (name, size) in temps(&served) {
+        assert!(name.starts_with(".prism-tmp-"), "{name}");
+        assert!(size < SIZE as u64 + 1, "{name} {size}");
+    }
+    // Every failed run was an offline one: coming back needs no extra
+    // failing run (such as being locked out by its own old lease).
+    let log = daemon.log_text();
+    assert_eq!(
+        log.matches("status=\"failed\"").count(),
+        log.matches("the remote is offline").count(),
+        "{log}"
+    );
+    assert!(log.contains("trigger=retry"), "{log}");
+}
+
+/// Makes a folder on the served side refuse writes for as long as it
+/// lives. sshd runs as the test's user, root in CI, and root ignores
+/// permission bits, so as root the folder is made immutable
+/// (`chattr +i`, which needs CAP_LINUX_IMMUTABLE and a file system with
+/// the attribute, such as ext4): then even root gets EPERM, which sshd
+/// answers as "permission denied". As another user `chmod 0555` does it.
+/// Either failing fails the test: it never passes without a real refusal.
+struct WriteBlock {
+    dir: PathBuf,
+    immutable: bool,
+}
+
+impl WriteBlock {
+    fn new(dir: &Path) -> WriteBlock {
+        let immutable = is_root();
+        if immutable {
+            let out = Command::new("chattr").arg("+i").arg(dir).output().expect(
+                "chattr is missing: install the e2fsprogs package to run the permission test",
+            );
+            assert!(
+                out.status.success(),
+                "chattr +i {} failed (the test needs a file system with the immutable \
+                 attribute, such as ext4, and CAP_LINUX_IMMUTABLE): {}",
+                dir.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        } else {
+            set_mode(dir, 0o555);
+        }
+        let block = WriteBlock {
+            dir: dir.to_path_buf(),
+            immutable,
+        };
+        assert!(
+            fs::write(dir.join(".probe"), "x").is_err(),
+            "{} still accepts writes",
+            dir.display()
+        );
+        block
+    }
+}
+
+impl Drop for WriteBlock {
+    fn drop(&mut self) {
+        if self.immutable {
+            let _ = Command::new("chattr").arg("-i").arg(&self.dir).status();
+        } else {
+            set_mode(&self.dir, 0o755);
+        }
+    }
+}
+
+fn set_mode(dir: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(dir, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn is_root() -> bool {
+    let out = Command::new("id").arg("-u").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim() == "0"
+}
+
+/// The pair's problems as (path, message).
+fn problems(status: &Value) -> Vec<(String, String)> {
+    status["problems"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            (
+                p["path"].as_str().unwrap_or_default().to_owned(),
+                p["message"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_server_folder_that_refuses_writes_is_a_per_path_problem_and_the_rest_syncs() {
+    let server = Sshd::start();
+    let served = server.served().join("pair");
+    fs::create_dir_all(served.join("locked")).unwrap();
+    fs::write(served.join("locked/old.txt"), "old\n").unwrap();
+    let daemon = Daemon::start(&server, "laptop", "pair");
+    wait_until(
+        "the first sync brings the server's files down",
+        || daemon.local.join("locked/old.txt").exists(),
+        &daemon,
+    );
+
+    let block = WriteBlock::new(&served.join("locked"));
+    fs::write(daemon.local.join("locked/new.txt"), "must not be lost\n").unwrap();
+    fs::create_dir_all(daemon.local.join("open")).unwrap();
+    fs::write(daemon.local.join("open/ok.txt"), "goes through\n").unwrap();
+    fs::write(served.join("from-server.txt"), "comes down\n").unwrap();
+
+    wait_until(
+        "status names locked/new.txt as refused",
+        || {
+            problems(&daemon.pair_status())
+                .iter()
+                .any(|(path, message)| path == "locked/new.txt" && message.contains("denied"))
+        },
+        &daemon,
+    );
+    wait_until(
+        "the rest of the pair syncs",
+        || {
+            fs::read_to_string(served.join("open/ok.txt"))
+                .ok()
+                .as_deref()
+                == Some("goes through\n")
+                && fs::read_to_string(daemon.local.join("from-server.txt"))
+                    .ok()
+                    .as_deref()
+                    == Some("comes down\n")
+        },
+        &daemon,
+    );
+    let status = daemon.pair_status();
+    assert_ne!(status["state"], "offline", "{status:#}");
+    let refused: Vec<_> = problems(&status)
+        .into_iter()
+        .filter(|(path, _)| path == "locked/new.txt")
+        .collect();
+    assert!(
+        refused.iter().any(
+            |(_, message)| message.contains("cannot write locked/new.txt")
+                && message.contains("check the owner and permissions")
+        ),
+        "{status:#}"
+    );
+    let human = String::from_utf8_lossy(&daemon.ctl(&["status"]).stdout).into_owned();
+    assert!(human.contains("locked/new.txt"), "{human}");
+    // Nothing is lost or half-written on either side.
+    assert_eq!(
+        fs::read_to_string(daemon.local.join("locked/new.txt")).unwrap(),
+        "must not be lost\n"
+    );
+    assert_eq!(
+        fs::read_to_string(daemon.local.join("locked/old.txt")).unwrap(),
+        "old\n"
+    );
+    assert_eq!(
+        fs::read_to_string(served.join("locked/old.txt")).unwrap(),
+        "old\n"
+    );
+    assert!(!served.join("locked/new.txt").exists());
+    assert!(temps(&served.join("locked")).is_empty());
+
+    // Once the folder accepts writes again, the back-off retry delivers.
+    drop(block);
+    wait_until(
+        "locked/new.txt arrives after the folder is writable again",
+        || {
+            fs::read_to_string(served.join("locked/new.txt"))
+                .ok()
+                .as_deref()
+                == Some("must not be lost\n")
+        },
+        &daemon,
+    );
+    wait_until(
+        "the problem is gone from status",
+        || {
+            let status = daemon.pair_status();
+            problems(&status).is_empty() && status["state"] == "idle"
+        },
+        &daemon,
+    );
+}
