@@ -2,6 +2,9 @@
 //! loopback for each test (see `sshd`). A missing sshd fails the tests with
 //! a message saying what to install.
 
+#[path = "../support/ports.rs"]
+mod ports;
+
 mod agent;
 mod daemon;
 mod replica;

@@ -12,7 +12,9 @@
 
 use std::fs;
 use std::io::Read;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
+
+use crate::ports::free_port;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -221,11 +223,6 @@ fn keygen(path: &Path) {
         .status()
         .expect("ssh-keygen is missing: install the openssh-client package");
     assert!(status.success(), "ssh-keygen failed");
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
 }
 
 fn is_root() -> bool {

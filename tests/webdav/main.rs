@@ -4,6 +4,9 @@
 //! ignores conditional headers. A missing apache2 or rclone fails the tests
 //! with a message saying what to install.
 
+#[path = "../support/ports.rs"]
+mod ports;
+
 mod agent;
 mod apache;
 mod hostile;

@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::apache::{Apache, Share, free_port};
+use crate::apache::{Apache, Share};
+use crate::ports::free_port;
 use crate::server::Dav;
 
 /// Two running `rclone serve webdav` processes and their folders.
