@@ -2,11 +2,11 @@
 //! folder: a full two-way sync, hostile names on the server, a wrong
 //! password, and two devices sharing one SFTP folder.
 
-use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
+use crate::files::{put, text, tree};
 use crate::sshd::Sshd;
 
 /// One device: a local folder, a state dir, a config file naming the
@@ -80,47 +80,6 @@ impl Device {
     fn once(&self) -> Output {
         self.once_with(&[])
     }
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// Every file below `root` (outside our metadata) and its content.
-fn tree(root: &Path) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in fs::read_dir(&dir).unwrap().flatten() {
-            let path = entry.path();
-            let rel = path
-                .strip_prefix(root)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
-            if rel.starts_with(".prism-sync") {
-                continue;
-            }
-            let kind = entry.file_type().unwrap();
-            if kind.is_dir() {
-                stack.push(path);
-            } else if kind.is_file() {
-                out.insert(rel, fs::read_to_string(&path).unwrap_or_default());
-            }
-        }
-    }
-    out
-}
-
-fn put(root: &Path, rel: &str, content: &str) {
-    let path = root.join(rel);
-    fs::create_dir_all(path.parent().unwrap()).unwrap();
-    fs::write(path, content).unwrap();
 }
 
 #[test]

@@ -2,8 +2,12 @@
 //! loopback for each test (see `sshd`). A missing sshd fails the tests with
 //! a message saying what to install.
 
+#[path = "../support/files.rs"]
+mod files;
 #[path = "../support/ports.rs"]
 mod ports;
+#[path = "../support/processes.rs"]
+mod processes;
 
 mod agent;
 mod daemon;

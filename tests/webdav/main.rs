@@ -4,8 +4,12 @@
 //! ignores conditional headers. A missing apache2 or rclone fails the tests
 //! with a message saying what to install.
 
+#[path = "../support/files.rs"]
+mod files;
 #[path = "../support/ports.rs"]
 mod ports;
+#[path = "../support/processes.rs"]
+mod processes;
 
 mod agent;
 mod apache;
