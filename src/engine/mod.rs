@@ -14,6 +14,7 @@ pub mod backoff;
 pub mod conflicts;
 pub mod executor;
 pub mod guard;
+mod lease_keeper;
 pub mod progress;
 
 use std::collections::BTreeSet;
@@ -35,6 +36,7 @@ use crate::tracker::ignore::IgnoreRules;
 use backoff::Backoff;
 use executor::Trees;
 use guard::GuardTrip;
+use lease_keeper::LeaseKeeper;
 use progress::Progress;
 
 /// The counters of one run, as the journal stores them.
@@ -77,6 +79,8 @@ pub struct EngineContext<'a> {
     pub progress: &'a Progress,
     pub sync_id: String,
     pub cancel: &'a AtomicBool,
+    /// Raised when the remote lease could not be renewed: stop writing.
+    pub lease_lost: &'a AtomicBool,
     pub local: &'a dyn Replica,
     pub remote: &'a dyn Replica,
     batch: Mutex<Batch>,
@@ -89,8 +93,10 @@ struct Batch {
 }
 
 impl EngineContext<'_> {
+    /// Whether the run must stop at its next step: the agent is stopping,
+    /// or the remote lease was lost.
     pub fn cancelled(&self) -> bool {
-        self.cancel.load(Ordering::Relaxed)
+        self.cancel.load(Ordering::Relaxed) || self.lease_lost.load(Ordering::Relaxed)
     }
 
     pub fn side(&self, side: Side) -> &dyn Replica {
@@ -420,7 +426,7 @@ impl PairEngine {
             .len())
     }
 
-    fn context(&self, sync_id: String) -> EngineContext<'_> {
+    fn context<'a>(&'a self, sync_id: String, lease_lost: &'a AtomicBool) -> EngineContext<'a> {
         EngineContext {
             journal: &self.journal,
             pair: self.pair,
@@ -428,6 +434,7 @@ impl PairEngine {
             progress: &self.progress,
             sync_id,
             cancel: &self.cancel,
+            lease_lost,
             local: &self.local,
             remote: self.remote.as_ref(),
             batch: Mutex::new(Batch {
@@ -467,19 +474,22 @@ impl Run<'_> {
             .0;
         self.check_root(engine.local(), Side::Local, base_files, request.confirmed)?;
         self.check_root(engine.remote(), Side::Remote, base_files, request.confirmed)?;
-        let mut lease = engine
+        let lease = engine
             .remote
             .lease(&engine.settings.device, engine.settings.lease_ttl)?;
+        let mut keeper = LeaseKeeper::start(lease, engine.settings.lease_ttl / 3);
 
         let mut scope = request.scope.clone();
         for round in 0..MAX_ROUNDS {
+            if let Some(error) = keeper.failure() {
+                return Err(SyncError::Replica(error));
+            }
             if engine.cancel.load(Ordering::Relaxed) {
                 return Ok(());
             }
-            if let Some(lease) = lease.as_mut() {
-                lease.renew()?;
-            }
+            let started = Instant::now();
             let (base, mut trees) = self.snapshot(&scope)?;
+            let listed = started.elapsed();
             if round == 0 && scope == Scope::Full && !request.confirmed {
                 for (side, tree) in [(Side::Local, &trees.local), (Side::Remote, &trees.remote)] {
                     if let Some(trip) = guard::check_emptied(side, tree, base_files) {
@@ -500,9 +510,10 @@ impl Run<'_> {
                 return Err(SyncError::Guard(trip));
             }
             if plan.actions.is_empty() && plan.conflicts.is_empty() {
+                self.unsettled.clear();
                 return Ok(());
             }
-            tracing::debug!(pair = %engine.name, round, actions = plan.actions.len(), conflicts = plan.conflicts.len(), "executing plan");
+            tracing::debug!(pair = %engine.name, round, actions = plan.actions.len(), conflicts = plan.conflicts.len(), listed_ms = listed.as_millis() as u64, planned_ms = (started.elapsed() - listed).as_millis() as u64, "executing plan");
             let sync_id = match &self.sync_id {
                 Some(id) => id.clone(),
                 None => {
@@ -515,7 +526,7 @@ impl Run<'_> {
                     id
                 }
             };
-            let ctx = engine.context(sync_id);
+            let ctx = engine.context(sync_id, keeper.lost_flag());
             let outcome = executor::execute(&ctx, &mut trees, &plan.actions, &mut self.tally);
             let mut again: Vec<RelPath> = outcome.changed;
             let mut offline = self.note_outcome(&plan.actions, outcome.failed);
@@ -532,15 +543,21 @@ impl Run<'_> {
                     Err(error) => self.fail(&conflict.path, error),
                 }
             }
+            let executed = started.elapsed();
             if let Err(error) = ctx.flush() {
                 return Err(SyncError::Replica(error));
             }
+            tracing::debug!(pair = %engine.name, round, executed_ms = executed.as_millis() as u64, flushed_ms = (started.elapsed() - executed).as_millis() as u64, "round done");
             // What was done before the connection went is recorded (the
             // flush above); the rest waits for the pair-wide retry.
             if let Some(error) = offline {
                 return Err(SyncError::Replica(error));
             }
+            if let Some(error) = keeper.failure() {
+                return Err(SyncError::Replica(error));
+            }
             if again.is_empty() {
+                self.unsettled.clear();
                 return Ok(());
             }
             self.unsettled = again.clone();

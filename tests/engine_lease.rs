@@ -1,0 +1,197 @@
+//! The remote lease during a long run: it is renewed in the background, and
+//! a run whose lease another agent took over stops writing and fails with
+//! a clear error instead of carrying on beside that agent.
+//!
+//! Real journal, real folders on both sides, the engine as the agent builds
+//! it; the "other agent" is this test writing its own lease record.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use prism_sync::engine::{EngineSettings, PairEngine, SyncReport, SyncRequest};
+use prism_sync::journal::{Journal, SyncStatus};
+use prism_sync::model::{Scope, Strategy};
+use prism_sync::remote::LocalFolder;
+use prism_sync::tracker::ignore::{IgnoreRules, METADATA_DIR};
+
+/// Enough small files that copying them one at a time, each flushed to
+/// disk, outlasts several renewal intervals.
+const FILES: usize = 1_500;
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    local: std::path::PathBuf,
+    remote: std::path::PathBuf,
+    engine: PairEngine,
+}
+
+fn setup(lease_ttl: Duration) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("local");
+    let remote = dir.path().join("remote");
+    let trash = dir.path().join("trash");
+    for d in [&local, &remote, &trash] {
+        fs::create_dir_all(d).unwrap();
+    }
+    for i in 0..FILES {
+        let folder = local.join(format!("d{:02}", i % 20));
+        fs::create_dir_all(&folder).unwrap();
+        fs::write(folder.join(format!("f{i:04}.txt")), format!("file {i}\n")).unwrap();
+    }
+    let journal = Journal::open(&dir.path().join("journal.db")).unwrap();
+    let pair = journal
+        .upsert_pair(
+            "lease",
+            &local.display().to_string(),
+            &format!("file://{}", remote.display()),
+        )
+        .unwrap();
+    let settings = EngineSettings {
+        pair_name: "lease".to_owned(),
+        ignore_patterns: Vec::new(),
+        device: "this-device".to_owned(),
+        parallel_transfers: 1,
+        strategy: Strategy::Manual,
+        local_root: local.clone(),
+        lease_ttl,
+    };
+    let engine = PairEngine::new(
+        pair,
+        LocalFolder::local(local.clone(), trash),
+        Box::new(LocalFolder::remote(remote.clone())),
+        Arc::new(Mutex::new(journal)),
+        settings,
+        IgnoreRules::load(&local, &[]).unwrap(),
+    );
+    Setup {
+        _dir: dir,
+        local,
+        remote,
+        engine,
+    }
+}
+
+fn full_sync(engine: &PairEngine) -> SyncReport {
+    engine.sync(&SyncRequest {
+        scope: Scope::Full,
+        trigger: "test".to_owned(),
+        sync_id: None,
+        confirmed: false,
+    })
+}
+
+/// Runs `watch` on a thread beside a full sync, until the sync returns.
+fn sync_while(engine: &PairEngine, watch: impl FnOnce(&AtomicBool) + Send) -> SyncReport {
+    let done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| watch(&done));
+        let report = full_sync(engine);
+        done.store(true, Ordering::Relaxed);
+        report
+    })
+}
+
+fn lease_file(remote: &Path) -> std::path::PathBuf {
+    remote.join(METADATA_DIR).join("lease")
+}
+
+#[test]
+fn a_long_run_keeps_renewing_its_lease() {
+    let s = setup(Duration::from_millis(30));
+    let lease = lease_file(&s.remote);
+    // A renewal writes a new record beside the lease and renames it over:
+    // every renewal shows as a new inode under the lease's name.
+    let inodes = Mutex::new(Vec::<u64>::new());
+    let report = sync_while(&s.engine, |done| {
+        while !done.load(Ordering::Relaxed) {
+            if let Ok(meta) = fs::metadata(&lease)
+                && fs::read_to_string(&lease).is_ok_and(|r| r.contains("this-device"))
+            {
+                let mut seen = inodes.lock().unwrap();
+                if seen.last() != Some(&meta.ino()) {
+                    seen.push(meta.ino());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
+    assert_eq!(report.status, SyncStatus::Completed, "{:?}", report.error);
+    assert_eq!(report.counts.uploaded, FILES as u64);
+    let seen = inodes.into_inner().unwrap();
+    assert!(
+        seen.len() >= 2,
+        "the lease was never renewed during the run: {seen:?}"
+    );
+    assert!(!lease.exists(), "the lease is released when the run ends");
+}
+
+#[test]
+fn a_run_whose_lease_was_taken_over_stops_and_says_why() {
+    let s = setup(Duration::from_millis(30));
+    let lease = lease_file(&s.remote);
+    // Another agent's record, valid for an hour: what a renewal finds once
+    // that agent decided this one's lease was stale.
+    let expires = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let theirs = format!("{expires} other-device 1 elsewhere\n");
+    let started = Instant::now();
+    let report = sync_while(&s.engine, |done| {
+        while !done.load(Ordering::Relaxed) {
+            if fs::read_to_string(&lease).is_ok_and(|r| r.contains("this-device")) {
+                fs::write(&lease, &theirs).unwrap();
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
+    assert_eq!(
+        report.status,
+        SyncStatus::Failed,
+        "the run went on for {:?} without noticing",
+        started.elapsed()
+    );
+    let error = report.error.unwrap_or_default();
+    assert!(error.contains("taken over"), "{error}");
+    assert!(
+        report.counts.uploaded < FILES as u64,
+        "the run stopped writing once the lease was gone"
+    );
+    assert_eq!(
+        fs::read_to_string(&lease).unwrap(),
+        theirs,
+        "the other agent's lease is left alone"
+    );
+    // What was copied before the stop is whole and recorded; the rest is
+    // still only local, waiting for the next run.
+    for entry in walk(&s.remote) {
+        let rel = entry.strip_prefix(&s.remote).unwrap();
+        if rel.starts_with(METADATA_DIR) || entry.is_dir() {
+            continue;
+        }
+        assert_eq!(
+            fs::read(&entry).unwrap(),
+            fs::read(s.local.join(rel)).unwrap(),
+            "{}",
+            rel.display()
+        );
+    }
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        }
+        out.push(path);
+    }
+    out
+}
