@@ -326,6 +326,12 @@ impl Replica for LocalFolder {
         })
     }
 
+    fn sync_staged(&self, staged: &[&StagedWrite]) -> Result<(), ReplicaError> {
+        let temps: Vec<&Path> = staged.iter().map(|s| s.temp.as_path()).collect();
+        fsops::flush_staged(&temps)
+            .map_err(|(index, e)| ReplicaError::io("flush", &staged[index].path, e))
+    }
+
     fn commit_staged(
         &self,
         staged: &StagedWrite,
