@@ -190,15 +190,15 @@ pub enum ConnectError {
     KnownHosts { file: String, message: String },
     #[error(
         "cannot log in to {server} as {user} (tried: {tried}); add your public key to the \
-         server's ~/.ssh/authorized_keys, set `identity_file` for the pair, or store the \
-         password with `prism-syncctl password set {account}` (or set {env})"
+         server's ~/.ssh/authorized_keys, set `identity_file` for the pair, or \
+         {how}"
     )]
     Login {
         server: String,
         user: String,
         tried: String,
-        account: String,
-        env: &'static str,
+        /// How to store the password (`secrets::how_to_store`).
+        how: String,
     },
     #[error("{0}")]
     Secret(#[from] secrets::SecretError),
@@ -463,8 +463,7 @@ impl Shared {
             server: self.server(),
             user: user.to_owned(),
             tried: tried.join(", "),
-            account: account.key(),
-            env: secrets::PASSWORD_ENV,
+            how: secrets::how_to_store(&account, self.target.config_dir.as_deref()),
         })
     }
 

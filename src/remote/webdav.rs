@@ -132,15 +132,14 @@ pub enum WebdavError {
     Certificate { server: String, message: String },
     #[error(
         "{server} refused the login{user} (401 Unauthorized){found}; check `username` for the \
-         pair and store the password with `prism-syncctl password set {account}` (or set {env})"
+         pair and {how}"
     )]
     Unauthorized {
         server: String,
         user: String,
         found: &'static str,
-        /// The account's key, or a placeholder when no user is configured.
-        account: String,
-        env: &'static str,
+        /// How to store the password (`secrets::how_to_store`).
+        how: String,
     },
     #[error(
         "{server} does not allow {method} of {path} (403 Forbidden); check the account's \
@@ -513,14 +512,15 @@ impl Shared {
                     (Some(_), false) => " and no password was found",
                     _ => "",
                 },
-                account: Account::new(
-                    Kind::Webdav,
-                    self.target.username.as_deref().unwrap_or("USER"),
-                    &self.target.host,
-                    self.target.port(),
-                )
-                .key(),
-                env: secrets::WEBDAV_PASSWORD_ENV,
+                how: secrets::how_to_store(
+                    &Account::new(
+                        Kind::Webdav,
+                        self.target.username.as_deref().unwrap_or("USER"),
+                        &self.target.host,
+                        self.target.port(),
+                    ),
+                    self.target.config_dir.as_deref(),
+                ),
             },
             403 => WebdavError::Forbidden {
                 server: self.server(),

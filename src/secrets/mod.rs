@@ -300,6 +300,20 @@ pub fn password(
     }
 }
 
+/// What a refused login tells the user to do about the password: the
+/// command that stores it, where it then goes, and the variable.
+pub fn how_to_store(account: &Account, config_dir: Option<&Path>) -> String {
+    let file = match config_dir {
+        Some(dir) => account.file(dir).display().to_string(),
+        None => account.kind.file_name().to_owned(),
+    };
+    format!(
+        "store the password with `prism-syncctl password set {account}` (it goes to the OS \
+         secret store, else to {file}), or set {}",
+        account.kind.env_var()
+    )
+}
+
 fn from_env(kind: Kind) -> Option<Secret> {
     let value = std::env::var_os(kind.env_var())?;
     let value = value.to_str()?;
