@@ -129,7 +129,7 @@ pub struct RawAgent {
     pub trash_retention_days: Option<u64>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPair {
     pub name: String,

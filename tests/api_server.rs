@@ -155,6 +155,12 @@ fn sync_start_answers_in_the_spec_4_1_shape() {
         json!({"status": "sync_in_progress", "sync_id": "sync-2",
                "syncs": [{"pair": "notes", "sync_id": "sync-2"}]})
     );
+    // The credentials were handed to the daemon for that pair before its
+    // sync started (one run, sync-1, existed then).
+    assert_eq!(
+        server.control.state.lock().unwrap().stored_credentials,
+        [("notes".to_owned(), "user".to_owned(), 1)]
+    );
 
     // No body starts every pair; the first run is the spec's `sync_id`.
     let body = ok_body(request(&server.socket, "POST", "/sync/start", Value::Null));
@@ -173,6 +179,22 @@ fn sync_start_answers_in_the_spec_4_1_shape() {
     );
     error_object(&response, 404);
     assert!(!response.to_string().contains("securepass"));
+    // Credentials for pairs none of which logs in with a password, or that
+    // the daemon refuses, start nothing and are never echoed.
+    for body in [
+        json!({"pair": "photos",
+               "credentials": {"username": "user", "password": "securepass"}}),
+        json!({"pair": "notes",
+               "credentials": {"username": "mallory", "password": "securepass"}}),
+    ] {
+        let response = request(&server.socket, "POST", "/sync/start", body);
+        error_object(&response, 400);
+        assert!(!response.to_string().contains("securepass"), "{response}");
+    }
+    let state = server.control.state.lock().unwrap();
+    assert_eq!(state.stored_credentials.len(), 1);
+    assert_eq!(state.syncs.len(), 4, "the refused requests started no sync");
+    drop(state);
     let response = request(
         &server.socket,
         "POST",

@@ -22,6 +22,7 @@ use crate::journal::{
     SyncRun, SyncStatus,
 };
 use crate::model::{RelPath, Side, Strategy};
+use crate::secrets::{self, Account, Secret};
 use crate::timefmt;
 
 /// The agent as the API sees it.
@@ -510,6 +511,45 @@ impl Control for AgentControl {
 
     fn confirm_deletions(&self, pair: &str) -> Result<(), ApiError> {
         self.send(pair, PairMsg::ConfirmDeletions)
+    }
+
+    fn store_credentials(
+        &self,
+        pair: &str,
+        credentials: &wire::Credentials,
+    ) -> Result<bool, ApiError> {
+        let config = {
+            let pairs = self.agent.pairs.lock().expect("pairs");
+            pairs
+                .get(pair)
+                .ok_or_else(|| unknown_pair(pair))?
+                .config
+                .clone()
+        };
+        let Some(account) = Account::for_pair(&config) else {
+            return Ok(false);
+        };
+        if account.user != credentials.username {
+            return Err(ApiError::bad_request(format!(
+                "pair {pair:?} logs in as {:?}, not as credentials.username {:?}",
+                account.user, credentials.username
+            ))
+            .with_details(
+                "an SFTP pair's user is in its remote URL, a WebDAV pair's in `username` in \
+                 the config; nothing was stored",
+            ));
+        }
+        let secret = Secret::new(credentials.password.clone());
+        let place =
+            secrets::store_password(&account, self.agent.paths.config_file.parent(), &secret)
+                .map_err(|e| match e {
+                    secrets::SecretError::Unusable(_) => ApiError::bad_request(e.to_string()),
+                    e => {
+                        ApiError::internal("cannot store the password").with_details(e.to_string())
+                    }
+                })?;
+        tracing::info!(pair, %account, %place, "stored the password given with a sync request");
+        Ok(true)
     }
 }
 

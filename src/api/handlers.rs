@@ -362,9 +362,11 @@ fn parse_since(text: &str, now: SystemTime) -> Option<SystemTime> {
     now.checked_sub(Duration::from_secs(age))
 }
 
-/// `POST /sync/start`. With `method` or `remote_url`, the pairs whose
-/// remote matches (and whose name matches `pair`, if given) are started one
-/// by one; otherwise `pair` (or every pair) goes straight to the daemon.
+/// `POST /sync/start`. With `method`, `remote_url` or `credentials`, the
+/// pairs whose remote matches (and whose name matches `pair`, if given) are
+/// started one by one, after the credentials' password is stored for each
+/// of them that logs in with one; otherwise `pair` (or every pair) goes
+/// straight to the daemon.
 async fn start_sync(
     control: &Arc<dyn Control>,
     req: wire::StartSyncRequest,
@@ -373,9 +375,9 @@ async fn start_sync(
         pair,
         method,
         remote_url,
-        credentials: _,
+        credentials,
     } = req;
-    let started = if method.is_none() && remote_url.is_none() {
+    let started = if method.is_none() && remote_url.is_none() && credentials.is_none() {
         call(control, move |c| c.start_sync(pair.as_deref())).await?
     } else {
         call(control, move |c| {
@@ -401,6 +403,23 @@ async fn start_sync(
                         method.map(|m| format!(" method {m:?}")).unwrap_or_default(),
                     )),
                 );
+            }
+            if let Some(credentials) = &credentials {
+                // All of them before any sync starts, so no run logs in
+                // with an older password than the one just given.
+                let mut stored = false;
+                for p in &chosen {
+                    stored |= c.store_credentials(&p.name, credentials)?;
+                }
+                if !stored {
+                    return Err(ApiError::bad_request(
+                        "credentials were given, but no selected pair logs in with a password",
+                    )
+                    .with_details(
+                        "credentials apply to sftp:// pairs and to webdav:// pairs with a \
+                         `username` in the config",
+                    ));
+                }
             }
             let mut started = Vec::new();
             for p in chosen {

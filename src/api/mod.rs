@@ -60,6 +60,16 @@ pub trait Control: Send + Sync + 'static {
     fn pair_remove(&self, name: &str) -> Result<(), ApiError>;
     /// Lets a pair that the mass-deletion guard stopped apply its deletions.
     fn confirm_deletions(&self, pair: &str) -> Result<(), ApiError>;
+    /// Keeps the password of `credentials` for `pair`'s remote where logins
+    /// look for it (see `secrets`), so the pair's next login uses it.
+    /// `Ok(false)`: the pair's remote takes no password (a `file://`
+    /// remote, or WebDAV without a `username`). A username that is not the
+    /// one the pair logs in as is a 400.
+    fn store_credentials(
+        &self,
+        pair: &str,
+        credentials: &wire::Credentials,
+    ) -> Result<bool, ApiError>;
 }
 
 /// An error answer: an HTTP-style status code and the spec's section 9

@@ -138,8 +138,10 @@ pub struct StartSyncRequest {
     /// A remote URL scheme such as `sftp`, `webdav` or `file`.
     pub method: Option<String>,
     pub remote_url: Option<String>,
-    /// Accepted for the spec's sake and ignored: the agent authenticates
-    /// with the pair's configured credentials. Never logged nor echoed.
+    /// A password for the selected pairs' remote: stored where logins look
+    /// for it (the OS secret store, else the owner-only credentials file)
+    /// before the sync starts. `username` must be the user the pairs log in
+    /// as. Never logged nor echoed.
     pub credentials: Option<Credentials>,
 }
 

@@ -11,6 +11,7 @@
 //! 5 `sync wait --timeout` ran out while the run was still in progress.
 
 mod docs;
+mod password;
 mod render;
 mod service;
 
@@ -108,6 +109,10 @@ enum Command {
     /// stop doing so, or ask the service manager about it.
     #[command(subcommand)]
     Service(service::ServiceCommand),
+    /// Store, remove or locate the login password of an SFTP or WebDAV
+    /// remote (OS secret store, else an owner-only file; no agent needed).
+    #[command(subcommand)]
+    Password(password::PasswordCommand),
     /// Print a shell completion script on stdout.
     Completions {
         shell: docs::Shell,
@@ -184,6 +189,7 @@ pub fn run() -> i32 {
     // These need no agent: they must work before one was ever started.
     let command = match command {
         Command::Service(command) => return service::run(command, cli.json),
+        Command::Password(command) => return password::run(command, cli.json),
         Command::Completions { shell, binary } => return docs::completions(shell, binary),
         Command::Man { out_dir } => return docs::man_pages(&out_dir),
         command => command,
@@ -318,7 +324,10 @@ fn execute(command: Command, socket: &Path, json: bool) -> Result<i32, ClientErr
         Command::ConfirmDeletions { pair } => {
             Ok(emit(json, &client.confirm_deletions(&pair)?, render::ack))
         }
-        Command::Service(_) | Command::Completions { .. } | Command::Man { .. } => {
+        Command::Service(_)
+        | Command::Password(_)
+        | Command::Completions { .. }
+        | Command::Man { .. } => {
             unreachable!("run() handles the commands that need no agent")
         }
     }

@@ -37,7 +37,7 @@ use ssh2::{Session, Sftp};
 use super::{Lease, Listing, Problem, Replica, ReplicaError, RootState, StagedWrite};
 use crate::fsops::Expect;
 use crate::model::{BaseTree, ContentHash, Entry, FileMeta, RelPath, Scope, SideEntry};
-use crate::secrets;
+use crate::secrets::{self, Account};
 use crate::timefmt;
 use crate::tracker::ignore::{IgnoreRules, METADATA_DIR, is_temp_name, temp_name_for};
 
@@ -190,15 +190,15 @@ pub enum ConnectError {
     KnownHosts { file: String, message: String },
     #[error(
         "cannot log in to {server} as {user} (tried: {tried}); add your public key to the \
-         server's ~/.ssh/authorized_keys, set `identity_file` for the pair, or give a password \
-         in {env} or the credentials file {credentials}"
+         server's ~/.ssh/authorized_keys, set `identity_file` for the pair, or \
+         {how}"
     )]
     Login {
         server: String,
         user: String,
         tried: String,
-        env: &'static str,
-        credentials: String,
+        /// How to store the password (`secrets::how_to_store`).
+        how: String,
     },
     #[error("{0}")]
     Secret(#[from] secrets::SecretError),
@@ -225,16 +225,20 @@ impl From<ConnectError> for ReplicaError {
     }
 }
 
+/// The user an `sftp://` URL without one logs in as: the local user, as
+/// `ssh` does. `secrets` keys such a pair's password by this name too.
+pub fn default_user() -> String {
+    std::env::var("USER")
+        .ok()
+        .or_else(|| std::env::var("LOGNAME").ok())
+        .unwrap_or_else(|| "root".to_owned())
+}
+
 impl SftpReplica {
     /// A replica for `target`. Nothing is connected yet: the first
     /// operation connects, so an agent starts while its server is away.
     pub fn new(target: SftpTarget) -> SftpReplica {
-        let user = target
-            .user
-            .clone()
-            .or_else(|| std::env::var("USER").ok())
-            .or_else(|| std::env::var("LOGNAME").ok())
-            .unwrap_or_else(|| "root".to_owned());
+        let user = target.user.clone().unwrap_or_else(default_user);
         let root = match target.path.strip_prefix("/~/") {
             Some(relative) => PathBuf::from(relative),
             None if target.path == "/~" => PathBuf::from("."),
@@ -439,12 +443,13 @@ impl Shared {
                 }
             }
         }
-        let password = secrets::sftp_password(
-            self.target.config_dir.as_deref(),
+        let account = Account::new(
+            secrets::Kind::Sftp,
             user,
             &self.target.host,
             self.target.port,
-        )?;
+        );
+        let password = secrets::password(&account, self.target.config_dir.as_deref())?;
         if let Some(password) = password {
             tried.push("a password".into());
             if session.userauth_password(user, password.expose()).is_ok() {
@@ -458,13 +463,7 @@ impl Shared {
             server: self.server(),
             user: user.to_owned(),
             tried: tried.join(", "),
-            env: secrets::PASSWORD_ENV,
-            credentials: self
-                .target
-                .config_dir
-                .as_ref()
-                .map(|d| d.join(secrets::CREDENTIALS_FILE).display().to_string())
-                .unwrap_or_else(|| secrets::CREDENTIALS_FILE.to_owned()),
+            how: secrets::how_to_store(&account, self.target.config_dir.as_deref()),
         })
     }
 

@@ -67,7 +67,7 @@ use super::{Lease, Listing, Problem, Replica, ReplicaError, RootState, StagedWri
 use crate::config::is_loopback_host;
 use crate::fsops::Expect;
 use crate::model::{BaseTree, ContentHash, Entry, FileMeta, RelPath, Scope, SideEntry};
-use crate::secrets::{self, Secret};
+use crate::secrets::{self, Account, Kind, Secret};
 use crate::timefmt;
 use crate::tracker::ignore::{IgnoreRules, METADATA_DIR, is_temp_name, temp_name_for};
 
@@ -132,14 +132,14 @@ pub enum WebdavError {
     Certificate { server: String, message: String },
     #[error(
         "{server} refused the login{user} (401 Unauthorized){found}; check `username` for the \
-         pair and the password in {env} or the credentials file {credentials}"
+         pair and {how}"
     )]
     Unauthorized {
         server: String,
         user: String,
         found: &'static str,
-        env: &'static str,
-        credentials: String,
+        /// How to store the password (`secrets::how_to_store`).
+        how: String,
     },
     #[error(
         "{server} does not allow {method} of {path} (403 Forbidden); check the account's \
@@ -399,7 +399,8 @@ impl Shared {
         }
         let password = match &t.username {
             Some(user) => {
-                secrets::webdav_password(t.config_dir.as_deref(), user, &t.host, t.port())?
+                let account = Account::new(Kind::Webdav, user, &t.host, t.port());
+                secrets::password(&account, t.config_dir.as_deref())?
             }
             None => None,
         };
@@ -490,6 +491,14 @@ impl Shared {
             return Ok(response);
         }
         let path = if path.is_empty() { "/" } else { path };
+        let had_password = self.conn_has_password();
+        if status == 401 {
+            // The client carries the password it was built with; a refused
+            // login drops it, so the next request looks the password up
+            // again and one stored meanwhile (`prism-syncctl password set`,
+            // credentials in a sync request) is used without a restart.
+            *self.conn.lock().expect("webdav client") = None;
+        }
         Err(match status {
             401 => WebdavError::Unauthorized {
                 server: self.server(),
@@ -499,21 +508,19 @@ impl Shared {
                     .as_ref()
                     .map(|u| format!(" of {u}"))
                     .unwrap_or_else(|| " (no username is configured)".into()),
-                found: match (&self.target.username, self.conn_has_password()) {
+                found: match (&self.target.username, had_password) {
                     (Some(_), false) => " and no password was found",
                     _ => "",
                 },
-                env: secrets::WEBDAV_PASSWORD_ENV,
-                credentials: self
-                    .target
-                    .config_dir
-                    .as_ref()
-                    .map(|d| {
-                        d.join(secrets::WEBDAV_CREDENTIALS_FILE)
-                            .display()
-                            .to_string()
-                    })
-                    .unwrap_or_else(|| secrets::WEBDAV_CREDENTIALS_FILE.to_owned()),
+                how: secrets::how_to_store(
+                    &Account::new(
+                        Kind::Webdav,
+                        self.target.username.as_deref().unwrap_or("USER"),
+                        &self.target.host,
+                        self.target.port(),
+                    ),
+                    self.target.config_dir.as_deref(),
+                ),
             },
             403 => WebdavError::Forbidden {
                 server: self.server(),

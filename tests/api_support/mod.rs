@@ -28,6 +28,9 @@ pub struct State {
     pub confirmed: Vec<String>,
     pub last_changes_query: Option<ChangesQuery>,
     pub last_resolve: Option<ResolveRequest>,
+    /// `(pair, username)` of every password the double was asked to keep,
+    /// in order, with how many syncs had started by then.
+    pub stored_credentials: Vec<(String, String, usize)>,
 }
 
 pub struct MemControl {
@@ -386,6 +389,23 @@ impl Control for MemControl {
         Self::known_pair(&state, pair)?;
         state.confirmed.push(pair.to_owned());
         Ok(())
+    }
+
+    fn store_credentials(&self, pair: &str, credentials: &Credentials) -> Result<bool, ApiError> {
+        let mut state = self.state.lock().unwrap();
+        Self::known_pair(&state, pair)?;
+        let remote = &state.pairs.iter().find(|p| p.name == pair).unwrap().remote;
+        if remote.starts_with("file://") {
+            return Ok(false);
+        }
+        if credentials.username == "mallory" {
+            return Err(ApiError::bad_request("not the pair's user"));
+        }
+        let started = state.syncs.len();
+        state
+            .stored_credentials
+            .push((pair.to_owned(), credentials.username.clone(), started));
+        Ok(true)
     }
 }
 

@@ -1,5 +1,6 @@
 //! WebDAV tests: the WebDAV remote against a real Apache httpd with mod_dav
-//! started on loopback for each test (see `apache`), and the end-to-end
+//! started on loopback for each test (see `apache`), passwords in a real
+//! Secret Service (see `secret_service`), and the end-to-end
 //! tests also against `rclone serve webdav` (see `rclone`), a server that
 //! ignores conditional headers. A missing apache2 or rclone fails the tests
 //! with a message saying what to install.
@@ -10,10 +11,13 @@ mod files;
 mod ports;
 #[path = "../support/processes.rs"]
 mod processes;
+#[path = "../support/secret_service.rs"]
+mod secret_service;
 
 mod agent;
 mod apache;
 mod hostile;
+mod keyring;
 mod rclone;
 mod replica;
 mod server;
