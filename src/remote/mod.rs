@@ -299,7 +299,7 @@ pub fn open_remote(
             identity_file: ssh.identity_file.clone(),
             config_dir: config_dir.map(Path::to_path_buf),
             sessions: parallel_transfers,
-            compression: false,
+            compression: ssh.compression,
         }))),
         RemoteUrl::Webdav {
             tls,

@@ -31,6 +31,18 @@ impl Daemon {
     /// Writes a config for one pair (`below` the served folder) and starts
     /// `prism-syncd`, waiting until it answers `status`.
     pub fn start(server: &Sshd, name: &str, below: &str) -> Daemon {
+        Daemon::start_with(server, name, below, "", "")
+    }
+
+    /// As [`Daemon::start`], with more lines for the `[agent]` table and
+    /// the pair.
+    pub fn start_with(
+        server: &Sshd,
+        name: &str,
+        below: &str,
+        agent_lines: &str,
+        pair_lines: &str,
+    ) -> Daemon {
         let home = server.scratch(name);
         let local = home.join("local");
         fs::create_dir_all(&local).unwrap();
@@ -40,9 +52,9 @@ impl Daemon {
         fs::write(
             &config,
             format!(
-                "[agent]\ndevice = \"{name}\"\nremote_poll_secs = 1\ndebounce_ms = 100\n\
+                "[agent]\ndevice = \"{name}\"\nremote_poll_secs = 1\ndebounce_ms = 100\n{agent_lines}\
                  [[pair]]\nname = \"p\"\nlocal = \"{}\"\nremote = \"{}\"\nknown_hosts = \"{}\"\n\
-                 identity_file = \"{}\"\n",
+                 identity_file = \"{}\"\n{pair_lines}",
                 local.display(),
                 server.url(below),
                 known_hosts.display(),
@@ -63,7 +75,8 @@ impl Daemon {
             .arg("--device")
             .arg(name)
             .env("HOME", &home)
-            .env("RUST_LOG", "info")
+            // The SFTP replica logs each session it opens at debug level.
+            .env("RUST_LOG", "info,prism_sync::remote::sftp=debug")
             .env_remove("SSH_AUTH_SOCK")
             .env_remove("PRISM_SYNC_SFTP_PASSWORD")
             .env_remove("PRISM_SYNC_CONFIG")
@@ -463,5 +476,66 @@ fn a_server_folder_that_refuses_writes_is_a_per_path_problem_and_the_rest_syncs(
             problems(&status).is_empty() && status["state"] == "idle"
         },
         &daemon,
+    );
+}
+
+#[test]
+fn a_pair_with_compression_and_two_transfers_syncs_over_two_compressed_sessions() {
+    let server = Sshd::start();
+    let served = server.served().join("pair");
+    fs::create_dir_all(&served).unwrap();
+    fs::write(
+        served.join("from-server.txt"),
+        "server line\n".repeat(10_000),
+    )
+    .unwrap();
+    let daemon = Daemon::start_with(
+        &server,
+        "laptop",
+        "pair",
+        "parallel_transfers = 2\n",
+        "compression = true\n",
+    );
+    wait_until(
+        "the server's file comes down",
+        || daemon.local.join("from-server.txt").exists(),
+        &daemon,
+    );
+    // Written beside the folder and moved in, so the agent sees all the
+    // files at once and has more copies than sessions to run.
+    let batch = daemon.home.join("batch");
+    fs::create_dir_all(&batch).unwrap();
+    let mut expected = Vec::new();
+    for i in 0..6 {
+        let path = batch.join(format!("big{i}.bin"));
+        write_big(&path, 4 << 20);
+        expected.push((format!("batch/big{i}.bin"), hash(&path).unwrap()));
+    }
+    fs::rename(&batch, daemon.local.join("batch")).unwrap();
+    wait_until(
+        "every file is on the server with its content",
+        || {
+            expected
+                .iter()
+                .all(|(name, want)| hash(&served.join(name)) == Some(*want))
+        },
+        &daemon,
+    );
+    assert_eq!(
+        fs::read_to_string(daemon.local.join("from-server.txt")).unwrap(),
+        "server line\n".repeat(10_000)
+    );
+    // Two transfers at once took two sessions, and never more.
+    let logins = server.log().matches("Accepted publickey").count();
+    assert_eq!(logins, 2, "{}", server.log());
+    let log = daemon.log_text();
+    let connected: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("connected over SFTP"))
+        .collect();
+    assert_eq!(connected.len(), 2, "{log}");
+    assert!(
+        connected.iter().all(|line| line.contains("zlib")),
+        "every session is compressed: {connected:?}"
     );
 }
