@@ -707,6 +707,28 @@ fn version_nonce(mtime_secs: u64) -> u64 {
     now.max(mtime_secs) + 1 + fastrand::u64(0..1 << 20)
 }
 
+/// Names a full disk on the server. SFTP v3 has no error code for it (an
+/// OpenSSH server answers ENOSPC with a bare "failure"), so a write that
+/// failed asks the file system of the open upload how much room is left
+/// (`fstatvfs@openssh.com`); with less than a chunk or two it was the
+/// disk. Anything else, or a server without the extension, keeps its error.
+fn out_of_space(file: &mut ssh2::File, server: &str, e: io::Error) -> io::Error {
+    if super::is_connection_error(&e) {
+        return e;
+    }
+    match file.statvfs() {
+        Ok(fs) if fs.f_bavail.saturating_mul(fs.f_frsize) < 2 * CHUNK as u64 => io::Error::new(
+            io::ErrorKind::StorageFull,
+            format!(
+                "the server is out of space ({} bytes free on {server}); free some space \
+                 there and it is copied again",
+                fs.f_bavail.saturating_mul(fs.f_frsize)
+            ),
+        ),
+        _ => e,
+    }
+}
+
 /// libssh2's "no more entries" code for readdir.
 fn libssh2_error_file() -> i32 {
     -16
@@ -1275,6 +1297,9 @@ impl Replica for SftpReplica {
             let _ = file.fsync();
             Ok(())
         })();
+        // Asked while the upload is still open: its handle names the file
+        // system that refused it.
+        let written = written.map_err(|e| out_of_space(&mut file, &conn.server, e));
         drop(file);
         let discard = || {
             let _ = conn.sftp.unlink(&temp);

@@ -3,7 +3,9 @@
 //! `offline` and that it is retrying, the agent must back off instead of
 //! spinning, and once sshd is back the pair must converge with nothing lost
 //! and no partial upload under a real name. Also a served folder that
-//! refuses writes: a per-path problem in status while the rest syncs.
+//! refuses writes and a served folder on a full disk: per-path problems in
+//! status while the rest syncs; and a pair with compression and two
+//! parallel transfers, which must use two compressed SSH sessions.
 
 use std::fs;
 use std::io::Write;
@@ -538,4 +540,150 @@ fn a_pair_with_compression_and_two_transfers_syncs_over_two_compressed_sessions(
         connected.iter().all(|line| line.contains("zlib")),
         "every session is compressed: {connected:?}"
     );
+}
+
+/// A tiny file system (tmpfs with a size limit) mounted on a folder of the
+/// served tree for as long as it lives, so the server runs out of space
+/// there for real. Mounting needs root (CAP_SYS_ADMIN), as `.ci/run`
+/// runs; anything else fails the test, which never passes without a real
+/// full disk. Dropping it unmounts, also when the test failed.
+struct TinyFs {
+    dir: PathBuf,
+}
+
+impl TinyFs {
+    fn mount(dir: &Path, size: &str) -> TinyFs {
+        assert!(
+            is_root(),
+            "the disk-full test mounts a tmpfs, which needs root (CAP_SYS_ADMIN); run the suite as root, as .ci/run does"
+        );
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("size={size}"))
+            .arg("tmpfs")
+            .arg(dir)
+            .output()
+            .expect("mount is missing: install the mount package");
+        assert!(
+            out.status.success(),
+            "mount -t tmpfs on {} failed (the test needs CAP_SYS_ADMIN, e.g. a privileged container): {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        TinyFs {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Gives the file system more room, keeping what is on it.
+    fn grow(&self, size: &str) {
+        let out = Command::new("mount")
+            .args(["-o"])
+            .arg(format!("remount,size={size}"))
+            .arg(&self.dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for TinyFs {
+    fn drop(&mut self) {
+        // Lazy: sshd's sftp-server may still hold the folder open; the
+        // mount goes as soon as it lets go.
+        let _ = Command::new("umount").arg("--lazy").arg(&self.dir).status();
+    }
+}
+
+#[test]
+fn a_full_disk_on_the_server_is_a_per_path_problem_and_the_file_arrives_once_there_is_room() {
+    const SIZE: usize = 4 << 20;
+    let server = Sshd::start();
+    let served = server.served().join("pair");
+    fs::create_dir_all(served.join("tiny")).unwrap();
+    let tiny = TinyFs::mount(&served.join("tiny"), "1m");
+    fs::write(served.join("tiny/small.txt"), "fits\n").unwrap();
+    let daemon = Daemon::start(&server, "laptop", "pair");
+    wait_until(
+        "the first sync brings the server's file down",
+        || daemon.local.join("tiny/small.txt").exists(),
+        &daemon,
+    );
+
+    let staging = daemon.home.join("big.bin");
+    write_big(&staging, SIZE);
+    let expected = hash(&staging).unwrap();
+    fs::rename(&staging, daemon.local.join("tiny/big.bin")).unwrap();
+    fs::write(daemon.local.join("elsewhere.txt"), "still syncs\n").unwrap();
+    fs::write(served.join("from-server.txt"), "comes down\n").unwrap();
+
+    wait_until(
+        "status names tiny/big.bin as out of space",
+        || {
+            problems(&daemon.pair_status())
+                .iter()
+                .any(|(path, message)| path == "tiny/big.bin" && message.contains("out of space"))
+        },
+        &daemon,
+    );
+    wait_until(
+        "the rest of the pair syncs",
+        || {
+            fs::read_to_string(served.join("elsewhere.txt"))
+                .ok()
+                .as_deref()
+                == Some("still syncs\n")
+                && fs::read_to_string(daemon.local.join("from-server.txt"))
+                    .ok()
+                    .as_deref()
+                    == Some("comes down\n")
+        },
+        &daemon,
+    );
+    let status = daemon.pair_status();
+    assert_ne!(status["state"], "offline", "{status:#}");
+    let message = problems(&status)
+        .into_iter()
+        .find(|(path, _)| path == "tiny/big.bin")
+        .map(|(_, message)| message)
+        .unwrap_or_default();
+    assert!(
+        message.contains("cannot write tiny/big.bin") && message.contains("free some space"),
+        "{status:#}"
+    );
+    let human = String::from_utf8_lossy(&daemon.ctl(&["status"]).stdout).into_owned();
+    assert!(human.contains("out of space"), "{human}");
+    // Nothing partial under the real name, and the cut upload is removed.
+    assert!(!served.join("tiny/big.bin").exists());
+    assert!(
+        temps(&served.join("tiny")).is_empty(),
+        "{:?}",
+        temps(&served.join("tiny"))
+    );
+    assert_eq!(hash(&daemon.local.join("tiny/big.bin")), Some(expected));
+
+    tiny.grow("64m");
+    wait_until(
+        "tiny/big.bin arrives once there is room",
+        || hash(&served.join("tiny/big.bin")) == Some(expected),
+        &daemon,
+    );
+    wait_until(
+        "the problem is gone from status",
+        || {
+            let status = daemon.pair_status();
+            problems(&status).is_empty() && status["state"] == "idle"
+        },
+        &daemon,
+    );
+    assert_eq!(
+        fs::read_to_string(served.join("tiny/small.txt")).unwrap(),
+        "fits\n"
+    );
+    assert_eq!(hash(&daemon.local.join("tiny/big.bin")), Some(expected));
+    assert!(temps(&served.join("tiny")).is_empty());
 }
