@@ -25,7 +25,8 @@
 //! The listing lists folders and hashes files on all of them at once. A
 //! transport error drops that session and retires the idle ones; the next
 //! call connects again, so a sync after the server came back works without
-//! restarting the agent.
+//! restarting the agent. No code path holds two sessions at once: with a
+//! pool of one, waiting for a second would wait forever.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -1503,10 +1504,13 @@ impl Replica for SftpReplica {
 
     fn lease(&self, device: &str, ttl: Duration) -> Result<Option<Box<dyn Lease>>, ReplicaError> {
         let s = &self.shared;
-        let conn = s.conn()?;
         let dir = s.meta_dir();
-        conn.mkdir_all(&dir)
-            .map_err(|e| ReplicaError::io("create", dir.display(), e))?;
+        {
+            // Given back before `acquire` checks out a session of its own.
+            let conn = s.conn()?;
+            conn.mkdir_all(&dir)
+                .map_err(|e| ReplicaError::io("create", dir.display(), e))?;
+        }
         let lease = SftpLease {
             shared: self.shared.clone(),
             path: dir.join("lease"),

@@ -13,6 +13,7 @@
 
 use std::ops::Deref;
 use std::sync::{Condvar, Mutex, MutexGuard};
+use std::thread::{self, ThreadId};
 
 /// A bounded set of reusable connections of type `T`.
 pub struct Pool<T> {
@@ -34,6 +35,10 @@ struct State<T> {
     /// Bumped when a connection broke; an older connection is dropped when
     /// it comes back instead of being reused.
     generation: u64,
+    /// The threads that checked out the connections now out, one entry
+    /// each: a thread asking for a second one while it holds one could
+    /// wait for itself forever (certainly with a pool of one).
+    holders: Vec<ThreadId>,
 }
 
 /// What a connection knows about its own health.
@@ -53,6 +58,7 @@ impl<T: Health> Pool<T> {
                 size,
                 limit: size,
                 generation: 0,
+                holders: Vec::new(),
             }),
             changed: Condvar::new(),
         }
@@ -68,11 +74,21 @@ impl<T: Health> Pool<T> {
     /// `connect` is the caller's error when no other connection exists;
     /// when others do, the server is taken to refuse more for now, the
     /// limit drops to what exists, and the caller waits for one of those.
+    ///
+    /// A thread must not ask while it holds one: that is a bug, and a
+    /// debug build panics instead of waiting for itself.
     pub fn get<E>(&self, connect: impl Fn() -> Result<T, E>) -> Result<Pooled<'_, T>, E> {
+        let me = thread::current().id();
         let mut state = self.lock();
+        if cfg!(debug_assertions) && state.holders.contains(&me) {
+            // Unlocked first, so the pool is not poisoned for others.
+            drop(state);
+            panic!("a thread asked for a second pooled connection while holding one");
+        }
         loop {
             if let Some(item) = state.idle.pop() {
-                return Ok(self.guard(item, state.generation));
+                state.holders.push(me);
+                return Ok(self.guard(item, state.generation, me));
             }
             if state.open < state.limit {
                 state.open += 1;
@@ -81,7 +97,10 @@ impl<T: Health> Pool<T> {
                 // lock, so other callers can use what exists meanwhile.
                 drop(state);
                 match connect() {
-                    Ok(item) => return Ok(self.guard(item, generation)),
+                    Ok(item) => {
+                        self.lock().holders.push(me);
+                        return Ok(self.guard(item, generation, me));
+                    }
                     Err(e) => {
                         state = self.lock();
                         state.open -= 1;
@@ -113,8 +132,11 @@ impl<T: Health> Pool<T> {
         state.limit = state.size;
     }
 
-    fn give_back(&self, item: T, generation: u64) {
+    fn give_back(&self, item: T, generation: u64, holder: ThreadId) {
         let mut state = self.lock();
+        if let Some(i) = state.holders.iter().position(|h| *h == holder) {
+            state.holders.swap_remove(i);
+        }
         if item.is_broken() {
             state.open -= 1;
             if generation == state.generation {
@@ -129,11 +151,12 @@ impl<T: Health> Pool<T> {
         self.changed.notify_all();
     }
 
-    fn guard(&self, item: T, generation: u64) -> Pooled<'_, T> {
+    fn guard(&self, item: T, generation: u64, holder: ThreadId) -> Pooled<'_, T> {
         Pooled {
             pool: self,
             item: Some(item),
             generation,
+            holder,
         }
     }
 
@@ -154,6 +177,7 @@ pub struct Pooled<'a, T: Health> {
     pool: &'a Pool<T>,
     item: Option<T>,
     generation: u64,
+    holder: ThreadId,
 }
 
 impl<T: Health> Deref for Pooled<'_, T> {
@@ -170,7 +194,7 @@ impl<T: Health> Drop for Pooled<'_, T> {
     fn drop(&mut self) {
         if let Some(item) = self.item.take() {
             // The item is dropped (the connection closed) outside the lock.
-            self.pool.give_back(item, self.generation);
+            self.pool.give_back(item, self.generation, self.holder);
         }
     }
 }
@@ -195,26 +219,35 @@ mod tests {
         }
     }
 
-    fn counter() -> (AtomicUsize, impl Fn(&AtomicUsize) -> Result<Item, String>) {
-        (AtomicUsize::new(0), |made: &AtomicUsize| {
-            Ok(Item {
-                id: made.fetch_add(1, Ordering::SeqCst),
-                broken: AtomicBool::new(false),
-            })
+    fn make(made: &AtomicUsize) -> Result<Item, String> {
+        Ok(Item {
+            id: made.fetch_add(1, Ordering::SeqCst),
+            broken: AtomicBool::new(false),
+        })
+    }
+
+    /// Checks one out on a thread of its own, as the replica's callers do
+    /// (one thread never holds two), and hands it over.
+    fn take<'a>(pool: &'a Pool<Item>, made: &AtomicUsize) -> Pooled<'a, Item> {
+        thread::scope(|scope| {
+            scope
+                .spawn(|| pool.get(|| make(made)).unwrap())
+                .join()
+                .unwrap()
         })
     }
 
     #[test]
     fn connections_are_made_lazily_and_reused() {
         let pool = Pool::new(3);
-        let (made, make) = counter();
+        let made = AtomicUsize::new(0);
         assert_eq!(pool.counts(), (0, 0));
-        let first = pool.get(|| make(&made)).unwrap();
+        let first = take(&pool, &made);
         assert_eq!(first.id, 0);
         drop(first);
-        let again = pool.get(|| make(&made)).unwrap();
+        let again = take(&pool, &made);
         assert_eq!(again.id, 0, "an idle connection is reused");
-        let second = pool.get(|| make(&made)).unwrap();
+        let second = take(&pool, &made);
         assert_eq!(second.id, 1, "a busy one is not shared");
         assert_eq!(pool.counts(), (2, 0));
     }
@@ -222,12 +255,12 @@ mod tests {
     #[test]
     fn at_most_size_connections_exist_and_a_caller_waits_for_one() {
         let pool = Pool::new(2);
-        let (made, make) = counter();
-        let a = pool.get(|| make(&made)).unwrap();
-        let b = pool.get(|| make(&made)).unwrap();
-        std::thread::scope(|scope| {
+        let made = AtomicUsize::new(0);
+        let a = take(&pool, &made);
+        let b = take(&pool, &made);
+        thread::scope(|scope| {
             let waiter = scope.spawn(|| pool.get(|| make(&made)).unwrap().id);
-            std::thread::sleep(Duration::from_millis(100));
+            thread::sleep(Duration::from_millis(100));
             assert!(!waiter.is_finished(), "a third caller waits");
             drop(b);
             assert_eq!(waiter.join().unwrap(), 1, "and gets the one given back");
@@ -240,17 +273,17 @@ mod tests {
     #[test]
     fn a_broken_connection_is_dropped_and_retires_the_idle_ones() {
         let pool = Pool::new(3);
-        let (made, make) = counter();
-        let a = pool.get(|| make(&made)).unwrap();
-        let b = pool.get(|| make(&made)).unwrap();
-        let c = pool.get(|| make(&made)).unwrap();
+        let made = AtomicUsize::new(0);
+        let a = take(&pool, &made);
+        let b = take(&pool, &made);
+        let c = take(&pool, &made);
         drop(a);
         b.broken.store(true, Ordering::SeqCst);
         drop(b);
         // c was checked out when b broke: it is not reused either.
         drop(c);
         assert_eq!(pool.counts(), (0, 0));
-        let fresh = pool.get(|| make(&made)).unwrap();
+        let fresh = take(&pool, &made);
         assert_eq!(fresh.id, 3, "a new connection is made");
     }
 
@@ -265,17 +298,31 @@ mod tests {
     #[test]
     fn a_server_refusing_more_sessions_lowers_the_limit_instead_of_failing() {
         let pool = Pool::new(3);
-        let (made, make) = counter();
-        let a = pool.get(|| make(&made)).unwrap();
-        std::thread::scope(|scope| {
+        let made = AtomicUsize::new(0);
+        let a = take(&pool, &made);
+        thread::scope(|scope| {
             let waiter = scope.spawn(|| {
                 pool.get(|| Err::<Item, _>("too many".to_owned()))
                     .map(|item| item.id)
             });
-            std::thread::sleep(Duration::from_millis(100));
+            thread::sleep(Duration::from_millis(100));
             assert!(!waiter.is_finished(), "it waits for the open one");
             drop(a);
             assert_eq!(waiter.join().unwrap(), Ok(0));
         });
+    }
+
+    #[cfg(debug_assertions)]
+    #[test]
+    fn a_thread_asking_for_a_second_connection_is_a_bug_not_a_hang() {
+        let pool = Pool::new(1);
+        let made = AtomicUsize::new(0);
+        let held = pool.get(|| make(&made)).unwrap();
+        let second = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pool.get(|| make(&made)).map(|item| item.id)
+        }));
+        assert!(second.is_err(), "it would have waited for itself");
+        drop(held);
+        assert_eq!(pool.get(|| make(&made)).unwrap().id, 0);
     }
 }
