@@ -123,6 +123,7 @@ fn adhoc_config(
         ignore: Vec::new(),
         known_hosts: None,
         identity_file: None,
+        compression: None,
         username: None,
         ca_file: None,
         allow_insecure_http_auth: None,

@@ -146,6 +146,9 @@ pub struct RawPair {
     /// then `~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa`).
     #[serde(default)]
     pub identity_file: Option<String>,
+    /// SFTP only: ask the server for SSH compression (default false).
+    #[serde(default)]
+    pub compression: Option<bool>,
     /// WebDAV only: the user to log in as with HTTP Basic auth (the
     /// password comes from the secret store, see `secrets`).
     #[serde(default)]
@@ -215,6 +218,9 @@ pub struct SshSettings {
     pub known_hosts: Option<PathBuf>,
     /// An absolute path; `None` means the agent and the default keys.
     pub identity_file: Option<PathBuf>,
+    /// Whether the SSH connection is compressed (zlib): worth it on a slow
+    /// link with compressible files, a cost in CPU on a fast one.
+    pub compression: bool,
 }
 
 /// How a WebDAV pair logs in and which certificates it trusts. Never a
@@ -638,9 +644,16 @@ impl RawPair {
             }
             Ok(Some(path))
         };
+        if self.compression.is_some() && !is_sftp {
+            return Err((
+                "compression".to_owned(),
+                "only applies to sftp:// remotes; remove it or use an sftp:// remote".into(),
+            ));
+        }
         let ssh = SshSettings {
             known_hosts: ssh_path("known_hosts", self.known_hosts)?,
             identity_file: ssh_path("identity_file", self.identity_file)?,
+            compression: self.compression.unwrap_or(false),
         };
         let webdav = webdav_settings(
             &remote,
@@ -919,6 +932,7 @@ mod tests {
             SshSettings {
                 known_hosts: Some(PathBuf::from("/etc/prism/known_hosts")),
                 identity_file: Some(PathBuf::from("/etc/prism/id")),
+                compression: false,
             }
         );
         assert_eq!(
@@ -937,6 +951,35 @@ mod tests {
             .to_string();
         assert!(
             message.contains("pair[0].identity_file") && message.contains("sftp://"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn compression_is_an_sftp_pair_option_and_must_be_a_boolean() {
+        let pair = |remote: &str, extra: &str| {
+            parse(&format!(
+                "[[pair]]\nname = \"a\"\nlocal = \"/a\"\nremote = \"{remote}\"\n{extra}"
+            ))
+        };
+        let on = pair("sftp://me@nas/x", "compression = true\n").unwrap();
+        assert!(on.pairs[0].ssh.compression);
+        let off = pair("sftp://me@nas/x", "").unwrap();
+        assert!(!off.pairs[0].ssh.compression, "off unless asked for");
+        let message = pair("sftp://me@nas/x", "compression = \"yes\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("config.toml")
+                && message.contains("compression")
+                && message.contains("boolean"),
+            "{message}"
+        );
+        let message = pair("file:///b", "compression = true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("pair[0].compression") && message.contains("sftp://"),
             "{message}"
         );
     }

@@ -437,6 +437,7 @@ impl Control for AgentControl {
             ignore: spec.ignore.clone(),
             known_hosts: None,
             identity_file: None,
+            compression: None,
             username: None,
             ca_file: None,
             allow_insecure_http_auth: None,

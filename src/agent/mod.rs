@@ -159,7 +159,7 @@ pub fn build_engine(
     paths: &Paths,
     journal: &Arc<Mutex<Journal>>,
 ) -> Result<PairEngine, AgentError> {
-    let remote = remote::open_remote(pair, paths.config_file.parent())
+    let remote = remote::open_remote(pair, paths.config_file.parent(), agent.parallel_transfers)
         .map_err(|e| AgentError::Config(format!("pair {:?}: {e}", pair.name)))?;
     let ignore = IgnoreRules::load(&pair.local, &pair.ignore)
         .map_err(|e| AgentError::Config(format!("pair {:?}: {e}", pair.name)))?;

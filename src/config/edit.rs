@@ -79,6 +79,9 @@ pub fn add_pair(file: &Path, pair: &RawPair) -> Result<(), EditError> {
             table[key] = value(path.as_str());
         }
     }
+    if let Some(compression) = pair.compression {
+        table["compression"] = value(compression);
+    }
     if let Some(allow) = pair.allow_insecure_http_auth {
         table["allow_insecure_http_auth"] = value(allow);
     }
@@ -126,6 +129,7 @@ mod tests {
             ignore: vec!["*.log".into()],
             known_hosts: None,
             identity_file: None,
+            compression: None,
             username: None,
             ca_file: None,
             allow_insecure_http_auth: None,

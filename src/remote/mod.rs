@@ -273,11 +273,14 @@ pub trait Replica: Send + Sync {
 
 /// Opens the backend a pair's remote URL names, with the pair's login
 /// settings (`ssh` for SFTP, `webdav` for WebDAV); `config_dir` is where
-/// credentials files are looked for. Nothing is connected yet: a remote
-/// that is away is an error of the first sync, not of opening.
+/// credentials files are looked for, and `parallel_transfers` how many
+/// transfers the engine runs at once (an SFTP remote opens as many SSH
+/// sessions). Nothing is connected yet: a remote that is away is an error
+/// of the first sync, not of opening.
 pub fn open_remote(
     pair: &PairConfig,
     config_dir: Option<&Path>,
+    parallel_transfers: usize,
 ) -> Result<Box<dyn Replica>, ReplicaError> {
     let ssh = &pair.ssh;
     match &pair.remote {
@@ -295,6 +298,8 @@ pub fn open_remote(
             known_hosts: ssh.known_hosts.clone(),
             identity_file: ssh.identity_file.clone(),
             config_dir: config_dir.map(Path::to_path_buf),
+            sessions: parallel_transfers,
+            compression: ssh.compression,
         }))),
         RemoteUrl::Webdav {
             tls,

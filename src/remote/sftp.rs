@@ -18,17 +18,22 @@
 //! ids, so renames on the server are seen as delete + create (reconcile's
 //! content matching still finds them). mtimes have whole seconds.
 //!
-//! Concurrency: one SSH session per replica, shared by every thread; libssh2
-//! serialises the calls on it, so parallel transfers to one SFTP remote do
-//! not run faster than one (a pool of sessions is future work). A transport
-//! error drops the session; the next call connects again, so a sync after
-//! the server came back works without restarting the agent.
+//! Concurrency: libssh2 serialises the calls on one session, so the replica
+//! keeps a [`pool`] of sessions, as many as the agent's
+//! `parallel_transfers`, each made lazily (host key checked, logged in) and
+//! checked out by one call (or one download, while it is read) at a time.
+//! The listing lists folders and hashes files on all of them at once. A
+//! transport error drops that session and retires the idle ones; the next
+//! call connects again, so a sync after the server came back works without
+//! restarting the agent. No code path holds two sessions at once: with a
+//! pool of one, waiting for a second would wait forever.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ssh2::{CheckResult, ErrorCode, FileStat, HashType, KnownHostFileKind, OpenFlags, OpenType};
@@ -40,6 +45,10 @@ use crate::model::{BaseTree, ContentHash, Entry, FileMeta, RelPath, Scope, SideE
 use crate::secrets::{self, Account};
 use crate::timefmt;
 use crate::tracker::ignore::{IgnoreRules, METADATA_DIR, is_temp_name, temp_name_for};
+
+mod pool;
+
+use pool::{Health, Pool, Pooled};
 
 /// How long connecting and each SFTP request may take before the
 /// connection is given up as dead.
@@ -66,6 +75,12 @@ pub struct SftpTarget {
     pub identity_file: Option<PathBuf>,
     /// Where the credentials file is looked for (see `secrets`).
     pub config_dir: Option<PathBuf>,
+    /// How many SSH sessions may be open at once (the agent's
+    /// `parallel_transfers`); at least one.
+    pub sessions: usize,
+    /// Whether to ask the server for SSH compression (zlib), which helps
+    /// on slow links and costs CPU on fast ones.
+    pub compression: bool,
 }
 
 /// A folder on an SFTP server.
@@ -78,17 +93,31 @@ struct Shared {
     target: SftpTarget,
     user: String,
     root: PathBuf,
-    conn: Mutex<Option<Arc<Conn>>>,
+    pool: Pool<Conn>,
     /// The mtime each staged upload gets when it is committed (it keeps the
     /// upload time until then, which is how a crash's leftovers are aged).
     staged_mtimes: Mutex<HashMap<PathBuf, i64>>,
 }
 
+/// One logged-in SSH session with its SFTP channel.
 struct Conn {
     // The session must outlive the SFTP channel; ssh2 keeps it alive too.
     _session: Session,
     sftp: Sftp,
+    /// `host:port`, for messages.
+    server: String,
+    /// A transport error was seen: the session is dropped, not reused.
+    broken: AtomicBool,
 }
+
+impl Health for Conn {
+    fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Relaxed)
+    }
+}
+
+/// A session checked out of the replica's pool.
+type Checked<'a> = Pooled<'a, Conn>;
 
 /// What `lstat` found at a path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -246,10 +275,10 @@ impl SftpReplica {
         };
         SftpReplica {
             shared: Arc::new(Shared {
+                pool: Pool::new(target.sessions),
                 target,
                 user,
                 root,
-                conn: Mutex::new(None),
                 staged_mtimes: Mutex::new(HashMap::new()),
             }),
         }
@@ -274,21 +303,10 @@ impl Shared {
         }
     }
 
-    /// The live connection, connecting if there is none.
-    fn conn(&self) -> Result<Arc<Conn>, ReplicaError> {
-        let mut slot = self.conn.lock().expect("sftp connection");
-        if let Some(conn) = slot.as_ref() {
-            return Ok(conn.clone());
-        }
-        let conn = Arc::new(self.connect()?);
-        *slot = Some(conn.clone());
-        Ok(conn)
-    }
-
-    /// Forgets the connection after a transport error, so the next call
-    /// connects again.
-    fn drop_conn(&self) {
-        self.conn.lock().expect("sftp connection").take();
+    /// A session of its own for one call: an idle one, a new one, or the
+    /// next one another call gives back.
+    fn conn(&self) -> Result<Checked<'_>, ReplicaError> {
+        self.pool.get(|| self.connect()).map_err(ReplicaError::from)
     }
 
     fn connect(&self) -> Result<Conn, ConnectError> {
@@ -319,6 +337,8 @@ impl Shared {
         };
         let mut session = Session::new().map_err(handshake)?;
         session.set_timeout(TIMEOUT.as_millis() as u32);
+        // Negotiated in the key exchange, so it must be asked for before.
+        session.set_compress(self.target.compression);
         session.set_tcp_stream(stream);
         session.handshake().map_err(handshake)?;
         self.verify_host_key(&session)?;
@@ -327,10 +347,16 @@ impl Shared {
             server: server.clone(),
             message: e.message().to_owned(),
         })?;
-        tracing::debug!(server = %server, "connected over SFTP");
+        tracing::debug!(
+            server = %server,
+            compression = session.methods(ssh2::MethodType::CompCs).unwrap_or("none"),
+            "connected over SFTP"
+        );
         Ok(Conn {
             _session: session,
             sftp,
+            server,
+            broken: AtomicBool::new(false),
         })
     }
 
@@ -475,8 +501,76 @@ impl Shared {
         self.root.join(METADATA_DIR)
     }
 
+    /// Classifies an error of a transfer stream on `conn`. ssh2's file
+    /// reads and writes lose libssh2's error code, so a failed transfer
+    /// probes the session: when that fails too, the connection is gone
+    /// (and dropped) and the error is [`ReplicaError::Offline`], not a
+    /// problem of the file.
+    fn transfer_error(
+        &self,
+        conn: &Conn,
+        op: &'static str,
+        path: impl std::fmt::Display,
+        e: io::Error,
+    ) -> ReplicaError {
+        if super::is_connection_error(&e) || !conn.alive(&self.root) {
+            conn.mark_broken();
+            return ReplicaError::Offline {
+                remote: self.server(),
+                reason: format!("the connection broke during the {op} of {path}: {e}"),
+            };
+        }
+        ReplicaError::io(op, path, e)
+    }
+
+    fn check(&self, conn: &Conn, path: &RelPath, expect: &Expect) -> Result<PathBuf, ReplicaError> {
+        let full = self.full(path);
+        let found = conn
+            .lstat(&full)
+            .map_err(|e| ReplicaError::io("inspect", path, e))?;
+        if !matches(found.as_ref(), expect) {
+            return Err(ReplicaError::Changed {
+                path: path.to_string(),
+            });
+        }
+        Ok(full)
+    }
+
+    /// Moves `full` (the entry at `rel`) into `.prism-sync/trash/STAMP/rel`
+    /// without replacing anything there.
+    fn trash_put(&self, conn: &Conn, full: &Path, rel: &RelPath) -> io::Result<PathBuf> {
+        let stamp = timefmt::conflict_stamp(SystemTime::now());
+        let base = self
+            .meta_dir()
+            .join("trash")
+            .join(&stamp[..13])
+            .join(rel.as_str());
+        if let Some(parent) = base.parent() {
+            conn.mkdir_all(parent)?;
+        }
+        let mut dest = base.clone();
+        for n in 1..1000 {
+            match conn.sftp.rename(full, &dest, None) {
+                Ok(()) => return Ok(dest),
+                Err(e) => {
+                    // SFTP renames do not replace: a taken name is retried
+                    // with a suffix; anything else is an error.
+                    if conn.lstat(&dest)?.is_none() {
+                        return Err(conn.io_error(e));
+                    }
+                    dest = PathBuf::from(format!("{}.{n}", base.display()));
+                }
+            }
+        }
+        Err(io::Error::other(
+            "too many trashed versions of one path in one minute",
+        ))
+    }
+}
+
+impl Conn {
     /// Turns an SFTP error into a replica error; a transport error (not an
-    /// answer from the server) also drops the connection.
+    /// answer from the server) also marks the session broken.
     fn error(
         &self,
         op: &'static str,
@@ -493,7 +587,7 @@ impl Shared {
             ErrorCode::SFTP(11) => io::ErrorKind::AlreadyExists,
             ErrorCode::SFTP(_) => io::ErrorKind::Other,
             ErrorCode::Session(_) => {
-                self.drop_conn();
+                self.mark_broken();
                 io::ErrorKind::ConnectionAborted
             }
         };
@@ -502,71 +596,35 @@ impl Shared {
         } else {
             ""
         };
-        io::Error::new(
-            kind,
-            format!("{} (on {}){hint}", e.message(), self.server()),
-        )
+        io::Error::new(kind, format!("{} (on {}){hint}", e.message(), self.server))
     }
 
-    /// Classifies an error of a transfer stream. ssh2's file reads and
-    /// writes lose libssh2's error code, so a failed transfer probes the
-    /// connection: when that fails too, the connection is gone (and
-    /// dropped) and the error is [`ReplicaError::Offline`], not a problem
-    /// of the file.
-    fn transfer_error(
-        &self,
-        op: &'static str,
-        path: impl std::fmt::Display,
-        e: io::Error,
-    ) -> ReplicaError {
-        if super::is_connection_error(&e) || !self.alive() {
-            self.drop_conn();
-            return ReplicaError::Offline {
-                remote: self.server(),
-                reason: format!("the connection broke during the {op} of {path}: {e}"),
-            };
-        }
-        ReplicaError::io(op, path, e)
+    /// The session is not reused once it is given back.
+    fn mark_broken(&self) {
+        self.broken.store(true, Ordering::Relaxed);
     }
 
-    /// Whether the current connection still answers (one `lstat` of the
-    /// root); no connection counts as dead.
-    fn alive(&self) -> bool {
-        let conn = self.conn.lock().expect("sftp connection").clone();
-        match conn {
-            Some(conn) => !matches!(
-                self.lstat(&conn.sftp, &self.root),
+    /// Whether the session still answers (one `lstat` of `root`).
+    fn alive(&self, root: &Path) -> bool {
+        !self.is_broken()
+            && !matches!(
+                self.lstat(root),
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted
-            ),
-            None => false,
-        }
+            )
     }
 
     /// `lstat`: `None` when nothing is there.
-    fn lstat(&self, sftp: &Sftp, full: &Path) -> Result<Option<RemoteStat>, io::Error> {
-        match sftp.lstat(full) {
+    fn lstat(&self, full: &Path) -> Result<Option<RemoteStat>, io::Error> {
+        match self.sftp.lstat(full) {
             Ok(stat) => Ok(Some(RemoteStat::from(&stat))),
             Err(e) if e.code() == ErrorCode::SFTP(2) => Ok(None),
             Err(e) => Err(self.io_error(e)),
         }
     }
 
-    fn check(&self, sftp: &Sftp, path: &RelPath, expect: &Expect) -> Result<PathBuf, ReplicaError> {
-        let full = self.full(path);
-        let found = self
-            .lstat(sftp, &full)
-            .map_err(|e| ReplicaError::io("inspect", path, e))?;
-        if !matches(found.as_ref(), expect) {
-            return Err(ReplicaError::Changed {
-                path: path.to_string(),
-            });
-        }
-        Ok(full)
-    }
-
     /// Creates `dir` and its missing parents.
-    fn mkdir_all(&self, sftp: &Sftp, dir: &Path) -> io::Result<()> {
-        match self.lstat(sftp, dir)? {
+    fn mkdir_all(&self, dir: &Path) -> io::Result<()> {
+        match self.lstat(dir)? {
             Some(stat) if stat.kind == Kind::Dir => return Ok(()),
             Some(_) => {
                 return Err(io::Error::new(
@@ -579,72 +637,38 @@ impl Shared {
         if let Some(parent) = dir.parent()
             && !parent.as_os_str().is_empty()
         {
-            self.mkdir_all(sftp, parent)?;
+            self.mkdir_all(parent)?;
         }
-        match sftp.mkdir(dir, 0o755) {
+        match self.sftp.mkdir(dir, 0o755) {
             Ok(()) => Ok(()),
-            // Another writer may have created it meanwhile.
-            Err(e) => match self.lstat(sftp, dir)? {
+            // Another writer (or another session of this replica) may have
+            // created it meanwhile.
+            Err(e) => match self.lstat(dir)? {
                 Some(stat) if stat.kind == Kind::Dir => Ok(()),
                 _ => Err(self.io_error(e)),
             },
         }
     }
 
-    /// Moves `full` (the entry at `rel`) into `.prism-sync/trash/STAMP/rel`
-    /// without replacing anything there.
-    fn trash_put(&self, sftp: &Sftp, full: &Path, rel: &RelPath) -> io::Result<PathBuf> {
-        let stamp = timefmt::conflict_stamp(SystemTime::now());
-        let base = self
-            .meta_dir()
-            .join("trash")
-            .join(&stamp[..13])
-            .join(rel.as_str());
-        if let Some(parent) = base.parent() {
-            self.mkdir_all(sftp, parent)?;
-        }
-        let mut dest = base.clone();
-        for n in 1..1000 {
-            match sftp.rename(full, &dest, None) {
-                Ok(()) => return Ok(dest),
-                Err(e) => {
-                    // SFTP renames do not replace: a taken name is retried
-                    // with a suffix; anything else is an error.
-                    if self.lstat(sftp, &dest)?.is_none() {
-                        return Err(self.io_error(e));
-                    }
-                    dest = PathBuf::from(format!("{}.{n}", base.display()));
-                }
-            }
-        }
-        Err(io::Error::other(
-            "too many trashed versions of one path in one minute",
-        ))
-    }
-
     /// Removes a file or a whole folder, never following a symbolic link.
-    fn remove_tree(&self, sftp: &Sftp, full: &Path) -> io::Result<()> {
-        let Some(stat) = self.lstat(sftp, full)? else {
+    fn remove_tree(&self, full: &Path) -> io::Result<()> {
+        let Some(stat) = self.lstat(full)? else {
             return Ok(());
         };
         if stat.kind == Kind::Dir {
-            for (name, _) in self.read_dir(sftp, full)? {
-                self.remove_tree(sftp, &full.join(name))?;
+            for (name, _) in self.read_dir(full)? {
+                self.remove_tree(&full.join(name))?;
             }
-            sftp.rmdir(full).map_err(|e| self.io_error(e))
+            self.sftp.rmdir(full).map_err(|e| self.io_error(e))
         } else {
-            sftp.unlink(full).map_err(|e| self.io_error(e))
+            self.sftp.unlink(full).map_err(|e| self.io_error(e))
         }
     }
 
     /// The raw entries of a folder (without `.` and `..`), names as the
     /// server sent them.
-    fn read_dir(
-        &self,
-        sftp: &Sftp,
-        dir: &Path,
-    ) -> io::Result<Vec<(std::ffi::OsString, RemoteStat)>> {
-        let mut handle = sftp.opendir(dir).map_err(|e| self.io_error(e))?;
+    fn read_dir(&self, dir: &Path) -> io::Result<Vec<(std::ffi::OsString, RemoteStat)>> {
+        let mut handle = self.sftp.opendir(dir).map_err(|e| self.io_error(e))?;
         let mut out = Vec::new();
         loop {
             match handle.readdir() {
@@ -662,9 +686,9 @@ impl Shared {
         Ok(out)
     }
 
-    fn read_lease(&self, sftp: &Sftp, path: &Path) -> String {
+    fn read_lease(&self, path: &Path) -> String {
         let mut text = String::new();
-        if let Ok(mut file) = sftp.open(path) {
+        if let Ok(mut file) = self.sftp.open(path) {
             let _ = file.read_to_string(&mut text);
         }
         text
@@ -681,6 +705,28 @@ fn version_nonce(mtime_secs: u64) -> u64 {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     now.max(mtime_secs) + 1 + fastrand::u64(0..1 << 20)
+}
+
+/// Names a full disk on the server. SFTP v3 has no error code for it (an
+/// OpenSSH server answers ENOSPC with a bare "failure"), so a write that
+/// failed asks the file system of the open upload how much room is left
+/// (`fstatvfs@openssh.com`); with less than a chunk or two it was the
+/// disk. Anything else, or a server without the extension, keeps its error.
+fn out_of_space(file: &mut ssh2::File, server: &str, e: io::Error) -> io::Error {
+    if super::is_connection_error(&e) {
+        return e;
+    }
+    match file.statvfs() {
+        Ok(fs) if fs.f_bavail.saturating_mul(fs.f_frsize) < 2 * CHUNK as u64 => io::Error::new(
+            io::ErrorKind::StorageFull,
+            format!(
+                "the server is out of space ({} bytes free on {server}); free some space \
+                 there and it is copied again",
+                fs.f_bavail.saturating_mul(fs.f_frsize)
+            ),
+        ),
+        _ => e,
+    }
 }
 
 /// libssh2's "no more entries" code for readdir.
@@ -710,29 +756,166 @@ fn base64_unpadded(bytes: &[u8]) -> String {
     out
 }
 
-/// A listing in progress.
+/// A listing in progress: folders to list and files to hash are jobs, run
+/// by as many workers as the pool has sessions, each job on a session of
+/// its own. Every worker collects its own [`Listing`]; they are merged and
+/// sorted at the end, so the result does not depend on which worker ran
+/// what, or when.
 struct Walk<'a> {
     shared: &'a Shared,
-    sftp: &'a Sftp,
     cache: &'a BaseTree,
     ignore: &'a IgnoreRules,
-    out: Listing,
+    /// The replica as `describe` names it, for the error of the root.
+    name: String,
     now: i64,
+    queue: Mutex<Queue>,
+    /// Signalled when jobs are added or the last busy worker finished.
+    more: Condvar,
+    /// Set when a session broke during the walk: what it saw is partial.
+    broken: AtomicBool,
+}
+
+/// One piece of work of a listing.
+enum Job {
+    /// List a folder: the root (`None`) or the folder at the path.
+    List(Option<RelPath>),
+    /// Read a file whose version the base does not know, to hash it.
+    Hash(RelPath, RemoteStat),
+}
+
+#[derive(Default)]
+struct Queue {
+    jobs: Vec<Job>,
+    /// Workers running a job (which may add more).
+    busy: usize,
+    /// The error that ends the walk: the root could not be listed, or no
+    /// session could be had.
+    failed: Option<ReplicaError>,
 }
 
 impl Walk<'_> {
-    fn note(&mut self, path: Option<RelPath>, message: String) {
-        self.out.problems.push(Problem { path, message });
+    /// Runs `jobs` and everything they lead to; `out` holds what was found
+    /// before (the entries of a path-scoped listing).
+    fn run(self, jobs: Vec<Job>, out: Listing) -> Result<Listing, ReplicaError> {
+        self.queue.lock().expect("walk queue").jobs = jobs;
+        let workers = self.shared.pool.size();
+        let found: Vec<Listing> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers).map(|_| scope.spawn(|| self.work())).collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("a listing worker panicked"))
+                .collect()
+        });
+        let queue = self.queue.into_inner().expect("walk queue");
+        if let Some(error) = queue.failed {
+            return Err(error);
+        }
+        if self.broken.load(Ordering::Relaxed) {
+            return Err(ReplicaError::Offline {
+                remote: self.shared.server(),
+                reason: "the connection broke during the listing".to_owned(),
+            });
+        }
+        let mut out = out;
+        for listing in found {
+            out.tree.extend(listing.tree);
+            out.held.extend(listing.held);
+            out.problems.extend(listing.problems);
+            out.hashed_files += listing.hashed_files;
+        }
+        out.held.sort();
+        out.held.dedup();
+        out.problems
+            .sort_by(|a, b| (&a.path, &a.message).cmp(&(&b.path, &b.message)));
+        Ok(out)
     }
 
-    fn hold(&mut self, rel: RelPath, op: &str, e: &io::Error) {
-        let message = format!("{rel}: cannot {op} it: {e}; it is left alone this time");
-        self.out.held.push(rel.clone());
-        self.note(Some(rel), message);
+    fn work(&self) -> Listing {
+        let mut out = Listing::default();
+        while let Some(job) = self.next() {
+            let mut found = Vec::new();
+            let result = self.shared.conn().and_then(|conn| {
+                let result = self.run_job(&conn, job, &mut out, &mut found);
+                if conn.is_broken() {
+                    self.broken.store(true, Ordering::Relaxed);
+                }
+                result
+            });
+            self.finish(found, result.err());
+        }
+        out
     }
 
-    fn visit_children(&mut self, parent: Option<&RelPath>, dir: &Path) -> io::Result<()> {
-        for (name, stat) in self.shared.read_dir(self.sftp, dir)? {
+    /// The next job, waiting while other workers may still add some; `None`
+    /// when all is done or the walk failed.
+    fn next(&self) -> Option<Job> {
+        let mut queue = self.queue.lock().expect("walk queue");
+        loop {
+            if queue.failed.is_some() {
+                return None;
+            }
+            if let Some(job) = queue.jobs.pop() {
+                queue.busy += 1;
+                return Some(job);
+            }
+            if queue.busy == 0 {
+                return None;
+            }
+            queue = self.more.wait(queue).expect("walk queue");
+        }
+    }
+
+    fn finish(&self, found: Vec<Job>, error: Option<ReplicaError>) {
+        let mut queue = self.queue.lock().expect("walk queue");
+        queue.jobs.extend(found);
+        queue.busy -= 1;
+        if let Some(error) = error {
+            queue.failed.get_or_insert(error);
+        }
+        drop(queue);
+        self.more.notify_all();
+    }
+
+    fn run_job(
+        &self,
+        conn: &Conn,
+        job: Job,
+        out: &mut Listing,
+        found: &mut Vec<Job>,
+    ) -> Result<(), ReplicaError> {
+        match job {
+            Job::List(None) => self
+                .list_children(conn, None, &self.shared.root, out, found)
+                .map_err(|e| ReplicaError::io("list", &self.name, e)),
+            Job::List(Some(rel)) => {
+                let full = self.shared.full(&rel);
+                match self.list_children(conn, Some(&rel), &full, out, found) {
+                    Ok(()) => {
+                        out.tree.insert(rel, SideEntry::new(Entry::Dir));
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => hold(out, rel, "list the folder", &e),
+                }
+                Ok(())
+            }
+            Job::Hash(rel, stat) => {
+                self.hash_file(conn, rel, stat, out);
+                Ok(())
+            }
+        }
+    }
+
+    /// Lists the folder `dir` (at `parent`, or the root); what is found
+    /// goes to `out` only once the whole folder was read.
+    fn list_children(
+        &self,
+        conn: &Conn,
+        parent: Option<&RelPath>,
+        dir: &Path,
+        out: &mut Listing,
+        found: &mut Vec<Job>,
+    ) -> io::Result<()> {
+        for (name, stat) in conn.read_dir(dir)? {
             let rel = name.to_str().and_then(|name| match parent {
                 Some(parent) => parent.join(name).ok(),
                 None => RelPath::from_name(name).ok(),
@@ -742,124 +925,150 @@ impl Walk<'_> {
                     Some(parent) => format!("{parent}/{}", name.to_string_lossy()),
                     None => name.to_string_lossy().into_owned(),
                 };
-                self.note(
-                    None,
-                    format!(
+                out.problems.push(Problem {
+                    path: None,
+                    message: format!(
                         "{shown:?} on the server is not synced: its name is not valid UTF-8 or contains a control character, a slash or a backslash; rename it to sync it"
                     ),
-                );
+                });
                 continue;
             };
-            self.visit(rel, stat);
+            self.visit(conn, rel, stat, out, found);
         }
         Ok(())
     }
 
-    fn visit(&mut self, rel: RelPath, stat: RemoteStat) {
-        let full = self.shared.full(&rel);
+    /// Sorts one entry: skipped with a note, recorded, or a job to do.
+    fn visit(
+        &self,
+        conn: &Conn,
+        rel: RelPath,
+        stat: RemoteStat,
+        out: &mut Listing,
+        found: &mut Vec<Job>,
+    ) {
         if self.ignore.is_ignored(&rel, stat.kind == Kind::Dir) {
             if stat.kind == Kind::File
                 && is_temp_name(rel.file_name())
                 && self.now - stat.mtime_secs > STALE_TEMP.as_secs() as i64
             {
                 tracing::info!(path = %rel, "removing a temporary upload left by an interrupted write");
-                let _ = self.sftp.unlink(&full);
+                let _ = conn.sftp.unlink(&self.shared.full(&rel));
             }
             return;
         }
+        let note = |out: &mut Listing, message: String| {
+            out.problems.push(Problem {
+                path: Some(rel.clone()),
+                message,
+            })
+        };
         match stat.kind {
-            Kind::Symlink => self.note(
-                Some(rel.clone()),
+            Kind::Symlink => note(
+                out,
                 format!("{rel}: symbolic links are not synced; it is skipped"),
             ),
-            Kind::Other => self.note(
-                Some(rel.clone()),
+            Kind::Other => note(
+                out,
                 format!(
                     "{rel}: special files (fifos, sockets, devices) are not synced; it is skipped"
                 ),
             ),
-            Kind::Dir => {
-                self.out
-                    .tree
-                    .insert(rel.clone(), SideEntry::new(Entry::Dir));
-                if let Err(e) = self.visit_children(Some(&rel), &full) {
-                    if e.kind() == io::ErrorKind::NotFound {
-                        self.out.tree.remove(&rel);
-                    } else {
-                        self.out.tree.remove(&rel);
-                        self.hold(rel, "list the folder", &e);
+            Kind::Dir => found.push(Job::List(Some(rel))),
+            Kind::File => {
+                let version = stat.version();
+                let cached = self.cache.get(&rel).and_then(|base| match &base.entry {
+                    Entry::File(meta)
+                        if base.remote_version.as_deref() == Some(version.as_str()) =>
+                    {
+                        Some(meta.hash)
                     }
+                    _ => None,
+                });
+                match cached {
+                    Some(hash) => insert_file(out, rel, &stat, hash, version),
+                    None => found.push(Job::Hash(rel, stat)),
                 }
             }
-            Kind::File => self.visit_file(rel, &full, stat),
         }
     }
 
-    fn visit_file(&mut self, rel: RelPath, full: &Path, stat: RemoteStat) {
-        let version = stat.version();
-        let cached = self.cache.get(&rel).and_then(|base| match &base.entry {
-            Entry::File(meta) if base.remote_version.as_deref() == Some(version.as_str()) => {
-                Some(meta.hash)
-            }
-            _ => None,
-        });
-        let (hash, version) = match cached {
-            Some(hash) => (hash, version),
-            None => match self.hash_remote(full) {
-                Ok(hash) => {
-                    self.out.hashed_files += 1;
-                    // A file that changed while it was read is still being
-                    // written: leave it for the next round. Only size and
-                    // mtime count: reading may itself have moved the atime,
-                    // and the token taken after the read already has it.
-                    match self.shared.lstat(self.sftp, full) {
-                        Ok(Some(after))
-                            if after.kind == Kind::File
-                                && after.size == stat.size
-                                && after.mtime_secs == stat.mtime_secs =>
-                        {
-                            (hash, after.version())
-                        }
-                        Ok(None) => return,
-                        Ok(Some(_)) => return self.out.held.push(rel),
-                        Err(e) => return self.hold(rel, "look at", &e),
+    fn hash_file(&self, conn: &Conn, rel: RelPath, stat: RemoteStat, out: &mut Listing) {
+        let full = self.shared.full(&rel);
+        match hash_remote(conn, &full) {
+            Ok(hash) => {
+                out.hashed_files += 1;
+                // A file that changed while it was read is still being
+                // written: leave it for the next round. Only size and
+                // mtime count: reading may itself have moved the atime,
+                // and the token taken after the read already has it.
+                match conn.lstat(&full) {
+                    Ok(Some(after))
+                        if after.kind == Kind::File
+                            && after.size == stat.size
+                            && after.mtime_secs == stat.mtime_secs =>
+                    {
+                        insert_file(out, rel, &stat, hash, after.version())
                     }
+                    Ok(None) => {}
+                    Ok(Some(_)) => out.held.push(rel),
+                    Err(e) => hold(out, rel, "look at", &e),
                 }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return,
-                Err(e) => return self.hold(rel, "read", &e),
-            },
-        };
-        let entry = SideEntry {
-            entry: Entry::File(FileMeta {
-                hash,
-                size: stat.size,
-                mtime_ns: stat.mtime_ns(),
-            }),
-            id: None,
-            version: Some(version),
-        };
-        self.out.tree.insert(rel, entry);
-    }
-
-    fn hash_remote(&self, full: &Path) -> io::Result<ContentHash> {
-        let mut file = self.sftp.open(full).map_err(|e| self.shared.io_error(e))?;
-        let mut hasher = blake3::Hasher::new();
-        let mut buf = vec![0u8; CHUNK];
-        loop {
-            let n = file.read(&mut buf)?;
-            if n == 0 {
-                break;
             }
-            hasher.update(&buf[..n]);
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => hold(out, rel, "read", &e),
         }
-        Ok(ContentHash(*hasher.finalize().as_bytes()))
     }
 }
 
-/// A download: keeps its connection alive while it is read.
+/// Leaves `rel` alone this time, saying why.
+fn hold(out: &mut Listing, rel: RelPath, op: &str, e: &io::Error) {
+    let message = format!("{rel}: cannot {op} it: {e}; it is left alone this time");
+    out.held.push(rel.clone());
+    out.problems.push(Problem {
+        path: Some(rel),
+        message,
+    });
+}
+
+fn insert_file(
+    out: &mut Listing,
+    rel: RelPath,
+    stat: &RemoteStat,
+    hash: ContentHash,
+    version: String,
+) {
+    let entry = SideEntry {
+        entry: Entry::File(FileMeta {
+            hash,
+            size: stat.size,
+            mtime_ns: stat.mtime_ns(),
+        }),
+        id: None,
+        version: Some(version),
+    };
+    out.tree.insert(rel, entry);
+}
+
+fn hash_remote(conn: &Conn, full: &Path) -> io::Result<ContentHash> {
+    let mut file = conn.sftp.open(full).map_err(|e| conn.io_error(e))?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(ContentHash(*hasher.finalize().as_bytes()))
+}
+
+/// A download: keeps its session checked out while it is read.
 struct Download<'a> {
+    // Declared first so the file is closed before the session goes back.
     file: ssh2::File,
-    _conn: Arc<Conn>,
+    conn: Checked<'a>,
     shared: &'a Shared,
 }
 
@@ -868,8 +1077,8 @@ impl Read for Download<'_> {
     /// `ConnectionAborted`, so the writing side classifies it as offline.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.file.read(buf).map_err(|e| {
-            if super::is_connection_error(&e) || !self.shared.alive() {
-                self.shared.drop_conn();
+            if super::is_connection_error(&e) || !self.conn.alive(&self.shared.root) {
+                self.conn.mark_broken();
                 io::Error::new(
                     io::ErrorKind::ConnectionAborted,
                     format!("{e} (the connection to {} broke)", self.shared.server()),
@@ -893,8 +1102,8 @@ impl Replica for SftpReplica {
     fn root_state(&self) -> Result<RootState, ReplicaError> {
         let s = &self.shared;
         let conn = s.conn()?;
-        let root = s
-            .lstat(&conn.sftp, &s.root)
+        let root = conn
+            .lstat(&s.root)
             .map_err(|e| ReplicaError::io("open", s.root.display(), e))?;
         match root {
             None => return Ok(RootState::Missing),
@@ -907,8 +1116,8 @@ impl Replica for SftpReplica {
             }
             Some(_) => {}
         }
-        let marker = s
-            .lstat(&conn.sftp, &s.meta_dir().join("root"))
+        let marker = conn
+            .lstat(&s.meta_dir().join("root"))
             .map_err(|e| ReplicaError::io("open", s.root.display(), e))?;
         Ok(if marker.is_some() {
             RootState::Ready
@@ -921,7 +1130,7 @@ impl Replica for SftpReplica {
         let s = &self.shared;
         let conn = s.conn()?;
         let meta = s.meta_dir();
-        s.mkdir_all(&conn.sftp, &meta)
+        conn.mkdir_all(&meta)
             .map_err(|e| ReplicaError::io("create", meta.display(), e))?;
         let marker = meta.join("root");
         let note = "This folder is kept in sync by Prism Sync. Do not delete this file: \
@@ -936,9 +1145,9 @@ impl Replica for SftpReplica {
             Ok(mut file) => file
                 .write_all(note.as_bytes())
                 .map_err(|e| ReplicaError::io("create", marker.display(), e)),
-            Err(e) => match s.lstat(&conn.sftp, &marker) {
+            Err(e) => match conn.lstat(&marker) {
                 Ok(Some(_)) => Ok(()),
-                _ => Err(s.error("create", marker.display(), e)),
+                _ => Err(conn.error("create", marker.display(), e)),
             },
         }
     }
@@ -952,29 +1161,31 @@ impl Replica for SftpReplica {
         let s = &self.shared;
         // A connection that died since the last call is noticed here, the
         // first call of a sync; one fresh attempt saves a failed sync.
-        let conn = match s.conn() {
-            Ok(conn) => match s.lstat(&conn.sftp, &s.root) {
-                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => s.conn()?,
-                _ => conn,
-            },
-            Err(e) => return Err(e),
-        };
+        let mut conn = s.conn()?;
+        if matches!(conn.lstat(&s.root), Err(e) if e.kind() == io::ErrorKind::ConnectionAborted) {
+            // Given back first: it is broken, so that retires the idle
+            // sessions, and a pool of one has nothing else to give.
+            drop(conn);
+            conn = s.conn()?;
+        }
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
-        let mut walk = Walk {
+        let walk = Walk {
             shared: s,
-            sftp: &conn.sftp,
             cache,
             ignore,
-            out: Listing::default(),
+            name: self.describe(),
             now,
+            queue: Mutex::new(Queue::default()),
+            more: Condvar::new(),
+            broken: AtomicBool::new(false),
         };
+        let mut out = Listing::default();
+        let mut jobs = Vec::new();
         match scope {
-            Scope::Full => walk
-                .visit_children(None, &s.root)
-                .map_err(|e| ReplicaError::io("list", self.describe(), e))?,
+            Scope::Full => jobs.push(Job::List(None)),
             Scope::Paths(paths) => {
                 'paths: for path in paths {
                     if paths.iter().any(|o| o != path && path.is_within(o)) {
@@ -983,32 +1194,36 @@ impl Replica for SftpReplica {
                     // Only real folders lead to a path: below a symbolic
                     // link or a file it does not exist for syncing.
                     for ancestor in path.ancestors() {
-                        match s.lstat(&conn.sftp, &s.full(&ancestor)) {
+                        match conn.lstat(&s.full(&ancestor)) {
                             Ok(Some(stat)) if stat.kind == Kind::Dir => {}
                             Ok(_) => continue 'paths,
                             Err(e) => {
-                                walk.hold(path.clone(), "look at a folder above", &e);
+                                hold(&mut out, path.clone(), "look at a folder above", &e);
                                 continue 'paths;
                             }
                         }
                     }
-                    match s.lstat(&conn.sftp, &s.full(path)) {
-                        Ok(Some(stat)) => walk.visit(path.clone(), stat),
+                    match conn.lstat(&s.full(path)) {
+                        Ok(Some(stat)) => {
+                            walk.visit(&conn, path.clone(), stat, &mut out, &mut jobs)
+                        }
                         Ok(None) => {}
-                        Err(e) => walk.hold(path.clone(), "look at", &e),
+                        Err(e) => hold(&mut out, path.clone(), "look at", &e),
                     }
                 }
             }
         }
-        if s.conn.lock().expect("sftp connection").is_none() {
-            // The connection broke during the walk: what it saw is partial
-            // and must not read as deletions.
+        if conn.is_broken() {
+            // What it saw is partial and must not read as deletions.
             return Err(ReplicaError::Offline {
                 remote: s.server(),
                 reason: "the connection broke during the listing".to_owned(),
             });
         }
-        Ok(walk.out)
+        // The workers check out sessions of their own; holding this one
+        // meanwhile would starve a pool of one.
+        drop(conn);
+        walk.run(jobs, out)
     }
 
     fn open(&self, path: &RelPath) -> Result<Box<dyn Read + Send + '_>, ReplicaError> {
@@ -1018,7 +1233,7 @@ impl Replica for SftpReplica {
         // RACE: a symbolic link swapped in between this check and the open
         // would be followed by the server; the bytes are then verified
         // against the planned hash, so they cannot land unnoticed.
-        match s.lstat(&conn.sftp, &full) {
+        match conn.lstat(&full) {
             Ok(Some(stat)) if stat.kind == Kind::File => {}
             Ok(_) => {
                 return Err(ReplicaError::SourceChanged {
@@ -1030,10 +1245,10 @@ impl Replica for SftpReplica {
         let file = conn
             .sftp
             .open(&full)
-            .map_err(|e| s.error("read", path, e))?;
+            .map_err(|e| conn.error("read", path, e))?;
         Ok(Box::new(Download {
             file,
-            _conn: conn,
+            conn,
             shared: s,
         }))
     }
@@ -1051,7 +1266,7 @@ impl Replica for SftpReplica {
         // A file cannot exist without its folder; a partial sync may get
         // here before the folder's own action did.
         if let Some(parent) = target.parent() {
-            s.mkdir_all(&conn.sftp, parent)
+            conn.mkdir_all(parent)
                 .map_err(|e| ReplicaError::io("create the folder of", path, e))?;
         }
         let temp = target.with_file_name(temp_name_for(path.file_name()));
@@ -1063,7 +1278,7 @@ impl Replica for SftpReplica {
                 0o644,
                 OpenType::File,
             )
-            .map_err(|e| s.error("write", path, e))?;
+            .map_err(|e| conn.error("write", path, e))?;
         let mut hasher = blake3::Hasher::new();
         let mut size = 0u64;
         let mut buf = vec![0u8; CHUNK];
@@ -1082,13 +1297,16 @@ impl Replica for SftpReplica {
             let _ = file.fsync();
             Ok(())
         })();
+        // Asked while the upload is still open: its handle names the file
+        // system that refused it.
+        let written = written.map_err(|e| out_of_space(&mut file, &conn.server, e));
         drop(file);
         let discard = || {
             let _ = conn.sftp.unlink(&temp);
         };
         if let Err(e) = written {
             discard();
-            return Err(s.transfer_error("write", path, e));
+            return Err(s.transfer_error(&conn, "write", path, e));
         }
         let staged_hash = ContentHash(*hasher.finalize().as_bytes());
         if staged_hash != *hash {
@@ -1119,11 +1337,11 @@ impl Replica for SftpReplica {
         let result = (|| {
             let conn = s.conn()?;
             let sftp = &conn.sftp;
-            let target = s.check(sftp, &path, expect)?;
+            let target = s.check(&conn, &path, expect)?;
             if *expect != Expect::Absent {
                 // RACE: a write to the target between the check and this
                 // move goes to the trash with it: kept, not lost.
-                s.trash_put(sftp, &target, &path)
+                s.trash_put(&conn, &target, &path)
                     .map_err(|e| ReplicaError::io("move to the trash", &path, e))?;
             }
             let mtime_ns = s
@@ -1143,21 +1361,21 @@ impl Replica for SftpReplica {
                     mtime: Some(secs),
                 };
                 sftp.setstat(&staged.temp, stat)
-                    .map_err(|e| s.error("set the time of", &path, e))?;
+                    .map_err(|e| conn.error("set the time of", &path, e))?;
             }
             // SFTP v3 renames never replace: a file that appeared at the
             // target since the check makes this fail, and the path is
             // re-planned.
             if let Err(e) = sftp.rename(&staged.temp, &target, None) {
-                return match s.lstat(sftp, &target) {
+                return match conn.lstat(&target) {
                     Ok(Some(_)) => Err(ReplicaError::Changed {
                         path: path.to_string(),
                     }),
-                    _ => Err(s.error("replace", &path, e)),
+                    _ => Err(conn.error("replace", &path, e)),
                 };
             }
-            let now = s
-                .lstat(sftp, &target)
+            let now = conn
+                .lstat(&target)
                 .map_err(|e| ReplicaError::io("inspect", &path, e))?
                 .ok_or_else(|| ReplicaError::Changed {
                     path: path.to_string(),
@@ -1199,13 +1417,13 @@ impl Replica for SftpReplica {
         let conn = s.conn()?;
         let full = s.full(path);
         let made = conn.sftp.mkdir(&full, 0o755);
-        match s.lstat(&conn.sftp, &full) {
+        match conn.lstat(&full) {
             Ok(Some(stat)) if stat.kind == Kind::Dir => Ok(SideEntry::new(Entry::Dir)),
             Ok(Some(_)) => Err(ReplicaError::Changed {
                 path: path.to_string(),
             }),
             Ok(None) => Err(match made {
-                Err(e) => s.error("create folder", path, e),
+                Err(e) => conn.error("create folder", path, e),
                 Ok(()) => ReplicaError::Changed {
                     path: path.to_string(),
                 },
@@ -1217,17 +1435,17 @@ impl Replica for SftpReplica {
     fn rename(&self, from: &RelPath, to: &RelPath, expect: &Expect) -> Result<(), ReplicaError> {
         let s = &self.shared;
         let conn = s.conn()?;
-        let source = s.check(&conn.sftp, from, expect)?;
+        let source = s.check(&conn, from, expect)?;
         let dest = s.full(to);
         // SFTP v3 renames refuse an existing target (OpenSSH links files
         // and checks folders first), so nothing is replaced. A folder moves
         // with everything inside it in one rename.
         if let Err(e) = conn.sftp.rename(&source, &dest, None) {
-            return match s.lstat(&conn.sftp, &dest) {
+            return match conn.lstat(&dest) {
                 Ok(Some(_)) => Err(ReplicaError::Changed {
                     path: to.to_string(),
                 }),
-                _ => Err(s.error("rename", from, e)),
+                _ => Err(conn.error("rename", from, e)),
             };
         }
         Ok(())
@@ -1236,14 +1454,14 @@ impl Replica for SftpReplica {
     fn remove(&self, path: &RelPath, expect: &Expect) -> Result<(), ReplicaError> {
         let s = &self.shared;
         let conn = s.conn()?;
-        let full = s.check(&conn.sftp, path, expect)?;
+        let full = s.check(&conn, path, expect)?;
         if *expect == Expect::Dir {
             // A plan removes a folder only after its content went to the
             // trash one by one; one that will not go away empty holds
             // something the plan did not see: keep it and re-plan.
             return match conn.sftp.rmdir(&full) {
                 Ok(()) => Ok(()),
-                Err(_) => match s.lstat(&conn.sftp, &full) {
+                Err(_) => match conn.lstat(&full) {
                     Ok(None) => Ok(()),
                     _ => Err(ReplicaError::Changed {
                         path: path.to_string(),
@@ -1251,7 +1469,7 @@ impl Replica for SftpReplica {
                 },
             };
         }
-        s.trash_put(&conn.sftp, &full, path)
+        s.trash_put(&conn, &full, path)
             .map_err(|e| ReplicaError::io("move to the trash", path, e))?;
         Ok(())
     }
@@ -1260,7 +1478,7 @@ impl Replica for SftpReplica {
         let s = &self.shared;
         let conn = s.conn()?;
         let trash = s.meta_dir().join("trash");
-        let entries = match s.read_dir(&conn.sftp, &trash) {
+        let entries = match conn.read_dir(&trash) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
             Err(e) => return Err(ReplicaError::io("purge", trash.display(), e)),
@@ -1275,7 +1493,7 @@ impl Replica for SftpReplica {
             // Batch names sort as time; anything else is not ours to delete.
             let is_batch = name.len() == 13 && name.as_bytes()[8] == b'-';
             if is_batch && name.as_str() < &cutoff_stamp[..13] {
-                s.remove_tree(&conn.sftp, &trash.join(&name))
+                conn.remove_tree(&trash.join(&name))
                     .map_err(|e| ReplicaError::io("purge", trash.display(), e))?;
                 purged += 1;
             }
@@ -1285,10 +1503,13 @@ impl Replica for SftpReplica {
 
     fn lease(&self, device: &str, ttl: Duration) -> Result<Option<Box<dyn Lease>>, ReplicaError> {
         let s = &self.shared;
-        let conn = s.conn()?;
         let dir = s.meta_dir();
-        s.mkdir_all(&conn.sftp, &dir)
-            .map_err(|e| ReplicaError::io("create", dir.display(), e))?;
+        {
+            // Given back before `acquire` checks out a session of its own.
+            let conn = s.conn()?;
+            conn.mkdir_all(&dir)
+                .map_err(|e| ReplicaError::io("create", dir.display(), e))?;
+        }
         let lease = SftpLease {
             shared: self.shared.clone(),
             path: dir.join("lease"),
@@ -1332,14 +1553,14 @@ impl SftpLease {
                 Err(e) => {
                     // OpenSSH answers "failure" to an exclusive create of an
                     // existing file: look whether one is there.
-                    let exists = s
-                        .lstat(&conn.sftp, &self.path)
+                    let exists = conn
+                        .lstat(&self.path)
                         .map_err(|e| ReplicaError::io("lock", self.path.display(), e))?
                         .is_some();
                     if !exists {
-                        return Err(s.error("lock", self.path.display(), e));
+                        return Err(conn.error("lock", self.path.display(), e));
                     }
-                    let holder = s.read_lease(&conn.sftp, &self.path);
+                    let holder = conn.read_lease(&self.path);
                     // This very process's lease, left behind when the
                     // connection died before the lease could be removed,
                     // must not lock the agent out of its own remote.
@@ -1359,7 +1580,7 @@ impl Lease for SftpLease {
     fn renew(&mut self) -> Result<(), ReplicaError> {
         let s = &self.shared;
         let conn = s.conn()?;
-        let current = s.read_lease(&conn.sftp, &self.path);
+        let current = conn.read_lease(&self.path);
         if !super::lease::held_by(&current, &self.owner) {
             return Err(super::lease::taken_over());
         }
@@ -1369,7 +1590,7 @@ impl Lease for SftpLease {
         let mut file = conn
             .sftp
             .open_mode(&self.path, OpenFlags::WRITE, 0o644, OpenType::File)
-            .map_err(|e| s.error("renew", self.path.display(), e))?;
+            .map_err(|e| conn.error("renew", self.path.display(), e))?;
         file.write_all(self.content().as_bytes())
             .map_err(|e| ReplicaError::io("renew", self.path.display(), e))
     }
@@ -1379,7 +1600,7 @@ impl Drop for SftpLease {
     fn drop(&mut self) {
         let s = &self.shared;
         if let Ok(conn) = s.conn() {
-            let current = s.read_lease(&conn.sftp, &self.path);
+            let current = conn.read_lease(&self.path);
             if super::lease::held_by(&current, &self.owner) {
                 let _ = conn.sftp.unlink(&self.path);
             }
@@ -1410,6 +1631,8 @@ mod tests {
             known_hosts: None,
             identity_file: None,
             config_dir: None,
+            sessions: 4,
+            compression: false,
         };
         let replica = SftpReplica::new(target("/~/notes"));
         assert_eq!(replica.shared.root, PathBuf::from("notes"));

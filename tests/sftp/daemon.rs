@@ -3,7 +3,9 @@
 //! `offline` and that it is retrying, the agent must back off instead of
 //! spinning, and once sshd is back the pair must converge with nothing lost
 //! and no partial upload under a real name. Also a served folder that
-//! refuses writes: a per-path problem in status while the rest syncs.
+//! refuses writes and a served folder on a full disk: per-path problems in
+//! status while the rest syncs; and a pair with compression and two
+//! parallel transfers, which must use two compressed SSH sessions.
 
 use std::fs;
 use std::io::Write;
@@ -31,6 +33,18 @@ impl Daemon {
     /// Writes a config for one pair (`below` the served folder) and starts
     /// `prism-syncd`, waiting until it answers `status`.
     pub fn start(server: &Sshd, name: &str, below: &str) -> Daemon {
+        Daemon::start_with(server, name, below, "", "")
+    }
+
+    /// As [`Daemon::start`], with more lines for the `[agent]` table and
+    /// the pair.
+    pub fn start_with(
+        server: &Sshd,
+        name: &str,
+        below: &str,
+        agent_lines: &str,
+        pair_lines: &str,
+    ) -> Daemon {
         let home = server.scratch(name);
         let local = home.join("local");
         fs::create_dir_all(&local).unwrap();
@@ -40,9 +54,9 @@ impl Daemon {
         fs::write(
             &config,
             format!(
-                "[agent]\ndevice = \"{name}\"\nremote_poll_secs = 1\ndebounce_ms = 100\n\
+                "[agent]\ndevice = \"{name}\"\nremote_poll_secs = 1\ndebounce_ms = 100\n{agent_lines}\
                  [[pair]]\nname = \"p\"\nlocal = \"{}\"\nremote = \"{}\"\nknown_hosts = \"{}\"\n\
-                 identity_file = \"{}\"\n",
+                 identity_file = \"{}\"\n{pair_lines}",
                 local.display(),
                 server.url(below),
                 known_hosts.display(),
@@ -63,7 +77,8 @@ impl Daemon {
             .arg("--device")
             .arg(name)
             .env("HOME", &home)
-            .env("RUST_LOG", "info")
+            // The SFTP replica logs each session it opens at debug level.
+            .env("RUST_LOG", "info,prism_sync::remote::sftp=debug")
             .env_remove("SSH_AUTH_SOCK")
             .env_remove("PRISM_SYNC_SFTP_PASSWORD")
             .env_remove("PRISM_SYNC_CONFIG")
@@ -464,4 +479,211 @@ fn a_server_folder_that_refuses_writes_is_a_per_path_problem_and_the_rest_syncs(
         },
         &daemon,
     );
+}
+
+#[test]
+fn a_pair_with_compression_and_two_transfers_syncs_over_two_compressed_sessions() {
+    let server = Sshd::start();
+    let served = server.served().join("pair");
+    fs::create_dir_all(&served).unwrap();
+    fs::write(
+        served.join("from-server.txt"),
+        "server line\n".repeat(10_000),
+    )
+    .unwrap();
+    let daemon = Daemon::start_with(
+        &server,
+        "laptop",
+        "pair",
+        "parallel_transfers = 2\n",
+        "compression = true\n",
+    );
+    wait_until(
+        "the server's file comes down",
+        || daemon.local.join("from-server.txt").exists(),
+        &daemon,
+    );
+    // Written beside the folder and moved in, so the agent sees all the
+    // files at once and has more copies than sessions to run.
+    let batch = daemon.home.join("batch");
+    fs::create_dir_all(&batch).unwrap();
+    let mut expected = Vec::new();
+    for i in 0..6 {
+        let path = batch.join(format!("big{i}.bin"));
+        write_big(&path, 4 << 20);
+        expected.push((format!("batch/big{i}.bin"), hash(&path).unwrap()));
+    }
+    fs::rename(&batch, daemon.local.join("batch")).unwrap();
+    wait_until(
+        "every file is on the server with its content",
+        || {
+            expected
+                .iter()
+                .all(|(name, want)| hash(&served.join(name)) == Some(*want))
+        },
+        &daemon,
+    );
+    assert_eq!(
+        fs::read_to_string(daemon.local.join("from-server.txt")).unwrap(),
+        "server line\n".repeat(10_000)
+    );
+    // Two transfers at once took two sessions, and never more.
+    let logins = server.log().matches("Accepted publickey").count();
+    assert_eq!(logins, 2, "{}", server.log());
+    let log = daemon.log_text();
+    let connected: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("connected over SFTP"))
+        .collect();
+    assert_eq!(connected.len(), 2, "{log}");
+    assert!(
+        connected.iter().all(|line| line.contains("zlib")),
+        "every session is compressed: {connected:?}"
+    );
+}
+
+/// A tiny file system (tmpfs with a size limit) mounted on a folder of the
+/// served tree for as long as it lives, so the server runs out of space
+/// there for real. Mounting needs root (CAP_SYS_ADMIN), as `.ci/run`
+/// runs; anything else fails the test, which never passes without a real
+/// full disk. Dropping it unmounts, also when the test failed.
+struct TinyFs {
+    dir: PathBuf,
+}
+
+impl TinyFs {
+    fn mount(dir: &Path, size: &str) -> TinyFs {
+        assert!(
+            is_root(),
+            "the disk-full test mounts a tmpfs, which needs root (CAP_SYS_ADMIN); run the suite as root, as .ci/run does"
+        );
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("size={size}"))
+            .arg("tmpfs")
+            .arg(dir)
+            .output()
+            .expect("mount is missing: install the mount package");
+        assert!(
+            out.status.success(),
+            "mount -t tmpfs on {} failed (the test needs CAP_SYS_ADMIN, e.g. a privileged container): {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        TinyFs {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Gives the file system more room, keeping what is on it.
+    fn grow(&self, size: &str) {
+        let out = Command::new("mount")
+            .args(["-o"])
+            .arg(format!("remount,size={size}"))
+            .arg(&self.dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for TinyFs {
+    fn drop(&mut self) {
+        // Lazy: sshd's sftp-server may still hold the folder open; the
+        // mount goes as soon as it lets go.
+        let _ = Command::new("umount").arg("--lazy").arg(&self.dir).status();
+    }
+}
+
+#[test]
+fn a_full_disk_on_the_server_is_a_per_path_problem_and_the_file_arrives_once_there_is_room() {
+    const SIZE: usize = 4 << 20;
+    let server = Sshd::start();
+    let served = server.served().join("pair");
+    fs::create_dir_all(served.join("tiny")).unwrap();
+    let tiny = TinyFs::mount(&served.join("tiny"), "1m");
+    fs::write(served.join("tiny/small.txt"), "fits\n").unwrap();
+    let daemon = Daemon::start(&server, "laptop", "pair");
+    wait_until(
+        "the first sync brings the server's file down",
+        || daemon.local.join("tiny/small.txt").exists(),
+        &daemon,
+    );
+
+    let staging = daemon.home.join("big.bin");
+    write_big(&staging, SIZE);
+    let expected = hash(&staging).unwrap();
+    fs::rename(&staging, daemon.local.join("tiny/big.bin")).unwrap();
+    fs::write(daemon.local.join("elsewhere.txt"), "still syncs\n").unwrap();
+    fs::write(served.join("from-server.txt"), "comes down\n").unwrap();
+
+    wait_until(
+        "status names tiny/big.bin as out of space",
+        || {
+            problems(&daemon.pair_status())
+                .iter()
+                .any(|(path, message)| path == "tiny/big.bin" && message.contains("out of space"))
+        },
+        &daemon,
+    );
+    wait_until(
+        "the rest of the pair syncs",
+        || {
+            fs::read_to_string(served.join("elsewhere.txt"))
+                .ok()
+                .as_deref()
+                == Some("still syncs\n")
+                && fs::read_to_string(daemon.local.join("from-server.txt"))
+                    .ok()
+                    .as_deref()
+                    == Some("comes down\n")
+        },
+        &daemon,
+    );
+    let status = daemon.pair_status();
+    assert_ne!(status["state"], "offline", "{status:#}");
+    let message = problems(&status)
+        .into_iter()
+        .find(|(path, _)| path == "tiny/big.bin")
+        .map(|(_, message)| message)
+        .unwrap_or_default();
+    assert!(
+        message.contains("cannot write tiny/big.bin") && message.contains("free some space"),
+        "{status:#}"
+    );
+    let human = String::from_utf8_lossy(&daemon.ctl(&["status"]).stdout).into_owned();
+    assert!(human.contains("out of space"), "{human}");
+    // Nothing partial under the real name, and the cut upload is removed.
+    assert!(!served.join("tiny/big.bin").exists());
+    assert!(
+        temps(&served.join("tiny")).is_empty(),
+        "{:?}",
+        temps(&served.join("tiny"))
+    );
+    assert_eq!(hash(&daemon.local.join("tiny/big.bin")), Some(expected));
+
+    tiny.grow("64m");
+    wait_until(
+        "tiny/big.bin arrives once there is room",
+        || hash(&served.join("tiny/big.bin")) == Some(expected),
+        &daemon,
+    );
+    wait_until(
+        "the problem is gone from status",
+        || {
+            let status = daemon.pair_status();
+            problems(&status).is_empty() && status["state"] == "idle"
+        },
+        &daemon,
+    );
+    assert_eq!(
+        fs::read_to_string(served.join("tiny/small.txt")).unwrap(),
+        "fits\n"
+    );
+    assert_eq!(hash(&daemon.local.join("tiny/big.bin")), Some(expected));
+    assert!(temps(&served.join("tiny")).is_empty());
 }

@@ -4,7 +4,8 @@
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::time::Duration;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use prism_sync::fsops::Expect;
 use prism_sync::model::{BaseEntry, BaseTree, ContentHash, RelPath, Scope};
@@ -26,6 +27,11 @@ fn replica(server: &Sshd, below: &str) -> SftpReplica {
 }
 
 fn replica_with(server: &Sshd, below: &str, known_hosts: &Path) -> SftpReplica {
+    replica_sized(server, below, known_hosts, 4)
+}
+
+/// A replica that opens at most `sessions` SSH sessions at once.
+fn replica_sized(server: &Sshd, below: &str, known_hosts: &Path, sessions: usize) -> SftpReplica {
     SftpReplica::new(SftpTarget {
         user: Some(server.user.clone()),
         host: "127.0.0.1".into(),
@@ -34,6 +40,8 @@ fn replica_with(server: &Sshd, below: &str, known_hosts: &Path) -> SftpReplica {
         known_hosts: Some(known_hosts.to_path_buf()),
         identity_file: Some(server.client_key()),
         config_dir: None,
+        sessions,
+        compression: false,
     })
 }
 
@@ -374,4 +382,167 @@ fn after_the_server_goes_away_and_comes_back_the_next_call_reconnects() {
     assert_eq!(listing.tree.len(), 1, "{listing:?}");
     write(&remote, "b.txt", "two\n", &Expect::Absent);
     assert!(server.served().join("root/b.txt").exists());
+}
+
+/// How many SSH logins the server accepted so far: one per session.
+fn logins(server: &Sshd) -> usize {
+    server.log().matches("Accepted publickey").count()
+}
+
+/// Holds every reader at its first read until it is opened, counting the
+/// readers waiting there.
+struct Gate {
+    state: Mutex<(usize, bool)>,
+    changed: Condvar,
+}
+
+impl Gate {
+    fn new() -> Gate {
+        Gate {
+            state: Mutex::new((0, false)),
+            changed: Condvar::new(),
+        }
+    }
+
+    /// Waits (at most 10 s) until `n` readers arrived; returns how many did.
+    fn wait_for(&self, n: usize) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut state = self.state.lock().unwrap();
+        while state.0 < n && Instant::now() < deadline {
+            state = self
+                .changed
+                .wait_timeout(state, Duration::from_millis(50))
+                .unwrap()
+                .0;
+        }
+        state.0
+    }
+
+    fn open(&self) {
+        self.state.lock().unwrap().1 = true;
+        self.changed.notify_all();
+    }
+}
+
+struct GatedReader<'a> {
+    gate: &'a Gate,
+    data: &'a [u8],
+    arrived: bool,
+}
+
+impl Read for GatedReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if !self.arrived {
+            self.arrived = true;
+            let mut state = self.gate.state.lock().unwrap();
+            state.0 += 1;
+            self.gate.changed.notify_all();
+            while !state.1 {
+                state = self.gate.changed.wait(state).unwrap();
+            }
+        }
+        self.data.read(buf)
+    }
+}
+
+#[test]
+fn parallel_uploads_each_get_a_session_of_their_own_up_to_the_pool_size() {
+    let server = Sshd::start();
+    let known_hosts = server.scratch("client").join("known_hosts");
+    server.write_known_hosts(&known_hosts);
+    let remote = replica_sized(&server, "root", &known_hosts, 4);
+    remote.mark_root().unwrap();
+    assert_eq!(logins(&server), 1, "{}", server.log());
+    let gate = Gate::new();
+    let contents: Vec<String> = (0..6).map(|i| format!("file {i}\n")).collect();
+    std::thread::scope(|scope| {
+        let uploads: Vec<_> = contents
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                let (remote, gate) = (&remote, &gate);
+                scope.spawn(move || {
+                    let mut reader = GatedReader {
+                        gate,
+                        data: text.as_bytes(),
+                        arrived: false,
+                    };
+                    remote.write(
+                        &rel(&format!("f{i}.txt")),
+                        &mut reader,
+                        &ContentHash::of_bytes(text.as_bytes()),
+                        0,
+                        &Expect::Absent,
+                    )
+                })
+            })
+            .collect();
+        // Four uploads stream at once, each holding a session; the other
+        // two wait for one instead of sharing it or opening a fifth.
+        let arrived = gate.wait_for(4);
+        std::thread::sleep(Duration::from_millis(300));
+        let arrived_late = gate.wait_for(5);
+        let sessions = logins(&server);
+        gate.open();
+        for upload in uploads {
+            upload.join().unwrap().unwrap();
+        }
+        assert_eq!((arrived, arrived_late), (4, 4), "uploads streaming at once");
+        assert_eq!(sessions, 4, "sessions open while they streamed");
+    });
+    assert_eq!(logins(&server), 4, "the sessions are reused, not remade");
+    for (i, text) in contents.iter().enumerate() {
+        let path = server.served().join(format!("root/f{i}.txt"));
+        assert_eq!(&fs::read_to_string(path).unwrap(), text);
+    }
+}
+
+#[test]
+fn a_listing_on_many_sessions_equals_one_on_a_single_session() {
+    let server = Sshd::start();
+    let served = server.served().join("root");
+    let known_hosts = server.scratch("client").join("known_hosts");
+    server.write_known_hosts(&known_hosts);
+    let single = replica_sized(&server, "root", &known_hosts, 1);
+    single.mark_root().unwrap();
+    for d in 0..12 {
+        let dir = served.join(format!("d{d:02}/sub"));
+        fs::create_dir_all(&dir).unwrap();
+        for f in 0..8 {
+            fs::write(dir.join(format!("f{f}.txt")), format!("{d} {f}\n")).unwrap();
+            fs::write(dir.parent().unwrap().join(format!("g{f}.txt")), "g\n").unwrap();
+        }
+        // Hostile entries deep in the tree are still caught by every worker.
+        fs::write(dir.join("bad\nname.txt"), "x").unwrap();
+        std::os::unix::fs::symlink("/etc", dir.join("escape")).unwrap();
+    }
+    let ignore = no_rules();
+    let before = logins(&server);
+    let one = single
+        .list(&Scope::Full, &BaseTree::new(), &ignore)
+        .unwrap();
+    assert_eq!(logins(&server), before, "a pool of one reuses its session");
+    let many = replica_sized(&server, "root", &known_hosts, 4);
+    let before = logins(&server);
+    let four = many.list(&Scope::Full, &BaseTree::new(), &ignore).unwrap();
+    let used = logins(&server) - before;
+    assert!((2..=4).contains(&used), "{used} sessions listed the tree");
+
+    assert_eq!(one.tree.len(), 12 * (2 + 8 + 8), "{one:?}");
+    assert_eq!(one.tree, four.tree);
+    assert_eq!(one.problems, four.problems);
+    assert_eq!(one.held, four.held);
+    assert_eq!(one.hashed_files, four.hashed_files);
+    assert_eq!(one.problems.len(), 24, "{:?}", one.problems);
+    // The order is the paths' order, whichever worker found what.
+    let paths: Vec<_> = four.problems.iter().map(|p| p.path.clone()).collect();
+    let mut sorted = paths.clone();
+    sorted.sort();
+    assert_eq!(paths, sorted);
+    // A scoped listing walks below its folders the same way.
+    let scoped = many
+        .list(&Scope::Paths(vec![rel("d03")]), &base_of(&four), &ignore)
+        .unwrap();
+    assert_eq!(scoped.tree.len(), 2 + 8 + 8, "{scoped:?}");
+    assert_eq!(scoped.hashed_files, 0);
 }

@@ -1,0 +1,328 @@
+//! A small pool of connections for the SFTP replica, so that
+//! `parallel_transfers` transfers to one server really run at once: libssh2
+//! serialises every call on one session, so parallelism needs sessions.
+//!
+//! It owns only the bookkeeping: how many connections exist, which are idle,
+//! and which must not be reused. Connections are made lazily by the caller's
+//! `connect` function (so host-key verification and login run for every one
+//! of them), at most `size` at once; each is checked out by one caller and
+//! comes back when its [`Pooled`] guard is dropped. A connection marked
+//! broken is dropped instead of returned, and it also retires every idle
+//! one: when the server went away they are all dead, and finding that out
+//! one by one could cost a timeout each. It knows nothing of SSH.
+
+use std::ops::Deref;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::thread::{self, ThreadId};
+
+/// A bounded set of reusable connections of type `T`.
+pub struct Pool<T> {
+    state: Mutex<State<T>>,
+    /// Signalled whenever a connection comes back or stops existing.
+    changed: Condvar,
+}
+
+struct State<T> {
+    idle: Vec<T>,
+    /// Connections that exist or are being made: idle, checked out, or in
+    /// a caller's `connect`.
+    open: usize,
+    /// The configured size.
+    size: usize,
+    /// The most connections at once for now: `size`, lowered while the
+    /// server refuses more (OpenSSH's `MaxStartups`, a per-user limit).
+    limit: usize,
+    /// Bumped when a connection broke; an older connection is dropped when
+    /// it comes back instead of being reused.
+    generation: u64,
+    /// The threads that checked out the connections now out, one entry
+    /// each: a thread asking for a second one while it holds one could
+    /// wait for itself forever (certainly with a pool of one).
+    holders: Vec<ThreadId>,
+}
+
+/// What a connection knows about its own health.
+pub trait Health {
+    /// Whether a transport error was seen on it: it must not be reused.
+    fn is_broken(&self) -> bool;
+}
+
+impl<T: Health> Pool<T> {
+    /// A pool of at most `size` connections (at least one); none is made yet.
+    pub fn new(size: usize) -> Pool<T> {
+        let size = size.max(1);
+        Pool {
+            state: Mutex::new(State {
+                idle: Vec::new(),
+                open: 0,
+                size,
+                limit: size,
+                generation: 0,
+                holders: Vec::new(),
+            }),
+            changed: Condvar::new(),
+        }
+    }
+
+    /// The configured number of connections.
+    pub fn size(&self) -> usize {
+        self.lock().size
+    }
+
+    /// An idle connection, a new one from `connect` while fewer than the
+    /// limit exist, or else the next one that comes back. A failed
+    /// `connect` is the caller's error when no other connection exists;
+    /// when others do, the server is taken to refuse more for now, the
+    /// limit drops to what exists, and the caller waits for one of those.
+    ///
+    /// A thread must not ask while it holds one: that is a bug, and a
+    /// debug build panics instead of waiting for itself.
+    pub fn get<E>(&self, connect: impl Fn() -> Result<T, E>) -> Result<Pooled<'_, T>, E> {
+        let me = thread::current().id();
+        let mut state = self.lock();
+        if cfg!(debug_assertions) && state.holders.contains(&me) {
+            // Unlocked first, so the pool is not poisoned for others.
+            drop(state);
+            panic!("a thread asked for a second pooled connection while holding one");
+        }
+        loop {
+            if let Some(item) = state.idle.pop() {
+                state.holders.push(me);
+                return Ok(self.guard(item, state.generation, me));
+            }
+            if state.open < state.limit {
+                state.open += 1;
+                let generation = state.generation;
+                // Connecting takes a handshake and a login: never under the
+                // lock, so other callers can use what exists meanwhile.
+                drop(state);
+                match connect() {
+                    Ok(item) => {
+                        self.lock().holders.push(me);
+                        return Ok(self.guard(item, generation, me));
+                    }
+                    Err(e) => {
+                        state = self.lock();
+                        state.open -= 1;
+                        self.changed.notify_all();
+                        if state.open == 0 {
+                            return Err(e);
+                        }
+                        tracing::debug!(
+                            sessions = state.open,
+                            "the server refused another session; using the open ones"
+                        );
+                        state.limit = state.open;
+                        continue;
+                    }
+                }
+            }
+            state = self.changed.wait(state).expect("connection pool");
+        }
+    }
+
+    /// Drops every idle connection and retires the checked-out ones (they
+    /// are dropped when they come back).
+    fn retire_all(state: &mut State<T>) {
+        state.open -= state.idle.len();
+        state.idle.clear();
+        state.generation += 1;
+        // A server that refused sessions may take them again once it is
+        // back: start from the configured size.
+        state.limit = state.size;
+    }
+
+    fn give_back(&self, item: T, generation: u64, holder: ThreadId) {
+        let mut state = self.lock();
+        if let Some(i) = state.holders.iter().position(|h| *h == holder) {
+            state.holders.swap_remove(i);
+        }
+        if item.is_broken() {
+            state.open -= 1;
+            if generation == state.generation {
+                Self::retire_all(&mut state);
+            }
+        } else if generation != state.generation {
+            state.open -= 1;
+        } else {
+            state.idle.push(item);
+        }
+        drop(state);
+        self.changed.notify_all();
+    }
+
+    fn guard(&self, item: T, generation: u64, holder: ThreadId) -> Pooled<'_, T> {
+        Pooled {
+            pool: self,
+            item: Some(item),
+            generation,
+            holder,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        self.state.lock().expect("connection pool")
+    }
+
+    #[cfg(test)]
+    fn counts(&self) -> (usize, usize) {
+        let state = self.lock();
+        (state.open, state.idle.len())
+    }
+}
+
+/// A connection checked out of a [`Pool`]; it goes back (or, when broken,
+/// away) when this is dropped.
+pub struct Pooled<'a, T: Health> {
+    pool: &'a Pool<T>,
+    item: Option<T>,
+    generation: u64,
+    holder: ThreadId,
+}
+
+impl<T: Health> Deref for Pooled<'_, T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        self.item
+            .as_ref()
+            .expect("a pooled connection until dropped")
+    }
+}
+
+impl<T: Health> Drop for Pooled<'_, T> {
+    fn drop(&mut self) {
+        if let Some(item) = self.item.take() {
+            // The item is dropped (the connection closed) outside the lock.
+            self.pool.give_back(item, self.generation, self.holder);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A stand-in connection: the pool's logic is independent of SSH (the
+    /// real sessions are exercised against sshd in tests/sftp).
+    struct Item {
+        id: usize,
+        broken: AtomicBool,
+    }
+
+    impl Health for Item {
+        fn is_broken(&self) -> bool {
+            self.broken.load(Ordering::SeqCst)
+        }
+    }
+
+    fn make(made: &AtomicUsize) -> Result<Item, String> {
+        Ok(Item {
+            id: made.fetch_add(1, Ordering::SeqCst),
+            broken: AtomicBool::new(false),
+        })
+    }
+
+    /// Checks one out on a thread of its own, as the replica's callers do
+    /// (one thread never holds two), and hands it over.
+    fn take<'a>(pool: &'a Pool<Item>, made: &AtomicUsize) -> Pooled<'a, Item> {
+        thread::scope(|scope| {
+            scope
+                .spawn(|| pool.get(|| make(made)).unwrap())
+                .join()
+                .unwrap()
+        })
+    }
+
+    #[test]
+    fn connections_are_made_lazily_and_reused() {
+        let pool = Pool::new(3);
+        let made = AtomicUsize::new(0);
+        assert_eq!(pool.counts(), (0, 0));
+        let first = take(&pool, &made);
+        assert_eq!(first.id, 0);
+        drop(first);
+        let again = take(&pool, &made);
+        assert_eq!(again.id, 0, "an idle connection is reused");
+        let second = take(&pool, &made);
+        assert_eq!(second.id, 1, "a busy one is not shared");
+        assert_eq!(pool.counts(), (2, 0));
+    }
+
+    #[test]
+    fn at_most_size_connections_exist_and_a_caller_waits_for_one() {
+        let pool = Pool::new(2);
+        let made = AtomicUsize::new(0);
+        let a = take(&pool, &made);
+        let b = take(&pool, &made);
+        thread::scope(|scope| {
+            let waiter = scope.spawn(|| pool.get(|| make(&made)).unwrap().id);
+            thread::sleep(Duration::from_millis(100));
+            assert!(!waiter.is_finished(), "a third caller waits");
+            drop(b);
+            assert_eq!(waiter.join().unwrap(), 1, "and gets the one given back");
+        });
+        drop(a);
+        assert_eq!(made.load(Ordering::SeqCst), 2);
+        assert_eq!(pool.counts(), (2, 2));
+    }
+
+    #[test]
+    fn a_broken_connection_is_dropped_and_retires_the_idle_ones() {
+        let pool = Pool::new(3);
+        let made = AtomicUsize::new(0);
+        let a = take(&pool, &made);
+        let b = take(&pool, &made);
+        let c = take(&pool, &made);
+        drop(a);
+        b.broken.store(true, Ordering::SeqCst);
+        drop(b);
+        // c was checked out when b broke: it is not reused either.
+        drop(c);
+        assert_eq!(pool.counts(), (0, 0));
+        let fresh = take(&pool, &made);
+        assert_eq!(fresh.id, 3, "a new connection is made");
+    }
+
+    #[test]
+    fn a_failed_connect_is_the_error_when_nothing_else_is_open() {
+        let pool: Pool<Item> = Pool::new(2);
+        let failed = pool.get(|| Err::<Item, _>("refused".to_owned()));
+        assert_eq!(failed.err().as_deref(), Some("refused"));
+        assert_eq!(pool.counts(), (0, 0));
+    }
+
+    #[test]
+    fn a_server_refusing_more_sessions_lowers_the_limit_instead_of_failing() {
+        let pool = Pool::new(3);
+        let made = AtomicUsize::new(0);
+        let a = take(&pool, &made);
+        thread::scope(|scope| {
+            let waiter = scope.spawn(|| {
+                pool.get(|| Err::<Item, _>("too many".to_owned()))
+                    .map(|item| item.id)
+            });
+            thread::sleep(Duration::from_millis(100));
+            assert!(!waiter.is_finished(), "it waits for the open one");
+            drop(a);
+            assert_eq!(waiter.join().unwrap(), Ok(0));
+        });
+    }
+
+    #[cfg(debug_assertions)]
+    #[test]
+    fn a_thread_asking_for_a_second_connection_is_a_bug_not_a_hang() {
+        let pool = Pool::new(1);
+        let made = AtomicUsize::new(0);
+        let held = pool.get(|| make(&made)).unwrap();
+        let second = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pool.get(|| make(&made)).map(|item| item.id)
+        }));
+        assert!(second.is_err(), "it would have waited for itself");
+        drop(held);
+        assert_eq!(pool.get(|| make(&made)).unwrap().id, 0);
+    }
+}
