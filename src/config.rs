@@ -188,7 +188,12 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
-    pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(50);
+    /// Long enough to take an editor's save (write a temporary file,
+    /// rename it over the old one: microseconds apart) or a burst of writes
+    /// as one batch, short enough that a change is on its way at once. A
+    /// file still being written when the window ends is held by the scan
+    /// (it changed while read) and synced when it settles.
+    pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(20);
     pub const DEFAULT_REMOTE_POLL: Duration = Duration::from_secs(30);
     pub const DEFAULT_PARALLEL_TRANSFERS: usize = 4;
     pub const DEFAULT_SAFETY_SCAN: Duration = Duration::from_secs(15 * 60);
