@@ -156,18 +156,19 @@ pub fn stage(target: &Path, content: &mut dyn Read, mtime_ns: Option<i64>) -> io
         size: 0,
     };
     let mut hasher = blake3::Hasher::new();
-    let mut buffer = vec![0u8; 256 * 1024];
-    loop {
-        let n = match content.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        hasher.update(&buffer[..n]);
-        file.write_all(&buffer[..n])?;
-        staged.size += n as u64;
-    }
+    crate::iobuf::with_buffer(|buffer| -> io::Result<()> {
+        loop {
+            let n = match content.read(buffer) {
+                Ok(0) => return Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            hasher.update(&buffer[..n]);
+            file.write_all(&buffer[..n])?;
+            staged.size += n as u64;
+        }
+    })?;
     if let Some(ns) = mtime_ns {
         file.set_modified(timefmt::from_unix_ns(ns))?;
     }

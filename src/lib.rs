@@ -12,6 +12,7 @@ pub mod config;
 pub mod ctl;
 pub mod engine;
 pub mod fsops;
+pub mod iobuf;
 pub mod journal;
 pub mod model;
 pub mod reconcile;

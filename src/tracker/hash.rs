@@ -12,11 +12,6 @@ use std::path::Path;
 
 use crate::model::ContentHash;
 
-/// The read buffer for hashing. BLAKE3 uses SIMD over several 1 KiB chunks
-/// at once, and large reads keep the number of system calls per gigabyte
-/// small; 256 KiB is past the point where a larger buffer still helps.
-const HASH_BUFFER_BYTES: usize = 256 * 1024;
-
 /// A reader that hashes everything read through it.
 ///
 /// Reads pass through unchanged; [`HashingReader::finish`] returns the digest
@@ -47,15 +42,17 @@ impl<R: Read> HashingReader<R> {
     /// Reads the rest of the stream, discarding it, and returns the hash and
     /// length of the whole stream.
     pub fn drain(mut self) -> io::Result<(ContentHash, u64)> {
-        let mut buf = vec![0u8; HASH_BUFFER_BYTES];
-        loop {
-            match self.read(&mut buf) {
-                Ok(0) => return Ok(self.finish()),
-                Ok(_) => {}
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(err) => return Err(err),
+        crate::iobuf::with_buffer(|buf| {
+            loop {
+                match self.read(buf) {
+                    Ok(0) => return Ok(()),
+                    Ok(_) => {}
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                    Err(err) => return Err(err),
+                }
             }
-        }
+        })?;
+        Ok(self.finish())
     }
 }
 
@@ -82,7 +79,12 @@ mod tests {
     #[test]
     fn hash_file_matches_hash_of_bytes_across_buffer_boundaries() {
         let dir = tempfile::tempdir().unwrap();
-        for len in [0, 1, HASH_BUFFER_BYTES - 1, HASH_BUFFER_BYTES * 2 + 7] {
+        for len in [
+            0,
+            1,
+            crate::iobuf::BUFFER_BYTES - 1,
+            crate::iobuf::BUFFER_BYTES * 2 + 7,
+        ] {
             let content: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
             let path = dir.path().join(format!("f{len}"));
             File::create(&path).unwrap().write_all(&content).unwrap();
