@@ -421,12 +421,8 @@ fn put_in_place(
             return;
         }
     }
-    for (index, staged) in batch {
+    for (index, committed) in commit_batch(ctx, jobs, batch) {
         let job = &jobs[index];
-        let committed = ctx.side(job.to).commit_staged(&staged, &job.expect);
-        if committed.is_err() {
-            ctx.side(job.to).discard(staged);
-        }
         match committed {
             Ok(written) => {
                 trees.set(job.to, job.path, Some(written));
@@ -437,6 +433,59 @@ fn put_in_place(
             Err(error) => note_failure(outcome, job.path, error),
         }
     }
+}
+
+/// Renames a batch's staged files in (each re-checked against what the
+/// plan saw), discarding those that could not be; returns the outcomes in
+/// the batch's order.
+///
+/// A local rename takes microseconds, and renames into one folder from
+/// several threads only contend for its lock, so local commits run one by
+/// one. A remote commit costs several network round trips (check, trash,
+/// rename, stat), so where the replica says so, a batch's commits run on
+/// up to `parallel_transfers` threads at once: they touch different paths
+/// and nothing in one depends on another.
+fn commit_batch(
+    ctx: &EngineContext<'_>,
+    jobs: &[CopyJob<'_>],
+    batch: Vec<(usize, StagedWrite)>,
+) -> Vec<(usize, Result<SideEntry, ReplicaError>)> {
+    let commit_one = |(index, staged): (usize, StagedWrite)| {
+        let job = &jobs[index];
+        let side = ctx.side(job.to);
+        let committed = side.commit_staged(&staged, &job.expect);
+        if committed.is_err() {
+            side.discard(staged);
+        }
+        (index, committed)
+    };
+    let parallel = batch
+        .iter()
+        .any(|(index, _)| ctx.side(jobs[*index].to).capabilities().parallel_commits);
+    let workers = ctx.settings.parallel_transfers.min(batch.len());
+    if !parallel || workers <= 1 {
+        return batch.into_iter().map(commit_one).collect();
+    }
+    let queue = Mutex::new(batch.into_iter());
+    let mut results: Vec<(usize, Result<SideEntry, ReplicaError>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    while let Some(item) = { queue.lock().expect("commit queue").next() } {
+                        done.push(commit_one(item));
+                    }
+                    done
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a commit thread panicked"))
+            .collect()
+    });
+    results.sort_by_key(|(index, _)| *index);
+    results
 }
 
 fn stage_one(ctx: &EngineContext<'_>, job: &CopyJob<'_>) -> Result<StagedWrite, ReplicaError> {

@@ -213,6 +213,7 @@ impl Replica for LocalFolder {
                 .case_insensitive
                 .get_or_init(|| self.probe_case_insensitive()),
             file_ids: cfg!(unix),
+            parallel_commits: false,
         }
     }
 

@@ -38,6 +38,9 @@ pub struct Capabilities {
     pub case_insensitive: bool,
     /// Listings carry identities that survive renames.
     pub file_ids: bool,
+    /// Each commit costs network round trips: the executor runs a batch's
+    /// commits concurrently rather than one by one.
+    pub parallel_commits: bool,
 }
 
 /// A snapshot of (part of) a replica.

@@ -39,7 +39,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ssh2::{CheckResult, ErrorCode, FileStat, HashType, KnownHostFileKind, OpenFlags, OpenType};
 use ssh2::{Session, Sftp};
 
-use super::{Lease, Listing, Problem, Replica, ReplicaError, RootState, StagedWrite};
+use super::{Capabilities, Lease, Listing, Problem, Replica, ReplicaError, RootState, StagedWrite};
 use crate::fsops::Expect;
 use crate::model::{BaseTree, ContentHash, Entry, FileMeta, RelPath, Scope, SideEntry};
 use crate::secrets::{self, Account};
@@ -1097,6 +1097,15 @@ impl Replica for SftpReplica {
             "sftp://{}@{}:{}{}",
             self.shared.user, t.host, t.port, t.path
         )
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        // Every commit is a few round trips to the server; the pool has a
+        // session for each of a batch's concurrent commits.
+        Capabilities {
+            parallel_commits: true,
+            ..Capabilities::default()
+        }
     }
 
     fn root_state(&self) -> Result<RootState, ReplicaError> {

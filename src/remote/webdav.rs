@@ -63,7 +63,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use reqwest::blocking::{Body, Client, RequestBuilder, Response};
 use reqwest::{Method, Url};
 
-use super::{Lease, Listing, Problem, Replica, ReplicaError, RootState, StagedWrite};
+use super::{Capabilities, Lease, Listing, Problem, Replica, ReplicaError, RootState, StagedWrite};
 use crate::config::is_loopback_host;
 use crate::fsops::Expect;
 use crate::model::{BaseTree, ContentHash, Entry, FileMeta, RelPath, Scope, SideEntry};
@@ -1394,6 +1394,15 @@ impl Replica for WebdavReplica {
             .map(|u| format!("{u}@"))
             .unwrap_or_default();
         format!("{scheme}://{user}{}:{}{}", t.host, t.port(), t.path)
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        // Every commit is a few requests (check, MOVE to the trash, MOVE
+        // in); the client keeps a connection for each concurrent one.
+        Capabilities {
+            parallel_commits: true,
+            ..Capabilities::default()
+        }
     }
 
     fn root_state(&self) -> Result<RootState, ReplicaError> {
