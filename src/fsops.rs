@@ -176,50 +176,53 @@ pub fn stage(target: &Path, content: &mut dyn Read, mtime_ns: Option<i64>) -> io
     Ok(staged)
 }
 
-/// How many staged files are flushed at once. A flush mostly waits for
+/// How many files or folders are flushed at once. A flush mostly waits for
 /// the disk, and the file system commits concurrent flushes together (one
-/// journal commit and one cache flush for many files), so many at once cost
+/// journal commit and one cache flush for many), so many at once cost
 /// little more than one; beyond a few dozen nothing more is gained.
 const FLUSH_PARALLEL: usize = 32;
 
-/// Flushes staged files (and their mtimes) to disk, many at once, so the
-/// rename that follows never exposes a file whose data is not yet durable.
+/// Flushes files (data and metadata) or folders (their entries) to disk,
+/// many at once. Staged files are flushed this way before any of them is
+/// renamed in, so a rename never exposes a file whose data is not durable;
+/// the folders a batch touched are flushed this way after the renames.
 ///
 /// Flushing each file in the worker that wrote it overlapped only as many
 /// flushes as there are transfers; one `syncfs` for the batch would also
 /// wait for every other program's unwritten data on the file system (tens
-/// of seconds next to a build). Flushing exactly these files, concurrently,
+/// of seconds next to a build). Flushing exactly these paths, concurrently,
 /// keeps the per-file guarantee at a fraction of the cost.
 ///
-/// On failure, returns the index in `temps` of a file that could not be
-/// flushed, with the error.
-pub fn flush_staged(temps: &[&Path]) -> Result<(), (usize, io::Error)> {
-    let next = std::sync::Mutex::new(temps.iter().enumerate());
-    let workers = FLUSH_PARALLEL.min(temps.len());
-    std::thread::scope(|scope| {
+/// Returns every path that could not be flushed, by its index in `paths`.
+pub fn flush_all(paths: &[&Path]) -> Vec<(usize, io::Error)> {
+    let next = std::sync::Mutex::new(paths.iter().enumerate());
+    let workers = FLUSH_PARALLEL.min(paths.len());
+    let mut failed: Vec<(usize, io::Error)> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
             .map(|_| {
-                scope.spawn(|| -> Result<(), (usize, io::Error)> {
+                scope.spawn(|| {
+                    let mut failed = Vec::new();
                     loop {
                         let job = { next.lock().expect("flush queue").next() };
-                        let Some((index, temp)) = job else {
-                            return Ok(());
+                        let Some((index, path)) = job else {
+                            return failed;
                         };
-                        OpenOptions::new()
-                            .write(true)
-                            .open(temp)
-                            .and_then(|file| file.sync_all())
-                            .map_err(|e| (index, e))?;
+                        // fsync needs no write access: a read-only handle
+                        // flushes a file's data and a folder's entries.
+                        if let Err(e) = File::open(path).and_then(|f| f.sync_all()) {
+                            failed.push((index, e));
+                        }
                     }
                 })
             })
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().expect("a flush thread panicked"))
-            .collect::<Result<Vec<()>, _>>()
-            .map(|_| ())
-    })
+            .flat_map(|h| h.join().expect("a flush thread panicked"))
+            .collect()
+    });
+    failed.sort_by_key(|(index, _)| *index);
+    failed
 }
 
 /// Why a commit did not happen. Nothing was lost in either case.
@@ -518,7 +521,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn flushing_a_batch_names_the_file_that_could_not_be_flushed() {
+    fn flushing_many_names_every_path_that_could_not_be_flushed() {
         let dir = tempfile::tempdir().unwrap();
         let temps: Vec<PathBuf> = (0..100)
             .map(|i| {
@@ -527,14 +530,21 @@ pub(crate) mod tests {
                 path
             })
             .collect();
-        let refs: Vec<&Path> = temps.iter().map(PathBuf::as_path).collect();
-        flush_staged(&refs).unwrap();
-        flush_staged(&[]).unwrap();
+        let mut refs: Vec<&Path> = temps.iter().map(PathBuf::as_path).collect();
+        refs.push(dir.path());
+        assert!(flush_all(&refs).is_empty(), "files and a folder");
+        assert!(flush_all(&[]).is_empty());
 
         fs::remove_file(&temps[57]).unwrap();
-        let (index, error) = flush_staged(&refs).unwrap_err();
-        assert_eq!(index, 57);
-        assert_eq!(error.kind(), io::ErrorKind::NotFound);
+        fs::remove_file(&temps[3]).unwrap();
+        let failed = flush_all(&refs);
+        let indexes: Vec<usize> = failed.iter().map(|(i, _)| *i).collect();
+        assert_eq!(indexes, [3, 57]);
+        assert!(
+            failed
+                .iter()
+                .all(|(_, e)| e.kind() == io::ErrorKind::NotFound)
+        );
     }
 
     #[test]

@@ -329,8 +329,10 @@ impl Replica for LocalFolder {
 
     fn sync_staged(&self, staged: &[&StagedWrite]) -> Result<(), ReplicaError> {
         let temps: Vec<&Path> = staged.iter().map(|s| s.temp.as_path()).collect();
-        fsops::flush_staged(&temps)
-            .map_err(|(index, e)| ReplicaError::io("flush", &staged[index].path, e))
+        match fsops::flush_all(&temps).into_iter().next() {
+            None => Ok(()),
+            Some((index, e)) => Err(ReplicaError::io("flush", &staged[index].path, e)),
+        }
     }
 
     fn commit_staged(
@@ -429,21 +431,20 @@ impl Replica for LocalFolder {
 
     fn flush(&self) -> Result<(), ReplicaError> {
         let dirty = std::mem::take(&mut *self.dirty.lock().expect("dirty folders"));
-        for dir in dirty {
-            match fsops::sync_dir(&dir) {
-                Ok(()) => {}
-                // A folder that went away since (moved to the trash, or
-                // replaced by a file) has nothing left to flush here; the
-                // folders its entries moved to are in the set.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-                    ) => {}
-                Err(e) => return Err(ReplicaError::io("flush", dir.display(), e)),
-            }
+        let dirs: Vec<&Path> = dirty.iter().map(PathBuf::as_path).collect();
+        let failed = fsops::flush_all(&dirs).into_iter().find(|(_, e)| {
+            // A folder that went away since (moved to the trash, or
+            // replaced by a file) has nothing left to flush here; the
+            // folders its entries moved to are in the set.
+            !matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            )
+        });
+        match failed {
+            None => Ok(()),
+            Some((index, e)) => Err(ReplicaError::io("flush", dirs[index].display(), e)),
         }
-        Ok(())
     }
 
     fn purge_trash(&self, older_than: Duration) -> Result<usize, ReplicaError> {
@@ -490,8 +491,10 @@ impl FileLease {
                 .open(&self.path)
             {
                 Ok(mut file) => {
+                    // Not flushed: a lease matters only while its holder
+                    // runs. After a crash it reads as stale (expired, or its
+                    // process gone), whatever the disk kept of it.
                     file.write_all(self.content().as_bytes())
-                        .and_then(|()| file.sync_all())
                         .map_err(|e| ReplicaError::io("write", self.path.display(), e))?;
                     return Ok(());
                 }
