@@ -16,6 +16,7 @@ so its figure is the count of files it transferred (`--stats`).
 
 import collections
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -245,10 +246,11 @@ class Apache:
         """Gives a path and everything below it to the user Apache runs as."""
         if not is_root():
             return
-        shutil.chown(path, APACHE_USER, APACHE_USER)
+        user = pwd.getpwnam(APACHE_USER)
+        os.lchown(path, user.pw_uid, user.pw_gid)
         for dirpath, dirnames, filenames in os.walk(path):
             for name in dirnames + filenames:
-                os.lchown(os.path.join(dirpath, name), *_ids(APACHE_USER))
+                os.lchown(os.path.join(dirpath, name), user.pw_uid, user.pw_gid)
 
     def stop(self):
         stop_process(self.proc)
@@ -256,8 +258,8 @@ class Apache:
 
     def ops(self, text, folder):
         """Counts the requests in `text` (the access log) on URLs below
-        /open/FOLDER/, by method; requests on prism's metadata folder are
-        counted apart."""
+        `folder` (a folder of the share, as a path on the server's disk), by
+        method; requests on prism's metadata folder are counted apart."""
         prefix = f"/open/{Path(folder).relative_to(self.share)}/"
         counts = collections.Counter()
         for line in text.splitlines():
@@ -270,12 +272,6 @@ class Apache:
                 method += " (.prism-sync)"
             counts[method] += 1
         return counts
-
-
-def _ids(user):
-    import pwd
-    entry = pwd.getpwnam(user)
-    return entry.pw_uid, entry.pw_gid
 
 
 # ----------------------------------------------------------------------------
@@ -542,14 +538,12 @@ def watched_median(report):
 
 
 def move_summary(counts):
-    """The requests of the median run of the folder move, as text."""
+    """The requests of a phase's runs, each kind's median, as text."""
     if not counts:
         return "n/a"
-    per_key = collections.defaultdict(list)
-    for c in counts:
-        for k in set().union(*counts):
-            per_key[k].append(c.get(k, 0))
-    shown = {k: median(v) for k, v in per_key.items() if median(v)}
+    keys = set().union(*counts)
+    shown = {k: median([c.get(k, 0) for c in counts]) for k in keys}
+    shown = {k: v for k, v in shown.items() if v}
     return ", ".join(f"{k} {v:g}" for k, v in sorted(shown.items())) or "nothing"
 
 
