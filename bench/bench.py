@@ -194,6 +194,16 @@ class Tool:
             return ["rsync", "-a", "--delete", f"{self.src}/", f"{self.dst}/"]
         return ["unison", self.src, self.dst, "-batch", "-auto", "-silent"]
 
+    def daemon_argv(self, socket):
+        """The watching daemon on this tool's pair (prism only)."""
+        return [
+            self.bins / "prism-syncd",
+            "--state-dir", self.state,
+            "--socket", socket,
+            "--local", self.src,
+            "--remote", f"file://{self.dst}",
+        ]
+
     def reset(self):
         """An empty destination and no sync state: the next sync is an
         initial one."""
@@ -355,13 +365,7 @@ def measure_latency(tool, tree, samples, seed, problems, changes=None, originals
     sock_dir = short_socket_dir()
     socket = sock_dir / "s"
     log = open(tool.logs / "daemon.err", "wb")
-    argv = [
-        tool.bins / "prism-syncd",
-        "--state-dir", tool.state,
-        "--socket", socket,
-        "--local", tool.src,
-        "--remote", f"file://{tool.dst}",
-    ]
+    argv = tool.daemon_argv(socket)
     daemon = subprocess.Popen(argv, env=tool.env, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
     result = {"samples_ms": [], "timeouts": 0}
     try:
@@ -546,11 +550,26 @@ def default_bin_dir():
     return base / "release"
 
 
-def check_tools(bins):
-    missing = [t for t in ("rsync", "unison") if shutil.which(t) is None]
+# What each suite runs besides prism, and the package that has it.
+NEEDS = {
+    "local": {"rsync": "rsync", "unison": "unison"},
+    "sftp": {"rsync": "rsync", "rclone": "rclone", "ssh": "openssh-client",
+             "ssh-keygen": "openssh-client", "/usr/sbin/sshd": "openssh-server",
+             "/usr/lib/openssh/sftp-server": "openssh-server"},
+    "webdav": {"rclone": "rclone", "/usr/sbin/apache2": "apache2"},
+}
+SUITES = tuple(NEEDS)
+
+
+def check_tools(bins, suites=("local",)):
+    needed = {}
+    for suite in suites:
+        needed.update(NEEDS[suite])
+    missing = {t: pkg for t, pkg in needed.items()
+               if (shutil.which(t) is None if "/" not in t else not os.access(t, os.X_OK))}
     if missing:
-        sys.exit(f"bench.py needs {' and '.join(missing)} on PATH; install with "
-                 f"`apt-get install -y rsync unison` (see bench/README.md).")
+        sys.exit(f"bench.py needs {' and '.join(missing)}; install with "
+                 f"`apt-get install -y {' '.join(sorted(set(missing.values())))}` (see bench/README.md).")
     for name in ("prism-syncd", "prism-syncctl"):
         if not os.access(bins / name, os.X_OK):
             sys.exit(f"no {bins / name}; build with `cargo build --release` or pass --bin-dir.")
@@ -576,6 +595,8 @@ def parse_args():
     p.add_argument("--dirs", type=int, default=100, help="number of folders (default 100)")
     p.add_argument("--runs", type=int, default=5, help="runs per measurement; the median is reported (default 5)")
     p.add_argument("--latency-samples", type=int, default=50, help="changes timed with the daemon (default 50)")
+    p.add_argument("--remote-latency-samples", type=int, default=30,
+                   help="changes timed with the daemon in the sftp and webdav suites (default 30)")
     p.add_argument("--quick", action="store_true", help="smoke check: 1000 files, 3 runs, 10 latency samples")
     p.add_argument("--seed", type=int, default=1, help="seed of the file contents (default 1)")
     p.add_argument("--bin-dir", type=Path, default=None,
@@ -583,13 +604,83 @@ def parse_args():
     p.add_argument("--workdir", type=Path, default=None,
                    help="parent of the scratch folder (default the system temp dir); it must be on one file system")
     p.add_argument("--keep", action="store_true", help="keep the scratch folder (tool logs are in it)")
+    p.add_argument("--suite", choices=(*SUITES, "all"), default="local",
+                   help="local: prism, rsync and unison between two folders (the default); "
+                        "sftp: against rsync over ssh and rclone, on a loopback sshd; "
+                        "webdav: against rclone, on a loopback Apache mod_dav; all: the three in turn")
     p.add_argument("--json-out", type=Path, default=None, help="also write the results as JSON to this file")
     args = p.parse_args()
     if args.quick:
         args.files, args.dirs, args.runs, args.latency_samples = 1000, 10, 3, 10
-    if args.runs < 1 or args.files < 1 or args.dirs < 1 or args.latency_samples < 1:
-        p.error("--files, --dirs, --runs and --latency-samples must be at least 1")
+        args.remote_latency_samples = 10
+    if min(args.runs, args.files, args.dirs, args.latency_samples, args.remote_latency_samples) < 1:
+        p.error("--files, --dirs, --runs and the latency samples must be at least 1")
     return args
+
+
+def run_local(args, bins, work, env):
+    """The local suite: prism, rsync and unison between two folders.
+    Returns its report; its problems are in report["problems"]."""
+    problems = []
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    tree = make_workload(args.files, args.dirs, args.seed)
+    changes = make_change_set(tree, args.seed)
+    originals = {rel: tree[rel] for rel in changes}
+    base = manifest(tree)
+    changed = dict(base, **manifest(changes))
+    tools = [Tool(name, work, bins, env) for name in TOOLS]
+    for tool in tools:
+        write_files(tool.src, tree)
+    print(f"wrote {len(tree)} files into each tool's source; {len(changes)} files change per incremental run",
+          flush=True)
+
+    phases = {}
+    phases["initial"] = measure_phase("initial", tools, args.runs, Tool.reset, base, problems,
+                                      measure_rss=GNU_TIME is not None)
+    phases["noop"] = measure_phase("noop", tools, args.runs, lambda t: None, base, problems)
+
+    def apply_changes(tool):
+        write_files(tool.src, changes)
+
+    def revert(run):
+        # Untimed: put the old contents back and sync, so that every run
+        # starts from the same synced state and changes the same files.
+        for tool in tools:
+            write_files(tool.src, originals)
+            try:
+                tool.sync("revert")
+                tool.verify(base)
+            except Problem as e:
+                problems.append(f"incremental, reverting after run {run + 1}: {e}")
+
+    phases["incremental"] = measure_phase("incremental", tools, args.runs, apply_changes, changed,
+                                          problems, after=revert)
+    print(f"  latency: {args.latency_samples} changes with the daemon watching", flush=True)
+    latency = measure_latency(tools[0], dict(tree), args.latency_samples, args.seed, problems,
+                              changes=changes, originals=originals, runs=args.runs)
+    load_after = [round(x, 2) for x in os.getloadavg()]
+
+    summary = {phase: summarize(results) for phase, results in phases.items()}
+    report = {
+        "suite": "local",
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "host": {"system": platform.platform(), "python": platform.python_version()},
+        "cpus": os.cpu_count(),
+        "load_before": load_before,
+        "load_after": load_after,
+        "versions": versions(bins),
+        "command": " ".join(sys.argv),
+        "workload": {"files": len(tree), "dirs": args.dirs, "bytes": sum(map(len, tree.values())),
+                     "changed_files": len(changes), "seed": args.seed},
+        "runs": args.runs,
+        "page_cache": "warm; nothing is dropped between runs",
+        "phases": summary,
+        "latency": latency,
+        "targets": judge(summary, latency),
+        "problems": problems,
+    }
+    print_report(report)
+    return report
 
 
 def main():
@@ -597,7 +688,8 @@ def main():
     # SIGTERM unwinds like Ctrl-C, so the scratch folder is removed.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     bins = (args.bin_dir or default_bin_dir()).resolve()
-    check_tools(bins)
+    suites = SUITES if args.suite == "all" else (args.suite,)
+    check_tools(bins, suites)
     work = Path(tempfile.mkdtemp(prefix="prism-bench-", dir=args.workdir))
     home = work / "home"
     home.mkdir()
@@ -605,75 +697,31 @@ def main():
     # profile, config and state.
     env = dict(os.environ, HOME=str(home), PRISM_SYNC_CONFIG=str(home / "no-config.toml"),
                XDG_RUNTIME_DIR=str(home))
-    problems = []
-    load_before = [round(x, 2) for x in os.getloadavg()]
+    # Nothing of the user's ssh-agent or passwords reaches the tools.
+    for name in ("SSH_AUTH_SOCK", "PRISM_SYNC_SFTP_PASSWORD", "PRISM_SYNC_WEBDAV_PASSWORD",
+                 "PRISM_SYNC_STATE_DIR", "PRISM_SYNC_SOCKET"):
+        env.pop(name, None)
     print(f"scratch folder {work}; prism binaries from {bins}")
+    reports = {}
     try:
-        tree = make_workload(args.files, args.dirs, args.seed)
-        changes = make_change_set(tree, args.seed)
-        originals = {rel: tree[rel] for rel in changes}
-        base = manifest(tree)
-        changed = dict(base, **manifest(changes))
-        tools = [Tool(name, work, bins, env) for name in TOOLS]
-        for tool in tools:
-            write_files(tool.src, tree)
-        print(f"wrote {len(tree)} files into each tool's source; {len(changes)} files change per incremental run",
-              flush=True)
-
-        phases = {}
-        phases["initial"] = measure_phase("initial", tools, args.runs, Tool.reset, base, problems,
-                                          measure_rss=GNU_TIME is not None)
-        phases["noop"] = measure_phase("noop", tools, args.runs, lambda t: None, base, problems)
-
-        def apply_changes(tool):
-            write_files(tool.src, changes)
-
-        def revert(run):
-            # Untimed: put the old contents back and sync, so that every run
-            # starts from the same synced state and changes the same files.
-            for tool in tools:
-                write_files(tool.src, originals)
-                try:
-                    tool.sync("revert")
-                    tool.verify(base)
-                except Problem as e:
-                    problems.append(f"incremental, reverting after run {run + 1}: {e}")
-
-        phases["incremental"] = measure_phase("incremental", tools, args.runs, apply_changes, changed,
-                                              problems, after=revert)
-        print(f"  latency: {args.latency_samples} changes with the daemon watching", flush=True)
-        latency = measure_latency(tools[0], dict(tree), args.latency_samples, args.seed, problems,
-                                  changes=changes, originals=originals, runs=args.runs)
-        load_after = [round(x, 2) for x in os.getloadavg()]
-
-        summary = {phase: summarize(results) for phase, results in phases.items()}
-        report = {
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "host": {"system": platform.platform(), "python": platform.python_version()},
-            "cpus": os.cpu_count(),
-            "load_before": load_before,
-            "load_after": load_after,
-            "versions": versions(bins),
-            "command": " ".join(sys.argv),
-            "workload": {"files": len(tree), "dirs": args.dirs, "bytes": sum(map(len, tree.values())),
-                         "changed_files": len(changes), "seed": args.seed},
-            "runs": args.runs,
-            "page_cache": "warm; nothing is dropped between runs",
-            "phases": summary,
-            "latency": latency,
-            "targets": judge(summary, latency),
-            "problems": problems,
-        }
-        print_report(report)
+        for suite in suites:
+            print(f"\n=== suite {suite} ===", flush=True)
+            if suite == "local":
+                reports[suite] = run_local(args, bins, work / "local", env)
+            else:
+                import remotes  # the SFTP and WebDAV suites
+                reports[suite] = remotes.run_suite(suite, args, bins, work / suite, env)
         if args.json_out:
-            args.json_out.write_text(json.dumps(report, indent=2) + "\n")
+            # One suite: its report as before; several: one report each.
+            out = reports[suites[0]] if len(suites) == 1 else {"suites": reports}
+            args.json_out.write_text(json.dumps(out, indent=2) + "\n")
             print(f"\nJSON written to {args.json_out}")
     finally:
         if args.keep:
             print(f"kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
-    return 1 if problems else 0
+    return 1 if any(r["problems"] for r in reports.values()) or len(reports) < len(suites) else 0
 
 
 if __name__ == "__main__":

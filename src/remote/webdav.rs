@@ -22,12 +22,17 @@
 //! `.prism-sync/lease` created with `If-None-Match: *`.
 //!
 //! It does not hash on the server (WebDAV cannot): the version token is the
-//! strong ETag when there is one, else `SIZE:MTIME_SECS`, and a file whose
-//! token equals the base's reuses the base's hash; anything else is
-//! downloaded and hashed, and so is a file listed with a weak ETag (changed
-//! within the last second: another same-sized write in that second would
-//! look the same). A file uploaded while its ETag was weak is therefore
-//! read back once on the next listing.
+//! ETag without its weakness mark when there is one, else
+//! `SIZE:MTIME_SECS`, and a file listed with a strong ETag whose token
+//! equals the base's reuses the base's hash; anything else is downloaded
+//! and hashed, and so is a file listed with a weak ETag (changed within the
+//! last second: another same-sized write in that second would look the
+//! same). A file uploaded while its ETag was weak is recorded with the
+//! opaque part of that tag, which is its strong ETag once it settles, so it
+//! is not downloaded again. RACE: another client's write of the same size
+//! in the same file-system timestamp tick as ours (Apache's tag is size and
+//! mtime) would look like ours; the fallback token has the same blind spot
+//! for a whole second.
 //! WebDAV cannot set a file's modification time, so a remote file carries
 //! the time of its upload. It gives no file ids: renames on the server are
 //! seen as delete + create (reconcile's content matching still finds them).
@@ -296,11 +301,17 @@ impl RemoteStat {
         self.mtime_secs.saturating_mul(1_000_000_000)
     }
 
-    /// The version token: the strong ETag, else size and mtime.
+    /// The version token: the ETag without its weakness mark, else size
+    /// and mtime. A weak ETag's opaque part is what the same version's
+    /// strong ETag will be once it settles (Apache marks a tag weak only
+    /// while the file is less than a second old), so a file recorded while
+    /// its tag was weak is recognised by its strong tag later instead of
+    /// being downloaded again on every listing. A listing still never
+    /// trusts a weak tag: such a file is always read (see `visit_file`).
     fn version(&self) -> String {
-        match self.strong_etag() {
-            Some(etag) => etag.to_owned(),
-            None => format!("{}:{}", self.size, self.mtime_secs),
+        match self.etag.as_deref().map(opaque) {
+            Some(etag) if etag.starts_with('"') => etag.to_owned(),
+            _ => format!("{}:{}", self.size, self.mtime_secs),
         }
     }
 
@@ -1962,7 +1973,7 @@ mod tests {
     }
 
     #[test]
-    fn versions_use_strong_etags_only() {
+    fn versions_are_opaque_etags_and_only_strong_ones_are_sent() {
         let stat = |etag: Option<&str>| RemoteStat {
             collection: false,
             size: 5,
@@ -1970,7 +1981,8 @@ mod tests {
             etag: etag.map(str::to_owned),
         };
         assert_eq!(stat(Some("\"5-abc\"")).version(), "\"5-abc\"");
-        assert_eq!(stat(Some("W/\"5-abc\"")).version(), "5:100");
+        assert_eq!(stat(Some("W/\"5-abc\"")).version(), "\"5-abc\"");
+        assert_eq!(stat(Some("5-abc")).version(), "5:100");
         assert_eq!(stat(Some("W/\"5-abc\"")).strong_etag(), None);
         assert_eq!(stat(None).version(), "5:100");
         assert_eq!(parse_http_date("Thu, 01 Jan 1970 00:01:40 GMT"), Some(100));
