@@ -6,7 +6,10 @@
 //! trash live and which base fields serve as their stat cache: the local side
 //! keeps its trash under the agent's state dir; a remote folder keeps it in
 //! `.prism-sync/trash/` inside itself, where every agent sharing it can
-//! reach it, beside the advisory lease file.
+//! reach it, beside the advisory lease file. The local side also keeps
+//! partial downloads (see `stage_partial`) so a broken download is
+//! continued rather than started over; a remote folder, which several
+//! agents may write at once, does not.
 
 use std::collections::BTreeSet;
 use std::fs::{self, OpenOptions};

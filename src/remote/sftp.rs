@@ -26,7 +26,9 @@
 //! transport error drops that session and retires the idle ones; the next
 //! call connects again, so a sync after the server came back works without
 //! restarting the agent. No code path holds two sessions at once: with a
-//! pool of one, waiting for a second would wait forever.
+//! pool of one, waiting for a second would wait forever. A download that
+//! continues a broken one (`open_at`) seeks its file handle, so only the
+//! missing bytes cross the link.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Seek, SeekFrom, Write};
