@@ -13,7 +13,6 @@
 //! It does not decide anything: what to do comes from `reconcile`, how
 //! conflicts are settled from `conflicts`.
 
-use std::io::Read;
 use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -21,7 +20,7 @@ use crate::fsops::Expect;
 use crate::journal::{BaseEdit, ChangeType, Step};
 use crate::model::{BaseEntry, Entry, FileMeta, RelPath, Side, SideEntry, SideTree};
 use crate::reconcile::Action;
-use crate::remote::{ReplicaError, StagedWrite};
+use crate::remote::{ReplicaError, Source, StagedWrite};
 
 use super::progress::Direction;
 use super::{EngineContext, RunTally};
@@ -496,17 +495,14 @@ fn stage_one(ctx: &EngineContext<'_>, job: &CopyJob<'_>) -> Result<StagedWrite, 
     let transfer = ctx
         .progress
         .start_transfer(job.path, direction, job.source.size);
-    let reader = ctx.side(job.to.other()).open(job.path)?;
-    let mut counted = CountingReader {
-        inner: reader,
-        transfer: &transfer,
-    };
-    ctx.side(job.to).stage(
-        job.path,
-        &mut counted,
-        &job.source.hash,
-        job.source.mtime_ns,
-    )
+    let advance = |n: u64| transfer.advance(n);
+    // The source can be reopened at an offset: the destination may continue
+    // a partial transfer an earlier attempt left, and a read that breaks
+    // on a connection error continues where it stopped.
+    let source = Source::new(ctx.side(job.to.other()), job.path, job.source, &advance);
+    ctx.side(job.to)
+        .stage_from(job.path, &source, job.source.mtime_ns)
+        .map_err(|error| source.take_failure().unwrap_or(error))
 }
 
 fn commit_copy(
@@ -549,18 +545,4 @@ fn commit_copy(
         )],
         blobs,
     })
-}
-
-/// Counts bytes into the transfer's progress as they stream through.
-struct CountingReader<'a, R> {
-    inner: R,
-    transfer: &'a super::progress::Transfer<'a>,
-}
-
-impl<R: Read> Read for CountingReader<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.transfer.advance(n as u64);
-        Ok(n)
-    }
 }

@@ -6,23 +6,29 @@
 //! trash live and which base fields serve as their stat cache: the local side
 //! keeps its trash under the agent's state dir; a remote folder keeps it in
 //! `.prism-sync/trash/` inside itself, where every agent sharing it can
-//! reach it, beside the advisory lease file.
+//! reach it, beside the advisory lease file. The local side also keeps
+//! partial downloads (see `stage_partial`) so a broken download is
+//! continued rather than started over; a remote folder, which several
+//! agents may write at once, does not.
 
 use std::collections::BTreeSet;
 use std::fs::{self, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::{
-    Capabilities, Lease, Listing, Problem, Replica, ReplicaError, RootState, StagedWrite, lease,
+    Capabilities, Lease, Listing, Problem, Replica, ReplicaError, RootState, Source, StagedWrite,
+    lease,
 };
 use crate::fsops::{self, Expect, StatKind, Trash};
 use crate::model::{
     BaseEntry, BaseTree, ContentHash, Entry, FileMeta, RelPath, Scope, Side, SideEntry,
 };
-use crate::tracker::ignore::{IgnoreRules, METADATA_DIR, ROOT_MARKER_FILE, TEMP_PREFIX};
+use crate::tracker::ignore::{
+    IgnoreRules, METADATA_DIR, ROOT_MARKER_FILE, TEMP_PREFIX, is_partial_name, partial_name_for,
+};
 use crate::tracker::scan::{ScanRequest, scan};
 
 /// A folder on a mounted file system.
@@ -35,6 +41,8 @@ pub struct LocalFolder {
     dirty: Mutex<BTreeSet<PathBuf>>,
     /// Temporary files older than this are a crash's leftovers.
     stale_temp_age: Duration,
+    /// Partial downloads older than this are given up.
+    stale_partial_age: Duration,
 }
 
 impl LocalFolder {
@@ -47,6 +55,7 @@ impl LocalFolder {
             case_insensitive: OnceLock::new(),
             dirty: Mutex::new(BTreeSet::new()),
             stale_temp_age: STALE_TEMP,
+            stale_partial_age: STALE_PARTIAL,
         }
     }
 
@@ -60,13 +69,16 @@ impl LocalFolder {
             case_insensitive: OnceLock::new(),
             dirty: Mutex::new(BTreeSet::new()),
             stale_temp_age: STALE_TEMP,
+            stale_partial_age: STALE_PARTIAL,
         }
     }
 
-    /// Sweeps temporary files sooner than the default hour: for a folder
-    /// no other agent writes to at the same time (tests replaying crashes).
+    /// Sweeps temporary files (and partial downloads) sooner than the
+    /// default hour (day): for a folder no other agent writes to at the
+    /// same time (tests replaying crashes).
     pub fn with_stale_temp_age(mut self, age: Duration) -> LocalFolder {
         self.stale_temp_age = age;
+        self.stale_partial_age = age;
         self
     }
 
@@ -138,6 +150,21 @@ impl LocalFolder {
         }
     }
 
+    /// A partial sync may reach a file whose folder the plan did not
+    /// cover (it was created in an earlier, failed batch): a file cannot
+    /// exist without its folder, so create it. The next full sync records
+    /// it in the base.
+    fn ensure_parent(&self, path: &RelPath, target: &Path) -> Result<(), ReplicaError> {
+        if let Some(parent) = target.parent()
+            && !parent.is_dir()
+        {
+            fs::create_dir_all(parent)
+                .map_err(|e| ReplicaError::io("create the folder of", path, e))?;
+            self.touched(parent);
+        }
+        Ok(())
+    }
+
     fn probe_case_insensitive(&self) -> bool {
         let probe = self.root.join(format!("{}CaseProbe", TEMP_PREFIX));
         if fs::write(&probe, b"").is_err() {
@@ -155,11 +182,22 @@ impl LocalFolder {
 /// between staging and renaming.
 const STALE_TEMP: Duration = Duration::from_secs(3600);
 
-/// Removes temporary files a crash left behind. Their age is their change
-/// time (staging sets the mtime to the source's, so mtime says nothing).
-fn sweep_stale_temp_files(temp_files: &[PathBuf], max_age: Duration) {
+/// Partial downloads older than this are given up: long enough to outlast
+/// a server that is away for a night, short enough that a version that
+/// will never be fetched again does not keep its bytes for long.
+const STALE_PARTIAL: Duration = Duration::from_secs(24 * 3600);
+
+/// Removes temporary files a crash left behind (older than `max_age`) and
+/// partial downloads no attempt continued (older than `partial_age`).
+/// Their age is their change time (staging sets the mtime to the source's,
+/// so mtime says nothing; appending to a partial renews it).
+fn sweep_stale_temp_files(temp_files: &[PathBuf], max_age: Duration, partial_age: Duration) {
     let now = SystemTime::now();
     for temp in temp_files {
+        let partial = temp
+            .file_name()
+            .is_some_and(|n| is_partial_name(&n.to_string_lossy()));
+        let max_age = if partial { partial_age } else { max_age };
         let Ok(meta) = fs::symlink_metadata(temp) else {
             continue;
         };
@@ -175,6 +213,108 @@ fn sweep_stale_temp_files(temp_files: &[PathBuf], max_age: Duration) {
             let _ = fs::remove_file(temp);
         }
     }
+}
+
+/// Stages `source` into `partial`, a name tied to the version (see
+/// [`partial_name_for`]), continuing what an earlier attempt left there.
+/// Returns the file and its size once its whole content hashes to the
+/// version's hash.
+///
+/// When reading the source fails (the connection broke) the partial is
+/// kept for the next attempt, in this run or a later one; when writing it
+/// fails, it is removed. A continued partial whose whole does not verify
+/// held bytes of something else (an attempt that read a version changed
+/// under it, a crash that left garbage at its end): it is discarded and
+/// the file fetched whole, once. Bytes of two versions are never committed:
+/// the hash over the whole file gates the rename.
+fn stage_partial(
+    partial: &Path,
+    source: &Source<'_>,
+    mtime_ns: i64,
+) -> Result<(PathBuf, u64), ReplicaError> {
+    let path = source.path();
+    let write_error = |e: io::Error| {
+        let _ = fs::remove_file(partial);
+        ReplicaError::io("write", path, e)
+    };
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(partial)
+        .map_err(|e| ReplicaError::io("write", path, e))?;
+    let mut have = file.metadata().map_err(write_error)?.len();
+    if have > source.meta.size {
+        // Longer than the version: not a prefix of it.
+        have = 0;
+    }
+    loop {
+        let (mut reader, start) = source.reader(have).inspect_err(|_| {
+            if have == 0 {
+                let _ = fs::remove_file(partial);
+            }
+        })?;
+        if start > 0 {
+            tracing::info!(%path, offset = start, "resuming download of {path} at {start} bytes");
+        }
+        let mut hasher = blake3::Hasher::new();
+        file.set_len(start).map_err(write_error)?;
+        file.seek(SeekFrom::Start(0)).map_err(write_error)?;
+        let prefix = io::copy(&mut (&mut file).take(start), &mut hasher).map_err(write_error)?;
+        if prefix < start {
+            return Err(write_error(io::Error::other(
+                "the partial download shrank while it was read",
+            )));
+        }
+        let size = crate::iobuf::with_buffer(|buffer| {
+            let mut size = start;
+            loop {
+                let n = match reader.read(buffer) {
+                    Ok(0) => return Ok(size),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    // Kept: the next attempt continues from here.
+                    Err(e) => {
+                        if size == 0 {
+                            let _ = fs::remove_file(partial);
+                        }
+                        return Err(ReplicaError::io("download", path, e));
+                    }
+                };
+                hasher.update(&buffer[..n]);
+                file.write_all(&buffer[..n]).map_err(write_error)?;
+                size += n as u64;
+            }
+        })?;
+        if ContentHash(*hasher.finalize().as_bytes()) == source.meta.hash {
+            file.set_modified(crate::timefmt::from_unix_ns(mtime_ns))
+                .map_err(write_error)?;
+            return Ok((partial.to_path_buf(), size));
+        }
+        if start == 0 {
+            let _ = fs::remove_file(partial);
+            return Err(ReplicaError::SourceChanged {
+                path: path.to_string(),
+            });
+        }
+        tracing::info!(%path, "a continued download did not verify; fetching it whole");
+        have = 0;
+    }
+}
+
+/// Removes the partial downloads directly in `dir`; true if there were any.
+fn remove_partials_in(dir: &Path) -> bool {
+    let mut any = false;
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if is_partial_name(&entry.file_name().to_string_lossy())
+            && entry.file_type().is_ok_and(|t| t.is_file())
+            && fs::remove_file(entry.path()).is_ok()
+        {
+            any = true;
+        }
+    }
+    any
 }
 
 fn parse_version(version: &str) -> Option<(u64, i64)> {
@@ -264,7 +404,11 @@ impl Replica for LocalFolder {
             cache: &cache,
         };
         let outcome = scan(&request).map_err(|e| ReplicaError::Other(e.to_string()))?;
-        sweep_stale_temp_files(&outcome.temp_files, self.stale_temp_age);
+        sweep_stale_temp_files(
+            &outcome.temp_files,
+            self.stale_temp_age,
+            self.stale_partial_age,
+        );
         let mut tree = outcome.tree;
         for entry in tree.values_mut() {
             if let Entry::File(meta) = &entry.entry {
@@ -300,17 +444,7 @@ impl Replica for LocalFolder {
         mtime_ns: i64,
     ) -> Result<StagedWrite, ReplicaError> {
         let target = path.to_fs(&self.root);
-        // A partial sync may reach a file whose folder the plan did not
-        // cover (it was created in an earlier, failed batch): a file cannot
-        // exist without its folder, so create it. The next full sync
-        // records it in the base.
-        if let Some(parent) = target.parent()
-            && !parent.is_dir()
-        {
-            fs::create_dir_all(parent)
-                .map_err(|e| ReplicaError::io("create the folder of", path, e))?;
-            self.touched(parent);
-        }
+        self.ensure_parent(path, &target)?;
         let staged = fsops::stage(&target, content, Some(mtime_ns))
             .map_err(|e| ReplicaError::io("write", path, e))?;
         if staged.hash != *hash {
@@ -323,6 +457,34 @@ impl Replica for LocalFolder {
             path: path.clone(),
             temp,
             hash,
+            size,
+        })
+    }
+
+    fn stage_from(
+        &self,
+        path: &RelPath,
+        source: &Source<'_>,
+        mtime_ns: i64,
+    ) -> Result<StagedWrite, ReplicaError> {
+        // Only the local side keeps partial downloads: one agent owns it.
+        // A remote folder may be written by several agents at once, which
+        // must not append to one file.
+        if self.side != Side::Local {
+            let (mut reader, _) = source.reader(0)?;
+            return self.stage(path, &mut reader, &source.meta.hash, mtime_ns);
+        }
+        let target = path.to_fs(&self.root);
+        self.ensure_parent(path, &target)?;
+        let partial = target.with_file_name(partial_name_for(
+            path.file_name(),
+            &source.meta.hash.to_hex(),
+        ));
+        let (temp, size) = stage_partial(&partial, source, mtime_ns)?;
+        Ok(StagedWrite {
+            path: path.clone(),
+            temp,
+            hash: source.meta.hash,
             size,
         })
     }
@@ -407,7 +569,16 @@ impl Replica for LocalFolder {
             // A folder that is not empty now holds something the plan did
             // not see (a file saved during the sync, a delete that was
             // refused as changed): keep it and re-plan.
-            return match fs::remove_dir(&full) {
+            let mut removed = fs::remove_dir(&full);
+            if matches!(&removed, Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty)
+                && remove_partials_in(&full)
+            {
+                // Partial downloads are copies of remote bytes kept only to
+                // continue a transfer, never the user's: they must not keep
+                // a folder deleted on the other side alive until swept.
+                removed = fs::remove_dir(&full);
+            }
+            return match removed {
                 Ok(()) => {
                     self.touched(&full);
                     Ok(())
@@ -536,6 +707,7 @@ impl Drop for FileLease {
 mod tests {
     use super::*;
     use crate::tracker::ignore::temp_name_for;
+    use std::cell::Cell;
 
     fn rel(s: &str) -> RelPath {
         RelPath::new(s).unwrap()
@@ -563,12 +735,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let temp = dir.path().join(temp_name_for("page.md"));
         fs::write(&temp, "half").unwrap();
-        sweep_stale_temp_files(std::slice::from_ref(&temp), Duration::from_secs(3600));
+        let hour = Duration::from_secs(3600);
+        sweep_stale_temp_files(std::slice::from_ref(&temp), hour, hour);
         assert!(
             temp.exists(),
             "a fresh temporary may belong to a live write"
         );
-        sweep_stale_temp_files(std::slice::from_ref(&temp), Duration::ZERO);
+        sweep_stale_temp_files(std::slice::from_ref(&temp), Duration::ZERO, hour);
         assert!(!temp.exists());
     }
 
@@ -625,6 +798,265 @@ mod tests {
             .unwrap_err();
         assert!(err.is_change(), "{err}");
         assert_eq!(fs::read(dir.path().join("a.txt")).unwrap(), b"v2");
+    }
+
+    /// Varied bytes, so a prefix of one version is not one of another.
+    fn content(len: usize, seed: u8) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u64 * 31 + seed as u64 * 7 + (i as u64 >> 9)) as u8)
+            .collect()
+    }
+
+    fn meta_of(bytes: &[u8]) -> FileMeta {
+        FileMeta {
+            hash: ContentHash::of_bytes(bytes),
+            size: bytes.len() as u64,
+            mtime_ns: 1_000_000_000,
+        }
+    }
+
+    /// A local side and a remote folder holding `big.bin` = `bytes`.
+    fn download_pair(bytes: &[u8]) -> (tempfile::TempDir, LocalFolder, LocalFolder) {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("local")).unwrap();
+        fs::create_dir_all(dir.path().join("remote")).unwrap();
+        fs::write(dir.path().join("remote/big.bin"), bytes).unwrap();
+        let local = LocalFolder::local(dir.path().join("local"), dir.path().join("trash"));
+        let remote = LocalFolder::remote(dir.path().join("remote"));
+        (dir, local, remote)
+    }
+
+    fn partial_of(dir: &Path, bytes: &[u8]) -> PathBuf {
+        let name = partial_name_for("big.bin", &ContentHash::of_bytes(bytes).to_hex());
+        dir.join("local").join(name)
+    }
+
+    /// Stages and commits `big.bin` from `source` onto `local`.
+    fn download(local: &LocalFolder, source: &Source<'_>) -> Result<(), ReplicaError> {
+        let staged = local.stage_from(&rel("big.bin"), source, source.meta.mtime_ns)?;
+        local.commit_staged(&staged, &Expect::Absent)?;
+        Ok(())
+    }
+
+    #[test]
+    fn a_download_continues_the_partial_an_earlier_attempt_left() {
+        let v1 = content(1 << 20, 1);
+        let (dir, local, remote) = download_pair(&v1);
+        let partial = partial_of(dir.path(), &v1);
+        fs::write(&partial, &v1[..300_000]).unwrap();
+        let progress = Cell::new(0);
+        let advance = |n| progress.set(progress.get() + n);
+        let path = rel("big.bin");
+        let source = Source::new(&remote, &path, meta_of(&v1), &advance);
+        download(&local, &source).unwrap();
+        assert!(fs::read(dir.path().join("local/big.bin")).unwrap() == v1);
+        assert_eq!(
+            source.fetched(),
+            v1.len() as u64 - 300_000,
+            "only the rest was read"
+        );
+        assert_eq!(progress.get(), v1.len() as u64);
+        assert!(!partial.exists());
+    }
+
+    #[test]
+    fn a_partial_that_does_not_verify_is_discarded_and_the_file_fetched_whole() {
+        // The partial under v2's name holds bytes of v1: an attempt read
+        // the file while it was being replaced. Continuing it would splice
+        // two versions; the whole-file hash refuses that, and the file is
+        // fetched again from its first byte.
+        let v1 = content(1 << 20, 1);
+        let v2 = content(1 << 20, 2);
+        let (dir, local, remote) = download_pair(&v2);
+        let partial = partial_of(dir.path(), &v2);
+        fs::write(&partial, &v1[..400_000]).unwrap();
+        let path = rel("big.bin");
+        let source = Source::new(&remote, &path, meta_of(&v2), &|_| {});
+        download(&local, &source).unwrap();
+        assert!(fs::read(dir.path().join("local/big.bin")).unwrap() == v2);
+        assert_eq!(
+            source.fetched(),
+            (v2.len() - 400_000 + v2.len()) as u64,
+            "the rest, then the whole file"
+        );
+        assert!(!partial.exists());
+    }
+
+    #[test]
+    fn a_partial_of_another_version_is_never_continued_and_is_swept_when_stale() {
+        let v1 = content(1 << 20, 1);
+        let v2 = content(1 << 20, 2);
+        let (dir, local, remote) = download_pair(&v2);
+        let old = partial_of(dir.path(), &v1);
+        fs::write(&old, &v1[..500_000]).unwrap();
+        let path = rel("big.bin");
+        let source = Source::new(&remote, &path, meta_of(&v2), &|_| {});
+        download(&local, &source).unwrap();
+        assert!(fs::read(dir.path().join("local/big.bin")).unwrap() == v2);
+        assert_eq!(source.fetched(), v2.len() as u64, "read from the start");
+        assert_eq!(fs::read(&old).unwrap(), &v1[..500_000], "left alone");
+
+        // Never listed as a file; swept like any stale temporary.
+        let ignore = IgnoreRules::load(&dir.path().join("local"), &[]).unwrap();
+        let local = local.with_stale_temp_age(Duration::from_secs(3600));
+        let listing = local.list(&Scope::Full, &BaseTree::new(), &ignore).unwrap();
+        assert_eq!(listing.tree.keys().collect::<Vec<_>>(), [&rel("big.bin")]);
+        assert!(old.exists(), "a fresh partial may be continued soon");
+        let local = local.with_stale_temp_age(Duration::ZERO);
+        local.list(&Scope::Full, &BaseTree::new(), &ignore).unwrap();
+        assert!(!old.exists());
+    }
+
+    /// A real replica whose reads break with a connection error after
+    /// `break_after` bytes, `breaks` times.
+    struct Flaky {
+        inner: LocalFolder,
+        break_after: u64,
+        breaks: Mutex<usize>,
+        opened_at: Mutex<Vec<u64>>,
+    }
+
+    struct Breaking<'a> {
+        inner: Box<dyn Read + Send + 'a>,
+        left: Option<u64>,
+    }
+
+    impl Read for Breaking<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.left == Some(0) {
+                return Err(io::Error::new(io::ErrorKind::ConnectionReset, "reset"));
+            }
+            let max = self.left.map_or(buf.len(), |l| buf.len().min(l as usize));
+            let n = self.inner.read(&mut buf[..max])?;
+            if let Some(left) = &mut self.left {
+                *left -= n as u64;
+            }
+            Ok(n)
+        }
+    }
+
+    impl Replica for Flaky {
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+        fn root_state(&self) -> Result<RootState, ReplicaError> {
+            self.inner.root_state()
+        }
+        fn mark_root(&self) -> Result<(), ReplicaError> {
+            self.inner.mark_root()
+        }
+        fn list(&self, s: &Scope, c: &BaseTree, i: &IgnoreRules) -> Result<Listing, ReplicaError> {
+            self.inner.list(s, c, i)
+        }
+        fn open(&self, path: &RelPath) -> Result<Box<dyn Read + Send + '_>, ReplicaError> {
+            let mut breaks = self.breaks.lock().unwrap();
+            let left = (*breaks > 0).then_some(self.break_after);
+            *breaks = breaks.saturating_sub(1);
+            Ok(Box::new(Breaking {
+                inner: self.inner.open(path)?,
+                left,
+            }))
+        }
+        fn open_at(
+            &self,
+            path: &RelPath,
+            offset: u64,
+            _: &FileMeta,
+        ) -> Result<super::super::Opened<'_>, ReplicaError> {
+            self.opened_at.lock().unwrap().push(offset);
+            let mut file = fs::File::open(path.to_fs(self.inner.root())).unwrap();
+            file.seek(SeekFrom::Start(offset)).unwrap();
+            let mut breaks = self.breaks.lock().unwrap();
+            let left = (*breaks > 0).then_some(self.break_after);
+            *breaks = breaks.saturating_sub(1);
+            Ok((
+                Box::new(Breaking {
+                    inner: Box::new(file),
+                    left,
+                }),
+                offset,
+            ))
+        }
+        fn stage(
+            &self,
+            p: &RelPath,
+            c: &mut dyn Read,
+            h: &ContentHash,
+            m: i64,
+        ) -> Result<StagedWrite, ReplicaError> {
+            self.inner.stage(p, c, h, m)
+        }
+        fn commit_staged(&self, s: &StagedWrite, e: &Expect) -> Result<SideEntry, ReplicaError> {
+            self.inner.commit_staged(s, e)
+        }
+        fn discard(&self, s: StagedWrite) {
+            self.inner.discard(s)
+        }
+        fn mkdir(&self, p: &RelPath) -> Result<SideEntry, ReplicaError> {
+            self.inner.mkdir(p)
+        }
+        fn rename(&self, f: &RelPath, t: &RelPath, e: &Expect) -> Result<(), ReplicaError> {
+            self.inner.rename(f, t, e)
+        }
+        fn remove(&self, p: &RelPath, e: &Expect) -> Result<(), ReplicaError> {
+            self.inner.remove(p, e)
+        }
+    }
+
+    #[test]
+    fn a_read_that_breaks_reconnects_at_its_offset_and_a_later_attempt_continues_the_partial() {
+        let v1 = content(1 << 20, 3);
+        let (dir, local, remote) = download_pair(&v1);
+        let flaky = Flaky {
+            inner: remote,
+            break_after: 200_000,
+            breaks: Mutex::new(1),
+            opened_at: Mutex::new(Vec::new()),
+        };
+        let path = rel("big.bin");
+        let pauses = [Duration::ZERO, Duration::ZERO];
+        // One break: the reader reconnects and continues where it was.
+        let source =
+            Source::new(&flaky, &path, meta_of(&v1), &|_| {}).with_reconnect_pauses(&pauses);
+        download(&local, &source).unwrap();
+        assert!(fs::read(dir.path().join("local/big.bin")).unwrap() == v1);
+        assert_eq!(source.fetched(), v1.len() as u64, "no byte was read twice");
+        assert_eq!(*flaky.opened_at.lock().unwrap(), [0, 200_000]);
+
+        // More breaks than reconnects: the attempt fails as offline and
+        // keeps what arrived; the next attempt continues from there.
+        fs::remove_file(dir.path().join("local/big.bin")).unwrap();
+        flaky.opened_at.lock().unwrap().clear();
+        *flaky.breaks.lock().unwrap() = 3;
+        let source =
+            Source::new(&flaky, &path, meta_of(&v1), &|_| {}).with_reconnect_pauses(&pauses);
+        let error = download(&local, &source).unwrap_err();
+        assert!(error.is_offline(), "{error}");
+        let partial = partial_of(dir.path(), &v1);
+        assert_eq!(fs::metadata(&partial).unwrap().len(), 600_000);
+        let source =
+            Source::new(&flaky, &path, meta_of(&v1), &|_| {}).with_reconnect_pauses(&pauses);
+        download(&local, &source).unwrap();
+        assert!(fs::read(dir.path().join("local/big.bin")).unwrap() == v1);
+        assert_eq!(source.fetched(), v1.len() as u64 - 600_000);
+        assert_eq!(
+            *flaky.opened_at.lock().unwrap(),
+            [0, 200_000, 400_000, 600_000]
+        );
+    }
+
+    #[test]
+    fn partial_downloads_do_not_keep_a_deleted_folder_alive() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = LocalFolder::local(dir.path().join("root"), dir.path().join("trash"));
+        fs::create_dir_all(dir.path().join("root/d")).unwrap();
+        let partial = dir
+            .path()
+            .join("root/d")
+            .join(partial_name_for("big.bin", &"ab".repeat(32)));
+        fs::write(&partial, "half").unwrap();
+        local.remove(&rel("d"), &Expect::Dir).unwrap();
+        assert!(!dir.path().join("root/d").exists());
     }
 
     #[test]

@@ -18,13 +18,14 @@ pub mod local;
 pub mod sftp;
 pub mod webdav;
 
+use std::cell::{Cell, RefCell};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::config::{PairConfig, RemoteUrl};
 use crate::fsops::Expect;
-use crate::model::{BaseTree, ContentHash, RelPath, Scope, SideEntry, SideTree};
+use crate::model::{BaseTree, ContentHash, FileMeta, RelPath, Scope, SideEntry, SideTree};
 use crate::tracker::ignore::IgnoreRules;
 
 pub use local::LocalFolder;
@@ -192,6 +193,37 @@ pub trait Replica: Send + Sync {
     /// Streams a file's content.
     fn open(&self, path: &RelPath) -> Result<Box<dyn Read + Send + '_>, ReplicaError>;
 
+    /// Streams the content of the version `expected` of a file from byte
+    /// `offset` on, to continue a transfer that broke off. Returns the
+    /// reader and the offset it really starts at: `offset`, or 0 where the
+    /// backend could only start from the beginning (a server that ignores
+    /// ranges). A backend that can tell the file is no longer `expected`
+    /// answers [`ReplicaError::SourceChanged`] instead of continuing with
+    /// another version's bytes; the caller's hash check over the whole file
+    /// catches what it cannot tell.
+    ///
+    /// The default opens the file and skips `offset` bytes: right for a
+    /// local file, where reading is cheap; network backends seek or ask
+    /// for a range instead.
+    fn open_at(
+        &self,
+        path: &RelPath,
+        offset: u64,
+        expected: &FileMeta,
+    ) -> Result<Opened<'_>, ReplicaError> {
+        let _ = expected;
+        let mut reader = self.open(path)?;
+        let skipped = std::io::copy(&mut (&mut reader).take(offset), &mut std::io::sink())
+            .map_err(|e| ReplicaError::io("read", path, e))?;
+        if skipped < offset {
+            // Shorter than what already arrived: not the version expected.
+            return Err(ReplicaError::SourceChanged {
+                path: path.to_string(),
+            });
+        }
+        Ok((reader, offset))
+    }
+
     /// Writes `content` to `path` atomically. The current entry at `path`
     /// must match `expect` (then it goes to the trash); the bytes written
     /// must hash to `hash`, else nothing is replaced. `mtime_ns` is kept
@@ -224,6 +256,20 @@ pub trait Replica: Send + Sync {
         hash: &ContentHash,
         mtime_ns: i64,
     ) -> Result<StagedWrite, ReplicaError>;
+
+    /// Stages a copy of `source` as [`Replica::stage`] does. A backend that
+    /// keeps partial transfers continues the one an earlier, broken attempt
+    /// at the same version left, reading `source` from where it stopped;
+    /// the default stages from the first byte.
+    fn stage_from(
+        &self,
+        path: &RelPath,
+        source: &Source<'_>,
+        mtime_ns: i64,
+    ) -> Result<StagedWrite, ReplicaError> {
+        let (mut reader, _) = source.reader(0)?;
+        self.stage(path, &mut reader, &source.meta.hash, mtime_ns)
+    }
 
     /// Makes staged files durable, as cheaply as the backend can for many
     /// at once. Called before any of them is committed.
@@ -271,6 +317,182 @@ pub trait Replica: Send + Sync {
     /// Takes the advisory lease among agents, if the backend has one.
     fn lease(&self, _device: &str, _ttl: Duration) -> Result<Option<Box<dyn Lease>>, ReplicaError> {
         Ok(None)
+    }
+}
+
+/// A reader from [`Replica::open_at`] and the offset it starts at.
+pub type Opened<'a> = (Box<dyn Read + Send + 'a>, u64);
+
+/// How many times a read that broke on a connection error is continued
+/// (by opening the source again at the position reached) before the
+/// transfer gives up; and the pause before each try, so a server that is
+/// restarting or a link that is re-establishing has a moment.
+const RECONNECTS: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(3)];
+
+/// One version of a file on a replica, as a copy reads it: it can be
+/// (re)opened at any offset, so a destination can continue a partial
+/// transfer, and a read that breaks on a connection error continues where
+/// it stopped instead of starting over. Backend-neutral: it only uses
+/// [`Replica::open_at`].
+pub struct Source<'a> {
+    replica: &'a dyn Replica,
+    path: &'a RelPath,
+    /// The version the copy is for (as listed): its hash gates the commit.
+    pub meta: FileMeta,
+    /// Told how many bytes count as done: the prefix a reader starts at,
+    /// then each read.
+    progress: &'a dyn Fn(u64),
+    /// Bytes really read from the replica.
+    fetched: Cell<u64>,
+    /// Why the last reopen after a connection error failed: more precise
+    /// than the I/O error the writer sees (offline, or another version).
+    failure: RefCell<Option<ReplicaError>>,
+    pauses: &'a [Duration],
+}
+
+impl<'a> Source<'a> {
+    pub fn new(
+        replica: &'a dyn Replica,
+        path: &'a RelPath,
+        meta: FileMeta,
+        progress: &'a dyn Fn(u64),
+    ) -> Source<'a> {
+        Source {
+            replica,
+            path,
+            meta,
+            progress,
+            fetched: Cell::new(0),
+            failure: RefCell::new(None),
+            pauses: &RECONNECTS,
+        }
+    }
+
+    /// The same source with other pauses between reconnects (tests).
+    pub fn with_reconnect_pauses(mut self, pauses: &'a [Duration]) -> Source<'a> {
+        self.pauses = pauses;
+        self
+    }
+
+    pub fn path(&self) -> &RelPath {
+        self.path
+    }
+
+    /// How many bytes were read from the replica so far, over all readers.
+    pub fn fetched(&self) -> u64 {
+        self.fetched.get()
+    }
+
+    /// The error that ended the last reader, when it was a failed reopen;
+    /// a writer whose read failed reports this one instead of its own.
+    pub fn take_failure(&self) -> Option<ReplicaError> {
+        self.failure.borrow_mut().take()
+    }
+
+    /// A reader from `offset` on (see [`Replica::open_at`]), and where it
+    /// really starts. An offset at the end needs no request: what is
+    /// there is checked by its hash.
+    pub fn reader(&self, offset: u64) -> Result<(SourceReader<'_, 'a>, u64), ReplicaError> {
+        let (inner, start) = if offset >= self.meta.size && offset > 0 {
+            (
+                Box::new(std::io::empty()) as Box<dyn Read + Send + 'a>,
+                offset,
+            )
+        } else {
+            self.replica.open_at(self.path, offset, &self.meta)?
+        };
+        (self.progress)(start);
+        let reader = SourceReader {
+            source: self,
+            inner: Some(inner),
+            pos: start,
+            reconnects: 0,
+        };
+        Ok((reader, start))
+    }
+}
+
+/// A reader of a [`Source`] that continues at its position after a
+/// connection error, a few times (see [`RECONNECTS`]).
+pub struct SourceReader<'s, 'a> {
+    source: &'s Source<'a>,
+    inner: Option<Box<dyn Read + Send + 'a>>,
+    pos: u64,
+    reconnects: usize,
+}
+
+impl SourceReader<'_, '_> {
+    /// Opens the source again at `self.pos`, trying while the pauses
+    /// last and the replica stays unreachable.
+    fn reopen(&mut self, broke: &std::io::Error) -> Result<(), ReplicaError> {
+        let source = self.source;
+        // Dropped first: a backend may give the broken connection back to
+        // its pool only now, and must not be asked for a second one while
+        // a caller still holds the first.
+        self.inner = None;
+        loop {
+            std::thread::sleep(source.pauses[self.reconnects]);
+            self.reconnects += 1;
+            tracing::info!(
+                path = %source.path,
+                offset = self.pos,
+                error = %broke,
+                "the connection broke; reconnecting to continue the transfer"
+            );
+            match source.replica.open_at(source.path, self.pos, &source.meta) {
+                Ok((mut inner, start)) => {
+                    // A server that could only start over: skip what
+                    // already went by.
+                    let skip = self.pos - start.min(self.pos);
+                    let skipped = std::io::copy(&mut (&mut inner).take(skip), &mut std::io::sink())
+                        .map_err(|e| ReplicaError::io("read", source.path, e))?;
+                    if skipped < skip {
+                        return Err(ReplicaError::SourceChanged {
+                            path: source.path.to_string(),
+                        });
+                    }
+                    self.inner = Some(inner);
+                    return Ok(());
+                }
+                Err(e) if e.is_offline() && self.reconnects < source.pauses.len() => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Read for SourceReader<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let result = match self.inner.as_mut() {
+                Some(inner) => inner.read(buf),
+                None => Err(std::io::Error::new(
+                    std::io::ErrorKind::NotConnected,
+                    "the source could not be opened again",
+                )),
+            };
+            match result {
+                Ok(n) => {
+                    self.pos += n as u64;
+                    let source = self.source;
+                    source.fetched.set(source.fetched.get() + n as u64);
+                    (source.progress)(n as u64);
+                    return Ok(n);
+                }
+                Err(e)
+                    if is_connection_error(&e)
+                        && self.inner.is_some()
+                        && self.reconnects < self.source.pauses.len() =>
+                {
+                    if let Err(failed) = self.reopen(&e) {
+                        let error = std::io::Error::new(e.kind(), failed.to_string());
+                        *self.source.failure.borrow_mut() = Some(failed);
+                        return Err(error);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 }
 

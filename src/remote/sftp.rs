@@ -26,10 +26,12 @@
 //! transport error drops that session and retires the idle ones; the next
 //! call connects again, so a sync after the server came back works without
 //! restarting the agent. No code path holds two sessions at once: with a
-//! pool of one, waiting for a second would wait forever.
+//! pool of one, waiting for a second would wait forever. A download that
+//! continues a broken one (`open_at`) seeks its file handle, so only the
+//! missing bytes cross the link.
 
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,6 +41,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ssh2::{CheckResult, ErrorCode, FileStat, HashType, KnownHostFileKind, OpenFlags, OpenType};
 use ssh2::{Session, Sftp};
 
+use super::Opened;
 use super::{Capabilities, Lease, Listing, Problem, Replica, ReplicaError, RootState, StagedWrite};
 use crate::fsops::Expect;
 use crate::model::{BaseTree, ContentHash, Entry, FileMeta, RelPath, Scope, SideEntry};
@@ -1260,6 +1263,52 @@ impl Replica for SftpReplica {
             conn,
             shared: s,
         }))
+    }
+
+    /// Opens the file on the server and moves the handle's read position
+    /// to `offset` (SFTP reads name their offset, so nothing before it is
+    /// sent). The file must still have the listed size and mtime: bytes of
+    /// another version are never continued.
+    fn open_at(
+        &self,
+        path: &RelPath,
+        offset: u64,
+        expected: &FileMeta,
+    ) -> Result<Opened<'_>, ReplicaError> {
+        let s = &self.shared;
+        let conn = s.conn()?;
+        let full = s.full(path);
+        // RACE: as in `open`; and a version written between this check and
+        // the open is caught by the hash over the whole file.
+        match conn.lstat(&full) {
+            Ok(Some(stat))
+                if stat.kind == Kind::File
+                    && stat.size == expected.size
+                    && stat.mtime_ns() == expected.mtime_ns => {}
+            Ok(_) => {
+                return Err(ReplicaError::SourceChanged {
+                    path: path.to_string(),
+                });
+            }
+            Err(e) => return Err(s.transfer_error(&conn, "read", path, e)),
+        }
+        let mut file = conn
+            .sftp
+            .open(&full)
+            .map_err(|e| conn.error("read", path, e))?;
+        if offset > 0 {
+            file.seek(SeekFrom::Start(offset))
+                .map_err(|e| ReplicaError::io("read", path, e))?;
+            tracing::debug!(%path, offset, "reading from an offset");
+        }
+        Ok((
+            Box::new(Download {
+                file,
+                conn,
+                shared: s,
+            }),
+            offset,
+        ))
     }
 
     fn stage(

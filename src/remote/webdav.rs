@@ -68,6 +68,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use reqwest::blocking::{Body, Client, RequestBuilder, Response};
 use reqwest::{Method, Url};
 
+use super::Opened;
 use super::{Capabilities, Lease, Listing, Problem, Replica, ReplicaError, RootState, StagedWrite};
 use crate::config::is_loopback_host;
 use crate::fsops::Expect;
@@ -1145,6 +1146,53 @@ impl<R: Read> Read for Limited<R> {
     }
 }
 
+/// The body of a download. A read that fails is the connection's fault
+/// (the answer was accepted already): it reports `ConnectionAborted`, so
+/// the writer classifies it as the server being away and the transfer can
+/// be continued with a range, rather than blaming the file.
+struct Download {
+    response: Response,
+    server: String,
+}
+
+impl Download {
+    fn new(response: Response, shared: &Shared) -> Download {
+        Download {
+            response,
+            server: shared.server(),
+        }
+    }
+}
+
+impl Read for Download {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.response.read(buf).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                format!("{e} (the connection to {} broke)", self.server),
+            )
+        })
+    }
+}
+
+/// `bytes START-END/TOTAL` as three numbers.
+fn parse_content_range(value: &str) -> Option<(u64, u64, u64)> {
+    let (range, total) = value.trim().strip_prefix("bytes ")?.split_once('/')?;
+    let (start, end) = range.split_once('-')?;
+    Some((start.parse().ok()?, end.parse().ok()?, total.parse().ok()?))
+}
+
+/// An HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`) for `If-Range`.
+fn format_http_date(secs: i64) -> Option<String> {
+    let format = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()?
+        .format(&format)
+        .ok()
+}
+
 /// An ETag without its weakness mark, for weak comparison.
 fn opaque(etag: &str) -> &str {
     etag.strip_prefix("W/").unwrap_or(etag)
@@ -1541,12 +1589,91 @@ impl Replica for WebdavReplica {
         // The bytes are verified against the planned hash by the caller, so
         // a file replaced meanwhile cannot land unnoticed.
         match s.send(builder, "GET", path.as_str(), &[200]) {
-            Ok(response) => Ok(Box::new(response)),
+            Ok(response) => Ok(Box::new(Download::new(response, s))),
             Err(e) if e.status() == Some(404) => Err(ReplicaError::SourceChanged {
                 path: path.to_string(),
             }),
             Err(e) => Err(e.into_replica("read", path)),
         }
+    }
+
+    /// A GET with `Range: bytes=OFFSET-` and `If-Range` naming the listed
+    /// version (its strong ETag, else its date), so a server whose file
+    /// changed answers with the whole new file instead of a piece of it.
+    /// A 206 must cover exactly the rest of the listed size; a 200 (a
+    /// server without ranges) starts over at 0. Either answer must carry
+    /// the listed version's ETag or date and size, or it is
+    /// [`ReplicaError::SourceChanged`]: two versions are never spliced.
+    fn open_at(
+        &self,
+        path: &RelPath,
+        offset: u64,
+        expected: &FileMeta,
+    ) -> Result<Opened<'_>, ReplicaError> {
+        let s = &self.shared;
+        let conn = s.conn().map_err(|e| e.into_replica("read", path))?;
+        let listed_etag = s.etags.lock().expect("etags").get(path.as_str()).cloned();
+        let mtime_secs = expected.mtime_ns.div_euclid(1_000_000_000);
+        let mut builder = s
+            .request(&conn, "GET", s.url(path.as_str(), false))
+            .timeout(REQUEST_TIMEOUT);
+        if offset > 0 {
+            let validator = match listed_etag.as_deref() {
+                Some(etag) if etag.starts_with('"') => Some(etag.to_owned()),
+                _ => format_http_date(mtime_secs),
+            };
+            builder = builder.header("Range", format!("bytes={offset}-"));
+            if let Some(validator) = validator {
+                builder = builder.header("If-Range", validator);
+            }
+        }
+        let changed = || ReplicaError::SourceChanged {
+            path: path.to_string(),
+        };
+        let response = match s.send(builder, "GET", path.as_str(), &[200, 206]) {
+            Ok(response) => response,
+            // 416: the file is shorter than what already arrived.
+            Err(e) if matches!(e.status(), Some(404) | Some(416)) => return Err(changed()),
+            Err(e) => return Err(e.into_replica("read", path)),
+        };
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let same_version = match (header("etag"), &listed_etag) {
+            (Some(now), Some(listed)) => opaque(&now) == opaque(listed),
+            _ => header("last-modified")
+                .as_deref()
+                .and_then(parse_http_date)
+                .is_none_or(|secs| secs == mtime_secs),
+        };
+        if !same_version {
+            return Err(changed());
+        }
+        let start = if response.status().as_u16() == 206 {
+            let range = header("content-range")
+                .as_deref()
+                .and_then(parse_content_range);
+            if range != Some((offset, expected.size.saturating_sub(1), expected.size)) {
+                return Err(changed());
+            }
+            offset
+        } else {
+            if response
+                .content_length()
+                .is_some_and(|n| n != expected.size)
+            {
+                return Err(changed());
+            }
+            if offset > 0 {
+                tracing::debug!(%path, offset, "the server sent the whole file instead of a range");
+            }
+            0
+        };
+        Ok((Box::new(Download::new(response, s)), start))
     }
 
     fn stage(
@@ -1970,6 +2097,19 @@ mod tests {
         assert_eq!(s.url("", true).as_str(), "http://127.0.0.1:8080/dav/");
         assert_eq!(s.url("d", true).as_str(), "http://127.0.0.1:8080/dav/d/");
         assert_eq!(r.describe(), "webdav://127.0.0.1:8080/dav");
+    }
+
+    #[test]
+    fn content_ranges_and_http_dates_round_trip() {
+        assert_eq!(
+            parse_content_range("bytes 100-199/200"),
+            Some((100, 199, 200))
+        );
+        assert_eq!(parse_content_range("bytes */200"), None);
+        assert_eq!(parse_content_range("items 1-2/3"), None);
+        let date = format_http_date(784_111_777).unwrap();
+        assert_eq!(date, "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(parse_http_date(&date), Some(784_111_777));
     }
 
     #[test]

@@ -211,6 +211,35 @@ pub fn temp_name_for(name: &str) -> String {
     format!("{TEMP_PREFIX}{random}-{}", &name[..cut])
 }
 
+/// What follows [`TEMP_PREFIX`] in the name of a partial download.
+const PARTIAL_MARK: &str = "part-";
+
+/// How many hex digits of the content hash a partial download's name
+/// carries: enough that two versions never share a name by chance.
+const PARTIAL_HASH_CHARS: usize = 32;
+
+/// The name under which a download of `name` whose content hashes to
+/// `hash_hex` is kept while it arrives: `.prism-tmp-part-<hash>-<name>`.
+/// Unlike [`temp_name_for`] it is the same at every attempt, so an attempt
+/// after a broken one finds the bytes that already arrived and continues
+/// them; and it names the version, so bytes of another version of the same
+/// file are never continued. Shortened like `temp_name_for`.
+pub fn partial_name_for(name: &str, hash_hex: &str) -> String {
+    let hash = &hash_hex[..hash_hex.len().min(PARTIAL_HASH_CHARS)];
+    let budget = MAX_NAME_BYTES - TEMP_PREFIX.len() - PARTIAL_MARK.len() - hash.len() - 1;
+    let mut cut = name.len().min(budget);
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{TEMP_PREFIX}{PARTIAL_MARK}{hash}-{}", &name[..cut])
+}
+
+/// True for names of partial downloads (see [`partial_name_for`]).
+pub fn is_partial_name(name: &str) -> bool {
+    name.strip_prefix(TEMP_PREFIX)
+        .is_some_and(|rest| rest.starts_with(PARTIAL_MARK))
+}
+
 /// Paths no rule can un-ignore: our metadata folder and root marker at the
 /// pair root, and our temporary files anywhere. Syncing them would ship one
 /// device's bookkeeping (or half-written data) to the others.
@@ -368,5 +397,23 @@ mod tests {
         let name = temp_name_for(&long);
         assert!(name.len() <= MAX_NAME_BYTES, "{} bytes", name.len());
         assert!(is_temp_name(&name));
+    }
+
+    #[test]
+    fn partial_names_are_temporary_stable_and_name_the_version() {
+        let v1 = "ab".repeat(32);
+        let v2 = "cd".repeat(32);
+        let name = partial_name_for("big.bin", &v1);
+        assert!(is_temp_name(&name) && is_partial_name(&name));
+        assert!(name.ends_with("-big.bin"));
+        assert_eq!(name, partial_name_for("big.bin", &v1));
+        assert_ne!(name, partial_name_for("big.bin", &v2));
+        assert!(!is_partial_name(&temp_name_for("big.bin")));
+        assert!(is_reserved(&RelPath::new(&format!("d/{name}")).unwrap()));
+
+        let long = "é".repeat(127) + "x";
+        let name = partial_name_for(&long, &v1);
+        assert!(name.len() <= MAX_NAME_BYTES, "{} bytes", name.len());
+        assert!(is_partial_name(&name));
     }
 }

@@ -1,5 +1,6 @@
 //! The real `prism-syncd` daemon (not `--once`) on an SFTP pair while the
-//! server fails: sshd killed in the middle of an upload. Status must say
+//! server fails: sshd killed in the middle of an upload, and in the middle
+//! of a download (which the retry continues instead of starting over). Status must say
 //! `offline` and that it is retrying, the agent must back off instead of
 //! spinning, and once sshd is back the pair must converge with nothing lost
 //! and no partial upload under a real name. Also a served folder that
@@ -307,6 +308,80 @@ fn sshd_killed_mid_upload_shows_offline_backs_off_and_converges_when_it_is_back(
         "{log}"
     );
     assert!(log.contains("trigger=retry"), "{log}");
+}
+
+#[test]
+fn sshd_killed_mid_download_keeps_the_partial_and_the_retry_continues_it() {
+    const SIZE: usize = 128 << 20;
+    let mut server = Sshd::start();
+    let served = server.served().join("pair");
+    fs::create_dir_all(&served).unwrap();
+    fs::write(served.join("small.txt"), "server\n").unwrap();
+    let daemon = Daemon::start(&server, "laptop", "pair");
+    wait_until(
+        "the first sync brings the server's file down",
+        || daemon.local.join("small.txt").exists(),
+        &daemon,
+    );
+
+    // Written beside the served folder and moved in, so the agent's poll
+    // sees it whole.
+    let staging = server.scratch("staging").join("big.bin");
+    write_big(&staging, SIZE);
+    let expected = hash(&staging).unwrap();
+    fs::rename(&staging, served.join("big.bin")).unwrap();
+
+    // Kill sshd once the download has started and is not finished.
+    let deadline = Instant::now() + PATIENCE;
+    let partial = || {
+        temps(&daemon.local)
+            .into_iter()
+            .find(|(name, size)| name.starts_with(".prism-tmp-part-") && *size > 0)
+    };
+    let (name, _) = loop {
+        if let Some(found) = partial() {
+            break found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the download never started\n{}",
+            daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    server.stop();
+    wait_until(
+        "status says offline",
+        || daemon.pair_status()["state"] == "offline",
+        &daemon,
+    );
+    assert!(!daemon.local.join("big.bin").exists());
+    let (kept_name, kept) = partial().expect("the partial download is kept while offline");
+    assert_eq!(kept_name, name);
+    assert!((kept as usize) < SIZE, "sshd was stopped mid-download");
+
+    server.restart();
+    wait_until(
+        "the big file arrives with its content",
+        || hash(&daemon.local.join("big.bin")) == Some(expected),
+        &daemon,
+    );
+    // The retry read only what was missing: it continued the partial at
+    // the offset it had reached.
+    let log = daemon.log_text();
+    assert!(
+        log.contains(&format!("resuming download of big.bin at {kept} bytes")),
+        "{log}"
+    );
+    assert!(
+        partial().is_none() && temps(&daemon.local).is_empty(),
+        "{:?}",
+        temps(&daemon.local)
+    );
+    assert_eq!(
+        fs::read_to_string(daemon.local.join("small.txt")).unwrap(),
+        "server\n"
+    );
 }
 
 /// Makes a folder on the served side refuse writes for as long as it

@@ -388,3 +388,95 @@ fn a_server_gone_mid_upload_leaves_nothing_half_written_and_the_next_sync_conver
     assert_eq!(names(&served), ["big.bin", "small.txt"]);
     assert_eq!(names(&device.local), ["big.bin", "small.txt"]);
 }
+
+/// Apache is stopped while a large file is being downloaded: that sync
+/// fails as offline and keeps what arrived in a hidden partial file; after
+/// a restart the next sync asks only for the rest (`Range`, answered 206
+/// with fewer bytes than the file has) and the file arrives whole.
+#[test]
+fn a_server_gone_mid_download_is_resumed_with_a_range_by_the_next_sync() {
+    const SIZE: usize = 192 << 20;
+    let mut server = Apache::start();
+    let served = server.served(Share::Open).join("pair");
+    let big: Vec<u8> = (0..SIZE as u32)
+        .map(|i| (i % 251) as u8 ^ (i >> 20) as u8)
+        .collect();
+    fs::create_dir_all(&served).unwrap();
+    fs::write(served.join("big.bin"), &big).unwrap();
+    server.hand_over(&served);
+    let device = Device::new(&server, "laptop", Share::Open, "pair");
+
+    let child = device
+        .command()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the download is under way: a partial file in the local
+    // folder that has some bytes but not all.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let partial = || {
+        partials(&device.local)
+            .into_iter()
+            .find(|(_, len)| *len > 0)
+    };
+    let before = loop {
+        if let Some(found) = partial() {
+            break found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the download never started: {:?}",
+            fs::read_dir(&device.local).map(|d| d.count())
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    };
+    server.stop();
+    let out = child.wait_with_output().unwrap();
+    let shown = text(&out);
+    assert_ne!(out.status.code(), Some(0), "{shown}");
+    assert!(
+        shown.contains("127.0.0.1") && shown.contains("cannot be reached"),
+        "{shown}"
+    );
+    assert!(!device.local.join("big.bin").exists(), "{shown}");
+    let (name, kept) = partial().expect("the partial download is kept");
+    assert!(name == before.0 && kept >= before.1 && kept < SIZE as u64);
+
+    server.restart();
+    let out = device.once();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(fs::read(device.local.join("big.bin")).unwrap() == big);
+    assert_eq!(partials(&device.local), [], "the partial became the file");
+    assert!(
+        text(&out).contains(&format!("resuming download of big.bin at {kept} bytes")),
+        "{}",
+        text(&out)
+    );
+    // The server sent only the rest, for the version listed (its ETag in
+    // `If-Range`; Apache's log escapes the quotes).
+    let log = server.access_log();
+    let resumed: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("GET /open/pair/big.bin 206 "))
+        .collect();
+    let rest = SIZE as u64 - kept;
+    let expected = format!("GET /open/pair/big.bin 206 {rest} range=bytes={kept}- if-range=\\\"");
+    assert!(
+        resumed.len() == 1 && resumed[0].starts_with(&expected),
+        "expected one `{expected}…`:\n{log}"
+    );
+}
+
+/// Partial downloads in `dir`, with their sizes.
+fn partials(dir: &Path) -> Vec<(String, u64)> {
+    fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let len = e.metadata().ok()?.len();
+            name.starts_with(".prism-tmp-part-").then_some((name, len))
+        })
+        .collect()
+}

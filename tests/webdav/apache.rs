@@ -11,7 +11,8 @@
 //! user; files a test writes into a share directly must be handed over with
 //! [`Apache::hand_over`]. A folder `locked` one level below `/open/`
 //! (`/open/NAME/locked/`) may be read but not written: Apache answers 403
-//! there. No system file is changed. A missing apache2 fails
+//! there. Requests are logged with their `Range` headers and the bytes
+//! sent (see [`Apache::access_log`]). No system file is changed. A missing apache2 fails
 //! the test with a message saying what to install; it never skips. The
 //! server is stopped when the harness is dropped.
 
@@ -125,6 +126,8 @@ impl Apache {
              PidFile {root}/httpd.pid\n\
              ErrorLog {root}/error.log\n\
              LogLevel info\n\
+             LogFormat \"%m %U %>s %B range=%{{Range}}i if-range=%{{If-Range}}i\" transfers\n\
+             CustomLog {root}/access.log transfers\n\
              DefaultRuntimeDir {root}\n\
              Mutex file:{root} default\n\
              DAVLockDB {root}/lock/davlock\n\
@@ -282,6 +285,13 @@ impl Apache {
             }
         }
         text
+    }
+
+    /// The access log: one line per request, `METHOD PATH STATUS BYTES
+    /// range=RANGE if-range=IF-RANGE` (the body bytes sent, and the
+    /// request's `Range` and `If-Range` headers, `-` when absent).
+    pub fn access_log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
     }
 
     /// A folder for the test's own files (configs, local folders).

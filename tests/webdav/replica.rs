@@ -521,3 +521,46 @@ fn https_needs_the_private_ca_named_in_ca_file() {
         "tls\n"
     );
 }
+
+/// `open_at` asks for the rest of the listed version only: a `Range` the
+/// server answers with exactly those bytes. When the file changed since
+/// it was listed (same size; only the ETag surely tells), the
+/// server's answer to `If-Range` is the whole new file, and that is refused
+/// as another version rather than spliced onto the bytes of the old one.
+#[test]
+fn open_at_reads_the_rest_of_the_listed_version_and_refuses_a_changed_file() {
+    let server = Apache::start();
+    let remote = replica(&server, "root");
+    remote.mark_root().unwrap();
+    let old = "0123456789abcdefghij".repeat(100);
+    write(&remote, "f.txt", &old, &Expect::Absent);
+    let_etags_settle();
+    let listing = remote
+        .list(&Scope::Full, &BaseTree::new(), &no_rules())
+        .unwrap();
+    let meta = *listing.tree[&rel("f.txt")].entry.file().unwrap();
+
+    let (mut reader, start) = remote.open_at(&rel("f.txt"), 1500, &meta).unwrap();
+    assert_eq!(start, 1500);
+    let mut rest = String::new();
+    reader.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, old[1500..]);
+    drop(reader);
+    assert!(
+        server
+            .access_log()
+            .lines()
+            .any(|l| l.starts_with("GET /open/root/f.txt 206 500 range=bytes=1500-")),
+        "{}",
+        server.access_log()
+    );
+
+    // Another version of the same size, written on the server directly.
+    let new = "ABCDEFGHIJ0123456789".repeat(100);
+    fs::write(server.served(Share::Open).join("root/f.txt"), &new).unwrap();
+    let err = remote
+        .open_at(&rel("f.txt"), 1500, &meta)
+        .err()
+        .expect("a changed file is not continued");
+    assert!(err.is_change(), "{err}");
+}
