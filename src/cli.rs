@@ -127,6 +127,7 @@ fn adhoc_config(
         username: None,
         ca_file: None,
         allow_insecure_http_auth: None,
+        timeout_secs: None,
     };
     let config = crate::config::RawConfig {
         agent: Default::default(),

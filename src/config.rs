@@ -161,6 +161,10 @@ pub struct RawPair {
     /// other than loopback (it then crosses the network readable).
     #[serde(default)]
     pub allow_insecure_http_auth: Option<bool>,
+    /// WebDAV only: how many seconds the server may stay silent before a
+    /// request fails (a slow NAS may need more than the default 60).
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
 }
 
 /// The validated configuration the agent runs with.
@@ -238,6 +242,8 @@ pub struct WebdavSettings {
     pub ca_file: Option<PathBuf>,
     /// Whether a password may go over plain HTTP to a non-loopback host.
     pub allow_insecure_http_auth: bool,
+    /// How long the server may stay silent; `None`: the backend's default.
+    pub timeout: Option<Duration>,
 }
 
 /// Whether `host` (as written in a URL) names this machine without asking
@@ -665,6 +671,7 @@ impl RawPair {
             self.username,
             self.ca_file,
             self.allow_insecure_http_auth,
+            self.timeout_secs,
         )?;
         Ok(PairConfig {
             name: self.name,
@@ -687,6 +694,7 @@ fn webdav_settings(
     username: Option<String>,
     ca_file: Option<String>,
     allow_insecure_http_auth: Option<bool>,
+    timeout_secs: Option<u64>,
 ) -> Result<WebdavSettings, (String, String)> {
     let RemoteUrl::Webdav { tls, host, .. } = remote else {
         for (key, set) in [
@@ -696,6 +704,7 @@ fn webdav_settings(
                 "allow_insecure_http_auth",
                 allow_insecure_http_auth.is_some(),
             ),
+            ("timeout_secs", timeout_secs.is_some()),
         ] {
             if set {
                 return Err((
@@ -745,10 +754,21 @@ fn webdav_settings(
             ),
         ));
     }
+    let timeout = match timeout_secs {
+        None => None,
+        Some(secs @ 1..=3600) => Some(Duration::from_secs(secs)),
+        Some(secs) => {
+            return Err((
+                "timeout_secs".into(),
+                format!("{secs} is out of range; use 1 to 3600 seconds"),
+            ));
+        }
+    };
     Ok(WebdavSettings {
         username,
         ca_file,
         allow_insecure_http_auth,
+        timeout,
     })
 }
 
@@ -998,7 +1018,7 @@ mod tests {
         };
         let config = pair(
             "webdavs://cloud.example/dav",
-            "username = \"me\"\nca_file = \"/etc/prism/ca.pem\"\n",
+            "username = \"me\"\nca_file = \"/etc/prism/ca.pem\"\ntimeout_secs = 300\n",
         )
         .unwrap();
         assert_eq!(
@@ -1007,6 +1027,7 @@ mod tests {
                 username: Some("me".into()),
                 ca_file: Some(PathBuf::from("/etc/prism/ca.pem")),
                 allow_insecure_http_auth: false,
+                timeout: Some(Duration::from_secs(300)),
             }
         );
         assert!(pair("webdav://127.0.0.1:8080/dav", "username = \"me\"\n").is_ok());
@@ -1033,6 +1054,12 @@ mod tests {
             ),
             ("webdavs://h/d", "ca_file = \"ca.pem\"\n", "pair[0].ca_file"),
             ("webdavs://h/d", "username = \"a:b\"\n", "pair[0].username"),
+            (
+                "webdavs://h/d",
+                "timeout_secs = 0\n",
+                "pair[0].timeout_secs",
+            ),
+            ("sftp://u@h/d", "timeout_secs = 5\n", "pair[0].timeout_secs"),
         ] {
             let message = pair(remote, extra).unwrap_err().to_string();
             assert!(message.contains(key), "{message}");

@@ -441,6 +441,7 @@ impl Control for AgentControl {
             username: None,
             ca_file: None,
             allow_insecure_http_auth: None,
+            timeout_secs: None,
         };
         let config = raw
             .clone()

@@ -85,6 +85,10 @@ pub fn add_pair(file: &Path, pair: &RawPair) -> Result<(), EditError> {
     if let Some(allow) = pair.allow_insecure_http_auth {
         table["allow_insecure_http_auth"] = value(allow);
     }
+    if let Some(secs) = pair.timeout_secs {
+        // TOML integers are i64; validation caps the value at 3600.
+        table["timeout_secs"] = value(secs.min(i64::MAX as u64) as i64);
+    }
     match doc.get_mut("pair").and_then(Item::as_array_of_tables_mut) {
         Some(pairs) => pairs.push(table),
         None => {
@@ -133,6 +137,7 @@ mod tests {
             username: None,
             ca_file: None,
             allow_insecure_http_auth: None,
+            timeout_secs: None,
         };
         add_pair(&file, &pair).unwrap();
         let text = fs::read_to_string(&file).unwrap();

@@ -540,6 +540,10 @@ pub fn open_remote(
             ca_file: pair.webdav.ca_file.clone(),
             allow_insecure_http_auth: pair.webdav.allow_insecure_http_auth,
             config_dir: config_dir.map(Path::to_path_buf),
+            timeout: pair
+                .webdav
+                .timeout
+                .unwrap_or(webdav::DEFAULT_REQUEST_TIMEOUT),
         })?)),
     }
 }

@@ -81,8 +81,9 @@ use crate::tracker::ignore::{IgnoreRules, METADATA_DIR, is_temp_name, temp_name_
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long a request without a body upload may wait for its answer, and
-/// each read of an answer's body may wait for bytes.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// each read of an answer's body may wait for bytes, unless the pair sets
+/// `timeout_secs`.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Staged uploads older than this were left by a crash.
 const STALE_TEMP: Duration = Duration::from_secs(3600);
@@ -117,6 +118,9 @@ pub struct WebdavTarget {
     pub allow_insecure_http_auth: bool,
     /// Where the credentials file is looked for (see `secrets`).
     pub config_dir: Option<PathBuf>,
+    /// How long a server may stay silent before a request fails (see
+    /// [`DEFAULT_REQUEST_TIMEOUT`]).
+    pub timeout: Duration,
 }
 
 impl WebdavTarget {
@@ -428,7 +432,7 @@ impl Shared {
             .https_only(t.tls);
         #[cfg(target_os = "linux")]
         {
-            builder = builder.tcp_user_timeout(REQUEST_TIMEOUT);
+            builder = builder.tcp_user_timeout(t.timeout);
         }
         if let Some(file) = &t.ca_file {
             let ca_error = |message: String| WebdavError::CaFile {
@@ -623,7 +627,7 @@ impl Shared {
             .request(conn, "PROPFIND", url)
             .header("Depth", depth)
             .header("Content-Type", "application/xml; charset=utf-8")
-            .timeout(REQUEST_TIMEOUT)
+            .timeout(self.target.timeout)
             .body(PROPFIND_BODY);
         let response = self.send(builder, "PROPFIND", &shown(rel), &[207])?;
         if response
@@ -857,7 +861,7 @@ impl Shared {
     fn mkcol(&self, conn: &Conn, rel: &str) -> Result<(), WebdavError> {
         let builder = self
             .request(conn, "MKCOL", self.url(rel, true))
-            .timeout(REQUEST_TIMEOUT);
+            .timeout(self.target.timeout);
         match self.send(builder, "MKCOL", rel, &[200, 201, 204]) {
             Ok(_) => Ok(()),
             // 405: something is there (Apache says 400 when it is a file).
@@ -920,7 +924,7 @@ impl Shared {
             .request(conn, "MOVE", self.url(from, collection))
             .header("Destination", self.url(to, collection).as_str())
             .header("Overwrite", "F")
-            .timeout(REQUEST_TIMEOUT);
+            .timeout(self.target.timeout);
         if let Some(etag) = if_match {
             builder = builder.header("If-Match", etag);
         }
@@ -971,7 +975,7 @@ impl Shared {
     fn delete(&self, conn: &Conn, rel: &str, collection: bool, if_match: Option<&str>) -> bool {
         let mut builder = self
             .request(conn, "DELETE", self.url(rel, collection))
-            .timeout(REQUEST_TIMEOUT);
+            .timeout(self.target.timeout);
         if let Some(etag) = if_match {
             builder = builder.header("If-Match", etag);
         }
@@ -1044,7 +1048,7 @@ impl Shared {
     ) -> Result<Option<(String, Option<String>)>, WebdavError> {
         let builder = self
             .request(conn, "GET", self.url(rel, false))
-            .timeout(REQUEST_TIMEOUT);
+            .timeout(self.target.timeout);
         let response = match self.send(builder, "GET", rel, &[200]) {
             Ok(response) => response,
             Err(e) if e.status() == Some(404) => return Ok(None),
@@ -1400,7 +1404,7 @@ impl Walk<'_> {
         let s = self.shared;
         let builder = s
             .request(self.conn, "GET", s.url(rel.as_str(), false))
-            .timeout(REQUEST_TIMEOUT);
+            .timeout(s.target.timeout);
         let mut response = s.send(builder, "GET", rel.as_str(), &[200])?;
         let header = |name: &str| {
             response
@@ -1585,7 +1589,7 @@ impl Replica for WebdavReplica {
         let conn = s.conn().map_err(|e| e.into_replica("read", path))?;
         let builder = s
             .request(&conn, "GET", s.url(path.as_str(), false))
-            .timeout(REQUEST_TIMEOUT);
+            .timeout(s.target.timeout);
         // The bytes are verified against the planned hash by the caller, so
         // a file replaced meanwhile cannot land unnoticed.
         match s.send(builder, "GET", path.as_str(), &[200]) {
@@ -1616,7 +1620,7 @@ impl Replica for WebdavReplica {
         let mtime_secs = expected.mtime_ns.div_euclid(1_000_000_000);
         let mut builder = s
             .request(&conn, "GET", s.url(path.as_str(), false))
-            .timeout(REQUEST_TIMEOUT);
+            .timeout(s.target.timeout);
         if offset > 0 {
             let validator = match listed_etag.as_deref() {
                 Some(etag) if etag.starts_with('"') => Some(etag.to_owned()),
@@ -2049,6 +2053,7 @@ mod tests {
             ca_file: None,
             allow_insecure_http_auth: false,
             config_dir: None,
+            timeout: DEFAULT_REQUEST_TIMEOUT,
         })
         .unwrap()
     }

@@ -306,3 +306,43 @@ fn uploads_refused_with_507_or_503_say_why_and_leave_no_temporary() {
     }
     assert!(!seen.iter().any(|s| s.starts_with("MOVE ")), "{seen:?}");
 }
+
+/// A server that accepts connections and reads requests but never answers:
+/// every request must give up after the pair's `timeout_secs`, as an
+/// offline error naming the server, so the pair backs off and retries as a
+/// whole instead of hanging.
+#[test]
+fn a_server_that_never_answers_times_out_as_offline() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            // Keep the connection open, say nothing.
+            held.push(stream);
+        }
+    });
+    let replica = WebdavReplica::new(prism_sync::remote::WebdavTarget {
+        timeout: std::time::Duration::from_secs(2),
+        ..crate::replica::target(port, "/silent/")
+    })
+    .unwrap();
+    let started = std::time::Instant::now();
+    let err = replica
+        .list(&Scope::Full, &BaseTree::new(), &no_rules())
+        .unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        took >= std::time::Duration::from_secs(2) && took < std::time::Duration::from_secs(20),
+        "gave up after {took:?}"
+    );
+    assert!(err.is_offline(), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("127.0.0.1:{port}")) && text.contains("timed out"),
+        "{text}"
+    );
+}
