@@ -30,9 +30,12 @@ use crate::tracker::watch::WatchEvent;
 
 /// Above this many pending paths a full scan is cheaper than path lookups.
 const MAX_PENDING_PATHS: usize = 2_000;
-/// A path that keeps changing is synced at the latest after this many
-/// debounce windows, so a busy file cannot starve the pair.
-const MAX_DEBOUNCE_WINDOWS: u32 = 20;
+/// A batch that keeps growing is synced at the latest this long after its
+/// first change (or after one quiet window, if that is longer), so a busy
+/// file cannot starve the pair. It does not shrink with the quiet window: a
+/// file being written for minutes (a large copy) is hashed at each of these
+/// syncs, only to be held as still changing.
+const MAX_BATCH_WAIT: Duration = Duration::from_secs(1);
 
 /// Everything that can happen to a pair.
 #[derive(Debug)]
@@ -146,11 +149,11 @@ impl Pending {
     }
 
     /// When the batch is ready: after a quiet window, or at the latest
-    /// after `MAX_DEBOUNCE_WINDOWS` windows of continuous change.
+    /// [`MAX_BATCH_WAIT`] after its first change.
     fn ready_at(&self, debounce: Duration) -> Option<Instant> {
         let last = self.last_event?;
         let first = self.first_event?;
-        Some((last + debounce).min(first + debounce * MAX_DEBOUNCE_WINDOWS))
+        Some((last + debounce).min(first + MAX_BATCH_WAIT.max(debounce)))
     }
 
     fn take(&mut self) -> (Scope, &'static str) {
@@ -464,12 +467,13 @@ mod tests {
         let later = start + Duration::from_millis(80);
         pending.add_paths([p("b")], later);
         assert_eq!(pending.ready_at(debounce), Some(later + debounce));
-        let much_later = start + debounce * MAX_DEBOUNCE_WINDOWS;
+        let much_later = start + MAX_BATCH_WAIT;
         pending.add_paths([p("c")], much_later);
-        assert_eq!(
-            pending.ready_at(debounce),
-            Some(start + debounce * MAX_DEBOUNCE_WINDOWS)
-        );
+        assert_eq!(pending.ready_at(debounce), Some(start + MAX_BATCH_WAIT));
+
+        // A quiet window longer than the cap is still honoured once.
+        let long = MAX_BATCH_WAIT * 3;
+        assert_eq!(pending.ready_at(long), Some(start + long));
     }
 
     #[test]
