@@ -134,6 +134,19 @@ impl ReplicaError {
     }
 }
 
+/// A suffix for a trash name that is already taken: the path was trashed
+/// before within the same minute. Counting up (`.1`, `.2`, …) costs one
+/// failed rename and one stat per earlier version on a remote, which adds
+/// up for a file saved every few seconds; a suffix from the clock is free
+/// on the first try.
+pub fn trash_suffix() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{:012x}", nanos & 0xffff_ffff_ffff)
+}
+
 /// Whether an I/O error is about the connection rather than the file.
 pub fn is_connection_error(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;

@@ -552,7 +552,7 @@ impl Shared {
             conn.mkdir_all(parent)?;
         }
         let mut dest = base.clone();
-        for n in 1..1000 {
+        for _ in 0..8 {
             match conn.sftp.rename(full, &dest, None) {
                 Ok(()) => return Ok(dest),
                 Err(e) => {
@@ -561,12 +561,12 @@ impl Shared {
                     if conn.lstat(&dest)?.is_none() {
                         return Err(conn.io_error(e));
                     }
-                    dest = PathBuf::from(format!("{}.{n}", base.display()));
+                    dest = PathBuf::from(format!("{}.{}", base.display(), super::trash_suffix()));
                 }
             }
         }
         Err(io::Error::other(
-            "too many trashed versions of one path in one minute",
+            "no free name in the remote trash after 8 tries (another agent trashing the same path at the same moment?)",
         ))
     }
 }

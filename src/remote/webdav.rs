@@ -951,7 +951,7 @@ impl Shared {
             self.mkcol_all(conn, parent)?;
         }
         let mut dest = base.clone();
-        for n in 1..1000 {
+        for _ in 0..8 {
             if self.move_noreplace(conn, rel.as_str(), &dest, collection, if_match)? {
                 self.forget(rel.as_str());
                 return Ok(true);
@@ -961,12 +961,12 @@ impl Shared {
             if self.stat(conn, &dest)?.is_none() {
                 return Ok(false);
             }
-            dest = format!("{base}.{n}");
+            dest = format!("{base}.{}", super::trash_suffix());
         }
         Err(WebdavError::Status {
             server: self.server(),
             method: "MOVE".into(),
-            path: format!("{rel} (too many trashed versions of one path in one minute)"),
+            path: format!("{rel} (no free name in the trash after 8 tries)"),
             status: 412,
         })
     }

@@ -546,3 +546,32 @@ fn a_listing_on_many_sessions_equals_one_on_a_single_session() {
     assert_eq!(scoped.tree.len(), 2 + 8 + 8, "{scoped:?}");
     assert_eq!(scoped.hashed_files, 0);
 }
+
+#[test]
+fn versions_replaced_within_one_minute_are_all_kept_in_the_trash() {
+    let server = Sshd::start();
+    let served = server.served().join("root");
+    let remote = replica(&server, "root");
+    remote.mark_root().unwrap();
+    let expect = |text: &str| Expect::File {
+        size: text.len() as u64,
+        mtime_ns: 1_600_000_000_000_000_000,
+    };
+    write(&remote, "note.txt", "v1\n", &Expect::Absent);
+    // Saved again and again within the minute: each replaced version needs
+    // a trash name of its own, and none may be lost.
+    for (old, new) in [
+        ("v1\n", "v2.\n"),
+        ("v2.\n", "v3..\n"),
+        ("v3..\n", "v4...\n"),
+    ] {
+        write(&remote, "note.txt", new, &expect(old));
+    }
+    assert_eq!(
+        fs::read_to_string(served.join("note.txt")).unwrap(),
+        "v4...\n"
+    );
+    let mut kept = files_below(&served.join(".prism-sync/trash"));
+    kept.sort();
+    assert_eq!(kept, ["v1\n", "v2.\n", "v3..\n"]);
+}
