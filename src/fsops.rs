@@ -142,7 +142,7 @@ pub fn temp_path_for(target: &Path) -> PathBuf {
 /// when given, is set on the file so both sides of a pair show the same
 /// modification time.
 ///
-/// The file is not flushed here: [`flush_staged`] flushes a whole batch of
+/// The file is not flushed here: [`flush_all`] flushes a whole batch of
 /// staged files at once, before any of them is renamed into place.
 pub fn stage(target: &Path, content: &mut dyn Read, mtime_ns: Option<i64>) -> io::Result<Staged> {
     let temp = temp_path_for(target);

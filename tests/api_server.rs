@@ -186,6 +186,10 @@ fn sync_start_answers_in_the_spec_4_1_shape() {
                "credentials": {"username": "user", "password": "securepass"}}),
         json!({"pair": "notes",
                "credentials": {"username": "mallory", "password": "securepass"}}),
+        // Malformed: serde would quote the value it could not take.
+        json!({"pair": "notes", "credentials": "user:securepass"}),
+        json!({"pair": "notes",
+               "credentials": {"username": "user", "password": ["securepass"]}}),
     ] {
         let response = request(&server.socket, "POST", "/sync/start", body);
         error_object(&response, 400);

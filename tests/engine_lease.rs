@@ -18,8 +18,9 @@ use prism_sync::model::{Scope, Strategy};
 use prism_sync::remote::LocalFolder;
 use prism_sync::tracker::ignore::{IgnoreRules, METADATA_DIR};
 
-/// Enough small files that copying them one at a time, each flushed to
-/// disk, outlasts several renewal intervals.
+/// Enough small files that copying them with one transfer at a time takes
+/// far longer than the renewal interval of these tests (10 ms), even on a
+/// fast disk: each file is still created, flushed and renamed in.
 const FILES: usize = 1_500;
 
 struct Setup {

@@ -66,7 +66,7 @@ fn parse_envelope(payload: &[u8]) -> Result<RequestEnvelope, ApiError> {
     }
     serde_json::from_value(value).map_err(|err| {
         ApiError::bad_request("the request is not a valid request envelope")
-            .with_details(err.to_string())
+            .with_details(shape_error(&err))
     })
 }
 
@@ -259,8 +259,30 @@ fn parse_body<T: DeserializeOwned>(body: Value) -> Result<T, ApiError> {
         Value::Null => Value::Object(serde_json::Map::new()),
         other => other,
     };
-    serde_json::from_value(body)
-        .map_err(|err| ApiError::bad_request("invalid request body").with_details(err.to_string()))
+    serde_json::from_value(body).map_err(|err| {
+        ApiError::bad_request("invalid request body").with_details(shape_error(&err))
+    })
+}
+
+/// What was wrong with a request's shape, without the value that was
+/// wrong: serde quotes it ("invalid type: string \"hunter2\", expected …"),
+/// and a body may carry credentials, which must never come back in an
+/// answer. Missing and unknown field names are kept: they are ours.
+fn shape_error(err: &serde_json::Error) -> String {
+    let message = err.to_string();
+    for (prefix, what) in [
+        ("invalid type: ", "wrong type"),
+        ("invalid value: ", "wrong value"),
+        ("invalid length ", "wrong length"),
+    ] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            let expected = rest
+                .split_once(", expected ")
+                .map_or("another value", |(_, expected)| expected);
+            return format!("{what}, expected {expected}");
+        }
+    }
+    message
 }
 
 /// Query parameters, checked against the names an endpoint knows: an

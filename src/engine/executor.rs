@@ -327,10 +327,10 @@ fn run_copies(
     }
     let next = Mutex::new(jobs.iter().enumerate());
     let workers = ctx.settings.parallel_transfers.clamp(1, jobs.len());
-    // Workers stream the bytes into staged files and flush them (in
-    // parallel, so the flushes overlap); this thread puts them in place in
-    // batches: each file is re-checked and renamed in, the touched folders
-    // are flushed once, and the batch is recorded in one transaction. A
+    // Workers stream the bytes into staged files; this thread puts them in
+    // place in batches: the batch's files are flushed (many at once), each
+    // is re-checked and renamed in, the touched folders are flushed once,
+    // and the batch is recorded in one transaction. A
     // crash leaves at most some hidden staged files and an unrecorded
     // batch, never a half-written file under a real name.
     std::thread::scope(|scope| {
@@ -452,7 +452,16 @@ fn commit_batch(
     let commit_one = |(index, staged): (usize, StagedWrite)| {
         let job = &jobs[index];
         let side = ctx.side(job.to);
-        let committed = side.commit_staged(&staged, &job.expect);
+        // Without the lease another agent may be writing the remote now:
+        // nothing more is put in place; the run fails with the lease's
+        // error and these paths are planned afresh next time.
+        let committed = if ctx.lease_lost.load(std::sync::atomic::Ordering::Relaxed) {
+            Err(ReplicaError::Changed {
+                path: job.path.to_string(),
+            })
+        } else {
+            side.commit_staged(&staged, &job.expect)
+        };
         if committed.is_err() {
             side.discard(staged);
         }
