@@ -225,6 +225,35 @@ pub fn flush_all(paths: &[&Path]) -> Vec<(usize, io::Error)> {
     failed
 }
 
+/// Takes an exclusive advisory lock on `file` without waiting: false when
+/// another open file (in this or another process) holds one. Released when
+/// the file is closed.
+#[cfg(unix)]
+pub fn try_lock_exclusive(file: &File) -> std::io::Result<bool> {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: the descriptor is owned by `file` and valid for the call.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(err)
+    }
+}
+
+#[cfg(not(unix))]
+/// See the Unix version.
+pub fn try_lock_exclusive(file: &File) -> std::io::Result<bool> {
+    match file.try_lock() {
+        Ok(()) => Ok(true),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
 /// Why a commit did not happen. Nothing was lost in either case.
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {

@@ -44,7 +44,7 @@ impl InstanceLock {
             .truncate(false)
             .open(lock_file)
             .map_err(io_error)?;
-        if !try_lock(&file).map_err(io_error)? {
+        if !crate::fsops::try_lock_exclusive(&file).map_err(io_error)? {
             let mut pid = String::new();
             let _ = file.read_to_string(&mut pid);
             return Err(LockError::AlreadyRunning {
@@ -56,31 +56,6 @@ impl InstanceLock {
         file.seek(SeekFrom::Start(0)).map_err(io_error)?;
         writeln!(file, "{}", std::process::id()).map_err(io_error)?;
         Ok(InstanceLock { _file: file })
-    }
-}
-
-#[cfg(unix)]
-fn try_lock(file: &File) -> std::io::Result<bool> {
-    use std::os::unix::io::AsRawFd;
-    // SAFETY: the descriptor is owned by `file` and valid for the call.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc == 0 {
-        return Ok(true);
-    }
-    let err = std::io::Error::last_os_error();
-    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        Ok(false)
-    } else {
-        Err(err)
-    }
-}
-
-#[cfg(not(unix))]
-fn try_lock(file: &File) -> std::io::Result<bool> {
-    match file.try_lock() {
-        Ok(()) => Ok(true),
-        Err(std::fs::TryLockError::WouldBlock) => Ok(false),
-        Err(std::fs::TryLockError::Error(e)) => Err(e),
     }
 }
 

@@ -231,7 +231,7 @@ fn stage_partial(
     partial: &Path,
     source: &Source<'_>,
     mtime_ns: i64,
-) -> Result<(PathBuf, u64), ReplicaError> {
+) -> Result<Option<(PathBuf, u64, fs::File)>, ReplicaError> {
     let path = source.path();
     let write_error = |e: io::Error| {
         let _ = fs::remove_file(partial);
@@ -244,6 +244,11 @@ fn stage_partial(
         .truncate(false)
         .open(partial)
         .map_err(|e| ReplicaError::io("write", path, e))?;
+    // Held until the write is committed or discarded (the file travels in
+    // the StagedWrite): nobody else may append to or truncate it meanwhile.
+    if !fsops::try_lock_exclusive(&file).map_err(|e| ReplicaError::io("lock", path, e))? {
+        return Ok(None);
+    }
     let mut have = file.metadata().map_err(write_error)?.len();
     if have > source.meta.size {
         // Longer than the version: not a prefix of it.
@@ -290,7 +295,7 @@ fn stage_partial(
         if ContentHash(*hasher.finalize().as_bytes()) == source.meta.hash {
             file.set_modified(crate::timefmt::from_unix_ns(mtime_ns))
                 .map_err(write_error)?;
-            return Ok((partial.to_path_buf(), size));
+            return Ok(Some((partial.to_path_buf(), size, file)));
         }
         if start == 0 {
             let _ = fs::remove_file(partial);
@@ -458,6 +463,7 @@ impl Replica for LocalFolder {
             temp,
             hash,
             size,
+            _lock: None,
         })
     }
 
@@ -467,7 +473,8 @@ impl Replica for LocalFolder {
         source: &Source<'_>,
         mtime_ns: i64,
     ) -> Result<StagedWrite, ReplicaError> {
-        // Only the local side keeps partial downloads: one agent owns it.
+        // Only the local side keeps partial downloads (and locks each one
+        // while it continues it, see `stage_partial`).
         // A remote folder may be written by several agents at once, which
         // must not append to one file.
         if self.side != Side::Local {
@@ -480,12 +487,19 @@ impl Replica for LocalFolder {
             path.file_name(),
             &source.meta.hash.to_hex(),
         ));
-        let (temp, size) = stage_partial(&partial, source, mtime_ns)?;
+        let Some((temp, size, lock)) = stage_partial(&partial, source, mtime_ns)? else {
+            // Another process is continuing this very partial (a second
+            // agent pointed at the same folder): fetch into a temporary of
+            // our own instead of writing into theirs.
+            let (mut reader, _) = source.reader(0)?;
+            return self.stage(path, &mut reader, &source.meta.hash, mtime_ns);
+        };
         Ok(StagedWrite {
             path: path.clone(),
             temp,
             hash: source.meta.hash,
             size,
+            _lock: Some(lock),
         })
     }
 
@@ -856,6 +870,35 @@ mod tests {
             "only the rest was read"
         );
         assert_eq!(progress.get(), v1.len() as u64);
+        assert!(!partial.exists());
+    }
+
+    #[test]
+    fn a_partial_another_process_is_continuing_is_left_alone() {
+        // A second agent on the same folder holds the partial (and its
+        // lock) while it downloads: writing into it, or truncating it,
+        // would corrupt that agent's file. This download uses a temporary
+        // of its own and leaves the partial exactly as it was.
+        let v1 = content(1 << 20, 1);
+        let (dir, local, remote) = download_pair(&v1);
+        let partial = partial_of(dir.path(), &v1);
+        fs::write(&partial, &v1[..300_000]).unwrap();
+        let theirs = fs::File::open(&partial).unwrap();
+        assert!(crate::fsops::try_lock_exclusive(&theirs).unwrap());
+
+        let path = rel("big.bin");
+        let source = Source::new(&remote, &path, meta_of(&v1), &|_| {});
+        download(&local, &source).unwrap();
+        assert!(fs::read(dir.path().join("local/big.bin")).unwrap() == v1);
+        assert_eq!(source.fetched(), v1.len() as u64, "fetched whole");
+        assert_eq!(fs::read(&partial).unwrap(), &v1[..300_000]);
+
+        // Once they let go, a later download may continue it again.
+        drop(theirs);
+        fs::remove_file(dir.path().join("local/big.bin")).unwrap();
+        let source = Source::new(&remote, &path, meta_of(&v1), &|_| {});
+        download(&local, &source).unwrap();
+        assert_eq!(source.fetched(), v1.len() as u64 - 300_000);
         assert!(!partial.exists());
     }
 

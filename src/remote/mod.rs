@@ -169,6 +169,10 @@ pub struct StagedWrite {
     pub temp: PathBuf,
     pub hash: ContentHash,
     pub size: u64,
+    /// For a continued partial download: the open file, holding an
+    /// exclusive lock on it until the write is committed or discarded, so
+    /// no other agent continues (or truncates) the same partial meanwhile.
+    pub(crate) _lock: Option<std::fs::File>,
 }
 
 /// An advisory lock among prism agents writing to one remote. Dropping it

@@ -1382,6 +1382,7 @@ impl Replica for SftpReplica {
             temp,
             hash: staged_hash,
             size,
+            _lock: None,
         })
     }
 

@@ -1729,6 +1729,7 @@ impl Replica for WebdavReplica {
             temp: PathBuf::from(temp),
             hash: staged_hash,
             size,
+            _lock: None,
         })
     }
 
