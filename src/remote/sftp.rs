@@ -1574,6 +1574,7 @@ impl Replica for SftpReplica {
             path: dir.join("lease"),
             owner: super::lease::owner(device),
             ttl,
+            own: None,
         };
         lease.acquire()?;
         Ok(Some(Box::new(lease)))
@@ -1587,6 +1588,10 @@ struct SftpLease {
     path: PathBuf,
     owner: String,
     ttl: Duration,
+    /// The session renewals use, outside the pool: long transfers may hold
+    /// every pooled session for longer than the lease lives, and a renewal
+    /// that waited for one would let the lease expire under them.
+    own: Option<Conn>,
 }
 
 impl SftpLease {
@@ -1637,8 +1642,16 @@ impl SftpLease {
 
 impl Lease for SftpLease {
     fn renew(&mut self) -> Result<(), ReplicaError> {
-        let s = &self.shared;
-        let conn = s.conn()?;
+        // The session idled since the last renewal, and the server may have
+        // closed it meanwhile: a fresh one if it does not answer a stat.
+        let usable = self
+            .own
+            .as_ref()
+            .is_some_and(|c| !c.broken.load(Ordering::Relaxed) && c.lstat(&self.path).is_ok());
+        if !usable {
+            self.own = Some(self.shared.connect()?);
+        }
+        let conn = self.own.as_ref().expect("connected just above");
         let current = conn.read_lease(&self.path);
         if !super::lease::held_by(&current, &self.owner) {
             return Err(super::lease::taken_over());

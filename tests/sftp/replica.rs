@@ -575,3 +575,43 @@ fn versions_replaced_within_one_minute_are_all_kept_in_the_trash() {
     kept.sort();
     assert_eq!(kept, ["v1\n", "v2.\n", "v3..\n"]);
 }
+
+#[test]
+fn the_lease_is_renewed_while_every_pooled_session_is_busy() {
+    // One pooled session, held by a download for its whole length: a
+    // renewal that waited for it would let the lease expire under a long
+    // transfer (and here, on the same thread, would wait for itself).
+    let server = Sshd::start();
+    let known_hosts = server.scratch("client").join("known_hosts");
+    server.write_known_hosts(&known_hosts);
+    let remote = replica_sized(&server, "root", &known_hosts, 1);
+    remote.mark_root().unwrap();
+    write(&remote, "big.bin", "contents\n", &Expect::Absent);
+    let mut lease = remote
+        .lease("laptop", Duration::from_secs(60))
+        .unwrap()
+        .expect("SFTP remotes take a lease");
+    let lease_file = server.served().join("root/.prism-sync/lease");
+
+    let stamp = |path: &Path| {
+        let meta = fs::metadata(path).unwrap();
+        (meta.mtime(), meta.mtime_nsec())
+    };
+    let before = stamp(&lease_file);
+    let mut reading = remote.open(&rel("big.bin")).unwrap();
+    let mut first = [0u8; 4];
+    reading.read_exact(&mut first).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    lease.renew().expect("renewed on a session of its own");
+    assert_ne!(stamp(&lease_file), before, "the lease file was rewritten");
+    assert!(
+        fs::read_to_string(&lease_file).unwrap().contains("laptop"),
+        "still ours"
+    );
+    let mut rest = String::new();
+    reading.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "ents\n");
+    drop(reading);
+    drop(lease);
+    assert!(!lease_file.exists(), "released");
+}
