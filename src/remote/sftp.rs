@@ -238,6 +238,19 @@ pub enum ConnectError {
     Subsystem { server: String, message: String },
 }
 
+impl pool::ConnectFailure for ConnectError {
+    fn may_be_a_session_limit(&self) -> bool {
+        // OpenSSH's MaxStartups drops the connection during the handshake;
+        // a login or host-key refusal would refuse every new session alike.
+        matches!(
+            self,
+            ConnectError::Unreachable { .. }
+                | ConnectError::Handshake { .. }
+                | ConnectError::Subsystem { .. }
+        )
+    }
+}
+
 impl From<ConnectError> for ReplicaError {
     /// Not reaching the server, or losing it during the handshake, is
     /// offline (retried on a timer); a refused host key or login is a

@@ -47,6 +47,15 @@ pub trait Health {
     fn is_broken(&self) -> bool;
 }
 
+/// What a failed connect says about the server.
+pub trait ConnectFailure {
+    /// True when the server may only be refusing more connections for now
+    /// (a dropped handshake, a refused socket), so the open ones can carry
+    /// the work; false when any new connection would fail the same way (a
+    /// login or host-key problem), which the caller must hear about.
+    fn may_be_a_session_limit(&self) -> bool;
+}
+
 impl<T: Health> Pool<T> {
     /// A pool of at most `size` connections (at least one); none is made yet.
     pub fn new(size: usize) -> Pool<T> {
@@ -77,7 +86,10 @@ impl<T: Health> Pool<T> {
     ///
     /// A thread must not ask while it holds one: that is a bug, and a
     /// panic names it instead of a silent wait for itself.
-    pub fn get<E>(&self, connect: impl Fn() -> Result<T, E>) -> Result<Pooled<'_, T>, E> {
+    pub fn get<E: ConnectFailure>(
+        &self,
+        connect: impl Fn() -> Result<T, E>,
+    ) -> Result<Pooled<'_, T>, E> {
         let me = thread::current().id();
         let mut state = self.lock();
         if state.holders.contains(&me) {
@@ -105,7 +117,7 @@ impl<T: Health> Pool<T> {
                         state = self.lock();
                         state.open -= 1;
                         self.changed.notify_all();
-                        if state.open == 0 {
+                        if state.open == 0 || !e.may_be_a_session_limit() {
                             return Err(e);
                         }
                         tracing::debug!(
@@ -285,6 +297,27 @@ mod tests {
         assert_eq!(pool.counts(), (0, 0));
         let fresh = take(&pool, &made);
         assert_eq!(fresh.id, 3, "a new connection is made");
+    }
+
+    /// In these tests a connect that fails with "login…" is a login
+    /// problem; anything else may be the server's session limit.
+    impl ConnectFailure for String {
+        fn may_be_a_session_limit(&self) -> bool {
+            !self.starts_with("login")
+        }
+    }
+
+    #[test]
+    fn a_login_failure_is_the_callers_error_even_with_sessions_open() {
+        let pool = Pool::new(3);
+        let made = AtomicUsize::new(0);
+        let a = take(&pool, &made);
+        let failed = pool.get(|| Err::<Item, _>("login refused".to_owned()));
+        assert_eq!(failed.err().as_deref(), Some("login refused"));
+        // The limit stayed: two more sessions can still be made.
+        let b = take(&pool, &made);
+        let c = take(&pool, &made);
+        assert_eq!((a.id, b.id, c.id), (0, 1, 2));
     }
 
     #[test]
