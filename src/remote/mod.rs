@@ -278,7 +278,7 @@ pub trait Replica: Send + Sync {
 /// settings (`ssh` for SFTP, `webdav` for WebDAV); `config_dir` is where
 /// credentials files are looked for, and `parallel_transfers` how many
 /// transfers the engine runs at once (an SFTP remote opens as many SSH
-/// sessions). Nothing is connected yet: a remote that is away is an error
+/// sessions; a WebDAV remote's listing sends as many PROPFINDs at once). Nothing is connected yet: a remote that is away is an error
 /// of the first sync, not of opening.
 pub fn open_remote(
     pair: &PairConfig,
@@ -318,6 +318,7 @@ pub fn open_remote(
             ca_file: pair.webdav.ca_file.clone(),
             allow_insecure_http_auth: pair.webdav.allow_insecure_http_auth,
             config_dir: config_dir.map(Path::to_path_buf),
+            parallel_requests: parallel_transfers,
         })?)),
     }
 }

@@ -6,8 +6,8 @@
 //! (one per replica, so keep-alive connections are reused by every thread),
 //! Basic auth with a password from `secrets` (never from the config, never
 //! in an error), certificate checks (the system's roots plus a per-pair
-//! `ca_file`), the listing (PROPFIND Depth 1 per collection, walked
-//! recursively; every href must lie on the share's origin and below its
+//! `ca_file`), the listing (PROPFIND Depth 1 per collection, up to
+//! `parallel_requests` at once; every href must lie on the share's origin and below its
 //! path, is percent-decoded and passes through [`RelPath`], and an answer is
 //! read with a size cap, see [`MAX_LISTING_BYTES`]) and the careful writes:
 //! PUT to a `.prism-tmp-*` name beside the target, check the target against
@@ -62,7 +62,7 @@ use std::collections::HashMap;
 use std::io::{self, BufReader, Read};
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::blocking::{Body, Client, RequestBuilder, Response};
@@ -116,6 +116,9 @@ pub struct WebdavTarget {
     pub allow_insecure_http_auth: bool,
     /// Where the credentials file is looked for (see `secrets`).
     pub config_dir: Option<PathBuf>,
+    /// How many requests a listing runs at once (the agent's
+    /// `parallel_transfers`); at least one.
+    pub parallel_requests: usize,
 }
 
 impl WebdavTarget {
@@ -1212,24 +1215,59 @@ fn parse_http_date(text: &str) -> Option<i64> {
         .map(|t| t.assume_utc().unix_timestamp())
 }
 
-/// A listing in progress.
+/// A listing in progress: folders to list and files to hash are jobs, run
+/// by up to `parallel_requests` workers at once, each with requests of its
+/// own on the shared client (which keeps a keep-alive connection for each).
+/// Every worker collects its own [`Listing`]; they are merged and sorted at
+/// the end, so the result does not depend on which worker ran what, or
+/// when.
 struct Walk<'a> {
     shared: &'a Shared,
     conn: &'a Conn,
     cache: &'a BaseTree,
     ignore: &'a IgnoreRules,
-    out: Listing,
     now: i64,
+    queue: Mutex<Queue>,
+    /// Signalled when jobs are added or the last busy worker finished.
+    more: Condvar,
+}
+
+/// One piece of work of a listing.
+enum Job {
+    /// List a folder: the share (`None`) or the folder at the path.
+    List(Option<RelPath>),
+    /// Read a file whose version the base does not know, to hash it.
+    Hash(RelPath, RemoteStat),
+}
+
+#[derive(Default)]
+struct Queue {
+    jobs: Vec<Job>,
+    /// Workers running a job (which may add more).
+    busy: usize,
+    /// The share itself could not be listed: the listing fails with this.
+    failed: Option<WebdavError>,
     /// Set when the server became unreachable: the listing is partial and
     /// must not be used.
     broken: Option<WebdavError>,
 }
 
-impl Walk<'_> {
+/// What one job found: entries and notes in `out`, more work in `jobs`.
+#[derive(Default)]
+struct Found {
+    out: Listing,
+    jobs: Vec<Job>,
+    /// A global error met on one path (see [`Found::hold`]).
+    broken: Option<WebdavError>,
+}
+
+impl Found {
     fn note(&mut self, path: Option<RelPath>, message: String) {
         self.out.problems.push(Problem { path, message });
     }
 
+    /// Leaves `rel` alone this time, saying why; an error about the whole
+    /// server instead breaks the walk.
     fn hold(&mut self, rel: RelPath, op: &str, e: WebdavError) {
         if e.is_global() {
             self.broken.get_or_insert(e);
@@ -1239,13 +1277,135 @@ impl Walk<'_> {
         self.out.held.push(rel.clone());
         self.note(Some(rel), message);
     }
+}
 
-    fn visit_children(&mut self, parent: Option<&RelPath>) -> Result<(), WebdavError> {
+impl Walk<'_> {
+    /// Runs `jobs` and everything they lead to; `out` holds what was found
+    /// before (the entries of a path-scoped listing).
+    fn run(self, jobs: Vec<Job>, out: Listing) -> Result<Listing, WalkError> {
+        self.queue.lock().expect("walk queue").jobs = jobs;
+        let workers = self.shared.target.parallel_requests.max(1);
+        let found: Vec<Listing> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers).map(|_| scope.spawn(|| self.work())).collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("a listing worker panicked"))
+                .collect()
+        });
+        let queue = self.queue.into_inner().expect("walk queue");
+        if let Some(e) = queue.failed {
+            return Err(WalkError::Root(e));
+        }
+        if let Some(e) = queue.broken {
+            return Err(WalkError::Broken(e));
+        }
+        let mut out = out;
+        for listing in found {
+            out.tree.extend(listing.tree);
+            out.held.extend(listing.held);
+            out.problems.extend(listing.problems);
+            out.hashed_files += listing.hashed_files;
+        }
+        out.held.sort();
+        out.held.dedup();
+        out.problems
+            .sort_by(|a, b| (&a.path, &a.message).cmp(&(&b.path, &b.message)));
+        Ok(out)
+    }
+
+    fn work(&self) -> Listing {
+        let mut out = Listing::default();
+        while let Some(job) = self.next() {
+            let mut found = Found::default();
+            let failed = self.run_job(job, &mut found).err();
+            let Found {
+                out: listing,
+                jobs,
+                broken,
+            } = found;
+            out.tree.extend(listing.tree);
+            out.held.extend(listing.held);
+            out.problems.extend(listing.problems);
+            out.hashed_files += listing.hashed_files;
+            self.finish(jobs, failed, broken);
+        }
+        out
+    }
+
+    /// The next job, waiting while other workers may still add some; `None`
+    /// when all is done or the walk failed.
+    fn next(&self) -> Option<Job> {
+        let mut queue = self.queue.lock().expect("walk queue");
+        loop {
+            if queue.failed.is_some() || queue.broken.is_some() {
+                return None;
+            }
+            if let Some(job) = queue.jobs.pop() {
+                queue.busy += 1;
+                return Some(job);
+            }
+            if queue.busy == 0 {
+                return None;
+            }
+            queue = self.more.wait(queue).expect("walk queue");
+        }
+    }
+
+    fn finish(&self, jobs: Vec<Job>, failed: Option<WebdavError>, broken: Option<WebdavError>) {
+        let mut queue = self.queue.lock().expect("walk queue");
+        queue.jobs.extend(jobs);
+        queue.busy -= 1;
+        if let Some(e) = failed {
+            queue.failed.get_or_insert(e);
+        }
+        if let Some(e) = broken {
+            queue.broken.get_or_insert(e);
+        }
+        drop(queue);
+        self.more.notify_all();
+    }
+
+    /// Runs one job; an error is the share's own listing failing.
+    fn run_job(&self, job: Job, found: &mut Found) -> Result<(), WebdavError> {
+        match job {
+            Job::List(None) => self.list_folder(None, found),
+            Job::List(Some(rel)) => {
+                // What a folder holds is recorded only once all of it was
+                // read, so a folder that cannot be listed leaves nothing
+                // behind that would read as its content.
+                let mut inside = Found::default();
+                match self.list_folder(Some(&rel), &mut inside) {
+                    Ok(()) => {
+                        found.out.tree.insert(rel, SideEntry::new(Entry::Dir));
+                        found.out.tree.extend(inside.out.tree);
+                        found.out.held.extend(inside.out.held);
+                        found.out.problems.extend(inside.out.problems);
+                        found.out.hashed_files += inside.out.hashed_files;
+                        found.jobs.extend(inside.jobs);
+                        if let Some(e) = inside.broken {
+                            found.broken.get_or_insert(e);
+                        }
+                    }
+                    // Gone since its parent was listed.
+                    Err(e) if e.status() == Some(404) => {}
+                    Err(e) => found.hold(rel, "list the folder", e),
+                }
+                Ok(())
+            }
+            Job::Hash(rel, stat) => {
+                self.hash_file(rel, stat, found);
+                Ok(())
+            }
+        }
+    }
+
+    /// Lists the folder `parent` (or the share) with one PROPFIND Depth 1.
+    fn list_folder(&self, parent: Option<&RelPath>, found: &mut Found) -> Result<(), WebdavError> {
         let dir = parent.map(RelPath::as_str).unwrap_or("");
         let Children { entries, refused } = self.shared.children(self.conn, dir)?;
         for message in refused {
             tracing::warn!("{message}");
-            self.note(parent.cloned(), message);
+            found.note(parent.cloned(), message);
         }
         for (name, stat) in entries {
             let rel = match parent {
@@ -1253,7 +1413,7 @@ impl Walk<'_> {
                 None => RelPath::from_name(&name),
             };
             let Ok(rel) = rel else {
-                self.note(
+                found.note(
                     None,
                     format!(
                         "{:?} on the server is not synced: its name contains a control character or a backslash; rename it to sync it",
@@ -1265,15 +1425,13 @@ impl Walk<'_> {
                 );
                 continue;
             };
-            self.visit(rel, stat);
-            if self.broken.is_some() {
-                break;
-            }
+            self.visit(rel, stat, found);
         }
         Ok(())
     }
 
-    fn visit(&mut self, rel: RelPath, stat: RemoteStat) {
+    /// Sorts one entry: skipped, recorded, or a job to do.
+    fn visit(&self, rel: RelPath, stat: RemoteStat, found: &mut Found) {
         if self.ignore.is_ignored(&rel, stat.collection) {
             if !stat.collection
                 && is_temp_name(rel.file_name())
@@ -1286,27 +1444,15 @@ impl Walk<'_> {
             return;
         }
         if stat.collection {
-            self.out
-                .tree
-                .insert(rel.clone(), SideEntry::new(Entry::Dir));
-            if let Err(e) = self.visit_children(Some(&rel)) {
-                self.out.tree.remove(&rel);
-                if e.status() != Some(404) {
-                    self.hold(rel, "list the folder", e);
-                }
-            }
-        } else {
-            self.visit_file(rel, stat);
+            found.jobs.push(Job::List(Some(rel)));
+            return;
         }
-    }
-
-    fn visit_file(&mut self, rel: RelPath, stat: RemoteStat) {
         self.shared.remember(rel.as_str(), &stat);
-        let version = stat.version();
         // A weak ETag says the file changed within the last moment and may
         // change again in the same second with the same size: its size and
         // date prove nothing, so it is read.
         let weak = stat.etag.as_deref().is_some_and(|e| e.starts_with("W/"));
+        let version = stat.version();
         let cached = self
             .cache
             .get(&rel)
@@ -1317,29 +1463,23 @@ impl Walk<'_> {
                 }
                 _ => None,
             });
-        let hash = match cached {
-            Some(hash) => hash,
-            None => match self.hash_remote(&rel, &stat) {
-                Ok(Some(hash)) => {
-                    self.out.hashed_files += 1;
-                    hash
-                }
-                // It changed while it was read: still being written.
-                Ok(None) => return self.out.held.push(rel),
-                Err(e) if e.status() == Some(404) => return,
-                Err(e) => return self.hold(rel, "read", e),
-            },
-        };
-        let entry = SideEntry {
-            entry: Entry::File(FileMeta {
-                hash,
-                size: stat.size,
-                mtime_ns: stat.mtime_ns(),
-            }),
-            id: None,
-            version: Some(version),
-        };
-        self.out.tree.insert(rel, entry);
+        match cached {
+            Some(hash) => insert_file(&mut found.out, rel, &stat, hash),
+            None => found.jobs.push(Job::Hash(rel, stat)),
+        }
+    }
+
+    fn hash_file(&self, rel: RelPath, stat: RemoteStat, found: &mut Found) {
+        match self.hash_remote(&rel, &stat) {
+            Ok(Some(hash)) => {
+                found.out.hashed_files += 1;
+                insert_file(&mut found.out, rel, &stat, hash);
+            }
+            // It changed while it was read: still being written.
+            Ok(None) => found.out.held.push(rel),
+            Err(e) if e.status() == Some(404) => {}
+            Err(e) => found.hold(rel, "read", e),
+        }
     }
 
     /// Downloads and hashes a file; `None` when what came is not the
@@ -1393,6 +1533,27 @@ impl Walk<'_> {
         }
         Ok(Some(ContentHash(*hasher.finalize().as_bytes())))
     }
+}
+
+/// Why a walk produced no listing.
+enum WalkError {
+    /// The share (the root of the walk) could not be listed.
+    Root(WebdavError),
+    /// The server became unreachable midway: what was seen is partial.
+    Broken(WebdavError),
+}
+
+fn insert_file(out: &mut Listing, rel: RelPath, stat: &RemoteStat, hash: ContentHash) {
+    let entry = SideEntry {
+        entry: Entry::File(FileMeta {
+            hash,
+            size: stat.size,
+            mtime_ns: stat.mtime_ns(),
+        }),
+        id: None,
+        version: Some(stat.version()),
+    };
+    out.tree.insert(rel, entry);
 }
 
 impl Replica for WebdavReplica {
@@ -1485,19 +1646,18 @@ impl Replica for WebdavReplica {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
-        let mut walk = Walk {
+        let walk = Walk {
             shared: s,
             conn: &conn,
             cache,
             ignore,
-            out: Listing::default(),
             now,
-            broken: None,
+            queue: Mutex::new(Queue::default()),
+            more: Condvar::new(),
         };
+        let mut found = Found::default();
         match scope {
-            Scope::Full => walk
-                .visit_children(None)
-                .map_err(|e| e.into_replica("list", self.describe()))?,
+            Scope::Full => found.jobs.push(Job::List(None)),
             Scope::Paths(paths) => {
                 'paths: for path in paths {
                     if paths.iter().any(|o| o != path && path.is_within(o)) {
@@ -1509,27 +1669,36 @@ impl Replica for WebdavReplica {
                             Ok(Some(stat)) if stat.collection => {}
                             Ok(_) => continue 'paths,
                             Err(e) => {
-                                walk.hold(path.clone(), "look at a folder above", e);
+                                found.hold(path.clone(), "look at a folder above", e);
                                 continue 'paths;
                             }
                         }
                     }
                     match s.stat(&conn, path.as_str()) {
-                        Ok(Some(stat)) => walk.visit(path.clone(), stat),
+                        Ok(Some(stat)) => walk.visit(path.clone(), stat, &mut found),
                         Ok(None) => {}
-                        Err(e) => walk.hold(path.clone(), "look at", e),
+                        Err(e) => found.hold(path.clone(), "look at", e),
+                    }
+                    if found.broken.is_some() {
+                        break;
                     }
                 }
             }
         }
-        if let Some(e) = walk.broken {
+        let Found { out, jobs, broken } = found;
+        let result = match broken {
+            Some(e) => Err(WalkError::Broken(e)),
+            None => walk.run(jobs, out),
+        };
+        match result {
+            Ok(listing) => Ok(listing),
+            Err(WalkError::Root(e)) => Err(e.into_replica("list", self.describe())),
             // What the walk saw is partial and must not read as deletions.
-            return Err(ReplicaError::Other(format!(
+            Err(WalkError::Broken(e)) => Err(ReplicaError::Other(format!(
                 "the listing of {} was interrupted ({e}); it will be retried",
                 self.describe()
-            )));
+            ))),
         }
-        Ok(walk.out)
     }
 
     fn open(&self, path: &RelPath) -> Result<Box<dyn Read + Send + '_>, ReplicaError> {
@@ -1922,6 +2091,7 @@ mod tests {
             ca_file: None,
             allow_insecure_http_auth: false,
             config_dir: None,
+            parallel_requests: 1,
         })
         .unwrap()
     }

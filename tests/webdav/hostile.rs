@@ -8,7 +8,9 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use prism_sync::fsops::Expect;
 use prism_sync::model::{BaseTree, ContentHash, Scope};
@@ -24,28 +26,51 @@ enum Reply {
     Stream(&'static str, u64),
     /// A 207 that announces a huge Content-Length.
     Declared(u64),
+    /// `Bytes`, sent after a pause, so requests that overlap can be seen.
+    Slow(u16, Vec<u8>),
 }
+
+/// How long a [`Reply::Slow`] waits before it answers.
+const SLOW: Duration = Duration::from_millis(150);
+
+/// An answer to a request: the server's port, the method, the path and the
+/// `Depth` header (empty when there is none).
+type Answer = fn(port: u16, method: &str, path: &str, depth: &str) -> Reply;
 
 /// A one-request-per-connection HTTP server on loopback; records every
 /// request line it sees.
 struct Hostile {
     port: u16,
     seen: Arc<Mutex<Vec<String>>>,
+    load: Arc<Load>,
+}
+
+/// Requests being answered now, and the most there were at once.
+#[derive(Default)]
+struct Load {
+    now: AtomicUsize,
+    most: AtomicUsize,
 }
 
 impl Hostile {
-    fn start(answer: fn(port: u16, method: &str, path: &str) -> Reply) -> Hostile {
+    fn start(answer: Answer) -> Hostile {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let log = seen.clone();
+        let load = Arc::new(Load::default());
+        let (log, busy) = (seen.clone(), load.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let log = log.clone();
-                std::thread::spawn(move || serve(stream, port, answer, &log));
+                let (log, busy) = (log.clone(), busy.clone());
+                std::thread::spawn(move || serve(stream, port, answer, &log, &busy));
             }
         });
-        Hostile { port, seen }
+        Hostile { port, seen, load }
+    }
+
+    /// The most requests that were being answered at one time.
+    fn most_at_once(&self) -> usize {
+        self.load.most.load(Ordering::SeqCst)
     }
 
     fn replica(&self, path: &str) -> WebdavReplica {
@@ -57,12 +82,7 @@ impl Hostile {
     }
 }
 
-fn serve(
-    stream: TcpStream,
-    port: u16,
-    answer: fn(u16, &str, &str) -> Reply,
-    log: &Mutex<Vec<String>>,
-) {
+fn serve(stream: TcpStream, port: u16, answer: Answer, log: &Mutex<Vec<String>>, load: &Load) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut line = String::new();
     if reader.read_line(&mut line).unwrap_or(0) == 0 {
@@ -70,6 +90,7 @@ fn serve(
     }
     let mut length = 0usize;
     let mut chunked = false;
+    let mut depth = String::new();
     loop {
         let mut header = String::new();
         if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
@@ -80,6 +101,8 @@ fn serve(
                 length = value.trim().parse().unwrap_or(0);
             } else if name.eq_ignore_ascii_case("transfer-encoding") {
                 chunked = value.trim().eq_ignore_ascii_case("chunked");
+            } else if name.eq_ignore_ascii_case("depth") {
+                depth = value.trim().to_owned();
             }
         }
     }
@@ -103,10 +126,16 @@ fn serve(
     let mut words = line.split_whitespace();
     let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
     log.lock().unwrap().push(format!("{method} {path}"));
+    let now = load.now.fetch_add(1, Ordering::SeqCst) + 1;
+    load.most.fetch_max(now, Ordering::SeqCst);
     let mut out = stream;
+    let reply = answer(port, method, path, &depth);
+    if matches!(reply, Reply::Slow(..)) {
+        std::thread::sleep(SLOW);
+    }
     // Write errors are expected: the client hangs up on what it refuses.
-    let _ = match answer(port, method, path) {
-        Reply::Bytes(status, body) => out
+    let _ = match reply {
+        Reply::Bytes(status, body) | Reply::Slow(status, body) => out
             .write_all(
                 format!(
                     "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nContent-Type: text/xml\r\nETag: \"e1\"\r\nConnection: close\r\n\r\n",
@@ -136,6 +165,7 @@ fn serve(
             .as_bytes(),
         ),
     };
+    load.now.fetch_sub(1, Ordering::SeqCst);
 }
 
 fn response(href: &str, collection: bool) -> String {
@@ -152,7 +182,7 @@ fn response(href: &str, collection: bool) -> String {
     )
 }
 
-fn hostile_hrefs(port: u16, method: &str, path: &str) -> Reply {
+fn hostile_hrefs(port: u16, method: &str, path: &str, _depth: &str) -> Reply {
     match (method, path) {
         ("PROPFIND", "/share/") => {
             let hrefs = [
@@ -210,7 +240,7 @@ fn hrefs_outside_the_share_are_refused_and_never_followed() {
     );
 }
 
-fn broken_answers(_port: u16, method: &str, path: &str) -> Reply {
+fn broken_answers(_port: u16, method: &str, path: &str, _depth: &str) -> Reply {
     match (method, path) {
         ("PROPFIND", "/malformed/") => Reply::Bytes(
             207,
@@ -251,7 +281,7 @@ fn malformed_and_oversized_answers_are_errors_naming_the_server() {
 
 /// Folders exist; nothing else does; uploads fail with 507 below `/full/`
 /// and with 503 below `/busy/`.
-fn failing_uploads(_port: u16, method: &str, path: &str) -> Reply {
+fn failing_uploads(_port: u16, method: &str, path: &str, _depth: &str) -> Reply {
     match method {
         "PROPFIND" if path.ends_with('/') => Reply::Bytes(
             207,
@@ -305,4 +335,57 @@ fn uploads_refused_with_507_or_503_say_why_and_leave_no_temporary() {
         assert!(seen.contains(&format!("DELETE {temp}")), "{seen:?}");
     }
     assert!(!seen.iter().any(|s| s.starts_with("MOVE ")), "{seen:?}");
+}
+
+/// A share of eight folders of one file each, every answer slow: a listing
+/// that sends one request at a time takes 17 pauses, one that overlaps them
+/// is seen doing so. Depth infinity is refused as Apache does by default.
+fn wide_and_slow(_port: u16, method: &str, path: &str, depth: &str) -> Reply {
+    let multistatus = |body: String| {
+        format!("<?xml version=\"1.0\"?><D:multistatus xmlns:D=\"DAV:\">{body}</D:multistatus>")
+            .into_bytes()
+    };
+    match (method, path.strip_prefix("/wide/")) {
+        ("PROPFIND", _) if depth == "infinity" => Reply::Bytes(403, Vec::new()),
+        ("PROPFIND", Some("")) => Reply::Slow(
+            207,
+            multistatus(
+                std::iter::once(response("/wide/", true))
+                    .chain((0..8).map(|i| response(&format!("/wide/d{i}/"), true)))
+                    .collect(),
+            ),
+        ),
+        ("PROPFIND", Some(dir)) if dir.ends_with('/') => Reply::Slow(
+            207,
+            multistatus(format!(
+                "{}{}",
+                response(&format!("/wide/{dir}"), true),
+                response(&format!("/wide/{dir}f.txt"), false)
+            )),
+        ),
+        ("GET", Some(file)) if file.ends_with("/f.txt") => Reply::Slow(200, b"good\n".to_vec()),
+        _ => Reply::Bytes(404, Vec::new()),
+    }
+}
+
+#[test]
+fn folders_are_listed_and_files_read_several_at_once_into_a_sorted_listing() {
+    let server = Hostile::start(wide_and_slow);
+    let remote = server.replica("/wide/");
+    let listing = remote
+        .list(&Scope::Full, &BaseTree::new(), &no_rules())
+        .unwrap();
+    let paths: Vec<&str> = listing.tree.keys().map(|p| p.as_str()).collect();
+    let expected: Vec<String> = (0..8)
+        .flat_map(|i| [format!("d{i}"), format!("d{i}/f.txt")])
+        .collect();
+    assert_eq!(paths, expected, "{listing:?}");
+    assert_eq!(listing.hashed_files, 8);
+    assert!(
+        listing.held.is_empty() && listing.problems.is_empty(),
+        "{listing:?}"
+    );
+    // The replica was opened for 4 requests at once.
+    let most = server.most_at_once();
+    assert!((2..=4).contains(&most), "{most} requests at once");
 }

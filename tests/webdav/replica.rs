@@ -31,6 +31,7 @@ pub fn target(port: u16, path: &str) -> WebdavTarget {
         ca_file: None,
         allow_insecure_http_auth: false,
         config_dir: None,
+        parallel_requests: 4,
     }
 }
 
