@@ -6,10 +6,10 @@
 //! (one per replica, so keep-alive connections are reused by every thread),
 //! Basic auth with a password from `secrets` (never from the config, never
 //! in an error), certificate checks (the system's roots plus a per-pair
-//! `ca_file`), the listing (PROPFIND Depth 1 per collection, up to
-//! `parallel_requests` at once; every href must lie on the share's origin and below its
-//! path, is percent-decoded and passes through [`RelPath`], and an answer is
-//! read with a size cap, see [`MAX_LISTING_BYTES`]) and the careful writes:
+//! `ca_file`), the listing (see below; every href must lie on the share's
+//! origin and below its path, is percent-decoded and passes through
+//! [`RelPath`], and an answer is read with a size cap, see
+//! [`MAX_LISTING_BYTES`]) and the careful writes:
 //! PUT to a `.prism-tmp-*` name beside the target, check the target against
 //! the caller's `Expect`, MOVE the old version to
 //! `.prism-sync/trash/STAMP/path`, then MOVE the upload in with
@@ -38,6 +38,22 @@
 //! seen as delete + create (reconcile's content matching still finds them).
 //! Redirects are never followed.
 //!
+//! A listing asks for the whole tree with one PROPFIND `Depth: infinity`
+//! while the server takes those (Apache with `DavDepthInfinity on`,
+//! `rclone serve webdav`), else lists folder by folder with `Depth: 1`, up
+//! to `parallel_requests` PROPFINDs (and GETs of files to hash) at once;
+//! the result is sorted, so it does not depend on the order answers came
+//! in. The first refusal (Apache's default 403), an answer that breaks off,
+//! times out or exceeds the cap (a big tree is legitimate) makes the
+//! listing fall back to the walk, and this replica never asks again. Some
+//! servers answer `Depth: infinity` as `Depth: 1` without saying so
+//! (SabreDAV, so Nextcloud, by default): an answer is taken whole only if
+//! it holds an entry below its first level (every marked share has
+//! `.prism-sync/root`); otherwise each folder in it is listed again with
+//! `Depth: 1`, and finding anything there ends the use of infinity.
+//! ASSUMPTION: a server that answers below the first level gives the whole
+//! tree, not some arbitrary depth of it.
+//!
 //! Some servers ignore conditional headers (`rclone serve webdav` answers a
 //! PUT with `If-None-Match: *` over an existing file, or with an `If-Match`
 //! naming another version, by writing it). The first lease taken on a
@@ -58,9 +74,10 @@
 
 mod xml;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, BufReader, Read};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -257,6 +274,10 @@ struct Shared {
     /// Whether the server honours `If-None-Match`/`If-Match`, found by the
     /// first lease's probe (see the module docs).
     conditional: std::sync::OnceLock<bool>,
+    /// Whether a listing still tries `Depth: infinity`: cleared for good
+    /// once the server refused one, cut one short, or sent one too large
+    /// (see [`Shared::subtree`]).
+    infinity: AtomicBool,
     /// The ETag each file had when this replica last saw it, so a check
     /// can tell apart two versions of equal size written in the same second
     /// (compared weakly: a weak tag still tells a different version).
@@ -365,6 +386,7 @@ impl WebdavReplica {
                 base_segments,
                 conn: Mutex::new(None),
                 conditional: std::sync::OnceLock::new(),
+                infinity: AtomicBool::new(true),
                 etags: Mutex::new(HashMap::new()),
             }),
         })
@@ -621,13 +643,34 @@ impl Shared {
         rel: &str,
         depth: &str,
     ) -> Result<Vec<xml::PropResponse>, WebdavError> {
+        let response = self.propfind_send(conn, url, rel, depth)?;
+        self.read_multistatus(response, rel)
+    }
+
+    /// Sends a PROPFIND; the answer is a multistatus still to be read.
+    fn propfind_send(
+        &self,
+        conn: &Conn,
+        url: Url,
+        rel: &str,
+        depth: &str,
+    ) -> Result<Response, WebdavError> {
         let builder = self
             .request(conn, "PROPFIND", url)
             .header("Depth", depth)
             .header("Content-Type", "application/xml; charset=utf-8")
             .timeout(REQUEST_TIMEOUT)
             .body(PROPFIND_BODY);
-        let response = self.send(builder, "PROPFIND", &shown(rel), &[207])?;
+        self.send(builder, "PROPFIND", &shown(rel), &[207])
+    }
+
+    /// Reads and parses a multistatus answer, at most
+    /// [`MAX_LISTING_BYTES`] of it.
+    fn read_multistatus(
+        &self,
+        response: Response,
+        rel: &str,
+    ) -> Result<Vec<xml::PropResponse>, WebdavError> {
         if response
             .content_length()
             .is_some_and(|n| n > MAX_LISTING_BYTES)
@@ -719,6 +762,115 @@ impl Shared {
             entries: children,
             refused,
         })
+    }
+
+    /// Everything below collection `rel` from one PROPFIND with `Depth:
+    /// infinity`, or `None` when the caller must list it folder by folder
+    /// instead. Servers may refuse that depth (Apache does unless
+    /// `DavDepthInfinity on`: 403 with `DAV:propfind-finite-depth`), and a
+    /// large tree may exceed [`MAX_LISTING_BYTES`] or the request's time;
+    /// neither is a reason to fail a sync, so both end in `None` and this
+    /// replica does not try again (a 5xx only this time). Hrefs are judged
+    /// as in [`Shared::children`], and an entry counts only if its parent
+    /// is a collection of the same answer, so nothing the server names
+    /// outside the listed tree is taken, and a folder can never be entered
+    /// that the answer did not list.
+    fn subtree(&self, conn: &Conn, rel: &str) -> Result<Option<Subtree>, WebdavError> {
+        let response = match self.propfind_send(conn, self.url(rel, true), rel, "infinity") {
+            Ok(response) => response,
+            Err(e @ WebdavError::Status { status: 404, .. }) => return Err(e),
+            Err(e @ (WebdavError::Forbidden { .. } | WebdavError::Status { .. })) => {
+                self.no_infinity(&e);
+                return Ok(None);
+            }
+            Err(WebdavError::ServerFailed { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        // The server is there and answered: a body that breaks off, runs
+        // out of time or grows past the cap says the tree is too much for
+        // one answer, not that the server is away.
+        let responses = match self.read_multistatus(response, rel) {
+            Ok(responses) => responses,
+            Err(e) => {
+                self.no_infinity(&e);
+                return Ok(None);
+            }
+        };
+        let top: Vec<String> = rel
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let mut refused = Vec::new();
+        let mut accepted = Vec::new();
+        let mut collections: HashSet<Vec<String>> = HashSet::from([top.clone()]);
+        for response in responses {
+            if !response.found {
+                continue;
+            }
+            let segments = match self.href_segments(&response.href) {
+                Ok(segments) => segments,
+                Err(reason) => {
+                    refused.push(format!(
+                        "{} listed {:?} in {}, which {reason}; it is ignored",
+                        self.server(),
+                        truncate(&response.href),
+                        shown(rel)
+                    ));
+                    continue;
+                }
+            };
+            if segments == top {
+                continue;
+            }
+            if !segments.starts_with(&top) {
+                refused.push(format!(
+                    "{} listed {:?} in {}, which is not inside that folder; it is ignored",
+                    self.server(),
+                    truncate(&response.href),
+                    shown(rel)
+                ));
+                continue;
+            }
+            if response.collection {
+                collections.insert(segments.clone());
+            }
+            let stat = RemoteStat::from(&response);
+            accepted.push((segments, stat, response.href));
+        }
+        let mut folders: HashMap<Vec<String>, Vec<(String, RemoteStat)>> = HashMap::new();
+        let mut deep = false;
+        for (mut segments, stat, href) in accepted {
+            let name = segments.pop().expect("below the listed folder");
+            if !collections.contains(&segments) {
+                refused.push(format!(
+                    "{} listed {:?} in {}, which is not in a folder of that listing; it is \
+                     ignored",
+                    self.server(),
+                    truncate(&href),
+                    shown(rel)
+                ));
+                continue;
+            }
+            deep |= segments.len() > top.len();
+            folders.entry(segments).or_default().push((name, stat));
+        }
+        Ok(Some(Subtree {
+            folders,
+            refused,
+            deep,
+        }))
+    }
+
+    /// Stops trying `Depth: infinity` on this replica.
+    fn no_infinity(&self, why: &WebdavError) {
+        if self.infinity.swap(false, Ordering::Relaxed) {
+            tracing::info!(
+                server = %self.server(),
+                "listing folder by folder from now on: a PROPFIND with Depth: infinity \
+                 did not work ({why})"
+            );
+        }
     }
 
     /// The decoded segments of `href` below the share, or why it is not on
@@ -1077,6 +1229,20 @@ struct Children {
     refused: Vec<String>,
 }
 
+/// A tree as one `Depth: infinity` answer gave it.
+struct Subtree {
+    /// The entries of each collection of the answer (by its segments below
+    /// the share), names already checked to be plain names.
+    folders: HashMap<Vec<String>, Vec<(String, RemoteStat)>>,
+    /// Hrefs of the answer that were refused, as messages.
+    refused: Vec<String>,
+    /// Whether the answer holds anything below its first level. Some
+    /// servers (SabreDAV, so Nextcloud and ownCloud, by default) answer
+    /// `Depth: infinity` as if it were `Depth: 1`; an answer without a
+    /// deeper entry cannot tell an empty folder from one left out.
+    deep: bool,
+}
+
 /// Why an upload failed.
 enum PutError {
     /// Reading the content failed.
@@ -1234,8 +1400,13 @@ struct Walk<'a> {
 
 /// One piece of work of a listing.
 enum Job {
-    /// List a folder: the share (`None`) or the folder at the path.
+    /// List a folder and what is below it: the share (`None`) or the
+    /// folder at the path.
     List(Option<RelPath>),
+    /// List a folder a `Depth: infinity` answer showed without anything
+    /// below its first level, with `Depth: 1`: finding entries in it says
+    /// the server cut that answer short.
+    Probe(RelPath),
     /// Read a file whose version the base does not know, to hash it.
     Hash(RelPath, RemoteStat),
 }
@@ -1368,30 +1539,9 @@ impl Walk<'_> {
     /// Runs one job; an error is the share's own listing failing.
     fn run_job(&self, job: Job, found: &mut Found) -> Result<(), WebdavError> {
         match job {
-            Job::List(None) => self.list_folder(None, found),
-            Job::List(Some(rel)) => {
-                // What a folder holds is recorded only once all of it was
-                // read, so a folder that cannot be listed leaves nothing
-                // behind that would read as its content.
-                let mut inside = Found::default();
-                match self.list_folder(Some(&rel), &mut inside) {
-                    Ok(()) => {
-                        found.out.tree.insert(rel, SideEntry::new(Entry::Dir));
-                        found.out.tree.extend(inside.out.tree);
-                        found.out.held.extend(inside.out.held);
-                        found.out.problems.extend(inside.out.problems);
-                        found.out.hashed_files += inside.out.hashed_files;
-                        found.jobs.extend(inside.jobs);
-                        if let Some(e) = inside.broken {
-                            found.broken.get_or_insert(e);
-                        }
-                    }
-                    // Gone since its parent was listed.
-                    Err(e) if e.status() == Some(404) => {}
-                    Err(e) => found.hold(rel, "list the folder", e),
-                }
-                Ok(())
-            }
+            Job::List(None) => self.list_folder(None, false, found),
+            Job::List(Some(rel)) => self.list_below(rel, false, found),
+            Job::Probe(rel) => self.list_below(rel, true, found),
             Job::Hash(rel, stat) => {
                 self.hash_file(rel, stat, found);
                 Ok(())
@@ -1399,30 +1549,73 @@ impl Walk<'_> {
         }
     }
 
-    /// Lists the folder `parent` (or the share) with one PROPFIND Depth 1.
-    fn list_folder(&self, parent: Option<&RelPath>, found: &mut Found) -> Result<(), WebdavError> {
+    /// Lists the folder at `rel`, recording it only once that worked.
+    fn list_below(&self, rel: RelPath, probe: bool, found: &mut Found) -> Result<(), WebdavError> {
+        // What a folder holds is recorded only once all of it was
+        // read, so a folder that cannot be listed leaves nothing
+        // behind that would read as its content.
+        let mut inside = Found::default();
+        match self.list_folder(Some(&rel), probe, &mut inside) {
+            Ok(()) => {
+                found.out.tree.insert(rel, SideEntry::new(Entry::Dir));
+                found.out.tree.extend(inside.out.tree);
+                found.out.held.extend(inside.out.held);
+                found.out.problems.extend(inside.out.problems);
+                found.out.hashed_files += inside.out.hashed_files;
+                found.jobs.extend(inside.jobs);
+                if let Some(e) = inside.broken {
+                    found.broken.get_or_insert(e);
+                }
+            }
+            // Gone since its parent was listed.
+            Err(e) if e.status() == Some(404) => {}
+            Err(e) => found.hold(rel, "list the folder", e),
+        }
+        Ok(())
+    }
+
+    /// Lists the folder `parent` (or the share): everything below it with
+    /// one PROPFIND `Depth: infinity` while the server takes those (not for
+    /// a probe), else its entries with one `Depth: 1`, its folders becoming
+    /// jobs of their own.
+    fn list_folder(
+        &self,
+        parent: Option<&RelPath>,
+        probe: bool,
+        found: &mut Found,
+    ) -> Result<(), WebdavError> {
         let dir = parent.map(RelPath::as_str).unwrap_or("");
+        if !probe
+            && self.shared.infinity.load(Ordering::Relaxed)
+            && let Some(mut subtree) = self.shared.subtree(self.conn, dir)?
+        {
+            for message in std::mem::take(&mut subtree.refused) {
+                tracing::warn!("{message}");
+                found.note(parent.cloned(), message);
+            }
+            let top = dir
+                .split('/')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect();
+            let whole = subtree.deep;
+            self.visit_subtree(parent, top, &mut subtree, whole, found);
+            return Ok(());
+        }
         let Children { entries, refused } = self.shared.children(self.conn, dir)?;
+        if probe && !entries.is_empty() {
+            self.shared.no_infinity(&WebdavError::BadAnswer {
+                server: self.shared.server(),
+                path: shown(dir),
+                message: "it left out what is below the first level".into(),
+            });
+        }
         for message in refused {
             tracing::warn!("{message}");
             found.note(parent.cloned(), message);
         }
         for (name, stat) in entries {
-            let rel = match parent {
-                Some(parent) => parent.join(&name),
-                None => RelPath::from_name(&name),
-            };
-            let Ok(rel) = rel else {
-                found.note(
-                    None,
-                    format!(
-                        "{:?} on the server is not synced: its name contains a control character or a backslash; rename it to sync it",
-                        match parent {
-                            Some(parent) => format!("{parent}/{name}"),
-                            None => name,
-                        }
-                    ),
-                );
+            let Some(rel) = child_path(parent, name, found) else {
                 continue;
             };
             self.visit(rel, stat, found);
@@ -1430,23 +1623,74 @@ impl Walk<'_> {
         Ok(())
     }
 
+    /// Sorts the entries of the folder `parent` (segments `key`) of a
+    /// `Depth: infinity` answer, and so on down. `whole`: the answer is
+    /// known to reach below its first level; otherwise each folder in it
+    /// may have been left out and is probed with a listing of its own.
+    fn visit_subtree(
+        &self,
+        parent: Option<&RelPath>,
+        key: Vec<String>,
+        subtree: &mut Subtree,
+        whole: bool,
+        found: &mut Found,
+    ) {
+        let entries = subtree.folders.remove(&key).unwrap_or_default();
+        for (name, stat) in entries {
+            let mut child_key = key.clone();
+            child_key.push(name.clone());
+            let Some(rel) = child_path(parent, name, found) else {
+                continue;
+            };
+            if self.skip(&rel, &stat) {
+                continue;
+            }
+            if !stat.collection {
+                self.visit_file(rel, stat, found);
+            } else if whole {
+                found
+                    .out
+                    .tree
+                    .insert(rel.clone(), SideEntry::new(Entry::Dir));
+                self.visit_subtree(Some(&rel), child_key, subtree, whole, found);
+            } else {
+                found.jobs.push(Job::Probe(rel));
+            }
+        }
+    }
+
+    /// Whether an entry is ignored (a stale temporary upload is removed on
+    /// the way).
+    fn skip(&self, rel: &RelPath, stat: &RemoteStat) -> bool {
+        if !self.ignore.is_ignored(rel, stat.collection) {
+            return false;
+        }
+        if !stat.collection
+            && is_temp_name(rel.file_name())
+            && self.now - stat.mtime_secs > STALE_TEMP.as_secs() as i64
+        {
+            tracing::info!(path = %rel, "removing a temporary upload left by an interrupted write");
+            self.shared
+                .delete(self.conn, rel.as_str(), false, stat.strong_etag());
+        }
+        true
+    }
+
     /// Sorts one entry: skipped, recorded, or a job to do.
     fn visit(&self, rel: RelPath, stat: RemoteStat, found: &mut Found) {
-        if self.ignore.is_ignored(&rel, stat.collection) {
-            if !stat.collection
-                && is_temp_name(rel.file_name())
-                && self.now - stat.mtime_secs > STALE_TEMP.as_secs() as i64
-            {
-                tracing::info!(path = %rel, "removing a temporary upload left by an interrupted write");
-                self.shared
-                    .delete(self.conn, rel.as_str(), false, stat.strong_etag());
-            }
+        if self.skip(&rel, &stat) {
             return;
         }
         if stat.collection {
             found.jobs.push(Job::List(Some(rel)));
-            return;
+        } else {
+            self.visit_file(rel, stat, found);
         }
+    }
+
+    /// Records a file whose version the base knows, else makes reading it
+    /// a job.
+    fn visit_file(&self, rel: RelPath, stat: RemoteStat, found: &mut Found) {
         self.shared.remember(rel.as_str(), &stat);
         // A weak ETag says the file changed within the last moment and may
         // change again in the same second with the same size: its size and
@@ -1533,6 +1777,28 @@ impl Walk<'_> {
         }
         Ok(Some(ContentHash(*hasher.finalize().as_bytes())))
     }
+}
+
+/// The path of `name` in `parent` (or the share), or a note saying why a
+/// name the server gave cannot be synced.
+fn child_path(parent: Option<&RelPath>, name: String, found: &mut Found) -> Option<RelPath> {
+    let rel = match parent {
+        Some(parent) => parent.join(&name),
+        None => RelPath::from_name(&name),
+    };
+    if rel.is_err() {
+        found.note(
+            None,
+            format!(
+                "{:?} on the server is not synced: its name contains a control character or a backslash; rename it to sync it",
+                match parent {
+                    Some(parent) => format!("{parent}/{name}"),
+                    None => name,
+                }
+            ),
+        );
+    }
+    rel.ok()
 }
 
 /// Why a walk produced no listing.

@@ -11,7 +11,11 @@
 //! user; files a test writes into a share directly must be handed over with
 //! [`Apache::hand_over`]. A folder `locked` one level below `/open/`
 //! (`/open/NAME/locked/`) may be read but not written: Apache answers 403
-//! there. No system file is changed. A missing apache2 fails
+//! there. Folders one level below `/open/` whose names start with `deep`
+//! (`/open/deep…/`) allow PROPFIND with `Depth: infinity`
+//! (`DavDepthInfinity on`), which Apache refuses elsewhere, as it does by
+//! default. Every request is logged (see [`Apache::requests`]). No system
+//! file is changed. A missing apache2 fails
 //! the test with a message saying what to install; it never skips. The
 //! server is stopped when the harness is dropped.
 
@@ -125,6 +129,8 @@ impl Apache {
              PidFile {root}/httpd.pid\n\
              ErrorLog {root}/error.log\n\
              LogLevel info\n\
+             LogFormat \"%m %U %{{Depth}}i %>s\" dav\n\
+             CustomLog {root}/access.log dav\n\
              DefaultRuntimeDir {root}\n\
              Mutex file:{root} default\n\
              DAVLockDB {root}/lock/davlock\n\
@@ -134,6 +140,9 @@ impl Apache {
              <Directory {root}/www/open>\n\
                Dav On\n\
                Require all granted\n\
+             </Directory>\n\
+             <Directory {root}/www/open/deep*>\n\
+               DavDepthInfinity on\n\
              </Directory>\n\
              <Directory {root}/www/open/*/locked>\n\
                <LimitExcept GET HEAD OPTIONS PROPFIND>\n\
@@ -271,6 +280,17 @@ impl Apache {
                 stack.extend(fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
             }
         }
+    }
+
+    /// The requests answered so far, one line each: method, path, `Depth`
+    /// header (`-` when there is none) and status, e.g.
+    /// `PROPFIND /open/x/ infinity 207`.
+    pub fn requests(&self) -> Vec<String> {
+        fs::read_to_string(self.dir.path().join("access.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
     }
 
     /// What apache logged so far.

@@ -125,7 +125,10 @@ fn serve(stream: TcpStream, port: u16, answer: Answer, log: &Mutex<Vec<String>>,
     }
     let mut words = line.split_whitespace();
     let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-    log.lock().unwrap().push(format!("{method} {path}"));
+    log.lock().unwrap().push(match depth.as_str() {
+        "" => format!("{method} {path}"),
+        depth => format!("{method} {path} {depth}"),
+    });
     let now = load.now.fetch_add(1, Ordering::SeqCst) + 1;
     load.most.fetch_max(now, Ordering::SeqCst);
     let mut out = stream;
@@ -133,6 +136,10 @@ fn serve(stream: TcpStream, port: u16, answer: Answer, log: &Mutex<Vec<String>>,
     if matches!(reply, Reply::Slow(..)) {
         std::thread::sleep(SLOW);
     }
+    // Counted as done before the answer goes out: the client can send its
+    // next request only after this one's answer, so a client that waits
+    // for each answer is never seen with two at once.
+    load.now.fetch_sub(1, Ordering::SeqCst);
     // Write errors are expected: the client hangs up on what it refuses.
     let _ = match reply {
         Reply::Bytes(status, body) | Reply::Slow(status, body) => out
@@ -165,7 +172,6 @@ fn serve(stream: TcpStream, port: u16, answer: Answer, log: &Mutex<Vec<String>>,
             .as_bytes(),
         ),
     };
-    load.now.fetch_sub(1, Ordering::SeqCst);
 }
 
 fn response(href: &str, collection: bool) -> String {
@@ -235,7 +241,7 @@ fn hrefs_outside_the_share_are_refused_and_never_followed() {
     );
     assert_eq!(
         server.seen(),
-        ["PROPFIND /share/", "GET /share/good.txt"],
+        ["PROPFIND /share/ infinity", "GET /share/good.txt"],
         "nothing the server named was followed"
     );
 }
@@ -388,4 +394,82 @@ fn folders_are_listed_and_files_read_several_at_once_into_a_sorted_listing() {
     // The replica was opened for 4 requests at once.
     let most = server.most_at_once();
     assert!((2..=4).contains(&most), "{most} requests at once");
+}
+
+/// Two shares holding `top.txt` and `sub/deeper.txt`, each answering
+/// `Depth: infinity` badly: `/shallow/` as if it were `Depth: 1` (as
+/// SabreDAV, and so Nextcloud, does by default), `/huge/` with an answer
+/// larger than the cap.
+fn infinity_trouble(_port: u16, method: &str, path: &str, depth: &str) -> Reply {
+    let Some((share, below)) = ["/shallow/", "/huge/"]
+        .into_iter()
+        .find_map(|share| Some((share, path.strip_prefix(share)?)))
+    else {
+        return Reply::Bytes(404, Vec::new());
+    };
+    let multistatus = |entries: &[(&str, bool)]| {
+        let body: String = entries
+            .iter()
+            .map(|(below, collection)| response(&format!("{share}{below}"), *collection))
+            .collect();
+        Reply::Bytes(
+            207,
+            format!(
+                "<?xml version=\"1.0\"?><D:multistatus xmlns:D=\"DAV:\">{body}</D:multistatus>"
+            )
+            .into_bytes(),
+        )
+    };
+    match (method, below, depth) {
+        ("PROPFIND", "", "infinity") if share == "/huge/" => Reply::Stream(
+            "<?xml version=\"1.0\"?><D:multistatus xmlns:D=\"DAV:\"><!-- ",
+            70 << 20,
+        ),
+        ("PROPFIND", "", "1" | "infinity") => {
+            multistatus(&[("", true), ("sub/", true), ("top.txt", false)])
+        }
+        ("PROPFIND", "sub/", "1") => multistatus(&[("sub/", true), ("sub/deeper.txt", false)]),
+        ("GET", "top.txt" | "sub/deeper.txt", _) => Reply::Bytes(200, b"good\n".to_vec()),
+        _ => Reply::Bytes(404, Vec::new()),
+    }
+}
+
+#[test]
+fn a_depth_infinity_answer_cut_short_or_too_large_falls_back_to_folder_by_folder_for_good() {
+    let server = Hostile::start(infinity_trouble);
+    for share in ["/shallow/", "/huge/"] {
+        let remote = server.replica(share);
+        for round in ["first", "second"] {
+            let before = server.seen().len();
+            let listing = remote
+                .list(&Scope::Full, &BaseTree::new(), &no_rules())
+                .unwrap();
+            let paths: Vec<&str> = listing.tree.keys().map(|p| p.as_str()).collect();
+            assert_eq!(
+                paths,
+                ["sub", "sub/deeper.txt", "top.txt"],
+                "{share} {round}"
+            );
+            assert!(listing.problems.is_empty(), "{:#?}", listing.problems);
+            let mut propfinds: Vec<String> = server.seen()[before..]
+                .iter()
+                .filter(|r| r.starts_with("PROPFIND"))
+                .cloned()
+                .collect();
+            propfinds.sort();
+            let expected: &[&str] = match (share, round) {
+                // The shallow answer gave the share's own entries; the
+                // folder in it was listed on its own, and was not empty.
+                ("/shallow/", "first") => &["{share} infinity", "{share}sub/ 1"],
+                ("/huge/", "first") => &["{share} 1", "{share} infinity", "{share}sub/ 1"],
+                // Never asked again.
+                _ => &["{share} 1", "{share}sub/ 1"],
+            };
+            let expected: Vec<String> = expected
+                .iter()
+                .map(|e| format!("PROPFIND {}", e.replace("{share}", share)))
+                .collect();
+            assert_eq!(propfinds, expected, "{share} {round}");
+        }
+    }
 }
