@@ -838,7 +838,7 @@ impl Shared {
             let stat = RemoteStat::from(&response);
             accepted.push((segments, stat, response.href));
         }
-        let mut folders: HashMap<Vec<String>, Vec<(String, RemoteStat)>> = HashMap::new();
+        let mut folders: HashMap<String, Vec<(String, RemoteStat)>> = HashMap::new();
         let mut deep = false;
         for (mut segments, stat, href) in accepted {
             let name = segments.pop().expect("below the listed folder");
@@ -853,7 +853,10 @@ impl Shared {
                 continue;
             }
             deep |= segments.len() > top.len();
-            folders.entry(segments).or_default().push((name, stat));
+            folders
+                .entry(segments.join("/"))
+                .or_default()
+                .push((name, stat));
         }
         Ok(Some(Subtree {
             folders,
@@ -1231,9 +1234,10 @@ struct Children {
 
 /// A tree as one `Depth: infinity` answer gave it.
 struct Subtree {
-    /// The entries of each collection of the answer (by its segments below
-    /// the share), names already checked to be plain names.
-    folders: HashMap<Vec<String>, Vec<(String, RemoteStat)>>,
+    /// The entries of each collection of the answer (by its path below the
+    /// share, as [`RelPath`] spells it), names already checked to be plain
+    /// names.
+    folders: HashMap<String, Vec<(String, RemoteStat)>>,
     /// Hrefs of the answer that were refused, as messages.
     refused: Vec<String>,
     /// Whether the answer holds anything below its first level. Some
@@ -1593,13 +1597,8 @@ impl Walk<'_> {
                 tracing::warn!("{message}");
                 found.note(parent.cloned(), message);
             }
-            let top = dir
-                .split('/')
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect();
             let whole = subtree.deep;
-            self.visit_subtree(parent, top, &mut subtree, whole, found);
+            self.visit_subtree(parent, &mut subtree, whole, found);
             return Ok(());
         }
         let Children { entries, refused } = self.shared.children(self.conn, dir)?;
@@ -1623,38 +1622,41 @@ impl Walk<'_> {
         Ok(())
     }
 
-    /// Sorts the entries of the folder `parent` (segments `key`) of a
+    /// Sorts the entries of the folder `parent` (or the share) of a
     /// `Depth: infinity` answer, and so on down. `whole`: the answer is
     /// known to reach below its first level; otherwise each folder in it
     /// may have been left out and is probed with a listing of its own.
+    /// Folders wait on a stack of their own, not the call stack: a hostile
+    /// answer may nest thousands deep.
     fn visit_subtree(
         &self,
         parent: Option<&RelPath>,
-        key: Vec<String>,
         subtree: &mut Subtree,
         whole: bool,
         found: &mut Found,
     ) {
-        let entries = subtree.folders.remove(&key).unwrap_or_default();
-        for (name, stat) in entries {
-            let mut child_key = key.clone();
-            child_key.push(name.clone());
-            let Some(rel) = child_path(parent, name, found) else {
-                continue;
-            };
-            if self.skip(&rel, &stat) {
-                continue;
-            }
-            if !stat.collection {
-                self.visit_file(rel, stat, found);
-            } else if whole {
-                found
-                    .out
-                    .tree
-                    .insert(rel.clone(), SideEntry::new(Entry::Dir));
-                self.visit_subtree(Some(&rel), child_key, subtree, whole, found);
-            } else {
-                found.jobs.push(Job::Probe(rel));
+        let mut folders = vec![parent.cloned()];
+        while let Some(parent) = folders.pop() {
+            let key = parent.as_ref().map(RelPath::as_str).unwrap_or("");
+            let entries = subtree.folders.remove(key).unwrap_or_default();
+            for (name, stat) in entries {
+                let Some(rel) = child_path(parent.as_ref(), name, found) else {
+                    continue;
+                };
+                if self.skip(&rel, &stat) {
+                    continue;
+                }
+                if !stat.collection {
+                    self.visit_file(rel, stat, found);
+                } else if whole {
+                    found
+                        .out
+                        .tree
+                        .insert(rel.clone(), SideEntry::new(Entry::Dir));
+                    folders.push(Some(rel));
+                } else {
+                    found.jobs.push(Job::Probe(rel));
+                }
             }
         }
     }

@@ -473,3 +473,42 @@ fn a_depth_infinity_answer_cut_short_or_too_large_falls_back_to_folder_by_folder
         }
     }
 }
+
+/// How deep [`nested`] nests its folders.
+const NESTING: usize = 3000;
+
+/// `/nest/` holds folders nested [`NESTING`] deep (`a/a/…/a/`) with a
+/// file at the bottom, all in one `Depth: infinity` answer of about 20 MB,
+/// below the cap.
+fn nested(_port: u16, method: &str, path: &str, depth: &str) -> Reply {
+    let bottom = format!("/nest/{}f.txt", "a/".repeat(NESTING));
+    match (method, depth) {
+        ("PROPFIND", "infinity") if path == "/nest/" => {
+            let mut body = String::from("<?xml version=\"1.0\"?><D:multistatus xmlns:D=\"DAV:\">");
+            let mut href = String::from("/nest/");
+            body.push_str(&response(&href, true));
+            for _ in 0..NESTING {
+                href.push_str("a/");
+                body.push_str(&response(&href, true));
+            }
+            body.push_str(&response(&bottom, false));
+            body.push_str("</D:multistatus>");
+            Reply::Bytes(207, body.into_bytes())
+        }
+        ("GET", _) if path == bottom => Reply::Bytes(200, b"good\n".to_vec()),
+        _ => Reply::Bytes(404, Vec::new()),
+    }
+}
+
+#[test]
+fn a_depth_infinity_answer_nesting_thousands_deep_is_walked_without_recursion() {
+    let server = Hostile::start(nested);
+    let listing = server
+        .replica("/nest/")
+        .list(&Scope::Full, &BaseTree::new(), &no_rules())
+        .unwrap();
+    assert_eq!(listing.tree.len(), NESTING + 1);
+    let bottom = format!("{}f.txt", "a/".repeat(NESTING));
+    assert!(listing.tree.contains_key(&rel(&bottom)));
+    assert_eq!(listing.hashed_files, 1);
+}
