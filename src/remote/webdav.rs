@@ -1017,11 +1017,18 @@ impl Shared {
             .timeout(REQUEST_TIMEOUT);
         match self.send(builder, "MKCOL", rel, &[200, 201, 204]) {
             Ok(_) => Ok(()),
-            // 405: something is there (Apache says 400 when it is a file).
-            Err(e) if matches!(e.status(), Some(400 | 405)) => match self.stat(conn, rel)? {
-                Some(stat) if stat.collection => Ok(()),
-                _ => Err(e),
-            },
+            // 405: something is there (Apache says 400 when it is a file,
+            // and 403 when a concurrent MKCOL made it between its own check
+            // and its mkdir).
+            Err(e)
+                if matches!(e.status(), Some(400 | 405))
+                    || matches!(e, WebdavError::Forbidden { .. }) =>
+            {
+                match self.stat(conn, rel)? {
+                    Some(stat) if stat.collection => Ok(()),
+                    _ => Err(e),
+                }
+            }
             Err(e) => Err(e),
         }
     }

@@ -631,3 +631,21 @@ fn a_listing_is_one_propfind_where_apache_allows_depth_infinity_else_one_per_fol
     assert_eq!(summaries[0], summaries[1]);
     assert_eq!(summaries[0].len(), 10, "{:#?}", summaries[0]);
 }
+
+#[test]
+fn folders_made_by_several_writers_at_once_are_made_without_an_error() {
+    // mod_dav_fs answers 403 when a concurrent MKCOL made the folder
+    // between its own check and its mkdir (EEXIST); parallel commits that
+    // trash two files of one folder make the same trash folder at once.
+    let server = Apache::start();
+    let remote = replica(&server, "");
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            scope.spawn(|| {
+                for i in 0..40 {
+                    remote.mkdir(&rel(&format!("race{i}"))).unwrap();
+                }
+            });
+        }
+    });
+}
