@@ -609,6 +609,9 @@ def parse_args():
                         "sftp: against rsync over ssh and rclone, on a loopback sshd; "
                         "webdav: against rclone, on a loopback Apache mod_dav; all: the three in turn")
     p.add_argument("--json-out", type=Path, default=None, help="also write the results as JSON to this file")
+    p.add_argument("--dav-depth-infinity", action="store_true",
+                   help="webdav suite: let Apache answer PROPFIND with Depth: infinity (DavDepthInfinity on; "
+                        "off by default, as in Apache)")
     args = p.parse_args()
     if args.quick:
         args.files, args.dirs, args.runs, args.latency_samples = 1000, 10, 3, 10

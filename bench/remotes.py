@@ -195,9 +195,11 @@ class Sshd:
 class Apache:
     """Apache httpd with mod_dav on a free loopback port, as
     tests/webdav/apache.rs starts it (without the TLS listener and the auth
-    share), logging every request to an access log."""
+    share), logging every request to an access log. With `depth_infinity`
+    the share allows PROPFIND with `Depth: infinity` (`DavDepthInfinity
+    on`), which Apache refuses by default."""
 
-    def __init__(self, root):
+    def __init__(self, root, depth_infinity=False):
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         os.chmod(root, 0o755)
@@ -232,7 +234,8 @@ class Apache:
             "<Directory />\n  AllowOverride None\n</Directory>\n"
             f"<Directory {root}/www/open>\n"
             "  Dav On\n"
-            "  Require all granted\n"
+            + ("  DavDepthInfinity on\n" if depth_infinity else "")
+            + "  Require all granted\n"
             "</Directory>\n")
         (root / "httpd.conf").write_text(config)
         self.log = Log(root / "access.log")
@@ -440,7 +443,7 @@ def run_suite(suite, args, bins, work, env):
         for path in (work.parent, work):
             os.chmod(path, 0o755)
     load_before = [round(x, 2) for x in os.getloadavg()]
-    server = Sshd(work / "sshd") if suite == "sftp" else Apache(work / "apache")
+    server = Sshd(work / "sshd") if suite == "sftp" else Apache(work / "apache", args.dav_depth_infinity)
     try:
         return _run_suite(suite, args, bins, work, env, server, problems, load_before)
     finally:
@@ -497,6 +500,7 @@ def _run_suite(suite, args, bins, work, env, server, problems, load_before):
                      "changed_files": len(changes), "moved_files": moved_files(tree, sorted(tree)[0].split("/")[0]),
                      "seed": args.seed},
         "runs": args.runs,
+        "dav_depth_infinity": suite == "webdav" and args.dav_depth_infinity,
         "tools": list(names),
         "phases": summary,
         "move_requests": {t: [dict(c) for c in cs] for t, cs in move_counts.items()},
@@ -594,6 +598,8 @@ def print_report(report):
     print(f"Prism Sync {report['suite'].upper()} benchmark: {w['files']} files in {w['dirs']} folders, "
           f"{w['bytes'] / 2**20:.1f} MiB, median of {report['runs']} runs, loopback server")
     print(f"load average before {report['load_before']}, after {report['load_after']} on {report['cpus']} CPUs")
+    if report["suite"] == "webdav":
+        print(f"Apache allows PROPFIND Depth: infinity: {'yes' if report['dav_depth_infinity'] else 'no (its default)'}")
     print()
     header = f"{'':30}" + "".join(f"{n:>10}" for n in names) + "".join(f"{'prism/' + n:>14}" for n in others)
     print(header)

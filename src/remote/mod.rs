@@ -517,7 +517,7 @@ impl Read for SourceReader<'_, '_> {
 /// settings (`ssh` for SFTP, `webdav` for WebDAV); `config_dir` is where
 /// credentials files are looked for, and `parallel_transfers` how many
 /// transfers the engine runs at once (an SFTP remote opens as many SSH
-/// sessions). Nothing is connected yet: a remote that is away is an error
+/// sessions; a WebDAV remote's listing sends as many PROPFINDs at once). Nothing is connected yet: a remote that is away is an error
 /// of the first sync, not of opening.
 pub fn open_remote(
     pair: &PairConfig,
@@ -561,6 +561,7 @@ pub fn open_remote(
                 .webdav
                 .timeout
                 .unwrap_or(webdav::DEFAULT_REQUEST_TIMEOUT),
+            parallel_requests: parallel_transfers,
         })?)),
     }
 }

@@ -6,10 +6,10 @@
 //! (one per replica, so keep-alive connections are reused by every thread),
 //! Basic auth with a password from `secrets` (never from the config, never
 //! in an error), certificate checks (the system's roots plus a per-pair
-//! `ca_file`), the listing (PROPFIND Depth 1 per collection, walked
-//! recursively; every href must lie on the share's origin and below its
-//! path, is percent-decoded and passes through [`RelPath`], and an answer is
-//! read with a size cap, see [`MAX_LISTING_BYTES`]) and the careful writes:
+//! `ca_file`), the listing (see below; every href must lie on the share's
+//! origin and below its path, is percent-decoded and passes through
+//! [`RelPath`], and an answer is read with a size cap, see
+//! [`MAX_LISTING_BYTES`]) and the careful writes:
 //! PUT to a `.prism-tmp-*` name beside the target, check the target against
 //! the caller's `Expect`, MOVE the old version to
 //! `.prism-sync/trash/STAMP/path`, then MOVE the upload in with
@@ -38,6 +38,22 @@
 //! seen as delete + create (reconcile's content matching still finds them).
 //! Redirects are never followed.
 //!
+//! A listing asks for the whole tree with one PROPFIND `Depth: infinity`
+//! while the server takes those (Apache with `DavDepthInfinity on`,
+//! `rclone serve webdav`), else lists folder by folder with `Depth: 1`, up
+//! to `parallel_requests` PROPFINDs (and GETs of files to hash) at once;
+//! the result is sorted, so it does not depend on the order answers came
+//! in. The first refusal (Apache's default 403), an answer that breaks off,
+//! times out or exceeds the cap (a big tree is legitimate) makes the
+//! listing fall back to the walk, and this replica never asks again. Some
+//! servers answer `Depth: infinity` as `Depth: 1` without saying so
+//! (SabreDAV, so Nextcloud, by default): an answer is taken whole only if
+//! it holds an entry below its first level (every marked share has
+//! `.prism-sync/root`); otherwise each folder in it is listed again with
+//! `Depth: 1`, and finding anything there ends the use of infinity.
+//! ASSUMPTION: a server that answers below the first level gives the whole
+//! tree, not some arbitrary depth of it.
+//!
 //! Some servers ignore conditional headers (`rclone serve webdav` answers a
 //! PUT with `If-None-Match: *` over an existing file, or with an `If-Match`
 //! naming another version, by writing it). The first lease taken on a
@@ -58,11 +74,12 @@
 
 mod xml;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, BufReader, Read};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::blocking::{Body, Client, RequestBuilder, Response};
@@ -121,6 +138,9 @@ pub struct WebdavTarget {
     /// How long a server may stay silent before a request fails (see
     /// [`DEFAULT_REQUEST_TIMEOUT`]).
     pub timeout: Duration,
+    /// How many requests a listing runs at once (the agent's
+    /// `parallel_transfers`); at least one.
+    pub parallel_requests: usize,
 }
 
 impl WebdavTarget {
@@ -259,6 +279,10 @@ struct Shared {
     /// Whether the server honours `If-None-Match`/`If-Match`, found by the
     /// first lease's probe (see the module docs).
     conditional: std::sync::OnceLock<bool>,
+    /// Whether a listing still tries `Depth: infinity`: cleared for good
+    /// once the server refused one, cut one short, or sent one too large
+    /// (see [`Shared::subtree`]).
+    infinity: AtomicBool,
     /// The ETag each file had when this replica last saw it, so a check
     /// can tell apart two versions of equal size written in the same second
     /// (compared weakly: a weak tag still tells a different version).
@@ -367,6 +391,7 @@ impl WebdavReplica {
                 base_segments,
                 conn: Mutex::new(None),
                 conditional: std::sync::OnceLock::new(),
+                infinity: AtomicBool::new(true),
                 etags: Mutex::new(HashMap::new()),
             }),
         })
@@ -623,13 +648,34 @@ impl Shared {
         rel: &str,
         depth: &str,
     ) -> Result<Vec<xml::PropResponse>, WebdavError> {
+        let response = self.propfind_send(conn, url, rel, depth)?;
+        self.read_multistatus(response, rel)
+    }
+
+    /// Sends a PROPFIND; the answer is a multistatus still to be read.
+    fn propfind_send(
+        &self,
+        conn: &Conn,
+        url: Url,
+        rel: &str,
+        depth: &str,
+    ) -> Result<Response, WebdavError> {
         let builder = self
             .request(conn, "PROPFIND", url)
             .header("Depth", depth)
             .header("Content-Type", "application/xml; charset=utf-8")
             .timeout(self.target.timeout)
             .body(PROPFIND_BODY);
-        let response = self.send(builder, "PROPFIND", &shown(rel), &[207])?;
+        self.send(builder, "PROPFIND", &shown(rel), &[207])
+    }
+
+    /// Reads and parses a multistatus answer, at most
+    /// [`MAX_LISTING_BYTES`] of it.
+    fn read_multistatus(
+        &self,
+        response: Response,
+        rel: &str,
+    ) -> Result<Vec<xml::PropResponse>, WebdavError> {
         if response
             .content_length()
             .is_some_and(|n| n > MAX_LISTING_BYTES)
@@ -721,6 +767,118 @@ impl Shared {
             entries: children,
             refused,
         })
+    }
+
+    /// Everything below collection `rel` from one PROPFIND with `Depth:
+    /// infinity`, or `None` when the caller must list it folder by folder
+    /// instead. Servers may refuse that depth (Apache does unless
+    /// `DavDepthInfinity on`: 403 with `DAV:propfind-finite-depth`), and a
+    /// large tree may exceed [`MAX_LISTING_BYTES`] or the request's time;
+    /// neither is a reason to fail a sync, so both end in `None` and this
+    /// replica does not try again (a 5xx only this time). Hrefs are judged
+    /// as in [`Shared::children`], and an entry counts only if its parent
+    /// is a collection of the same answer, so nothing the server names
+    /// outside the listed tree is taken, and a folder can never be entered
+    /// that the answer did not list.
+    fn subtree(&self, conn: &Conn, rel: &str) -> Result<Option<Subtree>, WebdavError> {
+        let response = match self.propfind_send(conn, self.url(rel, true), rel, "infinity") {
+            Ok(response) => response,
+            Err(e @ WebdavError::Status { status: 404, .. }) => return Err(e),
+            Err(e @ (WebdavError::Forbidden { .. } | WebdavError::Status { .. })) => {
+                self.no_infinity(&e);
+                return Ok(None);
+            }
+            Err(WebdavError::ServerFailed { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        // The server is there and answered: a body that breaks off, runs
+        // out of time or grows past the cap says the tree is too much for
+        // one answer, not that the server is away.
+        let responses = match self.read_multistatus(response, rel) {
+            Ok(responses) => responses,
+            Err(e) => {
+                self.no_infinity(&e);
+                return Ok(None);
+            }
+        };
+        let top: Vec<String> = rel
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let mut refused = Vec::new();
+        let mut accepted = Vec::new();
+        let mut collections: HashSet<Vec<String>> = HashSet::from([top.clone()]);
+        for response in responses {
+            if !response.found {
+                continue;
+            }
+            let segments = match self.href_segments(&response.href) {
+                Ok(segments) => segments,
+                Err(reason) => {
+                    refused.push(format!(
+                        "{} listed {:?} in {}, which {reason}; it is ignored",
+                        self.server(),
+                        truncate(&response.href),
+                        shown(rel)
+                    ));
+                    continue;
+                }
+            };
+            if segments == top {
+                continue;
+            }
+            if !segments.starts_with(&top) {
+                refused.push(format!(
+                    "{} listed {:?} in {}, which is not inside that folder; it is ignored",
+                    self.server(),
+                    truncate(&response.href),
+                    shown(rel)
+                ));
+                continue;
+            }
+            if response.collection {
+                collections.insert(segments.clone());
+            }
+            let stat = RemoteStat::from(&response);
+            accepted.push((segments, stat, response.href));
+        }
+        let mut folders: HashMap<String, Vec<(String, RemoteStat)>> = HashMap::new();
+        let mut deep = false;
+        for (mut segments, stat, href) in accepted {
+            let name = segments.pop().expect("below the listed folder");
+            if !collections.contains(&segments) {
+                refused.push(format!(
+                    "{} listed {:?} in {}, which is not in a folder of that listing; it is \
+                     ignored",
+                    self.server(),
+                    truncate(&href),
+                    shown(rel)
+                ));
+                continue;
+            }
+            deep |= segments.len() > top.len();
+            folders
+                .entry(segments.join("/"))
+                .or_default()
+                .push((name, stat));
+        }
+        Ok(Some(Subtree {
+            folders,
+            refused,
+            deep,
+        }))
+    }
+
+    /// Stops trying `Depth: infinity` on this replica.
+    fn no_infinity(&self, why: &WebdavError) {
+        if self.infinity.swap(false, Ordering::Relaxed) {
+            tracing::info!(
+                server = %self.server(),
+                "listing folder by folder from now on: a PROPFIND with Depth: infinity \
+                 did not work ({why})"
+            );
+        }
     }
 
     /// The decoded segments of `href` below the share, or why it is not on
@@ -864,11 +1022,18 @@ impl Shared {
             .timeout(self.target.timeout);
         match self.send(builder, "MKCOL", rel, &[200, 201, 204]) {
             Ok(_) => Ok(()),
-            // 405: something is there (Apache says 400 when it is a file).
-            Err(e) if matches!(e.status(), Some(400 | 405)) => match self.stat(conn, rel)? {
-                Some(stat) if stat.collection => Ok(()),
-                _ => Err(e),
-            },
+            // 405: something is there (Apache says 400 when it is a file,
+            // and 403 when a concurrent MKCOL made it between its own check
+            // and its mkdir).
+            Err(e)
+                if matches!(e.status(), Some(400 | 405))
+                    || matches!(e, WebdavError::Forbidden { .. }) =>
+            {
+                match self.stat(conn, rel)? {
+                    Some(stat) if stat.collection => Ok(()),
+                    _ => Err(e),
+                }
+            }
             Err(e) => Err(e),
         }
     }
@@ -1079,6 +1244,21 @@ struct Children {
     refused: Vec<String>,
 }
 
+/// A tree as one `Depth: infinity` answer gave it.
+struct Subtree {
+    /// The entries of each collection of the answer (by its path below the
+    /// share, as [`RelPath`] spells it), names already checked to be plain
+    /// names.
+    folders: HashMap<String, Vec<(String, RemoteStat)>>,
+    /// Hrefs of the answer that were refused, as messages.
+    refused: Vec<String>,
+    /// Whether the answer holds anything below its first level. Some
+    /// servers (SabreDAV, so Nextcloud and ownCloud, by default) answer
+    /// `Depth: infinity` as if it were `Depth: 1`; an answer without a
+    /// deeper entry cannot tell an empty folder from one left out.
+    deep: bool,
+}
+
 /// Why an upload failed.
 enum PutError {
     /// Reading the content failed.
@@ -1264,24 +1444,64 @@ fn parse_http_date(text: &str) -> Option<i64> {
         .map(|t| t.assume_utc().unix_timestamp())
 }
 
-/// A listing in progress.
+/// A listing in progress: folders to list and files to hash are jobs, run
+/// by up to `parallel_requests` workers at once, each with requests of its
+/// own on the shared client (which keeps a keep-alive connection for each).
+/// Every worker collects its own [`Listing`]; they are merged and sorted at
+/// the end, so the result does not depend on which worker ran what, or
+/// when.
 struct Walk<'a> {
     shared: &'a Shared,
     conn: &'a Conn,
     cache: &'a BaseTree,
     ignore: &'a IgnoreRules,
-    out: Listing,
     now: i64,
+    queue: Mutex<Queue>,
+    /// Signalled when jobs are added or the last busy worker finished.
+    more: Condvar,
+}
+
+/// One piece of work of a listing.
+enum Job {
+    /// List a folder and what is below it: the share (`None`) or the
+    /// folder at the path.
+    List(Option<RelPath>),
+    /// List a folder a `Depth: infinity` answer showed without anything
+    /// below its first level, with `Depth: 1`: finding entries in it says
+    /// the server cut that answer short.
+    Probe(RelPath),
+    /// Read a file whose version the base does not know, to hash it.
+    Hash(RelPath, RemoteStat),
+}
+
+#[derive(Default)]
+struct Queue {
+    jobs: Vec<Job>,
+    /// Workers running a job (which may add more).
+    busy: usize,
+    /// The share itself could not be listed: the listing fails with this.
+    failed: Option<WebdavError>,
     /// Set when the server became unreachable: the listing is partial and
     /// must not be used.
     broken: Option<WebdavError>,
 }
 
-impl Walk<'_> {
+/// What one job found: entries and notes in `out`, more work in `jobs`.
+#[derive(Default)]
+struct Found {
+    out: Listing,
+    jobs: Vec<Job>,
+    /// A global error met on one path (see [`Found::hold`]).
+    broken: Option<WebdavError>,
+}
+
+impl Found {
     fn note(&mut self, path: Option<RelPath>, message: String) {
         self.out.problems.push(Problem { path, message });
     }
 
+    /// Leaves `rel` alone this time, saying why; an error about the whole
+    /// server instead breaks the walk.
     fn hold(&mut self, rel: RelPath, op: &str, e: WebdavError) {
         if e.is_global() {
             self.broken.get_or_insert(e);
@@ -1291,74 +1511,253 @@ impl Walk<'_> {
         self.out.held.push(rel.clone());
         self.note(Some(rel), message);
     }
+}
 
-    fn visit_children(&mut self, parent: Option<&RelPath>) -> Result<(), WebdavError> {
-        let dir = parent.map(RelPath::as_str).unwrap_or("");
-        let Children { entries, refused } = self.shared.children(self.conn, dir)?;
-        for message in refused {
-            tracing::warn!("{message}");
-            self.note(parent.cloned(), message);
+impl Walk<'_> {
+    /// Runs `jobs` and everything they lead to; `out` holds what was found
+    /// before (the entries of a path-scoped listing).
+    fn run(self, jobs: Vec<Job>, out: Listing) -> Result<Listing, WalkError> {
+        self.queue.lock().expect("walk queue").jobs = jobs;
+        let workers = self.shared.target.parallel_requests.max(1);
+        let found: Vec<Listing> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers).map(|_| scope.spawn(|| self.work())).collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("a listing worker panicked"))
+                .collect()
+        });
+        let queue = self.queue.into_inner().expect("walk queue");
+        if let Some(e) = queue.failed {
+            return Err(WalkError::Root(e));
         }
-        for (name, stat) in entries {
-            let rel = match parent {
-                Some(parent) => parent.join(&name),
-                None => RelPath::from_name(&name),
-            };
-            let Ok(rel) = rel else {
-                self.note(
-                    None,
-                    format!(
-                        "{:?} on the server is not synced: its name contains a control character or a backslash; rename it to sync it",
-                        match parent {
-                            Some(parent) => format!("{parent}/{name}"),
-                            None => name,
-                        }
-                    ),
-                );
-                continue;
-            };
-            self.visit(rel, stat);
-            if self.broken.is_some() {
-                break;
+        if let Some(e) = queue.broken {
+            return Err(WalkError::Broken(e));
+        }
+        let mut out = out;
+        for listing in found {
+            out.tree.extend(listing.tree);
+            out.held.extend(listing.held);
+            out.problems.extend(listing.problems);
+            out.hashed_files += listing.hashed_files;
+        }
+        out.held.sort();
+        out.held.dedup();
+        out.problems
+            .sort_by(|a, b| (&a.path, &a.message).cmp(&(&b.path, &b.message)));
+        Ok(out)
+    }
+
+    fn work(&self) -> Listing {
+        let mut out = Listing::default();
+        while let Some(job) = self.next() {
+            let mut found = Found::default();
+            let failed = self.run_job(job, &mut found).err();
+            let Found {
+                out: listing,
+                jobs,
+                broken,
+            } = found;
+            out.tree.extend(listing.tree);
+            out.held.extend(listing.held);
+            out.problems.extend(listing.problems);
+            out.hashed_files += listing.hashed_files;
+            self.finish(jobs, failed, broken);
+        }
+        out
+    }
+
+    /// The next job, waiting while other workers may still add some; `None`
+    /// when all is done or the walk failed.
+    fn next(&self) -> Option<Job> {
+        let mut queue = self.queue.lock().expect("walk queue");
+        loop {
+            if queue.failed.is_some() || queue.broken.is_some() {
+                return None;
             }
+            if let Some(job) = queue.jobs.pop() {
+                queue.busy += 1;
+                return Some(job);
+            }
+            if queue.busy == 0 {
+                return None;
+            }
+            queue = self.more.wait(queue).expect("walk queue");
+        }
+    }
+
+    fn finish(&self, jobs: Vec<Job>, failed: Option<WebdavError>, broken: Option<WebdavError>) {
+        let mut queue = self.queue.lock().expect("walk queue");
+        queue.jobs.extend(jobs);
+        queue.busy -= 1;
+        if let Some(e) = failed {
+            queue.failed.get_or_insert(e);
+        }
+        if let Some(e) = broken {
+            queue.broken.get_or_insert(e);
+        }
+        drop(queue);
+        self.more.notify_all();
+    }
+
+    /// Runs one job; an error is the share's own listing failing.
+    fn run_job(&self, job: Job, found: &mut Found) -> Result<(), WebdavError> {
+        match job {
+            Job::List(None) => self.list_folder(None, false, found),
+            Job::List(Some(rel)) => self.list_below(rel, false, found),
+            Job::Probe(rel) => self.list_below(rel, true, found),
+            Job::Hash(rel, stat) => {
+                self.hash_file(rel, stat, found);
+                Ok(())
+            }
+        }
+    }
+
+    /// Lists the folder at `rel`, recording it only once that worked.
+    fn list_below(&self, rel: RelPath, probe: bool, found: &mut Found) -> Result<(), WebdavError> {
+        // What a folder holds is recorded only once all of it was
+        // read, so a folder that cannot be listed leaves nothing
+        // behind that would read as its content.
+        let mut inside = Found::default();
+        match self.list_folder(Some(&rel), probe, &mut inside) {
+            Ok(()) => {
+                found.out.tree.insert(rel, SideEntry::new(Entry::Dir));
+                found.out.tree.extend(inside.out.tree);
+                found.out.held.extend(inside.out.held);
+                found.out.problems.extend(inside.out.problems);
+                found.out.hashed_files += inside.out.hashed_files;
+                found.jobs.extend(inside.jobs);
+                if let Some(e) = inside.broken {
+                    found.broken.get_or_insert(e);
+                }
+            }
+            // Gone since its parent was listed.
+            Err(e) if e.status() == Some(404) => {}
+            Err(e) => found.hold(rel, "list the folder", e),
         }
         Ok(())
     }
 
-    fn visit(&mut self, rel: RelPath, stat: RemoteStat) {
-        if self.ignore.is_ignored(&rel, stat.collection) {
-            if !stat.collection
-                && is_temp_name(rel.file_name())
-                && self.now - stat.mtime_secs > STALE_TEMP.as_secs() as i64
-            {
-                tracing::info!(path = %rel, "removing a temporary upload left by an interrupted write");
-                self.shared
-                    .delete(self.conn, rel.as_str(), false, stat.strong_etag());
+    /// Lists the folder `parent` (or the share): everything below it with
+    /// one PROPFIND `Depth: infinity` while the server takes those (not for
+    /// a probe), else its entries with one `Depth: 1`, its folders becoming
+    /// jobs of their own.
+    fn list_folder(
+        &self,
+        parent: Option<&RelPath>,
+        probe: bool,
+        found: &mut Found,
+    ) -> Result<(), WebdavError> {
+        let dir = parent.map(RelPath::as_str).unwrap_or("");
+        if !probe
+            && self.shared.infinity.load(Ordering::Relaxed)
+            && let Some(mut subtree) = self.shared.subtree(self.conn, dir)?
+        {
+            for message in std::mem::take(&mut subtree.refused) {
+                tracing::warn!("{message}");
+                found.note(parent.cloned(), message);
             }
-            return;
+            let whole = subtree.deep;
+            self.visit_subtree(parent, &mut subtree, whole, found);
+            return Ok(());
         }
-        if stat.collection {
-            self.out
-                .tree
-                .insert(rel.clone(), SideEntry::new(Entry::Dir));
-            if let Err(e) = self.visit_children(Some(&rel)) {
-                self.out.tree.remove(&rel);
-                if e.status() != Some(404) {
-                    self.hold(rel, "list the folder", e);
+        let Children { entries, refused } = self.shared.children(self.conn, dir)?;
+        if probe && !entries.is_empty() {
+            self.shared.no_infinity(&WebdavError::BadAnswer {
+                server: self.shared.server(),
+                path: shown(dir),
+                message: "it left out what is below the first level".into(),
+            });
+        }
+        for message in refused {
+            tracing::warn!("{message}");
+            found.note(parent.cloned(), message);
+        }
+        for (name, stat) in entries {
+            let Some(rel) = child_path(parent, name, found) else {
+                continue;
+            };
+            self.visit(rel, stat, found);
+        }
+        Ok(())
+    }
+
+    /// Sorts the entries of the folder `parent` (or the share) of a
+    /// `Depth: infinity` answer, and so on down. `whole`: the answer is
+    /// known to reach below its first level; otherwise each folder in it
+    /// may have been left out and is probed with a listing of its own.
+    /// Folders wait on a stack of their own, not the call stack: a hostile
+    /// answer may nest thousands deep.
+    fn visit_subtree(
+        &self,
+        parent: Option<&RelPath>,
+        subtree: &mut Subtree,
+        whole: bool,
+        found: &mut Found,
+    ) {
+        let mut folders = vec![parent.cloned()];
+        while let Some(parent) = folders.pop() {
+            let key = parent.as_ref().map(RelPath::as_str).unwrap_or("");
+            let entries = subtree.folders.remove(key).unwrap_or_default();
+            for (name, stat) in entries {
+                let Some(rel) = child_path(parent.as_ref(), name, found) else {
+                    continue;
+                };
+                if self.skip(&rel, &stat) {
+                    continue;
+                }
+                if !stat.collection {
+                    self.visit_file(rel, stat, found);
+                } else if whole {
+                    found
+                        .out
+                        .tree
+                        .insert(rel.clone(), SideEntry::new(Entry::Dir));
+                    folders.push(Some(rel));
+                } else {
+                    found.jobs.push(Job::Probe(rel));
                 }
             }
-        } else {
-            self.visit_file(rel, stat);
         }
     }
 
-    fn visit_file(&mut self, rel: RelPath, stat: RemoteStat) {
+    /// Whether an entry is ignored (a stale temporary upload is removed on
+    /// the way).
+    fn skip(&self, rel: &RelPath, stat: &RemoteStat) -> bool {
+        if !self.ignore.is_ignored(rel, stat.collection) {
+            return false;
+        }
+        if !stat.collection
+            && is_temp_name(rel.file_name())
+            && self.now - stat.mtime_secs > STALE_TEMP.as_secs() as i64
+        {
+            tracing::info!(path = %rel, "removing a temporary upload left by an interrupted write");
+            self.shared
+                .delete(self.conn, rel.as_str(), false, stat.strong_etag());
+        }
+        true
+    }
+
+    /// Sorts one entry: skipped, recorded, or a job to do.
+    fn visit(&self, rel: RelPath, stat: RemoteStat, found: &mut Found) {
+        if self.skip(&rel, &stat) {
+            return;
+        }
+        if stat.collection {
+            found.jobs.push(Job::List(Some(rel)));
+        } else {
+            self.visit_file(rel, stat, found);
+        }
+    }
+
+    /// Records a file whose version the base knows, else makes reading it
+    /// a job.
+    fn visit_file(&self, rel: RelPath, stat: RemoteStat, found: &mut Found) {
         self.shared.remember(rel.as_str(), &stat);
-        let version = stat.version();
         // A weak ETag says the file changed within the last moment and may
         // change again in the same second with the same size: its size and
         // date prove nothing, so it is read.
         let weak = stat.etag.as_deref().is_some_and(|e| e.starts_with("W/"));
+        let version = stat.version();
         let cached = self
             .cache
             .get(&rel)
@@ -1369,29 +1768,23 @@ impl Walk<'_> {
                 }
                 _ => None,
             });
-        let hash = match cached {
-            Some(hash) => hash,
-            None => match self.hash_remote(&rel, &stat) {
-                Ok(Some(hash)) => {
-                    self.out.hashed_files += 1;
-                    hash
-                }
-                // It changed while it was read: still being written.
-                Ok(None) => return self.out.held.push(rel),
-                Err(e) if e.status() == Some(404) => return,
-                Err(e) => return self.hold(rel, "read", e),
-            },
-        };
-        let entry = SideEntry {
-            entry: Entry::File(FileMeta {
-                hash,
-                size: stat.size,
-                mtime_ns: stat.mtime_ns(),
-            }),
-            id: None,
-            version: Some(version),
-        };
-        self.out.tree.insert(rel, entry);
+        match cached {
+            Some(hash) => insert_file(&mut found.out, rel, &stat, hash),
+            None => found.jobs.push(Job::Hash(rel, stat)),
+        }
+    }
+
+    fn hash_file(&self, rel: RelPath, stat: RemoteStat, found: &mut Found) {
+        match self.hash_remote(&rel, &stat) {
+            Ok(Some(hash)) => {
+                found.out.hashed_files += 1;
+                insert_file(&mut found.out, rel, &stat, hash);
+            }
+            // It changed while it was read: still being written.
+            Ok(None) => found.out.held.push(rel),
+            Err(e) if e.status() == Some(404) => {}
+            Err(e) => found.hold(rel, "read", e),
+        }
     }
 
     /// Downloads and hashes a file; `None` when what came is not the
@@ -1445,6 +1838,49 @@ impl Walk<'_> {
         }
         Ok(Some(ContentHash(*hasher.finalize().as_bytes())))
     }
+}
+
+/// The path of `name` in `parent` (or the share), or a note saying why a
+/// name the server gave cannot be synced.
+fn child_path(parent: Option<&RelPath>, name: String, found: &mut Found) -> Option<RelPath> {
+    let rel = match parent {
+        Some(parent) => parent.join(&name),
+        None => RelPath::from_name(&name),
+    };
+    if rel.is_err() {
+        found.note(
+            None,
+            format!(
+                "{:?} on the server is not synced: its name contains a control character or a backslash; rename it to sync it",
+                match parent {
+                    Some(parent) => format!("{parent}/{name}"),
+                    None => name,
+                }
+            ),
+        );
+    }
+    rel.ok()
+}
+
+/// Why a walk produced no listing.
+enum WalkError {
+    /// The share (the root of the walk) could not be listed.
+    Root(WebdavError),
+    /// The server became unreachable midway: what was seen is partial.
+    Broken(WebdavError),
+}
+
+fn insert_file(out: &mut Listing, rel: RelPath, stat: &RemoteStat, hash: ContentHash) {
+    let entry = SideEntry {
+        entry: Entry::File(FileMeta {
+            hash,
+            size: stat.size,
+            mtime_ns: stat.mtime_ns(),
+        }),
+        id: None,
+        version: Some(stat.version()),
+    };
+    out.tree.insert(rel, entry);
 }
 
 impl Replica for WebdavReplica {
@@ -1537,19 +1973,18 @@ impl Replica for WebdavReplica {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
-        let mut walk = Walk {
+        let walk = Walk {
             shared: s,
             conn: &conn,
             cache,
             ignore,
-            out: Listing::default(),
             now,
-            broken: None,
+            queue: Mutex::new(Queue::default()),
+            more: Condvar::new(),
         };
+        let mut found = Found::default();
         match scope {
-            Scope::Full => walk
-                .visit_children(None)
-                .map_err(|e| e.into_replica("list", self.describe()))?,
+            Scope::Full => found.jobs.push(Job::List(None)),
             Scope::Paths(paths) => {
                 'paths: for path in paths {
                     if paths.iter().any(|o| o != path && path.is_within(o)) {
@@ -1561,27 +1996,36 @@ impl Replica for WebdavReplica {
                             Ok(Some(stat)) if stat.collection => {}
                             Ok(_) => continue 'paths,
                             Err(e) => {
-                                walk.hold(path.clone(), "look at a folder above", e);
+                                found.hold(path.clone(), "look at a folder above", e);
                                 continue 'paths;
                             }
                         }
                     }
                     match s.stat(&conn, path.as_str()) {
-                        Ok(Some(stat)) => walk.visit(path.clone(), stat),
+                        Ok(Some(stat)) => walk.visit(path.clone(), stat, &mut found),
                         Ok(None) => {}
-                        Err(e) => walk.hold(path.clone(), "look at", e),
+                        Err(e) => found.hold(path.clone(), "look at", e),
+                    }
+                    if found.broken.is_some() {
+                        break;
                     }
                 }
             }
         }
-        if let Some(e) = walk.broken {
+        let Found { out, jobs, broken } = found;
+        let result = match broken {
+            Some(e) => Err(WalkError::Broken(e)),
+            None => walk.run(jobs, out),
+        };
+        match result {
+            Ok(listing) => Ok(listing),
+            Err(WalkError::Root(e)) => Err(e.into_replica("list", self.describe())),
             // What the walk saw is partial and must not read as deletions.
-            return Err(ReplicaError::Other(format!(
+            Err(WalkError::Broken(e)) => Err(ReplicaError::Other(format!(
                 "the listing of {} was interrupted ({e}); it will be retried",
                 self.describe()
-            )));
+            ))),
         }
-        Ok(walk.out)
     }
 
     fn open(&self, path: &RelPath) -> Result<Box<dyn Read + Send + '_>, ReplicaError> {
@@ -2055,6 +2499,7 @@ mod tests {
             allow_insecure_http_auth: false,
             config_dir: None,
             timeout: DEFAULT_REQUEST_TIMEOUT,
+            parallel_requests: 1,
         })
         .unwrap()
     }

@@ -11,8 +11,12 @@
 //! user; files a test writes into a share directly must be handed over with
 //! [`Apache::hand_over`]. A folder `locked` one level below `/open/`
 //! (`/open/NAME/locked/`) may be read but not written: Apache answers 403
-//! there. Requests are logged with their `Range` headers and the bytes
-//! sent (see [`Apache::access_log`]). No system file is changed. A missing apache2 fails
+//! there. Folders one level below `/open/` whose names start with `deep`
+//! (`/open/deep…/`) allow PROPFIND with `Depth: infinity`
+//! (`DavDepthInfinity on`), which Apache refuses elsewhere, as it does by
+//! default. Every request is logged twice: with its `Depth` (see
+//! [`Apache::requests`]) and with its `Range` headers and the bytes sent
+//! (see [`Apache::access_log`]). No system file is changed. A missing apache2 fails
 //! the test with a message saying what to install; it never skips. The
 //! server is stopped when the harness is dropped.
 
@@ -128,6 +132,8 @@ impl Apache {
              LogLevel info\n\
              LogFormat \"%m %U %>s %B range=%{{Range}}i if-range=%{{If-Range}}i\" transfers\n\
              CustomLog {root}/access.log transfers\n\
+             LogFormat \"%m %U %{{Depth}}i %>s\" dav\n\
+             CustomLog {root}/requests.log dav\n\
              DefaultRuntimeDir {root}\n\
              Mutex file:{root} default\n\
              DAVLockDB {root}/lock/davlock\n\
@@ -137,6 +143,9 @@ impl Apache {
              <Directory {root}/www/open>\n\
                Dav On\n\
                Require all granted\n\
+             </Directory>\n\
+             <Directory {root}/www/open/deep*>\n\
+               DavDepthInfinity on\n\
              </Directory>\n\
              <Directory {root}/www/open/*/locked>\n\
                <LimitExcept GET HEAD OPTIONS PROPFIND>\n\
@@ -274,6 +283,17 @@ impl Apache {
                 stack.extend(fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
             }
         }
+    }
+
+    /// The requests answered so far, one line each: method, path, `Depth`
+    /// header (`-` when there is none) and status, e.g.
+    /// `PROPFIND /open/x/ infinity 207`.
+    pub fn requests(&self) -> Vec<String> {
+        fs::read_to_string(self.dir.path().join("requests.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
     }
 
     /// What apache logged so far.

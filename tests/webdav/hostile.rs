@@ -8,7 +8,9 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use prism_sync::fsops::Expect;
 use prism_sync::model::{BaseTree, ContentHash, Scope};
@@ -24,28 +26,51 @@ enum Reply {
     Stream(&'static str, u64),
     /// A 207 that announces a huge Content-Length.
     Declared(u64),
+    /// `Bytes`, sent after a pause, so requests that overlap can be seen.
+    Slow(u16, Vec<u8>),
 }
+
+/// How long a [`Reply::Slow`] waits before it answers.
+const SLOW: Duration = Duration::from_millis(150);
+
+/// An answer to a request: the server's port, the method, the path and the
+/// `Depth` header (empty when there is none).
+type Answer = fn(port: u16, method: &str, path: &str, depth: &str) -> Reply;
 
 /// A one-request-per-connection HTTP server on loopback; records every
 /// request line it sees.
 struct Hostile {
     port: u16,
     seen: Arc<Mutex<Vec<String>>>,
+    load: Arc<Load>,
+}
+
+/// Requests being answered now, and the most there were at once.
+#[derive(Default)]
+struct Load {
+    now: AtomicUsize,
+    most: AtomicUsize,
 }
 
 impl Hostile {
-    fn start(answer: fn(port: u16, method: &str, path: &str) -> Reply) -> Hostile {
+    fn start(answer: Answer) -> Hostile {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let log = seen.clone();
+        let load = Arc::new(Load::default());
+        let (log, busy) = (seen.clone(), load.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let log = log.clone();
-                std::thread::spawn(move || serve(stream, port, answer, &log));
+                let (log, busy) = (log.clone(), busy.clone());
+                std::thread::spawn(move || serve(stream, port, answer, &log, &busy));
             }
         });
-        Hostile { port, seen }
+        Hostile { port, seen, load }
+    }
+
+    /// The most requests that were being answered at one time.
+    fn most_at_once(&self) -> usize {
+        self.load.most.load(Ordering::SeqCst)
     }
 
     fn replica(&self, path: &str) -> WebdavReplica {
@@ -57,12 +82,7 @@ impl Hostile {
     }
 }
 
-fn serve(
-    stream: TcpStream,
-    port: u16,
-    answer: fn(u16, &str, &str) -> Reply,
-    log: &Mutex<Vec<String>>,
-) {
+fn serve(stream: TcpStream, port: u16, answer: Answer, log: &Mutex<Vec<String>>, load: &Load) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut line = String::new();
     if reader.read_line(&mut line).unwrap_or(0) == 0 {
@@ -70,6 +90,7 @@ fn serve(
     }
     let mut length = 0usize;
     let mut chunked = false;
+    let mut depth = String::new();
     loop {
         let mut header = String::new();
         if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
@@ -80,6 +101,8 @@ fn serve(
                 length = value.trim().parse().unwrap_or(0);
             } else if name.eq_ignore_ascii_case("transfer-encoding") {
                 chunked = value.trim().eq_ignore_ascii_case("chunked");
+            } else if name.eq_ignore_ascii_case("depth") {
+                depth = value.trim().to_owned();
             }
         }
     }
@@ -102,11 +125,24 @@ fn serve(
     }
     let mut words = line.split_whitespace();
     let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-    log.lock().unwrap().push(format!("{method} {path}"));
+    log.lock().unwrap().push(match depth.as_str() {
+        "" => format!("{method} {path}"),
+        depth => format!("{method} {path} {depth}"),
+    });
+    let now = load.now.fetch_add(1, Ordering::SeqCst) + 1;
+    load.most.fetch_max(now, Ordering::SeqCst);
     let mut out = stream;
+    let reply = answer(port, method, path, &depth);
+    if matches!(reply, Reply::Slow(..)) {
+        std::thread::sleep(SLOW);
+    }
+    // Counted as done before the answer goes out: the client can send its
+    // next request only after this one's answer, so a client that waits
+    // for each answer is never seen with two at once.
+    load.now.fetch_sub(1, Ordering::SeqCst);
     // Write errors are expected: the client hangs up on what it refuses.
-    let _ = match answer(port, method, path) {
-        Reply::Bytes(status, body) => out
+    let _ = match reply {
+        Reply::Bytes(status, body) | Reply::Slow(status, body) => out
             .write_all(
                 format!(
                     "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nContent-Type: text/xml\r\nETag: \"e1\"\r\nConnection: close\r\n\r\n",
@@ -152,7 +188,7 @@ fn response(href: &str, collection: bool) -> String {
     )
 }
 
-fn hostile_hrefs(port: u16, method: &str, path: &str) -> Reply {
+fn hostile_hrefs(port: u16, method: &str, path: &str, _depth: &str) -> Reply {
     match (method, path) {
         ("PROPFIND", "/share/") => {
             let hrefs = [
@@ -205,12 +241,12 @@ fn hrefs_outside_the_share_are_refused_and_never_followed() {
     );
     assert_eq!(
         server.seen(),
-        ["PROPFIND /share/", "GET /share/good.txt"],
+        ["PROPFIND /share/ infinity", "GET /share/good.txt"],
         "nothing the server named was followed"
     );
 }
 
-fn broken_answers(_port: u16, method: &str, path: &str) -> Reply {
+fn broken_answers(_port: u16, method: &str, path: &str, _depth: &str) -> Reply {
     match (method, path) {
         ("PROPFIND", "/malformed/") => Reply::Bytes(
             207,
@@ -251,7 +287,7 @@ fn malformed_and_oversized_answers_are_errors_naming_the_server() {
 
 /// Folders exist; nothing else does; uploads fail with 507 below `/full/`
 /// and with 503 below `/busy/`.
-fn failing_uploads(_port: u16, method: &str, path: &str) -> Reply {
+fn failing_uploads(_port: u16, method: &str, path: &str, _depth: &str) -> Reply {
     match method {
         "PROPFIND" if path.ends_with('/') => Reply::Bytes(
             207,
@@ -345,4 +381,174 @@ fn a_server_that_never_answers_times_out_as_offline() {
         text.contains(&format!("127.0.0.1:{port}")) && text.contains("timed out"),
         "{text}"
     );
+}
+
+/// A share of eight folders of one file each, every answer slow: a listing
+/// that sends one request at a time takes 17 pauses, one that overlaps them
+/// is seen doing so. Depth infinity is refused as Apache does by default.
+fn wide_and_slow(_port: u16, method: &str, path: &str, depth: &str) -> Reply {
+    let multistatus = |body: String| {
+        format!("<?xml version=\"1.0\"?><D:multistatus xmlns:D=\"DAV:\">{body}</D:multistatus>")
+            .into_bytes()
+    };
+    match (method, path.strip_prefix("/wide/")) {
+        ("PROPFIND", _) if depth == "infinity" => Reply::Bytes(403, Vec::new()),
+        ("PROPFIND", Some("")) => Reply::Slow(
+            207,
+            multistatus(
+                std::iter::once(response("/wide/", true))
+                    .chain((0..8).map(|i| response(&format!("/wide/d{i}/"), true)))
+                    .collect(),
+            ),
+        ),
+        ("PROPFIND", Some(dir)) if dir.ends_with('/') => Reply::Slow(
+            207,
+            multistatus(format!(
+                "{}{}",
+                response(&format!("/wide/{dir}"), true),
+                response(&format!("/wide/{dir}f.txt"), false)
+            )),
+        ),
+        ("GET", Some(file)) if file.ends_with("/f.txt") => Reply::Slow(200, b"good\n".to_vec()),
+        _ => Reply::Bytes(404, Vec::new()),
+    }
+}
+
+#[test]
+fn folders_are_listed_and_files_read_several_at_once_into_a_sorted_listing() {
+    let server = Hostile::start(wide_and_slow);
+    let remote = server.replica("/wide/");
+    let listing = remote
+        .list(&Scope::Full, &BaseTree::new(), &no_rules())
+        .unwrap();
+    let paths: Vec<&str> = listing.tree.keys().map(|p| p.as_str()).collect();
+    let expected: Vec<String> = (0..8)
+        .flat_map(|i| [format!("d{i}"), format!("d{i}/f.txt")])
+        .collect();
+    assert_eq!(paths, expected, "{listing:?}");
+    assert_eq!(listing.hashed_files, 8);
+    assert!(
+        listing.held.is_empty() && listing.problems.is_empty(),
+        "{listing:?}"
+    );
+    // The replica was opened for 4 requests at once.
+    let most = server.most_at_once();
+    assert!((2..=4).contains(&most), "{most} requests at once");
+}
+
+/// Two shares holding `top.txt` and `sub/deeper.txt`, each answering
+/// `Depth: infinity` badly: `/shallow/` as if it were `Depth: 1` (as
+/// SabreDAV, and so Nextcloud, does by default), `/huge/` with an answer
+/// larger than the cap.
+fn infinity_trouble(_port: u16, method: &str, path: &str, depth: &str) -> Reply {
+    let Some((share, below)) = ["/shallow/", "/huge/"]
+        .into_iter()
+        .find_map(|share| Some((share, path.strip_prefix(share)?)))
+    else {
+        return Reply::Bytes(404, Vec::new());
+    };
+    let multistatus = |entries: &[(&str, bool)]| {
+        let body: String = entries
+            .iter()
+            .map(|(below, collection)| response(&format!("{share}{below}"), *collection))
+            .collect();
+        Reply::Bytes(
+            207,
+            format!(
+                "<?xml version=\"1.0\"?><D:multistatus xmlns:D=\"DAV:\">{body}</D:multistatus>"
+            )
+            .into_bytes(),
+        )
+    };
+    match (method, below, depth) {
+        ("PROPFIND", "", "infinity") if share == "/huge/" => Reply::Stream(
+            "<?xml version=\"1.0\"?><D:multistatus xmlns:D=\"DAV:\"><!-- ",
+            70 << 20,
+        ),
+        ("PROPFIND", "", "1" | "infinity") => {
+            multistatus(&[("", true), ("sub/", true), ("top.txt", false)])
+        }
+        ("PROPFIND", "sub/", "1") => multistatus(&[("sub/", true), ("sub/deeper.txt", false)]),
+        ("GET", "top.txt" | "sub/deeper.txt", _) => Reply::Bytes(200, b"good\n".to_vec()),
+        _ => Reply::Bytes(404, Vec::new()),
+    }
+}
+
+#[test]
+fn a_depth_infinity_answer_cut_short_or_too_large_falls_back_to_folder_by_folder_for_good() {
+    let server = Hostile::start(infinity_trouble);
+    for share in ["/shallow/", "/huge/"] {
+        let remote = server.replica(share);
+        for round in ["first", "second"] {
+            let before = server.seen().len();
+            let listing = remote
+                .list(&Scope::Full, &BaseTree::new(), &no_rules())
+                .unwrap();
+            let paths: Vec<&str> = listing.tree.keys().map(|p| p.as_str()).collect();
+            assert_eq!(
+                paths,
+                ["sub", "sub/deeper.txt", "top.txt"],
+                "{share} {round}"
+            );
+            assert!(listing.problems.is_empty(), "{:#?}", listing.problems);
+            let mut propfinds: Vec<String> = server.seen()[before..]
+                .iter()
+                .filter(|r| r.starts_with("PROPFIND"))
+                .cloned()
+                .collect();
+            propfinds.sort();
+            let expected: &[&str] = match (share, round) {
+                // The shallow answer gave the share's own entries; the
+                // folder in it was listed on its own, and was not empty.
+                ("/shallow/", "first") => &["{share} infinity", "{share}sub/ 1"],
+                ("/huge/", "first") => &["{share} 1", "{share} infinity", "{share}sub/ 1"],
+                // Never asked again.
+                _ => &["{share} 1", "{share}sub/ 1"],
+            };
+            let expected: Vec<String> = expected
+                .iter()
+                .map(|e| format!("PROPFIND {}", e.replace("{share}", share)))
+                .collect();
+            assert_eq!(propfinds, expected, "{share} {round}");
+        }
+    }
+}
+
+/// How deep [`nested`] nests its folders.
+const NESTING: usize = 3000;
+
+/// `/nest/` holds folders nested [`NESTING`] deep (`a/a/…/a/`) with a
+/// file at the bottom, all in one `Depth: infinity` answer of about 20 MB,
+/// below the cap.
+fn nested(_port: u16, method: &str, path: &str, depth: &str) -> Reply {
+    let bottom = format!("/nest/{}f.txt", "a/".repeat(NESTING));
+    match (method, depth) {
+        ("PROPFIND", "infinity") if path == "/nest/" => {
+            let mut body = String::from("<?xml version=\"1.0\"?><D:multistatus xmlns:D=\"DAV:\">");
+            let mut href = String::from("/nest/");
+            body.push_str(&response(&href, true));
+            for _ in 0..NESTING {
+                href.push_str("a/");
+                body.push_str(&response(&href, true));
+            }
+            body.push_str(&response(&bottom, false));
+            body.push_str("</D:multistatus>");
+            Reply::Bytes(207, body.into_bytes())
+        }
+        ("GET", _) if path == bottom => Reply::Bytes(200, b"good\n".to_vec()),
+        _ => Reply::Bytes(404, Vec::new()),
+    }
+}
+
+#[test]
+fn a_depth_infinity_answer_nesting_thousands_deep_is_walked_without_recursion() {
+    let server = Hostile::start(nested);
+    let listing = server
+        .replica("/nest/")
+        .list(&Scope::Full, &BaseTree::new(), &no_rules())
+        .unwrap();
+    assert_eq!(listing.tree.len(), NESTING + 1);
+    let bottom = format!("{}f.txt", "a/".repeat(NESTING));
+    assert!(listing.tree.contains_key(&rel(&bottom)));
+    assert_eq!(listing.hashed_files, 1);
 }

@@ -32,6 +32,7 @@ pub fn target(port: u16, path: &str) -> WebdavTarget {
         allow_insecure_http_auth: false,
         config_dir: None,
         timeout: prism_sync::remote::webdav::DEFAULT_REQUEST_TIMEOUT,
+        parallel_requests: 4,
     }
 }
 
@@ -564,4 +565,131 @@ fn open_at_reads_the_rest_of_the_listed_version_and_refuses_a_changed_file() {
         .err()
         .expect("a changed file is not continued");
     assert!(err.is_change(), "{err}");
+}
+
+/// Lays out the same small tree (an empty folder, nesting three deep) in a
+/// folder of the open share, owned by the server.
+fn lay_out_tree(server: &Apache, name: &str) {
+    let root = server.served(Share::Open).join(name);
+    for (path, text) in [
+        ("top.txt", "top\n"),
+        ("a/1.txt", "one\n"),
+        ("a/b/2.txt", "two\n"),
+        ("a/b/c/3.txt", "three\n"),
+        ("d/4.txt", "four\n"),
+    ] {
+        let file = root.join(path);
+        fs::create_dir_all(file.parent().unwrap()).unwrap();
+        fs::write(file, text).unwrap();
+    }
+    fs::create_dir_all(root.join("e")).unwrap();
+    server.hand_over(&root);
+}
+
+/// The PROPFINDs below `/open/NAME/` among `requests`, without the
+/// method.
+fn propfinds(requests: &[String], name: &str) -> Vec<String> {
+    let prefix = format!("PROPFIND /open/{name}/");
+    requests
+        .iter()
+        .filter_map(|r| r.strip_prefix(&prefix))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// What a listing says about each path: kind, size and hash.
+fn summary(listing: &Listing) -> Vec<String> {
+    listing
+        .tree
+        .iter()
+        .map(|(path, side)| match side.entry.file() {
+            Some(meta) => format!("{path} {} {:?}", meta.size, meta.hash),
+            None => format!("{path}/"),
+        })
+        .collect()
+}
+
+#[test]
+fn a_listing_is_one_propfind_where_apache_allows_depth_infinity_else_one_per_folder() {
+    let server = Apache::start();
+    let names = ["deep-tree", "flat-tree"];
+    for name in names {
+        lay_out_tree(&server, name);
+        replica(&server, name).mark_root().unwrap();
+    }
+    let_etags_settle();
+    let mut summaries = Vec::new();
+    for name in names {
+        let remote = replica(&server, name);
+        let before = server.requests().len();
+        let first = remote
+            .list(&Scope::Full, &BaseTree::new(), &no_rules())
+            .unwrap();
+        assert!(
+            first.held.is_empty() && first.problems.is_empty(),
+            "{first:?}"
+        );
+        assert_eq!(first.hashed_files, 5);
+        let middle = server.requests().len();
+        let again = remote
+            .list(&Scope::Full, &base_of(&first), &no_rules())
+            .unwrap();
+        assert_eq!(summary(&again), summary(&first));
+        assert_eq!(again.hashed_files, 0);
+        let requests = server.requests();
+        let (first_requests, again_requests) = (&requests[before..middle], &requests[middle..]);
+        if name == "deep-tree" {
+            assert_eq!(propfinds(first_requests, name), [" infinity 207"]);
+            assert_eq!(propfinds(again_requests, name), [" infinity 207"]);
+        } else {
+            // Refused once, then never asked again: one Depth 1 for the
+            // share and each of its five folders (`.prism-sync` is not
+            // walked).
+            let mut first = propfinds(first_requests, name);
+            first.sort();
+            assert_eq!(
+                first,
+                [
+                    " 1 207",
+                    " infinity 403",
+                    "a/ 1 207",
+                    "a/b/ 1 207",
+                    "a/b/c/ 1 207",
+                    "d/ 1 207",
+                    "e/ 1 207"
+                ]
+            );
+            let mut again = propfinds(again_requests, name);
+            again.sort();
+            assert_eq!(
+                again,
+                first[..1]
+                    .iter()
+                    .chain(&first[2..])
+                    .cloned()
+                    .collect::<Vec<_>>()
+            );
+        }
+        summaries.push(summary(&first));
+    }
+    assert_eq!(summaries[0], summaries[1]);
+    assert_eq!(summaries[0].len(), 10, "{:#?}", summaries[0]);
+}
+
+#[test]
+fn folders_made_by_several_writers_at_once_are_made_without_an_error() {
+    // mod_dav_fs answers 403 when a concurrent MKCOL made the folder
+    // between its own check and its mkdir (EEXIST); parallel commits that
+    // trash two files of one folder make the same trash folder at once.
+    let server = Apache::start();
+    let remote = replica(&server, "");
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            scope.spawn(|| {
+                for i in 0..40 {
+                    remote.mkdir(&rel(&format!("race{i}"))).unwrap();
+                }
+            });
+        }
+    });
 }
