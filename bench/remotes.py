@@ -615,6 +615,10 @@ def print_report(report):
     print(f"{'incremental 1%, watching (s)':30}" + core.fmt(wm, "10.3f")
           + "".join(core.fmt(m[n], "10.3f") for n in others)
           + "".join(f"{core.fmt(core.ratio(wm, m[n]), '13.2f')}x" for n in others))
+    ww = median(lat.get("watched_incremental_with_writing_s") or [])
+    print(f"{'  ... with the writing (s)':30}" + core.fmt(ww, "10.3f")
+          + "".join(core.fmt(m[n], "10.3f") for n in others)
+          + "".join(f"{core.fmt(core.ratio(ww, m[n]), '13.2f')}x" for n in others))
     m = {n: phases["move"][n]["median_s"] for n in names}
     print(f"{'folder move (s)':30}" + "".join(core.fmt(m[n], "10.3f") for n in names)
           + "".join(f"{core.fmt(core.ratio(m['prism'], m[n]), '13.2f')}x" for n in others))
