@@ -57,6 +57,25 @@ pub struct Listing {
     pub hashed_files: u64,
 }
 
+impl Listing {
+    /// Adds the parts a parallel walk's workers collected, in a stable
+    /// order (held paths and problems sorted), so the result does not
+    /// depend on which worker finished first.
+    pub fn merge(mut self, parts: impl IntoIterator<Item = Listing>) -> Listing {
+        for part in parts {
+            self.tree.extend(part.tree);
+            self.held.extend(part.held);
+            self.problems.extend(part.problems);
+            self.hashed_files += part.hashed_files;
+        }
+        self.held.sort();
+        self.held.dedup();
+        self.problems
+            .sort_by(|a, b| (&a.path, &a.message).cmp(&(&b.path, &b.message)));
+        self
+    }
+}
+
 /// A per-path note from a listing or an action.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {

@@ -1533,18 +1533,7 @@ impl Walk<'_> {
         if let Some(e) = queue.broken {
             return Err(WalkError::Broken(e));
         }
-        let mut out = out;
-        for listing in found {
-            out.tree.extend(listing.tree);
-            out.held.extend(listing.held);
-            out.problems.extend(listing.problems);
-            out.hashed_files += listing.hashed_files;
-        }
-        out.held.sort();
-        out.held.dedup();
-        out.problems
-            .sort_by(|a, b| (&a.path, &a.message).cmp(&(&b.path, &b.message)));
-        Ok(out)
+        Ok(out.merge(found))
     }
 
     fn work(&self) -> Listing {
