@@ -10,7 +10,8 @@
 //! a prompt that a headless agent never shows, and a login must not hang on
 //! that forever.
 
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use super::Secret;
@@ -64,23 +65,72 @@ pub fn delete(key: &str) -> Result<bool, StoreError> {
 fn with_timeout<T: Send + 'static>(
     call: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
+    with_timeout_after(TIMEOUT, call)
+}
+
+/// Calls abandoned at their timeout whose helper thread has not returned
+/// yet. While one hangs (a prompt nobody sees), asking again would only
+/// wait another full timeout and leave another thread behind: every login
+/// of an offline pair's retries would pile them up. So new calls fail at
+/// once until it returns.
+static HANGING: AtomicUsize = AtomicUsize::new(0);
+
+/// A call's state, shared by the caller and its helper thread.
+const RUNNING: u8 = 0;
+const ANSWERED: u8 = 1;
+const ABANDONED: u8 = 2;
+
+fn with_timeout_after<T: Send + 'static>(
+    timeout: Duration,
+    call: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    if HANGING.load(Ordering::SeqCst) > 0 {
+        return Err(StoreError::Failed(
+            "an earlier request has not been answered yet (is the keyring locked and waiting \
+             for a prompt?)"
+                .into(),
+        ));
+    }
+    let state = Arc::new(AtomicU8::new(RUNNING));
     let (tx, rx) = mpsc::channel();
+    let thread_state = Arc::clone(&state);
     let spawned = std::thread::Builder::new()
         .name("secret-store".into())
         .spawn(move || {
-            let _ = tx.send(call());
+            let result = call();
+            if thread_state
+                .compare_exchange(RUNNING, ANSWERED, Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
+            {
+                // The caller gave up on this call: it no longer hangs.
+                HANGING.fetch_sub(1, Ordering::SeqCst);
+            }
+            let _ = tx.send(result);
         });
     if let Err(e) = spawned {
         return Err(StoreError::Failed(format!("cannot start a thread: {e}")));
     }
-    match rx.recv_timeout(TIMEOUT) {
+    match rx.recv_timeout(timeout) {
         Ok(result) => result,
-        // The helper thread is left to finish or hang on its own; it holds
-        // nothing the caller waits for.
-        Err(_) => Err(StoreError::Failed(format!(
-            "no answer within {} s (is the keyring locked and waiting for a prompt?)",
-            TIMEOUT.as_secs()
-        ))),
+        Err(_) => {
+            // Counted before it is marked abandoned, so the helper's
+            // decrement (which needs the mark) always comes after.
+            HANGING.fetch_add(1, Ordering::SeqCst);
+            if state
+                .compare_exchange(RUNNING, ABANDONED, Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
+            {
+                // It answered just as the time ran out.
+                HANGING.fetch_sub(1, Ordering::SeqCst);
+                if let Ok(result) = rx.recv() {
+                    return result;
+                }
+            }
+            Err(StoreError::Failed(format!(
+                "no answer within {} s (is the keyring locked and waiting for a prompt?)",
+                timeout.as_secs()
+            )))
+        }
     }
 }
 
@@ -152,5 +202,47 @@ mod imp {
 
     pub fn delete(_key: &str) -> Result<bool, StoreError> {
         Err(none())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hanging_call_fails_the_next_ones_at_once_until_it_returns() {
+        let (release, released) = mpsc::channel::<()>();
+        let first = with_timeout_after(Duration::from_millis(50), move || {
+            let _ = released.recv();
+            Ok(1)
+        });
+        assert!(matches!(first, Err(StoreError::Failed(ref why)) if why.contains("no answer")));
+
+        // While it hangs, another call does not even start.
+        let started = std::sync::Arc::new(AtomicU8::new(0));
+        let flag = Arc::clone(&started);
+        let second = with_timeout_after(Duration::from_secs(5), move || {
+            flag.store(1, Ordering::SeqCst);
+            Ok(2)
+        });
+        assert!(
+            matches!(second, Err(StoreError::Failed(ref why)) if why.contains("earlier request"))
+        );
+        assert_eq!(started.load(Ordering::SeqCst), 0);
+
+        // Once it returns, the store is asked again.
+        release.send(()).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while HANGING.load(Ordering::SeqCst) > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never counted as returned"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(
+            with_timeout_after(Duration::from_secs(5), || Ok(3)).ok(),
+            Some(3)
+        );
     }
 }
