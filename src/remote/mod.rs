@@ -13,6 +13,7 @@
 //! [`RelPath::new`], so a hostile name cannot address anything outside the
 //! root.
 
+mod job_queue;
 pub mod lease;
 pub mod local;
 pub mod sftp;

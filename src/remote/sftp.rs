@@ -35,7 +35,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ssh2::{CheckResult, ErrorCode, FileStat, HashType, KnownHostFileKind, OpenFlags, OpenType};
@@ -52,6 +52,8 @@ use crate::tracker::ignore::{IgnoreRules, METADATA_DIR, is_temp_name, temp_name_
 mod pool;
 
 use pool::{Health, Pool, Pooled};
+
+use super::job_queue::JobQueue;
 
 /// How long connecting and each SFTP request may take before the
 /// connection is given up as dead.
@@ -784,9 +786,9 @@ struct Walk<'a> {
     /// The replica as `describe` names it, for the error of the root.
     name: String,
     now: i64,
-    queue: Mutex<Queue>,
-    /// Signalled when jobs are added or the last busy worker finished.
-    more: Condvar,
+    /// Stopped by the error that ends the walk: the root could not be
+    /// listed, or no session could be had.
+    queue: JobQueue<Job, Option<ReplicaError>>,
     /// Set when a session broke during the walk: what it saw is partial.
     broken: AtomicBool,
 }
@@ -799,21 +801,11 @@ enum Job {
     Hash(RelPath, RemoteStat),
 }
 
-#[derive(Default)]
-struct Queue {
-    jobs: Vec<Job>,
-    /// Workers running a job (which may add more).
-    busy: usize,
-    /// The error that ends the walk: the root could not be listed, or no
-    /// session could be had.
-    failed: Option<ReplicaError>,
-}
-
 impl Walk<'_> {
     /// Runs `jobs` and everything they lead to; `out` holds what was found
     /// before (the entries of a path-scoped listing).
     fn run(self, jobs: Vec<Job>, out: Listing) -> Result<Listing, ReplicaError> {
-        self.queue.lock().expect("walk queue").jobs = jobs;
+        self.queue.add(jobs);
         let workers = self.shared.pool.size();
         let found: Vec<Listing> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..workers).map(|_| scope.spawn(|| self.work())).collect();
@@ -822,8 +814,7 @@ impl Walk<'_> {
                 .map(|h| h.join().expect("a listing worker panicked"))
                 .collect()
         });
-        let queue = self.queue.into_inner().expect("walk queue");
-        if let Some(error) = queue.failed {
+        if let Some(error) = self.queue.into_stop() {
             return Err(error);
         }
         if self.broken.load(Ordering::Relaxed) {
@@ -837,7 +828,7 @@ impl Walk<'_> {
 
     fn work(&self) -> Listing {
         let mut out = Listing::default();
-        while let Some(job) = self.next() {
+        while let Some(job) = self.queue.next() {
             let mut found = Vec::new();
             let result = self.shared.conn().and_then(|conn| {
                 let result = self.run_job(&conn, job, &mut out, &mut found);
@@ -846,39 +837,13 @@ impl Walk<'_> {
                 }
                 result
             });
-            self.finish(found, result.err());
+            self.queue.finish(found, |failed| {
+                if let Some(error) = result.err() {
+                    failed.get_or_insert(error);
+                }
+            });
         }
         out
-    }
-
-    /// The next job, waiting while other workers may still add some; `None`
-    /// when all is done or the walk failed.
-    fn next(&self) -> Option<Job> {
-        let mut queue = self.queue.lock().expect("walk queue");
-        loop {
-            if queue.failed.is_some() {
-                return None;
-            }
-            if let Some(job) = queue.jobs.pop() {
-                queue.busy += 1;
-                return Some(job);
-            }
-            if queue.busy == 0 {
-                return None;
-            }
-            queue = self.more.wait(queue).expect("walk queue");
-        }
-    }
-
-    fn finish(&self, found: Vec<Job>, error: Option<ReplicaError>) {
-        let mut queue = self.queue.lock().expect("walk queue");
-        queue.jobs.extend(found);
-        queue.busy -= 1;
-        if let Some(error) = error {
-            queue.failed.get_or_insert(error);
-        }
-        drop(queue);
-        self.more.notify_all();
     }
 
     fn run_job(
@@ -1192,8 +1157,7 @@ impl Replica for SftpReplica {
             ignore,
             name: self.describe(),
             now,
-            queue: Mutex::new(Queue::default()),
-            more: Condvar::new(),
+            queue: JobQueue::new(),
             broken: AtomicBool::new(false),
         };
         let mut out = Listing::default();

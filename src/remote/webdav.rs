@@ -79,13 +79,14 @@ use std::io::{self, BufReader, Read};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, sync_channel};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::blocking::{Body, Client, RequestBuilder, Response};
 use reqwest::{Method, Url};
 
 use super::Opened;
+use super::job_queue::{JobQueue, Stop};
 use super::{Capabilities, Lease, Listing, Problem, Replica, ReplicaError, RootState, StagedWrite};
 use crate::config::is_loopback_host;
 use crate::fsops::Expect;
@@ -719,6 +720,17 @@ impl Shared {
         }
     }
 
+    /// Why an href of a listing of `rel` is not followed, for the listing's
+    /// problems.
+    fn refused_href(&self, href: &str, rel: &str, reason: &str) -> String {
+        format!(
+            "{} listed {:?} in {}, which {reason}; it is ignored",
+            self.server(),
+            truncate(href),
+            shown(rel)
+        )
+    }
+
     /// The children of collection `rel`: names already checked to be plain
     /// names, with what the server says about them. Hrefs that are not
     /// children of `rel` on this share are returned as problems, not
@@ -735,12 +747,7 @@ impl Shared {
             let segments = match self.href_segments(&response.href) {
                 Ok(segments) => segments,
                 Err(reason) => {
-                    refused.push(format!(
-                        "{} listed {:?} in {}, which {reason}; it is ignored",
-                        self.server(),
-                        truncate(&response.href),
-                        shown(rel)
-                    ));
+                    refused.push(self.refused_href(&response.href, rel, reason));
                     continue;
                 }
             };
@@ -816,12 +823,7 @@ impl Shared {
             let segments = match self.href_segments(&response.href) {
                 Ok(segments) => segments,
                 Err(reason) => {
-                    refused.push(format!(
-                        "{} listed {:?} in {}, which {reason}; it is ignored",
-                        self.server(),
-                        truncate(&response.href),
-                        shown(rel)
-                    ));
+                    refused.push(self.refused_href(&response.href, rel, reason));
                     continue;
                 }
             };
@@ -1456,9 +1458,7 @@ struct Walk<'a> {
     cache: &'a BaseTree,
     ignore: &'a IgnoreRules,
     now: i64,
-    queue: Mutex<Queue>,
-    /// Signalled when jobs are added or the last busy worker finished.
-    more: Condvar,
+    queue: JobQueue<Job, WalkStop>,
 }
 
 /// One piece of work of a listing.
@@ -1474,16 +1474,20 @@ enum Job {
     Hash(RelPath, RemoteStat),
 }
 
+/// What ends a walk early.
 #[derive(Default)]
-struct Queue {
-    jobs: Vec<Job>,
-    /// Workers running a job (which may add more).
-    busy: usize,
+struct WalkStop {
     /// The share itself could not be listed: the listing fails with this.
     failed: Option<WebdavError>,
     /// Set when the server became unreachable: the listing is partial and
     /// must not be used.
     broken: Option<WebdavError>,
+}
+
+impl Stop for WalkStop {
+    fn stops(&self) -> bool {
+        self.failed.is_some() || self.broken.is_some()
+    }
 }
 
 /// What one job found: entries and notes in `out`, more work in `jobs`.
@@ -1517,7 +1521,7 @@ impl Walk<'_> {
     /// Runs `jobs` and everything they lead to; `out` holds what was found
     /// before (the entries of a path-scoped listing).
     fn run(self, jobs: Vec<Job>, out: Listing) -> Result<Listing, WalkError> {
-        self.queue.lock().expect("walk queue").jobs = jobs;
+        self.queue.add(jobs);
         let workers = self.shared.target.parallel_requests.max(1);
         let found: Vec<Listing> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..workers).map(|_| scope.spawn(|| self.work())).collect();
@@ -1526,11 +1530,11 @@ impl Walk<'_> {
                 .map(|h| h.join().expect("a listing worker panicked"))
                 .collect()
         });
-        let queue = self.queue.into_inner().expect("walk queue");
-        if let Some(e) = queue.failed {
+        let stop = self.queue.into_stop();
+        if let Some(e) = stop.failed {
             return Err(WalkError::Root(e));
         }
-        if let Some(e) = queue.broken {
+        if let Some(e) = stop.broken {
             return Err(WalkError::Broken(e));
         }
         Ok(out.merge(found))
@@ -1538,7 +1542,7 @@ impl Walk<'_> {
 
     fn work(&self) -> Listing {
         let mut out = Listing::default();
-        while let Some(job) = self.next() {
+        while let Some(job) = self.queue.next() {
             let mut found = Found::default();
             let failed = self.run_job(job, &mut found).err();
             let Found {
@@ -1550,42 +1554,16 @@ impl Walk<'_> {
             out.held.extend(listing.held);
             out.problems.extend(listing.problems);
             out.hashed_files += listing.hashed_files;
-            self.finish(jobs, failed, broken);
+            self.queue.finish(jobs, |stop| {
+                if let Some(e) = failed {
+                    stop.failed.get_or_insert(e);
+                }
+                if let Some(e) = broken {
+                    stop.broken.get_or_insert(e);
+                }
+            });
         }
         out
-    }
-
-    /// The next job, waiting while other workers may still add some; `None`
-    /// when all is done or the walk failed.
-    fn next(&self) -> Option<Job> {
-        let mut queue = self.queue.lock().expect("walk queue");
-        loop {
-            if queue.failed.is_some() || queue.broken.is_some() {
-                return None;
-            }
-            if let Some(job) = queue.jobs.pop() {
-                queue.busy += 1;
-                return Some(job);
-            }
-            if queue.busy == 0 {
-                return None;
-            }
-            queue = self.more.wait(queue).expect("walk queue");
-        }
-    }
-
-    fn finish(&self, jobs: Vec<Job>, failed: Option<WebdavError>, broken: Option<WebdavError>) {
-        let mut queue = self.queue.lock().expect("walk queue");
-        queue.jobs.extend(jobs);
-        queue.busy -= 1;
-        if let Some(e) = failed {
-            queue.failed.get_or_insert(e);
-        }
-        if let Some(e) = broken {
-            queue.broken.get_or_insert(e);
-        }
-        drop(queue);
-        self.more.notify_all();
     }
 
     /// Runs one job; an error is the share's own listing failing.
@@ -1968,8 +1946,7 @@ impl Replica for WebdavReplica {
             cache,
             ignore,
             now,
-            queue: Mutex::new(Queue::default()),
-            more: Condvar::new(),
+            queue: JobQueue::new(),
         };
         let mut found = Found::default();
         match scope {
