@@ -349,8 +349,7 @@ class RemoteTool:
 
     def reset(self):
         """An empty destination folder on the server and no sync state."""
-        for path in (self.dst, self.state):
-            shutil.rmtree(path, ignore_errors=True)
+        core.set_aside((self.dst, self.state), self.dst.parent / "set-aside")
         self.dst.mkdir(parents=True)
         self.state.mkdir(parents=True)
         if self.suite == "webdav":

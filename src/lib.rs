@@ -15,6 +15,7 @@ pub mod fsops;
 pub mod iobuf;
 pub mod journal;
 pub mod model;
+pub mod parallel;
 pub mod reconcile;
 pub mod remote;
 pub mod secrets;

@@ -327,14 +327,16 @@ fn run_copies(
     }
     let next = Mutex::new(jobs.iter().enumerate());
     let workers = ctx.settings.parallel_transfers.clamp(1, jobs.len());
-    // Workers stream the bytes into staged files; this thread puts them in
-    // place in batches: the batch's files are flushed (many at once), each
-    // is re-checked and renamed in, the touched folders are flushed once,
-    // and the batch is recorded in one transaction. A
-    // crash leaves at most some hidden staged files and an unrecorded
-    // batch, never a half-written file under a real name.
+    // A pipeline of three stages, each on its own threads: workers stream
+    // the bytes into staged files; a flushing thread gathers them into
+    // batches and flushes each batch (many files at once); this thread
+    // re-checks each file of a flushed batch and renames it in, while the
+    // next batch is being flushed. The touched folders are flushed and the
+    // batch recorded in one transaction later (see `recorder`). A crash
+    // leaves at most some hidden staged files and unrecorded batches, never
+    // a half-written file under a real name.
     std::thread::scope(|scope| {
-        let (done, finished) = mpsc::channel::<(usize, Result<StagedWrite, ReplicaError>)>();
+        let (done, staged) = mpsc::channel::<(usize, Result<StagedWrite, ReplicaError>)>();
         for _ in 0..workers {
             let done = done.clone();
             let next = &next;
@@ -349,34 +351,14 @@ fn run_copies(
             });
         }
         drop(done);
-        let mut ready: Vec<(usize, StagedWrite)> = Vec::new();
-        let mut oldest: Option<Instant> = None;
-        loop {
-            let received = finished.recv_timeout(STAGE_WINDOW);
-            let all_in = matches!(received, Err(mpsc::RecvTimeoutError::Disconnected));
-            match received {
-                Ok((index, Ok(staged))) => {
-                    oldest.get_or_insert_with(Instant::now);
-                    ready.push((index, staged));
-                }
-                Ok((index, Err(error))) => note_failure(outcome, jobs[index].path, error),
-                Err(_) => {}
-            }
-            let due =
-                ready.len() >= STAGE_BATCH || oldest.is_some_and(|t| t.elapsed() >= STAGE_WINDOW);
-            if (due || all_in) && !ready.is_empty() {
-                put_in_place(
-                    ctx,
-                    trees,
-                    &jobs,
-                    std::mem::take(&mut ready),
-                    tally,
-                    outcome,
-                );
-                oldest = None;
-            }
-            if all_in {
-                break;
+        // Two flushed batches at most wait to be put in place.
+        let (ready, flushed) = mpsc::sync_channel::<Flushed>(2);
+        let jobs = &jobs;
+        scope.spawn(move || flush_batches(ctx, jobs, staged, ready));
+        for message in flushed {
+            match message {
+                Flushed::Batch(batch) => put_in_place(ctx, trees, jobs, batch, tally, outcome),
+                Flushed::Failed(index, error) => note_failure(outcome, jobs[index].path, error),
             }
         }
     });
@@ -387,14 +369,59 @@ fn run_copies(
 const STAGE_BATCH: usize = 256;
 const STAGE_WINDOW: Duration = Duration::from_millis(200);
 
-fn put_in_place(
+/// What the flushing thread hands on to the one that puts files in place.
+enum Flushed {
+    /// Staged files that are on disk, in the plan's order.
+    Batch(Vec<(usize, StagedWrite)>),
+    /// A copy that could not be staged or flushed.
+    Failed(usize, ReplicaError),
+}
+
+/// Gathers staged files into batches, flushes each and hands it on, until
+/// every worker is done.
+fn flush_batches(
     ctx: &EngineContext<'_>,
-    trees: &mut Trees,
+    jobs: &[CopyJob<'_>],
+    staged: mpsc::Receiver<(usize, Result<StagedWrite, ReplicaError>)>,
+    ready: mpsc::SyncSender<Flushed>,
+) {
+    let mut batch: Vec<(usize, StagedWrite)> = Vec::new();
+    let mut oldest: Option<Instant> = None;
+    loop {
+        let received = staged.recv_timeout(STAGE_WINDOW);
+        let all_in = matches!(received, Err(mpsc::RecvTimeoutError::Disconnected));
+        match received {
+            Ok((index, Ok(file))) => {
+                oldest.get_or_insert_with(Instant::now);
+                batch.push((index, file));
+            }
+            Ok((index, Err(error))) => {
+                // Sending fails only if the receiving thread is gone,
+                // which ends the run.
+                let _ = ready.send(Flushed::Failed(index, error));
+            }
+            Err(_) => {}
+        }
+        let due = batch.len() >= STAGE_BATCH || oldest.is_some_and(|t| t.elapsed() >= STAGE_WINDOW);
+        if (due || all_in) && !batch.is_empty() {
+            for message in flush_batch(ctx, jobs, std::mem::take(&mut batch)) {
+                let _ = ready.send(message);
+            }
+            oldest = None;
+        }
+        if all_in {
+            return;
+        }
+    }
+}
+
+/// Flushes a batch's staged files on both sides; when a side cannot, the
+/// whole batch is discarded and each of its copies fails with that error.
+fn flush_batch(
+    ctx: &EngineContext<'_>,
     jobs: &[CopyJob<'_>],
     mut batch: Vec<(usize, StagedWrite)>,
-    tally: &mut RunTally,
-    outcome: &mut Outcome,
-) {
+) -> Vec<Flushed> {
     // Workers finish in any order; the journal records a batch in the
     // plan's order, so the change log reads the same on every run.
     batch.sort_by_key(|(index, _)| *index);
@@ -409,17 +436,27 @@ fn put_in_place(
         }
         if let Err(error) = ctx.side(side).sync_staged(&staged) {
             let message = error.to_string();
-            for (index, staged) in batch {
-                note_failure(
-                    outcome,
-                    jobs[index].path,
-                    ReplicaError::Other(message.clone()),
-                );
-                ctx.side(jobs[index].to).discard(staged);
-            }
-            return;
+            return batch
+                .into_iter()
+                .map(|(index, staged)| {
+                    ctx.side(jobs[index].to).discard(staged);
+                    Flushed::Failed(index, ReplicaError::Other(message.clone()))
+                })
+                .collect();
         }
     }
+    vec![Flushed::Batch(batch)]
+}
+
+/// Renames a flushed batch's files in and records each finished copy.
+fn put_in_place(
+    ctx: &EngineContext<'_>,
+    trees: &mut Trees,
+    jobs: &[CopyJob<'_>],
+    batch: Vec<(usize, StagedWrite)>,
+    tally: &mut RunTally,
+    outcome: &mut Outcome,
+) {
     for (index, committed) in commit_batch(ctx, jobs, batch) {
         let job = &jobs[index];
         match committed {
@@ -470,30 +507,12 @@ fn commit_batch(
     let parallel = batch
         .iter()
         .any(|(index, _)| ctx.side(jobs[*index].to).capabilities().parallel_commits);
-    let workers = ctx.settings.parallel_transfers.min(batch.len());
-    if !parallel || workers <= 1 {
-        return batch.into_iter().map(commit_one).collect();
-    }
-    let queue = Mutex::new(batch.into_iter());
-    let mut results: Vec<(usize, Result<SideEntry, ReplicaError>)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut done = Vec::new();
-                    while let Some(item) = { queue.lock().expect("commit queue").next() } {
-                        done.push(commit_one(item));
-                    }
-                    done
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("a commit thread panicked"))
-            .collect()
-    });
-    results.sort_by_key(|(index, _)| *index);
-    results
+    let workers = if parallel {
+        ctx.settings.parallel_transfers
+    } else {
+        1
+    };
+    crate::parallel::map(batch, workers, commit_one)
 }
 
 fn stage_one(ctx: &EngineContext<'_>, job: &CopyJob<'_>) -> Result<StagedWrite, ReplicaError> {

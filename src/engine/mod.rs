@@ -16,6 +16,7 @@ pub mod executor;
 pub mod guard;
 mod lease_keeper;
 pub mod progress;
+pub mod recorder;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -38,6 +39,7 @@ use executor::Trees;
 use guard::GuardTrip;
 use lease_keeper::LeaseKeeper;
 use progress::Progress;
+use recorder::Recorder;
 
 /// The counters of one run, as the journal stores them.
 pub type RunTally = SyncCounts;
@@ -65,12 +67,6 @@ pub struct EngineSettings {
 /// the journal, for three-way merges.
 pub const MERGE_BASE_MAX_BYTES: u64 = 256 * 1024;
 
-/// Finished steps are recorded in batches of at most this many, or after
-/// at most [`BATCH_WINDOW`]: one folder flush and one journal transaction
-/// for many small files instead of one each.
-pub const BATCH_STEPS: usize = 256;
-pub const BATCH_WINDOW: Duration = Duration::from_millis(500);
-
 /// What a run needs from the engine, borrowed for its duration.
 pub struct EngineContext<'a> {
     pub journal: &'a Mutex<Journal>,
@@ -83,13 +79,7 @@ pub struct EngineContext<'a> {
     pub lease_lost: &'a AtomicBool,
     pub local: &'a dyn Replica,
     pub remote: &'a dyn Replica,
-    batch: Mutex<Batch>,
-}
-
-/// Steps whose effects are done but not yet recorded.
-struct Batch {
-    steps: Vec<Step>,
-    since: Instant,
+    recorder: Recorder,
 }
 
 impl EngineContext<'_> {
@@ -106,40 +96,16 @@ impl EngineContext<'_> {
         }
     }
 
-    /// Records one finished action's base edits and change rows. Steps are
-    /// batched; a batch is recorded only after both replicas flushed the
-    /// effects, so the journal is never ahead of the files. A crash loses
-    /// at most an unrecorded batch, which the next sync finds as "both
-    /// sides already agree".
+    /// Records one finished action's base edits and change rows, in a
+    /// batch, once both replicas flushed its effects (see [`recorder`]).
+    /// Fails once an earlier batch could not be recorded.
     pub fn commit(&self, step: Step) -> Result<(), ReplicaError> {
-        let due = {
-            let mut batch = self.batch.lock().expect("batch");
-            batch.steps.push(step);
-            batch.steps.len() >= BATCH_STEPS || batch.since.elapsed() >= BATCH_WINDOW
-        };
-        if due { self.flush() } else { Ok(()) }
+        self.recorder.add(step)
     }
 
-    /// Flushes both replicas and records every pending step in one
-    /// transaction.
+    /// Records every step committed so far and waits until it is done.
     pub fn flush(&self) -> Result<(), ReplicaError> {
-        let steps = {
-            let mut batch = self.batch.lock().expect("batch");
-            batch.since = Instant::now();
-            std::mem::take(&mut batch.steps)
-        };
-        if steps.is_empty() {
-            return Ok(());
-        }
-        self.local.flush()?;
-        self.remote.flush()?;
-        self.journal
-            .lock()
-            .expect("journal lock")
-            .commit_batch(self.pair, &steps)
-            .map_err(|e| {
-                ReplicaError::Other(format!("cannot record the changes in the journal: {e}"))
-            })
+        self.recorder.finish()
     }
 
     /// A change-log row carried by this run.
@@ -426,7 +392,29 @@ impl PairEngine {
             .len())
     }
 
-    fn context<'a>(&'a self, sync_id: String, lease_lost: &'a AtomicBool) -> EngineContext<'a> {
+    /// A run's context; its journal recorder runs on a thread in `threads`.
+    fn context<'a, 'scope>(
+        &'a self,
+        sync_id: String,
+        lease_lost: &'a AtomicBool,
+        threads: &'scope std::thread::Scope<'scope, '_>,
+    ) -> EngineContext<'a>
+    where
+        'a: 'scope,
+    {
+        let (local, remote): (&dyn Replica, &dyn Replica) = (&self.local, self.remote.as_ref());
+        let (journal, pair) = (&self.journal, self.pair);
+        let recorder = Recorder::start(threads, move |steps| {
+            local.flush()?;
+            remote.flush()?;
+            journal
+                .lock()
+                .expect("journal lock")
+                .commit_batch(pair, steps)
+                .map_err(|e| {
+                    ReplicaError::Other(format!("cannot record the changes in the journal: {e}"))
+                })
+        });
         EngineContext {
             journal: &self.journal,
             pair: self.pair,
@@ -437,10 +425,7 @@ impl PairEngine {
             lease_lost,
             local: &self.local,
             remote: self.remote.as_ref(),
-            batch: Mutex::new(Batch {
-                steps: Vec::new(),
-                since: Instant::now(),
-            }),
+            recorder,
         }
     }
 
@@ -526,27 +511,31 @@ impl Run<'_> {
                     id
                 }
             };
-            let ctx = engine.context(sync_id, keeper.lost_flag());
-            let outcome = executor::execute(&ctx, &mut trees, &plan.actions, &mut self.tally);
-            let mut again: Vec<RelPath> = outcome.changed;
-            let mut offline = self.note_outcome(&plan.actions, outcome.failed);
-            for conflict in &plan.conflicts {
-                if offline.is_some() {
-                    break;
+            let lease_lost = keeper.lost_flag();
+            let mut executed = Duration::ZERO;
+            let (again, offline) = std::thread::scope(|threads| {
+                let ctx = engine.context(sync_id, lease_lost, threads);
+                let outcome = executor::execute(&ctx, &mut trees, &plan.actions, &mut self.tally);
+                let mut again: Vec<RelPath> = outcome.changed;
+                let mut offline = self.note_outcome(&plan.actions, outcome.failed);
+                for conflict in &plan.conflicts {
+                    if offline.is_some() {
+                        break;
+                    }
+                    match conflicts::settle(&ctx, &mut trees, conflict, &base, &mut self.tally) {
+                        Ok(follow_up) => again.extend(follow_up),
+                        // Someone changed a path the settling touches (or
+                        // took the copy's name): re-plan it, as for any
+                        // action.
+                        Err(error) if error.is_change() => again.push(conflict.path.clone()),
+                        Err(error) if error.is_offline() => offline = Some(error),
+                        Err(error) => self.fail(&conflict.path, error),
+                    }
                 }
-                match conflicts::settle(&ctx, &mut trees, conflict, &base, &mut self.tally) {
-                    Ok(follow_up) => again.extend(follow_up),
-                    // Someone changed a path the settling touches (or took
-                    // the copy's name): re-plan it, as for any action.
-                    Err(error) if error.is_change() => again.push(conflict.path.clone()),
-                    Err(error) if error.is_offline() => offline = Some(error),
-                    Err(error) => self.fail(&conflict.path, error),
-                }
-            }
-            let executed = started.elapsed();
-            if let Err(error) = ctx.flush() {
-                return Err(SyncError::Replica(error));
-            }
+                executed = started.elapsed();
+                ctx.flush().map(|()| (again, offline))
+            })
+            .map_err(SyncError::Replica)?;
             tracing::debug!(pair = %engine.name, round, executed_ms = executed.as_millis() as u64, flushed_ms = (started.elapsed() - executed).as_millis() as u64, "round done");
             // What was done before the connection went is recorded (the
             // flush above); the rest waits for the pair-wide retry.

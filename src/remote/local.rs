@@ -37,8 +37,10 @@ pub struct LocalFolder {
     side: Side,
     trash: Trash,
     case_insensitive: OnceLock<bool>,
-    /// Folders whose entries changed since the last `flush`.
+    /// Folders whose entries changed and are not yet known to be on disk.
     dirty: Mutex<BTreeSet<PathBuf>>,
+    /// Held for the whole of a flush of `dirty` (see [`Self::flush_with_folders`]).
+    flushing: Mutex<()>,
     /// Temporary files older than this are a crash's leftovers.
     stale_temp_age: Duration,
     /// Partial downloads older than this are given up.
@@ -54,6 +56,7 @@ impl LocalFolder {
             trash: Trash::new(trash),
             case_insensitive: OnceLock::new(),
             dirty: Mutex::new(BTreeSet::new()),
+            flushing: Mutex::new(()),
             stale_temp_age: STALE_TEMP,
             stale_partial_age: STALE_PARTIAL,
         }
@@ -68,6 +71,7 @@ impl LocalFolder {
             trash,
             case_insensitive: OnceLock::new(),
             dirty: Mutex::new(BTreeSet::new()),
+            flushing: Mutex::new(()),
             stale_temp_age: STALE_TEMP,
             stale_partial_age: STALE_PARTIAL,
         }
@@ -105,6 +109,46 @@ impl LocalFolder {
                 .expect("dirty folders")
                 .insert(parent.to_path_buf());
         }
+    }
+
+    /// Flushes `files` together with every folder touched so far: one
+    /// `syncfs` covers both where that is used (see `fsops::flush_all`), so
+    /// a batch of staged files also makes the previous batch's renames
+    /// durable, and the flush before recording that batch finds nothing
+    /// left to do. Returns the files that could not be flushed, by index,
+    /// and the first folder that could not be.
+    ///
+    /// One flush at a time: a flush that finds no folder left waits for
+    /// one in progress, so when it returns every folder touched before it
+    /// was called is on disk, whichever call flushed it. A folder that
+    /// could not be flushed goes back into the set, so the next flush
+    /// (before the journal records anything that depends on it) tries it
+    /// again and reports it.
+    fn flush_with_folders(&self, files: &[&Path]) -> FlushFailures {
+        let _one_at_a_time = self.flushing.lock().expect("folder flush");
+        let folders = std::mem::take(&mut *self.dirty.lock().expect("dirty folders"));
+        let mut paths: Vec<&Path> = files.to_vec();
+        paths.extend(folders.iter().map(PathBuf::as_path));
+        let mut failures = FlushFailures::default();
+        for (index, error) in fsops::flush_all(&paths) {
+            if index < files.len() {
+                failures.files.push((index, error));
+            } else if !matches!(
+                error.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) {
+                // (A folder that went away since, moved to the trash or
+                // replaced by a file, has nothing left to flush here; the
+                // folders its entries moved to are in the set.)
+                let folder = paths[index].to_path_buf();
+                self.dirty
+                    .lock()
+                    .expect("dirty folders")
+                    .insert(folder.clone());
+                failures.folder.get_or_insert((folder, error));
+            }
+        }
+        failures
     }
 
     fn check(&self, path: &RelPath, expect: &Expect) -> Result<PathBuf, ReplicaError> {
@@ -154,15 +198,28 @@ impl LocalFolder {
     /// cover (it was created in an earlier, failed batch): a file cannot
     /// exist without its folder, so create it. The next full sync records
     /// it in the base.
-    fn ensure_parent(&self, path: &RelPath, target: &Path) -> Result<(), ReplicaError> {
-        if let Some(parent) = target.parent()
-            && !parent.is_dir()
-        {
-            fs::create_dir_all(parent)
-                .map_err(|e| ReplicaError::io("create the folder of", path, e))?;
-            self.touched(parent);
+    /// Runs `create`, which makes a file beside `target`; when `target`'s
+    /// folder is missing, creates it and runs `create` once more. The plan
+    /// creates folders before the files in them, so looking first would
+    /// cost a look-up per file for a folder that is nearly always there.
+    fn in_folder<T>(
+        &self,
+        path: &RelPath,
+        target: &Path,
+        create: impl Fn() -> io::Result<T>,
+    ) -> Result<T, ReplicaError> {
+        match create() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if let Some(parent) = target.parent() {
+                    fs::create_dir_all(parent)
+                        .map_err(|e| ReplicaError::io("create the folder of", path, e))?;
+                    self.touched(parent);
+                }
+                create()
+            }
+            created => created,
         }
-        Ok(())
+        .map_err(|e| ReplicaError::io("write", path, e))
     }
 
     fn probe_case_insensitive(&self) -> bool {
@@ -175,6 +232,13 @@ impl LocalFolder {
         let _ = fs::remove_file(&probe);
         insensitive
     }
+}
+
+/// What [`LocalFolder::flush_with_folders`] could not flush.
+#[derive(Default)]
+struct FlushFailures {
+    files: Vec<(usize, io::Error)>,
+    folder: Option<(PathBuf, io::Error)>,
 }
 
 /// Staged files older than this were left by a crash (ours, or another
@@ -215,8 +279,9 @@ fn sweep_stale_temp_files(temp_files: &[PathBuf], max_age: Duration, partial_age
     }
 }
 
-/// Stages `source` into `partial`, a name tied to the version (see
-/// [`partial_name_for`]), continuing what an earlier attempt left there.
+/// Stages `source` into `partial` (open as `file`), a name tied to the
+/// version (see [`partial_name_for`]), continuing what an earlier attempt
+/// left there.
 /// Returns the file and its size once its whole content hashes to the
 /// version's hash.
 ///
@@ -228,6 +293,7 @@ fn sweep_stale_temp_files(temp_files: &[PathBuf], max_age: Duration, partial_age
 /// the file fetched whole, once. Bytes of two versions are never committed:
 /// the hash over the whole file gates the rename.
 fn stage_partial(
+    mut file: fs::File,
     partial: &Path,
     source: &Source<'_>,
     mtime_ns: i64,
@@ -237,13 +303,6 @@ fn stage_partial(
         let _ = fs::remove_file(partial);
         ReplicaError::io("write", path, e)
     };
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(partial)
-        .map_err(|e| ReplicaError::io("write", path, e))?;
     // Held until the write is committed or discarded (the file travels in
     // the StagedWrite): nobody else may append to or truncate it meanwhile.
     if !fsops::try_lock_exclusive(&file).map_err(|e| ReplicaError::io("lock", path, e))? {
@@ -449,20 +508,22 @@ impl Replica for LocalFolder {
         mtime_ns: i64,
     ) -> Result<StagedWrite, ReplicaError> {
         let target = path.to_fs(&self.root);
-        self.ensure_parent(path, &target)?;
-        let staged = fsops::stage(&target, content, Some(mtime_ns))
+        let (file, temp) = self.in_folder(path, &target, || fsops::create_temp(&target))?;
+        let mut staged = fsops::fill(file, temp, content, Some(mtime_ns))
             .map_err(|e| ReplicaError::io("write", path, e))?;
         if staged.hash != *hash {
             return Err(ReplicaError::SourceChanged {
                 path: path.to_string(),
             });
         }
+        let written = staged.stat.take();
         let (temp, hash, size) = staged.into_parts();
         Ok(StagedWrite {
             path: path.clone(),
             temp,
             hash,
             size,
+            written,
             _lock: None,
         })
     }
@@ -482,30 +543,41 @@ impl Replica for LocalFolder {
             return self.stage(path, &mut reader, &source.meta.hash, mtime_ns);
         }
         let target = path.to_fs(&self.root);
-        self.ensure_parent(path, &target)?;
         let partial = target.with_file_name(partial_name_for(
             path.file_name(),
             &source.meta.hash.to_hex(),
         ));
-        let Some((temp, size, lock)) = stage_partial(&partial, source, mtime_ns)? else {
+        let file = self.in_folder(path, &target, || {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&partial)
+        })?;
+        let Some((temp, size, lock)) = stage_partial(file, &partial, source, mtime_ns)? else {
             // Another process is continuing this very partial (a second
             // agent pointed at the same folder): fetch into a temporary of
             // our own instead of writing into theirs.
             let (mut reader, _) = source.reader(0)?;
             return self.stage(path, &mut reader, &source.meta.hash, mtime_ns);
         };
+        let written = lock.metadata().ok().map(|meta| fsops::stat_of(&meta));
         Ok(StagedWrite {
             path: path.clone(),
             temp,
             hash: source.meta.hash,
             size,
+            written,
             _lock: Some(lock),
         })
     }
 
     fn sync_staged(&self, staged: &[&StagedWrite]) -> Result<(), ReplicaError> {
         let temps: Vec<&Path> = staged.iter().map(|s| s.temp.as_path()).collect();
-        match fsops::flush_all(&temps).into_iter().next() {
+        // A folder that could not be flushed is reported by the flush
+        // before the journal records anything; these files are on disk.
+        match self.flush_with_folders(&temps).files.into_iter().next() {
             None => Ok(()),
             Some((index, e)) => Err(ReplicaError::io("flush", &staged[index].path, e)),
         }
@@ -519,7 +591,12 @@ impl Replica for LocalFolder {
         let path = &staged.path;
         let hash = staged.hash;
         let target = path.to_fs(&self.root);
-        let guard = fsops::Staged::from_parts(staged.temp.clone(), staged.hash, staged.size);
+        let guard = fsops::Staged::from_parts(
+            staged.temp.clone(),
+            staged.hash,
+            staged.size,
+            staged.written.clone(),
+        );
         let committed =
             fsops::commit(guard, &target, expect, &self.trash, path).map_err(|e| match e {
                 fsops::CommitError::Changed { .. } => ReplicaError::Changed {
@@ -539,6 +616,7 @@ impl Replica for LocalFolder {
             staged.temp,
             staged.hash,
             staged.size,
+            None,
         ));
     }
 
@@ -615,20 +693,9 @@ impl Replica for LocalFolder {
     }
 
     fn flush(&self) -> Result<(), ReplicaError> {
-        let dirty = std::mem::take(&mut *self.dirty.lock().expect("dirty folders"));
-        let dirs: Vec<&Path> = dirty.iter().map(PathBuf::as_path).collect();
-        let failed = fsops::flush_all(&dirs).into_iter().find(|(_, e)| {
-            // A folder that went away since (moved to the trash, or
-            // replaced by a file) has nothing left to flush here; the
-            // folders its entries moved to are in the set.
-            !matches!(
-                e.kind(),
-                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-            )
-        });
-        match failed {
+        match self.flush_with_folders(&[]).folder {
             None => Ok(()),
-            Some((index, e)) => Err(ReplicaError::io("flush", dirs[index].display(), e)),
+            Some((folder, e)) => Err(ReplicaError::io("flush", folder.display(), e)),
         }
     }
 
@@ -742,6 +809,41 @@ mod tests {
         std::mem::forget(expired);
         // The holder "crashed" with an expired lease: it is taken over.
         remote.lease("laptop", Duration::from_secs(60)).unwrap();
+    }
+
+    #[test]
+    fn staging_flushes_touched_folders_and_a_folder_that_failed_is_reported_until_flushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let remote = LocalFolder::remote(dir.path().to_path_buf());
+        let hash = ContentHash::of_bytes(b"one");
+        let staged = remote
+            .stage(&rel("a/one.txt"), &mut &b"one"[..], &hash, 1_000_000_000)
+            .unwrap();
+        // The folder was made for the file (none was planned): it is
+        // touched, and flushed with the staged file.
+        let folder = dir.path().to_path_buf();
+        assert!(remote.dirty.lock().unwrap().contains(&folder));
+        remote.sync_staged(&[&staged]).unwrap();
+        assert!(remote.dirty.lock().unwrap().is_empty());
+        remote.commit_staged(&staged, &Expect::Absent).unwrap();
+        assert!(remote.dirty.lock().unwrap().contains(&dir.path().join("a")));
+        remote.flush().unwrap();
+
+        // A folder that cannot be flushed (here: a name too long to open)
+        // does not fail the staged files flushed with it, stays in the set,
+        // and fails every flush until it can be flushed.
+        let bad = dir.path().join("x".repeat(300));
+        remote.dirty.lock().unwrap().insert(bad.clone());
+        let staged = remote
+            .stage(&rel("two.txt"), &mut &b"one"[..], &hash, 1_000_000_000)
+            .unwrap();
+        remote.sync_staged(&[&staged]).unwrap();
+        for _ in 0..2 {
+            let error = remote.flush().unwrap_err().to_string();
+            assert!(error.contains("xxxxx"), "{error}");
+        }
+        remote.dirty.lock().unwrap().remove(&bad);
+        remote.flush().unwrap();
     }
 
     #[test]

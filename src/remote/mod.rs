@@ -189,6 +189,10 @@ pub struct StagedWrite {
     pub temp: PathBuf,
     pub hash: ContentHash,
     pub size: u64,
+    /// The staged file's stat, where the replica read it from the open
+    /// file while writing (a local folder): the commit records it as the
+    /// new version without looking again.
+    pub written: Option<crate::fsops::Stat>,
     /// For a continued partial download: the open file, holding an
     /// exclusive lock on it until the write is committed or discarded, so
     /// no other agent continues (or truncates) the same partial meanwhile.

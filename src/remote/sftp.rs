@@ -1348,6 +1348,7 @@ impl Replica for SftpReplica {
             temp,
             hash: staged_hash,
             size,
+            written: None,
             _lock: None,
         })
     }

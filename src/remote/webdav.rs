@@ -2139,6 +2139,7 @@ impl Replica for WebdavReplica {
             temp: PathBuf::from(temp),
             hash: staged_hash,
             size,
+            written: None,
             _lock: None,
         })
     }

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use crate::model::{
     BaseEntry, BaseTree, ContentHash, Entry, FileId, FileMeta, RelPath, Scope, SideEntry, SideTree,
 };
+use crate::parallel;
 use crate::tracker::hash::HashingReader;
 use crate::tracker::ignore::{IgnoreRules, is_temp_name};
 
@@ -115,6 +116,7 @@ pub fn scan(req: &ScanRequest) -> Result<ScanOutcome, ScanError> {
             }
         }
     }
+    scanner.hash_pending();
     Ok(scanner.out)
 }
 
@@ -125,6 +127,22 @@ struct Scanner<'r, 'a> {
     /// Cached file metadata by inode, built on the first cache miss, to
     /// recognise a renamed file without reading it.
     cache_by_id: Option<HashMap<FileId, FileMeta>>,
+    /// Files the stat cache did not cover, waiting to be read (see
+    /// [`HASH_CHUNK`]).
+    to_hash: Vec<HashJob>,
+}
+
+/// Files the stat cache does not cover are read this many at a time, on
+/// [`parallel::disk_workers`] threads: a first scan of many small files
+/// mostly waits for opens and reads, and one thread did nothing else. The
+/// chunk bounds what a scan of millions of new files holds in memory.
+const HASH_CHUNK: usize = 512;
+
+/// A file to read for its hash: where it is and what it looked like.
+struct HashJob {
+    rel: RelPath,
+    abs: PathBuf,
+    before: Metadata,
 }
 
 /// What reading a file for its hash found.
@@ -151,6 +169,7 @@ impl<'r, 'a> Scanner<'r, 'a> {
                 temp_files: Vec::new(),
             },
             cache_by_id: None,
+            to_hash: Vec::new(),
         }
     }
 
@@ -243,25 +262,55 @@ impl<'r, 'a> Scanner<'r, 'a> {
 
     fn visit_file(&mut self, rel: RelPath, abs: &Path, before: &Metadata) {
         let id = file_id(before);
-        let size = before.len();
-        let mtime_ns = mtime_ns(before);
-        let hash = match self.cached_hash(&rel, &id, size, mtime_ns) {
-            Some(hash) => hash,
-            None => match self.hash_if_stable(abs, before) {
-                Ok(Hashed::Stable(hash)) => hash,
-                Ok(Hashed::Changing) => return self.out.held.push(rel),
-                Ok(Hashed::Vanished) => return,
-                Err(err) => return self.hold(rel, "read", &err),
-            },
-        };
-        let meta = FileMeta {
-            hash,
-            size,
-            mtime_ns,
-        };
+        match self.cached_hash(&rel, &id, before.len(), mtime_ns(before)) {
+            Some(hash) => self.insert_file(rel, before, hash),
+            None => {
+                self.to_hash.push(HashJob {
+                    rel,
+                    abs: abs.to_path_buf(),
+                    before: before.clone(),
+                });
+                if self.to_hash.len() >= HASH_CHUNK {
+                    self.hash_pending();
+                }
+            }
+        }
+    }
+
+    /// Reads the files waiting for their hash, several at once, and records
+    /// what each read found in the order they were found.
+    fn hash_pending(&mut self) {
+        let jobs = std::mem::take(&mut self.to_hash);
+        let read = parallel::map(jobs, parallel::disk_workers(), |job| {
+            let hashed = hash_if_stable(&job.abs, &job.before);
+            (job, hashed)
+        });
+        for (job, hashed) in read {
+            match hashed {
+                Ok((hashed, bytes_read)) => {
+                    if let Some(bytes) = bytes_read {
+                        self.out.hashed_files += 1;
+                        self.out.hashed_bytes += bytes;
+                    }
+                    match hashed {
+                        Hashed::Stable(hash) => self.insert_file(job.rel, &job.before, hash),
+                        Hashed::Changing => self.out.held.push(job.rel),
+                        Hashed::Vanished => {}
+                    }
+                }
+                Err(err) => self.hold(job.rel, "read", &err),
+            }
+        }
+    }
+
+    fn insert_file(&mut self, rel: RelPath, meta: &Metadata, hash: ContentHash) {
         let entry = SideEntry {
-            entry: Entry::File(meta),
-            id,
+            entry: Entry::File(FileMeta {
+                hash,
+                size: meta.len(),
+                mtime_ns: mtime_ns(meta),
+            }),
+            id: file_id(meta),
             version: None,
         };
         self.out.tree.insert(rel, entry);
@@ -310,35 +359,6 @@ impl<'r, 'a> Scanner<'r, 'a> {
             .map(|meta| meta.hash)
     }
 
-    /// Hashes the file at `abs` and checks that it is still what `before`
-    /// described, so a file being written is never recorded half-done.
-    fn hash_if_stable(&mut self, abs: &Path, before: &Metadata) -> io::Result<Hashed> {
-        let file = match open_regular_file(abs) {
-            Ok(file) => file,
-            Err(err) if is_vanished(&err) => return Ok(Hashed::Vanished),
-            // The path was swapped for a symbolic link since we looked.
-            Err(err) if is_symlink_refused(&err) => return Ok(Hashed::Changing),
-            Err(err) => return Err(err),
-        };
-        let opened = file.metadata()?;
-        let (hash, n_bytes) = HashingReader::new(file).drain()?;
-        self.out.hashed_files += 1;
-        self.out.hashed_bytes += n_bytes;
-        let after = match fs::symlink_metadata(abs) {
-            Ok(after) => after,
-            Err(err) if is_vanished(&err) => return Ok(Hashed::Vanished),
-            Err(err) => return Err(err),
-        };
-        let stable = file_id(&opened) == file_id(before)
-            && same_stat(before, &after)
-            && n_bytes == before.len();
-        Ok(if stable {
-            Hashed::Stable(hash)
-        } else {
-            Hashed::Changing
-        })
-    }
-
     /// Records a path that could not be read: held, with a problem saying why.
     fn hold(&mut self, rel: RelPath, operation: &str, err: &io::Error) {
         self.out.problems.push(ScanProblem {
@@ -357,6 +377,34 @@ impl<'r, 'a> Scanner<'r, 'a> {
             path: Some(rel),
         });
     }
+}
+
+/// Hashes the file at `abs` and checks that it is still what `before`
+/// described, so a file being written is never recorded half-done. Also
+/// returns how many bytes were read, when the file was read through.
+fn hash_if_stable(abs: &Path, before: &Metadata) -> io::Result<(Hashed, Option<u64>)> {
+    let file = match open_regular_file(abs) {
+        Ok(file) => file,
+        Err(err) if is_vanished(&err) => return Ok((Hashed::Vanished, None)),
+        // The path was swapped for a symbolic link since we looked.
+        Err(err) if is_symlink_refused(&err) => return Ok((Hashed::Changing, None)),
+        Err(err) => return Err(err),
+    };
+    let opened = file.metadata()?;
+    let (hash, n_bytes) = HashingReader::new(file).drain()?;
+    let after = match fs::symlink_metadata(abs) {
+        Ok(after) => after,
+        Err(err) if is_vanished(&err) => return Ok((Hashed::Vanished, Some(n_bytes))),
+        Err(err) => return Err(err),
+    };
+    let stable =
+        file_id(&opened) == file_id(before) && same_stat(before, &after) && n_bytes == before.len();
+    let hashed = if stable {
+        Hashed::Stable(hash)
+    } else {
+        Hashed::Changing
+    };
+    Ok((hashed, Some(n_bytes)))
 }
 
 /// The scoped paths with those inside another scoped path removed, so no
@@ -611,6 +659,7 @@ mod tests {
         };
         let mut scanner = Scanner::new(&req);
         scanner.visit(rel("growing.log"), &root.join("growing.log"), &before);
+        scanner.hash_pending();
         assert_eq!(scanner.out.held, [rel("growing.log")]);
         assert!(scanner.out.tree.is_empty());
         assert!(

@@ -17,6 +17,9 @@ use crate::model::{ContentHash, FileId, RelPath};
 use crate::timefmt;
 use crate::tracker::ignore::temp_name_for;
 
+mod flush;
+pub use flush::flush_all;
+
 /// What kind of thing a path is, without following symlinks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StatKind {
@@ -93,6 +96,11 @@ pub struct Staged {
     temp: Option<PathBuf>,
     pub hash: ContentHash,
     pub size: u64,
+    /// The temporary file's stat as written, read from its open handle:
+    /// what the commit records as the new version. Reading it again after
+    /// the rename would cost a look-up and could record the stat of an
+    /// edit made in between, which would then read as already synced.
+    pub stat: Option<Stat>,
 }
 
 impl Staged {
@@ -110,11 +118,12 @@ impl Staged {
     }
 
     /// Takes a temporary file back under this guard's care.
-    pub fn from_parts(temp: PathBuf, hash: ContentHash, size: u64) -> Staged {
+    pub fn from_parts(temp: PathBuf, hash: ContentHash, size: u64, stat: Option<Stat>) -> Staged {
         Staged {
             temp: Some(temp),
             hash,
             size,
+            stat,
         }
     }
 }
@@ -145,16 +154,36 @@ pub fn temp_path_for(target: &Path) -> PathBuf {
 /// The file is not flushed here: [`flush_all`] flushes a whole batch of
 /// staged files at once, before any of them is renamed into place.
 pub fn stage(target: &Path, content: &mut dyn Read, mtime_ns: Option<i64>) -> io::Result<Staged> {
+    let (file, staged) = create_temp(target)?;
+    fill(file, staged, content, mtime_ns)
+}
+
+/// Creates the empty temporary file of `target`'s staged write, removed
+/// again when the returned guard is dropped. Fails with `NotFound` when
+/// `target`'s folder does not exist.
+pub fn create_temp(target: &Path) -> io::Result<(File, Staged)> {
     let temp = temp_path_for(target);
-    let mut file = OpenOptions::new()
+    let file = OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(&temp)?;
-    let mut staged = Staged {
+    let staged = Staged {
         temp: Some(temp),
         hash: ContentHash([0; 32]),
         size: 0,
+        stat: None,
     };
+    Ok((file, staged))
+}
+
+/// Streams `content` into a temporary file made by [`create_temp`] (see
+/// [`stage`]).
+pub fn fill(
+    mut file: File,
+    mut staged: Staged,
+    content: &mut dyn Read,
+    mtime_ns: Option<i64>,
+) -> io::Result<Staged> {
     let mut hasher = blake3::Hasher::new();
     crate::iobuf::with_buffer(|buffer| -> io::Result<()> {
         loop {
@@ -173,56 +202,8 @@ pub fn stage(target: &Path, content: &mut dyn Read, mtime_ns: Option<i64>) -> io
         file.set_modified(timefmt::from_unix_ns(ns))?;
     }
     staged.hash = ContentHash(*hasher.finalize().as_bytes());
+    staged.stat = Some(stat_of(&file.metadata()?));
     Ok(staged)
-}
-
-/// How many files or folders are flushed at once. A flush mostly waits for
-/// the disk, and the file system commits concurrent flushes together (one
-/// journal commit and one cache flush for many), so many at once cost
-/// little more than one; beyond a few dozen nothing more is gained.
-const FLUSH_PARALLEL: usize = 32;
-
-/// Flushes files (data and metadata) or folders (their entries) to disk,
-/// many at once. Staged files are flushed this way before any of them is
-/// renamed in, so a rename never exposes a file whose data is not durable;
-/// the folders a batch touched are flushed this way after the renames.
-///
-/// Flushing each file in the worker that wrote it overlapped only as many
-/// flushes as there are transfers; one `syncfs` for the batch would also
-/// wait for every other program's unwritten data on the file system (tens
-/// of seconds next to a build). Flushing exactly these paths, concurrently,
-/// keeps the per-file guarantee at a fraction of the cost.
-///
-/// Returns every path that could not be flushed, by its index in `paths`.
-pub fn flush_all(paths: &[&Path]) -> Vec<(usize, io::Error)> {
-    let next = std::sync::Mutex::new(paths.iter().enumerate());
-    let workers = FLUSH_PARALLEL.min(paths.len());
-    let mut failed: Vec<(usize, io::Error)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut failed = Vec::new();
-                    loop {
-                        let job = { next.lock().expect("flush queue").next() };
-                        let Some((index, path)) = job else {
-                            return failed;
-                        };
-                        // fsync needs no write access: a read-only handle
-                        // flushes a file's data and a folder's entries.
-                        if let Err(e) = File::open(path).and_then(|f| f.sync_all()) {
-                            failed.push((index, e));
-                        }
-                    }
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("a flush thread panicked"))
-            .collect()
-    });
-    failed.sort_by_key(|(index, _)| *index);
-    failed
 }
 
 /// Takes an exclusive advisory lock on `file` without waiting: false when
@@ -302,7 +283,12 @@ pub fn commit(
     trash: &Trash,
     rel: &RelPath,
 ) -> Result<Committed, CommitError> {
-    let current = stat(target)?;
+    // Nothing may be there: the rename below refuses to replace anything,
+    // so looking first would only cost a look-up.
+    let current = match expect {
+        Expect::Absent => None,
+        _ => stat(target)?,
+    };
     if !expect.matches(current.as_ref()) {
         return Err(CommitError::Changed {
             path: target.to_path_buf(),
@@ -341,8 +327,11 @@ pub fn commit(
             },
         );
     }
-    let stat = stat(target)?
-        .ok_or_else(|| io::Error::other("the file vanished right after it was written"))?;
+    let stat = match staged.stat.take() {
+        Some(stat) => stat,
+        None => stat(target)?
+            .ok_or_else(|| io::Error::other("the file vanished right after it was written"))?,
+    };
     Ok(Committed { stat, trashed })
 }
 
@@ -547,33 +536,6 @@ pub(crate) mod tests {
 
     fn rel(s: &str) -> RelPath {
         RelPath::new(s).unwrap()
-    }
-
-    #[test]
-    fn flushing_many_names_every_path_that_could_not_be_flushed() {
-        let dir = tempfile::tempdir().unwrap();
-        let temps: Vec<PathBuf> = (0..100)
-            .map(|i| {
-                let path = dir.path().join(format!("f{i}"));
-                fs::write(&path, format!("{i}")).unwrap();
-                path
-            })
-            .collect();
-        let mut refs: Vec<&Path> = temps.iter().map(PathBuf::as_path).collect();
-        refs.push(dir.path());
-        assert!(flush_all(&refs).is_empty(), "files and a folder");
-        assert!(flush_all(&[]).is_empty());
-
-        fs::remove_file(&temps[57]).unwrap();
-        fs::remove_file(&temps[3]).unwrap();
-        let failed = flush_all(&refs);
-        let indexes: Vec<usize> = failed.iter().map(|(i, _)| *i).collect();
-        assert_eq!(indexes, [3, 57]);
-        assert!(
-            failed
-                .iter()
-                .all(|(_, e)| e.kind() == io::ErrorKind::NotFound)
-        );
     }
 
     #[test]
