@@ -47,11 +47,16 @@ pub fn map<T: Send, R: Send>(items: Vec<T>, workers: usize, f: impl Fn(T) -> R +
     done.into_iter().map(|(_, result)| result).collect()
 }
 
+/// The processor cores this process may use.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// How many threads work on what mostly waits for a local disk: the
 /// machine's cores, at most four (beyond that, threads only queue at the
 /// same disk).
 pub fn disk_workers() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+    cores().min(4)
 }
 
 #[cfg(test)]

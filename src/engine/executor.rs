@@ -326,7 +326,15 @@ fn run_copies(
         return;
     }
     let next = Mutex::new(jobs.iter().enumerate());
-    let workers = ctx.settings.parallel_transfers.clamp(1, jobs.len());
+    let local_only = ctx.local.capabilities().local_disk && ctx.remote.capabilities().local_disk;
+    let workers = if local_only {
+        ctx.settings
+            .parallel_transfers
+            .min(crate::parallel::cores())
+    } else {
+        ctx.settings.parallel_transfers
+    }
+    .clamp(1, jobs.len());
     // A pipeline of three stages, each on its own threads: workers stream
     // the bytes into staged files; a flushing thread gathers them into
     // batches and flushes each batch (many files at once); this thread

@@ -16,12 +16,17 @@
 //! - on ext4 and XFS, whose `syncfs` commits their journal and flushes the
 //!   disk cache (a FUSE file system such as sshfs answers `syncfs` without
 //!   asking its server, where `fsync` does ask);
-//! - while little else waits to be written on the machine: `Dirty` plus
-//!   `Writeback` in /proc/meminfo, less this batch's own bytes, is at most
-//!   [`MAX_FOREIGN_UNWRITTEN`];
+//! - while little waits to be written on the whole machine: `Dirty` plus
+//!   `Writeback` in /proc/meminfo (this batch's own data included) is at
+//!   most [`MAX_UNWRITTEN`], so a batch of large files, whose flushes cost
+//!   little next to their data, is flushed file by file;
 //! - for at least [`WHOLE_FILE_SYSTEM_MIN_PATHS`] paths.
 //!
 //! Everywhere else each path is flushed on its own, many at once.
+//!
+//! The whole-file-system way looks only at folders: a file is on the file
+//! system of the folder it is in (a file the caller just wrote is no mount
+//! point), and a file that is gone has nothing left to flush.
 
 use std::fs::File;
 use std::io;
@@ -37,21 +42,22 @@ const PARALLEL_FSYNCS: usize = 32;
 /// without depending on what other programs have left unwritten.
 const WHOLE_FILE_SYSTEM_MIN_PATHS: usize = 4;
 
-/// The most unwritten data of other programs a `syncfs` may wait for: a
-/// fraction of a second on any disk worth syncing to.
-const MAX_FOREIGN_UNWRITTEN: u64 = 16 << 20;
+/// The most unwritten data a `syncfs` may wait for: a fraction of a
+/// second on any disk worth syncing to.
+const MAX_UNWRITTEN: u64 = 32 << 20;
 
-/// Flushes files (data and metadata) or folders (their entries) to disk.
-/// Returns every path that could not be flushed, by its index in `paths`,
-/// in order.
-pub fn flush_all(paths: &[&Path]) -> Vec<(usize, io::Error)> {
+/// Flushes `files` (data and metadata) and `folders` (their entries) to
+/// disk. Returns every path that could not be flushed, in order, by its
+/// index in `files` followed by `folders` (the first folder's index is
+/// `files.len()`).
+pub fn flush_all(files: &[&Path], folders: &[&Path]) -> Vec<(usize, io::Error)> {
     #[cfg(target_os = "linux")]
-    if paths.len() >= WHOLE_FILE_SYSTEM_MIN_PATHS
-        && let Some(failed) = whole_file_system::flush(paths)
+    if files.len() + folders.len() >= WHOLE_FILE_SYSTEM_MIN_PATHS
+        && let Some(failed) = whole_file_system::flush(files, folders)
     {
         return failed;
     }
-    let indexed: Vec<(usize, &Path)> = paths.iter().copied().enumerate().collect();
+    let indexed: Vec<(usize, &Path)> = files.iter().chain(folders).copied().enumerate().collect();
     each_path(&indexed)
 }
 
@@ -80,38 +86,48 @@ mod whole_file_system {
     use std::path::Path;
     use std::sync::OnceLock;
 
-    use super::{MAX_FOREIGN_UNWRITTEN, each_path};
+    use super::{MAX_UNWRITTEN, each_path};
 
-    /// Flushes `paths` with one `syncfs` per file system they are on, or
-    /// returns None when that way is not safe or not cheap now (see the
-    /// module's documentation) and each path should be flushed instead.
-    pub(super) fn flush(paths: &[&Path]) -> Option<Vec<(usize, io::Error)>> {
-        if !syncfs_reports_errors() {
+    /// Flushes `files` and `folders` with one `syncfs` per file system
+    /// they are on, or returns None when that way is not safe or not cheap
+    /// now (see the module's documentation) and each path should be
+    /// flushed instead. Indexes as in [`super::flush_all`].
+    pub(super) fn flush(files: &[&Path], folders: &[&Path]) -> Option<Vec<(usize, io::Error)>> {
+        if !syncfs_reports_errors()
+            || unwritten_bytes(&std::fs::read_to_string("/proc/meminfo").ok()?)? > MAX_UNWRITTEN
+        {
             return None;
         }
+        Some(by_file_system(files, folders))
+    }
+
+    /// The whole-file-system way, whatever the conditions.
+    pub(super) fn by_file_system(files: &[&Path], folders: &[&Path]) -> Vec<(usize, io::Error)> {
+        // Each path with the folder that tells its file system: a file's
+        // own folder, a folder itself. Few distinct folders: one look each.
+        let paths = files
+            .iter()
+            .map(|file| (*file, file.parent().unwrap_or(file)))
+            .chain(folders.iter().map(|folder| (*folder, *folder)));
+        let mut devices: Vec<(&Path, io::Result<u64>)> = Vec::new();
         let mut failed = Vec::new();
         let mut by_device: Vec<(u64, Vec<(usize, &Path)>)> = Vec::new();
-        let mut own_bytes = 0u64;
-        for (index, &path) in paths.iter().enumerate() {
-            let meta = match std::fs::symlink_metadata(path) {
-                Ok(meta) => meta,
-                Err(e) => {
-                    failed.push((index, e));
-                    continue;
+        for (index, (path, folder)) in paths.enumerate() {
+            let known = match devices.iter().position(|(seen, _)| *seen == folder) {
+                Some(at) => at,
+                None => {
+                    let device = std::fs::symlink_metadata(folder).map(|meta| meta.dev());
+                    devices.push((folder, device));
+                    devices.len() - 1
                 }
             };
-            if meta.is_file() {
-                own_bytes += meta.len();
+            match &devices[known].1 {
+                Ok(device) => match by_device.iter_mut().find(|(dev, _)| dev == device) {
+                    Some((_, members)) => members.push((index, path)),
+                    None => by_device.push((*device, vec![(index, path)])),
+                },
+                Err(e) => failed.push((index, io::Error::new(e.kind(), e.to_string()))),
             }
-            match by_device.iter_mut().find(|(dev, _)| *dev == meta.dev()) {
-                Some((_, members)) => members.push((index, path)),
-                None => by_device.push((meta.dev(), vec![(index, path)])),
-            }
-        }
-        let foreign = unwritten_bytes(&std::fs::read_to_string("/proc/meminfo").ok()?)?
-            .saturating_sub(own_bytes);
-        if foreign > MAX_FOREIGN_UNWRITTEN {
-            return None;
         }
         for (_, members) in &by_device {
             // Any failure here (an unsupported file system, a path gone
@@ -122,7 +138,7 @@ mod whole_file_system {
             }
         }
         failed.sort_by_key(|(index, _)| *index);
-        Some(failed)
+        failed
     }
 
     /// Flushes the whole file system `path` is on: Ok(false) when it is not
@@ -194,34 +210,45 @@ mod tests {
 
     use super::*;
 
-    fn files_and_their_folder(dir: &Path) -> Vec<PathBuf> {
-        let mut paths: Vec<PathBuf> = (0..100)
+    fn files_in(dir: &Path, count: usize) -> Vec<PathBuf> {
+        fs::create_dir_all(dir).unwrap();
+        (0..count)
             .map(|i| {
                 let path = dir.join(format!("f{i}"));
                 fs::write(&path, format!("{i}")).unwrap();
                 path
             })
-            .collect();
-        paths.push(dir.to_path_buf());
-        paths
+            .collect()
     }
 
-    /// Both ways name exactly the paths that could not be flushed.
+    /// Both ways name the paths that could not be flushed: a folder that is
+    /// gone, and the files in it.
     #[test]
     fn flushing_many_names_every_path_that_could_not_be_flushed() {
         let dir = tempfile::tempdir().unwrap();
-        let paths = files_and_their_folder(dir.path());
-        let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
-        let indexed: Vec<(usize, &Path)> = refs.iter().copied().enumerate().collect();
-        assert!(flush_all(&refs).is_empty(), "files and a folder");
-        assert!(each_path(&indexed).is_empty(), "files and a folder");
-        assert!(flush_all(&[]).is_empty());
+        let kept = files_in(&dir.path().join("kept"), 60);
+        let gone = files_in(&dir.path().join("gone"), 40);
+        let files: Vec<&Path> = kept.iter().chain(&gone).map(PathBuf::as_path).collect();
+        let kept_folder = dir.path().join("kept");
+        let gone_folder = dir.path().join("gone");
+        let folders = [kept_folder.as_path(), gone_folder.as_path(), dir.path()];
+        let indexed: Vec<(usize, &Path)> =
+            files.iter().chain(&folders).copied().enumerate().collect();
+        assert!(flush_all(&files, &folders).is_empty(), "files and folders");
+        assert!(each_path(&indexed).is_empty(), "files and folders");
+        assert!(flush_all(&[], &[]).is_empty());
 
-        fs::remove_file(&paths[57]).unwrap();
-        fs::remove_file(&paths[3]).unwrap();
-        for failed in [flush_all(&refs), each_path(&indexed)] {
+        #[cfg(target_os = "linux")]
+        assert!(whole_file_system::by_file_system(&files, &folders).is_empty());
+
+        fs::remove_dir_all(&gone_folder).unwrap();
+        let expected: Vec<usize> = (60..100).chain([101]).collect();
+        let mut ways = vec![flush_all(&files, &folders), each_path(&indexed)];
+        #[cfg(target_os = "linux")]
+        ways.push(whole_file_system::by_file_system(&files, &folders));
+        for failed in ways {
             let indexes: Vec<usize> = failed.iter().map(|(i, _)| *i).collect();
-            assert_eq!(indexes, [3, 57]);
+            assert_eq!(indexes, expected);
             assert!(
                 failed
                     .iter()

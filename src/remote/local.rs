@@ -127,10 +127,9 @@ impl LocalFolder {
     fn flush_with_folders(&self, files: &[&Path]) -> FlushFailures {
         let _one_at_a_time = self.flushing.lock().expect("folder flush");
         let folders = std::mem::take(&mut *self.dirty.lock().expect("dirty folders"));
-        let mut paths: Vec<&Path> = files.to_vec();
-        paths.extend(folders.iter().map(PathBuf::as_path));
+        let folders: Vec<&Path> = folders.iter().map(PathBuf::as_path).collect();
         let mut failures = FlushFailures::default();
-        for (index, error) in fsops::flush_all(&paths) {
+        for (index, error) in fsops::flush_all(files, &folders) {
             if index < files.len() {
                 failures.files.push((index, error));
             } else if !matches!(
@@ -140,7 +139,7 @@ impl LocalFolder {
                 // (A folder that went away since, moved to the trash or
                 // replaced by a file, has nothing left to flush here; the
                 // folders its entries moved to are in the set.)
-                let folder = paths[index].to_path_buf();
+                let folder = folders[index - files.len()].to_path_buf();
                 self.dirty
                     .lock()
                     .expect("dirty folders")
@@ -418,6 +417,7 @@ impl Replica for LocalFolder {
                 .get_or_init(|| self.probe_case_insensitive()),
             file_ids: cfg!(unix),
             parallel_commits: false,
+            local_disk: true,
         }
     }
 

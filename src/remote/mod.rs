@@ -43,6 +43,11 @@ pub struct Capabilities {
     /// Each commit costs network round trips: the executor runs a batch's
     /// commits concurrently rather than one by one.
     pub parallel_commits: bool,
+    /// Reading and writing here costs processor time, not waiting for a
+    /// network: between two such replicas more transfers at once than the
+    /// machine has cores only contend (for the cores, and for the folder
+    /// both write into).
+    pub local_disk: bool,
 }
 
 /// A snapshot of (part of) a replica.

@@ -1867,6 +1867,7 @@ impl Replica for WebdavReplica {
         // in); the client keeps a connection for each concurrent one.
         Capabilities {
             parallel_commits: true,
+            local_disk: false,
             ..Capabilities::default()
         }
     }
