@@ -151,12 +151,12 @@ pub fn settle(
         ConflictKind::BothModified | ConflictKind::BothCreated | ConflictKind::TypeChanged => {
             let Some(remote_entry) = trees.get(Side::Remote).get(path) else {
                 record(None, note)?;
-                ctx.commit(forget(path))?;
+                ctx.commit(forget(path));
                 return Ok(vec![path.clone()]);
             };
             let expect = executor::expect_of(Some(remote_entry));
             let copy = rename_aside(ctx.remote, trees, path, &expect, &ctx.settings.device)?;
-            ctx.commit(forget(path))?;
+            ctx.commit(forget(path));
             record(Some(&copy), note)?;
             Ok(vec![path.clone(), copy])
         }
@@ -260,7 +260,7 @@ fn keep(
         return Err(error);
     }
     if !follow_up.is_empty() {
-        ctx.commit(forget(path))?;
+        ctx.commit(forget(path));
     }
     let mut again = follow_up;
     again.extend(outcome.changed);
@@ -375,7 +375,7 @@ fn try_merge(
             Some(&meta),
         )],
         blobs: vec![(hash, merged)],
-    })?;
+    });
     Ok(MergeOutcome::Merged)
 }
 

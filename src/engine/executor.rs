@@ -193,7 +193,8 @@ fn move_path(
             None,
         )],
         blobs: Vec::new(),
-    })
+    });
+    Ok(())
 }
 
 fn mkdir(
@@ -209,7 +210,8 @@ fn mkdir(
         base: vec![BaseEdit::Put(path.clone(), base)],
         changes: vec![ctx.change(ChangeType::Created, path, None, true, side.other(), None)],
         blobs: Vec::new(),
-    })
+    });
+    Ok(())
 }
 
 fn delete(
@@ -223,11 +225,12 @@ fn delete(
     if expect == Expect::Absent {
         // Already gone on this side (a parent folder went to the trash
         // first, or someone else deleted it): only the base is left.
-        return ctx.commit(Step {
+        ctx.commit(Step {
             base: vec![BaseEdit::RemoveTree(path.clone())],
             changes: Vec::new(),
             blobs: Vec::new(),
         });
+        return Ok(());
     }
     let is_dir = expect == Expect::Dir;
     let gone = trees
@@ -251,7 +254,8 @@ fn delete(
             gone.as_ref(),
         )],
         blobs: Vec::new(),
-    })
+    });
+    Ok(())
 }
 
 fn set_base(
@@ -273,7 +277,8 @@ fn set_base(
         base: vec![edit],
         changes: Vec::new(),
         blobs: Vec::new(),
-    })
+    });
+    Ok(())
 }
 
 /// The base entry for `path` once both sides hold `entry`.
@@ -404,22 +409,36 @@ fn flush_batches(
                 batch.push((index, file));
             }
             Ok((index, Err(error))) => {
-                // Sending fails only if the receiving thread is gone,
-                // which ends the run.
-                let _ = ready.send(Flushed::Failed(index, error));
+                if ready.send(Flushed::Failed(index, error)).is_err() {
+                    return discard(ctx, jobs, batch);
+                }
             }
             Err(_) => {}
         }
         let due = batch.len() >= STAGE_BATCH || oldest.is_some_and(|t| t.elapsed() >= STAGE_WINDOW);
         if (due || all_in) && !batch.is_empty() {
             for message in flush_batch(ctx, jobs, std::mem::take(&mut batch)) {
-                let _ = ready.send(message);
+                if let Err(mpsc::SendError(message)) = ready.send(message) {
+                    if let Flushed::Batch(flushed) = message {
+                        discard(ctx, jobs, flushed);
+                    }
+                    return;
+                }
             }
             oldest = None;
         }
         if all_in {
             return;
         }
+    }
+}
+
+/// Removes staged files nobody will put in place: the thread that renames
+/// them in is gone (it panicked). Returning also drops the queue of staged
+/// files, which stops the workers.
+fn discard(ctx: &EngineContext<'_>, jobs: &[CopyJob<'_>], batch: Vec<(usize, StagedWrite)>) {
+    for (index, staged) in batch {
+        ctx.side(jobs[index].to).discard(staged);
     }
 }
 
@@ -470,9 +489,7 @@ fn put_in_place(
         match committed {
             Ok(written) => {
                 trees.set(job.to, job.path, Some(written));
-                if let Err(error) = commit_copy(ctx, trees, job, tally) {
-                    note_failure(outcome, job.path, error);
-                }
+                commit_copy(ctx, trees, job, tally);
             }
             Err(error) => note_failure(outcome, job.path, error),
         }
@@ -497,10 +514,11 @@ fn commit_batch(
     let commit_one = |(index, staged): (usize, StagedWrite)| {
         let job = &jobs[index];
         let side = ctx.side(job.to);
-        // Without the lease another agent may be writing the remote now:
-        // nothing more is put in place; the run fails with the lease's
-        // error and these paths are planned afresh next time.
-        let committed = if ctx.lease_lost.load(std::sync::atomic::Ordering::Relaxed) {
+        // Without the lease another agent may be writing the remote now,
+        // and once recording failed nothing more would be recorded: nothing
+        // more is put in place; the run ends with why, and these paths are
+        // planned afresh next time.
+        let committed = if ctx.cancelled() {
             Err(ReplicaError::Changed {
                 path: job.path.to_string(),
             })
@@ -541,12 +559,7 @@ fn stage_one(ctx: &EngineContext<'_>, job: &CopyJob<'_>) -> Result<StagedWrite, 
         .map_err(|error| source.take_failure().unwrap_or(error))
 }
 
-fn commit_copy(
-    ctx: &EngineContext<'_>,
-    trees: &Trees,
-    job: &CopyJob<'_>,
-    tally: &mut RunTally,
-) -> Result<(), ReplicaError> {
+fn commit_copy(ctx: &EngineContext<'_>, trees: &Trees, job: &CopyJob<'_>, tally: &mut RunTally) {
     let local_entry = trees
         .local
         .get(job.path)
@@ -580,5 +593,5 @@ fn commit_copy(
             Some(&job.source),
         )],
         blobs,
-    })
+    });
 }

@@ -84,9 +84,11 @@ pub struct EngineContext<'a> {
 
 impl EngineContext<'_> {
     /// Whether the run must stop at its next step: the agent is stopping,
-    /// or the remote lease was lost.
+    /// the remote lease was lost, or finished steps cannot be recorded.
     pub fn cancelled(&self) -> bool {
-        self.cancel.load(Ordering::Relaxed) || self.lease_lost.load(Ordering::Relaxed)
+        self.cancel.load(Ordering::Relaxed)
+            || self.lease_lost.load(Ordering::Relaxed)
+            || self.recorder.has_failed()
     }
 
     pub fn side(&self, side: Side) -> &dyn Replica {
@@ -98,9 +100,10 @@ impl EngineContext<'_> {
 
     /// Records one finished action's base edits and change rows, in a
     /// batch, once both replicas flushed its effects (see [`recorder`]).
-    /// Fails once an earlier batch could not be recorded.
-    pub fn commit(&self, step: Step) -> Result<(), ReplicaError> {
-        self.recorder.add(step)
+    /// Should recording fail, the run is cancelled and [`Self::flush`]
+    /// reports why.
+    pub fn commit(&self, step: Step) {
+        self.recorder.add(step);
     }
 
     /// Records every step committed so far and waits until it is done.

@@ -12,11 +12,12 @@
 //!
 //! Batches are recorded in the order they were handed over. After a batch
 //! fails, later ones are not recorded (their effects are found again by
-//! the next sync) and every later call returns the failure, so the run
-//! ends with it.
+//! the next sync), [`Recorder::has_failed`] turns true so the run stops
+//! early, and [`Recorder::finish`] returns the failure.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, SyncSender};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::thread::Scope;
 use std::time::{Duration, Instant};
 
@@ -37,8 +38,8 @@ pub struct Recorder {
     /// At most one batch waits while another is recorded: a run that puts
     /// files in place faster than they can be recorded is held back
     /// rather than piling up steps in memory.
-    queue: SyncSender<Vec<Step>>,
-    shared: Arc<Shared>,
+    queue: SyncSender<Message>,
+    failed: Arc<AtomicBool>,
 }
 
 /// Steps whose effects are done but not yet handed over.
@@ -47,17 +48,11 @@ struct Pending {
     since: Instant,
 }
 
-/// What the recording thread reports back.
-struct Shared {
-    state: Mutex<State>,
-    idle: Condvar,
-}
-
-struct State {
-    /// Batches handed over and not yet recorded (or given up).
-    in_flight: usize,
-    /// Why recording stopped, once it has.
-    failure: Option<String>,
+enum Message {
+    Batch(Vec<Step>),
+    /// Answer, once every batch before it is recorded, with the failure
+    /// that stopped recording, if one did.
+    Finish(mpsc::Sender<Option<String>>),
 }
 
 impl Recorder {
@@ -67,36 +62,36 @@ impl Recorder {
         scope: &'scope Scope<'scope, 'env>,
         mut record: impl FnMut(&[Step]) -> Result<(), ReplicaError> + Send + 'scope,
     ) -> Recorder {
-        let (queue, batches) = mpsc::sync_channel::<Vec<Step>>(1);
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                in_flight: 0,
-                failure: None,
-            }),
-            idle: Condvar::new(),
-        });
-        let reports = Arc::clone(&shared);
+        let (queue, messages) = mpsc::sync_channel::<Message>(1);
+        let failed = Arc::new(AtomicBool::new(false));
+        let raise = Arc::clone(&failed);
         scope.spawn(move || {
-            for steps in batches {
-                let failed = reports.state.lock().expect("recorder").failure.is_some();
-                // A panic (a bug) must not leave `finish` waiting forever
-                // for a batch that will never be recorded.
-                let result = if failed {
-                    Ok(())
-                } else {
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| record(&steps)))
-                        .unwrap_or_else(|_| {
-                            Err(ReplicaError::Other(
+            let mut failure: Option<String> = None;
+            for message in messages {
+                match message {
+                    Message::Batch(steps) if failure.is_none() => {
+                        // A panic (a bug) is a failure like another: the
+                        // run must not wait for a thread that is gone.
+                        let recorded =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                record(&steps)
+                            }));
+                        failure = match recorded {
+                            Ok(Ok(())) => None,
+                            Ok(Err(error)) => Some(error.to_string()),
+                            Err(_) => Some(
                                 "recording the changes in the journal failed unexpectedly".into(),
-                            ))
-                        })
-                };
-                let mut state = reports.state.lock().expect("recorder");
-                state.in_flight -= 1;
-                if let Err(error) = result {
-                    state.failure.get_or_insert(error.to_string());
+                            ),
+                        };
+                        if failure.is_some() {
+                            raise.store(true, Ordering::Relaxed);
+                        }
+                    }
+                    Message::Batch(_) => {}
+                    Message::Finish(answer) => {
+                        let _ = answer.send(failure.clone());
+                    }
                 }
-                reports.idle.notify_all();
             }
         });
         Recorder {
@@ -105,64 +100,53 @@ impl Recorder {
                 since: Instant::now(),
             }),
             queue,
-            shared,
+            failed,
         }
     }
 
     /// Adds one finished action's step; hands the batch over when it is
-    /// full or old enough. Fails once an earlier batch could not be
-    /// recorded.
-    pub fn add(&self, step: Step) -> Result<(), ReplicaError> {
+    /// full or old enough.
+    pub fn add(&self, step: Step) {
         let due = {
             let mut pending = self.pending.lock().expect("pending steps");
             pending.steps.push(step);
             pending.steps.len() >= BATCH_STEPS || pending.since.elapsed() >= BATCH_WINDOW
         };
         if due {
-            self.hand_over()?;
+            self.hand_over();
         }
-        self.failure()
+    }
+
+    /// Whether a batch could not be recorded: the run should stop.
+    pub fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
     }
 
     /// Hands over what is pending and waits until everything handed over
-    /// is recorded.
+    /// is recorded; returns the failure that stopped recording, if any.
     pub fn finish(&self) -> Result<(), ReplicaError> {
-        self.hand_over()?;
-        let mut state = self.shared.state.lock().expect("recorder");
-        while state.in_flight > 0 {
-            state = self.shared.idle.wait(state).expect("recorder");
+        self.hand_over();
+        let (answer, answered) = mpsc::channel();
+        let stopped = || ReplicaError::Other("the journal's recording thread stopped".into());
+        self.queue
+            .send(Message::Finish(answer))
+            .map_err(|_| stopped())?;
+        match answered.recv().map_err(|_| stopped())? {
+            None => Ok(()),
+            Some(failure) => Err(ReplicaError::Other(failure)),
         }
-        drop(state);
-        self.failure()
     }
 
-    fn hand_over(&self) -> Result<(), ReplicaError> {
+    fn hand_over(&self) {
         let steps = {
             let mut pending = self.pending.lock().expect("pending steps");
             pending.since = Instant::now();
             std::mem::take(&mut pending.steps)
         };
-        if steps.is_empty() {
-            return Ok(());
-        }
-        self.shared.state.lock().expect("recorder").in_flight += 1;
-        if self.queue.send(steps).is_err() {
-            // The thread is gone (it ends only with its scope): nothing
-            // more can be recorded in this run.
-            let mut state = self.shared.state.lock().expect("recorder");
-            state.in_flight -= 1;
-            let failure = state
-                .failure
-                .get_or_insert("the journal's recording thread stopped".into());
-            return Err(ReplicaError::Other(failure.clone()));
-        }
-        Ok(())
-    }
-
-    fn failure(&self) -> Result<(), ReplicaError> {
-        match &self.shared.state.lock().expect("recorder").failure {
-            None => Ok(()),
-            Some(message) => Err(ReplicaError::Other(message.clone())),
+        if !steps.is_empty() && self.queue.send(Message::Batch(steps)).is_err() {
+            // The thread is gone (it ends only with its scope, or by a
+            // panic outside `record`): nothing more can be recorded.
+            self.failed.store(true, Ordering::Relaxed);
         }
     }
 }
@@ -170,39 +154,53 @@ impl Recorder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::journal::BaseEdit;
+    use crate::model::RelPath;
 
-    fn step() -> Step {
+    /// A step that says which one it is.
+    fn step(n: usize) -> Step {
         Step {
-            base: Vec::new(),
+            base: vec![BaseEdit::Remove(RelPath::new(&format!("f{n}")).unwrap())],
             changes: Vec::new(),
             blobs: Vec::new(),
         }
     }
 
+    fn number(step: &Step) -> usize {
+        match &step.base[0] {
+            BaseEdit::Remove(path) => path.as_str()[1..].parse().unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn batches_are_recorded_in_order_and_finish_waits_for_all() {
-        let recorded = Mutex::new(Vec::new());
+        let recorded: Mutex<Vec<Vec<usize>>> = Mutex::new(Vec::new());
         std::thread::scope(|scope| {
             let recorder = Recorder::start(scope, |steps| {
                 // Slower than handing over: the queue must hold back.
                 std::thread::sleep(Duration::from_millis(2));
-                recorded.lock().unwrap().push(steps.len());
+                recorded
+                    .lock()
+                    .unwrap()
+                    .push(steps.iter().map(number).collect());
                 Ok(())
             });
-            for _ in 0..(3 * BATCH_STEPS + 5) {
-                recorder.add(step()).unwrap();
+            for n in 0..(3 * BATCH_STEPS + 5) {
+                recorder.add(step(n));
             }
             recorder.finish().unwrap();
-            assert_eq!(
-                *recorded.lock().unwrap(),
-                [BATCH_STEPS, BATCH_STEPS, BATCH_STEPS, 5]
-            );
+            let batches = recorded.lock().unwrap().clone();
+            assert!(batches.iter().all(|b| b.len() <= BATCH_STEPS));
+            let all: Vec<usize> = batches.into_iter().flatten().collect();
+            assert_eq!(all, (0..(3 * BATCH_STEPS + 5)).collect::<Vec<_>>());
+            assert!(!recorder.has_failed());
             recorder.finish().unwrap();
         });
     }
 
     #[test]
-    fn after_a_failed_batch_nothing_more_is_recorded_and_the_failure_is_returned() {
+    fn after_a_failed_batch_nothing_more_is_recorded_and_the_run_is_told() {
         let calls = Mutex::new(0);
         std::thread::scope(|scope| {
             let recorder = Recorder::start(scope, |_| {
@@ -214,19 +212,28 @@ mod tests {
                     Ok(())
                 }
             });
-            for _ in 0..(4 * BATCH_STEPS) {
-                // Steps added before the failure is known are accepted.
-                let _ = recorder.add(step());
+            for n in 0..(4 * BATCH_STEPS) {
+                recorder.add(step(n));
             }
             let error = recorder.finish().unwrap_err();
             assert!(error.to_string().contains("the disk is full"), "{error}");
+            assert!(recorder.has_failed());
             assert_eq!(
                 *calls.lock().unwrap(),
                 1,
                 "nothing recorded after the failure"
             );
-            // Once the failure is known, every call reports it.
-            assert!(recorder.add(step()).is_err());
+        });
+    }
+
+    #[test]
+    fn a_panic_while_recording_is_a_failure_not_a_hang() {
+        std::thread::scope(|scope| {
+            let recorder = Recorder::start(scope, |_| panic!("a bug"));
+            recorder.add(step(0));
+            let error = recorder.finish().unwrap_err();
+            assert!(error.to_string().contains("unexpectedly"), "{error}");
+            assert!(recorder.has_failed());
         });
     }
 }

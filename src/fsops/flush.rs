@@ -9,13 +9,14 @@
 //! durable with one commit and one cache flush, but it also waits for every
 //! other program's unwritten data on that file system, which next to a build
 //! or a large copy can take seconds per batch. So a batch is flushed with
-//! `syncfs` only where that is both cheap and trustworthy:
+//! `syncfs` only where that is both cheap and sound:
 //!
 //! - on Linux 5.8 or later, whose `syncfs` reports write-back errors (before
 //!   5.8 it returned success even when data never reached the disk);
-//! - on ext4 and XFS, whose `syncfs` commits their journal and flushes the
-//!   disk cache (a FUSE file system such as sshfs answers `syncfs` without
-//!   asking its server, where `fsync` does ask);
+//! - on file systems mounted as ext4 or XFS, whose `syncfs` commits their
+//!   journal and flushes the disk cache (a FUSE file system such as sshfs
+//!   answers `syncfs` without asking its server, where `fsync` does ask;
+//!   ext2's driver flushes no cache);
 //! - while little waits to be written on the whole machine: `Dirty` plus
 //!   `Writeback` in /proc/meminfo (this batch's own data included) is at
 //!   most [`MAX_UNWRITTEN`], so a batch of large files, whose flushes cost
@@ -24,11 +25,15 @@
 //!
 //! Everywhere else each path is flushed on its own, many at once.
 //!
-//! The whole-file-system way looks only at folders: a file is on the file
-//! system of the folder it is in (a file the caller just wrote is no mount
-//! point), and a file that is gone has nothing left to flush.
+//! A `syncfs` reports a write-back error of the file system once, to
+//! whichever caller asks first: another program, or another of our threads
+//! flushing folders. So after it, each file is asked for its own error
+//! (`sync_file_range`, which waits for the file's write-back and reports
+//! its error without another commit or cache flush). Folder entries are
+//! file-system metadata: ext4 and XFS stop the whole file system when its
+//! journal cannot be written, and every later `syncfs` fails.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::Path;
 
@@ -65,9 +70,7 @@ pub fn flush_all(files: &[&Path], folders: &[&Path]) -> Vec<(usize, io::Error)> 
 /// carry the index given with the path and come back sorted by it.
 fn each_path(paths: &[(usize, &Path)]) -> Vec<(usize, io::Error)> {
     crate::parallel::map(paths.to_vec(), PARALLEL_FSYNCS, |(index, path)| {
-        // fsync needs no write access: a read-only handle flushes a file's
-        // data and a folder's entries.
-        File::open(path)
+        open_to_flush(path)
             .and_then(|file| file.sync_all())
             .err()
             .map(|error| (index, error))
@@ -77,16 +80,28 @@ fn each_path(paths: &[(usize, &Path)]) -> Vec<(usize, io::Error)> {
     .collect()
 }
 
+/// Opens a file or folder to flush it: read-only (`fsync` needs no more),
+/// and without waiting, so a path that has become a named pipe fails
+/// instead of blocking until some program writes to it.
+fn open_to_flush(path: &Path) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    options.open(path)
+}
+
 #[cfg(target_os = "linux")]
 mod whole_file_system {
+    use std::collections::HashMap;
     use std::fs::File;
     use std::io;
     use std::os::unix::fs::MetadataExt;
     use std::os::unix::io::AsRawFd;
     use std::path::Path;
-    use std::sync::OnceLock;
+    use std::sync::{Mutex, OnceLock};
 
-    use super::{MAX_UNWRITTEN, each_path};
+    use super::{MAX_UNWRITTEN, each_path, open_to_flush};
 
     /// Flushes `files` and `folders` with one `syncfs` per file system
     /// they are on, or returns None when that way is not safe or not cheap
@@ -101,73 +116,141 @@ mod whole_file_system {
         Some(by_file_system(files, folders))
     }
 
+    /// One file system a batch has paths on.
+    struct FileSystem<'p> {
+        device: u64,
+        /// A folder on it, open: what `syncfs` is called on.
+        handle: File,
+        /// (index, path, is a file)
+        members: Vec<(usize, &'p Path, bool)>,
+    }
+
     /// The whole-file-system way, whatever the conditions.
     pub(super) fn by_file_system(files: &[&Path], folders: &[&Path]) -> Vec<(usize, io::Error)> {
-        // Each path with the folder that tells its file system: a file's
-        // own folder, a folder itself. Few distinct folders: one look each.
+        // A file is on the file system of the folder it is in (a file the
+        // caller just wrote is no mount point); a folder on its own. Each
+        // distinct folder is opened once, and the file system is told by
+        // that open folder, so a symbolic link on the way is followed
+        // exactly as the flush follows it.
         let paths = files
             .iter()
-            .map(|file| (*file, file.parent().unwrap_or(file)))
-            .chain(folders.iter().map(|folder| (*folder, *folder)));
-        let mut devices: Vec<(&Path, io::Result<u64>)> = Vec::new();
+            .map(|file| (*file, file.parent().unwrap_or(file), true))
+            .chain(folders.iter().map(|folder| (*folder, *folder, false)));
+        let mut systems: Vec<FileSystem<'_>> = Vec::new();
+        let mut system_of: HashMap<&Path, io::Result<usize>> = HashMap::new();
         let mut failed = Vec::new();
-        let mut by_device: Vec<(u64, Vec<(usize, &Path)>)> = Vec::new();
-        for (index, (path, folder)) in paths.enumerate() {
-            let known = match devices.iter().position(|(seen, _)| *seen == folder) {
-                Some(at) => at,
-                None => {
-                    let device = std::fs::symlink_metadata(folder).map(|meta| meta.dev());
-                    devices.push((folder, device));
-                    devices.len() - 1
-                }
-            };
-            match &devices[known].1 {
-                Ok(device) => match by_device.iter_mut().find(|(dev, _)| dev == device) {
-                    Some((_, members)) => members.push((index, path)),
-                    None => by_device.push((*device, vec![(index, path)])),
-                },
+        for (index, (path, folder, is_file)) in paths.enumerate() {
+            let system = system_of
+                .entry(folder)
+                .or_insert_with(|| open_file_system(folder, &mut systems));
+            match system {
+                Ok(at) => systems[*at].members.push((index, path, is_file)),
                 Err(e) => failed.push((index, io::Error::new(e.kind(), e.to_string()))),
             }
         }
-        for (_, members) in &by_device {
-            // Any failure here (an unsupported file system, a path gone
-            // since, a write-back error that may be another program's) is
-            // settled path by path, which names exactly what failed.
-            if !matches!(syncfs_of(members[0].1), Ok(true)) {
-                failed.extend(each_path(members));
+        for system in &systems {
+            let as_paths = || -> Vec<(usize, &Path)> {
+                system
+                    .members
+                    .iter()
+                    .map(|&(index, path, _)| (index, path))
+                    .collect()
+            };
+            // An unknown kind of file system, or a failed `syncfs` (whose
+            // error may be another program's): settled path by path, which
+            // names exactly what failed.
+            if !commits_with_syncfs(system.device) || syncfs(&system.handle).is_err() {
+                failed.extend(each_path(&as_paths()));
+                continue;
+            }
+            for &(index, path, is_file) in &system.members {
+                if !is_file {
+                    continue;
+                }
+                match file_written(path, system.device) {
+                    Ok(true) => {}
+                    Ok(false) => failed.extend(each_path(&[(index, path)])),
+                    Err(e) => failed.push((index, e)),
+                }
             }
         }
         failed.sort_by_key(|(index, _)| *index);
         failed
     }
 
-    /// Flushes the whole file system `path` is on: Ok(false) when it is not
-    /// one whose `syncfs` is known to commit and flush (see the module's
-    /// documentation), and nothing was done.
-    pub(super) fn syncfs_of(path: &Path) -> io::Result<bool> {
-        let file = File::open(path)?;
-        // SAFETY: an all-zero statfs is a valid value for fstatfs to fill.
-        let mut info: libc::statfs = unsafe { std::mem::zeroed() };
-        // SAFETY: the descriptor is owned by `file` and valid for the call;
-        // `info` is a writable statfs.
-        if unsafe { libc::fstatfs(file.as_raw_fd(), &mut info) } != 0 {
+    /// Opens `folder` and finds its file system among `systems` (adding
+    /// it if new); returns its position.
+    fn open_file_system(folder: &Path, systems: &mut Vec<FileSystem<'_>>) -> io::Result<usize> {
+        let handle = open_to_flush(folder)?;
+        let device = handle.metadata()?.dev();
+        if let Some(at) = systems.iter().position(|s| s.device == device) {
+            return Ok(at);
+        }
+        systems.push(FileSystem {
+            device,
+            handle,
+            members: Vec::new(),
+        });
+        Ok(systems.len() - 1)
+    }
+
+    fn syncfs(handle: &File) -> io::Result<()> {
+        // SAFETY: the descriptor is owned by `handle` and valid for the call.
+        if unsafe { libc::syncfs(handle.as_raw_fd()) } != 0 {
             return Err(io::Error::last_os_error());
         }
-        // f_type's integer type differs between targets; the magic numbers
-        // fit every one of them.
-        #[allow(clippy::unnecessary_cast)]
-        let (kind, known) = (
-            info.f_type as i64,
-            [libc::EXT4_SUPER_MAGIC as i64, libc::XFS_SUPER_MAGIC as i64],
-        );
-        if !known.contains(&kind) {
+        Ok(())
+    }
+
+    /// After the `syncfs` of `device`: whether the file's data reached the
+    /// disk (an error if it did not), or false when the file turns out to
+    /// be on another file system and must be flushed on its own.
+    fn file_written(path: &Path, device: u64) -> io::Result<bool> {
+        let file = open_to_flush(path)?;
+        if file.metadata()?.dev() != device {
             return Ok(false);
         }
-        // SAFETY: as above.
-        if unsafe { libc::syncfs(file.as_raw_fd()) } != 0 {
+        let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+            | libc::SYNC_FILE_RANGE_WRITE
+            | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+        // SAFETY: the descriptor is owned by `file` and valid for the call;
+        // offset 0 and length 0 mean the whole file.
+        if unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, flags) } != 0 {
             return Err(io::Error::last_os_error());
         }
         Ok(true)
+    }
+
+    /// Whether the file system on `device` is mounted as ext4 or XFS, whose
+    /// `syncfs` commits the journal and flushes the disk cache (by
+    /// /proc/self/mountinfo, once per device).
+    pub(super) fn commits_with_syncfs(device: u64) -> bool {
+        static KNOWN: OnceLock<Mutex<HashMap<u64, bool>>> = OnceLock::new();
+        let known = KNOWN.get_or_init(|| Mutex::new(HashMap::new()));
+        if let Some(answer) = known.lock().expect("file system kinds").get(&device) {
+            return *answer;
+        }
+        let answer = std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|mountinfo| {
+            matches!(
+                mount_kind(&mountinfo, libc::major(device), libc::minor(device)),
+                Some("ext4" | "xfs")
+            )
+        });
+        known
+            .lock()
+            .expect("file system kinds")
+            .insert(device, answer);
+        answer
+    }
+
+    /// The file system type /proc/self/mountinfo gives for the device
+    /// `major:minor` (its third field; the type follows the " - ").
+    pub(super) fn mount_kind(mountinfo: &str, major: u32, minor: u32) -> Option<&str> {
+        let device = format!("{major}:{minor}");
+        mountinfo.lines().find_map(|line| {
+            let (mount, about) = line.split_once(" - ")?;
+            (mount.split(' ').nth(2)? == device).then(|| about.split(' ').next())?
+        })
     }
 
     /// Whether this kernel's `syncfs` returns write-back errors (Linux 5.8).
@@ -259,23 +342,52 @@ mod tests {
 
     #[cfg(target_os = "linux")]
     #[test]
-    fn syncfs_is_used_only_on_file_systems_known_to_commit_with_it() {
-        use whole_file_system::syncfs_of;
+    fn syncfs_is_used_only_on_file_systems_mounted_as_ext4_or_xfs() {
+        use std::os::unix::fs::MetadataExt;
+        use whole_file_system::{commits_with_syncfs, mount_kind};
+        let mountinfo = "\
+22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw,discard
+23 22 0:21 / /dev/shm rw,nosuid shared:2 - tmpfs tmpfs rw
+24 22 8:17 / /mnt/old rw - ext2 /dev/sdb1 rw
+25 22 0:45 / /mnt/box rw - fuse.sshfs box: rw,user_id=0
+";
+        assert_eq!(mount_kind(mountinfo, 254, 0), Some("ext4"));
+        assert_eq!(mount_kind(mountinfo, 8, 17), Some("ext2"));
+        assert_eq!(mount_kind(mountinfo, 0, 45), Some("fuse.sshfs"));
+        assert_eq!(mount_kind(mountinfo, 8, 1), None);
+
+        // A tmpfs keeps nothing on a disk.
+        let shm = fs::metadata("/dev/shm").unwrap().dev();
+        assert!(!commits_with_syncfs(shm));
         let dir = tempfile::tempdir().unwrap();
-        // A tmpfs keeps nothing on a disk: not one of the known kinds.
-        assert!(!syncfs_of(Path::new("/dev/shm")).unwrap());
-        assert_eq!(
-            syncfs_of(&dir.path().join("gone")).unwrap_err().kind(),
-            io::ErrorKind::NotFound
-        );
-        let kind = std::process::Command::new("stat")
-            .args(["-f", "-c", "%T"])
+        let kind = std::process::Command::new("findmnt")
+            .args(["-n", "-o", "FSTYPE", "--target"])
             .arg(dir.path())
             .output()
             .unwrap();
         let kind = String::from_utf8_lossy(&kind.stdout).trim().to_string();
-        let known = matches!(kind.as_str(), "ext2/ext3" | "xfs");
-        assert_eq!(syncfs_of(dir.path()).unwrap(), known, "{kind}");
+        let here = fs::metadata(dir.path()).unwrap().dev();
+        assert_eq!(
+            commits_with_syncfs(here),
+            matches!(kind.as_str(), "ext4" | "xfs"),
+            "{kind}"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_named_pipe_fails_to_flush_instead_of_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let pipe = dir.path().join("pipe");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&pipe)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        // Opening it without O_NONBLOCK would wait for a writer forever.
+        let failed = each_path(&[(0, pipe.as_path())]);
+        assert_eq!(failed.len(), 1, "fsync of a pipe is refused");
+        assert_eq!(failed[0].1.raw_os_error(), Some(libc::EINVAL));
     }
 
     #[cfg(target_os = "linux")]

@@ -39,8 +39,10 @@ pub struct LocalFolder {
     case_insensitive: OnceLock<bool>,
     /// Folders whose entries changed and are not yet known to be on disk.
     dirty: Mutex<BTreeSet<PathBuf>>,
-    /// Held for the whole of a flush of `dirty` (see [`Self::flush_with_folders`]).
-    flushing: Mutex<()>,
+    /// Held for the whole of a flush of `dirty`; holds a folder that could
+    /// not be flushed until `flush` reports it (see
+    /// [`Self::flush_with_folders`]).
+    flushing: Mutex<Option<(PathBuf, io::Error)>>,
     /// Temporary files older than this are a crash's leftovers.
     stale_temp_age: Duration,
     /// Partial downloads older than this are given up.
@@ -56,7 +58,7 @@ impl LocalFolder {
             trash: Trash::new(trash),
             case_insensitive: OnceLock::new(),
             dirty: Mutex::new(BTreeSet::new()),
-            flushing: Mutex::new(()),
+            flushing: Mutex::new(None),
             stale_temp_age: STALE_TEMP,
             stale_partial_age: STALE_PARTIAL,
         }
@@ -71,7 +73,7 @@ impl LocalFolder {
             trash,
             case_insensitive: OnceLock::new(),
             dirty: Mutex::new(BTreeSet::new()),
-            flushing: Mutex::new(()),
+            flushing: Mutex::new(None),
             stale_temp_age: STALE_TEMP,
             stale_partial_age: STALE_PARTIAL,
         }
@@ -115,39 +117,38 @@ impl LocalFolder {
     /// `syncfs` covers both where that is used (see `fsops::flush_all`), so
     /// a batch of staged files also makes the previous batch's renames
     /// durable, and the flush before recording that batch finds nothing
-    /// left to do. Returns the files that could not be flushed, by index,
-    /// and the first folder that could not be.
+    /// left to do. Returns the files that could not be flushed, by index.
     ///
-    /// One flush at a time: a flush that finds no folder left waits for
-    /// one in progress, so when it returns every folder touched before it
-    /// was called is on disk, whichever call flushed it. A folder that
-    /// could not be flushed goes back into the set, so the next flush
-    /// (before the journal records anything that depends on it) tries it
-    /// again and reports it.
-    fn flush_with_folders(&self, files: &[&Path]) -> FlushFailures {
-        let _one_at_a_time = self.flushing.lock().expect("folder flush");
+    /// The caller holds `flushing` for the whole call, so flushes run one
+    /// at a time: a flush that finds no folder left has waited for the one
+    /// that took them. A folder that could not be flushed is not tried
+    /// again (after a failed `fsync` the next one usually succeeds without
+    /// the entries being on disk): its failure waits in `pending` for the
+    /// next [`Replica::flush`], which reports it, so the journal records
+    /// nothing that depends on it.
+    fn flush_with_folders(
+        &self,
+        pending: &mut Option<(PathBuf, io::Error)>,
+        files: &[&Path],
+    ) -> Vec<(usize, io::Error)> {
         let folders = std::mem::take(&mut *self.dirty.lock().expect("dirty folders"));
         let folders: Vec<&Path> = folders.iter().map(PathBuf::as_path).collect();
-        let mut failures = FlushFailures::default();
+        let mut failed_files = Vec::new();
         for (index, error) in fsops::flush_all(files, &folders) {
             if index < files.len() {
-                failures.files.push((index, error));
+                failed_files.push((index, error));
             } else if !matches!(
                 error.kind(),
                 io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-            ) {
+            ) && pending.is_none()
+            {
                 // (A folder that went away since, moved to the trash or
                 // replaced by a file, has nothing left to flush here; the
                 // folders its entries moved to are in the set.)
-                let folder = folders[index - files.len()].to_path_buf();
-                self.dirty
-                    .lock()
-                    .expect("dirty folders")
-                    .insert(folder.clone());
-                failures.folder.get_or_insert((folder, error));
+                *pending = Some((folders[index - files.len()].to_path_buf(), error));
             }
         }
-        failures
+        failed_files
     }
 
     fn check(&self, path: &RelPath, expect: &Expect) -> Result<PathBuf, ReplicaError> {
@@ -212,7 +213,15 @@ impl LocalFolder {
                 if let Some(parent) = target.parent() {
                     fs::create_dir_all(parent)
                         .map_err(|e| ReplicaError::io("create the folder of", path, e))?;
-                    self.touched(parent);
+                    // Every level may be new: each one's entry in the
+                    // folder above is flushed.
+                    let mut created = parent;
+                    while created != self.root
+                        && let Some(above) = created.parent()
+                    {
+                        self.touched(created);
+                        created = above;
+                    }
                 }
                 create()
             }
@@ -231,13 +240,6 @@ impl LocalFolder {
         let _ = fs::remove_file(&probe);
         insensitive
     }
-}
-
-/// What [`LocalFolder::flush_with_folders`] could not flush.
-#[derive(Default)]
-struct FlushFailures {
-    files: Vec<(usize, io::Error)>,
-    folder: Option<(PathBuf, io::Error)>,
 }
 
 /// Staged files older than this were left by a crash (ours, or another
@@ -575,9 +577,15 @@ impl Replica for LocalFolder {
 
     fn sync_staged(&self, staged: &[&StagedWrite]) -> Result<(), ReplicaError> {
         let temps: Vec<&Path> = staged.iter().map(|s| s.temp.as_path()).collect();
-        // A folder that could not be flushed is reported by the flush
-        // before the journal records anything; these files are on disk.
-        match self.flush_with_folders(&temps).files.into_iter().next() {
+        let mut pending = self.flushing.lock().expect("folder flush");
+        // A folder that could not be flushed is reported by the next
+        // `flush`, before the journal records anything; it does not keep
+        // these files, which are on disk, from being renamed in.
+        match self
+            .flush_with_folders(&mut pending, &temps)
+            .into_iter()
+            .next()
+        {
             None => Ok(()),
             Some((index, e)) => Err(ReplicaError::io("flush", &staged[index].path, e)),
         }
@@ -693,7 +701,9 @@ impl Replica for LocalFolder {
     }
 
     fn flush(&self) -> Result<(), ReplicaError> {
-        match self.flush_with_folders(&[]).folder {
+        let mut pending = self.flushing.lock().expect("folder flush");
+        self.flush_with_folders(&mut pending, &[]);
+        match pending.take() {
             None => Ok(()),
             Some((folder, e)) => Err(ReplicaError::io("flush", folder.display(), e)),
         }
@@ -830,19 +840,17 @@ mod tests {
         remote.flush().unwrap();
 
         // A folder that cannot be flushed (here: a name too long to open)
-        // does not fail the staged files flushed with it, stays in the set,
-        // and fails every flush until it can be flushed.
+        // does not fail the staged files flushed with it; the next flush
+        // reports it, once: a second fsync after a failed one would
+        // succeed without proving anything.
         let bad = dir.path().join("x".repeat(300));
         remote.dirty.lock().unwrap().insert(bad.clone());
         let staged = remote
             .stage(&rel("two.txt"), &mut &b"one"[..], &hash, 1_000_000_000)
             .unwrap();
         remote.sync_staged(&[&staged]).unwrap();
-        for _ in 0..2 {
-            let error = remote.flush().unwrap_err().to_string();
-            assert!(error.contains("xxxxx"), "{error}");
-        }
-        remote.dirty.lock().unwrap().remove(&bad);
+        let error = remote.flush().unwrap_err().to_string();
+        assert!(error.contains("xxxxx"), "{error}");
         remote.flush().unwrap();
     }
 

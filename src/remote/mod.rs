@@ -318,7 +318,8 @@ pub trait Replica: Send + Sync {
     }
 
     /// Makes staged files durable, as cheaply as the backend can for many
-    /// at once. Called before any of them is committed.
+    /// at once. Called before any of them is committed, on the run's
+    /// flushing thread (see `flush`).
     fn sync_staged(&self, _staged: &[&StagedWrite]) -> Result<(), ReplicaError> {
         Ok(())
     }
@@ -349,7 +350,10 @@ pub trait Replica: Send + Sync {
     /// Makes every change done so far durable (flushes the folders whose
     /// entries changed). The engine calls it before recording a batch of
     /// finished actions in the journal, so the journal is never ahead of
-    /// the replicas.
+    /// the replicas. It runs on the run's recording thread, at the same
+    /// time as `sync_staged` (on the flushing thread) and the commits of
+    /// later batches: when it returns, every change done before it was
+    /// called must be durable, whichever thread flushed it.
     fn flush(&self) -> Result<(), ReplicaError> {
         Ok(())
     }

@@ -1074,7 +1074,6 @@ impl Replica for SftpReplica {
         // session for each of a batch's concurrent commits.
         Capabilities {
             parallel_commits: true,
-            local_disk: false,
             ..Capabilities::default()
         }
     }

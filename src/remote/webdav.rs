@@ -1867,7 +1867,6 @@ impl Replica for WebdavReplica {
         // in); the client keeps a connection for each concurrent one.
         Capabilities {
             parallel_commits: true,
-            local_disk: false,
             ..Capabilities::default()
         }
     }
