@@ -167,10 +167,8 @@ mod whole_file_system {
                 if !is_file {
                     continue;
                 }
-                match file_written(path, system.device) {
-                    Ok(true) => {}
-                    Ok(false) => failed.extend(each_path(&[(index, path)])),
-                    Err(e) => failed.push((index, e)),
+                if let Err(e) = file_written(path) {
+                    failed.push((index, e));
                 }
             }
         }
@@ -202,14 +200,10 @@ mod whole_file_system {
         Ok(())
     }
 
-    /// After the `syncfs` of `device`: whether the file's data reached the
-    /// disk (an error if it did not), or false when the file turns out to
-    /// be on another file system and must be flushed on its own.
-    fn file_written(path: &Path, device: u64) -> io::Result<bool> {
+    /// After the `syncfs` of its file system: an error if the file's data
+    /// did not reach the disk.
+    fn file_written(path: &Path) -> io::Result<()> {
         let file = open_to_flush(path)?;
-        if file.metadata()?.dev() != device {
-            return Ok(false);
-        }
         let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
             | libc::SYNC_FILE_RANGE_WRITE
             | libc::SYNC_FILE_RANGE_WAIT_AFTER;
@@ -218,7 +212,7 @@ mod whole_file_system {
         if unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, flags) } != 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(true)
+        Ok(())
     }
 
     /// Whether the file system on `device` is mounted as ext4 or XFS, whose
