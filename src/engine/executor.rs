@@ -375,6 +375,13 @@ fn run_copies(
             }
         }
     });
+    // A cancelled run leaves copies no worker took: they are planned
+    // afresh, never taken for done (a conflict kept by a copy is resolved
+    // only once the copy happened).
+    for (_, job) in next.into_inner().expect("job queue") {
+        let path = job.path.to_string();
+        note_failure(outcome, job.path, ReplicaError::Changed { path });
+    }
 }
 
 /// Staged files are put in place in batches of at most this many, or

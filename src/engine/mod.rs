@@ -522,7 +522,7 @@ impl Run<'_> {
                 let mut again: Vec<RelPath> = outcome.changed;
                 let mut offline = self.note_outcome(&plan.actions, outcome.failed);
                 for conflict in &plan.conflicts {
-                    if offline.is_some() {
+                    if offline.is_some() || ctx.cancelled() {
                         break;
                     }
                     match conflicts::settle(&ctx, &mut trees, conflict, &base, &mut self.tally) {

@@ -30,8 +30,10 @@
 //! flushing folders. So after it, each file is asked for its own error
 //! (`sync_file_range`, which waits for the file's write-back and reports
 //! its error without another commit or cache flush). Folder entries are
-//! file-system metadata: ext4 and XFS stop the whole file system when its
-//! journal cannot be written, and every later `syncfs` fails.
+//! file-system metadata: ext4 and XFS shut the whole file system down when
+//! its journal cannot be written, and then every `fsync` fails; one
+//! `fsync` of a folder follows each `syncfs`, since before Linux 5.17
+//! `syncfs` could answer success on a file system shut down.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -159,7 +161,9 @@ mod whole_file_system {
             // An unknown kind of file system, or a failed `syncfs` (whose
             // error may be another program's): settled path by path, which
             // names exactly what failed.
-            if !commits_with_syncfs(system.device) || syncfs(&system.handle).is_err() {
+            if !commits_with_syncfs(system.device, &system.handle)
+                || syncfs(&system.handle).is_err()
+            {
                 failed.extend(each_path(&as_paths()));
                 continue;
             }
@@ -197,7 +201,11 @@ mod whole_file_system {
         if unsafe { libc::syncfs(handle.as_raw_fd()) } != 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(())
+        // Before Linux 5.17 `syncfs` ignored what the file system's own
+        // sync returned: a file system shut down after an I/O error could
+        // answer success. Its `fsync` does fail then (ext4 and XFS), and
+        // with nothing left to write it costs one cache flush.
+        handle.sync_all()
     }
 
     /// After the `syncfs` of its file system: an error if the file's data
@@ -215,26 +223,53 @@ mod whole_file_system {
         Ok(())
     }
 
-    /// Whether the file system on `device` is mounted as ext4 or XFS, whose
-    /// `syncfs` commits the journal and flushes the disk cache (by
-    /// /proc/self/mountinfo, once per device).
-    pub(super) fn commits_with_syncfs(device: u64) -> bool {
+    /// Whether the file system on `device`, open as `handle`, is mounted as
+    /// ext4 or XFS, whose `syncfs` commits the journal and flushes the disk
+    /// cache: by /proc/self/mountinfo (read once per device number), and
+    /// by the file system's magic number each time, since a device number
+    /// is reused when a disk is swapped for another.
+    pub(super) fn commits_with_syncfs(device: u64, handle: &File) -> bool {
         static KNOWN: OnceLock<Mutex<HashMap<u64, bool>>> = OnceLock::new();
         let known = KNOWN.get_or_init(|| Mutex::new(HashMap::new()));
-        if let Some(answer) = known.lock().expect("file system kinds").get(&device) {
-            return *answer;
-        }
-        let answer = std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|mountinfo| {
-            matches!(
-                mount_kind(&mountinfo, libc::major(device), libc::minor(device)),
-                Some("ext4" | "xfs")
-            )
-        });
-        known
+        let cached = known
             .lock()
             .expect("file system kinds")
-            .insert(device, answer);
-        answer
+            .get(&device)
+            .copied();
+        let mounted_as_known = cached.unwrap_or_else(|| {
+            let answer = std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|mountinfo| {
+                matches!(
+                    mount_kind(&mountinfo, libc::major(device), libc::minor(device)),
+                    Some("ext4" | "xfs")
+                )
+            });
+            known
+                .lock()
+                .expect("file system kinds")
+                .insert(device, answer);
+            answer
+        });
+        mounted_as_known && has_known_magic(handle)
+    }
+
+    /// Whether `handle` is on a file system with ext4's or XFS's magic
+    /// number.
+    fn has_known_magic(handle: &File) -> bool {
+        // SAFETY: an all-zero statfs is a valid value for fstatfs to fill.
+        let mut info: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: the descriptor is owned by `handle` and valid for the
+        // call; `info` is a writable statfs.
+        if unsafe { libc::fstatfs(handle.as_raw_fd(), &mut info) } != 0 {
+            return false;
+        }
+        // f_type's integer type differs between targets; the magic numbers
+        // fit every one of them.
+        #[allow(clippy::unnecessary_cast)]
+        let (kind, known) = (
+            info.f_type as i64,
+            [libc::EXT4_SUPER_MAGIC as i64, libc::XFS_SUPER_MAGIC as i64],
+        );
+        known.contains(&kind)
     }
 
     /// The file system type /proc/self/mountinfo gives for the device
@@ -344,15 +379,17 @@ mod tests {
 23 22 0:21 / /dev/shm rw,nosuid shared:2 - tmpfs tmpfs rw
 24 22 8:17 / /mnt/old rw - ext2 /dev/sdb1 rw
 25 22 0:45 / /mnt/box rw - fuse.sshfs box: rw,user_id=0
+26 22 8:33 / /mnt/my\\040disk rw,relatime shared:9 master:3 - xfs /dev/sdc1 rw
 ";
         assert_eq!(mount_kind(mountinfo, 254, 0), Some("ext4"));
         assert_eq!(mount_kind(mountinfo, 8, 17), Some("ext2"));
         assert_eq!(mount_kind(mountinfo, 0, 45), Some("fuse.sshfs"));
+        assert_eq!(mount_kind(mountinfo, 8, 33), Some("xfs"));
         assert_eq!(mount_kind(mountinfo, 8, 1), None);
 
         // A tmpfs keeps nothing on a disk.
-        let shm = fs::metadata("/dev/shm").unwrap().dev();
-        assert!(!commits_with_syncfs(shm));
+        let shm = File::open("/dev/shm").unwrap();
+        assert!(!commits_with_syncfs(shm.metadata().unwrap().dev(), &shm));
         let dir = tempfile::tempdir().unwrap();
         let kind = std::process::Command::new("findmnt")
             .args(["-n", "-o", "FSTYPE", "--target"])
@@ -360,9 +397,9 @@ mod tests {
             .output()
             .unwrap();
         let kind = String::from_utf8_lossy(&kind.stdout).trim().to_string();
-        let here = fs::metadata(dir.path()).unwrap().dev();
+        let here = File::open(dir.path()).unwrap();
         assert_eq!(
-            commits_with_syncfs(here),
+            commits_with_syncfs(here.metadata().unwrap().dev(), &here),
             matches!(kind.as_str(), "ext4" | "xfs"),
             "{kind}"
         );
