@@ -11,8 +11,9 @@
 //! or a large copy can take seconds per batch. So a batch is flushed with
 //! `syncfs` only where that is both cheap and sound:
 //!
-//! - on Linux 5.8 or later, whose `syncfs` reports write-back errors (before
-//!   5.8 it returned success even when data never reached the disk);
+//! - on Linux 5.17 or later, whose `syncfs` reports write-back errors (since
+//!   5.8) and what the file system's own sync answers (since 5.17; before,
+//!   a file system shut down after an I/O error could answer success);
 //! - on file systems mounted as ext4 or XFS, whose `syncfs` commits their
 //!   journal and flushes the disk cache (a FUSE file system such as sshfs
 //!   answers `syncfs` without asking its server, where `fsync` does ask;
@@ -31,9 +32,7 @@
 //! (`sync_file_range`, which waits for the file's write-back and reports
 //! its error without another commit or cache flush). Folder entries are
 //! file-system metadata: ext4 and XFS shut the whole file system down when
-//! its journal cannot be written, and then every `fsync` fails; one
-//! `fsync` of a folder follows each `syncfs`, since before Linux 5.17
-//! `syncfs` could answer success on a file system shut down.
+//! its journal cannot be written, and every later `syncfs` fails.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -201,11 +200,7 @@ mod whole_file_system {
         if unsafe { libc::syncfs(handle.as_raw_fd()) } != 0 {
             return Err(io::Error::last_os_error());
         }
-        // Before Linux 5.17 `syncfs` ignored what the file system's own
-        // sync returned: a file system shut down after an I/O error could
-        // answer success. Its `fsync` does fail then (ext4 and XFS), and
-        // with nothing left to write it costs one cache flush.
-        handle.sync_all()
+        Ok(())
     }
 
     /// After the `syncfs` of its file system: an error if the file's data
@@ -282,12 +277,13 @@ mod whole_file_system {
         })
     }
 
-    /// Whether this kernel's `syncfs` returns write-back errors (Linux 5.8).
+    /// Whether this kernel's `syncfs` returns write-back errors and the
+    /// file system's own answer (Linux 5.17).
     fn syncfs_reports_errors() -> bool {
         static ANSWER: OnceLock<bool> = OnceLock::new();
         *ANSWER.get_or_init(|| {
             std::fs::read_to_string("/proc/sys/kernel/osrelease")
-                .is_ok_and(|release| kernel_at_least(&release, (5, 8)))
+                .is_ok_and(|release| kernel_at_least(&release, (5, 17)))
         })
     }
 
@@ -425,12 +421,12 @@ mod tests {
     #[test]
     fn kernel_releases_and_unwritten_bytes_are_read() {
         use whole_file_system::{kernel_at_least, unwritten_bytes};
-        assert!(kernel_at_least("6.1.0-18-amd64\n", (5, 8)));
-        assert!(kernel_at_least("5.8.0", (5, 8)));
-        assert!(kernel_at_least("5.10.0-rc1", (5, 8)));
-        assert!(!kernel_at_least("5.4.0-150-generic", (5, 8)));
-        assert!(!kernel_at_least("4.19.0", (5, 8)));
-        assert!(!kernel_at_least("garbage", (5, 8)));
+        assert!(kernel_at_least("6.1.0-18-amd64\n", (5, 17)));
+        assert!(kernel_at_least("5.17.0", (5, 17)));
+        assert!(kernel_at_least("5.19.0-rc1", (5, 17)));
+        assert!(!kernel_at_least("5.15.0-150-generic", (5, 17)));
+        assert!(!kernel_at_least("4.19.0", (5, 17)));
+        assert!(!kernel_at_least("garbage", (5, 17)));
 
         let meminfo = "MemTotal: 24000000 kB\nDirty:  28 kB\nWriteback:  4 kB\n";
         assert_eq!(unwritten_bytes(meminfo), Some(32 * 1024));
