@@ -192,6 +192,28 @@ fn temps(dir: &Path) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// Starts the agent on the server's folder `pair` and waits until its
+/// first sync brought `first`, a file already on the server, down.
+fn start_synced(server: &Sshd, first: &str) -> Daemon {
+    let daemon = Daemon::start(server, "laptop", "pair");
+    wait_until(
+        "the first sync brings the server's files down",
+        || daemon.local.join(first).exists(),
+        &daemon,
+    );
+    daemon
+}
+
+/// Writes `size` bytes at `staging` and moves them to `target` (on the
+/// same file system), so a watcher or a poll sees the file whole at once;
+/// returns its hash.
+fn move_in_big(staging: &Path, target: &Path, size: usize) -> blake3::Hash {
+    write_big(staging, size);
+    let expected = hash(staging).unwrap();
+    fs::rename(staging, target).unwrap();
+    expected
+}
+
 #[test]
 fn sshd_killed_mid_upload_shows_offline_backs_off_and_converges_when_it_is_back() {
     const SIZE: usize = 128 << 20;
@@ -199,19 +221,12 @@ fn sshd_killed_mid_upload_shows_offline_backs_off_and_converges_when_it_is_back(
     let served = server.served().join("pair");
     fs::create_dir_all(&served).unwrap();
     fs::write(served.join("small-from-server.txt"), "server\n").unwrap();
-    let daemon = Daemon::start(&server, "laptop", "pair");
-    wait_until(
-        "the first sync brings the server's file down",
-        || daemon.local.join("small-from-server.txt").exists(),
-        &daemon,
+    let daemon = start_synced(&server, "small-from-server.txt");
+    let expected = move_in_big(
+        &daemon.home.join("big.bin"),
+        &daemon.local.join("big.bin"),
+        SIZE,
     );
-
-    // Write the big file beside the folder and move it in, so the agent
-    // sees it whole at once.
-    let staging = daemon.home.join("big.bin");
-    write_big(&staging, SIZE);
-    let expected = hash(&staging).unwrap();
-    fs::rename(&staging, daemon.local.join("big.bin")).unwrap();
 
     // Kill sshd as soon as the upload has started and is not finished.
     let deadline = Instant::now() + PATIENCE;
@@ -317,19 +332,15 @@ fn sshd_killed_mid_download_keeps_the_partial_and_the_retry_continues_it() {
     let served = server.served().join("pair");
     fs::create_dir_all(&served).unwrap();
     fs::write(served.join("small.txt"), "server\n").unwrap();
-    let daemon = Daemon::start(&server, "laptop", "pair");
-    wait_until(
-        "the first sync brings the server's file down",
-        || daemon.local.join("small.txt").exists(),
-        &daemon,
-    );
+    let daemon = start_synced(&server, "small.txt");
 
     // Written beside the served folder and moved in, so the agent's poll
     // sees it whole.
-    let staging = server.scratch("staging").join("big.bin");
-    write_big(&staging, SIZE);
-    let expected = hash(&staging).unwrap();
-    fs::rename(&staging, served.join("big.bin")).unwrap();
+    let expected = move_in_big(
+        &server.scratch("staging").join("big.bin"),
+        &served.join("big.bin"),
+        SIZE,
+    );
 
     // Kill sshd once the download has started and is not finished.
     let deadline = Instant::now() + PATIENCE;
@@ -461,18 +472,40 @@ fn problems(status: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Waits until the pair's status names `path` with a message containing
+/// `needle`.
+fn wait_for_problem(daemon: &Daemon, path: &str, needle: &str) {
+    wait_until(
+        &format!("status names {path} with \"{needle}\""),
+        || {
+            problems(&daemon.pair_status())
+                .iter()
+                .any(|(named, message)| named == path && message.contains(needle))
+        },
+        daemon,
+    );
+}
+
+/// Waits until every file holds its content.
+fn wait_for_contents(daemon: &Daemon, what: &str, files: &[(&Path, &str)]) {
+    wait_until(
+        what,
+        || {
+            files
+                .iter()
+                .all(|(path, content)| fs::read_to_string(path).ok().as_deref() == Some(*content))
+        },
+        daemon,
+    );
+}
+
 #[test]
 fn a_server_folder_that_refuses_writes_is_a_per_path_problem_and_the_rest_syncs() {
     let server = Sshd::start();
     let served = server.served().join("pair");
     fs::create_dir_all(served.join("locked")).unwrap();
     fs::write(served.join("locked/old.txt"), "old\n").unwrap();
-    let daemon = Daemon::start(&server, "laptop", "pair");
-    wait_until(
-        "the first sync brings the server's files down",
-        || daemon.local.join("locked/old.txt").exists(),
-        &daemon,
-    );
+    let daemon = start_synced(&server, "locked/old.txt");
 
     let block = WriteBlock::new(&served.join("locked"));
     fs::write(daemon.local.join("locked/new.txt"), "must not be lost\n").unwrap();
@@ -480,28 +513,14 @@ fn a_server_folder_that_refuses_writes_is_a_per_path_problem_and_the_rest_syncs(
     fs::write(daemon.local.join("open/ok.txt"), "goes through\n").unwrap();
     fs::write(served.join("from-server.txt"), "comes down\n").unwrap();
 
-    wait_until(
-        "status names locked/new.txt as refused",
-        || {
-            problems(&daemon.pair_status())
-                .iter()
-                .any(|(path, message)| path == "locked/new.txt" && message.contains("denied"))
-        },
+    wait_for_problem(&daemon, "locked/new.txt", "denied");
+    wait_for_contents(
         &daemon,
-    );
-    wait_until(
         "the rest of the pair syncs",
-        || {
-            fs::read_to_string(served.join("open/ok.txt"))
-                .ok()
-                .as_deref()
-                == Some("goes through\n")
-                && fs::read_to_string(daemon.local.join("from-server.txt"))
-                    .ok()
-                    .as_deref()
-                    == Some("comes down\n")
-        },
-        &daemon,
+        &[
+            (&served.join("open/ok.txt"), "goes through\n"),
+            (&daemon.local.join("from-server.txt"), "comes down\n"),
+        ],
     );
     let status = daemon.pair_status();
     assert_ne!(status["state"], "offline", "{status:#}");
@@ -682,42 +701,23 @@ fn a_full_disk_on_the_server_is_a_per_path_problem_and_the_file_arrives_once_the
     fs::create_dir_all(served.join("tiny")).unwrap();
     let tiny = TinyFs::mount(&served.join("tiny"), "1m");
     fs::write(served.join("tiny/small.txt"), "fits\n").unwrap();
-    let daemon = Daemon::start(&server, "laptop", "pair");
-    wait_until(
-        "the first sync brings the server's file down",
-        || daemon.local.join("tiny/small.txt").exists(),
-        &daemon,
+    let daemon = start_synced(&server, "tiny/small.txt");
+    let expected = move_in_big(
+        &daemon.home.join("big.bin"),
+        &daemon.local.join("tiny/big.bin"),
+        SIZE,
     );
-
-    let staging = daemon.home.join("big.bin");
-    write_big(&staging, SIZE);
-    let expected = hash(&staging).unwrap();
-    fs::rename(&staging, daemon.local.join("tiny/big.bin")).unwrap();
     fs::write(daemon.local.join("elsewhere.txt"), "still syncs\n").unwrap();
     fs::write(served.join("from-server.txt"), "comes down\n").unwrap();
 
-    wait_until(
-        "status names tiny/big.bin as out of space",
-        || {
-            problems(&daemon.pair_status())
-                .iter()
-                .any(|(path, message)| path == "tiny/big.bin" && message.contains("out of space"))
-        },
+    wait_for_problem(&daemon, "tiny/big.bin", "out of space");
+    wait_for_contents(
         &daemon,
-    );
-    wait_until(
         "the rest of the pair syncs",
-        || {
-            fs::read_to_string(served.join("elsewhere.txt"))
-                .ok()
-                .as_deref()
-                == Some("still syncs\n")
-                && fs::read_to_string(daemon.local.join("from-server.txt"))
-                    .ok()
-                    .as_deref()
-                    == Some("comes down\n")
-        },
-        &daemon,
+        &[
+            (&served.join("elsewhere.txt"), "still syncs\n"),
+            (&daemon.local.join("from-server.txt"), "comes down\n"),
+        ],
     );
     let status = daemon.pair_status();
     assert_ne!(status["state"], "offline", "{status:#}");
