@@ -556,11 +556,11 @@ fn stage_one(ctx: &EngineContext<'_>, job: &CopyJob<'_>) -> Result<StagedWrite, 
     let transfer = ctx
         .progress
         .start_transfer(job.path, direction, job.source.size);
-    let advance = |n: u64| transfer.advance(n);
+    let at = |done: u64| transfer.set_done(done);
     // The source can be reopened at an offset: the destination may continue
     // a partial transfer an earlier attempt left, and a read that breaks
     // on a connection error continues where it stopped.
-    let source = Source::new(ctx.side(job.to.other()), job.path, job.source, &advance);
+    let source = Source::new(ctx.side(job.to.other()), job.path, job.source, &at);
     ctx.side(job.to)
         .stage_from(job.path, &source, job.source.mtime_ns)
         .map_err(|error| source.take_failure().unwrap_or(error))

@@ -95,8 +95,11 @@ pub struct Transfer<'a> {
 }
 
 impl Transfer<'_> {
-    pub fn advance(&self, bytes: u64) {
-        self.done.fetch_add(bytes, Ordering::Relaxed);
+    /// How many of the file's bytes are done now. A transfer that starts
+    /// over (a continued partial that did not verify) goes back, so the
+    /// progress never passes the size.
+    pub fn set_done(&self, bytes: u64) {
+        self.done.store(bytes, Ordering::Relaxed);
     }
 }
 
@@ -120,7 +123,7 @@ mod tests {
         let path = RelPath::new("big.bin").unwrap();
         {
             let transfer = progress.start_transfer(&path, Direction::Upload, 100);
-            transfer.advance(40);
+            transfer.set_done(40);
             assert_eq!(
                 progress.transfers(),
                 [TransferView {

@@ -969,9 +969,9 @@ mod tests {
         let partial = partial_of(dir.path(), &v1);
         fs::write(&partial, &v1[..300_000]).unwrap();
         let progress = Cell::new(0);
-        let advance = |n| progress.set(progress.get() + n);
+        let at = |done| progress.set(done);
         let path = rel("big.bin");
-        let source = Source::new(&remote, &path, meta_of(&v1), &advance);
+        let source = Source::new(&remote, &path, meta_of(&v1), &at);
         download(&local, &source).unwrap();
         assert!(fs::read(dir.path().join("local/big.bin")).unwrap() == v1);
         assert_eq!(
@@ -1024,9 +1024,20 @@ mod tests {
         let partial = partial_of(dir.path(), &v2);
         fs::write(&partial, &v1[..400_000]).unwrap();
         let path = rel("big.bin");
-        let source = Source::new(&remote, &path, meta_of(&v2), &|_| {});
+        let progress = Cell::new(0);
+        let most = Cell::new(0);
+        let at = |done| {
+            progress.set(done);
+            most.set(most.get().max(done));
+        };
+        let source = Source::new(&remote, &path, meta_of(&v2), &at);
         download(&local, &source).unwrap();
         assert!(fs::read(dir.path().join("local/big.bin")).unwrap() == v2);
+        // Starting over sets the progress back: it never passes the size.
+        assert_eq!(
+            (progress.get(), most.get()),
+            (v2.len() as u64, v2.len() as u64)
+        );
         assert_eq!(
             source.fetched(),
             (v2.len() - 400_000 + v2.len()) as u64,

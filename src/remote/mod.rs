@@ -389,8 +389,9 @@ pub struct Source<'a> {
     path: &'a RelPath,
     /// The version the copy is for (as listed): its hash gates the commit.
     pub meta: FileMeta,
-    /// Told how many bytes count as done: the prefix a reader starts at,
-    /// then each read.
+    /// Told how many bytes of the file count as done: where a reader
+    /// starts (a reader that starts over sets it back), then its position
+    /// after each read.
     progress: &'a dyn Fn(u64),
     /// Bytes really read from the replica.
     fetched: Cell<u64>,
@@ -526,7 +527,7 @@ impl Read for SourceReader<'_, '_> {
                     self.pos += n as u64;
                     let source = self.source;
                     source.fetched.set(source.fetched.get() + n as u64);
-                    (source.progress)(n as u64);
+                    (source.progress)(self.pos);
                     return Ok(n);
                 }
                 Err(e)
