@@ -263,7 +263,7 @@ impl<'r, 'a> Scanner<'r, 'a> {
     fn visit_file(&mut self, rel: RelPath, abs: &Path, before: &Metadata) {
         let id = file_id(before);
         match self.cached_hash(&rel, &id, before.len(), mtime_ns(before)) {
-            Some(hash) => self.insert_file(rel, before, hash),
+            Some(hash) => self.insert_file(rel, before, id, hash),
             None => {
                 self.to_hash.push(HashJob {
                     rel,
@@ -293,7 +293,10 @@ impl<'r, 'a> Scanner<'r, 'a> {
                         self.out.hashed_bytes += bytes;
                     }
                     match hashed {
-                        Hashed::Stable(hash) => self.insert_file(job.rel, &job.before, hash),
+                        Hashed::Stable(hash) => {
+                            let id = file_id(&job.before);
+                            self.insert_file(job.rel, &job.before, id, hash)
+                        }
                         Hashed::Changing => self.out.held.push(job.rel),
                         Hashed::Vanished => {}
                     }
@@ -303,14 +306,20 @@ impl<'r, 'a> Scanner<'r, 'a> {
         }
     }
 
-    fn insert_file(&mut self, rel: RelPath, meta: &Metadata, hash: ContentHash) {
+    fn insert_file(
+        &mut self,
+        rel: RelPath,
+        meta: &Metadata,
+        id: Option<FileId>,
+        hash: ContentHash,
+    ) {
         let entry = SideEntry {
             entry: Entry::File(FileMeta {
                 hash,
                 size: meta.len(),
                 mtime_ns: mtime_ns(meta),
             }),
-            id: file_id(meta),
+            id,
             version: None,
         };
         self.out.tree.insert(rel, entry);
