@@ -366,6 +366,7 @@ async fn sync(
                 error: Some(e.to_string()),
                 offline: false,
                 unsettled: Vec::new(),
+                journal_restored: false,
             };
         }
     };

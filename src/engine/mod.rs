@@ -15,6 +15,7 @@ pub mod conflicts;
 pub mod executor;
 pub mod guard;
 mod lease_keeper;
+mod lineage;
 pub mod progress;
 pub mod recorder;
 
@@ -184,6 +185,9 @@ pub struct SyncReport {
     pub offline: bool,
     /// Paths that changed while the run worked on them: sync them again.
     pub unsettled: Vec<RelPath>,
+    /// This run found the journal older than the remote (restored from a
+    /// backup) and re-discovered the pair instead of trusting its base.
+    pub journal_restored: bool,
 }
 
 /// A failure that stops a whole run.
@@ -214,6 +218,10 @@ pub struct PairEngine {
     backoff: Mutex<Backoff>,
     cancel: Arc<AtomicBool>,
     last_guard: Mutex<Option<GuardTrip>>,
+    /// Set once a run found the journal older than the remote; shown with
+    /// every later report's problems while the agent runs, so status keeps
+    /// saying why conflicts appeared.
+    restored_notice: Mutex<Option<Problem>>,
 }
 
 impl PairEngine {
@@ -237,6 +245,7 @@ impl PairEngine {
             backoff: Mutex::new(Backoff::default()),
             cancel: Arc::new(AtomicBool::new(false)),
             last_guard: Mutex::new(None),
+            restored_notice: Mutex::new(None),
         }
     }
 
@@ -294,6 +303,8 @@ impl PairEngine {
             problems: Vec::new(),
             failed: Vec::new(),
             unsettled: Vec::new(),
+            journal_restored: false,
+            listing_cache: None,
         };
         let looked_at = Instant::now();
         let result = run.run(request);
@@ -313,7 +324,11 @@ impl PairEngine {
             error: None,
             offline: false,
             unsettled: run.unsettled,
+            journal_restored: run.journal_restored,
         };
+        if let Some(notice) = self.restored_notice.lock().expect("notice").clone() {
+            report.problems.insert(0, notice);
+        }
         report.counts.errors = run.failed.len() as u64;
         match result {
             Err(SyncError::Guard(trip)) => {
@@ -449,12 +464,17 @@ struct Run<'a> {
     problems: Vec<Problem>,
     failed: Vec<(RelPath, String)>,
     unsettled: Vec<RelPath>,
+    /// The journal was found older than the remote in this run.
+    journal_restored: bool,
+    /// What the next listing uses as its hash cache instead of the base:
+    /// the forgotten base of a re-discovered pair (see `lineage`).
+    listing_cache: Option<BaseTree>,
 }
 
 impl Run<'_> {
     fn run(&mut self, request: &SyncRequest) -> Result<(), SyncError> {
         let engine = self.engine;
-        let base_files = engine
+        let mut base_files = engine
             .journal
             .lock()
             .expect("journal lock")
@@ -468,6 +488,25 @@ impl Run<'_> {
         let mut keeper = LeaseKeeper::start(lease, engine.settings.lease_ttl / 3);
 
         let mut scope = request.scope.clone();
+        let device = &engine.settings.device;
+        let mut recorded =
+            match lineage::check(&engine.journal, engine.pair, engine.remote(), device)? {
+                lineage::JournalAge::Current(recorded) => recorded,
+                lineage::JournalAge::Restored {
+                    recorded,
+                    stale_base,
+                } => {
+                    // Nothing of the base is left: the whole pair is
+                    // compared afresh, and no guard counts on old files.
+                    self.journal_restored = true;
+                    self.listing_cache = Some(stale_base);
+                    base_files = 0;
+                    scope = Scope::Full;
+                    let notice = lineage::restored_notice(&crate::timefmt::now_rfc3339());
+                    *engine.restored_notice.lock().expect("notice") = Some(notice);
+                    recorded
+                }
+            };
         for round in 0..MAX_ROUNDS {
             if let Some(error) = keeper.failure() {
                 return Err(SyncError::Replica(error));
@@ -548,6 +587,13 @@ impl Run<'_> {
             if let Some(error) = keeper.failure() {
                 return Err(SyncError::Replica(error));
             }
+            lineage::catch_up(
+                &engine.journal,
+                engine.pair,
+                engine.remote(),
+                device,
+                &mut recorded,
+            )?;
             if again.is_empty() {
                 self.unsettled.clear();
                 return Ok(());
@@ -600,8 +646,10 @@ impl Run<'_> {
             }
         };
         let ignore = engine.ignore_rules();
-        let local = engine.local.list(scope, &base, &ignore)?;
-        let remote = engine.remote.list(scope, &base, &ignore)?;
+        let cache = self.listing_cache.take();
+        let cache = cache.as_ref().unwrap_or(&base);
+        let local = engine.local.list(scope, cache, &ignore)?;
+        let remote = engine.remote.list(scope, cache, &ignore)?;
         let mut held: Vec<RelPath> = local.held.into_iter().chain(remote.held).collect();
         held.extend(
             engine

@@ -9,6 +9,7 @@
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::changes::{self, NewChange};
+use super::lineage;
 use super::rows::{RowReader, below, int, kind_str};
 use super::{Journal, JournalError, PairId, during};
 use crate::model::{BaseEntry, BaseTree, ContentHash, Entry, FileId, FileMeta, RelPath};
@@ -125,11 +126,16 @@ impl Journal {
     /// none. The executor groups steps that finished together, so a sync of
     /// many small files pays for one flush per batch rather than per file;
     /// a crash that loses a batch only makes the next sync find both sides
-    /// already agreeing (see `docs/journal.md`, "Crash safety").
+    /// already agreeing (see `docs/journal.md`, "Crash safety"). A batch
+    /// that changes the base advances the pair's generation (see
+    /// [`Journal::lineage`]).
     pub fn commit_batch(&self, pair: PairId, steps: &[Step]) -> Result<(), JournalError> {
         during("record a step", || {
             let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
             let now = timefmt::now_rfc3339();
+            if steps.iter().any(|step| !step.base.is_empty()) {
+                lineage::advance(&tx, pair)?;
+            }
             for step in steps {
                 for edit in &step.base {
                     apply_edit(&tx, pair, edit, &now)?;

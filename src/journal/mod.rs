@@ -19,6 +19,7 @@
 mod base;
 mod changes;
 mod conflicts;
+mod lineage;
 mod pairs;
 mod rows;
 mod schema;
@@ -37,6 +38,7 @@ use crate::model::{ContentHash, RelPath};
 pub use base::{BaseEdit, Step};
 pub use changes::{ChangeFilter, ChangeRow, ChangeType, NewChange};
 pub use conflicts::{ConflictFilter, ConflictRow, ConflictStatus, NewConflict};
+pub use lineage::Lineage;
 pub use pairs::{PairId, PairRow};
 pub use syncs::{SyncCounts, SyncRun, SyncStatus};
 

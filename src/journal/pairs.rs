@@ -54,8 +54,8 @@ impl Journal {
             let id = match existing {
                 None => PairId(
                     tx.prepare_cached(
-                        "INSERT INTO pairs (name, local_root, remote_url, created_at) \
-                     VALUES (?1, ?2, ?3, ?4) RETURNING id",
+                        "INSERT INTO pairs (name, local_root, remote_url, created_at, lineage) \
+                     VALUES (?1, ?2, ?3, ?4, lower(hex(randomblob(16)))) RETURNING id",
                     )?
                     .query_row(
                         params![name, local_root, remote_url, timefmt::now_rfc3339()],

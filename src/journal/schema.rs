@@ -18,7 +18,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 use super::{BUSY_TIMEOUT, JournalError, SqliteError};
 
 /// Every migration, oldest first.
-pub(super) const MIGRATIONS: &[&str] = &[V1];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// Version 1: pairs, base, changes, syncs, conflicts, blobs, counters.
 const V1: &str = "
@@ -135,6 +135,16 @@ CREATE TABLE counters (
     last INTEGER NOT NULL
 );
 INSERT INTO counters (name, last) VALUES ('sync', 0), ('conflict', 0);
+";
+
+/// Version 2: each pair's lineage and generation (see `journal/lineage.rs`):
+/// a random name for this journal's copy of the pair, and a count of the
+/// transactions that changed its base. Pairs recorded before get a lineage
+/// of their own here.
+const V2: &str = "
+ALTER TABLE pairs ADD COLUMN lineage TEXT NOT NULL DEFAULT '';
+ALTER TABLE pairs ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
+UPDATE pairs SET lineage = lower(hex(randomblob(16)));
 ";
 
 /// Per-connection settings. WAL lets `sqlite3` read while the agent writes;

@@ -729,6 +729,43 @@ impl Replica for LocalFolder {
         lease.acquire()?;
         Ok(Some(Box::new(lease)))
     }
+
+    fn read_record(&self, name: &str) -> Result<Option<String>, ReplicaError> {
+        if self.side == Side::Local {
+            return Ok(None);
+        }
+        let path = self.root.join(METADATA_DIR).join(name);
+        match fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(ReplicaError::io("read", path.display(), e)),
+        }
+    }
+
+    /// Written to a temporary name, flushed, and renamed over the old
+    /// record, which a reader sees in one step.
+    fn write_record(&self, name: &str, content: &str) -> Result<(), ReplicaError> {
+        if self.side == Side::Local {
+            return Ok(());
+        }
+        let path = self.root.join(METADATA_DIR).join(name);
+        let write = || -> io::Result<()> {
+            fs::create_dir_all(path.parent().unwrap_or(&self.root))?;
+            let temp = fsops::temp_path_for(&path);
+            let written = fs::File::create(&temp)
+                .and_then(|mut file| {
+                    file.write_all(content.as_bytes())?;
+                    file.sync_all()
+                })
+                .and_then(|()| fs::rename(&temp, &path));
+            if written.is_err() {
+                let _ = fs::remove_file(&temp);
+            }
+            written?;
+            fsops::sync_parent(&path)
+        };
+        write().map_err(|e| ReplicaError::io("write", path.display(), e))
+    }
 }
 
 /// The advisory lease of a remote folder: a file created exclusively,
@@ -819,6 +856,31 @@ mod tests {
         std::mem::forget(expired);
         // The holder "crashed" with an expired lease: it is taken over.
         remote.lease("laptop", Duration::from_secs(60)).unwrap();
+    }
+
+    #[test]
+    fn a_remote_folder_keeps_records_in_its_metadata_folder_and_the_local_side_keeps_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let remote = LocalFolder::remote(dir.path().to_path_buf());
+        assert_eq!(remote.read_record("journals/ab").unwrap(), None);
+        remote.write_record("journals/ab", "7 laptop\n").unwrap();
+        remote.write_record("journals/ab", "12 laptop\n").unwrap();
+        assert_eq!(
+            remote.read_record("journals/ab").unwrap().as_deref(),
+            Some("12 laptop\n")
+        );
+        let folder = dir.path().join(METADATA_DIR).join("journals");
+        let names: Vec<_> = fs::read_dir(&folder)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["ab"], "no temporary file is left behind");
+
+        let local_dir = tempfile::tempdir().unwrap();
+        let local = LocalFolder::local(local_dir.path().to_path_buf(), dir.path().join("trash"));
+        local.write_record("journals/ab", "7 laptop\n").unwrap();
+        assert_eq!(local.read_record("journals/ab").unwrap(), None);
+        assert_eq!(fs::read_dir(local_dir.path()).unwrap().count(), 0);
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! root.
 
 mod job_queue;
+pub mod journal_record;
 pub mod lease;
 pub mod local;
 pub mod sftp;
@@ -367,6 +368,25 @@ pub trait Replica: Send + Sync {
     /// Takes the advisory lease among agents, if the backend has one.
     fn lease(&self, _device: &str, _ttl: Duration) -> Result<Option<Box<dyn Lease>>, ReplicaError> {
         Ok(None)
+    }
+
+    /// Reads the record `name`, a small text file the agents keep for
+    /// themselves in the replica's metadata folder (`.prism-sync/NAME`,
+    /// beside the lease; see [`journal_record`]); `None` when there is
+    /// none. A replica that keeps no records (the local side of a pair)
+    /// has none.
+    fn read_record(&self, _name: &str) -> Result<Option<String>, ReplicaError> {
+        Ok(None)
+    }
+
+    /// Creates or replaces the record `name` with `content`, whole: a
+    /// reader finds the old content or the new one, never a mix (a backend
+    /// that cannot replace in one step may, after a crash half-way, have
+    /// none). Records are the agents' bookkeeping, not synced files: the
+    /// old content does not go to the trash. A replica that keeps no
+    /// records ignores this.
+    fn write_record(&self, _name: &str, _content: &str) -> Result<(), ReplicaError> {
+        Ok(())
     }
 }
 

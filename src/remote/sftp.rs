@@ -1546,6 +1546,67 @@ impl Replica for SftpReplica {
         lease.acquire()?;
         Ok(Some(Box::new(lease)))
     }
+
+    fn read_record(&self, name: &str) -> Result<Option<String>, ReplicaError> {
+        let s = &self.shared;
+        let path = s.meta_dir().join(name);
+        let conn = s.conn()?;
+        let file = match conn.sftp.open(&path) {
+            Ok(file) => file,
+            Err(e) if e.code() == ErrorCode::SFTP(2) => return Ok(None),
+            Err(e) => return Err(conn.error("read", path.display(), e)),
+        };
+        let mut text = String::new();
+        file.take(64 * 1024)
+            .read_to_string(&mut text)
+            .map_err(|e| s.transfer_error(&conn, "read", path.display(), e))?;
+        Ok(Some(text))
+    }
+
+    /// Uploaded to a temporary name and renamed in. SFTP renames never
+    /// replace, so an existing record is removed just before: a crash
+    /// between the two leaves no record, which reads as none.
+    fn write_record(&self, name: &str, content: &str) -> Result<(), ReplicaError> {
+        let s = &self.shared;
+        let path = s.meta_dir().join(name);
+        let conn = s.conn()?;
+        if let Some(parent) = path.parent() {
+            conn.mkdir_all(parent)
+                .map_err(|e| ReplicaError::io("create", parent.display(), e))?;
+        }
+        let record_name = path.file_name().unwrap_or_default().to_string_lossy();
+        let temp = path.with_file_name(temp_name_for(&record_name));
+        let uploaded = conn
+            .sftp
+            .open_mode(
+                &temp,
+                OpenFlags::WRITE | OpenFlags::EXCLUSIVE,
+                0o644,
+                OpenType::File,
+            )
+            .map_err(|e| conn.error("write", path.display(), e))
+            .and_then(|mut file| {
+                file.write_all(content.as_bytes())
+                    .map_err(|e| s.transfer_error(&conn, "write", path.display(), e))?;
+                let _ = file.fsync();
+                Ok(())
+            })
+            .and_then(|()| {
+                if conn.sftp.rename(&temp, &path, None).is_ok() {
+                    return Ok(());
+                }
+                if conn.lstat(&path).ok().flatten().is_some() {
+                    let _ = conn.sftp.unlink(&path);
+                }
+                conn.sftp
+                    .rename(&temp, &path, None)
+                    .map_err(|e| conn.error("replace", path.display(), e))
+            });
+        if uploaded.is_err() {
+            let _ = conn.sftp.unlink(&temp);
+        }
+        uploaded
+    }
 }
 
 /// The advisory lease of an SFTP remote: `.prism-sync/lease`, created

@@ -2314,6 +2314,34 @@ impl Replica for WebdavReplica {
         lease.acquire()?;
         Ok(Some(Box::new(lease)))
     }
+
+    fn read_record(&self, name: &str) -> Result<Option<String>, ReplicaError> {
+        let s = &self.shared;
+        let path = format!("{METADATA_DIR}/{name}");
+        let conn = s.conn().map_err(|e| e.into_replica("read", &path))?;
+        let found = s
+            .get_small(&conn, &path)
+            .map_err(|e| e.into_replica("read", &path))?;
+        Ok(found.map(|(text, _)| text))
+    }
+
+    /// One PUT over the old record: a WebDAV server stores the body under
+    /// a temporary name and renames it in (Apache's `mod_dav_fs` does), so
+    /// a reader sees the old record or the new one.
+    fn write_record(&self, name: &str, content: &str) -> Result<(), ReplicaError> {
+        let s = &self.shared;
+        let path = format!("{METADATA_DIR}/{name}");
+        let conn = s.conn().map_err(|e| e.into_replica("write", &path))?;
+        if let Some((folder, _)) = path.rsplit_once('/') {
+            s.mkcol_all(&conn, folder)
+                .map_err(|e| e.into_replica("create", folder))?;
+        }
+        match s.put_stream(&conn, &path, &mut content.as_bytes(), &[], &[200, 201, 204]) {
+            Ok(_) => Ok(()),
+            Err(PutError::Http(e)) => Err(e.into_replica("write", &path)),
+            Err(PutError::Source(e)) => Err(ReplicaError::io("write", &path, e)),
+        }
+    }
 }
 
 /// The advisory lease of a WebDAV remote: `.prism-sync/lease`, created with

@@ -11,4 +11,5 @@ mod guard;
 mod harness;
 mod lifecycle;
 mod propagation;
+mod restore;
 mod socket;
