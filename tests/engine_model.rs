@@ -8,11 +8,13 @@
 //! remote) with syncs of random devices (full, or scoped to the paths just
 //! touched), with injected I/O errors and simulated crashes on the remote
 //! replica, and with restarts (the engine dropped and rebuilt from the same
-//! journal file and folders). At the end, faults off, devices sync in
+//! journal file and folders), some of which back the journal up or put an
+//! older backup back in its place. At the end, faults off, devices sync in
 //! rounds until quiet, and the case asserts that every device holds the
 //! remote's tree, that no version was lost (see [`Case::required`]), that
 //! each journal's base describes the tree, and that a restarted engine
-//! finds nothing to do.
+//! finds nothing to do. Throughout, only a journal that was put back may
+//! be found older than the remote.
 //!
 //! It does not test the agent's scheduling, watchers or API, and it cannot
 //! inject faults into the local side: `PairEngine` takes a concrete
@@ -64,6 +66,13 @@ struct Device {
     running: Option<Running>,
     /// Paths edited since this device last synced, for scoped syncs.
     touched: Vec<String>,
+    /// Where a copy of the journal is kept while the engine is stopped,
+    /// to be put back later as a restored backup would be.
+    backup: PathBuf,
+    /// The journal was put back from the backup and no sync has got past
+    /// comparing it with the remote since: only then may a sync find it
+    /// older than the remote.
+    may_be_restored: bool,
 }
 
 /// A started engine and the journal it shares with the test.
@@ -128,6 +137,65 @@ impl Device {
 
     fn engine(&self) -> &PairEngine {
         &self.running.as_ref().expect("a started engine").engine
+    }
+
+    /// The journal's files: the database and what SQLite keeps beside it.
+    fn journal_files(dir: &Path, name: &str) -> Vec<PathBuf> {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(name))
+            .map(|e| e.path())
+            .collect()
+    }
+
+    /// Copies the stopped engine's journal aside (a backup).
+    fn back_up_journal(&mut self) {
+        assert!(self.running.is_none(), "backed up while the engine runs");
+        let _ = std::fs::remove_dir_all(&self.backup);
+        std::fs::create_dir_all(&self.backup).expect("create the backup folder");
+        let state = self.journal_path.parent().expect("a state dir");
+        let name = self.journal_path.file_name().expect("a file name");
+        for file in Device::journal_files(state, &name.to_string_lossy()) {
+            let to = self.backup.join(file.file_name().expect("a file name"));
+            std::fs::copy(&file, to).expect("back up the journal");
+        }
+    }
+
+    /// Puts the backup in place of the stopped engine's journal: every
+    /// step recorded since is gone from it, not from the folders.
+    fn restore_journal(&mut self) {
+        assert!(self.running.is_none(), "restored while the engine runs");
+        let state = self.journal_path.parent().expect("a state dir");
+        let name = self.journal_path.file_name().expect("a file name");
+        for file in Device::journal_files(state, &name.to_string_lossy()) {
+            std::fs::remove_file(file).expect("remove the journal");
+        }
+        for file in Device::journal_files(&self.backup, &name.to_string_lossy()) {
+            let to = state.join(file.file_name().expect("a file name"));
+            std::fs::copy(&file, to).expect("restore the journal");
+        }
+        self.may_be_restored = true;
+    }
+
+    /// Checks that a sync took the journal for a restored one only after
+    /// it was put back, and notes when a sync compared it with the remote.
+    fn note_restored(&mut self, report: &SyncReport) {
+        assert!(
+            !report.journal_restored || self.may_be_restored,
+            "{}: a journal that was never put back was taken for a restored one",
+            self.name
+        );
+        if report.journal_restored
+            || matches!(
+                report.status,
+                SyncStatus::Completed | SyncStatus::CompletedWithConflicts
+            )
+        {
+            self.may_be_restored = false;
+        }
     }
 }
 
@@ -232,6 +300,8 @@ impl Case {
                     faults: Arc::new(Faults::default()),
                     running: None,
                     touched: Vec::new(),
+                    backup: home.join("journal-backup"),
+                    may_be_restored: false,
                 };
                 std::fs::create_dir_all(home.join("state")).expect("create a state dir");
                 device.start(&remote);
@@ -299,10 +369,24 @@ impl Case {
                 let device = self.rng.usize(..DEVICES.len());
                 self.random_sync(step, device, shape.fault_rate);
             } else {
+                // A restart; sometimes the journal is backed up while the
+                // engine is stopped, or put back from that backup.
                 let device = self.rng.usize(..DEVICES.len());
-                self.log
-                    .push(format!("#{step} {}: restart", self.devices[device].name));
-                self.devices[device].restart(&self.remote);
+                let d = &mut self.devices[device];
+                d.running = None;
+                let what = match self.rng.usize(..3) {
+                    0 => {
+                        d.back_up_journal();
+                        "restart, the journal backed up"
+                    }
+                    1 if d.backup.is_dir() => {
+                        d.restore_journal();
+                        "restart, the journal restored from the backup"
+                    }
+                    _ => "restart",
+                };
+                self.log.push(format!("#{step} {}: {what}", d.name));
+                d.start(&self.remote);
             }
         }
         self.settle();
@@ -383,6 +467,7 @@ impl Case {
         let held_before = d.engine().failing_paths();
         let report = d.engine().sync(&request(scope.clone()));
         let fired = d.faults.disarm();
+        self.devices[device].note_restored(&report);
         line.push_str(&format!(" -> {}", report_text(&report)));
         if let Some(fired) = &fired {
             line.push_str(&format!("; fired {:?} on {}", fired.fault, fired.op));
@@ -475,6 +560,7 @@ impl Case {
     /// A sync without faults, logged and observed like every other.
     fn sync(&mut self, label: &str, device: usize, scope: Scope) -> SyncReport {
         let report = self.devices[device].engine().sync(&request(scope));
+        self.devices[device].note_restored(&report);
         self.log.push(format!(
             "{label} {}: {}",
             DEVICES[device],
@@ -628,6 +714,11 @@ impl Case {
             let before = self.activity(i);
             let report = running.engine.sync(&request(Scope::Full));
             assert!(
+                !report.journal_restored,
+                "{}: restored at the end",
+                device.name
+            );
+            assert!(
                 self.activity(i) == before,
                 "{}: the sync after a restart changed a tree, the base or the change log",
                 device.name
@@ -707,6 +798,9 @@ fn report_text(report: &SyncReport) -> String {
     if !report.unsettled.is_empty() {
         let paths: Vec<&str> = report.unsettled.iter().map(RelPath::as_str).collect();
         text.push_str(&format!(" unsettled: {paths:?}"));
+    }
+    if report.journal_restored {
+        text.push_str(" (the journal was older than the remote: re-discovered)");
     }
     text
 }

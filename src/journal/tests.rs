@@ -1065,3 +1065,112 @@ fn the_schema_reference_in_the_docs_lists_every_column() {
         assert_eq!(columns, &actual, "columns of {table}");
     }
 }
+
+#[test]
+fn a_pair_gets_a_lineage_of_its_own_and_base_changes_advance_its_generation() {
+    let (_dir, _path, journal) = temp_journal();
+    let notes = journal.upsert_pair("notes", "/n", "file:///nas/n").unwrap();
+    let photos = journal
+        .upsert_pair("photos", "/p", "file:///nas/p")
+        .unwrap();
+    let first = journal.lineage(notes).unwrap();
+    assert_eq!(first.generation, 0);
+    assert_eq!(first.id.len(), 32);
+    assert_ne!(first.id, journal.lineage(photos).unwrap().id);
+
+    put_all(&journal, notes, &["a/", "a/x.md"]);
+    put_all(&journal, notes, &["b.md"]);
+    // A batch of several steps is one transaction: one generation.
+    let steps = [
+        Step {
+            base: vec![BaseEdit::Remove(rel("b.md"))],
+            ..Step::default()
+        },
+        Step {
+            base: vec![BaseEdit::RemoveTree(rel("a"))],
+            ..Step::default()
+        },
+    ];
+    journal.commit_batch(notes, &steps).unwrap();
+    // Change rows alone leave the base, and the generation, as they were.
+    let log_only = Step {
+        changes: vec![change(ChangeType::Modified, "c.md", "laptop")],
+        ..Step::default()
+    };
+    journal.commit(notes, &log_only).unwrap();
+
+    let now = journal.lineage(notes).unwrap();
+    assert_eq!(now.id, first.id);
+    assert_eq!(now.generation, 3);
+    assert_eq!(journal.lineage(photos).unwrap().generation, 0);
+}
+
+#[test]
+fn a_new_lineage_forgets_the_base_and_starts_at_generation_zero() {
+    let (_dir, _path, journal) = temp_journal();
+    let notes = journal.upsert_pair("notes", "/n", "file:///nas/n").unwrap();
+    let photos = journal
+        .upsert_pair("photos", "/p", "file:///nas/p")
+        .unwrap();
+    put_all(&journal, notes, &["a/", "a/x.md"]);
+    put_all(&journal, photos, &["cat.jpg"]);
+    let old = journal.lineage(notes).unwrap();
+
+    let new = journal.start_new_lineage(notes).unwrap();
+
+    assert_ne!(new.id, old.id);
+    assert_eq!(new.generation, 0);
+    assert_eq!(journal.lineage(notes).unwrap(), new);
+    assert!(journal.load_base(notes).unwrap().is_empty());
+    assert_eq!(base_paths(&journal.load_base(photos).unwrap()), ["cat.jpg"]);
+    // Re-recording the pair as configured keeps the lineage.
+    journal.upsert_pair("notes", "/n", "file:///nas/n").unwrap();
+    assert_eq!(journal.lineage(notes).unwrap(), new);
+}
+
+#[test]
+fn pairs_of_a_version_1_journal_each_get_a_lineage_when_migrated() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("journal.db");
+    {
+        let conn = Connection::open(&path).unwrap();
+        schema::migrate(&conn, &path, &schema::MIGRATIONS[..1]).unwrap();
+        conn.execute_batch(
+            "INSERT INTO pairs (name, local_root, remote_url, created_at) VALUES \
+             ('notes', '/n', 'file:///nas/n', '2025-02-09T16:00:00.000Z'), \
+             ('photos', '/p', 'file:///nas/p', '2025-02-09T16:00:00.000Z');",
+        )
+        .unwrap();
+    }
+
+    let journal = Journal::open(&path).unwrap();
+
+    let pairs = journal.pairs().unwrap();
+    let lineages: Vec<Lineage> = pairs
+        .iter()
+        .map(|pair| journal.lineage(pair.id).unwrap())
+        .collect();
+    assert_eq!(lineages.len(), 2);
+    assert_ne!(lineages[0].id, lineages[1].id);
+    assert!(
+        lineages
+            .iter()
+            .all(|l| l.id.len() == 32 && l.generation == 0)
+    );
+}
+
+#[test]
+fn a_lineage_edited_into_something_else_than_hex_is_a_damaged_row() {
+    let (_dir, path, journal) = temp_journal();
+    let notes = journal.upsert_pair("notes", "/n", "file:///nas/n").unwrap();
+    side_connection(&path)
+        .execute("UPDATE pairs SET lineage = '../../escape'", [])
+        .unwrap();
+
+    let err = journal.lineage(notes).err().unwrap();
+
+    assert!(
+        matches!(err, JournalError::CorruptRow { table: "pairs", .. }),
+        "{err:?}"
+    );
+}

@@ -3,6 +3,7 @@
 //! [`FaultyReplica`] delegates every call to the real [`LocalFolder`] it
 //! wraps; it is not a mock. Armed with a [`Fault`], it counts the calls that
 //! touch the replica's content (list, open, write, mkdir, rename, remove)
+//! or the agents' records on it
 //! and at the chosen call either fails with an I/O error without doing the
 //! operation, or does the operation and then "crashes": it sets the
 //! engine's cancel flag, answers with an error, and refuses every later
@@ -271,5 +272,18 @@ impl Replica for FaultyReplica {
 
     fn lease(&self, device: &str, ttl: Duration) -> Result<Option<Box<dyn Lease>>, ReplicaError> {
         self.inner.lease(device, ttl)
+    }
+
+    fn read_record(&self, name: &str) -> Result<Option<String>, ReplicaError> {
+        self.faults
+            .around("read_record", name, || self.inner.read_record(name))
+    }
+
+    fn write_record(&self, name: &str, content: &str) -> Result<(), ReplicaError> {
+        // A crash here is "committed in the journal, but the remote's
+        // record of it not written".
+        self.faults.around("write_record", name, || {
+            self.inner.write_record(name, content)
+        })
     }
 }
