@@ -6,7 +6,7 @@ use std::fs;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use crate::files::{put, text, tree};
+use crate::files::{copy_journal, put, text, tree};
 use crate::sshd::Sshd;
 
 /// One device: a local folder, a state dir, a config file naming the
@@ -228,4 +228,41 @@ fn two_devices_on_one_sftp_folder_converge_and_keep_both_versions_of_a_clash() {
         trees[0]
     );
     assert_eq!(trees[0]["b-only/notes.md"], "B's notes\n");
+}
+
+#[test]
+fn a_restored_journal_keeps_a_revert_made_on_another_device_as_a_conflict() {
+    let server = Sshd::start();
+    let served = server.served().join("shared");
+    let a = Device::new(&server, "devA", "shared", true);
+    let b = Device::new(&server, "devB", "shared", true);
+    let run = |device: &Device, code: i32| {
+        let out = device.once();
+        assert_eq!(out.status.code(), Some(code), "{}", text(&out));
+        out
+    };
+    put(&a.local, "plan.txt", "version 1\n");
+    run(&a, 0);
+    run(&b, 0);
+    let backup = a.home.join("backup");
+    copy_journal(&a.state(), &backup);
+    put(&a.local, "plan.txt", "version 2, later\n");
+    run(&a, 0);
+    run(&b, 0);
+    put(&b.local, "plan.txt", "version 1\n");
+    run(&b, 0);
+    assert_eq!(tree(&served)["plan.txt"], "version 1\n");
+
+    copy_journal(&backup, &a.state());
+    let out = run(&a, 3);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("older than the remote"),
+        "{}",
+        text(&out)
+    );
+    let local = tree(&a.local);
+    let mut versions: Vec<&str> = local.values().map(String::as_str).collect();
+    versions.sort();
+    assert_eq!(versions, ["version 1\n", "version 2, later\n"], "{local:?}");
+    assert_eq!(local, tree(&served));
 }

@@ -615,3 +615,11 @@ fn the_lease_is_renewed_while_every_pooled_session_is_busy() {
     drop(lease);
     assert!(!lease_file.exists(), "released");
 }
+
+#[test]
+fn records_are_replaced_whole_in_the_metadata_folder() {
+    let server = Sshd::start();
+    let remote = replica(&server, "records");
+    remote.mark_root().unwrap();
+    crate::records::check_records_round_trip(&remote, &server.served().join("records/.prism-sync"));
+}

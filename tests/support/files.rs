@@ -47,3 +47,27 @@ pub fn put(root: &Path, rel: &str, content: &str) {
     fs::create_dir_all(path.parent().unwrap()).unwrap();
     fs::write(path, content).unwrap();
 }
+
+/// Puts copies of the journal's files (the database and what SQLite keeps
+/// beside it) found in `from` into `to`, in place of those there: a backup
+/// of a stopped agent's journal, or its restore.
+pub fn copy_journal(from: &Path, to: &Path) {
+    let journal_files = |dir: &Path| -> Vec<std::path::PathBuf> {
+        fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("journal.db"))
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    fs::create_dir_all(to).unwrap();
+    for old in journal_files(to) {
+        fs::remove_file(old).unwrap();
+    }
+    for file in journal_files(from) {
+        fs::copy(&file, to.join(file.file_name().unwrap())).unwrap();
+    }
+}

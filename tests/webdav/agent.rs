@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use crate::apache::{Apache, Share};
-use crate::files::{put, text, tree};
+use crate::files::{copy_journal, put, text, tree};
 use crate::rclone::Rclone;
 use crate::server::Dav;
 
@@ -273,6 +273,43 @@ fn two_devices(server: &dyn Dav) {
 /// `locked` folder): Apache answers 403 Forbidden, the agent
 /// names the path and the refusal, syncs everything else, and the file
 /// goes up once the folder is writable again.
+#[test]
+fn a_restored_journal_keeps_a_revert_made_on_another_device_as_a_conflict() {
+    let server = Apache::start();
+    let served = server.served(Share::Open).join("shared");
+    let a = Device::new(&server, "devA", Share::Open, "shared");
+    let b = Device::new(&server, "devB", Share::Open, "shared");
+    let run = |device: &Device, code: i32| {
+        let out = device.once();
+        assert_eq!(out.status.code(), Some(code), "{}", text(&out));
+        out
+    };
+    put(&a.local, "plan.txt", "version 1\n");
+    run(&a, 0);
+    run(&b, 0);
+    let backup = a.home.join("backup");
+    copy_journal(&a.state(), &backup);
+    put(&a.local, "plan.txt", "version 2, later\n");
+    run(&a, 0);
+    run(&b, 0);
+    put(&b.local, "plan.txt", "version 1\n");
+    run(&b, 0);
+    assert_eq!(tree(&served)["plan.txt"], "version 1\n");
+
+    copy_journal(&backup, &a.state());
+    let out = run(&a, 3);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("older than the remote"),
+        "{}",
+        text(&out)
+    );
+    let local = tree(&a.local);
+    let mut versions: Vec<&str> = local.values().map(String::as_str).collect();
+    versions.sort();
+    assert_eq!(versions, ["version 1\n", "version 2, later\n"], "{local:?}");
+    assert_eq!(local, tree(&served));
+}
+
 #[test]
 fn a_folder_the_server_refuses_is_a_clear_per_path_error_and_the_rest_syncs() {
     let server = Apache::start();

@@ -434,6 +434,25 @@ fn lease_is_exclusive(server: &dyn Dav) {
     assert_eq!(left, ["lease", "root"]);
 }
 
+#[test]
+fn records_are_replaced_whole_in_the_metadata_folder() {
+    records_round_trip(&Apache::start());
+}
+
+#[test]
+fn records_are_replaced_whole_on_a_server_ignoring_conditions() {
+    records_round_trip(&Rclone::start());
+}
+
+fn records_round_trip(server: &dyn Dav) {
+    let remote = dav_replica(server, "records");
+    remote.mark_root().unwrap();
+    crate::records::check_records_round_trip(
+        &remote,
+        &server.served(Share::Open).join("records/.prism-sync"),
+    );
+}
+
 /// A credentials file holding `password` for the harness's user.
 fn credentials(server: &Apache, name: &str, password: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
