@@ -16,6 +16,7 @@
 mod job_queue;
 pub mod lease;
 pub mod local;
+pub mod s3;
 pub mod sftp;
 pub mod webdav;
 
