@@ -605,3 +605,21 @@ fn a_range_the_server_ignores_starts_the_read_at_zero() {
         "an ignored If-Match is caught: {error}"
     );
 }
+
+#[test]
+fn a_server_that_stops_answering_is_offline_after_the_timeout_without_retries() {
+    let server = Hostile::start(|_, _| {
+        std::thread::sleep(Duration::from_secs(3));
+        ok_xml(page(&[], None))
+    });
+    let client = server.client_with("p", |s| s.timeout = Duration::from_millis(300));
+    let started = Instant::now();
+    let error = client.list("", None).unwrap_err();
+    assert!(matches!(error, S3Error::Offline { .. }), "{error}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(server.seen().len(), 1, "a timeout is not retried");
+}
