@@ -1,8 +1,11 @@
 //! A real moto S3 server (`moto_server` from the PyPI package
 //! `moto[server]`) on a free loopback port, shared by the tests of one
 //! binary (see `shared_server`). moto keeps everything in memory and does
-//! not check signatures; it does honour conditional requests. A missing
-//! moto_server fails the test with a message saying what to install.
+//! not check signatures; it does honour conditional requests (not the
+//! copy's `x-amz-copy-source-if-match`). Use the version `.ci/run` pins:
+//! moto 5.2.1 answers a multipart completion with the wrong XML root. A
+//! missing moto_server fails the test with a message saying what to
+//! install.
 
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
