@@ -18,7 +18,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 use super::{BUSY_TIMEOUT, JournalError, SqliteError};
 
 /// Every migration, oldest first.
-pub(super) const MIGRATIONS: &[&str] = &[V1];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// Version 1: pairs, base, changes, syncs, conflicts, blobs, counters.
 const V1: &str = "
@@ -135,6 +135,14 @@ CREATE TABLE counters (
     last INTEGER NOT NULL
 );
 INSERT INTO counters (name, last) VALUES ('sync', 0), ('conflict', 0);
+";
+
+/// Version 2: the permission bits both sides agreed on (`0` to `0o777`),
+/// NULL where unknown (rows from before, or where neither side holds
+/// modes). A NULL base mode lets the next sync record what the sides have
+/// without changing either.
+const V2: &str = "
+ALTER TABLE base ADD COLUMN mode INTEGER CHECK (mode IS NULL OR (mode >= 0 AND mode <= 511));
 ";
 
 /// Per-connection settings. WAL lets `sqlite3` read while the agent writes;

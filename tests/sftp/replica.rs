@@ -62,6 +62,7 @@ fn write(
             &mut text.as_bytes(),
             &ContentHash::of_bytes(text.as_bytes()),
             1_600_000_000_123_456_789,
+            None,
             expect,
         )
         .unwrap()
@@ -116,8 +117,8 @@ fn every_operation_round_trips_and_replaced_versions_go_to_the_server_trash() {
         a.version.as_deref().unwrap().starts_with("4:1600000000:"),
         "{a:?}"
     );
-    remote.mkdir(&rel("dir")).unwrap();
-    remote.mkdir(&rel("dir")).unwrap();
+    remote.mkdir(&rel("dir"), None).unwrap();
+    remote.mkdir(&rel("dir"), None).unwrap();
     write(&remote, "dir/b.txt", "bee\n", &Expect::Absent);
 
     // A listing hashes what it has not seen; with the base it reads nothing.
@@ -152,6 +153,7 @@ fn every_operation_round_trips_and_replaced_versions_go_to_the_server_trash() {
     let expect_a = Expect::File {
         size: 4,
         mtime_ns: 1_600_000_000_000_000_000,
+        mode: None,
     };
     write(&remote, "a.txt", "two!\n", &expect_a);
     assert_eq!(fs::read_to_string(served.join("a.txt")).unwrap(), "two!\n");
@@ -163,6 +165,7 @@ fn every_operation_round_trips_and_replaced_versions_go_to_the_server_trash() {
             &mut &b"three"[..],
             &ContentHash::of_bytes(b"three"),
             0,
+            None,
             &expect_a,
         )
         .unwrap_err();
@@ -175,6 +178,7 @@ fn every_operation_round_trips_and_replaced_versions_go_to_the_server_trash() {
             &mut &b"abc"[..],
             &ContentHash::of_bytes(b"xyz"),
             0,
+            None,
             &Expect::Absent,
         )
         .unwrap_err();
@@ -197,6 +201,7 @@ fn every_operation_round_trips_and_replaced_versions_go_to_the_server_trash() {
             &Expect::File {
                 size: 4,
                 mtime_ns: 1_600_000_000_000_000_000,
+                mode: None,
             },
         )
         .unwrap_err();
@@ -211,6 +216,7 @@ fn every_operation_round_trips_and_replaced_versions_go_to_the_server_trash() {
             &Expect::File {
                 size: 4,
                 mtime_ns: 1_600_000_000_000_000_000,
+                mode: None,
             },
         )
         .unwrap();
@@ -472,6 +478,7 @@ fn parallel_uploads_each_get_a_session_of_their_own_up_to_the_pool_size() {
                         &mut reader,
                         &ContentHash::of_bytes(text.as_bytes()),
                         0,
+                        None,
                         &Expect::Absent,
                     )
                 })
@@ -556,6 +563,7 @@ fn versions_replaced_within_one_minute_are_all_kept_in_the_trash() {
     let expect = |text: &str| Expect::File {
         size: text.len() as u64,
         mtime_ns: 1_600_000_000_000_000_000,
+        mode: None,
     };
     write(&remote, "note.txt", "v1\n", &Expect::Absent);
     // Saved again and again within the minute: each replaced version needs
