@@ -854,6 +854,113 @@ pub(crate) mod tests {
         assert_eq!(kept, ["one", "two"]);
     }
 
+    fn mode_at(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    fn chmod(path: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn a_staged_file_has_its_mode_exactly_before_its_first_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        for bits in [0o600, 0o640, 0o755, 0o400] {
+            let target = dir.path().join(format!("f{bits:o}"));
+            let (file, staged) = create_temp(&target, Some(Mode::from_bits(bits))).unwrap();
+            assert_eq!(file.metadata().unwrap().len(), 0);
+            assert_eq!(mode_at(staged.temp_path()), bits);
+            let staged = fill(file, staged, &mut &b"x"[..], None).unwrap();
+            assert_eq!(
+                staged.stat.as_ref().unwrap().mode,
+                Some(Mode::from_bits(bits))
+            );
+        }
+    }
+
+    #[test]
+    fn a_folder_is_created_with_its_mode_and_a_mode_change_keeps_set_id_bits() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("shared");
+        create_dir(&folder, Some(Mode::from_bits(0o750))).unwrap();
+        assert_eq!(mode_at(&folder), 0o750);
+        // The group's set-group-ID bit is the user's own business.
+        chmod(&folder, 0o2750);
+        let stat = stat(&folder).unwrap().unwrap();
+        set_path_mode(
+            &folder,
+            Mode::from_bits(0o700),
+            Some((&Expect::Dir, Mode::from_bits(0o750))),
+        )
+        .unwrap();
+        assert_eq!(mode_at(&folder), 0o2700);
+        assert_eq!(stat.mode, Some(Mode::from_bits(0o750)));
+        // A mode that changed since it was seen is not overwritten.
+        let err = set_path_mode(
+            &folder,
+            Mode::from_bits(0o755),
+            Some((&Expect::Dir, Mode::from_bits(0o750))),
+        )
+        .unwrap_err();
+        assert!(is_mode_changed(&err), "{err}");
+        assert_eq!(mode_at(&folder), 0o2700);
+    }
+
+    #[test]
+    fn a_chmod_since_the_scan_is_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let trash = Trash::new(dir.path().join("trash"));
+        let target = dir.path().join("a.txt");
+        fs::write(&target, "old").unwrap();
+        chmod(&target, 0o644);
+        let seen = stat(&target).unwrap().unwrap();
+        chmod(&target, 0o600);
+        let staged = stage(
+            &target,
+            &mut &b"new"[..],
+            None,
+            Some(Mode::from_bits(0o644)),
+        )
+        .unwrap();
+        let expect = Expect::File {
+            size: seen.size,
+            mtime_ns: seen.mtime_ns,
+            mode: seen.mode,
+        };
+        let err = commit(staged, &target, &expect, &trash, &rel("a.txt")).unwrap_err();
+        assert!(matches!(err, CommitError::Changed { .. }), "{err}");
+        assert_eq!(fs::read_to_string(&target).unwrap(), "old");
+        assert_eq!(mode_at(&target), 0o600);
+    }
+
+    #[test]
+    fn the_trash_keeps_modes_in_owner_only_folders_on_any_file_system() {
+        // The trash on the same file system (a rename) and on another (a
+        // copy): either way a private file stays private, and the folders
+        // the trash makes to hold it show nothing to anyone else.
+        let source_dir = tempfile::tempdir().unwrap();
+        let same = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir_in("/dev/shm").unwrap();
+        for trash_dir in [same.path(), other.path()] {
+            let trash = Trash::new(trash_dir.join("trash"));
+            let folder = source_dir.path().join("vault");
+            fs::create_dir(&folder).unwrap();
+            fs::write(folder.join("key"), "k").unwrap();
+            chmod(&folder.join("key"), 0o600);
+            chmod(&folder, 0o750);
+            let kept = trash.put(&folder, &rel("deep/vault")).unwrap();
+            assert_eq!(mode_at(&kept), 0o750);
+            assert_eq!(mode_at(&kept.join("key")), 0o600);
+            let mut above = kept.parent().unwrap();
+            while above.starts_with(trash.root()) {
+                assert_eq!(mode_at(above), 0o700, "{}", above.display());
+                above = above.parent().unwrap();
+            }
+        }
+    }
+
     #[test]
     fn purge_removes_only_old_batches() {
         let dir = tempfile::tempdir().unwrap();

@@ -1047,6 +1047,40 @@ mod tests {
     }
 
     #[test]
+    fn a_continued_partial_is_narrowed_to_the_mode_before_it_grows() {
+        use std::os::unix::fs::PermissionsExt;
+        let v1 = content(1 << 20, 1);
+        let (dir, local, remote) = download_pair(&v1);
+        let partial = partial_of(dir.path(), &v1);
+        fs::write(&partial, &v1[..300_000]).unwrap();
+        fs::set_permissions(&partial, fs::Permissions::from_mode(0o644)).unwrap();
+        let path = rel("big.bin");
+        let source = Source::new(&remote, &path, meta_of(&v1), &|_| {});
+        let private = Some(Mode::from_bits(0o600));
+        let staged = local
+            .stage_from(&path, &source, source.meta.mtime_ns, private)
+            .unwrap();
+        assert_eq!(source.fetched(), v1.len() as u64 - 300_000, "continued");
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&staged.temp), 0o600);
+        local.commit_staged(&staged, &Expect::Absent).unwrap();
+        assert_eq!(mode(&dir.path().join("local/big.bin")), 0o600);
+
+        // A version whose owner may only read it is still written whole,
+        // and ends read-only.
+        let v2 = content(1 << 16, 2);
+        fs::write(dir.path().join("remote/ro.bin"), &v2).unwrap();
+        let path = rel("ro.bin");
+        let source = Source::new(&remote, &path, meta_of(&v2), &|_| {});
+        let staged = local
+            .stage_from(&path, &source, 0, Some(Mode::from_bits(0o400)))
+            .unwrap();
+        local.commit_staged(&staged, &Expect::Absent).unwrap();
+        assert_eq!(mode(&dir.path().join("local/ro.bin")), 0o400);
+        assert!(fs::read(dir.path().join("local/ro.bin")).unwrap() == v2);
+    }
+
+    #[test]
     fn a_partial_another_process_is_continuing_is_left_alone() {
         // A second agent on the same folder holds the partial (and its
         // lock) while it downloads: writing into it, or truncating it,

@@ -10,5 +10,6 @@ mod devices;
 mod guard;
 mod harness;
 mod lifecycle;
+mod permissions;
 mod propagation;
 mod socket;
