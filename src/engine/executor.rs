@@ -270,6 +270,19 @@ fn set_mode(
     expected: &Entry,
     mode: Mode,
 ) -> Result<(), ReplicaError> {
+    // A mode change that goes with a copy (the side the content came from
+    // takes the decided mode) waits for the copy: until both sides hold
+    // the same content, the base cannot record what they agree on, and
+    // the source side keeps its mode. The path is planned afresh.
+    let agreed = match (trees.local.get(path), trees.remote.get(path)) {
+        (Some(local), Some(remote)) => local.entry.same_content(&remote.entry),
+        _ => false,
+    };
+    if !agreed {
+        return Err(ReplicaError::Changed {
+            path: path.to_string(),
+        });
+    }
     ctx.side(side).set_mode(path, expected, mode)?;
     let tree = trees.get_mut(side);
     let Some(changed) = tree.get_mut(path) else {

@@ -147,7 +147,10 @@ pub enum Action {
         mode: Option<Mode>,
     },
     /// Change only the permission bits of `path` on `side`, which must
-    /// still be `expected` (its mode included), to `mode`.
+    /// still be `expected` (its mode included), to `mode`. Planned where
+    /// both sides hold the same content once the copies have run (on the
+    /// side a copy came from, when the other side's mode won): the engine
+    /// does it only once they do.
     SetMode {
         side: Side,
         path: RelPath,

@@ -100,8 +100,10 @@ struct Shared {
     root: PathBuf,
     pool: Pool<Conn>,
     /// The mtime each staged upload gets when it is committed (it keeps the
-    /// upload time until then, which is how a crash's leftovers are aged).
-    staged_mtimes: Mutex<HashMap<PathBuf, i64>>,
+    /// upload time until then, which is how a crash's leftovers are aged),
+    /// and its exact mode, where it has one (until then it has that mode
+    /// less the server's umask: never wider).
+    staged_mtimes: Mutex<HashMap<PathBuf, (i64, Option<Mode>)>>,
 }
 
 /// One logged-in SSH session with its SFTP channel.
@@ -1332,8 +1334,9 @@ impl Replica for SftpReplica {
                 .map_err(|e| ReplicaError::io("create the folder of", path, e))?;
         }
         let temp = target.with_file_name(temp_name_for(path.file_name()));
-        // Created with the mode (the server's umask can only narrow it),
-        // then given exactly that mode before the first byte goes in.
+        // Created with the mode, which the server's umask can only narrow;
+        // the commit gives it exactly that mode together with its mtime
+        // (one round trip for both), before it is renamed in.
         let mut file = conn
             .sftp
             .open_mode(
@@ -1343,13 +1346,6 @@ impl Replica for SftpReplica {
                 OpenType::File,
             )
             .map_err(|e| conn.error("write", path, e))?;
-        if let Some(mode) = mode
-            && let Err(e) = file.setstat(perm_only(mode.bits()))
-        {
-            drop(file);
-            let _ = conn.sftp.unlink(&temp);
-            return Err(conn.error("set the permissions of", path, e));
-        }
         let mut hasher = blake3::Hasher::new();
         let mut size = 0u64;
         let mut buf = vec![0u8; CHUNK];
@@ -1389,7 +1385,7 @@ impl Replica for SftpReplica {
         s.staged_mtimes
             .lock()
             .expect("staged mtimes")
-            .insert(temp.clone(), mtime_ns);
+            .insert(temp.clone(), (mtime_ns, mode));
         Ok(StagedWrite {
             path: path.clone(),
             temp,
@@ -1423,13 +1419,13 @@ impl Replica for SftpReplica {
                 .expect("staged mtimes")
                 .get(&staged.temp)
                 .copied();
-            if let Some(mtime_ns) = mtime_ns {
+            if let Some((mtime_ns, mode)) = mtime_ns {
                 let secs = mtime_ns.div_euclid(1_000_000_000).max(0) as u64;
                 let stat = FileStat {
                     size: None,
                     uid: None,
                     gid: None,
-                    perm: None,
+                    perm: mode.map(Mode::bits),
                     atime: Some(version_nonce(secs)),
                     mtime: Some(secs),
                 };
