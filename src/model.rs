@@ -213,44 +213,143 @@ impl fmt::Display for ContentHash {
     }
 }
 
-/// What a file is: its content hash, size and modification time. Two files
-/// are the same version exactly when their hashes are equal; size and mtime
-/// are carried for the executor (to preserve mtime, to re-check cheaply) and
-/// for people (conflict metadata).
+/// The permission bits a path carries: read, write and execute for its
+/// owner, group and others (`0o777` at most).
+///
+/// Set-user-ID, set-group-ID and sticky are deliberately not part of it:
+/// a synced file is written by the agent's user on another machine, and
+/// a set-ID bit there would run with that user's rights a file someone
+/// else could write; set-group-ID and sticky on a folder mean something
+/// only together with its group and the other users of that machine,
+/// which Prism Sync does not sync. A replica keeps the ones its own
+/// entries already have where it changes only the mode.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Mode(u16);
+
+impl Mode {
+    /// What a file made without a known mode gets, before the umask.
+    pub const DEFAULT_FILE: Mode = Mode(0o666);
+    /// What a folder made without a known mode gets, before the umask.
+    pub const DEFAULT_DIR: Mode = Mode(0o777);
+
+    /// The rwx bits of `bits`; anything above them is dropped.
+    pub fn from_bits(bits: u32) -> Mode {
+        Mode((bits & 0o777) as u16)
+    }
+
+    pub fn bits(self) -> u32 {
+        u32::from(self.0)
+    }
+
+    /// The bits both allow: never wider than either.
+    pub fn narrowest(self, other: Mode) -> Mode {
+        Mode(self.0 & other.0)
+    }
+
+    /// What a folder with this mode is created with: its owner may always
+    /// put its contents in; a narrower mode is set once they are there.
+    /// Only the owner gains, who could `chmod` it anyway.
+    pub fn fillable(self) -> Mode {
+        Mode(self.0 | 0o700)
+    }
+
+    /// True when `self` allows nothing `other` does not.
+    pub fn is_within(self, other: Mode) -> bool {
+        self.0 & !other.0 == 0
+    }
+}
+
+impl fmt::Debug for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "0o{:03o}", self.0)
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:03o}", self.0)
+    }
+}
+
+/// What a file is: its content hash, size, modification time and mode.
+/// Two files are the same version exactly when their hashes are equal;
+/// size and mtime are carried for the executor (to preserve mtime, to
+/// re-check cheaply) and for people (conflict metadata).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct FileMeta {
     pub hash: ContentHash,
     pub size: u64,
     /// Nanoseconds since the Unix epoch.
     pub mtime_ns: i64,
+    /// `None` where the side cannot hold permission bits (WebDAV), or
+    /// where the base predates them.
+    pub mode: Option<Mode>,
 }
 
-/// The content of one path, the same on every side: a folder or a file.
+/// What a folder is beyond being one: its mode (`None` as for a file).
+/// A struct, not a bare mode, so that a backend keeping more metadata
+/// (object stores carry the mode in an object's metadata) extends it in
+/// one place.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct DirMeta {
+    pub mode: Option<Mode>,
+}
+
+/// What one path holds, the same on every side: a folder or a file, with
+/// its mode.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Entry {
-    Dir,
+    Dir(DirMeta),
     File(FileMeta),
 }
 
 impl Entry {
+    /// A folder with `mode`.
+    pub fn dir(mode: Option<Mode>) -> Entry {
+        Entry::Dir(DirMeta { mode })
+    }
+
     pub fn is_dir(&self) -> bool {
-        matches!(self, Entry::Dir)
+        matches!(self, Entry::Dir(_))
     }
 
     pub fn file(&self) -> Option<&FileMeta> {
         match self {
             Entry::File(meta) => Some(meta),
-            Entry::Dir => None,
+            Entry::Dir(_) => None,
+        }
+    }
+
+    /// The permission bits, where the side has them.
+    pub fn mode(&self) -> Option<Mode> {
+        match self {
+            Entry::Dir(meta) => meta.mode,
+            Entry::File(meta) => meta.mode,
+        }
+    }
+
+    /// The same entry with other permission bits.
+    pub fn with_mode(self, mode: Option<Mode>) -> Entry {
+        match self {
+            Entry::Dir(_) => Entry::Dir(DirMeta { mode }),
+            Entry::File(meta) => Entry::File(FileMeta { mode, ..meta }),
         }
     }
 
     /// Same content: both folders, or both files with the same hash.
+    /// Modes are not content (see [`Entry::same_version`]).
     pub fn same_content(&self, other: &Entry) -> bool {
         match (self, other) {
-            (Entry::Dir, Entry::Dir) => true,
+            (Entry::Dir(_), Entry::Dir(_)) => true,
             (Entry::File(a), Entry::File(b)) => a.hash == b.hash,
             _ => false,
         }
+    }
+
+    /// Same content and the same mode, where an unknown mode equals only
+    /// an unknown one: what a base must record for nothing to be pending.
+    pub fn same_version(&self, other: &Entry) -> bool {
+        self.same_content(other) && self.mode() == other.mode()
     }
 }
 

@@ -4,14 +4,14 @@
 //! local folder, journal file, local trash and device name, all syncing
 //! with one `file://` remote folder through real [`PairEngine`]s, in
 //! process. A seeded generator then interleaves what people do (create,
-//! edit, delete and move files and folders on a device, or directly on the
-//! remote) with syncs of random devices (full, or scoped to the paths just
+//! edit, delete, move and `chmod` files and folders on a device, or directly
+//! on the remote) with syncs of random devices (full, or scoped to the paths just
 //! touched), with injected I/O errors and simulated crashes on the remote
 //! replica, and with restarts (the engine dropped and rebuilt from the same
 //! journal file and folders), some of which back the journal up or put an
 //! older backup back in its place. At the end, faults off, devices sync in
 //! rounds until quiet, and the case asserts that every device holds the
-//! remote's tree, that no version was lost (see [`Case::required`]), that
+//! remote's tree with its modes, that no version was lost (see [`Case::required`]), that
 //! each journal's base describes the tree, and that a restarted engine
 //! finds nothing to do. Throughout, only a journal that was put back may
 //! be found older than the remote.
@@ -655,10 +655,17 @@ impl Case {
 
     fn check_final(&mut self) {
         let remote = folders::tree(&self.remote);
-        // 1. Every device holds the remote's tree.
+        let remote_modes = folders::modes(&self.remote);
+        // 1. Every device holds the remote's tree, with its modes.
         for device in &self.devices {
             let local = folders::tree(&device.root);
             assert_trees_equal(&local, &remote, device.name, "the final rounds");
+            assert_eq!(
+                folders::modes(&device.root),
+                remote_modes,
+                "after the final rounds, {} has other modes than the remote",
+                device.name
+            );
         }
         // 2. Nothing that must survive is gone from its replica.
         for replica in Case::replicas() {
@@ -692,7 +699,7 @@ impl Case {
                 .iter()
                 .map(|(path, entry)| {
                     let node = match &entry.entry {
-                        Entry::Dir => Node::Dir,
+                        Entry::Dir(_) => Node::Dir,
                         Entry::File(meta) => Node::File(meta.hash.to_hex().into_bytes()),
                     };
                     (path.as_str().to_owned(), node)
@@ -711,6 +718,18 @@ impl Case {
                 })
                 .collect();
             assert_trees_equal(&from_base, &hashed, device.name, "its journal's base");
+            let base_modes: std::collections::BTreeMap<String, u32> = base
+                .iter()
+                .map(|(path, entry)| {
+                    let mode = entry.entry.mode().map_or(0o7777, |m| m.bits());
+                    (path.as_str().to_owned(), mode)
+                })
+                .collect();
+            assert_eq!(
+                base_modes, remote_modes,
+                "{}: its journal's base has other modes than the remote",
+                device.name
+            );
             let before = self.activity(i);
             let report = running.engine.sync(&request(Scope::Full));
             assert!(

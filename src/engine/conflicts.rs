@@ -22,8 +22,10 @@ use std::time::SystemTime;
 
 use crate::fsops::{self, Expect};
 use crate::journal::{BaseEdit, ChangeType, ConflictRow, ConflictStatus, NewConflict, Step};
-use crate::model::{BaseEntry, BaseTree, ContentHash, Entry, FileMeta, RelPath, Side, Strategy};
-use crate::reconcile::{Action, Conflict, ConflictKind};
+use crate::model::{
+    BaseEntry, BaseTree, ContentHash, Entry, FileMeta, Mode, RelPath, Side, Strategy,
+};
+use crate::reconcile::{self, Action, Conflict, ConflictKind};
 use crate::remote::{Replica, ReplicaError};
 use crate::timefmt;
 
@@ -228,11 +230,13 @@ fn keep(
     let lost = entry(trees, loser, path);
     let (actions, follow_up) = match (won, lost) {
         (Some(Entry::File(meta)), None | Some(Entry::File(_))) => (
+            // The winner's version as it is, its mode included.
             vec![Action::Copy {
                 to: loser,
                 path: path.clone(),
                 source: meta,
                 replaces: lost,
+                mode: meta.mode,
             }],
             Vec::new(),
         ),
@@ -347,16 +351,25 @@ fn try_merge(
     let now = timefmt::to_unix_ns(SystemTime::now());
     let local_expect = trees.expect(Side::Local, path);
     let remote_expect = trees.expect(Side::Remote, path);
+    // Merged like any mode: the side that changed it wins, else only the
+    // bits both allow.
+    let mode_of = |entry: Option<Entry>| entry.and_then(|e| e.mode());
+    let mode = reconcile::merge_modes(
+        mode_of(base.get(path).map(|b| b.entry)),
+        mode_of(entry(trees, Side::Local, path)),
+        mode_of(entry(trees, Side::Remote, path)),
+    );
     let written_local = ctx
         .local
-        .write(path, &mut &merged[..], &hash, now, &local_expect)?;
-    let written_remote = ctx
-        .remote
-        .write(path, &mut &merged[..], &hash, now, &remote_expect)?;
+        .write(path, &mut &merged[..], &hash, now, mode, &local_expect)?;
+    let written_remote =
+        ctx.remote
+            .write(path, &mut &merged[..], &hash, now, mode, &remote_expect)?;
     let meta = FileMeta {
         hash,
         size: merged.len() as u64,
         mtime_ns: written_local.entry.file().map_or(now, |m| m.mtime_ns),
+        mode: written_local.entry.mode().or(mode),
     };
     let base_entry = BaseEntry {
         entry: Entry::File(meta),
@@ -411,8 +424,18 @@ fn expect_now(root: &Path, path: &RelPath) -> Result<Expect, ReplicaError> {
         Some(s) => Expect::File {
             size: s.size,
             mtime_ns: s.mtime_ns,
+            mode: s.mode,
         },
     })
+}
+
+/// The mode a file written in place of what `expect` found keeps: that
+/// file's.
+fn kept_mode(expect: &Expect) -> Option<Mode> {
+    match expect {
+        Expect::File { mode, .. } => *mode,
+        Expect::Absent | Expect::Dir => None,
+    }
 }
 
 impl PairEngine {
@@ -510,8 +533,9 @@ impl PairEngine {
         let hash = ContentHash::of_bytes(&bytes);
         let now = timefmt::to_unix_ns(SystemTime::now());
         let expect = expect_now(self.local().root(), path)?;
+        let mode = kept_mode(&expect);
         self.local()
-            .write(path, &mut &bytes[..], &hash, now, &expect)?;
+            .write(path, &mut &bytes[..], &hash, now, mode, &expect)?;
         Ok(())
     }
 
@@ -545,8 +569,9 @@ impl PairEngine {
         let hash = ContentHash::of_bytes(&bytes);
         let now = timefmt::to_unix_ns(SystemTime::now());
         let expect = expect_now(self.local().root(), &row.path)?;
+        let mode = kept_mode(&expect);
         self.local()
-            .write(&row.path, &mut &bytes[..], &hash, now, &expect)?;
+            .write(&row.path, &mut &bytes[..], &hash, now, mode, &expect)?;
         Ok(())
     }
 }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::fsops::Expect;
 use crate::journal::{BaseEdit, ChangeType, Step};
-use crate::model::{BaseEntry, Entry, FileMeta, RelPath, Side, SideEntry, SideTree};
+use crate::model::{BaseEntry, Entry, FileMeta, Mode, RelPath, Side, SideEntry, SideTree};
 use crate::reconcile::Action;
 use crate::remote::{ReplicaError, Source, StagedWrite};
 
@@ -83,14 +83,7 @@ impl Trees {
 
 /// The expectation for a snapshot entry.
 pub fn expect_of(entry: Option<&SideEntry>) -> Expect {
-    match entry.map(|e| &e.entry) {
-        None => Expect::Absent,
-        Some(Entry::Dir) => Expect::Dir,
-        Some(Entry::File(meta)) => Expect::File {
-            size: meta.size,
-            mtime_ns: meta.mtime_ns,
-        },
-    }
+    Expect::of(entry.map(|e| &e.entry))
 }
 
 /// What running a plan achieved.
@@ -156,7 +149,13 @@ fn run_one(
 ) {
     let result = match action {
         Action::Move { side, from, to } => move_path(ctx, trees, *side, from, to, tally),
-        Action::Mkdir { side, path } => mkdir(ctx, trees, *side, path),
+        Action::Mkdir { side, path, mode } => mkdir(ctx, trees, *side, path, *mode),
+        Action::SetMode {
+            side,
+            path,
+            expected,
+            mode,
+        } => set_mode(ctx, trees, *side, path, expected, *mode),
         Action::Delete { side, path, .. } => delete(ctx, trees, *side, path, tally),
         Action::SetBase { path, entry } => set_base(ctx, trees, path, entry.as_ref()),
         Action::Copy { .. } => unreachable!("copies run in run_copies"),
@@ -202,10 +201,15 @@ fn mkdir(
     trees: &mut Trees,
     side: Side,
     path: &RelPath,
+    mode: Option<Mode>,
 ) -> Result<(), ReplicaError> {
-    let created = ctx.side(side).mkdir(path)?;
+    // Writable by its owner while it is filled (see `Action::Mkdir`).
+    let created = ctx.side(side).mkdir(path, mode.map(Mode::fillable))?;
+    // The mode the new folder has, or (where the side holds none) the one
+    // it was made for.
+    let base = Entry::dir(created.entry.mode().or(mode));
     trees.set(side, path, Some(created));
-    let base = base_entry(trees, path, Entry::Dir);
+    let base = base_entry(trees, path, base);
     ctx.commit(Step {
         base: vec![BaseEdit::Put(path.clone(), base)],
         changes: vec![ctx.change(ChangeType::Created, path, None, true, side.other(), None)],
@@ -258,6 +262,58 @@ fn delete(
     Ok(())
 }
 
+fn set_mode(
+    ctx: &EngineContext<'_>,
+    trees: &mut Trees,
+    side: Side,
+    path: &RelPath,
+    expected: &Entry,
+    mode: Mode,
+) -> Result<(), ReplicaError> {
+    // A mode change that goes with a copy (the side the content came from
+    // takes the decided mode) waits for the copy: until both sides hold
+    // the same content, the base cannot record what they agree on, and
+    // the source side keeps its mode. The path is planned afresh.
+    let agreed = match (trees.local.get(path), trees.remote.get(path)) {
+        (Some(local), Some(remote)) => local.entry.same_content(&remote.entry),
+        _ => false,
+    };
+    if !agreed {
+        return Err(ReplicaError::Changed {
+            path: path.to_string(),
+        });
+    }
+    ctx.side(side).set_mode(path, expected, mode)?;
+    let tree = trees.get_mut(side);
+    let Some(changed) = tree.get_mut(path) else {
+        return Err(ReplicaError::Changed {
+            path: path.to_string(),
+        });
+    };
+    changed.entry = changed.entry.with_mode(Some(mode));
+    // Both sides hold the same content now (reconcile plans a mode change
+    // only there); the base keeps the local side's metadata.
+    let local_entry = trees
+        .local
+        .get(path)
+        .map_or(*expected, |e| e.entry)
+        .with_mode(Some(mode));
+    let base = base_entry(trees, path, local_entry);
+    ctx.commit(Step {
+        base: vec![BaseEdit::Put(path.clone(), base)],
+        changes: vec![ctx.change(
+            ChangeType::Modified,
+            path,
+            None,
+            expected.is_dir(),
+            side.other(),
+            expected.file(),
+        )],
+        blobs: Vec::new(),
+    });
+    Ok(())
+}
+
 fn set_base(
     ctx: &EngineContext<'_>,
     trees: &Trees,
@@ -267,8 +323,12 @@ fn set_base(
     let edit = match entry {
         Some(entry) => {
             // The base records the local side's metadata (its mtime is the
-            // local stat cache) and both sides' identities.
-            let local_entry = trees.local.get(path).map(|e| e.entry).unwrap_or(*entry);
+            // local stat cache) and both sides' identities, with the mode
+            // the plan decided.
+            let local_entry = trees
+                .local
+                .get(path)
+                .map_or(*entry, |e| e.entry.with_mode(entry.mode()));
             BaseEdit::Put(path.clone(), base_entry(trees, path, local_entry))
         }
         None => BaseEdit::Remove(path.clone()),
@@ -298,6 +358,8 @@ struct CopyJob<'a> {
     to: Side,
     path: &'a RelPath,
     source: FileMeta,
+    /// What the copy is made with (see `Action::Copy`).
+    mode: Option<Mode>,
     expect: Expect,
     is_new: bool,
 }
@@ -313,13 +375,18 @@ fn run_copies(
         .iter()
         .filter_map(|action| match action {
             Action::Copy {
-                to, path, source, ..
+                to,
+                path,
+                source,
+                mode,
+                ..
             } => {
                 let current = trees.get(*to).get(path);
                 Some(CopyJob {
                     to: *to,
                     path,
                     source: *source,
+                    mode: *mode,
                     expect: expect_of(current),
                     is_new: current.is_none(),
                 })
@@ -562,16 +629,24 @@ fn stage_one(ctx: &EngineContext<'_>, job: &CopyJob<'_>) -> Result<StagedWrite, 
     // on a connection error continues where it stopped.
     let source = Source::new(ctx.side(job.to.other()), job.path, job.source, &at);
     ctx.side(job.to)
-        .stage_from(job.path, &source, job.source.mtime_ns)
+        .stage_from(job.path, &source, job.source.mtime_ns, job.mode)
         .map_err(|error| source.take_failure().unwrap_or(error))
 }
 
 fn commit_copy(ctx: &EngineContext<'_>, trees: &Trees, job: &CopyJob<'_>, tally: &mut RunTally) {
+    // The mode the source side has, else the copy's: where the plan also
+    // changes the source's mode, that step records the decided one, and
+    // until it has, the base must not claim the source already has it.
+    let source_mode = trees
+        .get(job.to.other())
+        .get(job.path)
+        .and_then(|e| e.entry.mode());
     let local_entry = trees
         .local
         .get(job.path)
         .map(|e| e.entry)
         .unwrap_or(Entry::File(job.source));
+    let local_entry = local_entry.with_mode(source_mode.or(job.mode).or(local_entry.mode()));
     let base = base_entry(trees, job.path, local_entry);
     match job.to {
         Side::Remote => {

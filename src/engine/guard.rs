@@ -97,6 +97,7 @@ mod tests {
             hash: ContentHash::of_bytes(b"x"),
             size: 1,
             mtime_ns: 0,
+            mode: None,
         })
     }
 

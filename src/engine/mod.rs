@@ -451,6 +451,8 @@ impl PairEngine {
         Policy {
             local_case_insensitive: self.local.capabilities().case_insensitive,
             remote_case_insensitive: self.remote.capabilities().case_insensitive,
+            local_modes: self.local.capabilities().modes,
+            remote_modes: self.remote.capabilities().modes,
         }
     }
 }

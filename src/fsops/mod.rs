@@ -1,7 +1,9 @@
 //! The careful local file-system primitives every writer shares: stat with
-//! nanosecond mtimes and inode identity, staged atomic writes (temporary
-//! file in the target's folder, fsync, verify, rename without replacing),
-//! and the trash that every overwritten or deleted version goes to.
+//! nanosecond mtimes, inode identity and permission bits, staged atomic
+//! writes (temporary file in the target's folder, created with its final
+//! mode or narrower, fsync, verify, rename without replacing), folders
+//! created with their mode, and the trash that every overwritten or deleted
+//! version goes to (owner-only folders, each version keeping its mode).
 //!
 //! This module knows nothing about pairs, plans or the journal. It is used
 //! for the local side of every pair and for the `file://` remote, so both
@@ -13,7 +15,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use crate::model::{ContentHash, FileId, RelPath};
+use crate::model::{ContentHash, Entry, FileId, Mode, RelPath};
 use crate::timefmt;
 use crate::tracker::ignore::temp_name_for;
 
@@ -36,6 +38,8 @@ pub struct Stat {
     pub size: u64,
     pub mtime_ns: i64,
     pub id: Option<FileId>,
+    /// The permission bits (`None` where the platform has none).
+    pub mode: Option<Mode>,
 }
 
 impl Stat {
@@ -75,7 +79,21 @@ pub fn stat_of(meta: &fs::Metadata) -> Stat {
         },
         mtime_ns,
         id: file_id(meta),
+        mode: mode_of(meta),
     }
+}
+
+/// The permission bits of `meta`, where the platform has them.
+#[cfg(unix)]
+pub fn mode_of(meta: &fs::Metadata) -> Option<Mode> {
+    use std::os::unix::fs::PermissionsExt;
+    Some(Mode::from_bits(meta.permissions().mode()))
+}
+
+#[cfg(not(unix))]
+/// See the Unix version.
+pub fn mode_of(_meta: &fs::Metadata) -> Option<Mode> {
+    None
 }
 
 #[cfg(unix)]
@@ -149,24 +167,42 @@ pub fn temp_path_for(target: &Path) -> PathBuf {
 
 /// Streams `content` into a temporary file beside `target`. `mtime_ns`,
 /// when given, is set on the file so both sides of a pair show the same
-/// modification time.
+/// modification time; `mode` as for [`create_temp`].
 ///
 /// The file is not flushed here: [`flush_all`] flushes a whole batch of
 /// staged files at once, before any of them is renamed into place.
-pub fn stage(target: &Path, content: &mut dyn Read, mtime_ns: Option<i64>) -> io::Result<Staged> {
-    let (file, staged) = create_temp(target)?;
+pub fn stage(
+    target: &Path,
+    content: &mut dyn Read,
+    mtime_ns: Option<i64>,
+    mode: Option<Mode>,
+) -> io::Result<Staged> {
+    let (file, staged) = create_temp(target, mode)?;
     fill(file, staged, content, mtime_ns)
 }
 
 /// Creates the empty temporary file of `target`'s staged write, removed
 /// again when the returned guard is dropped. Fails with `NotFound` when
 /// `target`'s folder does not exist.
-pub fn create_temp(target: &Path) -> io::Result<(File, Staged)> {
+///
+/// With a `mode`, the file is created with it (the umask can only narrow
+/// that) and then given exactly that mode before a byte is written: it is
+/// never, not for a moment, readable by anyone the mode does not allow.
+/// Without one it gets the default (`0o666` less the umask).
+pub fn create_temp(target: &Path, mode: Option<Mode>) -> io::Result<(File, Staged)> {
     let temp = temp_path_for(target);
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&temp)?;
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    if let Some(mode) = mode {
+        set_create_mode(&mut options, mode);
+    }
+    let file = options.open(&temp)?;
+    if let Some(mode) = mode
+        && let Err(e) = set_file_mode(&file, mode)
+    {
+        let _ = fs::remove_file(&temp);
+        return Err(e);
+    }
     let staged = Staged {
         temp: Some(temp),
         hash: ContentHash([0; 32]),
@@ -204,6 +240,92 @@ pub fn fill(
     staged.hash = ContentHash(*hasher.finalize().as_bytes());
     staged.stat = Some(stat_of(&file.metadata()?));
     Ok(staged)
+}
+
+/// Makes `options` create a file with `mode` (less the umask).
+#[cfg(unix)]
+pub fn set_create_mode(options: &mut OpenOptions, mode: Mode) {
+    use std::os::unix::fs::OpenOptionsExt;
+    options.mode(mode.bits());
+}
+
+#[cfg(not(unix))]
+/// See the Unix version: elsewhere files have no mode bits.
+pub fn set_create_mode(_options: &mut OpenOptions, _mode: Mode) {}
+
+/// Gives an open file exactly `mode`, whatever the umask took away when
+/// it was created.
+#[cfg(unix)]
+pub fn set_file_mode(file: &File, mode: Mode) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(fs::Permissions::from_mode(mode.bits()))
+}
+
+#[cfg(not(unix))]
+/// See the Unix version.
+pub fn set_file_mode(_file: &File, _mode: Mode) -> io::Result<()> {
+    Ok(())
+}
+
+/// Creates the folder `path` (its parent exists) with exactly `mode`, or
+/// the default (`0o777` less the umask) without one. Like [`create_temp`],
+/// it is created with that mode (the umask can only narrow it) and then
+/// given it exactly. An existing folder is left as it is:
+/// `AlreadyExists`.
+pub fn create_dir(path: &Path, mode: Option<Mode>) -> io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    #[cfg(unix)]
+    if let Some(mode) = mode {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(mode.bits());
+    }
+    builder.create(path)?;
+    match mode {
+        Some(mode) => set_path_mode(path, mode, None),
+        None => Ok(()),
+    }
+}
+
+/// Sets the permission bits of `path` (not following a symlink there) to
+/// `mode`, keeping its set-ID and sticky bits, which Prism Sync neither
+/// syncs nor clears. With `expect`, the path must still match it and have
+/// the mode `expect` names, else it is `Changed`.
+pub fn set_path_mode(path: &Path, mode: Mode, expect: Option<(&Expect, Mode)>) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = fs::symlink_metadata(path)?;
+        if let Some((expect, current)) = expect
+            && (!expect.matches(Some(&stat_of(&meta))) || mode_of(&meta) != Some(current))
+        {
+            return Err(io::Error::other(ModeChanged));
+        }
+        if meta.file_type().is_symlink() {
+            return Err(io::Error::other(ModeChanged));
+        }
+        let special = meta.permissions().mode() & 0o7000;
+        // RACE: the path may be replaced by a symlink between the look
+        // above and this call, which follows it; only someone who can
+        // write into the synced folder can do that, and the target is
+        // then given a mode the plan chose for a file of the same user.
+        fs::set_permissions(path, fs::Permissions::from_mode(special | mode.bits()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, mode, expect);
+        Ok(())
+    }
+}
+
+/// The error [`set_path_mode`] wraps when the path is not what was
+/// expected.
+#[derive(Debug, thiserror::Error)]
+#[error("changed since it was scanned")]
+pub struct ModeChanged;
+
+/// True for the error of [`set_path_mode`] that means "changed".
+pub fn is_mode_changed(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<ModeChanged>())
 }
 
 /// Takes an exclusive advisory lock on `file` without waiting: false when
@@ -250,19 +372,48 @@ pub enum CommitError {
 pub enum Expect {
     /// Nothing may be there.
     Absent,
-    /// A file with exactly this size and mtime.
-    File { size: u64, mtime_ns: i64 },
+    /// A file with exactly this size and mtime, and this mode where one is
+    /// given (a `chmod` since the scan is a change like any other).
+    File {
+        size: u64,
+        mtime_ns: i64,
+        mode: Option<Mode>,
+    },
     /// A folder.
     Dir,
 }
 
 impl Expect {
+    /// What a step must find where a listing showed `entry` (`None`:
+    /// nothing).
+    pub fn of(entry: Option<&Entry>) -> Expect {
+        match entry {
+            None => Expect::Absent,
+            Some(Entry::Dir(_)) => Expect::Dir,
+            Some(Entry::File(meta)) => Expect::File {
+                size: meta.size,
+                mtime_ns: meta.mtime_ns,
+                mode: meta.mode,
+            },
+        }
+    }
+
     /// True when `found` is what was expected.
     pub fn matches(&self, found: Option<&Stat>) -> bool {
         match (self, found) {
             (Expect::Absent, None) => true,
-            (Expect::File { size, mtime_ns }, Some(stat)) => {
-                stat.kind == StatKind::File && stat.size == *size && stat.mtime_ns == *mtime_ns
+            (
+                Expect::File {
+                    size,
+                    mtime_ns,
+                    mode,
+                },
+                Some(stat),
+            ) => {
+                stat.kind == StatKind::File
+                    && stat.size == *size
+                    && stat.mtime_ns == *mtime_ns
+                    && (mode.is_none() || stat.mode.is_none() || *mode == stat.mode)
             }
             (Expect::Dir, Some(stat)) => stat.kind == StatKind::Dir,
             _ => false,
@@ -434,7 +585,7 @@ impl Trash {
         // `rel` must go (the file `a`, then `a/b` within one minute): the
         // version then goes below a numbered folder of the batch instead,
         // `BATCH/dup-1/a/b`.
-        while let Some(Err(e)) = dest.parent().map(fs::create_dir_all) {
+        while let Some(Err(e)) = dest.parent().map(create_private_dirs) {
             if !matches!(
                 e.kind(),
                 io::ErrorKind::AlreadyExists | io::ErrorKind::NotADirectory
@@ -507,17 +658,49 @@ impl Trash {
     }
 }
 
+/// Creates `dir` and any missing folder above it readable by their owner
+/// only: the trash holds old versions of every synced file, and the
+/// folders it makes to hold them must not show their names (nor, for a
+/// file whose folder was private, lead to it) to anyone else.
+fn create_private_dirs(dir: &Path) -> io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
+/// Copies a file or folder to another file system, each file and folder
+/// no wider than its original at any moment: files are created with their
+/// mode (`fs::copy` does), folders owner-only while they are filled and
+/// given their own mode once they are.
 fn copy_tree(source: &Path, dest: &Path) -> io::Result<()> {
     let meta = fs::symlink_metadata(source)?;
     if meta.is_dir() {
-        fs::create_dir_all(dest)?;
+        create_dir(dest, Some(Mode::from_bits(0o700)))?;
         for entry in fs::read_dir(source)? {
             let entry = entry?;
             copy_tree(&entry.path(), &dest.join(entry.file_name()))?;
         }
+        if let Some(mode) = mode_of(&meta) {
+            set_path_mode(dest, mode, None)?;
+        }
     } else {
-        fs::copy(source, dest)?;
-        File::open(dest)?.sync_all()?;
+        let mut options = OpenOptions::new();
+        options.write(true).create_new(true);
+        let mode = mode_of(&meta);
+        if let Some(mode) = mode {
+            set_create_mode(&mut options, mode);
+        }
+        let mut out = options.open(dest)?;
+        if let Some(mode) = mode {
+            set_file_mode(&out, mode)?;
+        }
+        io::copy(&mut File::open(source)?, &mut out)?;
+        out.sync_all()?;
     }
     Ok(())
 }
@@ -543,7 +726,7 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let trash = Trash::new(dir.path().join("trash"));
         let target = dir.path().join("page.md");
-        let staged = stage(&target, &mut &b"hello"[..], Some(1_000_000_000)).unwrap();
+        let staged = stage(&target, &mut &b"hello"[..], Some(1_000_000_000), None).unwrap();
         assert!(!target.exists());
         assert_eq!(staged.hash, ContentHash::of_bytes(b"hello"));
         let committed = commit(staged, &target, &Expect::Absent, &trash, &rel("page.md")).unwrap();
@@ -564,10 +747,11 @@ pub(crate) mod tests {
         let target = dir.path().join("a.txt");
         fs::write(&target, "old").unwrap();
         let old = stat(&target).unwrap().unwrap();
-        let staged = stage(&target, &mut &b"new"[..], None).unwrap();
+        let staged = stage(&target, &mut &b"new"[..], None, None).unwrap();
         let expect = Expect::File {
             size: old.size,
             mtime_ns: old.mtime_ns,
+            mode: old.mode,
         };
         commit(staged, &target, &expect, &trash, &rel("a.txt")).unwrap();
         assert_eq!(fs::read_to_string(&target).unwrap(), "new");
@@ -582,10 +766,11 @@ pub(crate) mod tests {
         let trash = Trash::new(dir.path().join("trash"));
         let target = dir.path().join("a.txt");
         fs::write(&target, "user's newer edit").unwrap();
-        let staged = stage(&target, &mut &b"remote"[..], None).unwrap();
+        let staged = stage(&target, &mut &b"remote"[..], None, None).unwrap();
         let expect = Expect::File {
             size: 3,
             mtime_ns: 1,
+            mode: None,
         };
         let err = commit(staged, &target, &expect, &trash, &rel("a.txt")).unwrap_err();
         assert!(matches!(err, CommitError::Changed { .. }));
@@ -602,7 +787,7 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let trash = Trash::new(dir.path().join("trash"));
         let target = dir.path().join("new.txt");
-        let staged = stage(&target, &mut &b"ours"[..], None).unwrap();
+        let staged = stage(&target, &mut &b"ours"[..], None, None).unwrap();
         fs::write(&target, "theirs").unwrap();
         assert!(matches!(
             commit(staged, &target, &Expect::Absent, &trash, &rel("new.txt")),
@@ -667,6 +852,113 @@ pub(crate) mod tests {
             .collect();
         kept.sort();
         assert_eq!(kept, ["one", "two"]);
+    }
+
+    fn mode_at(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    fn chmod(path: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn a_staged_file_has_its_mode_exactly_before_its_first_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        for bits in [0o600, 0o640, 0o755, 0o400] {
+            let target = dir.path().join(format!("f{bits:o}"));
+            let (file, staged) = create_temp(&target, Some(Mode::from_bits(bits))).unwrap();
+            assert_eq!(file.metadata().unwrap().len(), 0);
+            assert_eq!(mode_at(staged.temp_path()), bits);
+            let staged = fill(file, staged, &mut &b"x"[..], None).unwrap();
+            assert_eq!(
+                staged.stat.as_ref().unwrap().mode,
+                Some(Mode::from_bits(bits))
+            );
+        }
+    }
+
+    #[test]
+    fn a_folder_is_created_with_its_mode_and_a_mode_change_keeps_set_id_bits() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("shared");
+        create_dir(&folder, Some(Mode::from_bits(0o750))).unwrap();
+        assert_eq!(mode_at(&folder), 0o750);
+        // The group's set-group-ID bit is the user's own business.
+        chmod(&folder, 0o2750);
+        let stat = stat(&folder).unwrap().unwrap();
+        set_path_mode(
+            &folder,
+            Mode::from_bits(0o700),
+            Some((&Expect::Dir, Mode::from_bits(0o750))),
+        )
+        .unwrap();
+        assert_eq!(mode_at(&folder), 0o2700);
+        assert_eq!(stat.mode, Some(Mode::from_bits(0o750)));
+        // A mode that changed since it was seen is not overwritten.
+        let err = set_path_mode(
+            &folder,
+            Mode::from_bits(0o755),
+            Some((&Expect::Dir, Mode::from_bits(0o750))),
+        )
+        .unwrap_err();
+        assert!(is_mode_changed(&err), "{err}");
+        assert_eq!(mode_at(&folder), 0o2700);
+    }
+
+    #[test]
+    fn a_chmod_since_the_scan_is_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let trash = Trash::new(dir.path().join("trash"));
+        let target = dir.path().join("a.txt");
+        fs::write(&target, "old").unwrap();
+        chmod(&target, 0o644);
+        let seen = stat(&target).unwrap().unwrap();
+        chmod(&target, 0o600);
+        let staged = stage(
+            &target,
+            &mut &b"new"[..],
+            None,
+            Some(Mode::from_bits(0o644)),
+        )
+        .unwrap();
+        let expect = Expect::File {
+            size: seen.size,
+            mtime_ns: seen.mtime_ns,
+            mode: seen.mode,
+        };
+        let err = commit(staged, &target, &expect, &trash, &rel("a.txt")).unwrap_err();
+        assert!(matches!(err, CommitError::Changed { .. }), "{err}");
+        assert_eq!(fs::read_to_string(&target).unwrap(), "old");
+        assert_eq!(mode_at(&target), 0o600);
+    }
+
+    #[test]
+    fn the_trash_keeps_modes_in_owner_only_folders_on_any_file_system() {
+        // The trash on the same file system (a rename) and on another (a
+        // copy): either way a private file stays private, and the folders
+        // the trash makes to hold it show nothing to anyone else.
+        let source_dir = tempfile::tempdir().unwrap();
+        let same = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir_in("/dev/shm").unwrap();
+        for trash_dir in [same.path(), other.path()] {
+            let trash = Trash::new(trash_dir.join("trash"));
+            let folder = source_dir.path().join("vault");
+            fs::create_dir(&folder).unwrap();
+            fs::write(folder.join("key"), "k").unwrap();
+            chmod(&folder.join("key"), 0o600);
+            chmod(&folder, 0o750);
+            let kept = trash.put(&folder, &rel("deep/vault")).unwrap();
+            assert_eq!(mode_at(&kept), 0o750);
+            assert_eq!(mode_at(&kept.join("key")), 0o600);
+            let mut above = kept.parent().unwrap();
+            while above.starts_with(trash.root()) {
+                assert_eq!(mode_at(above), 0o700, "{}", above.display());
+                above = above.parent().unwrap();
+            }
+        }
     }
 
     #[test]

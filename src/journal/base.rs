@@ -12,7 +12,7 @@ use super::changes::{self, NewChange};
 use super::lineage;
 use super::rows::{RowReader, below, int, kind_str};
 use super::{Journal, JournalError, PairId, during};
-use crate::model::{BaseEntry, BaseTree, ContentHash, Entry, FileId, FileMeta, RelPath};
+use crate::model::{BaseEntry, BaseTree, ContentHash, Entry, FileId, FileMeta, Mode, RelPath};
 use crate::timefmt;
 
 /// Everything one finished action changes in the journal, applied
@@ -42,8 +42,8 @@ pub enum BaseEdit {
 /// The query [`decode_base`] reads, as a literal for `concat!`.
 macro_rules! select_base {
     () => {
-        "SELECT pair_id, path, kind, hash, size, mtime_ns, local_id, remote_id, remote_version \
-         FROM base "
+        "SELECT pair_id, path, kind, hash, size, mtime_ns, local_id, remote_id, remote_version, \
+         mode FROM base "
     };
 }
 
@@ -213,13 +213,17 @@ impl Journal {
 }
 
 fn decode_base(row: &RowReader<'_, '_>) -> Result<BaseEntry, JournalError> {
+    let mode = row
+        .opt_u64("mode")?
+        .map(|bits| Mode::from_bits(bits as u32));
     let entry = if row.is_dir("kind")? {
-        Entry::Dir
+        Entry::dir(mode)
     } else {
         Entry::File(FileMeta {
             hash: row.hash("hash")?,
             size: row.u64("size")?,
             mtime_ns: row.get("mtime_ns")?,
+            mode,
         })
     };
     Ok(BaseEntry {
@@ -241,8 +245,8 @@ fn apply_edit(
             let file = base.entry.file();
             conn.prepare_cached(
                 "INSERT OR REPLACE INTO base (pair_id, path, kind, hash, size, mtime_ns, \
-                 local_id, remote_id, remote_version, synced_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                 local_id, remote_id, remote_version, synced_at, mode) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?
             .execute(params![
                 pair.0,
@@ -255,6 +259,7 @@ fn apply_edit(
                 base.remote_id.as_ref().map(|id| id.0.as_str()),
                 base.remote_version,
                 now,
+                base.entry.mode().map(Mode::bits),
             ])?;
         }
         BaseEdit::Remove(path) => {

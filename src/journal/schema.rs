@@ -18,7 +18,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 use super::{BUSY_TIMEOUT, JournalError, SqliteError};
 
 /// Every migration, oldest first.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// Version 1: pairs, base, changes, syncs, conflicts, blobs, counters.
 const V1: &str = "
@@ -145,6 +145,14 @@ const V2: &str = "
 ALTER TABLE pairs ADD COLUMN lineage TEXT NOT NULL DEFAULT '';
 ALTER TABLE pairs ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
 UPDATE pairs SET lineage = lower(hex(randomblob(16)));
+";
+
+/// Version 3: the permission bits both sides agreed on (`0` to `0o777`),
+/// NULL where unknown (rows from before, or where neither side holds
+/// modes). A NULL base mode lets the next sync record what the sides have
+/// without changing either.
+const V3: &str = "
+ALTER TABLE base ADD COLUMN mode INTEGER CHECK (mode IS NULL OR (mode >= 0 AND mode <= 511));
 ";
 
 /// Per-connection settings. WAL lets `sqlite3` read while the agent writes;

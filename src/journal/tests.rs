@@ -27,11 +27,12 @@ fn file(content: &str) -> BaseEntry {
         hash: hash(content),
         size: content.len() as u64,
         mtime_ns: 1_739_116_800_000_000_000,
+        mode: None,
     }))
 }
 
 fn dir() -> BaseEntry {
-    BaseEntry::new(Entry::Dir)
+    BaseEntry::new(Entry::dir(None))
 }
 
 fn change(change_type: ChangeType, path: &str, device: &str) -> NewChange {
@@ -1173,4 +1174,51 @@ fn a_lineage_edited_into_something_else_than_hex_is_a_damaged_row() {
         matches!(err, JournalError::CorruptRow { table: "pairs", .. }),
         "{err:?}"
     );
+}
+
+#[test]
+fn a_version_1_journal_keeps_its_base_and_learns_modes() {
+    // A journal as the first schema wrote it, with a file and a folder in
+    // the base: the migration keeps both, with no mode known yet.
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("journal.db");
+    {
+        let conn = Connection::open(&path).unwrap();
+        schema::migrate(&conn, &path, &schema::MIGRATIONS[..1]).unwrap();
+        conn.execute_batch(&format!(
+            "INSERT INTO pairs (id, name, local_root, remote_url, created_at) \
+             VALUES (1, 'notes', '/n', 'file:///r', '2025-02-09T12:00:00.000Z');
+             INSERT INTO base (pair_id, path, kind, hash, size, mtime_ns, synced_at) \
+             VALUES (1, 'a.txt', 'file', '{}', 1, 5, 'then'), (1, 'd', 'dir', NULL, NULL, NULL, 'then');",
+            hash("a").to_hex()
+        ))
+        .unwrap();
+    }
+    let journal = Journal::open(&path).unwrap();
+    let pair = journal.upsert_pair("notes", "/n", "file:///r").unwrap();
+    let base = journal.load_base(pair).unwrap();
+    assert_eq!(base[&rel("a.txt")].entry.mode(), None);
+    assert_eq!(base[&rel("d")].entry, Entry::dir(None));
+
+    // Modes are recorded and read back, for files and folders alike.
+    let private = Some(crate::model::Mode::from_bits(0o600));
+    let mut secret = file("secret");
+    secret.entry = secret.entry.with_mode(private);
+    let folder = BaseEntry::new(Entry::dir(Some(crate::model::Mode::from_bits(0o700))));
+    let step = Step {
+        base: vec![
+            BaseEdit::Put(rel("secret"), secret.clone()),
+            BaseEdit::Put(rel("d"), folder.clone()),
+        ],
+        ..Step::default()
+    };
+    journal.commit(pair, &step).unwrap();
+    let base = journal.load_base(pair).unwrap();
+    assert_eq!(base[&rel("secret")], secret);
+    assert_eq!(base[&rel("d")], folder);
+    // A mode out of range is refused by the table itself.
+    let err = side_connection(&path)
+        .execute("UPDATE base SET mode = 4096 WHERE path = 'd'", [])
+        .unwrap_err();
+    assert!(err.to_string().contains("CHECK"), "{err}");
 }

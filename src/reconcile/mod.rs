@@ -40,12 +40,27 @@
 //! 3. folder creations, parents first (by depth, then path, then side);
 //! 4. copies, by path, then side;
 //! 5. all other deletions, deepest first (by depth descending, then path);
-//! 6. base-only updates, by path.
+//! 6. mode changes, by path, then side (last, so that a folder made
+//!    read-only still takes what is put in or taken out of it first);
+//! 7. base-only updates, by path.
+//!
+//! Permission bits (see [`Mode`]) are decided apart from content, on every
+//! path both sides end up holding as the same kind of entry: where the
+//! sides' modes differ, the one that changed since the base wins; where
+//! both changed, differently, each keeps only the bits both allow (the
+//! narrower of the two: a mode-only disagreement never widens access and
+//! never costs a conflict copy of identical bytes). A side that cannot hold
+//! modes (`None`) takes no part. A copy or folder creation carries the
+//! decided mode, so a `chmod` on the receiving side survives an edit on
+//! the sending one; a mode-only change is a [`Action::SetMode`], never a
+//! transfer.
 //!
 //! How each action changes the base, which the engine commits per finished
 //! action: a move carries the base entries below `from` to `to`; a folder
-//! creation records a folder; a copy records `source`; a deletion forgets the
-//! path; a base update sets what it says. Reconcile emits exactly the base
+//! creation records a folder with its mode; a copy records `source` with
+//! the mode the source side has (or, where it has none, the copy's); a mode
+//! change records the entry with its new mode; a deletion forgets the path;
+//! a base update sets what it says. Reconcile emits exactly the base
 //! updates needed on top of those, so that applying the whole plan leaves a
 //! base on which the next reconcile plans nothing but the same conflicts.
 //!
@@ -65,7 +80,7 @@ mod tests;
 
 use std::collections::BTreeMap;
 
-use crate::model::{BaseTree, Entry, FileMeta, RelPath, Side, SideTree};
+use crate::model::{BaseTree, Entry, FileMeta, Mode, RelPath, Side, SideTree};
 
 /// What reconcile needs to know about the two file systems.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -74,6 +89,21 @@ pub struct Policy {
     pub local_case_insensitive: bool,
     /// Two names differing only in case are the same file on the remote.
     pub remote_case_insensitive: bool,
+    /// The local side holds permission bits.
+    pub local_modes: bool,
+    /// The remote holds permission bits (not WebDAV).
+    pub remote_modes: bool,
+}
+
+impl Policy {
+    /// Whether `side` holds permission bits: only there does a folder
+    /// creation make a folder writable first and set its mode after.
+    pub fn holds_modes(self, side: Side) -> bool {
+        match side {
+            Side::Local => self.local_modes,
+            Side::Remote => self.remote_modes,
+        }
+    }
 }
 
 /// The outcome of one reconcile pass.
@@ -93,18 +123,39 @@ pub enum Action {
         from: RelPath,
         to: RelPath,
     },
-    /// Create the folder `path` on `side`.
-    Mkdir { side: Side, path: RelPath },
+    /// Create the folder `path` on `side` with `mode` (`None`: the side's
+    /// default). A mode its owner cannot write into is created with the
+    /// owner's `rwx` added, so what belongs inside can be put there; a
+    /// [`Action::SetMode`] later in the plan then sets the mode itself.
+    Mkdir {
+        side: Side,
+        path: RelPath,
+        mode: Option<Mode>,
+    },
     /// Copy the file at `path` from the other side onto `to`. `source` is
     /// the version the plan saw on the other side (the executor verifies the
     /// bytes it copies hash to it); `replaces` is what the plan saw at `path`
     /// on `to` (`None`: nothing may be there), which the executor re-checks
-    /// before replacing anything.
+    /// before replacing anything. `mode` is what the copy is created with
+    /// (`None`: the side's default), never wider than the decided mode at
+    /// any moment.
     Copy {
         to: Side,
         path: RelPath,
         source: FileMeta,
         replaces: Option<Entry>,
+        mode: Option<Mode>,
+    },
+    /// Change only the permission bits of `path` on `side`, which must
+    /// still be `expected` (its mode included), to `mode`. Planned where
+    /// both sides hold the same content once the copies have run (on the
+    /// side a copy came from, when the other side's mode won): the engine
+    /// does it only once they do.
+    SetMode {
+        side: Side,
+        path: RelPath,
+        expected: Entry,
+        mode: Mode,
     },
     /// Remove `path` from `side`; `expected` is what the plan saw there.
     Delete {
@@ -124,6 +175,7 @@ impl Action {
             Action::Move { to, .. } => to,
             Action::Mkdir { path, .. }
             | Action::Copy { path, .. }
+            | Action::SetMode { path, .. }
             | Action::Delete { path, .. }
             | Action::SetBase { path, .. } => path,
         }
@@ -215,6 +267,30 @@ fn same(a: Option<&Entry>, b: Option<&Entry>) -> bool {
         (None, None) => true,
         (Some(a), Some(b)) => a.same_content(b),
         (None, Some(_)) | (Some(_), None) => false,
+    }
+}
+
+/// Same content and mode, where absence only equals absence.
+fn same_version(a: Option<&Entry>, b: Option<&Entry>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => a.same_version(b),
+        (None, Some(_)) | (Some(_), None) => false,
+    }
+}
+
+/// The mode a path ends with on both sides, from the modes the base and
+/// each side have (each `None` where unknown or of another kind of entry):
+/// the side that changed wins; where both changed, differently, only the
+/// bits both allow; a side without modes takes no part.
+pub fn merge_modes(base: Option<Mode>, local: Option<Mode>, remote: Option<Mode>) -> Option<Mode> {
+    match (local, remote) {
+        (Some(l), Some(r)) if l == r => Some(l),
+        (Some(l), Some(r)) if base == Some(l) => Some(r),
+        (Some(l), Some(r)) if base == Some(r) => Some(l),
+        (Some(l), Some(r)) => Some(l.narrowest(r)),
+        (Some(m), None) | (None, Some(m)) => Some(m),
+        (None, None) => base,
     }
 }
 

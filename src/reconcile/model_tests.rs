@@ -1,6 +1,7 @@
 //! The random model: a random base tree, random edits on each side (create,
-//! edit, delete, move and move-with-edit of files and folders, with or
-//! without identities, on case-sensitive or case-insensitive sides), then
+//! edit, delete, chmod, move and move-with-edit of files and folders, with
+//! or without identities, on case-sensitive or case-insensitive sides, on a
+//! remote with or without permission bits), then
 //! the plan is applied in the simulator and every invariant of
 //! `World::check_plan` must hold. A small name space (`a`, `b`, `B`, three
 //! levels) and a small pool of versions make collisions, identical edits,
@@ -10,7 +11,7 @@ use proptest::prelude::*;
 
 use super::sim::{World, file};
 use super::{Policy, fold, subtree};
-use crate::model::{BaseEntry, BaseTree, Entry, FileId, RelPath, SideEntry, SideTree};
+use crate::model::{BaseEntry, BaseTree, Entry, FileId, Mode, RelPath, SideEntry, SideTree};
 
 const NAMES: [&str; 3] = ["a", "b", "B"];
 
@@ -54,6 +55,18 @@ enum Edit {
         to: usize,
         version: Option<u8>,
     },
+    Chmod {
+        pick: usize,
+        mode: usize,
+    },
+}
+
+/// The modes entries get: few, so that equal and differing modes are both
+/// common, and overlapping, so that "the bits both allow" is often new.
+const MODES: [u32; 5] = [0o644, 0o600, 0o755, 0o640, 0o604];
+
+fn mode(index: usize) -> Option<Mode> {
+    Some(Mode::from_bits(MODES[index % MODES.len()]))
 }
 
 #[derive(Clone, Debug)]
@@ -64,6 +77,8 @@ struct Case {
     remote: Vec<Edit>,
     local_ids: bool,
     remote_ids: bool,
+    /// The remote holds permission bits (SFTP) or none (WebDAV).
+    remote_modes: bool,
     policy: Policy,
 }
 
@@ -78,6 +93,7 @@ fn edit() -> impl Strategy<Value = Edit> {
         any::<usize>().prop_map(|pick| Edit::Delete { pick }),
         (any::<usize>(), at, proptest::option::of(version))
             .prop_map(|(pick, to, version)| Edit::Move { pick, to, version }),
+        (any::<usize>(), any::<usize>()).prop_map(|(pick, mode)| Edit::Chmod { pick, mode }),
     ]
 }
 
@@ -86,18 +102,21 @@ fn case() -> impl Strategy<Value = Case> {
         proptest::collection::vec((0..39usize, 0..5u8), 0..12),
         proptest::collection::vec(edit(), 0..5),
         proptest::collection::vec(edit(), 0..5),
-        any::<(bool, bool, bool, bool)>(),
+        any::<(bool, bool, bool, bool, bool)>(),
     )
         .prop_map(
-            |(base, local, remote, (local_ids, remote_ids, lci, rci))| Case {
+            |(base, local, remote, (local_ids, remote_ids, lci, rci, remote_modes))| Case {
                 base,
                 local,
                 remote,
                 local_ids,
                 remote_ids,
+                remote_modes,
                 policy: Policy {
                     local_case_insensitive: lci,
                     remote_case_insensitive: rci,
+                    local_modes: true,
+                    remote_modes,
                 },
             },
         )
@@ -140,7 +159,7 @@ impl Builder {
                 self.tree.insert(
                     ancestor,
                     SideEntry {
-                        entry: Entry::Dir,
+                        entry: Entry::dir(mode(self.next)),
                         id,
                         version: None,
                     },
@@ -163,13 +182,21 @@ impl Builder {
             Edit::Create { at, version } => {
                 if self.can_create(&paths[at]) {
                     let id = self.id();
-                    self.create(paths[at].clone(), file(version), id);
+                    let entry = file(version).with_mode(mode(usize::from(version)));
+                    self.create(paths[at].clone(), entry, id);
                 }
             }
             Edit::Mkdir { at } => {
                 if self.can_create(&paths[at]) {
                     let id = self.id();
-                    self.create(paths[at].clone(), Entry::Dir, id);
+                    self.create(paths[at].clone(), Entry::dir(mode(at)), id);
+                }
+            }
+            Edit::Chmod { pick, mode: index } => {
+                if let Some(path) = existing.get(pick % existing.len().max(1))
+                    && let Some(entry) = self.tree.get_mut(path)
+                {
+                    entry.entry = entry.entry.with_mode(mode(index));
                 }
             }
             Edit::Modify { pick, version } => {
@@ -179,7 +206,7 @@ impl Builder {
                     .collect();
                 if let Some(path) = files.get(pick % files.len().max(1)) {
                     if let Some(entry) = self.tree.get_mut(*path) {
-                        entry.entry = file(version);
+                        entry.entry = file(version).with_mode(entry.entry.mode());
                     }
                 }
             }
@@ -206,7 +233,7 @@ impl Builder {
                 }
                 for (path, mut entry) in moving {
                     if let (Some(version), Entry::File(_)) = (version, entry.entry) {
-                        entry.entry = file(version);
+                        entry.entry = file(version).with_mode(entry.entry.mode());
                     }
                     let new_path = path
                         .rebase(from, to)
@@ -231,7 +258,11 @@ fn build(case: &Case) -> World {
     };
     for &(at, kind) in &case.base {
         if base.can_create(&paths[at]) {
-            let entry = if kind == 0 { Entry::Dir } else { file(kind) };
+            let entry = if kind == 0 {
+                Entry::dir(mode(at))
+            } else {
+                file(kind).with_mode(mode(at))
+            };
             let id = base.id();
             base.create(paths[at].clone(), entry, id);
         }
@@ -272,12 +303,17 @@ fn build(case: &Case) -> World {
         case.policy.local_case_insensitive,
         &case.local,
     );
-    let remote = side(
+    let mut remote = side(
         case.remote_ids,
         "R",
         case.policy.remote_case_insensitive,
         &case.remote,
     );
+    if !case.remote_modes {
+        for entry in remote.values_mut() {
+            entry.entry = entry.entry.with_mode(None);
+        }
+    }
     let base_tree: BaseTree = base
         .tree
         .iter()

@@ -13,7 +13,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Input, Policy, Tree, fold, ignores_case, rebase_tree, subtree};
-use crate::model::{BaseEntry, BaseTree, ContentHash, Entry, FileId, RelPath, Side, SideTree};
+use crate::model::{
+    BaseEntry, BaseTree, ContentHash, Entry, FileId, Mode, RelPath, Side, SideTree,
+};
 use crate::reconcile::Action;
 
 /// The trees after every replayable move, for the path-wise stage.
@@ -113,7 +115,7 @@ pub(super) fn replay_moves(input: &Input<'_>) -> Moved {
             }
             (None, Some(i)) => {
                 let candidate = pending.remove(i);
-                moved.create_parents(&candidate);
+                moved.create_parents(&candidate, input.policy);
                 moved.replay(&candidate, &mut pending);
             }
             (None, None) => break,
@@ -183,7 +185,7 @@ impl Moved {
         let mut needs_parents = false;
         for ancestor in candidate.to.ancestors() {
             match other.get(&ancestor) {
-                Some(Entry::Dir) => {}
+                Some(Entry::Dir(_)) => {}
                 Some(Entry::File(_)) => return Verdict::Drop,
                 None if insensitive && taken_ignoring_case(other, &ancestor, None) => {
                     return Verdict::Drop;
@@ -239,18 +241,33 @@ impl Moved {
 
     /// Creates on the other side the folders the destination needs. They
     /// exist on the moving side, so they would be created anyway.
-    fn create_parents(&mut self, candidate: &Candidate) {
+    fn create_parents(&mut self, candidate: &Candidate, policy: Policy) {
         let target = candidate.side.other();
         for ancestor in candidate.to.ancestors() {
             if self.tree(target).contains_key(&ancestor) {
                 continue;
             }
+            // With the mode the moving side's folder has. (One its owner
+            // cannot write into is made writable first, and given its mode
+            // by the path-wise stage once the move is done.)
+            let mode = self
+                .tree(candidate.side)
+                .get(&ancestor)
+                .and_then(Entry::mode);
             self.actions.push(Action::Mkdir {
                 side: target,
                 path: ancestor.clone(),
+                mode,
             });
-            self.tree_mut(target).insert(ancestor.clone(), Entry::Dir);
-            self.journal.insert(ancestor, Entry::Dir);
+            let created = if policy.holds_modes(target) {
+                Entry::dir(mode.map(Mode::fillable))
+            } else {
+                Entry::dir(None)
+            };
+            self.tree_mut(target).insert(ancestor.clone(), created);
+            // As the engine records a folder creation (see `executor`).
+            self.journal
+                .insert(ancestor, Entry::dir(created.mode().or(mode)));
         }
     }
 }

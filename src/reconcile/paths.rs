@@ -13,8 +13,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
 use super::moves::Moved;
-use super::{Action, Conflict, ConflictKind, Plan, Policy, fold, ignores_case, same};
-use crate::model::{Entry, RelPath, Side};
+use super::{
+    Action, Conflict, ConflictKind, Plan, Policy, fold, ignores_case, merge_modes, same,
+    same_version,
+};
+use crate::model::{Entry, Mode, RelPath, Side};
 
 /// What happens at one path.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,6 +50,17 @@ impl Slot {
             Side::Local => self.local,
             Side::Remote => self.remote,
         }
+    }
+
+    /// The mode this path ends with on both sides, where both end up
+    /// holding `after`: the modes of the entries of the same kind, merged
+    /// (see `merge_modes`).
+    fn final_mode(&self, after: &Entry) -> Option<Mode> {
+        let like = |e: Option<Entry>| {
+            e.filter(|e| e.is_dir() == after.is_dir())
+                .and_then(|e| e.mode())
+        };
+        merge_modes(like(self.base), like(self.local), like(self.remote))
     }
 
     /// What `side` holds here once the plan has run.
@@ -118,12 +132,12 @@ fn decide(base: Option<&Entry>, local: Option<&Entry>, remote: Option<&Entry>) -
     // Both sides changed, differently. Whatever involves a folder and a file
     // is a type change; the rest are file-against-file cases.
     let kind = match (base, local, remote) {
-        (Some(Entry::Dir), _, Some(Entry::File(_)))
-        | (Some(Entry::Dir), Some(Entry::File(_)), _)
-        | (Some(Entry::File(_)), Some(Entry::Dir), _)
-        | (Some(Entry::File(_)), _, Some(Entry::Dir))
-        | (None, Some(Entry::Dir), Some(Entry::File(_)))
-        | (None, Some(Entry::File(_)), Some(Entry::Dir)) => ConflictKind::TypeChanged,
+        (Some(Entry::Dir(_)), _, Some(Entry::File(_)))
+        | (Some(Entry::Dir(_)), Some(Entry::File(_)), _)
+        | (Some(Entry::File(_)), Some(Entry::Dir(_)), _)
+        | (Some(Entry::File(_)), _, Some(Entry::Dir(_)))
+        | (None, Some(Entry::Dir(_)), Some(Entry::File(_)))
+        | (None, Some(Entry::File(_)), Some(Entry::Dir(_))) => ConflictKind::TypeChanged,
         (None, Some(Entry::File(_)), Some(Entry::File(_))) => ConflictKind::BothCreated,
         (Some(Entry::File(_)), Some(Entry::File(_)), Some(Entry::File(_))) => {
             ConflictKind::BothModified
@@ -137,7 +151,7 @@ fn decide(base: Option<&Entry>, local: Option<&Entry>, remote: Option<&Entry>) -
         // Three pairwise different values out of "absent" and "folder", or
         // two sides that are equal, cannot get here: the checks above took
         // them. They are listed so that no case hides behind a wildcard.
-        (None | Some(Entry::Dir), None | Some(Entry::Dir), None | Some(Entry::Dir))
+        (None | Some(Entry::Dir(_)), None | Some(Entry::Dir(_)), None | Some(Entry::Dir(_)))
         | (None, None, Some(Entry::File(_)))
         | (None, Some(Entry::File(_)), None)
         | (Some(Entry::File(_)), None, None) => ConflictKind::BothModified,
@@ -249,15 +263,22 @@ fn emit(moves: Vec<Action>, slots: &BTreeMap<RelPath, Slot>, policy: Policy) -> 
     let mut mkdirs = Vec::new();
     let mut copies = Vec::new();
     let mut deletes = Vec::new();
+    let mut mode_changes = Vec::new();
     let mut base_updates = Vec::new();
     let mut conflicts = Vec::new();
     for (path, slot) in slots {
         match &slot.decision {
             Decision::Agreed => {
-                if !same(slot.journal.as_ref(), slot.local.as_ref()) {
+                // The same content on both sides (or nothing): at most the
+                // modes differ, and the base follows.
+                let agreed = slot.local.map(|e| e.with_mode(slot.final_mode(&e)));
+                let changes = set_modes(path, slot, agreed.and_then(|e| e.mode()), None);
+                let modes_set = !changes.is_empty();
+                mode_changes.extend(changes);
+                if !modes_set && !same_version(slot.journal.as_ref(), agreed.as_ref()) {
                     base_updates.push(Action::SetBase {
                         path: path.clone(),
-                        entry: slot.local,
+                        entry: agreed,
                     });
                 }
             }
@@ -268,37 +289,60 @@ fn emit(moves: Vec<Action>, slots: &BTreeMap<RelPath, Slot>, policy: Policy) -> 
                     path: path.clone(),
                     expected,
                 };
+                let mode = slot
+                    .current(side.other())
+                    .and_then(|source| slot.final_mode(&source));
                 let copy = |source, replaces| Action::Copy {
                     to: side,
                     path: path.clone(),
                     source,
                     replaces,
+                    mode,
                 };
-                let mkdir = || Action::Mkdir {
-                    side,
-                    path: path.clone(),
+                let mut mkdir = || {
+                    mkdirs.push(Action::Mkdir {
+                        side,
+                        path: path.clone(),
+                        mode,
+                    });
+                    // A folder its owner cannot write into is made
+                    // writable, filled, then given its mode.
+                    if let Some(mode) = mode
+                        && mode.fillable() != mode
+                        && policy.holds_modes(side)
+                    {
+                        mode_changes.push(Action::SetMode {
+                            side,
+                            path: path.clone(),
+                            expected: Entry::dir(Some(mode.fillable())),
+                            mode,
+                        });
+                    }
                 };
                 match (slot.current(side), slot.current(side.other())) {
                     (Some(old), None) => deletes.push(delete(old)),
-                    (None, Some(Entry::Dir)) => mkdirs.push(mkdir()),
+                    (None, Some(Entry::Dir(_))) => mkdir(),
                     (None, Some(Entry::File(source))) => copies.push(copy(source, None)),
                     (Some(old @ Entry::File(_)), Some(Entry::File(source))) => {
                         copies.push(copy(source, Some(old)));
                     }
                     // A type change: the old entry goes first (see the order
                     // of deletions below), so the copy finds nothing there.
-                    (Some(old @ Entry::File(_)), Some(Entry::Dir)) => {
+                    (Some(old @ Entry::File(_)), Some(Entry::Dir(_))) => {
                         deletes.push(delete(old));
-                        mkdirs.push(mkdir());
+                        mkdir();
                     }
-                    (Some(Entry::Dir), Some(Entry::File(source))) => {
-                        deletes.push(delete(Entry::Dir));
+                    (Some(old @ Entry::Dir(_)), Some(Entry::File(source))) => {
+                        deletes.push(delete(old));
                         copies.push(copy(source, None));
                     }
                     // Propagation is only decided where the sides differ;
                     // sides that agree need nothing.
-                    (Some(Entry::Dir), Some(Entry::Dir)) | (None, None) => {}
+                    (Some(Entry::Dir(_)), Some(Entry::Dir(_))) | (None, None) => {}
                 }
+                // The side the content came from takes the decided mode
+                // too, where the other side's `chmod` won.
+                mode_changes.extend(set_modes(path, slot, mode, Some(side)));
             }
             Decision::Conflict { kind, other_path } => conflicts.push(Conflict {
                 path: path.clone(),
@@ -317,7 +361,7 @@ fn emit(moves: Vec<Action>, slots: &BTreeMap<RelPath, Slot>, policy: Policy) -> 
     // side compares names); it must run before the creations.
     let mut created: [BTreeSet<String>; 2] = [BTreeSet::new(), BTreeSet::new()];
     for action in mkdirs.iter().chain(&copies) {
-        if let Action::Mkdir { side, path } | Action::Copy { to: side, path, .. } = action {
+        if let Action::Mkdir { side, path, .. } | Action::Copy { to: side, path, .. } = action {
             created[index(*side)].insert(side_key(path, *side, policy));
         }
     }
@@ -332,9 +376,10 @@ fn emit(moves: Vec<Action>, slots: &BTreeMap<RelPath, Slot>, policy: Policy) -> 
         });
 
     let side_of = |action: &Action| match action {
-        Action::Move { side, .. } | Action::Mkdir { side, .. } | Action::Delete { side, .. } => {
-            Some(*side)
-        }
+        Action::Move { side, .. }
+        | Action::Mkdir { side, .. }
+        | Action::Delete { side, .. }
+        | Action::SetMode { side, .. } => Some(*side),
         Action::Copy { to, .. } => Some(*to),
         Action::SetBase { .. } => None,
     };
@@ -351,14 +396,40 @@ fn emit(moves: Vec<Action>, slots: &BTreeMap<RelPath, Slot>, policy: Policy) -> 
         (a.path().depth(), a.path(), side_of(a)).cmp(&(b.path().depth(), b.path(), side_of(b)))
     });
     copies.sort_by(|a, b| (a.path(), side_of(a)).cmp(&(b.path(), side_of(b))));
+    mode_changes.sort_by(|a, b| (a.path(), side_of(a)).cmp(&(b.path(), side_of(b))));
 
     let mut actions = moves;
     actions.extend(clearing);
     actions.extend(mkdirs);
     actions.extend(copies);
     actions.extend(other_deletes);
+    actions.extend(mode_changes);
     actions.extend(base_updates);
     Plan { actions, conflicts }
+}
+
+/// A mode change for every side but `skip` (which is being given the mode
+/// by a copy or folder creation) that holds a mode other than `mode`.
+fn set_modes(path: &RelPath, slot: &Slot, mode: Option<Mode>, skip: Option<Side>) -> Vec<Action> {
+    let Some(mode) = mode else {
+        return Vec::new();
+    };
+    SIDES
+        .into_iter()
+        .filter(|side| Some(*side) != skip)
+        .filter_map(|side| {
+            let expected = slot.current(side)?;
+            expected
+                .mode()
+                .is_some_and(|m| m != mode)
+                .then(|| Action::SetMode {
+                    side,
+                    path: path.clone(),
+                    expected,
+                    mode,
+                })
+        })
+        .collect()
 }
 
 /// How `side` tells names apart.

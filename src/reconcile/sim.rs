@@ -11,7 +11,8 @@ use super::{
     Action, Input, Plan, Policy, fold, ignores_case, rebase_tree, reconcile, same, subtree,
 };
 use crate::model::{
-    BaseEntry, BaseTree, ContentHash, Entry, FileId, FileMeta, RelPath, Side, SideEntry, SideTree,
+    BaseEntry, BaseTree, ContentHash, Entry, FileId, FileMeta, Mode, RelPath, Side, SideEntry,
+    SideTree,
 };
 
 /// Version `n` of a file: content `vN`, or empty for 0. The mtime is `n`,
@@ -26,13 +27,14 @@ pub(super) fn file(n: u8) -> Entry {
         hash: ContentHash::of_bytes(content.as_bytes()),
         size: content.len() as u64,
         mtime_ns: i64::from(n),
+        mode: None,
     })
 }
 
 /// The `n` of [`file`] for an entry, for messages and descriptions.
 pub(super) fn version(entry: &Entry) -> String {
     match entry {
-        Entry::Dir => "/".to_owned(),
+        Entry::Dir(_) => "/".to_owned(),
         Entry::File(meta) => (0..=20u8)
             .find(|n| file(*n).same_content(entry))
             .map_or_else(|| meta.hash.short(), |n| n.to_string()),
@@ -133,6 +135,17 @@ impl World {
                     "{path} differs: local {local:?}, remote {remote:?}"
                 ));
             }
+            if let (Some(l), Some(r)) =
+                (local.and_then(|e| e.mode()), remote.and_then(|e| e.mode()))
+                && l != r
+            {
+                return Err(format!("{path} has mode {l:?} locally, {r:?} remotely"));
+            }
+            if let Some(mode) = local.or(remote).and_then(|e| e.mode())
+                && !self.allowed_before(path, mode)
+            {
+                return Err(format!("{path} was widened to {mode:?}"));
+            }
         }
         for side in [Side::Local, Side::Remote] {
             let had_clash = has_case_clash(self.side(side));
@@ -195,6 +208,33 @@ impl World {
         Ok(after)
     }
 
+    /// Whether `mode` at `path` allows nothing that neither side allowed
+    /// there before. Only paths both sides had are judged: a path new on
+    /// one side may be a move, whose other end had its mode elsewhere.
+    fn allowed_before(&self, path: &RelPath, mode: Mode) -> bool {
+        let (Some(local), Some(remote)) = (self.local.get(path), self.remote.get(path)) else {
+            return true;
+        };
+        let union = [local.entry.mode(), remote.entry.mode()]
+            .into_iter()
+            .flatten()
+            .fold(0, |bits, m| bits | m.bits());
+        union == 0 || mode.is_within(Mode::from_bits(union))
+    }
+
+    /// Whether a copy's `mode` is one a side or the base had at `path`,
+    /// or both sides' narrowest, as the rule says.
+    fn merged_from(&self, path: &RelPath, mode: Mode, source: Mode) -> bool {
+        let had = |tree: &SideTree| tree.get(path).and_then(|e| e.entry.mode());
+        let others = [had(&self.local), had(&self.remote)];
+        mode == source
+            || others.contains(&Some(mode))
+            || others
+                .iter()
+                .flatten()
+                .any(|other| source.narrowest(*other) == mode)
+    }
+
     /// A fresh identity, as a new inode or remote file id would be.
     fn fresh(&mut self, side: Side) -> Option<FileId> {
         self.next_id += 1;
@@ -221,22 +261,28 @@ impl World {
                 rebase_tree(self.side_mut(*side), from, to);
                 rebase_tree(&mut self.base, from, to);
             }
-            Action::Mkdir { side, path } => {
+            Action::Mkdir { side, path, mode } => {
                 self.check_free(*side, path, None)?;
                 let id = self.fresh(*side);
+                let created = match self.policy.holds_modes(*side) {
+                    true => Entry::dir(mode.map(Mode::fillable)),
+                    false => Entry::dir(None),
+                };
                 let entry = SideEntry {
-                    entry: Entry::Dir,
+                    entry: created,
                     id,
                     version: None,
                 };
                 self.side_mut(*side).insert(path.clone(), entry);
-                self.base.insert(path.clone(), BaseEntry::new(Entry::Dir));
+                let base = Entry::dir(created.mode().or(*mode));
+                self.base.insert(path.clone(), BaseEntry::new(base));
             }
             Action::Copy {
                 to,
                 path,
                 source,
                 replaces,
+                mode,
             } => {
                 let found = self.side(to.other()).get(path).map(|e| e.entry);
                 if !same(found.as_ref(), Some(&Entry::File(*source))) {
@@ -246,15 +292,44 @@ impl World {
                     None => self.check_free(*to, path, None)?,
                     Some(expected) => self.check_is(*to, path, expected)?,
                 }
+                if let (Some(mode), Some(source_mode)) = (mode, source.mode)
+                    && !self.merged_from(path, *mode, source_mode)
+                {
+                    return Err(format!("the copy's mode {mode:?} is nobody's"));
+                }
                 let id = self.fresh(*to);
+                let written =
+                    Entry::File(*source).with_mode(mode.filter(|_| self.policy.holds_modes(*to)));
                 let entry = SideEntry {
-                    entry: Entry::File(*source),
+                    entry: written,
                     id,
                     version: None,
                 };
                 self.side_mut(*to).insert(path.clone(), entry);
-                self.base
-                    .insert(path.clone(), BaseEntry::new(Entry::File(*source)));
+                // As the engine records it: the mode the source side has,
+                // else the copy's.
+                let base = Entry::File(*source)
+                    .with_mode(found.and_then(|e| e.mode()).or(*mode).or(written.mode()));
+                self.base.insert(path.clone(), BaseEntry::new(base));
+            }
+            Action::SetMode {
+                side,
+                path,
+                expected,
+                mode,
+            } => {
+                self.check_is(*side, path, expected)?;
+                let found = self.side(*side).get(path).and_then(|e| e.entry.mode());
+                if found != expected.mode() {
+                    return Err(format!(
+                        "expected mode {:?}, found {found:?}",
+                        expected.mode()
+                    ));
+                }
+                let entry = self.side_mut(*side).get_mut(path).expect("checked above");
+                entry.entry = entry.entry.with_mode(Some(*mode));
+                let changed = entry.entry;
+                self.base.insert(path.clone(), BaseEntry::new(changed));
             }
             Action::Delete {
                 side,
@@ -312,7 +387,7 @@ impl World {
 
     fn check_is(&self, side: Side, path: &RelPath, expected: &Entry) -> Result<(), String> {
         let found = self.side(side).get(path).map(|e| e.entry);
-        if same(found.as_ref(), Some(expected)) {
+        if same(found.as_ref(), Some(expected)) && found.and_then(|e| e.mode()) == expected.mode() {
             Ok(())
         } else {
             Err(format!("expected {expected:?}, found {found:?}"))

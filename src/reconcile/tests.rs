@@ -5,20 +5,22 @@
 //! invariants every plan must keep (see `World::check_plan`).
 //!
 //! Tree notation, entries separated by spaces: `a=1` is the file `a` at
-//! version 1 (`=0` an empty file), `d/` a folder, and a suffix `#7` gives the
-//! entry the identity `7` (on a side; in the base, on both sides).
-//! Folders above an entry are implied.
+//! version 1 (`=0` an empty file), `d/` a folder, a suffix `@600` gives the
+//! entry that mode (none: the side holds no modes), and a suffix `#7` gives
+//! the entry the identity `7` (on a side; in the base, on both sides).
+//! Folders above an entry are implied (without a mode).
 //!
-//! Action notation: `move remote a -> b`, `mkdir local d`,
-//! `copy remote a=2` (`over 1` when it replaces version 1),
-//! `delete local a=1` / `delete local d/`, `base a=2` / `base d/` /
-//! `base a none`. Conflicts: `kind path: base local remote` with `-` for
-//! absent, `/` for a folder, a version for a file, and ` keeps other` for a
-//! case collision.
+//! Action notation: `move remote a -> b`, `mkdir local d` (`mkdir local
+//! d@700` with a mode), `copy remote a=2` (`over 1` when it replaces
+//! version 1; `@600` when it is made with that mode), `chmod local a 644 ->
+//! 600`, `delete local a=1` / `delete local d/`, `base a=2` / `base d/` /
+//! `base a none` (`@600` with a mode). Conflicts: `kind path: base local
+//! remote` with `-` for absent, `/` for a folder, a version for a file, and
+//! ` keeps other` for a case collision.
 
 use super::sim::{World, file, version};
 use super::*;
-use crate::model::{BaseEntry, FileId, SideEntry};
+use crate::model::{BaseEntry, FileId, Mode, SideEntry};
 
 struct Row {
     name: &'static str,
@@ -33,18 +35,26 @@ struct Row {
 const SENSITIVE: Policy = Policy {
     local_case_insensitive: false,
     remote_case_insensitive: false,
+    local_modes: true,
+    remote_modes: true,
 };
 const LOCAL_CI: Policy = Policy {
     local_case_insensitive: true,
     remote_case_insensitive: false,
+    local_modes: true,
+    remote_modes: true,
 };
 const REMOTE_CI: Policy = Policy {
     local_case_insensitive: false,
     remote_case_insensitive: true,
+    local_modes: true,
+    remote_modes: true,
 };
 const BOTH_CI: Policy = Policy {
     local_case_insensitive: true,
     remote_case_insensitive: true,
+    local_modes: true,
+    remote_modes: true,
 };
 /// Rows without names that differ only in case behave the same everywhere.
 const ALL: &[Policy] = &[SENSITIVE, LOCAL_CI, REMOTE_CI, BOTH_CI];
@@ -113,6 +123,164 @@ const ROWS: &[Row] = &[
         remote: "",
         actions: &["delete local a=1"],
         conflicts: &[],
+    },
+    // Permission bits.
+    Row {
+        name: "local chmod alone → chmod on the remote, no transfer",
+        policies: ALL,
+        base: "a=1@644",
+        local: "a=1@600",
+        remote: "a=1@644",
+        actions: &["chmod remote a 644 -> 600"],
+        conflicts: &[],
+    },
+    Row {
+        name: "remote chmod alone (+x) → chmod locally",
+        policies: ALL,
+        base: "a=1@644",
+        local: "a=1@644",
+        remote: "a=1@755",
+        actions: &["chmod local a 644 -> 755"],
+        conflicts: &[],
+    },
+    Row {
+        name: "the same chmod on both sides → base only",
+        policies: ALL,
+        base: "a=1@644",
+        local: "a=1@600",
+        remote: "a=1@600",
+        actions: &["base a=1@600"],
+        conflicts: &[],
+    },
+    Row {
+        name: "different chmods on both sides → each keeps only the bits both allow",
+        policies: ALL,
+        base: "a=1@644",
+        local: "a=1@640",
+        remote: "a=1@604",
+        actions: &["chmod local a 640 -> 600", "chmod remote a 604 -> 600"],
+        conflicts: &[],
+    },
+    Row {
+        name: "both sides created the same file with different modes → the narrower",
+        policies: ALL,
+        base: "",
+        local: "a=1@600",
+        remote: "a=1@644",
+        actions: &["chmod remote a 644 -> 600"],
+        conflicts: &[],
+    },
+    Row {
+        name: "local created a private file → uploaded with its mode",
+        policies: ALL,
+        base: "",
+        local: "a=1@600",
+        remote: "",
+        actions: &["copy remote a=1@600"],
+        conflicts: &[],
+    },
+    Row {
+        name: "local edited and made it executable → upload with the new mode",
+        policies: ALL,
+        base: "a=1@644",
+        local: "a=2@755",
+        remote: "a=1@644",
+        actions: &["copy remote a=2@755 over 1"],
+        conflicts: &[],
+    },
+    Row {
+        name: "local edited, remote narrowed the mode → upload with the remote's mode, and chmod locally",
+        policies: ALL,
+        base: "a=1@644",
+        local: "a=2@644",
+        remote: "a=1@600",
+        actions: &["copy remote a=2@600 over 1", "chmod local a 644 -> 600"],
+        conflicts: &[],
+    },
+    Row {
+        name: "a remote without modes edited → download keeps the local mode",
+        policies: ALL,
+        base: "a=1@600",
+        local: "a=1@600",
+        remote: "a=2",
+        actions: &["copy local a=2@600 over 1"],
+        conflicts: &[],
+    },
+    Row {
+        name: "a remote without modes created → download with the default mode",
+        policies: ALL,
+        base: "",
+        local: "",
+        remote: "a=1",
+        actions: &["copy local a=1"],
+        conflicts: &[],
+    },
+    Row {
+        name: "local chmod, a remote without modes → base only",
+        policies: ALL,
+        base: "a=1@644",
+        local: "a=1@600",
+        remote: "a=1",
+        actions: &["base a=1@600"],
+        conflicts: &[],
+    },
+    Row {
+        name: "a base from before modes were kept → it records the modes both sides agree on",
+        policies: ALL,
+        base: "a=1 d/",
+        local: "a=1@644 d/@755",
+        remote: "a=1@644 d/@755",
+        actions: &["base a=1@644", "base d/@755"],
+        conflicts: &[],
+    },
+    Row {
+        name: "local chmod of a folder → chmod the remote folder",
+        policies: ALL,
+        base: "d/@755",
+        local: "d/@700",
+        remote: "d/@755",
+        actions: &["chmod remote d 755 -> 700"],
+        conflicts: &[],
+    },
+    Row {
+        name: "local created a private folder → created with its mode",
+        policies: ALL,
+        base: "",
+        local: "d/@700 d/x=1@600",
+        remote: "",
+        actions: &["mkdir remote d@700", "copy remote d/x=1@600"],
+        conflicts: &[],
+    },
+    Row {
+        name: "local created a read-only folder with a file → created writable, filled, then given its mode",
+        policies: ALL,
+        base: "",
+        local: "d/@500 d/x=1@400",
+        remote: "",
+        actions: &[
+            "mkdir remote d@500",
+            "copy remote d/x=1@400",
+            "chmod remote d 700 -> 500",
+        ],
+        conflicts: &[],
+    },
+    Row {
+        name: "local moved and narrowed a file → move, then chmod on the remote",
+        policies: ALL,
+        base: "a=1@644#1",
+        local: "b=1@600#1",
+        remote: "a=1@644",
+        actions: &["move remote a -> b", "chmod remote b 644 -> 600"],
+        conflicts: &[],
+    },
+    Row {
+        name: "a chmod on one side, an edit on the other of a conflicted file → a conflict, no chmod",
+        policies: ALL,
+        base: "a=1@644",
+        local: "a=2@600",
+        remote: "a=3@644",
+        actions: &[],
+        conflicts: &["both_modified a: 1 2 3"],
     },
     // One file, both sides changed.
     Row {
@@ -664,34 +832,61 @@ fn parse<V>(text: &str, make: impl Fn(Entry, Option<FileId>) -> V) -> BTreeMap<R
             Some((spec, id)) => (spec, Some(FileId(id.to_owned()))),
             None => (token, None),
         };
+        let (spec, mode) = match spec.split_once('@') {
+            Some((spec, mode)) => (spec, Some(parse_mode(mode))),
+            None => (spec, None),
+        };
         let (path, entry) = match (spec.strip_suffix('/'), spec.split_once('=')) {
-            (Some(dir), _) => (dir, Entry::Dir),
+            (Some(dir), _) => (dir, Entry::dir(None)),
             (None, Some((path, n))) => (path, file(n.parse().expect("a version number"))),
             (None, None) => panic!("{token:?} is neither `path/` nor `path=N`"),
         };
         let path = RelPath::new(path).expect("a valid fixture path");
         for ancestor in path.ancestors() {
             tree.entry(ancestor)
-                .or_insert_with(|| make(Entry::Dir, None));
+                .or_insert_with(|| make(Entry::dir(None), None));
         }
-        tree.insert(path, make(entry, id));
+        tree.insert(path, make(entry.with_mode(mode), id));
     }
     tree
+}
+
+fn parse_mode(octal: &str) -> Mode {
+    Mode::from_bits(u32::from_str_radix(octal, 8).expect("an octal mode"))
+}
+
+/// ` @600` for a mode, nothing without one.
+fn at(mode: Option<Mode>) -> String {
+    mode.map_or_else(String::new, |m| format!("@{m}"))
 }
 
 fn describe_action(action: &Action) -> String {
     match action {
         Action::Move { side, from, to } => format!("move {side} {from} -> {to}"),
-        Action::Mkdir { side, path } => format!("mkdir {side} {path}"),
+        Action::Mkdir { side, path, mode } => format!("mkdir {side} {path}{}", at(*mode)),
         Action::Copy {
             to,
             path,
             source,
             replaces,
+            mode,
         } => {
             let over = replaces.map_or_else(String::new, |e| format!(" over {}", version(&e)));
-            format!("copy {to} {path}={}{over}", version(&Entry::File(*source)))
+            format!(
+                "copy {to} {path}={}{}{over}",
+                version(&Entry::File(*source)),
+                at(*mode)
+            )
         }
+        Action::SetMode {
+            side,
+            path,
+            expected,
+            mode,
+        } => format!(
+            "chmod {side} {path}{} -> {mode}",
+            at(expected.mode()).replace('@', " ")
+        ),
         Action::Delete {
             side,
             path,
@@ -706,8 +901,8 @@ fn describe_action(action: &Action) -> String {
 
 fn describe_entry(path: &RelPath, entry: &Entry) -> String {
     match entry {
-        Entry::Dir => format!("{path}/"),
-        Entry::File(_) => format!("{path}={}", version(entry)),
+        Entry::Dir(_) => format!("{path}/{}", at(entry.mode())),
+        Entry::File(_) => format!("{path}={}{}", version(entry), at(entry.mode())),
     }
 }
 
@@ -803,7 +998,7 @@ fn check_combination(base: Cell, local: Cell, remote: Cell) {
     let path = RelPath::new("p").expect("a valid path");
     let entry = |cell: Cell| match cell {
         Cell::Absent => None,
-        Cell::Dir => Some(Entry::Dir),
+        Cell::Dir => Some(Entry::dir(None)),
         Cell::File(n) => Some(file(n)),
     };
     let tree = |cell: Cell| -> SideTree {
@@ -816,7 +1011,7 @@ fn check_combination(base: Cell, local: Cell, remote: Cell) {
         .map(|e| (path.clone(), BaseEntry::new(e)))
         .into_iter()
         .collect();
-    let world = World::new(base_tree, tree(local), tree(remote), Policy::default());
+    let world = World::new(base_tree, tree(local), tree(remote), SENSITIVE);
     let plan = world.reconcile();
     let context = format!("base {base:?}, local {local:?}, remote {remote:?}: {plan:?}");
 
@@ -826,7 +1021,8 @@ fn check_combination(base: Cell, local: Cell, remote: Cell) {
         .map(|action| match action {
             Action::Move { side, .. }
             | Action::Mkdir { side, .. }
-            | Action::Delete { side, .. } => Some(*side),
+            | Action::Delete { side, .. }
+            | Action::SetMode { side, .. } => Some(*side),
             Action::Copy { to, .. } => Some(*to),
             Action::SetBase { .. } => None,
         })

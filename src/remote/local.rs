@@ -24,7 +24,7 @@ use super::{
 };
 use crate::fsops::{self, Expect, StatKind, Trash};
 use crate::model::{
-    BaseEntry, BaseTree, ContentHash, Entry, FileMeta, RelPath, Scope, Side, SideEntry,
+    BaseEntry, BaseTree, ContentHash, Entry, FileMeta, Mode, RelPath, Scope, Side, SideEntry,
 };
 use crate::tracker::ignore::{
     IgnoreRules, METADATA_DIR, ROOT_MARKER_FILE, TEMP_PREFIX, is_partial_name, partial_name_for,
@@ -179,6 +179,7 @@ impl LocalFolder {
                             hash: meta.hash,
                             size,
                             mtime_ns,
+                            mode: meta.mode,
                         }),
                         (entry, _) => *entry,
                     };
@@ -298,6 +299,7 @@ fn stage_partial(
     partial: &Path,
     source: &Source<'_>,
     mtime_ns: i64,
+    mode: Option<Mode>,
 ) -> Result<Option<(PathBuf, u64, fs::File)>, ReplicaError> {
     let path = source.path();
     let write_error = |e: io::Error| {
@@ -355,6 +357,10 @@ fn stage_partial(
         if ContentHash(*hasher.finalize().as_bytes()) == source.meta.hash {
             file.set_modified(crate::timefmt::from_unix_ns(mtime_ns))
                 .map_err(write_error)?;
+            // Only the owner's bits can differ from the partial's mode.
+            if let Some(mode) = mode {
+                fsops::set_file_mode(&file, mode).map_err(write_error)?;
+            }
             return Ok(Some((partial.to_path_buf(), size, file)));
         }
         if start == 0 {
@@ -393,8 +399,9 @@ fn side_entry(stat: &fsops::Stat, hash: Option<ContentHash>) -> SideEntry {
             hash,
             size: stat.size,
             mtime_ns: stat.mtime_ns,
+            mode: stat.mode,
         }),
-        _ => Entry::Dir,
+        _ => Entry::dir(stat.mode),
     };
     let version = (stat.kind == StatKind::File).then(|| stat.version());
     SideEntry {
@@ -419,6 +426,7 @@ impl Replica for LocalFolder {
                 .get_or_init(|| self.probe_case_insensitive()),
             file_ids: cfg!(unix),
             parallel_commits: false,
+            modes: cfg!(unix),
             local_disk: true,
         }
     }
@@ -508,9 +516,10 @@ impl Replica for LocalFolder {
         content: &mut dyn Read,
         hash: &ContentHash,
         mtime_ns: i64,
+        mode: Option<Mode>,
     ) -> Result<StagedWrite, ReplicaError> {
         let target = path.to_fs(&self.root);
-        let (file, temp) = self.in_folder(path, &target, || fsops::create_temp(&target))?;
+        let (file, temp) = self.in_folder(path, &target, || fsops::create_temp(&target, mode))?;
         let mut staged = fsops::fill(file, temp, content, Some(mtime_ns))
             .map_err(|e| ReplicaError::io("write", path, e))?;
         if staged.hash != *hash {
@@ -535,6 +544,7 @@ impl Replica for LocalFolder {
         path: &RelPath,
         source: &Source<'_>,
         mtime_ns: i64,
+        mode: Option<Mode>,
     ) -> Result<StagedWrite, ReplicaError> {
         // Only the local side keeps partial downloads (and locks each one
         // while it continues it, see `stage_partial`).
@@ -542,27 +552,39 @@ impl Replica for LocalFolder {
         // must not append to one file.
         if self.side != Side::Local {
             let (mut reader, _) = source.reader(0)?;
-            return self.stage(path, &mut reader, &source.meta.hash, mtime_ns);
+            return self.stage(path, &mut reader, &source.meta.hash, mtime_ns, mode);
         }
         let target = path.to_fs(&self.root);
         let partial = target.with_file_name(partial_name_for(
             path.file_name(),
             &source.meta.hash.to_hex(),
         ));
+        // A partial is opened again by later attempts, so its owner must be
+        // able to read and write it; its group and others get no more than
+        // the file will have.
+        let partial_mode = mode.map(|m| Mode::from_bits(m.bits() | 0o600));
         let file = self.in_folder(path, &target, || {
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&partial)
+            let mut options = OpenOptions::new();
+            options.read(true).write(true).create(true).truncate(false);
+            if let Some(mode) = partial_mode {
+                fsops::set_create_mode(&mut options, mode);
+            }
+            let file = options.open(&partial)?;
+            // Also narrows a partial an earlier attempt left with a wider
+            // mode (its bytes are this version's, whose mode may have
+            // narrowed since) before another byte goes in.
+            if let Some(mode) = partial_mode {
+                fsops::set_file_mode(&file, mode)?;
+            }
+            Ok(file)
         })?;
-        let Some((temp, size, lock)) = stage_partial(file, &partial, source, mtime_ns)? else {
+        let Some((temp, size, lock)) = stage_partial(file, &partial, source, mtime_ns, mode)?
+        else {
             // Another process is continuing this very partial (a second
             // agent pointed at the same folder): fetch into a temporary of
             // our own instead of writing into theirs.
             let (mut reader, _) = source.reader(0)?;
-            return self.stage(path, &mut reader, &source.meta.hash, mtime_ns);
+            return self.stage(path, &mut reader, &source.meta.hash, mtime_ns, mode);
         };
         let written = lock.metadata().ok().map(|meta| fsops::stat_of(&meta));
         Ok(StagedWrite {
@@ -628,9 +650,9 @@ impl Replica for LocalFolder {
         ));
     }
 
-    fn mkdir(&self, path: &RelPath) -> Result<SideEntry, ReplicaError> {
+    fn mkdir(&self, path: &RelPath, mode: Option<Mode>) -> Result<SideEntry, ReplicaError> {
         let full = path.to_fs(&self.root);
-        match fs::create_dir(&full) {
+        match fsops::create_dir(&full, mode) {
             Ok(()) => self.touched(&full),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(ReplicaError::io("create folder", path, e)),
@@ -642,6 +664,24 @@ impl Replica for LocalFolder {
             }),
             Err(e) => Err(ReplicaError::io("create folder", path, e)),
         }
+    }
+
+    fn set_mode(&self, path: &RelPath, expected: &Entry, mode: Mode) -> Result<(), ReplicaError> {
+        let full = path.to_fs(&self.root);
+        let current = expected.mode().ok_or_else(|| ReplicaError::Changed {
+            path: path.to_string(),
+        })?;
+        fsops::set_path_mode(&full, mode, Some((&Expect::of(Some(expected)), current))).map_err(
+            |e| {
+                if fsops::is_mode_changed(&e) || e.kind() == io::ErrorKind::NotFound {
+                    ReplicaError::Changed {
+                        path: path.to_string(),
+                    }
+                } else {
+                    ReplicaError::io("change the permissions of", path, e)
+                }
+            },
+        )
     }
 
     fn rename(&self, from: &RelPath, to: &RelPath, expect: &Expect) -> Result<(), ReplicaError> {
@@ -889,7 +929,13 @@ mod tests {
         let remote = LocalFolder::remote(dir.path().to_path_buf());
         let hash = ContentHash::of_bytes(b"one");
         let staged = remote
-            .stage(&rel("a/one.txt"), &mut &b"one"[..], &hash, 1_000_000_000)
+            .stage(
+                &rel("a/one.txt"),
+                &mut &b"one"[..],
+                &hash,
+                1_000_000_000,
+                None,
+            )
             .unwrap();
         // The folder was made for the file (none was planned): it is
         // touched, and flushed with the staged file.
@@ -908,7 +954,13 @@ mod tests {
         let bad = dir.path().join("x".repeat(300));
         remote.dirty.lock().unwrap().insert(bad.clone());
         let staged = remote
-            .stage(&rel("two.txt"), &mut &b"one"[..], &hash, 1_000_000_000)
+            .stage(
+                &rel("two.txt"),
+                &mut &b"one"[..],
+                &hash,
+                1_000_000_000,
+                None,
+            )
             .unwrap();
         remote.sync_staged(&[&staged]).unwrap();
         let error = remote.flush().unwrap_err().to_string();
@@ -944,6 +996,7 @@ mod tests {
                 &mut &b"v1"[..],
                 &hash,
                 1_000_000_000,
+                None,
                 &Expect::Absent,
             )
             .unwrap();
@@ -963,9 +1016,17 @@ mod tests {
         let expect = Expect::File {
             size: 2,
             mtime_ns: 1_000_000_000,
+            mode: None,
         };
         remote
-            .write(&rel("a.txt"), &mut &b"v2"[..], &v2, 2_000_000_000, &expect)
+            .write(
+                &rel("a.txt"),
+                &mut &b"v2"[..],
+                &v2,
+                2_000_000_000,
+                None,
+                &expect,
+            )
             .unwrap();
         assert_eq!(fs::read(dir.path().join("a.txt")).unwrap(), b"v2");
         let trash = dir.path().join(METADATA_DIR).join("trash");
@@ -979,6 +1040,7 @@ mod tests {
                 &mut &b"v3"[..],
                 &ContentHash::of_bytes(b"v3"),
                 0,
+                None,
                 &expect,
             )
             .unwrap_err();
@@ -998,6 +1060,7 @@ mod tests {
             hash: ContentHash::of_bytes(bytes),
             size: bytes.len() as u64,
             mtime_ns: 1_000_000_000,
+            mode: None,
         }
     }
 
@@ -1019,7 +1082,7 @@ mod tests {
 
     /// Stages and commits `big.bin` from `source` onto `local`.
     fn download(local: &LocalFolder, source: &Source<'_>) -> Result<(), ReplicaError> {
-        let staged = local.stage_from(&rel("big.bin"), source, source.meta.mtime_ns)?;
+        let staged = local.stage_from(&rel("big.bin"), source, source.meta.mtime_ns, None)?;
         local.commit_staged(&staged, &Expect::Absent)?;
         Ok(())
     }
@@ -1043,6 +1106,40 @@ mod tests {
         );
         assert_eq!(progress.get(), v1.len() as u64);
         assert!(!partial.exists());
+    }
+
+    #[test]
+    fn a_continued_partial_is_narrowed_to_the_mode_before_it_grows() {
+        use std::os::unix::fs::PermissionsExt;
+        let v1 = content(1 << 20, 1);
+        let (dir, local, remote) = download_pair(&v1);
+        let partial = partial_of(dir.path(), &v1);
+        fs::write(&partial, &v1[..300_000]).unwrap();
+        fs::set_permissions(&partial, fs::Permissions::from_mode(0o644)).unwrap();
+        let path = rel("big.bin");
+        let source = Source::new(&remote, &path, meta_of(&v1), &|_| {});
+        let private = Some(Mode::from_bits(0o600));
+        let staged = local
+            .stage_from(&path, &source, source.meta.mtime_ns, private)
+            .unwrap();
+        assert_eq!(source.fetched(), v1.len() as u64 - 300_000, "continued");
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&staged.temp), 0o600);
+        local.commit_staged(&staged, &Expect::Absent).unwrap();
+        assert_eq!(mode(&dir.path().join("local/big.bin")), 0o600);
+
+        // A version whose owner may only read it is still written whole,
+        // and ends read-only.
+        let v2 = content(1 << 16, 2);
+        fs::write(dir.path().join("remote/ro.bin"), &v2).unwrap();
+        let path = rel("ro.bin");
+        let source = Source::new(&remote, &path, meta_of(&v2), &|_| {});
+        let staged = local
+            .stage_from(&path, &source, 0, Some(Mode::from_bits(0o400)))
+            .unwrap();
+        local.commit_staged(&staged, &Expect::Absent).unwrap();
+        assert_eq!(mode(&dir.path().join("local/ro.bin")), 0o400);
+        assert!(fs::read(dir.path().join("local/ro.bin")).unwrap() == v2);
     }
 
     #[test]
@@ -1209,8 +1306,9 @@ mod tests {
             c: &mut dyn Read,
             h: &ContentHash,
             m: i64,
+            mode: Option<Mode>,
         ) -> Result<StagedWrite, ReplicaError> {
-            self.inner.stage(p, c, h, m)
+            self.inner.stage(p, c, h, m, mode)
         }
         fn commit_staged(&self, s: &StagedWrite, e: &Expect) -> Result<SideEntry, ReplicaError> {
             self.inner.commit_staged(s, e)
@@ -1218,8 +1316,8 @@ mod tests {
         fn discard(&self, s: StagedWrite) {
             self.inner.discard(s)
         }
-        fn mkdir(&self, p: &RelPath) -> Result<SideEntry, ReplicaError> {
-            self.inner.mkdir(p)
+        fn mkdir(&self, p: &RelPath, m: Option<Mode>) -> Result<SideEntry, ReplicaError> {
+            self.inner.mkdir(p, m)
         }
         fn rename(&self, f: &RelPath, t: &RelPath, e: &Expect) -> Result<(), ReplicaError> {
             self.inner.rename(f, t, e)

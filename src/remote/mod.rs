@@ -28,7 +28,9 @@ use std::time::Duration;
 
 use crate::config::{PairConfig, RemoteUrl};
 use crate::fsops::Expect;
-use crate::model::{BaseTree, ContentHash, FileMeta, RelPath, Scope, SideEntry, SideTree};
+use crate::model::{
+    BaseTree, ContentHash, Entry, FileMeta, Mode, RelPath, Scope, SideEntry, SideTree,
+};
 use crate::tracker::ignore::IgnoreRules;
 
 pub use local::LocalFolder;
@@ -45,6 +47,10 @@ pub struct Capabilities {
     /// Each commit costs network round trips: the executor runs a batch's
     /// commits concurrently rather than one by one.
     pub parallel_commits: bool,
+    /// Entries carry permission bits, and writes, folder creations and
+    /// [`Replica::set_mode`] set them. A replica without them lists every
+    /// mode as `None` and ignores the modes it is given.
+    pub modes: bool,
     /// Reading and writing here costs processor time, not waiting for a
     /// network: between two such replicas more transfers at once than the
     /// machine has cores only contend (for the cores, and for the folder
@@ -274,17 +280,18 @@ pub trait Replica: Send + Sync {
 
     /// Writes `content` to `path` atomically. The current entry at `path`
     /// must match `expect` (then it goes to the trash); the bytes written
-    /// must hash to `hash`, else nothing is replaced. `mtime_ns` is kept
-    /// where the backend can set it. Returns what is there now.
+    /// must hash to `hash`, else nothing is replaced. `mtime_ns` and `mode`
+    /// are kept where the backend can hold them. Returns what is there now.
     fn write(
         &self,
         path: &RelPath,
         content: &mut dyn Read,
         hash: &ContentHash,
         mtime_ns: i64,
+        mode: Option<Mode>,
         expect: &Expect,
     ) -> Result<SideEntry, ReplicaError> {
-        let staged = self.stage(path, content, hash, mtime_ns)?;
+        let staged = self.stage(path, content, hash, mtime_ns, mode)?;
         let committed = self
             .sync_staged(&[&staged])
             .and_then(|()| self.commit_staged(&staged, expect));
@@ -297,12 +304,18 @@ pub trait Replica: Send + Sync {
     /// The first half of a write: streams `content` to a temporary name
     /// beside `path` (never visible under the real name) and checks that
     /// it hashes to `hash`. A mismatch is [`ReplicaError::SourceChanged`].
+    ///
+    /// With a `mode` (and [`Capabilities::modes`]), the temporary file is
+    /// created with that mode or narrower and has exactly that mode before
+    /// its first byte is written: never wider, not for a moment. Without
+    /// one it gets the backend's default for a new file.
     fn stage(
         &self,
         path: &RelPath,
         content: &mut dyn Read,
         hash: &ContentHash,
         mtime_ns: i64,
+        mode: Option<Mode>,
     ) -> Result<StagedWrite, ReplicaError>;
 
     /// Stages a copy of `source` as [`Replica::stage`] does. A backend that
@@ -314,9 +327,10 @@ pub trait Replica: Send + Sync {
         path: &RelPath,
         source: &Source<'_>,
         mtime_ns: i64,
+        mode: Option<Mode>,
     ) -> Result<StagedWrite, ReplicaError> {
         let (mut reader, _) = source.reader(0)?;
-        self.stage(path, &mut reader, &source.meta.hash, mtime_ns)
+        self.stage(path, &mut reader, &source.meta.hash, mtime_ns, mode)
     }
 
     /// Makes staged files durable, as cheaply as the backend can for many
@@ -338,8 +352,24 @@ pub trait Replica: Send + Sync {
     /// Removes a staged file that will not be committed.
     fn discard(&self, staged: StagedWrite);
 
-    /// Creates a folder (its parent exists). An existing folder is fine.
-    fn mkdir(&self, path: &RelPath) -> Result<SideEntry, ReplicaError>;
+    /// Creates a folder (its parent exists) with `mode` where the backend
+    /// holds modes (created with it or narrower, then given exactly it), or
+    /// the backend's default. An existing folder is fine, and keeps its
+    /// mode.
+    fn mkdir(&self, path: &RelPath, mode: Option<Mode>) -> Result<SideEntry, ReplicaError>;
+
+    /// Changes only the permission bits of `path`, which must still be
+    /// `expected` (kind, size and mtime, and its mode), to `mode`; set-ID
+    /// and sticky bits the entry has are kept. Reconcile plans this only
+    /// where the listing showed a mode, so a backend without
+    /// [`Capabilities::modes`] is never asked.
+    fn set_mode(&self, path: &RelPath, expected: &Entry, mode: Mode) -> Result<(), ReplicaError> {
+        let _ = (expected, mode);
+        Err(ReplicaError::Other(format!(
+            "{path}: {} holds no permission bits",
+            self.describe()
+        )))
+    }
 
     /// Renames `from` (which must match `expect`) to `to` (which must not
     /// exist).

@@ -44,7 +44,7 @@ use ssh2::{Session, Sftp};
 use super::Opened;
 use super::{Capabilities, Lease, Listing, Problem, Replica, ReplicaError, RootState, StagedWrite};
 use crate::fsops::Expect;
-use crate::model::{BaseTree, ContentHash, Entry, FileMeta, RelPath, Scope, SideEntry};
+use crate::model::{BaseTree, ContentHash, Entry, FileMeta, Mode, RelPath, Scope, SideEntry};
 use crate::secrets::{self, Account};
 use crate::timefmt;
 use crate::tracker::ignore::{IgnoreRules, METADATA_DIR, is_temp_name, temp_name_for};
@@ -100,8 +100,10 @@ struct Shared {
     root: PathBuf,
     pool: Pool<Conn>,
     /// The mtime each staged upload gets when it is committed (it keeps the
-    /// upload time until then, which is how a crash's leftovers are aged).
-    staged_mtimes: Mutex<HashMap<PathBuf, i64>>,
+    /// upload time until then, which is how a crash's leftovers are aged),
+    /// and its exact mode, where it has one (until then it has that mode
+    /// less the server's umask: never wider).
+    staged_mtimes: Mutex<HashMap<PathBuf, (i64, Option<Mode>)>>,
 }
 
 /// One logged-in SSH session with its SFTP channel.
@@ -139,6 +141,11 @@ struct RemoteStat {
     size: u64,
     mtime_secs: i64,
     atime_secs: i64,
+    /// The permission bits, where the server sent them (the set-ID and
+    /// sticky bits apart, see `Mode`).
+    mode: Option<Mode>,
+    /// The set-ID and sticky bits, kept when only the mode is changed.
+    special: u32,
 }
 
 impl RemoteStat {
@@ -154,6 +161,8 @@ impl RemoteStat {
             size: stat.size.unwrap_or(0),
             mtime_secs: stat.mtime.unwrap_or(0) as i64,
             atime_secs: stat.atime.unwrap_or(0) as i64,
+            mode: stat.perm.map(Mode::from_bits),
+            special: stat.perm.unwrap_or(0) & 0o7000,
         }
     }
 
@@ -175,8 +184,15 @@ impl RemoteStat {
         match expect {
             Expect::Absent => false,
             Expect::Dir => self.kind == Kind::Dir,
-            Expect::File { size, mtime_ns } => {
-                self.kind == Kind::File && self.size == *size && self.mtime_ns() == *mtime_ns
+            Expect::File {
+                size,
+                mtime_ns,
+                mode,
+            } => {
+                self.kind == Kind::File
+                    && self.size == *size
+                    && self.mtime_ns() == *mtime_ns
+                    && (mode.is_none() || self.mode.is_none() || *mode == self.mode)
             }
         }
     }
@@ -186,6 +202,23 @@ fn matches(found: Option<&RemoteStat>, expect: &Expect) -> bool {
     match found {
         None => *expect == Expect::Absent,
         Some(stat) => stat.matches(expect),
+    }
+}
+
+/// What a file made without a known mode gets, less the server's umask.
+const DEFAULT_FILE_MODE: u32 = 0o644;
+/// What a folder made without a known mode gets, less the server's umask.
+const DEFAULT_DIR_MODE: u32 = 0o755;
+
+/// A `setstat` that changes only the permission bits.
+fn perm_only(bits: u32) -> FileStat {
+    FileStat {
+        size: None,
+        uid: None,
+        gid: None,
+        perm: Some(bits),
+        atime: None,
+        mtime: None,
     }
 }
 
@@ -563,8 +596,10 @@ impl Shared {
             .join("trash")
             .join(&stamp[..13])
             .join(rel.as_str());
+        // Owner-only, as a local trash: it keeps old versions of every
+        // file, and must not show their names to anyone else.
         if let Some(parent) = base.parent() {
-            conn.mkdir_all(parent)?;
+            conn.mkdir_all(parent, 0o700)?;
         }
         let mut dest = base.clone();
         for _ in 0..8 {
@@ -640,8 +675,9 @@ impl Conn {
         }
     }
 
-    /// Creates `dir` and its missing parents.
-    fn mkdir_all(&self, dir: &Path) -> io::Result<()> {
+    /// Creates `dir` and its missing parents, each with `mode` less the
+    /// server's umask.
+    fn mkdir_all(&self, dir: &Path, mode: u32) -> io::Result<()> {
         match self.lstat(dir)? {
             Some(stat) if stat.kind == Kind::Dir => return Ok(()),
             Some(_) => {
@@ -655,9 +691,9 @@ impl Conn {
         if let Some(parent) = dir.parent()
             && !parent.as_os_str().is_empty()
         {
-            self.mkdir_all(parent)?;
+            self.mkdir_all(parent, mode)?;
         }
-        match self.sftp.mkdir(dir, 0o755) {
+        match self.sftp.mkdir(dir, mode as i32) {
             Ok(()) => Ok(()),
             // Another writer (or another session of this replica) may have
             // created it meanwhile.
@@ -795,8 +831,9 @@ struct Walk<'a> {
 
 /// One piece of work of a listing.
 enum Job {
-    /// List a folder: the root (`None`) or the folder at the path.
-    List(Option<RelPath>),
+    /// List a folder: the root (`None`) or the folder at the path, with
+    /// its mode.
+    List(Option<(RelPath, Option<Mode>)>),
     /// Read a file whose version the base does not know, to hash it.
     Hash(RelPath, RemoteStat),
 }
@@ -857,11 +894,11 @@ impl Walk<'_> {
             Job::List(None) => self
                 .list_children(conn, None, &self.shared.root, out, found)
                 .map_err(|e| ReplicaError::io("list", &self.name, e)),
-            Job::List(Some(rel)) => {
+            Job::List(Some((rel, mode))) => {
                 let full = self.shared.full(&rel);
                 match self.list_children(conn, Some(&rel), &full, out, found) {
                     Ok(()) => {
-                        out.tree.insert(rel, SideEntry::new(Entry::Dir));
+                        out.tree.insert(rel, SideEntry::new(Entry::dir(mode)));
                     }
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                     Err(e) => hold(out, rel, "list the folder", &e),
@@ -944,7 +981,7 @@ impl Walk<'_> {
                     "{rel}: special files (fifos, sockets, devices) are not synced; it is skipped"
                 ),
             ),
-            Kind::Dir => found.push(Job::List(Some(rel))),
+            Kind::Dir => found.push(Job::List(Some((rel, stat.mode)))),
             Kind::File => {
                 let version = stat.version();
                 let cached = self.cache.get(&rel).and_then(|base| match &base.entry {
@@ -1013,6 +1050,7 @@ fn insert_file(
             hash,
             size: stat.size,
             mtime_ns: stat.mtime_ns(),
+            mode: stat.mode,
         }),
         id: None,
         version: Some(version),
@@ -1074,6 +1112,7 @@ impl Replica for SftpReplica {
         // session for each of a batch's concurrent commits.
         Capabilities {
             parallel_commits: true,
+            modes: true,
             ..Capabilities::default()
         }
     }
@@ -1109,7 +1148,7 @@ impl Replica for SftpReplica {
         let s = &self.shared;
         let conn = s.conn()?;
         let meta = s.meta_dir();
-        conn.mkdir_all(&meta)
+        conn.mkdir_all(&meta, 0o755)
             .map_err(|e| ReplicaError::io("create", meta.display(), e))?;
         let marker = meta.join("root");
         let note = "This folder is kept in sync by Prism Sync. Do not delete this file: \
@@ -1283,6 +1322,7 @@ impl Replica for SftpReplica {
         content: &mut dyn Read,
         hash: &ContentHash,
         mtime_ns: i64,
+        mode: Option<Mode>,
     ) -> Result<StagedWrite, ReplicaError> {
         let s = &self.shared;
         let conn = s.conn()?;
@@ -1290,16 +1330,19 @@ impl Replica for SftpReplica {
         // A file cannot exist without its folder; a partial sync may get
         // here before the folder's own action did.
         if let Some(parent) = target.parent() {
-            conn.mkdir_all(parent)
+            conn.mkdir_all(parent, DEFAULT_DIR_MODE)
                 .map_err(|e| ReplicaError::io("create the folder of", path, e))?;
         }
         let temp = target.with_file_name(temp_name_for(path.file_name()));
+        // Created with the mode, which the server's umask can only narrow;
+        // the commit gives it exactly that mode together with its mtime
+        // (one round trip for both), before it is renamed in.
         let mut file = conn
             .sftp
             .open_mode(
                 &temp,
                 OpenFlags::WRITE | OpenFlags::EXCLUSIVE,
-                0o644,
+                mode.map_or(DEFAULT_FILE_MODE, Mode::bits) as i32,
                 OpenType::File,
             )
             .map_err(|e| conn.error("write", path, e))?;
@@ -1342,7 +1385,7 @@ impl Replica for SftpReplica {
         s.staged_mtimes
             .lock()
             .expect("staged mtimes")
-            .insert(temp.clone(), mtime_ns);
+            .insert(temp.clone(), (mtime_ns, mode));
         Ok(StagedWrite {
             path: path.clone(),
             temp,
@@ -1376,13 +1419,13 @@ impl Replica for SftpReplica {
                 .expect("staged mtimes")
                 .get(&staged.temp)
                 .copied();
-            if let Some(mtime_ns) = mtime_ns {
+            if let Some((mtime_ns, mode)) = mtime_ns {
                 let secs = mtime_ns.div_euclid(1_000_000_000).max(0) as u64;
                 let stat = FileStat {
                     size: None,
                     uid: None,
                     gid: None,
-                    perm: None,
+                    perm: mode.map(Mode::bits),
                     atime: Some(version_nonce(secs)),
                     mtime: Some(secs),
                 };
@@ -1411,6 +1454,7 @@ impl Replica for SftpReplica {
                     hash: staged.hash,
                     size: now.size,
                     mtime_ns: now.mtime_ns(),
+                    mode: now.mode,
                 }),
                 id: None,
                 version: Some(now.version()),
@@ -1438,13 +1482,22 @@ impl Replica for SftpReplica {
         }
     }
 
-    fn mkdir(&self, path: &RelPath) -> Result<SideEntry, ReplicaError> {
+    fn mkdir(&self, path: &RelPath, mode: Option<Mode>) -> Result<SideEntry, ReplicaError> {
         let s = &self.shared;
         let conn = s.conn()?;
         let full = s.full(path);
-        let made = conn.sftp.mkdir(&full, 0o755);
+        let made = conn
+            .sftp
+            .mkdir(&full, mode.map_or(DEFAULT_DIR_MODE, Mode::bits) as i32);
+        // Made with the mode less the server's umask: given exactly it. A
+        // folder that was there already keeps its own.
+        if let (Ok(()), Some(mode)) = (&made, mode) {
+            conn.sftp
+                .setstat(&full, perm_only(mode.bits()))
+                .map_err(|e| conn.error("set the permissions of", path, e))?;
+        }
         match conn.lstat(&full) {
-            Ok(Some(stat)) if stat.kind == Kind::Dir => Ok(SideEntry::new(Entry::Dir)),
+            Ok(Some(stat)) if stat.kind == Kind::Dir => Ok(SideEntry::new(Entry::dir(stat.mode))),
             Ok(Some(_)) => Err(ReplicaError::Changed {
                 path: path.to_string(),
             }),
@@ -1456,6 +1509,27 @@ impl Replica for SftpReplica {
             }),
             Err(e) => Err(ReplicaError::io("create folder", path, e)),
         }
+    }
+
+    fn set_mode(&self, path: &RelPath, expected: &Entry, mode: Mode) -> Result<(), ReplicaError> {
+        let s = &self.shared;
+        let conn = s.conn()?;
+        let full = s.full(path);
+        let found = conn
+            .lstat(&full)
+            .map_err(|e| ReplicaError::io("inspect", path, e))?;
+        let Some(found) = found.filter(|found| {
+            found.matches(&Expect::of(Some(expected))) && found.mode == expected.mode()
+        }) else {
+            return Err(ReplicaError::Changed {
+                path: path.to_string(),
+            });
+        };
+        // RACE: a chmod by someone else between the look above and this
+        // call is overwritten; SFTP has no compare-and-set.
+        conn.sftp
+            .setstat(&full, perm_only(found.special | mode.bits()))
+            .map_err(|e| conn.error("change the permissions of", path, e))
     }
 
     fn rename(&self, from: &RelPath, to: &RelPath, expect: &Expect) -> Result<(), ReplicaError> {
@@ -1533,7 +1607,7 @@ impl Replica for SftpReplica {
         {
             // Given back before `acquire` checks out a session of its own.
             let conn = s.conn()?;
-            conn.mkdir_all(&dir)
+            conn.mkdir_all(&dir, 0o755)
                 .map_err(|e| ReplicaError::io("create", dir.display(), e))?;
         }
         let lease = SftpLease {
@@ -1571,7 +1645,7 @@ impl Replica for SftpReplica {
         let path = s.meta_dir().join(name);
         let conn = s.conn()?;
         if let Some(parent) = path.parent() {
-            conn.mkdir_all(parent)
+            conn.mkdir_all(parent, 0o755)
                 .map_err(|e| ReplicaError::io("create", parent.display(), e))?;
         }
         let record_name = path.file_name().unwrap_or_default().to_string_lossy();

@@ -90,7 +90,7 @@ use super::job_queue::{JobQueue, Stop};
 use super::{Capabilities, Lease, Listing, Problem, Replica, ReplicaError, RootState, StagedWrite};
 use crate::config::is_loopback_host;
 use crate::fsops::Expect;
-use crate::model::{BaseTree, ContentHash, Entry, FileMeta, RelPath, Scope, SideEntry};
+use crate::model::{BaseTree, ContentHash, Entry, FileMeta, Mode, RelPath, Scope, SideEntry};
 use crate::secrets::{self, Account, Kind, Secret};
 use crate::timefmt;
 use crate::tracker::ignore::{IgnoreRules, METADATA_DIR, is_temp_name, temp_name_for};
@@ -349,7 +349,8 @@ impl RemoteStat {
         match expect {
             Expect::Absent => false,
             Expect::Dir => self.collection,
-            Expect::File { size, mtime_ns } => {
+            // WebDAV has no permission bits: a mode is never checked here.
+            Expect::File { size, mtime_ns, .. } => {
                 !self.collection && self.size == *size && self.mtime_ns() == *mtime_ns
             }
         }
@@ -1587,7 +1588,7 @@ impl Walk<'_> {
         let mut inside = Found::default();
         match self.list_folder(Some(&rel), probe, &mut inside) {
             Ok(()) => {
-                found.out.tree.insert(rel, SideEntry::new(Entry::Dir));
+                found.out.tree.insert(rel, SideEntry::new(Entry::dir(None)));
                 found.out.tree.extend(inside.out.tree);
                 found.out.held.extend(inside.out.held);
                 found.out.problems.extend(inside.out.problems);
@@ -1678,7 +1679,7 @@ impl Walk<'_> {
                     found
                         .out
                         .tree
-                        .insert(rel.clone(), SideEntry::new(Entry::Dir));
+                        .insert(rel.clone(), SideEntry::new(Entry::dir(None)));
                     folders.push(Some(rel));
                 } else {
                     found.jobs.push(Job::Probe(rel));
@@ -1843,6 +1844,7 @@ fn insert_file(out: &mut Listing, rel: RelPath, stat: &RemoteStat, hash: Content
             hash,
             size: stat.size,
             mtime_ns: stat.mtime_ns(),
+            mode: None,
         }),
         id: None,
         version: Some(stat.version()),
@@ -2096,6 +2098,9 @@ impl Replica for WebdavReplica {
         content: &mut dyn Read,
         hash: &ContentHash,
         _mtime_ns: i64,
+        // WebDAV has no standard place for permission bits: the server
+        // decides what a file it stores allows.
+        _mode: Option<Mode>,
     ) -> Result<StagedWrite, ReplicaError> {
         let s = &self.shared;
         let conn = s.conn().map_err(|e| e.into_replica("write", path))?;
@@ -2187,6 +2192,7 @@ impl Replica for WebdavReplica {
                 hash: staged.hash,
                 size: now.size,
                 mtime_ns: now.mtime_ns(),
+                mode: None,
             }),
             id: None,
             version: Some(now.version()),
@@ -2200,13 +2206,13 @@ impl Replica for WebdavReplica {
         }
     }
 
-    fn mkdir(&self, path: &RelPath) -> Result<SideEntry, ReplicaError> {
+    fn mkdir(&self, path: &RelPath, _mode: Option<Mode>) -> Result<SideEntry, ReplicaError> {
         let s = &self.shared;
         let conn = s
             .conn()
             .map_err(|e| e.into_replica("create folder", path))?;
         match s.mkcol(&conn, path.as_str()) {
-            Ok(()) => Ok(SideEntry::new(Entry::Dir)),
+            Ok(()) => Ok(SideEntry::new(Entry::dir(None))),
             Err(e) => match s.stat(&conn, path.as_str()) {
                 Ok(Some(stat)) if !stat.collection => Err(ReplicaError::Changed {
                     path: path.to_string(),

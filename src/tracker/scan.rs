@@ -248,7 +248,7 @@ impl<'r, 'a> Scanner<'r, 'a> {
         match list_dir(abs) {
             Ok(children) => {
                 let entry = SideEntry {
-                    entry: Entry::Dir,
+                    entry: Entry::dir(crate::fsops::mode_of(meta)),
                     id: file_id(meta),
                     version: None,
                 };
@@ -318,6 +318,7 @@ impl<'r, 'a> Scanner<'r, 'a> {
                 hash,
                 size: meta.len(),
                 mtime_ns: mtime_ns(meta),
+                mode: crate::fsops::mode_of(meta),
             }),
             id,
             version: None,
@@ -571,7 +572,7 @@ mod tests {
 
         let out = full(root, &BaseTree::new());
         assert_eq!(paths(&out.tree), ["a.txt", "d", "d/b.txt", "d/empty"]);
-        assert_eq!(out.tree[&rel("d")].entry, Entry::Dir);
+        assert!(out.tree[&rel("d")].entry.is_dir());
         let meta = out.tree[&rel("d/b.txt")].entry.file().copied().unwrap();
         assert_eq!(meta.hash, ContentHash::of_bytes(b"beta"));
         assert_eq!(meta.size, 4);

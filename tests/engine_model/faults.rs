@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prism_sync::fsops::Expect;
-use prism_sync::model::{BaseTree, ContentHash, RelPath, Scope, SideEntry};
+use prism_sync::model::{BaseTree, ContentHash, Entry, Mode, RelPath, Scope, SideEntry};
 use prism_sync::remote::{
     Capabilities, Lease, Listing, LocalFolder, Replica, ReplicaError, RootState, StagedWrite,
 };
@@ -224,9 +224,10 @@ impl Replica for FaultyReplica {
         content: &mut dyn Read,
         hash: &ContentHash,
         mtime_ns: i64,
+        mode: Option<Mode>,
     ) -> Result<StagedWrite, ReplicaError> {
         self.faults.around("stage", path.as_str(), || {
-            self.inner.stage(path, content, hash, mtime_ns)
+            self.inner.stage(path, content, hash, mtime_ns, mode)
         })
     }
 
@@ -254,9 +255,15 @@ impl Replica for FaultyReplica {
         self.faults.around("flush", "/", || self.inner.flush())
     }
 
-    fn mkdir(&self, path: &RelPath) -> Result<SideEntry, ReplicaError> {
+    fn mkdir(&self, path: &RelPath, mode: Option<Mode>) -> Result<SideEntry, ReplicaError> {
         self.faults
-            .around("mkdir", path.as_str(), || self.inner.mkdir(path))
+            .around("mkdir", path.as_str(), || self.inner.mkdir(path, mode))
+    }
+
+    fn set_mode(&self, path: &RelPath, expected: &Entry, mode: Mode) -> Result<(), ReplicaError> {
+        self.faults.around("set_mode", path.as_str(), || {
+            self.inner.set_mode(path, expected, mode)
+        })
     }
 
     fn rename(&self, from: &RelPath, to: &RelPath, expect: &Expect) -> Result<(), ReplicaError> {

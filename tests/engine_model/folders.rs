@@ -3,7 +3,7 @@
 //! kept under a folder (for the trashes), finding leftover temporary files,
 //! and the random edits a person makes to a folder.
 //!
-//! The edits are plain `std::fs` calls on real folders, chosen by the
+//! The edits (`chmod` among them) are plain `std::fs` calls on real folders, chosen by the
 //! test's seeded generator from what the folder holds now. This module does
 //! not know about engines, journals or faults.
 
@@ -59,6 +59,19 @@ fn walk(dir: &Path, prefix: &str, out: &mut Tree) {
             out.insert(rel, Node::File(bytes));
         }
     }
+}
+
+/// The permission bits of every entry of `tree(root)`.
+pub fn modes(root: &Path) -> BTreeMap<String, u32> {
+    use std::os::unix::fs::PermissionsExt;
+    tree(root)
+        .into_keys()
+        .map(|path| {
+            let meta = fs::symlink_metadata(root.join(&path))
+                .unwrap_or_else(|e| panic!("cannot look at {path}: {e}"));
+            (path, meta.permissions().mode() & 0o777)
+        })
+        .collect()
 }
 
 /// How many files hold each content.
@@ -141,6 +154,11 @@ impl Clock {
 }
 
 const WORDS: [&str; 4] = ["alpha", "beta", "gamma", "delta"];
+/// The modes a person gives with `chmod`: private, group-readable,
+/// executable; each leaves its owner able to go on editing (the test's
+/// edits run as that owner).
+const FILE_MODES: [u32; 4] = [0o600, 0o640, 0o644, 0o755];
+const DIR_MODES: [u32; 3] = [0o700, 0o750, 0o755];
 /// "e" is also a folder name, so a file and a folder meet at one path.
 const FILE_NAMES: [&str; 5] = ["a.txt", "b.txt", "c.md", "notes", "e"];
 const DIR_NAMES: [&str; 3] = ["d1", "d2", "e"];
@@ -278,7 +296,20 @@ fn try_edit(rng: &mut fastrand::Rng, root: &Path, clock: &mut Clock) -> Option<E
             touched,
         })
     };
-    match rng.usize(..10) {
+    match rng.usize(..11) {
+        // Change who may read, write or run an entry, and nothing else.
+        10 => {
+            use std::os::unix::fs::PermissionsExt;
+            let all: Vec<&String> = tree.keys().collect();
+            let path = pick(rng, &all)?.clone();
+            let modes: &[u32] = match tree.get(&path) {
+                Some(Node::Dir) => &DIR_MODES,
+                _ => &FILE_MODES,
+            };
+            let mode = modes[rng.usize(..modes.len())];
+            fs::set_permissions(root.join(&path), fs::Permissions::from_mode(mode)).expect("chmod");
+            edit(format!("chmod {mode:o} {path}"), vec![path])
+        }
         // Create a file (or overwrite one that happens to be there).
         0..=2 => {
             let path = join(

@@ -62,6 +62,7 @@ fn write(
             &mut text.as_bytes(),
             &ContentHash::of_bytes(text.as_bytes()),
             1_600_000_000_123_456_789,
+            None,
             expect,
         )
         .unwrap()
@@ -116,8 +117,8 @@ fn every_operation_round_trips_and_replaced_versions_go_to_the_server_trash() {
         a.version.as_deref().unwrap().starts_with("4:1600000000:"),
         "{a:?}"
     );
-    remote.mkdir(&rel("dir")).unwrap();
-    remote.mkdir(&rel("dir")).unwrap();
+    remote.mkdir(&rel("dir"), None).unwrap();
+    remote.mkdir(&rel("dir"), None).unwrap();
     write(&remote, "dir/b.txt", "bee\n", &Expect::Absent);
 
     // A listing hashes what it has not seen; with the base it reads nothing.
@@ -152,6 +153,7 @@ fn every_operation_round_trips_and_replaced_versions_go_to_the_server_trash() {
     let expect_a = Expect::File {
         size: 4,
         mtime_ns: 1_600_000_000_000_000_000,
+        mode: None,
     };
     write(&remote, "a.txt", "two!\n", &expect_a);
     assert_eq!(fs::read_to_string(served.join("a.txt")).unwrap(), "two!\n");
@@ -163,6 +165,7 @@ fn every_operation_round_trips_and_replaced_versions_go_to_the_server_trash() {
             &mut &b"three"[..],
             &ContentHash::of_bytes(b"three"),
             0,
+            None,
             &expect_a,
         )
         .unwrap_err();
@@ -175,6 +178,7 @@ fn every_operation_round_trips_and_replaced_versions_go_to_the_server_trash() {
             &mut &b"abc"[..],
             &ContentHash::of_bytes(b"xyz"),
             0,
+            None,
             &Expect::Absent,
         )
         .unwrap_err();
@@ -197,6 +201,7 @@ fn every_operation_round_trips_and_replaced_versions_go_to_the_server_trash() {
             &Expect::File {
                 size: 4,
                 mtime_ns: 1_600_000_000_000_000_000,
+                mode: None,
             },
         )
         .unwrap_err();
@@ -211,6 +216,7 @@ fn every_operation_round_trips_and_replaced_versions_go_to_the_server_trash() {
             &Expect::File {
                 size: 4,
                 mtime_ns: 1_600_000_000_000_000_000,
+                mode: None,
             },
         )
         .unwrap();
@@ -472,6 +478,7 @@ fn parallel_uploads_each_get_a_session_of_their_own_up_to_the_pool_size() {
                         &mut reader,
                         &ContentHash::of_bytes(text.as_bytes()),
                         0,
+                        None,
                         &Expect::Absent,
                     )
                 })
@@ -556,6 +563,7 @@ fn versions_replaced_within_one_minute_are_all_kept_in_the_trash() {
     let expect = |text: &str| Expect::File {
         size: text.len() as u64,
         mtime_ns: 1_600_000_000_000_000_000,
+        mode: None,
     };
     write(&remote, "note.txt", "v1\n", &Expect::Absent);
     // Saved again and again within the minute: each replaced version needs
@@ -622,4 +630,119 @@ fn records_are_replaced_whole_in_the_metadata_folder() {
     let remote = replica(&server, "records");
     remote.mark_root().unwrap();
     crate::records::check_records_round_trip(&remote, &server.served().join("records/.prism-sync"));
+}
+
+#[test]
+fn modes_are_set_exactly_changed_in_place_and_kept_in_the_trash() {
+    use prism_sync::model::{Entry, Mode};
+    use std::os::unix::fs::PermissionsExt;
+    let server = Sshd::start();
+    let served = server.served().join("root");
+    let remote = replica(&server, "root");
+    remote.mark_root().unwrap();
+    assert!(remote.capabilities().modes);
+    let mode_at = |rel: &str| fs::symlink_metadata(served.join(rel)).unwrap().mode() & 0o7777;
+    let bits = |b: u32| Some(Mode::from_bits(b));
+    let put = |path: &str, text: &str, mode: u32, expect: &Expect| {
+        remote
+            .write(
+                &rel(path),
+                &mut text.as_bytes(),
+                &ContentHash::of_bytes(text.as_bytes()),
+                1_600_000_000_000_000_000,
+                bits(mode),
+                expect,
+            )
+            .unwrap()
+    };
+
+    // Folders and files get exactly their mode: narrower than the server's
+    // default, and wider than its umask would leave (0o666, 0o777).
+    remote.mkdir(&rel("vault"), bits(0o700)).unwrap();
+    remote.mkdir(&rel("team"), bits(0o777)).unwrap();
+    let key = put("vault/key", "secret\n", 0o600, &Expect::Absent);
+    put("team/board", "shared\n", 0o666, &Expect::Absent);
+    put("run.sh", "#!/bin/sh\n", 0o755, &Expect::Absent);
+    assert_eq!(
+        [
+            mode_at("vault"),
+            mode_at("team"),
+            mode_at("vault/key"),
+            mode_at("team/board"),
+            mode_at("run.sh")
+        ],
+        [0o700, 0o777, 0o600, 0o666, 0o755]
+    );
+    assert_eq!(key.entry.mode(), bits(0o600));
+    let listing = remote
+        .list(&Scope::Full, &BaseTree::new(), &no_rules())
+        .unwrap();
+    let listed = |p: &str| listing.tree[&rel(p)].entry.mode().map(Mode::bits);
+    assert_eq!(
+        [listed("vault"), listed("vault/key"), listed("run.sh")],
+        [Some(0o700), Some(0o600), Some(0o755)]
+    );
+
+    // A mode alone changes in place (the same file, nothing trashed), and
+    // the set-group-ID bit someone gave a folder on the server stays.
+    let ino = fs::metadata(served.join("run.sh")).unwrap().ino();
+    let listed_run = listing.tree[&rel("run.sh")].entry;
+    remote
+        .set_mode(&rel("run.sh"), &listed_run, Mode::from_bits(0o700))
+        .unwrap();
+    assert_eq!(mode_at("run.sh"), 0o700);
+    assert_eq!(fs::metadata(served.join("run.sh")).unwrap().ino(), ino);
+    fs::set_permissions(served.join("team"), fs::Permissions::from_mode(0o2777)).unwrap();
+    remote
+        .set_mode(
+            &rel("team"),
+            &Entry::dir(bits(0o777)),
+            Mode::from_bits(0o770),
+        )
+        .unwrap();
+    assert_eq!(mode_at("team"), 0o2770);
+    // One that changed since it was listed is refused, and stays.
+    let stale = remote
+        .set_mode(&rel("run.sh"), &listed_run, Mode::from_bits(0o777))
+        .unwrap_err();
+    assert!(stale.is_change(), "{stale}");
+    assert_eq!(mode_at("run.sh"), 0o700);
+    // So is a replacement of a file whose mode changed since the listing.
+    let listed_key = listing.tree[&rel("vault/key")].entry;
+    fs::set_permissions(served.join("vault/key"), fs::Permissions::from_mode(0o400)).unwrap();
+    let err = remote
+        .write(
+            &rel("vault/key"),
+            &mut &b"new\n"[..],
+            &ContentHash::of_bytes(b"new\n"),
+            0,
+            bits(0o600),
+            &Expect::of(Some(&listed_key)),
+        )
+        .unwrap_err();
+    assert!(err.is_change(), "{err}");
+    fs::set_permissions(served.join("vault/key"), fs::Permissions::from_mode(0o600)).unwrap();
+
+    // A replaced private file goes to the trash as private as it was, in
+    // folders only their owner can open.
+    put(
+        "vault/key",
+        "rotated\n",
+        0o600,
+        &Expect::of(Some(&listed_key)),
+    );
+    let trash = served.join(".prism-sync/trash");
+    assert_eq!(files_below(&trash), ["secret\n"]);
+    let mut below = vec![trash.clone()];
+    while let Some(dir) = below.pop() {
+        for entry in fs::read_dir(&dir).unwrap().flatten() {
+            let mode = entry.metadata().unwrap().mode() & 0o777;
+            if entry.file_type().unwrap().is_dir() {
+                assert_eq!(mode, 0o700, "{}", entry.path().display());
+                below.push(entry.path());
+            } else {
+                assert_eq!(mode, 0o600, "{}", entry.path().display());
+            }
+        }
+    }
 }

@@ -321,6 +321,7 @@ fn uploads_refused_with_507_or_503_say_why_and_leave_no_temporary() {
                 &mut &text[..],
                 &ContentHash::of_bytes(text),
                 1_600_000_000_000_000_000,
+                None,
                 &Expect::Absent,
             )
             .unwrap_err()

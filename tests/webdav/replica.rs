@@ -52,6 +52,7 @@ fn write(replica: &WebdavReplica, path: &str, text: &str, expect: &Expect) -> Si
             &mut text.as_bytes(),
             &ContentHash::of_bytes(text.as_bytes()),
             1_600_000_000_123_456_789,
+            None,
             expect,
         )
         .unwrap()
@@ -62,6 +63,7 @@ fn expect_of(entry: &SideEntry) -> Expect {
     Expect::File {
         size: meta.size,
         mtime_ns: meta.mtime_ns,
+        mode: None,
     }
 }
 
@@ -113,9 +115,9 @@ fn every_operation_round_trips_and_replaced_versions_go_to_the_server_trash() {
     let a = write(&remote, "a.txt", "one\n", &Expect::Absent);
     assert_eq!(fs::read_to_string(served.join("a.txt")).unwrap(), "one\n");
     assert!(a.version.is_some());
-    remote.mkdir(&rel("dir")).unwrap();
-    remote.mkdir(&rel("dir")).unwrap();
-    let on_a_file = remote.mkdir(&rel("a.txt")).unwrap_err();
+    remote.mkdir(&rel("dir"), None).unwrap();
+    remote.mkdir(&rel("dir"), None).unwrap();
+    let on_a_file = remote.mkdir(&rel("a.txt"), None).unwrap_err();
     assert!(on_a_file.is_change(), "{on_a_file}");
     // A file whose folder is missing gets it made.
     let bee = write(&remote, "dir/deep/b c#?.txt", "bee\n", &Expect::Absent);
@@ -177,6 +179,7 @@ fn every_operation_round_trips_and_replaced_versions_go_to_the_server_trash() {
             &mut &b"three"[..],
             &ContentHash::of_bytes(b"three"),
             0,
+            None,
             &expect_a,
         )
         .unwrap_err();
@@ -189,6 +192,7 @@ fn every_operation_round_trips_and_replaced_versions_go_to_the_server_trash() {
             &mut &b"four"[..],
             &ContentHash::of_bytes(b"four"),
             0,
+            None,
             &Expect::Absent,
         )
         .unwrap_err();
@@ -200,6 +204,7 @@ fn every_operation_round_trips_and_replaced_versions_go_to_the_server_trash() {
             &mut &b"abc"[..],
             &ContentHash::of_bytes(b"xyz"),
             0,
+            None,
             &Expect::Absent,
         )
         .unwrap_err();
@@ -319,6 +324,7 @@ fn strong_etags_catch_a_same_size_same_second_edit_and_weak_ones_are_never_sent(
             &mut &b"mine\n"[..],
             &ContentHash::of_bytes(b"mine\n"),
             0,
+            None,
             &expect_of(&seen),
         )
         .unwrap_err();
@@ -706,7 +712,7 @@ fn folders_made_by_several_writers_at_once_are_made_without_an_error() {
         for _ in 0..8 {
             scope.spawn(|| {
                 for i in 0..40 {
-                    remote.mkdir(&rel(&format!("race{i}"))).unwrap();
+                    remote.mkdir(&rel(&format!("race{i}")), None).unwrap();
                 }
             });
         }
