@@ -82,7 +82,9 @@ impl Listing {
     }
 }
 
-/// A per-path note from a listing or an action.
+/// A per-path note from a listing or an action. `message` is a sentence
+/// about `path` that does not repeat it (status shows the path before it);
+/// with no `path`, the message itself names what it is about.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {
     pub path: Option<RelPath>,

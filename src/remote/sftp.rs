@@ -936,13 +936,11 @@ impl Walk<'_> {
         match stat.kind {
             Kind::Symlink => note(
                 out,
-                format!("{rel}: symbolic links are not synced; it is skipped"),
+                "symbolic links are not synced; it is skipped".to_owned(),
             ),
             Kind::Other => note(
                 out,
-                format!(
-                    "{rel}: special files (fifos, sockets, devices) are not synced; it is skipped"
-                ),
+                "special files (fifos, sockets, devices) are not synced; it is skipped".to_owned(),
             ),
             Kind::Dir => found.push(Job::List(Some(rel))),
             Kind::File => {
@@ -993,7 +991,7 @@ impl Walk<'_> {
 
 /// Leaves `rel` alone this time, saying why.
 fn hold(out: &mut Listing, rel: RelPath, op: &str, e: &io::Error) {
-    let message = format!("{rel}: cannot {op} it: {e}; it is left alone this time");
+    let message = format!("cannot {op} it: {e}; it is left alone this time");
     out.held.push(rel.clone());
     out.problems.push(Problem {
         path: Some(rel),

@@ -1511,7 +1511,7 @@ impl Found {
             self.broken.get_or_insert(e);
             return;
         }
-        let message = format!("{rel}: cannot {op} it: {e}; it is left alone this time");
+        let message = format!("cannot {op} it: {e}; it is left alone this time");
         self.out.held.push(rel.clone());
         self.note(Some(rel), message);
     }

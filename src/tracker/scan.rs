@@ -60,7 +60,7 @@ pub struct ScanOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScanProblem {
     /// `None` when the name itself cannot be a [`RelPath`]; the message then
-    /// names it.
+    /// names it. Otherwise the message does not repeat the path.
     pub path: Option<RelPath>,
     pub message: String,
 }
@@ -382,7 +382,7 @@ impl<'r, 'a> Scanner<'r, 'a> {
     /// Records a path that is skipped on purpose.
     fn note(&mut self, rel: RelPath, message: &str) {
         self.out.problems.push(ScanProblem {
-            message: format!("{rel}: {message}"),
+            message: message.to_owned(),
             path: Some(rel),
         });
     }

@@ -10,5 +10,6 @@ mod devices;
 mod guard;
 mod harness;
 mod lifecycle;
+mod names;
 mod propagation;
 mod socket;
