@@ -6,9 +6,11 @@
 //! version going to a trash, and a conflict that is not settled by the
 //! strategy leaves both versions in the tree.
 //! - `manual`: the remote version is renamed aside on the remote to
-//!   `name.conflict-STAMP-DEVICE.ext`; the next round uploads the local
-//!   version to `name` and downloads the copy. For a deletion conflict the
-//!   modified version is kept (restored on the side that deleted it).
+//!   `name.conflict-STAMP-DEVICE.ext`, DEVICE being where that version came
+//!   from ([`REMOTE_ORIGIN`], never this device, which did not write it);
+//!   the next round uploads the local version to `name` and downloads the
+//!   copy. For a deletion conflict the modified version is kept (restored
+//!   on the side that deleted it).
 //! - `keep_local` / `keep_remote`: the winner's version replaces the
 //!   loser's, which goes to the loser's trash.
 //! - `auto_merge`: a three-way text merge against the base content the
@@ -28,7 +30,7 @@ use crate::remote::{Replica, ReplicaError};
 use crate::timefmt;
 
 use super::executor::{self, Trees};
-use super::{EngineContext, PairEngine, RunTally, forget};
+use super::{EngineContext, PairEngine, REMOTE_ORIGIN, RunTally, forget};
 
 /// The largest file a three-way merge reads.
 pub const MERGE_MAX_BYTES: u64 = 4 * 1024 * 1024;
@@ -155,7 +157,10 @@ pub fn settle(
                 return Ok(vec![path.clone()]);
             };
             let expect = executor::expect_of(Some(remote_entry));
-            let copy = rename_aside(ctx.remote, trees, path, &expect, &ctx.settings.device)?;
+            // The copy holds the remote version: it is named after that
+            // version's origin, not after this device, which found the
+            // conflict but whose version stays under the real name.
+            let copy = rename_aside(ctx.remote, trees, path, &expect, REMOTE_ORIGIN)?;
             ctx.commit(forget(path));
             record(Some(&copy), note)?;
             Ok(vec![path.clone(), copy])
@@ -180,10 +185,7 @@ fn rename_aside(
     const ATTEMPTS: usize = 20;
     let stamp = timefmt::conflict_stamp(SystemTime::now());
     let taken = |p: &RelPath| trees.local.contains_key(p) || trees.remote.contains_key(p);
-    let names = (1..).map(|n| match n {
-        1 => RelPath::conflict_copy(path, &stamp, device),
-        n => RelPath::conflict_copy(path, &stamp, &format!("{device}-{n}")),
-    });
+    let names = (1..).map(|attempt| path.conflict_copy(&stamp, device, attempt));
     let mut last = None;
     for copy in names.filter(|c| !taken(c)).take(ATTEMPTS) {
         match remote.rename(path, &copy, expect) {

@@ -102,6 +102,9 @@ fn resolve(device: &Device, id: &str, args: &[&str]) -> Value {
 fn assert_both_versions_kept(device: &Device) -> String {
     let tree = device.wait_converged();
     let copy = page_copy(&device.local);
+    // The copy is named after where its version came from, not after the
+    // device that found the conflict.
+    assert!(copy.ends_with("-remote.md"), "{copy}");
     assert_eq!(read(&device.local, PAGE), LOCAL, "{}", show(&tree));
     assert_eq!(read(&device.local, &copy), REMOTE, "{}", show(&tree));
     copy
@@ -311,4 +314,45 @@ fn a_remote_deletion_does_not_beat_a_local_edit() {
     assert_eq!(conflict["kind"], "local_modified_remote_deleted");
     assert_eq!(conflict["remote_version"]["hash"], Value::Null);
     assert_eq!(conflict["local_version"]["hash"], hash(LOCAL));
+}
+
+#[test]
+fn a_conflict_on_a_name_near_the_length_limit_keeps_both_versions() {
+    let sandbox = Sandbox::new();
+    let remote_dir = sandbox.remote("remote");
+    let device = sandbox.device_with("laptop", &remote_dir, Settings::conflict("manual"));
+    // 250 bytes: no room for `.conflict-STAMP-DEVICE` without shortening.
+    let stem = "ü".repeat(123);
+    let name = format!("docs/{stem}.txt");
+    assert_eq!(name.len() - "docs/".len(), 250);
+    write(&device.local, &name, BASE);
+    device.once_expecting(0);
+    write(&device.local, &name, LOCAL);
+    write(&remote_dir, &name, REMOTE);
+    device.once_expecting(3);
+
+    let tree = device.wait_converged();
+    let copies: Vec<&String> = tree
+        .keys()
+        .filter(|path| path.contains(".conflict-"))
+        .collect();
+    assert_eq!(copies.len(), 1, "{}", show(&tree));
+    let copy = copies[0].strip_prefix("docs/").unwrap();
+    assert!(copy.len() <= 255, "{copy}");
+    assert!(copy.starts_with(&stem[..100]), "{copy}");
+    assert!(copy.ends_with("-remote.txt"), "{copy}");
+    assert_eq!(read(&device.local, &name), LOCAL, "{}", show(&tree));
+    assert_eq!(
+        read(&device.local, &format!("docs/{copy}")),
+        REMOTE,
+        "{}",
+        show(&tree)
+    );
+    // Nothing is left failing: another run finds nothing to do but the
+    // conflict that waits for the user.
+    let again = text(&device.once_expecting(3));
+    assert!(
+        again.contains("(nothing to do)") && again.contains("errors 0"),
+        "{again}"
+    );
 }
