@@ -455,15 +455,11 @@ impl Control for AgentControl {
                     config.name
                 )));
             }
-            if let Some(other) = pairs.values().find(|h| {
-                h.config.local.starts_with(&config.local)
-                    || config.local.starts_with(&h.config.local)
-            }) {
-                return Err(ApiError::conflict(format!(
-                    "{} overlaps the folder of pair {:?}",
-                    config.local.display(),
-                    other.config.name
-                )));
+            if let Some((field, message)) = pairs
+                .values()
+                .find_map(|h| crate::config::clash(&config, &h.config))
+            {
+                return Err(ApiError::conflict(format!("{field}: {message}")));
             }
         }
         // Start it first: a pair that cannot run must not reach the config
