@@ -125,3 +125,30 @@ fn the_documented_audit_queries_run_against_a_live_journal() {
     assert!(overview.starts_with(&format!("{PAIR}|sync-")), "{overview}");
     assert_eq!(device.pair_status()["name"], PAIR, "the agent still runs");
 }
+
+#[test]
+fn a_damaged_journal_stops_the_agent_with_one_line_that_says_what_to_do() {
+    let sandbox = Sandbox::new();
+    let remote = sandbox.remote("remote");
+    let device = sandbox.device("laptop", &remote);
+    std::fs::create_dir_all(&device.state).unwrap();
+    let journal = device.state.join("journal.db");
+    std::fs::write(&journal, vec![0x5a; 8192]).unwrap();
+
+    let output = device.syncd().output().expect("run prism-syncd");
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let message = stderr(&output);
+    let lines: Vec<&str> = message.lines().collect();
+    assert_eq!(lines.len(), 1, "one line, not one per logger:\n{message}");
+    assert_eq!(
+        message.matches("cannot open the journal").count(),
+        1,
+        "{message}"
+    );
+    assert!(
+        message.contains(&*journal.to_string_lossy()) && message.contains("move it aside"),
+        "{message}"
+    );
+    // Nothing was changed: the damaged file is still there to look at.
+    assert_eq!(std::fs::read(&journal).unwrap(), vec![0x5a; 8192]);
+}
