@@ -417,6 +417,32 @@ fn expect_now(root: &Path, path: &RelPath) -> Result<Expect, ReplicaError> {
     })
 }
 
+/// Refuses a resolution when a folder above `path` is no longer a folder
+/// here: a later change put a file in its place (or a later conflict moved
+/// the folder aside as a copy and the file took its name), so the
+/// conflict's files are not where the row says and nothing can be applied
+/// to them in place.
+fn ensure_folders_hold(root: &Path, path: &RelPath, row: &ConflictRow) -> Result<(), ResolveError> {
+    for folder in path.ancestors() {
+        let stat = fsops::stat(&folder.to_fs(root))
+            .map_err(|e| ReplicaError::io("inspect", &folder, e))?;
+        match stat {
+            Some(s) if s.kind != fsops::StatKind::Dir => {
+                return Err(ResolveError::Invalid(format!(
+                    "{folder} is no longer a folder here (a later change or conflict replaced it), \
+                     so conflict {} on {} cannot be applied in place; if its versions were moved \
+                     with the folder, settle them by hand and acknowledge the conflict with \
+                     --strategy manual",
+                    row.id, row.path
+                )));
+            }
+            Some(_) => {}
+            None => return Ok(()),
+        }
+    }
+    Ok(())
+}
+
 impl PairEngine {
     /// Applies a user's resolution of a waiting conflict to the local
     /// folder; the caller then syncs the returned paths. Every replaced
@@ -438,6 +464,13 @@ impl PairEngine {
         let local = self.local();
         let root = local.root().to_path_buf();
         let path = &row.path;
+        // Acknowledging needs nothing in place; every other resolution
+        // works on the conflict's files where they were.
+        if !(strategy == Strategy::Manual && merged_file.is_none()) {
+            for touched in std::iter::once(path).chain(&row.copy_path) {
+                ensure_folders_hold(&root, touched, row)?;
+            }
+        }
         let remove_if_present = |p: &RelPath| -> Result<(), ReplicaError> {
             match expect_now(&root, p)? {
                 Expect::Absent => Ok(()),

@@ -356,3 +356,35 @@ fn a_conflict_on_a_name_near_the_length_limit_keeps_both_versions() {
         "{again}"
     );
 }
+
+#[test]
+fn resolving_a_conflict_whose_folder_became_a_file_is_refused_clearly() {
+    let sandbox = Sandbox::new();
+    let device = diverged(&sandbox, "manual", Some(LOCAL), Some(REMOTE));
+    device.once_expecting(3);
+    assert_both_versions_kept(&device);
+    for i in 0..6 {
+        write(&device.local, &format!("more/{i}.txt"), "more\n");
+    }
+    let _agent = device.start();
+    let conflict = only_conflict(&device, &[]);
+    let id = conflict["conflict_id"].as_str().unwrap().to_owned();
+    // The user replaces the folder with a file; the agent carries it over.
+    std::fs::remove_dir_all(device.local.join("docs")).unwrap();
+    write(&device.local, "docs", "now a file\n");
+    wait_for_content(&device.remote.join("docs"), "now a file\n");
+
+    for strategy in ["keep_remote", "keep_local", "auto_merge"] {
+        let output = device.ctl(&["resolve", &id, "--strategy", strategy]);
+        let said = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+        assert!(
+            said.contains("docs is no longer a folder here") && !said.contains("Not a directory"),
+            "{said}"
+        );
+    }
+    assert_eq!(read(&device.local, "docs"), "now a file\n");
+    // Acknowledging it still works.
+    resolve(&device, &id, &["--strategy", "manual"]);
+    device.wait_converged();
+}
