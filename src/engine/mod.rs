@@ -280,6 +280,12 @@ impl PairEngine {
             .collect()
     }
 
+    /// A new password was stored for the remote: the next sync logs in
+    /// with it (see [`Replica::forget_login`]).
+    pub fn forget_remote_login(&self) {
+        self.remote.forget_login();
+    }
+
     /// When the earliest failing path may be retried.
     pub fn next_retry(&self) -> Option<Instant> {
         self.backoff.lock().expect("backoff").next_retry()

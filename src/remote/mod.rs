@@ -370,6 +370,13 @@ pub trait Replica: Send + Sync {
     fn lease(&self, _device: &str, _ttl: Duration) -> Result<Option<Box<dyn Lease>>, ReplicaError> {
         Ok(None)
     }
+
+    /// Forgets the login of every open connection, because a new password
+    /// was just given: the next request logs in again and looks the
+    /// password up afresh, so a wrong one fails that request instead of
+    /// hiding behind a connection the old one opened. Connections in use
+    /// finish what they do. Backends without a login do nothing.
+    fn forget_login(&self) {}
 }
 
 /// A reader from [`Replica::open_at`] and the offset it starts at.

@@ -1059,6 +1059,11 @@ impl Read for Download<'_> {
 }
 
 impl Replica for SftpReplica {
+    fn forget_login(&self) {
+        // Each session logged in once, when it was made.
+        self.shared.pool.retire();
+    }
+
     fn describe(&self) -> String {
         let t = &self.shared.target;
         format!(

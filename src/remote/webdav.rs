@@ -1851,6 +1851,11 @@ fn insert_file(out: &mut Listing, rel: RelPath, stat: &RemoteStat, hash: Content
 }
 
 impl Replica for WebdavReplica {
+    fn forget_login(&self) {
+        // The client carries the password it was built with.
+        *self.shared.conn.lock().expect("webdav client") = None;
+    }
+
     fn describe(&self) -> String {
         let t = &self.shared.target;
         let scheme = if t.tls { "webdavs" } else { "webdav" };
