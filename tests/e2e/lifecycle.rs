@@ -152,3 +152,42 @@ fn a_damaged_journal_stops_the_agent_with_one_line_that_says_what_to_do() {
     // Nothing was changed: the damaged file is still there to look at.
     assert_eq!(std::fs::read(&journal).unwrap(), vec![0x5a; 8192]);
 }
+
+#[test]
+fn an_idle_pair_shows_nothing_pending_while_it_polls() {
+    let sandbox = Sandbox::new();
+    let remote = sandbox.remote("remote");
+    // A long quiet window and a poll every second: a poll used to wait out
+    // the window, counted as one pending change all the while.
+    let settings = Settings {
+        remote_poll_secs: Some(1),
+        debounce_ms: Some(3_000),
+        ..Settings::default()
+    };
+    let device = sandbox.device_with("laptop", &remote, settings);
+    write(&device.local, "a.txt", "a\n");
+    let _agent = device.start();
+    wait_for_content(&remote.join("a.txt"), "a\n");
+    wait_until(PATIENCE, "the pair is idle", || {
+        let status = device.pair_status();
+        (status["state"] == "idle" && status["pending"] == 0)
+            .then_some(())
+            .ok_or_else(|| format!("{status:#}"))
+    });
+    let mut seen = Vec::new();
+    for _ in 0..30 {
+        let status = device.pair_status();
+        seen.push(format!("{} {}", status["state"], status["pending"]));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(seen.iter().all(|s| s.ends_with(" 0")), "{seen:?}");
+
+    // A paused pair synced on request stays paused.
+    device.ctl_json(&["pause", PAIR]);
+    let started = device.ctl_json(&["sync", "start", PAIR]);
+    let id = started["sync_id"].as_str().unwrap().to_owned();
+    let output = device.ctl(&["sync", "wait", &id, "--timeout", "20"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let status = device.pair_status();
+    assert_eq!(status["state"], "paused", "{status:#}");
+}
