@@ -670,10 +670,10 @@ fn temp_dir() -> tempfile::TempDir {
         b.prefix("prism-model-");
         b
     };
-    if shm.is_dir() {
-        if let Ok(dir) = builder.tempdir_in(shm) {
-            return dir;
-        }
+    if shm.is_dir()
+        && let Ok(dir) = builder.tempdir_in(shm)
+    {
+        return dir;
     }
     builder.tempdir().expect("create a temporary folder")
 }

@@ -346,10 +346,10 @@ impl<'r, 'a> Scanner<'r, 'a> {
             local_id,
             ..
         }) = self.req.cache.get(rel)
+            && local_id == id
+            && unchanged(meta)
         {
-            if local_id == id && unchanged(meta) {
-                return Some(meta.hash);
-            }
+            return Some(meta.hash);
         }
         let id = id.as_ref()?;
         let cache = self.req.cache;
