@@ -53,8 +53,13 @@ pub fn syncd_main() -> u8 {
         Ok(options) => match agent::run(options) {
             Ok(code) => code,
             Err(e) => {
-                tracing::error!("{e}");
-                eprintln!("prism-syncd: {e}");
+                // One line: a text log goes to stderr too, so the error is
+                // logged only where the log is meant for a machine.
+                if args.log_format == "json" {
+                    tracing::error!("{e}");
+                } else {
+                    eprintln!("prism-syncd: {e}");
+                }
                 e.exit_code()
             }
         },

@@ -311,6 +311,15 @@ impl RemoteUrl {
                 Ok(RemoteUrl::File(PathBuf::from(percent_decode(rest)?)))
             }
             "sftp" => {
+                // Without a path the URL would silently mean the server's
+                // root; a folder on the server must be named.
+                if !rest.contains('/') {
+                    return Err(format!(
+                        "{url:?} names no folder on the server; write the folder after the host, \
+                         as in sftp://user@host/home/user/backup (sftp://user@host/ for the \
+                         server's root)"
+                    ));
+                }
                 let (authority, path) = split_authority(rest);
                 let (user, host_port) = match authority.rsplit_once('@') {
                     Some((user, host)) => (Some(percent_decode(user)?), host),
@@ -500,16 +509,8 @@ impl RawConfig {
                     format!("another pair is already named {:?}", pair.name),
                 ));
             }
-            if let Some(other) = pairs.iter().find(|p| overlaps(&p.local, &pair.local)) {
-                return Err(invalid(
-                    key("local"),
-                    format!(
-                        "{} overlaps the folder of pair {:?} ({}); pairs must not nest",
-                        pair.local.display(),
-                        other.name,
-                        other.local.display()
-                    ),
-                ));
+            if let Some((field, message)) = pairs.iter().find_map(|other| clash(&pair, other)) {
+                return Err(invalid(key(field), message));
             }
             pairs.push(pair);
         }
@@ -517,8 +518,79 @@ impl RawConfig {
     }
 }
 
+/// Why `pair` cannot run beside `other`, as the field to blame and a
+/// sentence: folders that would sync into each other. Two local folders
+/// must not nest (each pair would see the other's files as its own), and a
+/// `file://` remote must not lie in, at or around another pair's local
+/// folder (that pair would sync this pair's remote, metadata and all, and
+/// the other way round).
+pub fn clash(pair: &PairConfig, other: &PairConfig) -> Option<(&'static str, String)> {
+    if overlaps(&pair.local, &other.local) {
+        return Some((
+            "local",
+            format!(
+                "{} overlaps the folder of pair {:?} ({}); pairs must not nest",
+                pair.local.display(),
+                other.name,
+                other.local.display()
+            ),
+        ));
+    }
+    let remote_folders = [(pair, other), (other, pair)];
+    for (with_remote, with_local) in remote_folders {
+        if let RemoteUrl::File(remote_dir) = &with_remote.remote
+            && overlaps(remote_dir, &with_local.local)
+        {
+            return Some((
+                if std::ptr::eq(with_remote, pair) {
+                    "remote"
+                } else {
+                    "local"
+                },
+                format!(
+                    "the remote folder {} of pair {:?} overlaps the local folder {} of pair \
+                     {:?}; a pair's remote must lie apart from every local folder",
+                    remote_dir.display(),
+                    with_remote.name,
+                    with_local.local.display(),
+                    with_local.name
+                ),
+            ));
+        }
+    }
+    None
+}
+
+/// True when one folder is the other or lies inside it, once both are
+/// resolved as the file system would ([`resolved`]): a symbolic link or a
+/// `..` must not hide that two names are one folder.
 fn overlaps(a: &Path, b: &Path) -> bool {
-    a.starts_with(b) || b.starts_with(a)
+    let (a, b) = (resolved(a), resolved(b));
+    a.starts_with(&b) || b.starts_with(&a)
+}
+
+/// `path` with symbolic links followed and `.` and `..` applied, walking
+/// it from the root: each prefix that exists is canonicalized, so a `..`
+/// after it goes to its real parent; the part that does not exist yet is
+/// taken word by word. Only reads the file system.
+fn resolved(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => {
+                out.push(other);
+                if let Ok(real) = out.canonicalize() {
+                    out = real;
+                }
+            }
+        }
+    }
+    out
 }
 
 impl RawAgent {
@@ -609,7 +681,9 @@ impl RawPair {
             return Err((
                 "remote".into(),
                 format!(
-                    "the remote folder {} overlaps the local folder {}",
+                    "the remote folder {} is the local folder {}, inside it or around it \
+                     (after following symbolic links and `..`), so the pair would sync into \
+                     itself; choose a remote folder apart from the local one",
                     remote_dir.display(),
                     local.display()
                 ),
@@ -910,6 +984,86 @@ mod tests {
             );
             assert!(!message.contains("hunter2"), "{message:?} leaks a password");
         }
+    }
+
+    #[test]
+    fn a_remote_that_resolves_to_the_local_folder_or_near_it_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let local = root.join("home/Notes");
+        std::fs::create_dir_all(&local).unwrap();
+        std::fs::create_dir_all(root.join("mnt/backup")).unwrap();
+        std::os::unix::fs::symlink(&local, root.join("mnt/alias")).unwrap();
+        let shown = root.display().to_string();
+        let encoded = format!("{shown}/home/Notes")[1..].replace('/', "%2F");
+        let refused = [
+            // The local folder itself, spelled with `..`.
+            format!("file://{shown}/mnt/../home/Notes"),
+            // Through a symbolic link.
+            format!("file://{shown}/mnt/alias"),
+            // A folder inside it, through the link, not made yet.
+            format!("file://{shown}/mnt/alias/sub/remote"),
+            // Percent-encoded slashes.
+            format!("file:///{encoded}"),
+            // A folder around it: the local folder would be synced into
+            // the remote's tree as well.
+            format!("file://{shown}/home"),
+        ];
+        for remote in refused {
+            let text = format!(
+                "[[pair]]\nname = \"n\"\nlocal = \"{}\"\nremote = \"{remote}\"\n",
+                local.display()
+            );
+            let message = parse(&text).unwrap_err().to_string();
+            assert!(
+                message.contains("`pair[0].remote`") && message.contains("sync into itself"),
+                "{remote}: {message}"
+            );
+        }
+        let apart = format!(
+            "[[pair]]\nname = \"n\"\nlocal = \"{}\"\nremote = \"file://{shown}/mnt/backup\"\n",
+            local.display()
+        );
+        parse(&apart).unwrap();
+    }
+
+    #[test]
+    fn a_remote_inside_another_pairs_local_folder_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap().display().to_string();
+        let text = format!(
+            "[[pair]]\nname = \"a\"\nlocal = \"{root}/a\"\nremote = \"file://{root}/r\"\n\
+             [[pair]]\nname = \"b\"\nlocal = \"{root}/b\"\nremote = \"file://{root}/a/inside\"\n"
+        );
+        let message = parse(&text).unwrap_err().to_string();
+        assert!(
+            message.contains("`pair[1].remote`") && message.contains("of pair \"a\""),
+            "{message}"
+        );
+        // And the other way round: a local folder inside an earlier pair's remote.
+        let text = format!(
+            "[[pair]]\nname = \"a\"\nlocal = \"{root}/a\"\nremote = \"file://{root}/r\"\n\
+             [[pair]]\nname = \"b\"\nlocal = \"{root}/r/b\"\nremote = \"file://{root}/s\"\n"
+        );
+        let message = parse(&text).unwrap_err().to_string();
+        assert!(message.contains("`pair[1].local`"), "{message}");
+    }
+
+    #[test]
+    fn an_sftp_url_must_name_a_folder() {
+        let message = RemoteUrl::parse("sftp://me@nas").unwrap_err();
+        assert!(message.contains("names no folder"), "{message}");
+        let message = RemoteUrl::parse("sftp://me@nas:2222").unwrap_err();
+        assert!(message.contains("names no folder"), "{message}");
+        assert_eq!(
+            RemoteUrl::parse("sftp://me@nas/").unwrap(),
+            RemoteUrl::Sftp {
+                user: Some("me".into()),
+                host: "nas".into(),
+                port: 22,
+                path: "/".into()
+            }
+        );
     }
 
     #[test]

@@ -20,5 +20,6 @@ pub mod reconcile;
 pub mod remote;
 pub mod secrets;
 pub mod service;
+pub mod terminal;
 pub mod timefmt;
 pub mod tracker;

@@ -34,6 +34,26 @@ pub enum PathError {
     NotUtf8(String),
 }
 
+/// The longest file name (one path component, in bytes) common file
+/// systems accept: `NAME_MAX` on Linux and macOS.
+pub const MAX_NAME_BYTES: usize = 255;
+
+/// The most of a device name a conflict copy's name carries.
+pub const MAX_COPY_DEVICE_BYTES: usize = 64;
+
+/// The longest extension a conflict copy's name keeps as one.
+pub const MAX_COPY_EXTENSION_BYTES: usize = 32;
+
+/// The longest prefix of `text` within `max` bytes that ends on a
+/// character boundary.
+fn cut_at_char(text: &str, max: usize) -> &str {
+    let mut cut = text.len().min(max);
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &text[..cut]
+}
+
 impl RelPath {
     /// Validates `s` as a relative path. Backslashes are rejected as control
     /// of the separator is ours alone (a remote name `a\..\b` must not turn
@@ -131,8 +151,16 @@ impl RelPath {
     }
 
     /// The sibling name for a conflict copy:
-    /// `notes/a.md` → `notes/a.conflict-20250209-120000-laptop.md`.
-    pub fn conflict_copy(&self, stamp: &str, device: &str) -> RelPath {
+    /// `notes/a.md` → `notes/a.conflict-20250209-120000-laptop.md`. An
+    /// `attempt` after the first is added to the device (`laptop-2`), for
+    /// a name that is taken.
+    ///
+    /// The name stays within [`MAX_NAME_BYTES`]: the stem is shortened (at
+    /// a character boundary) so the stamp, the device and the extension
+    /// survive. A device name is cut to [`MAX_COPY_DEVICE_BYTES`], and an
+    /// "extension" longer than [`MAX_COPY_EXTENSION_BYTES`] is taken as
+    /// part of the stem, so there is always room for a good part of it.
+    pub fn conflict_copy(&self, stamp: &str, device: &str, attempt: u32) -> RelPath {
         let name = self.file_name();
         let device: String = device
             .chars()
@@ -144,12 +172,20 @@ impl RelPath {
                 }
             })
             .collect();
-        let new_name = match name.rfind('.') {
-            Some(dot) if dot > 0 => {
-                format!("{}.conflict-{stamp}-{device}{}", &name[..dot], &name[dot..])
-            }
-            _ => format!("{name}.conflict-{stamp}-{device}"),
+        let device = cut_at_char(&device, MAX_COPY_DEVICE_BYTES);
+        let attempt = match attempt {
+            0 | 1 => String::new(),
+            n => format!("-{n}"),
         };
+        let (stem, extension) = match name.rfind('.') {
+            Some(dot) if dot > 0 && name.len() - dot <= MAX_COPY_EXTENSION_BYTES => {
+                name.split_at(dot)
+            }
+            _ => (name, ""),
+        };
+        let tail = format!(".conflict-{stamp}-{device}{attempt}{extension}");
+        let stem = cut_at_char(stem, MAX_NAME_BYTES.saturating_sub(tail.len()));
+        let new_name = format!("{stem}{tail}");
         match self.parent() {
             Some(parent) => RelPath(format!("{}/{new_name}", parent.0)),
             None => RelPath(new_name),
@@ -537,19 +573,61 @@ mod tests {
     fn conflict_copy_keeps_the_extension() {
         let p = RelPath::new("docs/page.md").unwrap();
         assert_eq!(
-            p.conflict_copy("20250209-120000", "my laptop").as_str(),
+            p.conflict_copy("20250209-120000", "my laptop", 1).as_str(),
             "docs/page.conflict-20250209-120000-my_laptop.md"
         );
         let q = RelPath::new("Makefile").unwrap();
         assert_eq!(
-            q.conflict_copy("20250209-120000", "pc").as_str(),
+            q.conflict_copy("20250209-120000", "pc", 1).as_str(),
             "Makefile.conflict-20250209-120000-pc"
         );
         let dotfile = RelPath::new(".bashrc").unwrap();
         assert_eq!(
-            dotfile.conflict_copy("1", "pc").as_str(),
+            dotfile.conflict_copy("1", "pc", 1).as_str(),
             ".bashrc.conflict-1-pc"
         );
+    }
+
+    #[test]
+    fn conflict_copies_of_long_names_fit_and_keep_stamp_device_and_extension() {
+        let stamp = "20250209-120000";
+        let long = format!("dir/{}.pdf", "é".repeat(123)); // 246 + 4 bytes
+        let copy = RelPath::new(&long)
+            .unwrap()
+            .conflict_copy(stamp, "laptop", 3);
+        let name = copy.file_name();
+        assert_eq!(name.len(), MAX_NAME_BYTES - 1, "{name}");
+        assert!(
+            name.ends_with(".conflict-20250209-120000-laptop-3.pdf"),
+            "{name}"
+        );
+        assert!(name.starts_with("éé"), "{name}");
+        assert_eq!(copy.parent().unwrap().as_str(), "dir");
+        RelPath::new(copy.as_str()).unwrap();
+
+        // A long device name is cut; a long "extension" is stem.
+        let device = "d".repeat(300);
+        let odd = format!("a.{}", "x".repeat(250));
+        let copy = RelPath::new(&odd).unwrap().conflict_copy(stamp, &device, 1);
+        let name = copy.file_name();
+        assert_eq!(name.len(), MAX_NAME_BYTES, "{name}");
+        assert!(
+            name.ends_with(&format!("-{}", "d".repeat(MAX_COPY_DEVICE_BYTES))),
+            "{name}"
+        );
+        assert!(name.starts_with("a.xxx"), "{name}");
+
+        // Every attempt of every name fits.
+        for len in [5, 100, 200, 230, 240, 250, 254, 255] {
+            let name = "n".repeat(len - 4) + ".txt";
+            for attempt in [1, 2, 20] {
+                let copy = RelPath::new(&name)
+                    .unwrap()
+                    .conflict_copy(stamp, "pc", attempt);
+                assert!(copy.as_str().len() <= MAX_NAME_BYTES, "{copy}");
+                assert!(copy.as_str().ends_with(".txt"), "{copy}");
+            }
+        }
     }
 
     #[test]

@@ -780,10 +780,10 @@ fn temp_dir() -> tempfile::TempDir {
         b.prefix("prism-model-");
         b
     };
-    if shm.is_dir() {
-        if let Ok(dir) = builder.tempdir_in(shm) {
-            return dir;
-        }
+    if shm.is_dir()
+        && let Ok(dir) = builder.tempdir_in(shm)
+    {
+        return dir;
     }
     builder.tempdir().expect("create a temporary folder")
 }
@@ -926,7 +926,7 @@ fn random_multi_device_cases_converge_without_losing_versions() {
 }
 
 /// Regression: a conflict copy name is the path, the second and the
-/// device, so a second conflict on the same path within one second (here:
+/// version's origin, so a second conflict on the same path within one second (here:
 /// names already taken on the remote, as a crash right after a rename
 /// aside leaves them) collided with the earlier copy. The rename aside
 /// failed, the sync failed and backed the path off. Found by the random
@@ -940,7 +940,8 @@ fn a_taken_conflict_copy_name_is_skipped() {
     let now = std::time::SystemTime::now();
     for second in 0..3 {
         let stamp = prism_sync::timefmt::conflict_stamp(now + Duration::from_secs(second));
-        let taken = format!("a.conflict-{stamp}-devB.txt");
+        let origin = prism_sync::engine::REMOTE_ORIGIN;
+        let taken = format!("a.conflict-{stamp}-{origin}.txt");
         case.write(Replica::Remote, &taken, &format!("earlier copy {second}\n"));
     }
     case.write(Replica::Device(0), "a.txt", "beta\n");

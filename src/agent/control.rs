@@ -455,15 +455,11 @@ impl Control for AgentControl {
                     config.name
                 )));
             }
-            if let Some(other) = pairs.values().find(|h| {
-                h.config.local.starts_with(&config.local)
-                    || config.local.starts_with(&h.config.local)
-            }) {
-                return Err(ApiError::conflict(format!(
-                    "{} overlaps the folder of pair {:?}",
-                    config.local.display(),
-                    other.config.name
-                )));
+            if let Some((field, message)) = pairs
+                .values()
+                .find_map(|h| crate::config::clash(&config, &h.config))
+            {
+                return Err(ApiError::conflict(format!("{field}: {message}")));
             }
         }
         // Start it first: a pair that cannot run must not reach the config
@@ -520,13 +516,10 @@ impl Control for AgentControl {
         pair: &str,
         credentials: &wire::Credentials,
     ) -> Result<bool, ApiError> {
-        let config = {
+        let (config, engine) = {
             let pairs = self.agent.pairs.lock().expect("pairs");
-            pairs
-                .get(pair)
-                .ok_or_else(|| unknown_pair(pair))?
-                .config
-                .clone()
+            let handle = pairs.get(pair).ok_or_else(|| unknown_pair(pair))?;
+            (handle.config.clone(), handle.engine.clone())
         };
         let Some(account) = Account::for_pair(&config) else {
             return Ok(false);
@@ -550,6 +543,9 @@ impl Control for AgentControl {
                         ApiError::internal("cannot store the password").with_details(e.to_string())
                     }
                 })?;
+        // The sync this request starts must log in with what was given,
+        // not keep a connection an earlier password opened.
+        engine.forget_remote_login();
         tracing::info!(pair, %account, %place, "stored the password given with a sync request");
         Ok(true)
     }

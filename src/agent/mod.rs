@@ -13,7 +13,7 @@ pub mod notify;
 pub mod pair;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -62,13 +62,26 @@ pub enum AgentError {
     Config(String),
     #[error(transparent)]
     Lock(#[from] lock::LockError),
-    #[error("cannot open the journal {}: {source}", path.display())]
+    /// The journal could not be opened or written at start-up. Its error
+    /// names the file and what to do; the path is added only when it does
+    /// not.
+    #[error("{}", journal_message(path, source))]
     Journal {
         path: PathBuf,
         source: Box<crate::journal::JournalError>,
     },
     #[error("{0}")]
     Runtime(String),
+}
+
+fn journal_message(path: &Path, source: &crate::journal::JournalError) -> String {
+    use crate::journal::JournalError;
+    match source {
+        JournalError::Open { .. } | JournalError::TooNew { .. } | JournalError::Migrate { .. } => {
+            source.to_string()
+        }
+        other => format!("the journal {}: {other}", path.display()),
+    }
 }
 
 impl AgentError {

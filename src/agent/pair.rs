@@ -114,13 +114,26 @@ pub struct Timing {
     pub safety_scan: Duration,
 }
 
-/// Changes waiting for the next sync.
+/// Changes waiting for the next sync, and checks asked for.
+///
+/// A change is something seen: a path the watcher named, a failing path
+/// due for a retry, a path a run left unsettled, or changes the watcher
+/// could not name (an overflow, a lost root). Changes wait for a quiet
+/// window and are what status counts as pending. A check is a full scan
+/// asked for by a timer or a request (start-up, the remote poll, the
+/// safety scan, resume, an offline retry): nothing is known to have
+/// changed, so it is not pending work, and with no change waiting it is
+/// due at once.
 #[derive(Debug, Default)]
 struct Pending {
     paths: BTreeSet<RelPath>,
     full: bool,
+    /// The watcher saw changes it could not name: one pending change.
+    unnamed_changes: bool,
     first_event: Option<Instant>,
     last_event: Option<Instant>,
+    /// When a check was first asked for, while no change waits.
+    check_at: Option<Instant>,
     trigger: Option<&'static str>,
 }
 
@@ -139,21 +152,38 @@ impl Pending {
         self.note(now, "watch");
     }
 
-    fn add_full(&mut self, now: Instant, trigger: &'static str) {
+    /// Changes somewhere in the pair that the watcher could not name.
+    fn add_unnamed(&mut self, now: Instant, trigger: &'static str) {
         self.full = true;
+        self.unnamed_changes = true;
         self.note(now, trigger);
+    }
+
+    /// A full scan to look for changes, where none is known.
+    fn add_check(&mut self, now: Instant, trigger: &'static str) {
+        self.full = true;
+        self.check_at.get_or_insert(now);
+        self.trigger.get_or_insert(trigger);
     }
 
     fn is_empty(&self) -> bool {
         !self.full && self.paths.is_empty()
     }
 
+    /// How many changes wait: status's `pending`.
+    fn count(&self) -> usize {
+        self.paths.len().max(usize::from(self.unnamed_changes))
+    }
+
     /// When the batch is ready: after a quiet window, or at the latest
-    /// [`MAX_BATCH_WAIT`] after its first change.
+    /// [`MAX_BATCH_WAIT`] after its first change; a check alone at once.
     fn ready_at(&self, debounce: Duration) -> Option<Instant> {
-        let last = self.last_event?;
-        let first = self.first_event?;
-        Some((last + debounce).min(first + MAX_BATCH_WAIT.max(debounce)))
+        match (self.first_event, self.last_event) {
+            (Some(first), Some(last)) => {
+                Some((last + debounce).min(first + MAX_BATCH_WAIT.max(debounce)))
+            }
+            _ => self.check_at,
+        }
     }
 
     fn take(&mut self) -> (Scope, &'static str) {
@@ -185,7 +215,7 @@ pub async fn run(
     timing: Timing,
 ) {
     let mut pending = Pending::default();
-    pending.add_full(Instant::now(), "start-up");
+    pending.add_check(Instant::now(), "start-up");
     let mut api_syncs: Vec<String> = Vec::new();
     let mut paused = false;
     let mut confirmed = false;
@@ -248,20 +278,20 @@ pub async fn run(
                 PairMsg::Pause => paused = true,
                 PairMsg::Resume => {
                     paused = false;
-                    pending.add_full(now, "resume");
+                    pending.add_check(now, "resume");
                 }
                 PairMsg::ConfirmDeletions => {
                     confirmed = true;
-                    pending.add_full(now, "api");
+                    pending.add_check(now, "api");
                 }
             }
         }
         if now >= next_poll {
-            pending.add_full(now, "poll");
+            pending.add_check(now, "poll");
             next_poll = now + timing.remote_poll;
         }
         if now >= next_safety {
-            pending.add_full(now, "schedule");
+            pending.add_check(now, "schedule");
             next_safety = now + jittered(timing.safety_scan);
         }
         if engine.next_retry().is_some_and(|retry| retry <= now) {
@@ -273,7 +303,7 @@ pub async fn run(
         show_pending(&status, &pending);
         let offline_due = offline.is_some_and(|o| o.retry_at <= now);
         if offline_due {
-            pending.add_full(now, "retry");
+            pending.add_check(now, "retry");
             pending.trigger = Some("retry");
         }
         // A paused pair syncs only when a client asks for it explicitly.
@@ -290,7 +320,7 @@ pub async fn run(
             let (scope, trigger) = if sync_id.is_some() && pending.is_empty() {
                 (Scope::Full, "api")
             } else if sync_id.is_some() {
-                pending.add_full(now, "api");
+                pending.add_check(now, "api");
                 pending.take()
             } else {
                 pending.take()
@@ -302,6 +332,14 @@ pub async fn run(
                 confirmed,
             };
             let report = sync(&engine, &status, request, &mut offline).await;
+            // A paused pair synced only because a client asked: it stays
+            // paused, and status must say so rather than idle.
+            if paused {
+                let mut status = status.lock().expect("status");
+                if status.state == PairState::Idle {
+                    status.state = PairState::Paused;
+                }
+            }
             if report.guard.is_none() {
                 confirmed = false;
             }
@@ -324,14 +362,9 @@ fn offline_detail(delay: Duration, reason: &str) -> String {
     )
 }
 
-/// Publishes how many paths wait for the next sync (at least 1 while a
-/// full scan waits).
+/// Publishes how many changes wait for the next sync ([`Pending::count`]).
 fn show_pending(status: &Mutex<PairStatus>, pending: &Pending) {
-    status.lock().expect("status").pending = if pending.full {
-        pending.paths.len().max(1)
-    } else {
-        pending.paths.len()
-    };
+    status.lock().expect("status").pending = pending.count();
 }
 
 /// Runs one sync and publishes its outcome. `offline` is the pair's
@@ -422,16 +455,16 @@ fn on_watch(
                 .any(|p| p.as_str() == crate::tracker::ignore::PRISMIGNORE_FILE)
             {
                 reload_ignore(engine, status);
-                pending.add_full(now, "watch");
+                pending.add_check(now, "watch");
             }
             pending.add_paths(paths, now);
         }
         WatchEvent::Rescan(Some(path)) => pending.add_paths([path], now),
-        WatchEvent::Rescan(None) | WatchEvent::RootGone => pending.add_full(now, "watch"),
+        WatchEvent::Rescan(None) | WatchEvent::RootGone => pending.add_unnamed(now, "watch"),
         WatchEvent::Problem(message) => {
             tracing::warn!(pair = %engine.name, %message, "watcher problem");
             status.lock().expect("status").watcher = message;
-            pending.add_full(now, "watch");
+            pending.add_unnamed(now, "watch");
         }
     }
 }
@@ -475,6 +508,30 @@ mod tests {
         // A quiet window longer than the cap is still honoured once.
         let long = MAX_BATCH_WAIT * 3;
         assert_eq!(pending.ready_at(long), Some(start + long));
+    }
+
+    #[test]
+    fn a_check_is_due_at_once_and_is_not_pending_work() {
+        let debounce = Duration::from_millis(100);
+        let start = Instant::now();
+        let mut pending = Pending::default();
+        pending.add_check(start, "poll");
+        assert_eq!(pending.ready_at(debounce), Some(start));
+        assert_eq!(pending.count(), 0, "a poll of an idle pair is not pending");
+        assert!(!pending.is_empty());
+        assert_eq!(pending.take(), (Scope::Full, "poll"));
+
+        // Changes the watcher could not name are one pending change, and
+        // wait for the quiet window like named ones; a check meanwhile
+        // waits with them.
+        pending.add_unnamed(start, "watch");
+        pending.add_check(start, "poll");
+        assert_eq!(pending.count(), 1);
+        assert_eq!(pending.ready_at(debounce), Some(start + debounce));
+        pending.add_paths([p("a"), p("b")], start);
+        assert_eq!(pending.count(), 2);
+        assert_eq!(pending.take(), (Scope::Full, "watch"));
+        assert_eq!(pending.count(), 0);
     }
 
     #[test]

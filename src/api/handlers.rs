@@ -59,10 +59,10 @@ fn parse_envelope(payload: &[u8]) -> Result<RequestEnvelope, ApiError> {
     let value: Value = serde_json::from_slice(payload).map_err(|err| {
         ApiError::bad_request("the request is not valid JSON").with_details(err.to_string())
     })?;
-    if let Some(version) = value.get("protocol").and_then(Value::as_str) {
-        if !compatible_version(version) {
-            return Err(version_error(version));
-        }
+    if let Some(version) = value.get("protocol").and_then(Value::as_str)
+        && !compatible_version(version)
+    {
+        return Err(version_error(version));
     }
     serde_json::from_value(value).map_err(|err| {
         ApiError::bad_request("the request is not a valid request envelope")

@@ -125,13 +125,13 @@ impl Bound {
 /// Makes sure the socket's directory exists and nothing live sits at the
 /// socket path.
 fn prepare_path(socket: &Path) -> Result<(), ServeError> {
-    if let Some(dir) = socket.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.exists() {
-            create_private_dir(dir).map_err(|source| ServeError::CreateDir {
-                dir: dir.to_owned(),
-                source,
-            })?;
-        }
+    if let Some(dir) = socket.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.exists()
+    {
+        create_private_dir(dir).map_err(|source| ServeError::CreateDir {
+            dir: dir.to_owned(),
+            source,
+        })?;
     }
     let Ok(meta) = std::fs::symlink_metadata(socket) else {
         return Ok(());

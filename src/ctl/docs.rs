@@ -66,10 +66,10 @@ pub(super) fn man_pages(out_dir: &Path) -> i32 {
     match result {
         Ok(()) => EXIT_OK,
         Err(err) => {
-            eprintln!(
-                "prism-syncctl: cannot write man pages to {}: {err}",
+            super::print_err(&format!(
+                "cannot write man pages to {}: {err}",
                 out_dir.display()
-            );
+            ));
             EXIT_FAILURE
         }
     }

@@ -26,6 +26,7 @@ use serde::Serialize;
 
 use crate::api::wire::{self, Strategy, SyncState};
 use crate::api::{Client, ClientError, default_socket_path};
+use crate::terminal;
 
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILURE: i32 = 1;
@@ -343,17 +344,33 @@ fn emit<T: Serialize>(json: bool, value: &T, render: impl FnOnce(&T) -> String) 
     EXIT_OK
 }
 
+/// Prints `value` as JSON, exactly: its strings are the agent's, and the
+/// JSON encoder escapes control characters itself.
 fn print_json<T: Serialize>(value: &T, pretty: bool) {
     let text = if pretty {
         serde_json::to_string_pretty(value)
     } else {
         serde_json::to_string(value)
     };
-    print_out(&format!("{}\n", text.expect("wire types always serialize")));
+    write_stdout(&format!("{}\n", text.expect("wire types always serialize")));
+}
+
+/// Prints human output. Values that came from names, servers or the
+/// journal are escaped where they are put in (a line break in one too);
+/// this escapes whatever control or bidirectional character is left, so
+/// none reaches the terminal even if a value was missed.
+fn print_out(text: &str) {
+    write_stdout(&terminal::escape_keeping_lines(text));
+}
+
+/// Prints a human error sentence on stderr, escaped like [`print_out`].
+fn print_err(sentence: &str) {
+    let text = format!("prism-syncctl: {sentence}\n");
+    let _ = std::io::stderr().write_all(terminal::escape_keeping_lines(&text).as_bytes());
 }
 
 /// Writes to stdout, ignoring a closed pipe (`prism-syncctl changes | head`).
-fn print_out(text: &str) {
+fn write_stdout(text: &str) {
     let mut stdout = std::io::stdout().lock();
     let _ = stdout
         .write_all(text.as_bytes())
@@ -367,11 +384,10 @@ fn watch_status(client: &mut Client, json: bool) -> Result<i32, ClientError> {
         if json {
             print_json(&status, false);
         } else {
-            // Clear the screen and move the cursor home before each frame.
-            print_out(&format!(
-                "\x1b[H\x1b[2J{}",
-                render::status(&status, SystemTime::now())
-            ));
+            // Clear the screen and move the cursor home before each frame:
+            // the one escape sequence of ours, written apart from the text.
+            write_stdout("\x1b[H\x1b[2J");
+            print_out(&render::status(&status, SystemTime::now()));
         }
         sleep(POLL_INTERVAL);
     }
@@ -400,10 +416,10 @@ fn wait_for_sync(
         };
         emit(json, &status, |s| render::sync_status(s, SystemTime::now()));
         if code == EXIT_TIMED_OUT && !json {
-            eprintln!(
-                "prism-syncctl: {sync_id} is still in progress after {} s",
+            print_err(&format!(
+                "{sync_id} is still in progress after {} s",
                 started.elapsed().as_secs()
-            );
+            ));
         }
         return Ok(code);
     }
@@ -417,12 +433,16 @@ fn report(err: &ClientError, json: bool) -> i32 {
     } else {
         let text = match err {
             ClientError::Api(api) => match &api.details {
-                Some(details) => format!("{}: {details}", api.message),
-                None => api.message.clone(),
+                Some(details) => format!(
+                    "{}: {}",
+                    terminal::escape(&api.message),
+                    terminal::escape(details)
+                ),
+                None => terminal::escape(&api.message).into_owned(),
             },
             other => other.to_string(),
         };
-        eprintln!("prism-syncctl: {text}");
+        print_err(&text);
     }
     match err {
         ClientError::NotRunning { .. } => EXIT_NOT_RUNNING,

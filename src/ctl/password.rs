@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
-use super::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE, print_json, print_out};
+use super::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE, print_err, print_json, print_out};
 use crate::config::{Config, Overrides};
 use crate::secrets::{self, Account, Place, Secret};
 
@@ -101,7 +101,7 @@ pub(super) fn run(command: PasswordCommand, json: bool) -> i32 {
                 ));
                 print_json(&body, true);
             } else {
-                eprintln!("prism-syncctl: {}", failure.message);
+                print_err(&failure.message);
             }
             failure.code
         }
@@ -164,9 +164,9 @@ fn set(target: &Target, json: bool) -> Result<i32, Failure> {
     } else {
         print_out(&format!("Stored the password for {account} in {place}.\n"));
         if shadowed {
-            eprintln!(
-                "prism-syncctl: note: {env} is set here; a login with that variable set uses it instead"
-            );
+            print_err(&format!(
+                "note: {env} is set here; a login with that variable set uses it instead"
+            ));
         }
     }
     Ok(EXIT_OK)

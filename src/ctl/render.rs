@@ -1,6 +1,10 @@
 //! Readable renderings of the agent's answers: aligned tables, human sizes,
 //! relative times. Pure functions from wire values (and `now`) to text, so
 //! they are tested without an agent; `--json` output never passes here.
+//!
+//! Every string the agent sent (names, paths, messages, ids, times) is put
+//! in through [`esc`] or a [`table`] cell, which escape control and
+//! bidirectional characters: a file name must not drive the terminal.
 
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
@@ -10,18 +14,24 @@ use crate::api::wire::{
     PairInfo, PairList, PairState, ResolveRequest, ResolveResponse, Side, StartSyncResponse,
     SyncStatus,
 };
+use crate::terminal;
 use crate::timefmt;
+
+/// A value from the agent, as it may be shown on a terminal.
+fn esc(value: &str) -> std::borrow::Cow<'_, str> {
+    terminal::escape(value)
+}
 
 pub fn status(status: &AgentStatus, now: SystemTime) -> String {
     let agent = &status.agent;
     let mut out = format!(
         "prism-syncd {} on {}, pid {}, up {} (protocol {}, socket {})\n",
-        agent.version,
-        agent.device,
+        esc(&agent.version),
+        esc(&agent.device),
         agent.pid,
         since(&agent.started_at, now).map_or_else(|| "?".to_owned(), words),
-        status.protocol,
-        agent.socket,
+        esc(&status.protocol),
+        esc(&agent.socket),
     );
     if status.pairs.is_empty() {
         out.push_str(
@@ -62,7 +72,7 @@ pub fn status(status: &AgentStatus, now: SystemTime) -> String {
     for pair in &status.pairs {
         let mut lines = Vec::new();
         if pair.state != PairState::Idle && !pair.state_detail.is_empty() {
-            lines.push(pair.state_detail.clone());
+            lines.push(esc(&pair.state_detail).into_owned());
         }
         for t in &pair.transfers {
             let arrow = match t.direction {
@@ -74,19 +84,24 @@ pub fn status(status: &AgentStatus, now: SystemTime) -> String {
                 .unwrap_or(100);
             lines.push(format!(
                 "{arrow} {}  {} / {} ({percent}%)",
-                t.path,
+                esc(&t.path),
                 size(t.bytes_done),
                 size(t.bytes_total)
             ));
         }
+        // A problem's message does not repeat its path; one without a path
+        // names what it is about itself.
         for problem in &pair.problems {
-            lines.push(format!("problem: {}: {}", problem.path, problem.message));
+            lines.push(match problem.path.as_str() {
+                "" => format!("problem: {}", esc(&problem.message)),
+                path => format!("problem: {}: {}", esc(path), esc(&problem.message)),
+            });
         }
         if pair.watcher != "ok" {
-            lines.push(format!("watcher: {}", pair.watcher));
+            lines.push(format!("watcher: {}", esc(&pair.watcher)));
         }
         if !lines.is_empty() {
-            let _ = writeln!(out, "\n{}:", pair.name);
+            let _ = writeln!(out, "\n{}:", esc(&pair.name));
             for line in lines {
                 let _ = writeln!(out, "  {line}");
             }
@@ -98,21 +113,26 @@ pub fn status(status: &AgentStatus, now: SystemTime) -> String {
 pub fn started(resp: &StartSyncResponse) -> String {
     resp.syncs
         .iter()
-        .map(|s| format!("Started {} for pair {}\n", s.sync_id, s.pair))
+        .map(|s| format!("Started {} for pair {}\n", esc(&s.sync_id), esc(&s.pair)))
         .collect()
 }
 
 pub fn sync_status(s: &SyncStatus, now: SystemTime) -> String {
     let c = &s.counts;
-    let mut out = format!("{} (pair {}): {}\n", s.sync_id, s.pair, s.status.as_str());
+    let mut out = format!(
+        "{} (pair {}): {}\n",
+        esc(&s.sync_id),
+        esc(&s.pair),
+        s.status.as_str()
+    );
     let _ = writeln!(
         out,
         "started   {} ({})",
-        s.started_at,
+        esc(&s.started_at),
         ago(&s.started_at, now)
     );
     if let Some(finished) = &s.finished_at {
-        let _ = writeln!(out, "finished  {finished} ({})", ago(finished, now));
+        let _ = writeln!(out, "finished  {} ({})", esc(finished), ago(finished, now));
     }
     let _ = writeln!(
         out,
@@ -131,7 +151,7 @@ pub fn sync_status(s: &SyncStatus, now: SystemTime) -> String {
         c.conflicts, c.errors
     );
     if let Some(error) = &s.error {
-        let _ = writeln!(out, "error     {error}");
+        let _ = writeln!(out, "error     {}", esc(error));
     }
     if !s.conflicts.is_empty() {
         out.push('\n');
@@ -195,19 +215,22 @@ fn conflict_table(conflicts: &[ConflictInfo], with_status: bool, now: SystemTime
 pub fn resolved(req: &ResolveRequest, resp: &ResolveResponse) -> String {
     let mut out = match (resp.status, &resp.resolved_at) {
         (ConflictStatus::Resolved, Some(at)) => format!(
-            "Resolved {} with {} at {at}\n",
-            req.conflict_id,
-            req.resolution_strategy.as_str()
+            "Resolved {} with {} at {}\n",
+            esc(&req.conflict_id),
+            req.resolution_strategy.as_str(),
+            esc(at)
         ),
         (ConflictStatus::Resolved, None) => format!(
             "Resolved {} with {}\n",
-            req.conflict_id,
+            esc(&req.conflict_id),
             req.resolution_strategy.as_str()
         ),
-        (ConflictStatus::Unresolved, _) => format!("{} is still unresolved\n", req.conflict_id),
+        (ConflictStatus::Unresolved, _) => {
+            format!("{} is still unresolved\n", esc(&req.conflict_id))
+        }
     };
     if let Some(note) = &resp.note {
-        let _ = writeln!(out, "{note}");
+        let _ = writeln!(out, "{}", esc(note));
     }
     out
 }
@@ -244,7 +267,7 @@ fn change_row(change: &Change) -> Vec<String> {
 
 pub fn ack(ack: &Ack) -> String {
     let subject = match &ack.pair {
-        Some(pair) => format!("pair {pair}"),
+        Some(pair) => format!("pair {}", esc(pair)),
         None => "all pairs".to_owned(),
     };
     match ack.status.as_str() {
@@ -254,16 +277,16 @@ pub fn ack(ack: &Ack) -> String {
         "confirmed" => {
             format!("Confirmed the deletions of {subject}; the next sync applies them\n")
         }
-        other => format!("{other}: {subject}\n"),
+        other => format!("{}: {subject}\n", esc(other)),
     }
 }
 
 pub fn pair_added(pair: &PairInfo) -> String {
     format!(
         "Added pair {}: {} <-> {} (conflicts: {})\n",
-        pair.name,
-        pair.local,
-        pair.remote,
+        esc(&pair.name),
+        esc(&pair.local),
+        esc(&pair.remote),
         pair.conflict.as_str()
     )
 }
@@ -289,8 +312,13 @@ pub fn pairs(list: &PairList) -> String {
     table(&["NAME", "LOCAL", "REMOTE", "CONFLICTS", "IGNORE"], rows)
 }
 
-/// Left-aligned columns two spaces apart, with no trailing blanks.
+/// Left-aligned columns two spaces apart, with no trailing blanks. Cells
+/// are escaped here, so every table is safe to print whatever it holds.
 fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .into_iter()
+        .map(|row| row.iter().map(|cell| esc(cell).into_owned()).collect())
+        .collect();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -331,7 +359,7 @@ fn ago(timestamp: &str, now: SystemTime) -> String {
     match since(timestamp, now) {
         Some(age) if age < Duration::from_secs(1) => "just now".to_owned(),
         Some(age) => format!("{} ago", words(age)),
-        None => timestamp.to_owned(),
+        None => esc(timestamp).into_owned(),
     }
 }
 
@@ -353,7 +381,7 @@ fn words(age: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::wire::{AgentInfo, LastSync, PairStatus, SyncState, Transfer};
+    use crate::api::wire::{AgentInfo, LastSync, PairStatus, Problem, SyncState, Transfer};
 
     fn now() -> SystemTime {
         timefmt::parse("2025-02-09T16:00:00Z").unwrap()
@@ -437,6 +465,87 @@ mod tests {
             text.contains("upload   big.iso  1.0 MiB / 4.0 MiB (25%)"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn hostile_names_are_shown_escaped_and_problems_name_their_path_once() {
+        let evil = "evil\x1b]0;PWNED\x07\x1b[2J\u{202e}txt.exe";
+        let status = AgentStatus::new(
+            AgentInfo {
+                version: "0.1.0".into(),
+                device: "laptop".into(),
+                pid: 42,
+                started_at: "2025-02-09T13:00:00Z".into(),
+                state_dir: "/state".into(),
+                socket: "/run/prism-syncd.sock".into(),
+            },
+            vec![PairStatus {
+                name: "notes".into(),
+                local: "/home/u/notes".into(),
+                remote: "file:///srv/notes".into(),
+                state: PairState::Idle,
+                state_detail: String::new(),
+                last_sync: None,
+                pending: 0,
+                unresolved_conflicts: 0,
+                transfers: vec![Transfer {
+                    path: evil.into(),
+                    direction: Direction::Download,
+                    bytes_done: 1,
+                    bytes_total: 2,
+                }],
+                problems: vec![
+                    Problem {
+                        path: "outlink".into(),
+                        message: "symbolic links are not synced; it is skipped".into(),
+                    },
+                    Problem {
+                        path: String::new(),
+                        message: format!("/home/u/notes/{evil}\nforged line is not synced"),
+                    },
+                ],
+                watcher: "ok".into(),
+            }],
+        );
+        let text = status_text(&status);
+        let shown = "evil\\x1b]0;PWNED\\x07\\x1b[2J\\u{202e}txt.exe";
+        assert!(!text.contains(['\x1b', '\x07', '\u{202e}']), "{text:?}");
+        assert!(
+            text.contains(&format!("download {shown}  1 B / 2 B")),
+            "{text}"
+        );
+        assert!(
+            text.contains("  problem: outlink: symbolic links are not synced; it is skipped\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "  problem: /home/u/notes/{shown}\\x0aforged line is not synced\n"
+            )),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn tables_escape_every_cell() {
+        let log = ChangeLog {
+            changes: vec![Change {
+                kind: crate::api::wire::ChangeKind::Created,
+                path: "a\u{2066}b".into(),
+                timestamp: "2025-02-09T15:55:00Z".into(),
+                pair: "notes".into(),
+                from_path: None,
+                origin_side: Side::Remote,
+                origin_device: Some("nas\x1b[31m".into()),
+                sync_id: None,
+                hash: None,
+                size: None,
+            }],
+        };
+        let text = changes(&log);
+        assert!(text.contains("a\\u{2066}b"), "{text}");
+        assert!(text.contains("remote (nas\\x1b[31m)"), "{text}");
+        assert!(!text.contains(['\x1b', '\u{2066}']), "{text:?}");
     }
 
     fn status_text(status: &AgentStatus) -> String {

@@ -9,7 +9,7 @@
 use clap::Subcommand;
 use serde_json::json;
 
-use super::{EXIT_FAILURE, EXIT_NOT_RUNNING, EXIT_OK, print_json, print_out};
+use super::{EXIT_FAILURE, EXIT_NOT_RUNNING, EXIT_OK, print_err, print_json, print_out};
 use crate::service::{self, Action, Layout, ServiceError, ServiceStatus};
 
 #[derive(Debug, Subcommand)]
@@ -147,7 +147,7 @@ fn fail(err: &ServiceError, json: bool) -> i32 {
             crate::api::wire::ErrorBody::from(&crate::api::ApiError::new(500, err.to_string()));
         print_json(&body, true);
     } else {
-        eprintln!("prism-syncctl: {err}");
+        print_err(&err.to_string());
     }
     EXIT_FAILURE
 }

@@ -6,9 +6,11 @@
 //! version going to a trash, and a conflict that is not settled by the
 //! strategy leaves both versions in the tree.
 //! - `manual`: the remote version is renamed aside on the remote to
-//!   `name.conflict-STAMP-DEVICE.ext`; the next round uploads the local
-//!   version to `name` and downloads the copy. For a deletion conflict the
-//!   modified version is kept (restored on the side that deleted it).
+//!   `name.conflict-STAMP-DEVICE.ext`, DEVICE being where that version came
+//!   from ([`REMOTE_ORIGIN`], never this device, which did not write it);
+//!   the next round uploads the local version to `name` and downloads the
+//!   copy. For a deletion conflict the modified version is kept (restored
+//!   on the side that deleted it).
 //! - `keep_local` / `keep_remote`: the winner's version replaces the
 //!   loser's, which goes to the loser's trash.
 //! - `auto_merge`: a three-way text merge against the base content the
@@ -30,7 +32,7 @@ use crate::remote::{Replica, ReplicaError};
 use crate::timefmt;
 
 use super::executor::{self, Trees};
-use super::{EngineContext, PairEngine, RunTally, forget};
+use super::{EngineContext, PairEngine, REMOTE_ORIGIN, RunTally, forget};
 
 /// The largest file a three-way merge reads.
 pub const MERGE_MAX_BYTES: u64 = 4 * 1024 * 1024;
@@ -157,7 +159,10 @@ pub fn settle(
                 return Ok(vec![path.clone()]);
             };
             let expect = executor::expect_of(Some(remote_entry));
-            let copy = rename_aside(ctx.remote, trees, path, &expect, &ctx.settings.device)?;
+            // The copy holds the remote version: it is named after that
+            // version's origin, not after this device, which found the
+            // conflict but whose version stays under the real name.
+            let copy = rename_aside(ctx.remote, trees, path, &expect, REMOTE_ORIGIN)?;
             ctx.commit(forget(path));
             record(Some(&copy), note)?;
             Ok(vec![path.clone(), copy])
@@ -182,10 +187,7 @@ fn rename_aside(
     const ATTEMPTS: usize = 20;
     let stamp = timefmt::conflict_stamp(SystemTime::now());
     let taken = |p: &RelPath| trees.local.contains_key(p) || trees.remote.contains_key(p);
-    let names = (1..).map(|n| match n {
-        1 => RelPath::conflict_copy(path, &stamp, device),
-        n => RelPath::conflict_copy(path, &stamp, &format!("{device}-{n}")),
-    });
+    let names = (1..).map(|attempt| path.conflict_copy(&stamp, device, attempt));
     let mut last = None;
     for copy in names.filter(|c| !taken(c)).take(ATTEMPTS) {
         match remote.rename(path, &copy, expect) {
@@ -438,6 +440,32 @@ fn kept_mode(expect: &Expect) -> Option<Mode> {
     }
 }
 
+/// Refuses a resolution when a folder above `path` is no longer a folder
+/// here: a later change put a file in its place (or a later conflict moved
+/// the folder aside as a copy and the file took its name), so the
+/// conflict's files are not where the row says and nothing can be applied
+/// to them in place.
+fn ensure_folders_hold(root: &Path, path: &RelPath, row: &ConflictRow) -> Result<(), ResolveError> {
+    for folder in path.ancestors() {
+        let stat = fsops::stat(&folder.to_fs(root))
+            .map_err(|e| ReplicaError::io("inspect", &folder, e))?;
+        match stat {
+            Some(s) if s.kind != fsops::StatKind::Dir => {
+                return Err(ResolveError::Invalid(format!(
+                    "{folder} is no longer a folder here (a later change or conflict replaced it), \
+                     so conflict {} on {} cannot be applied in place; if its versions were moved \
+                     with the folder, settle them by hand and acknowledge the conflict with \
+                     --strategy manual",
+                    row.id, row.path
+                )));
+            }
+            Some(_) => {}
+            None => return Ok(()),
+        }
+    }
+    Ok(())
+}
+
 impl PairEngine {
     /// Applies a user's resolution of a waiting conflict to the local
     /// folder; the caller then syncs the returned paths. Every replaced
@@ -459,6 +487,13 @@ impl PairEngine {
         let local = self.local();
         let root = local.root().to_path_buf();
         let path = &row.path;
+        // Acknowledging needs nothing in place; every other resolution
+        // works on the conflict's files where they were.
+        if !(strategy == Strategy::Manual && merged_file.is_none()) {
+            for touched in std::iter::once(path).chain(&row.copy_path) {
+                ensure_folders_hold(&root, touched, row)?;
+            }
+        }
         let remove_if_present = |p: &RelPath| -> Result<(), ReplicaError> {
             match expect_now(&root, p)? {
                 Expect::Absent => Ok(()),

@@ -68,6 +68,13 @@ pub struct EngineSettings {
 /// the journal, for three-way merges.
 pub const MERGE_BASE_MAX_BYTES: u64 = 256 * 1024;
 
+/// The device a version that came from the remote is credited to, in the
+/// change log and in conflict-copy names. Which device wrote a remote
+/// version is not known to the remote protocols, and it is never this one
+/// (a version this device wrote and the remote still holds agrees with
+/// the base or with the local side, so it cannot be in a conflict).
+pub const REMOTE_ORIGIN: &str = "remote";
+
 /// What a run needs from the engine, borrowed for its duration.
 pub struct EngineContext<'a> {
     pub journal: &'a Mutex<Journal>,
@@ -130,9 +137,7 @@ impl EngineContext<'_> {
             origin_side: origin,
             origin_device: match origin {
                 Side::Local => self.settings.device.clone(),
-                // Which device wrote a remote change is not known to the
-                // remote protocols; the log says "remote".
-                Side::Remote => "remote".to_owned(),
+                Side::Remote => REMOTE_ORIGIN.to_owned(),
             },
             sync_id: Some(self.sync_id.clone()),
             hash: meta.map(|m| m.hash),
@@ -282,6 +287,12 @@ impl PairEngine {
             .failures()
             .map(|(p, f)| (p.clone(), f.error.clone()))
             .collect()
+    }
+
+    /// A new password was stored for the remote: the next sync logs in
+    /// with it (see [`Replica::forget_login`]).
+    pub fn forget_remote_login(&self) {
+        self.remote.forget_login();
     }
 
     /// When the earliest failing path may be retried.

@@ -53,7 +53,10 @@ pub struct Journal {
 pub enum JournalError {
     #[error(
         "cannot open the journal {}: {source}; check that the state directory exists and is \
-         writable and that the file is a Prism Sync journal",
+         writable and that the file is a Prism Sync journal. If the file is damaged, move it \
+         aside (to journal.db.broken, say) and start again: a new journal is made, and the next \
+         sync compares both sides afresh (differing files become conflicts, nothing is \
+         deleted)",
         path.display()
     )]
     Open { path: PathBuf, source: SqliteError },

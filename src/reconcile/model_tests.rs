@@ -204,10 +204,10 @@ impl Builder {
                     .iter()
                     .filter(|p| !self.tree[*p].entry.is_dir())
                     .collect();
-                if let Some(path) = files.get(pick % files.len().max(1)) {
-                    if let Some(entry) = self.tree.get_mut(*path) {
-                        entry.entry = file(version).with_mode(entry.entry.mode());
-                    }
+                if let Some(path) = files.get(pick % files.len().max(1))
+                    && let Some(entry) = self.tree.get_mut(*path)
+                {
+                    entry.entry = file(version).with_mode(entry.entry.mode());
                 }
             }
             Edit::Delete { pick } => {

@@ -90,7 +90,9 @@ impl Listing {
     }
 }
 
-/// A per-path note from a listing or an action.
+/// A per-path note from a listing or an action. `message` is a sentence
+/// about `path` that does not repeat it (status shows the path before it);
+/// with no `path`, the message itself names what it is about.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {
     pub path: Option<RelPath>,
@@ -419,6 +421,13 @@ pub trait Replica: Send + Sync {
     fn write_record(&self, _name: &str, _content: &str) -> Result<(), ReplicaError> {
         Ok(())
     }
+
+    /// Forgets the login of every open connection, because a new password
+    /// was just given: the next request logs in again and looks the
+    /// password up afresh, so a wrong one fails that request instead of
+    /// hiding behind a connection the old one opened. Connections in use
+    /// finish what they do. Backends without a login do nothing.
+    fn forget_login(&self) {}
 }
 
 /// A reader from [`Replica::open_at`] and the offset it starts at.

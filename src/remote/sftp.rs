@@ -973,13 +973,11 @@ impl Walk<'_> {
         match stat.kind {
             Kind::Symlink => note(
                 out,
-                format!("{rel}: symbolic links are not synced; it is skipped"),
+                "symbolic links are not synced; it is skipped".to_owned(),
             ),
             Kind::Other => note(
                 out,
-                format!(
-                    "{rel}: special files (fifos, sockets, devices) are not synced; it is skipped"
-                ),
+                "special files (fifos, sockets, devices) are not synced; it is skipped".to_owned(),
             ),
             Kind::Dir => found.push(Job::List(Some((rel, stat.mode)))),
             Kind::File => {
@@ -1030,7 +1028,7 @@ impl Walk<'_> {
 
 /// Leaves `rel` alone this time, saying why.
 fn hold(out: &mut Listing, rel: RelPath, op: &str, e: &io::Error) {
-    let message = format!("{rel}: cannot {op} it: {e}; it is left alone this time");
+    let message = format!("cannot {op} it: {e}; it is left alone this time");
     out.held.push(rel.clone());
     out.problems.push(Problem {
         path: Some(rel),
@@ -1099,6 +1097,11 @@ impl Read for Download<'_> {
 }
 
 impl Replica for SftpReplica {
+    fn forget_login(&self) {
+        // Each session logged in once, when it was made.
+        self.shared.pool.retire();
+    }
+
     fn describe(&self) -> String {
         let t = &self.shared.target;
         format!(

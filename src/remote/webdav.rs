@@ -1512,7 +1512,7 @@ impl Found {
             self.broken.get_or_insert(e);
             return;
         }
-        let message = format!("{rel}: cannot {op} it: {e}; it is left alone this time");
+        let message = format!("cannot {op} it: {e}; it is left alone this time");
         self.out.held.push(rel.clone());
         self.note(Some(rel), message);
     }
@@ -1853,6 +1853,11 @@ fn insert_file(out: &mut Listing, rel: RelPath, stat: &RemoteStat, hash: Content
 }
 
 impl Replica for WebdavReplica {
+    fn forget_login(&self) {
+        // The client carries the password it was built with.
+        *self.shared.conn.lock().expect("webdav client") = None;
+    }
+
     fn describe(&self) -> String {
         let t = &self.shared.target;
         let scheme = if t.tls { "webdavs" } else { "webdav" };

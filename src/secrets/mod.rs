@@ -195,6 +195,9 @@ impl Account {
                  name only the user, and type the password when asked"
             ));
         }
+        // An account names no folder (`sftp://me@nas`); a remote URL must,
+        // so the root stands in for it.
+        let path = if path.is_empty() { "/" } else { path };
         let parsed = RemoteUrl::parse(&format!("{scheme}://{host_port}{path}"))?;
         let user = user.map(str::to_owned);
         match parsed {

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 
-use crate::model::RelPath;
+use crate::model::{MAX_NAME_BYTES, RelPath};
 
 /// The per-pair ignore file at the pair root. It is synced like any file so
 /// that every device applies the same rules.
@@ -47,9 +47,6 @@ const BUILT_IN_PATTERNS: &[&str] = &[
     ".DS_Store",
     "Thumbs.db",
 ];
-
-/// The longest file name (in bytes) common file systems accept.
-const MAX_NAME_BYTES: usize = 255;
 
 /// Length of the random part of a temporary name.
 const TEMP_RANDOM_CHARS: usize = 8;

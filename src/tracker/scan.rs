@@ -60,7 +60,7 @@ pub struct ScanOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScanProblem {
     /// `None` when the name itself cannot be a [`RelPath`]; the message then
-    /// names it.
+    /// names it. Otherwise the message does not repeat the path.
     pub path: Option<RelPath>,
     pub message: String,
 }
@@ -347,10 +347,10 @@ impl<'r, 'a> Scanner<'r, 'a> {
             local_id,
             ..
         }) = self.req.cache.get(rel)
+            && local_id == id
+            && unchanged(meta)
         {
-            if local_id == id && unchanged(meta) {
-                return Some(meta.hash);
-            }
+            return Some(meta.hash);
         }
         let id = id.as_ref()?;
         let cache = self.req.cache;
@@ -383,7 +383,7 @@ impl<'r, 'a> Scanner<'r, 'a> {
     /// Records a path that is skipped on purpose.
     fn note(&mut self, rel: RelPath, message: &str) {
         self.out.problems.push(ScanProblem {
-            message: format!("{rel}: {message}"),
+            message: message.to_owned(),
             path: Some(rel),
         });
     }

@@ -292,12 +292,12 @@ impl Pump {
         };
         let mut watcher = lock(&notify);
         let was_limited = lock(&self.health).limit_reached;
-        if let Err(err) = self.watch_subtrees(&mut watcher, vec![path.to_path_buf()]) {
-            if !was_limited {
-                let _ = self.sink.send(WatchEvent::Problem(format!(
-                    "{err}. Until then, changes in new folders are found only by periodic scans"
-                )));
-            }
+        if let Err(err) = self.watch_subtrees(&mut watcher, vec![path.to_path_buf()])
+            && !was_limited
+        {
+            let _ = self.sink.send(WatchEvent::Problem(format!(
+                "{err}. Until then, changes in new folders are found only by periodic scans"
+            )));
         }
     }
 

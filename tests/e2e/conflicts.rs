@@ -102,6 +102,9 @@ fn resolve(device: &Device, id: &str, args: &[&str]) -> Value {
 fn assert_both_versions_kept(device: &Device) -> String {
     let tree = device.wait_converged();
     let copy = page_copy(&device.local);
+    // The copy is named after where its version came from, not after the
+    // device that found the conflict.
+    assert!(copy.ends_with("-remote.md"), "{copy}");
     assert_eq!(read(&device.local, PAGE), LOCAL, "{}", show(&tree));
     assert_eq!(read(&device.local, &copy), REMOTE, "{}", show(&tree));
     copy
@@ -311,4 +314,77 @@ fn a_remote_deletion_does_not_beat_a_local_edit() {
     assert_eq!(conflict["kind"], "local_modified_remote_deleted");
     assert_eq!(conflict["remote_version"]["hash"], Value::Null);
     assert_eq!(conflict["local_version"]["hash"], hash(LOCAL));
+}
+
+#[test]
+fn a_conflict_on_a_name_near_the_length_limit_keeps_both_versions() {
+    let sandbox = Sandbox::new();
+    let remote_dir = sandbox.remote("remote");
+    let device = sandbox.device_with("laptop", &remote_dir, Settings::conflict("manual"));
+    // 250 bytes: no room for `.conflict-STAMP-DEVICE` without shortening.
+    let stem = "ü".repeat(123);
+    let name = format!("docs/{stem}.txt");
+    assert_eq!(name.len() - "docs/".len(), 250);
+    write(&device.local, &name, BASE);
+    device.once_expecting(0);
+    write(&device.local, &name, LOCAL);
+    write(&remote_dir, &name, REMOTE);
+    device.once_expecting(3);
+
+    let tree = device.wait_converged();
+    let copies: Vec<&String> = tree
+        .keys()
+        .filter(|path| path.contains(".conflict-"))
+        .collect();
+    assert_eq!(copies.len(), 1, "{}", show(&tree));
+    let copy = copies[0].strip_prefix("docs/").unwrap();
+    assert!(copy.len() <= 255, "{copy}");
+    assert!(copy.starts_with(&stem[..100]), "{copy}");
+    assert!(copy.ends_with("-remote.txt"), "{copy}");
+    assert_eq!(read(&device.local, &name), LOCAL, "{}", show(&tree));
+    assert_eq!(
+        read(&device.local, &format!("docs/{copy}")),
+        REMOTE,
+        "{}",
+        show(&tree)
+    );
+    // Nothing is left failing: another run finds nothing to do but the
+    // conflict that waits for the user.
+    let again = text(&device.once_expecting(3));
+    assert!(
+        again.contains("(nothing to do)") && again.contains("errors 0"),
+        "{again}"
+    );
+}
+
+#[test]
+fn resolving_a_conflict_whose_folder_became_a_file_is_refused_clearly() {
+    let sandbox = Sandbox::new();
+    let device = diverged(&sandbox, "manual", Some(LOCAL), Some(REMOTE));
+    device.once_expecting(3);
+    assert_both_versions_kept(&device);
+    for i in 0..6 {
+        write(&device.local, &format!("more/{i}.txt"), "more\n");
+    }
+    let _agent = device.start();
+    let conflict = only_conflict(&device, &[]);
+    let id = conflict["conflict_id"].as_str().unwrap().to_owned();
+    // The user replaces the folder with a file; the agent carries it over.
+    std::fs::remove_dir_all(device.local.join("docs")).unwrap();
+    write(&device.local, "docs", "now a file\n");
+    wait_for_content(&device.remote.join("docs"), "now a file\n");
+
+    for strategy in ["keep_remote", "keep_local", "auto_merge"] {
+        let output = device.ctl(&["resolve", &id, "--strategy", strategy]);
+        let said = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+        assert!(
+            said.contains("docs is no longer a folder here") && !said.contains("Not a directory"),
+            "{said}"
+        );
+    }
+    assert_eq!(read(&device.local, "docs"), "now a file\n");
+    // Acknowledging it still works.
+    resolve(&device, &id, &["--strategy", "manual"]);
+    device.wait_converged();
 }

@@ -125,3 +125,69 @@ fn the_documented_audit_queries_run_against_a_live_journal() {
     assert!(overview.starts_with(&format!("{PAIR}|sync-")), "{overview}");
     assert_eq!(device.pair_status()["name"], PAIR, "the agent still runs");
 }
+
+#[test]
+fn a_damaged_journal_stops_the_agent_with_one_line_that_says_what_to_do() {
+    let sandbox = Sandbox::new();
+    let remote = sandbox.remote("remote");
+    let device = sandbox.device("laptop", &remote);
+    std::fs::create_dir_all(&device.state).unwrap();
+    let journal = device.state.join("journal.db");
+    std::fs::write(&journal, vec![0x5a; 8192]).unwrap();
+
+    let output = device.syncd().output().expect("run prism-syncd");
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let message = stderr(&output);
+    let lines: Vec<&str> = message.lines().collect();
+    assert_eq!(lines.len(), 1, "one line, not one per logger:\n{message}");
+    assert_eq!(
+        message.matches("cannot open the journal").count(),
+        1,
+        "{message}"
+    );
+    assert!(
+        message.contains(&*journal.to_string_lossy()) && message.contains("move it aside"),
+        "{message}"
+    );
+    // Nothing was changed: the damaged file is still there to look at.
+    assert_eq!(std::fs::read(&journal).unwrap(), vec![0x5a; 8192]);
+}
+
+#[test]
+fn an_idle_pair_shows_nothing_pending_while_it_polls() {
+    let sandbox = Sandbox::new();
+    let remote = sandbox.remote("remote");
+    // A long quiet window and a poll every second: a poll used to wait out
+    // the window, counted as one pending change all the while.
+    let settings = Settings {
+        remote_poll_secs: Some(1),
+        debounce_ms: Some(3_000),
+        ..Settings::default()
+    };
+    let device = sandbox.device_with("laptop", &remote, settings);
+    write(&device.local, "a.txt", "a\n");
+    let _agent = device.start();
+    wait_for_content(&remote.join("a.txt"), "a\n");
+    wait_until(PATIENCE, "the pair is idle", || {
+        let status = device.pair_status();
+        (status["state"] == "idle" && status["pending"] == 0)
+            .then_some(())
+            .ok_or_else(|| format!("{status:#}"))
+    });
+    let mut seen = Vec::new();
+    for _ in 0..30 {
+        let status = device.pair_status();
+        seen.push(format!("{} {}", status["state"], status["pending"]));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(seen.iter().all(|s| s.ends_with(" 0")), "{seen:?}");
+
+    // A paused pair synced on request stays paused.
+    device.ctl_json(&["pause", PAIR]);
+    let started = device.ctl_json(&["sync", "start", PAIR]);
+    let id = started["sync_id"].as_str().unwrap().to_owned();
+    let output = device.ctl(&["sync", "wait", &id, "--timeout", "20"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let status = device.pair_status();
+    assert_eq!(status["state"], "paused", "{status:#}");
+}

@@ -10,6 +10,7 @@ mod devices;
 mod guard;
 mod harness;
 mod lifecycle;
+mod names;
 mod permissions;
 mod propagation;
 mod restore;

@@ -378,3 +378,88 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+#[test]
+fn a_wrong_password_in_a_sync_start_request_fails_that_sync() {
+    use prism_sync::api::Client;
+    use prism_sync::api::wire::{Credentials, StartSyncRequest, SyncState, SyncStatus};
+    use std::time::{Duration, Instant};
+
+    let server = Apache::start();
+    let setup = Setup::new(&server, "wrong");
+    put(&setup.local, "a.txt", "a\n");
+    let socket = setup.state().join("prism-syncd.sock");
+    let log = setup.home.join("agent.log");
+    let log_file = fs::File::create(&log).unwrap();
+    let agent = setup
+        .command(env!("CARGO_BIN_EXE_prism-syncd"), None)
+        .arg("--config")
+        .arg(&setup.config)
+        .arg("--state-dir")
+        .arg(setup.state())
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file)
+        .spawn()
+        .expect("start prism-syncd");
+    let _agent = KillOnDrop(agent);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut client = loop {
+        match Client::connect(&socket) {
+            Ok(client) => break client,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => panic!("the agent does not answer: {e}"),
+        }
+    };
+    let mut sync_with = |password: &str| -> SyncStatus {
+        let started = client
+            .start_sync(&StartSyncRequest {
+                pair: Some("p".into()),
+                credentials: Some(Credentials {
+                    username: Apache::USER.into(),
+                    password: password.into(),
+                }),
+                ..StartSyncRequest::default()
+            })
+            .unwrap();
+        loop {
+            let status = client.sync_status(&started.sync_id).unwrap();
+            if status.status != SyncState::SyncInProgress {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the sync never ended: {status:?}\n{}",
+                fs::read_to_string(&log).unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let wrong = "not-the-password";
+    // Wrong from the start, then wrong after the right one logged in (the
+    // agent must not keep using the login it had), then right again.
+    for (password, expected) in [
+        (wrong, SyncState::Failed),
+        (Apache::PASSWORD, SyncState::Completed),
+        (wrong, SyncState::Failed),
+        (Apache::PASSWORD, SyncState::Completed),
+    ] {
+        let status = sync_with(password);
+        assert_eq!(
+            status.status,
+            expected,
+            "{status:?}\n{}",
+            fs::read_to_string(&log).unwrap()
+        );
+        if expected == SyncState::Failed {
+            let error = status.error.unwrap_or_default();
+            assert!(error.contains("401"), "{error}");
+            assert!(!error.contains(wrong), "{error}");
+        }
+    }
+    assert_eq!(
+        fs::read_to_string(server.served(Share::Auth).join("a.txt")).unwrap(),
+        "a\n"
+    );
+    let logged = fs::read_to_string(&log).unwrap();
+    assert!(!logged.contains(wrong), "{logged}");
+}

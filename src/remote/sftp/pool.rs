@@ -133,6 +133,13 @@ impl<T: Health> Pool<T> {
         }
     }
 
+    /// Drops the idle connections and retires the checked-out ones, so
+    /// every later `get` gets a connection made from then on.
+    pub fn retire(&self) {
+        Self::retire_all(&mut self.lock());
+        self.changed.notify_all();
+    }
+
     /// Drops every idle connection and retires the checked-out ones (they
     /// are dropped when they come back).
     fn retire_all(state: &mut State<T>) {
@@ -280,6 +287,21 @@ mod tests {
         drop(a);
         assert_eq!(made.load(Ordering::SeqCst), 2);
         assert_eq!(pool.counts(), (2, 2));
+    }
+
+    #[test]
+    fn after_retire_every_connection_is_a_new_one() {
+        let pool = Pool::new(2);
+        let made = AtomicUsize::new(0);
+        let idle = take(&pool, &made);
+        let busy = take(&pool, &made);
+        drop(idle);
+        pool.retire();
+        assert_eq!(take(&pool, &made).id, 2, "the idle one went");
+        drop(busy);
+        let a = take(&pool, &made);
+        let b = take(&pool, &made);
+        assert!(a.id >= 2 && b.id >= 2, "the busy one was not taken back");
     }
 
     #[test]
