@@ -23,6 +23,7 @@ use crate::engine::backoff::Offline;
 use crate::engine::conflicts::{ResolveError, Resolved};
 use crate::engine::{PairEngine, SyncReport, SyncRequest, dedupe_roots};
 use crate::journal::{ConflictRow, SyncStatus};
+use crate::locks::LockExt;
 use crate::model::{RelPath, Scope, Strategy};
 use crate::remote::Problem;
 use crate::tracker::ignore::IgnoreRules;
@@ -278,7 +279,7 @@ pub async fn run(
         }
         // A paused pair syncs only when a client asks for it explicitly.
         if paused && api_syncs.is_empty() {
-            status.lock().expect("status").state = PairState::Paused;
+            status.locked().state = PairState::Paused;
             continue;
         }
         let due = pending
@@ -313,7 +314,7 @@ pub async fn run(
             show_pending(&status, &pending);
         }
     }
-    status.lock().expect("status").state = PairState::Idle;
+    status.locked().state = PairState::Idle;
 }
 
 /// The sentence status shows for an offline pair.
@@ -327,7 +328,7 @@ fn offline_detail(delay: Duration, reason: &str) -> String {
 /// Publishes how many paths wait for the next sync (at least 1 while a
 /// full scan waits).
 fn show_pending(status: &Mutex<PairStatus>, pending: &Pending) {
-    status.lock().expect("status").pending = if pending.full {
+    status.locked().pending = if pending.full {
         pending.paths.len().max(1)
     } else {
         pending.paths.len()
@@ -344,7 +345,7 @@ async fn sync(
     offline: &mut Option<Offline>,
 ) -> SyncReport {
     {
-        let mut status = status.lock().expect("status");
+        let mut status = status.locked();
         status.state = PairState::Syncing;
         status.detail = None;
     }
@@ -354,7 +355,7 @@ async fn sync(
         Ok(report) => report,
         Err(e) => {
             tracing::error!(pair = %engine.name, error = %e, "a sync crashed");
-            let mut status = status.lock().expect("status");
+            let mut status = status.locked();
             status.state = PairState::Error;
             status.detail = Some(format!("a sync crashed: {e}"));
             return SyncReport {
@@ -391,7 +392,7 @@ async fn sync(
     *offline = report
         .offline
         .then(|| Offline::after(*offline, Instant::now()));
-    let mut status = status.lock().expect("status");
+    let mut status = status.locked();
     (status.state, status.detail) = match (*offline, &report.guard, &report.error) {
         (Some(offline), _, Some(error)) => {
             let detail = offline_detail(offline.delay_from(Instant::now()), error);
@@ -429,7 +430,7 @@ fn on_watch(
         WatchEvent::Rescan(None) | WatchEvent::RootGone => pending.add_full(now, "watch"),
         WatchEvent::Problem(message) => {
             tracing::warn!(pair = %engine.name, %message, "watcher problem");
-            status.lock().expect("status").watcher = message;
+            status.locked().watcher = message;
             pending.add_full(now, "watch");
         }
     }
@@ -441,7 +442,7 @@ fn reload_ignore(engine: &PairEngine, status: &Mutex<PairStatus>) {
         Ok(rules) => engine.set_ignore_rules(rules),
         Err(e) => {
             tracing::warn!(pair = %engine.name, error = %e, "keeping the previous ignore rules");
-            status.lock().expect("status").problems.push(Problem {
+            status.locked().problems.push(Problem {
                 path: RelPath::new(crate::tracker::ignore::PRISMIGNORE_FILE).ok(),
                 message: format!("{e}; the previous rules stay in force"),
             });

@@ -22,6 +22,7 @@ use std::time::SystemTime;
 
 use crate::fsops::{self, Expect};
 use crate::journal::{BaseEdit, ChangeType, ConflictRow, ConflictStatus, NewConflict, Step};
+use crate::locks::LockExt;
 use crate::model::{BaseEntry, BaseTree, ContentHash, Entry, FileMeta, RelPath, Side, Strategy};
 use crate::reconcile::{Action, Conflict, ConflictKind};
 use crate::remote::{Replica, ReplicaError};
@@ -80,8 +81,7 @@ pub fn settle(
                 note,
             };
             ctx.journal
-                .lock()
-                .expect("journal lock")
+                .locked()
                 .record_conflict(&new)
                 .map_err(|e| ReplicaError::Other(format!("cannot record the conflict: {e}")))
         };
@@ -206,8 +206,7 @@ fn resolve_row(
     note: Option<&str>,
 ) -> Result<(), ReplicaError> {
     ctx.journal
-        .lock()
-        .expect("journal lock")
+        .locked()
         .resolve_conflict(id, strategy, note)
         .map(|_| ())
         .map_err(|e| ReplicaError::Other(format!("cannot record the resolution: {e}")))
@@ -307,8 +306,7 @@ fn try_merge(
     };
     let stored = ctx
         .journal
-        .lock()
-        .expect("journal lock")
+        .locked()
         .blob(&base_hash)
         .map_err(|e| ReplicaError::Other(format!("journal: {e}")))?;
     let Some(base_bytes) = stored else {
@@ -492,8 +490,7 @@ impl PairEngine {
         };
         let resolved_at = self
             .journal
-            .lock()
-            .expect("journal lock")
+            .locked()
             .resolve_conflict(&row.id, strategy, Some(&note))?;
         let mut paths = vec![path.clone()];
         paths.extend(row.copy_path.clone());
@@ -517,7 +514,7 @@ impl PairEngine {
 
     fn merge_copy(&self, row: &ConflictRow, copy: &RelPath) -> Result<(), ResolveError> {
         let base = match row.base_hash {
-            Some(hash) => self.journal.lock().expect("journal lock").blob(&hash)?,
+            Some(hash) => self.journal.locked().blob(&hash)?,
             None => None,
         };
         let Some(base) = base else {

@@ -19,6 +19,7 @@ pub mod progress;
 pub mod recorder;
 
 use std::collections::BTreeSet;
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,6 +28,7 @@ use std::time::{Duration, Instant};
 use crate::journal::{
     BaseEdit, ChangeType, Journal, JournalError, NewChange, PairId, Step, SyncCounts, SyncStatus,
 };
+use crate::locks::LockExt;
 use crate::model::{
     BaseTree, ContentHash, Entry, FileMeta, RelPath, Scope, Side, SideTree, Strategy,
 };
@@ -195,6 +197,25 @@ pub enum SyncError {
     Replica(#[from] ReplicaError),
     #[error("{0}")]
     Guard(GuardTrip),
+    /// The run panicked (a bug); the sentence comes from [`crash_report`].
+    /// What it finished and recorded stands; the rest is planned afresh by
+    /// the next sync.
+    #[error("{0}")]
+    Crashed(String),
+}
+
+/// What a report says about a panic caught in a run, wherever it was
+/// caught (the run's thread, the journal recorder).
+pub fn crash_report(panic: &(dyn std::any::Any + Send)) -> String {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned());
+    format!(
+        "the sync stopped on an internal error ({message}); please report it. The pair is \
+         synced again at its next change or poll"
+    )
 }
 
 /// The most plan-and-execute rounds one run makes. A round repeats only
@@ -258,18 +279,17 @@ impl PairEngine {
     }
 
     pub fn ignore_rules(&self) -> Arc<IgnoreRules> {
-        self.ignore.lock().expect("ignore").clone()
+        self.ignore.locked().clone()
     }
 
     pub fn set_ignore_rules(&self, rules: IgnoreRules) {
-        *self.ignore.lock().expect("ignore") = Arc::new(rules);
+        *self.ignore.locked() = Arc::new(rules);
     }
 
     /// Paths failing and waiting for their retry, with their last error.
     pub fn failing_paths(&self) -> Vec<(RelPath, String)> {
         self.backoff
-            .lock()
-            .expect("backoff")
+            .locked()
             .failures()
             .map(|(p, f)| (p.clone(), f.error.clone()))
             .collect()
@@ -277,11 +297,14 @@ impl PairEngine {
 
     /// When the earliest failing path may be retried.
     pub fn next_retry(&self) -> Option<Instant> {
-        self.backoff.lock().expect("backoff").next_retry()
+        self.backoff.locked().next_retry()
     }
 
     /// Runs one sync to the end and records it in the journal. Never
-    /// panics on bad input; a run that cannot start is reported as failed.
+    /// panics on bad input; a run that cannot start is reported as failed,
+    /// and so is a run that panicked (a bug): the panic is caught here, so
+    /// the pair's scheduler carries on and the locks it held are recovered
+    /// (see `crate::locks`).
     ///
     /// A run that finds nothing to do leaves no trace in the journal
     /// unless a client asked for it (then it has a sync id already): an
@@ -296,12 +319,17 @@ impl PairEngine {
             unsettled: Vec::new(),
         };
         let looked_at = Instant::now();
-        let result = run.run(request);
+        // The run's state is a report under construction and the engine's
+        // is behind recovering locks: both are fit to report after a panic.
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| run.run(request)))
+            .unwrap_or_else(|panic| Err(SyncError::Crashed(crash_report(panic.as_ref()))));
+        if let Err(SyncError::Crashed(message)) = &result {
+            tracing::error!(pair = %self.name, %message, "a sync crashed");
+        }
         if result.is_ok() {
             let failed: BTreeSet<RelPath> = run.failed.iter().map(|(p, _)| p.clone()).collect();
             self.backoff
-                .lock()
-                .expect("backoff")
+                .locked()
                 .settle(&request.scope, looked_at, &failed);
         }
         let mut report = SyncReport {
@@ -349,7 +377,7 @@ impl PairEngine {
         }
         // A guard that keeps tripping on every poll is recorded once.
         let repeated_guard = {
-            let mut last = self.last_guard.lock().expect("guard");
+            let mut last = self.last_guard.locked();
             let repeated = report.guard.is_some() && *last == report.guard;
             *last = report.guard.clone();
             repeated
@@ -358,7 +386,7 @@ impl PairEngine {
         if !record {
             return report;
         }
-        let journal = self.journal.lock().expect("journal lock");
+        let journal = self.journal.locked();
         let sync_id = match run.sync_id {
             Some(id) => id,
             None => match journal.begin_sync(self.pair, &request.trigger) {
@@ -387,12 +415,7 @@ impl PairEngine {
             pair: Some(self.name.clone()),
             include_resolved: false,
         };
-        Ok(self
-            .journal
-            .lock()
-            .expect("journal lock")
-            .conflicts(&filter)?
-            .len())
+        Ok(self.journal.locked().conflicts(&filter)?.len())
     }
 
     /// A run's context; its journal recorder runs on a thread in `threads`.
@@ -410,13 +433,9 @@ impl PairEngine {
         let recorder = Recorder::start(threads, move |steps| {
             local.flush()?;
             remote.flush()?;
-            journal
-                .lock()
-                .expect("journal lock")
-                .commit_batch(pair, steps)
-                .map_err(|e| {
-                    ReplicaError::Other(format!("cannot record the changes in the journal: {e}"))
-                })
+            journal.locked().commit_batch(pair, steps).map_err(|e| {
+                ReplicaError::Other(format!("cannot record the changes in the journal: {e}"))
+            })
         });
         EngineContext {
             journal: &self.journal,
@@ -454,12 +473,7 @@ struct Run<'a> {
 impl Run<'_> {
     fn run(&mut self, request: &SyncRequest) -> Result<(), SyncError> {
         let engine = self.engine;
-        let base_files = engine
-            .journal
-            .lock()
-            .expect("journal lock")
-            .base_counts(engine.pair)?
-            .0;
+        let base_files = engine.journal.locked().base_counts(engine.pair)?.0;
         self.check_root(engine.local(), Side::Local, base_files, request.confirmed)?;
         self.check_root(engine.remote(), Side::Remote, base_files, request.confirmed)?;
         let lease = engine
@@ -507,8 +521,7 @@ impl Run<'_> {
                 None => {
                     let id = engine
                         .journal
-                        .lock()
-                        .expect("journal lock")
+                        .locked()
                         .begin_sync(engine.pair, &request.trigger)?;
                     self.sync_id = Some(id.clone());
                     id
@@ -593,7 +606,7 @@ impl Run<'_> {
     fn snapshot(&mut self, scope: &Scope) -> Result<(BaseTree, Trees), SyncError> {
         let engine = self.engine;
         let base = {
-            let journal = engine.journal.lock().expect("journal lock");
+            let journal = engine.journal.locked();
             match scope {
                 Scope::Full => journal.load_base(engine.pair)?,
                 Scope::Paths(roots) => journal.load_base_within(engine.pair, roots)?,
@@ -603,13 +616,7 @@ impl Run<'_> {
         let local = engine.local.list(scope, &base, &ignore)?;
         let remote = engine.remote.list(scope, &base, &ignore)?;
         let mut held: Vec<RelPath> = local.held.into_iter().chain(remote.held).collect();
-        held.extend(
-            engine
-                .backoff
-                .lock()
-                .expect("backoff")
-                .waiting(Instant::now()),
-        );
+        held.extend(engine.backoff.locked().waiting(Instant::now()));
         self.problems.extend(local.problems);
         self.problems.extend(remote.problems);
         let mut base = base;
@@ -637,7 +644,7 @@ impl Run<'_> {
     ) -> Option<ReplicaError> {
         let failed_paths: BTreeSet<&RelPath> = failed.iter().map(|(p, _)| p).collect();
         {
-            let mut backoff = self.engine.backoff.lock().expect("backoff");
+            let mut backoff = self.engine.backoff.locked();
             for action in actions {
                 if !failed_paths.contains(action.path()) {
                     backoff.succeed(action.path());
@@ -661,8 +668,7 @@ impl Run<'_> {
         let message = format!("{path}: {error}");
         self.engine
             .backoff
-            .lock()
-            .expect("backoff")
+            .locked()
             .fail(path, error.to_string(), Instant::now());
         self.problems.push(Problem {
             path: Some(path.clone()),

@@ -44,6 +44,7 @@ use ssh2::{Session, Sftp};
 use super::Opened;
 use super::{Capabilities, Lease, Listing, Problem, Replica, ReplicaError, RootState, StagedWrite};
 use crate::fsops::Expect;
+use crate::locks::LockExt;
 use crate::model::{BaseTree, ContentHash, Entry, FileMeta, RelPath, Scope, SideEntry};
 use crate::secrets::{self, Account};
 use crate::timefmt;
@@ -1339,10 +1340,7 @@ impl Replica for SftpReplica {
                 path: path.to_string(),
             });
         }
-        s.staged_mtimes
-            .lock()
-            .expect("staged mtimes")
-            .insert(temp.clone(), mtime_ns);
+        s.staged_mtimes.locked().insert(temp.clone(), mtime_ns);
         Ok(StagedWrite {
             path: path.clone(),
             temp,
@@ -1370,12 +1368,7 @@ impl Replica for SftpReplica {
                 s.trash_put(&conn, &target, &path)
                     .map_err(|e| ReplicaError::io("move to the trash", &path, e))?;
             }
-            let mtime_ns = s
-                .staged_mtimes
-                .lock()
-                .expect("staged mtimes")
-                .get(&staged.temp)
-                .copied();
+            let mtime_ns = s.staged_mtimes.locked().get(&staged.temp).copied();
             if let Some(mtime_ns) = mtime_ns {
                 let secs = mtime_ns.div_euclid(1_000_000_000).max(0) as u64;
                 let stat = FileStat {
@@ -1419,20 +1412,14 @@ impl Replica for SftpReplica {
         // On failure the caller discards the staged file (which forgets its
         // mtime too).
         if result.is_ok() {
-            s.staged_mtimes
-                .lock()
-                .expect("staged mtimes")
-                .remove(&staged.temp);
+            s.staged_mtimes.locked().remove(&staged.temp);
         }
         result
     }
 
     fn discard(&self, staged: StagedWrite) {
         let s = &self.shared;
-        s.staged_mtimes
-            .lock()
-            .expect("staged mtimes")
-            .remove(&staged.temp);
+        s.staged_mtimes.locked().remove(&staged.temp);
         if let Ok(conn) = s.conn() {
             let _ = conn.sftp.unlink(&staged.temp);
         }
