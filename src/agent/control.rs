@@ -233,7 +233,17 @@ impl Control for AgentControl {
                         PairState::Offline => wire::PairState::Offline,
                         PairState::Error => wire::PairState::Error,
                     },
-                    state_detail: status.detail.clone().unwrap_or_default(),
+                    // A run waiting for another agent's lease says so.
+                    state_detail: status
+                        .detail
+                        .clone()
+                        .or_else(|| {
+                            handle
+                                .engine
+                                .waiting_for_lease()
+                                .map(|holder| crate::agent::pair::waiting_detail(&holder))
+                        })
+                        .unwrap_or_default(),
                     last_sync: last.map(|run| wire::LastSync {
                         sync_id: run.id,
                         status: sync_state(run.status),

@@ -10,7 +10,10 @@
 //! A run that finds the remote unreachable puts the pair in
 //! [`PairState::Offline`]: changes keep collecting, but only the back-off
 //! timer (2 s doubling to 5 min, see `engine::backoff::Offline`) or an
-//! explicit request starts the next attempt.
+//! explicit request starts the next attempt. A run that gave up waiting for
+//! another agent's lease is no failure: its batch (and its API sync id) is
+//! kept and tried again after a short jittered pause
+//! (`engine::backoff::LeaseBusy`), and status says whom it waits for.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -19,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::engine::backoff::Offline;
+use crate::engine::backoff::{LeaseBusy, Offline};
 use crate::engine::conflicts::{ResolveError, Resolved};
 use crate::engine::{PairEngine, SyncReport, SyncRequest, dedupe_roots};
 use crate::journal::{ConflictRow, SyncStatus};
@@ -193,6 +196,7 @@ pub async fn run(
     let mut next_poll = Instant::now() + timing.remote_poll;
     let mut next_safety = Instant::now() + jittered(timing.safety_scan);
     let mut offline: Option<Offline> = None;
+    let mut busy: Option<LeaseBusy> = None;
 
     loop {
         let now = Instant::now();
@@ -200,6 +204,10 @@ pub async fn run(
         // batch it is not allowed to sync cannot make it spin. An offline
         // pair likewise holds its batch and wakes for its retry instead.
         let mut deadline = next_poll.min(next_safety);
+        let busy_held = busy.is_some_and(|b| b.retry_at > now);
+        if let Some(busy) = busy.filter(|_| !paused) {
+            deadline = deadline.min(busy.retry_at);
+        }
         if let Some(offline) = offline.filter(|_| !paused) {
             deadline = deadline.min(offline.retry_at);
         } else if !paused {
@@ -210,7 +218,7 @@ pub async fn run(
                 deadline = deadline.min(retry.max(now + Duration::from_millis(50)));
             }
         }
-        let message = if api_syncs.is_empty() {
+        let message = if api_syncs.is_empty() || busy_held {
             tokio::select! {
                 message = inbox.recv() => message,
                 _ = tokio::time::sleep_until(deadline.into()) => None,
@@ -285,8 +293,10 @@ pub async fn run(
         let due = pending
             .ready_at(timing.debounce)
             .is_some_and(|at| at <= now);
-        let held = offline.is_some() && !offline_due;
-        if !api_syncs.is_empty() || offline_due || (!held && due && !pending.is_empty()) {
+        let busy_due = busy.is_some_and(|b| b.retry_at <= now);
+        let held = offline.is_some() && !offline_due || busy.is_some() && !busy_due;
+        let asked = !api_syncs.is_empty() && (busy.is_none() || busy_due);
+        if asked || offline_due || busy_due || (!held && due && !pending.is_empty()) {
             let sync_id = (!api_syncs.is_empty()).then(|| api_syncs.remove(0));
             let (scope, trigger) = if sync_id.is_some() && pending.is_empty() {
                 (Scope::Full, "api")
@@ -297,12 +307,23 @@ pub async fn run(
                 pending.take()
             };
             let request = SyncRequest {
-                scope,
+                scope: scope.clone(),
                 trigger: trigger.to_owned(),
                 sync_id,
                 confirmed,
             };
-            let report = sync(&engine, &status, request, &mut offline).await;
+            let report = sync(&engine, &status, request, &mut offline, &mut busy).await;
+            if report.waiting.is_some() {
+                // Nothing was done: the same batch waits for the retry.
+                match scope {
+                    Scope::Full => pending.add_full(Instant::now(), trigger),
+                    Scope::Paths(paths) => pending.add_paths(paths, Instant::now()),
+                }
+                pending.trigger = Some(trigger);
+                if !report.sync_id.is_empty() {
+                    api_syncs.insert(0, report.sync_id.clone());
+                }
+            }
             if report.guard.is_none() {
                 confirmed = false;
             }
@@ -325,6 +346,11 @@ fn offline_detail(delay: Duration, reason: &str) -> String {
     )
 }
 
+/// The sentence status shows while a pair waits for another agent's lease.
+pub fn waiting_detail(holder: &str) -> String {
+    format!("waiting for another device: {holder}")
+}
+
 /// Publishes how many paths wait for the next sync (at least 1 while a
 /// full scan waits).
 fn show_pending(status: &Mutex<PairStatus>, pending: &Pending) {
@@ -337,12 +363,14 @@ fn show_pending(status: &Mutex<PairStatus>, pending: &Pending) {
 
 /// Runs one sync and publishes its outcome. `offline` is the pair's
 /// back-off for an unreachable remote: a run that could not reach it
-/// extends the back-off, any other outcome clears it.
+/// extends the back-off, any other outcome clears it. `busy` is the same
+/// for a lease another agent keeps.
 async fn sync(
     engine: &Arc<PairEngine>,
     status: &Arc<Mutex<PairStatus>>,
     request: SyncRequest,
     offline: &mut Option<Offline>,
+    busy: &mut Option<LeaseBusy>,
 ) -> SyncReport {
     {
         let mut status = status.locked();
@@ -367,9 +395,25 @@ async fn sync(
                 error: Some(e.to_string()),
                 offline: false,
                 unsettled: Vec::new(),
+                waiting: None,
             };
         }
     };
+    if let Some(holder) = &report.waiting {
+        let next = LeaseBusy::after(*busy, Instant::now(), fastrand::f64());
+        *busy = Some(next);
+        let pause = next.retry_at.saturating_duration_since(Instant::now());
+        tracing::debug!(pair = %engine.name, %holder, pause_ms = pause.as_millis() as u64, "waiting for another agent's lease");
+        let mut status = status.locked();
+        status.state = PairState::Syncing;
+        status.detail = Some(format!(
+            "{}; trying again in {} s",
+            waiting_detail(holder),
+            pause.as_secs_f64().ceil() as u64
+        ));
+        return report;
+    }
+    *busy = None;
     // A run with nothing to do has no sync id and is not worth a log line
     // at the default level: an idle agent polls every 30 seconds.
     if report.sync_id.is_empty() {

@@ -15,6 +15,7 @@ pub mod conflicts;
 pub mod executor;
 pub mod guard;
 mod lease_keeper;
+pub mod lease_wait;
 pub mod progress;
 pub mod recorder;
 
@@ -186,6 +187,11 @@ pub struct SyncReport {
     pub offline: bool,
     /// Paths that changed while the run worked on them: sync them again.
     pub unsettled: Vec<RelPath>,
+    /// Set when the run found work but another agent kept the remote's
+    /// lease for as long as the run waited: who holds it. The run did
+    /// nothing, recorded nothing and is not a failure; the scheduler runs
+    /// it again shortly (an API sync keeps its id).
+    pub waiting: Option<String>,
 }
 
 /// A failure that stops a whole run.
@@ -197,6 +203,9 @@ pub enum SyncError {
     Replica(#[from] ReplicaError),
     #[error("{0}")]
     Guard(GuardTrip),
+    /// Another agent held the lease for as long as the run waited.
+    #[error("the remote is busy: {0}")]
+    Busy(String),
     /// The run panicked (a bug); the sentence comes from [`crash_report`].
     /// What it finished and recorded stands; the rest is planned afresh by
     /// the next sync.
@@ -235,6 +244,8 @@ pub struct PairEngine {
     backoff: Mutex<Backoff>,
     cancel: Arc<AtomicBool>,
     last_guard: Mutex<Option<GuardTrip>>,
+    /// While a run waits for another agent's lease: who holds it.
+    lease_holder: Mutex<Option<String>>,
 }
 
 impl PairEngine {
@@ -258,6 +269,7 @@ impl PairEngine {
             backoff: Mutex::new(Backoff::default()),
             cancel: Arc::new(AtomicBool::new(false)),
             last_guard: Mutex::new(None),
+            lease_holder: Mutex::new(None),
         }
     }
 
@@ -293,6 +305,11 @@ impl PairEngine {
             .failures()
             .map(|(p, f)| (p.clone(), f.error.clone()))
             .collect()
+    }
+
+    /// Who holds the remote's lease while a run waits for it.
+    pub fn waiting_for_lease(&self) -> Option<String> {
+        self.lease_holder.locked().clone()
     }
 
     /// When the earliest failing path may be retried.
@@ -341,9 +358,18 @@ impl PairEngine {
             error: None,
             offline: false,
             unsettled: run.unsettled,
+            waiting: None,
         };
         report.counts.errors = run.failed.len() as u64;
         match result {
+            Err(SyncError::Busy(holder)) => {
+                // Nothing was done: no row, no error, and an API sync
+                // keeps its id (still in progress) for the retry.
+                report.status = SyncStatus::Interrupted;
+                report.waiting = Some(holder);
+                report.sync_id = request.sync_id.clone().unwrap_or_default();
+                return report;
+            }
             Err(SyncError::Guard(trip)) => {
                 report.status = SyncStatus::Failed;
                 report.error = Some(format!(
@@ -476,14 +502,13 @@ impl Run<'_> {
         let base_files = engine.journal.locked().base_counts(engine.pair)?.0;
         self.check_root(engine.local(), Side::Local, base_files, request.confirmed)?;
         self.check_root(engine.remote(), Side::Remote, base_files, request.confirmed)?;
-        let lease = engine
-            .remote
-            .lease(&engine.settings.device, engine.settings.lease_ttl)?;
-        let mut keeper = LeaseKeeper::start(lease, engine.settings.lease_ttl / 3);
+        // The lease is taken only once there is something to write, so a
+        // poll that finds nothing to do never keeps another agent waiting.
+        let mut keeper: Option<LeaseKeeper> = None;
 
         let mut scope = request.scope.clone();
         for round in 0..MAX_ROUNDS {
-            if let Some(error) = keeper.failure() {
+            if let Some(error) = keeper.as_mut().and_then(LeaseKeeper::failure) {
                 return Err(SyncError::Replica(error));
             }
             if engine.cancel.load(Ordering::Relaxed) {
@@ -515,6 +540,26 @@ impl Run<'_> {
                 self.unsettled.clear();
                 return Ok(());
             }
+            let keeper = match &mut keeper {
+                Some(keeper) => keeper,
+                None => {
+                    let acquired = self.take_lease()?;
+                    let keeper = keeper.insert(LeaseKeeper::start(
+                        acquired.lease,
+                        engine.settings.lease_ttl / 3,
+                    ));
+                    // Another agent just wrote: plan again from what it
+                    // left. RACE: without a wait, an agent may still have
+                    // written while this one listed (the listing is taken
+                    // without the lease); that is any other writer's
+                    // change to the remote, and the executor re-checks
+                    // every path against the plan before it touches it.
+                    if acquired.waited {
+                        continue;
+                    }
+                    keeper
+                }
+            };
             tracing::debug!(pair = %engine.name, round, actions = plan.actions.len(), conflicts = plan.conflicts.len(), listed_ms = listed.as_millis() as u64, planned_ms = (started.elapsed() - listed).as_millis() as u64, "executing plan");
             let sync_id = match &self.sync_id {
                 Some(id) => id.clone(),
@@ -575,6 +620,24 @@ impl Run<'_> {
             };
         }
         Ok(())
+    }
+
+    /// Takes the remote's lease, waiting a while for another agent that
+    /// holds it (status shows who, meanwhile).
+    fn take_lease(&self) -> Result<lease_wait::Acquired, SyncError> {
+        let engine = self.engine;
+        let show = |holder: Option<&str>| *engine.lease_holder.locked() = holder.map(str::to_owned);
+        lease_wait::acquire(
+            engine.remote(),
+            &engine.settings.device,
+            engine.settings.lease_ttl,
+            &engine.cancel,
+            &show,
+        )
+        .map_err(|error| match error {
+            ReplicaError::Busy(holder) => SyncError::Busy(holder),
+            other => SyncError::Replica(other),
+        })
     }
 
     /// Refuses to sync into a missing or unmarked root that once held
