@@ -24,7 +24,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::journal::{
     BaseEdit, ChangeType, Journal, JournalError, NewChange, PairId, Step, SyncCounts, SyncStatus,
@@ -340,6 +340,17 @@ impl PairEngine {
         // is behind recovering locks: both are fit to report after a panic.
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| run.run(request)))
             .unwrap_or_else(|panic| Err(SyncError::Crashed(crash_report(panic.as_ref()))));
+        // The deletions the user confirmed are carried out (or settled
+        // otherwise): the guard's window starts again from here.
+        if request.confirmed && !matches!(result, Err(SyncError::Busy(_))) {
+            let confirmed = self
+                .journal
+                .locked()
+                .confirm_deletions(self.pair, SystemTime::now());
+            if let Err(e) = confirmed {
+                tracing::warn!(pair = %self.name, error = %e, "cannot record the confirmation of deletions");
+            }
+        }
         if let Err(SyncError::Crashed(message)) = &result {
             tracing::error!(pair = %self.name, %message, "a sync crashed");
         }
@@ -530,9 +541,10 @@ impl Run<'_> {
                 remote: &trees.remote,
                 policy: engine.policy(),
             });
-            if round == 0
-                && !request.confirmed
-                && let Some(trip) = guard::check_plan(&plan, base_files)
+            // Every round, with what earlier rounds and runs deleted: a
+            // run whose rounds each delete a little is weighed as a whole.
+            if !request.confirmed
+                && let Some(trip) = self.check_deletions(&plan)?
             {
                 return Err(SyncError::Guard(trip));
             }
@@ -620,6 +632,23 @@ impl Run<'_> {
             };
         }
         Ok(())
+    }
+
+    /// Asks the mass-deletion guard about `plan`, with the pair's recent
+    /// deletions from the journal.
+    fn check_deletions(&self, plan: &reconcile::Plan) -> Result<Option<GuardTrip>, SyncError> {
+        if guard::planned_deletions(plan) == 0 {
+            return Ok(None);
+        }
+        let engine = self.engine;
+        let journal = engine.journal.locked();
+        let base_files = journal.base_counts(engine.pair)?.0;
+        let start = guard::window_start(
+            SystemTime::now(),
+            journal.deletions_confirmed_at(engine.pair)?,
+        );
+        let recent = journal.deleted_files_since(engine.pair, start)?;
+        Ok(guard::check_plan(plan, base_files, &recent, start))
     }
 
     /// Takes the remote's lease, waiting a while for another agent that

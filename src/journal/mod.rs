@@ -35,7 +35,7 @@ use rusqlite::Connection;
 use crate::model::{ContentHash, RelPath};
 
 pub use base::{BaseEdit, Step};
-pub use changes::{ChangeFilter, ChangeRow, ChangeType, NewChange};
+pub use changes::{ChangeFilter, ChangeRow, ChangeType, DeletedFiles, NewChange};
 pub use conflicts::{ConflictFilter, ConflictRow, ConflictStatus, NewConflict};
 pub use pairs::{PairId, PairRow};
 pub use syncs::{SyncCounts, SyncRun, SyncStatus};

@@ -18,7 +18,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 use super::{BUSY_TIMEOUT, JournalError, SqliteError};
 
 /// Every migration, oldest first.
-pub(super) const MIGRATIONS: &[&str] = &[V1];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// Version 1: pairs, base, changes, syncs, conflicts, blobs, counters.
 const V1: &str = "
@@ -135,6 +135,12 @@ CREATE TABLE counters (
     last INTEGER NOT NULL
 );
 INSERT INTO counters (name, last) VALUES ('sync', 0), ('conflict', 0);
+";
+
+/// Version 2: when the user last confirmed a pair's held deletions, so
+/// the mass-deletion guard's window starts there, also after a restart.
+const V2: &str = "
+ALTER TABLE pairs ADD COLUMN deletions_confirmed_at TEXT;
 ";
 
 /// Per-connection settings. WAL lets `sqlite3` read while the agent writes;
