@@ -229,6 +229,14 @@ fn run_once(options: &AgentOptions, journal: Arc<Mutex<Journal>>) -> Result<u8, 
         if let Some(error) = &report.error {
             eprintln!("{}: {error}", pair.name);
         }
+        // Not synced, but not failed either: say why.
+        if let Some(holder) = &report.waiting {
+            eprintln!(
+                "{}: not synced, {}",
+                pair.name,
+                pair::waiting_detail(holder)
+            );
+        }
         // A failure outranks conflicts, which outrank success: a script
         // must not mistake a failed pair for one that merely has conflicts.
         let this = match report.status {

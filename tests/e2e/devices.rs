@@ -126,3 +126,36 @@ fn two_busy_agents_polling_one_remote_wait_for_each_other_without_failing() {
         );
     }
 }
+
+/// `--once` against a remote whose lease another agent keeps: it waits a
+/// while, then says it did not sync and why, and records no failed sync.
+#[test]
+fn once_says_it_waited_for_another_device_and_records_no_failure() {
+    let sandbox = Sandbox::new();
+    let remote = sandbox.remote("remote");
+    let device = sandbox.device("laptop", &remote);
+    write(&device.local, "a.txt", "a\n");
+    let expires = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    write(
+        &remote,
+        ".prism-sync/lease",
+        &format!("{expires} desktop 1 elsewhere\n"),
+    );
+    let output = device.once_expecting(1);
+    let said = stderr(&output);
+    assert!(
+        said.contains("not synced, waiting for another device: desktop is writing"),
+        "{said}"
+    );
+    assert!(!remote.join("a.txt").exists());
+    assert_eq!(
+        device
+            .sql("SELECT count(*) FROM syncs WHERE status = 'failed';")
+            .trim(),
+        "0"
+    );
+}
