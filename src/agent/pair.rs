@@ -324,7 +324,9 @@ pub async fn run(
                     api_syncs.insert(0, report.sync_id.clone());
                 }
             }
-            if report.guard.is_none() {
+            // A confirmation holds until a run gets past the guard (one
+            // that only waited for the lease has not).
+            if report.guard.is_none() && report.waiting.is_none() {
                 confirmed = false;
             }
             if !report.unsettled.is_empty() {

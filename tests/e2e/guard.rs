@@ -233,3 +233,70 @@ fn a_slow_deleter_is_caught_across_a_restart_of_the_agent() {
         "the guard held the rest back"
     );
 }
+
+/// Confirmed deletions that meet another device's lease wait for it, with
+/// status saying so, and then go ahead without a second confirmation.
+#[test]
+fn confirmed_deletions_wait_for_another_device_and_stay_confirmed() {
+    let sandbox = Sandbox::new();
+    let remote = sandbox.remote("remote");
+    let settings = Settings {
+        debounce_ms: Some(400),
+        ..Settings::default()
+    };
+    let device = sandbox.device_with("laptop", &remote, settings);
+    make_files(&device, 30);
+    let _agent = device.start();
+    device.wait_converged();
+    for i in 0..20 {
+        std::fs::remove_file(device.local.join(name(i))).unwrap();
+    }
+    waiting_for_confirmation(&device);
+
+    let expires = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let lease = remote.join(".prism-sync/lease");
+    std::fs::write(&lease, format!("{expires} desktop 1 elsewhere\n")).unwrap();
+    let answer = device.ctl_json(&["confirm-deletions", PAIR]);
+    assert_eq!(answer["status"], "confirmed", "{answer:#}");
+    wait_until(PATIENCE, "status says whom the pair waits for", || {
+        let status = device.pair_status();
+        let detail = status["state_detail"].as_str().unwrap_or_default();
+        if status["state"] == "syncing" && detail.contains("waiting for another device: desktop") {
+            Ok(())
+        } else {
+            Err(format!("{status:#}"))
+        }
+    });
+    // The run gives up waiting after a while; the scheduler tries again,
+    // still confirmed.
+    wait_until(PATIENCE, "the scheduler tries again later", || {
+        let status = device.pair_status();
+        let detail = status["state_detail"].as_str().unwrap_or_default();
+        if detail.contains("waiting for another device: desktop")
+            && detail.contains("trying again in")
+        {
+            Ok(())
+        } else {
+            Err(format!("{status:#}"))
+        }
+    });
+    assert_eq!(
+        files(&remote),
+        30,
+        "nothing is deleted under another's lease"
+    );
+
+    std::fs::remove_file(&lease).unwrap();
+    let after = device.wait_converged();
+    assert_eq!(files(&remote), 10, "{}", show(&after));
+    assert_eq!(
+        device
+            .sql("SELECT count(*) FROM syncs WHERE status = 'failed' AND error LIKE '%busy%';")
+            .trim(),
+        "0"
+    );
+}
