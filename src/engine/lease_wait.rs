@@ -143,6 +143,42 @@ mod tests {
     }
 
     #[test]
+    fn a_waiter_gets_a_turn_against_a_holder_that_keeps_coming_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let remote = LocalFolder::remote(dir.path().to_owned());
+        let cancel = AtomicBool::new(false);
+        let done = AtomicBool::new(false);
+        let acquired = std::thread::scope(|s| {
+            // A greedy holder: it writes for 50 ms, lets go only for the
+            // few milliseconds a listing takes, and asks again at once.
+            s.spawn(|| {
+                while !done.load(Ordering::Relaxed) {
+                    match remote.lease("greedy", Duration::from_secs(60)) {
+                        Ok(lease) => {
+                            std::thread::sleep(Duration::from_millis(50));
+                            drop(lease);
+                            std::thread::sleep(Duration::from_millis(3));
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(1)),
+                    }
+                }
+            });
+            std::thread::sleep(Duration::from_millis(20));
+            let acquired = acquire(
+                &remote,
+                "patient",
+                Duration::from_secs(60),
+                &cancel,
+                &|_| {},
+            );
+            done.store(true, Ordering::Relaxed);
+            acquired
+        });
+        let acquired = acquired.expect("the waiter's turn came within one run's wait");
+        assert!(acquired.waited, "the holder had it first");
+    }
+
+    #[test]
     fn a_cancelled_wait_gives_up_at_once() {
         let dir = tempfile::tempdir().unwrap();
         let remote = LocalFolder::remote(dir.path().to_owned());
