@@ -8,6 +8,8 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::locks::LockExt;
+
 /// Applies `f` to every item on up to `workers` threads and returns the
 /// results in the items' order. With one worker (or one item) everything
 /// runs on the calling thread.
@@ -29,7 +31,7 @@ pub fn map<T: Send, R: Send>(items: Vec<T>, workers: usize, f: impl Fn(T) -> R +
                     let _raise = RaiseOnPanic(&panicked);
                     let mut done = Vec::new();
                     while !panicked.load(Ordering::Relaxed) {
-                        let next = queue.lock().expect("work queue").next();
+                        let next = queue.locked().next();
                         let Some((index, item)) = next else {
                             break;
                         };
@@ -86,13 +88,13 @@ mod tests {
         let items: Vec<u64> = (0..200).collect();
         let threads = Mutex::new(HashSet::new());
         let squares = map(items, 4, |n| {
-            threads.lock().unwrap().insert(std::thread::current().id());
+            threads.locked().insert(std::thread::current().id());
             // Later items finish sooner: order must not follow completion.
             std::thread::sleep(Duration::from_micros(200 - n));
             n * n
         });
         assert_eq!(squares, (0..200).map(|n| n * n).collect::<Vec<_>>());
-        assert!(threads.lock().unwrap().len() > 1, "ran on one thread only");
+        assert!(threads.locked().len() > 1, "ran on one thread only");
     }
 
     #[test]

@@ -3,6 +3,10 @@
 //! stale sockets, a second agent). The daemon is the in-memory test double
 //! from `api_support`; sockets, frames and the server are real.
 
+// Tests take locks with `lock().unwrap()`: a lock poisoned in a test is a
+// failed test. The agent's own rule (`prism_sync::locks`) does not apply.
+#![allow(clippy::disallowed_methods)]
+
 mod api_support;
 
 use std::collections::BTreeSet;

@@ -1,9 +1,15 @@
 //! The remote lease during a long run: it is renewed in the background, and
 //! a run whose lease another agent took over stops writing and fails with
-//! a clear error instead of carrying on beside that agent.
+//! a clear error instead of carrying on beside that agent. A run that finds
+//! the lease held waits for it without failing, and a run with nothing to
+//! write never asks for it.
 //!
 //! Real journal, real folders on both sides, the engine as the agent builds
 //! it; the "other agent" is this test writing its own lease record.
+
+// Tests take locks with `lock().unwrap()`: a lock poisoned in a test is a
+// failed test. The agent's own rule (`prism_sync::locks`) does not apply.
+#![allow(clippy::disallowed_methods)]
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -27,10 +33,15 @@ struct Setup {
     _dir: tempfile::TempDir,
     local: std::path::PathBuf,
     remote: std::path::PathBuf,
+    journal: Arc<Mutex<Journal>>,
     engine: PairEngine,
 }
 
 fn setup(lease_ttl: Duration) -> Setup {
+    setup_with(FILES, lease_ttl)
+}
+
+fn setup_with(files: usize, lease_ttl: Duration) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let local = dir.path().join("local");
     let remote = dir.path().join("remote");
@@ -38,7 +49,7 @@ fn setup(lease_ttl: Duration) -> Setup {
     for d in [&local, &remote, &trash] {
         fs::create_dir_all(d).unwrap();
     }
-    for i in 0..FILES {
+    for i in 0..files {
         let folder = local.join(format!("d{:02}", i % 20));
         fs::create_dir_all(&folder).unwrap();
         fs::write(folder.join(format!("f{i:04}.txt")), format!("file {i}\n")).unwrap();
@@ -60,11 +71,12 @@ fn setup(lease_ttl: Duration) -> Setup {
         local_root: local.clone(),
         lease_ttl,
     };
+    let journal = Arc::new(Mutex::new(journal));
     let engine = PairEngine::new(
         pair,
         LocalFolder::local(local.clone(), trash),
         Box::new(LocalFolder::remote(remote.clone())),
-        Arc::new(Mutex::new(journal)),
+        journal.clone(),
         settings,
         IgnoreRules::load(&local, &[]).unwrap(),
     );
@@ -72,6 +84,7 @@ fn setup(lease_ttl: Duration) -> Setup {
         _dir: dir,
         local,
         remote,
+        journal,
         engine,
     }
 }
@@ -195,4 +208,93 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         out.push(path);
     }
     out
+}
+
+/// Another agent's lease, valid for an hour, as that agent writes it.
+fn hold_lease_as_another_agent(remote: &Path) -> String {
+    let expires = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let theirs = format!("{expires} other-device 1 elsewhere\n");
+    let lease = lease_file(remote);
+    fs::create_dir_all(lease.parent().unwrap()).unwrap();
+    fs::write(lease, &theirs).unwrap();
+    theirs
+}
+
+fn failed_rows(s: &Setup) -> usize {
+    s.journal
+        .lock()
+        .unwrap()
+        .recent_syncs(None, 100)
+        .unwrap()
+        .iter()
+        .filter(|run| run.status == SyncStatus::Failed)
+        .count()
+}
+
+#[test]
+fn a_run_with_nothing_to_write_does_not_need_the_lease() {
+    let s = setup_with(3, Duration::from_secs(60));
+    assert_eq!(full_sync(&s.engine).status, SyncStatus::Completed);
+    let theirs = hold_lease_as_another_agent(&s.remote);
+    let started = Instant::now();
+    let report = full_sync(&s.engine);
+    assert_eq!(report.status, SyncStatus::Completed, "{:?}", report.error);
+    assert!(report.waiting.is_none(), "{:?}", report.waiting);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "it did not wait: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(fs::read_to_string(lease_file(&s.remote)).unwrap(), theirs);
+}
+
+#[test]
+fn a_run_that_finds_the_lease_held_waits_for_it_and_then_writes() {
+    let s = setup_with(3, Duration::from_secs(60));
+    hold_lease_as_another_agent(&s.remote);
+    let lease = lease_file(&s.remote);
+    let report = sync_while(&s.engine, |_| {
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(
+            s.engine
+                .waiting_for_lease()
+                .is_some_and(|holder| holder.contains("other-device")),
+            "while it waits, the engine says for whom"
+        );
+        fs::remove_file(&lease).unwrap();
+    });
+    assert_eq!(report.status, SyncStatus::Completed, "{:?}", report.error);
+    assert!(report.waiting.is_none());
+    assert_eq!(report.counts.uploaded, 3);
+    assert!(s.engine.waiting_for_lease().is_none());
+    assert_eq!(failed_rows(&s), 0);
+}
+
+#[test]
+fn a_run_that_waits_in_vain_is_not_a_failure() {
+    let s = setup_with(3, Duration::from_secs(60));
+    let theirs = hold_lease_as_another_agent(&s.remote);
+    let report = full_sync(&s.engine);
+    let holder = report.waiting.expect("the run says it waited");
+    assert!(holder.contains("other-device"), "{holder}");
+    assert!(report.error.is_none(), "{:?}", report.error);
+    assert!(
+        report.sync_id.is_empty(),
+        "no row for a run that did nothing"
+    );
+    assert_eq!(report.counts.uploaded, 0);
+    assert_eq!(failed_rows(&s), 0);
+    assert_eq!(fs::read_to_string(lease_file(&s.remote)).unwrap(), theirs);
+    assert!(
+        fs::read_dir(&s.remote).unwrap().all(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".prism")),
+        "nothing was written"
+    );
 }

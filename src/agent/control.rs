@@ -21,6 +21,7 @@ use crate::journal::{
     ChangeFilter, ChangeRow, ChangeType, ConflictFilter, ConflictRow, ConflictStatus, JournalError,
     SyncRun, SyncStatus,
 };
+use crate::locks::LockExt;
 use crate::model::{RelPath, Side, Strategy};
 use crate::secrets::{self, Account, Secret};
 use crate::timefmt;
@@ -36,7 +37,7 @@ impl AgentControl {
     }
 
     fn send(&self, pair: &str, message: PairMsg) -> Result<(), ApiError> {
-        let pairs = self.agent.pairs.lock().expect("pairs");
+        let pairs = self.agent.pairs.locked();
         let handle = pairs.get(pair).ok_or_else(|| unknown_pair(pair))?;
         handle
             .inbox
@@ -46,7 +47,7 @@ impl AgentControl {
 
     /// The named pair, or every pair when `None`.
     fn selected(&self, pair: Option<&str>) -> Result<Vec<String>, ApiError> {
-        let pairs = self.agent.pairs.lock().expect("pairs");
+        let pairs = self.agent.pairs.locked();
         match pair {
             Some(name) if pairs.contains_key(name) => Ok(vec![name.to_owned()]),
             Some(name) => Err(unknown_pair(name)),
@@ -185,12 +186,12 @@ impl Control for AgentControl {
             state_dir: agent.paths.state_dir.display().to_string(),
             socket: agent.paths.socket.display().to_string(),
         };
-        let pairs = agent.pairs.lock().expect("pairs");
-        let journal = agent.journal.lock().expect("journal lock");
+        let pairs = agent.pairs.locked();
+        let journal = agent.journal.locked();
         let statuses = pairs
             .values()
             .map(|handle| {
-                let status = handle.status.lock().expect("status").clone();
+                let status = handle.status.locked().clone();
                 let last = journal
                     .recent_syncs(Some(handle.engine.pair), 1)
                     .ok()
@@ -232,7 +233,17 @@ impl Control for AgentControl {
                         PairState::Offline => wire::PairState::Offline,
                         PairState::Error => wire::PairState::Error,
                     },
-                    state_detail: status.detail.clone().unwrap_or_default(),
+                    // A run waiting for another agent's lease says so.
+                    state_detail: status
+                        .detail
+                        .clone()
+                        .or_else(|| {
+                            handle
+                                .engine
+                                .waiting_for_lease()
+                                .map(|holder| crate::agent::pair::waiting_detail(&holder))
+                        })
+                        .unwrap_or_default(),
                     last_sync: last.map(|run| wire::LastSync {
                         sync_id: run.id,
                         status: sync_state(run.status),
@@ -268,7 +279,7 @@ impl Control for AgentControl {
         let mut started = Vec::new();
         for name in names {
             let pair_id = {
-                let pairs = self.agent.pairs.lock().expect("pairs");
+                let pairs = self.agent.pairs.locked();
                 pairs
                     .get(&name)
                     .map(|h| h.engine.pair)
@@ -277,8 +288,7 @@ impl Control for AgentControl {
             let sync_id = self
                 .agent
                 .journal
-                .lock()
-                .expect("journal lock")
+                .locked()
                 .begin_sync(pair_id, "api")
                 .map_err(Self::journal_error)?;
             self.send(
@@ -296,7 +306,7 @@ impl Control for AgentControl {
     }
 
     fn sync_status(&self, sync_id: &str) -> Result<wire::SyncStatus, ApiError> {
-        let journal = self.agent.journal.lock().expect("journal lock");
+        let journal = self.agent.journal.locked();
         let run: SyncRun = journal
             .sync_run(sync_id)
             .map_err(Self::journal_error)?
@@ -336,8 +346,7 @@ impl Control for AgentControl {
         let rows = self
             .agent
             .journal
-            .lock()
-            .expect("journal lock")
+            .locked()
             .conflicts(&ConflictFilter {
                 pair: pair.map(str::to_owned),
                 include_resolved,
@@ -351,8 +360,7 @@ impl Control for AgentControl {
         let row = self
             .agent
             .journal
-            .lock()
-            .expect("journal lock")
+            .locked()
             .conflict(&req.conflict_id)
             .map_err(Self::journal_error)?
             .ok_or_else(|| {
@@ -398,8 +406,7 @@ impl Control for AgentControl {
         let rows = self
             .agent
             .journal
-            .lock()
-            .expect("journal lock")
+            .locked()
             .changes(&ChangeFilter {
                 pair: query.pair.clone(),
                 since: query.since.clone(),
@@ -448,7 +455,7 @@ impl Control for AgentControl {
             .validate()
             .map_err(|(key, message)| ApiError::bad_request(format!("{key}: {message}")))?;
         {
-            let pairs = self.agent.pairs.lock().expect("pairs");
+            let pairs = self.agent.pairs.locked();
             if pairs.contains_key(&config.name) {
                 return Err(ApiError::conflict(format!(
                     "a pair named {:?} already exists",
@@ -485,12 +492,12 @@ impl Control for AgentControl {
     }
 
     fn pair_list(&self) -> Result<Vec<wire::PairInfo>, ApiError> {
-        let pairs = self.agent.pairs.lock().expect("pairs");
+        let pairs = self.agent.pairs.locked();
         Ok(pairs.values().map(|h| pair_info(&h.config)).collect())
     }
 
     fn pair_remove(&self, name: &str) -> Result<(), ApiError> {
-        if !self.agent.pairs.lock().expect("pairs").contains_key(name) {
+        if !self.agent.pairs.locked().contains_key(name) {
             return Err(unknown_pair(name));
         }
         if let Some(file) = &self.agent.config_file {
@@ -517,7 +524,7 @@ impl Control for AgentControl {
         credentials: &wire::Credentials,
     ) -> Result<bool, ApiError> {
         let (config, engine) = {
-            let pairs = self.agent.pairs.lock().expect("pairs");
+            let pairs = self.agent.pairs.locked();
             let handle = pairs.get(pair).ok_or_else(|| unknown_pair(pair))?;
             (handle.config.clone(), handle.engine.clone())
         };

@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use crate::config::{AgentConfig, Config, PairConfig, Paths};
 use crate::engine::{EngineSettings, PairEngine, SyncRequest};
 use crate::journal::{Journal, SyncStatus};
+use crate::locks::LockExt;
 use crate::model::Scope;
 use crate::remote::{self, LocalFolder};
 use crate::tracker::ignore::IgnoreRules;
@@ -143,7 +144,7 @@ pub fn run(options: AgentOptions) -> Result<u8, AgentError> {
         .build()
         .map_err(|e| AgentError::Runtime(format!("cannot start the async runtime: {e}")))?;
     let code = runtime.block_on(serve(options.clone(), journal.clone()))?;
-    if let Err(e) = journal.lock().expect("journal lock").checkpoint() {
+    if let Err(e) = journal.locked().checkpoint() {
         tracing::warn!(error = %e, "cannot checkpoint the journal at shutdown");
     }
     Ok(code)
@@ -177,8 +178,7 @@ pub fn build_engine(
     let ignore = IgnoreRules::load(&pair.local, &pair.ignore)
         .map_err(|e| AgentError::Config(format!("pair {:?}: {e}", pair.name)))?;
     let pair_id = journal
-        .lock()
-        .expect("journal lock")
+        .locked()
         .upsert_pair(
             &pair.name,
             &pair.local.display().to_string(),
@@ -242,6 +242,14 @@ fn run_once(options: &AgentOptions, journal: Arc<Mutex<Journal>>) -> Result<u8, 
         if let Some(error) = &report.error {
             eprintln!("{}: {error}", pair.name);
         }
+        // Not synced, but not failed either: say why.
+        if let Some(holder) = &report.waiting {
+            eprintln!(
+                "{}: not synced, {}",
+                pair.name,
+                pair::waiting_detail(holder)
+            );
+        }
         // A failure outranks conflicts, which outrank success: a script
         // must not mistake a failed pair for one that merely has conflicts.
         let this = match report.status {
@@ -253,7 +261,7 @@ fn run_once(options: &AgentOptions, journal: Arc<Mutex<Journal>>) -> Result<u8, 
             code = this;
         }
     }
-    if let Err(e) = journal.lock().expect("journal lock").checkpoint() {
+    if let Err(e) = journal.locked().checkpoint() {
         tracing::warn!(error = %e, "cannot checkpoint the journal");
     }
     Ok(code)
@@ -287,10 +295,7 @@ impl Agent {
             task,
             watcher,
         };
-        self.pairs
-            .lock()
-            .expect("pairs")
-            .insert(pair.name.clone(), handle);
+        self.pairs.locked().insert(pair.name.clone(), handle);
         Ok(())
     }
 
@@ -311,7 +316,7 @@ impl Agent {
             }
         });
         if !pair.local.exists() {
-            status.lock().expect("status").watcher = format!(
+            status.locked().watcher = format!(
                 "{} does not exist yet; watching starts once it does",
                 pair.local.display()
             );
@@ -321,8 +326,7 @@ impl Agent {
             Ok(watcher) => Some(watcher),
             Err(e) => {
                 tracing::warn!(pair = %pair.name, error = %e, "cannot watch; relying on periodic scans");
-                status.lock().expect("status").watcher =
-                    format!("{e}; changes are found by periodic scans only");
+                status.locked().watcher = format!("{e}; changes are found by periodic scans only");
                 None
             }
         }
@@ -334,8 +338,7 @@ impl Agent {
         let retention = self.agent_config.trash_retention;
         let engines: Vec<Arc<PairEngine>> = self
             .pairs
-            .lock()
-            .expect("pairs")
+            .locked()
             .values()
             .map(|h| h.engine.clone())
             .collect();
@@ -356,7 +359,7 @@ impl Agent {
 
     /// Stops a pair's scheduler (after its current action) and forgets it.
     pub async fn stop_pair(&self, name: &str) -> bool {
-        let handle = self.pairs.lock().expect("pairs").remove(name);
+        let handle = self.pairs.locked().remove(name);
         match handle {
             Some(handle) => {
                 handle
@@ -420,9 +423,9 @@ async fn serve(options: AgentOptions, journal: Arc<Mutex<Journal>>) -> Result<u8
     ));
     bound.serve(control, shutdown).await;
     tracing::info!("stopping");
-    let names: Vec<String> = agent.pairs.lock().expect("pairs").keys().cloned().collect();
+    let names: Vec<String> = agent.pairs.locked().keys().cloned().collect();
     for name in &names {
-        if let Some(handle) = agent.pairs.lock().expect("pairs").get(name) {
+        if let Some(handle) = agent.pairs.locked().get(name) {
             handle
                 .engine
                 .cancel_flag()

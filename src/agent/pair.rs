@@ -10,7 +10,10 @@
 //! A run that finds the remote unreachable puts the pair in
 //! [`PairState::Offline`]: changes keep collecting, but only the back-off
 //! timer (2 s doubling to 5 min, see `engine::backoff::Offline`) or an
-//! explicit request starts the next attempt.
+//! explicit request starts the next attempt. A run that gave up waiting for
+//! another agent's lease is no failure: its batch (and its API sync id) is
+//! kept and tried again after a short jittered pause
+//! (`engine::backoff::LeaseBusy`), and status says whom it waits for.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -19,10 +22,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::engine::backoff::Offline;
+use crate::engine::backoff::{LeaseBusy, Offline};
 use crate::engine::conflicts::{ResolveError, Resolved};
 use crate::engine::{PairEngine, SyncReport, SyncRequest, dedupe_roots};
 use crate::journal::{ConflictRow, SyncStatus};
+use crate::locks::LockExt;
 use crate::model::{RelPath, Scope, Strategy};
 use crate::remote::Problem;
 use crate::tracker::ignore::IgnoreRules;
@@ -222,6 +226,7 @@ pub async fn run(
     let mut next_poll = Instant::now() + timing.remote_poll;
     let mut next_safety = Instant::now() + jittered(timing.safety_scan);
     let mut offline: Option<Offline> = None;
+    let mut busy: Option<LeaseBusy> = None;
 
     loop {
         let now = Instant::now();
@@ -229,6 +234,10 @@ pub async fn run(
         // batch it is not allowed to sync cannot make it spin. An offline
         // pair likewise holds its batch and wakes for its retry instead.
         let mut deadline = next_poll.min(next_safety);
+        let busy_held = busy.is_some_and(|b| b.retry_at > now);
+        if let Some(busy) = busy.filter(|_| !paused) {
+            deadline = deadline.min(busy.retry_at);
+        }
         if let Some(offline) = offline.filter(|_| !paused) {
             deadline = deadline.min(offline.retry_at);
         } else if !paused {
@@ -239,7 +248,7 @@ pub async fn run(
                 deadline = deadline.min(retry.max(now + Duration::from_millis(50)));
             }
         }
-        let message = if api_syncs.is_empty() {
+        let message = if api_syncs.is_empty() || busy_held {
             tokio::select! {
                 message = inbox.recv() => message,
                 _ = tokio::time::sleep_until(deadline.into()) => None,
@@ -308,14 +317,16 @@ pub async fn run(
         }
         // A paused pair syncs only when a client asks for it explicitly.
         if paused && api_syncs.is_empty() {
-            status.lock().expect("status").state = PairState::Paused;
+            status.locked().state = PairState::Paused;
             continue;
         }
         let due = pending
             .ready_at(timing.debounce)
             .is_some_and(|at| at <= now);
-        let held = offline.is_some() && !offline_due;
-        if !api_syncs.is_empty() || offline_due || (!held && due && !pending.is_empty()) {
+        let busy_due = busy.is_some_and(|b| b.retry_at <= now);
+        let held = offline.is_some() && !offline_due || busy.is_some() && !busy_due;
+        let asked = !api_syncs.is_empty() && (busy.is_none() || busy_due);
+        if asked || offline_due || busy_due || (!held && due && !pending.is_empty()) {
             let sync_id = (!api_syncs.is_empty()).then(|| api_syncs.remove(0));
             let (scope, trigger) = if sync_id.is_some() && pending.is_empty() {
                 (Scope::Full, "api")
@@ -326,21 +337,34 @@ pub async fn run(
                 pending.take()
             };
             let request = SyncRequest {
-                scope,
+                scope: scope.clone(),
                 trigger: trigger.to_owned(),
                 sync_id,
                 confirmed,
             };
-            let report = sync(&engine, &status, request, &mut offline).await;
+            let report = sync(&engine, &status, request, &mut offline, &mut busy).await;
             // A paused pair synced only because a client asked: it stays
             // paused, and status must say so rather than idle.
             if paused {
-                let mut status = status.lock().expect("status");
+                let mut status = status.locked();
                 if status.state == PairState::Idle {
                     status.state = PairState::Paused;
                 }
             }
-            if report.guard.is_none() {
+            if report.waiting.is_some() {
+                // Nothing was done: the same batch waits for the retry.
+                match scope {
+                    Scope::Full => pending.add_check(Instant::now(), trigger),
+                    Scope::Paths(paths) => pending.add_paths(paths, Instant::now()),
+                }
+                pending.trigger = Some(trigger);
+                if !report.sync_id.is_empty() {
+                    api_syncs.insert(0, report.sync_id.clone());
+                }
+            }
+            // A confirmation holds until a run gets past the guard (one
+            // that only waited for the lease has not).
+            if report.guard.is_none() && report.waiting.is_none() {
                 confirmed = false;
             }
             if !report.unsettled.is_empty() {
@@ -351,7 +375,7 @@ pub async fn run(
             show_pending(&status, &pending);
         }
     }
-    status.lock().expect("status").state = PairState::Idle;
+    status.locked().state = PairState::Idle;
 }
 
 /// The sentence status shows for an offline pair.
@@ -362,22 +386,29 @@ fn offline_detail(delay: Duration, reason: &str) -> String {
     )
 }
 
+/// The sentence status shows while a pair waits for another agent's lease.
+pub fn waiting_detail(holder: &str) -> String {
+    format!("waiting for another device: {holder}")
+}
+
 /// Publishes how many changes wait for the next sync ([`Pending::count`]).
 fn show_pending(status: &Mutex<PairStatus>, pending: &Pending) {
-    status.lock().expect("status").pending = pending.count();
+    status.locked().pending = pending.count();
 }
 
 /// Runs one sync and publishes its outcome. `offline` is the pair's
 /// back-off for an unreachable remote: a run that could not reach it
-/// extends the back-off, any other outcome clears it.
+/// extends the back-off, any other outcome clears it. `busy` is the same
+/// for a lease another agent keeps.
 async fn sync(
     engine: &Arc<PairEngine>,
     status: &Arc<Mutex<PairStatus>>,
     request: SyncRequest,
     offline: &mut Option<Offline>,
+    busy: &mut Option<LeaseBusy>,
 ) -> SyncReport {
     {
-        let mut status = status.lock().expect("status");
+        let mut status = status.locked();
         status.state = PairState::Syncing;
         status.detail = None;
     }
@@ -387,7 +418,7 @@ async fn sync(
         Ok(report) => report,
         Err(e) => {
             tracing::error!(pair = %engine.name, error = %e, "a sync crashed");
-            let mut status = status.lock().expect("status");
+            let mut status = status.locked();
             status.state = PairState::Error;
             status.detail = Some(format!("a sync crashed: {e}"));
             return SyncReport {
@@ -400,9 +431,25 @@ async fn sync(
                 offline: false,
                 unsettled: Vec::new(),
                 journal_restored: false,
+                waiting: None,
             };
         }
     };
+    if let Some(holder) = &report.waiting {
+        let next = LeaseBusy::after(*busy, Instant::now(), fastrand::f64());
+        *busy = Some(next);
+        let pause = next.retry_at.saturating_duration_since(Instant::now());
+        tracing::debug!(pair = %engine.name, %holder, pause_ms = pause.as_millis() as u64, "waiting for another agent's lease");
+        let mut status = status.locked();
+        status.state = PairState::Syncing;
+        status.detail = Some(format!(
+            "{}; trying again in {} s",
+            waiting_detail(holder),
+            pause.as_secs_f64().ceil() as u64
+        ));
+        return report;
+    }
+    *busy = None;
     // A run with nothing to do has no sync id and is not worth a log line
     // at the default level: an idle agent polls every 30 seconds.
     if report.sync_id.is_empty() {
@@ -425,7 +472,7 @@ async fn sync(
     *offline = report
         .offline
         .then(|| Offline::after(*offline, Instant::now()));
-    let mut status = status.lock().expect("status");
+    let mut status = status.locked();
     (status.state, status.detail) = match (*offline, &report.guard, &report.error) {
         (Some(offline), _, Some(error)) => {
             let detail = offline_detail(offline.delay_from(Instant::now()), error);
@@ -463,7 +510,7 @@ fn on_watch(
         WatchEvent::Rescan(None) | WatchEvent::RootGone => pending.add_unnamed(now, "watch"),
         WatchEvent::Problem(message) => {
             tracing::warn!(pair = %engine.name, %message, "watcher problem");
-            status.lock().expect("status").watcher = message;
+            status.locked().watcher = message;
             pending.add_unnamed(now, "watch");
         }
     }
@@ -475,7 +522,7 @@ fn reload_ignore(engine: &PairEngine, status: &Mutex<PairStatus>) {
         Ok(rules) => engine.set_ignore_rules(rules),
         Err(e) => {
             tracing::warn!(pair = %engine.name, error = %e, "keeping the previous ignore rules");
-            status.lock().expect("status").problems.push(Problem {
+            status.locked().problems.push(Problem {
                 path: RelPath::new(crate::tracker::ignore::PRISMIGNORE_FILE).ok(),
                 message: format!("{e}; the previous rules stay in force"),
             });

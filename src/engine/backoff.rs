@@ -2,9 +2,11 @@
 //! or one permission error is reported and retried later without stalling
 //! the rest of the pair.
 //!
-//! It also holds the pair-wide rule for an unreachable remote
+//! It also holds the pair-wide rules for an unreachable remote
 //! ([`Offline`]): the scheduler retries the whole pair after 2 s, doubling
-//! up to 5 min, until a run gets through.
+//! up to 5 min, until a run gets through; and for a remote whose lease
+//! another agent keeps ([`LeaseBusy`]): a pause of about 1 s, doubling up
+//! to 30 s.
 //!
 //! Time is passed in, never read, so the rules are testable.
 
@@ -54,6 +56,38 @@ impl Offline {
     /// The wait until the retry, as shown in status.
     pub fn delay_from(&self, now: Instant) -> Duration {
         self.retry_at.saturating_duration_since(now)
+    }
+}
+
+/// The first pause of a pair whose run gave up waiting for another
+/// agent's lease (see `engine::lease_wait`); it doubles while the same
+/// wait goes on, so an agent does not keep asking through another's hour-long
+/// upload.
+pub const BUSY_FIRST_DELAY: Duration = Duration::from_secs(1);
+/// The longest such pause.
+pub const BUSY_MAX_DELAY: Duration = Duration::from_secs(30);
+
+/// A pair waiting for another agent to release the remote's lease: not a
+/// failure, only a pause before the next try.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseBusy {
+    /// Runs in a row that gave up waiting.
+    pub waits: u32,
+    pub retry_at: Instant,
+}
+
+impl LeaseBusy {
+    /// The state after one more run gave up at `now`, following `previous`;
+    /// `jitter` in `[0, 1)` spreads the pause over 75–125 % of its length,
+    /// so two agents that keep meeting fall out of step.
+    pub fn after(previous: Option<LeaseBusy>, now: Instant, jitter: f64) -> LeaseBusy {
+        let waits = previous.map_or(1, |b| b.waits.saturating_add(1));
+        let pause = doubling(BUSY_FIRST_DELAY, BUSY_MAX_DELAY, waits)
+            .mul_f64(0.75 + jitter.clamp(0.0, 1.0) / 2.0);
+        LeaseBusy {
+            waits,
+            retry_at: now + pause,
+        }
     }
 }
 
@@ -171,6 +205,23 @@ mod tests {
             offline.delay_from(now + OFFLINE_MAX_DELAY * 2),
             Duration::ZERO
         );
+    }
+
+    #[test]
+    fn a_pair_waiting_for_a_lease_pauses_1_s_doubling_to_30_s_with_jitter() {
+        let now = Instant::now();
+        let mut busy = LeaseBusy::after(None, now, 0.5);
+        assert_eq!(busy.retry_at, now + BUSY_FIRST_DELAY);
+        let mut pauses = Vec::new();
+        for _ in 0..10 {
+            busy = LeaseBusy::after(Some(busy), now, 0.5);
+            pauses.push(busy.retry_at.duration_since(now).as_secs());
+        }
+        assert_eq!(pauses, [2, 4, 8, 16, 30, 30, 30, 30, 30, 30]);
+        let early = LeaseBusy::after(None, now, 0.0).retry_at;
+        let late = LeaseBusy::after(None, now, 0.999).retry_at;
+        assert_eq!(early, now + BUSY_FIRST_DELAY.mul_f64(0.75));
+        assert!(late > now + BUSY_FIRST_DELAY.mul_f64(1.24));
     }
 
     #[test]

@@ -24,6 +24,7 @@ use std::time::SystemTime;
 
 use crate::fsops::{self, Expect};
 use crate::journal::{BaseEdit, ChangeType, ConflictRow, ConflictStatus, NewConflict, Step};
+use crate::locks::LockExt;
 use crate::model::{
     BaseEntry, BaseTree, ContentHash, Entry, FileMeta, Mode, RelPath, Side, Strategy,
 };
@@ -84,8 +85,7 @@ pub fn settle(
                 note,
             };
             ctx.journal
-                .lock()
-                .expect("journal lock")
+                .locked()
                 .record_conflict(&new)
                 .map_err(|e| ReplicaError::Other(format!("cannot record the conflict: {e}")))
         };
@@ -210,8 +210,7 @@ fn resolve_row(
     note: Option<&str>,
 ) -> Result<(), ReplicaError> {
     ctx.journal
-        .lock()
-        .expect("journal lock")
+        .locked()
         .resolve_conflict(id, strategy, note)
         .map(|_| ())
         .map_err(|e| ReplicaError::Other(format!("cannot record the resolution: {e}")))
@@ -313,8 +312,7 @@ fn try_merge(
     };
     let stored = ctx
         .journal
-        .lock()
-        .expect("journal lock")
+        .locked()
         .blob(&base_hash)
         .map_err(|e| ReplicaError::Other(format!("journal: {e}")))?;
     let Some(base_bytes) = stored else {
@@ -550,8 +548,7 @@ impl PairEngine {
         };
         let resolved_at = self
             .journal
-            .lock()
-            .expect("journal lock")
+            .locked()
             .resolve_conflict(&row.id, strategy, Some(&note))?;
         let mut paths = vec![path.clone()];
         paths.extend(row.copy_path.clone());
@@ -576,7 +573,7 @@ impl PairEngine {
 
     fn merge_copy(&self, row: &ConflictRow, copy: &RelPath) -> Result<(), ResolveError> {
         let base = match row.base_hash {
-            Some(hash) => self.journal.lock().expect("journal lock").blob(&hash)?,
+            Some(hash) => self.journal.locked().blob(&hash)?,
             None => None,
         };
         let Some(base) = base else {

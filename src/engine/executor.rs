@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::fsops::Expect;
 use crate::journal::{BaseEdit, ChangeType, Step};
+use crate::locks::LockExt;
 use crate::model::{BaseEntry, Entry, FileMeta, Mode, RelPath, Side, SideEntry, SideTree};
 use crate::reconcile::Action;
 use crate::remote::{ReplicaError, Source, StagedWrite};
@@ -422,7 +423,7 @@ fn run_copies(
             let next = &next;
             scope.spawn(move || {
                 while !ctx.cancelled() {
-                    let job = { next.lock().expect("job queue").next() };
+                    let job = { next.locked().next() };
                     let Some((index, job)) = job else { return };
                     if done.send((index, stage_one(ctx, job))).is_err() {
                         return;

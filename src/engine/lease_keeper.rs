@@ -88,6 +88,7 @@ impl Drop for LeaseKeeper {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::locks::LockExt;
     use std::sync::Mutex;
 
     /// Counts renewals and fails from the `fail_from`th one on.
@@ -99,7 +100,7 @@ mod tests {
 
     impl Lease for CountingLease {
         fn renew(&mut self) -> Result<(), ReplicaError> {
-            let mut n = self.renewals.lock().unwrap();
+            let mut n = self.renewals.locked();
             *n += 1;
             if *n >= self.fail_from {
                 return Err(ReplicaError::Other("the lease file is gone".into()));
@@ -130,7 +131,7 @@ mod tests {
         let (lease, renewals, released) = lease(u32::MAX);
         let mut keeper = LeaseKeeper::start(Some(lease), Duration::from_millis(10));
         std::thread::sleep(Duration::from_millis(200));
-        assert!(*renewals.lock().unwrap() >= 3, "renewed in the background");
+        assert!(*renewals.locked() >= 3, "renewed in the background");
         assert!(keeper.failure().is_none());
         assert!(!released.load(Ordering::Relaxed));
         drop(keeper);
@@ -148,7 +149,7 @@ mod tests {
         }
         let error = keeper.failure().expect("the renewal's error");
         assert!(error.to_string().contains("lease file is gone"), "{error}");
-        assert_eq!(*renewals.lock().unwrap(), 2, "no renewal after the failure");
+        assert_eq!(*renewals.locked(), 2, "no renewal after the failure");
     }
 
     #[test]

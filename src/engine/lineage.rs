@@ -12,8 +12,9 @@
 //! The journal gives each pair a *lineage* (a random name for this
 //! journal's copy of the pair) and a *generation* (advanced by every
 //! transaction that changes the pair's base; see `journal/lineage.rs`).
-//! Each run, under the remote's lease, writes the journal's generation to
-//! the lineage's own record on the remote (`remote::journal_record`),
+//! Each run writes the journal's generation to the lineage's own record on
+//! the remote (`remote::journal_record`; only this journal writes it, so
+//! it needs no lease, and a poll with nothing to do takes none),
 //! always after the journal committed it, so for a journal that was never
 //! put back, the record is at most its generation. A restored journal is
 //! behind what its own lineage already recorded: that, and only that, is
@@ -43,6 +44,7 @@
 use std::sync::Mutex;
 
 use crate::journal::{Journal, Lineage, PairId};
+use crate::locks::LockExt;
 use crate::model::BaseTree;
 use crate::remote::{Problem, Replica, journal_record};
 
@@ -72,14 +74,14 @@ pub(super) const RESTORED: &str = "the journal is older than the remote (restore
 
 /// Compares the journal's lineage with the remote's record of it, starts a
 /// new lineage when the journal is behind, and brings the record up to
-/// the journal's generation. Call under the remote's lease.
+/// the journal's generation.
 pub(super) fn check(
     journal: &Mutex<Journal>,
     pair: PairId,
     remote: &dyn Replica,
     device: &str,
 ) -> Result<JournalAge, SyncError> {
-    let lineage = journal.lock().expect("journal lock").lineage(pair)?;
+    let lineage = journal.locked().lineage(pair)?;
     let on_remote = journal_record::read(remote, &lineage.id)?;
     let Some(ahead) = on_remote.filter(|&generation| generation > lineage.generation) else {
         let mut recorded = Recorded(on_remote.map(|generation| Lineage {
@@ -96,7 +98,7 @@ pub(super) fn check(
         "{RESTORED}"
     );
     let stale_base = {
-        let journal = journal.lock().expect("journal lock");
+        let journal = journal.locked();
         let stale_base = journal.load_base(pair)?;
         journal.start_new_lineage(pair)?;
         stale_base
@@ -111,7 +113,7 @@ pub(super) fn check(
 
 /// Writes the journal's generation to the remote's record when the journal
 /// moved on since the record was last written or read. Call after the
-/// journal committed, under the remote's lease.
+/// journal committed.
 pub(super) fn catch_up(
     journal: &Mutex<Journal>,
     pair: PairId,
@@ -119,7 +121,7 @@ pub(super) fn catch_up(
     device: &str,
     recorded: &mut Recorded,
 ) -> Result<(), SyncError> {
-    let now = journal.lock().expect("journal lock").lineage(pair)?;
+    let now = journal.locked().lineage(pair)?;
     if recorded.0.as_ref() == Some(&now) {
         return Ok(());
     }

@@ -15,19 +15,22 @@ pub mod conflicts;
 pub mod executor;
 pub mod guard;
 mod lease_keeper;
+pub mod lease_wait;
 mod lineage;
 pub mod progress;
 pub mod recorder;
 
 use std::collections::BTreeSet;
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::journal::{
     BaseEdit, ChangeType, Journal, JournalError, NewChange, PairId, Step, SyncCounts, SyncStatus,
 };
+use crate::locks::LockExt;
 use crate::model::{
     BaseTree, ContentHash, Entry, FileMeta, RelPath, Scope, Side, SideTree, Strategy,
 };
@@ -193,6 +196,11 @@ pub struct SyncReport {
     /// This run found the journal older than the remote (restored from a
     /// backup) and re-discovered the pair instead of trusting its base.
     pub journal_restored: bool,
+    /// Set when the run found work but another agent kept the remote's
+    /// lease for as long as the run waited: who holds it. The run did
+    /// nothing, recorded nothing and is not a failure; the scheduler runs
+    /// it again shortly (an API sync keeps its id).
+    pub waiting: Option<String>,
 }
 
 /// A failure that stops a whole run.
@@ -204,6 +212,28 @@ pub enum SyncError {
     Replica(#[from] ReplicaError),
     #[error("{0}")]
     Guard(GuardTrip),
+    /// Another agent held the lease for as long as the run waited.
+    #[error("the remote is busy: {0}")]
+    Busy(String),
+    /// The run panicked (a bug); the sentence comes from [`crash_report`].
+    /// What it finished and recorded stands; the rest is planned afresh by
+    /// the next sync.
+    #[error("{0}")]
+    Crashed(String),
+}
+
+/// What a report says about a panic caught in a run, wherever it was
+/// caught (the run's thread, the journal recorder).
+pub fn crash_report(panic: &(dyn std::any::Any + Send)) -> String {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned());
+    format!(
+        "the sync stopped on an internal error ({message}); please report it. The pair is \
+         synced again at its next change or poll"
+    )
 }
 
 /// The most plan-and-execute rounds one run makes. A round repeats only
@@ -227,6 +257,8 @@ pub struct PairEngine {
     /// every later report's problems while the agent runs, so status keeps
     /// saying why conflicts appeared.
     restored_notice: Mutex<Option<Problem>>,
+    /// While a run waits for another agent's lease: who holds it.
+    lease_holder: Mutex<Option<String>>,
 }
 
 impl PairEngine {
@@ -251,6 +283,7 @@ impl PairEngine {
             cancel: Arc::new(AtomicBool::new(false)),
             last_guard: Mutex::new(None),
             restored_notice: Mutex::new(None),
+            lease_holder: Mutex::new(None),
         }
     }
 
@@ -272,18 +305,17 @@ impl PairEngine {
     }
 
     pub fn ignore_rules(&self) -> Arc<IgnoreRules> {
-        self.ignore.lock().expect("ignore").clone()
+        self.ignore.locked().clone()
     }
 
     pub fn set_ignore_rules(&self, rules: IgnoreRules) {
-        *self.ignore.lock().expect("ignore") = Arc::new(rules);
+        *self.ignore.locked() = Arc::new(rules);
     }
 
     /// Paths failing and waiting for their retry, with their last error.
     pub fn failing_paths(&self) -> Vec<(RelPath, String)> {
         self.backoff
-            .lock()
-            .expect("backoff")
+            .locked()
             .failures()
             .map(|(p, f)| (p.clone(), f.error.clone()))
             .collect()
@@ -295,13 +327,21 @@ impl PairEngine {
         self.remote.forget_login();
     }
 
+    /// Who holds the remote's lease while a run waits for it.
+    pub fn waiting_for_lease(&self) -> Option<String> {
+        self.lease_holder.locked().clone()
+    }
+
     /// When the earliest failing path may be retried.
     pub fn next_retry(&self) -> Option<Instant> {
-        self.backoff.lock().expect("backoff").next_retry()
+        self.backoff.locked().next_retry()
     }
 
     /// Runs one sync to the end and records it in the journal. Never
-    /// panics on bad input; a run that cannot start is reported as failed.
+    /// panics on bad input; a run that cannot start is reported as failed,
+    /// and so is a run that panicked (a bug): the panic is caught here, so
+    /// the pair's scheduler carries on and the locks it held are recovered
+    /// (see `crate::locks`).
     ///
     /// A run that finds nothing to do leaves no trace in the journal
     /// unless a client asked for it (then it has a sync id already): an
@@ -318,12 +358,28 @@ impl PairEngine {
             listing_cache: None,
         };
         let looked_at = Instant::now();
-        let result = run.run(request);
+        // The run's state is a report under construction and the engine's
+        // is behind recovering locks: both are fit to report after a panic.
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| run.run(request)))
+            .unwrap_or_else(|panic| Err(SyncError::Crashed(crash_report(panic.as_ref()))));
+        // The deletions the user confirmed are carried out (or settled
+        // otherwise): the guard's window starts again from here.
+        if request.confirmed && !matches!(result, Err(SyncError::Busy(_))) {
+            let confirmed = self
+                .journal
+                .locked()
+                .confirm_deletions(self.pair, SystemTime::now());
+            if let Err(e) = confirmed {
+                tracing::warn!(pair = %self.name, error = %e, "cannot record the confirmation of deletions");
+            }
+        }
+        if let Err(SyncError::Crashed(message)) = &result {
+            tracing::error!(pair = %self.name, %message, "a sync crashed");
+        }
         if result.is_ok() {
             let failed: BTreeSet<RelPath> = run.failed.iter().map(|(p, _)| p.clone()).collect();
             self.backoff
-                .lock()
-                .expect("backoff")
+                .locked()
                 .settle(&request.scope, looked_at, &failed);
         }
         let mut report = SyncReport {
@@ -336,12 +392,21 @@ impl PairEngine {
             offline: false,
             unsettled: run.unsettled,
             journal_restored: run.journal_restored,
+            waiting: None,
         };
-        if let Some(notice) = self.restored_notice.lock().expect("notice").clone() {
+        if let Some(notice) = self.restored_notice.locked().clone() {
             report.problems.insert(0, notice);
         }
         report.counts.errors = run.failed.len() as u64;
         match result {
+            Err(SyncError::Busy(holder)) => {
+                // Nothing was done: no row, no error, and an API sync
+                // keeps its id (still in progress) for the retry.
+                report.status = SyncStatus::Interrupted;
+                report.waiting = Some(holder);
+                report.sync_id = request.sync_id.clone().unwrap_or_default();
+                return report;
+            }
             Err(SyncError::Guard(trip)) => {
                 report.status = SyncStatus::Failed;
                 report.error = Some(format!(
@@ -375,7 +440,7 @@ impl PairEngine {
         }
         // A guard that keeps tripping on every poll is recorded once.
         let repeated_guard = {
-            let mut last = self.last_guard.lock().expect("guard");
+            let mut last = self.last_guard.locked();
             let repeated = report.guard.is_some() && *last == report.guard;
             *last = report.guard.clone();
             repeated
@@ -384,7 +449,7 @@ impl PairEngine {
         if !record {
             return report;
         }
-        let journal = self.journal.lock().expect("journal lock");
+        let journal = self.journal.locked();
         let sync_id = match run.sync_id {
             Some(id) => id,
             None => match journal.begin_sync(self.pair, &request.trigger) {
@@ -413,12 +478,7 @@ impl PairEngine {
             pair: Some(self.name.clone()),
             include_resolved: false,
         };
-        Ok(self
-            .journal
-            .lock()
-            .expect("journal lock")
-            .conflicts(&filter)?
-            .len())
+        Ok(self.journal.locked().conflicts(&filter)?.len())
     }
 
     /// A run's context; its journal recorder runs on a thread in `threads`.
@@ -436,13 +496,9 @@ impl PairEngine {
         let recorder = Recorder::start(threads, move |steps| {
             local.flush()?;
             remote.flush()?;
-            journal
-                .lock()
-                .expect("journal lock")
-                .commit_batch(pair, steps)
-                .map_err(|e| {
-                    ReplicaError::Other(format!("cannot record the changes in the journal: {e}"))
-                })
+            journal.locked().commit_batch(pair, steps).map_err(|e| {
+                ReplicaError::Other(format!("cannot record the changes in the journal: {e}"))
+            })
         });
         EngineContext {
             journal: &self.journal,
@@ -487,18 +543,12 @@ struct Run<'a> {
 impl Run<'_> {
     fn run(&mut self, request: &SyncRequest) -> Result<(), SyncError> {
         let engine = self.engine;
-        let mut base_files = engine
-            .journal
-            .lock()
-            .expect("journal lock")
-            .base_counts(engine.pair)?
-            .0;
+        let mut base_files = engine.journal.locked().base_counts(engine.pair)?.0;
         self.check_root(engine.local(), Side::Local, base_files, request.confirmed)?;
         self.check_root(engine.remote(), Side::Remote, base_files, request.confirmed)?;
-        let lease = engine
-            .remote
-            .lease(&engine.settings.device, engine.settings.lease_ttl)?;
-        let mut keeper = LeaseKeeper::start(lease, engine.settings.lease_ttl / 3);
+        // The lease is taken only once there is something to write, so a
+        // poll that finds nothing to do never keeps another agent waiting.
+        let mut keeper: Option<LeaseKeeper> = None;
 
         let mut scope = request.scope.clone();
         let device = &engine.settings.device;
@@ -516,12 +566,12 @@ impl Run<'_> {
                     base_files = 0;
                     scope = Scope::Full;
                     let notice = lineage::restored_notice(&crate::timefmt::now_rfc3339());
-                    *engine.restored_notice.lock().expect("notice") = Some(notice);
+                    *engine.restored_notice.locked() = Some(notice);
                     recorded
                 }
             };
         for round in 0..MAX_ROUNDS {
-            if let Some(error) = keeper.failure() {
+            if let Some(error) = keeper.as_mut().and_then(LeaseKeeper::failure) {
                 return Err(SyncError::Replica(error));
             }
             if engine.cancel.load(Ordering::Relaxed) {
@@ -543,9 +593,10 @@ impl Run<'_> {
                 remote: &trees.remote,
                 policy: engine.policy(),
             });
-            if round == 0
-                && !request.confirmed
-                && let Some(trip) = guard::check_plan(&plan, base_files)
+            // Every round, with what earlier rounds and runs deleted: a
+            // run whose rounds each delete a little is weighed as a whole.
+            if !request.confirmed
+                && let Some(trip) = self.check_deletions(&plan)?
             {
                 return Err(SyncError::Guard(trip));
             }
@@ -553,14 +604,33 @@ impl Run<'_> {
                 self.unsettled.clear();
                 return Ok(());
             }
+            let keeper = match &mut keeper {
+                Some(keeper) => keeper,
+                None => {
+                    let acquired = self.take_lease()?;
+                    let keeper = keeper.insert(LeaseKeeper::start(
+                        acquired.lease,
+                        engine.settings.lease_ttl / 3,
+                    ));
+                    // Another agent just wrote: plan again from what it
+                    // left. RACE: without a wait, an agent may still have
+                    // written while this one listed (the listing is taken
+                    // without the lease); that is any other writer's
+                    // change to the remote, and the executor re-checks
+                    // every path against the plan before it touches it.
+                    if acquired.waited {
+                        continue;
+                    }
+                    keeper
+                }
+            };
             tracing::debug!(pair = %engine.name, round, actions = plan.actions.len(), conflicts = plan.conflicts.len(), listed_ms = listed.as_millis() as u64, planned_ms = (started.elapsed() - listed).as_millis() as u64, "executing plan");
             let sync_id = match &self.sync_id {
                 Some(id) => id.clone(),
                 None => {
                     let id = engine
                         .journal
-                        .lock()
-                        .expect("journal lock")
+                        .locked()
                         .begin_sync(engine.pair, &request.trigger)?;
                     self.sync_id = Some(id.clone());
                     id
@@ -623,6 +693,41 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// Asks the mass-deletion guard about `plan`, with the pair's recent
+    /// deletions from the journal.
+    fn check_deletions(&self, plan: &reconcile::Plan) -> Result<Option<GuardTrip>, SyncError> {
+        if guard::planned_deletions(plan) == 0 {
+            return Ok(None);
+        }
+        let engine = self.engine;
+        let journal = engine.journal.locked();
+        let base_files = journal.base_counts(engine.pair)?.0;
+        let start = guard::window_start(
+            SystemTime::now(),
+            journal.deletions_confirmed_at(engine.pair)?,
+        );
+        let recent = journal.deleted_files_since(engine.pair, start)?;
+        Ok(guard::check_plan(plan, base_files, &recent, start))
+    }
+
+    /// Takes the remote's lease, waiting a while for another agent that
+    /// holds it (status shows who, meanwhile).
+    fn take_lease(&self) -> Result<lease_wait::Acquired, SyncError> {
+        let engine = self.engine;
+        let show = |holder: Option<&str>| *engine.lease_holder.locked() = holder.map(str::to_owned);
+        lease_wait::acquire(
+            engine.remote(),
+            &engine.settings.device,
+            engine.settings.lease_ttl,
+            &engine.cancel,
+            &show,
+        )
+        .map_err(|error| match error {
+            ReplicaError::Busy(holder) => SyncError::Busy(holder),
+            other => SyncError::Replica(other),
+        })
+    }
+
     /// Refuses to sync into a missing or unmarked root that once held
     /// files; marks a fresh root.
     fn check_root(
@@ -652,7 +757,7 @@ impl Run<'_> {
     fn snapshot(&mut self, scope: &Scope) -> Result<(BaseTree, Trees), SyncError> {
         let engine = self.engine;
         let base = {
-            let journal = engine.journal.lock().expect("journal lock");
+            let journal = engine.journal.locked();
             match scope {
                 Scope::Full => journal.load_base(engine.pair)?,
                 Scope::Paths(roots) => journal.load_base_within(engine.pair, roots)?,
@@ -664,13 +769,7 @@ impl Run<'_> {
         let local = engine.local.list(scope, cache, &ignore)?;
         let remote = engine.remote.list(scope, cache, &ignore)?;
         let mut held: Vec<RelPath> = local.held.into_iter().chain(remote.held).collect();
-        held.extend(
-            engine
-                .backoff
-                .lock()
-                .expect("backoff")
-                .waiting(Instant::now()),
-        );
+        held.extend(engine.backoff.locked().waiting(Instant::now()));
         self.problems.extend(local.problems);
         self.problems.extend(remote.problems);
         let mut base = base;
@@ -698,7 +797,7 @@ impl Run<'_> {
     ) -> Option<ReplicaError> {
         let failed_paths: BTreeSet<&RelPath> = failed.iter().map(|(p, _)| p).collect();
         {
-            let mut backoff = self.engine.backoff.lock().expect("backoff");
+            let mut backoff = self.engine.backoff.locked();
             for action in actions {
                 if !failed_paths.contains(action.path()) {
                     backoff.succeed(action.path());
@@ -722,8 +821,7 @@ impl Run<'_> {
         let message = format!("{path}: {error}");
         self.engine
             .backoff
-            .lock()
-            .expect("backoff")
+            .locked()
             .fail(path, error.to_string(), Instant::now());
         self.problems.push(Problem {
             path: Some(path.clone()),

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::locks::LockExt;
 use crate::model::RelPath;
 
 /// Which way bytes flow.
@@ -55,7 +56,7 @@ impl Progress {
     pub fn start_transfer(&self, path: &RelPath, direction: Direction, total: u64) -> Transfer<'_> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let done = Arc::new(AtomicU64::new(0));
-        self.running.lock().expect("progress").insert(
+        self.running.locked().insert(
             id,
             Running {
                 path: path.clone(),
@@ -74,8 +75,7 @@ impl Progress {
     /// The transfers running now, oldest first.
     pub fn transfers(&self) -> Vec<TransferView> {
         self.running
-            .lock()
-            .expect("progress")
+            .locked()
             .values()
             .map(|r| TransferView {
                 path: r.path.clone(),
@@ -105,11 +105,7 @@ impl Transfer<'_> {
 
 impl Drop for Transfer<'_> {
     fn drop(&mut self) {
-        self.progress
-            .running
-            .lock()
-            .expect("progress")
-            .remove(&self.id);
+        self.progress.running.locked().remove(&self.id);
     }
 }
 

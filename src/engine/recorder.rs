@@ -22,6 +22,7 @@ use std::thread::Scope;
 use std::time::{Duration, Instant};
 
 use crate::journal::Step;
+use crate::locks::LockExt;
 use crate::remote::ReplicaError;
 
 /// Finished steps are recorded in batches of at most this many, or after
@@ -79,9 +80,7 @@ impl Recorder {
                         failure = match recorded {
                             Ok(Ok(())) => None,
                             Ok(Err(error)) => Some(error.to_string()),
-                            Err(_) => Some(
-                                "recording the changes in the journal failed unexpectedly".into(),
-                            ),
+                            Err(panic) => Some(crate::engine::crash_report(panic.as_ref())),
                         };
                         if failure.is_some() {
                             raise.store(true, Ordering::Relaxed);
@@ -108,7 +107,7 @@ impl Recorder {
     /// full or old enough.
     pub fn add(&self, step: Step) {
         let due = {
-            let mut pending = self.pending.lock().expect("pending steps");
+            let mut pending = self.pending.locked();
             pending.steps.push(step);
             pending.steps.len() >= BATCH_STEPS || pending.since.elapsed() >= BATCH_WINDOW
         };
@@ -139,7 +138,7 @@ impl Recorder {
 
     fn hand_over(&self) {
         let steps = {
-            let mut pending = self.pending.lock().expect("pending steps");
+            let mut pending = self.pending.locked();
             pending.since = Instant::now();
             std::mem::take(&mut pending.steps)
         };
@@ -180,17 +179,14 @@ mod tests {
             let recorder = Recorder::start(scope, |steps| {
                 // Slower than handing over: the queue must hold back.
                 std::thread::sleep(Duration::from_millis(2));
-                recorded
-                    .lock()
-                    .unwrap()
-                    .push(steps.iter().map(number).collect());
+                recorded.locked().push(steps.iter().map(number).collect());
                 Ok(())
             });
             for n in 0..(3 * BATCH_STEPS + 5) {
                 recorder.add(step(n));
             }
             recorder.finish().unwrap();
-            let batches = recorded.lock().unwrap().clone();
+            let batches = recorded.locked().clone();
             assert!(batches.iter().all(|b| b.len() <= BATCH_STEPS));
             let all: Vec<usize> = batches.into_iter().flatten().collect();
             assert_eq!(all, (0..(3 * BATCH_STEPS + 5)).collect::<Vec<_>>());
@@ -204,7 +200,7 @@ mod tests {
         let calls = Mutex::new(0);
         std::thread::scope(|scope| {
             let recorder = Recorder::start(scope, |_| {
-                let mut calls = calls.lock().unwrap();
+                let mut calls = calls.locked();
                 *calls += 1;
                 if *calls == 1 {
                     Err(ReplicaError::Other("the disk is full".into()))
@@ -218,11 +214,7 @@ mod tests {
             let error = recorder.finish().unwrap_err();
             assert!(error.to_string().contains("the disk is full"), "{error}");
             assert!(recorder.has_failed());
-            assert_eq!(
-                *calls.lock().unwrap(),
-                1,
-                "nothing recorded after the failure"
-            );
+            assert_eq!(*calls.locked(), 1, "nothing recorded after the failure");
         });
     }
 
@@ -232,7 +224,11 @@ mod tests {
             let recorder = Recorder::start(scope, |_| panic!("a bug"));
             recorder.add(step(0));
             let error = recorder.finish().unwrap_err();
-            assert!(error.to_string().contains("unexpectedly"), "{error}");
+            let error = error.to_string();
+            assert!(
+                error.contains("internal error") && error.contains("a bug"),
+                "the failure says what happened: {error}"
+            );
             assert!(recorder.has_failed());
         });
     }

@@ -103,6 +103,7 @@ mod whole_file_system {
     use std::sync::{Mutex, OnceLock};
 
     use super::{MAX_UNWRITTEN, each_path, open_to_flush};
+    use crate::locks::LockExt;
 
     /// Flushes `files` and `folders` with one `syncfs` per file system
     /// they are on, or returns None when that way is not safe or not cheap
@@ -226,11 +227,7 @@ mod whole_file_system {
     pub(super) fn commits_with_syncfs(device: u64, handle: &File) -> bool {
         static KNOWN: OnceLock<Mutex<HashMap<u64, bool>>> = OnceLock::new();
         let known = KNOWN.get_or_init(|| Mutex::new(HashMap::new()));
-        let cached = known
-            .lock()
-            .expect("file system kinds")
-            .get(&device)
-            .copied();
+        let cached = known.locked().get(&device).copied();
         let mounted_as_known = cached.unwrap_or_else(|| {
             let answer = std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|mountinfo| {
                 matches!(
@@ -238,10 +235,7 @@ mod whole_file_system {
                     Some("ext4" | "xfs")
                 )
             });
-            known
-                .lock()
-                .expect("file system kinds")
-                .insert(device, answer);
+            known.locked().insert(device, answer);
             answer
         });
         mounted_as_known && has_known_magic(handle)

@@ -142,6 +142,7 @@ impl Journal {
                 }
                 for change in &step.changes {
                     changes::insert(&tx, pair, &now, change)?;
+                    crate::faults::recording(&change.path);
                 }
                 for (hash, data) in &step.blobs {
                     if ContentHash::of_bytes(data) != *hash {

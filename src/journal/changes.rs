@@ -9,6 +9,8 @@
 //! megabytes; should that ever matter, pruning will be a new, explicit,
 //! documented migration rather than a quiet delete.
 
+use std::time::SystemTime;
+
 use rusqlite::types::Value;
 use rusqlite::{Connection, params, params_from_iter};
 
@@ -86,6 +88,14 @@ pub struct ChangeRow {
     pub size: Option<u64>,
 }
 
+/// Files a pair's syncs deleted in one recorded batch, on either side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeletedFiles {
+    /// When the batch was recorded.
+    pub at: SystemTime,
+    pub files: u64,
+}
+
 /// Which changes [`Journal::changes`] returns. Every field narrows; the
 /// default is the whole log.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -131,6 +141,37 @@ impl Journal {
             }
             changes.reverse();
             Ok(changes)
+        })
+    }
+}
+
+impl Journal {
+    /// The files the syncs of `pair` deleted (on either side) at or after
+    /// `since`, per recorded batch, oldest first: what the mass-deletion
+    /// guard weighs besides the plan in front of it. Folders are not
+    /// counted; their files are, one by one.
+    pub fn deleted_files_since(
+        &self,
+        pair: PairId,
+        since: SystemTime,
+    ) -> Result<Vec<DeletedFiles>, JournalError> {
+        during("count recent deletions", || {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT at, count(*) AS files FROM changes \
+                 WHERE at >= ?2 AND pair_id = ?1 AND type = 'deleted' AND kind = 'file' \
+                 GROUP BY at ORDER BY at",
+            )?;
+            let mut rows = stmt.query(params![pair.0, timefmt::rfc3339(since)])?;
+            let mut batches = Vec::new();
+            while let Some(row) = rows.next()? {
+                let row = RowReader::new(row, "changes", &["at"]);
+                let at: String = row.get("at")?;
+                batches.push(DeletedFiles {
+                    at: timefmt::parse(&at).ok_or_else(|| row.corrupt("at is not a timestamp"))?,
+                    files: row.get::<i64>("files")?.max(0) as u64,
+                });
+            }
+            Ok(batches)
         })
     }
 }

@@ -36,7 +36,7 @@ use rusqlite::Connection;
 use crate::model::{ContentHash, RelPath};
 
 pub use base::{BaseEdit, Step};
-pub use changes::{ChangeFilter, ChangeRow, ChangeType, NewChange};
+pub use changes::{ChangeFilter, ChangeRow, ChangeType, DeletedFiles, NewChange};
 pub use conflicts::{ConflictFilter, ConflictRow, ConflictStatus, NewConflict};
 pub use lineage::Lineage;
 pub use pairs::{PairId, PairRow};

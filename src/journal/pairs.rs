@@ -5,6 +5,8 @@
 //! still audit; only its base is forgotten. Adding a pair with the same name
 //! again revives that row, so its history reads as one story.
 
+use std::time::SystemTime;
+
 use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::rows::RowReader;
@@ -134,6 +136,38 @@ impl Journal {
                 .execute(params![id, now])?;
             tx.commit()?;
             Ok(true)
+        })
+    }
+
+    /// When the user last let the held deletions of `pair` go ahead, if
+    /// ever; the mass-deletion guard weighs only deletions after it.
+    pub fn deletions_confirmed_at(&self, pair: PairId) -> Result<Option<SystemTime>, JournalError> {
+        during("read when deletions were confirmed", || {
+            let text: Option<String> = self
+                .conn
+                .prepare_cached("SELECT deletions_confirmed_at FROM pairs WHERE id = ?1")?
+                .query_row([pair.0], |row| row.get(0))
+                .optional()?
+                .flatten();
+            text.map(|text| {
+                timefmt::parse(&text).ok_or_else(|| JournalError::CorruptRow {
+                    table: "pairs",
+                    row: format!("id = {}", pair.0),
+                    problem: format!("deletions_confirmed_at {text:?} is not a timestamp"),
+                })
+            })
+            .transpose()
+        })
+    }
+
+    /// Records that the user let the held deletions of `pair` go ahead
+    /// and a sync carried them out, finishing at `at`.
+    pub fn confirm_deletions(&self, pair: PairId, at: SystemTime) -> Result<(), JournalError> {
+        during("record confirmed deletions", || {
+            self.conn
+                .prepare_cached("UPDATE pairs SET deletions_confirmed_at = ?2 WHERE id = ?1")?
+                .execute(params![pair.0, timefmt::rfc3339(at)])?;
+            Ok(())
         })
     }
 

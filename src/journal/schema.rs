@@ -18,7 +18,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 use super::{BUSY_TIMEOUT, JournalError, SqliteError};
 
 /// Every migration, oldest first.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// Version 1: pairs, base, changes, syncs, conflicts, blobs, counters.
 const V1: &str = "
@@ -153,6 +153,12 @@ UPDATE pairs SET lineage = lower(hex(randomblob(16)));
 /// without changing either.
 const V3: &str = "
 ALTER TABLE base ADD COLUMN mode INTEGER CHECK (mode IS NULL OR (mode >= 0 AND mode <= 511));
+";
+
+/// Version 4: when the user last confirmed a pair's held deletions, so
+/// the mass-deletion guard's window starts there, also after a restart.
+const V4: &str = "
+ALTER TABLE pairs ADD COLUMN deletions_confirmed_at TEXT;
 ";
 
 /// Per-connection settings. WAL lets `sqlite3` read while the agent writes;

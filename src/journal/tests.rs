@@ -1222,3 +1222,55 @@ fn a_version_1_journal_keeps_its_base_and_learns_modes() {
         .unwrap_err();
     assert!(err.to_string().contains("CHECK"), "{err}");
 }
+
+#[test]
+fn recent_file_deletions_are_counted_and_survive_a_restart() {
+    let (_dir, path, journal) = temp_journal();
+    let pair = journal.upsert_pair("p", "/l", "file:///r").unwrap();
+    let other = journal.upsert_pair("q", "/l2", "file:///r2").unwrap();
+    let before = std::time::SystemTime::now() - std::time::Duration::from_secs(1);
+    let deleted = |path: &str, is_dir: bool| Step {
+        base: Vec::new(),
+        changes: vec![NewChange {
+            is_dir,
+            ..change(ChangeType::Deleted, path, "laptop")
+        }],
+        blobs: Vec::new(),
+    };
+    let created = Step {
+        base: Vec::new(),
+        changes: vec![change(ChangeType::Created, "new.md", "laptop")],
+        blobs: Vec::new(),
+    };
+    journal
+        .commit_batch(pair, &[deleted("a", false), deleted("b", false), created])
+        .unwrap();
+    journal
+        .commit_batch(pair, &[deleted("dir", true), deleted("dir/c", false)])
+        .unwrap();
+    journal.commit_batch(other, &[deleted("x", false)]).unwrap();
+    drop(journal);
+
+    let journal = Journal::open(&path).unwrap();
+    let batches = journal.deleted_files_since(pair, before).unwrap();
+    // Batches recorded within the same millisecond share a row.
+    let files: u64 = batches.iter().map(|b| b.files).sum();
+    assert_eq!(files, 3, "folders and other pairs are not counted");
+    assert!(batches.iter().all(|b| b.at >= before));
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(1);
+    assert!(journal.deleted_files_since(pair, later).unwrap().is_empty());
+}
+
+#[test]
+fn a_confirmation_of_deletions_is_kept_per_pair() {
+    let (_dir, path, journal) = temp_journal();
+    let pair = journal.upsert_pair("p", "/l", "file:///r").unwrap();
+    let other = journal.upsert_pair("q", "/l2", "file:///r2").unwrap();
+    assert_eq!(journal.deletions_confirmed_at(pair).unwrap(), None);
+    let at = crate::timefmt::parse("2025-02-09T16:00:00.123Z").unwrap();
+    journal.confirm_deletions(pair, at).unwrap();
+    drop(journal);
+    let journal = Journal::open(&path).unwrap();
+    assert_eq!(journal.deletions_confirmed_at(pair).unwrap(), Some(at));
+    assert_eq!(journal.deletions_confirmed_at(other).unwrap(), None);
+}

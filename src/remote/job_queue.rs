@@ -5,6 +5,8 @@
 
 use std::sync::{Condvar, Mutex, MutexGuard};
 
+use crate::locks::{CondvarExt, LockExt};
+
 /// What stops a walk early, gathered from the jobs that reported it.
 pub trait Stop: Default {
     fn stops(&self) -> bool;
@@ -42,7 +44,7 @@ impl<J, S: Stop> JobQueue<J, S> {
     }
 
     fn lock(&self) -> MutexGuard<'_, State<J, S>> {
-        self.state.lock().expect("walk queue")
+        self.state.locked()
     }
 
     /// Adds the first jobs, before the workers start.
@@ -66,7 +68,7 @@ impl<J, S: Stop> JobQueue<J, S> {
             if state.busy == 0 {
                 return None;
             }
-            state = self.more.wait(state).expect("walk queue");
+            state = self.more.wait_locked(state);
         }
     }
 
@@ -101,7 +103,7 @@ mod tests {
             for _ in 0..3 {
                 scope.spawn(|| {
                     while let Some(n) = queue.next() {
-                        ran.lock().unwrap().push(n);
+                        ran.locked().push(n);
                         let more = if n > 0 { vec![n - 1] } else { Vec::new() };
                         queue.finish(more, |_| {});
                     }

@@ -40,8 +40,12 @@ pub fn check_stale(record: &str) -> Result<(), ReplicaError> {
         return Ok(());
     }
     let who = record.split_whitespace().nth(1).unwrap_or("another agent");
+    // The record comes from the remote: an absurd expiry is shown as is.
+    let until = UNIX_EPOCH
+        .checked_add(Duration::from_secs(expires))
+        .map_or_else(|| expires.to_string(), crate::timefmt::rfc3339);
     Err(ReplicaError::Busy(format!(
-        "{who} is writing to it (lease until {expires}); retrying shortly"
+        "{who} is writing to the remote (its lease runs until {until} at the latest)"
     )))
 }
 

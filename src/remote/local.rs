@@ -23,6 +23,7 @@ use super::{
     lease,
 };
 use crate::fsops::{self, Expect, StatKind, Trash};
+use crate::locks::LockExt;
 use crate::model::{
     BaseEntry, BaseTree, ContentHash, Entry, FileMeta, Mode, RelPath, Scope, Side, SideEntry,
 };
@@ -106,10 +107,7 @@ impl LocalFolder {
     /// Notes that the entries of `path`'s folder changed.
     fn touched(&self, path: &Path) {
         if let Some(parent) = path.parent() {
-            self.dirty
-                .lock()
-                .expect("dirty folders")
-                .insert(parent.to_path_buf());
+            self.dirty.locked().insert(parent.to_path_buf());
         }
     }
 
@@ -131,7 +129,7 @@ impl LocalFolder {
         pending: &mut Option<(PathBuf, io::Error)>,
         files: &[&Path],
     ) -> Vec<(usize, io::Error)> {
-        let folders = std::mem::take(&mut *self.dirty.lock().expect("dirty folders"));
+        let folders = std::mem::take(&mut *self.dirty.locked());
         let folders: Vec<&Path> = folders.iter().map(PathBuf::as_path).collect();
         let mut failed_files = Vec::new();
         for (index, error) in fsops::flush_all(files, &folders) {
@@ -599,7 +597,7 @@ impl Replica for LocalFolder {
 
     fn sync_staged(&self, staged: &[&StagedWrite]) -> Result<(), ReplicaError> {
         let temps: Vec<&Path> = staged.iter().map(|s| s.temp.as_path()).collect();
-        let mut pending = self.flushing.lock().expect("folder flush");
+        let mut pending = self.flushing.locked();
         // A folder that could not be flushed is reported by the next
         // `flush`, before the journal records anything; it does not keep
         // these files, which are on disk, from being renamed in.
@@ -741,7 +739,7 @@ impl Replica for LocalFolder {
     }
 
     fn flush(&self) -> Result<(), ReplicaError> {
-        let mut pending = self.flushing.lock().expect("folder flush");
+        let mut pending = self.flushing.locked();
         self.flush_with_folders(&mut pending, &[]);
         match pending.take() {
             None => Ok(()),
@@ -940,11 +938,11 @@ mod tests {
         // The folder was made for the file (none was planned): it is
         // touched, and flushed with the staged file.
         let folder = dir.path().to_path_buf();
-        assert!(remote.dirty.lock().unwrap().contains(&folder));
+        assert!(remote.dirty.locked().contains(&folder));
         remote.sync_staged(&[&staged]).unwrap();
-        assert!(remote.dirty.lock().unwrap().is_empty());
+        assert!(remote.dirty.locked().is_empty());
         remote.commit_staged(&staged, &Expect::Absent).unwrap();
-        assert!(remote.dirty.lock().unwrap().contains(&dir.path().join("a")));
+        assert!(remote.dirty.locked().contains(&dir.path().join("a")));
         remote.flush().unwrap();
 
         // A folder that cannot be flushed (here: a name too long to open)
@@ -952,7 +950,7 @@ mod tests {
         // reports it, once: a second fsync after a failed one would
         // succeed without proving anything.
         let bad = dir.path().join("x".repeat(300));
-        remote.dirty.lock().unwrap().insert(bad.clone());
+        remote.dirty.locked().insert(bad.clone());
         let staged = remote
             .stage(
                 &rel("two.txt"),
@@ -1272,7 +1270,7 @@ mod tests {
             self.inner.list(s, c, i)
         }
         fn open(&self, path: &RelPath) -> Result<Box<dyn Read + Send + '_>, ReplicaError> {
-            let mut breaks = self.breaks.lock().unwrap();
+            let mut breaks = self.breaks.locked();
             let left = (*breaks > 0).then_some(self.break_after);
             *breaks = breaks.saturating_sub(1);
             Ok(Box::new(Breaking {
@@ -1286,10 +1284,10 @@ mod tests {
             offset: u64,
             _: &FileMeta,
         ) -> Result<super::super::Opened<'_>, ReplicaError> {
-            self.opened_at.lock().unwrap().push(offset);
+            self.opened_at.locked().push(offset);
             let mut file = fs::File::open(path.to_fs(self.inner.root())).unwrap();
             file.seek(SeekFrom::Start(offset)).unwrap();
-            let mut breaks = self.breaks.lock().unwrap();
+            let mut breaks = self.breaks.locked();
             let left = (*breaks > 0).then_some(self.break_after);
             *breaks = breaks.saturating_sub(1);
             Ok((
@@ -1345,13 +1343,13 @@ mod tests {
         download(&local, &source).unwrap();
         assert!(fs::read(dir.path().join("local/big.bin")).unwrap() == v1);
         assert_eq!(source.fetched(), v1.len() as u64, "no byte was read twice");
-        assert_eq!(*flaky.opened_at.lock().unwrap(), [0, 200_000]);
+        assert_eq!(*flaky.opened_at.locked(), [0, 200_000]);
 
         // More breaks than reconnects: the attempt fails as offline and
         // keeps what arrived; the next attempt continues from there.
         fs::remove_file(dir.path().join("local/big.bin")).unwrap();
-        flaky.opened_at.lock().unwrap().clear();
-        *flaky.breaks.lock().unwrap() = 3;
+        flaky.opened_at.locked().clear();
+        *flaky.breaks.locked() = 3;
         let source =
             Source::new(&flaky, &path, meta_of(&v1), &|_| {}).with_reconnect_pauses(&pauses);
         let error = download(&local, &source).unwrap_err();
@@ -1363,10 +1361,7 @@ mod tests {
         download(&local, &source).unwrap();
         assert!(fs::read(dir.path().join("local/big.bin")).unwrap() == v1);
         assert_eq!(source.fetched(), v1.len() as u64 - 600_000);
-        assert_eq!(
-            *flaky.opened_at.lock().unwrap(),
-            [0, 200_000, 400_000, 600_000]
-        );
+        assert_eq!(*flaky.opened_at.locked(), [0, 200_000, 400_000, 600_000]);
     }
 
     #[test]

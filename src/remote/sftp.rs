@@ -44,6 +44,7 @@ use ssh2::{Session, Sftp};
 use super::Opened;
 use super::{Capabilities, Lease, Listing, Problem, Replica, ReplicaError, RootState, StagedWrite};
 use crate::fsops::Expect;
+use crate::locks::LockExt;
 use crate::model::{BaseTree, ContentHash, Entry, FileMeta, Mode, RelPath, Scope, SideEntry};
 use crate::secrets::{self, Account};
 use crate::timefmt;
@@ -1386,8 +1387,7 @@ impl Replica for SftpReplica {
             });
         }
         s.staged_mtimes
-            .lock()
-            .expect("staged mtimes")
+            .locked()
             .insert(temp.clone(), (mtime_ns, mode));
         Ok(StagedWrite {
             path: path.clone(),
@@ -1416,12 +1416,7 @@ impl Replica for SftpReplica {
                 s.trash_put(&conn, &target, &path)
                     .map_err(|e| ReplicaError::io("move to the trash", &path, e))?;
             }
-            let mtime_ns = s
-                .staged_mtimes
-                .lock()
-                .expect("staged mtimes")
-                .get(&staged.temp)
-                .copied();
+            let mtime_ns = s.staged_mtimes.locked().get(&staged.temp).copied();
             if let Some((mtime_ns, mode)) = mtime_ns {
                 let secs = mtime_ns.div_euclid(1_000_000_000).max(0) as u64;
                 let stat = FileStat {
@@ -1466,20 +1461,14 @@ impl Replica for SftpReplica {
         // On failure the caller discards the staged file (which forgets its
         // mtime too).
         if result.is_ok() {
-            s.staged_mtimes
-                .lock()
-                .expect("staged mtimes")
-                .remove(&staged.temp);
+            s.staged_mtimes.locked().remove(&staged.temp);
         }
         result
     }
 
     fn discard(&self, staged: StagedWrite) {
         let s = &self.shared;
-        s.staged_mtimes
-            .lock()
-            .expect("staged mtimes")
-            .remove(&staged.temp);
+        s.staged_mtimes.locked().remove(&staged.temp);
         if let Ok(conn) = s.conn() {
             let _ = conn.sftp.unlink(&staged.temp);
         }

@@ -90,6 +90,7 @@ use super::job_queue::{JobQueue, Stop};
 use super::{Capabilities, Lease, Listing, Problem, Replica, ReplicaError, RootState, StagedWrite};
 use crate::config::is_loopback_host;
 use crate::fsops::Expect;
+use crate::locks::LockExt;
 use crate::model::{BaseTree, ContentHash, Entry, FileMeta, Mode, RelPath, Scope, SideEntry};
 use crate::secrets::{self, Account, Kind, Secret};
 use crate::timefmt;
@@ -420,7 +421,7 @@ impl Shared {
 
     /// The client, built on first use.
     fn conn(&self) -> Result<Conn, WebdavError> {
-        let mut slot = self.conn.lock().expect("webdav client");
+        let mut slot = self.conn.locked();
         if let Some(conn) = slot.as_ref() {
             return Ok(conn.clone());
         }
@@ -540,7 +541,7 @@ impl Shared {
             // login drops it, so the next request looks the password up
             // again and one stored meanwhile (`prism-syncctl password set`,
             // credentials in a sync request) is used without a restart.
-            *self.conn.lock().expect("webdav client") = None;
+            *self.conn.locked() = None;
         }
         Err(match status {
             401 => WebdavError::Unauthorized {
@@ -594,8 +595,7 @@ impl Shared {
 
     fn conn_has_password(&self) -> bool {
         self.conn
-            .lock()
-            .expect("webdav client")
+            .locked()
             .as_ref()
             .is_some_and(|c| c.password.is_some())
     }
@@ -963,7 +963,7 @@ impl Shared {
             (Some(stat), expect) if stat.matches(expect) => {
                 // Weak comparison (RFC 9110): tags that differ even in
                 // their opaque part are different versions, weak or not.
-                let known = self.etags.lock().expect("etags").get(rel.as_str()).cloned();
+                let known = self.etags.locked().get(rel.as_str()).cloned();
                 if let (Some(known), Some(now)) = (known, stat.etag.as_deref())
                     && !stat.collection
                     && opaque(&known) != opaque(now)
@@ -977,7 +977,7 @@ impl Shared {
     }
 
     fn remember(&self, rel: &str, stat: &RemoteStat) {
-        let mut etags = self.etags.lock().expect("etags");
+        let mut etags = self.etags.locked();
         match &stat.etag {
             Some(etag) if !stat.collection => {
                 etags.insert(rel.to_owned(), etag.to_owned());
@@ -989,7 +989,7 @@ impl Shared {
     }
 
     fn forget(&self, rel: &str) {
-        self.etags.lock().expect("etags").remove(rel);
+        self.etags.locked().remove(rel);
     }
 
     /// MKCOL of `rel` and its missing parents.
@@ -1855,7 +1855,7 @@ fn insert_file(out: &mut Listing, rel: RelPath, stat: &RemoteStat, hash: Content
 impl Replica for WebdavReplica {
     fn forget_login(&self) {
         // The client carries the password it was built with.
-        *self.shared.conn.lock().expect("webdav client") = None;
+        *self.shared.conn.locked() = None;
     }
 
     fn describe(&self) -> String {
@@ -2033,7 +2033,7 @@ impl Replica for WebdavReplica {
     ) -> Result<Opened<'_>, ReplicaError> {
         let s = &self.shared;
         let conn = s.conn().map_err(|e| e.into_replica("read", path))?;
-        let listed_etag = s.etags.lock().expect("etags").get(path.as_str()).cloned();
+        let listed_etag = s.etags.locked().get(path.as_str()).cloned();
         let mtime_secs = expected.mtime_ns.div_euclid(1_000_000_000);
         let mut builder = s
             .request(&conn, "GET", s.url(path.as_str(), false))

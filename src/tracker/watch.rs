@@ -34,12 +34,13 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
 use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::locks::LockExt;
 use crate::model::RelPath;
 use crate::tracker::ignore::IgnoreRules;
 
@@ -99,7 +100,7 @@ impl WatchHealth {
 
 impl Watcher {
     pub fn health(&self) -> WatchHealth {
-        lock(&self.health).clone()
+        self.health.locked().clone()
     }
 }
 
@@ -141,7 +142,7 @@ pub fn watch(
     };
 
     {
-        let mut watcher = lock(&notify);
+        let mut watcher = notify.locked();
         let subfolders = watch_folder(&mut watcher, &pump.root, ROOT_MODE)
             .map_err(|err| watch_error(&pump.root, err))?;
         pump.watch_subtrees(&mut watcher, subfolders)?;
@@ -290,8 +291,8 @@ impl Pump {
         let Some(notify) = self.notify.upgrade() else {
             return;
         };
-        let mut watcher = lock(&notify);
-        let was_limited = lock(&self.health).limit_reached;
+        let mut watcher = notify.locked();
+        let was_limited = self.health.locked().limit_reached;
         if let Err(err) = self.watch_subtrees(&mut watcher, vec![path.to_path_buf()])
             && !was_limited
         {
@@ -318,7 +319,7 @@ impl Pump {
                 Err(err) if is_gone(&err) => {}
                 Err(err) => {
                     let mapped = watch_error(&self.root, err);
-                    let mut health = lock(&self.health);
+                    let mut health = self.health.locked();
                     health.unwatched_folders += 1;
                     if let WatchError::TooManyWatches { .. } = mapped {
                         health.limit_reached = true;
@@ -410,12 +411,6 @@ fn watch_error(root: &Path, err: notify::Error) -> WatchError {
             reason: err.to_string(),
         },
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding the lock leaves plain data (a watcher handle, a
-    // counter) that is still usable.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(all(test, unix))]

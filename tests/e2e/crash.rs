@@ -120,3 +120,83 @@ fn kill_9_during_a_large_sync_loses_nothing_and_the_restart_converges() {
     assert_eq!(status["status"], "interrupted", "{status:#}");
     assert_eq!(device.sql("PRAGMA integrity_check;").trim(), "ok");
 }
+
+/// A sync that panics while it holds the journal lock (a bug, injected with
+/// the `PRISM_SYNC_TEST_PANIC_RECORDING` test hook, inside the journal's
+/// transaction) fails that one run, says so, and nothing else: the other
+/// pair keeps syncing, the control socket keeps answering, and the pair
+/// that crashed keeps being scheduled and converges.
+#[test]
+fn a_sync_that_panics_holding_the_journal_fails_alone() {
+    let sandbox = Sandbox::new();
+    let remote_p = sandbox.remote("remote-p");
+    let remote_q = sandbox.remote("remote-q");
+    let device = sandbox.device_with("laptop", &remote_p, Settings::fast_poll());
+    let local_q = sandbox.path("laptop").join("local-q");
+    std::fs::create_dir_all(&local_q).unwrap();
+    let mut config = std::fs::read_to_string(&device.config).unwrap();
+    config.push_str(&format!(
+        "[[pair]]\nname = \"q\"\nlocal = \"{}\"\nremote = \"file://{}\"\n",
+        local_q.display(),
+        remote_q.display()
+    ));
+    std::fs::write(&device.config, config).unwrap();
+    let _agent = device.start_with_env(&[("PRISM_SYNC_TEST_PANIC_RECORDING", "boom.txt")]);
+    let pair_status = |name: &str| {
+        device.ctl_json(&["status"])["pairs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+
+    write(&device.local, "boom.txt", "recorded by a crashing sync\n");
+    // The status shows it until the next poll; the journal keeps it.
+    let rows = wait_until(PATIENCE, "the crashed run is recorded", || {
+        let rows = device.sql(
+            "SELECT s.status, s.error FROM syncs s JOIN pairs p ON p.id = s.pair_id \
+             WHERE p.name = 'p' AND s.error LIKE '%internal error%';",
+        );
+        if rows.is_empty() {
+            Err(device.log_text())
+        } else {
+            Ok(rows)
+        }
+    });
+    assert!(
+        rows.starts_with("failed|") && rows.contains("injected panic while recording boom.txt"),
+        "the crashed run is recorded as failed, with why: {rows:?}"
+    );
+
+    // The journal lock the panic held is usable: the other pair syncs.
+    write(&local_q, "after.txt", "pair q carries on\n");
+    wait_for_content(&remote_q.join("after.txt"), "pair q carries on\n");
+    // And the pair that crashed keeps being scheduled.
+    write(&device.local, "later.txt", "pair p carries on\n");
+    wait_for_content(&remote_p.join("later.txt"), "pair p carries on\n");
+    let converged = device.wait_converged();
+    assert!(converged.contains_key("boom.txt"), "{}", show(&converged));
+    wait_until(PATIENCE, "both pairs are idle", || {
+        let (p, q) = (pair_status(PAIR), pair_status("q"));
+        if p["state"] == "idle" && q["state"] == "idle" {
+            Ok(())
+        } else {
+            Err(format!("{p:#}\n{q:#}"))
+        }
+    });
+    // The crashed batch was rolled back; the next full sync finds both
+    // sides agreeing and records the file.
+    wait_until(PATIENCE, "a later sync records boom.txt", || {
+        let recorded = device.sql(
+            "SELECT count(*) FROM base b JOIN pairs p ON p.id = b.pair_id \
+             WHERE p.name = 'p' AND b.path = 'boom.txt';",
+        );
+        if recorded.trim() == "1" {
+            Ok(())
+        } else {
+            Err(device.log_text())
+        }
+    });
+}

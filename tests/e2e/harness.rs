@@ -185,6 +185,12 @@ impl Device {
 
     /// Starts the daemon and waits until it answers `status`.
     pub fn start(&self) -> Agent {
+        self.start_with_env(&[])
+    }
+
+    /// Starts the daemon with extra environment variables (a test hook)
+    /// and waits until it answers `status`.
+    pub fn start_with_env(&self, env: &[(&str, &str)]) -> Agent {
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -192,6 +198,7 @@ impl Device {
             .expect("open the agent log");
         let child = self
             .syncd()
+            .envs(env.iter().copied())
             .stdout(log.try_clone().expect("clone the log handle"))
             .stderr(log)
             .spawn()

@@ -7,6 +7,10 @@
 //! test under a prefix of its own. A missing server fails the tests with
 //! a message saying what to install.
 
+// Tests take locks with `lock().unwrap()`: a lock poisoned in a test is a
+// failed test. The agent's own rule (`prism_sync::locks`) does not apply.
+#![allow(clippy::disallowed_methods)]
+
 #[path = "../support/moto.rs"]
 mod moto;
 #[path = "../support/ports.rs"]

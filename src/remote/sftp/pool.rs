@@ -15,6 +15,8 @@ use std::ops::Deref;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::thread::{self, ThreadId};
 
+use crate::locks::{CondvarExt, LockExt};
+
 /// A bounded set of reusable connections of type `T`.
 pub struct Pool<T> {
     state: Mutex<State<T>>,
@@ -129,7 +131,7 @@ impl<T: Health> Pool<T> {
                     }
                 }
             }
-            state = self.changed.wait(state).expect("connection pool");
+            state = self.changed.wait_locked(state);
         }
     }
 
@@ -180,7 +182,7 @@ impl<T: Health> Pool<T> {
     }
 
     fn lock(&self) -> MutexGuard<'_, State<T>> {
-        self.state.lock().expect("connection pool")
+        self.state.locked()
     }
 
     #[cfg(test)]
