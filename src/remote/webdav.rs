@@ -1814,6 +1814,15 @@ fn child_path(parent: Option<&RelPath>, name: String, found: &mut Found) -> Opti
         Some(parent) => parent.join(&name),
         None => RelPath::from_name(&name),
     };
+    if let Ok(rel) = &rel
+        && rel.too_deep()
+    {
+        // A server that serves ever-deeper folders (or one huge answer
+        // nesting them) meets this bound instead of being walked on.
+        found.out.held.push(rel.clone());
+        found.note(Some(rel.clone()), rel.too_deep_message());
+        return None;
+    }
     if rel.is_err() {
         found.note(
             None,

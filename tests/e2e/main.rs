@@ -10,5 +10,6 @@ mod devices;
 mod guard;
 mod harness;
 mod lifecycle;
+mod links_and_depth;
 mod propagation;
 mod socket;
