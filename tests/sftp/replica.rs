@@ -298,7 +298,7 @@ fn a_changed_host_key_is_refused_loudly_and_nothing_is_written() {
 }
 
 #[test]
-fn hostile_names_and_symlinks_on_the_server_are_skipped_with_a_note_never_followed() {
+fn hostile_names_are_skipped_and_symlinks_on_the_server_held_with_a_problem_never_followed() {
     let server = Sshd::start();
     let served = server.served().join("root");
     let remote = replica(&server, "root");
@@ -327,16 +327,17 @@ fn hostile_names_and_symlinks_on_the_server_are_skipped_with_a_note_never_follow
         .map(|p| p.message.as_str())
         .collect();
     let has = |text: &str| problems.iter().any(|p| p.contains(text));
-    assert!(has("escape: symbolic links are not synced"), "{problems:?}");
-    assert!(
-        has("passwd.txt: symbolic links are not synced"),
-        "{problems:?}"
-    );
+    assert!(has("escape is a symbolic link"), "{problems:?}");
+    assert!(has("passwd.txt is a symbolic link"), "{problems:?}");
+    // Held, as on a local folder: a folder replaced by a link on the
+    // server must not read as deleted.
+    assert_eq!(listing.held, [rel("escape"), rel("passwd.txt")]);
     assert!(has("bad\\nname.txt"), "{problems:?}");
     assert!(has("back\\\\slash.txt"), "{problems:?}");
     assert!(has("latin1-"), "{problems:?}");
     assert_eq!(listing.hashed_files, 1, "only ok.txt was read");
-    // A scope reaching through the symbolic link finds nothing there.
+    // A scope reaching through the symbolic link finds nothing there, and
+    // holds the link.
     let through = remote
         .list(
             &Scope::Paths(vec![rel("escape/secret.txt")]),
@@ -345,6 +346,7 @@ fn hostile_names_and_symlinks_on_the_server_are_skipped_with_a_note_never_follow
         )
         .unwrap();
     assert!(through.tree.is_empty(), "{through:?}");
+    assert_eq!(through.held, [rel("escape")]);
     // Writing or removing through the link is refused: what is there is
     // not what a plan could expect.
     let err = remote.remove(&rel("escape"), &Expect::Dir).unwrap_err();
