@@ -721,7 +721,10 @@ fn a_folder_replaced_by_a_link_on_the_server_never_reads_as_deleted() {
             .filter(|path| !again.tree.contains_key(*path))
             .filter(|path| !again.held.iter().any(|held| path.is_within(held)))
             .collect();
-        assert!(kept.is_empty(), "{name}: {kept:?} read as deleted: {again:?}");
+        assert!(
+            kept.is_empty(),
+            "{name}: {kept:?} read as deleted: {again:?}"
+        );
         // Apache leaves the link out of its listing but serves it by
         // name: held, with a problem saying why.
         assert_eq!(again.held, [rel("a")], "{name}: {again:?}");
