@@ -617,3 +617,49 @@ fn the_lease_is_renewed_while_every_pooled_session_is_busy() {
     drop(lease);
     assert!(!lease_file.exists(), "released");
 }
+
+#[test]
+fn a_tree_nineteen_hundred_levels_deep_is_written_listed_trashed_and_purged() {
+    // About 3,800 bytes of path below the served folder: every level is
+    // made, listed and removed in a loop, not a call per level (a test
+    // thread has a 2 MiB stack, as the agent's sync threads do).
+    let server = Sshd::start();
+    let served = server.served().join("root");
+    let remote = replica(&server, "root");
+    remote.mark_root().unwrap();
+    let deep = format!("{}x.txt", "d/".repeat(1900));
+    let written = write(&remote, &deep, "deep\n", &Expect::Absent);
+    assert_eq!(fs::read_to_string(served.join(&deep)).unwrap(), "deep\n");
+
+    let listing = remote
+        .list(&Scope::Full, &BaseTree::new(), &no_rules())
+        .unwrap();
+    assert_eq!(listing.tree.len(), 1901);
+    assert!(listing.held.is_empty() && listing.problems.is_empty());
+
+    remote
+        .remove(
+            &rel(&deep),
+            &Expect::File {
+                size: 5,
+                mtime_ns: written.entry.file().unwrap().mtime_ns,
+            },
+        )
+        .unwrap();
+    let trash = served.join(".prism-sync/trash");
+    let batch = fs::read_dir(&trash)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert_eq!(
+        fs::read_to_string(batch.join(&deep)).unwrap(),
+        "deep\n",
+        "the removed version is kept"
+    );
+    // Aged, then purged with everything below it.
+    fs::rename(&batch, trash.join("20000101-0000")).unwrap();
+    assert_eq!(remote.purge_trash(Duration::from_secs(3600)).unwrap(), 1);
+    assert_eq!(fs::read_dir(&trash).unwrap().count(), 0);
+}
