@@ -34,11 +34,6 @@ use crate::model::{FileId, RelPath};
 )]
 pub struct BelowSymlink(pub String);
 
-/// True when `e` says a symbolic link was on the way (see [`BelowSymlink`]).
-pub fn is_below_symlink(e: &io::Error) -> bool {
-    e.get_ref().is_some_and(|inner| inner.is::<BelowSymlink>())
-}
-
 fn below_symlink(rel: &str) -> io::Error {
     io::Error::other(BelowSymlink(rel.to_owned()))
 }
