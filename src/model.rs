@@ -10,6 +10,19 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+/// The deepest path Prism Sync syncs, in components. A local path must fit
+/// in Linux's `PATH_MAX` of 4,096 bytes, and each level costs at least two
+/// (a one-character name and a slash), so no path deeper than 2,048 levels
+/// can exist below a local root: a remote that lists deeper folders is
+/// broken or hostile (one that serves ever-deeper folders would otherwise
+/// be walked without end). Walks stop there and hold the deeper path.
+pub const MAX_DEPTH: usize = 2048;
+
+/// The longest path Prism Sync syncs, in bytes, for the same reason: it
+/// could not be written below any local root. Bounding it also bounds what
+/// a hostile listing can make a walk hold (paths of up to 255-byte names).
+pub const MAX_PATH_BYTES: usize = 4096;
+
 /// A path relative to a sync root: `/`-separated UTF-8 components, none
 /// empty, `.`, `..`, or containing `/`, NUL or other control characters.
 ///
@@ -130,6 +143,38 @@ impl RelPath {
     /// Number of components.
     pub fn depth(&self) -> usize {
         self.0.split('/').count()
+    }
+
+    /// True when the path is deeper or longer than any path Prism Sync
+    /// syncs (see [`MAX_DEPTH`]). Such a path is never listed into: a
+    /// listing holds it with a problem (see [`RelPath::too_deep_message`]).
+    pub fn too_deep(&self) -> bool {
+        self.0.len() > MAX_PATH_BYTES || self.depth() > MAX_DEPTH
+    }
+
+    /// The problem a listing reports for a [`RelPath::too_deep`] path.
+    pub fn too_deep_message(&self) -> String {
+        format!(
+            "more than {MAX_DEPTH} folder levels deep or longer than {MAX_PATH_BYTES} bytes; \
+             it is not synced and is left alone on both sides (move it higher up to sync it)"
+        )
+    }
+
+    /// The path for a message: whole when short, else its first and last
+    /// components around the number of levels left out.
+    pub fn abbreviated(&self) -> String {
+        const KEEP: usize = 3;
+        let depth = self.depth();
+        if depth <= 2 * KEEP + 1 && self.0.len() <= 200 {
+            return self.0.clone();
+        }
+        let parts: Vec<&str> = self.0.split('/').collect();
+        format!(
+            "{}/…({} levels)…/{}",
+            parts[..KEEP].join("/"),
+            depth - KEEP - 1,
+            parts[depth - 1]
+        )
     }
 
     /// True when `self` is `dir` or lies below it (component-wise, so

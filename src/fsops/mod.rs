@@ -19,6 +19,8 @@ use crate::model::{ContentHash, Entry, FileId, Mode, RelPath};
 use crate::timefmt;
 use crate::tracker::ignore::temp_name_for;
 
+#[cfg(unix)]
+pub mod beneath;
 mod flush;
 pub use flush::flush_all;
 
@@ -133,6 +135,17 @@ impl Staged {
     pub fn into_parts(mut self) -> (PathBuf, ContentHash, u64) {
         let temp = self.temp.take().expect("a staged file is consumed once");
         (temp, self.hash, self.size)
+    }
+
+    /// A guard for the empty temporary file `temp` just created (see
+    /// [`create_temp`]), to be filled by [`fill`].
+    pub fn new_temp(temp: PathBuf) -> Staged {
+        Staged {
+            temp: Some(temp),
+            hash: ContentHash([0; 32]),
+            size: 0,
+            stat: None,
+        }
     }
 
     /// Takes a temporary file back under this guard's care.
@@ -486,6 +499,74 @@ pub fn commit(
     Ok(Committed { stat, trashed })
 }
 
+/// [`commit`] for a target reached below a replica's root without
+/// following a symbolic link (see [`beneath`]): the current version is
+/// looked at, trashed and replaced in the folder that was opened, never
+/// through a link swapped in on the way. The staged file lies beside the
+/// target, as [`Staged::new_temp`] made it.
+#[cfg(unix)]
+pub fn commit_at(
+    staged: Staged,
+    target: &beneath::At,
+    expect: &Expect,
+    trash: &Trash,
+    rel: &RelPath,
+) -> Result<Committed, CommitError> {
+    let current = match expect {
+        Expect::Absent => None,
+        _ => target.stat()?,
+    };
+    if !expect.matches(current.as_ref()) {
+        return Err(CommitError::Changed {
+            path: target.path().to_path_buf(),
+        });
+    }
+    let trashed = match current {
+        // RACE: as in `commit`, the user's write in between lands in the
+        // trash, kept.
+        Some(_) => Some(trash.put_at(target, rel)?),
+        None => None,
+    };
+    let mut staged = staged;
+    let temp_path = staged.temp.take().expect("staged files are committed once");
+    let temp_name = temp_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let renamed = target
+        .sibling(&temp_name)
+        .and_then(|temp| temp.rename_noreplace(target));
+    if let Err(e) = renamed {
+        let _ = target
+            .sibling(&temp_name)
+            .and_then(|temp| temp.unlink_file());
+        // The old version went to the trash but the new one could not take
+        // its place: put the old one back (see `commit`).
+        if let Some(trashed) = &trashed {
+            let _ = rename_noreplace(trashed, target.path());
+        }
+        return Err(
+            if matches!(
+                e.kind(),
+                io::ErrorKind::AlreadyExists | io::ErrorKind::NotFound
+            ) {
+                CommitError::Changed {
+                    path: target.path().to_path_buf(),
+                }
+            } else {
+                CommitError::Io(e)
+            },
+        );
+    }
+    let stat = match staged.stat.take() {
+        Some(stat) => stat,
+        None => target
+            .stat()?
+            .ok_or_else(|| io::Error::other("the file vanished right after it was written"))?,
+    };
+    Ok(Committed { stat, trashed })
+}
+
 /// What a commit did: the new file's stat, and where the version it
 /// replaced went.
 #[derive(Debug)]
@@ -577,6 +658,41 @@ impl Trash {
     /// relative path; returns where it went. A rename when the trash is on
     /// the same file system; a copy and delete otherwise.
     pub fn put(&self, source: &Path, rel: &RelPath) -> io::Result<PathBuf> {
+        self.put_with(
+            source,
+            rel,
+            |dest| rename_noreplace(source, dest),
+            || remove_tree(source),
+        )
+    }
+
+    /// [`Trash::put`] for a path reached without following a symbolic
+    /// link (see [`beneath`]): renamed out of the folder that was opened.
+    #[cfg(unix)]
+    pub fn put_at(&self, source: &beneath::At, rel: &RelPath) -> io::Result<PathBuf> {
+        // RACE: when the trash is on another file system the version is
+        // copied by path: a folder on the way swapped for a link between
+        // the look-up and the copy would have what the link points to
+        // copied into the trash. Only a copy: the original is removed from
+        // the folder that was opened, and a folder only when empty (the
+        // engine trashes files one by one).
+        self.put_with(
+            source.path(),
+            rel,
+            |dest| source.rename_out(dest),
+            || source.unlink_file().or_else(|_| source.rmdir()),
+        )
+    }
+
+    /// Moves `source` into the trash with `rename` (to a destination that
+    /// must not exist), else by copying (see [`Trash::put`]).
+    fn put_with(
+        &self,
+        source: &Path,
+        rel: &RelPath,
+        rename: impl Fn(&Path) -> io::Result<()>,
+        remove: impl Fn() -> io::Result<()>,
+    ) -> io::Result<PathBuf> {
         let stamp = timefmt::conflict_stamp(SystemTime::now());
         let batch = self.root.join(&stamp[..13]);
         let mut dest = rel.to_fs(&batch);
@@ -598,7 +714,7 @@ impl Trash {
         let base = dest.clone();
         let mut n = 1;
         loop {
-            match rename_noreplace(source, &dest) {
+            match rename(&dest) {
                 Ok(()) => return Ok(dest),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     dest = PathBuf::from(format!("{}.{n}", base.display()));
@@ -616,7 +732,7 @@ impl Trash {
                     }
                     match rename_noreplace(&temp, &dest) {
                         Ok(()) => {
-                            remove_tree(source)?;
+                            remove()?;
                             return Ok(dest);
                         }
                         Err(e) => {
@@ -675,31 +791,48 @@ fn create_private_dirs(dir: &Path) -> io::Result<()> {
 
 /// Copies a file or folder to another file system, each file and folder
 /// no wider than its original at any moment: files are created with their
-/// mode (`fs::copy` does), folders owner-only while they are filled and
-/// given their own mode once they are.
+/// mode, folders owner-only while they are filled and given their own mode
+/// once they are. Folders wait on a list of their own, not the call stack:
+/// a tree may be thousands of levels deep.
 fn copy_tree(source: &Path, dest: &Path) -> io::Result<()> {
-    let meta = fs::symlink_metadata(source)?;
-    if meta.is_dir() {
-        create_dir(dest, Some(Mode::from_bits(0o700)))?;
-        for entry in fs::read_dir(source)? {
-            let entry = entry?;
-            copy_tree(&entry.path(), &dest.join(entry.file_name()))?;
+    enum Step {
+        Copy(PathBuf, PathBuf),
+        /// Gives a filled folder its own mode: pushed before the folder's
+        /// entries, so it is taken after all of them.
+        Seal(PathBuf, Mode),
+    }
+    let mut pending = vec![Step::Copy(source.to_path_buf(), dest.to_path_buf())];
+    while let Some(step) = pending.pop() {
+        let (source, dest) = match step {
+            Step::Seal(dest, mode) => {
+                set_path_mode(&dest, mode, None)?;
+                continue;
+            }
+            Step::Copy(source, dest) => (source, dest),
+        };
+        let meta = fs::symlink_metadata(&source)?;
+        let mode = mode_of(&meta);
+        if meta.is_dir() {
+            create_dir(&dest, Some(Mode::from_bits(0o700)))?;
+            if let Some(mode) = mode {
+                pending.push(Step::Seal(dest.clone(), mode));
+            }
+            for entry in fs::read_dir(&source)? {
+                let entry = entry?;
+                pending.push(Step::Copy(entry.path(), dest.join(entry.file_name())));
+            }
+            continue;
         }
-        if let Some(mode) = mode_of(&meta) {
-            set_path_mode(dest, mode, None)?;
-        }
-    } else {
         let mut options = OpenOptions::new();
         options.write(true).create_new(true);
-        let mode = mode_of(&meta);
         if let Some(mode) = mode {
             set_create_mode(&mut options, mode);
         }
-        let mut out = options.open(dest)?;
+        let mut out = options.open(&dest)?;
         if let Some(mode) = mode {
             set_file_mode(&out, mode)?;
         }
-        io::copy(&mut File::open(source)?, &mut out)?;
+        io::copy(&mut File::open(&source)?, &mut out)?;
         out.sync_all()?;
     }
     Ok(())
@@ -982,14 +1115,47 @@ pub(crate) mod tests {
     /// Every file below `dir`.
     pub(crate) fn walk(dir: &Path) -> Vec<PathBuf> {
         let mut files = Vec::new();
-        for entry in fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                files.extend(walk(&path));
-            } else {
-                files.push(path);
+        let mut folders = vec![dir.to_path_buf()];
+        while let Some(folder) = folders.pop() {
+            for entry in fs::read_dir(folder).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    folders.push(path);
+                } else {
+                    files.push(path);
+                }
             }
         }
         files
+    }
+
+    #[test]
+    fn a_folder_nineteen_hundred_levels_deep_is_trashed_and_purged_on_any_file_system() {
+        // Renamed into a trash on the same file system, copied into one on
+        // another (a tmpfs), then purged: none of it may recurse per level
+        // on a test thread's 2 MiB stack.
+        let source_dir = tempfile::tempdir().unwrap();
+        let bottom = crate::tracker::scan::tests::make_deep_tree(source_dir.path(), 1900);
+        for trash_dir in [
+            tempfile::tempdir_in(source_dir.path()).unwrap(),
+            tempfile::tempdir_in("/dev/shm").unwrap(),
+        ] {
+            if !source_dir.path().join("d").exists() {
+                crate::tracker::scan::tests::make_deep_tree(source_dir.path(), 1900);
+            }
+            let trash = Trash::new(trash_dir.path().join("t"));
+            let put = trash.put(&source_dir.path().join("d"), &rel("d")).unwrap();
+            assert!(!source_dir.path().join("d").exists());
+            let kept = put.parent().unwrap().join(&bottom);
+            assert_eq!(fs::read(kept).unwrap(), b"deep");
+            let later = SystemTime::now() + Duration::from_secs(3 * 86_400);
+            assert_eq!(
+                trash
+                    .purge_older_than(Duration::from_secs(86_400), later)
+                    .unwrap(),
+                1
+            );
+            assert_eq!(fs::read_dir(trash.root()).unwrap().count(), 0);
+        }
     }
 }

@@ -22,6 +22,7 @@ use super::{
     Capabilities, Lease, Listing, Problem, Replica, ReplicaError, RootState, Source, StagedWrite,
     lease,
 };
+use crate::fsops::beneath::At;
 use crate::fsops::{self, Expect, StatKind, Trash};
 use crate::locks::LockExt;
 use crate::model::{
@@ -29,6 +30,7 @@ use crate::model::{
 };
 use crate::tracker::ignore::{
     IgnoreRules, METADATA_DIR, ROOT_MARKER_FILE, TEMP_PREFIX, is_partial_name, partial_name_for,
+    temp_name_for,
 };
 use crate::tracker::scan::{ScanRequest, scan};
 
@@ -149,15 +151,23 @@ impl LocalFolder {
         failed_files
     }
 
-    fn check(&self, path: &RelPath, expect: &Expect) -> Result<PathBuf, ReplicaError> {
-        let full = path.to_fs(&self.root);
-        let found = fsops::stat(&full).map_err(|e| ReplicaError::io("inspect", path, e))?;
+    /// Reaches `path` below the root without following a symbolic link
+    /// (see `fsops::beneath`).
+    fn at(&self, op: &'static str, path: &RelPath) -> Result<At, ReplicaError> {
+        At::resolve(&self.root, path).map_err(|e| ReplicaError::io(op, path, e))
+    }
+
+    fn check(&self, path: &RelPath, expect: &Expect) -> Result<At, ReplicaError> {
+        let at = self.at("inspect", path)?;
+        let found = at
+            .stat()
+            .map_err(|e| ReplicaError::io("inspect", path, e))?;
         if !expect.matches(found.as_ref()) {
             return Err(ReplicaError::Changed {
                 path: path.to_string(),
             });
         }
-        Ok(full)
+        Ok(at)
     }
 
     /// The base as this side's stat cache: the local side compares the
@@ -201,25 +211,25 @@ impl LocalFolder {
     /// folder is missing, creates it and runs `create` once more. The plan
     /// creates folders before the files in them, so looking first would
     /// cost a look-up per file for a folder that is nearly always there.
+    ///
+    /// Folders are made one level at a time below the root, none through a
+    /// symbolic link, and without calling down per level.
     fn in_folder<T>(
         &self,
         path: &RelPath,
-        target: &Path,
         create: impl Fn() -> io::Result<T>,
     ) -> Result<T, ReplicaError> {
         match create() {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                if let Some(parent) = target.parent() {
-                    fs::create_dir_all(parent)
+                for folder in path.ancestors() {
+                    let at = At::resolve(&self.root, &folder)
                         .map_err(|e| ReplicaError::io("create the folder of", path, e))?;
-                    // Every level may be new: each one's entry in the
-                    // folder above is flushed.
-                    let mut created = parent;
-                    while created != self.root
-                        && let Some(above) = created.parent()
-                    {
-                        self.touched(created);
-                        created = above;
+                    match at.mkdir(None) {
+                        // Every level may be new: each one's entry in
+                        // the folder above is flushed.
+                        Ok(()) => self.touched(at.path()),
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                        Err(e) => return Err(ReplicaError::io("create the folder of", path, e)),
                     }
                 }
                 create()
@@ -372,13 +382,19 @@ fn stage_partial(
     }
 }
 
-/// Removes the partial downloads directly in `dir`; true if there were any.
-fn remove_partials_in(dir: &Path) -> bool {
+/// Removes the partial downloads directly in the folder `dir`; true if
+/// there were any.
+fn remove_partials_in(dir: &At) -> bool {
     let mut any = false;
-    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
-        if is_partial_name(&entry.file_name().to_string_lossy())
-            && entry.file_type().is_ok_and(|t| t.is_file())
-            && fs::remove_file(entry.path()).is_ok()
+    let Ok(names) = dir.names() else {
+        return false;
+    };
+    for name in names {
+        if is_partial_name(&name)
+            && dir
+                .child(&name)
+                .and_then(|partial| partial.unlink_file())
+                .is_ok()
         {
             any = true;
         }
@@ -440,6 +456,20 @@ impl Replica for LocalFolder {
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(RootState::Missing),
             Err(e) => return Err(ReplicaError::io("open", self.root.display(), e)),
+        }
+        if self.side == Side::Remote {
+            // The remote's trash and lease live in its metadata folder: a
+            // link there would send trashed versions out of the folder.
+            let metadata = self.root.join(METADATA_DIR);
+            for folder in [metadata.clone(), metadata.join("trash")] {
+                if fs::symlink_metadata(&folder).is_ok_and(|m| m.file_type().is_symlink()) {
+                    return Err(ReplicaError::Other(format!(
+                        "{} is a symbolic link; Prism Sync keeps its trash and lease there and \
+                         never follows links: replace it with a real folder",
+                        folder.display()
+                    )));
+                }
+            }
         }
         Ok(if self.marker().exists() {
             RootState::Ready
@@ -503,8 +533,10 @@ impl Replica for LocalFolder {
     }
 
     fn open(&self, path: &RelPath) -> Result<Box<dyn Read + Send + '_>, ReplicaError> {
-        let full = path.to_fs(&self.root);
-        let file = fs::File::open(&full).map_err(|e| ReplicaError::io("read", path, e))?;
+        let file = self
+            .at("read", path)?
+            .open_read()
+            .map_err(|e| ReplicaError::io("read", path, e))?;
         Ok(Box::new(file))
     }
 
@@ -516,8 +548,11 @@ impl Replica for LocalFolder {
         mtime_ns: i64,
         mode: Option<Mode>,
     ) -> Result<StagedWrite, ReplicaError> {
-        let target = path.to_fs(&self.root);
-        let (file, temp) = self.in_folder(path, &target, || fsops::create_temp(&target, mode))?;
+        let (file, temp) = self.in_folder(path, || {
+            let temp = At::resolve(&self.root, path)?.sibling(&temp_name_for(path.file_name()))?;
+            let file = temp.create_new(mode)?;
+            Ok((file, fsops::Staged::new_temp(temp.path().to_path_buf())))
+        })?;
         let mut staged = fsops::fill(file, temp, content, Some(mtime_ns))
             .map_err(|e| ReplicaError::io("write", path, e))?;
         if staged.hash != *hash {
@@ -552,29 +587,18 @@ impl Replica for LocalFolder {
             let (mut reader, _) = source.reader(0)?;
             return self.stage(path, &mut reader, &source.meta.hash, mtime_ns, mode);
         }
-        let target = path.to_fs(&self.root);
-        let partial = target.with_file_name(partial_name_for(
-            path.file_name(),
-            &source.meta.hash.to_hex(),
-        ));
+        let partial_name = partial_name_for(path.file_name(), &source.meta.hash.to_hex());
+        let partial = path.to_fs(&self.root).with_file_name(&partial_name);
         // A partial is opened again by later attempts, so its owner must be
         // able to read and write it; its group and others get no more than
-        // the file will have.
+        // the file will have. Opening it also narrows a partial an earlier
+        // attempt left with a wider mode (its bytes are this version's,
+        // whose mode may have narrowed since) before another byte goes in.
         let partial_mode = mode.map(|m| Mode::from_bits(m.bits() | 0o600));
-        let file = self.in_folder(path, &target, || {
-            let mut options = OpenOptions::new();
-            options.read(true).write(true).create(true).truncate(false);
-            if let Some(mode) = partial_mode {
-                fsops::set_create_mode(&mut options, mode);
-            }
-            let file = options.open(&partial)?;
-            // Also narrows a partial an earlier attempt left with a wider
-            // mode (its bytes are this version's, whose mode may have
-            // narrowed since) before another byte goes in.
-            if let Some(mode) = partial_mode {
-                fsops::set_file_mode(&file, mode)?;
-            }
-            Ok(file)
+        let file = self.in_folder(path, || {
+            At::resolve(&self.root, path)?
+                .sibling(&partial_name)?
+                .open_or_create(partial_mode)
         })?;
         let Some((temp, size, lock)) = stage_partial(file, &partial, source, mtime_ns, mode)?
         else {
@@ -618,21 +642,21 @@ impl Replica for LocalFolder {
     ) -> Result<SideEntry, ReplicaError> {
         let path = &staged.path;
         let hash = staged.hash;
-        let target = path.to_fs(&self.root);
         let guard = fsops::Staged::from_parts(
             staged.temp.clone(),
             staged.hash,
             staged.size,
             staged.written.clone(),
         );
+        let target = self.at("replace", path)?;
         let committed =
-            fsops::commit(guard, &target, expect, &self.trash, path).map_err(|e| match e {
+            fsops::commit_at(guard, &target, expect, &self.trash, path).map_err(|e| match e {
                 fsops::CommitError::Changed { .. } => ReplicaError::Changed {
                     path: path.to_string(),
                 },
                 fsops::CommitError::Io(e) => ReplicaError::io("replace", path, e),
             })?;
-        self.touched(&target);
+        self.touched(target.path());
         if let Some(trashed) = &committed.trashed {
             self.touched(trashed);
         }
@@ -649,13 +673,13 @@ impl Replica for LocalFolder {
     }
 
     fn mkdir(&self, path: &RelPath, mode: Option<Mode>) -> Result<SideEntry, ReplicaError> {
-        let full = path.to_fs(&self.root);
-        match fsops::create_dir(&full, mode) {
-            Ok(()) => self.touched(&full),
+        let at = self.at("create folder", path)?;
+        match at.mkdir(mode) {
+            Ok(()) => self.touched(at.path()),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(ReplicaError::io("create folder", path, e)),
         }
-        match fsops::stat(&full) {
+        match at.stat() {
             Ok(Some(stat)) if stat.kind == StatKind::Dir => Ok(side_entry(&stat, None)),
             Ok(_) => Err(ReplicaError::Changed {
                 path: path.to_string(),
@@ -665,7 +689,12 @@ impl Replica for LocalFolder {
     }
 
     fn set_mode(&self, path: &RelPath, expected: &Entry, mode: Mode) -> Result<(), ReplicaError> {
-        let full = path.to_fs(&self.root);
+        // Reached without a link on the way (a folder above may have been
+        // replaced by one since the scan); see the RACE in `set_path_mode`.
+        let full = self
+            .at("change the permissions of", path)?
+            .path()
+            .to_path_buf();
         let current = expected.mode().ok_or_else(|| ReplicaError::Changed {
             path: path.to_string(),
         })?;
@@ -684,8 +713,8 @@ impl Replica for LocalFolder {
 
     fn rename(&self, from: &RelPath, to: &RelPath, expect: &Expect) -> Result<(), ReplicaError> {
         let source = self.check(from, expect)?;
-        let dest = to.to_fs(&self.root);
-        fsops::rename_noreplace(&source, &dest).map_err(|e| {
+        let dest = self.at("rename", to)?;
+        source.rename_noreplace(&dest).map_err(|e| {
             if e.kind() == io::ErrorKind::AlreadyExists {
                 ReplicaError::Changed {
                     path: to.to_string(),
@@ -694,31 +723,31 @@ impl Replica for LocalFolder {
                 ReplicaError::io("rename", from, e)
             }
         })?;
-        self.touched(&dest);
-        self.touched(&source);
+        self.touched(dest.path());
+        self.touched(source.path());
         Ok(())
     }
 
     fn remove(&self, path: &RelPath, expect: &Expect) -> Result<(), ReplicaError> {
-        let full = self.check(path, expect)?;
+        let at = self.check(path, expect)?;
         if *expect == Expect::Dir {
             // A plan removes a folder only after everything in it went to
             // the trash one by one, each checked against what the plan saw.
             // A folder that is not empty now holds something the plan did
             // not see (a file saved during the sync, a delete that was
             // refused as changed): keep it and re-plan.
-            let mut removed = fs::remove_dir(&full);
+            let mut removed = at.rmdir();
             if matches!(&removed, Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty)
-                && remove_partials_in(&full)
+                && remove_partials_in(&at)
             {
                 // Partial downloads are copies of remote bytes kept only to
                 // continue a transfer, never the user's: they must not keep
                 // a folder deleted on the other side alive until swept.
-                removed = fs::remove_dir(&full);
+                removed = at.rmdir();
             }
             return match removed {
                 Ok(()) => {
-                    self.touched(&full);
+                    self.touched(at.path());
                     Ok(())
                 }
                 Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => {
@@ -731,9 +760,9 @@ impl Replica for LocalFolder {
         }
         let trashed = self
             .trash
-            .put(&full, path)
+            .put_at(&at, path)
             .map_err(|e| ReplicaError::io("move to the trash", path, e))?;
-        self.touched(&full);
+        self.touched(at.path());
         self.touched(&trashed);
         Ok(())
     }
@@ -877,6 +906,119 @@ mod tests {
 
     fn rel(s: &str) -> RelPath {
         RelPath::new(s).unwrap()
+    }
+
+    /// Every file and folder below `dir`, links as links.
+    fn everything_below(dir: &Path) -> BTreeSet<PathBuf> {
+        let mut found = BTreeSet::new();
+        let mut folders = vec![dir.to_path_buf()];
+        while let Some(folder) = folders.pop() {
+            for entry in fs::read_dir(folder).unwrap() {
+                let entry = entry.unwrap();
+                if entry.file_type().unwrap().is_dir() {
+                    folders.push(entry.path());
+                }
+                found.insert(entry.path());
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn no_operation_follows_a_symbolic_link_out_of_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        fs::create_dir_all(outside.join("deeper")).unwrap();
+        fs::write(outside.join("x.txt"), "outside").unwrap();
+        let root = dir.path().join("root");
+        fs::create_dir_all(root.join("real")).unwrap();
+        fs::write(root.join("a.txt"), "inside").unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("link")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("real/link")).unwrap();
+        std::os::unix::fs::symlink(outside.join("x.txt"), root.join("file-link")).unwrap();
+        let before = everything_below(&outside);
+        let x = fs::metadata(outside.join("x.txt")).unwrap();
+        let x_expect = Expect::File {
+            size: x.len(),
+            mtime_ns: crate::timefmt::to_unix_ns(x.modified().unwrap()),
+            mode: fsops::mode_of(&x),
+        };
+        let hash = ContentHash::of_bytes(b"new");
+
+        for side in [
+            LocalFolder::remote(root.clone()),
+            LocalFolder::local(root.clone(), dir.path().join("trash")),
+        ] {
+            for through in ["link", "real/link", "link/deeper"] {
+                let below = |name: &str| rel(&format!("{through}/{name}"));
+                let refused = |result: Result<(), ReplicaError>| {
+                    let error = result.expect_err("refused").to_string();
+                    assert!(error.contains("symbolic link"), "{error}");
+                };
+                refused(
+                    side.stage(&below("new.txt"), &mut &b"new"[..], &hash, 0, None)
+                        .map(drop),
+                );
+                refused(side.mkdir(&below("sub"), None).map(drop));
+                refused(side.open(&below("x.txt")).map(drop));
+                refused(side.rename(
+                    &rel("a.txt"),
+                    &below("a.txt"),
+                    &Expect::File {
+                        size: 6,
+                        mtime_ns: fsops::stat(&root.join("a.txt")).unwrap().unwrap().mtime_ns,
+                        mode: fsops::stat(&root.join("a.txt")).unwrap().unwrap().mode,
+                    },
+                ));
+                refused(side.rename(&below("x.txt"), &rel("b.txt"), &x_expect));
+                refused(side.remove(&below("x.txt"), &x_expect));
+                refused(side.remove(&below("deeper"), &Expect::Dir));
+                let source_remote = LocalFolder::remote(dir.path().join("source"));
+                fs::create_dir_all(dir.path().join("source")).unwrap();
+                fs::write(dir.path().join("source/new.txt"), "new").unwrap();
+                let path = rel("new.txt");
+                let source = Source::new(&source_remote, &path, meta_of(b"new"), &|_| {});
+                refused(
+                    side.stage_from(&below("new.txt"), &source, 0, None)
+                        .map(drop),
+                );
+            }
+            // The link itself is not what any plan expects, and is not
+            // opened.
+            let error = side.open(&rel("file-link")).map(drop).unwrap_err();
+            assert!(error.to_string().contains("symbolic link"), "{error}");
+            assert!(
+                side.remove(&rel("file-link"), &x_expect)
+                    .unwrap_err()
+                    .is_change()
+            );
+            assert_eq!(
+                everything_below(&outside),
+                before,
+                "nothing changed outside"
+            );
+            assert_eq!(fs::read_to_string(root.join("a.txt")).unwrap(), "inside");
+        }
+        assert!(!root.join("b.txt").exists());
+        // A listing holds the links, with a problem saying why.
+        let ignore = IgnoreRules::load(&root, &[]).unwrap();
+        let listing = LocalFolder::remote(root.clone())
+            .list(&Scope::Full, &BaseTree::new(), &ignore)
+            .unwrap();
+        let mut held = listing.held.clone();
+        held.sort();
+        assert_eq!(held, [rel("file-link"), rel("link"), rel("real/link")]);
+    }
+
+    #[test]
+    fn a_remote_whose_metadata_folder_is_a_link_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        fs::create_dir_all(dir.path().join("elsewhere")).unwrap();
+        fs::create_dir_all(&root).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("elsewhere"), root.join(METADATA_DIR)).unwrap();
+        let error = LocalFolder::remote(root).root_state().unwrap_err();
+        assert!(error.to_string().contains("is a symbolic link"), "{error}");
     }
 
     #[test]

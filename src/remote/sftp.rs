@@ -49,6 +49,7 @@ use crate::model::{BaseTree, ContentHash, Entry, FileMeta, Mode, RelPath, Scope,
 use crate::secrets::{self, Account};
 use crate::timefmt;
 use crate::tracker::ignore::{IgnoreRules, METADATA_DIR, is_temp_name, temp_name_for};
+use crate::tracker::scan::{SPECIAL_FILE_MESSAGE, SYMLINK_MESSAGE};
 
 mod pool;
 
@@ -677,47 +678,69 @@ impl Conn {
     }
 
     /// Creates `dir` and its missing parents, each with `mode` less the
-    /// server's umask.
+    /// server's umask: looks from `dir` up for the nearest folder that
+    /// exists, then makes the ones below it, in a loop rather than a call
+    /// per level.
     fn mkdir_all(&self, dir: &Path, mode: u32) -> io::Result<()> {
-        match self.lstat(dir)? {
-            Some(stat) if stat.kind == Kind::Dir => return Ok(()),
-            Some(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    format!("{} exists and is not a folder", dir.display()),
-                ));
+        let mut missing = Vec::new();
+        let mut at = dir;
+        loop {
+            match self.lstat(at)? {
+                Some(stat) if stat.kind == Kind::Dir => break,
+                Some(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        format!("{} exists and is not a folder", at.display()),
+                    ));
+                }
+                None => missing.push(at),
             }
-            None => {}
+            match at.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => at = parent,
+                _ => break,
+            }
         }
-        if let Some(parent) = dir.parent()
-            && !parent.as_os_str().is_empty()
-        {
-            self.mkdir_all(parent, mode)?;
+        for dir in missing.into_iter().rev() {
+            if let Err(e) = self.sftp.mkdir(dir, mode as i32) {
+                // Another writer (or another session of this replica) may
+                // have created it meanwhile.
+                match self.lstat(dir)? {
+                    Some(stat) if stat.kind == Kind::Dir => {}
+                    _ => return Err(self.io_error(e)),
+                }
+            }
         }
-        match self.sftp.mkdir(dir, mode as i32) {
-            Ok(()) => Ok(()),
-            // Another writer (or another session of this replica) may have
-            // created it meanwhile.
-            Err(e) => match self.lstat(dir)? {
-                Some(stat) if stat.kind == Kind::Dir => Ok(()),
-                _ => Err(self.io_error(e)),
-            },
-        }
+        Ok(())
     }
 
     /// Removes a file or a whole folder, never following a symbolic link.
+    /// Folders wait on a list of their own, not the call stack: a trashed
+    /// tree may be thousands of levels deep.
     fn remove_tree(&self, full: &Path) -> io::Result<()> {
-        let Some(stat) = self.lstat(full)? else {
-            return Ok(());
-        };
-        if stat.kind == Kind::Dir {
-            for (name, _) in self.read_dir(full)? {
-                self.remove_tree(&full.join(name))?;
+        // Each folder is visited twice: first to queue what is in it,
+        // then, once that is gone, to remove it.
+        let mut pending = vec![(full.to_path_buf(), false)];
+        while let Some((path, emptied)) = pending.pop() {
+            if emptied {
+                self.sftp.rmdir(&path).map_err(|e| self.io_error(e))?;
+                continue;
             }
-            self.sftp.rmdir(full).map_err(|e| self.io_error(e))
-        } else {
-            self.sftp.unlink(full).map_err(|e| self.io_error(e))
+            let Some(stat) = self.lstat(&path)? else {
+                continue;
+            };
+            if stat.kind == Kind::Dir {
+                let children = self.read_dir(&path)?;
+                pending.push((path.clone(), true));
+                pending.extend(
+                    children
+                        .into_iter()
+                        .map(|(name, _)| (path.join(name), false)),
+                );
+            } else {
+                self.sftp.unlink(&path).map_err(|e| self.io_error(e))?;
+            }
         }
+        Ok(())
     }
 
     /// The raw entries of a folder (without `.` and `..`), names as the
@@ -971,15 +994,20 @@ impl Walk<'_> {
                 message,
             })
         };
+        // Held, as on a local folder: a folder replaced by a link must not
+        // read as deleted, and nothing is written through one.
+        if matches!(stat.kind, Kind::Symlink | Kind::Other) || rel.too_deep() {
+            let message = match stat.kind {
+                _ if rel.too_deep() => rel.too_deep_message(),
+                Kind::Symlink => SYMLINK_MESSAGE.to_owned(),
+                _ => SPECIAL_FILE_MESSAGE.to_owned(),
+            };
+            note(out, message);
+            out.held.push(rel);
+            return;
+        }
         match stat.kind {
-            Kind::Symlink => note(
-                out,
-                "symbolic links are not synced; it is skipped".to_owned(),
-            ),
-            Kind::Other => note(
-                out,
-                "special files (fifos, sockets, devices) are not synced; it is skipped".to_owned(),
-            ),
+            Kind::Symlink | Kind::Other => {}
             Kind::Dir => found.push(Job::List(Some((rel, stat.mode)))),
             Kind::File => {
                 let version = stat.version();
@@ -1212,11 +1240,16 @@ impl Replica for SftpReplica {
                     if paths.iter().any(|o| o != path && path.is_within(o)) {
                         continue;
                     }
-                    // Only real folders lead to a path: below a symbolic
-                    // link or a file it does not exist for syncing.
+                    // Only real folders lead to a path: below a file it
+                    // does not exist for syncing; below a symbolic link it
+                    // is not known, and the link is held.
                     for ancestor in path.ancestors() {
                         match conn.lstat(&s.full(&ancestor)) {
                             Ok(Some(stat)) if stat.kind == Kind::Dir => {}
+                            Ok(Some(stat)) if stat.kind != Kind::File => {
+                                walk.visit(&conn, ancestor, stat, &mut out, &mut jobs);
+                                continue 'paths;
+                            }
                             Ok(_) => continue 'paths,
                             Err(e) => {
                                 hold(&mut out, path.clone(), "look at a folder above", &e);

@@ -1473,6 +1473,9 @@ enum Job {
     Probe(RelPath),
     /// Read a file whose version the base does not know, to hash it.
     Hash(RelPath, RemoteStat),
+    /// Look at a path the base knows that the listing of its folder left
+    /// out (see [`vanished`]).
+    Confirm(RelPath),
 }
 
 /// What ends a walk early.
@@ -1577,6 +1580,35 @@ impl Walk<'_> {
                 self.hash_file(rel, stat, found);
                 Ok(())
             }
+            Job::Confirm(rel) => {
+                self.confirm_gone(rel, found);
+                Ok(())
+            }
+        }
+    }
+
+    /// Looks at a path the listing of its folder left out. Apache's
+    /// `mod_dav_fs` leaves symbolic links out of its listings, yet serves
+    /// what one points to when asked for it by name: a folder replaced by
+    /// a link on the server would otherwise read as deleted with all that
+    /// was in it. A path still there is held, with a problem saying why.
+    fn confirm_gone(&self, rel: RelPath, found: &mut Found) {
+        match self.shared.stat(self.conn, rel.as_str()) {
+            Ok(None) => {}
+            Ok(Some(_)) => {
+                found.out.held.push(rel.clone());
+                found.note(
+                    Some(rel.clone()),
+                    format!(
+                        "{} is missing from the server's listing of its folder yet is there when \
+                         asked for by name (a symbolic link on the server, which WebDAV servers \
+                         leave out of listings); it is left alone on both sides",
+                        rel.abbreviated()
+                    ),
+                );
+            }
+            Err(e) if e.status() == Some(404) => {}
+            Err(e) => found.hold(rel, "look at", e),
         }
     }
 
@@ -1815,6 +1847,15 @@ fn child_path(parent: Option<&RelPath>, name: String, found: &mut Found) -> Opti
         Some(parent) => parent.join(&name),
         None => RelPath::from_name(&name),
     };
+    if let Ok(rel) = &rel
+        && rel.too_deep()
+    {
+        // A server that serves ever-deeper folders (or one huge answer
+        // nesting them) meets this bound instead of being walked on.
+        found.out.held.push(rel.clone());
+        found.note(Some(rel.clone()), rel.too_deep_message());
+        return None;
+    }
     if rel.is_err() {
         found.note(
             None,
@@ -1828,6 +1869,25 @@ fn child_path(parent: Option<&RelPath>, name: String, found: &mut Found) -> Opti
         );
     }
     rel.ok()
+}
+
+/// The outermost paths of `base` that `listing` left out although it
+/// listed their folder (or the folder is the share, or the path is a root
+/// of `scope`): what would read as deleted.
+fn vanished(listing: &Listing, base: &BaseTree, scope: &Scope) -> Vec<RelPath> {
+    let roots: &[RelPath] = match scope {
+        Scope::Full => &[],
+        Scope::Paths(paths) => paths,
+    };
+    base.keys()
+        .filter(|path| !listing.tree.contains_key(*path))
+        .filter(|path| !listing.held.iter().any(|held| path.is_within(held)))
+        .filter(|path| match path.parent() {
+            None => true,
+            Some(parent) => listing.tree.contains_key(&parent) || roots.contains(path),
+        })
+        .cloned()
+        .collect()
 }
 
 /// Why a walk produced no listing.
@@ -1990,6 +2050,23 @@ impl Replica for WebdavReplica {
             Some(e) => Err(WalkError::Broken(e)),
             None => walk.run(jobs, out),
         };
+        // What the base knows and the listing left out is asked for by
+        // name before it may read as deleted (see `Walk::confirm_gone`).
+        let result = result.and_then(|listing| {
+            let gone = vanished(&listing, cache, scope);
+            if gone.is_empty() {
+                return Ok(listing);
+            }
+            let confirm = Walk {
+                shared: s,
+                conn: &conn,
+                cache,
+                ignore,
+                now,
+                queue: JobQueue::new(),
+            };
+            confirm.run(gone.into_iter().map(Job::Confirm).collect(), listing)
+        });
         match result {
             Ok(listing) => Ok(listing),
             Err(WalkError::Root(e)) => Err(e.into_replica("list", self.describe())),

@@ -108,7 +108,10 @@ pub fn scan(req: &ScanRequest) -> Result<ScanOutcome, ScanError> {
     match req.scope {
         Scope::Full => {
             let children = list_dir(req.root).map_err(|err| root_io("list", err))?;
-            scanner.visit_children(None, children);
+            scanner.walk(Folder {
+                path: None,
+                children: children.into_iter(),
+            });
         }
         Scope::Paths(paths) => {
             for path in outermost(paths) {
@@ -137,6 +140,13 @@ struct Scanner<'r, 'a> {
 /// mostly waits for opens and reads, and one thread did nothing else. The
 /// chunk bounds what a scan of millions of new files holds in memory.
 const HASH_CHUNK: usize = 512;
+
+/// A folder whose entries are being visited: its path (`None` for the
+/// root) and the entries not yet visited.
+struct Folder {
+    path: Option<RelPath>,
+    children: std::vec::IntoIter<DirEntry>,
+}
 
 /// A file to read for its hash: where it is and what it looked like.
 struct HashJob {
@@ -176,87 +186,147 @@ impl<'r, 'a> Scanner<'r, 'a> {
     /// Looks at one path of a `Scope::Paths` and everything below it.
     fn visit_scoped_path(&mut self, path: &RelPath) {
         // The path is in the synced tree only if every ancestor is a real
-        // folder: below a file, a symbolic link or nothing, it does not
-        // exist as far as syncing is concerned.
+        // folder: below a file or nothing, it does not exist as far as
+        // syncing is concerned. Below a symbolic link it is not known
+        // (whatever the link points to is not ours to look at), so the
+        // link is held, as in a full scan, never read as a deletion.
         for ancestor in path.ancestors() {
             match fs::symlink_metadata(ancestor.to_fs(self.req.root)) {
                 Ok(meta) if meta.is_dir() => {}
-                Ok(_) => return,
+                Ok(meta) if meta.is_file() => return,
+                Ok(meta) => {
+                    self.out.visited += 1;
+                    return self.hold_unsyncable(ancestor, &meta);
+                }
                 Err(err) if is_vanished(&err) => return,
                 Err(err) => return self.hold(path.clone(), "look at a folder above", &err),
             }
         }
         let abs = path.to_fs(self.req.root);
         match fs::symlink_metadata(&abs) {
-            Ok(meta) => self.visit(path.clone(), &abs, &meta),
+            Ok(meta) => {
+                if let Some(folder) = self.visit(path.clone(), &abs, &meta) {
+                    self.walk(folder);
+                }
+            }
             Err(err) if is_vanished(&err) => {}
             Err(err) => self.hold(path.clone(), "look at", &err),
         }
     }
 
-    fn visit_children(&mut self, parent: Option<&RelPath>, children: Vec<DirEntry>) {
-        for child in children {
-            let abs = child.path();
-            let name = child.file_name();
-            let rel = name.to_str().and_then(|name| match parent {
-                Some(parent) => parent.join(name).ok(),
-                None => RelPath::from_name(name).ok(),
-            });
-            let Some(rel) = rel else {
-                self.out.problems.push(ScanProblem {
-                    path: None,
-                    message: format!(
-                        "{} is not synced: its name is not valid UTF-8 or contains a control character or backslash; rename it to sync it",
-                        abs.to_string_lossy()
-                    ),
-                });
+    /// Visits `start`'s entries and everything below them, depth first.
+    /// Folders wait on a stack of their own, not the call stack: a tree may
+    /// be thousands of levels deep, and a thread's stack (2 MiB for the
+    /// agent's sync threads) holds far fewer nested calls.
+    fn walk(&mut self, start: Folder) {
+        let mut open = vec![start];
+        while let Some(folder) = open.last_mut() {
+            let Some(child) = folder.children.next() else {
+                open.pop();
                 continue;
             };
-            // `DirEntry::metadata` does not follow symbolic links.
-            match child.metadata() {
-                Ok(meta) => self.visit(rel, &abs, &meta),
-                Err(err) if is_vanished(&err) => {}
-                Err(err) => self.hold(rel, "look at", &err),
+            let parent = folder.path.clone();
+            if let Some(below) = self.visit_entry(parent.as_ref(), child) {
+                open.push(below);
             }
         }
     }
 
-    fn visit(&mut self, rel: RelPath, abs: &Path, meta: &Metadata) {
+    /// Visits one entry of the folder `parent`; returns it when it is a
+    /// folder to descend into.
+    fn visit_entry(&mut self, parent: Option<&RelPath>, child: DirEntry) -> Option<Folder> {
+        let abs = child.path();
+        let name = child.file_name();
+        let rel = name.to_str().and_then(|name| match parent {
+            Some(parent) => parent.join(name).ok(),
+            None => RelPath::from_name(name).ok(),
+        });
+        let Some(rel) = rel else {
+            self.out.problems.push(ScanProblem {
+                path: None,
+                message: format!(
+                    "{} is not synced: its name is not valid UTF-8 or contains a control character or backslash; rename it to sync it",
+                    abs.to_string_lossy()
+                ),
+            });
+            return None;
+        };
+        // `DirEntry::metadata` does not follow symbolic links.
+        match child.metadata() {
+            Ok(meta) => self.visit(rel, &abs, &meta),
+            Err(err) if is_vanished(&err) => None,
+            Err(err) => {
+                self.hold(rel, "look at", &err);
+                None
+            }
+        }
+    }
+
+    /// Records one path; returns it when it is a folder to descend into.
+    fn visit(&mut self, rel: RelPath, abs: &Path, meta: &Metadata) -> Option<Folder> {
         self.out.visited += 1;
         let file_type = meta.file_type();
         if self.req.ignore.is_ignored(&rel, file_type.is_dir()) {
             if file_type.is_file() && is_temp_name(rel.file_name()) {
                 self.out.temp_files.push(abs.to_path_buf());
             }
-            return;
+            return None;
         }
-        if file_type.is_symlink() {
-            self.note(rel, "symbolic links are not synced; it is skipped");
-        } else if file_type.is_dir() {
-            self.visit_dir(rel, abs, meta);
-        } else if file_type.is_file() {
+        if rel.too_deep() {
+            self.out.problems.push(ScanProblem {
+                message: rel.too_deep_message(),
+                path: Some(rel.clone()),
+            });
+            self.out.held.push(rel);
+            return None;
+        }
+        if file_type.is_dir() {
+            return self.visit_dir(rel, abs, meta);
+        }
+        if file_type.is_file() {
             self.visit_file(rel, abs, meta);
         } else {
-            self.note(
-                rel,
-                "special files (fifos, sockets, devices) are not synced; it is skipped",
-            );
+            self.hold_unsyncable(rel, meta);
         }
+        None
     }
 
-    fn visit_dir(&mut self, rel: RelPath, abs: &Path, meta: &Metadata) {
-        match list_dir(abs) {
-            Ok(children) => {
+    fn visit_dir(&mut self, rel: RelPath, abs: &Path, meta: &Metadata) -> Option<Folder> {
+        let listed = list_dir(abs).and_then(|children| {
+            // The folder may have been swapped for a symbolic link between
+            // the look and the listing, which then listed what the link
+            // points to: only the folder that was looked at counts.
+            let again = fs::symlink_metadata(abs)?;
+            Ok((children, again))
+        });
+        match listed {
+            Ok((children, again)) if again.is_dir() && file_id(&again) == file_id(meta) => {
                 let entry = SideEntry {
                     entry: Entry::dir(crate::fsops::mode_of(meta)),
                     id: file_id(meta),
                     version: None,
                 };
                 self.out.tree.insert(rel.clone(), entry);
-                self.visit_children(Some(&rel), children);
+                Some(Folder {
+                    path: Some(rel),
+                    children: children.into_iter(),
+                })
             }
-            Err(err) if is_vanished(&err) => {}
-            Err(err) => self.hold(rel, "list the folder", &err),
+            Ok((_, again)) if again.is_dir() => {
+                // Replaced by another folder meanwhile: the next round
+                // looks at the new one.
+                self.out.held.push(rel);
+                None
+            }
+            Ok((_, again)) => {
+                self.hold_unsyncable(rel, &again);
+                None
+            }
+            Err(err) if is_vanished(&err) => None,
+            Err(err) => {
+                self.hold(rel, "list the folder", &err);
+                None
+            }
         }
     }
 
@@ -380,14 +450,34 @@ impl<'r, 'a> Scanner<'r, 'a> {
         self.out.held.push(rel);
     }
 
-    /// Records a path that is skipped on purpose.
-    fn note(&mut self, rel: RelPath, message: &str) {
+    /// Records a symbolic link or a special file: never synced, and held
+    /// with a problem saying why. Held, not skipped: a synced folder moved
+    /// to another disk and linked back, or a file replaced by a link, must
+    /// not read as deleted (absence means deletion), and nothing is ever
+    /// written through the link to where it points.
+    fn hold_unsyncable(&mut self, rel: RelPath, meta: &Metadata) {
+        let message = if meta.file_type().is_symlink() {
+            SYMLINK_MESSAGE.to_owned()
+        } else {
+            SPECIAL_FILE_MESSAGE.to_owned()
+        };
         self.out.problems.push(ScanProblem {
-            message: message.to_owned(),
-            path: Some(rel),
+            message,
+            path: Some(rel.clone()),
         });
+        self.out.held.push(rel);
     }
 }
+
+/// The problem of a symbolic link, which every replica holds (see
+/// `Scanner::hold_unsyncable`).
+pub const SYMLINK_MESSAGE: &str = "a symbolic link: links are not synced and never followed, so \
+     it and whatever it points to are left alone on both sides (replace it with the real folder \
+     or file to sync it)";
+
+/// The problem of a fifo, socket or device, which every replica holds.
+pub const SPECIAL_FILE_MESSAGE: &str =
+    "a special file (a fifo, socket or device): it is not synced and is left alone on both sides";
 
 /// Hashes the file at `abs` and checks that it is still what `before`
 /// described, so a file being written is never recorded half-done. Also
@@ -504,7 +594,7 @@ fn mtime_ns(meta: &Metadata) -> i64 {
 }
 
 #[cfg(all(test, unix))]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::collections::BTreeSet;
     use std::io::Write;
@@ -710,7 +800,7 @@ mod tests {
     }
 
     #[test]
-    fn symlinks_and_special_files_are_skipped_with_a_note() {
+    fn symlinks_and_special_files_are_held_with_a_problem_never_followed() {
         let dir = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
         let root = dir.path();
@@ -725,23 +815,110 @@ mod tests {
 
         let out = full(root, &BaseTree::new());
         assert_eq!(paths(&out.tree), ["real.txt"]);
-        assert!(has_problem(
-            &out,
-            "link.txt",
-            "symbolic links are not synced"
-        ));
-        assert!(has_problem(
-            &out,
-            "linkdir",
-            "symbolic links are not synced"
-        ));
-        assert!(has_problem(&out, "pipe", "special files"));
-        assert!(out.held.is_empty());
+        assert!(has_problem(&out, "link.txt", "a symbolic link"));
+        assert!(has_problem(&out, "linkdir", "a symbolic link"));
+        assert!(has_problem(&out, "pipe", "special file"));
+        // Held, not absent: absence would read as a deletion.
+        let mut held = out.held.clone();
+        held.sort();
+        assert_eq!(held, [rel("link.txt"), rel("linkdir"), rel("pipe")]);
 
-        // A scope below a symbolic link does not reach through it either.
+        // A scope below a symbolic link does not reach through it either:
+        // the link is held.
         let scope = Scope::Paths(vec![rel("linkdir/elsewhere.txt")]);
         let out = run(root, &scope, &no_rules(root), &BaseTree::new());
-        assert!(out.tree.is_empty() && out.held.is_empty(), "{out:?}");
+        assert!(out.tree.is_empty(), "{out:?}");
+        assert_eq!(out.held, [rel("linkdir")]);
+        assert!(has_problem(&out, "linkdir", "a symbolic link"));
+    }
+
+    #[test]
+    fn a_synced_folder_replaced_by_a_symbolic_link_is_held_not_absent() {
+        // A folder moved to another disk and linked back: what the base
+        // knew below it must not read as deleted.
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write(root, "photos/a.jpg", b"a");
+        write(root, "photos/2024/b.jpg", b"b");
+        let first = full(root, &BaseTree::new());
+        let moved = elsewhere.path().join("photos");
+        fs::rename(root.join("photos"), &moved).unwrap();
+        std::os::unix::fs::symlink(&moved, root.join("photos")).unwrap();
+
+        let out = full(root, &as_cache(&first.tree));
+        assert!(out.tree.is_empty(), "{out:?}");
+        assert_eq!(out.held, [rel("photos")]);
+        assert!(has_problem(&out, "photos", "a symbolic link"));
+        let scope = Scope::Paths(vec![rel("photos/2024/b.jpg"), rel("photos/a.jpg")]);
+        let out = run(root, &scope, &no_rules(root), &as_cache(&first.tree));
+        assert!(out.tree.is_empty(), "{out:?}");
+        assert_eq!(out.held, [rel("photos"), rel("photos")]);
+    }
+
+    /// Makes `levels` nested one-letter folders below `root` with a file
+    /// at the bottom, one level at a time relative to the folder above
+    /// (a whole path that long may exceed what a plain call takes); returns
+    /// the file's relative path.
+    pub(crate) fn make_deep_tree(root: &Path, levels: usize) -> String {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        let open_dir = |at: libc::c_int, name: &std::ffi::CStr| {
+            // SAFETY: `name` is NUL-terminated; the result is checked.
+            let fd = unsafe {
+                libc::openat(
+                    at,
+                    name.as_ptr(),
+                    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                )
+            };
+            assert!(fd >= 0, "{}", io::Error::last_os_error());
+            // SAFETY: `fd` was just opened and is owned by nobody else.
+            unsafe { OwnedFd::from_raw_fd(fd) }
+        };
+        let root_c = std::ffi::CString::new(root.as_os_str().as_encoded_bytes()).unwrap();
+        let mut dir = open_dir(libc::AT_FDCWD, &root_c);
+        for _ in 0..levels {
+            // SAFETY: as above.
+            let made = unsafe { libc::mkdirat(dir.as_raw_fd(), c"d".as_ptr(), 0o755) };
+            assert_eq!(made, 0, "{}", io::Error::last_os_error());
+            dir = open_dir(dir.as_raw_fd(), c"d");
+        }
+        // SAFETY: as above.
+        let fd = unsafe {
+            libc::openat(
+                dir.as_raw_fd(),
+                c"bottom.txt".as_ptr(),
+                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+                0o644,
+            )
+        };
+        assert!(fd >= 0, "{}", io::Error::last_os_error());
+        // SAFETY: as above.
+        let mut file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        file.write_all(b"deep").unwrap();
+        format!("{}bottom.txt", "d/".repeat(levels))
+    }
+
+    #[test]
+    fn a_tree_nineteen_hundred_levels_deep_is_scanned_without_recursion() {
+        // About 3,800 bytes of path: under PATH_MAX, and far deeper than a
+        // test thread's 2 MiB stack holds nested calls per level.
+        let dir = tempfile::tempdir().unwrap();
+        let bottom = make_deep_tree(dir.path(), 1900);
+        let out = full(dir.path(), &BaseTree::new());
+        assert!(
+            out.held.is_empty() && out.problems.is_empty(),
+            "{:?}",
+            out.problems
+        );
+        assert_eq!(out.tree.len(), 1901);
+        assert_eq!(file_hash(&out, &bottom), ContentHash::of_bytes(b"deep"));
+        // A scope deep in the tree is looked at the same way.
+        let scope = Scope::Paths(vec![rel("d/".repeat(1000).trim_end_matches('/'))]);
+        let out = run(dir.path(), &scope, &no_rules(dir.path()), &BaseTree::new());
+        // Folders 1,000 to 1,900 and the file.
+        assert_eq!(out.tree.len(), 902);
+        assert_eq!(file_hash(&out, &bottom), ContentHash::of_bytes(b"deep"));
     }
 
     #[test]

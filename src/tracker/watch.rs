@@ -312,9 +312,11 @@ impl Pump {
     ) -> Result<(), WatchError> {
         while let Some(dir) = pending.pop() {
             match watch_folder(watcher, &dir, RecursiveMode::NonRecursive) {
+                // Below the deepest synced level nothing is watched: the
+                // scan holds it (see `RelPath::too_deep`).
                 Ok(subfolders) => pending.extend(subfolders.into_iter().filter(|sub| {
                     self.relative(sub)
-                        .is_some_and(|rel| !self.ignore.is_ignored(&rel, true))
+                        .is_some_and(|rel| !rel.too_deep() && !self.ignore.is_ignored(&rel, true))
                 })),
                 Err(err) if is_gone(&err) => {}
                 Err(err) => {

@@ -386,11 +386,16 @@ pub type Tree = BTreeMap<String, String>;
 
 pub fn tree(root: &Path) -> Tree {
     let mut tree = Tree::new();
-    walk(root, root, &mut tree);
+    // Folders wait on a list, not the call stack: some tests make trees
+    // thousands of levels deep.
+    let mut folders = vec![root.to_path_buf()];
+    while let Some(dir) = folders.pop() {
+        walk(root, &dir, &mut tree, &mut folders);
+    }
     tree
 }
 
-fn walk(root: &Path, dir: &Path, tree: &mut Tree) {
+fn walk(root: &Path, dir: &Path, tree: &mut Tree, folders: &mut Vec<PathBuf>) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
@@ -409,7 +414,7 @@ fn walk(root: &Path, dir: &Path, tree: &mut Tree) {
         };
         if kind.is_dir() {
             tree.insert(rel, "dir".to_owned());
-            walk(root, &path, tree);
+            folders.push(path);
         } else if let Ok(bytes) = fs::read(&path) {
             let hash = blake3::hash(&bytes).to_hex();
             tree.insert(rel, format!("{}:{}", bytes.len(), &hash[..16]));

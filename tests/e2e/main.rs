@@ -14,6 +14,7 @@ mod devices;
 mod guard;
 mod harness;
 mod lifecycle;
+mod links_and_depth;
 mod names;
 mod permissions;
 mod propagation;

@@ -47,7 +47,7 @@ fn status_and_changes_escape_hostile_names_and_json_keeps_them_exact() {
         "{human}"
     );
     assert!(
-        human.contains("  problem: outlink: symbolic links are not synced; it is skipped\n"),
+        human.contains("  problem: outlink: a symbolic link: links are not synced"),
         "a problem names its path once:\n{human}"
     );
     let json = device.ctl_json(&["status"]);

@@ -304,7 +304,7 @@ fn a_changed_host_key_is_refused_loudly_and_nothing_is_written() {
 }
 
 #[test]
-fn hostile_names_and_symlinks_on_the_server_are_skipped_with_a_note_never_followed() {
+fn hostile_names_are_skipped_and_symlinks_on_the_server_held_with_a_problem_never_followed() {
     let server = Sshd::start();
     let served = server.served().join("root");
     let remote = replica(&server, "root");
@@ -333,21 +333,23 @@ fn hostile_names_and_symlinks_on_the_server_are_skipped_with_a_note_never_follow
         .map(|p| p.message.as_str())
         .collect();
     let has = |text: &str| problems.iter().any(|p| p.contains(text));
-    // A skipped path's message does not repeat the path: status shows it
-    // before the message.
     let skipped = |path: &str| {
         listing.problems.iter().any(|p| {
             p.path.as_ref().is_some_and(|p| p.as_str() == path)
-                && p.message == "symbolic links are not synced; it is skipped"
+                && p.message.starts_with("a symbolic link")
         })
     };
     assert!(skipped("escape"), "{problems:?}");
     assert!(skipped("passwd.txt"), "{problems:?}");
+    // Held, as on a local folder: a folder replaced by a link on the
+    // server must not read as deleted.
+    assert_eq!(listing.held, [rel("escape"), rel("passwd.txt")]);
     assert!(has("bad\\nname.txt"), "{problems:?}");
     assert!(has("back\\\\slash.txt"), "{problems:?}");
     assert!(has("latin1-"), "{problems:?}");
     assert_eq!(listing.hashed_files, 1, "only ok.txt was read");
-    // A scope reaching through the symbolic link finds nothing there.
+    // A scope reaching through the symbolic link finds nothing there, and
+    // holds the link.
     let through = remote
         .list(
             &Scope::Paths(vec![rel("escape/secret.txt")]),
@@ -356,6 +358,7 @@ fn hostile_names_and_symlinks_on_the_server_are_skipped_with_a_note_never_follow
         )
         .unwrap();
     assert!(through.tree.is_empty(), "{through:?}");
+    assert_eq!(through.held, [rel("escape")]);
     // Writing or removing through the link is refused: what is there is
     // not what a plan could expect.
     let err = remote.remove(&rel("escape"), &Expect::Dir).unwrap_err();
@@ -750,4 +753,44 @@ fn modes_are_set_exactly_changed_in_place_and_kept_in_the_trash() {
             }
         }
     }
+}
+
+#[test]
+fn a_tree_nineteen_hundred_levels_deep_is_written_listed_trashed_and_purged() {
+    // About 3,800 bytes of path below the served folder: every level is
+    // made, listed and removed in a loop, not a call per level (a test
+    // thread has a 2 MiB stack, as the agent's sync threads do).
+    let server = Sshd::start();
+    let served = server.served().join("root");
+    let remote = replica(&server, "root");
+    remote.mark_root().unwrap();
+    let deep = format!("{}x.txt", "d/".repeat(1900));
+    let written = write(&remote, &deep, "deep\n", &Expect::Absent);
+    assert_eq!(fs::read_to_string(served.join(&deep)).unwrap(), "deep\n");
+
+    let listing = remote
+        .list(&Scope::Full, &BaseTree::new(), &no_rules())
+        .unwrap();
+    assert_eq!(listing.tree.len(), 1901);
+    assert!(listing.held.is_empty() && listing.problems.is_empty());
+
+    remote
+        .remove(&rel(&deep), &Expect::of(Some(&written.entry)))
+        .unwrap();
+    let trash = served.join(".prism-sync/trash");
+    let batch = fs::read_dir(&trash)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert_eq!(
+        fs::read_to_string(batch.join(&deep)).unwrap(),
+        "deep\n",
+        "the removed version is kept"
+    );
+    // Aged, then purged with everything below it.
+    fs::rename(&batch, trash.join("20000101-0000")).unwrap();
+    assert_eq!(remote.purge_trash(Duration::from_secs(3600)).unwrap(), 1);
+    assert_eq!(fs::read_dir(&trash).unwrap().count(), 0);
 }

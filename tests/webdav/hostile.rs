@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prism_sync::fsops::Expect;
-use prism_sync::model::{BaseTree, ContentHash, Scope};
+use prism_sync::model::{BaseTree, ContentHash, MAX_DEPTH, Scope};
 use prism_sync::remote::{Replica, WebdavReplica};
 
 use crate::replica::{no_rules, rel, target};
@@ -548,8 +548,73 @@ fn a_depth_infinity_answer_nesting_thousands_deep_is_walked_without_recursion() 
         .replica("/nest/")
         .list(&Scope::Full, &BaseTree::new(), &no_rules())
         .unwrap();
-    assert_eq!(listing.tree.len(), NESTING + 1);
-    let bottom = format!("{}f.txt", "a/".repeat(NESTING));
-    assert!(listing.tree.contains_key(&rel(&bottom)));
-    assert_eq!(listing.hashed_files, 1);
+    // Walked down to the deepest level synced; what is below is held,
+    // never read, with a problem saying why.
+    assert_eq!(listing.tree.len(), MAX_DEPTH);
+    let too_deep = rel("a/".repeat(MAX_DEPTH + 1).trim_end_matches('/'));
+    assert_eq!(listing.held, std::slice::from_ref(&too_deep));
+    assert_eq!(listing.problems.len(), 1, "{:?}", listing.problems);
+    assert_eq!(listing.problems[0].path, Some(too_deep));
+    assert!(listing.problems[0].message.contains("levels deep"));
+    assert_eq!(listing.hashed_files, 0);
+    assert_eq!(server.seen(), ["PROPFIND /nest/ infinity"]);
+}
+
+/// `/abyss/` serves folders ever deeper, one `Depth: 1` answer at a time:
+/// every folder holds a file and another folder, without end (one-letter
+/// names: the paths stay within 4,096 bytes down to the depth limit). Depth
+/// infinity is refused.
+fn ever_deeper(_port: u16, method: &str, path: &str, depth: &str) -> Reply {
+    match (method, depth) {
+        ("PROPFIND", "infinity") => Reply::Bytes(403, Vec::new()),
+        ("PROPFIND", "1") if path.starts_with("/abyss/") && path.ends_with('/') => {
+            let body = format!(
+                "<?xml version=\"1.0\"?><D:multistatus xmlns:D=\"DAV:\">{}{}{}</D:multistatus>",
+                response(path, true),
+                response(&format!("{path}f"), false),
+                response(&format!("{path}a/"), true)
+            );
+            Reply::Bytes(207, body.into_bytes())
+        }
+        ("GET", _) if path.ends_with("/f") => Reply::Bytes(200, b"good\n".to_vec()),
+        _ => Reply::Bytes(404, Vec::new()),
+    }
+}
+
+#[test]
+fn a_server_serving_ever_deeper_folders_meets_the_depth_limit_and_a_problem() {
+    let server = Hostile::start(ever_deeper);
+    let listing = server
+        .replica("/abyss/")
+        .list(&Scope::Full, &BaseTree::new(), &no_rules())
+        .unwrap();
+    // Folders down to the limit, and the file beside each of them.
+    let files = listing.tree.values().filter(|e| !e.entry.is_dir()).count();
+    assert_eq!(
+        (listing.tree.len() - files, files),
+        (MAX_DEPTH, MAX_DEPTH),
+        "held {:?}",
+        listing.held.iter().map(|p| p.depth()).collect::<Vec<_>>()
+    );
+    let too_deep = format!("{}a", "a/".repeat(MAX_DEPTH));
+    let deepest_file = format!("{}f", "a/".repeat(MAX_DEPTH));
+    let mut held = listing.held.clone();
+    held.sort();
+    assert_eq!(held, [rel(&too_deep), rel(&deepest_file)]);
+    assert!(
+        listing
+            .problems
+            .iter()
+            .all(|p| p.message.contains("levels deep")),
+        "{:?}",
+        listing.problems
+    );
+    // The share and each folder down to the limit were listed once, and
+    // nothing deeper.
+    let listed = server
+        .seen()
+        .iter()
+        .filter(|line| line.starts_with("PROPFIND") && line.ends_with(" 1"))
+        .count();
+    assert_eq!(listed, MAX_DEPTH + 1);
 }

@@ -718,3 +718,55 @@ fn folders_made_by_several_writers_at_once_are_made_without_an_error() {
         }
     });
 }
+
+#[test]
+fn a_folder_replaced_by_a_link_on_the_server_never_reads_as_deleted() {
+    // Apache's mod_dav_fs leaves a link out of the listing of its folder
+    // but serves what it points to when asked by name: a WebDAV client
+    // cannot see the link itself. Nothing below it may read as deleted.
+    let server = Apache::start();
+    for name in ["flat-tree", "deep-tree"] {
+        lay_out_tree(&server, name);
+        let remote = replica(&server, name);
+        remote.mark_root().unwrap();
+        let_etags_settle();
+        let first = remote
+            .list(&Scope::Full, &BaseTree::new(), &no_rules())
+            .unwrap();
+        let root = server.served(Share::Open).join(name);
+        let moved = server.served(Share::Open).join(format!("{name}-a-moved"));
+        fs::rename(root.join("a"), &moved).unwrap();
+        std::os::unix::fs::symlink(&moved, root.join("a")).unwrap();
+        let again = remote
+            .list(&Scope::Full, &base_of(&first), &no_rules())
+            .unwrap();
+        let kept: Vec<&RelPath> = first
+            .tree
+            .keys()
+            .filter(|path| !again.tree.contains_key(*path))
+            .filter(|path| !again.held.iter().any(|held| path.is_within(held)))
+            .collect();
+        assert!(
+            kept.is_empty(),
+            "{name}: {kept:?} read as deleted: {again:?}"
+        );
+        // Apache leaves the link out of its listing but serves it by
+        // name: held, with a problem saying why.
+        assert_eq!(again.held, [rel("a")], "{name}: {again:?}");
+        assert!(
+            again
+                .problems
+                .iter()
+                .any(|p| p.path == Some(rel("a")) && p.message.contains("symbolic link")),
+            "{name}: {:?}",
+            again.problems
+        );
+        // A folder really deleted on the server still reads as deleted.
+        fs::remove_dir_all(root.join("d")).unwrap();
+        let after = remote
+            .list(&Scope::Full, &base_of(&first), &no_rules())
+            .unwrap();
+        assert!(!after.tree.keys().any(|p| p.is_within(&rel("d"))));
+        assert_eq!(after.held, [rel("a")], "{name}: {after:?}");
+    }
+}
