@@ -59,6 +59,7 @@ fn setup(lease_ttl: Duration) -> Setup {
         strategy: Strategy::Manual,
         local_root: local.clone(),
         lease_ttl,
+        trash_retention: Duration::from_secs(30 * 24 * 3600),
     };
     let engine = PairEngine::new(
         pair,

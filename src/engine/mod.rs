@@ -11,6 +11,7 @@
 //! find, and every such call moves the old version to a trash.
 
 pub mod backoff;
+mod change_log;
 pub mod conflicts;
 pub mod executor;
 pub mod guard;
@@ -62,6 +63,9 @@ pub struct EngineSettings {
     pub local_root: PathBuf,
     /// How long the remote lease lasts before another agent may take it.
     pub lease_ttl: Duration,
+    /// How long trashed versions are kept; the change log on the remote
+    /// keeps its entries as long.
+    pub trash_retention: Duration,
 }
 
 /// Files up to this size that are UTF-8 text keep their base content in
@@ -222,6 +226,8 @@ pub struct PairEngine {
     /// every later report's problems while the agent runs, so status keeps
     /// saying why conflicts appeared.
     restored_notice: Mutex<Option<Problem>>,
+    /// This device's change log on the remote, once a run opened it.
+    log_writer: Mutex<Option<crate::remote::change_log::LogWriter>>,
 }
 
 impl PairEngine {
@@ -246,6 +252,7 @@ impl PairEngine {
             cancel: Arc::new(AtomicBool::new(false)),
             last_guard: Mutex::new(None),
             restored_notice: Mutex::new(None),
+            log_writer: Mutex::new(None),
         }
     }
 
@@ -507,6 +514,10 @@ impl Run<'_> {
                     recorded
                 }
             };
+        // What an earlier run committed but could not log (it crashed, or
+        // the remote went away) goes first.
+        self.publish()?;
+        let mut pulled = false;
         for round in 0..MAX_ROUNDS {
             if let Some(error) = keeper.failure() {
                 return Err(SyncError::Replica(error));
@@ -541,6 +552,17 @@ impl Run<'_> {
                 return Ok(());
             }
             tracing::debug!(pair = %engine.name, round, actions = plan.actions.len(), conflicts = plan.conflicts.len(), listed_ms = listed.as_millis() as u64, planned_ms = (started.elapsed() - listed).as_millis() as u64, "executing plan");
+            // Read after the listing: every change it saw was made by a
+            // device that logged it before giving up the lease.
+            if !pulled {
+                change_log::pull(
+                    &engine.journal,
+                    engine.pair,
+                    engine.remote(),
+                    engine.settings.trash_retention,
+                )?;
+                pulled = true;
+            }
             let sync_id = match &self.sync_id {
                 Some(id) => id.clone(),
                 None => {
@@ -594,6 +616,7 @@ impl Run<'_> {
                 device,
                 &mut recorded,
             )?;
+            self.publish()?;
             if again.is_empty() {
                 self.unsettled.clear();
                 return Ok(());
@@ -608,6 +631,19 @@ impl Run<'_> {
             };
         }
         Ok(())
+    }
+
+    /// Appends this device's committed changes to its log on the remote.
+    fn publish(&self) -> Result<(), SyncError> {
+        let engine = self.engine;
+        change_log::publish(
+            &engine.journal,
+            engine.pair,
+            engine.remote(),
+            &engine.settings.device,
+            engine.settings.trash_retention,
+            &mut engine.log_writer.lock().expect("log writer"),
+        )
     }
 
     /// Refuses to sync into a missing or unmarked root that once held

@@ -10,6 +10,9 @@ mod devices;
 mod guard;
 mod harness;
 mod lifecycle;
+mod origins;
 mod propagation;
+#[path = "../support/records.rs"]
+mod records;
 mod restore;
 mod socket;

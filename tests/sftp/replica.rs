@@ -623,3 +623,11 @@ fn records_are_replaced_whole_in_the_metadata_folder() {
     remote.mark_root().unwrap();
     crate::records::check_records_round_trip(&remote, &server.served().join("records/.prism-sync"));
 }
+
+#[test]
+fn change_logs_are_written_rotated_and_read_incrementally() {
+    let server = Sshd::start();
+    let remote = replica(&server, "logs");
+    remote.mark_root().unwrap();
+    crate::records::check_change_log_round_trip(&remote, &server.served().join("logs/.prism-sync"));
+}
