@@ -144,6 +144,25 @@ impl EngineContext<'_> {
         }
     }
 
+    /// Which device made the version `hash` of `path`, if known (see
+    /// `Journal::origin_of`): the other devices' changes read this run
+    /// are included, so a version about to be applied or kept as a
+    /// conflict copy can be named after its device.
+    pub fn origin_of(&self, path: &RelPath, hash: &ContentHash) -> Option<String> {
+        match self
+            .journal
+            .lock()
+            .expect("journal lock")
+            .origin_of(self.pair, path, hash)
+        {
+            Ok(origin) => origin.map(|o| o.device),
+            Err(e) => {
+                tracing::warn!(path = %path, error = %e, "cannot look up which device made a version");
+                None
+            }
+        }
+    }
+
     /// The base content to keep for a later three-way merge: small UTF-8
     /// text files only, and only for pairs that merge automatically.
     pub fn base_content(&self, path: &RelPath, meta: &FileMeta) -> Vec<(ContentHash, Vec<u8>)> {

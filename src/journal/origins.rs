@@ -222,12 +222,16 @@ pub(super) fn resolve(
              AND path = ?2 AND from_path = ?3 ORDER BY id DESC LIMIT 1",
             change.from_path.as_ref().map(|p| p.as_str().to_owned()),
         ),
-        (_, Some(hash)) => (
+        // New content: whatever change made it there (a move seen as a
+        // creation, a modification seen as a creation by a device that did
+        // not have the file).
+        (ChangeType::Created | ChangeType::Modified, Some(hash)) => (
             "SELECT id, device, at FROM remote_changes WHERE pair_id = ?1 \
              AND path = ?2 AND hash = ?3 AND type <> 'deleted' ORDER BY id DESC LIMIT 1",
             Some(hash.to_hex()),
         ),
-        (change_type, None) => (
+        // A folder, or any other kind of change: the same kind at the path.
+        (change_type, _) => (
             "SELECT id, device, at FROM remote_changes WHERE pair_id = ?1 \
              AND path = ?2 AND type = ?3 ORDER BY id DESC LIMIT 1",
             Some(change_type.as_str().to_owned()),

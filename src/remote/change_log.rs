@@ -488,6 +488,145 @@ mod tests {
         assert_eq!(parse_head(""), None);
     }
 
+    /// A remote folder that counts the records read.
+    struct Counting {
+        inner: crate::remote::LocalFolder,
+        reads: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Counting {
+        fn reads(&self) -> usize {
+            self.reads.swap(0, std::sync::atomic::Ordering::Relaxed)
+        }
+    }
+
+    /// Only the record calls matter here; the rest is never called.
+    impl Replica for Counting {
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+        fn root_state(&self) -> Result<crate::remote::RootState, ReplicaError> {
+            self.inner.root_state()
+        }
+        fn mark_root(&self) -> Result<(), ReplicaError> {
+            self.inner.mark_root()
+        }
+        fn list(
+            &self,
+            scope: &crate::model::Scope,
+            cache: &crate::model::BaseTree,
+            ignore: &crate::tracker::ignore::IgnoreRules,
+        ) -> Result<crate::remote::Listing, ReplicaError> {
+            self.inner.list(scope, cache, ignore)
+        }
+        fn open(&self, path: &RelPath) -> Result<Box<dyn std::io::Read + Send + '_>, ReplicaError> {
+            self.inner.open(path)
+        }
+        fn stage(
+            &self,
+            path: &RelPath,
+            content: &mut dyn std::io::Read,
+            hash: &ContentHash,
+            mtime_ns: i64,
+        ) -> Result<crate::remote::StagedWrite, ReplicaError> {
+            self.inner.stage(path, content, hash, mtime_ns)
+        }
+        fn commit_staged(
+            &self,
+            staged: &crate::remote::StagedWrite,
+            expect: &crate::fsops::Expect,
+        ) -> Result<crate::model::SideEntry, ReplicaError> {
+            self.inner.commit_staged(staged, expect)
+        }
+        fn discard(&self, staged: crate::remote::StagedWrite) {
+            self.inner.discard(staged)
+        }
+        fn mkdir(&self, path: &RelPath) -> Result<crate::model::SideEntry, ReplicaError> {
+            self.inner.mkdir(path)
+        }
+        fn rename(
+            &self,
+            from: &RelPath,
+            to: &RelPath,
+            expect: &crate::fsops::Expect,
+        ) -> Result<(), ReplicaError> {
+            self.inner.rename(from, to, expect)
+        }
+        fn remove(
+            &self,
+            path: &RelPath,
+            expect: &crate::fsops::Expect,
+        ) -> Result<(), ReplicaError> {
+            self.inner.remove(path, expect)
+        }
+        fn read_record(&self, name: &str) -> Result<Option<String>, ReplicaError> {
+            self.reads
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.inner.read_record(name)
+        }
+        fn write_record(&self, name: &str, content: &str) -> Result<(), ReplicaError> {
+            self.inner.write_record(name, content)
+        }
+        fn list_records(&self, folder: &str) -> Result<Vec<String>, ReplicaError> {
+            self.inner.list_records(folder)
+        }
+        fn remove_record(&self, name: &str) -> Result<(), ReplicaError> {
+            self.inner.remove_record(name)
+        }
+    }
+
+    #[test]
+    fn a_reader_reads_only_the_head_until_the_log_grows_and_then_only_the_new_segment() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let remote = Counting {
+            inner: crate::remote::LocalFolder::remote(dir.path().to_path_buf()),
+            reads: Default::default(),
+        };
+        let log = "0123456789abcdef0123456789abcdef";
+        let mut writer = LogWriter::open(&remote, log, "laptop", 0).unwrap();
+        let entries: Vec<LogEntry> = (1..=(3 * SEGMENT_ENTRIES as u64))
+            .map(|id| LogEntry { id, ..entry(id) })
+            .collect();
+        let month = Duration::from_secs(30 * 24 * 3600);
+        // Written now: nothing is old enough to be pruned.
+        let now = timefmt::parse("2025-02-10T00:00:00Z").unwrap();
+        writer.append(&remote, &entries, month, now).unwrap();
+        remote.reads();
+
+        let head = read_head(&remote, log).unwrap().unwrap();
+        let (read, cursor) = read_new(&remote, log, &head, Cursor::default()).unwrap();
+        assert_eq!(read.len(), entries.len());
+        assert_eq!(remote.reads(), 1 + 3, "the head and each segment once");
+
+        let head = read_head(&remote, log).unwrap().unwrap();
+        let (read, same) = read_new(&remote, log, &head, cursor).unwrap();
+        assert!(read.is_empty());
+        assert_eq!(same, cursor);
+        assert_eq!(remote.reads(), 1, "nothing new: the head only");
+
+        let next = 3 * SEGMENT_ENTRIES as u64 + 1;
+        let one = |id: u64| [LogEntry { id, ..entry(id) }];
+        writer.append(&remote, &one(next), month, now).unwrap();
+        assert_eq!(
+            remote.reads(),
+            1,
+            "starting a segment reads the oldest, to see whether it expired"
+        );
+        writer.append(&remote, &one(next + 1), month, now).unwrap();
+        assert_eq!(remote.reads(), 0, "appending to a segment reads nothing");
+        let head = read_head(&remote, log).unwrap().unwrap();
+        let (read, _) = read_new(&remote, log, &head, cursor).unwrap();
+        assert_eq!(
+            read.iter().map(|e| e.id).collect::<Vec<_>>(),
+            [next, next + 1]
+        );
+        assert_eq!(
+            remote.reads(),
+            1 + 2,
+            "the head, the last full segment again and the new one"
+        );
+    }
+
     #[test]
     fn log_names_are_lineages_only() {
         assert!(is_log_name("0123456789abcdef0123456789abcdef"));
