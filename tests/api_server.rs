@@ -355,6 +355,7 @@ fn changes_answer_in_the_spec_6_2_shape() {
             "from_path",
             "origin_side",
             "origin_device",
+            "origin_at",
             "sync_id",
             "hash",
             "size",
@@ -370,6 +371,7 @@ fn changes_answer_in_the_spec_6_2_shape() {
             pair: None,
             since: None,
             path: None,
+            device: None,
             limit: 100
         })
     );
@@ -378,7 +380,7 @@ fn changes_answer_in_the_spec_6_2_shape() {
     let body = ok_body(request(
         &server.socket,
         "GET",
-        "/changes?pair=notes&since=2025-02-09T12%3A30%3A00%2B01%3A00&path=docs%2F&limit=5",
+        "/changes?pair=notes&since=2025-02-09T12%3A30%3A00%2B01%3A00&path=docs%2F&device=laptop&limit=5",
         Value::Null,
     ));
     assert_eq!(body["changes"].as_array().unwrap().len(), 2);
@@ -395,6 +397,7 @@ fn changes_answer_in_the_spec_6_2_shape() {
             pair: Some("notes".into()),
             since: Some("2025-02-09T11:30:00.000Z".into()),
             path: Some("docs/".into()),
+            device: Some("laptop".into()),
             limit: 5
         })
     );
@@ -489,6 +492,7 @@ fn typed_client_round_trips_every_endpoint() {
             pair: Some("photos".into()),
             since: Some("2025-02-08".into()),
             path: None,
+            device: None,
             limit: 10,
         })
         .unwrap();

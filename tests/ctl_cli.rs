@@ -215,6 +215,8 @@ fn changes_prints_the_spec_6_2_log_or_a_table() {
             "2025-02-09",
             "--path",
             "docs",
+            "--device",
+            "laptop",
             "--limit",
             "1",
         ],
@@ -223,7 +225,8 @@ fn changes_prints_the_spec_6_2_log_or_a_table() {
         body["changes"],
         json!([{"type": "modified", "path": "docs/page.md", "timestamp": "2025-02-09T12:00:00.000Z",
                 "pair": "notes", "from_path": null, "origin_side": "local",
-                "origin_device": "laptop", "sync_id": "sync-1", "hash": "abc123", "size": 42}])
+                "origin_device": "laptop", "origin_at": "2025-02-09T12:00:00.000Z",
+                "sync_id": "sync-1", "hash": "abc123", "size": 42}])
     );
     let query = server
         .control
@@ -234,6 +237,7 @@ fn changes_prints_the_spec_6_2_log_or_a_table() {
         .clone()
         .unwrap();
     assert_eq!(query.since.as_deref(), Some("2025-02-09T00:00:00.000Z"));
+    assert_eq!(query.device.as_deref(), Some("laptop"));
     assert_eq!(query.limit, 1);
 
     let text = stdout(&ctl(&server.socket, &["changes", "--pair", "notes"]));

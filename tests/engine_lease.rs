@@ -70,6 +70,7 @@ fn setup_with(files: usize, lease_ttl: Duration) -> Setup {
         strategy: Strategy::Manual,
         local_root: local.clone(),
         lease_ttl,
+        trash_retention: Duration::from_secs(30 * 24 * 3600),
     };
     let journal = Arc::new(Mutex::new(journal));
     let engine = PairEngine::new(

@@ -145,6 +145,7 @@ fn change(row: &ChangeRow) -> wire::Change {
             Side::Remote => wire::Side::Remote,
         },
         origin_device: Some(row.origin_device.clone()),
+        origin_at: row.origin_at.clone(),
         sync_id: row.sync_id.clone(),
         hash: row.hash.map(|h| h.to_hex()),
         size: row.size,
@@ -411,6 +412,7 @@ impl Control for AgentControl {
                 pair: query.pair.clone(),
                 since: query.since.clone(),
                 path_prefix,
+                device: query.device.clone(),
                 limit: Some(query.limit as usize),
             })
             .map_err(Self::journal_error)?;

@@ -199,6 +199,7 @@ pub fn build_engine(
         // Long enough for a round with a large transfer (the lease is renewed
         // once per round); a crashed holder on this host is detected at once.
         lease_ttl: Duration::from_secs(600),
+        trash_retention: agent.trash_retention,
     };
     Ok(PairEngine::new(
         pair_id,

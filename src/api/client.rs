@@ -129,6 +129,7 @@ impl Client {
         push_param(&mut params, "pair", query.pair.as_deref());
         push_param(&mut params, "since", query.since.as_deref());
         push_param(&mut params, "path", query.path.as_deref());
+        push_param(&mut params, "device", query.device.as_deref());
         params.push(("limit", query.limit.to_string()));
         self.call("GET", &["changes"], &params, None::<&()>)
     }

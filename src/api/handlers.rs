@@ -115,7 +115,7 @@ impl Route {
     fn query_params(&self) -> &'static [&'static str] {
         match self {
             Route::Conflicts => &["pair", "all"],
-            Route::Changes => &["pair", "since", "path", "limit"],
+            Route::Changes => &["pair", "since", "path", "device", "limit"],
             _ => &[],
         }
     }
@@ -361,6 +361,7 @@ fn changes_query(query: &Query<'_>, now: SystemTime) -> Result<wire::ChangesQuer
         pair: query.get("pair").map(str::to_owned),
         since,
         path: query.get("path").map(str::to_owned),
+        device: query.get("device").map(str::to_owned),
         limit,
     })
 }

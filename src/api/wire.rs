@@ -351,7 +351,7 @@ pub struct ResolveResponse {
 
 // ---------------------------------------------------------------- changes
 
-/// `GET /changes?pair=&since=&path=&limit=`, as the daemon receives it:
+/// `GET /changes?pair=&since=&path=&device=&limit=`, as the daemon receives it:
 /// `since` is already normalized to the journal's RFC 3339 form
 /// (`2025-02-09T16:00:00.000Z`), so it compares as text.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -360,6 +360,9 @@ pub struct ChangesQuery {
     pub since: Option<String>,
     /// Only paths equal to this or below it.
     pub path: Option<String>,
+    /// Only changes made by this device (`origin_device`).
+    #[serde(default)]
+    pub device: Option<String>,
     pub limit: u32,
 }
 
@@ -380,7 +383,12 @@ pub struct Change {
     /// The old path of a move.
     pub from_path: Option<String>,
     pub origin_side: Side,
+    /// The device that made the change; `remote` for a change from the
+    /// remote whose device is not known.
     pub origin_device: Option<String>,
+    /// When the origin device made it, where known.
+    #[serde(default)]
+    pub origin_at: Option<String>,
     /// The sync run that carried the change to the other side.
     pub sync_id: Option<String>,
     pub hash: Option<String>,

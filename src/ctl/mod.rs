@@ -94,6 +94,9 @@ enum Command {
         /// Only paths equal to PREFIX or below it.
         #[arg(long, value_name = "PREFIX")]
         path: Option<String>,
+        /// Only changes made by the device named D (on any device's journal).
+        #[arg(long, value_name = "D")]
+        device: Option<String>,
         #[arg(long, value_name = "N", default_value_t = wire::DEFAULT_CHANGES_LIMIT)]
         limit: u32,
     },
@@ -290,12 +293,14 @@ fn execute(command: Command, socket: &Path, json: bool) -> Result<i32, ClientErr
             pair,
             since,
             path,
+            device,
             limit,
         } => {
             let query = wire::ChangesQuery {
                 pair,
                 since,
                 path,
+                device,
                 limit,
             };
             Ok(emit(json, &client.changes(&query)?, render::changes))

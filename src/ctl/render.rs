@@ -537,6 +537,7 @@ mod tests {
                 from_path: None,
                 origin_side: Side::Remote,
                 origin_device: Some("nas\x1b[31m".into()),
+                origin_at: None,
                 sync_id: None,
                 hash: None,
                 size: None,

@@ -11,6 +11,7 @@
 //! find, and every such call moves the old version to a trash.
 
 pub mod backoff;
+mod change_log;
 pub mod conflicts;
 pub mod executor;
 pub mod guard;
@@ -65,6 +66,9 @@ pub struct EngineSettings {
     pub local_root: PathBuf,
     /// How long the remote lease lasts before another agent may take it.
     pub lease_ttl: Duration,
+    /// How long trashed versions are kept; the change log on the remote
+    /// keeps its entries as long.
+    pub trash_retention: Duration,
 }
 
 /// Files up to this size that are UTF-8 text keep their base content in
@@ -145,6 +149,20 @@ impl EngineContext<'_> {
             sync_id: Some(self.sync_id.clone()),
             hash: meta.map(|m| m.hash),
             size: meta.map(|m| m.size),
+        }
+    }
+
+    /// Which device made the version `hash` of `path`, if known (see
+    /// `Journal::origin_of`): the other devices' changes read this run
+    /// are included, so a version about to be applied or kept as a
+    /// conflict copy can be named after its device.
+    pub fn origin_of(&self, path: &RelPath, hash: &ContentHash) -> Option<String> {
+        match self.journal.locked().origin_of(self.pair, path, hash) {
+            Ok(origin) => origin.map(|o| o.device),
+            Err(e) => {
+                tracing::warn!(path = %path, error = %e, "cannot look up which device made a version");
+                None
+            }
         }
     }
 
@@ -259,6 +277,8 @@ pub struct PairEngine {
     restored_notice: Mutex<Option<Problem>>,
     /// While a run waits for another agent's lease: who holds it.
     lease_holder: Mutex<Option<String>>,
+    /// This device's change log on the remote, once a run opened it.
+    log_writer: Mutex<Option<crate::remote::change_log::LogWriter>>,
 }
 
 impl PairEngine {
@@ -284,6 +304,7 @@ impl PairEngine {
             last_guard: Mutex::new(None),
             restored_notice: Mutex::new(None),
             lease_holder: Mutex::new(None),
+            log_writer: Mutex::new(None),
         }
     }
 
@@ -570,6 +591,10 @@ impl Run<'_> {
                     recorded
                 }
             };
+        // What an earlier run committed but could not log (it crashed, or
+        // the remote went away) goes first.
+        self.publish()?;
+        let mut pulled = false;
         for round in 0..MAX_ROUNDS {
             if let Some(error) = keeper.as_mut().and_then(LeaseKeeper::failure) {
                 return Err(SyncError::Replica(error));
@@ -625,6 +650,17 @@ impl Run<'_> {
                 }
             };
             tracing::debug!(pair = %engine.name, round, actions = plan.actions.len(), conflicts = plan.conflicts.len(), listed_ms = listed.as_millis() as u64, planned_ms = (started.elapsed() - listed).as_millis() as u64, "executing plan");
+            // Read after the listing: every change it saw was made by a
+            // device that logged it before giving up the lease.
+            if !pulled {
+                change_log::pull(
+                    &engine.journal,
+                    engine.pair,
+                    engine.remote(),
+                    engine.settings.trash_retention,
+                )?;
+                pulled = true;
+            }
             let sync_id = match &self.sync_id {
                 Some(id) => id.clone(),
                 None => {
@@ -677,6 +713,7 @@ impl Run<'_> {
                 device,
                 &mut recorded,
             )?;
+            self.publish()?;
             if again.is_empty() {
                 self.unsettled.clear();
                 return Ok(());
@@ -726,6 +763,19 @@ impl Run<'_> {
             ReplicaError::Busy(holder) => SyncError::Busy(holder),
             other => SyncError::Replica(other),
         })
+    }
+
+    /// Appends this device's committed changes to its log on the remote.
+    fn publish(&self) -> Result<(), SyncError> {
+        let engine = self.engine;
+        change_log::publish(
+            &engine.journal,
+            engine.pair,
+            engine.remote(),
+            &engine.settings.device,
+            engine.settings.trash_retention,
+            &mut engine.log_writer.locked(),
+        )
     }
 
     /// Refuses to sync into a missing or unmarked root that once held

@@ -15,7 +15,7 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, params, params_from_iter};
 
 use super::rows::{RowReader, below, int, kind_str, opt_hex, opt_int, within};
-use super::{Journal, JournalError, PairId, during};
+use super::{Journal, JournalError, PairId, during, origins};
 use crate::model::{ContentHash, RelPath, Side};
 use crate::timefmt;
 
@@ -83,6 +83,10 @@ pub struct ChangeRow {
     pub is_dir: bool,
     pub origin_side: Side,
     pub origin_device: String,
+    /// When the origin device made the change, where known: the time of
+    /// the row for a change made here, the time in the origin device's log
+    /// for one from another device.
+    pub origin_at: Option<String>,
     pub sync_id: Option<String>,
     pub hash: Option<ContentHash>,
     pub size: Option<u64>,
@@ -107,6 +111,8 @@ pub struct ChangeFilter {
     /// Only changes to this path or below it, component-wise (`docs` matches
     /// `docs` and `docs/a`, not `docs2`); a move matches by either end.
     pub path_prefix: Option<RelPath>,
+    /// Only changes made by this device (`origin_device`).
+    pub device: Option<String>,
     /// At most this many: the most recent ones.
     pub limit: Option<usize>,
 }
@@ -131,6 +137,10 @@ impl Journal {
                     .path_prefix
                     .as_ref()
                     .map_or(Value::Null, |p| Value::Text(p.as_str().to_owned())),
+                filter
+                    .device
+                    .as_ref()
+                    .map_or(Value::Null, |d| Value::Text(d.clone())),
                 Value::Integer(limit),
             ];
             let mut stmt = self.conn.prepare_cached(&select_changes(filter))?;
@@ -174,15 +184,53 @@ impl Journal {
             Ok(batches)
         })
     }
+
+    /// The id of `pair`'s newest change; 0 when it has none.
+    pub fn last_change_id(&self, pair: PairId) -> Result<u64, JournalError> {
+        during("read the change log", || {
+            let id: Option<i64> = self
+                .conn
+                .prepare_cached("SELECT max(id) FROM changes WHERE pair_id = ?1")?
+                .query_row([pair.0], |row| row.get(0))?;
+            Ok(id.unwrap_or(0).unsigned_abs())
+        })
+    }
+
+    /// The changes of `pair` made on this device (origin side local) after
+    /// the change `after`, oldest first, at most `limit`: what this device
+    /// tells the others through its log on the remote.
+    pub fn local_changes_after(
+        &self,
+        pair: PairId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<ChangeRow>, JournalError> {
+        during("read the change log", || {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT c.id, p.name AS pair, c.at, c.type, c.path, c.from_path, c.kind, \
+                 c.origin_side, c.origin_device, c.origin_at, c.sync_id, c.hash, c.size \
+                 FROM changes c JOIN pairs p ON p.id = c.pair_id \
+                 WHERE c.pair_id = ?1 AND c.id > ?2 AND c.origin_side = 'local' \
+                 ORDER BY c.id LIMIT ?3",
+            )?;
+            let mut rows = stmt.query(params![pair.0, int(after), int(limit as u64)])?;
+            let mut changes = Vec::new();
+            while let Some(row) = rows.next()? {
+                changes.push(decode_change(&RowReader::new(row, "changes", &["id"]))?);
+            }
+            Ok(changes)
+        })
+    }
 }
 
 /// The query for `filter`. Each filter has a fixed parameter number (pair
-/// `?1`, since `?2`, path prefix `?3`, limit `?4`), so only the text varies
+/// `?1`, since `?2`, path prefix `?3`, device `?4`, limit `?5`; the last
+/// is always there, so every variant binds all five), so only the text varies
 /// with which filters are set, and each variant is prepared once.
 pub(super) fn select_changes(filter: &ChangeFilter) -> String {
     let mut sql = String::from(
         "SELECT c.id, p.name AS pair, c.at, c.type, c.path, c.from_path, c.kind, \
-         c.origin_side, c.origin_device, c.sync_id, c.hash, c.size \
+         c.origin_side, c.origin_device, c.origin_at, c.sync_id, c.hash, c.size \
          FROM changes c JOIN pairs p ON p.id = c.pair_id WHERE 1 = 1",
     );
     if filter.pair.is_some() {
@@ -200,22 +248,31 @@ pub(super) fn select_changes(filter: &ChangeFilter) -> String {
             ")"
         ));
     }
+    if filter.device.is_some() {
+        sql.push_str(" AND c.origin_device = ?4");
+    }
     // The newest rows are taken; the caller puts them back in order.
-    sql.push_str(" ORDER BY c.id DESC LIMIT ?4");
+    sql.push_str(" ORDER BY c.id DESC LIMIT ?5");
     sql
 }
 
-/// Appends one change row; part of a step's transaction.
+/// Appends one change row, naming its origin device where it can be
+/// found (see `journal/origins.rs`); part of a step's transaction.
 pub(super) fn insert(
     conn: &Connection,
     pair: PairId,
     at: &str,
     change: &NewChange,
 ) -> Result<(), JournalError> {
+    let origin = origins::resolve(conn, pair, at, change)?;
+    let (origin_device, origin_at) = match &origin {
+        Some(origin) => (origin.device.as_str(), Some(origin.at.as_str())),
+        None => (change.origin_device.as_str(), None),
+    };
     conn.prepare_cached(
         "INSERT INTO changes (pair_id, at, type, path, from_path, kind, origin_side, \
-         origin_device, sync_id, hash, size) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+         origin_device, sync_id, hash, size, origin_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?
     .execute(params![
         pair.0,
@@ -225,10 +282,11 @@ pub(super) fn insert(
         change.from_path.as_ref().map(RelPath::as_str),
         kind_str(change.is_dir),
         change.origin_side.as_str(),
-        change.origin_device,
+        origin_device,
         change.sync_id,
         opt_hex(change.hash.as_ref()),
         opt_int(change.size),
+        origin_at,
     ])?;
     Ok(())
 }
@@ -254,6 +312,7 @@ fn decode_change(row: &RowReader<'_, '_>) -> Result<ChangeRow, JournalError> {
         is_dir: row.is_dir("kind")?,
         origin_side: row.side("origin_side")?,
         origin_device: row.get("origin_device")?,
+        origin_at: row.get("origin_at")?,
         sync_id: row.get("sync_id")?,
         hash: row.opt_hash("hash")?,
         size: row.opt_u64("size")?,

@@ -20,6 +20,7 @@ mod base;
 mod changes;
 mod conflicts;
 mod lineage;
+mod origins;
 mod pairs;
 mod rows;
 mod schema;
@@ -39,6 +40,7 @@ pub use base::{BaseEdit, Step};
 pub use changes::{ChangeFilter, ChangeRow, ChangeType, DeletedFiles, NewChange};
 pub use conflicts::{ConflictFilter, ConflictRow, ConflictStatus, NewConflict};
 pub use lineage::Lineage;
+pub use origins::{LogPosition, Origin, RemoteChange, UNKNOWN_DEVICE};
 pub use pairs::{PairId, PairRow};
 pub use syncs::{SyncCounts, SyncRun, SyncStatus};
 

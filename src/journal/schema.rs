@@ -18,7 +18,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 use super::{BUSY_TIMEOUT, JournalError, SqliteError};
 
 /// Every migration, oldest first.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// Version 1: pairs, base, changes, syncs, conflicts, blobs, counters.
 const V1: &str = "
@@ -159,6 +159,42 @@ ALTER TABLE base ADD COLUMN mode INTEGER CHECK (mode IS NULL OR (mode >= 0 AND m
 /// the mass-deletion guard's window starts there, also after a restart.
 const V4: &str = "
 ALTER TABLE pairs ADD COLUMN deletions_confirmed_at TEXT;
+";
+
+/// Version 5: which device made each change, across devices (see
+/// `journal/origins.rs`): when the origin device made a change
+/// (`changes.origin_at`; NULL in older rows and where it is not known), the
+/// other devices' changes read from their logs on the remote and not yet
+/// applied here, and how far each of those logs was read.
+const V5: &str = "
+ALTER TABLE changes ADD COLUMN origin_at TEXT;
+
+CREATE TABLE remote_changes (
+    id         INTEGER PRIMARY KEY,
+    pair_id    INTEGER NOT NULL REFERENCES pairs (id),
+    log        TEXT NOT NULL,
+    entry_id   INTEGER NOT NULL,
+    at         TEXT NOT NULL,
+    device     TEXT NOT NULL,
+    type       TEXT NOT NULL,
+    path       TEXT NOT NULL,
+    from_path  TEXT,
+    kind       TEXT NOT NULL CHECK (kind IN ('file', 'dir')),
+    hash       TEXT CHECK (hash IS NULL OR (length(hash) = 64 AND hash NOT GLOB '*[^0-9a-f]*')),
+    size       INTEGER
+);
+CREATE INDEX remote_changes_path ON remote_changes (pair_id, path);
+CREATE INDEX remote_changes_from_path ON remote_changes (pair_id, from_path)
+    WHERE from_path IS NOT NULL;
+CREATE INDEX remote_changes_at ON remote_changes (at);
+
+CREATE TABLE change_log_cursors (
+    pair_id  INTEGER NOT NULL REFERENCES pairs (id),
+    log      TEXT NOT NULL,
+    segment  INTEGER NOT NULL,
+    last_id  INTEGER NOT NULL,
+    PRIMARY KEY (pair_id, log)
+) WITHOUT ROWID;
 ";
 
 /// Per-connection settings. WAL lets `sqlite3` read while the agent writes;

@@ -1274,3 +1274,185 @@ fn a_confirmation_of_deletions_is_kept_per_pair() {
     assert_eq!(journal.deletions_confirmed_at(pair).unwrap(), Some(at));
     assert_eq!(journal.deletions_confirmed_at(other).unwrap(), None);
 }
+
+fn remote_change(entry_id: u64, change_type: &str, path: &str, device: &str) -> RemoteChange {
+    RemoteChange {
+        entry_id,
+        at: format!("2025-02-09T12:00:{entry_id:02}.000Z"),
+        device: device.to_owned(),
+        change_type: change_type.to_owned(),
+        path: rel(path),
+        from_path: None,
+        is_dir: false,
+        hash: None,
+        size: None,
+    }
+}
+
+/// A change from the remote, as the engine hands it to the journal.
+fn from_remote(change_type: ChangeType, path: &str, content: Option<&str>) -> NewChange {
+    NewChange {
+        origin_side: Side::Remote,
+        hash: content.map(hash),
+        ..change(change_type, path, UNKNOWN_DEVICE)
+    }
+}
+
+fn record(journal: &Journal, pair: PairId, change: NewChange) -> ChangeRow {
+    journal
+        .commit(
+            pair,
+            &Step {
+                base: Vec::new(),
+                changes: vec![change],
+                blobs: Vec::new(),
+            },
+        )
+        .unwrap();
+    journal
+        .changes(&ChangeFilter::default())
+        .unwrap()
+        .pop()
+        .unwrap()
+}
+
+#[test]
+fn a_change_from_the_remote_names_the_device_whose_log_holds_it() {
+    let journal = Journal::open_in_memory().unwrap();
+    let pair = journal.upsert_pair("notes", "/l", "file:///r").unwrap();
+    let mut first = remote_change(1, "created", "a.txt", "laptop");
+    first.hash = Some(hash("v1"));
+    let mut second = remote_change(2, "modified", "a.txt", "laptop");
+    second.hash = Some(hash("v2"));
+    let mut moved = remote_change(3, "moved", "new.txt", "desktop");
+    moved.from_path = Some(rel("old.txt"));
+    let gone = remote_change(4, "deleted", "gone.txt", "desktop");
+    let mut folder = remote_change(5, "created", "docs", "desktop");
+    folder.is_dir = true;
+    let position = LogPosition {
+        segment: 0,
+        last_id: 5,
+    };
+    journal
+        .add_remote_changes(
+            pair,
+            "0123456789abcdef0123456789abcdef",
+            position,
+            &[first, second, moved, gone, folder],
+            "2000-01-01T00:00:00.000Z",
+        )
+        .unwrap();
+    assert_eq!(
+        journal
+            .log_position(pair, "0123456789abcdef0123456789abcdef")
+            .unwrap(),
+        Some(position)
+    );
+    assert_eq!(
+        journal.origin_of(pair, &rel("a.txt"), &hash("v1")).unwrap(),
+        Some(Origin {
+            device: "laptop".to_owned(),
+            at: "2025-02-09T12:00:01.000Z".to_owned()
+        }),
+        "not applied yet, and known"
+    );
+
+    // The newest version arrives: its entry names the device; the older
+    // entry for the path is used up with it.
+    let row = record(
+        &journal,
+        pair,
+        from_remote(ChangeType::Created, "a.txt", Some("v2")),
+    );
+    assert_eq!(row.origin_device, "laptop");
+    assert_eq!(row.origin_at.as_deref(), Some("2025-02-09T12:00:02.000Z"));
+    // Someone puts v1 back on the remote by hand: not the laptop's doing.
+    let row = record(
+        &journal,
+        pair,
+        from_remote(ChangeType::Modified, "a.txt", Some("v1")),
+    );
+    assert_eq!(
+        (row.origin_device.as_str(), row.origin_at),
+        ("remote", None)
+    );
+
+    let mut move_row = from_remote(ChangeType::Moved, "new.txt", None);
+    move_row.from_path = Some(rel("old.txt"));
+    assert_eq!(record(&journal, pair, move_row).origin_device, "desktop");
+    let row = record(
+        &journal,
+        pair,
+        from_remote(ChangeType::Deleted, "gone.txt", Some("old content")),
+    );
+    assert_eq!(row.origin_device, "desktop", "a deletion matches by path");
+    let mut dir_row = from_remote(ChangeType::Created, "docs", None);
+    dir_row.is_dir = true;
+    assert_eq!(record(&journal, pair, dir_row).origin_device, "desktop");
+
+    // A change made here is this device's, made when it was recorded.
+    let row = record(&journal, pair, change(ChangeType::Created, "b.txt", "me"));
+    assert_eq!(row.origin_at.as_deref(), Some(row.at.as_str()));
+    let by_desktop = journal
+        .changes(&ChangeFilter {
+            device: Some("desktop".to_owned()),
+            ..ChangeFilter::default()
+        })
+        .unwrap();
+    let paths: Vec<&str> = by_desktop.iter().map(|c| c.path.as_str()).collect();
+    assert_eq!(paths, ["new.txt", "gone.txt", "docs"]);
+    // What this journal applied answers "who made this version" too.
+    assert_eq!(
+        journal
+            .origin_of(pair, &rel("a.txt"), &hash("v2"))
+            .unwrap()
+            .map(|o| o.device),
+        Some("laptop".to_owned())
+    );
+    assert_eq!(
+        journal.origin_of(pair, &rel("a.txt"), &hash("v1")).unwrap(),
+        None,
+        "the hand-made version has no known device"
+    );
+    assert_eq!(
+        count(&journal.conn, "SELECT count(*) FROM remote_changes"),
+        0,
+        "every entry was used up"
+    );
+}
+
+#[test]
+fn entries_never_applied_are_forgotten_after_the_retention() {
+    let journal = Journal::open_in_memory().unwrap();
+    let pair = journal.upsert_pair("notes", "/l", "file:///r").unwrap();
+    let log = "0123456789abcdef0123456789abcdef";
+    let old = remote_change(1, "created", "a.txt", "laptop");
+    journal
+        .add_remote_changes(
+            pair,
+            log,
+            LogPosition {
+                segment: 0,
+                last_id: 1,
+            },
+            &[old],
+            "2000-01-01T00:00:00.000Z",
+        )
+        .unwrap();
+    journal
+        .add_remote_changes(
+            pair,
+            log,
+            LogPosition {
+                segment: 1,
+                last_id: 1,
+            },
+            &[],
+            "2030-01-01T00:00:00.000Z",
+        )
+        .unwrap();
+    assert_eq!(
+        count(&journal.conn, "SELECT count(*) FROM remote_changes"),
+        0
+    );
+}

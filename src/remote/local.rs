@@ -833,6 +833,40 @@ impl Replica for LocalFolder {
         };
         write().map_err(|e| ReplicaError::io("write", path.display(), e))
     }
+
+    fn list_records(&self, folder: &str) -> Result<Vec<String>, ReplicaError> {
+        if self.side == Side::Local {
+            return Ok(Vec::new());
+        }
+        let dir = self.root.join(METADATA_DIR).join(folder);
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(ReplicaError::io("list", dir.display(), e)),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| ReplicaError::io("list", dir.display(), e))?;
+            if let Some(name) = entry.file_name().to_str()
+                && super::is_record_name(name)
+            {
+                names.push(name.to_owned());
+            }
+        }
+        Ok(names)
+    }
+
+    fn remove_record(&self, name: &str) -> Result<(), ReplicaError> {
+        if self.side == Side::Local {
+            return Ok(());
+        }
+        let path = self.root.join(METADATA_DIR).join(name);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(ReplicaError::io("remove", path.display(), e)),
+        }
+    }
 }
 
 /// The advisory lease of a remote folder: a file created exclusively,

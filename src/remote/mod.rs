@@ -13,6 +13,7 @@
 //! [`RelPath::new`], so a hostile name cannot address anything outside the
 //! root.
 
+pub mod change_log;
 mod job_queue;
 pub mod journal_record;
 pub mod lease;
@@ -428,6 +429,26 @@ pub trait Replica: Send + Sync {
     /// hiding behind a connection the old one opened. Connections in use
     /// finish what they do. Backends without a login do nothing.
     fn forget_login(&self) {}
+
+    /// The names of the records in the folder `folder` of the metadata
+    /// folder (`.prism-sync/FOLDER/`), in no particular order; none when
+    /// the folder does not exist. Temporary files a record write left
+    /// behind are not records and are not listed.
+    fn list_records(&self, _folder: &str) -> Result<Vec<String>, ReplicaError> {
+        Ok(Vec::new())
+    }
+
+    /// Removes the record `name`; a record that is not there is fine.
+    /// Like records themselves, a removed one does not go to the trash.
+    fn remove_record(&self, _name: &str) -> Result<(), ReplicaError> {
+        Ok(())
+    }
+}
+
+/// Whether a name found in a records folder is a record, not a temporary
+/// file a record write made (or left behind after a crash).
+pub fn is_record_name(name: &str) -> bool {
+    !name.starts_with('.') && !name.is_empty()
 }
 
 /// A reader from [`Replica::open_at`] and the offset it starts at.

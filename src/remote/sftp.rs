@@ -1706,6 +1706,35 @@ impl Replica for SftpReplica {
         }
         uploaded
     }
+
+    fn list_records(&self, folder: &str) -> Result<Vec<String>, ReplicaError> {
+        let s = &self.shared;
+        let dir = s.meta_dir().join(folder);
+        let conn = s.conn()?;
+        let entries = match conn.read_dir(&dir) {
+            Ok(entries) => entries,
+            // Asked only after a failure: the folder is there in the
+            // common case, and opening it is then the one round trip.
+            Err(_) if matches!(conn.lstat(&dir), Ok(None)) => return Ok(Vec::new()),
+            Err(e) => return Err(ReplicaError::io("list", dir.display(), e)),
+        };
+        Ok(entries
+            .into_iter()
+            .filter_map(|(name, _)| name.into_string().ok())
+            .filter(|name| super::is_record_name(name))
+            .collect())
+    }
+
+    fn remove_record(&self, name: &str) -> Result<(), ReplicaError> {
+        let s = &self.shared;
+        let path = s.meta_dir().join(name);
+        let conn = s.conn()?;
+        match conn.sftp.unlink(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.code() == ErrorCode::SFTP(2) => Ok(()),
+            Err(e) => Err(conn.error("remove", path.display(), e)),
+        }
+    }
 }
 
 /// The advisory lease of an SFTP remote: `.prism-sync/lease`, created

@@ -2430,6 +2430,41 @@ impl Replica for WebdavReplica {
             Err(PutError::Source(e)) => Err(ReplicaError::io("write", &path, e)),
         }
     }
+
+    fn list_records(&self, folder: &str) -> Result<Vec<String>, ReplicaError> {
+        let s = &self.shared;
+        let path = format!("{METADATA_DIR}/{folder}");
+        let conn = s.conn().map_err(|e| e.into_replica("list", &path))?;
+        let children = match s.children(&conn, &path) {
+            Ok(children) => children,
+            Err(e) if e.status() == Some(404) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into_replica("list", &path)),
+        };
+        for message in children.refused {
+            tracing::warn!("{message}");
+        }
+        Ok(children
+            .entries
+            .into_iter()
+            .map(|(name, _)| name)
+            .filter(|name| super::is_record_name(name))
+            .collect())
+    }
+
+    /// A plain DELETE: records are the agents' own, not versions to keep.
+    fn remove_record(&self, name: &str) -> Result<(), ReplicaError> {
+        let s = &self.shared;
+        let path = format!("{METADATA_DIR}/{name}");
+        let conn = s.conn().map_err(|e| e.into_replica("remove", &path))?;
+        let builder = s
+            .request(&conn, "DELETE", s.url(&path, false))
+            .timeout(s.target.timeout);
+        match s.send(builder, "DELETE", &path, &[200, 204]) {
+            Ok(_) => Ok(()),
+            Err(e) if e.status() == Some(404) => Ok(()),
+            Err(e) => Err(e.into_replica("remove", &path)),
+        }
+    }
 }
 
 /// The advisory lease of a WebDAV remote: `.prism-sync/lease`, created with

@@ -77,6 +77,7 @@ fn change(kind: ChangeKind, path: &str, timestamp: &str, pair: &str) -> Change {
         from_path: (kind == ChangeKind::Moved).then(|| "old_docs/page.md".into()),
         origin_side: Side::Local,
         origin_device: Some("laptop".into()),
+        origin_at: Some(timestamp.into()),
         sync_id: Some("sync-1".into()),
         hash: (kind != ChangeKind::Deleted).then(|| "abc123".into()),
         size: (kind != ChangeKind::Deleted).then_some(42),
@@ -329,6 +330,12 @@ impl Control for MemControl {
                     .path
                     .as_ref()
                     .is_none_or(|p| c.path.starts_with(p.as_str()))
+            })
+            .filter(|c| {
+                query
+                    .device
+                    .as_ref()
+                    .is_none_or(|d| c.origin_device.as_ref() == Some(d))
             })
             .take(query.limit as usize)
             .cloned()

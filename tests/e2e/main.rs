@@ -16,7 +16,10 @@ mod harness;
 mod lifecycle;
 mod links_and_depth;
 mod names;
+mod origins;
 mod permissions;
 mod propagation;
+#[path = "../support/records.rs"]
+mod records;
 mod restore;
 mod socket;

@@ -111,11 +111,19 @@ fn a_restored_journal_turns_a_revert_on_another_device_into_a_conflict_with_both
     // The file both sides agree on just gets a fresh base.
     assert_eq!(read(&a.local, "same.txt"), "the same everywhere\n");
 
-    let status = a.pair_status();
-    let problems = status["problems"].to_string();
-    assert!(
-        problems.contains(NOTICE) && problems.contains("restored from a backup"),
-        "status says why the pair was re-discovered: {status}"
+    // The run reports when it ends, a moment after its last file landed.
+    wait_until(
+        PATIENCE,
+        "status says why the pair was re-discovered",
+        || {
+            let status = a.pair_status();
+            let problems = status["problems"].to_string();
+            if problems.contains(NOTICE) && problems.contains("restored from a backup") {
+                Ok(())
+            } else {
+                Err(status.to_string())
+            }
+        },
     );
     drop(agent);
     assert!(

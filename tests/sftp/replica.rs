@@ -794,3 +794,11 @@ fn a_tree_nineteen_hundred_levels_deep_is_written_listed_trashed_and_purged() {
     assert_eq!(remote.purge_trash(Duration::from_secs(3600)).unwrap(), 1);
     assert_eq!(fs::read_dir(&trash).unwrap().count(), 0);
 }
+
+#[test]
+fn change_logs_are_written_rotated_and_read_incrementally() {
+    let server = Sshd::start();
+    let remote = replica(&server, "logs");
+    remote.mark_root().unwrap();
+    crate::records::check_change_log_round_trip(&remote, &server.served().join("logs/.prism-sync"));
+}

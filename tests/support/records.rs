@@ -42,3 +42,137 @@ pub fn check_records_round_trip(replica: &dyn Replica, metadata: &Path) {
         "42 my_laptop\n"
     );
 }
+
+/// The change logs (`remote::change_log`) on `replica`: written by one
+/// device, read incrementally by another, rotated into segments, pruned
+/// after the retention, and continued after the writer restarts or lost
+/// its head. `metadata` as for [`check_records_round_trip`].
+pub fn check_change_log_round_trip(replica: &dyn Replica, metadata: &Path) {
+    use std::time::{Duration, SystemTime};
+
+    use prism_sync::model::{ContentHash, RelPath};
+    use prism_sync::remote::change_log::{self, Cursor, LogEntry, LogWriter, SEGMENT_ENTRIES};
+
+    assert_eq!(
+        replica.list_records("changes").unwrap(),
+        Vec::<String>::new()
+    );
+    replica.remove_record("changes/nothing-here").unwrap();
+
+    let month = Duration::from_secs(30 * 24 * 3600);
+    let recent = prism_sync::timefmt::now_rfc3339();
+    let entry = |id: u64, at: &str| LogEntry {
+        id,
+        at: at.to_owned(),
+        device: "devA".to_owned(),
+        change_type: if id.is_multiple_of(2) {
+            "modified"
+        } else {
+            "deleted"
+        }
+        .to_owned(),
+        path: RelPath::new(&format!("folder/file {id}.txt")).unwrap(),
+        from_path: None,
+        is_dir: false,
+        hash: Some(ContentHash::of_bytes(&id.to_le_bytes())),
+        size: Some(id),
+    };
+    let log = "00112233445566778899aabbccddeeff";
+    let mut writer = LogWriter::open(replica, log, "devA", 0).unwrap();
+    assert_eq!(change_log::logs(replica).unwrap(), [log]);
+    let head = change_log::read_head(replica, log).unwrap().unwrap();
+    assert_eq!((head.first, head.last, head.last_id), (0, 0, 0));
+
+    let first: Vec<LogEntry> = (1..=3).map(|id| entry(id, &recent)).collect();
+    writer
+        .append(replica, &first, month, SystemTime::now())
+        .unwrap();
+    let head = change_log::read_head(replica, log).unwrap().unwrap();
+    let (read, cursor) = change_log::read_new(replica, log, &head, Cursor::default()).unwrap();
+    assert_eq!(read, first, "a reader gets what was written");
+    assert_eq!(cursor.last_id, 3);
+    let (again, same) = change_log::read_new(replica, log, &head, cursor).unwrap();
+    assert!(again.is_empty(), "nothing twice");
+    assert_eq!(same, cursor);
+
+    // Enough to fill two segments, the first of them old: it is pruned.
+    let old = "2020-01-01T00:00:00.000Z";
+    let many: Vec<LogEntry> = (4..=(2 * SEGMENT_ENTRIES as u64 + 40))
+        .map(|id| {
+            entry(
+                id,
+                if id <= SEGMENT_ENTRIES as u64 {
+                    old
+                } else {
+                    &recent
+                },
+            )
+        })
+        .collect();
+    writer
+        .append(replica, &many, month, SystemTime::now())
+        .unwrap();
+    let head = change_log::read_head(replica, log).unwrap().unwrap();
+    assert_eq!(
+        (head.first, head.last),
+        (1, 2),
+        "rotated, the old segment pruned"
+    );
+    assert_eq!(head.last_id, 2 * SEGMENT_ENTRIES as u64 + 40);
+    let (read, cursor) = change_log::read_new(replica, log, &head, cursor).unwrap();
+    assert_eq!(
+        read.first().map(|e| e.id),
+        Some(SEGMENT_ENTRIES as u64 + 1),
+        "what was pruned is gone; the rest is read in order"
+    );
+    assert_eq!(read.last().map(|e| e.id), Some(head.last_id));
+    assert!(read.windows(2).all(|w| w[0].id + 1 == w[1].id));
+
+    // A writer that starts again continues the log.
+    let next = head.last_id + 1;
+    let mut restarted = LogWriter::open(replica, log, "devA", 0).unwrap();
+    assert_eq!(restarted.last_id(), head.last_id);
+    restarted
+        .append(replica, &[entry(next, &recent)], month, SystemTime::now())
+        .unwrap();
+    let head = change_log::read_head(replica, log).unwrap().unwrap();
+    let (read, cursor) = change_log::read_new(replica, log, &head, cursor).unwrap();
+    assert_eq!(read, [entry(next, &recent)]);
+
+    // One that lost its head rebuilds it from the segments.
+    replica
+        .remove_record(&format!("changes/{log}.head"))
+        .unwrap();
+    assert_eq!(change_log::logs(replica).unwrap(), Vec::<String>::new());
+    let mut rebuilt = LogWriter::open(replica, log, "devA", 0).unwrap();
+    assert_eq!(rebuilt.last_id(), next);
+    rebuilt
+        .append(
+            replica,
+            &[entry(next + 1, &recent)],
+            month,
+            SystemTime::now(),
+        )
+        .unwrap();
+    let head = change_log::read_head(replica, log).unwrap().unwrap();
+    let (read, _) = change_log::read_new(replica, log, &head, cursor).unwrap();
+    assert_eq!(read, [entry(next + 1, &recent)]);
+
+    let mut left: Vec<String> = fs::read_dir(metadata.join("changes"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            format!("{log}.1"),
+            format!("{log}.2"),
+            format!("{log}.head")
+        ],
+        "the segments kept and the head, nothing staged"
+    );
+    let mut listed = replica.list_records("changes").unwrap();
+    listed.sort();
+    assert_eq!(listed, left);
+}

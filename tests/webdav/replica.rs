@@ -450,6 +450,25 @@ fn records_are_replaced_whole_on_a_server_ignoring_conditions() {
     records_round_trip(&Rclone::start());
 }
 
+#[test]
+fn change_logs_are_written_rotated_and_read_incrementally() {
+    change_log_round_trip(&Apache::start());
+}
+
+#[test]
+fn change_logs_work_on_a_server_ignoring_conditions() {
+    change_log_round_trip(&Rclone::start());
+}
+
+fn change_log_round_trip(server: &dyn Dav) {
+    let remote = dav_replica(server, "logs");
+    remote.mark_root().unwrap();
+    crate::records::check_change_log_round_trip(
+        &remote,
+        &server.served(Share::Open).join("logs/.prism-sync"),
+    );
+}
+
 fn records_round_trip(server: &dyn Dav) {
     let remote = dav_replica(server, "records");
     remote.mark_root().unwrap();
