@@ -183,6 +183,22 @@ pub fn trash_suffix() -> String {
     format!("{:012x}", nanos & 0xffff_ffff_ffff)
 }
 
+/// An error and its causes, as one line: an HTTP client's own message
+/// stops at the outermost error, which rarely says what went wrong.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
+}
+
 /// Whether an I/O error is about the connection rather than the file.
 pub fn is_connection_error(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;

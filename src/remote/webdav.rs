@@ -86,6 +86,7 @@ use reqwest::blocking::{Body, Client, RequestBuilder, Response};
 use reqwest::{Method, Url};
 
 use super::Opened;
+use super::error_chain;
 use super::job_queue::{JobQueue, Stop};
 use super::{Capabilities, Lease, Listing, Problem, Replica, ReplicaError, RootState, StagedWrite};
 use crate::config::is_loopback_host;
@@ -1401,21 +1402,6 @@ fn truncate(href: &str) -> String {
         cut -= 1;
     }
     href[..cut].to_owned()
-}
-
-/// An error and its causes, as one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut message = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = cause.source();
-    }
-    message
 }
 
 /// Percent-decodes one URL segment; `None` if it is not valid UTF-8 or a

@@ -23,6 +23,7 @@ use super::keys::{self, Listed};
 use super::retry::{RetryPolicy, is_retryable_status, parse_retry_after};
 use super::sign::{self, Signer, UNSIGNED_PAYLOAD};
 use super::xml::{self, Element};
+use crate::remote::error_chain;
 
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -1142,22 +1143,6 @@ fn url_decode(text: &str) -> Option<Vec<u8>> {
         }
     }
     Some(out)
-}
-
-/// An error with its causes, for messages (reqwest's own display stops
-/// at the outermost).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let more = cause.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
