@@ -269,10 +269,6 @@ fn two_devices(server: &dyn Dav) {
     assert_eq!(trees[0]["b-only/notes.md"], "B's notes\n");
 }
 
-/// A folder on the server the account may not write to (the harness's
-/// `locked` folder): Apache answers 403 Forbidden, the agent
-/// names the path and the refusal, syncs everything else, and the file
-/// goes up once the folder is writable again.
 #[test]
 fn a_restored_journal_keeps_a_revert_made_on_another_device_as_a_conflict() {
     let server = Apache::start();
@@ -310,6 +306,10 @@ fn a_restored_journal_keeps_a_revert_made_on_another_device_as_a_conflict() {
     assert_eq!(local, tree(&served));
 }
 
+/// A folder on the server the account may not write to (the harness's
+/// `locked` folder): Apache answers 403 Forbidden, the agent
+/// names the path and the refusal, syncs everything else, and the file
+/// goes up once the folder is writable again.
 #[test]
 fn a_folder_the_server_refuses_is_a_clear_per_path_error_and_the_rest_syncs() {
     let server = Apache::start();
