@@ -1,7 +1,9 @@
 //! The work queue of a parallel listing (SFTP and WebDAV walk their trees
 //! this way): workers take jobs, a job may add more (a folder's
 //! subfolders), and the walk is over when no job is left and no worker is
-//! busy, or as soon as a job recorded something that stops it.
+//! busy, or as soon as a job recorded something that stops it. A worker
+//! that panics ends the walk for all (see [`JobQueue::worker`]), so the
+//! others never wait for a job it will not finish.
 
 use std::sync::{Condvar, Mutex, MutexGuard};
 
@@ -29,6 +31,24 @@ struct State<J, S> {
     /// Workers running a job (which may add more).
     busy: usize,
     stop: S,
+    /// A worker panicked: its job will never finish.
+    abandoned: bool,
+}
+
+/// Held by a worker for as long as it takes jobs: if the worker panics,
+/// dropping it ends the walk, so the other workers stop waiting and the
+/// panic reaches whoever started the walk.
+pub struct Worker<'q, J, S: Stop> {
+    queue: &'q JobQueue<J, S>,
+}
+
+impl<J, S: Stop> Drop for Worker<'_, J, S> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.queue.lock().abandoned = true;
+            self.queue.more.notify_all();
+        }
+    }
 }
 
 impl<J, S: Stop> JobQueue<J, S> {
@@ -38,6 +58,7 @@ impl<J, S: Stop> JobQueue<J, S> {
                 jobs: Vec::new(),
                 busy: 0,
                 stop: S::default(),
+                abandoned: false,
             }),
             more: Condvar::new(),
         }
@@ -53,12 +74,18 @@ impl<J, S: Stop> JobQueue<J, S> {
         self.more.notify_all();
     }
 
+    /// Registers the calling thread as a worker; keep the guard while
+    /// taking jobs.
+    pub fn worker(&self) -> Worker<'_, J, S> {
+        Worker { queue: self }
+    }
+
     /// The next job, waiting while other workers may still add some; `None`
-    /// when all is done or the walk was stopped.
+    /// when all is done, the walk was stopped, or a worker panicked.
     pub fn next(&self) -> Option<J> {
         let mut state = self.lock();
         loop {
-            if state.stop.stops() {
+            if state.stop.stops() || state.abandoned {
                 return None;
             }
             if let Some(job) = state.jobs.pop() {
@@ -124,5 +151,28 @@ mod tests {
         assert_eq!(first, 3);
         assert!(queue.next().is_none(), "a stop ends the walk");
         assert_eq!(queue.into_stop(), Some("the root is gone"));
+    }
+
+    #[test]
+    fn a_worker_that_panics_ends_the_walk_instead_of_leaving_the_others_waiting() {
+        let queue: JobQueue<u32, Option<&str>> = JobQueue::new();
+        queue.add(vec![1]);
+        let walk = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            std::thread::scope(|scope| {
+                for _ in 0..3 {
+                    scope.spawn(|| {
+                        let _worker = queue.worker();
+                        while let Some(n) = queue.next() {
+                            // Job 1 adds nothing and never finishes: the
+                            // others would wait for it forever.
+                            assert!(n != 1, "a bug in a job");
+                            queue.finish(Vec::new(), |_| {});
+                        }
+                    });
+                }
+            })
+        }));
+        assert!(walk.is_err(), "the panic reaches whoever started the walk");
+        assert!(queue.next().is_none());
     }
 }

@@ -1531,6 +1531,7 @@ impl Walk<'_> {
     }
 
     fn work(&self) -> Listing {
+        let _worker = self.queue.worker();
         let mut out = Listing::default();
         while let Some(job) = self.queue.next() {
             let mut found = Found::default();
