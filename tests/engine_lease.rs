@@ -299,3 +299,43 @@ fn a_run_that_waits_in_vain_is_not_a_failure() {
         "nothing was written"
     );
 }
+
+#[test]
+fn a_confirmation_does_not_carry_over_a_wait_for_the_lease() {
+    // The user confirms while another agent holds the lease; while this run
+    // waits, the local side empties (an unmounted disk leaves an empty
+    // mount point). The plan made after the wait is checked again: the
+    // emptied side stops the run instead of being confirmed by accident.
+    let s = setup_with(6, Duration::from_secs(60));
+    assert_eq!(full_sync(&s.engine).counts.uploaded, 6);
+    let files = walk(&s.local)
+        .into_iter()
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "txt"))
+        .collect::<Vec<_>>();
+    assert_eq!(files.len(), 6);
+    fs::remove_file(&files[0]).unwrap();
+    hold_lease_as_another_agent(&s.remote);
+    let lease = lease_file(&s.remote);
+    let report = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            std::thread::sleep(Duration::from_millis(500));
+            for file in &files[1..] {
+                fs::remove_file(file).unwrap();
+            }
+            fs::remove_file(&lease).unwrap();
+        });
+        s.engine.sync(&SyncRequest {
+            scope: Scope::Full,
+            trigger: "test".to_owned(),
+            sync_id: None,
+            confirmed: true,
+        })
+    });
+    assert!(report.guard.is_some(), "{report:?}");
+    let on_remote = walk(&s.remote)
+        .into_iter()
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "txt"))
+        .filter(|p| !p.to_string_lossy().contains(METADATA_DIR))
+        .count();
+    assert_eq!(on_remote, 6, "nothing was deleted on the remote");
+}

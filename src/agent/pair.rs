@@ -118,6 +118,12 @@ pub struct Timing {
     pub safety_scan: Duration,
 }
 
+/// How long a confirmation of held deletions lasts while the runs it is
+/// for keep waiting for another device's lease: long enough to ride out
+/// the hand-overs of two busy agents, short enough that a disk unmounted
+/// meanwhile is not swept by a confirmation given for something else.
+const CONFIRMATION_LIFETIME: Duration = Duration::from_secs(120);
+
 /// Changes waiting for the next sync, and checks asked for.
 ///
 /// A change is something seen: a path the watcher named, a failing path
@@ -222,7 +228,8 @@ pub async fn run(
     pending.add_check(Instant::now(), "start-up");
     let mut api_syncs: Vec<String> = Vec::new();
     let mut paused = false;
-    let mut confirmed = false;
+    // When the user confirmed held deletions (see `CONFIRMATION_LIFETIME`).
+    let mut confirmed: Option<Instant> = None;
     let mut next_poll = Instant::now() + timing.remote_poll;
     let mut next_safety = Instant::now() + jittered(timing.safety_scan);
     let mut offline: Option<Offline> = None;
@@ -290,7 +297,7 @@ pub async fn run(
                     pending.add_check(now, "resume");
                 }
                 PairMsg::ConfirmDeletions => {
-                    confirmed = true;
+                    confirmed = Some(now);
                     pending.add_check(now, "api");
                 }
             }
@@ -340,7 +347,7 @@ pub async fn run(
                 scope: scope.clone(),
                 trigger: trigger.to_owned(),
                 sync_id,
-                confirmed,
+                confirmed: confirmed.is_some_and(|at| at.elapsed() < CONFIRMATION_LIFETIME),
             };
             let report = sync(&engine, &status, request, &mut offline, &mut busy).await;
             // A paused pair synced only because a client asked: it stays
@@ -363,9 +370,12 @@ pub async fn run(
                 }
             }
             // A confirmation holds until a run gets past the guard (one
-            // that only waited for the lease has not).
-            if report.guard.is_none() && report.waiting.is_none() {
-                confirmed = false;
+            // that only waited for the lease has not), for a short while:
+            // what the user confirmed was what they saw then.
+            if report.guard.is_none() && report.waiting.is_none()
+                || confirmed.is_some_and(|at| at.elapsed() >= CONFIRMATION_LIFETIME)
+            {
+                confirmed = None;
             }
             if !report.unsettled.is_empty() {
                 pending.add_paths(report.unsettled.iter().cloned(), Instant::now());

@@ -63,7 +63,7 @@ pub fn settle(
     base: &BaseTree,
     tally: &mut RunTally,
 ) -> Result<Vec<RelPath>, ReplicaError> {
-    let strategy = ctx.settings.strategy;
+    let strategy = ctx.strategy;
     let path = &conflict.path;
     let local = entry(trees, Side::Local, path);
     let remote = entry(trees, Side::Remote, path);

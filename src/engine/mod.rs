@@ -87,6 +87,9 @@ pub struct EngineContext<'a> {
     pub journal: &'a Mutex<Journal>,
     pub pair: PairId,
     pub settings: &'a EngineSettings,
+    /// How this run settles conflicts: the pair's strategy, or `manual`
+    /// while a restored journal is re-discovered.
+    pub strategy: Strategy,
     pub progress: &'a Progress,
     pub sync_id: String,
     pub cancel: &'a AtomicBool,
@@ -385,7 +388,7 @@ impl PairEngine {
             .unwrap_or_else(|panic| Err(SyncError::Crashed(crash_report(panic.as_ref()))));
         // The deletions the user confirmed are carried out (or settled
         // otherwise): the guard's window starts again from here.
-        if request.confirmed && !matches!(result, Err(SyncError::Busy(_))) {
+        if request.confirmed && !matches!(result, Err(SyncError::Busy(_) | SyncError::Guard(_))) {
             let confirmed = self
                 .journal
                 .locked()
@@ -507,6 +510,7 @@ impl PairEngine {
         &'a self,
         sync_id: String,
         lease_lost: &'a AtomicBool,
+        strategy: Strategy,
         threads: &'scope std::thread::Scope<'scope, '_>,
     ) -> EngineContext<'a>
     where
@@ -525,6 +529,7 @@ impl PairEngine {
             journal: &self.journal,
             pair: self.pair,
             settings: &self.settings,
+            strategy,
             progress: &self.progress,
             sync_id,
             cancel: &self.cancel,
@@ -595,6 +600,8 @@ impl Run<'_> {
         // the remote went away) goes first.
         self.publish()?;
         let mut pulled = false;
+        let mut confirmed = request.confirmed;
+        let mut carried_out = false;
         for round in 0..MAX_ROUNDS {
             if let Some(error) = keeper.as_mut().and_then(LeaseKeeper::failure) {
                 return Err(SyncError::Replica(error));
@@ -605,7 +612,9 @@ impl Run<'_> {
             let started = Instant::now();
             let (base, mut trees) = self.snapshot(&scope)?;
             let listed = started.elapsed();
-            if round == 0 && scope == Scope::Full && !request.confirmed {
+            // On every listing until a plan is carried out: after a wait
+            // for the lease, the plan that runs comes from a later listing.
+            if !carried_out && scope == Scope::Full && !confirmed {
                 for (side, tree) in [(Side::Local, &trees.local), (Side::Remote, &trees.remote)] {
                     if let Some(trip) = guard::check_emptied(side, tree, base_files) {
                         return Err(SyncError::Guard(trip));
@@ -620,9 +629,7 @@ impl Run<'_> {
             });
             // Every round, with what earlier rounds and runs deleted: a
             // run whose rounds each delete a little is weighed as a whole.
-            if !request.confirmed
-                && let Some(trip) = self.check_deletions(&plan)?
-            {
+            if !confirmed && let Some(trip) = self.check_deletions(&plan)? {
                 return Err(SyncError::Guard(trip));
             }
             if plan.actions.is_empty() && plan.conflicts.is_empty() {
@@ -643,7 +650,13 @@ impl Run<'_> {
                     // without the lease); that is any other writer's
                     // change to the remote, and the executor re-checks
                     // every path against the plan before it touches it.
+                    // A confirmation was for what the user saw before
+                    // that agent wrote: the roots and the new plan are
+                    // checked again, and a trip asks again.
                     if acquired.waited {
+                        confirmed = false;
+                        self.check_root(engine.local(), Side::Local, base_files, false)?;
+                        self.check_root(engine.remote(), Side::Remote, base_files, false)?;
                         continue;
                     }
                     keeper
@@ -674,8 +687,16 @@ impl Run<'_> {
             };
             let lease_lost = keeper.lost_flag();
             let mut executed = Duration::ZERO;
+            carried_out = true;
+            // Re-discovery keeps both versions of whatever differs, whatever
+            // the pair's strategy: the journal cannot tell which is newer.
+            let strategy = if self.journal_restored {
+                Strategy::Manual
+            } else {
+                engine.settings.strategy
+            };
             let (again, offline) = std::thread::scope(|threads| {
-                let ctx = engine.context(sync_id, lease_lost, threads);
+                let ctx = engine.context(sync_id, lease_lost, strategy, threads);
                 let outcome = executor::execute(&ctx, &mut trees, &plan.actions, &mut self.tally);
                 let mut again: Vec<RelPath> = outcome.changed;
                 let mut offline = self.note_outcome(&plan.actions, outcome.failed);

@@ -222,3 +222,31 @@ fn a_deleted_journal_starts_afresh_as_a_new_device_would() {
     a.once_expecting(0);
     assert_eq!(read(&remote, FILE), NEW);
 }
+
+#[test]
+fn re_discovery_keeps_both_versions_whatever_the_pairs_strategy() {
+    // With `keep_remote` (or `keep_local`) a conflict normally replaces the
+    // losing side. A restored journal cannot tell which side is newer, so
+    // the re-discovery keeps both, as `manual` does.
+    let sandbox = Sandbox::new();
+    let remote = sandbox.remote("remote");
+    let a = sandbox.device_with("devA", &remote, Settings::conflict("keep_remote"));
+    let b = sandbox.device_with("devB", &remote, Settings::conflict("keep_remote"));
+    write(&a.local, FILE, OLD);
+    a.once_expecting(0);
+    b.once_expecting(0);
+    copy_journal(&a.state, &backup_dir(&sandbox));
+    write(&a.local, FILE, NEW);
+    a.once_expecting(0);
+    b.once_expecting(0);
+    write(&b.local, FILE, OLD);
+    b.once_expecting(0);
+    assert_eq!(read(&remote, FILE), OLD);
+
+    restore_journal(&backup_dir(&sandbox), &a.state);
+    a.once_expecting(3);
+    let copies = conflict_copies(&a.local, "plan", ".txt");
+    assert_eq!(copies.len(), 1, "{}", show(&tree(&a.local)));
+    assert_eq!(read(&a.local, FILE), NEW, "A's newer version is kept");
+    assert_eq!(read(&a.local, &copies[0]), OLD);
+}
