@@ -598,7 +598,8 @@ impl Run<'_> {
             };
         // What an earlier run committed but could not log (it crashed, or
         // the remote went away) goes first.
-        self.publish()?;
+        let published = self.publish();
+        self.bookkeeping(published)?;
         let mut pulled = false;
         let mut confirmed = request.confirmed;
         let mut carried_out = false;
@@ -666,12 +667,13 @@ impl Run<'_> {
             // Read after the listing: every change it saw was made by a
             // device that logged it before giving up the lease.
             if !pulled {
-                change_log::pull(
+                let pulled_logs = change_log::pull(
                     &engine.journal,
                     engine.pair,
                     engine.remote(),
                     engine.settings.trash_retention,
-                )?;
+                );
+                self.bookkeeping(pulled_logs)?;
                 pulled = true;
             }
             let sync_id = match &self.sync_id {
@@ -727,19 +729,21 @@ impl Run<'_> {
             if let Some(error) = keeper.failure() {
                 return Err(SyncError::Replica(error));
             }
-            lineage::catch_up(
+            // The round's work is recorded: what is left is bookkeeping.
+            self.unsettled = again.clone();
+            let caught_up = lineage::catch_up(
                 &engine.journal,
                 engine.pair,
                 engine.remote(),
                 device,
                 &mut recorded,
-            )?;
-            self.publish()?;
+            )
+            .and_then(|()| self.publish());
+            self.bookkeeping(caught_up)?;
             if again.is_empty() {
                 self.unsettled.clear();
                 return Ok(());
             }
-            self.unsettled = again.clone();
             scope = match scope {
                 Scope::Full => Scope::Full,
                 Scope::Paths(mut paths) => {
@@ -784,6 +788,28 @@ impl Run<'_> {
             ReplicaError::Busy(holder) => SyncError::Busy(holder),
             other => SyncError::Replica(other),
         })
+    }
+
+    /// Takes the outcome of writing or reading the run's records on the
+    /// remote (the journal's lineage record, the change logs). They serve
+    /// restore detection and the audit, not the files: a failure is shown
+    /// and tried again by the next run, not a failed run, unless the
+    /// remote is unreachable (then the whole run stops, as for any step).
+    fn bookkeeping(&mut self, result: Result<(), SyncError>) -> Result<(), SyncError> {
+        match result {
+            Err(SyncError::Replica(error)) if !error.is_offline() => {
+                tracing::warn!(pair = %self.engine.name, %error, "cannot update the records on the remote");
+                self.problems.push(Problem {
+                    path: None,
+                    message: format!(
+                        "cannot update Prism Sync's records on the remote ({error}); the files \
+                         are synced, and the next sync tries again"
+                    ),
+                });
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     /// Appends this device's committed changes to its log on the remote.

@@ -129,3 +129,30 @@ fn a_remote_folder_keeps_records_and_change_logs() {
     crate::records::check_records_round_trip(&replica, &metadata);
     crate::records::check_change_log_round_trip(&replica, &metadata);
 }
+
+#[test]
+fn a_change_log_that_cannot_be_written_is_shown_and_the_files_still_sync() {
+    let sandbox = Sandbox::new();
+    let remote = sandbox.remote("remote");
+    let a = sandbox.device("devA", &remote);
+    write(&a.local, "first.txt", "one\n");
+    a.once_expecting(0);
+    // The logs' folder on the remote is now a file: no log can be written.
+    let logs = remote.join(".prism-sync/changes");
+    std::fs::remove_dir_all(&logs).unwrap();
+    std::fs::write(&logs, "in the way\n").unwrap();
+
+    write(&a.local, "second.txt", "two\n");
+    let out = a.once_expecting(0);
+    assert_eq!(read(&remote, "second.txt"), "two\n");
+    assert!(
+        text(&out).contains("cannot update the records on the remote"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        a.sql("SELECT count(*) FROM syncs WHERE status = 'failed'")
+            .trim(),
+        "0"
+    );
+}
