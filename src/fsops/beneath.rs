@@ -90,8 +90,47 @@ impl At {
         &self.path
     }
 
+    /// Gives the entry the permission bits `mode`, keeping its set-ID and
+    /// sticky bits (Prism Sync neither syncs nor clears them), if it still
+    /// matches `expect` with the mode `current`; else the error is
+    /// [`super::ModeChanged`]. A symbolic link is never changed nor
+    /// followed, not even one swapped in after the look.
+    pub fn set_mode(&self, mode: Mode, expect: &super::Expect, current: Mode) -> io::Result<()> {
+        let changed = || io::Error::other(super::ModeChanged);
+        let raw = self.raw_stat()?.ok_or_else(changed)?;
+        let found = stat_of_raw(&raw);
+        if raw.st_mode & libc::S_IFMT == libc::S_IFLNK
+            || !expect.matches(Some(&found))
+            || found.mode != Some(current)
+        {
+            return Err(changed());
+        }
+        #[allow(clippy::unnecessary_cast)] // `st_mode`'s type varies by platform
+        let bits = (raw.st_mode as u32 & 0o7000) | mode.bits();
+        // SAFETY: as in `stat`. With AT_SYMLINK_NOFOLLOW a link there now
+        // is refused (EOPNOTSUPP), never followed.
+        let rc = unsafe {
+            libc::fchmodat(
+                self.dir.as_raw_fd(),
+                self.name.as_ptr(),
+                bits as libc::mode_t,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        check(rc).map_err(|e| match e.raw_os_error() {
+            Some(libc::EOPNOTSUPP) => changed(),
+            _ => e,
+        })
+    }
+
     /// `lstat`, with `None` when nothing is there.
     pub fn stat(&self) -> io::Result<Option<Stat>> {
+        Ok(self.raw_stat()?.as_ref().map(stat_of_raw))
+    }
+
+    /// `fstatat` without following a link, with `None` when nothing is
+    /// there.
+    fn raw_stat(&self) -> io::Result<Option<libc::stat>> {
         let mut raw = std::mem::MaybeUninit::<libc::stat>::uninit();
         // SAFETY: the folder descriptor is open, the name NUL-terminated,
         // and `raw` is written in full when the call succeeds.
@@ -111,7 +150,7 @@ impl At {
             };
         }
         // SAFETY: the call succeeded, so `raw` is initialised.
-        Ok(Some(stat_of_raw(&unsafe { raw.assume_init() })))
+        Ok(Some(unsafe { raw.assume_init() }))
     }
 
     /// Opens the file for reading; a symbolic link (or a fifo) there is

@@ -689,26 +689,19 @@ impl Replica for LocalFolder {
     }
 
     fn set_mode(&self, path: &RelPath, expected: &Entry, mode: Mode) -> Result<(), ReplicaError> {
-        // Reached without a link on the way (a folder above may have been
-        // replaced by one since the scan); see the RACE in `set_path_mode`.
-        let full = self
-            .at("change the permissions of", path)?
-            .path()
-            .to_path_buf();
-        let current = expected.mode().ok_or_else(|| ReplicaError::Changed {
+        let changed = || ReplicaError::Changed {
             path: path.to_string(),
-        })?;
-        fsops::set_path_mode(&full, mode, Some((&Expect::of(Some(expected)), current))).map_err(
-            |e| {
+        };
+        let current = expected.mode().ok_or_else(changed)?;
+        let at = self.at("change the permissions of", path)?;
+        at.set_mode(mode, &Expect::of(Some(expected)), current)
+            .map_err(|e| {
                 if fsops::is_mode_changed(&e) || e.kind() == io::ErrorKind::NotFound {
-                    ReplicaError::Changed {
-                        path: path.to_string(),
-                    }
+                    changed()
                 } else {
                     ReplicaError::io("change the permissions of", path, e)
                 }
-            },
-        )
+            })
     }
 
     fn rename(&self, from: &RelPath, to: &RelPath, expect: &Expect) -> Result<(), ReplicaError> {
