@@ -5,12 +5,13 @@
 //! changes made on it (change rows whose origin side is local), one per
 //! journal lineage, so no two agents ever write the same log. A run
 //! [`publish`]es the rows its journal committed and the log does not have
-//! yet: under the remote's lease and after the journal committed them, as
-//! the lineage record is written (see `lineage.rs`), so a log never names a
-//! change the journal might still lose, and a device holding the lease
-//! finds every change made on the remote before it in a log. Rows a crash
-//! kept from the log are published by the next run: the log's head says how
-//! far it got.
+//! yet, after the journal committed them, as the lineage record is written
+//! (see `lineage.rs`), so a log never names a change the journal might
+//! still lose. A round that wrote publishes while its run still holds the
+//! remote's lease, so a device holding the lease finds every change made on
+//! the remote before it in a log. Rows a crash kept from the log are
+//! published at the start of the next run, without the lease (only this
+//! device writes its log): the log's head says how far it got.
 //!
 //! A run that is about to apply changes [`pull`]s the entries the other
 //! logs gained since it last read them into the journal, which matches them
@@ -32,8 +33,8 @@ const PUBLISH_BATCH: usize = 1024;
 
 /// Appends this device's changes that its log on `remote` does not have
 /// yet. `writer` is kept between runs (opened at the first call, and again
-/// when the pair got a new lineage). Call under the lease, after the
-/// journal committed.
+/// when the pair got a new lineage). Call after the journal committed;
+/// under the lease after a round that wrote.
 pub(super) fn publish(
     journal: &std::sync::Mutex<Journal>,
     pair: PairId,
