@@ -418,8 +418,11 @@ fn percent_decode(s: &str) -> Result<String, String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
+            // Two hex digits exactly: `from_str_radix` alone would also
+            // take a sign, reading `%+1` as byte 1.
             let hex = s
                 .get(i + 1..i + 3)
+                .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
                 .ok_or_else(|| format!("{s:?} has a malformed %-escape"))?;
             out.push(hex);
@@ -1009,6 +1012,9 @@ mod tests {
         }
         assert!(RemoteUrl::parse("file://relative").is_err());
         assert!(RemoteUrl::parse("/just/a/path").is_err());
+        // Found by the fuzz targets: a signed escape was decoded.
+        assert!(RemoteUrl::parse("file:///srv/a%+1").is_err());
+        assert!(RemoteUrl::parse("sftp://me%+4@host/x").is_err());
     }
 
     #[test]

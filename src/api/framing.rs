@@ -218,8 +218,11 @@ fn percent_decode(s: &str) -> Result<String, String> {
     while i < bytes.len() {
         match bytes[i] {
             b'%' => {
+                // Two hex digits exactly: `from_str_radix` alone would also
+                // take a sign, reading `%+1` as byte 1.
                 let hex = bytes
                     .get(i + 1..i + 3)
+                    .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
                     .and_then(|h| std::str::from_utf8(h).ok())
                     .and_then(|h| u8::from_str_radix(h, 16).ok())
                     .ok_or_else(|| format!("bad percent escape in {s:?}"))?;
@@ -269,6 +272,9 @@ mod tests {
         assert!(Target::parse("status").is_err());
         assert!(Target::parse("/a%zz").is_err());
         assert!(Target::parse("/a%ff").is_err());
+        // Found by the framing fuzz target: a signed escape was accepted.
+        assert!(Target::parse("/changes?since=2025-02-09T1%+11").is_err());
+        assert!(Target::parse("/a%-1").is_err());
     }
 
     #[test]

@@ -1426,6 +1426,10 @@ fn percent_decode(s: &str) -> Option<String> {
     while i < bytes.len() {
         if bytes[i] == b'%' {
             let hex = s.get(i + 1..i + 3)?;
+            // `from_str_radix` alone would also take a sign (`%+1`).
+            if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return None;
+            }
             out.push(u8::from_str_radix(hex, 16).ok()?);
             i += 3;
         } else {
@@ -2527,6 +2531,8 @@ mod tests {
             "/dav/my%20share//x",
             "/dav/my%20share/%ff",
             "/dav/my%20share/%zz",
+            "/dav/my%20share/a%+f",
+            "/dav/my%20share/a%-1",
         ] {
             assert!(s.href_segments(hostile).is_err(), "{hostile} was accepted");
         }
