@@ -72,7 +72,8 @@
 //! the upload is not placed over it and the path is re-planned, but a
 //! replaced version can go to the trash with the old one (kept, not lost).
 
-mod xml;
+// Public so the fuzz tests (`tests/fuzz/`) can feed it answers directly.
+pub mod xml;
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, BufReader, Read};
