@@ -78,9 +78,6 @@ pub fn shape(message: &str) -> String {
             None if c.is_ascii_digit() => {}
             None => out.push(c),
         }
-        if out.len() > 80 {
-            break;
-        }
     }
     out
 }

@@ -96,7 +96,11 @@ fn run(input: &[u8]) -> u64 {
             match err {
                 ConfigError::Invalid { key, message, .. } => {
                     let key: String = key.chars().filter(|c| !c.is_ascii_digit()).collect();
-                    label(("invalid", key, shape(&message)))
+                    // Some messages open with a value as written (a path, a
+                    // scheme); they all end in fixed words.
+                    let shape = shape(&message);
+                    let ending: Vec<&str> = shape.split(' ').rev().take(4).collect();
+                    label(("invalid", key, ending))
                 }
                 ConfigError::Syntax { message, .. } => {
                     // The last line says what is wrong; the others quote the input.

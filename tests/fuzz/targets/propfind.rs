@@ -93,9 +93,15 @@ fn run(input: &[u8]) -> u64 {
             ))
         }
         Err(XmlError::Malformed { message, .. }) => {
-            // The first words say what is wrong; the rest names the input.
+            // The first plain words say what is wrong; from the first
+            // word with a name or number on, it quotes the input.
             let shape = shape(&message);
-            label(("malformed", shape.split(' ').take(3).collect::<Vec<_>>()))
+            let words: Vec<&str> = shape
+                .split(' ')
+                .take_while(|w| w.chars().all(|c| c.is_alphabetic() || "-:,;".contains(c)))
+                .take(6)
+                .collect();
+            label(("malformed", words))
         }
         Err(e) => label(("err", variant(&e))),
     }
