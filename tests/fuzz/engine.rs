@@ -59,27 +59,16 @@ pub fn label(outcome: impl Hash) -> u64 {
     hasher.finish()
 }
 
-/// The shape of an error message, for a label: digits dropped and quoted
-/// parts (which echo the input) folded, so one kind of error is one label.
-pub fn shape(message: &str) -> String {
-    let mut out = String::new();
-    let mut quote = None;
-    let mut escaped = false;
-    for c in message.chars() {
-        match quote {
-            Some(_) if escaped => escaped = false,
-            Some(_) if c == '\\' => escaped = true,
-            Some(close) if c == close => quote = None,
-            Some(_) => {}
-            None if matches!(c, '`' | '"' | '\'') => {
-                quote = Some(c);
-                out.push('…');
-            }
-            None if c.is_ascii_digit() => {}
-            None => out.push(c),
-        }
-    }
-    out
+/// The words of a message that come from the program, for a label: the
+/// first `n` that are plain lowercase words. Values a message quotes or
+/// names (paths, hosts, numbers, snippets of the input) almost never are,
+/// so one kind of error gets one label, whatever input caused it.
+pub fn words(message: &str, n: usize) -> Vec<&str> {
+    message
+        .split_whitespace()
+        .filter(|word| word.bytes().all(|b| b.is_ascii_lowercase()))
+        .take(n)
+        .collect()
 }
 
 /// The seed files of a target: every file in `tests/fuzz/seeds/NAME/`,

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use prism_sync::config::{Config, ConfigError};
 
-use crate::engine::{Target, label, seeds, shape};
+use crate::engine::{Target, label, seeds, words};
 
 const FILE: &str = "/etc/prism/config.toml";
 
@@ -96,15 +96,12 @@ fn run(input: &[u8]) -> u64 {
             match err {
                 ConfigError::Invalid { key, message, .. } => {
                     let key: String = key.chars().filter(|c| !c.is_ascii_digit()).collect();
-                    // Some messages open with a value as written (a path, a
-                    // scheme); they all end in fixed words.
-                    let shape = shape(&message);
-                    let ending: Vec<&str> = shape.split(' ').rev().take(4).collect();
-                    label(("invalid", key, ending))
+                    label(("invalid", key, words(&message, 6)))
                 }
                 ConfigError::Syntax { message, .. } => {
                     // The last line says what is wrong; the others quote the input.
-                    label(("syntax", shape(message.lines().last().unwrap_or(""))))
+                    let last = message.lines().last().unwrap_or("");
+                    label(("syntax", words(last, 6)))
                 }
                 other => panic!("parsing text gave {other:?}"),
             }

@@ -9,7 +9,7 @@ use std::io::BufReader;
 
 use prism_sync::remote::webdav::xml::{MAX_TEXT, PropResponse, XmlError, parse_multistatus};
 
-use crate::engine::{Target, label, seeds, shape};
+use crate::engine::{Target, label, seeds, words};
 
 const DICTIONARY: &[&[u8]] = &[
     b"<D:response>",
@@ -92,17 +92,7 @@ fn run(input: &[u8]) -> u64 {
                 responses.iter().any(|r| !r.found),
             ))
         }
-        Err(XmlError::Malformed { message, .. }) => {
-            // The first plain words say what is wrong; from the first
-            // word with a name or number on, it quotes the input.
-            let shape = shape(&message);
-            let words: Vec<&str> = shape
-                .split(' ')
-                .take_while(|w| w.chars().all(|c| c.is_alphabetic() || "-:,;".contains(c)))
-                .take(6)
-                .collect();
-            label(("malformed", words))
-        }
+        Err(XmlError::Malformed { message, .. }) => label(("malformed", words(&message, 6))),
         Err(e) => label(("err", variant(&e))),
     }
 }
