@@ -60,15 +60,39 @@ pub fn label(outcome: impl Hash) -> u64 {
 }
 
 /// The words of a message that come from the program, for a label: the
-/// first `n` that are plain lowercase words. Values a message quotes or
-/// names (paths, hosts, numbers, snippets of the input) almost never are,
-/// so one kind of error gets one label, whatever input caused it.
-pub fn words(message: &str, n: usize) -> Vec<&str> {
-    message
+/// first `n` plain lowercase words outside quotes. What a message quotes
+/// or names (paths, hosts, numbers, snippets of the input) is almost never
+/// such a word, so one kind of error gets one label whatever input caused
+/// it, and the corpus keeps one input per behaviour rather than per value.
+pub fn words(message: &str, n: usize) -> Vec<String> {
+    unquoted(message)
         .split_whitespace()
         .filter(|word| word.bytes().all(|b| b.is_ascii_lowercase()))
         .take(n)
+        .map(str::to_owned)
         .collect()
+}
+
+/// `message` with every quoted part (in `"`, `'` or backquotes, with
+/// backslash escapes) replaced by `…`.
+fn unquoted(message: &str) -> String {
+    let mut out = String::new();
+    let mut quote = None;
+    let mut escaped = false;
+    for c in message.chars() {
+        match quote {
+            Some(_) if escaped => escaped = false,
+            Some(_) if c == '\\' => escaped = true,
+            Some(close) if c == close => quote = None,
+            Some(_) => {}
+            None if matches!(c, '`' | '"' | '\'') => {
+                quote = Some(c);
+                out.push('…');
+            }
+            None => out.push(c),
+        }
+    }
+    out
 }
 
 /// The seed files of a target: every file in `tests/fuzz/seeds/NAME/`,

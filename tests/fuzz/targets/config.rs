@@ -99,9 +99,14 @@ fn run(input: &[u8]) -> u64 {
                     label(("invalid", key, words(&message, 6)))
                 }
                 ConfigError::Syntax { message, .. } => {
-                    // The last line says what is wrong; the others quote the input.
-                    let last = message.lines().last().unwrap_or("");
-                    label(("syntax", words(last, 6)))
+                    // The lines that say what is wrong; the others (indented
+                    // or numbered) quote the input.
+                    let said: Vec<&str> = message
+                        .lines()
+                        .filter(|line| !line.starts_with(|c: char| c.is_ascii_digit() || c == ' '))
+                        .skip(1)
+                        .collect();
+                    label(("syntax", words(&said.join(" "), 6)))
                 }
                 other => panic!("parsing text gave {other:?}"),
             }
