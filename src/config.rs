@@ -202,6 +202,12 @@ impl AgentConfig {
     pub const DEFAULT_PARALLEL_TRANSFERS: usize = 4;
     pub const DEFAULT_SAFETY_SCAN: Duration = Duration::from_secs(15 * 60);
     pub const DEFAULT_TRASH_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+    /// A day: a remote listed less often is as good as not watched.
+    pub const MAX_REMOTE_POLL_SECS: u64 = 24 * 3600;
+    /// A week.
+    pub const MAX_SAFETY_SCAN_SECS: u64 = 7 * 24 * 3600;
+    /// A hundred years: "keep everything", without overflowing the clock.
+    pub const MAX_TRASH_RETENTION_DAYS: u64 = 36_500;
 }
 
 /// One local folder and its remote.
@@ -421,8 +427,11 @@ fn percent_decode(s: &str) -> Result<String, String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
+            // Two hex digits exactly: `from_str_radix` alone would also
+            // take a sign, reading `%+1` as byte 1.
             let hex = s
                 .get(i + 1..i + 3)
+                .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
                 .ok_or_else(|| format!("{s:?} has a malformed %-escape"))?;
             out.push(hex);
@@ -611,12 +620,12 @@ impl RawAgent {
                 format!("{debounce_ms} is more than a minute; use a value from 0 to 60000"),
             ));
         }
-        let remote_poll_secs = self
-            .remote_poll_secs
-            .unwrap_or(AgentConfig::DEFAULT_REMOTE_POLL.as_secs());
-        if remote_poll_secs == 0 {
-            return Err(("agent.remote_poll_secs".into(), "must be at least 1".into()));
-        }
+        let remote_poll_secs = in_range(
+            "agent.remote_poll_secs",
+            self.remote_poll_secs,
+            AgentConfig::DEFAULT_REMOTE_POLL.as_secs(),
+            1..=AgentConfig::MAX_REMOTE_POLL_SECS,
+        )?;
         let parallel_transfers = self
             .parallel_transfers
             .unwrap_or(AgentConfig::DEFAULT_PARALLEL_TRANSFERS);
@@ -626,24 +635,53 @@ impl RawAgent {
                 format!("{parallel_transfers} is out of range; use 1 to 64"),
             ));
         }
-        let safety_scan_secs = self
-            .safety_scan_secs
-            .unwrap_or(AgentConfig::DEFAULT_SAFETY_SCAN.as_secs());
-        if safety_scan_secs == 0 {
-            return Err(("agent.safety_scan_secs".into(), "must be at least 1".into()));
-        }
-        let trash_retention = match self.trash_retention_days {
-            Some(days) => Duration::from_secs(days * 24 * 3600),
-            None => AgentConfig::DEFAULT_TRASH_RETENTION,
-        };
+        let safety_scan_secs = in_range(
+            "agent.safety_scan_secs",
+            self.safety_scan_secs,
+            AgentConfig::DEFAULT_SAFETY_SCAN.as_secs(),
+            1..=AgentConfig::MAX_SAFETY_SCAN_SECS,
+        )?;
+        let trash_retention_days = in_range(
+            "agent.trash_retention_days",
+            self.trash_retention_days,
+            AgentConfig::DEFAULT_TRASH_RETENTION.as_secs() / DAY_SECS,
+            0..=AgentConfig::MAX_TRASH_RETENTION_DAYS,
+        )?;
         Ok(AgentConfig {
             device,
             debounce: Duration::from_millis(debounce_ms),
             remote_poll: Duration::from_secs(remote_poll_secs),
             parallel_transfers,
             safety_scan: Duration::from_secs(safety_scan_secs),
-            trash_retention,
+            trash_retention: Duration::from_secs(trash_retention_days * DAY_SECS),
         })
+    }
+}
+
+const DAY_SECS: u64 = 24 * 3600;
+
+/// `value` (or `default`) if it lies in `range`. Every number that becomes
+/// a duration has an upper bound: the agent adds intervals to the clock
+/// and scales them, which panics past the clock's range, and a retention
+/// in days overflows when turned into seconds.
+fn in_range(
+    key: &str,
+    value: Option<u64>,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<u64, (String, String)> {
+    let value = value.unwrap_or(default);
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        Err((
+            key.to_owned(),
+            format!(
+                "{value} is out of range; use {} to {}",
+                range.start(),
+                range.end()
+            ),
+        ))
     }
 }
 
@@ -986,6 +1024,42 @@ mod tests {
         }
     }
 
+    /// Found by the config fuzz target: `trash_retention_days` near the
+    /// top of TOML's integers overflowed when turned into seconds (a panic
+    /// in a debug build, a wrapped retention in a release one), and huge
+    /// poll and scan intervals would panic when the agent adds them to the
+    /// clock.
+    #[test]
+    fn durations_beyond_their_range_are_refused_instead_of_overflowing() {
+        let huge = i64::MAX;
+        for (key, value) in [
+            ("trash_retention_days", huge),
+            ("trash_retention_days", 36_501),
+            ("remote_poll_secs", huge),
+            ("remote_poll_secs", 0),
+            ("safety_scan_secs", huge),
+            ("safety_scan_secs", 0),
+        ] {
+            let message = parse(&format!("[agent]\n{key} = {value}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                message.contains(&format!("agent.{key}")) && message.contains("out of range"),
+                "{message}"
+            );
+        }
+        let config = parse(
+            "[agent]\ntrash_retention_days = 36500\nremote_poll_secs = 86400\nsafety_scan_secs = 604800\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.agent.trash_retention,
+            Duration::from_secs(36_500 * 24 * 3600)
+        );
+        assert_eq!(config.agent.remote_poll, Duration::from_secs(86_400));
+        assert_eq!(config.agent.safety_scan, Duration::from_secs(604_800));
+    }
+
     #[test]
     fn a_remote_that_resolves_to_the_local_folder_or_near_it_is_refused() {
         let dir = tempfile::tempdir().unwrap();
@@ -1092,6 +1166,9 @@ mod tests {
         }
         assert!(RemoteUrl::parse("file://relative").is_err());
         assert!(RemoteUrl::parse("/just/a/path").is_err());
+        // Found by the fuzz targets: a signed escape was decoded.
+        assert!(RemoteUrl::parse("file:///srv/a%+1").is_err());
+        assert!(RemoteUrl::parse("sftp://me%+4@host/x").is_err());
     }
 
     #[test]

@@ -72,7 +72,8 @@
 //! the upload is not placed over it and the path is re-planned, but a
 //! replaced version can go to the trash with the old one (kept, not lost).
 
-mod xml;
+// Public so the fuzz tests (`tests/fuzz/`) can feed it answers directly.
+pub mod xml;
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, BufReader, Read};
@@ -1413,6 +1414,10 @@ fn percent_decode(s: &str) -> Option<String> {
     while i < bytes.len() {
         if bytes[i] == b'%' {
             let hex = s.get(i + 1..i + 3)?;
+            // `from_str_radix` alone would also take a sign (`%+1`).
+            if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return None;
+            }
             out.push(u8::from_str_radix(hex, 16).ok()?);
             i += 3;
         } else {
@@ -2637,6 +2642,8 @@ mod tests {
             "/dav/my%20share//x",
             "/dav/my%20share/%ff",
             "/dav/my%20share/%zz",
+            "/dav/my%20share/a%+f",
+            "/dav/my%20share/a%-1",
         ] {
             assert!(s.href_segments(hostile).is_err(), "{hostile} was accepted");
         }
