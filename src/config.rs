@@ -17,6 +17,7 @@ use serde::Deserialize;
 pub mod edit;
 
 use crate::model::Strategy;
+use crate::percent::{self, Plus};
 
 /// Where the agent keeps things, after flags, environment and defaults.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -422,26 +423,9 @@ fn split_host_port(host_port: &str, url: &str) -> Result<(String, Option<u16>), 
 }
 
 fn percent_decode(s: &str) -> Result<String, String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            // Two hex digits exactly: `from_str_radix` alone would also
-            // take a sign, reading `%+1` as byte 1.
-            let hex = s
-                .get(i + 1..i + 3)
-                .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| format!("{s:?} has a malformed %-escape"))?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| format!("{s:?} does not decode to UTF-8"))
+    let bytes = percent::decode(s, Plus::Literal)
+        .ok_or_else(|| format!("{s:?} has a malformed %-escape"))?;
+    String::from_utf8(bytes).map_err(|_| format!("{s:?} does not decode to UTF-8"))
 }
 
 /// A configuration the agent cannot run with.

@@ -18,6 +18,7 @@ pub mod journal;
 pub mod locks;
 pub mod model;
 pub mod parallel;
+pub mod percent;
 pub mod reconcile;
 pub mod remote;
 pub mod secrets;

@@ -10,6 +10,7 @@
 use std::io::{self, Read};
 use std::time::Duration;
 
+use crate::percent::{self, Plus};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -228,34 +229,9 @@ fn percent_encode(s: &str) -> String {
 
 /// Undoes `%XX` escapes (and `+` as a space, as HTML forms write it).
 fn percent_decode(s: &str) -> Result<String, String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                // Two hex digits exactly: `from_str_radix` alone would also
-                // take a sign, reading `%+1` as byte 1.
-                let hex = bytes
-                    .get(i + 1..i + 3)
-                    .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
-                    .and_then(|h| std::str::from_utf8(h).ok())
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or_else(|| format!("bad percent escape in {s:?}"))?;
-                out.push(hex);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            byte => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).map_err(|_| format!("{s:?} does not decode to UTF-8"))
+    let bytes =
+        percent::decode(s, Plus::Space).ok_or_else(|| format!("bad percent escape in {s:?}"))?;
+    String::from_utf8(bytes).map_err(|_| format!("{s:?} does not decode to UTF-8"))
 }
 
 #[cfg(test)]

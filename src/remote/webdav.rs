@@ -94,6 +94,7 @@ use crate::config::is_loopback_host;
 use crate::fsops::Expect;
 use crate::locks::LockExt;
 use crate::model::{BaseTree, ContentHash, Entry, FileMeta, Mode, RelPath, Scope, SideEntry};
+use crate::percent::{self, Plus};
 use crate::secrets::{self, Account, Kind, Secret};
 use crate::timefmt;
 use crate::tracker::ignore::{IgnoreRules, METADATA_DIR, is_temp_name, temp_name_for};
@@ -1408,24 +1409,7 @@ fn truncate(href: &str) -> String {
 /// Percent-decodes one URL segment; `None` if it is not valid UTF-8 or a
 /// `%` is not followed by two hex digits.
 fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            // `from_str_radix` alone would also take a sign (`%+1`).
-            if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return None;
-            }
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+    percent::decode_utf8(s, Plus::Literal)
 }
 
 /// An HTTP date (`Wed, 25 Nov 2026 10:27:19 GMT`) as Unix seconds.

@@ -23,6 +23,7 @@ use super::keys::{self, Listed};
 use super::retry::{RetryPolicy, is_retryable_status, parse_retry_after};
 use super::sign::{self, Signer, UNSIGNED_PAYLOAD};
 use super::xml::{self, Element};
+use crate::percent::{self, Plus};
 use crate::remote::error_chain;
 
 /// How long connecting may take.
@@ -1121,28 +1122,7 @@ fn parse_http_date(value: &str) -> Option<SystemTime> {
 /// Decodes S3's `encoding-type=url` form (`+` is a space); `None` for a
 /// broken escape.
 fn url_decode(text: &str) -> Option<Vec<u8>> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = bytes.get(i + 1..i + 3)?;
-                let hex = std::str::from_utf8(hex).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    Some(out)
+    percent::decode(text, Plus::Space)
 }
 
 #[cfg(test)]
