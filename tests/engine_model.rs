@@ -112,6 +112,7 @@ impl Device {
             local_root: self.root.clone(),
             lease_ttl: Duration::from_secs(120),
             trash_retention: Duration::from_secs(30 * 24 * 3600),
+            clock: prism_sync::clock::Clock::system(),
         };
         let remote = FaultyReplica {
             inner: LocalFolder::remote(remote.to_path_buf()).with_stale_temp_age(Duration::ZERO),
