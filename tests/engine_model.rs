@@ -22,8 +22,10 @@
 //!
 //! Crashes: a random sync's fault goes off at a random replica call. Some
 //! cases are systematic: once the case passed, it is replayed once for each
-//! replica call its busiest undisturbed sync made, crashing right after
-//! that call and then going straight to the end (restart, settle, check).
+//! replica call its busiest undisturbed sync made (of at most 80), crashing
+//! right after that call and then going straight to the end (restart,
+//! settle, check). Cases with a wide folder are not: each replay would cost
+//! as much as many cases.
 //!
 //! A failing case is shrunk (`engine_model/shrink.rs`: fewer devices, no
 //! or smaller deep and wide trees, delta debugging over its steps, each of
@@ -1101,6 +1103,8 @@ impl Case {
 /// A case that passed: how many replica calls each of its syncs made.
 struct Passed {
     sync_calls: Vec<SyncCalls>,
+    /// It had a wide folder: a replay costs many plain cases.
+    wide: bool,
 }
 
 /// A case that failed: why, its step log, and what to shrink.
@@ -1123,6 +1127,7 @@ fn run_case(spec: &Spec) -> Result<Passed, Box<Failed>> {
         }
         return Ok(Passed {
             sync_calls: case.sync_calls,
+            wide: case.shape.wide > 0,
         });
     };
     let message = panic
@@ -1185,16 +1190,17 @@ fn check(spec: &Spec) -> Result<Passed, String> {
 const MAX_CRASH_PLACES: u32 = 80;
 
 /// Replays the case once for each replica call of its busiest undisturbed
-/// sync, crashing right after that call, and checks that the restart
-/// recovers. Returns how many replays ran, and the reports of those that
-/// failed.
+/// sync (of at most [`MAX_CRASH_PLACES`] calls, if it has one), crashing
+/// right after that call, and checks that the restart recovers. Returns
+/// how many replays ran, and the reports of those that failed. A case
+/// with a wide folder is not replayed: its replays cost many cases each.
 fn crash_at_every_call(spec: &Spec, passed: &Passed) -> (u32, Vec<String>) {
-    let Some(busiest) = passed
-        .sync_calls
-        .iter()
-        .filter(|s| s.undisturbed)
+    let undisturbed = || passed.sync_calls.iter().filter(|s| s.undisturbed);
+    let busiest = undisturbed()
+        .filter(|s| s.calls <= MAX_CRASH_PLACES)
         .max_by_key(|s| s.calls)
-    else {
+        .or_else(|| undisturbed().min_by_key(|s| s.calls));
+    let Some(busiest) = busiest.filter(|_| !passed.wide) else {
         return (0, Vec::new());
     };
     let places = busiest.calls.min(MAX_CRASH_PLACES);
