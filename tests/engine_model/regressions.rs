@@ -31,4 +31,19 @@ impl Kept {
     }
 }
 
-pub const KEPT: &[Kept] = &[];
+pub const KEPT: &[Kept] = &[
+    // Shrunk from a run against an engine broken on purpose (a local file
+    // a download replaced was deleted instead of trashed), to check that
+    // the shrinker's cases catch lost versions: a person on the remote
+    // moves a file over `d1/notes` while devB syncs, and the download
+    // replacing devB's `d1/notes` must put devB's version in its trash.
+    Kept {
+        seed: 3001,
+        devices: None,
+        steps: Some(&[1, 5, 7, 9, 12, 13]),
+        crash: None,
+        deep: Some(0),
+        wide: Some(0),
+        why: "a download over a file a racing remote move replaced keeps the old version",
+    },
+];
