@@ -13,7 +13,7 @@
 # 500), OUT (where the chunks' logs go, default a new folder under /tmp),
 # and the model's own rates, passed through with these defaults:
 # PRISM_MODEL_SYSTEMATIC_EVERY=20, PRISM_MODEL_DEEP_EVERY=10,
-# PRISM_MODEL_WIDE_EVERY=40.
+# PRISM_MODEL_MAX_DEEP=500, PRISM_MODEL_WIDE_EVERY=40.
 #
 # Prints each chunk as it ends, then the cases per second, every failure
 # with its replay line and the shrunk case to keep, and a summary. Exits 1
@@ -28,6 +28,7 @@ out=${OUT:-$(mktemp -d /tmp/prism-model-nightly.XXXXXX)}
 mkdir -p "$out"
 export PRISM_MODEL_SYSTEMATIC_EVERY=${PRISM_MODEL_SYSTEMATIC_EVERY:-20}
 export PRISM_MODEL_DEEP_EVERY=${PRISM_MODEL_DEEP_EVERY:-10}
+export PRISM_MODEL_MAX_DEEP=${PRISM_MODEL_MAX_DEEP:-500}
 export PRISM_MODEL_WIDE_EVERY=${PRISM_MODEL_WIDE_EVERY:-40}
 export PRISM_MODEL_KEEP_GOING=1
 
@@ -41,7 +42,7 @@ if [[ ! -x "$binary" ]]; then
 fi
 
 echo "engine model: $cases cases from seed $first, chunks of $chunk, $jobs at once, logs in $out"
-echo "rates: systematic 1 in $PRISM_MODEL_SYSTEMATIC_EVERY, deep 1 in $PRISM_MODEL_DEEP_EVERY, wide 1 in $PRISM_MODEL_WIDE_EVERY"
+echo "rates: systematic 1 in $PRISM_MODEL_SYSTEMATIC_EVERY, deep (to $PRISM_MODEL_MAX_DEEP levels) 1 in $PRISM_MODEL_DEEP_EVERY, wide 1 in $PRISM_MODEL_WIDE_EVERY"
 started=$(date +%s)
 
 run_chunk() {

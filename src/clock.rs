@@ -6,9 +6,11 @@
 //! [`Clock::skewed`] reads it off by a fixed amount, as a device whose
 //! clock is ahead or behind would: the engine model gives each simulated
 //! device its own, to check that nothing depends on devices agreeing on
-//! the time. It deliberately does not cover what the kernel stamps (a
-//! file's ctime, which the temporary-file sweep compares with the
-//! machine's clock), nor monotonic time (`Instant`: back-off and timers).
+//! the time. It deliberately does not cover what is compared with times
+//! the machine's clock made: a file's ctime (the temporary-file sweep),
+//! the journal's timestamps, which SQLite takes (the guard's deletion
+//! window, the change logs' retention); nor monotonic time (`Instant`:
+//! back-off and timers).
 
 use std::time::{Duration, SystemTime};
 

@@ -45,9 +45,9 @@
 //! `PRISM_MODEL_DEEP` and `PRISM_MODEL_WIDE` narrow a single case (see
 //! `engine_model/spec.rs`). `PRISM_MODEL_SYSTEMATIC_EVERY`,
 //! `PRISM_MODEL_DEEP_EVERY` and `PRISM_MODEL_WIDE_EVERY` set how rare the
-//! costly cases are, `PRISM_MODEL_KEEP_GOING` runs on after a failure and
-//! `PRISM_MODEL_TIMES` prints each case's time (`bench/model-nightly.sh`
-//! uses them). A case replays exactly from its seed, except that conflict
+//! costly cases are, `PRISM_MODEL_MAX_DEEP` how deep a deep tree may go,
+//! `PRISM_MODEL_KEEP_GOING` runs on after a failure and `PRISM_MODEL_TIMES`
+//! prints each case's time (`bench/model-nightly.sh` uses them). A case replays exactly from its seed, except that conflict
 //! copy and trash names depend on the real clock and, in cases with two
 //! parallel transfers, which copy an armed fault hits.
 
@@ -302,7 +302,8 @@ impl Shape {
         // Hundreds of levels deep: walks, paths and trashing a deep folder.
         let deep_every = every("PRISM_MODEL_DEEP_EVERY", DEEP_EVERY);
         let deep = if trees.u64(..deep_every) == 0 {
-            trees.usize(50..=MAX_DEEP)
+            let max = env_u64("PRISM_MODEL_MAX_DEEP").map_or(MAX_DEEP, |m| m as usize);
+            trees.usize(50..=max.max(50))
         } else {
             0
         };
@@ -327,10 +328,12 @@ impl Shape {
 /// One case in this many starts with a deep tree, by default; one in
 /// `WIDE_EVERY` with a wide folder. Both cost many times a plain case,
 /// so the default (CI) run has a few; the nightly run raises the rates.
-const DEEP_EVERY: u64 = 50;
-const WIDE_EVERY: u64 = 250;
-/// How deep a deep tree goes at most: the walks of the engine (and of
-/// this test) are recursive, and debug builds' frames are large.
+const DEEP_EVERY: u64 = 100;
+const WIDE_EVERY: u64 = 500;
+/// How deep a deep tree goes at most, by default: the cost of a case
+/// grows with the square of its depth (every path is resolved level by
+/// level). `PRISM_MODEL_MAX_DEEP` raises it (the nightly run: 500, within
+/// what this test's own recursive walk and full paths handle).
 const MAX_DEEP: usize = 200;
 
 /// How many replica calls one sync made, and whether it ran undisturbed
@@ -1223,7 +1226,7 @@ fn crash_at_every_call(spec: &Spec, passed: &Passed) -> (u32, Vec<String>) {
 
 /// One case in this many is systematic, by default (CI); the nightly run
 /// raises the rate.
-const SYSTEMATIC_EVERY: u64 = 250;
+const SYSTEMATIC_EVERY: u64 = 500;
 
 /// Whether the case of `seed` is one of the systematic ones (a crash after
 /// every call of a plan), about one in `every`. Drawn apart from the case,
