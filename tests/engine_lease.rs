@@ -71,6 +71,7 @@ fn setup_with(files: usize, lease_ttl: Duration) -> Setup {
         local_root: local.clone(),
         lease_ttl,
         trash_retention: Duration::from_secs(30 * 24 * 3600),
+        clock: prism_sync::clock::Clock::system(),
     };
     let journal = Arc::new(Mutex::new(journal));
     let engine = PairEngine::new(

@@ -1,20 +1,37 @@
 //! The seeded, randomized multi-device model of the sync engine.
 //!
-//! Each case builds three devices in a temporary folder, each with its own
-//! local folder, journal file, local trash and device name, all syncing
-//! with one `file://` remote folder through real [`PairEngine`]s, in
-//! process. A seeded generator then interleaves what people do (create,
-//! edit, delete, move and `chmod` files and folders on a device, or directly
-//! on the remote) with syncs of random devices (full, or scoped to the paths just
+//! Each case builds up to three devices in a temporary folder, each with
+//! its own local folder, journal file, local trash, device name and clock
+//! (in half the cases each device's is minutes to hours ahead or behind:
+//! conflict-copy names, trash batches, lease expiries and the mtimes of its
+//! person's edits follow it), all syncing with one `file://` remote folder
+//! through real [`PairEngine`]s, in process. Some cases start with a tree
+//! hundreds of levels deep or a folder thousands of entries wide. A seeded
+//! generator then interleaves what people do (create, edit, delete, move
+//! and `chmod` files and folders on a device, or directly on the remote)
+//! with syncs of random devices (full, or scoped to the paths just
 //! touched), with injected I/O errors and simulated crashes on the remote
 //! replica, and with restarts (the engine dropped and rebuilt from the same
 //! journal file and folders), some of which back the journal up or put an
 //! older backup back in its place. At the end, faults off, devices sync in
 //! rounds until quiet, and the case asserts that every device holds the
-//! remote's tree with its modes, that no version was lost (see [`Case::required`]), that
-//! each journal's base describes the tree, and that a restarted engine
-//! finds nothing to do. Throughout, only a journal that was put back may
-//! be found older than the remote.
+//! remote's tree with its modes, that no version was lost (see
+//! [`Case::required`]), that each journal's base describes the tree, and
+//! that a restarted engine finds nothing to do. Throughout, only a journal
+//! that was put back may be found older than the remote.
+//!
+//! Crashes: a random sync's fault goes off at a random replica call. Some
+//! cases are systematic: once the case passed, it is replayed once for each
+//! replica call its busiest undisturbed sync made (of at most 80), crashing
+//! right after that call and then going straight to the end (restart,
+//! settle, check). Cases with a wide folder are not: each replay would cost
+//! as much as many cases.
+//!
+//! A failing case is shrunk (`engine_model/shrink.rs`: fewer devices, no
+//! or smaller deep and wide trees, delta debugging over its steps, each of
+//! which draws from a generator of its own) and printed with the line that
+//! replays it and its entry for `engine_model/regressions.rs`, whose cases
+//! every run checks again.
 //!
 //! It does not test the agent's scheduling, watchers or API, and it cannot
 //! inject faults into the local side: `PairEngine` takes a concrete
@@ -22,12 +39,17 @@
 //!
 //! `PRISM_MODEL_CASES` (default 500) sets the number of cases,
 //! `PRISM_MODEL_SEED` the first case's seed (random by default, printed),
-//! `PRISM_MODEL_MAX_STEPS` cuts every case after that many steps, to
-//! shrink a failing case by hand, and `PRISM_MODEL_LOG` prints the step
-//! log of passing cases too. A case replays exactly from its seed, except
-//! in two details that depend on the clock (conflict copy and trash names)
-//! and, in cases with two parallel transfers, which copy an armed fault
-//! hits.
+//! `PRISM_MODEL_MAX_STEPS` cuts every case after that many steps, and
+//! `PRISM_MODEL_LOG` prints the step log of passing cases too;
+//! `PRISM_MODEL_DEVICES`, `PRISM_MODEL_STEPS`, `PRISM_MODEL_CRASH`,
+//! `PRISM_MODEL_DEEP` and `PRISM_MODEL_WIDE` narrow a single case (see
+//! `engine_model/spec.rs`). `PRISM_MODEL_SYSTEMATIC_EVERY`,
+//! `PRISM_MODEL_DEEP_EVERY` and `PRISM_MODEL_WIDE_EVERY` set how rare the
+//! costly cases are, `PRISM_MODEL_MAX_DEEP` how deep a deep tree may go,
+//! `PRISM_MODEL_KEEP_GOING` runs on after a failure and `PRISM_MODEL_TIMES`
+//! prints each case's time (`bench/model-nightly.sh` uses them). A case replays exactly from its seed, except that conflict
+//! copy and trash names depend on the real clock and, in cases with two
+//! parallel transfers, which copy an armed fault hits.
 
 // Tests take locks with `lock().unwrap()`: a lock poisoned in a test is a
 // failed test. The agent's own rule (`prism_sync::locks`) does not apply.
@@ -37,6 +59,12 @@
 mod faults;
 #[path = "engine_model/folders.rs"]
 mod folders;
+#[path = "engine_model/regressions.rs"]
+mod regressions;
+#[path = "engine_model/shrink.rs"]
+mod shrink;
+#[path = "engine_model/spec.rs"]
+mod spec;
 
 use std::collections::BTreeSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -52,8 +80,7 @@ use prism_sync::tracker::ignore::{IgnoreRules, METADATA_DIR};
 
 use faults::{Fault, Faults, FaultyReplica};
 use folders::{Clock, Contents, Edit, Node, Tree};
-
-const DEVICES: [&str; 3] = ["devA", "devB", "devC"];
+use spec::{Crash, DEVICE_NAMES, Spec};
 const PAIR: &str = "docs";
 /// Final rounds (every device syncs once per round) allowed to go quiet.
 const FINAL_ROUNDS: usize = 4;
@@ -66,6 +93,8 @@ struct Device {
     journal_path: PathBuf,
     strategy: Strategy,
     parallel: usize,
+    /// How far this device's clock is ahead (behind, when negative).
+    skew_secs: i64,
     faults: Arc<Faults>,
     running: Option<Running>,
     /// Paths edited since this device last synced, for scoped syncs.
@@ -112,15 +141,19 @@ impl Device {
             local_root: self.root.clone(),
             lease_ttl: Duration::from_secs(120),
             trash_retention: Duration::from_secs(30 * 24 * 3600),
+            clock: self.clock(),
         };
         let remote = FaultyReplica {
-            inner: LocalFolder::remote(remote.to_path_buf()).with_stale_temp_age(Duration::ZERO),
+            inner: LocalFolder::remote(remote.to_path_buf())
+                .with_stale_temp_age(Duration::ZERO)
+                .with_clock(self.clock()),
             faults: self.faults.clone(),
         };
         let engine = PairEngine::new(
             pair,
             LocalFolder::local(self.root.clone(), self.trash.clone())
-                .with_stale_temp_age(Duration::ZERO),
+                .with_stale_temp_age(Duration::ZERO)
+                .with_clock(self.clock()),
             Box::new(remote),
             journal.clone(),
             settings,
@@ -132,6 +165,10 @@ impl Device {
             journal,
             pair,
         });
+    }
+
+    fn clock(&self) -> prism_sync::clock::Clock {
+        prism_sync::clock::Clock::skewed(self.skew_secs)
     }
 
     /// Drops the engine and its journal connection, then starts afresh.
@@ -205,7 +242,7 @@ impl Device {
 }
 
 /// Which replica an edit or an observation is about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Replica {
     Device(usize),
     Remote,
@@ -215,7 +252,7 @@ impl Replica {
     fn index(self) -> usize {
         match self {
             Replica::Device(i) => i,
-            Replica::Remote => DEVICES.len(),
+            Replica::Remote => DEVICE_NAMES.len(),
         }
     }
 }
@@ -237,10 +274,82 @@ struct Shape {
     fault_rate: f32,
     /// Chance that a step is an edit made directly on the remote.
     remote_edit_rate: f32,
+    /// The depth of the deep tree the case starts with (0: none).
+    deep: usize,
+    /// The width of the wide folder the case starts with (0: none).
+    wide: usize,
+    /// Where the deep and wide trees are made.
+    trees_on: Replica,
+}
+
+impl Shape {
+    /// Draws the shape; the spec overrides the tree sizes and bounds the
+    /// replica they are made on by its devices.
+    fn draw(rng: &mut fastrand::Rng, spec: &Spec) -> Shape {
+        let steps = rng.usize(15..=35);
+        let fault_rate = if rng.usize(..10) < 3 { 0.0 } else { 0.5 };
+        let remote_edit_rate = rng.f32() * 0.25;
+        let trees_on = if rng.bool() {
+            Replica::Remote
+        } else {
+            Replica::Device(rng.usize(..spec.device_count()))
+        };
+        // Whether the case has a deep or a wide tree is drawn apart from
+        // the rest, so that the rates (higher in the nightly run) change
+        // no case but which ones have them.
+        let mut trees = fastrand::Rng::with_seed(spec.seed ^ 0x7EE5_0000_D33B_0000);
+        let every = |name: &str, default: u64| env_u64(name).unwrap_or(default).max(1);
+        // Hundreds of levels deep: walks, paths and trashing a deep folder.
+        let deep_every = every("PRISM_MODEL_DEEP_EVERY", DEEP_EVERY);
+        let deep = if trees.u64(..deep_every) == 0 {
+            let max = env_u64("PRISM_MODEL_MAX_DEEP").map_or(MAX_DEEP, |m| m as usize);
+            trees.usize(50..=max.max(50))
+        } else {
+            0
+        };
+        // Thousands of entries in one folder: listings, plans, batches.
+        let wide_every = every("PRISM_MODEL_WIDE_EVERY", WIDE_EVERY);
+        let wide = if trees.u64(..wide_every) == 0 {
+            trees.usize(1000..=3000)
+        } else {
+            0
+        };
+        Shape {
+            steps,
+            fault_rate,
+            remote_edit_rate,
+            deep: spec.deep.unwrap_or(deep),
+            wide: spec.wide.unwrap_or(wide),
+            trees_on,
+        }
+    }
+}
+
+/// One case in this many starts with a deep tree, by default; one in
+/// `WIDE_EVERY` with a wide folder. Both cost many times a plain case,
+/// so the default (CI) run has a few; the nightly run raises the rates.
+const DEEP_EVERY: u64 = 100;
+const WIDE_EVERY: u64 = 500;
+/// How deep a deep tree goes at most, by default: the cost of a case
+/// grows with the square of its depth (every path is resolved level by
+/// level). `PRISM_MODEL_MAX_DEEP` raises it (the nightly run: 500, within
+/// what this test's own recursive walk and full paths handle).
+const MAX_DEEP: usize = 200;
+
+/// How many replica calls one sync made, and whether it ran undisturbed
+/// (no fault armed, no racing edit): such a sync's calls are its plan's
+/// every operation, each a place for a crash.
+#[derive(Clone, Copy, Debug)]
+struct SyncCalls {
+    step: usize,
+    calls: u32,
+    undisturbed: bool,
 }
 
 struct Case {
-    seed: u64,
+    spec: Spec,
+    shape: Shape,
+    /// The generator of the case's shape, then of each step in turn.
     rng: fastrand::Rng,
     _dir: tempfile::TempDir,
     remote: PathBuf,
@@ -270,11 +379,14 @@ struct Case {
     /// Replicas that ever held such leftovers: a folder deleted later goes
     /// to the trash with whatever is inside it, leftovers included.
     ever_held_temps: BTreeSet<usize>,
+    /// Every sync's call count, for placing crashes after each call.
+    sync_calls: Vec<SyncCalls>,
     log: Vec<String>,
 }
 
 impl Case {
-    fn new(seed: u64) -> Case {
+    fn new(spec: &Spec) -> Case {
+        let seed = spec.seed;
         let mut rng = fastrand::Rng::with_seed(seed);
         let dir = temp_dir();
         let remote = dir.path().join("remote");
@@ -282,8 +394,18 @@ impl Case {
         let same_strategy = rng.bool();
         let shared = random_strategy(&mut rng);
         let parallel = if rng.usize(..4) == 0 { 2 } else { 1 };
-        let mut log = vec![format!("seed {seed}, parallel transfers {parallel}")];
-        let devices: Vec<Device> = DEVICES
+        // Half the cases give each device a clock minutes to hours ahead
+        // or behind.
+        let skewed = rng.bool();
+        let shape = Shape::draw(&mut rng, spec);
+        let mut log = vec![
+            format!("{}", spec.replay_env()),
+            format!(
+                "seed {seed}, parallel transfers {parallel}, deep {}, wide {} on {:?}",
+                shape.deep, shape.wide, shape.trees_on
+            ),
+        ];
+        let devices: Vec<Device> = DEVICE_NAMES[..spec.device_count()]
             .iter()
             .map(|&name| {
                 let home = dir.path().join(name);
@@ -294,7 +416,16 @@ impl Case {
                 } else {
                     random_strategy(&mut rng)
                 };
-                log.push(format!("{name}: strategy {}", strategy.as_str()));
+                let skew_secs = if skewed {
+                    let secs = rng.i64(60..=6 * 3600);
+                    if rng.bool() { secs } else { -secs }
+                } else {
+                    0
+                };
+                log.push(format!(
+                    "{name}: strategy {}, clock {skew_secs:+} s",
+                    strategy.as_str()
+                ));
                 let mut device = Device {
                     name,
                     root,
@@ -302,6 +433,7 @@ impl Case {
                     journal_path: home.join("state").join("journal.sqlite"),
                     strategy,
                     parallel,
+                    skew_secs,
                     faults: Arc::new(Faults::default()),
                     running: None,
                     touched: Vec::new(),
@@ -314,15 +446,17 @@ impl Case {
             })
             .collect();
         Case {
-            seed,
+            spec: spec.clone(),
+            shape,
             rng,
             _dir: dir,
             remote,
             devices,
             clock: Clock::default(),
-            required: vec![BTreeSet::new(); DEVICES.len() + 1],
+            required: vec![BTreeSet::new(); DEVICE_NAMES.len() + 1],
             may_hold_temps: BTreeSet::new(),
             ever_held_temps: BTreeSet::new(),
+            sync_calls: Vec::new(),
             log,
         }
     }
@@ -341,10 +475,69 @@ impl Case {
         }
     }
 
-    fn replicas() -> impl Iterator<Item = Replica> {
-        (0..DEVICES.len())
+    fn replicas(&self) -> impl Iterator<Item = Replica> + use<> {
+        (0..self.devices.len())
             .map(Replica::Device)
             .chain([Replica::Remote])
+    }
+
+    /// How far the clock of whoever edits `replica` is off: a device's
+    /// own skew; a person on the remote's machine, none.
+    fn skew_of(&self, replica: Replica) -> i64 {
+        match replica {
+            Replica::Device(i) => self.devices[i].skew_secs,
+            Replica::Remote => 0,
+        }
+    }
+
+    /// The spec with what the seed drew filled in, for shrinking.
+    fn resolved_spec(&self) -> Spec {
+        Spec {
+            deep: Some(self.shape.deep),
+            wide: Some(self.shape.wide),
+            ..self.spec.clone()
+        }
+    }
+
+    /// The indices of the steps this case runs.
+    fn step_list(&self) -> Vec<usize> {
+        let mut steps = match &self.spec.steps {
+            Some(steps) => steps.clone(),
+            None => (0..self.shape.steps).collect(),
+        };
+        if let Some(max) = env_u64("PRISM_MODEL_MAX_STEPS") {
+            steps.retain(|&s| (s as u64) < max);
+        }
+        steps
+    }
+
+    /// Makes the deep and wide trees the case starts with.
+    fn build_trees(&mut self) {
+        let Shape {
+            deep,
+            wide,
+            trees_on,
+            ..
+        } = self.shape;
+        if deep == 0 && wide == 0 {
+            return;
+        }
+        let root = self.root(trees_on).to_path_buf();
+        self.clock.skew(self.skew_of(trees_on));
+        let mut touched = Vec::new();
+        if deep > 0 {
+            touched.extend(folders::build_deep(&root, deep, &mut self.clock));
+        }
+        if wide > 0 {
+            touched.extend(folders::build_wide(&root, wide, &mut self.clock));
+        }
+        self.log.push(format!(
+            "-- {trees_on:?}: a tree {deep} deep, a folder {wide} wide"
+        ));
+        self.observe(trees_on);
+        if let Replica::Device(i) = trees_on {
+            self.devices[i].touched.extend(touched);
+        }
     }
 
     /// Adds everything `replica`'s tree holds now to what must survive.
@@ -354,29 +547,24 @@ impl Case {
     }
 
     fn run(&mut self) {
-        let shape = Shape {
-            steps: self.rng.usize(15..=35),
-            fault_rate: if self.rng.usize(..10) < 3 { 0.0 } else { 0.5 },
-            remote_edit_rate: self.rng.f32() * 0.25,
-        };
-        let steps = match std::env::var("PRISM_MODEL_MAX_STEPS") {
-            Ok(max) => shape.steps.min(max.parse().expect("PRISM_MODEL_MAX_STEPS")),
-            Err(_) => shape.steps,
-        };
-        for step in 0..steps {
+        self.build_trees();
+        let (fault_rate, remote_edit_rate) = (self.shape.fault_rate, self.shape.remote_edit_rate);
+        let devices = self.devices.len();
+        for step in self.step_list() {
+            self.rng = self.spec.step_rng(step);
             let roll = self.rng.f32();
-            if roll < shape.remote_edit_rate {
+            if roll < remote_edit_rate {
                 self.edit(step, Replica::Remote);
             } else if roll < 0.55 {
-                let device = self.rng.usize(..DEVICES.len());
+                let device = self.rng.usize(..devices);
                 self.edit(step, Replica::Device(device));
             } else if roll < 0.93 {
-                let device = self.rng.usize(..DEVICES.len());
-                self.random_sync(step, device, shape.fault_rate);
+                let device = self.rng.usize(..devices);
+                self.random_sync(step, device, fault_rate);
             } else {
                 // A restart; sometimes the journal is backed up while the
                 // engine is stopped, or put back from that backup.
-                let device = self.rng.usize(..DEVICES.len());
+                let device = self.rng.usize(..devices);
                 let d = &mut self.devices[device];
                 d.running = None;
                 let what = match self.rng.usize(..3) {
@@ -393,6 +581,11 @@ impl Case {
                 self.log.push(format!("#{step} {}: {what}", d.name));
                 d.start(&self.remote);
             }
+            if self.spec.crash.is_some_and(|c| c.step == step) {
+                // The crash placed at this step ends the case: does the
+                // restart recover from it?
+                break;
+            }
         }
         self.settle();
         self.check_final();
@@ -401,8 +594,10 @@ impl Case {
     /// One random edit on `replica`, and what it did to what must survive.
     fn edit(&mut self, step: usize, replica: Replica) {
         let root = self.root(replica).to_path_buf();
-        let before = folders::contents(&folders::tree(&root));
-        let edit = folders::random_edit(&mut self.rng, &root, &mut self.clock);
+        let tree = folders::tree(&root);
+        let before = folders::contents(&tree);
+        self.clock.skew(self.skew_of(replica));
+        let edit = folders::random_edit(&mut self.rng, &root, &tree, &mut self.clock);
         let after = folders::contents(&folders::tree(&root));
         self.account(&format!("#{step}"), replica, edit, before, after);
     }
@@ -453,8 +648,14 @@ impl Case {
         } else {
             Scope::Full
         };
-        let fault = (self.rng.f32() < fault_rate).then(|| {
-            let calls = self.rng.u32(..6);
+        let mut fault = (self.rng.f32() < fault_rate).then(|| {
+            // Most often early in the run (listing, records), else
+            // anywhere in its plan.
+            let calls = if self.rng.bool() {
+                self.rng.u32(..6)
+            } else {
+                self.rng.u32(..40)
+            };
             let fault = match self.rng.usize(..4) {
                 0 => Fault::Io(libc::ENOSPC),
                 1 => Fault::Io(libc::EIO),
@@ -462,7 +663,15 @@ impl Case {
             };
             (calls, fault)
         });
-        let mut line = format!("#{step} {}: sync {}", DEVICES[device], scope_text(&scope));
+        let forced = self.spec.crash.filter(|c| c.step == step);
+        if let Some(Crash { calls, .. }) = forced {
+            fault = Some((calls, Fault::Crash));
+        }
+        let name = self.devices[device].name;
+        let mut line = format!("#{step} {name}: sync {}", scope_text(&scope));
+        if forced.is_some() {
+            line.push_str(" [the crash placed here]");
+        }
         if let Some((calls, fault)) = fault {
             line.push_str(&format!(" [fault {fault:?} at call {calls}]"));
             self.devices[device].faults.arm(calls, fault);
@@ -471,7 +680,12 @@ impl Case {
         let d = &self.devices[device];
         let held_before = d.engine().failing_paths();
         let report = d.engine().sync(&request(scope.clone()));
-        let fired = d.faults.disarm();
+        let (fired, calls) = d.faults.disarm();
+        self.sync_calls.push(SyncCalls {
+            step,
+            calls,
+            undisturbed: fault.is_none() && race.is_none(),
+        });
         self.devices[device].note_restored(&report);
         line.push_str(&format!(" -> {}", report_text(&report)));
         if let Some(fired) = &fired {
@@ -500,8 +714,7 @@ impl Case {
         // Any fault may also have stopped the listing that would sweep.
         self.after_sync(device, &scope, crashed || raced || fired.is_some());
         if crashed {
-            self.log
-                .push(format!("   {}: restart after the crash", DEVICES[device]));
+            self.log.push(format!("   {name}: restart after the crash"));
             self.devices[device].restart(&self.remote);
         } else if fired.is_none()
             && !raced
@@ -517,7 +730,7 @@ impl Case {
             // earlier failures has made the device equal to the remote.
             let local = folders::tree(&self.devices[device].root);
             let remote = folders::tree(&self.remote);
-            assert_trees_equal(&local, &remote, DEVICES[device], "a completed full sync");
+            assert_trees_equal(&local, &remote, name, "a completed full sync");
         }
     }
 
@@ -539,6 +752,7 @@ impl Case {
         let seed = self.rng.u64(..);
         let root = self.root(replica).to_path_buf();
         let mut clock = self.clock.clone();
+        clock.skew(self.skew_of(replica));
         let slot: RaceSlot = Arc::new(Mutex::new(None));
         let out = slot.clone();
         line.push_str(&format!(
@@ -548,8 +762,9 @@ impl Case {
             calls,
             Box::new(move || {
                 let mut rng = fastrand::Rng::with_seed(seed);
-                let before = folders::contents(&folders::tree(&root));
-                let edit = folders::random_edit(&mut rng, &root, &mut clock);
+                let tree = folders::tree(&root);
+                let before = folders::contents(&tree);
+                let edit = folders::random_edit(&mut rng, &root, &tree, &mut clock);
                 let after = folders::contents(&folders::tree(&root));
                 *out.lock().expect("race") = Some(Raced {
                     edit,
@@ -568,7 +783,7 @@ impl Case {
         self.devices[device].note_restored(&report);
         self.log.push(format!(
             "{label} {}: {}",
-            DEVICES[device],
+            self.devices[device].name,
             report_text(&report)
         ));
         self.after_sync(device, &Scope::Full, false);
@@ -673,7 +888,7 @@ impl Case {
             );
         }
         // 2. Nothing that must survive is gone from its replica.
-        for replica in Case::replicas() {
+        for replica in self.replicas() {
             let mut kept: BTreeSet<Vec<u8>> = folders::contents(&folders::tree(self.root(replica)))
                 .into_keys()
                 .collect();
@@ -788,8 +1003,10 @@ fn temp_dir() -> tempfile::TempDir {
     if shm.is_dir()
         && let Ok(dir) = builder.tempdir_in(shm)
     {
+        folders::cache_reads(true);
         return dir;
     }
+    folders::cache_reads(false);
     builder.tempdir().expect("create a temporary folder")
 }
 
@@ -870,9 +1087,10 @@ impl Case {
     /// Gives every device `strategy` (and restarts them), for the fixed
     /// scenarios below.
     fn with_strategy(seed: u64, strategy: Strategy) -> Case {
-        let mut case = Case::new(seed);
+        let mut case = Case::new(&Spec::random(seed));
         for device in &mut case.devices {
             device.strategy = strategy;
+            device.skew_secs = 0;
             device.restart(&case.remote);
         }
         case
@@ -885,49 +1103,203 @@ impl Case {
     }
 }
 
-/// Runs one case; on failure prints how to replay it and its step log.
-fn run_case(seed: u64) -> Result<(), String> {
-    let mut case = Case::new(seed);
+/// A case that passed: how many replica calls each of its syncs made.
+struct Passed {
+    sync_calls: Vec<SyncCalls>,
+    /// It had a wide folder: a replay costs many plain cases.
+    wide: bool,
+}
+
+/// A case that failed: why, its step log, and what to shrink.
+struct Failed {
+    /// The case with the tree sizes its seed drew.
+    spec: Spec,
+    /// Every step it ran.
+    steps: Vec<usize>,
+    message: String,
+    log: Vec<String>,
+}
+
+/// Runs one case, catching its failure.
+fn run_case(spec: &Spec) -> Result<Passed, Box<Failed>> {
+    let mut case = Case::new(spec);
     let outcome = catch_unwind(AssertUnwindSafe(|| case.run()));
     let Err(panic) = outcome else {
         if std::env::var_os("PRISM_MODEL_LOG").is_some() {
             println!("{}\n", case.log.join("\n"));
         }
-        return Ok(());
+        return Ok(Passed {
+            sync_calls: case.sync_calls,
+            wide: case.shape.wide > 0,
+        });
     };
     let message = panic
         .downcast_ref::<String>()
         .cloned()
         .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
         .unwrap_or_else(|| "a panic without a message".into());
-    Err(format!(
-        "case with seed {} failed: {message}\n\
-         replay: PRISM_MODEL_SEED={} PRISM_MODEL_CASES=1 cargo test --test engine_model\n\
-         steps:\n{}",
-        case.seed,
-        case.seed,
-        case.log.join("\n")
-    ))
+    Err(Box::new(Failed {
+        spec: case.resolved_spec(),
+        steps: case.step_list(),
+        message,
+        log: case.log,
+    }))
+}
+
+/// Runs `spec`; if it fails, shrinks it to a smaller case that still
+/// fails and returns the whole report: the failure, the replay lines of
+/// both cases, the entry to keep in `regressions.rs`, and the step log of
+/// the shrunk case.
+fn check(spec: &Spec) -> Result<Passed, String> {
+    let failed = match run_case(spec) {
+        Ok(passed) => return Ok(passed),
+        Err(failed) => failed,
+    };
+    let mut report = format!(
+        "case failed: {}\nreplay: {}\nsteps:\n{}\n",
+        failed.message,
+        failed.spec.replay_line(),
+        failed.log.join("\n")
+    );
+    // The candidates' panics are expected; their messages would bury the
+    // report.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let mut tries = 0;
+    let small = shrink::shrink(&failed.spec, failed.steps, &mut |candidate| {
+        tries += 1;
+        run_case(candidate).is_err()
+    });
+    let rerun = run_case(&small);
+    std::panic::set_hook(hook);
+    match rerun {
+        Err(again) => report.push_str(&format!(
+            "\nshrunk in {tries} tries to a case that fails with: {}\n\
+             replay: {}\nkeep in tests/engine_model/regressions.rs: {}\nsteps:\n{}",
+            again.message,
+            small.replay_line(),
+            small.as_kept(),
+            again.log.join("\n")
+        )),
+        Ok(_) => report.push_str(&format!(
+            "\nshrinking found no smaller case that fails every time ({tries} tries)"
+        )),
+    }
+    Err(report)
+}
+
+/// How many crashes a systematic case places at most: one after each
+/// replica call of its busiest sync, up to this many.
+const MAX_CRASH_PLACES: u32 = 80;
+
+/// Replays the case once for each replica call of its busiest undisturbed
+/// sync (of at most [`MAX_CRASH_PLACES`] calls, if it has one), crashing
+/// right after that call, and checks that the restart recovers. Returns
+/// how many replays ran, and the reports of those that failed. A case
+/// with a wide folder is not replayed: its replays cost many cases each.
+fn crash_at_every_call(spec: &Spec, passed: &Passed) -> (u32, Vec<String>) {
+    let undisturbed = || passed.sync_calls.iter().filter(|s| s.undisturbed);
+    let busiest = undisturbed()
+        .filter(|s| s.calls <= MAX_CRASH_PLACES)
+        .max_by_key(|s| s.calls)
+        .or_else(|| undisturbed().min_by_key(|s| s.calls));
+    let Some(busiest) = busiest.filter(|_| !passed.wide) else {
+        return (0, Vec::new());
+    };
+    let places = busiest.calls.min(MAX_CRASH_PLACES);
+    let mut failures = Vec::new();
+    for calls in 0..places {
+        let fork = Spec {
+            crash: Some(Crash {
+                step: busiest.step,
+                calls,
+            }),
+            ..spec.clone()
+        };
+        if let Err(report) = check(&fork) {
+            failures.push(report);
+            break;
+        }
+    }
+    (places, failures)
+}
+
+/// One case in this many is systematic, by default (CI); the nightly run
+/// raises the rate.
+const SYSTEMATIC_EVERY: u64 = 500;
+
+/// Whether the case of `seed` is one of the systematic ones (a crash after
+/// every call of a plan), about one in `every`. Drawn apart from the case,
+/// so that changing `every` changes no case.
+fn is_systematic(seed: u64, every: u64) -> bool {
+    every > 0 && fastrand::Rng::with_seed(seed ^ 0x5157_E4A7_1C00_0000).u64(..every) == 0
 }
 
 #[test]
 fn random_multi_device_cases_converge_without_losing_versions() {
-    let cases = env_u64("PRISM_MODEL_CASES").unwrap_or(500);
     let first = env_u64("PRISM_MODEL_SEED").unwrap_or_else(|| fastrand::u64(..));
+    if let Some(spec) = Spec::from_env(first) {
+        println!("engine model: the one case {}", spec.replay_env());
+        if let Err(report) = check(&spec) {
+            panic!("{report}");
+        }
+        return;
+    }
+    let cases = env_u64("PRISM_MODEL_CASES").unwrap_or(500);
+    let every = env_u64("PRISM_MODEL_SYSTEMATIC_EVERY").unwrap_or(SYSTEMATIC_EVERY);
+    // The nightly run goes on after a failure and reports them all.
+    let keep_going = std::env::var_os("PRISM_MODEL_KEEP_GOING").is_some();
     println!(
         "engine model: {cases} cases from seed {first} \
          (replay with PRISM_MODEL_SEED={first} PRISM_MODEL_CASES={cases})"
     );
     let started = Instant::now();
+    let (mut replays, mut failures) = (0u64, Vec::new());
     for i in 0..cases {
-        if let Err(report) = run_case(first.wrapping_add(i)) {
-            panic!("{report}");
+        let spec = Spec::random(first.wrapping_add(i));
+        let case_started = Instant::now();
+        let mut found = match check(&spec) {
+            Ok(passed) if is_systematic(spec.seed, every) => {
+                let (places, found) = crash_at_every_call(&spec, &passed);
+                replays += u64::from(places);
+                found
+            }
+            Ok(_) => Vec::new(),
+            Err(report) => vec![report],
+        };
+        if std::env::var_os("PRISM_MODEL_TIMES").is_some() {
+            println!(
+                "engine model: seed {} took {:.1?}",
+                spec.seed,
+                case_started.elapsed()
+            );
+        }
+        if !found.is_empty() && !keep_going {
+            panic!("{}", found.remove(0));
+        }
+        failures.append(&mut found);
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "engine model: {cases} cases and {replays} crash replays in {elapsed:.1?} \
+         ({:.1} cases/s), {} failed",
+        cases as f64 / elapsed.as_secs_f64(),
+        failures.len()
+    );
+    for report in &failures {
+        println!("engine model: FAILED {report}\n");
+    }
+    assert!(failures.is_empty(), "{} cases failed", failures.len());
+}
+
+/// The kept regressions: shrunk failing cases, each run on every test run.
+#[test]
+fn kept_regression_cases_pass() {
+    for kept in regressions::KEPT {
+        if let Err(report) = check(&kept.spec()) {
+            panic!("the kept case for \"{}\" fails again:\n{report}", kept.why);
         }
     }
-    println!(
-        "engine model: {cases} cases passed in {:.1?}",
-        started.elapsed()
-    );
 }
 
 /// Regression: a conflict copy name is the path, the second and the

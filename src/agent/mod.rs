@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
 
+use crate::clock::Clock;
 use crate::config::{AgentConfig, Config, PairConfig, Paths};
 use crate::engine::{EngineSettings, PairEngine, SyncRequest};
 use crate::journal::{Journal, SyncStatus};
@@ -200,6 +201,7 @@ pub fn build_engine(
         // once per round); a crashed holder on this host is detected at once.
         lease_ttl: Duration::from_secs(600),
         trash_retention: agent.trash_retention,
+        clock: Clock::system(),
     };
     Ok(PairEngine::new(
         pair_id,

@@ -162,7 +162,14 @@ pub fn settle(
             // The copy holds the remote version: it is named after that
             // version's origin, not after this device, which found the
             // conflict but whose version stays under the real name.
-            let copy = rename_aside(ctx.remote, trees, path, &expect, REMOTE_ORIGIN)?;
+            let copy = rename_aside(
+                ctx.remote,
+                trees,
+                path,
+                &expect,
+                REMOTE_ORIGIN,
+                ctx.settings.clock.now(),
+            )?;
             ctx.commit(forget(path));
             record(Some(&copy), note)?;
             Ok(vec![path.clone(), copy])
@@ -183,9 +190,10 @@ fn rename_aside(
     path: &RelPath,
     expect: &Expect,
     device: &str,
+    now: SystemTime,
 ) -> Result<RelPath, ReplicaError> {
     const ATTEMPTS: usize = 20;
-    let stamp = timefmt::conflict_stamp(SystemTime::now());
+    let stamp = timefmt::conflict_stamp(now);
     let taken = |p: &RelPath| trees.local.contains_key(p) || trees.remote.contains_key(p);
     let names = (1..).map(|attempt| path.conflict_copy(&stamp, device, attempt));
     let mut last = None;
@@ -348,7 +356,7 @@ fn try_merge(
         }
     };
     let hash = ContentHash::of_bytes(&merged);
-    let now = timefmt::to_unix_ns(SystemTime::now());
+    let now = timefmt::to_unix_ns(ctx.settings.clock.now());
     let local_expect = trees.expect(Side::Local, path);
     let remote_expect = trees.expect(Side::Remote, path);
     // Merged like any mode: the side that changed it wins, else only the
@@ -563,7 +571,7 @@ impl PairEngine {
         let bytes = fs::read(file)
             .map_err(|e| ResolveError::Invalid(format!("cannot read {}: {e}", file.display())))?;
         let hash = ContentHash::of_bytes(&bytes);
-        let now = timefmt::to_unix_ns(SystemTime::now());
+        let now = timefmt::to_unix_ns(self.settings.clock.now());
         let expect = expect_now(self.local().root(), path)?;
         let mode = kept_mode(&expect);
         self.local()
@@ -599,7 +607,7 @@ impl PairEngine {
         })?;
         let bytes = merged.into_bytes();
         let hash = ContentHash::of_bytes(&bytes);
-        let now = timefmt::to_unix_ns(SystemTime::now());
+        let now = timefmt::to_unix_ns(self.settings.clock.now());
         let expect = expect_now(self.local().root(), &row.path)?;
         let mode = kept_mode(&expect);
         self.local()

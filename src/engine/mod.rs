@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::clock::Clock;
 use crate::journal::{
     BaseEdit, ChangeType, Journal, JournalError, NewChange, PairId, Step, SyncCounts, SyncStatus,
 };
@@ -69,6 +70,9 @@ pub struct EngineSettings {
     /// How long trashed versions are kept; the change log on the remote
     /// keeps its entries as long.
     pub trash_retention: Duration,
+    /// Stamps conflict copies and merged files ([`Clock::system`] but in
+    /// tests of devices whose clocks disagree).
+    pub clock: Clock,
 }
 
 /// Files up to this size that are UTF-8 text keep their base content in
@@ -591,7 +595,8 @@ impl Run<'_> {
                     self.listing_cache = Some(stale_base);
                     base_files = 0;
                     scope = Scope::Full;
-                    let notice = lineage::restored_notice(&crate::timefmt::now_rfc3339());
+                    let now = crate::timefmt::rfc3339(engine.settings.clock.now());
+                    let notice = lineage::restored_notice(&now);
                     *engine.restored_notice.locked() = Some(notice);
                     recorded
                 }

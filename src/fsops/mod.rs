@@ -15,6 +15,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use crate::clock::Clock;
 use crate::model::{ContentHash, Entry, FileId, Mode, RelPath};
 use crate::timefmt;
 use crate::tracker::ignore::temp_name_for;
@@ -643,11 +644,21 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 #[derive(Clone, Debug)]
 pub struct Trash {
     root: PathBuf,
+    /// Names the batch a version goes to.
+    clock: Clock,
 }
 
 impl Trash {
     pub fn new(root: PathBuf) -> Trash {
-        Trash { root }
+        Trash {
+            root,
+            clock: Clock::system(),
+        }
+    }
+
+    /// Names batches by `clock` instead of the system's.
+    pub fn with_clock(self, clock: Clock) -> Trash {
+        Trash { clock, ..self }
     }
 
     pub fn root(&self) -> &Path {
@@ -693,7 +704,7 @@ impl Trash {
         rename: impl Fn(&Path) -> io::Result<()>,
         remove: impl Fn() -> io::Result<()>,
     ) -> io::Result<PathBuf> {
-        let stamp = timefmt::conflict_stamp(SystemTime::now());
+        let stamp = timefmt::conflict_stamp(self.clock.now());
         let batch = self.root.join(&stamp[..13]);
         let mut dest = rel.to_fs(&batch);
         let mut n = 1;

@@ -16,9 +16,10 @@ pub fn owner(device: &str) -> String {
     format!("{device} {} {}", std::process::id(), this_host())
 }
 
-/// The lease file's content: expiry (Unix seconds) and owner.
-pub fn record(owner: &str, ttl: Duration) -> String {
-    let expires = unix_secs(SystemTime::now() + ttl);
+/// The lease file's content: expiry (Unix seconds, `ttl` after `now`)
+/// and owner.
+pub fn record(owner: &str, ttl: Duration, now: SystemTime) -> String {
+    let expires = unix_secs(now + ttl);
     format!("{expires} {owner}\n")
 }
 
@@ -27,16 +28,21 @@ pub fn held_by(record: &str, owner: &str) -> bool {
     record.trim_end().ends_with(owner)
 }
 
-/// Reads another agent's lease: `Ok` when it is stale (expired, or its
-/// holder was a process on this host that no longer runs) and may be taken
-/// over, else [`ReplicaError::Busy`] naming the holder.
-pub fn check_stale(record: &str) -> Result<(), ReplicaError> {
+/// Reads another agent's lease: `Ok` when it is stale (expired by `now`,
+/// or its holder was a process on this host that no longer runs) and may
+/// be taken over, else [`ReplicaError::Busy`] naming the holder.
+///
+/// The expiry is the holder's clock plus its TTL, read by ours: a reader
+/// whose clock is ahead of the holder's by more than the TTL takes a live
+/// lease for an expired one, and one behind waits longer than the TTL for
+/// a crashed holder's lease.
+pub fn check_stale(record: &str, now: SystemTime) -> Result<(), ReplicaError> {
     let expires: u64 = record
         .split_whitespace()
         .next()
         .and_then(|t| t.parse().ok())
         .unwrap_or(0);
-    if expires <= unix_secs(SystemTime::now()) || holder_is_gone(record) {
+    if expires <= unix_secs(now) || holder_is_gone(record) {
         return Ok(());
     }
     let who = record.split_whitespace().nth(1).unwrap_or("another agent");
@@ -110,15 +116,18 @@ mod tests {
     #[test]
     fn a_live_lease_is_busy_and_an_expired_or_orphaned_one_is_stale() {
         let mine = owner("laptop");
-        let live = record(&mine, Duration::from_secs(60));
+        let now = SystemTime::now();
+        let live = record(&mine, Duration::from_secs(60), now);
         assert!(held_by(&live, &mine));
-        let busy = check_stale(&live).unwrap_err();
+        let busy = check_stale(&live, now).unwrap_err();
         assert!(busy.to_string().contains("laptop"), "{busy}");
-        check_stale(&record(&mine, Duration::ZERO)).unwrap();
+        check_stale(&record(&mine, Duration::ZERO, now), now).unwrap();
+        // A reader whose clock is past the expiry takes the lease as stale.
+        check_stale(&live, now + Duration::from_secs(61)).unwrap();
         // A process id that cannot exist on this host: the holder is gone.
         let orphan = format!("{} laptop 999999999 {}\n", u64::MAX, this_host());
-        check_stale(&orphan).unwrap();
+        check_stale(&orphan, now).unwrap();
         let elsewhere = format!("{} laptop 1 some-other-host\n", u64::MAX);
-        assert!(check_stale(&elsewhere).is_err());
+        assert!(check_stale(&elsewhere, now).is_err());
     }
 }

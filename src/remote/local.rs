@@ -22,6 +22,7 @@ use super::{
     Capabilities, Lease, Listing, Problem, Replica, ReplicaError, RootState, Source, StagedWrite,
     lease,
 };
+use crate::clock::Clock;
 use crate::fsops::beneath::At;
 use crate::fsops::{self, Expect, StatKind, Trash};
 use crate::locks::LockExt;
@@ -50,6 +51,8 @@ pub struct LocalFolder {
     stale_temp_age: Duration,
     /// Partial downloads older than this are given up.
     stale_partial_age: Duration,
+    /// Stamps trash batches and lease expiries.
+    clock: Clock,
 }
 
 impl LocalFolder {
@@ -64,6 +67,7 @@ impl LocalFolder {
             flushing: Mutex::new(None),
             stale_temp_age: STALE_TEMP,
             stale_partial_age: STALE_PARTIAL,
+            clock: Clock::system(),
         }
     }
 
@@ -79,6 +83,7 @@ impl LocalFolder {
             flushing: Mutex::new(None),
             stale_temp_age: STALE_TEMP,
             stale_partial_age: STALE_PARTIAL,
+            clock: Clock::system(),
         }
     }
 
@@ -88,6 +93,14 @@ impl LocalFolder {
     pub fn with_stale_temp_age(mut self, age: Duration) -> LocalFolder {
         self.stale_temp_age = age;
         self.stale_partial_age = age;
+        self
+    }
+
+    /// Reads `clock` instead of the system's for what it stamps (trash
+    /// batches, lease expiries): a device whose clock is off, in tests.
+    pub fn with_clock(mut self, clock: Clock) -> LocalFolder {
+        self.trash = self.trash.with_clock(clock);
+        self.clock = clock;
         self
     }
 
@@ -771,7 +784,7 @@ impl Replica for LocalFolder {
 
     fn purge_trash(&self, older_than: Duration) -> Result<usize, ReplicaError> {
         self.trash
-            .purge_older_than(older_than, SystemTime::now())
+            .purge_older_than(older_than, self.clock.now())
             .map_err(|e| ReplicaError::io("purge", self.trash.root().display(), e))
     }
 
@@ -785,6 +798,7 @@ impl Replica for LocalFolder {
             path: dir.join("lease"),
             owner: lease::owner(device),
             ttl,
+            clock: self.clock,
         };
         lease.acquire()?;
         Ok(Some(Box::new(lease)))
@@ -869,11 +883,12 @@ struct FileLease {
     path: PathBuf,
     owner: String,
     ttl: Duration,
+    clock: Clock,
 }
 
 impl FileLease {
     fn content(&self) -> String {
-        lease::record(&self.owner, self.ttl)
+        lease::record(&self.owner, self.ttl, self.clock.now())
     }
 
     fn acquire(&self) -> Result<(), ReplicaError> {
@@ -892,7 +907,8 @@ impl FileLease {
                     return Ok(());
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    lease::check_stale(&fs::read_to_string(&self.path).unwrap_or_default())?;
+                    let holder = fs::read_to_string(&self.path).unwrap_or_default();
+                    lease::check_stale(&holder, self.clock.now())?;
                     // The holder crashed or hung past its lease: take over.
                     let _ = fs::remove_file(&self.path);
                 }

@@ -1753,7 +1753,7 @@ struct SftpLease {
 
 impl SftpLease {
     fn content(&self) -> String {
-        super::lease::record(&self.owner, self.ttl)
+        super::lease::record(&self.owner, self.ttl, SystemTime::now())
     }
 
     fn acquire(&self) -> Result<(), ReplicaError> {
@@ -1786,7 +1786,7 @@ impl SftpLease {
                     // connection died before the lease could be removed,
                     // must not lock the agent out of its own remote.
                     if !super::lease::held_by(&holder, &self.owner) {
-                        super::lease::check_stale(&holder)?;
+                        super::lease::check_stale(&holder, SystemTime::now())?;
                     }
                     // The holder crashed or hung past its lease: take over.
                     let _ = conn.sftp.unlink(&self.path);

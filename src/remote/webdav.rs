@@ -2455,7 +2455,7 @@ struct WebdavLease {
 
 impl WebdavLease {
     fn content(&self) -> String {
-        super::lease::record(&self.owner, self.ttl)
+        super::lease::record(&self.owner, self.ttl, SystemTime::now())
     }
 
     fn put(&self, conn: &Conn, condition: (&'static str, String)) -> Result<bool, ReplicaError> {
@@ -2532,7 +2532,7 @@ impl WebdavLease {
                 // Released between the two requests: try again.
                 continue;
             };
-            super::lease::check_stale(&holder)?;
+            super::lease::check_stale(&holder, SystemTime::now())?;
             // The holder crashed or hung past its lease: take over, unless
             // someone else renewed or took it meanwhile (the ETag moved).
             s.delete(&conn, &self.path, false, etag.as_deref());

@@ -53,6 +53,11 @@ struct State {
     dead: bool,
     fired: Option<Fired>,
     cancel: Option<Arc<AtomicBool>>,
+    /// Counted calls since the last [`Faults::arm`] or [`Faults::disarm`],
+    /// up to and including the one a fault went off at: how many replica
+    /// operations a fault-free run took, so that a crash can be placed
+    /// after each one.
+    counted: u32,
 }
 
 /// The switch the test holds: arm before a sync, disarm after it.
@@ -80,6 +85,7 @@ impl Faults {
         state.armed = Some((calls, fault));
         state.fired = None;
         state.dead = false;
+        state.counted = 0;
     }
 
     /// Runs `act` just before the call after `calls` further counted
@@ -89,13 +95,15 @@ impl Faults {
     }
 
     /// Turns faults (and a pending interference) off and returns the fault
-    /// that fired, if any.
-    pub fn disarm(&self) -> Option<Fired> {
+    /// that fired, if any, and how many calls were counted since the last
+    /// arm or disarm.
+    pub fn disarm(&self) -> (Option<Fired>, u32) {
         let mut state = self.lock();
         state.interference = None;
         state.armed = None;
         state.dead = false;
-        state.fired.take()
+        let counted = std::mem::take(&mut state.counted);
+        (state.fired.take(), counted)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -124,6 +132,7 @@ impl Faults {
                 io::Error::other("the agent is dead"),
             ));
         }
+        state.counted += 1;
         let Some((calls, fault)) = state.armed else {
             return Decision::Proceed;
         };

@@ -54,11 +54,65 @@ fn walk(dir: &Path, prefix: &str, out: &mut Tree) {
             out.insert(rel.clone(), Node::Dir);
             walk(&path, &format!("{rel}/"), out);
         } else {
-            let bytes =
-                fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-            out.insert(rel, Node::File(bytes));
+            out.insert(rel, Node::File(read_cached(&path)));
         }
     }
+}
+
+/// What tells one version of a file from every other on tmpfs: device,
+/// inode (tmpfs numbers them in order and does not reuse them), size,
+/// mtime and ctime (every write and rename sets it).
+type Version = (u64, u64, u64, i64, i64);
+
+thread_local! {
+    /// Contents already read, by version: the tree of a folder with
+    /// thousands of files is read after every step.
+    static READ: std::cell::RefCell<std::collections::HashMap<Version, Vec<u8>>> =
+        Default::default();
+}
+
+/// Whether [`READ`] may be used: only on tmpfs, where inode numbers are
+/// not reused.
+static CACHE_READS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Lets tree reads reuse contents read before: the cases' folders are on
+/// tmpfs. Clears what this thread read before.
+pub fn cache_reads(on: bool) {
+    CACHE_READS.store(on, std::sync::atomic::Ordering::Relaxed);
+    READ.with(|read| read.borrow_mut().clear());
+}
+
+fn read_cached(path: &Path) -> Vec<u8> {
+    use std::os::unix::fs::MetadataExt;
+    let read = || fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    if !CACHE_READS.load(std::sync::atomic::Ordering::Relaxed) {
+        return read();
+    }
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return read();
+    };
+    let version = (
+        meta.dev(),
+        meta.ino(),
+        meta.size(),
+        meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+        meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+    );
+    if let Some(bytes) = READ.with(|r| r.borrow().get(&version).cloned()) {
+        return bytes;
+    }
+    let bytes = read();
+    // Read again after reading: a file written in between is not cached.
+    let unchanged = fs::symlink_metadata(path).is_ok_and(|after| {
+        after.ino() == meta.ino()
+            && after.size() == bytes.len() as u64
+            && after.ctime_nsec() == meta.ctime_nsec()
+            && after.ctime() == meta.ctime()
+    });
+    if unchanged {
+        READ.with(|r| r.borrow_mut().insert(version, bytes.clone()));
+    }
+    bytes
 }
 
 /// The permission bits of every entry of `tree(root)`.
@@ -132,9 +186,14 @@ pub fn show(bytes: &[u8]) -> String {
 /// tick with the same size would otherwise look unchanged to the stat
 /// cache (the documented "racy clean" limitation of the scanner), which is
 /// not what this test is about.
+///
+/// An edit made on a device whose clock is off is stamped off by as much
+/// ([`Clock::skew`]): the times stay strictly increasing per device, not
+/// between devices.
 #[derive(Clone, Default)]
 pub struct Clock {
     last_ns: i64,
+    skew_ns: i64,
 }
 
 impl Clock {
@@ -143,14 +202,42 @@ impl Clock {
         self.last_ns = self.last_ns.max(other.last_ns);
     }
 
+    /// Stamps the next edits as a clock `secs` ahead (behind when
+    /// negative) of the real one would.
+    pub fn skew(&mut self, secs: i64) {
+        self.skew_ns = secs * 1_000_000_000;
+    }
+
     fn next(&mut self) -> SystemTime {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .expect("clock after 1970")
             .as_nanos() as i64;
         self.last_ns = now.max(self.last_ns + 1_000_000);
-        UNIX_EPOCH + Duration::from_nanos(self.last_ns as u64)
+        UNIX_EPOCH + Duration::from_nanos((self.last_ns + self.skew_ns) as u64)
     }
+}
+
+/// Makes a chain of `depth` nested folders below `deep/`, with a file at
+/// its bottom and one halfway: paths hundreds of levels deep. Returns the
+/// paths it touched.
+pub fn build_deep(root: &Path, depth: usize, clock: &mut Clock) -> Vec<String> {
+    let chain = vec!["k"; depth].join("/");
+    let bottom = format!("deep/{chain}/bottom.txt");
+    let halfway = format!("deep/{}/halfway.txt", vec!["k"; depth / 2].join("/"));
+    write_file(root, &bottom, b"at the bottom\n", clock, false);
+    write_file(root, &halfway, b"halfway down\n", clock, false);
+    vec!["deep".to_owned()]
+}
+
+/// Fills the folder `wide/` with `width` small files, each its own
+/// content. Returns the paths it touched.
+pub fn build_wide(root: &Path, width: usize, clock: &mut Clock) -> Vec<String> {
+    for i in 0..width {
+        let path = format!("wide/f{i:05}");
+        write_file(root, &path, format!("wide {i}\n").as_bytes(), clock, false);
+    }
+    vec!["wide".to_owned()]
 }
 
 const WORDS: [&str; 4] = ["alpha", "beta", "gamma", "delta"];
@@ -282,14 +369,19 @@ fn set_mtime(path: &Path, clock: &mut Clock) {
         .expect("set the modification time");
 }
 
-/// Makes one random edit to the folder at `root`, as a person would, or
-/// `None` when a few tries found no edit that applies to the tree as it is.
-pub fn random_edit(rng: &mut fastrand::Rng, root: &Path, clock: &mut Clock) -> Option<Edit> {
-    (0..5).find_map(|_| try_edit(rng, root, clock))
+/// Makes one random edit to the folder at `root`, which holds `tree`, as
+/// a person would, or `None` when a few tries found no edit that applies
+/// to the tree as it is. A try that finds none changes nothing.
+pub fn random_edit(
+    rng: &mut fastrand::Rng,
+    root: &Path,
+    tree: &Tree,
+    clock: &mut Clock,
+) -> Option<Edit> {
+    (0..5).find_map(|_| try_edit(rng, root, tree, clock))
 }
 
-fn try_edit(rng: &mut fastrand::Rng, root: &Path, clock: &mut Clock) -> Option<Edit> {
-    let tree = tree(root);
+fn try_edit(rng: &mut fastrand::Rng, root: &Path, tree: &Tree, clock: &mut Clock) -> Option<Edit> {
     let edit = |description: String, touched: Vec<String>| {
         Some(Edit {
             description,
@@ -313,10 +405,10 @@ fn try_edit(rng: &mut fastrand::Rng, root: &Path, clock: &mut Clock) -> Option<E
         // Create a file (or overwrite one that happens to be there).
         0..=2 => {
             let path = join(
-                &random_parent(rng, &tree),
+                &random_parent(rng, tree),
                 FILE_NAMES[rng.usize(..FILE_NAMES.len())],
             );
-            if tree.get(&path) == Some(&Node::Dir) || !placeable(&tree, &path) {
+            if tree.get(&path) == Some(&Node::Dir) || !placeable(tree, &path) {
                 return None;
             }
             let content = random_text(rng);
@@ -325,7 +417,7 @@ fn try_edit(rng: &mut fastrand::Rng, root: &Path, clock: &mut Clock) -> Option<E
         }
         // Modify a file: overwrite or append.
         3..=4 => {
-            let path = pick(rng, &files(&tree))?.clone();
+            let path = pick(rng, &files(tree))?.clone();
             let Some(Node::File(old)) = tree.get(&path) else {
                 unreachable!("picked from the files")
             };
@@ -340,18 +432,18 @@ fn try_edit(rng: &mut fastrand::Rng, root: &Path, clock: &mut Clock) -> Option<E
             edit(format!("{how} {path} = {}", show(&content)), vec![path])
         }
         5 => {
-            let path = pick(rng, &files(&tree))?.clone();
+            let path = pick(rng, &files(tree))?.clone();
             fs::remove_file(root.join(&path)).expect("delete a file");
             edit(format!("delete {path}"), vec![path])
         }
         // Move or rename a file, possibly over another file (as `mv` does).
         6 => {
-            let from = pick(rng, &files(&tree))?.clone();
+            let from = pick(rng, &files(tree))?.clone();
             let to = join(
-                &random_parent(rng, &tree),
+                &random_parent(rng, tree),
                 FILE_NAMES[rng.usize(..FILE_NAMES.len())],
             );
-            if to == from || tree.get(&to) == Some(&Node::Dir) || !placeable(&tree, &to) {
+            if to == from || tree.get(&to) == Some(&Node::Dir) || !placeable(tree, &to) {
                 return None;
             }
             make_parents(root, &to);
@@ -359,27 +451,27 @@ fn try_edit(rng: &mut fastrand::Rng, root: &Path, clock: &mut Clock) -> Option<E
             edit(format!("move {from} -> {to}"), vec![from, to])
         }
         7 => {
-            let path = random_parent(rng, &tree);
-            if path.is_empty() || tree.contains_key(&path) || !placeable(&tree, &path) {
+            let path = random_parent(rng, tree);
+            if path.is_empty() || tree.contains_key(&path) || !placeable(tree, &path) {
                 return None;
             }
             fs::create_dir_all(root.join(&path)).expect("create a folder");
             edit(format!("mkdir {path}"), vec![path])
         }
         8 => {
-            let path = pick(rng, &dirs(&tree))?.clone();
+            let path = pick(rng, &dirs(tree))?.clone();
             fs::remove_dir_all(root.join(&path)).expect("delete a folder");
             edit(format!("rmdir -r {path}"), vec![path])
         }
         // Rename or move a folder to a free name outside itself.
         _ => {
-            let from = pick(rng, &dirs(&tree))?.clone();
+            let from = pick(rng, &dirs(tree))?.clone();
             let to = join(
-                &random_parent(rng, &tree),
+                &random_parent(rng, tree),
                 DIR_NAMES[rng.usize(..DIR_NAMES.len())],
             );
             let inside = to == from || to.starts_with(&format!("{from}/"));
-            if inside || tree.contains_key(&to) || !placeable(&tree, &to) {
+            if inside || tree.contains_key(&to) || !placeable(tree, &to) {
                 return None;
             }
             make_parents(root, &to);
