@@ -234,6 +234,10 @@ pub async fn run(
     let mut next_safety = Instant::now() + jittered(timing.safety_scan);
     let mut offline: Option<Offline> = None;
     let mut busy: Option<LeaseBusy> = None;
+    // The last run stopped at the mass-deletion guard: failing paths are
+    // not retried until the user answers or a poll finds the trip gone
+    // (each retry would only trip it again).
+    let mut held_by_guard = false;
 
     loop {
         let now = Instant::now();
@@ -251,7 +255,7 @@ pub async fn run(
             if let Some(ready) = pending.ready_at(timing.debounce) {
                 deadline = deadline.min(ready);
             }
-            if let Some(retry) = engine.next_retry() {
+            if let Some(retry) = engine.next_retry().filter(|_| !held_by_guard) {
                 deadline = deadline.min(retry.max(now + Duration::from_millis(50)));
             }
         }
@@ -310,7 +314,7 @@ pub async fn run(
             pending.add_check(now, "schedule");
             next_safety = now + jittered(timing.safety_scan);
         }
-        if engine.next_retry().is_some_and(|retry| retry <= now) {
+        if !held_by_guard && engine.next_retry().is_some_and(|retry| retry <= now) {
             let failing: Vec<RelPath> =
                 engine.failing_paths().into_iter().map(|(p, _)| p).collect();
             pending.add_paths(failing, now);
@@ -372,6 +376,9 @@ pub async fn run(
             // A confirmation holds until a run gets past the guard (one
             // that only waited for the lease has not), for a short while:
             // what the user confirmed was what they saw then.
+            if report.waiting.is_none() {
+                held_by_guard = report.guard.is_some();
+            }
             if report.guard.is_none() && report.waiting.is_none()
                 || confirmed.is_some_and(|at| at.elapsed() >= CONFIRMATION_LIFETIME)
             {

@@ -50,6 +50,22 @@ pub enum GuardTrip {
     },
 }
 
+impl GuardTrip {
+    /// Whether `other` is the same trip, held for the same reason on the
+    /// same side, whatever its counts: a guard that keeps tripping while
+    /// the user has not answered yet is one event, not one per poll.
+    pub fn same_kind(&self, other: &GuardTrip) -> bool {
+        use GuardTrip::*;
+        match (self, other) {
+            (RootMissing { side: a }, RootMissing { side: b })
+            | (MarkerMissing { side: a }, MarkerMissing { side: b })
+            | (SideEmptied { side: a, .. }, SideEmptied { side: b, .. }) => a == b,
+            (MassDeletion { .. }, MassDeletion { .. }) => true,
+            _ => false,
+        }
+    }
+}
+
 impl fmt::Display for GuardTrip {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -153,6 +169,24 @@ pub fn check_plan(
 mod tests {
     use super::*;
     use crate::model::{ContentHash, FileMeta, RelPath, SideEntry};
+
+    #[test]
+    fn a_trip_that_repeats_with_other_counts_is_the_same_trip() {
+        let mass = |deletions, earlier| GuardTrip::MassDeletion {
+            deletions,
+            earlier,
+            base_files: 876,
+        };
+        assert!(mass(90, 438).same_kind(&mass(110, 463)));
+        let emptied = |side, base_files| GuardTrip::SideEmptied { side, base_files };
+        assert!(emptied(Side::Local, 10).same_kind(&emptied(Side::Local, 12)));
+        assert!(!emptied(Side::Local, 10).same_kind(&emptied(Side::Remote, 10)));
+        assert!(!mass(90, 438).same_kind(&emptied(Side::Local, 10)));
+        assert!(
+            !GuardTrip::RootMissing { side: Side::Local }
+                .same_kind(&GuardTrip::MarkerMissing { side: Side::Local })
+        );
+    }
 
     fn file() -> Entry {
         Entry::File(FileMeta {

@@ -469,7 +469,10 @@ impl PairEngine {
         // A guard that keeps tripping on every poll is recorded once.
         let repeated_guard = {
             let mut last = self.last_guard.locked();
-            let repeated = report.guard.is_some() && *last == report.guard;
+            let repeated = match (&*last, &report.guard) {
+                (Some(before), Some(now)) => before.same_kind(now),
+                _ => false,
+            };
             *last = report.guard.clone();
             repeated
         };

@@ -164,8 +164,15 @@ fn deleting_most_files_one_by_one_waits_for_confirmation() {
         "only {held} of the deleted files are still on the remote"
     );
     let before = tree(&remote);
+    let failed = || device.sql("SELECT count(*) FROM syncs WHERE status = 'failed'");
+    let failed_before = failed();
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(tree(&remote), before, "nothing more is deleted while held");
+    assert_eq!(
+        failed(),
+        failed_before,
+        "waiting for an answer is not a sync failing again and again"
+    );
     assert_eq!(device.pair_status()["state"], "waiting_for_confirmation");
 
     let answer = device.ctl_json(&["confirm-deletions", PAIR]);
