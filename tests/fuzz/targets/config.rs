@@ -65,8 +65,8 @@ pub fn target() -> Target {
         dictionary: DICTIONARY,
         max_len: 64 * 1024,
         // The toml crate keeps a token (and, past an error, a record) for
-        // every punctuation byte: measured at up to about 180 bytes per byte
-        // (runs of `a={` or dots), linear but not small.
+        // every punctuation byte: measured at up to about 240 bytes per byte,
+        // linear but not small (so `Config::load` reads at most 1 MiB).
         memory_budget: |len| 256 * len + 256 * 1024,
         run,
     }
