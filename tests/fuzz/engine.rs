@@ -60,14 +60,17 @@ pub fn label(outcome: impl Hash) -> u64 {
 }
 
 /// The words of a message that come from the program, for a label: the
-/// first `n` plain lowercase words outside quotes. What a message quotes
-/// or names (paths, hosts, numbers, snippets of the input) is almost never
-/// such a word, so one kind of error gets one label whatever input caused
-/// it, and the corpus keeps one input per behaviour rather than per value.
-pub fn words(message: &str, n: usize) -> Vec<String> {
+/// first `n` plain lowercase words outside quotes that the input does not
+/// contain. Quoted values, and values echoed as written (a scheme, a host,
+/// a path) are input, so one kind of error gets one label whatever input
+/// caused it, and the corpus keeps one input per behaviour rather than
+/// per value. (A program word that the input happens to contain drops out
+/// too, which splits a kind of error into a few labels at most.)
+pub fn words(message: &str, input: &[u8], n: usize) -> Vec<String> {
     unquoted(message)
         .split_whitespace()
         .filter(|word| word.bytes().all(|b| b.is_ascii_lowercase()))
+        .filter(|word| !input.windows(word.len()).any(|w| w == word.as_bytes()))
         .take(n)
         .map(str::to_owned)
         .collect()

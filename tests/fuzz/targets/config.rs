@@ -65,8 +65,8 @@ pub fn target() -> Target {
         dictionary: DICTIONARY,
         max_len: 64 * 1024,
         // The toml crate keeps a token (and, past an error, a record) for
-        // every punctuation byte: measured at up to about 180 bytes per byte
-        // (runs of `a={` or dots), linear but not small.
+        // every punctuation byte: measured at up to about 240 bytes per byte,
+        // linear but not small (so `Config::load` reads at most 1 MiB).
         memory_budget: |len| 256 * len + 256 * 1024,
         run,
     }
@@ -96,7 +96,7 @@ fn run(input: &[u8]) -> u64 {
             match err {
                 ConfigError::Invalid { key, message, .. } => {
                     let key: String = key.chars().filter(|c| !c.is_ascii_digit()).collect();
-                    label(("invalid", key, words(&message, 6)))
+                    label(("invalid", key, words(&message, input, 6)))
                 }
                 ConfigError::Syntax { message, .. } => {
                     // The lines that say what is wrong; the others (indented
@@ -106,7 +106,7 @@ fn run(input: &[u8]) -> u64 {
                         .filter(|line| !line.starts_with(|c: char| c.is_ascii_digit() || c == ' '))
                         .skip(1)
                         .collect();
-                    label(("syntax", words(&said.join(" "), 6)))
+                    label(("syntax", words(&said.join(" "), input, 6)))
                 }
                 other => panic!("parsing text gave {other:?}"),
             }

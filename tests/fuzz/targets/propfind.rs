@@ -92,7 +92,7 @@ fn run(input: &[u8]) -> u64 {
                 responses.iter().any(|r| !r.found),
             ))
         }
-        Err(XmlError::Malformed { message, .. }) => label(("malformed", words(&message, 6))),
+        Err(XmlError::Malformed { message, .. }) => label(("malformed", words(&message, input, 6))),
         Err(e) => label(("err", variant(&e))),
     }
 }

@@ -79,7 +79,7 @@ fn run(input: &[u8]) -> u64 {
                     "{message:?} echoes the password {secret:?}"
                 );
             }
-            label(("err", words(&message, 6)))
+            label(("err", words(&message, input, 6)))
         }
     }
 }
