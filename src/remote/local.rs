@@ -891,21 +891,33 @@ impl FileLease {
         lease::record(&self.owner, self.ttl, self.clock.now())
     }
 
-    fn acquire(&self) -> Result<(), ReplicaError> {
-        for _ in 0..2 {
-            match OpenOptions::new()
+    /// Creates the lease file with its content in one step: written to a
+    /// temporary file and hard-linked to the lease's name, which fails if
+    /// the name is taken. Another agent never sees it empty (an empty
+    /// record reads as stale and would be taken over). Where the file
+    /// system has no hard links, an exclusive create and a write.
+    fn create(&self) -> io::Result<()> {
+        let temp = fsops::temp_path_for(&self.path);
+        // Not flushed: a lease matters only while its holder runs. After
+        // a crash it reads as stale (expired, or its process gone),
+        // whatever the disk kept of it.
+        fs::write(&temp, self.content())?;
+        let linked = fs::hard_link(&temp, &self.path);
+        let _ = fs::remove_file(&temp);
+        match linked {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => OpenOptions::new()
                 .write(true)
                 .create_new(true)
-                .open(&self.path)
-            {
-                Ok(mut file) => {
-                    // Not flushed: a lease matters only while its holder
-                    // runs. After a crash it reads as stale (expired, or its
-                    // process gone), whatever the disk kept of it.
-                    file.write_all(self.content().as_bytes())
-                        .map_err(|e| ReplicaError::io("write", self.path.display(), e))?;
-                    return Ok(());
-                }
+                .open(&self.path)?
+                .write_all(self.content().as_bytes()),
+            linked => linked,
+        }
+    }
+
+    fn acquire(&self) -> Result<(), ReplicaError> {
+        for _ in 0..2 {
+            match self.create() {
+                Ok(()) => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     let holder = fs::read_to_string(&self.path).unwrap_or_default();
                     lease::check_stale(&holder, self.clock.now())?;
@@ -1079,6 +1091,34 @@ mod tests {
         std::mem::forget(expired);
         // The holder "crashed" with an expired lease: it is taken over.
         remote.lease("laptop", Duration::from_secs(60)).unwrap();
+    }
+
+    #[test]
+    fn a_lease_is_never_seen_without_its_record() {
+        // An empty lease file reads as stale and is taken over: a lease
+        // must appear with its content, never be created and then filled.
+        let dir = tempfile::tempdir().unwrap();
+        let remote = LocalFolder::remote(dir.path().to_path_buf());
+        drop(remote.lease("laptop", Duration::from_secs(60)).unwrap());
+        let path = dir.path().join(METADATA_DIR).join("lease");
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let empty_seen = std::thread::scope(|scope| {
+            let watcher = scope.spawn(|| {
+                let mut empty = 0;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    if fs::read_to_string(&path).is_ok_and(|text| text.is_empty()) {
+                        empty += 1;
+                    }
+                }
+                empty
+            });
+            for _ in 0..3000 {
+                drop(remote.lease("laptop", Duration::from_secs(60)).unwrap());
+            }
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            watcher.join().unwrap()
+        });
+        assert_eq!(empty_seen, 0, "a reader saw an empty lease");
     }
 
     #[test]
