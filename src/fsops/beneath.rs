@@ -440,7 +440,14 @@ fn is_symlink_at(dir: RawFd, name: &CStr) -> bool {
     rc == 0 && unsafe { raw.assume_init() }.st_mode & libc::S_IFMT == libc::S_IFLNK
 }
 
-fn rename_noreplace(from_dir: RawFd, from: &CStr, to_dir: RawFd, to: &CStr) -> io::Result<()> {
+/// Renames `from` (in the folder `from_dir`, or `AT_FDCWD`) to `to`,
+/// failing with `AlreadyExists` rather than replacing anything there.
+pub(super) fn rename_noreplace(
+    from_dir: RawFd,
+    from: &CStr,
+    to_dir: RawFd,
+    to: &CStr,
+) -> io::Result<()> {
     #[cfg(target_os = "linux")]
     {
         // SAFETY: both descriptors are open (or AT_FDCWD) and both names

@@ -579,43 +579,26 @@ pub struct Committed {
 /// Renames `from` to `to`, failing with `AlreadyExists` rather than
 /// replacing anything at `to`.
 pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
-    #[cfg(target_os = "linux")]
+    #[cfg(unix)]
     {
         use std::ffi::CString;
         use std::os::unix::ffi::OsStrExt;
-        let from_c = CString::new(from.as_os_str().as_bytes())?;
-        let to_c = CString::new(to.as_os_str().as_bytes())?;
-        // SAFETY: both pointers are valid NUL-terminated strings that
-        // outlive the call; AT_FDCWD makes relative paths resolve as usual.
-        let rc = unsafe {
-            libc::renameat2(
-                libc::AT_FDCWD,
-                from_c.as_ptr(),
-                libc::AT_FDCWD,
-                to_c.as_ptr(),
-                libc::RENAME_NOREPLACE,
-            )
-        };
-        if rc == 0 {
-            return Ok(());
-        }
-        let err = io::Error::last_os_error();
-        // File systems without RENAME_NOREPLACE (some FUSE and network
-        // mounts) answer EINVAL; fall back to check-then-rename.
-        if err.raw_os_error() != Some(libc::EINVAL) {
-            return Err(err);
-        }
+        let from = CString::new(from.as_os_str().as_bytes())?;
+        let to = CString::new(to.as_os_str().as_bytes())?;
+        beneath::rename_noreplace(libc::AT_FDCWD, &from, libc::AT_FDCWD, &to)
     }
-    // RACE: without an atomic no-replace rename, a file created at `to`
-    // between this check and the rename would be replaced. Only file
-    // systems lacking RENAME_NOREPLACE take this path.
-    if fs::symlink_metadata(to).is_ok() {
-        return Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            format!("{} already exists", to.display()),
-        ));
+    #[cfg(not(unix))]
+    {
+        // RACE: no atomic no-replace rename here; a file created at `to`
+        // between this check and the rename would be replaced.
+        if fs::symlink_metadata(to).is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} already exists", to.display()),
+            ));
+        }
+        fs::rename(from, to)
     }
-    fs::rename(from, to)
 }
 
 /// Flushes a folder entry change (a rename, a create) to disk.
