@@ -686,11 +686,19 @@ impl Replica for LocalFolder {
     }
 
     fn mkdir(&self, path: &RelPath, mode: Option<Mode>) -> Result<SideEntry, ReplicaError> {
-        let at = self.at("create folder", path)?;
+        // A parent that is gone was moved or deleted since the scan: the
+        // plan is stale there and the path is planned again, not failed.
+        let failed = |e: io::Error| match e.kind() {
+            io::ErrorKind::NotFound => ReplicaError::Changed {
+                path: path.to_string(),
+            },
+            _ => ReplicaError::io("create folder", path, e),
+        };
+        let at = At::resolve(&self.root, path).map_err(failed)?;
         match at.mkdir(mode) {
             Ok(()) => self.touched(at.path()),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(ReplicaError::io("create folder", path, e)),
+            Err(e) => return Err(failed(e)),
         }
         match at.stat() {
             Ok(Some(stat)) if stat.kind == StatKind::Dir => Ok(side_entry(&stat, None)),
@@ -1091,6 +1099,19 @@ mod tests {
         std::mem::forget(expired);
         // The holder "crashed" with an expired lease: it is taken over.
         remote.lease("laptop", Duration::from_secs(60)).unwrap();
+    }
+
+    #[test]
+    fn a_folder_whose_parent_went_away_is_a_change_not_a_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        for side in [
+            LocalFolder::remote(dir.path().join("remote")),
+            LocalFolder::local(dir.path().join("local"), dir.path().join("trash")),
+        ] {
+            fs::create_dir_all(side.root()).unwrap();
+            let error = side.mkdir(&rel("moved-away/sub"), None).unwrap_err();
+            assert!(error.is_change(), "{error}");
+        }
     }
 
     #[test]
