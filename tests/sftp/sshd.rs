@@ -105,8 +105,17 @@ impl Sshd {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
+            // sshd's banner, not just a connection: a connect to a port
+            // nothing listens on can succeed on its own (a TCP
+            // self-connect from the same ephemeral port), which would
+            // hide an sshd that failed to bind.
+            if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) {
+                use std::io::Read;
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut banner = [0u8; 4];
+                if stream.read_exact(&mut banner).is_ok() && &banner == b"SSH-" {
+                    return;
+                }
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 self.child = None;
