@@ -22,6 +22,7 @@ mod shared_server;
 
 mod hostile;
 mod objects;
+mod replica;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

@@ -1007,6 +1007,20 @@ impl S3Client {
         }
     }
 
+    /// Deletes `rel` only while it is the version `etag` (`If-Match`, which
+    /// S3 honours on DELETE; a server that ignores it deletes whatever is
+    /// there, so callers on such servers re-check first). A key that is
+    /// not there is fine; another version is
+    /// [`S3Error::PreconditionFailed`].
+    pub fn delete_matching(&self, rel: &str, etag: &str) -> Result<(), S3Error> {
+        let key = self.full_key(rel)?;
+        let call = Call::new(Method::DELETE, "DELETE", key).header("if-match", etag);
+        match self.send(call) {
+            Ok(_) | Err(S3Error::NoSuchKey { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Which conditional requests the server honours: writes a probe key
     /// (below `rel_dir`, a relative folder ending in `/`) with
     /// `If-None-Match: *` twice, where the second must be refused with
