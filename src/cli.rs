@@ -133,6 +133,9 @@ fn adhoc_config(
         ca_file: None,
         allow_insecure_http_auth: None,
         timeout_secs: None,
+        endpoint: None,
+        region: None,
+        profile: None,
     };
     let config = crate::config::RawConfig {
         agent: Default::default(),

@@ -451,6 +451,9 @@ impl Control for AgentControl {
             ca_file: None,
             allow_insecure_http_auth: None,
             timeout_secs: None,
+            endpoint: None,
+            region: None,
+            profile: None,
         };
         let config = raw
             .clone()

@@ -44,6 +44,11 @@ pub const WEBDAV_CREDENTIALS_FILE: &str = "webdav-passwords";
 
 pub use store::SERVICE;
 
+/// Where an S3 remote's key pair comes from instead of a stored password.
+pub const S3_CREDENTIALS: &str = "an s3:// remote logs in with an AWS key pair: set \
+     AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN) for the agent, or name \
+     a profile of ~/.aws/credentials with the pair's `profile` key";
+
 /// A secret string that never prints itself.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -149,7 +154,7 @@ impl Account {
     /// `username`.
     pub fn for_pair(pair: &PairConfig) -> Option<Account> {
         match &pair.remote {
-            RemoteUrl::File(_) => None,
+            RemoteUrl::File(_) | RemoteUrl::S3 { .. } => None,
             RemoteUrl::Sftp {
                 user, host, port, ..
             } => Some(Account::new(
@@ -221,6 +226,7 @@ impl Account {
                 ))
             }
             RemoteUrl::File(_) => Err("a file:// remote needs no password".to_owned()),
+            RemoteUrl::S3 { .. } => Err(S3_CREDENTIALS.to_owned()),
         }
     }
 

@@ -66,6 +66,14 @@ fn run(input: &[u8]) -> u64 {
                         "{shown:?} does not parse back"
                     );
                 }
+                RemoteUrl::S3 { bucket, .. } => {
+                    assert!(!bucket.is_empty());
+                    assert_eq!(
+                        RemoteUrl::parse(&shown).as_ref(),
+                        Ok(&remote),
+                        "{shown:?} does not parse back"
+                    );
+                }
             }
             for decoded in decoded_parts(&url) {
                 escapes_are_well_formed(decoded);
@@ -131,5 +139,6 @@ fn shape_of(remote: &RemoteUrl) -> (bool, bool) {
         RemoteUrl::File(_) => (false, false),
         RemoteUrl::Sftp { user, port, .. } => (user.is_some(), *port == 22),
         RemoteUrl::Webdav { port, .. } => (false, port.is_some()),
+        RemoteUrl::S3 { prefix, .. } => (false, prefix.is_empty()),
     }
 }

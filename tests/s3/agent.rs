@@ -1,0 +1,222 @@
+//! The real `prism-syncd --once` syncing two local folders (two devices)
+//! through one S3 prefix, on both servers: files, folders, edits,
+//! deletions, a folder move and a conflict converge; replaced versions
+//! are kept in the bucket's trash; a wrong secret is one clear error that
+//! never shows the secret.
+
+use std::fs;
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use prism_sync::remote::s3::{S3Client, S3Settings};
+
+use crate::files::{put, text, tree};
+use crate::{Server, both};
+
+/// One device: a home (with no `~/.aws`), a local folder and a config
+/// whose pair names the prefix.
+struct Device {
+    name: String,
+    home: tempfile::TempDir,
+    local: PathBuf,
+    config: PathBuf,
+    key_id: String,
+    secret: String,
+}
+
+impl Device {
+    fn new(name: &str, settings: &S3Settings) -> Device {
+        let home = tempfile::tempdir().unwrap();
+        let local = home.path().join("local");
+        fs::create_dir_all(&local).unwrap();
+        let config = home.path().join("config.toml");
+        fs::write(
+            &config,
+            format!(
+                "[agent]\ndevice = \"{name}\"\n[[pair]]\nname = \"p\"\nlocal = \"{}\"\n\
+                 remote = \"s3://{}/{}\"\nendpoint = \"{}\"\nregion = \"{}\"\n",
+                local.display(),
+                settings.bucket,
+                settings.prefix.trim_end_matches('/'),
+                settings.endpoint.as_deref().unwrap(),
+                settings.region,
+            ),
+        )
+        .unwrap();
+        let credentials = settings.credentials.explicit.clone().unwrap();
+        Device {
+            name: name.to_owned(),
+            home,
+            local,
+            config,
+            key_id: credentials.access_key_id,
+            secret: credentials.secret_access_key.expose().to_owned(),
+        }
+    }
+
+    fn once_with_secret(&self, secret: &str) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_prism-syncd"))
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--state-dir")
+            .arg(self.home.path().join("state"))
+            .arg("--device")
+            .arg(&self.name)
+            .arg("--once")
+            .env("HOME", self.home.path())
+            .env("RUST_LOG", "debug")
+            .env("AWS_ACCESS_KEY_ID", &self.key_id)
+            .env("AWS_SECRET_ACCESS_KEY", secret)
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_SHARED_CREDENTIALS_FILE")
+            .env_remove("AWS_CONFIG_FILE")
+            .env_remove("PRISM_SYNC_CONFIG")
+            .env_remove("PRISM_SYNC_STATE_DIR")
+            .env_remove("PRISM_SYNC_SOCKET")
+            .output()
+            .expect("run prism-syncd --once")
+    }
+
+    /// One sync; a conflict (exit 3) is a finished sync too.
+    fn once(&self) -> Output {
+        let out = self.once_with_secret(&self.secret);
+        assert!(
+            matches!(out.status.code(), Some(0) | Some(3)),
+            "{}: {}",
+            self.name,
+            text(&out)
+        );
+        out
+    }
+}
+
+/// Every object's content below `below` (relative to the prefix).
+fn objects(client: &S3Client, below: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for object in client.list(below, None).unwrap().objects {
+        let mut content = String::new();
+        client
+            .get(&object.key, 0, None)
+            .unwrap()
+            .read_to_string(&mut content)
+            .unwrap();
+        out.push((object.key, content));
+    }
+    out
+}
+
+both!(
+    two_devices_converge_through_one_prefix,
+    two_devices_converge
+);
+fn two_devices_converge(server: Server) {
+    let settings = server.settings("agents", |_| {});
+    let raw = S3Client::new(settings.clone()).unwrap();
+    let laptop = Device::new("laptop", &settings);
+    let desktop = Device::new("desktop", &settings);
+
+    put(&laptop.local, "a.txt", "laptop a\n");
+    put(&laptop.local, "docs/b c.txt", "laptop b\n");
+    fs::create_dir_all(laptop.local.join("empty")).unwrap();
+    laptop.once();
+    put(&desktop.local, "from-desktop.txt", "desktop\n");
+    desktop.once();
+    laptop.once();
+    assert_eq!(tree(&laptop.local), tree(&desktop.local));
+    assert_eq!(
+        tree(&laptop.local).keys().collect::<Vec<_>>(),
+        ["a.txt", "docs/b c.txt", "from-desktop.txt"]
+    );
+    assert!(desktop.local.join("empty").is_dir(), "empty folders travel");
+    // The bucket holds the files under their paths, and a marker for
+    // each folder the agent made.
+    let stored: Vec<String> = objects(&raw, "")
+        .into_iter()
+        .map(|(k, _)| k)
+        .filter(|k| !k.starts_with(".prism-sync/"))
+        .collect();
+    assert_eq!(
+        stored,
+        [
+            "a.txt",
+            "docs/",
+            "docs/b c.txt",
+            "empty/",
+            "from-desktop.txt"
+        ]
+    );
+
+    // Edits, a deletion and a folder move reach the other device; the
+    // replaced and deleted versions are kept in the bucket's trash.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    put(&laptop.local, "a.txt", "laptop a, edited\n");
+    fs::remove_file(desktop.local.join("from-desktop.txt")).unwrap();
+    laptop.once();
+    desktop.once();
+    fs::rename(laptop.local.join("docs"), laptop.local.join("moved")).unwrap();
+    laptop.once();
+    desktop.once();
+    laptop.once();
+    let converged = tree(&laptop.local);
+    assert_eq!(converged, tree(&desktop.local));
+    assert_eq!(
+        converged.keys().collect::<Vec<_>>(),
+        ["a.txt", "moved/b c.txt"]
+    );
+    assert_eq!(converged["a.txt"], "laptop a, edited\n");
+    let trash: Vec<String> = objects(&raw, ".prism-sync/trash/")
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    assert!(trash.contains(&"laptop a\n".to_owned()), "{trash:?}");
+    assert!(trash.contains(&"desktop\n".to_owned()), "{trash:?}");
+
+    // Both edit one file: a conflict copy, nothing lost.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    put(&laptop.local, "a.txt", "laptop's edit\n");
+    put(&desktop.local, "a.txt", "desktop's edit\n");
+    laptop.once();
+    desktop.once();
+    laptop.once();
+    let converged = tree(&laptop.local);
+    assert_eq!(converged, tree(&desktop.local));
+    let mut versions: Vec<&str> = converged
+        .iter()
+        .filter(|(k, _)| k.starts_with("a"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    versions.sort();
+    assert_eq!(
+        versions,
+        ["desktop's edit\n", "laptop's edit\n"],
+        "{converged:?}"
+    );
+}
+
+#[test]
+fn a_wrong_secret_stops_the_sync_with_one_clear_error_that_never_shows_it() {
+    const WRONG: &str = "Wr0ng-S3-Secret-Prism-9917";
+    let settings = Server::Seaweed.settings("agents-wrong", |_| {});
+    let device = Device::new("laptop", &settings);
+    put(&device.local, "a.txt", "a\n");
+    let out = device.once_with_secret(WRONG);
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    let shown = text(&out);
+    assert!(shown.contains("SignatureDoesNotMatch"), "{shown}");
+    assert!(!shown.contains(WRONG), "{shown}");
+    for entry in fs::read_dir(device.home.path().join("state"))
+        .unwrap()
+        .flatten()
+    {
+        if entry.file_type().unwrap().is_file() {
+            let bytes = fs::read(entry.path()).unwrap();
+            assert!(
+                !bytes.windows(WRONG.len()).any(|w| w == WRONG.as_bytes()),
+                "{} holds the secret",
+                entry.path().display()
+            );
+        }
+    }
+}
