@@ -136,6 +136,7 @@ fn adhoc_config(
         endpoint: None,
         region: None,
         profile: None,
+        access_key_id: None,
     };
     let config = crate::config::RawConfig {
         agent: Default::default(),

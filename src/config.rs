@@ -176,6 +176,10 @@ pub struct RawPair {
     /// S3 only: the profile of `~/.aws/credentials` to log in with.
     #[serde(default)]
     pub profile: Option<String>,
+    /// S3 only: an access key id whose secret `prism-syncctl password set`
+    /// keeps (in the secret store, else the credentials file).
+    #[serde(default)]
+    pub access_key_id: Option<String>,
 }
 
 /// The validated configuration the agent runs with.
@@ -822,10 +826,20 @@ impl RawPair {
             self.timeout_secs,
         )?;
         let s3 = if matches!(remote, RemoteUrl::S3 { .. }) {
-            crate::remote::s3::settings::validate(self.endpoint, self.region, self.profile)?
+            crate::remote::s3::settings::validate(
+                self.endpoint,
+                self.region,
+                self.profile,
+                self.access_key_id,
+            )?
         } else {
             let keys = crate::remote::s3::settings::KEYS;
-            let set = [&self.endpoint, &self.region, &self.profile];
+            let set = [
+                &self.endpoint,
+                &self.region,
+                &self.profile,
+                &self.access_key_id,
+            ];
             if let Some((key, _)) = keys.iter().zip(set).find(|(_, value)| value.is_some()) {
                 return Err((
                     (*key).to_owned(),

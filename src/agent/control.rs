@@ -454,6 +454,7 @@ impl Control for AgentControl {
             endpoint: None,
             region: None,
             profile: None,
+            access_key_id: None,
         };
         let config = raw
             .clone()

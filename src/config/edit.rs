@@ -77,6 +77,7 @@ pub fn add_pair(file: &Path, pair: &RawPair) -> Result<(), EditError> {
         ("endpoint", &pair.endpoint),
         ("region", &pair.region),
         ("profile", &pair.profile),
+        ("access_key_id", &pair.access_key_id),
     ] {
         if let Some(path) = path {
             table[key] = value(path.as_str());
@@ -144,6 +145,7 @@ mod tests {
             endpoint: None,
             region: None,
             profile: None,
+            access_key_id: None,
         };
         add_pair(&file, &pair).unwrap();
         let text = fs::read_to_string(&file).unwrap();

@@ -694,8 +694,11 @@ pub fn open_remote(
                 .unwrap_or(webdav::DEFAULT_REQUEST_TIMEOUT),
             parallel_requests: parallel_transfers,
         })?)),
-        RemoteUrl::S3 { bucket, prefix } => Ok(Box::new(s3::S3Replica::new(
-            pair.s3.client_settings(bucket, prefix),
+        RemoteUrl::S3 { bucket, prefix } => Ok(Box::new(s3::S3Replica::for_pair(
+            pair,
+            bucket,
+            prefix,
+            config_dir,
             parallel_transfers,
         ))),
     }

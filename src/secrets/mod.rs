@@ -4,15 +4,18 @@
 //! A password belongs to an [`Account`]: a kind of remote, a user, a host
 //! and a port. Its key is `sftp://user@host:port` or `webdav://user@host:port`
 //! (WebDAV over HTTPS too: the port tells them apart, 443 or 80 when the URL
-//! has none). Lookup order, first hit wins:
+//! has none), or `s3://ACCESS_KEY_ID@host:port` for an S3 pair's
+//! `access_key_id` (its secret access key is the password; the host and
+//! port are the endpoint's, `s3.amazonaws.com:443` on AWS). Lookup order,
+//! first hit wins:
 //!
-//! 1. the environment variable `PRISM_SYNC_SFTP_PASSWORD` or
-//!    `PRISM_SYNC_WEBDAV_PASSWORD` (one password for every pair of that
-//!    kind: for scripts and tests);
+//! 1. the environment variable `PRISM_SYNC_SFTP_PASSWORD`,
+//!    `PRISM_SYNC_WEBDAV_PASSWORD` or `PRISM_SYNC_S3_SECRET_ACCESS_KEY` (one
+//!    password for every pair of that kind: for scripts and tests);
 //! 2. the OS secret store ([`store`]): an item with service `prism-sync`
 //!    and the account's key as its user;
-//! 3. the credentials file in the config dir ([`file`]), `sftp-passwords`
-//!    or `webdav-passwords`: one `user@host:port PASSWORD` line per account,
+//! 3. the credentials file in the config dir ([`file`]), `sftp-passwords`,
+//!    `webdav-passwords` or `s3-secrets`: one `user@host:port PASSWORD` line per account,
 //!    mode 0600 (a file others can read is refused).
 //!
 //! [`store_password`] writes to the secret store when one is reachable and
@@ -42,12 +45,19 @@ pub const WEBDAV_PASSWORD_ENV: &str = "PRISM_SYNC_WEBDAV_PASSWORD";
 /// The WebDAV credentials file's name inside the config dir.
 pub const WEBDAV_CREDENTIALS_FILE: &str = "webdav-passwords";
 
+/// The environment variable holding an S3 secret access key stored for a
+/// pair's `access_key_id` (the AWS variables work without one).
+pub const S3_SECRET_ENV: &str = "PRISM_SYNC_S3_SECRET_ACCESS_KEY";
+
+/// The S3 credentials file's name inside the config dir.
+pub const S3_CREDENTIALS_FILE: &str = "s3-secrets";
+
 pub use store::SERVICE;
 
-/// Where an S3 remote's key pair comes from instead of a stored password.
-pub const S3_CREDENTIALS: &str = "an s3:// remote logs in with an AWS key pair: set \
-     AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN) for the agent, or name \
-     a profile of ~/.aws/credentials with the pair's `profile` key";
+/// What to do instead of naming an S3 account by URL.
+pub const S3_CREDENTIALS: &str = "an s3:// account is its pair's `access_key_id` at its \
+     endpoint: name the pair (`prism-syncctl password set PAIR`), or log in without a stored \
+     secret through AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or a `profile`";
 
 /// A secret string that never prints itself.
 #[derive(Clone, PartialEq, Eq)]
@@ -103,6 +113,9 @@ pub enum SecretError {
 pub enum Kind {
     Sftp,
     Webdav,
+    /// An S3 key pair: the user is the access key id, the password the
+    /// secret access key.
+    S3,
 }
 
 impl Kind {
@@ -110,6 +123,7 @@ impl Kind {
         match self {
             Kind::Sftp => "sftp",
             Kind::Webdav => "webdav",
+            Kind::S3 => "s3",
         }
     }
 
@@ -118,6 +132,7 @@ impl Kind {
         match self {
             Kind::Sftp => PASSWORD_ENV,
             Kind::Webdav => WEBDAV_PASSWORD_ENV,
+            Kind::S3 => S3_SECRET_ENV,
         }
     }
 
@@ -126,6 +141,7 @@ impl Kind {
         match self {
             Kind::Sftp => CREDENTIALS_FILE,
             Kind::Webdav => WEBDAV_CREDENTIALS_FILE,
+            Kind::S3 => S3_CREDENTIALS_FILE,
         }
     }
 }
@@ -154,7 +170,8 @@ impl Account {
     /// `username`.
     pub fn for_pair(pair: &PairConfig) -> Option<Account> {
         match &pair.remote {
-            RemoteUrl::File(_) | RemoteUrl::S3 { .. } => None,
+            RemoteUrl::File(_) => None,
+            RemoteUrl::S3 { .. } => pair.s3.account(),
             RemoteUrl::Sftp {
                 user, host, port, ..
             } => Some(Account::new(
@@ -186,6 +203,9 @@ impl Account {
         let (scheme, rest) = url
             .split_once("://")
             .ok_or_else(|| format!("{url:?} is neither a pair name nor a URL"))?;
+        if scheme == "s3" {
+            return Err(S3_CREDENTIALS.to_owned());
+        }
         let (authority, path) = match rest.find('/') {
             Some(i) => rest.split_at(i),
             None => (rest, ""),
@@ -504,5 +524,25 @@ mod tests {
                 .key(),
             "sftp://me@nas:22"
         );
+        assert_eq!(Account::for_pair(&pair("s3://bucket/x", None)), None);
+        let mut s3 = crate::config::RawPair {
+            name: "p".into(),
+            local: "/tmp/p".into(),
+            remote: "s3://bucket/x".into(),
+            ..Default::default()
+        };
+        s3.access_key_id = Some("AKIDEXAMPLE".into());
+        assert_eq!(
+            Account::for_pair(&s3.clone().validate().unwrap())
+                .unwrap()
+                .key(),
+            "s3://AKIDEXAMPLE@s3.amazonaws.com:443"
+        );
+        s3.endpoint = Some("http://127.0.0.1:8333".into());
+        assert_eq!(
+            Account::for_pair(&s3.validate().unwrap()).unwrap().key(),
+            "s3://AKIDEXAMPLE@127.0.0.1:8333"
+        );
+        assert!(Account::parse("s3://AKID@127.0.0.1:8333").is_err());
     }
 }

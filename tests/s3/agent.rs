@@ -55,6 +55,29 @@ impl Device {
         }
     }
 
+    /// A command of ours with no AWS credentials in its environment and no
+    /// secret store (no D-Bus), so stored secrets go to the 0600 file.
+    fn bare(&self, program: &str) -> Command {
+        let run = self.home.path().join("run");
+        fs::create_dir_all(&run).unwrap();
+        let mut command = Command::new(program);
+        command
+            .env("HOME", self.home.path())
+            .env("XDG_RUNTIME_DIR", run)
+            .env_remove("DBUS_SESSION_BUS_ADDRESS")
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_SHARED_CREDENTIALS_FILE")
+            .env_remove("AWS_CONFIG_FILE")
+            .env_remove("PRISM_SYNC_S3_SECRET_ACCESS_KEY")
+            .env_remove("PRISM_SYNC_CONFIG")
+            .env_remove("PRISM_SYNC_STATE_DIR")
+            .env_remove("PRISM_SYNC_SOCKET");
+        command
+    }
+
     fn once_with_secret(&self, secret: &str) -> Output {
         Command::new(env!("CARGO_BIN_EXE_prism-syncd"))
             .arg("--config")
@@ -219,4 +242,65 @@ fn a_wrong_secret_stops_the_sync_with_one_clear_error_that_never_shows_it() {
             );
         }
     }
+}
+
+#[test]
+fn a_secret_stored_with_password_set_logs_the_pair_in_and_stays_off_the_config() {
+    const SECRET: &str = crate::seaweedfs::Seaweed::SECRET_KEY;
+    let settings = Server::Seaweed.settings("agents-stored", |_| {});
+    let device = Device::new("laptop", &settings);
+    let mut config = fs::read_to_string(&device.config).unwrap();
+    config.push_str(&format!("access_key_id = \"{}\"\n", device.key_id));
+    fs::write(&device.config, config).unwrap();
+    put(&device.local, "a.txt", "a\n");
+
+    // Nothing stored yet: one line that says how to store it.
+    let out = device
+        .bare(env!("CARGO_BIN_EXE_prism-syncd"))
+        .arg("--config")
+        .arg(&device.config)
+        .arg("--state-dir")
+        .arg(device.home.path().join("state"))
+        .arg("--once")
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("password set"), "{}", text(&out));
+
+    let mut child = device
+        .bare(env!("CARGO_BIN_EXE_prism-syncctl"))
+        .args(["password", "set", "p", "--config"])
+        .arg(&device.config)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{SECRET}\n").as_bytes())
+        .unwrap();
+    let stored = child.wait_with_output().unwrap();
+    assert_eq!(stored.status.code(), Some(0), "{}", text(&stored));
+    let file = device.home.path().join("s3-secrets");
+    assert!(file.exists(), "{}", text(&stored));
+    assert!(!fs::read_to_string(&device.config).unwrap().contains(SECRET));
+
+    let out = device
+        .bare(env!("CARGO_BIN_EXE_prism-syncd"))
+        .arg("--config")
+        .arg(&device.config)
+        .arg("--state-dir")
+        .arg(device.home.path().join("state"))
+        .arg("--once")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(!text(&out).contains(SECRET));
+    let raw = S3Client::new(settings).unwrap();
+    let names: Vec<String> = objects(&raw, "").into_iter().map(|(k, _)| k).collect();
+    assert!(names.contains(&"a.txt".to_owned()), "{names:?}");
 }

@@ -623,3 +623,82 @@ fn a_server_that_stops_answering_is_offline_after_the_timeout_without_retries() 
     );
     assert_eq!(server.seen().len(), 1, "a timeout is not retried");
 }
+
+#[test]
+fn the_replica_turns_hostile_keys_into_problems_and_never_lists_outside_its_root() {
+    use prism_sync::model::{BaseTree, ContentHash, RelPath, Scope};
+    use prism_sync::remote::Replica;
+    use prism_sync::remote::s3::S3Replica;
+
+    let deep = format!("p/{}x", "a/".repeat(1000));
+    let deep: &'static str = Box::leak(deep.into_boxed_str());
+    let hash = ContentHash::of_bytes(b"abc").to_hex();
+    let server = Hostile::start(move |_, seen| {
+        if seen.method == "GET" && seen.query("list-type").is_some() {
+            return ok_xml(page(
+                &[
+                    "p/ok.txt",
+                    "p/a/../../etc/passwd",
+                    "/etc/passwd",
+                    "other/x",
+                    "p/..",
+                    deep,
+                    "p/sub/",
+                    "p/.prism-sync/lease",
+                ],
+                None,
+            ));
+        }
+        if seen.method == "HEAD" && seen.target.starts_with("/bucket/p/ok.txt") {
+            return Reply::Answer(
+                200,
+                vec![
+                    ("etag", "\"abc\"".into()),
+                    ("x-amz-meta-prism-blake3", hash.clone()),
+                ],
+                b"abc".to_vec(),
+            );
+        }
+        error_reply(501, "NotImplemented", Vec::new())
+    });
+    let settings = {
+        let mut settings = S3Settings::new("bucket", "p");
+        settings.endpoint = Some(format!("http://127.0.0.1:{}", server.port));
+        settings.credentials = CredentialSource::explicit(Credentials {
+            access_key_id: "HOSTILEKEY".into(),
+            secret_access_key: Secret::new(SECRET.into()),
+            session_token: None,
+            origin: "the test".into(),
+        });
+        settings
+    };
+    let replica = S3Replica::new(settings, 4);
+    let listing = replica
+        .list(&Scope::Full, &BaseTree::new(), &no_rules())
+        .unwrap();
+    let paths: Vec<&str> = listing.tree.keys().map(RelPath::as_str).collect();
+    assert_eq!(paths, ["ok.txt", "sub"]);
+    assert_eq!(
+        listing.tree[&RelPath::new("ok.txt").unwrap()]
+            .entry
+            .file()
+            .unwrap()
+            .hash,
+        ContentHash::of_bytes(b"abc")
+    );
+    assert_eq!(listing.hashed_files, 0);
+    let refused: Vec<&str> = listing
+        .problems
+        .iter()
+        .filter(|p| p.message.starts_with("an object is not synced"))
+        .map(|p| p.message.as_str())
+        .collect();
+    assert_eq!(refused.len(), 5, "{:#?}", listing.problems);
+    assert!(listing.held.is_empty());
+}
+
+/// Ignore rules with no patterns (read from an empty folder).
+fn no_rules() -> prism_sync::tracker::ignore::IgnoreRules {
+    let dir = tempfile::tempdir().unwrap();
+    prism_sync::tracker::ignore::IgnoreRules::load(dir.path(), &[]).unwrap()
+}

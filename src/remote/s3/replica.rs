@@ -31,11 +31,13 @@
 
 use std::collections::HashMap;
 use std::io::{Cursor, Read};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use super::client::{Condition, ConditionSupport, META_BLAKE3, Metadata, S3Client, S3Settings};
+use super::credentials::{CredentialSource, Credentials};
 use super::error::S3Error;
 use super::{Seekable, listing, staging};
 use crate::fsops::Expect;
@@ -44,6 +46,7 @@ use crate::model::{BaseTree, ContentHash, Entry, FileMeta, Mode, RelPath, Scope,
 use crate::remote::{
     Capabilities, Lease, Listing, Opened, Problem, Replica, ReplicaError, RootState, StagedWrite,
 };
+use crate::secrets::{self, Account};
 use crate::timefmt;
 use crate::tracker::ignore::{IgnoreRules, METADATA_DIR};
 
@@ -73,6 +76,10 @@ pub struct S3Replica {
     /// How many requests a listing sends at once (HEADs of changed
     /// objects) and a folder move copies at once.
     parallel: usize,
+    /// The account whose secret access key Prism Sync keeps (the pair's
+    /// `access_key_id`), and the config dir its credentials file is in;
+    /// looked up each time the client is built.
+    stored: Option<(Account, Option<PathBuf>)>,
 }
 
 impl S3Replica {
@@ -92,7 +99,58 @@ impl S3Replica {
             staged: Mutex::new(HashMap::new()),
             next_staged: AtomicU64::new(1),
             parallel: parallel.max(1),
+            stored: None,
         }
+    }
+
+    /// The replica of a configured pair's `bucket` and `prefix`: its
+    /// endpoint, region and profile, and its stored key pair where it
+    /// names an `access_key_id`.
+    pub fn for_pair(
+        pair: &crate::config::PairConfig,
+        bucket: &str,
+        prefix: &str,
+        config_dir: Option<&std::path::Path>,
+        parallel: usize,
+    ) -> S3Replica {
+        let replica = S3Replica::new(pair.s3.client_settings(bucket, prefix), parallel);
+        match pair.s3.account() {
+            Some(account) => {
+                replica.with_stored_secret(account, config_dir.map(std::path::Path::to_path_buf))
+            }
+            None => replica,
+        }
+    }
+
+    /// The same replica logging in as `account` with the secret access
+    /// key `prism-syncctl password set` stored (the secret store, else the
+    /// credentials file in `config_dir`, or `PRISM_SYNC_S3_SECRET_ACCESS_KEY`).
+    pub fn with_stored_secret(mut self, account: Account, config_dir: Option<PathBuf>) -> Self {
+        self.stored = Some((account, config_dir));
+        self
+    }
+
+    /// The settings with the stored key pair, when the pair names one.
+    fn login_settings(&self) -> Result<S3Settings, ReplicaError> {
+        let mut settings = self.settings.clone();
+        let Some((account, config_dir)) = &self.stored else {
+            return Ok(settings);
+        };
+        let secret = secrets::password(account, config_dir.as_deref())
+            .map_err(|e| ReplicaError::Other(e.to_string()))?
+            .ok_or_else(|| {
+                ReplicaError::Other(format!(
+                    "no secret access key is stored for {account}: {}",
+                    secrets::how_to_store(account, config_dir.as_deref())
+                ))
+            })?;
+        settings.credentials = CredentialSource::explicit(Credentials {
+            access_key_id: account.user.clone(),
+            secret_access_key: secret,
+            session_token: None,
+            origin: format!("the secret stored for {account}"),
+        });
+        Ok(settings)
     }
 
     pub(super) fn client(&self) -> Result<Arc<S3Client>, ReplicaError> {
@@ -100,7 +158,7 @@ impl S3Replica {
         if let Some(client) = slot.as_ref() {
             return Ok(client.clone());
         }
-        let client = Arc::new(S3Client::new(self.settings.clone())?);
+        let client = Arc::new(S3Client::new(self.login_settings()?)?);
         *slot = Some(client.clone());
         Ok(client)
     }
@@ -347,7 +405,22 @@ impl Replica for S3Replica {
     ) -> Result<Listing, ReplicaError> {
         let client = self.client()?;
         let mut listing = listing::list(&client, scope, cache, ignore, self.parallel)?;
-        let support = self.conditions(&client)?;
+        let support = match self.conditions(&client) {
+            Ok(support) => support,
+            Err(e) if e.is_offline() => return Err(e),
+            // A key pair that may only read cannot write the probe: the
+            // listing stands, and the writes that need the answer fail.
+            Err(e) => {
+                listing.problems.push(Problem {
+                    path: None,
+                    message: format!(
+                        "could not find out which conditional requests {} honours: {e}",
+                        self.shown
+                    ),
+                });
+                return Ok(listing);
+            }
+        };
         if !support.all() {
             let ignored: Vec<&str> = [
                 (support.create, "If-None-Match on PUT"),

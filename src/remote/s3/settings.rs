@@ -10,6 +10,7 @@ use reqwest::Url;
 use super::client::{DEFAULT_REGION, S3Settings};
 use super::credentials::CredentialSource;
 use crate::percent::{self, Plus};
+use crate::secrets::{Account, Kind};
 
 /// The pair keys of an S3 remote, as validated.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -21,9 +22,28 @@ pub struct S3PairSettings {
     pub region: Option<String>,
     /// A profile of `~/.aws/credentials` (or `~/.aws/config`).
     pub profile: Option<String>,
+    /// An access key id whose secret is kept by Prism Sync (`password
+    /// set`: the secret store, else the credentials file).
+    pub access_key_id: Option<String>,
 }
 
 impl S3PairSettings {
+    /// The secret-store account of the pair's `access_key_id`, at the
+    /// endpoint's host and port (AWS: `s3.amazonaws.com:443`).
+    pub fn account(&self) -> Option<Account> {
+        let id = self.access_key_id.as_ref()?;
+        let (host, port) = self
+            .endpoint
+            .as_deref()
+            .and_then(|e| Url::parse(e).ok())
+            .and_then(|url| {
+                let host = url.host_str()?.to_owned();
+                Some((host, url.port_or_known_default()?))
+            })
+            .unwrap_or_else(|| ("s3.amazonaws.com".to_owned(), 443));
+        Some(Account::new(Kind::S3, id, &host, port))
+    }
+
     /// The client settings for `bucket` and `prefix`.
     pub fn client_settings(&self, bucket: &str, prefix: &str) -> S3Settings {
         let mut settings = S3Settings::new(bucket, prefix);
@@ -110,7 +130,22 @@ pub fn validate(
     endpoint: Option<String>,
     region: Option<String>,
     profile: Option<String>,
+    access_key_id: Option<String>,
 ) -> Result<S3PairSettings, (String, String)> {
+    if let Some(id) = &access_key_id {
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err((
+                "access_key_id".into(),
+                "is not an access key id (letters and digits, like AKIAIOSFODNN7EXAMPLE)".into(),
+            ));
+        }
+        if profile.is_some() {
+            return Err((
+                "access_key_id".into(),
+                "and `profile` both name a key pair; keep one".into(),
+            ));
+        }
+    }
     if let Some(endpoint) = &endpoint {
         let bad = || {
             (
@@ -157,12 +192,13 @@ pub fn validate(
         endpoint,
         region,
         profile,
+        access_key_id,
     })
 }
 
 /// The pair keys that only S3 remotes take, for the message when another
 /// remote sets one.
-pub const KEYS: [&str; 3] = ["endpoint", "region", "profile"];
+pub const KEYS: [&str; 4] = ["endpoint", "region", "profile", "access_key_id"];
 
 #[cfg(test)]
 mod tests {
@@ -205,29 +241,45 @@ mod tests {
 
     #[test]
     fn pair_keys_are_checked() {
-        assert!(validate(Some("http://127.0.0.1:8333".into()), None, None).is_ok());
+        assert!(validate(Some("http://127.0.0.1:8333".into()), None, None, None).is_ok());
         assert_eq!(
-            validate(Some("ftp://h".into()), None, None).unwrap_err().0,
-            "endpoint"
-        );
-        assert_eq!(
-            validate(Some("http://h:1/path".into()), None, None)
+            validate(Some("ftp://h".into()), None, None, None)
                 .unwrap_err()
                 .0,
             "endpoint"
         );
         assert_eq!(
-            validate(None, Some("us east".into()), None).unwrap_err().0,
+            validate(Some("http://h:1/path".into()), None, None, None)
+                .unwrap_err()
+                .0,
+            "endpoint"
+        );
+        assert_eq!(
+            validate(None, Some("us east".into()), None, None)
+                .unwrap_err()
+                .0,
             "region"
         );
         assert_eq!(
-            validate(None, None, Some("".into())).unwrap_err().0,
+            validate(None, None, Some("".into()), None).unwrap_err().0,
             "profile"
         );
-        let settings = validate(None, Some("eu-west-1".into()), Some("work".into()))
+        let settings = validate(None, Some("eu-west-1".into()), Some("work".into()), None)
             .unwrap()
             .client_settings("b", "p");
         assert_eq!(settings.region, "eu-west-1");
         assert_eq!(settings.credentials.profile.as_deref(), Some("work"));
+        assert_eq!(
+            validate(None, None, Some("work".into()), Some("AKID".into()))
+                .unwrap_err()
+                .0,
+            "access_key_id"
+        );
+        assert_eq!(
+            validate(None, None, None, Some("AK ID".into()))
+                .unwrap_err()
+                .0,
+            "access_key_id"
+        );
     }
 }
