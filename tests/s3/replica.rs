@@ -366,6 +366,8 @@ fn multipart(server: Server) {
             None,
         )
         .unwrap();
+    // Staged is not visible: a crash now leaves nothing under the key.
+    assert_eq!(read(&remote, "big.bin"), data);
     write(&remote, "big.bin", b"small now", &expect_of(&listed));
     let refused = remote.commit_staged(&staged, &expect_of(&listed));
     assert!(
@@ -374,6 +376,26 @@ fn multipart(server: Server) {
     );
     remote.discard(staged);
     assert_eq!(read(&remote, "big.bin"), b"small now");
+
+    // A new large file staged and never committed (the agent killed
+    // between the two) is nowhere in a listing.
+    let orphan = remote
+        .stage(
+            &rel("orphan.bin"),
+            &mut &data[..],
+            &ContentHash::of_bytes(&data),
+            0,
+            None,
+        )
+        .unwrap();
+    let paths: Vec<String> = list(&remote, &BaseTree::new())
+        .tree
+        .keys()
+        .map(|p| p.as_str().to_owned())
+        .collect();
+    assert_eq!(paths, ["big.bin"]);
+    // Dropped without a discard, as by an agent killed at this point.
+    drop(orphan);
 }
 
 both!(

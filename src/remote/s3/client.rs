@@ -847,6 +847,25 @@ impl S3Client {
         Ok(list)
     }
 
+    /// Whether any key lies below `below` (a relative folder ending in
+    /// `/`): one ListObjectsV2 request for one key, however many there are.
+    pub fn any_below(&self, below: &str) -> Result<bool, S3Error> {
+        if !below.ends_with('/') {
+            return Err(S3Error::BadKey {
+                key: keys::shown(below),
+                reason: "a listing's folder must end in `/`".into(),
+            });
+        }
+        let prefix = self.full_key(below)?;
+        let call = Call::new(Method::GET, "ListObjectsV2", String::new())
+            .query("list-type", "2")
+            .query("encoding-type", "url")
+            .query("prefix", &prefix)
+            .query("max-keys", "1");
+        let (_, page) = self.send_document(call, "ListBucketResult")?;
+        Ok(page.all("Contents").next().is_some())
+    }
+
     /// HEAD of `rel`: its size, version and user metadata; `None` when it
     /// does not exist.
     pub fn head(&self, rel: &str) -> Result<Option<ObjectHead>, S3Error> {

@@ -268,10 +268,7 @@ impl S3Replica {
         if client.head(path.as_str())?.is_some() {
             return Ok(true);
         }
-        Ok(!client
-            .list(&format!("{path}/"), Some(1))?
-            .objects
-            .is_empty())
+        Ok(client.any_below(&format!("{path}/"))?)
     }
 
     /// The condition a write to `path` commits with, after the checks and
