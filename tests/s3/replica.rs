@@ -466,3 +466,46 @@ fn a_wrong_secret_is_one_clear_error_without_the_secret() {
     assert!(started.elapsed() < Duration::from_secs(2));
     assert!(!remote.describe().contains(wrong));
 }
+
+both!(
+    a_copy_in_ranged_parts_keeps_bytes_and_metadata_and_checks_the_version,
+    copy_in_parts
+);
+fn copy_in_parts(server: Server) {
+    let (_remote, raw) = replica(server, "replica-part-copy");
+    let data: Vec<u8> = (0..(11 * 1024 * 1024 + 77))
+        .map(|i: u32| (i % 253) as u8)
+        .collect();
+    let mut meta = Metadata::new();
+    meta.insert(META_BLAKE3.into(), ContentHash::of_bytes(&data).to_hex());
+    raw_put(&raw, "big", &data, &meta);
+    let head = raw.head("big").unwrap().unwrap();
+    raw.copy_in_parts("big", "copy", &head.etag, head.size, 5 * 1024 * 1024)
+        .unwrap();
+    let mut copied = Vec::new();
+    raw.get("copy", 0, None)
+        .unwrap()
+        .read_to_end(&mut copied)
+        .unwrap();
+    assert!(copied == data, "the copy holds the same bytes");
+    assert_eq!(
+        raw.head("copy").unwrap().unwrap().metadata.get(META_BLAKE3),
+        meta.get(META_BLAKE3)
+    );
+    // Another version than the one named is not copied.
+    let refused = raw.copy_in_parts(
+        "big",
+        "copy2",
+        "\"0123456789abcdef0123456789abcdef\"",
+        head.size,
+        5 * 1024 * 1024,
+    );
+    assert!(
+        matches!(
+            refused,
+            Err(prism_sync::remote::s3::S3Error::PreconditionFailed { .. })
+        ),
+        "{refused:?}"
+    );
+    assert!(raw.head("copy2").unwrap().is_none());
+}

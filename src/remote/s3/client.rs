@@ -988,12 +988,9 @@ impl S3Client {
         source_etag: Option<&str>,
         metadata: Option<&Metadata>,
     ) -> Result<String, S3Error> {
-        let source = self.full_key(from)?;
         let key = self.full_key(to)?;
-        let mut call = Call::new(Method::PUT, "CopyObject", key).header(
-            "x-amz-copy-source",
-            &format!("/{}/{}", self.bucket, sign::encode_path(&source)),
-        );
+        let mut call = Call::new(Method::PUT, "CopyObject", key)
+            .header("x-amz-copy-source", &self.copy_source(from)?);
         if let Some(etag) = source_etag {
             call = call.header("x-amz-copy-source-if-match", etag);
         }
@@ -1015,6 +1012,12 @@ impl S3Client {
             other => other?,
         };
         Ok(result.text_of("ETag").unwrap_or_default().to_owned())
+    }
+
+    /// The `x-amz-copy-source` of the relative key `from`.
+    pub(super) fn copy_source(&self, from: &str) -> Result<String, S3Error> {
+        let source = self.full_key(from)?;
+        Ok(format!("/{}/{}", self.bucket, sign::encode_path(&source)))
     }
 
     /// Deletes `rel`; a key that is not there is fine.

@@ -61,6 +61,7 @@ pub mod client;
 pub mod credentials;
 pub mod error;
 pub mod keys;
+mod large_copy;
 mod lease;
 mod listing;
 pub mod multipart;
@@ -78,6 +79,7 @@ pub use client::{
 };
 pub use credentials::{CredentialSource, Credentials, CredentialsError, Environment};
 pub use error::S3Error;
+pub use large_copy::MAX_SINGLE_COPY;
 pub use multipart::{CompletedPart, MULTIPART_THRESHOLD, part_size};
 pub use replica::{META_MTIME, S3Replica};
 pub use retry::RetryPolicy;

@@ -210,14 +210,15 @@ impl S3Replica {
         }
     }
 
-    /// Copies the version `etag` of `path` to the trash, only while it is
-    /// still that version.
+    /// Copies the version `etag` (`size` bytes) of `path` to the trash,
+    /// only while it is still that version.
     fn trash_copy(
         &self,
         client: &S3Client,
         support: ConditionSupport,
         path: &RelPath,
         etag: &str,
+        size: u64,
     ) -> Result<(), ReplicaError> {
         let stamp = timefmt::conflict_stamp(SystemTime::now());
         let base = format!("{METADATA_DIR}/trash/{}/{}", &stamp[..13], path.as_str());
@@ -229,7 +230,7 @@ impl S3Replica {
         if !support.copy {
             self.recheck(client, path, etag)?;
         }
-        match client.copy(path.as_str(), &dest, Some(etag), None) {
+        match client.copy_version(path.as_str(), &dest, etag, size) {
             Ok(_) => Ok(()),
             Err(S3Error::PreconditionFailed { .. }) | Err(S3Error::NoSuchKey { .. }) => {
                 Err(changed(path))
@@ -292,7 +293,7 @@ impl S3Replica {
                 if !support.replace {
                     self.recheck(client, path, &etag)?;
                 }
-                self.trash_copy(client, support, path, &etag)?;
+                self.trash_copy(client, support, path, &etag, *size)?;
                 Ok(Condition::Matches(etag))
             }
             Expect::Dir => {
@@ -313,15 +314,16 @@ impl S3Replica {
         self.staged.locked().get(&id).map(|s| (id, s.clone()))
     }
 
-    /// Moves one object (`from` at version `etag`) to `to`: a server-side
-    /// copy, then the source's removal while it is still that version.
+    /// Moves one object (`from` at version `etag`, `size` bytes) to `to`:
+    /// a server-side copy, then the source's removal while it is still
+    /// that version.
     fn move_object(
         &self,
         client: &S3Client,
         support: ConditionSupport,
         from: &str,
         to: &str,
-        etag: &str,
+        (etag, size): (&str, u64),
     ) -> Result<(), ReplicaError> {
         if !support.copy {
             match client.head(from)? {
@@ -329,7 +331,7 @@ impl S3Replica {
                 _ => return Err(ReplicaError::Changed { path: from.into() }),
             }
         }
-        match client.copy(from, to, Some(etag), None) {
+        match client.copy_version(from, to, etag, size) {
             Ok(_) => {}
             Err(S3Error::PreconditionFailed { .. }) | Err(S3Error::NoSuchKey { .. }) => {
                 return Err(ReplicaError::Changed { path: from.into() });
@@ -582,7 +584,7 @@ impl Replica for S3Replica {
             Expect::Absent => Err(changed(from)),
             Expect::File { size, version, .. } => {
                 let etag = self.expected_etag(&client, from, *size, version.as_deref())?;
-                self.move_object(&client, support, from.as_str(), to.as_str(), &etag)
+                self.move_object(&client, support, from.as_str(), to.as_str(), (&etag, *size))
             }
             Expect::Dir => {
                 let below = format!("{from}/");
@@ -602,7 +604,8 @@ impl Replica for S3Replica {
                         client.delete(&object.key)?;
                         return Ok(());
                     }
-                    self.move_object(&client, support, &object.key, &dest, &object.etag)
+                    let version = (object.etag.as_str(), object.size);
+                    self.move_object(&client, support, &object.key, &dest, version)
                 });
                 results.into_iter().collect()
             }
@@ -622,7 +625,7 @@ impl Replica for S3Replica {
             }
             Expect::File { size, version, .. } => {
                 let etag = self.expected_etag(&client, path, *size, version.as_deref())?;
-                self.trash_copy(&client, support, path, &etag)?;
+                self.trash_copy(&client, support, path, &etag, *size)?;
                 self.delete_version(&client, support, path.as_str(), &etag)
             }
             Expect::Dir => {
