@@ -304,3 +304,19 @@ fn a_secret_stored_with_password_set_logs_the_pair_in_and_stays_off_the_config()
     let names: Vec<String> = objects(&raw, "").into_iter().map(|(k, _)| k).collect();
     assert!(names.contains(&"a.txt".to_owned()), "{names:?}");
 }
+
+#[test]
+fn an_endpoint_nobody_answers_is_offline_not_a_failure_of_each_path() {
+    let mut settings = Server::Moto.settings("agents-offline", |_| {});
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    settings.endpoint = Some(format!("http://127.0.0.1:{port}"));
+    let device = Device::new("laptop", &settings);
+    put(&device.local, "a.txt", "a\n");
+    let out = device.once_with_secret(&device.secret);
+    let shown = text(&out);
+    assert_ne!(out.status.code(), Some(0), "{shown}");
+    assert!(shown.contains("cannot be reached"), "{shown}");
+    assert!(!shown.contains("a.txt: "), "no per-path failure: {shown}");
+}
