@@ -926,7 +926,7 @@ impl S3Client {
         let etag = header(headers, "etag").unwrap_or_default();
         if let Some(expected) = if_match
             && !etag.is_empty()
-            && etag != expected
+            && !super::replica::same_etag(&etag, expected)
         {
             // A server that ignored If-Match: the bytes are another version.
             return Err(S3Error::PreconditionFailed {

@@ -46,7 +46,7 @@ impl S3Client {
                 endpoint: self.describe().to_owned(),
                 key: from.to_owned(),
             })?;
-        if head.etag != etag || head.size != size {
+        if !super::replica::same_etag(&head.etag, etag) || head.size != size {
             return Err(S3Error::PreconditionFailed {
                 endpoint: self.describe().to_owned(),
                 key: from.to_owned(),

@@ -17,7 +17,7 @@ use std::io::Read;
 
 use super::client::{META_BLAKE3, ObjectInfo, S3Client};
 use super::error::S3Error;
-use super::replica::META_MTIME;
+use super::replica::{META_MTIME, same_etag};
 use crate::model::{BaseTree, ContentHash, Entry, FileMeta, RelPath, Scope, SideEntry};
 use crate::remote::{Listing, Problem, ReplicaError};
 use crate::tracker::ignore::{IgnoreRules, METADATA_DIR};
@@ -133,7 +133,12 @@ pub fn list(
             continue;
         }
         let cached = cache.get(&rel).and_then(|base| match &base.entry {
-            Entry::File(meta) if base.remote_version.as_deref() == Some(object.etag.as_str()) => {
+            Entry::File(meta)
+                if base
+                    .remote_version
+                    .as_deref()
+                    .is_some_and(|v| same_etag(v, &object.etag)) =>
+            {
                 Some(*meta)
             }
             _ => None,
@@ -219,7 +224,7 @@ fn judge(client: &S3Client, rel: &RelPath, object: &ObjectInfo) -> Result<Judged
     let Some(head) = client.head(rel.as_str())? else {
         return Ok(Judged::Gone);
     };
-    if head.etag != object.etag {
+    if !same_etag(&head.etag, &object.etag) {
         return Ok(Judged::Moved);
     }
     let mtime_ns = head

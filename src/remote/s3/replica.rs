@@ -205,7 +205,7 @@ impl S3Replica {
     /// relies on it is not seen; it lands in the trash or is replaced).
     fn recheck(&self, client: &S3Client, path: &RelPath, etag: &str) -> Result<(), ReplicaError> {
         match client.head(path.as_str())? {
-            Some(head) if head.etag == etag => Ok(()),
+            Some(head) if same_etag(&head.etag, etag) => Ok(()),
             _ => Err(changed(path)),
         }
     }
@@ -250,7 +250,7 @@ impl S3Replica {
     ) -> Result<(), ReplicaError> {
         if !support.replace {
             match client.head(path)? {
-                Some(head) if head.etag == etag => {}
+                Some(head) if same_etag(&head.etag, etag) => {}
                 Some(_) => return Err(ReplicaError::Changed { path: path.into() }),
                 None => return Ok(()),
             }
@@ -327,7 +327,7 @@ impl S3Replica {
     ) -> Result<(), ReplicaError> {
         if !support.copy {
             match client.head(from)? {
-                Some(head) if head.etag == etag => {}
+                Some(head) if same_etag(&head.etag, etag) => {}
                 _ => return Err(ReplicaError::Changed { path: from.into() }),
             }
         }
@@ -340,6 +340,18 @@ impl S3Replica {
         }
         self.delete_version(client, support, from, etag)
     }
+}
+
+/// Whether two ETags name the same version: servers differ in whether a
+/// listing, a HEAD and a PUT's answer quote them (or mark them weak).
+pub fn same_etag(a: &str, b: &str) -> bool {
+    let bare = |e: &str| {
+        e.trim()
+            .trim_start_matches("W/")
+            .trim_matches('"')
+            .to_owned()
+    };
+    bare(a) == bare(b)
 }
 
 fn changed(path: impl std::fmt::Display) -> ReplicaError {
@@ -754,4 +766,16 @@ pub(super) fn read_small(
     let text = String::from_utf8(bytes)
         .map_err(|_| ReplicaError::Other(format!("{key} is not UTF-8 text")))?;
     Ok(Some((text, etag)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etags_compare_without_their_quotes() {
+        assert!(same_etag("\"abc\"", "abc"));
+        assert!(same_etag("W/\"abc\"", "\"abc\""));
+        assert!(!same_etag("\"abc\"", "\"abd\""));
+    }
 }
