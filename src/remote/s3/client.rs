@@ -188,9 +188,18 @@ pub struct ObjectReader {
     pub len: Option<u64>,
 }
 
+/// A read that fails is the connection's fault (the answer was accepted
+/// already): it reports `ConnectionAborted`, so the reader of a transfer
+/// continues it at its offset with a ranged GET instead of blaming the
+/// file.
 impl Read for ObjectReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.response.read(buf)
+        self.response.read(buf).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                format!("{} (the connection broke)", error_chain(&e)),
+            )
+        })
     }
 }
 
