@@ -54,6 +54,9 @@ use crate::tracker::ignore::{IgnoreRules, METADATA_DIR};
 /// (nanoseconds since the Unix epoch, decimal).
 pub const META_MTIME: &str = "prism-mtime";
 
+/// The most HEADs a listing sends at once.
+const MAX_LISTING_HEADS: usize = 32;
+
 /// The largest record read (change logs are split into smaller segments).
 const MAX_RECORD_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -415,7 +418,10 @@ impl Replica for S3Replica {
         ignore: &IgnoreRules,
     ) -> Result<Listing, ReplicaError> {
         let client = self.client()?;
-        let mut listing = listing::list(&client, scope, cache, ignore, self.parallel)?;
+        // A HEAD is a small request: several per transfer slot keep a
+        // listing of many changed objects from waiting on round trips.
+        let heads = (self.parallel * 4).min(MAX_LISTING_HEADS);
+        let mut listing = listing::list(&client, scope, cache, ignore, heads)?;
         let support = match self.conditions(&client) {
             Ok(support) => support,
             Err(e) if e.is_offline() => return Err(e),
