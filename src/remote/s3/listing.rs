@@ -85,18 +85,30 @@ pub fn list(
                 continue;
             }
         };
-        if rel.too_deep() {
-            out.problems.push(Problem {
-                path: None,
-                message: format!(
-                    "the object {} cannot be synced: {}",
-                    rel.abbreviated(),
-                    rel.too_deep_message()
-                ),
-            });
+        if ignore.is_ignored(&rel, marker) || !in_scope(&rel) {
             continue;
         }
-        if ignore.is_ignored(&rel, marker) || !in_scope(&rel) {
+        if rel.too_deep() {
+            // Held where it first gets too deep, as every backend's
+            // listing does: the folders above it are listed, nothing
+            // below it reads as absent.
+            let first = rel
+                .ancestors()
+                .chain(std::iter::once(rel.clone()))
+                .find(RelPath::too_deep)
+                .unwrap_or_else(|| rel.clone());
+            for ancestor in first.ancestors() {
+                if in_scope(&ancestor) {
+                    dirs.insert(ancestor);
+                }
+            }
+            if !out.held.contains(&first) {
+                out.problems.push(Problem {
+                    path: Some(first.clone()),
+                    message: first.too_deep_message(),
+                });
+                out.held.push(first);
+            }
             continue;
         }
         for ancestor in rel.ancestors() {
