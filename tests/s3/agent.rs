@@ -320,3 +320,66 @@ fn an_endpoint_nobody_answers_is_offline_not_a_failure_of_each_path() {
     assert!(shown.contains("cannot be reached"), "{shown}");
     assert!(!shown.contains("a.txt: "), "no per-path failure: {shown}");
 }
+
+/// A running agent, killed when dropped.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn status_says_which_conditions_a_server_ignores() {
+    // moto ignores `x-amz-copy-source-if-match`.
+    let settings = Server::Moto.settings("agents-status", |_| {});
+    let device = Device::new("laptop", &settings);
+    put(&device.local, "a.txt", "a\n");
+    let socket = device.home.path().join("agent.sock");
+    let log = fs::File::create(device.home.path().join("agent.log")).unwrap();
+    let _agent = Running(
+        device
+            .bare(env!("CARGO_BIN_EXE_prism-syncd"))
+            .arg("--config")
+            .arg(&device.config)
+            .arg("--state-dir")
+            .arg(device.home.path().join("state"))
+            .arg("--socket")
+            .arg(&socket)
+            .env("AWS_ACCESS_KEY_ID", &device.key_id)
+            .env("AWS_SECRET_ACCESS_KEY", &device.secret)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut last = String::new();
+    loop {
+        let out = Command::new(env!("CARGO_BIN_EXE_prism-syncctl"))
+            .arg("--socket")
+            .arg(&socket)
+            .args(["--json", "status"])
+            .env_remove("PRISM_SYNC_SOCKET")
+            .output()
+            .unwrap();
+        if out.status.success() {
+            let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let problems = status["pairs"][0]["problems"].to_string();
+            if problems.contains("ignores x-amz-copy-source-if-match") {
+                assert!(!problems.contains(&device.secret), "{problems}");
+                return;
+            }
+            last = status.to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "status never named the ignored condition: {last}\n{}",
+            fs::read_to_string(device.home.path().join("agent.log")).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
