@@ -10,6 +10,7 @@
 //! file to the remote and every other device as a new change.
 
 use std::io;
+use std::time::{Duration, SystemTime};
 
 use crate::fsops::{self, Expect, StatKind};
 use crate::journal::{JournalError, TrashedVersion, UNKNOWN_DEVICE};
@@ -226,6 +227,23 @@ impl PairEngine {
             replaced,
             paths: vec![path.clone()],
         })
+    }
+
+    /// Forgets the versions `side` trashed longer ago than `retention`,
+    /// after its trash was purged of them, so `history` lists only what
+    /// the trash may still hold. A minute more is kept: trash batches are
+    /// named by the minute and purged whole.
+    pub fn forget_purged_versions(&self, side: Side, retention: Duration) {
+        let cutoff = SystemTime::now()
+            .checked_sub(retention + Duration::from_secs(60))
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let forgotten =
+            self.journal
+                .locked()
+                .forget_trashed_before(self.pair, side, &timefmt::rfc3339(cutoff));
+        if let Err(e) = forgotten {
+            tracing::warn!(pair = %self.name, error = %e, "cannot forget purged trashed versions");
+        }
     }
 
     /// The local file at `path` as it is now: its hash and what a write in
