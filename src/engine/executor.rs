@@ -604,6 +604,10 @@ fn put_in_place(
     }
 }
 
+/// A copy put in place: what the destination holds now, and the name in
+/// its trash of the version it replaced.
+type CommittedCopy = (SideEntry, Option<RelPath>);
+
 /// Renames a batch's staged files in (each re-checked against what the
 /// plan saw), discarding those that could not be; returns the outcomes in
 /// the batch's order.
@@ -618,7 +622,7 @@ fn commit_batch(
     ctx: &EngineContext<'_>,
     jobs: &[CopyJob<'_>],
     batch: Vec<(usize, StagedWrite)>,
-) -> Vec<(usize, Result<(SideEntry, Option<RelPath>), ReplicaError>)> {
+) -> Vec<(usize, Result<CommittedCopy, ReplicaError>)> {
     let commit_one = |(index, staged): (usize, StagedWrite)| {
         let job = &jobs[index];
         let side = ctx.side(job.to);
