@@ -515,7 +515,9 @@ impl PairEngine {
         let remove_if_present = |p: &RelPath| -> Result<(), ReplicaError> {
             match expect_now(&root, p)? {
                 Expect::Absent => Ok(()),
-                expect => local.remove(p, &expect),
+                expect => {
+                    self.trash_local_recorded(p, &expect, || local.remove_naming_trash(p, &expect))
+                }
             }
         };
         let note = match (row.kind, &row.copy_path) {
@@ -586,8 +588,11 @@ impl PairEngine {
         let now = timefmt::to_unix_ns(self.settings.clock.now());
         let expect = expect_now(self.local().root(), path)?;
         let mode = kept_mode(&expect);
-        self.local()
-            .write(path, &mut &bytes[..], &hash, now, mode, &expect)?;
+        self.trash_local_recorded(path, &expect, || {
+            self.local()
+                .write_naming_trash(path, &mut &bytes[..], &hash, now, mode, &expect)
+                .map(|(_, trashed)| trashed)
+        })?;
         Ok(())
     }
 
@@ -622,8 +627,11 @@ impl PairEngine {
         let now = timefmt::to_unix_ns(self.settings.clock.now());
         let expect = expect_now(self.local().root(), &row.path)?;
         let mode = kept_mode(&expect);
-        self.local()
-            .write(&row.path, &mut &bytes[..], &hash, now, mode, &expect)?;
+        self.trash_local_recorded(&row.path, &expect, || {
+            self.local()
+                .write_naming_trash(&row.path, &mut &bytes[..], &hash, now, mode, &expect)
+                .map(|(_, trashed)| trashed)
+        })?;
         Ok(())
     }
 }

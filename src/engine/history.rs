@@ -229,6 +229,56 @@ impl PairEngine {
         })
     }
 
+    /// Runs `to_trash`, which moves the local file at `path` (as `expect`
+    /// found it) to the local trash and returns its name there, and
+    /// records that version in the journal, so `history` lists it: for
+    /// the writes and removals of a user's conflict resolution, which run
+    /// outside a sync's steps. A version that could not be read to hash
+    /// it is still trashed, only not listed.
+    pub(crate) fn trash_local_recorded(
+        &self,
+        path: &RelPath,
+        expect: &Expect,
+        to_trash: impl FnOnce() -> Result<Option<RelPath>, ReplicaError>,
+    ) -> Result<(), ReplicaError> {
+        let hash = match expect {
+            Expect::File { .. } => self
+                .local()
+                .open(path)
+                .and_then(|reader| {
+                    HashingReader::new(reader)
+                        .drain()
+                        .map_err(|e| ReplicaError::io("read", path, e))
+                })
+                .ok()
+                .map(|(hash, _)| hash),
+            Expect::Absent | Expect::Dir => None,
+        };
+        let trash_name = to_trash()?;
+        if let (Some(hash), Expect::File { size, mtime_ns, .. }, Some(trash_name)) =
+            (hash, expect, trash_name)
+        {
+            let recorded = self.journal.locked().record_trashed(
+                self.pair,
+                &[TrashedVersion {
+                    path: path.clone(),
+                    side: Side::Local,
+                    trash_name,
+                    hash,
+                    size: *size,
+                    mtime_ns: *mtime_ns,
+                    trashed_by: self.settings.device.clone(),
+                }],
+            );
+            // The version is in the trash either way; only its listing is
+            // missing.
+            if let Err(e) = recorded {
+                tracing::warn!(path = %path, error = %e, "cannot record a trashed version");
+            }
+        }
+        Ok(())
+    }
+
     /// Forgets the versions `side` trashed longer ago than `retention`,
     /// after its trash was purged of them, so `history` lists only what
     /// the trash may still hold. A minute more is kept: trash batches are

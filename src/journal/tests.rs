@@ -1510,7 +1510,24 @@ fn a_trashed_version_is_recorded_with_the_device_that_made_it() {
         )
         .unwrap();
     // A local version no change names was made here; a remote one no
-    // change names is the remote's.
+    // change names is the remote's, and so is one that came from the
+    // remote by no device known.
+    record(
+        &journal,
+        pair,
+        from_remote(ChangeType::Created, "a.txt", Some("downloaded")),
+    );
+    journal
+        .record_trashed(
+            pair,
+            &[trashed(
+                "a.txt",
+                Side::Local,
+                "downloaded",
+                "20250209-1601/a.txt.2",
+            )],
+        )
+        .unwrap();
     journal
         .commit(
             pair,
@@ -1543,11 +1560,12 @@ fn a_trashed_version_is_recorded_with_the_device_that_made_it() {
         [
             (Side::Remote, "20250209-1601/a.txt.1", "remote"),
             (Side::Local, "20250209-1601/a.txt", "me"),
+            (Side::Local, "20250209-1601/a.txt.2", "remote"),
             (Side::Remote, "20250209-1600/a.txt", "laptop"),
         ],
         "newest first, each credited to the device that made it"
     );
-    let oldest = &rows[2];
+    let oldest = &rows[3];
     assert_eq!((oldest.hash, oldest.size), (hash("v1"), 2));
     assert_eq!(oldest.trashed_by, "me");
     assert!(oldest.origin_at.is_some());
@@ -1570,8 +1588,8 @@ fn a_trashed_version_is_recorded_with_the_device_that_made_it() {
         .unwrap();
     assert_eq!(gone, 2);
     let left = journal.trashed_versions(pair, &rel("a.txt")).unwrap();
-    assert_eq!(left.len(), 1);
-    assert_eq!(left[0].side, Side::Local);
+    assert_eq!(left.len(), 2);
+    assert!(left.iter().all(|row| row.side == Side::Local));
     assert_eq!(
         journal
             .trashed_versions(other, &rel("a.txt"))

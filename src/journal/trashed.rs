@@ -147,6 +147,8 @@ pub(super) fn insert(
     let origin = origin_in(conn, pair, &version.path, &version.hash)?;
     let (origin_device, origin_at) = match origin {
         Some(origin) => (origin.device, Some(origin.at)),
+        // Recorded, but as a change from the remote by no device known.
+        None if arrived_from_remote(conn, pair, version)? => (UNKNOWN_DEVICE.to_owned(), None),
         None => match version.side {
             Side::Local => (version.trashed_by.clone(), None),
             Side::Remote => (UNKNOWN_DEVICE.to_owned(), None),
@@ -171,6 +173,26 @@ pub(super) fn insert(
         at,
     ])?;
     Ok(())
+}
+
+/// Whether the change log holds the version at all: [`origin_in`] passes
+/// over the changes from the remote that no device's log named.
+fn arrived_from_remote(
+    conn: &Connection,
+    pair: PairId,
+    version: &TrashedVersion,
+) -> Result<bool, JournalError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT 1 FROM changes WHERE pair_id = ?1 AND path = ?2 AND hash = ?3 \
+             AND type <> 'deleted' LIMIT 1",
+        )?
+        .query_row(
+            params![pair.0, version.path.as_str(), version.hash.to_hex()],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
 }
 
 fn decode(row: &RowReader<'_, '_>) -> Result<TrashedRow, JournalError> {
