@@ -186,3 +186,29 @@ fn restore_refuses_a_version_that_is_gone_or_unknown_and_changes_nothing() {
     assert_eq!(read(&a.local, FILE), V2);
     assert_eq!(read(&remote, FILE), V2);
 }
+
+#[test]
+fn a_deleted_file_is_restored_from_the_remote_trash_into_its_folder() {
+    let sandbox = Sandbox::new();
+    let remote = sandbox.remote("remote");
+    let a = sandbox.device("devA", &remote);
+    let doomed = "docs/old/doomed.txt";
+    write(&a.local, doomed, V1);
+    a.once_expecting(0);
+    fs::remove_dir_all(a.local.join("docs")).unwrap();
+    a.once_expecting(0);
+    assert!(!remote.join(doomed).exists());
+
+    let _agent = a.start();
+    let history = a.ctl_json(&["history", doomed, "--pair", PAIR]);
+    assert_eq!(
+        listed(&history),
+        [("remote_trash".into(), hash(V1), "devA".into())],
+        "no current version, the deleted one in the remote's trash: {history}"
+    );
+    let version = version_of(&history, V1);
+    let restored = a.ctl_json(&["restore", doomed, "--pair", PAIR, "--version", &version]);
+    assert!(restored.get("replaced").is_none(), "{restored}");
+    assert_eq!(read(&a.local, doomed), V1);
+    wait_for_content(&remote.join(doomed), V1);
+}
