@@ -85,11 +85,10 @@ impl AgentControl {
         let pairs = self.agent.pairs.locked();
         let candidates: Vec<(&String, &Arc<PairEngine>)> = match pair {
             Some(name) => {
-                let handle = pairs.get(name).ok_or_else(|| unknown_pair(name))?;
-                vec![(
-                    pairs.get_key_value(name).map(|(k, _)| k).unwrap(),
-                    &handle.engine,
-                )]
+                let (name, handle) = pairs
+                    .get_key_value(name)
+                    .ok_or_else(|| unknown_pair(name))?;
+                vec![(name, &handle.engine)]
             }
             None => pairs.iter().map(|(name, h)| (name, &h.engine)).collect(),
         };

@@ -315,8 +315,8 @@ pub async fn run(
                     .unwrap_or_else(|e| {
                         Err(RestoreError::Invalid(format!("the restore crashed: {e}")))
                     });
-                    // Carried to the remote at once, paused or not: the
-                    // user asked for it.
+                    // Synced like any local change: at once, or when a
+                    // paused pair is resumed.
                     if let Ok(restored) = &result {
                         pending.add_paths(restored.paths.iter().cloned(), now);
                         pending.trigger = Some("api");
