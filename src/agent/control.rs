@@ -15,7 +15,9 @@ use super::Agent;
 use super::pair::{PairMsg, PairState};
 use crate::api::{ApiError, Control, wire};
 use crate::config::{PairConfig, RawPair};
+use crate::engine::PairEngine;
 use crate::engine::conflicts::ResolveError;
+use crate::engine::history::RestoreError;
 use crate::engine::progress::Direction;
 use crate::journal::{
     ChangeFilter, ChangeRow, ChangeType, ConflictFilter, ConflictRow, ConflictStatus, JournalError,
@@ -68,6 +70,66 @@ impl AgentControl {
             JournalError::AlreadyResolved { .. } => ApiError::conflict(e.to_string()),
             _ => ApiError::internal("the journal could not be read").with_details(e.to_string()),
         }
+    }
+}
+
+impl AgentControl {
+    /// The pair a file of a request belongs to, and its path there: an
+    /// absolute `path` inside a pair's local folder (of `pair`, when
+    /// named), or a path relative to the folder of the named `pair`.
+    fn file_in_pair(
+        &self,
+        pair: Option<&str>,
+        path: &str,
+    ) -> Result<(String, Arc<PairEngine>, RelPath), ApiError> {
+        let pairs = self.agent.pairs.locked();
+        let candidates: Vec<(&String, &Arc<PairEngine>)> = match pair {
+            Some(name) => {
+                let (name, handle) = pairs
+                    .get_key_value(name)
+                    .ok_or_else(|| unknown_pair(name))?;
+                vec![(name, &handle.engine)]
+            }
+            None => pairs.iter().map(|(name, h)| (name, &h.engine)).collect(),
+        };
+        let given = std::path::Path::new(path);
+        if !given.is_absolute() {
+            let [(name, engine)] = candidates.as_slice() else {
+                return Err(ApiError::bad_request(format!(
+                    "{path:?} is relative: give the file's absolute path, or name its pair"
+                )));
+            };
+            let rel = RelPath::new(path.trim_end_matches('/')).map_err(|e| {
+                ApiError::bad_request(format!("{path:?} is not a path in a pair: {e}"))
+            })?;
+            return Ok(((*name).clone(), Arc::clone(engine), rel));
+        }
+        // The folder as configured, and as the file system names it (a
+        // root reached through a link).
+        let inside = |root: &std::path::Path| -> Option<RelPath> {
+            let rest = given.strip_prefix(root).ok().or_else(|| {
+                let real = root.canonicalize().ok()?;
+                given.strip_prefix(real).ok()
+            })?;
+            RelPath::new(rest.to_str()?).ok()
+        };
+        candidates
+            .into_iter()
+            .filter_map(|(name, engine)| {
+                let rel = inside(engine.local().root())?;
+                Some((name.clone(), Arc::clone(engine), rel))
+            })
+            // The innermost folder, should one pair lie inside another.
+            .min_by_key(|(_, _, rel)| rel.as_str().len())
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "{path:?} is not a file inside the folder of {}",
+                    match pair {
+                        Some(name) => format!("pair {name:?}"),
+                        None => "any pair".to_owned(),
+                    }
+                ))
+            })
     }
 }
 
@@ -393,6 +455,62 @@ impl Control for AgentControl {
             }
             Err(e @ ResolveError::Invalid(_)) => Err(ApiError::bad_request(e.to_string())),
             Err(e) => Err(ApiError::internal("the resolution failed").with_details(e.to_string())),
+        }
+    }
+
+    fn history(&self, query: &wire::HistoryQuery) -> Result<wire::History, ApiError> {
+        let (pair, engine, path) = self.file_in_pair(query.pair.as_deref(), &query.path)?;
+        let versions = engine
+            .history(&path)
+            .map_err(Self::journal_error)?
+            .into_iter()
+            .map(|v| wire::VersionInfo {
+                version: v.version,
+                hash: v.hash.to_hex(),
+                size: v.size,
+                modified_at: v.modified_at,
+                origin_device: v.origin_device,
+                place: v.place.as_str().to_owned(),
+                trashed_at: v.trashed_at,
+            })
+            .collect();
+        Ok(wire::History {
+            pair,
+            path: path.to_string(),
+            versions,
+        })
+    }
+
+    fn restore(&self, req: &wire::RestoreRequest) -> Result<wire::RestoreResponse, ApiError> {
+        let (pair, _, path) = self.file_in_pair(req.pair.as_deref(), &req.path)?;
+        let (reply, answer) = oneshot::channel();
+        self.send(
+            &pair,
+            PairMsg::Restore {
+                path: path.clone(),
+                version: req.version.clone(),
+                reply,
+            },
+        )?;
+        let result = answer
+            .blocking_recv()
+            .map_err(|_| ApiError::internal("the pair stopped before restoring the version"))?;
+        match result {
+            Ok(restored) => Ok(wire::RestoreResponse {
+                status: "restored".to_owned(),
+                pair,
+                path: path.to_string(),
+                version: restored.version,
+                hash: restored.hash.to_hex(),
+                size: restored.size,
+                replaced: restored.replaced.map(|name| name.to_string()),
+            }),
+            Err(e @ RestoreError::NoSuchVersion(_)) => Err(ApiError::not_found(e.to_string())),
+            Err(e @ RestoreError::Gone(_)) => {
+                Err(ApiError::new(410, "Version gone").with_details(e.to_string()))
+            }
+            Err(e @ RestoreError::Invalid(_)) => Err(ApiError::conflict(e.to_string())),
+            Err(e) => Err(ApiError::internal("the restore failed").with_details(e.to_string())),
         }
     }
 

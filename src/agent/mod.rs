@@ -24,7 +24,7 @@ use crate::config::{AgentConfig, Config, PairConfig, Paths};
 use crate::engine::{EngineSettings, PairEngine, SyncRequest};
 use crate::journal::{Journal, SyncStatus};
 use crate::locks::LockExt;
-use crate::model::Scope;
+use crate::model::{Scope, Side};
 use crate::remote::{self, LocalFolder};
 use crate::tracker::ignore::IgnoreRules;
 use crate::tracker::watch::{self, Watcher};
@@ -346,8 +346,15 @@ impl Agent {
             .map(|h| h.engine.clone())
             .collect();
         for engine in engines {
-            for replica in [engine.local() as &dyn remote::Replica, engine.remote()] {
-                match replica.purge_trash(retention) {
+            for (side, replica) in [
+                (Side::Local, engine.local() as &dyn remote::Replica),
+                (Side::Remote, engine.remote()),
+            ] {
+                let purged = replica.purge_trash(retention);
+                if purged.is_ok() {
+                    engine.forget_purged_versions(side, retention);
+                }
+                match purged {
                     Ok(0) => {}
                     Ok(n) => {
                         tracing::info!(pair = %engine.name, trash = %replica.describe(), batches = n, "purged old trash")

@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::engine::backoff::{LeaseBusy, Offline};
 use crate::engine::conflicts::{ResolveError, Resolved};
+use crate::engine::history::{RestoreError, Restored};
 use crate::engine::{PairEngine, SyncReport, SyncRequest, dedupe_roots};
 use crate::journal::{ConflictRow, SyncStatus};
 use crate::locks::LockExt;
@@ -54,6 +55,12 @@ pub enum PairMsg {
         strategy: Strategy,
         merged_file: Option<PathBuf>,
         reply: oneshot::Sender<Result<Resolved, ResolveError>>,
+    },
+    /// Brings a trashed version of a file back, between syncs.
+    Restore {
+        path: RelPath,
+        version: String,
+        reply: oneshot::Sender<Result<Restored, RestoreError>>,
     },
     Pause,
     Resume,
@@ -291,6 +298,27 @@ pub async fn run(
                     });
                     if let Ok(resolved) = &result {
                         pending.add_paths(resolved.paths.iter().cloned(), now);
+                        pending.trigger = Some("api");
+                    }
+                    let _ = reply.send(result);
+                }
+                PairMsg::Restore {
+                    path,
+                    version,
+                    reply,
+                } => {
+                    let engine_for_restore = engine.clone();
+                    let result = tokio::task::spawn_blocking(move || {
+                        engine_for_restore.restore(&path, &version)
+                    })
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(RestoreError::Invalid(format!("the restore crashed: {e}")))
+                    });
+                    // Synced like any local change: at once, or when a
+                    // paused pair is resumed.
+                    if let Ok(restored) = &result {
+                        pending.add_paths(restored.paths.iter().cloned(), now);
                         pending.trigger = Some("api");
                     }
                     let _ = reply.send(result);

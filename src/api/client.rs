@@ -134,6 +134,22 @@ impl Client {
         self.call("GET", &["changes"], &params, None::<&()>)
     }
 
+    /// `GET /history`: the versions of one file.
+    pub fn history(&mut self, query: &wire::HistoryQuery) -> Result<wire::History, ClientError> {
+        let mut params = Vec::new();
+        push_param(&mut params, "pair", query.pair.as_deref());
+        params.push(("path", query.path.clone()));
+        self.call("GET", &["history"], &params, None::<&()>)
+    }
+
+    /// `POST /restore`: brings a trashed version of a file back.
+    pub fn restore(
+        &mut self,
+        req: &wire::RestoreRequest,
+    ) -> Result<wire::RestoreResponse, ClientError> {
+        self.call("POST", &["restore"], &[], Some(req))
+    }
+
     /// `POST /pause`; `None` pauses every pair.
     pub fn pause(&mut self, pair: Option<&str>) -> Result<wire::Ack, ClientError> {
         self.call("POST", &["pause"], &[], Some(&selector(pair)))

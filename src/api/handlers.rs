@@ -85,6 +85,8 @@ enum Route {
     SyncResolve,
     Conflicts,
     Changes,
+    History,
+    Restore,
     Pause,
     Resume,
     Pairs,
@@ -102,6 +104,8 @@ impl Route {
             ["sync", "resolve"] => Route::SyncResolve,
             ["conflicts"] => Route::Conflicts,
             ["changes"] => Route::Changes,
+            ["history"] => Route::History,
+            ["restore"] => Route::Restore,
             ["pause"] => Route::Pause,
             ["resume"] => Route::Resume,
             ["pairs"] => Route::Pairs,
@@ -116,17 +120,23 @@ impl Route {
         match self {
             Route::Conflicts => &["pair", "all"],
             Route::Changes => &["pair", "since", "path", "device", "limit"],
+            Route::History => &["pair", "path"],
             _ => &[],
         }
     }
 
     fn allowed_methods(&self) -> &'static str {
         match self {
-            Route::Status | Route::SyncStatus(_) | Route::Conflicts | Route::Changes => "GET",
+            Route::Status
+            | Route::SyncStatus(_)
+            | Route::Conflicts
+            | Route::Changes
+            | Route::History => "GET",
             Route::Pairs => "GET, POST",
             Route::Pair(_) => "DELETE",
             Route::SyncStart
             | Route::SyncResolve
+            | Route::Restore
             | Route::Pause
             | Route::Resume
             | Route::ConfirmDeletions(_) => "POST",
@@ -174,6 +184,20 @@ async fn route(
         (Route::Changes, "GET") => {
             let query = changes_query(&query, SystemTime::now())?;
             Ok(to_json(&call(control, move |c| c.changes(&query)).await?))
+        }
+        (Route::History, "GET") => {
+            let path = query
+                .get("path")
+                .ok_or_else(|| ApiError::bad_request("history needs path=FILE"))?;
+            let query = wire::HistoryQuery {
+                pair: query.get("pair").map(str::to_owned),
+                path: path.to_owned(),
+            };
+            Ok(to_json(&call(control, move |c| c.history(&query)).await?))
+        }
+        (Route::Restore, "POST") => {
+            let req: wire::RestoreRequest = parse_body(body)?;
+            Ok(to_json(&call(control, move |c| c.restore(&req)).await?))
         }
         (Route::Pause, "POST") => {
             let wire::PairSelector { pair } = parse_body(body)?;

@@ -60,6 +60,17 @@ pub trait Control: Send + Sync + 'static {
     fn pair_remove(&self, name: &str) -> Result<(), ApiError>;
     /// Lets a pair that the mass-deletion guard stopped apply its deletions.
     fn confirm_deletions(&self, pair: &str) -> Result<(), ApiError>;
+    /// The versions of one file the pair still holds (`GET /history`).
+    fn history(&self, query: &wire::HistoryQuery) -> Result<wire::History, ApiError> {
+        let _ = query;
+        Err(ApiError::not_found("this agent keeps no file history"))
+    }
+    /// Brings a trashed version of a file back (`POST /restore`); the file
+    /// it replaces goes to the trash.
+    fn restore(&self, req: &wire::RestoreRequest) -> Result<wire::RestoreResponse, ApiError> {
+        let _ = req;
+        Err(ApiError::not_found("this agent cannot restore versions"))
+    }
     /// Keeps the password of `credentials` for `pair`'s remote where logins
     /// look for it (see `secrets`), so the pair's next login uses it.
     /// `Ok(false)`: the pair's remote takes no password (a `file://`

@@ -349,6 +349,74 @@ pub struct ResolveResponse {
     pub note: Option<String>,
 }
 
+// ---------------------------------------------------------------- history
+
+/// `GET /history?pair=&path=`: the versions of one file. `path` is a file
+/// inside a pair's local folder, absolute, or relative to `pair`'s folder
+/// when `pair` is given.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryQuery {
+    pub pair: Option<String>,
+    pub path: String,
+}
+
+/// The versions of a file the pair still holds: the current one first,
+/// then the trashed ones, newest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct History {
+    pub pair: String,
+    /// The file's path in the pair.
+    pub path: String,
+    pub versions: Vec<VersionInfo>,
+}
+
+/// One version of a file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionInfo {
+    /// What `POST /restore` takes: `current`, or the trashed version's
+    /// number.
+    pub version: String,
+    /// BLAKE3, lowercase hex.
+    pub hash: String,
+    pub size: u64,
+    pub modified_at: String,
+    /// The device that made it; `remote` where no device's log names it.
+    pub origin_device: String,
+    /// `current`, `local_trash` or `remote_trash`.
+    #[serde(rename = "where")]
+    pub place: String,
+    /// When it went to the trash; absent for the current version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trashed_at: Option<String>,
+}
+
+/// `POST /restore`: brings a trashed version of a file back as a new
+/// change. `path` as in [`HistoryQuery`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreRequest {
+    #[serde(default)]
+    pub pair: Option<String>,
+    pub path: String,
+    pub version: String,
+}
+
+/// What a restore did. The restored file is in the local folder; the sync
+/// that carries it to the remote is started at once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreResponse {
+    /// `restored`.
+    pub status: String,
+    pub pair: String,
+    pub path: String,
+    pub version: String,
+    pub hash: String,
+    pub size: u64,
+    /// Where the file it replaced went: its name in the local trash;
+    /// absent when there was no file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced: Option<String>,
+}
+
 // ---------------------------------------------------------------- changes
 
 /// `GET /changes?pair=&since=&path=&device=&limit=`, as the daemon receives it:

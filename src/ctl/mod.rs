@@ -100,6 +100,27 @@ enum Command {
         #[arg(long, value_name = "N", default_value_t = wire::DEFAULT_CHANGES_LIMIT)]
         limit: u32,
     },
+    /// List the versions of a file the pair still holds: the current one
+    /// and those in the trash on either side.
+    History {
+        /// The file: a path inside a pair's folder, or relative to the
+        /// folder of --pair.
+        path: PathBuf,
+        #[arg(long, value_name = "PAIR")]
+        pair: Option<String>,
+    },
+    /// Bring back a version `history` lists; the file it replaces goes to
+    /// the trash, and the next sync carries the restored one everywhere.
+    Restore {
+        /// The file: a path inside a pair's folder, or relative to the
+        /// folder of --pair.
+        path: PathBuf,
+        /// A version number from `history`.
+        #[arg(long, value_name = "V")]
+        version: String,
+        #[arg(long, value_name = "PAIR")]
+        pair: Option<String>,
+    },
     /// Stop syncing a pair (every pair without PAIR) until resumed.
     Pause { pair: Option<String> },
     /// Resume a paused pair (every pair without PAIR).
@@ -237,6 +258,16 @@ fn prepare(mut command: Command) -> Result<Command, clap::Error> {
         Command::Pair(PairCommand::Add { local, .. }) => {
             *local = absolute(local).map_err(|msg| usage(ErrorKind::Io, msg))?;
         }
+        // Without --pair the file is named as the shell sees it: from
+        // here, which is not the agent's working directory.
+        Command::History {
+            path, pair: None, ..
+        }
+        | Command::Restore {
+            path, pair: None, ..
+        } => {
+            *path = absolute(path).map_err(|msg| usage(ErrorKind::Io, msg))?;
+        }
         _ => {}
     }
     Ok(command)
@@ -304,6 +335,25 @@ fn execute(command: Command, socket: &Path, json: bool) -> Result<i32, ClientErr
                 limit,
             };
             Ok(emit(json, &client.changes(&query)?, render::changes))
+        }
+        Command::History { path, pair } => {
+            let query = wire::HistoryQuery {
+                pair,
+                path: path.to_string_lossy().into_owned(),
+            };
+            Ok(emit(json, &client.history(&query)?, render::history))
+        }
+        Command::Restore {
+            path,
+            version,
+            pair,
+        } => {
+            let req = wire::RestoreRequest {
+                pair,
+                path: path.to_string_lossy().into_owned(),
+                version,
+            };
+            Ok(emit(json, &client.restore(&req)?, render::restored))
         }
         Command::Pause { pair } => Ok(emit(json, &client.pause(pair.as_deref())?, render::ack)),
         Command::Resume { pair } => Ok(emit(json, &client.resume(pair.as_deref())?, render::ack)),

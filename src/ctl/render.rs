@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime};
 
 use crate::api::wire::{
     Ack, AgentStatus, Change, ChangeLog, ConflictInfo, ConflictList, ConflictStatus, Direction,
-    PairInfo, PairList, PairState, ResolveRequest, ResolveResponse, Side, StartSyncResponse,
-    SyncStatus,
+    History, PairInfo, PairList, PairState, ResolveRequest, ResolveResponse, RestoreResponse, Side,
+    StartSyncResponse, SyncStatus,
 };
 use crate::terminal;
 use crate::timefmt;
@@ -263,6 +263,53 @@ fn change_row(change: &Change) -> Vec<String> {
         path,
         origin,
     ]
+}
+
+pub fn history(history: &History) -> String {
+    let mut out = format!("{} in pair {}\n", esc(&history.path), esc(&history.pair));
+    if history.versions.is_empty() {
+        out.push_str(
+            "No versions are held: the file is not synced, and no sync trashed a version of it.\n",
+        );
+        return out;
+    }
+    let rows = history
+        .versions
+        .iter()
+        .map(|v| {
+            vec![
+                v.version.clone(),
+                v.place.replace('_', " "),
+                v.modified_at.clone(),
+                size(v.size),
+                v.origin_device.clone(),
+                v.hash.chars().take(12).collect(),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &["VERSION", "WHERE", "MODIFIED", "SIZE", "ORIGIN", "HASH"],
+        rows,
+    ));
+    out
+}
+
+pub fn restored(resp: &RestoreResponse) -> String {
+    let mut out = format!(
+        "Restored version {} of {} in pair {} ({}); the next sync carries it to the remote\n",
+        esc(&resp.version),
+        esc(&resp.path),
+        esc(&resp.pair),
+        size(resp.size)
+    );
+    if let Some(replaced) = &resp.replaced {
+        let _ = writeln!(
+            out,
+            "The file it replaced is in the local trash as {}",
+            esc(replaced)
+        );
+    }
+    out
 }
 
 pub fn ack(ack: &Ack) -> String {

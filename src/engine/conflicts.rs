@@ -367,12 +367,23 @@ fn try_merge(
         mode_of(entry(trees, Side::Local, path)),
         mode_of(entry(trees, Side::Remote, path)),
     );
-    let written_local = ctx
-        .local
-        .write(path, &mut &merged[..], &hash, now, mode, &local_expect)?;
-    let written_remote =
+    let replaced = |side| entry(trees, side, path).and_then(|e| e.file().copied());
+    let (local_before, remote_before) = (replaced(Side::Local), replaced(Side::Remote));
+    let (written_local, local_trash) =
+        ctx.local
+            .write_naming_trash(path, &mut &merged[..], &hash, now, mode, &local_expect)?;
+    let (written_remote, remote_trash) =
         ctx.remote
-            .write(path, &mut &merged[..], &hash, now, mode, &remote_expect)?;
+            .write_naming_trash(path, &mut &merged[..], &hash, now, mode, &remote_expect)?;
+    let mut trashed =
+        executor::trashed_version(ctx, Side::Local, path, local_before.as_ref(), local_trash);
+    trashed.extend(executor::trashed_version(
+        ctx,
+        Side::Remote,
+        path,
+        remote_before.as_ref(),
+        remote_trash,
+    ));
     let meta = FileMeta {
         hash,
         size: merged.len() as u64,
@@ -396,6 +407,7 @@ fn try_merge(
             Some(&meta),
         )],
         blobs: vec![(hash, merged)],
+        trashed,
     });
     Ok(MergeOutcome::Merged)
 }
@@ -504,7 +516,9 @@ impl PairEngine {
         let remove_if_present = |p: &RelPath| -> Result<(), ReplicaError> {
             match expect_now(&root, p)? {
                 Expect::Absent => Ok(()),
-                expect => local.remove(p, &expect),
+                expect => {
+                    self.trash_local_recorded(p, &expect, || local.remove_naming_trash(p, &expect))
+                }
             }
         };
         let note = match (row.kind, &row.copy_path) {
@@ -575,8 +589,11 @@ impl PairEngine {
         let now = timefmt::to_unix_ns(self.settings.clock.now());
         let expect = expect_now(self.local().root(), path)?;
         let mode = kept_mode(&expect);
-        self.local()
-            .write(path, &mut &bytes[..], &hash, now, mode, &expect)?;
+        self.trash_local_recorded(path, &expect, || {
+            self.local()
+                .write_naming_trash(path, &mut &bytes[..], &hash, now, mode, &expect)
+                .map(|(_, trashed)| trashed)
+        })?;
         Ok(())
     }
 
@@ -611,8 +628,11 @@ impl PairEngine {
         let now = timefmt::to_unix_ns(self.settings.clock.now());
         let expect = expect_now(self.local().root(), &row.path)?;
         let mode = kept_mode(&expect);
-        self.local()
-            .write(&row.path, &mut &bytes[..], &hash, now, mode, &expect)?;
+        self.trash_local_recorded(&row.path, &expect, || {
+            self.local()
+                .write_naming_trash(&row.path, &mut &bytes[..], &hash, now, mode, &expect)
+                .map(|(_, trashed)| trashed)
+        })?;
         Ok(())
     }
 }

@@ -17,7 +17,7 @@ use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use crate::fsops::Expect;
-use crate::journal::{BaseEdit, ChangeType, Step};
+use crate::journal::{BaseEdit, ChangeType, Step, TrashedVersion};
 use crate::locks::LockExt;
 use crate::model::{BaseEntry, Entry, FileMeta, Mode, RelPath, Side, SideEntry, SideTree};
 use crate::reconcile::Action;
@@ -89,6 +89,30 @@ pub fn expect_of(entry: Option<&SideEntry>) -> Expect {
         entry.map(|e| &e.entry),
         entry.and_then(|e| e.version.as_deref()),
     )
+}
+
+/// The journal's record of the version of `path` that `side` just moved
+/// to its trash under `name`: none where nothing went (or a folder), or
+/// the replica could not say where.
+pub fn trashed_version(
+    ctx: &EngineContext<'_>,
+    side: Side,
+    path: &RelPath,
+    replaced: Option<&FileMeta>,
+    name: Option<RelPath>,
+) -> Vec<TrashedVersion> {
+    match (replaced, name) {
+        (Some(meta), Some(trash_name)) => vec![TrashedVersion {
+            path: path.clone(),
+            side,
+            trash_name,
+            hash: meta.hash,
+            size: meta.size,
+            mtime_ns: meta.mtime_ns,
+            trashed_by: ctx.settings.device.clone(),
+        }],
+        _ => Vec::new(),
+    }
 }
 
 /// What running a plan achieved.
@@ -197,6 +221,7 @@ fn move_path(
             None,
         )],
         blobs: Vec::new(),
+        trashed: Vec::new(),
     });
     Ok(())
 }
@@ -219,6 +244,7 @@ fn mkdir(
         base: vec![BaseEdit::Put(path.clone(), base)],
         changes: vec![ctx.change(ChangeType::Created, path, None, true, side.other(), None)],
         blobs: Vec::new(),
+        trashed: Vec::new(),
     });
     Ok(())
 }
@@ -238,6 +264,7 @@ fn delete(
             base: vec![BaseEdit::RemoveTree(path.clone())],
             changes: Vec::new(),
             blobs: Vec::new(),
+            trashed: Vec::new(),
         });
         return Ok(());
     }
@@ -246,7 +273,7 @@ fn delete(
         .get(side)
         .get(path)
         .and_then(|e| e.entry.file().copied());
-    ctx.side(side).remove(path, &expect)?;
+    let trash_name = ctx.side(side).remove_naming_trash(path, &expect)?;
     trees.set(side, path, None);
     match side {
         Side::Local => tally.deleted_local += 1,
@@ -263,6 +290,7 @@ fn delete(
             gone.as_ref(),
         )],
         blobs: Vec::new(),
+        trashed: trashed_version(ctx, side, path, gone.as_ref(), trash_name),
     });
     Ok(())
 }
@@ -315,6 +343,7 @@ fn set_mode(
             expected.file(),
         )],
         blobs: Vec::new(),
+        trashed: Vec::new(),
     });
     Ok(())
 }
@@ -342,6 +371,7 @@ fn set_base(
         base: vec![edit],
         changes: Vec::new(),
         blobs: Vec::new(),
+        trashed: Vec::new(),
     });
     Ok(())
 }
@@ -367,6 +397,8 @@ struct CopyJob<'a> {
     mode: Option<Mode>,
     expect: Expect,
     is_new: bool,
+    /// The file the copy replaces, which goes to the trash.
+    replaced: Option<FileMeta>,
 }
 
 fn run_copies(
@@ -394,6 +426,7 @@ fn run_copies(
                     mode: *mode,
                     expect: expect_of(current),
                     is_new: current.is_none(),
+                    replaced: current.and_then(|e| e.entry.file().copied()),
                 })
             }
             _ => None,
@@ -566,14 +599,18 @@ fn put_in_place(
     for (index, committed) in commit_batch(ctx, jobs, batch) {
         let job = &jobs[index];
         match committed {
-            Ok(written) => {
+            Ok((written, trash_name)) => {
                 trees.set(job.to, job.path, Some(written));
-                commit_copy(ctx, trees, job, tally);
+                commit_copy(ctx, trees, job, trash_name, tally);
             }
             Err(error) => note_failure(outcome, job.path, error),
         }
     }
 }
+
+/// A copy put in place: what the destination holds now, and the name in
+/// its trash of the version it replaced.
+type CommittedCopy = (SideEntry, Option<RelPath>);
 
 /// Renames a batch's staged files in (each re-checked against what the
 /// plan saw), discarding those that could not be; returns the outcomes in
@@ -589,7 +626,7 @@ fn commit_batch(
     ctx: &EngineContext<'_>,
     jobs: &[CopyJob<'_>],
     batch: Vec<(usize, StagedWrite)>,
-) -> Vec<(usize, Result<SideEntry, ReplicaError>)> {
+) -> Vec<(usize, Result<CommittedCopy, ReplicaError>)> {
     let commit_one = |(index, staged): (usize, StagedWrite)| {
         let job = &jobs[index];
         let side = ctx.side(job.to);
@@ -602,7 +639,7 @@ fn commit_batch(
                 path: job.path.to_string(),
             })
         } else {
-            side.commit_staged(&staged, &job.expect)
+            side.commit_staged_naming_trash(&staged, &job.expect)
         };
         if committed.is_err() {
             side.discard(staged);
@@ -638,7 +675,13 @@ fn stage_one(ctx: &EngineContext<'_>, job: &CopyJob<'_>) -> Result<StagedWrite, 
         .map_err(|error| source.take_failure().unwrap_or(error))
 }
 
-fn commit_copy(ctx: &EngineContext<'_>, trees: &Trees, job: &CopyJob<'_>, tally: &mut RunTally) {
+fn commit_copy(
+    ctx: &EngineContext<'_>,
+    trees: &Trees,
+    job: &CopyJob<'_>,
+    trash_name: Option<RelPath>,
+    tally: &mut RunTally,
+) {
     // The mode the source side has, else the copy's: where the plan also
     // changes the source's mode, that step records the decided one, and
     // until it has, the base must not claim the source already has it.
@@ -680,5 +723,6 @@ fn commit_copy(ctx: &EngineContext<'_>, trees: &Trees, job: &CopyJob<'_>, tally:
             Some(&job.source),
         )],
         blobs,
+        trashed: trashed_version(ctx, job.to, job.path, job.replaced.as_ref(), trash_name),
     });
 }

@@ -15,6 +15,7 @@ mod change_log;
 pub mod conflicts;
 pub mod executor;
 pub mod guard;
+pub mod history;
 mod lease_keeper;
 pub mod lease_wait;
 mod lineage;
@@ -962,6 +963,7 @@ pub fn forget(path: &RelPath) -> Step {
         base: vec![BaseEdit::RemoveTree(path.clone())],
         changes: Vec::new(),
         blobs: Vec::new(),
+        trashed: Vec::new(),
     }
 }
 

@@ -162,6 +162,7 @@ mod tests {
             base: vec![BaseEdit::Remove(RelPath::new(&format!("f{n}")).unwrap())],
             changes: Vec::new(),
             blobs: Vec::new(),
+            trashed: Vec::new(),
         }
     }
 

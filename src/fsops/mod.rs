@@ -669,6 +669,13 @@ impl Trash {
         &self.root
     }
 
+    /// The name below the trash's root of a version [`Trash::put`] moved to
+    /// `trashed`, as the journal keeps it: `20250209-1600/docs/page.md`.
+    pub fn name_of(&self, trashed: &Path) -> Option<RelPath> {
+        let name = trashed.strip_prefix(&self.root).ok()?.to_str()?;
+        RelPath::new(name).ok()
+    }
+
     /// Moves `source` (a file or a whole folder) into the trash under its
     /// relative path; returns where it went. A rename when the trash is on
     /// the same file system; a copy and delete otherwise.

@@ -11,6 +11,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 use super::changes::{self, NewChange};
 use super::lineage;
 use super::rows::{RowReader, below, int, kind_str};
+use super::trashed::{self, TrashedVersion};
 use super::{Journal, JournalError, PairId, during};
 use crate::model::{BaseEntry, BaseTree, ContentHash, Entry, FileId, FileMeta, Mode, RelPath};
 use crate::timefmt;
@@ -23,6 +24,8 @@ pub struct Step {
     pub base: Vec<BaseEdit>,
     pub changes: Vec<NewChange>,
     pub blobs: Vec<(ContentHash, Vec<u8>)>,
+    /// The versions the action moved to a trash.
+    pub trashed: Vec<TrashedVersion>,
 }
 
 /// One edit of a pair's base.
@@ -139,6 +142,11 @@ impl Journal {
             for step in steps {
                 for edit in &step.base {
                     apply_edit(&tx, pair, edit, &now)?;
+                }
+                // Before the changes: the version that replaced one must
+                // not be taken for it.
+                for version in &step.trashed {
+                    trashed::insert(&tx, pair, &now, version)?;
                 }
                 for change in &step.changes {
                     changes::insert(&tx, pair, &now, change)?;

@@ -156,33 +156,42 @@ impl Journal {
         hash: &ContentHash,
     ) -> Result<Option<Origin>, JournalError> {
         during("find the device that made a version", || {
-            let pending = self
-                .conn
-                .prepare_cached(
-                    "SELECT device, at FROM remote_changes \
+            origin_in(&self.conn, pair, path, hash)
+        })
+    }
+}
+
+/// [`Journal::origin_of`] on a connection that may be inside a step's
+/// transaction.
+pub(super) fn origin_in(
+    conn: &Connection,
+    pair: PairId,
+    path: &RelPath,
+    hash: &ContentHash,
+) -> Result<Option<Origin>, JournalError> {
+    let pending = conn
+        .prepare_cached(
+            "SELECT device, at FROM remote_changes \
                      WHERE pair_id = ?1 AND path = ?2 AND hash = ?3 AND type <> 'deleted' \
                      ORDER BY id DESC LIMIT 1",
-                )?
-                .query_row(params![pair.0, path.as_str(), hash.to_hex()], origin)
-                .optional()?;
-            if pending.is_some() {
-                return Ok(pending);
-            }
-            Ok(self
-                .conn
-                .prepare_cached(
-                    "SELECT origin_device, coalesce(origin_at, at) FROM changes \
+        )?
+        .query_row(params![pair.0, path.as_str(), hash.to_hex()], origin)
+        .optional()?;
+    if pending.is_some() {
+        return Ok(pending);
+    }
+    Ok(conn
+        .prepare_cached(
+            "SELECT origin_device, coalesce(origin_at, at) FROM changes \
                      WHERE pair_id = ?1 AND path = ?2 AND hash = ?3 AND type <> 'deleted' \
                      AND NOT (origin_side = 'remote' AND origin_device = ?4) \
                      ORDER BY id DESC LIMIT 1",
-                )?
-                .query_row(
-                    params![pair.0, path.as_str(), hash.to_hex(), UNKNOWN_DEVICE],
-                    origin,
-                )
-                .optional()?)
-        })
-    }
+        )?
+        .query_row(
+            params![pair.0, path.as_str(), hash.to_hex(), UNKNOWN_DEVICE],
+            origin,
+        )
+        .optional()?)
 }
 
 fn origin(row: &rusqlite::Row<'_>) -> rusqlite::Result<Origin> {

@@ -18,7 +18,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 use super::{BUSY_TIMEOUT, JournalError, SqliteError};
 
 /// Every migration, oldest first.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 /// Version 1: pairs, base, changes, syncs, conflicts, blobs, counters.
 const V1: &str = "
@@ -195,6 +195,28 @@ CREATE TABLE change_log_cursors (
     last_id  INTEGER NOT NULL,
     PRIMARY KEY (pair_id, log)
 ) WITHOUT ROWID;
+";
+
+/// Version 8: the versions syncs moved to a trash (see
+/// `journal/trashed.rs`), so `history` lists them and `restore` finds them
+/// without looking through trash folders.
+const V6: &str = "
+CREATE TABLE trashed_versions (
+    id            INTEGER PRIMARY KEY,
+    pair_id       INTEGER NOT NULL REFERENCES pairs (id),
+    path          TEXT NOT NULL,
+    side          TEXT NOT NULL CHECK (side IN ('local', 'remote')),
+    trash_name    TEXT NOT NULL,
+    hash          TEXT NOT NULL CHECK (length(hash) = 64 AND hash NOT GLOB '*[^0-9a-f]*'),
+    size          INTEGER NOT NULL,
+    mtime_ns      INTEGER NOT NULL,
+    origin_device TEXT NOT NULL,
+    origin_at     TEXT,
+    trashed_by    TEXT NOT NULL,
+    trashed_at    TEXT NOT NULL
+);
+CREATE INDEX trashed_versions_path ON trashed_versions (pair_id, path);
+CREATE INDEX trashed_versions_at ON trashed_versions (pair_id, side, trashed_at);
 ";
 
 /// Per-connection settings. WAL lets `sqlite3` read while the agent writes;

@@ -236,6 +236,7 @@ fn a_step_whose_move_is_invalid_leaves_nothing_applied() {
         ],
         changes: vec![change(ChangeType::Created, "b.md", "laptop")],
         blobs: vec![(hash("b"), b"b".to_vec())],
+        trashed: Vec::new(),
     };
 
     let err = journal.commit(pair, &step).err().unwrap();
@@ -267,6 +268,7 @@ fn a_step_whose_last_change_violates_a_constraint_leaves_nothing_applied() {
         base: vec![BaseEdit::Put(rel("c.md"), file("c"))],
         changes: vec![change(ChangeType::Created, "c.md", "laptop"), orphan],
         blobs: vec![],
+        trashed: Vec::new(),
     };
 
     let err = journal.commit(pair, &step).err().unwrap();
@@ -896,6 +898,7 @@ fn populated() -> (TempDir, Journal) {
                 ],
                 changes: vec![created],
                 blobs: vec![(hash("v1"), b"v1".to_vec())],
+                trashed: Vec::new(),
             },
         )
         .unwrap();
@@ -930,6 +933,16 @@ fn populated() -> (TempDir, Journal) {
                 ],
                 changes: vec![modified, deleted, moved],
                 blobs: vec![],
+                // The modification replaced v1 on the local side.
+                trashed: vec![TrashedVersion {
+                    path: rel("docs/page.md"),
+                    side: Side::Local,
+                    trash_name: rel("20250209-1300/docs/page.md"),
+                    hash: hash("v1"),
+                    size: 2,
+                    mtime_ns: 1_739_116_800_000_000_000,
+                    trashed_by: "laptop".to_owned(),
+                }],
             },
         )
         .unwrap();
@@ -1236,11 +1249,13 @@ fn recent_file_deletions_are_counted_and_survive_a_restart() {
             ..change(ChangeType::Deleted, path, "laptop")
         }],
         blobs: Vec::new(),
+        trashed: Vec::new(),
     };
     let created = Step {
         base: Vec::new(),
         changes: vec![change(ChangeType::Created, "new.md", "laptop")],
         blobs: Vec::new(),
+        trashed: Vec::new(),
     };
     journal
         .commit_batch(pair, &[deleted("a", false), deleted("b", false), created])
@@ -1306,6 +1321,7 @@ fn record(journal: &Journal, pair: PairId, change: NewChange) -> ChangeRow {
                 base: Vec::new(),
                 changes: vec![change],
                 blobs: Vec::new(),
+                trashed: Vec::new(),
             },
         )
         .unwrap();
@@ -1454,6 +1470,159 @@ fn entries_never_applied_are_forgotten_after_the_retention() {
     assert_eq!(
         count(&journal.conn, "SELECT count(*) FROM remote_changes"),
         0
+    );
+}
+
+fn trashed(path: &str, side: Side, content: &str, trash_name: &str) -> TrashedVersion {
+    TrashedVersion {
+        path: rel(path),
+        side,
+        trash_name: rel(trash_name),
+        hash: hash(content),
+        size: content.len() as u64,
+        mtime_ns: 1_739_116_800_000_000_000,
+        trashed_by: "me".to_owned(),
+    }
+}
+
+#[test]
+fn a_trashed_version_is_recorded_with_the_device_that_made_it() {
+    let journal = Journal::open_in_memory().unwrap();
+    let pair = journal.upsert_pair("notes", "/l", "file:///r").unwrap();
+    let other = journal.upsert_pair("other", "/o", "file:///o").unwrap();
+    // v1 came from the remote, made by the laptop; v2 was made here and
+    // replaced v1 on the remote in the same step.
+    let mut v1 = from_remote(ChangeType::Created, "a.txt", Some("v1"));
+    v1.origin_device = "laptop".to_owned();
+    v1.origin_side = Side::Local;
+    record(&journal, pair, v1);
+    let mut v2 = change(ChangeType::Modified, "a.txt", "me");
+    v2.hash = Some(hash("v2"));
+    journal
+        .commit(
+            pair,
+            &Step {
+                base: vec![BaseEdit::Put(rel("a.txt"), file("v2"))],
+                changes: vec![v2],
+                blobs: Vec::new(),
+                trashed: vec![trashed("a.txt", Side::Remote, "v1", "20250209-1600/a.txt")],
+            },
+        )
+        .unwrap();
+    // A local version no change names was made here; a remote one no
+    // change names is the remote's, and so is one that came from the
+    // remote by no device known.
+    record(
+        &journal,
+        pair,
+        from_remote(ChangeType::Created, "a.txt", Some("downloaded")),
+    );
+    journal
+        .record_trashed(
+            pair,
+            &[trashed(
+                "a.txt",
+                Side::Local,
+                "downloaded",
+                "20250209-1601/a.txt.2",
+            )],
+        )
+        .unwrap();
+    journal
+        .commit(
+            pair,
+            &Step {
+                trashed: vec![
+                    trashed("a.txt", Side::Local, "hand edit", "20250209-1601/a.txt"),
+                    trashed("a.txt", Side::Remote, "unknown", "20250209-1601/a.txt.1"),
+                ],
+                ..Step::default()
+            },
+        )
+        .unwrap();
+    journal
+        .commit(
+            other,
+            &Step {
+                trashed: vec![trashed("a.txt", Side::Local, "v1", "x/a.txt")],
+                ..Step::default()
+            },
+        )
+        .unwrap();
+
+    let rows = journal.trashed_versions(pair, &rel("a.txt")).unwrap();
+    let seen: Vec<(Side, &str, &str)> = rows
+        .iter()
+        .map(|r| (r.side, r.trash_name.as_str(), r.origin_device.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (Side::Remote, "20250209-1601/a.txt.1", "remote"),
+            (Side::Local, "20250209-1601/a.txt", "me"),
+            (Side::Local, "20250209-1601/a.txt.2", "remote"),
+            (Side::Remote, "20250209-1600/a.txt", "laptop"),
+        ],
+        "newest first, each credited to the device that made it"
+    );
+    let oldest = &rows[3];
+    assert_eq!((oldest.hash, oldest.size), (hash("v1"), 2));
+    assert_eq!(oldest.trashed_by, "me");
+    assert!(oldest.origin_at.is_some());
+    assert_eq!(
+        journal.trashed_version(oldest.id).unwrap().as_ref(),
+        Some(oldest)
+    );
+    assert_eq!(journal.trashed_version(9999).unwrap(), None);
+    assert!(
+        journal
+            .trashed_versions(pair, &rel("b.txt"))
+            .unwrap()
+            .is_empty()
+    );
+
+    // A purge of the remote trash forgets the remote's rows, not the
+    // local side's nor another pair's.
+    let gone = journal
+        .forget_trashed_before(pair, Side::Remote, "9999-01-01T00:00:00.000Z")
+        .unwrap();
+    assert_eq!(gone, 2);
+    let left = journal.trashed_versions(pair, &rel("a.txt")).unwrap();
+    assert_eq!(left.len(), 2);
+    assert!(left.iter().all(|row| row.side == Side::Local));
+    assert_eq!(
+        journal
+            .trashed_versions(other, &rel("a.txt"))
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn a_trashed_row_edited_by_hand_is_reported_not_trusted() {
+    let journal = Journal::open_in_memory().unwrap();
+    let pair = journal.upsert_pair("notes", "/l", "file:///r").unwrap();
+    journal
+        .record_trashed(pair, &[trashed("a.txt", Side::Local, "v1", "b/a.txt")])
+        .unwrap();
+    journal
+        .conn
+        .execute(
+            "UPDATE trashed_versions SET trash_name = '../../etc/passwd'",
+            [],
+        )
+        .unwrap();
+    let err = journal.trashed_versions(pair, &rel("a.txt")).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            JournalError::CorruptRow {
+                table: "trashed_versions",
+                ..
+            }
+        ),
+        "{err}"
     );
 }
 

@@ -653,6 +653,15 @@ impl Replica for LocalFolder {
         staged: &StagedWrite,
         expect: &Expect,
     ) -> Result<SideEntry, ReplicaError> {
+        self.commit_staged_naming_trash(staged, expect)
+            .map(|(entry, _)| entry)
+    }
+
+    fn commit_staged_naming_trash(
+        &self,
+        staged: &StagedWrite,
+        expect: &Expect,
+    ) -> Result<(SideEntry, Option<RelPath>), ReplicaError> {
         let path = &staged.path;
         let hash = staged.hash;
         let guard = fsops::Staged::from_parts(
@@ -673,7 +682,11 @@ impl Replica for LocalFolder {
         if let Some(trashed) = &committed.trashed {
             self.touched(trashed);
         }
-        Ok(side_entry(&committed.stat, Some(hash)))
+        let trash_name = committed
+            .trashed
+            .as_deref()
+            .and_then(|t| self.trash.name_of(t));
+        Ok((side_entry(&committed.stat, Some(hash)), trash_name))
     }
 
     fn discard(&self, staged: StagedWrite) {
@@ -743,6 +756,14 @@ impl Replica for LocalFolder {
     }
 
     fn remove(&self, path: &RelPath, expect: &Expect) -> Result<(), ReplicaError> {
+        self.remove_naming_trash(path, expect).map(|_| ())
+    }
+
+    fn remove_naming_trash(
+        &self,
+        path: &RelPath,
+        expect: &Expect,
+    ) -> Result<Option<RelPath>, ReplicaError> {
         let at = self.check(path, expect)?;
         if *expect == Expect::Dir {
             // A plan removes a folder only after everything in it went to
@@ -762,7 +783,7 @@ impl Replica for LocalFolder {
             return match removed {
                 Ok(()) => {
                     self.touched(at.path());
-                    Ok(())
+                    Ok(None)
                 }
                 Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => {
                     Err(ReplicaError::Changed {
@@ -778,7 +799,16 @@ impl Replica for LocalFolder {
             .map_err(|e| ReplicaError::io("move to the trash", path, e))?;
         self.touched(at.path());
         self.touched(&trashed);
-        Ok(())
+        Ok(self.trash.name_of(&trashed))
+    }
+
+    fn open_trashed(&self, name: &RelPath) -> Result<Box<dyn Read + Send + '_>, ReplicaError> {
+        // Reached below the trash's root without following a link, as
+        // every other path of this replica.
+        let file = At::resolve(self.trash.root(), name)
+            .and_then(|at| at.open_read())
+            .map_err(|e| ReplicaError::io("read the trashed version", name, e))?;
+        Ok(Box::new(file))
     }
 
     fn flush(&self) -> Result<(), ReplicaError> {

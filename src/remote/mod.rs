@@ -368,6 +368,41 @@ pub trait Replica: Send + Sync {
         expect: &Expect,
     ) -> Result<SideEntry, ReplicaError>;
 
+    /// [`Replica::commit_staged`], also telling where the replaced version
+    /// went: its name in this replica's trash (see [`Replica::open_trashed`]),
+    /// so the journal can list it without looking through the trash. `None`
+    /// when nothing was replaced, or the backend keeps no trash it can name
+    /// (the default).
+    fn commit_staged_naming_trash(
+        &self,
+        staged: &StagedWrite,
+        expect: &Expect,
+    ) -> Result<(SideEntry, Option<RelPath>), ReplicaError> {
+        self.commit_staged(staged, expect)
+            .map(|entry| (entry, None))
+    }
+
+    /// [`Replica::write`], also telling where the replaced version went
+    /// (see [`Replica::commit_staged_naming_trash`]).
+    fn write_naming_trash(
+        &self,
+        path: &RelPath,
+        content: &mut dyn Read,
+        hash: &ContentHash,
+        mtime_ns: i64,
+        mode: Option<Mode>,
+        expect: &Expect,
+    ) -> Result<(SideEntry, Option<RelPath>), ReplicaError> {
+        let staged = self.stage(path, content, hash, mtime_ns, mode)?;
+        let committed = self
+            .sync_staged(&[&staged])
+            .and_then(|()| self.commit_staged_naming_trash(&staged, expect));
+        if committed.is_err() {
+            self.discard(staged);
+        }
+        committed
+    }
+
     /// Removes a staged file that will not be committed.
     fn discard(&self, staged: StagedWrite);
 
@@ -397,6 +432,30 @@ pub trait Replica: Send + Sync {
     /// Moves `path` (which must match `expect`) to the trash. A folder goes
     /// with everything still inside it.
     fn remove(&self, path: &RelPath, expect: &Expect) -> Result<(), ReplicaError>;
+
+    /// [`Replica::remove`], also telling where the removed version went:
+    /// its name in this replica's trash, `None` for a folder (a plan removes
+    /// one only once it is empty) or where the backend cannot name it (the
+    /// default).
+    fn remove_naming_trash(
+        &self,
+        path: &RelPath,
+        expect: &Expect,
+    ) -> Result<Option<RelPath>, ReplicaError> {
+        self.remove(path, expect).map(|()| None)
+    }
+
+    /// Streams a version this replica put in its trash, by the name a
+    /// `*_naming_trash` call returned. A version that is no longer there
+    /// (its trash batch was purged) is an [`ReplicaError::Io`] of kind
+    /// `NotFound`. The caller checks the bytes against the hash it
+    /// recorded: a trash is not trusted to still hold the same bytes.
+    fn open_trashed(&self, name: &RelPath) -> Result<Box<dyn Read + Send + '_>, ReplicaError> {
+        Err(ReplicaError::Other(format!(
+            "{}: {name}: this side keeps no trash that can be read back",
+            self.describe()
+        )))
+    }
 
     /// Makes every change done so far durable (flushes the folders whose
     /// entries changed). The engine calls it before recording a batch of

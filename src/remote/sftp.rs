@@ -590,6 +590,13 @@ impl Shared {
         Ok(full)
     }
 
+    /// The name below the trash folder of a version [`Self::trash_put`]
+    /// moved to `trashed`.
+    fn trash_name_of(&self, trashed: &Path) -> Option<RelPath> {
+        let trash = self.meta_dir().join("trash");
+        RelPath::new(trashed.strip_prefix(&trash).ok()?.to_str()?).ok()
+    }
+
     /// Moves `full` (the entry at `rel`) into `.prism-sync/trash/STAMP/rel`
     /// without replacing anything there.
     fn trash_put(&self, conn: &Conn, full: &Path, rel: &RelPath) -> io::Result<PathBuf> {
@@ -1439,17 +1446,29 @@ impl Replica for SftpReplica {
         staged: &StagedWrite,
         expect: &Expect,
     ) -> Result<SideEntry, ReplicaError> {
+        self.commit_staged_naming_trash(staged, expect)
+            .map(|(entry, _)| entry)
+    }
+
+    fn commit_staged_naming_trash(
+        &self,
+        staged: &StagedWrite,
+        expect: &Expect,
+    ) -> Result<(SideEntry, Option<RelPath>), ReplicaError> {
         let s = &self.shared;
         let path = staged.path.clone();
         let result = (|| {
             let conn = s.conn()?;
             let sftp = &conn.sftp;
             let target = s.check(&conn, &path, expect)?;
+            let mut trash_name = None;
             if *expect != Expect::Absent {
                 // RACE: a write to the target between the check and this
                 // move goes to the trash with it: kept, not lost.
-                s.trash_put(&conn, &target, &path)
+                let trashed = s
+                    .trash_put(&conn, &target, &path)
                     .map_err(|e| ReplicaError::io("move to the trash", &path, e))?;
+                trash_name = s.trash_name_of(&trashed);
             }
             let mtime_ns = s.staged_mtimes.locked().get(&staged.temp).copied();
             if let Some((mtime_ns, mode)) = mtime_ns {
@@ -1482,7 +1501,7 @@ impl Replica for SftpReplica {
                 .ok_or_else(|| ReplicaError::Changed {
                     path: path.to_string(),
                 })?;
-            Ok(SideEntry {
+            let entry = SideEntry {
                 entry: Entry::File(FileMeta {
                     hash: staged.hash,
                     size: now.size,
@@ -1491,7 +1510,8 @@ impl Replica for SftpReplica {
                 }),
                 id: None,
                 version: Some(now.version()),
-            })
+            };
+            Ok((entry, trash_name))
         })();
         // On failure the caller discards the staged file (which forgets its
         // mtime too).
@@ -1579,6 +1599,14 @@ impl Replica for SftpReplica {
     }
 
     fn remove(&self, path: &RelPath, expect: &Expect) -> Result<(), ReplicaError> {
+        self.remove_naming_trash(path, expect).map(|_| ())
+    }
+
+    fn remove_naming_trash(
+        &self,
+        path: &RelPath,
+        expect: &Expect,
+    ) -> Result<Option<RelPath>, ReplicaError> {
         let s = &self.shared;
         let conn = s.conn()?;
         let full = s.check(&conn, path, expect)?;
@@ -1587,18 +1615,47 @@ impl Replica for SftpReplica {
             // trash one by one; one that will not go away empty holds
             // something the plan did not see: keep it and re-plan.
             return match conn.sftp.rmdir(&full) {
-                Ok(()) => Ok(()),
+                Ok(()) => Ok(None),
                 Err(_) => match conn.lstat(&full) {
-                    Ok(None) => Ok(()),
+                    Ok(None) => Ok(None),
                     _ => Err(ReplicaError::Changed {
                         path: path.to_string(),
                     }),
                 },
             };
         }
-        s.trash_put(&conn, &full, path)
+        let trashed = s
+            .trash_put(&conn, &full, path)
             .map_err(|e| ReplicaError::io("move to the trash", path, e))?;
-        Ok(())
+        Ok(s.trash_name_of(&trashed))
+    }
+
+    fn open_trashed(&self, name: &RelPath) -> Result<Box<dyn Read + Send + '_>, ReplicaError> {
+        let s = &self.shared;
+        let conn = s.conn()?;
+        let full = name.to_fs(&s.meta_dir().join("trash"));
+        // RACE: as in `open`; the caller checks the bytes against the
+        // version's recorded hash.
+        match conn.lstat(&full) {
+            Ok(Some(stat)) if stat.kind == Kind::File => {}
+            Ok(_) => {
+                return Err(ReplicaError::io(
+                    "read the trashed version",
+                    name,
+                    io::Error::new(io::ErrorKind::NotFound, "not in the remote trash"),
+                ));
+            }
+            Err(e) => return Err(ReplicaError::io("read the trashed version", name, e)),
+        }
+        let file = conn
+            .sftp
+            .open(&full)
+            .map_err(|e| conn.error("read the trashed version", name, e))?;
+        Ok(Box::new(Download {
+            file,
+            conn,
+            shared: s,
+        }))
     }
 
     fn purge_trash(&self, older_than: Duration) -> Result<usize, ReplicaError> {

@@ -1107,15 +1107,16 @@ impl Shared {
     }
 
     /// Moves the entry at `rel` into `.prism-sync/trash/STAMP/rel` without
-    /// replacing anything there. Returns false when the entry is no longer
-    /// the version `if_match` names.
+    /// replacing anything there; returns its name below the trash folder
+    /// (`STAMP/rel`, perhaps with a suffix). `None` when the entry is no
+    /// longer the version `if_match` names.
     fn trash_put(
         &self,
         conn: &Conn,
         rel: &RelPath,
         collection: bool,
         if_match: Option<&str>,
-    ) -> Result<bool, WebdavError> {
+    ) -> Result<Option<RelPath>, WebdavError> {
         let stamp = timefmt::conflict_stamp(SystemTime::now());
         let base = format!("{METADATA_DIR}/trash/{}/{}", &stamp[..13], rel.as_str());
         if let Some((parent, _)) = base.rsplit_once('/') {
@@ -1125,12 +1126,14 @@ impl Shared {
         for _ in 0..8 {
             if self.move_noreplace(conn, rel.as_str(), &dest, collection, if_match)? {
                 self.forget(rel.as_str());
-                return Ok(true);
+                let trash = format!("{METADATA_DIR}/trash/");
+                let name = dest.strip_prefix(&trash).and_then(|n| RelPath::new(n).ok());
+                return Ok(Some(name.unwrap_or_else(|| rel.clone())));
             }
             // A 412: a taken trash name is retried with a suffix; a source
             // that changed is the caller's to re-plan.
             if self.stat(conn, &dest)?.is_none() {
-                return Ok(false);
+                return Ok(None);
             }
             dest = format!("{base}.{}", super::trash_suffix());
         }
@@ -2212,6 +2215,15 @@ impl Replica for WebdavReplica {
         staged: &StagedWrite,
         expect: &Expect,
     ) -> Result<SideEntry, ReplicaError> {
+        self.commit_staged_naming_trash(staged, expect)
+            .map(|(entry, _)| entry)
+    }
+
+    fn commit_staged_naming_trash(
+        &self,
+        staged: &StagedWrite,
+        expect: &Expect,
+    ) -> Result<(SideEntry, Option<RelPath>), ReplicaError> {
         let s = &self.shared;
         let path = &staged.path;
         let temp = staged.temp.to_string_lossy().into_owned();
@@ -2220,15 +2232,16 @@ impl Replica for WebdavReplica {
             path: path.to_string(),
         };
         let found = s.check(&conn, path, expect)?;
+        let mut trash_name = None;
         if let Some(old) = &found {
             // With a strong ETag the server refuses the move if the target
             // changed since the check; without one, RACE: a write between
             // the check and this move goes to the trash with it: kept, not
             // lost.
-            let moved = s
+            trash_name = s
                 .trash_put(&conn, path, old.collection, old.strong_etag())
                 .map_err(|e| e.into_replica("move to the trash", path))?;
-            if !moved {
+            if trash_name.is_none() {
                 return Err(changed());
             }
         }
@@ -2245,7 +2258,7 @@ impl Replica for WebdavReplica {
             .map_err(|e| e.into_replica("inspect", path))?
             .ok_or_else(changed)?;
         s.remember(path.as_str(), &now);
-        Ok(SideEntry {
+        let entry = SideEntry {
             entry: Entry::File(FileMeta {
                 hash: staged.hash,
                 size: now.size,
@@ -2254,7 +2267,8 @@ impl Replica for WebdavReplica {
             }),
             id: None,
             version: Some(now.version()),
-        })
+        };
+        Ok((entry, trash_name))
     }
 
     fn discard(&self, staged: StagedWrite) {
@@ -2305,10 +2319,18 @@ impl Replica for WebdavReplica {
     }
 
     fn remove(&self, path: &RelPath, expect: &Expect) -> Result<(), ReplicaError> {
+        self.remove_naming_trash(path, expect).map(|_| ())
+    }
+
+    fn remove_naming_trash(
+        &self,
+        path: &RelPath,
+        expect: &Expect,
+    ) -> Result<Option<RelPath>, ReplicaError> {
         let s = &self.shared;
         let conn = s.conn().map_err(|e| e.into_replica("remove", path))?;
         let Some(found) = s.check(&conn, path, expect)? else {
-            return Ok(());
+            return Ok(None);
         };
         // A plan removes a folder only after its content went to the trash
         // one by one; one that is not empty now holds something the plan
@@ -2325,15 +2347,37 @@ impl Replica for WebdavReplica {
         }
         // Folders go to the trash too (never DELETE): a DELETE of a
         // collection would remove whatever was added inside it since.
-        if !s
+        let Some(trash_name) = s
             .trash_put(&conn, path, found.collection, found.strong_etag())
             .map_err(|e| e.into_replica("move to the trash", path))?
-        {
+        else {
             return Err(ReplicaError::Changed {
                 path: path.to_string(),
             });
+        };
+        // A folder's name is not a version that can be read back.
+        Ok((!found.collection).then_some(trash_name))
+    }
+
+    fn open_trashed(&self, name: &RelPath) -> Result<Box<dyn Read + Send + '_>, ReplicaError> {
+        let s = &self.shared;
+        let conn = s
+            .conn()
+            .map_err(|e| e.into_replica("read the trashed version", name))?;
+        let trashed = format!("{METADATA_DIR}/trash/{}", name.as_str());
+        let builder = s
+            .request(&conn, "GET", s.url(&trashed, false))
+            .timeout(s.target.timeout);
+        // The caller checks the bytes against the version's recorded hash.
+        match s.send(builder, "GET", &trashed, &[200]) {
+            Ok(response) => Ok(Box::new(Download::new(response, s))),
+            Err(e) if matches!(e.status(), Some(404) | Some(410)) => Err(ReplicaError::io(
+                "read the trashed version",
+                name,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "not in the remote trash"),
+            )),
+            Err(e) => Err(e.into_replica("read the trashed version", name)),
         }
-        Ok(())
     }
 
     fn purge_trash(&self, older_than: Duration) -> Result<usize, ReplicaError> {

@@ -138,6 +138,31 @@ fn manual_keeps_both_and_resolving_keep_local_trashes_the_copy() {
     assert_eq!(read(&device.remote, PAGE), LOCAL, "{}", show(&tree));
     assert!(!tree.contains_key(&copy), "{}", show(&tree));
     assert_eq!(trashed(&remote_trash(&device.remote), &copy), [REMOTE]);
+    // Both removals of the copy are in its history: the resolution's
+    // here, and the sync's on the remote.
+    let history = device.ctl_json(&["history", &copy, "--pair", PAIR]);
+    let mut places: Vec<(&str, &str, &str)> = history["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["where"].as_str().unwrap(),
+                v["hash"].as_str().unwrap(),
+                v["origin_device"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    places.sort();
+    let remote_hash = hash(REMOTE);
+    assert_eq!(
+        places,
+        [
+            ("local_trash", remote_hash.as_str(), "remote"),
+            ("remote_trash", remote_hash.as_str(), "remote"),
+        ],
+        "the remote's version, made by no device known: {history}"
+    );
     assert!(
         device.ctl_json(&["conflicts"])["conflicts"]
             .as_array()

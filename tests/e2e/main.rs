@@ -13,6 +13,7 @@ mod crash;
 mod devices;
 mod guard;
 mod harness;
+mod history;
 mod lifecycle;
 mod links_and_depth;
 mod names;

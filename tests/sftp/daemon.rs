@@ -762,3 +762,82 @@ fn a_full_disk_on_the_server_is_a_per_path_problem_and_the_file_arrives_once_the
     assert_eq!(hash(&daemon.local.join("tiny/big.bin")), Some(expected));
     assert!(temps(&served.join("tiny")).is_empty());
 }
+
+/// Every file below `dir`, as text.
+fn texts_below(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(folder) = stack.pop() {
+        for entry in fs::read_dir(&folder).into_iter().flatten().flatten() {
+            if entry.file_type().unwrap().is_dir() {
+                stack.push(entry.path());
+            } else {
+                out.push(fs::read_to_string(entry.path()).unwrap_or_default());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_version_in_the_server_trash_is_listed_and_restored_to_every_side() {
+    let server = Sshd::start();
+    let served = server.served().join("pair");
+    let daemon = Daemon::start(&server, "laptop", "pair");
+    let file = daemon.local.join("notes.txt");
+    let on_server = served.join("notes.txt");
+    let server_has = |text: &str| fs::read_to_string(&on_server).is_ok_and(|t| t == text);
+    fs::write(&file, "first\n").unwrap();
+    wait_until(
+        "the server has the first version",
+        || server_has("first\n"),
+        &daemon,
+    );
+    fs::write(&file, "second, longer\n").unwrap();
+    wait_until(
+        "the server has the second version",
+        || server_has("second, longer\n"),
+        &daemon,
+    );
+
+    let path = file.to_str().unwrap();
+    let out = daemon.ctl(&["--json", "history", path]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let history: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let first = history["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["where"] == "remote_trash")
+        .unwrap_or_else(|| panic!("no version in the server's trash: {history}"));
+    assert_eq!(
+        first["hash"],
+        blake3::hash(b"first\n").to_hex().as_str(),
+        "{history}"
+    );
+    assert_eq!(first["origin_device"], "laptop");
+
+    let version = first["version"].as_str().unwrap();
+    let out = daemon.ctl(&["restore", path, "--version", version]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fs::read_to_string(&file).unwrap(), "first\n");
+    wait_until(
+        "the restored version reaches the server",
+        || server_has("first\n"),
+        &daemon,
+    );
+    wait_until(
+        "the replaced version is in the server's trash",
+        || texts_below(&served.join(".prism-sync/trash")).contains(&"second, longer\n".to_owned()),
+        &daemon,
+    );
+}

@@ -806,3 +806,57 @@ fn change_logs_are_written_rotated_and_read_incrementally() {
     remote.mark_root().unwrap();
     crate::records::check_change_log_round_trip(&remote, &server.served().join("logs/.prism-sync"));
 }
+
+fn read_all(mut reader: Box<dyn std::io::Read + Send + '_>) -> String {
+    let mut text = String::new();
+    reader.read_to_string(&mut text).unwrap();
+    text
+}
+
+#[test]
+fn a_replaced_or_removed_version_is_named_in_the_trash_and_read_back_by_that_name() {
+    let server = Sshd::start();
+    let remote = replica(&server, "root");
+    remote.mark_root().unwrap();
+    let expect = |text: &str| Expect::File {
+        size: text.len() as u64,
+        mtime_ns: 1_600_000_000_000_000_000,
+        mode: None,
+        version: None,
+    };
+    write(&remote, "docs/note.txt", "v1\n", &Expect::Absent);
+    let v2 = "v2, longer\n";
+    let (_, replaced) = remote
+        .write_naming_trash(
+            &rel("docs/note.txt"),
+            &mut v2.as_bytes(),
+            &ContentHash::of_bytes(v2.as_bytes()),
+            1_600_000_000_123_456_789,
+            None,
+            &expect("v1\n"),
+        )
+        .unwrap();
+    let replaced = replaced.expect("the replaced version's name in the trash");
+    assert!(replaced.as_str().ends_with("/docs/note.txt"), "{replaced}");
+    assert_eq!(read_all(remote.open_trashed(&replaced).unwrap()), "v1\n");
+
+    // Removed within the same minute: a name of its own.
+    let removed = remote
+        .remove_naming_trash(&rel("docs/note.txt"), &expect(v2))
+        .unwrap()
+        .expect("the removed version's name in the trash");
+    assert_ne!(removed, replaced);
+    assert_eq!(read_all(remote.open_trashed(&removed).unwrap()), v2);
+    assert_eq!(read_all(remote.open_trashed(&replaced).unwrap()), "v1\n");
+
+    // A version whose batch was purged is not found, and says so.
+    let purged = remote
+        .open_trashed(&rel("20000101-0000/docs/note.txt"))
+        .err()
+        .expect("nothing there");
+    assert!(
+        matches!(&purged, prism_sync::remote::ReplicaError::Io { source, .. }
+            if source.kind() == std::io::ErrorKind::NotFound),
+        "{purged}"
+    );
+}

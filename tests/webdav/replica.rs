@@ -790,3 +790,52 @@ fn a_folder_replaced_by_a_link_on_the_server_never_reads_as_deleted() {
         assert_eq!(after.held, [rel("a")], "{name}: {after:?}");
     }
 }
+
+fn read_all(mut reader: Box<dyn Read + Send + '_>) -> String {
+    let mut text = String::new();
+    reader.read_to_string(&mut text).unwrap();
+    text
+}
+
+#[test]
+fn a_replaced_or_removed_version_is_named_in_the_trash_and_read_back_by_that_name() {
+    let server = Apache::start();
+    let remote = replica(&server, "named");
+    remote.mark_root().unwrap();
+    let first = write(&remote, "docs/note.txt", "v1\n", &Expect::Absent);
+    let_etags_settle();
+    let v2 = "v2, longer\n";
+    let (second, replaced) = remote
+        .write_naming_trash(
+            &rel("docs/note.txt"),
+            &mut v2.as_bytes(),
+            &ContentHash::of_bytes(v2.as_bytes()),
+            1_600_000_000_123_456_789,
+            None,
+            &expect_of(&first),
+        )
+        .unwrap();
+    let replaced = replaced.expect("the replaced version's name in the trash");
+    assert!(replaced.as_str().ends_with("/docs/note.txt"), "{replaced}");
+    assert_eq!(read_all(remote.open_trashed(&replaced).unwrap()), "v1\n");
+
+    // Removed within the same minute: a name of its own.
+    let_etags_settle();
+    let removed = remote
+        .remove_naming_trash(&rel("docs/note.txt"), &expect_of(&second))
+        .unwrap()
+        .expect("the removed version's name in the trash");
+    assert_ne!(removed, replaced);
+    assert_eq!(read_all(remote.open_trashed(&removed).unwrap()), v2);
+
+    // A version whose batch was purged is not found, and says so.
+    let purged = remote
+        .open_trashed(&rel("20000101-0000/docs/note.txt"))
+        .err()
+        .expect("nothing there");
+    assert!(
+        matches!(&purged, prism_sync::remote::ReplicaError::Io { source, .. }
+            if source.kind() == std::io::ErrorKind::NotFound),
+        "{purged}"
+    );
+}

@@ -1,0 +1,332 @@
+//! A file's versions the pair still holds, and bringing one of them back.
+//!
+//! The versions are the one both sides last agreed on (the base) and those
+//! the syncs moved to a trash, on either side, as the journal recorded them
+//! (`journal/trashed.rs`): listing them reads no trash folder. A restore
+//! reads the chosen version from the trash that holds it, checks it
+//! against its recorded hash, and writes it to the local folder with the
+//! careful write every sync uses, so the version there goes to the local
+//! trash and nothing is overwritten; the next sync carries the restored
+//! file to the remote and every other device as a new change.
+
+use std::io;
+use std::time::{Duration, SystemTime};
+
+use crate::fsops::{self, Expect, StatKind};
+use crate::journal::{JournalError, TrashedVersion, UNKNOWN_DEVICE};
+use crate::locks::LockExt;
+use crate::model::{ContentHash, RelPath, Side};
+use crate::remote::{Replica, ReplicaError};
+use crate::timefmt;
+use crate::tracker::hash::HashingReader;
+
+use super::PairEngine;
+
+/// The name `history` gives the version both sides agree on.
+pub const CURRENT: &str = "current";
+
+/// Where a version is held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Place {
+    /// The file itself, as both sides last agreed on it.
+    Current,
+    /// A side's trash.
+    Trash(Side),
+}
+
+impl Place {
+    /// As the protocol names it: `current`, `local_trash`, `remote_trash`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Place::Current => "current",
+            Place::Trash(Side::Local) => "local_trash",
+            Place::Trash(Side::Remote) => "remote_trash",
+        }
+    }
+}
+
+/// One version of a file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Version {
+    /// What `restore --version` takes: [`CURRENT`], or the trashed
+    /// version's row in the journal.
+    pub version: String,
+    pub hash: ContentHash,
+    pub size: u64,
+    /// The version's modification time (RFC 3339).
+    pub modified_at: String,
+    /// The device that made it, as far as the journal knows; `remote` for
+    /// a version of the remote no device's log names.
+    pub origin_device: String,
+    pub place: Place,
+    /// When it went to the trash (RFC 3339); `None` for the current one.
+    pub trashed_at: Option<String>,
+}
+
+/// Why a restore was refused; the local file is untouched in every case.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// No such version of that path (a typo, another path's version).
+    #[error("{0}")]
+    NoSuchVersion(String),
+    /// The version was recorded but its trash no longer holds it.
+    #[error("{0}")]
+    Gone(String),
+    /// The request cannot be carried out as it stands.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Replica(#[from] ReplicaError),
+    #[error("journal: {0}")]
+    Journal(#[from] JournalError),
+}
+
+/// What a restore did.
+#[derive(Debug)]
+pub struct Restored {
+    pub version: String,
+    pub hash: ContentHash,
+    pub size: u64,
+    /// Where the file it replaced went (its name in the local trash);
+    /// `None` when there was no file.
+    pub replaced: Option<RelPath>,
+    /// Paths to sync now so the restored version reaches the remote.
+    pub paths: Vec<RelPath>,
+}
+
+impl PairEngine {
+    /// The versions of `path` the pair still holds: the current one first
+    /// (when both sides hold the file), then the trashed ones, newest
+    /// first.
+    pub fn history(&self, path: &RelPath) -> Result<Vec<Version>, JournalError> {
+        let journal = self.journal.locked();
+        let mut versions = Vec::new();
+        let base = journal.load_base_within(self.pair, std::slice::from_ref(path))?;
+        if let Some(meta) = base.get(path).and_then(|b| b.entry.file()) {
+            let origin = journal.origin_of(self.pair, path, &meta.hash)?;
+            versions.push(Version {
+                version: CURRENT.to_owned(),
+                hash: meta.hash,
+                size: meta.size,
+                modified_at: timefmt::rfc3339(timefmt::from_unix_ns(meta.mtime_ns)),
+                origin_device: origin.map_or_else(|| UNKNOWN_DEVICE.to_owned(), |o| o.device),
+                place: Place::Current,
+                trashed_at: None,
+            });
+        }
+        for row in journal.trashed_versions(self.pair, path)? {
+            versions.push(Version {
+                version: row.id.to_string(),
+                hash: row.hash,
+                size: row.size,
+                modified_at: timefmt::rfc3339(timefmt::from_unix_ns(row.mtime_ns)),
+                origin_device: row.origin_device,
+                place: Place::Trash(row.side),
+                trashed_at: Some(row.trashed_at),
+            });
+        }
+        Ok(versions)
+    }
+
+    /// Writes the trashed version `version` of `path` to the local folder;
+    /// the file there goes to the local trash (and is recorded there, so
+    /// it can be restored in turn). The caller syncs the returned paths.
+    pub fn restore(&self, path: &RelPath, version: &str) -> Result<Restored, RestoreError> {
+        let not_found = || {
+            RestoreError::NoSuchVersion(format!(
+                "{path} has no version {version:?} in pair {}; `prism-syncctl history` lists the \
+                 versions it still holds",
+                self.name
+            ))
+        };
+        if version == CURRENT {
+            return Err(RestoreError::Invalid(format!(
+                "version {CURRENT} is the file as it is; choose a trashed version to restore"
+            )));
+        }
+        let id: i64 = version.parse().map_err(|_| not_found())?;
+        let row = self
+            .journal
+            .locked()
+            .trashed_version(id)?
+            .filter(|row| row.pair_id == self.pair && row.path == *path)
+            .ok_or_else(not_found)?;
+        let trash: &dyn Replica = match row.side {
+            Side::Local => self.local(),
+            Side::Remote => self.remote(),
+        };
+        let gone = || {
+            RestoreError::Gone(format!(
+                "version {version} of {path} is no longer in the {} trash (trashed versions are \
+                 purged after the retention); nothing was changed",
+                row.side
+            ))
+        };
+        let current = self.local_file(path)?;
+        if current.as_ref().is_some_and(|(hash, _)| *hash == row.hash) {
+            return Err(RestoreError::Invalid(format!(
+                "{path} already holds version {version}; nothing was changed"
+            )));
+        }
+        let mut reader = match trash.open_trashed(&row.trash_name) {
+            Ok(reader) => reader,
+            Err(ReplicaError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                return Err(gone());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let expect = match &current {
+            Some((_, expect)) => expect.clone(),
+            None => Expect::Absent,
+        };
+        let mode = match &expect {
+            Expect::File { mode, .. } => *mode,
+            Expect::Absent | Expect::Dir => None,
+        };
+        let now = timefmt::to_unix_ns(self.settings.clock.now());
+        let written =
+            self.local()
+                .write_naming_trash(path, &mut reader, &row.hash, now, mode, &expect);
+        let (_, replaced) = match written {
+            Ok(written) => written,
+            // The bytes in the trash do not hash to the recorded version.
+            Err(ReplicaError::SourceChanged { .. }) => {
+                return Err(RestoreError::Gone(format!(
+                    "the {} trash's copy of version {version} of {path} no longer holds that \
+                     version (its content changed); nothing was changed",
+                    row.side
+                )));
+            }
+            Err(ReplicaError::Changed { .. }) => {
+                return Err(RestoreError::Invalid(format!(
+                    "{path} changed while it was being restored; nothing was replaced, try again"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if let (Some((hash, Expect::File { size, mtime_ns, .. })), Some(trash_name)) =
+            (&current, &replaced)
+        {
+            self.journal.locked().record_trashed(
+                self.pair,
+                &[TrashedVersion {
+                    path: path.clone(),
+                    side: Side::Local,
+                    trash_name: trash_name.clone(),
+                    hash: *hash,
+                    size: *size,
+                    mtime_ns: *mtime_ns,
+                    trashed_by: self.settings.device.clone(),
+                }],
+            )?;
+        }
+        Ok(Restored {
+            version: version.to_owned(),
+            hash: row.hash,
+            size: row.size,
+            replaced,
+            paths: vec![path.clone()],
+        })
+    }
+
+    /// Runs `to_trash`, which moves the local file at `path` (as `expect`
+    /// found it) to the local trash and returns its name there, and
+    /// records that version in the journal, so `history` lists it: for
+    /// the writes and removals of a user's conflict resolution, which run
+    /// outside a sync's steps. A version that could not be read to hash
+    /// it is still trashed, only not listed.
+    pub(crate) fn trash_local_recorded(
+        &self,
+        path: &RelPath,
+        expect: &Expect,
+        to_trash: impl FnOnce() -> Result<Option<RelPath>, ReplicaError>,
+    ) -> Result<(), ReplicaError> {
+        let hash = match expect {
+            Expect::File { .. } => self
+                .local()
+                .open(path)
+                .and_then(|reader| {
+                    HashingReader::new(reader)
+                        .drain()
+                        .map_err(|e| ReplicaError::io("read", path, e))
+                })
+                .ok()
+                .map(|(hash, _)| hash),
+            Expect::Absent | Expect::Dir => None,
+        };
+        let trash_name = to_trash()?;
+        if let (Some(hash), Expect::File { size, mtime_ns, .. }, Some(trash_name)) =
+            (hash, expect, trash_name)
+        {
+            let recorded = self.journal.locked().record_trashed(
+                self.pair,
+                &[TrashedVersion {
+                    path: path.clone(),
+                    side: Side::Local,
+                    trash_name,
+                    hash,
+                    size: *size,
+                    mtime_ns: *mtime_ns,
+                    trashed_by: self.settings.device.clone(),
+                }],
+            );
+            // The version is in the trash either way; only its listing is
+            // missing.
+            if let Err(e) = recorded {
+                tracing::warn!(path = %path, error = %e, "cannot record a trashed version");
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets the versions `side` trashed longer ago than `retention`,
+    /// after its trash was purged of them, so `history` lists only what
+    /// the trash may still hold. A minute more is kept: trash batches are
+    /// named by the minute and purged whole.
+    pub fn forget_purged_versions(&self, side: Side, retention: Duration) {
+        let cutoff = SystemTime::now()
+            .checked_sub(retention + Duration::from_secs(60))
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let forgotten =
+            self.journal
+                .locked()
+                .forget_trashed_before(self.pair, side, &timefmt::rfc3339(cutoff));
+        if let Err(e) = forgotten {
+            tracing::warn!(pair = %self.name, error = %e, "cannot forget purged trashed versions");
+        }
+    }
+
+    /// The local file at `path` as it is now: its hash and what a write in
+    /// its place must still find. `None` when there is none; a folder there
+    /// is refused (a restore replaces a file, never a folder).
+    fn local_file(&self, path: &RelPath) -> Result<Option<(ContentHash, Expect)>, RestoreError> {
+        let full = path.to_fs(self.local().root());
+        let inspect = |e| ReplicaError::io("inspect", path, e);
+        let Some(before) = fsops::stat(&full).map_err(inspect)? else {
+            return Ok(None);
+        };
+        if before.kind != StatKind::File {
+            return Err(RestoreError::Invalid(format!(
+                "{path} is not a file here now; move it aside to restore a version of the file"
+            )));
+        }
+        let (hash, _) = HashingReader::new(self.local().open(path)?)
+            .drain()
+            .map_err(|e| ReplicaError::io("read", path, e))?;
+        let expect = Expect::File {
+            size: before.size,
+            mtime_ns: before.mtime_ns,
+            mode: before.mode,
+            version: None,
+        };
+        // Changed while it was read: the hash may not be this version's.
+        // The write would refuse it anyway; say so now.
+        let after = fsops::stat(&full).map_err(inspect)?;
+        if !expect.matches(after.as_ref()) {
+            return Err(RestoreError::Invalid(format!(
+                "{path} changed while it was being restored; nothing was replaced, try again"
+            )));
+        }
+        Ok(Some((hash, expect)))
+    }
+}

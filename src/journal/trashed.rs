@@ -1,0 +1,213 @@
+//! The versions a sync moved to a trash (`trashed_versions`): which file,
+//! which content, which side's trash and under what name there, and which
+//! device made that version. `prism-syncctl history` lists them without
+//! looking through trash folders, and `restore` reads one back by its row.
+//!
+//! A row is recorded in the same transaction as the step whose replace or
+//! removal trashed the version. It says where the version went, not that
+//! it is still there: a trash batch past the retention is purged, and
+//! [`Journal::forget_trashed_before`] drops the rows it held.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::origins::{UNKNOWN_DEVICE, origin_in};
+use super::rows::{RowReader, int};
+use super::{Journal, JournalError, PairId, during};
+use crate::model::{ContentHash, RelPath, Side};
+
+/// A version the engine just moved to a side's trash, as a [`super::Step`]
+/// records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrashedVersion {
+    pub path: RelPath,
+    /// Whose trash holds it.
+    pub side: Side,
+    /// Its name below that side's trash folder, as the replica reported it
+    /// (`20250209-1600/docs/page.md`).
+    pub trash_name: RelPath,
+    pub hash: ContentHash,
+    pub size: u64,
+    pub mtime_ns: i64,
+    /// The device that moved it to the trash (this one). A version of the
+    /// local folder no change row names was made here, so it is credited
+    /// to this device too; one of the remote no row names, to `remote`.
+    pub trashed_by: String,
+}
+
+/// A recorded trashed version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrashedRow {
+    /// The row's id: the version's name in `history` and `restore`.
+    pub id: i64,
+    pub pair_id: PairId,
+    pub path: RelPath,
+    pub side: Side,
+    pub trash_name: RelPath,
+    pub hash: ContentHash,
+    pub size: u64,
+    pub mtime_ns: i64,
+    /// The device that made this version, as far as it is known.
+    pub origin_device: String,
+    /// When that device made it (its clock), where known.
+    pub origin_at: Option<String>,
+    pub trashed_by: String,
+    /// When the version went to the trash (RFC 3339).
+    pub trashed_at: String,
+}
+
+const SELECT_TRASHED: &str = "SELECT id, pair_id, path, side, trash_name, hash, size, mtime_ns, \
+     origin_device, origin_at, trashed_by, trashed_at FROM trashed_versions";
+
+impl Journal {
+    /// The versions of `path` the pair's syncs moved to a trash, newest
+    /// first.
+    pub fn trashed_versions(
+        &self,
+        pair: PairId,
+        path: &RelPath,
+    ) -> Result<Vec<TrashedRow>, JournalError> {
+        during("read the trashed versions", || {
+            let mut stmt = self.conn.prepare_cached(&format!(
+                "{SELECT_TRASHED} WHERE pair_id = ?1 AND path = ?2 ORDER BY id DESC"
+            ))?;
+            let mut rows = stmt.query(params![pair.0, path.as_str()])?;
+            let mut found = Vec::new();
+            while let Some(row) = rows.next()? {
+                found.push(decode(&RowReader::new(row, "trashed_versions", &["id"]))?);
+            }
+            Ok(found)
+        })
+    }
+
+    /// The trashed version with row id `id`, if the journal has it.
+    pub fn trashed_version(&self, id: i64) -> Result<Option<TrashedRow>, JournalError> {
+        during("read a trashed version", || {
+            let mut stmt = self
+                .conn
+                .prepare_cached(&format!("{SELECT_TRASHED} WHERE id = ?1"))?;
+            let row = stmt
+                .query_row([id], |row| {
+                    Ok(decode(&RowReader::new(row, "trashed_versions", &["id"])))
+                })
+                .optional()?;
+            row.transpose()
+        })
+    }
+
+    /// Records versions moved to a trash outside a sync's steps (a
+    /// restore, which replaces the local file), in one transaction.
+    pub fn record_trashed(
+        &self,
+        pair: PairId,
+        versions: &[TrashedVersion],
+    ) -> Result<(), JournalError> {
+        during("record a trashed version", || {
+            let tx = rusqlite::Transaction::new_unchecked(
+                &self.conn,
+                rusqlite::TransactionBehavior::Immediate,
+            )?;
+            let now = crate::timefmt::now_rfc3339();
+            for version in versions {
+                insert(&tx, pair, &now, version)?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// Forgets the versions `side` trashed before `before` (RFC 3339): its
+    /// trash batches that old were purged. Returns how many rows went.
+    pub fn forget_trashed_before(
+        &self,
+        pair: PairId,
+        side: Side,
+        before: &str,
+    ) -> Result<usize, JournalError> {
+        during("forget purged trashed versions", || {
+            Ok(self
+                .conn
+                .prepare_cached(
+                    "DELETE FROM trashed_versions WHERE pair_id = ?1 AND side = ?2 \
+                     AND trashed_at < ?3",
+                )?
+                .execute(params![pair.0, side.as_str(), before])?)
+        })
+    }
+}
+
+/// Records one trashed version with the device that made it; part of a
+/// step's transaction, before the step's own change rows, so the version
+/// that replaced it is not taken for it.
+pub(super) fn insert(
+    conn: &Connection,
+    pair: PairId,
+    at: &str,
+    version: &TrashedVersion,
+) -> Result<(), JournalError> {
+    let origin = origin_in(conn, pair, &version.path, &version.hash)?;
+    let (origin_device, origin_at) = match origin {
+        Some(origin) => (origin.device, Some(origin.at)),
+        // Recorded, but as a change from the remote by no device known.
+        None if arrived_from_remote(conn, pair, version)? => (UNKNOWN_DEVICE.to_owned(), None),
+        None => match version.side {
+            Side::Local => (version.trashed_by.clone(), None),
+            Side::Remote => (UNKNOWN_DEVICE.to_owned(), None),
+        },
+    };
+    conn.prepare_cached(
+        "INSERT INTO trashed_versions (pair_id, path, side, trash_name, hash, size, mtime_ns, \
+         origin_device, origin_at, trashed_by, trashed_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?
+    .execute(params![
+        pair.0,
+        version.path.as_str(),
+        version.side.as_str(),
+        version.trash_name.as_str(),
+        version.hash.to_hex(),
+        int(version.size),
+        version.mtime_ns,
+        origin_device,
+        origin_at,
+        version.trashed_by,
+        at,
+    ])?;
+    Ok(())
+}
+
+/// Whether the change log holds the version at all: [`origin_in`] passes
+/// over the changes from the remote that no device's log named.
+fn arrived_from_remote(
+    conn: &Connection,
+    pair: PairId,
+    version: &TrashedVersion,
+) -> Result<bool, JournalError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT 1 FROM changes WHERE pair_id = ?1 AND path = ?2 AND hash = ?3 \
+             AND type <> 'deleted' LIMIT 1",
+        )?
+        .query_row(
+            params![pair.0, version.path.as_str(), version.hash.to_hex()],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
+}
+
+fn decode(row: &RowReader<'_, '_>) -> Result<TrashedRow, JournalError> {
+    Ok(TrashedRow {
+        id: row.get("id")?,
+        pair_id: PairId(row.get("pair_id")?),
+        path: row.path("path")?,
+        side: row.side("side")?,
+        trash_name: row.path("trash_name")?,
+        hash: row.hash("hash")?,
+        size: row.u64("size")?,
+        mtime_ns: row.get("mtime_ns")?,
+        origin_device: row.get("origin_device")?,
+        origin_at: row.get("origin_at")?,
+        trashed_by: row.get("trashed_by")?,
+        trashed_at: row.get("trashed_at")?,
+    })
+}
