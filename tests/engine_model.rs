@@ -151,9 +151,11 @@ impl Device {
         };
         let engine = PairEngine::new(
             pair,
-            LocalFolder::local(self.root.clone(), self.trash.clone())
-                .with_stale_temp_age(Duration::ZERO)
-                .with_clock(self.clock()),
+            Box::new(
+                LocalFolder::local(self.root.clone(), self.trash.clone())
+                    .with_stale_temp_age(Duration::ZERO)
+                    .with_clock(self.clock()),
+            ),
             Box::new(remote),
             journal.clone(),
             settings,

@@ -205,7 +205,7 @@ pub fn build_engine(
     };
     Ok(PairEngine::new(
         pair_id,
-        local,
+        Box::new(local),
         remote,
         journal.clone(),
         settings,
@@ -346,7 +346,7 @@ impl Agent {
             .map(|h| h.engine.clone())
             .collect();
         for engine in engines {
-            for replica in [engine.local() as &dyn remote::Replica, engine.remote()] {
+            for replica in [engine.local(), engine.remote()] {
                 match replica.purge_trash(retention) {
                     Ok(0) => {}
                     Ok(n) => {

@@ -222,6 +222,11 @@ impl Replica for FaultyReplica {
             .around("list", "/", || self.inner.list(scope, cache, ignore))
     }
 
+    fn stat(&self, path: &RelPath) -> Result<Expect, ReplicaError> {
+        self.faults
+            .around("stat", path.as_str(), || self.inner.stat(path))
+    }
+
     fn open(&self, path: &RelPath) -> Result<Box<dyn Read + Send + '_>, ReplicaError> {
         self.faults
             .around("open", path.as_str(), || self.inner.open(path))
