@@ -74,6 +74,14 @@ done_cases=$(awk '{s += $3} END {print s + 0}' <<<"$summaries")
 replays=$(awk '{s += $6} END {print s + 0}' <<<"$summaries")
 failed=$(awk -F', ' '{split($NF, f, " "); s += f[1]} END {print s + 0}' <<<"$summaries")
 crashed=$(grep -L '^engine model: [0-9]* cases and' "$out"/chunk-*.log || true)
+# What went off, summed over the chunks: the six counts of each chunk's
+# "went off at local calls: ...; at remote calls: ..." line, in order.
+disturbed=$({ grep -h '^engine model: went off' "$out"/chunk-*.log || true; } | awk '{
+    n = 0; line = $0
+    while (match(line, /[0-9]+/)) { s[++n] += substr(line, RSTART, RLENGTH); line = substr(line, RSTART + RLENGTH) }
+} END {
+    printf "local calls: %d I/O errors, %d crashes, %d racing edits; remote calls: %d, %d, %d\n", s[1], s[2], s[3], s[4], s[5], s[6]
+}')
 
 echo
 if [[ $failed -gt 0 || -n $crashed ]]; then
@@ -88,6 +96,7 @@ fi
 echo "== summary"
 echo "cases:          $done_cases of $cases ($replays more runs with a placed crash)"
 echo "failed:         $failed"
+echo "went off at:    $disturbed"
 echo "wall time:      ${elapsed} s with $jobs at once"
 awk -v c="$done_cases" -v r="$replays" -v t="$elapsed" 'BEGIN {
     printf "cases/s:        %.1f (%.1f runs/s with the crash replays)\n", c / t, (c + r) / t

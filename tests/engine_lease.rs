@@ -76,7 +76,7 @@ fn setup_with(files: usize, lease_ttl: Duration) -> Setup {
     let journal = Arc::new(Mutex::new(journal));
     let engine = PairEngine::new(
         pair,
-        LocalFolder::local(local.clone(), trash),
+        Box::new(LocalFolder::local(local.clone(), trash)),
         Box::new(LocalFolder::remote(remote.clone())),
         journal.clone(),
         settings,

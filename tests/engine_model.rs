@@ -10,21 +10,28 @@
 //! generator then interleaves what people do (create, edit, delete, move
 //! and `chmod` files and folders on a device, or directly on the remote)
 //! with syncs of random devices (full, or scoped to the paths just
-//! touched), with injected I/O errors and simulated crashes on the remote
-//! replica, and with restarts (the engine dropped and rebuilt from the same
-//! journal file and folders), some of which back the journal up or put an
-//! older backup back in its place. At the end, faults off, devices sync in
+//! touched), with injected I/O errors and simulated crashes on either
+//! replica of the syncing device (its local folder and the remote, behind
+//! one switch: a crash on one side ends every call on both), with edits
+//! racing a sync just before one of its calls on either side, and with
+//! restarts (the engine dropped and rebuilt from the same journal file and
+//! folders), some of which back the journal up or put an older backup back
+//! in its place. At the end, faults off, devices sync in
 //! rounds until quiet, and the case asserts that every device holds the
 //! remote's tree with its modes, that no version was lost (see
 //! [`Case::required`]), that each journal's base describes the tree, and
 //! that a restarted engine finds nothing to do. Throughout, only a journal
 //! that was put back may be found older than the remote.
 //!
-//! Crashes: a random sync's fault goes off at a random replica call. Some
-//! cases are systematic: once the case passed, it is replayed once for each
-//! replica call its busiest undisturbed sync made (of at most 80), crashing
-//! right after that call and then going straight to the end (restart,
-//! settle, check). Cases with a wide folder are not: each replay would cost
+//! Faults: a random sync may have one armed on its remote replica and one
+//! on its local one, each going off at a random call of its side: an
+//! I/O error (a full disk, EIO, EACCES on the local side) instead of the
+//! call, or a crash right after it. What a sync does to the local side is
+//! drawn from a generator of its own (`Spec::local_rng`). Some cases are
+//! systematic: once the case passed, it is replayed once for each replica
+//! call (on either side) its busiest undisturbed sync made (of at most 80),
+//! crashing right after that call and then going straight to the end
+//! (restart, settle, check). Cases with a wide folder are not: each replay would cost
 //! as much as many cases.
 //!
 //! A failing case is shrunk (`engine_model/shrink.rs`: fewer devices, no
@@ -33,9 +40,7 @@
 //! replays it and its entry for `engine_model/regressions.rs`, whose cases
 //! every run checks again.
 //!
-//! It does not test the agent's scheduling, watchers or API, and it cannot
-//! inject faults into the local side: `PairEngine` takes a concrete
-//! `LocalFolder` for it.
+//! It does not test the agent's scheduling, watchers or API.
 //!
 //! `PRISM_MODEL_CASES` (default 500) sets the number of cases,
 //! `PRISM_MODEL_SEED` the first case's seed (random by default, printed),
@@ -69,12 +74,13 @@ mod spec;
 use std::collections::BTreeSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prism_sync::engine::{EngineSettings, PairEngine, SyncReport, SyncRequest};
-use prism_sync::journal::{ChangeFilter, Journal, PairId, SyncCounts, SyncStatus};
-use prism_sync::model::{BaseTree, ContentHash, Entry, RelPath, Scope, Strategy};
+use prism_sync::journal::{ChangeFilter, ConflictFilter, Journal, PairId, SyncCounts, SyncStatus};
+use prism_sync::model::{BaseTree, ContentHash, Entry, RelPath, Scope, Side, Strategy};
 use prism_sync::remote::LocalFolder;
 use prism_sync::tracker::ignore::{IgnoreRules, METADATA_DIR};
 
@@ -143,17 +149,24 @@ impl Device {
             trash_retention: Duration::from_secs(30 * 24 * 3600),
             clock: self.clock(),
         };
+        // Both sides behind one switch: the device is one process.
+        let local = FaultyReplica {
+            inner: LocalFolder::local(self.root.clone(), self.trash.clone())
+                .with_stale_temp_age(Duration::ZERO)
+                .with_clock(self.clock()),
+            side: Side::Local,
+            faults: self.faults.clone(),
+        };
         let remote = FaultyReplica {
             inner: LocalFolder::remote(remote.to_path_buf())
                 .with_stale_temp_age(Duration::ZERO)
                 .with_clock(self.clock()),
+            side: Side::Remote,
             faults: self.faults.clone(),
         };
         let engine = PairEngine::new(
             pair,
-            LocalFolder::local(self.root.clone(), self.trash.clone())
-                .with_stale_temp_age(Duration::ZERO)
-                .with_clock(self.clock()),
+            Box::new(local),
             Box::new(remote),
             journal.clone(),
             settings,
@@ -336,6 +349,65 @@ const WIDE_EVERY: u64 = 500;
 /// about 1,000 stays within what this test's own recursive walk and full
 /// paths handle).
 const MAX_DEEP: usize = 200;
+
+/// What disturbed the syncs of this process, over every case run (crash
+/// replays and shrinking included), for the run's summary: by side, local
+/// then remote.
+struct Disturbed {
+    io_errors: [AtomicU64; 2],
+    crashes: [AtomicU64; 2],
+    /// Edits that raced a sync, by the side of the call that timed them.
+    races: [AtomicU64; 2],
+}
+
+static DISTURBED: Disturbed = Disturbed {
+    io_errors: [AtomicU64::new(0), AtomicU64::new(0)],
+    crashes: [AtomicU64::new(0), AtomicU64::new(0)],
+    races: [AtomicU64::new(0), AtomicU64::new(0)],
+};
+
+fn side_index(side: Side) -> usize {
+    match side {
+        Side::Local => 0,
+        Side::Remote => 1,
+    }
+}
+
+impl Disturbed {
+    fn fired(&self, fired: &faults::Fired) {
+        let counter = match fired.fault {
+            Fault::Io(_) => &self.io_errors,
+            Fault::Crash => &self.crashes,
+        };
+        counter[side_index(fired.side)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn summary(&self) -> String {
+        let n = |counter: &[AtomicU64; 2], side: Side| {
+            counter[side_index(side)].load(Ordering::Relaxed)
+        };
+        let side = |side: Side| {
+            format!(
+                "{} I/O errors, {} crashes, {} racing edits",
+                n(&self.io_errors, side),
+                n(&self.crashes, side),
+                n(&self.races, side)
+            )
+        };
+        format!(
+            "went off at local calls: {}; at remote calls: {}",
+            side(Side::Local),
+            side(Side::Remote)
+        )
+    }
+}
+
+/// The share of a faulty case's fault rate with which a sync also gets a
+/// fault on its local side (drawn apart from the remote's).
+const LOCAL_FAULT_SHARE: f32 = 1.0;
+/// One sync in this many (that no remote-timed edit races already) is
+/// raced by an edit timed by a call on its local side.
+const LOCAL_RACE_EVERY: usize = 6;
 
 /// How many replica calls one sync made, and whether it ran undisturbed
 /// (no fault armed, no racing edit): such a sync's calls are its plan's
@@ -636,9 +708,13 @@ impl Case {
     }
 
     /// A sync of `device`, sometimes scoped to what it just touched,
-    /// sometimes with a fault armed on its remote replica, sometimes raced
-    /// by an edit on the device or the remote while it runs.
+    /// sometimes with a fault armed on its remote replica, on its local
+    /// one, or on both, sometimes raced by an edit on the device or the
+    /// remote while it runs (timed by a call on either side).
     fn random_sync(&mut self, step: usize, device: usize, fault_rate: f32) {
+        // What this sync does to the local side is drawn apart from the
+        // rest, so that every other draw of the step stays as it was.
+        let mut local = self.spec.local_rng(step);
         let touched = std::mem::take(&mut self.devices[device].touched);
         let scope = if !touched.is_empty() && self.rng.usize(..4) == 0 {
             let paths: Vec<RelPath> = touched
@@ -664,9 +740,32 @@ impl Case {
             };
             (calls, fault)
         });
+        // A local call failing (the disk full, an I/O error, a folder
+        // made read-only), or the agent dying right after one: a failed
+        // write, rename or trash move, a download renamed in but not
+        // recorded, a flush before recording that fails.
+        let local_fault = (local.f32() < fault_rate * LOCAL_FAULT_SHARE).then(|| {
+            // A sync makes fewer local calls than remote ones (no
+            // records, no lease).
+            let calls = if local.bool() {
+                local.u32(..6)
+            } else {
+                local.u32(..24)
+            };
+            let fault = match local.usize(..5) {
+                0 => Fault::Io(libc::ENOSPC),
+                1 => Fault::Io(libc::EIO),
+                2 => Fault::Io(libc::EACCES),
+                _ => Fault::Crash,
+            };
+            (calls, fault)
+        });
+        // The crash placed here counts the calls on both sides.
         let forced = self.spec.crash.filter(|c| c.step == step);
+        let mut fault_on = Some(Side::Remote);
         if let Some(Crash { calls, .. }) = forced {
             fault = Some((calls, Fault::Crash));
+            fault_on = None;
         }
         let name = self.devices[device].name;
         let mut line = format!("#{step} {name}: sync {}", scope_text(&scope));
@@ -674,10 +773,19 @@ impl Case {
             line.push_str(" [the crash placed here]");
         }
         if let Some((calls, fault)) = fault {
-            line.push_str(&format!(" [fault {fault:?} at call {calls}]"));
-            self.devices[device].faults.arm(calls, fault);
+            match fault_on {
+                Some(_) => line.push_str(&format!(" [fault {fault:?} at remote call {calls}]")),
+                None => line.push_str(&format!(" [fault {fault:?} at call {calls}]")),
+            }
+            self.devices[device].faults.arm(calls, fault_on, fault);
         }
-        let race = self.arm_race(device, &mut line);
+        if let Some((calls, fault)) = local_fault {
+            line.push_str(&format!(" [fault {fault:?} at local call {calls}]"));
+            self.devices[device]
+                .faults
+                .arm(calls, Some(Side::Local), fault);
+        }
+        let race = self.arm_race(device, &mut line, &mut local);
         let d = &self.devices[device];
         let held_before = d.engine().failing_paths();
         let report = d.engine().sync(&request(scope.clone()));
@@ -685,18 +793,26 @@ impl Case {
         self.sync_calls.push(SyncCalls {
             step,
             calls,
-            undisturbed: fault.is_none() && race.is_none(),
+            undisturbed: fault.is_none() && local_fault.is_none() && race.is_none(),
         });
         self.devices[device].note_restored(&report);
         line.push_str(&format!(" -> {}", report_text(&report)));
-        if let Some(fired) = &fired {
-            line.push_str(&format!("; fired {:?} on {}", fired.fault, fired.op));
+        for fired in &fired {
+            line.push_str(&format!(
+                "; fired {:?} on {:?} {}",
+                fired.fault, fired.side, fired.op
+            ));
         }
         self.log.push(line);
-        let raced = match race
-            .and_then(|(replica, slot)| slot.lock().expect("race").take().map(|r| (replica, r)))
-        {
-            Some((replica, raced)) => {
+        for fired in &fired {
+            DISTURBED.fired(fired);
+        }
+        let raced = match race.and_then(|(on, replica, slot)| {
+            let raced = slot.lock().expect("race").take();
+            raced.map(|r| (on, replica, r))
+        }) {
+            Some((on, replica, raced)) => {
+                DISTURBED.races[side_index(on)].fetch_add(1, Ordering::Relaxed);
                 self.clock.catch_up(&raced.clock);
                 self.account(
                     "   raced by",
@@ -709,15 +825,15 @@ impl Case {
             }
             None => false,
         };
-        let crashed = matches!(fired.as_ref().map(|f| f.fault), Some(Fault::Crash));
+        let crashed = fired.iter().any(|f| f.fault == Fault::Crash);
         // A person moving a folder while a file is staged in it carries the
         // staged file along; like a crash's, it is swept by a later listing.
         // Any fault may also have stopped the listing that would sweep.
-        self.after_sync(device, &scope, crashed || raced || fired.is_some());
+        self.after_sync(device, &scope, crashed || raced || !fired.is_empty());
         if crashed {
             self.log.push(format!("   {name}: restart after the crash"));
             self.devices[device].restart(&self.remote);
-        } else if fired.is_none()
+        } else if fired.is_empty()
             && !raced
             && held_before.is_empty()
             && scope == Scope::Full
@@ -736,31 +852,51 @@ impl Case {
     }
 
     /// Sometimes arranges for a person to edit the device's folder or the
-    /// remote while the sync runs, just before one of its remote calls.
-    /// Only with one transfer at a time: then the edit happens between two
-    /// replica calls, never in the middle of a parallel copy, and the case
-    /// stays reproducible from its seed.
-    fn arm_race(&mut self, device: usize, line: &mut String) -> Option<(Replica, RaceSlot)> {
-        if self.devices[device].parallel != 1 || self.rng.usize(..5) != 0 {
+    /// remote while the sync runs, just before one of its calls: a call on
+    /// the remote (drawn from the step's generator), or else, drawn from
+    /// `local`, a call on the local side, mostly with the edit there: a
+    /// file changed under the engine between its listing and its reads,
+    /// writes and renames of it. Only with one transfer at a time: then
+    /// the edit happens between two replica calls, never in the middle of
+    /// a parallel copy, and the case stays reproducible from its seed.
+    fn arm_race(
+        &mut self,
+        device: usize,
+        line: &mut String,
+        local: &mut fastrand::Rng,
+    ) -> Option<(Side, Replica, RaceSlot)> {
+        if self.devices[device].parallel != 1 {
             return None;
         }
-        let replica = if self.rng.bool() {
-            Replica::Device(device)
+        let (on, replica, calls, seed) = if self.rng.usize(..5) == 0 {
+            let replica = if self.rng.bool() {
+                Replica::Device(device)
+            } else {
+                Replica::Remote
+            };
+            let calls = self.rng.u32(..6);
+            (Side::Remote, replica, calls, self.rng.u64(..))
+        } else if local.usize(..LOCAL_RACE_EVERY) == 0 {
+            let replica = if local.usize(..4) == 0 {
+                Replica::Remote
+            } else {
+                Replica::Device(device)
+            };
+            (Side::Local, replica, local.u32(..12), local.u64(..))
         } else {
-            Replica::Remote
+            return None;
         };
-        let calls = self.rng.u32(..6);
-        let seed = self.rng.u64(..);
         let root = self.root(replica).to_path_buf();
         let mut clock = self.clock.clone();
         clock.skew(self.skew_of(replica));
         let slot: RaceSlot = Arc::new(Mutex::new(None));
         let out = slot.clone();
         line.push_str(&format!(
-            " [raced by an edit on {replica:?} at call {calls}]"
+            " [raced by an edit on {replica:?} at {on:?} call {calls}]"
         ));
         self.devices[device].faults.interfere(
             calls,
+            on,
             Box::new(move || {
                 let mut rng = fastrand::Rng::with_seed(seed);
                 let tree = folders::tree(&root);
@@ -775,7 +911,7 @@ impl Case {
                 });
             }),
         );
-        Some((replica, slot))
+        Some((on, replica, slot))
     }
 
     /// A sync without faults, logged and observed like every other.
@@ -1287,6 +1423,7 @@ fn random_multi_device_cases_converge_without_losing_versions() {
         cases as f64 / elapsed.as_secs_f64(),
         failures.len()
     );
+    println!("engine model: {}", DISTURBED.summary());
     for report in &failures {
         println!("engine model: FAILED {report}\n");
     }
@@ -1372,4 +1509,83 @@ fn a_file_replaced_by_a_folder_syncs() {
     assert_trees_equal(&local, &folders::tree(&case.remote), "devA", "the sync");
     let trashed = folders::kept_under(&case.devices[0].trash);
     assert!(trashed.contains(b"a file\n".as_slice()), "{trashed:?}");
+}
+
+/// A user's resolution of a conflict reaches the local folder only through
+/// the engine's local replica: a fault there stops it before anything
+/// changes, and once the fault is gone it applies (the copy's version put
+/// in place, the local one in the local trash) and propagates.
+#[test]
+fn a_resolution_reaches_the_local_folder_only_through_its_replica() {
+    let mut case = Case::with_strategy(3, Strategy::Manual);
+    case.write(Replica::Device(0), "a.txt", "alpha\n");
+    case.sync("", 0, Scope::Full);
+    case.sync("", 1, Scope::Full);
+    case.write(Replica::Device(0), "a.txt", "beta\n");
+    case.sync("", 0, Scope::Full);
+    case.write(Replica::Device(1), "a.txt", "gamma\n");
+    let report = case.sync("", 1, Scope::Full);
+    assert_eq!(
+        report.status,
+        SyncStatus::CompletedWithConflicts,
+        "{}",
+        report_text(&report)
+    );
+    let device = &case.devices[1];
+    let rows = {
+        let journal = device.running.as_ref().unwrap().journal.lock().unwrap();
+        journal
+            .conflicts(&ConflictFilter {
+                pair: Some(PAIR.to_owned()),
+                include_resolved: false,
+            })
+            .unwrap()
+    };
+    let [row] = rows.as_slice() else {
+        panic!("one conflict: {rows:?}")
+    };
+    let copy = row.copy_path.clone().expect("a conflict copy");
+    let before = folders::tree(&device.root);
+    assert_eq!(
+        before.get(copy.as_str()),
+        Some(&Node::File(b"beta\n".to_vec()))
+    );
+
+    device
+        .faults
+        .arm(0, Some(Side::Local), Fault::Io(libc::EIO));
+    let refused = device
+        .engine()
+        .resolve(row, Strategy::KeepRemote, None)
+        .expect_err("the local replica failed");
+    let (fired, _) = device.faults.disarm();
+    assert!(
+        refused.to_string().contains("Input/output error"),
+        "{refused}"
+    );
+    assert_eq!(fired.len(), 1, "{fired:?}");
+    assert_eq!(fired[0].side, Side::Local);
+    assert_eq!(folders::tree(&device.root), before, "nothing changed");
+
+    let resolved = device
+        .engine()
+        .resolve(row, Strategy::KeepRemote, None)
+        .unwrap();
+    let local = folders::tree(&device.root);
+    assert_eq!(local.get("a.txt"), Some(&Node::File(b"beta\n".to_vec())));
+    assert_eq!(local.get(copy.as_str()), None);
+    assert!(folders::kept_under(&device.trash).contains(b"gamma\n".as_slice()));
+    let report = case.sync("", 1, Scope::Paths(resolved.paths));
+    assert_eq!(
+        report.status,
+        SyncStatus::Completed,
+        "{}",
+        report_text(&report)
+    );
+    assert_trees_equal(
+        &folders::tree(&case.devices[1].root),
+        &folders::tree(&case.remote),
+        "devB",
+        "the resolution",
+    );
 }

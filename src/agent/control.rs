@@ -116,7 +116,7 @@ impl AgentControl {
         candidates
             .into_iter()
             .filter_map(|(name, engine)| {
-                let rel = inside(engine.local().root())?;
+                let rel = inside(&engine.settings().local_root)?;
                 Some((name.clone(), Arc::clone(engine), rel))
             })
             // The innermost folder, should one pair lie inside another.

@@ -205,7 +205,7 @@ pub fn build_engine(
     };
     Ok(PairEngine::new(
         pair_id,
-        local,
+        Box::new(local),
         remote,
         journal.clone(),
         settings,
@@ -347,7 +347,7 @@ impl Agent {
             .collect();
         for engine in engines {
             for (side, replica) in [
-                (Side::Local, engine.local() as &dyn remote::Replica),
+                (Side::Local, engine.local()),
                 (Side::Remote, engine.remote()),
             ] {
                 let purged = replica.purge_trash(retention);

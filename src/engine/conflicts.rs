@@ -22,7 +22,7 @@ use std::io::Read;
 use std::path::Path;
 use std::time::SystemTime;
 
-use crate::fsops::{self, Expect};
+use crate::fsops::Expect;
 use crate::journal::{BaseEdit, ChangeType, ConflictRow, ConflictStatus, NewConflict, Step};
 use crate::locks::LockExt;
 use crate::model::{
@@ -436,20 +436,6 @@ pub struct Resolved {
     pub paths: Vec<RelPath>,
 }
 
-fn expect_now(root: &Path, path: &RelPath) -> Result<Expect, ReplicaError> {
-    let stat = fsops::stat(&path.to_fs(root)).map_err(|e| ReplicaError::io("inspect", path, e))?;
-    Ok(match stat {
-        None => Expect::Absent,
-        Some(s) if s.kind == fsops::StatKind::Dir => Expect::Dir,
-        Some(s) => Expect::File {
-            size: s.size,
-            mtime_ns: s.mtime_ns,
-            mode: s.mode,
-            version: None,
-        },
-    })
-}
-
 /// The mode a file written in place of what `expect` found keeps: that
 /// file's.
 fn kept_mode(expect: &Expect) -> Option<Mode> {
@@ -464,12 +450,16 @@ fn kept_mode(expect: &Expect) -> Option<Mode> {
 /// the folder aside as a copy and the file took its name), so the
 /// conflict's files are not where the row says and nothing can be applied
 /// to them in place.
-fn ensure_folders_hold(root: &Path, path: &RelPath, row: &ConflictRow) -> Result<(), ResolveError> {
+fn ensure_folders_hold(
+    local: &dyn Replica,
+    path: &RelPath,
+    row: &ConflictRow,
+) -> Result<(), ResolveError> {
     for folder in path.ancestors() {
-        let stat = fsops::stat(&folder.to_fs(root))
-            .map_err(|e| ReplicaError::io("inspect", &folder, e))?;
-        match stat {
-            Some(s) if s.kind != fsops::StatKind::Dir => {
+        match local.stat(&folder)? {
+            Expect::Dir => {}
+            Expect::Absent => return Ok(()),
+            Expect::File { .. } => {
                 return Err(ResolveError::Invalid(format!(
                     "{folder} is no longer a folder here (a later change or conflict replaced it), \
                      so conflict {} on {} cannot be applied in place; if its versions were moved \
@@ -478,8 +468,6 @@ fn ensure_folders_hold(root: &Path, path: &RelPath, row: &ConflictRow) -> Result
                     row.id, row.path
                 )));
             }
-            Some(_) => {}
-            None => return Ok(()),
         }
     }
     Ok(())
@@ -504,17 +492,16 @@ impl PairEngine {
             ));
         }
         let local = self.local();
-        let root = local.root().to_path_buf();
         let path = &row.path;
         // Acknowledging needs nothing in place; every other resolution
         // works on the conflict's files where they were.
         if !(strategy == Strategy::Manual && merged_file.is_none()) {
             for touched in std::iter::once(path).chain(&row.copy_path) {
-                ensure_folders_hold(&root, touched, row)?;
+                ensure_folders_hold(local, touched, row)?;
             }
         }
         let remove_if_present = |p: &RelPath| -> Result<(), ReplicaError> {
-            match expect_now(&root, p)? {
+            match local.stat(p)? {
                 Expect::Absent => Ok(()),
                 expect => {
                     self.trash_local_recorded(p, &expect, || local.remove_naming_trash(p, &expect))
@@ -531,13 +518,14 @@ impl PairEngine {
                     format!("kept the local version; {copy} went to the trash")
                 }
                 Strategy::KeepRemote => {
-                    if expect_now(&root, copy)? == Expect::Absent {
+                    let found = local.stat(copy)?;
+                    if found == Expect::Absent {
                         return Err(ResolveError::Invalid(format!(
                             "the conflict copy {copy} is gone; nothing to restore"
                         )));
                     }
                     remove_if_present(path)?;
-                    local.rename(copy, path, &expect_now(&root, copy)?)?;
+                    local.rename(copy, path, &found)?;
                     format!("kept the remote version (from {copy})")
                 }
                 Strategy::Manual => match merged_file {
@@ -587,7 +575,7 @@ impl PairEngine {
             .map_err(|e| ResolveError::Invalid(format!("cannot read {}: {e}", file.display())))?;
         let hash = ContentHash::of_bytes(&bytes);
         let now = timefmt::to_unix_ns(self.settings.clock.now());
-        let expect = expect_now(self.local().root(), path)?;
+        let expect = self.local().stat(path)?;
         let mode = kept_mode(&expect);
         self.trash_local_recorded(path, &expect, || {
             self.local()
@@ -626,7 +614,7 @@ impl PairEngine {
         let bytes = merged.into_bytes();
         let hash = ContentHash::of_bytes(&bytes);
         let now = timefmt::to_unix_ns(self.settings.clock.now());
-        let expect = expect_now(self.local().root(), &row.path)?;
+        let expect = self.local().stat(&row.path)?;
         let mode = kept_mode(&expect);
         self.trash_local_recorded(&row.path, &expect, || {
             self.local()

@@ -12,7 +12,7 @@
 use std::io;
 use std::time::{Duration, SystemTime};
 
-use crate::fsops::{self, Expect, StatKind};
+use crate::fsops::Expect;
 use crate::journal::{JournalError, TrashedVersion, UNKNOWN_DEVICE};
 use crate::locks::LockExt;
 use crate::model::{ContentHash, RelPath, Side};
@@ -300,29 +300,22 @@ impl PairEngine {
     /// its place must still find. `None` when there is none; a folder there
     /// is refused (a restore replaces a file, never a folder).
     fn local_file(&self, path: &RelPath) -> Result<Option<(ContentHash, Expect)>, RestoreError> {
-        let full = path.to_fs(self.local().root());
-        let inspect = |e| ReplicaError::io("inspect", path, e);
-        let Some(before) = fsops::stat(&full).map_err(inspect)? else {
-            return Ok(None);
+        let local = self.local();
+        let expect = match local.stat(path)? {
+            Expect::Absent => return Ok(None),
+            Expect::Dir => {
+                return Err(RestoreError::Invalid(format!(
+                    "{path} is not a file here now; move it aside to restore a version of the file"
+                )));
+            }
+            file @ Expect::File { .. } => file,
         };
-        if before.kind != StatKind::File {
-            return Err(RestoreError::Invalid(format!(
-                "{path} is not a file here now; move it aside to restore a version of the file"
-            )));
-        }
-        let (hash, _) = HashingReader::new(self.local().open(path)?)
+        let (hash, _) = HashingReader::new(local.open(path)?)
             .drain()
             .map_err(|e| ReplicaError::io("read", path, e))?;
-        let expect = Expect::File {
-            size: before.size,
-            mtime_ns: before.mtime_ns,
-            mode: before.mode,
-            version: None,
-        };
         // Changed while it was read: the hash may not be this version's.
         // The write would refuse it anyway; say so now.
-        let after = fsops::stat(&full).map_err(inspect)?;
-        if !expect.matches(after.as_ref()) {
+        if local.stat(path)? != expect {
             return Err(RestoreError::Invalid(format!(
                 "{path} changed while it was being restored; nothing was replaced, try again"
             )));

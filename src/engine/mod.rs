@@ -23,6 +23,7 @@ pub mod progress;
 pub mod recorder;
 
 use std::collections::BTreeSet;
+use std::io::Read;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,7 +39,7 @@ use crate::model::{
     BaseTree, ContentHash, Entry, FileMeta, RelPath, Scope, Side, SideTree, Strategy,
 };
 use crate::reconcile::{self, Input, Policy};
-use crate::remote::{LocalFolder, Problem, Replica, ReplicaError, RootState};
+use crate::remote::{Problem, Replica, ReplicaError, RootState};
 use crate::tracker::ignore::IgnoreRules;
 
 use backoff::Backoff;
@@ -64,7 +65,9 @@ pub struct EngineSettings {
     pub parallel_transfers: usize,
     /// The pair's default conflict strategy.
     pub strategy: Strategy,
-    /// The local root, for reading back base content after a copy.
+    /// The local folder, for the agent's watcher and its reloads of
+    /// `.prismignore`. The engine itself reaches the local side only
+    /// through its local [`Replica`].
     pub local_root: PathBuf,
     /// How long the remote lease lasts before another agent may take it.
     pub lease_ttl: Duration,
@@ -180,10 +183,18 @@ impl EngineContext<'_> {
         if self.settings.strategy != Strategy::AutoMerge || meta.size > MERGE_BASE_MAX_BYTES {
             return Vec::new();
         }
-        match std::fs::read(path.to_fs(&self.settings.local_root)) {
-            Ok(bytes)
-                if ContentHash::of_bytes(&bytes) == meta.hash && conflicts::is_text(&bytes) =>
-            {
+        // Read back from the local side, which holds the version now;
+        // content that cannot be read or has changed again is not kept
+        // (a later merge of this path then falls back to manual).
+        let mut bytes = Vec::new();
+        let read = self.local.open(path).and_then(|reader| {
+            reader
+                .take(MERGE_BASE_MAX_BYTES + 1)
+                .read_to_end(&mut bytes)
+                .map_err(|e| ReplicaError::io("read", path, e))
+        });
+        match read {
+            Ok(_) if ContentHash::of_bytes(&bytes) == meta.hash && conflicts::is_text(&bytes) => {
                 vec![(meta.hash, bytes)]
             }
             _ => Vec::new(),
@@ -270,7 +281,9 @@ const MAX_ROUNDS: usize = 4;
 pub struct PairEngine {
     pub name: String,
     pub pair: PairId,
-    local: LocalFolder,
+    /// The two sides, alike to the engine: the local folder is a replica
+    /// as any remote is, and is read, stat'ed and written only through it.
+    local: Box<dyn Replica>,
     remote: Box<dyn Replica>,
     journal: Arc<Mutex<Journal>>,
     settings: EngineSettings,
@@ -292,7 +305,7 @@ pub struct PairEngine {
 impl PairEngine {
     pub fn new(
         pair: PairId,
-        local: LocalFolder,
+        local: Box<dyn Replica>,
         remote: Box<dyn Replica>,
         journal: Arc<Mutex<Journal>>,
         settings: EngineSettings,
@@ -320,8 +333,8 @@ impl PairEngine {
         &self.settings
     }
 
-    pub fn local(&self) -> &LocalFolder {
-        &self.local
+    pub fn local(&self) -> &dyn Replica {
+        self.local.as_ref()
     }
 
     pub fn remote(&self) -> &dyn Replica {
@@ -524,7 +537,7 @@ impl PairEngine {
     where
         'a: 'scope,
     {
-        let (local, remote): (&dyn Replica, &dyn Replica) = (&self.local, self.remote.as_ref());
+        let (local, remote) = (self.local(), self.remote());
         let (journal, pair) = (&self.journal, self.pair);
         let recorder = Recorder::start(threads, move |steps| {
             local.flush()?;
@@ -542,8 +555,8 @@ impl PairEngine {
             sync_id,
             cancel: &self.cancel,
             lease_lost,
-            local: &self.local,
-            remote: self.remote.as_ref(),
+            local: self.local(),
+            remote: self.remote(),
             recorder,
         }
     }

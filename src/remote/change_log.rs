@@ -519,6 +519,9 @@ mod tests {
         ) -> Result<crate::remote::Listing, ReplicaError> {
             self.inner.list(scope, cache, ignore)
         }
+        fn stat(&self, path: &RelPath) -> Result<crate::fsops::Expect, ReplicaError> {
+            self.inner.stat(path)
+        }
         fn open(&self, path: &RelPath) -> Result<Box<dyn std::io::Read + Send + '_>, ReplicaError> {
             self.inner.open(path)
         }

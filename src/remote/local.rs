@@ -545,6 +545,27 @@ impl Replica for LocalFolder {
         })
     }
 
+    fn stat(&self, path: &RelPath) -> Result<Expect, ReplicaError> {
+        let found = match At::resolve(&self.root, path) {
+            Ok(at) => at.stat(),
+            // A folder on the way is missing: so is the path.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        };
+        Ok(
+            match found.map_err(|e| ReplicaError::io("inspect", path, e))? {
+                None => Expect::Absent,
+                Some(stat) if stat.kind == StatKind::Dir => Expect::Dir,
+                Some(stat) => Expect::File {
+                    size: stat.size,
+                    mtime_ns: stat.mtime_ns,
+                    mode: stat.mode,
+                    version: None,
+                },
+            },
+        )
+    }
+
     fn open(&self, path: &RelPath) -> Result<Box<dyn Read + Send + '_>, ReplicaError> {
         let file = self
             .at("read", path)?
@@ -1055,6 +1076,7 @@ mod tests {
                 );
                 refused(side.mkdir(&below("sub"), None).map(drop));
                 refused(side.open(&below("x.txt")).map(drop));
+                refused(side.stat(&below("x.txt")).map(drop));
                 refused(side.rename(
                     &rel("a.txt"),
                     &below("a.txt"),
@@ -1103,6 +1125,46 @@ mod tests {
         let mut held = listing.held.clone();
         held.sort();
         assert_eq!(held, [rel("file-link"), rel("link"), rel("real/link")]);
+    }
+
+    #[test]
+    fn stat_says_what_a_path_holds_now_as_the_steps_on_it_check_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        fs::create_dir_all(root.join("d")).unwrap();
+        fs::write(root.join("d/f.txt"), "abc").unwrap();
+        std::os::unix::fs::symlink(root.join("d/f.txt"), root.join("link")).unwrap();
+        let local = LocalFolder::local(root.clone(), dir.path().join("trash"));
+
+        assert_eq!(local.stat(&rel("missing")).unwrap(), Expect::Absent);
+        assert_eq!(local.stat(&rel("gone/below")).unwrap(), Expect::Absent);
+        assert_eq!(local.stat(&rel("d")).unwrap(), Expect::Dir);
+        let found = fsops::stat(&root.join("d/f.txt")).unwrap().unwrap();
+        let file = local.stat(&rel("d/f.txt")).unwrap();
+        assert_eq!(
+            file,
+            Expect::File {
+                size: 3,
+                mtime_ns: found.mtime_ns,
+                mode: found.mode,
+                version: None,
+            }
+        );
+        // Below a file there is nothing to describe: an error, not absence.
+        local.stat(&rel("d/f.txt/x")).unwrap_err();
+        // A link is described as a file that no step acts on.
+        let link = local.stat(&rel("link")).unwrap();
+        assert!(matches!(link, Expect::File { .. }), "{link:?}");
+        assert!(local.remove(&rel("link"), &link).unwrap_err().is_change());
+        assert!(fs::symlink_metadata(root.join("link")).is_ok());
+        // What it says is what a step on the path checks against.
+        local
+            .rename(&rel("d/f.txt"), &rel("d/g.txt"), &file)
+            .unwrap();
+        let moved = local.stat(&rel("d/g.txt")).unwrap();
+        assert_eq!(moved, file);
+        local.remove(&rel("d/g.txt"), &moved).unwrap();
+        assert_eq!(local.stat(&rel("d/g.txt")).unwrap(), Expect::Absent);
     }
 
     #[test]
@@ -1547,6 +1609,9 @@ mod tests {
         }
         fn list(&self, s: &Scope, c: &BaseTree, i: &IgnoreRules) -> Result<Listing, ReplicaError> {
             self.inner.list(s, c, i)
+        }
+        fn stat(&self, path: &RelPath) -> Result<Expect, ReplicaError> {
+            self.inner.stat(path)
         }
         fn open(&self, path: &RelPath) -> Result<Box<dyn Read + Send + '_>, ReplicaError> {
             let mut breaks = self.breaks.locked();

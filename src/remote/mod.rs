@@ -263,6 +263,14 @@ pub trait Replica: Send + Sync {
         ignore: &IgnoreRules,
     ) -> Result<Listing, ReplicaError>;
 
+    /// What `path` holds now, as the expectation a following `write`,
+    /// `rename` or `remove` of it is checked against: `Absent`, `Dir`, or
+    /// the file's size, mtime and mode. A link or a special file is
+    /// described as a file, which those steps then refuse as changed: no
+    /// step acts on it. For a caller that has no listing of the path (a
+    /// user's resolution of a conflict); a sync plans from its listing.
+    fn stat(&self, path: &RelPath) -> Result<Expect, ReplicaError>;
+
     /// Streams a file's content.
     fn open(&self, path: &RelPath) -> Result<Box<dyn Read + Send + '_>, ReplicaError>;
 

@@ -1289,6 +1289,24 @@ impl Replica for SftpReplica {
         walk.run(jobs, out)
     }
 
+    fn stat(&self, path: &RelPath) -> Result<Expect, ReplicaError> {
+        let s = &self.shared;
+        let conn = s.conn()?;
+        let found = conn
+            .lstat(&s.full(path))
+            .map_err(|e| ReplicaError::io("inspect", path, e))?;
+        Ok(match found {
+            None => Expect::Absent,
+            Some(stat) if stat.kind == Kind::Dir => Expect::Dir,
+            Some(stat) => Expect::File {
+                size: stat.size,
+                mtime_ns: stat.mtime_ns(),
+                mode: stat.mode,
+                version: None,
+            },
+        })
+    }
+
     fn open(&self, path: &RelPath) -> Result<Box<dyn Read + Send + '_>, ReplicaError> {
         let s = &self.shared;
         let conn = s.conn()?;

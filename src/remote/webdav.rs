@@ -2057,6 +2057,25 @@ impl Replica for WebdavReplica {
         }
     }
 
+    fn stat(&self, path: &RelPath) -> Result<Expect, ReplicaError> {
+        let s = &self.shared;
+        let conn = s.conn().map_err(|e| e.into_replica("inspect", path))?;
+        let found = s
+            .stat(&conn, path.as_str())
+            .map_err(|e| e.into_replica("inspect", path))?;
+        Ok(match found {
+            None => Expect::Absent,
+            Some(stat) if stat.collection => Expect::Dir,
+            // WebDAV holds no permission bits.
+            Some(stat) => Expect::File {
+                size: stat.size,
+                mtime_ns: stat.mtime_ns(),
+                mode: None,
+                version: None,
+            },
+        })
+    }
+
     fn open(&self, path: &RelPath) -> Result<Box<dyn Read + Send + '_>, ReplicaError> {
         let s = &self.shared;
         let conn = s.conn().map_err(|e| e.into_replica("read", path))?;

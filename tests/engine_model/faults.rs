@@ -1,16 +1,20 @@
 //! A fault injector around a real replica, for the engine model test.
 //!
 //! [`FaultyReplica`] delegates every call to the real [`LocalFolder`] it
-//! wraps; it is not a mock. Armed with a [`Fault`], it counts the calls that
-//! touch the replica's content (list, open, write, mkdir, rename, remove)
-//! or the agents' records on it
-//! and at the chosen call either fails with an I/O error without doing the
-//! operation, or does the operation and then "crashes": it sets the
-//! engine's cancel flag, answers with an error, and refuses every later
-//! call, as a dead process would make none. The test then drops the engine
-//! and builds a new one from the same journal file and folders. It can also
-//! run a person's edit at a chosen call, racing the sync. It does not
-//! decide when to fault or what to edit; the test's seeded generator does.
+//! wraps; it is not a mock. A device's engine has two, its local folder and
+//! the remote, sharing one [`Faults`]: the device is one process, and a
+//! crash on either side ends every call on both. Armed with a [`Fault`] for
+//! one side (or either), it counts the calls that touch that side's content
+//! (list, stat, open, write, mkdir, rename, remove, flush) or the agents'
+//! records on it, and at the chosen call either fails with an I/O error
+//! without doing the operation, or does the operation and then "crashes":
+//! it sets the engine's cancel flag, answers with an error, and refuses
+//! every later call, as a dead process would make none. The test then drops
+//! the engine and builds a new one from the same journal file and folders.
+//! It can also run a person's edit at a chosen call of one side, racing the
+//! sync (a file changed under the engine between its listing and its
+//! write). It does not decide when to fault or what to edit; the test's
+//! seeded generator does.
 
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,9 +22,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prism_sync::fsops::Expect;
-use prism_sync::model::{BaseTree, ContentHash, Entry, Mode, RelPath, Scope, SideEntry};
+use prism_sync::model::{BaseTree, ContentHash, Entry, Mode, RelPath, Scope, Side, SideEntry};
 use prism_sync::remote::{
-    Capabilities, Lease, Listing, LocalFolder, Replica, ReplicaError, RootState, StagedWrite,
+    Capabilities, Lease, Listing, LocalFolder, Replica, ReplicaError, RootState, Source,
+    StagedWrite,
 };
 use prism_sync::tracker::ignore::IgnoreRules;
 
@@ -37,7 +42,17 @@ pub enum Fault {
 #[derive(Clone, Debug)]
 pub struct Fired {
     pub fault: Fault,
+    pub side: Side,
     pub op: String,
+}
+
+/// A fault waiting for its call: the `calls`-th further call on `on`
+/// (on either side when `None`).
+#[derive(Clone, Copy, Debug)]
+struct Armed {
+    calls: u32,
+    on: Option<Side>,
+    fault: Fault,
 }
 
 /// Something a person does while a sync runs (an edit of a folder).
@@ -45,18 +60,19 @@ pub type Interference = Box<dyn FnOnce() + Send>;
 
 #[derive(Default)]
 struct State {
-    /// Calls left before the person acts, and what they do.
-    interference: Option<(u32, Interference)>,
-    /// Calls left before the fault goes off, and the fault.
-    armed: Option<(u32, Fault)>,
+    /// Calls on a side left before the person acts, the side, and what
+    /// they do.
+    interference: Option<(u32, Side, Interference)>,
+    /// The faults waiting for their calls.
+    armed: Vec<Armed>,
     /// Set by a crash: every later call fails until the test disarms.
     dead: bool,
-    fired: Option<Fired>,
+    fired: Vec<Fired>,
     cancel: Option<Arc<AtomicBool>>,
-    /// Counted calls since the last [`Faults::arm`] or [`Faults::disarm`],
-    /// up to and including the one a fault went off at: how many replica
-    /// operations a fault-free run took, so that a crash can be placed
-    /// after each one.
+    /// Counted calls on both sides since the last [`Faults::arm`] or
+    /// [`Faults::disarm`], up to and including the one a crash went off
+    /// at: how many replica operations a fault-free run took, so that a
+    /// crash can be placed after each one.
     counted: u32,
 }
 
@@ -79,51 +95,57 @@ impl Faults {
         self.lock().cancel = Some(cancel);
     }
 
-    /// Makes the call after `calls` further counted calls fail with `fault`.
-    pub fn arm(&self, calls: u32, fault: Fault) {
+    /// Makes the call after `calls` further counted calls on `on` (on
+    /// either side: `None`) fail with `fault`. Faults armed together count
+    /// apart, and each goes off at its own call.
+    pub fn arm(&self, calls: u32, on: Option<Side>, fault: Fault) {
         let mut state = self.lock();
-        state.armed = Some((calls, fault));
-        state.fired = None;
+        state.armed.push(Armed { calls, on, fault });
         state.dead = false;
         state.counted = 0;
     }
 
     /// Runs `act` just before the call after `calls` further counted
-    /// calls, on the engine's thread, as a person racing the sync would.
-    pub fn interfere(&self, calls: u32, act: Interference) {
-        self.lock().interference = Some((calls, act));
+    /// calls on `on`, on the engine's thread, as a person racing the sync
+    /// would.
+    pub fn interfere(&self, calls: u32, on: Side, act: Interference) {
+        self.lock().interference = Some((calls, on, act));
     }
 
-    /// Turns faults (and a pending interference) off and returns the fault
-    /// that fired, if any, and how many calls were counted since the last
+    /// Turns faults (and a pending interference) off and returns the
+    /// faults that fired, and how many calls were counted since the last
     /// arm or disarm.
-    pub fn disarm(&self) -> (Option<Fired>, u32) {
+    pub fn disarm(&self) -> (Vec<Fired>, u32) {
         let mut state = self.lock();
         state.interference = None;
-        state.armed = None;
+        state.armed.clear();
         state.dead = false;
         let counted = std::mem::take(&mut state.counted);
-        (state.fired.take(), counted)
+        (std::mem::take(&mut state.fired), counted)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().expect("fault state")
     }
 
-    /// The interference due at this call, if any; counts the call.
-    fn due_interference(&self) -> Option<Interference> {
+    /// The interference due at this call on `side`, if any; counts the
+    /// call.
+    fn due_interference(&self, side: Side) -> Option<Interference> {
         let mut state = self.lock();
         match state.interference.take() {
-            Some((0, act)) => Some(act),
-            Some((calls, act)) => {
-                state.interference = Some((calls - 1, act));
+            Some((0, on, act)) if on == side => Some(act),
+            Some((calls, on, act)) if on == side => {
+                state.interference = Some((calls - 1, on, act));
                 None
             }
-            None => None,
+            other => {
+                state.interference = other;
+                None
+            }
         }
     }
 
-    fn decide(&self, op: &str, path: &str) -> Decision {
+    fn decide(&self, side: Side, op: &str, path: &str) -> Decision {
         let mut state = self.lock();
         if state.dead {
             return Decision::Fail(ReplicaError::io(
@@ -133,16 +155,24 @@ impl Faults {
             ));
         }
         state.counted += 1;
-        let Some((calls, fault)) = state.armed else {
+        let mut due = None;
+        for (index, armed) in state.armed.iter_mut().enumerate() {
+            if armed.on.is_some_and(|on| on != side) {
+                continue;
+            }
+            if armed.calls > 0 {
+                armed.calls -= 1;
+            } else if due.is_none() {
+                due = Some(index);
+            }
+        }
+        let Some(index) = due else {
             return Decision::Proceed;
         };
-        if calls > 0 {
-            state.armed = Some((calls - 1, fault));
-            return Decision::Proceed;
-        }
-        state.armed = None;
-        state.fired = Some(Fired {
+        let fault = state.armed.remove(index).fault;
+        state.fired.push(Fired {
             fault,
+            side,
             op: format!("{op} {path}"),
         });
         match fault {
@@ -161,18 +191,19 @@ impl Faults {
         }
     }
 
-    /// Runs `call` under the armed fault.
+    /// Runs `call`, a call on `side`, under the armed faults.
     fn around<T>(
         &self,
+        side: Side,
         op: &str,
         path: &str,
         call: impl FnOnce() -> Result<T, ReplicaError>,
     ) -> Result<T, ReplicaError> {
-        if let Some(act) = self.due_interference() {
+        if let Some(act) = self.due_interference(side) {
             // Run without the state lock: a parallel copy may call in.
             act();
         }
-        match self.decide(op, path) {
+        match self.decide(side, op, path) {
             Decision::Proceed => call(),
             Decision::Fail(error) => Err(error),
             Decision::ProceedThenCrash => {
@@ -192,7 +223,20 @@ impl Faults {
 /// A real replica with faults injected around its calls.
 pub struct FaultyReplica {
     pub inner: LocalFolder,
+    /// Which side of the pair it is, for faults armed on one side.
+    pub side: Side,
     pub faults: Arc<Faults>,
+}
+
+impl FaultyReplica {
+    fn around<T>(
+        &self,
+        op: &str,
+        path: &str,
+        call: impl FnOnce() -> Result<T, ReplicaError>,
+    ) -> Result<T, ReplicaError> {
+        self.faults.around(self.side, op, path, call)
+    }
 }
 
 impl Replica for FaultyReplica {
@@ -218,13 +262,15 @@ impl Replica for FaultyReplica {
         cache: &BaseTree,
         ignore: &IgnoreRules,
     ) -> Result<Listing, ReplicaError> {
-        self.faults
-            .around("list", "/", || self.inner.list(scope, cache, ignore))
+        self.around("list", "/", || self.inner.list(scope, cache, ignore))
+    }
+
+    fn stat(&self, path: &RelPath) -> Result<Expect, ReplicaError> {
+        self.around("stat", path.as_str(), || self.inner.stat(path))
     }
 
     fn open(&self, path: &RelPath) -> Result<Box<dyn Read + Send + '_>, ReplicaError> {
-        self.faults
-            .around("open", path.as_str(), || self.inner.open(path))
+        self.around("open", path.as_str(), || self.inner.open(path))
     }
 
     fn stage(
@@ -235,14 +281,26 @@ impl Replica for FaultyReplica {
         mtime_ns: i64,
         mode: Option<Mode>,
     ) -> Result<StagedWrite, ReplicaError> {
-        self.faults.around("stage", path.as_str(), || {
+        self.around("stage", path.as_str(), || {
             self.inner.stage(path, content, hash, mtime_ns, mode)
         })
     }
 
+    fn stage_from(
+        &self,
+        path: &RelPath,
+        source: &Source<'_>,
+        mtime_ns: i64,
+        mode: Option<Mode>,
+    ) -> Result<StagedWrite, ReplicaError> {
+        // The real one: the local side continues partial downloads.
+        self.around("stage", path.as_str(), || {
+            self.inner.stage_from(path, source, mtime_ns, mode)
+        })
+    }
+
     fn sync_staged(&self, staged: &[&StagedWrite]) -> Result<(), ReplicaError> {
-        self.faults
-            .around("sync_staged", "/", || self.inner.sync_staged(staged))
+        self.around("sync_staged", "/", || self.inner.sync_staged(staged))
     }
 
     fn commit_staged(
@@ -252,8 +310,7 @@ impl Replica for FaultyReplica {
     ) -> Result<SideEntry, ReplicaError> {
         let path = staged.path.to_string();
         // A crash here is "renamed into place but not recorded".
-        self.faults
-            .around("commit", &path, || self.inner.commit_staged(staged, expect))
+        self.around("commit", &path, || self.inner.commit_staged(staged, expect))
     }
 
     fn discard(&self, staged: StagedWrite) {
@@ -261,29 +318,26 @@ impl Replica for FaultyReplica {
     }
 
     fn flush(&self) -> Result<(), ReplicaError> {
-        self.faults.around("flush", "/", || self.inner.flush())
+        self.around("flush", "/", || self.inner.flush())
     }
 
     fn mkdir(&self, path: &RelPath, mode: Option<Mode>) -> Result<SideEntry, ReplicaError> {
-        self.faults
-            .around("mkdir", path.as_str(), || self.inner.mkdir(path, mode))
+        self.around("mkdir", path.as_str(), || self.inner.mkdir(path, mode))
     }
 
     fn set_mode(&self, path: &RelPath, expected: &Entry, mode: Mode) -> Result<(), ReplicaError> {
-        self.faults.around("set_mode", path.as_str(), || {
+        self.around("set_mode", path.as_str(), || {
             self.inner.set_mode(path, expected, mode)
         })
     }
 
     fn rename(&self, from: &RelPath, to: &RelPath, expect: &Expect) -> Result<(), ReplicaError> {
         let what = format!("{from} -> {to}");
-        self.faults
-            .around("rename", &what, || self.inner.rename(from, to, expect))
+        self.around("rename", &what, || self.inner.rename(from, to, expect))
     }
 
     fn remove(&self, path: &RelPath, expect: &Expect) -> Result<(), ReplicaError> {
-        self.faults
-            .around("remove", path.as_str(), || self.inner.remove(path, expect))
+        self.around("remove", path.as_str(), || self.inner.remove(path, expect))
     }
 
     fn lease(&self, device: &str, ttl: Duration) -> Result<Option<Box<dyn Lease>>, ReplicaError> {
@@ -291,14 +345,13 @@ impl Replica for FaultyReplica {
     }
 
     fn read_record(&self, name: &str) -> Result<Option<String>, ReplicaError> {
-        self.faults
-            .around("read_record", name, || self.inner.read_record(name))
+        self.around("read_record", name, || self.inner.read_record(name))
     }
 
     fn write_record(&self, name: &str, content: &str) -> Result<(), ReplicaError> {
         // A crash here is "committed in the journal, but the remote's
         // record of it not written".
-        self.faults.around("write_record", name, || {
+        self.around("write_record", name, || {
             self.inner.write_record(name, content)
         })
     }

@@ -22,8 +22,9 @@ pub struct Spec {
     /// The indices of the steps that run, in order; `None`: every step
     /// the seed draws.
     pub steps: Option<Vec<usize>>,
-    /// A crash forced after `calls` counted replica calls of the sync at
-    /// step `step`, which then ends the case (settle and check).
+    /// A crash forced after `calls` counted replica calls (on either side)
+    /// of the sync at step `step`, which then ends the case (settle and
+    /// check).
     pub crash: Option<Crash>,
     /// The depth of the deep tree (0: none); `None`: as the seed draws.
     pub deep: Option<usize>,
@@ -31,7 +32,8 @@ pub struct Spec {
     pub wide: Option<usize>,
 }
 
-/// A crash after the `calls`-th counted replica call of the sync at `step`.
+/// A crash after the `calls`-th counted replica call (local or remote) of
+/// the sync at `step`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Crash {
     pub step: usize,
@@ -54,6 +56,13 @@ impl Spec {
     pub fn step_rng(&self, index: usize) -> fastrand::Rng {
         let mixed = (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         fastrand::Rng::with_seed(self.seed ^ mixed.rotate_left(17))
+    }
+
+    /// The generator of what step `index` does to the local side (its
+    /// faults, and edits timed by its calls): apart from the step's own,
+    /// so that adding them changed no other draw of any case.
+    pub fn local_rng(&self, index: usize) -> fastrand::Rng {
+        fastrand::Rng::with_seed(self.step_rng(index).u64(..) ^ 0x10CA_15DE_FA17_0000)
     }
 
     /// Reads a case from `PRISM_MODEL_SEED` and the narrowing variables,

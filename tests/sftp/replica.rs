@@ -860,3 +860,44 @@ fn a_replaced_or_removed_version_is_named_in_the_trash_and_read_back_by_that_nam
         "{purged}"
     );
 }
+
+#[test]
+fn stat_says_what_a_path_holds_now_as_the_steps_on_it_check_it() {
+    let server = Sshd::start();
+    let served = server.served().join("stat");
+    let remote = replica(&server, "stat");
+    remote.mark_root().unwrap();
+    remote.mkdir(&rel("d"), None).unwrap();
+    write(&remote, "d/f.txt", "abc\n", &Expect::Absent);
+    std::os::unix::fs::symlink(served.join("d/f.txt"), served.join("link")).unwrap();
+
+    assert_eq!(remote.stat(&rel("missing")).unwrap(), Expect::Absent);
+    assert_eq!(remote.stat(&rel("gone/below")).unwrap(), Expect::Absent);
+    assert_eq!(remote.stat(&rel("d")).unwrap(), Expect::Dir);
+    let file = remote.stat(&rel("d/f.txt")).unwrap();
+    assert!(
+        matches!(
+            file,
+            Expect::File {
+                size: 4,
+                mtime_ns: 1_600_000_000_000_000_000,
+                mode: Some(_),
+                ..
+            }
+        ),
+        "{file:?}"
+    );
+    // A link is described as a file that no step acts on.
+    let link = remote.stat(&rel("link")).unwrap();
+    assert!(matches!(link, Expect::File { .. }), "{link:?}");
+    assert!(remote.remove(&rel("link"), &link).unwrap_err().is_change());
+    assert!(fs::symlink_metadata(served.join("link")).is_ok());
+    // What it says is what a step on the path checks against.
+    remote
+        .rename(&rel("d/f.txt"), &rel("d/g.txt"), &file)
+        .unwrap();
+    let moved = remote.stat(&rel("d/g.txt")).unwrap();
+    remote.remove(&rel("d/g.txt"), &moved).unwrap();
+    assert_eq!(remote.stat(&rel("d/g.txt")).unwrap(), Expect::Absent);
+    assert_eq!(files_below(&served.join(".prism-sync/trash")), ["abc\n"]);
+}

@@ -839,3 +839,39 @@ fn a_replaced_or_removed_version_is_named_in_the_trash_and_read_back_by_that_nam
         "{purged}"
     );
 }
+
+#[test]
+fn stat_says_what_a_path_holds_now_as_the_steps_on_it_check_it() {
+    let server = Apache::start();
+    let served = server.served(Share::Open).join("stat");
+    let remote = replica(&server, "stat");
+    remote.mark_root().unwrap();
+    remote.mkdir(&rel("d"), None).unwrap();
+    let written = write(&remote, "d/f.txt", "abc\n", &Expect::Absent);
+
+    assert_eq!(remote.stat(&rel("missing")).unwrap(), Expect::Absent);
+    assert_eq!(remote.stat(&rel("gone/below")).unwrap(), Expect::Absent);
+    assert_eq!(remote.stat(&rel("d")).unwrap(), Expect::Dir);
+    // WebDAV holds no modes: the file's size and (whole-second) mtime.
+    let file = remote.stat(&rel("d/f.txt")).unwrap();
+    assert_eq!(file, expect_of(&written));
+    assert!(
+        matches!(
+            file,
+            Expect::File {
+                size: 4,
+                mode: None,
+                ..
+            }
+        ),
+        "{file:?}"
+    );
+    // What it says is what a step on the path checks against.
+    remote
+        .rename(&rel("d/f.txt"), &rel("d/g.txt"), &file)
+        .unwrap();
+    let moved = remote.stat(&rel("d/g.txt")).unwrap();
+    remote.remove(&rel("d/g.txt"), &moved).unwrap();
+    assert_eq!(remote.stat(&rel("d/g.txt")).unwrap(), Expect::Absent);
+    assert_eq!(files_below(&served.join(".prism-sync/trash")), ["abc\n"]);
+}

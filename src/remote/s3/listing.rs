@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 
-use super::client::{META_BLAKE3, ObjectInfo, S3Client};
+use super::client::{META_BLAKE3, ObjectHead, ObjectInfo, S3Client};
 use super::error::S3Error;
 use super::replica::{META_MTIME, same_etag};
 use crate::model::{BaseTree, ContentHash, Entry, FileMeta, RelPath, Scope, SideEntry};
@@ -231,6 +231,20 @@ enum Judged {
     Moved,
 }
 
+/// An object's mtime: the one the writer kept in its metadata, else the
+/// server's time of the upload (`listed`, where the listing gave one).
+pub(super) fn mtime_of(head: &ObjectHead, listed: Option<std::time::SystemTime>) -> i64 {
+    head.metadata
+        .get(META_MTIME)
+        .and_then(|v| v.parse::<i64>().ok())
+        .or_else(|| {
+            listed
+                .or(head.last_modified)
+                .map(crate::timefmt::to_unix_ns)
+        })
+        .unwrap_or(0)
+}
+
 /// The hash and mtime of an object the base does not know.
 fn judge(client: &S3Client, rel: &RelPath, object: &ObjectInfo) -> Result<Judged, ReplicaError> {
     let Some(head) = client.head(rel.as_str())? else {
@@ -239,12 +253,7 @@ fn judge(client: &S3Client, rel: &RelPath, object: &ObjectInfo) -> Result<Judged
     if !same_etag(&head.etag, &object.etag) {
         return Ok(Judged::Moved);
     }
-    let mtime_ns = head
-        .metadata
-        .get(META_MTIME)
-        .and_then(|v| v.parse::<i64>().ok())
-        .or_else(|| object.last_modified.map(crate::timefmt::to_unix_ns))
-        .unwrap_or(0);
+    let mtime_ns = mtime_of(&head, object.last_modified);
     if let Some(hash) = head
         .metadata
         .get(META_BLAKE3)

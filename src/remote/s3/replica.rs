@@ -462,6 +462,23 @@ impl Replica for S3Replica {
         Ok(listing)
     }
 
+    fn stat(&self, path: &RelPath) -> Result<Expect, ReplicaError> {
+        let client = self.client()?;
+        if let Some(head) = client.head(path.as_str())? {
+            return Ok(Expect::File {
+                size: head.size,
+                mtime_ns: listing::mtime_of(&head, None),
+                mode: None,
+                version: Some(head.etag),
+            });
+        }
+        // A folder is a prefix: its marker, or any key below it.
+        if client.any_below(&format!("{path}/"))? {
+            return Ok(Expect::Dir);
+        }
+        Ok(Expect::Absent)
+    }
+
     fn open(&self, path: &RelPath) -> Result<Box<dyn Read + Send + '_>, ReplicaError> {
         let client = self.client()?;
         // The caller checks the bytes against the planned hash.
