@@ -18,6 +18,7 @@ mod records;
 mod agent;
 mod daemon;
 mod replica;
+#[path = "../support/sshd.rs"]
 mod sshd;
 
 use std::process::Command;

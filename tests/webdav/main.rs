@@ -21,11 +21,14 @@ mod records;
 mod secret_service;
 
 mod agent;
+#[path = "../support/apache.rs"]
 mod apache;
 mod hostile;
 mod keyring;
+#[path = "../support/rclone.rs"]
 mod rclone;
 mod replica;
+#[path = "../support/server.rs"]
 mod server;
 
 use std::time::Duration;
