@@ -1,0 +1,125 @@
+//! What agents sharing a remote keep there for each other: the lease
+//! (one holder at a time) and records.
+
+use std::sync::Barrier;
+use std::time::Duration;
+
+use prism_sync::remote::ReplicaError;
+
+use crate::Case;
+
+conformance!(
+    one_agent_at_a_time_holds_the_lease,
+    records_are_replaced_whole_listed_and_removed
+);
+
+fn one_agent_at_a_time_holds_the_lease(case: &Case) {
+    case.marked();
+    const AGENTS: usize = 4;
+    let agents: Vec<_> = (0..AGENTS).map(|_| case.replica()).collect();
+    let start = Barrier::new(AGENTS);
+    let results: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = agents
+            .iter()
+            .enumerate()
+            .map(|(i, agent)| {
+                let start = &start;
+                scope.spawn(move || {
+                    start.wait();
+                    agent.lease(&format!("agent-{i}"), Duration::from_secs(60))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut held = Vec::new();
+    let mut busy = Vec::new();
+    for (i, result) in results.into_iter().enumerate() {
+        match result {
+            Ok(Some(lease)) => held.push((i, lease)),
+            Err(ReplicaError::Busy(message)) => busy.push(message),
+            Ok(None) => panic!("agent-{i}: the backend has no lease"),
+            Err(e) => panic!("agent-{i}: {e}"),
+        }
+    }
+    assert_eq!(held.len(), 1, "exactly one holds it; busy: {busy:?}");
+    let (holder, mut lease) = held.pop().unwrap();
+    // Each names an agent (whose record it found, maybe one that lost the
+    // race in the end).
+    for message in &busy {
+        assert!(
+            message.contains("agent-") || message.contains("another agent"),
+            "{message}"
+        );
+    }
+    lease.renew().unwrap();
+    let other = (holder + 1) % AGENTS;
+    assert!(matches!(
+        agents[other].lease("late", Duration::from_secs(60)),
+        Err(ReplicaError::Busy(_))
+    ));
+    // Released when dropped: the next one takes it.
+    drop(lease);
+    let next = agents[other]
+        .lease("dies", Duration::from_secs(2))
+        .unwrap()
+        .unwrap();
+    // An agent that died holding it (never released) holds it until it
+    // expires (the record counts whole seconds: in more than one second,
+    // at most two); then another takes it over.
+    std::mem::forget(next);
+    match agents[holder].lease("again", Duration::from_secs(60)) {
+        Err(ReplicaError::Busy(message)) => assert!(message.contains("dies"), "{message}"),
+        other => panic!("a live lease is held: {:?}", other.map(|l| l.is_some())),
+    }
+    std::thread::sleep(Duration::from_millis(2200));
+    let taken = agents[holder]
+        .lease("again", Duration::from_secs(60))
+        .unwrap();
+    assert!(taken.is_some(), "an expired lease is taken over");
+}
+
+fn records_are_replaced_whole_listed_and_removed(case: &Case) {
+    let replica = case.marked();
+    let outside = case.outside();
+    let name = "journals/0123456789abcdef";
+    assert_eq!(replica.read_record(name).unwrap(), None);
+    assert!(replica.list_records("journals").unwrap().is_empty());
+    for content in ["7 laptop\n", "1234567 a-longer-device-name\n", "9\n"] {
+        replica.write_record(name, content).unwrap();
+        assert_eq!(replica.read_record(name).unwrap().as_deref(), Some(content));
+        // Another agent reads it whole too.
+        assert_eq!(
+            case.replica().read_record(name).unwrap().as_deref(),
+            Some(content)
+        );
+    }
+    replica
+        .write_record("journals/fedcba9876543210", "1\n")
+        .unwrap();
+    let mut names = replica.list_records("journals").unwrap();
+    names.sort();
+    assert_eq!(names, ["0123456789abcdef", "fedcba9876543210"]);
+    assert_eq!(
+        outside.names(".prism-sync/journals"),
+        ["0123456789abcdef", "fedcba9876543210"],
+        "nothing staged left beside them"
+    );
+    assert!(
+        outside.trashed().is_empty(),
+        "records never go to the trash"
+    );
+    assert!(
+        crate::paths(&crate::list(&*replica)).is_empty(),
+        "records are not synced files"
+    );
+
+    replica.remove_record(name).unwrap();
+    replica.remove_record(name).unwrap();
+    assert_eq!(replica.read_record(name).unwrap(), None);
+    assert_eq!(
+        replica.list_records("journals").unwrap(),
+        ["fedcba9876543210"]
+    );
+    assert!(replica.list_records("nothing-here").unwrap().is_empty());
+}
