@@ -68,6 +68,8 @@ mod processes;
 #[allow(dead_code)]
 #[path = "support/rclone.rs"]
 mod rclone;
+#[path = "support/records.rs"]
+mod records;
 #[allow(dead_code)]
 #[path = "support/server.rs"]
 mod server;
@@ -87,6 +89,8 @@ mod link;
 mod agents;
 #[path = "conformance/changes.rs"]
 mod changes;
+#[path = "conformance/listings.rs"]
+mod listings;
 #[path = "conformance/names.rs"]
 mod names;
 #[path = "conformance/outages.rs"]
@@ -132,13 +136,27 @@ impl Case {
     }
 }
 
+/// The metadata folder as the server shows it, for the record checks
+/// shared with the backend-specific binaries.
+pub struct MetadataOf<'a>(OutsideOf<'a>);
+
+impl records::Metadata for MetadataOf<'_> {
+    fn names(&self, folder: &str) -> Vec<String> {
+        self.0.names(&format!(".prism-sync/{folder}"))
+    }
+
+    fn read(&self, path: &str) -> Option<String> {
+        self.0.read(&format!(".prism-sync/{path}"))
+    }
+}
+
 /// [`Outside`] for one test's folder.
 pub struct OutsideOf<'a> {
     outside: &'a dyn Outside,
     folder: &'a str,
 }
 
-impl OutsideOf<'_> {
+impl<'a> OutsideOf<'a> {
     pub fn put(&self, path: impl AsRef<[u8]>, content: impl AsRef<[u8]>) {
         self.outside
             .put(self.folder, path.as_ref(), content.as_ref());
@@ -166,6 +184,10 @@ impl OutsideOf<'_> {
             .into_iter()
             .map(|bytes| String::from_utf8(bytes).unwrap())
             .collect()
+    }
+
+    pub fn metadata(self) -> MetadataOf<'a> {
+        MetadataOf(self)
     }
 
     pub fn shows_as_is(&self, name: &[u8]) -> bool {
@@ -239,6 +261,7 @@ pub fn base_of(listing: &Listing) -> BaseTree {
         .iter()
         .map(|(path, side)| {
             let mut entry = BaseEntry::new(side.entry);
+            entry.remote_id = side.id.clone();
             entry.remote_version = side.version.clone();
             (path.clone(), entry)
         })

@@ -10,7 +10,7 @@ use crate::Case;
 
 conformance!(
     one_agent_at_a_time_holds_the_lease,
-    records_are_replaced_whole_listed_and_removed
+    records_and_change_logs_are_replaced_whole_listed_and_removed
 );
 
 fn one_agent_at_a_time_holds_the_lease(case: &Case) {
@@ -77,49 +77,50 @@ fn one_agent_at_a_time_holds_the_lease(case: &Case) {
         .lease("again", Duration::from_secs(60))
         .unwrap();
     assert!(taken.is_some(), "an expired lease is taken over");
+    // Nothing an agent staged (a record on its way, a probe) is left.
+    let left = case.outside().names(".prism-sync");
+    assert!(left.contains(&"lease".to_owned()), "{left:?}");
+    assert!(
+        left.iter().all(|name| !name.starts_with(".prism-tmp")),
+        "{left:?}"
+    );
 }
 
-fn records_are_replaced_whole_listed_and_removed(case: &Case) {
+fn records_and_change_logs_are_replaced_whole_listed_and_removed(case: &Case) {
     let replica = case.marked();
-    let outside = case.outside();
-    let name = "journals/0123456789abcdef";
-    assert_eq!(replica.read_record(name).unwrap(), None);
-    assert!(replica.list_records("journals").unwrap().is_empty());
-    for content in ["7 laptop\n", "1234567 a-longer-device-name\n", "9\n"] {
-        replica.write_record(name, content).unwrap();
-        assert_eq!(replica.read_record(name).unwrap().as_deref(), Some(content));
-        // Another agent reads it whole too.
-        assert_eq!(
-            case.replica().read_record(name).unwrap().as_deref(),
-            Some(content)
-        );
-    }
-    replica
-        .write_record("journals/fedcba9876543210", "1\n")
-        .unwrap();
+    let metadata = case.outside().metadata();
+    crate::records::check_records_round_trip(&*replica, &metadata);
+    let name = "journals/0123456789abcdef0123456789abcdef";
+    // Another agent reads what one wrote.
+    assert_eq!(
+        case.replica().read_record(name).unwrap().as_deref(),
+        Some("9\n")
+    );
     let mut names = replica.list_records("journals").unwrap();
     names.sort();
-    assert_eq!(names, ["0123456789abcdef", "fedcba9876543210"]);
     assert_eq!(
-        outside.names(".prism-sync/journals"),
-        ["0123456789abcdef", "fedcba9876543210"],
-        "nothing staged left beside them"
+        names,
+        [
+            "0123456789abcdef0123456789abcdef",
+            "fedcba9876543210fedcba9876543210"
+        ]
     );
     assert!(
-        outside.trashed().is_empty(),
+        case.outside().trashed().is_empty(),
         "records never go to the trash"
     );
     assert!(
         crate::paths(&crate::list(&*replica)).is_empty(),
         "records are not synced files"
     );
-
     replica.remove_record(name).unwrap();
     replica.remove_record(name).unwrap();
     assert_eq!(replica.read_record(name).unwrap(), None);
     assert_eq!(
         replica.list_records("journals").unwrap(),
-        ["fedcba9876543210"]
+        ["fedcba9876543210fedcba9876543210"]
     );
     assert!(replica.list_records("nothing-here").unwrap().is_empty());
+
+    crate::records::check_change_log_round_trip(&*replica, &metadata);
 }

@@ -12,8 +12,6 @@ mod files;
 mod ports;
 #[path = "../support/processes.rs"]
 mod processes;
-#[path = "../support/records.rs"]
-mod records;
 
 mod agent;
 mod daemon;

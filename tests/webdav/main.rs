@@ -15,8 +15,6 @@ mod files;
 mod ports;
 #[path = "../support/processes.rs"]
 mod processes;
-#[path = "../support/records.rs"]
-mod records;
 #[path = "../support/secret_service.rs"]
 mod secret_service;
 
