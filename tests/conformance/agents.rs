@@ -4,7 +4,7 @@
 use std::sync::Barrier;
 use std::time::Duration;
 
-use prism_sync::remote::ReplicaError;
+use prism_sync::remote::{Lease, Replica, ReplicaError};
 
 use crate::Case;
 
@@ -13,11 +13,14 @@ conformance!(
     records_and_change_logs_are_replaced_whole_listed_and_removed
 );
 
-fn one_agent_at_a_time_holds_the_lease(case: &Case) {
-    case.marked();
-    const AGENTS: usize = 4;
-    let agents: Vec<_> = (0..AGENTS).map(|_| case.replica()).collect();
-    let start = Barrier::new(AGENTS);
+/// How many agents race for the lease, and how many times.
+const AGENTS: usize = 4;
+const RACES: usize = 5;
+
+/// Lets every agent ask for the lease at once; returns the one that holds
+/// it (there must be exactly one) and what the others were told.
+fn race(agents: &[Box<dyn Replica>]) -> ((usize, Box<dyn Lease>), Vec<String>) {
+    let start = Barrier::new(agents.len());
     let results: Vec<_> = std::thread::scope(|scope| {
         let handles: Vec<_> = agents
             .iter()
@@ -43,7 +46,17 @@ fn one_agent_at_a_time_holds_the_lease(case: &Case) {
         }
     }
     assert_eq!(held.len(), 1, "exactly one holds it; busy: {busy:?}");
-    let (holder, mut lease) = held.pop().unwrap();
+    (held.pop().unwrap(), busy)
+}
+
+fn one_agent_at_a_time_holds_the_lease(case: &Case) {
+    case.marked();
+    let agents: Vec<_> = (0..AGENTS).map(|_| case.replica()).collect();
+    for _ in 1..RACES {
+        let (_, lease) = race(&agents);
+        drop(lease);
+    }
+    let ((holder, mut lease), busy) = race(&agents);
     // Each names an agent (whose record it found, maybe one that lost the
     // race in the end).
     for message in &busy {

@@ -5,7 +5,9 @@
 //! Adding a backend: a function here that starts (once) its server and
 //! returns a `&'static dyn Backend`, and one line in
 //! `network_backends!` (or in `conformance!` for a backend without a
-//! network) in `conformance.rs`.
+//! network) in `conformance.rs`. A server that keeps each file as a file
+//! on this machine gets its [`Outside`] from [`Disk`]; one that does not
+//! (an object store) implements [`Outside`] with its own client.
 
 use std::fs;
 use std::os::unix::ffi::OsStrExt;

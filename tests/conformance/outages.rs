@@ -23,7 +23,9 @@ fn a_root_gone_or_emptied_is_not_a_root_whose_files_were_deleted(case: &Case) {
         .mkdir(&prism_sync::model::RelPath::new("d").unwrap(), None)
         .unwrap();
     create(&*replica, "d/a.txt", "a");
-    assert_eq!(paths(&list(&*replica)), ["d", "d/a.txt"]);
+    let full = list(&*replica);
+    assert_eq!(paths(&full), ["d", "d/a.txt"]);
+    let base = base_of(&full);
 
     // An unmounted disk: the mount point is there, empty.
     case.outside().empty_root();
@@ -31,6 +33,9 @@ fn a_root_gone_or_emptied_is_not_a_root_whose_files_were_deleted(case: &Case) {
     // Removed altogether.
     case.outside().remove_root();
     assert_eq!(replica.root_state().unwrap(), RootState::Missing);
+    // A listing of a root that is not there is not an empty listing.
+    let listing = replica.list(&Scope::Full, &base, &no_rules());
+    assert!(listing.is_err(), "{listing:?}");
     // A new agent sees the same.
     assert_eq!(case.replica().root_state().unwrap(), RootState::Missing);
 }
