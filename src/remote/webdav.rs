@@ -75,6 +75,11 @@
 //! between a check and the next step is not refused; with `Overwrite: F`
 //! the upload is not placed over it and the path is re-planned, but a
 //! replaced version can go to the trash with the old one (kept, not lost).
+//! RACE: Apache's mod_dav checks `Overwrite: F` and renames in two steps,
+//! so of writers creating one new file at the same moment all can succeed,
+//! the last one's version replacing the others' (not trashed). Among
+//! agents the lease prevents it; a writer that does not take the lease
+//! can meet it. The replaced agent's version is still on its own side.
 
 // Public so the fuzz tests (`tests/fuzz/`) can feed it answers directly.
 pub mod xml;
@@ -262,6 +267,13 @@ impl WebdavError {
         }
         if self.is_global() {
             return ReplicaError::Other(self.to_string());
+        }
+        // 423 Locked: another client is changing this path at this moment
+        // (rclone answers so while it writes or moves it): re-plan it.
+        if self.status() == Some(423) {
+            return ReplicaError::Changed {
+                path: path.to_string(),
+            };
         }
         let kind = match &self {
             WebdavError::Forbidden { .. } => io::ErrorKind::PermissionDenied,

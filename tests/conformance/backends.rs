@@ -40,6 +40,16 @@ pub trait Backend: Sync {
 
     /// The server's own view of what it stores.
     fn outside(&self) -> &dyn Outside;
+
+    /// Whether the server makes a move that must not replace in one step,
+    /// so of agents creating one file at once only one can succeed.
+    /// Apache's mod_dav checks `Overwrite: F` and renames in two: there
+    /// all can succeed, the last one's version replacing the others (a
+    /// RACE the WebDAV backend documents, and which the lease prevents
+    /// among agents).
+    fn creates_atomically(&self) -> bool {
+        true
+    }
 }
 
 /// What another program on the server does to what the replica sees:
@@ -264,6 +274,7 @@ impl Backend for Sftp {
 /// `rclone serve webdav` (which ignores conditional headers).
 pub struct Webdav {
     disk: Disk,
+    creates_atomically: bool,
     port: u16,
     /// The server path of the open share, ending in `/`.
     share_path: String,
@@ -273,7 +284,7 @@ pub fn webdav_apache() -> &'static dyn Backend {
     static APACHE: OnceLock<Webdav> = OnceLock::new();
     APACHE.get_or_init(|| {
         let server = Apache::start();
-        let dav = webdav(&server, Apache::give_to_server, every_name_as_is);
+        let dav = webdav(&server, Apache::give_to_server, every_name_as_is, false);
         drop_at_exit(server);
         dav
     })
@@ -287,13 +298,19 @@ pub fn webdav_rclone() -> &'static dyn Backend {
             &server,
             nothing_to_hand_over,
             control_characters_as_pictures,
+            true,
         );
         drop_at_exit(server);
         dav
     })
 }
 
-fn webdav(server: &dyn Dav, hand_over: fn(&Path), shows_as_is: fn(&[u8]) -> bool) -> Webdav {
+fn webdav(
+    server: &dyn Dav,
+    hand_over: fn(&Path),
+    shows_as_is: fn(&[u8]) -> bool,
+    creates_atomically: bool,
+) -> Webdav {
     let (port, share_path) = server.open_target("");
     Webdav {
         disk: Disk {
@@ -301,6 +318,7 @@ fn webdav(server: &dyn Dav, hand_over: fn(&Path), shows_as_is: fn(&[u8]) -> bool
             hand_over,
             shows_as_is,
         },
+        creates_atomically,
         port,
         share_path,
     }
@@ -335,5 +353,9 @@ impl Backend for Webdav {
 
     fn outside(&self) -> &dyn Outside {
         &self.disk
+    }
+
+    fn creates_atomically(&self) -> bool {
+        self.creates_atomically
     }
 }

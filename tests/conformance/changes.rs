@@ -167,3 +167,74 @@ fn files_and_folders_move_without_ever_replacing(case: &Case) {
     );
     assert!(outside.trashed().is_empty(), "a move trashes nothing");
 }
+
+conformance!(of_agents_creating_one_file_at_once_one_wins_and_the_rest_are_refused);
+
+/// Agents that planned the same new file at once: one succeeds, every
+/// other one is refused as Changed (its version is still where it came
+/// from), and nothing staged is left. (Replacing one file at once is
+/// left to the lease: a server without conditional requests cannot refuse
+/// a replacement that slips between another agent's check and its move.)
+fn of_agents_creating_one_file_at_once_one_wins_and_the_rest_are_refused(case: &Case) {
+    const AGENTS: usize = 4;
+    const RACES: usize = 5;
+    let outside = case.outside();
+    let agents: Vec<_> = (0..AGENTS).map(|_| case.marked()).collect();
+    for race in 0..RACES {
+        let name = format!("f{race}.txt");
+        let start = std::sync::Barrier::new(AGENTS);
+        let results: Vec<_> = std::thread::scope(|scope| {
+            let handles: Vec<_> = agents
+                .iter()
+                .enumerate()
+                .map(|(i, agent)| {
+                    let (start, name) = (&start, &name);
+                    scope.spawn(move || {
+                        let text = format!("by agent {i}");
+                        let hash = prism_sync::model::ContentHash::of_bytes(text.as_bytes());
+                        let staged = agent
+                            .stage(
+                                &rel(name),
+                                &mut text.as_bytes(),
+                                &hash,
+                                crate::MTIME_NS,
+                                None,
+                            )
+                            .unwrap();
+                        start.wait();
+                        let committed = agent.commit_staged(&staged, &Expect::Absent);
+                        if committed.is_err() {
+                            agent.discard(staged);
+                        }
+                        committed
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let mut won = Vec::new();
+        for (i, result) in results.into_iter().enumerate() {
+            match result {
+                Ok(_) => won.push(i),
+                Err(ReplicaError::Changed { .. }) => {}
+                Err(e) => panic!("agent {i}: {e}"),
+            }
+        }
+        let there = outside.read(&name).unwrap();
+        if case.backend.creates_atomically() {
+            assert_eq!(won.len(), 1, "{name}: exactly one wins: {won:?}");
+            assert_eq!(there, format!("by agent {}", won[0]));
+        } else {
+            // At least one wins, the others are refused as changed (never
+            // a failure), and the version there is a winner's.
+            assert!(
+                won.iter().any(|i| there == format!("by agent {i}")),
+                "{name}: {there} is not a winner's: {won:?}"
+            );
+        }
+    }
+    let mut names = outside.names("");
+    names.retain(|n| n != ".prism-sync");
+    assert_eq!(names.len(), RACES, "nothing staged left: {names:?}");
+    assert!(outside.trashed().is_empty(), "nothing was replaced");
+}
