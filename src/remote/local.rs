@@ -693,13 +693,14 @@ impl Replica for LocalFolder {
             staged.written.clone(),
         );
         let target = self.at("replace", path)?;
-        let committed =
-            fsops::commit_at(guard, &target, expect, &self.trash, path).map_err(|e| match e {
+        let committed = fsops::commit_at(guard, &target, expect, &self.trash, path)
+            .map_err(|e| match e {
                 fsops::CommitError::Changed { .. } => ReplicaError::Changed {
                     path: path.to_string(),
                 },
                 fsops::CommitError::Io(e) => ReplicaError::io("replace", path, e),
-            })?;
+            })
+            .map_err(super::gone_meanwhile(path))?;
         self.touched(target.path());
         if let Some(trashed) = &committed.trashed {
             self.touched(trashed);
@@ -806,7 +807,8 @@ impl Replica for LocalFolder {
         let trashed = self
             .trash
             .put_at(&at, path)
-            .map_err(|e| ReplicaError::io("move to the trash", path, e))?;
+            .map_err(|e| ReplicaError::io("move to the trash", path, e))
+            .map_err(super::gone_meanwhile(path))?;
         self.touched(at.path());
         self.touched(&trashed);
         Ok(())

@@ -189,6 +189,21 @@ pub(crate) fn interrupted_listing(remote: String, cause: ReplicaError) -> Replic
     }
 }
 
+/// For the careful steps of every backend: a path checked a moment ago
+/// that is gone when it is moved to the trash was removed or replaced by
+/// someone else in between, which is a change to re-plan, not a failure of
+/// the path.
+pub(crate) fn gone_meanwhile(path: &RelPath) -> impl Fn(ReplicaError) -> ReplicaError + '_ {
+    move |error| match &error {
+        ReplicaError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            ReplicaError::Changed {
+                path: path.to_string(),
+            }
+        }
+        _ => error,
+    }
+}
+
 /// A suffix for a trash name that is already taken: the path was trashed
 /// before within the same minute. Counting up (`.1`, `.2`, …) costs one
 /// failed rename and one stat per earlier version on a remote, which adds

@@ -1448,7 +1448,8 @@ impl Replica for SftpReplica {
                 // RACE: a write to the target between the check and this
                 // move goes to the trash with it: kept, not lost.
                 s.trash_put(&conn, &target, &path)
-                    .map_err(|e| ReplicaError::io("move to the trash", &path, e))?;
+                    .map_err(|e| ReplicaError::io("move to the trash", &path, e))
+                    .map_err(super::gone_meanwhile(&path))?;
             }
             let mtime_ns = s.staged_mtimes.locked().get(&staged.temp).copied();
             if let Some((mtime_ns, mode)) = mtime_ns {
@@ -1596,7 +1597,8 @@ impl Replica for SftpReplica {
             };
         }
         s.trash_put(&conn, &full, path)
-            .map_err(|e| ReplicaError::io("move to the trash", path, e))?;
+            .map_err(|e| ReplicaError::io("move to the trash", path, e))
+            .map_err(super::gone_meanwhile(path))?;
         Ok(())
     }
 

@@ -635,6 +635,23 @@ impl Shared {
         }
     }
 
+    /// Why moving `path` to the trash failed with `e`: a change to re-plan
+    /// when `path` is no longer what `expect` says (someone else moved,
+    /// removed or replaced it since the check; Apache answers 404 then,
+    /// rclone 403 or 404), else `e`.
+    fn trash_failed(
+        &self,
+        conn: &Conn,
+        path: &RelPath,
+        expect: &Expect,
+        e: WebdavError,
+    ) -> ReplicaError {
+        match self.check(conn, path, expect) {
+            Err(changed @ ReplicaError::Changed { .. }) => changed,
+            _ => e.into_replica("move to the trash", path),
+        }
+    }
+
     /// PROPFIND of one resource (Depth 0); `None` when nothing is there.
     fn stat(&self, conn: &Conn, rel: &str) -> Result<Option<RemoteStat>, WebdavError> {
         let url = self.url(rel, false);
@@ -2250,7 +2267,7 @@ impl Replica for WebdavReplica {
             // lost.
             let moved = s
                 .trash_put(&conn, path, old.collection, old.strong_etag())
-                .map_err(|e| e.into_replica("move to the trash", path))?;
+                .map_err(|e| s.trash_failed(&conn, path, expect, e))?;
             if !moved {
                 return Err(changed());
             }
@@ -2350,7 +2367,7 @@ impl Replica for WebdavReplica {
         // collection would remove whatever was added inside it since.
         if !s
             .trash_put(&conn, path, found.collection, found.strong_etag())
-            .map_err(|e| e.into_replica("move to the trash", path))?
+            .map_err(|e| s.trash_failed(&conn, path, expect, e))?
         {
             return Err(ReplicaError::Changed {
                 path: path.to_string(),

@@ -212,6 +212,7 @@ pub struct Sftp {
     client_key: PathBuf,
     host_key_line: String,
     scratch: PathBuf,
+    writing_known_hosts: std::sync::Mutex<()>,
 }
 
 pub fn sftp() -> &'static dyn Backend {
@@ -229,6 +230,7 @@ pub fn sftp() -> &'static dyn Backend {
             client_key: server.client_key(),
             host_key_line: server.host_key_line(),
             scratch: server.scratch("client"),
+            writing_known_hosts: std::sync::Mutex::new(()),
         };
         drop_at_exit(server);
         sftp
@@ -245,13 +247,18 @@ impl Backend for Sftp {
     }
 
     fn replica_via(&self, folder: &str, port: u16) -> Box<dyn Replica> {
-        // The host key is known under the port the replica connects to.
+        // The host key is known under the port the replica connects to;
+        // written once per port, whole (replicas of other tests read it).
         let known_hosts = self.scratch.join(format!("known_hosts-{port}"));
-        fs::write(
-            &known_hosts,
-            format!("[127.0.0.1]:{port} {}\n", self.host_key_line),
-        )
-        .unwrap();
+        {
+            let _writing = self.writing_known_hosts.lock().unwrap();
+            if !known_hosts.exists() {
+                let temp = self.scratch.join(format!("known_hosts-{port}.new"));
+                let line = format!("[127.0.0.1]:{port} {}\n", self.host_key_line);
+                fs::write(&temp, line).unwrap();
+                fs::rename(&temp, &known_hosts).unwrap();
+            }
+        }
         Box::new(SftpReplica::new(SftpTarget {
             user: Some(self.user.clone()),
             host: "127.0.0.1".into(),

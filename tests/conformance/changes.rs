@@ -2,6 +2,8 @@
 //! changes nothing (`ReplicaError::Changed`); every version a step
 //! replaces or removes is kept in the trash; a move never replaces.
 
+use std::time::Duration;
+
 use prism_sync::fsops::Expect;
 use prism_sync::remote::ReplicaError;
 
@@ -237,4 +239,75 @@ fn of_agents_creating_one_file_at_once_one_wins_and_the_rest_are_refused(case: &
     names.retain(|n| n != ".prism-sync");
     assert_eq!(names.len(), RACES, "nothing staged left: {names:?}");
     assert!(outside.trashed().is_empty(), "nothing was replaced");
+}
+
+conformance!(of_agents_replacing_one_file_at_once_none_fails_and_no_version_is_lost);
+
+/// Agents that planned a new version of the file they all listed, at once
+/// (as agents that do not take the lease could): each either wins or is
+/// refused as Changed, never a failure of the path; and every version that
+/// was there, the listed one and each winner's, is the file or in the
+/// trash. (How many win depends on the server: without conditional
+/// requests, a replacement that slips between another's check and its
+/// move is not refused, but what it replaced is kept; and one refused
+/// after its move may have been replaced in turn, kept too.)
+fn of_agents_replacing_one_file_at_once_none_fails_and_no_version_is_lost(case: &Case) {
+    const AGENTS: usize = 4;
+    let outside = case.outside();
+    let agents: Vec<_> = (0..AGENTS).map(|_| case.marked()).collect();
+    create(&*agents[0], "f.txt", "the listed version");
+    // A version token may be weak for a moment after a write (Apache's);
+    // a settled one is what a conditional request can name.
+    std::thread::sleep(Duration::from_millis(1100));
+    let listed = list(&*agents[0]).tree[&rel("f.txt")].clone();
+    let start = std::sync::Barrier::new(AGENTS);
+    let results: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = agents
+            .iter()
+            .enumerate()
+            .map(|(i, agent)| {
+                let (start, listed) = (&start, &listed);
+                scope.spawn(move || {
+                    let text = format!("by agent {i}");
+                    let hash = prism_sync::model::ContentHash::of_bytes(text.as_bytes());
+                    let staged = agent
+                        .stage(
+                            &rel("f.txt"),
+                            &mut text.as_bytes(),
+                            &hash,
+                            crate::MTIME_NS,
+                            None,
+                        )
+                        .unwrap();
+                    start.wait();
+                    let committed = agent.commit_staged(&staged, &expect_of(listed));
+                    if committed.is_err() {
+                        agent.discard(staged);
+                    }
+                    committed
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut versions = vec!["the listed version".to_owned()];
+    for (i, result) in results.into_iter().enumerate() {
+        match result {
+            Ok(_) => versions.push(format!("by agent {i}")),
+            Err(ReplicaError::Changed { .. }) => {}
+            Err(e) => panic!("agent {i}: {e}"),
+        }
+    }
+    // The file itself may be gone: racers that each moved the one before
+    // to the trash, each then finding its own move refused.
+    let mut kept = outside.trashed();
+    kept.extend(outside.read("f.txt"));
+    for version in &versions {
+        assert!(kept.contains(version), "{version} is lost: {kept:?}");
+    }
+    let left = outside.names("");
+    assert!(
+        left.iter().all(|name| !name.starts_with(".prism-tmp")),
+        "nothing staged left: {left:?}"
+    );
 }
