@@ -574,6 +574,37 @@ impl Replica for LocalFolder {
         Ok(Box::new(file))
     }
 
+    /// Continues only the version listed: the open file's size and mtime
+    /// must still be `expected`'s (the same check a write makes), else
+    /// another version is there and its bytes must not be spliced onto
+    /// the ones that already arrived.
+    fn open_at(
+        &self,
+        path: &RelPath,
+        offset: u64,
+        expected: &FileMeta,
+    ) -> Result<super::Opened<'_>, ReplicaError> {
+        let mut file = self
+            .at("read", path)?
+            .open_read()
+            .map_err(|e| ReplicaError::io("read", path, e))?;
+        let stat = file
+            .metadata()
+            .map(|meta| fsops::stat_of(&meta))
+            .map_err(|e| ReplicaError::io("read", path, e))?;
+        if stat.kind != StatKind::File
+            || stat.size != expected.size
+            || stat.mtime_ns != expected.mtime_ns
+        {
+            return Err(ReplicaError::SourceChanged {
+                path: path.to_string(),
+            });
+        }
+        file.seek(io::SeekFrom::Start(offset))
+            .map_err(|e| ReplicaError::io("read", path, e))?;
+        Ok((Box::new(file), offset))
+    }
+
     fn stage(
         &self,
         path: &RelPath,
@@ -692,13 +723,14 @@ impl Replica for LocalFolder {
             staged.written.clone(),
         );
         let target = self.at("replace", path)?;
-        let committed =
-            fsops::commit_at(guard, &target, expect, &self.trash, path).map_err(|e| match e {
+        let committed = fsops::commit_at(guard, &target, expect, &self.trash, path)
+            .map_err(|e| match e {
                 fsops::CommitError::Changed { .. } => ReplicaError::Changed {
                     path: path.to_string(),
                 },
                 fsops::CommitError::Io(e) => ReplicaError::io("replace", path, e),
-            })?;
+            })
+            .map_err(super::gone_meanwhile(path))?;
         self.touched(target.path());
         if let Some(trashed) = &committed.trashed {
             self.touched(trashed);
@@ -817,7 +849,8 @@ impl Replica for LocalFolder {
         let trashed = self
             .trash
             .put_at(&at, path)
-            .map_err(|e| ReplicaError::io("move to the trash", path, e))?;
+            .map_err(|e| ReplicaError::io("move to the trash", path, e))
+            .map_err(super::gone_meanwhile(path))?;
         self.touched(at.path());
         self.touched(&trashed);
         Ok(self.trash.name_of(&trashed))
@@ -1092,7 +1125,7 @@ mod tests {
                 refused(side.remove(&below("deeper"), &Expect::Dir));
                 let source_remote = LocalFolder::remote(dir.path().join("source"));
                 fs::create_dir_all(dir.path().join("source")).unwrap();
-                fs::write(dir.path().join("source/new.txt"), "new").unwrap();
+                write_source(&dir.path().join("source/new.txt"), b"new");
                 let path = rel("new.txt");
                 let source = Source::new(&source_remote, &path, meta_of(b"new"), &|_| {});
                 refused(
@@ -1403,12 +1436,24 @@ mod tests {
         }
     }
 
+    /// Writes a file to copy from, as [`meta_of`] describes it (its mtime
+    /// too: a read continues only the version listed).
+    fn write_source(path: &Path, bytes: &[u8]) {
+        fs::write(path, bytes).unwrap();
+        fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(UNIX_EPOCH + Duration::from_secs(1))
+            .unwrap();
+    }
+
     /// A local side and a remote folder holding `big.bin` = `bytes`.
     fn download_pair(bytes: &[u8]) -> (tempfile::TempDir, LocalFolder, LocalFolder) {
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir_all(dir.path().join("local")).unwrap();
         fs::create_dir_all(dir.path().join("remote")).unwrap();
-        fs::write(dir.path().join("remote/big.bin"), bytes).unwrap();
+        write_source(&dir.path().join("remote/big.bin"), bytes);
         let local = LocalFolder::local(dir.path().join("local"), dir.path().join("trash"));
         let remote = LocalFolder::remote(dir.path().join("remote"));
         (dir, local, remote)
@@ -1470,7 +1515,7 @@ mod tests {
         // A version whose owner may only read it is still written whole,
         // and ends read-only.
         let v2 = content(1 << 16, 2);
-        fs::write(dir.path().join("remote/ro.bin"), &v2).unwrap();
+        write_source(&dir.path().join("remote/ro.bin"), &v2);
         let path = rel("ro.bin");
         let source = Source::new(&remote, &path, meta_of(&v2), &|_| {});
         let staged = local

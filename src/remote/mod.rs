@@ -170,6 +170,40 @@ impl ReplicaError {
     }
 }
 
+/// What a listing that broke off part-way because of `cause` is, for
+/// every backend: never a listing (what it saw is partial and must not
+/// read as deletions); the remote offline when the cause says the
+/// connection failed ([`ReplicaError::is_offline`]), so the run stops and
+/// the pair retries as a whole; else a failure of this listing, retried
+/// with the next sync.
+pub(crate) fn interrupted_listing(remote: String, cause: ReplicaError) -> ReplicaError {
+    match cause {
+        ReplicaError::Offline { .. } => cause,
+        cause if cause.is_offline() => ReplicaError::Offline {
+            remote,
+            reason: format!("the connection broke during the listing: {cause}"),
+        },
+        cause => ReplicaError::Other(format!(
+            "the listing of {remote} was interrupted ({cause}); it will be retried"
+        )),
+    }
+}
+
+/// For the careful steps of every backend: a path checked a moment ago
+/// that is gone when it is moved to the trash was removed or replaced by
+/// someone else in between, which is a change to re-plan, not a failure of
+/// the path.
+pub(crate) fn gone_meanwhile(path: &RelPath) -> impl Fn(ReplicaError) -> ReplicaError + '_ {
+    move |error| match &error {
+        ReplicaError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            ReplicaError::Changed {
+                path: path.to_string(),
+            }
+        }
+        _ => error,
+    }
+}
+
 /// A suffix for a trash name that is already taken: the path was trashed
 /// before within the same minute. Counting up (`.1`, `.2`, …) costs one
 /// failed rename and one stat per earlier version on a remote, which adds
@@ -437,8 +471,10 @@ pub trait Replica: Send + Sync {
     /// exist).
     fn rename(&self, from: &RelPath, to: &RelPath, expect: &Expect) -> Result<(), ReplicaError>;
 
-    /// Moves `path` (which must match `expect`) to the trash. A folder goes
-    /// with everything still inside it.
+    /// Moves `path` (which must match `expect`) to the trash. A folder
+    /// must be empty: a plan removes what is in it first, each checked, so
+    /// a folder that still holds something holds what the plan did not see
+    /// and is refused as [`ReplicaError::Changed`].
     fn remove(&self, path: &RelPath, expect: &Expect) -> Result<(), ReplicaError>;
 
     /// [`Replica::remove`], also telling where the removed version went:

@@ -1485,7 +1485,8 @@ impl Replica for SftpReplica {
                 // move goes to the trash with it: kept, not lost.
                 let trashed = s
                     .trash_put(&conn, &target, &path)
-                    .map_err(|e| ReplicaError::io("move to the trash", &path, e))?;
+                    .map_err(|e| ReplicaError::io("move to the trash", &path, e))
+                    .map_err(super::gone_meanwhile(&path))?;
                 trash_name = s.trash_name_of(&trashed);
             }
             let mtime_ns = s.staged_mtimes.locked().get(&staged.temp).copied();
@@ -1644,7 +1645,8 @@ impl Replica for SftpReplica {
         }
         let trashed = s
             .trash_put(&conn, &full, path)
-            .map_err(|e| ReplicaError::io("move to the trash", path, e))?;
+            .map_err(|e| ReplicaError::io("move to the trash", path, e))
+            .map_err(super::gone_meanwhile(path))?;
         Ok(s.trash_name_of(&trashed))
     }
 
@@ -1814,8 +1816,9 @@ impl Replica for SftpReplica {
     }
 }
 
-/// The advisory lease of an SFTP remote: `.prism-sync/lease`, created
-/// exclusively, holding `EXPIRES DEVICE PID HOST`, as for a remote folder.
+/// The advisory lease of an SFTP remote: `.prism-sync/lease`, holding
+/// `EXPIRES DEVICE PID HOST`, as for a remote folder, and created with
+/// that record in one step (see [`SftpLease::create`]).
 struct SftpLease {
     shared: Arc<Shared>,
     path: PathBuf,
@@ -1832,24 +1835,44 @@ impl SftpLease {
         super::lease::record(&self.owner, self.ttl, SystemTime::now())
     }
 
+    /// Writes the record to a temporary name and renames it to the lease,
+    /// which never replaces on SFTP: the lease appears with its record in
+    /// it. Created empty and written after, another agent could read it
+    /// empty in between, find no expiry, take it for stale and take it
+    /// over, and both would hold it. `Err` inside is the rename's refusal
+    /// (most likely: a lease is there).
+    fn create(&self, conn: &Conn) -> Result<Result<(), ssh2::Error>, ReplicaError> {
+        let s = &self.shared;
+        let temp = self.path.with_file_name(temp_name_for("lease"));
+        let written = conn
+            .sftp
+            .open_mode(
+                &temp,
+                OpenFlags::WRITE | OpenFlags::EXCLUSIVE,
+                0o644,
+                OpenType::File,
+            )
+            .map_err(|e| conn.error("lock", self.path.display(), e))
+            .and_then(|mut file| {
+                file.write_all(self.content().as_bytes())
+                    .map_err(|e| s.transfer_error(conn, "lock", self.path.display(), e))
+            });
+        let renamed = written.map(|()| conn.sftp.rename(&temp, &self.path, None));
+        if !matches!(renamed, Ok(Ok(()))) {
+            let _ = conn.sftp.unlink(&temp);
+        }
+        renamed
+    }
+
     fn acquire(&self) -> Result<(), ReplicaError> {
         let s = &self.shared;
         let conn = s.conn()?;
         for _ in 0..2 {
-            match conn.sftp.open_mode(
-                &self.path,
-                OpenFlags::WRITE | OpenFlags::EXCLUSIVE,
-                0o644,
-                OpenType::File,
-            ) {
-                Ok(mut file) => {
-                    return file
-                        .write_all(self.content().as_bytes())
-                        .map_err(|e| ReplicaError::io("write", self.path.display(), e));
-                }
+            match self.create(&conn)? {
+                Ok(()) => return Ok(()),
                 Err(e) => {
-                    // OpenSSH answers "failure" to an exclusive create of an
-                    // existing file: look whether one is there.
+                    // OpenSSH answers "failure" to a rename onto an existing
+                    // file: look whether one is there.
                     let exists = conn
                         .lstat(&self.path)
                         .map_err(|e| ReplicaError::io("lock", self.path.display(), e))?

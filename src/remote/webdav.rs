@@ -57,20 +57,29 @@
 //! Some servers ignore conditional headers (`rclone serve webdav` answers a
 //! PUT with `If-None-Match: *` over an existing file, or with an `If-Match`
 //! naming another version, by writing it). The first lease taken on a
-//! replica therefore probes the server once: it writes
-//! `.prism-sync/probe`, then writes it again with `If-None-Match: *`, which
+//! replica therefore probes the server once: it writes a temporary
+//! file in `.prism-sync/`, then writes it again with `If-None-Match: *`, which
 //! must fail with 412. A server that passes is used as described above. On
 //! one that does not, every step still re-checks the path right before it
 //! writes (stat and compare with the caller's `Expect`), the final MOVE
 //! still carries `Overwrite: F` (which such servers do honour), and the
 //! lease, the one place that relied on `If-None-Match: *` alone, is taken by
 //! uploading the record to a temporary name and moving it to
-//! `.prism-sync/lease` with `Overwrite: F`, then reading it back; it is
-//! renewed and released after reading it back and finding it still ours.
+//! `.prism-sync/lease` with `Overwrite: F`; it is renewed and released
+//! after reading it back and finding it still ours. On every server a new
+//! lease record is read back a moment after it was written: Apache checks
+//! `If-None-Match: *` and writes in two steps too, so agents taking the
+//! lease at once can all be told yes, each record replacing the one before
+//! (see [`WebdavLease::create`]).
 //! RACE: on such a server a write by a client that does not take the lease
 //! between a check and the next step is not refused; with `Overwrite: F`
 //! the upload is not placed over it and the path is re-planned, but a
 //! replaced version can go to the trash with the old one (kept, not lost).
+//! RACE: Apache's mod_dav checks `Overwrite: F` and renames in two steps,
+//! so of writers creating one new file at the same moment all can succeed,
+//! the last one's version replacing the others' (not trashed). Among
+//! agents the lease prevents it; a writer that does not take the lease
+//! can meet it. The replaced agent's version is still on its own side.
 
 // Public so the fuzz tests (`tests/fuzz/`) can feed it answers directly.
 pub mod xml;
@@ -258,6 +267,13 @@ impl WebdavError {
         }
         if self.is_global() {
             return ReplicaError::Other(self.to_string());
+        }
+        // 423 Locked: another client is changing this path at this moment
+        // (rclone answers so while it writes or moves it): re-plan it.
+        if self.status() == Some(423) {
+            return ReplicaError::Changed {
+                path: path.to_string(),
+            };
         }
         let kind = match &self {
             WebdavError::Forbidden { .. } => io::ErrorKind::PermissionDenied,
@@ -619,6 +635,23 @@ impl Shared {
         }
     }
 
+    /// Why moving `path` to the trash failed with `e`: a change to re-plan
+    /// when `path` is no longer what `expect` says (someone else moved,
+    /// removed or replaced it since the check; Apache answers 404 then,
+    /// rclone 403 or 404), else `e`.
+    fn trash_failed(
+        &self,
+        conn: &Conn,
+        path: &RelPath,
+        expect: &Expect,
+        e: WebdavError,
+    ) -> ReplicaError {
+        match self.check(conn, path, expect) {
+            Err(changed @ ReplicaError::Changed { .. }) => changed,
+            _ => e.into_replica("move to the trash", path),
+        }
+    }
+
     /// PROPFIND of one resource (Depth 0); `None` when nothing is there.
     fn stat(&self, conn: &Conn, rel: &str) -> Result<Option<RemoteStat>, WebdavError> {
         let url = self.url(rel, false);
@@ -691,20 +724,19 @@ impl Shared {
             inner: response,
             left: MAX_LISTING_BYTES,
             exceeded: false,
+            broke: false,
         };
         let parsed = xml::parse_multistatus(BufReader::with_capacity(64 * 1024, &mut limited));
         if limited.exceeded {
             return Err(self.too_large(rel));
         }
+        let broke = limited.broke;
         parsed.map_err(|e| match e {
-            xml::XmlError::Malformed { message, .. }
-                if message.contains("timed out") || message.contains("operation timed") =>
-            {
-                WebdavError::Unreachable {
-                    server: self.server(),
-                    message,
-                }
-            }
+            // The connection, not the answer: the server is away.
+            xml::XmlError::Malformed { message, .. } if broke => WebdavError::Unreachable {
+                server: self.server(),
+                message,
+            },
             e => WebdavError::BadAnswer {
                 server: self.server(),
                 path: shown(rel),
@@ -1045,13 +1077,16 @@ impl Shared {
     }
 
     /// Whether the server refuses a PUT with `If-None-Match: *` over an
-    /// existing file, probed once per replica on `.prism-sync/probe` (the
-    /// metadata folder must exist). The answer is remembered.
+    /// existing file, probed once per replica on a temporary name of its
+    /// own in `.prism-sync/` (the metadata folder must exist): agents that
+    /// probe at once must not meet on one file (a server may lock it
+    /// while another writes it, and one agent's delete would spoil
+    /// another's probe). The answer is remembered.
     fn honours_conditions(&self, conn: &Conn) -> Result<bool, WebdavError> {
         if let Some(known) = self.conditional.get() {
             return Ok(*known);
         }
-        let probe = format!("{METADATA_DIR}/probe");
+        let probe = format!("{METADATA_DIR}/{}", temp_name_for("probe"));
         let put = |condition: &[(&'static str, String)]| match self.put_stream(
             conn,
             &probe,
@@ -1316,6 +1351,9 @@ struct Limited<R> {
     inner: R,
     left: u64,
     exceeded: bool,
+    /// Set when reading the body itself failed (the connection broke or
+    /// timed out part-way): the answer is not bad, it never arrived.
+    broke: bool,
 }
 
 impl<R: Read> Read for Limited<R> {
@@ -1333,7 +1371,9 @@ impl<R: Read> Read for Limited<R> {
             };
         }
         let max = buf.len().min(self.left.min(usize::MAX as u64) as usize);
-        let n = self.inner.read(&mut buf[..max])?;
+        let n = self.inner.read(&mut buf[..max]).inspect_err(|_| {
+            self.broke = true;
+        })?;
         self.left -= n as u64;
         Ok(n)
     }
@@ -2050,10 +2090,10 @@ impl Replica for WebdavReplica {
             Ok(listing) => Ok(listing),
             Err(WalkError::Root(e)) => Err(e.into_replica("list", self.describe())),
             // What the walk saw is partial and must not read as deletions.
-            Err(WalkError::Broken(e)) => Err(ReplicaError::Other(format!(
-                "the listing of {} was interrupted ({e}); it will be retried",
-                self.describe()
-            ))),
+            Err(WalkError::Broken(e)) => Err(super::interrupted_listing(
+                self.describe(),
+                e.into_replica("list", self.describe()),
+            )),
         }
     }
 
@@ -2259,7 +2299,7 @@ impl Replica for WebdavReplica {
             // lost.
             trash_name = s
                 .trash_put(&conn, path, old.collection, old.strong_etag())
-                .map_err(|e| e.into_replica("move to the trash", path))?;
+                .map_err(|e| s.trash_failed(&conn, path, expect, e))?;
             if trash_name.is_none() {
                 return Err(changed());
             }
@@ -2368,7 +2408,7 @@ impl Replica for WebdavReplica {
         // collection would remove whatever was added inside it since.
         let Some(trash_name) = s
             .trash_put(&conn, path, found.collection, found.strong_etag())
-            .map_err(|e| e.into_replica("move to the trash", path))?
+            .map_err(|e| s.trash_failed(&conn, path, expect, e))?
         else {
             return Err(ReplicaError::Changed {
                 path: path.to_string(),
@@ -2506,6 +2546,22 @@ impl Replica for WebdavReplica {
     }
 }
 
+/// How long an agent that created the lease record waits before reading it
+/// back to see whether it is still its own (see [`WebdavLease::create`]):
+/// longer than another agent's write of the record, already let through,
+/// takes to land.
+const LEASE_SETTLE: Duration = Duration::from_millis(100);
+
+/// A failed request about the lease: 423 Locked means another agent is
+/// writing the record at this moment (rclone answers so while it does),
+/// which is that agent taking the lease, not a failure.
+fn lease_error(e: WebdavError, path: &str) -> ReplicaError {
+    if e.status() == Some(423) {
+        return super::lease::lost_race();
+    }
+    e.into_replica("lock", path)
+}
+
 /// The advisory lease of a WebDAV remote: `.prism-sync/lease`, created with
 /// `If-None-Match: *`, holding `EXPIRES DEVICE PID HOST`, as for a remote
 /// folder.
@@ -2532,23 +2588,48 @@ impl WebdavLease {
         ) {
             Ok(_) => Ok(true),
             Err(PutError::Http(e)) if e.status() == Some(412) => Ok(false),
-            Err(PutError::Http(e)) => Err(e.into_replica("lock", &self.path)),
+            Err(PutError::Http(e)) => Err(lease_error(e, &self.path)),
             Err(PutError::Source(e)) => Err(ReplicaError::io("lock", &self.path, e)),
         }
     }
 
     /// Creates the lease record only where there is none: with
     /// `If-None-Match: *` on a server that honours it, else by uploading to
-    /// a temporary name and moving it in with `Overwrite: F`, then reading
-    /// it back (see the module docs). Returns false when a record is there.
+    /// a temporary name and moving it in with `Overwrite: F` (see the
+    /// module docs); then reads it back. Returns false when a record is
+    /// there.
     fn create(&self, conn: &Conn) -> Result<bool, ReplicaError> {
         let s = &self.shared;
         let conditional = s
             .honours_conditions(conn)
             .map_err(|e| e.into_replica("lock", &self.path))?;
-        if conditional {
-            return self.put(conn, ("If-None-Match", "*".to_owned()));
+        let created = if conditional {
+            self.put(conn, ("If-None-Match", "*".to_owned()))?
+        } else {
+            self.move_in(conn)?
+        };
+        if !created {
+            return Ok(false);
         }
+        // Servers check the condition (nothing there) and write in two
+        // steps (Apache's mod_dav and rclone both do): agents creating the
+        // record at once can all succeed, each replacing the one before.
+        // Only the agent whose record is there once every write in flight
+        // landed holds the lease.
+        std::thread::sleep(LEASE_SETTLE);
+        let back = s
+            .get_small(conn, &self.path)
+            .map_err(|e| lease_error(e, &self.path))?;
+        match back {
+            Some((text, _)) if super::lease::held_by(&text, &self.owner) => Ok(true),
+            _ => Err(super::lease::lost_race()),
+        }
+    }
+
+    /// Uploads the record to a temporary name and moves it to the lease
+    /// with `Overwrite: F`; false when a record is there.
+    fn move_in(&self, conn: &Conn) -> Result<bool, ReplicaError> {
+        let s = &self.shared;
         let temp = format!("{METADATA_DIR}/{}", temp_name_for("lease"));
         if let Err(e) = s.put_stream(
             conn,
@@ -2559,7 +2640,7 @@ impl WebdavLease {
         ) {
             s.delete(conn, &temp, false, None);
             return Err(match e {
-                PutError::Http(e) => e.into_replica("lock", &self.path),
+                PutError::Http(e) => lease_error(e, &self.path),
                 PutError::Source(e) => ReplicaError::io("lock", &self.path, e),
             });
         }
@@ -2567,18 +2648,7 @@ impl WebdavLease {
         if !matches!(moved, Ok(true)) {
             s.delete(conn, &temp, false, None);
         }
-        if !moved.map_err(|e| e.into_replica("lock", &self.path))? {
-            return Ok(false);
-        }
-        // Another device's move may have landed in the same instant on a
-        // server whose existence check and rename are not one step.
-        let back = s
-            .get_small(conn, &self.path)
-            .map_err(|e| e.into_replica("lock", &self.path))?;
-        match back {
-            Some((text, _)) if super::lease::held_by(&text, &self.owner) => Ok(true),
-            _ => Err(super::lease::lost_race()),
-        }
+        moved.map_err(|e| lease_error(e, &self.path))
     }
 
     fn acquire(&self) -> Result<(), ReplicaError> {

@@ -12,12 +12,11 @@ mod files;
 mod ports;
 #[path = "../support/processes.rs"]
 mod processes;
-#[path = "../support/records.rs"]
-mod records;
 
 mod agent;
 mod daemon;
 mod replica;
+#[path = "../support/sshd.rs"]
 mod sshd;
 
 use std::process::Command;

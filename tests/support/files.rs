@@ -71,3 +71,21 @@ pub fn copy_journal(from: &Path, to: &Path) {
         fs::copy(&file, to.join(file.file_name().unwrap())).unwrap();
     }
 }
+
+/// The contents of every file below `dir` (a trash, say), sorted.
+pub fn contents_below(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if entry.file_type().unwrap().is_dir() {
+                stack.push(path);
+            } else {
+                out.push(fs::read_to_string(&path).unwrap_or_default());
+            }
+        }
+    }
+    out.sort();
+    out
+}

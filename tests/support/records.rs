@@ -8,28 +8,60 @@ use std::path::Path;
 
 use prism_sync::remote::{Replica, journal_record};
 
-/// Runs the checks on `replica`, whose metadata folder (`.prism-sync`) is
-/// at `metadata` on this machine's disk.
-pub fn check_records_round_trip(replica: &dyn Replica, metadata: &Path) {
+/// The server's own view of a replica's metadata folder (`.prism-sync`),
+/// to see what a record write left there.
+pub trait Metadata {
+    /// The names in the folder `folder` of the metadata folder, sorted.
+    fn names(&self, folder: &str) -> Vec<String>;
+    /// The content of the file `path` in the metadata folder.
+    fn read(&self, path: &str) -> Option<String>;
+}
+
+/// A metadata folder on this machine's disk.
+impl Metadata for Path {
+    fn names(&self, folder: &str) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(self.join(folder))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn read(&self, path: &str) -> Option<String> {
+        fs::read_to_string(self.join(path)).ok()
+    }
+}
+
+impl Metadata for std::path::PathBuf {
+    fn names(&self, folder: &str) -> Vec<String> {
+        self.as_path().names(folder)
+    }
+
+    fn read(&self, path: &str) -> Option<String> {
+        Metadata::read(self.as_path(), path)
+    }
+}
+
+/// Runs the checks on `replica`, whose metadata folder (`.prism-sync`) the
+/// server shows as `metadata` (a `Path` where it is on this machine's
+/// disk).
+pub fn check_records_round_trip(replica: &dyn Replica, metadata: &(impl Metadata + ?Sized)) {
     let name = "journals/0123456789abcdef0123456789abcdef";
     assert_eq!(replica.read_record(name).unwrap(), None);
     for content in ["7 laptop\n", "1234567 a-longer-device-name\n", "9\n"] {
         replica.write_record(name, content).unwrap();
         assert_eq!(replica.read_record(name).unwrap().as_deref(), Some(content));
     }
-    let folder = metadata.join("journals");
-    let mut left: Vec<String> = fs::read_dir(&folder)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    left.sort();
     assert_eq!(
-        left,
+        metadata.names("journals"),
         ["0123456789abcdef0123456789abcdef"],
         "nothing staged left"
     );
     assert_eq!(
-        fs::read_to_string(folder.join("0123456789abcdef0123456789abcdef")).unwrap(),
+        metadata
+            .read("journals/0123456789abcdef0123456789abcdef")
+            .unwrap(),
         "9\n"
     );
 
@@ -38,7 +70,7 @@ pub fn check_records_round_trip(replica: &dyn Replica, metadata: &Path) {
     journal_record::write(replica, lineage, 42, "my laptop").unwrap();
     assert_eq!(journal_record::read(replica, lineage).unwrap(), Some(42));
     assert_eq!(
-        fs::read_to_string(folder.join(lineage)).unwrap(),
+        metadata.read(&format!("journals/{lineage}")).unwrap(),
         "42 my_laptop\n"
     );
 }
@@ -47,7 +79,7 @@ pub fn check_records_round_trip(replica: &dyn Replica, metadata: &Path) {
 /// device, read incrementally by another, rotated into segments, pruned
 /// after the retention, and continued after the writer restarts or lost
 /// its head. `metadata` as for [`check_records_round_trip`].
-pub fn check_change_log_round_trip(replica: &dyn Replica, metadata: &Path) {
+pub fn check_change_log_round_trip(replica: &dyn Replica, metadata: &(impl Metadata + ?Sized)) {
     use std::time::{Duration, SystemTime};
 
     use prism_sync::model::{ContentHash, RelPath};
@@ -158,11 +190,7 @@ pub fn check_change_log_round_trip(replica: &dyn Replica, metadata: &Path) {
     let (read, _) = change_log::read_new(replica, log, &head, cursor).unwrap();
     assert_eq!(read, [entry(next + 1, &recent)]);
 
-    let mut left: Vec<String> = fs::read_dir(metadata.join("changes"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    left.sort();
+    let left = metadata.names("changes");
     assert_eq!(
         left,
         [

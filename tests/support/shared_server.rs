@@ -9,6 +9,11 @@
 //! kernel kills it through `PR_SET_PDEATHSIG`, set on a thread of its own
 //! that lives as long as the binary (the signal follows the thread that
 //! started the child, not the process).
+//!
+//! A harness that starts its servers itself and stops them when dropped
+//! (`Sshd`, `Apache`, `Rclone`) is shared the same way through
+//! [`drop_at_exit`]: the same handler drops it (without the kernel's
+//! safety net should the binary die).
 
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -19,7 +24,15 @@ use std::sync::mpsc::channel;
 /// Children to kill, and folders to remove, at exit.
 static TO_STOP: Mutex<Vec<(Child, Option<PathBuf>)>> = Mutex::new(Vec::new());
 
+/// Harnesses that stop their server when dropped, dropped at exit.
+static TO_DROP: Mutex<Vec<Box<dyn Send>>> = Mutex::new(Vec::new());
+
 extern "C" fn stop_all() {
+    if let Ok(mut harnesses) = TO_DROP.lock() {
+        // Dropped one by one, outside the lock's list.
+        let harnesses: Vec<_> = harnesses.drain(..).collect();
+        drop(harnesses);
+    }
     let Ok(mut list) = TO_STOP.lock() else {
         return;
     };
@@ -30,6 +43,26 @@ extern "C" fn stop_all() {
             let _ = std::fs::remove_dir_all(dir);
         }
     }
+}
+
+fn stop_all_at_exit() {
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
+    REGISTERED.call_once(|| {
+        // SAFETY: registers a plain function with the C runtime.
+        unsafe {
+            libc::atexit(stop_all);
+        }
+    });
+}
+
+/// Keeps `harness` (a server harness that stops its server and removes
+/// its folder when dropped, such as `Sshd` or `Apache`) until the binary
+/// exits, then drops it. Tests share what they need of it by copying it
+/// out first (ports, paths): the harness itself is out of reach.
+#[allow(dead_code)] // Not every binary shares a harness of its own.
+pub fn drop_at_exit(harness: impl Send + 'static) {
+    stop_all_at_exit();
+    TO_DROP.lock().unwrap().push(Box::new(harness));
 }
 
 /// A process started by [`spawn_for_the_whole_run`].
@@ -52,13 +85,7 @@ pub fn spawn_for_the_whole_run(
     mut command: Command,
     dir: Option<PathBuf>,
 ) -> std::io::Result<SharedChild> {
-    static REGISTERED: std::sync::Once = std::sync::Once::new();
-    REGISTERED.call_once(|| {
-        // SAFETY: registers a plain function with the C runtime.
-        unsafe {
-            libc::atexit(stop_all);
-        }
-    });
+    stop_all_at_exit();
     // SAFETY: prctl is async-signal-safe and touches only the child.
     unsafe {
         command.pre_exec(|| {

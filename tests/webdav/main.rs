@@ -15,17 +15,18 @@ mod files;
 mod ports;
 #[path = "../support/processes.rs"]
 mod processes;
-#[path = "../support/records.rs"]
-mod records;
 #[path = "../support/secret_service.rs"]
 mod secret_service;
 
 mod agent;
+#[path = "../support/apache.rs"]
 mod apache;
 mod hostile;
 mod keyring;
+#[path = "../support/rclone.rs"]
 mod rclone;
 mod replica;
+#[path = "../support/server.rs"]
 mod server;
 
 use std::time::Duration;

@@ -95,8 +95,8 @@ impl Apache {
             tls_port: free_port(),
             child: None,
         };
-        apache.hand_over_path(&apache.dir.path().join("www"));
-        apache.hand_over_path(&apache.dir.path().join("lock"));
+        Apache::give_to_server(&apache.dir.path().join("www"));
+        Apache::give_to_server(&apache.dir.path().join("lock"));
         apache.write_config();
         apache.restart();
         apache
@@ -268,10 +268,12 @@ impl Apache {
     /// Gives a path the test wrote into a share (and everything below it)
     /// to the user the server runs as, as if the server had written it.
     pub fn hand_over(&self, path: &Path) {
-        self.hand_over_path(path);
+        Apache::give_to_server(path);
     }
 
-    fn hand_over_path(&self, path: &Path) {
+    /// [`Apache::hand_over`] without the harness at hand: the user the
+    /// server runs as is the same for every Apache the tests start.
+    pub fn give_to_server(path: &Path) {
         if !is_root() {
             return;
         }

@@ -1,0 +1,368 @@
+//! The backends every behaviour runs against, each on one server shared by
+//! the whole binary (started on first use, stopped at exit), and what a
+//! test may do on a server behind the replica's back ([`Outside`]).
+//!
+//! Adding a backend: a function here that starts (once) its server and
+//! returns a `&'static dyn Backend`, and one line in
+//! `network_backends!` (or in `conformance!` for a backend without a
+//! network) in `conformance.rs`. A server that keeps each file as a file
+//! on this machine gets its [`Outside`] from [`Disk`]; one that does not
+//! (an object store) implements [`Outside`] with its own client.
+
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use prism_sync::remote::webdav::DEFAULT_REQUEST_TIMEOUT;
+use prism_sync::remote::{
+    LocalFolder, Replica, SftpReplica, SftpTarget, WebdavReplica, WebdavTarget,
+};
+
+use crate::apache::{Apache, Share};
+use crate::rclone::Rclone;
+use crate::server::Dav;
+use crate::shared_server::drop_at_exit;
+use crate::sshd::Sshd;
+
+/// One kind of replica on its (shared) server. Every test works in a
+/// folder of its own below the server's share, named by the caller.
+pub trait Backend: Sync {
+    /// A new replica (a new agent, with no connection yet) of `folder`.
+    fn replica(&self, folder: &str) -> Box<dyn Replica>;
+
+    /// The loopback port of the server, where there is one.
+    fn server_port(&self) -> Option<u16>;
+
+    /// A new replica of `folder` that reaches the server through the
+    /// loopback port `port` (a `Link` to [`Backend::server_port`]).
+    fn replica_via(&self, folder: &str, port: u16) -> Box<dyn Replica>;
+
+    /// The server's own view of what it stores.
+    fn outside(&self) -> &dyn Outside;
+
+    /// Whether the server makes a move that must not replace in one step,
+    /// so of agents creating one file at once only one can succeed.
+    /// Apache's mod_dav checks `Overwrite: F` and renames in two: there
+    /// all can succeed, the last one's version replacing the others (a
+    /// RACE the WebDAV backend documents, and which the lease prevents
+    /// among agents).
+    fn creates_atomically(&self) -> bool {
+        true
+    }
+}
+
+/// What another program on the server does to what the replica sees:
+/// paths are relative to the root of a test's folder, `/`-separated.
+pub trait Outside: Sync {
+    /// Writes `content` at `path` (raw bytes: a name need not be UTF-8),
+    /// making the folders above it.
+    fn put(&self, folder: &str, path: &[u8], content: &[u8]);
+    /// The content at `path`, if there is a file.
+    fn read(&self, folder: &str, path: &str) -> Option<Vec<u8>>;
+    /// Removes the file at `path`.
+    fn remove(&self, folder: &str, path: &str);
+    /// The names in the folder `path` (`""`: the root), sorted.
+    fn names(&self, folder: &str, path: &str) -> Vec<String>;
+    /// The content of every file in the trash (`.prism-sync/trash/`), sorted.
+    fn trashed(&self, folder: &str) -> Vec<Vec<u8>>;
+    /// Removes the root and everything in it.
+    fn remove_root(&self, folder: &str);
+    /// Leaves the root there but empty, as a mount point whose disk is
+    /// not mounted.
+    fn empty_root(&self, folder: &str);
+    /// Whether the server shows the name it stores as `name` under that
+    /// very name (`rclone serve` shows control characters as their
+    /// Unicode pictures, a name that is fine to sync).
+    fn shows_as_is(&self, name: &[u8]) -> bool;
+}
+
+/// An [`Outside`] for a server that keeps each file as a file on this
+/// machine's disk, below `share`.
+pub struct Disk {
+    share: PathBuf,
+    /// Gives a path the test made to the user the server runs as.
+    hand_over: fn(&Path),
+    shows_as_is: fn(&[u8]) -> bool,
+}
+
+impl Disk {
+    fn root(&self, folder: &str) -> PathBuf {
+        self.share.join(folder)
+    }
+
+    fn path(&self, folder: &str, path: &[u8]) -> PathBuf {
+        self.root(folder).join(std::ffi::OsStr::from_bytes(path))
+    }
+}
+
+impl Outside for Disk {
+    fn put(&self, folder: &str, path: &[u8], content: &[u8]) {
+        let full = self.path(folder, path);
+        let parent = full.parent().unwrap();
+        fs::create_dir_all(parent).unwrap();
+        fs::write(&full, content).unwrap();
+        (self.hand_over)(&self.root(folder));
+    }
+
+    fn read(&self, folder: &str, path: &str) -> Option<Vec<u8>> {
+        fs::read(self.path(folder, path.as_bytes())).ok()
+    }
+
+    fn remove(&self, folder: &str, path: &str) {
+        fs::remove_file(self.path(folder, path.as_bytes())).unwrap();
+    }
+
+    fn names(&self, folder: &str, path: &str) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(self.path(folder, path.as_bytes()))
+            .into_iter()
+            .flatten()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn trashed(&self, folder: &str) -> Vec<Vec<u8>> {
+        let mut found = Vec::new();
+        let mut stack = vec![self.root(folder).join(".prism-sync/trash")];
+        while let Some(dir) = stack.pop() {
+            for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+                if entry.file_type().unwrap().is_dir() {
+                    stack.push(entry.path());
+                } else {
+                    found.push(fs::read(entry.path()).unwrap());
+                }
+            }
+        }
+        found.sort();
+        found
+    }
+
+    fn remove_root(&self, folder: &str) {
+        fs::remove_dir_all(self.root(folder)).unwrap();
+    }
+
+    fn empty_root(&self, folder: &str) {
+        self.remove_root(folder);
+        fs::create_dir(self.root(folder)).unwrap();
+        (self.hand_over)(&self.root(folder));
+    }
+
+    fn shows_as_is(&self, name: &[u8]) -> bool {
+        (self.shows_as_is)(name)
+    }
+}
+
+fn nothing_to_hand_over(_: &Path) {}
+
+fn every_name_as_is(_: &[u8]) -> bool {
+    true
+}
+
+fn control_characters_as_pictures(name: &[u8]) -> bool {
+    !name.iter().any(|b| b.is_ascii_control())
+}
+
+/// A `file://` remote: a folder on this machine.
+pub struct Local {
+    disk: Disk,
+}
+
+pub fn local() -> &'static dyn Backend {
+    static LOCAL: OnceLock<Local> = OnceLock::new();
+    LOCAL.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let share = dir.path().to_path_buf();
+        drop_at_exit(dir);
+        Local {
+            disk: Disk {
+                share,
+                hand_over: nothing_to_hand_over,
+                shows_as_is: every_name_as_is,
+            },
+        }
+    })
+}
+
+impl Backend for Local {
+    fn replica(&self, folder: &str) -> Box<dyn Replica> {
+        Box::new(LocalFolder::remote(self.disk.root(folder)))
+    }
+
+    fn server_port(&self) -> Option<u16> {
+        None
+    }
+
+    fn replica_via(&self, folder: &str, _port: u16) -> Box<dyn Replica> {
+        // No network between a folder and its agent.
+        self.replica(folder)
+    }
+
+    fn outside(&self) -> &dyn Outside {
+        &self.disk
+    }
+}
+
+/// SFTP on the real sshd.
+pub struct Sftp {
+    disk: Disk,
+    port: u16,
+    user: String,
+    client_key: PathBuf,
+    host_key_line: String,
+    scratch: PathBuf,
+    writing_known_hosts: std::sync::Mutex<()>,
+}
+
+pub fn sftp() -> &'static dyn Backend {
+    static SFTP: OnceLock<Sftp> = OnceLock::new();
+    SFTP.get_or_init(|| {
+        let server = Sshd::start();
+        let sftp = Sftp {
+            disk: Disk {
+                share: server.served(),
+                hand_over: nothing_to_hand_over,
+                shows_as_is: every_name_as_is,
+            },
+            port: server.port(),
+            user: server.user.clone(),
+            client_key: server.client_key(),
+            host_key_line: server.host_key_line(),
+            scratch: server.scratch("client"),
+            writing_known_hosts: std::sync::Mutex::new(()),
+        };
+        drop_at_exit(server);
+        sftp
+    })
+}
+
+impl Backend for Sftp {
+    fn replica(&self, folder: &str) -> Box<dyn Replica> {
+        self.replica_via(folder, self.port)
+    }
+
+    fn server_port(&self) -> Option<u16> {
+        Some(self.port)
+    }
+
+    fn replica_via(&self, folder: &str, port: u16) -> Box<dyn Replica> {
+        // The host key is known under the port the replica connects to;
+        // written once per port, whole (replicas of other tests read it).
+        let known_hosts = self.scratch.join(format!("known_hosts-{port}"));
+        {
+            let _writing = self.writing_known_hosts.lock().unwrap();
+            if !known_hosts.exists() {
+                let temp = self.scratch.join(format!("known_hosts-{port}.new"));
+                let line = format!("[127.0.0.1]:{port} {}\n", self.host_key_line);
+                fs::write(&temp, line).unwrap();
+                fs::rename(&temp, &known_hosts).unwrap();
+            }
+        }
+        Box::new(SftpReplica::new(SftpTarget {
+            user: Some(self.user.clone()),
+            host: "127.0.0.1".into(),
+            port,
+            path: self.disk.root(folder).display().to_string(),
+            known_hosts: Some(known_hosts),
+            identity_file: Some(self.client_key.clone()),
+            config_dir: None,
+            sessions: 4,
+            compression: false,
+        }))
+    }
+
+    fn outside(&self) -> &dyn Outside {
+        &self.disk
+    }
+}
+
+/// WebDAV on a real server's open share: Apache's mod_dav, or
+/// `rclone serve webdav` (which ignores conditional headers).
+pub struct Webdav {
+    disk: Disk,
+    creates_atomically: bool,
+    port: u16,
+    /// The server path of the open share, ending in `/`.
+    share_path: String,
+}
+
+pub fn webdav_apache() -> &'static dyn Backend {
+    static APACHE: OnceLock<Webdav> = OnceLock::new();
+    APACHE.get_or_init(|| {
+        let server = Apache::start();
+        let dav = webdav(&server, Apache::give_to_server, every_name_as_is, false);
+        drop_at_exit(server);
+        dav
+    })
+}
+
+pub fn webdav_rclone() -> &'static dyn Backend {
+    static RCLONE: OnceLock<Webdav> = OnceLock::new();
+    RCLONE.get_or_init(|| {
+        let server = Rclone::start();
+        let dav = webdav(
+            &server,
+            nothing_to_hand_over,
+            control_characters_as_pictures,
+            true,
+        );
+        drop_at_exit(server);
+        dav
+    })
+}
+
+fn webdav(
+    server: &dyn Dav,
+    hand_over: fn(&Path),
+    shows_as_is: fn(&[u8]) -> bool,
+    creates_atomically: bool,
+) -> Webdav {
+    let (port, share_path) = server.open_target("");
+    Webdav {
+        disk: Disk {
+            share: server.served(Share::Open),
+            hand_over,
+            shows_as_is,
+        },
+        creates_atomically,
+        port,
+        share_path,
+    }
+}
+
+impl Backend for Webdav {
+    fn replica(&self, folder: &str) -> Box<dyn Replica> {
+        self.replica_via(folder, self.port)
+    }
+
+    fn server_port(&self) -> Option<u16> {
+        Some(self.port)
+    }
+
+    fn replica_via(&self, folder: &str, port: u16) -> Box<dyn Replica> {
+        Box::new(
+            WebdavReplica::new(WebdavTarget {
+                tls: false,
+                host: "127.0.0.1".into(),
+                port: Some(port),
+                path: format!("{}{folder}", self.share_path),
+                username: None,
+                ca_file: None,
+                allow_insecure_http_auth: false,
+                config_dir: None,
+                timeout: DEFAULT_REQUEST_TIMEOUT,
+                parallel_requests: 4,
+            })
+            .unwrap(),
+        )
+    }
+
+    fn outside(&self) -> &dyn Outside {
+        &self.disk
+    }
+
+    fn creates_atomically(&self) -> bool {
+        self.creates_atomically
+    }
+}
