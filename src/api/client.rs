@@ -169,6 +169,24 @@ impl Client {
         )
     }
 
+    /// `POST /tokens`: a new bearer token for the HTTP API.
+    pub fn issue_token(
+        &mut self,
+        req: &wire::TokenRequest,
+    ) -> Result<wire::IssuedToken, ClientError> {
+        self.call("POST", &["tokens"], &[], Some(req))
+    }
+
+    /// `GET /tokens`.
+    pub fn tokens(&mut self) -> Result<wire::TokenList, ClientError> {
+        self.call("GET", &["tokens"], &[], None::<&()>)
+    }
+
+    /// `DELETE /tokens/{id}`.
+    pub fn revoke_token(&mut self, id: &str) -> Result<wire::TokenInfo, ClientError> {
+        self.call("DELETE", &["tokens", id], &[], None::<&()>)
+    }
+
     /// Sends one request and decodes the answer.
     fn call<T: DeserializeOwned>(
         &mut self,

@@ -3,10 +3,13 @@
 //! and body, calls the [`Control`] method on a blocking thread and wraps the
 //! answer (or the spec's error object).
 //!
-//! Handlers hold no state and do no socket I/O; the transport (today the
-//! local socket in `server`, later an HTTP listener) hands them bytes. They
-//! log the method, path and status at debug level, never a body, because a
-//! body may carry credentials.
+//! Handlers hold no state and do no socket I/O; the transports (the local
+//! socket in `server`, the HTTP listener in `http`) hand them a method, a
+//! path and a body, with the [`Caller`] the transport authenticated. Here
+//! the caller is authorized: each endpoint needs a role, and a token
+//! limited to some pairs sees only those (others are 404 in single-item
+//! requests and left out of lists). They log the method, path and status
+//! at debug level, never a body, because a body may carry credentials.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,13 +19,14 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use super::auth::{self, Caller};
 use super::framing::{RequestEnvelope, ResponseEnvelope, Target};
-use super::wire::{self, ErrorBody};
+use super::wire::{self, ErrorBody, Role};
 use super::{ApiError, Control, PROTOCOL_VERSION, compatible_version};
 use crate::timefmt;
 
-/// Handles one request frame. Never fails: every problem becomes an error
-/// envelope.
+/// Handles one request frame from the local socket, whose owner may do
+/// anything. Never fails: every problem becomes an error envelope.
 pub async fn handle(control: &Arc<dyn Control>, payload: &[u8]) -> ResponseEnvelope {
     let request = match parse_envelope(payload) {
         Ok(request) => request,
@@ -31,10 +35,7 @@ pub async fn handle(control: &Arc<dyn Control>, payload: &[u8]) -> ResponseEnvel
     let RequestEnvelope {
         method, path, body, ..
     } = request;
-    let result = route(control, &method, &path, body).await;
-    let status = result.as_ref().map_or_else(|err| err.code, |_| 200);
-    tracing::debug!(%method, %path, status, "api request");
-    match result {
+    match dispatch(control, &Caller::Owner, &method, &path, body).await {
         Ok(body) => ResponseEnvelope {
             protocol: PROTOCOL_VERSION.to_owned(),
             status: 200,
@@ -42,6 +43,21 @@ pub async fn handle(control: &Arc<dyn Control>, payload: &[u8]) -> ResponseEnvel
         },
         Err(err) => error_response(&err),
     }
+}
+
+/// Answers one request of `caller`: the body of a 200, or the error. Both
+/// transports come here, so they serve the same endpoints the same way.
+pub async fn dispatch(
+    control: &Arc<dyn Control>,
+    caller: &Caller,
+    method: &str,
+    path: &str,
+    body: Value,
+) -> Result<Value, ApiError> {
+    let result = route(control, caller, method, path, body).await;
+    let status = result.as_ref().map_or_else(|err| err.code, |_| 200);
+    tracing::debug!(%method, %path, status, by = caller.subject().unwrap_or("socket"), "api request");
+    result
 }
 
 /// The envelope for an error answer.
@@ -90,6 +106,19 @@ enum Route {
     Pairs,
     Pair(String),
     ConfirmDeletions(String),
+    Tokens,
+    Token(String),
+}
+
+/// What a request needs of its caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Need {
+    Role(Role),
+    /// The owner of the local socket: minting tokens. A token that could
+    /// mint tokens could outlive its own revocation.
+    Owner,
+    /// An admin token valid for every pair: adding pairs, managing tokens.
+    UnlimitedAdmin,
 }
 
 impl Route {
@@ -107,6 +136,8 @@ impl Route {
             ["pairs"] => Route::Pairs,
             ["pairs", name] => Route::Pair((*name).to_owned()),
             ["pairs", name, "confirm-deletions"] => Route::ConfirmDeletions((*name).to_owned()),
+            ["tokens"] => Route::Tokens,
+            ["tokens", id] => Route::Token((*id).to_owned()),
             _ => return None,
         })
     }
@@ -123,8 +154,8 @@ impl Route {
     fn allowed_methods(&self) -> &'static str {
         match self {
             Route::Status | Route::SyncStatus(_) | Route::Conflicts | Route::Changes => "GET",
-            Route::Pairs => "GET, POST",
-            Route::Pair(_) => "DELETE",
+            Route::Pairs | Route::Tokens => "GET, POST",
+            Route::Pair(_) | Route::Token(_) => "DELETE",
             Route::SyncStart
             | Route::SyncResolve
             | Route::Pause
@@ -132,10 +163,88 @@ impl Route {
             | Route::ConfirmDeletions(_) => "POST",
         }
     }
+
+    /// What `method` on this endpoint needs (the method is one of
+    /// [`Route::allowed_methods`]).
+    fn need(&self, method: &str) -> Need {
+        match (self, method) {
+            (Route::Status | Route::SyncStatus(_) | Route::Conflicts | Route::Changes, _)
+            | (Route::Pairs, "GET") => Need::Role(Role::Viewer),
+            (
+                Route::SyncStart
+                | Route::SyncResolve
+                | Route::Pause
+                | Route::Resume
+                | Route::ConfirmDeletions(_),
+                _,
+            ) => Need::Role(Role::Operator),
+            (Route::Pair(_), _) => Need::Role(Role::Admin),
+            (Route::Tokens, "POST") => Need::Owner,
+            (Route::Pairs | Route::Tokens | Route::Token(_), _) => Need::UnlimitedAdmin,
+        }
+    }
+}
+
+/// Whether `caller` may do what `need` says; a 403 saying what it lacks.
+fn authorize(caller: &Caller, need: Need) -> Result<(), ApiError> {
+    let Caller::Token(grant) = caller else {
+        return Ok(());
+    };
+    match need {
+        Need::Role(role) if grant.role >= role => Ok(()),
+        Need::Role(role) => Err(auth::forbidden(format!(
+            "this request needs the {} role; the token has {}",
+            role.as_str(),
+            grant.role.as_str()
+        ))),
+        Need::Owner => Err(auth::forbidden(
+            "tokens are issued over the local socket only: run `prism-syncctl token issue` \
+             as the user the agent runs as",
+        )),
+        Need::UnlimitedAdmin if grant.role == Role::Admin && grant.pairs.is_empty() => Ok(()),
+        Need::UnlimitedAdmin => Err(auth::forbidden(format!(
+            "this request needs an admin token valid for every pair; the token has the {} role{}",
+            grant.role.as_str(),
+            if grant.pairs.is_empty() {
+                String::new()
+            } else {
+                format!(" on {}", grant.pairs.join(", "))
+            }
+        ))),
+    }
+}
+
+/// The 404 a caller gets for a pair, sync run or conflict it may not see:
+/// the same as for one that does not exist, so a limited token learns
+/// nothing about the others.
+fn hidden(what: &str) -> ApiError {
+    ApiError::not_found(format!("no {what} of that name is visible to this token")).with_details(
+        "a token limited to some pairs sees only those; `prism-syncctl token list` shows \
+         which pairs each token may see",
+    )
+}
+
+/// For a caller limited to some pairs, a 404 reads as [`hidden`]'s, so
+/// "does not exist" and "not yours" look the same.
+fn hide_404(caller: &Caller, err: ApiError, what: &str) -> ApiError {
+    if err.code == 404 && caller.pair_limit().is_some() {
+        hidden(what)
+    } else {
+        err
+    }
+}
+
+/// A pair named in a request, if the caller may see it.
+fn visible_pair(caller: &Caller, pair: Option<&str>) -> Result<(), ApiError> {
+    match pair {
+        Some(name) if !caller.sees_pair(name) => Err(hidden("pair")),
+        _ => Ok(()),
+    }
 }
 
 async fn route(
     control: &Arc<dyn Control>,
+    caller: &Caller,
     method: &str,
     path: &str,
     body: Value,
@@ -147,48 +256,87 @@ async fn route(
             "{path} is not an endpoint of this agent; see docs/protocol.md"
         ))
     })?;
+    if !route
+        .allowed_methods()
+        .split(", ")
+        .any(|allowed| allowed == method)
+    {
+        return Err(
+            ApiError::new(405, "Method not allowed").with_details(format!(
+                "{} does not accept {method}; allowed: {}",
+                path.split('?').next().unwrap_or_default(),
+                route.allowed_methods()
+            )),
+        );
+    }
+    authorize(caller, route.need(method))?;
     let query = Query::new(&target, route.query_params())?;
+    let limit = caller.pair_limit().map(<[String]>::to_vec);
+    let by = caller.subject().map(str::to_owned);
     match (route, method) {
         (Route::Status, "GET") => {
-            let status = call(control, |c| Ok(c.status())).await?;
+            let mut status = call(control, |c| Ok(c.status())).await?;
+            status.pairs.retain(|p| caller.sees_pair(&p.name));
             Ok(to_json(&status))
         }
         (Route::SyncStart, "POST") => {
             let req: wire::StartSyncRequest = parse_body(body)?;
-            Ok(to_json(&start_sync(control, req).await?))
+            visible_pair(caller, req.pair.as_deref())?;
+            Ok(to_json(&start_sync(control, req, limit, by).await?))
         }
         (Route::SyncStatus(id), "GET") => {
-            Ok(to_json(&call(control, move |c| c.sync_status(&id)).await?))
+            let status = call(control, move |c| c.sync_status(&id))
+                .await
+                .map_err(|err| hide_404(caller, err, "sync run"))?;
+            if !caller.sees_pair(&status.pair) {
+                return Err(hidden("sync run"));
+            }
+            Ok(to_json(&status))
         }
         (Route::SyncResolve, "POST") => {
             let req: wire::ResolveRequest = parse_body(body)?;
             req.validate()?;
-            Ok(to_json(&call(control, move |c| c.resolve(&req)).await?))
+            if limit.is_some() {
+                let id = req.conflict_id.clone();
+                let conflict = call(control, move |c| c.conflict(&id))
+                    .await
+                    .map_err(|err| hide_404(caller, err, "conflict"))?;
+                if !caller.sees_pair(&conflict.pair) {
+                    return Err(hidden("conflict"));
+                }
+            }
+            Ok(to_json(
+                &call(control, move |c| c.resolve(&req, by.as_deref())).await?,
+            ))
         }
         (Route::Conflicts, "GET") => {
             let pair = query.get("pair").map(str::to_owned);
+            visible_pair(caller, pair.as_deref())?;
             let all = query.flag("all")?;
-            let conflicts = call(control, move |c| c.conflicts(pair.as_deref(), all)).await?;
+            let mut conflicts = call(control, move |c| c.conflicts(pair.as_deref(), all)).await?;
+            conflicts.retain(|c| caller.sees_pair(&c.pair));
             Ok(to_json(&wire::ConflictList { conflicts }))
         }
         (Route::Changes, "GET") => {
             let query = changes_query(&query, SystemTime::now())?;
-            Ok(to_json(&call(control, move |c| c.changes(&query)).await?))
+            visible_pair(caller, query.pair.as_deref())?;
+            Ok(to_json(&changes(control, query, limit).await?))
         }
         (Route::Pause, "POST") => {
             let wire::PairSelector { pair } = parse_body(body)?;
-            let arg = pair.clone();
-            call(control, move |c| c.pause(arg.as_deref())).await?;
+            visible_pair(caller, pair.as_deref())?;
+            for_each_pair(control, pair.clone(), limit, |c, p| c.pause(p)).await?;
             Ok(ack("paused", pair))
         }
         (Route::Resume, "POST") => {
             let wire::PairSelector { pair } = parse_body(body)?;
-            let arg = pair.clone();
-            call(control, move |c| c.resume(arg.as_deref())).await?;
+            visible_pair(caller, pair.as_deref())?;
+            for_each_pair(control, pair.clone(), limit, |c, p| c.resume(p)).await?;
             Ok(ack("resumed", pair))
         }
         (Route::Pairs, "GET") => {
-            let pairs = call(control, |c| c.pair_list()).await?;
+            let mut pairs = call(control, |c| c.pair_list()).await?;
+            pairs.retain(|p| caller.sees_pair(&p.name));
             Ok(to_json(&wire::PairList { pairs }))
         }
         (Route::Pairs, "POST") => {
@@ -200,23 +348,85 @@ async fn route(
             Ok(to_json(&call(control, move |c| c.pair_add(&spec)).await?))
         }
         (Route::Pair(name), "DELETE") => {
+            visible_pair(caller, Some(&name))?;
             let arg = name.clone();
             call(control, move |c| c.pair_remove(&arg)).await?;
             Ok(ack("removed", Some(name)))
         }
         (Route::ConfirmDeletions(name), "POST") => {
+            visible_pair(caller, Some(&name))?;
             let arg = name.clone();
             call(control, move |c| c.confirm_deletions(&arg)).await?;
             Ok(ack("confirmed", Some(name)))
         }
-        (route, _) => Err(
-            ApiError::new(405, "Method not allowed").with_details(format!(
-                "{} does not accept {method}; allowed: {}",
-                path.split('?').next().unwrap_or_default(),
-                route.allowed_methods()
-            )),
+        (Route::Tokens, "POST") => {
+            let req: wire::TokenRequest = parse_body(body)?;
+            Ok(to_json(&call(control, move |c| c.issue_token(&req)).await?))
+        }
+        (Route::Tokens, _) => {
+            let tokens = call(control, |c| c.tokens()).await?;
+            Ok(to_json(&wire::TokenList { tokens }))
+        }
+        (Route::Token(id), _) => Ok(to_json(&call(control, move |c| c.revoke_token(&id)).await?)),
+        (route, _) => unreachable!(
+            "{} was checked against the allowed methods {}",
+            method,
+            route.allowed_methods()
         ),
     }
+}
+
+/// Runs `action` on `pair`, or, with no pair, on every pair for a caller
+/// that may see them all (`None` goes to the daemon) and on each pair of
+/// `limit` for one that may not.
+async fn for_each_pair(
+    control: &Arc<dyn Control>,
+    pair: Option<String>,
+    limit: Option<Vec<String>>,
+    action: fn(&dyn Control, Option<&str>) -> Result<(), ApiError>,
+) -> Result<(), ApiError> {
+    call(control, move |c| match (pair, limit) {
+        (Some(pair), _) => action(c, Some(&pair)),
+        (None, None) => action(c, None),
+        (None, Some(pairs)) => {
+            let configured: Vec<String> = c.pair_list()?.into_iter().map(|p| p.name).collect();
+            for pair in pairs.iter().filter(|p| configured.contains(p)) {
+                action(c, Some(pair))?;
+            }
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// `GET /changes` for a caller limited to some pairs and naming none: each
+/// of its pairs' newest `limit` changes, merged newest first, so the answer
+/// holds as many as the query asked for, not fewer for the pairs it hides.
+async fn changes(
+    control: &Arc<dyn Control>,
+    query: wire::ChangesQuery,
+    limit: Option<Vec<String>>,
+) -> Result<wire::ChangeLog, ApiError> {
+    let Some(pairs) = limit.filter(|_| query.pair.is_none()) else {
+        return call(control, move |c| c.changes(&query)).await;
+    };
+    call(control, move |c| {
+        let configured: Vec<String> = c.pair_list()?.into_iter().map(|p| p.name).collect();
+        let mut merged = Vec::new();
+        for pair in pairs.iter().filter(|p| configured.contains(p)) {
+            let one = wire::ChangesQuery {
+                pair: Some(pair.clone()),
+                ..query.clone()
+            };
+            merged.extend(c.changes(&one)?.changes);
+        }
+        // Newest first; the timestamps are the journal's fixed-width
+        // RFC 3339 text, so they sort as text.
+        merged.sort_by(|a, b| b.timestamp.cmp(&a.timestamp));
+        merged.truncate(query.limit as usize);
+        Ok(wire::ChangeLog { changes: merged })
+    })
+    .await
 }
 
 /// Runs a [`Control`] method on a blocking thread: the daemon's methods
@@ -393,6 +603,8 @@ fn parse_since(text: &str, now: SystemTime) -> Option<SystemTime> {
 async fn start_sync(
     control: &Arc<dyn Control>,
     req: wire::StartSyncRequest,
+    limit: Option<Vec<String>>,
+    by: Option<String>,
 ) -> Result<wire::StartSyncResponse, ApiError> {
     let wire::StartSyncRequest {
         pair,
@@ -400,58 +612,63 @@ async fn start_sync(
         remote_url,
         credentials,
     } = req;
-    let started = if method.is_none() && remote_url.is_none() && credentials.is_none() {
-        call(control, move |c| c.start_sync(pair.as_deref())).await?
-    } else {
-        call(control, move |c| {
-            let chosen: Vec<wire::PairInfo> = c
-                .pair_list()?
-                .into_iter()
-                .filter(|p| pair.as_ref().is_none_or(|name| *name == p.name))
-                .filter(|p| {
-                    remote_url
-                        .as_ref()
-                        .is_none_or(|url| same_url(url, &p.remote))
-                })
-                .filter(|p| method.as_ref().is_none_or(|m| has_scheme(&p.remote, m)))
-                .collect();
-            if chosen.is_empty() {
-                return Err(
-                    ApiError::not_found("no pair matches this sync request").with_details(format!(
-                        "no configured pair has{}{}{}; see `prism-syncctl pair list`",
-                        pair.map(|n| format!(" name {n:?}")).unwrap_or_default(),
+    let every_pair = pair.is_none() && limit.is_some();
+    let started =
+        if method.is_none() && remote_url.is_none() && credentials.is_none() && !every_pair {
+            call(control, move |c| {
+                c.start_sync(pair.as_deref(), by.as_deref())
+            })
+            .await?
+        } else {
+            call(control, move |c| {
+                let chosen: Vec<wire::PairInfo> = c
+                    .pair_list()?
+                    .into_iter()
+                    .filter(|p| pair.as_ref().is_none_or(|name| *name == p.name))
+                    .filter(|p| limit.as_ref().is_none_or(|pairs| pairs.contains(&p.name)))
+                    .filter(|p| {
                         remote_url
-                            .map(|u| format!(" remote {u:?}"))
-                            .unwrap_or_default(),
-                        method.map(|m| format!(" method {m:?}")).unwrap_or_default(),
-                    )),
-                );
-            }
-            if let Some(credentials) = &credentials {
-                // All of them before any sync starts, so no run logs in
-                // with an older password than the one just given.
-                let mut stored = false;
-                for p in &chosen {
-                    stored |= c.store_credentials(&p.name, credentials)?;
+                            .as_ref()
+                            .is_none_or(|url| same_url(url, &p.remote))
+                    })
+                    .filter(|p| method.as_ref().is_none_or(|m| has_scheme(&p.remote, m)))
+                    .collect();
+                if chosen.is_empty() {
+                    return Err(ApiError::not_found("no pair matches this sync request")
+                        .with_details(format!(
+                            "no configured pair has{}{}{}; see `prism-syncctl pair list`",
+                            pair.map(|n| format!(" name {n:?}")).unwrap_or_default(),
+                            remote_url
+                                .map(|u| format!(" remote {u:?}"))
+                                .unwrap_or_default(),
+                            method.map(|m| format!(" method {m:?}")).unwrap_or_default(),
+                        )));
                 }
-                if !stored {
-                    return Err(ApiError::bad_request(
-                        "credentials were given, but no selected pair logs in with a password",
-                    )
-                    .with_details(
-                        "credentials apply to sftp:// pairs and to webdav:// pairs with a \
+                if let Some(credentials) = &credentials {
+                    // All of them before any sync starts, so no run logs in
+                    // with an older password than the one just given.
+                    let mut stored = false;
+                    for p in &chosen {
+                        stored |= c.store_credentials(&p.name, credentials)?;
+                    }
+                    if !stored {
+                        return Err(ApiError::bad_request(
+                            "credentials were given, but no selected pair logs in with a password",
+                        )
+                        .with_details(
+                            "credentials apply to sftp:// pairs and to webdav:// pairs with a \
                          `username` in the config",
-                    ));
+                        ));
+                    }
                 }
-            }
-            let mut started = Vec::new();
-            for p in chosen {
-                started.extend(c.start_sync(Some(&p.name))?);
-            }
-            Ok(started)
-        })
-        .await?
-    };
+                let mut started = Vec::new();
+                for p in chosen {
+                    started.extend(c.start_sync(Some(&p.name), by.as_deref())?);
+                }
+                Ok(started)
+            })
+            .await?
+        };
     let first = started.first().ok_or_else(|| {
         ApiError::not_found("there are no pairs to sync")
             .with_details("add one with `prism-syncctl pair add NAME --local DIR --remote URL`")

@@ -461,13 +461,102 @@ pub struct PairSelector {
 }
 
 /// The answer to requests that only do something: pause, resume, pair
-/// removal, deletion confirmation.
+/// removal, deletion confirmation, token revocation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ack {
-    /// `paused`, `resumed`, `removed` or `confirmed`.
+    /// `paused`, `resumed`, `removed`, `confirmed` or `revoked`.
     pub status: String,
-    /// The pair it applied to; `null` for every pair.
+    /// The pair it applied to; `null` for every pair (and for a token).
     pub pair: Option<String>,
+}
+
+// ---------------------------------------------------------------- tokens
+
+/// A role of an HTTP API token. Each includes the one before it: `viewer`
+/// reads; `operator` also starts syncs, resolves conflicts, pauses,
+/// resumes and confirms held deletions; `admin` also adds and removes
+/// pairs and lists and revokes tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Viewer,
+    Operator,
+    Admin,
+}
+
+impl Role {
+    pub const ALL: [Role; 3] = [Role::Viewer, Role::Operator, Role::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == text)
+    }
+}
+
+/// `POST /tokens` (local socket only): a new bearer token for the HTTP API.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRequest {
+    pub role: Role,
+    /// The pairs the token may see and act on; empty for every pair.
+    #[serde(default)]
+    pub pairs: Vec<String>,
+    /// How long the token is valid, in seconds; the agent's default (30
+    /// days) when absent.
+    #[serde(default)]
+    pub ttl_secs: Option<u64>,
+    /// A label for `token list`.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// The answer to `POST /tokens`: the only time the token is shown.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuedToken {
+    /// The JWT to send as `Authorization: Bearer TOKEN`.
+    pub token: String,
+    pub id: String,
+    pub role: Role,
+    pub pairs: Vec<String>,
+    pub expires_at: String,
+    pub name: Option<String>,
+}
+
+impl fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IssuedToken")
+            .field("token", &"<redacted>")
+            .field("id", &self.id)
+            .field("role", &self.role)
+            .field("pairs", &self.pairs)
+            .field("expires_at", &self.expires_at)
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+/// What a token grants, as `GET /tokens` lists it (never the token).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenInfo {
+    pub id: String,
+    pub name: Option<String>,
+    pub role: Role,
+    pub pairs: Vec<String>,
+    pub issued_at: String,
+    pub expires_at: String,
+    pub revoked_at: Option<String>,
+}
+
+/// `GET /tokens`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenList {
+    pub tokens: Vec<TokenInfo>,
 }
 
 // ---------------------------------------------------------------- errors

@@ -14,6 +14,7 @@ mod docs;
 mod password;
 mod render;
 mod service;
+mod token;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -109,6 +110,9 @@ enum Command {
     Pair(PairCommand),
     /// Let a pair apply the deletions the mass-deletion guard held back.
     ConfirmDeletions { pair: String },
+    /// Issue, list or revoke bearer tokens for the HTTP API.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
     /// Start prism-syncd at login (systemd user unit or launchd agent),
     /// stop doing so, or ask the service manager about it.
     #[command(subcommand)]
@@ -330,6 +334,24 @@ fn execute(command: Command, socket: &Path, json: bool) -> Result<i32, ClientErr
         Command::ConfirmDeletions { pair } => {
             Ok(emit(json, &client.confirm_deletions(&pair)?, render::ack))
         }
+        Command::Token(token::TokenCommand::Issue {
+            role,
+            pairs,
+            ttl,
+            name,
+        }) => {
+            let issued = client.issue_token(&token::request(role, pairs, ttl, name))?;
+            // The token alone, so `TOKEN=$(prism-syncctl token issue …)` works.
+            Ok(emit(json, &issued, |t| format!("{}\n", t.token)))
+        }
+        Command::Token(token::TokenCommand::List) => {
+            Ok(emit(json, &client.tokens()?, |l| render::tokens(l, now)))
+        }
+        Command::Token(token::TokenCommand::Revoke { id }) => Ok(emit(
+            json,
+            &client.revoke_token(&id)?,
+            render::token_revoked,
+        )),
         Command::Service(_)
         | Command::Password(_)
         | Command::Completions { .. }

@@ -27,6 +27,7 @@ mod schema;
 mod syncs;
 #[cfg(test)]
 mod tests;
+mod tokens;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -43,6 +44,7 @@ pub use lineage::Lineage;
 pub use origins::{LogPosition, Origin, RemoteChange, UNKNOWN_DEVICE};
 pub use pairs::{PairId, PairRow};
 pub use syncs::{SyncCounts, SyncRun, SyncStatus};
+pub use tokens::TokenRow;
 
 /// An open journal. It owns one SQLite connection, which is not `Sync`:
 /// callers share a `Journal` behind a `Mutex`.

@@ -18,7 +18,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 use super::{BUSY_TIMEOUT, JournalError, SqliteError};
 
 /// Every migration, oldest first.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V7];
 
 /// Version 1: pairs, base, changes, syncs, conflicts, blobs, counters.
 const V1: &str = "
@@ -195,6 +195,27 @@ CREATE TABLE change_log_cursors (
     last_id  INTEGER NOT NULL,
     PRIMARY KEY (pair_id, log)
 ) WITHOUT ROWID;
+";
+
+/// Version 7: the HTTP API's bearer tokens and who used them. A token
+/// itself is never stored, only what it grants (`api_tokens`); revoking one
+/// sets `revoked_at`, and the agent refuses a token whose row is missing or
+/// revoked. `syncs.started_by` and `conflicts.resolved_by` name the token
+/// (its id, the JWT's `sub`) that started a run or resolved a conflict over
+/// HTTP; NULL where the agent itself or the owner of the local socket did.
+const V7: &str = "
+CREATE TABLE api_tokens (
+    id          TEXT PRIMARY KEY,
+    name        TEXT,
+    role        TEXT NOT NULL CHECK (role IN ('viewer', 'operator', 'admin')),
+    pairs       TEXT NOT NULL DEFAULT '[]',
+    issued_at   TEXT NOT NULL,
+    expires_at  TEXT NOT NULL,
+    revoked_at  TEXT
+);
+
+ALTER TABLE syncs ADD COLUMN started_by TEXT;
+ALTER TABLE conflicts ADD COLUMN resolved_by TEXT;
 ";
 
 /// Per-connection settings. WAL lets `sqlite3` read while the agent writes;
