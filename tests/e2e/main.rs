@@ -13,11 +13,14 @@ mod crash;
 mod devices;
 mod guard;
 mod harness;
+mod http;
 mod lifecycle;
 mod links_and_depth;
 mod names;
 mod origins;
 mod permissions;
+#[path = "../support/ports.rs"]
+mod ports;
 mod propagation;
 #[path = "../support/records.rs"]
 mod records;
