@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 use super::Agent;
 use super::pair::{PairMsg, PairState};
 use crate::api::auth::{self, Grant, TokenKeys};
+use crate::api::events::EventLog;
 use crate::api::{ApiError, Control, wire};
 use crate::config::{PairConfig, RawPair};
 use crate::engine::conflicts::ResolveError;
@@ -32,11 +33,16 @@ pub struct AgentControl {
     agent: Arc<Agent>,
     /// Signs the HTTP API's tokens.
     keys: Arc<TokenKeys>,
+    events: Arc<EventLog>,
 }
 
 impl AgentControl {
     pub fn new(agent: Arc<Agent>, keys: Arc<TokenKeys>) -> AgentControl {
-        AgentControl { agent, keys }
+        AgentControl {
+            agent,
+            keys,
+            events: Arc::new(EventLog::default()),
+        }
     }
 
     fn send(&self, pair: &str, message: PairMsg) -> Result<(), ApiError> {
@@ -672,6 +678,10 @@ impl Control for AgentControl {
             .map_err(Self::journal_error)?
             .ok_or_else(|| ApiError::internal(format!("token {id:?} vanished while revoked")))?;
         token_info(row)
+    }
+
+    fn events(&self) -> Option<Arc<EventLog>> {
+        Some(self.events.clone())
     }
 }
 

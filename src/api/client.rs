@@ -187,6 +187,18 @@ impl Client {
         self.call("DELETE", &["tokens", id], &[], None::<&()>)
     }
 
+    /// `GET /events`: the events after `after` (from now when `None`),
+    /// waiting up to 25 s for one.
+    pub fn events(&mut self, after: Option<u64>) -> Result<wire::EventList, ClientError> {
+        let mut query = Vec::new();
+        push_param(
+            &mut query,
+            "after",
+            after.map(|id| id.to_string()).as_deref(),
+        );
+        self.call("GET", &["events"], &query, None::<&()>)
+    }
+
     /// Sends one request and decodes the answer.
     fn call<T: DeserializeOwned>(
         &mut self,

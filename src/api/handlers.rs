@@ -108,6 +108,7 @@ enum Route {
     ConfirmDeletions(String),
     Tokens,
     Token(String),
+    Events,
 }
 
 /// What a request needs of its caller.
@@ -138,6 +139,7 @@ impl Route {
             ["pairs", name, "confirm-deletions"] => Route::ConfirmDeletions((*name).to_owned()),
             ["tokens"] => Route::Tokens,
             ["tokens", id] => Route::Token((*id).to_owned()),
+            ["events"] => Route::Events,
             _ => return None,
         })
     }
@@ -147,13 +149,18 @@ impl Route {
         match self {
             Route::Conflicts => &["pair", "all"],
             Route::Changes => &["pair", "since", "path", "device", "limit"],
+            Route::Events => &["after", "wait"],
             _ => &[],
         }
     }
 
     fn allowed_methods(&self) -> &'static str {
         match self {
-            Route::Status | Route::SyncStatus(_) | Route::Conflicts | Route::Changes => "GET",
+            Route::Status
+            | Route::SyncStatus(_)
+            | Route::Conflicts
+            | Route::Changes
+            | Route::Events => "GET",
             Route::Pairs | Route::Tokens => "GET, POST",
             Route::Pair(_) | Route::Token(_) => "DELETE",
             Route::SyncStart
@@ -168,7 +175,14 @@ impl Route {
     /// [`Route::allowed_methods`]).
     fn need(&self, method: &str) -> Need {
         match (self, method) {
-            (Route::Status | Route::SyncStatus(_) | Route::Conflicts | Route::Changes, _)
+            (
+                Route::Status
+                | Route::SyncStatus(_)
+                | Route::Conflicts
+                | Route::Changes
+                | Route::Events,
+                _,
+            )
             | (Route::Pairs, "GET") => Need::Role(Role::Viewer),
             (
                 Route::SyncStart
@@ -368,12 +382,62 @@ async fn route(
             Ok(to_json(&wire::TokenList { tokens }))
         }
         (Route::Token(id), _) => Ok(to_json(&call(control, move |c| c.revoke_token(&id)).await?)),
+        (Route::Events, _) => {
+            let after = query
+                .get("after")
+                .map(|text| {
+                    text.parse::<u64>().map_err(|_| {
+                        ApiError::bad_request(format!("after must be an event id, not {text:?}"))
+                    })
+                })
+                .transpose()?;
+            let wait = match query.get("wait") {
+                None => MAX_EVENTS_WAIT,
+                Some(text) => text
+                    .parse::<u64>()
+                    .ok()
+                    .map(Duration::from_secs)
+                    .filter(|wait| *wait <= MAX_EVENTS_WAIT)
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!(
+                            "wait must be 0 to {} seconds, not {text:?}",
+                            MAX_EVENTS_WAIT.as_secs()
+                        ))
+                    })?,
+            };
+            let log = event_log(control)?;
+            let _listening = log.subscribe(Arc::clone(control));
+            let after = after.unwrap_or_else(|| log.last_id());
+            let events = log.after(after, wait).await;
+            let last_id = events.last().map_or(after, |e| e.id);
+            let events = events
+                .into_iter()
+                .filter(|e| e.pair.as_deref().is_none_or(|p| caller.sees_pair(p)))
+                .collect();
+            Ok(to_json(&wire::EventList { events, last_id }))
+        }
         (route, _) => unreachable!(
             "{} was checked against the allowed methods {}",
             method,
             route.allowed_methods()
         ),
     }
+}
+
+/// How long `GET /events` over the socket waits for an event before it
+/// answers with none (below the client's 60 s patience).
+pub const MAX_EVENTS_WAIT: Duration = Duration::from_secs(25);
+
+/// The agent's event stream, or a 404 where there is none.
+pub fn event_log(control: &Arc<dyn Control>) -> Result<Arc<super::events::EventLog>, ApiError> {
+    control
+        .events()
+        .ok_or_else(|| ApiError::not_found("this agent has no event stream"))
+}
+
+/// Whether `caller` may read the event stream (any role may).
+pub fn may_read_events(caller: &Caller) -> Result<(), ApiError> {
+    authorize(caller, Route::Events.need("GET"))
 }
 
 /// Runs `action` on `pair`, or, with no pair, on every pair for a caller

@@ -14,6 +14,7 @@
 //! before the body is read. No CORS header is ever sent, so a web page on
 //! another origin cannot read the answers.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -37,7 +38,7 @@ use tokio_rustls::rustls::{self, pki_types};
 
 use super::auth::{self, Caller, TokenKeys};
 use super::framing::MAX_REQUEST_BYTES;
-use super::wire::ErrorBody;
+use super::wire::{self, ErrorBody};
 use super::{ApiError, Control, handlers};
 use crate::config::api::{ApiConfig, TlsFiles};
 
@@ -177,6 +178,12 @@ async fn answer(
     body: Body,
 ) -> Response {
     let had_token = headers.contains_key(header::AUTHORIZATION);
+    if method == Method::GET && uri.path() == "/events" {
+        return match event_stream(&shared, &headers, &uri).await {
+            Ok(response) => response,
+            Err(err) => error_response(&err, had_token),
+        };
+    }
     let result = async {
         let caller = authenticate(&shared, &headers).await?;
         let body = read_body(&headers, body).await?;
@@ -190,6 +197,78 @@ async fn answer(
         Ok(body) => json_response(StatusCode::OK, &body),
         Err(err) => error_response(&err, had_token),
     }
+}
+
+/// `GET /events` as server-sent events: each event with its `id`, its
+/// type as the SSE `event` and its JSON as `data`, from after
+/// `Last-Event-ID` (or `?after=`) on; a comment every 15 s keeps proxies
+/// from closing a quiet stream. Events of pairs the token may not see are
+/// left out.
+async fn event_stream(
+    shared: &Shared,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Result<Response, ApiError> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let caller = authenticate(shared, headers).await?;
+    handlers::may_read_events(&caller)?;
+    let log = handlers::event_log(&shared.control)?;
+    let from_query = uri.query().and_then(|q| {
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix("after="))
+            .map(str::to_owned)
+    });
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or(from_query);
+    let after = match resume {
+        Some(text) => text.trim().parse::<u64>().map_err(|_| {
+            ApiError::bad_request(format!("Last-Event-ID must be an event id, not {text:?}"))
+        })?,
+        None => log.last_id(),
+    };
+    let subscription = log.subscribe(shared.control.clone());
+    let state = (
+        log,
+        subscription,
+        caller,
+        after,
+        VecDeque::<wire::Event>::new(),
+    );
+    let stream = futures_util::stream::unfold(
+        state,
+        |(log, sub, caller, mut after, mut queue)| async move {
+            loop {
+                if let Some(event) = queue.pop_front() {
+                    let sse = Event::default()
+                        .id(event.id.to_string())
+                        .event(event.kind.clone())
+                        .data(serde_json::to_string(&event).expect("an event is JSON"));
+                    return Some((
+                        Ok::<_, std::convert::Infallible>(sse),
+                        (log, sub, caller, after, queue),
+                    ));
+                }
+                let events = log.after(after, Duration::from_secs(3600)).await;
+                // Past hidden events too, or they would be fetched again.
+                after = events.last().map_or(after, |e| e.id);
+                queue.extend(
+                    events
+                        .into_iter()
+                        .filter(|e| e.pair.as_deref().is_none_or(|p| caller.sees_pair(p))),
+                );
+            }
+        },
+    );
+    let mut response = Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
 }
 
 async fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<Caller, ApiError> {

@@ -13,6 +13,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod events;
 pub mod framing;
 pub mod handlers;
 pub mod http;
@@ -97,6 +98,11 @@ pub trait Control: Send + Sync + 'static {
     fn token(&self, id: &str) -> Result<Option<wire::TokenInfo>, ApiError>;
     /// Revokes a token at once; answers with its record.
     fn revoke_token(&self, id: &str) -> Result<wire::TokenInfo, ApiError>;
+    /// The agent's event stream; `None` where there is none (`GET /events`
+    /// is then a 404).
+    fn events(&self) -> Option<std::sync::Arc<events::EventLog>> {
+        None
+    }
 }
 
 /// An error answer: an HTTP-style status code and the spec's section 9

@@ -559,6 +559,31 @@ pub struct TokenList {
     pub tokens: Vec<TokenInfo>,
 }
 
+// ---------------------------------------------------------------- events
+
+/// One event of `GET /events`. `type` is one of `pair_added`,
+/// `pair_removed`, `pair_state`, `deletions_held`, `sync_started`,
+/// `sync_finished`, `transfer`, `conflict_found`, `conflict_resolved`;
+/// `data` holds its fields (see `docs/protocol.md`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Increases by one per event: a jump means events were missed.
+    pub id: u64,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub at: String,
+    pub pair: Option<String>,
+    pub data: serde_json::Value,
+}
+
+/// The answer to `GET /events` over the socket (a long poll).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventList {
+    pub events: Vec<Event>,
+    /// The `after` to ask with next.
+    pub last_id: u64,
+}
+
 // ---------------------------------------------------------------- errors
 
 /// The spec's section 9 error object: `{"error":{"code":"409",…}}`.

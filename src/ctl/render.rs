@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::api::wire::{
     Ack, AgentStatus, Change, ChangeLog, ConflictInfo, ConflictList, ConflictStatus, Direction,
-    PairInfo, PairList, PairState, ResolveRequest, ResolveResponse, Side, StartSyncResponse,
+    Event, PairInfo, PairList, PairState, ResolveRequest, ResolveResponse, Side, StartSyncResponse,
     SyncStatus, TokenInfo, TokenList,
 };
 use crate::terminal;
@@ -310,6 +310,29 @@ pub fn pairs(list: &PairList) -> String {
         })
         .collect();
     table(&["NAME", "LOCAL", "REMOTE", "CONFLICTS", "IGNORE"], rows)
+}
+
+/// One line: time, id, pair, type and the event's fields.
+pub fn event(event: &Event) -> String {
+    let fields = match &event.data {
+        serde_json::Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| match v {
+                serde_json::Value::String(s) => format!("{k}={}", esc(s)),
+                other => format!("{k}={}", esc(&other.to_string())),
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+        other => esc(&other.to_string()).into_owned(),
+    };
+    format!(
+        "{} #{} {} {} {}\n",
+        esc(&event.at),
+        event.id,
+        esc(event.pair.as_deref().unwrap_or("-")),
+        esc(&event.kind),
+        fields
+    )
 }
 
 pub fn tokens(list: &TokenList, now: SystemTime) -> String {

@@ -305,3 +305,137 @@ fn the_agent_refuses_to_start_an_api_other_machines_reach_without_tls() {
         assert!(stderr(&output).contains(key), "{name}: {}", stderr(&output));
     }
 }
+
+/// Reads server-sent events from `reader` until one of type `until`;
+/// returns each event's `(id, type, data)`.
+fn read_events(reader: &mut impl std::io::BufRead, until: &str) -> Vec<(u64, String, Value)> {
+    let mut events = Vec::new();
+    let (mut id, mut kind) = (0, String::new());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = reader.read_line(&mut line).expect("the stream stays open");
+        assert!(n > 0, "the stream ended; events so far: {events:?}");
+        let line = line.trim_end();
+        if let Some(value) = line.strip_prefix("id:") {
+            id = value.trim().parse().unwrap();
+        } else if let Some(value) = line.strip_prefix("event:") {
+            kind = value.trim().to_owned();
+        } else if let Some(value) = line.strip_prefix("data:") {
+            let data: Value = serde_json::from_str(value.trim()).unwrap();
+            events.push((id, kind.clone(), data));
+            if kind == until {
+                return events;
+            }
+        }
+    }
+}
+
+#[test]
+fn the_event_stream_shows_a_sync_over_http_and_resumes_after_the_last_id() {
+    let sandbox = Sandbox::new();
+    let remote = sandbox.remote("remote");
+    let device = sandbox.device("a", &remote);
+    let port = free_port();
+    enable_api(&device, &format!("listen = \"127.0.0.1:{port}\"\n"));
+    let _agent = device.start();
+    let token = issue(&device, &["--role", "viewer"]);
+    let client = reqwest::blocking::Client::builder()
+        .timeout(PATIENCE)
+        .build()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/events");
+    let response = client.get(&url).bearer_auth(&token).send().unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(
+        response.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    let mut stream = std::io::BufReader::new(response);
+    // Let the agent take its first look before anything changes.
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    write(&device.local, "a.txt", "seen by the stream");
+    let started = device.ctl_json(&["sync", "start", PAIR]);
+    let sync_id = started["sync_id"].as_str().unwrap();
+
+    let events = read_events(&mut stream, "sync_finished");
+    let finished = events.last().unwrap();
+    assert_eq!(finished.2["type"], "sync_finished", "{events:?}");
+    assert_eq!(finished.2["pair"], PAIR);
+    let ids: Vec<u64> = events.iter().map(|e| e.0).collect();
+    assert!(
+        ids.windows(2).all(|w| w[1] == w[0] + 1),
+        "ids count up by one: {ids:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.1 == "sync_finished" && e.2["data"]["sync_id"].is_string()),
+        "{events:?}"
+    );
+    // The watcher may have synced the file before the requested run did,
+    // and two runs may finish between two looks: the run is one of them.
+    assert!(
+        finished.2["data"]["counts"]["uploaded"].is_u64(),
+        "{events:?}"
+    );
+    assert!(
+        finished.2["data"]["sync_id"] == sync_id || events.iter().any(|e| e.1 == "sync_started"),
+        "{events:?}"
+    );
+
+    // A client that reconnects with the first id it saw gets the rest.
+    let resumed = client
+        .get(&url)
+        .bearer_auth(&token)
+        .header("Last-Event-ID", ids[0].to_string())
+        .send()
+        .unwrap();
+    let again = read_events(&mut std::io::BufReader::new(resumed), "sync_finished");
+    assert_eq!(again.first().unwrap().0, ids[0] + 1, "{again:?}");
+
+    // Without a token there is no stream.
+    let refused = client.get(&url).send().unwrap();
+    assert_eq!(refused.status().as_u16(), 401);
+}
+
+#[test]
+fn prism_syncctl_events_prints_the_stream_over_the_socket() {
+    use std::io::BufRead;
+    let sandbox = Sandbox::new();
+    let remote = sandbox.remote("remote");
+    let device = sandbox.device("a", &remote);
+    let _agent = device.start();
+    let mut follower = Command::new(env!("CARGO_BIN_EXE_prism-syncctl"))
+        .arg("--socket")
+        .arg(&device.socket)
+        .args(["--json", "events"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = follower.stdout.take().unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    write(&device.local, "b.txt", "seen by prism-syncctl events");
+    device.ctl_json(&["sync", "start", PAIR]);
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let mut seen = Vec::new();
+    while !seen.iter().any(|e: &Value| e["type"] == "sync_finished") {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no sync_finished event; saw {seen:?}"));
+        seen.push(serde_json::from_str(&line).unwrap());
+    }
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+    assert!(seen.iter().all(|e| e["pair"] == PAIR), "{seen:?}");
+}
