@@ -537,3 +537,49 @@ fn credentials_given_to_sync_start_are_never_echoed() {
     );
     assert!(!body.to_string().contains("12345"), "{body}");
 }
+
+#[test]
+fn the_openapi_document_is_served_without_a_token_and_names_every_endpoint() {
+    let server = HttpServer::start();
+    let response = reqwest::blocking::get(format!("{}/openapi.json", server.base)).unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let document: Value = serde_json::from_str(&response.text().unwrap()).unwrap();
+    assert!(document["openapi"].as_str().unwrap().starts_with("3."));
+    for (method, path, _, least) in endpoints() {
+        let path = path.split('?').next().unwrap();
+        let templated = match path {
+            "/sync/status/sync-1" => "/sync/status/{sync_id}",
+            "/pairs/photos" => "/pairs/{name}",
+            "/pairs/notes/confirm-deletions" => "/pairs/{name}/confirm-deletions",
+            other => other,
+        };
+        let operation = &document["paths"][templated][method.to_lowercase()];
+        // POST /tokens belongs to the socket: not an HTTP operation.
+        assert_eq!(
+            operation.is_object(),
+            least.is_some(),
+            "{method} {templated}"
+        );
+    }
+}
+
+#[test]
+fn a_405_says_what_is_allowed_and_an_age_before_1970_means_everything() {
+    let server = HttpServer::start();
+    let admin = server.token(Role::Admin, &[]);
+    let client = reqwest::blocking::Client::new();
+    let response = client
+        .delete(format!("{}/status", server.base))
+        .bearer_auth(&admin)
+        .send()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 405);
+    assert_eq!(response.headers()["allow"], "GET");
+    // Formatting a time 27,000 years ago once panicked the request.
+    let (status, body, _) = server.send("GET", "/changes?since=10000000d", None, Some(&admin));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["changes"].as_array().unwrap().len(), 4);
+    // Every body is an object; `null` is not "no body".
+    let (status, body, _) = server.send("POST", "/pause", Some(Value::Null), Some(&admin));
+    assert_error(status, &body, 400, "a null body");
+}

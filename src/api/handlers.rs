@@ -54,7 +54,19 @@ pub async fn dispatch(
     path: &str,
     body: Value,
 ) -> Result<Value, ApiError> {
-    let result = route(control, caller, method, path, body).await;
+    use futures_util::FutureExt;
+    // A panic while handling one request answers that request with a 500;
+    // it must not drop the connection without an answer.
+    let result = std::panic::AssertUnwindSafe(route(control, caller, method, path, body))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| {
+            tracing::error!(%method, %path, "an API handler panicked");
+            Err(
+                ApiError::internal("the agent failed while handling this request")
+                    .with_details("see the agent's log (RUST_LOG=prism_sync=debug) for the cause"),
+            )
+        });
     let status = result.as_ref().map_or_else(|err| err.code, |_| 200);
     tracing::debug!(%method, %path, status, by = caller.subject().unwrap_or("socket"), "api request");
     result
@@ -309,16 +321,16 @@ async fn route(
         }
         (Route::SyncResolve, "POST") => {
             let req: wire::ResolveRequest = parse_body(body)?;
-            req.validate()?;
-            if limit.is_some() {
-                let id = req.conflict_id.clone();
-                let conflict = call(control, move |c| c.conflict(&id))
-                    .await
-                    .map_err(|err| hide_404(caller, err, "conflict"))?;
-                if !caller.sees_pair(&conflict.pair) {
-                    return Err(hidden("conflict"));
-                }
+            // Which conflict first: an unknown one is a 404 whatever else
+            // the request says.
+            let id = req.conflict_id.clone();
+            let conflict = call(control, move |c| c.conflict(&id))
+                .await
+                .map_err(|err| hide_404(caller, err, "conflict"))?;
+            if !caller.sees_pair(&conflict.pair) {
+                return Err(hidden("conflict"));
             }
+            req.validate()?;
             Ok(to_json(
                 &call(control, move |c| c.resolve(&req, by.as_deref())).await?,
             ))
@@ -422,6 +434,17 @@ async fn route(
             route.allowed_methods()
         ),
     }
+}
+
+/// The methods `path` accepts over HTTP, for a 405's `Allow` header;
+/// `None` for a path that is no endpoint. Issuing tokens is not one of
+/// them: it belongs to the local socket.
+pub fn allowed_methods_over_http(path: &str) -> Option<&'static str> {
+    let target = Target::parse(path).ok()?;
+    Route::parse(&target.segments).map(|route| match route {
+        Route::Tokens => "GET",
+        route => route.allowed_methods(),
+    })
 }
 
 /// How long `GET /events` over the socket waits for an event before it
@@ -606,7 +629,7 @@ impl<'t> Query<'t> {
 }
 
 fn changes_query(query: &Query<'_>, now: SystemTime) -> Result<wire::ChangesQuery, ApiError> {
-    let since = match query.get("since") {
+    let since = match query.get("since").filter(|t| !t.is_empty()) {
         None => None,
         Some(text) => {
             let at = parse_since(text, now).ok_or_else(|| {
@@ -634,7 +657,11 @@ fn changes_query(query: &Query<'_>, now: SystemTime) -> Result<wire::ChangesQuer
     Ok(wire::ChangesQuery {
         pair: query.get("pair").map(str::to_owned),
         since,
-        path: query.get("path").map(str::to_owned),
+        // An empty prefix is the whole tree, as no filter is.
+        path: query
+            .get("path")
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned),
         device: query.get("device").map(str::to_owned),
         limit,
     })
@@ -656,7 +683,13 @@ fn parse_since(text: &str, now: SystemTime) -> Option<SystemTime> {
         _ => return None,
     };
     let age = number.parse::<u64>().ok()?.checked_mul(seconds_per_unit)?;
-    now.checked_sub(Duration::from_secs(age))
+    // An age that reaches before 1970 means "everything": the journal holds
+    // nothing older, and times far before it cannot even be written down
+    // (formatting a time 27,000 years ago panicked the request).
+    let at = now
+        .checked_sub(Duration::from_secs(age))
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    Some(at.max(SystemTime::UNIX_EPOCH))
 }
 
 /// `POST /sync/start`. With `method`, `remote_url` or `credentials`, the
@@ -773,6 +806,14 @@ mod tests {
         assert_eq!(show("90s").as_deref(), Some("2025-02-09T15:58:30.000Z"));
         assert_eq!(show("2h").as_deref(), Some("2025-02-09T14:00:00.000Z"));
         assert_eq!(show("7d").as_deref(), Some("2025-02-02T16:00:00.000Z"));
+        assert_eq!(
+            show("10000000d").as_deref(),
+            Some("1970-01-01T00:00:00.000Z")
+        );
+        assert_eq!(
+            show("99999999999999999s").as_deref(),
+            Some("1970-01-01T00:00:00.000Z")
+        );
         assert_eq!(show("7w"), None);
         assert_eq!(show("yesterday"), None);
         assert_eq!(show("h"), None);

@@ -39,7 +39,7 @@ use tokio_rustls::rustls::{self, pki_types};
 use super::auth::{self, Caller, TokenKeys};
 use super::framing::MAX_REQUEST_BYTES;
 use super::wire::{self, ErrorBody};
-use super::{ApiError, Control, handlers};
+use super::{ApiError, Control, handlers, openapi};
 use crate::config::api::{ApiConfig, TlsFiles};
 
 /// How many connections are served at once.
@@ -178,6 +178,17 @@ async fn answer(
     body: Body,
 ) -> Response {
     let had_token = headers.contains_key(header::AUTHORIZATION);
+    // The document describes the API and holds nothing of the agent's
+    // state, so it is served without a token (clients read it to learn
+    // how to authenticate).
+    if method == Method::GET && uri.path() == "/openapi.json" {
+        let mut response = (StatusCode::OK, openapi::json()).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        return response;
+    }
     if method == Method::GET && uri.path() == "/events" {
         return match event_stream(&shared, &headers, &uri).await {
             Ok(response) => response,
@@ -195,7 +206,17 @@ async fn answer(
     .await;
     match result {
         Ok(body) => json_response(StatusCode::OK, &body),
-        Err(err) => error_response(&err, had_token),
+        Err(err) => {
+            let mut response = error_response(&err, had_token);
+            if err.code == 405
+                && let Some(allowed) = handlers::allowed_methods_over_http(uri.path())
+            {
+                response
+                    .headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static(allowed));
+            }
+            response
+        }
     }
 }
 
@@ -322,9 +343,19 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Value::Null);
     }
-    serde_json::from_slice(&bytes).map_err(|err| {
+    let body: Value = serde_json::from_slice(&bytes).map_err(|err| {
         ApiError::bad_request("the request body is not valid JSON").with_details(err.to_string())
-    })
+    })?;
+    // Every endpoint's body is an object; no body at all stands for "no
+    // fields", a `null` or a list does not.
+    if !body.is_object() {
+        return Err(
+            ApiError::bad_request("the request body must be a JSON object").with_details(
+                "send an object such as {\"pair\": \"notes\"}, or no body for no fields",
+            ),
+        );
+    }
+    Ok(body)
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response {

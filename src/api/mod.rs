@@ -17,6 +17,7 @@ pub mod events;
 pub mod framing;
 pub mod handlers;
 pub mod http;
+pub mod openapi;
 pub mod server;
 pub mod wire;
 
