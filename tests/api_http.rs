@@ -583,3 +583,34 @@ fn a_405_says_what_is_allowed_and_an_age_before_1970_means_everything() {
     let (status, body, _) = server.send("POST", "/pause", Some(Value::Null), Some(&admin));
     assert_error(status, &body, 400, "a null body");
 }
+
+#[test]
+fn a_client_that_stops_sending_its_headers_is_disconnected() {
+    use std::io::{Read, Write};
+    let server = HttpServer::start();
+    let addr = server.base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(http::REQUEST_TIMEOUT + Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    // The server closes the connection (after a 408 at most); a read that
+    // times out instead would fail here.
+    stream
+        .read_to_end(&mut answer)
+        .expect("the connection is closed, not left open");
+    let waited = started.elapsed();
+    assert!(
+        waited >= http::REQUEST_TIMEOUT - Duration::from_secs(1),
+        "closed after {waited:?}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&answer).contains("200 OK"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+}
