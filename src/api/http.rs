@@ -1,6 +1,8 @@
 //! The optional HTTP transport: the same endpoints as the local socket
 //! (`docs/protocol.md`), served by [`handlers::dispatch`] to callers with a
-//! bearer token, over plain HTTP on loopback or over TLS (rustls).
+//! bearer token, over plain HTTP on loopback or over TLS (rustls); plus
+//! what only HTTP has: `GET /events` as server-sent events and
+//! `GET /openapi.json`. `prism-syncd --once` starts no listener.
 //!
 //! What this file owns is HTTP itself: binding, TLS, connection limits and
 //! timeouts, reading a capped body, turning the answer into a response with
