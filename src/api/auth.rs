@@ -193,7 +193,7 @@ impl TokenKeys {
         .expect("HS256 signing of plain claims cannot fail")
     }
 
-    /// Checks a token's signature and claims and returns its id. Whether
+    /// Checks a token's signature and claims and returns its claims. Whether
     /// it is revoked, and what it grants, is for the caller to look up
     /// ([`authenticate`]).
     fn verify(&self, token: &str) -> Result<Claims, ApiError> {
