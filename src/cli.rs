@@ -141,6 +141,7 @@ fn adhoc_config(
     let config = crate::config::RawConfig {
         agent: Default::default(),
         pair: vec![raw],
+        api: None,
     };
     config.validate(&file.with_file_name("(command line)"))
 }

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub mod api;
 pub mod edit;
 
 use crate::model::Strategy;
@@ -118,6 +119,9 @@ pub struct RawConfig {
     pub agent: RawAgent,
     #[serde(default)]
     pub pair: Vec<RawPair>,
+    /// The optional HTTP listener (see `config::api`).
+    #[serde(default)]
+    pub api: Option<api::RawApi>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -187,6 +191,8 @@ pub struct RawPair {
 pub struct Config {
     pub agent: AgentConfig,
     pub pairs: Vec<PairConfig>,
+    /// The HTTP listener; `None` when the file has no `[api]` listen address.
+    pub api: Option<api::ApiConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -545,6 +551,10 @@ impl RawConfig {
             message,
         };
         let agent = self.agent.validate().map_err(|(k, m)| invalid(k, m))?;
+        let api = match self.api {
+            Some(raw) => raw.validate().map_err(|(k, m)| invalid(k, m))?,
+            None => None,
+        };
         let mut pairs: Vec<PairConfig> = Vec::new();
         let mut names = BTreeSet::new();
         for (index, raw) in self.pair.into_iter().enumerate() {
@@ -563,7 +573,7 @@ impl RawConfig {
             }
             pairs.push(pair);
         }
-        Ok(Config { agent, pairs })
+        Ok(Config { agent, pairs, api })
     }
 }
 

@@ -324,8 +324,8 @@ fn resolve_answers_in_the_spec_4_3_shape() {
     let bad = [
         json!({"conflict_id": "conflict-5678", "resolution_strategy": "coin_toss"}),
         json!({"resolution_strategy": "keep_local"}),
-        json!({"conflict_id": "c", "resolution_strategy": "manual", "merged_file": "rel.md"}),
-        json!({"conflict_id": "c", "resolution_strategy": "keep_remote", "merged_file": "/m.md"}),
+        json!({"conflict_id": "conflict-5678", "resolution_strategy": "manual", "merged_file": "rel.md"}),
+        json!({"conflict_id": "conflict-5678", "resolution_strategy": "keep_remote", "merged_file": "/m.md"}),
     ];
     for body in bad {
         error_object(
@@ -336,6 +336,17 @@ fn resolve_answers_in_the_spec_4_3_shape() {
     error_object(
         &request(&server.socket, "POST", "/sync/resolve", Value::Null),
         400,
+    );
+    // Which conflict comes first: an unknown one is a 404, whatever else
+    // the request says.
+    error_object(
+        &request(
+            &server.socket,
+            "POST",
+            "/sync/resolve",
+            json!({"conflict_id": "c", "resolution_strategy": "manual", "merged_file": "rel.md"}),
+        ),
+        404,
     );
 }
 

@@ -13,6 +13,8 @@ use tokio::sync::oneshot;
 
 use super::Agent;
 use super::pair::{PairMsg, PairState};
+use crate::api::auth::{self, Grant, TokenKeys};
+use crate::api::events::EventLog;
 use crate::api::{ApiError, Control, wire};
 use crate::config::{PairConfig, RawPair};
 use crate::engine::PairEngine;
@@ -21,7 +23,7 @@ use crate::engine::history::RestoreError;
 use crate::engine::progress::Direction;
 use crate::journal::{
     ChangeFilter, ChangeRow, ChangeType, ConflictFilter, ConflictRow, ConflictStatus, JournalError,
-    SyncRun, SyncStatus,
+    SyncRun, SyncStatus, TokenRow,
 };
 use crate::locks::LockExt;
 use crate::model::{RelPath, Side, Strategy};
@@ -31,11 +33,18 @@ use crate::timefmt;
 /// The agent as the API sees it.
 pub struct AgentControl {
     agent: Arc<Agent>,
+    /// Signs the HTTP API's tokens.
+    keys: Arc<TokenKeys>,
+    events: Arc<EventLog>,
 }
 
 impl AgentControl {
-    pub fn new(agent: Arc<Agent>) -> AgentControl {
-        AgentControl { agent }
+    pub fn new(agent: Arc<Agent>, keys: Arc<TokenKeys>) -> AgentControl {
+        AgentControl {
+            agent,
+            keys,
+            events: Arc::new(EventLog::default()),
+        }
     }
 
     fn send(&self, pair: &str, message: PairMsg) -> Result<(), ApiError> {
@@ -337,7 +346,11 @@ impl Control for AgentControl {
         wire::AgentStatus::new(info, statuses)
     }
 
-    fn start_sync(&self, pair: Option<&str>) -> Result<Vec<wire::SyncStarted>, ApiError> {
+    fn start_sync(
+        &self,
+        pair: Option<&str>,
+        by: Option<&str>,
+    ) -> Result<Vec<wire::SyncStarted>, ApiError> {
         let names = self.selected(pair)?;
         let mut started = Vec::new();
         for name in names {
@@ -348,12 +361,18 @@ impl Control for AgentControl {
                     .map(|h| h.engine.pair)
                     .ok_or_else(|| unknown_pair(&name))?
             };
-            let sync_id = self
-                .agent
-                .journal
-                .locked()
-                .begin_sync(pair_id, "api")
-                .map_err(Self::journal_error)?;
+            let sync_id = {
+                let journal = self.agent.journal.locked();
+                let sync_id = journal
+                    .begin_sync(pair_id, "api")
+                    .map_err(Self::journal_error)?;
+                if let Some(token) = by {
+                    journal
+                        .set_sync_started_by(&sync_id, token)
+                        .map_err(Self::journal_error)?;
+                }
+                sync_id
+            };
             self.send(
                 &name,
                 PairMsg::SyncNow {
@@ -418,7 +437,22 @@ impl Control for AgentControl {
         Ok(rows.iter().map(conflict_info).collect())
     }
 
-    fn resolve(&self, req: &wire::ResolveRequest) -> Result<wire::ResolveResponse, ApiError> {
+    fn conflict(&self, conflict_id: &str) -> Result<wire::ConflictInfo, ApiError> {
+        let row = self
+            .agent
+            .journal
+            .locked()
+            .conflict(conflict_id)
+            .map_err(Self::journal_error)?
+            .ok_or_else(|| ApiError::not_found(format!("no conflict is named {conflict_id:?}")))?;
+        Ok(conflict_info(&row))
+    }
+
+    fn resolve(
+        &self,
+        req: &wire::ResolveRequest,
+        by: Option<&str>,
+    ) -> Result<wire::ResolveResponse, ApiError> {
         req.validate()?;
         let row = self
             .agent
@@ -443,6 +477,15 @@ impl Control for AgentControl {
         let result = answer
             .blocking_recv()
             .map_err(|_| ApiError::internal("the pair stopped before resolving the conflict"))?;
+        // The resolution is committed by the pair; who asked is recorded
+        // right after. A crash in between loses only that audit note.
+        if let (Ok(_), Some(token)) = (&result, by) {
+            self.agent
+                .journal
+                .locked()
+                .set_conflict_resolved_by(&req.conflict_id, token)
+                .map_err(Self::journal_error)?;
+        }
         match result {
             Ok(resolved) => Ok(wire::ResolveResponse {
                 status: wire::ConflictStatus::Resolved,
@@ -680,6 +723,106 @@ impl Control for AgentControl {
         tracing::info!(pair, %account, %place, "stored the password given with a sync request");
         Ok(true)
     }
+
+    fn issue_token(&self, req: &wire::TokenRequest) -> Result<wire::IssuedToken, ApiError> {
+        {
+            let pairs = self.agent.pairs.locked();
+            if let Some(name) = req.pairs.iter().find(|p| !pairs.contains_key(p.as_str())) {
+                return Err(unknown_pair(name));
+            }
+        }
+        let now = std::time::SystemTime::now();
+        let expires = auth::expiry(now, req.ttl_secs)?;
+        let mut pairs = req.pairs.clone();
+        pairs.sort();
+        pairs.dedup();
+        let grant = Grant {
+            id: auth::new_token_id(),
+            role: req.role,
+            pairs,
+        };
+        let row = TokenRow {
+            id: grant.id.clone(),
+            name: req.name.clone(),
+            role: grant.role.as_str().to_owned(),
+            pairs: grant.pairs.clone(),
+            issued_at: timefmt::rfc3339(now),
+            expires_at: timefmt::rfc3339(expires),
+            revoked_at: None,
+        };
+        // Recorded before it is handed out: a token the journal does not
+        // know is refused, so a failure here leaves nothing usable behind.
+        self.agent
+            .journal
+            .locked()
+            .add_token(&row)
+            .map_err(Self::journal_error)?;
+        tracing::info!(id = %grant.id, role = grant.role.as_str(), "issued an API token");
+        Ok(wire::IssuedToken {
+            token: self.keys.sign(&grant, now, expires),
+            id: grant.id,
+            role: grant.role,
+            pairs: grant.pairs,
+            expires_at: row.expires_at,
+            name: row.name,
+        })
+    }
+
+    fn tokens(&self) -> Result<Vec<wire::TokenInfo>, ApiError> {
+        let rows = self
+            .agent
+            .journal
+            .locked()
+            .tokens()
+            .map_err(Self::journal_error)?;
+        rows.into_iter().map(token_info).collect()
+    }
+
+    fn token(&self, id: &str) -> Result<Option<wire::TokenInfo>, ApiError> {
+        let row = self
+            .agent
+            .journal
+            .locked()
+            .token(id)
+            .map_err(Self::journal_error)?;
+        row.map(token_info).transpose()
+    }
+
+    fn revoke_token(&self, id: &str) -> Result<wire::TokenInfo, ApiError> {
+        let journal = self.agent.journal.locked();
+        if !journal.revoke_token(id).map_err(Self::journal_error)? {
+            return Err(ApiError::not_found(format!("no token has the id {id:?}"))
+                .with_details("`prism-syncctl token list` shows the tokens"));
+        }
+        tracing::info!(id, "revoked an API token");
+        let row = journal
+            .token(id)
+            .map_err(Self::journal_error)?
+            .ok_or_else(|| ApiError::internal(format!("token {id:?} vanished while revoked")))?;
+        token_info(row)
+    }
+
+    fn events(&self) -> Option<Arc<EventLog>> {
+        Some(self.events.clone())
+    }
+}
+
+fn token_info(row: TokenRow) -> Result<wire::TokenInfo, ApiError> {
+    let role = wire::Role::parse(&row.role).ok_or_else(|| {
+        ApiError::internal("the journal could not be read").with_details(format!(
+            "api_tokens row {} has the unknown role {:?}",
+            row.id, row.role
+        ))
+    })?;
+    Ok(wire::TokenInfo {
+        id: row.id,
+        name: row.name,
+        role,
+        pairs: row.pairs,
+        issued_at: row.issued_at,
+        expires_at: row.expires_at,
+        revoked_at: row.revoked_at,
+    })
 }
 
 /// "ok", or a sentence about what the watcher cannot see and what to do.

@@ -19,6 +19,8 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
 
+use crate::api::auth::TokenKeys;
+use crate::api::http;
 use crate::clock::Clock;
 use crate::config::{AgentConfig, Config, PairConfig, Paths};
 use crate::engine::{EngineSettings, PairEngine, SyncRequest};
@@ -414,7 +416,23 @@ async fn serve(options: AgentOptions, journal: Arc<Mutex<Journal>>) -> Result<u8
         shutdown_signal().await;
         notify::stopping();
     };
-    let control: Arc<dyn crate::api::Control> = Arc::new(control::AgentControl::new(agent.clone()));
+    let keys = Arc::new(
+        TokenKeys::load_or_create(&options.paths.state_dir)
+            .map_err(|e| AgentError::Runtime(e.to_string()))?,
+    );
+    let control: Arc<dyn crate::api::Control> =
+        Arc::new(control::AgentControl::new(agent.clone(), keys.clone()));
+    // The HTTP listener binds before anything is served, so a bad address
+    // or certificate stops the agent at start-up (exit 78) rather than
+    // leaving it half reachable.
+    let http = match &options.config.api {
+        Some(config) => Some(
+            http::bind(config)
+                .await
+                .map_err(|e| AgentError::Config(e.to_string()))?,
+        ),
+        None => None,
+    };
     let bound =
         crate::api::bind(&options.paths.socket).map_err(|e| AgentError::Runtime(e.to_string()))?;
     tracing::info!(
@@ -431,7 +449,19 @@ async fn serve(options: AgentOptions, journal: Arc<Mutex<Journal>>) -> Result<u8
         options.config.pairs.len(),
         options.paths.socket.display()
     ));
+    let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
+    let http_task = http.map(|listener| {
+        let control = control.clone();
+        let mut stopped = http_stopped.clone();
+        tokio::spawn(listener.serve(control, keys, async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }))
+    });
     bound.serve(control, shutdown).await;
+    let _ = stop_http.send(true);
+    if let Some(task) = http_task {
+        let _ = task.await;
+    }
     tracing::info!("stopping");
     let names: Vec<String> = agent.pairs.locked().keys().cloned().collect();
     for name in &names {

@@ -185,6 +185,36 @@ impl Client {
         )
     }
 
+    /// `POST /tokens`: a new bearer token for the HTTP API.
+    pub fn issue_token(
+        &mut self,
+        req: &wire::TokenRequest,
+    ) -> Result<wire::IssuedToken, ClientError> {
+        self.call("POST", &["tokens"], &[], Some(req))
+    }
+
+    /// `GET /tokens`.
+    pub fn tokens(&mut self) -> Result<wire::TokenList, ClientError> {
+        self.call("GET", &["tokens"], &[], None::<&()>)
+    }
+
+    /// `DELETE /tokens/{id}`.
+    pub fn revoke_token(&mut self, id: &str) -> Result<wire::TokenInfo, ClientError> {
+        self.call("DELETE", &["tokens", id], &[], None::<&()>)
+    }
+
+    /// `GET /events`: the events after `after` (from now when `None`),
+    /// waiting up to 25 s for one.
+    pub fn events(&mut self, after: Option<u64>) -> Result<wire::EventList, ClientError> {
+        let mut query = Vec::new();
+        push_param(
+            &mut query,
+            "after",
+            after.map(|id| id.to_string()).as_deref(),
+        );
+        self.call("GET", &["events"], &query, None::<&()>)
+    }
+
     /// Sends one request and decodes the answer.
     fn call<T: DeserializeOwned>(
         &mut self,

@@ -3,10 +3,13 @@
 //! and body, calls the [`Control`] method on a blocking thread and wraps the
 //! answer (or the spec's error object).
 //!
-//! Handlers hold no state and do no socket I/O; the transport (today the
-//! local socket in `server`, later an HTTP listener) hands them bytes. They
-//! log the method, path and status at debug level, never a body, because a
-//! body may carry credentials.
+//! Handlers hold no state and do no socket I/O; the transports (the local
+//! socket in `server`, the HTTP listener in `http`) hand them a method, a
+//! path and a body, with the [`Caller`] the transport authenticated. Here
+//! the caller is authorized: each endpoint needs a role, and a token
+//! limited to some pairs sees only those (others are 404 in single-item
+//! requests and left out of lists). They log the method, path and status
+//! at debug level, never a body, because a body may carry credentials.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,13 +19,14 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use super::auth::{self, Caller};
 use super::framing::{RequestEnvelope, ResponseEnvelope, Target};
-use super::wire::{self, ErrorBody};
+use super::wire::{self, ErrorBody, Role};
 use super::{ApiError, Control, PROTOCOL_VERSION, compatible_version};
 use crate::timefmt;
 
-/// Handles one request frame. Never fails: every problem becomes an error
-/// envelope.
+/// Handles one request frame from the local socket, whose owner may do
+/// anything. Never fails: every problem becomes an error envelope.
 pub async fn handle(control: &Arc<dyn Control>, payload: &[u8]) -> ResponseEnvelope {
     let request = match parse_envelope(payload) {
         Ok(request) => request,
@@ -31,10 +35,7 @@ pub async fn handle(control: &Arc<dyn Control>, payload: &[u8]) -> ResponseEnvel
     let RequestEnvelope {
         method, path, body, ..
     } = request;
-    let result = route(control, &method, &path, body).await;
-    let status = result.as_ref().map_or_else(|err| err.code, |_| 200);
-    tracing::debug!(%method, %path, status, "api request");
-    match result {
+    match dispatch(control, &Caller::Owner, &method, &path, body).await {
         Ok(body) => ResponseEnvelope {
             protocol: PROTOCOL_VERSION.to_owned(),
             status: 200,
@@ -42,6 +43,33 @@ pub async fn handle(control: &Arc<dyn Control>, payload: &[u8]) -> ResponseEnvel
         },
         Err(err) => error_response(&err),
     }
+}
+
+/// Answers one request of `caller`: the body of a 200, or the error. Both
+/// transports come here, so they serve the same endpoints the same way.
+pub async fn dispatch(
+    control: &Arc<dyn Control>,
+    caller: &Caller,
+    method: &str,
+    path: &str,
+    body: Value,
+) -> Result<Value, ApiError> {
+    use futures_util::FutureExt;
+    // A panic while handling one request answers that request with a 500;
+    // it must not drop the connection without an answer.
+    let result = std::panic::AssertUnwindSafe(route(control, caller, method, path, body))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| {
+            tracing::error!(%method, %path, "an API handler panicked");
+            Err(
+                ApiError::internal("the agent failed while handling this request")
+                    .with_details("see the agent's log (RUST_LOG=prism_sync=debug) for the cause"),
+            )
+        });
+    let status = result.as_ref().map_or_else(|err| err.code, |_| 200);
+    tracing::debug!(%method, %path, status, by = caller.subject().unwrap_or("socket"), "api request");
+    result
 }
 
 /// The envelope for an error answer.
@@ -92,6 +120,20 @@ enum Route {
     Pairs,
     Pair(String),
     ConfirmDeletions(String),
+    Tokens,
+    Token(String),
+    Events,
+}
+
+/// What a request needs of its caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Need {
+    Role(Role),
+    /// The owner of the local socket: minting tokens. A token that could
+    /// mint tokens could outlive its own revocation.
+    Owner,
+    /// An admin token valid for every pair: adding pairs, managing tokens.
+    UnlimitedAdmin,
 }
 
 impl Route {
@@ -111,6 +153,9 @@ impl Route {
             ["pairs"] => Route::Pairs,
             ["pairs", name] => Route::Pair((*name).to_owned()),
             ["pairs", name, "confirm-deletions"] => Route::ConfirmDeletions((*name).to_owned()),
+            ["tokens"] => Route::Tokens,
+            ["tokens", id] => Route::Token((*id).to_owned()),
+            ["events"] => Route::Events,
             _ => return None,
         })
     }
@@ -121,6 +166,7 @@ impl Route {
             Route::Conflicts => &["pair", "all"],
             Route::Changes => &["pair", "since", "path", "device", "limit"],
             Route::History => &["pair", "path"],
+            Route::Events => &["after", "wait"],
             _ => &[],
         }
     }
@@ -131,9 +177,10 @@ impl Route {
             | Route::SyncStatus(_)
             | Route::Conflicts
             | Route::Changes
-            | Route::History => "GET",
-            Route::Pairs => "GET, POST",
-            Route::Pair(_) => "DELETE",
+            | Route::History
+            | Route::Events => "GET",
+            Route::Pairs | Route::Tokens => "GET, POST",
+            Route::Pair(_) | Route::Token(_) => "DELETE",
             Route::SyncStart
             | Route::SyncResolve
             | Route::Restore
@@ -142,10 +189,97 @@ impl Route {
             | Route::ConfirmDeletions(_) => "POST",
         }
     }
+
+    /// What `method` on this endpoint needs (the method is one of
+    /// [`Route::allowed_methods`]).
+    fn need(&self, method: &str) -> Need {
+        match (self, method) {
+            (
+                Route::Status
+                | Route::SyncStatus(_)
+                | Route::Conflicts
+                | Route::Changes
+                | Route::History
+                | Route::Events,
+                _,
+            )
+            | (Route::Pairs, "GET") => Need::Role(Role::Viewer),
+            (
+                Route::SyncStart
+                | Route::SyncResolve
+                | Route::Restore
+                | Route::Pause
+                | Route::Resume
+                | Route::ConfirmDeletions(_),
+                _,
+            ) => Need::Role(Role::Operator),
+            (Route::Pair(_), _) => Need::Role(Role::Admin),
+            (Route::Tokens, "POST") => Need::Owner,
+            (Route::Pairs | Route::Tokens | Route::Token(_), _) => Need::UnlimitedAdmin,
+        }
+    }
+}
+
+/// Whether `caller` may do what `need` says; a 403 saying what it lacks.
+fn authorize(caller: &Caller, need: Need) -> Result<(), ApiError> {
+    let Caller::Token(grant) = caller else {
+        return Ok(());
+    };
+    match need {
+        Need::Role(role) if grant.role >= role => Ok(()),
+        Need::Role(role) => Err(auth::forbidden(format!(
+            "this request needs the {} role; the token has {}",
+            role.as_str(),
+            grant.role.as_str()
+        ))),
+        Need::Owner => Err(auth::forbidden(
+            "tokens are issued over the local socket only: run `prism-syncctl token issue` \
+             as the user the agent runs as",
+        )),
+        Need::UnlimitedAdmin if grant.role == Role::Admin && grant.pairs.is_empty() => Ok(()),
+        Need::UnlimitedAdmin => Err(auth::forbidden(format!(
+            "this request needs an admin token valid for every pair; the token has the {} role{}",
+            grant.role.as_str(),
+            if grant.pairs.is_empty() {
+                String::new()
+            } else {
+                format!(" on {}", grant.pairs.join(", "))
+            }
+        ))),
+    }
+}
+
+/// The 404 a caller gets for a pair, sync run or conflict it may not see:
+/// the same as for one that does not exist, so a limited token learns
+/// nothing about the others.
+fn hidden(what: &str) -> ApiError {
+    ApiError::not_found(format!("no {what} of that name is visible to this token")).with_details(
+        "a token limited to some pairs sees only those; `prism-syncctl token list` shows \
+         which pairs each token may see",
+    )
+}
+
+/// For a caller limited to some pairs, a 404 reads as [`hidden`]'s, so
+/// "does not exist" and "not yours" look the same.
+fn hide_404(caller: &Caller, err: ApiError, what: &str) -> ApiError {
+    if err.code == 404 && caller.pair_limit().is_some() {
+        hidden(what)
+    } else {
+        err
+    }
+}
+
+/// A pair named in a request, if the caller may see it.
+fn visible_pair(caller: &Caller, pair: Option<&str>) -> Result<(), ApiError> {
+    match pair {
+        Some(name) if !caller.sees_pair(name) => Err(hidden("pair")),
+        _ => Ok(()),
+    }
 }
 
 async fn route(
     control: &Arc<dyn Control>,
+    caller: &Caller,
     method: &str,
     path: &str,
     body: Value,
@@ -157,33 +291,71 @@ async fn route(
             "{path} is not an endpoint of this agent; see docs/protocol.md"
         ))
     })?;
+    if !route
+        .allowed_methods()
+        .split(", ")
+        .any(|allowed| allowed == method)
+    {
+        return Err(
+            ApiError::new(405, "Method not allowed").with_details(format!(
+                "{} does not accept {method}; allowed: {}",
+                path.split('?').next().unwrap_or_default(),
+                route.allowed_methods()
+            )),
+        );
+    }
+    authorize(caller, route.need(method))?;
     let query = Query::new(&target, route.query_params())?;
+    let limit = caller.pair_limit().map(<[String]>::to_vec);
+    let by = caller.subject().map(str::to_owned);
     match (route, method) {
         (Route::Status, "GET") => {
-            let status = call(control, |c| Ok(c.status())).await?;
+            let mut status = call(control, |c| Ok(c.status())).await?;
+            status.pairs.retain(|p| caller.sees_pair(&p.name));
             Ok(to_json(&status))
         }
         (Route::SyncStart, "POST") => {
             let req: wire::StartSyncRequest = parse_body(body)?;
-            Ok(to_json(&start_sync(control, req).await?))
+            visible_pair(caller, req.pair.as_deref())?;
+            Ok(to_json(&start_sync(control, req, limit, by).await?))
         }
         (Route::SyncStatus(id), "GET") => {
-            Ok(to_json(&call(control, move |c| c.sync_status(&id)).await?))
+            let status = call(control, move |c| c.sync_status(&id))
+                .await
+                .map_err(|err| hide_404(caller, err, "sync run"))?;
+            if !caller.sees_pair(&status.pair) {
+                return Err(hidden("sync run"));
+            }
+            Ok(to_json(&status))
         }
         (Route::SyncResolve, "POST") => {
             let req: wire::ResolveRequest = parse_body(body)?;
+            // Which conflict first: an unknown one is a 404 whatever else
+            // the request says.
+            let id = req.conflict_id.clone();
+            let conflict = call(control, move |c| c.conflict(&id))
+                .await
+                .map_err(|err| hide_404(caller, err, "conflict"))?;
+            if !caller.sees_pair(&conflict.pair) {
+                return Err(hidden("conflict"));
+            }
             req.validate()?;
-            Ok(to_json(&call(control, move |c| c.resolve(&req)).await?))
+            Ok(to_json(
+                &call(control, move |c| c.resolve(&req, by.as_deref())).await?,
+            ))
         }
         (Route::Conflicts, "GET") => {
             let pair = query.get("pair").map(str::to_owned);
+            visible_pair(caller, pair.as_deref())?;
             let all = query.flag("all")?;
-            let conflicts = call(control, move |c| c.conflicts(pair.as_deref(), all)).await?;
+            let mut conflicts = call(control, move |c| c.conflicts(pair.as_deref(), all)).await?;
+            conflicts.retain(|c| caller.sees_pair(&c.pair));
             Ok(to_json(&wire::ConflictList { conflicts }))
         }
         (Route::Changes, "GET") => {
             let query = changes_query(&query, SystemTime::now())?;
-            Ok(to_json(&call(control, move |c| c.changes(&query)).await?))
+            visible_pair(caller, query.pair.as_deref())?;
+            Ok(to_json(&changes(control, query, limit).await?))
         }
         (Route::History, "GET") => {
             let path = query
@@ -193,26 +365,48 @@ async fn route(
                 pair: query.get("pair").map(str::to_owned),
                 path: path.to_owned(),
             };
-            Ok(to_json(&call(control, move |c| c.history(&query)).await?))
+            visible_pair(caller, query.pair.as_deref())?;
+            let history = call(control, move |c| c.history(&query))
+                .await
+                .map_err(|err| hide_404(caller, err, "pair"))?;
+            if !caller.sees_pair(&history.pair) {
+                return Err(hidden("pair"));
+            }
+            Ok(to_json(&history))
         }
         (Route::Restore, "POST") => {
-            let req: wire::RestoreRequest = parse_body(body)?;
+            let mut req: wire::RestoreRequest = parse_body(body)?;
+            visible_pair(caller, req.pair.as_deref())?;
+            // Which pair first (the file's history names it), so a token
+            // limited to other pairs cannot act on this one.
+            let query = wire::HistoryQuery {
+                pair: req.pair.clone(),
+                path: req.path.clone(),
+            };
+            let history = call(control, move |c| c.history(&query))
+                .await
+                .map_err(|err| hide_404(caller, err, "pair"))?;
+            if !caller.sees_pair(&history.pair) {
+                return Err(hidden("pair"));
+            }
+            req.pair = Some(history.pair);
             Ok(to_json(&call(control, move |c| c.restore(&req)).await?))
         }
         (Route::Pause, "POST") => {
             let wire::PairSelector { pair } = parse_body(body)?;
-            let arg = pair.clone();
-            call(control, move |c| c.pause(arg.as_deref())).await?;
+            visible_pair(caller, pair.as_deref())?;
+            for_each_pair(control, pair.clone(), limit, |c, p| c.pause(p)).await?;
             Ok(ack("paused", pair))
         }
         (Route::Resume, "POST") => {
             let wire::PairSelector { pair } = parse_body(body)?;
-            let arg = pair.clone();
-            call(control, move |c| c.resume(arg.as_deref())).await?;
+            visible_pair(caller, pair.as_deref())?;
+            for_each_pair(control, pair.clone(), limit, |c, p| c.resume(p)).await?;
             Ok(ack("resumed", pair))
         }
         (Route::Pairs, "GET") => {
-            let pairs = call(control, |c| c.pair_list()).await?;
+            let mut pairs = call(control, |c| c.pair_list()).await?;
+            pairs.retain(|p| caller.sees_pair(&p.name));
             Ok(to_json(&wire::PairList { pairs }))
         }
         (Route::Pairs, "POST") => {
@@ -224,23 +418,146 @@ async fn route(
             Ok(to_json(&call(control, move |c| c.pair_add(&spec)).await?))
         }
         (Route::Pair(name), "DELETE") => {
+            visible_pair(caller, Some(&name))?;
             let arg = name.clone();
             call(control, move |c| c.pair_remove(&arg)).await?;
             Ok(ack("removed", Some(name)))
         }
         (Route::ConfirmDeletions(name), "POST") => {
+            visible_pair(caller, Some(&name))?;
             let arg = name.clone();
             call(control, move |c| c.confirm_deletions(&arg)).await?;
             Ok(ack("confirmed", Some(name)))
         }
-        (route, _) => Err(
-            ApiError::new(405, "Method not allowed").with_details(format!(
-                "{} does not accept {method}; allowed: {}",
-                path.split('?').next().unwrap_or_default(),
-                route.allowed_methods()
-            )),
+        (Route::Tokens, "POST") => {
+            let req: wire::TokenRequest = parse_body(body)?;
+            Ok(to_json(&call(control, move |c| c.issue_token(&req)).await?))
+        }
+        (Route::Tokens, _) => {
+            let tokens = call(control, |c| c.tokens()).await?;
+            Ok(to_json(&wire::TokenList { tokens }))
+        }
+        (Route::Token(id), _) => Ok(to_json(&call(control, move |c| c.revoke_token(&id)).await?)),
+        (Route::Events, _) => {
+            let after = query
+                .get("after")
+                .map(|text| {
+                    text.parse::<u64>().map_err(|_| {
+                        ApiError::bad_request(format!("after must be an event id, not {text:?}"))
+                    })
+                })
+                .transpose()?;
+            let wait = match query.get("wait") {
+                None => MAX_EVENTS_WAIT,
+                Some(text) => text
+                    .parse::<u64>()
+                    .ok()
+                    .map(Duration::from_secs)
+                    .filter(|wait| *wait <= MAX_EVENTS_WAIT)
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!(
+                            "wait must be 0 to {} seconds, not {text:?}",
+                            MAX_EVENTS_WAIT.as_secs()
+                        ))
+                    })?,
+            };
+            let log = event_log(control)?;
+            let _listening = log.subscribe(Arc::clone(control));
+            let after = after.unwrap_or_else(|| log.last_id());
+            let events = log.after(after, wait).await;
+            let last_id = events.last().map_or(after, |e| e.id);
+            let events = events
+                .into_iter()
+                .filter(|e| e.pair.as_deref().is_none_or(|p| caller.sees_pair(p)))
+                .collect();
+            Ok(to_json(&wire::EventList { events, last_id }))
+        }
+        (route, _) => unreachable!(
+            "{} was checked against the allowed methods {}",
+            method,
+            route.allowed_methods()
         ),
     }
+}
+
+/// The methods `path` accepts over HTTP, for a 405's `Allow` header;
+/// `None` for a path that is no endpoint. Issuing tokens is not one of
+/// them: it belongs to the local socket.
+pub fn allowed_methods_over_http(path: &str) -> Option<&'static str> {
+    let target = Target::parse(path).ok()?;
+    Route::parse(&target.segments).map(|route| match route {
+        Route::Tokens => "GET",
+        route => route.allowed_methods(),
+    })
+}
+
+/// How long `GET /events` over the socket waits for an event before it
+/// answers with none (below the client's 60 s patience).
+pub const MAX_EVENTS_WAIT: Duration = Duration::from_secs(25);
+
+/// The agent's event stream, or a 404 where there is none.
+pub fn event_log(control: &Arc<dyn Control>) -> Result<Arc<super::events::EventLog>, ApiError> {
+    control
+        .events()
+        .ok_or_else(|| ApiError::not_found("this agent has no event stream"))
+}
+
+/// Whether `caller` may read the event stream (any role may).
+pub fn may_read_events(caller: &Caller) -> Result<(), ApiError> {
+    authorize(caller, Route::Events.need("GET"))
+}
+
+/// Runs `action` on `pair`, or, with no pair, on every pair for a caller
+/// that may see them all (`None` goes to the daemon) and on each pair of
+/// `limit` for one that may not.
+async fn for_each_pair(
+    control: &Arc<dyn Control>,
+    pair: Option<String>,
+    limit: Option<Vec<String>>,
+    action: fn(&dyn Control, Option<&str>) -> Result<(), ApiError>,
+) -> Result<(), ApiError> {
+    call(control, move |c| match (pair, limit) {
+        (Some(pair), _) => action(c, Some(&pair)),
+        (None, None) => action(c, None),
+        (None, Some(pairs)) => {
+            let configured: Vec<String> = c.pair_list()?.into_iter().map(|p| p.name).collect();
+            for pair in pairs.iter().filter(|p| configured.contains(p)) {
+                action(c, Some(pair))?;
+            }
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// `GET /changes` for a caller limited to some pairs and naming none: each
+/// of its pairs' newest `limit` changes, merged newest first, so the answer
+/// holds as many as the query asked for, not fewer for the pairs it hides.
+async fn changes(
+    control: &Arc<dyn Control>,
+    query: wire::ChangesQuery,
+    limit: Option<Vec<String>>,
+) -> Result<wire::ChangeLog, ApiError> {
+    let Some(pairs) = limit.filter(|_| query.pair.is_none()) else {
+        return call(control, move |c| c.changes(&query)).await;
+    };
+    call(control, move |c| {
+        let configured: Vec<String> = c.pair_list()?.into_iter().map(|p| p.name).collect();
+        let mut merged = Vec::new();
+        for pair in pairs.iter().filter(|p| configured.contains(p)) {
+            let one = wire::ChangesQuery {
+                pair: Some(pair.clone()),
+                ..query.clone()
+            };
+            merged.extend(c.changes(&one)?.changes);
+        }
+        // Newest first; the timestamps are the journal's fixed-width
+        // RFC 3339 text, so they sort as text.
+        merged.sort_by(|a, b| b.timestamp.cmp(&a.timestamp));
+        merged.truncate(query.limit as usize);
+        Ok(wire::ChangeLog { changes: merged })
+    })
+    .await
 }
 
 /// Runs a [`Control`] method on a blocking thread: the daemon's methods
@@ -356,7 +673,7 @@ impl<'t> Query<'t> {
 }
 
 fn changes_query(query: &Query<'_>, now: SystemTime) -> Result<wire::ChangesQuery, ApiError> {
-    let since = match query.get("since") {
+    let since = match query.get("since").filter(|t| !t.is_empty()) {
         None => None,
         Some(text) => {
             let at = parse_since(text, now).ok_or_else(|| {
@@ -384,7 +701,11 @@ fn changes_query(query: &Query<'_>, now: SystemTime) -> Result<wire::ChangesQuer
     Ok(wire::ChangesQuery {
         pair: query.get("pair").map(str::to_owned),
         since,
-        path: query.get("path").map(str::to_owned),
+        // An empty prefix is the whole tree, as no filter is.
+        path: query
+            .get("path")
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned),
         device: query.get("device").map(str::to_owned),
         limit,
     })
@@ -406,7 +727,13 @@ fn parse_since(text: &str, now: SystemTime) -> Option<SystemTime> {
         _ => return None,
     };
     let age = number.parse::<u64>().ok()?.checked_mul(seconds_per_unit)?;
-    now.checked_sub(Duration::from_secs(age))
+    // An age that reaches before 1970 means "everything": the journal holds
+    // nothing older, and times far before it cannot even be written down
+    // (formatting a time 27,000 years ago panicked the request).
+    let at = now
+        .checked_sub(Duration::from_secs(age))
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    Some(at.max(SystemTime::UNIX_EPOCH))
 }
 
 /// `POST /sync/start`. With `method`, `remote_url` or `credentials`, the
@@ -417,6 +744,8 @@ fn parse_since(text: &str, now: SystemTime) -> Option<SystemTime> {
 async fn start_sync(
     control: &Arc<dyn Control>,
     req: wire::StartSyncRequest,
+    limit: Option<Vec<String>>,
+    by: Option<String>,
 ) -> Result<wire::StartSyncResponse, ApiError> {
     let wire::StartSyncRequest {
         pair,
@@ -424,58 +753,63 @@ async fn start_sync(
         remote_url,
         credentials,
     } = req;
-    let started = if method.is_none() && remote_url.is_none() && credentials.is_none() {
-        call(control, move |c| c.start_sync(pair.as_deref())).await?
-    } else {
-        call(control, move |c| {
-            let chosen: Vec<wire::PairInfo> = c
-                .pair_list()?
-                .into_iter()
-                .filter(|p| pair.as_ref().is_none_or(|name| *name == p.name))
-                .filter(|p| {
-                    remote_url
-                        .as_ref()
-                        .is_none_or(|url| same_url(url, &p.remote))
-                })
-                .filter(|p| method.as_ref().is_none_or(|m| has_scheme(&p.remote, m)))
-                .collect();
-            if chosen.is_empty() {
-                return Err(
-                    ApiError::not_found("no pair matches this sync request").with_details(format!(
-                        "no configured pair has{}{}{}; see `prism-syncctl pair list`",
-                        pair.map(|n| format!(" name {n:?}")).unwrap_or_default(),
+    let every_pair = pair.is_none() && limit.is_some();
+    let started =
+        if method.is_none() && remote_url.is_none() && credentials.is_none() && !every_pair {
+            call(control, move |c| {
+                c.start_sync(pair.as_deref(), by.as_deref())
+            })
+            .await?
+        } else {
+            call(control, move |c| {
+                let chosen: Vec<wire::PairInfo> = c
+                    .pair_list()?
+                    .into_iter()
+                    .filter(|p| pair.as_ref().is_none_or(|name| *name == p.name))
+                    .filter(|p| limit.as_ref().is_none_or(|pairs| pairs.contains(&p.name)))
+                    .filter(|p| {
                         remote_url
-                            .map(|u| format!(" remote {u:?}"))
-                            .unwrap_or_default(),
-                        method.map(|m| format!(" method {m:?}")).unwrap_or_default(),
-                    )),
-                );
-            }
-            if let Some(credentials) = &credentials {
-                // All of them before any sync starts, so no run logs in
-                // with an older password than the one just given.
-                let mut stored = false;
-                for p in &chosen {
-                    stored |= c.store_credentials(&p.name, credentials)?;
+                            .as_ref()
+                            .is_none_or(|url| same_url(url, &p.remote))
+                    })
+                    .filter(|p| method.as_ref().is_none_or(|m| has_scheme(&p.remote, m)))
+                    .collect();
+                if chosen.is_empty() {
+                    return Err(ApiError::not_found("no pair matches this sync request")
+                        .with_details(format!(
+                            "no configured pair has{}{}{}; see `prism-syncctl pair list`",
+                            pair.map(|n| format!(" name {n:?}")).unwrap_or_default(),
+                            remote_url
+                                .map(|u| format!(" remote {u:?}"))
+                                .unwrap_or_default(),
+                            method.map(|m| format!(" method {m:?}")).unwrap_or_default(),
+                        )));
                 }
-                if !stored {
-                    return Err(ApiError::bad_request(
-                        "credentials were given, but no selected pair logs in with a password",
-                    )
-                    .with_details(
-                        "credentials apply to sftp:// pairs and to webdav:// pairs with a \
+                if let Some(credentials) = &credentials {
+                    // All of them before any sync starts, so no run logs in
+                    // with an older password than the one just given.
+                    let mut stored = false;
+                    for p in &chosen {
+                        stored |= c.store_credentials(&p.name, credentials)?;
+                    }
+                    if !stored {
+                        return Err(ApiError::bad_request(
+                            "credentials were given, but no selected pair logs in with a password",
+                        )
+                        .with_details(
+                            "credentials apply to sftp:// pairs and to webdav:// pairs with a \
                          `username` in the config",
-                    ));
+                        ));
+                    }
                 }
-            }
-            let mut started = Vec::new();
-            for p in chosen {
-                started.extend(c.start_sync(Some(&p.name))?);
-            }
-            Ok(started)
-        })
-        .await?
-    };
+                let mut started = Vec::new();
+                for p in chosen {
+                    started.extend(c.start_sync(Some(&p.name), by.as_deref())?);
+                }
+                Ok(started)
+            })
+            .await?
+        };
     let first = started.first().ok_or_else(|| {
         ApiError::not_found("there are no pairs to sync")
             .with_details("add one with `prism-syncctl pair add NAME --local DIR --remote URL`")
@@ -516,6 +850,14 @@ mod tests {
         assert_eq!(show("90s").as_deref(), Some("2025-02-09T15:58:30.000Z"));
         assert_eq!(show("2h").as_deref(), Some("2025-02-09T14:00:00.000Z"));
         assert_eq!(show("7d").as_deref(), Some("2025-02-02T16:00:00.000Z"));
+        assert_eq!(
+            show("10000000d").as_deref(),
+            Some("1970-01-01T00:00:00.000Z")
+        );
+        assert_eq!(
+            show("99999999999999999s").as_deref(),
+            Some("1970-01-01T00:00:00.000Z")
+        );
         assert_eq!(show("7w"), None);
         assert_eq!(show("yesterday"), None);
         assert_eq!(show("h"), None);

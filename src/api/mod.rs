@@ -1,7 +1,9 @@
 //! The control API: the [`Control`] trait the daemon implements, the JSON
 //! shapes users script against ([`wire`]), the length-prefixed framing on the
-//! local socket ([`framing`]), the request router ([`handlers`]), the socket
-//! server ([`server`]) and the blocking client ([`client`]).
+//! local socket ([`framing`]), the request router and its authorization
+//! ([`handlers`]), bearer tokens ([`auth`]), the two transports (the socket
+//! server in [`server`], the optional HTTP listener in [`http`]) and the
+//! blocking client ([`client`]).
 //!
 //! Architecture invariant: only this module knows the wire format. The
 //! daemon builds [`wire`] values and never sees frames, paths or query
@@ -9,9 +11,13 @@
 //! request by hand. Nothing here touches the journal, a remote or the sync
 //! engine: every answer comes from a [`Control`] method.
 
+pub mod auth;
 pub mod client;
+pub mod events;
 pub mod framing;
 pub mod handlers;
+pub mod http;
+pub mod openapi;
 pub mod server;
 pub mod wire;
 
@@ -32,8 +38,13 @@ pub trait Control: Send + Sync + 'static {
     /// The agent and every pair, as `GET /status` shows them.
     fn status(&self) -> wire::AgentStatus;
     /// Starts a sync of `pair`, or of every pair when `None`. A pair that is
-    /// already syncing answers with the run in progress.
-    fn start_sync(&self, pair: Option<&str>) -> Result<Vec<wire::SyncStarted>, ApiError>;
+    /// already syncing answers with the run in progress. `by` is the token
+    /// that asked (recorded with the run), `None` for the socket's owner.
+    fn start_sync(
+        &self,
+        pair: Option<&str>,
+        by: Option<&str>,
+    ) -> Result<Vec<wire::SyncStarted>, ApiError>;
     /// One sync run, running or finished.
     fn sync_status(&self, sync_id: &str) -> Result<wire::SyncStatus, ApiError>;
     /// Unresolved conflicts of `pair` (all pairs when `None`), plus resolved
@@ -43,9 +54,17 @@ pub trait Control: Send + Sync + 'static {
         pair: Option<&str>,
         include_resolved: bool,
     ) -> Result<Vec<wire::ConflictInfo>, ApiError>;
+    /// One conflict, resolved or not.
+    fn conflict(&self, conflict_id: &str) -> Result<wire::ConflictInfo, ApiError>;
     /// Applies a strategy to one conflict. The request is already checked:
-    /// `merged_file` is absolute and only present with `manual`.
-    fn resolve(&self, req: &wire::ResolveRequest) -> Result<wire::ResolveResponse, ApiError>;
+    /// `merged_file` is absolute and only present with `manual`. `by` is the
+    /// token that asked (recorded with the resolution), `None` for the
+    /// socket's owner.
+    fn resolve(
+        &self,
+        req: &wire::ResolveRequest,
+        by: Option<&str>,
+    ) -> Result<wire::ResolveResponse, ApiError>;
     /// The change log, newest first, at most `query.limit` entries.
     fn changes(&self, query: &wire::ChangesQuery) -> Result<wire::ChangeLog, ApiError>;
     /// Stops syncing `pair` (every pair when `None`) until resumed.
@@ -81,6 +100,21 @@ pub trait Control: Send + Sync + 'static {
         pair: &str,
         credentials: &wire::Credentials,
     ) -> Result<bool, ApiError>;
+    /// Signs a new token for the HTTP API and records what it grants; the
+    /// token is in the answer and nowhere else. Pairs must exist.
+    fn issue_token(&self, req: &wire::TokenRequest) -> Result<wire::IssuedToken, ApiError>;
+    /// Every token issued, revoked ones included; never the tokens.
+    fn tokens(&self) -> Result<Vec<wire::TokenInfo>, ApiError>;
+    /// One token's record, to check a presented token against; `None` if
+    /// no token has that id.
+    fn token(&self, id: &str) -> Result<Option<wire::TokenInfo>, ApiError>;
+    /// Revokes a token at once; answers with its record.
+    fn revoke_token(&self, id: &str) -> Result<wire::TokenInfo, ApiError>;
+    /// The agent's event stream; `None` where there is none (`GET /events`
+    /// is then a 404).
+    fn events(&self) -> Option<std::sync::Arc<events::EventLog>> {
+        None
+    }
 }
 
 /// An error answer: an HTTP-style status code and the spec's section 9

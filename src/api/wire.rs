@@ -10,6 +10,7 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::{ApiError, PROTOCOL_VERSION};
 
@@ -21,7 +22,7 @@ pub const MAX_CHANGES_LIMIT: u32 = 100_000;
 // ---------------------------------------------------------------- status
 
 /// `GET /status`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct AgentStatus {
     /// The protocol version the agent speaks; set by [`AgentStatus::new`].
     pub protocol: String,
@@ -39,7 +40,7 @@ impl AgentStatus {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct AgentInfo {
     pub version: String,
     /// The device name used in conflict-copy names and the change log.
@@ -50,7 +51,7 @@ pub struct AgentInfo {
     pub socket: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PairStatus {
     pub name: String,
     pub local: String,
@@ -71,7 +72,7 @@ pub struct PairStatus {
     pub watcher: String,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PairState {
     Idle,
@@ -97,14 +98,14 @@ impl PairState {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct LastSync {
     pub sync_id: String,
     pub status: SyncState,
     pub finished_at: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Transfer {
     pub path: String,
     pub direction: Direction,
@@ -112,7 +113,7 @@ pub struct Transfer {
     pub bytes_total: u64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
     Upload,
@@ -121,7 +122,7 @@ pub enum Direction {
 
 /// A path that keeps failing; it is retried with back-off and never stalls
 /// the rest of the pair.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Problem {
     pub path: String,
     pub message: String,
@@ -131,7 +132,7 @@ pub struct Problem {
 
 /// `POST /sync/start` (spec 4.1). With no `pair`, `remote_url` and `method`
 /// select the pairs whose remote matches; with none of them, every pair.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(default)]
 pub struct StartSyncRequest {
     pub pair: Option<String>,
@@ -147,7 +148,7 @@ pub struct StartSyncRequest {
 
 /// A user name and password. Its `Debug` output hides the password, so it
 /// cannot leak into a log by accident.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Credentials {
     pub username: String,
     pub password: String,
@@ -163,7 +164,7 @@ impl fmt::Debug for Credentials {
 }
 
 /// One sync run [`super::Control::start_sync`] started (or found running).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SyncStarted {
     pub pair: String,
     pub sync_id: String,
@@ -171,14 +172,14 @@ pub struct SyncStarted {
 
 /// The answer to `POST /sync/start` (spec 4.1): `status` and `sync_id`
 /// describe the first run; `syncs` lists every run started.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct StartSyncResponse {
     pub status: SyncState,
     pub sync_id: String,
     pub syncs: Vec<SyncStarted>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SyncState {
     SyncInProgress,
@@ -201,7 +202,7 @@ impl SyncState {
 }
 
 /// `GET /sync/status/{sync_id}` (spec 4.2 plus the run's details).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SyncStatus {
     pub status: SyncState,
     /// When the pair last finished a sync: this run's end once it is done.
@@ -217,7 +218,7 @@ pub struct SyncStatus {
     pub error: Option<String>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SyncCounts {
     pub uploaded: u64,
     pub downloaded: u64,
@@ -233,7 +234,7 @@ pub struct SyncCounts {
 // ---------------------------------------------------------------- conflicts
 
 /// A conflict (spec 5.3 plus where it came from and how it ended).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ConflictInfo {
     pub conflict_id: String,
     pub file_path: String,
@@ -254,13 +255,13 @@ pub struct ConflictInfo {
 }
 
 /// One side of a conflict; both fields are `null` for a deleted side.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Version {
     pub hash: Option<String>,
     pub modified_at: Option<String>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ConflictStatus {
     Unresolved,
@@ -268,13 +269,13 @@ pub enum ConflictStatus {
 }
 
 /// `GET /conflicts`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ConflictList {
     pub conflicts: Vec<ConflictInfo>,
 }
 
 /// The spec's conflict resolution strategies (5.2).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {
     KeepLocal,
@@ -302,7 +303,7 @@ impl Strategy {
 }
 
 /// `POST /sync/resolve` (spec 4.3).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ResolveRequest {
     pub conflict_id: String,
     pub resolution_strategy: Strategy,
@@ -342,7 +343,7 @@ impl ResolveRequest {
 /// The answer to `POST /sync/resolve` (spec 4.3). `status` stays
 /// `unresolved` when `auto_merge` could not merge cleanly and fell back to
 /// keeping both versions; `note` says so.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ResolveResponse {
     pub status: ConflictStatus,
     pub resolved_at: Option<String>,
@@ -362,7 +363,7 @@ pub struct HistoryQuery {
 
 /// The versions of a file the pair still holds: the current one first,
 /// then the trashed ones, newest first.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct History {
     pub pair: String,
     /// The file's path in the pair.
@@ -371,7 +372,7 @@ pub struct History {
 }
 
 /// One version of a file.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct VersionInfo {
     /// What `POST /restore` takes: `current`, or the trashed version's
     /// number.
@@ -392,7 +393,7 @@ pub struct VersionInfo {
 
 /// `POST /restore`: brings a trashed version of a file back as a new
 /// change. `path` as in [`HistoryQuery`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct RestoreRequest {
     #[serde(default)]
     pub pair: Option<String>,
@@ -402,7 +403,7 @@ pub struct RestoreRequest {
 
 /// What a restore did. The restored file is in the local folder; the sync
 /// that carries it to the remote is started at once.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct RestoreResponse {
     /// `restored`.
     pub status: String,
@@ -422,7 +423,7 @@ pub struct RestoreResponse {
 /// `GET /changes?pair=&since=&path=&device=&limit=`, as the daemon receives it:
 /// `since` is already normalized to the journal's RFC 3339 form
 /// (`2025-02-09T16:00:00.000Z`), so it compares as text.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ChangesQuery {
     pub pair: Option<String>,
     pub since: Option<String>,
@@ -435,13 +436,13 @@ pub struct ChangesQuery {
 }
 
 /// The change log (spec 6.2).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ChangeLog {
     pub changes: Vec<Change>,
 }
 
 /// One change-log entry (spec 6.2 plus its origin).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Change {
     #[serde(rename = "type")]
     pub kind: ChangeKind,
@@ -463,7 +464,7 @@ pub struct Change {
     pub size: Option<u64>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ChangeKind {
     Created,
@@ -483,7 +484,7 @@ impl ChangeKind {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Side {
     Local,
@@ -493,7 +494,7 @@ pub enum Side {
 // ---------------------------------------------------------------- pairs
 
 /// `POST /pairs`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PairSpec {
     pub name: String,
     /// An absolute path (the client makes it so).
@@ -506,7 +507,7 @@ pub struct PairSpec {
 }
 
 /// A configured pair.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PairInfo {
     pub name: String,
     pub local: String,
@@ -516,37 +517,154 @@ pub struct PairInfo {
 }
 
 /// `GET /pairs`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PairList {
     pub pairs: Vec<PairInfo>,
 }
 
 /// The body of `POST /pause` and `POST /resume`: no pair means every pair.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(default)]
 pub struct PairSelector {
     pub pair: Option<String>,
 }
 
 /// The answer to requests that only do something: pause, resume, pair
-/// removal, deletion confirmation.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// removal, deletion confirmation, token revocation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Ack {
-    /// `paused`, `resumed`, `removed` or `confirmed`.
+    /// `paused`, `resumed`, `removed`, `confirmed` or `revoked`.
     pub status: String,
-    /// The pair it applied to; `null` for every pair.
+    /// The pair it applied to; `null` for every pair (and for a token).
     pub pair: Option<String>,
+}
+
+// ---------------------------------------------------------------- tokens
+
+/// A role of an HTTP API token. Each includes the one before it: `viewer`
+/// reads; `operator` also starts syncs, resolves conflicts, pauses,
+/// resumes and confirms held deletions; `admin` also adds and removes
+/// pairs and lists and revokes tokens.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Viewer,
+    Operator,
+    Admin,
+}
+
+impl Role {
+    pub const ALL: [Role; 3] = [Role::Viewer, Role::Operator, Role::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == text)
+    }
+}
+
+/// `POST /tokens` (local socket only): a new bearer token for the HTTP API.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TokenRequest {
+    pub role: Role,
+    /// The pairs the token may see and act on; empty for every pair.
+    #[serde(default)]
+    pub pairs: Vec<String>,
+    /// How long the token is valid, in seconds; the agent's default (30
+    /// days) when absent.
+    #[serde(default)]
+    pub ttl_secs: Option<u64>,
+    /// A label for `token list`.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// The answer to `POST /tokens`: the only time the token is shown.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct IssuedToken {
+    /// The JWT to send as `Authorization: Bearer TOKEN`.
+    pub token: String,
+    pub id: String,
+    pub role: Role,
+    pub pairs: Vec<String>,
+    pub expires_at: String,
+    pub name: Option<String>,
+}
+
+impl fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IssuedToken")
+            .field("token", &"<redacted>")
+            .field("id", &self.id)
+            .field("role", &self.role)
+            .field("pairs", &self.pairs)
+            .field("expires_at", &self.expires_at)
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+/// What a token grants, as `GET /tokens` lists it (never the token).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TokenInfo {
+    pub id: String,
+    pub name: Option<String>,
+    pub role: Role,
+    pub pairs: Vec<String>,
+    pub issued_at: String,
+    pub expires_at: String,
+    pub revoked_at: Option<String>,
+}
+
+/// `GET /tokens`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TokenList {
+    pub tokens: Vec<TokenInfo>,
+}
+
+// ---------------------------------------------------------------- events
+
+/// One event of `GET /events`. `type` is one of `pair_added`,
+/// `pair_removed`, `pair_state`, `deletions_held`, `sync_started`,
+/// `sync_finished`, `transfer`, `conflict_found`, `conflict_resolved`;
+/// `data` holds its fields (see `docs/protocol.md`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Event {
+    /// Increases by one per event: a jump means events were missed.
+    pub id: u64,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub at: String,
+    pub pair: Option<String>,
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+}
+
+/// The answer to `GET /events` over the socket (a long poll).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct EventList {
+    pub events: Vec<Event>,
+    /// The `after` to ask with next.
+    pub last_id: u64,
 }
 
 // ---------------------------------------------------------------- errors
 
 /// The spec's section 9 error object: `{"error":{"code":"409",…}}`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
     pub error: ErrorObject,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorObject {
     /// The HTTP-style status code, as a string.
     pub code: String,

@@ -14,6 +14,7 @@ mod docs;
 mod password;
 mod render;
 mod service;
+mod token;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -130,6 +131,12 @@ enum Command {
     Pair(PairCommand),
     /// Let a pair apply the deletions the mass-deletion guard held back.
     ConfirmDeletions { pair: String },
+    /// Print what happens in the agent as it happens (syncs, conflicts,
+    /// pair states, transfers) until Ctrl-C; with --json one line each.
+    Events,
+    /// Issue, list or revoke bearer tokens for the HTTP API.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
     /// Start prism-syncd at login (systemd user unit or launchd agent),
     /// stop doing so, or ask the service manager about it.
     #[command(subcommand)]
@@ -380,6 +387,25 @@ fn execute(command: Command, socket: &Path, json: bool) -> Result<i32, ClientErr
         Command::ConfirmDeletions { pair } => {
             Ok(emit(json, &client.confirm_deletions(&pair)?, render::ack))
         }
+        Command::Token(token::TokenCommand::Issue {
+            role,
+            pairs,
+            ttl,
+            name,
+        }) => {
+            let issued = client.issue_token(&token::request(role, pairs, ttl, name))?;
+            // The token alone, so `TOKEN=$(prism-syncctl token issue …)` works.
+            Ok(emit(json, &issued, |t| format!("{}\n", t.token)))
+        }
+        Command::Events => follow_events(&mut client, json),
+        Command::Token(token::TokenCommand::List) => {
+            Ok(emit(json, &client.tokens()?, |l| render::tokens(l, now)))
+        }
+        Command::Token(token::TokenCommand::Revoke { id }) => Ok(emit(
+            json,
+            &client.revoke_token(&id)?,
+            render::token_revoked,
+        )),
         Command::Service(_)
         | Command::Password(_)
         | Command::Completions { .. }
@@ -445,6 +471,22 @@ fn watch_status(client: &mut Client, json: bool) -> Result<i32, ClientError> {
             print_out(&render::status(&status, SystemTime::now()));
         }
         sleep(POLL_INTERVAL);
+    }
+}
+
+/// Prints events as they come, until interrupted or the agent goes away.
+fn follow_events(client: &mut Client, json: bool) -> Result<i32, ClientError> {
+    let mut after = None;
+    loop {
+        let list = client.events(after)?;
+        for event in &list.events {
+            if json {
+                print_json(event, false);
+            } else {
+                print_out(&render::event(event));
+            }
+        }
+        after = Some(list.last_id);
     }
 }
 

@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime};
 
 use crate::api::wire::{
     Ack, AgentStatus, Change, ChangeLog, ConflictInfo, ConflictList, ConflictStatus, Direction,
-    History, PairInfo, PairList, PairState, ResolveRequest, ResolveResponse, RestoreResponse, Side,
-    StartSyncResponse, SyncStatus,
+    Event, History, PairInfo, PairList, PairState, ResolveRequest, ResolveResponse,
+    RestoreResponse, Side, StartSyncResponse, SyncStatus, TokenInfo, TokenList,
 };
 use crate::terminal;
 use crate::timefmt;
@@ -357,6 +357,74 @@ pub fn pairs(list: &PairList) -> String {
         })
         .collect();
     table(&["NAME", "LOCAL", "REMOTE", "CONFLICTS", "IGNORE"], rows)
+}
+
+/// One line: time, id, pair, type and the event's fields.
+pub fn event(event: &Event) -> String {
+    let fields = match &event.data {
+        serde_json::Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| match v {
+                serde_json::Value::String(s) => format!("{k}={}", esc(s)),
+                other => format!("{k}={}", esc(&other.to_string())),
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+        other => esc(&other.to_string()).into_owned(),
+    };
+    format!(
+        "{} #{} {} {} {}\n",
+        esc(&event.at),
+        event.id,
+        esc(event.pair.as_deref().unwrap_or("-")),
+        esc(&event.kind),
+        fields
+    )
+}
+
+pub fn tokens(list: &TokenList, now: SystemTime) -> String {
+    if list.tokens.is_empty() {
+        return "No tokens. Issue one with `prism-syncctl token issue --role viewer`.\n".to_owned();
+    }
+    let expired = |t: &TokenInfo| timefmt::parse(&t.expires_at).is_some_and(|at| at <= now);
+    let rows = list
+        .tokens
+        .iter()
+        .map(|t| {
+            let state = if t.revoked_at.is_some() {
+                "revoked"
+            } else if expired(t) {
+                "expired"
+            } else {
+                "valid"
+            };
+            vec![
+                t.id.clone(),
+                t.name.clone().unwrap_or_default(),
+                t.role.as_str().to_owned(),
+                if t.pairs.is_empty() {
+                    "(all)".to_owned()
+                } else {
+                    t.pairs.join(" ")
+                },
+                t.expires_at.clone(),
+                state.to_owned(),
+            ]
+        })
+        .collect();
+    table(&["ID", "NAME", "ROLE", "PAIRS", "EXPIRES", "STATE"], rows)
+}
+
+pub fn token_revoked(token: &TokenInfo) -> String {
+    format!(
+        "Revoked token {}{}\n",
+        esc(&token.id),
+        token
+            .name
+            .as_deref()
+            .map(|n| format!(" ({})", esc(n)))
+            .unwrap_or_default()
+    )
 }
 
 /// Left-aligned columns two spaces apart, with no trailing blanks. Cells

@@ -27,6 +27,7 @@ mod schema;
 mod syncs;
 #[cfg(test)]
 mod tests;
+mod tokens;
 mod trashed;
 
 use std::fmt;
@@ -44,6 +45,7 @@ pub use lineage::Lineage;
 pub use origins::{LogPosition, Origin, RemoteChange, UNKNOWN_DEVICE};
 pub use pairs::{PairId, PairRow};
 pub use syncs::{SyncCounts, SyncRun, SyncStatus};
+pub use tokens::TokenRow;
 pub use trashed::{TrashedRow, TrashedVersion};
 
 /// An open journal. It owns one SQLite connection, which is not `Sync`:

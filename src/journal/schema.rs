@@ -18,7 +18,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 use super::{BUSY_TIMEOUT, JournalError, SqliteError};
 
 /// Every migration, oldest first.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
 
 /// Version 1: pairs, base, changes, syncs, conflicts, blobs, counters.
 const V1: &str = "
@@ -197,7 +197,7 @@ CREATE TABLE change_log_cursors (
 ) WITHOUT ROWID;
 ";
 
-/// Version 8: the versions syncs moved to a trash (see
+/// Version 6: the versions syncs moved to a trash (see
 /// `journal/trashed.rs`), so `history` lists them and `restore` finds them
 /// without looking through trash folders.
 const V6: &str = "
@@ -217,6 +217,27 @@ CREATE TABLE trashed_versions (
 );
 CREATE INDEX trashed_versions_path ON trashed_versions (pair_id, path);
 CREATE INDEX trashed_versions_at ON trashed_versions (pair_id, side, trashed_at);
+";
+
+/// Version 7: the HTTP API's bearer tokens and who used them. A token
+/// itself is never stored, only what it grants (`api_tokens`); revoking one
+/// sets `revoked_at`, and the agent refuses a token whose row is missing or
+/// revoked. `syncs.started_by` and `conflicts.resolved_by` name the token
+/// (its id, the JWT's `sub`) that started a run or resolved a conflict over
+/// HTTP; NULL where the agent itself or the owner of the local socket did.
+const V7: &str = "
+CREATE TABLE api_tokens (
+    id          TEXT PRIMARY KEY,
+    name        TEXT,
+    role        TEXT NOT NULL CHECK (role IN ('viewer', 'operator', 'admin')),
+    pairs       TEXT NOT NULL DEFAULT '[]',
+    issued_at   TEXT NOT NULL,
+    expires_at  TEXT NOT NULL,
+    revoked_at  TEXT
+);
+
+ALTER TABLE syncs ADD COLUMN started_by TEXT;
+ALTER TABLE conflicts ADD COLUMN resolved_by TEXT;
 ";
 
 /// Per-connection settings. WAL lets `sqlite3` read while the agent writes;

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 
+use prism_sync::api::auth::{self, Grant, TokenKeys};
 use prism_sync::api::wire::*;
 use prism_sync::api::{self, ApiError, Control, ServeError};
 use serde_json::{Value, json};
@@ -31,10 +32,16 @@ pub struct State {
     /// `(pair, username)` of every password the double was asked to keep,
     /// in order, with how many syncs had started by then.
     pub stored_credentials: Vec<(String, String, usize)>,
+    /// Every token issued, and who started each sync and resolved each
+    /// conflict (`(id, token)`).
+    pub tokens: Vec<TokenInfo>,
+    pub started_by: Vec<(String, Option<String>)>,
+    pub resolved_by: Vec<(String, Option<String>)>,
 }
 
 pub struct MemControl {
     pub state: Mutex<State>,
+    pub keys: Arc<TokenKeys>,
 }
 
 fn conflict(id: &str, path: &str, remote_deleted: bool) -> ConflictInfo {
@@ -159,6 +166,7 @@ impl MemControl {
         };
         MemControl {
             state: Mutex::new(state),
+            keys: Arc::new(TokenKeys::from_secret(&[42; 32])),
         }
     }
 
@@ -233,7 +241,11 @@ impl Control for MemControl {
         )
     }
 
-    fn start_sync(&self, pair: Option<&str>) -> Result<Vec<SyncStarted>, ApiError> {
+    fn start_sync(
+        &self,
+        pair: Option<&str>,
+        by: Option<&str>,
+    ) -> Result<Vec<SyncStarted>, ApiError> {
         if pair == Some("explode") {
             panic!("the test double was asked to panic");
         }
@@ -259,6 +271,9 @@ impl Control for MemControl {
                 counts: SyncCounts::default(),
                 error: None,
             });
+            state
+                .started_by
+                .push((sync_id.clone(), by.map(str::to_owned)));
             started.push(SyncStarted {
                 pair: name,
                 sync_id,
@@ -295,9 +310,22 @@ impl Control for MemControl {
             .collect())
     }
 
-    fn resolve(&self, req: &ResolveRequest) -> Result<ResolveResponse, ApiError> {
+    fn conflict(&self, conflict_id: &str) -> Result<ConflictInfo, ApiError> {
+        let state = self.state.lock().unwrap();
+        state
+            .conflicts
+            .iter()
+            .find(|c| c.conflict_id == conflict_id)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(format!("no conflict {conflict_id:?}")))
+    }
+
+    fn resolve(&self, req: &ResolveRequest, by: Option<&str>) -> Result<ResolveResponse, ApiError> {
         let mut state = self.state.lock().unwrap();
         state.last_resolve = Some(req.clone());
+        state
+            .resolved_by
+            .push((req.conflict_id.clone(), by.map(str::to_owned)));
         let conflict = state
             .conflicts
             .iter_mut()
@@ -413,6 +441,59 @@ impl Control for MemControl {
             .stored_credentials
             .push((pair.to_owned(), credentials.username.clone(), started));
         Ok(true)
+    }
+
+    fn issue_token(&self, req: &TokenRequest) -> Result<IssuedToken, ApiError> {
+        let mut state = self.state.lock().unwrap();
+        for pair in &req.pairs {
+            Self::known_pair(&state, pair)?;
+        }
+        let now = std::time::SystemTime::now();
+        let expires = auth::expiry(now, req.ttl_secs)?;
+        let grant = Grant {
+            id: auth::new_token_id(),
+            role: req.role,
+            pairs: req.pairs.clone(),
+        };
+        state.tokens.push(TokenInfo {
+            id: grant.id.clone(),
+            name: req.name.clone(),
+            role: req.role,
+            pairs: req.pairs.clone(),
+            issued_at: "2025-02-09T16:00:00.000Z".into(),
+            expires_at: "2099-01-01T00:00:00.000Z".into(),
+            revoked_at: None,
+        });
+        Ok(IssuedToken {
+            token: self.keys.sign(&grant, now, expires),
+            id: grant.id,
+            role: grant.role,
+            pairs: grant.pairs,
+            expires_at: "2099-01-01T00:00:00.000Z".into(),
+            name: req.name.clone(),
+        })
+    }
+
+    fn tokens(&self) -> Result<Vec<TokenInfo>, ApiError> {
+        Ok(self.state.lock().unwrap().tokens.clone())
+    }
+
+    fn token(&self, id: &str) -> Result<Option<TokenInfo>, ApiError> {
+        let state = self.state.lock().unwrap();
+        Ok(state.tokens.iter().find(|t| t.id == id).cloned())
+    }
+
+    fn revoke_token(&self, id: &str) -> Result<TokenInfo, ApiError> {
+        let mut state = self.state.lock().unwrap();
+        let token = state
+            .tokens
+            .iter_mut()
+            .find(|t| t.id == id)
+            .ok_or_else(|| ApiError::not_found(format!("no token {id:?}")))?;
+        token
+            .revoked_at
+            .get_or_insert_with(|| "2025-02-09T18:00:00.000Z".into());
+        Ok(token.clone())
     }
 }
 

@@ -14,11 +14,14 @@ mod devices;
 mod guard;
 mod harness;
 mod history;
+mod http;
 mod lifecycle;
 mod links_and_depth;
 mod names;
 mod origins;
 mod permissions;
+#[path = "../support/ports.rs"]
+mod ports;
 mod propagation;
 #[path = "../support/records.rs"]
 mod records;

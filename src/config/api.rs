@@ -1,0 +1,189 @@
+//! The `[api]` table: where the optional HTTP listener listens and the TLS
+//! certificate it serves. No table, no listener.
+//!
+//! The rule that matters: a listener reachable from other machines must
+//! speak TLS, because bearer tokens and `/sync/start` credentials cross it.
+//! An address that is not loopback without `tls_cert`/`tls_key` is refused
+//! here, so the agent never starts such a listener. Like the rest of
+//! `config`, this reads no file: the certificate is loaded when the
+//! listener starts.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::expand_home;
+
+/// The `[api]` table as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApi {
+    /// `127.0.0.1:8384`, `[::1]:8384`, `localhost:8384`, `0.0.0.0:8384`…
+    pub listen: Option<String>,
+    /// A PEM certificate chain, leaf first.
+    pub tls_cert: Option<String>,
+    /// The PEM private key of `tls_cert`.
+    pub tls_key: Option<String>,
+}
+
+/// The validated `[api]` table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiConfig {
+    pub listen: SocketAddr,
+    /// `None`: plain HTTP, which validation allows on loopback only.
+    pub tls: Option<TlsFiles>,
+}
+
+/// Absolute paths to the PEM files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl RawApi {
+    /// `Ok(None)` when the table names no `listen` address (and nothing
+    /// else). Errors are `(key, message)`.
+    pub fn validate(self) -> Result<Option<ApiConfig>, (String, String)> {
+        let tls = match (self.tls_cert, self.tls_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: absolute_file("api.tls_cert", &cert)?,
+                key: absolute_file("api.tls_key", &key)?,
+            }),
+            (Some(_), None) => {
+                return Err(("api.tls_key".into(), "tls_cert needs a tls_key".into()));
+            }
+            (None, Some(_)) => {
+                return Err(("api.tls_cert".into(), "tls_key needs a tls_cert".into()));
+            }
+        };
+        let Some(listen) = self.listen else {
+            if tls.is_some() {
+                return Err((
+                    "api.listen".into(),
+                    "a certificate is configured but no listen address; add listen = \
+                     \"127.0.0.1:8384\" (or remove the [api] table)"
+                        .into(),
+                ));
+            }
+            return Ok(None);
+        };
+        let listen = parse_listen(&listen).ok_or_else(|| {
+            (
+                "api.listen".to_owned(),
+                format!(
+                    "{listen:?} is not an address and port; write it as 127.0.0.1:8384, \
+                     [::1]:8384 or localhost:8384"
+                ),
+            )
+        })?;
+        if tls.is_none() && !listen.ip().is_loopback() {
+            return Err((
+                "api.listen".into(),
+                format!(
+                    "{listen} is reachable from other machines, and without TLS its bearer \
+                     tokens would cross the network readable; set tls_cert and tls_key, or \
+                     listen on 127.0.0.1"
+                ),
+            ));
+        }
+        Ok(Some(ApiConfig { listen, tls }))
+    }
+}
+
+/// An IP address and port; `localhost` means 127.0.0.1 (no resolver is
+/// asked, so a hosts file cannot turn it into a public address).
+fn parse_listen(text: &str) -> Option<SocketAddr> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Some(addr);
+    }
+    let port = text.strip_prefix("localhost:")?.parse::<u16>().ok()?;
+    Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port))
+}
+
+fn absolute_file(key: &str, path: &str) -> Result<PathBuf, (String, String)> {
+    let path = expand_home(path);
+    if path.is_absolute() {
+        Ok(path)
+    } else {
+        Err((
+            key.to_owned(),
+            format!(
+                "{} must be an absolute path (or start with ~/)",
+                path.display()
+            ),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(listen: Option<&str>, cert: Option<&str>, key: Option<&str>) -> RawApi {
+        RawApi {
+            listen: listen.map(str::to_owned),
+            tls_cert: cert.map(str::to_owned),
+            tls_key: key.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn loopback_listens_without_tls_and_localhost_means_127_0_0_1() {
+        for (text, addr) in [
+            ("127.0.0.1:8384", "127.0.0.1:8384"),
+            ("[::1]:8384", "[::1]:8384"),
+            ("localhost:8384", "127.0.0.1:8384"),
+        ] {
+            let config = raw(Some(text), None, None).validate().unwrap().unwrap();
+            assert_eq!(config.listen.to_string(), addr);
+            assert_eq!(config.tls, None);
+        }
+        assert_eq!(raw(None, None, None).validate().unwrap(), None);
+    }
+
+    #[test]
+    fn a_listener_other_machines_reach_needs_tls() {
+        for text in ["0.0.0.0:8384", "[::]:8384", "192.168.1.5:8384"] {
+            let (key, message) = raw(Some(text), None, None).validate().unwrap_err();
+            assert_eq!(key, "api.listen");
+            assert!(message.contains("tls_cert"), "{message}");
+        }
+        let config = raw(Some("0.0.0.0:8384"), Some("/etc/c.pem"), Some("/etc/k.pem"))
+            .validate()
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            config.tls,
+            Some(TlsFiles {
+                cert: "/etc/c.pem".into(),
+                key: "/etc/k.pem".into()
+            })
+        );
+    }
+
+    #[test]
+    fn bad_addresses_and_half_tls_are_refused_naming_the_key() {
+        let key_of = |r: RawApi| r.validate().unwrap_err().0;
+        assert_eq!(key_of(raw(Some("8384"), None, None)), "api.listen");
+        assert_eq!(
+            key_of(raw(Some("nas.local:8384"), None, None)),
+            "api.listen"
+        );
+        assert_eq!(
+            key_of(raw(Some("127.0.0.1:8384"), Some("/c"), None)),
+            "api.tls_key"
+        );
+        assert_eq!(
+            key_of(raw(Some("127.0.0.1:8384"), None, Some("/k"))),
+            "api.tls_cert"
+        );
+        assert_eq!(
+            key_of(raw(Some("127.0.0.1:8384"), Some("c.pem"), Some("/k"))),
+            "api.tls_cert"
+        );
+        assert_eq!(key_of(raw(None, Some("/c"), Some("/k"))), "api.listen");
+    }
+}

@@ -1,0 +1,616 @@
+//! The control API over the HTTP listener: every role against every
+//! endpoint (one table), tokens limited to some pairs, forged, expired and
+//! revoked tokens, and HTTP's own errors. The daemon is the in-memory test
+//! double from `api_support`; the listener, the token checks and the
+//! client (reqwest) are real.
+
+// Tests take locks with `lock().unwrap()`: a lock poisoned in a test is a
+// failed test. The agent's own rule (`prism_sync::locks`) does not apply.
+#![allow(clippy::disallowed_methods)]
+
+mod api_support;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use api_support::MemControl;
+use prism_sync::api::auth::{Grant, TokenKeys};
+use prism_sync::api::wire::{Role, TokenInfo, TokenRequest};
+use prism_sync::api::{Control, http};
+use prism_sync::config::api::ApiConfig;
+use serde_json::{Value, json};
+
+/// The HTTP listener on a free loopback port, serving the test double on
+/// its own runtime; dropping it stops the listener.
+struct HttpServer {
+    base: String,
+    control: Arc<MemControl>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HttpServer {
+    fn start() -> HttpServer {
+        let control = Arc::new(MemControl::with_fixture());
+        let served: Arc<dyn Control> = control.clone();
+        let keys = control.keys.clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let config = ApiConfig {
+                    listen: "127.0.0.1:0".parse().unwrap(),
+                    tls: None,
+                };
+                let listener = http::bind(&config).await.unwrap();
+                addr_tx.send(listener.local_addr().unwrap()).unwrap();
+                listener
+                    .serve(served, keys, async {
+                        let _ = stopped.await;
+                    })
+                    .await;
+            });
+        });
+        let addr = addr_rx.recv().unwrap();
+        HttpServer {
+            base: format!("http://{addr}"),
+            control,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// A token as `prism-syncctl token issue` would get it.
+    fn token(&self, role: Role, pairs: &[&str]) -> String {
+        self.control
+            .issue_token(&TokenRequest {
+                role,
+                pairs: pairs.iter().map(|p| (*p).to_owned()).collect(),
+                ttl_secs: None,
+                name: None,
+            })
+            .unwrap()
+            .token
+    }
+
+    /// Sends a request with `token` (none when `None`); returns the status,
+    /// the parsed body and the `WWW-Authenticate` header.
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+    ) -> (u16, Value, Option<String>) {
+        let client = reqwest::blocking::Client::new();
+        let mut request = client.request(method.parse().unwrap(), format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let response = request.send().expect("the listener answers");
+        let status = response.status().as_u16();
+        let challenge = response
+            .headers()
+            .get("www-authenticate")
+            .map(|v| v.to_str().unwrap().to_owned());
+        assert!(
+            response
+                .headers()
+                .get("access-control-allow-origin")
+                .is_none(),
+            "CORS stays off"
+        );
+        let text = response.text().unwrap();
+        let body = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
+        (status, body, challenge)
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The spec's section 9 object with `status` as its code.
+fn assert_error(status: u16, body: &Value, expected: u16, context: &str) {
+    assert_eq!(status, expected, "{context}: {body}");
+    assert_eq!(
+        body["error"]["code"],
+        expected.to_string(),
+        "{context}: {body}"
+    );
+    assert!(body["error"]["message"].is_string(), "{context}: {body}");
+    assert!(body["error"]["details"].is_string(), "{context}: {body}");
+}
+
+/// Every endpoint with a request that succeeds for a caller allowed to
+/// make it, and the least role that is.
+fn endpoints() -> Vec<(&'static str, &'static str, Option<Value>, Option<Role>)> {
+    use Role::*;
+    vec![
+        ("GET", "/status", None, Some(Viewer)),
+        ("GET", "/sync/status/sync-1", None, Some(Viewer)),
+        ("GET", "/conflicts?all=true", None, Some(Viewer)),
+        ("GET", "/changes?limit=5", None, Some(Viewer)),
+        ("GET", "/pairs", None, Some(Viewer)),
+        (
+            "POST",
+            "/sync/start",
+            Some(json!({"pair": "notes"})),
+            Some(Operator),
+        ),
+        (
+            "POST",
+            "/sync/resolve",
+            Some(json!({"conflict_id": "conflict-5678", "resolution_strategy": "keep_local"})),
+            Some(Operator),
+        ),
+        (
+            "POST",
+            "/pause",
+            Some(json!({"pair": "notes"})),
+            Some(Operator),
+        ),
+        ("POST", "/resume", None, Some(Operator)),
+        (
+            "POST",
+            "/pairs/notes/confirm-deletions",
+            None,
+            Some(Operator),
+        ),
+        (
+            "POST",
+            "/pairs",
+            Some(json!({"name": "music", "local": "/home/u/music", "remote": "file:///mnt/music"})),
+            Some(Admin),
+        ),
+        ("DELETE", "/pairs/photos", None, Some(Admin)),
+        ("GET", "/tokens", None, Some(Admin)),
+        // Tokens are minted over the local socket only: no role may.
+        ("POST", "/tokens", Some(json!({"role": "viewer"})), None),
+    ]
+}
+
+#[test]
+fn every_role_against_every_endpoint() {
+    for (method, path, body, least) in endpoints() {
+        for role in [
+            None,
+            Some(Role::Viewer),
+            Some(Role::Operator),
+            Some(Role::Admin),
+        ] {
+            // A fresh double each time: a resolve or a removal succeeds once.
+            let server = HttpServer::start();
+            let token = role.map(|r| server.token(r, &[]));
+            let (status, answer, challenge) =
+                server.send(method, path, body.clone(), token.as_deref());
+            let context = format!("{method} {path} as {role:?}");
+            match (role, least) {
+                (None, _) => {
+                    assert_error(status, &answer, 401, &context);
+                    assert_eq!(challenge.as_deref(), Some(r#"Bearer realm="prism-sync""#));
+                }
+                (Some(role), Some(least)) if role >= least => {
+                    assert_eq!(status, 200, "{context}: {answer}");
+                    assert!(!answer["error"].is_object(), "{context}: {answer}");
+                }
+                (Some(_), _) => {
+                    assert_error(status, &answer, 403, &context);
+                    assert_eq!(
+                        challenge.as_deref(),
+                        Some(r#"Bearer realm="prism-sync", error="insufficient_scope""#),
+                        "{context}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_token_limited_to_a_pair_sees_and_acts_on_that_pair_only() {
+    let server = HttpServer::start();
+    let photos = server.token(Role::Admin, &["photos"]);
+    let token = Some(photos.as_str());
+    let (_, status, _) = server.send("GET", "/status", None, token);
+    let names: Vec<&str> = status["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["photos"]);
+    let (_, pairs, _) = server.send("GET", "/pairs", None, token);
+    assert_eq!(pairs["pairs"].as_array().unwrap().len(), 1);
+    let (_, conflicts, _) = server.send("GET", "/conflicts?all=true", None, token);
+    assert_eq!(
+        conflicts["conflicts"],
+        json!([]),
+        "the conflicts are notes'"
+    );
+    let (_, changes, _) = server.send("GET", "/changes", None, token);
+    let pairs: Vec<&str> = changes["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["pair"].as_str().unwrap())
+        .collect();
+    assert_eq!(pairs, ["photos"]);
+
+    // Single items of another pair are 404, whether they exist or not.
+    for (method, path, body) in [
+        ("GET", "/sync/status/sync-1", None),
+        ("GET", "/sync/status/sync-999", None),
+        ("GET", "/conflicts?pair=notes", None),
+        ("GET", "/changes?pair=notes", None),
+        ("POST", "/sync/start", Some(json!({"pair": "notes"}))),
+        (
+            "POST",
+            "/sync/resolve",
+            Some(json!({"conflict_id": "conflict-5678", "resolution_strategy": "keep_local"})),
+        ),
+        ("POST", "/pause", Some(json!({"pair": "notes"}))),
+        ("POST", "/pairs/notes/confirm-deletions", None),
+        ("DELETE", "/pairs/notes", None),
+    ] {
+        let (status, answer, _) = server.send(method, path, body, token);
+        assert_error(status, &answer, 404, &format!("{method} {path}"));
+    }
+    // Adding pairs and managing tokens need an admin of every pair.
+    for (method, path, body) in [
+        (
+            "POST",
+            "/pairs",
+            Some(json!({"name": "music", "local": "/m", "remote": "file:///mnt/m"})),
+        ),
+        ("GET", "/tokens", None),
+    ] {
+        let (status, answer, _) = server.send(method, path, body, token);
+        assert_error(status, &answer, 403, &format!("{method} {path}"));
+    }
+    // "Every pair" means every pair the token may see.
+    let (status, started, _) = server.send("POST", "/sync/start", Some(json!({})), token);
+    assert_eq!(status, 200, "{started}");
+    assert_eq!(
+        started["syncs"],
+        json!([{"pair": "photos", "sync_id": "sync-2"}])
+    );
+    server.send("POST", "/pause", None, token);
+    assert_eq!(
+        server.control.state.lock().unwrap().paused,
+        [Some("photos".to_owned())]
+    );
+    let state = server.control.state.lock().unwrap();
+    assert_eq!(state.pairs.len(), 2, "nothing of notes was touched");
+    assert!(state.last_resolve.is_none());
+    assert!(state.confirmed.is_empty());
+}
+
+#[test]
+fn the_token_that_starts_a_sync_or_resolves_a_conflict_is_recorded() {
+    let server = HttpServer::start();
+    let issued = server
+        .control
+        .issue_token(&TokenRequest {
+            role: Role::Operator,
+            pairs: vec![],
+            ttl_secs: None,
+            name: Some("dashboard".into()),
+        })
+        .unwrap();
+    let token = Some(issued.token.as_str());
+    server.send("POST", "/sync/start", Some(json!({"pair": "notes"})), token);
+    server.send(
+        "POST",
+        "/sync/resolve",
+        Some(json!({"conflict_id": "conflict-5678", "resolution_strategy": "keep_local"})),
+        token,
+    );
+    let state = server.control.state.lock().unwrap();
+    assert_eq!(
+        state.started_by,
+        [("sync-2".to_owned(), Some(issued.id.clone()))]
+    );
+    assert_eq!(
+        state.resolved_by,
+        [("conflict-5678".to_owned(), Some(issued.id))]
+    );
+}
+
+/// Base64url without padding, as JWTs use it.
+fn b64(bytes: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().fold(0u32, |n, b| n << 8 | u32::from(*b)) << (8 * (3 - chunk.len()));
+        for i in 0..=chunk.len() {
+            out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+fn unb64(text: &str) -> Vec<u8> {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let values: Vec<u32> = text
+        .bytes()
+        .map(|c| ABC.iter().position(|a| *a == c).unwrap() as u32)
+        .collect();
+    let mut out = Vec::new();
+    for chunk in values.chunks(4) {
+        let n = chunk.iter().fold(0u32, |n, v| n << 6 | v) << (6 * (4 - chunk.len()));
+        for i in 0..chunk.len() - 1 {
+            out.push((n >> (16 - 8 * i)) as u8);
+        }
+    }
+    out
+}
+
+/// The token's header and claims, decoded.
+fn parts(token: &str) -> (Value, Value, String) {
+    let mut it = token.split('.');
+    let header = serde_json::from_slice(&unb64(it.next().unwrap())).unwrap();
+    let claims = serde_json::from_slice(&unb64(it.next().unwrap())).unwrap();
+    (header, claims, it.next().unwrap().to_owned())
+}
+
+fn join(header: &Value, claims: &Value, signature: &str) -> String {
+    format!(
+        "{}.{}.{signature}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    )
+}
+
+#[test]
+fn forged_expired_and_revoked_tokens_are_401() {
+    let server = HttpServer::start();
+    let viewer = server.token(Role::Viewer, &[]);
+    let (status, _, _) = server.send("GET", "/status", None, Some(&viewer));
+    assert_eq!(status, 200, "the genuine token works");
+    let (header, claims, signature) = parts(&viewer);
+    assert_eq!(header["alg"], "HS256");
+
+    let mut admin_claims = claims.clone();
+    admin_claims["role"] = json!("admin");
+    let mut tampered_signature = signature.clone();
+    tampered_signature.replace_range(
+        ..2,
+        if signature.starts_with("AA") {
+            "BB"
+        } else {
+            "AA"
+        },
+    );
+    let mut later = claims.clone();
+    later["exp"] = json!(claims["exp"].as_u64().unwrap() + 3600);
+
+    // The same claims under another key, another algorithm with the same
+    // secret, and one the agent recorded but that has expired.
+    let id = claims["sub"].as_str().unwrap().to_owned();
+    let other_agent = TokenKeys::from_secret(&[1; 32]).sign(
+        &Grant {
+            id: id.clone(),
+            role: Role::Viewer,
+            pairs: vec![],
+        },
+        SystemTime::now(),
+        SystemTime::now() + Duration::from_secs(600),
+    );
+    let hs512 = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS512),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(&[42; 32]),
+    )
+    .unwrap();
+    let expired_id = "tok-00000000000000ee";
+    server.control.state.lock().unwrap().tokens.push(TokenInfo {
+        id: expired_id.into(),
+        name: None,
+        role: Role::Viewer,
+        pairs: vec![],
+        issued_at: "2025-02-09T16:00:00.000Z".into(),
+        expires_at: "2025-02-09T17:00:00.000Z".into(),
+        revoked_at: None,
+    });
+    let past = SystemTime::now() - Duration::from_secs(7200);
+    let expired = server.control.keys.sign(
+        &Grant {
+            id: expired_id.into(),
+            role: Role::Viewer,
+            pairs: vec![],
+        },
+        past,
+        past + Duration::from_secs(3600),
+    );
+
+    let forgeries = [
+        (
+            "a tampered signature",
+            join(&header, &claims, &tampered_signature),
+        ),
+        (
+            "a changed role claim",
+            join(&header, &admin_claims, &signature),
+        ),
+        ("a later expiry", join(&header, &later, &signature)),
+        (
+            "alg none",
+            join(&json!({"alg": "none", "typ": "JWT"}), &claims, ""),
+        ),
+        (
+            "alg none, admin",
+            join(&json!({"alg": "none"}), &admin_claims, ""),
+        ),
+        ("another algorithm", hs512),
+        ("another agent's key", other_agent),
+        ("an expired token", expired),
+        ("not a JWT", "hello".to_owned()),
+    ];
+    for (what, token) in &forgeries {
+        let (status, body, challenge) = server.send("GET", "/status", None, Some(token));
+        assert_error(status, &body, 401, what);
+        assert_eq!(
+            challenge.as_deref(),
+            Some(r#"Bearer realm="prism-sync", error="invalid_token""#),
+            "{what}"
+        );
+    }
+
+    server.control.revoke_token(&id).unwrap();
+    let (status, body, _) = server.send("GET", "/status", None, Some(&viewer));
+    assert_error(status, &body, 401, "a revoked token");
+    assert!(
+        body["error"]["details"]
+            .as_str()
+            .unwrap()
+            .contains("revoked")
+    );
+}
+
+#[test]
+fn http_errors_carry_the_spec_error_object() {
+    let server = HttpServer::start();
+    let admin = server.token(Role::Admin, &[]);
+    let token = Some(admin.as_str());
+    let (status, body, _) = server.send("GET", "/no/such/endpoint", None, token);
+    assert_error(status, &body, 404, "unknown endpoint");
+    let (status, body, _) = server.send("GET", "/sync/start", None, token);
+    assert_error(status, &body, 405, "wrong method");
+    let (status, body, _) = server.send("GET", "/changes?colour=red", None, token);
+    assert_error(status, &body, 400, "unknown parameter");
+
+    let client = reqwest::blocking::Client::new();
+    let response = client
+        .post(format!("{}/sync/start", server.base))
+        .bearer_auth(&admin)
+        .body("{not json")
+        .send()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let response = client
+        .post(format!("{}/sync/start", server.base))
+        .bearer_auth(&admin)
+        .body(vec![b' '; 2 * 1024 * 1024])
+        .send()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 413);
+    let body: Value = serde_json::from_str(&response.text().unwrap()).unwrap();
+    assert_eq!(body["error"]["code"], "413");
+}
+
+#[test]
+fn credentials_given_to_sync_start_are_never_echoed() {
+    let server = HttpServer::start();
+    let operator = server.token(Role::Operator, &[]);
+    for username in ["user", "mallory"] {
+        let (_, body, _) = server.send(
+            "POST",
+            "/sync/start",
+            Some(json!({"pair": "notes", "credentials": {"username": username, "password": "hunter2"}})),
+            Some(&operator),
+        );
+        assert!(!body.to_string().contains("hunter2"), "{body}");
+    }
+    let (_, body, _) = server.send(
+        "POST",
+        "/sync/start",
+        Some(json!({"credentials": {"username": "user", "password": 12345}})),
+        Some(&operator),
+    );
+    assert!(!body.to_string().contains("12345"), "{body}");
+}
+
+#[test]
+fn the_openapi_document_is_served_without_a_token_and_names_every_endpoint() {
+    let server = HttpServer::start();
+    let response = reqwest::blocking::get(format!("{}/openapi.json", server.base)).unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let document: Value = serde_json::from_str(&response.text().unwrap()).unwrap();
+    assert!(document["openapi"].as_str().unwrap().starts_with("3."));
+    for (method, path, _, least) in endpoints() {
+        let path = path.split('?').next().unwrap();
+        let templated = match path {
+            "/sync/status/sync-1" => "/sync/status/{sync_id}",
+            "/pairs/photos" => "/pairs/{name}",
+            "/pairs/notes/confirm-deletions" => "/pairs/{name}/confirm-deletions",
+            other => other,
+        };
+        let operation = &document["paths"][templated][method.to_lowercase()];
+        // POST /tokens belongs to the socket: not an HTTP operation.
+        assert_eq!(
+            operation.is_object(),
+            least.is_some(),
+            "{method} {templated}"
+        );
+    }
+}
+
+#[test]
+fn a_405_says_what_is_allowed_and_an_age_before_1970_means_everything() {
+    let server = HttpServer::start();
+    let admin = server.token(Role::Admin, &[]);
+    let client = reqwest::blocking::Client::new();
+    let response = client
+        .delete(format!("{}/status", server.base))
+        .bearer_auth(&admin)
+        .send()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 405);
+    assert_eq!(response.headers()["allow"], "GET");
+    // Formatting a time 27,000 years ago once panicked the request.
+    let (status, body, _) = server.send("GET", "/changes?since=10000000d", None, Some(&admin));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["changes"].as_array().unwrap().len(), 4);
+    // Every body is an object; `null` is not "no body".
+    let (status, body, _) = server.send("POST", "/pause", Some(Value::Null), Some(&admin));
+    assert_error(status, &body, 400, "a null body");
+}
+
+#[test]
+fn a_client_that_stops_sending_its_headers_is_disconnected() {
+    use std::io::{Read, Write};
+    let server = HttpServer::start();
+    let addr = server.base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(http::REQUEST_TIMEOUT + Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    // The server closes the connection (after a 408 at most); a read that
+    // times out instead would fail here.
+    stream
+        .read_to_end(&mut answer)
+        .expect("the connection is closed, not left open");
+    let waited = started.elapsed();
+    assert!(
+        waited >= http::REQUEST_TIMEOUT - Duration::from_secs(1),
+        "closed after {waited:?}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&answer).contains("200 OK"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+}
