@@ -10,6 +10,7 @@
 mod changes;
 mod conflicts;
 mod crash;
+mod crypt_oracle;
 mod devices;
 mod guard;
 mod harness;
