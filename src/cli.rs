@@ -133,6 +133,7 @@ fn adhoc_config(
         ca_file: None,
         allow_insecure_http_auth: None,
         timeout_secs: None,
+        ..RawPair::default()
     };
     let config = crate::config::RawConfig {
         agent: Default::default(),

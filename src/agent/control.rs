@@ -451,6 +451,7 @@ impl Control for AgentControl {
             ca_file: None,
             allow_insecure_http_auth: None,
             timeout_secs: None,
+            ..RawPair::default()
         };
         let config = raw
             .clone()

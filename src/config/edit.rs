@@ -138,6 +138,7 @@ mod tests {
             ca_file: None,
             allow_insecure_http_auth: None,
             timeout_secs: None,
+            ..RawPair::default()
         };
         add_pair(&file, &pair).unwrap();
         let text = fs::read_to_string(&file).unwrap();

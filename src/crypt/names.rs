@@ -36,6 +36,8 @@ pub enum NameError {
     BadPadding,
     #[error("the name decrypts to bytes that are not text")]
     NotUtf8,
+    #[error("the name decrypts to a path separator, '.' or '..'")]
+    NotASegment,
     #[error("the name does not end in .bin")]
     NoSuffix,
 }
@@ -169,7 +171,13 @@ impl NameCipher {
             return Err(NameError::BadPadding);
         }
         data.truncate(data.len() - pad);
-        String::from_utf8(data).map_err(|_| NameError::NotUtf8)
+        let plain = String::from_utf8(data).map_err(|_| NameError::NotUtf8)?;
+        // A segment is one name: a separator inside it would add a level
+        // that no folder of the listing has.
+        if plain.contains('/') || plain == "." || plain == ".." {
+            return Err(NameError::NotASegment);
+        }
+        Ok(plain)
     }
 }
 
@@ -253,6 +261,12 @@ mod tests {
         let other = NameCipher::new(&Keys::from_bytes(&[1; 80]), NameMode::Standard, true);
         let foreign = other.encrypt_segment("a name of some length");
         assert!(names.decrypt_segment(&foreign).is_err());
+        for sneaky in ["a/b", "..", "."] {
+            assert_eq!(
+                names.decrypt_segment(&names.encrypt_segment(sneaky)),
+                Err(NameError::NotASegment)
+            );
+        }
         let unicode = "Ünïcödé ✓ 名前";
         assert_eq!(
             names

@@ -14,6 +14,7 @@
 //! root.
 
 pub mod change_log;
+pub mod crypt;
 mod job_queue;
 pub mod journal_record;
 pub mod lease;
@@ -649,21 +650,23 @@ impl Read for SourceReader<'_, '_> {
 /// credentials files are looked for, and `parallel_transfers` how many
 /// transfers the engine runs at once (an SFTP remote opens as many SSH
 /// sessions; a WebDAV remote's listing sends as many PROPFINDs at once). Nothing is connected yet: a remote that is away is an error
-/// of the first sync, not of opening.
+/// of the first sync, not of opening. An encrypted pair's remote is
+/// wrapped in [`crypt::CryptReplica`], which looks its password up at the
+/// first sync too.
 pub fn open_remote(
     pair: &PairConfig,
     config_dir: Option<&Path>,
     parallel_transfers: usize,
 ) -> Result<Box<dyn Replica>, ReplicaError> {
     let ssh = &pair.ssh;
-    match &pair.remote {
-        RemoteUrl::File(root) => Ok(Box::new(LocalFolder::remote(root.clone()))),
+    let replica: Box<dyn Replica> = match &pair.remote {
+        RemoteUrl::File(root) => Box::new(LocalFolder::remote(root.clone())),
         RemoteUrl::Sftp {
             user,
             host,
             port,
             path,
-        } => Ok(Box::new(SftpReplica::new(SftpTarget {
+        } => Box::new(SftpReplica::new(SftpTarget {
             user: user.clone(),
             host: host.clone(),
             port: *port,
@@ -673,13 +676,13 @@ pub fn open_remote(
             config_dir: config_dir.map(Path::to_path_buf),
             sessions: parallel_transfers,
             compression: ssh.compression,
-        }))),
+        })),
         RemoteUrl::Webdav {
             tls,
             host,
             port,
             path,
-        } => Ok(Box::new(WebdavReplica::new(WebdavTarget {
+        } => Box::new(WebdavReplica::new(WebdavTarget {
             tls: *tls,
             host: host.clone(),
             port: *port,
@@ -693,6 +696,7 @@ pub fn open_remote(
                 .timeout
                 .unwrap_or(webdav::DEFAULT_REQUEST_TIMEOUT),
             parallel_requests: parallel_transfers,
-        })?)),
-    }
+        })?),
+    };
+    Ok(crypt::wrap(replica, pair, config_dir))
 }
