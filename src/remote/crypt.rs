@@ -235,7 +235,7 @@ impl CryptReplica {
         *self.ciphers.locked() = None;
         Err(ReplicaError::Other(format!(
             "wrong crypt password (or password2) for the encrypted remote {}: its check value \
-             does not decrypt with it; nothing was changed. {}",
+             does not decrypt with it; nothing was changed. To fix it, {}",
             self.inner.describe(),
             self.how_to_fix()
         )))
@@ -246,7 +246,7 @@ impl CryptReplica {
             PasswordSource::Lookup { pair, config_dir } => {
                 secrets::how_to_store(&Account::crypt(pair, false), config_dir.as_deref())
             }
-            PasswordSource::Given { .. } => "Give the password the remote was made with.".into(),
+            PasswordSource::Given { .. } => "give the password the remote was made with".into(),
         }
     }
 

@@ -12,6 +12,7 @@ mod conflicts;
 mod crash;
 mod crypt_oracle;
 mod devices;
+mod encrypted;
 mod guard;
 mod harness;
 mod lifecycle;
