@@ -123,6 +123,27 @@ fn two_agents_converge_through_an_encrypted_remote_that_rclone_reads() {
     );
     assert!(!laptop.local.join("notes/empty.txt").exists());
 
+    // The replaced and deleted versions are in the remote's trash, still
+    // encrypted, and rclone reads them there.
+    let batches: Vec<_> = fs::read_dir(remote_trash(&remote))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let mut recovered = Vec::new();
+    for (i, batch) in batches.iter().enumerate() {
+        let out = sandbox.path(&format!("trash-{i}"));
+        rclone(batch, &["copy", "X:", out.to_str().unwrap()]);
+        recovered.extend(files_below(&out));
+    }
+    recovered.sort();
+    assert_eq!(
+        recovered,
+        [
+            ("notes/empty.txt".to_owned(), Vec::new()),
+            ("notes/plan.txt".to_owned(), secret_line.clone().into_bytes())
+        ]
+    );
+
     // rclone, with nothing but the password, reads every file back...
     let back = sandbox.path("rclone-copy");
     rclone(&remote, &["copy", "X:", back.to_str().unwrap()]);
