@@ -428,6 +428,13 @@ impl Replica for CryptReplica {
     }
 
     fn mark_root(&self) -> Result<(), ReplicaError> {
+        // A check value already there (a root whose marker went missing)
+        // is kept, and must be this password's: never overwritten with
+        // another key's, which would mix two keys' files in one folder.
+        if self.inner.read_record(CHECK_RECORD)?.is_some() {
+            self.verify_check(&*self.ciphers()?)?;
+            return self.inner.mark_root();
+        }
         // The check value first where the folder takes it, so the root is
         // never marked without one (which would read as a plain remote).
         if self.check_record_written().is_ok() {
@@ -845,6 +852,7 @@ mod tests {
     use super::*;
     use crate::model::BaseEntry;
     use crate::remote::LocalFolder;
+    use std::sync::{Arc, Mutex};
 
     fn rel(s: &str) -> RelPath {
         RelPath::new(s).unwrap()
@@ -1033,6 +1041,15 @@ mod tests {
         );
         assert!(salted.root_state().is_err(), "the salt is part of the key");
 
+        // A root whose marker went missing keeps its check value: marking
+        // it again with another password is refused, not overwritten.
+        fs::remove_file(dir.path().join(".prism-sync/root")).unwrap();
+        assert_eq!(right.root_state().unwrap(), RootState::Unmarked);
+        let e = wrong.mark_root().unwrap_err().to_string();
+        assert!(e.contains("wrong crypt password"), "{e}");
+        right.mark_root().unwrap();
+        assert_eq!(right.root_state().unwrap(), RootState::Ready);
+
         let plain_dir = tempfile::tempdir().unwrap();
         let plain = LocalFolder::remote(plain_dir.path().to_path_buf());
         plain.mark_root().unwrap();
@@ -1140,6 +1157,164 @@ mod tests {
             replica.remove(&rel("e"), &Expect::Dir).unwrap();
             assert!(list(&replica, &BaseTree::new()).tree.is_empty());
         }
+    }
+
+    /// A file folder whose reads break with a connection error after
+    /// `break_after` bytes, while `breaks` lasts; it notes where each
+    /// ranged read started.
+    struct Flaky {
+        inner: LocalFolder,
+        break_after: u64,
+        state: Arc<Mutex<(usize, Vec<u64>)>>,
+    }
+
+    /// A reader that breaks after `left` bytes while the shared count of
+    /// breaks lasts (a short read, like a header's, breaks nothing).
+    struct Breaking<'a> {
+        inner: Box<dyn Read + Send + 'a>,
+        left: u64,
+        state: Arc<Mutex<(usize, Vec<u64>)>>,
+    }
+
+    impl Read for Breaking<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.left == 0 {
+                let mut state = self.state.locked();
+                if state.0 > 0 {
+                    state.0 -= 1;
+                    return Err(io::Error::new(io::ErrorKind::ConnectionReset, "reset"));
+                }
+                self.left = u64::MAX;
+            }
+            let max = buf
+                .len()
+                .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+            let n = self.inner.read(&mut buf[..max])?;
+            self.left -= n as u64;
+            Ok(n)
+        }
+    }
+
+    impl Replica for Flaky {
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+        fn root_state(&self) -> Result<RootState, ReplicaError> {
+            self.inner.root_state()
+        }
+        fn mark_root(&self) -> Result<(), ReplicaError> {
+            self.inner.mark_root()
+        }
+        fn list(&self, s: &Scope, c: &BaseTree, i: &IgnoreRules) -> Result<Listing, ReplicaError> {
+            self.inner.list(s, c, i)
+        }
+        fn open(&self, path: &RelPath) -> Result<Box<dyn Read + Send + '_>, ReplicaError> {
+            self.inner.open(path)
+        }
+        fn open_at(
+            &self,
+            path: &RelPath,
+            offset: u64,
+            expected: &FileMeta,
+        ) -> Result<Opened<'_>, ReplicaError> {
+            let (inner, start) = self.inner.open_at(path, offset, expected)?;
+            self.state.locked().1.push(offset);
+            let reader = Breaking {
+                inner,
+                left: self.break_after,
+                state: self.state.clone(),
+            };
+            Ok((Box::new(reader), start))
+        }
+        fn stage(
+            &self,
+            p: &RelPath,
+            c: &mut dyn Read,
+            h: &ContentHash,
+            m: i64,
+            mode: Option<Mode>,
+        ) -> Result<StagedWrite, ReplicaError> {
+            self.inner.stage(p, c, h, m, mode)
+        }
+        fn commit_staged(&self, s: &StagedWrite, e: &Expect) -> Result<SideEntry, ReplicaError> {
+            self.inner.commit_staged(s, e)
+        }
+        fn discard(&self, s: StagedWrite) {
+            self.inner.discard(s)
+        }
+        fn mkdir(&self, p: &RelPath, m: Option<Mode>) -> Result<SideEntry, ReplicaError> {
+            self.inner.mkdir(p, m)
+        }
+        fn rename(&self, f: &RelPath, t: &RelPath, e: &Expect) -> Result<(), ReplicaError> {
+            self.inner.rename(f, t, e)
+        }
+        fn remove(&self, p: &RelPath, e: &Expect) -> Result<(), ReplicaError> {
+            self.inner.remove(p, e)
+        }
+        fn read_record(&self, name: &str) -> Result<Option<String>, ReplicaError> {
+            self.inner.read_record(name)
+        }
+        fn write_record(&self, name: &str, content: &str) -> Result<(), ReplicaError> {
+            self.inner.write_record(name, content)
+        }
+    }
+
+    #[test]
+    fn a_broken_encrypted_download_continues_from_the_chunk_it_reached() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = Arc::new(Mutex::new((0, Vec::new())));
+        let remote = CryptReplica::with_password(
+            Box::new(Flaky {
+                inner: LocalFolder::remote(dir.path().join("remote")),
+                break_after: 5 * CHUNK + 1000,
+                state: state.clone(),
+            }),
+            settings(NameMode::Standard, true),
+            Secret::new("secret".into()),
+            None,
+        );
+        remote.mark_root().unwrap();
+        let bytes = content(64 * CHUNK as usize + 99);
+        let Entry::File(meta) = put(&remote, "big.bin", &bytes).entry else {
+            panic!("a file")
+        };
+        let local = LocalFolder::local(dir.path().join("local"), dir.path().join("trash"));
+        fs::create_dir_all(dir.path().join("local")).unwrap();
+        let path = rel("big.bin");
+        let download = |source: &Source<'_>| -> Result<(), ReplicaError> {
+            let staged = local.stage_from(&path, source, meta.mtime_ns, None)?;
+            local.commit_staged(&staged, &Expect::Absent)?;
+            Ok(())
+        };
+
+        // More breaks than reconnects: the attempt fails as offline and
+        // the local side keeps what arrived.
+        state.locked().0 = 3;
+        let pauses = [Duration::ZERO, Duration::ZERO];
+        let source = Source::new(&remote, &path, meta, &|_| {}).with_reconnect_pauses(&pauses);
+        let error = download(&source).unwrap_err();
+        assert!(error.is_offline(), "{error}");
+        // Each reconnect started at the chunk holding its offset.
+        let opened = state.locked().1.clone();
+        assert!(
+            opened
+                .iter()
+                .all(|&at| at == 0 || (at - 32) % (CHUNK + 16) == 0),
+            "{opened:?}"
+        );
+        assert!(
+            opened.iter().filter(|&&at| at > 0).count() >= 2,
+            "{opened:?}"
+        );
+        let arrived = source.fetched();
+        assert!(arrived >= 10 * CHUNK, "{arrived}");
+
+        // The next attempt reads only the rest (from its chunk on).
+        state.locked().1.clear();
+        let source = Source::new(&remote, &path, meta, &|_| {}).with_reconnect_pauses(&pauses);
+        download(&source).unwrap();
+        assert!(fs::read(dir.path().join("local/big.bin")).unwrap() == bytes);
+        assert!(source.fetched() < bytes.len() as u64 - arrived + CHUNK);
     }
 
     #[test]

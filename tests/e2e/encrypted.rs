@@ -140,7 +140,10 @@ fn two_agents_converge_through_an_encrypted_remote_that_rclone_reads() {
         recovered,
         [
             ("notes/empty.txt".to_owned(), Vec::new()),
-            ("notes/plan.txt".to_owned(), secret_line.clone().into_bytes())
+            (
+                "notes/plan.txt".to_owned(),
+                secret_line.clone().into_bytes()
+            )
         ]
     );
 
