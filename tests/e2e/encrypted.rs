@@ -237,3 +237,113 @@ fn encryption_is_not_turned_on_over_a_plain_remote() {
     assert_eq!(tree(&remote), remote_before);
     assert!(!encrypted.local.join("a.txt").exists());
 }
+
+/// `command` with no secret store reachable (no session bus), so
+/// passwords go to and come from the credentials file.
+fn without_secret_store(command: &mut Command, home: &Path) {
+    let run = home.join("run");
+    fs::create_dir_all(&run).unwrap();
+    command
+        .env_remove("DBUS_SESSION_BUS_ADDRESS")
+        .env("XDG_RUNTIME_DIR", run)
+        .env_remove("PRISM_SYNC_CRYPT_PASSWORD")
+        .env_remove("PRISM_SYNC_CRYPT_PASSWORD2");
+}
+
+fn password_command(device: &Device, args: &[&str], stdin: &str) -> Output {
+    use std::io::Write;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_prism-syncctl"));
+    without_secret_store(&mut command, device.config.parent().unwrap());
+    let mut child = command
+        .arg("password")
+        .args(args)
+        .arg("--config")
+        .arg(&device.config)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn the_crypt_password_and_salt_are_kept_by_prism_syncctl_and_nowhere_else() {
+    let sandbox = Sandbox::new();
+    let remote = sandbox.remote("remote");
+    let device = encrypted_device(&sandbox, "laptop", &remote);
+    write(&device.local, "a.txt", "private\n");
+    let salt = "pepper and salt";
+    for (args, secret) in [
+        (&["set", "--crypt", "p"][..], PASSWORD),
+        (&["set", "--crypt", "--password2", "p"][..], salt),
+    ] {
+        let out = password_command(&device, args, &format!("{secret}\n"));
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(text(&out).contains("crypt-passwords"), "{}", text(&out));
+        assert!(!text(&out).contains(secret));
+    }
+    let out = password_command(&device, &["where", "--crypt", "p"], "");
+    assert!(
+        out.status.success() && text(&out).contains("crypt://p"),
+        "{}",
+        text(&out)
+    );
+    let out = password_command(&device, &["set", "--crypt", "nope"], "x\n");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+
+    let mut once = device.syncd();
+    without_secret_store(&mut once, device.config.parent().unwrap());
+    let out = once.arg("--once").output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains(PASSWORD) && !text(&out).contains(salt));
+
+    // Written with the salt: rclone needs both to read it.
+    let back = sandbox.path("back");
+    let obscure = |s: &str| {
+        let out = Command::new("rclone")
+            .args(["obscure", s])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let out = Command::new("rclone")
+        .env("RCLONE_CONFIG", sandbox.path("rclone.conf"))
+        .env("RCLONE_CONFIG_X_TYPE", "crypt")
+        .env("RCLONE_CONFIG_X_REMOTE", &remote)
+        .env("RCLONE_CONFIG_X_PASSWORD", obscure(PASSWORD))
+        .env("RCLONE_CONFIG_X_PASSWORD2", obscure(salt))
+        .args(["copy", "--exclude", "/.prism-sync/**", "X:"])
+        .arg(&back)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(read(&back, "a.txt"), "private\n");
+
+    // The secrets are in the owner-only credentials file and nowhere else.
+    let credentials = device.config.parent().unwrap().join("crypt-passwords");
+    for (name, bytes) in files_below(device.config.parent().unwrap())
+        .into_iter()
+        .chain(files_below(&remote))
+    {
+        let content = String::from_utf8_lossy(&bytes);
+        if name == "crypt-passwords" {
+            continue;
+        }
+        assert!(
+            !content.contains(PASSWORD) && !content.contains(salt),
+            "{name} holds a secret"
+        );
+    }
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        fs::metadata(&credentials).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}
