@@ -5,6 +5,11 @@
 //! in lowercase base32hex without padding; "off": names stay as they are
 //! and a file's gets the suffix `.bin`. With directory name encryption off,
 //! only a path's last segment (a file's name) is encrypted.
+//!
+//! Like rclone, a last segment carrying a version stamp before its
+//! extension (`-vYYYY-MM-DD-HHMMSS-mmm`, as `--b2-versions` names old
+//! versions) is encrypted without the stamp, which is put back after the
+//! encrypted name, and decrypted the same way.
 
 use aes::Aes256;
 use data_encoding::BASE32HEX_NOPAD;
@@ -83,7 +88,15 @@ impl NameCipher {
     pub fn decrypt_file(&self, path: &str) -> Result<String, NameError> {
         match self.mode {
             NameMode::Off => match path.strip_suffix(SUFFIX) {
-                Some(plain) if !plain.is_empty() && !plain.ends_with('/') => Ok(plain.to_owned()),
+                Some(plain) if !plain.is_empty() && !plain.ends_with('/') => {
+                    // A name that is nothing but a version stamp is not
+                    // one rclone wrote.
+                    let name = plain.rsplit('/').next().unwrap_or(plain);
+                    match remove_version(name) {
+                        Some((rest, _)) if rest.is_empty() => Err(NameError::NoSuffix),
+                        _ => Ok(plain.to_owned()),
+                    }
+                }
                 _ => Err(NameError::NoSuffix),
             },
             NameMode::Standard => self.decrypt_segments(path),
@@ -105,12 +118,11 @@ impl NameCipher {
         segments
             .iter()
             .enumerate()
-            .map(|(i, s)| {
-                if self.dir_names || i == last {
-                    self.encrypt_segment(s)
-                } else {
-                    (*s).to_owned()
-                }
+            .map(|(i, s)| match (i == last, remove_version(s)) {
+                (true, Some((rest, stamp))) => add_version(&self.encrypt_segment(&rest), stamp),
+                (true, None) => self.encrypt_segment(s),
+                (false, _) if self.dir_names => self.encrypt_segment(s),
+                (false, _) => (*s).to_owned(),
             })
             .collect::<Vec<_>>()
             .join("/")
@@ -121,11 +133,12 @@ impl NameCipher {
         let last = segments.len() - 1;
         let mut out = Vec::with_capacity(segments.len());
         for (i, s) in segments.iter().enumerate() {
-            if self.dir_names || i == last {
-                out.push(self.decrypt_segment(s)?);
-            } else {
-                out.push((*s).to_owned());
-            }
+            out.push(match (i == last, remove_version(s)) {
+                (true, Some((rest, stamp))) => add_version(&self.decrypt_segment(&rest)?, stamp),
+                (true, None) => self.decrypt_segment(s)?,
+                (false, _) if self.dir_names => self.decrypt_segment(s)?,
+                (false, _) => (*s).to_owned(),
+            });
         }
         Ok(out.join("/"))
     }
@@ -179,6 +192,66 @@ impl NameCipher {
         }
         Ok(plain)
     }
+}
+
+/// The length of a version stamp, `-vYYYY-MM-DD-HHMMSS-mmm`.
+const STAMP_LEN: usize = 23;
+
+/// A name's base and extension as rclone splits them: the extension from
+/// the last dot on, except for a name that starts with its only dot.
+fn split_ext(name: &str) -> (&str, &str) {
+    match name.rfind('.') {
+        Some(i) if i > 0 => name.split_at(i),
+        _ => (name, ""),
+    }
+}
+
+/// `name` without the version stamp that ends its base, and the stamp;
+/// `None` when it has none (a stamp must be a real date and time).
+fn remove_version(name: &str) -> Option<(String, &str)> {
+    let (base, ext) = split_ext(name);
+    let start = base.len().checked_sub(STAMP_LEN)?;
+    if !base.is_char_boundary(start) {
+        return None;
+    }
+    let stamp = &base[start..];
+    valid_stamp(stamp.as_bytes()).then(|| (format!("{}{ext}", &base[..start]), stamp))
+}
+
+/// `name` with `stamp` put back before its extension.
+fn add_version(name: &str, stamp: &str) -> String {
+    let (base, ext) = split_ext(name);
+    format!("{base}{stamp}{ext}")
+}
+
+/// Whether `s` is `-vYYYY-MM-DD-HHMMSS-mmm` with a date and time that
+/// exist (as Go's time parsing, which rclone uses, requires).
+fn valid_stamp(s: &[u8]) -> bool {
+    let shape = b"-vdddd-dd-dd-dddddd-ddd";
+    if s.len() != shape.len()
+        || !s.iter().zip(shape).all(|(c, want)| match want {
+            b'd' => c.is_ascii_digit(),
+            other => c == other,
+        })
+    {
+        return false;
+    }
+    let number = |range: std::ops::Range<usize>| {
+        s[range]
+            .iter()
+            .fold(0u32, |n, d| n * 10 + u32::from(d - b'0'))
+    };
+    let (year, month, day) = (number(2..6), number(7..9), number(10..12));
+    let (hour, minute, second) = (number(13..15), number(15..17), number(17..19));
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return false,
+    };
+    (1..=days).contains(&day) && hour < 24 && minute < 60 && second < 60
 }
 
 #[cfg(test)]
@@ -248,6 +321,49 @@ mod tests {
         assert_eq!(off.decrypt_file("a/b.txt.bin").unwrap(), "a/b.txt");
         assert_eq!(off.decrypt_file("a/b.txt"), Err(NameError::NoSuffix));
         assert_eq!(off.decrypt_file(".bin"), Err(NameError::NoSuffix));
+    }
+
+    #[test]
+    fn version_stamps_stay_outside_the_encrypted_name_as_rclone_keeps_them() {
+        let names = NameCipher::new(&zero_keys(), NameMode::Standard, true);
+        let stamp = "-v2021-02-28-235959-999";
+        let encrypted = names.encrypt_file(&format!("1/12{stamp}.txt"));
+        let expected_name = add_version(&names.encrypt_segment("12.txt"), stamp);
+        assert_eq!(
+            encrypted,
+            format!("p0e52nreeaj0a5ea7s64m4j72s/{expected_name}")
+        );
+        assert!(expected_name.ends_with(stamp));
+        assert_eq!(
+            names.decrypt_file(&encrypted).unwrap(),
+            format!("1/12{stamp}.txt")
+        );
+        // Not a date, or not at the end of the base: an ordinary name.
+        for plain in [
+            "a-v2021-02-29-000000-000.txt",
+            "a-v2021-02-28-240000-000",
+            "a-v2021-01-01-000000-000x",
+        ] {
+            assert_eq!(remove_version(plain), None, "{plain}");
+            assert_eq!(
+                names.decrypt_file(&names.encrypt_file(plain)).unwrap(),
+                plain
+            );
+        }
+        assert_eq!(
+            remove_version(".hidden-v2024-02-29-120000-000"),
+            Some((".hidden".to_owned(), "-v2024-02-29-120000-000"))
+        );
+        let off = NameCipher::new(&zero_keys(), NameMode::Off, true);
+        assert_eq!(
+            off.decrypt_file("d/-v2021-01-01-000000-000.bin"),
+            Err(NameError::NoSuffix)
+        );
+        assert_eq!(
+            off.decrypt_file("d/a-v2021-01-01-000000-000.txt.bin")
+                .unwrap(),
+            "d/a-v2021-01-01-000000-000.txt"
+        );
     }
 
     #[test]

@@ -92,6 +92,8 @@ fn sample() -> BTreeMap<String, Vec<u8>> {
         ("docs/deeper/almost.dat", CHUNK - 1),
         ("Ünïcödé/名前 ✓.txt", 100),
         ("Ünïcödé/sub dir/ß", 17),
+        // A name with a version stamp, kept outside the encrypted name.
+        ("docs/report-v2021-02-03-040506-789.txt", 9),
     ]
     .into_iter()
     .enumerate()
