@@ -296,9 +296,9 @@ impl CryptReplica {
         Ok(ContentHash(*hasher.finalize().as_bytes()))
     }
 
-    /// Stages the encryption of what `open` yields (called twice: the
-    /// content must be the same both times, else the stage fails as
-    /// changed).
+    /// Stages the encryption of what `open` yields (called twice, with
+    /// `true` the second time, which is the transfer: the content must be
+    /// the same both times, else the stage fails as changed).
     fn stage_encrypted<'r>(
         &self,
         path: &RelPath,
@@ -306,14 +306,14 @@ impl CryptReplica {
         size: u64,
         mtime_ns: i64,
         mode: Option<Mode>,
-        open: &dyn Fn() -> Result<Box<dyn Read + 'r>, ReplicaError>,
+        open: &dyn Fn(bool) -> Result<Box<dyn Read + 'r>, ReplicaError>,
     ) -> Result<StagedWrite, ReplicaError> {
         let ciphers = self.ciphers()?;
         let encrypted = self.encrypted(&ciphers, path, false)?;
         let nonce = Nonce::random().map_err(|e| ReplicaError::io("encrypt", path, e))?;
         // Pass 1: the ciphertext's hash, and the plaintext's, which must
         // be the one planned.
-        let mut plain = Hashing::new(open()?);
+        let mut plain = Hashing::new(open(false)?);
         let mut sealed = Encryptor::new(&mut plain, &ciphers.keys, nonce);
         let mut cipher_hash = blake3::Hasher::new();
         io::copy(&mut sealed, &mut cipher_hash).map_err(|e| ReplicaError::io("read", path, e))?;
@@ -325,7 +325,7 @@ impl CryptReplica {
         }
         let cipher_hash = ContentHash(*cipher_hash.finalize().as_bytes());
         // Pass 2: the same bytes, streamed to the replica below.
-        let mut sealed = Encryptor::new(open()?, &ciphers.keys, nonce);
+        let mut sealed = Encryptor::new(open(true)?, &ciphers.keys, nonce);
         let inner = self
             .inner
             .stage(&encrypted, &mut sealed, &cipher_hash, mtime_ns, mode)?;
@@ -666,7 +666,7 @@ impl Replica for CryptReplica {
             .read_to_end(&mut bytes)
             .map_err(|e| ReplicaError::io("read", path, e))?;
         let size = bytes.len() as u64;
-        self.stage_encrypted(path, hash, size, mtime_ns, mode, &|| {
+        self.stage_encrypted(path, hash, size, mtime_ns, mode, &|_| {
             Ok(Box::new(&bytes[..]) as Box<dyn Read>)
         })
     }
@@ -684,7 +684,13 @@ impl Replica for CryptReplica {
             source.meta.size,
             mtime_ns,
             mode,
-            &|| Ok(Box::new(source.reader(0)?.0) as Box<dyn Read>),
+            &|transfer| {
+                Ok(if transfer {
+                    Box::new(source.reader(0)?.0) as Box<dyn Read>
+                } else {
+                    Box::new(source.unreported_reader()?)
+                })
+            },
         );
         match (staged, source.take_failure()) {
             (Err(_), Some(failure)) => Err(failure),
@@ -1315,6 +1321,56 @@ mod tests {
         download(&source).unwrap();
         assert!(fs::read(dir.path().join("local/big.bin")).unwrap() == bytes);
         assert!(source.fetched() < bytes.len() as u64 - arrived + CHUNK);
+    }
+
+    #[test]
+    fn an_upload_reports_its_progress_once_and_refuses_a_source_that_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let remote = layer(&dir.path().join("remote"), "secret");
+        remote.mark_root().unwrap();
+        let source_dir = dir.path().join("source");
+        fs::create_dir_all(&source_dir).unwrap();
+        let bytes = content(5 * CHUNK as usize);
+        fs::write(source_dir.join("f.bin"), &bytes).unwrap();
+        let local = LocalFolder::remote(source_dir.clone());
+        let path = rel("f.bin");
+        let meta = FileMeta {
+            hash: ContentHash::of_bytes(&bytes),
+            size: bytes.len() as u64,
+            mtime_ns: crate::fsops::stat(&source_dir.join("f.bin"))
+                .unwrap()
+                .unwrap()
+                .mtime_ns,
+            mode: None,
+        };
+        let seen = Mutex::new(Vec::new());
+        let progress = |done| seen.locked().push(done);
+        let source = Source::new(&local, &path, meta, &progress);
+        let staged = remote
+            .stage_from(&path, &source, meta.mtime_ns, None)
+            .unwrap();
+        remote.commit_staged(&staged, &Expect::Absent).unwrap();
+        let seen = seen.into_inner().unwrap();
+        assert!(
+            seen.windows(2).all(|w| w[0] <= w[1]),
+            "never backwards: {seen:?}"
+        );
+        assert_eq!(seen.last(), Some(&(bytes.len() as u64)));
+        let mut read = Vec::new();
+        remote.open(&path).unwrap().read_to_end(&mut read).unwrap();
+        assert!(read == bytes);
+
+        // A source whose bytes are not the planned version stages nothing.
+        let other = FileMeta {
+            hash: ContentHash::of_bytes(b"another version"),
+            ..meta
+        };
+        let source = Source::new(&local, &path, other, &|_| {});
+        let error = remote
+            .stage_from(&rel("g.bin"), &source, 0, None)
+            .unwrap_err();
+        assert!(error.is_change(), "{error}");
+        assert!(remote.staged.locked().is_empty());
     }
 
     #[test]

@@ -542,6 +542,22 @@ impl<'a> Source<'a> {
     /// really starts. An offset at the end needs no request: what is
     /// there is checked by its hash.
     pub fn reader(&self, offset: u64) -> Result<(SourceReader<'_, 'a>, u64), ReplicaError> {
+        self.reader_reporting(offset, true)
+    }
+
+    /// A reader from the first byte that does not report progress: for a
+    /// destination that reads its source once before the transfer itself
+    /// (an encrypting layer learning the ciphertext's hash), so the
+    /// progress shown is the transfer's alone.
+    pub fn unreported_reader(&self) -> Result<SourceReader<'_, 'a>, ReplicaError> {
+        Ok(self.reader_reporting(0, false)?.0)
+    }
+
+    fn reader_reporting(
+        &self,
+        offset: u64,
+        report: bool,
+    ) -> Result<(SourceReader<'_, 'a>, u64), ReplicaError> {
         let (inner, start) = if offset >= self.meta.size && offset > 0 {
             (
                 Box::new(std::io::empty()) as Box<dyn Read + Send + 'a>,
@@ -550,12 +566,15 @@ impl<'a> Source<'a> {
         } else {
             self.replica.open_at(self.path, offset, &self.meta)?
         };
-        (self.progress)(start);
+        if report {
+            (self.progress)(start);
+        }
         let reader = SourceReader {
             source: self,
             inner: Some(inner),
             pos: start,
             reconnects: 0,
+            report,
         };
         Ok((reader, start))
     }
@@ -568,6 +587,8 @@ pub struct SourceReader<'s, 'a> {
     inner: Option<Box<dyn Read + Send + 'a>>,
     pos: u64,
     reconnects: usize,
+    /// Whether reads are reported to the source's progress.
+    report: bool,
 }
 
 impl SourceReader<'_, '_> {
@@ -625,7 +646,9 @@ impl Read for SourceReader<'_, '_> {
                     self.pos += n as u64;
                     let source = self.source;
                     source.fetched.set(source.fetched.get() + n as u64);
-                    (source.progress)(self.pos);
+                    if self.report {
+                        (source.progress)(self.pos);
+                    }
                     return Ok(n);
                 }
                 Err(e)
