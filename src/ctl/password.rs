@@ -3,6 +3,8 @@
 //! owner-only credentials file in the config dir). It needs no running
 //! agent and never opens the control socket: the agent looks the password
 //! up at every login, so a stored password is used from the next one on.
+//! With `--crypt` (and `--password2`) it keeps an encrypted pair's crypt
+//! password (and salt) instead, looked up at the pair's next sync.
 //!
 //! The password is read from the terminal without echo, or from stdin when
 //! stdin is not a terminal; it is never taken from the command line, where
