@@ -344,3 +344,21 @@ fn the_crypt_password_and_salt_are_kept_by_prism_syncctl_and_nowhere_else() {
         0o600
     );
 }
+
+#[test]
+fn a_name_too_long_once_encrypted_is_reported_and_the_rest_syncs() {
+    let sandbox = Sandbox::new();
+    let remote = sandbox.remote("remote");
+    let device = encrypted_device(&sandbox, "laptop", &remote);
+    let long = format!("{}.txt", "n".repeat(150));
+    write(&device.local, &long, "kept locally\n");
+    write(&device.local, "short.txt", "synced\n");
+    let out = once_with(&device, Some(PASSWORD));
+    let said = text(&out);
+    assert!(said.contains("too long to be encrypted"), "{said}");
+    let back = sandbox.path("back");
+    rclone(&remote, &["copy", "X:", back.to_str().unwrap()]);
+    assert_eq!(read(&back, "short.txt"), "synced\n");
+    assert!(!back.join(&long).exists());
+    assert_eq!(read(&device.local, &long), "kept locally\n");
+}
