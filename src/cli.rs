@@ -133,6 +133,10 @@ fn adhoc_config(
         ca_file: None,
         allow_insecure_http_auth: None,
         timeout_secs: None,
+        endpoint: None,
+        region: None,
+        profile: None,
+        access_key_id: None,
         ..RawPair::default()
     };
     let config = crate::config::RawConfig {

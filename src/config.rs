@@ -18,6 +18,7 @@ pub mod edit;
 
 use crate::model::Strategy;
 use crate::percent::{self, Plus};
+use crate::remote::s3::S3PairSettings;
 
 /// Where the agent keeps things, after flags, environment and defaults.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -166,6 +167,19 @@ pub struct RawPair {
     /// request fails (a slow NAS may need more than the default 60).
     #[serde(default)]
     pub timeout_secs: Option<u64>,
+    /// S3 only: another S3 service's URL (`http://127.0.0.1:8333`).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// S3 only: the region (default `us-east-1`).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// S3 only: the profile of `~/.aws/credentials` to log in with.
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// S3 only: an access key id whose secret `prism-syncctl password set`
+    /// keeps (in the secret store, else the credentials file).
+    #[serde(default)]
+    pub access_key_id: Option<String>,
     /// `"crypt"`: names and contents on the remote are encrypted in
     /// rclone's crypt format (default: none). The password is never here
     /// (see `secrets`).
@@ -237,6 +251,9 @@ pub struct PairConfig {
     pub ssh: SshSettings,
     /// How to log in to a WebDAV server; empty for other remotes.
     pub webdav: WebdavSettings,
+    /// Where an S3 bucket is served and how to log in; empty for other
+    /// remotes.
+    pub s3: S3PairSettings,
     /// How the remote is encrypted; `None`: it is not.
     pub crypt: Option<CryptSettings>,
 }
@@ -308,13 +325,17 @@ pub enum RemoteUrl {
         port: Option<u16>,
         path: String,
     },
+    /// `s3://BUCKET/PREFIX`: the prefix decoded, without slashes at its
+    /// ends (empty for the whole bucket).
+    S3 { bucket: String, prefix: String },
 }
 
 impl RemoteUrl {
     pub fn parse(url: &str) -> Result<RemoteUrl, String> {
         let Some((scheme, rest)) = url.split_once("://") else {
             return Err(format!(
-                "{url:?} is not a URL; write file:///path, sftp://user@host/path or webdav://host/path"
+                "{url:?} is not a URL; write file:///path, sftp://user@host/path, webdav://host/path \
+                 or s3://bucket/prefix"
             ));
         };
         // A password in the URL is refused before anything else looks at
@@ -379,8 +400,13 @@ impl RemoteUrl {
                     path: path.to_owned(),
                 })
             }
+            "s3" => {
+                let (bucket, prefix) = crate::remote::s3::settings::parse_url(url)?;
+                Ok(RemoteUrl::S3 { bucket, prefix })
+            }
             other => Err(format!(
-                "the remote scheme {other:?} is not supported; use file://, sftp://, webdav:// or webdavs://"
+                "the remote scheme {other:?} is not supported; use file://, sftp://, webdav://, \
+                 webdavs:// or s3://"
             )),
         }
     }
@@ -391,6 +417,7 @@ impl RemoteUrl {
             RemoteUrl::Sftp { .. } => "sftp",
             RemoteUrl::Webdav { tls: false, .. } => "webdav",
             RemoteUrl::Webdav { tls: true, .. } => "webdavs",
+            RemoteUrl::S3 { .. } => "s3",
         }
     }
 }
@@ -417,6 +444,10 @@ impl fmt::Display for RemoteUrl {
                 let scheme = if *tls { "webdavs" } else { "webdav" };
                 let port = port.map(|p| format!(":{p}")).unwrap_or_default();
                 write!(f, "{scheme}://{host}{port}{path}")
+            }
+            RemoteUrl::S3 { bucket, prefix } => {
+                let prefix = crate::remote::s3::sign::encode_path(prefix);
+                write!(f, "s3://{bucket}/{prefix}")
             }
         }
     }
@@ -817,6 +848,29 @@ impl RawPair {
             self.allow_insecure_http_auth,
             self.timeout_secs,
         )?;
+        let s3 = if matches!(remote, RemoteUrl::S3 { .. }) {
+            crate::remote::s3::settings::validate(
+                self.endpoint,
+                self.region,
+                self.profile,
+                self.access_key_id,
+            )?
+        } else {
+            let keys = crate::remote::s3::settings::KEYS;
+            let set = [
+                &self.endpoint,
+                &self.region,
+                &self.profile,
+                &self.access_key_id,
+            ];
+            if let Some((key, _)) = keys.iter().zip(set).find(|(_, value)| value.is_some()) {
+                return Err((
+                    (*key).to_owned(),
+                    "only applies to s3:// remotes; remove it".into(),
+                ));
+            }
+            S3PairSettings::default()
+        };
         let crypt = crypt_settings(
             self.encryption,
             self.filename_encryption,
@@ -830,6 +884,7 @@ impl RawPair {
             ignore: self.ignore,
             ssh,
             webdav,
+            s3,
             crypt,
         })
     }
@@ -1314,6 +1369,55 @@ mod tests {
         assert!(
             message.contains("pair[0].identity_file") && message.contains("sftp://"),
             "{message}"
+        );
+    }
+
+    #[test]
+    fn s3_remotes_take_endpoint_region_and_profile_and_only_they_do() {
+        let pair = |remote: &str, extra: &str| {
+            parse(&format!(
+                "[[pair]]\nname = \"a\"\nlocal = \"/a\"\nremote = \"{remote}\"\n{extra}"
+            ))
+        };
+        let config = pair(
+            "s3://photos/2024/trip",
+            "endpoint = \"http://127.0.0.1:8333\"\nregion = \"eu-west-1\"\nprofile = \"work\"\n",
+        )
+        .unwrap();
+        let only = &config.pairs[0];
+        assert_eq!(
+            only.remote,
+            RemoteUrl::S3 {
+                bucket: "photos".into(),
+                prefix: "2024/trip".into()
+            }
+        );
+        assert_eq!(only.remote.to_string(), "s3://photos/2024/trip");
+        assert_eq!(only.s3.endpoint.as_deref(), Some("http://127.0.0.1:8333"));
+        assert_eq!(only.s3.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(only.s3.profile.as_deref(), Some("work"));
+        let plain = pair("s3://photos", "").unwrap();
+        assert_eq!(plain.pairs[0].s3, S3PairSettings::default());
+        let message = pair("file:///b", "region = \"eu-west-1\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("pair[0].region") && message.contains("s3://"),
+            "{message}"
+        );
+        let message = pair("s3://b/p", "endpoint = \"ftp://h\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("pair[0].endpoint"), "{message}");
+        let message = pair("s3://AKID:hunter2secret@b/p", "")
+            .unwrap_err()
+            .to_string();
+        assert!(!message.contains("hunter2secret"), "{message}");
+        let spaced = RemoteUrl::parse("s3://b/with space/100%25").unwrap();
+        assert_eq!(
+            RemoteUrl::parse(&spaced.to_string()).unwrap(),
+            spaced,
+            "{spaced}"
         );
     }
 

@@ -451,6 +451,10 @@ impl Control for AgentControl {
             ca_file: None,
             allow_insecure_http_auth: None,
             timeout_secs: None,
+            endpoint: None,
+            region: None,
+            profile: None,
+            access_key_id: None,
             ..RawPair::default()
         };
         let config = raw

@@ -74,6 +74,10 @@ pub fn add_pair(file: &Path, pair: &RawPair) -> Result<(), EditError> {
         ("identity_file", &pair.identity_file),
         ("username", &pair.username),
         ("ca_file", &pair.ca_file),
+        ("endpoint", &pair.endpoint),
+        ("region", &pair.region),
+        ("profile", &pair.profile),
+        ("access_key_id", &pair.access_key_id),
     ] {
         if let Some(path) = path {
             table[key] = value(path.as_str());
@@ -138,6 +142,10 @@ mod tests {
             ca_file: None,
             allow_insecure_http_auth: None,
             timeout_secs: None,
+            endpoint: None,
+            region: None,
+            profile: None,
+            access_key_id: None,
             ..RawPair::default()
         };
         add_pair(&file, &pair).unwrap();

@@ -163,7 +163,7 @@ fn resolve(target: &Target) -> Result<(Account, PathBuf), Failure> {
     let account = Account::for_pair(pair).ok_or_else(|| {
         Failure::usage(format!(
             "pair {:?} does not log in with a password (its remote is {}; a WebDAV pair \
-             needs `username` in the config first)",
+             needs `username` in the config first, an S3 pair `access_key_id`)",
             pair.name, pair.remote
         ))
     })?;

@@ -433,6 +433,7 @@ fn expect_now(root: &Path, path: &RelPath) -> Result<Expect, ReplicaError> {
             size: s.size,
             mtime_ns: s.mtime_ns,
             mode: s.mode,
+            version: None,
         },
     })
 }

@@ -82,9 +82,13 @@ impl Trees {
     }
 }
 
-/// The expectation for a snapshot entry.
+/// The expectation for a snapshot entry, with the version token its
+/// listing carried.
 pub fn expect_of(entry: Option<&SideEntry>) -> Expect {
-    Expect::of(entry.map(|e| &e.entry))
+    Expect::of_version(
+        entry.map(|e| &e.entry),
+        entry.and_then(|e| e.version.as_deref()),
+    )
 }
 
 /// What running a plan achieved.

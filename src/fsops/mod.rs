@@ -387,11 +387,15 @@ pub enum Expect {
     /// Nothing may be there.
     Absent,
     /// A file with exactly this size and mtime, and this mode where one is
-    /// given (a `chmod` since the scan is a change like any other).
+    /// given (a `chmod` since the scan is a change like any other). Where
+    /// the listing carried the backend's own version token (an ETag),
+    /// `version` holds it: a backend with tokens checks that (a
+    /// conditional request), the others keep checking size and mtime.
     File {
         size: u64,
         mtime_ns: i64,
         mode: Option<Mode>,
+        version: Option<String>,
     },
     /// A folder.
     Dir,
@@ -399,8 +403,14 @@ pub enum Expect {
 
 impl Expect {
     /// What a step must find where a listing showed `entry` (`None`:
-    /// nothing).
+    /// nothing), without a version token.
     pub fn of(entry: Option<&Entry>) -> Expect {
+        Expect::of_version(entry, None)
+    }
+
+    /// What a step must find where a listing showed `entry` with the
+    /// backend's version token `version` (kept for a file only).
+    pub fn of_version(entry: Option<&Entry>, version: Option<&str>) -> Expect {
         match entry {
             None => Expect::Absent,
             Some(Entry::Dir(_)) => Expect::Dir,
@@ -408,11 +418,21 @@ impl Expect {
                 size: meta.size,
                 mtime_ns: meta.mtime_ns,
                 mode: meta.mode,
+                version: version.map(str::to_owned),
             },
         }
     }
 
-    /// True when `found` is what was expected.
+    /// The version token a file expectation carries, if any.
+    pub fn version(&self) -> Option<&str> {
+        match self {
+            Expect::File { version, .. } => version.as_deref(),
+            Expect::Absent | Expect::Dir => None,
+        }
+    }
+
+    /// True when `found` is what was expected. A stat has no version
+    /// token: size, mtime and mode decide.
     pub fn matches(&self, found: Option<&Stat>) -> bool {
         match (self, found) {
             (Expect::Absent, None) => true,
@@ -421,6 +441,7 @@ impl Expect {
                     size,
                     mtime_ns,
                     mode,
+                    ..
                 },
                 Some(stat),
             ) => {
@@ -849,6 +870,36 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_listed_version_token_is_carried_and_a_stat_is_judged_without_it() {
+        let meta = crate::model::FileMeta {
+            hash: ContentHash::of_bytes(b"x"),
+            size: 1,
+            mtime_ns: 5,
+            mode: None,
+        };
+        let entry = Entry::File(meta);
+        let expect = Expect::of_version(Some(&entry), Some("\"etag\""));
+        assert_eq!(expect.version(), Some("\"etag\""));
+        assert_eq!(Expect::of(Some(&entry)).version(), None);
+        assert_eq!(
+            Expect::of_version(Some(&Entry::dir(None)), Some("e")),
+            Expect::Dir
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("x");
+        fs::write(&target, "x").unwrap();
+        let found = stat(&target).unwrap().unwrap();
+        let same = Expect::of_version(
+            Some(&Entry::File(crate::model::FileMeta {
+                mtime_ns: found.mtime_ns,
+                ..meta
+            })),
+            Some("\"etag\""),
+        );
+        assert!(same.matches(Some(&found)));
+    }
+
+    #[test]
     fn a_staged_file_is_invisible_until_committed() {
         let dir = tempfile::tempdir().unwrap();
         let trash = Trash::new(dir.path().join("trash"));
@@ -879,6 +930,7 @@ pub(crate) mod tests {
             size: old.size,
             mtime_ns: old.mtime_ns,
             mode: old.mode,
+            version: None,
         };
         commit(staged, &target, &expect, &trash, &rel("a.txt")).unwrap();
         assert_eq!(fs::read_to_string(&target).unwrap(), "new");
@@ -898,6 +950,7 @@ pub(crate) mod tests {
             size: 3,
             mtime_ns: 1,
             mode: None,
+            version: None,
         };
         let err = commit(staged, &target, &expect, &trash, &rel("a.txt")).unwrap_err();
         assert!(matches!(err, CommitError::Changed { .. }));
@@ -1055,6 +1108,7 @@ pub(crate) mod tests {
             size: seen.size,
             mtime_ns: seen.mtime_ns,
             mode: seen.mode,
+            version: None,
         };
         let err = commit(staged, &target, &expect, &trash, &rel("a.txt")).unwrap_err();
         assert!(matches!(err, CommitError::Changed { .. }), "{err}");

@@ -1456,3 +1456,24 @@ fn entries_never_applied_are_forgotten_after_the_retention() {
         0
     );
 }
+
+#[test]
+fn a_remote_version_token_survives_a_restart() {
+    let (_dir, path, journal) = temp_journal();
+    let pair = journal.upsert_pair("notes", "/n", "s3://b/p").unwrap();
+    let mut entry = file("a");
+    entry.remote_version = Some("\"9b2cf535f27731c974343645a3985328\"".to_owned());
+    journal
+        .commit(
+            pair,
+            &Step {
+                base: vec![BaseEdit::Put(rel("a.md"), entry.clone())],
+                ..Step::default()
+            },
+        )
+        .unwrap();
+    drop(journal);
+
+    let reopened = Journal::open(&path).unwrap();
+    assert_eq!(reopened.load_base(pair).unwrap()[&rel("a.md")], entry);
+}

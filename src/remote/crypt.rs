@@ -345,14 +345,18 @@ impl CryptReplica {
     /// size).
     fn inner_expect(expect: &Expect) -> Expect {
         match expect {
+            // The version token is the ciphertext's already: the listing
+            // passes the backend's through.
             Expect::File {
                 size,
                 mtime_ns,
                 mode,
+                version,
             } => Expect::File {
                 size: encrypted_size(*size),
                 mtime_ns: *mtime_ns,
                 mode: *mode,
+                version: version.clone(),
             },
             other => other.clone(),
         }

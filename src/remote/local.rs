@@ -1005,6 +1005,7 @@ mod tests {
             size: x.len(),
             mtime_ns: crate::timefmt::to_unix_ns(x.modified().unwrap()),
             mode: fsops::mode_of(&x),
+            version: None,
         };
         let hash = ContentHash::of_bytes(b"new");
 
@@ -1031,6 +1032,7 @@ mod tests {
                         size: 6,
                         mtime_ns: fsops::stat(&root.join("a.txt")).unwrap().unwrap().mtime_ns,
                         mode: fsops::stat(&root.join("a.txt")).unwrap().unwrap().mode,
+                        version: None,
                     },
                 ));
                 refused(side.rename(&below("x.txt"), &rel("b.txt"), &x_expect));
@@ -1261,6 +1263,7 @@ mod tests {
             size: 2,
             mtime_ns: 1_000_000_000,
             mode: None,
+            version: None,
         };
         remote
             .write(

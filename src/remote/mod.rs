@@ -669,7 +669,7 @@ impl Read for SourceReader<'_, '_> {
 }
 
 /// Opens the backend a pair's remote URL names, with the pair's login
-/// settings (`ssh` for SFTP, `webdav` for WebDAV); `config_dir` is where
+/// settings (`ssh` for SFTP, `webdav` for WebDAV, `s3` for S3); `config_dir` is where
 /// credentials files are looked for, and `parallel_transfers` how many
 /// transfers the engine runs at once (an SFTP remote opens as many SSH
 /// sessions; a WebDAV remote's listing sends as many PROPFINDs at once). Nothing is connected yet: a remote that is away is an error
@@ -720,6 +720,13 @@ pub fn open_remote(
                 .unwrap_or(webdav::DEFAULT_REQUEST_TIMEOUT),
             parallel_requests: parallel_transfers,
         })?),
+        RemoteUrl::S3 { bucket, prefix } => Box::new(s3::S3Replica::for_pair(
+            pair,
+            bucket,
+            prefix,
+            config_dir,
+            parallel_transfers,
+        )),
     };
     Ok(crypt::wrap(replica, pair, config_dir))
 }

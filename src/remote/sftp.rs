@@ -190,6 +190,7 @@ impl RemoteStat {
                 size,
                 mtime_ns,
                 mode,
+                ..
             } => {
                 self.kind == Kind::File
                     && self.size == *size

@@ -10,15 +10,18 @@
 //! A password belongs to an [`Account`]: a kind of remote, a user, a host
 //! and a port. Its key is `sftp://user@host:port` or `webdav://user@host:port`
 //! (WebDAV over HTTPS too: the port tells them apart, 443 or 80 when the URL
-//! has none). Lookup order, first hit wins:
+//! has none), or `s3://ACCESS_KEY_ID@host:port` for an S3 pair's
+//! `access_key_id` (its secret access key is the password; the host and
+//! port are the endpoint's, `s3.amazonaws.com:443` on AWS). Lookup order,
+//! first hit wins:
 //!
-//! 1. the environment variable `PRISM_SYNC_SFTP_PASSWORD` or
-//!    `PRISM_SYNC_WEBDAV_PASSWORD` (one password for every pair of that
-//!    kind: for scripts and tests);
+//! 1. the environment variable `PRISM_SYNC_SFTP_PASSWORD`,
+//!    `PRISM_SYNC_WEBDAV_PASSWORD` or `PRISM_SYNC_S3_SECRET_ACCESS_KEY` (one
+//!    password for every pair of that kind: for scripts and tests);
 //! 2. the OS secret store ([`store`]): an item with service `prism-sync`
 //!    and the account's key as its user;
-//! 3. the credentials file in the config dir ([`file`]), `sftp-passwords`
-//!    or `webdav-passwords`: one `user@host:port PASSWORD` line per account,
+//! 3. the credentials file in the config dir ([`file`]), `sftp-passwords`,
+//!    `webdav-passwords` or `s3-secrets`: one `user@host:port PASSWORD` line per account,
 //!    mode 0600 (a file others can read is refused).
 //!
 //! [`store_password`] writes to the secret store when one is reachable and
@@ -48,6 +51,13 @@ pub const WEBDAV_PASSWORD_ENV: &str = "PRISM_SYNC_WEBDAV_PASSWORD";
 /// The WebDAV credentials file's name inside the config dir.
 pub const WEBDAV_CREDENTIALS_FILE: &str = "webdav-passwords";
 
+/// The environment variable holding an S3 secret access key stored for a
+/// pair's `access_key_id` (the AWS variables work without one).
+pub const S3_SECRET_ENV: &str = "PRISM_SYNC_S3_SECRET_ACCESS_KEY";
+
+/// The S3 credentials file's name inside the config dir.
+pub const S3_CREDENTIALS_FILE: &str = "s3-secrets";
+
 /// The environment variable holding an encrypted pair's crypt password.
 pub const CRYPT_PASSWORD_ENV: &str = "PRISM_SYNC_CRYPT_PASSWORD";
 
@@ -58,6 +68,11 @@ pub const CRYPT_PASSWORD2_ENV: &str = "PRISM_SYNC_CRYPT_PASSWORD2";
 pub const CRYPT_CREDENTIALS_FILE: &str = "crypt-passwords";
 
 pub use store::SERVICE;
+
+/// What to do instead of naming an S3 account by URL.
+pub const S3_CREDENTIALS: &str = "an s3:// account is its pair's `access_key_id` at its \
+     endpoint: name the pair (`prism-syncctl password set PAIR`), or log in without a stored \
+     secret through AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or a `profile`";
 
 /// A secret string that never prints itself.
 #[derive(Clone, PartialEq, Eq)]
@@ -114,6 +129,9 @@ pub enum SecretError {
 pub enum Kind {
     Sftp,
     Webdav,
+    /// An S3 key pair: the user is the access key id, the password the
+    /// secret access key.
+    S3,
     /// An encrypted pair's crypt password (the account's user is the pair).
     Crypt,
     /// An encrypted pair's salt, rclone's "password2" (optional).
@@ -125,6 +143,7 @@ impl Kind {
         match self {
             Kind::Sftp => "sftp",
             Kind::Webdav => "webdav",
+            Kind::S3 => "s3",
             Kind::Crypt => "crypt",
             Kind::CryptSalt => "crypt-password2",
         }
@@ -135,6 +154,7 @@ impl Kind {
         match self {
             Kind::Sftp => PASSWORD_ENV,
             Kind::Webdav => WEBDAV_PASSWORD_ENV,
+            Kind::S3 => S3_SECRET_ENV,
             Kind::Crypt => CRYPT_PASSWORD_ENV,
             Kind::CryptSalt => CRYPT_PASSWORD2_ENV,
         }
@@ -145,6 +165,7 @@ impl Kind {
         match self {
             Kind::Sftp => CREDENTIALS_FILE,
             Kind::Webdav => WEBDAV_CREDENTIALS_FILE,
+            Kind::S3 => S3_CREDENTIALS_FILE,
             Kind::Crypt | Kind::CryptSalt => CRYPT_CREDENTIALS_FILE,
         }
     }
@@ -186,6 +207,7 @@ impl Account {
     pub fn for_pair(pair: &PairConfig) -> Option<Account> {
         match &pair.remote {
             RemoteUrl::File(_) => None,
+            RemoteUrl::S3 { .. } => pair.s3.account(),
             RemoteUrl::Sftp {
                 user, host, port, ..
             } => Some(Account::new(
@@ -217,6 +239,9 @@ impl Account {
         let (scheme, rest) = url
             .split_once("://")
             .ok_or_else(|| format!("{url:?} is neither a pair name nor a URL"))?;
+        if scheme == "s3" {
+            return Err(S3_CREDENTIALS.to_owned());
+        }
         let (authority, path) = match rest.find('/') {
             Some(i) => rest.split_at(i),
             None => (rest, ""),
@@ -257,6 +282,7 @@ impl Account {
                 ))
             }
             RemoteUrl::File(_) => Err("a file:// remote needs no password".to_owned()),
+            RemoteUrl::S3 { .. } => Err(S3_CREDENTIALS.to_owned()),
         }
     }
 
@@ -284,7 +310,7 @@ impl Account {
         match self.kind {
             Kind::Crypt => return self.user.clone(),
             Kind::CryptSalt => return format!("{}:password2", self.user),
-            Kind::Sftp | Kind::Webdav => {}
+            Kind::Sftp | Kind::Webdav | Kind::S3 => {}
         }
         format!("{}@{}:{}", self.user, self.host, self.port)
     }
@@ -357,7 +383,7 @@ pub fn how_to_store(account: &Account, config_dir: Option<&Path>) -> String {
     let target = match account.kind {
         Kind::Crypt => format!("--crypt {}", account.user),
         Kind::CryptSalt => format!("--crypt --password2 {}", account.user),
-        Kind::Sftp | Kind::Webdav => account.to_string(),
+        Kind::Sftp | Kind::Webdav | Kind::S3 => account.to_string(),
     };
     format!(
         "store the password with `prism-syncctl password set {target}` (it goes to the OS \
@@ -584,5 +610,25 @@ mod tests {
                 .key(),
             "sftp://me@nas:22"
         );
+        assert_eq!(Account::for_pair(&pair("s3://bucket/x", None)), None);
+        let mut s3 = crate::config::RawPair {
+            name: "p".into(),
+            local: "/tmp/p".into(),
+            remote: "s3://bucket/x".into(),
+            ..Default::default()
+        };
+        s3.access_key_id = Some("AKIDEXAMPLE".into());
+        assert_eq!(
+            Account::for_pair(&s3.clone().validate().unwrap())
+                .unwrap()
+                .key(),
+            "s3://AKIDEXAMPLE@s3.amazonaws.com:443"
+        );
+        s3.endpoint = Some("http://127.0.0.1:8333".into());
+        assert_eq!(
+            Account::for_pair(&s3.validate().unwrap()).unwrap().key(),
+            "s3://AKIDEXAMPLE@127.0.0.1:8333"
+        );
+        assert!(Account::parse("s3://AKID@127.0.0.1:8333").is_err());
     }
 }

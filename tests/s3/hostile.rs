@@ -53,6 +53,9 @@ enum Reply {
     Answer(u16, Vec<(&'static str, String)>, Vec<u8>),
     /// Closes the connection with a TCP reset instead of answering.
     Reset,
+    /// Says the body is `claimed` bytes long, sends `body` (fewer) and
+    /// closes the connection.
+    Cut(u16, Vec<(&'static str, String)>, Vec<u8>, usize),
 }
 
 fn ok_xml(body: impl Into<String>) -> Reply {
@@ -180,6 +183,17 @@ fn serve(stream: TcpStream, record: &Mutex<Vec<Seen>>, handler: &Handler) {
                     std::mem::size_of::<libc::linger>() as libc::socklen_t,
                 );
             }
+        }
+        Reply::Cut(status, headers, body, claimed) => {
+            let mut head = format!(
+                "HTTP/1.1 {status} X\r\nContent-Length: {claimed}\r\nConnection: close\r\n"
+            );
+            for (k, v) in headers {
+                head.push_str(&format!("{k}: {v}\r\n"));
+            }
+            head.push_str("\r\n");
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&body);
         }
         Reply::Answer(status, headers, body) => {
             let mut head = format!(
@@ -622,4 +636,145 @@ fn a_server_that_stops_answering_is_offline_after_the_timeout_without_retries() 
         started.elapsed()
     );
     assert_eq!(server.seen().len(), 1, "a timeout is not retried");
+}
+
+#[test]
+fn the_replica_turns_hostile_keys_into_problems_and_never_lists_outside_its_root() {
+    use prism_sync::model::{BaseTree, ContentHash, RelPath, Scope};
+    use prism_sync::remote::Replica;
+    use prism_sync::remote::s3::S3Replica;
+
+    let deep = format!("p/{}x", "a/".repeat(1000));
+    let deep: &'static str = Box::leak(deep.into_boxed_str());
+    let hash = ContentHash::of_bytes(b"abc").to_hex();
+    let server = Hostile::start(move |_, seen| {
+        if seen.method == "GET" && seen.query("list-type").is_some() {
+            return ok_xml(page(
+                &[
+                    "p/ok.txt",
+                    "p/a/../../etc/passwd",
+                    "/etc/passwd",
+                    "other/x",
+                    "p/..",
+                    deep,
+                    "p/sub/",
+                    "p/.prism-sync/lease",
+                ],
+                None,
+            ));
+        }
+        if seen.method == "HEAD" && seen.target.starts_with("/bucket/p/ok.txt") {
+            return Reply::Answer(
+                200,
+                vec![
+                    ("etag", "\"abc\"".into()),
+                    ("x-amz-meta-prism-blake3", hash.clone()),
+                ],
+                b"abc".to_vec(),
+            );
+        }
+        error_reply(501, "NotImplemented", Vec::new())
+    });
+    let settings = {
+        let mut settings = S3Settings::new("bucket", "p");
+        settings.endpoint = Some(format!("http://127.0.0.1:{}", server.port));
+        settings.credentials = CredentialSource::explicit(Credentials {
+            access_key_id: "HOSTILEKEY".into(),
+            secret_access_key: Secret::new(SECRET.into()),
+            session_token: None,
+            origin: "the test".into(),
+        });
+        settings
+    };
+    let replica = S3Replica::new(settings, 4);
+    let listing = replica
+        .list(&Scope::Full, &BaseTree::new(), &no_rules())
+        .unwrap();
+    let paths: Vec<&str> = listing.tree.keys().map(RelPath::as_str).collect();
+    assert_eq!(paths, ["ok.txt", "sub"]);
+    assert_eq!(
+        listing.tree[&RelPath::new("ok.txt").unwrap()]
+            .entry
+            .file()
+            .unwrap()
+            .hash,
+        ContentHash::of_bytes(b"abc")
+    );
+    assert_eq!(listing.hashed_files, 0);
+    let refused: Vec<&str> = listing
+        .problems
+        .iter()
+        .filter(|p| p.message.starts_with("an object is not synced"))
+        .map(|p| p.message.as_str())
+        .collect();
+    assert_eq!(refused.len(), 5, "{:#?}", listing.problems);
+    assert!(listing.held.is_empty());
+}
+
+/// Ignore rules with no patterns (read from an empty folder).
+fn no_rules() -> prism_sync::tracker::ignore::IgnoreRules {
+    let dir = tempfile::tempdir().unwrap();
+    prism_sync::tracker::ignore::IgnoreRules::load(dir.path(), &[]).unwrap()
+}
+
+#[test]
+fn a_download_cut_off_midway_is_continued_with_a_range_for_the_same_version() {
+    use prism_sync::model::{ContentHash, FileMeta, RelPath};
+    use prism_sync::remote::Source;
+    use prism_sync::remote::s3::S3Replica;
+
+    let content: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let hash = ContentHash::of_bytes(&content);
+    let served = content.clone();
+    let hex = hash.to_hex();
+    let server = Hostile::start(move |_, seen| {
+        let etag = ("etag", "\"v1\"".to_owned());
+        match (seen.method.as_str(), seen.header("range")) {
+            ("GET", None) => Reply::Cut(200, vec![etag], served[..30_000].to_vec(), served.len()),
+            ("HEAD", _) => Reply::Answer(
+                200,
+                vec![etag, ("x-amz-meta-prism-blake3", hex.clone())],
+                served.clone(),
+            ),
+            ("GET", Some("bytes=30000-")) if seen.header("if-match") == Some("\"v1\"") => {
+                Reply::Answer(
+                    206,
+                    vec![
+                        etag,
+                        (
+                            "content-range",
+                            format!("bytes 30000-99999/{}", served.len()),
+                        ),
+                    ],
+                    served[30_000..].to_vec(),
+                )
+            }
+            _ => error_reply(501, "NotImplemented", Vec::new()),
+        }
+    });
+    let mut settings = S3Settings::new("bucket", "p");
+    settings.endpoint = Some(format!("http://127.0.0.1:{}", server.port));
+    settings.credentials = CredentialSource::explicit(Credentials {
+        access_key_id: "HOSTILEKEY".into(),
+        secret_access_key: Secret::new(SECRET.into()),
+        session_token: None,
+        origin: "the test".into(),
+    });
+    let replica = S3Replica::new(settings, 1);
+    let path = RelPath::new("f.bin").unwrap();
+    let meta = FileMeta {
+        hash,
+        size: content.len() as u64,
+        mtime_ns: 0,
+        mode: None,
+    };
+    let progress = |_| {};
+    let pauses = [Duration::from_millis(1)];
+    let source = Source::new(&replica, &path, meta, &progress).with_reconnect_pauses(&pauses);
+    let (mut reader, start) = source.reader(0).unwrap();
+    assert_eq!(start, 0);
+    let mut got = Vec::new();
+    reader.read_to_end(&mut got).unwrap();
+    assert!(got == content, "the whole file, from two answers");
+    assert_eq!(source.fetched(), content.len() as u64, "nothing read twice");
 }

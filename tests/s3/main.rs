@@ -11,6 +11,10 @@
 // failed test. The agent's own rule (`prism_sync::locks`) does not apply.
 #![allow(clippy::disallowed_methods)]
 
+// Shared with the SFTP and WebDAV tests; these use part of it.
+#[allow(dead_code)]
+#[path = "../support/files.rs"]
+mod files;
 #[path = "../support/moto.rs"]
 mod moto;
 #[path = "../support/ports.rs"]
@@ -20,8 +24,10 @@ mod seaweedfs;
 #[path = "../support/shared_server.rs"]
 mod shared_server;
 
+mod agent;
 mod hostile;
 mod objects;
+mod replica;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

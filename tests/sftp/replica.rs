@@ -154,6 +154,7 @@ fn every_operation_round_trips_and_replaced_versions_go_to_the_server_trash() {
         size: 4,
         mtime_ns: 1_600_000_000_000_000_000,
         mode: None,
+        version: None,
     };
     write(&remote, "a.txt", "two!\n", &expect_a);
     assert_eq!(fs::read_to_string(served.join("a.txt")).unwrap(), "two!\n");
@@ -202,6 +203,7 @@ fn every_operation_round_trips_and_replaced_versions_go_to_the_server_trash() {
                 size: 4,
                 mtime_ns: 1_600_000_000_000_000_000,
                 mode: None,
+                version: None,
             },
         )
         .unwrap_err();
@@ -217,6 +219,7 @@ fn every_operation_round_trips_and_replaced_versions_go_to_the_server_trash() {
                 size: 4,
                 mtime_ns: 1_600_000_000_000_000_000,
                 mode: None,
+                version: None,
             },
         )
         .unwrap();
@@ -572,6 +575,7 @@ fn versions_replaced_within_one_minute_are_all_kept_in_the_trash() {
         size: text.len() as u64,
         mtime_ns: 1_600_000_000_000_000_000,
         mode: None,
+        version: None,
     };
     write(&remote, "note.txt", "v1\n", &Expect::Absent);
     // Saved again and again within the minute: each replaced version needs

@@ -64,6 +64,7 @@ fn expect_of(entry: &SideEntry) -> Expect {
         size: meta.size,
         mtime_ns: meta.mtime_ns,
         mode: None,
+        version: None,
     }
 }
 

@@ -188,9 +188,18 @@ pub struct ObjectReader {
     pub len: Option<u64>,
 }
 
+/// A read that fails is the connection's fault (the answer was accepted
+/// already): it reports `ConnectionAborted`, so the reader of a transfer
+/// continues it at its offset with a ranged GET instead of blaming the
+/// file.
 impl Read for ObjectReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.response.read(buf)
+        self.response.read(buf).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                format!("{} (the connection broke)", error_chain(&e)),
+            )
+        })
     }
 }
 
@@ -847,6 +856,25 @@ impl S3Client {
         Ok(list)
     }
 
+    /// Whether any key lies below `below` (a relative folder ending in
+    /// `/`): one ListObjectsV2 request for one key, however many there are.
+    pub fn any_below(&self, below: &str) -> Result<bool, S3Error> {
+        if !below.ends_with('/') {
+            return Err(S3Error::BadKey {
+                key: keys::shown(below),
+                reason: "a listing's folder must end in `/`".into(),
+            });
+        }
+        let prefix = self.full_key(below)?;
+        let call = Call::new(Method::GET, "ListObjectsV2", String::new())
+            .query("list-type", "2")
+            .query("encoding-type", "url")
+            .query("prefix", &prefix)
+            .query("max-keys", "1");
+        let (_, page) = self.send_document(call, "ListBucketResult")?;
+        Ok(page.all("Contents").next().is_some())
+    }
+
     /// HEAD of `rel`: its size, version and user metadata; `None` when it
     /// does not exist.
     pub fn head(&self, rel: &str) -> Result<Option<ObjectHead>, S3Error> {
@@ -907,7 +935,7 @@ impl S3Client {
         let etag = header(headers, "etag").unwrap_or_default();
         if let Some(expected) = if_match
             && !etag.is_empty()
-            && etag != expected
+            && !super::replica::same_etag(&etag, expected)
         {
             // A server that ignored If-Match: the bytes are another version.
             return Err(S3Error::PreconditionFailed {
@@ -969,12 +997,9 @@ impl S3Client {
         source_etag: Option<&str>,
         metadata: Option<&Metadata>,
     ) -> Result<String, S3Error> {
-        let source = self.full_key(from)?;
         let key = self.full_key(to)?;
-        let mut call = Call::new(Method::PUT, "CopyObject", key).header(
-            "x-amz-copy-source",
-            &format!("/{}/{}", self.bucket, sign::encode_path(&source)),
-        );
+        let mut call = Call::new(Method::PUT, "CopyObject", key)
+            .header("x-amz-copy-source", &self.copy_source(from)?);
         if let Some(etag) = source_etag {
             call = call.header("x-amz-copy-source-if-match", etag);
         }
@@ -998,10 +1023,30 @@ impl S3Client {
         Ok(result.text_of("ETag").unwrap_or_default().to_owned())
     }
 
+    /// The `x-amz-copy-source` of the relative key `from`.
+    pub(super) fn copy_source(&self, from: &str) -> Result<String, S3Error> {
+        let source = self.full_key(from)?;
+        Ok(format!("/{}/{}", self.bucket, sign::encode_path(&source)))
+    }
+
     /// Deletes `rel`; a key that is not there is fine.
     pub fn delete(&self, rel: &str) -> Result<(), S3Error> {
         let key = self.full_key(rel)?;
         match self.send(Call::new(Method::DELETE, "DELETE", key)) {
+            Ok(_) | Err(S3Error::NoSuchKey { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes `rel` only while it is the version `etag` (`If-Match`, which
+    /// S3 honours on DELETE; a server that ignores it deletes whatever is
+    /// there, so callers on such servers re-check first). A key that is
+    /// not there is fine; another version is
+    /// [`S3Error::PreconditionFailed`].
+    pub fn delete_matching(&self, rel: &str, etag: &str) -> Result<(), S3Error> {
+        let key = self.full_key(rel)?;
+        let call = Call::new(Method::DELETE, "DELETE", key).header("if-match", etag);
+        match self.send(call) {
             Ok(_) | Err(S3Error::NoSuchKey { .. }) => Ok(()),
             Err(e) => Err(e),
         }

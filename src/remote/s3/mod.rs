@@ -1,6 +1,6 @@
-//! A blocking S3 protocol client: the part of an `s3://BUCKET/PREFIX`
-//! remote that talks to the server. It is not a [`super::Replica`] yet;
-//! an adapter on top of it will be.
+//! The `s3://BUCKET/PREFIX` remote: a blocking S3 protocol client, and
+//! the [`S3Replica`] over it ([`replica`]: how files, folders, the trash
+//! and the lease map onto objects).
 //!
 //! It owns the requests and their meaning: SigV4 signing ([`sign`]),
 //! credentials found the way the AWS tools find them ([`credentials`]),
@@ -61,9 +61,15 @@ pub mod client;
 pub mod credentials;
 pub mod error;
 pub mod keys;
+mod large_copy;
+mod lease;
+mod listing;
 pub mod multipart;
+pub mod replica;
 pub mod retry;
+pub mod settings;
 pub mod sign;
+mod staging;
 pub mod xml;
 
 pub use body::{Once, Seekable, UploadSource};
@@ -73,5 +79,8 @@ pub use client::{
 };
 pub use credentials::{CredentialSource, Credentials, CredentialsError, Environment};
 pub use error::S3Error;
+pub use large_copy::MAX_SINGLE_COPY;
 pub use multipart::{CompletedPart, MULTIPART_THRESHOLD, part_size};
+pub use replica::{META_MTIME, S3Replica};
 pub use retry::RetryPolicy;
+pub use settings::S3PairSettings;

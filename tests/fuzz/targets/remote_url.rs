@@ -13,6 +13,7 @@ const DICTIONARY: &[&[u8]] = &[
     b"sftp://",
     b"webdav://",
     b"webdavs://",
+    b"s3://",
     b"://",
     b"@",
     b":",
@@ -66,6 +67,14 @@ fn run(input: &[u8]) -> u64 {
                         "{shown:?} does not parse back"
                     );
                 }
+                RemoteUrl::S3 { bucket, .. } => {
+                    assert!(!bucket.is_empty());
+                    assert_eq!(
+                        RemoteUrl::parse(&shown).as_ref(),
+                        Ok(&remote),
+                        "{shown:?} does not parse back"
+                    );
+                }
             }
             for decoded in decoded_parts(&url) {
                 escapes_are_well_formed(decoded);
@@ -85,14 +94,15 @@ fn run(input: &[u8]) -> u64 {
 }
 
 /// The parts of an accepted URL that the parser percent-decodes: a file
-/// URL's path, an SFTP URL's user and path. (Hosts and WebDAV paths are
-/// kept as written.)
+/// URL's path, an SFTP URL's user and path, an S3 URL's prefix. (Hosts
+/// and WebDAV paths are kept as written.)
 fn decoded_parts(url: &str) -> Vec<&str> {
     let Some((scheme, rest)) = url.split_once("://") else {
         return Vec::new();
     };
     match scheme {
         "file" => vec![rest],
+        "s3" => vec![rest.split_at(rest.find('/').unwrap_or(rest.len())).1],
         "sftp" => {
             let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
             let user = authority.rsplit_once('@').map_or("", |(user, _)| user);
@@ -131,5 +141,6 @@ fn shape_of(remote: &RemoteUrl) -> (bool, bool) {
         RemoteUrl::File(_) => (false, false),
         RemoteUrl::Sftp { user, port, .. } => (user.is_some(), *port == 22),
         RemoteUrl::Webdav { port, .. } => (false, port.is_some()),
+        RemoteUrl::S3 { prefix, .. } => (false, prefix.is_empty()),
     }
 }
