@@ -137,6 +137,7 @@ fn adhoc_config(
         region: None,
         profile: None,
         access_key_id: None,
+        ..RawPair::default()
     };
     let config = crate::config::RawConfig {
         agent: Default::default(),

@@ -184,6 +184,19 @@ pub struct RawPair {
     /// keeps (in the secret store, else the credentials file).
     #[serde(default)]
     pub access_key_id: Option<String>,
+    /// `"crypt"`: names and contents on the remote are encrypted in
+    /// rclone's crypt format (default: none). The password is never here
+    /// (see `secrets`).
+    #[serde(default)]
+    pub encryption: Option<String>,
+    /// With encryption: `"standard"` (default) or `"off"` (names stay
+    /// readable, files get `.bin`).
+    #[serde(default)]
+    pub filename_encryption: Option<String>,
+    /// With encryption: whether folder names are encrypted too (default
+    /// true).
+    #[serde(default)]
+    pub directory_name_encryption: Option<bool>,
 }
 
 /// The validated configuration the agent runs with.
@@ -247,6 +260,16 @@ pub struct PairConfig {
     /// Where an S3 bucket is served and how to log in; empty for other
     /// remotes.
     pub s3: S3PairSettings,
+    /// How the remote is encrypted; `None`: it is not.
+    pub crypt: Option<CryptSettings>,
+}
+
+/// An encrypted pair's settings, as rclone's crypt remote names them.
+/// Never the password: that lives outside the config (see `secrets`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CryptSettings {
+    pub filename_encryption: crate::crypt::NameMode,
+    pub directory_name_encryption: bool,
 }
 
 /// Where an SFTP pair finds its trusted host keys and its login key. Never
@@ -858,6 +881,11 @@ impl RawPair {
             }
             S3PairSettings::default()
         };
+        let crypt = crypt_settings(
+            self.encryption,
+            self.filename_encryption,
+            self.directory_name_encryption,
+        )?;
         Ok(PairConfig {
             name: self.name,
             local,
@@ -867,8 +895,61 @@ impl RawPair {
             ssh,
             webdav,
             s3,
+            crypt,
         })
     }
+}
+
+/// Validates the encryption keys of a pair: `encryption` is `"crypt"` or
+/// `"none"`, and the name settings only mean something with it.
+fn crypt_settings(
+    encryption: Option<String>,
+    filename_encryption: Option<String>,
+    directory_name_encryption: Option<bool>,
+) -> Result<Option<CryptSettings>, (String, String)> {
+    use crate::crypt::NameMode;
+    let encrypted = match encryption.as_deref() {
+        None | Some("none") => false,
+        Some("crypt") => true,
+        Some(other) => {
+            return Err((
+                "encryption".to_owned(),
+                format!("{other:?} is not an encryption; use \"crypt\" or \"none\""),
+            ));
+        }
+    };
+    if !encrypted {
+        for (key, set) in [
+            ("filename_encryption", filename_encryption.is_some()),
+            (
+                "directory_name_encryption",
+                directory_name_encryption.is_some(),
+            ),
+        ] {
+            if set {
+                return Err((
+                    key.to_owned(),
+                    "only applies with encryption = \"crypt\"; remove it or turn encryption on"
+                        .to_owned(),
+                ));
+            }
+        }
+        return Ok(None);
+    }
+    let filename_encryption = match filename_encryption.as_deref() {
+        None | Some("standard") => NameMode::Standard,
+        Some("off") => NameMode::Off,
+        Some(other) => {
+            return Err((
+                "filename_encryption".to_owned(),
+                format!("{other:?} is not supported; use \"standard\" or \"off\""),
+            ));
+        }
+    };
+    Ok(Some(CryptSettings {
+        filename_encryption,
+        directory_name_encryption: directory_name_encryption.unwrap_or(true),
+    }))
 }
 
 /// Validates the WebDAV keys of a pair: they apply to WebDAV remotes only,
@@ -1377,6 +1458,60 @@ mod tests {
             message.contains("pair[0].compression") && message.contains("sftp://"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn encryption_keys_default_to_rclones_and_need_encryption_on() {
+        use crate::crypt::NameMode;
+        let pair = |extra: &str| {
+            parse(&format!(
+                "[[pair]]\nname = \"a\"\nlocal = \"/a\"\nremote = \"file:///b\"\n{extra}"
+            ))
+        };
+        assert_eq!(pair("").unwrap().pairs[0].crypt, None);
+        assert_eq!(
+            pair("encryption = \"none\"\n").unwrap().pairs[0].crypt,
+            None
+        );
+        assert_eq!(
+            pair("encryption = \"crypt\"\n").unwrap().pairs[0].crypt,
+            Some(CryptSettings {
+                filename_encryption: NameMode::Standard,
+                directory_name_encryption: true,
+            })
+        );
+        assert_eq!(
+            pair(
+                "encryption = \"crypt\"\nfilename_encryption = \"off\"\n\
+                 directory_name_encryption = false\n"
+            )
+            .unwrap()
+            .pairs[0]
+                .crypt,
+            Some(CryptSettings {
+                filename_encryption: NameMode::Off,
+                directory_name_encryption: false,
+            })
+        );
+        for (extra, key) in [
+            ("encryption = \"aes\"\n", "pair[0].encryption"),
+            (
+                "filename_encryption = \"off\"\n",
+                "pair[0].filename_encryption",
+            ),
+            (
+                "directory_name_encryption = false\n",
+                "pair[0].directory_name_encryption",
+            ),
+            (
+                "encryption = \"crypt\"\nfilename_encryption = \"obfuscate\"\n",
+                "pair[0].filename_encryption",
+            ),
+            ("encryption = \"crypt\"\npassword = \"x\"\n", "password"),
+        ] {
+            let message = pair(extra).unwrap_err().to_string();
+            assert!(message.contains(key), "{extra}: {message}");
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod api;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod crypt;
 pub mod ctl;
 pub mod engine;
 pub mod faults;

@@ -616,6 +616,7 @@ impl Control for AgentControl {
             region: None,
             profile: None,
             access_key_id: None,
+            ..RawPair::default()
         };
         let config = raw
             .clone()

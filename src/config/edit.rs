@@ -146,6 +146,7 @@ mod tests {
             region: None,
             profile: None,
             access_key_id: None,
+            ..RawPair::default()
         };
         add_pair(&file, &pair).unwrap();
         let text = fs::read_to_string(&file).unwrap();

@@ -3,6 +3,8 @@
 //! owner-only credentials file in the config dir). It needs no running
 //! agent and never opens the control socket: the agent looks the password
 //! up at every login, so a stored password is used from the next one on.
+//! With `--crypt` (and `--password2`) it keeps an encrypted pair's crypt
+//! password (and salt) instead, looked up at the pair's next sync.
 //!
 //! The password is read from the terminal without echo, or from stdin when
 //! stdin is not a terminal; it is never taken from the command line, where
@@ -44,6 +46,13 @@ pub(super) struct Target {
     /// file lives [default: $PRISM_SYNC_CONFIG, else the agent's default].
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// The crypt password of an encrypted pair (`encryption = "crypt"`)
+    /// instead of a login password; PAIR_OR_URL must be a pair name.
+    #[arg(long)]
+    crypt: bool,
+    /// With --crypt: the pair's optional salt (rclone's "password2").
+    #[arg(long, requires = "crypt")]
+    password2: bool,
 }
 
 /// A failure, with the exit code it gets.
@@ -122,6 +131,18 @@ fn resolve(target: &Target) -> Result<(Account, PathBuf), Failure> {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
+    if target.crypt {
+        let config =
+            Config::load(&paths.config_file).map_err(|e| Failure::failed(e.to_string()))?;
+        if !config.pairs.iter().any(|p| p.name == target.target) {
+            return Err(Failure::usage(format!(
+                "no pair is named {:?} in {}; --crypt takes the name of an encrypted pair",
+                target.target,
+                paths.config_file.display()
+            )));
+        }
+        return Ok((Account::crypt(&target.target, target.password2), config_dir));
+    }
     if target.target.contains("://") {
         let account = Account::parse(&target.target).map_err(Failure::usage)?;
         return Ok((account, config_dir));

@@ -14,6 +14,7 @@
 //! root.
 
 pub mod change_log;
+pub mod crypt;
 mod job_queue;
 pub mod journal_record;
 pub mod lease;
@@ -644,6 +645,22 @@ impl<'a> Source<'a> {
     /// really starts. An offset at the end needs no request: what is
     /// there is checked by its hash.
     pub fn reader(&self, offset: u64) -> Result<(SourceReader<'_, 'a>, u64), ReplicaError> {
+        self.reader_reporting(offset, true)
+    }
+
+    /// A reader from the first byte that does not report progress: for a
+    /// destination that reads its source once before the transfer itself
+    /// (an encrypting layer learning the ciphertext's hash), so the
+    /// progress shown is the transfer's alone.
+    pub fn unreported_reader(&self) -> Result<SourceReader<'_, 'a>, ReplicaError> {
+        Ok(self.reader_reporting(0, false)?.0)
+    }
+
+    fn reader_reporting(
+        &self,
+        offset: u64,
+        report: bool,
+    ) -> Result<(SourceReader<'_, 'a>, u64), ReplicaError> {
         let (inner, start) = if offset >= self.meta.size && offset > 0 {
             (
                 Box::new(std::io::empty()) as Box<dyn Read + Send + 'a>,
@@ -652,12 +669,15 @@ impl<'a> Source<'a> {
         } else {
             self.replica.open_at(self.path, offset, &self.meta)?
         };
-        (self.progress)(start);
+        if report {
+            (self.progress)(start);
+        }
         let reader = SourceReader {
             source: self,
             inner: Some(inner),
             pos: start,
             reconnects: 0,
+            report,
         };
         Ok((reader, start))
     }
@@ -670,6 +690,8 @@ pub struct SourceReader<'s, 'a> {
     inner: Option<Box<dyn Read + Send + 'a>>,
     pos: u64,
     reconnects: usize,
+    /// Whether reads are reported to the source's progress.
+    report: bool,
 }
 
 impl SourceReader<'_, '_> {
@@ -727,7 +749,9 @@ impl Read for SourceReader<'_, '_> {
                     self.pos += n as u64;
                     let source = self.source;
                     source.fetched.set(source.fetched.get() + n as u64);
-                    (source.progress)(self.pos);
+                    if self.report {
+                        (source.progress)(self.pos);
+                    }
                     return Ok(n);
                 }
                 Err(e)
@@ -752,21 +776,23 @@ impl Read for SourceReader<'_, '_> {
 /// credentials files are looked for, and `parallel_transfers` how many
 /// transfers the engine runs at once (an SFTP remote opens as many SSH
 /// sessions; a WebDAV remote's listing sends as many PROPFINDs at once). Nothing is connected yet: a remote that is away is an error
-/// of the first sync, not of opening.
+/// of the first sync, not of opening. An encrypted pair's remote is
+/// wrapped in [`crypt::CryptReplica`], which looks its password up at the
+/// first sync too.
 pub fn open_remote(
     pair: &PairConfig,
     config_dir: Option<&Path>,
     parallel_transfers: usize,
 ) -> Result<Box<dyn Replica>, ReplicaError> {
     let ssh = &pair.ssh;
-    match &pair.remote {
-        RemoteUrl::File(root) => Ok(Box::new(LocalFolder::remote(root.clone()))),
+    let replica: Box<dyn Replica> = match &pair.remote {
+        RemoteUrl::File(root) => Box::new(LocalFolder::remote(root.clone())),
         RemoteUrl::Sftp {
             user,
             host,
             port,
             path,
-        } => Ok(Box::new(SftpReplica::new(SftpTarget {
+        } => Box::new(SftpReplica::new(SftpTarget {
             user: user.clone(),
             host: host.clone(),
             port: *port,
@@ -776,13 +802,13 @@ pub fn open_remote(
             config_dir: config_dir.map(Path::to_path_buf),
             sessions: parallel_transfers,
             compression: ssh.compression,
-        }))),
+        })),
         RemoteUrl::Webdav {
             tls,
             host,
             port,
             path,
-        } => Ok(Box::new(WebdavReplica::new(WebdavTarget {
+        } => Box::new(WebdavReplica::new(WebdavTarget {
             tls: *tls,
             host: host.clone(),
             port: *port,
@@ -796,13 +822,14 @@ pub fn open_remote(
                 .timeout
                 .unwrap_or(webdav::DEFAULT_REQUEST_TIMEOUT),
             parallel_requests: parallel_transfers,
-        })?)),
-        RemoteUrl::S3 { bucket, prefix } => Ok(Box::new(s3::S3Replica::for_pair(
+        })?),
+        RemoteUrl::S3 { bucket, prefix } => Box::new(s3::S3Replica::for_pair(
             pair,
             bucket,
             prefix,
             config_dir,
             parallel_transfers,
-        ))),
-    }
+        )),
+    };
+    Ok(crypt::wrap(replica, pair, config_dir))
 }

@@ -1,6 +1,12 @@
 //! Where login passwords live, how they are found, and the type that keeps
 //! them out of logs.
 //!
+//! An encrypted pair's crypt password and its optional salt (rclone's
+//! "password2") live the same way, under the accounts `crypt://PAIR` and
+//! `crypt-password2://PAIR`, the variables `PRISM_SYNC_CRYPT_PASSWORD` and
+//! `PRISM_SYNC_CRYPT_PASSWORD2`, and the credentials file `crypt-passwords`
+//! (lines `PAIR PASSWORD` and `PAIR:password2 SALT`).
+//!
 //! A password belongs to an [`Account`]: a kind of remote, a user, a host
 //! and a port. Its key is `sftp://user@host:port` or `webdav://user@host:port`
 //! (WebDAV over HTTPS too: the port tells them apart, 443 or 80 when the URL
@@ -51,6 +57,15 @@ pub const S3_SECRET_ENV: &str = "PRISM_SYNC_S3_SECRET_ACCESS_KEY";
 
 /// The S3 credentials file's name inside the config dir.
 pub const S3_CREDENTIALS_FILE: &str = "s3-secrets";
+
+/// The environment variable holding an encrypted pair's crypt password.
+pub const CRYPT_PASSWORD_ENV: &str = "PRISM_SYNC_CRYPT_PASSWORD";
+
+/// The environment variable holding an encrypted pair's salt (password2).
+pub const CRYPT_PASSWORD2_ENV: &str = "PRISM_SYNC_CRYPT_PASSWORD2";
+
+/// The crypt credentials file's name inside the config dir.
+pub const CRYPT_CREDENTIALS_FILE: &str = "crypt-passwords";
 
 pub use store::SERVICE;
 
@@ -108,7 +123,8 @@ pub enum SecretError {
     Unusable(&'static str),
 }
 
-/// The kinds of remote that log in with a password.
+/// The kinds of secret kept: the login passwords of remotes, and the
+/// crypt password and salt of an encrypted pair.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Sftp,
@@ -116,6 +132,10 @@ pub enum Kind {
     /// An S3 key pair: the user is the access key id, the password the
     /// secret access key.
     S3,
+    /// An encrypted pair's crypt password (the account's user is the pair).
+    Crypt,
+    /// An encrypted pair's salt, rclone's "password2" (optional).
+    CryptSalt,
 }
 
 impl Kind {
@@ -124,6 +144,8 @@ impl Kind {
             Kind::Sftp => "sftp",
             Kind::Webdav => "webdav",
             Kind::S3 => "s3",
+            Kind::Crypt => "crypt",
+            Kind::CryptSalt => "crypt-password2",
         }
     }
 
@@ -133,6 +155,8 @@ impl Kind {
             Kind::Sftp => PASSWORD_ENV,
             Kind::Webdav => WEBDAV_PASSWORD_ENV,
             Kind::S3 => S3_SECRET_ENV,
+            Kind::Crypt => CRYPT_PASSWORD_ENV,
+            Kind::CryptSalt => CRYPT_PASSWORD2_ENV,
         }
     }
 
@@ -142,7 +166,12 @@ impl Kind {
             Kind::Sftp => CREDENTIALS_FILE,
             Kind::Webdav => WEBDAV_CREDENTIALS_FILE,
             Kind::S3 => S3_CREDENTIALS_FILE,
+            Kind::Crypt | Kind::CryptSalt => CRYPT_CREDENTIALS_FILE,
         }
+    }
+
+    fn is_crypt(self) -> bool {
+        matches!(self, Kind::Crypt | Kind::CryptSalt)
     }
 }
 
@@ -163,6 +192,13 @@ impl Account {
             host: host.to_owned(),
             port,
         }
+    }
+
+    /// The account of an encrypted pair's crypt password, or with `salt`
+    /// of its salt (password2).
+    pub fn crypt(pair: &str, salt: bool) -> Account {
+        let kind = if salt { Kind::CryptSalt } else { Kind::Crypt };
+        Account::new(kind, pair, "", 0)
     }
 
     /// The account a pair logs in with, if its remote takes a password:
@@ -252,6 +288,9 @@ impl Account {
 
     /// The secret store's user for this account: `sftp://user@host:port`.
     pub fn key(&self) -> String {
+        if self.kind.is_crypt() {
+            return format!("{}://{}", self.kind.scheme(), self.user);
+        }
         // URLs keep an IPv6 host in brackets; one given bare gets them here.
         let host = if self.host.contains(':') && !self.host.starts_with('[') {
             format!("[{}]", self.host)
@@ -268,6 +307,11 @@ impl Account {
 
     /// The credentials file's line key: `user@host:port`.
     fn file_key(&self) -> String {
+        match self.kind {
+            Kind::Crypt => return self.user.clone(),
+            Kind::CryptSalt => return format!("{}:password2", self.user),
+            Kind::Sftp | Kind::Webdav | Kind::S3 => {}
+        }
         format!("{}@{}:{}", self.user, self.host, self.port)
     }
 
@@ -336,8 +380,13 @@ pub fn how_to_store(account: &Account, config_dir: Option<&Path>) -> String {
         Some(dir) => account.file(dir).display().to_string(),
         None => account.kind.file_name().to_owned(),
     };
+    let target = match account.kind {
+        Kind::Crypt => format!("--crypt {}", account.user),
+        Kind::CryptSalt => format!("--crypt --password2 {}", account.user),
+        Kind::Sftp | Kind::Webdav | Kind::S3 => account.to_string(),
+    };
     format!(
-        "store the password with `prism-syncctl password set {account}` (it goes to the OS \
+        "store the password with `prism-syncctl password set {target}` (it goes to the OS \
          secret store, else to {file}), or set {}",
         account.kind.env_var()
     )
@@ -493,6 +542,43 @@ mod tests {
         );
         assert!(Account::parse("file:///tmp").is_err());
         assert!(Account::parse("notes").is_err());
+    }
+
+    #[test]
+    fn an_encrypted_pairs_password_and_salt_are_accounts_of_their_own() {
+        let password = Account::crypt("notes", false);
+        let salt = Account::crypt("notes", true);
+        assert_eq!(password.key(), "crypt://notes");
+        assert_eq!(salt.key(), "crypt-password2://notes");
+        assert_eq!(password.file_key(), "notes");
+        assert_eq!(salt.file_key(), "notes:password2");
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            password.file(dir.path()),
+            dir.path().join("crypt-passwords")
+        );
+        file::write(
+            &password.file(dir.path()),
+            &password.file_key(),
+            &Secret::new("pw".into()),
+        )
+        .unwrap();
+        file::write(
+            &salt.file(dir.path()),
+            &salt.file_key(),
+            &Secret::new("salt".into()),
+        )
+        .unwrap();
+        let read = |a: &Account| file::read(&a.file(dir.path()), &a.file_key()).unwrap();
+        assert_eq!(read(&password).unwrap().expose(), "pw");
+        assert_eq!(read(&salt).unwrap().expose(), "salt");
+        assert!(read(&Account::crypt("other", false)).is_none());
+        let how = how_to_store(&salt, Some(dir.path()));
+        assert!(
+            how.contains("password set --crypt --password2 notes")
+                && how.contains(CRYPT_PASSWORD2_ENV),
+            "{how}"
+        );
     }
 
     #[test]

@@ -164,6 +164,17 @@ impl IgnoreRules {
         Ok(IgnoreRules { rules, fingerprint })
     }
 
+    /// Rules that ignore only what is reserved for us (the metadata
+    /// folder, the root marker, temporary files): for a layer that lists
+    /// the replica below it by names the pair's patterns do not apply to
+    /// (encrypted ones), and applies the pair's rules itself.
+    pub fn reserved_only() -> IgnoreRules {
+        IgnoreRules {
+            rules: Gitignore::empty(),
+            fingerprint: "ignore-v1:reserved-only".to_owned(),
+        }
+    }
+
     /// True when `path` is not synced: it is reserved for us, matches a
     /// pattern, or lies inside an ignored folder. As in git, a pattern
     /// cannot re-include a path whose folder is ignored, which keeps this

@@ -10,7 +10,9 @@
 mod changes;
 mod conflicts;
 mod crash;
+mod crypt_oracle;
 mod devices;
+mod encrypted;
 mod guard;
 mod harness;
 mod history;

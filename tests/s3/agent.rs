@@ -383,3 +383,70 @@ fn status_says_which_conditions_a_server_ignores() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
+
+both!(
+    two_devices_converge_through_an_encrypted_prefix,
+    two_devices_converge_encrypted
+);
+fn two_devices_converge_encrypted(server: Server) {
+    let settings = server.settings("vault", |_| {});
+    let raw = S3Client::new(settings.clone()).unwrap();
+    let devices = ["laptop", "desktop"].map(|name| {
+        let device = Device::new(name, &settings);
+        let mut config = fs::read_to_string(&device.config).unwrap();
+        config.push_str("encryption = \"crypt\"\n");
+        fs::write(&device.config, config).unwrap();
+        // The crypt password in the owner-only credentials file beside
+        // the config.
+        let file = device.home.path().join("crypt-passwords");
+        fs::write(&file, "p an s3 crypt password\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
+        device
+    });
+    let [laptop, desktop] = &devices;
+    put(&laptop.local, "plans/q1.txt", "a private plan\n");
+    put(&desktop.local, "Ünïcödé.md", "desktop notes\n");
+    fs::write(laptop.local.join("big.bin"), vec![9u8; 300_000]).unwrap();
+    laptop.once();
+    desktop.once();
+    laptop.once();
+    assert_eq!(tree(&laptop.local), tree(&desktop.local));
+    assert_eq!(tree(&desktop.local)["plans/q1.txt"], "a private plan\n");
+
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    put(&laptop.local, "plans/q1.txt", "laptop's plan\n");
+    put(&desktop.local, "plans/q1.txt", "desktop's plan\n");
+    laptop.once();
+    desktop.once();
+    laptop.once();
+    let converged = tree(&laptop.local);
+    assert_eq!(converged, tree(&desktop.local));
+    let mut plans: Vec<&str> = converged
+        .iter()
+        .filter(|(k, _)| k.starts_with("plans/"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    plans.sort();
+    assert_eq!(plans, ["desktop's plan\n", "laptop's plan\n"]);
+
+    // Every object is a crypt file under an encrypted key.
+    let mut files = 0;
+    for object in raw.list("", None).unwrap().objects {
+        if object.key.starts_with(".prism-sync/") || object.key.ends_with('/') {
+            continue;
+        }
+        for word in ["plans", "q1", "Ünïcödé", "big", "conflict"] {
+            assert!(!object.key.contains(word), "a plain key: {}", object.key);
+        }
+        let mut bytes = Vec::new();
+        raw.get(&object.key, 0, None)
+            .unwrap()
+            .read_to_end(&mut bytes)
+            .unwrap();
+        assert!(bytes.starts_with(b"RCLONE\0\0"), "{}", object.key);
+        assert!(!String::from_utf8_lossy(&bytes).contains("plan"));
+        files += 1;
+    }
+    assert_eq!(files, converged.len());
+}

@@ -266,3 +266,84 @@ fn a_restored_journal_keeps_a_revert_made_on_another_device_as_a_conflict() {
     assert_eq!(versions, ["version 1\n", "version 2, later\n"], "{local:?}");
     assert_eq!(local, tree(&served));
 }
+
+#[test]
+fn two_devices_converge_through_an_encrypted_sftp_folder_that_rclone_reads() {
+    let server = Sshd::start();
+    let served = server.served().join("vault");
+    let devices = ["devA", "devB"].map(|name| {
+        let device = Device::new(&server, name, "vault", true);
+        let mut config = fs::read_to_string(&device.config).unwrap();
+        config.push_str("encryption = \"crypt\"\n");
+        fs::write(&device.config, config).unwrap();
+        device
+    });
+    let [a, b] = &devices;
+    let password = [("PRISM_SYNC_CRYPT_PASSWORD", "sftp crypt password")];
+    put(&a.local, "diary/today.txt", "a private day\n");
+    put(&b.local, "Fotos/Übersicht.md", "B's index\n");
+    fs::write(a.local.join("big.bin"), vec![3u8; 200_000]).unwrap();
+    for device in [a, b, a] {
+        let out = device.once_with(&password);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    }
+    assert_eq!(tree(&a.local), tree(&b.local));
+    assert_eq!(tree(&b.local)["diary/today.txt"], "a private day\n");
+
+    // Both edit the same file: a conflict, settled with both versions,
+    // the conflict copy encrypted like any file.
+    put(&a.local, "diary/today.txt", "A's day\n");
+    put(&b.local, "diary/today.txt", "B's day\n");
+    for device in [a, b, a, b] {
+        let out = device.once_with(&password);
+        assert!(
+            matches!(out.status.code(), Some(0) | Some(3)),
+            "{}",
+            text(&out)
+        );
+    }
+    assert_eq!(tree(&a.local), tree(&b.local));
+    let mut days: Vec<String> = tree(&a.local)
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("diary/"))
+        .map(|(_, v)| v)
+        .collect();
+    days.sort();
+    assert_eq!(days, ["A's day\n", "B's day\n"]);
+
+    // The server holds only ciphertext...
+    let names = tree(&served).into_keys().collect::<Vec<_>>();
+    assert_eq!(names.len(), tree(&a.local).len());
+    for name in names {
+        for word in ["diary", "today", "Fotos", "Übersicht", "big", "conflict"] {
+            assert!(!name.contains(word), "a plain name on the server: {name}");
+        }
+        let content = String::from_utf8_lossy(&fs::read(served.join(&name)).unwrap()).into_owned();
+        assert!(
+            content.starts_with("RCLONE\0\0")
+                && !content.contains("day")
+                && !content.contains("index"),
+            "{name}"
+        );
+    }
+    // ...which rclone decrypts to the same tree.
+    let obscured = Command::new("rclone")
+        .args(["obscure", password[0].1])
+        .output()
+        .unwrap();
+    let back = server.scratch("rclone-back");
+    let out = Command::new("rclone")
+        .env("RCLONE_CONFIG", back.with_extension("conf"))
+        .env("RCLONE_CONFIG_X_TYPE", "crypt")
+        .env("RCLONE_CONFIG_X_REMOTE", &served)
+        .env(
+            "RCLONE_CONFIG_X_PASSWORD",
+            String::from_utf8(obscured.stdout).unwrap().trim(),
+        )
+        .args(["copy", "--exclude", "/.prism-sync/**", "X:"])
+        .arg(&back)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(tree(&back), tree(&a.local));
+}

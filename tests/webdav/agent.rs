@@ -517,3 +517,58 @@ fn partials(dir: &Path) -> Vec<(String, u64)> {
         })
         .collect()
 }
+
+#[test]
+fn two_devices_converge_through_an_encrypted_share() {
+    let server = Apache::start();
+    let served = server.served(Share::Open).join("vault");
+    let devices = ["devA", "devB"].map(|name| {
+        let device = Device::new(&server, name, Share::Open, "vault");
+        let mut config = fs::read_to_string(&device.config).unwrap();
+        config.push_str("encryption = \"crypt\"\n");
+        fs::write(&device.config, config).unwrap();
+        device
+    });
+    let [a, b] = &devices;
+    let password = [("PRISM_SYNC_CRYPT_PASSWORD", "webdav crypt password")];
+    put(&a.local, "plans/q1.txt", "a private plan\n");
+    put(&b.local, "Ünïcödé.md", "B's notes\n");
+    fs::write(a.local.join("big.bin"), vec![5u8; 300_000]).unwrap();
+    for device in [a, b, a] {
+        let out = device.once_with(&password);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    }
+    assert_eq!(tree(&a.local), tree(&b.local));
+
+    put(&a.local, "plans/q1.txt", "A's plan\n");
+    put(&b.local, "plans/q1.txt", "B's plan\n");
+    for device in [a, b, a, b] {
+        let out = device.once_with(&password);
+        assert!(
+            matches!(out.status.code(), Some(0) | Some(3)),
+            "{}",
+            text(&out)
+        );
+    }
+    let local = tree(&a.local);
+    assert_eq!(local, tree(&b.local));
+    let mut plans: Vec<&str> = local
+        .iter()
+        .filter(|(k, _)| k.starts_with("plans/"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    plans.sort();
+    assert_eq!(plans, ["A's plan\n", "B's plan\n"]);
+
+    // The share holds one crypt file under an encrypted name per file.
+    let names: Vec<String> = tree(&served).into_keys().collect();
+    assert_eq!(names.len(), local.len(), "{names:?}");
+    for name in names {
+        for word in ["plans", "q1", "Ünïcödé", "big", "conflict"] {
+            assert!(!name.contains(word), "a plain name on the share: {name}");
+        }
+        let bytes = fs::read(served.join(&name)).unwrap();
+        assert!(bytes.starts_with(b"RCLONE\0\0"), "{name}");
+        assert!(!String::from_utf8_lossy(&bytes).contains("plan"), "{name}");
+    }
+}
