@@ -137,6 +137,10 @@ fn adhoc_config(
         region: None,
         profile: None,
         access_key_id: None,
+        branch: None,
+        author_name: None,
+        author_email: None,
+        path: None,
     };
     let config = crate::config::RawConfig {
         agent: Default::default(),

@@ -18,6 +18,7 @@ pub mod edit;
 
 use crate::model::Strategy;
 use crate::percent::{self, Plus};
+use crate::remote::git::GitPairSettings;
 use crate::remote::s3::S3PairSettings;
 
 /// Where the agent keeps things, after flags, environment and defaults.
@@ -180,6 +181,20 @@ pub struct RawPair {
     /// keeps (in the secret store, else the credentials file).
     #[serde(default)]
     pub access_key_id: Option<String>,
+    /// Git only: the branch synced (default: the remote's default branch;
+    /// `main` in an empty repository).
+    #[serde(default)]
+    pub branch: Option<String>,
+    /// Git only: the author of the commits (default: the device name).
+    #[serde(default)]
+    pub author_name: Option<String>,
+    /// Git only: the author's email (default `DEVICE@prism-sync.invalid`).
+    #[serde(default)]
+    pub author_email: Option<String>,
+    /// Git only: the folder of the repository that is synced (default:
+    /// all of it).
+    #[serde(default)]
+    pub path: Option<String>,
 }
 
 /// The validated configuration the agent runs with.
@@ -241,6 +256,9 @@ pub struct PairConfig {
     /// Where an S3 bucket is served and how to log in; empty for other
     /// remotes.
     pub s3: S3PairSettings,
+    /// The branch, author and folder of a git remote; empty for other
+    /// remotes.
+    pub git: GitPairSettings,
 }
 
 /// Where an SFTP pair finds its trusted host keys and its login key. Never
@@ -305,14 +323,20 @@ pub enum RemoteUrl {
     /// `s3://BUCKET/PREFIX`: the prefix decoded, without slashes at its
     /// ends (empty for the whole bucket).
     S3 { bucket: String, prefix: String },
+    /// `git+URL`: the URL after the prefix, as `git clone` takes it
+    /// (`ssh://…`, `https://…`, `file:///…`, or `user@host:path`).
+    Git { url: String },
 }
 
 impl RemoteUrl {
     pub fn parse(url: &str) -> Result<RemoteUrl, String> {
+        if let Some(git) = url.strip_prefix("git+") {
+            return crate::remote::git::settings::parse_url(git).map(|url| RemoteUrl::Git { url });
+        }
         let Some((scheme, rest)) = url.split_once("://") else {
             return Err(format!(
                 "{url:?} is not a URL; write file:///path, sftp://user@host/path, webdav://host/path \
-                 or s3://bucket/prefix"
+                 s3://bucket/prefix or git+ssh://host/repo.git"
             ));
         };
         // A password in the URL is refused before anything else looks at
@@ -383,7 +407,7 @@ impl RemoteUrl {
             }
             other => Err(format!(
                 "the remote scheme {other:?} is not supported; use file://, sftp://, webdav://, \
-                 webdavs:// or s3://"
+                 webdavs://, s3:// or git+URL"
             )),
         }
     }
@@ -395,6 +419,7 @@ impl RemoteUrl {
             RemoteUrl::Webdav { tls: false, .. } => "webdav",
             RemoteUrl::Webdav { tls: true, .. } => "webdavs",
             RemoteUrl::S3 { .. } => "s3",
+            RemoteUrl::Git { .. } => "git",
         }
     }
 }
@@ -426,6 +451,7 @@ impl fmt::Display for RemoteUrl {
                 let prefix = crate::remote::s3::sign::encode_path(prefix);
                 write!(f, "s3://{bucket}/{prefix}")
             }
+            RemoteUrl::Git { url } => write!(f, "git+{url}"),
         }
     }
 }
@@ -848,6 +874,20 @@ impl RawPair {
             }
             S3PairSettings::default()
         };
+        let git_keys = [self.branch, self.author_name, self.author_email, self.path];
+        let git = if matches!(remote, RemoteUrl::Git { .. }) {
+            let [branch, author_name, author_email, path] = git_keys;
+            crate::remote::git::settings::validate(branch, author_name, author_email, path)?
+        } else {
+            let keys = crate::remote::git::settings::KEYS;
+            if let Some((key, _)) = keys.iter().zip(&git_keys).find(|(_, v)| v.is_some()) {
+                return Err((
+                    (*key).to_owned(),
+                    "only applies to git+ remotes; remove it".into(),
+                ));
+            }
+            GitPairSettings::default()
+        };
         Ok(PairConfig {
             name: self.name,
             local,
@@ -857,6 +897,7 @@ impl RawPair {
             ssh,
             webdav,
             s3,
+            git,
         })
     }
 }
@@ -1287,6 +1328,54 @@ mod tests {
             .to_string();
         assert!(
             message.contains("pair[0].identity_file") && message.contains("sftp://"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn git_remotes_take_branch_author_and_path_and_only_they_do() {
+        let pair = |remote: &str, extra: &str| {
+            parse(&format!(
+                "[[pair]]\nname = \"a\"\nlocal = \"/a\"\nremote = \"{remote}\"\n{extra}"
+            ))
+        };
+        let config = pair(
+            "git+git@host:me/notes.git",
+            "branch = \"notes\"\nauthor_name = \"Ada\"\nauthor_email = \"ada@example.org\"\n\
+             path = \"journal\"\n",
+        )
+        .unwrap();
+        let only = &config.pairs[0];
+        assert_eq!(
+            only.remote,
+            RemoteUrl::Git {
+                url: "git@host:me/notes.git".into()
+            }
+        );
+        assert_eq!(only.remote.to_string(), "git+git@host:me/notes.git");
+        assert_eq!(only.git.branch.as_deref(), Some("notes"));
+        assert_eq!(
+            only.git.path.as_ref().map(crate::model::RelPath::as_str),
+            Some("journal")
+        );
+        for url in [
+            "git+ssh://git@host/me/notes.git",
+            "git+file:///srv/notes.git",
+        ] {
+            assert_eq!(pair(url, "").unwrap().pairs[0].remote.to_string(), url);
+        }
+        let message = pair("s3://b/p", "branch = \"main\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("pair[0].branch") && message.contains("git+"),
+            "{message}"
+        );
+        let message = pair("git+https://me:tok3n@host/x.git", "")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("password") && !message.contains("tok3n"),
             "{message}"
         );
     }

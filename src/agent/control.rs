@@ -455,6 +455,10 @@ impl Control for AgentControl {
             region: None,
             profile: None,
             access_key_id: None,
+            branch: None,
+            author_name: None,
+            author_email: None,
+            path: None,
         };
         let config = raw
             .clone()

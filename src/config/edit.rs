@@ -146,6 +146,10 @@ mod tests {
             region: None,
             profile: None,
             access_key_id: None,
+            branch: None,
+            author_name: None,
+            author_email: None,
+            path: None,
         };
         add_pair(&file, &pair).unwrap();
         let text = fs::read_to_string(&file).unwrap();

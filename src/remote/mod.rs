@@ -14,6 +14,7 @@
 //! root.
 
 pub mod change_log;
+pub mod git;
 mod job_queue;
 pub mod journal_record;
 pub mod lease;
@@ -644,17 +645,35 @@ impl Read for SourceReader<'_, '_> {
     }
 }
 
+/// Where an agent keeps what a remote needs besides the pair's settings.
+#[derive(Clone, Copy, Debug)]
+pub struct RemoteHost<'a> {
+    /// Where credentials files are looked for.
+    pub config_dir: Option<&'a Path>,
+    /// The agent's state dir (a git remote's mirror lives there).
+    pub state_dir: &'a Path,
+    /// The device name (a git remote's commits carry it).
+    pub device: &'a str,
+    /// How many transfers the engine runs at once (an SFTP remote opens
+    /// as many SSH sessions; a WebDAV remote's listing sends as many
+    /// PROPFINDs at once).
+    pub parallel_transfers: usize,
+}
+
 /// Opens the backend a pair's remote URL names, with the pair's login
-/// settings (`ssh` for SFTP, `webdav` for WebDAV, `s3` for S3); `config_dir` is where
-/// credentials files are looked for, and `parallel_transfers` how many
-/// transfers the engine runs at once (an SFTP remote opens as many SSH
-/// sessions; a WebDAV remote's listing sends as many PROPFINDs at once). Nothing is connected yet: a remote that is away is an error
-/// of the first sync, not of opening.
+/// settings (`ssh` for SFTP, `webdav` for WebDAV, `s3` for S3, `git` for
+/// git). Nothing is connected yet: a remote that is away is an error of
+/// the first sync, not of opening.
 pub fn open_remote(
     pair: &PairConfig,
-    config_dir: Option<&Path>,
-    parallel_transfers: usize,
+    host: RemoteHost<'_>,
 ) -> Result<Box<dyn Replica>, ReplicaError> {
+    let RemoteHost {
+        config_dir,
+        state_dir,
+        device,
+        parallel_transfers,
+    } = host;
     let ssh = &pair.ssh;
     match &pair.remote {
         RemoteUrl::File(root) => Ok(Box::new(LocalFolder::remote(root.clone()))),
@@ -700,6 +719,9 @@ pub fn open_remote(
             prefix,
             config_dir,
             parallel_transfers,
+        ))),
+        RemoteUrl::Git { url } => Ok(Box::new(git::GitReplica::for_pair(
+            pair, url, state_dir, device,
         ))),
     }
 }

@@ -75,6 +75,15 @@ fn run(input: &[u8]) -> u64 {
                         "{shown:?} does not parse back"
                     );
                 }
+                RemoteUrl::Git { url } => {
+                    // It becomes an argument of git: never an option.
+                    assert!(!url.is_empty() && !url.starts_with('-'), "{url:?}");
+                    assert_eq!(
+                        RemoteUrl::parse(&shown).as_ref(),
+                        Ok(&remote),
+                        "{shown:?} does not parse back"
+                    );
+                }
             }
             for decoded in decoded_parts(&url) {
                 escapes_are_well_formed(decoded);
@@ -142,5 +151,6 @@ fn shape_of(remote: &RemoteUrl) -> (bool, bool) {
         RemoteUrl::Sftp { user, port, .. } => (user.is_some(), *port == 22),
         RemoteUrl::Webdav { port, .. } => (false, port.is_some()),
         RemoteUrl::S3 { prefix, .. } => (false, prefix.is_empty()),
+        RemoteUrl::Git { url } => (url.contains("://"), url.contains('@')),
     }
 }
