@@ -11,7 +11,7 @@ use crate::files::{put, text, tree};
 
 /// Plain git as a person runs it, with an identity and no config of the
 /// machine's.
-fn git(dir: &Path, args: &[&str]) -> String {
+pub fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .args(args)
         .current_dir(dir)
@@ -73,15 +73,15 @@ impl Repo {
 
 /// One device: a home, a local folder and a config whose pair is the
 /// repository.
-struct Device {
-    name: String,
-    home: tempfile::TempDir,
-    local: PathBuf,
+pub struct Device {
+    pub name: String,
+    pub home: tempfile::TempDir,
+    pub local: PathBuf,
     config: PathBuf,
 }
 
 impl Device {
-    fn new(name: &str, remote: &str, extra: &str) -> Device {
+    pub fn new(name: &str, remote: &str, extra: &str) -> Device {
         let home = tempfile::tempdir().unwrap();
         let local = home.path().join("local");
         fs::create_dir_all(&local).unwrap();
@@ -103,7 +103,7 @@ impl Device {
         }
     }
 
-    fn command(&self) -> Command {
+    pub fn command(&self) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_prism-syncd"));
         command
             .arg("--config")
@@ -122,12 +122,12 @@ impl Device {
         command
     }
 
-    fn try_once(&self) -> Output {
+    pub fn try_once(&self) -> Output {
         self.command().output().expect("run prism-syncd --once")
     }
 
     /// One sync; a conflict (exit 3) is a finished sync too.
-    fn once(&self) -> Output {
+    pub fn once(&self) -> Output {
         let out = self.try_once();
         assert!(
             matches!(out.status.code(), Some(0) | Some(3)),
