@@ -54,6 +54,15 @@ use crate::tracker::ignore::{IgnoreRules, METADATA_DIR};
 /// on the new tip before the batch is given up (and re-planned).
 const PUSH_ATTEMPTS: usize = 5;
 
+/// Past this many loose objects (every staged blob is one), the mirror is
+/// packed when the agent purges trash: git's own `gc.auto` is off for
+/// every call, so no gc starts in the middle of a sync.
+const LOOSE_OBJECTS_LIMIT: u64 = 6700;
+
+/// Leftovers of a crash (private indexes, staged content) older than this
+/// are removed; younger ones may belong to a write in progress.
+const STALE_LEFTOVER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// The largest record read.
 const MAX_RECORD_BYTES: usize = 64 * 1024 * 1024;
 
@@ -719,6 +728,57 @@ impl GitReplica {
     }
 }
 
+impl GitReplica {
+    /// Packs the mirror's loose objects when there are more than
+    /// `loose_limit` (unreachable ones, such as blobs of batches that were
+    /// never pushed, go after git's two weeks), and removes what a crash
+    /// left in it.
+    pub(super) fn maintain(&self, loose_limit: u64) -> Result<(), ReplicaError> {
+        self.mirror.ensure()?;
+        let git_dir = self.mirror.git.git_dir().to_path_buf();
+        let leftovers = std::fs::read_dir(&git_dir)
+            .into_iter()
+            .flatten()
+            .chain(std::fs::read_dir(&self.staging).into_iter().flatten())
+            .flatten()
+            .filter(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                name.starts_with("prism-index-") || e.path().starts_with(&self.staging)
+            });
+        for entry in leftovers {
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > STALE_LEFTOVER);
+            if old {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        let counted = self
+            .mirror
+            .git
+            .call(["count-objects", "-v"])
+            .text()
+            .map_err(|e| self.mirror.local_error(e))?;
+        let loose: u64 = counted
+            .lines()
+            .find_map(|l| l.strip_prefix("count: "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0);
+        if loose > loose_limit {
+            self.mirror
+                .git
+                .call(["gc", "--quiet", "--prune=2.weeks.ago"])
+                .run()
+                .map_err(|e| self.mirror.local_error(e))?;
+        }
+        Ok(())
+    }
+}
+
 /// The mirror of a pair's remote: one per pair and URL, so a pair whose
 /// URL changes starts a fresh one.
 pub fn mirror_dir(state_dir: &std::path::Path, pair: &str, url: &str) -> PathBuf {
@@ -1153,6 +1213,13 @@ impl Replica for GitReplica {
                 Err(e)
             }
         }
+    }
+
+    /// A git remote keeps no trash (the history holds old versions): this
+    /// is when its mirror is tidied instead.
+    fn purge_trash(&self, _older_than: std::time::Duration) -> Result<usize, ReplicaError> {
+        self.maintain(LOOSE_OBJECTS_LIMIT)?;
+        Ok(0)
     }
 
     fn read_record(&self, name: &str) -> Result<Option<String>, ReplicaError> {

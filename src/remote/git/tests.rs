@@ -1,6 +1,7 @@
 //! The git replica against real repositories over `file://`, with plain
 //! `git` as the other writer.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -413,4 +414,38 @@ fn an_unreachable_remote_is_offline() {
     );
     let error = replica.root_state().unwrap_err();
     assert!(error.is_offline(), "{error}");
+}
+
+#[test]
+fn tidying_the_mirror_packs_its_loose_objects_and_keeps_every_version() {
+    let fixture = Fixture::new();
+    let replica = fixture.replica("alpha", GitPairSettings::default());
+    let (_d, ignore) = no_ignores();
+    replica
+        .list(&Scope::Full, &BaseTree::new(), &ignore)
+        .unwrap();
+    write(&replica, "a.md", b"a\n", Expect::Absent).unwrap();
+    write(&replica, "b.md", b"b\n", Expect::Absent).unwrap();
+    replica.flush().unwrap();
+    let mirror = fixture.dir.path().join("state-alpha/mirror.git");
+    let loose = |dir: &Path| {
+        git(dir, &["count-objects", "-v"])
+            .lines()
+            .find_map(|l| l.strip_prefix("count: ").map(str::to_owned))
+            .unwrap()
+    };
+    assert_ne!(loose(&mirror), "0");
+    replica.maintain(0).unwrap();
+    assert_eq!(loose(&mirror), "0");
+    let listing = replica
+        .list(&Scope::Full, &BaseTree::new(), &ignore)
+        .unwrap();
+    assert_eq!(listing.tree.len(), 2);
+    let mut read = String::new();
+    replica
+        .open(&rel("b.md"))
+        .unwrap()
+        .read_to_string(&mut read)
+        .unwrap();
+    assert_eq!(read, "b\n");
 }
