@@ -90,8 +90,18 @@ impl std::fmt::Display for GitError {
             GitError::TimedOut { what, after } => {
                 write!(f, "`{what}` did not finish within {} s", after.as_secs())
             }
-            GitError::Failed { what, stderr, .. } => {
-                let said = last_lines(stderr);
+            GitError::Failed {
+                what,
+                stderr,
+                stdout,
+                ..
+            } => {
+                // A push's porcelain report says per ref why it failed.
+                let refused: Vec<&str> = stdout.lines().filter(|l| l.starts_with('!')).collect();
+                let mut said = last_lines(stderr);
+                if !refused.is_empty() {
+                    said = format!("{}; {said}", refused.join("; ").replace('\t', " "));
+                }
                 if said.is_empty() {
                     write!(f, "`{what}` failed")
                 } else {

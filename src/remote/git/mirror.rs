@@ -38,8 +38,10 @@ pub struct Advertised {
 /// How a push ended.
 pub enum Pushed {
     Done,
-    /// The remote moved on: fetch and try again.
-    Rejected,
+    /// The remote refused the push as not a fast-forward, or lost the race
+    /// for the ref to another push: fetch and try again. Holds what git
+    /// said.
+    Rejected(String),
 }
 
 /// A mirror of one remote.
@@ -199,7 +201,12 @@ impl Mirror {
             .run();
         match pushed {
             Ok(_) => Ok(Pushed::Done),
-            Err(e) if is_rejection(&e) => Ok(Pushed::Rejected),
+            Err(e) if is_rejection(&e) => Ok(Pushed::Rejected(e.to_string())),
+            // The server answered and said no (a hook, a protected
+            // branch): waiting will not change that.
+            Err(e) if e.stdout().contains("[remote rejected]") => Err(ReplicaError::Other(
+                format!("{} refused the push: {e}", self.shown),
+            )),
             Err(e) => Err(self.network_error(e)),
         }
     }
@@ -239,8 +246,11 @@ impl Mirror {
     }
 }
 
-/// Whether a failed push was refused because the remote moved on (the
-/// ref is not an ancestor of what we push), not for another reason.
+/// Whether a failed push was refused because the remote moved on: the
+/// ref is not an ancestor of what we push (`[rejected]`), or another push
+/// updated it while ours was received (`[remote rejected] (failed to
+/// update ref)`: the server's compare-and-swap on the ref). A hook that
+/// declines is another matter (see `push_edits`).
 fn is_rejection(e: &GitError) -> bool {
     let GitError::Failed { stderr, stdout, .. } = e else {
         return false;
@@ -251,6 +261,9 @@ fn is_rejection(e: &GitError) -> bool {
         "fetch first",
         "[rejected]",
         "stale info",
+        "failed to update ref",
+        "cannot lock ref",
+        "incorrect old value",
     ]
     .iter()
     .any(|m| said.contains(m))

@@ -607,10 +607,18 @@ impl GitReplica {
                         .map_err(|e| self.mirror.local_error(e))?;
                     return Ok(commit);
                 }
-                Pushed::Rejected => {
+                Pushed::Rejected(said) => {
                     tracing::info!(remote = %self.mirror.shown(), "the remote moved on; fetching it to commit again on its tip");
                     self.mirror.fetch(remote_ref, local_ref)?;
                     let newer = self.mirror.local_ref(local_ref)?;
+                    if newer == parent {
+                        // Refused, yet nothing moved: not a race, and
+                        // trying again would be refused again.
+                        return Err(ReplicaError::Other(format!(
+                            "{} refused the push: {said}",
+                            self.mirror.shown()
+                        )));
+                    }
                     again(parent.as_deref(), newer.as_deref())?;
                     parent = newer;
                 }

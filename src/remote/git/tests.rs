@@ -449,3 +449,26 @@ fn tidying_the_mirror_packs_its_loose_objects_and_keeps_every_version() {
         .unwrap();
     assert_eq!(read, "b\n");
 }
+
+#[test]
+fn a_push_a_server_hook_declines_is_one_clear_error_not_an_outage_and_leaves_nothing_behind() {
+    let fixture = Fixture::new();
+    let hook = fixture.bare().join("hooks/pre-receive");
+    std::fs::write(&hook, "#!/bin/sh\necho 'main is protected' >&2\nexit 1\n").unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let replica = fixture.replica("alpha", GitPairSettings::default());
+    let (_d, ignore) = no_ignores();
+    replica
+        .list(&Scope::Full, &BaseTree::new(), &ignore)
+        .unwrap();
+    write(&replica, "a.md", b"a\n", Expect::Absent).unwrap();
+    let error = replica.flush().unwrap_err();
+    let message = error.to_string();
+    assert!(!error.is_offline() && !error.is_change(), "{message}");
+    assert!(
+        message.contains("refused the push") && message.contains("declined"),
+        "{message}"
+    );
+    assert!(git(&fixture.bare(), &["for-each-ref", "refs/heads"]).is_empty());
+    replica.flush().unwrap();
+}
