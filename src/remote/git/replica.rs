@@ -391,13 +391,15 @@ impl GitReplica {
         };
         let mut problems = Vec::new();
         if let Some(tip) = &tip {
-            let time = self
+            // `cat-file`, not `show`: a user's `log.showSignature` would
+            // put a signature check before `show`'s answer.
+            let commit = self
                 .mirror
                 .git
-                .call(["show", "-s", "--format=%ct", tip])
+                .call(["cat-file", "commit", tip])
                 .text()
                 .map_err(|e| self.mirror.local_error(e))?;
-            loaded.time_ns = time.parse::<i64>().unwrap_or(0) * 1_000_000_000;
+            loaded.time_ns = committer_time(&commit).unwrap_or(0) * 1_000_000_000;
             let mut args = vec![
                 "ls-tree".to_owned(),
                 "-r".into(),
@@ -419,8 +421,19 @@ impl GitReplica {
                 .run()
                 .map_err(|e| self.mirror.local_error(e))?;
             for record in out.split(|b| *b == 0).filter(|r| !r.is_empty()) {
-                let record = String::from_utf8_lossy(record);
-                let Some((meta, path)) = record.split_once('\t') else {
+                let Some(tab) = record.iter().position(|b| *b == b'\t') else {
+                    continue;
+                };
+                let meta = String::from_utf8_lossy(&record[..tab]);
+                let Ok(path) = std::str::from_utf8(&record[tab + 1..]) else {
+                    problems.push(Problem {
+                        path: None,
+                        message: format!(
+                            "the repository has a file whose name is not UTF-8 ({}); it is not \
+                             synced",
+                            String::from_utf8_lossy(&record[tab + 1..])
+                        ),
+                    });
                     continue;
                 };
                 let rel = match &prefix {
@@ -452,21 +465,19 @@ impl GitReplica {
                     } else {
                         "a submodule"
                     };
-                    problems.push((rel.to_owned(), what));
+                    problems.push(Problem {
+                        path: RelPath::new(rel).ok(),
+                        message: format!(
+                            "is {what} in the repository; Prism Sync leaves it alone (it is not \
+                             synced)"
+                        ),
+                    });
                     loaded.others.insert(rel.to_owned());
                 }
             }
         }
         *view = loaded;
-        Ok(problems
-            .into_iter()
-            .map(|(path, what)| Problem {
-                path: RelPath::new(&path).ok(),
-                message: format!(
-                    "is {what} in the repository; Prism Sync leaves it alone (it is not synced)"
-                ),
-            })
-            .collect())
+        Ok(problems)
     }
 
     /// Hashes of the blobs in `oids` not yet known, reading each once.
@@ -1285,6 +1296,16 @@ impl Replica for GitReplica {
     fn remove_record(&self, name: &str) -> Result<(), ReplicaError> {
         self.edit_record(name, None)
     }
+}
+
+/// The committer time (seconds since the epoch) of a raw commit object.
+fn committer_time(commit: &str) -> Option<i64> {
+    let line = commit
+        .lines()
+        .take_while(|l| !l.is_empty())
+        .find(|l| l.starts_with("committer "))?;
+    // `committer NAME <EMAIL> SECONDS ZONE`
+    line.rsplit(' ').nth(1)?.parse().ok()
 }
 
 /// A staged write's handle: the blob and the modification time to report.

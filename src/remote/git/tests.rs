@@ -472,3 +472,57 @@ fn a_push_a_server_hook_declines_is_one_clear_error_not_an_outage_and_leaves_not
     assert!(git(&fixture.bare(), &["for-each-ref", "refs/heads"]).is_empty());
     replica.flush().unwrap();
 }
+
+#[test]
+fn links_and_names_that_are_not_utf8_are_problems_left_alone() {
+    use std::os::unix::ffi::OsStrExt;
+    let fixture = Fixture::new();
+    let checkout = fixture.clone("person");
+    std::fs::write(checkout.join("real.md"), "real\n").unwrap();
+    std::os::unix::fs::symlink("real.md", checkout.join("link.md")).unwrap();
+    std::fs::write(
+        checkout.join(std::ffi::OsStr::from_bytes(b"bad\xff.md")),
+        "bad\n",
+    )
+    .unwrap();
+    git(&checkout, &["add", "-A"]);
+    git(&checkout, &["commit", "-qm", "odd entries"]);
+    git(&checkout, &["push", "-q", "origin", "main"]);
+    let when: i64 = git(&fixture.bare(), &["log", "-1", "--format=%ct", "main"])
+        .parse()
+        .unwrap();
+
+    let replica = fixture.replica("alpha", GitPairSettings::default());
+    let (_d, ignore) = no_ignores();
+    let listing = replica
+        .list(&Scope::Full, &BaseTree::new(), &ignore)
+        .unwrap();
+    assert_eq!(
+        listing.tree.keys().map(RelPath::as_str).collect::<Vec<_>>(),
+        ["real.md"]
+    );
+    // A version nobody timed carries the commit's time.
+    assert_eq!(
+        listing.tree[&rel("real.md")].entry.file().unwrap().mtime_ns,
+        when * 1_000_000_000
+    );
+    assert_eq!(listing.held, [rel("link.md")]);
+    let messages: Vec<&str> = listing
+        .problems
+        .iter()
+        .map(|p| p.message.as_str())
+        .collect();
+    assert!(
+        messages.iter().any(|m| m.contains("symbolic link")),
+        "{messages:?}"
+    );
+    assert!(
+        messages.iter().any(|m| m.contains("not UTF-8")),
+        "{messages:?}"
+    );
+    // The link's name is taken: nothing is written over it.
+    assert!(matches!(
+        write(&replica, "link.md", b"x\n", Expect::Absent),
+        Err(ReplicaError::Changed { .. })
+    ));
+}
