@@ -361,3 +361,29 @@ fn a_branch_the_repository_lacks_is_one_clear_error() {
     );
     assert!(tree(&beta.local).is_empty());
 }
+
+#[test]
+fn auto_merge_merges_a_plain_git_commit_with_a_local_edit_of_other_lines() {
+    let repo = Repo::new();
+    let alpha = Device::new("alpha", &repo.remote(), "conflict = \"auto_merge\"\n");
+    put(&alpha.local, "list.md", "one\ntwo\nthree\nfour\nfive\n");
+    alpha.once();
+    let checkout = repo.checkout("person");
+    put(&checkout, "list.md", "one\ntwo\nthree\nfour\nFIVE\n");
+    git(&checkout, &["commit", "-qam", "theirs"]);
+    git(&checkout, &["push", "-q", "origin", "main"]);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    put(&alpha.local, "list.md", "ONE\ntwo\nthree\nfour\nfive\n");
+    alpha.once();
+    alpha.once();
+    let merged = "ONE\ntwo\nthree\nfour\nFIVE\n";
+    assert_eq!(tree(&alpha.local)["list.md"], merged);
+    assert_eq!(
+        git(&repo.bare(), &["show", "main:list.md"]),
+        merged.trim_end()
+    );
+    assert_eq!(
+        git(&repo.bare(), &["rev-list", "--merges", "--count", "main"]),
+        "0"
+    );
+}
