@@ -63,6 +63,10 @@ const LOOSE_OBJECTS_LIMIT: u64 = 6700;
 /// are removed; younger ones may belong to a write in progress.
 const STALE_LEFTOVER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
+/// How long the remote's state `root_state` fetched stands for the
+/// listing after it.
+const CHECK_REUSE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The largest record read.
 const MAX_RECORD_BYTES: usize = 64 * 1024 * 1024;
 
@@ -238,6 +242,9 @@ pub struct GitReplica {
     hashes: Mutex<HashMap<String, ContentHash>>,
     /// Record writes go one at a time.
     records: Mutex<()>,
+    /// The tip `root_state` just fetched, for the listing that follows it
+    /// (a sync looks at the root, then lists): one `ls-remote` for both.
+    checked: Mutex<Option<(std::time::Instant, Option<String>)>>,
     /// Where staged content is written before it becomes a blob.
     staging: PathBuf,
 }
@@ -255,6 +262,7 @@ impl GitReplica {
             view: Mutex::new(View::default()),
             hashes: Mutex::new(HashMap::new()),
             records: Mutex::new(()),
+            checked: Mutex::new(None),
             staging,
         }
     }
@@ -814,7 +822,8 @@ impl Replica for GitReplica {
     }
 
     fn root_state(&self) -> Result<RootState, ReplicaError> {
-        self.refresh()?;
+        let (tip, _) = self.refresh()?;
+        *self.checked.locked() = Some((std::time::Instant::now(), tip));
         Ok(match self.record_blob("root")? {
             Some(_) => RootState::Ready,
             None => RootState::Unmarked,
@@ -835,7 +844,13 @@ impl Replica for GitReplica {
         cache: &BaseTree,
         ignore: &IgnoreRules,
     ) -> Result<Listing, ReplicaError> {
-        let (tip, _) = self.refresh()?;
+        // A look at the root a moment ago stands for this one; any later
+        // listing asks the remote again.
+        let checked = self.checked.locked().take();
+        let tip = match checked {
+            Some((at, tip)) if at.elapsed() < CHECK_REUSE => tip,
+            _ => self.refresh()?.0,
+        };
         let mut view = self.view.locked();
         let mut out = Listing {
             problems: self.load(&mut view, tip)?,

@@ -526,3 +526,31 @@ fn links_and_names_that_are_not_utf8_are_problems_left_alone() {
         Err(ReplicaError::Changed { .. })
     ));
 }
+
+#[test]
+fn a_listing_right_after_the_root_check_asks_the_remote_once_and_the_next_asks_again() {
+    let fixture = Fixture::new();
+    let replica = fixture.replica("alpha", GitPairSettings::default());
+    let (_d, ignore) = no_ignores();
+    replica.root_state().unwrap();
+    replica
+        .list(&Scope::Full, &BaseTree::new(), &ignore)
+        .unwrap();
+    write(&replica, "a.md", b"a\n", Expect::Absent).unwrap();
+    replica.flush().unwrap();
+
+    replica.root_state().unwrap();
+    // The repository goes away: the listing stands on the root check's
+    // answer, and only the one after it finds out.
+    let away = fixture.dir.path().join("away.git");
+    std::fs::rename(fixture.bare(), &away).unwrap();
+    let listing = replica
+        .list(&Scope::Full, &BaseTree::new(), &ignore)
+        .unwrap();
+    assert!(listing.tree.contains_key(&rel("a.md")));
+    assert!(
+        replica
+            .list(&Scope::Full, &BaseTree::new(), &ignore)
+            .is_err()
+    );
+}
