@@ -11,8 +11,9 @@
 //! alone on purpose: `core.sshCommand`, `url.*.insteadOf` and credential
 //! helpers are how their remotes work.
 //!
-//! Each call has a deadline. The child runs in a process group of its own,
-//! so a deadline ends the `ssh` or `git-remote-https` it started too.
+//! Each call has a deadline. The child runs in a session of its own (no
+//! controlling terminal: nothing it starts can prompt there), so a
+//! deadline ends the `ssh` or `git-remote-https` it started too.
 
 use std::ffi::OsStr;
 use std::io::{Read, Write};
@@ -212,8 +213,21 @@ impl Git {
             .env("LANGUAGE", "")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
+            .stderr(Stdio::piped());
+        // SAFETY: setsid(2) is async-signal-safe and touches no memory of
+        // the parent; it runs in the child between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                // A session of its own: no controlling terminal, so an ssh
+                // started by `prism-syncd --once` in a terminal cannot ask
+                // there (it would stop the whole group in the background),
+                // and a process group the deadline can end as a whole.
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         Call {
             command,
             what,
@@ -375,8 +389,8 @@ fn wait_within(mut child: Child, deadline: Duration) -> Result<ExitStatus, Waite
         Ok(status) => status.map_err(Waited::Io),
         Err(_) => {
             // SAFETY: kill(2) with a negative pid signals the process
-            // group the child leads (it was started with a group of its
-            // own); no memory is involved.
+            // group the child leads (it started a session of its own); no
+            // memory is involved.
             unsafe {
                 libc::kill(-pid, libc::SIGKILL);
             }
@@ -399,6 +413,22 @@ mod tests {
             message.starts_with("`git rev-parse` failed: fatal:"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn git_runs_in_a_session_of_its_own_without_a_terminal() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let git = Git::new(dir.path().join("m.git"));
+        git.call(["init", "--bare", "-q"]).run().unwrap();
+        let session = |stat: &str| stat.split(' ').nth(5).unwrap().to_owned();
+        let ours = session(&std::fs::read_to_string("/proc/self/stat").unwrap());
+        let theirs = git
+            .call(["-c", "alias.stat=!cat /proc/$$/stat", "stat"])
+            .text()
+            .unwrap();
+        assert_ne!(session(&theirs), ours);
+        // The tty field (7th) is 0: no controlling terminal.
+        assert_eq!(theirs.split(' ').nth(6), Some("0"));
     }
 
     #[test]

@@ -232,6 +232,8 @@ impl Mirror {
             "repository not found",
             "not found",
             "does not appear to be a git repository",
+            // HTTP 4xx: forbidden, not found, gone.
+            "the requested url returned error: 4",
         ]
         .iter()
         .any(|m| said.contains(m));
@@ -267,4 +269,41 @@ fn is_rejection(e: &GitError) -> bool {
     ]
     .iter()
     .any(|m| said.contains(m))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    fn failed(stderr: &str) -> GitError {
+        GitError::Failed {
+            what: "git fetch".into(),
+            status: std::process::ExitStatus::from_raw(128 << 8),
+            stderr: stderr.into(),
+            stdout: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_server_that_answers_no_is_an_error_and_one_that_does_not_answer_is_offline() {
+        let mirror = Mirror::new(PathBuf::from("/nonexistent"), "https://h/x.git".into());
+        for refused in [
+            "fatal: unable to access 'https://h/x.git/': The requested URL returned error: 403",
+            "git@h: Permission denied (publickey).\nfatal: Could not read from remote repository.",
+            "fatal: could not read Username for 'https://h': terminal prompts disabled",
+            "Host key verification failed.\nfatal: Could not read from remote repository.",
+        ] {
+            let error = mirror.network_error(failed(refused));
+            assert!(!error.is_offline(), "{refused}: {error}");
+        }
+        for away in [
+            "fatal: unable to access 'https://h/x.git/': Failed to connect to h port 443: Connection refused",
+            "ssh: connect to host h port 22: Connection timed out\nfatal: Could not read from remote repository.",
+            "fatal: unable to access 'https://h/x.git/': Could not resolve host: h",
+        ] {
+            let error = mirror.network_error(failed(away));
+            assert!(error.is_offline(), "{away}: {error}");
+        }
+    }
 }
