@@ -330,6 +330,16 @@ pub enum RemoteUrl {
 
 impl RemoteUrl {
     pub fn parse(url: &str) -> Result<RemoteUrl, String> {
+        // URL parsers drop tabs and line breaks silently (the WHATWG rules),
+        // so the URL used would differ from the one written: a character
+        // that belongs in a path is written as a %-escape.
+        if url.chars().any(char::is_control) {
+            return Err(
+                "the remote URL holds a control character (a line break, a tab, …); \
+                        write one that belongs in a path as a %-escape, as in %0A"
+                    .to_owned(),
+            );
+        }
         if let Some(git) = url.strip_prefix("git+") {
             return crate::remote::git::settings::parse_url(git).map(|url| RemoteUrl::Git { url });
         }
@@ -1330,6 +1340,21 @@ mod tests {
             message.contains("pair[0].identity_file") && message.contains("sftp://"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn a_remote_url_with_a_control_character_is_refused_whatever_its_scheme() {
+        for url in [
+            "s3://b/with%256space:-10%2\r\n5",
+            "file:///srv/a\tb",
+            "webdav://host/dav\n",
+            "sftp://me@host/x\r",
+            "git+file:///srv/notes.git\n",
+        ] {
+            let message = RemoteUrl::parse(url).unwrap_err();
+            assert!(message.contains("control character"), "{url:?}: {message}");
+        }
+        assert!(RemoteUrl::parse("file:///srv/a%0Ab").is_ok());
     }
 
     #[test]

@@ -19,6 +19,8 @@ const DICTIONARY: &[&[u8]] = &[
     b":",
     b"me@",
     b"me:secret@",
+    b"git+",
+    b"::",
     b"[::1]",
     b"[::1]:8080",
     b"[",
