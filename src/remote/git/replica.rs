@@ -99,6 +99,8 @@ struct View {
     /// Moves of the pending batch (from, to, whether a folder), for the
     /// commit message.
     moves: Vec<(String, String, bool)>,
+    /// What the tree holds that is not synced, for every listing of it.
+    problems: Vec<Problem>,
 }
 
 impl View {
@@ -380,7 +382,7 @@ impl GitReplica {
     /// Reads the tree of `tip` (below `path`) into `view`, unless the view
     /// already shows that tip. Pending edits go either way: a listing
     /// starts a new plan.
-    fn load(&self, view: &mut View, tip: Option<String>) -> Result<Vec<Problem>, ReplicaError> {
+    fn load(&self, view: &mut View, tip: Option<String>) -> Result<(), ReplicaError> {
         if !view.pending.is_empty() {
             tracing::warn!(
                 remote = %self.mirror.shown(),
@@ -391,7 +393,7 @@ impl GitReplica {
         }
         view.moves.clear();
         if view.tip == tip && (tip.is_some() || view.files.is_empty()) {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let mut loaded = View {
             tip: tip.clone(),
@@ -484,8 +486,9 @@ impl GitReplica {
                 }
             }
         }
+        loaded.problems = problems;
         *view = loaded;
-        Ok(problems)
+        Ok(())
     }
 
     /// Hashes of the blobs in `oids` not yet known, reading each once.
@@ -853,7 +856,10 @@ impl Replica for GitReplica {
         };
         let mut view = self.view.locked();
         let mut out = Listing {
-            problems: self.load(&mut view, tip)?,
+            problems: {
+                self.load(&mut view, tip)?;
+                view.problems.clone()
+            },
             ..Listing::default()
         };
         let roots: Option<&[RelPath]> = match scope {
@@ -1241,6 +1247,7 @@ impl Replica for GitReplica {
                 view.tip = None;
                 view.files.clear();
                 view.others.clear();
+                view.problems.clear();
                 if let Some(path) = clash {
                     tracing::info!(remote = %self.mirror.shown(), path = %path, "another commit changed a path of this batch; re-planning");
                 }

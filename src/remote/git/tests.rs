@@ -520,6 +520,12 @@ fn links_and_names_that_are_not_utf8_are_problems_left_alone() {
         messages.iter().any(|m| m.contains("not UTF-8")),
         "{messages:?}"
     );
+    // Every listing says so, not only the one that read the tree.
+    let again = replica
+        .list(&Scope::Full, &BaseTree::new(), &ignore)
+        .unwrap();
+    assert_eq!(again.problems, listing.problems);
+    assert_eq!(again.held, listing.held);
     // The link's name is taken: nothing is written over it.
     assert!(matches!(
         write(&replica, "link.md", b"x\n", Expect::Absent),
