@@ -86,6 +86,39 @@ impl Mirror {
         Ok(())
     }
 
+    /// The mirror's object format (`sha1`, `sha256`).
+    pub fn object_format(&self) -> Result<String, ReplicaError> {
+        self.git
+            .call(["rev-parse", "--show-object-format"])
+            .text()
+            .map_err(|e| self.local_error(e))
+    }
+
+    /// Makes the mirror use the object format of the remote whose object
+    /// ids are `oid`'s length: a mirror of another format cannot fetch
+    /// from it, so it is started anew (it only holds what the remote has,
+    /// which is fetched again).
+    pub fn match_format(&self, oid: &str) -> Result<(), ReplicaError> {
+        let wanted = if oid.len() == 64 { "sha256" } else { "sha1" };
+        if self.object_format()? == wanted {
+            return Ok(());
+        }
+        let dir = self.git.git_dir();
+        std::fs::remove_dir_all(dir).map_err(|e| ReplicaError::io("remove", dir.display(), e))?;
+        std::fs::create_dir_all(dir).map_err(|e| ReplicaError::io("create", dir.display(), e))?;
+        self.git
+            .call([
+                "init",
+                "--bare",
+                "--quiet",
+                "--template=",
+                &format!("--object-format={wanted}"),
+            ])
+            .run()
+            .map_err(|e| self.local_error(e))?;
+        Ok(())
+    }
+
     /// One `ls-remote` for HEAD, the branches and the records.
     pub fn advertised(&self) -> Result<Advertised, ReplicaError> {
         let out = self

@@ -70,8 +70,6 @@ const CHECK_REUSE: std::time::Duration = std::time::Duration::from_secs(2);
 /// The largest record read.
 const MAX_RECORD_BYTES: usize = 64 * 1024 * 1024;
 
-const ZERO_OID: &str = "0000000000000000000000000000000000000000";
-
 /// A file in the tree: its mode (`100644`, `100755`), blob id and size.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Blob {
@@ -320,6 +318,9 @@ impl GitReplica {
     fn refresh(&self) -> Result<(Option<String>, Option<String>), ReplicaError> {
         self.mirror.ensure()?;
         let seen = self.mirror.advertised()?;
+        if let Some(oid) = seen.heads.values().chain(&seen.records).next() {
+            self.mirror.match_format(oid)?;
+        }
         let branch = self.resolve_branch(&seen)?;
         let tip = self.mirror.follow(
             &format!("refs/heads/{branch}"),
@@ -570,11 +571,21 @@ impl GitReplica {
                 None => git.call(["read-tree", "--empty"]),
             };
             read.env("GIT_INDEX_FILE", &index).run()?;
+            let oid_len = match git
+                .call(["rev-parse", "--show-object-format"])
+                .text()?
+                .as_str()
+            {
+                "sha256" => 64,
+                _ => 40,
+            };
             let mut info = Vec::new();
             for (path, edit) in edits {
                 match edit {
                     Some(blob) => write!(info, "{} {}\t{path}\0", blob.mode, blob.oid),
-                    None => write!(info, "0 {ZERO_OID}\t{path}\0"),
+                    // Mode 0 removes the path; the id is all zeros, as
+                    // long as the repository's ids are.
+                    None => write!(info, "0 {}\t{path}\0", "0".repeat(oid_len)),
                 }
                 .map_err(GitError::Io)?;
             }

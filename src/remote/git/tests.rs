@@ -560,3 +560,56 @@ fn a_listing_right_after_the_root_check_asks_the_remote_once_and_the_next_asks_a
             .is_err()
     );
 }
+
+#[test]
+fn a_repository_with_sha256_object_names_is_synced_like_any() {
+    let dir = tempfile::TempDir::new().unwrap();
+    git(
+        dir.path(),
+        &[
+            "init",
+            "--bare",
+            "-q",
+            "--object-format=sha256",
+            "-b",
+            "main",
+            "r.git",
+        ],
+    );
+    let url = format!("file://{}", dir.path().join("r.git").display());
+    let checkout = dir.path().join("person");
+    git(
+        dir.path(),
+        &["clone", "-q", &url, checkout.to_str().unwrap()],
+    );
+    std::fs::write(checkout.join("a.md"), "a\n").unwrap();
+    std::fs::write(checkout.join("gone.md"), "gone\n").unwrap();
+    git(&checkout, &["add", "-A"]);
+    git(&checkout, &["commit", "-qm", "start"]);
+    git(&checkout, &["push", "-q", "origin", "main"]);
+
+    let replica = GitReplica::new(
+        &url,
+        dir.path().join("mirror.git"),
+        GitPairSettings::default(),
+        "alpha",
+    );
+    let (_d, ignore) = no_ignores();
+    let listing = replica
+        .list(&Scope::Full, &BaseTree::new(), &ignore)
+        .unwrap();
+    assert_eq!(
+        listing.tree[&rel("a.md")].version.as_ref().unwrap().len(),
+        64
+    );
+    let gone = &listing.tree[&rel("gone.md")];
+    let gone = Expect::of_version(Some(&gone.entry), gone.version.as_deref());
+    write(&replica, "b.md", b"b\n", Expect::Absent).unwrap();
+    replica.remove(&rel("gone.md"), &gone).unwrap();
+    replica.flush().unwrap();
+    let bare = dir.path().join("r.git");
+    assert_eq!(
+        git(&bare, &["ls-tree", "-r", "--name-only", "main"]),
+        "a.md\nb.md"
+    );
+}
