@@ -1,6 +1,9 @@
 //! The `git+URL` remote: a git repository's branch as the remote side of
 //! a pair ([`replica`]: how files, batches and conflicts map onto commits;
-//! [`mirror`]: the private bare mirror and the network).
+//! `view`: the listed tip plus the batch not pushed yet, which every step
+//! checks against; `listing`: the tip's tree as a side tree; `records`:
+//! the agents' records in a ref of their own; [`mirror`]: the private bare
+//! mirror and the network).
 //!
 //! **Why the `git` command line.** Not libgit2 or gitoxide: the CLI is
 //! what honours the user's `~/.ssh/config` (through their ssh), their
@@ -23,9 +26,12 @@
 //! lease. Every replaced or deleted version stays in the history.
 
 pub mod command;
+mod listing;
 pub mod mirror;
+mod records;
 pub mod replica;
 pub mod settings;
+mod view;
 
 pub use replica::GitReplica;
 pub use settings::GitPairSettings;

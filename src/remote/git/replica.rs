@@ -36,19 +36,20 @@
 //! - Executable files stay executable when replaced; new files are
 //!   `100644`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::collections::HashMap;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
 use super::command::GitError;
 use super::mirror::{DEFAULT_BRANCH, Mirror, Pushed, RECORDS_REF, REMOTE_RECORDS_REF, TIP_REF};
 use super::settings::GitPairSettings;
+use super::view::{Blob, View, changed, within};
 use crate::fsops::Expect;
 use crate::locks::LockExt;
 use crate::model::{BaseTree, ContentHash, Entry, FileMeta, Mode, RelPath, Scope, SideEntry};
-use crate::remote::{Listing, Problem, Replica, ReplicaError, RootState, StagedWrite};
-use crate::tracker::ignore::{IgnoreRules, METADATA_DIR};
+use crate::remote::{Listing, Replica, ReplicaError, RootState, StagedWrite};
+use crate::tracker::ignore::IgnoreRules;
 
 /// How many times a push refused because the remote moved is tried again
 /// on the new tip before the batch is given up (and re-planned).
@@ -63,190 +64,26 @@ const LOOSE_OBJECTS_LIMIT: u64 = 6700;
 /// are removed; younger ones may belong to a write in progress.
 const STALE_LEFTOVER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
-/// How long the remote's state `root_state` fetched stands for the
-/// listing after it.
-const CHECK_REUSE: std::time::Duration = std::time::Duration::from_secs(2);
-
 /// The largest record read.
 const MAX_RECORD_BYTES: usize = 64 * 1024 * 1024;
 
-/// A file in the tree: its mode (`100644`, `100755`), blob id and size.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Blob {
-    mode: String,
-    oid: String,
-    size: u64,
-}
-
-/// The tip as listed, and the steps done on it since.
-#[derive(Default)]
-struct View {
-    /// The commit the view is built on; `None`: the branch does not exist
-    /// yet (an empty repository).
-    tip: Option<String>,
-    /// Files below the synced folder, by path relative to it.
-    files: BTreeMap<String, Blob>,
-    /// Entries that are not synced (links, submodules): they occupy their
-    /// name.
-    others: BTreeSet<String>,
-    /// The tip's commit time: the modification time of a version whose
-    /// own time is not known.
-    time_ns: i64,
-    /// Edits not pushed yet: a blob, or `None` for a removal.
-    pending: BTreeMap<String, Option<Blob>>,
-    /// Moves of the pending batch (from, to, whether a folder), for the
-    /// commit message.
-    moves: Vec<(String, String, bool)>,
-    /// What the tree holds that is not synced, for every listing of it.
-    problems: Vec<Problem>,
-}
-
-impl View {
-    fn current(&self, path: &str) -> Option<&Blob> {
-        match self.pending.get(path) {
-            Some(edit) => edit.as_ref(),
-            None => self.files.get(path),
-        }
-    }
-
-    /// The current files strictly below `dir`.
-    fn below(&self, dir: &str) -> Vec<(String, Blob)> {
-        let prefix = format!("{dir}/");
-        let mut found: BTreeMap<String, Blob> = self
-            .files
-            .range(prefix.clone()..)
-            .take_while(|(p, _)| p.starts_with(&prefix))
-            .map(|(p, b)| (p.clone(), b.clone()))
-            .collect();
-        for (path, edit) in self
-            .pending
-            .range(prefix.clone()..)
-            .take_while(|(p, _)| p.starts_with(&prefix))
-        {
-            match edit {
-                Some(blob) => found.insert(path.clone(), blob.clone()),
-                None => found.remove(path),
-            };
-        }
-        found.into_iter().collect()
-    }
-
-    fn has_other_at_or_below(&self, path: &str) -> bool {
-        let prefix = format!("{path}/");
-        self.others.contains(path)
-            || self
-                .others
-                .range(prefix.clone()..)
-                .next()
-                .is_some_and(|p| p.starts_with(&prefix))
-    }
-
-    /// Whether a file (or link) holds the name of a folder above `path`.
-    fn blocked_above(&self, path: &RelPath) -> bool {
-        path.ancestors()
-            .any(|a| self.current(a.as_str()).is_some() || self.others.contains(a.as_str()))
-    }
-
-    fn occupied(&self, path: &str) -> bool {
-        self.current(path).is_some()
-            || self.has_other_at_or_below(path)
-            || !self.below(path).is_empty()
-    }
-
-    /// Checks that `path` is what a step expects.
-    fn check(&self, path: &RelPath, expect: &Expect) -> Result<(), ReplicaError> {
-        let p = path.as_str();
-        if self.blocked_above(path) {
-            return Err(changed(path));
-        }
-        let ok = match expect {
-            Expect::Absent => !self.occupied(p),
-            Expect::File { size, version, .. } => match self.current(p) {
-                Some(blob) => match version {
-                    Some(version) => blob.oid == *version,
-                    None => blob.size == *size,
-                },
-                None => false,
-            },
-            Expect::Dir => self.current(p).is_none() && !self.has_other_at_or_below(p),
-        };
-        if ok { Ok(()) } else { Err(changed(path)) }
-    }
-
-    /// Notes an edit, dropping it when it brings back what the tip has.
-    fn set(&mut self, path: &str, edit: Option<Blob>) {
-        if self.files.get(path) == edit.as_ref() {
-            self.pending.remove(path);
-        } else {
-            self.pending.insert(path.to_owned(), edit);
-        }
-    }
-
-    /// `alpha: 3 modified, 1 added, docs/ → notes/`.
-    fn summary(&self, device: &str) -> String {
-        let (mut added, mut modified, mut deleted) = (0, 0, 0);
-        for (path, edit) in &self.pending {
-            let moved = self
-                .moves
-                .iter()
-                .any(|(from, to, _)| within(path, from) || within(path, to));
-            if moved {
-                continue;
-            }
-            match (self.files.contains_key(path), edit) {
-                (false, Some(_)) => added += 1,
-                (true, Some(_)) => modified += 1,
-                (true, None) => deleted += 1,
-                (false, None) => {}
-            }
-        }
-        let mut parts: Vec<String> = [
-            (modified, "modified"),
-            (added, "added"),
-            (deleted, "deleted"),
-        ]
-        .into_iter()
-        .filter(|(n, _)| *n > 0)
-        .map(|(n, what)| format!("{n} {what}"))
-        .collect();
-        for (from, to, folder) in &self.moves {
-            let slash = if *folder { "/" } else { "" };
-            parts.push(format!("{from}{slash} → {to}{slash}"));
-        }
-        if parts.is_empty() {
-            parts.push("no changes".into());
-        }
-        format!("{device}: {}", parts.join(", "))
-    }
-}
-
-fn within(path: &str, dir: &str) -> bool {
-    path == dir || path.strip_prefix(dir).is_some_and(|r| r.starts_with('/'))
-}
-
-fn changed(path: impl std::fmt::Display) -> ReplicaError {
-    ReplicaError::Changed {
-        path: path.to_string(),
-    }
-}
-
 /// A `git+URL` remote.
 pub struct GitReplica {
-    mirror: Mirror,
-    settings: GitPairSettings,
-    device: String,
+    pub(super) mirror: Mirror,
+    pub(super) settings: GitPairSettings,
+    pub(super) device: String,
     /// The branch, once resolved (configured, or the remote's default).
-    branch: Mutex<Option<String>>,
-    view: Mutex<View>,
+    pub(super) branch: Mutex<Option<String>>,
+    pub(super) view: Mutex<View>,
     /// Content hashes of blobs read before, by blob id.
-    hashes: Mutex<HashMap<String, ContentHash>>,
+    pub(super) hashes: Mutex<HashMap<String, ContentHash>>,
     /// Record writes go one at a time.
-    records: Mutex<()>,
+    pub(super) records: Mutex<()>,
     /// The tip `root_state` just fetched, for the listing that follows it
     /// (a sync looks at the root, then lists): one `ls-remote` for both.
-    checked: Mutex<Option<(std::time::Instant, Option<String>)>>,
+    pub(super) checked: Mutex<Option<(std::time::Instant, Option<String>)>>,
     /// Where staged content is written before it becomes a blob.
-    staging: PathBuf,
+    pub(super) staging: PathBuf,
 }
 
 impl GitReplica {
@@ -283,14 +120,14 @@ impl GitReplica {
     }
 
     /// The repository path of `rel` (below the synced folder).
-    fn repo_path(&self, rel: &str) -> String {
+    pub(super) fn repo_path(&self, rel: &str) -> String {
         match &self.settings.path {
             Some(prefix) => format!("{prefix}/{rel}"),
             None => rel.to_owned(),
         }
     }
 
-    fn author(&self) -> (String, String) {
+    pub(super) fn author(&self) -> (String, String) {
         let name = self
             .settings
             .author_name
@@ -315,7 +152,7 @@ impl GitReplica {
 
     /// Asks the remote what moved and fetches what did; resolves the
     /// branch the first time. Returns the tip and the records commit.
-    fn refresh(&self) -> Result<(Option<String>, Option<String>), ReplicaError> {
+    pub(super) fn refresh(&self) -> Result<(Option<String>, Option<String>), ReplicaError> {
         self.mirror.ensure()?;
         let seen = self.mirror.advertised()?;
         if let Some(oid) = seen.heads.values().chain(&seen.records).next() {
@@ -333,7 +170,10 @@ impl GitReplica {
         Ok((tip, records))
     }
 
-    fn resolve_branch(&self, seen: &super::mirror::Advertised) -> Result<String, ReplicaError> {
+    pub(super) fn resolve_branch(
+        &self,
+        seen: &super::mirror::Advertised,
+    ) -> Result<String, ReplicaError> {
         let mut slot = self.branch.locked();
         if let Some(branch) = slot.as_ref() {
             return Ok(branch.clone());
@@ -373,189 +213,16 @@ impl GitReplica {
         Ok(branch)
     }
 
-    fn branch(&self) -> Result<String, ReplicaError> {
+    pub(super) fn branch(&self) -> Result<String, ReplicaError> {
         self.branch
             .locked()
             .clone()
             .ok_or_else(|| ReplicaError::Other("the git remote was not listed yet".into()))
     }
 
-    /// Reads the tree of `tip` (below `path`) into `view`, unless the view
-    /// already shows that tip. Pending edits go either way: a listing
-    /// starts a new plan.
-    fn load(&self, view: &mut View, tip: Option<String>) -> Result<(), ReplicaError> {
-        if !view.pending.is_empty() {
-            tracing::warn!(
-                remote = %self.mirror.shown(),
-                edits = view.pending.len(),
-                "dropping edits of a batch that was never pushed"
-            );
-            view.pending.clear();
-        }
-        view.moves.clear();
-        if view.tip == tip && (tip.is_some() || view.files.is_empty()) {
-            return Ok(());
-        }
-        let mut loaded = View {
-            tip: tip.clone(),
-            ..View::default()
-        };
-        let mut problems = Vec::new();
-        if let Some(tip) = &tip {
-            // `cat-file`, not `show`: a user's `log.showSignature` would
-            // put a signature check before `show`'s answer.
-            let commit = self
-                .mirror
-                .git
-                .call(["cat-file", "commit", tip])
-                .text()
-                .map_err(|e| self.mirror.local_error(e))?;
-            loaded.time_ns = committer_time(&commit).unwrap_or(0) * 1_000_000_000;
-            let mut args = vec![
-                "ls-tree".to_owned(),
-                "-r".into(),
-                "-l".into(),
-                "-z".into(),
-                "--full-tree".into(),
-                tip.clone(),
-            ];
-            let prefix = self.settings.path.as_ref().map(|p| format!("{p}/"));
-            if let Some(prefix) = &prefix {
-                args.push("--".into());
-                args.push(prefix.clone());
-            }
-            let out = self
-                .mirror
-                .git
-                .call(args)
-                .env("GIT_LITERAL_PATHSPECS", "1")
-                .run()
-                .map_err(|e| self.mirror.local_error(e))?;
-            for record in out.split(|b| *b == 0).filter(|r| !r.is_empty()) {
-                let Some(tab) = record.iter().position(|b| *b == b'\t') else {
-                    continue;
-                };
-                let meta = String::from_utf8_lossy(&record[..tab]);
-                let Ok(path) = std::str::from_utf8(&record[tab + 1..]) else {
-                    problems.push(Problem {
-                        path: None,
-                        message: format!(
-                            "the repository has a file whose name is not UTF-8 ({}); it is not \
-                             synced",
-                            String::from_utf8_lossy(&record[tab + 1..])
-                        ),
-                    });
-                    continue;
-                };
-                let rel = match &prefix {
-                    Some(prefix) => match path.strip_prefix(prefix.as_str()) {
-                        Some(rel) => rel,
-                        None => continue,
-                    },
-                    None => path,
-                };
-                let mut fields = meta.split_whitespace();
-                let (mode, kind, oid, size) = (
-                    fields.next().unwrap_or_default(),
-                    fields.next().unwrap_or_default(),
-                    fields.next().unwrap_or_default(),
-                    fields.next().unwrap_or_default(),
-                );
-                if kind == "blob" && (mode == "100644" || mode == "100755") {
-                    loaded.files.insert(
-                        rel.to_owned(),
-                        Blob {
-                            mode: mode.to_owned(),
-                            oid: oid.to_owned(),
-                            size: size.parse().unwrap_or(0),
-                        },
-                    );
-                } else {
-                    let what = if mode == "120000" {
-                        "a symbolic link"
-                    } else {
-                        "a submodule"
-                    };
-                    problems.push(Problem {
-                        path: RelPath::new(rel).ok(),
-                        message: format!(
-                            "is {what} in the repository; Prism Sync leaves it alone (it is not \
-                             synced)"
-                        ),
-                    });
-                    loaded.others.insert(rel.to_owned());
-                }
-            }
-        }
-        loaded.problems = problems;
-        *view = loaded;
-        Ok(())
-    }
-
-    /// Hashes of the blobs in `oids` not yet known, reading each once.
-    fn hash_blobs(&self, oids: &[String]) -> Result<HashMap<String, ContentHash>, ReplicaError> {
-        let mut known = HashMap::new();
-        let mut unknown = Vec::new();
-        {
-            let hashes = self.hashes.locked();
-            for oid in oids {
-                match hashes.get(oid) {
-                    Some(hash) => {
-                        known.insert(oid.clone(), *hash);
-                    }
-                    None => unknown.push(oid.clone()),
-                }
-            }
-        }
-        unknown.sort();
-        unknown.dedup();
-        if unknown.is_empty() {
-            return Ok(known);
-        }
-        let mut input = unknown.join("\n");
-        input.push('\n');
-        let stream = self
-            .mirror
-            .git
-            .call(["cat-file", "--batch"])
-            .input(input.into_bytes())
-            .stream()
-            .map_err(|e| self.mirror.local_error(e))?;
-        let mut reader = BufReader::new(stream);
-        let broken =
-            |what: &str| ReplicaError::Other(format!("reading blobs of the mirror: {what}"));
-        for _ in &unknown {
-            let mut header = String::new();
-            reader
-                .read_line(&mut header)
-                .map_err(|e| ReplicaError::io("read", "the mirror", e))?;
-            let mut fields = header.split_whitespace();
-            let (Some(oid), Some("blob"), Some(size)) =
-                (fields.next(), fields.next(), fields.next())
-            else {
-                return Err(broken(header.trim()));
-            };
-            let size: u64 = size.parse().map_err(|_| broken(header.trim()))?;
-            let mut hasher = blake3::Hasher::new();
-            let copied = std::io::copy(&mut (&mut reader).take(size), &mut hasher)
-                .map_err(|e| ReplicaError::io("read", "the mirror", e))?;
-            if copied != size {
-                return Err(broken("a blob ended early"));
-            }
-            let mut newline = [0u8; 1];
-            reader
-                .read_exact(&mut newline)
-                .map_err(|e| ReplicaError::io("read", "the mirror", e))?;
-            let hash = ContentHash(*hasher.finalize().as_bytes());
-            known.insert(oid.to_owned(), hash);
-            self.hashes.locked().insert(oid.to_owned(), hash);
-        }
-        Ok(known)
-    }
-
     /// Builds one commit on `parent` with `edits` (repository paths), in
     /// a private index that is removed afterwards.
-    fn build_commit(
+    pub(super) fn build_commit(
         &self,
         parent: Option<&str>,
         edits: &[(String, Option<Blob>)],
@@ -620,7 +287,7 @@ impl GitReplica {
     /// mirror copy is `local_ref`, starting from `parent`; after a refusal
     /// `again` is told the new parent and says whether the edits still
     /// apply there. Returns the commit pushed.
-    fn push_edits(
+    pub(super) fn push_edits(
         &self,
         parent: Option<String>,
         edits: &[(String, Option<Blob>)],
@@ -664,7 +331,7 @@ impl GitReplica {
     }
 
     /// The repository paths that differ between two commits.
-    fn changed_between(
+    pub(super) fn changed_between(
         &self,
         old: Option<&str>,
         new: Option<&str>,
@@ -698,74 +365,6 @@ impl GitReplica {
             .filter(|r| !r.is_empty())
             .map(|r| String::from_utf8_lossy(r).into_owned())
             .collect())
-    }
-
-    /// A record's blob, if the records have it.
-    fn record_blob(&self, name: &str) -> Result<Option<String>, ReplicaError> {
-        let out = self
-            .mirror
-            .git
-            .call([
-                "rev-parse",
-                "--verify",
-                "--quiet",
-                &format!("{RECORDS_REF}:{name}"),
-            ])
-            .text();
-        match out {
-            Ok(oid) if !oid.is_empty() => Ok(Some(oid)),
-            _ => Ok(None),
-        }
-    }
-
-    /// Writes (`Some`) or removes (`None`) one record in one commit on the
-    /// records ref, again on the newer records when another agent pushed
-    /// meanwhile (agents write records of their own, so the edit applies).
-    fn edit_record(&self, name: &str, content: Option<&str>) -> Result<(), ReplicaError> {
-        if name.is_empty()
-            || name
-                .split('/')
-                .any(|s| s.is_empty() || s == "." || s == "..")
-        {
-            return Err(ReplicaError::Other(format!(
-                "{name:?} is not a record name"
-            )));
-        }
-        let _one_at_a_time = self.records.locked();
-        self.mirror.ensure()?;
-        let blob = match content {
-            Some(content) => {
-                let oid = self
-                    .mirror
-                    .git
-                    .call(["hash-object", "-w", "--stdin", "--no-filters"])
-                    .input(content.as_bytes().to_vec())
-                    .text()
-                    .map_err(|e| self.mirror.local_error(e))?;
-                Some(Blob {
-                    mode: "100644".into(),
-                    oid,
-                    size: content.len() as u64,
-                })
-            }
-            None => {
-                if self.record_blob(name)?.is_none() {
-                    return Ok(());
-                }
-                None
-            }
-        };
-        let parent = self.mirror.local_ref(RECORDS_REF)?;
-        let verb = if content.is_some() { "write" } else { "remove" };
-        let message = format!("{}: {verb} {name}", self.device);
-        self.push_edits(
-            parent,
-            &[(name.to_owned(), blob)],
-            &message,
-            (REMOTE_RECORDS_REF, RECORDS_REF),
-            |_, _| Ok(()),
-        )?;
-        Ok(())
     }
 }
 
@@ -858,149 +457,7 @@ impl Replica for GitReplica {
         cache: &BaseTree,
         ignore: &IgnoreRules,
     ) -> Result<Listing, ReplicaError> {
-        // A look at the root a moment ago stands for this one; any later
-        // listing asks the remote again.
-        let checked = self.checked.locked().take();
-        let tip = match checked {
-            Some((at, tip)) if at.elapsed() < CHECK_REUSE => tip,
-            _ => self.refresh()?.0,
-        };
-        let mut view = self.view.locked();
-        let mut out = Listing {
-            problems: {
-                self.load(&mut view, tip)?;
-                view.problems.clone()
-            },
-            ..Listing::default()
-        };
-        let roots: Option<&[RelPath]> = match scope {
-            Scope::Full => None,
-            Scope::Paths(paths) => Some(paths),
-        };
-        let in_scope =
-            |rel: &RelPath| roots.is_none_or(|roots| roots.iter().any(|r| rel.is_within(r)));
-        let mut dirs: BTreeSet<RelPath> = BTreeSet::new();
-        let mut files: Vec<(RelPath, Blob)> = Vec::new();
-        for (path, blob) in &view.files {
-            let rel = match RelPath::new(path) {
-                Ok(rel) => rel,
-                Err(e) => {
-                    out.problems.push(Problem {
-                        path: None,
-                        message: format!(
-                            "the file {path:?} in the repository cannot be synced: {e}"
-                        ),
-                    });
-                    continue;
-                }
-            };
-            if rel.as_str().split('/').next() == Some(METADATA_DIR)
-                || ignore.is_ignored(&rel, false)
-                || !in_scope(&rel)
-            {
-                continue;
-            }
-            if rel.too_deep() {
-                let first = rel
-                    .ancestors()
-                    .chain(std::iter::once(rel.clone()))
-                    .find(RelPath::too_deep)
-                    .unwrap_or_else(|| rel.clone());
-                if !out.held.contains(&first) {
-                    out.problems.push(Problem {
-                        path: Some(first.clone()),
-                        message: first.too_deep_message(),
-                    });
-                    out.held.push(first);
-                }
-                continue;
-            }
-            for ancestor in rel.ancestors() {
-                if in_scope(&ancestor) {
-                    dirs.insert(ancestor);
-                }
-            }
-            files.push((rel, blob.clone()));
-        }
-        for other in &view.others {
-            if let Ok(rel) = RelPath::new(other)
-                && in_scope(&rel)
-            {
-                for ancestor in rel.ancestors() {
-                    if in_scope(&ancestor) {
-                        dirs.insert(ancestor);
-                    }
-                }
-                out.held.push(rel);
-            }
-        }
-        // Hashes: from the base where the blob is the base's version,
-        // else known from before, else read.
-        let mut from_base: HashMap<RelPath, FileMeta> = HashMap::new();
-        let mut to_read = Vec::new();
-        for (rel, blob) in &files {
-            match cache.get(rel) {
-                Some(base)
-                    if base.remote_version.as_deref() == Some(blob.oid.as_str())
-                        && base.entry.file().is_some_and(|f| f.size == blob.size) =>
-                {
-                    if let Some(meta) = base.entry.file() {
-                        from_base.insert(
-                            rel.clone(),
-                            FileMeta {
-                                mode: None,
-                                ..*meta
-                            },
-                        );
-                    }
-                }
-                _ => to_read.push(blob.oid.clone()),
-            }
-        }
-        let before = self.hashes.locked().len();
-        let hashes = self.hash_blobs(&to_read)?;
-        out.hashed_files = (self.hashes.locked().len() - before) as u64;
-        for (rel, blob) in files {
-            let meta = match from_base.remove(&rel) {
-                Some(meta) => meta,
-                None => FileMeta {
-                    hash: hashes[&blob.oid],
-                    size: blob.size,
-                    mtime_ns: view.time_ns,
-                    mode: None,
-                },
-            };
-            out.tree.insert(
-                rel,
-                SideEntry {
-                    entry: Entry::File(meta),
-                    id: None,
-                    version: Some(blob.oid),
-                },
-            );
-        }
-        // Git holds no empty folders: one the base knows stays while
-        // nothing took its name.
-        for (path, base) in cache {
-            if base.entry.is_dir()
-                && in_scope(path)
-                && !out.tree.contains_key(path)
-                && !dirs.contains(path)
-                && !view.blocked_above(path)
-                && !view.others.contains(path.as_str())
-                && !ignore.is_ignored(path, true)
-            {
-                dirs.insert(path.clone());
-            }
-        }
-        for dir in dirs {
-            if !out.held.iter().any(|h| dir.is_within(h)) && !out.tree.contains_key(&dir) {
-                out.tree.insert(dir, SideEntry::new(Entry::dir(None)));
-            }
-        }
-        out.held.sort();
-        out.held.dedup();
-        Ok(out)
+        self.listing(scope, cache, ignore)
     }
 
     fn open(&self, path: &RelPath) -> Result<Box<dyn Read + Send + '_>, ReplicaError> {
@@ -1329,16 +786,6 @@ impl Replica for GitReplica {
     fn remove_record(&self, name: &str) -> Result<(), ReplicaError> {
         self.edit_record(name, None)
     }
-}
-
-/// The committer time (seconds since the epoch) of a raw commit object.
-fn committer_time(commit: &str) -> Option<i64> {
-    let line = commit
-        .lines()
-        .take_while(|l| !l.is_empty())
-        .find(|l| l.starts_with("committer "))?;
-    // `committer NAME <EMAIL> SECONDS ZONE`
-    line.rsplit(' ').nth(1)?.parse().ok()
 }
 
 /// A staged write's handle: the blob and the modification time to report.
