@@ -19,6 +19,7 @@ pub mod edit;
 
 use crate::model::Strategy;
 use crate::percent::{self, Plus};
+use crate::remote::git::GitPairSettings;
 use crate::remote::s3::S3PairSettings;
 
 /// Where the agent keeps things, after flags, environment and defaults.
@@ -197,6 +198,20 @@ pub struct RawPair {
     /// true).
     #[serde(default)]
     pub directory_name_encryption: Option<bool>,
+    /// Git only: the branch synced (default: the remote's default branch;
+    /// `main` in an empty repository).
+    #[serde(default)]
+    pub branch: Option<String>,
+    /// Git only: the author of the commits (default: the device name).
+    #[serde(default)]
+    pub author_name: Option<String>,
+    /// Git only: the author's email (default `DEVICE@prism-sync.invalid`).
+    #[serde(default)]
+    pub author_email: Option<String>,
+    /// Git only: the folder of the repository that is synced (default:
+    /// all of it).
+    #[serde(default)]
+    pub path: Option<String>,
 }
 
 /// The validated configuration the agent runs with.
@@ -260,6 +275,9 @@ pub struct PairConfig {
     /// Where an S3 bucket is served and how to log in; empty for other
     /// remotes.
     pub s3: S3PairSettings,
+    /// The branch, author and folder of a git remote; empty for other
+    /// remotes.
+    pub git: GitPairSettings,
     /// How the remote is encrypted; `None`: it is not.
     pub crypt: Option<CryptSettings>,
 }
@@ -334,14 +352,30 @@ pub enum RemoteUrl {
     /// `s3://BUCKET/PREFIX`: the prefix decoded, without slashes at its
     /// ends (empty for the whole bucket).
     S3 { bucket: String, prefix: String },
+    /// `git+URL`: the URL after the prefix, as `git clone` takes it
+    /// (`ssh://…`, `https://…`, `file:///…`, or `user@host:path`).
+    Git { url: String },
 }
 
 impl RemoteUrl {
     pub fn parse(url: &str) -> Result<RemoteUrl, String> {
+        // URL parsers drop tabs and line breaks silently (the WHATWG rules),
+        // so the URL used would differ from the one written: a character
+        // that belongs in a path is written as a %-escape.
+        if url.chars().any(char::is_control) {
+            return Err(
+                "the remote URL holds a control character (a line break, a tab, …); \
+                        write one that belongs in a path as a %-escape, as in %0A"
+                    .to_owned(),
+            );
+        }
+        if let Some(git) = url.strip_prefix("git+") {
+            return crate::remote::git::settings::parse_url(git).map(|url| RemoteUrl::Git { url });
+        }
         let Some((scheme, rest)) = url.split_once("://") else {
             return Err(format!(
                 "{url:?} is not a URL; write file:///path, sftp://user@host/path, webdav://host/path \
-                 or s3://bucket/prefix"
+                 s3://bucket/prefix or git+ssh://host/repo.git"
             ));
         };
         // A password in the URL is refused before anything else looks at
@@ -412,7 +446,7 @@ impl RemoteUrl {
             }
             other => Err(format!(
                 "the remote scheme {other:?} is not supported; use file://, sftp://, webdav://, \
-                 webdavs:// or s3://"
+                 webdavs://, s3:// or git+URL"
             )),
         }
     }
@@ -424,6 +458,7 @@ impl RemoteUrl {
             RemoteUrl::Webdav { tls: false, .. } => "webdav",
             RemoteUrl::Webdav { tls: true, .. } => "webdavs",
             RemoteUrl::S3 { .. } => "s3",
+            RemoteUrl::Git { .. } => "git",
         }
     }
 }
@@ -455,6 +490,7 @@ impl fmt::Display for RemoteUrl {
                 let prefix = crate::remote::s3::sign::encode_path(prefix);
                 write!(f, "s3://{bucket}/{prefix}")
             }
+            RemoteUrl::Git { url } => write!(f, "git+{url}"),
         }
     }
 }
@@ -886,6 +922,20 @@ impl RawPair {
             self.filename_encryption,
             self.directory_name_encryption,
         )?;
+        let git_keys = [self.branch, self.author_name, self.author_email, self.path];
+        let git = if matches!(remote, RemoteUrl::Git { .. }) {
+            let [branch, author_name, author_email, path] = git_keys;
+            crate::remote::git::settings::validate(branch, author_name, author_email, path)?
+        } else {
+            let keys = crate::remote::git::settings::KEYS;
+            if let Some((key, _)) = keys.iter().zip(&git_keys).find(|(_, v)| v.is_some()) {
+                return Err((
+                    (*key).to_owned(),
+                    "only applies to git+ remotes; remove it".into(),
+                ));
+            }
+            GitPairSettings::default()
+        };
         Ok(PairConfig {
             name: self.name,
             local,
@@ -896,6 +946,7 @@ impl RawPair {
             webdav,
             s3,
             crypt,
+            git,
         })
     }
 }
@@ -1378,6 +1429,69 @@ mod tests {
             .to_string();
         assert!(
             message.contains("pair[0].identity_file") && message.contains("sftp://"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_remote_url_with_a_control_character_is_refused_whatever_its_scheme() {
+        for url in [
+            "s3://b/with%256space:-10%2\r\n5",
+            "file:///srv/a\tb",
+            "webdav://host/dav\n",
+            "sftp://me@host/x\r",
+            "git+file:///srv/notes.git\n",
+        ] {
+            let message = RemoteUrl::parse(url).unwrap_err();
+            assert!(message.contains("control character"), "{url:?}: {message}");
+        }
+        assert!(RemoteUrl::parse("file:///srv/a%0Ab").is_ok());
+    }
+
+    #[test]
+    fn git_remotes_take_branch_author_and_path_and_only_they_do() {
+        let pair = |remote: &str, extra: &str| {
+            parse(&format!(
+                "[[pair]]\nname = \"a\"\nlocal = \"/a\"\nremote = \"{remote}\"\n{extra}"
+            ))
+        };
+        let config = pair(
+            "git+git@host:me/notes.git",
+            "branch = \"notes\"\nauthor_name = \"Ada\"\nauthor_email = \"ada@example.org\"\n\
+             path = \"journal\"\n",
+        )
+        .unwrap();
+        let only = &config.pairs[0];
+        assert_eq!(
+            only.remote,
+            RemoteUrl::Git {
+                url: "git@host:me/notes.git".into()
+            }
+        );
+        assert_eq!(only.remote.to_string(), "git+git@host:me/notes.git");
+        assert_eq!(only.git.branch.as_deref(), Some("notes"));
+        assert_eq!(
+            only.git.path.as_ref().map(crate::model::RelPath::as_str),
+            Some("journal")
+        );
+        for url in [
+            "git+ssh://git@host/me/notes.git",
+            "git+file:///srv/notes.git",
+        ] {
+            assert_eq!(pair(url, "").unwrap().pairs[0].remote.to_string(), url);
+        }
+        let message = pair("s3://b/p", "branch = \"main\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("pair[0].branch") && message.contains("git+"),
+            "{message}"
+        );
+        let message = pair("git+https://me:tok3n@host/x.git", "")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("password") && !message.contains("tok3n"),
             "{message}"
         );
     }

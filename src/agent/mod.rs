@@ -176,7 +176,13 @@ pub fn build_engine(
     paths: &Paths,
     journal: &Arc<Mutex<Journal>>,
 ) -> Result<PairEngine, AgentError> {
-    let remote = remote::open_remote(pair, paths.config_file.parent(), agent.parallel_transfers)
+    let host = remote::RemoteHost {
+        config_dir: paths.config_file.parent(),
+        state_dir: &paths.state_dir,
+        device: &agent.device,
+        parallel_transfers: agent.parallel_transfers,
+    };
+    let remote = remote::open_remote(pair, host)
         .map_err(|e| AgentError::Config(format!("pair {:?}: {e}", pair.name)))?;
     let ignore = IgnoreRules::load(&pair.local, &pair.ignore)
         .map_err(|e| AgentError::Config(format!("pair {:?}: {e}", pair.name)))?;

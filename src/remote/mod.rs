@@ -15,6 +15,7 @@
 
 pub mod change_log;
 pub mod crypt;
+pub mod git;
 mod job_queue;
 pub mod journal_record;
 pub mod lease;
@@ -771,19 +772,37 @@ impl Read for SourceReader<'_, '_> {
     }
 }
 
+/// Where an agent keeps what a remote needs besides the pair's settings.
+#[derive(Clone, Copy, Debug)]
+pub struct RemoteHost<'a> {
+    /// Where credentials files are looked for.
+    pub config_dir: Option<&'a Path>,
+    /// The agent's state dir (a git remote's mirror lives there).
+    pub state_dir: &'a Path,
+    /// The device name (a git remote's commits carry it).
+    pub device: &'a str,
+    /// How many transfers the engine runs at once (an SFTP remote opens
+    /// as many SSH sessions; a WebDAV remote's listing sends as many
+    /// PROPFINDs at once).
+    pub parallel_transfers: usize,
+}
+
 /// Opens the backend a pair's remote URL names, with the pair's login
-/// settings (`ssh` for SFTP, `webdav` for WebDAV, `s3` for S3); `config_dir` is where
-/// credentials files are looked for, and `parallel_transfers` how many
-/// transfers the engine runs at once (an SFTP remote opens as many SSH
-/// sessions; a WebDAV remote's listing sends as many PROPFINDs at once). Nothing is connected yet: a remote that is away is an error
-/// of the first sync, not of opening. An encrypted pair's remote is
-/// wrapped in [`crypt::CryptReplica`], which looks its password up at the
-/// first sync too.
+/// settings (`ssh` for SFTP, `webdav` for WebDAV, `s3` for S3, `git` for
+/// git). Nothing is connected yet: a remote that is away is an error of
+/// the first sync, not of opening. An encrypted pair's remote is wrapped
+/// in [`crypt::CryptReplica`], which looks its password up at the first
+/// sync too.
 pub fn open_remote(
     pair: &PairConfig,
-    config_dir: Option<&Path>,
-    parallel_transfers: usize,
+    host: RemoteHost<'_>,
 ) -> Result<Box<dyn Replica>, ReplicaError> {
+    let RemoteHost {
+        config_dir,
+        state_dir,
+        device,
+        parallel_transfers,
+    } = host;
     let ssh = &pair.ssh;
     let replica: Box<dyn Replica> = match &pair.remote {
         RemoteUrl::File(root) => Box::new(LocalFolder::remote(root.clone())),
@@ -830,6 +849,7 @@ pub fn open_remote(
             config_dir,
             parallel_transfers,
         )),
+        RemoteUrl::Git { url } => Box::new(git::GitReplica::for_pair(pair, url, state_dir, device)),
     };
     Ok(crypt::wrap(replica, pair, config_dir))
 }

@@ -206,7 +206,8 @@ impl Account {
     /// `username`.
     pub fn for_pair(pair: &PairConfig) -> Option<Account> {
         match &pair.remote {
-            RemoteUrl::File(_) => None,
+            // Git logs in with its own credential helpers and ssh keys.
+            RemoteUrl::File(_) | RemoteUrl::Git { .. } => None,
             RemoteUrl::S3 { .. } => pair.s3.account(),
             RemoteUrl::Sftp {
                 user, host, port, ..
@@ -283,6 +284,9 @@ impl Account {
             }
             RemoteUrl::File(_) => Err("a file:// remote needs no password".to_owned()),
             RemoteUrl::S3 { .. } => Err(S3_CREDENTIALS.to_owned()),
+            RemoteUrl::Git { .. } => Err("a git remote logs in through git itself (an ssh key or \
+                 agent, or a git credential helper); Prism Sync keeps no password for it"
+                .to_owned()),
         }
     }
 

@@ -248,13 +248,24 @@ pub fn is_partial_name(name: &str) -> bool {
         .is_some_and(|rest| rest.starts_with(PARTIAL_MARK))
 }
 
+/// A git repository's own folder (or, in a worktree or submodule, the
+/// file pointing at it).
+pub const GIT_DIR_NAME: &str = ".git";
+
 /// Paths no rule can un-ignore: our metadata folder and root marker at the
-/// pair root, and our temporary files anywhere. Syncing them would ship one
-/// device's bookkeeping (or half-written data) to the others.
+/// pair root, our temporary files anywhere, and `.git` anywhere. Syncing
+/// them would ship one device's bookkeeping (or half-written data) to the
+/// others; a `.git` folder is a repository's database, which two devices
+/// writing file by file would corrupt (a folder that is a git checkout is
+/// synced as its working tree; a git remote carries the history).
 fn is_reserved(path: &RelPath) -> bool {
     let text = path.as_str();
     let first = text.split('/').next().unwrap_or(text);
-    first == METADATA_DIR || text == ROOT_MARKER_FILE || text.split('/').any(is_temp_name)
+    first == METADATA_DIR
+        || text == ROOT_MARKER_FILE
+        || text
+            .split('/')
+            .any(|name| is_temp_name(name) || name == GIT_DIR_NAME)
 }
 
 /// The reason part of a glob error, without the crate's own framing.
@@ -319,6 +330,13 @@ mod tests {
         assert!(rules.is_ignored(&rel(".prism-sync/trash/a.txt"), false));
         assert!(rules.is_ignored(&rel(ROOT_MARKER_FILE), false));
         assert!(rules.is_ignored(&rel("d/.prism-tmp-abc-notes.md"), false));
+        // A repository's own folder, at any depth, whatever the rules say.
+        let (_dir, with_git) = rules_with(&["!.git", "!.git/**"], None);
+        assert!(with_git.is_ignored(&rel(".git"), true));
+        assert!(with_git.is_ignored(&rel(".git/config"), false));
+        assert!(with_git.is_ignored(&rel("code/lib/.git"), false));
+        assert!(!with_git.is_ignored(&rel(".gitignore"), false));
+        assert!(!with_git.is_ignored(&rel("code/.github/ci.yml"), false));
         // Only the root's metadata folder and marker are ours.
         assert!(!rules.is_ignored(&rel("d/.prism-sync"), true));
         assert!(!rules.is_ignored(&rel("d/.prism-sync-root"), false));

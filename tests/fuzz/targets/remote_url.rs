@@ -19,6 +19,8 @@ const DICTIONARY: &[&[u8]] = &[
     b":",
     b"me@",
     b"me:secret@",
+    b"git+",
+    b"::",
     b"[::1]",
     b"[::1]:8080",
     b"[",
@@ -69,6 +71,15 @@ fn run(input: &[u8]) -> u64 {
                 }
                 RemoteUrl::S3 { bucket, .. } => {
                     assert!(!bucket.is_empty());
+                    assert_eq!(
+                        RemoteUrl::parse(&shown).as_ref(),
+                        Ok(&remote),
+                        "{shown:?} does not parse back"
+                    );
+                }
+                RemoteUrl::Git { url } => {
+                    // It becomes an argument of git: never an option.
+                    assert!(!url.is_empty() && !url.starts_with('-'), "{url:?}");
                     assert_eq!(
                         RemoteUrl::parse(&shown).as_ref(),
                         Ok(&remote),
@@ -142,5 +153,6 @@ fn shape_of(remote: &RemoteUrl) -> (bool, bool) {
         RemoteUrl::Sftp { user, port, .. } => (user.is_some(), *port == 22),
         RemoteUrl::Webdav { port, .. } => (false, port.is_some()),
         RemoteUrl::S3 { prefix, .. } => (false, prefix.is_empty()),
+        RemoteUrl::Git { url } => (url.contains("://"), url.contains('@')),
     }
 }

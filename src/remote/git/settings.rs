@@ -1,0 +1,203 @@
+//! What a `git+URL` pair says in the config: the URL after the `git+`
+//! prefix (anything `git clone` takes: `ssh://`, `https://`, `file://`,
+//! or the scp-like `user@host:path`), and the pair keys `branch`,
+//! `author_name`, `author_email` and `path`. Passwords and tokens never
+//! go in the URL: git's own credential helpers and the user's ssh keys
+//! log in.
+
+use crate::model::RelPath;
+
+/// The pair keys that only a git remote takes.
+pub const KEYS: [&str; 4] = ["branch", "author_name", "author_email", "path"];
+
+/// The pair keys of a git remote, as validated.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GitPairSettings {
+    /// `None`: the remote's default branch (`main` in an empty one).
+    pub branch: Option<String>,
+    /// `None`: the device name.
+    pub author_name: Option<String>,
+    /// `None`: `DEVICE@prism-sync.invalid`.
+    pub author_email: Option<String>,
+    /// The subfolder of the repository that is synced; `None`: all of it.
+    pub path: Option<RelPath>,
+}
+
+/// Checks the URL written after `git+`.
+pub fn parse_url(url: &str) -> Result<String, String> {
+    if url.is_empty() {
+        return Err(
+            "the git remote names no repository; write git+ssh://host/repo.git, \
+             git+https://host/repo.git, git+file:///srv/repo.git or git+user@host:repo.git"
+                .into(),
+        );
+    }
+    // An argument that starts with `-` would read as an option.
+    if url.starts_with('-') || url.chars().any(char::is_control) {
+        return Err("the git URL must not start with '-' or hold control characters".into());
+    }
+    // `HELPER::ADDRESS` hands the address to a remote helper (`ext::`
+    // runs a command): not a repository URL.
+    if let Some((helper, _)) = url.split_once("::")
+        && !helper.contains(['/', ':'])
+    {
+        return Err(format!(
+            "the git transport {helper:?} hands the URL to a program; use ssh://, https:// or \
+             file://"
+        ));
+    }
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if scheme.starts_with("ext") || scheme == "fd" {
+            return Err(format!(
+                "the git transport {scheme:?} runs commands; use ssh://, https://, or file://"
+            ));
+        }
+        let authority = rest.split('/').next().unwrap_or_default();
+        if let Some((userinfo, _)) = authority.rsplit_once('@')
+            && userinfo.contains(':')
+        {
+            return Err(
+                "the git URL holds a password or token (a ':' before its '@'); keep it out of \
+                 the config and let a git credential helper or an ssh key log in"
+                    .into(),
+            );
+        }
+        if scheme == "file" && !rest.starts_with('/') {
+            return Err(format!(
+                "git+{url} must name an absolute path, as in git+file:///srv/notes.git"
+            ));
+        }
+        return Ok(url.to_owned());
+    }
+    // The scp-like form: `[user@]host:path`. A ':' before the '@' would
+    // be a password.
+    if let Some((before, _)) = url.split_once('@')
+        && before.contains(':')
+    {
+        return Err(
+            "the git URL holds a password (a ':' before its '@'); keep it out of the config \
+             and let an ssh key or a git credential helper log in"
+                .into(),
+        );
+    }
+    match url.split_once(':') {
+        Some((host, path)) if !host.is_empty() && !path.is_empty() && !host.contains('/') => {
+            Ok(url.to_owned())
+        }
+        _ => Err(format!(
+            "git+{url} is not a repository URL; write git+ssh://host/repo.git, \
+             git+user@host:repo.git or git+file:///srv/repo.git"
+        )),
+    }
+}
+
+/// Validates the git pair keys, each error naming its key.
+pub fn validate(
+    branch: Option<String>,
+    author_name: Option<String>,
+    author_email: Option<String>,
+    path: Option<String>,
+) -> Result<GitPairSettings, (String, String)> {
+    if let Some(branch) = &branch
+        && !is_branch_name(branch)
+    {
+        return Err((
+            "branch".into(),
+            format!("{branch:?} is not a branch name git accepts"),
+        ));
+    }
+    for (key, value) in [
+        ("author_name", &author_name),
+        ("author_email", &author_email),
+    ] {
+        if let Some(value) = value
+            && (value.trim().is_empty() || value.contains(['<', '>', '\n', '\0']))
+        {
+            return Err((
+                key.into(),
+                "must not be empty or hold '<', '>' or a line break".into(),
+            ));
+        }
+    }
+    let path = match path.as_deref().map(|p| p.trim_matches('/')) {
+        None | Some("") => None,
+        Some(p) => Some(RelPath::new(p).map_err(|e| {
+            (
+                "path".to_owned(),
+                format!("{p:?} is not a folder inside the repository: {e}"),
+            )
+        })?),
+    };
+    Ok(GitPairSettings {
+        branch,
+        author_name,
+        author_email,
+        path,
+    })
+}
+
+/// The rules of `git check-ref-format --branch`, for the names people
+/// write.
+fn is_branch_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with(['-', '/', '.'])
+        && !name.ends_with(['/', '.'])
+        && !name.ends_with(".lock")
+        && !name.contains("..")
+        && !name.contains("//")
+        && !name.contains("@{")
+        && name != "@"
+        && !name
+            .chars()
+            .any(|c| c.is_control() || " ~^:?*[\\".contains(c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_git_clone_takes_pass_and_passwords_or_options_do_not() {
+        for url in [
+            "ssh://git@host/me/notes.git",
+            "https://github.com/me/notes.git",
+            "file:///srv/notes.git",
+            "git@host:me/notes.git",
+            "host:notes",
+        ] {
+            assert_eq!(parse_url(url).unwrap(), url);
+        }
+        let message = parse_url("https://me:ghp_secret@github.com/x.git").unwrap_err();
+        assert!(message.contains("password"), "{message}");
+        assert!(!message.contains("ghp_secret"), "{message}");
+        assert!(parse_url("--upload-pack=touch /tmp/x").is_err());
+        assert!(parse_url("ext::sh -c touch% /tmp/x").is_err());
+        assert!(parse_url("file://relative").is_err());
+        let message = parse_url("me:hunter2@host:notes.git").unwrap_err();
+        assert!(message.contains("password") && !message.contains("hunter2"));
+        assert!(parse_url("notes").is_err());
+        assert!(parse_url("").is_err());
+    }
+
+    #[test]
+    fn keys_are_checked_one_by_one() {
+        let ok = validate(
+            Some("notes/main".into()),
+            Some("Ada".into()),
+            Some("ada@example.org".into()),
+            Some("/journal/".into()),
+        )
+        .unwrap();
+        assert_eq!(ok.path.unwrap().as_str(), "journal");
+        let (key, _) = validate(Some("bad name".into()), None, None, None).unwrap_err();
+        assert_eq!(key, "branch");
+        let (key, _) = validate(None, None, Some("a<b".into()), None).unwrap_err();
+        assert_eq!(key, "author_email");
+        let (key, _) = validate(None, None, None, Some("../up".into())).unwrap_err();
+        assert_eq!(key, "path");
+        assert_eq!(
+            validate(None, None, None, Some("/".into())).unwrap().path,
+            None
+        );
+    }
+}

@@ -1,0 +1,389 @@
+//! Devices converging through a bare repository over `file://`, commits
+//! made with plain git reaching them, two agents pushing at once, a
+//! conflict with a person's commit, an unreachable remote and a branch
+//! that is not there.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::files::{put, text, tree};
+
+/// Plain git as a person runs it, with an identity and no config of the
+/// machine's.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "Person")
+        .env("GIT_AUTHOR_EMAIL", "person@example.org")
+        .env("GIT_COMMITTER_NAME", "Person")
+        .env("GIT_COMMITTER_EMAIL", "person@example.org")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).trim_end().to_owned()
+}
+
+/// A bare repository (HEAD naming `main`), empty.
+struct Repo {
+    dir: tempfile::TempDir,
+}
+
+impl Repo {
+    fn new() -> Repo {
+        let dir = tempfile::tempdir().unwrap();
+        git(
+            dir.path(),
+            &["init", "--bare", "-q", "-b", "main", "notes.git"],
+        );
+        Repo { dir }
+    }
+
+    fn bare(&self) -> PathBuf {
+        self.dir.path().join("notes.git")
+    }
+
+    fn remote(&self) -> String {
+        format!("git+file://{}", self.bare().display())
+    }
+
+    /// A person's checkout of `main`.
+    fn checkout(&self, name: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        let url = format!("file://{}", self.bare().display());
+        git(
+            self.dir.path(),
+            &["clone", "-q", &url, path.to_str().unwrap()],
+        );
+        path
+    }
+
+    /// The files of `main` as `path → content`.
+    fn files(&self) -> Vec<(String, String)> {
+        let bare = self.bare();
+        git(&bare, &["ls-tree", "-r", "--name-only", "main"])
+            .lines()
+            .map(|p| (p.to_owned(), git(&bare, &["show", &format!("main:{p}")])))
+            .collect()
+    }
+}
+
+/// One device: a home, a local folder and a config whose pair is the
+/// repository.
+pub struct Device {
+    pub name: String,
+    pub home: tempfile::TempDir,
+    pub local: PathBuf,
+    config: PathBuf,
+}
+
+impl Device {
+    pub fn new(name: &str, remote: &str, extra: &str) -> Device {
+        let home = tempfile::tempdir().unwrap();
+        let local = home.path().join("local");
+        fs::create_dir_all(&local).unwrap();
+        let config = home.path().join("config.toml");
+        fs::write(
+            &config,
+            format!(
+                "[agent]\ndevice = \"{name}\"\n[[pair]]\nname = \"p\"\nlocal = \"{}\"\n\
+                 remote = \"{remote}\"\n{extra}",
+                local.display(),
+            ),
+        )
+        .unwrap();
+        Device {
+            name: name.to_owned(),
+            home,
+            local,
+            config,
+        }
+    }
+
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_prism-syncd"));
+        command
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--state-dir")
+            .arg(self.home.path().join("state"))
+            .arg("--device")
+            .arg(&self.name)
+            .arg("--once")
+            .env("HOME", self.home.path())
+            .env("RUST_LOG", "debug")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env_remove("PRISM_SYNC_CONFIG")
+            .env_remove("PRISM_SYNC_STATE_DIR")
+            .env_remove("PRISM_SYNC_SOCKET");
+        command
+    }
+
+    pub fn try_once(&self) -> Output {
+        self.command().output().expect("run prism-syncd --once")
+    }
+
+    /// One sync; a conflict (exit 3) is a finished sync too.
+    pub fn once(&self) -> Output {
+        let out = self.try_once();
+        assert!(
+            matches!(out.status.code(), Some(0) | Some(3)),
+            "{}: {}",
+            self.name,
+            text(&out)
+        );
+        out
+    }
+}
+
+#[test]
+fn two_devices_converge_through_a_bare_repository_one_commit_per_batch() {
+    let repo = Repo::new();
+    let alpha = Device::new("alpha", &repo.remote(), "");
+    let beta = Device::new("beta", &repo.remote(), "");
+
+    put(&alpha.local, "a.md", "alpha a\n");
+    put(&alpha.local, "docs/b c.md", "alpha b\n");
+    alpha.once();
+    put(&beta.local, "from-beta.md", "beta\n");
+    beta.once();
+    alpha.once();
+    assert_eq!(tree(&alpha.local), tree(&beta.local));
+    assert_eq!(
+        tree(&alpha.local).keys().collect::<Vec<_>>(),
+        ["a.md", "docs/b c.md", "from-beta.md"]
+    );
+    assert_eq!(
+        repo.files(),
+        [
+            ("a.md".to_owned(), "alpha a".to_owned()),
+            ("docs/b c.md".to_owned(), "alpha b".to_owned()),
+            ("from-beta.md".to_owned(), "beta".to_owned()),
+        ]
+    );
+    let bare = repo.bare();
+    assert_eq!(
+        git(&bare, &["log", "--format=%an: %s", "main"]),
+        "beta: beta: 1 added\nalpha: alpha: 2 added"
+    );
+
+    // An edit, a deletion and a folder move reach the other device; the
+    // old versions stay in the history.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    put(&alpha.local, "a.md", "alpha a, edited\n");
+    fs::remove_file(beta.local.join("from-beta.md")).unwrap();
+    alpha.once();
+    beta.once();
+    fs::rename(alpha.local.join("docs"), alpha.local.join("moved")).unwrap();
+    alpha.once();
+    beta.once();
+    alpha.once();
+    let converged = tree(&alpha.local);
+    assert_eq!(converged, tree(&beta.local));
+    assert_eq!(
+        converged.keys().collect::<Vec<_>>(),
+        ["a.md", "moved/b c.md"]
+    );
+    assert_eq!(
+        git(&bare, &["log", "-1", "--format=%s", "main"]),
+        "alpha: docs/ → moved/"
+    );
+    let history = git(&bare, &["log", "-p", "--format=%s", "main"]);
+    assert!(
+        history.contains("-alpha a\n") && history.contains("-beta\n"),
+        "{history}"
+    );
+    assert_eq!(
+        git(&bare, &["rev-list", "--merges", "--count", "main"]),
+        "0"
+    );
+    // The agents' records are out of the user's tree.
+    assert!(!git(&bare, &["ls-tree", "-r", "--name-only", "main"]).contains(".prism-sync"));
+}
+
+#[test]
+fn a_commit_pushed_with_plain_git_reaches_both_devices() {
+    let repo = Repo::new();
+    let alpha = Device::new("alpha", &repo.remote(), "");
+    let beta = Device::new("beta", &repo.remote(), "");
+    put(&alpha.local, "a.md", "alpha\n");
+    alpha.once();
+    beta.once();
+
+    let checkout = repo.checkout("person");
+    put(&checkout, "by-hand/notes.md", "written by hand\n");
+    put(&checkout, "a.md", "edited by hand\n");
+    git(&checkout, &["add", "-A"]);
+    git(&checkout, &["commit", "-qm", "by hand"]);
+    git(&checkout, &["push", "-q", "origin", "main"]);
+
+    alpha.once();
+    beta.once();
+    for device in [&alpha, &beta] {
+        let files = tree(&device.local);
+        assert_eq!(
+            files["by-hand/notes.md"], "written by hand\n",
+            "{}",
+            device.name
+        );
+        assert_eq!(files["a.md"], "edited by hand\n", "{}", device.name);
+    }
+}
+
+#[test]
+fn two_agents_pushing_at_once_both_converge_and_nothing_is_lost() {
+    let repo = Repo::new();
+    let alpha = Device::new("alpha", &repo.remote(), "");
+    let beta = Device::new("beta", &repo.remote(), "");
+    put(&alpha.local, "start.md", "start\n");
+    alpha.once();
+    beta.once();
+    for n in 0..20 {
+        put(
+            &alpha.local,
+            &format!("alpha/{n}.md"),
+            &format!("alpha {n}\n"),
+        );
+        put(&beta.local, &format!("beta/{n}.md"), &format!("beta {n}\n"));
+    }
+    // The server takes its time over each push, so both agents push on
+    // the same tip: the second to reach the ref loses the server's
+    // compare-and-swap on it and commits again on the other's commit.
+    let hook = repo.bare().join("hooks/pre-receive");
+    fs::write(&hook, "#!/bin/sh\nsleep 2\n").unwrap();
+    fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let spawn = |device: &Device| {
+        device
+            .command()
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(&alpha), spawn(&beta));
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    for out in [&a, &b] {
+        assert_eq!(out.status.code(), Some(0), "{}", text(out));
+    }
+    let logs = format!("{}{}", text(&a), text(&b));
+    assert!(
+        logs.contains("the remote moved on"),
+        "no push was refused: {logs}"
+    );
+    fs::remove_file(&hook).unwrap();
+    for _ in 0..2 {
+        alpha.once();
+        beta.once();
+    }
+    let converged = tree(&alpha.local);
+    assert_eq!(converged, tree(&beta.local));
+    assert_eq!(converged.len(), 41, "{converged:?}");
+    assert_eq!(repo.files().len(), 41);
+    assert_eq!(
+        git(&repo.bare(), &["rev-list", "--merges", "--count", "main"]),
+        "0"
+    );
+}
+
+#[test]
+fn a_conflict_with_a_plain_git_commit_keeps_both_versions() {
+    let repo = Repo::new();
+    let alpha = Device::new("alpha", &repo.remote(), "");
+    put(&alpha.local, "a.md", "first\n");
+    alpha.once();
+    let checkout = repo.checkout("person");
+    put(&checkout, "a.md", "the person's edit\n");
+    git(&checkout, &["commit", "-qam", "theirs"]);
+    git(&checkout, &["push", "-q", "origin", "main"]);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    put(&alpha.local, "a.md", "alpha's edit\n");
+    alpha.once();
+    alpha.once();
+    let local = tree(&alpha.local);
+    let mut versions: Vec<&str> = local.values().map(String::as_str).collect();
+    versions.sort();
+    assert_eq!(
+        versions,
+        ["alpha's edit\n", "the person's edit\n"],
+        "{local:?}"
+    );
+    // The remote holds both too: the conflict copy is a commit like any.
+    let mut remote: Vec<String> = repo.files().into_iter().map(|(_, v)| v).collect();
+    remote.sort();
+    assert_eq!(remote, ["alpha's edit", "the person's edit"]);
+}
+
+#[test]
+fn a_folder_that_is_a_git_checkout_syncs_its_files_but_never_its_git_folder() {
+    let repo = Repo::new();
+    let alpha = Device::new("alpha", &repo.remote(), "");
+    git(&alpha.local, &["init", "-q"]);
+    put(&alpha.local, "code.rs", "fn main() {}\n");
+    alpha.once();
+    let stored = git(&repo.bare(), &["ls-tree", "-r", "--name-only", "main"]);
+    assert_eq!(stored, "code.rs");
+}
+
+#[test]
+fn an_unreachable_remote_is_offline_not_a_failure_of_each_path() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let device = Device::new(
+        "alpha",
+        &format!("git+http://127.0.0.1:{port}/notes.git"),
+        "",
+    );
+    put(&device.local, "a.md", "a\n");
+    let out = device.try_once();
+    let shown = text(&out);
+    assert_ne!(out.status.code(), Some(0), "{shown}");
+    assert!(shown.contains("cannot be reached"), "{shown}");
+    assert!(!shown.contains("a.md: "), "no per-path failure: {shown}");
+}
+
+#[test]
+fn a_branch_the_repository_lacks_is_one_clear_error() {
+    let repo = Repo::new();
+    let alpha = Device::new("alpha", &repo.remote(), "");
+    put(&alpha.local, "a.md", "a\n");
+    alpha.once();
+    let beta = Device::new("beta", &repo.remote(), "branch = \"mian\"\n");
+    let out = beta.try_once();
+    let shown = text(&out);
+    assert_ne!(out.status.code(), Some(0), "{shown}");
+    assert!(
+        shown.contains("has no branch \\\"mian\\\"") || shown.contains("has no branch \"mian\""),
+        "{shown}"
+    );
+    assert!(tree(&beta.local).is_empty());
+}
+
+#[test]
+fn auto_merge_merges_a_plain_git_commit_with_a_local_edit_of_other_lines() {
+    let repo = Repo::new();
+    let alpha = Device::new("alpha", &repo.remote(), "conflict = \"auto_merge\"\n");
+    put(&alpha.local, "list.md", "one\ntwo\nthree\nfour\nfive\n");
+    alpha.once();
+    let checkout = repo.checkout("person");
+    put(&checkout, "list.md", "one\ntwo\nthree\nfour\nFIVE\n");
+    git(&checkout, &["commit", "-qam", "theirs"]);
+    git(&checkout, &["push", "-q", "origin", "main"]);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    put(&alpha.local, "list.md", "ONE\ntwo\nthree\nfour\nfive\n");
+    alpha.once();
+    alpha.once();
+    let merged = "ONE\ntwo\nthree\nfour\nFIVE\n";
+    assert_eq!(tree(&alpha.local)["list.md"], merged);
+    assert_eq!(
+        git(&repo.bare(), &["show", "main:list.md"]),
+        merged.trim_end()
+    );
+    assert_eq!(
+        git(&repo.bare(), &["rev-list", "--merges", "--count", "main"]),
+        "0"
+    );
+}
