@@ -30,6 +30,25 @@ pub struct ScanRequest<'a> {
     /// The base: hashes in it are reused for files whose size, mtime and
     /// inode are unchanged.
     pub cache: &'a BaseTree,
+    /// What the base says about a file as this folder saw it (see
+    /// [`CacheView`]): [`local_view`] for the pair's local folder.
+    pub view: CacheView,
+}
+
+/// What the base says about a file as the scanned folder saw it: the
+/// identity it had there and its size and mtime there (with the agreed
+/// hash), or `None` for a folder. The base keeps the local side's in its
+/// entry and `local_id`; a folder that is a pair's remote has its own
+/// identity and version token. Read through this, the base serves as
+/// either side's stat cache without a copy of it being made.
+pub type CacheView = for<'b> fn(&'b BaseEntry) -> Option<(Option<&'b FileId>, FileMeta)>;
+
+/// The local side's view of the base.
+pub fn local_view(base: &BaseEntry) -> Option<(Option<&FileId>, FileMeta)> {
+    match &base.entry {
+        Entry::File(meta) => Some((base.local_id.as_ref(), *meta)),
+        Entry::Dir(_) => None,
+    }
 }
 
 /// The result of a scan.
@@ -120,7 +139,9 @@ pub fn scan(req: &ScanRequest) -> Result<ScanOutcome, ScanError> {
         }
     }
     scanner.hash_pending();
-    Ok(scanner.out)
+    let mut out = scanner.out;
+    out.tree = scanner.found.into_iter().collect();
+    Ok(out)
 }
 
 /// The state of one scan in progress.
@@ -129,10 +150,15 @@ struct Scanner<'r, 'a> {
     out: ScanOutcome,
     /// Cached file metadata by inode, built on the first cache miss, to
     /// recognise a renamed file without reading it.
-    cache_by_id: Option<HashMap<FileId, FileMeta>>,
+    cache_by_id: Option<HashMap<&'a FileId, FileMeta>>,
     /// Files the stat cache did not cover, waiting to be read (see
     /// [`HASH_CHUNK`]).
     to_hash: Vec<HashJob>,
+    /// What goes into `out.tree`, in the order found. The map is built
+    /// from it in one go at the end: a `BTreeMap` built by inserting keys
+    /// in ascending order leaves its nodes about half full, one built
+    /// from a sorted list fills them, which is most of a tree's size.
+    found: Vec<(RelPath, SideEntry)>,
 }
 
 /// Files the stat cache does not cover are read this many at a time, on
@@ -180,6 +206,13 @@ impl<'r, 'a> Scanner<'r, 'a> {
             },
             cache_by_id: None,
             to_hash: Vec::new(),
+            // A full scan finds about what the base holds: room for that
+            // (and some new paths) from the start spares the copies, and
+            // the unused half, of growing the list.
+            found: Vec::with_capacity(match req.scope {
+                Scope::Full => req.cache.len() + req.cache.len() / 8,
+                Scope::Paths(_) => 0,
+            }),
         }
     }
 
@@ -251,6 +284,13 @@ impl<'r, 'a> Scanner<'r, 'a> {
             });
             return None;
         };
+        // A path the base knows is held once for the whole sync: the
+        // listing shares the base's copy (see `RelPath`), so the base and
+        // both sides' trees do not each keep the path's bytes.
+        let rel = match self.req.cache.get_key_value(&rel) {
+            Some((known, _)) => known.clone(),
+            None => rel,
+        };
         // `DirEntry::metadata` does not follow symbolic links.
         match child.metadata() {
             Ok(meta) => self.visit(rel, &abs, &meta),
@@ -306,7 +346,7 @@ impl<'r, 'a> Scanner<'r, 'a> {
                     id: file_id(meta),
                     version: None,
                 };
-                self.out.tree.insert(rel.clone(), entry);
+                self.found.push((rel.clone(), entry));
                 Some(Folder {
                     path: Some(rel),
                     children: children.into_iter(),
@@ -393,7 +433,7 @@ impl<'r, 'a> Scanner<'r, 'a> {
             id,
             version: None,
         };
-        self.out.tree.insert(rel, entry);
+        self.found.push((rel, entry));
     }
 
     /// The base's hash for a file that size, mtime and inode say is
@@ -412,25 +452,19 @@ impl<'r, 'a> Scanner<'r, 'a> {
         mtime_ns: i64,
     ) -> Option<ContentHash> {
         let unchanged = |meta: &FileMeta| meta.size == size && meta.mtime_ns == mtime_ns;
-        if let Some(BaseEntry {
-            entry: Entry::File(meta),
-            local_id,
-            ..
-        }) = self.req.cache.get(rel)
-            && local_id == id
-            && unchanged(meta)
+        let (cache, view) = (self.req.cache, self.req.view);
+        if let Some((known_id, meta)) = cache.get(rel).and_then(view)
+            && known_id == id.as_ref()
+            && unchanged(&meta)
         {
             return Some(meta.hash);
         }
         let id = id.as_ref()?;
-        let cache = self.req.cache;
         let by_id = self.cache_by_id.get_or_insert_with(|| {
             cache
                 .values()
-                .filter_map(|base| match (&base.entry, &base.local_id) {
-                    (Entry::File(meta), Some(id)) => Some((id.clone(), *meta)),
-                    _ => None,
-                })
+                .filter_map(view)
+                .filter_map(|(id, meta)| Some((id?, meta)))
                 .collect()
         });
         by_id
@@ -619,6 +653,7 @@ pub(crate) mod tests {
             scope,
             ignore,
             cache,
+            view: local_view,
         })
         .unwrap()
     }
@@ -697,6 +732,25 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_rescan_shares_the_paths_the_base_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write(root, "d/known.txt", b"known");
+        let cache = as_cache(&full(root, &BaseTree::new()).tree);
+        write(root, "d/new.txt", b"new");
+
+        let out = full(root, &cache);
+        assert_eq!(paths(&out.tree), ["d", "d/known.txt", "d/new.txt"]);
+        for path in cache.keys() {
+            let (listed, _) = out.tree.get_key_value(path).unwrap();
+            assert!(
+                std::ptr::eq(listed.as_str(), path.as_str()),
+                "{path} is held twice"
+            );
+        }
+    }
+
+    #[test]
     fn changed_file_is_rehashed_and_only_it() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
@@ -756,6 +810,7 @@ pub(crate) mod tests {
             scope: &Scope::Full,
             ignore: &ignore,
             cache: &cache,
+            view: local_view,
         };
         let mut scanner = Scanner::new(&req);
         scanner.visit(rel("growing.log"), &root.join("growing.log"), &before);
@@ -1019,6 +1074,7 @@ pub(crate) mod tests {
             scope: &Scope::Full,
             ignore: &ignore,
             cache: &cache,
+            view: local_view,
         };
         let err = scan(&req(&missing)).unwrap_err();
         assert!(matches!(err, ScanError::RootMissing(_)), "{err:?}");
