@@ -70,6 +70,7 @@
 
 mod moves;
 mod paths;
+mod view;
 
 #[cfg(test)]
 mod model_tests;
