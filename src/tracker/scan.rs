@@ -238,7 +238,8 @@ impl<'r, 'a> Scanner<'r, 'a> {
         let abs = path.to_fs(self.req.root);
         match fs::symlink_metadata(&abs) {
             Ok(meta) => {
-                if let Some(folder) = self.visit(path.clone(), &abs, &meta) {
+                let known = self.req.cache.get(path);
+                if let Some(folder) = self.visit(path.clone(), known, &abs, &meta) {
                     self.walk(folder);
                 }
             }
@@ -287,13 +288,13 @@ impl<'r, 'a> Scanner<'r, 'a> {
         // A path the base knows is held once for the whole sync: the
         // listing shares the base's copy (see `RelPath`), so the base and
         // both sides' trees do not each keep the path's bytes.
-        let rel = match self.req.cache.get_key_value(&rel) {
-            Some((known, _)) => known.clone(),
-            None => rel,
+        let (rel, known) = match self.req.cache.get_key_value(&rel) {
+            Some((path, base)) => (path.clone(), Some(base)),
+            None => (rel, None),
         };
         // `DirEntry::metadata` does not follow symbolic links.
         match child.metadata() {
-            Ok(meta) => self.visit(rel, &abs, &meta),
+            Ok(meta) => self.visit(rel, known, &abs, &meta),
             Err(err) if is_vanished(&err) => None,
             Err(err) => {
                 self.hold(rel, "look at", &err);
@@ -303,7 +304,14 @@ impl<'r, 'a> Scanner<'r, 'a> {
     }
 
     /// Records one path; returns it when it is a folder to descend into.
-    fn visit(&mut self, rel: RelPath, abs: &Path, meta: &Metadata) -> Option<Folder> {
+    /// `known` is what the base holds at `rel`.
+    fn visit(
+        &mut self,
+        rel: RelPath,
+        known: Option<&'a BaseEntry>,
+        abs: &Path,
+        meta: &Metadata,
+    ) -> Option<Folder> {
         self.out.visited += 1;
         let file_type = meta.file_type();
         if self.req.ignore.is_ignored(&rel, file_type.is_dir()) {
@@ -324,7 +332,7 @@ impl<'r, 'a> Scanner<'r, 'a> {
             return self.visit_dir(rel, abs, meta);
         }
         if file_type.is_file() {
-            self.visit_file(rel, abs, meta);
+            self.visit_file(rel, known, abs, meta);
         } else {
             self.hold_unsyncable(rel, meta);
         }
@@ -370,9 +378,15 @@ impl<'r, 'a> Scanner<'r, 'a> {
         }
     }
 
-    fn visit_file(&mut self, rel: RelPath, abs: &Path, before: &Metadata) {
+    fn visit_file(
+        &mut self,
+        rel: RelPath,
+        known: Option<&'a BaseEntry>,
+        abs: &Path,
+        before: &Metadata,
+    ) {
         let id = file_id(before);
-        match self.cached_hash(&rel, &id, before.len(), mtime_ns(before)) {
+        match self.cached_hash(known, &id, before.len(), mtime_ns(before)) {
             Some(hash) => self.insert_file(rel, before, id, hash),
             None => {
                 self.to_hash.push(HashJob {
@@ -437,7 +451,8 @@ impl<'r, 'a> Scanner<'r, 'a> {
     }
 
     /// The base's hash for a file that size, mtime and inode say is
-    /// unchanged: at the same path, or at another path it was renamed from.
+    /// unchanged: at the same path (`known`, what the base holds there),
+    /// or at another path it was renamed from.
     ///
     /// RACE: a file rewritten in place with the same size within the same
     /// mtime tick as the write the base saw (ext4 ticks are milliseconds)
@@ -446,14 +461,14 @@ impl<'r, 'a> Scanner<'r, 'a> {
     /// was recorded, which the base does not carry.
     fn cached_hash(
         &mut self,
-        rel: &RelPath,
+        known: Option<&'a BaseEntry>,
         id: &Option<FileId>,
         size: u64,
         mtime_ns: i64,
     ) -> Option<ContentHash> {
         let unchanged = |meta: &FileMeta| meta.size == size && meta.mtime_ns == mtime_ns;
         let (cache, view) = (self.req.cache, self.req.view);
-        if let Some((known_id, meta)) = cache.get(rel).and_then(view)
+        if let Some((known_id, meta)) = known.and_then(view)
             && known_id == id.as_ref()
             && unchanged(&meta)
         {
@@ -813,7 +828,7 @@ pub(crate) mod tests {
             view: local_view,
         };
         let mut scanner = Scanner::new(&req);
-        scanner.visit(rel("growing.log"), &root.join("growing.log"), &before);
+        scanner.visit(rel("growing.log"), None, &root.join("growing.log"), &before);
         scanner.hash_pending();
         assert_eq!(scanner.out.held, [rel("growing.log")]);
         assert!(scanner.out.tree.is_empty());
