@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::view::View;
-use super::{Input, Policy, fold, ignores_case, rebase_tree, subtree};
+use super::{Input, Policy, fold, ignores_case, subtree};
 use crate::model::{
     BaseEntry, BaseTree, ContentHash, Entry, FileId, Mode, RelPath, Side, SideTree,
 };
@@ -133,8 +133,7 @@ impl<'a> Moved<'a> {
 
     /// The journal's view, to change it apart from `base`.
     fn journal_mut(&mut self) -> &mut View<'a> {
-        self.journal
-            .get_or_insert_with(|| View::of_tree(self.base.to_tree()))
+        self.journal.get_or_insert_with(|| self.base.clone())
     }
 
     fn tree(&self, side: Side) -> &View<'a> {
@@ -217,10 +216,10 @@ impl<'a> Moved<'a> {
             from: from.clone(),
             to: to.clone(),
         });
-        rebase(self.tree_mut(target), from, to);
-        rebase(&mut self.base, from, to);
+        self.tree_mut(target).rebase(from, to);
+        self.base.rebase(from, to);
         if let Some(journal) = &mut self.journal {
-            rebase(journal, from, to);
+            journal.rebase(from, to);
         }
         for other in pending.iter_mut() {
             if let Some(new_from) = other.from.rebase(from, to) {
@@ -241,7 +240,7 @@ impl<'a> Moved<'a> {
     fn converge(&mut self, candidate: &Candidate, pending: &mut [Candidate]) {
         let (from, to) = (&candidate.from, &candidate.to);
         self.journal_mut();
-        rebase(&mut self.base, from, to);
+        self.base.rebase(from, to);
         for other in pending.iter_mut() {
             if let Some(new_from) = other.from.rebase(from, to) {
                 other.from = new_from;
@@ -274,22 +273,11 @@ impl<'a> Moved<'a> {
             } else {
                 Entry::dir(None)
             };
-            self.tree_mut(target)
-                .to_mut()
-                .insert(ancestor.clone(), created);
+            self.tree_mut(target).insert(ancestor.clone(), created);
             // As the engine records a folder creation (see `executor`).
             self.journal_mut()
-                .to_mut()
                 .insert(ancestor, Entry::dir(created.mode().or(mode)));
         }
-    }
-}
-
-/// Moves `from` and everything below it to `to` in `view`, which copies
-/// its input tree only if there is something to move.
-fn rebase(view: &mut View<'_>, from: &RelPath, to: &RelPath) {
-    if view.holds_within(from) {
-        rebase_tree(view.to_mut(), from, to);
     }
 }
 

@@ -95,7 +95,7 @@ pub(super) fn decide_paths(mut moved: Moved, policy: Policy) -> Plan {
     if !std::ptr::eq(journal, &moved.base) {
         trees.push(journal);
     }
-    let mut all: Vec<&RelPath> = Vec::with_capacity(trees.iter().map(|t| t.len()).sum());
+    let mut all: Vec<&RelPath> = Vec::with_capacity(trees.iter().map(|t| t.size_hint()).sum());
     for tree in trees {
         all.extend(tree.keys());
     }

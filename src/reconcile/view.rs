@@ -1,18 +1,25 @@
 //! One of reconcile's working trees: content by path, read from the input
-//! tree it starts as, and copied only once a move has to change it.
+//! tree it starts as, with what replayed moves changed kept beside it.
 //!
-//! Every sync reconciles the whole pair, and most find no move: copying
-//! the base and both sides into trees of their own for that would hold
-//! each path three more times than the input already does.
+//! Every sync reconciles the whole pair, and a move changes a few paths
+//! of it: copying the base and both sides into trees of their own for
+//! that would hold each path several more times than the input already
+//! does, for every sync with a rename in it.
+
+use std::collections::BTreeSet;
 
 use super::{Tree, subtree};
 use crate::model::{BaseTree, Entry, RelPath, SideTree};
 
-/// Content by path: an input tree's entries, or a changed copy of them.
+/// Content by path: an input tree's entries, less what was taken away,
+/// with what was put in.
+#[derive(Clone)]
 pub(super) struct View<'a> {
     source: Source<'a>,
-    /// The changed copy, once there is one; `source` is then unused.
-    copy: Option<Tree>,
+    /// Paths of `source` that are no longer here.
+    removed: BTreeSet<RelPath>,
+    /// Entries put here since; they stand over `source`'s.
+    added: Tree,
 }
 
 #[derive(Clone, Copy)]
@@ -23,91 +30,106 @@ enum Source<'a> {
 
 impl<'a> View<'a> {
     pub fn of_base(base: &'a BaseTree) -> View<'a> {
-        View {
-            source: Source::Base(base),
-            copy: None,
-        }
+        View::of(Source::Base(base))
     }
 
     pub fn of_side(side: &'a SideTree) -> View<'a> {
+        View::of(Source::Side(side))
+    }
+
+    fn of(source: Source<'a>) -> View<'a> {
         View {
-            source: Source::Side(side),
-            copy: None,
+            source,
+            removed: BTreeSet::new(),
+            added: Tree::new(),
         }
     }
 
-    /// A view of `tree` itself.
-    pub fn of_tree(tree: Tree) -> View<'a> {
-        View {
-            source: Source::Base(empty_base()),
-            copy: Some(tree),
+    fn in_source(&self, path: &RelPath) -> Option<&'a Entry> {
+        match self.source {
+            Source::Base(base) => base.get(path).map(|b| &b.entry),
+            Source::Side(side) => side.get(path).map(|s| &s.entry),
         }
     }
 
     pub fn get(&self, path: &RelPath) -> Option<&Entry> {
-        match (&self.copy, self.source) {
-            (Some(copy), _) => copy.get(path),
-            (None, Source::Base(base)) => base.get(path).map(|b| &b.entry),
-            (None, Source::Side(side)) => side.get(path).map(|s| &s.entry),
+        if let Some(entry) = self.added.get(path) {
+            return Some(entry);
         }
-    }
-
-    pub fn len(&self) -> usize {
-        match (&self.copy, self.source) {
-            (Some(copy), _) => copy.len(),
-            (None, Source::Base(base)) => base.len(),
-            (None, Source::Side(side)) => side.len(),
+        if self.removed.contains(path) {
+            return None;
         }
+        self.in_source(path)
     }
 
     pub fn contains_key(&self, path: &RelPath) -> bool {
         self.get(path).is_some()
     }
 
-    /// Every path, in order.
+    /// Every path, once each, in no particular order.
     pub fn keys(&self) -> Box<dyn Iterator<Item = &RelPath> + '_> {
-        match (&self.copy, self.source) {
-            (Some(copy), _) => Box::new(copy.keys()),
-            (None, Source::Base(base)) => Box::new(base.keys()),
-            (None, Source::Side(side)) => Box::new(side.keys()),
+        let source: Box<dyn Iterator<Item = &RelPath>> = match self.source {
+            Source::Base(base) => Box::new(base.keys()),
+            Source::Side(side) => Box::new(side.keys()),
+        };
+        if self.removed.is_empty() && self.added.is_empty() {
+            return source;
+        }
+        Box::new(
+            source
+                .filter(|path| !self.removed.contains(*path) && !self.added.contains_key(*path))
+                .chain(self.added.keys()),
+        )
+    }
+
+    /// At least as many as there are paths (for the room to make for
+    /// them).
+    pub fn size_hint(&self) -> usize {
+        let source = match self.source {
+            Source::Base(base) => base.len(),
+            Source::Side(side) => side.len(),
+        };
+        source + self.added.len()
+    }
+
+    /// Puts `entry` at `path`, replacing what was there.
+    pub fn insert(&mut self, path: RelPath, entry: Entry) {
+        self.removed.remove(&path);
+        self.added.insert(path, entry);
+    }
+
+    fn remove(&mut self, path: &RelPath) {
+        self.added.remove(path);
+        if self.in_source(path).is_some() {
+            self.removed.insert(path.clone());
         }
     }
 
-    /// Whether anything lies at or below `root`.
-    pub fn holds_within(&self, root: &RelPath) -> bool {
-        match (&self.copy, self.source) {
-            (Some(copy), _) => subtree(copy, root).next().is_some(),
-            (None, Source::Base(base)) => subtree(base, root).next().is_some(),
-            (None, Source::Side(side)) => subtree(side, root).next().is_some(),
-        }
-    }
-
-    /// A tree of its own with the same content.
-    pub fn to_tree(&self) -> Tree {
-        match (&self.copy, self.source) {
-            (Some(copy), _) => copy.clone(),
-            (None, Source::Base(base)) => base
-                .iter()
+    /// `root` and everything below it, in path order.
+    fn within(&self, root: &RelPath) -> Vec<(RelPath, Entry)> {
+        let mut found: Vec<(RelPath, Entry)> = match self.source {
+            Source::Base(base) => subtree(base, root)
                 .map(|(path, b)| (path.clone(), b.entry))
                 .collect(),
-            (None, Source::Side(side)) => side
-                .iter()
+            Source::Side(side) => subtree(side, root)
                 .map(|(path, s)| (path.clone(), s.entry))
                 .collect(),
-        }
+        };
+        found.retain(|(path, _)| !self.removed.contains(path) && !self.added.contains_key(path));
+        found.extend(subtree(&self.added, root).map(|(path, entry)| (path.clone(), *entry)));
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        found
     }
 
-    /// The tree to change: the input's entries are copied the first time.
-    pub fn to_mut(&mut self) -> &mut Tree {
-        if self.copy.is_none() {
-            self.copy = Some(self.to_tree());
+    /// Moves `from` and everything below it to `to`, one path at a time
+    /// in path order (a moved path replaces what was at its new place).
+    pub fn rebase(&mut self, from: &RelPath, to: &RelPath) {
+        for (path, _) in self.within(from) {
+            let current = self.get(&path).copied();
+            self.remove(&path);
+            if let (Some(entry), Some(new_path)) = (current, path.rebase(from, to)) {
+                self.insert(new_path, entry);
+            }
         }
-        self.copy.get_or_insert_with(Tree::new)
     }
-}
-
-/// The source of a view that starts as a tree of its own (never read).
-fn empty_base() -> &'static BaseTree {
-    static EMPTY: BaseTree = BaseTree::new();
-    &EMPTY
 }
