@@ -20,6 +20,7 @@ mod job_queue;
 pub mod journal_record;
 pub mod lease;
 pub mod local;
+pub mod rclone;
 pub mod s3;
 pub mod sftp;
 pub mod webdav;
