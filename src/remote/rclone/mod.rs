@@ -12,18 +12,19 @@
 //! **Honest guarantees.** rclone has no conditional write. Every replace,
 //! move and delete is preceded by a stat whose version token (the
 //! provider's hash, else ID, modification time and size) must still be
-//! the one the plan saw ([`Capabilities::rechecked_writes`]): a change
-//! another writer makes between that look and the step is not kept in
-//! place but goes to the trash, which the listing says in status.
-//!
-//! [`Capabilities::rechecked_writes`]: crate::remote::Capabilities
+//! the one the plan saw: a change another writer makes between that look
+//! and the step is not kept in place but goes to the trash (or is
+//! replaced). Every listing says so as a problem, which `status` shows.
 
 pub mod daemon;
+mod listing;
 pub mod rc;
+pub mod replica;
 pub mod settings;
 
 pub use daemon::{Rcd, RcdSpec};
 pub use rc::RcClient;
+pub use replica::RcloneReplica;
 pub use settings::RclonePairSettings;
 
 #[cfg(test)]

@@ -64,8 +64,9 @@ pub fn parse_url(remote: &str) -> Result<String, String> {
         return Err("an rclone remote must not start with '-'".into());
     }
     let Some((name, _path)) = split_remote(remote) else {
+        // Not echoed: what was meant as a name may hold a password.
         return Err(format!(
-            "rclone:{remote} names no rclone remote (no ':' after its name); {example}"
+            "the rclone remote has no ':' after its name; {example}"
         ));
     };
     let (backend, options) = match name.split_once(',') {
