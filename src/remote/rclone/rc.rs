@@ -242,12 +242,7 @@ impl RcClient {
 
     /// The bytes of `path` in `fs` from `offset` on, and the offset the
     /// answer really starts at (0 where the backend could not seek).
-    pub fn read(
-        &self,
-        fs: &str,
-        path: &str,
-        offset: u64,
-    ) -> Result<(reqwest::blocking::Response, u64), RcError> {
+    pub fn read(&self, fs: &str, path: &str, offset: u64) -> Result<(Download, u64), RcError> {
         let mut endpoint = self.rcd.endpoint()?;
         let mut retried = false;
         loop {
@@ -262,8 +257,8 @@ impl RcClient {
                 Ok(response) => {
                     let status = response.status().as_u16();
                     return match status {
-                        200 => Ok((response, 0)),
-                        206 => Ok((response, offset)),
+                        200 => Ok((Download(response), 0)),
+                        206 => Ok((Download(response), offset)),
                         _ => {
                             let body = response.bytes().unwrap_or_default();
                             Err(error_of(status, &body))
@@ -410,6 +405,21 @@ fn error_of(status: u16, body: &[u8]) -> RcError {
 fn serve_url(endpoint: &Endpoint, fs: &str, path: &str) -> String {
     let encode = crate::remote::s3::sign::encode_path;
     format!("{}%5B{}%5D/{}", endpoint.url, encode(fs), encode(path))
+}
+
+/// The bytes of a read. A read that breaks is a broken connection (the
+/// rcd died, or was restarted): the caller may continue at its offset.
+pub struct Download(reqwest::blocking::Response);
+
+impl Read for Download {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf).map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                format!("{e} (the connection to the rclone rcd broke)"),
+            )
+        })
+    }
 }
 
 /// The request body of an upload: what the reading thread hands over.
