@@ -16,7 +16,9 @@
 //! and the step is not kept in place but goes to the trash (or is
 //! replaced). Every listing says so as a problem, which `status` shows.
 
+mod calls;
 pub mod daemon;
+mod lease;
 mod listing;
 pub mod rc;
 pub mod replica;

@@ -418,6 +418,35 @@ mod replica {
     }
 
     #[test]
+    fn the_lease_keeps_a_second_agent_out_until_the_first_lets_go() {
+        let fixture = Fixture::new();
+        let alpha = fixture.replica();
+        let beta = fixture.replica();
+        alpha.mark_root().unwrap();
+        let ttl = std::time::Duration::from_secs(600);
+        let mut held = alpha.lease("alpha", ttl).unwrap().expect("a lease");
+        let busy = beta.lease("beta", ttl).err().expect("busy");
+        assert!(
+            matches!(&busy, ReplicaError::Busy(m) if m.contains("alpha")),
+            "{busy:?}"
+        );
+        held.renew().unwrap();
+        assert!(
+            fixture.on_disk(".prism-sync/lease").is_some(),
+            "the lease is a record on the remote"
+        );
+        drop(held);
+        assert!(fixture.on_disk(".prism-sync/lease").is_none());
+        let mut taken = beta.lease("beta", ttl).unwrap().expect("a lease");
+        taken.renew().unwrap();
+        // An expired lease is taken over; its old holder's renewal fails.
+        let expired = "1 gamma 1 elsewhere\n";
+        put(&fixture.root(), ".prism-sync/lease", expired.as_bytes());
+        let _gamma = alpha.lease("alpha", ttl).unwrap().expect("a lease");
+        assert!(matches!(taken.renew(), Err(ReplicaError::Busy(_))));
+    }
+
+    #[test]
     fn a_killed_rcd_is_started_again_by_the_next_step() {
         let fixture = Fixture::new();
         let replica = fixture.replica();
