@@ -1,7 +1,8 @@
 //! The conformance suite of the `Replica` trait: one test body per
 //! behaviour, run against every backend (see `conformance/backends.rs`):
 //! a `file://` folder, SFTP on a real sshd, WebDAV on Apache's mod_dav and
-//! on `rclone serve webdav` (a server that ignores conditional headers).
+//! on `rclone serve webdav` (a server that ignores conditional headers),
+//! and `rclone:` remotes through rclone's `local` and `sftp` backends.
 //! Each backend's server is started once and shared by the binary; each
 //! test works in a folder of its own on it. A test is named
 //! `THEME::BEHAVIOUR::BACKEND`, so `cargo test --test conformance sftp`
@@ -33,6 +34,13 @@ macro_rules! network_backends {
                 stringify!($body),
             ));
         }
+        #[test]
+        fn rclone_sftp() {
+            super::$body(&$crate::case(
+                $crate::backends::rclone_sftp(),
+                stringify!($body),
+            ));
+        }
     };
 }
 
@@ -50,6 +58,13 @@ macro_rules! conformance {
             #[test]
             fn local() {
                 super::$body(&$crate::case($crate::backends::local(), stringify!($body)));
+            }
+            #[test]
+            fn rclone_local() {
+                super::$body(&$crate::case(
+                    $crate::backends::rclone_local(),
+                    stringify!($body),
+                ));
             }
             network_backends!($body);
         }
