@@ -89,6 +89,10 @@ pub struct CryptReplica {
     /// The staged writes of `inner`, by their temporary name: what this
     /// layer hands out carries the plaintext's hash and size instead.
     staged: Mutex<HashMap<PathBuf, StagedWrite>>,
+    /// Each file's metadata as the replica below last listed or wrote it
+    /// (the ciphertext's size and hash), by plain path: what a ranged
+    /// read hands down, since the plaintext's hash means nothing there.
+    inner_files: Mutex<HashMap<RelPath, FileMeta>>,
 }
 
 /// Wraps `replica` in the encrypting layer when `pair` is encrypted.
@@ -142,6 +146,7 @@ impl CryptReplica {
             source,
             ciphers: Mutex::new(None),
             staged: Mutex::new(HashMap::new()),
+            inner_files: Mutex::new(HashMap::new()),
         }
     }
 
@@ -362,6 +367,30 @@ impl CryptReplica {
         }
     }
 
+    /// The version `expected` (plaintext) as the replica below knows it:
+    /// its listed or written metadata, when that is still the same size
+    /// and mtime; `None` when this layer has not seen it.
+    fn inner_file(&self, path: &RelPath, expected: &FileMeta) -> Option<FileMeta> {
+        self.inner_files
+            .locked()
+            .get(path)
+            .filter(|inner| {
+                inner.size == encrypted_size(expected.size) && inner.mtime_ns == expected.mtime_ns
+            })
+            .copied()
+    }
+
+    /// `expected` (plaintext) as the replica below must find it: as it
+    /// listed or wrote it where this layer saw that, else with the
+    /// ciphertext's size (the hash stays the plaintext's: nothing better
+    /// is known).
+    fn inner_meta(&self, path: &RelPath, expected: &FileMeta) -> FileMeta {
+        self.inner_file(path, expected).unwrap_or(FileMeta {
+            size: encrypted_size(expected.size),
+            ..*expected
+        })
+    }
+
     fn check_record_written(&self) -> Result<(), ReplicaError> {
         let ciphers = self.ciphers()?;
         let value = self.check_value(&ciphers)?;
@@ -537,6 +566,7 @@ impl Replica for CryptReplica {
                     continue;
                 }
             };
+            self.inner_files.locked().insert(plain.clone(), meta);
             let known = cache.get(&plain).and_then(|base| match base.entry {
                 Entry::File(b)
                     if base.remote_version.is_some() && base.remote_version == side.version =>
@@ -650,6 +680,11 @@ impl Replica for CryptReplica {
     /// Starts at the chunk holding `offset` (its nonce follows from the
     /// header's) and skips within it, so a resumed download reads at most
     /// one chunk again.
+    ///
+    /// The replica below is handed the version as it listed or wrote it
+    /// (the ciphertext's hash, which it may check), never the plaintext's.
+    /// A version this layer has not seen starts over at 0: the replica
+    /// below could not be told which version to continue.
     fn open_at(
         &self,
         path: &RelPath,
@@ -658,9 +693,9 @@ impl Replica for CryptReplica {
     ) -> Result<Opened<'_>, ReplicaError> {
         let ciphers = self.ciphers()?;
         let encrypted = self.encrypted(&ciphers, path, false)?;
-        let inner_expected = FileMeta {
-            size: encrypted_size(expected.size),
-            ..*expected
+        let (inner_expected, offset) = match self.inner_file(path, expected) {
+            Some(inner) => (inner, offset),
+            None => (self.inner_meta(path, expected), 0),
         };
         let chunk = offset / CHUNK;
         let changed = || ReplicaError::SourceChanged {
@@ -773,6 +808,9 @@ impl Replica for CryptReplica {
             .commit_staged_naming_trash(&inner, &Self::inner_expect(expect))
         {
             Ok((side, trashed)) => {
+                if let Entry::File(meta) = side.entry {
+                    self.inner_files.locked().insert(staged.path.clone(), meta);
+                }
                 let entry = match side.entry {
                     Entry::File(meta) => Entry::File(FileMeta {
                         hash: staged.hash,
@@ -808,10 +846,7 @@ impl Replica for CryptReplica {
         let (encrypted, expected) = match expected {
             Entry::File(meta) => (
                 self.encrypted(&ciphers, path, false)?,
-                Entry::File(FileMeta {
-                    size: encrypted_size(meta.size),
-                    ..*meta
-                }),
+                Entry::File(self.inner_meta(path, meta)),
             ),
             dir => (self.encrypted(&ciphers, path, true)?, *dir),
         };
@@ -1299,6 +1334,9 @@ mod tests {
     struct Flaky {
         inner: LocalFolder,
         break_after: u64,
+        /// Like S3: a read from an offset first checks that the stored
+        /// bytes still have the expected hash.
+        checks_hash: bool,
         state: Arc<Mutex<(usize, Vec<u64>)>>,
     }
 
@@ -1354,6 +1392,15 @@ mod tests {
             offset: u64,
             expected: &FileMeta,
         ) -> Result<Opened<'_>, ReplicaError> {
+            if self.checks_hash && offset > 0 {
+                let mut stored = Vec::new();
+                self.inner.open(path)?.read_to_end(&mut stored).unwrap();
+                if ContentHash::of_bytes(&stored) != expected.hash {
+                    return Err(ReplicaError::SourceChanged {
+                        path: path.to_string(),
+                    });
+                }
+            }
             let (inner, start) = self.inner.open_at(path, offset, expected)?;
             self.state.locked().1.push(offset);
             let reader = Breaking {
@@ -1404,6 +1451,7 @@ mod tests {
             Box::new(Flaky {
                 inner: LocalFolder::remote(dir.path().join("remote")),
                 break_after: 5 * CHUNK + 1000,
+                checks_hash: false,
                 state: state.clone(),
             }),
             settings(NameMode::Standard, true),
@@ -1452,6 +1500,53 @@ mod tests {
         download(&source).unwrap();
         assert!(fs::read(dir.path().join("local/big.bin")).unwrap() == bytes);
         assert!(source.fetched() < bytes.len() as u64 - arrived + CHUNK);
+    }
+
+    #[test]
+    fn a_resumed_read_hands_the_replica_below_the_ciphertexts_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let flaky = || Flaky {
+            inner: LocalFolder::remote(dir.path().join("remote")),
+            break_after: u64::MAX,
+            checks_hash: true,
+            state: Arc::new(Mutex::new((0, Vec::new()))),
+        };
+        let secret = || Secret::new("secret".into());
+        let crypt = |inner: Flaky| {
+            CryptReplica::with_password(
+                Box::new(inner),
+                settings(NameMode::Standard, true),
+                secret(),
+                None,
+            )
+        };
+        let remote = crypt(flaky());
+        remote.mark_root().unwrap();
+        let bytes = content(3 * CHUNK as usize + 5);
+        let Entry::File(meta) = put(&remote, "big.bin", &bytes).entry else {
+            panic!("a file")
+        };
+        let read_from = |replica: &CryptReplica, offset: u64, meta: &FileMeta| {
+            let (mut reader, start) = replica.open_at(&rel("big.bin"), offset, meta).unwrap();
+            let mut read = Vec::new();
+            reader.read_to_end(&mut read).unwrap();
+            assert_eq!(read, bytes[start as usize..]);
+            start
+        };
+        // The writer, and another run that listed the file, continue.
+        assert_eq!(read_from(&remote, 70_000, &meta), 70_000);
+        let listed = crypt(flaky());
+        let listing = list(&listed, &BaseTree::new());
+        let Entry::File(listed_meta) = listing.tree[&rel("big.bin")].entry else {
+            panic!("a file")
+        };
+        assert_eq!(listed_meta, meta);
+        assert_eq!(
+            read_from(&listed, 2 * CHUNK + 1, &listed_meta),
+            2 * CHUNK + 1
+        );
+        // A layer that has not seen the version starts over.
+        assert_eq!(read_from(&crypt(flaky()), 70_000, &meta), 0);
     }
 
     #[test]
