@@ -252,17 +252,7 @@ fn two_agents_pushing_at_once_both_converge_and_nothing_is_lost() {
     // The server takes its time over each push, so both agents push on
     // the same tip: the second to reach the ref loses the server's
     // compare-and-swap on it and commits again on the other's commit.
-    let hook = repo.bare().join("hooks/pre-receive");
-    fs::write(&hook, "#!/bin/sh\nsleep 2\n").unwrap();
-    fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let spawn = |device: &Device| {
-        device
-            .command()
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
+    let hook = slow_pushes(&repo);
     let (a, b) = (spawn(&alpha), spawn(&beta));
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
     for out in [&a, &b] {
@@ -286,6 +276,77 @@ fn two_agents_pushing_at_once_both_converge_and_nothing_is_lost() {
         git(&repo.bare(), &["rev-list", "--merges", "--count", "main"]),
         "0"
     );
+}
+
+/// Starts a sync of `device` without waiting for it.
+fn spawn(device: &Device) -> std::process::Child {
+    device
+        .command()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Makes every push to `repo` take two seconds, so agents started
+/// together push on the same tip and one loses the race.
+fn slow_pushes(repo: &Repo) -> PathBuf {
+    let hook = repo.bare().join("hooks/pre-receive");
+    fs::write(&hook, "#!/bin/sh\nsleep 2\n").unwrap();
+    fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    hook
+}
+
+#[test]
+fn a_refused_push_that_clashes_is_re_planned_in_the_same_run() {
+    let repo = Repo::new();
+    let alpha = Device::new("alpha", &repo.remote(), "");
+    let beta = Device::new("beta", &repo.remote(), "");
+    put(&alpha.local, "shared.md", "first\n");
+    alpha.once();
+    beta.once();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    put(&alpha.local, "shared.md", "alpha's edit\n");
+    put(&alpha.local, "alpha.md", "alpha\n");
+    put(&beta.local, "shared.md", "beta's edit\n");
+    put(&beta.local, "beta.md", "beta\n");
+    let hook = slow_pushes(&repo);
+    let (a, b) = (spawn(&alpha), spawn(&beta));
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let logs = format!("{}{}", text(&a), text(&b));
+    assert!(
+        logs.contains("another commit changed a path of this batch"),
+        "the pushes did not clash: {logs}"
+    );
+    // The loser planned again from the winner's commit in the same run:
+    // a conflict, not a failed sync that waits for a retry.
+    for out in [&a, &b] {
+        assert!(
+            matches!(out.status.code(), Some(0) | Some(3)),
+            "{}",
+            text(out)
+        );
+    }
+    assert!(
+        [&a, &b].iter().any(|out| out.status.code() == Some(3)),
+        "{logs}"
+    );
+    // Both edits are on the remote after these two runs alone, the
+    // loser's beside the winner's as a conflict copy.
+    let remote = repo.files();
+    let mut shared: Vec<&str> = remote
+        .iter()
+        .filter(|(path, _)| path.starts_with("shared"))
+        .map(|(_, content)| content.as_str())
+        .collect();
+    shared.sort();
+    assert_eq!(shared, ["alpha's edit", "beta's edit"], "{remote:?}");
+    assert_eq!(remote.len(), 4, "{remote:?}");
+    fs::remove_file(&hook).unwrap();
+    alpha.once();
+    beta.once();
+    assert_eq!(tree(&alpha.local), tree(&beta.local));
+    assert_eq!(tree(&alpha.local).len(), 4);
 }
 
 #[test]

@@ -22,9 +22,10 @@
 //!   When the other commits touched none of the paths of the batch, the
 //!   batch is committed again on the new tip (every step's expectation
 //!   still holds there); otherwise the batch is dropped and the error is
-//!   [`ReplicaError::Changed`]: nothing is recorded, and the next sync plans
-//!   from the new tip, where a path both sides changed is a conflict like
-//!   on any remote. Never a force push, never a merge commit. So no lease
+//!   [`ReplicaError::Changed`] (naming the path in the pair): nothing of
+//!   the batch is recorded, and the run plans again at once from the new
+//!   tip, where a path both sides changed is a conflict like on any
+//!   remote. Never a force push, never a merge commit. So no lease
 //!   is needed: the push is the compare-and-swap.
 //! - Deletions and replacements need no trash: the history keeps every
 //!   version.
@@ -690,7 +691,13 @@ impl Replica for GitReplica {
             .iter()
             .map(|(path, edit)| (self.repo_path(path), edit.clone()))
             .collect();
-        let ours: Vec<String> = edits.iter().map(|(p, _)| p.clone()).collect();
+        // (repository path, path in the pair): the clash is checked on
+        // the first, reported as the second, which the engine re-plans.
+        let ours: Vec<(String, &String)> = edits
+            .iter()
+            .zip(view.pending.keys())
+            .map(|((repo, _), rel)| (repo.clone(), rel))
+            .collect();
         let mut clash: Option<String> = None;
         let mut rebased = false;
         let pushed = self.push_edits(
@@ -704,10 +711,10 @@ impl Replica for GitReplica {
                 // inside it (a file where the other made a folder).
                 let hit = ours
                     .iter()
-                    .find(|mine| theirs.iter().any(|t| within(t, mine) || within(mine, t)));
+                    .find(|(mine, _)| theirs.iter().any(|t| within(t, mine) || within(mine, t)));
                 match hit {
-                    Some(path) => {
-                        clash = Some(path.clone());
+                    Some((_, path)) => {
+                        clash = Some((*path).clone());
                         Err(changed(path))
                     }
                     None => {

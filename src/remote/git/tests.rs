@@ -362,6 +362,20 @@ fn a_subfolder_is_synced_alone_and_the_rest_of_the_tree_is_kept() {
         git(&fixture.bare(), &["ls-tree", "-r", "--name-only", "main"]),
         "README\njournal/day.md\njournal/night.md"
     );
+
+    // A push refused for a clash names the path in the pair, the one the
+    // engine plans again, not the repository's.
+    let day = listed_version(&replica, "day.md");
+    std::fs::write(checkout.join("journal/day.md"), "theirs\n").unwrap();
+    git(&checkout, &["commit", "-qam", "theirs"]);
+    git(&checkout, &["pull", "-q", "--rebase", "origin", "main"]);
+    git(&checkout, &["push", "-q", "origin", "main"]);
+    write(&replica, "day.md", b"ours\n", day).unwrap();
+    let error = replica.flush().unwrap_err();
+    assert!(
+        matches!(error, ReplicaError::Changed { ref path } if path == "day.md"),
+        "{error}"
+    );
 }
 
 #[test]
