@@ -627,3 +627,72 @@ fn a_repository_with_sha256_object_names_is_synced_like_any() {
         "a.md\nb.md"
     );
 }
+
+#[test]
+fn stat_answers_from_the_listed_tip_and_the_batch_not_pushed_yet() {
+    let fixture = Fixture::new();
+    let checkout = fixture.clone("person");
+    std::fs::create_dir_all(checkout.join("docs")).unwrap();
+    std::fs::write(checkout.join("docs/a.md"), "a\n").unwrap();
+    std::fs::write(checkout.join("gone.md"), "gone\n").unwrap();
+    git(&checkout, &["add", "-A"]);
+    git(&checkout, &["commit", "-qm", "start"]);
+    git(&checkout, &["push", "-q", "origin", "main"]);
+    let blob = git(&checkout, &["rev-parse", "HEAD:docs/a.md"]);
+
+    let replica = fixture.replica("alpha", GitPairSettings::default());
+    let (_d, ignore) = no_ignores();
+    replica
+        .list(&Scope::Full, &BaseTree::new(), &ignore)
+        .unwrap();
+    match replica.stat(&rel("docs/a.md")).unwrap() {
+        Expect::File { size, version, .. } => {
+            assert_eq!(size, 2);
+            assert_eq!(version.as_deref(), Some(blob.as_str()), "the blob id");
+        }
+        other => panic!("not a file: {other:?}"),
+    }
+    assert_eq!(replica.stat(&rel("docs")).unwrap(), Expect::Dir);
+    assert_eq!(replica.stat(&rel("absent.md")).unwrap(), Expect::Absent);
+    assert_eq!(
+        replica.stat(&rel("docs/a.md/below")).unwrap(),
+        Expect::Absent
+    );
+
+    // Edits of the batch count before they are pushed: a new file, a
+    // removal, and a folder whose only file moved out of it.
+    write(&replica, "new.md", b"new!\n", Expect::Absent).unwrap();
+    let gone = replica.stat(&rel("gone.md")).unwrap();
+    replica.remove(&rel("gone.md"), &gone).unwrap();
+    let a = replica.stat(&rel("docs/a.md")).unwrap();
+    replica.rename(&rel("docs/a.md"), &rel("a.md"), &a).unwrap();
+    match replica.stat(&rel("new.md")).unwrap() {
+        Expect::File { size, version, .. } => {
+            assert_eq!(size, 5);
+            let staged = version.unwrap();
+            assert_eq!(staged.len(), blob.len(), "a blob id: {staged}");
+            assert_ne!(staged, blob);
+        }
+        other => panic!("not a file: {other:?}"),
+    }
+    assert_eq!(replica.stat(&rel("gone.md")).unwrap(), Expect::Absent);
+    assert_eq!(replica.stat(&rel("docs")).unwrap(), Expect::Absent);
+    assert!(matches!(
+        replica.stat(&rel("a.md")).unwrap(),
+        Expect::File { version: Some(ref v), .. } if *v == blob
+    ));
+    // Still nothing on the remote.
+    assert_eq!(
+        git(&fixture.bare(), &["ls-tree", "-r", "--name-only", "main"]),
+        "docs/a.md\ngone.md"
+    );
+    replica.flush().unwrap();
+    assert_eq!(
+        git(&fixture.bare(), &["ls-tree", "-r", "--name-only", "main"]),
+        "a.md\nnew.md"
+    );
+    assert!(matches!(
+        replica.stat(&rel("new.md")).unwrap(),
+        Expect::File { size: 5, .. }
+    ));
+}
