@@ -427,6 +427,56 @@ pub fn mirror_dir(state_dir: &std::path::Path, pair: &str, url: &str) -> PathBuf
     state_dir.join("git").join(format!("{}.git", &key[..24]))
 }
 
+/// Removes the mirrors in `state_dir` that belong to none of `pairs`: a
+/// pair that was removed, or whose URL changed, leaves its mirror behind.
+/// A mirror holds nothing the remote lacks that anything depends on (a
+/// batch is recorded only once its push went through), so removing it
+/// loses nothing; a pair that comes back fetches again. Returns what was
+/// removed; only folders named as [`mirror_dir`] names them are touched.
+pub fn remove_stale_mirrors(
+    state_dir: &std::path::Path,
+    pairs: &[crate::config::PairConfig],
+) -> Vec<PathBuf> {
+    let keep: Vec<PathBuf> = pairs
+        .iter()
+        .filter_map(|pair| match &pair.remote {
+            crate::config::RemoteUrl::Git { url } => Some(mirror_dir(state_dir, &pair.name, url)),
+            _ => None,
+        })
+        .collect();
+    remove_mirrors_but(&state_dir.join("git"), &keep)
+}
+
+/// Removes the mirrors in `dir` that `keep` does not name.
+pub(super) fn remove_mirrors_but(dir: &std::path::Path, keep: &[PathBuf]) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let is_mirror = entry.file_name().to_str().is_some_and(|name| {
+            name.strip_suffix(".git")
+                .is_some_and(|key| key.len() == 24 && key.bytes().all(|b| b.is_ascii_hexdigit()))
+        });
+        // Not followed if it is a link: only the agent's own folders go.
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if !is_mirror || !is_dir || keep.contains(&path) {
+            continue;
+        }
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) => {
+                tracing::info!(mirror = %path.display(), "removed the git mirror of a pair that is gone");
+                removed.push(path);
+            }
+            Err(e) => {
+                tracing::warn!(mirror = %path.display(), error = %e, "cannot remove the git mirror of a pair that is gone");
+            }
+        }
+    }
+    removed
+}
+
 impl Replica for GitReplica {
     fn describe(&self) -> String {
         match &self.settings.branch {

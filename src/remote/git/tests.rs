@@ -696,3 +696,29 @@ fn stat_answers_from_the_listed_tip_and_the_batch_not_pushed_yet() {
         Expect::File { size: 5, .. }
     ));
 }
+
+#[test]
+fn mirrors_of_pairs_that_are_gone_are_removed_and_nothing_else() {
+    let state = tempfile::TempDir::new().unwrap();
+    let kept = super::replica::mirror_dir(state.path(), "notes", "file:///srv/notes.git");
+    let gone = super::replica::mirror_dir(state.path(), "old", "file:///srv/old.git");
+    let moved = super::replica::mirror_dir(state.path(), "notes", "file:///srv/before.git");
+    for mirror in [&kept, &gone, &moved] {
+        std::fs::create_dir_all(mirror.join("objects")).unwrap();
+        std::fs::write(mirror.join("HEAD"), "ref: refs/heads/main\n").unwrap();
+    }
+    let dir = state.path().join("git");
+    std::fs::create_dir_all(dir.join("mine.git")).unwrap();
+    std::fs::write(dir.join("notes.txt"), "not a mirror\n").unwrap();
+
+    let mut removed = super::replica::remove_mirrors_but(&dir, std::slice::from_ref(&kept));
+    removed.sort();
+    let mut expected = vec![gone.clone(), moved.clone()];
+    expected.sort();
+    assert_eq!(removed, expected);
+    assert!(kept.join("HEAD").exists());
+    assert!(!gone.exists() && !moved.exists());
+    assert!(dir.join("mine.git").is_dir() && dir.join("notes.txt").is_file());
+    // No mirrors at all: nothing to do.
+    assert!(super::replica::remove_mirrors_but(&state.path().join("none"), &[]).is_empty());
+}
