@@ -49,7 +49,7 @@ use super::view::{Blob, View, changed, within};
 use crate::fsops::Expect;
 use crate::locks::LockExt;
 use crate::model::{BaseTree, ContentHash, Entry, FileMeta, Mode, RelPath, Scope, SideEntry};
-use crate::remote::{Listing, Replica, ReplicaError, RootState, StagedWrite};
+use crate::remote::{KeptVersion, Listing, Replica, ReplicaError, RootState, StagedWrite};
 use crate::tracker::ignore::IgnoreRules;
 
 /// How many times a push refused because the remote moved is tried again
@@ -807,6 +807,23 @@ impl Replica for GitReplica {
                 Err(e)
             }
         }
+    }
+
+    /// The commits of the branch that left a version of `path`.
+    fn kept_versions(
+        &self,
+        path: &RelPath,
+        limit: usize,
+    ) -> Result<Vec<KeptVersion>, ReplicaError> {
+        self.history_of(path, limit)
+    }
+
+    fn open_kept(
+        &self,
+        path: &RelPath,
+        version: &str,
+    ) -> Result<Box<dyn Read + Send + '_>, ReplicaError> {
+        self.open_at_commit(path, version)
     }
 
     /// A git remote keeps no trash (the history holds old versions): this

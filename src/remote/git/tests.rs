@@ -722,3 +722,55 @@ fn mirrors_of_pairs_that_are_gone_are_removed_and_nothing_else() {
     // No mirrors at all: nothing to do.
     assert!(super::replica::remove_mirrors_but(&state.path().join("none"), &[]).is_empty());
 }
+
+#[test]
+fn the_history_of_a_file_lists_each_commit_that_left_a_version_and_reads_it_back() {
+    let fixture = Fixture::new();
+    let replica = fixture.replica("alpha", GitPairSettings::default());
+    let (_d, ignore) = no_ignores();
+    replica
+        .list(&Scope::Full, &BaseTree::new(), &ignore)
+        .unwrap();
+    assert!(replica.kept_versions(&rel("a.md"), 10).unwrap().is_empty());
+    write(&replica, "a.md", b"one\n", Expect::Absent).unwrap();
+    replica.flush().unwrap();
+    let checkout = fixture.clone("person");
+    std::fs::write(checkout.join("a.md"), "two, by hand\n").unwrap();
+    std::fs::write(checkout.join("other.md"), "other\n").unwrap();
+    git(&checkout, &["add", "-A"]);
+    git(&checkout, &["commit", "-qm", "by hand"]);
+    git(&checkout, &["rm", "-q", "a.md"]);
+    git(&checkout, &["commit", "-qm", "gone"]);
+    git(&checkout, &["push", "-q", "origin", "main"]);
+    replica
+        .list(&Scope::Full, &BaseTree::new(), &ignore)
+        .unwrap();
+
+    let kept = replica.kept_versions(&rel("a.md"), 10).unwrap();
+    let summary: Vec<(u64, &str)> = kept.iter().map(|k| (k.size, k.author.as_str())).collect();
+    assert_eq!(
+        summary,
+        [(13, "Person"), (4, "alpha")],
+        "the deletion leaves none"
+    );
+    assert_eq!(kept[0].hash, ContentHash::of_bytes(b"two, by hand\n"));
+    assert_eq!(kept[0].version, git(&checkout, &["rev-parse", "HEAD~1"]));
+    assert!(kept[0].time_ns > 0);
+    assert_eq!(replica.kept_versions(&rel("a.md"), 1).unwrap().len(), 1);
+    let mut read = String::new();
+    replica
+        .open_kept(&rel("a.md"), &kept[1].version)
+        .unwrap()
+        .read_to_string(&mut read)
+        .unwrap();
+    assert_eq!(read, "one\n");
+    // Not a commit id, or a commit without the file: not kept.
+    for version in ["HEAD", "--output=/tmp/x", &kept[0].version[..12]] {
+        assert!(
+            replica.open_kept(&rel("a.md"), version).is_err(),
+            "{version}"
+        );
+    }
+    let head = git(&checkout, &["rev-parse", "HEAD"]);
+    assert!(replica.open_kept(&rel("a.md"), &head).is_err());
+}
