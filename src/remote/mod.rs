@@ -275,6 +275,20 @@ pub trait Lease: Send {
 }
 
 /// One end of a pair.
+/// A version of a file a replica keeps by itself (see
+/// [`Replica::kept_versions`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeptVersion {
+    /// What [`Replica::open_kept`] takes: for git, the commit's id.
+    pub version: String,
+    pub hash: ContentHash,
+    pub size: u64,
+    /// When it was made (for git, the commit time), in nanoseconds.
+    pub time_ns: i64,
+    /// Who made it (for git, the commit's author).
+    pub author: String,
+}
+
 pub trait Replica: Send + Sync {
     /// A description for status and errors; never contains a secret.
     fn describe(&self) -> String;
@@ -501,6 +515,32 @@ pub trait Replica: Send + Sync {
             "{}: {name}: this side keeps no trash that can be read back",
             self.describe()
         )))
+    }
+
+    /// The versions of `path` this side keeps by itself, newest first, at
+    /// most `limit` of them: a git remote's history (each commit that
+    /// left a version of the file there). Default: none.
+    fn kept_versions(
+        &self,
+        _path: &RelPath,
+        _limit: usize,
+    ) -> Result<Vec<KeptVersion>, ReplicaError> {
+        Ok(Vec::new())
+    }
+
+    /// Reads the version `version` of `path` that [`Self::kept_versions`]
+    /// listed. A version this side does not keep is an
+    /// [`ReplicaError::Io`] of kind `NotFound`.
+    fn open_kept(
+        &self,
+        path: &RelPath,
+        version: &str,
+    ) -> Result<Box<dyn Read + Send + '_>, ReplicaError> {
+        Err(ReplicaError::io(
+            "read",
+            format!("{path} at {version}"),
+            std::io::Error::from(std::io::ErrorKind::NotFound),
+        ))
     }
 
     /// Makes every change done so far durable (flushes the folders whose
