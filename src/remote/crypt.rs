@@ -471,10 +471,16 @@ impl Replica for CryptReplica {
         // The check value first where the folder takes it, so the root is
         // never marked without one (which would read as a plain remote).
         if self.check_record_written().is_ok() {
-            return self.inner.mark_root();
+            self.inner.mark_root()?;
+        } else {
+            self.inner.mark_root()?;
+            self.check_record_written()?;
         }
-        self.inner.mark_root()?;
-        self.check_record_written()
+        // No backend writes a record only if absent, so two devices with
+        // different passwords setting up one empty remote may both have
+        // written theirs: read back what stands, and the device whose
+        // value was overwritten stops here with the wrong-password error.
+        self.verify_check(&*self.ciphers()?)
     }
 
     fn list(
@@ -484,6 +490,10 @@ impl Replica for CryptReplica {
         ignore: &IgnoreRules,
     ) -> Result<Listing, ReplicaError> {
         let ciphers = self.ciphers()?;
+        // Checked again before every listing (and so before any write that
+        // follows it): another device that raced this one when the remote
+        // was set up may have replaced the check value with its own key's.
+        self.verify_check(&ciphers)?;
         let lenient = |path: &RelPath, dir: bool| self.encrypted(&ciphers, path, dir).ok();
         let inner_scope = match scope {
             Scope::Full => Scope::Full,
@@ -1338,7 +1348,12 @@ mod tests {
         /// bytes still have the expected hash.
         checks_hash: bool,
         state: Arc<Mutex<(usize, Vec<u64>)>>,
+        /// Runs once, right after the first record is written (another
+        /// device acting at that moment).
+        after_record_write: RecordHook,
     }
+
+    type RecordHook = Mutex<Option<Box<dyn FnOnce() + Send>>>;
 
     /// A reader that breaks after `left` bytes while the shared count of
     /// breaks lasts (a short read, like a header's, breaks nothing).
@@ -1439,8 +1454,60 @@ mod tests {
             self.inner.read_record(name)
         }
         fn write_record(&self, name: &str, content: &str) -> Result<(), ReplicaError> {
-            self.inner.write_record(name, content)
+            self.inner.write_record(name, content)?;
+            if let Some(hook) = self.after_record_write.locked().take() {
+                hook();
+            }
+            Ok(())
         }
+    }
+
+    #[test]
+    fn two_devices_with_different_passwords_racing_on_an_empty_remote_never_both_proceed() {
+        let dir = tempfile::tempdir().unwrap();
+        let remote = dir.path().join("remote");
+        // Device B read no check value either, and writes its own right
+        // after A wrote A's.
+        let other = remote.clone();
+        let a = CryptReplica::with_password(
+            Box::new(Flaky {
+                inner: LocalFolder::remote(remote.clone()),
+                break_after: u64::MAX,
+                checks_hash: false,
+                state: Arc::new(Mutex::new((0, Vec::new()))),
+                after_record_write: Mutex::new(Some(Box::new(move || {
+                    layer(&other, "device b").check_record_written().unwrap();
+                }))),
+            }),
+            settings(NameMode::Standard, true),
+            Secret::new("device a".into()),
+            None,
+        );
+        let e = a.mark_root().unwrap_err().to_string();
+        assert!(e.contains("wrong crypt password"), "{e}");
+        let b = layer(&remote, "device b");
+        b.mark_root().unwrap();
+        assert!(
+            b.list(
+                &Scope::Full,
+                &BaseTree::new(),
+                &IgnoreRules::reserved_only()
+            )
+            .is_ok()
+        );
+
+        // A device that got past the setup before the other replaced the
+        // check value stops at its next listing, before any write.
+        let late = layer(&remote, "device a");
+        let e = late
+            .list(
+                &Scope::Full,
+                &BaseTree::new(),
+                &IgnoreRules::reserved_only(),
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("wrong crypt password"), "{e}");
     }
 
     #[test]
@@ -1453,6 +1520,7 @@ mod tests {
                 break_after: 5 * CHUNK + 1000,
                 checks_hash: false,
                 state: state.clone(),
+                after_record_write: Mutex::new(None),
             }),
             settings(NameMode::Standard, true),
             Secret::new("secret".into()),
@@ -1510,6 +1578,7 @@ mod tests {
             break_after: u64::MAX,
             checks_hash: true,
             state: Arc::new(Mutex::new((0, Vec::new()))),
+            after_record_write: Mutex::new(None),
         };
         let secret = || Secret::new("secret".into());
         let crypt = |inner: Flaky| {
