@@ -41,7 +41,8 @@ use super::{
 use crate::config::CryptSettings;
 use crate::crypt::content::{CHUNK, chunk_offset, read_nonce};
 use crate::crypt::{
-    Decryptor, Encryptor, Keys, NameCipher, NameMode, Nonce, decrypted_size, encrypted_size,
+    Decryptor, Encryptor, Keys, NameCipher, NameError, NameMode, Nonce, decrypted_size,
+    encrypted_size,
 };
 use crate::fsops::Expect;
 use crate::locks::LockExt;
@@ -197,10 +198,11 @@ impl CryptReplica {
         )
         .read_to_end(&mut sealed)
         .map_err(|e| ReplicaError::io("seal", CHECK_RECORD, e))?;
+        let name = NameCipher::new(&ciphers.keys, NameMode::Standard, true)
+            .encrypt_segment(CHECK_PLAINTEXT)
+            .map_err(|e| ReplicaError::Other(format!("{CHECK_RECORD}: {e}")))?;
         Ok(format!(
-            "{CHECK_HEADER}\nname {}\ndata {}\n",
-            NameCipher::new(&ciphers.keys, NameMode::Standard, true)
-                .encrypt_segment(CHECK_PLAINTEXT),
+            "{CHECK_HEADER}\nname {name}\ndata {}\n",
             BASE64.encode(&sealed)
         ))
     }
@@ -223,7 +225,9 @@ impl CryptReplica {
                 .find_map(|line| line.strip_prefix(key)?.strip_prefix(' '))
         };
         let names = NameCipher::new(&ciphers.keys, NameMode::Standard, true);
-        let name_ok = field("name") == Some(names.encrypt_segment(CHECK_PLAINTEXT).as_str());
+        let name_ok = names
+            .encrypt_segment(CHECK_PLAINTEXT)
+            .is_ok_and(|name| field("name") == Some(name.as_str()));
         let data_ok = field("data")
             .and_then(|data| BASE64.decode(data.as_bytes()).ok())
             .is_some_and(|sealed| {
@@ -268,6 +272,13 @@ impl CryptReplica {
         } else {
             ciphers.names.encrypt_file(path.as_str())
         };
+        let encrypted = encrypted.map_err(|e| match e {
+            NameError::TooLong => ReplicaError::Other(format!(
+                "{path}: a name is too long to be encrypted (encrypted names allow about 143 \
+                 bytes of plain name)"
+            )),
+            e => ReplicaError::Other(format!("{path}: cannot be encrypted: {e}")),
+        })?;
         if let Some(long) = encrypted.split('/').find(|s| s.len() > MAX_NAME_BYTES) {
             return Err(ReplicaError::Other(format!(
                 "{path}: a name is too long to be encrypted ({} bytes once encrypted, at most \
@@ -1194,7 +1205,7 @@ mod tests {
         // A name that decrypts but whose content is not a crypt file.
         let names = NameCipher::new(&Keys::derive("secret", None), NameMode::Standard, true);
         fs::write(
-            dir.path().join(names.encrypt_file("impostor")),
+            dir.path().join(names.encrypt_file("impostor").unwrap()),
             "not a crypt file!!!!!!!!!!!!!!!!!!!!",
         )
         .unwrap();
