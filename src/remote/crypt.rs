@@ -550,6 +550,11 @@ impl Replica for CryptReplica {
         };
         let mut foreign_dirs: Vec<RelPath> = Vec::new();
         let mut to_hash = Vec::new();
+        // Which encrypted name each plain path came from: names differing
+        // only in letter case decrypt alike (on a case-sensitive remote
+        // both can exist), and neither may silently hide the other.
+        let mut origins: HashMap<RelPath, RelPath> = HashMap::new();
+        let mut ambiguous: Vec<(RelPath, RelPath, RelPath)> = Vec::new();
         for (encrypted, side) in listing.tree {
             if foreign_dirs.iter().any(|d| encrypted.is_within(d)) {
                 continue;
@@ -572,6 +577,11 @@ impl Replica for CryptReplica {
             if !scope.contains(&plain) || ignore.is_ignored(&plain, is_dir) {
                 continue;
             }
+            if let Some(first) = origins.get(&plain) {
+                ambiguous.push((plain, first.clone(), encrypted));
+                continue;
+            }
+            origins.insert(plain.clone(), encrypted.clone());
             let Entry::File(meta) = side.entry else {
                 out.tree.insert(plain, side);
                 continue;
@@ -604,6 +614,23 @@ impl Replica for CryptReplica {
                 }
                 None => to_hash.push((plain, encrypted, meta, side)),
             }
+        }
+        let mut ambiguous_roots: Vec<RelPath> = Vec::new();
+        for (plain, first, other) in ambiguous {
+            if ambiguous_roots.iter().any(|root| plain.is_within(root)) {
+                continue; // within a folder held already
+            }
+            ambiguous_roots.push(plain.clone());
+            out.tree.retain(|path, _| !path.is_within(&plain));
+            to_hash.retain(|(path, ..)| !path.is_within(&plain));
+            out.problems.push(Problem {
+                path: Some(plain.clone()),
+                message: format!(
+                    "has two encrypted names on the remote, {first} and {other} (they differ \
+                     only in letter case); it was left alone until one is removed"
+                ),
+            });
+            out.held.push(plain);
         }
         out.hashed_files += to_hash.len() as u64;
         let hashed = crate::parallel::map(to_hash, 4, |(plain, encrypted, meta, side)| {
@@ -1190,6 +1217,61 @@ mod tests {
         assert!(
             e.contains("not encrypted") && e.contains("new, empty folder"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn names_differing_only_in_case_are_held_with_a_problem_never_one_hidden() {
+        let dir = tempfile::tempdir().unwrap();
+        let replica = layer(dir.path(), "secret");
+        replica.mark_root().unwrap();
+        put(&replica, "a.txt", b"first");
+        put(&replica, "d/b.txt", b"in a folder");
+        put(&replica, "c.txt", b"alone");
+        let names = NameCipher::new(&Keys::derive("secret", None), NameMode::Standard, true);
+        let file = names.encrypt_file("a.txt").unwrap();
+        fs::copy(
+            dir.path().join(&file),
+            dir.path().join(file.to_ascii_uppercase()),
+        )
+        .unwrap();
+        let folder = names.encrypt_dir("d").unwrap();
+        let upper = dir.path().join(folder.to_ascii_uppercase());
+        fs::create_dir(&upper).unwrap();
+        fs::copy(
+            dir.path().join(names.encrypt_file("d/b.txt").unwrap()),
+            upper.join(names.encrypt_segment("b.txt").unwrap()),
+        )
+        .unwrap();
+
+        let listing = list(&replica, &BaseTree::new());
+        let paths: Vec<&str> = listing.tree.keys().map(RelPath::as_str).collect();
+        assert_eq!(paths, ["c.txt"]);
+        assert_eq!(listing.held, [rel("a.txt"), rel("d")]);
+        for (plain, encrypted) in [("a.txt", &file), ("d", &folder)] {
+            assert!(
+                listing.problems.iter().any(|p| p.path == Some(rel(plain))
+                    && p.message.contains(encrypted.as_str())
+                    && p.message.contains(&encrypted.to_ascii_uppercase())),
+                "{plain}: {:?}",
+                listing.problems
+            );
+        }
+
+        // A name that is only a version stamp was not written encrypted.
+        fs::remove_file(dir.path().join(file.to_ascii_uppercase())).unwrap();
+        fs::remove_dir_all(&upper).unwrap();
+        fs::write(dir.path().join("-v2021-01-01-000000-000"), "foreign").unwrap();
+        let listing = list(&replica, &BaseTree::new());
+        let paths: Vec<&str> = listing.tree.keys().map(RelPath::as_str).collect();
+        assert_eq!(paths, ["a.txt", "c.txt", "d", "d/b.txt"]);
+        assert!(
+            listing
+                .problems
+                .iter()
+                .any(|p| p.message.contains("-v2021-01-01-000000-000")),
+            "{:?}",
+            listing.problems
         );
     }
 
