@@ -298,17 +298,30 @@ impl CryptReplica {
         RelPath::new(&plain.ok()?).ok()
     }
 
-    /// The plaintext's hash, read through the decryption.
+    /// The plaintext's hash, read through the decryption from the version
+    /// `inner` (as the replica below listed it), continuing where a broken
+    /// connection stopped as a download does.
     fn hash_of(
         &self,
         ciphers: &Ciphers,
+        plain: &RelPath,
         encrypted: &RelPath,
+        inner: FileMeta,
         size: u64,
     ) -> Result<ContentHash, ReplicaError> {
-        let reader = self.inner.open(encrypted)?;
+        let no_progress = |_: u64| {};
+        let source = Source::new(&*self.inner, encrypted, inner, &no_progress);
+        let reader = source
+            .unreported_reader()
+            .map_err(|e| plain_error(e, plain, encrypted))?;
         let mut reader = Decryptor::new(reader, &ciphers.keys).expecting(size);
         let mut hasher = blake3::Hasher::new();
-        io::copy(&mut reader, &mut hasher).map_err(|e| ReplicaError::io("read", encrypted, e))?;
+        io::copy(&mut reader, &mut hasher).map_err(|e| {
+            source
+                .take_failure()
+                .map(|failed| plain_error(failed, plain, encrypted))
+                .unwrap_or_else(|| ReplicaError::io("read", plain, e))
+        })?;
         Ok(ContentHash(*hasher.finalize().as_bytes()))
     }
 
@@ -344,7 +357,8 @@ impl CryptReplica {
         let mut sealed = Encryptor::new(open(true)?, &ciphers.keys, nonce);
         let inner = self
             .inner
-            .stage(&encrypted, &mut sealed, &cipher_hash, mtime_ns, mode)?;
+            .stage(&encrypted, &mut sealed, &cipher_hash, mtime_ns, mode)
+            .map_err(|e| plain_error(e, path, &encrypted))?;
         let temp = inner.temp.clone();
         self.staged.locked().insert(temp.clone(), inner);
         Ok(StagedWrite {
@@ -436,6 +450,42 @@ impl<R: Read> Read for Hashing<R> {
         self.hasher.update(&buf[..n]);
         self.len += n as u64;
         Ok(n)
+    }
+}
+
+/// `error` from the replica below, about `encrypted`, told of `plain`
+/// instead: messages and status speak of the files the user has, never
+/// of names only the remote shows.
+fn plain_error(error: ReplicaError, plain: &RelPath, encrypted: &RelPath) -> ReplicaError {
+    let encrypted = encrypted.as_str();
+    let plain = plain.as_str();
+    if encrypted == plain {
+        return error;
+    }
+    let text = |s: String| s.replace(encrypted, plain);
+    match error {
+        ReplicaError::Changed { path } => ReplicaError::Changed { path: text(path) },
+        ReplicaError::SourceChanged { path } => ReplicaError::SourceChanged { path: text(path) },
+        ReplicaError::Offline { remote, reason } => ReplicaError::Offline {
+            remote,
+            reason: text(reason),
+        },
+        ReplicaError::Io { op, path, source } => {
+            let message = source.to_string();
+            let source = if message.contains(encrypted) {
+                // The kind is kept: it tells a broken connection.
+                io::Error::new(source.kind(), text(message))
+            } else {
+                source
+            };
+            ReplicaError::Io {
+                op,
+                path: text(path),
+                source,
+            }
+        }
+        ReplicaError::Busy(why) => ReplicaError::Busy(why),
+        ReplicaError::Other(message) => ReplicaError::Other(text(message)),
     }
 }
 
@@ -598,6 +648,7 @@ impl Replica for CryptReplica {
                 }
             };
             self.inner_files.locked().insert(plain.clone(), meta);
+            let inner = meta;
             let known = cache.get(&plain).and_then(|base| match base.entry {
                 Entry::File(b)
                     if base.remote_version.is_some() && base.remote_version == side.version =>
@@ -612,7 +663,7 @@ impl Replica for CryptReplica {
                     let entry = Entry::File(FileMeta { hash, ..meta });
                     out.tree.insert(plain, SideEntry { entry, ..side });
                 }
-                None => to_hash.push((plain, encrypted, meta, side)),
+                None => to_hash.push((plain, encrypted, inner, meta, side)),
             }
         }
         let mut ambiguous_roots: Vec<RelPath> = Vec::new();
@@ -633,8 +684,8 @@ impl Replica for CryptReplica {
             out.held.push(plain);
         }
         out.hashed_files += to_hash.len() as u64;
-        let hashed = crate::parallel::map(to_hash, 4, |(plain, encrypted, meta, side)| {
-            let hash = self.hash_of(&ciphers, &encrypted, meta.size);
+        let hashed = crate::parallel::map(to_hash, 4, |(plain, encrypted, inner, meta, side)| {
+            let hash = self.hash_of(&ciphers, &plain, &encrypted, inner, meta.size);
             (plain, meta, side, hash)
         });
         for (plain, meta, side, hash) in hashed {
@@ -688,7 +739,11 @@ impl Replica for CryptReplica {
         let ciphers = self.ciphers()?;
         let as_file = self.encrypted(&ciphers, path, false)?;
         let as_dir = self.encrypted(&ciphers, path, true)?;
-        match self.inner.stat(&as_file)? {
+        match self
+            .inner
+            .stat(&as_file)
+            .map_err(|e| plain_error(e, path, &as_file))?
+        {
             Expect::File {
                 size,
                 mtime_ns,
@@ -712,7 +767,13 @@ impl Replica for CryptReplica {
             Expect::Dir if as_dir == as_file => return Ok(Expect::Dir),
             Expect::Dir | Expect::Absent => {}
         }
-        if as_dir != as_file && self.inner.stat(&as_dir)? == Expect::Dir {
+        if as_dir != as_file
+            && self
+                .inner
+                .stat(&as_dir)
+                .map_err(|e| plain_error(e, path, &as_dir))?
+                == Expect::Dir
+        {
             return Ok(Expect::Dir);
         }
         Ok(Expect::Absent)
@@ -721,7 +782,10 @@ impl Replica for CryptReplica {
     fn open(&self, path: &RelPath) -> Result<Box<dyn Read + Send + '_>, ReplicaError> {
         let ciphers = self.ciphers()?;
         let encrypted = self.encrypted(&ciphers, path, false)?;
-        let reader = self.inner.open(&encrypted)?;
+        let reader = self
+            .inner
+            .open(&encrypted)
+            .map_err(|e| plain_error(e, path, &encrypted))?;
         Ok(Box::new(Decryptor::new(reader, &ciphers.keys)))
     }
 
@@ -749,14 +813,21 @@ impl Replica for CryptReplica {
         let changed = || ReplicaError::SourceChanged {
             path: path.to_string(),
         };
-        let (mut head, _) = self.inner.open_at(&encrypted, 0, &inner_expected)?;
+        let plain = |e| plain_error(e, path, &encrypted);
+        let (mut head, _) = self
+            .inner
+            .open_at(&encrypted, 0, &inner_expected)
+            .map_err(plain)?;
         let mut reader: Box<dyn Read + Send + '_> = if chunk == 0 {
             Box::new(Decryptor::new(head, &ciphers.keys).expecting(expected.size))
         } else {
             let nonce = read_nonce(&mut head).map_err(|e| ReplicaError::io("read", path, e))?;
             drop(head);
             let at = chunk_offset(chunk);
-            let (mut body, start) = self.inner.open_at(&encrypted, at, &inner_expected)?;
+            let (mut body, start) = self
+                .inner
+                .open_at(&encrypted, at, &inner_expected)
+                .map_err(plain)?;
             if start > at
                 || !skip(&mut body, at - start).map_err(|e| ReplicaError::io("read", path, e))?
             {
@@ -870,6 +941,7 @@ impl Replica for CryptReplica {
                 Ok((SideEntry { entry, ..side }, trashed))
             }
             Err(e) => {
+                let e = plain_error(e, &staged.path, &inner.path);
                 // Kept for the discard that follows a failed commit.
                 self.staged.locked().insert(staged.temp.clone(), inner);
                 Err(e)
@@ -885,8 +957,10 @@ impl Replica for CryptReplica {
 
     fn mkdir(&self, path: &RelPath, mode: Option<Mode>) -> Result<SideEntry, ReplicaError> {
         let ciphers = self.ciphers()?;
+        let encrypted = self.encrypted(&ciphers, path, true)?;
         self.inner
-            .mkdir(&self.encrypted(&ciphers, path, true)?, mode)
+            .mkdir(&encrypted, mode)
+            .map_err(|e| plain_error(e, path, &encrypted))
     }
 
     fn set_mode(&self, path: &RelPath, expected: &Entry, mode: Mode) -> Result<(), ReplicaError> {
@@ -898,17 +972,28 @@ impl Replica for CryptReplica {
             ),
             dir => (self.encrypted(&ciphers, path, true)?, *dir),
         };
-        self.inner.set_mode(&encrypted, &expected, mode)
+        self.inner
+            .set_mode(&encrypted, &expected, mode)
+            .map_err(|e| plain_error(e, path, &encrypted))
     }
 
     fn rename(&self, from: &RelPath, to: &RelPath, expect: &Expect) -> Result<(), ReplicaError> {
         let ciphers = self.ciphers()?;
         let dir = matches!(expect, Expect::Dir);
-        self.inner.rename(
-            &self.encrypted(&ciphers, from, dir)?,
-            &self.encrypted(&ciphers, to, dir)?,
-            &Self::inner_expect(expect),
-        )
+        let (inner_from, inner_to) = (
+            self.encrypted(&ciphers, from, dir)?,
+            self.encrypted(&ciphers, to, dir)?,
+        );
+        // The longer name first: one may contain the other.
+        let mut names = [(from, &inner_from), (to, &inner_to)];
+        names.sort_by_key(|(_, encrypted)| std::cmp::Reverse(encrypted.as_str().len()));
+        self.inner
+            .rename(&inner_from, &inner_to, &Self::inner_expect(expect))
+            .map_err(|e| {
+                names
+                    .iter()
+                    .fold(e, |e, (plain, encrypted)| plain_error(e, plain, encrypted))
+            })
     }
 
     fn remove(&self, path: &RelPath, expect: &Expect) -> Result<(), ReplicaError> {
@@ -922,10 +1007,10 @@ impl Replica for CryptReplica {
     ) -> Result<Option<RelPath>, ReplicaError> {
         let ciphers = self.ciphers()?;
         let dir = matches!(expect, Expect::Dir);
-        self.inner.remove_naming_trash(
-            &self.encrypted(&ciphers, path, dir)?,
-            &Self::inner_expect(expect),
-        )
+        let encrypted = self.encrypted(&ciphers, path, dir)?;
+        self.inner
+            .remove_naming_trash(&encrypted, &Self::inner_expect(expect))
+            .map_err(|e| plain_error(e, path, &encrypted))
     }
 
     fn open_trashed(&self, name: &RelPath) -> Result<Box<dyn Read + Send + '_>, ReplicaError> {
@@ -1601,6 +1686,64 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("wrong crypt password"), "{e}");
+    }
+
+    #[test]
+    fn hashing_a_listed_file_continues_after_a_broken_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = Arc::new(Mutex::new((0, Vec::new())));
+        let remote = CryptReplica::with_password(
+            Box::new(Flaky {
+                inner: LocalFolder::remote(dir.path().join("remote")),
+                break_after: 100_000,
+                checks_hash: false,
+                state: state.clone(),
+                after_record_write: Mutex::new(None),
+            }),
+            settings(NameMode::Standard, true),
+            Secret::new("secret".into()),
+            None,
+        );
+        remote.mark_root().unwrap();
+        let bytes = content(300_000);
+        put(&remote, "big.bin", &bytes);
+        state.locked().0 = 1;
+        let listing = list(&remote, &BaseTree::new());
+        assert!(listing.problems.is_empty(), "{:?}", listing.problems);
+        match listing.tree[&rel("big.bin")].entry {
+            Entry::File(meta) => assert_eq!(meta.hash, ContentHash::of_bytes(&bytes)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(state.locked().1, [0, 100_000], "continued where it broke");
+    }
+
+    #[test]
+    fn errors_from_the_replica_below_name_plain_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let replica = layer(dir.path(), "secret");
+        replica.mark_root().unwrap();
+        put(&replica, "notes/a.txt", b"hello");
+        let names = NameCipher::new(&Keys::derive("secret", None), NameMode::Standard, true);
+        let encrypted = names.encrypt_file("notes/a.txt").unwrap();
+        let stale = Expect::File {
+            size: 99,
+            mtime_ns: 1,
+            mode: None,
+            version: None,
+        };
+        let errors = [
+            replica.remove(&rel("notes/a.txt"), &stale).unwrap_err(),
+            replica
+                .rename(&rel("notes/a.txt"), &rel("notes/b.txt"), &stale)
+                .unwrap_err(),
+            replica.open(&rel("notes/gone.txt")).err().unwrap(),
+        ];
+        for e in errors {
+            let message = e.to_string();
+            assert!(message.contains("notes/"), "{message}");
+            let encrypted_dir = encrypted.split('/').next().unwrap();
+            assert!(!message.contains(encrypted_dir), "{message}");
+        }
     }
 
     #[test]
