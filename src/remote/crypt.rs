@@ -650,8 +650,17 @@ impl Replica for CryptReplica {
             self.inner_files.locked().insert(plain.clone(), meta);
             let inner = meta;
             let known = cache.get(&plain).and_then(|base| match base.entry {
+                // The one comparison of version tokens every replica's
+                // recheck uses (a server may quote a token in one answer
+                // and not in another).
                 Entry::File(b)
-                    if base.remote_version.is_some() && base.remote_version == side.version =>
+                    if base
+                        .remote_version
+                        .as_deref()
+                        .zip(side.version.as_deref())
+                        .is_some_and(|(base, listed)| {
+                            super::s3::replica::same_etag(base, listed)
+                        }) =>
                 {
                     Some(b.hash)
                 }
@@ -1232,6 +1241,11 @@ mod tests {
         let listing = list(&replica, &cache);
         assert_eq!(listing.hashed_files, 0);
         assert_eq!(listing.tree[&rel("a.txt")].entry, side.entry);
+
+        // The same token as another answer quotes it.
+        let quoted = format!("\"{}\"", side.version.clone().unwrap());
+        cache.get_mut(&rel("a.txt")).unwrap().remote_version = Some(quoted);
+        assert_eq!(list(&replica, &cache).hashed_files, 0);
     }
 
     #[test]
