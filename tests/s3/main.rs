@@ -12,6 +12,8 @@
 #![allow(clippy::disallowed_methods)]
 
 // Shared with the SFTP and WebDAV tests; these use part of it.
+#[path = "../support/crypt_names.rs"]
+mod crypt_names;
 #[allow(dead_code)]
 #[path = "../support/files.rs"]
 mod files;
