@@ -26,6 +26,8 @@ mod shared_server;
 
 mod agent;
 mod hostile;
+mod meanwhile;
+mod memory;
 mod objects;
 mod replica;
 

@@ -171,10 +171,10 @@ pub fn list(
                 out.hashed_files += 1;
                 insert(&mut out, rel, &object, hash, mtime_ns);
             }
-            // Gone since the listing: as if it had not been listed.
-            Ok(Judged::Gone) => {}
-            // Replaced since the listing: still being written.
-            Ok(Judged::Moved) => out.held.push(rel),
+            // Removed or replaced since the listing: held, not taken for
+            // deleted (or for the version listed); the next listing sees
+            // what it became.
+            Ok(Judged::Gone | Judged::Moved) => out.held.push(rel),
             Err(e) if e.is_offline() => return Err(e),
             Err(e) => {
                 out.problems.push(Problem {
