@@ -15,10 +15,13 @@
 #[allow(dead_code)]
 #[path = "../support/files.rs"]
 mod files;
+// Shared with the conformance suite, which reaches the servers by port.
+#[allow(dead_code)]
 #[path = "../support/moto.rs"]
 mod moto;
 #[path = "../support/ports.rs"]
 mod ports;
+#[allow(dead_code)]
 #[path = "../support/seaweedfs.rs"]
 mod seaweedfs;
 #[path = "../support/shared_server.rs"]

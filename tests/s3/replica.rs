@@ -121,7 +121,16 @@ both!(
 );
 fn round_trip(server: Server) {
     let (remote, raw) = replica(server, "replica-round-trip");
+    // Nothing under the prefix: missing, and no listing reads it as empty.
+    assert_eq!(remote.root_state().unwrap(), RootState::Missing);
+    assert!(
+        remote
+            .list(&Scope::Full, &BaseTree::new(), &no_rules())
+            .is_err()
+    );
+    raw_put(&raw, "by-another-tool.txt", b"x", &Metadata::new());
     assert_eq!(remote.root_state().unwrap(), RootState::Unmarked);
+    raw.delete("by-another-tool.txt").unwrap();
     remote.mark_root().unwrap();
     remote.mark_root().unwrap();
     assert_eq!(remote.root_state().unwrap(), RootState::Ready);

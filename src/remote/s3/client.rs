@@ -889,15 +889,20 @@ impl S3Client {
     }
 
     /// Whether any key lies below `below` (a relative folder ending in
-    /// `/`): one ListObjectsV2 request for one key, however many there are.
+    /// `/`, or empty: the whole prefix): one ListObjectsV2 request for one
+    /// key, however many there are.
     pub fn any_below(&self, below: &str) -> Result<bool, S3Error> {
-        if !below.ends_with('/') {
+        if !below.is_empty() && !below.ends_with('/') {
             return Err(S3Error::BadKey {
                 key: keys::shown(below),
                 reason: "a listing's folder must end in `/`".into(),
             });
         }
-        let prefix = self.full_key(below)?;
+        let prefix = if below.is_empty() {
+            self.prefix.clone()
+        } else {
+            self.full_key(below)?
+        };
         let call = Call::new(Method::GET, "ListObjectsV2", String::new())
             .query("list-type", "2")
             .query("encoding-type", "url")

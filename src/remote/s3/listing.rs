@@ -35,6 +35,16 @@ pub fn list(
     let roots: Option<&[RelPath]> = match scope {
         Scope::Full => {
             let list = client.list("", None)?;
+            if list.objects.is_empty() && list.problems.is_empty() {
+                // Not even the marker: the prefix is gone (or was never
+                // set up), which is not a remote whose files were all
+                // deleted.
+                return Err(ReplicaError::Other(format!(
+                    "{} holds nothing, not even the marker {METADATA_DIR}/root: the prefix is \
+                     gone or was never set up",
+                    client.describe()
+                )));
+            }
             note_refused(&mut out, list.problems);
             objects = list.objects;
             None
@@ -243,6 +253,17 @@ pub(super) fn mtime_of(head: &ObjectHead, listed: Option<std::time::SystemTime>)
                 .map(crate::timefmt::to_unix_ns)
         })
         .unwrap_or(0)
+}
+
+/// Whether `head` shows the modification time `mtime_ns`: exactly where
+/// the writer kept it in the metadata, else to the second (the precision
+/// of a HEAD's `Last-Modified`, where a listing has milliseconds).
+pub(super) fn same_mtime(head: &ObjectHead, mtime_ns: i64) -> bool {
+    if head.metadata.contains_key(META_MTIME) {
+        return mtime_of(head, None) == mtime_ns;
+    }
+    let secs = |ns: i64| ns.div_euclid(1_000_000_000);
+    secs(mtime_of(head, None)) == secs(mtime_ns)
 }
 
 /// The hash and mtime of an object the base does not know.

@@ -202,20 +202,23 @@ impl S3Replica {
     }
 
     /// The ETag a step may act on: the version token `expect` carries, or
-    /// (without one) the current object's after checking its size. A
-    /// missing object or another size is [`ReplicaError::Changed`].
+    /// (without one) the current object's after checking its size and
+    /// modification time. A missing object, or another size or time, is
+    /// [`ReplicaError::Changed`].
     fn expected_etag(
         &self,
         client: &S3Client,
         path: &RelPath,
-        size: u64,
+        (size, mtime_ns): (u64, i64),
         version: Option<&str>,
     ) -> Result<String, ReplicaError> {
         if let Some(version) = version {
             return Ok(version.to_owned());
         }
         match client.head(path.as_str())? {
-            Some(head) if head.size == size => Ok(head.etag),
+            Some(head) if head.size == size && listing::same_mtime(&head, mtime_ns) => {
+                Ok(head.etag)
+            }
             _ => Err(changed(path)),
         }
     }
@@ -283,8 +286,14 @@ impl S3Replica {
                 }
                 Ok((Condition::Absent, None))
             }
-            Expect::File { size, version, .. } => {
-                let etag = self.expected_etag(client, path, *size, version.as_deref())?;
+            Expect::File {
+                size,
+                mtime_ns,
+                version,
+                ..
+            } => {
+                let etag =
+                    self.expected_etag(client, path, (*size, *mtime_ns), version.as_deref())?;
                 if !support.replace {
                     recheck(client, path.as_str(), &etag)?;
                 }
@@ -419,14 +428,19 @@ impl Replica for S3Replica {
 
     /// A GET, not a HEAD, of the marker: an answer to a HEAD has no body,
     /// so a refused key pair could not be told from a missing permission.
+    /// Without it, a prefix that holds nothing is missing (a prefix has no
+    /// folder of its own that could stay behind empty), one that holds
+    /// something unmarked.
     fn root_state(&self) -> Result<RootState, ReplicaError> {
         let client = self.client()?;
-        Ok(
-            match read_small(&client, &format!("{METADATA_DIR}/root"))? {
-                Some(_) => RootState::Ready,
-                None => RootState::Unmarked,
-            },
-        )
+        if read_small(&client, &format!("{METADATA_DIR}/root"))?.is_some() {
+            return Ok(RootState::Ready);
+        }
+        Ok(if client.any_below("")? {
+            RootState::Unmarked
+        } else {
+            RootState::Missing
+        })
     }
 
     fn mark_root(&self) -> Result<(), ReplicaError> {
@@ -672,8 +686,14 @@ impl Replica for S3Replica {
         }
         match expect {
             Expect::Absent => Err(changed(from)),
-            Expect::File { size, version, .. } => {
-                let etag = self.expected_etag(&client, from, *size, version.as_deref())?;
+            Expect::File {
+                size,
+                mtime_ns,
+                version,
+                ..
+            } => {
+                let etag =
+                    self.expected_etag(&client, from, (*size, *mtime_ns), version.as_deref())?;
                 self.move_object(&client, support, from.as_str(), to.as_str(), (&etag, *size))
             }
             Expect::Dir => {
@@ -721,8 +741,14 @@ impl Replica for S3Replica {
                     Ok(None)
                 }
             }
-            Expect::File { size, version, .. } => {
-                let etag = self.expected_etag(&client, path, *size, version.as_deref())?;
+            Expect::File {
+                size,
+                mtime_ns,
+                version,
+                ..
+            } => {
+                let etag =
+                    self.expected_etag(&client, path, (*size, *mtime_ns), version.as_deref())?;
                 let trashed = self.trash_copy(&client, support, path, &etag, *size)?;
                 delete_version(&client, support, path.as_str(), &etag)?;
                 Ok(Some(trashed))
