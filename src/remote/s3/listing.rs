@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 
-use super::client::{META_BLAKE3, ObjectHead, ObjectInfo, S3Client};
+use super::client::{META_BLAKE3, ObjectHead, ObjectInfo, S3Client, Version};
 use super::error::S3Error;
 use super::replica::{META_MTIME, same_etag};
 use crate::model::{BaseTree, ContentHash, Entry, FileMeta, RelPath, Scope, SideEntry};
@@ -268,12 +268,11 @@ pub(super) fn same_mtime(head: &ObjectHead, mtime_ns: i64) -> bool {
 
 /// The hash and mtime of an object the base does not know.
 fn judge(client: &S3Client, rel: &RelPath, object: &ObjectInfo) -> Result<Judged, ReplicaError> {
-    let Some(head) = client.head(rel.as_str())? else {
-        return Ok(Judged::Gone);
+    let head = match client.version_of(rel.as_str(), &object.etag)? {
+        Version::Same(head) => head,
+        Version::Other => return Ok(Judged::Moved),
+        Version::Gone => return Ok(Judged::Gone),
     };
-    if !same_etag(&head.etag, &object.etag) {
-        return Ok(Judged::Moved);
-    }
     let mtime_ns = mtime_of(&head, object.last_modified);
     if let Some(hash) = head
         .metadata
