@@ -343,3 +343,50 @@ fn an_object_gone_between_the_listing_and_its_head_is_held_not_taken_for_deleted
     assert!(!listing.tree.contains_key(&rel("a.txt")));
     assert!(listing.tree.contains_key(&rel("b.txt")));
 }
+
+#[test]
+fn a_version_trashed_under_the_same_name_meanwhile_is_not_replaced_in_the_trash() {
+    // Another agent trashes its version of a.txt under this minute's name
+    // just after this one found the name free.
+    let fake = Fake::start(
+        Honours {
+            delete: true,
+            copy_create: true,
+        },
+        |seen, store| {
+            let key = key_of(&seen.target);
+            if seen.method == "HEAD"
+                && key.starts_with("p/.prism-sync/trash/")
+                && key.ends_with("/a.txt")
+                && !store.contains_key(&key)
+            {
+                store.insert(
+                    key,
+                    Object {
+                        body: b"theirs, trashed".to_vec(),
+                        etag: "\"theirs\"".into(),
+                    },
+                );
+            }
+        },
+    );
+    fake.put("a.txt", b"mine", "\"mine\"");
+    let remote = fake.replica();
+    let trashed = remote
+        .remove_naming_trash(&rel("a.txt"), &file_expect(4, "\"mine\""))
+        .unwrap()
+        .expect("a name in the trash");
+    let mut kept: Vec<Vec<u8>> = fake
+        .store
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| k.starts_with("p/.prism-sync/trash/"))
+        .map(|(_, o)| o.body.clone())
+        .collect();
+    kept.sort();
+    assert_eq!(kept, [b"mine".to_vec(), b"theirs, trashed".to_vec()]);
+    let mut read = Vec::new();
+    std::io::Read::read_to_end(&mut remote.open_trashed(&trashed).unwrap(), &mut read).unwrap();
+    assert_eq!(read, b"mine");
+}

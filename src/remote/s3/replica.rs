@@ -224,8 +224,9 @@ impl S3Replica {
     }
 
     /// Copies the version `etag` (`size` bytes) of `path` to the trash,
-    /// only while it is still that version; returns its name in the trash
-    /// (see [`Replica::open_trashed`]).
+    /// only while it is still that version, never over another trashed
+    /// version; returns its name in the trash (see
+    /// [`Replica::open_trashed`]).
     fn trash_copy(
         &self,
         client: &S3Client,
@@ -235,30 +236,42 @@ impl S3Replica {
         size: u64,
     ) -> Result<RelPath, ReplicaError> {
         let stamp = timefmt::conflict_stamp(SystemTime::now());
-        let mut name = format!("{}/{}", &stamp[..13], path.as_str());
+        let base = format!("{}/{}", &stamp[..13], path.as_str());
+        let suffixed = || format!("{base}.{}", crate::remote::trash_suffix());
         // A version trashed earlier in the same minute keeps its name.
-        if client.head(&trash_key(&name))?.is_some() {
-            name = format!("{name}.{}", crate::remote::trash_suffix());
-        }
-        let name = RelPath::new(&name).map_err(|e| {
-            ReplicaError::Other(format!("{path}: no name in the trash for it: {e}"))
-        })?;
+        let mut name = match client.head(&trash_key(&base))? {
+            None => base.clone(),
+            Some(_) => suffixed(),
+        };
         if !support.copy {
             recheck(client, path.as_str(), etag)?;
         }
-        match client.copy_version(
-            path.as_str(),
-            &trash_key(name.as_str()),
-            etag,
-            size,
-            &Condition::None,
-        ) {
-            Ok(_) => Ok(name),
-            Err(S3Error::PreconditionFailed { .. }) | Err(S3Error::NoSuchKey { .. }) => {
-                Err(changed(path))
+        // Where copies honour it, the name must still be free: another
+        // agent may have trashed a version of this path under it since
+        // the look above (RACE where they do not: that one is replaced).
+        let dest = if support.copy_create {
+            Condition::Absent
+        } else {
+            Condition::None
+        };
+        for last in [false, true] {
+            let trashed = RelPath::new(&name).map_err(|e| {
+                ReplicaError::Other(format!("{path}: no name in the trash for it: {e}"))
+            })?;
+            match client.copy_version(path.as_str(), &trash_key(&name), etag, size, &dest) {
+                Ok(_) => return Ok(trashed),
+                // The name was taken meanwhile, or the source changed:
+                // a name of its own tells which.
+                Err(S3Error::PreconditionFailed { .. }) if support.copy_create && !last => {
+                    name = suffixed();
+                }
+                Err(S3Error::PreconditionFailed { .. }) | Err(S3Error::NoSuchKey { .. }) => {
+                    return Err(changed(path));
+                }
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => Err(e.into()),
         }
+        Err(changed(path))
     }
 
     /// Whether anything is at `path`: an object, or keys below `path/`.
@@ -494,9 +507,9 @@ impl Replica for S3Replica {
             listing.problems.push(Problem {
                 path: None,
                 message: format!(
-                    "{} ignores {}: those steps re-check the object just before they act, so \
-                     a change another writer makes in that moment can go to the trash instead \
-                     of being kept in place",
+                    "{} ignores {}: those steps re-check the object just before they act, and \
+                     a change another writer makes in that very moment is not seen (it can go \
+                     to the trash, be replaced or be removed)",
                     self.shown,
                     ignored.join(" and ")
                 ),
