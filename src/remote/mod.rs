@@ -355,6 +355,23 @@ pub trait Replica: Send + Sync {
         Ok((reader, offset))
     }
 
+    /// [`Replica::open_at`] for the version whose token a listing of this
+    /// replica gave (`SideEntry::version`), where the caller has it: a
+    /// backend that keeps version tokens judges "still that version" by
+    /// the token instead of by `expected`'s hash, which need not be the
+    /// hash it stores (an encrypting layer asks with its plaintext's). The
+    /// default ignores the token.
+    fn open_version_at(
+        &self,
+        path: &RelPath,
+        offset: u64,
+        expected: &FileMeta,
+        version: Option<&str>,
+    ) -> Result<Opened<'_>, ReplicaError> {
+        let _ = version;
+        self.open_at(path, offset, expected)
+    }
+
     /// Writes `content` to `path` atomically. The current entry at `path`
     /// must match `expect` (then it goes to the trash); the bytes written
     /// must hash to `hash`, else nothing is replaced. `mtime_ns` and `mode`
@@ -631,6 +648,10 @@ pub struct Source<'a> {
     path: &'a RelPath,
     /// The version the copy is for (as listed): its hash gates the commit.
     pub meta: FileMeta,
+    /// That version's token, where the listing gave one: a reader that
+    /// continues at an offset asks for this version by it (see
+    /// [`Replica::open_version_at`]).
+    version: Option<String>,
     /// Told how many bytes of the file count as done: where a reader
     /// starts (a reader that starts over sets it back), then its position
     /// after each read.
@@ -654,11 +675,18 @@ impl<'a> Source<'a> {
             replica,
             path,
             meta,
+            version: None,
             progress,
             fetched: Cell::new(0),
             failure: RefCell::new(None),
             pauses: &RECONNECTS,
         }
+    }
+
+    /// The same source naming its version by the listed token.
+    pub fn with_version(mut self, version: Option<String>) -> Source<'a> {
+        self.version = version;
+        self
     }
 
     /// The same source with other pauses between reconnects (tests).
@@ -708,7 +736,8 @@ impl<'a> Source<'a> {
                 offset,
             )
         } else {
-            self.replica.open_at(self.path, offset, &self.meta)?
+            self.replica
+                .open_version_at(self.path, offset, &self.meta, self.version.as_deref())?
         };
         if report {
             (self.progress)(start);
@@ -753,7 +782,12 @@ impl SourceReader<'_, '_> {
                 error = %broke,
                 "the connection broke; reconnecting to continue the transfer"
             );
-            match source.replica.open_at(source.path, self.pos, &source.meta) {
+            match source.replica.open_version_at(
+                source.path,
+                self.pos,
+                &source.meta,
+                source.version.as_deref(),
+            ) {
                 Ok((mut inner, start)) => {
                     // A server that could only start over: skip what
                     // already went by.
