@@ -614,3 +614,44 @@ fn a_client_that_stops_sending_its_headers_is_disconnected() {
         String::from_utf8_lossy(&answer)
     );
 }
+
+#[test]
+fn a_token_may_not_name_a_merged_file_nor_learn_where_the_agent_keeps_its_state() {
+    let server = HttpServer::start();
+    for role in [Role::Operator, Role::Admin] {
+        let token = server.token(role, &[]);
+        // The signing key would be synced to the remote, and with the
+        // journal it would sign tokens of any role.
+        let (status, body, challenge) = server.send(
+            "POST",
+            "/sync/resolve",
+            Some(json!({
+                "conflict_id": "conflict-5678",
+                "resolution_strategy": "manual",
+                "merged_file": "/home/u/.local/share/prism-sync/api-token.key",
+            })),
+            Some(&token),
+        );
+        assert_error(status, &body, 403, &format!("merged_file as {role:?}"));
+        assert_eq!(
+            challenge.as_deref(),
+            Some(r#"Bearer realm="prism-sync", error="insufficient_scope""#)
+        );
+        assert!(server.control.state.lock().unwrap().last_resolve.is_none());
+
+        let (status, body, _) = server.send("GET", "/status", None, Some(&token));
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["agent"]["state_dir"], Value::Null, "{body}");
+        assert_eq!(body["agent"]["socket"], Value::Null, "{body}");
+        assert!(!body.to_string().contains("prism-sync/"), "{body}");
+    }
+    // Manual without a file (keep both versions) is still a token's to ask.
+    let operator = server.token(Role::Operator, &[]);
+    let (status, body, _) = server.send(
+        "POST",
+        "/sync/resolve",
+        Some(json!({"conflict_id": "conflict-5678", "resolution_strategy": "manual"})),
+        Some(&operator),
+    );
+    assert_eq!(status, 200, "{body}");
+}

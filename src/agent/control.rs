@@ -255,8 +255,8 @@ impl Control for AgentControl {
             device: agent.agent_config.device.clone(),
             pid: std::process::id(),
             started_at: timefmt::rfc3339(agent.started_at),
-            state_dir: agent.paths.state_dir.display().to_string(),
-            socket: agent.paths.socket.display().to_string(),
+            state_dir: Some(agent.paths.state_dir.display().to_string()),
+            socket: Some(agent.paths.socket.display().to_string()),
         };
         let pairs = agent.pairs.locked();
         let journal = agent.journal.locked();

@@ -269,6 +269,26 @@ fn hide_404(caller: &Caller, err: ApiError, what: &str) -> ApiError {
     }
 }
 
+/// `merged_file` names a file on the agent's machine, which the agent
+/// reads with its user's rights and syncs to the remote: that is for the
+/// socket's owner, who could read the file anyway. A token's holder could
+/// use it to read the signing key, the journal or `~/.ssh`, so no token
+/// may name one.
+fn refuse_merged_file_for_tokens(
+    caller: &Caller,
+    req: &wire::ResolveRequest,
+) -> Result<(), ApiError> {
+    match (caller, &req.merged_file) {
+        (Caller::Token(_), Some(_)) => Err(auth::forbidden(
+            "merged_file names a file on the agent's machine and is accepted over the local \
+             socket only (`prism-syncctl resolve ID --strategy manual --from FILE`); over HTTP, \
+             put the resolved version in place of the conflicted file and resolve with \
+             keep_local",
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// A pair named in a request, if the caller may see it.
 fn visible_pair(caller: &Caller, pair: Option<&str>) -> Result<(), ApiError> {
     match pair {
@@ -312,6 +332,12 @@ async fn route(
         (Route::Status, "GET") => {
             let mut status = call(control, |c| Ok(c.status())).await?;
             status.pairs.retain(|p| caller.sees_pair(&p.name));
+            if let Caller::Token(_) = caller {
+                // Where the agent keeps its journal and signing key is the
+                // socket owner's business, not a remote client's.
+                status.agent.state_dir = None;
+                status.agent.socket = None;
+            }
             Ok(to_json(&status))
         }
         (Route::SyncStart, "POST") => {
@@ -330,6 +356,7 @@ async fn route(
         }
         (Route::SyncResolve, "POST") => {
             let req: wire::ResolveRequest = parse_body(body)?;
+            refuse_merged_file_for_tokens(caller, &req)?;
             // Which conflict first: an unknown one is a 404 whatever else
             // the request says.
             let id = req.conflict_id.clone();

@@ -26,7 +26,10 @@ const ERRORS: &[(&str, &str)] = &[
         "401",
         "No token, or one that is malformed, expired, revoked or forged",
     ),
-    ("403", "The token's role does not allow this request"),
+    (
+        "403",
+        "The token's role does not allow this request, or it names a file on the agent's machine (merged_file)",
+    ),
     (
         "404",
         "No such endpoint, or a pair, sync run or conflict the token cannot see",

@@ -234,8 +234,8 @@ impl Control for MemControl {
                 device: "laptop".into(),
                 pid: std::process::id(),
                 started_at: "2025-02-09T10:00:00.000Z".into(),
-                state_dir: "/home/u/.local/share/prism-sync".into(),
-                socket: "/run/user/1000/prism-sync/prism-syncd.sock".into(),
+                state_dir: Some("/home/u/.local/share/prism-sync".into()),
+                socket: Some("/run/user/1000/prism-sync/prism-syncd.sock".into()),
             },
             pairs,
         )
