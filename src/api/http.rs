@@ -39,6 +39,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::{self, pki_types};
 
 use super::auth::{self, Caller, TokenKeys};
+use super::events::{EventLog, Subscription};
 use super::framing::MAX_REQUEST_BYTES;
 use super::wire::{self, ErrorBody};
 use super::{ApiError, Control, handlers, openapi};
@@ -48,6 +49,9 @@ use crate::config::api::{ApiConfig, TlsFiles};
 pub const MAX_CONNECTIONS: usize = 64;
 /// How long a TLS handshake, a request's headers, or its body may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often an open event stream checks that its token is still valid
+/// (also before each batch of events).
+pub const STREAM_RECHECK: Duration = Duration::from_secs(5);
 /// The largest certificate or key file read (a chain is a few kilobytes).
 const MAX_PEM_BYTES: u64 = 1024 * 1024;
 
@@ -192,7 +196,7 @@ async fn answer(
         return response;
     }
     if method == Method::GET && uri.path() == "/events" {
-        return match event_stream(&shared, &headers, &uri).await {
+        return match event_stream(&shared, headers, &uri).await {
             Ok(response) => response,
             Err(err) => error_response(&err, had_token),
         };
@@ -226,14 +230,16 @@ async fn answer(
 /// type as the SSE `event` and its JSON as `data`, from after
 /// `Last-Event-ID` (or `?after=`) on; a comment every 15 s keeps proxies
 /// from closing a quiet stream. Events of pairs the token may not see are
-/// left out.
+/// left out. The token is checked again before each batch of events and
+/// at least every [`STREAM_RECHECK`]: the stream ends once it is revoked
+/// or expired, as any other request would be refused.
 async fn event_stream(
-    shared: &Shared,
-    headers: &HeaderMap,
+    shared: &Arc<Shared>,
+    headers: HeaderMap,
     uri: &Uri,
 ) -> Result<Response, ApiError> {
     use axum::response::sse::{Event, KeepAlive, Sse};
-    let caller = authenticate(shared, headers).await?;
+    let caller = authenticate(shared, &headers).await?;
     handlers::may_read_events(&caller)?;
     let log = handlers::event_log(&shared.control)?;
     let from_query = uri.query().and_then(|q| {
@@ -253,38 +259,42 @@ async fn event_stream(
         None => log.last_id(),
     };
     let subscription = log.subscribe(shared.control.clone());
-    let state = (
+    let stream = StreamState {
+        shared: shared.clone(),
+        headers,
         log,
-        subscription,
+        _subscription: subscription,
         caller,
         after,
-        VecDeque::<wire::Event>::new(),
-    );
-    let stream = futures_util::stream::unfold(
-        state,
-        |(log, sub, caller, mut after, mut queue)| async move {
-            loop {
-                if let Some(event) = queue.pop_front() {
-                    let sse = Event::default()
-                        .id(event.id.to_string())
-                        .event(event.kind.clone())
-                        .data(serde_json::to_string(&event).expect("an event is JSON"));
-                    return Some((
-                        Ok::<_, std::convert::Infallible>(sse),
-                        (log, sub, caller, after, queue),
-                    ));
-                }
-                let events = log.after(after, Duration::from_secs(3600)).await;
-                // Past hidden events too, or they would be fetched again.
-                after = events.last().map_or(after, |e| e.id);
-                queue.extend(
-                    events
-                        .into_iter()
-                        .filter(|e| e.pair.as_deref().is_none_or(|p| caller.sees_pair(p))),
-                );
+        queue: VecDeque::new(),
+    };
+    let stream = futures_util::stream::unfold(stream, |mut stream| async move {
+        loop {
+            if let Some(event) = stream.queue.pop_front() {
+                let sse = Event::default()
+                    .id(event.id.to_string())
+                    .event(event.kind.clone())
+                    .data(serde_json::to_string(&event).expect("an event is JSON"));
+                return Some((Ok::<_, std::convert::Infallible>(sse), stream));
             }
-        },
-    );
+            let events = stream.log.after(stream.after, STREAM_RECHECK).await;
+            if authenticate(&stream.shared, &stream.headers).await.is_err() {
+                tracing::debug!(
+                    by = stream.caller.subject().unwrap_or_default(),
+                    "an event stream ended: its token was revoked or expired"
+                );
+                return None;
+            }
+            // Past hidden events too, or they would be fetched again.
+            stream.after = events.last().map_or(stream.after, |e| e.id);
+            let caller = &stream.caller;
+            stream.queue.extend(
+                events
+                    .into_iter()
+                    .filter(|e| e.pair.as_deref().is_none_or(|p| caller.sees_pair(p))),
+            );
+        }
+    });
     let mut response = Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response();
@@ -292,6 +302,20 @@ async fn event_stream(
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
+}
+
+/// What one `GET /events` stream holds between events.
+struct StreamState {
+    shared: Arc<Shared>,
+    /// The request's headers, to check its token again.
+    headers: HeaderMap,
+    log: Arc<EventLog>,
+    /// Keeps the log finding events while the stream is open.
+    _subscription: Subscription,
+    caller: Caller,
+    /// The id of the last event fetched (shown or hidden).
+    after: u64,
+    queue: VecDeque<wire::Event>,
 }
 
 async fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<Caller, ApiError> {

@@ -399,6 +399,64 @@ fn the_event_stream_shows_a_sync_over_http_and_resumes_after_the_last_id() {
     assert_eq!(refused.status().as_u16(), 401);
 }
 
+/// Reads a server-sent event stream until the agent ends it; returns its
+/// lines. A stream still open after the client's timeout fails the test.
+fn read_to_end(reader: &mut impl std::io::BufRead) -> Vec<String> {
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) => return lines,
+            Ok(_) => lines.push(line.trim_end().to_owned()),
+            Err(err) => panic!("the stream stayed open ({err}); lines so far: {lines:?}"),
+        }
+    }
+}
+
+#[test]
+fn an_event_stream_ends_once_its_token_is_revoked_or_has_expired() {
+    let sandbox = Sandbox::new();
+    let remote = sandbox.remote("remote");
+    let device = sandbox.device("a", &remote);
+    let port = free_port();
+    enable_api(&device, &format!("listen = \"127.0.0.1:{port}\"\n"));
+    let _agent = device.start();
+    let revoked = device.ctl_json(&["token", "issue", "--role", "viewer"]);
+    let expiring = issue(&device, &["--role", "viewer", "--ttl", "3s"]);
+    let client = reqwest::blocking::Client::builder()
+        .timeout(PATIENCE)
+        .build()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/events");
+    let open = |token: &str| {
+        let response = client.get(&url).bearer_auth(token).send().unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        std::io::BufReader::new(response)
+    };
+    let mut revoked_stream = open(revoked["token"].as_str().unwrap());
+    let mut expiring_stream = open(&expiring);
+
+    device.ctl_json(&["token", "revoke", revoked["id"].as_str().unwrap()]);
+    write(&device.local, "a.txt", "not for a revoked token");
+    device.ctl_json(&["sync", "start", PAIR]);
+    let shown = read_to_end(&mut revoked_stream);
+    assert!(
+        shown.iter().all(|line| !line.starts_with("data:")),
+        "a revoked token's stream shows nothing more: {shown:?}"
+    );
+    // The other token saw the sync, and its stream ends after its expiry
+    // (within a check's interval), as any request of it would be refused.
+    read_to_end(&mut expiring_stream);
+    let (status, _) = send(
+        &client,
+        "GET",
+        &format!("http://127.0.0.1:{port}/status"),
+        Some(&expiring),
+        None,
+    );
+    assert_eq!(status, 401);
+}
+
 #[test]
 fn prism_syncctl_events_prints_the_stream_over_the_socket() {
     use std::io::BufRead;
