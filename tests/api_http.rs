@@ -655,3 +655,125 @@ fn a_token_may_not_name_a_merged_file_nor_learn_where_the_agent_keeps_its_state(
     );
     assert_eq!(status, 200, "{body}");
 }
+
+#[test]
+fn clients_that_never_read_their_answers_cannot_hold_every_connection() {
+    use std::io::Write;
+    let server = HttpServer::start();
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    // Each asks for the OpenAPI document (no token needed) and reads none
+    // of it; with a small receive window the answer fills the buffers.
+    // (hyper's header timeout for the next request already frees a slot
+    // whose answer it queued whole; a streamed answer, an event stream,
+    // is freed by the agent's write timeout.)
+    let hogs: Vec<std::net::TcpStream> = (0..http::MAX_CONNECTIONS)
+        .map(|_| {
+            let mut stream = small_window_connection(&addr);
+            stream
+                .write_all(b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            stream
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    let client = reqwest::blocking::Client::builder()
+        .timeout(http::WRITE_STALL_TIMEOUT + Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let response = client
+        .get(format!("{}/openapi.json", server.base))
+        .send()
+        .expect("a slot frees once the stalled writes time out");
+    assert_eq!(response.status().as_u16(), 200);
+    assert!(
+        started.elapsed() < http::WRITE_STALL_TIMEOUT + Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(hogs);
+}
+
+#[test]
+fn event_streams_are_limited_per_token_and_in_all() {
+    let server = HttpServer::start();
+    let client = reqwest::blocking::Client::new();
+    let open = |token: &str| {
+        client
+            .get(format!("{}/events", server.base))
+            .bearer_auth(token)
+            .send()
+            .unwrap()
+    };
+    let per_token = http::MAX_STREAMS_PER_TOKEN;
+    let tokens: Vec<String> = (0..=http::MAX_STREAMS / per_token)
+        .map(|_| server.token(Role::Viewer, &[]))
+        .collect();
+    let mut streams = Vec::new();
+    for token in &tokens[..http::MAX_STREAMS / per_token] {
+        for _ in 0..per_token {
+            let response = open(token);
+            assert_eq!(response.status().as_u16(), 200);
+            streams.push(response);
+        }
+    }
+    let refused = |response: reqwest::blocking::Response, context: &str| {
+        let status = response.status().as_u16();
+        let body: Value = serde_json::from_str(&response.text().unwrap()).unwrap();
+        assert_error(status, &body, 429, context);
+    };
+    refused(open(&tokens[0]), "one stream more than a token may hold");
+    let last = tokens.last().unwrap();
+    refused(open(last), "one stream more than the agent serves");
+    // A closed stream gives its place back (once the agent notices).
+    drop(streams.pop());
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let response = open(last);
+        if response.status().as_u16() == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the place stays taken"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// A TCP connection to `addr` (IPv4) whose receive buffer is as small as
+/// the system allows, so an answer it does not read stays unsent.
+fn small_window_connection(addr: &str) -> std::net::TcpStream {
+    use std::os::fd::FromRawFd;
+    let addr: std::net::SocketAddrV4 = addr.parse().unwrap();
+    // SAFETY: plain socket calls on a descriptor this function owns; the
+    // structures passed are initialized and their sizes given.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let size: libc::c_int = 1;
+        let set = libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        assert_eq!(set, 0, "SO_RCVBUF: {}", std::io::Error::last_os_error());
+        let sockaddr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: addr.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*addr.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let connected = libc::connect(
+            fd,
+            (&sockaddr as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert_eq!(connected, 0, "connect: {}", std::io::Error::last_os_error());
+        std::net::TcpStream::from_raw_fd(fd)
+    }
+}

@@ -2,8 +2,8 @@
 //! shapes users script against ([`wire`]), the length-prefixed framing on the
 //! local socket ([`framing`]), the request router and its authorization
 //! ([`handlers`]), bearer tokens ([`auth`]), the two transports (the socket
-//! server in [`server`], the optional HTTP listener in [`http`]) and the
-//! blocking client ([`client`]).
+//! server in [`server`], the optional HTTP listener in [`http`], with
+//! [`stall`] timing out its writes) and the blocking client ([`client`]).
 //!
 //! Architecture invariant: only this module knows the wire format. The
 //! daemon builds [`wire`] values and never sees frames, paths or query
@@ -19,6 +19,7 @@ pub mod handlers;
 pub mod http;
 pub mod openapi;
 pub mod server;
+mod stall;
 pub mod wire;
 
 use std::path::PathBuf;

@@ -336,7 +336,11 @@ pub fn document() -> OpenApi {
                 .description("Success")
                 .content(media, json_of(e.answer)),
         );
-        for (status, description) in ERRORS {
+        let streams = (e.path == "/events").then_some((
+            "429",
+            "The agent, or this token, has as many event streams open as it allows",
+        ));
+        for (status, description) in ERRORS.iter().chain(&streams) {
             operation = operation.response(
                 *status,
                 ResponseBuilder::new()

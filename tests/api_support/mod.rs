@@ -42,6 +42,9 @@ pub struct State {
 pub struct MemControl {
     pub state: Mutex<State>,
     pub keys: Arc<TokenKeys>,
+    /// The event log `GET /events` streams from (it finds no events: the
+    /// double's state changes only when a test changes it).
+    pub events: Arc<api::events::EventLog>,
 }
 
 fn conflict(id: &str, path: &str, remote_deleted: bool) -> ConflictInfo {
@@ -167,6 +170,7 @@ impl MemControl {
         MemControl {
             state: Mutex::new(state),
             keys: Arc::new(TokenKeys::from_secret(&[42; 32])),
+            events: Arc::new(api::events::EventLog::default()),
         }
     }
 
@@ -180,6 +184,10 @@ impl MemControl {
 }
 
 impl Control for MemControl {
+    fn events(&self) -> Option<Arc<api::events::EventLog>> {
+        Some(self.events.clone())
+    }
+
     fn status(&self) -> AgentStatus {
         let state = self.state.lock().unwrap();
         let pairs = state
