@@ -547,6 +547,7 @@ impl Control for AgentControl {
                 hash: restored.hash.to_hex(),
                 size: restored.size,
                 replaced: restored.replaced.map(|name| name.to_string()),
+                warning: restored.warning,
             }),
             Err(e @ RestoreError::NoSuchVersion(_)) => Err(ApiError::not_found(e.to_string())),
             Err(e @ RestoreError::Gone(_)) => {

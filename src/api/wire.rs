@@ -420,6 +420,11 @@ pub struct RestoreResponse {
     /// absent when there was no file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replaced: Option<String>,
+    /// What went wrong after the file was restored, which did not undo it
+    /// (the journal could not record the replaced version); absent when
+    /// nothing did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 // ---------------------------------------------------------------- changes

@@ -309,6 +309,9 @@ pub fn restored(resp: &RestoreResponse) -> String {
             esc(replaced)
         );
     }
+    if let Some(warning) = &resp.warning {
+        let _ = writeln!(out, "Warning: {}", esc(warning));
+    }
     out
 }
 

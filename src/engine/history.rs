@@ -92,6 +92,9 @@ pub struct Restored {
     pub replaced: Option<RelPath>,
     /// Paths to sync now so the restored version reaches the remote.
     pub paths: Vec<RelPath>,
+    /// What went wrong after the file was restored (the journal could not
+    /// record the version it replaced).
+    pub warning: Option<String>,
 }
 
 impl PairEngine {
@@ -204,10 +207,14 @@ impl PairEngine {
             }
             Err(e) => return Err(e.into()),
         };
+        // The file is restored from here on, whatever the journal says:
+        // failing now would leave it unsynced and tell the user nothing
+        // happened.
+        let mut warning = None;
         if let (Some((hash, Expect::File { size, mtime_ns, .. })), Some(trash_name)) =
             (&current, &replaced)
         {
-            self.journal.locked().record_trashed(
+            let recorded = self.journal.locked().record_trashed(
                 self.pair,
                 &[TrashedVersion {
                     path: path.clone(),
@@ -218,7 +225,14 @@ impl PairEngine {
                     mtime_ns: *mtime_ns,
                     trashed_by: self.settings.device.clone(),
                 }],
-            )?;
+            );
+            if let Err(e) = recorded {
+                tracing::warn!(path = %path, error = %e, "cannot record the version a restore replaced");
+                warning = Some(format!(
+                    "the version it replaced is in the local trash as {trash_name}, but the \
+                     journal could not record it, so `history` does not list it: {e}"
+                ));
+            }
         }
         Ok(Restored {
             version: version.to_owned(),
@@ -226,6 +240,7 @@ impl PairEngine {
             size: row.size,
             replaced,
             paths: vec![path.clone()],
+            warning,
         })
     }
 
