@@ -524,7 +524,11 @@ impl Control for AgentControl {
         })
     }
 
-    fn restore(&self, req: &wire::RestoreRequest) -> Result<wire::RestoreResponse, ApiError> {
+    fn restore(
+        &self,
+        req: &wire::RestoreRequest,
+        by: Option<&str>,
+    ) -> Result<wire::RestoreResponse, ApiError> {
         let (pair, _, path) = self.file_in_pair(req.pair.as_deref(), &req.path)?;
         let (reply, answer) = oneshot::channel();
         self.send(
@@ -532,6 +536,7 @@ impl Control for AgentControl {
             PairMsg::Restore {
                 path: path.clone(),
                 version: req.version.clone(),
+                by: by.map(str::to_owned),
                 reply,
             },
         )?;

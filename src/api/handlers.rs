@@ -417,7 +417,9 @@ async fn route(
                 return Err(hidden("pair"));
             }
             req.pair = Some(history.pair);
-            Ok(to_json(&call(control, move |c| c.restore(&req)).await?))
+            Ok(to_json(
+                &call(control, move |c| c.restore(&req, by.as_deref())).await?,
+            ))
         }
         (Route::Pause, "POST") => {
             let wire::PairSelector { pair } = parse_body(body)?;

@@ -86,9 +86,14 @@ pub trait Control: Send + Sync + 'static {
         Err(ApiError::not_found("this agent keeps no file history"))
     }
     /// Brings a trashed version of a file back (`POST /restore`); the file
-    /// it replaces goes to the trash.
-    fn restore(&self, req: &wire::RestoreRequest) -> Result<wire::RestoreResponse, ApiError> {
-        let _ = req;
+    /// it replaces goes to the trash. `by` is the token that asked, recorded
+    /// with the restored version (`None` for the local socket's owner).
+    fn restore(
+        &self,
+        req: &wire::RestoreRequest,
+        by: Option<&str>,
+    ) -> Result<wire::RestoreResponse, ApiError> {
+        let _ = (req, by);
         Err(ApiError::not_found("this agent cannot restore versions"))
     }
     /// Keeps the password of `credentials` for `pair`'s remote where logins

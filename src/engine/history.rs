@@ -133,8 +133,15 @@ impl PairEngine {
 
     /// Writes the trashed version `version` of `path` to the local folder;
     /// the file there goes to the local trash (and is recorded there, so
-    /// it can be restored in turn). The caller syncs the returned paths.
-    pub fn restore(&self, path: &RelPath, version: &str) -> Result<Restored, RestoreError> {
+    /// it can be restored in turn). `by` is the token that asked (`None`:
+    /// the local socket's owner), recorded with the restored version. The
+    /// caller syncs the returned paths.
+    pub fn restore(
+        &self,
+        path: &RelPath,
+        version: &str,
+        by: Option<&str>,
+    ) -> Result<Restored, RestoreError> {
         let not_found = || {
             RestoreError::NoSuchVersion(format!(
                 "{path} has no version {version:?} in pair {}; `prism-syncctl history` lists the \
@@ -207,16 +214,9 @@ impl PairEngine {
             }
             Err(e) => return Err(e.into()),
         };
-        // The file is restored from here on, whatever the journal says:
-        // failing now would leave it unsynced and tell the user nothing
-        // happened.
-        let mut warning = None;
-        if let (Some((hash, Expect::File { size, mtime_ns, .. })), Some(trash_name)) =
-            (&current, &replaced)
-        {
-            let recorded = self.journal.locked().record_trashed(
-                self.pair,
-                &[TrashedVersion {
+        let replaced_version = match (&current, &replaced) {
+            (Some((hash, Expect::File { size, mtime_ns, .. })), Some(trash_name)) => {
+                Some(TrashedVersion {
                     path: path.clone(),
                     side: Side::Local,
                     trash_name: trash_name.clone(),
@@ -224,16 +224,27 @@ impl PairEngine {
                     size: *size,
                     mtime_ns: *mtime_ns,
                     trashed_by: self.settings.device.clone(),
-                }],
-            );
-            if let Err(e) = recorded {
-                tracing::warn!(path = %path, error = %e, "cannot record the version a restore replaced");
-                warning = Some(format!(
+                })
+            }
+            _ => None,
+        };
+        // The file is restored from here on, whatever the journal says:
+        // failing now would leave it unsynced and tell the user nothing
+        // happened.
+        let recorded =
+            self.journal
+                .locked()
+                .record_restore(self.pair, id, by, replaced_version.as_slice());
+        let warning = recorded.err().map(|e| {
+            tracing::warn!(path = %path, error = %e, "cannot record a restore in the journal");
+            match &replaced {
+                Some(trash_name) => format!(
                     "the version it replaced is in the local trash as {trash_name}, but the \
                      journal could not record it, so `history` does not list it: {e}"
-                ));
+                ),
+                None => format!("the journal could not record who restored it: {e}"),
             }
-        }
+        });
         Ok(Restored {
             version: version.to_owned(),
             hash: row.hash,

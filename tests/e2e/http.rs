@@ -497,3 +497,76 @@ fn prism_syncctl_events_prints_the_stream_over_the_socket() {
     follower.wait().unwrap();
     assert!(seen.iter().all(|e| e["pair"] == PAIR), "{seen:?}");
 }
+
+#[test]
+fn the_token_that_restores_a_version_is_recorded_with_it() {
+    let sandbox = Sandbox::new();
+    let remote = sandbox.remote("remote");
+    let device = sandbox.device("a", &remote);
+    write(&device.local, "notes.txt", "first\n");
+    device.once_expecting(0);
+    // The remote's edit replaces the local file: "first" goes to the trash.
+    write(&remote, "notes.txt", "second\n");
+    device.once_expecting(0);
+    let port = free_port();
+    enable_api(&device, &format!("listen = \"127.0.0.1:{port}\"\n"));
+    let _agent = device.start();
+    let operator = device.ctl_json(&["token", "issue", "--role", "operator"]);
+    let client = reqwest::blocking::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let history = |token: &str| {
+        let (status, history) = send(
+            &client,
+            "GET",
+            &format!("{base}/history?pair={PAIR}&path=notes.txt"),
+            Some(token),
+            None,
+        );
+        assert_eq!(status, 200, "{history}");
+        history
+    };
+    let token = operator["token"].as_str().unwrap();
+    let first = history(token)["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["where"] == "local_trash")
+        .expect("the first version in the local trash")["version"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, restored) = send(
+        &client,
+        "POST",
+        &format!("{base}/restore"),
+        Some(token),
+        Some(json!({"pair": PAIR, "path": "notes.txt", "version": first})),
+    );
+    assert_eq!(status, 200, "{restored}");
+    assert_eq!(read(&device.local, "notes.txt"), "first\n");
+    let recorded = device.sql(&format!(
+        "SELECT restored_by, restored_at IS NOT NULL FROM trashed_versions WHERE id = {first}"
+    ));
+    assert_eq!(
+        recorded.trim(),
+        format!("{}|1", operator["id"].as_str().unwrap())
+    );
+
+    // Restored over the socket, the owner is recorded as no token.
+    let second = history(token)["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["where"] == "local_trash" && v["version"] != first.as_str())
+        .expect("the second version in the local trash")["version"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let answer = device.ctl_json(&["restore", "notes.txt", "--pair", PAIR, "--version", &second]);
+    assert_eq!(answer["status"], "restored", "{answer}");
+    let recorded = device.sql(&format!(
+        "SELECT coalesce(restored_by, 'none'), restored_at IS NOT NULL \
+         FROM trashed_versions WHERE id = {second}"
+    ));
+    assert_eq!(recorded.trim(), "none|1");
+}
