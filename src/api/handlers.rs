@@ -129,9 +129,12 @@ enum Route {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Need {
     Role(Role),
-    /// The owner of the local socket: minting tokens. A token that could
-    /// mint tokens could outlive its own revocation.
-    Owner,
+    /// The owner of the local socket, for what a token must never do,
+    /// whatever its role: minting tokens (a token that could mint tokens
+    /// could outlive its own revocation) and adding pairs (a pair names any
+    /// folder and remote, and would give the token every file the agent's
+    /// user can read or write).
+    Owner(&'static str),
     /// An admin token valid for every pair: adding pairs, managing tokens.
     UnlimitedAdmin,
 }
@@ -214,8 +217,15 @@ impl Route {
                 _,
             ) => Need::Role(Role::Operator),
             (Route::Pair(_), _) => Need::Role(Role::Admin),
-            (Route::Tokens, "POST") => Need::Owner,
-            (Route::Pairs | Route::Tokens | Route::Token(_), _) => Need::UnlimitedAdmin,
+            (Route::Tokens, "POST") => Need::Owner(
+                "tokens are issued over the local socket only: run `prism-syncctl token issue` \
+                 as the user the agent runs as",
+            ),
+            (Route::Pairs, _) => Need::Owner(
+                "pairs are added over the local socket only: run `prism-syncctl pair add` as \
+                 the user the agent runs as",
+            ),
+            (Route::Tokens | Route::Token(_), _) => Need::UnlimitedAdmin,
         }
     }
 }
@@ -232,10 +242,7 @@ fn authorize(caller: &Caller, need: Need) -> Result<(), ApiError> {
             role.as_str(),
             grant.role.as_str()
         ))),
-        Need::Owner => Err(auth::forbidden(
-            "tokens are issued over the local socket only: run `prism-syncctl token issue` \
-             as the user the agent runs as",
-        )),
+        Need::Owner(why) => Err(auth::forbidden(why)),
         Need::UnlimitedAdmin if grant.role == Role::Admin && grant.pairs.is_empty() => Ok(()),
         Need::UnlimitedAdmin => Err(auth::forbidden(format!(
             "this request needs an admin token valid for every pair; the token has the {} role{}",
@@ -510,12 +517,12 @@ async fn route(
 }
 
 /// The methods `path` accepts over HTTP, for a 405's `Allow` header;
-/// `None` for a path that is no endpoint. Issuing tokens is not one of
-/// them: it belongs to the local socket.
+/// `None` for a path that is no endpoint. Issuing tokens and adding pairs
+/// are not among them: they belong to the local socket.
 pub fn allowed_methods_over_http(path: &str) -> Option<&'static str> {
     let target = Target::parse(path).ok()?;
     Route::parse(&target.segments).map(|route| match route {
-        Route::Tokens => "GET",
+        Route::Tokens | Route::Pairs => "GET",
         route => route.allowed_methods(),
     })
 }

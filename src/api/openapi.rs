@@ -214,14 +214,6 @@ fn endpoints() -> Vec<Endpoint> {
             "PairList",
         ),
         endpoint(
-            Post,
-            "/pairs",
-            "Add a pair",
-            "admin",
-            Some(("PairSpec", true)),
-            "PairInfo",
-        ),
-        endpoint(
             Delete,
             "/pairs/{name}",
             "Remove a pair",
@@ -373,7 +365,6 @@ pub fn document() -> OpenApi {
     components = with::<wire::PairSelector>(components);
     components = with::<wire::Ack>(components);
     components = with::<wire::PairList>(components);
-    components = with::<wire::PairSpec>(components);
     components = with::<wire::PairInfo>(components);
     components = with::<wire::TokenList>(components);
     components = with::<wire::TokenInfo>(components);
