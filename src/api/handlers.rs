@@ -399,30 +399,17 @@ async fn route(
                 pair: query.get("pair").map(str::to_owned),
                 path: path.to_owned(),
             };
-            visible_pair(caller, query.pair.as_deref())?;
-            let history = call(control, move |c| c.history(&query))
-                .await
-                .map_err(|err| hide_404(caller, err, "pair"))?;
-            if !caller.sees_pair(&history.pair) {
-                return Err(hidden("pair"));
-            }
-            Ok(to_json(&history))
+            Ok(to_json(&file_history(control, caller, query).await?))
         }
         (Route::Restore, "POST") => {
             let mut req: wire::RestoreRequest = parse_body(body)?;
-            visible_pair(caller, req.pair.as_deref())?;
             // Which pair first (the file's history names it), so a token
             // limited to other pairs cannot act on this one.
             let query = wire::HistoryQuery {
                 pair: req.pair.clone(),
                 path: req.path.clone(),
             };
-            let history = call(control, move |c| c.history(&query))
-                .await
-                .map_err(|err| hide_404(caller, err, "pair"))?;
-            if !caller.sees_pair(&history.pair) {
-                return Err(hidden("pair"));
-            }
+            let history = file_history(control, caller, query).await?;
             req.pair = Some(history.pair);
             Ok(to_json(
                 &call(control, move |c| c.restore(&req, by.as_deref())).await?,
@@ -562,6 +549,70 @@ async fn for_each_pair(
             }
             Ok(())
         }
+    })
+    .await
+}
+
+/// The history of the file a request names, among the pairs `caller` may
+/// see. A token limited to some pairs that names none has only its own
+/// pairs searched, so neither how many other pairs there are nor which
+/// folders they hold changes its answer: a relative path needs a pair
+/// unless the token has exactly one, and an absolute path outside its
+/// pairs is outside "any pair".
+async fn file_history(
+    control: &Arc<dyn Control>,
+    caller: &Caller,
+    query: wire::HistoryQuery,
+) -> Result<wire::History, ApiError> {
+    visible_pair(caller, query.pair.as_deref())?;
+    let Some(limit) = caller
+        .pair_limit()
+        .filter(|_| query.pair.is_none())
+        .map(<[String]>::to_vec)
+    else {
+        let history = call(control, move |c| c.history(&query))
+            .await
+            .map_err(|err| hide_404(caller, err, "pair"))?;
+        if !caller.sees_pair(&history.pair) {
+            return Err(hidden("pair"));
+        }
+        return Ok(history);
+    };
+    call(control, move |c| {
+        let configured: Vec<String> = c.pair_list()?.into_iter().map(|p| p.name).collect();
+        let mine: Vec<&String> = limit.iter().filter(|p| configured.contains(p)).collect();
+        let in_pair = |pair: &String| wire::HistoryQuery {
+            pair: Some(pair.clone()),
+            path: query.path.clone(),
+        };
+        if !Path::new(&query.path).is_absolute() {
+            let [only] = mine.as_slice() else {
+                return Err(ApiError::bad_request(format!(
+                    "{:?} is relative: give the file's absolute path, or name its pair",
+                    query.path
+                )));
+            };
+            return c.history(&in_pair(only));
+        }
+        let mut found = Vec::new();
+        for pair in mine {
+            match c.history(&in_pair(pair)) {
+                Ok(history) => found.push(history),
+                // Not inside this pair's folder.
+                Err(err) if err.code == 400 || err.code == 404 => {}
+                Err(err) => return Err(err),
+            }
+        }
+        // The innermost folder, should one pair lie inside another.
+        found
+            .into_iter()
+            .min_by_key(|history| history.path.len())
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "{:?} is not a file inside the folder of any pair",
+                    query.path
+                ))
+            })
     })
     .await
 }

@@ -570,3 +570,66 @@ fn the_token_that_restores_a_version_is_recorded_with_it() {
     ));
     assert_eq!(recorded.trim(), "none|1");
 }
+
+#[test]
+fn a_token_limited_to_a_pair_cannot_tell_from_history_what_other_pairs_there_are() {
+    let sandbox = Sandbox::new();
+    let remote = sandbox.remote("remote");
+    let device = sandbox.device("a", &remote);
+    write(&device.local, "notes.txt", "mine\n");
+    device.once_expecting(0);
+    let port = free_port();
+    enable_api(&device, &format!("listen = \"127.0.0.1:{port}\"\n"));
+    let _agent = device.start();
+    let token = issue(&device, &["--role", "viewer", "--pair", PAIR]);
+    let client = reqwest::blocking::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let other_folder = sandbox.path("other");
+    fs::create_dir_all(&other_folder).unwrap();
+    write(&other_folder, "theirs.txt", "hidden\n");
+    let hidden_file = other_folder.join("theirs.txt");
+    let outside = sandbox.path("nowhere/file.txt");
+    let ask = |path: &str| {
+        send(
+            &client,
+            "GET",
+            &format!("{base}/history?path={path}"),
+            Some(&token),
+            None,
+        )
+    };
+    // The same questions before and after another pair is added.
+    let answers = || {
+        [
+            "notes.txt",
+            hidden_file.to_str().unwrap(),
+            outside.to_str().unwrap(),
+        ]
+        .map(|path| {
+            let (status, body) = ask(path);
+            let said = if status == 200 {
+                body["pair"].to_string()
+            } else {
+                body["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .replace(path, "PATH")
+            };
+            (status, said)
+        })
+    };
+    let alone = answers();
+    assert_eq!(alone[0].0, 200, "a relative path is in the token's pair");
+    assert_eq!(alone[1], alone[2], "a folder of no pair");
+    let added = device.ctl(&[
+        "pair",
+        "add",
+        "other",
+        "--local",
+        other_folder.to_str().unwrap(),
+        "--remote",
+        &format!("file://{}", sandbox.remote("elsewhere").display()),
+    ]);
+    assert!(added.status.success(), "{}", text(&added));
+    assert_eq!(answers(), alone, "the other pair shows in no answer");
+}
