@@ -779,3 +779,45 @@ fn small_window_connection(addr: &str) -> std::net::TcpStream {
         std::net::TcpStream::from_raw_fd(fd)
     }
 }
+
+#[test]
+fn a_limited_token_may_not_change_the_password_a_hidden_pair_logs_in_with() {
+    let server = HttpServer::start();
+    {
+        let mut state = server.control.state.lock().unwrap();
+        let mut backup = state.pairs[0].clone();
+        backup.name = "backup".into();
+        // The same account as notes (sftp://nas.example/notes).
+        backup.remote = "sftp://nas.example/backup".into();
+        state.pairs.push(backup);
+    }
+    let body =
+        json!({"pair": "backup", "credentials": {"username": "user", "password": "hunter2"}});
+    let backup_only = server.token(Role::Operator, &["backup"]);
+    let (status, answer, _) = server.send(
+        "POST",
+        "/sync/start",
+        Some(body.clone()),
+        Some(&backup_only),
+    );
+    assert_error(status, &answer, 403, "a password notes uses too");
+    assert!(!answer.to_string().contains("notes"), "{answer}");
+    assert!(
+        server
+            .control
+            .state
+            .lock()
+            .unwrap()
+            .stored_credentials
+            .is_empty()
+    );
+
+    // A token that sees every pair using the account may.
+    let both = server.token(Role::Operator, &["backup", "notes"]);
+    let (status, answer, _) = server.send("POST", "/sync/start", Some(body), Some(&both));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        server.control.state.lock().unwrap().stored_credentials,
+        [("backup".to_owned(), "user".to_owned(), 1)]
+    );
+}

@@ -731,6 +731,21 @@ impl Control for AgentControl {
         Ok(true)
     }
 
+    fn pairs_sharing_login(&self, pair: &str) -> Result<Vec<String>, ApiError> {
+        let pairs = self.agent.pairs.locked();
+        let handle = pairs.get(pair).ok_or_else(|| unknown_pair(pair))?;
+        let Some(account) = Account::for_pair(&handle.config) else {
+            return Ok(Vec::new());
+        };
+        Ok(pairs
+            .iter()
+            .filter(|(name, other)| {
+                name.as_str() != pair && Account::for_pair(&other.config).as_ref() == Some(&account)
+            })
+            .map(|(name, _)| name.clone())
+            .collect())
+    }
+
     fn issue_token(&self, req: &wire::TokenRequest) -> Result<wire::IssuedToken, ApiError> {
         {
             let pairs = self.agent.pairs.locked();

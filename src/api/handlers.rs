@@ -873,6 +873,22 @@ async fn start_sync(
                         )));
                 }
                 if let Some(credentials) = &credentials {
+                    // A password belongs to an account, not to a pair: a
+                    // token limited to some pairs must not change the
+                    // password of a pair it cannot see.
+                    if let Some(pairs) = &limit {
+                        for p in &chosen {
+                            let sharing = c.pairs_sharing_login(&p.name)?;
+                            if sharing.iter().any(|other| !pairs.contains(other)) {
+                                return Err(auth::forbidden(format!(
+                                    "pair {:?} logs in with an account that a pair this token \
+                                     cannot see uses too; its password can be given over the \
+                                     local socket or by a token valid for every pair",
+                                    p.name
+                                )));
+                            }
+                        }
+                    }
                     // All of them before any sync starts, so no run logs in
                     // with an older password than the one just given.
                     let mut stored = false;

@@ -106,6 +106,9 @@ pub trait Control: Send + Sync + 'static {
         pair: &str,
         credentials: &wire::Credentials,
     ) -> Result<bool, ApiError>;
+    /// The other pairs that log in with the same account (user, host and
+    /// port) as `pair`, and so use the password stored for it.
+    fn pairs_sharing_login(&self, pair: &str) -> Result<Vec<String>, ApiError>;
     /// Signs a new token for the HTTP API and records what it grants; the
     /// token is in the answer and nowhere else. Pairs must exist.
     fn issue_token(&self, req: &wire::TokenRequest) -> Result<wire::IssuedToken, ApiError>;

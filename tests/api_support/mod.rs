@@ -451,6 +451,28 @@ impl Control for MemControl {
         Ok(true)
     }
 
+    /// Pairs whose remotes have the same scheme and authority log in
+    /// with the same account; `file://` takes no login.
+    fn pairs_sharing_login(&self, pair: &str) -> Result<Vec<String>, ApiError> {
+        let state = self.state.lock().unwrap();
+        Self::known_pair(&state, pair)?;
+        let login = |remote: &str| -> Option<(String, String)> {
+            let (scheme, rest) = remote.split_once("://")?;
+            let authority = rest.split('/').next()?;
+            (scheme != "file").then(|| (scheme.to_owned(), authority.to_owned()))
+        };
+        let remote = &state.pairs.iter().find(|p| p.name == pair).unwrap().remote;
+        let Some(mine) = login(remote) else {
+            return Ok(Vec::new());
+        };
+        Ok(state
+            .pairs
+            .iter()
+            .filter(|p| p.name != pair && login(&p.remote).as_ref() == Some(&mine))
+            .map(|p| p.name.clone())
+            .collect())
+    }
+
     fn issue_token(&self, req: &TokenRequest) -> Result<IssuedToken, ApiError> {
         let mut state = self.state.lock().unwrap();
         for pair in &req.pairs {
