@@ -26,7 +26,10 @@ const ERRORS: &[(&str, &str)] = &[
         "401",
         "No token, or one that is malformed, expired, revoked or forged",
     ),
-    ("403", "The token's role does not allow this request"),
+    (
+        "403",
+        "The token's role does not allow this request, or it names a file on the agent's machine (merged_file)",
+    ),
     (
         "404",
         "No such endpoint, or a pair, sync run or conflict the token cannot see",
@@ -211,14 +214,6 @@ fn endpoints() -> Vec<Endpoint> {
             "PairList",
         ),
         endpoint(
-            Post,
-            "/pairs",
-            "Add a pair",
-            "admin",
-            Some(("PairSpec", true)),
-            "PairInfo",
-        ),
-        endpoint(
             Delete,
             "/pairs/{name}",
             "Remove a pair",
@@ -333,7 +328,11 @@ pub fn document() -> OpenApi {
                 .description("Success")
                 .content(media, json_of(e.answer)),
         );
-        for (status, description) in ERRORS {
+        let streams = (e.path == "/events").then_some((
+            "429",
+            "The agent, or this token, has as many event streams open as it allows",
+        ));
+        for (status, description) in ERRORS.iter().chain(&streams) {
             operation = operation.response(
                 *status,
                 ResponseBuilder::new()
@@ -366,7 +365,6 @@ pub fn document() -> OpenApi {
     components = with::<wire::PairSelector>(components);
     components = with::<wire::Ack>(components);
     components = with::<wire::PairList>(components);
-    components = with::<wire::PairSpec>(components);
     components = with::<wire::PairInfo>(components);
     components = with::<wire::TokenList>(components);
     components = with::<wire::TokenInfo>(components);

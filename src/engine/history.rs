@@ -111,6 +111,9 @@ pub struct Restored {
     pub replaced: Option<RelPath>,
     /// Paths to sync now so the restored version reaches the remote.
     pub paths: Vec<RelPath>,
+    /// What went wrong after the file was restored (the journal could not
+    /// record the version it replaced).
+    pub warning: Option<String>,
 }
 
 impl PairEngine {
@@ -172,8 +175,15 @@ impl PairEngine {
     /// Writes the version `version` of `path` (trashed, or kept by the
     /// remote) to the local folder;
     /// the file there goes to the local trash (and is recorded there, so
-    /// it can be restored in turn). The caller syncs the returned paths.
-    pub fn restore(&self, path: &RelPath, version: &str) -> Result<Restored, RestoreError> {
+    /// it can be restored in turn). `by` is the token that asked (`None`:
+    /// the local socket's owner), recorded with the restored version. The
+    /// caller syncs the returned paths.
+    pub fn restore(
+        &self,
+        path: &RelPath,
+        version: &str,
+        by: Option<&str>,
+    ) -> Result<Restored, RestoreError> {
         let not_found = || {
             RestoreError::NoSuchVersion(format!(
                 "{path} has no version {version:?} in pair {}; `prism-syncctl history` lists the \
@@ -279,12 +289,9 @@ impl PairEngine {
             }
             Err(e) => return Err(e.into()),
         };
-        if let (Some((hash, Expect::File { size, mtime_ns, .. })), Some(trash_name)) =
-            (&current, &replaced)
-        {
-            self.journal.locked().record_trashed(
-                self.pair,
-                &[TrashedVersion {
+        let replaced_version = match (&current, &replaced) {
+            (Some((hash, Expect::File { size, mtime_ns, .. })), Some(trash_name)) => {
+                Some(TrashedVersion {
                     path: path.clone(),
                     side: Side::Local,
                     trash_name: trash_name.clone(),
@@ -292,15 +299,34 @@ impl PairEngine {
                     size: *size,
                     mtime_ns: *mtime_ns,
                     trashed_by: self.settings.device.clone(),
-                }],
-            )?;
-        }
+                })
+            }
+            _ => None,
+        };
+        // The file is restored from here on, whatever the journal says:
+        // failing now would leave it unsynced and tell the user nothing
+        // happened.
+        let recorded =
+            self.journal
+                .locked()
+                .record_restore(self.pair, id, by, replaced_version.as_slice());
+        let warning = recorded.err().map(|e| {
+            tracing::warn!(path = %path, error = %e, "cannot record a restore in the journal");
+            match &replaced {
+                Some(trash_name) => format!(
+                    "the version it replaced is in the local trash as {trash_name}, but the \
+                     journal could not record it, so `history` does not list it: {e}"
+                ),
+                None => format!("the journal could not record who restored it: {e}"),
+            }
+        });
         Ok(Restored {
             version: version.to_owned(),
             hash,
             size,
             replaced,
             paths: vec![path.clone()],
+            warning,
         })
     }
 
