@@ -94,8 +94,8 @@ pub enum RestoreError {
 
 /// Where a version to restore is read from.
 enum Source {
-    /// A side's trash, under that name.
-    Trash { side: Side, name: RelPath },
+    /// A side's trash, under that name (the journal's row `id`).
+    Trash { id: i64, side: Side, name: RelPath },
     /// What the remote keeps by itself, under the version's id.
     Kept,
 }
@@ -207,6 +207,7 @@ impl PairEngine {
                     .filter(|row| row.pair_id == self.pair && row.path == *path)
                     .ok_or_else(not_found)?;
                 let source = Source::Trash {
+                    id,
                     side: row.side,
                     name: row.trash_name,
                 };
@@ -247,10 +248,12 @@ impl PairEngine {
             Source::Trash {
                 side: Side::Local,
                 name,
+                ..
             } => self.local().open_trashed(name),
             Source::Trash {
                 side: Side::Remote,
                 name,
+                ..
             } => self.remote().open_trashed(name),
             Source::Kept => self.remote().open_kept(path, version),
         };
@@ -306,10 +309,17 @@ impl PairEngine {
         // The file is restored from here on, whatever the journal says:
         // failing now would leave it unsynced and tell the user nothing
         // happened.
-        let recorded =
-            self.journal
-                .locked()
-                .record_restore(self.pair, id, by, replaced_version.as_slice());
+        // A version the remote keeps itself has no row to mark restored.
+        let restored_row = match &source {
+            Source::Trash { id, .. } => Some(*id),
+            Source::Kept => None,
+        };
+        let recorded = self.journal.locked().record_restore(
+            self.pair,
+            restored_row,
+            by,
+            replaced_version.as_slice(),
+        );
         let warning = recorded.err().map(|e| {
             tracing::warn!(path = %path, error = %e, "cannot record a restore in the journal");
             match &replaced {

@@ -1650,7 +1650,7 @@ fn a_restore_is_recorded_with_the_version_it_replaced_and_who_asked() {
     journal
         .record_restore(
             pair,
-            v1,
+            Some(v1),
             Some("tok-0123456789abcdef"),
             &[trashed("a.txt", Side::Local, "v2", "c/a.txt")],
         )

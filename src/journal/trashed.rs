@@ -101,7 +101,7 @@ impl Journal {
     pub fn record_restore(
         &self,
         pair: PairId,
-        restored: i64,
+        restored: Option<i64>,
         by: Option<&str>,
         replaced: &[TrashedVersion],
     ) -> Result<(), JournalError> {
@@ -114,11 +114,13 @@ impl Journal {
             for version in replaced {
                 insert(&tx, pair, &now, version)?;
             }
-            tx.prepare_cached(
-                "UPDATE trashed_versions SET restored_at = ?3, restored_by = ?4 \
-                 WHERE id = ?1 AND pair_id = ?2",
-            )?
-            .execute(params![restored, pair.0, now, by])?;
+            if let Some(restored) = restored {
+                tx.prepare_cached(
+                    "UPDATE trashed_versions SET restored_at = ?3, restored_by = ?4 \
+                     WHERE id = ?1 AND pair_id = ?2",
+                )?
+                .execute(params![restored, pair.0, now, by])?;
+            }
             tx.commit()?;
             Ok(())
         })
