@@ -341,6 +341,22 @@ pub trait Replica: Send + Sync {
         Ok((reader, offset))
     }
 
+    /// [`Replica::open_at`] for the version a listing named `version` (its
+    /// [`SideEntry::version`], where it had one): a backend whose requests
+    /// can name a version (an ETag in `If-Range`) continues only that one,
+    /// even where another version has the same size and mtime. The default
+    /// has nothing to check the token with and calls `open_at`.
+    fn open_version_at(
+        &self,
+        path: &RelPath,
+        offset: u64,
+        expected: &FileMeta,
+        version: Option<&str>,
+    ) -> Result<Opened<'_>, ReplicaError> {
+        let _ = version;
+        self.open_at(path, offset, expected)
+    }
+
     /// Writes `content` to `path` atomically. The current entry at `path`
     /// must match `expect` (then it goes to the trash); the bytes written
     /// must hash to `hash`, else nothing is replaced. `mtime_ns` and `mode`
@@ -591,6 +607,9 @@ pub struct Source<'a> {
     path: &'a RelPath,
     /// The version the copy is for (as listed): its hash gates the commit.
     pub meta: FileMeta,
+    /// The listing's version token for it, which a reopen names (see
+    /// [`Replica::open_version_at`]).
+    version: Option<String>,
     /// Told how many bytes of the file count as done: where a reader
     /// starts (a reader that starts over sets it back), then its position
     /// after each read.
@@ -614,11 +633,18 @@ impl<'a> Source<'a> {
             replica,
             path,
             meta,
+            version: None,
             progress,
             fetched: Cell::new(0),
             failure: RefCell::new(None),
             pauses: &RECONNECTS,
         }
+    }
+
+    /// The same source, for the version its listing named `version`.
+    pub fn listed_as(mut self, version: Option<&str>) -> Source<'a> {
+        self.version = version.map(str::to_owned);
+        self
     }
 
     /// The same source with other pauses between reconnects (tests).
@@ -668,7 +694,8 @@ impl<'a> Source<'a> {
                 offset,
             )
         } else {
-            self.replica.open_at(self.path, offset, &self.meta)?
+            self.replica
+                .open_version_at(self.path, offset, &self.meta, self.version.as_deref())?
         };
         if report {
             (self.progress)(start);
@@ -713,7 +740,13 @@ impl SourceReader<'_, '_> {
                 error = %broke,
                 "the connection broke; reconnecting to continue the transfer"
             );
-            match source.replica.open_at(source.path, self.pos, &source.meta) {
+            let reopened = source.replica.open_version_at(
+                source.path,
+                self.pos,
+                &source.meta,
+                source.version.as_deref(),
+            );
+            match reopened {
                 Ok((mut inner, start)) => {
                     // A server that could only start over: skip what
                     // already went by.

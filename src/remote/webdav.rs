@@ -13,8 +13,10 @@
 //! PUT to a `.prism-tmp-*` name beside the target, check the target against
 //! the caller's `Expect`, MOVE the old version to
 //! `.prism-sync/trash/STAMP/path`, then MOVE the upload in with
-//! `Overwrite: F`, which never replaces. Where the server gave a strong ETag
-//! the destructive steps carry `If-Match`, and creations carry
+//! `Overwrite: F`, which never replaces. The check compares the ETag the
+//! caller's `Expect` carries (the listed version token, which the journal's
+//! base keeps across restarts) with the one the server has now; where that
+//! is a strong ETag the destructive steps carry it in `If-Match`, and creations carry
 //! `If-None-Match: *`; a 412 answer means someone else changed the path, and
 //! it is re-planned, never forced. Weak ETags (`W/"…"`, which Apache gives
 //! for a file changed within the last second) are never used in `If-Match`:
@@ -304,10 +306,6 @@ struct Shared {
     /// once the server refused one, cut one short, or sent one too large
     /// (see [`Shared::subtree`]).
     infinity: AtomicBool,
-    /// The ETag each file had when this replica last saw it, so a check
-    /// can tell apart two versions of equal size written in the same second
-    /// (compared weakly: a weak tag still tells a different version).
-    etags: Mutex<HashMap<String, String>>,
 }
 
 /// A ready client and the login it presents.
@@ -375,6 +373,29 @@ impl RemoteStat {
             }
         }
     }
+
+    /// Whether this is the version a listing named `token` (its
+    /// [`RemoteStat::version`]). Tags are compared weakly (RFC 9110): tags
+    /// that differ in their opaque part are different versions, weak or
+    /// not. A `SIZE:MTIME` token says nothing [`RemoteStat::matches`] did
+    /// not check, and neither does a server that stopped sending tags.
+    fn is_version(&self, token: &str) -> bool {
+        !token.starts_with('"')
+            || self
+                .etag
+                .as_deref()
+                .is_none_or(|etag| opaque(etag) == token)
+    }
+}
+
+/// The ETag a careful step on `found` sends as `If-Match`, so the server
+/// refuses it if the path changed since the check: the token the caller's
+/// expectation carries (the listed ETag, which the check found again), or,
+/// for a caller without one, the tag the check saw. Never a weak tag
+/// (`If-Match` compares strongly, and a weak one never matches).
+fn if_match<'a>(found: &'a RemoteStat, expect: &'a Expect) -> Option<&'a str> {
+    let strong = found.strong_etag()?;
+    Some(expect.version().filter(|v| *v == strong).unwrap_or(strong))
 }
 
 impl WebdavReplica {
@@ -414,7 +435,6 @@ impl WebdavReplica {
                 conn: Mutex::new(None),
                 conditional: std::sync::OnceLock::new(),
                 infinity: AtomicBool::new(true),
-                etags: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -979,8 +999,10 @@ impl Shared {
         authority == format!("{host}:{port}") || (port == default_port && authority == host)
     }
 
-    /// Checks `rel` against `expect` (and against the strong ETag this
-    /// replica saw for it); returns what is there.
+    /// Checks `rel` against `expect`, and against the version token the
+    /// expectation carries (the listed ETag: see [`RemoteStat::is_version`]);
+    /// returns what is there, and the ETag the following steps send as
+    /// `If-Match` (see [`if_match`]).
     fn check(
         &self,
         conn: &Conn,
@@ -990,41 +1012,19 @@ impl Shared {
         let found = self
             .stat(conn, rel.as_str())
             .map_err(|e| e.into_replica("inspect", rel))?;
-        let changed = || ReplicaError::Changed {
-            path: rel.to_string(),
-        };
-        match (&found, expect) {
-            (None, Expect::Absent) => {}
-            (Some(stat), expect) if stat.matches(expect) => {
-                // Weak comparison (RFC 9110): tags that differ even in
-                // their opaque part are different versions, weak or not.
-                let known = self.etags.locked().get(rel.as_str()).cloned();
-                if let (Some(known), Some(now)) = (known, stat.etag.as_deref())
-                    && !stat.collection
-                    && opaque(&known) != opaque(now)
-                {
-                    return Err(changed());
-                }
+        let unchanged = match (&found, expect) {
+            (None, Expect::Absent) => true,
+            (Some(stat), expect) => {
+                stat.matches(expect) && expect.version().is_none_or(|v| stat.is_version(v))
             }
-            _ => return Err(changed()),
+            _ => false,
+        };
+        if !unchanged {
+            return Err(ReplicaError::Changed {
+                path: rel.to_string(),
+            });
         }
         Ok(found)
-    }
-
-    fn remember(&self, rel: &str, stat: &RemoteStat) {
-        let mut etags = self.etags.locked();
-        match &stat.etag {
-            Some(etag) if !stat.collection => {
-                etags.insert(rel.to_owned(), etag.to_owned());
-            }
-            _ => {
-                etags.remove(rel);
-            }
-        }
-    }
-
-    fn forget(&self, rel: &str) {
-        self.etags.locked().remove(rel);
     }
 
     /// MKCOL of `rel` and its missing parents.
@@ -1160,7 +1160,6 @@ impl Shared {
         let mut dest = base.clone();
         for _ in 0..8 {
             if self.move_noreplace(conn, rel.as_str(), &dest, collection, if_match)? {
-                self.forget(rel.as_str());
                 let trash = format!("{METADATA_DIR}/trash/");
                 let name = dest.strip_prefix(&trash).and_then(|n| RelPath::new(n).ok());
                 return Ok(Some(name.unwrap_or_else(|| rel.clone())));
@@ -1771,7 +1770,6 @@ impl Walk<'_> {
     /// Records a file whose version the base knows, else makes reading it
     /// a job.
     fn visit_file(&self, rel: RelPath, stat: RemoteStat, found: &mut Found) {
-        self.shared.remember(rel.as_str(), &stat);
         // A weak ETag says the file changed within the last moment and may
         // change again in the same second with the same size: its size and
         // date prove nothing, so it is read.
@@ -2111,7 +2109,7 @@ impl Replica for WebdavReplica {
                 size: stat.size,
                 mtime_ns: stat.mtime_ns(),
                 mode: None,
-                version: None,
+                version: Some(stat.version()),
             },
         })
     }
@@ -2133,23 +2131,58 @@ impl Replica for WebdavReplica {
         }
     }
 
-    /// A GET with `Range: bytes=OFFSET-` and `If-Range` naming the listed
-    /// version (its strong ETag, else its date), so a server whose file
-    /// changed answers with the whole new file instead of a piece of it.
-    /// A 206 must cover exactly the rest of the listed size; a 200 (a
-    /// server without ranges) starts over at 0. Either answer must carry
-    /// the listed version's ETag or date and size, or it is
-    /// [`ReplicaError::SourceChanged`]: two versions are never spliced.
     fn open_at(
         &self,
         path: &RelPath,
         offset: u64,
         expected: &FileMeta,
     ) -> Result<Opened<'_>, ReplicaError> {
+        self.open_version_at(path, offset, expected, None)
+    }
+
+    /// A GET with `Range: bytes=OFFSET-` and `If-Range` naming the listed
+    /// version (its strong ETag: the token `version`, or for a caller
+    /// without one the tag the file has now, looked up first; else its
+    /// date), so a server whose file changed answers with the whole new
+    /// file instead of a piece of it.
+    /// A 206 must cover exactly the rest of the listed size; a 200 (a
+    /// server without ranges) starts over at 0. Either answer must carry
+    /// the listed version's ETag or date and size, or it is
+    /// [`ReplicaError::SourceChanged`]: two versions are never spliced.
+    fn open_version_at(
+        &self,
+        path: &RelPath,
+        offset: u64,
+        expected: &FileMeta,
+        version: Option<&str>,
+    ) -> Result<Opened<'_>, ReplicaError> {
         let s = &self.shared;
         let conn = s.conn().map_err(|e| e.into_replica("read", path))?;
-        let listed_etag = s.etags.locked().get(path.as_str()).cloned();
         let mtime_secs = expected.mtime_ns.div_euclid(1_000_000_000);
+        let changed = || ReplicaError::SourceChanged {
+            path: path.to_string(),
+        };
+        let listed_etag = match version {
+            Some(token) if token.starts_with('"') => Some(token.to_owned()),
+            Some(_) => None,
+            // Without the listed token a continuation is validated by the
+            // file's ETag, taken only while the file still has the listed
+            // size and date. RACE: another version of the same size in the
+            // same second passes; the hash over the whole file catches it.
+            None if offset > 0 => match s.stat(&conn, path.as_str()) {
+                Ok(Some(stat))
+                    if !stat.collection
+                        && stat.size == expected.size
+                        && stat.mtime_secs == mtime_secs =>
+                {
+                    stat.etag
+                }
+                Ok(_) => return Err(changed()),
+                Err(e) if e.status() == Some(404) => return Err(changed()),
+                Err(e) => return Err(e.into_replica("read", path)),
+            },
+            None => None,
+        };
         let mut builder = s
             .request(&conn, "GET", s.url(path.as_str(), false))
             .timeout(s.target.timeout);
@@ -2163,9 +2196,6 @@ impl Replica for WebdavReplica {
                 builder = builder.header("If-Range", validator);
             }
         }
-        let changed = || ReplicaError::SourceChanged {
-            path: path.to_string(),
-        };
         let response = match s.send(builder, "GET", path.as_str(), &[200, 206]) {
             Ok(response) => response,
             // 416: the file is shorter than what already arrived.
@@ -2298,7 +2328,7 @@ impl Replica for WebdavReplica {
             // the check and this move goes to the trash with it: kept, not
             // lost.
             trash_name = s
-                .trash_put(&conn, path, old.collection, old.strong_etag())
+                .trash_put(&conn, path, old.collection, if_match(old, expect))
                 .map_err(|e| s.trash_failed(&conn, path, expect, e))?;
             if trash_name.is_none() {
                 return Err(changed());
@@ -2316,7 +2346,6 @@ impl Replica for WebdavReplica {
             .stat(&conn, path.as_str())
             .map_err(|e| e.into_replica("inspect", path))?
             .ok_or_else(changed)?;
-        s.remember(path.as_str(), &now);
         let entry = SideEntry {
             entry: Entry::File(FileMeta {
                 hash: staged.hash,
@@ -2358,7 +2387,7 @@ impl Replica for WebdavReplica {
         let conn = s.conn().map_err(|e| e.into_replica("rename", from))?;
         let found = s.check(&conn, from, expect)?;
         let collection = found.as_ref().is_some_and(|f| f.collection);
-        let if_match = found.as_ref().and_then(RemoteStat::strong_etag);
+        let if_match = found.as_ref().and_then(|found| if_match(found, expect));
         // `Overwrite: F` never replaces the destination; a folder moves with
         // everything inside it in one request.
         if !s
@@ -2373,7 +2402,6 @@ impl Replica for WebdavReplica {
                 path: path.to_string(),
             });
         }
-        s.forget(from.as_str());
         Ok(())
     }
 
@@ -2407,7 +2435,7 @@ impl Replica for WebdavReplica {
         // Folders go to the trash too (never DELETE): a DELETE of a
         // collection would remove whatever was added inside it since.
         let Some(trash_name) = s
-            .trash_put(&conn, path, found.collection, found.strong_etag())
+            .trash_put(&conn, path, found.collection, if_match(&found, expect))
             .map_err(|e| s.trash_failed(&conn, path, expect, e))?
         else {
             return Err(ReplicaError::Changed {

@@ -1,4 +1,4 @@
-//! Reads that continue a broken transfer: `open_at` gives the rest of the
+//! Reads that continue a broken transfer: `open_version_at` gives the rest of the
 //! listed version from an offset, and refuses to continue with the bytes
 //! of another version.
 
@@ -13,10 +13,15 @@ fn a_read_continues_at_an_offset_of_the_listed_version_only(case: &Case) {
     let content: String = (0..300).map(|i| format!("line {i:04}\n")).collect();
     create(&*replica, "f.txt", &content);
     let listing = list(&*replica);
-    let meta = *listing.tree[&rel("f.txt")].entry.file().unwrap();
+    let listed = &listing.tree[&rel("f.txt")];
+    let meta = *listed.entry.file().unwrap();
+    // As a copy reads it: naming the version token the listing gave.
+    let version = listed.version.as_deref();
 
     for offset in [0, 1, 1500, content.len() as u64 - 1] {
-        let (mut reader, start) = replica.open_at(&rel("f.txt"), offset, &meta).unwrap();
+        let (mut reader, start) = replica
+            .open_version_at(&rel("f.txt"), offset, &meta, version)
+            .unwrap();
         // From the offset, or (a server that could not answer the range)
         // from the start.
         assert!(start == offset || start == 0, "{start} for {offset}");
@@ -29,7 +34,7 @@ fn a_read_continues_at_an_offset_of_the_listed_version_only(case: &Case) {
     let other = content.replace("line", "LINE");
     assert_eq!(other.len(), content.len());
     case.outside().put("f.txt", &other);
-    let refused = replica.open_at(&rel("f.txt"), 1500, &meta);
+    let refused = replica.open_version_at(&rel("f.txt"), 1500, &meta, version);
     match refused {
         Err(e) => assert!(e.is_change(), "{e}"),
         Ok((mut reader, start)) => {
@@ -40,6 +45,9 @@ fn a_read_continues_at_an_offset_of_the_listed_version_only(case: &Case) {
     }
     // A file that is gone is not continued either.
     case.outside().remove("f.txt");
-    let gone = replica.open_at(&rel("f.txt"), 1500, &meta).err().unwrap();
+    let gone = replica
+        .open_version_at(&rel("f.txt"), 1500, &meta, version)
+        .err()
+        .unwrap();
     assert!(!gone.is_offline(), "{gone}");
 }
