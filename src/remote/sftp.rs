@@ -12,9 +12,13 @@
 //! no-replace rename the invariant needs. The lease is an exclusively
 //! created `.prism-sync/lease`, as for a remote folder.
 //!
-//! It does not hash on the server (SFTP cannot): a file whose size and
-//! mtime (the version token `SIZE:MTIME_SECS`) equal the base's reuses the
-//! base's hash, anything else is downloaded and hashed. SFTP gives no file
+//! It does not hash on the server (SFTP cannot): a file whose version
+//! token (`SIZE:MTIME_SECS:ATIME_SECS`, the atime a random nonce every
+//! commit sets) equals the base's reuses the base's hash, anything else is
+//! downloaded and hashed. The careful steps compare the token an `Expect`
+//! carries too, so two agents' same-sized uploads in one second are told
+//! apart even after a restart. A staged upload is a handle naming the
+//! upload and what its commit sets (`StagedUpload`), nothing in memory. SFTP gives no file
 //! ids, so renames on the server are seen as delete + create (reconcile's
 //! content matching still finds them). mtimes have whole seconds.
 //!
@@ -30,12 +34,11 @@
 //! continues a broken one (`open_at`) seeks its file handle, so only the
 //! missing bytes cross the link.
 
-use std::collections::HashMap;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ssh2::{CheckResult, ErrorCode, FileStat, HashType, KnownHostFileKind, OpenFlags, OpenType};
@@ -44,7 +47,6 @@ use ssh2::{Session, Sftp};
 use super::Opened;
 use super::{Capabilities, Lease, Listing, Problem, Replica, ReplicaError, RootState, StagedWrite};
 use crate::fsops::Expect;
-use crate::locks::LockExt;
 use crate::model::{BaseTree, ContentHash, Entry, FileMeta, Mode, RelPath, Scope, SideEntry};
 use crate::secrets::{self, Account};
 use crate::timefmt;
@@ -101,11 +103,6 @@ struct Shared {
     user: String,
     root: PathBuf,
     pool: Pool<Conn>,
-    /// The mtime each staged upload gets when it is committed (it keeps the
-    /// upload time until then, which is how a crash's leftovers are aged),
-    /// and its exact mode, where it has one (until then it has that mode
-    /// less the server's umask: never wider).
-    staged_mtimes: Mutex<HashMap<PathBuf, (i64, Option<Mode>)>>,
 }
 
 /// One logged-in SSH session with its SFTP channel.
@@ -182,6 +179,10 @@ impl RemoteStat {
         format!("{}:{}:{}", self.size, self.mtime_secs, self.atime_secs)
     }
 
+    /// Whether this is what `expect` describes: kind, size, mtime, mode,
+    /// and, where the expectation carries the listed token, the atime
+    /// nonce too (two agents' same-sized uploads in one second differ
+    /// only there).
     fn matches(&self, expect: &Expect) -> bool {
         match expect {
             Expect::Absent => false,
@@ -190,12 +191,13 @@ impl RemoteStat {
                 size,
                 mtime_ns,
                 mode,
-                ..
+                version,
             } => {
                 self.kind == Kind::File
                     && self.size == *size
                     && self.mtime_ns() == *mtime_ns
                     && (mode.is_none() || self.mode.is_none() || *mode == self.mode)
+                    && version.as_deref().is_none_or(|v| *v == self.version())
             }
         }
     }
@@ -205,6 +207,55 @@ fn matches(found: Option<&RemoteStat>, expect: &Expect) -> bool {
     match found {
         None => *expect == Expect::Absent,
         Some(stat) => stat.matches(expect),
+    }
+}
+
+/// A staged upload, as the handle [`StagedWrite::temp`] carries it: the
+/// upload's path on the server and what the commit gives it (its mtime,
+/// and its exact mode where it has one). Until the commit the upload keeps
+/// the time it was written, which is how a crash's leftovers are aged, and
+/// its mode less the server's umask (never wider). The handle is the whole
+/// staged state: the replica keeps nothing about it in memory.
+#[derive(Debug, PartialEq, Eq)]
+struct StagedUpload {
+    temp: PathBuf,
+    mtime_secs: u64,
+    mode: Option<Mode>,
+}
+
+/// What every staged handle of this backend starts with.
+const STAGED_HANDLE: &str = "sftp-staged";
+
+impl StagedUpload {
+    /// `sftp-staged/MTIME/MODE/TEMP` (`MODE` in octal, `-` for none); the
+    /// upload's path comes last, so it may hold any character.
+    fn handle(&self) -> PathBuf {
+        let mode = self
+            .mode
+            .map_or_else(|| "-".to_owned(), |m| format!("{:o}", m.bits()));
+        PathBuf::from(format!(
+            "{STAGED_HANDLE}/{}/{mode}/{}",
+            self.mtime_secs,
+            self.temp.display()
+        ))
+    }
+
+    fn from_handle(handle: &Path) -> Option<StagedUpload> {
+        let rest = handle
+            .to_str()?
+            .strip_prefix(STAGED_HANDLE)?
+            .strip_prefix('/')?;
+        let (mtime, rest) = rest.split_once('/')?;
+        let (mode, temp) = rest.split_once('/')?;
+        let mode = match mode {
+            "-" => None,
+            bits => Some(Mode::from_bits(u32::from_str_radix(bits, 8).ok()?)),
+        };
+        Some(StagedUpload {
+            temp: PathBuf::from(temp),
+            mtime_secs: mtime.parse().ok()?,
+            mode,
+        })
     }
 }
 
@@ -333,7 +384,6 @@ impl SftpReplica {
                 target,
                 user,
                 root,
-                staged_mtimes: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -1302,7 +1352,7 @@ impl Replica for SftpReplica {
                 size: stat.size,
                 mtime_ns: stat.mtime_ns(),
                 mode: stat.mode,
-                version: None,
+                version: Some(stat.version()),
             },
         })
     }
@@ -1446,12 +1496,14 @@ impl Replica for SftpReplica {
                 path: path.to_string(),
             });
         }
-        s.staged_mtimes
-            .locked()
-            .insert(temp.clone(), (mtime_ns, mode));
+        let upload = StagedUpload {
+            temp,
+            mtime_secs: mtime_ns.div_euclid(1_000_000_000).max(0) as u64,
+            mode,
+        };
         Ok(StagedWrite {
             path: path.clone(),
-            temp,
+            temp: upload.handle(),
             hash: staged_hash,
             size,
             written: None,
@@ -1475,7 +1527,10 @@ impl Replica for SftpReplica {
     ) -> Result<(SideEntry, Option<RelPath>), ReplicaError> {
         let s = &self.shared;
         let path = staged.path.clone();
-        let result = (|| {
+        let upload = StagedUpload::from_handle(&staged.temp).ok_or_else(|| {
+            ReplicaError::Other(format!("{path}: not a write this replica staged"))
+        })?;
+        (|| {
             let conn = s.conn()?;
             let sftp = &conn.sftp;
             let target = s.check(&conn, &path, expect)?;
@@ -1489,24 +1544,20 @@ impl Replica for SftpReplica {
                     .map_err(super::gone_meanwhile(&path))?;
                 trash_name = s.trash_name_of(&trashed);
             }
-            let mtime_ns = s.staged_mtimes.locked().get(&staged.temp).copied();
-            if let Some((mtime_ns, mode)) = mtime_ns {
-                let secs = mtime_ns.div_euclid(1_000_000_000).max(0) as u64;
-                let stat = FileStat {
-                    size: None,
-                    uid: None,
-                    gid: None,
-                    perm: mode.map(Mode::bits),
-                    atime: Some(version_nonce(secs)),
-                    mtime: Some(secs),
-                };
-                sftp.setstat(&staged.temp, stat)
-                    .map_err(|e| conn.error("set the time of", &path, e))?;
-            }
+            let stat = FileStat {
+                size: None,
+                uid: None,
+                gid: None,
+                perm: upload.mode.map(Mode::bits),
+                atime: Some(version_nonce(upload.mtime_secs)),
+                mtime: Some(upload.mtime_secs),
+            };
+            sftp.setstat(&upload.temp, stat)
+                .map_err(|e| conn.error("set the time of", &path, e))?;
             // SFTP v3 renames never replace: a file that appeared at the
             // target since the check makes this fail, and the path is
             // re-planned.
-            if let Err(e) = sftp.rename(&staged.temp, &target, None) {
+            if let Err(e) = sftp.rename(&upload.temp, &target, None) {
                 return match conn.lstat(&target) {
                     Ok(Some(_)) => Err(ReplicaError::Changed {
                         path: path.to_string(),
@@ -1531,20 +1582,13 @@ impl Replica for SftpReplica {
                 version: Some(now.version()),
             };
             Ok((entry, trash_name))
-        })();
-        // On failure the caller discards the staged file (which forgets its
-        // mtime too).
-        if result.is_ok() {
-            s.staged_mtimes.locked().remove(&staged.temp);
-        }
-        result
+        })()
     }
 
     fn discard(&self, staged: StagedWrite) {
         let s = &self.shared;
-        s.staged_mtimes.locked().remove(&staged.temp);
-        if let Ok(conn) = s.conn() {
-            let _ = conn.sftp.unlink(&staged.temp);
+        if let (Some(upload), Ok(conn)) = (StagedUpload::from_handle(&staged.temp), s.conn()) {
+            let _ = conn.sftp.unlink(&upload.temp);
         }
     }
 
@@ -1939,6 +1983,28 @@ impl Drop for SftpLease {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_staged_handle_carries_the_upload_and_what_its_commit_sets() {
+        for upload in [
+            StagedUpload {
+                temp: PathBuf::from("/srv/a b/.prism-tmp-x1-ü/ber.txt"),
+                mtime_secs: 1_600_000_000,
+                mode: Some(Mode::from_bits(0o640)),
+            },
+            StagedUpload {
+                temp: PathBuf::from("notes/.prism-tmp-x2-f"),
+                mtime_secs: 0,
+                mode: None,
+            },
+        ] {
+            assert_eq!(StagedUpload::from_handle(&upload.handle()), Some(upload));
+        }
+        assert_eq!(
+            StagedUpload::from_handle(Path::new("/srv/a/.prism-tmp-x")),
+            None
+        );
+    }
 
     #[test]
     fn fingerprints_are_unpadded_base64() {
