@@ -49,7 +49,6 @@ use super::{Capabilities, Lease, Listing, Problem, Replica, ReplicaError, RootSt
 use crate::fsops::Expect;
 use crate::model::{BaseTree, ContentHash, Entry, FileMeta, Mode, RelPath, Scope, SideEntry};
 use crate::secrets::{self, Account};
-use crate::timefmt;
 use crate::tracker::ignore::{IgnoreRules, METADATA_DIR, is_temp_name, temp_name_for};
 use crate::tracker::scan::{SPECIAL_FILE_MESSAGE, SYMLINK_MESSAGE};
 
@@ -58,6 +57,7 @@ mod pool;
 use pool::{Health, Pool, Pooled};
 
 use super::job_queue::JobQueue;
+use super::kit::{self, Entries, PathStore, careful};
 
 /// How long connecting and each SFTP request may take before the
 /// connection is given up as dead.
@@ -203,13 +203,6 @@ impl RemoteStat {
     }
 }
 
-fn matches(found: Option<&RemoteStat>, expect: &Expect) -> bool {
-    match found {
-        None => *expect == Expect::Absent,
-        Some(stat) => stat.matches(expect),
-    }
-}
-
 /// A staged upload, as the handle [`StagedWrite::temp`] carries it: the
 /// upload's path on the server and what the commit gives it (its mtime,
 /// and its exact mode where it has one). Until the commit the upload keeps
@@ -218,7 +211,8 @@ fn matches(found: Option<&RemoteStat>, expect: &Expect) -> bool {
 /// staged state: the replica keeps nothing about it in memory.
 #[derive(Debug, PartialEq, Eq)]
 struct StagedUpload {
-    temp: PathBuf,
+    /// The upload's path below the root.
+    temp: String,
     mtime_secs: u64,
     mode: Option<Mode>,
 }
@@ -235,8 +229,7 @@ impl StagedUpload {
             .map_or_else(|| "-".to_owned(), |m| format!("{:o}", m.bits()));
         PathBuf::from(format!(
             "{STAGED_HANDLE}/{}/{mode}/{}",
-            self.mtime_secs,
-            self.temp.display()
+            self.mtime_secs, self.temp
         ))
     }
 
@@ -252,7 +245,7 @@ impl StagedUpload {
             bits => Some(Mode::from_bits(u32::from_str_radix(bits, 8).ok()?)),
         };
         Some(StagedUpload {
-            temp: PathBuf::from(temp),
+            temp: temp.to_owned(),
             mtime_secs: mtime.parse().ok()?,
             mode,
         })
@@ -627,57 +620,100 @@ impl Shared {
         ReplicaError::io(op, path, e)
     }
 
-    fn check(&self, conn: &Conn, path: &RelPath, expect: &Expect) -> Result<PathBuf, ReplicaError> {
+    /// The path on the server of `path` (relative to the root, `""`
+    /// for the root itself).
+    fn at(&self, path: &str) -> PathBuf {
+        if path.is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(path)
+        }
+    }
+}
+
+/// The SFTP server as the kit's store: every primitive checks out a
+/// session of its own for its round trips, so none holds two at once.
+impl PathStore for Shared {
+    type Node = RemoteStat;
+
+    fn stat(&self, path: &str) -> Result<Option<RemoteStat>, ReplicaError> {
+        let conn = self.conn()?;
+        conn.lstat(&self.at(path))
+            .map_err(|e| ReplicaError::io("inspect", path, e))
+    }
+
+    fn is_dir(node: &RemoteStat) -> bool {
+        node.kind == Kind::Dir
+    }
+
+    fn matches(node: &RemoteStat, expect: &Expect) -> bool {
+        node.matches(expect)
+    }
+
+    /// SFTP has no conditional requests.
+    fn condition<'a>(_: &'a RemoteStat, _: &'a Expect) -> Option<&'a str> {
+        None
+    }
+
+    fn list_dir(&self, dir: &str) -> Result<Option<Entries<RemoteStat>>, ReplicaError> {
+        let conn = self.conn()?;
+        match conn.read_dir(&self.at(dir)) {
+            Ok(entries) => Ok(Some(
+                entries
+                    .into_iter()
+                    .filter_map(|(name, stat)| Some((name.into_string().ok()?, stat)))
+                    .collect(),
+            )),
+            // Asked only after a failure: the folder is there in the
+            // common case, and opening it is then the one round trip.
+            Err(_) if matches!(conn.lstat(&self.at(dir)), Ok(None)) => Ok(None),
+            Err(e) => Err(ReplicaError::io("list", dir, e)),
+        }
+    }
+
+    fn mkdir_all(&self, dir: &str, private: bool) -> Result<(), ReplicaError> {
+        // Owner-only where asked (the trash keeps old versions of every
+        // file, and must not show their names to anyone else).
+        let mode = if private { 0o700 } else { DEFAULT_DIR_MODE };
+        let conn = self.conn()?;
+        conn.mkdir_all(&self.at(dir), mode)
+            .map_err(|e| ReplicaError::io("create", dir, e))
+    }
+
+    /// SFTP v3 renames never replace (OpenSSH links files and checks
+    /// folders first): a refusal with something at `to` is `Ok(false)`.
+    fn move_noreplace(
+        &self,
+        from: &str,
+        to: &str,
+        _dir: bool,
+        _condition: Option<&str>,
+    ) -> Result<bool, ReplicaError> {
+        let conn = self.conn()?;
+        let dest = self.at(to);
+        match conn.sftp.rename(&self.at(from), &dest, None) {
+            Ok(()) => Ok(true),
+            Err(e) => match conn.lstat(&dest) {
+                Ok(Some(_)) => Ok(false),
+                _ => Err(conn.error("move", from, e)),
+            },
+        }
+    }
+
+    fn remove_tree(&self, path: &str) -> Result<(), ReplicaError> {
+        let conn = self.conn()?;
+        conn.remove_tree(&self.at(path))
+            .map_err(|e| ReplicaError::io("remove", path, e))
+    }
+
+    /// `rmdir`, which refuses a folder that is not empty.
+    fn remove_empty_dir(&self, path: &RelPath, _: &RemoteStat) -> Result<bool, ReplicaError> {
+        let conn = self.conn()?;
         let full = self.full(path);
-        let found = conn
-            .lstat(&full)
-            .map_err(|e| ReplicaError::io("inspect", path, e))?;
-        if !matches(found.as_ref(), expect) {
-            return Err(ReplicaError::Changed {
-                path: path.to_string(),
-            });
-        }
-        Ok(full)
-    }
-
-    /// The name below the trash folder of a version [`Self::trash_put`]
-    /// moved to `trashed`.
-    fn trash_name_of(&self, trashed: &Path) -> Option<RelPath> {
-        let trash = self.meta_dir().join("trash");
-        RelPath::new(trashed.strip_prefix(&trash).ok()?.to_str()?).ok()
-    }
-
-    /// Moves `full` (the entry at `rel`) into `.prism-sync/trash/STAMP/rel`
-    /// without replacing anything there.
-    fn trash_put(&self, conn: &Conn, full: &Path, rel: &RelPath) -> io::Result<PathBuf> {
-        let stamp = timefmt::conflict_stamp(SystemTime::now());
-        let base = self
-            .meta_dir()
-            .join("trash")
-            .join(&stamp[..13])
-            .join(rel.as_str());
-        // Owner-only, as a local trash: it keeps old versions of every
-        // file, and must not show their names to anyone else.
-        if let Some(parent) = base.parent() {
-            conn.mkdir_all(parent, 0o700)?;
-        }
-        let mut dest = base.clone();
-        for _ in 0..8 {
-            match conn.sftp.rename(full, &dest, None) {
-                Ok(()) => return Ok(dest),
-                Err(e) => {
-                    // SFTP renames do not replace: a taken name is retried
-                    // with a suffix; anything else is an error.
-                    if conn.lstat(&dest)?.is_none() {
-                        return Err(conn.io_error(e));
-                    }
-                    dest = PathBuf::from(format!("{}.{}", base.display(), super::trash_suffix()));
-                }
-            }
-        }
-        Err(io::Error::other(
-            "no free name in the remote trash after 8 tries (another agent trashing the same path at the same moment?)",
-        ))
+        Ok(match conn.sftp.rmdir(&full) {
+            Ok(()) => true,
+            Err(_) => matches!(conn.lstat(&full), Ok(None)),
+        })
     }
 }
 
@@ -1447,7 +1483,12 @@ impl Replica for SftpReplica {
             conn.mkdir_all(parent, DEFAULT_DIR_MODE)
                 .map_err(|e| ReplicaError::io("create the folder of", path, e))?;
         }
-        let temp = target.with_file_name(temp_name_for(path.file_name()));
+        let name = temp_name_for(path.file_name());
+        let temp_rel = match path.parent() {
+            Some(parent) => format!("{parent}/{name}"),
+            None => name,
+        };
+        let temp = s.at(&temp_rel);
         // Created with the mode, which the server's umask can only narrow;
         // the commit gives it exactly that mode together with its mtime
         // (one round trip for both), before it is renamed in.
@@ -1497,7 +1538,7 @@ impl Replica for SftpReplica {
             });
         }
         let upload = StagedUpload {
-            temp,
+            temp: temp_rel,
             mtime_secs: mtime_ns.div_euclid(1_000_000_000).max(0) as u64,
             mode,
         };
@@ -1525,25 +1566,15 @@ impl Replica for SftpReplica {
         staged: &StagedWrite,
         expect: &Expect,
     ) -> Result<(SideEntry, Option<RelPath>), ReplicaError> {
-        let s = &self.shared;
-        let path = staged.path.clone();
+        let s = &*self.shared;
+        let path = &staged.path;
         let upload = StagedUpload::from_handle(&staged.temp).ok_or_else(|| {
             ReplicaError::Other(format!("{path}: not a write this replica staged"))
         })?;
-        (|| {
+        // The upload gets its mtime, its exact mode and a fresh version
+        // nonce (one round trip for all three) once the target checked out.
+        let prepare = || {
             let conn = s.conn()?;
-            let sftp = &conn.sftp;
-            let target = s.check(&conn, &path, expect)?;
-            let mut trash_name = None;
-            if *expect != Expect::Absent {
-                // RACE: a write to the target between the check and this
-                // move goes to the trash with it: kept, not lost.
-                let trashed = s
-                    .trash_put(&conn, &target, &path)
-                    .map_err(|e| ReplicaError::io("move to the trash", &path, e))
-                    .map_err(super::gone_meanwhile(&path))?;
-                trash_name = s.trash_name_of(&trashed);
-            }
             let stat = FileStat {
                 size: None,
                 uid: None,
@@ -1552,43 +1583,28 @@ impl Replica for SftpReplica {
                 atime: Some(version_nonce(upload.mtime_secs)),
                 mtime: Some(upload.mtime_secs),
             };
-            sftp.setstat(&upload.temp, stat)
-                .map_err(|e| conn.error("set the time of", &path, e))?;
-            // SFTP v3 renames never replace: a file that appeared at the
-            // target since the check makes this fail, and the path is
-            // re-planned.
-            if let Err(e) = sftp.rename(&upload.temp, &target, None) {
-                return match conn.lstat(&target) {
-                    Ok(Some(_)) => Err(ReplicaError::Changed {
-                        path: path.to_string(),
-                    }),
-                    _ => Err(conn.error("replace", &path, e)),
-                };
-            }
-            let now = conn
-                .lstat(&target)
-                .map_err(|e| ReplicaError::io("inspect", &path, e))?
-                .ok_or_else(|| ReplicaError::Changed {
-                    path: path.to_string(),
-                })?;
-            let entry = SideEntry {
-                entry: Entry::File(FileMeta {
-                    hash: staged.hash,
-                    size: now.size,
-                    mtime_ns: now.mtime_ns(),
-                    mode: now.mode,
-                }),
-                id: None,
-                version: Some(now.version()),
-            };
-            Ok((entry, trash_name))
-        })()
+            conn.sftp
+                .setstat(&s.at(&upload.temp), stat)
+                .map_err(|e| conn.error("set the time of", path, e))
+        };
+        let (now, trash_name) = careful::commit(s, &upload.temp, path, expect, prepare)?;
+        let entry = SideEntry {
+            entry: Entry::File(FileMeta {
+                hash: staged.hash,
+                size: now.size,
+                mtime_ns: now.mtime_ns(),
+                mode: now.mode,
+            }),
+            id: None,
+            version: Some(now.version()),
+        };
+        Ok((entry, trash_name))
     }
 
     fn discard(&self, staged: StagedWrite) {
         let s = &self.shared;
         if let (Some(upload), Ok(conn)) = (StagedUpload::from_handle(&staged.temp), s.conn()) {
-            let _ = conn.sftp.unlink(&upload.temp);
+            let _ = conn.sftp.unlink(&s.at(&upload.temp));
         }
     }
 
@@ -1642,23 +1658,11 @@ impl Replica for SftpReplica {
             .map_err(|e| conn.error("change the permissions of", path, e))
     }
 
+    /// SFTP v3 renames refuse an existing target (OpenSSH links files and
+    /// checks folders first), so nothing is replaced. A folder moves with
+    /// everything inside it in one rename.
     fn rename(&self, from: &RelPath, to: &RelPath, expect: &Expect) -> Result<(), ReplicaError> {
-        let s = &self.shared;
-        let conn = s.conn()?;
-        let source = s.check(&conn, from, expect)?;
-        let dest = s.full(to);
-        // SFTP v3 renames refuse an existing target (OpenSSH links files
-        // and checks folders first), so nothing is replaced. A folder moves
-        // with everything inside it in one rename.
-        if let Err(e) = conn.sftp.rename(&source, &dest, None) {
-            return match conn.lstat(&dest) {
-                Ok(Some(_)) => Err(ReplicaError::Changed {
-                    path: to.to_string(),
-                }),
-                _ => Err(conn.error("rename", from, e)),
-            };
-        }
-        Ok(())
+        careful::rename(&*self.shared, from, to, expect)
     }
 
     fn remove(&self, path: &RelPath, expect: &Expect) -> Result<(), ReplicaError> {
@@ -1670,28 +1674,7 @@ impl Replica for SftpReplica {
         path: &RelPath,
         expect: &Expect,
     ) -> Result<Option<RelPath>, ReplicaError> {
-        let s = &self.shared;
-        let conn = s.conn()?;
-        let full = s.check(&conn, path, expect)?;
-        if *expect == Expect::Dir {
-            // A plan removes a folder only after its content went to the
-            // trash one by one; one that will not go away empty holds
-            // something the plan did not see: keep it and re-plan.
-            return match conn.sftp.rmdir(&full) {
-                Ok(()) => Ok(None),
-                Err(_) => match conn.lstat(&full) {
-                    Ok(None) => Ok(None),
-                    _ => Err(ReplicaError::Changed {
-                        path: path.to_string(),
-                    }),
-                },
-            };
-        }
-        let trashed = s
-            .trash_put(&conn, &full, path)
-            .map_err(|e| ReplicaError::io("move to the trash", path, e))
-            .map_err(super::gone_meanwhile(path))?;
-        Ok(s.trash_name_of(&trashed))
+        careful::remove(&*self.shared, path, expect)
     }
 
     fn open_trashed(&self, name: &RelPath) -> Result<Box<dyn Read + Send + '_>, ReplicaError> {
@@ -1723,30 +1706,7 @@ impl Replica for SftpReplica {
     }
 
     fn purge_trash(&self, older_than: Duration) -> Result<usize, ReplicaError> {
-        let s = &self.shared;
-        let conn = s.conn()?;
-        let trash = s.meta_dir().join("trash");
-        let entries = match conn.read_dir(&trash) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(ReplicaError::io("purge", trash.display(), e)),
-        };
-        let cutoff = SystemTime::now()
-            .checked_sub(older_than)
-            .unwrap_or(UNIX_EPOCH);
-        let cutoff_stamp = timefmt::conflict_stamp(cutoff);
-        let mut purged = 0;
-        for (name, _) in entries {
-            let name = name.to_string_lossy().into_owned();
-            // Batch names sort as time; anything else is not ours to delete.
-            let is_batch = name.len() == 13 && name.as_bytes()[8] == b'-';
-            if is_batch && name.as_str() < &cutoff_stamp[..13] {
-                conn.remove_tree(&trash.join(&name))
-                    .map_err(|e| ReplicaError::io("purge", trash.display(), e))?;
-                purged += 1;
-            }
-        }
-        Ok(purged)
+        kit::purge_trash(&*self.shared, older_than)
     }
 
     fn lease(&self, device: &str, ttl: Duration) -> Result<Option<Box<dyn Lease>>, ReplicaError> {
@@ -1988,12 +1948,12 @@ mod tests {
     fn a_staged_handle_carries_the_upload_and_what_its_commit_sets() {
         for upload in [
             StagedUpload {
-                temp: PathBuf::from("/srv/a b/.prism-tmp-x1-ü/ber.txt"),
+                temp: "a b/.prism-tmp-x1-ü/ber.txt".to_owned(),
                 mtime_secs: 1_600_000_000,
                 mode: Some(Mode::from_bits(0o640)),
             },
             StagedUpload {
-                temp: PathBuf::from("notes/.prism-tmp-x2-f"),
+                temp: ".prism-tmp-x2-f".to_owned(),
                 mtime_secs: 0,
                 mode: None,
             },
