@@ -100,6 +100,7 @@ use reqwest::{Method, Url};
 use super::Opened;
 use super::error_chain;
 use super::job_queue::{JobQueue, Stop};
+use super::kit::{self, Entries, PathStore, careful};
 use super::{Capabilities, Lease, Listing, Problem, Replica, ReplicaError, RootState, StagedWrite};
 use crate::config::is_loopback_host;
 use crate::fsops::Expect;
@@ -107,7 +108,6 @@ use crate::locks::LockExt;
 use crate::model::{BaseTree, ContentHash, Entry, FileMeta, Mode, RelPath, Scope, SideEntry};
 use crate::percent::{self, Plus};
 use crate::secrets::{self, Account, Kind, Secret};
-use crate::timefmt;
 use crate::tracker::ignore::{IgnoreRules, METADATA_DIR, is_temp_name, temp_name_for};
 
 /// How long connecting may take.
@@ -655,23 +655,6 @@ impl Shared {
         }
     }
 
-    /// Why moving `path` to the trash failed with `e`: a change to re-plan
-    /// when `path` is no longer what `expect` says (someone else moved,
-    /// removed or replaced it since the check; Apache answers 404 then,
-    /// rclone 403 or 404), else `e`.
-    fn trash_failed(
-        &self,
-        conn: &Conn,
-        path: &RelPath,
-        expect: &Expect,
-        e: WebdavError,
-    ) -> ReplicaError {
-        match self.check(conn, path, expect) {
-            Err(changed @ ReplicaError::Changed { .. }) => changed,
-            _ => e.into_replica("move to the trash", path),
-        }
-    }
-
     /// PROPFIND of one resource (Depth 0); `None` when nothing is there.
     fn stat(&self, conn: &Conn, rel: &str) -> Result<Option<RemoteStat>, WebdavError> {
         let url = self.url(rel, false);
@@ -999,34 +982,6 @@ impl Shared {
         authority == format!("{host}:{port}") || (port == default_port && authority == host)
     }
 
-    /// Checks `rel` against `expect`, and against the version token the
-    /// expectation carries (the listed ETag: see [`RemoteStat::is_version`]);
-    /// returns what is there, and the ETag the following steps send as
-    /// `If-Match` (see [`if_match`]).
-    fn check(
-        &self,
-        conn: &Conn,
-        rel: &RelPath,
-        expect: &Expect,
-    ) -> Result<Option<RemoteStat>, ReplicaError> {
-        let found = self
-            .stat(conn, rel.as_str())
-            .map_err(|e| e.into_replica("inspect", rel))?;
-        let unchanged = match (&found, expect) {
-            (None, Expect::Absent) => true,
-            (Some(stat), expect) => {
-                stat.matches(expect) && expect.version().is_none_or(|v| stat.is_version(v))
-            }
-            _ => false,
-        };
-        if !unchanged {
-            return Err(ReplicaError::Changed {
-                path: rel.to_string(),
-            });
-        }
-        Ok(found)
-    }
-
     /// MKCOL of `rel` and its missing parents.
     fn mkcol_all(&self, conn: &Conn, rel: &str) -> Result<(), WebdavError> {
         let segments: Vec<&str> = rel.split('/').filter(|s| !s.is_empty()).collect();
@@ -1141,44 +1096,6 @@ impl Shared {
         }
     }
 
-    /// Moves the entry at `rel` into `.prism-sync/trash/STAMP/rel` without
-    /// replacing anything there; returns its name below the trash folder
-    /// (`STAMP/rel`, perhaps with a suffix). `None` when the entry is no
-    /// longer the version `if_match` names.
-    fn trash_put(
-        &self,
-        conn: &Conn,
-        rel: &RelPath,
-        collection: bool,
-        if_match: Option<&str>,
-    ) -> Result<Option<RelPath>, WebdavError> {
-        let stamp = timefmt::conflict_stamp(SystemTime::now());
-        let base = format!("{METADATA_DIR}/trash/{}/{}", &stamp[..13], rel.as_str());
-        if let Some((parent, _)) = base.rsplit_once('/') {
-            self.mkcol_all(conn, parent)?;
-        }
-        let mut dest = base.clone();
-        for _ in 0..8 {
-            if self.move_noreplace(conn, rel.as_str(), &dest, collection, if_match)? {
-                let trash = format!("{METADATA_DIR}/trash/");
-                let name = dest.strip_prefix(&trash).and_then(|n| RelPath::new(n).ok());
-                return Ok(Some(name.unwrap_or_else(|| rel.clone())));
-            }
-            // A 412: a taken trash name is retried with a suffix; a source
-            // that changed is the caller's to re-plan.
-            if self.stat(conn, &dest)?.is_none() {
-                return Ok(None);
-            }
-            dest = format!("{base}.{}", super::trash_suffix());
-        }
-        Err(WebdavError::Status {
-            server: self.server(),
-            method: "MOVE".into(),
-            path: format!("{rel} (no free name in the trash after 8 tries)"),
-            status: 412,
-        })
-    }
-
     /// DELETE, conditional on a strong ETag when one is given.
     fn delete(&self, conn: &Conn, rel: &str, collection: bool, if_match: Option<&str>) -> bool {
         let mut builder = self
@@ -1277,6 +1194,87 @@ impl Shared {
                 message: e.to_string(),
             })?;
         Ok(Some((text, etag)))
+    }
+}
+
+/// The share as the kit's store. Requests share the keep-alive client.
+impl PathStore for Shared {
+    type Node = RemoteStat;
+
+    fn stat(&self, path: &str) -> Result<Option<RemoteStat>, ReplicaError> {
+        let conn = self.conn().map_err(|e| e.into_replica("inspect", path))?;
+        Shared::stat(self, &conn, path).map_err(|e| e.into_replica("inspect", path))
+    }
+
+    fn is_dir(node: &RemoteStat) -> bool {
+        node.collection
+    }
+
+    /// Size and date, and the listed ETag where the expectation carries
+    /// one (see [`RemoteStat::is_version`]).
+    fn matches(node: &RemoteStat, expect: &Expect) -> bool {
+        node.matches(expect) && expect.version().is_none_or(|v| node.is_version(v))
+    }
+
+    fn condition<'a>(node: &'a RemoteStat, expect: &'a Expect) -> Option<&'a str> {
+        if_match(node, expect)
+    }
+
+    fn list_dir(&self, dir: &str) -> Result<Option<Entries<RemoteStat>>, ReplicaError> {
+        let conn = self.conn().map_err(|e| e.into_replica("list", dir))?;
+        match self.children(&conn, dir) {
+            Ok(children) => {
+                for message in children.refused {
+                    tracing::warn!("{message}");
+                }
+                Ok(Some(children.entries))
+            }
+            Err(e) if e.status() == Some(404) => Ok(None),
+            Err(e) => Err(e.into_replica("list", dir)),
+        }
+    }
+
+    fn mkdir_all(&self, dir: &str, _private: bool) -> Result<(), ReplicaError> {
+        let conn = self.conn().map_err(|e| e.into_replica("create", dir))?;
+        self.mkcol_all(&conn, dir)
+            .map_err(|e| e.into_replica("create", dir))
+    }
+
+    fn move_noreplace(
+        &self,
+        from: &str,
+        to: &str,
+        dir: bool,
+        condition: Option<&str>,
+    ) -> Result<bool, ReplicaError> {
+        let conn = self.conn().map_err(|e| e.into_replica("move", from))?;
+        Shared::move_noreplace(self, &conn, from, to, dir, condition)
+            .map_err(|e| e.into_replica("move", from))
+    }
+
+    fn remove_tree(&self, path: &str) -> Result<(), ReplicaError> {
+        let conn = self.conn().map_err(|e| e.into_replica("remove", path))?;
+        let builder = self
+            .request(&conn, "DELETE", self.url(path, true))
+            .timeout(self.target.timeout);
+        match self.send(builder, "DELETE", path, &[200, 204]) {
+            Ok(_) => Ok(()),
+            Err(e) if e.status() == Some(404) => Ok(()),
+            Err(e) => Err(e.into_replica("remove", path)),
+        }
+    }
+
+    /// Folders go to the trash too (never DELETE): a DELETE of a collection
+    /// would remove whatever was added inside it since it was looked at.
+    fn remove_empty_dir(&self, path: &RelPath, node: &RemoteStat) -> Result<bool, ReplicaError> {
+        let empty = self
+            .list_dir(path.as_str())?
+            .is_none_or(|entries| entries.is_empty());
+        if !empty {
+            return Ok(false);
+        }
+        careful::trash(self, path, node, &Expect::Dir)?;
+        Ok(true)
     }
 }
 
@@ -2313,39 +2311,13 @@ impl Replica for WebdavReplica {
         staged: &StagedWrite,
         expect: &Expect,
     ) -> Result<(SideEntry, Option<RelPath>), ReplicaError> {
-        let s = &self.shared;
+        let s = &*self.shared;
         let path = &staged.path;
-        let temp = staged.temp.to_string_lossy().into_owned();
-        let conn = s.conn().map_err(|e| e.into_replica("replace", path))?;
-        let changed = || ReplicaError::Changed {
-            path: path.to_string(),
-        };
-        let found = s.check(&conn, path, expect)?;
-        let mut trash_name = None;
-        if let Some(old) = &found {
-            // With a strong ETag the server refuses the move if the target
-            // changed since the check; without one, RACE: a write between
-            // the check and this move goes to the trash with it: kept, not
-            // lost.
-            trash_name = s
-                .trash_put(&conn, path, old.collection, if_match(old, expect))
-                .map_err(|e| s.trash_failed(&conn, path, expect, e))?;
-            if trash_name.is_none() {
-                return Err(changed());
-            }
-        }
-        // `Overwrite: F`: a file that appeared at the target since the
-        // check makes this fail with 412, and the path is re-planned.
-        if !s
-            .move_noreplace(&conn, &temp, path.as_str(), false, None)
-            .map_err(|e| e.into_replica("replace", path))?
-        {
-            return Err(changed());
-        }
-        let now = s
-            .stat(&conn, path.as_str())
-            .map_err(|e| e.into_replica("inspect", path))?
-            .ok_or_else(changed)?;
+        let temp = staged.temp.to_string_lossy();
+        // `Overwrite: F` on the final MOVE: a file that appeared at the
+        // target since the check makes it fail with 412, and the path is
+        // re-planned.
+        let (now, trash_name) = careful::commit(s, &temp, path, expect, || Ok(()))?;
         let entry = SideEntry {
             entry: Entry::File(FileMeta {
                 hash: staged.hash,
@@ -2382,27 +2354,10 @@ impl Replica for WebdavReplica {
         }
     }
 
+    /// `Overwrite: F` never replaces the destination; a folder moves with
+    /// everything inside it in one request.
     fn rename(&self, from: &RelPath, to: &RelPath, expect: &Expect) -> Result<(), ReplicaError> {
-        let s = &self.shared;
-        let conn = s.conn().map_err(|e| e.into_replica("rename", from))?;
-        let found = s.check(&conn, from, expect)?;
-        let collection = found.as_ref().is_some_and(|f| f.collection);
-        let if_match = found.as_ref().and_then(|found| if_match(found, expect));
-        // `Overwrite: F` never replaces the destination; a folder moves with
-        // everything inside it in one request.
-        if !s
-            .move_noreplace(&conn, from.as_str(), to.as_str(), collection, if_match)
-            .map_err(|e| e.into_replica("rename", from))?
-        {
-            let path = match s.stat(&conn, to.as_str()) {
-                Ok(Some(_)) => to,
-                _ => from,
-            };
-            return Err(ReplicaError::Changed {
-                path: path.to_string(),
-            });
-        }
-        Ok(())
+        careful::rename(&*self.shared, from, to, expect)
     }
 
     fn remove(&self, path: &RelPath, expect: &Expect) -> Result<(), ReplicaError> {
@@ -2414,36 +2369,7 @@ impl Replica for WebdavReplica {
         path: &RelPath,
         expect: &Expect,
     ) -> Result<Option<RelPath>, ReplicaError> {
-        let s = &self.shared;
-        let conn = s.conn().map_err(|e| e.into_replica("remove", path))?;
-        let Some(found) = s.check(&conn, path, expect)? else {
-            return Ok(None);
-        };
-        // A plan removes a folder only after its content went to the trash
-        // one by one; one that is not empty now holds something the plan
-        // did not see: keep it and re-plan.
-        if found.collection {
-            let children = s
-                .children(&conn, path.as_str())
-                .map_err(|e| e.into_replica("list", path))?;
-            if !children.entries.is_empty() {
-                return Err(ReplicaError::Changed {
-                    path: path.to_string(),
-                });
-            }
-        }
-        // Folders go to the trash too (never DELETE): a DELETE of a
-        // collection would remove whatever was added inside it since.
-        let Some(trash_name) = s
-            .trash_put(&conn, path, found.collection, if_match(&found, expect))
-            .map_err(|e| s.trash_failed(&conn, path, expect, e))?
-        else {
-            return Err(ReplicaError::Changed {
-                path: path.to_string(),
-            });
-        };
-        // A folder's name is not a version that can be read back.
-        Ok((!found.collection).then_some(trash_name))
+        careful::remove(&*self.shared, path, expect)
     }
 
     fn open_trashed(&self, name: &RelPath) -> Result<Box<dyn Read + Send + '_>, ReplicaError> {
@@ -2468,31 +2394,7 @@ impl Replica for WebdavReplica {
     }
 
     fn purge_trash(&self, older_than: Duration) -> Result<usize, ReplicaError> {
-        let s = &self.shared;
-        let conn = s.conn().map_err(|e| e.into_replica("purge", "trash"))?;
-        let trash = format!("{METADATA_DIR}/trash");
-        let batches = match s.children(&conn, &trash) {
-            Ok(children) => children.entries,
-            Err(e) if e.status() == Some(404) => return Ok(0),
-            Err(e) => return Err(e.into_replica("purge", &trash)),
-        };
-        let cutoff = SystemTime::now()
-            .checked_sub(older_than)
-            .unwrap_or(UNIX_EPOCH);
-        let cutoff_stamp = timefmt::conflict_stamp(cutoff);
-        let mut purged = 0;
-        for (name, stat) in batches {
-            // Batch names sort as time; anything else is not ours to delete.
-            let is_batch = name.len() == 13 && name.as_bytes()[8] == b'-';
-            if stat.collection
-                && is_batch
-                && name.as_str() < &cutoff_stamp[..13]
-                && s.delete(&conn, &format!("{trash}/{name}"), true, None)
-            {
-                purged += 1;
-            }
-        }
-        Ok(purged)
+        kit::purge_trash(&*self.shared, older_than)
     }
 
     fn lease(&self, device: &str, ttl: Duration) -> Result<Option<Box<dyn Lease>>, ReplicaError> {
