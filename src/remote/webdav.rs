@@ -99,9 +99,8 @@ use reqwest::{Method, Url};
 
 use super::Opened;
 use super::error_chain;
-use super::job_queue::{JobQueue, Stop};
-use super::kit::{self, Entries, PathStore, careful};
-use super::{Capabilities, Lease, Listing, Problem, Replica, ReplicaError, RootState, StagedWrite};
+use super::kit::{self, Entries, PathStore, careful, walk};
+use super::{Capabilities, Lease, Listing, Replica, ReplicaError, RootState, StagedWrite};
 use crate::config::is_loopback_host;
 use crate::fsops::Expect;
 use crate::locks::LockExt;
@@ -1474,7 +1473,8 @@ struct Walk<'a> {
     cache: &'a BaseTree,
     ignore: &'a IgnoreRules,
     now: i64,
-    queue: JobQueue<Job, WalkStop>,
+    /// The replica as `describe` names it, for the listing's errors.
+    name: String,
 }
 
 /// One piece of work of a listing.
@@ -1493,101 +1493,14 @@ enum Job {
     Confirm(RelPath),
 }
 
-/// What ends a walk early.
-#[derive(Default)]
-struct WalkStop {
-    /// The share itself could not be listed: the listing fails with this.
-    failed: Option<WebdavError>,
-    /// Set when the server became unreachable: the listing is partial and
-    /// must not be used.
-    broken: Option<WebdavError>,
-}
-
-impl Stop for WalkStop {
-    fn stops(&self) -> bool {
-        self.failed.is_some() || self.broken.is_some()
-    }
-}
-
-/// What one job found: entries and notes in `out`, more work in `jobs`.
-#[derive(Default)]
-struct Found {
-    out: Listing,
-    jobs: Vec<Job>,
-    /// A global error met on one path (see [`Found::hold`]).
-    broken: Option<WebdavError>,
-}
-
-impl Found {
-    fn note(&mut self, path: Option<RelPath>, message: String) {
-        self.out.problems.push(Problem { path, message });
-    }
-
-    /// Leaves `rel` alone this time, saying why; an error about the whole
-    /// server instead breaks the walk.
-    fn hold(&mut self, rel: RelPath, op: &str, e: WebdavError) {
-        if e.is_global() {
-            self.broken.get_or_insert(e);
-            return;
-        }
-        let message = format!("cannot {op} it: {e}; it is left alone this time");
-        self.out.held.push(rel.clone());
-        self.note(Some(rel), message);
-    }
-}
-
 impl Walk<'_> {
-    /// Runs `jobs` and everything they lead to; `out` holds what was found
-    /// before (the entries of a path-scoped listing).
-    fn run(self, jobs: Vec<Job>, out: Listing) -> Result<Listing, WalkError> {
-        self.queue.add(jobs);
-        let workers = self.shared.target.parallel_requests.max(1);
-        let found: Vec<Listing> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..workers).map(|_| scope.spawn(|| self.work())).collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("a listing worker panicked"))
-                .collect()
-        });
-        let stop = self.queue.into_stop();
-        if let Some(e) = stop.failed {
-            return Err(WalkError::Root(e));
-        }
-        if let Some(e) = stop.broken {
-            return Err(WalkError::Broken(e));
-        }
-        Ok(out.merge(found))
-    }
-
-    fn work(&self) -> Listing {
-        let _worker = self.queue.worker();
-        let mut out = Listing::default();
-        while let Some(job) = self.queue.next() {
-            let mut found = Found::default();
-            let failed = self.run_job(job, &mut found).err();
-            let Found {
-                out: listing,
-                jobs,
-                broken,
-            } = found;
-            out.tree.extend(listing.tree);
-            out.held.extend(listing.held);
-            out.problems.extend(listing.problems);
-            out.hashed_files += listing.hashed_files;
-            self.queue.finish(jobs, |stop| {
-                if let Some(e) = failed {
-                    stop.failed.get_or_insert(e);
-                }
-                if let Some(e) = broken {
-                    stop.broken.get_or_insert(e);
-                }
-            });
-        }
-        out
-    }
-
     /// Runs one job; an error is the share's own listing failing.
-    fn run_job(&self, job: Job, found: &mut Found) -> Result<(), WebdavError> {
+    fn run_job(&self, job: Job, found: &mut Found) -> Result<(), ReplicaError> {
+        self.job(job, found)
+            .map_err(|e| e.into_replica("list", &self.name))
+    }
+
+    fn job(&self, job: Job, found: &mut Found) -> Result<(), WebdavError> {
         match job {
             Job::List(None) => self.list_folder(None, false, found),
             Job::List(Some(rel)) => self.list_below(rel, false, found),
@@ -1624,31 +1537,21 @@ impl Walk<'_> {
                 );
             }
             Err(e) if e.status() == Some(404) => {}
-            Err(e) => found.hold(rel, "look at", e),
+            Err(e) => hold(found, rel, "look at", e),
         }
     }
 
     /// Lists the folder at `rel`, recording it only once that worked.
     fn list_below(&self, rel: RelPath, probe: bool, found: &mut Found) -> Result<(), WebdavError> {
-        // What a folder holds is recorded only once all of it was
-        // read, so a folder that cannot be listed leaves nothing
-        // behind that would read as its content.
         let mut inside = Found::default();
         match self.list_folder(Some(&rel), probe, &mut inside) {
             Ok(()) => {
                 found.out.tree.insert(rel, SideEntry::new(Entry::dir(None)));
-                found.out.tree.extend(inside.out.tree);
-                found.out.held.extend(inside.out.held);
-                found.out.problems.extend(inside.out.problems);
-                found.out.hashed_files += inside.out.hashed_files;
-                found.jobs.extend(inside.jobs);
-                if let Some(e) = inside.broken {
-                    found.broken.get_or_insert(e);
-                }
+                found.absorb(inside);
             }
             // Gone since its parent was listed.
             Err(e) if e.status() == Some(404) => {}
-            Err(e) => found.hold(rel, "list the folder", e),
+            Err(e) => hold(found, rel, "list the folder", e),
         }
         Ok(())
     }
@@ -1689,7 +1592,7 @@ impl Walk<'_> {
             found.note(parent.cloned(), message);
         }
         for (name, stat) in entries {
-            let Some(rel) = child_path(parent, name, found) else {
+            let Some(rel) = walk::child_path(parent, &name, found) else {
                 continue;
             };
             self.visit(rel, stat, found);
@@ -1715,7 +1618,7 @@ impl Walk<'_> {
             let key = parent.as_ref().map(RelPath::as_str).unwrap_or("");
             let entries = subtree.folders.remove(key).unwrap_or_default();
             for (name, stat) in entries {
-                let Some(rel) = child_path(parent.as_ref(), name, found) else {
+                let Some(rel) = walk::child_path(parent.as_ref(), &name, found) else {
                     continue;
                 };
                 if self.skip(&rel, &stat) {
@@ -1773,16 +1676,7 @@ impl Walk<'_> {
         // date prove nothing, so it is read.
         let weak = stat.etag.as_deref().is_some_and(|e| e.starts_with("W/"));
         let version = stat.version();
-        let cached = self
-            .cache
-            .get(&rel)
-            .filter(|_| !weak)
-            .and_then(|base| match &base.entry {
-                Entry::File(meta) if base.remote_version.as_deref() == Some(version.as_str()) => {
-                    Some(meta.hash)
-                }
-                _ => None,
-            });
+        let cached = walk::cached_hash(self.cache, &rel, &version).filter(|_| !weak);
         match cached {
             Some(hash) => insert_file(&mut found.out, rel, &stat, hash),
             None => found.jobs.push(Job::Hash(rel, stat)),
@@ -1798,7 +1692,7 @@ impl Walk<'_> {
             // It changed while it was read: still being written.
             Ok(None) => found.out.held.push(rel),
             Err(e) if e.status() == Some(404) => {}
-            Err(e) => found.hold(rel, "read", e),
+            Err(e) => hold(found, rel, "read", e),
         }
     }
 
@@ -1855,37 +1749,6 @@ impl Walk<'_> {
     }
 }
 
-/// The path of `name` in `parent` (or the share), or a note saying why a
-/// name the server gave cannot be synced.
-fn child_path(parent: Option<&RelPath>, name: String, found: &mut Found) -> Option<RelPath> {
-    let rel = match parent {
-        Some(parent) => parent.join(&name),
-        None => RelPath::from_name(&name),
-    };
-    if let Ok(rel) = &rel
-        && rel.too_deep()
-    {
-        // A server that serves ever-deeper folders (or one huge answer
-        // nesting them) meets this bound instead of being walked on.
-        found.out.held.push(rel.clone());
-        found.note(Some(rel.clone()), rel.too_deep_message());
-        return None;
-    }
-    if rel.is_err() {
-        found.note(
-            None,
-            format!(
-                "{:?} on the server is not synced: its name contains a control character or a backslash; rename it to sync it",
-                match parent {
-                    Some(parent) => format!("{parent}/{name}"),
-                    None => name,
-                }
-            ),
-        );
-    }
-    rel.ok()
-}
-
 /// The outermost paths of `base` that `listing` left out although it
 /// listed their folder (or the folder is the share, or the path is a root
 /// of `scope`): what would read as deleted.
@@ -1905,12 +1768,13 @@ fn vanished(listing: &Listing, base: &BaseTree, scope: &Scope) -> Vec<RelPath> {
         .collect()
 }
 
-/// Why a walk produced no listing.
-enum WalkError {
-    /// The share (the root of the walk) could not be listed.
-    Root(WebdavError),
-    /// The server became unreachable midway: what was seen is partial.
-    Broken(WebdavError),
+/// What one job of a walk found.
+type Found = walk::Found<Job>;
+
+/// Leaves `rel` alone this time, saying why (see [`walk::Found::hold`]).
+fn hold(found: &mut Found, rel: RelPath, op: &'static str, e: WebdavError) {
+    let error = e.into_replica(op, &rel);
+    found.hold(rel, op, error);
 }
 
 fn insert_file(out: &mut Listing, rel: RelPath, stat: &RemoteStat, hash: ContentHash) {
@@ -2028,8 +1892,9 @@ impl Replica for WebdavReplica {
             cache,
             ignore,
             now,
-            queue: JobQueue::new(),
+            name: self.describe(),
         };
+        let workers = s.target.parallel_requests;
         let mut found = Found::default();
         match scope {
             Scope::Full => found.jobs.push(Job::List(None)),
@@ -2044,7 +1909,7 @@ impl Replica for WebdavReplica {
                             Ok(Some(stat)) if stat.collection => {}
                             Ok(_) => continue 'paths,
                             Err(e) => {
-                                found.hold(path.clone(), "look at a folder above", e);
+                                hold(&mut found, path.clone(), "look at a folder above", e);
                                 continue 'paths;
                             }
                         }
@@ -2052,7 +1917,7 @@ impl Replica for WebdavReplica {
                     match s.stat(&conn, path.as_str()) {
                         Ok(Some(stat)) => walk.visit(path.clone(), stat, &mut found),
                         Ok(None) => {}
-                        Err(e) => found.hold(path.clone(), "look at", e),
+                        Err(e) => hold(&mut found, path.clone(), "look at", e),
                     }
                     if found.broken.is_some() {
                         break;
@@ -2060,37 +1925,20 @@ impl Replica for WebdavReplica {
                 }
             }
         }
-        let Found { out, jobs, broken } = found;
-        let result = match broken {
-            Some(e) => Err(WalkError::Broken(e)),
-            None => walk.run(jobs, out),
-        };
+        let run_job = |job, found: &mut Found| walk.run_job(job, found);
+        let listing = walk::run(&walk.name, workers, found, run_job)?;
         // What the base knows and the listing left out is asked for by
         // name before it may read as deleted (see `Walk::confirm_gone`).
-        let result = result.and_then(|listing| {
-            let gone = vanished(&listing, cache, scope);
-            if gone.is_empty() {
-                return Ok(listing);
-            }
-            let confirm = Walk {
-                shared: s,
-                conn: &conn,
-                cache,
-                ignore,
-                now,
-                queue: JobQueue::new(),
-            };
-            confirm.run(gone.into_iter().map(Job::Confirm).collect(), listing)
-        });
-        match result {
-            Ok(listing) => Ok(listing),
-            Err(WalkError::Root(e)) => Err(e.into_replica("list", self.describe())),
-            // What the walk saw is partial and must not read as deletions.
-            Err(WalkError::Broken(e)) => Err(super::interrupted_listing(
-                self.describe(),
-                e.into_replica("list", self.describe()),
-            )),
+        let gone = vanished(&listing, cache, scope);
+        if gone.is_empty() {
+            return Ok(listing);
         }
+        let confirm = Found {
+            out: listing,
+            jobs: gone.into_iter().map(Job::Confirm).collect(),
+            broken: None,
+        };
+        walk::run(&walk.name, workers, confirm, run_job)
     }
 
     fn stat(&self, path: &RelPath) -> Result<Expect, ReplicaError> {

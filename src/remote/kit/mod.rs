@@ -23,6 +23,7 @@
 //! decides what is kept or replaced.
 
 pub(crate) mod careful;
+pub(crate) mod walk;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
