@@ -45,26 +45,22 @@ use ssh2::{CheckResult, ErrorCode, FileStat, HashType, KnownHostFileKind, OpenFl
 use ssh2::{Session, Sftp};
 
 use super::Opened;
-use super::{Capabilities, Lease, Listing, Problem, Replica, ReplicaError, RootState, StagedWrite};
+use super::{Capabilities, Lease, Listing, Replica, ReplicaError, RootState, StagedWrite};
 use crate::fsops::Expect;
 use crate::model::{BaseTree, ContentHash, Entry, FileMeta, Mode, RelPath, Scope, SideEntry};
 use crate::secrets::{self, Account};
-use crate::tracker::ignore::{IgnoreRules, METADATA_DIR, is_temp_name, temp_name_for};
+use crate::tracker::ignore::{IgnoreRules, METADATA_DIR, temp_name_for};
 use crate::tracker::scan::{SPECIAL_FILE_MESSAGE, SYMLINK_MESSAGE};
 
 mod pool;
 
 use pool::{Health, Pool, Pooled};
 
-use super::job_queue::JobQueue;
-use super::kit::{self, Entries, PathStore, careful};
+use super::kit::{self, Entries, PathStore, careful, walk};
 
 /// How long connecting and each SFTP request may take before the
 /// connection is given up as dead.
 const TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Staged uploads older than this were left by a crash.
-const STALE_TEMP: Duration = Duration::from_secs(3600);
 
 /// The read and write chunk size of transfers.
 const CHUNK: usize = 256 * 1024;
@@ -928,11 +924,9 @@ fn base64_unpadded(bytes: &[u8]) -> String {
     out
 }
 
-/// A listing in progress: folders to list and files to hash are jobs, run
-/// by as many workers as the pool has sessions, each job on a session of
-/// its own. Every worker collects its own [`Listing`]; they are merged and
-/// sorted at the end, so the result does not depend on which worker ran
-/// what, or when.
+/// A listing in progress: folders to list and files to hash are jobs (see
+/// [`walk::run`]), run by as many workers as the pool has sessions, each
+/// job on a session of its own.
 struct Walk<'a> {
     shared: &'a Shared,
     cache: &'a BaseTree,
@@ -940,11 +934,6 @@ struct Walk<'a> {
     /// The replica as `describe` names it, for the error of the root.
     name: String,
     now: i64,
-    /// Stopped by the error that ends the walk: the root could not be
-    /// listed, or no session could be had.
-    queue: JobQueue<Job, Option<ReplicaError>>,
-    /// Set when a session broke during the walk: what it saw is partial.
-    broken: AtomicBool,
 }
 
 /// One piece of work of a listing.
@@ -956,139 +945,90 @@ enum Job {
     Hash(RelPath, RemoteStat),
 }
 
+/// What one job of a walk found.
+type Found = walk::Found<Job>;
+
+/// Leaves `rel` alone this time, saying why (see [`walk::Found::hold`]).
+fn hold(found: &mut Found, rel: RelPath, op: &'static str, e: io::Error) {
+    let error = ReplicaError::io(op, &rel, e);
+    found.hold(rel, op, error);
+}
+
 impl Walk<'_> {
-    /// Runs `jobs` and everything they lead to; `out` holds what was found
-    /// before (the entries of a path-scoped listing).
-    fn run(self, jobs: Vec<Job>, out: Listing) -> Result<Listing, ReplicaError> {
-        self.queue.add(jobs);
-        let workers = self.shared.pool.size();
-        let found: Vec<Listing> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..workers).map(|_| scope.spawn(|| self.work())).collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("a listing worker panicked"))
-                .collect()
-        });
-        if let Some(error) = self.queue.into_stop() {
-            return Err(error);
-        }
-        if self.broken.load(Ordering::Relaxed) {
-            return Err(ReplicaError::Offline {
-                remote: self.shared.server(),
-                reason: "the connection broke during the listing".to_owned(),
-            });
-        }
-        Ok(out.merge(found))
-    }
-
-    fn work(&self) -> Listing {
-        let _worker = self.queue.worker();
-        let mut out = Listing::default();
-        while let Some(job) = self.queue.next() {
-            let mut found = Vec::new();
-            let result = self.shared.conn().and_then(|conn| {
-                let result = self.run_job(&conn, job, &mut out, &mut found);
-                if conn.is_broken() {
-                    self.broken.store(true, Ordering::Relaxed);
-                }
-                result
-            });
-            self.queue.finish(found, |failed| {
-                if let Some(error) = result.err() {
-                    failed.get_or_insert(error);
-                }
-            });
-        }
-        out
-    }
-
-    fn run_job(
-        &self,
-        conn: &Conn,
-        job: Job,
-        out: &mut Listing,
-        found: &mut Vec<Job>,
-    ) -> Result<(), ReplicaError> {
-        match job {
+    /// Runs one job on a session of its own; an error is the root's own
+    /// listing failing (or no session to be had). A session that broke
+    /// during the job breaks the walk off: what it saw is partial.
+    fn run_job(&self, job: Job, found: &mut Found) -> Result<(), ReplicaError> {
+        let conn = self.shared.conn()?;
+        let result = match job {
             Job::List(None) => self
-                .list_children(conn, None, &self.shared.root, out, found)
+                .list_children(&conn, None, &self.shared.root, found)
                 .map_err(|e| ReplicaError::io("list", &self.name, e)),
             Job::List(Some((rel, mode))) => {
                 let full = self.shared.full(&rel);
-                match self.list_children(conn, Some(&rel), &full, out, found) {
+                match self.list_children(&conn, Some(&rel), &full, found) {
                     Ok(()) => {
-                        out.tree.insert(rel, SideEntry::new(Entry::dir(mode)));
+                        found.out.tree.insert(rel, SideEntry::new(Entry::dir(mode)));
                     }
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => hold(out, rel, "list the folder", &e),
+                    Err(e) => hold(found, rel, "list the folder", e),
                 }
                 Ok(())
             }
             Job::Hash(rel, stat) => {
-                self.hash_file(conn, rel, stat, out);
+                self.hash_file(&conn, rel, stat, found);
                 Ok(())
             }
+        };
+        if conn.is_broken() {
+            found.broken.get_or_insert(ReplicaError::Offline {
+                remote: self.shared.server(),
+                reason: "the connection broke during the listing".to_owned(),
+            });
         }
+        result
     }
 
-    /// Lists the folder `dir` (at `parent`, or the root); what is found
-    /// goes to `out` only once the whole folder was read.
+    /// Lists the folder `dir` (at `parent`, or the root); nothing is
+    /// recorded unless the whole folder was read.
     fn list_children(
         &self,
         conn: &Conn,
         parent: Option<&RelPath>,
         dir: &Path,
-        out: &mut Listing,
-        found: &mut Vec<Job>,
+        found: &mut Found,
     ) -> io::Result<()> {
         for (name, stat) in conn.read_dir(dir)? {
-            let rel = name.to_str().and_then(|name| match parent {
-                Some(parent) => parent.join(name).ok(),
-                None => RelPath::from_name(name).ok(),
-            });
-            let Some(rel) = rel else {
+            let Some(name) = name.to_str() else {
                 let shown = match parent {
                     Some(parent) => format!("{parent}/{}", name.to_string_lossy()),
                     None => name.to_string_lossy().into_owned(),
                 };
-                out.problems.push(Problem {
-                    path: None,
-                    message: format!(
-                        "{shown:?} on the server is not synced: its name is not valid UTF-8 or contains a control character, a slash or a backslash; rename it to sync it"
+                found.note(
+                    None,
+                    format!(
+                        "{shown:?} on the server is not synced: its name is not valid UTF-8; \
+                         rename it to sync it"
                     ),
-                });
+                );
                 continue;
             };
-            self.visit(conn, rel, stat, out, found);
+            if let Some(rel) = walk::child_path(parent, name, found) {
+                self.visit(conn, rel, stat, found);
+            }
         }
         Ok(())
     }
 
     /// Sorts one entry: skipped with a note, recorded, or a job to do.
-    fn visit(
-        &self,
-        conn: &Conn,
-        rel: RelPath,
-        stat: RemoteStat,
-        out: &mut Listing,
-        found: &mut Vec<Job>,
-    ) {
+    fn visit(&self, conn: &Conn, rel: RelPath, stat: RemoteStat, found: &mut Found) {
         if self.ignore.is_ignored(&rel, stat.kind == Kind::Dir) {
-            if stat.kind == Kind::File
-                && is_temp_name(rel.file_name())
-                && self.now - stat.mtime_secs > STALE_TEMP.as_secs() as i64
-            {
+            if stat.kind == Kind::File && walk::is_stale_temp(&rel, stat.mtime_secs, self.now) {
                 tracing::info!(path = %rel, "removing a temporary upload left by an interrupted write");
                 let _ = conn.sftp.unlink(&self.shared.full(&rel));
             }
             return;
         }
-        let note = |out: &mut Listing, message: String| {
-            out.problems.push(Problem {
-                path: Some(rel.clone()),
-                message,
-            })
-        };
         // Held, as on a local folder: a folder replaced by a link must not
         // read as deleted, and nothing is written through one.
         if matches!(stat.kind, Kind::Symlink | Kind::Other) || rel.too_deep() {
@@ -1097,36 +1037,28 @@ impl Walk<'_> {
                 Kind::Symlink => SYMLINK_MESSAGE.to_owned(),
                 _ => SPECIAL_FILE_MESSAGE.to_owned(),
             };
-            note(out, message);
-            out.held.push(rel);
+            found.note(Some(rel.clone()), message);
+            found.out.held.push(rel);
             return;
         }
         match stat.kind {
             Kind::Symlink | Kind::Other => {}
-            Kind::Dir => found.push(Job::List(Some((rel, stat.mode)))),
+            Kind::Dir => found.jobs.push(Job::List(Some((rel, stat.mode)))),
             Kind::File => {
                 let version = stat.version();
-                let cached = self.cache.get(&rel).and_then(|base| match &base.entry {
-                    Entry::File(meta)
-                        if base.remote_version.as_deref() == Some(version.as_str()) =>
-                    {
-                        Some(meta.hash)
-                    }
-                    _ => None,
-                });
-                match cached {
-                    Some(hash) => insert_file(out, rel, &stat, hash, version),
-                    None => found.push(Job::Hash(rel, stat)),
+                match walk::cached_hash(self.cache, &rel, &version) {
+                    Some(hash) => insert_file(&mut found.out, rel, &stat, hash, version),
+                    None => found.jobs.push(Job::Hash(rel, stat)),
                 }
             }
         }
     }
 
-    fn hash_file(&self, conn: &Conn, rel: RelPath, stat: RemoteStat, out: &mut Listing) {
+    fn hash_file(&self, conn: &Conn, rel: RelPath, stat: RemoteStat, found: &mut Found) {
         let full = self.shared.full(&rel);
         match hash_remote(conn, &full) {
             Ok(hash) => {
-                out.hashed_files += 1;
+                found.out.hashed_files += 1;
                 // A file that changed while it was read is still being
                 // written: leave it for the next round. Only size and
                 // mtime count: reading may itself have moved the atime,
@@ -1137,27 +1069,17 @@ impl Walk<'_> {
                             && after.size == stat.size
                             && after.mtime_secs == stat.mtime_secs =>
                     {
-                        insert_file(out, rel, &stat, hash, after.version())
+                        insert_file(&mut found.out, rel, &stat, hash, after.version())
                     }
                     Ok(None) => {}
-                    Ok(Some(_)) => out.held.push(rel),
-                    Err(e) => hold(out, rel, "look at", &e),
+                    Ok(Some(_)) => found.out.held.push(rel),
+                    Err(e) => hold(found, rel, "look at", e),
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => hold(out, rel, "read", &e),
+            Err(e) => hold(found, rel, "read", e),
         }
     }
-}
-
-/// Leaves `rel` alone this time, saying why.
-fn hold(out: &mut Listing, rel: RelPath, op: &str, e: &io::Error) {
-    let message = format!("cannot {op} it: {e}; it is left alone this time");
-    out.held.push(rel.clone());
-    out.problems.push(Problem {
-        path: Some(rel),
-        message,
-    });
 }
 
 fn insert_file(
@@ -1323,13 +1245,10 @@ impl Replica for SftpReplica {
             ignore,
             name: self.describe(),
             now,
-            queue: JobQueue::new(),
-            broken: AtomicBool::new(false),
         };
-        let mut out = Listing::default();
-        let mut jobs = Vec::new();
+        let mut found = Found::default();
         match scope {
-            Scope::Full => jobs.push(Job::List(None)),
+            Scope::Full => found.jobs.push(Job::List(None)),
             Scope::Paths(paths) => {
                 'paths: for path in paths {
                     if paths.iter().any(|o| o != path && path.is_within(o)) {
@@ -1342,29 +1261,27 @@ impl Replica for SftpReplica {
                         match conn.lstat(&s.full(&ancestor)) {
                             Ok(Some(stat)) if stat.kind == Kind::Dir => {}
                             Ok(Some(stat)) if stat.kind != Kind::File => {
-                                walk.visit(&conn, ancestor, stat, &mut out, &mut jobs);
+                                walk.visit(&conn, ancestor, stat, &mut found);
                                 continue 'paths;
                             }
                             Ok(_) => continue 'paths,
                             Err(e) => {
-                                hold(&mut out, path.clone(), "look at a folder above", &e);
+                                hold(&mut found, path.clone(), "look at a folder above", e);
                                 continue 'paths;
                             }
                         }
                     }
                     match conn.lstat(&s.full(path)) {
-                        Ok(Some(stat)) => {
-                            walk.visit(&conn, path.clone(), stat, &mut out, &mut jobs)
-                        }
+                        Ok(Some(stat)) => walk.visit(&conn, path.clone(), stat, &mut found),
                         Ok(None) => {}
-                        Err(e) => hold(&mut out, path.clone(), "look at", &e),
+                        Err(e) => hold(&mut found, path.clone(), "look at", e),
                     }
                 }
             }
         }
         if conn.is_broken() {
             // What it saw is partial and must not read as deletions.
-            return Err(ReplicaError::Offline {
+            found.broken.get_or_insert(ReplicaError::Offline {
                 remote: s.server(),
                 reason: "the connection broke during the listing".to_owned(),
             });
@@ -1372,7 +1289,10 @@ impl Replica for SftpReplica {
         // The workers check out sessions of their own; holding this one
         // meanwhile would starve a pool of one.
         drop(conn);
-        walk.run(jobs, out)
+        let workers = s.pool.size();
+        walk::run(&walk.name, workers, found, |job, found| {
+            walk.run_job(job, found)
+        })
     }
 
     fn stat(&self, path: &RelPath) -> Result<Expect, ReplicaError> {

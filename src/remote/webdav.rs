@@ -107,7 +107,7 @@ use crate::locks::LockExt;
 use crate::model::{BaseTree, ContentHash, Entry, FileMeta, Mode, RelPath, Scope, SideEntry};
 use crate::percent::{self, Plus};
 use crate::secrets::{self, Account, Kind, Secret};
-use crate::tracker::ignore::{IgnoreRules, METADATA_DIR, is_temp_name, temp_name_for};
+use crate::tracker::ignore::{IgnoreRules, METADATA_DIR, temp_name_for};
 
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -116,9 +116,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// each read of an answer's body may wait for bytes, unless the pair sets
 /// `timeout_secs`.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Staged uploads older than this were left by a crash.
-const STALE_TEMP: Duration = Duration::from_secs(3600);
 
 /// The read and write chunk size of transfers.
 const CHUNK: usize = 256 * 1024;
@@ -1645,10 +1642,7 @@ impl Walk<'_> {
         if !self.ignore.is_ignored(rel, stat.collection) {
             return false;
         }
-        if !stat.collection
-            && is_temp_name(rel.file_name())
-            && self.now - stat.mtime_secs > STALE_TEMP.as_secs() as i64
-        {
+        if !stat.collection && walk::is_stale_temp(rel, stat.mtime_secs, self.now) {
             tracing::info!(path = %rel, "removing a temporary upload left by an interrupted write");
             self.shared
                 .delete(self.conn, rel.as_str(), false, stat.strong_etag());

@@ -10,9 +10,12 @@
 //! an error about the store breaks the walk off, and what it saw is never
 //! a listing (`remote::interrupted_listing` says what it is instead).
 
+use std::time::Duration;
+
 use super::super::job_queue::{JobQueue, Stop};
 use crate::model::{BaseTree, ContentHash, Entry, RelPath};
 use crate::remote::{Listing, Problem, ReplicaError, interrupted_listing};
+use crate::tracker::ignore::is_temp_name;
 
 /// What one job (or the look at a scope's paths before the walk) found:
 /// entries and notes in `out`, more work in `jobs`.
@@ -150,6 +153,16 @@ pub(crate) fn run<J: Send>(
         return Err(interrupted_listing(remote.to_owned(), error));
     }
     Ok(out.merge(parts))
+}
+
+/// Temporary uploads older than this were left by a crash.
+const STALE_TEMP: Duration = Duration::from_secs(3600);
+
+/// Whether the ignored file `rel`, last modified at `mtime_secs`, is a
+/// temporary upload a crash left behind (`now`: the listing's time), which
+/// a listing removes on its way.
+pub(crate) fn is_stale_temp(rel: &RelPath, mtime_secs: i64, now: i64) -> bool {
+    is_temp_name(rel.file_name()) && now - mtime_secs > STALE_TEMP.as_secs() as i64
 }
 
 /// The base's hash of `rel` where the base knows the listed `version`
