@@ -19,6 +19,7 @@ pub mod git;
 mod job_queue;
 pub mod journal_record;
 mod kit;
+pub mod layout;
 pub mod lease;
 pub mod local;
 pub mod s3;

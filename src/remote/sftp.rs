@@ -45,11 +45,12 @@ use ssh2::{CheckResult, ErrorCode, FileStat, HashType, KnownHostFileKind, OpenFl
 use ssh2::{Session, Sftp};
 
 use super::Opened;
+use super::layout::{METADATA_DIR, temp_name_for};
 use super::{Capabilities, Lease, Listing, Replica, ReplicaError, RootState, StagedWrite};
 use crate::fsops::Expect;
 use crate::model::{BaseTree, ContentHash, Entry, FileMeta, Mode, RelPath, Scope, SideEntry};
 use crate::secrets::{self, Account};
-use crate::tracker::ignore::{IgnoreRules, METADATA_DIR, temp_name_for};
+use crate::tracker::ignore::IgnoreRules;
 use crate::tracker::scan::{SPECIAL_FILE_MESSAGE, SYMLINK_MESSAGE};
 
 mod pool;
@@ -348,14 +349,9 @@ impl From<ConnectError> for ReplicaError {
     }
 }
 
-/// The user an `sftp://` URL without one logs in as: the local user, as
-/// `ssh` does. `secrets` keys such a pair's password by this name too.
-pub fn default_user() -> String {
-    std::env::var("USER")
-        .ok()
-        .or_else(|| std::env::var("LOGNAME").ok())
-        .unwrap_or_else(|| "root".to_owned())
-}
+/// The user an `sftp://` URL without one logs in as (see
+/// [`secrets::default_user`], which keys such a pair's password by it).
+pub use crate::secrets::default_user;
 
 impl SftpReplica {
     /// A replica for `target`. Nothing is connected yet: the first

@@ -100,6 +100,7 @@ use reqwest::{Method, Url};
 use super::Opened;
 use super::error_chain;
 use super::kit::{self, Entries, PathStore, careful, walk};
+use super::layout::{METADATA_DIR, temp_name_for};
 use super::{Capabilities, Lease, Listing, Replica, ReplicaError, RootState, StagedWrite};
 use crate::config::is_loopback_host;
 use crate::fsops::Expect;
@@ -107,7 +108,7 @@ use crate::locks::LockExt;
 use crate::model::{BaseTree, ContentHash, Entry, FileMeta, Mode, RelPath, Scope, SideEntry};
 use crate::percent::{self, Plus};
 use crate::secrets::{self, Account, Kind, Secret};
-use crate::tracker::ignore::{IgnoreRules, METADATA_DIR, temp_name_for};
+use crate::tracker::ignore::IgnoreRules;
 
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);

@@ -30,8 +30,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::ReplicaError;
 use crate::fsops::Expect;
 use crate::model::RelPath;
+use crate::remote::layout::METADATA_DIR;
 use crate::timefmt;
-use crate::tracker::ignore::METADATA_DIR;
 
 /// A folder's entries: each name with what the store says about it.
 pub(crate) type Entries<N> = Vec<(String, N)>;

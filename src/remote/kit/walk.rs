@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use super::super::job_queue::{JobQueue, Stop};
 use crate::model::{BaseTree, ContentHash, Entry, RelPath};
+use crate::remote::layout::is_temp_name;
 use crate::remote::{Listing, Problem, ReplicaError, interrupted_listing};
-use crate::tracker::ignore::is_temp_name;
 
 /// What one job (or the look at a scope's paths before the walk) found:
 /// entries and notes in `out`, more work in `jobs`.
