@@ -268,9 +268,10 @@ pub fn create(replica: &dyn Replica, path: &str, text: &str) -> SideEntry {
         .unwrap_or_else(|e| panic!("cannot create {path}: {e}"))
 }
 
-/// What a step must find where `seen` was seen (listed or written).
+/// What a step must find where `seen` was seen (listed or written), with
+/// the version token it carried, as the engine plans.
 pub fn expect_of(seen: &SideEntry) -> Expect {
-    Expect::of(Some(&seen.entry))
+    Expect::of_version(Some(&seen.entry), seen.version.as_deref())
 }
 
 /// A full listing with no base (every file read).

@@ -428,6 +428,7 @@ fn run_copies(
                     source_version: trees
                         .get(to.other())
                         .get(path)
+                        .filter(|e| e.entry.file() == Some(source))
                         .and_then(|e| e.version.clone()),
                     mode: *mode,
                     expect: expect_of(current),

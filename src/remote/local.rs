@@ -18,6 +18,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::layout::{
+    METADATA_DIR, ROOT_MARKER_FILE, TEMP_PREFIX, is_partial_name, partial_name_for, temp_name_for,
+};
 use super::{
     Capabilities, Lease, Listing, Problem, Replica, ReplicaError, RootState, Source, StagedWrite,
     lease,
@@ -29,10 +32,7 @@ use crate::locks::LockExt;
 use crate::model::{
     BaseEntry, BaseTree, ContentHash, Entry, FileMeta, Mode, RelPath, Scope, Side, SideEntry,
 };
-use crate::tracker::ignore::{
-    IgnoreRules, METADATA_DIR, ROOT_MARKER_FILE, TEMP_PREFIX, is_partial_name, partial_name_for,
-    temp_name_for,
-};
+use crate::tracker::ignore::IgnoreRules;
 use crate::tracker::scan::{ScanRequest, scan};
 
 /// A folder on a mounted file system.
@@ -1061,7 +1061,7 @@ impl Drop for FileLease {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tracker::ignore::temp_name_for;
+    use crate::remote::layout::temp_name_for;
     use std::cell::Cell;
 
     fn rel(s: &str) -> RelPath {

@@ -18,6 +18,8 @@ pub mod crypt;
 pub mod git;
 mod job_queue;
 pub mod journal_record;
+mod kit;
+pub mod layout;
 pub mod lease;
 pub mod local;
 pub mod s3;
