@@ -22,6 +22,7 @@ mod kit;
 pub mod layout;
 pub mod lease;
 pub mod local;
+pub mod rclone;
 pub mod s3;
 pub mod sftp;
 pub mod webdav;
@@ -926,6 +927,11 @@ pub fn open_remote(
             parallel_transfers,
         )),
         RemoteUrl::Git { url } => Box::new(git::GitReplica::for_pair(pair, url, state_dir, device)),
+        RemoteUrl::Rclone { remote } => Box::new(rclone::RcloneReplica::new(
+            remote,
+            &pair.rclone,
+            parallel_transfers,
+        )?),
     };
     Ok(crypt::wrap(replica, pair, config_dir))
 }

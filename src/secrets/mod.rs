@@ -207,7 +207,8 @@ impl Account {
     pub fn for_pair(pair: &PairConfig) -> Option<Account> {
         match &pair.remote {
             // Git logs in with its own credential helpers and ssh keys.
-            RemoteUrl::File(_) | RemoteUrl::Git { .. } => None,
+            // rclone logs in with what `rclone config` keeps.
+            RemoteUrl::File(_) | RemoteUrl::Git { .. } | RemoteUrl::Rclone { .. } => None,
             RemoteUrl::S3 { .. } => pair.s3.account(),
             RemoteUrl::Sftp {
                 user, host, port, ..
@@ -284,6 +285,9 @@ impl Account {
             RemoteUrl::S3 { .. } => Err(S3_CREDENTIALS.to_owned()),
             RemoteUrl::Git { .. } => Err("a git remote logs in through git itself (an ssh key or \
                  agent, or a git credential helper); Prism Sync keeps no password for it"
+                .to_owned()),
+            RemoteUrl::Rclone { .. } => Err("an rclone remote logs in with what `rclone config` \
+                 keeps for it; Prism Sync keeps no password for it"
                 .to_owned()),
         }
     }
