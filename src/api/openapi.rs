@@ -45,6 +45,9 @@ const ERRORS: &[(&str, &str)] = &[
     ("500", "The agent failed while handling a valid request"),
 ];
 
+/// The query parameters an endpoint cannot do without (endpoint, name).
+const REQUIRED_QUERY: &[(&str, &str)] = &[("/history", "path")];
+
 /// One query parameter: name, schema, description.
 type Param = (&'static str, RefOr<Schema>, &'static str);
 
@@ -60,6 +63,14 @@ struct Endpoint {
 
 fn string() -> RefOr<Schema> {
     String::schema()
+}
+
+/// A string that must not be empty (an empty path names no file).
+fn non_empty_string() -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .into()
 }
 
 /// `since`: an age, a date, or an RFC 3339 time (empty: no limit).
@@ -168,8 +179,8 @@ fn endpoints() -> Vec<Endpoint> {
                 ("pair", string(), "The pair whose folder holds the file"),
                 (
                     "path",
-                    string(),
-                    "The file: inside a pair's folder, absolute, or relative to the pair's folder (required)",
+                    non_empty_string(),
+                    "The file: inside a pair's folder, absolute, or relative to the pair's folder",
                 ),
             ],
             ..endpoint(
@@ -300,7 +311,11 @@ pub fn document() -> OpenApi {
                 ParameterBuilder::new()
                     .name(name)
                     .parameter_in(ParameterIn::Query)
-                    .required(Required::False)
+                    .required(if REQUIRED_QUERY.contains(&(e.path, name)) {
+                        Required::True
+                    } else {
+                        Required::False
+                    })
                     .description(Some(description))
                     .schema(Some(schema)),
             );

@@ -401,7 +401,9 @@ pub struct VersionInfo {
 pub struct RestoreRequest {
     #[serde(default)]
     pub pair: Option<String>,
+    #[schema(min_length = 1)]
     pub path: String,
+    #[schema(min_length = 1)]
     pub version: String,
 }
 
