@@ -142,7 +142,19 @@ fn manual_keeps_both_and_resolving_keep_local_trashes_the_copy() {
     assert_eq!(trashed(&remote_trash(&device.remote), &copy), [REMOTE]);
     // Both removals of the copy are in its history: the resolution's
     // here, and the sync's on the remote.
-    let history = device.ctl_json(&["history", &copy, "--pair", PAIR]);
+    // The sync records its step just after the remote file is gone: wait
+    // for the record, not only for the file.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let history = loop {
+        let history = device.ctl_json(&["history", &copy, "--pair", PAIR]);
+        let recorded = history["versions"]
+            .as_array()
+            .is_some_and(|v| v.iter().any(|v| v["where"] == "remote_trash"));
+        if recorded || std::time::Instant::now() > deadline {
+            break history;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
     let mut places: Vec<(&str, &str, &str)> = history["versions"]
         .as_array()
         .unwrap()
