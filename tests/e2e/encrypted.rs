@@ -134,6 +134,10 @@ fn two_agents_converge_through_an_encrypted_remote_that_rclone_reads() {
         recovered.extend(files_below(&out));
     }
     recovered.sort();
+    let trash_listing: Vec<(String, usize)> = files_below(&remote_trash(&remote))
+        .into_iter()
+        .map(|(name, bytes)| (name, bytes.len()))
+        .collect();
     assert_eq!(
         recovered,
         [
@@ -142,7 +146,8 @@ fn two_agents_converge_through_an_encrypted_remote_that_rclone_reads() {
                 "notes/plan.txt".to_owned(),
                 secret_line.clone().into_bytes()
             )
-        ]
+        ],
+        "the remote's trash holds {trash_listing:?}"
     );
 
     // rclone, with nothing but the password, reads every file back...
