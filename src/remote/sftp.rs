@@ -1755,15 +1755,27 @@ impl SftpLease {
         super::lease::record(&self.owner, self.ttl, SystemTime::now())
     }
 
+    fn acquire(&self) -> Result<(), ReplicaError> {
+        let conn = self.shared.conn()?;
+        let file = SftpLeaseFile { lease: self, conn };
+        super::lease::acquire(&file, &self.owner, SystemTime::now())
+    }
+}
+
+/// The lease file on a session, for [`super::lease::acquire`].
+struct SftpLeaseFile<'a> {
+    lease: &'a SftpLease,
+    conn: Checked<'a>,
+}
+
+impl super::lease::LeaseFile for SftpLeaseFile<'_> {
     /// Writes the record to a temporary name and renames it to the lease,
     /// which never replaces on SFTP: the lease appears with its record in
-    /// it. Created empty and written after, another agent could read it
-    /// empty in between, find no expiry, take it for stale and take it
-    /// over, and both would hold it. `Err` inside is the rename's refusal
-    /// (most likely: a lease is there).
-    fn create(&self, conn: &Conn) -> Result<Result<(), ssh2::Error>, ReplicaError> {
-        let s = &self.shared;
-        let temp = self.path.with_file_name(temp_name_for("lease"));
+    /// it.
+    fn create(&self) -> Result<bool, ReplicaError> {
+        let (lease, conn) = (self.lease, &self.conn);
+        let path = &lease.path;
+        let temp = path.with_file_name(temp_name_for("lease"));
         let written = conn
             .sftp
             .open_mode(
@@ -1772,47 +1784,38 @@ impl SftpLease {
                 0o644,
                 OpenType::File,
             )
-            .map_err(|e| conn.error("lock", self.path.display(), e))
+            .map_err(|e| conn.error("lock", path.display(), e))
             .and_then(|mut file| {
-                file.write_all(self.content().as_bytes())
-                    .map_err(|e| s.transfer_error(conn, "lock", self.path.display(), e))
+                file.write_all(lease.content().as_bytes())
+                    .map_err(|e| lease.shared.transfer_error(conn, "lock", path.display(), e))
             });
-        let renamed = written.map(|()| conn.sftp.rename(&temp, &self.path, None));
+        let renamed = written.map(|()| conn.sftp.rename(&temp, path, None));
         if !matches!(renamed, Ok(Ok(()))) {
             let _ = conn.sftp.unlink(&temp);
         }
-        renamed
+        match renamed? {
+            Ok(()) => Ok(true),
+            // OpenSSH answers "failure" to a rename onto an existing file:
+            // look whether one is there.
+            Err(e) => match conn.lstat(path) {
+                Ok(Some(_)) => Ok(false),
+                Ok(None) => Err(conn.error("lock", path.display(), e)),
+                Err(e) => Err(ReplicaError::io("lock", path.display(), e)),
+            },
+        }
     }
 
-    fn acquire(&self) -> Result<(), ReplicaError> {
-        let s = &self.shared;
-        let conn = s.conn()?;
-        for _ in 0..2 {
-            match self.create(&conn)? {
-                Ok(()) => return Ok(()),
-                Err(e) => {
-                    // OpenSSH answers "failure" to a rename onto an existing
-                    // file: look whether one is there.
-                    let exists = conn
-                        .lstat(&self.path)
-                        .map_err(|e| ReplicaError::io("lock", self.path.display(), e))?
-                        .is_some();
-                    if !exists {
-                        return Err(conn.error("lock", self.path.display(), e));
-                    }
-                    let holder = conn.read_lease(&self.path);
-                    // This very process's lease, left behind when the
-                    // connection died before the lease could be removed,
-                    // must not lock the agent out of its own remote.
-                    if !super::lease::held_by(&holder, &self.owner) {
-                        super::lease::check_stale(&holder, SystemTime::now())?;
-                    }
-                    // The holder crashed or hung past its lease: take over.
-                    let _ = conn.sftp.unlink(&self.path);
-                }
-            }
+    fn read(&self) -> Result<Option<(String, Option<String>)>, ReplicaError> {
+        let path = &self.lease.path;
+        match self.conn.lstat(path) {
+            Ok(None) => Ok(None),
+            Ok(Some(_)) => Ok(Some((self.conn.read_lease(path), None))),
+            Err(e) => Err(ReplicaError::io("lock", path.display(), e)),
         }
-        Err(super::lease::lost_race())
+    }
+
+    fn remove(&self, _version: Option<&str>) {
+        let _ = self.conn.sftp.unlink(&self.lease.path);
     }
 }
 

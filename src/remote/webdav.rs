@@ -2425,25 +2425,39 @@ impl WebdavLease {
     }
 
     fn acquire(&self) -> Result<(), ReplicaError> {
-        let s = &self.shared;
-        let conn = s.conn().map_err(|e| e.into_replica("lock", &self.path))?;
-        for _ in 0..2 {
-            if self.create(&conn)? {
-                return Ok(());
-            }
-            let Some((holder, etag)) = s
-                .get_small(&conn, &self.path)
-                .map_err(|e| e.into_replica("lock", &self.path))?
-            else {
-                // Released between the two requests: try again.
-                continue;
-            };
-            super::lease::check_stale(&holder, SystemTime::now())?;
-            // The holder crashed or hung past its lease: take over, unless
-            // someone else renewed or took it meanwhile (the ETag moved).
-            s.delete(&conn, &self.path, false, etag.as_deref());
-        }
-        Err(super::lease::lost_race())
+        let conn = self
+            .shared
+            .conn()
+            .map_err(|e| e.into_replica("lock", &self.path))?;
+        let file = WebdavLeaseFile { lease: self, conn };
+        super::lease::acquire(&file, &self.owner, SystemTime::now())
+    }
+}
+
+/// The lease file on the share, for [`super::lease::acquire`].
+struct WebdavLeaseFile<'a> {
+    lease: &'a WebdavLease,
+    conn: Conn,
+}
+
+impl super::lease::LeaseFile for WebdavLeaseFile<'_> {
+    fn create(&self) -> Result<bool, ReplicaError> {
+        self.lease.create(&self.conn)
+    }
+
+    fn read(&self) -> Result<Option<(String, Option<String>)>, ReplicaError> {
+        let path = &self.lease.path;
+        self.lease
+            .shared
+            .get_small(&self.conn, path)
+            .map_err(|e| e.into_replica("lock", path))
+    }
+
+    /// Only the version read (its ETag), unless someone else renewed or
+    /// took it over meanwhile.
+    fn remove(&self, version: Option<&str>) {
+        let s = &self.lease.shared;
+        s.delete(&self.conn, &self.lease.path, false, version);
     }
 }
 
