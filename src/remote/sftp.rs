@@ -1596,7 +1596,7 @@ impl Replica for SftpReplica {
     fn open_trashed(&self, name: &RelPath) -> Result<Box<dyn Read + Send + '_>, ReplicaError> {
         let s = &self.shared;
         let conn = s.conn()?;
-        let full = name.to_fs(&s.meta_dir().join("trash"));
+        let full = s.at(&format!("{}/{name}", kit::trash_dir()));
         // RACE: as in `open`; the caller checks the bytes against the
         // version's recorded hash.
         match conn.lstat(&full) {
@@ -1707,21 +1707,7 @@ impl Replica for SftpReplica {
     }
 
     fn list_records(&self, folder: &str) -> Result<Vec<String>, ReplicaError> {
-        let s = &self.shared;
-        let dir = s.meta_dir().join(folder);
-        let conn = s.conn()?;
-        let entries = match conn.read_dir(&dir) {
-            Ok(entries) => entries,
-            // Asked only after a failure: the folder is there in the
-            // common case, and opening it is then the one round trip.
-            Err(_) if matches!(conn.lstat(&dir), Ok(None)) => return Ok(Vec::new()),
-            Err(e) => return Err(ReplicaError::io("list", dir.display(), e)),
-        };
-        Ok(entries
-            .into_iter()
-            .filter_map(|(name, _)| name.into_string().ok())
-            .filter(|name| super::is_record_name(name))
-            .collect())
+        kit::list_records(&*self.shared, folder)
     }
 
     fn remove_record(&self, name: &str) -> Result<(), ReplicaError> {

@@ -1198,9 +1198,21 @@ impl Shared {
 impl PathStore for Shared {
     type Node = RemoteStat;
 
+    /// A 5xx answer is asked again once, a moment later: `rclone serve
+    /// webdav` answers a PROPFIND of a file another client is moving at
+    /// that moment with 500, which says nothing about the path a moment
+    /// later (and a careful step that met it would fail the path instead
+    /// of finding it changed).
     fn stat(&self, path: &str) -> Result<Option<RemoteStat>, ReplicaError> {
         let conn = self.conn().map_err(|e| e.into_replica("inspect", path))?;
-        Shared::stat(self, &conn, path).map_err(|e| e.into_replica("inspect", path))
+        let found = match Shared::stat(self, &conn, path) {
+            Err(WebdavError::ServerFailed { .. }) => {
+                std::thread::sleep(Duration::from_millis(50));
+                Shared::stat(self, &conn, path)
+            }
+            found => found,
+        };
+        found.map_err(|e| e.into_replica("inspect", path))
     }
 
     fn is_dir(node: &RemoteStat) -> bool {
@@ -2220,7 +2232,7 @@ impl Replica for WebdavReplica {
         let conn = s
             .conn()
             .map_err(|e| e.into_replica("read the trashed version", name))?;
-        let trashed = format!("{METADATA_DIR}/trash/{}", name.as_str());
+        let trashed = format!("{}/{name}", kit::trash_dir());
         let builder = s
             .request(&conn, "GET", s.url(&trashed, false))
             .timeout(s.target.timeout);
@@ -2284,23 +2296,7 @@ impl Replica for WebdavReplica {
     }
 
     fn list_records(&self, folder: &str) -> Result<Vec<String>, ReplicaError> {
-        let s = &self.shared;
-        let path = format!("{METADATA_DIR}/{folder}");
-        let conn = s.conn().map_err(|e| e.into_replica("list", &path))?;
-        let children = match s.children(&conn, &path) {
-            Ok(children) => children,
-            Err(e) if e.status() == Some(404) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into_replica("list", &path)),
-        };
-        for message in children.refused {
-            tracing::warn!("{message}");
-        }
-        Ok(children
-            .entries
-            .into_iter()
-            .map(|(name, _)| name)
-            .filter(|name| super::is_record_name(name))
-            .collect())
+        kit::list_records(&*self.shared, folder)
     }
 
     /// A plain DELETE: records are the agents' own, not versions to keep.

@@ -121,3 +121,19 @@ pub(crate) fn purge_trash<S: PathStore>(
     }
     Ok(purged)
 }
+
+/// The names of the records in the folder `folder` of the metadata folder
+/// (`.prism-sync/FOLDER/`), in no particular order; none when the folder
+/// does not exist. Temporary files a record write left are not records.
+pub(crate) fn list_records<S: PathStore>(
+    store: &S,
+    folder: &str,
+) -> Result<Vec<String>, ReplicaError> {
+    let entries = store.list_dir(&format!("{METADATA_DIR}/{folder}"))?;
+    Ok(entries
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|name| super::is_record_name(name))
+        .collect())
+}
