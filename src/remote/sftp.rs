@@ -1724,7 +1724,7 @@ impl Replica for SftpReplica {
 
 /// The advisory lease of an SFTP remote: `.prism-sync/lease`, holding
 /// `EXPIRES DEVICE PID HOST`, as for a remote folder, and created with
-/// that record in one step (see [`SftpLease::create`]).
+/// that record in one step (see `SftpLeaseFile::create`).
 struct SftpLease {
     shared: Arc<Shared>,
     path: PathBuf,

@@ -4,20 +4,25 @@
 //!
 //! A backend implements [`PathStore`], a handful of primitives on paths
 //! relative to its root (stat, list a folder, make folders, move without
-//! replacing, remove a tree), and gets from here the parts every such
-//! backend must do the same way, written once:
+//! replacing, remove a tree or an empty folder), and gets from here the
+//! parts every such backend must do the same way, written once:
 //!
 //! - the careful steps ([`careful`]): check a path against the caller's
-//!   `Expect`, move the version it replaces or removes to the trash,
-//!   move the staged upload in without replacing, and look again;
+//!   `Expect` (with its version token), move the version it replaces or
+//!   removes to the trash, move the staged upload in without replacing,
+//!   and look again;
 //! - the trash ([`careful::trash`], [`purge_trash`]): versions under
 //!   `.prism-sync/trash/STAMP/PATH`, one batch a minute, a taken name
-//!   retried with a suffix, batches past the retention removed whole.
+//!   retried with a suffix, batches past the retention removed whole;
+//! - the records listing ([`list_records`]);
+//! - the parallel walk of a listing ([`walk`]).
 //!
-//! Whether a failure is about one path or the whole store is decided by
-//! [`ReplicaError::is_offline`] and `remote::interrupted_listing`; a step
-//! that fails on a path that is no longer what the caller expected is a
-//! change to re-plan ([`careful::trash`]), never a failure of the path.
+//! Whether a failure is about one path or the whole store is decided in
+//! [`walk::Found::hold`] (for a listing, which then ends in
+//! `remote::interrupted_listing`) and by [`ReplicaError::is_offline`]; a
+//! step that fails on a path that is no longer what the caller expected
+//! is a change to re-plan ([`careful::trash`]), never a failure of the
+//! path. How the lease is taken is `remote::lease::acquire`'s.
 //!
 //! Architecture invariant: nothing here knows a protocol; a store never
 //! decides what is kept or replaced.
