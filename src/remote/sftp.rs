@@ -1163,30 +1163,8 @@ impl Replica for SftpReplica {
     }
 
     fn root_state(&self) -> Result<RootState, ReplicaError> {
-        let s = &self.shared;
-        let conn = s.conn()?;
-        let root = conn
-            .lstat(&s.root)
-            .map_err(|e| ReplicaError::io("open", s.root.display(), e))?;
-        match root {
-            None => return Ok(RootState::Missing),
-            Some(stat) if stat.kind != Kind::Dir => {
-                return Err(ReplicaError::Other(format!(
-                    "{} on {} is not a folder",
-                    s.root.display(),
-                    s.server()
-                )));
-            }
-            Some(_) => {}
-        }
-        let marker = conn
-            .lstat(&s.meta_dir().join("root"))
-            .map_err(|e| ReplicaError::io("open", s.root.display(), e))?;
-        Ok(if marker.is_some() {
-            RootState::Ready
-        } else {
-            RootState::Unmarked
-        })
+        let s = &*self.shared;
+        kit::root_state(s, &format!("{} on {}", s.root.display(), s.server()))
     }
 
     fn mark_root(&self) -> Result<(), ReplicaError> {

@@ -1825,27 +1825,8 @@ impl Replica for WebdavReplica {
     }
 
     fn root_state(&self) -> Result<RootState, ReplicaError> {
-        let s = &self.shared;
-        let conn = s.conn().map_err(|e| e.into_replica("open", "/"))?;
-        match s.stat(&conn, "").map_err(|e| e.into_replica("open", "/"))? {
-            None => return Ok(RootState::Missing),
-            Some(stat) if !stat.collection => {
-                return Err(ReplicaError::Other(format!(
-                    "{} on {} is not a folder",
-                    s.target.path,
-                    s.server()
-                )));
-            }
-            Some(_) => {}
-        }
-        let marker = s
-            .stat(&conn, &format!("{METADATA_DIR}/root"))
-            .map_err(|e| e.into_replica("open", METADATA_DIR))?;
-        Ok(if marker.is_some() {
-            RootState::Ready
-        } else {
-            RootState::Unmarked
-        })
+        let s = &*self.shared;
+        kit::root_state(s, &format!("{} on {}", s.target.path, s.server()))
     }
 
     fn mark_root(&self) -> Result<(), ReplicaError> {

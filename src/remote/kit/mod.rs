@@ -32,7 +32,7 @@ pub(crate) mod walk;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::ReplicaError;
+use super::{ReplicaError, RootState};
 use crate::fsops::Expect;
 use crate::model::RelPath;
 use crate::remote::layout::METADATA_DIR;
@@ -141,4 +141,30 @@ pub(crate) fn list_records<S: PathStore>(
         .map(|(name, _)| name)
         .filter(|name| super::is_record_name(name))
         .collect())
+}
+
+/// What the root looks like before a sync touches it: missing, a folder
+/// with or without our marker (`.prism-sync/root`), or, when something
+/// else is there, an error saying that `root` (the root as a person
+/// knows it, such as `/srv/notes on nas:22`) is not a folder.
+pub(crate) fn root_state<S: PathStore>(store: &S, root: &str) -> Result<RootState, ReplicaError> {
+    let opening = |error| match error {
+        ReplicaError::Io { source, .. } => ReplicaError::io("open", root, source),
+        error => error,
+    };
+    match store.stat("").map_err(opening)? {
+        None => return Ok(RootState::Missing),
+        Some(node) if !S::is_dir(&node) => {
+            return Err(ReplicaError::Other(format!("{root} is not a folder")));
+        }
+        Some(_) => {}
+    }
+    let marker = store
+        .stat(&format!("{METADATA_DIR}/root"))
+        .map_err(opening)?;
+    Ok(if marker.is_some() {
+        RootState::Ready
+    } else {
+        RootState::Unmarked
+    })
 }
