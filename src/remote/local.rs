@@ -1020,19 +1020,30 @@ impl FileLease {
     }
 
     fn acquire(&self) -> Result<(), ReplicaError> {
-        for _ in 0..2 {
-            match self.create() {
-                Ok(()) => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    let holder = fs::read_to_string(&self.path).unwrap_or_default();
-                    lease::check_stale(&holder, self.clock.now())?;
-                    // The holder crashed or hung past its lease: take over.
-                    let _ = fs::remove_file(&self.path);
-                }
-                Err(e) => return Err(ReplicaError::io("lock", self.path.display(), e)),
-            }
+        lease::acquire(self, &self.owner, self.clock.now())
+    }
+}
+
+impl lease::LeaseFile for FileLease {
+    fn create(&self) -> Result<bool, ReplicaError> {
+        match FileLease::create(self) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(ReplicaError::io("lock", self.path.display(), e)),
         }
-        Err(lease::lost_race())
+    }
+
+    fn read(&self) -> Result<Option<(String, Option<String>)>, ReplicaError> {
+        match fs::read_to_string(&self.path) {
+            Ok(text) => Ok(Some((text, None))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            // Unreadable: an empty record, which reads as stale.
+            Err(_) => Ok(Some((String::new(), None))),
+        }
+    }
+
+    fn remove(&self, _version: Option<&str>) {
+        let _ = fs::remove_file(&self.path);
     }
 }
 

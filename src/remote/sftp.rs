@@ -1163,30 +1163,8 @@ impl Replica for SftpReplica {
     }
 
     fn root_state(&self) -> Result<RootState, ReplicaError> {
-        let s = &self.shared;
-        let conn = s.conn()?;
-        let root = conn
-            .lstat(&s.root)
-            .map_err(|e| ReplicaError::io("open", s.root.display(), e))?;
-        match root {
-            None => return Ok(RootState::Missing),
-            Some(stat) if stat.kind != Kind::Dir => {
-                return Err(ReplicaError::Other(format!(
-                    "{} on {} is not a folder",
-                    s.root.display(),
-                    s.server()
-                )));
-            }
-            Some(_) => {}
-        }
-        let marker = conn
-            .lstat(&s.meta_dir().join("root"))
-            .map_err(|e| ReplicaError::io("open", s.root.display(), e))?;
-        Ok(if marker.is_some() {
-            RootState::Ready
-        } else {
-            RootState::Unmarked
-        })
+        let s = &*self.shared;
+        kit::root_state(s, &format!("{} on {}", s.root.display(), s.server()))
     }
 
     fn mark_root(&self) -> Result<(), ReplicaError> {
@@ -1596,7 +1574,7 @@ impl Replica for SftpReplica {
     fn open_trashed(&self, name: &RelPath) -> Result<Box<dyn Read + Send + '_>, ReplicaError> {
         let s = &self.shared;
         let conn = s.conn()?;
-        let full = name.to_fs(&s.meta_dir().join("trash"));
+        let full = s.at(&format!("{}/{name}", kit::trash_dir()));
         // RACE: as in `open`; the caller checks the bytes against the
         // version's recorded hash.
         match conn.lstat(&full) {
@@ -1707,21 +1685,7 @@ impl Replica for SftpReplica {
     }
 
     fn list_records(&self, folder: &str) -> Result<Vec<String>, ReplicaError> {
-        let s = &self.shared;
-        let dir = s.meta_dir().join(folder);
-        let conn = s.conn()?;
-        let entries = match conn.read_dir(&dir) {
-            Ok(entries) => entries,
-            // Asked only after a failure: the folder is there in the
-            // common case, and opening it is then the one round trip.
-            Err(_) if matches!(conn.lstat(&dir), Ok(None)) => return Ok(Vec::new()),
-            Err(e) => return Err(ReplicaError::io("list", dir.display(), e)),
-        };
-        Ok(entries
-            .into_iter()
-            .filter_map(|(name, _)| name.into_string().ok())
-            .filter(|name| super::is_record_name(name))
-            .collect())
+        kit::list_records(&*self.shared, folder)
     }
 
     fn remove_record(&self, name: &str) -> Result<(), ReplicaError> {
@@ -1738,7 +1702,7 @@ impl Replica for SftpReplica {
 
 /// The advisory lease of an SFTP remote: `.prism-sync/lease`, holding
 /// `EXPIRES DEVICE PID HOST`, as for a remote folder, and created with
-/// that record in one step (see [`SftpLease::create`]).
+/// that record in one step (see `SftpLeaseFile::create`).
 struct SftpLease {
     shared: Arc<Shared>,
     path: PathBuf,
@@ -1755,15 +1719,27 @@ impl SftpLease {
         super::lease::record(&self.owner, self.ttl, SystemTime::now())
     }
 
+    fn acquire(&self) -> Result<(), ReplicaError> {
+        let conn = self.shared.conn()?;
+        let file = SftpLeaseFile { lease: self, conn };
+        super::lease::acquire(&file, &self.owner, SystemTime::now())
+    }
+}
+
+/// The lease file on a session, for [`super::lease::acquire`].
+struct SftpLeaseFile<'a> {
+    lease: &'a SftpLease,
+    conn: Checked<'a>,
+}
+
+impl super::lease::LeaseFile for SftpLeaseFile<'_> {
     /// Writes the record to a temporary name and renames it to the lease,
     /// which never replaces on SFTP: the lease appears with its record in
-    /// it. Created empty and written after, another agent could read it
-    /// empty in between, find no expiry, take it for stale and take it
-    /// over, and both would hold it. `Err` inside is the rename's refusal
-    /// (most likely: a lease is there).
-    fn create(&self, conn: &Conn) -> Result<Result<(), ssh2::Error>, ReplicaError> {
-        let s = &self.shared;
-        let temp = self.path.with_file_name(temp_name_for("lease"));
+    /// it.
+    fn create(&self) -> Result<bool, ReplicaError> {
+        let (lease, conn) = (self.lease, &self.conn);
+        let path = &lease.path;
+        let temp = path.with_file_name(temp_name_for("lease"));
         let written = conn
             .sftp
             .open_mode(
@@ -1772,47 +1748,38 @@ impl SftpLease {
                 0o644,
                 OpenType::File,
             )
-            .map_err(|e| conn.error("lock", self.path.display(), e))
+            .map_err(|e| conn.error("lock", path.display(), e))
             .and_then(|mut file| {
-                file.write_all(self.content().as_bytes())
-                    .map_err(|e| s.transfer_error(conn, "lock", self.path.display(), e))
+                file.write_all(lease.content().as_bytes())
+                    .map_err(|e| lease.shared.transfer_error(conn, "lock", path.display(), e))
             });
-        let renamed = written.map(|()| conn.sftp.rename(&temp, &self.path, None));
+        let renamed = written.map(|()| conn.sftp.rename(&temp, path, None));
         if !matches!(renamed, Ok(Ok(()))) {
             let _ = conn.sftp.unlink(&temp);
         }
-        renamed
+        match renamed? {
+            Ok(()) => Ok(true),
+            // OpenSSH answers "failure" to a rename onto an existing file:
+            // look whether one is there.
+            Err(e) => match conn.lstat(path) {
+                Ok(Some(_)) => Ok(false),
+                Ok(None) => Err(conn.error("lock", path.display(), e)),
+                Err(e) => Err(ReplicaError::io("lock", path.display(), e)),
+            },
+        }
     }
 
-    fn acquire(&self) -> Result<(), ReplicaError> {
-        let s = &self.shared;
-        let conn = s.conn()?;
-        for _ in 0..2 {
-            match self.create(&conn)? {
-                Ok(()) => return Ok(()),
-                Err(e) => {
-                    // OpenSSH answers "failure" to a rename onto an existing
-                    // file: look whether one is there.
-                    let exists = conn
-                        .lstat(&self.path)
-                        .map_err(|e| ReplicaError::io("lock", self.path.display(), e))?
-                        .is_some();
-                    if !exists {
-                        return Err(conn.error("lock", self.path.display(), e));
-                    }
-                    let holder = conn.read_lease(&self.path);
-                    // This very process's lease, left behind when the
-                    // connection died before the lease could be removed,
-                    // must not lock the agent out of its own remote.
-                    if !super::lease::held_by(&holder, &self.owner) {
-                        super::lease::check_stale(&holder, SystemTime::now())?;
-                    }
-                    // The holder crashed or hung past its lease: take over.
-                    let _ = conn.sftp.unlink(&self.path);
-                }
-            }
+    fn read(&self) -> Result<Option<(String, Option<String>)>, ReplicaError> {
+        let path = &self.lease.path;
+        match self.conn.lstat(path) {
+            Ok(None) => Ok(None),
+            Ok(Some(_)) => Ok(Some((self.conn.read_lease(path), None))),
+            Err(e) => Err(ReplicaError::io("lock", path.display(), e)),
         }
-        Err(super::lease::lost_race())
+    }
+
+    fn remove(&self, _version: Option<&str>) {
+        let _ = self.conn.sftp.unlink(&self.lease.path);
     }
 }
 

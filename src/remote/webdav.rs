@@ -1198,9 +1198,21 @@ impl Shared {
 impl PathStore for Shared {
     type Node = RemoteStat;
 
+    /// A 5xx answer is asked again once, a moment later: `rclone serve
+    /// webdav` answers a PROPFIND of a file another client is moving at
+    /// that moment with 500, which says nothing about the path a moment
+    /// later (and a careful step that met it would fail the path instead
+    /// of finding it changed).
     fn stat(&self, path: &str) -> Result<Option<RemoteStat>, ReplicaError> {
         let conn = self.conn().map_err(|e| e.into_replica("inspect", path))?;
-        Shared::stat(self, &conn, path).map_err(|e| e.into_replica("inspect", path))
+        let found = match Shared::stat(self, &conn, path) {
+            Err(WebdavError::ServerFailed { .. }) => {
+                std::thread::sleep(Duration::from_millis(50));
+                Shared::stat(self, &conn, path)
+            }
+            found => found,
+        };
+        found.map_err(|e| e.into_replica("inspect", path))
     }
 
     fn is_dir(node: &RemoteStat) -> bool {
@@ -1813,27 +1825,8 @@ impl Replica for WebdavReplica {
     }
 
     fn root_state(&self) -> Result<RootState, ReplicaError> {
-        let s = &self.shared;
-        let conn = s.conn().map_err(|e| e.into_replica("open", "/"))?;
-        match s.stat(&conn, "").map_err(|e| e.into_replica("open", "/"))? {
-            None => return Ok(RootState::Missing),
-            Some(stat) if !stat.collection => {
-                return Err(ReplicaError::Other(format!(
-                    "{} on {} is not a folder",
-                    s.target.path,
-                    s.server()
-                )));
-            }
-            Some(_) => {}
-        }
-        let marker = s
-            .stat(&conn, &format!("{METADATA_DIR}/root"))
-            .map_err(|e| e.into_replica("open", METADATA_DIR))?;
-        Ok(if marker.is_some() {
-            RootState::Ready
-        } else {
-            RootState::Unmarked
-        })
+        let s = &*self.shared;
+        kit::root_state(s, &format!("{} on {}", s.target.path, s.server()))
     }
 
     fn mark_root(&self) -> Result<(), ReplicaError> {
@@ -2220,7 +2213,7 @@ impl Replica for WebdavReplica {
         let conn = s
             .conn()
             .map_err(|e| e.into_replica("read the trashed version", name))?;
-        let trashed = format!("{METADATA_DIR}/trash/{}", name.as_str());
+        let trashed = format!("{}/{name}", kit::trash_dir());
         let builder = s
             .request(&conn, "GET", s.url(&trashed, false))
             .timeout(s.target.timeout);
@@ -2284,23 +2277,7 @@ impl Replica for WebdavReplica {
     }
 
     fn list_records(&self, folder: &str) -> Result<Vec<String>, ReplicaError> {
-        let s = &self.shared;
-        let path = format!("{METADATA_DIR}/{folder}");
-        let conn = s.conn().map_err(|e| e.into_replica("list", &path))?;
-        let children = match s.children(&conn, &path) {
-            Ok(children) => children,
-            Err(e) if e.status() == Some(404) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into_replica("list", &path)),
-        };
-        for message in children.refused {
-            tracing::warn!("{message}");
-        }
-        Ok(children
-            .entries
-            .into_iter()
-            .map(|(name, _)| name)
-            .filter(|name| super::is_record_name(name))
-            .collect())
+        kit::list_records(&*self.shared, folder)
     }
 
     /// A plain DELETE: records are the agents' own, not versions to keep.
@@ -2425,25 +2402,39 @@ impl WebdavLease {
     }
 
     fn acquire(&self) -> Result<(), ReplicaError> {
-        let s = &self.shared;
-        let conn = s.conn().map_err(|e| e.into_replica("lock", &self.path))?;
-        for _ in 0..2 {
-            if self.create(&conn)? {
-                return Ok(());
-            }
-            let Some((holder, etag)) = s
-                .get_small(&conn, &self.path)
-                .map_err(|e| e.into_replica("lock", &self.path))?
-            else {
-                // Released between the two requests: try again.
-                continue;
-            };
-            super::lease::check_stale(&holder, SystemTime::now())?;
-            // The holder crashed or hung past its lease: take over, unless
-            // someone else renewed or took it meanwhile (the ETag moved).
-            s.delete(&conn, &self.path, false, etag.as_deref());
-        }
-        Err(super::lease::lost_race())
+        let conn = self
+            .shared
+            .conn()
+            .map_err(|e| e.into_replica("lock", &self.path))?;
+        let file = WebdavLeaseFile { lease: self, conn };
+        super::lease::acquire(&file, &self.owner, SystemTime::now())
+    }
+}
+
+/// The lease file on the share, for [`super::lease::acquire`].
+struct WebdavLeaseFile<'a> {
+    lease: &'a WebdavLease,
+    conn: Conn,
+}
+
+impl super::lease::LeaseFile for WebdavLeaseFile<'_> {
+    fn create(&self) -> Result<bool, ReplicaError> {
+        self.lease.create(&self.conn)
+    }
+
+    fn read(&self) -> Result<Option<(String, Option<String>)>, ReplicaError> {
+        let path = &self.lease.path;
+        self.lease
+            .shared
+            .get_small(&self.conn, path)
+            .map_err(|e| e.into_replica("lock", path))
+    }
+
+    /// Only the version read (its ETag), unless someone else renewed or
+    /// took it over meanwhile.
+    fn remove(&self, version: Option<&str>) {
+        let s = &self.lease.shared;
+        s.delete(&self.conn, &self.lease.path, false, version);
     }
 }
 

@@ -4,20 +4,25 @@
 //!
 //! A backend implements [`PathStore`], a handful of primitives on paths
 //! relative to its root (stat, list a folder, make folders, move without
-//! replacing, remove a tree), and gets from here the parts every such
-//! backend must do the same way, written once:
+//! replacing, remove a tree or an empty folder), and gets from here the
+//! parts every such backend must do the same way, written once:
 //!
 //! - the careful steps ([`careful`]): check a path against the caller's
-//!   `Expect`, move the version it replaces or removes to the trash,
-//!   move the staged upload in without replacing, and look again;
+//!   `Expect` (with its version token), move the version it replaces or
+//!   removes to the trash, move the staged upload in without replacing,
+//!   and look again;
 //! - the trash ([`careful::trash`], [`purge_trash`]): versions under
 //!   `.prism-sync/trash/STAMP/PATH`, one batch a minute, a taken name
-//!   retried with a suffix, batches past the retention removed whole.
+//!   retried with a suffix, batches past the retention removed whole;
+//! - the records listing ([`list_records`]);
+//! - the parallel walk of a listing ([`walk`]).
 //!
-//! Whether a failure is about one path or the whole store is decided by
-//! [`ReplicaError::is_offline`] and `remote::interrupted_listing`; a step
-//! that fails on a path that is no longer what the caller expected is a
-//! change to re-plan ([`careful::trash`]), never a failure of the path.
+//! Whether a failure is about one path or the whole store is decided in
+//! [`walk::Found::hold`] (for a listing, which then ends in
+//! `remote::interrupted_listing`) and by [`ReplicaError::is_offline`]; a
+//! step that fails on a path that is no longer what the caller expected
+//! is a change to re-plan ([`careful::trash`]), never a failure of the
+//! path. How the lease is taken is `remote::lease::acquire`'s.
 //!
 //! Architecture invariant: nothing here knows a protocol; a store never
 //! decides what is kept or replaced.
@@ -27,7 +32,7 @@ pub(crate) mod walk;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::ReplicaError;
+use super::{ReplicaError, RootState};
 use crate::fsops::Expect;
 use crate::model::RelPath;
 use crate::remote::layout::METADATA_DIR;
@@ -120,4 +125,46 @@ pub(crate) fn purge_trash<S: PathStore>(
         }
     }
     Ok(purged)
+}
+
+/// The names of the records in the folder `folder` of the metadata folder
+/// (`.prism-sync/FOLDER/`), in no particular order; none when the folder
+/// does not exist. Temporary files a record write left are not records.
+pub(crate) fn list_records<S: PathStore>(
+    store: &S,
+    folder: &str,
+) -> Result<Vec<String>, ReplicaError> {
+    let entries = store.list_dir(&format!("{METADATA_DIR}/{folder}"))?;
+    Ok(entries
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|name| super::is_record_name(name))
+        .collect())
+}
+
+/// What the root looks like before a sync touches it: missing, a folder
+/// with or without our marker (`.prism-sync/root`), or, when something
+/// else is there, an error saying that `root` (the root as a person
+/// knows it, such as `/srv/notes on nas:22`) is not a folder.
+pub(crate) fn root_state<S: PathStore>(store: &S, root: &str) -> Result<RootState, ReplicaError> {
+    let opening = |error| match error {
+        ReplicaError::Io { source, .. } => ReplicaError::io("open", root, source),
+        error => error,
+    };
+    match store.stat("").map_err(opening)? {
+        None => return Ok(RootState::Missing),
+        Some(node) if !S::is_dir(&node) => {
+            return Err(ReplicaError::Other(format!("{root} is not a folder")));
+        }
+        Some(_) => {}
+    }
+    let marker = store
+        .stat(&format!("{METADATA_DIR}/root"))
+        .map_err(opening)?;
+    Ok(if marker.is_some() {
+        RootState::Ready
+    } else {
+        RootState::Unmarked
+    })
 }

@@ -211,3 +211,91 @@ pub(crate) fn child_path<J>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rel(path: &str) -> RelPath {
+        RelPath::new(path).unwrap()
+    }
+
+    fn offline() -> ReplicaError {
+        ReplicaError::io(
+            "read",
+            "a",
+            std::io::Error::from(std::io::ErrorKind::ConnectionReset),
+        )
+    }
+
+    #[test]
+    fn a_path_error_holds_the_path_and_a_store_error_breaks_the_listing_off() {
+        // Jobs: a folder number lists the files below it and one more
+        // folder, down to 0.
+        let run_job = |job: (u32, Option<fn() -> ReplicaError>), found: &mut Found<_>| {
+            let (n, fails) = job;
+            let path = rel(&format!("f{n}.txt"));
+            match fails {
+                Some(error) if n == 1 => found.hold(path, "read", error()),
+                _ => {
+                    found.out.tree.insert(
+                        path,
+                        crate::model::SideEntry::new(crate::model::Entry::dir(None)),
+                    );
+                }
+            }
+            if n > 0 {
+                found.jobs.push((n - 1, fails));
+            }
+            Ok(())
+        };
+        let start = |fails| Found {
+            jobs: vec![(3, fails)],
+            ..Found::default()
+        };
+        let whole = run("remote", 3, start(None), run_job).unwrap();
+        assert_eq!(whole.tree.len(), 4);
+
+        let per_path: fn() -> ReplicaError = || {
+            ReplicaError::io(
+                "read",
+                "f1.txt",
+                std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+            )
+        };
+        let held = run("remote", 3, start(Some(per_path)), run_job).unwrap();
+        assert_eq!(held.tree.len(), 3);
+        assert_eq!(held.held, [rel("f1.txt")]);
+        assert!(
+            held.problems[0].message.contains("left alone"),
+            "{:?}",
+            held.problems
+        );
+
+        for about_the_store in [offline as fn() -> ReplicaError, || {
+            ReplicaError::Other("401".into())
+        }] {
+            let broken = run("remote", 3, start(Some(about_the_store)), run_job).unwrap_err();
+            assert!(
+                !matches!(broken, ReplicaError::Io { .. }),
+                "never a per-path failure: {broken}"
+            );
+        }
+        let broken = run("remote", 3, start(Some(offline)), run_job).unwrap_err();
+        assert!(broken.is_offline(), "{broken}");
+    }
+
+    #[test]
+    fn a_name_that_is_no_path_is_a_problem_and_a_too_deep_one_is_held() {
+        let mut found: Found<()> = Found::default();
+        assert_eq!(child_path(None, "ok.txt", &mut found), Some(rel("ok.txt")));
+        assert_eq!(child_path(Some(&rel("d")), "a\\b", &mut found), None);
+        assert_eq!(found.out.problems.len(), 1);
+        let mut deep = rel("d");
+        for _ in 1..crate::model::MAX_DEPTH {
+            deep = deep.join("d").unwrap();
+        }
+        assert_eq!(child_path(Some(&deep), "f", &mut found), None);
+        assert_eq!(found.out.held.len(), 1);
+    }
+}
