@@ -174,11 +174,12 @@ fn endpoints() -> Vec<(&'static str, &'static str, Option<Value>, Option<Role>)>
             None,
             Some(Operator),
         ),
+        // A pair names any folder and remote: the local socket's only.
         (
             "POST",
             "/pairs",
             Some(json!({"name": "music", "local": "/home/u/music", "remote": "file:///mnt/music"})),
-            Some(Admin),
+            None,
         ),
         ("DELETE", "/pairs/photos", None, Some(Admin)),
         ("GET", "/tokens", None, Some(Admin)),
@@ -554,7 +555,8 @@ fn the_openapi_document_is_served_without_a_token_and_names_every_endpoint() {
             other => other,
         };
         let operation = &document["paths"][templated][method.to_lowercase()];
-        // POST /tokens belongs to the socket: not an HTTP operation.
+        // POST /tokens and POST /pairs belong to the socket: not HTTP
+        // operations.
         assert_eq!(
             operation.is_object(),
             least.is_some(),
@@ -612,5 +614,210 @@ fn a_client_that_stops_sending_its_headers_is_disconnected() {
         !String::from_utf8_lossy(&answer).contains("200 OK"),
         "{}",
         String::from_utf8_lossy(&answer)
+    );
+}
+
+#[test]
+fn a_token_may_not_name_a_merged_file_nor_learn_where_the_agent_keeps_its_state() {
+    let server = HttpServer::start();
+    for role in [Role::Operator, Role::Admin] {
+        let token = server.token(role, &[]);
+        // The signing key would be synced to the remote, and with the
+        // journal it would sign tokens of any role.
+        let (status, body, challenge) = server.send(
+            "POST",
+            "/sync/resolve",
+            Some(json!({
+                "conflict_id": "conflict-5678",
+                "resolution_strategy": "manual",
+                "merged_file": "/home/u/.local/share/prism-sync/api-token.key",
+            })),
+            Some(&token),
+        );
+        assert_error(status, &body, 403, &format!("merged_file as {role:?}"));
+        assert_eq!(
+            challenge.as_deref(),
+            Some(r#"Bearer realm="prism-sync", error="insufficient_scope""#)
+        );
+        assert!(server.control.state.lock().unwrap().last_resolve.is_none());
+
+        let (status, body, _) = server.send("GET", "/status", None, Some(&token));
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["agent"]["state_dir"], Value::Null, "{body}");
+        assert_eq!(body["agent"]["socket"], Value::Null, "{body}");
+        assert!(!body.to_string().contains("prism-sync/"), "{body}");
+    }
+    // Manual without a file (keep both versions) is still a token's to ask.
+    let operator = server.token(Role::Operator, &[]);
+    let (status, body, _) = server.send(
+        "POST",
+        "/sync/resolve",
+        Some(json!({"conflict_id": "conflict-5678", "resolution_strategy": "manual"})),
+        Some(&operator),
+    );
+    assert_eq!(status, 200, "{body}");
+}
+
+#[test]
+fn clients_that_never_read_their_answers_cannot_hold_every_connection() {
+    use std::io::Write;
+    let server = HttpServer::start();
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    // Each asks for the OpenAPI document (no token needed) and reads none
+    // of it; with a small receive window the answer fills the buffers.
+    // (hyper's header timeout for the next request already frees a slot
+    // whose answer it queued whole; a streamed answer, an event stream,
+    // is freed by the agent's write timeout.)
+    let hogs: Vec<std::net::TcpStream> = (0..http::MAX_CONNECTIONS)
+        .map(|_| {
+            let mut stream = small_window_connection(&addr);
+            stream
+                .write_all(b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            stream
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    let client = reqwest::blocking::Client::builder()
+        .timeout(http::WRITE_STALL_TIMEOUT + Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let response = client
+        .get(format!("{}/openapi.json", server.base))
+        .send()
+        .expect("a slot frees once the stalled writes time out");
+    assert_eq!(response.status().as_u16(), 200);
+    assert!(
+        started.elapsed() < http::WRITE_STALL_TIMEOUT + Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(hogs);
+}
+
+#[test]
+fn event_streams_are_limited_per_token_and_in_all() {
+    let server = HttpServer::start();
+    let client = reqwest::blocking::Client::new();
+    let open = |token: &str| {
+        client
+            .get(format!("{}/events", server.base))
+            .bearer_auth(token)
+            .send()
+            .unwrap()
+    };
+    let per_token = http::MAX_STREAMS_PER_TOKEN;
+    let tokens: Vec<String> = (0..=http::MAX_STREAMS / per_token)
+        .map(|_| server.token(Role::Viewer, &[]))
+        .collect();
+    let mut streams = Vec::new();
+    for token in &tokens[..http::MAX_STREAMS / per_token] {
+        for _ in 0..per_token {
+            let response = open(token);
+            assert_eq!(response.status().as_u16(), 200);
+            streams.push(response);
+        }
+    }
+    let refused = |response: reqwest::blocking::Response, context: &str| {
+        let status = response.status().as_u16();
+        let body: Value = serde_json::from_str(&response.text().unwrap()).unwrap();
+        assert_error(status, &body, 429, context);
+    };
+    refused(open(&tokens[0]), "one stream more than a token may hold");
+    let last = tokens.last().unwrap();
+    refused(open(last), "one stream more than the agent serves");
+    // A closed stream gives its place back (once the agent notices).
+    drop(streams.pop());
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let response = open(last);
+        if response.status().as_u16() == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the place stays taken"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// A TCP connection to `addr` (IPv4) whose receive buffer is as small as
+/// the system allows, so an answer it does not read stays unsent.
+fn small_window_connection(addr: &str) -> std::net::TcpStream {
+    use std::os::fd::FromRawFd;
+    let addr: std::net::SocketAddrV4 = addr.parse().unwrap();
+    // SAFETY: plain socket calls on a descriptor this function owns; the
+    // structures passed are initialized and their sizes given.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let size: libc::c_int = 1;
+        let set = libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        assert_eq!(set, 0, "SO_RCVBUF: {}", std::io::Error::last_os_error());
+        let sockaddr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: addr.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*addr.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let connected = libc::connect(
+            fd,
+            (&sockaddr as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert_eq!(connected, 0, "connect: {}", std::io::Error::last_os_error());
+        std::net::TcpStream::from_raw_fd(fd)
+    }
+}
+
+#[test]
+fn a_limited_token_may_not_change_the_password_a_hidden_pair_logs_in_with() {
+    let server = HttpServer::start();
+    {
+        let mut state = server.control.state.lock().unwrap();
+        let mut backup = state.pairs[0].clone();
+        backup.name = "backup".into();
+        // The same account as notes (sftp://nas.example/notes).
+        backup.remote = "sftp://nas.example/backup".into();
+        state.pairs.push(backup);
+    }
+    let body =
+        json!({"pair": "backup", "credentials": {"username": "user", "password": "hunter2"}});
+    let backup_only = server.token(Role::Operator, &["backup"]);
+    let (status, answer, _) = server.send(
+        "POST",
+        "/sync/start",
+        Some(body.clone()),
+        Some(&backup_only),
+    );
+    assert_error(status, &answer, 403, "a password notes uses too");
+    assert!(!answer.to_string().contains("notes"), "{answer}");
+    assert!(
+        server
+            .control
+            .state
+            .lock()
+            .unwrap()
+            .stored_credentials
+            .is_empty()
+    );
+
+    // A token that sees every pair using the account may.
+    let both = server.token(Role::Operator, &["backup", "notes"]);
+    let (status, answer, _) = server.send("POST", "/sync/start", Some(body), Some(&both));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        server.control.state.lock().unwrap().stored_credentials,
+        [("backup".to_owned(), "user".to_owned(), 1)]
     );
 }

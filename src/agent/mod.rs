@@ -406,6 +406,10 @@ async fn serve(options: AgentOptions, journal: Arc<Mutex<Journal>>) -> Result<u8
         started_at: SystemTime::now(),
         runtime: tokio::runtime::Handle::current(),
     });
+    crate::remote::git::replica::remove_stale_mirrors(
+        &options.paths.state_dir,
+        &options.config.pairs,
+    );
     for pair in &options.config.pairs {
         agent.start_pair(pair.clone())?;
     }

@@ -129,9 +129,12 @@ enum Route {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Need {
     Role(Role),
-    /// The owner of the local socket: minting tokens. A token that could
-    /// mint tokens could outlive its own revocation.
-    Owner,
+    /// The owner of the local socket, for what a token must never do,
+    /// whatever its role: minting tokens (a token that could mint tokens
+    /// could outlive its own revocation) and adding pairs (a pair names any
+    /// folder and remote, and would give the token every file the agent's
+    /// user can read or write).
+    Owner(&'static str),
     /// An admin token valid for every pair: adding pairs, managing tokens.
     UnlimitedAdmin,
 }
@@ -214,8 +217,15 @@ impl Route {
                 _,
             ) => Need::Role(Role::Operator),
             (Route::Pair(_), _) => Need::Role(Role::Admin),
-            (Route::Tokens, "POST") => Need::Owner,
-            (Route::Pairs | Route::Tokens | Route::Token(_), _) => Need::UnlimitedAdmin,
+            (Route::Tokens, "POST") => Need::Owner(
+                "tokens are issued over the local socket only: run `prism-syncctl token issue` \
+                 as the user the agent runs as",
+            ),
+            (Route::Pairs, _) => Need::Owner(
+                "pairs are added over the local socket only: run `prism-syncctl pair add` as \
+                 the user the agent runs as",
+            ),
+            (Route::Tokens | Route::Token(_), _) => Need::UnlimitedAdmin,
         }
     }
 }
@@ -232,10 +242,7 @@ fn authorize(caller: &Caller, need: Need) -> Result<(), ApiError> {
             role.as_str(),
             grant.role.as_str()
         ))),
-        Need::Owner => Err(auth::forbidden(
-            "tokens are issued over the local socket only: run `prism-syncctl token issue` \
-             as the user the agent runs as",
-        )),
+        Need::Owner(why) => Err(auth::forbidden(why)),
         Need::UnlimitedAdmin if grant.role == Role::Admin && grant.pairs.is_empty() => Ok(()),
         Need::UnlimitedAdmin => Err(auth::forbidden(format!(
             "this request needs an admin token valid for every pair; the token has the {} role{}",
@@ -266,6 +273,26 @@ fn hide_404(caller: &Caller, err: ApiError, what: &str) -> ApiError {
         hidden(what)
     } else {
         err
+    }
+}
+
+/// `merged_file` names a file on the agent's machine, which the agent
+/// reads with its user's rights and syncs to the remote: that is for the
+/// socket's owner, who could read the file anyway. A token's holder could
+/// use it to read the signing key, the journal or `~/.ssh`, so no token
+/// may name one.
+fn refuse_merged_file_for_tokens(
+    caller: &Caller,
+    req: &wire::ResolveRequest,
+) -> Result<(), ApiError> {
+    match (caller, &req.merged_file) {
+        (Caller::Token(_), Some(_)) => Err(auth::forbidden(
+            "merged_file names a file on the agent's machine and is accepted over the local \
+             socket only (`prism-syncctl resolve ID --strategy manual --from FILE`); over HTTP, \
+             put the resolved version in place of the conflicted file and resolve with \
+             keep_local",
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -312,6 +339,12 @@ async fn route(
         (Route::Status, "GET") => {
             let mut status = call(control, |c| Ok(c.status())).await?;
             status.pairs.retain(|p| caller.sees_pair(&p.name));
+            if let Caller::Token(_) = caller {
+                // Where the agent keeps its journal and signing key is the
+                // socket owner's business, not a remote client's.
+                status.agent.state_dir = None;
+                status.agent.socket = None;
+            }
             Ok(to_json(&status))
         }
         (Route::SyncStart, "POST") => {
@@ -330,6 +363,7 @@ async fn route(
         }
         (Route::SyncResolve, "POST") => {
             let req: wire::ResolveRequest = parse_body(body)?;
+            refuse_merged_file_for_tokens(caller, &req)?;
             // Which conflict first: an unknown one is a 404 whatever else
             // the request says.
             let id = req.conflict_id.clone();
@@ -365,32 +399,21 @@ async fn route(
                 pair: query.get("pair").map(str::to_owned),
                 path: path.to_owned(),
             };
-            visible_pair(caller, query.pair.as_deref())?;
-            let history = call(control, move |c| c.history(&query))
-                .await
-                .map_err(|err| hide_404(caller, err, "pair"))?;
-            if !caller.sees_pair(&history.pair) {
-                return Err(hidden("pair"));
-            }
-            Ok(to_json(&history))
+            Ok(to_json(&file_history(control, caller, query).await?))
         }
         (Route::Restore, "POST") => {
             let mut req: wire::RestoreRequest = parse_body(body)?;
-            visible_pair(caller, req.pair.as_deref())?;
             // Which pair first (the file's history names it), so a token
             // limited to other pairs cannot act on this one.
             let query = wire::HistoryQuery {
                 pair: req.pair.clone(),
                 path: req.path.clone(),
             };
-            let history = call(control, move |c| c.history(&query))
-                .await
-                .map_err(|err| hide_404(caller, err, "pair"))?;
-            if !caller.sees_pair(&history.pair) {
-                return Err(hidden("pair"));
-            }
+            let history = file_history(control, caller, query).await?;
             req.pair = Some(history.pair);
-            Ok(to_json(&call(control, move |c| c.restore(&req)).await?))
+            Ok(to_json(
+                &call(control, move |c| c.restore(&req, by.as_deref())).await?,
+            ))
         }
         (Route::Pause, "POST") => {
             let wire::PairSelector { pair } = parse_body(body)?;
@@ -481,12 +504,12 @@ async fn route(
 }
 
 /// The methods `path` accepts over HTTP, for a 405's `Allow` header;
-/// `None` for a path that is no endpoint. Issuing tokens is not one of
-/// them: it belongs to the local socket.
+/// `None` for a path that is no endpoint. Issuing tokens and adding pairs
+/// are not among them: they belong to the local socket.
 pub fn allowed_methods_over_http(path: &str) -> Option<&'static str> {
     let target = Target::parse(path).ok()?;
     Route::parse(&target.segments).map(|route| match route {
-        Route::Tokens => "GET",
+        Route::Tokens | Route::Pairs => "GET",
         route => route.allowed_methods(),
     })
 }
@@ -526,6 +549,70 @@ async fn for_each_pair(
             }
             Ok(())
         }
+    })
+    .await
+}
+
+/// The history of the file a request names, among the pairs `caller` may
+/// see. A token limited to some pairs that names none has only its own
+/// pairs searched, so neither how many other pairs there are nor which
+/// folders they hold changes its answer: a relative path needs a pair
+/// unless the token has exactly one, and an absolute path outside its
+/// pairs is outside "any pair".
+async fn file_history(
+    control: &Arc<dyn Control>,
+    caller: &Caller,
+    query: wire::HistoryQuery,
+) -> Result<wire::History, ApiError> {
+    visible_pair(caller, query.pair.as_deref())?;
+    let Some(limit) = caller
+        .pair_limit()
+        .filter(|_| query.pair.is_none())
+        .map(<[String]>::to_vec)
+    else {
+        let history = call(control, move |c| c.history(&query))
+            .await
+            .map_err(|err| hide_404(caller, err, "pair"))?;
+        if !caller.sees_pair(&history.pair) {
+            return Err(hidden("pair"));
+        }
+        return Ok(history);
+    };
+    call(control, move |c| {
+        let configured: Vec<String> = c.pair_list()?.into_iter().map(|p| p.name).collect();
+        let mine: Vec<&String> = limit.iter().filter(|p| configured.contains(p)).collect();
+        let in_pair = |pair: &String| wire::HistoryQuery {
+            pair: Some(pair.clone()),
+            path: query.path.clone(),
+        };
+        if !Path::new(&query.path).is_absolute() {
+            let [only] = mine.as_slice() else {
+                return Err(ApiError::bad_request(format!(
+                    "{:?} is relative: give the file's absolute path, or name its pair",
+                    query.path
+                )));
+            };
+            return c.history(&in_pair(only));
+        }
+        let mut found = Vec::new();
+        for pair in mine {
+            match c.history(&in_pair(pair)) {
+                Ok(history) => found.push(history),
+                // Not inside this pair's folder.
+                Err(err) if err.code == 400 || err.code == 404 => {}
+                Err(err) => return Err(err),
+            }
+        }
+        // The innermost folder, should one pair lie inside another.
+        found
+            .into_iter()
+            .min_by_key(|history| history.path.len())
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "{:?} is not a file inside the folder of any pair",
+                    query.path
+                ))
+            })
     })
     .await
 }
@@ -786,6 +873,22 @@ async fn start_sync(
                         )));
                 }
                 if let Some(credentials) = &credentials {
+                    // A password belongs to an account, not to a pair: a
+                    // token limited to some pairs must not change the
+                    // password of a pair it cannot see.
+                    if let Some(pairs) = &limit {
+                        for p in &chosen {
+                            let sharing = c.pairs_sharing_login(&p.name)?;
+                            if sharing.iter().any(|other| !pairs.contains(other)) {
+                                return Err(auth::forbidden(format!(
+                                    "pair {:?} logs in with an account that a pair this token \
+                                     cannot see uses too; its password can be given over the \
+                                     local socket or by a token valid for every pair",
+                                    p.name
+                                )));
+                            }
+                        }
+                    }
                     // All of them before any sync starts, so no run logs in
                     // with an older password than the one just given.
                     let mut stored = false;

@@ -26,7 +26,10 @@ const ERRORS: &[(&str, &str)] = &[
         "401",
         "No token, or one that is malformed, expired, revoked or forged",
     ),
-    ("403", "The token's role does not allow this request"),
+    (
+        "403",
+        "The token's role does not allow this request, or it names a file on the agent's machine (merged_file)",
+    ),
     (
         "404",
         "No such endpoint, or a pair, sync run or conflict the token cannot see",
@@ -41,6 +44,9 @@ const ERRORS: &[(&str, &str)] = &[
     ("413", "A body over 1 MiB"),
     ("500", "The agent failed while handling a valid request"),
 ];
+
+/// The query parameters an endpoint cannot do without (endpoint, name).
+const REQUIRED_QUERY: &[(&str, &str)] = &[("/history", "path")];
 
 /// One query parameter: name, schema, description.
 type Param = (&'static str, RefOr<Schema>, &'static str);
@@ -57,6 +63,14 @@ struct Endpoint {
 
 fn string() -> RefOr<Schema> {
     String::schema()
+}
+
+/// A string that must not be empty (an empty path names no file).
+fn non_empty_string() -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .into()
 }
 
 /// `since`: an age, a date, or an RFC 3339 time (empty: no limit).
@@ -165,8 +179,8 @@ fn endpoints() -> Vec<Endpoint> {
                 ("pair", string(), "The pair whose folder holds the file"),
                 (
                     "path",
-                    string(),
-                    "The file: inside a pair's folder, absolute, or relative to the pair's folder (required)",
+                    non_empty_string(),
+                    "The file: inside a pair's folder, absolute, or relative to the pair's folder",
                 ),
             ],
             ..endpoint(
@@ -209,14 +223,6 @@ fn endpoints() -> Vec<Endpoint> {
             "viewer",
             None,
             "PairList",
-        ),
-        endpoint(
-            Post,
-            "/pairs",
-            "Add a pair",
-            "admin",
-            Some(("PairSpec", true)),
-            "PairInfo",
         ),
         endpoint(
             Delete,
@@ -305,7 +311,11 @@ pub fn document() -> OpenApi {
                 ParameterBuilder::new()
                     .name(name)
                     .parameter_in(ParameterIn::Query)
-                    .required(Required::False)
+                    .required(if REQUIRED_QUERY.contains(&(e.path, name)) {
+                        Required::True
+                    } else {
+                        Required::False
+                    })
                     .description(Some(description))
                     .schema(Some(schema)),
             );
@@ -333,7 +343,11 @@ pub fn document() -> OpenApi {
                 .description("Success")
                 .content(media, json_of(e.answer)),
         );
-        for (status, description) in ERRORS {
+        let streams = (e.path == "/events").then_some((
+            "429",
+            "The agent, or this token, has as many event streams open as it allows",
+        ));
+        for (status, description) in ERRORS.iter().chain(&streams) {
             operation = operation.response(
                 *status,
                 ResponseBuilder::new()
@@ -366,7 +380,6 @@ pub fn document() -> OpenApi {
     components = with::<wire::PairSelector>(components);
     components = with::<wire::Ack>(components);
     components = with::<wire::PairList>(components);
-    components = with::<wire::PairSpec>(components);
     components = with::<wire::PairInfo>(components);
     components = with::<wire::TokenList>(components);
     components = with::<wire::TokenInfo>(components);

@@ -214,9 +214,7 @@ impl Account {
                 user, host, port, ..
             } => Some(Account::new(
                 Kind::Sftp,
-                &user
-                    .clone()
-                    .unwrap_or_else(crate::remote::sftp::default_user),
+                &user.clone().unwrap_or_else(default_user),
                 host,
                 *port,
             )),
@@ -266,7 +264,7 @@ impl Account {
         match parsed {
             RemoteUrl::Sftp { host, port, .. } => Ok(Account::new(
                 Kind::Sftp,
-                &user.unwrap_or_else(crate::remote::sftp::default_user),
+                &user.unwrap_or_else(default_user),
                 &host,
                 port,
             )),
@@ -354,6 +352,15 @@ impl fmt::Display for Place {
             Place::File(file) => write!(f, "the credentials file {}", file.display()),
         }
     }
+}
+
+/// The user an `sftp://` URL without one logs in as: the local user, as
+/// `ssh` does; such a pair's password is keyed by this name too.
+pub fn default_user() -> String {
+    std::env::var("USER")
+        .ok()
+        .or_else(|| std::env::var("LOGNAME").ok())
+        .unwrap_or_else(|| "root".to_owned())
 }
 
 /// The password for `account`, from the first place in the lookup order

@@ -399,6 +399,64 @@ fn the_event_stream_shows_a_sync_over_http_and_resumes_after_the_last_id() {
     assert_eq!(refused.status().as_u16(), 401);
 }
 
+/// Reads a server-sent event stream until the agent ends it; returns its
+/// lines. A stream still open after the client's timeout fails the test.
+fn read_to_end(reader: &mut impl std::io::BufRead) -> Vec<String> {
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) => return lines,
+            Ok(_) => lines.push(line.trim_end().to_owned()),
+            Err(err) => panic!("the stream stayed open ({err}); lines so far: {lines:?}"),
+        }
+    }
+}
+
+#[test]
+fn an_event_stream_ends_once_its_token_is_revoked_or_has_expired() {
+    let sandbox = Sandbox::new();
+    let remote = sandbox.remote("remote");
+    let device = sandbox.device("a", &remote);
+    let port = free_port();
+    enable_api(&device, &format!("listen = \"127.0.0.1:{port}\"\n"));
+    let _agent = device.start();
+    let revoked = device.ctl_json(&["token", "issue", "--role", "viewer"]);
+    let expiring = issue(&device, &["--role", "viewer", "--ttl", "3s"]);
+    let client = reqwest::blocking::Client::builder()
+        .timeout(PATIENCE)
+        .build()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/events");
+    let open = |token: &str| {
+        let response = client.get(&url).bearer_auth(token).send().unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        std::io::BufReader::new(response)
+    };
+    let mut revoked_stream = open(revoked["token"].as_str().unwrap());
+    let mut expiring_stream = open(&expiring);
+
+    device.ctl_json(&["token", "revoke", revoked["id"].as_str().unwrap()]);
+    write(&device.local, "a.txt", "not for a revoked token");
+    device.ctl_json(&["sync", "start", PAIR]);
+    let shown = read_to_end(&mut revoked_stream);
+    assert!(
+        shown.iter().all(|line| !line.starts_with("data:")),
+        "a revoked token's stream shows nothing more: {shown:?}"
+    );
+    // The other token saw the sync, and its stream ends after its expiry
+    // (within a check's interval), as any request of it would be refused.
+    read_to_end(&mut expiring_stream);
+    let (status, _) = send(
+        &client,
+        "GET",
+        &format!("http://127.0.0.1:{port}/status"),
+        Some(&expiring),
+        None,
+    );
+    assert_eq!(status, 401);
+}
+
 #[test]
 fn prism_syncctl_events_prints_the_stream_over_the_socket() {
     use std::io::BufRead;
@@ -438,4 +496,140 @@ fn prism_syncctl_events_prints_the_stream_over_the_socket() {
     follower.kill().unwrap();
     follower.wait().unwrap();
     assert!(seen.iter().all(|e| e["pair"] == PAIR), "{seen:?}");
+}
+
+#[test]
+fn the_token_that_restores_a_version_is_recorded_with_it() {
+    let sandbox = Sandbox::new();
+    let remote = sandbox.remote("remote");
+    let device = sandbox.device("a", &remote);
+    write(&device.local, "notes.txt", "first\n");
+    device.once_expecting(0);
+    // The remote's edit replaces the local file: "first" goes to the trash.
+    write(&remote, "notes.txt", "second\n");
+    device.once_expecting(0);
+    let port = free_port();
+    enable_api(&device, &format!("listen = \"127.0.0.1:{port}\"\n"));
+    let _agent = device.start();
+    let operator = device.ctl_json(&["token", "issue", "--role", "operator"]);
+    let client = reqwest::blocking::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let history = |token: &str| {
+        let (status, history) = send(
+            &client,
+            "GET",
+            &format!("{base}/history?pair={PAIR}&path=notes.txt"),
+            Some(token),
+            None,
+        );
+        assert_eq!(status, 200, "{history}");
+        history
+    };
+    let token = operator["token"].as_str().unwrap();
+    let first = history(token)["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["where"] == "local_trash")
+        .expect("the first version in the local trash")["version"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, restored) = send(
+        &client,
+        "POST",
+        &format!("{base}/restore"),
+        Some(token),
+        Some(json!({"pair": PAIR, "path": "notes.txt", "version": first})),
+    );
+    assert_eq!(status, 200, "{restored}");
+    assert_eq!(read(&device.local, "notes.txt"), "first\n");
+    let recorded = device.sql(&format!(
+        "SELECT restored_by, restored_at IS NOT NULL FROM trashed_versions WHERE id = {first}"
+    ));
+    assert_eq!(
+        recorded.trim(),
+        format!("{}|1", operator["id"].as_str().unwrap())
+    );
+
+    // Restored over the socket, the owner is recorded as no token.
+    let second = history(token)["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["where"] == "local_trash" && v["version"] != first.as_str())
+        .expect("the second version in the local trash")["version"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let answer = device.ctl_json(&["restore", "notes.txt", "--pair", PAIR, "--version", &second]);
+    assert_eq!(answer["status"], "restored", "{answer}");
+    let recorded = device.sql(&format!(
+        "SELECT coalesce(restored_by, 'none'), restored_at IS NOT NULL \
+         FROM trashed_versions WHERE id = {second}"
+    ));
+    assert_eq!(recorded.trim(), "none|1");
+}
+
+#[test]
+fn a_token_limited_to_a_pair_cannot_tell_from_history_what_other_pairs_there_are() {
+    let sandbox = Sandbox::new();
+    let remote = sandbox.remote("remote");
+    let device = sandbox.device("a", &remote);
+    write(&device.local, "notes.txt", "mine\n");
+    device.once_expecting(0);
+    let port = free_port();
+    enable_api(&device, &format!("listen = \"127.0.0.1:{port}\"\n"));
+    let _agent = device.start();
+    let token = issue(&device, &["--role", "viewer", "--pair", PAIR]);
+    let client = reqwest::blocking::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let other_folder = sandbox.path("other");
+    fs::create_dir_all(&other_folder).unwrap();
+    write(&other_folder, "theirs.txt", "hidden\n");
+    let hidden_file = other_folder.join("theirs.txt");
+    let outside = sandbox.path("nowhere/file.txt");
+    let ask = |path: &str| {
+        send(
+            &client,
+            "GET",
+            &format!("{base}/history?path={path}"),
+            Some(&token),
+            None,
+        )
+    };
+    // The same questions before and after another pair is added.
+    let answers = || {
+        [
+            "notes.txt",
+            hidden_file.to_str().unwrap(),
+            outside.to_str().unwrap(),
+        ]
+        .map(|path| {
+            let (status, body) = ask(path);
+            let said = if status == 200 {
+                body["pair"].to_string()
+            } else {
+                body["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .replace(path, "PATH")
+            };
+            (status, said)
+        })
+    };
+    let alone = answers();
+    assert_eq!(alone[0].0, 200, "a relative path is in the token's pair");
+    assert_eq!(alone[1], alone[2], "a folder of no pair");
+    let added = device.ctl(&[
+        "pair",
+        "add",
+        "other",
+        "--local",
+        other_folder.to_str().unwrap(),
+        "--remote",
+        &format!("file://{}", sandbox.remote("elsewhere").display()),
+    ]);
+    assert!(added.status.success(), "{}", text(&added));
+    assert_eq!(answers(), alone, "the other pair shows in no answer");
 }

@@ -1,8 +1,10 @@
 //! The lease of an S3 remote: `.prism-sync/lease`, holding the line
 //! [`crate::remote::lease`] defines, created with `If-None-Match: *`,
-//! renewed with `If-Match` on the ETag just read, and removed on drop
-//! only while it is still ours. On a server that ignores conditions the
-//! lease is read back after it was written, which catches most races.
+//! renewed with `If-Match` on the ETag just read, and removed (on drop,
+//! or a stale one taken over) only while it is still that version. On a
+//! server that ignores conditions the lease is read back after it was
+//! written, and looked at again just before it is removed, which catches
+//! most races.
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -11,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use super::Seekable;
 use super::client::{Condition, ConditionSupport, Metadata, S3Client};
 use super::error::S3Error;
-use super::replica::read_small;
+use super::replica::{delete_version, read_small};
 use crate::remote::{Lease, ReplicaError, lease};
 use crate::tracker::ignore::METADATA_DIR;
 
@@ -55,9 +57,9 @@ impl S3Lease {
             lease::check_stale(&holder, SystemTime::now())?;
             // The holder crashed or hung past its lease: take over, unless
             // someone renewed or took it meanwhile (the ETag moved).
-            match held.client.delete_matching(&held.key, &etag) {
-                Ok(()) | Err(S3Error::PreconditionFailed { .. }) => {}
-                Err(e) => return Err(e.into()),
+            match delete_version(&held.client, held.support, &held.key, &etag) {
+                Ok(()) | Err(ReplicaError::Changed { .. }) => {}
+                Err(e) => return Err(e),
             }
         }
         Err(lease::lost_race())
@@ -107,7 +109,7 @@ impl Drop for S3Lease {
     fn drop(&mut self) {
         if let Ok(Some((text, etag))) = self.read()
             && lease::held_by(&text, &self.owner)
-            && let Err(e) = self.client.delete_matching(&self.key, &etag)
+            && let Err(e) = delete_version(&self.client, self.support, &self.key, &etag)
         {
             tracing::debug!(error = %e, "could not remove the lease; it expires by itself");
         }
