@@ -311,7 +311,13 @@ impl Remote {
                 if self.stat_item(from)?.is_none() {
                     return Err(changed(from));
                 }
-                if self.stat_item(to)?.is_some() {
+                // A file that vanished under rclone's move (the
+                // destination it removed first, as another agent replaced
+                // it) is another client's doing: re-plan, as when the
+                // destination is there now.
+                let vanished = matches!(&e, ReplicaError::Io { source, .. }
+                    if source.kind() == std::io::ErrorKind::NotFound);
+                if vanished || self.stat_item(to)?.is_some() {
                     return Err(changed(to));
                 }
                 Err(e)
@@ -350,14 +356,18 @@ impl Remote {
     /// returns its name there.
     pub(super) fn trash(&self, path: &RelPath) -> Result<RelPath, ReplicaError> {
         let stamp = timefmt::conflict_stamp(SystemTime::now());
-        let mut name = format!("{}/{}", &stamp[..13], path.as_str());
-        // A version trashed earlier in the same minute keeps its name.
-        if self
-            .stat_item(&format!("{METADATA_DIR}/trash/{name}"))?
-            .is_some()
-        {
-            name = format!("{name}.{}", trash_suffix());
-        }
+        // rclone's moves replace what is at their destination, and a look
+        // before the move cannot stop two agents trashing one path in one
+        // minute from choosing one name: the second would overwrite the
+        // version the first kept. So every trashed version gets a name of
+        // its own, whatever is there.
+        let name = format!(
+            "{}/{}.{}{:04x}",
+            &stamp[..13],
+            path.as_str(),
+            trash_suffix(),
+            fastrand::u16(..)
+        );
         self.move_checked(path.as_str(), &format!("{METADATA_DIR}/trash/{name}"))
             .map_err(|e| match e {
                 ReplicaError::Changed { .. } => changed(path),

@@ -8,7 +8,8 @@
 //! - A write is uploaded to `.prism-sync/staging/` (checked against the
 //!   caller's BLAKE3 while it streams) and moved into place server-side
 //!   with `operations/movefile`; the version it replaces is moved to
-//!   `.prism-sync/trash/BATCH/PATH` first.
+//!   `.prism-sync/trash/BATCH/PATH.UNIQUE` first (a name of its own: a
+//!   move replaces what is at its destination).
 //! - A removal moves the file to the trash; a folder (empty by then) is
 //!   removed with `operations/rmdir`.
 //! - A file moves with `operations/movefile`; a folder with `sync/move`,
