@@ -468,6 +468,7 @@ impl Replica for LocalFolder {
             parallel_commits: false,
             modes: cfg!(unix),
             local_disk: true,
+            rechecked_writes: false,
         }
     }
 
