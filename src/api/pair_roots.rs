@@ -62,8 +62,10 @@ impl PairRoots {
 
     /// Whether a pair of `local` and `remote` reaches files of this machine
     /// only inside the roots: `Ok`, a 403 naming the rule it breaks, or a
-    /// 400 for a remote that is no remote URL. No answer echoes the
-    /// remote, which may carry secrets (an rclone connection string).
+    /// 400 for a remote that is no remote URL. No answer echoes the remote
+    /// URL, which may carry secrets (an rclone connection string): a 403
+    /// names at most the folder of a file remote, and a 400 says what the
+    /// URL parser says, which never repeats a password.
     pub fn check(&self, local: &str, remote: &str) -> Result<(), ApiError> {
         self.check_folder("local", Path::new(local))?;
         let remote = RemoteUrl::parse(remote).map_err(|message| {
