@@ -20,6 +20,7 @@ pub mod edit;
 use crate::model::Strategy;
 use crate::percent::{self, Plus};
 use crate::remote::git::GitPairSettings;
+use crate::remote::rclone::RclonePairSettings;
 use crate::remote::s3::S3PairSettings;
 
 /// Where the agent keeps things, after flags, environment and defaults.
@@ -212,6 +213,13 @@ pub struct RawPair {
     /// all of it).
     #[serde(default)]
     pub path: Option<String>,
+    /// rclone only: the rclone config file the remote's name is looked up
+    /// in (default: rclone's own lookup, `RCLONE_CONFIG` or its default).
+    #[serde(default)]
+    pub rclone_config: Option<String>,
+    /// rclone only: the rclone program (default `rclone` on `PATH`).
+    #[serde(default)]
+    pub rclone_binary: Option<String>,
 }
 
 /// The validated configuration the agent runs with.
@@ -278,6 +286,9 @@ pub struct PairConfig {
     /// The branch, author and folder of a git remote; empty for other
     /// remotes.
     pub git: GitPairSettings,
+    /// Which rclone and rclone config an `rclone:` remote uses; empty for
+    /// other remotes.
+    pub rclone: RclonePairSettings,
     /// How the remote is encrypted; `None`: it is not.
     pub crypt: Option<CryptSettings>,
 }
@@ -355,6 +366,9 @@ pub enum RemoteUrl {
     /// `git+URL`: the URL after the prefix, as `git clone` takes it
     /// (`ssh://…`, `https://…`, `file:///…`, or `user@host:path`).
     Git { url: String },
+    /// `rclone:REMOTE`: the remote after the prefix as rclone takes it
+    /// (`NAME:PATH`, or a connection string `:BACKEND,KEY=VALUE:PATH`).
+    Rclone { remote: String },
 }
 
 impl RemoteUrl {
@@ -372,10 +386,14 @@ impl RemoteUrl {
         if let Some(git) = url.strip_prefix("git+") {
             return crate::remote::git::settings::parse_url(git).map(|url| RemoteUrl::Git { url });
         }
+        if let Some(remote) = url.strip_prefix("rclone:") {
+            return crate::remote::rclone::settings::parse_url(remote)
+                .map(|remote| RemoteUrl::Rclone { remote });
+        }
         let Some((scheme, rest)) = url.split_once("://") else {
             return Err(format!(
                 "{url:?} is not a URL; write file:///path, sftp://user@host/path, webdav://host/path \
-                 s3://bucket/prefix or git+ssh://host/repo.git"
+                 s3://bucket/prefix, git+ssh://host/repo.git or rclone:NAME:PATH"
             ));
         };
         // A password in the URL is refused before anything else looks at
@@ -446,7 +464,7 @@ impl RemoteUrl {
             }
             other => Err(format!(
                 "the remote scheme {other:?} is not supported; use file://, sftp://, webdav://, \
-                 webdavs://, s3:// or git+URL"
+                 webdavs://, s3://, git+URL or rclone:NAME:PATH"
             )),
         }
     }
@@ -459,6 +477,7 @@ impl RemoteUrl {
             RemoteUrl::Webdav { tls: true, .. } => "webdavs",
             RemoteUrl::S3 { .. } => "s3",
             RemoteUrl::Git { .. } => "git",
+            RemoteUrl::Rclone { .. } => "rclone",
         }
     }
 }
@@ -491,6 +510,7 @@ impl fmt::Display for RemoteUrl {
                 write!(f, "s3://{bucket}/{prefix}")
             }
             RemoteUrl::Git { url } => write!(f, "git+{url}"),
+            RemoteUrl::Rclone { remote } => write!(f, "rclone:{remote}"),
         }
     }
 }
@@ -797,7 +817,11 @@ fn in_range(
 impl RawPair {
     /// Validates one pair; errors name the field within the pair.
     pub fn validate(self) -> Result<PairConfig, (String, String)> {
+        // The name is a folder name in the state dir (the pair's trash):
+        // `.` and `..` would be the trash of every pair, or the state dir.
         if self.name.is_empty()
+            || self.name == "."
+            || self.name == ".."
             || !self
                 .name
                 .chars()
@@ -806,7 +830,8 @@ impl RawPair {
             return Err((
                 "name".into(),
                 format!(
-                    "{:?} is not a valid pair name; use letters, digits, '-', '_' and '.'",
+                    "{:?} is not a valid pair name; use letters, digits, '-', '_' and '.' \
+                     (not . or .. alone)",
                     self.name
                 ),
             ));
@@ -936,6 +961,23 @@ impl RawPair {
             }
             GitPairSettings::default()
         };
+        let rclone = if matches!(remote, RemoteUrl::Rclone { .. }) {
+            crate::remote::rclone::settings::validate(
+                self.rclone_config,
+                self.rclone_binary,
+                expand_home,
+            )?
+        } else {
+            let keys = crate::remote::rclone::settings::KEYS;
+            let set = [&self.rclone_config, &self.rclone_binary];
+            if let Some((key, _)) = keys.iter().zip(set).find(|(_, value)| value.is_some()) {
+                return Err((
+                    (*key).to_owned(),
+                    "only applies to rclone: remotes; remove it".into(),
+                ));
+            }
+            RclonePairSettings::default()
+        };
         Ok(PairConfig {
             name: self.name,
             local,
@@ -947,6 +989,7 @@ impl RawPair {
             s3,
             crypt,
             git,
+            rclone,
         })
     }
 }
@@ -1181,6 +1224,17 @@ mod tests {
                 "[[pair]]\nname = \"n\"\nlocal = \"/a\"\nremote = \"ftp://x/y\"\n",
                 "pair[0].remote",
                 "not supported",
+            ),
+            // A pair's trash is the state dir's `trash/NAME`.
+            (
+                "[[pair]]\nname = \"..\"\nlocal = \"/a\"\nremote = \"file:///b\"\n",
+                "pair[0].name",
+                "not a valid pair name",
+            ),
+            (
+                "[[pair]]\nname = \".\"\nlocal = \"/a\"\nremote = \"file:///b\"\n",
+                "pair[0].name",
+                "not a valid pair name",
             ),
             (
                 "[[pair]]\nname = \"n\"\nlocal = \"/a\"\nremote = \"file:///b\"\nconflict = \"newest\"\n",
@@ -1446,6 +1500,48 @@ mod tests {
             assert!(message.contains("control character"), "{url:?}: {message}");
         }
         assert!(RemoteUrl::parse("file:///srv/a%0Ab").is_ok());
+    }
+
+    #[test]
+    fn rclone_remotes_take_their_config_and_binary_and_only_they_do() {
+        let pair = |remote: &str, extra: &str| {
+            parse(&format!(
+                "[[pair]]\nname = \"a\"\nlocal = \"/a\"\nremote = \"{remote}\"\n{extra}"
+            ))
+        };
+        let config = pair(
+            "rclone:gdrive:Notes",
+            "rclone_config = \"/etc/rclone.conf\"\nrclone_binary = \"/opt/rclone\"\n",
+        )
+        .unwrap();
+        let only = &config.pairs[0];
+        assert_eq!(
+            only.remote,
+            RemoteUrl::Rclone {
+                remote: "gdrive:Notes".into()
+            }
+        );
+        assert_eq!(only.remote.to_string(), "rclone:gdrive:Notes");
+        assert_eq!(only.remote.scheme(), "rclone");
+        assert_eq!(
+            only.rclone.config.as_deref(),
+            Some(Path::new("/etc/rclone.conf"))
+        );
+        assert_eq!(only.rclone.binary(), Path::new("/opt/rclone"));
+        let plain = pair("rclone::local:/srv/notes", "").unwrap();
+        assert_eq!(plain.pairs[0].rclone, RclonePairSettings::default());
+        let message = pair("s3://b/p", "rclone_config = \"/etc/rclone.conf\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("pair[0].rclone_config") && message.contains("rclone:"),
+            "{message}"
+        );
+        let message = pair("rclone::sftp,host=nas,pass=hunter2:x", "")
+            .unwrap_err()
+            .to_string();
+        assert!(!message.contains("hunter2"), "{message}");
+        assert!(pair("rclone:notes", "").is_err());
     }
 
     #[test]

@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use api_support::MemControl;
 use prism_sync::api::auth::{Grant, TokenKeys};
+use prism_sync::api::pair_roots::PairRoots;
 use prism_sync::api::wire::{Role, TokenInfo, TokenRequest};
 use prism_sync::api::{Control, http};
 use prism_sync::config::api::ApiConfig;
@@ -31,6 +32,11 @@ struct HttpServer {
 
 impl HttpServer {
     fn start() -> HttpServer {
+        HttpServer::start_with(None)
+    }
+
+    /// A listener that lets admin tokens add pairs inside `pair_roots`.
+    fn start_with(pair_roots: Option<PairRoots>) -> HttpServer {
         let control = Arc::new(MemControl::with_fixture());
         let served: Arc<dyn Control> = control.clone();
         let keys = control.keys.clone();
@@ -46,11 +52,12 @@ impl HttpServer {
                 let config = ApiConfig {
                     listen: "127.0.0.1:0".parse().unwrap(),
                     tls: None,
+                    pair_roots: Vec::new(),
                 };
                 let listener = http::bind(&config).await.unwrap();
                 addr_tx.send(listener.local_addr().unwrap()).unwrap();
                 listener
-                    .serve(served, keys, async {
+                    .serve(served, keys, pair_roots, async {
                         let _ = stopped.await;
                     })
                     .await;
@@ -174,11 +181,13 @@ fn endpoints() -> Vec<(&'static str, &'static str, Option<Value>, Option<Role>)>
             None,
             Some(Operator),
         ),
+        // A pair names any folder and remote: without api.pair_roots, the
+        // local socket's only.
         (
             "POST",
             "/pairs",
             Some(json!({"name": "music", "local": "/home/u/music", "remote": "file:///mnt/music"})),
-            Some(Admin),
+            None,
         ),
         ("DELETE", "/pairs/photos", None, Some(Admin)),
         ("GET", "/tokens", None, Some(Admin)),
@@ -554,12 +563,11 @@ fn the_openapi_document_is_served_without_a_token_and_names_every_endpoint() {
             other => other,
         };
         let operation = &document["paths"][templated][method.to_lowercase()];
-        // POST /tokens belongs to the socket: not an HTTP operation.
-        assert_eq!(
-            operation.is_object(),
-            least.is_some(),
-            "{method} {templated}"
-        );
+        // POST /tokens belongs to the socket: not an HTTP operation. POST
+        // /pairs is an admin's where api.pair_roots allows it (this server
+        // has none, so no role may).
+        let over_http = least.is_some() || (method, templated) == ("POST", "/pairs");
+        assert_eq!(operation.is_object(), over_http, "{method} {templated}");
     }
 }
 
@@ -613,4 +621,354 @@ fn a_client_that_stops_sending_its_headers_is_disconnected() {
         "{}",
         String::from_utf8_lossy(&answer)
     );
+}
+
+#[test]
+fn a_token_may_not_name_a_merged_file_nor_learn_where_the_agent_keeps_its_state() {
+    let server = HttpServer::start();
+    for role in [Role::Operator, Role::Admin] {
+        let token = server.token(role, &[]);
+        // The signing key would be synced to the remote, and with the
+        // journal it would sign tokens of any role.
+        let (status, body, challenge) = server.send(
+            "POST",
+            "/sync/resolve",
+            Some(json!({
+                "conflict_id": "conflict-5678",
+                "resolution_strategy": "manual",
+                "merged_file": "/home/u/.local/share/prism-sync/api-token.key",
+            })),
+            Some(&token),
+        );
+        assert_error(status, &body, 403, &format!("merged_file as {role:?}"));
+        assert_eq!(
+            challenge.as_deref(),
+            Some(r#"Bearer realm="prism-sync", error="insufficient_scope""#)
+        );
+        assert!(server.control.state.lock().unwrap().last_resolve.is_none());
+
+        let (status, body, _) = server.send("GET", "/status", None, Some(&token));
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["agent"]["state_dir"], Value::Null, "{body}");
+        assert_eq!(body["agent"]["socket"], Value::Null, "{body}");
+        assert!(!body.to_string().contains("prism-sync/"), "{body}");
+    }
+    // Manual without a file (keep both versions) is still a token's to ask.
+    let operator = server.token(Role::Operator, &[]);
+    let (status, body, _) = server.send(
+        "POST",
+        "/sync/resolve",
+        Some(json!({"conflict_id": "conflict-5678", "resolution_strategy": "manual"})),
+        Some(&operator),
+    );
+    assert_eq!(status, 200, "{body}");
+}
+
+#[test]
+fn clients_that_never_read_their_answers_cannot_hold_every_connection() {
+    use std::io::Write;
+    let server = HttpServer::start();
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    // Each asks for the OpenAPI document (no token needed) and reads none
+    // of it; with a small receive window the answer fills the buffers.
+    // (hyper's header timeout for the next request already frees a slot
+    // whose answer it queued whole; a streamed answer, an event stream,
+    // is freed by the agent's write timeout.)
+    let hogs: Vec<std::net::TcpStream> = (0..http::MAX_CONNECTIONS)
+        .map(|_| {
+            let mut stream = small_window_connection(&addr);
+            stream
+                .write_all(b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            stream
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    let client = reqwest::blocking::Client::builder()
+        .timeout(http::WRITE_STALL_TIMEOUT + Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let response = client
+        .get(format!("{}/openapi.json", server.base))
+        .send()
+        .expect("a slot frees once the stalled writes time out");
+    assert_eq!(response.status().as_u16(), 200);
+    assert!(
+        started.elapsed() < http::WRITE_STALL_TIMEOUT + Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(hogs);
+}
+
+#[test]
+fn event_streams_are_limited_per_token_and_in_all() {
+    let server = HttpServer::start();
+    let client = reqwest::blocking::Client::new();
+    let open = |token: &str| {
+        client
+            .get(format!("{}/events", server.base))
+            .bearer_auth(token)
+            .send()
+            .unwrap()
+    };
+    let per_token = http::MAX_STREAMS_PER_TOKEN;
+    let tokens: Vec<String> = (0..=http::MAX_STREAMS / per_token)
+        .map(|_| server.token(Role::Viewer, &[]))
+        .collect();
+    let mut streams = Vec::new();
+    for token in &tokens[..http::MAX_STREAMS / per_token] {
+        for _ in 0..per_token {
+            let response = open(token);
+            assert_eq!(response.status().as_u16(), 200);
+            streams.push(response);
+        }
+    }
+    let refused = |response: reqwest::blocking::Response, context: &str| {
+        let status = response.status().as_u16();
+        let body: Value = serde_json::from_str(&response.text().unwrap()).unwrap();
+        assert_error(status, &body, 429, context);
+    };
+    refused(open(&tokens[0]), "one stream more than a token may hold");
+    let last = tokens.last().unwrap();
+    refused(open(last), "one stream more than the agent serves");
+    // A closed stream gives its place back (once the agent notices).
+    drop(streams.pop());
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let response = open(last);
+        if response.status().as_u16() == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the place stays taken"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// A TCP connection to `addr` (IPv4) whose receive buffer is as small as
+/// the system allows, so an answer it does not read stays unsent.
+fn small_window_connection(addr: &str) -> std::net::TcpStream {
+    use std::os::fd::FromRawFd;
+    let addr: std::net::SocketAddrV4 = addr.parse().unwrap();
+    // SAFETY: plain socket calls on a descriptor this function owns; the
+    // structures passed are initialized and their sizes given.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let size: libc::c_int = 1;
+        let set = libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        assert_eq!(set, 0, "SO_RCVBUF: {}", std::io::Error::last_os_error());
+        let sockaddr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: addr.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*addr.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let connected = libc::connect(
+            fd,
+            (&sockaddr as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert_eq!(connected, 0, "connect: {}", std::io::Error::last_os_error());
+        std::net::TcpStream::from_raw_fd(fd)
+    }
+}
+
+#[test]
+fn a_limited_token_may_not_change_the_password_a_hidden_pair_logs_in_with() {
+    let server = HttpServer::start();
+    {
+        let mut state = server.control.state.lock().unwrap();
+        let mut backup = state.pairs[0].clone();
+        backup.name = "backup".into();
+        // The same account as notes (sftp://nas.example/notes).
+        backup.remote = "sftp://nas.example/backup".into();
+        state.pairs.push(backup);
+    }
+    let body =
+        json!({"pair": "backup", "credentials": {"username": "user", "password": "hunter2"}});
+    let backup_only = server.token(Role::Operator, &["backup"]);
+    let (status, answer, _) = server.send(
+        "POST",
+        "/sync/start",
+        Some(body.clone()),
+        Some(&backup_only),
+    );
+    assert_error(status, &answer, 403, "a password notes uses too");
+    assert!(!answer.to_string().contains("notes"), "{answer}");
+    assert!(
+        server
+            .control
+            .state
+            .lock()
+            .unwrap()
+            .stored_credentials
+            .is_empty()
+    );
+
+    // A token that sees every pair using the account may.
+    let both = server.token(Role::Operator, &["backup", "notes"]);
+    let (status, answer, _) = server.send("POST", "/sync/start", Some(body), Some(&both));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        server.control.state.lock().unwrap().stored_credentials,
+        [("backup".to_owned(), "user".to_owned(), 1)]
+    );
+}
+
+/// The names of the pairs `GET /pairs` lists.
+fn pair_names(server: &HttpServer, token: &str) -> Vec<String> {
+    let (status, answer, _) = server.send("GET", "/pairs", None, Some(token));
+    assert_eq!(status, 200, "{answer}");
+    answer["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn without_pair_roots_no_token_adds_a_pair_and_the_answer_says_how_to_allow_it() {
+    let server = HttpServer::start();
+    for role in [Role::Viewer, Role::Operator, Role::Admin] {
+        let token = server.token(role, &[]);
+        let body = json!({"name": "music", "local": "/srv/music", "remote": "sftp://nas/m"});
+        let (status, answer, _) = server.send("POST", "/pairs", Some(body), Some(&token));
+        assert_error(status, &answer, 403, &format!("{role:?}"));
+        let details = answer["error"]["details"].as_str().unwrap();
+        assert!(details.contains("api.pair_roots"), "{details}");
+        assert!(details.contains("prism-syncctl pair add"), "{details}");
+    }
+    assert_eq!(server.control.state.lock().unwrap().pairs.len(), 2);
+}
+
+#[test]
+fn an_admin_adds_pairs_inside_the_pair_roots_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |rel: &str| dir.path().join(rel);
+    let text = |rel: &str| path(rel).to_str().unwrap().to_owned();
+    // The agent's state dir lies inside the root.
+    for folder in ["shared/state", "outside"] {
+        std::fs::create_dir_all(path(folder)).unwrap();
+    }
+    std::os::unix::fs::symlink(path("outside"), path("shared/escape")).unwrap();
+    let roots = PairRoots::new(vec![path("shared")], vec![path("shared/state")]);
+    let server = HttpServer::start_with(roots);
+    let admin = server.token(Role::Admin, &[]);
+    let viewer = server.token(Role::Viewer, &[]);
+    let add = |name: &str, local: String, remote: &str, token: &str| {
+        let body = json!({"name": name, "local": local, "remote": remote});
+        server.send("POST", "/pairs", Some(body), Some(token))
+    };
+
+    // Refused: each says which rule, and nothing is added.
+    let operator = server.token(Role::Operator, &[]);
+    let limited_admin = server.token(Role::Admin, &["notes"]);
+    for (context, (status, answer, challenge), says) in [
+        (
+            "operator",
+            add("music", text("shared/music"), "sftp://nas/m", &operator),
+            "admin token valid for every pair",
+        ),
+        (
+            "admin limited to a pair",
+            add(
+                "music",
+                text("shared/music"),
+                "sftp://nas/m",
+                &limited_admin,
+            ),
+            "valid for every pair",
+        ),
+        (
+            "outside the roots",
+            add("music", text("outside/music"), "sftp://nas/m", &admin),
+            "not inside any folder of api.pair_roots",
+        ),
+        (
+            "through a symbolic link",
+            add("music", text("shared/escape/music"), "sftp://nas/m", &admin),
+            "symbolic link",
+        ),
+        (
+            "a file remote outside the roots",
+            add(
+                "music",
+                text("shared/music"),
+                &format!("file://{}", text("outside/m")),
+                &admin,
+            ),
+            "file:// remote",
+        ),
+        (
+            "the state dir",
+            add("music", text("shared/state/music"), "sftp://nas/m", &admin),
+            "the agent's own files",
+        ),
+        (
+            "an rclone remote",
+            add("music", text("shared/music"), "rclone::local:/home", &admin),
+            "local socket",
+        ),
+    ] {
+        assert_error(status, &answer, 403, context);
+        assert_eq!(
+            challenge.as_deref(),
+            Some(r#"Bearer realm="prism-sync", error="insufficient_scope""#),
+            "{context}"
+        );
+        let details = answer["error"]["details"].as_str().unwrap();
+        assert!(details.contains(says), "{context}: {details}");
+        assert_eq!(
+            pair_names(&server, &viewer),
+            ["notes", "photos"],
+            "{context}"
+        );
+    }
+
+    // A remote with a secret in it is refused without the secret.
+    let (status, answer, _) = add(
+        "music",
+        text("shared/music"),
+        "rclone::sftp,host=nas,pass=hunter2:music",
+        &admin,
+    );
+    assert_error(status, &answer, 400, "a secret in an rclone remote");
+    assert!(!answer.to_string().contains("hunter2"), "{answer}");
+
+    // Inside the roots, with a network remote or a folder remote inside
+    // them too, an admin of every pair may.
+    let (status, answer, _) = add("music", text("shared/music"), "sftp://nas/m", &admin);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["name"], "music");
+    let (status, answer, _) = add(
+        "films",
+        text("shared/films"),
+        &format!("file://{}", text("shared/films-backup")),
+        &admin,
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        pair_names(&server, &viewer),
+        ["notes", "photos", "music", "films"]
+    );
+
+    // Removing a pair stays the admin's.
+    let (status, answer, _) = server.send("DELETE", "/pairs/music", None, Some(&operator));
+    assert_error(status, &answer, 403, "an operator removes a pair");
+    let (status, answer, _) = server.send("DELETE", "/pairs/music", None, Some(&admin));
+    assert_eq!(status, 200, "{answer}");
 }

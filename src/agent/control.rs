@@ -255,8 +255,8 @@ impl Control for AgentControl {
             device: agent.agent_config.device.clone(),
             pid: std::process::id(),
             started_at: timefmt::rfc3339(agent.started_at),
-            state_dir: agent.paths.state_dir.display().to_string(),
-            socket: agent.paths.socket.display().to_string(),
+            state_dir: Some(agent.paths.state_dir.display().to_string()),
+            socket: Some(agent.paths.socket.display().to_string()),
         };
         let pairs = agent.pairs.locked();
         let journal = agent.journal.locked();
@@ -524,7 +524,11 @@ impl Control for AgentControl {
         })
     }
 
-    fn restore(&self, req: &wire::RestoreRequest) -> Result<wire::RestoreResponse, ApiError> {
+    fn restore(
+        &self,
+        req: &wire::RestoreRequest,
+        by: Option<&str>,
+    ) -> Result<wire::RestoreResponse, ApiError> {
         let (pair, _, path) = self.file_in_pair(req.pair.as_deref(), &req.path)?;
         let (reply, answer) = oneshot::channel();
         self.send(
@@ -532,6 +536,7 @@ impl Control for AgentControl {
             PairMsg::Restore {
                 path: path.clone(),
                 version: req.version.clone(),
+                by: by.map(str::to_owned),
                 reply,
             },
         )?;
@@ -547,6 +552,7 @@ impl Control for AgentControl {
                 hash: restored.hash.to_hex(),
                 size: restored.size,
                 replaced: restored.replaced.map(|name| name.to_string()),
+                warning: restored.warning,
             }),
             Err(e @ RestoreError::NoSuchVersion(_)) => Err(ApiError::not_found(e.to_string())),
             Err(e @ RestoreError::Gone(_)) => {
@@ -723,6 +729,21 @@ impl Control for AgentControl {
         engine.forget_remote_login();
         tracing::info!(pair, %account, %place, "stored the password given with a sync request");
         Ok(true)
+    }
+
+    fn pairs_sharing_login(&self, pair: &str) -> Result<Vec<String>, ApiError> {
+        let pairs = self.agent.pairs.locked();
+        let handle = pairs.get(pair).ok_or_else(|| unknown_pair(pair))?;
+        let Some(account) = Account::for_pair(&handle.config) else {
+            return Ok(Vec::new());
+        };
+        Ok(pairs
+            .iter()
+            .filter(|(name, other)| {
+                name.as_str() != pair && Account::for_pair(&other.config).as_ref() == Some(&account)
+            })
+            .map(|(name, _)| name.clone())
+            .collect())
     }
 
     fn issue_token(&self, req: &wire::TokenRequest) -> Result<wire::IssuedToken, ApiError> {

@@ -60,6 +60,8 @@ pub enum PairMsg {
     Restore {
         path: RelPath,
         version: String,
+        /// The token that asked; `None` for the local socket's owner.
+        by: Option<String>,
         reply: oneshot::Sender<Result<Restored, RestoreError>>,
     },
     Pause,
@@ -305,11 +307,12 @@ pub async fn run(
                 PairMsg::Restore {
                     path,
                     version,
+                    by,
                     reply,
                 } => {
                     let engine_for_restore = engine.clone();
                     let result = tokio::task::spawn_blocking(move || {
-                        engine_for_restore.restore(&path, &version)
+                        engine_for_restore.restore(&path, &version, by.as_deref())
                     })
                     .await
                     .unwrap_or_else(|e| {

@@ -21,6 +21,7 @@ use serde_json::Value;
 
 use super::auth::{self, Caller};
 use super::framing::{RequestEnvelope, ResponseEnvelope, Target};
+use super::pair_roots::PairRoots;
 use super::wire::{self, ErrorBody, Role};
 use super::{ApiError, Control, PROTOCOL_VERSION, compatible_version};
 use crate::timefmt;
@@ -35,7 +36,7 @@ pub async fn handle(control: &Arc<dyn Control>, payload: &[u8]) -> ResponseEnvel
     let RequestEnvelope {
         method, path, body, ..
     } = request;
-    match dispatch(control, &Caller::Owner, &method, &path, body).await {
+    match dispatch(control, &Caller::Owner, None, &method, &path, body).await {
         Ok(body) => ResponseEnvelope {
             protocol: PROTOCOL_VERSION.to_owned(),
             status: 200,
@@ -47,9 +48,12 @@ pub async fn handle(control: &Arc<dyn Control>, payload: &[u8]) -> ResponseEnvel
 
 /// Answers one request of `caller`: the body of a 200, or the error. Both
 /// transports come here, so they serve the same endpoints the same way.
+/// `pair_roots` is where the HTTP transport lets tokens add pairs (`None`:
+/// nowhere, and on the socket, whose owner may add any pair).
 pub async fn dispatch(
     control: &Arc<dyn Control>,
     caller: &Caller,
+    pair_roots: Option<&PairRoots>,
     method: &str,
     path: &str,
     body: Value,
@@ -57,7 +61,8 @@ pub async fn dispatch(
     use futures_util::FutureExt;
     // A panic while handling one request answers that request with a 500;
     // it must not drop the connection without an answer.
-    let result = std::panic::AssertUnwindSafe(route(control, caller, method, path, body))
+    let handling = route(control, caller, pair_roots, method, path, body);
+    let result = std::panic::AssertUnwindSafe(handling)
         .catch_unwind()
         .await
         .unwrap_or_else(|_| {
@@ -129,11 +134,17 @@ enum Route {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Need {
     Role(Role),
-    /// The owner of the local socket: minting tokens. A token that could
-    /// mint tokens could outlive its own revocation.
-    Owner,
-    /// An admin token valid for every pair: adding pairs, managing tokens.
+    /// The owner of the local socket, for what a token must never do,
+    /// whatever its role: minting tokens (a token that could mint tokens
+    /// could outlive its own revocation).
+    Owner(&'static str),
+    /// An admin token valid for every pair: managing tokens.
     UnlimitedAdmin,
+    /// An admin token valid for every pair, where `api.pair_roots` lets
+    /// tokens add pairs at all: a pair names a folder and a remote, and
+    /// could otherwise give the token every file the agent's user can read
+    /// or write. Which pairs is for [`PairRoots::check`].
+    AddPair,
 }
 
 impl Route {
@@ -214,28 +225,36 @@ impl Route {
                 _,
             ) => Need::Role(Role::Operator),
             (Route::Pair(_), _) => Need::Role(Role::Admin),
-            (Route::Tokens, "POST") => Need::Owner,
-            (Route::Pairs | Route::Tokens | Route::Token(_), _) => Need::UnlimitedAdmin,
+            (Route::Tokens, "POST") => Need::Owner(
+                "tokens are issued over the local socket only: run `prism-syncctl token issue` \
+                 as the user the agent runs as",
+            ),
+            (Route::Pairs, _) => Need::AddPair,
+            (Route::Tokens | Route::Token(_), _) => Need::UnlimitedAdmin,
         }
     }
 }
 
 /// Whether `caller` may do what `need` says; a 403 saying what it lacks.
-fn authorize(caller: &Caller, need: Need) -> Result<(), ApiError> {
+/// `pair_roots`: as for [`dispatch`].
+fn authorize(caller: &Caller, need: Need, pair_roots: Option<&PairRoots>) -> Result<(), ApiError> {
     let Caller::Token(grant) = caller else {
         return Ok(());
     };
     match need {
+        Need::AddPair if pair_roots.is_none() => Err(auth::forbidden(
+            "this agent lets no token add pairs over HTTP: its owner may set api.pair_roots \
+             to the folders tokens may add pairs in, or run `prism-syncctl pair add` on the \
+             local socket as the user the agent runs as",
+        )),
+        Need::AddPair => authorize(caller, Need::UnlimitedAdmin, pair_roots),
         Need::Role(role) if grant.role >= role => Ok(()),
         Need::Role(role) => Err(auth::forbidden(format!(
             "this request needs the {} role; the token has {}",
             role.as_str(),
             grant.role.as_str()
         ))),
-        Need::Owner => Err(auth::forbidden(
-            "tokens are issued over the local socket only: run `prism-syncctl token issue` \
-             as the user the agent runs as",
-        )),
+        Need::Owner(why) => Err(auth::forbidden(why)),
         Need::UnlimitedAdmin if grant.role == Role::Admin && grant.pairs.is_empty() => Ok(()),
         Need::UnlimitedAdmin => Err(auth::forbidden(format!(
             "this request needs an admin token valid for every pair; the token has the {} role{}",
@@ -269,6 +288,26 @@ fn hide_404(caller: &Caller, err: ApiError, what: &str) -> ApiError {
     }
 }
 
+/// `merged_file` names a file on the agent's machine, which the agent
+/// reads with its user's rights and syncs to the remote: that is for the
+/// socket's owner, who could read the file anyway. A token's holder could
+/// use it to read the signing key, the journal or `~/.ssh`, so no token
+/// may name one.
+fn refuse_merged_file_for_tokens(
+    caller: &Caller,
+    req: &wire::ResolveRequest,
+) -> Result<(), ApiError> {
+    match (caller, &req.merged_file) {
+        (Caller::Token(_), Some(_)) => Err(auth::forbidden(
+            "merged_file names a file on the agent's machine and is accepted over the local \
+             socket only (`prism-syncctl resolve ID --strategy manual --from FILE`); over HTTP, \
+             put the resolved version in place of the conflicted file and resolve with \
+             keep_local",
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// A pair named in a request, if the caller may see it.
 fn visible_pair(caller: &Caller, pair: Option<&str>) -> Result<(), ApiError> {
     match pair {
@@ -280,6 +319,7 @@ fn visible_pair(caller: &Caller, pair: Option<&str>) -> Result<(), ApiError> {
 async fn route(
     control: &Arc<dyn Control>,
     caller: &Caller,
+    pair_roots: Option<&PairRoots>,
     method: &str,
     path: &str,
     body: Value,
@@ -304,7 +344,7 @@ async fn route(
             )),
         );
     }
-    authorize(caller, route.need(method))?;
+    authorize(caller, route.need(method), pair_roots)?;
     let query = Query::new(&target, route.query_params())?;
     let limit = caller.pair_limit().map(<[String]>::to_vec);
     let by = caller.subject().map(str::to_owned);
@@ -312,6 +352,12 @@ async fn route(
         (Route::Status, "GET") => {
             let mut status = call(control, |c| Ok(c.status())).await?;
             status.pairs.retain(|p| caller.sees_pair(&p.name));
+            if let Caller::Token(_) = caller {
+                // Where the agent keeps its journal and signing key is the
+                // socket owner's business, not a remote client's.
+                status.agent.state_dir = None;
+                status.agent.socket = None;
+            }
             Ok(to_json(&status))
         }
         (Route::SyncStart, "POST") => {
@@ -330,6 +376,7 @@ async fn route(
         }
         (Route::SyncResolve, "POST") => {
             let req: wire::ResolveRequest = parse_body(body)?;
+            refuse_merged_file_for_tokens(caller, &req)?;
             // Which conflict first: an unknown one is a 404 whatever else
             // the request says.
             let id = req.conflict_id.clone();
@@ -365,32 +412,21 @@ async fn route(
                 pair: query.get("pair").map(str::to_owned),
                 path: path.to_owned(),
             };
-            visible_pair(caller, query.pair.as_deref())?;
-            let history = call(control, move |c| c.history(&query))
-                .await
-                .map_err(|err| hide_404(caller, err, "pair"))?;
-            if !caller.sees_pair(&history.pair) {
-                return Err(hidden("pair"));
-            }
-            Ok(to_json(&history))
+            Ok(to_json(&file_history(control, caller, query).await?))
         }
         (Route::Restore, "POST") => {
             let mut req: wire::RestoreRequest = parse_body(body)?;
-            visible_pair(caller, req.pair.as_deref())?;
             // Which pair first (the file's history names it), so a token
             // limited to other pairs cannot act on this one.
             let query = wire::HistoryQuery {
                 pair: req.pair.clone(),
                 path: req.path.clone(),
             };
-            let history = call(control, move |c| c.history(&query))
-                .await
-                .map_err(|err| hide_404(caller, err, "pair"))?;
-            if !caller.sees_pair(&history.pair) {
-                return Err(hidden("pair"));
-            }
+            let history = file_history(control, caller, query).await?;
             req.pair = Some(history.pair);
-            Ok(to_json(&call(control, move |c| c.restore(&req)).await?))
+            Ok(to_json(
+                &call(control, move |c| c.restore(&req, by.as_deref())).await?,
+            ))
         }
         (Route::Pause, "POST") => {
             let wire::PairSelector { pair } = parse_body(body)?;
@@ -414,6 +450,20 @@ async fn route(
             if !Path::new(&spec.local).is_absolute() {
                 return Err(ApiError::bad_request("local must be an absolute path")
                     .with_details(format!("got {:?}", spec.local)));
+            }
+            if let Caller::Token(_) = caller {
+                // `authorize` let no token through without roots.
+                let roots = pair_roots.ok_or_else(|| {
+                    ApiError::internal("a token reached POST /pairs without api.pair_roots")
+                })?;
+                let (local, remote) = (spec.local.clone(), spec.remote.clone());
+                // Resolving reads the file system: off the event loop.
+                let roots = roots.clone();
+                tokio::task::spawn_blocking(move || roots.check(&local, &remote))
+                    .await
+                    .map_err(|_| {
+                        ApiError::internal("the agent failed while checking the pair")
+                    })??;
             }
             Ok(to_json(&call(control, move |c| c.pair_add(&spec)).await?))
         }
@@ -481,7 +531,7 @@ async fn route(
 }
 
 /// The methods `path` accepts over HTTP, for a 405's `Allow` header;
-/// `None` for a path that is no endpoint. Issuing tokens is not one of
+/// `None` for a path that is no endpoint. Issuing tokens is not among
 /// them: it belongs to the local socket.
 pub fn allowed_methods_over_http(path: &str) -> Option<&'static str> {
     let target = Target::parse(path).ok()?;
@@ -504,7 +554,7 @@ pub fn event_log(control: &Arc<dyn Control>) -> Result<Arc<super::events::EventL
 
 /// Whether `caller` may read the event stream (any role may).
 pub fn may_read_events(caller: &Caller) -> Result<(), ApiError> {
-    authorize(caller, Route::Events.need("GET"))
+    authorize(caller, Route::Events.need("GET"), None)
 }
 
 /// Runs `action` on `pair`, or, with no pair, on every pair for a caller
@@ -526,6 +576,70 @@ async fn for_each_pair(
             }
             Ok(())
         }
+    })
+    .await
+}
+
+/// The history of the file a request names, among the pairs `caller` may
+/// see. A token limited to some pairs that names none has only its own
+/// pairs searched, so neither how many other pairs there are nor which
+/// folders they hold changes its answer: a relative path needs a pair
+/// unless the token has exactly one, and an absolute path outside its
+/// pairs is outside "any pair".
+async fn file_history(
+    control: &Arc<dyn Control>,
+    caller: &Caller,
+    query: wire::HistoryQuery,
+) -> Result<wire::History, ApiError> {
+    visible_pair(caller, query.pair.as_deref())?;
+    let Some(limit) = caller
+        .pair_limit()
+        .filter(|_| query.pair.is_none())
+        .map(<[String]>::to_vec)
+    else {
+        let history = call(control, move |c| c.history(&query))
+            .await
+            .map_err(|err| hide_404(caller, err, "pair"))?;
+        if !caller.sees_pair(&history.pair) {
+            return Err(hidden("pair"));
+        }
+        return Ok(history);
+    };
+    call(control, move |c| {
+        let configured: Vec<String> = c.pair_list()?.into_iter().map(|p| p.name).collect();
+        let mine: Vec<&String> = limit.iter().filter(|p| configured.contains(p)).collect();
+        let in_pair = |pair: &String| wire::HistoryQuery {
+            pair: Some(pair.clone()),
+            path: query.path.clone(),
+        };
+        if !Path::new(&query.path).is_absolute() {
+            let [only] = mine.as_slice() else {
+                return Err(ApiError::bad_request(format!(
+                    "{:?} is relative: give the file's absolute path, or name its pair",
+                    query.path
+                )));
+            };
+            return c.history(&in_pair(only));
+        }
+        let mut found = Vec::new();
+        for pair in mine {
+            match c.history(&in_pair(pair)) {
+                Ok(history) => found.push(history),
+                // Not inside this pair's folder.
+                Err(err) if err.code == 400 || err.code == 404 => {}
+                Err(err) => return Err(err),
+            }
+        }
+        // The innermost folder, should one pair lie inside another.
+        found
+            .into_iter()
+            .min_by_key(|history| history.path.len())
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "{:?} is not a file inside the folder of any pair",
+                    query.path
+                ))
+            })
     })
     .await
 }
@@ -786,6 +900,22 @@ async fn start_sync(
                         )));
                 }
                 if let Some(credentials) = &credentials {
+                    // A password belongs to an account, not to a pair: a
+                    // token limited to some pairs must not change the
+                    // password of a pair it cannot see.
+                    if let Some(pairs) = &limit {
+                        for p in &chosen {
+                            let sharing = c.pairs_sharing_login(&p.name)?;
+                            if sharing.iter().any(|other| !pairs.contains(other)) {
+                                return Err(auth::forbidden(format!(
+                                    "pair {:?} logs in with an account that a pair this token \
+                                     cannot see uses too; its password can be given over the \
+                                     local socket or by a token valid for every pair",
+                                    p.name
+                                )));
+                            }
+                        }
+                    }
                     // All of them before any sync starts, so no run logs in
                     // with an older password than the one just given.
                     let mut stored = false;

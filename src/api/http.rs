@@ -11,17 +11,21 @@
 //!
 //! Hardening: at most [`MAX_CONNECTIONS`] connections at once (more wait
 //! in the kernel's backlog); a TLS handshake, a request's headers and its
-//! body must each arrive within [`REQUEST_TIMEOUT`]; a body over
+//! body must each arrive within [`REQUEST_TIMEOUT`]; a client that stops
+//! reading an answer is dropped after [`WRITE_STALL_TIMEOUT`], so clients
+//! that never read cannot hold every slot; at most [`MAX_STREAMS`] event
+//! streams are open at once, [`MAX_STREAMS_PER_TOKEN`] per token, so
+//! streams cannot take every slot either; a body over
 //! [`MAX_REQUEST_BYTES`] is a 413 and is not read; the token is checked
 //! before the body is read. No CORS header is ever sent, so a web page on
 //! another origin cannot read the answers.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -39,15 +43,30 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::{self, pki_types};
 
 use super::auth::{self, Caller, TokenKeys};
+use super::events::{EventLog, Subscription};
 use super::framing::MAX_REQUEST_BYTES;
+use super::pair_roots::PairRoots;
+use super::stall::StallGuard;
 use super::wire::{self, ErrorBody};
 use super::{ApiError, Control, handlers, openapi};
 use crate::config::api::{ApiConfig, TlsFiles};
+use crate::locks::LockExt;
 
 /// How many connections are served at once.
 pub const MAX_CONNECTIONS: usize = 64;
 /// How long a TLS handshake, a request's headers, or its body may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a write to a client may wait without the client reading a
+/// byte before the connection is dropped.
+pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many `GET /events` streams may be open at once: each holds a
+/// connection, and requests need the rest.
+pub const MAX_STREAMS: usize = MAX_CONNECTIONS / 4;
+/// How many of them one token may hold.
+pub const MAX_STREAMS_PER_TOKEN: usize = 4;
+/// How often an open event stream checks that its token is still valid
+/// (also before each batch of events).
+pub const STREAM_RECHECK: Duration = Duration::from_secs(5);
 /// The largest certificate or key file read (a chain is a few kilobytes).
 const MAX_PEM_BYTES: u64 = 1024 * 1024;
 
@@ -99,17 +118,22 @@ impl Listener {
     }
 
     /// Serves until `shutdown` completes, then drops the open connections.
+    /// `pair_roots`: where admin tokens may add pairs (`None`: nowhere).
     pub async fn serve(
         self,
         control: Arc<dyn Control>,
         keys: Arc<TokenKeys>,
+        pair_roots: Option<PairRoots>,
         shutdown: impl Future<Output = ()>,
     ) {
         let addr = self.local_addr().map(|a| a.to_string()).unwrap_or_default();
         tracing::info!(listen = %addr, tls = self.tls.is_some(), "HTTP API listening");
-        let app = Router::new()
-            .fallback(answer)
-            .with_state(Arc::new(Shared { control, keys }));
+        let app = Router::new().fallback(answer).with_state(Arc::new(Shared {
+            control,
+            keys,
+            pair_roots,
+            streams: Mutex::new(HashMap::new()),
+        }));
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         let mut connections = JoinSet::new();
         tokio::pin!(shutdown);
@@ -145,9 +169,64 @@ impl Listener {
 struct Shared {
     control: Arc<dyn Control>,
     keys: Arc<TokenKeys>,
+    pair_roots: Option<PairRoots>,
+    /// The open event streams, by token id.
+    streams: Mutex<HashMap<String, usize>>,
+}
+
+/// One open event stream, counted in [`Shared::streams`] until dropped.
+struct StreamSlot {
+    shared: Arc<Shared>,
+    token: String,
+}
+
+impl StreamSlot {
+    /// A slot for one more stream of `token`, or a 429 when the agent or
+    /// the token has as many open as it allows.
+    fn take(shared: &Arc<Shared>, token: &str) -> Result<StreamSlot, ApiError> {
+        let mut streams = shared.streams.locked();
+        let open: usize = streams.values().sum();
+        let mine = streams.get(token).copied().unwrap_or(0);
+        let full = if open >= MAX_STREAMS {
+            Some(format!(
+                "the agent serves at most {MAX_STREAMS} event streams at once"
+            ))
+        } else if mine >= MAX_STREAMS_PER_TOKEN {
+            Some(format!(
+                "this token has {mine} event streams open, the most one token may; close one"
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = full {
+            return Err(
+                ApiError::new(429, "Too many event streams").with_details(format!(
+                    "{why}, and reconnect with Last-Event-ID to miss nothing"
+                )),
+            );
+        }
+        *streams.entry(token.to_owned()).or_default() += 1;
+        Ok(StreamSlot {
+            shared: shared.clone(),
+            token: token.to_owned(),
+        })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut streams = self.shared.streams.locked();
+        if let Some(open) = streams.get_mut(&self.token) {
+            *open -= 1;
+            if *open == 0 {
+                streams.remove(&self.token);
+            }
+        }
+    }
 }
 
 async fn serve_connection(stream: TcpStream, tls: Option<TlsAcceptor>, app: Router) {
+    let stream = StallGuard::new(stream, WRITE_STALL_TIMEOUT);
     let service = TowerToHyperService::new(app);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -192,7 +271,7 @@ async fn answer(
         return response;
     }
     if method == Method::GET && uri.path() == "/events" {
-        return match event_stream(&shared, &headers, &uri).await {
+        return match event_stream(&shared, headers, &uri).await {
             Ok(response) => response,
             Err(err) => error_response(&err, had_token),
         };
@@ -203,7 +282,15 @@ async fn answer(
         let target = uri
             .path_and_query()
             .map_or_else(|| uri.path().to_owned(), |pq| pq.as_str().to_owned());
-        handlers::dispatch(&shared.control, &caller, method.as_str(), &target, body).await
+        handlers::dispatch(
+            &shared.control,
+            &caller,
+            shared.pair_roots.as_ref(),
+            method.as_str(),
+            &target,
+            body,
+        )
+        .await
     }
     .await;
     match result {
@@ -226,15 +313,18 @@ async fn answer(
 /// type as the SSE `event` and its JSON as `data`, from after
 /// `Last-Event-ID` (or `?after=`) on; a comment every 15 s keeps proxies
 /// from closing a quiet stream. Events of pairs the token may not see are
-/// left out.
+/// left out. The token is checked again before each batch of events and
+/// at least every [`STREAM_RECHECK`]: the stream ends once it is revoked
+/// or expired, as any other request would be refused.
 async fn event_stream(
-    shared: &Shared,
-    headers: &HeaderMap,
+    shared: &Arc<Shared>,
+    headers: HeaderMap,
     uri: &Uri,
 ) -> Result<Response, ApiError> {
     use axum::response::sse::{Event, KeepAlive, Sse};
-    let caller = authenticate(shared, headers).await?;
+    let caller = authenticate(shared, &headers).await?;
     handlers::may_read_events(&caller)?;
+    let slot = StreamSlot::take(shared, caller.subject().unwrap_or_default())?;
     let log = handlers::event_log(&shared.control)?;
     let from_query = uri.query().and_then(|q| {
         q.split('&')
@@ -253,38 +343,43 @@ async fn event_stream(
         None => log.last_id(),
     };
     let subscription = log.subscribe(shared.control.clone());
-    let state = (
+    let stream = StreamState {
+        shared: shared.clone(),
+        headers,
         log,
-        subscription,
+        _subscription: subscription,
+        _slot: slot,
         caller,
         after,
-        VecDeque::<wire::Event>::new(),
-    );
-    let stream = futures_util::stream::unfold(
-        state,
-        |(log, sub, caller, mut after, mut queue)| async move {
-            loop {
-                if let Some(event) = queue.pop_front() {
-                    let sse = Event::default()
-                        .id(event.id.to_string())
-                        .event(event.kind.clone())
-                        .data(serde_json::to_string(&event).expect("an event is JSON"));
-                    return Some((
-                        Ok::<_, std::convert::Infallible>(sse),
-                        (log, sub, caller, after, queue),
-                    ));
-                }
-                let events = log.after(after, Duration::from_secs(3600)).await;
-                // Past hidden events too, or they would be fetched again.
-                after = events.last().map_or(after, |e| e.id);
-                queue.extend(
-                    events
-                        .into_iter()
-                        .filter(|e| e.pair.as_deref().is_none_or(|p| caller.sees_pair(p))),
-                );
+        queue: VecDeque::new(),
+    };
+    let stream = futures_util::stream::unfold(stream, |mut stream| async move {
+        loop {
+            if let Some(event) = stream.queue.pop_front() {
+                let sse = Event::default()
+                    .id(event.id.to_string())
+                    .event(event.kind.clone())
+                    .data(serde_json::to_string(&event).expect("an event is JSON"));
+                return Some((Ok::<_, std::convert::Infallible>(sse), stream));
             }
-        },
-    );
+            let events = stream.log.after(stream.after, STREAM_RECHECK).await;
+            if authenticate(&stream.shared, &stream.headers).await.is_err() {
+                tracing::debug!(
+                    by = stream.caller.subject().unwrap_or_default(),
+                    "an event stream ended: its token was revoked or expired"
+                );
+                return None;
+            }
+            // Past hidden events too, or they would be fetched again.
+            stream.after = events.last().map_or(stream.after, |e| e.id);
+            let caller = &stream.caller;
+            stream.queue.extend(
+                events
+                    .into_iter()
+                    .filter(|e| e.pair.as_deref().is_none_or(|p| caller.sees_pair(p))),
+            );
+        }
+    });
     let mut response = Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response();
@@ -292,6 +387,22 @@ async fn event_stream(
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
+}
+
+/// What one `GET /events` stream holds between events.
+struct StreamState {
+    shared: Arc<Shared>,
+    /// The request's headers, to check its token again.
+    headers: HeaderMap,
+    log: Arc<EventLog>,
+    /// Keeps the log finding events while the stream is open.
+    _subscription: Subscription,
+    /// Counts the stream against the limits until it ends.
+    _slot: StreamSlot,
+    caller: Caller,
+    /// The id of the last event fetched (shown or hidden).
+    after: u64,
+    queue: VecDeque<wire::Event>,
 }
 
 async fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<Caller, ApiError> {

@@ -1,9 +1,10 @@
 //! The control API: the [`Control`] trait the daemon implements, the JSON
 //! shapes users script against ([`wire`]), the length-prefixed framing on the
 //! local socket ([`framing`]), the request router and its authorization
-//! ([`handlers`]), bearer tokens ([`auth`]), the two transports (the socket
-//! server in [`server`], the optional HTTP listener in [`http`]) and the
-//! blocking client ([`client`]).
+//! ([`handlers`]), bearer tokens ([`auth`]), which pairs a token may add
+//! ([`pair_roots`]), the two transports (the socket server in [`server`],
+//! the optional HTTP listener in [`http`], with [`stall`] timing out its
+//! writes) and the blocking client ([`client`]).
 //!
 //! Architecture invariant: only this module knows the wire format. The
 //! daemon builds [`wire`] values and never sees frames, paths or query
@@ -18,7 +19,9 @@ pub mod framing;
 pub mod handlers;
 pub mod http;
 pub mod openapi;
+pub mod pair_roots;
 pub mod server;
+mod stall;
 pub mod wire;
 
 use std::path::PathBuf;
@@ -85,9 +88,14 @@ pub trait Control: Send + Sync + 'static {
         Err(ApiError::not_found("this agent keeps no file history"))
     }
     /// Brings a trashed version of a file back (`POST /restore`); the file
-    /// it replaces goes to the trash.
-    fn restore(&self, req: &wire::RestoreRequest) -> Result<wire::RestoreResponse, ApiError> {
-        let _ = req;
+    /// it replaces goes to the trash. `by` is the token that asked, recorded
+    /// with the restored version (`None` for the local socket's owner).
+    fn restore(
+        &self,
+        req: &wire::RestoreRequest,
+        by: Option<&str>,
+    ) -> Result<wire::RestoreResponse, ApiError> {
+        let _ = (req, by);
         Err(ApiError::not_found("this agent cannot restore versions"))
     }
     /// Keeps the password of `credentials` for `pair`'s remote where logins
@@ -100,6 +108,9 @@ pub trait Control: Send + Sync + 'static {
         pair: &str,
         credentials: &wire::Credentials,
     ) -> Result<bool, ApiError>;
+    /// The other pairs that log in with the same account (user, host and
+    /// port) as `pair`, and so use the password stored for it.
+    fn pairs_sharing_login(&self, pair: &str) -> Result<Vec<String>, ApiError>;
     /// Signs a new token for the HTTP API and records what it grants; the
     /// token is in the answer and nowhere else. Pairs must exist.
     fn issue_token(&self, req: &wire::TokenRequest) -> Result<wire::IssuedToken, ApiError>;

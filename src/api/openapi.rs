@@ -26,7 +26,10 @@ const ERRORS: &[(&str, &str)] = &[
         "401",
         "No token, or one that is malformed, expired, revoked or forged",
     ),
-    ("403", "The token's role does not allow this request"),
+    (
+        "403",
+        "The token's role does not allow this request, it names a file on the agent's machine (merged_file), or it adds a pair that reaches files outside api.pair_roots",
+    ),
     (
         "404",
         "No such endpoint, or a pair, sync run or conflict the token cannot see",
@@ -42,6 +45,9 @@ const ERRORS: &[(&str, &str)] = &[
     ("500", "The agent failed while handling a valid request"),
 ];
 
+/// The query parameters an endpoint cannot do without (endpoint, name).
+const REQUIRED_QUERY: &[(&str, &str)] = &[("/history", "path")];
+
 /// One query parameter: name, schema, description.
 type Param = (&'static str, RefOr<Schema>, &'static str);
 
@@ -53,10 +59,20 @@ struct Endpoint {
     query: Vec<Param>,
     body: Option<(&'static str, bool)>,
     answer: &'static str,
+    /// More than the role to say about who may call it.
+    note: Option<&'static str>,
 }
 
 fn string() -> RefOr<Schema> {
     String::schema()
+}
+
+/// A string that must not be empty (an empty path names no file).
+fn non_empty_string() -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .into()
 }
 
 /// `since`: an age, a date, or an RFC 3339 time (empty: no limit).
@@ -87,6 +103,7 @@ fn endpoints() -> Vec<Endpoint> {
         query: Vec::new(),
         body,
         answer,
+        note: None,
     };
     vec![
         endpoint(
@@ -165,8 +182,8 @@ fn endpoints() -> Vec<Endpoint> {
                 ("pair", string(), "The pair whose folder holds the file"),
                 (
                     "path",
-                    string(),
-                    "The file: inside a pair's folder, absolute, or relative to the pair's folder (required)",
+                    non_empty_string(),
+                    "The file: inside a pair's folder, absolute, or relative to the pair's folder",
                 ),
             ],
             ..endpoint(
@@ -210,14 +227,21 @@ fn endpoints() -> Vec<Endpoint> {
             None,
             "PairList",
         ),
-        endpoint(
-            Post,
-            "/pairs",
-            "Add a pair",
-            "admin",
-            Some(("PairSpec", true)),
-            "PairInfo",
-        ),
+        Endpoint {
+            note: Some(
+                "The token must be valid for every pair, and the agent's api.pair_roots must \
+                 hold the pair's local folder (and a file:// or git+file:// remote's folder); \
+                 rclone: remotes are refused. See docs/protocol.md.",
+            ),
+            ..endpoint(
+                Post,
+                "/pairs",
+                "Add a pair",
+                "admin",
+                Some(("PairSpec", true)),
+                "PairInfo",
+            )
+        },
         endpoint(
             Delete,
             "/pairs/{name}",
@@ -284,8 +308,9 @@ pub fn document() -> OpenApi {
         let mut operation = OperationBuilder::new()
             .summary(Some(e.summary))
             .description(Some(format!(
-                "Needs a token with the {} role or above.",
-                e.role
+                "Needs a token with the {} role or above.{}",
+                e.role,
+                e.note.map(|note| format!(" {note}")).unwrap_or_default()
             )))
             .security(SecurityRequirement::new("bearer", Vec::<String>::new()));
         let mut segment = e.path;
@@ -305,7 +330,11 @@ pub fn document() -> OpenApi {
                 ParameterBuilder::new()
                     .name(name)
                     .parameter_in(ParameterIn::Query)
-                    .required(Required::False)
+                    .required(if REQUIRED_QUERY.contains(&(e.path, name)) {
+                        Required::True
+                    } else {
+                        Required::False
+                    })
                     .description(Some(description))
                     .schema(Some(schema)),
             );
@@ -333,7 +362,11 @@ pub fn document() -> OpenApi {
                 .description("Success")
                 .content(media, json_of(e.answer)),
         );
-        for (status, description) in ERRORS {
+        let streams = (e.path == "/events").then_some((
+            "429",
+            "The agent, or this token, has as many event streams open as it allows",
+        ));
+        for (status, description) in ERRORS.iter().chain(&streams) {
             operation = operation.response(
                 *status,
                 ResponseBuilder::new()

@@ -47,8 +47,10 @@ pub struct AgentInfo {
     pub device: String,
     pub pid: u32,
     pub started_at: String,
-    pub state_dir: String,
-    pub socket: String,
+    /// Where the agent keeps its journal; `null` for an HTTP client.
+    pub state_dir: Option<String>,
+    /// The local socket's path; `null` for an HTTP client.
+    pub socket: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -307,8 +309,10 @@ impl Strategy {
 pub struct ResolveRequest {
     pub conflict_id: String,
     pub resolution_strategy: Strategy,
-    /// With `manual` only: an absolute path whose content becomes the
-    /// resolved version on both sides.
+    /// With `manual` only, over the local socket only: an absolute path
+    /// whose content (a regular file of at most 64 MiB) becomes the
+    /// resolved version on both sides. A token's request naming one is a
+    /// 403.
     #[serde(default)]
     pub merged_file: Option<String>,
 }
@@ -397,7 +401,9 @@ pub struct VersionInfo {
 pub struct RestoreRequest {
     #[serde(default)]
     pub pair: Option<String>,
+    #[schema(min_length = 1)]
     pub path: String,
+    #[schema(min_length = 1)]
     pub version: String,
 }
 
@@ -416,6 +422,11 @@ pub struct RestoreResponse {
     /// absent when there was no file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replaced: Option<String>,
+    /// What went wrong after the file was restored, which did not undo it
+    /// (the journal could not record the replaced version); absent when
+    /// nothing did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 // ---------------------------------------------------------------- changes

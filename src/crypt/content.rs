@@ -224,6 +224,37 @@ pub struct Decryptor<R> {
     /// Plaintext bytes still expected, where the caller knows the size.
     remaining: Option<u64>,
     done: bool,
+    /// The first error, answered again on every later read: after it the
+    /// input's position and the buffer are unknown, and nothing read on
+    /// may be handed out (nor an end that would pass a truncated file).
+    failed: Option<Failure>,
+}
+
+/// An error kept to be returned again (`io::Error` is not `Clone`).
+struct Failure {
+    content: Option<ContentError>,
+    kind: io::ErrorKind,
+    message: String,
+}
+
+impl Failure {
+    fn of(e: &io::Error) -> Failure {
+        Failure {
+            content: e
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<ContentError>())
+                .cloned(),
+            kind: e.kind(),
+            message: e.to_string(),
+        }
+    }
+
+    fn error(&self) -> io::Error {
+        match &self.content {
+            Some(content) => content.clone().into(),
+            None => io::Error::new(self.kind, self.message.clone()),
+        }
+    }
 }
 
 impl<R: Read> Decryptor<R> {
@@ -257,6 +288,7 @@ impl<R: Read> Decryptor<R> {
             pos: 0,
             remaining: None,
             done: false,
+            failed: None,
         }
     }
 
@@ -312,11 +344,19 @@ impl<R: Read> Read for Decryptor<R> {
         if buf.is_empty() {
             return Ok(0);
         }
+        if let Some(failure) = &self.failed {
+            return Err(failure.error());
+        }
         while self.pos == self.buf.len() {
             if self.done {
                 return Ok(0);
             }
-            self.open_next()?;
+            if let Err(e) = self.open_next() {
+                self.buf.clear();
+                self.pos = 0;
+                self.failed = Some(Failure::of(&e));
+                return Err(e);
+            }
         }
         let n = buf.len().min(self.buf.len() - self.pos);
         buf[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);

@@ -45,6 +45,8 @@ pub enum NameError {
     NotASegment,
     #[error("the name does not end in .bin")]
     NoSuffix,
+    #[error("the name is only a version stamp")]
+    OnlyVersion,
 }
 
 /// Encrypts and decrypts paths (`a/b/c`, segments separated by `/`).
@@ -67,19 +69,27 @@ impl NameCipher {
         }
     }
 
-    /// The encrypted form of a file's path.
-    pub fn encrypt_file(&self, path: &str) -> String {
+    /// The encrypted form of a file's path; an error for a name too long
+    /// to encrypt, or (names kept plain) one that is only a version stamp,
+    /// which would not read back.
+    pub fn encrypt_file(&self, path: &str) -> Result<String, NameError> {
         match self.mode {
-            NameMode::Off => format!("{path}{SUFFIX}"),
+            NameMode::Off => {
+                let name = path.rsplit('/').next().unwrap_or(path);
+                match remove_version(name) {
+                    Some((rest, _)) if rest.is_empty() => Err(NameError::OnlyVersion),
+                    _ => Ok(format!("{path}{SUFFIX}")),
+                }
+            }
             NameMode::Standard => self.encrypt_segments(path),
         }
     }
 
     /// The encrypted form of a folder's path.
-    pub fn encrypt_dir(&self, path: &str) -> String {
+    pub fn encrypt_dir(&self, path: &str) -> Result<String, NameError> {
         match self.mode {
-            NameMode::Off => path.to_owned(),
-            NameMode::Standard if !self.dir_names => path.to_owned(),
+            NameMode::Off => Ok(path.to_owned()),
+            NameMode::Standard if !self.dir_names => Ok(path.to_owned()),
             NameMode::Standard => self.encrypt_segments(path),
         }
     }
@@ -93,7 +103,7 @@ impl NameCipher {
                     // one rclone wrote.
                     let name = plain.rsplit('/').next().unwrap_or(plain);
                     match remove_version(name) {
-                        Some((rest, _)) if rest.is_empty() => Err(NameError::NoSuffix),
+                        Some((rest, _)) if rest.is_empty() => Err(NameError::OnlyVersion),
                         _ => Ok(plain.to_owned()),
                     }
                 }
@@ -112,20 +122,23 @@ impl NameCipher {
         }
     }
 
-    fn encrypt_segments(&self, path: &str) -> String {
+    fn encrypt_segments(&self, path: &str) -> Result<String, NameError> {
         let segments: Vec<&str> = path.split('/').collect();
         let last = segments.len() - 1;
-        segments
-            .iter()
-            .enumerate()
-            .map(|(i, s)| match (i == last, remove_version(s)) {
-                (true, Some((rest, stamp))) => add_version(&self.encrypt_segment(&rest), stamp),
-                (true, None) => self.encrypt_segment(s),
-                (false, _) if self.dir_names => self.encrypt_segment(s),
+        let mut out = Vec::with_capacity(segments.len());
+        for (i, s) in segments.iter().enumerate() {
+            out.push(match (i == last, remove_version(s)) {
+                // A name that is only a stamp is encrypted whole: with
+                // the stamp taken off, nothing would be left to hide it.
+                (true, Some((rest, stamp))) if !rest.is_empty() => {
+                    add_version(&self.encrypt_segment(&rest)?, stamp)
+                }
+                (true, _) => self.encrypt_segment(s)?,
+                (false, _) if self.dir_names => self.encrypt_segment(s)?,
                 (false, _) => (*s).to_owned(),
-            })
-            .collect::<Vec<_>>()
-            .join("/")
+            });
+        }
+        Ok(out.join("/"))
     }
 
     fn decrypt_segments(&self, path: &str) -> Result<String, NameError> {
@@ -134,6 +147,9 @@ impl NameCipher {
         let mut out = Vec::with_capacity(segments.len());
         for (i, s) in segments.iter().enumerate() {
             out.push(match (i == last, remove_version(s)) {
+                // Only a stamp: stored as it is, so not written through
+                // this encryption (a foreign name).
+                (true, Some((rest, _))) if rest.is_empty() => return Err(NameError::OnlyVersion),
                 (true, Some((rest, stamp))) => add_version(&self.decrypt_segment(&rest)?, stamp),
                 (true, None) => self.decrypt_segment(s)?,
                 (false, _) if self.dir_names => self.decrypt_segment(s)?,
@@ -143,21 +159,21 @@ impl NameCipher {
         Ok(out.join("/"))
     }
 
-    /// One segment: PKCS#7 to whole blocks, EME, lowercase base32hex.
-    pub fn encrypt_segment(&self, plain: &str) -> String {
+    /// One segment: PKCS#7 to whole blocks, EME, lowercase base32hex; an
+    /// error past EME's block limit (far past any file system's name
+    /// limit), never the name unencrypted.
+    pub fn encrypt_segment(&self, plain: &str) -> Result<String, NameError> {
         if plain.is_empty() {
-            return String::new();
+            return Ok(String::new());
         }
         let pad = eme::BLOCK - plain.len() % eme::BLOCK;
         let mut data = plain.as_bytes().to_vec();
         data.resize(plain.len() + pad, pad as u8);
         if data.len() / eme::BLOCK > eme::MAX_BLOCKS {
-            // Far past any file system's name limit; the caller refuses
-            // names over MAX_ENCRYPTED_SEGMENT before writing.
-            return BASE32HEX_NOPAD.encode(&data).to_ascii_lowercase();
+            return Err(NameError::TooLong);
         }
         eme::transform(&self.aes, &self.tweak, &mut data, Direction::Encrypt);
-        BASE32HEX_NOPAD.encode(&data).to_ascii_lowercase()
+        Ok(BASE32HEX_NOPAD.encode(&data).to_ascii_lowercase())
     }
 
     /// The plaintext of one encrypted segment (either letter case, as
@@ -280,7 +296,7 @@ mod tests {
     fn segments_match_rclones_vectors_both_ways() {
         let names = NameCipher::new(&zero_keys(), NameMode::Standard, true);
         for (plain, encrypted) in VECTORS {
-            assert_eq!(names.encrypt_segment(plain), *encrypted, "{plain}");
+            assert_eq!(names.encrypt_segment(plain).unwrap(), *encrypted, "{plain}");
             assert_eq!(names.decrypt_segment(encrypted).unwrap(), *plain);
             assert_eq!(
                 names
@@ -294,20 +310,23 @@ mod tests {
     #[test]
     fn each_segment_is_encrypted_on_its_own_and_folders_can_stay_plain() {
         let names = NameCipher::new(&zero_keys(), NameMode::Standard, true);
-        let path = names.encrypt_file("1/12/123");
+        let path = names.encrypt_file("1/12/123").unwrap();
         assert_eq!(
             path,
             "p0e52nreeaj0a5ea7s64m4j72s/l42g6771hnv3an9cgc8cr2n1ng/qgm4avr35m5loi1th53ato71v0"
         );
         assert_eq!(names.decrypt_file(&path).unwrap(), "1/12/123");
-        assert_eq!(names.encrypt_dir("1/12"), names.encrypt_file("1/12"));
+        assert_eq!(
+            names.encrypt_dir("1/12").unwrap(),
+            names.encrypt_file("1/12").unwrap()
+        );
 
         let plain_dirs = NameCipher::new(&zero_keys(), NameMode::Standard, false);
         assert_eq!(
-            plain_dirs.encrypt_file("1/12/123"),
+            plain_dirs.encrypt_file("1/12/123").unwrap(),
             "1/12/qgm4avr35m5loi1th53ato71v0"
         );
-        assert_eq!(plain_dirs.encrypt_dir("1/12"), "1/12");
+        assert_eq!(plain_dirs.encrypt_dir("1/12").unwrap(), "1/12");
         assert_eq!(
             plain_dirs
                 .decrypt_file("1/12/qgm4avr35m5loi1th53ato71v0")
@@ -316,8 +335,8 @@ mod tests {
         );
 
         let off = NameCipher::new(&zero_keys(), NameMode::Off, true);
-        assert_eq!(off.encrypt_file("a/b.txt"), "a/b.txt.bin");
-        assert_eq!(off.encrypt_dir("a/b"), "a/b");
+        assert_eq!(off.encrypt_file("a/b.txt").unwrap(), "a/b.txt.bin");
+        assert_eq!(off.encrypt_dir("a/b").unwrap(), "a/b");
         assert_eq!(off.decrypt_file("a/b.txt.bin").unwrap(), "a/b.txt");
         assert_eq!(off.decrypt_file("a/b.txt"), Err(NameError::NoSuffix));
         assert_eq!(off.decrypt_file(".bin"), Err(NameError::NoSuffix));
@@ -327,8 +346,8 @@ mod tests {
     fn version_stamps_stay_outside_the_encrypted_name_as_rclone_keeps_them() {
         let names = NameCipher::new(&zero_keys(), NameMode::Standard, true);
         let stamp = "-v2021-02-28-235959-999";
-        let encrypted = names.encrypt_file(&format!("1/12{stamp}.txt"));
-        let expected_name = add_version(&names.encrypt_segment("12.txt"), stamp);
+        let encrypted = names.encrypt_file(&format!("1/12{stamp}.txt")).unwrap();
+        let expected_name = add_version(&names.encrypt_segment("12.txt").unwrap(), stamp);
         assert_eq!(
             encrypted,
             format!("p0e52nreeaj0a5ea7s64m4j72s/{expected_name}")
@@ -346,7 +365,9 @@ mod tests {
         ] {
             assert_eq!(remove_version(plain), None, "{plain}");
             assert_eq!(
-                names.decrypt_file(&names.encrypt_file(plain)).unwrap(),
+                names
+                    .decrypt_file(&names.encrypt_file(plain).unwrap())
+                    .unwrap(),
                 plain
             );
         }
@@ -357,12 +378,50 @@ mod tests {
         let off = NameCipher::new(&zero_keys(), NameMode::Off, true);
         assert_eq!(
             off.decrypt_file("d/-v2021-01-01-000000-000.bin"),
-            Err(NameError::NoSuffix)
+            Err(NameError::OnlyVersion)
+        );
+        assert_eq!(
+            off.encrypt_file("d/-v2021-01-01-000000-000"),
+            Err(NameError::OnlyVersion),
+            "a name kept plain that would not read back is refused"
         );
         assert_eq!(
             off.decrypt_file("d/a-v2021-01-01-000000-000.txt.bin")
                 .unwrap(),
             "d/a-v2021-01-01-000000-000.txt"
+        );
+    }
+
+    #[test]
+    fn a_name_that_is_only_a_version_stamp_is_encrypted_whole_and_never_read_as_plain() {
+        let names = NameCipher::new(&zero_keys(), NameMode::Standard, true);
+        let stamp = "-v2021-01-01-000000-000";
+        let encrypted = names.encrypt_file(&format!("1/{stamp}")).unwrap();
+        assert!(!encrypted.contains(stamp), "{encrypted}");
+        assert_eq!(
+            names.decrypt_file(&encrypted).unwrap(),
+            format!("1/{stamp}")
+        );
+        // Found on the remote as it is: nothing of it was encrypted, so
+        // it is foreign, not a plain file.
+        let dir = names.encrypt_dir("1").unwrap();
+        assert_eq!(
+            names.decrypt_file(&format!("{dir}/{stamp}")),
+            Err(NameError::OnlyVersion)
+        );
+        assert_eq!(names.decrypt_file(stamp), Err(NameError::OnlyVersion));
+    }
+
+    #[test]
+    fn a_name_past_emes_block_limit_is_an_error_never_plain_base32() {
+        let names = NameCipher::new(&zero_keys(), NameMode::Standard, true);
+        let longest = "a".repeat(eme::MAX_BLOCKS * eme::BLOCK - 1);
+        assert!(names.encrypt_segment(&longest).is_ok());
+        let over = "a".repeat(eme::MAX_BLOCKS * eme::BLOCK);
+        assert_eq!(names.encrypt_segment(&over), Err(NameError::TooLong));
+        assert_eq!(
+            names.encrypt_file(&format!("d/{over}")),
+            Err(NameError::TooLong)
         );
     }
 
@@ -375,18 +434,18 @@ mod tests {
         );
         assert_eq!(names.decrypt_segment("abcdefgh"), Err(NameError::NotBlocks));
         let other = NameCipher::new(&Keys::from_bytes(&[1; 80]), NameMode::Standard, true);
-        let foreign = other.encrypt_segment("a name of some length");
+        let foreign = other.encrypt_segment("a name of some length").unwrap();
         assert!(names.decrypt_segment(&foreign).is_err());
         for sneaky in ["a/b", "..", "."] {
             assert_eq!(
-                names.decrypt_segment(&names.encrypt_segment(sneaky)),
+                names.decrypt_segment(&names.encrypt_segment(sneaky).unwrap()),
                 Err(NameError::NotASegment)
             );
         }
         let unicode = "Ünïcödé ✓ 名前";
         assert_eq!(
             names
-                .decrypt_segment(&names.encrypt_segment(unicode))
+                .decrypt_segment(&names.encrypt_segment(unicode).unwrap())
                 .unwrap(),
             unicode
         );

@@ -228,6 +228,49 @@ fn a_wrong_key_a_flipped_bit_or_a_cut_is_an_error_never_garbage() {
 }
 
 #[test]
+fn after_an_error_every_later_read_answers_the_same_error() {
+    let keys = Keys::derive("right", None);
+    let plain = data(2 * CHUNK as usize + 10);
+    let cipher = encrypt(&plain, &keys, Nonce::random().unwrap());
+    let again = |reader: &mut dyn Read, first: ContentError| {
+        for _ in 0..2 {
+            let mut buf = vec![0u8; 2 * CHUNK as usize];
+            assert_eq!(error_of(reader.read(&mut buf).map(|_| Vec::new())), first);
+            let mut rest = Vec::new();
+            assert_eq!(error_of(reader.read_to_end(&mut rest).map(|_| rest)), first);
+        }
+    };
+
+    // A chunk that fails to authenticate: its ciphertext is never
+    // handed out afterwards.
+    let wrong = Keys::derive("wrong", None);
+    let mut reader = Decryptor::new(&cipher[..], &wrong);
+    let first = error_of(decrypt_with(&mut reader));
+    assert_eq!(first, ContentError::BadChunk { chunk: 0 });
+    again(&mut reader, first);
+
+    // Cut at a chunk boundary: a second read does not end cleanly.
+    let mut reader =
+        Decryptor::new(&cipher[..chunk_offset(2) as usize], &keys).expecting(plain.len() as u64);
+    let mut out = Vec::new();
+    let first = error_of(reader.read_to_end(&mut out).map(|_| Vec::new()));
+    assert_eq!(first, ContentError::EndsEarly { missing: 10 });
+    again(&mut reader, first);
+
+    // Cut inside a chunk's tag: nothing stale comes out after.
+    let mut reader = Decryptor::new(&cipher[..chunk_offset(2) as usize + 5], &keys);
+    let mut out = Vec::new();
+    let first = error_of(reader.read_to_end(&mut out).map(|_| Vec::new()));
+    assert_eq!(first, ContentError::TruncatedChunk);
+    again(&mut reader, first);
+}
+
+fn decrypt_with(reader: &mut dyn Read) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    reader.read_to_end(&mut out).map(|_| out)
+}
+
+#[test]
 fn fresh_nonces_make_equal_plaintexts_differ() {
     let keys = zero_keys();
     let a = encrypt(b"same", &keys, Nonce::random().unwrap());

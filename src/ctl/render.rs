@@ -31,7 +31,7 @@ pub fn status(status: &AgentStatus, now: SystemTime) -> String {
         agent.pid,
         since(&agent.started_at, now).map_or_else(|| "?".to_owned(), words),
         esc(&status.protocol),
-        esc(&agent.socket),
+        esc(agent.socket.as_deref().unwrap_or("?")),
     );
     if status.pairs.is_empty() {
         out.push_str(
@@ -309,6 +309,9 @@ pub fn restored(resp: &RestoreResponse) -> String {
             esc(replaced)
         );
     }
+    if let Some(warning) = &resp.warning {
+        let _ = writeln!(out, "Warning: {}", esc(warning));
+    }
     out
 }
 
@@ -537,8 +540,8 @@ mod tests {
                 device: "laptop".into(),
                 pid: 42,
                 started_at: "2025-02-09T13:00:00Z".into(),
-                state_dir: "/state".into(),
-                socket: "/run/prism-syncd.sock".into(),
+                state_dir: Some("/state".into()),
+                socket: Some("/run/prism-syncd.sock".into()),
             },
             vec![PairStatus {
                 name: "notes".into(),
@@ -591,8 +594,8 @@ mod tests {
                 device: "laptop".into(),
                 pid: 42,
                 started_at: "2025-02-09T13:00:00Z".into(),
-                state_dir: "/state".into(),
-                socket: "/run/prism-syncd.sock".into(),
+                state_dir: Some("/state".into()),
+                socket: Some("/run/prism-syncd.sock".into()),
             },
             vec![PairStatus {
                 name: "notes".into(),

@@ -38,6 +38,10 @@ use super::{EngineContext, PairEngine, REMOTE_ORIGIN, RunTally, forget};
 /// The largest file a three-way merge reads.
 pub const MERGE_MAX_BYTES: u64 = 4 * 1024 * 1024;
 
+/// The largest file `resolve --strategy manual --from FILE` reads: it is
+/// held in memory to hash it before it is written into the folder.
+pub const MERGED_FILE_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
 /// True for content a text merge can work on: UTF-8 without NUL bytes.
 pub fn is_text(bytes: &[u8]) -> bool {
     !bytes.contains(&0) && std::str::from_utf8(bytes).is_ok()
@@ -283,6 +287,51 @@ fn keep(
 enum MergeOutcome {
     Merged,
     NotMerged(String),
+}
+
+/// The content of the file a manual resolution names: a regular file of at
+/// most [`MERGED_FILE_MAX_BYTES`]. A FIFO would block the pair's loop until
+/// someone wrote to it, and a device such as `/dev/zero` never ends, so
+/// what the opened file is (not what its name was a moment before) is
+/// checked before a byte is read; the open itself does not wait for a
+/// FIFO's writer.
+fn read_merged_file(file: &Path) -> Result<Vec<u8>, ResolveError> {
+    let refuse =
+        |why: String| ResolveError::Invalid(format!("cannot use {}: {why}", file.display()));
+    let mut options = fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
+    }
+    let opened = options.open(file).map_err(|e| refuse(e.to_string()))?;
+    let meta = opened.metadata().map_err(|e| refuse(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(refuse(
+            "it is not a regular file; save the resolved version to a file and name that".into(),
+        ));
+    }
+    let too_large = || {
+        refuse(format!(
+            "it is larger than {} MiB; put the resolved version in place of the conflicted \
+             file yourself and resolve with --strategy keep_local",
+            MERGED_FILE_MAX_BYTES / (1024 * 1024)
+        ))
+    };
+    if meta.len() > MERGED_FILE_MAX_BYTES {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::new();
+    // It may grow while it is read.
+    opened
+        .take(MERGED_FILE_MAX_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| refuse(e.to_string()))?;
+    if bytes.len() as u64 > MERGED_FILE_MAX_BYTES {
+        return Err(too_large());
+    }
+    Ok(bytes)
 }
 
 /// Reads a replica's file for merging, refusing what is too large.
@@ -571,8 +620,7 @@ impl PairEngine {
     }
 
     fn write_local_from(&self, path: &RelPath, file: &Path) -> Result<(), ResolveError> {
-        let bytes = fs::read(file)
-            .map_err(|e| ResolveError::Invalid(format!("cannot read {}: {e}", file.display())))?;
+        let bytes = read_merged_file(file)?;
         let hash = ContentHash::of_bytes(&bytes);
         let now = timefmt::to_unix_ns(self.settings.clock.now());
         let expect = self.local().stat(path)?;

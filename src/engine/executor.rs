@@ -393,6 +393,8 @@ struct CopyJob<'a> {
     to: Side,
     path: &'a RelPath,
     source: FileMeta,
+    /// The source's version token, as listed.
+    source_version: Option<String>,
     /// What the copy is made with (see `Action::Copy`).
     mode: Option<Mode>,
     expect: Expect,
@@ -425,6 +427,11 @@ fn run_copies(
                 to: *to,
                 path,
                 source: *source,
+                source_version: trees
+                    .get(to.other())
+                    .get(path)
+                    .filter(|e| e.entry.file() == Some(source))
+                    .and_then(|e| e.version.clone()),
                 mode: *mode,
                 expect: expect_of(current),
                 is_new: current.is_none(),
@@ -670,7 +677,8 @@ fn stage_one(ctx: &EngineContext<'_>, job: &CopyJob<'_>) -> Result<StagedWrite, 
     // The source can be reopened at an offset: the destination may continue
     // a partial transfer an earlier attempt left, and a read that breaks
     // on a connection error continues where it stopped.
-    let source = Source::new(ctx.side(job.to.other()), job.path, job.source, &at);
+    let source = Source::new(ctx.side(job.to.other()), job.path, job.source, &at)
+        .with_version(job.source_version.clone());
     ctx.side(job.to)
         .stage_from(job.path, &source, job.source.mtime_ns, job.mode)
         .map_err(|error| source.take_failure().unwrap_or(error))

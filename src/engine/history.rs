@@ -8,6 +8,10 @@
 //! careful write every sync uses, so the version there goes to the local
 //! trash and nothing is overwritten; the next sync carries the restored
 //! file to the remote and every other device as a new change.
+//!
+//! A remote that keeps old versions by itself (a git remote's history)
+//! lists them too ([`Replica::kept_versions`]), named by its own ids (a
+//! commit id); restoring one reads it from there.
 
 use std::io;
 use std::time::{Duration, SystemTime};
@@ -16,7 +20,7 @@ use crate::fsops::Expect;
 use crate::journal::{JournalError, TrashedVersion, UNKNOWN_DEVICE};
 use crate::locks::LockExt;
 use crate::model::{ContentHash, RelPath, Side};
-use crate::remote::{Replica, ReplicaError};
+use crate::remote::ReplicaError;
 use crate::timefmt;
 use crate::tracker::hash::HashingReader;
 
@@ -32,7 +36,12 @@ pub enum Place {
     Current,
     /// A side's trash.
     Trash(Side),
+    /// What the remote keeps by itself: a git remote's history.
+    RemoteHistory,
 }
+
+/// At most this many versions are listed from what the remote keeps.
+pub const KEPT_LIMIT: usize = 200;
 
 impl Place {
     /// As the protocol names it: `current`, `local_trash`, `remote_trash`.
@@ -41,6 +50,7 @@ impl Place {
             Place::Current => "current",
             Place::Trash(Side::Local) => "local_trash",
             Place::Trash(Side::Remote) => "remote_trash",
+            Place::RemoteHistory => "remote_history",
         }
     }
 }
@@ -48,8 +58,9 @@ impl Place {
 /// One version of a file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Version {
-    /// What `restore --version` takes: [`CURRENT`], or the trashed
-    /// version's row in the journal.
+    /// What `restore --version` takes: [`CURRENT`], the trashed
+    /// version's row in the journal, or the remote's id of a version it
+    /// keeps (a commit id).
     pub version: String,
     pub hash: ContentHash,
     pub size: u64,
@@ -81,6 +92,14 @@ pub enum RestoreError {
     Journal(#[from] JournalError),
 }
 
+/// Where a version to restore is read from.
+enum Source {
+    /// A side's trash, under that name (the journal's row `id`).
+    Trash { id: i64, side: Side, name: RelPath },
+    /// What the remote keeps by itself, under the version's id.
+    Kept,
+}
+
 /// What a restore did.
 #[derive(Debug)]
 pub struct Restored {
@@ -92,13 +111,38 @@ pub struct Restored {
     pub replaced: Option<RelPath>,
     /// Paths to sync now so the restored version reaches the remote.
     pub paths: Vec<RelPath>,
+    /// What went wrong after the file was restored (the journal could not
+    /// record the version it replaced).
+    pub warning: Option<String>,
 }
 
 impl PairEngine {
     /// The versions of `path` the pair still holds: the current one first
     /// (when both sides hold the file), then the trashed ones, newest
-    /// first.
+    /// first, then those the remote keeps by itself, newest first.
     pub fn history(&self, path: &RelPath) -> Result<Vec<Version>, JournalError> {
+        let mut versions = self.recorded_versions(path)?;
+        // Read from the remote's own store (for git, the mirror); what
+        // cannot be read is left out with a warning, the rest is listed.
+        match self.remote().kept_versions(path, KEPT_LIMIT) {
+            Ok(kept) => versions.extend(kept.into_iter().map(|k| Version {
+                version: k.version,
+                hash: k.hash,
+                size: k.size,
+                modified_at: timefmt::rfc3339(timefmt::from_unix_ns(k.time_ns)),
+                origin_device: k.author,
+                place: Place::RemoteHistory,
+                trashed_at: None,
+            })),
+            Err(e) => {
+                tracing::warn!(pair = %self.name, path = %path, error = %e, "cannot list the versions the remote keeps");
+            }
+        }
+        Ok(versions)
+    }
+
+    /// The current version and the trashed ones, as the journal has them.
+    fn recorded_versions(&self, path: &RelPath) -> Result<Vec<Version>, JournalError> {
         let journal = self.journal.locked();
         let mut versions = Vec::new();
         let base = journal.load_base_within(self.pair, std::slice::from_ref(path))?;
@@ -128,10 +172,18 @@ impl PairEngine {
         Ok(versions)
     }
 
-    /// Writes the trashed version `version` of `path` to the local folder;
+    /// Writes the version `version` of `path` (trashed, or kept by the
+    /// remote) to the local folder;
     /// the file there goes to the local trash (and is recorded there, so
-    /// it can be restored in turn). The caller syncs the returned paths.
-    pub fn restore(&self, path: &RelPath, version: &str) -> Result<Restored, RestoreError> {
+    /// it can be restored in turn). `by` is the token that asked (`None`:
+    /// the local socket's owner), recorded with the restored version. The
+    /// caller syncs the returned paths.
+    pub fn restore(
+        &self,
+        path: &RelPath,
+        version: &str,
+        by: Option<&str>,
+    ) -> Result<Restored, RestoreError> {
         let not_found = || {
             RestoreError::NoSuchVersion(format!(
                 "{path} has no version {version:?} in pair {}; `prism-syncctl history` lists the \
@@ -144,31 +196,68 @@ impl PairEngine {
                 "version {CURRENT} is the file as it is; choose a trashed version to restore"
             )));
         }
-        let id: i64 = version.parse().map_err(|_| not_found())?;
-        let row = self
-            .journal
-            .locked()
-            .trashed_version(id)?
-            .filter(|row| row.pair_id == self.pair && row.path == *path)
-            .ok_or_else(not_found)?;
-        let trash: &dyn Replica = match row.side {
-            Side::Local => self.local(),
-            Side::Remote => self.remote(),
+        // A number is a trashed version's row; anything else may be the
+        // id of a version the remote keeps (a commit id).
+        let (source, hash, size) = match version.parse::<i64>() {
+            Ok(id) => {
+                let row = self
+                    .journal
+                    .locked()
+                    .trashed_version(id)?
+                    .filter(|row| row.pair_id == self.pair && row.path == *path)
+                    .ok_or_else(not_found)?;
+                let source = Source::Trash {
+                    id,
+                    side: row.side,
+                    name: row.trash_name,
+                };
+                (source, row.hash, row.size)
+            }
+            Err(_) => {
+                let kept = self
+                    .remote()
+                    .kept_versions(path, KEPT_LIMIT)?
+                    .into_iter()
+                    .find(|k| k.version == version)
+                    .ok_or_else(not_found)?;
+                (Source::Kept, kept.hash, kept.size)
+            }
+        };
+        let (held_in, why) = match &source {
+            Source::Trash { side, .. } => (
+                format!("the {side} trash"),
+                " (trashed versions are purged after the retention)",
+            ),
+            Source::Kept => ("the remote's history".to_owned(), ""),
         };
         let gone = || {
             RestoreError::Gone(format!(
-                "version {version} of {path} is no longer in the {} trash (trashed versions are \
-                 purged after the retention); nothing was changed",
-                row.side
+                "version {version} of {path} is no longer in {held_in}{why}; nothing was changed"
             ))
         };
         let current = self.local_file(path)?;
-        if current.as_ref().is_some_and(|(hash, _)| *hash == row.hash) {
+        if current
+            .as_ref()
+            .is_some_and(|(current, _)| *current == hash)
+        {
             return Err(RestoreError::Invalid(format!(
                 "{path} already holds version {version}; nothing was changed"
             )));
         }
-        let mut reader = match trash.open_trashed(&row.trash_name) {
+        let opened = match &source {
+            Source::Trash {
+                side: Side::Local,
+                name,
+                ..
+            } => self.local().open_trashed(name),
+            Source::Trash {
+                side: Side::Remote,
+                name,
+                ..
+            } => self.remote().open_trashed(name),
+            Source::Kept => self.remote().open_kept(path, version),
+        };
+        let mut reader = match opened {
             Ok(reader) => reader,
             Err(ReplicaError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
                 return Err(gone());
@@ -184,17 +273,16 @@ impl PairEngine {
             Expect::Absent | Expect::Dir => None,
         };
         let now = timefmt::to_unix_ns(self.settings.clock.now());
-        let written =
-            self.local()
-                .write_naming_trash(path, &mut reader, &row.hash, now, mode, &expect);
+        let written = self
+            .local()
+            .write_naming_trash(path, &mut reader, &hash, now, mode, &expect);
         let (_, replaced) = match written {
             Ok(written) => written,
             // The bytes in the trash do not hash to the recorded version.
             Err(ReplicaError::SourceChanged { .. }) => {
                 return Err(RestoreError::Gone(format!(
-                    "the {} trash's copy of version {version} of {path} no longer holds that \
-                     version (its content changed); nothing was changed",
-                    row.side
+                    "the copy of version {version} of {path} in {held_in} no longer holds that \
+                     version (its content changed); nothing was changed"
                 )));
             }
             Err(ReplicaError::Changed { .. }) => {
@@ -204,12 +292,9 @@ impl PairEngine {
             }
             Err(e) => return Err(e.into()),
         };
-        if let (Some((hash, Expect::File { size, mtime_ns, .. })), Some(trash_name)) =
-            (&current, &replaced)
-        {
-            self.journal.locked().record_trashed(
-                self.pair,
-                &[TrashedVersion {
+        let replaced_version = match (&current, &replaced) {
+            (Some((hash, Expect::File { size, mtime_ns, .. })), Some(trash_name)) => {
+                Some(TrashedVersion {
                     path: path.clone(),
                     side: Side::Local,
                     trash_name: trash_name.clone(),
@@ -217,15 +302,41 @@ impl PairEngine {
                     size: *size,
                     mtime_ns: *mtime_ns,
                     trashed_by: self.settings.device.clone(),
-                }],
-            )?;
-        }
+                })
+            }
+            _ => None,
+        };
+        // The file is restored from here on, whatever the journal says:
+        // failing now would leave it unsynced and tell the user nothing
+        // happened.
+        // A version the remote keeps itself has no row to mark restored.
+        let restored_row = match &source {
+            Source::Trash { id, .. } => Some(*id),
+            Source::Kept => None,
+        };
+        let recorded = self.journal.locked().record_restore(
+            self.pair,
+            restored_row,
+            by,
+            replaced_version.as_slice(),
+        );
+        let warning = recorded.err().map(|e| {
+            tracing::warn!(path = %path, error = %e, "cannot record a restore in the journal");
+            match &replaced {
+                Some(trash_name) => format!(
+                    "the version it replaced is in the local trash as {trash_name}, but the \
+                     journal could not record it, so `history` does not list it: {e}"
+                ),
+                None => format!("the journal could not record who restored it: {e}"),
+            }
+        });
         Ok(Restored {
             version: version.to_owned(),
-            hash: row.hash,
-            size: row.size,
+            hash,
+            size,
             replaced,
             paths: vec![path.clone()],
+            warning,
         })
     }
 

@@ -719,7 +719,7 @@ impl Run<'_> {
             } else {
                 engine.settings.strategy
             };
-            let (again, offline) = std::thread::scope(|threads| {
+            let (again, offline, refused) = std::thread::scope(|threads| {
                 let ctx = engine.context(sync_id, lease_lost, strategy, threads);
                 let outcome = executor::execute(&ctx, &mut trees, &plan.actions, &mut self.tally);
                 let mut again: Vec<RelPath> = outcome.changed;
@@ -739,7 +739,19 @@ impl Run<'_> {
                     }
                 }
                 executed = started.elapsed();
-                ctx.flush().map(|()| (again, offline))
+                match ctx.flush() {
+                    Ok(()) => Ok((again, offline, false)),
+                    // A replica refused a batch because its side changed
+                    // (a git push lost to a commit on the same paths):
+                    // nothing of that batch took effect or was recorded,
+                    // so plan again now, from what that side holds.
+                    Err(ReplicaError::Changed { path }) => {
+                        tracing::info!(pair = %engine.name, path = %path, "a side changed under a batch; planning again");
+                        again.extend(RelPath::new(&path).ok());
+                        Ok((again, offline, true))
+                    }
+                    Err(error) => Err(error),
+                }
             })
             .map_err(SyncError::Replica)?;
             tracing::debug!(pair = %engine.name, round, executed_ms = executed.as_millis() as u64, flushed_ms = (started.elapsed() - executed).as_millis() as u64, "round done");
@@ -762,7 +774,7 @@ impl Run<'_> {
             )
             .and_then(|()| self.publish());
             self.bookkeeping(caught_up)?;
-            if again.is_empty() {
+            if again.is_empty() && !refused {
                 self.unsettled.clear();
                 return Ok(());
             }

@@ -14,6 +14,17 @@
 //! fails, later ones are not recorded (their effects are found again by
 //! the next sync), [`Recorder::has_failed`] turns true so the run stops
 //! early, and [`Recorder::finish`] returns the failure.
+//!
+//! A replica may refuse a batch at its flush because its side changed
+//! under it: a git remote whose push lost to a commit that touched a path
+//! of the batch. Nothing of the batch reached that side, so none of its
+//! steps is recorded, and [`Recorder::finish`] returns
+//! [`ReplicaError::Changed`], which the run takes as "plan again", as for
+//! a step refused the same way. The journal then holds the base as it was
+//! before the batch: the batch's writes on the other side are found again
+//! by the next listing, as both sides agreeing where the refused side still
+//! holds what was copied from it, or as a change (or a conflict, both
+//! versions kept) where the new commit changed it again.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, SyncSender};
@@ -53,7 +64,27 @@ enum Message {
     Batch(Vec<Step>),
     /// Answer, once every batch before it is recorded, with the failure
     /// that stopped recording, if one did.
-    Finish(mpsc::Sender<Option<String>>),
+    Finish(mpsc::Sender<Option<Stopped>>),
+}
+
+/// Why recording stopped.
+#[derive(Clone, Debug)]
+enum Stopped {
+    /// A replica refused the batch because `path` changed on its side:
+    /// the run plans again.
+    Changed {
+        path: String,
+    },
+    Failed(String),
+}
+
+impl From<Stopped> for ReplicaError {
+    fn from(stopped: Stopped) -> ReplicaError {
+        match stopped {
+            Stopped::Changed { path } => ReplicaError::Changed { path },
+            Stopped::Failed(message) => ReplicaError::Other(message),
+        }
+    }
 }
 
 impl Recorder {
@@ -67,7 +98,7 @@ impl Recorder {
         let failed = Arc::new(AtomicBool::new(false));
         let raise = Arc::clone(&failed);
         scope.spawn(move || {
-            let mut failure: Option<String> = None;
+            let mut failure: Option<Stopped> = None;
             for message in messages {
                 match message {
                     Message::Batch(steps) if failure.is_none() => {
@@ -79,8 +110,13 @@ impl Recorder {
                             }));
                         failure = match recorded {
                             Ok(Ok(())) => None,
-                            Ok(Err(error)) => Some(error.to_string()),
-                            Err(panic) => Some(crate::engine::crash_report(panic.as_ref())),
+                            Ok(Err(ReplicaError::Changed { path })) => {
+                                Some(Stopped::Changed { path })
+                            }
+                            Ok(Err(error)) => Some(Stopped::Failed(error.to_string())),
+                            Err(panic) => {
+                                Some(Stopped::Failed(crate::engine::crash_report(panic.as_ref())))
+                            }
                         };
                         if failure.is_some() {
                             raise.store(true, Ordering::Relaxed);
@@ -122,7 +158,9 @@ impl Recorder {
     }
 
     /// Hands over what is pending and waits until everything handed over
-    /// is recorded; returns the failure that stopped recording, if any.
+    /// is recorded; returns the failure that stopped recording, if any
+    /// ([`ReplicaError::Changed`] when a replica refused a batch because
+    /// its side changed: plan again).
     pub fn finish(&self) -> Result<(), ReplicaError> {
         self.hand_over();
         let (answer, answered) = mpsc::channel();
@@ -132,7 +170,7 @@ impl Recorder {
             .map_err(|_| stopped())?;
         match answered.recv().map_err(|_| stopped())? {
             None => Ok(()),
-            Some(failure) => Err(ReplicaError::Other(failure)),
+            Some(failure) => Err(failure.into()),
         }
     }
 
@@ -216,6 +254,32 @@ mod tests {
             assert!(error.to_string().contains("the disk is full"), "{error}");
             assert!(recorder.has_failed());
             assert_eq!(*calls.locked(), 1, "nothing recorded after the failure");
+        });
+    }
+
+    #[test]
+    fn a_batch_refused_because_a_side_changed_is_a_change_to_plan_again() {
+        let recorded = Mutex::new(0);
+        std::thread::scope(|scope| {
+            let recorder = Recorder::start(scope, |_| {
+                let mut recorded = recorded.locked();
+                if *recorded == 1 {
+                    return Err(ReplicaError::Changed {
+                        path: "notes/a.md".into(),
+                    });
+                }
+                *recorded += 1;
+                Ok(())
+            });
+            for n in 0..(3 * BATCH_STEPS) {
+                recorder.add(step(n));
+            }
+            match recorder.finish().unwrap_err() {
+                ReplicaError::Changed { path } => assert_eq!(path, "notes/a.md"),
+                other => panic!("not a change to plan again: {other:?}"),
+            }
+            assert!(recorder.has_failed(), "the run stops and plans again");
+            assert_eq!(*recorded.locked(), 1, "nothing recorded after the refusal");
         });
     }
 

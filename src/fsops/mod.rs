@@ -17,8 +17,8 @@ use std::time::{Duration, SystemTime};
 
 use crate::clock::Clock;
 use crate::model::{ContentHash, Entry, FileId, Mode, RelPath};
+use crate::remote::layout::temp_name_for;
 use crate::timefmt;
-use crate::tracker::ignore::temp_name_for;
 
 #[cfg(unix)]
 pub mod beneath;
@@ -920,7 +920,7 @@ pub(crate) mod tests {
         let leftovers: Vec<_> = fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name())
-            .filter(|n| crate::tracker::ignore::is_temp_name(&n.to_string_lossy()))
+            .filter(|n| crate::remote::layout::is_temp_name(&n.to_string_lossy()))
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
     }

@@ -31,7 +31,8 @@ impl Journal {
     /// changed, the stored base no longer describes these two sides, so it
     /// is forgotten: the next sync re-discovers both sides (identical files
     /// converge, differing ones become conflicts) instead of reading
-    /// "everything in the base is gone" as deletions.
+    /// "everything in the base is gone" as deletions. When the remote
+    /// changed, the versions recorded in its trash are forgotten too.
     pub fn upsert_pair(
         &self,
         name: &str,
@@ -47,8 +48,8 @@ impl Journal {
                 .query_row([name], |row| {
                     Ok((
                         PairId(row.get(0)?),
-                        row.get::<_, String>(1)? == local_root
-                            && row.get::<_, String>(2)? == remote_url,
+                        row.get::<_, String>(1)? != local_root,
+                        row.get::<_, String>(2)? != remote_url,
                         row.get::<_, Option<String>>(3)?.is_some(),
                     ))
                 })
@@ -64,7 +65,8 @@ impl Journal {
                         |row| row.get(0),
                     )?,
                 ),
-                Some((id, unchanged, removed)) => {
+                Some((id, local_moved, remote_moved, removed)) => {
+                    let unchanged = !local_moved && !remote_moved;
                     if !unchanged {
                         tracing::warn!(
                             "pair {name} now joins {local_root} with {remote_url}; its base is \
@@ -72,6 +74,16 @@ impl Journal {
                         );
                         tx.prepare_cached("DELETE FROM base WHERE pair_id = ?1")?
                             .execute([id.0])?;
+                    }
+                    // The versions recorded in the old remote's trash are
+                    // not in the new remote's: `history` must not list
+                    // them, nor `restore` look for them there. The local
+                    // trash is the agent's own (in its data dir) and stays.
+                    if remote_moved {
+                        tx.prepare_cached(
+                            "DELETE FROM trashed_versions WHERE pair_id = ?1 AND side = 'remote'",
+                        )?
+                        .execute([id.0])?;
                     }
                     if removed || !unchanged {
                         tx.prepare_cached(

@@ -18,7 +18,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 use super::{BUSY_TIMEOUT, JournalError, SqliteError};
 
 /// Every migration, oldest first.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
 
 /// Version 1: pairs, base, changes, syncs, conflicts, blobs, counters.
 const V1: &str = "
@@ -238,6 +238,15 @@ CREATE TABLE api_tokens (
 
 ALTER TABLE syncs ADD COLUMN started_by TEXT;
 ALTER TABLE conflicts ADD COLUMN resolved_by TEXT;
+";
+
+/// Version 8: who brought a trashed version back. `restored_at` is when a
+/// restore last wrote the version into the local folder, `restored_by` the
+/// token that asked for it over HTTP (NULL for the local socket's owner),
+/// as `conflicts.resolved_by` names the token that resolved a conflict.
+const V8: &str = "
+ALTER TABLE trashed_versions ADD COLUMN restored_at TEXT;
+ALTER TABLE trashed_versions ADD COLUMN restored_by TEXT;
 ";
 
 /// Per-connection settings. WAL lets `sqlite3` read while the agent writes;

@@ -1600,6 +1600,76 @@ fn a_trashed_version_is_recorded_with_the_device_that_made_it() {
 }
 
 #[test]
+fn a_pair_pointed_at_another_remote_forgets_the_versions_in_the_old_remote_trash() {
+    let journal = Journal::open_in_memory().unwrap();
+    let pair = journal.upsert_pair("notes", "/l", "file:///r").unwrap();
+    let record = || {
+        journal
+            .record_trashed(
+                pair,
+                &[
+                    trashed("a.txt", Side::Local, "v1", "b/a.txt"),
+                    trashed("a.txt", Side::Remote, "v2", "b/a.txt"),
+                ],
+            )
+            .unwrap();
+    };
+    let sides = || -> Vec<Side> {
+        let mut sides: Vec<Side> = journal
+            .trashed_versions(pair, &rel("a.txt"))
+            .unwrap()
+            .iter()
+            .map(|row| row.side)
+            .collect();
+        sides.sort_by_key(|side| *side == Side::Remote);
+        sides
+    };
+    record();
+    journal.upsert_pair("notes", "/l", "file:///r").unwrap();
+    assert_eq!(sides(), [Side::Local, Side::Remote], "nothing moved");
+    journal.upsert_pair("notes", "/l", "file:///other").unwrap();
+    assert_eq!(sides(), [Side::Local], "the remote moved");
+    // The local trash is the agent's own: a moved folder keeps its rows.
+    record();
+    journal
+        .upsert_pair("notes", "/elsewhere", "file:///other")
+        .unwrap();
+    assert_eq!(sides(), [Side::Local, Side::Local, Side::Remote]);
+    journal.upsert_pair("notes", "/l", "file:///r").unwrap();
+    assert_eq!(sides(), [Side::Local, Side::Local], "both moved");
+}
+
+#[test]
+fn a_restore_is_recorded_with_the_version_it_replaced_and_who_asked() {
+    let journal = Journal::open_in_memory().unwrap();
+    let pair = journal.upsert_pair("notes", "/l", "file:///r").unwrap();
+    journal
+        .record_trashed(pair, &[trashed("a.txt", Side::Remote, "v1", "b/a.txt")])
+        .unwrap();
+    let v1 = journal.trashed_versions(pair, &rel("a.txt")).unwrap()[0].id;
+    journal
+        .record_restore(
+            pair,
+            Some(v1),
+            Some("tok-0123456789abcdef"),
+            &[trashed("a.txt", Side::Local, "v2", "c/a.txt")],
+        )
+        .unwrap();
+    let rows = journal.trashed_versions(pair, &rel("a.txt")).unwrap();
+    assert_eq!(rows.len(), 2, "the replaced version is listed");
+    let (by, at): (Option<String>, Option<String>) = journal
+        .conn
+        .query_row(
+            "SELECT restored_by, restored_at FROM trashed_versions WHERE id = ?1",
+            [v1],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(by.as_deref(), Some("tok-0123456789abcdef"));
+    assert!(at.is_some_and(|at| at.ends_with('Z')));
+}
+
+#[test]
 fn a_trashed_row_edited_by_hand_is_reported_not_trusted() {
     let journal = Journal::open_in_memory().unwrap();
     let pair = journal.upsert_pair("notes", "/l", "file:///r").unwrap();

@@ -94,8 +94,40 @@ impl Journal {
         })
     }
 
+    /// Records that the trashed version `restored` was written back into
+    /// the local folder, asked for by the token `by` (`None`: the local
+    /// socket's owner), with the version the restore moved to the trash in
+    /// its place, in one transaction.
+    pub fn record_restore(
+        &self,
+        pair: PairId,
+        restored: Option<i64>,
+        by: Option<&str>,
+        replaced: &[TrashedVersion],
+    ) -> Result<(), JournalError> {
+        during("record a restore", || {
+            let tx = rusqlite::Transaction::new_unchecked(
+                &self.conn,
+                rusqlite::TransactionBehavior::Immediate,
+            )?;
+            let now = crate::timefmt::now_rfc3339();
+            for version in replaced {
+                insert(&tx, pair, &now, version)?;
+            }
+            if let Some(restored) = restored {
+                tx.prepare_cached(
+                    "UPDATE trashed_versions SET restored_at = ?3, restored_by = ?4 \
+                     WHERE id = ?1 AND pair_id = ?2",
+                )?
+                .execute(params![restored, pair.0, now, by])?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
     /// Records versions moved to a trash outside a sync's steps (a
-    /// restore, which replaces the local file), in one transaction.
+    /// resolution's writes and removals), in one transaction.
     pub fn record_trashed(
         &self,
         pair: PairId,

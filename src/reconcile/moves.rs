@@ -281,6 +281,16 @@ impl<'a> Moved<'a> {
     }
 }
 
+/// Whether an entry that vanished and one that appeared with its identity
+/// are one entry: folders by kind, files only with the same content.
+fn same_identity(gone: &Entry, new: &Entry) -> bool {
+    match (gone, new) {
+        (Entry::Dir { .. }, Entry::Dir { .. }) => true,
+        (Entry::File(gone), Entry::File(new)) => gone.hash == new.hash,
+        _ => false,
+    }
+}
+
 fn record(
     found: &mut BTreeMap<RelPath, RelPath>,
     claimed: &mut BTreeSet<RelPath>,
@@ -345,6 +355,13 @@ fn detect(base: &BaseTree, tree: &SideTree, side: Side) -> Vec<Candidate> {
 
     // By identity: the side still knows the entry, under a new name. An
     // identity that is not unique on either end (hard links) proves nothing.
+    // A file's identity must be confirmed by its content: file systems hand
+    // a deleted file's inode to the next file created, so a deletion and an
+    // unrelated new file can share one. Taken for a rename, the new file
+    // would replace the old one's content under the new name, and the
+    // deleted version would sit in the trash under a name it never had. A
+    // file renamed and edited is a new file and a deletion instead, which
+    // transfers the same bytes.
     let mut gone_by_id: BTreeMap<&FileId, Vec<&RelPath>> = BTreeMap::new();
     for (path, entry) in &gone {
         let id = match side {
@@ -363,7 +380,7 @@ fn detect(base: &BaseTree, tree: &SideTree, side: Side) -> Vec<Candidate> {
     }
     for (id, froms) in &gone_by_id {
         if let ([from], Some([to])) = (froms.as_slice(), new_by_id.get(id).map(Vec::as_slice))
-            && gone[from].entry.is_dir() == new[to].is_dir()
+            && same_identity(&gone[from].entry, new[to])
         {
             record(&mut found, &mut claimed, from, to);
         }

@@ -41,7 +41,8 @@ use super::{
 use crate::config::CryptSettings;
 use crate::crypt::content::{CHUNK, chunk_offset, read_nonce};
 use crate::crypt::{
-    Decryptor, Encryptor, Keys, NameCipher, NameMode, Nonce, decrypted_size, encrypted_size,
+    Decryptor, Encryptor, Keys, NameCipher, NameError, NameMode, Nonce, decrypted_size,
+    encrypted_size,
 };
 use crate::fsops::Expect;
 use crate::locks::LockExt;
@@ -89,6 +90,10 @@ pub struct CryptReplica {
     /// The staged writes of `inner`, by their temporary name: what this
     /// layer hands out carries the plaintext's hash and size instead.
     staged: Mutex<HashMap<PathBuf, StagedWrite>>,
+    /// Each file's metadata as the replica below last listed or wrote it
+    /// (the ciphertext's size and hash), by plain path: what a ranged
+    /// read hands down, since the plaintext's hash means nothing there.
+    inner_files: Mutex<HashMap<RelPath, FileMeta>>,
 }
 
 /// Wraps `replica` in the encrypting layer when `pair` is encrypted.
@@ -142,6 +147,7 @@ impl CryptReplica {
             source,
             ciphers: Mutex::new(None),
             staged: Mutex::new(HashMap::new()),
+            inner_files: Mutex::new(HashMap::new()),
         }
     }
 
@@ -192,10 +198,11 @@ impl CryptReplica {
         )
         .read_to_end(&mut sealed)
         .map_err(|e| ReplicaError::io("seal", CHECK_RECORD, e))?;
+        let name = NameCipher::new(&ciphers.keys, NameMode::Standard, true)
+            .encrypt_segment(CHECK_PLAINTEXT)
+            .map_err(|e| ReplicaError::Other(format!("{CHECK_RECORD}: {e}")))?;
         Ok(format!(
-            "{CHECK_HEADER}\nname {}\ndata {}\n",
-            NameCipher::new(&ciphers.keys, NameMode::Standard, true)
-                .encrypt_segment(CHECK_PLAINTEXT),
+            "{CHECK_HEADER}\nname {name}\ndata {}\n",
             BASE64.encode(&sealed)
         ))
     }
@@ -218,7 +225,9 @@ impl CryptReplica {
                 .find_map(|line| line.strip_prefix(key)?.strip_prefix(' '))
         };
         let names = NameCipher::new(&ciphers.keys, NameMode::Standard, true);
-        let name_ok = field("name") == Some(names.encrypt_segment(CHECK_PLAINTEXT).as_str());
+        let name_ok = names
+            .encrypt_segment(CHECK_PLAINTEXT)
+            .is_ok_and(|name| field("name") == Some(name.as_str()));
         let data_ok = field("data")
             .and_then(|data| BASE64.decode(data.as_bytes()).ok())
             .is_some_and(|sealed| {
@@ -263,6 +272,13 @@ impl CryptReplica {
         } else {
             ciphers.names.encrypt_file(path.as_str())
         };
+        let encrypted = encrypted.map_err(|e| match e {
+            NameError::TooLong => ReplicaError::Other(format!(
+                "{path}: a name is too long to be encrypted (encrypted names allow about 143 \
+                 bytes of plain name)"
+            )),
+            e => ReplicaError::Other(format!("{path}: cannot be encrypted: {e}")),
+        })?;
         if let Some(long) = encrypted.split('/').find(|s| s.len() > MAX_NAME_BYTES) {
             return Err(ReplicaError::Other(format!(
                 "{path}: a name is too long to be encrypted ({} bytes once encrypted, at most \
@@ -282,17 +298,30 @@ impl CryptReplica {
         RelPath::new(&plain.ok()?).ok()
     }
 
-    /// The plaintext's hash, read through the decryption.
+    /// The plaintext's hash, read through the decryption from the version
+    /// `inner` (as the replica below listed it), continuing where a broken
+    /// connection stopped as a download does.
     fn hash_of(
         &self,
         ciphers: &Ciphers,
+        plain: &RelPath,
         encrypted: &RelPath,
+        inner: FileMeta,
         size: u64,
     ) -> Result<ContentHash, ReplicaError> {
-        let reader = self.inner.open(encrypted)?;
+        let no_progress = |_: u64| {};
+        let source = Source::new(&*self.inner, encrypted, inner, &no_progress);
+        let reader = source
+            .unreported_reader()
+            .map_err(|e| plain_error(e, plain, encrypted))?;
         let mut reader = Decryptor::new(reader, &ciphers.keys).expecting(size);
         let mut hasher = blake3::Hasher::new();
-        io::copy(&mut reader, &mut hasher).map_err(|e| ReplicaError::io("read", encrypted, e))?;
+        io::copy(&mut reader, &mut hasher).map_err(|e| {
+            source
+                .take_failure()
+                .map(|failed| plain_error(failed, plain, encrypted))
+                .unwrap_or_else(|| ReplicaError::io("read", plain, e))
+        })?;
         Ok(ContentHash(*hasher.finalize().as_bytes()))
     }
 
@@ -328,7 +357,8 @@ impl CryptReplica {
         let mut sealed = Encryptor::new(open(true)?, &ciphers.keys, nonce);
         let inner = self
             .inner
-            .stage(&encrypted, &mut sealed, &cipher_hash, mtime_ns, mode)?;
+            .stage(&encrypted, &mut sealed, &cipher_hash, mtime_ns, mode)
+            .map_err(|e| plain_error(e, path, &encrypted))?;
         let temp = inner.temp.clone();
         self.staged.locked().insert(temp.clone(), inner);
         Ok(StagedWrite {
@@ -360,6 +390,30 @@ impl CryptReplica {
             },
             other => other.clone(),
         }
+    }
+
+    /// The version `expected` (plaintext) as the replica below knows it:
+    /// its listed or written metadata, when that is still the same size
+    /// and mtime; `None` when this layer has not seen it.
+    fn inner_file(&self, path: &RelPath, expected: &FileMeta) -> Option<FileMeta> {
+        self.inner_files
+            .locked()
+            .get(path)
+            .filter(|inner| {
+                inner.size == encrypted_size(expected.size) && inner.mtime_ns == expected.mtime_ns
+            })
+            .copied()
+    }
+
+    /// `expected` (plaintext) as the replica below must find it: as it
+    /// listed or wrote it where this layer saw that, else with the
+    /// ciphertext's size (the hash stays the plaintext's: nothing better
+    /// is known).
+    fn inner_meta(&self, path: &RelPath, expected: &FileMeta) -> FileMeta {
+        self.inner_file(path, expected).unwrap_or(FileMeta {
+            size: encrypted_size(expected.size),
+            ..*expected
+        })
     }
 
     fn check_record_written(&self) -> Result<(), ReplicaError> {
@@ -396,6 +450,42 @@ impl<R: Read> Read for Hashing<R> {
         self.hasher.update(&buf[..n]);
         self.len += n as u64;
         Ok(n)
+    }
+}
+
+/// `error` from the replica below, about `encrypted`, told of `plain`
+/// instead: messages and status speak of the files the user has, never
+/// of names only the remote shows.
+fn plain_error(error: ReplicaError, plain: &RelPath, encrypted: &RelPath) -> ReplicaError {
+    let encrypted = encrypted.as_str();
+    let plain = plain.as_str();
+    if encrypted == plain {
+        return error;
+    }
+    let text = |s: String| s.replace(encrypted, plain);
+    match error {
+        ReplicaError::Changed { path } => ReplicaError::Changed { path: text(path) },
+        ReplicaError::SourceChanged { path } => ReplicaError::SourceChanged { path: text(path) },
+        ReplicaError::Offline { remote, reason } => ReplicaError::Offline {
+            remote,
+            reason: text(reason),
+        },
+        ReplicaError::Io { op, path, source } => {
+            let message = source.to_string();
+            let source = if message.contains(encrypted) {
+                // The kind is kept: it tells a broken connection.
+                io::Error::new(source.kind(), text(message))
+            } else {
+                source
+            };
+            ReplicaError::Io {
+                op,
+                path: text(path),
+                source,
+            }
+        }
+        ReplicaError::Busy(why) => ReplicaError::Busy(why),
+        ReplicaError::Other(message) => ReplicaError::Other(text(message)),
     }
 }
 
@@ -442,10 +532,16 @@ impl Replica for CryptReplica {
         // The check value first where the folder takes it, so the root is
         // never marked without one (which would read as a plain remote).
         if self.check_record_written().is_ok() {
-            return self.inner.mark_root();
+            self.inner.mark_root()?;
+        } else {
+            self.inner.mark_root()?;
+            self.check_record_written()?;
         }
-        self.inner.mark_root()?;
-        self.check_record_written()
+        // No backend writes a record only if absent, so two devices with
+        // different passwords setting up one empty remote may both have
+        // written theirs: read back what stands, and the device whose
+        // value was overwritten stops here with the wrong-password error.
+        self.verify_check(&*self.ciphers()?)
     }
 
     fn list(
@@ -455,6 +551,10 @@ impl Replica for CryptReplica {
         ignore: &IgnoreRules,
     ) -> Result<Listing, ReplicaError> {
         let ciphers = self.ciphers()?;
+        // Checked again before every listing (and so before any write that
+        // follows it): another device that raced this one when the remote
+        // was set up may have replaced the check value with its own key's.
+        self.verify_check(&ciphers)?;
         let lenient = |path: &RelPath, dir: bool| self.encrypted(&ciphers, path, dir).ok();
         let inner_scope = match scope {
             Scope::Full => Scope::Full,
@@ -500,6 +600,11 @@ impl Replica for CryptReplica {
         };
         let mut foreign_dirs: Vec<RelPath> = Vec::new();
         let mut to_hash = Vec::new();
+        // Which encrypted name each plain path came from: names differing
+        // only in letter case decrypt alike (on a case-sensitive remote
+        // both can exist), and neither may silently hide the other.
+        let mut origins: HashMap<RelPath, RelPath> = HashMap::new();
+        let mut ambiguous: Vec<(RelPath, RelPath, RelPath)> = Vec::new();
         for (encrypted, side) in listing.tree {
             if foreign_dirs.iter().any(|d| encrypted.is_within(d)) {
                 continue;
@@ -522,6 +627,11 @@ impl Replica for CryptReplica {
             if !scope.contains(&plain) || ignore.is_ignored(&plain, is_dir) {
                 continue;
             }
+            if let Some(first) = origins.get(&plain) {
+                ambiguous.push((plain, first.clone(), encrypted));
+                continue;
+            }
+            origins.insert(plain.clone(), encrypted.clone());
             let Entry::File(meta) = side.entry else {
                 out.tree.insert(plain, side);
                 continue;
@@ -537,9 +647,20 @@ impl Replica for CryptReplica {
                     continue;
                 }
             };
+            self.inner_files.locked().insert(plain.clone(), meta);
+            let inner = meta;
             let known = cache.get(&plain).and_then(|base| match base.entry {
+                // The one comparison of version tokens every replica's
+                // recheck uses (a server may quote a token in one answer
+                // and not in another).
                 Entry::File(b)
-                    if base.remote_version.is_some() && base.remote_version == side.version =>
+                    if base
+                        .remote_version
+                        .as_deref()
+                        .zip(side.version.as_deref())
+                        .is_some_and(|(base, listed)| {
+                            super::s3::replica::same_etag(base, listed)
+                        }) =>
                 {
                     Some(b.hash)
                 }
@@ -551,12 +672,29 @@ impl Replica for CryptReplica {
                     let entry = Entry::File(FileMeta { hash, ..meta });
                     out.tree.insert(plain, SideEntry { entry, ..side });
                 }
-                None => to_hash.push((plain, encrypted, meta, side)),
+                None => to_hash.push((plain, encrypted, inner, meta, side)),
             }
         }
+        let mut ambiguous_roots: Vec<RelPath> = Vec::new();
+        for (plain, first, other) in ambiguous {
+            if ambiguous_roots.iter().any(|root| plain.is_within(root)) {
+                continue; // within a folder held already
+            }
+            ambiguous_roots.push(plain.clone());
+            out.tree.retain(|path, _| !path.is_within(&plain));
+            to_hash.retain(|(path, ..)| !path.is_within(&plain));
+            out.problems.push(Problem {
+                path: Some(plain.clone()),
+                message: format!(
+                    "has two encrypted names on the remote, {first} and {other} (they differ \
+                     only in letter case); it was left alone until one is removed"
+                ),
+            });
+            out.held.push(plain);
+        }
         out.hashed_files += to_hash.len() as u64;
-        let hashed = crate::parallel::map(to_hash, 4, |(plain, encrypted, meta, side)| {
-            let hash = self.hash_of(&ciphers, &encrypted, meta.size);
+        let hashed = crate::parallel::map(to_hash, 4, |(plain, encrypted, inner, meta, side)| {
+            let hash = self.hash_of(&ciphers, &plain, &encrypted, inner, meta.size);
             (plain, meta, side, hash)
         });
         for (plain, meta, side, hash) in hashed {
@@ -610,7 +748,11 @@ impl Replica for CryptReplica {
         let ciphers = self.ciphers()?;
         let as_file = self.encrypted(&ciphers, path, false)?;
         let as_dir = self.encrypted(&ciphers, path, true)?;
-        match self.inner.stat(&as_file)? {
+        match self
+            .inner
+            .stat(&as_file)
+            .map_err(|e| plain_error(e, path, &as_file))?
+        {
             Expect::File {
                 size,
                 mtime_ns,
@@ -634,7 +776,13 @@ impl Replica for CryptReplica {
             Expect::Dir if as_dir == as_file => return Ok(Expect::Dir),
             Expect::Dir | Expect::Absent => {}
         }
-        if as_dir != as_file && self.inner.stat(&as_dir)? == Expect::Dir {
+        if as_dir != as_file
+            && self
+                .inner
+                .stat(&as_dir)
+                .map_err(|e| plain_error(e, path, &as_dir))?
+                == Expect::Dir
+        {
             return Ok(Expect::Dir);
         }
         Ok(Expect::Absent)
@@ -643,13 +791,21 @@ impl Replica for CryptReplica {
     fn open(&self, path: &RelPath) -> Result<Box<dyn Read + Send + '_>, ReplicaError> {
         let ciphers = self.ciphers()?;
         let encrypted = self.encrypted(&ciphers, path, false)?;
-        let reader = self.inner.open(&encrypted)?;
+        let reader = self
+            .inner
+            .open(&encrypted)
+            .map_err(|e| plain_error(e, path, &encrypted))?;
         Ok(Box::new(Decryptor::new(reader, &ciphers.keys)))
     }
 
     /// Starts at the chunk holding `offset` (its nonce follows from the
     /// header's) and skips within it, so a resumed download reads at most
     /// one chunk again.
+    ///
+    /// The replica below is handed the version as it listed or wrote it
+    /// (the ciphertext's hash, which it may check), never the plaintext's.
+    /// A version this layer has not seen starts over at 0: the replica
+    /// below could not be told which version to continue.
     fn open_at(
         &self,
         path: &RelPath,
@@ -658,22 +814,29 @@ impl Replica for CryptReplica {
     ) -> Result<Opened<'_>, ReplicaError> {
         let ciphers = self.ciphers()?;
         let encrypted = self.encrypted(&ciphers, path, false)?;
-        let inner_expected = FileMeta {
-            size: encrypted_size(expected.size),
-            ..*expected
+        let (inner_expected, offset) = match self.inner_file(path, expected) {
+            Some(inner) => (inner, offset),
+            None => (self.inner_meta(path, expected), 0),
         };
         let chunk = offset / CHUNK;
         let changed = || ReplicaError::SourceChanged {
             path: path.to_string(),
         };
-        let (mut head, _) = self.inner.open_at(&encrypted, 0, &inner_expected)?;
+        let plain = |e| plain_error(e, path, &encrypted);
+        let (mut head, _) = self
+            .inner
+            .open_at(&encrypted, 0, &inner_expected)
+            .map_err(plain)?;
         let mut reader: Box<dyn Read + Send + '_> = if chunk == 0 {
             Box::new(Decryptor::new(head, &ciphers.keys).expecting(expected.size))
         } else {
             let nonce = read_nonce(&mut head).map_err(|e| ReplicaError::io("read", path, e))?;
             drop(head);
             let at = chunk_offset(chunk);
-            let (mut body, start) = self.inner.open_at(&encrypted, at, &inner_expected)?;
+            let (mut body, start) = self
+                .inner
+                .open_at(&encrypted, at, &inner_expected)
+                .map_err(plain)?;
             if start > at
                 || !skip(&mut body, at - start).map_err(|e| ReplicaError::io("read", path, e))?
             {
@@ -773,6 +936,9 @@ impl Replica for CryptReplica {
             .commit_staged_naming_trash(&inner, &Self::inner_expect(expect))
         {
             Ok((side, trashed)) => {
+                if let Entry::File(meta) = side.entry {
+                    self.inner_files.locked().insert(staged.path.clone(), meta);
+                }
                 let entry = match side.entry {
                     Entry::File(meta) => Entry::File(FileMeta {
                         hash: staged.hash,
@@ -784,6 +950,7 @@ impl Replica for CryptReplica {
                 Ok((SideEntry { entry, ..side }, trashed))
             }
             Err(e) => {
+                let e = plain_error(e, &staged.path, &inner.path);
                 // Kept for the discard that follows a failed commit.
                 self.staged.locked().insert(staged.temp.clone(), inner);
                 Err(e)
@@ -799,8 +966,10 @@ impl Replica for CryptReplica {
 
     fn mkdir(&self, path: &RelPath, mode: Option<Mode>) -> Result<SideEntry, ReplicaError> {
         let ciphers = self.ciphers()?;
+        let encrypted = self.encrypted(&ciphers, path, true)?;
         self.inner
-            .mkdir(&self.encrypted(&ciphers, path, true)?, mode)
+            .mkdir(&encrypted, mode)
+            .map_err(|e| plain_error(e, path, &encrypted))
     }
 
     fn set_mode(&self, path: &RelPath, expected: &Entry, mode: Mode) -> Result<(), ReplicaError> {
@@ -808,24 +977,32 @@ impl Replica for CryptReplica {
         let (encrypted, expected) = match expected {
             Entry::File(meta) => (
                 self.encrypted(&ciphers, path, false)?,
-                Entry::File(FileMeta {
-                    size: encrypted_size(meta.size),
-                    ..*meta
-                }),
+                Entry::File(self.inner_meta(path, meta)),
             ),
             dir => (self.encrypted(&ciphers, path, true)?, *dir),
         };
-        self.inner.set_mode(&encrypted, &expected, mode)
+        self.inner
+            .set_mode(&encrypted, &expected, mode)
+            .map_err(|e| plain_error(e, path, &encrypted))
     }
 
     fn rename(&self, from: &RelPath, to: &RelPath, expect: &Expect) -> Result<(), ReplicaError> {
         let ciphers = self.ciphers()?;
         let dir = matches!(expect, Expect::Dir);
-        self.inner.rename(
-            &self.encrypted(&ciphers, from, dir)?,
-            &self.encrypted(&ciphers, to, dir)?,
-            &Self::inner_expect(expect),
-        )
+        let (inner_from, inner_to) = (
+            self.encrypted(&ciphers, from, dir)?,
+            self.encrypted(&ciphers, to, dir)?,
+        );
+        // The longer name first: one may contain the other.
+        let mut names = [(from, &inner_from), (to, &inner_to)];
+        names.sort_by_key(|(_, encrypted)| std::cmp::Reverse(encrypted.as_str().len()));
+        self.inner
+            .rename(&inner_from, &inner_to, &Self::inner_expect(expect))
+            .map_err(|e| {
+                names
+                    .iter()
+                    .fold(e, |e, (plain, encrypted)| plain_error(e, plain, encrypted))
+            })
     }
 
     fn remove(&self, path: &RelPath, expect: &Expect) -> Result<(), ReplicaError> {
@@ -839,10 +1016,10 @@ impl Replica for CryptReplica {
     ) -> Result<Option<RelPath>, ReplicaError> {
         let ciphers = self.ciphers()?;
         let dir = matches!(expect, Expect::Dir);
-        self.inner.remove_naming_trash(
-            &self.encrypted(&ciphers, path, dir)?,
-            &Self::inner_expect(expect),
-        )
+        let encrypted = self.encrypted(&ciphers, path, dir)?;
+        self.inner
+            .remove_naming_trash(&encrypted, &Self::inner_expect(expect))
+            .map_err(|e| plain_error(e, path, &encrypted))
     }
 
     fn open_trashed(&self, name: &RelPath) -> Result<Box<dyn Read + Send + '_>, ReplicaError> {
@@ -1064,6 +1241,11 @@ mod tests {
         let listing = list(&replica, &cache);
         assert_eq!(listing.hashed_files, 0);
         assert_eq!(listing.tree[&rel("a.txt")].entry, side.entry);
+
+        // The same token as another answer quotes it.
+        let quoted = format!("\"{}\"", side.version.clone().unwrap());
+        cache.get_mut(&rel("a.txt")).unwrap().remote_version = Some(quoted);
+        assert_eq!(list(&replica, &cache).hashed_files, 0);
     }
 
     #[test]
@@ -1138,6 +1320,61 @@ mod tests {
     }
 
     #[test]
+    fn names_differing_only_in_case_are_held_with_a_problem_never_one_hidden() {
+        let dir = tempfile::tempdir().unwrap();
+        let replica = layer(dir.path(), "secret");
+        replica.mark_root().unwrap();
+        put(&replica, "a.txt", b"first");
+        put(&replica, "d/b.txt", b"in a folder");
+        put(&replica, "c.txt", b"alone");
+        let names = NameCipher::new(&Keys::derive("secret", None), NameMode::Standard, true);
+        let file = names.encrypt_file("a.txt").unwrap();
+        fs::copy(
+            dir.path().join(&file),
+            dir.path().join(file.to_ascii_uppercase()),
+        )
+        .unwrap();
+        let folder = names.encrypt_dir("d").unwrap();
+        let upper = dir.path().join(folder.to_ascii_uppercase());
+        fs::create_dir(&upper).unwrap();
+        fs::copy(
+            dir.path().join(names.encrypt_file("d/b.txt").unwrap()),
+            upper.join(names.encrypt_segment("b.txt").unwrap()),
+        )
+        .unwrap();
+
+        let listing = list(&replica, &BaseTree::new());
+        let paths: Vec<&str> = listing.tree.keys().map(RelPath::as_str).collect();
+        assert_eq!(paths, ["c.txt"]);
+        assert_eq!(listing.held, [rel("a.txt"), rel("d")]);
+        for (plain, encrypted) in [("a.txt", &file), ("d", &folder)] {
+            assert!(
+                listing.problems.iter().any(|p| p.path == Some(rel(plain))
+                    && p.message.contains(encrypted.as_str())
+                    && p.message.contains(&encrypted.to_ascii_uppercase())),
+                "{plain}: {:?}",
+                listing.problems
+            );
+        }
+
+        // A name that is only a version stamp was not written encrypted.
+        fs::remove_file(dir.path().join(file.to_ascii_uppercase())).unwrap();
+        fs::remove_dir_all(&upper).unwrap();
+        fs::write(dir.path().join("-v2021-01-01-000000-000"), "foreign").unwrap();
+        let listing = list(&replica, &BaseTree::new());
+        let paths: Vec<&str> = listing.tree.keys().map(RelPath::as_str).collect();
+        assert_eq!(paths, ["a.txt", "c.txt", "d", "d/b.txt"]);
+        assert!(
+            listing
+                .problems
+                .iter()
+                .any(|p| p.message.contains("-v2021-01-01-000000-000")),
+            "{:?}",
+            listing.problems
+        );
+    }
+
+    #[test]
     fn names_that_do_not_decrypt_are_reported_and_never_listed() {
         let dir = tempfile::tempdir().unwrap();
         let replica = layer(dir.path(), "secret");
@@ -1149,7 +1386,7 @@ mod tests {
         // A name that decrypts but whose content is not a crypt file.
         let names = NameCipher::new(&Keys::derive("secret", None), NameMode::Standard, true);
         fs::write(
-            dir.path().join(names.encrypt_file("impostor")),
+            dir.path().join(names.encrypt_file("impostor").unwrap()),
             "not a crypt file!!!!!!!!!!!!!!!!!!!!",
         )
         .unwrap();
@@ -1299,8 +1536,16 @@ mod tests {
     struct Flaky {
         inner: LocalFolder,
         break_after: u64,
+        /// Like S3: a read from an offset first checks that the stored
+        /// bytes still have the expected hash.
+        checks_hash: bool,
         state: Arc<Mutex<(usize, Vec<u64>)>>,
+        /// Runs once, right after the first record is written (another
+        /// device acting at that moment).
+        after_record_write: RecordHook,
     }
+
+    type RecordHook = Mutex<Option<Box<dyn FnOnce() + Send>>>;
 
     /// A reader that breaks after `left` bytes while the shared count of
     /// breaks lasts (a short read, like a header's, breaks nothing).
@@ -1354,6 +1599,15 @@ mod tests {
             offset: u64,
             expected: &FileMeta,
         ) -> Result<Opened<'_>, ReplicaError> {
+            if self.checks_hash && offset > 0 {
+                let mut stored = Vec::new();
+                self.inner.open(path)?.read_to_end(&mut stored).unwrap();
+                if ContentHash::of_bytes(&stored) != expected.hash {
+                    return Err(ReplicaError::SourceChanged {
+                        path: path.to_string(),
+                    });
+                }
+            }
             let (inner, start) = self.inner.open_at(path, offset, expected)?;
             self.state.locked().1.push(offset);
             let reader = Breaking {
@@ -1392,7 +1646,117 @@ mod tests {
             self.inner.read_record(name)
         }
         fn write_record(&self, name: &str, content: &str) -> Result<(), ReplicaError> {
-            self.inner.write_record(name, content)
+            self.inner.write_record(name, content)?;
+            if let Some(hook) = self.after_record_write.locked().take() {
+                hook();
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn two_devices_with_different_passwords_racing_on_an_empty_remote_never_both_proceed() {
+        let dir = tempfile::tempdir().unwrap();
+        let remote = dir.path().join("remote");
+        // Device B read no check value either, and writes its own right
+        // after A wrote A's.
+        let other = remote.clone();
+        let a = CryptReplica::with_password(
+            Box::new(Flaky {
+                inner: LocalFolder::remote(remote.clone()),
+                break_after: u64::MAX,
+                checks_hash: false,
+                state: Arc::new(Mutex::new((0, Vec::new()))),
+                after_record_write: Mutex::new(Some(Box::new(move || {
+                    layer(&other, "device b").check_record_written().unwrap();
+                }))),
+            }),
+            settings(NameMode::Standard, true),
+            Secret::new("device a".into()),
+            None,
+        );
+        let e = a.mark_root().unwrap_err().to_string();
+        assert!(e.contains("wrong crypt password"), "{e}");
+        let b = layer(&remote, "device b");
+        b.mark_root().unwrap();
+        assert!(
+            b.list(
+                &Scope::Full,
+                &BaseTree::new(),
+                &IgnoreRules::reserved_only()
+            )
+            .is_ok()
+        );
+
+        // A device that got past the setup before the other replaced the
+        // check value stops at its next listing, before any write.
+        let late = layer(&remote, "device a");
+        let e = late
+            .list(
+                &Scope::Full,
+                &BaseTree::new(),
+                &IgnoreRules::reserved_only(),
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("wrong crypt password"), "{e}");
+    }
+
+    #[test]
+    fn hashing_a_listed_file_continues_after_a_broken_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = Arc::new(Mutex::new((0, Vec::new())));
+        let remote = CryptReplica::with_password(
+            Box::new(Flaky {
+                inner: LocalFolder::remote(dir.path().join("remote")),
+                break_after: 100_000,
+                checks_hash: false,
+                state: state.clone(),
+                after_record_write: Mutex::new(None),
+            }),
+            settings(NameMode::Standard, true),
+            Secret::new("secret".into()),
+            None,
+        );
+        remote.mark_root().unwrap();
+        let bytes = content(300_000);
+        put(&remote, "big.bin", &bytes);
+        state.locked().0 = 1;
+        let listing = list(&remote, &BaseTree::new());
+        assert!(listing.problems.is_empty(), "{:?}", listing.problems);
+        match listing.tree[&rel("big.bin")].entry {
+            Entry::File(meta) => assert_eq!(meta.hash, ContentHash::of_bytes(&bytes)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(state.locked().1, [0, 100_000], "continued where it broke");
+    }
+
+    #[test]
+    fn errors_from_the_replica_below_name_plain_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let replica = layer(dir.path(), "secret");
+        replica.mark_root().unwrap();
+        put(&replica, "notes/a.txt", b"hello");
+        let names = NameCipher::new(&Keys::derive("secret", None), NameMode::Standard, true);
+        let encrypted = names.encrypt_file("notes/a.txt").unwrap();
+        let stale = Expect::File {
+            size: 99,
+            mtime_ns: 1,
+            mode: None,
+            version: None,
+        };
+        let errors = [
+            replica.remove(&rel("notes/a.txt"), &stale).unwrap_err(),
+            replica
+                .rename(&rel("notes/a.txt"), &rel("notes/b.txt"), &stale)
+                .unwrap_err(),
+            replica.open(&rel("notes/gone.txt")).err().unwrap(),
+        ];
+        for e in errors {
+            let message = e.to_string();
+            assert!(message.contains("notes/"), "{message}");
+            let encrypted_dir = encrypted.split('/').next().unwrap();
+            assert!(!message.contains(encrypted_dir), "{message}");
         }
     }
 
@@ -1404,7 +1768,9 @@ mod tests {
             Box::new(Flaky {
                 inner: LocalFolder::remote(dir.path().join("remote")),
                 break_after: 5 * CHUNK + 1000,
+                checks_hash: false,
                 state: state.clone(),
+                after_record_write: Mutex::new(None),
             }),
             settings(NameMode::Standard, true),
             Secret::new("secret".into()),
@@ -1452,6 +1818,54 @@ mod tests {
         download(&source).unwrap();
         assert!(fs::read(dir.path().join("local/big.bin")).unwrap() == bytes);
         assert!(source.fetched() < bytes.len() as u64 - arrived + CHUNK);
+    }
+
+    #[test]
+    fn a_resumed_read_hands_the_replica_below_the_ciphertexts_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let flaky = || Flaky {
+            inner: LocalFolder::remote(dir.path().join("remote")),
+            break_after: u64::MAX,
+            checks_hash: true,
+            state: Arc::new(Mutex::new((0, Vec::new()))),
+            after_record_write: Mutex::new(None),
+        };
+        let secret = || Secret::new("secret".into());
+        let crypt = |inner: Flaky| {
+            CryptReplica::with_password(
+                Box::new(inner),
+                settings(NameMode::Standard, true),
+                secret(),
+                None,
+            )
+        };
+        let remote = crypt(flaky());
+        remote.mark_root().unwrap();
+        let bytes = content(3 * CHUNK as usize + 5);
+        let Entry::File(meta) = put(&remote, "big.bin", &bytes).entry else {
+            panic!("a file")
+        };
+        let read_from = |replica: &CryptReplica, offset: u64, meta: &FileMeta| {
+            let (mut reader, start) = replica.open_at(&rel("big.bin"), offset, meta).unwrap();
+            let mut read = Vec::new();
+            reader.read_to_end(&mut read).unwrap();
+            assert_eq!(read, bytes[start as usize..]);
+            start
+        };
+        // The writer, and another run that listed the file, continue.
+        assert_eq!(read_from(&remote, 70_000, &meta), 70_000);
+        let listed = crypt(flaky());
+        let listing = list(&listed, &BaseTree::new());
+        let Entry::File(listed_meta) = listing.tree[&rel("big.bin")].entry else {
+            panic!("a file")
+        };
+        assert_eq!(listed_meta, meta);
+        assert_eq!(
+            read_from(&listed, 2 * CHUNK + 1, &listed_meta),
+            2 * CHUNK + 1
+        );
+        // A layer that has not seen the version starts over.
+        assert_eq!(read_from(&crypt(flaky()), 70_000, &meta), 0);
     }
 
     #[test]

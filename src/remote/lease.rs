@@ -55,6 +55,53 @@ pub fn check_stale(record: &str, now: SystemTime) -> Result<(), ReplicaError> {
     )))
 }
 
+/// The lease file as a backend stores it, for [`acquire`].
+pub(crate) trait LeaseFile {
+    /// Creates the lease file holding this agent's record, only where
+    /// there is none, with the record in it from its first moment (a file
+    /// created empty and written after could be read empty, taken for
+    /// stale and taken over). `Ok(false)`: a lease file is there.
+    fn create(&self) -> Result<bool, ReplicaError>;
+
+    /// The lease file's record, and its version where the store names one
+    /// (an ETag); `None` when there is none.
+    fn read(&self) -> Result<Option<(String, Option<String>)>, ReplicaError>;
+
+    /// Removes the stale lease file read as `version`: only that version
+    /// where the store can tell (another agent may have taken it over
+    /// since); a failure is the next `create`'s to find.
+    fn remove(&self, version: Option<&str>);
+}
+
+/// Takes the lease through `file` for `owner` (see [`owner`]): creates it,
+/// or, where another record is there, takes it over once it is stale
+/// (expired, or its holder's process is gone), or when it is this very
+/// process's (left behind when a connection died before it could be
+/// removed, it must not lock the agent out of its own remote). A live
+/// lease of another agent is [`ReplicaError::Busy`]; losing the race of
+/// two takeovers is [`lost_race`]. `now` is the time a record's expiry is
+/// read against.
+pub(crate) fn acquire(
+    file: &dyn LeaseFile,
+    owner: &str,
+    now: SystemTime,
+) -> Result<(), ReplicaError> {
+    for _ in 0..2 {
+        if file.create()? {
+            return Ok(());
+        }
+        let Some((holder, version)) = file.read()? else {
+            // Released between the two requests: try again.
+            continue;
+        };
+        if !held_by(&holder, owner) {
+            check_stale(&holder, now)?;
+        }
+        file.remove(version.as_deref());
+    }
+    Err(lost_race())
+}
+
 /// The error when two takeovers raced and the other agent won.
 pub fn lost_race() -> ReplicaError {
     ReplicaError::Busy("another agent took the lease first".into())

@@ -18,6 +18,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::layout::{
+    METADATA_DIR, ROOT_MARKER_FILE, TEMP_PREFIX, is_partial_name, partial_name_for, temp_name_for,
+};
 use super::{
     Capabilities, Lease, Listing, Problem, Replica, ReplicaError, RootState, Source, StagedWrite,
     lease,
@@ -30,10 +33,7 @@ use crate::model::{
     BaseEntry, BaseTree, ContentHash, Entry, FileId, FileMeta, Mode, RelPath, Scope, Side,
     SideEntry,
 };
-use crate::tracker::ignore::{
-    IgnoreRules, METADATA_DIR, ROOT_MARKER_FILE, TEMP_PREFIX, is_partial_name, partial_name_for,
-    temp_name_for,
-};
+use crate::tracker::ignore::IgnoreRules;
 use crate::tracker::scan::{ScanRequest, local_view, scan};
 
 /// A folder on a mounted file system.
@@ -306,11 +306,24 @@ fn stage_partial(
         have = 0;
     }
     loop {
-        let (mut reader, start) = source.reader(have).inspect_err(|_| {
-            if have == 0 {
-                let _ = fs::remove_file(partial);
+        let (mut reader, start) = match source.reader(have) {
+            Ok(opened) => opened,
+            // The source cannot continue this partial (it says the version
+            // is another one, or cannot tell it is the same): starting
+            // over once either fetches the version planned or finds out
+            // it is gone, never asks for the same offset again and again.
+            Err(ReplicaError::SourceChanged { .. }) if have > 0 => {
+                tracing::info!(%path, offset = have, "the download cannot be continued; fetching it whole");
+                have = 0;
+                continue;
             }
-        })?;
+            Err(e) => {
+                if have == 0 {
+                    let _ = fs::remove_file(partial);
+                }
+                return Err(e);
+            }
+        };
         if start > 0 {
             tracing::info!(%path, offset = start, "resuming download of {path} at {start} bytes");
         }
@@ -440,6 +453,7 @@ impl Replica for LocalFolder {
             parallel_commits: false,
             modes: cfg!(unix),
             local_disk: true,
+            rechecked_writes: false,
         }
     }
 
@@ -998,19 +1012,30 @@ impl FileLease {
     }
 
     fn acquire(&self) -> Result<(), ReplicaError> {
-        for _ in 0..2 {
-            match self.create() {
-                Ok(()) => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    let holder = fs::read_to_string(&self.path).unwrap_or_default();
-                    lease::check_stale(&holder, self.clock.now())?;
-                    // The holder crashed or hung past its lease: take over.
-                    let _ = fs::remove_file(&self.path);
-                }
-                Err(e) => return Err(ReplicaError::io("lock", self.path.display(), e)),
-            }
+        lease::acquire(self, &self.owner, self.clock.now())
+    }
+}
+
+impl lease::LeaseFile for FileLease {
+    fn create(&self) -> Result<bool, ReplicaError> {
+        match FileLease::create(self) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(ReplicaError::io("lock", self.path.display(), e)),
         }
-        Err(lease::lost_race())
+    }
+
+    fn read(&self) -> Result<Option<(String, Option<String>)>, ReplicaError> {
+        match fs::read_to_string(&self.path) {
+            Ok(text) => Ok(Some((text, None))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            // Unreadable: an empty record, which reads as stale.
+            Err(_) => Ok(Some((String::new(), None))),
+        }
+    }
+
+    fn remove(&self, _version: Option<&str>) {
+        let _ = fs::remove_file(&self.path);
     }
 }
 
@@ -1039,7 +1064,7 @@ impl Drop for FileLease {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tracker::ignore::temp_name_for;
+    use crate::remote::layout::temp_name_for;
     use std::cell::Cell;
 
     fn rel(s: &str) -> RelPath {
@@ -1612,6 +1637,8 @@ mod tests {
         break_after: u64,
         breaks: Mutex<usize>,
         opened_at: Mutex<Vec<u64>>,
+        /// Every offset past 0 is answered "another version".
+        refuses_offsets: bool,
     }
 
     struct Breaking<'a> {
@@ -1665,6 +1692,11 @@ mod tests {
             _: &FileMeta,
         ) -> Result<super::super::Opened<'_>, ReplicaError> {
             self.opened_at.locked().push(offset);
+            if offset > 0 && self.refuses_offsets {
+                return Err(ReplicaError::SourceChanged {
+                    path: path.to_string(),
+                });
+            }
             let mut file = fs::File::open(path.to_fs(self.inner.root())).unwrap();
             file.seek(SeekFrom::Start(offset)).unwrap();
             let mut breaks = self.breaks.locked();
@@ -1714,6 +1746,7 @@ mod tests {
             break_after: 200_000,
             breaks: Mutex::new(1),
             opened_at: Mutex::new(Vec::new()),
+            refuses_offsets: false,
         };
         let path = rel("big.bin");
         let pauses = [Duration::ZERO, Duration::ZERO];
@@ -1742,6 +1775,32 @@ mod tests {
         assert!(fs::read(dir.path().join("local/big.bin")).unwrap() == v1);
         assert_eq!(source.fetched(), v1.len() as u64 - 600_000);
         assert_eq!(*flaky.opened_at.locked(), [0, 200_000, 400_000, 600_000]);
+    }
+
+    #[test]
+    fn a_partial_the_source_cannot_continue_is_fetched_whole_once() {
+        // The source answers "another version" for any offset (a backend
+        // that judged the version by a hash it does not store): the
+        // partial is dropped and the file fetched from the first byte,
+        // instead of every attempt failing at the same offset.
+        let v1 = content(1 << 20, 4);
+        let (dir, local, remote) = download_pair(&v1);
+        let partial = partial_of(dir.path(), &v1);
+        fs::write(&partial, &v1[..300_000]).unwrap();
+        let refusing = Flaky {
+            inner: remote,
+            break_after: 0,
+            breaks: Mutex::new(0),
+            opened_at: Mutex::new(Vec::new()),
+            refuses_offsets: true,
+        };
+        let path = rel("big.bin");
+        let source = Source::new(&refusing, &path, meta_of(&v1), &|_| {});
+        download(&local, &source).unwrap();
+        assert!(fs::read(dir.path().join("local/big.bin")).unwrap() == v1);
+        assert_eq!(source.fetched(), v1.len() as u64);
+        assert_eq!(*refusing.opened_at.locked(), [300_000, 0]);
+        assert!(!partial.exists());
     }
 
     #[test]

@@ -18,8 +18,11 @@ pub mod crypt;
 pub mod git;
 mod job_queue;
 pub mod journal_record;
+mod kit;
+pub mod layout;
 pub mod lease;
 pub mod local;
+pub mod rclone;
 pub mod s3;
 pub mod sftp;
 pub mod webdav;
@@ -59,6 +62,11 @@ pub struct Capabilities {
     /// machine has cores only contend (for the cores, and for the folder
     /// both write into).
     pub local_disk: bool,
+    /// Writes cannot be made conditional on the version they replace: the
+    /// backend looks again right before each replace, move and removal,
+    /// and a change another writer makes in that moment can go to the
+    /// trash (or be replaced) instead of staying in place. rclone remotes.
+    pub rechecked_writes: bool,
 }
 
 /// A snapshot of (part of) a replica.
@@ -275,6 +283,20 @@ pub trait Lease: Send {
 }
 
 /// One end of a pair.
+/// A version of a file a replica keeps by itself (see
+/// [`Replica::kept_versions`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeptVersion {
+    /// What [`Replica::open_kept`] takes: for git, the commit's id.
+    pub version: String,
+    pub hash: ContentHash,
+    pub size: u64,
+    /// When it was made (for git, the commit time), in nanoseconds.
+    pub time_ns: i64,
+    /// Who made it (for git, the commit's author).
+    pub author: String,
+}
+
 pub trait Replica: Send + Sync {
     /// A description for status and errors; never contains a secret.
     fn describe(&self) -> String;
@@ -339,6 +361,23 @@ pub trait Replica: Send + Sync {
             });
         }
         Ok((reader, offset))
+    }
+
+    /// [`Replica::open_at`] for the version whose token a listing of this
+    /// replica gave (`SideEntry::version`), where the caller has it: a
+    /// backend that keeps version tokens judges "still that version" by
+    /// the token instead of by `expected`'s hash, which need not be the
+    /// hash it stores (an encrypting layer asks with its plaintext's). The
+    /// default ignores the token.
+    fn open_version_at(
+        &self,
+        path: &RelPath,
+        offset: u64,
+        expected: &FileMeta,
+        version: Option<&str>,
+    ) -> Result<Opened<'_>, ReplicaError> {
+        let _ = version;
+        self.open_at(path, offset, expected)
     }
 
     /// Writes `content` to `path` atomically. The current entry at `path`
@@ -503,6 +542,32 @@ pub trait Replica: Send + Sync {
         )))
     }
 
+    /// The versions of `path` this side keeps by itself, newest first, at
+    /// most `limit` of them: a git remote's history (each commit that
+    /// left a version of the file there). Default: none.
+    fn kept_versions(
+        &self,
+        _path: &RelPath,
+        _limit: usize,
+    ) -> Result<Vec<KeptVersion>, ReplicaError> {
+        Ok(Vec::new())
+    }
+
+    /// Reads the version `version` of `path` that [`Self::kept_versions`]
+    /// listed. A version this side does not keep is an
+    /// [`ReplicaError::Io`] of kind `NotFound`.
+    fn open_kept(
+        &self,
+        path: &RelPath,
+        version: &str,
+    ) -> Result<Box<dyn Read + Send + '_>, ReplicaError> {
+        Err(ReplicaError::io(
+            "read",
+            format!("{path} at {version}"),
+            std::io::Error::from(std::io::ErrorKind::NotFound),
+        ))
+    }
+
     /// Makes every change done so far durable (flushes the folders whose
     /// entries changed). The engine calls it before recording a batch of
     /// finished actions in the journal, so the journal is never ahead of
@@ -591,6 +656,10 @@ pub struct Source<'a> {
     path: &'a RelPath,
     /// The version the copy is for (as listed): its hash gates the commit.
     pub meta: FileMeta,
+    /// That version's token, where the listing gave one: a reader that
+    /// continues at an offset asks for this version by it (see
+    /// [`Replica::open_version_at`]).
+    version: Option<String>,
     /// Told how many bytes of the file count as done: where a reader
     /// starts (a reader that starts over sets it back), then its position
     /// after each read.
@@ -614,11 +683,18 @@ impl<'a> Source<'a> {
             replica,
             path,
             meta,
+            version: None,
             progress,
             fetched: Cell::new(0),
             failure: RefCell::new(None),
             pauses: &RECONNECTS,
         }
+    }
+
+    /// The same source naming its version by the listed token.
+    pub fn with_version(mut self, version: Option<String>) -> Source<'a> {
+        self.version = version;
+        self
     }
 
     /// The same source with other pauses between reconnects (tests).
@@ -668,7 +744,8 @@ impl<'a> Source<'a> {
                 offset,
             )
         } else {
-            self.replica.open_at(self.path, offset, &self.meta)?
+            self.replica
+                .open_version_at(self.path, offset, &self.meta, self.version.as_deref())?
         };
         if report {
             (self.progress)(start);
@@ -713,7 +790,12 @@ impl SourceReader<'_, '_> {
                 error = %broke,
                 "the connection broke; reconnecting to continue the transfer"
             );
-            match source.replica.open_at(source.path, self.pos, &source.meta) {
+            match source.replica.open_version_at(
+                source.path,
+                self.pos,
+                &source.meta,
+                source.version.as_deref(),
+            ) {
                 Ok((mut inner, start)) => {
                     // A server that could only start over: skip what
                     // already went by.
@@ -850,6 +932,12 @@ pub fn open_remote(
             parallel_transfers,
         )),
         RemoteUrl::Git { url } => Box::new(git::GitReplica::for_pair(pair, url, state_dir, device)),
+        RemoteUrl::Rclone { remote } => Box::new(rclone::RcloneReplica::for_agent(
+            remote,
+            &pair.rclone,
+            parallel_transfers,
+            state_dir,
+        )?),
     };
     Ok(crypt::wrap(replica, pair, config_dir))
 }

@@ -12,9 +12,13 @@
 //! no-replace rename the invariant needs. The lease is an exclusively
 //! created `.prism-sync/lease`, as for a remote folder.
 //!
-//! It does not hash on the server (SFTP cannot): a file whose size and
-//! mtime (the version token `SIZE:MTIME_SECS`) equal the base's reuses the
-//! base's hash, anything else is downloaded and hashed. SFTP gives no file
+//! It does not hash on the server (SFTP cannot): a file whose version
+//! token (`SIZE:MTIME_SECS:ATIME_SECS`, the atime a random nonce every
+//! commit sets) equals the base's reuses the base's hash, anything else is
+//! downloaded and hashed. The careful steps compare the token an `Expect`
+//! carries too, so two agents' same-sized uploads in one second are told
+//! apart even after a restart. A staged upload is a handle naming the
+//! upload and what its commit sets (`StagedUpload`), nothing in memory. SFTP gives no file
 //! ids, so renames on the server are seen as delete + create (reconcile's
 //! content matching still finds them). mtimes have whole seconds.
 //!
@@ -30,39 +34,34 @@
 //! continues a broken one (`open_at`) seeks its file handle, so only the
 //! missing bytes cross the link.
 
-use std::collections::HashMap;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ssh2::{CheckResult, ErrorCode, FileStat, HashType, KnownHostFileKind, OpenFlags, OpenType};
 use ssh2::{Session, Sftp};
 
 use super::Opened;
-use super::{Capabilities, Lease, Listing, Problem, Replica, ReplicaError, RootState, StagedWrite};
+use super::layout::{METADATA_DIR, temp_name_for};
+use super::{Capabilities, Lease, Listing, Replica, ReplicaError, RootState, StagedWrite};
 use crate::fsops::Expect;
-use crate::locks::LockExt;
 use crate::model::{BaseTree, ContentHash, Entry, FileMeta, Mode, RelPath, Scope, SideEntry};
 use crate::secrets::{self, Account};
-use crate::timefmt;
-use crate::tracker::ignore::{IgnoreRules, METADATA_DIR, is_temp_name, temp_name_for};
+use crate::tracker::ignore::IgnoreRules;
 use crate::tracker::scan::{SPECIAL_FILE_MESSAGE, SYMLINK_MESSAGE};
 
 mod pool;
 
 use pool::{Health, Pool, Pooled};
 
-use super::job_queue::JobQueue;
+use super::kit::{self, Entries, PathStore, careful, walk};
 
 /// How long connecting and each SFTP request may take before the
 /// connection is given up as dead.
 const TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Staged uploads older than this were left by a crash.
-const STALE_TEMP: Duration = Duration::from_secs(3600);
 
 /// The read and write chunk size of transfers.
 const CHUNK: usize = 256 * 1024;
@@ -101,11 +100,6 @@ struct Shared {
     user: String,
     root: PathBuf,
     pool: Pool<Conn>,
-    /// The mtime each staged upload gets when it is committed (it keeps the
-    /// upload time until then, which is how a crash's leftovers are aged),
-    /// and its exact mode, where it has one (until then it has that mode
-    /// less the server's umask: never wider).
-    staged_mtimes: Mutex<HashMap<PathBuf, (i64, Option<Mode>)>>,
 }
 
 /// One logged-in SSH session with its SFTP channel.
@@ -182,6 +176,10 @@ impl RemoteStat {
         format!("{}:{}:{}", self.size, self.mtime_secs, self.atime_secs)
     }
 
+    /// Whether this is what `expect` describes: kind, size, mtime, mode,
+    /// and, where the expectation carries the listed token, the atime
+    /// nonce too (two agents' same-sized uploads in one second differ
+    /// only there).
     fn matches(&self, expect: &Expect) -> bool {
         match expect {
             Expect::Absent => false,
@@ -190,21 +188,64 @@ impl RemoteStat {
                 size,
                 mtime_ns,
                 mode,
-                ..
+                version,
             } => {
                 self.kind == Kind::File
                     && self.size == *size
                     && self.mtime_ns() == *mtime_ns
                     && (mode.is_none() || self.mode.is_none() || *mode == self.mode)
+                    && version.as_deref().is_none_or(|v| *v == self.version())
             }
         }
     }
 }
 
-fn matches(found: Option<&RemoteStat>, expect: &Expect) -> bool {
-    match found {
-        None => *expect == Expect::Absent,
-        Some(stat) => stat.matches(expect),
+/// A staged upload, as the handle [`StagedWrite::temp`] carries it: the
+/// upload's path on the server and what the commit gives it (its mtime,
+/// and its exact mode where it has one). Until the commit the upload keeps
+/// the time it was written, which is how a crash's leftovers are aged, and
+/// its mode less the server's umask (never wider). The handle is the whole
+/// staged state: the replica keeps nothing about it in memory.
+#[derive(Debug, PartialEq, Eq)]
+struct StagedUpload {
+    /// The upload's path below the root.
+    temp: String,
+    mtime_secs: u64,
+    mode: Option<Mode>,
+}
+
+/// What every staged handle of this backend starts with.
+const STAGED_HANDLE: &str = "sftp-staged";
+
+impl StagedUpload {
+    /// `sftp-staged/MTIME/MODE/TEMP` (`MODE` in octal, `-` for none); the
+    /// upload's path comes last, so it may hold any character.
+    fn handle(&self) -> PathBuf {
+        let mode = self
+            .mode
+            .map_or_else(|| "-".to_owned(), |m| format!("{:o}", m.bits()));
+        PathBuf::from(format!(
+            "{STAGED_HANDLE}/{}/{mode}/{}",
+            self.mtime_secs, self.temp
+        ))
+    }
+
+    fn from_handle(handle: &Path) -> Option<StagedUpload> {
+        let rest = handle
+            .to_str()?
+            .strip_prefix(STAGED_HANDLE)?
+            .strip_prefix('/')?;
+        let (mtime, rest) = rest.split_once('/')?;
+        let (mode, temp) = rest.split_once('/')?;
+        let mode = match mode {
+            "-" => None,
+            bits => Some(Mode::from_bits(u32::from_str_radix(bits, 8).ok()?)),
+        };
+        Some(StagedUpload {
+            temp: temp.to_owned(),
+            mtime_secs: mtime.parse().ok()?,
+            mode,
+        })
     }
 }
 
@@ -308,14 +349,9 @@ impl From<ConnectError> for ReplicaError {
     }
 }
 
-/// The user an `sftp://` URL without one logs in as: the local user, as
-/// `ssh` does. `secrets` keys such a pair's password by this name too.
-pub fn default_user() -> String {
-    std::env::var("USER")
-        .ok()
-        .or_else(|| std::env::var("LOGNAME").ok())
-        .unwrap_or_else(|| "root".to_owned())
-}
+/// The user an `sftp://` URL without one logs in as (see
+/// [`secrets::default_user`], which keys such a pair's password by it).
+pub use crate::secrets::default_user;
 
 impl SftpReplica {
     /// A replica for `target`. Nothing is connected yet: the first
@@ -333,7 +369,6 @@ impl SftpReplica {
                 target,
                 user,
                 root,
-                staged_mtimes: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -577,57 +612,100 @@ impl Shared {
         ReplicaError::io(op, path, e)
     }
 
-    fn check(&self, conn: &Conn, path: &RelPath, expect: &Expect) -> Result<PathBuf, ReplicaError> {
+    /// The path on the server of `path` (relative to the root, `""`
+    /// for the root itself).
+    fn at(&self, path: &str) -> PathBuf {
+        if path.is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(path)
+        }
+    }
+}
+
+/// The SFTP server as the kit's store: every primitive checks out a
+/// session of its own for its round trips, so none holds two at once.
+impl PathStore for Shared {
+    type Node = RemoteStat;
+
+    fn stat(&self, path: &str) -> Result<Option<RemoteStat>, ReplicaError> {
+        let conn = self.conn()?;
+        conn.lstat(&self.at(path))
+            .map_err(|e| ReplicaError::io("inspect", path, e))
+    }
+
+    fn is_dir(node: &RemoteStat) -> bool {
+        node.kind == Kind::Dir
+    }
+
+    fn matches(node: &RemoteStat, expect: &Expect) -> bool {
+        node.matches(expect)
+    }
+
+    /// SFTP has no conditional requests.
+    fn condition<'a>(_: &'a RemoteStat, _: &'a Expect) -> Option<&'a str> {
+        None
+    }
+
+    fn list_dir(&self, dir: &str) -> Result<Option<Entries<RemoteStat>>, ReplicaError> {
+        let conn = self.conn()?;
+        match conn.read_dir(&self.at(dir)) {
+            Ok(entries) => Ok(Some(
+                entries
+                    .into_iter()
+                    .filter_map(|(name, stat)| Some((name.into_string().ok()?, stat)))
+                    .collect(),
+            )),
+            // Asked only after a failure: the folder is there in the
+            // common case, and opening it is then the one round trip.
+            Err(_) if matches!(conn.lstat(&self.at(dir)), Ok(None)) => Ok(None),
+            Err(e) => Err(ReplicaError::io("list", dir, e)),
+        }
+    }
+
+    fn mkdir_all(&self, dir: &str, private: bool) -> Result<(), ReplicaError> {
+        // Owner-only where asked (the trash keeps old versions of every
+        // file, and must not show their names to anyone else).
+        let mode = if private { 0o700 } else { DEFAULT_DIR_MODE };
+        let conn = self.conn()?;
+        conn.mkdir_all(&self.at(dir), mode)
+            .map_err(|e| ReplicaError::io("create", dir, e))
+    }
+
+    /// SFTP v3 renames never replace (OpenSSH links files and checks
+    /// folders first): a refusal with something at `to` is `Ok(false)`.
+    fn move_noreplace(
+        &self,
+        from: &str,
+        to: &str,
+        _dir: bool,
+        _condition: Option<&str>,
+    ) -> Result<bool, ReplicaError> {
+        let conn = self.conn()?;
+        let dest = self.at(to);
+        match conn.sftp.rename(&self.at(from), &dest, None) {
+            Ok(()) => Ok(true),
+            Err(e) => match conn.lstat(&dest) {
+                Ok(Some(_)) => Ok(false),
+                _ => Err(conn.error("move", from, e)),
+            },
+        }
+    }
+
+    fn remove_tree(&self, path: &str) -> Result<(), ReplicaError> {
+        let conn = self.conn()?;
+        conn.remove_tree(&self.at(path))
+            .map_err(|e| ReplicaError::io("remove", path, e))
+    }
+
+    /// `rmdir`, which refuses a folder that is not empty.
+    fn remove_empty_dir(&self, path: &RelPath, _: &RemoteStat) -> Result<bool, ReplicaError> {
+        let conn = self.conn()?;
         let full = self.full(path);
-        let found = conn
-            .lstat(&full)
-            .map_err(|e| ReplicaError::io("inspect", path, e))?;
-        if !matches(found.as_ref(), expect) {
-            return Err(ReplicaError::Changed {
-                path: path.to_string(),
-            });
-        }
-        Ok(full)
-    }
-
-    /// The name below the trash folder of a version [`Self::trash_put`]
-    /// moved to `trashed`.
-    fn trash_name_of(&self, trashed: &Path) -> Option<RelPath> {
-        let trash = self.meta_dir().join("trash");
-        RelPath::new(trashed.strip_prefix(&trash).ok()?.to_str()?).ok()
-    }
-
-    /// Moves `full` (the entry at `rel`) into `.prism-sync/trash/STAMP/rel`
-    /// without replacing anything there.
-    fn trash_put(&self, conn: &Conn, full: &Path, rel: &RelPath) -> io::Result<PathBuf> {
-        let stamp = timefmt::conflict_stamp(SystemTime::now());
-        let base = self
-            .meta_dir()
-            .join("trash")
-            .join(&stamp[..13])
-            .join(rel.as_str());
-        // Owner-only, as a local trash: it keeps old versions of every
-        // file, and must not show their names to anyone else.
-        if let Some(parent) = base.parent() {
-            conn.mkdir_all(parent, 0o700)?;
-        }
-        let mut dest = base.clone();
-        for _ in 0..8 {
-            match conn.sftp.rename(full, &dest, None) {
-                Ok(()) => return Ok(dest),
-                Err(e) => {
-                    // SFTP renames do not replace: a taken name is retried
-                    // with a suffix; anything else is an error.
-                    if conn.lstat(&dest)?.is_none() {
-                        return Err(conn.io_error(e));
-                    }
-                    dest = PathBuf::from(format!("{}.{}", base.display(), super::trash_suffix()));
-                }
-            }
-        }
-        Err(io::Error::other(
-            "no free name in the remote trash after 8 tries (another agent trashing the same path at the same moment?)",
-        ))
+        Ok(match conn.sftp.rmdir(&full) {
+            Ok(()) => true,
+            Err(_) => matches!(conn.lstat(&full), Ok(None)),
+        })
     }
 }
 
@@ -842,11 +920,9 @@ fn base64_unpadded(bytes: &[u8]) -> String {
     out
 }
 
-/// A listing in progress: folders to list and files to hash are jobs, run
-/// by as many workers as the pool has sessions, each job on a session of
-/// its own. Every worker collects its own [`Listing`]; they are merged and
-/// sorted at the end, so the result does not depend on which worker ran
-/// what, or when.
+/// A listing in progress: folders to list and files to hash are jobs (see
+/// [`walk::run`]), run by as many workers as the pool has sessions, each
+/// job on a session of its own.
 struct Walk<'a> {
     shared: &'a Shared,
     cache: &'a BaseTree,
@@ -854,11 +930,6 @@ struct Walk<'a> {
     /// The replica as `describe` names it, for the error of the root.
     name: String,
     now: i64,
-    /// Stopped by the error that ends the walk: the root could not be
-    /// listed, or no session could be had.
-    queue: JobQueue<Job, Option<ReplicaError>>,
-    /// Set when a session broke during the walk: what it saw is partial.
-    broken: AtomicBool,
 }
 
 /// One piece of work of a listing.
@@ -870,139 +941,90 @@ enum Job {
     Hash(RelPath, RemoteStat),
 }
 
+/// What one job of a walk found.
+type Found = walk::Found<Job>;
+
+/// Leaves `rel` alone this time, saying why (see [`walk::Found::hold`]).
+fn hold(found: &mut Found, rel: RelPath, op: &'static str, e: io::Error) {
+    let error = ReplicaError::io(op, &rel, e);
+    found.hold(rel, op, error);
+}
+
 impl Walk<'_> {
-    /// Runs `jobs` and everything they lead to; `out` holds what was found
-    /// before (the entries of a path-scoped listing).
-    fn run(self, jobs: Vec<Job>, out: Listing) -> Result<Listing, ReplicaError> {
-        self.queue.add(jobs);
-        let workers = self.shared.pool.size();
-        let found: Vec<Listing> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..workers).map(|_| scope.spawn(|| self.work())).collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("a listing worker panicked"))
-                .collect()
-        });
-        if let Some(error) = self.queue.into_stop() {
-            return Err(error);
-        }
-        if self.broken.load(Ordering::Relaxed) {
-            return Err(ReplicaError::Offline {
-                remote: self.shared.server(),
-                reason: "the connection broke during the listing".to_owned(),
-            });
-        }
-        Ok(out.merge(found))
-    }
-
-    fn work(&self) -> Listing {
-        let _worker = self.queue.worker();
-        let mut out = Listing::default();
-        while let Some(job) = self.queue.next() {
-            let mut found = Vec::new();
-            let result = self.shared.conn().and_then(|conn| {
-                let result = self.run_job(&conn, job, &mut out, &mut found);
-                if conn.is_broken() {
-                    self.broken.store(true, Ordering::Relaxed);
-                }
-                result
-            });
-            self.queue.finish(found, |failed| {
-                if let Some(error) = result.err() {
-                    failed.get_or_insert(error);
-                }
-            });
-        }
-        out
-    }
-
-    fn run_job(
-        &self,
-        conn: &Conn,
-        job: Job,
-        out: &mut Listing,
-        found: &mut Vec<Job>,
-    ) -> Result<(), ReplicaError> {
-        match job {
+    /// Runs one job on a session of its own; an error is the root's own
+    /// listing failing (or no session to be had). A session that broke
+    /// during the job breaks the walk off: what it saw is partial.
+    fn run_job(&self, job: Job, found: &mut Found) -> Result<(), ReplicaError> {
+        let conn = self.shared.conn()?;
+        let result = match job {
             Job::List(None) => self
-                .list_children(conn, None, &self.shared.root, out, found)
+                .list_children(&conn, None, &self.shared.root, found)
                 .map_err(|e| ReplicaError::io("list", &self.name, e)),
             Job::List(Some((rel, mode))) => {
                 let full = self.shared.full(&rel);
-                match self.list_children(conn, Some(&rel), &full, out, found) {
+                match self.list_children(&conn, Some(&rel), &full, found) {
                     Ok(()) => {
-                        out.tree.insert(rel, SideEntry::new(Entry::dir(mode)));
+                        found.out.tree.insert(rel, SideEntry::new(Entry::dir(mode)));
                     }
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => hold(out, rel, "list the folder", &e),
+                    Err(e) => hold(found, rel, "list the folder", e),
                 }
                 Ok(())
             }
             Job::Hash(rel, stat) => {
-                self.hash_file(conn, rel, stat, out);
+                self.hash_file(&conn, rel, stat, found);
                 Ok(())
             }
+        };
+        if conn.is_broken() {
+            found.broken.get_or_insert(ReplicaError::Offline {
+                remote: self.shared.server(),
+                reason: "the connection broke during the listing".to_owned(),
+            });
         }
+        result
     }
 
-    /// Lists the folder `dir` (at `parent`, or the root); what is found
-    /// goes to `out` only once the whole folder was read.
+    /// Lists the folder `dir` (at `parent`, or the root); nothing is
+    /// recorded unless the whole folder was read.
     fn list_children(
         &self,
         conn: &Conn,
         parent: Option<&RelPath>,
         dir: &Path,
-        out: &mut Listing,
-        found: &mut Vec<Job>,
+        found: &mut Found,
     ) -> io::Result<()> {
         for (name, stat) in conn.read_dir(dir)? {
-            let rel = name.to_str().and_then(|name| match parent {
-                Some(parent) => parent.join(name).ok(),
-                None => RelPath::from_name(name).ok(),
-            });
-            let Some(rel) = rel else {
+            let Some(name) = name.to_str() else {
                 let shown = match parent {
                     Some(parent) => format!("{parent}/{}", name.to_string_lossy()),
                     None => name.to_string_lossy().into_owned(),
                 };
-                out.problems.push(Problem {
-                    path: None,
-                    message: format!(
-                        "{shown:?} on the server is not synced: its name is not valid UTF-8 or contains a control character, a slash or a backslash; rename it to sync it"
+                found.note(
+                    None,
+                    format!(
+                        "{shown:?} on the server is not synced: its name is not valid UTF-8; \
+                         rename it to sync it"
                     ),
-                });
+                );
                 continue;
             };
-            self.visit(conn, rel, stat, out, found);
+            if let Some(rel) = walk::child_path(parent, name, found) {
+                self.visit(conn, rel, stat, found);
+            }
         }
         Ok(())
     }
 
     /// Sorts one entry: skipped with a note, recorded, or a job to do.
-    fn visit(
-        &self,
-        conn: &Conn,
-        rel: RelPath,
-        stat: RemoteStat,
-        out: &mut Listing,
-        found: &mut Vec<Job>,
-    ) {
+    fn visit(&self, conn: &Conn, rel: RelPath, stat: RemoteStat, found: &mut Found) {
         if self.ignore.is_ignored(&rel, stat.kind == Kind::Dir) {
-            if stat.kind == Kind::File
-                && is_temp_name(rel.file_name())
-                && self.now - stat.mtime_secs > STALE_TEMP.as_secs() as i64
-            {
+            if stat.kind == Kind::File && walk::is_stale_temp(&rel, stat.mtime_secs, self.now) {
                 tracing::info!(path = %rel, "removing a temporary upload left by an interrupted write");
                 let _ = conn.sftp.unlink(&self.shared.full(&rel));
             }
             return;
         }
-        let note = |out: &mut Listing, message: String| {
-            out.problems.push(Problem {
-                path: Some(rel.clone()),
-                message,
-            })
-        };
         // Held, as on a local folder: a folder replaced by a link must not
         // read as deleted, and nothing is written through one.
         if matches!(stat.kind, Kind::Symlink | Kind::Other) || rel.too_deep() {
@@ -1011,36 +1033,28 @@ impl Walk<'_> {
                 Kind::Symlink => SYMLINK_MESSAGE.to_owned(),
                 _ => SPECIAL_FILE_MESSAGE.to_owned(),
             };
-            note(out, message);
-            out.held.push(rel);
+            found.note(Some(rel.clone()), message);
+            found.out.held.push(rel);
             return;
         }
         match stat.kind {
             Kind::Symlink | Kind::Other => {}
-            Kind::Dir => found.push(Job::List(Some((rel, stat.mode)))),
+            Kind::Dir => found.jobs.push(Job::List(Some((rel, stat.mode)))),
             Kind::File => {
                 let version = stat.version();
-                let cached = self.cache.get(&rel).and_then(|base| match &base.entry {
-                    Entry::File(meta)
-                        if base.remote_version.as_deref() == Some(version.as_str()) =>
-                    {
-                        Some(meta.hash)
-                    }
-                    _ => None,
-                });
-                match cached {
-                    Some(hash) => insert_file(out, rel, &stat, hash, version),
-                    None => found.push(Job::Hash(rel, stat)),
+                match walk::cached_hash(self.cache, &rel, &version) {
+                    Some(hash) => insert_file(&mut found.out, rel, &stat, hash, version),
+                    None => found.jobs.push(Job::Hash(rel, stat)),
                 }
             }
         }
     }
 
-    fn hash_file(&self, conn: &Conn, rel: RelPath, stat: RemoteStat, out: &mut Listing) {
+    fn hash_file(&self, conn: &Conn, rel: RelPath, stat: RemoteStat, found: &mut Found) {
         let full = self.shared.full(&rel);
         match hash_remote(conn, &full) {
             Ok(hash) => {
-                out.hashed_files += 1;
+                found.out.hashed_files += 1;
                 // A file that changed while it was read is still being
                 // written: leave it for the next round. Only size and
                 // mtime count: reading may itself have moved the atime,
@@ -1051,27 +1065,17 @@ impl Walk<'_> {
                             && after.size == stat.size
                             && after.mtime_secs == stat.mtime_secs =>
                     {
-                        insert_file(out, rel, &stat, hash, after.version())
+                        insert_file(&mut found.out, rel, &stat, hash, after.version())
                     }
                     Ok(None) => {}
-                    Ok(Some(_)) => out.held.push(rel),
-                    Err(e) => hold(out, rel, "look at", &e),
+                    Ok(Some(_)) => found.out.held.push(rel),
+                    Err(e) => hold(found, rel, "look at", e),
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => hold(out, rel, "read", &e),
+            Err(e) => hold(found, rel, "read", e),
         }
     }
-}
-
-/// Leaves `rel` alone this time, saying why.
-fn hold(out: &mut Listing, rel: RelPath, op: &str, e: &io::Error) {
-    let message = format!("cannot {op} it: {e}; it is left alone this time");
-    out.held.push(rel.clone());
-    out.problems.push(Problem {
-        path: Some(rel),
-        message,
-    });
 }
 
 fn insert_file(
@@ -1159,30 +1163,8 @@ impl Replica for SftpReplica {
     }
 
     fn root_state(&self) -> Result<RootState, ReplicaError> {
-        let s = &self.shared;
-        let conn = s.conn()?;
-        let root = conn
-            .lstat(&s.root)
-            .map_err(|e| ReplicaError::io("open", s.root.display(), e))?;
-        match root {
-            None => return Ok(RootState::Missing),
-            Some(stat) if stat.kind != Kind::Dir => {
-                return Err(ReplicaError::Other(format!(
-                    "{} on {} is not a folder",
-                    s.root.display(),
-                    s.server()
-                )));
-            }
-            Some(_) => {}
-        }
-        let marker = conn
-            .lstat(&s.meta_dir().join("root"))
-            .map_err(|e| ReplicaError::io("open", s.root.display(), e))?;
-        Ok(if marker.is_some() {
-            RootState::Ready
-        } else {
-            RootState::Unmarked
-        })
+        let s = &*self.shared;
+        kit::root_state(s, &format!("{} on {}", s.root.display(), s.server()))
     }
 
     fn mark_root(&self) -> Result<(), ReplicaError> {
@@ -1237,13 +1219,10 @@ impl Replica for SftpReplica {
             ignore,
             name: self.describe(),
             now,
-            queue: JobQueue::new(),
-            broken: AtomicBool::new(false),
         };
-        let mut out = Listing::default();
-        let mut jobs = Vec::new();
+        let mut found = Found::default();
         match scope {
-            Scope::Full => jobs.push(Job::List(None)),
+            Scope::Full => found.jobs.push(Job::List(None)),
             Scope::Paths(paths) => {
                 'paths: for path in paths {
                     if paths.iter().any(|o| o != path && path.is_within(o)) {
@@ -1256,29 +1235,27 @@ impl Replica for SftpReplica {
                         match conn.lstat(&s.full(&ancestor)) {
                             Ok(Some(stat)) if stat.kind == Kind::Dir => {}
                             Ok(Some(stat)) if stat.kind != Kind::File => {
-                                walk.visit(&conn, ancestor, stat, &mut out, &mut jobs);
+                                walk.visit(&conn, ancestor, stat, &mut found);
                                 continue 'paths;
                             }
                             Ok(_) => continue 'paths,
                             Err(e) => {
-                                hold(&mut out, path.clone(), "look at a folder above", &e);
+                                hold(&mut found, path.clone(), "look at a folder above", e);
                                 continue 'paths;
                             }
                         }
                     }
                     match conn.lstat(&s.full(path)) {
-                        Ok(Some(stat)) => {
-                            walk.visit(&conn, path.clone(), stat, &mut out, &mut jobs)
-                        }
+                        Ok(Some(stat)) => walk.visit(&conn, path.clone(), stat, &mut found),
                         Ok(None) => {}
-                        Err(e) => hold(&mut out, path.clone(), "look at", &e),
+                        Err(e) => hold(&mut found, path.clone(), "look at", e),
                     }
                 }
             }
         }
         if conn.is_broken() {
             // What it saw is partial and must not read as deletions.
-            return Err(ReplicaError::Offline {
+            found.broken.get_or_insert(ReplicaError::Offline {
                 remote: s.server(),
                 reason: "the connection broke during the listing".to_owned(),
             });
@@ -1286,7 +1263,10 @@ impl Replica for SftpReplica {
         // The workers check out sessions of their own; holding this one
         // meanwhile would starve a pool of one.
         drop(conn);
-        walk.run(jobs, out)
+        let workers = s.pool.size();
+        walk::run(&walk.name, workers, found, |job, found| {
+            walk.run_job(job, found)
+        })
     }
 
     fn stat(&self, path: &RelPath) -> Result<Expect, ReplicaError> {
@@ -1302,7 +1282,7 @@ impl Replica for SftpReplica {
                 size: stat.size,
                 mtime_ns: stat.mtime_ns(),
                 mode: stat.mode,
-                version: None,
+                version: Some(stat.version()),
             },
         })
     }
@@ -1397,7 +1377,12 @@ impl Replica for SftpReplica {
             conn.mkdir_all(parent, DEFAULT_DIR_MODE)
                 .map_err(|e| ReplicaError::io("create the folder of", path, e))?;
         }
-        let temp = target.with_file_name(temp_name_for(path.file_name()));
+        let name = temp_name_for(path.file_name());
+        let temp_rel = match path.parent() {
+            Some(parent) => format!("{parent}/{name}"),
+            None => name,
+        };
+        let temp = s.at(&temp_rel);
         // Created with the mode, which the server's umask can only narrow;
         // the commit gives it exactly that mode together with its mtime
         // (one round trip for both), before it is renamed in.
@@ -1446,12 +1431,14 @@ impl Replica for SftpReplica {
                 path: path.to_string(),
             });
         }
-        s.staged_mtimes
-            .locked()
-            .insert(temp.clone(), (mtime_ns, mode));
+        let upload = StagedUpload {
+            temp: temp_rel,
+            mtime_secs: mtime_ns.div_euclid(1_000_000_000).max(0) as u64,
+            mode,
+        };
         Ok(StagedWrite {
             path: path.clone(),
-            temp,
+            temp: upload.handle(),
             hash: staged_hash,
             size,
             written: None,
@@ -1473,78 +1460,45 @@ impl Replica for SftpReplica {
         staged: &StagedWrite,
         expect: &Expect,
     ) -> Result<(SideEntry, Option<RelPath>), ReplicaError> {
-        let s = &self.shared;
-        let path = staged.path.clone();
-        let result = (|| {
+        let s = &*self.shared;
+        let path = &staged.path;
+        let upload = StagedUpload::from_handle(&staged.temp).ok_or_else(|| {
+            ReplicaError::Other(format!("{path}: not a write this replica staged"))
+        })?;
+        // The upload gets its mtime, its exact mode and a fresh version
+        // nonce (one round trip for all three) once the target checked out.
+        let prepare = || {
             let conn = s.conn()?;
-            let sftp = &conn.sftp;
-            let target = s.check(&conn, &path, expect)?;
-            let mut trash_name = None;
-            if *expect != Expect::Absent {
-                // RACE: a write to the target between the check and this
-                // move goes to the trash with it: kept, not lost.
-                let trashed = s
-                    .trash_put(&conn, &target, &path)
-                    .map_err(|e| ReplicaError::io("move to the trash", &path, e))
-                    .map_err(super::gone_meanwhile(&path))?;
-                trash_name = s.trash_name_of(&trashed);
-            }
-            let mtime_ns = s.staged_mtimes.locked().get(&staged.temp).copied();
-            if let Some((mtime_ns, mode)) = mtime_ns {
-                let secs = mtime_ns.div_euclid(1_000_000_000).max(0) as u64;
-                let stat = FileStat {
-                    size: None,
-                    uid: None,
-                    gid: None,
-                    perm: mode.map(Mode::bits),
-                    atime: Some(version_nonce(secs)),
-                    mtime: Some(secs),
-                };
-                sftp.setstat(&staged.temp, stat)
-                    .map_err(|e| conn.error("set the time of", &path, e))?;
-            }
-            // SFTP v3 renames never replace: a file that appeared at the
-            // target since the check makes this fail, and the path is
-            // re-planned.
-            if let Err(e) = sftp.rename(&staged.temp, &target, None) {
-                return match conn.lstat(&target) {
-                    Ok(Some(_)) => Err(ReplicaError::Changed {
-                        path: path.to_string(),
-                    }),
-                    _ => Err(conn.error("replace", &path, e)),
-                };
-            }
-            let now = conn
-                .lstat(&target)
-                .map_err(|e| ReplicaError::io("inspect", &path, e))?
-                .ok_or_else(|| ReplicaError::Changed {
-                    path: path.to_string(),
-                })?;
-            let entry = SideEntry {
-                entry: Entry::File(FileMeta {
-                    hash: staged.hash,
-                    size: now.size,
-                    mtime_ns: now.mtime_ns(),
-                    mode: now.mode,
-                }),
-                id: None,
-                version: Some(now.version()),
+            let stat = FileStat {
+                size: None,
+                uid: None,
+                gid: None,
+                perm: upload.mode.map(Mode::bits),
+                atime: Some(version_nonce(upload.mtime_secs)),
+                mtime: Some(upload.mtime_secs),
             };
-            Ok((entry, trash_name))
-        })();
-        // On failure the caller discards the staged file (which forgets its
-        // mtime too).
-        if result.is_ok() {
-            s.staged_mtimes.locked().remove(&staged.temp);
-        }
-        result
+            conn.sftp
+                .setstat(&s.at(&upload.temp), stat)
+                .map_err(|e| conn.error("set the time of", path, e))
+        };
+        let (now, trash_name) = careful::commit(s, &upload.temp, path, expect, prepare)?;
+        let entry = SideEntry {
+            entry: Entry::File(FileMeta {
+                hash: staged.hash,
+                size: now.size,
+                mtime_ns: now.mtime_ns(),
+                mode: now.mode,
+            }),
+            id: None,
+            version: Some(now.version()),
+        };
+        Ok((entry, trash_name))
     }
 
     fn discard(&self, staged: StagedWrite) {
         let s = &self.shared;
-        s.staged_mtimes.locked().remove(&staged.temp);
-        if let Ok(conn) = s.conn() {
-            let _ = conn.sftp.unlink(&staged.temp);
+        if let (Some(upload), Ok(conn)) = (StagedUpload::from_handle(&staged.temp), s.conn()) {
+            let _ = conn.sftp.unlink(&s.at(&upload.temp));
         }
     }
 
@@ -1598,23 +1552,11 @@ impl Replica for SftpReplica {
             .map_err(|e| conn.error("change the permissions of", path, e))
     }
 
+    /// SFTP v3 renames refuse an existing target (OpenSSH links files and
+    /// checks folders first), so nothing is replaced. A folder moves with
+    /// everything inside it in one rename.
     fn rename(&self, from: &RelPath, to: &RelPath, expect: &Expect) -> Result<(), ReplicaError> {
-        let s = &self.shared;
-        let conn = s.conn()?;
-        let source = s.check(&conn, from, expect)?;
-        let dest = s.full(to);
-        // SFTP v3 renames refuse an existing target (OpenSSH links files
-        // and checks folders first), so nothing is replaced. A folder moves
-        // with everything inside it in one rename.
-        if let Err(e) = conn.sftp.rename(&source, &dest, None) {
-            return match conn.lstat(&dest) {
-                Ok(Some(_)) => Err(ReplicaError::Changed {
-                    path: to.to_string(),
-                }),
-                _ => Err(conn.error("rename", from, e)),
-            };
-        }
-        Ok(())
+        careful::rename(&*self.shared, from, to, expect)
     }
 
     fn remove(&self, path: &RelPath, expect: &Expect) -> Result<(), ReplicaError> {
@@ -1626,34 +1568,13 @@ impl Replica for SftpReplica {
         path: &RelPath,
         expect: &Expect,
     ) -> Result<Option<RelPath>, ReplicaError> {
-        let s = &self.shared;
-        let conn = s.conn()?;
-        let full = s.check(&conn, path, expect)?;
-        if *expect == Expect::Dir {
-            // A plan removes a folder only after its content went to the
-            // trash one by one; one that will not go away empty holds
-            // something the plan did not see: keep it and re-plan.
-            return match conn.sftp.rmdir(&full) {
-                Ok(()) => Ok(None),
-                Err(_) => match conn.lstat(&full) {
-                    Ok(None) => Ok(None),
-                    _ => Err(ReplicaError::Changed {
-                        path: path.to_string(),
-                    }),
-                },
-            };
-        }
-        let trashed = s
-            .trash_put(&conn, &full, path)
-            .map_err(|e| ReplicaError::io("move to the trash", path, e))
-            .map_err(super::gone_meanwhile(path))?;
-        Ok(s.trash_name_of(&trashed))
+        careful::remove(&*self.shared, path, expect)
     }
 
     fn open_trashed(&self, name: &RelPath) -> Result<Box<dyn Read + Send + '_>, ReplicaError> {
         let s = &self.shared;
         let conn = s.conn()?;
-        let full = name.to_fs(&s.meta_dir().join("trash"));
+        let full = s.at(&format!("{}/{name}", kit::trash_dir()));
         // RACE: as in `open`; the caller checks the bytes against the
         // version's recorded hash.
         match conn.lstat(&full) {
@@ -1679,30 +1600,7 @@ impl Replica for SftpReplica {
     }
 
     fn purge_trash(&self, older_than: Duration) -> Result<usize, ReplicaError> {
-        let s = &self.shared;
-        let conn = s.conn()?;
-        let trash = s.meta_dir().join("trash");
-        let entries = match conn.read_dir(&trash) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(ReplicaError::io("purge", trash.display(), e)),
-        };
-        let cutoff = SystemTime::now()
-            .checked_sub(older_than)
-            .unwrap_or(UNIX_EPOCH);
-        let cutoff_stamp = timefmt::conflict_stamp(cutoff);
-        let mut purged = 0;
-        for (name, _) in entries {
-            let name = name.to_string_lossy().into_owned();
-            // Batch names sort as time; anything else is not ours to delete.
-            let is_batch = name.len() == 13 && name.as_bytes()[8] == b'-';
-            if is_batch && name.as_str() < &cutoff_stamp[..13] {
-                conn.remove_tree(&trash.join(&name))
-                    .map_err(|e| ReplicaError::io("purge", trash.display(), e))?;
-                purged += 1;
-            }
-        }
-        Ok(purged)
+        kit::purge_trash(&*self.shared, older_than)
     }
 
     fn lease(&self, device: &str, ttl: Duration) -> Result<Option<Box<dyn Lease>>, ReplicaError> {
@@ -1787,21 +1685,7 @@ impl Replica for SftpReplica {
     }
 
     fn list_records(&self, folder: &str) -> Result<Vec<String>, ReplicaError> {
-        let s = &self.shared;
-        let dir = s.meta_dir().join(folder);
-        let conn = s.conn()?;
-        let entries = match conn.read_dir(&dir) {
-            Ok(entries) => entries,
-            // Asked only after a failure: the folder is there in the
-            // common case, and opening it is then the one round trip.
-            Err(_) if matches!(conn.lstat(&dir), Ok(None)) => return Ok(Vec::new()),
-            Err(e) => return Err(ReplicaError::io("list", dir.display(), e)),
-        };
-        Ok(entries
-            .into_iter()
-            .filter_map(|(name, _)| name.into_string().ok())
-            .filter(|name| super::is_record_name(name))
-            .collect())
+        kit::list_records(&*self.shared, folder)
     }
 
     fn remove_record(&self, name: &str) -> Result<(), ReplicaError> {
@@ -1818,7 +1702,7 @@ impl Replica for SftpReplica {
 
 /// The advisory lease of an SFTP remote: `.prism-sync/lease`, holding
 /// `EXPIRES DEVICE PID HOST`, as for a remote folder, and created with
-/// that record in one step (see [`SftpLease::create`]).
+/// that record in one step (see `SftpLeaseFile::create`).
 struct SftpLease {
     shared: Arc<Shared>,
     path: PathBuf,
@@ -1835,15 +1719,27 @@ impl SftpLease {
         super::lease::record(&self.owner, self.ttl, SystemTime::now())
     }
 
+    fn acquire(&self) -> Result<(), ReplicaError> {
+        let conn = self.shared.conn()?;
+        let file = SftpLeaseFile { lease: self, conn };
+        super::lease::acquire(&file, &self.owner, SystemTime::now())
+    }
+}
+
+/// The lease file on a session, for [`super::lease::acquire`].
+struct SftpLeaseFile<'a> {
+    lease: &'a SftpLease,
+    conn: Checked<'a>,
+}
+
+impl super::lease::LeaseFile for SftpLeaseFile<'_> {
     /// Writes the record to a temporary name and renames it to the lease,
     /// which never replaces on SFTP: the lease appears with its record in
-    /// it. Created empty and written after, another agent could read it
-    /// empty in between, find no expiry, take it for stale and take it
-    /// over, and both would hold it. `Err` inside is the rename's refusal
-    /// (most likely: a lease is there).
-    fn create(&self, conn: &Conn) -> Result<Result<(), ssh2::Error>, ReplicaError> {
-        let s = &self.shared;
-        let temp = self.path.with_file_name(temp_name_for("lease"));
+    /// it.
+    fn create(&self) -> Result<bool, ReplicaError> {
+        let (lease, conn) = (self.lease, &self.conn);
+        let path = &lease.path;
+        let temp = path.with_file_name(temp_name_for("lease"));
         let written = conn
             .sftp
             .open_mode(
@@ -1852,47 +1748,38 @@ impl SftpLease {
                 0o644,
                 OpenType::File,
             )
-            .map_err(|e| conn.error("lock", self.path.display(), e))
+            .map_err(|e| conn.error("lock", path.display(), e))
             .and_then(|mut file| {
-                file.write_all(self.content().as_bytes())
-                    .map_err(|e| s.transfer_error(conn, "lock", self.path.display(), e))
+                file.write_all(lease.content().as_bytes())
+                    .map_err(|e| lease.shared.transfer_error(conn, "lock", path.display(), e))
             });
-        let renamed = written.map(|()| conn.sftp.rename(&temp, &self.path, None));
+        let renamed = written.map(|()| conn.sftp.rename(&temp, path, None));
         if !matches!(renamed, Ok(Ok(()))) {
             let _ = conn.sftp.unlink(&temp);
         }
-        renamed
+        match renamed? {
+            Ok(()) => Ok(true),
+            // OpenSSH answers "failure" to a rename onto an existing file:
+            // look whether one is there.
+            Err(e) => match conn.lstat(path) {
+                Ok(Some(_)) => Ok(false),
+                Ok(None) => Err(conn.error("lock", path.display(), e)),
+                Err(e) => Err(ReplicaError::io("lock", path.display(), e)),
+            },
+        }
     }
 
-    fn acquire(&self) -> Result<(), ReplicaError> {
-        let s = &self.shared;
-        let conn = s.conn()?;
-        for _ in 0..2 {
-            match self.create(&conn)? {
-                Ok(()) => return Ok(()),
-                Err(e) => {
-                    // OpenSSH answers "failure" to a rename onto an existing
-                    // file: look whether one is there.
-                    let exists = conn
-                        .lstat(&self.path)
-                        .map_err(|e| ReplicaError::io("lock", self.path.display(), e))?
-                        .is_some();
-                    if !exists {
-                        return Err(conn.error("lock", self.path.display(), e));
-                    }
-                    let holder = conn.read_lease(&self.path);
-                    // This very process's lease, left behind when the
-                    // connection died before the lease could be removed,
-                    // must not lock the agent out of its own remote.
-                    if !super::lease::held_by(&holder, &self.owner) {
-                        super::lease::check_stale(&holder, SystemTime::now())?;
-                    }
-                    // The holder crashed or hung past its lease: take over.
-                    let _ = conn.sftp.unlink(&self.path);
-                }
-            }
+    fn read(&self) -> Result<Option<(String, Option<String>)>, ReplicaError> {
+        let path = &self.lease.path;
+        match self.conn.lstat(path) {
+            Ok(None) => Ok(None),
+            Ok(Some(_)) => Ok(Some((self.conn.read_lease(path), None))),
+            Err(e) => Err(ReplicaError::io("lock", path.display(), e)),
         }
-        Err(super::lease::lost_race())
+    }
+
+    fn remove(&self, _version: Option<&str>) {
+        let _ = self.conn.sftp.unlink(&self.lease.path);
     }
 }
 
@@ -1939,6 +1826,28 @@ impl Drop for SftpLease {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_staged_handle_carries_the_upload_and_what_its_commit_sets() {
+        for upload in [
+            StagedUpload {
+                temp: "a b/.prism-tmp-x1-ü/ber.txt".to_owned(),
+                mtime_secs: 1_600_000_000,
+                mode: Some(Mode::from_bits(0o640)),
+            },
+            StagedUpload {
+                temp: ".prism-tmp-x2-f".to_owned(),
+                mtime_secs: 0,
+                mode: None,
+            },
+        ] {
+            assert_eq!(StagedUpload::from_handle(&upload.handle()), Some(upload));
+        }
+        assert_eq!(
+            StagedUpload::from_handle(Path::new("/srv/a/.prism-tmp-x")),
+            None
+        );
+    }
 
     #[test]
     fn fingerprints_are_unpadded_base64() {

@@ -13,8 +13,10 @@
 //! PUT to a `.prism-tmp-*` name beside the target, check the target against
 //! the caller's `Expect`, MOVE the old version to
 //! `.prism-sync/trash/STAMP/path`, then MOVE the upload in with
-//! `Overwrite: F`, which never replaces. Where the server gave a strong ETag
-//! the destructive steps carry `If-Match`, and creations carry
+//! `Overwrite: F`, which never replaces. The check compares the ETag the
+//! caller's `Expect` carries (the listed version token, which the journal's
+//! base keeps across restarts) with the one the server has now; where that
+//! is a strong ETag the destructive steps carry it in `If-Match`, and creations carry
 //! `If-None-Match: *`; a 412 answer means someone else changed the path, and
 //! it is re-planned, never forced. Weak ETags (`W/"…"`, which Apache gives
 //! for a file changed within the last second) are never used in `If-Match`:
@@ -97,16 +99,16 @@ use reqwest::{Method, Url};
 
 use super::Opened;
 use super::error_chain;
-use super::job_queue::{JobQueue, Stop};
-use super::{Capabilities, Lease, Listing, Problem, Replica, ReplicaError, RootState, StagedWrite};
+use super::kit::{self, Entries, PathStore, careful, walk};
+use super::layout::{METADATA_DIR, temp_name_for};
+use super::{Capabilities, Lease, Listing, Replica, ReplicaError, RootState, StagedWrite};
 use crate::config::is_loopback_host;
 use crate::fsops::Expect;
 use crate::locks::LockExt;
 use crate::model::{BaseTree, ContentHash, Entry, FileMeta, Mode, RelPath, Scope, SideEntry};
 use crate::percent::{self, Plus};
 use crate::secrets::{self, Account, Kind, Secret};
-use crate::timefmt;
-use crate::tracker::ignore::{IgnoreRules, METADATA_DIR, is_temp_name, temp_name_for};
+use crate::tracker::ignore::IgnoreRules;
 
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -115,9 +117,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// each read of an answer's body may wait for bytes, unless the pair sets
 /// `timeout_secs`.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Staged uploads older than this were left by a crash.
-const STALE_TEMP: Duration = Duration::from_secs(3600);
 
 /// The read and write chunk size of transfers.
 const CHUNK: usize = 256 * 1024;
@@ -304,10 +303,6 @@ struct Shared {
     /// once the server refused one, cut one short, or sent one too large
     /// (see [`Shared::subtree`]).
     infinity: AtomicBool,
-    /// The ETag each file had when this replica last saw it, so a check
-    /// can tell apart two versions of equal size written in the same second
-    /// (compared weakly: a weak tag still tells a different version).
-    etags: Mutex<HashMap<String, String>>,
 }
 
 /// A ready client and the login it presents.
@@ -375,6 +370,29 @@ impl RemoteStat {
             }
         }
     }
+
+    /// Whether this is the version a listing named `token` (its
+    /// [`RemoteStat::version`]). Tags are compared weakly (RFC 9110): tags
+    /// that differ in their opaque part are different versions, weak or
+    /// not. A `SIZE:MTIME` token says nothing [`RemoteStat::matches`] did
+    /// not check, and neither does a server that stopped sending tags.
+    fn is_version(&self, token: &str) -> bool {
+        !token.starts_with('"')
+            || self
+                .etag
+                .as_deref()
+                .is_none_or(|etag| opaque(etag) == token)
+    }
+}
+
+/// The ETag a careful step on `found` sends as `If-Match`, so the server
+/// refuses it if the path changed since the check: the token the caller's
+/// expectation carries (the listed ETag, which the check found again), or,
+/// for a caller without one, the tag the check saw. Never a weak tag
+/// (`If-Match` compares strongly, and a weak one never matches).
+fn if_match<'a>(found: &'a RemoteStat, expect: &'a Expect) -> Option<&'a str> {
+    let strong = found.strong_etag()?;
+    Some(expect.version().filter(|v| *v == strong).unwrap_or(strong))
 }
 
 impl WebdavReplica {
@@ -414,7 +432,6 @@ impl WebdavReplica {
                 conn: Mutex::new(None),
                 conditional: std::sync::OnceLock::new(),
                 infinity: AtomicBool::new(true),
-                etags: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -632,23 +649,6 @@ impl Shared {
                 server: self.server(),
                 message,
             }
-        }
-    }
-
-    /// Why moving `path` to the trash failed with `e`: a change to re-plan
-    /// when `path` is no longer what `expect` says (someone else moved,
-    /// removed or replaced it since the check; Apache answers 404 then,
-    /// rclone 403 or 404), else `e`.
-    fn trash_failed(
-        &self,
-        conn: &Conn,
-        path: &RelPath,
-        expect: &Expect,
-        e: WebdavError,
-    ) -> ReplicaError {
-        match self.check(conn, path, expect) {
-            Err(changed @ ReplicaError::Changed { .. }) => changed,
-            _ => e.into_replica("move to the trash", path),
         }
     }
 
@@ -979,54 +979,6 @@ impl Shared {
         authority == format!("{host}:{port}") || (port == default_port && authority == host)
     }
 
-    /// Checks `rel` against `expect` (and against the strong ETag this
-    /// replica saw for it); returns what is there.
-    fn check(
-        &self,
-        conn: &Conn,
-        rel: &RelPath,
-        expect: &Expect,
-    ) -> Result<Option<RemoteStat>, ReplicaError> {
-        let found = self
-            .stat(conn, rel.as_str())
-            .map_err(|e| e.into_replica("inspect", rel))?;
-        let changed = || ReplicaError::Changed {
-            path: rel.to_string(),
-        };
-        match (&found, expect) {
-            (None, Expect::Absent) => {}
-            (Some(stat), expect) if stat.matches(expect) => {
-                // Weak comparison (RFC 9110): tags that differ even in
-                // their opaque part are different versions, weak or not.
-                let known = self.etags.locked().get(rel.as_str()).cloned();
-                if let (Some(known), Some(now)) = (known, stat.etag.as_deref())
-                    && !stat.collection
-                    && opaque(&known) != opaque(now)
-                {
-                    return Err(changed());
-                }
-            }
-            _ => return Err(changed()),
-        }
-        Ok(found)
-    }
-
-    fn remember(&self, rel: &str, stat: &RemoteStat) {
-        let mut etags = self.etags.locked();
-        match &stat.etag {
-            Some(etag) if !stat.collection => {
-                etags.insert(rel.to_owned(), etag.to_owned());
-            }
-            _ => {
-                etags.remove(rel);
-            }
-        }
-    }
-
-    fn forget(&self, rel: &str) {
-        self.etags.locked().remove(rel);
-    }
-
     /// MKCOL of `rel` and its missing parents.
     fn mkcol_all(&self, conn: &Conn, rel: &str) -> Result<(), WebdavError> {
         let segments: Vec<&str> = rel.split('/').filter(|s| !s.is_empty()).collect();
@@ -1141,45 +1093,6 @@ impl Shared {
         }
     }
 
-    /// Moves the entry at `rel` into `.prism-sync/trash/STAMP/rel` without
-    /// replacing anything there; returns its name below the trash folder
-    /// (`STAMP/rel`, perhaps with a suffix). `None` when the entry is no
-    /// longer the version `if_match` names.
-    fn trash_put(
-        &self,
-        conn: &Conn,
-        rel: &RelPath,
-        collection: bool,
-        if_match: Option<&str>,
-    ) -> Result<Option<RelPath>, WebdavError> {
-        let stamp = timefmt::conflict_stamp(SystemTime::now());
-        let base = format!("{METADATA_DIR}/trash/{}/{}", &stamp[..13], rel.as_str());
-        if let Some((parent, _)) = base.rsplit_once('/') {
-            self.mkcol_all(conn, parent)?;
-        }
-        let mut dest = base.clone();
-        for _ in 0..8 {
-            if self.move_noreplace(conn, rel.as_str(), &dest, collection, if_match)? {
-                self.forget(rel.as_str());
-                let trash = format!("{METADATA_DIR}/trash/");
-                let name = dest.strip_prefix(&trash).and_then(|n| RelPath::new(n).ok());
-                return Ok(Some(name.unwrap_or_else(|| rel.clone())));
-            }
-            // A 412: a taken trash name is retried with a suffix; a source
-            // that changed is the caller's to re-plan.
-            if self.stat(conn, &dest)?.is_none() {
-                return Ok(None);
-            }
-            dest = format!("{base}.{}", super::trash_suffix());
-        }
-        Err(WebdavError::Status {
-            server: self.server(),
-            method: "MOVE".into(),
-            path: format!("{rel} (no free name in the trash after 8 tries)"),
-            status: 412,
-        })
-    }
-
     /// DELETE, conditional on a strong ETag when one is given.
     fn delete(&self, conn: &Conn, rel: &str, collection: bool, if_match: Option<&str>) -> bool {
         let mut builder = self
@@ -1278,6 +1191,99 @@ impl Shared {
                 message: e.to_string(),
             })?;
         Ok(Some((text, etag)))
+    }
+}
+
+/// The share as the kit's store. Requests share the keep-alive client.
+impl PathStore for Shared {
+    type Node = RemoteStat;
+
+    /// A 5xx answer is asked again once, a moment later: `rclone serve
+    /// webdav` answers a PROPFIND of a file another client is moving at
+    /// that moment with 500, which says nothing about the path a moment
+    /// later (and a careful step that met it would fail the path instead
+    /// of finding it changed).
+    fn stat(&self, path: &str) -> Result<Option<RemoteStat>, ReplicaError> {
+        let conn = self.conn().map_err(|e| e.into_replica("inspect", path))?;
+        let found = match Shared::stat(self, &conn, path) {
+            Err(WebdavError::ServerFailed { .. }) => {
+                std::thread::sleep(Duration::from_millis(50));
+                Shared::stat(self, &conn, path)
+            }
+            found => found,
+        };
+        found.map_err(|e| e.into_replica("inspect", path))
+    }
+
+    fn is_dir(node: &RemoteStat) -> bool {
+        node.collection
+    }
+
+    /// Size and date, and the listed ETag where the expectation carries
+    /// one (see [`RemoteStat::is_version`]).
+    fn matches(node: &RemoteStat, expect: &Expect) -> bool {
+        node.matches(expect) && expect.version().is_none_or(|v| node.is_version(v))
+    }
+
+    fn condition<'a>(node: &'a RemoteStat, expect: &'a Expect) -> Option<&'a str> {
+        if_match(node, expect)
+    }
+
+    fn list_dir(&self, dir: &str) -> Result<Option<Entries<RemoteStat>>, ReplicaError> {
+        let conn = self.conn().map_err(|e| e.into_replica("list", dir))?;
+        match self.children(&conn, dir) {
+            Ok(children) => {
+                for message in children.refused {
+                    tracing::warn!("{message}");
+                }
+                Ok(Some(children.entries))
+            }
+            Err(e) if e.status() == Some(404) => Ok(None),
+            Err(e) => Err(e.into_replica("list", dir)),
+        }
+    }
+
+    fn mkdir_all(&self, dir: &str, _private: bool) -> Result<(), ReplicaError> {
+        let conn = self.conn().map_err(|e| e.into_replica("create", dir))?;
+        self.mkcol_all(&conn, dir)
+            .map_err(|e| e.into_replica("create", dir))
+    }
+
+    fn move_noreplace(
+        &self,
+        from: &str,
+        to: &str,
+        dir: bool,
+        condition: Option<&str>,
+    ) -> Result<bool, ReplicaError> {
+        let conn = self.conn().map_err(|e| e.into_replica("move", from))?;
+        Shared::move_noreplace(self, &conn, from, to, dir, condition)
+            .map_err(|e| e.into_replica("move", from))
+    }
+
+    fn remove_tree(&self, path: &str) -> Result<(), ReplicaError> {
+        let conn = self.conn().map_err(|e| e.into_replica("remove", path))?;
+        let builder = self
+            .request(&conn, "DELETE", self.url(path, true))
+            .timeout(self.target.timeout);
+        match self.send(builder, "DELETE", path, &[200, 204]) {
+            Ok(_) => Ok(()),
+            Err(e) if e.status() == Some(404) => Ok(()),
+            Err(e) => Err(e.into_replica("remove", path)),
+        }
+    }
+
+    /// Folders go to the trash too (never DELETE): a DELETE of a collection
+    /// would remove whatever was added inside it since it was looked at.
+    fn remove_empty_dir(&self, path: &RelPath, node: &RemoteStat) -> Result<bool, ReplicaError> {
+        let empty = self
+            .list_dir(path.as_str())?
+            .is_none_or(|entries| entries.is_empty());
+        if !empty {
+            return Ok(false);
+        }
+        careful::trash(self, path, node, &Expect::Dir)?;
+        Ok(true)
     }
 }
 
@@ -1477,7 +1483,8 @@ struct Walk<'a> {
     cache: &'a BaseTree,
     ignore: &'a IgnoreRules,
     now: i64,
-    queue: JobQueue<Job, WalkStop>,
+    /// The replica as `describe` names it, for the listing's errors.
+    name: String,
 }
 
 /// One piece of work of a listing.
@@ -1496,101 +1503,14 @@ enum Job {
     Confirm(RelPath),
 }
 
-/// What ends a walk early.
-#[derive(Default)]
-struct WalkStop {
-    /// The share itself could not be listed: the listing fails with this.
-    failed: Option<WebdavError>,
-    /// Set when the server became unreachable: the listing is partial and
-    /// must not be used.
-    broken: Option<WebdavError>,
-}
-
-impl Stop for WalkStop {
-    fn stops(&self) -> bool {
-        self.failed.is_some() || self.broken.is_some()
-    }
-}
-
-/// What one job found: entries and notes in `out`, more work in `jobs`.
-#[derive(Default)]
-struct Found {
-    out: Listing,
-    jobs: Vec<Job>,
-    /// A global error met on one path (see [`Found::hold`]).
-    broken: Option<WebdavError>,
-}
-
-impl Found {
-    fn note(&mut self, path: Option<RelPath>, message: String) {
-        self.out.problems.push(Problem { path, message });
-    }
-
-    /// Leaves `rel` alone this time, saying why; an error about the whole
-    /// server instead breaks the walk.
-    fn hold(&mut self, rel: RelPath, op: &str, e: WebdavError) {
-        if e.is_global() {
-            self.broken.get_or_insert(e);
-            return;
-        }
-        let message = format!("cannot {op} it: {e}; it is left alone this time");
-        self.out.held.push(rel.clone());
-        self.note(Some(rel), message);
-    }
-}
-
 impl Walk<'_> {
-    /// Runs `jobs` and everything they lead to; `out` holds what was found
-    /// before (the entries of a path-scoped listing).
-    fn run(self, jobs: Vec<Job>, out: Listing) -> Result<Listing, WalkError> {
-        self.queue.add(jobs);
-        let workers = self.shared.target.parallel_requests.max(1);
-        let found: Vec<Listing> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..workers).map(|_| scope.spawn(|| self.work())).collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("a listing worker panicked"))
-                .collect()
-        });
-        let stop = self.queue.into_stop();
-        if let Some(e) = stop.failed {
-            return Err(WalkError::Root(e));
-        }
-        if let Some(e) = stop.broken {
-            return Err(WalkError::Broken(e));
-        }
-        Ok(out.merge(found))
-    }
-
-    fn work(&self) -> Listing {
-        let _worker = self.queue.worker();
-        let mut out = Listing::default();
-        while let Some(job) = self.queue.next() {
-            let mut found = Found::default();
-            let failed = self.run_job(job, &mut found).err();
-            let Found {
-                out: listing,
-                jobs,
-                broken,
-            } = found;
-            out.tree.extend(listing.tree);
-            out.held.extend(listing.held);
-            out.problems.extend(listing.problems);
-            out.hashed_files += listing.hashed_files;
-            self.queue.finish(jobs, |stop| {
-                if let Some(e) = failed {
-                    stop.failed.get_or_insert(e);
-                }
-                if let Some(e) = broken {
-                    stop.broken.get_or_insert(e);
-                }
-            });
-        }
-        out
-    }
-
     /// Runs one job; an error is the share's own listing failing.
-    fn run_job(&self, job: Job, found: &mut Found) -> Result<(), WebdavError> {
+    fn run_job(&self, job: Job, found: &mut Found) -> Result<(), ReplicaError> {
+        self.job(job, found)
+            .map_err(|e| e.into_replica("list", &self.name))
+    }
+
+    fn job(&self, job: Job, found: &mut Found) -> Result<(), WebdavError> {
         match job {
             Job::List(None) => self.list_folder(None, false, found),
             Job::List(Some(rel)) => self.list_below(rel, false, found),
@@ -1627,31 +1547,21 @@ impl Walk<'_> {
                 );
             }
             Err(e) if e.status() == Some(404) => {}
-            Err(e) => found.hold(rel, "look at", e),
+            Err(e) => hold(found, rel, "look at", e),
         }
     }
 
     /// Lists the folder at `rel`, recording it only once that worked.
     fn list_below(&self, rel: RelPath, probe: bool, found: &mut Found) -> Result<(), WebdavError> {
-        // What a folder holds is recorded only once all of it was
-        // read, so a folder that cannot be listed leaves nothing
-        // behind that would read as its content.
         let mut inside = Found::default();
         match self.list_folder(Some(&rel), probe, &mut inside) {
             Ok(()) => {
                 found.out.tree.insert(rel, SideEntry::new(Entry::dir(None)));
-                found.out.tree.extend(inside.out.tree);
-                found.out.held.extend(inside.out.held);
-                found.out.problems.extend(inside.out.problems);
-                found.out.hashed_files += inside.out.hashed_files;
-                found.jobs.extend(inside.jobs);
-                if let Some(e) = inside.broken {
-                    found.broken.get_or_insert(e);
-                }
+                found.absorb(inside);
             }
             // Gone since its parent was listed.
             Err(e) if e.status() == Some(404) => {}
-            Err(e) => found.hold(rel, "list the folder", e),
+            Err(e) => hold(found, rel, "list the folder", e),
         }
         Ok(())
     }
@@ -1692,7 +1602,7 @@ impl Walk<'_> {
             found.note(parent.cloned(), message);
         }
         for (name, stat) in entries {
-            let Some(rel) = child_path(parent, name, found) else {
+            let Some(rel) = walk::child_path(parent, &name, found) else {
                 continue;
             };
             self.visit(rel, stat, found);
@@ -1718,7 +1628,7 @@ impl Walk<'_> {
             let key = parent.as_ref().map(RelPath::as_str).unwrap_or("");
             let entries = subtree.folders.remove(key).unwrap_or_default();
             for (name, stat) in entries {
-                let Some(rel) = child_path(parent.as_ref(), name, found) else {
+                let Some(rel) = walk::child_path(parent.as_ref(), &name, found) else {
                     continue;
                 };
                 if self.skip(&rel, &stat) {
@@ -1745,10 +1655,7 @@ impl Walk<'_> {
         if !self.ignore.is_ignored(rel, stat.collection) {
             return false;
         }
-        if !stat.collection
-            && is_temp_name(rel.file_name())
-            && self.now - stat.mtime_secs > STALE_TEMP.as_secs() as i64
-        {
+        if !stat.collection && walk::is_stale_temp(rel, stat.mtime_secs, self.now) {
             tracing::info!(path = %rel, "removing a temporary upload left by an interrupted write");
             self.shared
                 .delete(self.conn, rel.as_str(), false, stat.strong_etag());
@@ -1771,22 +1678,12 @@ impl Walk<'_> {
     /// Records a file whose version the base knows, else makes reading it
     /// a job.
     fn visit_file(&self, rel: RelPath, stat: RemoteStat, found: &mut Found) {
-        self.shared.remember(rel.as_str(), &stat);
         // A weak ETag says the file changed within the last moment and may
         // change again in the same second with the same size: its size and
         // date prove nothing, so it is read.
         let weak = stat.etag.as_deref().is_some_and(|e| e.starts_with("W/"));
         let version = stat.version();
-        let cached = self
-            .cache
-            .get(&rel)
-            .filter(|_| !weak)
-            .and_then(|base| match &base.entry {
-                Entry::File(meta) if base.remote_version.as_deref() == Some(version.as_str()) => {
-                    Some(meta.hash)
-                }
-                _ => None,
-            });
+        let cached = walk::cached_hash(self.cache, &rel, &version).filter(|_| !weak);
         match cached {
             Some(hash) => insert_file(&mut found.out, rel, &stat, hash),
             None => found.jobs.push(Job::Hash(rel, stat)),
@@ -1802,7 +1699,7 @@ impl Walk<'_> {
             // It changed while it was read: still being written.
             Ok(None) => found.out.held.push(rel),
             Err(e) if e.status() == Some(404) => {}
-            Err(e) => found.hold(rel, "read", e),
+            Err(e) => hold(found, rel, "read", e),
         }
     }
 
@@ -1859,37 +1756,6 @@ impl Walk<'_> {
     }
 }
 
-/// The path of `name` in `parent` (or the share), or a note saying why a
-/// name the server gave cannot be synced.
-fn child_path(parent: Option<&RelPath>, name: String, found: &mut Found) -> Option<RelPath> {
-    let rel = match parent {
-        Some(parent) => parent.join(&name),
-        None => RelPath::from_name(&name),
-    };
-    if let Ok(rel) = &rel
-        && rel.too_deep()
-    {
-        // A server that serves ever-deeper folders (or one huge answer
-        // nesting them) meets this bound instead of being walked on.
-        found.out.held.push(rel.clone());
-        found.note(Some(rel.clone()), rel.too_deep_message());
-        return None;
-    }
-    if rel.is_err() {
-        found.note(
-            None,
-            format!(
-                "{:?} on the server is not synced: its name contains a control character or a backslash; rename it to sync it",
-                match parent {
-                    Some(parent) => format!("{parent}/{name}"),
-                    None => name,
-                }
-            ),
-        );
-    }
-    rel.ok()
-}
-
 /// The outermost paths of `base` that `listing` left out although it
 /// listed their folder (or the folder is the share, or the path is a root
 /// of `scope`): what would read as deleted.
@@ -1909,12 +1775,13 @@ fn vanished(listing: &Listing, base: &BaseTree, scope: &Scope) -> Vec<RelPath> {
         .collect()
 }
 
-/// Why a walk produced no listing.
-enum WalkError {
-    /// The share (the root of the walk) could not be listed.
-    Root(WebdavError),
-    /// The server became unreachable midway: what was seen is partial.
-    Broken(WebdavError),
+/// What one job of a walk found.
+type Found = walk::Found<Job>;
+
+/// Leaves `rel` alone this time, saying why (see [`walk::Found::hold`]).
+fn hold(found: &mut Found, rel: RelPath, op: &'static str, e: WebdavError) {
+    let error = e.into_replica(op, &rel);
+    found.hold(rel, op, error);
 }
 
 fn insert_file(out: &mut Listing, rel: RelPath, stat: &RemoteStat, hash: ContentHash) {
@@ -1958,27 +1825,8 @@ impl Replica for WebdavReplica {
     }
 
     fn root_state(&self) -> Result<RootState, ReplicaError> {
-        let s = &self.shared;
-        let conn = s.conn().map_err(|e| e.into_replica("open", "/"))?;
-        match s.stat(&conn, "").map_err(|e| e.into_replica("open", "/"))? {
-            None => return Ok(RootState::Missing),
-            Some(stat) if !stat.collection => {
-                return Err(ReplicaError::Other(format!(
-                    "{} on {} is not a folder",
-                    s.target.path,
-                    s.server()
-                )));
-            }
-            Some(_) => {}
-        }
-        let marker = s
-            .stat(&conn, &format!("{METADATA_DIR}/root"))
-            .map_err(|e| e.into_replica("open", METADATA_DIR))?;
-        Ok(if marker.is_some() {
-            RootState::Ready
-        } else {
-            RootState::Unmarked
-        })
+        let s = &*self.shared;
+        kit::root_state(s, &format!("{} on {}", s.target.path, s.server()))
     }
 
     fn mark_root(&self) -> Result<(), ReplicaError> {
@@ -2032,8 +1880,9 @@ impl Replica for WebdavReplica {
             cache,
             ignore,
             now,
-            queue: JobQueue::new(),
+            name: self.describe(),
         };
+        let workers = s.target.parallel_requests;
         let mut found = Found::default();
         match scope {
             Scope::Full => found.jobs.push(Job::List(None)),
@@ -2048,7 +1897,7 @@ impl Replica for WebdavReplica {
                             Ok(Some(stat)) if stat.collection => {}
                             Ok(_) => continue 'paths,
                             Err(e) => {
-                                found.hold(path.clone(), "look at a folder above", e);
+                                hold(&mut found, path.clone(), "look at a folder above", e);
                                 continue 'paths;
                             }
                         }
@@ -2056,7 +1905,7 @@ impl Replica for WebdavReplica {
                     match s.stat(&conn, path.as_str()) {
                         Ok(Some(stat)) => walk.visit(path.clone(), stat, &mut found),
                         Ok(None) => {}
-                        Err(e) => found.hold(path.clone(), "look at", e),
+                        Err(e) => hold(&mut found, path.clone(), "look at", e),
                     }
                     if found.broken.is_some() {
                         break;
@@ -2064,37 +1913,20 @@ impl Replica for WebdavReplica {
                 }
             }
         }
-        let Found { out, jobs, broken } = found;
-        let result = match broken {
-            Some(e) => Err(WalkError::Broken(e)),
-            None => walk.run(jobs, out),
-        };
+        let run_job = |job, found: &mut Found| walk.run_job(job, found);
+        let listing = walk::run(&walk.name, workers, found, run_job)?;
         // What the base knows and the listing left out is asked for by
         // name before it may read as deleted (see `Walk::confirm_gone`).
-        let result = result.and_then(|listing| {
-            let gone = vanished(&listing, cache, scope);
-            if gone.is_empty() {
-                return Ok(listing);
-            }
-            let confirm = Walk {
-                shared: s,
-                conn: &conn,
-                cache,
-                ignore,
-                now,
-                queue: JobQueue::new(),
-            };
-            confirm.run(gone.into_iter().map(Job::Confirm).collect(), listing)
-        });
-        match result {
-            Ok(listing) => Ok(listing),
-            Err(WalkError::Root(e)) => Err(e.into_replica("list", self.describe())),
-            // What the walk saw is partial and must not read as deletions.
-            Err(WalkError::Broken(e)) => Err(super::interrupted_listing(
-                self.describe(),
-                e.into_replica("list", self.describe()),
-            )),
+        let gone = vanished(&listing, cache, scope);
+        if gone.is_empty() {
+            return Ok(listing);
         }
+        let confirm = Found {
+            out: listing,
+            jobs: gone.into_iter().map(Job::Confirm).collect(),
+            broken: None,
+        };
+        walk::run(&walk.name, workers, confirm, run_job)
     }
 
     fn stat(&self, path: &RelPath) -> Result<Expect, ReplicaError> {
@@ -2111,7 +1943,7 @@ impl Replica for WebdavReplica {
                 size: stat.size,
                 mtime_ns: stat.mtime_ns(),
                 mode: None,
-                version: None,
+                version: Some(stat.version()),
             },
         })
     }
@@ -2133,23 +1965,58 @@ impl Replica for WebdavReplica {
         }
     }
 
-    /// A GET with `Range: bytes=OFFSET-` and `If-Range` naming the listed
-    /// version (its strong ETag, else its date), so a server whose file
-    /// changed answers with the whole new file instead of a piece of it.
-    /// A 206 must cover exactly the rest of the listed size; a 200 (a
-    /// server without ranges) starts over at 0. Either answer must carry
-    /// the listed version's ETag or date and size, or it is
-    /// [`ReplicaError::SourceChanged`]: two versions are never spliced.
     fn open_at(
         &self,
         path: &RelPath,
         offset: u64,
         expected: &FileMeta,
     ) -> Result<Opened<'_>, ReplicaError> {
+        self.open_version_at(path, offset, expected, None)
+    }
+
+    /// A GET with `Range: bytes=OFFSET-` and `If-Range` naming the listed
+    /// version (its strong ETag: the token `version`, or for a caller
+    /// without one the tag the file has now, looked up first; else its
+    /// date), so a server whose file changed answers with the whole new
+    /// file instead of a piece of it.
+    /// A 206 must cover exactly the rest of the listed size; a 200 (a
+    /// server without ranges) starts over at 0. Either answer must carry
+    /// the listed version's ETag or date and size, or it is
+    /// [`ReplicaError::SourceChanged`]: two versions are never spliced.
+    fn open_version_at(
+        &self,
+        path: &RelPath,
+        offset: u64,
+        expected: &FileMeta,
+        version: Option<&str>,
+    ) -> Result<Opened<'_>, ReplicaError> {
         let s = &self.shared;
         let conn = s.conn().map_err(|e| e.into_replica("read", path))?;
-        let listed_etag = s.etags.locked().get(path.as_str()).cloned();
         let mtime_secs = expected.mtime_ns.div_euclid(1_000_000_000);
+        let changed = || ReplicaError::SourceChanged {
+            path: path.to_string(),
+        };
+        let listed_etag = match version {
+            Some(token) if token.starts_with('"') => Some(token.to_owned()),
+            Some(_) => None,
+            // Without the listed token a continuation is validated by the
+            // file's ETag, taken only while the file still has the listed
+            // size and date. RACE: another version of the same size in the
+            // same second passes; the hash over the whole file catches it.
+            None if offset > 0 => match s.stat(&conn, path.as_str()) {
+                Ok(Some(stat))
+                    if !stat.collection
+                        && stat.size == expected.size
+                        && stat.mtime_secs == mtime_secs =>
+                {
+                    stat.etag
+                }
+                Ok(_) => return Err(changed()),
+                Err(e) if e.status() == Some(404) => return Err(changed()),
+                Err(e) => return Err(e.into_replica("read", path)),
+            },
+            None => None,
+        };
         let mut builder = s
             .request(&conn, "GET", s.url(path.as_str(), false))
             .timeout(s.target.timeout);
@@ -2163,9 +2030,6 @@ impl Replica for WebdavReplica {
                 builder = builder.header("If-Range", validator);
             }
         }
-        let changed = || ReplicaError::SourceChanged {
-            path: path.to_string(),
-        };
         let response = match s.send(builder, "GET", path.as_str(), &[200, 206]) {
             Ok(response) => response,
             // 416: the file is shorter than what already arrived.
@@ -2283,40 +2147,13 @@ impl Replica for WebdavReplica {
         staged: &StagedWrite,
         expect: &Expect,
     ) -> Result<(SideEntry, Option<RelPath>), ReplicaError> {
-        let s = &self.shared;
+        let s = &*self.shared;
         let path = &staged.path;
-        let temp = staged.temp.to_string_lossy().into_owned();
-        let conn = s.conn().map_err(|e| e.into_replica("replace", path))?;
-        let changed = || ReplicaError::Changed {
-            path: path.to_string(),
-        };
-        let found = s.check(&conn, path, expect)?;
-        let mut trash_name = None;
-        if let Some(old) = &found {
-            // With a strong ETag the server refuses the move if the target
-            // changed since the check; without one, RACE: a write between
-            // the check and this move goes to the trash with it: kept, not
-            // lost.
-            trash_name = s
-                .trash_put(&conn, path, old.collection, old.strong_etag())
-                .map_err(|e| s.trash_failed(&conn, path, expect, e))?;
-            if trash_name.is_none() {
-                return Err(changed());
-            }
-        }
-        // `Overwrite: F`: a file that appeared at the target since the
-        // check makes this fail with 412, and the path is re-planned.
-        if !s
-            .move_noreplace(&conn, &temp, path.as_str(), false, None)
-            .map_err(|e| e.into_replica("replace", path))?
-        {
-            return Err(changed());
-        }
-        let now = s
-            .stat(&conn, path.as_str())
-            .map_err(|e| e.into_replica("inspect", path))?
-            .ok_or_else(changed)?;
-        s.remember(path.as_str(), &now);
+        let temp = staged.temp.to_string_lossy();
+        // `Overwrite: F` on the final MOVE: a file that appeared at the
+        // target since the check makes it fail with 412, and the path is
+        // re-planned.
+        let (now, trash_name) = careful::commit(s, &temp, path, expect, || Ok(()))?;
         let entry = SideEntry {
             entry: Entry::File(FileMeta {
                 hash: staged.hash,
@@ -2353,28 +2190,10 @@ impl Replica for WebdavReplica {
         }
     }
 
+    /// `Overwrite: F` never replaces the destination; a folder moves with
+    /// everything inside it in one request.
     fn rename(&self, from: &RelPath, to: &RelPath, expect: &Expect) -> Result<(), ReplicaError> {
-        let s = &self.shared;
-        let conn = s.conn().map_err(|e| e.into_replica("rename", from))?;
-        let found = s.check(&conn, from, expect)?;
-        let collection = found.as_ref().is_some_and(|f| f.collection);
-        let if_match = found.as_ref().and_then(RemoteStat::strong_etag);
-        // `Overwrite: F` never replaces the destination; a folder moves with
-        // everything inside it in one request.
-        if !s
-            .move_noreplace(&conn, from.as_str(), to.as_str(), collection, if_match)
-            .map_err(|e| e.into_replica("rename", from))?
-        {
-            let path = match s.stat(&conn, to.as_str()) {
-                Ok(Some(_)) => to,
-                _ => from,
-            };
-            return Err(ReplicaError::Changed {
-                path: path.to_string(),
-            });
-        }
-        s.forget(from.as_str());
-        Ok(())
+        careful::rename(&*self.shared, from, to, expect)
     }
 
     fn remove(&self, path: &RelPath, expect: &Expect) -> Result<(), ReplicaError> {
@@ -2386,36 +2205,7 @@ impl Replica for WebdavReplica {
         path: &RelPath,
         expect: &Expect,
     ) -> Result<Option<RelPath>, ReplicaError> {
-        let s = &self.shared;
-        let conn = s.conn().map_err(|e| e.into_replica("remove", path))?;
-        let Some(found) = s.check(&conn, path, expect)? else {
-            return Ok(None);
-        };
-        // A plan removes a folder only after its content went to the trash
-        // one by one; one that is not empty now holds something the plan
-        // did not see: keep it and re-plan.
-        if found.collection {
-            let children = s
-                .children(&conn, path.as_str())
-                .map_err(|e| e.into_replica("list", path))?;
-            if !children.entries.is_empty() {
-                return Err(ReplicaError::Changed {
-                    path: path.to_string(),
-                });
-            }
-        }
-        // Folders go to the trash too (never DELETE): a DELETE of a
-        // collection would remove whatever was added inside it since.
-        let Some(trash_name) = s
-            .trash_put(&conn, path, found.collection, found.strong_etag())
-            .map_err(|e| s.trash_failed(&conn, path, expect, e))?
-        else {
-            return Err(ReplicaError::Changed {
-                path: path.to_string(),
-            });
-        };
-        // A folder's name is not a version that can be read back.
-        Ok((!found.collection).then_some(trash_name))
+        careful::remove(&*self.shared, path, expect)
     }
 
     fn open_trashed(&self, name: &RelPath) -> Result<Box<dyn Read + Send + '_>, ReplicaError> {
@@ -2423,7 +2213,7 @@ impl Replica for WebdavReplica {
         let conn = s
             .conn()
             .map_err(|e| e.into_replica("read the trashed version", name))?;
-        let trashed = format!("{METADATA_DIR}/trash/{}", name.as_str());
+        let trashed = format!("{}/{name}", kit::trash_dir());
         let builder = s
             .request(&conn, "GET", s.url(&trashed, false))
             .timeout(s.target.timeout);
@@ -2440,31 +2230,7 @@ impl Replica for WebdavReplica {
     }
 
     fn purge_trash(&self, older_than: Duration) -> Result<usize, ReplicaError> {
-        let s = &self.shared;
-        let conn = s.conn().map_err(|e| e.into_replica("purge", "trash"))?;
-        let trash = format!("{METADATA_DIR}/trash");
-        let batches = match s.children(&conn, &trash) {
-            Ok(children) => children.entries,
-            Err(e) if e.status() == Some(404) => return Ok(0),
-            Err(e) => return Err(e.into_replica("purge", &trash)),
-        };
-        let cutoff = SystemTime::now()
-            .checked_sub(older_than)
-            .unwrap_or(UNIX_EPOCH);
-        let cutoff_stamp = timefmt::conflict_stamp(cutoff);
-        let mut purged = 0;
-        for (name, stat) in batches {
-            // Batch names sort as time; anything else is not ours to delete.
-            let is_batch = name.len() == 13 && name.as_bytes()[8] == b'-';
-            if stat.collection
-                && is_batch
-                && name.as_str() < &cutoff_stamp[..13]
-                && s.delete(&conn, &format!("{trash}/{name}"), true, None)
-            {
-                purged += 1;
-            }
-        }
-        Ok(purged)
+        kit::purge_trash(&*self.shared, older_than)
     }
 
     fn lease(&self, device: &str, ttl: Duration) -> Result<Option<Box<dyn Lease>>, ReplicaError> {
@@ -2511,23 +2277,7 @@ impl Replica for WebdavReplica {
     }
 
     fn list_records(&self, folder: &str) -> Result<Vec<String>, ReplicaError> {
-        let s = &self.shared;
-        let path = format!("{METADATA_DIR}/{folder}");
-        let conn = s.conn().map_err(|e| e.into_replica("list", &path))?;
-        let children = match s.children(&conn, &path) {
-            Ok(children) => children,
-            Err(e) if e.status() == Some(404) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into_replica("list", &path)),
-        };
-        for message in children.refused {
-            tracing::warn!("{message}");
-        }
-        Ok(children
-            .entries
-            .into_iter()
-            .map(|(name, _)| name)
-            .filter(|name| super::is_record_name(name))
-            .collect())
+        kit::list_records(&*self.shared, folder)
     }
 
     /// A plain DELETE: records are the agents' own, not versions to keep.
@@ -2652,25 +2402,39 @@ impl WebdavLease {
     }
 
     fn acquire(&self) -> Result<(), ReplicaError> {
-        let s = &self.shared;
-        let conn = s.conn().map_err(|e| e.into_replica("lock", &self.path))?;
-        for _ in 0..2 {
-            if self.create(&conn)? {
-                return Ok(());
-            }
-            let Some((holder, etag)) = s
-                .get_small(&conn, &self.path)
-                .map_err(|e| e.into_replica("lock", &self.path))?
-            else {
-                // Released between the two requests: try again.
-                continue;
-            };
-            super::lease::check_stale(&holder, SystemTime::now())?;
-            // The holder crashed or hung past its lease: take over, unless
-            // someone else renewed or took it meanwhile (the ETag moved).
-            s.delete(&conn, &self.path, false, etag.as_deref());
-        }
-        Err(super::lease::lost_race())
+        let conn = self
+            .shared
+            .conn()
+            .map_err(|e| e.into_replica("lock", &self.path))?;
+        let file = WebdavLeaseFile { lease: self, conn };
+        super::lease::acquire(&file, &self.owner, SystemTime::now())
+    }
+}
+
+/// The lease file on the share, for [`super::lease::acquire`].
+struct WebdavLeaseFile<'a> {
+    lease: &'a WebdavLease,
+    conn: Conn,
+}
+
+impl super::lease::LeaseFile for WebdavLeaseFile<'_> {
+    fn create(&self) -> Result<bool, ReplicaError> {
+        self.lease.create(&self.conn)
+    }
+
+    fn read(&self) -> Result<Option<(String, Option<String>)>, ReplicaError> {
+        let path = &self.lease.path;
+        self.lease
+            .shared
+            .get_small(&self.conn, path)
+            .map_err(|e| e.into_replica("lock", path))
+    }
+
+    /// Only the version read (its ETag), unless someone else renewed or
+    /// took it over meanwhile.
+    fn remove(&self, version: Option<&str>) {
+        let s = &self.lease.shared;
+        s.delete(&self.conn, &self.lease.path, false, version);
     }
 }
 

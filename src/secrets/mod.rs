@@ -207,15 +207,14 @@ impl Account {
     pub fn for_pair(pair: &PairConfig) -> Option<Account> {
         match &pair.remote {
             // Git logs in with its own credential helpers and ssh keys.
-            RemoteUrl::File(_) | RemoteUrl::Git { .. } => None,
+            // rclone logs in with what `rclone config` keeps.
+            RemoteUrl::File(_) | RemoteUrl::Git { .. } | RemoteUrl::Rclone { .. } => None,
             RemoteUrl::S3 { .. } => pair.s3.account(),
             RemoteUrl::Sftp {
                 user, host, port, ..
             } => Some(Account::new(
                 Kind::Sftp,
-                &user
-                    .clone()
-                    .unwrap_or_else(crate::remote::sftp::default_user),
+                &user.clone().unwrap_or_else(default_user),
                 host,
                 *port,
             )),
@@ -265,7 +264,7 @@ impl Account {
         match parsed {
             RemoteUrl::Sftp { host, port, .. } => Ok(Account::new(
                 Kind::Sftp,
-                &user.unwrap_or_else(crate::remote::sftp::default_user),
+                &user.unwrap_or_else(default_user),
                 &host,
                 port,
             )),
@@ -286,6 +285,9 @@ impl Account {
             RemoteUrl::S3 { .. } => Err(S3_CREDENTIALS.to_owned()),
             RemoteUrl::Git { .. } => Err("a git remote logs in through git itself (an ssh key or \
                  agent, or a git credential helper); Prism Sync keeps no password for it"
+                .to_owned()),
+            RemoteUrl::Rclone { .. } => Err("an rclone remote logs in with what `rclone config` \
+                 keeps for it; Prism Sync keeps no password for it"
                 .to_owned()),
         }
     }
@@ -350,6 +352,15 @@ impl fmt::Display for Place {
             Place::File(file) => write!(f, "the credentials file {}", file.display()),
         }
     }
+}
+
+/// The user an `sftp://` URL without one logs in as: the local user, as
+/// `ssh` does; such a pair's password is keyed by this name too.
+pub fn default_user() -> String {
+    std::env::var("USER")
+        .ok()
+        .or_else(|| std::env::var("LOGNAME").ok())
+        .unwrap_or_else(|| "root".to_owned())
 }
 
 /// The password for `account`, from the first place in the lookup order

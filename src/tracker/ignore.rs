@@ -1,13 +1,13 @@
-//! Which paths of a pair are not synced, and how our temporary files are named.
+//! Which paths of a pair are not synced.
 //!
 //! This module owns the ignore rules: built-in defaults (editor swap and
 //! backup files, OS clutter), the pair's configured patterns and the pair's
 //! `.prismignore` file, all in gitignore syntax, plus a few reserved names
 //! that no pattern can un-ignore (our metadata folder, root marker and
-//! temporary files). It also owns the temporary-file naming the executor uses
-//! for atomic writes, because "is this one of ours?" must have one answer.
-//! It does not walk the tree or watch anything; the scanner and watcher ask
-//! it about one path at a time.
+//! temporary files, whose names `remote::layout` owns: they are re-exported
+//! here for the callers that ask about them beside the rules). It does not
+//! walk the tree or watch anything; the scanner and watcher ask it about
+//! one path at a time.
 
 use std::fmt;
 use std::io;
@@ -15,20 +15,15 @@ use std::path::{Path, PathBuf};
 
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 
-use crate::model::{MAX_NAME_BYTES, RelPath};
+use crate::model::RelPath;
+pub use crate::remote::layout::{
+    METADATA_DIR, ROOT_MARKER_FILE, TEMP_PREFIX, is_partial_name, is_temp_name, partial_name_for,
+    temp_name_for,
+};
 
 /// The per-pair ignore file at the pair root. It is synced like any file so
 /// that every device applies the same rules.
 pub const PRISMIGNORE_FILE: &str = ".prismignore";
-
-/// Our metadata folder at the pair root (the remote trash lives there).
-pub const METADATA_DIR: &str = ".prism-sync";
-
-/// The marker file that tells a pair root from an empty mount point.
-pub const ROOT_MARKER_FILE: &str = ".prism-sync-root";
-
-/// Every temporary file we write starts with this prefix.
-pub const TEMP_PREFIX: &str = ".prism-tmp-";
 
 /// Patterns every pair ignores unless its own rules re-include them:
 /// editor swap, backup and lock files (vim, emacs, LibreOffice, MS Office),
@@ -47,9 +42,6 @@ const BUILT_IN_PATTERNS: &[&str] = &[
     ".DS_Store",
     "Thumbs.db",
 ];
-
-/// Length of the random part of a temporary name.
-const TEMP_RANDOM_CHARS: usize = 8;
 
 /// The effective ignore rules of one pair.
 #[derive(Debug)]
@@ -197,55 +189,6 @@ impl IgnoreRules {
     pub fn fingerprint(&self) -> String {
         self.fingerprint.clone()
     }
-}
-
-/// True for names of our temporary files (see [`temp_name_for`]).
-pub fn is_temp_name(name: &str) -> bool {
-    name.starts_with(TEMP_PREFIX)
-}
-
-/// A fresh temporary name for writing `name` atomically in the same folder:
-/// `.prism-tmp-<random>-<name>`, with `name` shortened (at a character
-/// boundary) so the result stays within 255 bytes.
-pub fn temp_name_for(name: &str) -> String {
-    let random: String = std::iter::repeat_with(fastrand::alphanumeric)
-        .take(TEMP_RANDOM_CHARS)
-        .collect();
-    let budget = MAX_NAME_BYTES - TEMP_PREFIX.len() - TEMP_RANDOM_CHARS - 1;
-    let mut cut = name.len().min(budget);
-    while !name.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{TEMP_PREFIX}{random}-{}", &name[..cut])
-}
-
-/// What follows [`TEMP_PREFIX`] in the name of a partial download.
-const PARTIAL_MARK: &str = "part-";
-
-/// How many hex digits of the content hash a partial download's name
-/// carries: enough that two versions never share a name by chance.
-const PARTIAL_HASH_CHARS: usize = 32;
-
-/// The name under which a download of `name` whose content hashes to
-/// `hash_hex` is kept while it arrives: `.prism-tmp-part-<hash>-<name>`.
-/// Unlike [`temp_name_for`] it is the same at every attempt, so an attempt
-/// after a broken one finds the bytes that already arrived and continues
-/// them; and it names the version, so bytes of another version of the same
-/// file are never continued. Shortened like `temp_name_for`.
-pub fn partial_name_for(name: &str, hash_hex: &str) -> String {
-    let hash = &hash_hex[..hash_hex.len().min(PARTIAL_HASH_CHARS)];
-    let budget = MAX_NAME_BYTES - TEMP_PREFIX.len() - PARTIAL_MARK.len() - hash.len() - 1;
-    let mut cut = name.len().min(budget);
-    while !name.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{TEMP_PREFIX}{PARTIAL_MARK}{hash}-{}", &name[..cut])
-}
-
-/// True for names of partial downloads (see [`partial_name_for`]).
-pub fn is_partial_name(name: &str) -> bool {
-    name.strip_prefix(TEMP_PREFIX)
-        .is_some_and(|rest| rest.starts_with(PARTIAL_MARK))
 }
 
 /// A git repository's own folder (or, in a worktree or submodule, the
@@ -412,34 +355,8 @@ mod tests {
     }
 
     #[test]
-    fn temp_names_are_ours_and_fit_in_a_file_name() {
-        let name = temp_name_for("notes.md");
-        assert!(is_temp_name(&name));
-        assert!(name.ends_with("-notes.md"));
-        assert_ne!(name, temp_name_for("notes.md"));
-        assert!(!is_temp_name("notes.md"));
-
-        let long = "é".repeat(127) + "x";
-        let name = temp_name_for(&long);
-        assert!(name.len() <= MAX_NAME_BYTES, "{} bytes", name.len());
-        assert!(is_temp_name(&name));
-    }
-
-    #[test]
-    fn partial_names_are_temporary_stable_and_name_the_version() {
-        let v1 = "ab".repeat(32);
-        let v2 = "cd".repeat(32);
-        let name = partial_name_for("big.bin", &v1);
-        assert!(is_temp_name(&name) && is_partial_name(&name));
-        assert!(name.ends_with("-big.bin"));
-        assert_eq!(name, partial_name_for("big.bin", &v1));
-        assert_ne!(name, partial_name_for("big.bin", &v2));
-        assert!(!is_partial_name(&temp_name_for("big.bin")));
+    fn partial_names_are_reserved_anywhere() {
+        let name = partial_name_for("big.bin", &"ab".repeat(32));
         assert!(is_reserved(&RelPath::new(&format!("d/{name}")).unwrap()));
-
-        let long = "é".repeat(127) + "x";
-        let name = partial_name_for(&long, &v1);
-        assert!(name.len() <= MAX_NAME_BYTES, "{} bytes", name.len());
-        assert!(is_partial_name(&name));
     }
 }

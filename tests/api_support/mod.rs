@@ -42,6 +42,9 @@ pub struct State {
 pub struct MemControl {
     pub state: Mutex<State>,
     pub keys: Arc<TokenKeys>,
+    /// The event log `GET /events` streams from (it finds no events: the
+    /// double's state changes only when a test changes it).
+    pub events: Arc<api::events::EventLog>,
 }
 
 fn conflict(id: &str, path: &str, remote_deleted: bool) -> ConflictInfo {
@@ -167,6 +170,7 @@ impl MemControl {
         MemControl {
             state: Mutex::new(state),
             keys: Arc::new(TokenKeys::from_secret(&[42; 32])),
+            events: Arc::new(api::events::EventLog::default()),
         }
     }
 
@@ -180,6 +184,10 @@ impl MemControl {
 }
 
 impl Control for MemControl {
+    fn events(&self) -> Option<Arc<api::events::EventLog>> {
+        Some(self.events.clone())
+    }
+
     fn status(&self) -> AgentStatus {
         let state = self.state.lock().unwrap();
         let pairs = state
@@ -234,8 +242,8 @@ impl Control for MemControl {
                 device: "laptop".into(),
                 pid: std::process::id(),
                 started_at: "2025-02-09T10:00:00.000Z".into(),
-                state_dir: "/home/u/.local/share/prism-sync".into(),
-                socket: "/run/user/1000/prism-sync/prism-syncd.sock".into(),
+                state_dir: Some("/home/u/.local/share/prism-sync".into()),
+                socket: Some("/run/user/1000/prism-sync/prism-syncd.sock".into()),
             },
             pairs,
         )
@@ -441,6 +449,28 @@ impl Control for MemControl {
             .stored_credentials
             .push((pair.to_owned(), credentials.username.clone(), started));
         Ok(true)
+    }
+
+    /// Pairs whose remotes have the same scheme and authority log in
+    /// with the same account; `file://` takes no login.
+    fn pairs_sharing_login(&self, pair: &str) -> Result<Vec<String>, ApiError> {
+        let state = self.state.lock().unwrap();
+        Self::known_pair(&state, pair)?;
+        let login = |remote: &str| -> Option<(String, String)> {
+            let (scheme, rest) = remote.split_once("://")?;
+            let authority = rest.split('/').next()?;
+            (scheme != "file").then(|| (scheme.to_owned(), authority.to_owned()))
+        };
+        let remote = &state.pairs.iter().find(|p| p.name == pair).unwrap().remote;
+        let Some(mine) = login(remote) else {
+            return Ok(Vec::new());
+        };
+        Ok(state
+            .pairs
+            .iter()
+            .filter(|p| p.name != pair && login(&p.remote).as_ref() == Some(&mine))
+            .map(|p| p.name.clone())
+            .collect())
     }
 
     fn issue_token(&self, req: &TokenRequest) -> Result<IssuedToken, ApiError> {

@@ -10,6 +10,7 @@ use crate::Case;
 
 conformance!(
     one_agent_at_a_time_holds_the_lease,
+    a_lease_this_process_left_behind_is_taken_back_at_once,
     records_and_change_logs_are_replaced_whole_listed_and_removed
 );
 
@@ -96,6 +97,37 @@ fn one_agent_at_a_time_holds_the_lease(case: &Case) {
     assert!(
         left.iter().all(|name| !name.starts_with(".prism-tmp")),
         "{left:?}"
+    );
+}
+
+/// A lease whose release was lost (the connection died before it could
+/// be removed) is this very process's: another agent waits for it, but
+/// the agent that left it takes it back at once instead of being locked
+/// out of its own remote until it expires.
+fn a_lease_this_process_left_behind_is_taken_back_at_once(case: &Case) {
+    case.marked();
+    let left = case
+        .replica()
+        .lease("laptop", Duration::from_secs(60))
+        .unwrap()
+        .unwrap();
+    std::mem::forget(left);
+    assert!(matches!(
+        case.replica().lease("desktop", Duration::from_secs(60)),
+        Err(ReplicaError::Busy(_))
+    ));
+    let again = case
+        .replica()
+        .lease("laptop", Duration::from_secs(60))
+        .unwrap();
+    assert!(again.is_some(), "the lease this process left is taken back");
+    drop(again);
+    assert!(
+        !case
+            .outside()
+            .names(".prism-sync")
+            .contains(&"lease".to_owned()),
+        "released again when dropped"
     );
 }
 

@@ -9,18 +9,25 @@
 //! on this machine gets its [`Outside`] from [`Disk`]; one that does not
 //! (an object store) implements [`Outside`] with its own client.
 
+use std::collections::HashMap;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use prism_sync::remote::rclone::{RclonePairSettings, RcloneReplica};
+use prism_sync::remote::s3::{
+    CredentialSource, Credentials, S3Client, S3Error, S3Replica, S3Settings, sign,
+};
 use prism_sync::remote::webdav::DEFAULT_REQUEST_TIMEOUT;
 use prism_sync::remote::{
     LocalFolder, Replica, SftpReplica, SftpTarget, WebdavReplica, WebdavTarget,
 };
 
 use crate::apache::{Apache, Share};
+use crate::moto::Moto;
 use crate::rclone::Rclone;
+use crate::seaweedfs::Seaweed;
 use crate::server::Dav;
 use crate::shared_server::drop_at_exit;
 use crate::sshd::Sshd;
@@ -50,6 +57,12 @@ pub trait Backend: Sync {
     fn creates_atomically(&self) -> bool {
         true
     }
+
+    /// Whether the server keeps each file's hash with it (S3's object
+    /// metadata), so a listing without a base reads no file.
+    fn keeps_hashes(&self) -> bool {
+        false
+    }
 }
 
 /// What another program on the server does to what the replica sees:
@@ -75,6 +88,11 @@ pub trait Outside: Sync {
     /// very name (`rclone serve` shows control characters as their
     /// Unicode pictures, a name that is fine to sync).
     fn shows_as_is(&self, name: &[u8]) -> bool;
+    /// Whether the server can store a file named `name` at all (moto's
+    /// router answers 404 to a key with a control character).
+    fn holds(&self, _name: &[u8]) -> bool {
+        true
+    }
 }
 
 /// An [`Outside`] for a server that keeps each file as a file on this
@@ -216,6 +234,10 @@ pub struct Sftp {
 }
 
 pub fn sftp() -> &'static dyn Backend {
+    sftp_server()
+}
+
+fn sftp_server() -> &'static Sftp {
     static SFTP: OnceLock<Sftp> = OnceLock::new();
     SFTP.get_or_init(|| {
         let server = Sshd::start();
@@ -364,5 +386,356 @@ impl Backend for Webdav {
 
     fn creates_atomically(&self) -> bool {
         self.creates_atomically
+    }
+}
+
+/// An `rclone:` remote: rclone's `local` backend over a folder of this
+/// machine (`Disk` is the folder), or its `sftp` backend on the real sshd
+/// (`port` set). Either way through one `rclone rcd`, with an rclone config
+/// of the test's own (no user's config is read).
+pub struct RcloneRemote {
+    disk: Disk,
+    /// An rclone config file defining the remote `disk`.
+    config: PathBuf,
+    /// The sshd, for the `sftp` backend.
+    sftp: Option<&'static Sftp>,
+}
+
+pub fn rclone_local() -> &'static dyn Backend {
+    static RCLONE: OnceLock<RcloneRemote> = OnceLock::new();
+    RCLONE.get_or_init(|| rclone_over(None))
+}
+
+pub fn rclone_sftp() -> &'static dyn Backend {
+    static RCLONE: OnceLock<RcloneRemote> = OnceLock::new();
+    RCLONE.get_or_init(|| rclone_over(Some(sftp_server())))
+}
+
+fn rclone_over(sftp: Option<&'static Sftp>) -> RcloneRemote {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("rclone.conf");
+    fs::write(&config, "[disk]\ntype = local\n").unwrap();
+    let share = match sftp {
+        Some(server) => server.disk.share.join("rclone"),
+        None => dir.path().join("share"),
+    };
+    fs::create_dir_all(&share).unwrap();
+    drop_at_exit(dir);
+    RcloneRemote {
+        disk: Disk {
+            share,
+            hand_over: nothing_to_hand_over,
+            // rclone's local backend shows control characters as their
+            // Unicode pictures; its sftp backend shows them as they are.
+            shows_as_is: if sftp.is_some() {
+                every_name_as_is
+            } else {
+                control_characters_as_pictures
+            },
+        },
+        config,
+        sftp,
+    }
+}
+
+impl Backend for RcloneRemote {
+    fn replica(&self, folder: &str) -> Box<dyn Replica> {
+        match self.sftp {
+            Some(server) => self.replica_via(folder, server.port),
+            None => self.replica_via(folder, 0),
+        }
+    }
+
+    fn server_port(&self) -> Option<u16> {
+        self.sftp.map(|server| server.port)
+    }
+
+    fn replica_via(&self, folder: &str, port: u16) -> Box<dyn Replica> {
+        let root = self.disk.root(folder);
+        let remote = match self.sftp {
+            Some(server) => format!(
+                ":sftp,host=127.0.0.1,port={port},user={},key_file={}:{}",
+                server.user,
+                server.client_key.display(),
+                root.display()
+            ),
+            None => format!("disk:{}", root.display()),
+        };
+        let settings = RclonePairSettings {
+            config: Some(self.config.clone()),
+            binary: None,
+        };
+        // One low-level retry: a server cut away shows as offline at once
+        // (rclone's default ten take about a minute each time).
+        let flags = ["--low-level-retries", "1"];
+        Box::new(RcloneReplica::with_flags(&remote, &settings, 4, &flags).unwrap())
+    }
+
+    fn outside(&self) -> &dyn Outside {
+        &self.disk
+    }
+
+    /// rclone has no create-if-absent: agents creating one file at once
+    /// can each pass the check before another's move lands.
+    fn creates_atomically(&self) -> bool {
+        false
+    }
+}
+
+/// S3 on a real server: moto (which ignores the copy's conditions) or
+/// SeaweedFS (which checks signatures). The test's folder is a prefix of
+/// the server's bucket.
+pub struct S3 {
+    objects: Objects,
+    port: u16,
+}
+
+pub fn s3_moto() -> &'static dyn Backend {
+    static MOTO: OnceLock<S3> = OnceLock::new();
+    MOTO.get_or_init(|| {
+        let moto = Moto::shared();
+        moto.make_bucket(MOTO_BUCKET);
+        let names = Names {
+            holds: no_control_characters,
+            shows_as_is: utf8,
+        };
+        S3::new(MOTO_BUCKET, moto.port(), moto_credentials(), names)
+    })
+}
+
+pub fn s3_seaweedfs() -> &'static dyn Backend {
+    static SEAWEED: OnceLock<S3> = OnceLock::new();
+    SEAWEED.get_or_init(|| {
+        let weed = Seaweed::shared();
+        // SeaweedFS keeps a backslash as a folder separator.
+        let names = Names {
+            holds: any_name,
+            shows_as_is: utf8_without_backslashes,
+        };
+        S3::new(Seaweed::BUCKET, weed.port(), weed.credentials(), names)
+    })
+}
+
+const MOTO_BUCKET: &str = "conformance";
+
+/// Which names an S3 server stores, and which it shows as they are (a key
+/// is UTF-8: a name that is not arrives as some UTF-8 name).
+#[derive(Clone, Copy)]
+struct Names {
+    holds: fn(&[u8]) -> bool,
+    shows_as_is: fn(&[u8]) -> bool,
+}
+
+fn any_name(_: &[u8]) -> bool {
+    true
+}
+
+fn no_control_characters(name: &[u8]) -> bool {
+    !name.iter().any(u8::is_ascii_control)
+}
+
+fn utf8(name: &[u8]) -> bool {
+    std::str::from_utf8(name).is_ok()
+}
+
+fn utf8_without_backslashes(name: &[u8]) -> bool {
+    utf8(name) && !name.contains(&b'\\')
+}
+
+fn moto_credentials() -> Credentials {
+    Credentials {
+        access_key_id: "MOTOKEY".into(),
+        secret_access_key: prism_sync::secrets::Secret::new("moto-secret".into()),
+        session_token: None,
+        origin: "the test".into(),
+    }
+}
+
+impl S3 {
+    fn new(bucket: &'static str, port: u16, credentials: Credentials, names: Names) -> S3 {
+        S3 {
+            objects: Objects {
+                bucket,
+                port,
+                credentials,
+                names,
+                clients: std::sync::Mutex::new(HashMap::new()),
+            },
+            port,
+        }
+    }
+}
+
+impl Backend for S3 {
+    fn replica(&self, folder: &str) -> Box<dyn Replica> {
+        self.replica_via(folder, self.port)
+    }
+
+    fn server_port(&self) -> Option<u16> {
+        Some(self.port)
+    }
+
+    fn replica_via(&self, folder: &str, port: u16) -> Box<dyn Replica> {
+        Box::new(S3Replica::new(self.objects.settings(folder, port), 4))
+    }
+
+    fn outside(&self) -> &dyn Outside {
+        &self.objects
+    }
+
+    fn keeps_hashes(&self) -> bool {
+        true
+    }
+}
+
+/// The [`Outside`] of an S3 server: its own client of the test's prefix,
+/// and for writes (which must carry no metadata, as another tool's, and
+/// may have keys no path may have) a PUT signed here.
+pub struct Objects {
+    bucket: &'static str,
+    port: u16,
+    credentials: Credentials,
+    names: Names,
+    clients: std::sync::Mutex<HashMap<String, std::sync::Arc<S3Client>>>,
+}
+
+impl Objects {
+    fn settings(&self, folder: &str, port: u16) -> S3Settings {
+        let mut settings = S3Settings::new(self.bucket, &format!("{folder}/"));
+        settings.endpoint = Some(format!("http://127.0.0.1:{port}"));
+        settings.credentials = CredentialSource::explicit(self.credentials.clone());
+        settings
+    }
+
+    fn client(&self, folder: &str) -> std::sync::Arc<S3Client> {
+        let mut clients = self.clients.lock().unwrap();
+        clients
+            .entry(folder.to_owned())
+            .or_insert_with(|| {
+                std::sync::Arc::new(S3Client::new(self.settings(folder, self.port)).unwrap())
+            })
+            .clone()
+    }
+
+    /// Every key below `below` (relative to the test's folder).
+    fn keys(&self, folder: &str, below: &str) -> Vec<String> {
+        let client = self.client(folder);
+        let listed = client.list(below, None).unwrap();
+        listed.objects.into_iter().map(|o| o.key).collect()
+    }
+}
+
+impl Outside for Objects {
+    fn put(&self, folder: &str, path: &[u8], content: &[u8]) {
+        // A key is UTF-8: a name that is not arrives as some UTF-8 name.
+        let key = format!("{folder}/{}", String::from_utf8_lossy(path));
+        let at = time::OffsetDateTime::now_utc();
+        let host = format!("127.0.0.1:{}", self.port);
+        let wire_path = format!("/{}/{}", self.bucket, sign::encode_path(&key));
+        let headers = vec![
+            ("host".to_owned(), host.clone()),
+            (
+                "x-amz-content-sha256".to_owned(),
+                sign::payload_hash(content),
+            ),
+            ("x-amz-date".to_owned(), sign::amz_date(at)),
+        ];
+        let signer = sign::Signer {
+            access_key_id: &self.credentials.access_key_id,
+            secret_access_key: self.credentials.secret_access_key.expose(),
+            region: prism_sync::remote::s3::DEFAULT_REGION,
+        };
+        let authorization = signer.authorization(
+            &sign::Request {
+                method: "PUT",
+                path: &wire_path,
+                query: &[],
+                headers: &headers,
+                payload_hash: &headers[1].1,
+            },
+            at,
+        );
+        let mut request = reqwest::blocking::Client::new()
+            .put(format!("http://{host}{wire_path}"))
+            .header("authorization", authorization)
+            .body(content.to_vec());
+        for (name, value) in &headers[1..] {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        let response = request.send().unwrap();
+        assert!(
+            response.status().is_success(),
+            "PUT {key:?}: {}: {}",
+            response.status(),
+            response.text().unwrap_or_default()
+        );
+    }
+
+    fn read(&self, folder: &str, path: &str) -> Option<Vec<u8>> {
+        let mut reader = match self.client(folder).get(path, 0, None) {
+            Ok(reader) => reader,
+            Err(S3Error::NoSuchKey { .. }) => return None,
+            Err(e) => panic!("GET {path}: {e}"),
+        };
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut reader, &mut bytes).unwrap();
+        Some(bytes)
+    }
+
+    fn remove(&self, folder: &str, path: &str) {
+        self.client(folder).delete(path).unwrap();
+    }
+
+    fn names(&self, folder: &str, path: &str) -> Vec<String> {
+        let below = if path.is_empty() {
+            String::new()
+        } else {
+            format!("{path}/")
+        };
+        let mut names: Vec<String> = self
+            .keys(folder, &below)
+            .iter()
+            .filter_map(|key| key[below.len()..].split('/').next())
+            .filter(|name| !name.is_empty())
+            .map(str::to_owned)
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    fn trashed(&self, folder: &str) -> Vec<Vec<u8>> {
+        let mut found: Vec<Vec<u8>> = self
+            .keys(folder, ".prism-sync/trash/")
+            .iter()
+            .filter_map(|key| self.read(folder, key))
+            .collect();
+        found.sort();
+        found
+    }
+
+    fn remove_root(&self, folder: &str) {
+        let client = self.client(folder);
+        for key in self.keys(folder, "") {
+            client.delete(&key).unwrap();
+        }
+    }
+
+    /// A prefix has no folder of its own that could stay behind empty:
+    /// what stays here is the files without the agents' metadata (the
+    /// marker removed by another tool or a lifecycle rule).
+    fn empty_root(&self, folder: &str) {
+        let client = self.client(folder);
+        for key in self.keys(folder, ".prism-sync/") {
+            client.delete(&key).unwrap();
+        }
+    }
+
+    fn shows_as_is(&self, name: &[u8]) -> bool {
+        (self.names.shows_as_is)(name)
+    }
+
+    fn holds(&self, name: &[u8]) -> bool {
+        (self.names.holds)(name)
     }
 }

@@ -7,6 +7,8 @@
 //! sides are edited, `--once` finds the conflict); a daemon is started
 //! afterwards only to list and resolve.
 
+use prism_sync::api::client::{Client, ClientError};
+use prism_sync::api::wire::{ResolveRequest, Strategy as WireStrategy};
 use serde_json::Value;
 
 use crate::harness::*;
@@ -140,7 +142,19 @@ fn manual_keeps_both_and_resolving_keep_local_trashes_the_copy() {
     assert_eq!(trashed(&remote_trash(&device.remote), &copy), [REMOTE]);
     // Both removals of the copy are in its history: the resolution's
     // here, and the sync's on the remote.
-    let history = device.ctl_json(&["history", &copy, "--pair", PAIR]);
+    // The sync records its step just after the remote file is gone: wait
+    // for the record, not only for the file.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let history = loop {
+        let history = device.ctl_json(&["history", &copy, "--pair", PAIR]);
+        let recorded = history["versions"]
+            .as_array()
+            .is_some_and(|v| v.iter().any(|v| v["where"] == "remote_trash"));
+        if recorded || std::time::Instant::now() > deadline {
+            break history;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
     let mut places: Vec<(&str, &str, &str)> = history["versions"]
         .as_array()
         .unwrap()
@@ -412,4 +426,66 @@ fn resolving_a_conflict_whose_folder_became_a_file_is_refused_clearly() {
     // Acknowledging it still works.
     resolve(&device, &id, &["--strategy", "manual"]);
     device.wait_converged();
+}
+
+#[test]
+fn a_merged_file_that_is_no_regular_file_or_too_large_is_refused_and_the_pair_keeps_working() {
+    let sandbox = Sandbox::new();
+    let device = diverged(&sandbox, "manual", Some(LOCAL), Some(REMOTE));
+    device.once_expecting(3);
+    let copy = assert_both_versions_kept(&device);
+    // A FIFO no one writes to would block the pair's loop for good, and
+    // /dev/zero would fill the memory.
+    let fifo = sandbox.path("merged.fifo");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let large = sandbox.path("large.md");
+    std::fs::File::create(&large)
+        .unwrap()
+        .set_len(64 * 1024 * 1024 + 1)
+        .unwrap();
+    let folder = sandbox.path("a-folder");
+    std::fs::create_dir_all(&folder).unwrap();
+    let _agent = device.start();
+    let conflict = only_conflict(&device, &[]);
+    let id = conflict["conflict_id"].as_str().unwrap();
+    // Over the socket as a client other than `prism-syncctl` (which
+    // checks the name itself) would send it; the agent must check what it
+    // opens, since the name may change between the two looks.
+    let mut client = Client::connect(&device.socket).unwrap();
+    for (from, why) in [
+        (fifo.as_path(), "not a regular file"),
+        (std::path::Path::new("/dev/zero"), "not a regular file"),
+        (folder.as_path(), "not a regular file"),
+        (large.as_path(), "larger than 64 MiB"),
+    ] {
+        let from = from.to_str().unwrap();
+        let refused = client.resolve(&ResolveRequest {
+            conflict_id: id.to_owned(),
+            resolution_strategy: WireStrategy::Manual,
+            merged_file: Some(from.to_owned()),
+        });
+        let Err(ClientError::Api(error)) = refused else {
+            panic!("{from}: {refused:?}");
+        };
+        assert_eq!(error.code, 400, "{from}: {error:?}");
+        assert!(
+            error.message.contains(from) && error.message.contains(why),
+            "{from}: {error:?}"
+        );
+    }
+    assert_eq!(read(&device.local, PAGE), LOCAL);
+    assert_eq!(read(&device.local, &copy), REMOTE);
+    // The pair still answers, and a regular file still resolves.
+    let merged = sandbox.path("merged.md");
+    std::fs::write(&merged, "merged by hand\n").unwrap();
+    resolve(
+        &device,
+        id,
+        &["--strategy", "manual", "--from", merged.to_str().unwrap()],
+    );
+    wait_for_content(&device.remote.join(PAGE), "merged by hand\n");
 }

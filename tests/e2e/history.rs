@@ -212,3 +212,56 @@ fn a_deleted_file_is_restored_from_the_remote_trash_into_its_folder() {
     assert_eq!(read(&a.local, doomed), V1);
     wait_for_content(&remote.join(doomed), V1);
 }
+
+/// Runs `sql` on the journal of a running agent (waiting out its locks).
+fn write_journal(device: &Device, sql: &str) {
+    let output = std::process::Command::new("sqlite3")
+        .args(["-cmd", ".timeout 10000"])
+        .arg(device.state.join("journal.db"))
+        .arg(sql)
+        .output()
+        .expect("run sqlite3 (install the sqlite3 package)");
+    assert!(
+        output.status.success() && output.stderr.is_empty(),
+        "sqlite3 {sql}: {}",
+        text(&output)
+    );
+}
+
+#[test]
+fn a_restore_the_journal_cannot_record_still_succeeds_with_a_warning_and_reaches_the_remote() {
+    let sandbox = Sandbox::new();
+    let remote = sandbox.remote("remote");
+    let a = sandbox.device("devA", &remote);
+    write(&a.local, FILE, V1);
+    a.once_expecting(0);
+    write(&remote, FILE, V2);
+    a.once_expecting(0);
+    assert_eq!(read(&a.local, FILE), V2);
+
+    let _agent = a.start();
+    let history = a.ctl_json(&["history", FILE, "--pair", PAIR]);
+    let v1 = version_of(&history, V1);
+    // The journal refuses to record versions trashed in the local folder
+    // (as a full disk or a damaged journal would), after the restore has
+    // moved the file it replaces there.
+    write_journal(
+        &a,
+        "CREATE TRIGGER refuse_local_trash BEFORE INSERT ON trashed_versions \
+         WHEN NEW.side = 'local' BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+    );
+    let output = a.ctl(&["--json", "restore", FILE, "--pair", PAIR, "--version", &v1]);
+    assert!(output.status.success(), "{}", text(&output));
+    let restored = json(&output);
+    assert_eq!(restored["status"], "restored", "{restored}");
+    let warning = restored["warning"].as_str().unwrap_or_default();
+    assert!(
+        warning.contains("could not record") && warning.contains("injected failure"),
+        "{restored}"
+    );
+    assert_eq!(read(&a.local, FILE), V1);
+    // Still a change to sync: the remote gets it, and V2 is in the trash.
+    wait_for_content(&remote.join(FILE), V1);
+    assert!(trashed(&local_trash(&a), FILE).contains(&V2.to_owned()));
+    write_journal(&a, "DROP TRIGGER refuse_local_trash;");
+}

@@ -297,6 +297,11 @@ fn the_agent_refuses_to_start_an_api_other_machines_reach_without_tls() {
             "listen = \"127.0.0.1:8384\"\ntls_cert = \"/nonexistent/c.pem\"\ntls_key = \"/nonexistent/k.pem\"\n",
             "api.tls_cert",
         ),
+        (
+            "relative_root",
+            "listen = \"127.0.0.1:8384\"\npair_roots = [\"shared\"]\n",
+            "api.pair_roots",
+        ),
     ] {
         let device = sandbox.device(name, &remote);
         enable_api(&device, table);
@@ -399,6 +404,64 @@ fn the_event_stream_shows_a_sync_over_http_and_resumes_after_the_last_id() {
     assert_eq!(refused.status().as_u16(), 401);
 }
 
+/// Reads a server-sent event stream until the agent ends it; returns its
+/// lines. A stream still open after the client's timeout fails the test.
+fn read_to_end(reader: &mut impl std::io::BufRead) -> Vec<String> {
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) => return lines,
+            Ok(_) => lines.push(line.trim_end().to_owned()),
+            Err(err) => panic!("the stream stayed open ({err}); lines so far: {lines:?}"),
+        }
+    }
+}
+
+#[test]
+fn an_event_stream_ends_once_its_token_is_revoked_or_has_expired() {
+    let sandbox = Sandbox::new();
+    let remote = sandbox.remote("remote");
+    let device = sandbox.device("a", &remote);
+    let port = free_port();
+    enable_api(&device, &format!("listen = \"127.0.0.1:{port}\"\n"));
+    let _agent = device.start();
+    let revoked = device.ctl_json(&["token", "issue", "--role", "viewer"]);
+    let expiring = issue(&device, &["--role", "viewer", "--ttl", "3s"]);
+    let client = reqwest::blocking::Client::builder()
+        .timeout(PATIENCE)
+        .build()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/events");
+    let open = |token: &str| {
+        let response = client.get(&url).bearer_auth(token).send().unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        std::io::BufReader::new(response)
+    };
+    let mut revoked_stream = open(revoked["token"].as_str().unwrap());
+    let mut expiring_stream = open(&expiring);
+
+    device.ctl_json(&["token", "revoke", revoked["id"].as_str().unwrap()]);
+    write(&device.local, "a.txt", "not for a revoked token");
+    device.ctl_json(&["sync", "start", PAIR]);
+    let shown = read_to_end(&mut revoked_stream);
+    assert!(
+        shown.iter().all(|line| !line.starts_with("data:")),
+        "a revoked token's stream shows nothing more: {shown:?}"
+    );
+    // The other token saw the sync, and its stream ends after its expiry
+    // (within a check's interval), as any request of it would be refused.
+    read_to_end(&mut expiring_stream);
+    let (status, _) = send(
+        &client,
+        "GET",
+        &format!("http://127.0.0.1:{port}/status"),
+        Some(&expiring),
+        None,
+    );
+    assert_eq!(status, 401);
+}
+
 #[test]
 fn prism_syncctl_events_prints_the_stream_over_the_socket() {
     use std::io::BufRead;
@@ -438,4 +501,253 @@ fn prism_syncctl_events_prints_the_stream_over_the_socket() {
     follower.kill().unwrap();
     follower.wait().unwrap();
     assert!(seen.iter().all(|e| e["pair"] == PAIR), "{seen:?}");
+}
+
+#[test]
+fn the_token_that_restores_a_version_is_recorded_with_it() {
+    let sandbox = Sandbox::new();
+    let remote = sandbox.remote("remote");
+    let device = sandbox.device("a", &remote);
+    write(&device.local, "notes.txt", "first\n");
+    device.once_expecting(0);
+    // The remote's edit replaces the local file: "first" goes to the trash.
+    write(&remote, "notes.txt", "second\n");
+    device.once_expecting(0);
+    let port = free_port();
+    enable_api(&device, &format!("listen = \"127.0.0.1:{port}\"\n"));
+    let _agent = device.start();
+    let operator = device.ctl_json(&["token", "issue", "--role", "operator"]);
+    let client = reqwest::blocking::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let history = |token: &str| {
+        let (status, history) = send(
+            &client,
+            "GET",
+            &format!("{base}/history?pair={PAIR}&path=notes.txt"),
+            Some(token),
+            None,
+        );
+        assert_eq!(status, 200, "{history}");
+        history
+    };
+    let token = operator["token"].as_str().unwrap();
+    let first = history(token)["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["where"] == "local_trash")
+        .expect("the first version in the local trash")["version"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, restored) = send(
+        &client,
+        "POST",
+        &format!("{base}/restore"),
+        Some(token),
+        Some(json!({"pair": PAIR, "path": "notes.txt", "version": first})),
+    );
+    assert_eq!(status, 200, "{restored}");
+    assert_eq!(read(&device.local, "notes.txt"), "first\n");
+    let recorded = device.sql(&format!(
+        "SELECT restored_by, restored_at IS NOT NULL FROM trashed_versions WHERE id = {first}"
+    ));
+    assert_eq!(
+        recorded.trim(),
+        format!("{}|1", operator["id"].as_str().unwrap())
+    );
+
+    // Restored over the socket, the owner is recorded as no token.
+    let second = history(token)["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["where"] == "local_trash" && v["version"] != first.as_str())
+        .expect("the second version in the local trash")["version"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let answer = device.ctl_json(&["restore", "notes.txt", "--pair", PAIR, "--version", &second]);
+    assert_eq!(answer["status"], "restored", "{answer}");
+    let recorded = device.sql(&format!(
+        "SELECT coalesce(restored_by, 'none'), restored_at IS NOT NULL \
+         FROM trashed_versions WHERE id = {second}"
+    ));
+    assert_eq!(recorded.trim(), "none|1");
+}
+
+#[test]
+fn a_token_limited_to_a_pair_cannot_tell_from_history_what_other_pairs_there_are() {
+    let sandbox = Sandbox::new();
+    let remote = sandbox.remote("remote");
+    let device = sandbox.device("a", &remote);
+    write(&device.local, "notes.txt", "mine\n");
+    device.once_expecting(0);
+    let port = free_port();
+    enable_api(&device, &format!("listen = \"127.0.0.1:{port}\"\n"));
+    let _agent = device.start();
+    let token = issue(&device, &["--role", "viewer", "--pair", PAIR]);
+    let client = reqwest::blocking::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let other_folder = sandbox.path("other");
+    fs::create_dir_all(&other_folder).unwrap();
+    write(&other_folder, "theirs.txt", "hidden\n");
+    let hidden_file = other_folder.join("theirs.txt");
+    let outside = sandbox.path("nowhere/file.txt");
+    let ask = |path: &str| {
+        send(
+            &client,
+            "GET",
+            &format!("{base}/history?path={path}"),
+            Some(&token),
+            None,
+        )
+    };
+    // The same questions before and after another pair is added.
+    let answers = || {
+        [
+            "notes.txt",
+            hidden_file.to_str().unwrap(),
+            outside.to_str().unwrap(),
+        ]
+        .map(|path| {
+            let (status, body) = ask(path);
+            let said = if status == 200 {
+                body["pair"].to_string()
+            } else {
+                body["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .replace(path, "PATH")
+            };
+            (status, said)
+        })
+    };
+    let alone = answers();
+    assert_eq!(alone[0].0, 200, "a relative path is in the token's pair");
+    assert_eq!(alone[1], alone[2], "a folder of no pair");
+    let added = device.ctl(&[
+        "pair",
+        "add",
+        "other",
+        "--local",
+        other_folder.to_str().unwrap(),
+        "--remote",
+        &format!("file://{}", sandbox.remote("elsewhere").display()),
+    ]);
+    assert!(added.status.success(), "{}", text(&added));
+    assert_eq!(answers(), alone, "the other pair shows in no answer");
+}
+
+#[test]
+fn an_admin_token_adds_a_pair_inside_the_pair_roots_and_it_syncs() {
+    let sandbox = Sandbox::new();
+    let remote = sandbox.remote("remote");
+    let device = sandbox.device("a", &remote);
+    let shared = sandbox.remote("shared");
+    let outside = sandbox.remote("outside");
+    std::os::unix::fs::symlink(&outside, shared.join("escape")).unwrap();
+    // The device's own folder (config, state dir, socket) is a root too:
+    // the agent's files stay off limits inside it.
+    let port = free_port();
+    enable_api(
+        &device,
+        &format!(
+            "listen = \"127.0.0.1:{port}\"\npair_roots = [{:?}, {:?}]\n",
+            shared.display().to_string(),
+            device.local.parent().unwrap().display().to_string()
+        ),
+    );
+    let _agent = device.start();
+    let url = format!("http://127.0.0.1:{port}/pairs");
+    let client = reqwest::blocking::Client::new();
+    let admin = issue(&device, &["--role", "admin"]);
+    let operator = issue(&device, &["--role", "operator"]);
+    let limited_admin = issue(&device, &["--role", "admin", "--pair", PAIR]);
+    let config_before = fs::read_to_string(&device.config).unwrap();
+    let pair = |local: &Path, remote: &str| json!({"name": "music", "local": local.display().to_string(), "remote": remote});
+    let file_remote = format!("file://{}", shared.join("music-remote").display());
+
+    for (context, token, body, says) in [
+        (
+            "an operator",
+            &operator,
+            pair(&shared.join("music"), &file_remote),
+            "admin token valid for every pair",
+        ),
+        (
+            "an admin of one pair",
+            &limited_admin,
+            pair(&shared.join("music"), &file_remote),
+            "admin token valid for every pair",
+        ),
+        (
+            "a folder outside the roots",
+            &admin,
+            pair(&outside.join("music"), &file_remote),
+            "not inside any folder of api.pair_roots",
+        ),
+        (
+            "a symbolic link out of the roots",
+            &admin,
+            pair(&shared.join("escape/music"), &file_remote),
+            "symbolic link",
+        ),
+        (
+            "the agent's state dir",
+            &admin,
+            pair(&device.state.join("music"), &file_remote),
+            "the agent's own files",
+        ),
+        (
+            "a file remote outside the roots",
+            &admin,
+            pair(
+                &shared.join("music"),
+                &format!("file://{}", outside.join("m").display()),
+            ),
+            "file:// remote",
+        ),
+        (
+            "an rclone remote",
+            &admin,
+            pair(&shared.join("music"), "rclone::local:/tmp"),
+            "local socket",
+        ),
+    ] {
+        let (status, body) = send(&client, "POST", &url, Some(token), Some(body));
+        assert_eq!(status, 403, "{context}: {body}");
+        let details = body["error"]["details"].as_str().unwrap();
+        assert!(details.contains(says), "{context}: {details}");
+    }
+    // Refused requests changed nothing.
+    assert_eq!(fs::read_to_string(&device.config).unwrap(), config_before);
+    let (_, listed) = send(&client, "GET", &url, Some(&admin), None);
+    assert_eq!(listed["pairs"].as_array().unwrap().len(), 1, "{listed}");
+    assert!(!shared.join("music").exists() && !outside.join("music").exists());
+
+    fs::create_dir_all(shared.join("music")).unwrap();
+    fs::create_dir_all(shared.join("music-remote")).unwrap();
+    write(&shared.join("music"), "song.txt", "la la la");
+    let (status, added) = send(
+        &client,
+        "POST",
+        &url,
+        Some(&admin),
+        Some(pair(&shared.join("music"), &file_remote)),
+    );
+    assert_eq!(status, 200, "{added}");
+    assert_eq!(added["name"], "music");
+    let (_, listed) = send(&client, "GET", &url, Some(&admin), None);
+    let mut names: Vec<&str> = listed["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["music", PAIR]);
+    let config = fs::read_to_string(&device.config).unwrap();
+    assert!(config.contains("name = \"music\""), "{config}");
+    wait_for_content(&shared.join("music-remote/song.txt"), "la la la");
 }

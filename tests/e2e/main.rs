@@ -10,6 +10,8 @@
 mod changes;
 mod conflicts;
 mod crash;
+#[path = "../support/crypt_names.rs"]
+mod crypt_names;
 mod crypt_oracle;
 mod devices;
 mod encrypted;

@@ -252,17 +252,7 @@ fn two_agents_pushing_at_once_both_converge_and_nothing_is_lost() {
     // The server takes its time over each push, so both agents push on
     // the same tip: the second to reach the ref loses the server's
     // compare-and-swap on it and commits again on the other's commit.
-    let hook = repo.bare().join("hooks/pre-receive");
-    fs::write(&hook, "#!/bin/sh\nsleep 2\n").unwrap();
-    fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let spawn = |device: &Device| {
-        device
-            .command()
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
+    let hook = slow_pushes(&repo);
     let (a, b) = (spawn(&alpha), spawn(&beta));
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
     for out in [&a, &b] {
@@ -286,6 +276,77 @@ fn two_agents_pushing_at_once_both_converge_and_nothing_is_lost() {
         git(&repo.bare(), &["rev-list", "--merges", "--count", "main"]),
         "0"
     );
+}
+
+/// Starts a sync of `device` without waiting for it.
+fn spawn(device: &Device) -> std::process::Child {
+    device
+        .command()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Makes every push to `repo` take two seconds, so agents started
+/// together push on the same tip and one loses the race.
+fn slow_pushes(repo: &Repo) -> PathBuf {
+    let hook = repo.bare().join("hooks/pre-receive");
+    fs::write(&hook, "#!/bin/sh\nsleep 2\n").unwrap();
+    fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    hook
+}
+
+#[test]
+fn a_refused_push_that_clashes_is_re_planned_in_the_same_run() {
+    let repo = Repo::new();
+    let alpha = Device::new("alpha", &repo.remote(), "");
+    let beta = Device::new("beta", &repo.remote(), "");
+    put(&alpha.local, "shared.md", "first\n");
+    alpha.once();
+    beta.once();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    put(&alpha.local, "shared.md", "alpha's edit\n");
+    put(&alpha.local, "alpha.md", "alpha\n");
+    put(&beta.local, "shared.md", "beta's edit\n");
+    put(&beta.local, "beta.md", "beta\n");
+    let hook = slow_pushes(&repo);
+    let (a, b) = (spawn(&alpha), spawn(&beta));
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let logs = format!("{}{}", text(&a), text(&b));
+    assert!(
+        logs.contains("another commit changed a path of this batch"),
+        "the pushes did not clash: {logs}"
+    );
+    // The loser planned again from the winner's commit in the same run:
+    // a conflict, not a failed sync that waits for a retry.
+    for out in [&a, &b] {
+        assert!(
+            matches!(out.status.code(), Some(0) | Some(3)),
+            "{}",
+            text(out)
+        );
+    }
+    assert!(
+        [&a, &b].iter().any(|out| out.status.code() == Some(3)),
+        "{logs}"
+    );
+    // Both edits are on the remote after these two runs alone, the
+    // loser's beside the winner's as a conflict copy.
+    let remote = repo.files();
+    let mut shared: Vec<&str> = remote
+        .iter()
+        .filter(|(path, _)| path.starts_with("shared"))
+        .map(|(_, content)| content.as_str())
+        .collect();
+    shared.sort();
+    assert_eq!(shared, ["alpha's edit", "beta's edit"], "{remote:?}");
+    assert_eq!(remote.len(), 4, "{remote:?}");
+    fs::remove_file(&hook).unwrap();
+    alpha.once();
+    beta.once();
+    assert_eq!(tree(&alpha.local), tree(&beta.local));
+    assert_eq!(tree(&alpha.local).len(), 4);
 }
 
 #[test]
@@ -386,4 +447,145 @@ fn auto_merge_merges_a_plain_git_commit_with_a_local_edit_of_other_lines() {
         git(&repo.bare(), &["rev-list", "--merges", "--count", "main"]),
         "0"
     );
+}
+
+/// The agent of `device` running (not `--once`), stopped when dropped.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Device {
+    fn socket(&self) -> PathBuf {
+        self.home.path().join("s.sock")
+    }
+
+    fn start(&self) -> Running {
+        let child = Command::new(env!("CARGO_BIN_EXE_prism-syncd"))
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--state-dir")
+            .arg(self.home.path().join("state"))
+            .arg("--socket")
+            .arg(self.socket())
+            .arg("--device")
+            .arg(&self.name)
+            .env("HOME", self.home.path())
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env_remove("PRISM_SYNC_CONFIG")
+            .env_remove("PRISM_SYNC_STATE_DIR")
+            .env_remove("PRISM_SYNC_SOCKET")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let running = Running(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !self.ctl(&["status"]).status.success() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the agent never answered"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        running
+    }
+
+    fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_prism-syncctl"))
+            .arg("--socket")
+            .arg(self.socket())
+            .args(args)
+            .env_remove("PRISM_SYNC_SOCKET")
+            .output()
+            .unwrap()
+    }
+
+    fn ctl_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.ctl(&all);
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+#[test]
+fn history_lists_the_commits_that_left_a_version_and_restore_brings_one_back() {
+    let repo = Repo::new();
+    let alpha = Device::new("alpha", &repo.remote(), "");
+    put(&alpha.local, "a.md", "first\n");
+    alpha.once();
+    let checkout = repo.checkout("person");
+    put(&checkout, "a.md", "second, by hand\n");
+    git(&checkout, &["commit", "-qam", "by hand"]);
+    git(&checkout, &["push", "-q", "origin", "main"]);
+    alpha.once();
+    assert_eq!(tree(&alpha.local)["a.md"], "second, by hand\n");
+    let bare = repo.bare();
+    let commits = git(&bare, &["log", "--format=%H", "main", "--", "a.md"]);
+    let commits: Vec<&str> = commits.lines().collect();
+
+    let _agent = alpha.start();
+    let file = alpha.local.join("a.md");
+    let history = alpha.ctl_json(&["history", file.to_str().unwrap()]);
+    let listed: Vec<(String, String, String)> = history["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["where"].as_str().unwrap().to_owned(),
+                v["version"].as_str().unwrap().to_owned(),
+                v["origin_device"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(listed[0].0, "current");
+    // After the current one and the local trash (the download of the
+    // person's version replaced alpha's there), each commit of the file.
+    let kept: Vec<&(String, String, String)> = listed
+        .iter()
+        .filter(|(place, _, _)| place == "remote_history")
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            &("remote_history".into(), commits[0].into(), "Person".into()),
+            &("remote_history".into(), commits[1].into(), "alpha".into()),
+        ],
+        "{history}"
+    );
+    assert_eq!(
+        listed.last().unwrap().0,
+        "remote_history",
+        "the history comes last: {history}"
+    );
+
+    let restored = alpha.ctl_json(&["restore", file.to_str().unwrap(), "--version", commits[1]]);
+    assert_eq!(restored["status"], "restored", "{restored}");
+    assert_eq!(tree(&alpha.local)["a.md"], "first\n");
+    // A new change: it is committed on top, the history keeps the rest.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while git(&bare, &["show", "main:a.md"]) != "first" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the restore never reached the remote"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(
+        git(&bare, &["rev-list", "--count", "main"]),
+        "3",
+        "a new commit, nothing rewritten"
+    );
+    // An id that is no commit of the file is refused; nothing changes.
+    let refused = alpha.ctl(&["restore", file.to_str().unwrap(), "--version", "HEAD"]);
+    assert!(!refused.status.success(), "{}", text(&refused));
+    assert_eq!(tree(&alpha.local)["a.md"], "first\n");
 }

@@ -19,27 +19,27 @@ use prism_sync::remote::s3::{
 };
 use prism_sync::secrets::Secret;
 
-const SECRET: &str = "hostile-test-secret-never-shown";
+pub(crate) const SECRET: &str = "hostile-test-secret-never-shown";
 const TOKEN: &str = "hostile-test-session-token-never-shown";
 
 /// One request as the server saw it.
 #[derive(Clone, Debug)]
-struct Seen {
-    method: String,
-    target: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
+pub(crate) struct Seen {
+    pub(crate) method: String,
+    pub(crate) target: String,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Seen {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
 
-    fn query(&self, name: &str) -> Option<String> {
+    pub(crate) fn query(&self, name: &str) -> Option<String> {
         let query = self.target.split_once('?')?.1;
         query.split('&').find_map(|pair| {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -49,7 +49,7 @@ impl Seen {
 }
 
 /// What the server does with one request.
-enum Reply {
+pub(crate) enum Reply {
     Answer(u16, Vec<(&'static str, String)>, Vec<u8>),
     /// Closes the connection with a TCP reset instead of answering.
     Reset,
@@ -66,7 +66,7 @@ fn ok_xml(body: impl Into<String>) -> Reply {
     )
 }
 
-fn error_reply(status: u16, code: &str, extra: Vec<(&'static str, String)>) -> Reply {
+pub(crate) fn error_reply(status: u16, code: &str, extra: Vec<(&'static str, String)>) -> Reply {
     Reply::Answer(
         status,
         extra,
@@ -79,13 +79,15 @@ type Handler = Box<dyn Fn(usize, &Seen) -> Reply + Send + Sync>;
 
 /// A one-request-per-connection HTTP server on loopback that records every
 /// request.
-struct Hostile {
-    port: u16,
+pub(crate) struct Hostile {
+    pub(crate) port: u16,
     seen: Arc<Mutex<Vec<Seen>>>,
 }
 
 impl Hostile {
-    fn start(handler: impl Fn(usize, &Seen) -> Reply + Send + Sync + 'static) -> Hostile {
+    pub(crate) fn start(
+        handler: impl Fn(usize, &Seen) -> Reply + Send + Sync + 'static,
+    ) -> Hostile {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
@@ -110,6 +112,13 @@ impl Hostile {
     }
 
     fn client_with(&self, prefix: &str, change: impl FnOnce(&mut S3Settings)) -> S3Client {
+        let mut settings = self.settings(prefix);
+        change(&mut settings);
+        S3Client::new(settings).unwrap()
+    }
+
+    /// The settings of a client of `prefix` in the bucket `bucket`.
+    pub(crate) fn settings(&self, prefix: &str) -> S3Settings {
         let mut settings = S3Settings::new("bucket", prefix);
         settings.endpoint = Some(format!("http://127.0.0.1:{}", self.port));
         settings.credentials = CredentialSource::explicit(Credentials {
@@ -124,8 +133,7 @@ impl Hostile {
             base_delay: Duration::from_millis(10),
             max_delay: Duration::from_secs(2),
         };
-        change(&mut settings);
-        S3Client::new(settings).unwrap()
+        settings
     }
 }
 

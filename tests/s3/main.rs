@@ -12,13 +12,18 @@
 #![allow(clippy::disallowed_methods)]
 
 // Shared with the SFTP and WebDAV tests; these use part of it.
+#[path = "../support/crypt_names.rs"]
+mod crypt_names;
 #[allow(dead_code)]
 #[path = "../support/files.rs"]
 mod files;
+// Shared with the conformance suite, which reaches the servers by port.
+#[allow(dead_code)]
 #[path = "../support/moto.rs"]
 mod moto;
 #[path = "../support/ports.rs"]
 mod ports;
+#[allow(dead_code)]
 #[path = "../support/seaweedfs.rs"]
 mod seaweedfs;
 #[path = "../support/shared_server.rs"]
@@ -26,6 +31,8 @@ mod shared_server;
 
 mod agent;
 mod hostile;
+mod meanwhile;
+mod memory;
 mod objects;
 mod replica;
 

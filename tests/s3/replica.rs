@@ -19,7 +19,7 @@ use prism_sync::tracker::ignore::IgnoreRules;
 use crate::seaweedfs::Seaweed;
 use crate::{Server, both};
 
-fn rel(s: &str) -> RelPath {
+pub(crate) fn rel(s: &str) -> RelPath {
     RelPath::new(s).unwrap()
 }
 
@@ -75,7 +75,7 @@ fn base_of(listing: &Listing) -> BaseTree {
         .collect()
 }
 
-fn read(replica: &S3Replica, path: &str) -> Vec<u8> {
+pub(crate) fn read(replica: &S3Replica, path: &str) -> Vec<u8> {
     let mut out = Vec::new();
     replica
         .open(&rel(path))
@@ -121,7 +121,16 @@ both!(
 );
 fn round_trip(server: Server) {
     let (remote, raw) = replica(server, "replica-round-trip");
+    // Nothing under the prefix: missing, and no listing reads it as empty.
+    assert_eq!(remote.root_state().unwrap(), RootState::Missing);
+    assert!(
+        remote
+            .list(&Scope::Full, &BaseTree::new(), &no_rules())
+            .is_err()
+    );
+    raw_put(&raw, "by-another-tool.txt", b"x", &Metadata::new());
     assert_eq!(remote.root_state().unwrap(), RootState::Unmarked);
+    raw.delete("by-another-tool.txt").unwrap();
     remote.mark_root().unwrap();
     remote.mark_root().unwrap();
     assert_eq!(remote.root_state().unwrap(), RootState::Ready);
@@ -166,9 +175,10 @@ fn round_trip(server: Server) {
         trashed(&raw),
         [("docs/a.txt".to_owned(), b"version 1".to_vec())]
     );
-    // An offset read of the old version is refused, not spliced.
+    // An offset read of the old version, named by its listed token, is
+    // refused, not spliced.
     assert!(matches!(
-        remote.open_at(&rel("docs/a.txt"), 8, &meta),
+        remote.open_version_at(&rel("docs/a.txt"), 8, &meta, listed.version.as_deref()),
         Err(ReplicaError::SourceChanged { .. })
     ));
 
@@ -480,8 +490,14 @@ fn copy_in_parts(server: Server) {
     meta.insert(META_BLAKE3.into(), ContentHash::of_bytes(&data).to_hex());
     raw_put(&raw, "big", &data, &meta);
     let head = raw.head("big").unwrap().unwrap();
-    raw.copy_in_parts("big", "copy", &head.etag, head.size, 5 * 1024 * 1024)
-        .unwrap();
+    raw.copy_in_parts(
+        "big",
+        "copy",
+        (&head.etag, head.size),
+        5 * 1024 * 1024,
+        &prism_sync::remote::s3::Condition::None,
+    )
+    .unwrap();
     let mut copied = Vec::new();
     raw.get("copy", 0, None)
         .unwrap()
@@ -496,9 +512,9 @@ fn copy_in_parts(server: Server) {
     let refused = raw.copy_in_parts(
         "big",
         "copy2",
-        "\"0123456789abcdef0123456789abcdef\"",
-        head.size,
+        ("\"0123456789abcdef0123456789abcdef\"", head.size),
         5 * 1024 * 1024,
+        &prism_sync::remote::s3::Condition::None,
     );
     assert!(
         matches!(
@@ -508,4 +524,170 @@ fn copy_in_parts(server: Server) {
         "{refused:?}"
     );
     assert!(raw.head("copy2").unwrap().is_none());
+}
+
+both!(
+    a_read_at_an_offset_judges_the_version_by_its_etag_not_by_the_hash_asked_with,
+    offset_reads_by_version
+);
+fn offset_reads_by_version(server: Server) {
+    let (remote, raw) = replica(server, "replica-offset-version");
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 241) as u8).collect();
+    let written = write(&remote, "f.bin", &data, &Expect::Absent);
+    let meta = *written.entry.file().unwrap();
+
+    // Asked with a hash the object's metadata does not hold (an encrypting
+    // layer asks with its plaintext's): the same version, so it continues.
+    let other_hash = prism_sync::model::FileMeta {
+        hash: ContentHash::of_bytes(b"the plaintext of it"),
+        ..meta
+    };
+    for version in [None, written.version.as_deref()] {
+        let (mut rest, start) = remote
+            .open_version_at(&rel("f.bin"), 70_000, &other_hash, version)
+            .unwrap();
+        let mut tail = Vec::new();
+        rest.read_to_end(&mut tail).unwrap();
+        assert_eq!(start, 70_000);
+        assert!(tail == data[70_000..], "the rest of the same version");
+    }
+
+    // Another tool replaces it with as many bytes and no metadata: asked
+    // by the listed token, the read is refused rather than spliced.
+    let mut theirs = data.clone();
+    theirs[80_000] ^= 0xff;
+    raw_put(&raw, "f.bin", &theirs, &Metadata::new());
+    let refused = remote.open_version_at(&rel("f.bin"), 70_000, &meta, written.version.as_deref());
+    assert!(
+        matches!(refused, Err(ReplicaError::SourceChanged { .. })),
+        "{:?}",
+        refused.err()
+    );
+    // Shorter now, asked without a token: refused by its size.
+    raw_put(&raw, "f.bin", &data[..90_000], &Metadata::new());
+    let refused = remote.open_version_at(&rel("f.bin"), 70_000, &meta, None);
+    assert!(
+        matches!(refused, Err(ReplicaError::SourceChanged { .. })),
+        "{:?}",
+        refused.err()
+    );
+}
+
+both!(
+    a_replaced_or_removed_version_is_named_in_the_trash_and_read_back_by_that_name,
+    trash_names
+);
+fn trash_names(server: Server) {
+    let (remote, _raw) = replica(server, "replica-trash-names");
+    remote.mark_root().unwrap();
+    let v1 = write(&remote, "docs/note.txt", b"v1\n", &Expect::Absent);
+    let v2 = b"v2, longer\n";
+    let (written, replaced) = remote
+        .write_naming_trash(
+            &rel("docs/note.txt"),
+            &mut &v2[..],
+            &ContentHash::of_bytes(v2),
+            1_600_000_000_123_456_789,
+            None,
+            &expect_of(&v1),
+        )
+        .unwrap();
+    let replaced = replaced.expect("the replaced version's name in the trash");
+    assert!(replaced.as_str().ends_with("/docs/note.txt"), "{replaced}");
+    assert_eq!(read_all(remote.open_trashed(&replaced).unwrap()), b"v1\n");
+
+    // Removed within the same minute: a name of its own.
+    let removed = remote
+        .remove_naming_trash(&rel("docs/note.txt"), &expect_of(&written))
+        .unwrap()
+        .expect("the removed version's name in the trash");
+    assert_ne!(removed, replaced);
+    assert_eq!(read_all(remote.open_trashed(&removed).unwrap()), v2);
+    assert_eq!(read_all(remote.open_trashed(&replaced).unwrap()), b"v1\n");
+    // A new file replaces nothing, and a folder leaves nothing to name.
+    let (_, none) = remote
+        .write_naming_trash(
+            &rel("new.txt"),
+            &mut &b"n"[..],
+            &ContentHash::of_bytes(b"n"),
+            0,
+            None,
+            &Expect::Absent,
+        )
+        .unwrap();
+    assert_eq!(none, None);
+    assert_eq!(
+        remote
+            .remove_naming_trash(&rel("docs"), &Expect::Dir)
+            .unwrap(),
+        None
+    );
+
+    // A version whose batch was purged is not found, and says so.
+    let purged = remote
+        .open_trashed(&rel("20000101-0000/docs/note.txt"))
+        .err()
+        .expect("nothing there");
+    assert!(
+        matches!(&purged, ReplicaError::Io { source, .. }
+            if source.kind() == std::io::ErrorKind::NotFound),
+        "{purged}"
+    );
+}
+
+fn read_all(mut reader: Box<dyn Read + Send + '_>) -> Vec<u8> {
+    let mut out = Vec::new();
+    reader.read_to_end(&mut out).unwrap();
+    out
+}
+
+both!(
+    an_encrypted_file_is_continued_at_an_offset_past_its_first_chunk,
+    encrypted_offset_reads
+);
+fn encrypted_offset_reads(server: Server) {
+    use prism_sync::config::CryptSettings;
+    use prism_sync::crypt::NameMode;
+    use prism_sync::remote::crypt::CryptReplica;
+    let settings = server.settings("replica-encrypted-offset", |_| {});
+    let remote = CryptReplica::with_password(
+        Box::new(S3Replica::new(settings, 4)),
+        CryptSettings {
+            filename_encryption: NameMode::Standard,
+            directory_name_encryption: true,
+        },
+        Secret::new("an s3 crypt password".into()),
+        None,
+    );
+    remote.mark_root().unwrap();
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 239) as u8).collect();
+    remote
+        .write(
+            &rel("f.bin"),
+            &mut &data[..],
+            &ContentHash::of_bytes(&data),
+            0,
+            None,
+            &Expect::Absent,
+        )
+        .unwrap();
+    let listed = list_any(&remote).tree[&rel("f.bin")].clone();
+    let meta = *listed.entry.file().unwrap();
+    // The plaintext's hash is not the one the object's metadata holds
+    // (the ciphertext's): the version is judged by its ETag.
+    for offset in [1, 65_536, 70_000, 199_999] {
+        let (mut rest, start) = remote
+            .open_version_at(&rel("f.bin"), offset, &meta, listed.version.as_deref())
+            .unwrap();
+        let mut tail = Vec::new();
+        rest.read_to_end(&mut tail).unwrap();
+        assert_eq!(start, offset);
+        assert!(tail == data[offset as usize..], "from {offset}");
+    }
+}
+
+fn list_any(replica: &dyn Replica) -> Listing {
+    replica
+        .list(&Scope::Full, &BaseTree::new(), &no_rules())
+        .unwrap()
 }

@@ -107,6 +107,65 @@ fn a_written_file_keeps_its_mtime_in_seconds_and_its_version_names_size_and_mtim
     assert_eq!(listing.tree[&rel("a.txt")].version, a.version);
 }
 
+/// Two agents upload same-sized versions with the same mtime (edits made
+/// in the same second): size and mtime look the same, the version token
+/// (its atime nonce) does not, and a step planned from the listing of the
+/// first refuses the second, even in an agent restarted since it listed
+/// (a replica of its own, which remembers nothing of the listing).
+#[test]
+fn a_same_size_same_second_upload_by_another_agent_is_a_change() {
+    let server = Sshd::start();
+    let served = server.served().join("twins");
+    let first = replica(&server, "twins");
+    first.mark_root().unwrap();
+    write(&first, "f.txt", "version 1\n", &Expect::Absent);
+    let listed = first
+        .list(&Scope::Full, &BaseTree::new(), &no_rules())
+        .unwrap()
+        .tree[&rel("f.txt")]
+        .clone();
+    let other = replica(&server, "twins");
+    let seen_by_other = Expect::of_version(Some(&listed.entry), listed.version.as_deref());
+    let theirs = write(&other, "f.txt", "version 2\n", &seen_by_other);
+    assert_eq!(theirs.entry.file().unwrap().size, 10);
+    assert_eq!(
+        theirs.entry.file().unwrap().mtime_ns,
+        listed.entry.file().unwrap().mtime_ns
+    );
+    assert_ne!(theirs.version, listed.version);
+
+    let restarted = replica(&server, "twins");
+    let planned = Expect::of_version(Some(&listed.entry), listed.version.as_deref());
+    let refused = restarted
+        .write(
+            &rel("f.txt"),
+            &mut &b"version 3\n"[..],
+            &ContentHash::of_bytes(b"version 3\n"),
+            1_600_000_000_123_456_789,
+            None,
+            &planned,
+        )
+        .unwrap_err();
+    assert!(refused.is_change(), "{refused}");
+    assert!(
+        restarted
+            .remove(&rel("f.txt"), &planned)
+            .unwrap_err()
+            .is_change()
+    );
+    assert_eq!(
+        fs::read_to_string(served.join("f.txt")).unwrap(),
+        "version 2\n"
+    );
+    // Nothing staged is left beside it.
+    let mut names: Vec<_> = fs::read_dir(&served)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, [".prism-sync", "f.txt"]);
+}
+
 use std::io::Read;
 
 #[test]

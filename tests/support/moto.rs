@@ -72,6 +72,10 @@ impl Moto {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     pub fn pid(&self) -> u32 {
         self.pid
     }

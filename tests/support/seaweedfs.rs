@@ -137,6 +137,10 @@ impl Seaweed {
         format!("http://127.0.0.1:{}", self.s3_port)
     }
 
+    pub fn port(&self) -> u16 {
+        self.s3_port
+    }
+
     pub fn credentials(&self) -> prism_sync::remote::s3::Credentials {
         prism_sync::remote::s3::Credentials {
             access_key_id: Self::ACCESS_KEY.into(),

@@ -9,6 +9,8 @@
 // failed test. The agent's own rule (`prism_sync::locks`) does not apply.
 #![allow(clippy::disallowed_methods)]
 
+#[path = "../support/crypt_names.rs"]
+mod crypt_names;
 #[path = "../support/files.rs"]
 mod files;
 #[path = "../support/ports.rs"]

@@ -26,6 +26,7 @@
 //! lease. Every replaced or deleted version stays in the history.
 
 pub mod command;
+mod history;
 mod listing;
 pub mod mirror;
 mod records;

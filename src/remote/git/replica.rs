@@ -22,9 +22,10 @@
 //!   When the other commits touched none of the paths of the batch, the
 //!   batch is committed again on the new tip (every step's expectation
 //!   still holds there); otherwise the batch is dropped and the error is
-//!   [`ReplicaError::Changed`]: nothing is recorded, and the next sync plans
-//!   from the new tip, where a path both sides changed is a conflict like
-//!   on any remote. Never a force push, never a merge commit. So no lease
+//!   [`ReplicaError::Changed`] (naming the path in the pair): nothing of
+//!   the batch is recorded, and the run plans again at once from the new
+//!   tip, where a path both sides changed is a conflict like on any
+//!   remote. Never a force push, never a merge commit. So no lease
 //!   is needed: the push is the compare-and-swap.
 //! - Deletions and replacements need no trash: the history keeps every
 //!   version.
@@ -48,7 +49,7 @@ use super::view::{Blob, View, changed, within};
 use crate::fsops::Expect;
 use crate::locks::LockExt;
 use crate::model::{BaseTree, ContentHash, Entry, FileMeta, Mode, RelPath, Scope, SideEntry};
-use crate::remote::{Listing, Replica, ReplicaError, RootState, StagedWrite};
+use crate::remote::{KeptVersion, Listing, Replica, ReplicaError, RootState, StagedWrite};
 use crate::tracker::ignore::IgnoreRules;
 
 /// How many times a push refused because the remote moved is tried again
@@ -426,6 +427,56 @@ pub fn mirror_dir(state_dir: &std::path::Path, pair: &str, url: &str) -> PathBuf
     state_dir.join("git").join(format!("{}.git", &key[..24]))
 }
 
+/// Removes the mirrors in `state_dir` that belong to none of `pairs`: a
+/// pair that was removed, or whose URL changed, leaves its mirror behind.
+/// A mirror holds nothing the remote lacks that anything depends on (a
+/// batch is recorded only once its push went through), so removing it
+/// loses nothing; a pair that comes back fetches again. Returns what was
+/// removed; only folders named as [`mirror_dir`] names them are touched.
+pub fn remove_stale_mirrors(
+    state_dir: &std::path::Path,
+    pairs: &[crate::config::PairConfig],
+) -> Vec<PathBuf> {
+    let keep: Vec<PathBuf> = pairs
+        .iter()
+        .filter_map(|pair| match &pair.remote {
+            crate::config::RemoteUrl::Git { url } => Some(mirror_dir(state_dir, &pair.name, url)),
+            _ => None,
+        })
+        .collect();
+    remove_mirrors_but(&state_dir.join("git"), &keep)
+}
+
+/// Removes the mirrors in `dir` that `keep` does not name.
+pub(super) fn remove_mirrors_but(dir: &std::path::Path, keep: &[PathBuf]) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let is_mirror = entry.file_name().to_str().is_some_and(|name| {
+            name.strip_suffix(".git")
+                .is_some_and(|key| key.len() == 24 && key.bytes().all(|b| b.is_ascii_hexdigit()))
+        });
+        // Not followed if it is a link: only the agent's own folders go.
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if !is_mirror || !is_dir || keep.contains(&path) {
+            continue;
+        }
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) => {
+                tracing::info!(mirror = %path.display(), "removed the git mirror of a pair that is gone");
+                removed.push(path);
+            }
+            Err(e) => {
+                tracing::warn!(mirror = %path.display(), error = %e, "cannot remove the git mirror of a pair that is gone");
+            }
+        }
+    }
+    removed
+}
+
 impl Replica for GitReplica {
     fn describe(&self) -> String {
         match &self.settings.branch {
@@ -690,7 +741,13 @@ impl Replica for GitReplica {
             .iter()
             .map(|(path, edit)| (self.repo_path(path), edit.clone()))
             .collect();
-        let ours: Vec<String> = edits.iter().map(|(p, _)| p.clone()).collect();
+        // (repository path, path in the pair): the clash is checked on
+        // the first, reported as the second, which the engine re-plans.
+        let ours: Vec<(String, &String)> = edits
+            .iter()
+            .zip(view.pending.keys())
+            .map(|((repo, _), rel)| (repo.clone(), rel))
+            .collect();
         let mut clash: Option<String> = None;
         let mut rebased = false;
         let pushed = self.push_edits(
@@ -704,10 +761,10 @@ impl Replica for GitReplica {
                 // inside it (a file where the other made a folder).
                 let hit = ours
                     .iter()
-                    .find(|mine| theirs.iter().any(|t| within(t, mine) || within(mine, t)));
+                    .find(|(mine, _)| theirs.iter().any(|t| within(t, mine) || within(mine, t)));
                 match hit {
-                    Some(path) => {
-                        clash = Some(path.clone());
+                    Some((_, path)) => {
+                        clash = Some((*path).clone());
                         Err(changed(path))
                     }
                     None => {
@@ -750,6 +807,23 @@ impl Replica for GitReplica {
                 Err(e)
             }
         }
+    }
+
+    /// The commits of the branch that left a version of `path`.
+    fn kept_versions(
+        &self,
+        path: &RelPath,
+        limit: usize,
+    ) -> Result<Vec<KeptVersion>, ReplicaError> {
+        self.history_of(path, limit)
+    }
+
+    fn open_kept(
+        &self,
+        path: &RelPath,
+        version: &str,
+    ) -> Result<Box<dyn Read + Send + '_>, ReplicaError> {
+        self.open_at_commit(path, version)
     }
 
     /// A git remote keeps no trash (the history holds old versions): this

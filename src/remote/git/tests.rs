@@ -362,6 +362,20 @@ fn a_subfolder_is_synced_alone_and_the_rest_of_the_tree_is_kept() {
         git(&fixture.bare(), &["ls-tree", "-r", "--name-only", "main"]),
         "README\njournal/day.md\njournal/night.md"
     );
+
+    // A push refused for a clash names the path in the pair, the one the
+    // engine plans again, not the repository's.
+    let day = listed_version(&replica, "day.md");
+    std::fs::write(checkout.join("journal/day.md"), "theirs\n").unwrap();
+    git(&checkout, &["commit", "-qam", "theirs"]);
+    git(&checkout, &["pull", "-q", "--rebase", "origin", "main"]);
+    git(&checkout, &["push", "-q", "origin", "main"]);
+    write(&replica, "day.md", b"ours\n", day).unwrap();
+    let error = replica.flush().unwrap_err();
+    assert!(
+        matches!(error, ReplicaError::Changed { ref path } if path == "day.md"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -612,4 +626,151 @@ fn a_repository_with_sha256_object_names_is_synced_like_any() {
         git(&bare, &["ls-tree", "-r", "--name-only", "main"]),
         "a.md\nb.md"
     );
+}
+
+#[test]
+fn stat_answers_from_the_listed_tip_and_the_batch_not_pushed_yet() {
+    let fixture = Fixture::new();
+    let checkout = fixture.clone("person");
+    std::fs::create_dir_all(checkout.join("docs")).unwrap();
+    std::fs::write(checkout.join("docs/a.md"), "a\n").unwrap();
+    std::fs::write(checkout.join("gone.md"), "gone\n").unwrap();
+    git(&checkout, &["add", "-A"]);
+    git(&checkout, &["commit", "-qm", "start"]);
+    git(&checkout, &["push", "-q", "origin", "main"]);
+    let blob = git(&checkout, &["rev-parse", "HEAD:docs/a.md"]);
+
+    let replica = fixture.replica("alpha", GitPairSettings::default());
+    let (_d, ignore) = no_ignores();
+    replica
+        .list(&Scope::Full, &BaseTree::new(), &ignore)
+        .unwrap();
+    match replica.stat(&rel("docs/a.md")).unwrap() {
+        Expect::File { size, version, .. } => {
+            assert_eq!(size, 2);
+            assert_eq!(version.as_deref(), Some(blob.as_str()), "the blob id");
+        }
+        other => panic!("not a file: {other:?}"),
+    }
+    assert_eq!(replica.stat(&rel("docs")).unwrap(), Expect::Dir);
+    assert_eq!(replica.stat(&rel("absent.md")).unwrap(), Expect::Absent);
+    assert_eq!(
+        replica.stat(&rel("docs/a.md/below")).unwrap(),
+        Expect::Absent
+    );
+
+    // Edits of the batch count before they are pushed: a new file, a
+    // removal, and a folder whose only file moved out of it.
+    write(&replica, "new.md", b"new!\n", Expect::Absent).unwrap();
+    let gone = replica.stat(&rel("gone.md")).unwrap();
+    replica.remove(&rel("gone.md"), &gone).unwrap();
+    let a = replica.stat(&rel("docs/a.md")).unwrap();
+    replica.rename(&rel("docs/a.md"), &rel("a.md"), &a).unwrap();
+    match replica.stat(&rel("new.md")).unwrap() {
+        Expect::File { size, version, .. } => {
+            assert_eq!(size, 5);
+            let staged = version.unwrap();
+            assert_eq!(staged.len(), blob.len(), "a blob id: {staged}");
+            assert_ne!(staged, blob);
+        }
+        other => panic!("not a file: {other:?}"),
+    }
+    assert_eq!(replica.stat(&rel("gone.md")).unwrap(), Expect::Absent);
+    assert_eq!(replica.stat(&rel("docs")).unwrap(), Expect::Absent);
+    assert!(matches!(
+        replica.stat(&rel("a.md")).unwrap(),
+        Expect::File { version: Some(ref v), .. } if *v == blob
+    ));
+    // Still nothing on the remote.
+    assert_eq!(
+        git(&fixture.bare(), &["ls-tree", "-r", "--name-only", "main"]),
+        "docs/a.md\ngone.md"
+    );
+    replica.flush().unwrap();
+    assert_eq!(
+        git(&fixture.bare(), &["ls-tree", "-r", "--name-only", "main"]),
+        "a.md\nnew.md"
+    );
+    assert!(matches!(
+        replica.stat(&rel("new.md")).unwrap(),
+        Expect::File { size: 5, .. }
+    ));
+}
+
+#[test]
+fn mirrors_of_pairs_that_are_gone_are_removed_and_nothing_else() {
+    let state = tempfile::TempDir::new().unwrap();
+    let kept = super::replica::mirror_dir(state.path(), "notes", "file:///srv/notes.git");
+    let gone = super::replica::mirror_dir(state.path(), "old", "file:///srv/old.git");
+    let moved = super::replica::mirror_dir(state.path(), "notes", "file:///srv/before.git");
+    for mirror in [&kept, &gone, &moved] {
+        std::fs::create_dir_all(mirror.join("objects")).unwrap();
+        std::fs::write(mirror.join("HEAD"), "ref: refs/heads/main\n").unwrap();
+    }
+    let dir = state.path().join("git");
+    std::fs::create_dir_all(dir.join("mine.git")).unwrap();
+    std::fs::write(dir.join("notes.txt"), "not a mirror\n").unwrap();
+
+    let mut removed = super::replica::remove_mirrors_but(&dir, std::slice::from_ref(&kept));
+    removed.sort();
+    let mut expected = vec![gone.clone(), moved.clone()];
+    expected.sort();
+    assert_eq!(removed, expected);
+    assert!(kept.join("HEAD").exists());
+    assert!(!gone.exists() && !moved.exists());
+    assert!(dir.join("mine.git").is_dir() && dir.join("notes.txt").is_file());
+    // No mirrors at all: nothing to do.
+    assert!(super::replica::remove_mirrors_but(&state.path().join("none"), &[]).is_empty());
+}
+
+#[test]
+fn the_history_of_a_file_lists_each_commit_that_left_a_version_and_reads_it_back() {
+    let fixture = Fixture::new();
+    let replica = fixture.replica("alpha", GitPairSettings::default());
+    let (_d, ignore) = no_ignores();
+    replica
+        .list(&Scope::Full, &BaseTree::new(), &ignore)
+        .unwrap();
+    assert!(replica.kept_versions(&rel("a.md"), 10).unwrap().is_empty());
+    write(&replica, "a.md", b"one\n", Expect::Absent).unwrap();
+    replica.flush().unwrap();
+    let checkout = fixture.clone("person");
+    std::fs::write(checkout.join("a.md"), "two, by hand\n").unwrap();
+    std::fs::write(checkout.join("other.md"), "other\n").unwrap();
+    git(&checkout, &["add", "-A"]);
+    git(&checkout, &["commit", "-qm", "by hand"]);
+    git(&checkout, &["rm", "-q", "a.md"]);
+    git(&checkout, &["commit", "-qm", "gone"]);
+    git(&checkout, &["push", "-q", "origin", "main"]);
+    replica
+        .list(&Scope::Full, &BaseTree::new(), &ignore)
+        .unwrap();
+
+    let kept = replica.kept_versions(&rel("a.md"), 10).unwrap();
+    let summary: Vec<(u64, &str)> = kept.iter().map(|k| (k.size, k.author.as_str())).collect();
+    assert_eq!(
+        summary,
+        [(13, "Person"), (4, "alpha")],
+        "the deletion leaves none"
+    );
+    assert_eq!(kept[0].hash, ContentHash::of_bytes(b"two, by hand\n"));
+    assert_eq!(kept[0].version, git(&checkout, &["rev-parse", "HEAD~1"]));
+    assert!(kept[0].time_ns > 0);
+    assert_eq!(replica.kept_versions(&rel("a.md"), 1).unwrap().len(), 1);
+    let mut read = String::new();
+    replica
+        .open_kept(&rel("a.md"), &kept[1].version)
+        .unwrap()
+        .read_to_string(&mut read)
+        .unwrap();
+    assert_eq!(read, "one\n");
+    // Not a commit id, or a commit without the file: not kept.
+    for version in ["HEAD", "--output=/tmp/x", &kept[0].version[..12]] {
+        assert!(
+            replica.open_kept(&rel("a.md"), version).is_err(),
+            "{version}"
+        );
+    }
+    let head = git(&checkout, &["rev-parse", "HEAD"]);
+    assert!(replica.open_kept(&rel("a.md"), &head).is_err());
 }

@@ -122,13 +122,45 @@ pub struct ConditionSupport {
     pub replace: bool,
     /// `x-amz-copy-source-if-match` on CopyObject.
     pub copy: bool,
+    /// `If-None-Match: *` on CopyObject: a copy never lands on a key
+    /// someone else just wrote.
+    pub copy_create: bool,
+    /// `If-Match` on DELETE: a removal never takes an unseen version.
+    pub delete: bool,
 }
 
 impl ConditionSupport {
     /// Every condition holds: no re-check is needed before a write.
     pub fn all(&self) -> bool {
-        self.create && self.replace && self.copy
+        self.create && self.replace && self.copy && self.copy_create && self.delete
     }
+
+    /// What the server ignores, as a status line can say it.
+    pub fn ignored(&self) -> Vec<&'static str> {
+        [
+            (self.create, "If-None-Match on PUT"),
+            (self.replace, "If-Match on PUT"),
+            (self.copy, "x-amz-copy-source-if-match on copies"),
+            (self.copy_create, "If-None-Match on copies"),
+            (self.delete, "If-Match on DELETE"),
+        ]
+        .into_iter()
+        .filter(|(honoured, _)| !honoured)
+        .map(|(_, what)| what)
+        .collect()
+    }
+}
+
+/// What a HEAD finds at a key, against the version a step is about to act
+/// on (see [`S3Client::version_of`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Version {
+    /// Still that version.
+    Same(ObjectHead),
+    /// Another version is there now.
+    Other,
+    /// Nothing is there.
+    Gone,
 }
 
 /// One object of a listing.
@@ -857,15 +889,20 @@ impl S3Client {
     }
 
     /// Whether any key lies below `below` (a relative folder ending in
-    /// `/`): one ListObjectsV2 request for one key, however many there are.
+    /// `/`, or empty: the whole prefix): one ListObjectsV2 request for one
+    /// key, however many there are.
     pub fn any_below(&self, below: &str) -> Result<bool, S3Error> {
-        if !below.ends_with('/') {
+        if !below.is_empty() && !below.ends_with('/') {
             return Err(S3Error::BadKey {
                 key: keys::shown(below),
                 reason: "a listing's folder must end in `/`".into(),
             });
         }
-        let prefix = self.full_key(below)?;
+        let prefix = if below.is_empty() {
+            self.prefix.clone()
+        } else {
+            self.full_key(below)?
+        };
         let call = Call::new(Method::GET, "ListObjectsV2", String::new())
             .query("list-type", "2")
             .query("encoding-type", "url")
@@ -997,12 +1034,28 @@ impl S3Client {
         source_etag: Option<&str>,
         metadata: Option<&Metadata>,
     ) -> Result<String, S3Error> {
+        self.copy_onto(from, to, source_etag, metadata, &Condition::None)
+    }
+
+    /// [`S3Client::copy`] on condition `dest` on what is at `to`
+    /// (`If-None-Match: *` for a key that must not exist). A failed
+    /// condition, on either side, is [`S3Error::PreconditionFailed`]
+    /// naming `from`.
+    pub fn copy_onto(
+        &self,
+        from: &str,
+        to: &str,
+        source_etag: Option<&str>,
+        metadata: Option<&Metadata>,
+        dest: &Condition,
+    ) -> Result<String, S3Error> {
         let key = self.full_key(to)?;
         let mut call = Call::new(Method::PUT, "CopyObject", key)
             .header("x-amz-copy-source", &self.copy_source(from)?);
         if let Some(etag) = source_etag {
             call = call.header("x-amz-copy-source-if-match", etag);
         }
+        call.headers.extend(dest.header());
         match metadata {
             Some(metadata) => {
                 call = call.header("x-amz-metadata-directive", "REPLACE");
@@ -1052,17 +1105,30 @@ impl S3Client {
         }
     }
 
+    /// HEADs `rel` and compares what is there with the version `etag`: the
+    /// one look every re-check before a step takes.
+    pub fn version_of(&self, rel: &str, etag: &str) -> Result<Version, S3Error> {
+        Ok(match self.head(rel)? {
+            Some(head) if super::replica::same_etag(&head.etag, etag) => Version::Same(head),
+            Some(_) => Version::Other,
+            None => Version::Gone,
+        })
+    }
+
     /// Which conditional requests the server honours: writes a probe key
     /// (below `rel_dir`, a relative folder ending in `/`) with
     /// `If-None-Match: *` twice, where the second must be refused with
     /// 412; replaces it with `If-Match` naming a version that is not
-    /// there, and copies it with `x-amz-copy-source-if-match` naming one,
-    /// both of which must be refused too; then removes what it wrote.
-    /// Servers that ignore conditions (`rclone serve s3`; moto ignores
-    /// the copy's) answer false for those.
+    /// there, copies it with `x-amz-copy-source-if-match` naming one, and
+    /// copies it with `If-None-Match: *` onto a key that exists, all of
+    /// which must be refused too; deletes it with `If-Match` naming a
+    /// version that is not there, which must be refused and leave it
+    /// there; then removes what it wrote. Servers that ignore conditions
+    /// (`rclone serve s3`; moto ignores the copy's) answer false for
+    /// those.
     pub fn probe_conditions(&self, rel_dir: &str) -> Result<ConditionSupport, S3Error> {
         let rel = format!("{rel_dir}probe-{:016x}", fastrand::u64(..));
-        let copy = format!("{rel}-copy");
+        let copy_key = format!("{rel}-copy");
         // A version no object has.
         let wrong = "\"0123456789abcdef0123456789abcdef\"";
         let write = |condition: &Condition| {
@@ -1081,18 +1147,38 @@ impl S3Client {
             Err(S3Error::Status { status: 501, .. }) => Ok(false),
             Err(e) => Err(e),
         };
+        // Conditions newer servers learnt: a server that does not know one
+        // may refuse the request outright.
+        let refused_or_unknown = |outcome: Result<String, S3Error>| match refused(outcome) {
+            Err(S3Error::Status { status, .. }) if (400..500).contains(&status) => Ok(false),
+            other => other,
+        };
         let outcome = (|| -> Result<ConditionSupport, S3Error> {
             write(&Condition::Absent)?;
             let create = refused(write(&Condition::Absent))?;
             let replace = refused(write(&Condition::Matches(wrong.into())))?;
-            let copy = refused(self.copy(&rel, &copy, Some(wrong), None))?;
+            let copy = refused(self.copy(&rel, &copy_key, Some(wrong), None))?;
+            // `copy` exists now: a copy onto it must be refused.
+            self.copy(&rel, &copy_key, None, None)?;
+            let copy_create = refused_or_unknown(self.copy_onto(
+                &rel,
+                &copy_key,
+                None,
+                None,
+                &Condition::Absent,
+            ))?;
+            let delete =
+                refused_or_unknown(self.delete_matching(&rel, wrong).map(|()| String::new()))?
+                    && self.head(&rel)?.is_some();
             Ok(ConditionSupport {
                 create,
                 replace,
                 copy,
+                copy_create,
+                delete,
             })
         })();
-        let cleaned = self.delete(&copy).and_then(|()| self.delete(&rel));
+        let cleaned = self.delete(&copy_key).and_then(|()| self.delete(&rel));
         let support = outcome?;
         cleaned?;
         Ok(support)

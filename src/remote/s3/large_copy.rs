@@ -5,7 +5,7 @@
 
 use reqwest::Method;
 
-use super::client::{Call, Condition, S3Client};
+use super::client::{Call, Condition, S3Client, Version};
 use super::error::S3Error;
 use super::multipart::{CompletedPart, part_size};
 
@@ -14,19 +14,20 @@ pub const MAX_SINGLE_COPY: u64 = 5 * 1024 * 1024 * 1024;
 
 impl S3Client {
     /// Copies `from` (`size` bytes, version `etag`) to `to` with its
-    /// metadata, on condition that `from` is still `etag`; returns the
-    /// copy's ETag.
+    /// metadata, on condition that `from` is still `etag` and that what
+    /// is at `to` meets `dest`; returns the copy's ETag.
     pub fn copy_version(
         &self,
         from: &str,
         to: &str,
         etag: &str,
         size: u64,
+        dest: &Condition,
     ) -> Result<String, S3Error> {
         if size <= MAX_SINGLE_COPY {
-            return self.copy(from, to, Some(etag), None);
+            return self.copy_onto(from, to, Some(etag), None, dest);
         }
-        self.copy_in_parts(from, to, etag, size, part_size(size))
+        self.copy_in_parts(from, to, (etag, size), part_size(size), dest)
     }
 
     /// [`S3Client::copy_version`] as a multipart copy in parts of `part`
@@ -36,22 +37,19 @@ impl S3Client {
         &self,
         from: &str,
         to: &str,
-        etag: &str,
-        size: u64,
+        (etag, size): (&str, u64),
         part: u64,
+        dest: &Condition,
     ) -> Result<String, S3Error> {
-        let head = self
-            .head(from)?
-            .ok_or_else(|| S3Error::PreconditionFailed {
-                endpoint: self.describe().to_owned(),
-                key: from.to_owned(),
-            })?;
-        if !super::replica::same_etag(&head.etag, etag) || head.size != size {
-            return Err(S3Error::PreconditionFailed {
-                endpoint: self.describe().to_owned(),
-                key: from.to_owned(),
-            });
-        }
+        let head = match self.version_of(from, etag)? {
+            Version::Same(head) if head.size == size => head,
+            _ => {
+                return Err(S3Error::PreconditionFailed {
+                    endpoint: self.describe().to_owned(),
+                    key: from.to_owned(),
+                });
+            }
+        };
         let upload_id = self.create_upload(to, &head.metadata)?;
         let result = (|| {
             let mut parts = Vec::new();
@@ -86,7 +84,7 @@ impl S3Client {
                 offset = end + 1;
                 number += 1;
             }
-            self.complete_upload(to, &upload_id, &parts, &Condition::None)
+            self.complete_upload(to, &upload_id, &parts, dest)
         })();
         if result.is_err()
             && let Err(e) = self.abort_upload(to, &upload_id)

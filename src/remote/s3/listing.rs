@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 
-use super::client::{META_BLAKE3, ObjectHead, ObjectInfo, S3Client};
+use super::client::{META_BLAKE3, ObjectHead, ObjectInfo, S3Client, Version};
 use super::error::S3Error;
 use super::replica::{META_MTIME, same_etag};
 use crate::model::{BaseTree, ContentHash, Entry, FileMeta, RelPath, Scope, SideEntry};
@@ -35,6 +35,16 @@ pub fn list(
     let roots: Option<&[RelPath]> = match scope {
         Scope::Full => {
             let list = client.list("", None)?;
+            if list.objects.is_empty() && list.problems.is_empty() {
+                // Not even the marker: the prefix is gone (or was never
+                // set up), which is not a remote whose files were all
+                // deleted.
+                return Err(ReplicaError::Other(format!(
+                    "{} holds nothing, not even the marker {METADATA_DIR}/root: the prefix is \
+                     gone or was never set up",
+                    client.describe()
+                )));
+            }
             note_refused(&mut out, list.problems);
             objects = list.objects;
             None
@@ -171,10 +181,10 @@ pub fn list(
                 out.hashed_files += 1;
                 insert(&mut out, rel, &object, hash, mtime_ns);
             }
-            // Gone since the listing: as if it had not been listed.
-            Ok(Judged::Gone) => {}
-            // Replaced since the listing: still being written.
-            Ok(Judged::Moved) => out.held.push(rel),
+            // Removed or replaced since the listing: held, not taken for
+            // deleted (or for the version listed); the next listing sees
+            // what it became.
+            Ok(Judged::Gone | Judged::Moved) => out.held.push(rel),
             Err(e) if e.is_offline() => return Err(e),
             Err(e) => {
                 out.problems.push(Problem {
@@ -245,14 +255,24 @@ pub(super) fn mtime_of(head: &ObjectHead, listed: Option<std::time::SystemTime>)
         .unwrap_or(0)
 }
 
+/// Whether `head` shows the modification time `mtime_ns`: exactly where
+/// the writer kept it in the metadata, else to the second (the precision
+/// of a HEAD's `Last-Modified`, where a listing has milliseconds).
+pub(super) fn same_mtime(head: &ObjectHead, mtime_ns: i64) -> bool {
+    if head.metadata.contains_key(META_MTIME) {
+        return mtime_of(head, None) == mtime_ns;
+    }
+    let secs = |ns: i64| ns.div_euclid(1_000_000_000);
+    secs(mtime_of(head, None)) == secs(mtime_ns)
+}
+
 /// The hash and mtime of an object the base does not know.
 fn judge(client: &S3Client, rel: &RelPath, object: &ObjectInfo) -> Result<Judged, ReplicaError> {
-    let Some(head) = client.head(rel.as_str())? else {
-        return Ok(Judged::Gone);
+    let head = match client.version_of(rel.as_str(), &object.etag)? {
+        Version::Same(head) => head,
+        Version::Other => return Ok(Judged::Moved),
+        Version::Gone => return Ok(Judged::Gone),
     };
-    if !same_etag(&head.etag, &object.etag) {
-        return Ok(Judged::Moved);
-    }
     let mtime_ns = mtime_of(&head, object.last_modified);
     if let Some(hash) = head
         .metadata

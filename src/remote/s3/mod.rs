@@ -39,7 +39,8 @@
 //!
 //! **Conditions.** A write of a new key carries `If-None-Match: *`, a
 //! replacement `If-Match: ETAG` (a multipart upload's completion carries
-//! the same), a copy `x-amz-copy-source-if-match`, a ranged read
+//! the same), a copy `x-amz-copy-source-if-match` (and `If-None-Match: *`
+//! where its destination must be free), a removal and a ranged read
 //! `If-Match`. A 412 is [`S3Error::PreconditionFailed`] ("someone else
 //! changed it"), which becomes [`super::ReplicaError::Changed`]: the path
 //! is re-planned, never overwritten. Some servers ignore these headers
@@ -57,6 +58,7 @@
 //! [`crate::secrets::Secret`]s; no error message or log line holds them.
 
 mod body;
+pub mod budget;
 pub mod client;
 pub mod credentials;
 pub mod error;
@@ -73,9 +75,10 @@ mod staging;
 pub mod xml;
 
 pub use body::{Once, Seekable, UploadSource};
+pub use budget::DEFAULT_MEMORY_BUDGET;
 pub use client::{
     Condition, ConditionSupport, DEFAULT_REGION, KeyProblem, META_BLAKE3, META_MODE, Metadata,
-    ObjectHead, ObjectInfo, ObjectList, ObjectReader, PendingUpload, S3Client, S3Settings,
+    ObjectHead, ObjectInfo, ObjectList, ObjectReader, PendingUpload, S3Client, S3Settings, Version,
 };
 pub use credentials::{CredentialSource, Credentials, CredentialsError, Environment};
 pub use error::S3Error;

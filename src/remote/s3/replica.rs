@@ -11,7 +11,8 @@
 //!   (written by another tool) is read and hashed ([`super::listing`]).
 //! - A folder is a prefix; an empty one is a zero-byte `name/` marker.
 //! - A write is staged without becoming visible (a small file in memory,
-//!   a large one as an open multipart upload, see [`super::staging`]) and
+//!   within a byte budget, see [`super::budget`]; a large one as an open
+//!   multipart upload, see [`super::staging`]) and
 //!   committed with a condition: `If-None-Match: *` for a new file,
 //!   `If-Match: ETAG` (the listed version token) for a replacement. A
 //!   412 is [`ReplicaError::Changed`]: re-planned, never overwritten.
@@ -36,7 +37,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use super::client::{Condition, ConditionSupport, META_BLAKE3, Metadata, S3Client, S3Settings};
+use super::budget::{DEFAULT_MEMORY_BUDGET, MemoryBudget};
+use super::client::{Condition, ConditionSupport, Metadata, S3Client, S3Settings, Version};
 use super::credentials::{CredentialSource, Credentials};
 use super::error::S3Error;
 use super::{Seekable, listing, staging};
@@ -76,6 +78,8 @@ pub struct S3Replica {
     conditions: Mutex<Option<ConditionSupport>>,
     staged: Mutex<HashMap<u64, Arc<staging::Staged>>>,
     next_staged: AtomicU64,
+    /// Bounds the staged bodies held in memory (see [`super::budget`]).
+    memory: Arc<MemoryBudget>,
     /// How many requests a listing sends at once (HEADs of changed
     /// objects) and a folder move copies at once.
     parallel: usize,
@@ -101,6 +105,7 @@ impl S3Replica {
             conditions: Mutex::new(None),
             staged: Mutex::new(HashMap::new()),
             next_staged: AtomicU64::new(1),
+            memory: MemoryBudget::new(DEFAULT_MEMORY_BUDGET),
             parallel: parallel.max(1),
             stored: None,
         }
@@ -131,6 +136,18 @@ impl S3Replica {
     pub fn with_stored_secret(mut self, account: Account, config_dir: Option<PathBuf>) -> Self {
         self.stored = Some((account, config_dir));
         self
+    }
+
+    /// The same replica holding at most `bytes` of staged bodies in memory
+    /// (see [`super::budget`]; the default is [`DEFAULT_MEMORY_BUDGET`]).
+    pub fn with_memory_budget(mut self, bytes: u64) -> Self {
+        self.memory = MemoryBudget::new(bytes);
+        self
+    }
+
+    /// The bytes of staged bodies held in memory now.
+    pub fn staged_in_memory(&self) -> u64 {
+        self.memory.held()
     }
 
     /// The settings with the stored key pair, when the pair names one.
@@ -185,36 +202,31 @@ impl S3Replica {
     }
 
     /// The ETag a step may act on: the version token `expect` carries, or
-    /// (without one) the current object's after checking its size. A
-    /// missing object or another size is [`ReplicaError::Changed`].
+    /// (without one) the current object's after checking its size and
+    /// modification time. A missing object, or another size or time, is
+    /// [`ReplicaError::Changed`].
     fn expected_etag(
         &self,
         client: &S3Client,
         path: &RelPath,
-        size: u64,
+        (size, mtime_ns): (u64, i64),
         version: Option<&str>,
     ) -> Result<String, ReplicaError> {
         if let Some(version) = version {
             return Ok(version.to_owned());
         }
         match client.head(path.as_str())? {
-            Some(head) if head.size == size => Ok(head.etag),
-            _ => Err(changed(path)),
-        }
-    }
-
-    /// On a server that ignores `If-Match`: the object must still be
-    /// `etag` (RACE: a write between this look and the request that
-    /// relies on it is not seen; it lands in the trash or is replaced).
-    fn recheck(&self, client: &S3Client, path: &RelPath, etag: &str) -> Result<(), ReplicaError> {
-        match client.head(path.as_str())? {
-            Some(head) if same_etag(&head.etag, etag) => Ok(()),
+            Some(head) if head.size == size && listing::same_mtime(&head, mtime_ns) => {
+                Ok(head.etag)
+            }
             _ => Err(changed(path)),
         }
     }
 
     /// Copies the version `etag` (`size` bytes) of `path` to the trash,
-    /// only while it is still that version.
+    /// only while it is still that version, never over another trashed
+    /// version; returns its name in the trash (see
+    /// [`Replica::open_trashed`]).
     fn trash_copy(
         &self,
         client: &S3Client,
@@ -222,49 +234,44 @@ impl S3Replica {
         path: &RelPath,
         etag: &str,
         size: u64,
-    ) -> Result<(), ReplicaError> {
+    ) -> Result<RelPath, ReplicaError> {
         let stamp = timefmt::conflict_stamp(SystemTime::now());
-        let base = format!("{METADATA_DIR}/trash/{}/{}", &stamp[..13], path.as_str());
+        let base = format!("{}/{}", &stamp[..13], path.as_str());
+        let suffixed = || format!("{base}.{}", crate::remote::trash_suffix());
         // A version trashed earlier in the same minute keeps its name.
-        let dest = match client.head(&base)? {
-            None => base,
-            Some(_) => format!("{base}.{}", crate::remote::trash_suffix()),
+        let mut name = match client.head(&trash_key(&base))? {
+            None => base.clone(),
+            Some(_) => suffixed(),
         };
         if !support.copy {
-            self.recheck(client, path, etag)?;
+            recheck(client, path.as_str(), etag)?;
         }
-        match client.copy_version(path.as_str(), &dest, etag, size) {
-            Ok(_) => Ok(()),
-            Err(S3Error::PreconditionFailed { .. }) | Err(S3Error::NoSuchKey { .. }) => {
-                Err(changed(path))
+        // Where copies honour it, the name must still be free: another
+        // agent may have trashed a version of this path under it since
+        // the look above (RACE where they do not: that one is replaced).
+        let dest = if support.copy_create {
+            Condition::Absent
+        } else {
+            Condition::None
+        };
+        for last in [false, true] {
+            let trashed = RelPath::new(&name).map_err(|e| {
+                ReplicaError::Other(format!("{path}: no name in the trash for it: {e}"))
+            })?;
+            match client.copy_version(path.as_str(), &trash_key(&name), etag, size, &dest) {
+                Ok(_) => return Ok(trashed),
+                // The name was taken meanwhile, or the source changed:
+                // a name of its own tells which.
+                Err(S3Error::PreconditionFailed { .. }) if support.copy_create && !last => {
+                    name = suffixed();
+                }
+                Err(S3Error::PreconditionFailed { .. }) | Err(S3Error::NoSuchKey { .. }) => {
+                    return Err(changed(path));
+                }
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => Err(e.into()),
         }
-    }
-
-    /// Deletes `path` while it is still `etag` (`If-Match` where the
-    /// server honours it, else after a re-check).
-    fn delete_version(
-        &self,
-        client: &S3Client,
-        support: ConditionSupport,
-        path: &str,
-        etag: &str,
-    ) -> Result<(), ReplicaError> {
-        if !support.replace {
-            match client.head(path)? {
-                Some(head) if same_etag(&head.etag, etag) => {}
-                Some(_) => return Err(ReplicaError::Changed { path: path.into() }),
-                None => return Ok(()),
-            }
-        }
-        match client.delete_matching(path, etag) {
-            Ok(()) => Ok(()),
-            Err(S3Error::PreconditionFailed { .. }) => {
-                Err(ReplicaError::Changed { path: path.into() })
-            }
-            Err(e) => Err(e.into()),
-        }
+        Err(changed(path))
     }
 
     /// Whether anything is at `path`: an object, or keys below `path/`.
@@ -276,32 +283,39 @@ impl S3Replica {
     }
 
     /// The condition a write to `path` commits with, after the checks and
-    /// the trash copy `expect` calls for.
+    /// the trash copy `expect` calls for, and the name in the trash of the
+    /// version it replaces.
     fn prepare_write(
         &self,
         client: &S3Client,
         path: &RelPath,
         expect: &Expect,
-    ) -> Result<Condition, ReplicaError> {
+    ) -> Result<(Condition, Option<RelPath>), ReplicaError> {
         let support = self.conditions(client)?;
         match expect {
             Expect::Absent => {
                 if !support.create && client.head(path.as_str())?.is_some() {
                     return Err(changed(path));
                 }
-                Ok(Condition::Absent)
+                Ok((Condition::Absent, None))
             }
-            Expect::File { size, version, .. } => {
-                let etag = self.expected_etag(client, path, *size, version.as_deref())?;
+            Expect::File {
+                size,
+                mtime_ns,
+                version,
+                ..
+            } => {
+                let etag =
+                    self.expected_etag(client, path, (*size, *mtime_ns), version.as_deref())?;
                 if !support.replace {
-                    self.recheck(client, path, &etag)?;
+                    recheck(client, path.as_str(), &etag)?;
                 }
-                self.trash_copy(client, support, path, &etag, *size)?;
-                Ok(Condition::Matches(etag))
+                let trashed = self.trash_copy(client, support, path, &etag, *size)?;
+                Ok((Condition::Matches(etag), Some(trashed)))
             }
             Expect::Dir => {
                 self.remove(path, &Expect::Dir)?;
-                Ok(Condition::Absent)
+                Ok((Condition::Absent, None))
             }
         }
     }
@@ -317,9 +331,10 @@ impl S3Replica {
         self.staged.locked().get(&id).map(|s| (id, s.clone()))
     }
 
-    /// Moves one object (`from` at version `etag`, `size` bytes) to `to`:
-    /// a server-side copy, then the source's removal while it is still
-    /// that version.
+    /// Moves one object (`from` at version `etag`, `size` bytes) to `to`,
+    /// where nothing may be: a server-side copy (`If-None-Match: *` where
+    /// the server honours it on copies; the caller checked `to` was free),
+    /// then the source's removal while it is still that version.
     fn move_object(
         &self,
         client: &S3Client,
@@ -329,19 +344,63 @@ impl S3Replica {
         (etag, size): (&str, u64),
     ) -> Result<(), ReplicaError> {
         if !support.copy {
-            match client.head(from)? {
-                Some(head) if same_etag(&head.etag, etag) => {}
-                _ => return Err(ReplicaError::Changed { path: from.into() }),
-            }
+            recheck(client, from, etag)?;
         }
-        match client.copy_version(from, to, etag, size) {
+        // RACE: where the server ignores it, an object written at `to`
+        // since the caller's check is replaced by the copy.
+        let dest = if support.copy_create {
+            Condition::Absent
+        } else {
+            Condition::None
+        };
+        match client.copy_version(from, to, etag, size, &dest) {
             Ok(_) => {}
             Err(S3Error::PreconditionFailed { .. }) | Err(S3Error::NoSuchKey { .. }) => {
                 return Err(ReplicaError::Changed { path: from.into() });
             }
             Err(e) => return Err(e.into()),
         }
-        self.delete_version(client, support, from, etag)
+        delete_version(client, support, from, etag)
+    }
+}
+
+/// The key of the trashed version named `name` (see
+/// [`Replica::open_trashed`]).
+fn trash_key(name: &str) -> String {
+    format!("{METADATA_DIR}/trash/{name}")
+}
+
+/// Where a condition is not honoured: the object must still be `etag`
+/// (RACE: a write between this look and the request that relies on it
+/// is not seen; it lands in the trash or is replaced).
+fn recheck(client: &S3Client, path: &str, etag: &str) -> Result<(), ReplicaError> {
+    match client.version_of(path, etag)? {
+        Version::Same(_) => Ok(()),
+        Version::Other | Version::Gone => Err(changed(path)),
+    }
+}
+
+/// Deletes `path` while it is still `etag`: `If-Match` where the server
+/// honours it on DELETE, else after a re-check (RACE: a version written
+/// between the two is deleted). Nothing there is fine; another version is
+/// [`ReplicaError::Changed`].
+pub(super) fn delete_version(
+    client: &S3Client,
+    support: ConditionSupport,
+    path: &str,
+    etag: &str,
+) -> Result<(), ReplicaError> {
+    if !support.delete {
+        match client.version_of(path, etag)? {
+            Version::Same(_) => {}
+            Version::Other => return Err(changed(path)),
+            Version::Gone => return Ok(()),
+        }
+    }
+    match client.delete_matching(path, etag) {
+        Ok(()) => Ok(()),
+        Err(S3Error::PreconditionFailed { .. }) => Err(changed(path)),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -382,14 +441,19 @@ impl Replica for S3Replica {
 
     /// A GET, not a HEAD, of the marker: an answer to a HEAD has no body,
     /// so a refused key pair could not be told from a missing permission.
+    /// Without it, a prefix that holds nothing is missing (a prefix has no
+    /// folder of its own that could stay behind empty), one that holds
+    /// something unmarked.
     fn root_state(&self) -> Result<RootState, ReplicaError> {
         let client = self.client()?;
-        Ok(
-            match read_small(&client, &format!("{METADATA_DIR}/root"))? {
-                Some(_) => RootState::Ready,
-                None => RootState::Unmarked,
-            },
-        )
+        if read_small(&client, &format!("{METADATA_DIR}/root"))?.is_some() {
+            return Ok(RootState::Ready);
+        }
+        Ok(if client.any_below("")? {
+            RootState::Unmarked
+        } else {
+            RootState::Missing
+        })
     }
 
     fn mark_root(&self) -> Result<(), ReplicaError> {
@@ -439,21 +503,13 @@ impl Replica for S3Replica {
             }
         };
         if !support.all() {
-            let ignored: Vec<&str> = [
-                (support.create, "If-None-Match on PUT"),
-                (support.replace, "If-Match on PUT"),
-                (support.copy, "x-amz-copy-source-if-match on copies"),
-            ]
-            .into_iter()
-            .filter(|(honoured, _)| !honoured)
-            .map(|(_, what)| what)
-            .collect();
+            let ignored = support.ignored();
             listing.problems.push(Problem {
                 path: None,
                 message: format!(
-                    "{} ignores {}: those steps re-check the object just before they act, so \
-                     a change another writer makes in that moment can go to the trash instead \
-                     of being kept in place",
+                    "{} ignores {}: those steps re-check the object just before they act, and \
+                     a change another writer makes in that very moment is not seen (it can go \
+                     to the trash, be replaced or be removed)",
                     self.shown,
                     ignored.join(" and ")
                 ),
@@ -491,15 +547,28 @@ impl Replica for S3Replica {
         }
     }
 
-    /// From the start: a plain GET (the hash check covers it). From an
-    /// offset: a HEAD that must show the expected size and hash, then a
-    /// ranged GET with `If-Match` on the ETag the HEAD saw, so two
-    /// versions are never spliced.
     fn open_at(
         &self,
         path: &RelPath,
         offset: u64,
         expected: &FileMeta,
+    ) -> Result<Opened<'_>, ReplicaError> {
+        self.open_version_at(path, offset, expected, None)
+    }
+
+    /// From the start: a plain GET (the caller's hash check covers it).
+    /// From an offset: a ranged GET with `If-Match` on the version token
+    /// (the listed one, else the one a HEAD sees now, which must have the
+    /// expected size), so two versions are never spliced. The version is
+    /// judged by its ETag, never by `expected`'s hash: that need not be
+    /// the hash the object's metadata holds (an encrypting layer asks with
+    /// its plaintext's, the object holds its ciphertext's).
+    fn open_version_at(
+        &self,
+        path: &RelPath,
+        offset: u64,
+        expected: &FileMeta,
+        version: Option<&str>,
     ) -> Result<Opened<'_>, ReplicaError> {
         if offset == 0 {
             return Ok((self.open(path)?, 0));
@@ -508,25 +577,28 @@ impl Replica for S3Replica {
         let source_changed = || ReplicaError::SourceChanged {
             path: path.to_string(),
         };
-        let head = client.head(path.as_str())?.ok_or_else(source_changed)?;
-        let hash_differs = head
-            .metadata
-            .get(META_BLAKE3)
-            .and_then(|hex| ContentHash::from_hex(hex))
-            .is_some_and(|hash| hash != expected.hash);
-        if head.size != expected.size || hash_differs {
+        let etag = match version {
+            Some(version) => version.to_owned(),
+            None => match client.head(path.as_str())? {
+                Some(head) if head.size == expected.size => head.etag,
+                _ => return Err(source_changed()),
+            },
+        };
+        let reader = match client.get(path.as_str(), offset, Some(&etag)) {
+            Ok(reader) => reader,
+            // 416: shorter than what already arrived (a server that
+            // ignored the condition).
+            Err(S3Error::PreconditionFailed { .. })
+            | Err(S3Error::NoSuchKey { .. })
+            | Err(S3Error::Status { status: 416, .. }) => return Err(source_changed()),
+            Err(e) => return Err(e.into()),
+        };
+        // What the answer holds must end where the version does.
+        let start = reader.start;
+        if reader.len.is_some_and(|len| start + len != expected.size) {
             return Err(source_changed());
         }
-        match client.get(path.as_str(), offset, Some(&head.etag)) {
-            Ok(reader) => {
-                let start = reader.start;
-                Ok((Box::new(reader), start))
-            }
-            Err(S3Error::PreconditionFailed { .. }) | Err(S3Error::NoSuchKey { .. }) => {
-                Err(source_changed())
-            }
-            Err(e) => Err(e.into()),
-        }
+        Ok((Box::new(reader), start))
     }
 
     fn stage(
@@ -539,7 +611,7 @@ impl Replica for S3Replica {
         _mode: Option<Mode>,
     ) -> Result<StagedWrite, ReplicaError> {
         let client = self.client()?;
-        let staged = staging::stage(&client, path, content, hash, mtime_ns)?;
+        let staged = staging::stage(&client, &self.memory, path, content, hash, mtime_ns)?;
         let size = staged.size;
         let id = self.register(staged);
         Ok(StagedWrite {
@@ -557,12 +629,21 @@ impl Replica for S3Replica {
         staged: &StagedWrite,
         expect: &Expect,
     ) -> Result<SideEntry, ReplicaError> {
+        self.commit_staged_naming_trash(staged, expect)
+            .map(|(entry, _)| entry)
+    }
+
+    fn commit_staged_naming_trash(
+        &self,
+        staged: &StagedWrite,
+        expect: &Expect,
+    ) -> Result<(SideEntry, Option<RelPath>), ReplicaError> {
         let path = &staged.path;
         let (id, data) = self.staged_of(staged).ok_or_else(|| {
             ReplicaError::Other(format!("{path}: the staged upload is no longer there"))
         })?;
         let client = self.client()?;
-        let condition = self.prepare_write(&client, path, expect)?;
+        let (condition, trashed) = self.prepare_write(&client, path, expect)?;
         let etag = match staging::commit(&client, path, &data, &condition) {
             Ok(etag) => etag,
             Err(S3Error::PreconditionFailed { .. }) => return Err(changed(path)),
@@ -577,7 +658,7 @@ impl Replica for S3Replica {
         } else {
             etag
         };
-        Ok(SideEntry {
+        let entry = SideEntry {
             entry: Entry::File(FileMeta {
                 hash: staged.hash,
                 size: data.size,
@@ -586,7 +667,8 @@ impl Replica for S3Replica {
             }),
             id: None,
             version: Some(etag),
-        })
+        };
+        Ok((entry, trashed))
     }
 
     fn discard(&self, staged: StagedWrite) {
@@ -617,8 +699,14 @@ impl Replica for S3Replica {
         }
         match expect {
             Expect::Absent => Err(changed(from)),
-            Expect::File { size, version, .. } => {
-                let etag = self.expected_etag(&client, from, *size, version.as_deref())?;
+            Expect::File {
+                size,
+                mtime_ns,
+                version,
+                ..
+            } => {
+                let etag =
+                    self.expected_etag(&client, from, (*size, *mtime_ns), version.as_deref())?;
                 self.move_object(&client, support, from.as_str(), to.as_str(), (&etag, *size))
             }
             Expect::Dir => {
@@ -648,6 +736,14 @@ impl Replica for S3Replica {
     }
 
     fn remove(&self, path: &RelPath, expect: &Expect) -> Result<(), ReplicaError> {
+        self.remove_naming_trash(path, expect).map(|_| ())
+    }
+
+    fn remove_naming_trash(
+        &self,
+        path: &RelPath,
+        expect: &Expect,
+    ) -> Result<Option<RelPath>, ReplicaError> {
         let client = self.client()?;
         let support = self.conditions(&client)?;
         match expect {
@@ -655,13 +751,20 @@ impl Replica for S3Replica {
                 if self.occupied(&client, path)? {
                     Err(changed(path))
                 } else {
-                    Ok(())
+                    Ok(None)
                 }
             }
-            Expect::File { size, version, .. } => {
-                let etag = self.expected_etag(&client, path, *size, version.as_deref())?;
-                self.trash_copy(&client, support, path, &etag, *size)?;
-                self.delete_version(&client, support, path.as_str(), &etag)
+            Expect::File {
+                size,
+                mtime_ns,
+                version,
+                ..
+            } => {
+                let etag =
+                    self.expected_etag(&client, path, (*size, *mtime_ns), version.as_deref())?;
+                let trashed = self.trash_copy(&client, support, path, &etag, *size)?;
+                delete_version(&client, support, path.as_str(), &etag)?;
+                Ok(Some(trashed))
             }
             Expect::Dir => {
                 // A plan removes a folder after its content; anything
@@ -677,8 +780,22 @@ impl Replica for S3Replica {
                 for object in objects {
                     client.delete(&object.key)?;
                 }
-                Ok(())
+                Ok(None)
             }
+        }
+    }
+
+    /// A GET of `.prism-sync/trash/NAME`; the caller checks its hash.
+    fn open_trashed(&self, name: &RelPath) -> Result<Box<dyn Read + Send + '_>, ReplicaError> {
+        let client = self.client()?;
+        match client.get(&trash_key(name.as_str()), 0, None) {
+            Ok(reader) => Ok(Box::new(reader)),
+            Err(S3Error::NoSuchKey { .. }) => Err(ReplicaError::io(
+                "read the trashed version",
+                name,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "not in the remote trash"),
+            )),
+            Err(e) => Err(e.into()),
         }
     }
 

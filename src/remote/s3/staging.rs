@@ -8,14 +8,20 @@
 //! conditional completion. Either way the bytes are hashed as they are
 //! read, and a hash other than the planned one stages nothing.
 //!
+//! A body kept in memory holds a [`Reservation`] of the replica's
+//! [`MemoryBudget`] until it is committed or discarded, so staging waits
+//! rather than holding a whole run's files in memory.
+//!
 //! The [`StagedWrite`](crate::remote::StagedWrite) the replica hands out
 //! carries only a handle ([`handle`]); the staged data stays with the
 //! replica, so nothing about it is on a local disk.
 
 use std::io::{Cursor, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::Seekable;
+use super::budget::{MemoryBudget, Reservation};
 use super::client::{Condition, META_BLAKE3, Metadata, S3Client};
 use super::error::S3Error;
 use super::multipart::{CompletedPart, MAX_PARTS, MIN_PART_SIZE};
@@ -60,6 +66,8 @@ pub struct Staged {
     pub size: u64,
     pub mtime_ns: i64,
     pub metadata: Metadata,
+    /// The budget a body in memory holds until this is dropped.
+    _memory: Option<Reservation>,
 }
 
 const HANDLE_PREFIX: &str = "s3-staged-";
@@ -92,9 +100,11 @@ fn read_part(
 }
 
 /// Stages `content` for `path`; its bytes must hash to `hash`, else
-/// [`ReplicaError::SourceChanged`] and nothing stays behind.
+/// [`ReplicaError::SourceChanged`] and nothing stays behind. A body kept
+/// in memory first waits for its size in `budget`.
 pub fn stage(
     client: &S3Client,
+    budget: &Arc<MemoryBudget>,
     path: &RelPath,
     content: &mut dyn Read,
     hash: &ContentHash,
@@ -112,11 +122,16 @@ pub fn stage(
         if ContentHash(*hasher.finalize().as_bytes()) != *hash {
             return Err(source_changed());
         }
+        let mut first = first;
+        // Read into a buffer of a whole part: kept, it holds its size.
+        first.shrink_to_fit();
+        let memory = budget.reserve(first.len() as u64);
         return Ok(Staged {
             size: first.len() as u64,
             body: Body::Memory(first),
             mtime_ns,
             metadata,
+            _memory: Some(memory),
         });
     }
     let rel = path.as_str();
@@ -163,6 +178,7 @@ pub fn stage(
             size,
             mtime_ns,
             metadata,
+            _memory: None,
         }),
         Err(e) => {
             abort(client, rel, &upload_id);

@@ -77,6 +77,15 @@ fn run(input: &[u8]) -> u64 {
                         "{shown:?} does not parse back"
                     );
                 }
+                RemoteUrl::Rclone { remote: name } => {
+                    // It goes to rclone as a remote: never an option.
+                    assert!(!name.is_empty() && !name.starts_with('-'), "{name:?}");
+                    assert_eq!(
+                        RemoteUrl::parse(&shown).as_ref(),
+                        Ok(&remote),
+                        "{shown:?} does not parse back"
+                    );
+                }
                 RemoteUrl::Git { url } => {
                     // It becomes an argument of git: never an option.
                     assert!(!url.is_empty() && !url.starts_with('-'), "{url:?}");
@@ -154,5 +163,6 @@ fn shape_of(remote: &RemoteUrl) -> (bool, bool) {
         RemoteUrl::Webdav { port, .. } => (false, port.is_some()),
         RemoteUrl::S3 { prefix, .. } => (false, prefix.is_empty()),
         RemoteUrl::Git { url } => (url.contains("://"), url.contains('@')),
+        RemoteUrl::Rclone { remote } => (remote.starts_with(':'), remote.contains(',')),
     }
 }

@@ -1,0 +1,635 @@
+//! One rclone remote as the rcd's calls: stat, list, move, upload,
+//! delete, records, each failed call turned into the [`ReplicaError`] a
+//! person can act on. The replica ([`super::replica`]) and its lease
+//! ([`super::lease`]) are made of these.
+
+use std::io::{Cursor, Read};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use serde_json::{Value, json};
+
+use super::daemon::{Rcd, RcdSpec};
+use super::listing::{self, Item};
+use super::rc::{ErrorKind, RcClient, RcError};
+use super::settings::{RclonePairSettings, split_remote};
+use crate::fsops::Expect;
+use crate::locks::LockExt;
+use crate::model::{ContentHash, RelPath};
+use crate::remote::{ReplicaError, trash_suffix};
+use crate::timefmt;
+use crate::tracker::ignore::METADATA_DIR;
+
+/// The largest record read (change logs are split into smaller segments).
+const MAX_RECORD_BYTES: u64 = 64 * 1024 * 1024;
+
+/// What the backend behind the remote offers (`operations/fsinfo`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Features {
+    /// The hash type listings ask for: the backend's first, unless
+    /// computing it means reading the file (`SlowHash`: the local
+    /// backend), where the token is modification time and size instead.
+    pub hash: Option<String>,
+    /// A folder moves in one server-side step.
+    pub dir_move: bool,
+    /// Two entries may have one name (Google Drive).
+    pub duplicates: bool,
+    pub case_insensitive: bool,
+}
+
+impl Features {
+    fn of(info: &Value) -> Features {
+        let features = &info["Features"];
+        let flag = |name: &str| features[name].as_bool().unwrap_or(false);
+        let hash = if flag("SlowHash") {
+            None
+        } else {
+            info["Hashes"]
+                .as_array()
+                .and_then(|hashes| hashes.first())
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        Features {
+            hash,
+            dir_move: flag("DirMove"),
+            duplicates: flag("DuplicateFiles"),
+            case_insensitive: flag("CaseInsensitive"),
+        }
+    }
+}
+
+/// One rclone remote and the calls its steps are made of, shared by the
+/// replica and its lease.
+pub struct Remote {
+    /// The remote as rclone takes it: `NAME:PATH` or a connection string.
+    pub(super) remote: String,
+    /// `rclone:REMOTE`: never a secret (connection strings with one are
+    /// refused by the config).
+    pub(super) shown: String,
+    settings: RclonePairSettings,
+    pub(super) client: RcClient,
+    pub(super) features: Mutex<Option<Features>>,
+    pub(super) parallel: usize,
+    /// A folder on this machine where an upload's bytes wait (with their
+    /// modification time) for rclone to copy them; see [`Remote::upload`].
+    pub(super) spool: PathBuf,
+}
+
+impl Remote {
+    /// A replica of `remote` through the agent's rclone for `settings`.
+    /// Nothing is started yet.
+    pub fn new(
+        remote: &str,
+        settings: &RclonePairSettings,
+        parallel: usize,
+        flags: &[&str],
+        spool: PathBuf,
+    ) -> Result<Remote, ReplicaError> {
+        let rcd = Rcd::shared(RcdSpec {
+            binary: settings.binary(),
+            config: settings.config.clone(),
+            flags: flags.iter().map(|f| (*f).to_owned()).collect(),
+        });
+        let client = RcClient::new(rcd).map_err(|e| ReplicaError::Other(e.to_string()))?;
+        Ok(Remote {
+            remote: remote.to_owned(),
+            shown: format!("rclone:{remote}"),
+            settings: settings.clone(),
+            client,
+            features: Mutex::new(None),
+            parallel: parallel.max(1),
+            spool,
+        })
+    }
+
+    /// The agent's rcd (tests end it behind the replica's back).
+    pub fn rcd(&self) -> &Arc<Rcd> {
+        self.client.rcd()
+    }
+
+    /// The backend's features, asked once (with rclone's version).
+    pub fn features(&self) -> Result<Features, ReplicaError> {
+        if let Some(known) = self.features.locked().as_ref() {
+            return Ok(known.clone());
+        }
+        self.client
+            .version()
+            .map_err(|e| self.error(e, "reach", ""))?;
+        let info = self
+            .client
+            .call("operations/fsinfo", &json!({ "fs": self.remote }))
+            .map_err(|e| self.error(e, "reach", ""))?;
+        let features = Features::of(&info);
+        tracing::debug!(remote = %self.shown, ?features, "rclone remote features");
+        tracing::info!(
+            remote = %self.shown,
+            "rclone has no conditional write: each replace, move and removal re-checks the \
+             file just before it acts, so a change another writer makes in that moment can go \
+             to the trash instead of being kept in place"
+        );
+        *self.features.locked() = Some(features.clone());
+        Ok(features)
+    }
+
+    /// `remote` as a remote of its own, one folder down.
+    pub(super) fn sub_fs(&self, rel: &str) -> String {
+        if self.remote.ends_with([':', '/']) {
+            format!("{}{rel}", self.remote)
+        } else {
+            format!("{}/{rel}", self.remote)
+        }
+    }
+
+    /// A failed call as the engine needs it, in words a person can act on.
+    pub(super) fn error(&self, e: RcError, op: &'static str, path: &str) -> ReplicaError {
+        let name = split_remote(&self.remote).map_or(self.remote.as_str(), |(name, _)| name);
+        match e.kind() {
+            ErrorKind::NotFound => ReplicaError::io(
+                op,
+                path,
+                std::io::Error::new(std::io::ErrorKind::NotFound, e.to_string()),
+            ),
+            ErrorKind::UnknownRemote => ReplicaError::Other(format!(
+                "the rclone remote {name:?} is not in the rclone config ({}); add it with \
+                 `rclone config`, or correct the name in the pair's remote",
+                self.config_file()
+            )),
+            ErrorKind::Login => ReplicaError::Other(format!(
+                "{}: the provider refused the login ({e}); if its token expired or was revoked, \
+                 run `rclone config reconnect {name}:` once",
+                self.shown
+            )),
+            ErrorKind::Quota => ReplicaError::Other(format!(
+                "cannot {op} {path}: {} is full (the provider's storage quota is exceeded): {e}",
+                self.shown
+            )),
+            ErrorKind::Offline => ReplicaError::Offline {
+                remote: self.shown.clone(),
+                reason: e.to_string(),
+            },
+            ErrorKind::Other => match e {
+                RcError::Start(start) => ReplicaError::Other(start.to_string()),
+                e => ReplicaError::Other(format!("cannot {op} {path} on {}: {e}", self.shown)),
+            },
+        }
+    }
+
+    /// The rclone config file a remote name was looked up in, as rclone
+    /// itself says (`rclone config file`).
+    pub(super) fn config_file(&self) -> String {
+        if let Some(config) = &self.settings.config {
+            return config.display().to_string();
+        }
+        std::process::Command::new(self.settings.binary())
+            .args(["config", "file"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .ok()
+            .and_then(|out| {
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .map(|l| l.trim().to_owned())
+            })
+            .unwrap_or_else(|| "rclone's default config file".to_owned())
+    }
+
+    pub(super) fn call(
+        &self,
+        method: &str,
+        params: Value,
+        op: &'static str,
+        path: &str,
+    ) -> Result<Value, ReplicaError> {
+        self.client
+            .call(method, &params)
+            .map_err(|e| self.error(e, op, path))
+    }
+
+    /// What is at `path` (`""`: the root); `None` when nothing is.
+    pub(super) fn stat_item(&self, path: &str) -> Result<Option<Item>, ReplicaError> {
+        let features = self.features()?;
+        let answer = self.call(
+            "operations/stat",
+            json!({
+                "fs": self.remote,
+                "remote": path,
+                "opt": { "showHash": features.hash.is_some(), "hashTypes": features.hash.as_slice(), "noMimeType": true },
+            }),
+            "look at",
+            path,
+        );
+        let answer = match answer {
+            Ok(answer) => answer,
+            // The folder above is not there either.
+            Err(ReplicaError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        if answer["item"].is_null() {
+            return Ok(None);
+        }
+        Ok(listing::item(&answer["item"], features.hash.as_deref()))
+    }
+
+    /// The entries directly in the folder `path`; `None` when it is not
+    /// there.
+    pub(super) fn children(&self, path: &str) -> Result<Option<Vec<Item>>, ReplicaError> {
+        self.list_below(path, false)
+    }
+
+    pub(super) fn list_below(
+        &self,
+        path: &str,
+        recurse: bool,
+    ) -> Result<Option<Vec<Item>>, ReplicaError> {
+        let features = self.features()?;
+        let answer = self.call(
+            "operations/list",
+            json!({
+                "fs": self.remote,
+                "remote": path,
+                "opt": {
+                    "recurse": recurse,
+                    "showHash": features.hash.is_some(),
+                    "hashTypes": features.hash.as_slice(),
+                    "noMimeType": true,
+                },
+            }),
+            "list",
+            path,
+        );
+        let answer = match answer {
+            Ok(answer) => answer,
+            Err(ReplicaError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let hash = features.hash.as_deref();
+        Ok(Some(
+            answer["list"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| listing::item(v, hash))
+                .collect(),
+        ))
+    }
+
+    /// Moves the file `from` to `to` (made with its folders, replaced if
+    /// there) server-side where the backend can.
+    pub(super) fn move_file(&self, from: &str, to: &str) -> Result<(), ReplicaError> {
+        self.call(
+            "operations/movefile",
+            json!({
+                "srcFs": self.remote, "srcRemote": from,
+                "dstFs": self.remote, "dstRemote": to,
+            }),
+            "move",
+            from,
+        )
+        .map(|_| ())
+    }
+
+    /// [`Remote::move_file`], where a failure because another writer got
+    /// there first (`from` gone, `to` taken meanwhile) is a change to
+    /// re-plan, not a failure.
+    pub(super) fn move_checked(&self, from: &str, to: &str) -> Result<(), ReplicaError> {
+        match self.move_file(from, to) {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_offline() => Err(e),
+            Err(e) => {
+                if self.stat_item(from)?.is_none() {
+                    return Err(changed(from));
+                }
+                // A file that vanished under rclone's move (the
+                // destination it removed first, as another agent replaced
+                // it) is another client's doing: re-plan, as when the
+                // destination is there now.
+                let vanished = matches!(&e, ReplicaError::Io { source, .. }
+                    if source.kind() == std::io::ErrorKind::NotFound);
+                if vanished || self.stat_item(to)?.is_some() {
+                    return Err(changed(to));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The re-check before a step acts on the file `path`: it must still
+    /// be the version `expect` names (its token, or else its size and
+    /// modification time).
+    pub(super) fn recheck(&self, path: &RelPath, expect: &Expect) -> Result<(), ReplicaError> {
+        let Expect::File {
+            size,
+            mtime_ns,
+            version,
+            ..
+        } = expect
+        else {
+            return Err(changed(path));
+        };
+        match self.stat_item(path.as_str())? {
+            Some(item)
+                if !item.is_dir
+                    && match version {
+                        Some(version) => *version == item.token,
+                        None => item.size == *size && item.mtime_ns == *mtime_ns,
+                    } =>
+            {
+                Ok(())
+            }
+            _ => Err(changed(path)),
+        }
+    }
+
+    /// Moves the (re-checked) file `path` to this batch's trash folder;
+    /// returns its name there.
+    pub(super) fn trash(&self, path: &RelPath) -> Result<RelPath, ReplicaError> {
+        let stamp = timefmt::conflict_stamp(SystemTime::now());
+        // rclone's moves replace what is at their destination, and a look
+        // before the move cannot stop two agents trashing one path in one
+        // minute from choosing one name: the second would overwrite the
+        // version the first kept. So every trashed version gets a name of
+        // its own, whatever is there.
+        let name = format!(
+            "{}/{}.{}{:04x}",
+            &stamp[..13],
+            path.as_str(),
+            trash_suffix(),
+            fastrand::u16(..)
+        );
+        self.move_checked(path.as_str(), &format!("{METADATA_DIR}/trash/{name}"))
+            .map_err(|e| match e {
+                ReplicaError::Changed { .. } => changed(path),
+                e => crate::remote::gone_meanwhile(path)(e),
+            })?;
+        RelPath::new(&name).map_err(|e| ReplicaError::Other(format!("{name}: {e}")))
+    }
+
+    /// Uploads `content` to the hidden name `name` in the folder `dir`,
+    /// with the modification time `mtime_ns`; its size.
+    ///
+    /// The bytes are written to a file of the spool folder first, given
+    /// the modification time, and copied from there with
+    /// `operations/copyfile`: rclone's own upload call stamps the time of
+    /// the upload and cannot be told another, and the time matters twice
+    /// (it is what the other devices get, and on a backend without cheap
+    /// hashes it is half of the version token a re-check compares).
+    /// A `hash` that the bytes do not have is refused before anything is
+    /// uploaded.
+    pub(super) fn upload(
+        &self,
+        dir: &str,
+        name: &str,
+        content: &mut dyn Read,
+        mtime_ns: i64,
+        expected: Option<&ContentHash>,
+        what: &str,
+    ) -> Result<u64, ReplicaError> {
+        let spooled = Spooled::write(&self.spool, name, content, mtime_ns)
+            .map_err(|e| ReplicaError::io("read", what, e))?;
+        if expected.is_some_and(|hash| *hash != spooled.hash) {
+            return Err(ReplicaError::SourceChanged {
+                path: what.to_owned(),
+            });
+        }
+        self.call(
+            "operations/copyfile",
+            json!({
+                "srcFs": format!(":local:{}", self.spool.display()),
+                "srcRemote": name,
+                "dstFs": self.remote,
+                "dstRemote": format!("{dir}/{name}"),
+            }),
+            "upload",
+            what,
+        )?;
+        Ok(spooled.size)
+    }
+
+    pub(super) fn delete_file(&self, path: &str) -> Result<(), ReplicaError> {
+        match self.call(
+            "operations/deletefile",
+            json!({ "fs": self.remote, "remote": path }),
+            "remove",
+            path,
+        ) {
+            Ok(_) => Ok(()),
+            Err(ReplicaError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// After a commit on a backend that allows two files of one name: the
+    /// name must be there once.
+    pub(super) fn check_unique(&self, path: &RelPath) -> Result<(), ReplicaError> {
+        let parent = path
+            .parent()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_default();
+        let children = self.children(&parent)?.unwrap_or_default();
+        let count = children
+            .iter()
+            .filter(|c| c.path.trim_matches('/') == path.as_str())
+            .count();
+        if count > 1 {
+            tracing::warn!(path = %path, "the remote holds this name twice after the commit");
+            return Err(changed(path));
+        }
+        Ok(())
+    }
+}
+
+pub(super) fn changed(path: impl std::fmt::Display) -> ReplicaError {
+    ReplicaError::Changed {
+        path: path.to_string(),
+    }
+}
+
+pub(super) fn staging_dir() -> String {
+    format!("{METADATA_DIR}/staging")
+}
+
+/// A fresh hidden name for an upload.
+pub(super) fn staged_name() -> String {
+    format!(
+        ".upload-{:016x}{:08x}",
+        fastrand::u64(..),
+        fastrand::u32(..)
+    )
+}
+
+impl listing::Source for Remote {
+    fn items_below(&self, path: &str) -> Result<Vec<Item>, ReplicaError> {
+        match self.list_below(path, true)? {
+            Some(items) => Ok(items),
+            None if path.is_empty() => Err(ReplicaError::Other(format!(
+                "{} is not there (its folder is missing)",
+                self.shown
+            ))),
+            // Gone since it was stat'ed: nothing below it.
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn item(&self, path: &str) -> Result<Option<Item>, ReplicaError> {
+        self.stat_item(path)
+    }
+
+    fn read(&self, path: &RelPath) -> Result<Box<dyn Read + Send + '_>, ReplicaError> {
+        self.open_file(path)
+    }
+}
+
+impl Remote {
+    /// Streams the file at `path`; a file that is not there is a source
+    /// that changed.
+    pub(super) fn open_file(
+        &self,
+        path: &RelPath,
+    ) -> Result<Box<dyn Read + Send + '_>, ReplicaError> {
+        // The caller checks the bytes against the planned hash.
+        match self.client.read(&self.remote, path.as_str(), 0) {
+            Ok((response, _)) => Ok(Box::new(response)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(ReplicaError::SourceChanged {
+                path: path.to_string(),
+            }),
+            Err(e) => Err(self.error(e, "read", path.as_str())),
+        }
+    }
+
+    /// The record `name` (`.prism-sync/NAME`) as text; `None` when there
+    /// is none.
+    pub(super) fn read_text(&self, name: &str) -> Result<Option<String>, ReplicaError> {
+        let path = format!("{METADATA_DIR}/{name}");
+        let response = match self.client.read(&self.remote, &path, 0) {
+            Ok((response, _)) => response,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.error(e, "read", &path)),
+        };
+        let mut bytes = Vec::new();
+        response
+            .take(MAX_RECORD_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| ReplicaError::io("read", &path, e))?;
+        if bytes.len() as u64 > MAX_RECORD_BYTES {
+            return Err(ReplicaError::Other(format!(
+                "{path} is larger than {MAX_RECORD_BYTES} bytes; it is not a record Prism Sync \
+                 wrote"
+            )));
+        }
+        String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| ReplicaError::Other(format!("{path} is not UTF-8 text")))
+    }
+
+    /// Writes the record `name` whole: uploaded under a hidden name beside
+    /// it, then moved over it, so a reader finds the old record or the new
+    /// one.
+    pub(super) fn write_text(&self, name: &str, content: &str) -> Result<(), ReplicaError> {
+        let path = format!("{METADATA_DIR}/{name}");
+        let dir = path.rsplit_once('/').map_or("", |(dir, _)| dir).to_owned();
+        let temp_name = staged_name();
+        let temp = format!("{dir}/{temp_name}");
+        let now = timefmt::to_unix_ns(SystemTime::now());
+        let mut bytes = Cursor::new(content.as_bytes());
+        self.upload(&dir, &temp_name, &mut bytes, now, None, &path)?;
+        let moved = self.move_file(&temp, &path);
+        if moved.is_err() {
+            let _ = self.delete_file(&temp);
+        }
+        moved
+    }
+}
+
+/// An upload's bytes in the spool folder; removed when dropped.
+struct Spooled {
+    path: PathBuf,
+    hash: ContentHash,
+    size: u64,
+}
+
+impl Spooled {
+    fn write(
+        spool: &std::path::Path,
+        name: &str,
+        content: &mut dyn Read,
+        mtime_ns: i64,
+    ) -> std::io::Result<Spooled> {
+        use std::io::Write;
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+        // Private, and ours: never a folder (or a link) someone else made
+        // in a shared temporary folder.
+        match std::fs::symlink_metadata(spool) {
+            Ok(meta)
+                if meta.is_dir()
+                    // SAFETY: getuid(2) cannot fail.
+                    && meta.uid() == unsafe { libc::getuid() }
+                    && meta.mode() & 0o077 == 0 => {}
+            Ok(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!(
+                        "{} is not a private folder of this user; remove it",
+                        spool.display()
+                    ),
+                ));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(spool)?;
+            }
+            Err(e) => return Err(e),
+        }
+        let path = spool.join(name);
+        let mut file = std::fs::File::create_new(&path)?;
+        // From here on the file goes whatever happens.
+        let mut spooled = Spooled {
+            path,
+            hash: ContentHash([0; 32]),
+            size: 0,
+        };
+        let mut hasher = blake3::Hasher::new();
+        crate::iobuf::with_buffer(|buf| -> std::io::Result<()> {
+            loop {
+                let n = match content.read(buf) {
+                    Ok(0) => return Ok(()),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
+                hasher.update(&buf[..n]);
+                file.write_all(&buf[..n])?;
+                spooled.size += n as u64;
+            }
+        })?;
+        let mtime = std::time::UNIX_EPOCH
+            .checked_add(std::time::Duration::from_nanos(mtime_ns.max(0) as u64))
+            .unwrap_or_else(SystemTime::now);
+        file.set_modified(mtime)?;
+        spooled.hash = ContentHash(*hasher.finalize().as_bytes());
+        Ok(spooled)
+    }
+}
+
+impl Drop for Spooled {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}

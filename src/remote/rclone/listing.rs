@@ -1,0 +1,309 @@
+//! The listing of an rclone remote: `operations/list` (recursive, with
+//! the provider's hash where it has a cheap one) turned into a side tree.
+//!
+//! The engine compares BLAKE3 hashes, which no provider keeps. A file
+//! whose version token ([`token`]: the provider's hash, else ID,
+//! modification time and size) is the base's `remote_version` keeps the
+//! base's hash; any other file is read through the rcd and hashed (several
+//! at once), and held when the bytes read are not the size listed (it is
+//! being written).
+//!
+//! Every listed path goes through [`RelPath::new`]; one that cannot is a
+//! problem of its own and the rest stands. Two entries of one name (Google
+//! Drive allows that) are held with a problem saying how to resolve them:
+//! never one of them silently dropped.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+
+use serde_json::Value;
+
+use crate::model::{BaseTree, ContentHash, Entry, FileMeta, RelPath, Scope, SideEntry};
+use crate::remote::{Listing, Problem, ReplicaError};
+use crate::tracker::ignore::{IgnoreRules, METADATA_DIR};
+
+/// One file or folder as rclone lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Item {
+    pub path: String,
+    pub is_dir: bool,
+    pub size: u64,
+    pub mtime_ns: i64,
+    /// The version token (see [`token`]).
+    pub token: String,
+}
+
+/// The version token of a listed or stat'ed `item`: the provider's hash of
+/// type `hash` where it gave one (so a touched but unchanged file is
+/// unchanged, and coarse or missing modification times do not matter),
+/// else its ID (where the provider has IDs), modification time and size.
+pub fn token(item: &Value, hash: Option<&str>) -> String {
+    if let Some(hash) = hash
+        && let Some(value) = item["Hashes"][hash].as_str()
+        && !value.is_empty()
+    {
+        return format!("{hash}:{value}");
+    }
+    format!(
+        "{}|{}|{}",
+        item["ID"].as_str().unwrap_or_default(),
+        item["ModTime"].as_str().unwrap_or_default(),
+        item["Size"].as_i64().unwrap_or(-1)
+    )
+}
+
+/// Reads one item of rclone's JSON listing.
+pub fn item(value: &Value, hash: Option<&str>) -> Option<Item> {
+    let path = value["Path"].as_str()?.to_owned();
+    let mtime_ns = value["ModTime"]
+        .as_str()
+        .and_then(|t| {
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+        })
+        .map(|t| t.unix_timestamp_nanos() as i64)
+        .unwrap_or(0);
+    Some(Item {
+        is_dir: value["IsDir"].as_bool().unwrap_or(false),
+        size: value["Size"].as_i64().unwrap_or(0).max(0) as u64,
+        mtime_ns,
+        token: token(value, hash),
+        path,
+    })
+}
+
+/// What the listing needs of the replica: the items below a path, and a
+/// file's bytes.
+pub trait Source: Sync {
+    /// Everything below `path` (`""`: the root), recursively.
+    fn items_below(&self, path: &str) -> Result<Vec<Item>, ReplicaError>;
+    /// `path` itself; `None` when nothing is there.
+    fn item(&self, path: &str) -> Result<Option<Item>, ReplicaError>;
+    /// The bytes of the file at `path`.
+    fn read(&self, path: &RelPath) -> Result<Box<dyn Read + Send + '_>, ReplicaError>;
+}
+
+/// Lists `scope`.
+pub fn list(
+    source: &dyn Source,
+    scope: &Scope,
+    cache: &BaseTree,
+    ignore: &IgnoreRules,
+    parallel: usize,
+) -> Result<Listing, ReplicaError> {
+    let mut items = Vec::new();
+    let roots: Option<&[RelPath]> = match scope {
+        Scope::Full => {
+            items = source.items_below("")?;
+            None
+        }
+        Scope::Paths(paths) => {
+            for path in paths {
+                if paths.iter().any(|o| o != path && path.is_within(o)) {
+                    continue;
+                }
+                match source.item(path.as_str())? {
+                    Some(found) if found.is_dir => {
+                        items.extend(source.items_below(path.as_str())?);
+                        items.push(found);
+                    }
+                    Some(found) => items.push(found),
+                    None => {}
+                }
+            }
+            Some(paths)
+        }
+    };
+    let in_scope = |rel: &RelPath| roots.is_none_or(|roots| roots.iter().any(|r| rel.is_within(r)));
+
+    let mut out = Listing::default();
+    let mut dirs: BTreeSet<RelPath> = BTreeSet::new();
+    let mut files: BTreeMap<RelPath, Item> = BTreeMap::new();
+    let mut seen: BTreeSet<RelPath> = BTreeSet::new();
+    let mut duplicates: BTreeSet<RelPath> = BTreeSet::new();
+    for item in items {
+        let name = item.path.trim_matches('/');
+        if name.is_empty() || name == METADATA_DIR || name.starts_with(&format!("{METADATA_DIR}/"))
+        {
+            continue;
+        }
+        let rel = match RelPath::new(name) {
+            Ok(rel) => rel,
+            Err(e) => {
+                out.problems.push(Problem {
+                    path: None,
+                    message: format!("{name:?} on the rclone remote cannot be synced: {e}"),
+                });
+                continue;
+            }
+        };
+        if rel.as_str().contains(char::REPLACEMENT_CHARACTER) {
+            // rclone shows bytes that are not UTF-8 as U+FFFD: a name it
+            // cannot give back exactly, so nothing can address the file.
+            out.problems.push(Problem {
+                path: None,
+                message: format!(
+                    "{name:?} on the rclone remote cannot be synced: its name is not UTF-8 \
+                     (rclone shows such bytes as U+FFFD); rename it"
+                ),
+            });
+            continue;
+        }
+        if ignore.is_ignored(&rel, item.is_dir) || !in_scope(&rel) {
+            continue;
+        }
+        if !seen.insert(rel.clone()) {
+            duplicates.insert(rel);
+            continue;
+        }
+        if rel.too_deep() {
+            // Held where it first gets too deep, as every backend's
+            // listing does: nothing below it reads as absent.
+            let first = rel
+                .ancestors()
+                .chain(std::iter::once(rel.clone()))
+                .find(RelPath::too_deep)
+                .unwrap_or_else(|| rel.clone());
+            if !out.held.contains(&first) {
+                out.problems.push(Problem {
+                    path: Some(first.clone()),
+                    message: first.too_deep_message(),
+                });
+                out.held.push(first);
+            }
+            continue;
+        }
+        if item.is_dir {
+            dirs.insert(rel);
+        } else {
+            files.insert(rel, item);
+        }
+    }
+    for duplicate in duplicates {
+        out.problems.push(Problem {
+            path: Some(duplicate.clone()),
+            message: "is there more than once on the remote (the provider allows two entries \
+                      of one name); it is left alone until one is renamed or removed, for \
+                      example with `rclone dedupe`"
+                .into(),
+        });
+        files.remove(&duplicate);
+        dirs.remove(&duplicate);
+        out.held.push(duplicate);
+    }
+    for dir in dirs {
+        if !out.held.iter().any(|h| dir.is_within(h)) {
+            out.tree.insert(dir, SideEntry::new(Entry::dir(None)));
+        }
+    }
+
+    let mut unknown = Vec::new();
+    for (rel, item) in files {
+        if out.held.iter().any(|h| rel.is_within(h)) {
+            continue;
+        }
+        let cached = cache.get(&rel).and_then(|base| match &base.entry {
+            Entry::File(meta)
+                if base.remote_version.as_deref() == Some(item.token.as_str())
+                    && meta.size == item.size =>
+            {
+                Some(meta.hash)
+            }
+            _ => None,
+        });
+        match cached {
+            Some(hash) => insert(&mut out, rel, &item, hash),
+            None => unknown.push((rel, item)),
+        }
+    }
+    let hashed = crate::parallel::map(unknown, parallel, |(rel, item)| {
+        let found = hash_of(source, &rel, item.size);
+        (rel, item, found)
+    });
+    for (rel, item, found) in hashed {
+        match found {
+            Ok(Some(hash)) => {
+                out.hashed_files += 1;
+                insert(&mut out, rel, &item, hash);
+            }
+            // Another size than listed: still being written.
+            Ok(None) => out.held.push(rel),
+            Err(e) if e.is_offline() => return Err(e),
+            Err(e) => {
+                out.problems.push(Problem {
+                    path: Some(rel.clone()),
+                    message: format!("could not be read: {e}"),
+                });
+                out.held.push(rel);
+            }
+        }
+    }
+    out.held.sort();
+    out.held.dedup();
+    Ok(out)
+}
+
+fn insert(out: &mut Listing, rel: RelPath, item: &Item, hash: ContentHash) {
+    out.tree.insert(
+        rel,
+        SideEntry {
+            entry: Entry::File(FileMeta {
+                hash,
+                size: item.size,
+                mtime_ns: item.mtime_ns,
+                mode: None,
+            }),
+            id: None,
+            version: Some(item.token.clone()),
+        },
+    );
+}
+
+/// The BLAKE3 of the file at `rel`; `None` when it is not `size` bytes.
+fn hash_of(
+    source: &dyn Source,
+    rel: &RelPath,
+    size: u64,
+) -> Result<Option<ContentHash>, ReplicaError> {
+    let mut reader = source.read(rel)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut read = 0u64;
+    loop {
+        let n = reader
+            .read(&mut buf)
+            .map_err(|e| ReplicaError::io("read", rel, e))?;
+        if n == 0 {
+            break;
+        }
+        read += n as u64;
+        hasher.update(&buf[..n]);
+    }
+    Ok((read == size).then(|| ContentHash(*hasher.finalize().as_bytes())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_the_providers_hash_else_id_modtime_and_size() {
+        let listed = serde_json::json!({
+            "Path": "a/f.txt", "Size": 12, "IsDir": false,
+            "ModTime": "2026-12-05T12:52:47.700117124Z",
+            "Hashes": {"md5": "6f5902ac237024bdd0c176cb93063dc4"}
+        });
+        assert_eq!(
+            token(&listed, Some("md5")),
+            "md5:6f5902ac237024bdd0c176cb93063dc4"
+        );
+        assert_eq!(token(&listed, None), "|2026-12-05T12:52:47.700117124Z|12");
+        let with_id = serde_json::json!({
+            "Path": "f", "Size": 3, "ID": "1xYz", "ModTime": "2026-01-01T00:00:00Z"
+        });
+        assert_eq!(token(&with_id, Some("md5")), "1xYz|2026-01-01T00:00:00Z|3");
+        let parsed = item(&listed, Some("md5")).unwrap();
+        assert_eq!(parsed.size, 12);
+        assert_eq!(parsed.mtime_ns % 1_000_000_000, 700_117_124);
+        assert!(!parsed.is_dir);
+    }
+}

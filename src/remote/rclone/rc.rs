@@ -1,0 +1,373 @@
+//! A small client of rclone's remote control: JSON calls (`POST
+//! /METHOD`) and reads of a file's bytes through `--rc-serve` (`GET
+//! /[FS]/PATH`, ranged), both with the rcd's Basic-auth login, on one keep-alive `reqwest`
+//! blocking client.
+//!
+//! A call that finds the rcd gone (the connection refused: the request
+//! never reached it) starts it again ([`Rcd::restart_after`]) and is sent
+//! once more; so is a call that broke off mid-way when asking again
+//! changes nothing (a listing, a stat). Any other broken call is an error
+//! the caller re-plans from, as it would after any interrupted step.
+//!
+//! rclone's answers to failed calls are sorted into what a person can act
+//! on ([`RcError::kind`]): a file that is not there, a remote missing from
+//! the config, an OAuth token that expired, a full drive, an unreachable
+//! provider.
+
+use std::io::Read;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::daemon::{Endpoint, Rcd, StartError};
+
+/// How long connecting to the rcd may take (it runs on this machine).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The remote-control methods this backend cannot work without.
+pub const REQUIRED_METHODS: [&str; 8] = [
+    "operations/list",
+    "operations/stat",
+    "operations/movefile",
+    "operations/copyfile",
+    "operations/purge",
+    "operations/mkdir",
+    "operations/rmdir",
+    "operations/deletefile",
+];
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RcError {
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// rclone answered, with an error.
+    #[error("rclone: {message}")]
+    Answer { status: u16, message: String },
+    /// The rcd could not be reached, or the connection broke.
+    #[error("rclone rcd: {0}")]
+    Transport(String),
+}
+
+/// What a failed call means for the caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The file or folder is not there.
+    NotFound,
+    /// The remote's name is not in the rclone config.
+    UnknownRemote,
+    /// The OAuth token expired or was revoked.
+    Login,
+    /// The drive is full.
+    Quota,
+    /// The provider (or the rcd) cannot be reached.
+    Offline,
+    Other,
+}
+
+impl RcError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            RcError::Start(_) => ErrorKind::Other,
+            RcError::Transport(_) => ErrorKind::Offline,
+            RcError::Answer { status, message } => classify(*status, message),
+        }
+    }
+}
+
+/// Sorts rclone's error text: it passes the provider's message on, so the
+/// words are the providers' (Drive, Dropbox, OneDrive, S3, SFTP, WebDAV).
+fn classify(status: u16, message: &str) -> ErrorKind {
+    let m = message.to_ascii_lowercase();
+    let any = |words: &[&str]| words.iter().any(|w| m.contains(w));
+    if any(&[
+        "didn't find section in config file",
+        "not found in config file",
+    ]) {
+        ErrorKind::UnknownRemote
+    } else if any(&[
+        "object not found",
+        "directory not found",
+        "file not found",
+        "no such file",
+        "does not exist",
+        "not found",
+    ]) || status == 404
+    {
+        ErrorKind::NotFound
+    } else if any(&[
+        "invalid_grant",
+        "token expired",
+        "token has been expired",
+        "cannot fetch token",
+        "couldn't fetch token",
+        "unauthorized",
+        "invalid_client",
+    ]) {
+        ErrorKind::Login
+    } else if any(&[
+        "quota",
+        "insufficient storage",
+        "insufficient_space",
+        "storage full",
+        "no space left",
+    ]) {
+        ErrorKind::Quota
+    } else if any(&[
+        "connection refused",
+        "no such host",
+        "i/o timeout",
+        "network is unreachable",
+        "connection reset",
+        "connection lost",
+        "broken pipe",
+        "use of closed network connection",
+        "handshake failed",
+        "tls handshake timeout",
+        "dial tcp",
+    ]) {
+        ErrorKind::Offline
+    } else {
+        ErrorKind::Other
+    }
+}
+
+/// rclone's version, as `core/version` gives it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Version {
+    pub text: String,
+    pub major: u64,
+    pub minor: u64,
+    pub patch: u64,
+}
+
+/// A client of one (shared) rcd.
+pub struct RcClient {
+    rcd: Arc<Rcd>,
+    http: reqwest::blocking::Client,
+    version: OnceLock<Version>,
+}
+
+impl RcClient {
+    pub fn new(rcd: Arc<Rcd>) -> Result<RcClient, RcError> {
+        let http = reqwest::blocking::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            // A listing of a large drive, or rclone's pacer waiting out a
+            // rate limit, may take long: slow is not failed.
+            .timeout(None)
+            .build()
+            .map_err(|e| RcError::Transport(crate::remote::error_chain(&e)))?;
+        Ok(RcClient {
+            rcd,
+            http,
+            version: OnceLock::new(),
+        })
+    }
+
+    pub fn rcd(&self) -> &Arc<Rcd> {
+        &self.rcd
+    }
+
+    /// The rcd's version, asked once; also checks that it offers every
+    /// method this backend needs.
+    pub fn version(&self) -> Result<Version, RcError> {
+        if let Some(version) = self.version.get() {
+            return Ok(version.clone());
+        }
+        let answer = self.call("core/version", &serde_json::json!({}))?;
+        let text = answer["version"].as_str().unwrap_or("unknown").to_owned();
+        let part = |i: usize| answer["decomposed"][i].as_u64().unwrap_or(0);
+        let version = Version {
+            text,
+            major: part(0),
+            minor: part(1),
+            patch: part(2),
+        };
+        let offered = self.call("rc/list", &serde_json::json!({}))?;
+        let offered: Vec<&str> = offered["commands"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["Path"].as_str())
+            .collect();
+        let missing: Vec<&str> = REQUIRED_METHODS
+            .iter()
+            .copied()
+            .filter(|m| !offered.contains(m))
+            .collect();
+        if !missing.is_empty() {
+            return Err(RcError::Answer {
+                status: 0,
+                message: format!(
+                    "rclone {} does not offer {}; install a newer rclone (see \
+                     https://rclone.org/install/)",
+                    version.text,
+                    missing.join(", ")
+                ),
+            });
+        }
+        tracing::debug!(version = %version.text, "rclone rcd answers");
+        Ok(self.version.get_or_init(|| version).clone())
+    }
+
+    /// Calls `method` with `params`; its JSON answer.
+    pub fn call(&self, method: &str, params: &Value) -> Result<Value, RcError> {
+        let repeatable = is_repeatable(method);
+        let mut endpoint = self.rcd.endpoint()?;
+        let mut retried = false;
+        loop {
+            let sent = self
+                .http
+                .post(format!("{}{method}", endpoint.url))
+                .basic_auth(&endpoint.user, Some(endpoint.pass.expose()))
+                .header("Content-Type", "application/json")
+                .body(params.to_string())
+                .send()
+                .and_then(|response| {
+                    let status = response.status().as_u16();
+                    response.bytes().map(|body| (status, body))
+                });
+            match sent {
+                Ok((status, body)) => return answer(status, &body),
+                Err(e) if !retried && (e.is_connect() || repeatable) => {
+                    tracing::debug!(
+                        method,
+                        error = %crate::remote::error_chain(&e),
+                        "the rclone rcd did not answer; starting it again"
+                    );
+                    retried = true;
+                    endpoint = self.rcd.restart_after(endpoint.generation)?;
+                }
+                Err(e) => return Err(RcError::Transport(crate::remote::error_chain(&e))),
+            }
+        }
+    }
+
+    /// The bytes of `path` in `fs` from `offset` on, and the offset the
+    /// answer really starts at (0 where the backend could not seek).
+    pub fn read(&self, fs: &str, path: &str, offset: u64) -> Result<(Download, u64), RcError> {
+        let mut endpoint = self.rcd.endpoint()?;
+        let mut retried = false;
+        loop {
+            let mut request = self
+                .http
+                .get(serve_url(&endpoint, fs, path))
+                .basic_auth(&endpoint.user, Some(endpoint.pass.expose()));
+            if offset > 0 {
+                request = request.header("Range", format!("bytes={offset}-"));
+            }
+            match request.send() {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    return match status {
+                        200 => Ok((Download(response), 0)),
+                        206 => Ok((Download(response), offset)),
+                        _ => {
+                            let body = response.bytes().unwrap_or_default();
+                            Err(error_of(status, &body))
+                        }
+                    };
+                }
+                Err(e) if !retried => {
+                    tracing::debug!(
+                        error = %crate::remote::error_chain(&e),
+                        "the rclone rcd did not answer; starting it again"
+                    );
+                    retried = true;
+                    endpoint = self.rcd.restart_after(endpoint.generation)?;
+                }
+                Err(e) => return Err(RcError::Transport(crate::remote::error_chain(&e))),
+            }
+        }
+    }
+}
+
+/// Whether sending `method` twice does no more than sending it once.
+fn is_repeatable(method: &str) -> bool {
+    matches!(
+        method,
+        "core/version"
+            | "rc/list"
+            | "rc/noop"
+            | "operations/list"
+            | "operations/stat"
+            | "operations/fsinfo"
+            | "operations/mkdir"
+            | "operations/about"
+    )
+}
+
+fn answer(status: u16, body: &[u8]) -> Result<Value, RcError> {
+    if status == 200 {
+        return serde_json::from_slice(body)
+            .map_err(|e| RcError::Transport(format!("an answer that is not JSON: {e}")));
+    }
+    Err(error_of(status, body))
+}
+
+/// rclone's error answer: `{"error": "...", "status": N, ...}`.
+fn error_of(status: u16, body: &[u8]) -> RcError {
+    let message = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| {
+            let text = String::from_utf8_lossy(body);
+            let text = text.trim();
+            if text.is_empty() {
+                format!("HTTP {status}")
+            } else {
+                text.chars().take(300).collect()
+            }
+        });
+    RcError::Answer { status, message }
+}
+
+/// The `--rc-serve` address of `path` in `fs`.
+fn serve_url(endpoint: &Endpoint, fs: &str, path: &str) -> String {
+    let encode = crate::remote::s3::sign::encode_path;
+    format!("{}%5B{}%5D/{}", endpoint.url, encode(fs), encode(path))
+}
+
+/// The bytes of a read. A read that breaks is a broken connection (the
+/// rcd died, or was restarted): the caller may continue at its offset.
+pub struct Download(reqwest::blocking::Response);
+
+impl Read for Download {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf).map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                format!("{e} (the connection to the rclone rcd broke)"),
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rclone_answers_are_sorted_into_what_a_person_can_do() {
+        let kind = |m: &str| classify(500, m);
+        assert_eq!(
+            kind("didn't find section in config file"),
+            ErrorKind::UnknownRemote
+        );
+        assert_eq!(kind("object not found"), ErrorKind::NotFound);
+        assert_eq!(
+            kind("couldn't list: oauth2: cannot fetch token: 400 invalid_grant"),
+            ErrorKind::Login
+        );
+        assert_eq!(
+            kind("googleapi: Error 403: The user's Drive storage quota has been exceeded"),
+            ErrorKind::Quota
+        );
+        assert_eq!(
+            kind("dial tcp 10.0.0.1:22: connect: connection refused"),
+            ErrorKind::Offline
+        );
+        assert_eq!(kind("something else"), ErrorKind::Other);
+    }
+}

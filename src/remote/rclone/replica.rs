@@ -1,0 +1,484 @@
+//! An `rclone:NAME:PATH` remote: the [`Replica`] over the agent's rcd.
+//!
+//! How files map onto rclone's operations:
+//!
+//! - The listing is one recursive `operations/list` ([`super::listing`]).
+//! - A read is a GET through `--rc-serve`, ranged where a transfer
+//!   continues.
+//! - A write is uploaded to `.prism-sync/staging/` (checked against the
+//!   caller's BLAKE3 while it streams) and moved into place server-side
+//!   with `operations/movefile`; the version it replaces is moved to
+//!   `.prism-sync/trash/BATCH/PATH.UNIQUE` first (a name of its own: a
+//!   move replaces what is at its destination).
+//! - A removal moves the file to the trash; a folder (empty by then) is
+//!   removed with `operations/rmdir`.
+//! - A file moves with `operations/movefile`; a folder with `sync/move`,
+//!   which is one server-side move where the backend has one (`DirMove`
+//!   in its features) and a move per file otherwise.
+//! - Records (`.prism-sync/NAME`) are uploaded under a hidden name and
+//!   moved over the old one; the lease is one of them ([`super::lease`]).
+//!
+//! **The careful re-check.** rclone has no conditional write: right before
+//! every replace, move or delete the path is stat'ed and its version token
+//! compared with the one the plan saw (RACE: a write by someone else
+//! between that look and the step is not seen; the step then moves that
+//! version to the trash, or replaces it, instead of leaving it in place).
+//! [`Capabilities::rechecked_writes`] declares it, and the log says so
+//! once per pair. Backends that allow two files of one name (Google Drive) are
+//! looked at again after a commit: a duplicate is a change to re-plan.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde_json::json;
+
+use super::calls::{Remote, changed, staged_name, staging_dir};
+use super::lease::RcloneLease;
+use super::listing;
+use super::rc::ErrorKind;
+use super::settings::RclonePairSettings;
+use crate::fsops::Expect;
+use crate::locks::LockExt;
+use crate::model::{BaseTree, ContentHash, Entry, FileMeta, Mode, RelPath, Scope, SideEntry};
+use crate::remote::{
+    Capabilities, Lease, Listing, Opened, Replica, ReplicaError, RootState, StagedWrite,
+};
+use crate::timefmt;
+use crate::tracker::ignore::{IgnoreRules, METADATA_DIR};
+
+/// Staged uploads older than this are leftovers of a crash, removed by
+/// [`Replica::purge_trash`].
+const STALE_STAGED: Duration = Duration::from_secs(24 * 3600);
+
+/// An `rclone:` remote.
+pub struct RcloneReplica {
+    inner: Arc<Remote>,
+}
+
+impl RcloneReplica {
+    /// A replica of `remote` through the agent's rclone for `settings`;
+    /// uploads wait in a private folder of the system's temporary folder
+    /// ([`RcloneReplica::for_agent`] keeps them in the state dir).
+    /// Nothing is started yet.
+    pub fn new(
+        remote: &str,
+        settings: &RclonePairSettings,
+        parallel: usize,
+    ) -> Result<RcloneReplica, ReplicaError> {
+        RcloneReplica::with_flags(remote, settings, parallel, &[])
+    }
+
+    /// The replica an agent uses: uploads wait in `STATE/rclone-spool/`.
+    pub fn for_agent(
+        remote: &str,
+        settings: &RclonePairSettings,
+        parallel: usize,
+        state_dir: &std::path::Path,
+    ) -> Result<RcloneReplica, ReplicaError> {
+        let spool = state_dir.join("rclone-spool");
+        let inner = Remote::new(remote, settings, parallel, &[], spool)?;
+        Ok(RcloneReplica {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// [`RcloneReplica::new`] through an rcd started with more of rclone's
+    /// global flags. The agent uses rclone's defaults: their low-level
+    /// retries ride out a provider's rate limits (and make a server that
+    /// is away show as offline only after about a minute).
+    pub fn with_flags(
+        remote: &str,
+        settings: &RclonePairSettings,
+        parallel: usize,
+        flags: &[&str],
+    ) -> Result<RcloneReplica, ReplicaError> {
+        // SAFETY: getuid(2) cannot fail.
+        let uid = unsafe { libc::getuid() };
+        let spool = std::env::temp_dir().join(format!("prism-sync-rclone-{uid}"));
+        Ok(RcloneReplica {
+            inner: Arc::new(Remote::new(remote, settings, parallel, flags, spool)?),
+        })
+    }
+}
+
+/// The replica's steps are the remote's calls.
+impl std::ops::Deref for RcloneReplica {
+    type Target = Remote;
+
+    fn deref(&self) -> &Remote {
+        &self.inner
+    }
+}
+
+impl Replica for RcloneReplica {
+    fn describe(&self) -> String {
+        self.shown.clone()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let known = self.features.locked().clone().unwrap_or_default();
+        Capabilities {
+            // Every commit is a few calls (stat, trash move, move).
+            parallel_commits: true,
+            case_insensitive: known.case_insensitive,
+            rechecked_writes: true,
+            ..Capabilities::default()
+        }
+    }
+
+    fn root_state(&self) -> Result<RootState, ReplicaError> {
+        if self.stat_item(&format!("{METADATA_DIR}/root"))?.is_some() {
+            return Ok(RootState::Ready);
+        }
+        Ok(match self.children("")? {
+            Some(_) => RootState::Unmarked,
+            None => RootState::Missing,
+        })
+    }
+
+    fn mark_root(&self) -> Result<(), ReplicaError> {
+        self.call(
+            "operations/mkdir",
+            json!({ "fs": self.remote, "remote": "" }),
+            "create",
+            "the root",
+        )?;
+        if self.stat_item(&format!("{METADATA_DIR}/root"))?.is_some() {
+            return Ok(());
+        }
+        let note = "This folder is kept in sync by Prism Sync. Do not delete this file: \
+                    without it the agent treats the remote as missing and refuses to sync \
+                    deletions.\n";
+        self.write_record("root", note)
+    }
+
+    fn list(
+        &self,
+        scope: &Scope,
+        cache: &BaseTree,
+        ignore: &IgnoreRules,
+    ) -> Result<Listing, ReplicaError> {
+        self.features()?;
+        listing::list(&*self.inner, scope, cache, ignore, self.parallel)
+    }
+
+    fn stat(&self, path: &RelPath) -> Result<Expect, ReplicaError> {
+        Ok(match self.stat_item(path.as_str())? {
+            None => Expect::Absent,
+            Some(item) if item.is_dir => Expect::Dir,
+            Some(item) => Expect::File {
+                size: item.size,
+                mtime_ns: item.mtime_ns,
+                mode: None,
+                version: Some(item.token),
+            },
+        })
+    }
+
+    fn open(&self, path: &RelPath) -> Result<Box<dyn Read + Send + '_>, ReplicaError> {
+        self.open_file(path)
+    }
+
+    /// From an offset: a stat that must show the expected size and
+    /// modification time, then a
+    /// ranged GET (the hash over the whole file catches the rest).
+    fn open_at(
+        &self,
+        path: &RelPath,
+        offset: u64,
+        expected: &FileMeta,
+    ) -> Result<Opened<'_>, ReplicaError> {
+        if offset == 0 {
+            return Ok((self.open(path)?, 0));
+        }
+        let source_changed = || ReplicaError::SourceChanged {
+            path: path.to_string(),
+        };
+        match self.stat_item(path.as_str())? {
+            Some(item)
+                if !item.is_dir
+                    && item.size == expected.size
+                    && item.mtime_ns == expected.mtime_ns => {}
+            _ => return Err(source_changed()),
+        }
+        match self.client.read(&self.remote, path.as_str(), offset) {
+            Ok((response, start)) => Ok((Box::new(response), start)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(source_changed()),
+            Err(e) => Err(self.error(e, "read", path.as_str())),
+        }
+    }
+
+    fn stage(
+        &self,
+        path: &RelPath,
+        content: &mut dyn Read,
+        hash: &ContentHash,
+        mtime_ns: i64,
+        // No permission bits.
+        _mode: Option<Mode>,
+    ) -> Result<StagedWrite, ReplicaError> {
+        let name = staged_name();
+        let temp = format!("{}/{name}", staging_dir());
+        let size = self.upload(
+            &staging_dir(),
+            &name,
+            content,
+            mtime_ns,
+            Some(hash),
+            path.as_str(),
+        )?;
+        Ok(StagedWrite {
+            path: path.clone(),
+            temp: PathBuf::from(temp),
+            hash: *hash,
+            size,
+            written: None,
+            _lock: None,
+        })
+    }
+
+    fn commit_staged(
+        &self,
+        staged: &StagedWrite,
+        expect: &Expect,
+    ) -> Result<SideEntry, ReplicaError> {
+        self.commit_staged_naming_trash(staged, expect)
+            .map(|(entry, _)| entry)
+    }
+
+    fn commit_staged_naming_trash(
+        &self,
+        staged: &StagedWrite,
+        expect: &Expect,
+    ) -> Result<(SideEntry, Option<RelPath>), ReplicaError> {
+        let path = &staged.path;
+        let features = self.features()?;
+        let trashed = match expect {
+            Expect::Absent => {
+                if self.stat_item(path.as_str())?.is_some() {
+                    return Err(changed(path));
+                }
+                None
+            }
+            Expect::File { .. } => {
+                self.recheck(path, expect)?;
+                Some(self.trash(path)?)
+            }
+            Expect::Dir => {
+                self.remove(path, &Expect::Dir)?;
+                None
+            }
+        };
+        let temp = staged.temp.to_string_lossy();
+        // Another writer's file that landed since the check is not
+        // replaced where the backend's move refuses to (SFTP).
+        self.move_checked(&temp, path.as_str())
+            .map_err(|e| match e {
+                ReplicaError::Changed { .. } => changed(path),
+                e => e,
+            })?;
+        if features.duplicates {
+            self.check_unique(path)?;
+        }
+        let item = self
+            .stat_item(path.as_str())?
+            .filter(|item| !item.is_dir)
+            .ok_or_else(|| changed(path))?;
+        let entry = SideEntry {
+            entry: Entry::File(FileMeta {
+                hash: staged.hash,
+                size: item.size,
+                mtime_ns: item.mtime_ns,
+                mode: None,
+            }),
+            id: None,
+            version: Some(item.token),
+        };
+        Ok((entry, trashed))
+    }
+
+    fn discard(&self, staged: StagedWrite) {
+        let _ = self.delete_file(&staged.temp.to_string_lossy());
+    }
+
+    fn mkdir(&self, path: &RelPath, _mode: Option<Mode>) -> Result<SideEntry, ReplicaError> {
+        match self.stat_item(path.as_str())? {
+            // A file holds the name: someone made it since the scan.
+            Some(item) if !item.is_dir => return Err(changed(path)),
+            Some(_) => {}
+            None => {
+                self.call(
+                    "operations/mkdir",
+                    json!({ "fs": self.remote, "remote": path.as_str() }),
+                    "create",
+                    path.as_str(),
+                )?;
+            }
+        }
+        Ok(SideEntry::new(Entry::dir(None)))
+    }
+
+    fn rename(&self, from: &RelPath, to: &RelPath, expect: &Expect) -> Result<(), ReplicaError> {
+        if self.stat_item(to.as_str())?.is_some() {
+            return Err(changed(to));
+        }
+        match expect {
+            Expect::Absent => Err(changed(from)),
+            Expect::File { .. } => {
+                self.recheck(from, expect)?;
+                self.move_checked(from.as_str(), to.as_str())
+                    .map_err(crate::remote::gone_meanwhile(from))
+            }
+            Expect::Dir => {
+                match self.stat_item(from.as_str())? {
+                    Some(item) if item.is_dir => {}
+                    _ => return Err(changed(from)),
+                }
+                let features = self.features()?;
+                if !features.dir_move {
+                    tracing::debug!(
+                        remote = %self.shown,
+                        from = %from,
+                        "the backend cannot move a folder in one step; rclone moves it file by file"
+                    );
+                }
+                // RACE: a file added below `from` while it moves may stay
+                // behind (the next scan sees it there).
+                self.call(
+                    "sync/move",
+                    json!({
+                        "srcFs": self.sub_fs(from.as_str()),
+                        "dstFs": self.sub_fs(to.as_str()),
+                        "createEmptySrcDirs": true,
+                        "deleteEmptySrcDirs": true,
+                    }),
+                    "move",
+                    from.as_str(),
+                )?;
+                // A file-by-file move leaves the emptied folder itself.
+                if self.stat_item(from.as_str())?.is_some() {
+                    let _ = self.call(
+                        "operations/rmdir",
+                        json!({ "fs": self.remote, "remote": from.as_str() }),
+                        "remove",
+                        from.as_str(),
+                    );
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn remove(&self, path: &RelPath, expect: &Expect) -> Result<(), ReplicaError> {
+        self.remove_naming_trash(path, expect).map(|_| ())
+    }
+
+    fn remove_naming_trash(
+        &self,
+        path: &RelPath,
+        expect: &Expect,
+    ) -> Result<Option<RelPath>, ReplicaError> {
+        match expect {
+            Expect::Absent => match self.stat_item(path.as_str())? {
+                Some(_) => Err(changed(path)),
+                None => Ok(None),
+            },
+            Expect::File { .. } => {
+                self.recheck(path, expect)?;
+                self.trash(path).map(Some)
+            }
+            Expect::Dir => {
+                // A plan removes a folder after its content; anything
+                // still in it is something the plan did not see.
+                match self.children(path.as_str())? {
+                    None => Ok(None),
+                    Some(children) if !children.is_empty() => Err(changed(path)),
+                    Some(_) => {
+                        self.call(
+                            "operations/rmdir",
+                            json!({ "fs": self.remote, "remote": path.as_str() }),
+                            "remove",
+                            path.as_str(),
+                        )?;
+                        Ok(None)
+                    }
+                }
+            }
+        }
+    }
+
+    fn open_trashed(&self, name: &RelPath) -> Result<Box<dyn Read + Send + '_>, ReplicaError> {
+        let trashed = format!("{METADATA_DIR}/trash/{}", name.as_str());
+        match self.client.read(&self.remote, &trashed, 0) {
+            Ok((response, _)) => Ok(Box::new(response)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(ReplicaError::io(
+                "read the trashed version",
+                name,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "not in the remote trash"),
+            )),
+            Err(e) => Err(self.error(e, "read the trashed version", name.as_str())),
+        }
+    }
+
+    fn purge_trash(&self, older_than: Duration) -> Result<usize, ReplicaError> {
+        let trash = format!("{METADATA_DIR}/trash");
+        let now = SystemTime::now();
+        let cutoff = timefmt::conflict_stamp(now.checked_sub(older_than).unwrap_or(now));
+        let mut purged = 0;
+        for batch in self.children(&trash)?.unwrap_or_default() {
+            let name = batch.path.rsplit('/').next().unwrap_or_default();
+            // Batch names sort as time; anything else is not ours.
+            let is_batch = batch.is_dir && name.len() == 13 && name.as_bytes()[8] == b'-';
+            if is_batch && name < &cutoff[..13] {
+                self.call(
+                    "operations/purge",
+                    json!({ "fs": self.remote, "remote": batch.path }),
+                    "purge",
+                    &batch.path,
+                )?;
+                purged += 1;
+            }
+        }
+        // Uploads a crash left staged.
+        let stale = timefmt::to_unix_ns(now.checked_sub(STALE_STAGED).unwrap_or(now));
+        for staged in self.children(&staging_dir())?.unwrap_or_default() {
+            if !staged.is_dir && staged.mtime_ns < stale {
+                self.delete_file(&staged.path)?;
+            }
+        }
+        Ok(purged)
+    }
+
+    fn lease(&self, device: &str, ttl: Duration) -> Result<Option<Box<dyn Lease>>, ReplicaError> {
+        let lease = RcloneLease::acquire(self.inner.clone(), device, ttl)?;
+        Ok(Some(Box::new(lease)))
+    }
+
+    fn read_record(&self, name: &str) -> Result<Option<String>, ReplicaError> {
+        self.read_text(name)
+    }
+
+    fn write_record(&self, name: &str, content: &str) -> Result<(), ReplicaError> {
+        self.write_text(name, content)
+    }
+
+    fn list_records(&self, folder: &str) -> Result<Vec<String>, ReplicaError> {
+        let below = format!("{METADATA_DIR}/{}", folder.trim_end_matches('/'));
+        Ok(self
+            .children(&below)?
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|item| !item.is_dir)
+            .filter_map(|item| {
+                let name = item.path.rsplit('/').next()?.to_owned();
+                crate::remote::is_record_name(&name).then_some(name)
+            })
+            .collect())
+    }
+
+    fn remove_record(&self, name: &str) -> Result<(), ReplicaError> {
+        self.delete_file(&format!("{METADATA_DIR}/{name}"))
+    }
+}

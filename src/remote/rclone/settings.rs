@@ -1,0 +1,209 @@
+//! What an `rclone:` pair says in the config: the remote after the prefix
+//! exactly as rclone takes it (`NAME:PATH` for a remote of the user's
+//! rclone config, `:BACKEND,KEY=VALUE:PATH` for a connection string), and
+//! the pair keys `rclone_config` (which rclone config file; default:
+//! rclone's own lookup, `RCLONE_CONFIG` or its default path) and
+//! `rclone_binary` (default: `rclone` on `PATH`).
+//!
+//! Logins stay in the rclone config, where `rclone config` put them (OAuth
+//! tokens, obscured passwords): a connection string that carries a
+//! password or a token would put it in our config in plain text, and is
+//! refused.
+
+use std::path::PathBuf;
+
+/// The pair keys that only an rclone remote takes.
+pub const KEYS: [&str; 2] = ["rclone_config", "rclone_binary"];
+
+/// The binary run when the pair names none.
+pub const DEFAULT_BINARY: &str = "rclone";
+
+/// The pair keys of an rclone remote, as validated.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RclonePairSettings {
+    /// An absolute path; `None`: rclone's own lookup.
+    pub config: Option<PathBuf>,
+    /// A path, or a name looked up on `PATH`; `None`: `rclone`.
+    pub binary: Option<PathBuf>,
+}
+
+impl RclonePairSettings {
+    /// The binary to run.
+    pub fn binary(&self) -> PathBuf {
+        self.binary
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_BINARY))
+    }
+}
+
+/// Option names of connection strings whose value is a login secret.
+fn is_secret_option(key: &str) -> bool {
+    let key = key.trim().to_ascii_lowercase().replace('-', "_");
+    [
+        "pass",
+        "password",
+        "token",
+        "secret",
+        "key_pem",
+        "private_key",
+    ]
+    .iter()
+    .any(|secret| key.contains(secret))
+        && !key.ends_with("_file")
+}
+
+/// Checks what is written after `rclone:`: a remote rclone can open, with
+/// no login secret in it. Returns it unchanged.
+pub fn parse_url(remote: &str) -> Result<String, String> {
+    let example = "write rclone:NAME:PATH (NAME a remote of your rclone config, as in \
+                   rclone:gdrive:Notes) or a connection string, as in rclone::local:/srv/notes";
+    if remote.is_empty() {
+        return Err(format!("the rclone remote names nothing; {example}"));
+    }
+    if remote.starts_with('-') {
+        return Err("an rclone remote must not start with '-'".into());
+    }
+    let Some((name, _path)) = split_remote(remote) else {
+        // Not echoed: what was meant as a name may hold a password.
+        return Err(format!(
+            "the rclone remote has no ':' after its name; {example}"
+        ));
+    };
+    let (backend, options) = match name.split_once(',') {
+        Some((backend, options)) => (backend, Some(options)),
+        None => (name, None),
+    };
+    let bare = backend.strip_prefix(':').unwrap_or(backend);
+    if bare.is_empty()
+        || !bare
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | '+' | '@' | ' '))
+        || bare.starts_with([' ', '-'])
+    {
+        return Err(format!(
+            "{backend:?} is not an rclone remote name (letters, digits, '_', '-', '.', '+', \
+             '@' and spaces); {example}"
+        ));
+    }
+    if let Some(options) = options {
+        for option in options.split(',') {
+            let key = option.split_once('=').map_or(option, |(key, _)| key);
+            if is_secret_option(key) {
+                return Err(format!(
+                    "the rclone remote carries the option {:?}, a login secret, which would \
+                     stay in the config in plain text; define the remote with `rclone config` \
+                     and write rclone:NAME:PATH",
+                    key.trim()
+                ));
+            }
+        }
+    }
+    Ok(remote.to_owned())
+}
+
+/// Splits `NAME:PATH` (or `:BACKEND,OPTIONS:PATH`) at the ':' that ends
+/// the name; a quoted option value may hold ':' of its own.
+pub fn split_remote(remote: &str) -> Option<(&str, &str)> {
+    let mut quote = None;
+    let mut options = false;
+    // A connection string's own leading ':' is part of its name.
+    let start = usize::from(remote.starts_with(':'));
+    for (i, c) in remote.char_indices().skip(start) {
+        match (quote, c) {
+            (None, '"' | '\'') => quote = Some(c),
+            (Some(q), c) if q == c => quote = None,
+            (None, ':') => return Some((&remote[..i], &remote[i + 1..])),
+            (None, ',') => options = true,
+            // Before its options, a '/' makes it a local path to rclone.
+            (None, '/' | '\\') if !options => return None,
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Validates the rclone pair keys, each error naming its key.
+pub fn validate(
+    config: Option<String>,
+    binary: Option<String>,
+    expand_home: impl Fn(&str) -> PathBuf,
+) -> Result<RclonePairSettings, (String, String)> {
+    let config = match config {
+        None => None,
+        Some(value) => {
+            let path = expand_home(&value);
+            if !path.is_absolute() {
+                return Err((
+                    "rclone_config".into(),
+                    format!(
+                        "{value:?} is not an absolute path; write the full path, e.g. \
+                         ~/.config/rclone/rclone.conf"
+                    ),
+                ));
+            }
+            Some(path)
+        }
+    };
+    let binary = match binary {
+        None => None,
+        Some(value) if value.trim().is_empty() || value.starts_with('-') => {
+            return Err((
+                "rclone_binary".into(),
+                "must name the rclone program: a path, or a name found on PATH".into(),
+            ));
+        }
+        Some(value) => Some(expand_home(&value)),
+    };
+    Ok(RclonePairSettings { config, binary })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remotes_and_connection_strings_pass_and_secrets_do_not() {
+        for remote in [
+            "gdrive:Notes",
+            "gdrive:",
+            "my remote:/abs/path",
+            ":local:/srv/notes",
+            ":sftp,host=nas,user=me:backup",
+            ":webdav,url='http://127.0.0.1:8080/dav':x",
+        ] {
+            assert_eq!(parse_url(remote).unwrap(), remote);
+        }
+        assert_eq!(
+            split_remote(":webdav,url='http://h:1/d':x"),
+            Some((":webdav,url='http://h:1/d'", "x"))
+        );
+        assert_eq!(split_remote("gdrive:Notes/a"), Some(("gdrive", "Notes/a")));
+        let message = parse_url(":sftp,host=nas,pass=hunter2:x").unwrap_err();
+        assert!(
+            message.contains("secret") && !message.contains("hunter2"),
+            "{message}"
+        );
+        assert!(parse_url(":s3,secret_access_key=abc:b").is_err());
+        assert!(parse_url(":sftp,key_file=/k:x").is_ok());
+        assert!(parse_url("notes").is_err());
+        assert!(parse_url("/abs/path").is_err());
+        assert!(parse_url("-x:y").is_err());
+        assert!(parse_url("").is_err());
+    }
+
+    #[test]
+    fn keys_are_checked_one_by_one() {
+        let home = |p: &str| PathBuf::from(p.replace('~', "/home/me"));
+        let ok = validate(Some("~/rc.conf".into()), Some("/opt/rclone".into()), home).unwrap();
+        assert_eq!(ok.config.unwrap(), PathBuf::from("/home/me/rc.conf"));
+        assert_eq!(ok.binary.unwrap(), PathBuf::from("/opt/rclone"));
+        let (key, _) = validate(Some("rc.conf".into()), None, home).unwrap_err();
+        assert_eq!(key, "rclone_config");
+        let (key, _) = validate(None, Some("--help".into()), home).unwrap_err();
+        assert_eq!(key, "rclone_binary");
+        assert_eq!(
+            validate(None, None, home).unwrap().binary(),
+            PathBuf::from("rclone")
+        );
+    }
+}

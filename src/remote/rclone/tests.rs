@@ -1,0 +1,481 @@
+//! The rclone backend against the real `rclone` binary (on `PATH`).
+
+use std::time::{Duration, Instant};
+
+use super::daemon::{Rcd, RcdSpec};
+use super::rc::RcClient;
+
+/// An rclone that reads no user config.
+fn spec(dir: &std::path::Path) -> RcdSpec {
+    let config = dir.join("rclone.conf");
+    std::fs::write(&config, "").unwrap();
+    RcdSpec {
+        binary: "rclone".into(),
+        config: Some(config),
+        flags: Vec::new(),
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    let exists = unsafe { libc::kill(pid as libc::pid_t, 0) == 0 };
+    exists
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn the_rcd_starts_lazily_answers_is_restarted_when_killed_and_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let rcd = std::sync::Arc::new(Rcd::new(spec(dir.path())));
+    assert_eq!(rcd.pid(), None, "nothing runs before the first call");
+    let client = RcClient::new(rcd.clone()).unwrap();
+    let version = client.version().unwrap();
+    assert!(
+        version.major >= 1 && version.text.starts_with('v'),
+        "{version:?}"
+    );
+    let first = rcd.pid().expect("the first call started it");
+    assert!(alive(first));
+
+    // Killed behind our back: the next call starts another one.
+    // SAFETY: the process this test's rcd started.
+    unsafe { libc::kill(first as libc::pid_t, libc::SIGKILL) };
+    wait_until("the killed rcd is gone", || rcd.pid() != Some(first));
+    let answer = client
+        .call("rc/noop", &serde_json::json!({"echo": "again"}))
+        .unwrap();
+    assert_eq!(answer["echo"], "again");
+    let second = rcd.pid().expect("restarted");
+    assert_ne!(first, second);
+
+    // Another login is refused: the rcd's password is its own.
+    let endpoint = rcd.endpoint().unwrap();
+    let refused = reqwest::blocking::Client::new()
+        .post(format!("{}rc/noop", endpoint.url))
+        .basic_auth(&endpoint.user, Some("wrong"))
+        .send()
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 401);
+    // And it is not on the command line, which every user can read.
+    let cmdline = std::fs::read(format!("/proc/{second}/cmdline")).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&cmdline).contains(endpoint.pass.expose()),
+        "the password is on rclone's command line"
+    );
+
+    rcd.stop();
+    assert_eq!(rcd.pid(), None);
+    wait_until("the stopped rcd is gone", || !alive(second));
+    drop(client);
+    drop(rcd);
+}
+
+#[test]
+fn a_missing_binary_says_how_to_install_rclone() {
+    let rcd = std::sync::Arc::new(Rcd::new(RcdSpec {
+        binary: "/nonexistent/rclone".into(),
+        config: None,
+        flags: Vec::new(),
+    }));
+    let client = RcClient::new(rcd).unwrap();
+    let message = client.version().unwrap_err().to_string();
+    assert!(message.contains("install"), "{message}");
+}
+
+#[test]
+fn replicas_of_one_rclone_share_its_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Rcd::shared(spec(dir.path()));
+    let b = Rcd::shared(spec(dir.path()));
+    assert!(std::sync::Arc::ptr_eq(&a, &b));
+    let other = tempfile::tempdir().unwrap();
+    assert!(!std::sync::Arc::ptr_eq(
+        &a,
+        &Rcd::shared(spec(other.path()))
+    ));
+}
+
+mod replica {
+    use std::io::Read;
+    use std::path::{Path, PathBuf};
+
+    use crate::fsops::Expect;
+    use crate::model::{BaseEntry, BaseTree, ContentHash, RelPath, Scope};
+    use crate::remote::rclone::{RclonePairSettings, RcloneReplica};
+    use crate::remote::{Listing, Replica, ReplicaError, RootState};
+    use crate::tracker::ignore::IgnoreRules;
+
+    /// A folder served by rclone's `local` backend under the remote name
+    /// `disk`, defined in a config file of the test's own.
+    struct Fixture {
+        dir: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(
+                dir.path().join("rclone.conf"),
+                "[disk]\ntype = local\n\n[mem]\ntype = memory\n",
+            )
+            .unwrap();
+            Fixture { dir }
+        }
+
+        fn settings(&self) -> RclonePairSettings {
+            RclonePairSettings {
+                config: Some(self.dir.path().join("rclone.conf")),
+                binary: None,
+            }
+        }
+
+        fn root(&self) -> PathBuf {
+            self.dir.path().join("root")
+        }
+
+        fn replica_of(&self, remote: &str) -> RcloneReplica {
+            RcloneReplica::new(remote, &self.settings(), 4).unwrap()
+        }
+
+        fn replica(&self) -> RcloneReplica {
+            self.replica_of(&format!("disk:{}", self.root().display()))
+        }
+
+        fn on_disk(&self, path: &str) -> Option<Vec<u8>> {
+            std::fs::read(self.root().join(path)).ok()
+        }
+
+        fn trashed(&self) -> Vec<Vec<u8>> {
+            let mut found = Vec::new();
+            let mut stack = vec![self.root().join(".prism-sync/trash")];
+            while let Some(dir) = stack.pop() {
+                for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                    if entry.file_type().unwrap().is_dir() {
+                        stack.push(entry.path());
+                    } else {
+                        found.push(std::fs::read(entry.path()).unwrap());
+                    }
+                }
+            }
+            found.sort();
+            found
+        }
+    }
+
+    fn rel(s: &str) -> RelPath {
+        RelPath::new(s).unwrap()
+    }
+
+    fn list(replica: &dyn Replica, base: &BaseTree) -> Listing {
+        let dir = tempfile::tempdir().unwrap();
+        let ignore = IgnoreRules::load(dir.path(), &[]).unwrap();
+        replica.list(&Scope::Full, base, &ignore).unwrap()
+    }
+
+    fn write(
+        replica: &dyn Replica,
+        path: &str,
+        content: &[u8],
+        expect: &Expect,
+    ) -> Result<Option<RelPath>, ReplicaError> {
+        let hash = ContentHash::of_bytes(content);
+        replica
+            .write_naming_trash(&rel(path), &mut &content[..], &hash, 1_000, None, expect)
+            .map(|(_, trashed)| trashed)
+    }
+
+    fn expect_listed(replica: &dyn Replica, path: &str) -> Expect {
+        let listing = list(replica, &BaseTree::new());
+        let side = &listing.tree[&rel(path)];
+        Expect::of_version(Some(&side.entry), side.version.as_deref())
+    }
+
+    fn read_all(mut reader: impl Read) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        reader.read_to_end(&mut bytes).unwrap();
+        bytes
+    }
+
+    fn put(root: &Path, path: &str, content: &[u8]) {
+        let full = root.join(path);
+        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+        std::fs::write(full, content).unwrap();
+    }
+
+    #[test]
+    fn files_are_written_listed_read_replaced_and_removed_with_their_old_versions_trashed() {
+        let fixture = Fixture::new();
+        let replica = fixture.replica();
+        assert_eq!(replica.root_state().unwrap(), RootState::Missing);
+        replica.mark_root().unwrap();
+        assert_eq!(replica.root_state().unwrap(), RootState::Ready);
+        assert!(list(&replica, &BaseTree::new()).tree.is_empty());
+
+        assert_eq!(
+            write(&replica, "notes/a.md", b"alpha\n", &Expect::Absent).unwrap(),
+            None
+        );
+        assert_eq!(fixture.on_disk("notes/a.md").unwrap(), b"alpha\n");
+        // Staged uploads do not stay behind.
+        let staging = fixture.root().join(".prism-sync/staging");
+        assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 0);
+
+        let listing = list(&replica, &BaseTree::new());
+        assert_eq!(listing.hashed_files, 1);
+        let side = &listing.tree[&rel("notes/a.md")];
+        let meta = match &side.entry {
+            crate::model::Entry::File(meta) => *meta,
+            other => panic!("not a file: {other:?}"),
+        };
+        assert_eq!(meta.hash, ContentHash::of_bytes(b"alpha\n"));
+        assert!(listing.tree[&rel("notes")].entry.is_dir());
+        assert!(listing.problems.is_empty(), "{:?}", listing.problems);
+        assert!(
+            replica.capabilities().rechecked_writes,
+            "the replica says what rclone cannot guarantee"
+        );
+        // A file whose token the base knows is not read again.
+        let mut base = BaseTree::new();
+        let mut entry = BaseEntry::new(side.entry);
+        entry.remote_version = side.version.clone();
+        base.insert(rel("notes/a.md"), entry);
+        assert_eq!(list(&replica, &base).hashed_files, 0);
+
+        // Read whole, and from an offset.
+        assert_eq!(
+            read_all(replica.open(&rel("notes/a.md")).unwrap()),
+            b"alpha\n"
+        );
+        let (reader, start) = replica.open_at(&rel("notes/a.md"), 2, &meta).unwrap();
+        assert_eq!(start, 2);
+        assert_eq!(read_all(reader), b"pha\n");
+
+        // A replacement trashes the old version, by a name it can be read
+        // back with.
+        let expect = expect_listed(&replica, "notes/a.md");
+        assert_eq!(replica.stat(&rel("notes/a.md")).unwrap(), expect);
+        let trashed = write(&replica, "notes/a.md", b"alpha 2\n", &expect)
+            .unwrap()
+            .expect("the old version went to the trash");
+        assert_eq!(
+            read_all(replica.open_trashed(&trashed).unwrap()),
+            b"alpha\n"
+        );
+        assert_eq!(fixture.on_disk("notes/a.md").unwrap(), b"alpha 2\n");
+
+        // Moves: a file, then the folder.
+        let expect = expect_listed(&replica, "notes/a.md");
+        replica
+            .rename(&rel("notes/a.md"), &rel("notes/b.md"), &expect)
+            .unwrap();
+        replica.mkdir(&rel("notes/sub"), None).unwrap();
+        replica
+            .rename(&rel("notes"), &rel("moved"), &Expect::Dir)
+            .unwrap();
+        assert_eq!(fixture.on_disk("moved/b.md").unwrap(), b"alpha 2\n");
+        assert!(fixture.root().join("moved/sub").is_dir());
+        assert!(!fixture.root().join("notes").exists());
+
+        // Removal: the file to the trash, then the empty folders.
+        let expect = expect_listed(&replica, "moved/b.md");
+        replica.remove(&rel("moved/b.md"), &expect).unwrap();
+        replica.remove(&rel("moved/sub"), &Expect::Dir).unwrap();
+        replica.remove(&rel("moved"), &Expect::Dir).unwrap();
+        assert!(list(&replica, &BaseTree::new()).tree.is_empty());
+        assert_eq!(
+            fixture.trashed(),
+            [b"alpha\n".to_vec(), b"alpha 2\n".to_vec()]
+        );
+    }
+
+    #[test]
+    fn a_file_changed_under_the_plan_is_neither_replaced_nor_removed() {
+        let fixture = Fixture::new();
+        let replica = fixture.replica();
+        replica.mark_root().unwrap();
+        write(&replica, "a.md", b"planned\n", &Expect::Absent).unwrap();
+        let expect = expect_listed(&replica, "a.md");
+        // Someone else writes it meanwhile (another size: the token moves
+        // even where the file system's clock is coarse).
+        put(&fixture.root(), "a.md", b"theirs, longer\n");
+        for outcome in [
+            write(&replica, "a.md", b"ours\n", &expect).map(|_| ()),
+            replica.remove(&rel("a.md"), &expect),
+            replica.rename(&rel("a.md"), &rel("b.md"), &expect),
+        ] {
+            assert!(
+                matches!(outcome, Err(ReplicaError::Changed { .. })),
+                "{outcome:?}"
+            );
+        }
+        assert_eq!(fixture.on_disk("a.md").unwrap(), b"theirs, longer\n");
+        assert!(fixture.trashed().is_empty());
+        // A new file where the plan saw none is not replaced either.
+        put(&fixture.root(), "new.md", b"theirs\n");
+        assert!(matches!(
+            write(&replica, "new.md", b"ours\n", &Expect::Absent),
+            Err(ReplicaError::Changed { .. })
+        ));
+        assert_eq!(fixture.on_disk("new.md").unwrap(), b"theirs\n");
+        // Bytes that do not hash as promised are not committed.
+        let wrong = ContentHash::of_bytes(b"something else");
+        let refused = replica.write(
+            &rel("c.md"),
+            &mut &b"ours\n"[..],
+            &wrong,
+            0,
+            None,
+            &Expect::Absent,
+        );
+        assert!(
+            matches!(refused, Err(ReplicaError::SourceChanged { .. })),
+            "{refused:?}"
+        );
+        assert!(fixture.on_disk("c.md").is_none());
+        // A folder that holds something the plan did not see stays.
+        put(&fixture.root(), "dir/unseen.md", b"x");
+        assert!(matches!(
+            replica.remove(&rel("dir"), &Expect::Dir),
+            Err(ReplicaError::Changed { .. })
+        ));
+    }
+
+    #[test]
+    fn a_move_over_a_file_of_the_same_size_and_time_replaces_it() {
+        // What a record rewritten within a second on a backend with coarse
+        // times (SFTP) comes to: rclone must not keep the old one as
+        // "unchanged".
+        let fixture = Fixture::new();
+        let replica = fixture.replica();
+        replica.mark_root().unwrap();
+        let at = 1_600_000_000_000_000_000;
+        replica
+            .upload("", "x", &mut &b"aaaa"[..], at, None, "x")
+            .unwrap();
+        replica
+            .upload("", "y", &mut &b"bbbb"[..], at, None, "y")
+            .unwrap();
+        replica.move_file("y", "x").unwrap();
+        assert_eq!(fixture.on_disk("x").unwrap(), b"bbbb");
+        assert!(fixture.on_disk("y").is_none());
+    }
+
+    #[test]
+    fn records_are_replaced_whole_and_listed_without_temporary_names() {
+        let fixture = Fixture::new();
+        let replica = fixture.replica();
+        replica.mark_root().unwrap();
+        assert_eq!(replica.read_record("journal/x").unwrap(), None);
+        replica.write_record("journal/x", "one").unwrap();
+        replica.write_record("journal/x", "two").unwrap();
+        replica.write_record("journal/y", "three").unwrap();
+        assert_eq!(
+            replica.read_record("journal/x").unwrap().as_deref(),
+            Some("two")
+        );
+        let mut names = replica.list_records("journal").unwrap();
+        names.sort();
+        assert_eq!(names, ["x", "y"]);
+        replica.remove_record("journal/x").unwrap();
+        replica.remove_record("journal/x").unwrap();
+        assert_eq!(replica.list_records("journal").unwrap(), ["y"]);
+        assert!(replica.list_records("nothing").unwrap().is_empty());
+        // Records are not synced files.
+        assert!(list(&replica, &BaseTree::new()).tree.is_empty());
+    }
+
+    #[test]
+    fn providers_hashes_are_the_version_tokens_where_the_backend_has_them() {
+        let fixture = Fixture::new();
+        // rclone's memory backend keeps MD5s, as most cloud drives do.
+        let replica = fixture.replica_of("mem:bucket/notes");
+        replica.mark_root().unwrap();
+        write(&replica, "a.md", b"alpha\n", &Expect::Absent).unwrap();
+        let listing = list(&replica, &BaseTree::new());
+        let version = listing.tree[&rel("a.md")].version.clone().unwrap();
+        assert_eq!(version, format!("md5:{:x}", md5_of(b"alpha\n")));
+        let expect = expect_listed(&replica, "a.md");
+        write(&replica, "a.md", b"beta\n", &expect).unwrap();
+        assert_eq!(read_all(replica.open(&rel("a.md")).unwrap()), b"beta\n");
+    }
+
+    /// MD5 by the `md5sum` program (no MD5 crate in the build).
+    fn md5_of(bytes: &[u8]) -> u128 {
+        use std::io::Write;
+        let mut child = std::process::Command::new("md5sum")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(bytes).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let hex = String::from_utf8(out.stdout).unwrap();
+        u128::from_str_radix(&hex[..32], 16).unwrap()
+    }
+
+    #[test]
+    fn an_unknown_remote_name_says_which_config_was_searched() {
+        let fixture = Fixture::new();
+        let replica = fixture.replica_of("nosuchremote:Notes");
+        let message = replica.root_state().unwrap_err().to_string();
+        assert!(
+            message.contains("\"nosuchremote\" is not in the rclone config")
+                && message.contains("rclone.conf")
+                && message.contains("rclone config"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn the_lease_keeps_a_second_agent_out_until_the_first_lets_go() {
+        let fixture = Fixture::new();
+        let alpha = fixture.replica();
+        let beta = fixture.replica();
+        alpha.mark_root().unwrap();
+        let ttl = std::time::Duration::from_secs(600);
+        let mut held = alpha.lease("alpha", ttl).unwrap().expect("a lease");
+        let busy = beta.lease("beta", ttl).err().expect("busy");
+        assert!(
+            matches!(&busy, ReplicaError::Busy(m) if m.contains("alpha")),
+            "{busy:?}"
+        );
+        held.renew().unwrap();
+        assert!(
+            fixture.on_disk(".prism-sync/lease").is_some(),
+            "the lease is a record on the remote"
+        );
+        drop(held);
+        assert!(fixture.on_disk(".prism-sync/lease").is_none());
+        let mut taken = beta.lease("beta", ttl).unwrap().expect("a lease");
+        taken.renew().unwrap();
+        // An expired lease is taken over; its old holder's renewal fails.
+        let expired = "1 gamma 1 elsewhere\n";
+        put(&fixture.root(), ".prism-sync/lease", expired.as_bytes());
+        let _gamma = alpha.lease("alpha", ttl).unwrap().expect("a lease");
+        assert!(matches!(taken.renew(), Err(ReplicaError::Busy(_))));
+    }
+
+    #[test]
+    fn a_killed_rcd_is_started_again_by_the_next_step() {
+        let fixture = Fixture::new();
+        let replica = fixture.replica();
+        replica.mark_root().unwrap();
+        write(&replica, "a.md", b"alpha\n", &Expect::Absent).unwrap();
+        let pid = replica.rcd().pid().unwrap();
+        // SAFETY: the rcd this test's replica started.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        let listing = list(&replica, &BaseTree::new());
+        assert!(listing.tree.contains_key(&rel("a.md")));
+        assert_ne!(replica.rcd().pid(), Some(pid));
+    }
+}

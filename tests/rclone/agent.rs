@@ -1,0 +1,211 @@
+//! Devices converging through one rclone remote, old versions in the
+//! remote's trash, and a remote name the rclone config does not have.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::apache::{Apache, Share};
+use crate::files::{put, text, tree};
+
+/// A folder that rclone's `local` backend serves as the remote `disk`,
+/// and an rclone config file defining it.
+pub struct Disk {
+    pub dir: tempfile::TempDir,
+}
+
+impl Disk {
+    pub fn new() -> Disk {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("remote")).unwrap();
+        fs::write(dir.path().join("rclone.conf"), "[disk]\ntype = local\n").unwrap();
+        Disk { dir }
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("rclone.conf")
+    }
+
+    pub fn served(&self) -> PathBuf {
+        self.dir.path().join("remote")
+    }
+
+    pub fn remote(&self) -> String {
+        format!("rclone:disk:{}", self.served().display())
+    }
+}
+
+/// One device: a home, a local folder and a config whose pair is the
+/// rclone remote.
+pub struct Device {
+    pub name: String,
+    pub home: tempfile::TempDir,
+    pub local: PathBuf,
+    config: PathBuf,
+}
+
+impl Device {
+    pub fn new(name: &str, remote: &str, rclone_config: &Path) -> Device {
+        let home = tempfile::tempdir().unwrap();
+        let local = home.path().join("local");
+        fs::create_dir_all(&local).unwrap();
+        let config = home.path().join("config.toml");
+        fs::write(
+            &config,
+            format!(
+                "[agent]\ndevice = \"{name}\"\n[[pair]]\nname = \"p\"\nlocal = \"{}\"\n\
+                 remote = \"{remote}\"\nrclone_config = \"{}\"\n",
+                local.display(),
+                rclone_config.display(),
+            ),
+        )
+        .unwrap();
+        Device {
+            name: name.to_owned(),
+            home,
+            local,
+            config,
+        }
+    }
+
+    pub fn try_once(&self) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_prism-syncd"))
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--state-dir")
+            .arg(self.home.path().join("state"))
+            .arg("--device")
+            .arg(&self.name)
+            .arg("--once")
+            .env("HOME", self.home.path())
+            .env("RUST_LOG", "debug")
+            .env_remove("RCLONE_CONFIG")
+            .env_remove("PRISM_SYNC_CONFIG")
+            .env_remove("PRISM_SYNC_STATE_DIR")
+            .env_remove("PRISM_SYNC_SOCKET")
+            .output()
+            .expect("run prism-syncd --once")
+    }
+
+    /// One sync; a conflict (exit 3) is a finished sync too.
+    pub fn once(&self) -> Output {
+        let out = self.try_once();
+        assert!(
+            matches!(out.status.code(), Some(0) | Some(3)),
+            "{}: {}",
+            self.name,
+            text(&out)
+        );
+        out
+    }
+}
+
+/// Every file below `dir`, its content as text.
+fn contents_below(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if entry.file_type().unwrap().is_dir() {
+                stack.push(entry.path());
+            } else {
+                found.push(fs::read_to_string(entry.path()).unwrap());
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// Two devices through `remote`: files, an edit, a deletion and a folder
+/// move reach the other one; `served` is the remote's folder on disk.
+fn converge(remote: &str, rclone_config: &Path, served: &Path) {
+    let alpha = Device::new("alpha", remote, rclone_config);
+    let beta = Device::new("beta", remote, rclone_config);
+
+    put(&alpha.local, "a.md", "alpha a\n");
+    put(&alpha.local, "docs/b c.md", "alpha b\n");
+    alpha.once();
+    put(&beta.local, "from-beta.md", "beta\n");
+    beta.once();
+    alpha.once();
+    assert_eq!(tree(&alpha.local), tree(&beta.local));
+    assert_eq!(
+        tree(&alpha.local).keys().collect::<Vec<_>>(),
+        ["a.md", "docs/b c.md", "from-beta.md"]
+    );
+    assert_eq!(tree(served), tree(&alpha.local));
+
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    put(&alpha.local, "a.md", "alpha a, edited\n");
+    fs::remove_file(beta.local.join("from-beta.md")).unwrap();
+    alpha.once();
+    beta.once();
+    fs::rename(alpha.local.join("docs"), alpha.local.join("moved")).unwrap();
+    alpha.once();
+    beta.once();
+    alpha.once();
+    let converged = tree(&alpha.local);
+    assert_eq!(converged, tree(&beta.local));
+    assert_eq!(
+        converged.keys().collect::<Vec<_>>(),
+        ["a.md", "moved/b c.md"]
+    );
+    assert_eq!(tree(served), converged);
+    // The replaced and the deleted version are in the remote's trash.
+    let trashed = contents_below(&served.join(".prism-sync/trash"));
+    assert!(
+        trashed.contains(&"alpha a\n".to_owned()) && trashed.contains(&"beta\n".to_owned()),
+        "{trashed:?}"
+    );
+    // No upload stayed staged, on the remote or in the agents' spools.
+    assert!(contents_below(&served.join(".prism-sync/staging")).is_empty());
+    for device in [&alpha, &beta] {
+        let spool = device.home.path().join("state/rclone-spool");
+        assert!(spool.is_dir(), "uploads wait in the state dir");
+        assert!(contents_below(&spool).is_empty());
+    }
+}
+
+#[test]
+fn two_devices_converge_through_rclones_local_backend() {
+    let disk = Disk::new();
+    converge(&disk.remote(), &disk.config(), &disk.served());
+}
+
+#[test]
+fn two_devices_converge_through_rclones_webdav_backend_on_apache() {
+    let apache = Apache::start();
+    let scratch = tempfile::tempdir().unwrap();
+    let config = scratch.path().join("rclone.conf");
+    fs::write(
+        &config,
+        format!(
+            "[dav]\ntype = webdav\nurl = http://127.0.0.1:{}/open/\nvendor = other\n",
+            apache.port()
+        ),
+    )
+    .unwrap();
+    let served = apache.served(Share::Open).join("notes");
+    converge("rclone:dav:notes", &config, &served);
+}
+
+#[test]
+fn a_remote_name_not_in_the_rclone_config_says_where_it_looked() {
+    let disk = Disk::new();
+    let device = Device::new("alpha", "rclone:gdrive:Notes", &disk.config());
+    put(&device.local, "a.md", "a\n");
+    let out = device.try_once();
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    let all = text(&out);
+    assert!(
+        all.contains("\"gdrive\" is not in the rclone config")
+            && all.contains(&disk.config().display().to_string()),
+        "{all}"
+    );
+    // Nothing local was touched.
+    assert_eq!(
+        fs::read_to_string(device.local.join("a.md")).unwrap(),
+        "a\n"
+    );
+}

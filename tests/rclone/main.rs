@@ -1,0 +1,25 @@
+//! The `rclone:NAME:PATH` remote end to end: real `prism-syncd --once`
+//! agents (one per device, each with a home and state dir of its own)
+//! syncing through rclone remotes defined in an rclone config file the
+//! test writes: rclone's `local` backend over a temporary folder, and its
+//! `webdav` backend on the loopback Apache of the WebDAV tests. rclone is
+//! the real `rclone` on `PATH`; a missing one fails the tests with a
+//! message saying what to install.
+
+// Tests take locks with `lock().unwrap()`: a lock poisoned in a test is a
+// failed test. The agent's own rule (`prism_sync::locks`) does not apply.
+#![allow(clippy::disallowed_methods)]
+
+#[allow(dead_code)]
+#[path = "../support/apache.rs"]
+mod apache;
+#[allow(dead_code)]
+#[path = "../support/files.rs"]
+mod files;
+#[path = "../support/ports.rs"]
+mod ports;
+#[path = "../support/processes.rs"]
+mod processes;
+
+mod agent;
+mod transfer;
