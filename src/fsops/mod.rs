@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::clock::Clock;
 use crate::model::{ContentHash, Entry, FileId, Mode, RelPath};
-use crate::remote::layout::temp_name_for;
+use crate::remote::layout::{self, temp_name_for};
 use crate::timefmt;
 
 #[cfg(unix)]
@@ -643,6 +643,11 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     }
 }
 
+/// How many names a version tries in the trash before giving up: the
+/// first is the minute's batch, the rest batches of their own, which are
+/// taken only by a racing agent's version (random names).
+const TRASH_TRIES: usize = 8;
+
 /// A folder that keeps every overwritten or deleted version, grouped by
 /// the minute it was trashed: `ROOT/20250209-1600/docs/page.md`.
 #[derive(Clone, Debug)]
@@ -715,33 +720,30 @@ impl Trash {
         rename: impl Fn(&Path) -> io::Result<()>,
         remove: impl Fn() -> io::Result<()>,
     ) -> io::Result<PathBuf> {
-        let stamp = timefmt::conflict_stamp(self.clock.now());
-        let batch = self.root.join(&stamp[..13]);
-        let mut dest = rel.to_fs(&batch);
-        let mut n = 1;
-        // A file trashed earlier in this batch can sit where a folder of
-        // `rel` must go (the file `a`, then `a/b` within one minute): the
-        // version then goes below a numbered folder of the batch instead,
-        // `BATCH/dup-1/a/b`.
-        while let Some(Err(e)) = dest.parent().map(create_private_dirs) {
-            if !matches!(
-                e.kind(),
-                io::ErrorKind::AlreadyExists | io::ErrorKind::NotADirectory
-            ) {
-                return Err(e);
+        let now = self.clock.now();
+        let mut batch = layout::trash_batch(now);
+        for _ in 0..TRASH_TRIES {
+            let dest = rel.to_fs(&self.root.join(&batch));
+            // Where the minute's batch already holds this path, or a file
+            // where a folder of `rel` must go (the file `a`, then `a/b`
+            // within one minute), the version goes to a batch of its own
+            // under its own path (see `layout::spare_trash_batch`).
+            batch = layout::spare_trash_batch(now);
+            match dest.parent().map(create_private_dirs) {
+                Some(Err(e))
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::AlreadyExists | io::ErrorKind::NotADirectory
+                    ) =>
+                {
+                    continue;
+                }
+                Some(Err(e)) => return Err(e),
+                _ => {}
             }
-            dest = rel.to_fs(&batch.join(format!("dup-{n}")));
-            n += 1;
-        }
-        let base = dest.clone();
-        let mut n = 1;
-        loop {
             match rename(&dest) {
                 Ok(()) => return Ok(dest),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    dest = PathBuf::from(format!("{}.{n}", base.display()));
-                    n += 1;
-                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 // The trash is on another file system (a folder on a USB
                 // disk, the state dir in home): copy to a temporary name
                 // beside the destination, then rename it in without
@@ -762,14 +764,15 @@ impl Trash {
                             if e.kind() != io::ErrorKind::AlreadyExists {
                                 return Err(e);
                             }
-                            dest = PathBuf::from(format!("{}.{n}", base.display()));
-                            n += 1;
                         }
                     }
                 }
                 Err(e) => return Err(e),
             }
         }
+        Err(io::Error::other(format!(
+            "no free name in the trash for {rel} after {TRASH_TRIES} tries"
+        )))
     }
 
     /// Removes trash batches older than `retention`; returns how many.
@@ -780,14 +783,11 @@ impl Trash {
             Err(e) => return Err(e),
         };
         let cutoff = now.checked_sub(retention).unwrap_or(SystemTime::UNIX_EPOCH);
-        let cutoff_stamp = &timefmt::conflict_stamp(cutoff)[..13];
         let mut purged = 0;
         for entry in entries {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            // Batch names sort as time; anything else is not ours to delete.
-            let is_batch = name.len() == 13 && name.as_bytes()[8] == b'-';
-            if is_batch && name.as_str() < cutoff_stamp {
+            if layout::trash_batch_is_older(&name, cutoff) {
                 remove_tree(&entry.path())?;
                 purged += 1;
             }

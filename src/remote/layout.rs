@@ -6,7 +6,10 @@
 //! ignore rules (`tracker::ignore`) reserve them, so "is this one of
 //! ours?" has one answer.
 
+use std::time::SystemTime;
+
 use crate::model::MAX_NAME_BYTES;
+use crate::timefmt;
 
 /// Our metadata folder at the pair root (the remote trash lives there).
 pub const METADATA_DIR: &str = ".prism-sync";
@@ -69,6 +72,73 @@ pub fn is_partial_name(name: &str) -> bool {
         .is_some_and(|rest| rest.starts_with(PARTIAL_MARK))
 }
 
+/// The folder of a remote's trash, below [`METADATA_DIR`].
+pub const TRASH_DIR: &str = "trash";
+
+/// The length of a trash batch's minute, `YYYYMMDD-HHMM`.
+const BATCH_MINUTE_LEN: usize = 13;
+
+/// Length of the random tag of a batch of its own.
+const BATCH_TAG_CHARS: usize = 8;
+
+/// The trash batch of versions trashed at `at`: a folder named after the
+/// minute (`YYYYMMDD-HHMM`), so names sort as time and a purge can tell a
+/// batch's age from its name. Below it, each version keeps the path it
+/// had: `BATCH/notes/a.md`.
+pub fn trash_batch(at: SystemTime) -> String {
+    let mut stamp = timefmt::conflict_stamp(at);
+    stamp.truncate(BATCH_MINUTE_LEN);
+    stamp
+}
+
+/// A batch of its own for the minute of `at`, `YYYYMMDD-HHMM-TAG` with a
+/// random tag: where a version's name in the minute's batch is taken (the
+/// same path trashed twice in one minute), or where a backend cannot move
+/// without replacing and agents racing could choose one name. The version
+/// keeps its own path below it, never a suffixed one, so every name in
+/// the trash is one the pair had (and an encrypted trash stays readable by
+/// rclone's crypt, which skips names it cannot decrypt).
+pub fn spare_trash_batch(at: SystemTime) -> String {
+    tagged_trash_batch(at, &trash_batch_tag())
+}
+
+/// A random tag for [`tagged_trash_batch`].
+pub fn trash_batch_tag() -> String {
+    std::iter::repeat_with(|| fastrand::digit(36))
+        .take(BATCH_TAG_CHARS)
+        .collect()
+}
+
+/// The batch of the minute of `at` with `tag` (from [`trash_batch_tag`]):
+/// a replica that cannot move without replacing keeps one tag, so agents
+/// racing never share a batch while its own versions of one minute do.
+pub fn tagged_trash_batch(at: SystemTime, tag: &str) -> String {
+    format!("{}-{tag}", trash_batch(at))
+}
+
+/// Whether `name`, a folder in a trash, is a batch made before the minute
+/// of `cutoff` (and may be purged). Anything that is not a batch's name is
+/// not ours to delete.
+pub fn trash_batch_is_older(name: &str, cutoff: SystemTime) -> bool {
+    let minute = name.get(..BATCH_MINUTE_LEN).filter(|minute| {
+        minute.bytes().enumerate().all(|(i, b)| {
+            if i == 8 {
+                b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        })
+    });
+    let tag_ok = match name.get(BATCH_MINUTE_LEN..) {
+        Some("") => true,
+        Some(rest) => rest.strip_prefix('-').is_some_and(|tag| {
+            tag.len() == BATCH_TAG_CHARS && tag.bytes().all(|b| b.is_ascii_alphanumeric())
+        }),
+        None => false,
+    };
+    minute.is_some_and(|minute| tag_ok && minute < trash_batch(cutoff).as_str())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,5 +172,39 @@ mod tests {
         let name = partial_name_for(&long, &v1);
         assert!(name.len() <= MAX_NAME_BYTES, "{} bytes", name.len());
         assert!(is_partial_name(&name));
+    }
+
+    #[test]
+    fn trash_batches_are_named_by_their_minute_and_purged_by_it() {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_764_950_400 + 95);
+        let batch = trash_batch(at);
+        assert_eq!(batch.len(), 13);
+        let spare = spare_trash_batch(at);
+        assert!(spare.starts_with(&format!("{batch}-")), "{spare}");
+        assert_ne!(
+            spare,
+            spare_trash_batch(at),
+            "spare batches are each their own"
+        );
+        let later = at + std::time::Duration::from_secs(120);
+        for name in [&batch, &spare] {
+            assert!(trash_batch_is_older(name, later), "{name}");
+            assert!(
+                !trash_batch_is_older(name, at),
+                "{name}: not before its own minute"
+            );
+        }
+        for foreign in [
+            "notes",
+            "20251205-1601x",
+            "20251205-1601-short",
+            "2025120501601",
+            "",
+        ] {
+            assert!(
+                !trash_batch_is_older(foreign, later),
+                "{foreign:?} is not ours"
+            );
+        }
     }
 }

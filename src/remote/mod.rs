@@ -214,19 +214,6 @@ pub(crate) fn gone_meanwhile(path: &RelPath) -> impl Fn(ReplicaError) -> Replica
     }
 }
 
-/// A suffix for a trash name that is already taken: the path was trashed
-/// before within the same minute. Counting up (`.1`, `.2`, …) costs one
-/// failed rename and one stat per earlier version on a remote, which adds
-/// up for a file saved every few seconds; a suffix from the clock is free
-/// on the first try.
-pub fn trash_suffix() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!("{:012x}", nanos & 0xffff_ffff_ffff)
-}
-
 /// An error and its causes, as one line: an HTTP client's own message
 /// stops at the outermost error, which rarely says what went wrong.
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {

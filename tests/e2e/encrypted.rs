@@ -187,6 +187,50 @@ fn two_agents_converge_through_an_encrypted_remote_that_rclone_reads() {
     );
 }
 
+/// A file saved several times within a minute leaves a version per save
+/// in the remote's trash, each under its own encrypted path (a batch of
+/// its own when the minute's batch holds one already), so rclone reads
+/// every one of them back.
+#[test]
+fn every_version_trashed_within_one_minute_is_read_back_by_rclone() {
+    let sandbox = Sandbox::new();
+    let remote = sandbox.remote("remote");
+    let laptop = encrypted_device(&sandbox, "laptop", &remote);
+    let saves = [
+        "draft 1\n",
+        "draft 2, longer\n",
+        "draft 3, longer still\n",
+        "final\n",
+    ];
+    for save in saves {
+        write(&laptop.local, "notes/plan.txt", save);
+        synced(&laptop);
+    }
+    let mut recovered = Vec::new();
+    for (i, batch) in fs::read_dir(remote_trash(&remote)).unwrap().enumerate() {
+        let out = sandbox.path(&format!("trash-{i}"));
+        rclone(
+            &batch.unwrap().path(),
+            &["copy", "X:", out.to_str().unwrap()],
+        );
+        recovered.extend(files_below(&out));
+    }
+    recovered.sort();
+    let mut expected: Vec<(String, Vec<u8>)> = saves[..saves.len() - 1]
+        .iter()
+        .map(|save| ("notes/plan.txt".to_owned(), save.as_bytes().to_vec()))
+        .collect();
+    expected.sort();
+    assert_eq!(
+        recovered,
+        expected,
+        "the remote's trash holds {:?}",
+        files_below(&remote_trash(&remote))
+            .keys()
+            .collect::<Vec<_>>()
+    );
+}
+
 #[test]
 fn a_wrong_or_missing_password_is_one_clear_line_and_changes_nothing() {
     let sandbox = Sandbox::new();

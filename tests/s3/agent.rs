@@ -10,7 +10,7 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use prism_sync::remote::s3::{S3Client, S3Settings};
+use prism_sync::remote::s3::{S3Client, S3Error, S3Settings};
 
 use crate::files::{put, text, tree};
 use crate::{Server, both};
@@ -116,16 +116,20 @@ impl Device {
     }
 }
 
-/// Every object's content below `below` (relative to the prefix).
+/// Every object's content below `below` (relative to the prefix). A
+/// running agent's lease and staged uploads come and go: one gone between
+/// the listing and its read is left out.
 fn objects(client: &S3Client, below: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for object in client.list(below, None).unwrap().objects {
         let mut content = String::new();
-        client
-            .get(&object.key, 0, None)
-            .unwrap()
-            .read_to_string(&mut content)
-            .unwrap();
+        match client.get(&object.key, 0, None) {
+            Ok(mut body) => {
+                body.read_to_string(&mut content).unwrap();
+            }
+            Err(S3Error::NoSuchKey { .. }) => continue,
+            Err(e) => panic!("{}: {e}", object.key),
+        }
         out.push((object.key, content));
     }
     out

@@ -232,7 +232,7 @@ impl GitReplica {
         let git = &self.mirror.git;
         let index = git
             .git_dir()
-            .join(format!("prism-index-{}", crate::remote::trash_suffix()));
+            .join(format!("prism-index-{:016x}", fastrand::u64(..)));
         let result = (|| {
             let read = match parent {
                 Some(parent) => git.call(["read-tree", parent]),
@@ -570,11 +570,7 @@ impl Replica for GitReplica {
         self.mirror.ensure()?;
         std::fs::create_dir_all(&self.staging)
             .map_err(|e| ReplicaError::io("create", self.staging.display(), e))?;
-        let temp = self.staging.join(format!(
-            "{}-{}",
-            crate::remote::trash_suffix(),
-            fastrand::u64(..)
-        ));
+        let temp = self.staging.join(format!("{:016x}", fastrand::u64(..)));
         let staged = (|| {
             let mut file = std::fs::File::create(&temp)
                 .map_err(|e| ReplicaError::io("create", temp.display(), e))?;

@@ -9,8 +9,7 @@ use std::time::SystemTime;
 use super::{PathStore, trash_dir};
 use crate::fsops::Expect;
 use crate::model::RelPath;
-use crate::remote::{ReplicaError, trash_suffix};
-use crate::timefmt;
+use crate::remote::{ReplicaError, layout};
 
 /// How many taken trash names a step tries before it gives up.
 const TRASH_TRIES: usize = 8;
@@ -39,9 +38,9 @@ pub(crate) fn check<S: PathStore>(
 }
 
 /// Moves `node` (at `path`, found matching `expect`) into
-/// `.prism-sync/trash/STAMP/PATH` without replacing anything there;
-/// returns its name below the trash folder (`STAMP/PATH`, perhaps with a
-/// suffix). A step refused or failed on a path that is no longer what
+/// `.prism-sync/trash/BATCH/PATH` without replacing anything there (a
+/// taken name: in a batch of its own, see [`layout::spare_trash_batch`]);
+/// returns its name below the trash folder (`BATCH/PATH`). A step refused or failed on a path that is no longer what
 /// `expect` says (someone else moved, removed or replaced it since the
 /// check) is a change to re-plan.
 pub(crate) fn trash<S: PathStore>(
@@ -50,25 +49,24 @@ pub(crate) fn trash<S: PathStore>(
     node: &S::Node,
     expect: &Expect,
 ) -> Result<RelPath, ReplicaError> {
-    let stamp = timefmt::conflict_stamp(SystemTime::now());
-    let batch = format!("{}/{}", trash_dir(), &stamp[..13]);
-    let base = format!("{batch}/{path}");
+    let now = SystemTime::now();
+    let mut batch = layout::trash_batch(now);
     let moved = (|| {
-        if let Some((parent, _)) = base.rsplit_once('/') {
-            store.mkdir_all(parent, true)?;
-        }
-        let mut dest = base.clone();
         for _ in 0..TRASH_TRIES {
+            let dest = format!("{}/{batch}/{path}", trash_dir());
+            if let Some((parent, _)) = dest.rsplit_once('/') {
+                store.mkdir_all(parent, true)?;
+            }
             let condition = S::condition(node, expect);
             if store.move_noreplace(path.as_str(), &dest, S::is_dir(node), condition)? {
                 return Ok(Some(dest));
             }
-            // Refused: a taken trash name is retried with a suffix; a
-            // source that changed is the caller's to re-plan.
+            // Refused: a taken trash name is retried in a batch of its
+            // own; a source that changed is the caller's to re-plan.
             if store.stat(&dest)?.is_none() {
                 return Ok(None);
             }
-            dest = format!("{base}.{}", trash_suffix());
+            batch = layout::spare_trash_batch(now);
         }
         Err(ReplicaError::Other(format!(
             "cannot move {path} to the trash: no free name there after {TRASH_TRIES} tries \

@@ -12,8 +12,9 @@
 //!   removes to the trash, move the staged upload in without replacing,
 //!   and look again;
 //! - the trash ([`careful::trash`], [`purge_trash`]): versions under
-//!   `.prism-sync/trash/STAMP/PATH`, one batch a minute, a taken name
-//!   retried with a suffix, batches past the retention removed whole;
+//!   `.prism-sync/trash/BATCH/PATH`, one batch a minute, a taken name
+//!   retried in a batch of its own, batches past the retention removed
+//!   whole;
 //! - the records listing ([`list_records`]);
 //! - the parallel walk of a listing ([`walk`]).
 //!
@@ -35,8 +36,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::{ReplicaError, RootState};
 use crate::fsops::Expect;
 use crate::model::RelPath;
-use crate::remote::layout::METADATA_DIR;
-use crate::timefmt;
+use crate::remote::layout::{self, METADATA_DIR};
 
 /// A folder's entries: each name with what the store says about it.
 pub(crate) type Entries<N> = Vec<(String, N)>;
@@ -97,13 +97,13 @@ pub(crate) trait PathStore: Sync {
 
 /// The trash folder, relative to the root.
 pub(crate) fn trash_dir() -> String {
-    format!("{METADATA_DIR}/trash")
+    format!("{METADATA_DIR}/{}", layout::TRASH_DIR)
 }
 
 /// Removes the trash batches older than `older_than`; returns how many
-/// went. A batch is a folder named after the minute it was made
-/// (`YYYYMMDD-HHMM`), so names sort as time; anything else in the trash
-/// is not ours to delete.
+/// went. A batch is a folder named after the minute it was made (see
+/// [`layout::trash_batch`]); anything else in the trash is not ours to
+/// delete.
 pub(crate) fn purge_trash<S: PathStore>(
     store: &S,
     older_than: Duration,
@@ -115,11 +115,9 @@ pub(crate) fn purge_trash<S: PathStore>(
     let cutoff = SystemTime::now()
         .checked_sub(older_than)
         .unwrap_or(UNIX_EPOCH);
-    let cutoff_stamp = timefmt::conflict_stamp(cutoff);
     let mut purged = 0;
     for (name, node) in batches {
-        let is_batch = name.len() == 13 && name.as_bytes()[8] == b'-';
-        if S::is_dir(&node) && is_batch && name.as_str() < &cutoff_stamp[..13] {
+        if S::is_dir(&node) && layout::trash_batch_is_older(&name, cutoff) {
             store.remove_tree(&format!("{trash}/{name}"))?;
             purged += 1;
         }

@@ -17,7 +17,7 @@ use super::settings::{RclonePairSettings, split_remote};
 use crate::fsops::Expect;
 use crate::locks::LockExt;
 use crate::model::{ContentHash, RelPath};
-use crate::remote::{ReplicaError, trash_suffix};
+use crate::remote::{ReplicaError, layout};
 use crate::timefmt;
 use crate::tracker::ignore::METADATA_DIR;
 
@@ -75,6 +75,8 @@ pub struct Remote {
     /// A folder on this machine where an upload's bytes wait (with their
     /// modification time) for rclone to copy them; see [`Remote::upload`].
     pub(super) spool: PathBuf,
+    /// The tag of this remote's trash batches (see [`Remote::trash`]).
+    trash_tag: String,
 }
 
 impl Remote {
@@ -101,6 +103,7 @@ impl Remote {
             features: Mutex::new(None),
             parallel: parallel.max(1),
             spool,
+            trash_tag: layout::trash_batch_tag(),
         })
     }
 
@@ -352,22 +355,26 @@ impl Remote {
         }
     }
 
-    /// Moves the (re-checked) file `path` to this batch's trash folder;
-    /// returns its name there.
+    /// Moves the (re-checked) file `path` to the trash; returns its name
+    /// there.
     pub(super) fn trash(&self, path: &RelPath) -> Result<RelPath, ReplicaError> {
-        let stamp = timefmt::conflict_stamp(SystemTime::now());
         // rclone's moves replace what is at their destination, and a look
         // before the move cannot stop two agents trashing one path in one
         // minute from choosing one name: the second would overwrite the
-        // version the first kept. So every trashed version gets a name of
-        // its own, whatever is there.
-        let name = format!(
-            "{}/{}.{}{:04x}",
-            &stamp[..13],
-            path.as_str(),
-            trash_suffix(),
-            fastrand::u16(..)
+        // version the first kept. So this remote trashes into batches
+        // tagged with its own tag, and a version of a path it trashed
+        // earlier in the same minute goes to a batch of its own.
+        let now = SystemTime::now();
+        let mut name = format!(
+            "{}/{path}",
+            layout::tagged_trash_batch(now, &self.trash_tag)
         );
+        if self
+            .stat_item(&format!("{METADATA_DIR}/trash/{name}"))?
+            .is_some()
+        {
+            name = format!("{}/{path}", layout::spare_trash_batch(now));
+        }
         self.move_checked(path.as_str(), &format!("{METADATA_DIR}/trash/{name}"))
             .map_err(|e| match e {
                 ReplicaError::Changed { .. } => changed(path),

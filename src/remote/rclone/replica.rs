@@ -8,8 +8,8 @@
 //! - A write is uploaded to `.prism-sync/staging/` (checked against the
 //!   caller's BLAKE3 while it streams) and moved into place server-side
 //!   with `operations/movefile`; the version it replaces is moved to
-//!   `.prism-sync/trash/BATCH/PATH.UNIQUE` first (a name of its own: a
-//!   move replaces what is at its destination).
+//!   `.prism-sync/trash/BATCH/PATH` first (a batch tagged for this
+//!   replica: a move replaces what is at its destination).
 //! - A removal moves the file to the trash; a folder (empty by then) is
 //!   removed with `operations/rmdir`.
 //! - A file moves with `operations/movefile`; a folder with `sync/move`,
@@ -43,7 +43,7 @@ use crate::fsops::Expect;
 use crate::locks::LockExt;
 use crate::model::{BaseTree, ContentHash, Entry, FileMeta, Mode, RelPath, Scope, SideEntry};
 use crate::remote::{
-    Capabilities, Lease, Listing, Opened, Replica, ReplicaError, RootState, StagedWrite,
+    Capabilities, Lease, Listing, Opened, Replica, ReplicaError, RootState, StagedWrite, layout,
 };
 use crate::timefmt;
 use crate::tracker::ignore::{IgnoreRules, METADATA_DIR};
@@ -425,13 +425,11 @@ impl Replica for RcloneReplica {
     fn purge_trash(&self, older_than: Duration) -> Result<usize, ReplicaError> {
         let trash = format!("{METADATA_DIR}/trash");
         let now = SystemTime::now();
-        let cutoff = timefmt::conflict_stamp(now.checked_sub(older_than).unwrap_or(now));
+        let cutoff = now.checked_sub(older_than).unwrap_or(now);
         let mut purged = 0;
         for batch in self.children(&trash)?.unwrap_or_default() {
             let name = batch.path.rsplit('/').next().unwrap_or_default();
-            // Batch names sort as time; anything else is not ours.
-            let is_batch = batch.is_dir && name.len() == 13 && name.as_bytes()[8] == b'-';
-            if is_batch && name < &cutoff[..13] {
+            if batch.is_dir && layout::trash_batch_is_older(name, cutoff) {
                 self.call(
                     "operations/purge",
                     json!({ "fs": self.remote, "remote": batch.path }),

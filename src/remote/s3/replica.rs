@@ -47,9 +47,9 @@ use crate::locks::LockExt;
 use crate::model::{BaseTree, ContentHash, Entry, FileMeta, Mode, RelPath, Scope, SideEntry};
 use crate::remote::{
     Capabilities, Lease, Listing, Opened, Problem, Replica, ReplicaError, RootState, StagedWrite,
+    layout,
 };
 use crate::secrets::{self, Account};
-use crate::timefmt;
 use crate::tracker::ignore::{IgnoreRules, METADATA_DIR};
 
 /// The user-metadata key that holds a file's modification time
@@ -235,13 +235,14 @@ impl S3Replica {
         etag: &str,
         size: u64,
     ) -> Result<RelPath, ReplicaError> {
-        let stamp = timefmt::conflict_stamp(SystemTime::now());
-        let base = format!("{}/{}", &stamp[..13], path.as_str());
-        let suffixed = || format!("{base}.{}", crate::remote::trash_suffix());
-        // A version trashed earlier in the same minute keeps its name.
+        let now = SystemTime::now();
+        let spare = || format!("{}/{path}", layout::spare_trash_batch(now));
+        // A version trashed earlier in the same minute keeps its name: this
+        // one goes to a batch of its own.
+        let base = format!("{}/{path}", layout::trash_batch(now));
         let mut name = match client.head(&trash_key(&base))? {
-            None => base.clone(),
-            Some(_) => suffixed(),
+            None => base,
+            Some(_) => spare(),
         };
         if !support.copy {
             recheck(client, path.as_str(), etag)?;
@@ -263,7 +264,7 @@ impl S3Replica {
                 // The name was taken meanwhile, or the source changed:
                 // a name of its own tells which.
                 Err(S3Error::PreconditionFailed { .. }) if support.copy_create && !last => {
-                    name = suffixed();
+                    name = spare();
                 }
                 Err(S3Error::PreconditionFailed { .. }) | Err(S3Error::NoSuchKey { .. }) => {
                     return Err(changed(path));
@@ -803,16 +804,14 @@ impl Replica for S3Replica {
         let client = self.client()?;
         let trash = format!("{METADATA_DIR}/trash/");
         let now = SystemTime::now();
-        let cutoff = timefmt::conflict_stamp(now.checked_sub(older_than).unwrap_or(now));
+        let cutoff = now.checked_sub(older_than).unwrap_or(now);
         let mut batches = std::collections::BTreeSet::new();
         for object in client.list(&trash, None)?.objects {
             let rest = &object.key[trash.len()..];
             let Some((batch, _)) = rest.split_once('/') else {
                 continue;
             };
-            // Batch names sort as time; anything else is not ours.
-            let is_batch = batch.len() == 13 && batch.as_bytes()[8] == b'-';
-            if is_batch && batch < &cutoff[..13] {
+            if layout::trash_batch_is_older(batch, cutoff) {
                 client.delete(&object.key)?;
                 batches.insert(batch.to_owned());
             }
