@@ -35,11 +35,11 @@ use std::time::Duration;
 use data_encoding::BASE64;
 
 use super::{
-    Capabilities, Lease, Listing, Opened, Problem, Replica, ReplicaError, RootState, Source,
-    StagedWrite,
+    Capabilities, KeptVersion, Lease, Listing, Opened, Problem, Replica, ReplicaError, RootState,
+    Source, StagedWrite,
 };
 use crate::config::CryptSettings;
-use crate::crypt::content::{CHUNK, chunk_offset, read_nonce};
+use crate::crypt::content::{CHUNK, MAGIC, NONCE_LEN, chunk_offset};
 use crate::crypt::{
     Decryptor, Encryptor, Keys, NameCipher, NameError, NameMode, Nonce, decrypted_size,
     encrypted_size,
@@ -798,58 +798,86 @@ impl Replica for CryptReplica {
         Ok(Box::new(Decryptor::new(reader, &ciphers.keys)))
     }
 
-    /// Starts at the chunk holding `offset` (its nonce follows from the
-    /// header's) and skips within it, so a resumed download reads at most
-    /// one chunk again.
-    ///
-    /// The replica below is handed the version as it listed or wrote it
-    /// (the ciphertext's hash, which it may check), never the plaintext's.
-    /// A version this layer has not seen starts over at 0: the replica
-    /// below could not be told which version to continue.
     fn open_at(
         &self,
         path: &RelPath,
         offset: u64,
         expected: &FileMeta,
     ) -> Result<Opened<'_>, ReplicaError> {
+        self.open_version_at(path, offset, expected, None)
+    }
+
+    /// Starts at the chunk holding `offset` (its nonce follows from the
+    /// header's) and skips within it, so a resumed download reads at most
+    /// one chunk again.
+    ///
+    /// The replica below is handed the version as it listed or wrote it
+    /// (the ciphertext's hash, which it may check), never the plaintext's,
+    /// and the listed token `version` (the ciphertext's: listings pass it
+    /// through), by which a backend that keeps tokens (S3's `If-Match`)
+    /// refuses another version. A resume asks the replica below for the
+    /// nonce and the chunks each at an offset past 0, so both are checked
+    /// against that version. A version this layer has not seen, asked for
+    /// without a token, starts over at 0: the replica below could not be
+    /// told which version to continue.
+    fn open_version_at(
+        &self,
+        path: &RelPath,
+        offset: u64,
+        expected: &FileMeta,
+        version: Option<&str>,
+    ) -> Result<Opened<'_>, ReplicaError> {
         let ciphers = self.ciphers()?;
         let encrypted = self.encrypted(&ciphers, path, false)?;
         let (inner_expected, offset) = match self.inner_file(path, expected) {
             Some(inner) => (inner, offset),
+            None if version.is_some() => (self.inner_meta(path, expected), offset),
             None => (self.inner_meta(path, expected), 0),
         };
-        let chunk = offset / CHUNK;
+        let plain = |e| plain_error(e, path, &encrypted);
+        if offset == 0 {
+            let (head, start) = self
+                .inner
+                .open_version_at(&encrypted, 0, &inner_expected, version)
+                .map_err(plain)?;
+            if start != 0 {
+                return Err(ReplicaError::SourceChanged {
+                    path: path.to_string(),
+                });
+            }
+            let reader = Decryptor::new(head, &ciphers.keys).expecting(expected.size);
+            return Ok((Box::new(reader), 0));
+        }
         let changed = || ReplicaError::SourceChanged {
             path: path.to_string(),
         };
-        let plain = |e| plain_error(e, path, &encrypted);
-        let (mut head, _) = self
-            .inner
-            .open_at(&encrypted, 0, &inner_expected)
-            .map_err(plain)?;
-        let mut reader: Box<dyn Read + Send + '_> = if chunk == 0 {
-            Box::new(Decryptor::new(head, &ciphers.keys).expecting(expected.size))
-        } else {
-            let nonce = read_nonce(&mut head).map_err(|e| ReplicaError::io("read", path, e))?;
-            drop(head);
-            let at = chunk_offset(chunk);
-            let (mut body, start) = self
+        let read_error = |e| ReplicaError::io("read", path, e);
+        let chunk = offset / CHUNK;
+        let at = |inner_offset: u64| -> Result<Box<dyn Read + Send + '_>, ReplicaError> {
+            let (mut reader, start) = self
                 .inner
-                .open_at(&encrypted, at, &inner_expected)
+                .open_version_at(&encrypted, inner_offset, &inner_expected, version)
                 .map_err(plain)?;
-            if start > at
-                || !skip(&mut body, at - start).map_err(|e| ReplicaError::io("read", path, e))?
+            if start > inner_offset
+                || !skip(&mut reader, inner_offset - start).map_err(read_error)?
             {
                 return Err(changed());
             }
-            Box::new(
-                Decryptor::at_chunk(body, &ciphers.keys, nonce, chunk)
-                    .expecting(expected.size.saturating_sub(chunk * CHUNK)),
-            )
+            Ok(reader)
         };
-        if !skip(&mut reader, offset - chunk * CHUNK)
-            .map_err(|e| ReplicaError::io("read", path, e))?
-        {
+        let mut nonce = [0u8; NONCE_LEN];
+        at(MAGIC.len() as u64)?
+            .read_exact(&mut nonce)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::UnexpectedEof => changed(),
+                _ => read_error(e),
+            })?;
+        let body = at(chunk_offset(chunk))?;
+        let mut reader: Box<dyn Read + Send + '_> = Box::new(
+            Decryptor::at_chunk(body, &ciphers.keys, Nonce(nonce), chunk)
+                .expecting(expected.size.saturating_sub(chunk * CHUNK)),
+        );
+        if !skip(&mut reader, offset - chunk * CHUNK).map_err(read_error)? {
             return Err(changed());
         }
         Ok((reader, offset))
@@ -1025,6 +1053,61 @@ impl Replica for CryptReplica {
     fn open_trashed(&self, name: &RelPath) -> Result<Box<dyn Read + Send + '_>, ReplicaError> {
         let ciphers = self.ciphers()?;
         let reader = self.inner.open_trashed(name)?;
+        Ok(Box::new(Decryptor::new(reader, &ciphers.keys)))
+    }
+
+    /// What the replica below keeps of the file's encrypted name, each
+    /// version read through the decryption to learn its plaintext's hash
+    /// (a restore checks the bytes against it) and its size. A version
+    /// that does not decrypt with this password (written under another
+    /// key) is left out: it could not be restored.
+    fn kept_versions(
+        &self,
+        path: &RelPath,
+        limit: usize,
+    ) -> Result<Vec<KeptVersion>, ReplicaError> {
+        let ciphers = self.ciphers()?;
+        let encrypted = self.encrypted(&ciphers, path, false)?;
+        let kept = self
+            .inner
+            .kept_versions(&encrypted, limit)
+            .map_err(|e| plain_error(e, path, &encrypted))?;
+        let mut plain = Vec::with_capacity(kept.len());
+        for version in kept {
+            let Ok(size) = decrypted_size(version.size) else {
+                tracing::warn!(path = %path, version = %version.version, "a kept version is not readable as encrypted; left out");
+                continue;
+            };
+            let reader = self
+                .inner
+                .open_kept(&encrypted, &version.version)
+                .map_err(|e| plain_error(e, path, &encrypted))?;
+            let mut reader = Decryptor::new(reader, &ciphers.keys).expecting(size);
+            let mut hasher = blake3::Hasher::new();
+            if let Err(e) = io::copy(&mut reader, &mut hasher) {
+                tracing::warn!(path = %path, version = %version.version, error = %e, "a kept version does not decrypt; left out");
+                continue;
+            }
+            plain.push(KeptVersion {
+                hash: ContentHash(*hasher.finalize().as_bytes()),
+                size,
+                ..version
+            });
+        }
+        Ok(plain)
+    }
+
+    fn open_kept(
+        &self,
+        path: &RelPath,
+        version: &str,
+    ) -> Result<Box<dyn Read + Send + '_>, ReplicaError> {
+        let ciphers = self.ciphers()?;
+        let encrypted = self.encrypted(&ciphers, path, false)?;
+        let reader = self
+            .inner
+            .open_kept(&encrypted, version)
+            .map_err(|e| plain_error(e, path, &encrypted))?;
         Ok(Box::new(Decryptor::new(reader, &ciphers.keys)))
     }
 
@@ -1802,7 +1885,7 @@ mod tests {
         assert!(
             opened
                 .iter()
-                .all(|&at| at == 0 || (at - 32) % (CHUNK + 16) == 0),
+                .all(|&at| at == 0 || at == 8 || (at - 32) % (CHUNK + 16) == 0),
             "{opened:?}"
         );
         assert!(
@@ -1937,5 +2020,124 @@ mod tests {
             );
         }
         assert!(layer(dir.path(), "wrong").read_record("changes-x").is_err());
+    }
+}
+
+/// The layer over a remote that keeps its own history: a git repository.
+#[cfg(test)]
+mod kept {
+    use std::io::Read;
+    use std::process::Command;
+
+    use super::*;
+    use crate::model::Entry;
+    use crate::remote::git::{GitPairSettings, GitReplica};
+
+    fn rel(s: &str) -> RelPath {
+        RelPath::new(s).unwrap()
+    }
+
+    fn write(replica: &dyn Replica, path: &str, bytes: &[u8], expect: &Expect) -> SideEntry {
+        replica
+            .write(
+                &rel(path),
+                &mut &bytes[..],
+                &ContentHash::of_bytes(bytes),
+                1_700_000_000_000_000_000,
+                None,
+                expect,
+            )
+            .unwrap()
+    }
+
+    #[test]
+    fn kept_versions_of_a_git_remote_come_back_decrypted_with_their_plain_hashes() {
+        let dir = tempfile::tempdir().unwrap();
+        let bare = dir.path().join("remote.git");
+        let init = Command::new("git")
+            .args(["init", "--bare", "-q", "-b", "main"])
+            .arg(&bare)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .status()
+            .unwrap();
+        assert!(init.success());
+        let git = GitReplica::new(
+            &format!("file://{}", bare.display()),
+            dir.path().join("state/mirror.git"),
+            GitPairSettings::default(),
+            "alpha",
+        );
+        let remote = CryptReplica::with_password(
+            Box::new(git),
+            CryptSettings {
+                filename_encryption: NameMode::Standard,
+                directory_name_encryption: true,
+            },
+            Secret::new("secret".into()),
+            None,
+        );
+        remote.mark_root().unwrap();
+        let list = || {
+            remote
+                .list(
+                    &Scope::Full,
+                    &BaseTree::new(),
+                    &IgnoreRules::reserved_only(),
+                )
+                .unwrap()
+        };
+        list();
+        let first = b"the first version\n".to_vec();
+        // Past one chunk, so the kept version is read chunk by chunk.
+        let second: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+        let written = write(&remote, "notes/a.md", &first, &Expect::Absent);
+        remote.flush().unwrap();
+        write(
+            &remote,
+            "notes/a.md",
+            &second,
+            &Expect::of_version(Some(&written.entry), written.version.as_deref()),
+        );
+        remote.flush().unwrap();
+
+        let kept = remote.kept_versions(&rel("notes/a.md"), 10).unwrap();
+        let summary: Vec<(u64, ContentHash)> = kept.iter().map(|k| (k.size, k.hash)).collect();
+        assert_eq!(
+            summary,
+            [
+                (second.len() as u64, ContentHash::of_bytes(&second)),
+                (first.len() as u64, ContentHash::of_bytes(&first)),
+            ]
+        );
+        for (version, bytes) in kept.iter().zip([&second, &first]) {
+            let mut read = Vec::new();
+            remote
+                .open_kept(&rel("notes/a.md"), &version.version)
+                .unwrap()
+                .read_to_end(&mut read)
+                .unwrap();
+            assert!(&read == bytes, "{}", version.version);
+        }
+        // A path the remote keeps nothing of, and a version it does not keep.
+        assert!(
+            remote
+                .kept_versions(&rel("other.md"), 10)
+                .unwrap()
+                .is_empty()
+        );
+        let error = remote
+            .open_kept(&rel("notes/a.md"), &"0".repeat(40))
+            .err()
+            .unwrap();
+        let encrypted = NameCipher::new(&Keys::derive("secret", None), NameMode::Standard, true)
+            .encrypt_file("notes/a.md")
+            .unwrap();
+        let encrypted_name = encrypted.rsplit('/').next().unwrap();
+        assert!(!error.to_string().contains(encrypted_name), "{error}");
+        // The current version is the newest kept one.
+        let listing = list();
+        assert!(matches!(listing.tree[&rel("notes/a.md")].entry,
+            Entry::File(m) if m.hash == kept[0].hash && m.size == kept[0].size));
     }
 }
