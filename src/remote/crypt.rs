@@ -290,12 +290,37 @@ impl CryptReplica {
     }
 
     fn decrypted(&self, ciphers: &Ciphers, encrypted: &RelPath, dir: bool) -> Option<RelPath> {
+        self.decrypted_or_why(ciphers, encrypted, dir).ok()
+    }
+
+    /// The plain path of `encrypted`, or why there is none: a sentence
+    /// about `encrypted` for a listing's problems. A name that decrypts to
+    /// one no path may have (a control character, a backslash: written by
+    /// another crypt client) is told apart from one that does not decrypt.
+    fn decrypted_or_why(
+        &self,
+        ciphers: &Ciphers,
+        encrypted: &RelPath,
+        dir: bool,
+    ) -> Result<RelPath, String> {
+        let what = if dir { "The folder" } else { "The file" };
         let plain = if dir {
             ciphers.names.decrypt_dir(encrypted.as_str())
         } else {
             ciphers.names.decrypt_file(encrypted.as_str())
         };
-        RelPath::new(&plain.ok()?).ok()
+        let Ok(plain) = plain else {
+            return Err(format!(
+                "{what} {encrypted} on the remote does not decrypt with this password; it was \
+                 left alone (a file not written through this encryption?)"
+            ));
+        };
+        RelPath::new(&plain).map_err(|e| {
+            format!(
+                "{what} {encrypted} on the remote decrypts to the name {plain:?}, which cannot be \
+                 synced ({e}); it was left alone"
+            )
+        })
     }
 
     /// The plaintext's hash, read through the decryption from the version
@@ -610,19 +635,18 @@ impl Replica for CryptReplica {
                 continue;
             }
             let is_dir = matches!(side.entry, Entry::Dir(_));
-            let Some(plain) = self.decrypted(&ciphers, &encrypted, is_dir) else {
-                out.problems.push(Problem {
-                    path: None,
-                    message: format!(
-                        "{} {encrypted} on the remote does not decrypt with this password; it \
-                         was left alone (a file not written through this encryption?)",
-                        if is_dir { "The folder" } else { "The file" }
-                    ),
-                });
-                if is_dir {
-                    foreign_dirs.push(encrypted);
+            let plain = match self.decrypted_or_why(&ciphers, &encrypted, is_dir) {
+                Ok(plain) => plain,
+                Err(message) => {
+                    out.problems.push(Problem {
+                        path: None,
+                        message,
+                    });
+                    if is_dir {
+                        foreign_dirs.push(encrypted);
+                    }
+                    continue;
                 }
-                continue;
             };
             if !scope.contains(&plain) || ignore.is_ignored(&plain, is_dir) {
                 continue;
