@@ -54,9 +54,14 @@ impl S3Lease {
                 // Released between the two requests: try again.
                 continue;
             };
-            lease::check_stale(&holder, SystemTime::now())?;
-            // The holder crashed or hung past its lease: take over, unless
-            // someone renewed or took it meanwhile (the ETag moved).
+            // This very process's lease (its release was lost with a
+            // connection) is taken back at once, as every backend does.
+            if !lease::held_by(&holder, &held.owner) {
+                lease::check_stale(&holder, SystemTime::now())?;
+            }
+            // The holder crashed or hung past its lease, or it is ours:
+            // take over, unless someone renewed or took it meanwhile (the
+            // ETag moved).
             match delete_version(&held.client, held.support, &held.key, &etag) {
                 Ok(()) | Err(ReplicaError::Changed { .. }) => {}
                 Err(e) => return Err(e),
