@@ -309,11 +309,23 @@ impl CryptReplica {
         } else {
             ciphers.names.decrypt_file(encrypted.as_str())
         };
-        let Ok(plain) = plain else {
-            return Err(format!(
-                "{what} {encrypted} on the remote does not decrypt with this password; it was \
-                 left alone (a file not written through this encryption?)"
-            ));
+        let plain = match plain {
+            Ok(plain) => plain,
+            // The password is right (the check value decrypted) and the
+            // name decrypted: another crypt client wrote a name no path
+            // may have.
+            Err(e @ (NameError::NotUtf8 | NameError::NotASegment)) => {
+                return Err(format!(
+                    "{what} {encrypted} on the remote decrypts to a name that cannot be synced \
+                     ({e}); it was left alone"
+                ));
+            }
+            Err(_) => {
+                return Err(format!(
+                    "{what} {encrypted} on the remote does not decrypt with this password; it \
+                     was left alone (a file not written through this encryption?)"
+                ));
+            }
         };
         RelPath::new(&plain).map_err(|e| {
             format!(
@@ -1516,6 +1528,38 @@ mod tests {
             messages
                 .iter()
                 .any(|m| m.contains("strange-folder") && m.contains("does not decrypt"))
+        );
+    }
+
+    #[test]
+    fn names_that_decrypt_to_no_usable_name_say_so_and_never_blame_the_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let replica = layer(dir.path(), "secret");
+        replica.mark_root().unwrap();
+        put(&replica, "mine.txt", b"mine");
+        // What another crypt client could write: names holding a path
+        // separator, a parent reference, a control character.
+        let names = NameCipher::new(&Keys::derive("secret", None), NameMode::Standard, true);
+        for plain in ["up/../and away", "..", "line\nbreak"] {
+            let name = names.encrypt_segment(plain).unwrap();
+            fs::write(dir.path().join(name), "theirs").unwrap();
+        }
+        let listing = list(&replica, &BaseTree::new());
+        let paths: Vec<&str> = listing.tree.keys().map(RelPath::as_str).collect();
+        assert_eq!(paths, ["mine.txt"]);
+        let messages: Vec<&str> = listing
+            .problems
+            .iter()
+            .map(|p| p.message.as_str())
+            .collect();
+        assert_eq!(messages.len(), 3, "{messages:?}");
+        for message in &messages {
+            assert!(message.contains("cannot be synced"), "{message}");
+            assert!(!message.contains("password"), "{message}");
+        }
+        assert!(
+            messages.iter().any(|m| m.contains("line\\nbreak")),
+            "{messages:?}"
         );
     }
 
