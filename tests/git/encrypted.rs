@@ -124,3 +124,55 @@ fn kept_versions_of_an_encrypted_git_remote_come_back_decrypted_with_their_plain
     assert!(matches!(listing.tree[&rel("notes/a.md")].entry,
         Entry::File(m) if m.hash == kept[0].hash && m.size == kept[0].size));
 }
+
+/// End to end: `history` lists the versions an encrypted git remote's
+/// commits keep, and `restore` brings one back decrypted (checked against
+/// the plaintext's hash the layer found).
+#[test]
+fn history_and_restore_read_an_encrypted_git_remotes_commits() {
+    use std::os::unix::fs::PermissionsExt;
+
+    use crate::agent::{Device, Repo, git};
+    use crate::files::{put, tree};
+
+    let repo = Repo::new();
+    let alpha = Device::new("alpha", &repo.remote(), "encryption = \"crypt\"\n");
+    // The password in the credentials file beside the config.
+    let passwords = alpha.home.path().join("crypt-passwords");
+    std::fs::write(&passwords, "p a git crypt password\n").unwrap();
+    std::fs::set_permissions(&passwords, std::fs::Permissions::from_mode(0o600)).unwrap();
+    put(&alpha.local, "a.md", "first\n");
+    alpha.once();
+    put(&alpha.local, "a.md", "second, longer\n");
+    alpha.once();
+    let bare = repo.bare();
+    let files = git(&bare, &["ls-tree", "-r", "--name-only", "main"]);
+    assert!(
+        !files.contains("a.md"),
+        "a plain name in the repository: {files}"
+    );
+
+    let _agent = alpha.start();
+    let file = alpha.local.join("a.md");
+    let history = alpha.ctl_json(&["history", file.to_str().unwrap()]);
+    let kept: Vec<(String, u64)> = history["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["where"] == "remote_history")
+        .map(|v| {
+            (
+                v["version"].as_str().unwrap().to_owned(),
+                v["size"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kept.iter().map(|(_, size)| *size).collect::<Vec<_>>(),
+        [15, 6],
+        "each commit's version with its plain size: {history}"
+    );
+    let restored = alpha.ctl_json(&["restore", file.to_str().unwrap(), "--version", &kept[1].0]);
+    assert_eq!(restored["status"], "restored", "{restored}");
+    assert_eq!(tree(&alpha.local)["a.md"], "first\n");
+}
