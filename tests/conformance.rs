@@ -3,8 +3,9 @@
 //! a `file://` folder, SFTP on a real sshd, WebDAV on Apache's mod_dav and
 //! on `rclone serve webdav` (a server that ignores conditional headers),
 //! S3 on moto (which ignores the copy's conditions) and on SeaweedFS
-//! (which checks signatures), and `rclone:` remotes through rclone's
-//! `local` and `sftp` backends.
+//! (which checks signatures), `rclone:` remotes through rclone's `local`
+//! and `sftp` backends, and the encrypting layer (rclone's crypt format)
+//! over a `file://` folder and over S3 on moto.
 //! Each backend's server is started once and shared by the binary; each
 //! test works in a folder of its own on it. A test is named
 //! `THEME::BEHAVIOUR::BACKEND`, so `cargo test --test conformance sftp`
@@ -57,6 +58,13 @@ macro_rules! network_backends {
                 stringify!($body),
             ));
         }
+        #[test]
+        fn crypt_s3_moto() {
+            super::$body(&$crate::case(
+                $crate::backends::crypt_s3_moto(),
+                stringify!($body),
+            ));
+        }
     };
 }
 
@@ -74,6 +82,13 @@ macro_rules! conformance {
             #[test]
             fn local() {
                 super::$body(&$crate::case($crate::backends::local(), stringify!($body)));
+            }
+            #[test]
+            fn crypt_local() {
+                super::$body(&$crate::case(
+                    $crate::backends::crypt_local(),
+                    stringify!($body),
+                ));
             }
             #[test]
             fn rclone_local() {

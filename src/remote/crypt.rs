@@ -35,11 +35,11 @@ use std::time::Duration;
 use data_encoding::BASE64;
 
 use super::{
-    Capabilities, Lease, Listing, Opened, Problem, Replica, ReplicaError, RootState, Source,
-    StagedWrite,
+    Capabilities, KeptVersion, Lease, Listing, Opened, Problem, Replica, ReplicaError, RootState,
+    Source, StagedWrite,
 };
 use crate::config::CryptSettings;
-use crate::crypt::content::{CHUNK, chunk_offset, read_nonce};
+use crate::crypt::content::{CHUNK, MAGIC, NONCE_LEN, chunk_offset};
 use crate::crypt::{
     Decryptor, Encryptor, Keys, NameCipher, NameError, NameMode, Nonce, decrypted_size,
     encrypted_size,
@@ -290,12 +290,49 @@ impl CryptReplica {
     }
 
     fn decrypted(&self, ciphers: &Ciphers, encrypted: &RelPath, dir: bool) -> Option<RelPath> {
+        self.decrypted_or_why(ciphers, encrypted, dir).ok()
+    }
+
+    /// The plain path of `encrypted`, or why there is none: a sentence
+    /// about `encrypted` for a listing's problems. A name that decrypts to
+    /// one no path may have (a control character, a backslash: written by
+    /// another crypt client) is told apart from one that does not decrypt.
+    fn decrypted_or_why(
+        &self,
+        ciphers: &Ciphers,
+        encrypted: &RelPath,
+        dir: bool,
+    ) -> Result<RelPath, String> {
+        let what = if dir { "The folder" } else { "The file" };
         let plain = if dir {
             ciphers.names.decrypt_dir(encrypted.as_str())
         } else {
             ciphers.names.decrypt_file(encrypted.as_str())
         };
-        RelPath::new(&plain.ok()?).ok()
+        let plain = match plain {
+            Ok(plain) => plain,
+            // The password is right (the check value decrypted) and the
+            // name decrypted: another crypt client wrote a name no path
+            // may have.
+            Err(e @ (NameError::NotUtf8 | NameError::NotASegment)) => {
+                return Err(format!(
+                    "{what} {encrypted} on the remote decrypts to a name that cannot be synced \
+                     ({e}); it was left alone"
+                ));
+            }
+            Err(_) => {
+                return Err(format!(
+                    "{what} {encrypted} on the remote does not decrypt with this password; it \
+                     was left alone (a file not written through this encryption?)"
+                ));
+            }
+        };
+        RelPath::new(&plain).map_err(|e| {
+            format!(
+                "{what} {encrypted} on the remote decrypts to the name {plain:?}, which cannot be \
+                 synced ({e}); it was left alone"
+            )
+        })
     }
 
     /// The plaintext's hash, read through the decryption from the version
@@ -610,19 +647,18 @@ impl Replica for CryptReplica {
                 continue;
             }
             let is_dir = matches!(side.entry, Entry::Dir(_));
-            let Some(plain) = self.decrypted(&ciphers, &encrypted, is_dir) else {
-                out.problems.push(Problem {
-                    path: None,
-                    message: format!(
-                        "{} {encrypted} on the remote does not decrypt with this password; it \
-                         was left alone (a file not written through this encryption?)",
-                        if is_dir { "The folder" } else { "The file" }
-                    ),
-                });
-                if is_dir {
-                    foreign_dirs.push(encrypted);
+            let plain = match self.decrypted_or_why(&ciphers, &encrypted, is_dir) {
+                Ok(plain) => plain,
+                Err(message) => {
+                    out.problems.push(Problem {
+                        path: None,
+                        message,
+                    });
+                    if is_dir {
+                        foreign_dirs.push(encrypted);
+                    }
+                    continue;
                 }
-                continue;
             };
             if !scope.contains(&plain) || ignore.is_ignored(&plain, is_dir) {
                 continue;
@@ -798,58 +834,86 @@ impl Replica for CryptReplica {
         Ok(Box::new(Decryptor::new(reader, &ciphers.keys)))
     }
 
-    /// Starts at the chunk holding `offset` (its nonce follows from the
-    /// header's) and skips within it, so a resumed download reads at most
-    /// one chunk again.
-    ///
-    /// The replica below is handed the version as it listed or wrote it
-    /// (the ciphertext's hash, which it may check), never the plaintext's.
-    /// A version this layer has not seen starts over at 0: the replica
-    /// below could not be told which version to continue.
     fn open_at(
         &self,
         path: &RelPath,
         offset: u64,
         expected: &FileMeta,
     ) -> Result<Opened<'_>, ReplicaError> {
+        self.open_version_at(path, offset, expected, None)
+    }
+
+    /// Starts at the chunk holding `offset` (its nonce follows from the
+    /// header's) and skips within it, so a resumed download reads at most
+    /// one chunk again.
+    ///
+    /// The replica below is handed the version as it listed or wrote it
+    /// (the ciphertext's hash, which it may check), never the plaintext's,
+    /// and the listed token `version` (the ciphertext's: listings pass it
+    /// through), by which a backend that keeps tokens (S3's `If-Match`)
+    /// refuses another version. A resume asks the replica below for the
+    /// nonce and the chunks each at an offset past 0, so both are checked
+    /// against that version. A version this layer has not seen, asked for
+    /// without a token, starts over at 0: the replica below could not be
+    /// told which version to continue.
+    fn open_version_at(
+        &self,
+        path: &RelPath,
+        offset: u64,
+        expected: &FileMeta,
+        version: Option<&str>,
+    ) -> Result<Opened<'_>, ReplicaError> {
         let ciphers = self.ciphers()?;
         let encrypted = self.encrypted(&ciphers, path, false)?;
         let (inner_expected, offset) = match self.inner_file(path, expected) {
             Some(inner) => (inner, offset),
+            None if version.is_some() => (self.inner_meta(path, expected), offset),
             None => (self.inner_meta(path, expected), 0),
         };
-        let chunk = offset / CHUNK;
+        let plain = |e| plain_error(e, path, &encrypted);
+        if offset == 0 {
+            let (head, start) = self
+                .inner
+                .open_version_at(&encrypted, 0, &inner_expected, version)
+                .map_err(plain)?;
+            if start != 0 {
+                return Err(ReplicaError::SourceChanged {
+                    path: path.to_string(),
+                });
+            }
+            let reader = Decryptor::new(head, &ciphers.keys).expecting(expected.size);
+            return Ok((Box::new(reader), 0));
+        }
         let changed = || ReplicaError::SourceChanged {
             path: path.to_string(),
         };
-        let plain = |e| plain_error(e, path, &encrypted);
-        let (mut head, _) = self
-            .inner
-            .open_at(&encrypted, 0, &inner_expected)
-            .map_err(plain)?;
-        let mut reader: Box<dyn Read + Send + '_> = if chunk == 0 {
-            Box::new(Decryptor::new(head, &ciphers.keys).expecting(expected.size))
-        } else {
-            let nonce = read_nonce(&mut head).map_err(|e| ReplicaError::io("read", path, e))?;
-            drop(head);
-            let at = chunk_offset(chunk);
-            let (mut body, start) = self
+        let read_error = |e| ReplicaError::io("read", path, e);
+        let chunk = offset / CHUNK;
+        let at = |inner_offset: u64| -> Result<Box<dyn Read + Send + '_>, ReplicaError> {
+            let (mut reader, start) = self
                 .inner
-                .open_at(&encrypted, at, &inner_expected)
+                .open_version_at(&encrypted, inner_offset, &inner_expected, version)
                 .map_err(plain)?;
-            if start > at
-                || !skip(&mut body, at - start).map_err(|e| ReplicaError::io("read", path, e))?
+            if start > inner_offset
+                || !skip(&mut reader, inner_offset - start).map_err(read_error)?
             {
                 return Err(changed());
             }
-            Box::new(
-                Decryptor::at_chunk(body, &ciphers.keys, nonce, chunk)
-                    .expecting(expected.size.saturating_sub(chunk * CHUNK)),
-            )
+            Ok(reader)
         };
-        if !skip(&mut reader, offset - chunk * CHUNK)
-            .map_err(|e| ReplicaError::io("read", path, e))?
-        {
+        let mut nonce = [0u8; NONCE_LEN];
+        at(MAGIC.len() as u64)?
+            .read_exact(&mut nonce)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::UnexpectedEof => changed(),
+                _ => read_error(e),
+            })?;
+        let body = at(chunk_offset(chunk))?;
+        let mut reader: Box<dyn Read + Send + '_> = Box::new(
+            Decryptor::at_chunk(body, &ciphers.keys, Nonce(nonce), chunk)
+                .expecting(expected.size.saturating_sub(chunk * CHUNK)),
+        );
+        if !skip(&mut reader, offset - chunk * CHUNK).map_err(read_error)? {
             return Err(changed());
         }
         Ok((reader, offset))
@@ -1025,6 +1089,61 @@ impl Replica for CryptReplica {
     fn open_trashed(&self, name: &RelPath) -> Result<Box<dyn Read + Send + '_>, ReplicaError> {
         let ciphers = self.ciphers()?;
         let reader = self.inner.open_trashed(name)?;
+        Ok(Box::new(Decryptor::new(reader, &ciphers.keys)))
+    }
+
+    /// What the replica below keeps of the file's encrypted name, each
+    /// version read through the decryption to learn its plaintext's hash
+    /// (a restore checks the bytes against it) and its size. A version
+    /// that does not decrypt with this password (written under another
+    /// key) is left out: it could not be restored.
+    fn kept_versions(
+        &self,
+        path: &RelPath,
+        limit: usize,
+    ) -> Result<Vec<KeptVersion>, ReplicaError> {
+        let ciphers = self.ciphers()?;
+        let encrypted = self.encrypted(&ciphers, path, false)?;
+        let kept = self
+            .inner
+            .kept_versions(&encrypted, limit)
+            .map_err(|e| plain_error(e, path, &encrypted))?;
+        let mut plain = Vec::with_capacity(kept.len());
+        for version in kept {
+            let Ok(size) = decrypted_size(version.size) else {
+                tracing::warn!(path = %path, version = %version.version, "a kept version is not readable as encrypted; left out");
+                continue;
+            };
+            let reader = self
+                .inner
+                .open_kept(&encrypted, &version.version)
+                .map_err(|e| plain_error(e, path, &encrypted))?;
+            let mut reader = Decryptor::new(reader, &ciphers.keys).expecting(size);
+            let mut hasher = blake3::Hasher::new();
+            if let Err(e) = io::copy(&mut reader, &mut hasher) {
+                tracing::warn!(path = %path, version = %version.version, error = %e, "a kept version does not decrypt; left out");
+                continue;
+            }
+            plain.push(KeptVersion {
+                hash: ContentHash(*hasher.finalize().as_bytes()),
+                size,
+                ..version
+            });
+        }
+        Ok(plain)
+    }
+
+    fn open_kept(
+        &self,
+        path: &RelPath,
+        version: &str,
+    ) -> Result<Box<dyn Read + Send + '_>, ReplicaError> {
+        let ciphers = self.ciphers()?;
+        let encrypted = self.encrypted(&ciphers, path, false)?;
+        let reader = self
+            .inner
+            .open_kept(&encrypted, version)
+            .map_err(|e| plain_error(e, path, &encrypted))?;
         Ok(Box::new(Decryptor::new(reader, &ciphers.keys)))
     }
 
@@ -1409,6 +1528,38 @@ mod tests {
             messages
                 .iter()
                 .any(|m| m.contains("strange-folder") && m.contains("does not decrypt"))
+        );
+    }
+
+    #[test]
+    fn names_that_decrypt_to_no_usable_name_say_so_and_never_blame_the_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let replica = layer(dir.path(), "secret");
+        replica.mark_root().unwrap();
+        put(&replica, "mine.txt", b"mine");
+        // What another crypt client could write: names holding a path
+        // separator, a parent reference, a control character.
+        let names = NameCipher::new(&Keys::derive("secret", None), NameMode::Standard, true);
+        for plain in ["up/../and away", "..", "line\nbreak"] {
+            let name = names.encrypt_segment(plain).unwrap();
+            fs::write(dir.path().join(name), "theirs").unwrap();
+        }
+        let listing = list(&replica, &BaseTree::new());
+        let paths: Vec<&str> = listing.tree.keys().map(RelPath::as_str).collect();
+        assert_eq!(paths, ["mine.txt"]);
+        let messages: Vec<&str> = listing
+            .problems
+            .iter()
+            .map(|p| p.message.as_str())
+            .collect();
+        assert_eq!(messages.len(), 3, "{messages:?}");
+        for message in &messages {
+            assert!(message.contains("cannot be synced"), "{message}");
+            assert!(!message.contains("password"), "{message}");
+        }
+        assert!(
+            messages.iter().any(|m| m.contains("line\\nbreak")),
+            "{messages:?}"
         );
     }
 
@@ -1802,7 +1953,7 @@ mod tests {
         assert!(
             opened
                 .iter()
-                .all(|&at| at == 0 || (at - 32) % (CHUNK + 16) == 0),
+                .all(|&at| at == 0 || at == 8 || (at - 32) % (CHUNK + 16) == 0),
             "{opened:?}"
         );
         assert!(

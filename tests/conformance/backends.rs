@@ -15,6 +15,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use std::io::Read;
+
+use prism_sync::config::CryptSettings;
+use prism_sync::crypt::{Decryptor, Encryptor, Keys, NameCipher, NameMode, Nonce};
+use prism_sync::remote::crypt::CryptReplica;
 use prism_sync::remote::rclone::{RclonePairSettings, RcloneReplica};
 use prism_sync::remote::s3::{
     CredentialSource, Credentials, S3Client, S3Error, S3Replica, S3Settings, sign,
@@ -62,6 +67,12 @@ pub trait Backend: Sync {
     /// metadata), so a listing without a base reads no file.
     fn keeps_hashes(&self) -> bool {
         false
+    }
+
+    /// How many times a listing without a base reads each file to hash
+    /// it: once, or never where the server keeps the hashes.
+    fn reads_to_hash_a_new_file(&self) -> u64 {
+        if self.keeps_hashes() { 0 } else { 1 }
     }
 }
 
@@ -737,5 +748,236 @@ impl Outside for Objects {
 
     fn holds(&self, name: &[u8]) -> bool {
         (self.names.holds)(name)
+    }
+}
+
+/// An encrypted remote: the crypt layer over another backend, given its
+/// password directly. What a test does behind its back ([`Encrypted`]) is
+/// what an rclone crypt remote over the same folder would do: names and
+/// contents encrypted with the same password.
+pub struct Crypt {
+    below: &'static dyn Backend,
+    outside: Encrypted,
+}
+
+/// The suite's crypt password (no salt: rclone's default one).
+const CRYPT_PASSWORD: &str = "the conformance suite's crypt password";
+
+const CRYPT_SETTINGS: CryptSettings = CryptSettings {
+    filename_encryption: NameMode::Standard,
+    directory_name_encryption: true,
+};
+
+/// The crypt layer over a `file://` folder: no network.
+pub fn crypt_local() -> &'static dyn Backend {
+    static CRYPT: OnceLock<Crypt> = OnceLock::new();
+    CRYPT.get_or_init(|| Crypt::over(local()))
+}
+
+/// The crypt layer over S3 on moto: a network backend with version
+/// tokens, whose ranged reads are conditional.
+pub fn crypt_s3_moto() -> &'static dyn Backend {
+    static CRYPT: OnceLock<Crypt> = OnceLock::new();
+    CRYPT.get_or_init(|| Crypt::over(s3_moto()))
+}
+
+impl Crypt {
+    fn over(below: &'static dyn Backend) -> Crypt {
+        let keys = Keys::derive(CRYPT_PASSWORD, None);
+        let names = NameCipher::new(
+            &keys,
+            CRYPT_SETTINGS.filename_encryption,
+            CRYPT_SETTINGS.directory_name_encryption,
+        );
+        Crypt {
+            below,
+            outside: Encrypted {
+                below: below.outside(),
+                keys,
+                names,
+            },
+        }
+    }
+
+    fn layer(&self, replica: Box<dyn Replica>) -> Box<dyn Replica> {
+        Box::new(CryptReplica::with_password(
+            replica,
+            CRYPT_SETTINGS,
+            prism_sync::secrets::Secret::new(CRYPT_PASSWORD.into()),
+            None,
+        ))
+    }
+}
+
+impl Backend for Crypt {
+    fn replica(&self, folder: &str) -> Box<dyn Replica> {
+        self.layer(self.below.replica(&below(folder)))
+    }
+
+    fn server_port(&self) -> Option<u16> {
+        self.below.server_port()
+    }
+
+    fn replica_via(&self, folder: &str, port: u16) -> Box<dyn Replica> {
+        self.layer(self.below.replica_via(&below(folder), port))
+    }
+
+    fn outside(&self) -> &dyn Outside {
+        &self.outside
+    }
+
+    fn creates_atomically(&self) -> bool {
+        self.below.creates_atomically()
+    }
+
+    /// Hashes cannot be compared on an encrypted remote by design: what
+    /// the server could keep is the ciphertext's hash, and every upload
+    /// has a fresh nonce, so equal plaintexts differ there.
+    fn keeps_hashes(&self) -> bool {
+        false
+    }
+
+    /// Once more than the backend below: the layer reads each new file
+    /// through the decryption to hash its plaintext, and the replica below
+    /// hashes the ciphertext as it lists (it cannot be told not to).
+    fn reads_to_hash_a_new_file(&self) -> u64 {
+        self.below.reads_to_hash_a_new_file() + 1
+    }
+}
+
+/// How the crypt layer keeps a record (see `remote/crypt.rs`): its
+/// content sealed as a crypt file, in base64 behind this prefix.
+const RECORD_ARMOR: &str = "prism-sync-crypt:";
+
+/// The [`Outside`] of an encrypted remote: the server's own view below,
+/// seen through rclone's crypt format. Paths in the metadata folder
+/// (`.prism-sync/`: records, the lease, the trash's batches) are plain, as
+/// the layer keeps them; every other name is encrypted. Contents are crypt
+/// files, records armored crypt files.
+pub struct Encrypted {
+    below: &'static dyn Outside,
+    keys: Keys,
+    names: NameCipher,
+}
+
+/// The folder below that holds a test's encrypted folder: not the one the
+/// same test uses on the backend below without encryption.
+fn below(folder: &str) -> String {
+    format!("crypt-{folder}")
+}
+
+fn in_metadata(path: &str) -> bool {
+    path == ".prism-sync" || path.starts_with(".prism-sync/")
+}
+
+impl Encrypted {
+    /// A plain path as the server stores it.
+    fn stored(&self, path: &str, dir: bool) -> String {
+        if path.is_empty() || in_metadata(path) {
+            return path.to_owned();
+        }
+        let encrypted = if dir {
+            self.names.encrypt_dir(path)
+        } else {
+            self.names.encrypt_file(path)
+        };
+        encrypted.unwrap_or_else(|e| panic!("{path:?} cannot be encrypted: {e}"))
+    }
+
+    fn seal(&self, plain: &[u8]) -> Vec<u8> {
+        let mut sealed = Vec::new();
+        Encryptor::new(plain, &self.keys, Nonce::random().unwrap())
+            .read_to_end(&mut sealed)
+            .unwrap();
+        sealed
+    }
+
+    fn open(&self, sealed: &[u8]) -> Vec<u8> {
+        let mut plain = Vec::new();
+        Decryptor::new(sealed, &self.keys)
+            .read_to_end(&mut plain)
+            .unwrap_or_else(|e| panic!("a crypt file that does not decrypt: {e}"));
+        plain
+    }
+}
+
+impl Outside for Encrypted {
+    fn put(&self, folder: &str, path: &[u8], content: &[u8]) {
+        // Only text can be encrypted by the layer's name cipher (see
+        // `holds`).
+        let path = std::str::from_utf8(path).expect("a UTF-8 name");
+        let stored = self.stored(path, false);
+        self.below
+            .put(&below(folder), stored.as_bytes(), &self.seal(content));
+    }
+
+    fn read(&self, folder: &str, path: &str) -> Option<Vec<u8>> {
+        let stored = self.below.read(&below(folder), &self.stored(path, false))?;
+        if !in_metadata(path) {
+            return Some(self.open(&stored));
+        }
+        // Records are armored; the lease and other files of the metadata
+        // folder are kept as they are.
+        match std::str::from_utf8(&stored)
+            .ok()
+            .and_then(|text| text.trim_end().strip_prefix(RECORD_ARMOR))
+        {
+            Some(armored) => {
+                Some(self.open(&data_encoding::BASE64.decode(armored.as_bytes()).unwrap()))
+            }
+            None => Some(stored),
+        }
+    }
+
+    fn remove(&self, folder: &str, path: &str) {
+        self.below.remove(&below(folder), &self.stored(path, false));
+    }
+
+    /// Names that decrypt are shown plain; the others (the metadata
+    /// folder, a temporary file) as the server has them.
+    fn names(&self, folder: &str, path: &str) -> Vec<String> {
+        let stored = self.below.names(&below(folder), &self.stored(path, true));
+        let mut names: Vec<String> = if in_metadata(path) {
+            stored
+        } else {
+            stored
+                .into_iter()
+                .map(|name| self.names.decrypt_segment(&name).unwrap_or(name))
+                .collect()
+        };
+        names.sort();
+        names
+    }
+
+    fn trashed(&self, folder: &str) -> Vec<Vec<u8>> {
+        let mut found: Vec<Vec<u8>> = self
+            .below
+            .trashed(&below(folder))
+            .iter()
+            .map(|sealed| self.open(sealed))
+            .collect();
+        found.sort();
+        found
+    }
+
+    fn remove_root(&self, folder: &str) {
+        self.below.remove_root(&below(folder));
+    }
+
+    fn empty_root(&self, folder: &str) {
+        self.below.empty_root(&below(folder));
+    }
+
+    /// The server holds only encrypted names (base32hex): every plain name
+    /// comes back from it as it went in.
+    fn shows_as_is(&self, _name: &[u8]) -> bool {
+        true
+    }
+
+    /// A name that is not UTF-8 cannot be encrypted by the layer's name
+    /// cipher, which takes text (an rclone crypt remote could write one;
+    /// the layer reports it as a name that does not decrypt).
+    fn holds(&self, name: &[u8]) -> bool {
+        std::str::from_utf8(name).is_ok()
     }
 }

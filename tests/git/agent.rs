@@ -28,12 +28,12 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
 }
 
 /// A bare repository (HEAD naming `main`), empty.
-struct Repo {
+pub struct Repo {
     dir: tempfile::TempDir,
 }
 
 impl Repo {
-    fn new() -> Repo {
+    pub fn new() -> Repo {
         let dir = tempfile::tempdir().unwrap();
         git(
             dir.path(),
@@ -42,11 +42,11 @@ impl Repo {
         Repo { dir }
     }
 
-    fn bare(&self) -> PathBuf {
+    pub fn bare(&self) -> PathBuf {
         self.dir.path().join("notes.git")
     }
 
-    fn remote(&self) -> String {
+    pub fn remote(&self) -> String {
         format!("git+file://{}", self.bare().display())
     }
 
@@ -450,7 +450,7 @@ fn auto_merge_merges_a_plain_git_commit_with_a_local_edit_of_other_lines() {
 }
 
 /// The agent of `device` running (not `--once`), stopped when dropped.
-struct Running(std::process::Child);
+pub struct Running(std::process::Child);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -464,7 +464,7 @@ impl Device {
         self.home.path().join("s.sock")
     }
 
-    fn start(&self) -> Running {
+    pub fn start(&self) -> Running {
         let child = Command::new(env!("CARGO_BIN_EXE_prism-syncd"))
             .arg("--config")
             .arg(&self.config)
@@ -496,7 +496,7 @@ impl Device {
         running
     }
 
-    fn ctl(&self, args: &[&str]) -> Output {
+    pub fn ctl(&self, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_prism-syncctl"))
             .arg("--socket")
             .arg(self.socket())
@@ -506,7 +506,7 @@ impl Device {
             .unwrap()
     }
 
-    fn ctl_json(&self, args: &[&str]) -> serde_json::Value {
+    pub fn ctl_json(&self, args: &[&str]) -> serde_json::Value {
         let mut all = vec!["--json"];
         all.extend_from_slice(args);
         let out = self.ctl(&all);

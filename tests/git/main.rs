@@ -20,4 +20,5 @@ mod processes;
 mod sshd;
 
 mod agent;
+mod encrypted;
 mod ssh;
