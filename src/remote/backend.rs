@@ -54,8 +54,10 @@ pub trait Backend: Any + Clone + fmt::Debug + fmt::Display + PartialEq + Send + 
     ) -> Result<Box<dyn Replica>, ReplicaError>;
 
     /// The account the pair logs in with, if it takes a password the
-    /// agent keeps.
-    fn account(&self, settings: &Self::Settings) -> Option<Account>;
+    /// agent keeps (none by default).
+    fn account(&self, _settings: &Self::Settings) -> Option<Account> {
+        None
+    }
 
     /// The account `prism-syncctl password set URL` names, with `user` as
     /// written before the URL's `@`; an error says why this backend keeps

@@ -87,22 +87,27 @@ pub fn parse(url: &str) -> Result<RemoteUrl, String> {
 pub fn configure(url: &RemoteUrl, mut keys: PairKeys) -> Result<PairRemote, KeyError> {
     let remote = url.configure(&mut keys)?;
     if let Some(key) = keys.remaining().next() {
-        let owners: Vec<&str> = BACKENDS
-            .iter()
-            .filter(|b| b.keys.contains(&key))
-            .map(|b| b.remotes)
-            .collect();
-        let message = if owners.is_empty() {
-            format!(
-                "unknown key `{key}`; a pair takes name, local, remote, conflict, ignore, the \
-                 encryption keys and its remote's own keys (see the README)"
-            )
-        } else {
-            format!("only applies to {} remotes; remove it", owners.join(" or "))
-        };
-        return Err((key.to_owned(), message));
+        return Err((key.to_owned(), not_taken(key)));
     }
     Ok(remote)
+}
+
+/// Why a pair's `key` was left by its backend: it is another backend's,
+/// or no backend's.
+fn not_taken(key: &str) -> String {
+    let owners: Vec<&str> = BACKENDS
+        .iter()
+        .filter(|b| b.keys.contains(&key))
+        .map(|b| b.remotes)
+        .collect();
+    if owners.is_empty() {
+        format!(
+            "unknown key `{key}`; a pair takes name, local, remote, conflict, ignore, the \
+             encryption keys and its remote's own keys (see the README)"
+        )
+    } else {
+        format!("only applies to {} remotes; remove it", owners.join(" or "))
+    }
 }
 
 /// `a, b, c or d`.
@@ -146,6 +151,27 @@ mod tests {
         for backend in BACKENDS {
             let url = RemoteUrl::parse(backend.example).unwrap();
             assert_eq!(RemoteUrl::parse(&url.to_string()).unwrap(), url, "{url}");
+        }
+    }
+
+    #[test]
+    fn each_backend_takes_every_key_it_registers() {
+        let values = [
+            toml::Value::from("/x"),
+            toml::Value::from(true),
+            toml::Value::from(1),
+        ];
+        for backend in BACKENDS {
+            let url = RemoteUrl::parse(backend.example).unwrap();
+            for key in backend.keys {
+                for value in &values {
+                    let keys = PairKeys::new([((*key).to_owned(), value.clone())].into());
+                    if let Err((named, message)) = configure(&url, keys) {
+                        assert_eq!(named, *key, "{message}");
+                        assert_ne!(message, not_taken(key), "{url} leaves {key}");
+                    }
+                }
+            }
         }
     }
 

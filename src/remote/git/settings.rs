@@ -78,11 +78,6 @@ impl Backend for GitUrl {
         )))
     }
 
-    /// Git logs in with its own credential helpers and ssh keys.
-    fn account(&self, _settings: &GitPairSettings) -> Option<Account> {
-        None
-    }
-
     fn password_account(&self, _user: Option<String>) -> Result<Account, String> {
         Err(
             "a git remote logs in through git itself (an ssh key or agent, or a git \

@@ -64,10 +64,6 @@ impl Backend for FileUrl {
         Ok(Box::new(LocalFolder::remote(self.folder.clone())))
     }
 
-    fn account(&self, _settings: &()) -> Option<Account> {
-        None
-    }
-
     fn password_account(&self, _user: Option<String>) -> Result<Account, String> {
         Err("a file:// remote needs no password".to_owned())
     }

@@ -76,11 +76,6 @@ impl Backend for RcloneUrl {
         )?))
     }
 
-    /// rclone logs in with what `rclone config` keeps.
-    fn account(&self, _settings: &RclonePairSettings) -> Option<Account> {
-        None
-    }
-
     fn password_account(&self, _user: Option<String>) -> Result<Account, String> {
         Err(
             "an rclone remote logs in with what `rclone config` keeps for it; Prism Sync \

@@ -89,8 +89,6 @@ fn run(input: &[u8]) -> u64 {
                 let url = &git.url;
                 assert!(!url.is_empty() && !url.starts_with('-'), "{url:?}");
                 parses_back();
-            } else {
-                panic!("{shown:?} parsed to a backend this target does not know");
             }
             for decoded in decoded_parts(&url) {
                 escapes_are_well_formed(decoded);
