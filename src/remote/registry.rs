@@ -101,9 +101,11 @@ fn not_taken(key: &str) -> String {
         .map(|b| b.remotes)
         .collect();
     if owners.is_empty() {
+        let known: Vec<&str> = BACKENDS.iter().flat_map(|b| b.keys).copied().collect();
         format!(
-            "unknown key `{key}`; a pair takes name, local, remote, conflict, ignore, the \
-             encryption keys and its remote's own keys (see the README)"
+            "unknown key `{key}`; besides name, local, remote, conflict, ignore and the \
+             encryption keys, a pair takes its remote's own keys: {}",
+            known.join(", ")
         )
     } else {
         format!("only applies to {} remotes; remove it", owners.join(" or "))
@@ -182,5 +184,6 @@ mod tests {
         let (key, message) = configure(&url, PairKeys::new(keys.into())).unwrap_err();
         assert_eq!(key, "passwrd");
         assert!(message.contains("unknown key"), "{message}");
+        assert!(message.contains("known_hosts, "), "{message}");
     }
 }
