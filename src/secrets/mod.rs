@@ -201,9 +201,10 @@ impl Account {
         Account::new(kind, pair, "", 0)
     }
 
-    /// The account a pair logs in with, if its remote takes a password:
-    /// SFTP (the URL's user, else the local user name) and WebDAV with a
-    /// `username`.
+    /// The account a pair logs in with, if its remote takes a password,
+    /// as its backend says (`remote::backend::Backend::account`): SFTP
+    /// (the URL's user, else the local user name), WebDAV with a
+    /// `username`, S3 with an `access_key_id`.
     pub fn for_pair(pair: &PairConfig) -> Option<Account> {
         pair.remote.account()
     }
