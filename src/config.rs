@@ -519,7 +519,11 @@ fn in_range(
 impl RawPair {
     /// Validates one pair; errors name the field within the pair.
     pub fn validate(self) -> Result<PairConfig, (String, String)> {
+        // The name is a folder name in the state dir (the pair's trash):
+        // `.` and `..` would be the trash of every pair, or the state dir.
         if self.name.is_empty()
+            || self.name == "."
+            || self.name == ".."
             || !self
                 .name
                 .chars()
@@ -528,7 +532,8 @@ impl RawPair {
             return Err((
                 "name".into(),
                 format!(
-                    "{:?} is not a valid pair name; use letters, digits, '-', '_' and '.'",
+                    "{:?} is not a valid pair name; use letters, digits, '-', '_' and '.' \
+                     (not . or .. alone)",
                     self.name
                 ),
             ));
@@ -754,6 +759,17 @@ mod tests {
                 "[[pair]]\nname = \"n\"\nlocal = \"/a\"\nremote = \"ftp://x/y\"\n",
                 "pair[0].remote",
                 "not supported",
+            ),
+            // A pair's trash is the state dir's `trash/NAME`.
+            (
+                "[[pair]]\nname = \"..\"\nlocal = \"/a\"\nremote = \"file:///b\"\n",
+                "pair[0].name",
+                "not a valid pair name",
+            ),
+            (
+                "[[pair]]\nname = \".\"\nlocal = \"/a\"\nremote = \"file:///b\"\n",
+                "pair[0].name",
+                "not a valid pair name",
             ),
             (
                 "[[pair]]\nname = \"n\"\nlocal = \"/a\"\nremote = \"file:///b\"\nconflict = \"newest\"\n",

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The deepest path Prism Sync syncs, in components. A local path must fit
 /// in Linux's `PATH_MAX` of 4,096 bytes, and each level costs at least two
@@ -29,8 +30,13 @@ pub const MAX_PATH_BYTES: usize = 4096;
 /// Paths coming from a remote listing are untrusted; [`RelPath::new`] is the
 /// one gate they pass through, so a hostile name can never address anything
 /// outside the pair's root.
+///
+/// The text is shared, not copied, by clones: one sync holds every path in
+/// the base, in both sides' listings and in reconcile's working trees, and
+/// a clone of a shared path costs a reference count instead of a copy of
+/// its bytes (see `tracker::scan`, which reuses the base's paths).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RelPath(String);
+pub struct RelPath(Arc<str>);
 
 /// Why a string is not a valid [`RelPath`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -81,7 +87,7 @@ impl RelPath {
         for component in s.split('/') {
             Self::check_component(component, s)?;
         }
-        Ok(RelPath(s.to_owned()))
+        Ok(RelPath(Arc::from(s)))
     }
 
     /// Converts a file-system path below a root into a `RelPath`.
@@ -108,7 +114,7 @@ impl RelPath {
             return Err(PathError::BadComponent(format!("{}/{name}", self.0)));
         }
         Self::check_component(name, name)?;
-        Ok(RelPath(format!("{}/{name}", self.0)))
+        Ok(RelPath(format!("{}/{name}", self.0).into()))
     }
 
     /// A single-component path from a directory entry name.
@@ -130,14 +136,14 @@ impl RelPath {
 
     /// The containing folder, or `None` for a top-level entry.
     pub fn parent(&self) -> Option<RelPath> {
-        self.0.rfind('/').map(|i| RelPath(self.0[..i].to_owned()))
+        self.0.rfind('/').map(|i| RelPath(Arc::from(&self.0[..i])))
     }
 
     /// All proper ancestors, nearest last (`a`, `a/b` for `a/b/c`).
     pub fn ancestors(&self) -> impl Iterator<Item = RelPath> + '_ {
         self.0
             .match_indices('/')
-            .map(|(i, _)| RelPath(self.0[..i].to_owned()))
+            .map(|(i, _)| RelPath(Arc::from(&self.0[..i])))
     }
 
     /// Number of components.
@@ -166,7 +172,7 @@ impl RelPath {
         const KEEP: usize = 3;
         let depth = self.depth();
         if depth <= 2 * KEEP + 1 && self.0.len() <= 200 {
-            return self.0.clone();
+            return self.0.to_string();
         }
         let parts: Vec<&str> = self.0.split('/').collect();
         format!(
@@ -182,7 +188,7 @@ impl RelPath {
     pub fn is_within(&self, dir: &RelPath) -> bool {
         self.0 == dir.0
             || (self.0.len() > dir.0.len()
-                && self.0.starts_with(&dir.0)
+                && self.0.starts_with(&*dir.0)
                 && self.0.as_bytes()[dir.0.len()] == b'/')
     }
 
@@ -192,7 +198,9 @@ impl RelPath {
         if !self.is_within(from) {
             return None;
         }
-        Some(RelPath(format!("{}{}", to.0, &self.0[from.0.len()..])))
+        Some(RelPath(
+            format!("{}{}", to.0, &self.0[from.0.len()..]).into(),
+        ))
     }
 
     /// The sibling name for a conflict copy:
@@ -232,8 +240,8 @@ impl RelPath {
         let stem = cut_at_char(stem, MAX_NAME_BYTES.saturating_sub(tail.len()));
         let new_name = format!("{stem}{tail}");
         match self.parent() {
-            Some(parent) => RelPath(format!("{}/{new_name}", parent.0)),
-            None => RelPath(new_name),
+            Some(parent) => RelPath(format!("{}/{new_name}", parent.0).into()),
+            None => RelPath(new_name.into()),
         }
     }
 
@@ -673,6 +681,33 @@ mod tests {
                 assert!(copy.as_str().ends_with(".txt"), "{copy}");
             }
         }
+    }
+
+    /// A sync holds these once per path, in the base and in both sides'
+    /// listings: a field that grows them grows every sync's memory by as
+    /// much per path. Change the figures only on purpose.
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn per_path_types_stay_small() {
+        use std::mem::size_of;
+        assert_eq!(size_of::<RelPath>(), 16, "a shared pointer and a length");
+        assert_eq!(size_of::<FileMeta>(), 56);
+        assert_eq!(
+            size_of::<Entry>(),
+            56,
+            "a folder fits beside a file's fields"
+        );
+        assert_eq!(size_of::<Option<Entry>>(), 56);
+        assert_eq!(size_of::<SideEntry>(), 104);
+        assert_eq!(size_of::<BaseEntry>(), 128);
+    }
+
+    #[test]
+    fn clones_of_a_path_share_its_text() {
+        let p = RelPath::new("a/b/c.txt").unwrap();
+        let q = p.clone();
+        assert!(std::ptr::eq(p.as_str(), q.as_str()));
+        assert_eq!(p, RelPath::new("a/b/c.txt").unwrap());
     }
 
     #[test]

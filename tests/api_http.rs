@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use api_support::MemControl;
 use prism_sync::api::auth::{Grant, TokenKeys};
+use prism_sync::api::pair_roots::PairRoots;
 use prism_sync::api::wire::{Role, TokenInfo, TokenRequest};
 use prism_sync::api::{Control, http};
 use prism_sync::config::api::ApiConfig;
@@ -31,6 +32,11 @@ struct HttpServer {
 
 impl HttpServer {
     fn start() -> HttpServer {
+        HttpServer::start_with(None)
+    }
+
+    /// A listener that lets admin tokens add pairs inside `pair_roots`.
+    fn start_with(pair_roots: Option<PairRoots>) -> HttpServer {
         let control = Arc::new(MemControl::with_fixture());
         let served: Arc<dyn Control> = control.clone();
         let keys = control.keys.clone();
@@ -46,11 +52,12 @@ impl HttpServer {
                 let config = ApiConfig {
                     listen: "127.0.0.1:0".parse().unwrap(),
                     tls: None,
+                    pair_roots: Vec::new(),
                 };
                 let listener = http::bind(&config).await.unwrap();
                 addr_tx.send(listener.local_addr().unwrap()).unwrap();
                 listener
-                    .serve(served, keys, async {
+                    .serve(served, keys, pair_roots, async {
                         let _ = stopped.await;
                     })
                     .await;
@@ -174,7 +181,8 @@ fn endpoints() -> Vec<(&'static str, &'static str, Option<Value>, Option<Role>)>
             None,
             Some(Operator),
         ),
-        // A pair names any folder and remote: the local socket's only.
+        // A pair names any folder and remote: without api.pair_roots, the
+        // local socket's only.
         (
             "POST",
             "/pairs",
@@ -555,13 +563,11 @@ fn the_openapi_document_is_served_without_a_token_and_names_every_endpoint() {
             other => other,
         };
         let operation = &document["paths"][templated][method.to_lowercase()];
-        // POST /tokens and POST /pairs belong to the socket: not HTTP
-        // operations.
-        assert_eq!(
-            operation.is_object(),
-            least.is_some(),
-            "{method} {templated}"
-        );
+        // POST /tokens belongs to the socket: not an HTTP operation. POST
+        // /pairs is an admin's where api.pair_roots allows it (this server
+        // has none, so no role may).
+        let over_http = least.is_some() || (method, templated) == ("POST", "/pairs");
+        assert_eq!(operation.is_object(), over_http, "{method} {templated}");
     }
 }
 
@@ -820,4 +826,149 @@ fn a_limited_token_may_not_change_the_password_a_hidden_pair_logs_in_with() {
         server.control.state.lock().unwrap().stored_credentials,
         [("backup".to_owned(), "user".to_owned(), 1)]
     );
+}
+
+/// The names of the pairs `GET /pairs` lists.
+fn pair_names(server: &HttpServer, token: &str) -> Vec<String> {
+    let (status, answer, _) = server.send("GET", "/pairs", None, Some(token));
+    assert_eq!(status, 200, "{answer}");
+    answer["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn without_pair_roots_no_token_adds_a_pair_and_the_answer_says_how_to_allow_it() {
+    let server = HttpServer::start();
+    for role in [Role::Viewer, Role::Operator, Role::Admin] {
+        let token = server.token(role, &[]);
+        let body = json!({"name": "music", "local": "/srv/music", "remote": "sftp://nas/m"});
+        let (status, answer, _) = server.send("POST", "/pairs", Some(body), Some(&token));
+        assert_error(status, &answer, 403, &format!("{role:?}"));
+        let details = answer["error"]["details"].as_str().unwrap();
+        assert!(details.contains("api.pair_roots"), "{details}");
+        assert!(details.contains("prism-syncctl pair add"), "{details}");
+    }
+    assert_eq!(server.control.state.lock().unwrap().pairs.len(), 2);
+}
+
+#[test]
+fn an_admin_adds_pairs_inside_the_pair_roots_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |rel: &str| dir.path().join(rel);
+    let text = |rel: &str| path(rel).to_str().unwrap().to_owned();
+    // The agent's state dir lies inside the root.
+    for folder in ["shared/state", "outside"] {
+        std::fs::create_dir_all(path(folder)).unwrap();
+    }
+    std::os::unix::fs::symlink(path("outside"), path("shared/escape")).unwrap();
+    let roots = PairRoots::new(vec![path("shared")], vec![path("shared/state")]);
+    let server = HttpServer::start_with(roots);
+    let admin = server.token(Role::Admin, &[]);
+    let viewer = server.token(Role::Viewer, &[]);
+    let add = |name: &str, local: String, remote: &str, token: &str| {
+        let body = json!({"name": name, "local": local, "remote": remote});
+        server.send("POST", "/pairs", Some(body), Some(token))
+    };
+
+    // Refused: each says which rule, and nothing is added.
+    let operator = server.token(Role::Operator, &[]);
+    let limited_admin = server.token(Role::Admin, &["notes"]);
+    for (context, (status, answer, challenge), says) in [
+        (
+            "operator",
+            add("music", text("shared/music"), "sftp://nas/m", &operator),
+            "admin token valid for every pair",
+        ),
+        (
+            "admin limited to a pair",
+            add(
+                "music",
+                text("shared/music"),
+                "sftp://nas/m",
+                &limited_admin,
+            ),
+            "valid for every pair",
+        ),
+        (
+            "outside the roots",
+            add("music", text("outside/music"), "sftp://nas/m", &admin),
+            "not inside any folder of api.pair_roots",
+        ),
+        (
+            "through a symbolic link",
+            add("music", text("shared/escape/music"), "sftp://nas/m", &admin),
+            "symbolic link",
+        ),
+        (
+            "a file remote outside the roots",
+            add(
+                "music",
+                text("shared/music"),
+                &format!("file://{}", text("outside/m")),
+                &admin,
+            ),
+            "the remote's folder",
+        ),
+        (
+            "the state dir",
+            add("music", text("shared/state/music"), "sftp://nas/m", &admin),
+            "the agent's own files",
+        ),
+        (
+            "an rclone remote",
+            add("music", text("shared/music"), "rclone::local:/home", &admin),
+            "local socket",
+        ),
+    ] {
+        assert_error(status, &answer, 403, context);
+        assert_eq!(
+            challenge.as_deref(),
+            Some(r#"Bearer realm="prism-sync", error="insufficient_scope""#),
+            "{context}"
+        );
+        let details = answer["error"]["details"].as_str().unwrap();
+        assert!(details.contains(says), "{context}: {details}");
+        assert_eq!(
+            pair_names(&server, &viewer),
+            ["notes", "photos"],
+            "{context}"
+        );
+    }
+
+    // A remote with a secret in it is refused without the secret.
+    let (status, answer, _) = add(
+        "music",
+        text("shared/music"),
+        "rclone::sftp,host=nas,pass=hunter2:music",
+        &admin,
+    );
+    assert_error(status, &answer, 400, "a secret in an rclone remote");
+    assert!(!answer.to_string().contains("hunter2"), "{answer}");
+
+    // Inside the roots, with a network remote or a folder remote inside
+    // them too, an admin of every pair may.
+    let (status, answer, _) = add("music", text("shared/music"), "sftp://nas/m", &admin);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["name"], "music");
+    let (status, answer, _) = add(
+        "films",
+        text("shared/films"),
+        &format!("file://{}", text("shared/films-backup")),
+        &admin,
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        pair_names(&server, &viewer),
+        ["notes", "photos", "music", "films"]
+    );
+
+    // Removing a pair stays the admin's.
+    let (status, answer, _) = server.send("DELETE", "/pairs/music", None, Some(&operator));
+    assert_error(status, &answer, 403, "an operator removes a pair");
+    let (status, answer, _) = server.send("DELETE", "/pairs/music", None, Some(&admin));
+    assert_eq!(status, 200, "{answer}");
 }

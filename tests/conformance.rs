@@ -3,7 +3,8 @@
 //! a `file://` folder, SFTP on a real sshd, WebDAV on Apache's mod_dav and
 //! on `rclone serve webdav` (a server that ignores conditional headers),
 //! S3 on moto (which ignores the copy's conditions) and on SeaweedFS
-//! (which checks signatures).
+//! (which checks signatures), and `rclone:` remotes through rclone's
+//! `local` and `sftp` backends.
 //! Each backend's server is started once and shared by the binary; each
 //! test works in a folder of its own on it. A test is named
 //! `THEME::BEHAVIOUR::BACKEND`, so `cargo test --test conformance sftp`
@@ -32,6 +33,13 @@ macro_rules! network_backends {
         fn webdav_rclone() {
             super::$body(&$crate::case(
                 $crate::backends::webdav_rclone(),
+                stringify!($body),
+            ));
+        }
+        #[test]
+        fn rclone_sftp() {
+            super::$body(&$crate::case(
+                $crate::backends::rclone_sftp(),
                 stringify!($body),
             ));
         }
@@ -66,6 +74,13 @@ macro_rules! conformance {
             #[test]
             fn local() {
                 super::$body(&$crate::case($crate::backends::local(), stringify!($body)));
+            }
+            #[test]
+            fn rclone_local() {
+                super::$body(&$crate::case(
+                    $crate::backends::rclone_local(),
+                    stringify!($body),
+                ));
             }
             network_backends!($body);
         }

@@ -463,7 +463,12 @@ async fn serve(options: AgentOptions, journal: Arc<Mutex<Journal>>) -> Result<u8
     let http_task = http.map(|listener| {
         let control = control.clone();
         let mut stopped = http_stopped.clone();
-        tokio::spawn(listener.serve(control, keys, async move {
+        let pair_roots = options
+            .config
+            .api
+            .as_ref()
+            .and_then(|api| pair_roots(api, &options.paths));
+        tokio::spawn(listener.serve(control, keys, pair_roots, async move {
             let _ = stopped.wait_for(|stop| *stop).await;
         }))
     });
@@ -489,6 +494,38 @@ async fn serve(options: AgentOptions, journal: Arc<Mutex<Journal>>) -> Result<u8
 }
 
 /// Resolves on SIGTERM or SIGINT.
+/// Where admin tokens may add pairs over HTTP (`api.pair_roots`), kept
+/// apart from the agent's own files: its state dir, its config dir, the
+/// socket's folder, the TLS certificate and key, and `~/.ssh` (the keys
+/// its SFTP and git pairs log in with). `None` without roots.
+fn pair_roots(
+    api: &crate::config::api::ApiConfig,
+    paths: &crate::config::Paths,
+) -> Option<crate::api::pair_roots::PairRoots> {
+    let mut own: Vec<&Path> = vec![&paths.state_dir];
+    own.extend(paths.config_file.parent());
+    own.extend(paths.socket.parent());
+    if let Some(tls) = &api.tls {
+        own.extend([tls.cert.as_path(), tls.key.as_path()]);
+    }
+    let ssh = directories::BaseDirs::new().map(|dirs| dirs.home_dir().join(".ssh"));
+    own.extend(ssh.as_deref());
+    // Flags may name them relative to where the agent started; the check
+    // compares absolute paths.
+    let protected = own
+        .into_iter()
+        .map(|path| {
+            if path.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                path
+            }
+        })
+        .filter_map(|path| std::path::absolute(path).ok())
+        .collect();
+    crate::api::pair_roots::PairRoots::new(api.pair_roots.clone(), protected)
+}
+
 async fn shutdown_signal() {
     #[cfg(unix)]
     {

@@ -21,6 +21,7 @@ use serde_json::Value;
 
 use super::auth::{self, Caller};
 use super::framing::{RequestEnvelope, ResponseEnvelope, Target};
+use super::pair_roots::PairRoots;
 use super::wire::{self, ErrorBody, Role};
 use super::{ApiError, Control, PROTOCOL_VERSION, compatible_version};
 use crate::timefmt;
@@ -35,7 +36,7 @@ pub async fn handle(control: &Arc<dyn Control>, payload: &[u8]) -> ResponseEnvel
     let RequestEnvelope {
         method, path, body, ..
     } = request;
-    match dispatch(control, &Caller::Owner, &method, &path, body).await {
+    match dispatch(control, &Caller::Owner, None, &method, &path, body).await {
         Ok(body) => ResponseEnvelope {
             protocol: PROTOCOL_VERSION.to_owned(),
             status: 200,
@@ -47,9 +48,12 @@ pub async fn handle(control: &Arc<dyn Control>, payload: &[u8]) -> ResponseEnvel
 
 /// Answers one request of `caller`: the body of a 200, or the error. Both
 /// transports come here, so they serve the same endpoints the same way.
+/// `pair_roots` is where the HTTP transport lets tokens add pairs (`None`:
+/// nowhere, and on the socket, whose owner may add any pair).
 pub async fn dispatch(
     control: &Arc<dyn Control>,
     caller: &Caller,
+    pair_roots: Option<&PairRoots>,
     method: &str,
     path: &str,
     body: Value,
@@ -57,7 +61,8 @@ pub async fn dispatch(
     use futures_util::FutureExt;
     // A panic while handling one request answers that request with a 500;
     // it must not drop the connection without an answer.
-    let result = std::panic::AssertUnwindSafe(route(control, caller, method, path, body))
+    let handling = route(control, caller, pair_roots, method, path, body);
+    let result = std::panic::AssertUnwindSafe(handling)
         .catch_unwind()
         .await
         .unwrap_or_else(|_| {
@@ -131,12 +136,15 @@ enum Need {
     Role(Role),
     /// The owner of the local socket, for what a token must never do,
     /// whatever its role: minting tokens (a token that could mint tokens
-    /// could outlive its own revocation) and adding pairs (a pair names any
-    /// folder and remote, and would give the token every file the agent's
-    /// user can read or write).
+    /// could outlive its own revocation).
     Owner(&'static str),
-    /// An admin token valid for every pair: adding pairs, managing tokens.
+    /// An admin token valid for every pair: managing tokens.
     UnlimitedAdmin,
+    /// An admin token valid for every pair, where `api.pair_roots` lets
+    /// tokens add pairs at all: a pair names a folder and a remote, and
+    /// could otherwise give the token every file the agent's user can read
+    /// or write. Which pairs is for [`PairRoots::check`].
+    AddPair,
 }
 
 impl Route {
@@ -221,21 +229,25 @@ impl Route {
                 "tokens are issued over the local socket only: run `prism-syncctl token issue` \
                  as the user the agent runs as",
             ),
-            (Route::Pairs, _) => Need::Owner(
-                "pairs are added over the local socket only: run `prism-syncctl pair add` as \
-                 the user the agent runs as",
-            ),
+            (Route::Pairs, _) => Need::AddPair,
             (Route::Tokens | Route::Token(_), _) => Need::UnlimitedAdmin,
         }
     }
 }
 
 /// Whether `caller` may do what `need` says; a 403 saying what it lacks.
-fn authorize(caller: &Caller, need: Need) -> Result<(), ApiError> {
+/// `pair_roots`: as for [`dispatch`].
+fn authorize(caller: &Caller, need: Need, pair_roots: Option<&PairRoots>) -> Result<(), ApiError> {
     let Caller::Token(grant) = caller else {
         return Ok(());
     };
     match need {
+        Need::AddPair if pair_roots.is_none() => Err(auth::forbidden(
+            "this agent lets no token add pairs over HTTP: its owner may set api.pair_roots \
+             to the folders tokens may add pairs in, or run `prism-syncctl pair add` on the \
+             local socket as the user the agent runs as",
+        )),
+        Need::AddPair => authorize(caller, Need::UnlimitedAdmin, pair_roots),
         Need::Role(role) if grant.role >= role => Ok(()),
         Need::Role(role) => Err(auth::forbidden(format!(
             "this request needs the {} role; the token has {}",
@@ -307,6 +319,7 @@ fn visible_pair(caller: &Caller, pair: Option<&str>) -> Result<(), ApiError> {
 async fn route(
     control: &Arc<dyn Control>,
     caller: &Caller,
+    pair_roots: Option<&PairRoots>,
     method: &str,
     path: &str,
     body: Value,
@@ -331,7 +344,7 @@ async fn route(
             )),
         );
     }
-    authorize(caller, route.need(method))?;
+    authorize(caller, route.need(method), pair_roots)?;
     let query = Query::new(&target, route.query_params())?;
     let limit = caller.pair_limit().map(<[String]>::to_vec);
     let by = caller.subject().map(str::to_owned);
@@ -438,6 +451,20 @@ async fn route(
                 return Err(ApiError::bad_request("local must be an absolute path")
                     .with_details(format!("got {:?}", spec.local)));
             }
+            if let Caller::Token(_) = caller {
+                // `authorize` let no token through without roots.
+                let roots = pair_roots.ok_or_else(|| {
+                    ApiError::internal("a token reached POST /pairs without api.pair_roots")
+                })?;
+                let (local, remote) = (spec.local.clone(), spec.remote.clone());
+                // Resolving reads the file system: off the event loop.
+                let roots = roots.clone();
+                tokio::task::spawn_blocking(move || roots.check(&local, &remote))
+                    .await
+                    .map_err(|_| {
+                        ApiError::internal("the agent failed while checking the pair")
+                    })??;
+            }
             Ok(to_json(&call(control, move |c| c.pair_add(&spec)).await?))
         }
         (Route::Pair(name), "DELETE") => {
@@ -504,12 +531,12 @@ async fn route(
 }
 
 /// The methods `path` accepts over HTTP, for a 405's `Allow` header;
-/// `None` for a path that is no endpoint. Issuing tokens and adding pairs
-/// are not among them: they belong to the local socket.
+/// `None` for a path that is no endpoint. Issuing tokens is not among
+/// them: it belongs to the local socket.
 pub fn allowed_methods_over_http(path: &str) -> Option<&'static str> {
     let target = Target::parse(path).ok()?;
     Route::parse(&target.segments).map(|route| match route {
-        Route::Tokens | Route::Pairs => "GET",
+        Route::Tokens => "GET",
         route => route.allowed_methods(),
     })
 }
@@ -527,7 +554,7 @@ pub fn event_log(control: &Arc<dyn Control>) -> Result<Arc<super::events::EventL
 
 /// Whether `caller` may read the event stream (any role may).
 pub fn may_read_events(caller: &Caller) -> Result<(), ApiError> {
-    authorize(caller, Route::Events.need("GET"))
+    authorize(caller, Route::Events.need("GET"), None)
 }
 
 /// Runs `action` on `pair`, or, with no pair, on every pair for a caller

@@ -45,6 +45,7 @@ use tokio_rustls::rustls::{self, pki_types};
 use super::auth::{self, Caller, TokenKeys};
 use super::events::{EventLog, Subscription};
 use super::framing::MAX_REQUEST_BYTES;
+use super::pair_roots::PairRoots;
 use super::stall::StallGuard;
 use super::wire::{self, ErrorBody};
 use super::{ApiError, Control, handlers, openapi};
@@ -117,10 +118,12 @@ impl Listener {
     }
 
     /// Serves until `shutdown` completes, then drops the open connections.
+    /// `pair_roots`: where admin tokens may add pairs (`None`: nowhere).
     pub async fn serve(
         self,
         control: Arc<dyn Control>,
         keys: Arc<TokenKeys>,
+        pair_roots: Option<PairRoots>,
         shutdown: impl Future<Output = ()>,
     ) {
         let addr = self.local_addr().map(|a| a.to_string()).unwrap_or_default();
@@ -128,6 +131,7 @@ impl Listener {
         let app = Router::new().fallback(answer).with_state(Arc::new(Shared {
             control,
             keys,
+            pair_roots,
             streams: Mutex::new(HashMap::new()),
         }));
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -165,6 +169,7 @@ impl Listener {
 struct Shared {
     control: Arc<dyn Control>,
     keys: Arc<TokenKeys>,
+    pair_roots: Option<PairRoots>,
     /// The open event streams, by token id.
     streams: Mutex<HashMap<String, usize>>,
 }
@@ -277,7 +282,15 @@ async fn answer(
         let target = uri
             .path_and_query()
             .map_or_else(|| uri.path().to_owned(), |pq| pq.as_str().to_owned());
-        handlers::dispatch(&shared.control, &caller, method.as_str(), &target, body).await
+        handlers::dispatch(
+            &shared.control,
+            &caller,
+            shared.pair_roots.as_ref(),
+            method.as_str(),
+            &target,
+            body,
+        )
+        .await
     }
     .await;
     match result {

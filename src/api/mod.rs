@@ -1,9 +1,10 @@
 //! The control API: the [`Control`] trait the daemon implements, the JSON
 //! shapes users script against ([`wire`]), the length-prefixed framing on the
 //! local socket ([`framing`]), the request router and its authorization
-//! ([`handlers`]), bearer tokens ([`auth`]), the two transports (the socket
-//! server in [`server`], the optional HTTP listener in [`http`], with
-//! [`stall`] timing out its writes) and the blocking client ([`client`]).
+//! ([`handlers`]), bearer tokens ([`auth`]), which pairs a token may add
+//! ([`pair_roots`]), the two transports (the socket server in [`server`],
+//! the optional HTTP listener in [`http`], with [`stall`] timing out its
+//! writes) and the blocking client ([`client`]).
 //!
 //! Architecture invariant: only this module knows the wire format. The
 //! daemon builds [`wire`] values and never sees frames, paths or query
@@ -18,6 +19,7 @@ pub mod framing;
 pub mod handlers;
 pub mod http;
 pub mod openapi;
+pub mod pair_roots;
 pub mod server;
 mod stall;
 pub mod wire;

@@ -28,7 +28,7 @@ const ERRORS: &[(&str, &str)] = &[
     ),
     (
         "403",
-        "The token's role does not allow this request, or it names a file on the agent's machine (merged_file)",
+        "The token's role does not allow this request, it names a file on the agent's machine (merged_file), or it adds a pair that reaches files outside api.pair_roots",
     ),
     (
         "404",
@@ -59,6 +59,8 @@ struct Endpoint {
     query: Vec<Param>,
     body: Option<(&'static str, bool)>,
     answer: &'static str,
+    /// More than the role to say about who may call it.
+    note: Option<&'static str>,
 }
 
 fn string() -> RefOr<Schema> {
@@ -101,6 +103,7 @@ fn endpoints() -> Vec<Endpoint> {
         query: Vec::new(),
         body,
         answer,
+        note: None,
     };
     vec![
         endpoint(
@@ -224,6 +227,21 @@ fn endpoints() -> Vec<Endpoint> {
             None,
             "PairList",
         ),
+        Endpoint {
+            note: Some(
+                "The token must be valid for every pair, and the agent's api.pair_roots must \
+                 hold the pair's local folder (and a file:// or git+file:// remote's folder); \
+                 rclone: remotes are refused. See docs/protocol.md.",
+            ),
+            ..endpoint(
+                Post,
+                "/pairs",
+                "Add a pair",
+                "admin",
+                Some(("PairSpec", true)),
+                "PairInfo",
+            )
+        },
         endpoint(
             Delete,
             "/pairs/{name}",
@@ -290,8 +308,9 @@ pub fn document() -> OpenApi {
         let mut operation = OperationBuilder::new()
             .summary(Some(e.summary))
             .description(Some(format!(
-                "Needs a token with the {} role or above.",
-                e.role
+                "Needs a token with the {} role or above.{}",
+                e.role,
+                e.note.map(|note| format!(" {note}")).unwrap_or_default()
             )))
             .security(SecurityRequirement::new("bearer", Vec::<String>::new()));
         let mut segment = e.path;
@@ -380,6 +399,7 @@ pub fn document() -> OpenApi {
     components = with::<wire::PairSelector>(components);
     components = with::<wire::Ack>(components);
     components = with::<wire::PairList>(components);
+    components = with::<wire::PairSpec>(components);
     components = with::<wire::PairInfo>(components);
     components = with::<wire::TokenList>(components);
     components = with::<wire::TokenInfo>(components);

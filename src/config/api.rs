@@ -1,15 +1,17 @@
-//! The `[api]` table: where the optional HTTP listener listens and the TLS
-//! certificate it serves. No table, no listener.
+//! The `[api]` table: where the optional HTTP listener listens, the TLS
+//! certificate it serves, and the folders in which admin tokens may add
+//! pairs (`pair_roots`). No table, no listener.
 //!
 //! The rule that matters: a listener reachable from other machines must
 //! speak TLS, because bearer tokens and `/sync/start` credentials cross it.
 //! An address that is not loopback without `tls_cert`/`tls_key` is refused
 //! here, so the agent never starts such a listener. Like the rest of
 //! `config`, this reads no file: the certificate is loaded when the
-//! listener starts.
+//! listener starts, and the roots are resolved at each request
+//! (`api::pair_roots`).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Component, PathBuf};
 
 use serde::Deserialize;
 
@@ -25,6 +27,10 @@ pub struct RawApi {
     pub tls_cert: Option<String>,
     /// The PEM private key of `tls_cert`.
     pub tls_key: Option<String>,
+    /// The folders under which an admin token may add pairs over HTTP;
+    /// none: no token may.
+    #[serde(default)]
+    pub pair_roots: Vec<String>,
 }
 
 /// The validated `[api]` table.
@@ -33,6 +39,9 @@ pub struct ApiConfig {
     pub listen: SocketAddr,
     /// `None`: plain HTTP, which validation allows on loopback only.
     pub tls: Option<TlsFiles>,
+    /// Absolute folders, `~` expanded, without `..`; empty: adding pairs
+    /// over HTTP is off.
+    pub pair_roots: Vec<PathBuf>,
 }
 
 /// Absolute paths to the PEM files.
@@ -59,12 +68,25 @@ impl RawApi {
                 return Err(("api.tls_cert".into(), "tls_key needs a tls_cert".into()));
             }
         };
+        let pair_roots = self
+            .pair_roots
+            .iter()
+            .map(|root| pair_root(root))
+            .collect::<Result<Vec<_>, _>>()?;
         let Some(listen) = self.listen else {
             if tls.is_some() {
                 return Err((
                     "api.listen".into(),
                     "a certificate is configured but no listen address; add listen = \
                      \"127.0.0.1:8384\" (or remove the [api] table)"
+                        .into(),
+                ));
+            }
+            if !pair_roots.is_empty() {
+                return Err((
+                    "api.listen".into(),
+                    "pair_roots is set but no listen address, so no token could use it; add \
+                     listen = \"127.0.0.1:8384\" (or remove pair_roots)"
                         .into(),
                 ));
             }
@@ -89,7 +111,11 @@ impl RawApi {
                 ),
             ));
         }
-        Ok(Some(ApiConfig { listen, tls }))
+        Ok(Some(ApiConfig {
+            listen,
+            tls,
+            pair_roots,
+        }))
     }
 }
 
@@ -118,6 +144,25 @@ fn absolute_file(key: &str, path: &str) -> Result<PathBuf, (String, String)> {
     }
 }
 
+/// One folder of `pair_roots`: absolute once `~` is expanded, and without
+/// `..`, whose meaning would depend on the symbolic links before it.
+fn pair_root(root: &str) -> Result<PathBuf, (String, String)> {
+    let path = expand_home(root);
+    if !path.is_absolute() {
+        return Err((
+            "api.pair_roots".into(),
+            format!("{root:?} must be an absolute folder (or start with ~/)"),
+        ));
+    }
+    if path.components().any(|c| c == Component::ParentDir) {
+        return Err((
+            "api.pair_roots".into(),
+            format!("{root:?} must not contain `..`; name the folder itself"),
+        ));
+    }
+    Ok(path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,7 +172,40 @@ mod tests {
             listen: listen.map(str::to_owned),
             tls_cert: cert.map(str::to_owned),
             tls_key: key.map(str::to_owned),
+            pair_roots: Vec::new(),
         }
+    }
+
+    #[test]
+    fn pair_roots_are_absolute_folders_with_home_expanded() {
+        let with_roots = |roots: &[&str]| RawApi {
+            pair_roots: roots.iter().map(|r| (*r).to_owned()).collect(),
+            ..raw(Some("127.0.0.1:8384"), None, None)
+        };
+        let config = with_roots(&["/srv/shared", "~/Sync"])
+            .validate()
+            .unwrap()
+            .unwrap();
+        assert_eq!(config.pair_roots[0], PathBuf::from("/srv/shared"));
+        assert!(config.pair_roots[1].is_absolute());
+        assert!(config.pair_roots[1].ends_with("Sync"));
+        assert_eq!(
+            raw(Some("127.0.0.1:8384"), None, None)
+                .validate()
+                .unwrap()
+                .unwrap()
+                .pair_roots,
+            Vec::<PathBuf>::new()
+        );
+        for bad in ["Sync", "", "/srv/../etc", "~/a/../.."] {
+            let (key, message) = with_roots(&[bad]).validate().unwrap_err();
+            assert_eq!(key, "api.pair_roots", "{bad}: {message}");
+        }
+        let no_listener = RawApi {
+            listen: None,
+            ..with_roots(&["/srv/shared"])
+        };
+        assert_eq!(no_listener.validate().unwrap_err().0, "api.listen");
     }
 
     #[test]

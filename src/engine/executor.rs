@@ -410,35 +410,36 @@ fn run_copies(
     tally: &mut RunTally,
     outcome: &mut Outcome,
 ) {
-    let jobs: Vec<CopyJob<'_>> = copies
-        .iter()
-        .filter_map(|action| match action {
-            Action::Copy {
-                to,
+    // Sized up front: one job per copy, and an initial sync has a copy
+    // for every file, so growing the list would copy it and hold up to
+    // twice its size.
+    let mut jobs: Vec<CopyJob<'_>> = Vec::with_capacity(copies.len());
+    jobs.extend(copies.iter().filter_map(|action| match action {
+        Action::Copy {
+            to,
+            path,
+            source,
+            mode,
+            ..
+        } => {
+            let current = trees.get(*to).get(path);
+            Some(CopyJob {
+                to: *to,
                 path,
-                source,
-                mode,
-                ..
-            } => {
-                let current = trees.get(*to).get(path);
-                Some(CopyJob {
-                    to: *to,
-                    path,
-                    source: *source,
-                    source_version: trees
-                        .get(to.other())
-                        .get(path)
-                        .filter(|e| e.entry.file() == Some(source))
-                        .and_then(|e| e.version.clone()),
-                    mode: *mode,
-                    expect: expect_of(current),
-                    is_new: current.is_none(),
-                    replaced: current.and_then(|e| e.entry.file().copied()),
-                })
-            }
-            _ => None,
-        })
-        .collect();
+                source: *source,
+                source_version: trees
+                    .get(to.other())
+                    .get(path)
+                    .filter(|e| e.entry.file() == Some(source))
+                    .and_then(|e| e.version.clone()),
+                mode: *mode,
+                expect: expect_of(current),
+                is_new: current.is_none(),
+                replaced: current.and_then(|e| e.entry.file().copied()),
+            })
+        }
+        _ => None,
+    }));
     if jobs.is_empty() {
         return;
     }

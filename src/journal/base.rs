@@ -10,7 +10,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 
 use super::changes::{self, NewChange};
 use super::lineage;
-use super::rows::{RowReader, below, int, kind_str};
+use super::rows::{Col, RowReader, below, int, kind_str};
 use super::trashed::{self, TrashedVersion};
 use super::{Journal, JournalError, PairId, during};
 use crate::model::{BaseEntry, BaseTree, ContentHash, Entry, FileId, FileMeta, Mode, RelPath};
@@ -52,6 +52,20 @@ macro_rules! select_base {
 
 const SELECT_BASE: &str = concat!(select_base!(), "WHERE pair_id = ?1");
 
+/// The columns of [`select_base!`] by position (see [`Col`]).
+mod column {
+    use super::Col;
+    pub const PATH: Col<'static> = Col::At(1, "path");
+    pub const KIND: Col<'static> = Col::At(2, "kind");
+    pub const HASH: Col<'static> = Col::At(3, "hash");
+    pub const SIZE: Col<'static> = Col::At(4, "size");
+    pub const MTIME_NS: Col<'static> = Col::At(5, "mtime_ns");
+    pub const LOCAL_ID: Col<'static> = Col::At(6, "local_id");
+    pub const REMOTE_ID: Col<'static> = Col::At(7, "remote_id");
+    pub const REMOTE_VERSION: Col<'static> = Col::At(8, "remote_version");
+    pub const MODE: Col<'static> = Col::At(9, "mode");
+}
+
 /// The base rows of one root and everything below it. An exact lookup and
 /// a range, each a search of the primary key: `path = ?2 OR <range>` next
 /// to `pair_id = ?1` would make SQLite read all of the pair's rows. The
@@ -80,9 +94,9 @@ impl Journal {
     /// The whole base of a pair.
     pub fn load_base(&self, pair: PairId) -> Result<BaseTree, JournalError> {
         during("load the base", || {
-            let mut tree = BaseTree::new();
-            self.read_base(SELECT_BASE, params![pair.0], &mut tree)?;
-            Ok(tree)
+            let mut rows = Vec::new();
+            self.read_base(SELECT_BASE, params![pair.0], &mut rows)?;
+            Ok(rows.into_iter().collect())
         })
     }
 
@@ -94,15 +108,15 @@ impl Journal {
         roots: &[RelPath],
     ) -> Result<BaseTree, JournalError> {
         during("load part of the base", || {
-            let mut tree = BaseTree::new();
+            let mut rows = Vec::new();
             for root in roots {
                 self.read_base(
                     SELECT_BASE_WITHIN,
                     params![pair.0, root.as_str()],
-                    &mut tree,
+                    &mut rows,
                 )?;
             }
-            Ok(tree)
+            Ok(rows.into_iter().collect())
         })
     }
 
@@ -205,17 +219,21 @@ impl Journal {
         })
     }
 
+    /// Appends the rows `sql` selects to `rows`. The caller builds its
+    /// tree from them in one go: a `BTreeMap` filled by inserting the rows
+    /// one by one in path order (the order they come in) would leave its
+    /// nodes about half full, nearly doubling the base's size in memory.
     fn read_base(
         &self,
         sql: &str,
         params: impl rusqlite::Params,
-        tree: &mut BaseTree,
+        out: &mut Vec<(RelPath, BaseEntry)>,
     ) -> Result<(), JournalError> {
         let mut stmt = self.conn.prepare_cached(sql)?;
         let mut rows = stmt.query(params)?;
         while let Some(row) = rows.next()? {
             let row = RowReader::new(row, "base", &["pair_id", "path"]);
-            tree.insert(row.path("path")?, decode_base(&row)?);
+            out.push((row.path(column::PATH)?, decode_base(&row)?));
         }
         Ok(())
     }
@@ -223,23 +241,23 @@ impl Journal {
 
 fn decode_base(row: &RowReader<'_, '_>) -> Result<BaseEntry, JournalError> {
     let mode = row
-        .opt_u64("mode")?
+        .opt_u64(column::MODE)?
         .map(|bits| Mode::from_bits(bits as u32));
-    let entry = if row.is_dir("kind")? {
+    let entry = if row.is_dir(column::KIND)? {
         Entry::dir(mode)
     } else {
         Entry::File(FileMeta {
-            hash: row.hash("hash")?,
-            size: row.u64("size")?,
-            mtime_ns: row.get("mtime_ns")?,
+            hash: row.hash(column::HASH)?,
+            size: row.u64(column::SIZE)?,
+            mtime_ns: row.get(column::MTIME_NS)?,
             mode,
         })
     };
     Ok(BaseEntry {
         entry,
-        local_id: row.get::<Option<String>>("local_id")?.map(FileId),
-        remote_id: row.get::<Option<String>>("remote_id")?.map(FileId),
-        remote_version: row.get("remote_version")?,
+        local_id: row.get::<Option<String>>(column::LOCAL_ID)?.map(FileId),
+        remote_id: row.get::<Option<String>>(column::REMOTE_ID)?.map(FileId),
+        remote_version: row.get(column::REMOTE_VERSION)?,
     })
 }
 
@@ -311,4 +329,36 @@ fn remove_one(conn: &Connection, pair: PairId, path: &RelPath) -> Result<(), Jou
     conn.prepare_cached("DELETE FROM base WHERE pair_id = ?1 AND path = ?2")?
         .execute(params![pair.0, path.as_str()])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each position in [`column`] names the column both base queries
+    /// select there.
+    #[test]
+    fn the_base_columns_are_where_the_queries_put_them() {
+        let journal = Journal::open_in_memory().unwrap();
+        let columns = [
+            column::PATH,
+            column::KIND,
+            column::HASH,
+            column::SIZE,
+            column::MTIME_NS,
+            column::LOCAL_ID,
+            column::REMOTE_ID,
+            column::REMOTE_VERSION,
+            column::MODE,
+        ];
+        for sql in [SELECT_BASE, SELECT_BASE_WITHIN] {
+            let stmt = journal.conn.prepare(sql).unwrap();
+            for col in columns {
+                let Col::At(index, name) = col else {
+                    panic!("{col} is not read by position");
+                };
+                assert_eq!(stmt.column_name(index).unwrap(), name, "{sql}");
+            }
+        }
+    }
 }

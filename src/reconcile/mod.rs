@@ -70,6 +70,7 @@
 
 mod moves;
 mod paths;
+mod view;
 
 #[cfg(test)]
 mod model_tests;
@@ -323,6 +324,7 @@ fn subtree<'a, V>(
 }
 
 /// Moves `from` and everything below it to `to` within one tree.
+#[cfg(test)]
 fn rebase_tree<V>(tree: &mut BTreeMap<RelPath, V>, from: &RelPath, to: &RelPath) {
     let moving: Vec<RelPath> = subtree(tree, from).map(|(path, _)| path.clone()).collect();
     for path in moving {

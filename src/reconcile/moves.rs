@@ -12,24 +12,27 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{Input, Policy, Tree, fold, ignores_case, rebase_tree, subtree};
+use super::view::View;
+use super::{Input, Policy, fold, ignores_case, subtree};
 use crate::model::{
     BaseEntry, BaseTree, ContentHash, Entry, FileId, Mode, RelPath, Side, SideTree,
 };
 use crate::reconcile::Action;
 
-/// The trees after every replayable move, for the path-wise stage.
-pub(super) struct Moved {
+/// The trees after every replayable move, for the path-wise stage. Each
+/// reads from the input until a move changes it (see [`View`]).
+pub(super) struct Moved<'a> {
     /// The moves (with the folder creations they need), in execution order.
     pub actions: Vec<Action>,
     /// What both sides agreed on, seen at the places the sides now use.
-    pub base: Tree,
-    /// The base as the engine holds it once `actions` have run. It differs
-    /// from `base` where both sides made the same move: nothing runs for
-    /// that, so the path-wise stage must emit the base updates.
-    pub journal: Tree,
-    pub local: Tree,
-    pub remote: Tree,
+    pub base: View<'a>,
+    /// The base as the engine holds it once `actions` have run, where it
+    /// differs from `base` (see [`Moved::journal`]); `None` while it does
+    /// not, which is every sync without moves: a whole second copy of the
+    /// base is made only once it is needed.
+    journal: Option<View<'a>>,
+    pub local: View<'a>,
+    pub remote: View<'a>,
 }
 
 /// A rename one side made: `from` in the base's coordinates, `to` in the
@@ -56,7 +59,7 @@ enum Verdict {
 }
 
 /// Detects both sides' moves and replays them, returning the rebased trees.
-pub(super) fn replay_moves(input: &Input<'_>) -> Moved {
+pub(super) fn replay_moves<'a>(input: &Input<'a>) -> Moved<'a> {
     let mut pending = detect(input.base, input.local, Side::Local);
     pending.extend(detect(input.base, input.remote, Side::Remote));
     // Outer moves first: replaying them rebases the sources of the moves
@@ -64,22 +67,12 @@ pub(super) fn replay_moves(input: &Input<'_>) -> Moved {
     pending
         .sort_by(|a, b| (a.from.depth(), &a.from, a.side).cmp(&(b.from.depth(), &b.from, b.side)));
 
-    let base: Tree = input
-        .base
-        .iter()
-        .map(|(path, e)| (path.clone(), e.entry))
-        .collect();
-    let strip = |tree: &SideTree| -> Tree {
-        tree.iter()
-            .map(|(path, e)| (path.clone(), e.entry))
-            .collect()
-    };
     let mut moved = Moved {
         actions: Vec::new(),
-        journal: base.clone(),
-        base,
-        local: strip(input.local),
-        remote: strip(input.remote),
+        journal: None,
+        base: View::of_base(input.base),
+        local: View::of_side(input.local),
+        remote: View::of_side(input.remote),
     };
 
     // Each round settles at least one candidate or ends the loop. Replaying a
@@ -129,15 +122,28 @@ fn remove_pair(pending: &mut Vec<Candidate>, i: usize, j: usize) {
     pending.remove(i.min(j));
 }
 
-impl Moved {
-    fn tree(&self, side: Side) -> &Tree {
+impl<'a> Moved<'a> {
+    /// The base as the engine holds it once `actions` have run. It differs
+    /// from `base` where both sides made the same move (nothing runs for
+    /// that, so the path-wise stage must emit the base updates) and where
+    /// a move needed folders created.
+    pub fn journal(&self) -> &View<'a> {
+        self.journal.as_ref().unwrap_or(&self.base)
+    }
+
+    /// The journal's view, to change it apart from `base`.
+    fn journal_mut(&mut self) -> &mut View<'a> {
+        self.journal.get_or_insert_with(|| self.base.clone())
+    }
+
+    fn tree(&self, side: Side) -> &View<'a> {
         match side {
             Side::Local => &self.local,
             Side::Remote => &self.remote,
         }
     }
 
-    fn tree_mut(&mut self, side: Side) -> &mut Tree {
+    fn tree_mut(&mut self, side: Side) -> &mut View<'a> {
         match side {
             Side::Local => &mut self.local,
             Side::Remote => &mut self.remote,
@@ -210,9 +216,11 @@ impl Moved {
             from: from.clone(),
             to: to.clone(),
         });
-        rebase_tree(self.tree_mut(target), from, to);
-        rebase_tree(&mut self.base, from, to);
-        rebase_tree(&mut self.journal, from, to);
+        self.tree_mut(target).rebase(from, to);
+        self.base.rebase(from, to);
+        if let Some(journal) = &mut self.journal {
+            journal.rebase(from, to);
+        }
         for other in pending.iter_mut() {
             if let Some(new_from) = other.from.rebase(from, to) {
                 other.from = new_from;
@@ -231,7 +239,8 @@ impl Moved {
     /// path-wise stage records that in the journal.
     fn converge(&mut self, candidate: &Candidate, pending: &mut [Candidate]) {
         let (from, to) = (&candidate.from, &candidate.to);
-        rebase_tree(&mut self.base, from, to);
+        self.journal_mut();
+        self.base.rebase(from, to);
         for other in pending.iter_mut() {
             if let Some(new_from) = other.from.rebase(from, to) {
                 other.from = new_from;
@@ -266,7 +275,7 @@ impl Moved {
             };
             self.tree_mut(target).insert(ancestor.clone(), created);
             // As the engine records a folder creation (see `executor`).
-            self.journal
+            self.journal_mut()
                 .insert(ancestor, Entry::dir(created.mode().or(mode)));
         }
     }
@@ -323,7 +332,7 @@ fn unique_pair<'a>(
 
 /// Whether a case-insensitive `tree` already holds a different name for
 /// `path`, not counting what lies within `except`.
-fn taken_ignoring_case(tree: &Tree, path: &RelPath, except: Option<&RelPath>) -> bool {
+fn taken_ignoring_case(tree: &View<'_>, path: &RelPath, except: Option<&RelPath>) -> bool {
     let key = fold(path);
     tree.keys()
         .any(|p| p != path && !except.is_some_and(|e| p.is_within(e)) && fold(p) == key)

@@ -10,7 +10,6 @@
 //! become conflicts. This stage does not detect moves (stage one did).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ops::Bound;
 
 use super::moves::Moved;
 use super::{
@@ -35,20 +34,21 @@ enum Decision {
     Covered,
 }
 
-/// One path with everything known about it.
-struct Slot {
-    base: Option<Entry>,
-    journal: Option<Entry>,
-    local: Option<Entry>,
-    remote: Option<Entry>,
+/// One path with everything known about it: the entries are borrowed
+/// from the trees, as there is a slot for every path of the pair.
+struct Slot<'t> {
+    base: Option<&'t Entry>,
+    journal: Option<&'t Entry>,
+    local: Option<&'t Entry>,
+    remote: Option<&'t Entry>,
     decision: Decision,
 }
 
-impl Slot {
+impl Slot<'_> {
     fn current(&self, side: Side) -> Option<Entry> {
         match side {
-            Side::Local => self.local,
-            Side::Remote => self.remote,
+            Side::Local => self.local.copied(),
+            Side::Remote => self.remote.copied(),
         }
     }
 
@@ -56,7 +56,7 @@ impl Slot {
     /// holding `after`: the modes of the entries of the same kind, merged
     /// (see `merge_modes`).
     fn final_mode(&self, after: &Entry) -> Option<Mode> {
-        let like = |e: Option<Entry>| {
+        let like = |e: Option<&Entry>| {
             e.filter(|e| e.is_dir() == after.is_dir())
                 .and_then(|e| e.mode())
         };
@@ -77,26 +77,45 @@ impl Slot {
 
 const SIDES: [Side; 2] = [Side::Local, Side::Remote];
 
+/// Every path of the trees with what is known about it, in path order: a
+/// sorted list rather than a map, as it is built once in order, never
+/// grows, and holds every path of the pair.
+type Slots<'t> = Vec<(RelPath, Slot<'t>)>;
+
+/// Where `path` is in `slots`.
+fn position(slots: &Slots, path: &RelPath) -> Option<usize> {
+    slots.binary_search_by(|(p, _)| p.cmp(path)).ok()
+}
+
 /// Decides every path and returns the whole plan, moves included.
-pub(super) fn decide_paths(moved: Moved, policy: Policy) -> Plan {
-    let mut all: BTreeSet<&RelPath> = BTreeSet::new();
-    for tree in [&moved.base, &moved.journal, &moved.local, &moved.remote] {
+pub(super) fn decide_paths(mut moved: Moved, policy: Policy) -> Plan {
+    let moves = std::mem::take(&mut moved.actions);
+    let journal = moved.journal();
+    let mut trees = vec![&moved.base, &moved.local, &moved.remote];
+    if !std::ptr::eq(journal, &moved.base) {
+        trees.push(journal);
+    }
+    let mut all: Vec<&RelPath> = Vec::with_capacity(trees.iter().map(|t| t.size_hint()).sum());
+    for tree in trees {
         all.extend(tree.keys());
     }
-    let mut slots: BTreeMap<RelPath, Slot> = all
+    // Sorted runs, one per tree: the sort merges them.
+    all.sort();
+    all.dedup();
+    let mut slots: Slots = all
         .into_iter()
         .map(|path| {
             let (base, local, remote) = (
-                moved.base.get(path).copied(),
-                moved.local.get(path).copied(),
-                moved.remote.get(path).copied(),
+                moved.base.get(path),
+                moved.local.get(path),
+                moved.remote.get(path),
             );
             let slot = Slot {
                 base,
-                journal: moved.journal.get(path).copied(),
+                journal: journal.get(path),
                 local,
                 remote,
-                decision: decide(base.as_ref(), local.as_ref(), remote.as_ref()),
+                decision: decide(base, local, remote),
             };
             (path.clone(), slot)
         })
@@ -110,7 +129,7 @@ pub(super) fn decide_paths(moved: Moved, policy: Policy) -> Plan {
             cover_below_conflicts(&mut slots);
         }
     }
-    emit(moved.actions, &slots, policy)
+    emit(moves, &slots, policy)
 }
 
 /// The decision for one path on its own.
@@ -166,8 +185,9 @@ fn decide(base: Option<&Entry>, local: Option<&Entry>, remote: Option<&Entry>) -
 /// on the other side when something below it survives there. A deleted
 /// folder is then recreated on the deleting side; a folder replaced by a
 /// file becomes a type-change conflict.
-fn keep_folders_that_survive(slots: &mut BTreeMap<RelPath, Slot>) {
-    let mut alive: [BTreeSet<RelPath>; 2] = [BTreeSet::new(), BTreeSet::new()];
+fn keep_folders_that_survive(slots: &mut Slots) {
+    // What each side holds after the plan, in descending path order.
+    let mut alive: [Vec<RelPath>; 2] = [Vec::new(), Vec::new()];
     // Reverse path order visits everything below a folder before it.
     for (path, slot) in slots.iter_mut().rev() {
         if let Decision::Propagate { to } = slot.decision
@@ -184,7 +204,7 @@ fn keep_folders_that_survive(slots: &mut BTreeMap<RelPath, Slot>) {
         }
         for side in SIDES {
             if slot.after(side).is_some() {
-                alive[index(side)].insert(path.clone());
+                alive[index(side)].push(path.clone());
             }
         }
     }
@@ -197,18 +217,22 @@ fn index(side: Side) -> usize {
     }
 }
 
-/// Whether `set` holds anything strictly below `dir`.
-fn has_below(set: &BTreeSet<RelPath>, dir: &RelPath) -> bool {
-    set.range((Bound::Excluded(dir), Bound::Unbounded))
-        .take_while(|path| path.as_str().starts_with(dir.as_str()))
-        .any(|path| path.is_within(dir))
+/// Whether `descending` (paths in descending order) holds anything
+/// strictly below `dir`. Those are the paths that start with `dir/`: one
+/// run of the list, below everything from `dir0` on (`0` follows `/`).
+fn has_below(descending: &[RelPath], dir: &RelPath) -> bool {
+    let (below, past) = (format!("{dir}/"), format!("{dir}0"));
+    let start = descending.partition_point(|path| path.as_str() >= past.as_str());
+    descending
+        .get(start)
+        .is_some_and(|path| path.as_str().starts_with(&below))
 }
 
 /// Top-down: everything below a conflicted path is covered by it.
-fn cover_below_conflicts(slots: &mut BTreeMap<RelPath, Slot>) {
+fn cover_below_conflicts(slots: &mut Slots) {
     let mut conflicted: BTreeSet<RelPath> = BTreeSet::new();
     for (path, slot) in slots.iter_mut() {
-        if path.ancestors().any(|a| conflicted.contains(&a)) {
+        if !conflicted.is_empty() && path.ancestors().any(|a| conflicted.contains(&a)) {
             slot.decision = Decision::Covered;
         } else if matches!(slot.decision, Decision::Conflict { .. }) {
             conflicted.insert(path.clone());
@@ -221,7 +245,7 @@ fn cover_below_conflicts(slots: &mut BTreeMap<RelPath, Slot>) {
 /// the first in path order); the others become conflicts. Folders are
 /// settled before what is below them, so a losing folder takes its
 /// contents out of the running.
-fn resolve_case_collisions(slots: &mut BTreeMap<RelPath, Slot>, side: Side) {
+fn resolve_case_collisions(slots: &mut Slots, side: Side) {
     let mut groups: BTreeMap<String, Vec<RelPath>> = BTreeMap::new();
     for (path, slot) in slots.iter() {
         if slot.after(side).is_some() {
@@ -239,13 +263,14 @@ fn resolve_case_collisions(slots: &mut BTreeMap<RelPath, Slot>, side: Side) {
         }
         let winner = standing
             .iter()
-            .find(|path| slots[**path].current(side).is_some())
+            .find(|path| position(slots, path).is_some_and(|i| slots[i].1.current(side).is_some()))
             .unwrap_or(&standing[0]);
         for path in standing.iter().filter(|path| *path != winner) {
             losers.insert((*path).clone());
-            let slot = slots
-                .get_mut(*path)
-                .expect("grouped paths come from the slots");
+            let Some(i) = position(slots, path) else {
+                continue; // grouped paths come from the slots
+            };
+            let slot = &mut slots[i].1;
             // A path that already conflicts (or lies below a conflict) has
             // no action to withdraw, and keeps its own report.
             if matches!(slot.decision, Decision::Agreed | Decision::Propagate { .. }) {
@@ -259,7 +284,7 @@ fn resolve_case_collisions(slots: &mut BTreeMap<RelPath, Slot>, side: Side) {
 }
 
 /// Turns the decisions into actions and conflicts, in the documented order.
-fn emit(moves: Vec<Action>, slots: &BTreeMap<RelPath, Slot>, policy: Policy) -> Plan {
+fn emit(moves: Vec<Action>, slots: &Slots, policy: Policy) -> Plan {
     let mut mkdirs = Vec::new();
     let mut copies = Vec::new();
     let mut deletes = Vec::new();
@@ -271,11 +296,11 @@ fn emit(moves: Vec<Action>, slots: &BTreeMap<RelPath, Slot>, policy: Policy) -> 
             Decision::Agreed => {
                 // The same content on both sides (or nothing): at most the
                 // modes differ, and the base follows.
-                let agreed = slot.local.map(|e| e.with_mode(slot.final_mode(&e)));
+                let agreed = slot.local.map(|e| e.with_mode(slot.final_mode(e)));
                 let changes = set_modes(path, slot, agreed.and_then(|e| e.mode()), None);
                 let modes_set = !changes.is_empty();
                 mode_changes.extend(changes);
-                if !modes_set && !same_version(slot.journal.as_ref(), agreed.as_ref()) {
+                if !modes_set && !same_version(slot.journal, agreed.as_ref()) {
                     base_updates.push(Action::SetBase {
                         path: path.clone(),
                         entry: agreed,
@@ -347,9 +372,9 @@ fn emit(moves: Vec<Action>, slots: &BTreeMap<RelPath, Slot>, policy: Policy) -> 
             Decision::Conflict { kind, other_path } => conflicts.push(Conflict {
                 path: path.clone(),
                 kind: *kind,
-                base: slot.base,
-                local: slot.local,
-                remote: slot.remote,
+                base: slot.base.copied(),
+                local: slot.local.copied(),
+                remote: slot.remote.copied(),
                 other_path: other_path.clone(),
             }),
             Decision::Covered => {}

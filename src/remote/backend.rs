@@ -19,7 +19,7 @@
 use std::any::Any;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::{RemoteHost, Replica, ReplicaError};
@@ -69,6 +69,23 @@ pub trait Backend: Any + Clone + fmt::Debug + fmt::Display + PartialEq + Send + 
     fn local_folder(&self) -> Option<&Path> {
         None
     }
+
+    /// Which files of this machine the remote reaches, for a pair added
+    /// by a token over HTTP (`api::pair_roots`). No default: a backend
+    /// must say, as one that reaches more than it shows would hand a
+    /// token its user's files.
+    fn reach(&self) -> Reach;
+}
+
+/// Which files of this machine a remote reaches with the agent's rights.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reach {
+    /// Only what a server lets the login see (a network remote).
+    Server,
+    /// This folder, as written (resolved by the caller).
+    Folder(PathBuf),
+    /// Perhaps any folder, or a program: why, for the refusal.
+    Anything(String),
 }
 
 /// How a backend's URLs begin, for the registry's dispatch and messages.
@@ -193,6 +210,11 @@ impl RemoteUrl {
         self.0.password_account(user)
     }
 
+    /// See [`Backend::reach`].
+    pub fn reach(&self) -> Reach {
+        self.0.reach()
+    }
+
     /// Validates the pair keys for this remote: the backend takes its
     /// own; what is left is refused by the caller.
     pub fn configure(&self, keys: &mut PairKeys) -> Result<PairRemote, KeyError> {
@@ -280,6 +302,7 @@ trait AnyUrl: fmt::Debug + fmt::Display + Send + Sync {
     fn eq_any(&self, other: &dyn Any) -> bool;
     fn scheme(&self) -> &'static str;
     fn local_folder(&self) -> Option<&Path>;
+    fn reach(&self) -> Reach;
     fn password_account(&self, user: Option<String>) -> Result<Account, String>;
     fn configure(&self, keys: &mut PairKeys) -> Result<PairRemote, KeyError>;
 }
@@ -299,6 +322,10 @@ impl<B: Backend> AnyUrl for B {
 
     fn local_folder(&self) -> Option<&Path> {
         Backend::local_folder(self)
+    }
+
+    fn reach(&self) -> Reach {
+        Backend::reach(self)
     }
 
     fn password_account(&self, user: Option<String>) -> Result<Account, String> {

@@ -32,10 +32,11 @@ use crate::fsops::beneath::At;
 use crate::fsops::{self, Expect, StatKind, Trash};
 use crate::locks::LockExt;
 use crate::model::{
-    BaseEntry, BaseTree, ContentHash, Entry, FileMeta, Mode, RelPath, Scope, Side, SideEntry,
+    BaseEntry, BaseTree, ContentHash, Entry, FileId, FileMeta, Mode, RelPath, Scope, Side,
+    SideEntry,
 };
 use crate::tracker::ignore::IgnoreRules;
-use crate::tracker::scan::{ScanRequest, scan};
+use crate::tracker::scan::{ScanRequest, local_view, scan};
 
 /// A folder on a mounted file system.
 pub struct LocalFolder {
@@ -183,39 +184,6 @@ impl LocalFolder {
             });
         }
         Ok(at)
-    }
-
-    /// The base as this side's stat cache: the local side compares the
-    /// base's size, mtime and local id; a remote folder its own version
-    /// token and remote id.
-    fn cache_view(&self, base: &BaseTree) -> BaseTree {
-        match self.side {
-            Side::Local => base.clone(),
-            Side::Remote => base
-                .iter()
-                .map(|(path, b)| {
-                    let entry = match (
-                        &b.entry,
-                        b.remote_version.as_deref().and_then(parse_version),
-                    ) {
-                        (Entry::File(meta), Some((size, mtime_ns))) => Entry::File(FileMeta {
-                            hash: meta.hash,
-                            size,
-                            mtime_ns,
-                            mode: meta.mode,
-                        }),
-                        (entry, _) => *entry,
-                    };
-                    let view = BaseEntry {
-                        entry,
-                        local_id: b.remote_id.clone(),
-                        remote_id: None,
-                        remote_version: None,
-                    };
-                    (path.clone(), view)
-                })
-                .collect(),
-        }
     }
 
     /// A partial sync may reach a file whose folder the plan did not
@@ -430,6 +398,23 @@ fn remove_partials_in(dir: &At) -> bool {
     any
 }
 
+/// A remote folder's view of the base (see [`CacheView`]): its own
+/// identity, and the size and mtime its version token recorded.
+fn remote_view(base: &BaseEntry) -> Option<(Option<&FileId>, FileMeta)> {
+    let Entry::File(meta) = base.entry else {
+        return None;
+    };
+    let meta = match base.remote_version.as_deref().and_then(parse_version) {
+        Some((size, mtime_ns)) => FileMeta {
+            size,
+            mtime_ns,
+            ..meta
+        },
+        None => meta,
+    };
+    Some((base.remote_id.as_ref(), meta))
+}
+
 fn parse_version(version: &str) -> Option<(u64, i64)> {
     let (size, mtime) = version.split_once(':')?;
     Some((size.parse().ok()?, mtime.parse().ok()?))
@@ -470,6 +455,7 @@ impl Replica for LocalFolder {
             parallel_commits: false,
             modes: cfg!(unix),
             local_disk: true,
+            rechecked_writes: false,
         }
     }
 
@@ -526,12 +512,18 @@ impl Replica for LocalFolder {
         cache: &BaseTree,
         ignore: &IgnoreRules,
     ) -> Result<Listing, ReplicaError> {
-        let cache = self.cache_view(cache);
+        // The base is this side's stat cache: the local side compares its
+        // size, mtime and local id; a remote folder its own version token
+        // and remote id.
         let request = ScanRequest {
             root: &self.root,
             scope,
             ignore,
-            cache: &cache,
+            cache,
+            view: match self.side {
+                Side::Local => local_view,
+                Side::Remote => remote_view,
+            },
         };
         let outcome = scan(&request).map_err(|e| ReplicaError::Other(e.to_string()))?;
         sweep_stale_temp_files(

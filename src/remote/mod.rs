@@ -64,6 +64,11 @@ pub struct Capabilities {
     /// machine has cores only contend (for the cores, and for the folder
     /// both write into).
     pub local_disk: bool,
+    /// Writes cannot be made conditional on the version they replace: the
+    /// backend looks again right before each replace, move and removal,
+    /// and a change another writer makes in that moment can go to the
+    /// trash (or be replaced) instead of staying in place. rclone remotes.
+    pub rechecked_writes: bool,
 }
 
 /// A snapshot of (part of) a replica.

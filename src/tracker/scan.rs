@@ -30,6 +30,25 @@ pub struct ScanRequest<'a> {
     /// The base: hashes in it are reused for files whose size, mtime and
     /// inode are unchanged.
     pub cache: &'a BaseTree,
+    /// What the base says about a file as this folder saw it (see
+    /// [`CacheView`]): [`local_view`] for the pair's local folder.
+    pub view: CacheView,
+}
+
+/// What the base says about a file as the scanned folder saw it: the
+/// identity it had there and its size and mtime there (with the agreed
+/// hash), or `None` for a folder. The base keeps the local side's in its
+/// entry and `local_id`; a folder that is a pair's remote has its own
+/// identity and version token. Read through this, the base serves as
+/// either side's stat cache without a copy of it being made.
+pub type CacheView = for<'b> fn(&'b BaseEntry) -> Option<(Option<&'b FileId>, FileMeta)>;
+
+/// The local side's view of the base.
+pub fn local_view(base: &BaseEntry) -> Option<(Option<&FileId>, FileMeta)> {
+    match &base.entry {
+        Entry::File(meta) => Some((base.local_id.as_ref(), *meta)),
+        Entry::Dir(_) => None,
+    }
 }
 
 /// The result of a scan.
@@ -120,7 +139,9 @@ pub fn scan(req: &ScanRequest) -> Result<ScanOutcome, ScanError> {
         }
     }
     scanner.hash_pending();
-    Ok(scanner.out)
+    let mut out = scanner.out;
+    out.tree = scanner.found.into_iter().collect();
+    Ok(out)
 }
 
 /// The state of one scan in progress.
@@ -129,10 +150,15 @@ struct Scanner<'r, 'a> {
     out: ScanOutcome,
     /// Cached file metadata by inode, built on the first cache miss, to
     /// recognise a renamed file without reading it.
-    cache_by_id: Option<HashMap<FileId, FileMeta>>,
+    cache_by_id: Option<HashMap<&'a FileId, FileMeta>>,
     /// Files the stat cache did not cover, waiting to be read (see
     /// [`HASH_CHUNK`]).
     to_hash: Vec<HashJob>,
+    /// What goes into `out.tree`, in the order found. The map is built
+    /// from it in one go at the end: a `BTreeMap` built by inserting keys
+    /// in ascending order leaves its nodes about half full, one built
+    /// from a sorted list fills them, which is most of a tree's size.
+    found: Vec<(RelPath, SideEntry)>,
 }
 
 /// Files the stat cache does not cover are read this many at a time, on
@@ -180,6 +206,13 @@ impl<'r, 'a> Scanner<'r, 'a> {
             },
             cache_by_id: None,
             to_hash: Vec::new(),
+            // A full scan finds about what the base holds: room for that
+            // (and some new paths) from the start spares the copies, and
+            // the unused half, of growing the list.
+            found: Vec::with_capacity(match req.scope {
+                Scope::Full => req.cache.len() + req.cache.len() / 8,
+                Scope::Paths(_) => 0,
+            }),
         }
     }
 
@@ -205,7 +238,8 @@ impl<'r, 'a> Scanner<'r, 'a> {
         let abs = path.to_fs(self.req.root);
         match fs::symlink_metadata(&abs) {
             Ok(meta) => {
-                if let Some(folder) = self.visit(path.clone(), &abs, &meta) {
+                let known = self.req.cache.get(path);
+                if let Some(folder) = self.visit(path.clone(), known, &abs, &meta) {
                     self.walk(folder);
                 }
             }
@@ -251,9 +285,16 @@ impl<'r, 'a> Scanner<'r, 'a> {
             });
             return None;
         };
+        // A path the base knows is held once for the whole sync: the
+        // listing shares the base's copy (see `RelPath`), so the base and
+        // both sides' trees do not each keep the path's bytes.
+        let (rel, known) = match self.req.cache.get_key_value(&rel) {
+            Some((path, base)) => (path.clone(), Some(base)),
+            None => (rel, None),
+        };
         // `DirEntry::metadata` does not follow symbolic links.
         match child.metadata() {
-            Ok(meta) => self.visit(rel, &abs, &meta),
+            Ok(meta) => self.visit(rel, known, &abs, &meta),
             Err(err) if is_vanished(&err) => None,
             Err(err) => {
                 self.hold(rel, "look at", &err);
@@ -263,7 +304,14 @@ impl<'r, 'a> Scanner<'r, 'a> {
     }
 
     /// Records one path; returns it when it is a folder to descend into.
-    fn visit(&mut self, rel: RelPath, abs: &Path, meta: &Metadata) -> Option<Folder> {
+    /// `known` is what the base holds at `rel`.
+    fn visit(
+        &mut self,
+        rel: RelPath,
+        known: Option<&'a BaseEntry>,
+        abs: &Path,
+        meta: &Metadata,
+    ) -> Option<Folder> {
         self.out.visited += 1;
         let file_type = meta.file_type();
         if self.req.ignore.is_ignored(&rel, file_type.is_dir()) {
@@ -284,7 +332,7 @@ impl<'r, 'a> Scanner<'r, 'a> {
             return self.visit_dir(rel, abs, meta);
         }
         if file_type.is_file() {
-            self.visit_file(rel, abs, meta);
+            self.visit_file(rel, known, abs, meta);
         } else {
             self.hold_unsyncable(rel, meta);
         }
@@ -306,7 +354,7 @@ impl<'r, 'a> Scanner<'r, 'a> {
                     id: file_id(meta),
                     version: None,
                 };
-                self.out.tree.insert(rel.clone(), entry);
+                self.found.push((rel.clone(), entry));
                 Some(Folder {
                     path: Some(rel),
                     children: children.into_iter(),
@@ -330,9 +378,15 @@ impl<'r, 'a> Scanner<'r, 'a> {
         }
     }
 
-    fn visit_file(&mut self, rel: RelPath, abs: &Path, before: &Metadata) {
+    fn visit_file(
+        &mut self,
+        rel: RelPath,
+        known: Option<&'a BaseEntry>,
+        abs: &Path,
+        before: &Metadata,
+    ) {
         let id = file_id(before);
-        match self.cached_hash(&rel, &id, before.len(), mtime_ns(before)) {
+        match self.cached_hash(known, &id, before.len(), mtime_ns(before)) {
             Some(hash) => self.insert_file(rel, before, id, hash),
             None => {
                 self.to_hash.push(HashJob {
@@ -393,11 +447,12 @@ impl<'r, 'a> Scanner<'r, 'a> {
             id,
             version: None,
         };
-        self.out.tree.insert(rel, entry);
+        self.found.push((rel, entry));
     }
 
     /// The base's hash for a file that size, mtime and inode say is
-    /// unchanged: at the same path, or at another path it was renamed from.
+    /// unchanged: at the same path (`known`, what the base holds there),
+    /// or at another path it was renamed from.
     ///
     /// RACE: a file rewritten in place with the same size within the same
     /// mtime tick as the write the base saw (ext4 ticks are milliseconds)
@@ -406,31 +461,25 @@ impl<'r, 'a> Scanner<'r, 'a> {
     /// was recorded, which the base does not carry.
     fn cached_hash(
         &mut self,
-        rel: &RelPath,
+        known: Option<&'a BaseEntry>,
         id: &Option<FileId>,
         size: u64,
         mtime_ns: i64,
     ) -> Option<ContentHash> {
         let unchanged = |meta: &FileMeta| meta.size == size && meta.mtime_ns == mtime_ns;
-        if let Some(BaseEntry {
-            entry: Entry::File(meta),
-            local_id,
-            ..
-        }) = self.req.cache.get(rel)
-            && local_id == id
-            && unchanged(meta)
+        let (cache, view) = (self.req.cache, self.req.view);
+        if let Some((known_id, meta)) = known.and_then(view)
+            && known_id == id.as_ref()
+            && unchanged(&meta)
         {
             return Some(meta.hash);
         }
         let id = id.as_ref()?;
-        let cache = self.req.cache;
         let by_id = self.cache_by_id.get_or_insert_with(|| {
             cache
                 .values()
-                .filter_map(|base| match (&base.entry, &base.local_id) {
-                    (Entry::File(meta), Some(id)) => Some((id.clone(), *meta)),
-                    _ => None,
-                })
+                .filter_map(view)
+                .filter_map(|(id, meta)| Some((id?, meta)))
                 .collect()
         });
         by_id
@@ -619,6 +668,7 @@ pub(crate) mod tests {
             scope,
             ignore,
             cache,
+            view: local_view,
         })
         .unwrap()
     }
@@ -697,6 +747,25 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_rescan_shares_the_paths_the_base_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write(root, "d/known.txt", b"known");
+        let cache = as_cache(&full(root, &BaseTree::new()).tree);
+        write(root, "d/new.txt", b"new");
+
+        let out = full(root, &cache);
+        assert_eq!(paths(&out.tree), ["d", "d/known.txt", "d/new.txt"]);
+        for path in cache.keys() {
+            let (listed, _) = out.tree.get_key_value(path).unwrap();
+            assert!(
+                std::ptr::eq(listed.as_str(), path.as_str()),
+                "{path} is held twice"
+            );
+        }
+    }
+
+    #[test]
     fn changed_file_is_rehashed_and_only_it() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
@@ -756,9 +825,10 @@ pub(crate) mod tests {
             scope: &Scope::Full,
             ignore: &ignore,
             cache: &cache,
+            view: local_view,
         };
         let mut scanner = Scanner::new(&req);
-        scanner.visit(rel("growing.log"), &root.join("growing.log"), &before);
+        scanner.visit(rel("growing.log"), None, &root.join("growing.log"), &before);
         scanner.hash_pending();
         assert_eq!(scanner.out.held, [rel("growing.log")]);
         assert!(scanner.out.tree.is_empty());
@@ -1019,6 +1089,7 @@ pub(crate) mod tests {
             scope: &Scope::Full,
             ignore: &ignore,
             cache: &cache,
+            view: local_view,
         };
         let err = scan(&req(&missing)).unwrap_err();
         assert!(matches!(err, ScanError::RootMissing(_)), "{err:?}");

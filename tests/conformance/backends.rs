@@ -15,6 +15,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use prism_sync::remote::rclone::{RclonePairSettings, RcloneReplica};
 use prism_sync::remote::s3::{
     CredentialSource, Credentials, S3Client, S3Error, S3Replica, S3Settings, sign,
 };
@@ -233,6 +234,10 @@ pub struct Sftp {
 }
 
 pub fn sftp() -> &'static dyn Backend {
+    sftp_server()
+}
+
+fn sftp_server() -> &'static Sftp {
     static SFTP: OnceLock<Sftp> = OnceLock::new();
     SFTP.get_or_init(|| {
         let server = Sshd::start();
@@ -381,6 +386,99 @@ impl Backend for Webdav {
 
     fn creates_atomically(&self) -> bool {
         self.creates_atomically
+    }
+}
+
+/// An `rclone:` remote: rclone's `local` backend over a folder of this
+/// machine (`Disk` is the folder), or its `sftp` backend on the real sshd
+/// (`port` set). Either way through one `rclone rcd`, with an rclone config
+/// of the test's own (no user's config is read).
+pub struct RcloneRemote {
+    disk: Disk,
+    /// An rclone config file defining the remote `disk`.
+    config: PathBuf,
+    /// The sshd, for the `sftp` backend.
+    sftp: Option<&'static Sftp>,
+}
+
+pub fn rclone_local() -> &'static dyn Backend {
+    static RCLONE: OnceLock<RcloneRemote> = OnceLock::new();
+    RCLONE.get_or_init(|| rclone_over(None))
+}
+
+pub fn rclone_sftp() -> &'static dyn Backend {
+    static RCLONE: OnceLock<RcloneRemote> = OnceLock::new();
+    RCLONE.get_or_init(|| rclone_over(Some(sftp_server())))
+}
+
+fn rclone_over(sftp: Option<&'static Sftp>) -> RcloneRemote {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("rclone.conf");
+    fs::write(&config, "[disk]\ntype = local\n").unwrap();
+    let share = match sftp {
+        Some(server) => server.disk.share.join("rclone"),
+        None => dir.path().join("share"),
+    };
+    fs::create_dir_all(&share).unwrap();
+    drop_at_exit(dir);
+    RcloneRemote {
+        disk: Disk {
+            share,
+            hand_over: nothing_to_hand_over,
+            // rclone's local backend shows control characters as their
+            // Unicode pictures; its sftp backend shows them as they are.
+            shows_as_is: if sftp.is_some() {
+                every_name_as_is
+            } else {
+                control_characters_as_pictures
+            },
+        },
+        config,
+        sftp,
+    }
+}
+
+impl Backend for RcloneRemote {
+    fn replica(&self, folder: &str) -> Box<dyn Replica> {
+        match self.sftp {
+            Some(server) => self.replica_via(folder, server.port),
+            None => self.replica_via(folder, 0),
+        }
+    }
+
+    fn server_port(&self) -> Option<u16> {
+        self.sftp.map(|server| server.port)
+    }
+
+    fn replica_via(&self, folder: &str, port: u16) -> Box<dyn Replica> {
+        let root = self.disk.root(folder);
+        let remote = match self.sftp {
+            Some(server) => format!(
+                ":sftp,host=127.0.0.1,port={port},user={},key_file={}:{}",
+                server.user,
+                server.client_key.display(),
+                root.display()
+            ),
+            None => format!("disk:{}", root.display()),
+        };
+        let settings = RclonePairSettings {
+            config: Some(self.config.clone()),
+            binary: None,
+        };
+        // One low-level retry: a server cut away shows as offline at once
+        // (rclone's default ten take about a minute each time).
+        let flags = ["--low-level-retries", "1"];
+        Box::new(RcloneReplica::with_flags(&remote, &settings, 4, &flags).unwrap())
+    }
+
+    fn outside(&self) -> &dyn Outside {
+        &self.disk
+    }
+
+    /// rclone has no create-if-absent: agents creating one file at once
+    /// can each pass the check before another's move lands.
+    fn creates_atomically(&self) -> bool {
+        false
     }
 }
 

@@ -297,6 +297,11 @@ fn the_agent_refuses_to_start_an_api_other_machines_reach_without_tls() {
             "listen = \"127.0.0.1:8384\"\ntls_cert = \"/nonexistent/c.pem\"\ntls_key = \"/nonexistent/k.pem\"\n",
             "api.tls_cert",
         ),
+        (
+            "relative_root",
+            "listen = \"127.0.0.1:8384\"\npair_roots = [\"shared\"]\n",
+            "api.pair_roots",
+        ),
     ] {
         let device = sandbox.device(name, &remote);
         enable_api(&device, table);
@@ -632,4 +637,117 @@ fn a_token_limited_to_a_pair_cannot_tell_from_history_what_other_pairs_there_are
     ]);
     assert!(added.status.success(), "{}", text(&added));
     assert_eq!(answers(), alone, "the other pair shows in no answer");
+}
+
+#[test]
+fn an_admin_token_adds_a_pair_inside_the_pair_roots_and_it_syncs() {
+    let sandbox = Sandbox::new();
+    let remote = sandbox.remote("remote");
+    let device = sandbox.device("a", &remote);
+    let shared = sandbox.remote("shared");
+    let outside = sandbox.remote("outside");
+    std::os::unix::fs::symlink(&outside, shared.join("escape")).unwrap();
+    // The device's own folder (config, state dir, socket) is a root too:
+    // the agent's files stay off limits inside it.
+    let port = free_port();
+    enable_api(
+        &device,
+        &format!(
+            "listen = \"127.0.0.1:{port}\"\npair_roots = [{:?}, {:?}]\n",
+            shared.display().to_string(),
+            device.local.parent().unwrap().display().to_string()
+        ),
+    );
+    let _agent = device.start();
+    let url = format!("http://127.0.0.1:{port}/pairs");
+    let client = reqwest::blocking::Client::new();
+    let admin = issue(&device, &["--role", "admin"]);
+    let operator = issue(&device, &["--role", "operator"]);
+    let limited_admin = issue(&device, &["--role", "admin", "--pair", PAIR]);
+    let config_before = fs::read_to_string(&device.config).unwrap();
+    let pair = |local: &Path, remote: &str| json!({"name": "music", "local": local.display().to_string(), "remote": remote});
+    let file_remote = format!("file://{}", shared.join("music-remote").display());
+
+    for (context, token, body, says) in [
+        (
+            "an operator",
+            &operator,
+            pair(&shared.join("music"), &file_remote),
+            "admin token valid for every pair",
+        ),
+        (
+            "an admin of one pair",
+            &limited_admin,
+            pair(&shared.join("music"), &file_remote),
+            "admin token valid for every pair",
+        ),
+        (
+            "a folder outside the roots",
+            &admin,
+            pair(&outside.join("music"), &file_remote),
+            "not inside any folder of api.pair_roots",
+        ),
+        (
+            "a symbolic link out of the roots",
+            &admin,
+            pair(&shared.join("escape/music"), &file_remote),
+            "symbolic link",
+        ),
+        (
+            "the agent's state dir",
+            &admin,
+            pair(&device.state.join("music"), &file_remote),
+            "the agent's own files",
+        ),
+        (
+            "a file remote outside the roots",
+            &admin,
+            pair(
+                &shared.join("music"),
+                &format!("file://{}", outside.join("m").display()),
+            ),
+            "the remote's folder",
+        ),
+        (
+            "an rclone remote",
+            &admin,
+            pair(&shared.join("music"), "rclone::local:/tmp"),
+            "local socket",
+        ),
+    ] {
+        let (status, body) = send(&client, "POST", &url, Some(token), Some(body));
+        assert_eq!(status, 403, "{context}: {body}");
+        let details = body["error"]["details"].as_str().unwrap();
+        assert!(details.contains(says), "{context}: {details}");
+    }
+    // Refused requests changed nothing.
+    assert_eq!(fs::read_to_string(&device.config).unwrap(), config_before);
+    let (_, listed) = send(&client, "GET", &url, Some(&admin), None);
+    assert_eq!(listed["pairs"].as_array().unwrap().len(), 1, "{listed}");
+    assert!(!shared.join("music").exists() && !outside.join("music").exists());
+
+    fs::create_dir_all(shared.join("music")).unwrap();
+    fs::create_dir_all(shared.join("music-remote")).unwrap();
+    write(&shared.join("music"), "song.txt", "la la la");
+    let (status, added) = send(
+        &client,
+        "POST",
+        &url,
+        Some(&admin),
+        Some(pair(&shared.join("music"), &file_remote)),
+    );
+    assert_eq!(status, 200, "{added}");
+    assert_eq!(added["name"], "music");
+    let (_, listed) = send(&client, "GET", &url, Some(&admin), None);
+    let mut names: Vec<&str> = listed["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["music", PAIR]);
+    let config = fs::read_to_string(&device.config).unwrap();
+    assert!(config.contains("name = \"music\""), "{config}");
+    wait_for_content(&shared.join("music-remote/song.txt"), "la la la");
 }

@@ -158,8 +158,13 @@ fn converge(remote: &str, rclone_config: &Path, served: &Path) {
         trashed.contains(&"alpha a\n".to_owned()) && trashed.contains(&"beta\n".to_owned()),
         "{trashed:?}"
     );
-    // No upload stayed staged.
+    // No upload stayed staged, on the remote or in the agents' spools.
     assert!(contents_below(&served.join(".prism-sync/staging")).is_empty());
+    for device in [&alpha, &beta] {
+        let spool = device.home.path().join("state/rclone-spool");
+        assert!(spool.is_dir(), "uploads wait in the state dir");
+        assert!(contents_below(&spool).is_empty());
+    }
 }
 
 #[test]

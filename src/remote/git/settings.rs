@@ -6,11 +6,14 @@
 //! log in.
 
 use std::fmt;
+use std::path::PathBuf;
 
 use super::GitReplica;
 use crate::config::PairConfig;
 use crate::model::RelPath;
-use crate::remote::backend::{Backend, KeyError, PairKeys, Registration, RemoteUrl, UrlForm};
+use crate::remote::backend::{
+    Backend, KeyError, PairKeys, Reach, Registration, RemoteUrl, UrlForm,
+};
 use crate::remote::{RemoteHost, Replica, ReplicaError};
 use crate::secrets::Account;
 
@@ -84,6 +87,30 @@ impl Backend for GitUrl {
              credential helper); Prism Sync keeps no password for it"
                 .to_owned(),
         )
+    }
+
+    /// Over `ssh`, `https`, `http` and `git` (and the scp-like
+    /// `user@host:path`, which is SSH) a server; `file://` a folder;
+    /// other transports are local paths or remote helpers (programs).
+    fn reach(&self) -> Reach {
+        let Some((scheme, rest)) = self.url.split_once("://") else {
+            return Reach::Server;
+        };
+        match scheme.to_ascii_lowercase().as_str() {
+            "ssh" | "git+ssh" | "ssh+git" | "https" | "http" | "git" => Reach::Server,
+            // git reads the path as written; a %-escape would make the
+            // folder checked differ from the folder git opens.
+            "file" if rest.contains('%') => Reach::Anything(
+                "a git+file:// remote added over HTTP must name its folder without %-escapes, \
+                 so the folder checked is the folder git opens"
+                    .to_owned(),
+            ),
+            "file" => Reach::Folder(PathBuf::from(rest)),
+            _ => Reach::Anything(format!(
+                "the git transport {scheme:?} may not be added over HTTP: git hands it to a \
+                 program or a local path; use git+ssh://, git+https:// or git+file://"
+            )),
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use super::LocalFolder;
 use crate::config::PairConfig;
 use crate::remote::backend::{
-    Backend, KeyError, PairKeys, Registration, RemoteUrl, UrlForm, percent_decode,
+    Backend, KeyError, PairKeys, Reach, Registration, RemoteUrl, UrlForm, percent_decode,
 };
 use crate::remote::{RemoteHost, Replica, ReplicaError};
 use crate::secrets::Account;
@@ -66,6 +66,10 @@ impl Backend for FileUrl {
 
     fn password_account(&self, _user: Option<String>) -> Result<Account, String> {
         Err("a file:// remote needs no password".to_owned())
+    }
+
+    fn reach(&self) -> Reach {
+        Reach::Folder(self.folder.clone())
     }
 
     fn local_folder(&self) -> Option<&Path> {

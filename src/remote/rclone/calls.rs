@@ -4,6 +4,7 @@
 //! ([`super::lease`]) are made of these.
 
 use std::io::{Cursor, Read};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -71,6 +72,9 @@ pub struct Remote {
     pub(super) client: RcClient,
     pub(super) features: Mutex<Option<Features>>,
     pub(super) parallel: usize,
+    /// A folder on this machine where an upload's bytes wait (with their
+    /// modification time) for rclone to copy them; see [`Remote::upload`].
+    pub(super) spool: PathBuf,
 }
 
 impl Remote {
@@ -80,10 +84,13 @@ impl Remote {
         remote: &str,
         settings: &RclonePairSettings,
         parallel: usize,
+        flags: &[&str],
+        spool: PathBuf,
     ) -> Result<Remote, ReplicaError> {
         let rcd = Rcd::shared(RcdSpec {
             binary: settings.binary(),
             config: settings.config.clone(),
+            flags: flags.iter().map(|f| (*f).to_owned()).collect(),
         });
         let client = RcClient::new(rcd).map_err(|e| ReplicaError::Other(e.to_string()))?;
         Ok(Remote {
@@ -93,6 +100,7 @@ impl Remote {
             client,
             features: Mutex::new(None),
             parallel: parallel.max(1),
+            spool,
         })
     }
 
@@ -115,6 +123,12 @@ impl Remote {
             .map_err(|e| self.error(e, "reach", ""))?;
         let features = Features::of(&info);
         tracing::debug!(remote = %self.shown, ?features, "rclone remote features");
+        tracing::info!(
+            remote = %self.shown,
+            "rclone has no conditional write: each replace, move and removal re-checks the \
+             file just before it acts, so a change another writer makes in that moment can go \
+             to the trash instead of being kept in place"
+        );
         *self.features.locked() = Some(features.clone());
         Ok(features)
     }
@@ -286,6 +300,31 @@ impl Remote {
         .map(|_| ())
     }
 
+    /// [`Remote::move_file`], where a failure because another writer got
+    /// there first (`from` gone, `to` taken meanwhile) is a change to
+    /// re-plan, not a failure.
+    pub(super) fn move_checked(&self, from: &str, to: &str) -> Result<(), ReplicaError> {
+        match self.move_file(from, to) {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_offline() => Err(e),
+            Err(e) => {
+                if self.stat_item(from)?.is_none() {
+                    return Err(changed(from));
+                }
+                // A file that vanished under rclone's move (the
+                // destination it removed first, as another agent replaced
+                // it) is another client's doing: re-plan, as when the
+                // destination is there now.
+                let vanished = matches!(&e, ReplicaError::Io { source, .. }
+                    if source.kind() == std::io::ErrorKind::NotFound);
+                if vanished || self.stat_item(to)?.is_some() {
+                    return Err(changed(to));
+                }
+                Err(e)
+            }
+        }
+    }
+
     /// The re-check before a step acts on the file `path`: it must still
     /// be the version `expect` names (its token, or else its size and
     /// modification time).
@@ -317,37 +356,65 @@ impl Remote {
     /// returns its name there.
     pub(super) fn trash(&self, path: &RelPath) -> Result<RelPath, ReplicaError> {
         let stamp = timefmt::conflict_stamp(SystemTime::now());
-        let mut name = format!("{}/{}", &stamp[..13], path.as_str());
-        // A version trashed earlier in the same minute keeps its name.
-        if self
-            .stat_item(&format!("{METADATA_DIR}/trash/{name}"))?
-            .is_some()
-        {
-            name = format!("{name}.{}", trash_suffix());
-        }
-        self.move_file(path.as_str(), &format!("{METADATA_DIR}/trash/{name}"))
-            .map_err(crate::remote::gone_meanwhile(path))?;
+        // rclone's moves replace what is at their destination, and a look
+        // before the move cannot stop two agents trashing one path in one
+        // minute from choosing one name: the second would overwrite the
+        // version the first kept. So every trashed version gets a name of
+        // its own, whatever is there.
+        let name = format!(
+            "{}/{}.{}{:04x}",
+            &stamp[..13],
+            path.as_str(),
+            trash_suffix(),
+            fastrand::u16(..)
+        );
+        self.move_checked(path.as_str(), &format!("{METADATA_DIR}/trash/{name}"))
+            .map_err(|e| match e {
+                ReplicaError::Changed { .. } => changed(path),
+                e => crate::remote::gone_meanwhile(path)(e),
+            })?;
         RelPath::new(&name).map_err(|e| ReplicaError::Other(format!("{name}: {e}")))
     }
 
-    /// Uploads `content` to the hidden name `name` in the folder `dir`;
-    /// its BLAKE3 and size.
+    /// Uploads `content` to the hidden name `name` in the folder `dir`,
+    /// with the modification time `mtime_ns`; its size.
+    ///
+    /// The bytes are written to a file of the spool folder first, given
+    /// the modification time, and copied from there with
+    /// `operations/copyfile`: rclone's own upload call stamps the time of
+    /// the upload and cannot be told another, and the time matters twice
+    /// (it is what the other devices get, and on a backend without cheap
+    /// hashes it is half of the version token a re-check compares).
+    /// A `hash` that the bytes do not have is refused before anything is
+    /// uploaded.
     pub(super) fn upload(
         &self,
         dir: &str,
         name: &str,
         content: &mut dyn Read,
+        mtime_ns: i64,
+        expected: Option<&ContentHash>,
         what: &str,
-    ) -> Result<(ContentHash, u64), ReplicaError> {
-        let mut hasher = blake3::Hasher::new();
-        let mut size = 0u64;
-        self.client
-            .upload(&self.remote, dir, name, content, &mut |chunk| {
-                hasher.update(chunk);
-                size += chunk.len() as u64;
-            })
-            .map_err(|e| self.error(e, "upload", what))?;
-        Ok((ContentHash(*hasher.finalize().as_bytes()), size))
+    ) -> Result<u64, ReplicaError> {
+        let spooled = Spooled::write(&self.spool, name, content, mtime_ns)
+            .map_err(|e| ReplicaError::io("read", what, e))?;
+        if expected.is_some_and(|hash| *hash != spooled.hash) {
+            return Err(ReplicaError::SourceChanged {
+                path: what.to_owned(),
+            });
+        }
+        self.call(
+            "operations/copyfile",
+            json!({
+                "srcFs": format!(":local:{}", self.spool.display()),
+                "srcRemote": name,
+                "dstFs": self.remote,
+                "dstRemote": format!("{dir}/{name}"),
+            }),
+            "upload",
+            what,
+        )?;
+        Ok(spooled.size)
     }
 
     pub(super) fn delete_file(&self, path: &str) -> Result<(), ReplicaError> {
@@ -478,16 +545,91 @@ impl Remote {
         let dir = path.rsplit_once('/').map_or("", |(dir, _)| dir).to_owned();
         let temp_name = staged_name();
         let temp = format!("{dir}/{temp_name}");
-        self.upload(
-            &dir,
-            &temp_name,
-            &mut Cursor::new(content.as_bytes()),
-            &path,
-        )?;
+        let now = timefmt::to_unix_ns(SystemTime::now());
+        let mut bytes = Cursor::new(content.as_bytes());
+        self.upload(&dir, &temp_name, &mut bytes, now, None, &path)?;
         let moved = self.move_file(&temp, &path);
         if moved.is_err() {
             let _ = self.delete_file(&temp);
         }
         moved
+    }
+}
+
+/// An upload's bytes in the spool folder; removed when dropped.
+struct Spooled {
+    path: PathBuf,
+    hash: ContentHash,
+    size: u64,
+}
+
+impl Spooled {
+    fn write(
+        spool: &std::path::Path,
+        name: &str,
+        content: &mut dyn Read,
+        mtime_ns: i64,
+    ) -> std::io::Result<Spooled> {
+        use std::io::Write;
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+        // Private, and ours: never a folder (or a link) someone else made
+        // in a shared temporary folder.
+        match std::fs::symlink_metadata(spool) {
+            Ok(meta)
+                if meta.is_dir()
+                    // SAFETY: getuid(2) cannot fail.
+                    && meta.uid() == unsafe { libc::getuid() }
+                    && meta.mode() & 0o077 == 0 => {}
+            Ok(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!(
+                        "{} is not a private folder of this user; remove it",
+                        spool.display()
+                    ),
+                ));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(spool)?;
+            }
+            Err(e) => return Err(e),
+        }
+        let path = spool.join(name);
+        let mut file = std::fs::File::create_new(&path)?;
+        // From here on the file goes whatever happens.
+        let mut spooled = Spooled {
+            path,
+            hash: ContentHash([0; 32]),
+            size: 0,
+        };
+        let mut hasher = blake3::Hasher::new();
+        crate::iobuf::with_buffer(|buf| -> std::io::Result<()> {
+            loop {
+                let n = match content.read(buf) {
+                    Ok(0) => return Ok(()),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
+                hasher.update(&buf[..n]);
+                file.write_all(&buf[..n])?;
+                spooled.size += n as u64;
+            }
+        })?;
+        let mtime = std::time::UNIX_EPOCH
+            .checked_add(std::time::Duration::from_nanos(mtime_ns.max(0) as u64))
+            .unwrap_or_else(SystemTime::now);
+        file.set_modified(mtime)?;
+        spooled.hash = ContentHash(*hasher.finalize().as_bytes());
+        Ok(spooled)
+    }
+}
+
+impl Drop for Spooled {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }

@@ -42,6 +42,9 @@ pub struct RcdSpec {
     pub binary: PathBuf,
     /// `None`: rclone's own lookup (`RCLONE_CONFIG`, else its default).
     pub config: Option<PathBuf>,
+    /// More of rclone's global flags (tests: fewer low-level retries, so
+    /// a server that is away shows as offline in seconds, not a minute).
+    pub flags: Vec<String>,
 }
 
 /// Where a running rclone answers, and how to log in.
@@ -185,10 +188,16 @@ impl Rcd {
             "--rc-serve",
             "--log-level",
             "INFO",
+            // A move over a file of the same size and modification time
+            // (to the backend's precision) would otherwise keep the old
+            // one and drop the new as "unchanged": a record rewritten
+            // within a second on SFTP, say.
+            "--ignore-times",
         ]);
         if let Some(config) = &self.spec.config {
             command.arg("--config").arg(config);
         }
+        command.args(&self.spec.flags);
         command
             .env("RCLONE_RC_USER", &user)
             .env("RCLONE_RC_PASS", &pass)

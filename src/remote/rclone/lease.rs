@@ -4,8 +4,8 @@
 //! rclone cannot create a file only if it is absent, so the lease is taken
 //! by writing it and reading it back after a pause: of agents that wrote at
 //! once, the last write stands and only its writer finds its own record.
-//! The pause is twice as long as the write took (at least
-//! [`MIN_SETTLE`]), so a rival that read "no lease" before our write landed
+//! The pause is three times as long as the read and the write took (between [`MIN_SETTLE`]
+//! and [`MAX_SETTLE`]), so a rival that read "no lease" before our write landed
 //! has written by then. RACE: a rival whose read and write are further
 //! apart than that can hold it at the same time; the re-check before every
 //! step still keeps each file from being overwritten unseen.
@@ -20,10 +20,11 @@ use crate::remote::{Lease, ReplicaError};
 const NAME: &str = "lease";
 
 /// The shortest pause between writing the lease and reading it back.
-const MIN_SETTLE: Duration = Duration::from_millis(50);
+const MIN_SETTLE: Duration = Duration::from_millis(100);
 
-/// The longest.
-const MAX_SETTLE: Duration = Duration::from_secs(2);
+/// The longest: well within the shortest lease, whose record counts
+/// whole seconds.
+const MAX_SETTLE: Duration = Duration::from_millis(700);
 
 pub struct RcloneLease {
     remote: Arc<Remote>,
@@ -50,8 +51,17 @@ impl RcloneLease {
         {
             check_stale(&current, SystemTime::now())?;
         }
-        lease.write()?;
-        let settle = (started.elapsed() * 2).clamp(MIN_SETTLE, MAX_SETTLE);
+        if let Err(e) = lease.write() {
+            // A rival's write of the same record at the same moment can
+            // make ours fail (its move replaced what ours was replacing).
+            return match lease.remote.read_text(NAME) {
+                Ok(Some(current)) if !held_by(&current, &lease.owner) && !e.is_offline() => {
+                    Err(lost_race())
+                }
+                _ => Err(e),
+            };
+        }
+        let settle = (started.elapsed() * 3).clamp(MIN_SETTLE, MAX_SETTLE);
         std::thread::sleep(settle);
         match lease.remote.read_text(NAME)? {
             Some(current) if held_by(&current, &lease.owner) => Ok(lease),

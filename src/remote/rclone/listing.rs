@@ -136,6 +136,18 @@ pub fn list(
                 continue;
             }
         };
+        if rel.as_str().contains(char::REPLACEMENT_CHARACTER) {
+            // rclone shows bytes that are not UTF-8 as U+FFFD: a name it
+            // cannot give back exactly, so nothing can address the file.
+            out.problems.push(Problem {
+                path: None,
+                message: format!(
+                    "{name:?} on the rclone remote cannot be synced: its name is not UTF-8 \
+                     (rclone shows such bytes as U+FFFD); rename it"
+                ),
+            });
+            continue;
+        }
         if ignore.is_ignored(&rel, item.is_dir) || !in_scope(&rel) {
             continue;
         }

@@ -1,7 +1,6 @@
 //! A small client of rclone's remote control: JSON calls (`POST
-//! /METHOD`), reads of a file's bytes through `--rc-serve` (`GET
-//! /[FS]/PATH`, ranged), and streamed uploads (`operations/uploadfile`),
-//! all with the rcd's Basic-auth login, on one keep-alive `reqwest`
+//! /METHOD`) and reads of a file's bytes through `--rc-serve` (`GET
+//! /[FS]/PATH`, ranged), both with the rcd's Basic-auth login, on one keep-alive `reqwest`
 //! blocking client.
 //!
 //! A call that finds the rcd gone (the connection refused: the request
@@ -16,7 +15,6 @@
 //! provider.
 
 use std::io::Read;
-use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -28,11 +26,12 @@ use super::daemon::{Endpoint, Rcd, StartError};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The remote-control methods this backend cannot work without.
-pub const REQUIRED_METHODS: [&str; 7] = [
+pub const REQUIRED_METHODS: [&str; 8] = [
     "operations/list",
     "operations/stat",
     "operations/movefile",
-    "operations/uploadfile",
+    "operations/copyfile",
+    "operations/purge",
     "operations/mkdir",
     "operations/rmdir",
     "operations/deletefile",
@@ -92,6 +91,7 @@ fn classify(status: u16, message: &str) -> ErrorKind {
         "directory not found",
         "file not found",
         "no such file",
+        "does not exist",
         "not found",
     ]) || status == 404
     {
@@ -120,6 +120,10 @@ fn classify(status: u16, message: &str) -> ErrorKind {
         "i/o timeout",
         "network is unreachable",
         "connection reset",
+        "connection lost",
+        "broken pipe",
+        "use of closed network connection",
+        "handshake failed",
         "tls handshake timeout",
         "dial tcp",
     ]) {
@@ -277,88 +281,6 @@ impl RcClient {
             }
         }
     }
-
-    /// Uploads `content` as the file `name` in the folder `dir` of `fs`
-    /// (`operations/uploadfile`), streaming: the bytes go out as they
-    /// are read. `seen` is told each chunk read (for a hash). Not sent
-    /// again when it breaks: the content cannot be read twice.
-    pub fn upload(
-        &self,
-        fs: &str,
-        dir: &str,
-        name: &str,
-        content: &mut dyn Read,
-        seen: &mut dyn FnMut(&[u8]),
-    ) -> Result<(), RcError> {
-        let endpoint = self.rcd.endpoint()?;
-        let boundary = format!("prism-sync-{:016x}", fastrand::u64(..));
-        let head = format!(
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"file0\"; \
-             filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
-        );
-        let tail = format!("\r\n--{boundary}--\r\n");
-        let (chunks, receiver) = mpsc::sync_channel::<Vec<u8>>(4);
-        let body = ChannelBody {
-            pending: head.into_bytes(),
-            at: 0,
-            receiver,
-        };
-        let request = self
-            .http
-            .post(format!("{}operations/uploadfile", endpoint.url))
-            .basic_auth(&endpoint.user, Some(endpoint.pass.expose()))
-            .query(&[("fs", fs), ("remote", dir)])
-            .header(
-                "Content-Type",
-                format!("multipart/form-data; boundary={boundary}"),
-            )
-            .body(reqwest::blocking::Body::new(body));
-        std::thread::scope(|scope| {
-            let sending = scope.spawn(move || {
-                request.send().and_then(|response| {
-                    let status = response.status().as_u16();
-                    response.bytes().map(|body| (status, body))
-                })
-            });
-            let mut read_error = None;
-            let mut buf = vec![0u8; 256 * 1024];
-            loop {
-                match content.read(&mut buf) {
-                    Ok(0) => {
-                        let _ = chunks.send(tail.clone().into_bytes());
-                        break;
-                    }
-                    Ok(n) => {
-                        seen(&buf[..n]);
-                        // The request ended early: its answer says why.
-                        if chunks.send(buf[..n].to_vec()).is_err() {
-                            break;
-                        }
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        read_error = Some(e);
-                        break;
-                    }
-                }
-            }
-            // Without the closing boundary the upload fails rather than
-            // storing a cut file.
-            drop(chunks);
-            let sent = sending
-                .join()
-                .unwrap_or_else(|_| panic!("the upload thread panicked"));
-            if let Some(e) = read_error {
-                return Err(RcError::Transport(format!(
-                    "the content could not be read: {e}"
-                )));
-            }
-            match sent {
-                Ok((status, body)) => answer(status, &body).map(|_| ()),
-                Err(e) => Err(RcError::Transport(crate::remote::error_chain(&e))),
-            }
-        })
-    }
 }
 
 /// Whether sending `method` twice does no more than sending it once.
@@ -419,32 +341,6 @@ impl Read for Download {
                 format!("{e} (the connection to the rclone rcd broke)"),
             )
         })
-    }
-}
-
-/// The request body of an upload: what the reading thread hands over.
-struct ChannelBody {
-    pending: Vec<u8>,
-    at: usize,
-    receiver: mpsc::Receiver<Vec<u8>>,
-}
-
-impl Read for ChannelBody {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.at == self.pending.len() {
-            match self.receiver.recv() {
-                Ok(chunk) => {
-                    self.pending = chunk;
-                    self.at = 0;
-                }
-                // The reader stopped: a cut body, which rclone refuses.
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.pending.len() - self.at);
-        buf[..n].copy_from_slice(&self.pending[self.at..self.at + n]);
-        self.at += n;
-        Ok(n)
     }
 }
 

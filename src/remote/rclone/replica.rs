@@ -8,7 +8,8 @@
 //! - A write is uploaded to `.prism-sync/staging/` (checked against the
 //!   caller's BLAKE3 while it streams) and moved into place server-side
 //!   with `operations/movefile`; the version it replaces is moved to
-//!   `.prism-sync/trash/BATCH/PATH` first.
+//!   `.prism-sync/trash/BATCH/PATH.UNIQUE` first (a name of its own: a
+//!   move replaces what is at its destination).
 //! - A removal moves the file to the trash; a folder (empty by then) is
 //!   removed with `operations/rmdir`.
 //! - A file moves with `operations/movefile`; a folder with `sync/move`,
@@ -22,8 +23,8 @@
 //! compared with the one the plan saw (RACE: a write by someone else
 //! between that look and the step is not seen; the step then moves that
 //! version to the trash, or replaces it, instead of leaving it in place).
-//! The listing says so in status, and [`Capabilities`] has no stronger
-//! claim. Backends that allow two files of one name (Google Drive) are
+//! [`Capabilities::rechecked_writes`] declares it, and the log says so
+//! once per pair. Backends that allow two files of one name (Google Drive) are
 //! looked at again after a commit: a duplicate is a change to re-plan.
 
 use std::io::Read;
@@ -42,7 +43,7 @@ use crate::fsops::Expect;
 use crate::locks::LockExt;
 use crate::model::{BaseTree, ContentHash, Entry, FileMeta, Mode, RelPath, Scope, SideEntry};
 use crate::remote::{
-    Capabilities, Lease, Listing, Opened, Problem, Replica, ReplicaError, RootState, StagedWrite,
+    Capabilities, Lease, Listing, Opened, Replica, ReplicaError, RootState, StagedWrite,
 };
 use crate::timefmt;
 use crate::tracker::ignore::{IgnoreRules, METADATA_DIR};
@@ -57,15 +58,47 @@ pub struct RcloneReplica {
 }
 
 impl RcloneReplica {
-    /// A replica of `remote` through the agent's rclone for `settings`.
+    /// A replica of `remote` through the agent's rclone for `settings`;
+    /// uploads wait in a private folder of the system's temporary folder
+    /// ([`RcloneReplica::for_agent`] keeps them in the state dir).
     /// Nothing is started yet.
     pub fn new(
         remote: &str,
         settings: &RclonePairSettings,
         parallel: usize,
     ) -> Result<RcloneReplica, ReplicaError> {
+        RcloneReplica::with_flags(remote, settings, parallel, &[])
+    }
+
+    /// The replica an agent uses: uploads wait in `STATE/rclone-spool/`.
+    pub fn for_agent(
+        remote: &str,
+        settings: &RclonePairSettings,
+        parallel: usize,
+        state_dir: &std::path::Path,
+    ) -> Result<RcloneReplica, ReplicaError> {
+        let spool = state_dir.join("rclone-spool");
+        let inner = Remote::new(remote, settings, parallel, &[], spool)?;
         Ok(RcloneReplica {
-            inner: Arc::new(Remote::new(remote, settings, parallel)?),
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// [`RcloneReplica::new`] through an rcd started with more of rclone's
+    /// global flags. The agent uses rclone's defaults: their low-level
+    /// retries ride out a provider's rate limits (and make a server that
+    /// is away show as offline only after about a minute).
+    pub fn with_flags(
+        remote: &str,
+        settings: &RclonePairSettings,
+        parallel: usize,
+        flags: &[&str],
+    ) -> Result<RcloneReplica, ReplicaError> {
+        // SAFETY: getuid(2) cannot fail.
+        let uid = unsafe { libc::getuid() };
+        let spool = std::env::temp_dir().join(format!("prism-sync-rclone-{uid}"));
+        Ok(RcloneReplica {
+            inner: Arc::new(Remote::new(remote, settings, parallel, flags, spool)?),
         })
     }
 }
@@ -90,6 +123,7 @@ impl Replica for RcloneReplica {
             // Every commit is a few calls (stat, trash move, move).
             parallel_commits: true,
             case_insensitive: known.case_insensitive,
+            rechecked_writes: true,
             ..Capabilities::default()
         }
     }
@@ -127,17 +161,7 @@ impl Replica for RcloneReplica {
         ignore: &IgnoreRules,
     ) -> Result<Listing, ReplicaError> {
         self.features()?;
-        let mut listing = listing::list(&*self.inner, scope, cache, ignore, self.parallel)?;
-        listing.problems.push(Problem {
-            path: None,
-            message: format!(
-                "{} cannot make a write conditional (rclone has none): each replace, move and \
-                 removal re-checks the file just before it acts, so a change another writer \
-                 makes in that moment can go to the trash instead of being kept in place",
-                self.shown
-            ),
-        });
-        Ok(listing)
+        listing::list(&*self.inner, scope, cache, ignore, self.parallel)
     }
 
     fn stat(&self, path: &RelPath) -> Result<Expect, ReplicaError> {
@@ -157,7 +181,8 @@ impl Replica for RcloneReplica {
         self.open_file(path)
     }
 
-    /// From an offset: a stat that must show the expected size, then a
+    /// From an offset: a stat that must show the expected size and
+    /// modification time, then a
     /// ranged GET (the hash over the whole file catches the rest).
     fn open_at(
         &self,
@@ -172,7 +197,10 @@ impl Replica for RcloneReplica {
             path: path.to_string(),
         };
         match self.stat_item(path.as_str())? {
-            Some(item) if !item.is_dir && item.size == expected.size => {}
+            Some(item)
+                if !item.is_dir
+                    && item.size == expected.size
+                    && item.mtime_ns == expected.mtime_ns => {}
             _ => return Err(source_changed()),
         }
         match self.client.read(&self.remote, path.as_str(), offset) {
@@ -187,21 +215,20 @@ impl Replica for RcloneReplica {
         path: &RelPath,
         content: &mut dyn Read,
         hash: &ContentHash,
-        // rclone's upload stamps the time of the upload; the listing shows
-        // that one.
-        _mtime_ns: i64,
+        mtime_ns: i64,
         // No permission bits.
         _mode: Option<Mode>,
     ) -> Result<StagedWrite, ReplicaError> {
         let name = staged_name();
         let temp = format!("{}/{name}", staging_dir());
-        let (written, size) = self.upload(&staging_dir(), &name, content, path.as_str())?;
-        if written != *hash {
-            let _ = self.delete_file(&temp);
-            return Err(ReplicaError::SourceChanged {
-                path: path.to_string(),
-            });
-        }
+        let size = self.upload(
+            &staging_dir(),
+            &name,
+            content,
+            mtime_ns,
+            Some(hash),
+            path.as_str(),
+        )?;
         Ok(StagedWrite {
             path: path.clone(),
             temp: PathBuf::from(temp),
@@ -245,7 +272,13 @@ impl Replica for RcloneReplica {
             }
         };
         let temp = staged.temp.to_string_lossy();
-        self.move_file(&temp, path.as_str())?;
+        // Another writer's file that landed since the check is not
+        // replaced where the backend's move refuses to (SFTP).
+        self.move_checked(&temp, path.as_str())
+            .map_err(|e| match e {
+                ReplicaError::Changed { .. } => changed(path),
+                e => e,
+            })?;
         if features.duplicates {
             self.check_unique(path)?;
         }
@@ -295,7 +328,7 @@ impl Replica for RcloneReplica {
             Expect::Absent => Err(changed(from)),
             Expect::File { .. } => {
                 self.recheck(from, expect)?;
-                self.move_file(from.as_str(), to.as_str())
+                self.move_checked(from.as_str(), to.as_str())
                     .map_err(crate::remote::gone_meanwhile(from))
             }
             Expect::Dir => {

@@ -15,7 +15,9 @@ use std::path::PathBuf;
 
 use super::RcloneReplica;
 use crate::config::{PairConfig, expand_home};
-use crate::remote::backend::{Backend, KeyError, PairKeys, Registration, RemoteUrl, UrlForm};
+use crate::remote::backend::{
+    Backend, KeyError, PairKeys, Reach, Registration, RemoteUrl, UrlForm,
+};
 use crate::remote::{RemoteHost, Replica, ReplicaError};
 use crate::secrets::Account;
 
@@ -69,10 +71,11 @@ impl Backend for RcloneUrl {
         _pair: &PairConfig,
         host: RemoteHost<'_>,
     ) -> Result<Box<dyn Replica>, ReplicaError> {
-        Ok(Box::new(RcloneReplica::new(
+        Ok(Box::new(RcloneReplica::for_agent(
             &self.remote,
             settings,
             host.parallel_transfers,
+            host.state_dir,
         )?))
     }
 
@@ -80,6 +83,17 @@ impl Backend for RcloneUrl {
         Err(
             "an rclone remote logs in with what `rclone config` keeps for it; Prism Sync \
              keeps no password for it"
+                .to_owned(),
+        )
+    }
+
+    /// Which folder a remote of rclone's reaches is rclone's business: a
+    /// connection string such as `:local:` or a remote of type `local`
+    /// reaches any.
+    fn reach(&self) -> Reach {
+        Reach::Anything(
+            "an rclone: remote may not be added over HTTP: a connection string such as \
+             :local: or a remote of type local reaches any folder of this machine"
                 .to_owned(),
         )
     }

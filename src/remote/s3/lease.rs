@@ -26,7 +26,9 @@ pub struct S3Lease {
 }
 
 impl S3Lease {
-    /// Takes the lease for `device`, over a stale one if need be.
+    /// Takes the lease for `device` by the rule every backend shares
+    /// ([`lease::acquire`]): over a stale one, or one this very process
+    /// left behind.
     pub fn acquire(
         client: Arc<S3Client>,
         support: ConditionSupport,
@@ -40,32 +42,11 @@ impl S3Lease {
             owner: lease::owner(device),
             ttl,
         };
-        for _ in 0..2 {
-            if held.put(&Condition::Absent)? {
-                if !held.support.create {
-                    match held.read()? {
-                        Some((text, _)) if lease::held_by(&text, &held.owner) => {}
-                        _ => return Err(lease::lost_race()),
-                    }
-                }
-                return Ok(held);
-            }
-            let Some((holder, etag)) = held.read()? else {
-                // Released between the two requests: try again.
-                continue;
-            };
-            lease::check_stale(&holder, SystemTime::now())?;
-            // The holder crashed or hung past its lease: take over, unless
-            // someone renewed or took it meanwhile (the ETag moved).
-            match delete_version(&held.client, held.support, &held.key, &etag) {
-                Ok(()) | Err(ReplicaError::Changed { .. }) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Err(lease::lost_race())
+        lease::acquire(&held, &held.owner, SystemTime::now())?;
+        Ok(held)
     }
 
-    fn read(&self) -> Result<Option<(String, String)>, ReplicaError> {
+    fn read_record(&self) -> Result<Option<(String, String)>, ReplicaError> {
         read_small(&self.client, &self.key)
     }
 
@@ -88,10 +69,43 @@ impl S3Lease {
     }
 }
 
+impl lease::LeaseFile for S3Lease {
+    fn create(&self) -> Result<bool, ReplicaError> {
+        if !self.put(&Condition::Absent)? {
+            return Ok(false);
+        }
+        // A server that ignores the condition let every creator through:
+        // only the one whose record stayed holds the lease.
+        if !self.support.create {
+            match self.read_record()? {
+                Some((text, _)) if lease::held_by(&text, &self.owner) => {}
+                _ => return Err(lease::lost_race()),
+            }
+        }
+        Ok(true)
+    }
+
+    fn read(&self) -> Result<Option<(String, Option<String>)>, ReplicaError> {
+        Ok(self.read_record()?.map(|(text, etag)| (text, Some(etag))))
+    }
+
+    /// Removed only while it is still the version read (someone may have
+    /// renewed or taken it meanwhile).
+    fn remove(&self, version: Option<&str>) {
+        let Some(etag) = version else {
+            return;
+        };
+        match delete_version(&self.client, self.support, &self.key, etag) {
+            Ok(()) | Err(ReplicaError::Changed { .. }) => {}
+            Err(e) => tracing::debug!(error = %e, "could not remove a stale lease"),
+        }
+    }
+}
+
 impl Lease for S3Lease {
     fn renew(&mut self) -> Result<(), ReplicaError> {
         let Some((_, etag)) = self
-            .read()?
+            .read_record()?
             .filter(|(text, _)| lease::held_by(text, &self.owner))
         else {
             return Err(lease::taken_over());
@@ -107,7 +121,7 @@ impl Lease for S3Lease {
 
 impl Drop for S3Lease {
     fn drop(&mut self) {
-        if let Ok(Some((text, etag))) = self.read()
+        if let Ok(Some((text, etag))) = self.read_record()
             && lease::held_by(&text, &self.owner)
             && let Err(e) = delete_version(&self.client, self.support, &self.key, &etag)
         {

@@ -14,7 +14,9 @@ use super::client::{DEFAULT_REGION, S3Settings};
 use super::credentials::CredentialSource;
 use crate::config::PairConfig;
 use crate::percent::{self, Plus};
-use crate::remote::backend::{Backend, KeyError, PairKeys, Registration, RemoteUrl, UrlForm};
+use crate::remote::backend::{
+    Backend, KeyError, PairKeys, Reach, Registration, RemoteUrl, UrlForm,
+};
 use crate::remote::{RemoteHost, Replica, ReplicaError};
 use crate::secrets::{Account, Kind, S3_CREDENTIALS};
 
@@ -272,6 +274,10 @@ impl Backend for S3Url {
 
     fn password_account(&self, _user: Option<String>) -> Result<Account, String> {
         Err(S3_CREDENTIALS.to_owned())
+    }
+
+    fn reach(&self) -> Reach {
+        Reach::Server
     }
 }
 

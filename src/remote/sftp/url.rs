@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use super::{SftpReplica, SftpTarget};
 use crate::config::{PairConfig, expand_home};
 use crate::remote::backend::{
-    Backend, KeyError, PairKeys, Registration, RemoteUrl, UrlForm, percent_decode, split_authority,
-    split_host_port,
+    Backend, KeyError, PairKeys, Reach, Registration, RemoteUrl, UrlForm, percent_decode,
+    split_authority, split_host_port,
 };
 use crate::remote::{RemoteHost, Replica, ReplicaError};
 use crate::secrets::{Account, Kind, default_user};
@@ -140,5 +140,9 @@ impl Backend for SftpUrl {
     fn password_account(&self, user: Option<String>) -> Result<Account, String> {
         let user = user.unwrap_or_else(default_user);
         Ok(Account::new(Kind::Sftp, &user, &self.host, self.port))
+    }
+
+    fn reach(&self) -> Reach {
+        Reach::Server
     }
 }

@@ -10,7 +10,8 @@ use std::time::Duration;
 use super::{DEFAULT_REQUEST_TIMEOUT, WebdavReplica, WebdavTarget};
 use crate::config::{PairConfig, expand_home, is_loopback_host};
 use crate::remote::backend::{
-    Backend, KeyError, PairKeys, Registration, RemoteUrl, UrlForm, split_authority, split_host_port,
+    Backend, KeyError, PairKeys, Reach, Registration, RemoteUrl, UrlForm, split_authority,
+    split_host_port,
 };
 use crate::remote::{RemoteHost, Replica, ReplicaError};
 use crate::secrets::{Account, Kind};
@@ -202,5 +203,9 @@ impl Backend for WebdavUrl {
             &self.host,
             self.port_or_default(),
         ))
+    }
+
+    fn reach(&self) -> Reach {
+        Reach::Server
     }
 }
