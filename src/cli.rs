@@ -126,17 +126,6 @@ fn adhoc_config(
         remote: remote.to_owned(),
         conflict: Some(conflict.unwrap_or(Strategy::Manual.as_str()).to_owned()),
         ignore: Vec::new(),
-        known_hosts: None,
-        identity_file: None,
-        compression: None,
-        username: None,
-        ca_file: None,
-        allow_insecure_http_auth: None,
-        timeout_secs: None,
-        endpoint: None,
-        region: None,
-        profile: None,
-        access_key_id: None,
         ..RawPair::default()
     };
     let config = crate::config::RawConfig {

@@ -7,8 +7,7 @@
 //! and what is wrong, so the agent refuses to start with a sentence a person
 //! can act on.
 
-use std::collections::BTreeSet;
-use std::fmt;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -18,10 +17,10 @@ pub mod api;
 pub mod edit;
 
 use crate::model::Strategy;
-use crate::percent::{self, Plus};
-use crate::remote::git::GitPairSettings;
-use crate::remote::rclone::RclonePairSettings;
-use crate::remote::s3::S3PairSettings;
+use crate::remote::backend::{PairKeys, PairRemote};
+use crate::remote::registry;
+
+pub use crate::remote::backend::RemoteUrl;
 
 /// Where the agent keeps things, after flags, environment and defaults.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -137,8 +136,11 @@ pub struct RawAgent {
     pub trash_retention_days: Option<u64>,
 }
 
+/// One `[[pair]]` table as written. The keys of the remote's backend
+/// (`known_hosts`, `username`, `endpoint`, `branch`, …) are kept as
+/// written in `remote_keys`: the backend takes its own when the pair is
+/// validated, and refuses the rest (see `remote::registry`).
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawPair {
     pub name: String,
     pub local: String,
@@ -146,49 +148,9 @@ pub struct RawPair {
     pub conflict: Option<String>,
     #[serde(default)]
     pub ignore: Vec<String>,
-    /// SFTP only: the known_hosts file the server's key is checked against
-    /// (default `~/.ssh/known_hosts`).
-    #[serde(default)]
-    pub known_hosts: Option<String>,
-    /// SFTP only: the private key to log in with (default: the ssh-agent,
-    /// then `~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa`).
-    #[serde(default)]
-    pub identity_file: Option<String>,
-    /// SFTP only: ask the server for SSH compression (default false).
-    #[serde(default)]
-    pub compression: Option<bool>,
-    /// WebDAV only: the user to log in as with HTTP Basic auth (the
-    /// password comes from the secret store, see `secrets`).
-    #[serde(default)]
-    pub username: Option<String>,
-    /// WebDAV (HTTPS) only: a PEM file of CA certificates trusted besides
-    /// the system's, for a server with a private CA.
-    #[serde(default)]
-    pub ca_file: Option<String>,
-    /// WebDAV only: send the password over plain `webdav://` to a host
-    /// other than loopback (it then crosses the network readable).
-    #[serde(default)]
-    pub allow_insecure_http_auth: Option<bool>,
-    /// WebDAV only: how many seconds the server may stay silent before a
-    /// request fails (a slow NAS may need more than the default 60).
-    #[serde(default)]
-    pub timeout_secs: Option<u64>,
-    /// S3 only: another S3 service's URL (`http://127.0.0.1:8333`).
-    #[serde(default)]
-    pub endpoint: Option<String>,
-    /// S3 only: the region (default `us-east-1`).
-    #[serde(default)]
-    pub region: Option<String>,
-    /// S3 only: the profile of `~/.aws/credentials` to log in with.
-    #[serde(default)]
-    pub profile: Option<String>,
-    /// S3 only: an access key id whose secret `prism-syncctl password set`
-    /// keeps (in the secret store, else the credentials file).
-    #[serde(default)]
-    pub access_key_id: Option<String>,
     /// `"crypt"`: names and contents on the remote are encrypted in
-    /// rclone's crypt format (default: none). The password is never here
-    /// (see `secrets`).
+    /// rclone's crypt format (default: none), whatever the backend. The
+    /// password is never here (see `secrets`).
     #[serde(default)]
     pub encryption: Option<String>,
     /// With encryption: `"standard"` (default) or `"off"` (names stay
@@ -199,27 +161,9 @@ pub struct RawPair {
     /// true).
     #[serde(default)]
     pub directory_name_encryption: Option<bool>,
-    /// Git only: the branch synced (default: the remote's default branch;
-    /// `main` in an empty repository).
-    #[serde(default)]
-    pub branch: Option<String>,
-    /// Git only: the author of the commits (default: the device name).
-    #[serde(default)]
-    pub author_name: Option<String>,
-    /// Git only: the author's email (default `DEVICE@prism-sync.invalid`).
-    #[serde(default)]
-    pub author_email: Option<String>,
-    /// Git only: the folder of the repository that is synced (default:
-    /// all of it).
-    #[serde(default)]
-    pub path: Option<String>,
-    /// rclone only: the rclone config file the remote's name is looked up
-    /// in (default: rclone's own lookup, `RCLONE_CONFIG` or its default).
-    #[serde(default)]
-    pub rclone_config: Option<String>,
-    /// rclone only: the rclone program (default `rclone` on `PATH`).
-    #[serde(default)]
-    pub rclone_binary: Option<String>,
+    /// The other keys: the remote's backend's own.
+    #[serde(flatten)]
+    pub remote_keys: BTreeMap<String, toml::Value>,
 }
 
 /// The validated configuration the agent runs with.
@@ -273,22 +217,11 @@ pub struct PairConfig {
     pub name: String,
     /// An absolute path.
     pub local: PathBuf,
-    pub remote: RemoteUrl,
+    /// The remote's URL and the settings its backend took from the
+    /// pair's keys (how to log in, which branch, …).
+    pub remote: PairRemote,
     pub conflict: Strategy,
     pub ignore: Vec<String>,
-    /// How to log in to an SSH server; empty for other remotes.
-    pub ssh: SshSettings,
-    /// How to log in to a WebDAV server; empty for other remotes.
-    pub webdav: WebdavSettings,
-    /// Where an S3 bucket is served and how to log in; empty for other
-    /// remotes.
-    pub s3: S3PairSettings,
-    /// The branch, author and folder of a git remote; empty for other
-    /// remotes.
-    pub git: GitPairSettings,
-    /// Which rclone and rclone config an `rclone:` remote uses; empty for
-    /// other remotes.
-    pub rclone: RclonePairSettings,
     /// How the remote is encrypted; `None`: it is not.
     pub crypt: Option<CryptSettings>,
 }
@@ -301,33 +234,6 @@ pub struct CryptSettings {
     pub directory_name_encryption: bool,
 }
 
-/// Where an SFTP pair finds its trusted host keys and its login key. Never
-/// a password: those live outside the config (see `secrets`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SshSettings {
-    /// An absolute path; `None` means `~/.ssh/known_hosts`.
-    pub known_hosts: Option<PathBuf>,
-    /// An absolute path; `None` means the agent and the default keys.
-    pub identity_file: Option<PathBuf>,
-    /// Whether the SSH connection is compressed (zlib): worth it on a slow
-    /// link with compressible files, a cost in CPU on a fast one.
-    pub compression: bool,
-}
-
-/// How a WebDAV pair logs in and which certificates it trusts. Never a
-/// password: those live outside the config (see `secrets`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct WebdavSettings {
-    /// The Basic-auth user; `None` means no authentication.
-    pub username: Option<String>,
-    /// An absolute path to PEM CA certificates trusted besides the system's.
-    pub ca_file: Option<PathBuf>,
-    /// Whether a password may go over plain HTTP to a non-loopback host.
-    pub allow_insecure_http_auth: bool,
-    /// How long the server may stay silent; `None`: the backend's default.
-    pub timeout: Option<Duration>,
-}
-
 /// Whether `host` (as written in a URL) names this machine without asking
 /// a resolver: `localhost`, `127.0.0.0/8` or `::1`.
 pub fn is_loopback_host(host: &str) -> bool {
@@ -338,210 +244,6 @@ pub fn is_loopback_host(host: &str) -> bool {
     host.parse::<std::net::IpAddr>()
         .map(|ip| ip.is_loopback())
         .unwrap_or(false)
-}
-
-/// A parsed remote URL. Secrets never live here: a password in a URL is
-/// refused at parse time.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RemoteUrl {
-    /// `file:///path`: another folder (a NAS mount, a USB disk).
-    File(PathBuf),
-    /// `sftp://user@host:port/path`.
-    Sftp {
-        user: Option<String>,
-        host: String,
-        port: u16,
-        path: String,
-    },
-    /// `webdav://host[:port]/path` or `webdavs://…` (HTTPS).
-    Webdav {
-        tls: bool,
-        host: String,
-        port: Option<u16>,
-        path: String,
-    },
-    /// `s3://BUCKET/PREFIX`: the prefix decoded, without slashes at its
-    /// ends (empty for the whole bucket).
-    S3 { bucket: String, prefix: String },
-    /// `git+URL`: the URL after the prefix, as `git clone` takes it
-    /// (`ssh://…`, `https://…`, `file:///…`, or `user@host:path`).
-    Git { url: String },
-    /// `rclone:REMOTE`: the remote after the prefix as rclone takes it
-    /// (`NAME:PATH`, or a connection string `:BACKEND,KEY=VALUE:PATH`).
-    Rclone { remote: String },
-}
-
-impl RemoteUrl {
-    pub fn parse(url: &str) -> Result<RemoteUrl, String> {
-        // URL parsers drop tabs and line breaks silently (the WHATWG rules),
-        // so the URL used would differ from the one written: a character
-        // that belongs in a path is written as a %-escape.
-        if url.chars().any(char::is_control) {
-            return Err(
-                "the remote URL holds a control character (a line break, a tab, …); \
-                        write one that belongs in a path as a %-escape, as in %0A"
-                    .to_owned(),
-            );
-        }
-        if let Some(git) = url.strip_prefix("git+") {
-            return crate::remote::git::settings::parse_url(git).map(|url| RemoteUrl::Git { url });
-        }
-        if let Some(remote) = url.strip_prefix("rclone:") {
-            return crate::remote::rclone::settings::parse_url(remote)
-                .map(|remote| RemoteUrl::Rclone { remote });
-        }
-        let Some((scheme, rest)) = url.split_once("://") else {
-            return Err(format!(
-                "{url:?} is not a URL; write file:///path, sftp://user@host/path, webdav://host/path \
-                 s3://bucket/prefix, git+ssh://host/repo.git or rclone:NAME:PATH"
-            ));
-        };
-        // A password in the URL is refused before anything else looks at
-        // it, and no message echoes such a URL. Userinfo cannot hold '/'
-        // unencoded, but people write it anyway: any ':' before the last
-        // '@' counts.
-        if scheme != "file"
-            && let Some(at) = rest.rfind('@')
-            && rest[..at].contains(':')
-        {
-            return Err(format!(
-                "the {scheme} URL has a ':' before its '@', which would be a password; keep \
-                 passwords out of the config (see the README for where passwords go). If the '@' belongs \
-                 to the path, write it as %40"
-            ));
-        }
-        match scheme {
-            "file" => {
-                if !rest.starts_with('/') {
-                    return Err(format!(
-                        "{url:?} must name an absolute folder, as in file:///home/me/backup"
-                    ));
-                }
-                Ok(RemoteUrl::File(PathBuf::from(percent_decode(rest)?)))
-            }
-            "sftp" => {
-                // Without a path the URL would silently mean the server's
-                // root; a folder on the server must be named.
-                if !rest.contains('/') {
-                    return Err(format!(
-                        "{url:?} names no folder on the server; write the folder after the host, \
-                         as in sftp://user@host/home/user/backup (sftp://user@host/ for the \
-                         server's root)"
-                    ));
-                }
-                let (authority, path) = split_authority(rest);
-                let (user, host_port) = match authority.rsplit_once('@') {
-                    Some((user, host)) => (Some(percent_decode(user)?), host),
-                    None => (None, authority),
-                };
-                let (host, port) = split_host_port(host_port, url)?;
-                Ok(RemoteUrl::Sftp {
-                    user,
-                    host,
-                    port: port.unwrap_or(22),
-                    path: percent_decode(path)?,
-                })
-            }
-            "webdav" | "webdavs" => {
-                let (authority, path) = split_authority(rest);
-                if authority.contains('@') {
-                    return Err(
-                        "the webdav URL contains credentials; keep them out of the config"
-                            .to_owned(),
-                    );
-                }
-                let (host, port) = split_host_port(authority, url)?;
-                Ok(RemoteUrl::Webdav {
-                    tls: scheme == "webdavs",
-                    host,
-                    port,
-                    path: path.to_owned(),
-                })
-            }
-            "s3" => {
-                let (bucket, prefix) = crate::remote::s3::settings::parse_url(url)?;
-                Ok(RemoteUrl::S3 { bucket, prefix })
-            }
-            other => Err(format!(
-                "the remote scheme {other:?} is not supported; use file://, sftp://, webdav://, \
-                 webdavs://, s3://, git+URL or rclone:NAME:PATH"
-            )),
-        }
-    }
-
-    pub fn scheme(&self) -> &'static str {
-        match self {
-            RemoteUrl::File(_) => "file",
-            RemoteUrl::Sftp { .. } => "sftp",
-            RemoteUrl::Webdav { tls: false, .. } => "webdav",
-            RemoteUrl::Webdav { tls: true, .. } => "webdavs",
-            RemoteUrl::S3 { .. } => "s3",
-            RemoteUrl::Git { .. } => "git",
-            RemoteUrl::Rclone { .. } => "rclone",
-        }
-    }
-}
-
-impl fmt::Display for RemoteUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RemoteUrl::File(path) => write!(f, "file://{}", path.display()),
-            RemoteUrl::Sftp {
-                user,
-                host,
-                port,
-                path,
-            } => {
-                let user = user.as_deref().map(|u| format!("{u}@")).unwrap_or_default();
-                write!(f, "sftp://{user}{host}:{port}{path}")
-            }
-            RemoteUrl::Webdav {
-                tls,
-                host,
-                port,
-                path,
-            } => {
-                let scheme = if *tls { "webdavs" } else { "webdav" };
-                let port = port.map(|p| format!(":{p}")).unwrap_or_default();
-                write!(f, "{scheme}://{host}{port}{path}")
-            }
-            RemoteUrl::S3 { bucket, prefix } => {
-                let prefix = crate::remote::s3::sign::encode_path(prefix);
-                write!(f, "s3://{bucket}/{prefix}")
-            }
-            RemoteUrl::Git { url } => write!(f, "git+{url}"),
-            RemoteUrl::Rclone { remote } => write!(f, "rclone:{remote}"),
-        }
-    }
-}
-
-fn split_authority(rest: &str) -> (&str, &str) {
-    match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    }
-}
-
-fn split_host_port(host_port: &str, url: &str) -> Result<(String, Option<u16>), String> {
-    let (host, port) = match host_port.rsplit_once(':') {
-        Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
-            let port = port
-                .parse::<u16>()
-                .map_err(|_| format!("{url:?} has an invalid port {port:?}"))?;
-            (host, Some(port))
-        }
-        _ => (host_port, None),
-    };
-    if host.is_empty() {
-        return Err(format!("{url:?} has no host"));
-    }
-    Ok((host.to_owned(), port))
-}
-
-fn percent_decode(s: &str) -> Result<String, String> {
-    let bytes = percent::decode(s, Plus::Literal)
-        .ok_or_else(|| format!("{s:?} has a malformed %-escape"))?;
-    String::from_utf8(bytes).map_err(|_| format!("{s:?} does not decode to UTF-8"))
 }
 
 /// The largest config file the agent reads. A real one is a few
@@ -676,7 +378,7 @@ pub fn clash(pair: &PairConfig, other: &PairConfig) -> Option<(&'static str, Str
     }
     let remote_folders = [(pair, other), (other, pair)];
     for (with_remote, with_local) in remote_folders {
-        if let RemoteUrl::File(remote_dir) = &with_remote.remote
+        if let Some(remote_dir) = with_remote.remote.url().local_folder()
             && overlaps(remote_dir, &with_local.local)
         {
             return Some((
@@ -847,7 +549,7 @@ impl RawPair {
             ));
         }
         let remote = RemoteUrl::parse(&self.remote).map_err(|m| ("remote".to_owned(), m))?;
-        if let RemoteUrl::File(remote_dir) = &remote
+        if let Some(remote_dir) = remote.local_folder()
             && overlaps(remote_dir, &local)
         {
             return Err((
@@ -877,119 +579,19 @@ impl RawPair {
                 return Err((format!("ignore[{i}]"), "an ignore pattern is empty".into()));
             }
         }
-        let is_sftp = matches!(remote, RemoteUrl::Sftp { .. });
-        let ssh_path = |key: &str,
-                        value: Option<String>|
-         -> Result<Option<PathBuf>, (String, String)> {
-            let Some(value) = value else {
-                return Ok(None);
-            };
-            if !is_sftp {
-                return Err((
-                    key.to_owned(),
-                    "only applies to sftp:// remotes; remove it or use an sftp:// remote".into(),
-                ));
-            }
-            let path = expand_home(&value);
-            if !path.is_absolute() {
-                return Err((
-                    key.to_owned(),
-                    format!(
-                        "{value:?} is not an absolute path; write the full path, e.g. ~/.ssh/{key}"
-                    ),
-                ));
-            }
-            Ok(Some(path))
-        };
-        if self.compression.is_some() && !is_sftp {
-            return Err((
-                "compression".to_owned(),
-                "only applies to sftp:// remotes; remove it or use an sftp:// remote".into(),
-            ));
-        }
-        let ssh = SshSettings {
-            known_hosts: ssh_path("known_hosts", self.known_hosts)?,
-            identity_file: ssh_path("identity_file", self.identity_file)?,
-            compression: self.compression.unwrap_or(false),
-        };
-        let webdav = webdav_settings(
-            &remote,
-            self.username,
-            self.ca_file,
-            self.allow_insecure_http_auth,
-            self.timeout_secs,
-        )?;
-        let s3 = if matches!(remote, RemoteUrl::S3 { .. }) {
-            crate::remote::s3::settings::validate(
-                self.endpoint,
-                self.region,
-                self.profile,
-                self.access_key_id,
-            )?
-        } else {
-            let keys = crate::remote::s3::settings::KEYS;
-            let set = [
-                &self.endpoint,
-                &self.region,
-                &self.profile,
-                &self.access_key_id,
-            ];
-            if let Some((key, _)) = keys.iter().zip(set).find(|(_, value)| value.is_some()) {
-                return Err((
-                    (*key).to_owned(),
-                    "only applies to s3:// remotes; remove it".into(),
-                ));
-            }
-            S3PairSettings::default()
-        };
         let crypt = crypt_settings(
             self.encryption,
             self.filename_encryption,
             self.directory_name_encryption,
         )?;
-        let git_keys = [self.branch, self.author_name, self.author_email, self.path];
-        let git = if matches!(remote, RemoteUrl::Git { .. }) {
-            let [branch, author_name, author_email, path] = git_keys;
-            crate::remote::git::settings::validate(branch, author_name, author_email, path)?
-        } else {
-            let keys = crate::remote::git::settings::KEYS;
-            if let Some((key, _)) = keys.iter().zip(&git_keys).find(|(_, v)| v.is_some()) {
-                return Err((
-                    (*key).to_owned(),
-                    "only applies to git+ remotes; remove it".into(),
-                ));
-            }
-            GitPairSettings::default()
-        };
-        let rclone = if matches!(remote, RemoteUrl::Rclone { .. }) {
-            crate::remote::rclone::settings::validate(
-                self.rclone_config,
-                self.rclone_binary,
-                expand_home,
-            )?
-        } else {
-            let keys = crate::remote::rclone::settings::KEYS;
-            let set = [&self.rclone_config, &self.rclone_binary];
-            if let Some((key, _)) = keys.iter().zip(set).find(|(_, value)| value.is_some()) {
-                return Err((
-                    (*key).to_owned(),
-                    "only applies to rclone: remotes; remove it".into(),
-                ));
-            }
-            RclonePairSettings::default()
-        };
+        let remote = registry::configure(&remote, PairKeys::new(self.remote_keys))?;
         Ok(PairConfig {
             name: self.name,
             local,
             remote,
             conflict,
             ignore: self.ignore,
-            ssh,
-            webdav,
-            s3,
             crypt,
-            git,
-            rclone,
         })
     }
 }
@@ -1046,94 +648,8 @@ fn crypt_settings(
     }))
 }
 
-/// Validates the WebDAV keys of a pair: they apply to WebDAV remotes only,
-/// the user name must fit Basic auth, `ca_file` only means something for
-/// HTTPS, and a password is not sent in the clear across the network
-/// unless the pair says so.
-fn webdav_settings(
-    remote: &RemoteUrl,
-    username: Option<String>,
-    ca_file: Option<String>,
-    allow_insecure_http_auth: Option<bool>,
-    timeout_secs: Option<u64>,
-) -> Result<WebdavSettings, (String, String)> {
-    let RemoteUrl::Webdav { tls, host, .. } = remote else {
-        for (key, set) in [
-            ("username", username.is_some()),
-            ("ca_file", ca_file.is_some()),
-            (
-                "allow_insecure_http_auth",
-                allow_insecure_http_auth.is_some(),
-            ),
-            ("timeout_secs", timeout_secs.is_some()),
-        ] {
-            if set {
-                return Err((
-                    key.to_owned(),
-                    "only applies to webdav:// and webdavs:// remotes; remove it".into(),
-                ));
-            }
-        }
-        return Ok(WebdavSettings::default());
-    };
-    if let Some(user) = &username
-        && (user.is_empty() || user.contains(':') || user.chars().any(char::is_control))
-    {
-        return Err((
-            "username".into(),
-            "must be non-empty, without a colon or control characters (HTTP Basic auth cannot carry them)".into(),
-        ));
-    }
-    let ca_file = match ca_file {
-        None => None,
-        Some(_) if !tls => {
-            return Err((
-                "ca_file".into(),
-                "only applies to webdavs:// (HTTPS) remotes; remove it or use webdavs://".into(),
-            ));
-        }
-        Some(value) => {
-            let path = expand_home(&value);
-            if !path.is_absolute() {
-                return Err((
-                    "ca_file".into(),
-                    format!(
-                        "{value:?} is not an absolute path; write the full path to the PEM file"
-                    ),
-                ));
-            }
-            Some(path)
-        }
-    };
-    let allow_insecure_http_auth = allow_insecure_http_auth.unwrap_or(false);
-    if username.is_some() && !tls && !allow_insecure_http_auth && !is_loopback_host(host) {
-        return Err((
-            "username".into(),
-            format!(
-                "a password would cross the network unencrypted to {host}; use webdavs:// \
-                 (or, if the network is trusted, set allow_insecure_http_auth = true)"
-            ),
-        ));
-    }
-    let timeout = match timeout_secs {
-        None => None,
-        Some(secs @ 1..=3600) => Some(Duration::from_secs(secs)),
-        Some(secs) => {
-            return Err((
-                "timeout_secs".into(),
-                format!("{secs} is out of range; use 1 to 3600 seconds"),
-            ));
-        }
-    };
-    Ok(WebdavSettings {
-        username,
-        ca_file,
-        allow_insecure_http_auth,
-        timeout,
-    })
-}
-
-fn expand_home(path: &str) -> PathBuf {
+/// `path` with a leading `~/` replaced by the home folder.
+pub(crate) fn expand_home(path: &str) -> PathBuf {
     if let Some(rest) = path.strip_prefix("~/")
         && let Some(home) = directories::BaseDirs::new()
     {
@@ -1155,6 +671,23 @@ pub fn default_device_name() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::remote::git::GitPairSettings;
+    use crate::remote::git::settings::GitUrl;
+    use crate::remote::local::url::FileUrl;
+    use crate::remote::rclone::RclonePairSettings;
+    use crate::remote::rclone::settings::RcloneUrl;
+    use crate::remote::s3::S3PairSettings;
+    use crate::remote::s3::settings::S3Url;
+    use crate::remote::sftp::url::{SftpUrl, SshSettings};
+    use crate::remote::webdav::url::WebdavSettings;
+
+    /// The settings the pair's backend took from its keys.
+    fn settings<S: std::any::Any + Clone>(pair: &PairConfig) -> S {
+        pair.remote
+            .settings::<S>()
+            .cloned()
+            .expect("the pair's backend's settings")
+    }
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("/etc/prism/config.toml"))
@@ -1189,17 +722,19 @@ mod tests {
         assert_eq!(config.agent.parallel_transfers, 8);
         assert_eq!(config.pairs[0].conflict, Strategy::AutoMerge);
         assert_eq!(
-            config.pairs[0].remote,
-            RemoteUrl::File(PathBuf::from("/mnt/nas/notes"))
+            config.pairs[0].remote.url(),
+            &RemoteUrl::new(FileUrl {
+                folder: PathBuf::from("/mnt/nas/notes")
+            })
         );
         assert_eq!(
-            config.pairs[1].remote,
-            RemoteUrl::Sftp {
+            config.pairs[1].remote.url(),
+            &RemoteUrl::new(SftpUrl {
                 user: Some("me".into()),
                 host: "nas.local".into(),
                 port: 2222,
                 path: "/srv/photos".into()
-            }
+            })
         );
         assert_eq!(config.pairs[1].conflict, Strategy::Manual);
     }
@@ -1391,12 +926,12 @@ mod tests {
         assert!(message.contains("names no folder"), "{message}");
         assert_eq!(
             RemoteUrl::parse("sftp://me@nas/").unwrap(),
-            RemoteUrl::Sftp {
+            RemoteUrl::new(SftpUrl {
                 user: Some("me".into()),
                 host: "nas".into(),
                 port: 22,
                 path: "/".into()
-            }
+            })
         );
     }
 
@@ -1460,7 +995,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            config.pairs[0].ssh,
+            settings::<SshSettings>(&config.pairs[0]),
             SshSettings {
                 known_hosts: Some(PathBuf::from("/etc/prism/known_hosts")),
                 identity_file: Some(PathBuf::from("/etc/prism/id")),
@@ -1468,7 +1003,7 @@ mod tests {
             }
         );
         assert_eq!(
-            pair("sftp://me@nas/x", "").unwrap().pairs[0].ssh,
+            settings::<SshSettings>(&pair("sftp://me@nas/x", "").unwrap().pairs[0]),
             SshSettings::default()
         );
         let message = pair("sftp://me@nas/x", "known_hosts = \"hosts\"\n")
@@ -1516,20 +1051,26 @@ mod tests {
         .unwrap();
         let only = &config.pairs[0];
         assert_eq!(
-            only.remote,
-            RemoteUrl::Rclone {
+            only.remote.url(),
+            &RemoteUrl::new(RcloneUrl {
                 remote: "gdrive:Notes".into()
-            }
+            })
         );
         assert_eq!(only.remote.to_string(), "rclone:gdrive:Notes");
         assert_eq!(only.remote.scheme(), "rclone");
         assert_eq!(
-            only.rclone.config.as_deref(),
+            settings::<RclonePairSettings>(only).config.as_deref(),
             Some(Path::new("/etc/rclone.conf"))
         );
-        assert_eq!(only.rclone.binary(), Path::new("/opt/rclone"));
+        assert_eq!(
+            settings::<RclonePairSettings>(only).binary(),
+            Path::new("/opt/rclone")
+        );
         let plain = pair("rclone::local:/srv/notes", "").unwrap();
-        assert_eq!(plain.pairs[0].rclone, RclonePairSettings::default());
+        assert_eq!(
+            settings::<RclonePairSettings>(&plain.pairs[0]),
+            RclonePairSettings::default()
+        );
         let message = pair("s3://b/p", "rclone_config = \"/etc/rclone.conf\"\n")
             .unwrap_err()
             .to_string();
@@ -1559,15 +1100,16 @@ mod tests {
         .unwrap();
         let only = &config.pairs[0];
         assert_eq!(
-            only.remote,
-            RemoteUrl::Git {
+            only.remote.url(),
+            &RemoteUrl::new(GitUrl {
                 url: "git@host:me/notes.git".into()
-            }
+            })
         );
         assert_eq!(only.remote.to_string(), "git+git@host:me/notes.git");
-        assert_eq!(only.git.branch.as_deref(), Some("notes"));
+        let git = settings::<GitPairSettings>(only);
+        assert_eq!(git.branch.as_deref(), Some("notes"));
         assert_eq!(
-            only.git.path.as_ref().map(crate::model::RelPath::as_str),
+            git.path.as_ref().map(crate::model::RelPath::as_str),
             Some("journal")
         );
         for url in [
@@ -1606,18 +1148,22 @@ mod tests {
         .unwrap();
         let only = &config.pairs[0];
         assert_eq!(
-            only.remote,
-            RemoteUrl::S3 {
+            only.remote.url(),
+            &RemoteUrl::new(S3Url {
                 bucket: "photos".into(),
                 prefix: "2024/trip".into()
-            }
+            })
         );
         assert_eq!(only.remote.to_string(), "s3://photos/2024/trip");
-        assert_eq!(only.s3.endpoint.as_deref(), Some("http://127.0.0.1:8333"));
-        assert_eq!(only.s3.region.as_deref(), Some("eu-west-1"));
-        assert_eq!(only.s3.profile.as_deref(), Some("work"));
+        let s3 = settings::<S3PairSettings>(only);
+        assert_eq!(s3.endpoint.as_deref(), Some("http://127.0.0.1:8333"));
+        assert_eq!(s3.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(s3.profile.as_deref(), Some("work"));
         let plain = pair("s3://photos", "").unwrap();
-        assert_eq!(plain.pairs[0].s3, S3PairSettings::default());
+        assert_eq!(
+            settings::<S3PairSettings>(&plain.pairs[0]),
+            S3PairSettings::default()
+        );
         let message = pair("file:///b", "region = \"eu-west-1\"\n")
             .unwrap_err()
             .to_string();
@@ -1649,9 +1195,12 @@ mod tests {
             ))
         };
         let on = pair("sftp://me@nas/x", "compression = true\n").unwrap();
-        assert!(on.pairs[0].ssh.compression);
+        assert!(settings::<SshSettings>(&on.pairs[0]).compression);
         let off = pair("sftp://me@nas/x", "").unwrap();
-        assert!(!off.pairs[0].ssh.compression, "off unless asked for");
+        assert!(
+            !settings::<SshSettings>(&off.pairs[0]).compression,
+            "off unless asked for"
+        );
         let message = pair("sftp://me@nas/x", "compression = \"yes\"\n")
             .unwrap_err()
             .to_string();
@@ -1737,7 +1286,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            config.pairs[0].webdav,
+            settings::<WebdavSettings>(&config.pairs[0]),
             WebdavSettings {
                 username: Some("me".into()),
                 ca_file: Some(PathBuf::from("/etc/prism/ca.pem")),

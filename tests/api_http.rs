@@ -911,7 +911,7 @@ fn an_admin_adds_pairs_inside_the_pair_roots_only() {
                 &format!("file://{}", text("outside/m")),
                 &admin,
             ),
-            "file:// remote",
+            "the remote's folder",
         ),
         (
             "the state dir",

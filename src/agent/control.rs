@@ -611,17 +611,6 @@ impl Control for AgentControl {
             remote: spec.remote.clone(),
             conflict: spec.conflict.map(|s| s.as_str().to_owned()),
             ignore: spec.ignore.clone(),
-            known_hosts: None,
-            identity_file: None,
-            compression: None,
-            username: None,
-            ca_file: None,
-            allow_insecure_http_auth: None,
-            timeout_secs: None,
-            endpoint: None,
-            region: None,
-            profile: None,
-            access_key_id: None,
             ..RawPair::default()
         };
         let config = raw

@@ -29,6 +29,7 @@ use std::path::{Component, Path, PathBuf};
 
 use super::{ApiError, auth};
 use crate::config::RemoteUrl;
+use crate::remote::backend::Reach;
 
 /// The folders under which tokens may add pairs, and the agent's own paths
 /// no such pair may reach. Both are kept as configured and resolved at
@@ -72,37 +73,12 @@ impl PairRoots {
             ApiError::bad_request("the remote is not one this agent can use")
                 .with_details(format!("remote: {message}"))
         })?;
-        match remote {
-            RemoteUrl::File(folder) => self.check_folder("the file:// remote", &folder),
-            RemoteUrl::Git { url } => self.check_git(&url),
-            RemoteUrl::Rclone { .. } => Err(auth::forbidden(
-                "an rclone: remote may not be added over HTTP: a connection string such as \
-                 :local: or a remote of type local reaches any folder of this machine. Add the \
-                 pair on the local socket (`prism-syncctl pair add`) as the user the agent runs \
-                 as",
-            )),
-            RemoteUrl::Sftp { .. } | RemoteUrl::Webdav { .. } | RemoteUrl::S3 { .. } => Ok(()),
-        }
-    }
-
-    /// `url` is what follows `git+`, as git takes it.
-    fn check_git(&self, url: &str) -> Result<(), ApiError> {
-        // The scp-like form (`user@host:path`, no slash before the colon)
-        // is SSH to git.
-        let Some((scheme, rest)) = url.split_once("://") else {
-            return Ok(());
-        };
-        match scheme.to_ascii_lowercase().as_str() {
-            "ssh" | "git+ssh" | "ssh+git" | "https" | "http" | "git" => Ok(()),
-            "file" if rest.contains('%') => Err(auth::forbidden(
-                "a git+file:// remote added over HTTP must name its folder without %-escapes, \
-                 so the folder checked is the folder git opens",
-            )),
-            "file" => self.check_folder("the git+file:// remote", Path::new(rest)),
-            _ => Err(auth::forbidden(format!(
-                "the git transport {scheme:?} may not be added over HTTP: git hands it to a \
-                 program or a local path; use git+ssh://, git+https:// or git+file:// inside \
-                 api.pair_roots, or add the pair on the local socket (`prism-syncctl pair add`)"
+        match remote.reach() {
+            Reach::Server => Ok(()),
+            Reach::Folder(folder) => self.check_folder("the remote's folder", &folder),
+            Reach::Anything(why) => Err(auth::forbidden(format!(
+                "{why}. Add the pair on the local socket (`prism-syncctl pair add`) as the user \
+                 the agent runs as, or use a remote inside api.pair_roots"
             ))),
         }
     }

@@ -69,29 +69,27 @@ pub fn add_pair(file: &Path, pair: &RawPair) -> Result<(), EditError> {
         let patterns: Array = pair.ignore.iter().map(String::as_str).collect();
         table["ignore"] = value(patterns);
     }
-    for (key, path) in [
-        ("known_hosts", &pair.known_hosts),
-        ("identity_file", &pair.identity_file),
-        ("username", &pair.username),
-        ("ca_file", &pair.ca_file),
-        ("endpoint", &pair.endpoint),
-        ("region", &pair.region),
-        ("profile", &pair.profile),
-        ("access_key_id", &pair.access_key_id),
+    for (key, set) in [
+        ("encryption", &pair.encryption),
+        ("filename_encryption", &pair.filename_encryption),
     ] {
-        if let Some(path) = path {
-            table[key] = value(path.as_str());
+        if let Some(set) = set {
+            table[key] = value(set.as_str());
         }
     }
-    if let Some(compression) = pair.compression {
-        table["compression"] = value(compression);
+    if let Some(on) = pair.directory_name_encryption {
+        table["directory_name_encryption"] = value(on);
     }
-    if let Some(allow) = pair.allow_insecure_http_auth {
-        table["allow_insecure_http_auth"] = value(allow);
-    }
-    if let Some(secs) = pair.timeout_secs {
-        // TOML integers are i64; validation caps the value at 3600.
-        table["timeout_secs"] = value(secs.min(i64::MAX as u64) as i64);
+    // The backend's keys, as written: strings, booleans and numbers.
+    for (key, written) in &pair.remote_keys {
+        let written = written
+            .to_string()
+            .parse::<toml_edit::Value>()
+            .map_err(|e| EditError::Parse {
+                path: format!("the pair key `{key}`"),
+                message: e.to_string(),
+            })?;
+        table[key.as_str()] = value(written);
     }
     match doc.get_mut("pair").and_then(Item::as_array_of_tables_mut) {
         Some(pairs) => pairs.push(table),
@@ -135,17 +133,6 @@ mod tests {
             remote: "file:///mnt/nas/notes".into(),
             conflict: Some("auto_merge".into()),
             ignore: vec!["*.log".into()],
-            known_hosts: None,
-            identity_file: None,
-            compression: None,
-            username: None,
-            ca_file: None,
-            allow_insecure_http_auth: None,
-            timeout_secs: None,
-            endpoint: None,
-            region: None,
-            profile: None,
-            access_key_id: None,
             ..RawPair::default()
         };
         add_pair(&file, &pair).unwrap();
@@ -162,5 +149,38 @@ mod tests {
                 .unwrap()
                 .contains("device = \"laptop\"")
         );
+    }
+
+    #[test]
+    fn a_pair_added_keeps_its_remotes_keys_and_encryption() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.toml");
+        let mut pair = RawPair {
+            name: "photos".into(),
+            local: "/home/me/Photos".into(),
+            remote: "sftp://me@nas/srv/photos".into(),
+            encryption: Some("crypt".into()),
+            directory_name_encryption: Some(false),
+            ..RawPair::default()
+        };
+        for (key, written) in [
+            ("known_hosts", toml::Value::from("/etc/prism/known_hosts")),
+            ("compression", toml::Value::from(true)),
+        ] {
+            pair.remote_keys.insert(key.into(), written);
+        }
+        add_pair(&file, &pair).unwrap();
+        let config = Config::load(&file).unwrap();
+        let added = &config.pairs[0];
+        let ssh = added
+            .remote
+            .settings::<crate::remote::sftp::url::SshSettings>()
+            .unwrap();
+        assert_eq!(
+            ssh.known_hosts.as_deref(),
+            Some(Path::new("/etc/prism/known_hosts"))
+        );
+        assert!(ssh.compression);
+        assert!(added.crypt.is_some_and(|c| !c.directory_name_encryption));
     }
 }

@@ -11,6 +11,8 @@
 //! continued rather than started over; a remote folder, which several
 //! agents may write at once, does not.
 
+pub mod url;
+
 use std::collections::BTreeSet;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};

@@ -13,6 +13,7 @@
 //! [`RelPath::new`], so a hostile name cannot address anything outside the
 //! root.
 
+pub mod backend;
 pub mod change_log;
 pub mod crypt;
 pub mod git;
@@ -23,6 +24,7 @@ pub mod layout;
 pub mod lease;
 pub mod local;
 pub mod rclone;
+pub mod registry;
 pub mod s3;
 pub mod sftp;
 pub mod webdav;
@@ -32,7 +34,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::{PairConfig, RemoteUrl};
+use crate::config::PairConfig;
 use crate::fsops::Expect;
 use crate::model::{
     BaseTree, ContentHash, Entry, FileMeta, Mode, RelPath, Scope, SideEntry, SideTree,
@@ -856,75 +858,16 @@ pub struct RemoteHost<'a> {
     pub parallel_transfers: usize,
 }
 
-/// Opens the backend a pair's remote URL names, with the pair's login
-/// settings (`ssh` for SFTP, `webdav` for WebDAV, `s3` for S3, `git` for
-/// git). Nothing is connected yet: a remote that is away is an error of
-/// the first sync, not of opening. An encrypted pair's remote is wrapped
-/// in [`crypt::CryptReplica`], which looks its password up at the first
-/// sync too.
+/// Opens the backend a pair's remote URL names, with the settings its
+/// backend took from the pair's keys (see [`backend::Backend::open`]).
+/// Nothing is connected yet: a remote that is away is an error of the
+/// first sync, not of opening. An encrypted pair's remote is wrapped in
+/// [`crypt::CryptReplica`], whatever its backend, which looks its
+/// password up at the first sync too.
 pub fn open_remote(
     pair: &PairConfig,
     host: RemoteHost<'_>,
 ) -> Result<Box<dyn Replica>, ReplicaError> {
-    let RemoteHost {
-        config_dir,
-        state_dir,
-        device,
-        parallel_transfers,
-    } = host;
-    let ssh = &pair.ssh;
-    let replica: Box<dyn Replica> = match &pair.remote {
-        RemoteUrl::File(root) => Box::new(LocalFolder::remote(root.clone())),
-        RemoteUrl::Sftp {
-            user,
-            host,
-            port,
-            path,
-        } => Box::new(SftpReplica::new(SftpTarget {
-            user: user.clone(),
-            host: host.clone(),
-            port: *port,
-            path: path.clone(),
-            known_hosts: ssh.known_hosts.clone(),
-            identity_file: ssh.identity_file.clone(),
-            config_dir: config_dir.map(Path::to_path_buf),
-            sessions: parallel_transfers,
-            compression: ssh.compression,
-        })),
-        RemoteUrl::Webdav {
-            tls,
-            host,
-            port,
-            path,
-        } => Box::new(WebdavReplica::new(WebdavTarget {
-            tls: *tls,
-            host: host.clone(),
-            port: *port,
-            path: path.clone(),
-            username: pair.webdav.username.clone(),
-            ca_file: pair.webdav.ca_file.clone(),
-            allow_insecure_http_auth: pair.webdav.allow_insecure_http_auth,
-            config_dir: config_dir.map(Path::to_path_buf),
-            timeout: pair
-                .webdav
-                .timeout
-                .unwrap_or(webdav::DEFAULT_REQUEST_TIMEOUT),
-            parallel_requests: parallel_transfers,
-        })?),
-        RemoteUrl::S3 { bucket, prefix } => Box::new(s3::S3Replica::for_pair(
-            pair,
-            bucket,
-            prefix,
-            config_dir,
-            parallel_transfers,
-        )),
-        RemoteUrl::Git { url } => Box::new(git::GitReplica::for_pair(pair, url, state_dir, device)),
-        RemoteUrl::Rclone { remote } => Box::new(rclone::RcloneReplica::for_agent(
-            remote,
-            &pair.rclone,
-            parallel_transfers,
-            state_dir,
-        )?),
-    };
-    Ok(crypt::wrap(replica, pair, config_dir))
+    let replica = pair.remote.open(pair, host)?;
+    Ok(crypt::wrap(replica, pair, host.config_dir))
 }

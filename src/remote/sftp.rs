@@ -54,6 +54,7 @@ use crate::tracker::ignore::IgnoreRules;
 use crate::tracker::scan::{SPECIAL_FILE_MESSAGE, SYMLINK_MESSAGE};
 
 mod pool;
+pub mod url;
 
 use pool::{Health, Pool, Pooled};
 

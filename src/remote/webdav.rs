@@ -84,6 +84,7 @@
 //! can meet it. The replaced agent's version is still on its own side.
 
 // Public so the fuzz tests (`tests/fuzz/`) can feed it answers directly.
+pub mod url;
 pub mod xml;
 
 use std::collections::{HashMap, HashSet};

@@ -201,34 +201,12 @@ impl Account {
         Account::new(kind, pair, "", 0)
     }
 
-    /// The account a pair logs in with, if its remote takes a password:
-    /// SFTP (the URL's user, else the local user name) and WebDAV with a
-    /// `username`.
+    /// The account a pair logs in with, if its remote takes a password,
+    /// as its backend says (`remote::backend::Backend::account`): SFTP
+    /// (the URL's user, else the local user name), WebDAV with a
+    /// `username`, S3 with an `access_key_id`.
     pub fn for_pair(pair: &PairConfig) -> Option<Account> {
-        match &pair.remote {
-            // Git logs in with its own credential helpers and ssh keys.
-            // rclone logs in with what `rclone config` keeps.
-            RemoteUrl::File(_) | RemoteUrl::Git { .. } | RemoteUrl::Rclone { .. } => None,
-            RemoteUrl::S3 { .. } => pair.s3.account(),
-            RemoteUrl::Sftp {
-                user, host, port, ..
-            } => Some(Account::new(
-                Kind::Sftp,
-                &user.clone().unwrap_or_else(default_user),
-                host,
-                *port,
-            )),
-            RemoteUrl::Webdav {
-                tls, host, port, ..
-            } => pair.webdav.username.as_ref().map(|user| {
-                Account::new(
-                    Kind::Webdav,
-                    user,
-                    host,
-                    port.unwrap_or(if *tls { 443 } else { 80 }),
-                )
-            }),
-        }
+        pair.remote.account()
     }
 
     /// An account from a URL: `sftp://[user@]host[:port][/path]` or
@@ -260,36 +238,7 @@ impl Account {
         // so the root stands in for it.
         let path = if path.is_empty() { "/" } else { path };
         let parsed = RemoteUrl::parse(&format!("{scheme}://{host_port}{path}"))?;
-        let user = user.map(str::to_owned);
-        match parsed {
-            RemoteUrl::Sftp { host, port, .. } => Ok(Account::new(
-                Kind::Sftp,
-                &user.unwrap_or_else(default_user),
-                &host,
-                port,
-            )),
-            RemoteUrl::Webdav {
-                tls, host, port, ..
-            } => {
-                let user = user.ok_or_else(|| {
-                    format!("name the user in the URL, as in {scheme}://USER@{host_port}")
-                })?;
-                Ok(Account::new(
-                    Kind::Webdav,
-                    &user,
-                    &host,
-                    port.unwrap_or(if tls { 443 } else { 80 }),
-                ))
-            }
-            RemoteUrl::File(_) => Err("a file:// remote needs no password".to_owned()),
-            RemoteUrl::S3 { .. } => Err(S3_CREDENTIALS.to_owned()),
-            RemoteUrl::Git { .. } => Err("a git remote logs in through git itself (an ssh key or \
-                 agent, or a git credential helper); Prism Sync keeps no password for it"
-                .to_owned()),
-            RemoteUrl::Rclone { .. } => Err("an rclone remote logs in with what `rclone config` \
-                 keeps for it; Prism Sync keeps no password for it"
-                .to_owned()),
-        }
+        parsed.password_account(user.map(str::to_owned))
     }
 
     /// The secret store's user for this account: `sftp://user@host:port`.
@@ -605,7 +554,9 @@ mod tests {
                 remote: remote.into(),
                 ..Default::default()
             };
-            pair.username = username.map(str::to_owned);
+            if let Some(username) = username {
+                pair.remote_keys.insert("username".into(), username.into());
+            }
             pair.validate().unwrap()
         };
         assert_eq!(Account::for_pair(&pair("file:///srv/x", None)), None);
@@ -632,14 +583,16 @@ mod tests {
             remote: "s3://bucket/x".into(),
             ..Default::default()
         };
-        s3.access_key_id = Some("AKIDEXAMPLE".into());
+        s3.remote_keys
+            .insert("access_key_id".into(), "AKIDEXAMPLE".into());
         assert_eq!(
             Account::for_pair(&s3.clone().validate().unwrap())
                 .unwrap()
                 .key(),
             "s3://AKIDEXAMPLE@s3.amazonaws.com:443"
         );
-        s3.endpoint = Some("http://127.0.0.1:8333".into());
+        s3.remote_keys
+            .insert("endpoint".into(), "http://127.0.0.1:8333".into());
         assert_eq!(
             Account::for_pair(&s3.validate().unwrap()).unwrap().key(),
             "s3://AKIDEXAMPLE@127.0.0.1:8333"

@@ -706,7 +706,7 @@ fn an_admin_token_adds_a_pair_inside_the_pair_roots_and_it_syncs() {
                 &shared.join("music"),
                 &format!("file://{}", outside.join("m").display()),
             ),
-            "file:// remote",
+            "the remote's folder",
         ),
         (
             "an rclone remote",

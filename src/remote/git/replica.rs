@@ -107,15 +107,16 @@ impl GitReplica {
 
     /// The replica of a configured pair, its mirror in `state_dir`.
     pub fn for_pair(
-        pair: &crate::config::PairConfig,
+        pair: &str,
         url: &str,
+        settings: &GitPairSettings,
         state_dir: &std::path::Path,
         device: &str,
     ) -> GitReplica {
         GitReplica::new(
             url,
-            mirror_dir(state_dir, &pair.name, url),
-            pair.git.clone(),
+            mirror_dir(state_dir, pair, url),
+            settings.clone(),
             device,
         )
     }
@@ -439,9 +440,9 @@ pub fn remove_stale_mirrors(
 ) -> Vec<PathBuf> {
     let keep: Vec<PathBuf> = pairs
         .iter()
-        .filter_map(|pair| match &pair.remote {
-            crate::config::RemoteUrl::Git { url } => Some(mirror_dir(state_dir, &pair.name, url)),
-            _ => None,
+        .filter_map(|pair| {
+            let git = pair.remote.url().get::<super::settings::GitUrl>()?;
+            Some(mirror_dir(state_dir, &pair.name, &git.url))
         })
         .collect();
     remove_mirrors_but(&state_dir.join("git"), &keep)

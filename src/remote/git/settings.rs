@@ -5,10 +5,114 @@
 //! go in the URL: git's own credential helpers and the user's ssh keys
 //! log in.
 
+use std::fmt;
+use std::path::PathBuf;
+
+use super::GitReplica;
+use crate::config::PairConfig;
 use crate::model::RelPath;
+use crate::remote::backend::{
+    Backend, KeyError, PairKeys, Reach, Registration, RemoteUrl, UrlForm,
+};
+use crate::remote::{RemoteHost, Replica, ReplicaError};
+use crate::secrets::Account;
 
 /// The pair keys that only a git remote takes.
 pub const KEYS: [&str; 4] = ["branch", "author_name", "author_email", "path"];
+
+pub const REGISTRATION: Registration = Registration {
+    forms: &[UrlForm::Prefix {
+        prefix: "git+",
+        rest: "URL",
+    }],
+    keys: &KEYS,
+    remotes: "git+",
+    example: "git+ssh://host/repo.git",
+    parse: parse_remote_url,
+};
+
+/// `git+URL`: the URL after the prefix, as `git clone` takes it
+/// (`ssh://…`, `https://…`, `file:///…`, or `user@host:path`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GitUrl {
+    pub url: String,
+}
+
+fn parse_remote_url(url: &str) -> Result<RemoteUrl, String> {
+    let url = parse_url(url.strip_prefix("git+").unwrap_or(url))?;
+    Ok(RemoteUrl::new(GitUrl { url }))
+}
+
+impl fmt::Display for GitUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "git+{}", self.url)
+    }
+}
+
+impl Backend for GitUrl {
+    type Settings = GitPairSettings;
+
+    fn scheme(&self) -> &'static str {
+        "git"
+    }
+
+    fn settings(&self, keys: &mut PairKeys) -> Result<GitPairSettings, KeyError> {
+        let [branch, author_name, author_email, path] = KEYS;
+        validate(
+            keys.string(branch)?,
+            keys.string(author_name)?,
+            keys.string(author_email)?,
+            keys.string(path)?,
+        )
+    }
+
+    fn open(
+        &self,
+        settings: &GitPairSettings,
+        pair: &PairConfig,
+        host: RemoteHost<'_>,
+    ) -> Result<Box<dyn Replica>, ReplicaError> {
+        Ok(Box::new(GitReplica::for_pair(
+            &pair.name,
+            &self.url,
+            settings,
+            host.state_dir,
+            host.device,
+        )))
+    }
+
+    fn password_account(&self, _user: Option<String>) -> Result<Account, String> {
+        Err(
+            "a git remote logs in through git itself (an ssh key or agent, or a git \
+             credential helper); Prism Sync keeps no password for it"
+                .to_owned(),
+        )
+    }
+
+    /// Over `ssh`, `https`, `http` and `git` (and the scp-like
+    /// `user@host:path`, which is SSH) a server; `file://` a folder;
+    /// other transports are local paths or remote helpers (programs).
+    fn reach(&self) -> Reach {
+        let Some((scheme, rest)) = self.url.split_once("://") else {
+            return Reach::Server;
+        };
+        match scheme.to_ascii_lowercase().as_str() {
+            "ssh" | "git+ssh" | "ssh+git" | "https" | "http" | "git" => Reach::Server,
+            // git reads the path as written; a %-escape would make the
+            // folder checked differ from the folder git opens.
+            "file" if rest.contains('%') => Reach::Anything(
+                "a git+file:// remote added over HTTP must name its folder without %-escapes, \
+                 so the folder checked is the folder git opens"
+                    .to_owned(),
+            ),
+            "file" => Reach::Folder(PathBuf::from(rest)),
+            _ => Reach::Anything(format!(
+                "the git transport {scheme:?} may not be added over HTTP: git hands it to a \
+                 program or a local path; use git+ssh://, git+https:// or git+file://"
+            )),
+        }
+    }
+}
 
 /// The pair keys of a git remote, as validated.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -10,10 +10,94 @@
 //! password or a token would put it in our config in plain text, and is
 //! refused.
 
+use std::fmt;
 use std::path::PathBuf;
+
+use super::RcloneReplica;
+use crate::config::{PairConfig, expand_home};
+use crate::remote::backend::{
+    Backend, KeyError, PairKeys, Reach, Registration, RemoteUrl, UrlForm,
+};
+use crate::remote::{RemoteHost, Replica, ReplicaError};
+use crate::secrets::Account;
 
 /// The pair keys that only an rclone remote takes.
 pub const KEYS: [&str; 2] = ["rclone_config", "rclone_binary"];
+
+pub const REGISTRATION: Registration = Registration {
+    forms: &[UrlForm::Prefix {
+        prefix: "rclone:",
+        rest: "NAME:PATH",
+    }],
+    keys: &KEYS,
+    remotes: "rclone:",
+    example: "rclone:NAME:PATH",
+    parse: parse_remote_url,
+};
+
+/// `rclone:REMOTE`: the remote after the prefix as rclone takes it
+/// (`NAME:PATH`, or a connection string `:BACKEND,KEY=VALUE:PATH`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RcloneUrl {
+    pub remote: String,
+}
+
+fn parse_remote_url(url: &str) -> Result<RemoteUrl, String> {
+    let remote = parse_url(url.strip_prefix("rclone:").unwrap_or(url))?;
+    Ok(RemoteUrl::new(RcloneUrl { remote }))
+}
+
+impl fmt::Display for RcloneUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "rclone:{}", self.remote)
+    }
+}
+
+impl Backend for RcloneUrl {
+    type Settings = RclonePairSettings;
+
+    fn scheme(&self) -> &'static str {
+        "rclone"
+    }
+
+    fn settings(&self, keys: &mut PairKeys) -> Result<RclonePairSettings, KeyError> {
+        let [config, binary] = KEYS;
+        validate(keys.string(config)?, keys.string(binary)?, expand_home)
+    }
+
+    fn open(
+        &self,
+        settings: &RclonePairSettings,
+        _pair: &PairConfig,
+        host: RemoteHost<'_>,
+    ) -> Result<Box<dyn Replica>, ReplicaError> {
+        Ok(Box::new(RcloneReplica::for_agent(
+            &self.remote,
+            settings,
+            host.parallel_transfers,
+            host.state_dir,
+        )?))
+    }
+
+    fn password_account(&self, _user: Option<String>) -> Result<Account, String> {
+        Err(
+            "an rclone remote logs in with what `rclone config` keeps for it; Prism Sync \
+             keeps no password for it"
+                .to_owned(),
+        )
+    }
+
+    /// Which folder a remote of rclone's reaches is rclone's business: a
+    /// connection string such as `:local:` or a remote of type `local`
+    /// reaches any.
+    fn reach(&self) -> Reach {
+        Reach::Anything(
+            "an rclone: remote may not be added over HTTP: a connection string such as \
+             :local: or a remote of type local reaches any folder of this machine"
+                .to_owned(),
+        )
+    }
+}
 
 /// The binary run when the pair names none.
 pub const DEFAULT_BINARY: &str = "rclone";

@@ -115,14 +115,14 @@ impl S3Replica {
     /// endpoint, region and profile, and its stored key pair where it
     /// names an `access_key_id`.
     pub fn for_pair(
-        pair: &crate::config::PairConfig,
+        settings: &super::S3PairSettings,
         bucket: &str,
         prefix: &str,
         config_dir: Option<&std::path::Path>,
         parallel: usize,
     ) -> S3Replica {
-        let replica = S3Replica::new(pair.s3.client_settings(bucket, prefix), parallel);
-        match pair.s3.account() {
+        let replica = S3Replica::new(settings.client_settings(bucket, prefix), parallel);
+        match settings.account() {
             Some(account) => {
                 replica.with_stored_secret(account, config_dir.map(std::path::Path::to_path_buf))
             }

@@ -7,10 +7,18 @@
 
 use reqwest::Url;
 
+use std::fmt;
+
+use super::S3Replica;
 use super::client::{DEFAULT_REGION, S3Settings};
 use super::credentials::CredentialSource;
+use crate::config::PairConfig;
 use crate::percent::{self, Plus};
-use crate::secrets::{Account, Kind};
+use crate::remote::backend::{
+    Backend, KeyError, PairKeys, Reach, Registration, RemoteUrl, UrlForm,
+};
+use crate::remote::{RemoteHost, Replica, ReplicaError};
+use crate::secrets::{Account, Kind, S3_CREDENTIALS};
 
 /// The pair keys of an S3 remote, as validated.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -199,6 +207,79 @@ pub fn validate(
 /// The pair keys that only S3 remotes take, for the message when another
 /// remote sets one.
 pub const KEYS: [&str; 4] = ["endpoint", "region", "profile", "access_key_id"];
+
+pub const REGISTRATION: Registration = Registration {
+    forms: &[UrlForm::Host("s3")],
+    keys: &KEYS,
+    remotes: "s3://",
+    example: "s3://bucket/prefix",
+    parse: parse_remote_url,
+};
+
+/// `s3://BUCKET/PREFIX`: the prefix decoded, without slashes at its ends
+/// (empty for the whole bucket).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct S3Url {
+    pub bucket: String,
+    pub prefix: String,
+}
+
+fn parse_remote_url(url: &str) -> Result<RemoteUrl, String> {
+    let (bucket, prefix) = parse_url(url)?;
+    Ok(RemoteUrl::new(S3Url { bucket, prefix }))
+}
+
+impl fmt::Display for S3Url {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let prefix = super::sign::encode_path(&self.prefix);
+        write!(f, "s3://{}/{prefix}", self.bucket)
+    }
+}
+
+impl Backend for S3Url {
+    type Settings = S3PairSettings;
+
+    fn scheme(&self) -> &'static str {
+        "s3"
+    }
+
+    fn settings(&self, keys: &mut PairKeys) -> Result<S3PairSettings, KeyError> {
+        let [endpoint, region, profile, access_key_id] = KEYS;
+        validate(
+            keys.string(endpoint)?,
+            keys.string(region)?,
+            keys.string(profile)?,
+            keys.string(access_key_id)?,
+        )
+    }
+
+    fn open(
+        &self,
+        settings: &S3PairSettings,
+        _pair: &PairConfig,
+        host: RemoteHost<'_>,
+    ) -> Result<Box<dyn Replica>, ReplicaError> {
+        Ok(Box::new(S3Replica::for_pair(
+            settings,
+            &self.bucket,
+            &self.prefix,
+            host.config_dir,
+            host.parallel_transfers,
+        )))
+    }
+
+    fn account(&self, settings: &S3PairSettings) -> Option<Account> {
+        settings.account()
+    }
+
+    fn password_account(&self, _user: Option<String>) -> Result<Account, String> {
+        Err(S3_CREDENTIALS.to_owned())
+    }
+
+    fn reach(&self) -> Reach {
+        Reach::Server
+    }
+}
 
 #[cfg(test)]
 mod tests {

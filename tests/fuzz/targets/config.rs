@@ -10,6 +10,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use prism_sync::config::{Config, ConfigError};
+use prism_sync::remote::sftp::url::SshSettings;
+use prism_sync::remote::webdav::url::WebdavSettings;
 
 use crate::engine::{Target, label, seeds, words};
 
@@ -147,16 +149,22 @@ fn check(config: &Config) {
                 other.local
             );
         }
-        if let Some(timeout) = pair.webdav.timeout {
+        let ssh = pair
+            .remote
+            .settings::<SshSettings>()
+            .cloned()
+            .unwrap_or_default();
+        let webdav = pair
+            .remote
+            .settings::<WebdavSettings>()
+            .cloned()
+            .unwrap_or_default();
+        if let Some(timeout) = webdav.timeout {
             assert!((1..=3600).contains(&timeout.as_secs()));
         }
-        for path in [
-            &pair.ssh.known_hosts,
-            &pair.ssh.identity_file,
-            &pair.webdav.ca_file,
-        ]
-        .into_iter()
-        .flatten()
+        for path in [&ssh.known_hosts, &ssh.identity_file, &webdav.ca_file]
+            .into_iter()
+            .flatten()
         {
             assert!(path.is_absolute(), "{path:?}");
         }

@@ -5,6 +5,12 @@
 //! shows as text that parses back to the same thing.
 
 use prism_sync::config::{RemoteUrl, is_loopback_host};
+use prism_sync::remote::git::settings::GitUrl;
+use prism_sync::remote::local::url::FileUrl;
+use prism_sync::remote::rclone::settings::RcloneUrl;
+use prism_sync::remote::s3::settings::S3Url;
+use prism_sync::remote::sftp::url::SftpUrl;
+use prism_sync::remote::webdav::url::WebdavUrl;
 
 use crate::engine::{Target, label, seeds, words};
 
@@ -54,47 +60,35 @@ fn run(input: &[u8]) -> u64 {
     match RemoteUrl::parse(&url) {
         Ok(remote) => {
             let shown = remote.to_string();
-            match &remote {
-                RemoteUrl::File(path) => assert!(path.is_absolute(), "{path:?}"),
-                RemoteUrl::Sftp { host, .. } => {
-                    assert!(!host.is_empty());
-                    is_loopback_host(host);
-                }
-                RemoteUrl::Webdav { host, .. } => {
-                    assert!(!host.is_empty());
-                    is_loopback_host(host);
-                    assert_eq!(
-                        RemoteUrl::parse(&shown).as_ref(),
-                        Ok(&remote),
-                        "{shown:?} does not parse back"
-                    );
-                }
-                RemoteUrl::S3 { bucket, .. } => {
-                    assert!(!bucket.is_empty());
-                    assert_eq!(
-                        RemoteUrl::parse(&shown).as_ref(),
-                        Ok(&remote),
-                        "{shown:?} does not parse back"
-                    );
-                }
-                RemoteUrl::Rclone { remote: name } => {
-                    // It goes to rclone as a remote: never an option.
-                    assert!(!name.is_empty() && !name.starts_with('-'), "{name:?}");
-                    assert_eq!(
-                        RemoteUrl::parse(&shown).as_ref(),
-                        Ok(&remote),
-                        "{shown:?} does not parse back"
-                    );
-                }
-                RemoteUrl::Git { url } => {
-                    // It becomes an argument of git: never an option.
-                    assert!(!url.is_empty() && !url.starts_with('-'), "{url:?}");
-                    assert_eq!(
-                        RemoteUrl::parse(&shown).as_ref(),
-                        Ok(&remote),
-                        "{shown:?} does not parse back"
-                    );
-                }
+            let parses_back = || {
+                assert_eq!(
+                    RemoteUrl::parse(&shown).as_ref(),
+                    Ok(&remote),
+                    "{shown:?} does not parse back"
+                )
+            };
+            if let Some(file) = remote.get::<FileUrl>() {
+                assert!(file.folder.is_absolute(), "{:?}", file.folder);
+            } else if let Some(sftp) = remote.get::<SftpUrl>() {
+                assert!(!sftp.host.is_empty());
+                is_loopback_host(&sftp.host);
+            } else if let Some(webdav) = remote.get::<WebdavUrl>() {
+                assert!(!webdav.host.is_empty());
+                is_loopback_host(&webdav.host);
+                parses_back();
+            } else if let Some(s3) = remote.get::<S3Url>() {
+                assert!(!s3.bucket.is_empty());
+                parses_back();
+            } else if let Some(rclone) = remote.get::<RcloneUrl>() {
+                // It goes to rclone as a remote: never an option.
+                let name = &rclone.remote;
+                assert!(!name.is_empty() && !name.starts_with('-'), "{name:?}");
+                parses_back();
+            } else if let Some(git) = remote.get::<GitUrl>() {
+                // It becomes an argument of git: never an option.
+                let url = &git.url;
+                assert!(!url.is_empty() && !url.starts_with('-'), "{url:?}");
+                parses_back();
             }
             for decoded in decoded_parts(&url) {
                 escapes_are_well_formed(decoded);
@@ -157,12 +151,17 @@ fn password(url: &str) -> Option<&str> {
 }
 
 fn shape_of(remote: &RemoteUrl) -> (bool, bool) {
-    match remote {
-        RemoteUrl::File(_) => (false, false),
-        RemoteUrl::Sftp { user, port, .. } => (user.is_some(), *port == 22),
-        RemoteUrl::Webdav { port, .. } => (false, port.is_some()),
-        RemoteUrl::S3 { prefix, .. } => (false, prefix.is_empty()),
-        RemoteUrl::Git { url } => (url.contains("://"), url.contains('@')),
-        RemoteUrl::Rclone { remote } => (remote.starts_with(':'), remote.contains(',')),
+    if let Some(sftp) = remote.get::<SftpUrl>() {
+        (sftp.user.is_some(), sftp.port == 22)
+    } else if let Some(webdav) = remote.get::<WebdavUrl>() {
+        (false, webdav.port.is_some())
+    } else if let Some(s3) = remote.get::<S3Url>() {
+        (false, s3.prefix.is_empty())
+    } else if let Some(git) = remote.get::<GitUrl>() {
+        (git.url.contains("://"), git.url.contains('@'))
+    } else if let Some(rclone) = remote.get::<RcloneUrl>() {
+        (rclone.remote.starts_with(':'), rclone.remote.contains(','))
+    } else {
+        (false, false)
     }
 }

@@ -1,0 +1,189 @@
+//! The backends, one line each, and the rules every remote URL and every
+//! pair's remote keys follow whatever the backend: control characters and
+//! passwords in URLs are refused, and a key is taken by the pair's own
+//! backend or refused with the remotes it applies to.
+
+use super::backend::{KeyError, PairKeys, PairRemote, Registration, RemoteUrl, UrlForm};
+use super::{git, local, rclone, s3, sftp, webdav};
+
+/// Every backend. A URL goes to the first whose form it has.
+pub const BACKENDS: &[Registration] = &[
+    local::url::REGISTRATION,
+    sftp::url::REGISTRATION,
+    webdav::url::REGISTRATION,
+    s3::settings::REGISTRATION,
+    git::settings::REGISTRATION,
+    rclone::settings::REGISTRATION,
+];
+
+/// Parses a remote URL with its backend.
+pub fn parse(url: &str) -> Result<RemoteUrl, String> {
+    // URL parsers drop tabs and line breaks silently (the WHATWG rules),
+    // so the URL used would differ from the one written: a character
+    // that belongs in a path is written as a %-escape.
+    if url.chars().any(char::is_control) {
+        return Err(
+            "the remote URL holds a control character (a line break, a tab, …); \
+                    write one that belongs in a path as a %-escape, as in %0A"
+                .to_owned(),
+        );
+    }
+    for backend in BACKENDS {
+        for form in backend.forms {
+            if let UrlForm::Prefix { prefix, .. } = form
+                && url.starts_with(prefix)
+            {
+                return (backend.parse)(url);
+            }
+        }
+    }
+    let Some((scheme, rest)) = url.split_once("://") else {
+        let examples: Vec<&str> = BACKENDS.iter().map(|b| b.example).collect();
+        return Err(format!("{url:?} is not a URL; write {}", list(&examples)));
+    };
+    let found = BACKENDS.iter().find_map(|backend| {
+        backend.forms.iter().find_map(|form| match form {
+            UrlForm::Host(name) | UrlForm::Path(name) if *name == scheme => Some((backend, form)),
+            _ => None,
+        })
+    });
+    // A password in the URL is refused before anything else looks at
+    // it, and no message echoes such a URL. Userinfo cannot hold '/'
+    // unencoded, but people write it anyway: any ':' before the last
+    // '@' counts.
+    if !matches!(found, Some((_, UrlForm::Path(_))))
+        && let Some(at) = rest.rfind('@')
+        && rest[..at].contains(':')
+    {
+        return Err(format!(
+            "the {scheme} URL has a ':' before its '@', which would be a password; keep \
+             passwords out of the config (see the README for where passwords go). If the '@' \
+             belongs to the path, write it as %40"
+        ));
+    }
+    match found {
+        Some((backend, _)) => (backend.parse)(url),
+        None => {
+            let forms: Vec<String> = BACKENDS
+                .iter()
+                .flat_map(|b| b.forms)
+                .map(|form| match form {
+                    UrlForm::Host(name) | UrlForm::Path(name) => format!("{name}://"),
+                    UrlForm::Prefix { prefix, rest } => format!("{prefix}{rest}"),
+                })
+                .collect();
+            let forms: Vec<&str> = forms.iter().map(String::as_str).collect();
+            Err(format!(
+                "the remote scheme {scheme:?} is not supported; use {}",
+                list(&forms)
+            ))
+        }
+    }
+}
+
+/// Validates the backend keys of a pair whose remote is `url`: its
+/// backend takes its own; a key left is another backend's (refused with
+/// the remotes it applies to) or no pair key at all.
+pub fn configure(url: &RemoteUrl, mut keys: PairKeys) -> Result<PairRemote, KeyError> {
+    let remote = url.configure(&mut keys)?;
+    if let Some(key) = keys.remaining().next() {
+        return Err((key.to_owned(), not_taken(key)));
+    }
+    Ok(remote)
+}
+
+/// Why a pair's `key` was left by its backend: it is another backend's,
+/// or no backend's.
+fn not_taken(key: &str) -> String {
+    let owners: Vec<&str> = BACKENDS
+        .iter()
+        .filter(|b| b.keys.contains(&key))
+        .map(|b| b.remotes)
+        .collect();
+    if owners.is_empty() {
+        let known: Vec<&str> = BACKENDS.iter().flat_map(|b| b.keys).copied().collect();
+        format!(
+            "unknown key `{key}`; besides name, local, remote, conflict, ignore and the \
+             encryption keys, a pair takes its remote's own keys: {}",
+            known.join(", ")
+        )
+    } else {
+        format!("only applies to {} remotes; remove it", owners.join(" or "))
+    }
+}
+
+/// `a, b, c or d`.
+fn list(items: &[&str]) -> String {
+    match items {
+        [] => String::new(),
+        [only] => (*only).to_owned(),
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_two_backends_claim_one_url_form() {
+        let mut seen = std::collections::BTreeSet::new();
+        for form in BACKENDS.iter().flat_map(|b| b.forms) {
+            let name = match form {
+                UrlForm::Host(name) | UrlForm::Path(name) => format!("{name}://"),
+                UrlForm::Prefix { prefix, .. } => (*prefix).to_owned(),
+            };
+            assert!(seen.insert(name.clone()), "{name} is claimed twice");
+        }
+        // A prefix that another form starts with would take its URLs.
+        for form in BACKENDS.iter().flat_map(|b| b.forms) {
+            if let UrlForm::Prefix { prefix, .. } = form {
+                for other in &seen {
+                    assert!(
+                        other == prefix || !other.starts_with(prefix),
+                        "{prefix} takes {other}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn each_backend_parses_its_example() {
+        for backend in BACKENDS {
+            let url = RemoteUrl::parse(backend.example).unwrap();
+            assert_eq!(RemoteUrl::parse(&url.to_string()).unwrap(), url, "{url}");
+        }
+    }
+
+    #[test]
+    fn each_backend_takes_every_key_it_registers() {
+        let values = [
+            toml::Value::from("/x"),
+            toml::Value::from(true),
+            toml::Value::from(1),
+        ];
+        for backend in BACKENDS {
+            let url = RemoteUrl::parse(backend.example).unwrap();
+            for key in backend.keys {
+                for value in &values {
+                    let keys = PairKeys::new([((*key).to_owned(), value.clone())].into());
+                    if let Err((named, message)) = configure(&url, keys) {
+                        assert_eq!(named, *key, "{message}");
+                        assert_ne!(message, not_taken(key), "{url} leaves {key}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_key_no_backend_takes_is_refused_by_name() {
+        let url = RemoteUrl::parse("file:///srv/x").unwrap();
+        let keys = [("passwrd".to_owned(), toml::Value::from("x"))];
+        let (key, message) = configure(&url, PairKeys::new(keys.into())).unwrap_err();
+        assert_eq!(key, "passwrd");
+        assert!(message.contains("unknown key"), "{message}");
+        assert!(message.contains("known_hosts, "), "{message}");
+    }
+}
