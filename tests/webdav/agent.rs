@@ -505,6 +505,93 @@ fn a_server_gone_mid_download_is_resumed_with_a_range_by_the_next_sync() {
     );
 }
 
+/// The same over an encrypted share: the partial holds plaintext, and the
+/// next sync asks the server only for the rest of the ciphertext, from the
+/// chunk that holds the first missing byte.
+#[test]
+fn an_encrypted_download_cut_off_is_resumed_from_its_chunk_by_the_next_sync() {
+    const SIZE: usize = 64 << 20;
+    const CHUNK: u64 = 64 * 1024;
+    let mut server = Apache::start();
+    let served = server.served(Share::Open).join("vault");
+    let password = [("PRISM_SYNC_CRYPT_PASSWORD", "resume me")];
+    let [laptop, desktop] = ["laptop", "desktop"].map(|name| {
+        let device = Device::new(&server, name, Share::Open, "vault");
+        let mut config = fs::read_to_string(&device.config).unwrap();
+        config.push_str("encryption = \"crypt\"\n");
+        fs::write(&device.config, config).unwrap();
+        device
+    });
+    let big: Vec<u8> = (0..SIZE as u32)
+        .map(|i| (i % 253) as u8 ^ (i >> 19) as u8)
+        .collect();
+    fs::write(laptop.local.join("big.bin"), &big).unwrap();
+    let out = laptop.once_with(&password);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stored: Vec<String> = tree(&served).into_keys().collect();
+    let [encrypted] = stored.as_slice() else {
+        panic!("one encrypted file on the share: {stored:?}")
+    };
+
+    let child = desktop
+        .command()
+        .envs(password)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let partial = || {
+        partials(&desktop.local)
+            .into_iter()
+            .find(|(_, len)| *len > 0)
+    };
+    while partial().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the download never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    server.stop();
+    let out = child.wait_with_output().unwrap();
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    let (_, kept) = partial().expect("the partial download is kept");
+    assert!(kept < SIZE as u64, "{kept}");
+    let log_before = server.access_log().len();
+
+    server.restart();
+    let out = desktop.once_with(&password);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(fs::read(desktop.local.join("big.bin")).unwrap() == big);
+    assert_eq!(partials(&desktop.local), [], "the partial became the file");
+    // The transfer asked only for the rest: once the lease is taken (the
+    // listing before it reads a file it has never seen to hash it), every
+    // read of the file is ranged, the body's from the chunk that holds byte
+    // `kept` (after the 32-byte header, each chunk 16 bytes longer than its
+    // plaintext).
+    let log = server.access_log();
+    let after_lease = log[log_before..]
+        .split_once("PUT /open/vault/.prism-sync/lease 201")
+        .map(|(_, rest)| rest)
+        .expect("the lease was taken");
+    let transfer: Vec<&str> = after_lease
+        .lines()
+        .filter(|l| l.starts_with(&format!("GET /open/vault/{encrypted} ")))
+        .collect();
+    let chunk_start = 32 + kept / CHUNK * (CHUNK + 16);
+    assert!(
+        !transfer.is_empty() && transfer.iter().all(|l| l.contains(" 206 ")),
+        "every read of the transfer is ranged: {transfer:#?}"
+    );
+    assert!(
+        transfer
+            .iter()
+            .any(|l| l.contains(&format!("range=bytes={chunk_start}-"))),
+        "a read from byte {chunk_start} of the ciphertext: {transfer:#?}"
+    );
+}
+
 /// Partial downloads in `dir`, with their sizes.
 fn partials(dir: &Path) -> Vec<(String, u64)> {
     fs::read_dir(dir)
