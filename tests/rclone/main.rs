@@ -22,4 +22,5 @@ mod ports;
 mod processes;
 
 mod agent;
+mod running;
 mod transfer;

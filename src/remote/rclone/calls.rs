@@ -92,7 +92,7 @@ impl Remote {
             config: settings.config.clone(),
             flags: flags.iter().map(|f| (*f).to_owned()).collect(),
         });
-        let client = RcClient::new(rcd).map_err(|e| ReplicaError::Other(e.to_string()))?;
+        let client = RcClient::new(rcd);
         Ok(Remote {
             remote: remote.to_owned(),
             shown: format!("rclone:{remote}"),

@@ -145,12 +145,26 @@ pub struct Version {
 /// A client of one (shared) rcd.
 pub struct RcClient {
     rcd: Arc<Rcd>,
-    http: reqwest::blocking::Client,
+    /// Built at the first call, not with the replica: a blocking client
+    /// cannot be built on the agent's async threads, where pairs are
+    /// started; calls come from the engine's blocking threads.
+    http: OnceLock<reqwest::blocking::Client>,
     version: OnceLock<Version>,
 }
 
 impl RcClient {
-    pub fn new(rcd: Arc<Rcd>) -> Result<RcClient, RcError> {
+    pub fn new(rcd: Arc<Rcd>) -> RcClient {
+        RcClient {
+            rcd,
+            http: OnceLock::new(),
+            version: OnceLock::new(),
+        }
+    }
+
+    fn http(&self) -> Result<&reqwest::blocking::Client, RcError> {
+        if let Some(http) = self.http.get() {
+            return Ok(http);
+        }
         let http = reqwest::blocking::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             // A listing of a large drive, or rclone's pacer waiting out a
@@ -158,11 +172,7 @@ impl RcClient {
             .timeout(None)
             .build()
             .map_err(|e| RcError::Transport(crate::remote::error_chain(&e)))?;
-        Ok(RcClient {
-            rcd,
-            http,
-            version: OnceLock::new(),
-        })
+        Ok(self.http.get_or_init(|| http))
     }
 
     pub fn rcd(&self) -> &Arc<Rcd> {
@@ -218,7 +228,7 @@ impl RcClient {
         let mut retried = false;
         loop {
             let sent = self
-                .http
+                .http()?
                 .post(format!("{}{method}", endpoint.url))
                 .basic_auth(&endpoint.user, Some(endpoint.pass.expose()))
                 .header("Content-Type", "application/json")
@@ -251,7 +261,7 @@ impl RcClient {
         let mut retried = false;
         loop {
             let mut request = self
-                .http
+                .http()?
                 .get(serve_url(&endpoint, fs, path))
                 .basic_auth(&endpoint.user, Some(endpoint.pass.expose()));
             if offset > 0 {
