@@ -468,7 +468,6 @@ impl Replica for LocalFolder {
             parallel_commits: false,
             modes: cfg!(unix),
             local_disk: true,
-            rechecked_writes: false,
         }
     }
 

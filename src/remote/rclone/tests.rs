@@ -241,7 +241,7 @@ mod replica {
         assert!(listing.tree[&rel("notes")].entry.is_dir());
         assert!(listing.problems.is_empty(), "{:?}", listing.problems);
         assert!(
-            replica.capabilities().rechecked_writes,
+            replica.rechecked_writes(),
             "the replica says what rclone cannot guarantee"
         );
         // A file whose token the base knows is not read again.
