@@ -1,8 +1,9 @@
 //! The `rclone:NAME:PATH` remote end to end: real `prism-syncd --once`
 //! agents (one per device, each with a home and state dir of its own)
 //! syncing through rclone remotes defined in an rclone config file the
-//! test writes: rclone's `local` backend over a temporary folder, and its
-//! `webdav` backend on the loopback Apache of the WebDAV tests. rclone is
+//! test writes: rclone's `local` backend over a temporary folder, its
+//! `crypt` backend over that, and its `webdav` backend on the loopback
+//! Apache of the WebDAV tests. rclone is
 //! the real `rclone` on `PATH`; a missing one fails the tests with a
 //! message saying what to install.
 
