@@ -161,6 +161,15 @@ impl Remote {
                  run `rclone config reconnect {name}:` once",
                 self.shown
             )),
+            // Offline in effect: the run stops, nothing is failed, and the
+            // pair tries again after its back-off.
+            ErrorKind::RateLimited => ReplicaError::Offline {
+                remote: self.shown.clone(),
+                reason: format!(
+                    "the provider asks for fewer requests for now (a rate limit); the sync \
+                     continues later by itself: {e}"
+                ),
+            },
             ErrorKind::Quota => ReplicaError::Other(format!(
                 "cannot {op} {path}: {} is full (the provider's storage quota is exceeded): {e}",
                 self.shown

@@ -59,6 +59,10 @@ pub enum ErrorKind {
     UnknownRemote,
     /// The OAuth token expired or was revoked.
     Login,
+    /// The provider asks for fewer requests for now (a rate limit that
+    /// outlasted rclone's own pacing): not a failure, the sync goes on
+    /// later.
+    RateLimited,
     /// The drive is full.
     Quota,
     /// The provider (or the rcd) cannot be reached.
@@ -107,7 +111,26 @@ fn classify(status: u16, message: &str) -> ErrorKind {
     ]) {
         ErrorKind::Login
     } else if any(&[
+        // Before the quota words: Google words its rate limits as a
+        // "project quota" or a "quota metric" per minute.
+        "ratelimitexceeded",
+        "rate limit",
+        "rate_limit",
+        "too many requests",
+        "too_many_requests",
+        "too_many_write_operations",
+        "activitylimitreached",
+        "slowdown",
+        "reduce your request rate",
+        "quota metric",
+        "per minute",
+    ]) || status == 429
+    {
+        ErrorKind::RateLimited
+    } else if any(&[
         "quota",
+        "storage_cap_exceeded",
+        "storage_limit_exceeded",
         "insufficient storage",
         "insufficient_space",
         "storage full",
@@ -379,5 +402,49 @@ mod tests {
             ErrorKind::Offline
         );
         assert_eq!(kind("something else"), ErrorKind::Other);
+    }
+
+    /// Errors as rclone passes them on from the providers' APIs.
+    #[test]
+    fn providers_words_for_logins_rate_limits_and_full_drives_are_told_apart() {
+        let kind = |m: &str| classify(500, m);
+        for login in [
+            "oauth2: token expired and refresh token is not set",
+            "couldn't fetch token - maybe it has expired? - refresh with \"rclone config \
+             reconnect gdrive:\": oauth2: cannot fetch token: 400 Bad Request\nResponse: {\n  \
+             \"error\": \"invalid_grant\",\n  \"error_description\": \"Token has been expired or \
+             revoked.\"\n}",
+            "failed to get StartPageToken: Get \"https://www.googleapis.com/drive/v3/changes\": \
+             oauth2: cannot fetch token: 401 Unauthorized",
+        ] {
+            assert_eq!(kind(login), ErrorKind::Login, "{login}");
+        }
+        for rate in [
+            "googleapi: Error 403: User Rate Limit Exceeded. Rate of requests for user exceed \
+             configured project quota. You may consider re-evaluating expected per-user traffic \
+             to the API and adjust project quota limits accordingly., userRateLimitExceeded",
+            "googleapi: Error 403: Rate Limit Exceeded, rateLimitExceeded",
+            "googleapi: Error 403: Quota exceeded for quota metric 'Queries' and limit 'Queries \
+             per minute per user' of service 'drive.googleapis.com', rateLimitExceeded",
+            "too_many_requests/...",
+            "too_many_write_operations/",
+            "activityLimitReached: The request has been throttled",
+            "SlowDown: Please reduce your request rate.\n\tstatus code: 503",
+            "429 Too Many Requests",
+        ] {
+            assert_eq!(kind(rate), ErrorKind::RateLimited, "{rate}");
+        }
+        assert_eq!(classify(429, "HTTP 429"), ErrorKind::RateLimited);
+        for full in [
+            "googleapi: Error 403: The user's Drive storage quota has been exceeded., \
+             storageQuotaExceeded",
+            "upload failed: path/insufficient_space/..",
+            "quotaLimitReached: Insufficient Space Available",
+            "storage_cap_exceeded (403 Cannot upload files, storage cap exceeded.)",
+            "storage_limit_exceeded: Account storage limit reached",
+            "QuotaExceeded: The quota has been exceeded",
+        ] {
+            assert_eq!(kind(full), ErrorKind::Quota, "{full}");
+        }
     }
 }
