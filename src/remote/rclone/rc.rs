@@ -156,6 +156,11 @@ fn classify(status: u16, message: &str) -> ErrorKind {
     }
 }
 
+/// The oldest rclone this backend is known to work with (Debian
+/// bookworm's); an older one is refused before any call that could go
+/// wrong on it.
+pub const OLDEST_VERSION: (u64, u64) = (1, 60);
+
 /// rclone's version, as `core/version` gives it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Version {
@@ -173,6 +178,22 @@ pub struct RcClient {
     /// started; calls come from the engine's blocking threads.
     http: OnceLock<reqwest::blocking::Client>,
     version: OnceLock<Version>,
+}
+
+impl Version {
+    /// An error saying what to do when this rclone is older than
+    /// [`OLDEST_VERSION`].
+    fn refusal(&self) -> Option<String> {
+        let (major, minor) = OLDEST_VERSION;
+        ((self.major, self.minor) < (major, minor)).then(|| {
+            format!(
+                "rclone {} is older than {major}.{minor}, the oldest Prism Sync works with; \
+                 install a newer rclone (see https://rclone.org/install/) or name one in the \
+                 pair's rclone_binary",
+                self.text
+            )
+        })
+    }
 }
 
 impl RcClient {
@@ -217,6 +238,15 @@ impl RcClient {
             minor: part(1),
             patch: part(2),
         };
+        tracing::debug!(version = %version.text, "rclone rcd answers");
+        // A build that does not say its numbers is not refused for them;
+        // the methods it lacks are still found below.
+        let numbered = answer["decomposed"]
+            .as_array()
+            .is_some_and(|d| d.len() >= 2);
+        if numbered && let Some(message) = version.refusal() {
+            return Err(RcError::Answer { status: 0, message });
+        }
         let offered = self.call("rc/list", &serde_json::json!({}))?;
         let offered: Vec<&str> = offered["commands"]
             .as_array()
@@ -240,7 +270,6 @@ impl RcClient {
                 ),
             });
         }
-        tracing::debug!(version = %version.text, "rclone rcd answers");
         Ok(self.version.get_or_init(|| version).clone())
     }
 
@@ -402,6 +431,27 @@ mod tests {
             ErrorKind::Offline
         );
         assert_eq!(kind("something else"), ErrorKind::Other);
+    }
+
+    #[test]
+    fn an_rclone_older_than_the_oldest_known_to_work_is_refused_saying_what_to_do() {
+        let version = |text: &str, major, minor| Version {
+            text: text.into(),
+            major,
+            minor,
+            patch: 0,
+        };
+        let message = version("v1.53.3", 1, 53).refusal().unwrap();
+        assert!(
+            message.contains("v1.53.3")
+                && message.contains("1.60")
+                && message.contains("rclone_binary"),
+            "{message}"
+        );
+        assert!(version("v0.99", 0, 99).refusal().is_some());
+        for (text, major, minor) in [("v1.60.1", 1, 60), ("v1.75.0", 1, 75), ("v2.0.0", 2, 0)] {
+            assert_eq!(version(text, major, minor).refusal(), None, "{text}");
+        }
     }
 
     /// Errors as rclone passes them on from the providers' APIs.
