@@ -128,9 +128,11 @@ fn status_has_the_documented_shape() {
             "transfers",
             "problems",
             "watcher",
+            "write_guarantee",
         ])
     );
     assert_eq!(notes["state"], "syncing");
+    assert_eq!(notes["write_guarantee"], "conditional");
     assert_eq!(
         notes["last_sync"],
         json!({"sync_id": "sync-1", "status": "completed_with_conflicts",
@@ -450,7 +452,8 @@ fn pause_resume_and_pairs_endpoints() {
     assert_eq!(
         added,
         json!({"name": "my docs", "local": "/home/u/docs", "remote": "file:///srv/docs",
-               "conflict": "auto_merge", "ignore": ["*.bak"]})
+               "conflict": "auto_merge", "ignore": ["*.bak"],
+               "write_guarantee": "conditional"})
     );
     error_object(
         &request(

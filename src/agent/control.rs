@@ -237,13 +237,22 @@ fn counts(c: &crate::journal::SyncCounts) -> wire::SyncCounts {
     }
 }
 
-fn pair_info(config: &PairConfig) -> wire::PairInfo {
+fn pair_info(config: &PairConfig, engine: &PairEngine) -> wire::PairInfo {
     wire::PairInfo {
         name: config.name.clone(),
         local: config.local.display().to_string(),
         remote: config.remote.to_string(),
         conflict: wire_strategy(config.conflict),
         ignore: config.ignore.clone(),
+        write_guarantee: write_guarantee(engine),
+    }
+}
+
+fn write_guarantee(engine: &PairEngine) -> wire::WriteGuarantee {
+    if engine.remote_writes_rechecked() {
+        wire::WriteGuarantee::Rechecked
+    } else {
+        wire::WriteGuarantee::Conditional
     }
 }
 
@@ -340,6 +349,7 @@ impl Control for AgentControl {
                         .collect(),
                     problems,
                     watcher: watcher_health(handle, &status.watcher),
+                    write_guarantee: write_guarantee(&handle.engine),
                 }
             })
             .collect();
@@ -651,12 +661,20 @@ impl Control for AgentControl {
                     .with_details(e.to_string()),
             );
         }
-        Ok(pair_info(&config))
+        let pairs = self.agent.pairs.locked();
+        let engine = &pairs
+            .get(&config.name)
+            .ok_or_else(|| unknown_pair(&config.name))?
+            .engine;
+        Ok(pair_info(&config, engine))
     }
 
     fn pair_list(&self) -> Result<Vec<wire::PairInfo>, ApiError> {
         let pairs = self.agent.pairs.locked();
-        Ok(pairs.values().map(|h| pair_info(&h.config)).collect())
+        Ok(pairs
+            .values()
+            .map(|h| pair_info(&h.config, &h.engine))
+            .collect())
     }
 
     fn pair_remove(&self, name: &str) -> Result<(), ApiError> {

@@ -72,6 +72,33 @@ pub struct PairStatus {
     /// `"ok"`, or a sentence saying what is wrong with the file watcher
     /// (for example the inotify watch limit) and what to do.
     pub watcher: String,
+    /// What the remote promises about a replace or delete racing another
+    /// writer.
+    pub write_guarantee: WriteGuarantee,
+}
+
+/// How safely the remote replaces and deletes a file another writer may
+/// be changing at the same moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteGuarantee {
+    /// Each replace and delete is conditional on the version it was planned
+    /// from: a change made elsewhere in between always stays in place.
+    Conditional,
+    /// The remote cannot make a write conditional (rclone remotes): the
+    /// file is looked at again right before each replace, move and delete,
+    /// and a change made elsewhere in that moment can go to the trash (or
+    /// be replaced) instead of staying in place.
+    Rechecked,
+}
+
+impl WriteGuarantee {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WriteGuarantee::Conditional => "conditional",
+            WriteGuarantee::Rechecked => "rechecked",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -525,6 +552,9 @@ pub struct PairInfo {
     pub remote: String,
     pub conflict: Strategy,
     pub ignore: Vec<String>,
+    /// What the remote promises about a replace or delete racing another
+    /// writer.
+    pub write_guarantee: WriteGuarantee,
 }
 
 /// `GET /pairs`.

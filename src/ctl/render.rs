@@ -12,10 +12,17 @@ use std::time::{Duration, SystemTime};
 use crate::api::wire::{
     Ack, AgentStatus, Change, ChangeLog, ConflictInfo, ConflictList, ConflictStatus, Direction,
     Event, History, PairInfo, PairList, PairState, ResolveRequest, ResolveResponse,
-    RestoreResponse, Side, StartSyncResponse, SyncStatus, TokenInfo, TokenList,
+    RestoreResponse, Side, StartSyncResponse, SyncStatus, TokenInfo, TokenList, WriteGuarantee,
 };
 use crate::terminal;
 use crate::timefmt;
+
+/// What a pair whose remote only re-checks its writes
+/// ([`WriteGuarantee::Rechecked`]) cannot promise, in `status` and `pair
+/// list`.
+const RECHECKED_WRITES: &str = "writes: re-checked, not conditional (rclone): a change made \
+     elsewhere in the moment before a replace or delete can go to the remote's trash instead of \
+     staying in place";
 
 /// A value from the agent, as it may be shown on a terminal.
 fn esc(value: &str) -> std::borrow::Cow<'_, str> {
@@ -99,6 +106,9 @@ pub fn status(status: &AgentStatus, now: SystemTime) -> String {
         }
         if pair.watcher != "ok" {
             lines.push(format!("watcher: {}", esc(&pair.watcher)));
+        }
+        if pair.write_guarantee == WriteGuarantee::Rechecked {
+            lines.push(RECHECKED_WRITES.to_owned());
         }
         if !lines.is_empty() {
             let _ = writeln!(out, "\n{}:", esc(&pair.name));
@@ -359,7 +369,13 @@ pub fn pairs(list: &PairList) -> String {
             ]
         })
         .collect();
-    table(&["NAME", "LOCAL", "REMOTE", "CONFLICTS", "IGNORE"], rows)
+    let mut out = table(&["NAME", "LOCAL", "REMOTE", "CONFLICTS", "IGNORE"], rows);
+    for pair in &list.pairs {
+        if pair.write_guarantee == WriteGuarantee::Rechecked {
+            let _ = writeln!(out, "\n{}:\n  {RECHECKED_WRITES}", esc(&pair.name));
+        }
+    }
+    out
 }
 
 /// One line: time, id, pair, type and the event's fields.
@@ -564,6 +580,7 @@ mod tests {
                 }],
                 problems: vec![],
                 watcher: "ok".into(),
+                write_guarantee: WriteGuarantee::Conditional,
             }],
         );
         let text = status_text(&status);
@@ -581,6 +598,67 @@ mod tests {
         );
         assert!(
             text.contains("upload   big.iso  1.0 MiB / 4.0 MiB (25%)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn pairs_whose_writes_are_only_rechecked_say_so_in_status_and_pair_list() {
+        let pair = |name: &str, remote: &str, write_guarantee| PairInfo {
+            name: name.into(),
+            local: format!("/home/u/{name}"),
+            remote: remote.into(),
+            conflict: crate::api::wire::Strategy::Manual,
+            ignore: vec![],
+            write_guarantee,
+        };
+        let list = PairList {
+            pairs: vec![
+                pair("nas", "sftp://nas/notes", WriteGuarantee::Conditional),
+                pair("drive", "rclone:gdrive:Notes", WriteGuarantee::Rechecked),
+            ],
+        };
+        let text = pairs(&list);
+        assert!(
+            text.ends_with(&format!("\ndrive:\n  {RECHECKED_WRITES}\n")),
+            "{text}"
+        );
+        assert!(!text.contains("nas:"), "{text}");
+
+        let status = |write_guarantee| {
+            status_text(&AgentStatus::new(
+                AgentInfo {
+                    version: "0.1.0".into(),
+                    device: "laptop".into(),
+                    pid: 42,
+                    started_at: "2025-02-09T13:00:00Z".into(),
+                    state_dir: None,
+                    socket: None,
+                },
+                vec![PairStatus {
+                    name: "drive".into(),
+                    local: "/home/u/drive".into(),
+                    remote: "rclone:gdrive:Notes".into(),
+                    state: PairState::Idle,
+                    state_detail: String::new(),
+                    last_sync: None,
+                    pending: 0,
+                    unresolved_conflicts: 0,
+                    transfers: vec![],
+                    problems: vec![],
+                    watcher: "ok".into(),
+                    write_guarantee,
+                }],
+            ))
+        };
+        let text = status(WriteGuarantee::Rechecked);
+        assert!(
+            text.contains(&format!("\ndrive:\n  {RECHECKED_WRITES}\n")),
+            "{text}"
+        );
+        let text = status(WriteGuarantee::Conditional);
+        assert!(
+            !text.contains("re-checked") && !text.contains("drive:"),
             "{text}"
         );
     }
@@ -623,6 +701,7 @@ mod tests {
                     },
                 ],
                 watcher: "ok".into(),
+                write_guarantee: WriteGuarantee::Conditional,
             }],
         );
         let text = status_text(&status);

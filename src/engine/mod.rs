@@ -369,6 +369,12 @@ impl PairEngine {
         self.remote.forget_login();
     }
 
+    /// Whether the remote's replaces and deletes are only re-checked, not
+    /// conditional ([`Replica::rechecked_writes`]).
+    pub fn remote_writes_rechecked(&self) -> bool {
+        self.remote.rechecked_writes()
+    }
+
     /// Who holds the remote's lease while a run waits for it.
     pub fn waiting_for_lease(&self) -> Option<String> {
         self.lease_holder.locked().clone()

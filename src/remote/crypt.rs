@@ -548,6 +548,10 @@ impl Replica for CryptReplica {
         }
     }
 
+    fn rechecked_writes(&self) -> bool {
+        self.inner.rechecked_writes()
+    }
+
     fn root_state(&self) -> Result<RootState, ReplicaError> {
         // The password first: without it nothing is judged.
         let ciphers = self.ciphers()?;

@@ -455,7 +455,6 @@ impl Replica for LocalFolder {
             parallel_commits: false,
             modes: cfg!(unix),
             local_disk: true,
-            rechecked_writes: false,
         }
     }
 

@@ -64,11 +64,6 @@ pub struct Capabilities {
     /// machine has cores only contend (for the cores, and for the folder
     /// both write into).
     pub local_disk: bool,
-    /// Writes cannot be made conditional on the version they replace: the
-    /// backend looks again right before each replace, move and removal,
-    /// and a change another writer makes in that moment can go to the
-    /// trash (or be replaced) instead of staying in place. rclone remotes.
-    pub rechecked_writes: bool,
 }
 
 /// A snapshot of (part of) a replica.
@@ -292,6 +287,17 @@ pub trait Replica: Send + Sync {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities::default()
+    }
+
+    /// Whether writes cannot be made conditional on the version they
+    /// replace: the backend looks again right before each replace, move
+    /// and removal, and a change another writer makes in that moment can
+    /// go to the trash (or be replaced) instead of staying in place
+    /// (rclone remotes). Status shows it for every pair, so it is known
+    /// without a look at the remote (unlike [`Replica::capabilities`],
+    /// which may probe it).
+    fn rechecked_writes(&self) -> bool {
+        false
     }
 
     /// Whether the root exists and carries our marker.

@@ -111,6 +111,7 @@ impl MemControl {
                     remote: "sftp://nas.example/notes".into(),
                     conflict: Strategy::Manual,
                     ignore: vec!["*.tmp".into()],
+                    write_guarantee: WriteGuarantee::Conditional,
                 },
                 PairInfo {
                     name: "photos".into(),
@@ -118,6 +119,7 @@ impl MemControl {
                     remote: "file:///mnt/nas/photos".into(),
                     conflict: Strategy::KeepLocal,
                     ignore: vec![],
+                    write_guarantee: WriteGuarantee::Conditional,
                 },
             ],
             syncs: vec![SyncStatus {
@@ -234,6 +236,7 @@ impl Control for MemControl {
                 },
                 problems: vec![],
                 watcher: "ok".into(),
+                write_guarantee: p.write_guarantee,
             })
             .collect();
         AgentStatus::new(
@@ -411,6 +414,7 @@ impl Control for MemControl {
             remote: spec.remote.clone(),
             conflict: spec.conflict.unwrap_or(Strategy::Manual),
             ignore: spec.ignore.clone(),
+            write_guarantee: WriteGuarantee::Conditional,
         };
         state.pairs.push(info.clone());
         Ok(info)

@@ -94,7 +94,7 @@ impl Remote {
             config: settings.config.clone(),
             flags: flags.iter().map(|f| (*f).to_owned()).collect(),
         });
-        let client = RcClient::new(rcd).map_err(|e| ReplicaError::Other(e.to_string()))?;
+        let client = RcClient::new(rcd);
         Ok(Remote {
             remote: remote.to_owned(),
             shown: format!("rclone:{remote}"),
@@ -164,6 +164,15 @@ impl Remote {
                  run `rclone config reconnect {name}:` once",
                 self.shown
             )),
+            // Offline in effect: the run stops, nothing is failed, and the
+            // pair tries again after its back-off.
+            ErrorKind::RateLimited => ReplicaError::Offline {
+                remote: self.shown.clone(),
+                reason: format!(
+                    "the provider asks for fewer requests for now (a rate limit); the sync \
+                     continues later by itself: {e}"
+                ),
+            },
             ErrorKind::Quota => ReplicaError::Other(format!(
                 "cannot {op} {path}: {} is full (the provider's storage quota is exceeded): {e}",
                 self.shown

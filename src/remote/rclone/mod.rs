@@ -14,8 +14,8 @@
 //! provider's hash, else ID, modification time and size) must still be
 //! the one the plan saw: a change another writer makes between that look
 //! and the step is not kept in place but goes to the trash (or is
-//! replaced). `Capabilities::rechecked_writes` declares it, and the log
-//! says so once per pair.
+//! replaced). `Replica::rechecked_writes` declares it (status and `pair
+//! list` show it), and the log says so once per pair.
 
 mod calls;
 pub mod daemon;

@@ -59,6 +59,10 @@ pub enum ErrorKind {
     UnknownRemote,
     /// The OAuth token expired or was revoked.
     Login,
+    /// The provider asks for fewer requests for now (a rate limit that
+    /// outlasted rclone's own pacing): not a failure, the sync goes on
+    /// later.
+    RateLimited,
     /// The drive is full.
     Quota,
     /// The provider (or the rcd) cannot be reached.
@@ -107,7 +111,26 @@ fn classify(status: u16, message: &str) -> ErrorKind {
     ]) {
         ErrorKind::Login
     } else if any(&[
+        // Before the quota words: Google words its rate limits as a
+        // "project quota" or a "quota metric" per minute.
+        "ratelimitexceeded",
+        "rate limit",
+        "rate_limit",
+        "too many requests",
+        "too_many_requests",
+        "too_many_write_operations",
+        "activitylimitreached",
+        "slowdown",
+        "reduce your request rate",
+        "quota metric",
+        "per minute",
+    ]) || status == 429
+    {
+        ErrorKind::RateLimited
+    } else if any(&[
         "quota",
+        "storage_cap_exceeded",
+        "storage_limit_exceeded",
         "insufficient storage",
         "insufficient_space",
         "storage full",
@@ -133,6 +156,11 @@ fn classify(status: u16, message: &str) -> ErrorKind {
     }
 }
 
+/// The oldest rclone this backend is known to work with (Debian
+/// bookworm's); an older one is refused before any call that could go
+/// wrong on it.
+pub const OLDEST_VERSION: (u64, u64) = (1, 60);
+
 /// rclone's version, as `core/version` gives it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Version {
@@ -145,12 +173,42 @@ pub struct Version {
 /// A client of one (shared) rcd.
 pub struct RcClient {
     rcd: Arc<Rcd>,
-    http: reqwest::blocking::Client,
+    /// Built at the first call, not with the replica: a blocking client
+    /// cannot be built on the agent's async threads, where pairs are
+    /// started; calls come from the engine's blocking threads.
+    http: OnceLock<reqwest::blocking::Client>,
     version: OnceLock<Version>,
 }
 
+impl Version {
+    /// An error saying what to do when this rclone is older than
+    /// [`OLDEST_VERSION`].
+    fn refusal(&self) -> Option<String> {
+        let (major, minor) = OLDEST_VERSION;
+        ((self.major, self.minor) < (major, minor)).then(|| {
+            format!(
+                "rclone {} is older than {major}.{minor}, the oldest Prism Sync works with; \
+                 install a newer rclone (see https://rclone.org/install/) or name one in the \
+                 pair's rclone_binary",
+                self.text
+            )
+        })
+    }
+}
+
 impl RcClient {
-    pub fn new(rcd: Arc<Rcd>) -> Result<RcClient, RcError> {
+    pub fn new(rcd: Arc<Rcd>) -> RcClient {
+        RcClient {
+            rcd,
+            http: OnceLock::new(),
+            version: OnceLock::new(),
+        }
+    }
+
+    fn http(&self) -> Result<&reqwest::blocking::Client, RcError> {
+        if let Some(http) = self.http.get() {
+            return Ok(http);
+        }
         let http = reqwest::blocking::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             // A listing of a large drive, or rclone's pacer waiting out a
@@ -158,11 +216,7 @@ impl RcClient {
             .timeout(None)
             .build()
             .map_err(|e| RcError::Transport(crate::remote::error_chain(&e)))?;
-        Ok(RcClient {
-            rcd,
-            http,
-            version: OnceLock::new(),
-        })
+        Ok(self.http.get_or_init(|| http))
     }
 
     pub fn rcd(&self) -> &Arc<Rcd> {
@@ -184,6 +238,15 @@ impl RcClient {
             minor: part(1),
             patch: part(2),
         };
+        tracing::debug!(version = %version.text, "rclone rcd answers");
+        // A build that does not say its numbers is not refused for them;
+        // the methods it lacks are still found below.
+        let numbered = answer["decomposed"]
+            .as_array()
+            .is_some_and(|d| d.len() >= 2);
+        if numbered && let Some(message) = version.refusal() {
+            return Err(RcError::Answer { status: 0, message });
+        }
         let offered = self.call("rc/list", &serde_json::json!({}))?;
         let offered: Vec<&str> = offered["commands"]
             .as_array()
@@ -207,7 +270,6 @@ impl RcClient {
                 ),
             });
         }
-        tracing::debug!(version = %version.text, "rclone rcd answers");
         Ok(self.version.get_or_init(|| version).clone())
     }
 
@@ -218,7 +280,7 @@ impl RcClient {
         let mut retried = false;
         loop {
             let sent = self
-                .http
+                .http()?
                 .post(format!("{}{method}", endpoint.url))
                 .basic_auth(&endpoint.user, Some(endpoint.pass.expose()))
                 .header("Content-Type", "application/json")
@@ -251,7 +313,7 @@ impl RcClient {
         let mut retried = false;
         loop {
             let mut request = self
-                .http
+                .http()?
                 .get(serve_url(&endpoint, fs, path))
                 .basic_auth(&endpoint.user, Some(endpoint.pass.expose()));
             if offset > 0 {
@@ -369,5 +431,70 @@ mod tests {
             ErrorKind::Offline
         );
         assert_eq!(kind("something else"), ErrorKind::Other);
+    }
+
+    #[test]
+    fn an_rclone_older_than_the_oldest_known_to_work_is_refused_saying_what_to_do() {
+        let version = |text: &str, major, minor| Version {
+            text: text.into(),
+            major,
+            minor,
+            patch: 0,
+        };
+        let message = version("v1.53.3", 1, 53).refusal().unwrap();
+        assert!(
+            message.contains("v1.53.3")
+                && message.contains("1.60")
+                && message.contains("rclone_binary"),
+            "{message}"
+        );
+        assert!(version("v0.99", 0, 99).refusal().is_some());
+        for (text, major, minor) in [("v1.60.1", 1, 60), ("v1.75.0", 1, 75), ("v2.0.0", 2, 0)] {
+            assert_eq!(version(text, major, minor).refusal(), None, "{text}");
+        }
+    }
+
+    /// Errors as rclone passes them on from the providers' APIs.
+    #[test]
+    fn providers_words_for_logins_rate_limits_and_full_drives_are_told_apart() {
+        let kind = |m: &str| classify(500, m);
+        for login in [
+            "oauth2: token expired and refresh token is not set",
+            "couldn't fetch token - maybe it has expired? - refresh with \"rclone config \
+             reconnect gdrive:\": oauth2: cannot fetch token: 400 Bad Request\nResponse: {\n  \
+             \"error\": \"invalid_grant\",\n  \"error_description\": \"Token has been expired or \
+             revoked.\"\n}",
+            "failed to get StartPageToken: Get \"https://www.googleapis.com/drive/v3/changes\": \
+             oauth2: cannot fetch token: 401 Unauthorized",
+        ] {
+            assert_eq!(kind(login), ErrorKind::Login, "{login}");
+        }
+        for rate in [
+            "googleapi: Error 403: User Rate Limit Exceeded. Rate of requests for user exceed \
+             configured project quota. You may consider re-evaluating expected per-user traffic \
+             to the API and adjust project quota limits accordingly., userRateLimitExceeded",
+            "googleapi: Error 403: Rate Limit Exceeded, rateLimitExceeded",
+            "googleapi: Error 403: Quota exceeded for quota metric 'Queries' and limit 'Queries \
+             per minute per user' of service 'drive.googleapis.com', rateLimitExceeded",
+            "too_many_requests/...",
+            "too_many_write_operations/",
+            "activityLimitReached: The request has been throttled",
+            "SlowDown: Please reduce your request rate.\n\tstatus code: 503",
+            "429 Too Many Requests",
+        ] {
+            assert_eq!(kind(rate), ErrorKind::RateLimited, "{rate}");
+        }
+        assert_eq!(classify(429, "HTTP 429"), ErrorKind::RateLimited);
+        for full in [
+            "googleapi: Error 403: The user's Drive storage quota has been exceeded., \
+             storageQuotaExceeded",
+            "upload failed: path/insufficient_space/..",
+            "quotaLimitReached: Insufficient Space Available",
+            "storage_cap_exceeded (403 Cannot upload files, storage cap exceeded.)",
+            "storage_limit_exceeded: Account storage limit reached",
+            "QuotaExceeded: The quota has been exceeded",
+        ] {
+            assert_eq!(kind(full), ErrorKind::Quota, "{full}");
+        }
     }
 }

@@ -23,7 +23,7 @@
 //! compared with the one the plan saw (RACE: a write by someone else
 //! between that look and the step is not seen; the step then moves that
 //! version to the trash, or replaces it, instead of leaving it in place).
-//! [`Capabilities::rechecked_writes`] declares it, and the log says so
+//! [`Replica::rechecked_writes`] declares it, and the log says so
 //! once per pair. Backends that allow two files of one name (Google Drive) are
 //! looked at again after a commit: a duplicate is a change to re-plan.
 
@@ -123,9 +123,12 @@ impl Replica for RcloneReplica {
             // Every commit is a few calls (stat, trash move, move).
             parallel_commits: true,
             case_insensitive: known.case_insensitive,
-            rechecked_writes: true,
             ..Capabilities::default()
         }
+    }
+
+    fn rechecked_writes(&self) -> bool {
+        true
     }
 
     fn root_state(&self) -> Result<RootState, ReplicaError> {

@@ -38,7 +38,7 @@ fn the_rcd_starts_lazily_answers_is_restarted_when_killed_and_stops() {
     let dir = tempfile::tempdir().unwrap();
     let rcd = std::sync::Arc::new(Rcd::new(spec(dir.path())));
     assert_eq!(rcd.pid(), None, "nothing runs before the first call");
-    let client = RcClient::new(rcd.clone()).unwrap();
+    let client = RcClient::new(rcd.clone());
     let version = client.version().unwrap();
     assert!(
         version.major >= 1 && version.text.starts_with('v'),
@@ -87,7 +87,7 @@ fn a_missing_binary_says_how_to_install_rclone() {
         config: None,
         flags: Vec::new(),
     }));
-    let client = RcClient::new(rcd).unwrap();
+    let client = RcClient::new(rcd);
     let message = client.version().unwrap_err().to_string();
     assert!(message.contains("install"), "{message}");
 }
@@ -241,7 +241,7 @@ mod replica {
         assert!(listing.tree[&rel("notes")].entry.is_dir());
         assert!(listing.problems.is_empty(), "{:?}", listing.problems);
         assert!(
-            replica.capabilities().rechecked_writes,
+            replica.rechecked_writes(),
             "the replica says what rclone cannot guarantee"
         );
         // A file whose token the base knows is not read again.
