@@ -282,7 +282,8 @@ impl<'a> Moved<'a> {
 }
 
 /// Whether an entry that vanished and one that appeared with its identity
-/// are one entry: folders by kind, files only with the same content.
+/// can be one entry: folders by kind (what they hold is checked apart),
+/// files only with the same content.
 fn same_identity(gone: &Entry, new: &Entry) -> bool {
     match (gone, new) {
         (Entry::Dir { .. }, Entry::Dir { .. }) => true,
@@ -378,9 +379,25 @@ fn detect(base: &BaseTree, tree: &SideTree, side: Side) -> Vec<Candidate> {
             new_by_id.entry(id).or_default().push(path);
         }
     }
+    // A folder's identity must be confirmed by what it holds, for the same
+    // reason: the base had nothing below it, or something it had below it
+    // is at the same place below the new name (edited or not: a folder
+    // moved and its one file edited is still a move). A folder deleted and
+    // a new one made elsewhere share no name below them.
+    let holds_its_own = |from: &RelPath, to: &RelPath| {
+        let mut below = subtree(base, from)
+            .filter(|(path, _)| *path != from)
+            .peekable();
+        below.peek().is_none()
+            || below.any(|(path, _)| {
+                path.rebase(from, to)
+                    .is_some_and(|moved| tree.contains_key(&moved))
+            })
+    };
     for (id, froms) in &gone_by_id {
         if let ([from], Some([to])) = (froms.as_slice(), new_by_id.get(id).map(Vec::as_slice))
             && same_identity(&gone[from].entry, new[to])
+            && (!new[to].is_dir() || holds_its_own(from, to))
         {
             record(&mut found, &mut claimed, from, to);
         }
