@@ -485,7 +485,6 @@ class Folders:
         self.served = root / "served"
         self.served.mkdir(parents=True)
         self.log = None
-        self.port = "-"
 
     def stop(self):
         pass
@@ -616,7 +615,7 @@ class PrismS3(StoreTool):
         return RemoteTool.daemon_argv(self, socket)
 
     def scan_dst(self):
-        return s3_md5s(self.server, self.prefix, self.logs), md5
+        return s3_md5s(self.server, self.prefix), md5
 
     def read_dst(self, rel):
         return self.server.read(f"{self.prefix}/{rel}")
@@ -635,7 +634,7 @@ class RcloneS3(PrismS3):
                 f"bench:{Seaweed.BUCKET}/{self.prefix}"]
 
 
-def s3_md5s(server, prefix, logs):
+def s3_md5s(server, prefix):
     """{path: MD5} of the objects under the prefix, from their ETags (every
     upload here is a single PUT, whose ETag is the MD5 of the content)."""
     listed = subprocess.run(["rclone", "md5sum", "--config", server.rclone_conf,
@@ -941,7 +940,7 @@ def _run_suite(suite, args, bins, work, env, server, problems, load_before):
     tools = [cls(name, suite, server, work / "tools", bins, env) for name, cls in spec["tools"]]
     for tool in tools:
         core.write_files(tool.src, tree)
-    where = f"server on 127.0.0.1:{server.port}" if suite != "git" and suite != "crypt" else "no server"
+    where = f"server on 127.0.0.1:{server.port}" if hasattr(server, "port") else "no server"
     print(f"{suite}: {where}; wrote {len(tree)} files into each tool's source; "
           f"{len(changes)} files change per incremental run", flush=True)
 
