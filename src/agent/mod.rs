@@ -523,7 +523,11 @@ fn pair_roots(
         })
         .filter_map(|path| std::path::absolute(path).ok())
         .collect();
-    crate::api::pair_roots::PairRoots::new(api.pair_roots.clone(), protected)
+    crate::api::pair_roots::PairRoots::new(
+        api.pair_roots.clone(),
+        protected,
+        api.pair_remotes.clone(),
+    )
 }
 
 async fn shutdown_signal() {

@@ -302,12 +302,22 @@ fn the_agent_refuses_to_start_an_api_other_machines_reach_without_tls() {
             "listen = \"127.0.0.1:8384\"\npair_roots = [\"shared\"]\n",
             "api.pair_roots",
         ),
+        (
+            "remote_with_password",
+            "listen = \"127.0.0.1:8384\"\npair_roots = [\"/srv\"]\npair_remotes = [\"sftp://me:hunter2@nas/x\"]\n",
+            "api.pair_remotes[0]",
+        ),
     ] {
         let device = sandbox.device(name, &remote);
         enable_api(&device, table);
         let output = device.syncd().output().unwrap();
         assert_eq!(output.status.code(), Some(78), "{name}: {}", text(&output));
         assert!(stderr(&output).contains(key), "{name}: {}", stderr(&output));
+        assert!(
+            !text(&output).contains("hunter2"),
+            "{name}: {}",
+            text(&output)
+        );
     }
 }
 
@@ -713,6 +723,12 @@ fn an_admin_token_adds_a_pair_inside_the_pair_roots_and_it_syncs() {
             &admin,
             pair(&shared.join("music"), "rclone::local:/tmp"),
             "local socket",
+        ),
+        (
+            "a network remote, with no api.pair_remotes",
+            &admin,
+            pair(&shared.join("music"), "sftp://localhost/home/me/.ssh"),
+            "api.pair_remotes",
         ),
     ] {
         let (status, body) = send(&client, "POST", &url, Some(token), Some(body));
