@@ -987,6 +987,11 @@ fn an_admin_adds_pairs_inside_the_pair_roots_only() {
     );
     assert_error(status, &answer, 400, "a secret in an rclone remote");
     assert!(!answer.to_string().contains("hunter2"), "{answer}");
+    for remote in ["me:hunter2@nas/backup", "file://me:hunter2@nas/x"] {
+        let (status, answer, _) = add("music", text("shared/music"), remote, &admin);
+        assert_error(status, &answer, 400, remote);
+        assert!(!answer.to_string().contains("hunter2"), "{answer}");
+    }
 
     // Inside the roots, with a network remote of api.pair_remotes or a
     // folder remote inside the roots too, an admin of every pair may.

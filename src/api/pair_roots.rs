@@ -396,6 +396,13 @@ mod tests {
         let why = refusal(roots.check(&local, "git+ftp://host/repo.git"));
         assert!(why.contains("git transport"), "{why}");
         assert_eq!(roots.check(&local, "nonsense").unwrap_err().code, 400);
+        // A password written where no URL rule expects one is not echoed.
+        for remote in ["me:hunter2@nas/backup", "file://me:hunter2@nas/x"] {
+            let err = roots.check(&local, remote).unwrap_err();
+            assert_eq!(err.code, 400, "{remote}: {err}");
+            let details = err.details.unwrap();
+            assert!(!details.contains("hunter2"), "{remote}: {details}");
+        }
     }
 
     #[test]
