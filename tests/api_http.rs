@@ -19,6 +19,7 @@ use prism_sync::api::pair_roots::PairRoots;
 use prism_sync::api::wire::{Role, TokenInfo, TokenRequest};
 use prism_sync::api::{Control, http};
 use prism_sync::config::api::ApiConfig;
+use prism_sync::remote::backend::{Reach, RemoteUrl};
 use serde_json::{Value, json};
 
 /// The HTTP listener on a free loopback port, serving the test double on
@@ -53,6 +54,7 @@ impl HttpServer {
                     listen: "127.0.0.1:0".parse().unwrap(),
                     tls: None,
                     pair_roots: Vec::new(),
+                    pair_remotes: Vec::new(),
                 };
                 let listener = http::bind(&config).await.unwrap();
                 addr_tx.send(listener.local_addr().unwrap()).unwrap();
@@ -865,7 +867,16 @@ fn an_admin_adds_pairs_inside_the_pair_roots_only() {
         std::fs::create_dir_all(path(folder)).unwrap();
     }
     std::os::unix::fs::symlink(path("outside"), path("shared/escape")).unwrap();
-    let roots = PairRoots::new(vec![path("shared")], vec![path("shared/state")]);
+    // Network remotes on nas below /m only.
+    let allowed = match RemoteUrl::parse("sftp://nas/m").unwrap().reach() {
+        Reach::Server(place) => place,
+        other => panic!("{other:?}"),
+    };
+    let roots = PairRoots::new(
+        vec![path("shared")],
+        vec![path("shared/state")],
+        vec![allowed],
+    );
     let server = HttpServer::start_with(roots);
     let admin = server.token(Role::Admin, &[]);
     let viewer = server.token(Role::Viewer, &[]);
@@ -919,6 +930,31 @@ fn an_admin_adds_pairs_inside_the_pair_roots_only() {
             "the agent's own files",
         ),
         (
+            "a server not in api.pair_remotes",
+            add(
+                "music",
+                text("shared/music"),
+                "sftp://build-server/home/me/.ssh",
+                &admin,
+            ),
+            "api.pair_remotes",
+        ),
+        (
+            "a folder of the server outside api.pair_remotes",
+            add("music", text("shared/music"), "sftp://nas/m2", &admin),
+            "api.pair_remotes",
+        ),
+        (
+            "a git server not in api.pair_remotes",
+            add(
+                "music",
+                text("shared/music"),
+                "git+ssh://git@github.com/me/private.git",
+                &admin,
+            ),
+            "api.pair_remotes",
+        ),
+        (
             "an rclone remote",
             add("music", text("shared/music"), "rclone::local:/home", &admin),
             "local socket",
@@ -932,6 +968,9 @@ fn an_admin_adds_pairs_inside_the_pair_roots_only() {
         );
         let details = answer["error"]["details"].as_str().unwrap();
         assert!(details.contains(says), "{context}: {details}");
+        for remote in ["build-server", "github", "nas/m"] {
+            assert!(!details.contains(remote), "{context}: {details}");
+        }
         assert_eq!(
             pair_names(&server, &viewer),
             ["notes", "photos"],
@@ -948,9 +987,14 @@ fn an_admin_adds_pairs_inside_the_pair_roots_only() {
     );
     assert_error(status, &answer, 400, "a secret in an rclone remote");
     assert!(!answer.to_string().contains("hunter2"), "{answer}");
+    for remote in ["me:hunter2@nas/backup", "file://me:hunter2@nas/x"] {
+        let (status, answer, _) = add("music", text("shared/music"), remote, &admin);
+        assert_error(status, &answer, 400, remote);
+        assert!(!answer.to_string().contains("hunter2"), "{answer}");
+    }
 
-    // Inside the roots, with a network remote or a folder remote inside
-    // them too, an admin of every pair may.
+    // Inside the roots, with a network remote of api.pair_remotes or a
+    // folder remote inside the roots too, an admin of every pair may.
     let (status, answer, _) = add("music", text("shared/music"), "sftp://nas/m", &admin);
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["name"], "music");

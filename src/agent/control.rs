@@ -627,6 +627,8 @@ impl Control for AgentControl {
             .clone()
             .validate()
             .map_err(|(key, message)| ApiError::bad_request(format!("{key}: {message}")))?;
+        // Held until the config file is written: see `Agent::pair_edits`.
+        let _editing = self.agent.pair_edits.locked();
         {
             let pairs = self.agent.pairs.locked();
             if pairs.contains_key(&config.name) {
@@ -678,6 +680,7 @@ impl Control for AgentControl {
     }
 
     fn pair_remove(&self, name: &str) -> Result<(), ApiError> {
+        let _editing = self.agent.pair_edits.locked();
         if !self.agent.pairs.locked().contains_key(name) {
             return Err(unknown_pair(name));
         }

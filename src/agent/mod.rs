@@ -104,6 +104,11 @@ pub struct Agent {
     pub config_file: Option<PathBuf>,
     pub journal: Arc<Mutex<Journal>>,
     pub pairs: Mutex<BTreeMap<String, PairHandle>>,
+    /// Held by whoever adds or removes a pair, from the check that the
+    /// pair fits beside the others to the config file written: two adds
+    /// at once (HTTP clients, a retrying one) would both pass the check
+    /// and both run, and both read the config file before either wrote.
+    pub pair_edits: Mutex<()>,
     pub started_at: SystemTime,
     runtime: tokio::runtime::Handle,
 }
@@ -403,6 +408,7 @@ async fn serve(options: AgentOptions, journal: Arc<Mutex<Journal>>) -> Result<u8
             .then(|| options.paths.config_file.clone()),
         journal,
         pairs: Mutex::new(BTreeMap::new()),
+        pair_edits: Mutex::new(()),
         started_at: SystemTime::now(),
         runtime: tokio::runtime::Handle::current(),
     });
@@ -523,7 +529,11 @@ fn pair_roots(
         })
         .filter_map(|path| std::path::absolute(path).ok())
         .collect();
-    crate::api::pair_roots::PairRoots::new(api.pair_roots.clone(), protected)
+    crate::api::pair_roots::PairRoots::new(
+        api.pair_roots.clone(),
+        protected,
+        api.pair_remotes.clone(),
+    )
 }
 
 async fn shutdown_signal() {

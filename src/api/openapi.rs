@@ -28,7 +28,7 @@ const ERRORS: &[(&str, &str)] = &[
     ),
     (
         "403",
-        "The token's role does not allow this request, it names a file on the agent's machine (merged_file), or it adds a pair that reaches files outside api.pair_roots",
+        "The token's role does not allow this request, it names a file on the agent's machine (merged_file), or it adds a pair that reaches files outside api.pair_roots or a server outside api.pair_remotes",
     ),
     (
         "404",
@@ -231,7 +231,9 @@ fn endpoints() -> Vec<Endpoint> {
             note: Some(
                 "The token must be valid for every pair, and the agent's api.pair_roots must \
                  hold the pair's local folder (and a file:// or git+file:// remote's folder); \
-                 rclone: remotes are refused. See docs/protocol.md.",
+                 a network remote must lie at or below an entry of api.pair_remotes (none: \
+                 network remotes are refused); rclone: remotes are refused. See \
+                 docs/protocol.md.",
             ),
             ..endpoint(
                 Post,

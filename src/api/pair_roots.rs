@@ -18,8 +18,13 @@
 //!   business, not ours;
 //! - a git remote is allowed over `ssh`, `https`, `http` and `git` only:
 //!   other transports are local paths or remote helpers (programs);
-//! - other network remotes (SFTP, WebDAV, S3) are allowed: what they reach
-//!   is what their server lets the login see.
+//! - a network remote (SFTP, WebDAV, S3, git over a server) logs in with
+//!   the agent user's own credentials (ssh keys and agent, stored
+//!   passwords, AWS keys, git's credential helpers), which open far more
+//!   than a token should reach: the server, user, port and folder, parsed
+//!   and normalised ([`Location`]), must lie at or below an entry of
+//!   `api.pair_remotes`, which the owner writes. Without that list no
+//!   network remote may be added over HTTP.
 //!
 //! The local socket's owner may add any pair: none of this applies there.
 //! The check only reads the file system; the pair is added after it, by
@@ -29,7 +34,7 @@ use std::path::{Component, Path, PathBuf};
 
 use super::{ApiError, auth};
 use crate::config::RemoteUrl;
-use crate::remote::backend::Reach;
+use crate::remote::backend::{Location, Reach};
 
 /// The folders under which tokens may add pairs, and the agent's own paths
 /// no such pair may reach. Both are kept as configured and resolved at
@@ -39,6 +44,7 @@ use crate::remote::backend::Reach;
 pub struct PairRoots {
     roots: Vec<PathBuf>,
     protected: Vec<PathBuf>,
+    remotes: Vec<Location>,
 }
 
 /// Why a path cannot be resolved.
@@ -55,10 +61,19 @@ pub enum Unresolvable {
 
 impl PairRoots {
     /// `roots` as `api.pair_roots` names them (absolute); `protected`, the
-    /// agent's own folders and files. `None` when there are no roots:
-    /// adding pairs over HTTP is then off.
-    pub fn new(roots: Vec<PathBuf>, protected: Vec<PathBuf>) -> Option<PairRoots> {
-        (!roots.is_empty()).then_some(PairRoots { roots, protected })
+    /// agent's own folders and files; `remotes`, the places on servers
+    /// `api.pair_remotes` names. `None` when there are no roots: adding
+    /// pairs over HTTP is then off.
+    pub fn new(
+        roots: Vec<PathBuf>,
+        protected: Vec<PathBuf>,
+        remotes: Vec<Location>,
+    ) -> Option<PairRoots> {
+        (!roots.is_empty()).then_some(PairRoots {
+            roots,
+            protected,
+            remotes,
+        })
     }
 
     /// Whether a pair of `local` and `remote` reaches files of this machine
@@ -74,7 +89,21 @@ impl PairRoots {
                 .with_details(format!("remote: {message}"))
         })?;
         match remote.reach() {
-            Reach::Server => Ok(()),
+            Reach::Server(place) if self.remotes.iter().any(|allowed| place.within(allowed)) => {
+                Ok(())
+            }
+            Reach::Server(_) => Err(auth::forbidden(format!(
+                "a pair added over HTTP logs in to its server with the credentials of the user \
+                 the agent runs as, so its remote must lie at or below an entry of \
+                 api.pair_remotes, {}. Add the pair on the local socket (`prism-syncctl pair \
+                 add`), or ask the owner to add the server's folder to api.pair_remotes",
+                if self.remotes.is_empty() {
+                    "which is not set: network remotes cannot be added over HTTP"
+                } else {
+                    "and this one is not (same scheme, user, host and port, and a folder at or \
+                     below the entry's)"
+                }
+            ))),
             Reach::Folder(folder) => self.check_folder("the remote's folder", &folder),
             Reach::Anything(why) => Err(auth::forbidden(format!(
                 "{why}. Add the pair on the local socket (`prism-syncctl pair add`) as the user \
@@ -198,12 +227,30 @@ mod tests {
             self.path(rel).to_str().unwrap().to_owned()
         }
 
+        /// Roots under which [`NETWORK`] is allowed.
         fn roots(&self, roots: &[&str], protected: &[&str]) -> PairRoots {
+            self.roots_and_remotes(roots, protected, &[NETWORK])
+        }
+
+        fn roots_and_remotes(
+            &self,
+            roots: &[&str],
+            protected: &[&str],
+            remotes: &[&str],
+        ) -> PairRoots {
             PairRoots::new(
                 roots.iter().map(|r| self.path(r)).collect(),
                 protected.iter().map(|p| self.path(p)).collect(),
+                remotes.iter().map(|r| place(r)).collect(),
             )
             .unwrap()
+        }
+    }
+
+    fn place(remote: &str) -> Location {
+        match RemoteUrl::parse(remote).unwrap().reach() {
+            Reach::Server(place) => place,
+            other => panic!("{remote}: {other:?}"),
         }
     }
 
@@ -217,7 +264,10 @@ mod tests {
 
     #[test]
     fn no_roots_means_adding_pairs_is_off() {
-        assert_eq!(PairRoots::new(Vec::new(), vec!["/state".into()]), None);
+        assert_eq!(
+            PairRoots::new(Vec::new(), vec!["/state".into()], vec![place(NETWORK)]),
+            None
+        );
     }
 
     #[test]
@@ -334,7 +384,7 @@ mod tests {
     }
 
     #[test]
-    fn rclone_and_unknown_git_transports_are_refused_network_remotes_pass() {
+    fn rclone_and_unknown_git_transports_are_refused() {
         let tree = Tree::new();
         let roots = tree.roots(&["roots"], &["state"]);
         let local = tree.text("roots/in");
@@ -345,17 +395,93 @@ mod tests {
         }
         let why = refusal(roots.check(&local, "git+ftp://host/repo.git"));
         assert!(why.contains("git transport"), "{why}");
+        assert_eq!(roots.check(&local, "nonsense").unwrap_err().code, 400);
+        // A password written where no URL rule expects one is not echoed.
+        for remote in ["me:hunter2@nas/backup", "file://me:hunter2@nas/x"] {
+            let err = roots.check(&local, remote).unwrap_err();
+            assert_eq!(err.code, 400, "{remote}: {err}");
+            let details = err.details.unwrap();
+            assert!(!details.contains("hunter2"), "{remote}: {details}");
+        }
+    }
+
+    #[test]
+    fn network_remotes_are_refused_without_pair_remotes() {
+        let tree = Tree::new();
+        let roots = tree.roots_and_remotes(&["roots"], &["state"], &[]);
+        let local = tree.text("roots/in");
         for remote in [
-            "sftp://me@nas.example/backup",
-            "webdav://dav.example/notes",
-            "webdavs://dav.example/notes",
-            "s3://bucket/notes",
-            "git+ssh://git@host/repo.git",
-            "git+https://host/repo.git",
-            "git+git@host:repo.git",
+            "sftp://me@build-server/home/me/.ssh",
+            "webdavs://attacker.example/p",
+            "s3://private-bucket/x",
+            "git+ssh://git@github.com/me/private.git",
+            "git+git@github.com:me/private.git",
+            "git+https://github.com/me/private.git",
+        ] {
+            let why = refusal(roots.check(&local, remote));
+            assert!(why.contains("api.pair_remotes"), "{remote}: {why}");
+            assert!(why.contains("not set"), "{remote}: {why}");
+            for part in ["build-server", "attacker", "private", "github", "://"] {
+                assert!(!why.contains(part), "the remote is not echoed: {why}");
+            }
+        }
+        // A file remote inside the roots needs no entry.
+        std::fs::create_dir_all(tree.path("roots/other")).unwrap();
+        let file = format!("file://{}", tree.text("roots/other"));
+        assert_eq!(roots.check(&local, &file), Ok(()));
+    }
+
+    #[test]
+    fn network_remotes_pass_only_at_or_below_an_entry_of_pair_remotes() {
+        let tree = Tree::new();
+        let entries = [
+            "sftp://me@nas.local/shared/",
+            "webdavs://dav.example/team/notes",
+            "s3://team-bucket/shared",
+            "git+ssh://git@git.example/team/",
+        ];
+        let roots = tree.roots_and_remotes(&["roots"], &["state"], &entries);
+        let local = tree.text("roots/in");
+        for remote in [
+            "sftp://me@nas.local/shared",
+            "sftp://me@nas.local/shared/a/b",
+            "sftp://me@NAS.local./shared//a/./b",
+            "sftp://me@nas.local:22/shared/a",
+            "webdavs://dav.example:443/team/notes/x",
+            "webdavs://DAV.example/team/%6Eotes/x",
+            "s3://team-bucket/shared/x",
+            "git+ssh://git@git.example:22/team/repo.git",
+            "git+git@git.example:/team/repo.git",
         ] {
             assert_eq!(roots.check(&local, remote), Ok(()), "{remote}");
         }
-        assert_eq!(roots.check(&local, "nonsense").unwrap_err().code, 400);
+        for remote in [
+            // Another user, host, port or scheme.
+            "sftp://root@nas.local/shared/a",
+            "sftp://nas.local/shared/a",
+            "sftp://me@nas.local.evil.example/shared/a",
+            "sftp://me@nas.local:2222/shared/a",
+            "webdav://dav.example/team/notes/x",
+            "webdavs://dav.example:8443/team/notes/x",
+            "git+https://git.example/team/repo.git",
+            "s3://team-bucket2/shared/x",
+            // Not on a segment boundary, above the entry, or escaping it.
+            "sftp://me@nas.local/shared2",
+            "sftp://me@nas.local/",
+            "sftp://me@nas.local/shared/../home/me/.ssh",
+            "sftp://me@nas.local/shared/%2E%2E/home",
+            "webdavs://dav.example/team/notes/%2E%2E/other",
+            "webdavs://dav.example/team/notes%2F..%2Fother",
+            "webdavs://dav.example/team/notes2",
+            "s3://team-bucket/shared2/x",
+            "s3://team-bucket/",
+            // scp-like without `/` is below the home folder, not /team.
+            "git+git@git.example:team/repo.git",
+        ] {
+            let why = refusal(roots.check(&local, remote));
+            assert!(why.contains("api.pair_remotes"), "{remote}: {why}");
+        }
+        let why = refusal(roots.check(&local, "git+ssh://git@git.example/team/%2e%2e/x"));
+        assert!(why.contains("%-escapes"), "{why}");
     }
 }

@@ -16,6 +16,7 @@ use std::path::{Component, PathBuf};
 use serde::Deserialize;
 
 use super::expand_home;
+use crate::remote::backend::{Location, Reach, RemoteUrl};
 
 /// The `[api]` table as written.
 #[derive(Debug, Default, Deserialize)]
@@ -31,6 +32,10 @@ pub struct RawApi {
     /// none: no token may.
     #[serde(default)]
     pub pair_roots: Vec<String>,
+    /// The network remotes (URL prefixes) such a pair may use; none: only
+    /// `file://` remotes inside `pair_roots`.
+    #[serde(default)]
+    pub pair_remotes: Vec<String>,
 }
 
 /// The validated `[api]` table.
@@ -42,6 +47,9 @@ pub struct ApiConfig {
     /// Absolute folders, `~` expanded, without `..`; empty: adding pairs
     /// over HTTP is off.
     pub pair_roots: Vec<PathBuf>,
+    /// Where on which servers a pair added over HTTP may log in with the
+    /// agent user's credentials; empty: nowhere.
+    pub pair_remotes: Vec<Location>,
 }
 
 /// Absolute paths to the PEM files.
@@ -73,6 +81,20 @@ impl RawApi {
             .iter()
             .map(|root| pair_root(root))
             .collect::<Result<Vec<_>, _>>()?;
+        let pair_remotes = self
+            .pair_remotes
+            .iter()
+            .enumerate()
+            .map(|(i, remote)| pair_remote(i, remote))
+            .collect::<Result<Vec<_>, _>>()?;
+        if !pair_remotes.is_empty() && pair_roots.is_empty() {
+            return Err((
+                "api.pair_remotes".into(),
+                "is set but pair_roots is not, so no token may add a pair to use it; add the \
+                 folders such pairs may sync to pair_roots (or remove pair_remotes)"
+                    .into(),
+            ));
+        }
         let Some(listen) = self.listen else {
             if tls.is_some() {
                 return Err((
@@ -115,6 +137,7 @@ impl RawApi {
             listen,
             tls,
             pair_roots,
+            pair_remotes,
         }))
     }
 }
@@ -163,6 +186,28 @@ fn pair_root(root: &str) -> Result<PathBuf, (String, String)> {
     Ok(path)
 }
 
+/// One entry of `pair_remotes` (the `index`th): a network remote URL,
+/// parsed and placed as a pair's remote is, so the comparison is of
+/// places, not of spellings. Not echoed: the parser's message never
+/// repeats a password.
+fn pair_remote(index: usize, text: &str) -> Result<Location, (String, String)> {
+    let key = format!("api.pair_remotes[{index}]");
+    let url = RemoteUrl::parse(text).map_err(|message| (key.clone(), message))?;
+    match url.reach() {
+        Reach::Server(location) if location.has_plain_path() => Ok(location),
+        Reach::Server(_) => Err((
+            key,
+            "its path has a `..` segment or a %-escape of `/` or `.`; name the folder itself"
+                .into(),
+        )),
+        Reach::Folder(_) => Err((
+            key,
+            "is a folder of this machine; those go in pair_roots".into(),
+        )),
+        Reach::Anything(why) => Err((key, format!("cannot be allowed: {why}"))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,6 +218,7 @@ mod tests {
             tls_cert: cert.map(str::to_owned),
             tls_key: key.map(str::to_owned),
             pair_roots: Vec::new(),
+            pair_remotes: Vec::new(),
         }
     }
 
@@ -206,6 +252,37 @@ mod tests {
             ..with_roots(&["/srv/shared"])
         };
         assert_eq!(no_listener.validate().unwrap_err().0, "api.listen");
+    }
+
+    #[test]
+    fn pair_remotes_are_network_remotes_placed_as_pairs_are() {
+        let with_remotes = |remotes: &[&str]| RawApi {
+            pair_roots: vec!["/srv/shared".into()],
+            pair_remotes: remotes.iter().map(|r| (*r).to_owned()).collect(),
+            ..raw(Some("127.0.0.1:8384"), None, None)
+        };
+        let config = with_remotes(&["sftp://me@nas.local/shared/", "s3://team-bucket/"])
+            .validate()
+            .unwrap()
+            .unwrap();
+        assert_eq!(config.pair_remotes.len(), 2);
+        for bad in [
+            "nas.local/shared",
+            "sftp://me:hunter2@nas.local/shared",
+            "file:///srv/shared",
+            "rclone:gdrive:Notes",
+            "sftp://me@nas.local/shared/../home",
+            "webdavs://dav.example/a/%2E%2E/b",
+        ] {
+            let (key, message) = with_remotes(&["s3://ok/", bad]).validate().unwrap_err();
+            assert_eq!(key, "api.pair_remotes[1]", "{bad}: {message}");
+            assert!(!message.contains("hunter2"), "{message}");
+        }
+        let without_roots = RawApi {
+            pair_roots: Vec::new(),
+            ..with_remotes(&["s3://team-bucket/"])
+        };
+        assert_eq!(without_roots.validate().unwrap_err().0, "api.pair_remotes");
     }
 
     #[test]

@@ -80,12 +80,106 @@ pub trait Backend: Any + Clone + fmt::Debug + fmt::Display + PartialEq + Send + 
 /// Which files of this machine a remote reaches with the agent's rights.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reach {
-    /// Only what a server lets the login see (a network remote).
-    Server,
+    /// A server, logged in to with the agent user's own credentials (ssh
+    /// keys and agent, stored passwords, AWS keys, git's credential
+    /// helpers): where, for the owner's list of servers tokens may use
+    /// (`api.pair_remotes`).
+    Server(Location),
     /// This folder, as written (resolved by the caller).
     Folder(PathBuf),
     /// Perhaps any folder, or a program: why, for the refusal.
     Anything(String),
+}
+
+/// Where a network remote points, normalised so that two spellings of one
+/// place compare equal and no spelling of another place compares below an
+/// allowed one: the host in lower case without a trailing dot, the port
+/// filled in, the path as its decoded segments without empty and `.`
+/// ones. A path with a `..` segment, or an escape that could hide one or a
+/// `/`, lies below nothing: what it means is the server's business.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Location {
+    scheme: &'static str,
+    user: Option<String>,
+    host: String,
+    port: Option<u16>,
+    /// `None`: a path that lies below nothing (see above).
+    path: Option<Vec<String>>,
+}
+
+/// How a backend's path is written: decoded already, or with %-escapes
+/// the server decodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathText {
+    Decoded,
+    Escaped,
+}
+
+impl Location {
+    /// `port` is the port used (defaults filled in by the backend), `None`
+    /// only for a backend whose URL names no port.
+    pub fn new(
+        scheme: &'static str,
+        user: Option<&str>,
+        host: &str,
+        port: Option<u16>,
+        path: &str,
+        text: PathText,
+    ) -> Location {
+        let host = host.to_ascii_lowercase();
+        let host = host.strip_suffix('.').unwrap_or(&host).to_owned();
+        Location {
+            scheme,
+            user: user.map(str::to_owned),
+            host,
+            port,
+            path: segments(path, text),
+        }
+    }
+
+    /// Whether this lies at or below `allowed`: the same scheme, user,
+    /// host and port, and a path that is `allowed`'s or below it on a
+    /// segment boundary (`/shared` admits `/shared/x`, not `/shared2`).
+    pub fn within(&self, allowed: &Location) -> bool {
+        let (Some(path), Some(base)) = (&self.path, &allowed.path) else {
+            return false;
+        };
+        self.scheme == allowed.scheme
+            && self.user == allowed.user
+            && self.host == allowed.host
+            && self.port == allowed.port
+            && path.starts_with(base)
+    }
+
+    /// Whether anything can lie below it (its path has no `..`).
+    pub fn has_plain_path(&self) -> bool {
+        self.path.is_some()
+    }
+}
+
+/// The segments of `path`, or `None` when one is `..` or decodes to
+/// something holding a `/` or a NUL, or an escape is malformed.
+fn segments(path: &str, text: PathText) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    for segment in path.split('/') {
+        let segment = match text {
+            PathText::Decoded => segment.to_owned(),
+            PathText::Escaped => {
+                let bytes = percent::decode(segment, Plus::Literal)?;
+                let decoded = String::from_utf8(bytes).ok()?;
+                if decoded.contains(['/', '\\', '\0']) {
+                    return None;
+                }
+                decoded
+            }
+        };
+        match segment.as_str() {
+            "" | "." => {}
+            ".." => return None,
+            _ => out.push(segment),
+        }
+    }
+    Some(out)
 }
 
 /// How a backend's URLs begin, for the registry's dispatch and messages.

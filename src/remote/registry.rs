@@ -16,8 +16,41 @@ pub const BACKENDS: &[Registration] = &[
     rclone::settings::REGISTRATION,
 ];
 
-/// Parses a remote URL with its backend.
+/// Parses a remote URL with its backend. No message repeats what may be
+/// the URL's password, whichever rule or backend refuses it (see
+/// [`without_password`]).
 pub fn parse(url: &str) -> Result<RemoteUrl, String> {
+    parse_with_backend(url).map_err(|message| without_password(url, message))
+}
+
+/// `message`, about `url`, with what may be a password in `url` replaced
+/// by `***`. People write a password as `user:password@` even where no
+/// password rule runs: a URL without a scheme (`me:pw@nas/backup`), a
+/// `file://` one (`file://me:pw@nas/x`), a form a backend reads itself.
+/// So whatever lies between a `:` and the last `@` after the scheme counts
+/// as one. Quotes of the whole URL show it redacted; a part quoted alone
+/// (a path, a host) has the secret cut out where it appears.
+fn without_password(url: &str, message: String) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[start..];
+    let Some(at) = rest.rfind('@') else {
+        return message;
+    };
+    let Some(colon) = rest[..at].find(':') else {
+        return message;
+    };
+    let secret = &rest[colon + 1..at];
+    if secret.is_empty() || !message.contains(secret) {
+        return message;
+    }
+    let redacted = format!("{}***{}", &url[..start + colon + 1], &rest[at..]);
+    let message = message
+        .replace(&format!("{url:?}"), &format!("{redacted:?}"))
+        .replace(url, &redacted);
+    message.replace(secret, "***")
+}
+
+fn parse_with_backend(url: &str) -> Result<RemoteUrl, String> {
     // URL parsers drop tabs and line breaks silently (the WHATWG rules),
     // so the URL used would differ from the one written: a character
     // that belongs in a path is written as a %-escape.
@@ -175,6 +208,55 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Every URL form, and none, with a password written in the ways
+    /// people write one and then something else wrong: whichever rule
+    /// refuses it, the message does not repeat the password.
+    #[test]
+    fn no_parse_error_repeats_a_password() {
+        let mut prefixes = vec![String::new(), "nonsense://".to_owned()];
+        for form in BACKENDS.iter().flat_map(|b| b.forms) {
+            match form {
+                UrlForm::Host(name) | UrlForm::Path(name) => prefixes.push(format!("{name}://")),
+                UrlForm::Prefix { prefix, .. } => {
+                    prefixes.push((*prefix).to_owned());
+                    for inner in ["ssh://", "https://", "file://", "ftp://", ":"] {
+                        prefixes.push(format!("{prefix}{inner}"));
+                    }
+                }
+            }
+        }
+        let logins = ["me:hunter2@", ":hunter2@", "me:hunter2@x@", "me:hunt/er2@"];
+        let rests = [
+            "nas/backup",
+            "nas",
+            "nas:notaport/x",
+            "/x",
+            "nas/%zz",
+            "nas/%FF",
+            "nas/a/../b",
+            "[::1/x",
+            "nas/x?q#f",
+        ];
+        let mut refused = 0;
+        for prefix in &prefixes {
+            for login in logins {
+                for rest in rests {
+                    let url = format!("{prefix}{login}{rest}");
+                    if let Err(message) = parse(&url) {
+                        refused += 1;
+                        let secret = login.split(['@', ':']).nth(1).unwrap();
+                        assert!(!message.contains(secret), "{url}: {message}");
+                        assert!(!message.contains("hunter2"), "{url}: {message}");
+                    }
+                }
+            }
+        }
+        assert!(refused > prefixes.len() * logins.len(), "{refused}");
+        // A quote of the whole URL keeps its shape.
+        let message = parse("me:hunter2@nas/backup").unwrap_err();
+        assert!(message.contains("\"me:***@nas/backup\""), "{message}");
     }
 
     #[test]

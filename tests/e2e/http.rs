@@ -302,12 +302,22 @@ fn the_agent_refuses_to_start_an_api_other_machines_reach_without_tls() {
             "listen = \"127.0.0.1:8384\"\npair_roots = [\"shared\"]\n",
             "api.pair_roots",
         ),
+        (
+            "remote_with_password",
+            "listen = \"127.0.0.1:8384\"\npair_roots = [\"/srv\"]\npair_remotes = [\"sftp://me:hunter2@nas/x\"]\n",
+            "api.pair_remotes[0]",
+        ),
     ] {
         let device = sandbox.device(name, &remote);
         enable_api(&device, table);
         let output = device.syncd().output().unwrap();
         assert_eq!(output.status.code(), Some(78), "{name}: {}", text(&output));
         assert!(stderr(&output).contains(key), "{name}: {}", stderr(&output));
+        assert!(
+            !text(&output).contains("hunter2"),
+            "{name}: {}",
+            text(&output)
+        );
     }
 }
 
@@ -714,6 +724,12 @@ fn an_admin_token_adds_a_pair_inside_the_pair_roots_and_it_syncs() {
             pair(&shared.join("music"), "rclone::local:/tmp"),
             "local socket",
         ),
+        (
+            "a network remote, with no api.pair_remotes",
+            &admin,
+            pair(&shared.join("music"), "sftp://localhost/home/me/.ssh"),
+            "api.pair_remotes",
+        ),
     ] {
         let (status, body) = send(&client, "POST", &url, Some(token), Some(body));
         assert_eq!(status, 403, "{context}: {body}");
@@ -750,4 +766,111 @@ fn an_admin_token_adds_a_pair_inside_the_pair_roots_and_it_syncs() {
     let config = fs::read_to_string(&device.config).unwrap();
     assert!(config.contains("name = \"music\""), "{config}");
     wait_for_content(&shared.join("music-remote/song.txt"), "la la la");
+}
+
+#[test]
+fn pair_adds_at_once_pass_one_by_one_and_every_added_pair_reaches_the_config() {
+    let sandbox = Sandbox::new();
+    let remote = sandbox.remote("remote");
+    let device = sandbox.device("a", &remote);
+    let shared = sandbox.remote("shared");
+    let port = free_port();
+    enable_api(
+        &device,
+        &format!(
+            "listen = \"127.0.0.1:{port}\"\npair_roots = [{:?}]\n",
+            shared.display().to_string()
+        ),
+    );
+    let _agent = device.start();
+    let url = format!("http://127.0.0.1:{port}/pairs");
+    let admin = issue(&device, &["--role", "admin"]);
+    let folder = |rel: String| {
+        let path = shared.join(rel);
+        fs::create_dir_all(&path).unwrap();
+        path.display().to_string()
+    };
+    // Every request of a round waits for the others, then all are sent.
+    let add_at_once = |bodies: Vec<Value>| -> Vec<u16> {
+        let barrier = std::sync::Barrier::new(bodies.len());
+        std::thread::scope(|scope| {
+            let sent: Vec<_> = bodies
+                .into_iter()
+                .map(|body| {
+                    let (barrier, url, admin) = (&barrier, &url, &admin);
+                    scope.spawn(move || {
+                        let client = reqwest::blocking::Client::new();
+                        barrier.wait();
+                        send(&client, "POST", url, Some(admin), Some(body))
+                    })
+                })
+                .collect();
+            sent.into_iter()
+                .map(|handle| {
+                    let (status, body) = handle.join().unwrap();
+                    assert!(status == 200 || status == 409, "{status}: {body}");
+                    status
+                })
+                .collect()
+        })
+    };
+    let count = |statuses: &[u16], status: u16| statuses.iter().filter(|&&s| s == status).count();
+
+    // Four names, one folder: one pair runs, the others clash with it.
+    let statuses = add_at_once(
+        (0..4)
+            .map(|i| {
+                json!({"name": format!("music{i}"), "local": folder("music".into()),
+                       "remote": format!("file://{}", folder(format!("music-remote{i}")))})
+            })
+            .collect(),
+    );
+    assert_eq!(
+        (count(&statuses, 200), count(&statuses, 409)),
+        (1, 3),
+        "{statuses:?}"
+    );
+    // One name, four folders: one pair of that name.
+    let statuses = add_at_once(
+        (0..4)
+            .map(|i| {
+                json!({"name": "films", "local": folder(format!("films{i}")),
+                       "remote": format!("file://{}", folder(format!("films-remote{i}")))})
+            })
+            .collect(),
+    );
+    assert_eq!(
+        (count(&statuses, 200), count(&statuses, 409)),
+        (1, 3),
+        "{statuses:?}"
+    );
+    // Four pairs apart from each other: all run, none lost from the file.
+    let statuses = add_at_once(
+        (0..4)
+            .map(|i| {
+                json!({"name": format!("docs{i}"), "local": folder(format!("docs{i}")),
+                       "remote": format!("file://{}", folder(format!("docs-remote{i}")))})
+            })
+            .collect(),
+    );
+    assert_eq!(count(&statuses, 200), 4, "{statuses:?}");
+
+    let client = reqwest::blocking::Client::new();
+    let (_, listed) = send(&client, "GET", &url, Some(&admin), None);
+    let pairs = listed["pairs"].as_array().unwrap();
+    assert_eq!(pairs.len(), 1 + 1 + 1 + 4, "{listed}");
+    let music: Vec<&Value> = pairs
+        .iter()
+        .filter(|p| p["name"].as_str().unwrap().starts_with("music"))
+        .collect();
+    assert_eq!(music.len(), 1, "one pair syncs the music folder: {listed}");
+    let config = fs::read_to_string(&device.config).unwrap();
+    assert_eq!(config.matches("[[pair]]").count(), pairs.len(), "{config}");
+    for pair in pairs {
+        let line = format!("name = {}", pair["name"]);
+        assert_eq!(config.matches(&line).count(), 1, "{line}: {config}");
+        // The running pair of a name is the one the file keeps.
+        let local = format!("local = {}", pair["local"]);
+        assert!(config.contains(&local), "{local}: {config}");
+    }
 }

@@ -12,7 +12,8 @@ use super::GitReplica;
 use crate::config::PairConfig;
 use crate::model::RelPath;
 use crate::remote::backend::{
-    Backend, KeyError, PairKeys, Reach, Registration, RemoteUrl, UrlForm,
+    Backend, KeyError, Location, PairKeys, PathText, Reach, Registration, RemoteUrl, UrlForm,
+    split_authority, split_host_port,
 };
 use crate::remote::{RemoteHost, Replica, ReplicaError};
 use crate::secrets::Account;
@@ -94,10 +95,21 @@ impl Backend for GitUrl {
     /// other transports are local paths or remote helpers (programs).
     fn reach(&self) -> Reach {
         let Some((scheme, rest)) = self.url.split_once("://") else {
-            return Reach::Server;
+            return scp_like_reach(&self.url);
+        };
+        let server = |scheme: &'static str, port: u16| {
+            let (authority, path) = split_authority(rest);
+            let (user, host_port) = match authority.rsplit_once('@') {
+                Some((user, host)) => (Some(user), host),
+                None => (None, authority),
+            };
+            server_reach(scheme, user, host_port, port, path)
         };
         match scheme.to_ascii_lowercase().as_str() {
-            "ssh" | "git+ssh" | "ssh+git" | "https" | "http" | "git" => Reach::Server,
+            "ssh" | "git+ssh" | "ssh+git" => server("git+ssh", 22),
+            "https" => server("git+https", 443),
+            "http" => server("git+http", 80),
+            "git" => server("git+git", 9418),
             // git reads the path as written; a %-escape would make the
             // folder checked differ from the folder git opens.
             "file" if rest.contains('%') => Reach::Anything(
@@ -112,6 +124,71 @@ impl Backend for GitUrl {
             )),
         }
     }
+}
+
+/// `[user@]host:path`, which git reads as SSH with a path relative to the
+/// login's home unless it starts with `/`: placed as `ssh://` would write
+/// it (`/~/path`), so both spellings are one place.
+fn scp_like_reach(url: &str) -> Reach {
+    let Some((login, path)) = url.split_once(':') else {
+        return unreadable_server();
+    };
+    let (user, host) = match login.rsplit_once('@') {
+        Some((user, host)) => (Some(user), host),
+        None => (None, login),
+    };
+    if host.starts_with('[') {
+        return unreadable_server();
+    }
+    let path = if path.starts_with('/') {
+        path.to_owned()
+    } else if path.starts_with('~') {
+        format!("/{path}")
+    } else {
+        format!("/~/{path}")
+    };
+    server_reach("git+ssh", user, host, 22, &path)
+}
+
+/// A server git logs in to; `default_port` when `host_port` names none.
+/// git hands the URL to ssh or curl, which decode %-escapes differently:
+/// a URL with one cannot be placed.
+fn server_reach(
+    scheme: &'static str,
+    user: Option<&str>,
+    host_port: &str,
+    default_port: u16,
+    path: &str,
+) -> Reach {
+    if [user.unwrap_or_default(), host_port, path]
+        .iter()
+        .any(|part| part.contains('%'))
+    {
+        return Reach::Anything(
+            "a git remote on a server added over HTTP must be written without %-escapes, so \
+             the place checked is the place git reaches"
+                .to_owned(),
+        );
+    }
+    let Ok((host, port)) = split_host_port(host_port, "") else {
+        return unreadable_server();
+    };
+    Reach::Server(Location::new(
+        scheme,
+        user,
+        &host,
+        Some(port.unwrap_or(default_port)),
+        path,
+        PathText::Decoded,
+    ))
+}
+
+fn unreadable_server() -> Reach {
+    Reach::Anything(
+        "the server of this git remote cannot be read as host and port; add it on the local \
+         socket"
+            .to_owned(),
+    )
 }
 
 /// The pair keys of a git remote, as validated.

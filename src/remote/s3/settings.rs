@@ -15,7 +15,7 @@ use super::credentials::CredentialSource;
 use crate::config::PairConfig;
 use crate::percent::{self, Plus};
 use crate::remote::backend::{
-    Backend, KeyError, PairKeys, Reach, Registration, RemoteUrl, UrlForm,
+    Backend, KeyError, Location, PairKeys, PathText, Reach, Registration, RemoteUrl, UrlForm,
 };
 use crate::remote::{RemoteHost, Replica, ReplicaError};
 use crate::secrets::{Account, Kind, S3_CREDENTIALS};
@@ -276,8 +276,17 @@ impl Backend for S3Url {
         Err(S3_CREDENTIALS.to_owned())
     }
 
+    /// The bucket and prefix at AWS with the default credentials: a pair
+    /// added without keys (as over HTTP) has no `endpoint` or `profile`.
     fn reach(&self) -> Reach {
-        Reach::Server
+        Reach::Server(Location::new(
+            "s3",
+            None,
+            &self.bucket,
+            None,
+            &self.prefix,
+            PathText::Decoded,
+        ))
     }
 }
 

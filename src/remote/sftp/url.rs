@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use super::{SftpReplica, SftpTarget};
 use crate::config::{PairConfig, expand_home};
 use crate::remote::backend::{
-    Backend, KeyError, PairKeys, Reach, Registration, RemoteUrl, UrlForm, percent_decode,
-    split_authority, split_host_port,
+    Backend, KeyError, Location, PairKeys, PathText, Reach, Registration, RemoteUrl, UrlForm,
+    percent_decode, split_authority, split_host_port,
 };
 use crate::remote::{RemoteHost, Replica, ReplicaError};
 use crate::secrets::{Account, Kind, default_user};
@@ -142,7 +142,17 @@ impl Backend for SftpUrl {
         Ok(Account::new(Kind::Sftp, &user, &self.host, self.port))
     }
 
+    /// The login is the URL's user, else the local user's name (as in
+    /// [`Backend::account`]), so both spellings are one place.
     fn reach(&self) -> Reach {
-        Reach::Server
+        let user = self.user.clone().unwrap_or_else(default_user);
+        Reach::Server(Location::new(
+            "sftp",
+            Some(&user),
+            &self.host,
+            Some(self.port),
+            &self.path,
+            PathText::Decoded,
+        ))
     }
 }

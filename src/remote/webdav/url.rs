@@ -10,8 +10,8 @@ use std::time::Duration;
 use super::{DEFAULT_REQUEST_TIMEOUT, WebdavReplica, WebdavTarget};
 use crate::config::{PairConfig, expand_home, is_loopback_host};
 use crate::remote::backend::{
-    Backend, KeyError, PairKeys, Reach, Registration, RemoteUrl, UrlForm, split_authority,
-    split_host_port,
+    Backend, KeyError, Location, PairKeys, PathText, Reach, Registration, RemoteUrl, UrlForm,
+    split_authority, split_host_port,
 };
 use crate::remote::{RemoteHost, Replica, ReplicaError};
 use crate::secrets::{Account, Kind};
@@ -205,7 +205,16 @@ impl Backend for WebdavUrl {
         ))
     }
 
+    /// No user: a pair added without keys (as over HTTP) does not log
+    /// in, and the path is decoded as the server will decode it.
     fn reach(&self) -> Reach {
-        Reach::Server
+        Reach::Server(Location::new(
+            self.scheme(),
+            None,
+            &self.host,
+            Some(self.port_or_default()),
+            &self.path,
+            PathText::Escaped,
+        ))
     }
 }
