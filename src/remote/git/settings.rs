@@ -243,6 +243,19 @@ pub fn parse_url(url: &str) -> Result<String, String> {
                     .into(),
             );
         }
+        // Over HTTP a "user name" is often the token itself
+        // (`https://ghp_…@github.com/…`), which would then be shown in
+        // status and logs: the credential helper supplies user and token.
+        if matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https")
+            && authority.contains('@')
+        {
+            return Err(
+                "the git URL names a user before its '@', which over HTTPS is often a token; \
+                 write the URL without it and let a git credential helper log in (git config \
+                 --global credential.helper store, or your platform's helper)"
+                    .into(),
+            );
+        }
         if scheme == "file" && !rest.starts_with('/') {
             return Err(format!(
                 "git+{url} must name an absolute path, as in git+file:///srv/notes.git"
@@ -354,6 +367,14 @@ mod tests {
         assert!(parse_url("--upload-pack=touch /tmp/x").is_err());
         assert!(parse_url("ext::sh -c touch% /tmp/x").is_err());
         assert!(parse_url("file://relative").is_err());
+        for token_as_user in [
+            "https://ghp_secret@github.com/x.git",
+            "HTTP://glpat-secret@gitlab.example/x.git",
+        ] {
+            let message = parse_url(token_as_user).unwrap_err();
+            assert!(message.contains("credential helper"), "{message}");
+            assert!(!message.contains("secret"), "{message}");
+        }
         let message = parse_url("me:hunter2@host:notes.git").unwrap_err();
         assert!(message.contains("password") && !message.contains("hunter2"));
         assert!(parse_url("notes").is_err());
