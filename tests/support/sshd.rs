@@ -140,11 +140,35 @@ impl Sshd {
         if let Some(mut child) = self.child.take() {
             // The per-connection processes call setsid(), so they are not in
             // the listener's process group: find them as its descendants.
-            let mut doomed = descendants(child.id() as i32);
-            doomed.push(child.id() as i32);
-            for pid in doomed {
-                // SAFETY: kill(2) of a process this harness started (the
-                // listener or one of its descendants).
+            // The tree is frozen before it is killed: a stopped process
+            // cannot fork, so a connection accepted while we look cannot
+            // outlive the kill as an orphan (a client would then go on
+            // syncing through a server that is "stopped").
+            let listener = child.id() as i32;
+            // SAFETY: kill(2) of the listener this harness started.
+            unsafe {
+                libc::kill(listener, libc::SIGSTOP);
+            }
+            let mut frozen: Vec<i32> = vec![listener];
+            loop {
+                let found: Vec<i32> = descendants(listener)
+                    .into_iter()
+                    .filter(|pid| !frozen.contains(pid))
+                    .collect();
+                if found.is_empty() {
+                    break;
+                }
+                for &pid in &found {
+                    // SAFETY: kill(2) of a process this harness started
+                    // (the listener or one of its descendants).
+                    unsafe {
+                        libc::kill(pid, libc::SIGSTOP);
+                    }
+                }
+                frozen.extend(found);
+            }
+            for pid in frozen {
+                // SAFETY: as above.
                 unsafe {
                     libc::kill(pid, libc::SIGKILL);
                 }
