@@ -449,25 +449,8 @@ fn a_server_gone_mid_download_is_resumed_with_a_range_by_the_next_sync() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait until the download is under way: a partial file in the local
-    // folder that has some bytes but not all.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let partial = || {
-        partials(&device.local)
-            .into_iter()
-            .find(|(_, len)| *len > 0)
-    };
-    let before = loop {
-        if let Some(found) = partial() {
-            break found;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the download never started: {:?}",
-            fs::read_dir(&device.local).map(|d| d.count())
-        );
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    };
+    let before = download_under_way(&device.local);
+    let partial = || started_partial(&device.local);
     server.stop();
     let out = child.wait_with_output().unwrap();
     let shown = text(&out);
@@ -540,23 +523,11 @@ fn an_encrypted_download_cut_off_is_resumed_from_its_chunk_by_the_next_sync() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let partial = || {
-        partials(&desktop.local)
-            .into_iter()
-            .find(|(_, len)| *len > 0)
-    };
-    while partial().is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the download never started"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
+    download_under_way(&desktop.local);
     server.stop();
     let out = child.wait_with_output().unwrap();
     assert_ne!(out.status.code(), Some(0), "{}", text(&out));
-    let (_, kept) = partial().expect("the partial download is kept");
+    let (_, kept) = started_partial(&desktop.local).expect("the partial download is kept");
     assert!(kept < SIZE as u64, "{kept}");
     let log_before = server.access_log().len();
 
@@ -590,6 +561,28 @@ fn an_encrypted_download_cut_off_is_resumed_from_its_chunk_by_the_next_sync() {
             .any(|l| l.contains(&format!("range=bytes={chunk_start}-"))),
         "a read from byte {chunk_start} of the ciphertext: {transfer:#?}"
     );
+}
+
+/// Waits until a download into `dir` is under way: a partial file with
+/// some bytes (the caller checks it does not have all); its name and size.
+fn download_under_way(dir: &Path) -> (String, u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Some(found) = started_partial(dir) {
+            return found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the download never started: {:?}",
+            fs::read_dir(dir).map(|d| d.count())
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+/// A partial download in `dir` that has some bytes.
+fn started_partial(dir: &Path) -> Option<(String, u64)> {
+    partials(dir).into_iter().find(|(_, len)| *len > 0)
 }
 
 /// Partial downloads in `dir`, with their sizes.
