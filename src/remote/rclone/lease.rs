@@ -1,5 +1,5 @@
 //! The advisory lease of an rclone remote: `.prism-sync/lease`, holding
-//! `EXPIRES DEVICE PID HOST` as for every remote ([`crate::remote::lease`]).
+//! `EXPIRES DEVICE ID PID HOST` as for every remote ([`crate::remote::lease`]).
 //!
 //! rclone cannot create a file only if it is absent, so the lease is taken
 //! by writing it and reading it back after a pause: of agents that wrote at
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::calls::Remote;
-use crate::remote::lease::{check_stale, held_by, lost_race, owner, record, taken_over};
+use crate::remote::lease::{Owner, check_stale, held_by, lost_race, owner, record, taken_over};
 use crate::remote::{Lease, ReplicaError};
 
 const NAME: &str = "lease";
@@ -28,7 +28,7 @@ const MAX_SETTLE: Duration = Duration::from_millis(700);
 
 pub struct RcloneLease {
     remote: Arc<Remote>,
-    owner: String,
+    owner: Owner,
     ttl: Duration,
 }
 
@@ -46,9 +46,7 @@ impl RcloneLease {
             ttl,
         };
         let started = Instant::now();
-        if let Some(current) = lease.remote.read_text(NAME)?
-            && !held_by(&current, &lease.owner)
-        {
+        if let Some(current) = lease.remote.read_text(NAME)? {
             check_stale(&current, SystemTime::now())?;
         }
         if let Err(e) = lease.write() {
