@@ -1,36 +1,81 @@
 //! The lease record every backend writes to `.prism-sync/lease`: one line,
-//! `EXPIRES DEVICE PID HOST`, and the rules for reading another agent's.
+//! `EXPIRES DEVICE ID PID HOST`, and the rules for reading another agent's.
+//!
+//! ID names one lease of this process (random, 16 hex digits): every pair
+//! of one agent has the same device, process and host, so without it two
+//! pairs on one remote would each read the other's live lease as their
+//! own. It sits before PID so that every reader, older ones included,
+//! still finds the device in the second field (for messages) and the
+//! process and host at the end (to tell a crashed holder).
 //!
 //! How the file is created exclusively, renewed and removed is each
 //! backend's business (an `O_EXCL` create, an SFTP exclusive open, a WebDAV
 //! `If-None-Match: *` PUT); what a lease says and when it is stale is
 //! decided here, once.
 
+use std::collections::BTreeSet;
 use std::io;
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::ReplicaError;
+use crate::locks::LockExt;
 
-/// The owner part of a lease this process takes for `device`.
-pub fn owner(device: &str) -> String {
-    format!("{device} {} {}", std::process::id(), this_host())
+/// The ids of the leases this process holds (or is taking): a record of
+/// this process whose id is not here was left behind.
+static LIVE: Mutex<BTreeSet<u64>> = Mutex::new(BTreeSet::new());
+
+/// The owner of one lease this process takes: `DEVICE ID PID HOST`. Its id
+/// is live in this process for as long as the value is, so the backends
+/// keep it in their lease and drop it after the lease file is removed: a
+/// removal that failed (the connection died) leaves a record this process
+/// takes back at once (see [`check_stale`]).
+#[derive(Debug)]
+pub struct Owner {
+    id: u64,
+    text: String,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        LIVE.locked().remove(&self.id);
+    }
+}
+
+/// A new owner for a lease this process takes for `device`.
+pub fn owner(device: &str) -> Owner {
+    let id = {
+        let mut live = LIVE.locked();
+        let mut id = fastrand::u64(..);
+        while !live.insert(id) {
+            id = fastrand::u64(..);
+        }
+        id
+    };
+    let text = format!("{device} {id:016x} {} {}", std::process::id(), this_host());
+    Owner { id, text }
 }
 
 /// The lease file's content: expiry (Unix seconds, `ttl` after `now`)
 /// and owner.
-pub fn record(owner: &str, ttl: Duration, now: SystemTime) -> String {
+pub fn record(owner: &Owner, ttl: Duration, now: SystemTime) -> String {
     let expires = unix_secs(now + ttl);
-    format!("{expires} {owner}\n")
+    format!("{expires} {}\n", owner.text)
 }
 
-/// Whether `record` (a lease file's content) is ours.
-pub fn held_by(record: &str, owner: &str) -> bool {
-    record.trim_end().ends_with(owner)
+/// Whether `record` (a lease file's content) is this very lease's.
+pub fn held_by(record: &str, owner: &Owner) -> bool {
+    record
+        .trim_end()
+        .strip_suffix(&owner.text)
+        .is_some_and(|before| before.ends_with(' '))
 }
 
 /// Reads another agent's lease: `Ok` when it is stale (expired by `now`,
-/// or its holder was a process on this host that no longer runs) and may
-/// be taken over, else [`ReplicaError::Busy`] naming the holder.
+/// its holder was a process on this host that no longer runs, or it is a
+/// lease of this very process that is no longer held, left behind when a
+/// connection died before it could be removed) and may be taken over, else
+/// [`ReplicaError::Busy`] naming the holder.
 ///
 /// The expiry is the holder's clock plus its TTL, read by ours: a reader
 /// whose clock is ahead of the holder's by more than the TTL takes a live
@@ -73,19 +118,13 @@ pub(crate) trait LeaseFile {
     fn remove(&self, version: Option<&str>);
 }
 
-/// Takes the lease through `file` for `owner` (see [`owner`]): creates it,
-/// or, where another record is there, takes it over once it is stale
-/// (expired, or its holder's process is gone), or when it is this very
-/// process's (left behind when a connection died before it could be
-/// removed, it must not lock the agent out of its own remote). A live
-/// lease of another agent is [`ReplicaError::Busy`]; losing the race of
-/// two takeovers is [`lost_race`]. `now` is the time a record's expiry is
-/// read against.
-pub(crate) fn acquire(
-    file: &dyn LeaseFile,
-    owner: &str,
-    now: SystemTime,
-) -> Result<(), ReplicaError> {
+/// Takes the lease through `file`: creates it, or, where another record is
+/// there, takes it over once it is stale (see [`check_stale`]: a lease this
+/// process left behind must not lock the agent out of its own remote). A
+/// live lease of another agent, or of another pair of this one, is
+/// [`ReplicaError::Busy`]; losing the race of two takeovers is
+/// [`lost_race`]. `now` is the time a record's expiry is read against.
+pub(crate) fn acquire(file: &dyn LeaseFile, now: SystemTime) -> Result<(), ReplicaError> {
     for _ in 0..2 {
         if file.create()? {
             return Ok(());
@@ -94,9 +133,7 @@ pub(crate) fn acquire(
             // Released between the two requests: try again.
             continue;
         };
-        if !held_by(&holder, owner) {
-            check_stale(&holder, now)?;
-        }
+        check_stale(&holder, now)?;
         file.remove(version.as_deref());
     }
     Err(lost_race())
@@ -128,10 +165,11 @@ fn this_host() -> String {
 }
 
 /// Whether a lease was taken by a process on this host that no longer
-/// runs: an agent that crashed. Its lease is stale at once; otherwise the
-/// restarted agent would be locked out of its own remote until the lease
-/// expired. A holder on another host, or a lease without a host, is trusted
-/// until it expires.
+/// runs (an agent that crashed), or by this very process and is no longer
+/// held by it (its release was lost). Such a lease is stale at once;
+/// otherwise the agent would be locked out of its own remote until the
+/// lease expired. A holder on another host, or a lease without a host, is
+/// trusted until it expires.
 fn holder_is_gone(record: &str) -> bool {
     // Read from the end: a device name may contain spaces.
     let mut fields = record.split_whitespace().rev();
@@ -143,6 +181,13 @@ fn holder_is_gone(record: &str) -> bool {
     };
     if pid <= 0 || host != this_host() {
         return false;
+    }
+    if u32::try_from(pid).is_ok_and(|pid| pid == std::process::id()) {
+        // Every record this process writes carries the id of its lease.
+        let id = fields
+            .next()
+            .and_then(|id| u64::from_str_radix(id, 16).ok());
+        return !id.is_some_and(|id| LIVE.locked().contains(&id));
     }
     #[cfg(unix)]
     {
@@ -176,5 +221,38 @@ mod tests {
         check_stale(&orphan, now).unwrap();
         let elsewhere = format!("{} laptop 1 some-other-host\n", u64::MAX);
         assert!(check_stale(&elsewhere, now).is_err());
+    }
+
+    #[test]
+    fn a_lease_of_this_process_is_busy_while_it_is_held_and_stale_once_it_is_not() {
+        let now = SystemTime::now();
+        let (first, second) = (owner("laptop"), owner("laptop"));
+        let held = record(&first, Duration::from_secs(60), now);
+        assert!(held_by(&held, &first));
+        assert!(!held_by(&held, &second), "one lease is not another's");
+        let busy = check_stale(&held, now).unwrap_err();
+        assert!(busy.to_string().contains("laptop"), "{busy}");
+        // Its holder dropped it but the record stayed (its removal was lost).
+        drop(first);
+        check_stale(&held, now).unwrap();
+        // A record of this process without an id (not one it writes).
+        let bare = format!(
+            "{} laptop {} {}\n",
+            u64::MAX,
+            std::process::id(),
+            this_host()
+        );
+        check_stale(&bare, now).unwrap();
+    }
+
+    #[test]
+    fn the_record_keeps_the_device_second_and_the_process_and_host_last() {
+        let mine = owner("my laptop");
+        let line = record(&mine, Duration::from_secs(60), UNIX_EPOCH);
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(fields[..3], ["60", "my", "laptop"]);
+        assert_eq!(fields[3].len(), 16, "{line}");
+        assert_eq!(fields[4], std::process::id().to_string());
+        assert_eq!(fields[5], this_host());
     }
 }

@@ -979,7 +979,7 @@ impl Replica for LocalFolder {
 /// taken over.
 struct FileLease {
     path: PathBuf,
-    owner: String,
+    owner: lease::Owner,
     ttl: Duration,
     clock: Clock,
 }
@@ -1013,7 +1013,7 @@ impl FileLease {
     }
 
     fn acquire(&self) -> Result<(), ReplicaError> {
-        lease::acquire(self, &self.owner, self.clock.now())
+        lease::acquire(self, self.clock.now())
     }
 }
 

@@ -1702,12 +1702,12 @@ impl Replica for SftpReplica {
 }
 
 /// The advisory lease of an SFTP remote: `.prism-sync/lease`, holding
-/// `EXPIRES DEVICE PID HOST`, as for a remote folder, and created with
+/// `EXPIRES DEVICE ID PID HOST`, as for a remote folder, and created with
 /// that record in one step (see `SftpLeaseFile::create`).
 struct SftpLease {
     shared: Arc<Shared>,
     path: PathBuf,
-    owner: String,
+    owner: super::lease::Owner,
     ttl: Duration,
     /// The session renewals use, outside the pool: long transfers may hold
     /// every pooled session for longer than the lease lives, and a renewal
@@ -1723,7 +1723,7 @@ impl SftpLease {
     fn acquire(&self) -> Result<(), ReplicaError> {
         let conn = self.shared.conn()?;
         let file = SftpLeaseFile { lease: self, conn };
-        super::lease::acquire(&file, &self.owner, SystemTime::now())
+        super::lease::acquire(&file, SystemTime::now())
     }
 }
 

@@ -2314,12 +2314,12 @@ fn lease_error(e: WebdavError, path: &str) -> ReplicaError {
 }
 
 /// The advisory lease of a WebDAV remote: `.prism-sync/lease`, created with
-/// `If-None-Match: *`, holding `EXPIRES DEVICE PID HOST`, as for a remote
+/// `If-None-Match: *`, holding `EXPIRES DEVICE ID PID HOST`, as for a remote
 /// folder.
 struct WebdavLease {
     shared: Arc<Shared>,
     path: String,
-    owner: String,
+    owner: super::lease::Owner,
     ttl: Duration,
 }
 
@@ -2408,7 +2408,7 @@ impl WebdavLease {
             .conn()
             .map_err(|e| e.into_replica("lock", &self.path))?;
         let file = WebdavLeaseFile { lease: self, conn };
-        super::lease::acquire(&file, &self.owner, SystemTime::now())
+        super::lease::acquire(&file, SystemTime::now())
     }
 }
 

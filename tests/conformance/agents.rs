@@ -11,6 +11,7 @@ use crate::Case;
 conformance!(
     one_agent_at_a_time_holds_the_lease,
     a_lease_this_process_left_behind_is_taken_back_at_once,
+    two_pairs_of_one_agent_on_one_remote_do_not_both_hold_the_lease,
     records_and_change_logs_are_replaced_whole_listed_and_removed
 );
 
@@ -101,21 +102,24 @@ fn one_agent_at_a_time_holds_the_lease(case: &Case) {
 }
 
 /// A lease whose release was lost (the connection died before it could
-/// be removed) is this very process's: another agent waits for it, but
-/// the agent that left it takes it back at once instead of being locked
-/// out of its own remote until it expires.
+/// be removed) is this very process's, and no longer held by it: the
+/// agent that left it takes it back at once instead of being locked out of
+/// its own remote until it expires. (Another agent, a process of its own,
+/// waits for it to expire: `remote::lease`'s unit tests.)
 fn a_lease_this_process_left_behind_is_taken_back_at_once(case: &Case) {
     case.marked();
+    let outside = case.outside();
     let left = case
         .replica()
         .lease("laptop", Duration::from_secs(60))
         .unwrap()
         .unwrap();
-    std::mem::forget(left);
-    assert!(matches!(
-        case.replica().lease("desktop", Duration::from_secs(60)),
-        Err(ReplicaError::Busy(_))
-    ));
+    let record = outside
+        .read(".prism-sync/lease")
+        .expect("the lease is there");
+    // Released, but the removal never reached the server.
+    drop(left);
+    outside.put(".prism-sync/lease", &record);
     let again = case
         .replica()
         .lease("laptop", Duration::from_secs(60))
@@ -123,11 +127,44 @@ fn a_lease_this_process_left_behind_is_taken_back_at_once(case: &Case) {
     assert!(again.is_some(), "the lease this process left is taken back");
     drop(again);
     assert!(
-        !case
-            .outside()
+        !outside.names(".prism-sync").contains(&"lease".to_owned()),
+        "released again when dropped"
+    );
+}
+
+/// Two pairs of one agent syncing to one remote have the same device,
+/// process and host: still only one holds the lease, and letting it go
+/// never removes the other's.
+fn two_pairs_of_one_agent_on_one_remote_do_not_both_hold_the_lease(case: &Case) {
+    case.marked();
+    let (first, second, third) = (case.replica(), case.replica(), case.replica());
+    let held = first
+        .lease("laptop", Duration::from_secs(60))
+        .unwrap()
+        .unwrap();
+    match second.lease("laptop", Duration::from_secs(60)) {
+        Err(ReplicaError::Busy(message)) => assert!(message.contains("laptop"), "{message}"),
+        other => panic!("a live lease is held: {:?}", other.map(|l| l.is_some())),
+    }
+    drop(held);
+    let mut taken = second
+        .lease("laptop", Duration::from_secs(60))
+        .unwrap()
+        .expect("released when dropped: the other pair takes it");
+    assert!(matches!(
+        first.lease("laptop", Duration::from_secs(60)),
+        Err(ReplicaError::Busy(_))
+    ));
+    assert!(matches!(
+        third.lease("laptop", Duration::from_secs(60)),
+        Err(ReplicaError::Busy(_))
+    ));
+    taken.renew().unwrap();
+    assert!(
+        case.outside()
             .names(".prism-sync")
             .contains(&"lease".to_owned()),
-        "released again when dropped"
+        "the holder's lease stays while it holds it"
     );
 }
 

@@ -907,8 +907,13 @@ impl Outside for Encrypted {
         // `holds`).
         let path = std::str::from_utf8(path).expect("a UTF-8 name");
         let stored = self.stored(path, false);
-        self.below
-            .put(&below(folder), stored.as_bytes(), &self.seal(content));
+        // The lease is kept as it is (see `read`).
+        let content = if path == ".prism-sync/lease" {
+            content.to_vec()
+        } else {
+            self.seal(content)
+        };
+        self.below.put(&below(folder), stored.as_bytes(), &content);
     }
 
     fn read(&self, folder: &str, path: &str) -> Option<Vec<u8>> {

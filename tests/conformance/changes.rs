@@ -12,6 +12,7 @@ use crate::{Case, create, expect_of, list, paths, read, rel, write};
 conformance!(
     a_step_on_something_changed_meanwhile_is_refused_and_loses_nothing,
     every_replaced_or_removed_version_is_kept_in_the_trash,
+    a_trashed_file_where_a_later_version_needs_a_folder_is_no_obstacle,
     files_and_folders_move_without_ever_replacing,
 );
 
@@ -106,6 +107,31 @@ fn every_replaced_or_removed_version_is_kept_in_the_trash(case: &Case) {
         outside.trashed(),
         ["deep in a folder", "version 1", "version 2", "version 3"]
     );
+}
+
+/// File `a` trashed, then `a/b` in the same minute: where the trash batch
+/// holds the file `a`, `a/b` cannot go below it, and goes to a batch of
+/// its own (as a taken name does) instead of failing until the minute
+/// changes. Both versions are read back by the names the removals gave.
+fn a_trashed_file_where_a_later_version_needs_a_folder_is_no_obstacle(case: &Case) {
+    let replica = case.marked();
+    let file = create(&*replica, "a", "the file a");
+    let first = replica
+        .remove_naming_trash(&rel("a"), &expect_of(&file))
+        .unwrap();
+    replica.mkdir(&rel("a"), None).unwrap();
+    let inside = create(&*replica, "a/b", "the file a/b");
+    let second = replica
+        .remove_naming_trash(&rel("a/b"), &expect_of(&inside))
+        .unwrap();
+    for (name, content) in [(first, "the file a"), (second, "the file a/b")] {
+        let name = name.expect("a file's removal names its version in the trash");
+        let mut kept = String::new();
+        std::io::Read::read_to_string(&mut replica.open_trashed(&name).unwrap(), &mut kept)
+            .unwrap();
+        assert_eq!(kept, content, "{name}");
+    }
+    assert_eq!(case.outside().trashed(), ["the file a", "the file a/b"]);
 }
 
 fn files_and_folders_move_without_ever_replacing(case: &Case) {

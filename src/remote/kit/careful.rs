@@ -54,8 +54,17 @@ pub(crate) fn trash<S: PathStore>(
     let moved = (|| {
         for _ in 0..TRASH_TRIES {
             let dest = format!("{}/{batch}/{path}", trash_dir());
-            if let Some((parent, _)) = dest.rsplit_once('/') {
-                store.mkdir_all(parent, true)?;
+            if let Some((parent, _)) = dest.rsplit_once('/')
+                && let Err(error) = store.mkdir_all(parent, true)
+            {
+                // A file trashed earlier in the batch where this path
+                // needs a folder (file `a`, then `a/b`): a batch of its
+                // own, as for a taken name.
+                if error.is_offline() || !file_in_the_way(store, &batch, path)? {
+                    return Err(error);
+                }
+                batch = layout::spare_trash_batch(now);
+                continue;
             }
             let condition = S::condition(node, expect);
             if store.move_noreplace(path.as_str(), &dest, S::is_dir(node), condition)? {
@@ -87,6 +96,25 @@ pub(crate) fn trash<S: PathStore>(
             _ => Err(error),
         },
     }
+}
+
+/// Whether a file in the trash batch `batch` takes the name of a folder
+/// above `path` there.
+fn file_in_the_way<S: PathStore>(
+    store: &S,
+    batch: &str,
+    path: &RelPath,
+) -> Result<bool, ReplicaError> {
+    // From the top: nothing is below a file.
+    for (at, _) in path.as_str().match_indices('/') {
+        let folder = format!("{}/{batch}/{}", trash_dir(), &path.as_str()[..at]);
+        match store.stat(&folder)? {
+            Some(node) if S::is_dir(&node) => {}
+            Some(_) => return Ok(true),
+            None => return Ok(false),
+        }
+    }
+    Ok(false)
 }
 
 /// Moves `path` (which must match `expect`) to the trash; returns its

@@ -6,7 +6,7 @@
 use std::io::{Cursor, Read};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
 
@@ -95,6 +95,7 @@ impl Remote {
             flags: flags.iter().map(|f| (*f).to_owned()).collect(),
         });
         let client = RcClient::new(rcd);
+        sweep_spool(&spool, SPOOL_SWEEP_AGE);
         Ok(Remote {
             remote: remote.to_owned(),
             shown: format!("rclone:{remote}"),
@@ -374,22 +375,51 @@ impl Remote {
         // tagged with its own tag, and a version of a path it trashed
         // earlier in the same minute goes to a batch of its own.
         let now = SystemTime::now();
-        let mut name = format!(
-            "{}/{path}",
-            layout::tagged_trash_batch(now, &self.trash_tag)
-        );
-        if self
-            .stat_item(&format!("{METADATA_DIR}/trash/{name}"))?
-            .is_some()
-        {
-            name = format!("{}/{path}", layout::spare_trash_batch(now));
+        let mut batch = layout::tagged_trash_batch(now, &self.trash_tag);
+        // A file trashed earlier in the batch where this path needs a
+        // folder (file `a`, then `a/b`; the look fails on it) goes to a
+        // batch of its own, as a taken name does.
+        let taken = match self.stat_item(&format!("{METADATA_DIR}/trash/{batch}/{path}")) {
+            Ok(found) => found.is_some(),
+            Err(e) if !e.is_offline() && self.file_in_the_way(&batch, path)? => true,
+            Err(e) => return Err(e),
+        };
+        if taken {
+            batch = layout::spare_trash_batch(now);
         }
-        self.move_checked(path.as_str(), &format!("{METADATA_DIR}/trash/{name}"))
-            .map_err(|e| match e {
-                ReplicaError::Changed { .. } => changed(path),
-                e => crate::remote::gone_meanwhile(path)(e),
-            })?;
+        let mut moved = self.move_checked(
+            path.as_str(),
+            &format!("{METADATA_DIR}/trash/{batch}/{path}"),
+        );
+        // The same, trashed by another agent since the look.
+        if moved.as_ref().is_err_and(|e| !e.is_offline()) && self.file_in_the_way(&batch, path)? {
+            batch = layout::spare_trash_batch(now);
+            moved = self.move_checked(
+                path.as_str(),
+                &format!("{METADATA_DIR}/trash/{batch}/{path}"),
+            );
+        }
+        moved.map_err(|e| match e {
+            ReplicaError::Changed { .. } => changed(path),
+            e => crate::remote::gone_meanwhile(path)(e),
+        })?;
+        let name = format!("{batch}/{path}");
         RelPath::new(&name).map_err(|e| ReplicaError::Other(format!("{name}: {e}")))
+    }
+
+    /// Whether a file in the trash batch `batch` takes the name of a
+    /// folder above `path` there.
+    fn file_in_the_way(&self, batch: &str, path: &RelPath) -> Result<bool, ReplicaError> {
+        // From the top: nothing is below a file.
+        for (at, _) in path.as_str().match_indices('/') {
+            let folder = format!("{METADATA_DIR}/trash/{batch}/{}", &path.as_str()[..at]);
+            match self.stat_item(&folder)? {
+                Some(item) if item.is_dir => {}
+                Some(_) => return Ok(true),
+                None => return Ok(false),
+            }
+        }
+        Ok(false)
     }
 
     /// Uploads `content` to the hidden name `name` in the folder `dir`,
@@ -572,11 +602,73 @@ impl Remote {
     }
 }
 
-/// An upload's bytes in the spool folder; removed when dropped.
+/// An upload's bytes in the spool folder; removed when dropped. The file
+/// is locked (`flock`) while it is in use, so that [`sweep_spool`] leaves
+/// it alone.
 struct Spooled {
     path: PathBuf,
     hash: ContentHash,
     size: u64,
+    /// Open, holding the lock, until the spooled file is removed.
+    file: std::fs::File,
+}
+
+/// How old a spool file must be before a replica that starts sweeps it
+/// ([`sweep_spool`]): an upload locks its file right after creating it.
+const SPOOL_SWEEP_AGE: Duration = Duration::from_secs(600);
+
+/// Removes the files an upload left in the spool folder when its process
+/// died (a crash, a kill mid-upload: each a whole copy of a file), leaving
+/// those a running upload (of any process) holds locked, and any changed
+/// less than `older_than` ago. Returns how many it removed.
+pub(super) fn sweep_spool(spool: &std::path::Path, older_than: Duration) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    // Only a private folder of ours, as uploads use (see `Spooled::write`).
+    let ours = std::fs::symlink_metadata(spool).is_ok_and(|meta| {
+        // SAFETY: getuid(2) cannot fail.
+        meta.is_dir() && meta.uid() == unsafe { libc::getuid() } && meta.mode() & 0o077 == 0
+    });
+    let Ok(entries) = std::fs::read_dir(spool)
+        .map_err(|_| ())
+        .and_then(|entries| if ours { Ok(entries) } else { Err(()) })
+    else {
+        return 0;
+    };
+    let now = SystemTime::now();
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with(".upload-") {
+            continue;
+        }
+        let path = entry.path();
+        // The mtime is the synced file's; the change time is when the
+        // upload wrote it.
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let changed =
+            std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(meta.ctime()).unwrap_or(0));
+        let old = now
+            .duration_since(changed)
+            .is_ok_and(|age| age >= older_than);
+        if !meta.is_file() || !old {
+            continue;
+        }
+        let unused = std::fs::File::open(&path)
+            .and_then(|file| crate::fsops::try_lock_exclusive(&file))
+            .unwrap_or(false);
+        if unused && std::fs::remove_file(&path).is_ok() {
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        tracing::info!(
+            spool = %spool.display(),
+            removed,
+            "removed the spooled copies of uploads that never finished"
+        );
+    }
+    removed
 }
 
 impl Spooled {
@@ -614,13 +706,15 @@ impl Spooled {
             Err(e) => return Err(e),
         }
         let path = spool.join(name);
-        let mut file = std::fs::File::create_new(&path)?;
+        let file = std::fs::File::create_new(&path)?;
         // From here on the file goes whatever happens.
         let mut spooled = Spooled {
             path,
             hash: ContentHash([0; 32]),
             size: 0,
+            file,
         };
+        crate::fsops::try_lock_exclusive(&spooled.file)?;
         let mut hasher = blake3::Hasher::new();
         crate::iobuf::with_buffer(|buf| -> std::io::Result<()> {
             loop {
@@ -631,14 +725,14 @@ impl Spooled {
                     Err(e) => return Err(e),
                 };
                 hasher.update(&buf[..n]);
-                file.write_all(&buf[..n])?;
+                spooled.file.write_all(&buf[..n])?;
                 spooled.size += n as u64;
             }
         })?;
         let mtime = std::time::UNIX_EPOCH
             .checked_add(std::time::Duration::from_nanos(mtime_ns.max(0) as u64))
             .unwrap_or_else(SystemTime::now);
-        file.set_modified(mtime)?;
+        spooled.file.set_modified(mtime)?;
         spooled.hash = ContentHash(*hasher.finalize().as_bytes());
         Ok(spooled)
     }
@@ -647,5 +741,35 @@ impl Spooled {
 impl Drop for Spooled {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_spool_sweep_removes_what_a_dead_upload_left_and_not_a_running_one() {
+        use std::os::unix::fs::DirBuilderExt;
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path().join("spool");
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&spool)
+            .unwrap();
+        // A crash mid-upload: its copy, no longer locked by anyone.
+        std::fs::write(spool.join(".upload-left"), "a whole copy").unwrap();
+        std::fs::write(spool.join("not-ours"), "kept").unwrap();
+        let running = Spooled::write(&spool, ".upload-running", &mut &b"in use"[..], 0).unwrap();
+        assert_eq!(sweep_spool(&spool, Duration::from_secs(600)), 0, "too new");
+        assert_eq!(sweep_spool(&spool, Duration::ZERO), 1);
+        let mut left: Vec<_> = std::fs::read_dir(&spool)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, [".upload-running", "not-ours"]);
+        drop(running);
+        assert!(!spool.join(".upload-running").exists());
     }
 }

@@ -21,7 +21,7 @@ pub struct S3Lease {
     client: Arc<S3Client>,
     support: ConditionSupport,
     key: String,
-    owner: String,
+    owner: lease::Owner,
     ttl: Duration,
 }
 
@@ -42,7 +42,7 @@ impl S3Lease {
             owner: lease::owner(device),
             ttl,
         };
-        lease::acquire(&held, &held.owner, SystemTime::now())?;
+        lease::acquire(&held, SystemTime::now())?;
         Ok(held)
     }
 
