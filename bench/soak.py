@@ -210,12 +210,23 @@ class Churn:
         except OSError:
             pass
 
+    @staticmethod
+    def walk(root):
+        """Every (path, is_dir) below `root`. The agent changes the tree
+        while it is walked: a folder gone meanwhile is skipped, never an
+        error (`Path.rglob` raises on one)."""
+        found = []
+        for parent, dirs, names in os.walk(root, onerror=lambda _e: None):
+            found.extend((Path(parent) / d, True) for d in dirs)
+            found.extend((Path(parent) / n, False) for n in names)
+        return found
+
     def files(self, agent):
-        return [p for p in agent.local.rglob("*")
-                if p.is_file() and p.name != LOCAL_MARKER and not p.name.startswith(TEMP_PREFIX)]
+        return [p for p, is_dir in self.walk(agent.local)
+                if not is_dir and p.name != LOCAL_MARKER and not p.name.startswith(TEMP_PREFIX)]
 
     def folders(self, agent):
-        return [p for p in agent.local.rglob("*") if p.is_dir()]
+        return [p for p, is_dir in self.walk(agent.local) if is_dir]
 
     def step(self):
         agent = self.rng.choice(self.agents)
