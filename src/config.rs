@@ -983,6 +983,34 @@ mod tests {
     }
 
     #[test]
+    fn a_remotes_keys_may_sit_in_a_table_of_the_pair() {
+        let config = parse(
+            "[[pair]]\nname = \"a\"\nlocal = \"/a\"\nremote = \"sftp://me@nas/x\"\n\
+             [pair.sftp]\nknown_hosts = \"/etc/prism/known_hosts\"\ncompression = true\n\
+             [[pair]]\nname = \"b\"\nlocal = \"/b\"\nremote = \"sftp://me@nas/y\"\n\
+             known_hosts = \"/etc/prism/known_hosts\"\ncompression = true\n",
+        )
+        .unwrap();
+        let expected = SshSettings {
+            known_hosts: Some(PathBuf::from("/etc/prism/known_hosts")),
+            identity_file: None,
+            compression: true,
+        };
+        assert_eq!(settings::<SshSettings>(&config.pairs[0]), expected);
+        assert_eq!(settings::<SshSettings>(&config.pairs[1]), expected);
+        let message = parse(
+            "[[pair]]\nname = \"a\"\nlocal = \"/a\"\nremote = \"sftp://me@nas/x\"\n\
+             compression = true\n[pair.sftp]\ncompression = false\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            message.contains("pair[0].sftp.compression") && message.contains("set twice"),
+            "{message}"
+        );
+    }
+
+    #[test]
     fn ssh_keys_are_absolute_paths_and_only_for_sftp_pairs() {
         let pair = |remote: &str, extra: &str| {
             parse(&format!(

@@ -257,6 +257,34 @@ impl PairKeys {
         }
     }
 
+    /// Moves the keys of the table `table` (`[pair.sftp]`, the form in
+    /// which a backend's keys sit in a table of their own) among the
+    /// pair's own keys. A key set both ways is an error naming it.
+    pub fn merge_table(&mut self, table: &str) -> Result<(), KeyError> {
+        let Some(value) = self.keys.remove(table) else {
+            return Ok(());
+        };
+        let toml::Value::Table(entries) = value else {
+            return Err((
+                table.to_owned(),
+                format!(
+                    "must be a table of the remote's keys, as in [pair.{table}], not {}",
+                    value.type_str()
+                ),
+            ));
+        };
+        for (key, value) in entries {
+            if self.keys.contains_key(&key) {
+                return Err((
+                    format!("{table}.{key}"),
+                    format!("is set twice, in [pair.{table}] and as `{key}` of the pair; keep one"),
+                ));
+            }
+            self.keys.insert(key, value);
+        }
+        Ok(())
+    }
+
     /// The keys no one has taken yet.
     pub fn remaining(&self) -> impl Iterator<Item = &str> {
         self.keys.keys().map(String::as_str)

@@ -118,6 +118,15 @@ fn parse_with_backend(url: &str) -> Result<RemoteUrl, String> {
 /// backend takes its own; a key left is another backend's (refused with
 /// the remotes it applies to) or no pair key at all.
 pub fn configure(url: &RemoteUrl, mut keys: PairKeys) -> Result<PairRemote, KeyError> {
+    // A backend's keys may also sit in a table of their own, named after
+    // the backend (`[pair.sftp]`, `[pair.s3]`): both forms work.
+    let shown = url.to_string();
+    if let Some(backend) = BACKENDS
+        .iter()
+        .find(|b| b.forms.iter().any(|f| names(f, &shown)))
+    {
+        keys.merge_table(table_name(backend))?;
+    }
     let remote = url.configure(&mut keys)?;
     if let Some(key) = keys.remaining().next() {
         return Err((key.to_owned(), not_taken(key)));
@@ -125,12 +134,33 @@ pub fn configure(url: &RemoteUrl, mut keys: PairKeys) -> Result<PairRemote, KeyE
     Ok(remote)
 }
 
-/// Why a pair's `key` was left by its backend: it is another backend's,
-/// or no backend's.
+/// Whether `url` (as shown) has the URL form `form`.
+fn names(form: &UrlForm, url: &str) -> bool {
+    match form {
+        UrlForm::Host(name) | UrlForm::Path(name) => url
+            .split_once("://")
+            .is_some_and(|(scheme, _)| scheme == *name),
+        UrlForm::Prefix { prefix, .. } => url.starts_with(prefix),
+    }
+}
+
+/// The name of the table a backend's keys may sit in: its first URL
+/// form's scheme or prefix, without punctuation (`sftp`, `webdav`, `s3`,
+/// `git`, `rclone`).
+fn table_name(backend: &Registration) -> &'static str {
+    match backend.forms.first() {
+        Some(UrlForm::Host(name) | UrlForm::Path(name)) => name,
+        Some(UrlForm::Prefix { prefix, .. }) => prefix.trim_end_matches(['+', ':']),
+        None => "",
+    }
+}
+
+/// Why a pair's `key` was left by its backend: it is another backend's
+/// (or another backend's table), or no backend's.
 fn not_taken(key: &str) -> String {
     let owners: Vec<&str> = BACKENDS
         .iter()
-        .filter(|b| b.keys.contains(&key))
+        .filter(|b| b.keys.contains(&key) || table_name(b) == key)
         .map(|b| b.remotes)
         .collect();
     if owners.is_empty() {
@@ -267,5 +297,69 @@ mod tests {
         assert_eq!(key, "passwrd");
         assert!(message.contains("unknown key"), "{message}");
         assert!(message.contains("known_hosts, "), "{message}");
+    }
+
+    #[test]
+    fn a_backends_keys_may_sit_in_a_table_of_its_own() {
+        let keys = |pairs: &[(&str, toml::Value)]| {
+            PairKeys::new(
+                pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                    .collect(),
+            )
+        };
+        let table = |pairs: &[(&str, &str)]| {
+            toml::Value::Table(
+                pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), toml::Value::from(*v)))
+                    .collect(),
+            )
+        };
+        for (url, table_name, key, value) in [
+            (
+                "sftp://me@nas/notes",
+                "sftp",
+                "known_hosts",
+                "/etc/ssh/known",
+            ),
+            ("webdavs://dav.example/notes", "webdav", "username", "me"),
+            ("s3://bucket/notes", "s3", "region", "eu-west-1"),
+            ("git+ssh://host/notes.git", "git", "branch", "notes"),
+            (
+                "rclone:drive:Notes",
+                "rclone",
+                "rclone_binary",
+                "/usr/bin/rclone",
+            ),
+        ] {
+            let url = RemoteUrl::parse(url).unwrap();
+            let flat = configure(&url, keys(&[(key, toml::Value::from(value))])).unwrap();
+            let tabled = configure(&url, keys(&[(table_name, table(&[(key, value)]))])).unwrap();
+            assert!(
+                flat == tabled,
+                "{url}: [pair.{table_name}] {key} = {value:?}"
+            );
+
+            let both = keys(&[
+                (key, toml::Value::from(value)),
+                (table_name, table(&[(key, value)])),
+            ]);
+            let (named, message) = configure(&url, both).unwrap_err();
+            assert_eq!(named, format!("{table_name}.{key}"));
+            assert!(message.contains("set twice"), "{message}");
+        }
+        // Another backend's table is refused like its keys.
+        let url = RemoteUrl::parse("file:///srv/x").unwrap();
+        let (key, message) =
+            configure(&url, keys(&[("sftp", table(&[("known_hosts", "/k")]))])).unwrap_err();
+        assert_eq!(key, "sftp");
+        assert!(message.contains("only applies to sftp://"), "{message}");
+        // A table name that is no table.
+        let url = RemoteUrl::parse("sftp://nas/notes").unwrap();
+        let (key, message) = configure(&url, keys(&[("sftp", toml::Value::from(1))])).unwrap_err();
+        assert_eq!(key, "sftp");
+        assert!(message.contains("must be a table"), "{message}");
     }
 }
