@@ -698,9 +698,7 @@ impl Replica for CryptReplica {
                         .remote_version
                         .as_deref()
                         .zip(side.version.as_deref())
-                        .is_some_and(|(base, listed)| {
-                            super::s3::replica::same_etag(base, listed)
-                        }) =>
+                        .is_some_and(|(base, listed)| super::same_etag(base, listed)) =>
                 {
                     Some(b.hash)
                 }

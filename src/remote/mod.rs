@@ -211,6 +211,25 @@ pub(crate) fn gone_meanwhile(path: &RelPath) -> impl Fn(ReplicaError) -> Replica
     }
 }
 
+/// Whether two version tokens (ETags) name the same version: servers
+/// differ in whether a listing, a HEAD and a PUT's answer quote them (or
+/// mark them weak). The one comparison every replica's re-check and every
+/// layer above a replica uses.
+pub fn same_etag(a: &str, b: &str) -> bool {
+    fn bare(e: &str) -> &str {
+        e.trim().trim_start_matches("W/").trim_matches('"')
+    }
+    bare(a) == bare(b)
+}
+
+#[cfg(test)]
+#[test]
+fn etags_compare_without_their_quotes() {
+    assert!(same_etag("\"abc\"", "abc"));
+    assert!(same_etag("W/\"abc\"", "\"abc\""));
+    assert!(!same_etag("\"abc\"", "\"abd\""));
+}
+
 /// An error and its causes, as one line: an HTTP client's own message
 /// stops at the outermost error, which rarely says what went wrong.
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {

@@ -972,7 +972,7 @@ impl S3Client {
         let etag = header(headers, "etag").unwrap_or_default();
         if let Some(expected) = if_match
             && !etag.is_empty()
-            && !super::replica::same_etag(&etag, expected)
+            && !crate::remote::same_etag(&etag, expected)
         {
             // A server that ignored If-Match: the bytes are another version.
             return Err(S3Error::PreconditionFailed {
@@ -1109,7 +1109,7 @@ impl S3Client {
     /// one look every re-check before a step takes.
     pub fn version_of(&self, rel: &str, etag: &str) -> Result<Version, S3Error> {
         Ok(match self.head(rel)? {
-            Some(head) if super::replica::same_etag(&head.etag, etag) => Version::Same(head),
+            Some(head) if crate::remote::same_etag(&head.etag, etag) => Version::Same(head),
             Some(_) => Version::Other,
             None => Version::Gone,
         })

@@ -17,8 +17,9 @@ use std::io::Read;
 
 use super::client::{META_BLAKE3, ObjectHead, ObjectInfo, S3Client, Version};
 use super::error::S3Error;
-use super::replica::{META_MTIME, same_etag};
+use super::replica::META_MTIME;
 use crate::model::{BaseTree, ContentHash, Entry, FileMeta, RelPath, Scope, SideEntry};
+use crate::remote::same_etag;
 use crate::remote::{Listing, Problem, ReplicaError};
 use crate::tracker::ignore::{IgnoreRules, METADATA_DIR};
 

@@ -405,18 +405,6 @@ pub(super) fn delete_version(
     }
 }
 
-/// Whether two ETags name the same version: servers differ in whether a
-/// listing, a HEAD and a PUT's answer quote them (or mark them weak).
-pub fn same_etag(a: &str, b: &str) -> bool {
-    let bare = |e: &str| {
-        e.trim()
-            .trim_start_matches("W/")
-            .trim_matches('"')
-            .to_owned()
-    };
-    bare(a) == bare(b)
-}
-
 fn changed(path: impl std::fmt::Display) -> ReplicaError {
     ReplicaError::Changed {
         path: path.to_string(),
@@ -905,16 +893,4 @@ pub(super) fn read_small(
     let text = String::from_utf8(bytes)
         .map_err(|_| ReplicaError::Other(format!("{key} is not UTF-8 text")))?;
     Ok(Some((text, etag)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn etags_compare_without_their_quotes() {
-        assert!(same_etag("\"abc\"", "abc"));
-        assert!(same_etag("W/\"abc\"", "\"abc\""));
-        assert!(!same_etag("\"abc\"", "\"abd\""));
-    }
 }
