@@ -141,7 +141,10 @@ fn resolve(target: &Target) -> Result<(Account, PathBuf), Failure> {
                 paths.config_file.display()
             )));
         }
-        return Ok((Account::crypt(&target.target, target.password2), config_dir));
+        return Ok((
+            crate::remote::crypt::account(&target.target, target.password2),
+            config_dir,
+        ));
     }
     if target.target.contains("://") {
         let account = Account::parse(&target.target).map_err(Failure::usage)?;

@@ -25,6 +25,12 @@
 //! the plaintext tree at all, so it can never read as a deletion; it is
 //! reported. A plaintext name over about 143 bytes is too long once
 //! encrypted and is refused with a message saying so.
+//!
+//! The password and the optional salt (rclone's "password2") are secrets
+//! of the pair ([`PASSWORD`], [`SALT`]): the accounts `crypt://PAIR` and
+//! `crypt-password2://PAIR`, the variables `PRISM_SYNC_CRYPT_PASSWORD` and
+//! `PRISM_SYNC_CRYPT_PASSWORD2`, and one credentials file `crypt-passwords`
+//! (lines `PAIR PASSWORD` and `PAIR:password2 SALT`).
 
 use std::collections::HashMap;
 use std::io::{self, Read};
@@ -49,8 +55,31 @@ use crate::locks::LockExt;
 use crate::model::{
     BaseTree, ContentHash, Entry, FileMeta, MAX_NAME_BYTES, Mode, RelPath, Scope, SideEntry,
 };
-use crate::secrets::{self, Account, Secret};
+use crate::secrets::{self, Account, Kind, Secret};
 use crate::tracker::ignore::IgnoreRules;
+
+/// An encrypted pair's crypt password.
+pub const PASSWORD: Kind = Kind::of_pair(
+    "crypt",
+    "PRISM_SYNC_CRYPT_PASSWORD",
+    "crypt-passwords",
+    "",
+    "--crypt",
+);
+
+/// An encrypted pair's salt, rclone's "password2" (optional).
+pub const SALT: Kind = Kind::of_pair(
+    "crypt-password2",
+    "PRISM_SYNC_CRYPT_PASSWORD2",
+    "crypt-passwords",
+    ":password2",
+    "--crypt --password2",
+);
+
+/// The account of `pair`'s crypt password, or with `salt` of its salt.
+pub fn account(pair: &str, salt: bool) -> Account {
+    Account::of_pair(if salt { SALT } else { PASSWORD }, pair)
+}
 
 /// The record holding the check value.
 pub const CHECK_RECORD: &str = "crypt-check";
@@ -160,7 +189,7 @@ impl CryptReplica {
             PasswordSource::Given { password, salt } => (password.clone(), salt.clone()),
             PasswordSource::Lookup { pair, config_dir } => {
                 let lookup = |salt: bool| {
-                    let account = Account::crypt(pair, salt);
+                    let account = account(pair, salt);
                     secrets::password(&account, config_dir.as_deref())
                         .map_err(|e| ReplicaError::Other(e.to_string()))
                         .map(|found| (found, account))
@@ -253,7 +282,7 @@ impl CryptReplica {
     fn how_to_fix(&self) -> String {
         match &self.source {
             PasswordSource::Lookup { pair, config_dir } => {
-                secrets::how_to_store(&Account::crypt(pair, false), config_dir.as_deref())
+                secrets::how_to_store(&account(pair, false), config_dir.as_deref())
             }
             PasswordSource::Given { .. } => "give the password the remote was made with".into(),
         }
@@ -1286,6 +1315,47 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn the_password_and_the_salt_are_the_pairs_own_secrets_in_one_file() {
+        let password = account("notes", false);
+        let salt = account("notes", true);
+        assert_eq!(password.key(), "crypt://notes");
+        assert_eq!(salt.key(), "crypt-password2://notes");
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            password.file(dir.path()),
+            dir.path().join("crypt-passwords")
+        );
+        assert_eq!(salt.file(dir.path()), password.file(dir.path()));
+        secrets::file::write(
+            &password.file(dir.path()),
+            "notes",
+            &Secret::new("pw".into()),
+        )
+        .unwrap();
+        secrets::file::write(
+            &salt.file(dir.path()),
+            "notes:password2",
+            &Secret::new("salt".into()),
+        )
+        .unwrap();
+        let found = |a: &Account| secrets::password(a, Some(dir.path())).unwrap();
+        // The variables, when set, win over the file (the tests' own
+        // environment may set them).
+        if std::env::var_os(PASSWORD.env_var()).is_none() {
+            assert_eq!(found(&password).unwrap().expose(), "pw");
+        }
+        if std::env::var_os(SALT.env_var()).is_none() {
+            assert_eq!(found(&salt).unwrap().expose(), "salt");
+        }
+        let how = secrets::how_to_store(&salt, Some(dir.path()));
+        assert!(
+            how.contains("password set --crypt --password2 notes")
+                && how.contains("PRISM_SYNC_CRYPT_PASSWORD2"),
+            "{how}"
+        );
     }
 
     #[test]

@@ -559,12 +559,7 @@ impl Shared {
                 }
             }
         }
-        let account = Account::new(
-            secrets::Kind::Sftp,
-            user,
-            &self.target.host,
-            self.target.port,
-        );
+        let account = Account::new(url::PASSWORD, user, &self.target.host, self.target.port);
         let password = secrets::password(&account, self.target.config_dir.as_deref())?;
         if let Some(password) = password {
             tried.push("a password".into());

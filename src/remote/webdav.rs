@@ -108,7 +108,7 @@ use crate::fsops::Expect;
 use crate::locks::LockExt;
 use crate::model::{BaseTree, ContentHash, Entry, FileMeta, Mode, RelPath, Scope, SideEntry};
 use crate::percent::{self, Plus};
-use crate::secrets::{self, Account, Kind, Secret};
+use crate::secrets::{self, Account, Secret};
 use crate::tracker::ignore::IgnoreRules;
 
 /// How long connecting may take.
@@ -480,7 +480,7 @@ impl Shared {
         }
         let password = match &t.username {
             Some(user) => {
-                let account = Account::new(Kind::Webdav, user, &t.host, t.port());
+                let account = Account::new(url::PASSWORD, user, &t.host, t.port());
                 secrets::password(&account, t.config_dir.as_deref())?
             }
             None => None,
@@ -595,7 +595,7 @@ impl Shared {
                 },
                 how: secrets::how_to_store(
                     &Account::new(
-                        Kind::Webdav,
+                        url::PASSWORD,
                         self.target.username.as_deref().unwrap_or("USER"),
                         &self.target.host,
                         self.target.port(),

@@ -1,28 +1,27 @@
 //! Where login passwords live, how they are found, and the type that keeps
 //! them out of logs.
 //!
-//! An encrypted pair's crypt password and its optional salt (rclone's
-//! "password2") live the same way, under the accounts `crypt://PAIR` and
-//! `crypt-password2://PAIR`, the variables `PRISM_SYNC_CRYPT_PASSWORD` and
-//! `PRISM_SYNC_CRYPT_PASSWORD2`, and the credentials file `crypt-passwords`
-//! (lines `PAIR PASSWORD` and `PAIR:password2 SALT`).
+//! A password belongs to an [`Account`]: a [`Kind`] of secret, a user, a
+//! host and a port. The kinds are declared where they are used, by the
+//! backend that logs in with them (`remote::sftp::url::PASSWORD`,
+//! `remote::webdav::url::PASSWORD`,
+//! `remote::s3::settings::SECRET_ACCESS_KEY`) or by the encrypting layer
+//! (`remote::crypt::PASSWORD` and `SALT`); this module only keeps them. A kind names its URL scheme (the key's first part), one
+//! environment variable and one credentials file. A login's key is
+//! `SCHEME://user@host:port` (WebDAV over HTTPS too: the port tells them
+//! apart, 443 or 80 when the URL has none; an S3 pair's `access_key_id` at
+//! its endpoint's host and port, `s3.amazonaws.com:443` on AWS); a pair's
+//! own secret (the crypt password and salt) is keyed `SCHEME://PAIR`.
+//! Lookup order, first hit wins:
 //!
-//! A password belongs to an [`Account`]: a kind of remote, a user, a host
-//! and a port. Its key is `sftp://user@host:port` or `webdav://user@host:port`
-//! (WebDAV over HTTPS too: the port tells them apart, 443 or 80 when the URL
-//! has none), or `s3://ACCESS_KEY_ID@host:port` for an S3 pair's
-//! `access_key_id` (its secret access key is the password; the host and
-//! port are the endpoint's, `s3.amazonaws.com:443` on AWS). Lookup order,
-//! first hit wins:
-//!
-//! 1. the environment variable `PRISM_SYNC_SFTP_PASSWORD`,
-//!    `PRISM_SYNC_WEBDAV_PASSWORD` or `PRISM_SYNC_S3_SECRET_ACCESS_KEY` (one
+//! 1. the kind's environment variable, e.g. `PRISM_SYNC_SFTP_PASSWORD` (one
 //!    password for every pair of that kind: for scripts and tests);
 //! 2. the OS secret store ([`store`]): an item with service `prism-sync`
 //!    and the account's key as its user;
-//! 3. the credentials file in the config dir ([`file`]), `sftp-passwords`,
-//!    `webdav-passwords` or `s3-secrets`: one `user@host:port PASSWORD` line per account,
-//!    mode 0600 (a file others can read is refused).
+//! 3. the kind's credentials file in the config dir ([`file`]), e.g.
+//!    `sftp-passwords`: one `user@host:port PASSWORD` line per login (`PAIR
+//!    PASSWORD` for a pair's own secret), mode 0600 (a file others can read
+//!    is refused).
 //!
 //! [`store_password`] writes to the secret store when one is reachable and
 //! otherwise to the credentials file. No secret store (no D-Bus session on
@@ -39,40 +38,7 @@ use std::path::{Path, PathBuf};
 use crate::config::{PairConfig, RemoteUrl};
 use store::StoreError;
 
-/// The environment variable holding an SFTP password.
-pub const PASSWORD_ENV: &str = "PRISM_SYNC_SFTP_PASSWORD";
-
-/// The SFTP credentials file's name inside the config dir.
-pub const CREDENTIALS_FILE: &str = "sftp-passwords";
-
-/// The environment variable holding a WebDAV password.
-pub const WEBDAV_PASSWORD_ENV: &str = "PRISM_SYNC_WEBDAV_PASSWORD";
-
-/// The WebDAV credentials file's name inside the config dir.
-pub const WEBDAV_CREDENTIALS_FILE: &str = "webdav-passwords";
-
-/// The environment variable holding an S3 secret access key stored for a
-/// pair's `access_key_id` (the AWS variables work without one).
-pub const S3_SECRET_ENV: &str = "PRISM_SYNC_S3_SECRET_ACCESS_KEY";
-
-/// The S3 credentials file's name inside the config dir.
-pub const S3_CREDENTIALS_FILE: &str = "s3-secrets";
-
-/// The environment variable holding an encrypted pair's crypt password.
-pub const CRYPT_PASSWORD_ENV: &str = "PRISM_SYNC_CRYPT_PASSWORD";
-
-/// The environment variable holding an encrypted pair's salt (password2).
-pub const CRYPT_PASSWORD2_ENV: &str = "PRISM_SYNC_CRYPT_PASSWORD2";
-
-/// The crypt credentials file's name inside the config dir.
-pub const CRYPT_CREDENTIALS_FILE: &str = "crypt-passwords";
-
 pub use store::SERVICE;
-
-/// What to do instead of naming an S3 account by URL.
-pub const S3_CREDENTIALS: &str = "an s3:// account is its pair's `access_key_id` at its \
-     endpoint: name the pair (`prism-syncctl password set PAIR`), or log in without a stored \
-     secret through AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or a `profile`";
 
 /// A secret string that never prints itself.
 #[derive(Clone, PartialEq, Eq)]
@@ -123,55 +89,77 @@ pub enum SecretError {
     Unusable(&'static str),
 }
 
-/// The kinds of secret kept: the login passwords of remotes, and the
-/// crypt password and salt of an encrypted pair.
+/// A kind of secret kept, as the backend or layer that uses it declares
+/// it: which URL scheme its accounts' keys start with, the environment
+/// variable that overrides every other place, and the credentials file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    Sftp,
-    Webdav,
-    /// An S3 key pair: the user is the access key id, the password the
-    /// secret access key.
-    S3,
-    /// An encrypted pair's crypt password (the account's user is the pair).
-    Crypt,
-    /// An encrypted pair's salt, rclone's "password2" (optional).
-    CryptSalt,
+pub struct Kind {
+    scheme: &'static str,
+    env_var: &'static str,
+    file_name: &'static str,
+    owner: Owner,
+}
+
+/// Whom a kind of secret belongs to, which decides its keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Owner {
+    /// A login at a server: `SCHEME://user@host:port`, file lines
+    /// `user@host:port`.
+    Login,
+    /// A pair's own secret, the account's user being the pair's name:
+    /// `SCHEME://PAIR`, file lines `PAIR{line_suffix}`, stored with
+    /// `prism-syncctl password set {set_flags} PAIR`.
+    Pair {
+        line_suffix: &'static str,
+        set_flags: &'static str,
+    },
 }
 
 impl Kind {
-    fn scheme(self) -> &'static str {
-        match self {
-            Kind::Sftp => "sftp",
-            Kind::Webdav => "webdav",
-            Kind::S3 => "s3",
-            Kind::Crypt => "crypt",
-            Kind::CryptSalt => "crypt-password2",
+    /// The password (or secret key) of a login at a server.
+    pub const fn login(
+        scheme: &'static str,
+        env_var: &'static str,
+        file_name: &'static str,
+    ) -> Kind {
+        Kind {
+            scheme,
+            env_var,
+            file_name,
+            owner: Owner::Login,
+        }
+    }
+
+    /// A secret of one pair (its name is the account's user). Several
+    /// kinds may share a credentials file when their `line_suffix`es
+    /// differ; `set_flags` are the `prism-syncctl password set` flags that
+    /// name this kind.
+    pub const fn of_pair(
+        scheme: &'static str,
+        env_var: &'static str,
+        file_name: &'static str,
+        line_suffix: &'static str,
+        set_flags: &'static str,
+    ) -> Kind {
+        Kind {
+            scheme,
+            env_var,
+            file_name,
+            owner: Owner::Pair {
+                line_suffix,
+                set_flags,
+            },
         }
     }
 
     /// The environment variable that overrides every other place.
     pub fn env_var(self) -> &'static str {
-        match self {
-            Kind::Sftp => PASSWORD_ENV,
-            Kind::Webdav => WEBDAV_PASSWORD_ENV,
-            Kind::S3 => S3_SECRET_ENV,
-            Kind::Crypt => CRYPT_PASSWORD_ENV,
-            Kind::CryptSalt => CRYPT_PASSWORD2_ENV,
-        }
+        self.env_var
     }
 
     /// The credentials file's name in the config dir.
     pub fn file_name(self) -> &'static str {
-        match self {
-            Kind::Sftp => CREDENTIALS_FILE,
-            Kind::Webdav => WEBDAV_CREDENTIALS_FILE,
-            Kind::S3 => S3_CREDENTIALS_FILE,
-            Kind::Crypt | Kind::CryptSalt => CRYPT_CREDENTIALS_FILE,
-        }
-    }
-
-    fn is_crypt(self) -> bool {
-        matches!(self, Kind::Crypt | Kind::CryptSalt)
+        self.file_name
     }
 }
 
@@ -194,10 +182,8 @@ impl Account {
         }
     }
 
-    /// The account of an encrypted pair's crypt password, or with `salt`
-    /// of its salt (password2).
-    pub fn crypt(pair: &str, salt: bool) -> Account {
-        let kind = if salt { Kind::CryptSalt } else { Kind::Crypt };
+    /// The account of `pair`'s own secret of `kind`.
+    pub fn of_pair(kind: Kind, pair: &str) -> Account {
         Account::new(kind, pair, "", 0)
     }
 
@@ -217,9 +203,6 @@ impl Account {
         let (scheme, rest) = url
             .split_once("://")
             .ok_or_else(|| format!("{url:?} is neither a pair name nor a URL"))?;
-        if scheme == "s3" {
-            return Err(S3_CREDENTIALS.to_owned());
-        }
         let (authority, path) = match rest.find('/') {
             Some(i) => rest.split_at(i),
             None => (rest, ""),
@@ -243,8 +226,8 @@ impl Account {
 
     /// The secret store's user for this account: `sftp://user@host:port`.
     pub fn key(&self) -> String {
-        if self.kind.is_crypt() {
-            return format!("{}://{}", self.kind.scheme(), self.user);
+        if let Owner::Pair { .. } = self.kind.owner {
+            return format!("{}://{}", self.kind.scheme, self.user);
         }
         // URLs keep an IPv6 host in brackets; one given bare gets them here.
         let host = if self.host.contains(':') && !self.host.starts_with('[') {
@@ -252,22 +235,15 @@ impl Account {
         } else {
             self.host.clone()
         };
-        format!(
-            "{}://{}@{host}:{}",
-            self.kind.scheme(),
-            self.user,
-            self.port
-        )
+        format!("{}://{}@{host}:{}", self.kind.scheme, self.user, self.port)
     }
 
     /// The credentials file's line key: `user@host:port`.
     fn file_key(&self) -> String {
-        match self.kind {
-            Kind::Crypt => return self.user.clone(),
-            Kind::CryptSalt => return format!("{}:password2", self.user),
-            Kind::Sftp | Kind::Webdav | Kind::S3 => {}
+        match self.kind.owner {
+            Owner::Pair { line_suffix, .. } => format!("{}{line_suffix}", self.user),
+            Owner::Login => format!("{}@{}:{}", self.user, self.host, self.port),
         }
-        format!("{}@{}:{}", self.user, self.host, self.port)
     }
 
     /// The credentials file for this account inside `config_dir`.
@@ -344,10 +320,9 @@ pub fn how_to_store(account: &Account, config_dir: Option<&Path>) -> String {
         Some(dir) => account.file(dir).display().to_string(),
         None => account.kind.file_name().to_owned(),
     };
-    let target = match account.kind {
-        Kind::Crypt => format!("--crypt {}", account.user),
-        Kind::CryptSalt => format!("--crypt --password2 {}", account.user),
-        Kind::Sftp | Kind::Webdav | Kind::S3 => account.to_string(),
+    let target = match account.kind.owner {
+        Owner::Pair { set_flags, .. } => format!("{set_flags} {}", account.user),
+        Owner::Login => account.to_string(),
     };
     format!(
         "store the password with `prism-syncctl password set {target}` (it goes to the OS \
@@ -509,21 +484,27 @@ mod tests {
     }
 
     #[test]
-    fn an_encrypted_pairs_password_and_salt_are_accounts_of_their_own() {
-        let password = Account::crypt("notes", false);
-        let salt = Account::crypt("notes", true);
-        assert_eq!(password.key(), "crypt://notes");
-        assert_eq!(salt.key(), "crypt-password2://notes");
-        assert_eq!(password.file_key(), "notes");
-        assert_eq!(salt.file_key(), "notes:password2");
-        let dir = tempfile::tempdir().unwrap();
-        assert_eq!(
-            password.file(dir.path()),
-            dir.path().join("crypt-passwords")
+    fn a_pairs_own_secrets_are_accounts_of_their_own_and_may_share_a_file() {
+        const KEY: Kind = Kind::of_pair("k", "PRISM_SYNC_TEST_KEY", "keys", "", "--key");
+        const SALT: Kind = Kind::of_pair(
+            "k-salt",
+            "PRISM_SYNC_TEST_SALT",
+            "keys",
+            ":salt",
+            "--key --salt",
         );
+        let key = Account::of_pair(KEY, "notes");
+        let salt = Account::of_pair(SALT, "notes");
+        assert_eq!(key.key(), "k://notes");
+        assert_eq!(salt.key(), "k-salt://notes");
+        assert_eq!(key.file_key(), "notes");
+        assert_eq!(salt.file_key(), "notes:salt");
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(key.file(dir.path()), dir.path().join("keys"));
+        assert_eq!(salt.file(dir.path()), key.file(dir.path()));
         file::write(
-            &password.file(dir.path()),
-            &password.file_key(),
+            &key.file(dir.path()),
+            &key.file_key(),
             &Secret::new("pw".into()),
         )
         .unwrap();
@@ -534,13 +515,12 @@ mod tests {
         )
         .unwrap();
         let read = |a: &Account| file::read(&a.file(dir.path()), &a.file_key()).unwrap();
-        assert_eq!(read(&password).unwrap().expose(), "pw");
+        assert_eq!(read(&key).unwrap().expose(), "pw");
         assert_eq!(read(&salt).unwrap().expose(), "salt");
-        assert!(read(&Account::crypt("other", false)).is_none());
+        assert!(read(&Account::of_pair(KEY, "other")).is_none());
         let how = how_to_store(&salt, Some(dir.path()));
         assert!(
-            how.contains("password set --crypt --password2 notes")
-                && how.contains(CRYPT_PASSWORD2_ENV),
+            how.contains("password set --key --salt notes") && how.contains("PRISM_SYNC_TEST_SALT"),
             "{how}"
         );
     }

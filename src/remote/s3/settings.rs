@@ -18,7 +18,19 @@ use crate::remote::backend::{
     Backend, KeyError, Location, PairKeys, PathText, Reach, Registration, RemoteUrl, UrlForm,
 };
 use crate::remote::{RemoteHost, Replica, ReplicaError};
-use crate::secrets::{Account, Kind, S3_CREDENTIALS};
+use crate::secrets::{Account, Kind};
+
+/// The secret access key of a pair's `access_key_id`, kept by Prism Sync:
+/// `s3://ACCESS_KEY_ID@host:port` in the secret store (the endpoint's host
+/// and port), the variable `PRISM_SYNC_S3_SECRET_ACCESS_KEY`, the file
+/// `s3-secrets`. (The AWS variables and profiles work without one.)
+pub const SECRET_ACCESS_KEY: Kind =
+    Kind::login("s3", "PRISM_SYNC_S3_SECRET_ACCESS_KEY", "s3-secrets");
+
+/// What to do instead of naming an S3 account by URL.
+pub const ACCOUNT_BY_PAIR: &str = "an s3:// account is its pair's `access_key_id` at its \
+     endpoint: name the pair (`prism-syncctl password set PAIR`), or log in without a stored \
+     secret through AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or a `profile`";
 
 /// The pair keys of an S3 remote, as validated.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -49,7 +61,7 @@ impl S3PairSettings {
                 Some((host, url.port_or_known_default()?))
             })
             .unwrap_or_else(|| ("s3.amazonaws.com".to_owned(), 443));
-        Some(Account::new(Kind::S3, id, &host, port))
+        Some(Account::new(SECRET_ACCESS_KEY, id, &host, port))
     }
 
     /// The client settings for `bucket` and `prefix`.
@@ -273,7 +285,7 @@ impl Backend for S3Url {
     }
 
     fn password_account(&self, _user: Option<String>) -> Result<Account, String> {
-        Err(S3_CREDENTIALS.to_owned())
+        Err(ACCOUNT_BY_PAIR.to_owned())
     }
 
     /// The bucket and prefix at AWS with the default credentials: a pair

@@ -15,6 +15,10 @@ use crate::remote::backend::{
 use crate::remote::{RemoteHost, Replica, ReplicaError};
 use crate::secrets::{Account, Kind, default_user};
 
+/// An SFTP login's password: `sftp://user@host:port` in the secret store,
+/// the variable `PRISM_SYNC_SFTP_PASSWORD`, the file `sftp-passwords`.
+pub const PASSWORD: Kind = Kind::login("sftp", "PRISM_SYNC_SFTP_PASSWORD", "sftp-passwords");
+
 pub const REGISTRATION: Registration = Registration {
     forms: &[UrlForm::Host("sftp")],
     keys: &["known_hosts", "identity_file", "compression"],
@@ -134,12 +138,12 @@ impl Backend for SftpUrl {
     /// The URL's user, else the local user name.
     fn account(&self, _settings: &SshSettings) -> Option<Account> {
         let user = self.user.clone().unwrap_or_else(default_user);
-        Some(Account::new(Kind::Sftp, &user, &self.host, self.port))
+        Some(Account::new(PASSWORD, &user, &self.host, self.port))
     }
 
     fn password_account(&self, user: Option<String>) -> Result<Account, String> {
         let user = user.unwrap_or_else(default_user);
-        Ok(Account::new(Kind::Sftp, &user, &self.host, self.port))
+        Ok(Account::new(PASSWORD, &user, &self.host, self.port))
     }
 
     /// The login is the URL's user, else the local user's name (as in

@@ -16,6 +16,11 @@ use crate::remote::backend::{
 use crate::remote::{RemoteHost, Replica, ReplicaError};
 use crate::secrets::{Account, Kind};
 
+/// A WebDAV login's password: `webdav://user@host:port` in the secret
+/// store (`webdavs://` URLs too), the variable `PRISM_SYNC_WEBDAV_PASSWORD`,
+/// the file `webdav-passwords`.
+pub const PASSWORD: Kind = Kind::login("webdav", "PRISM_SYNC_WEBDAV_PASSWORD", "webdav-passwords");
+
 pub const REGISTRATION: Registration = Registration {
     forms: &[UrlForm::Host("webdav"), UrlForm::Host("webdavs")],
     keys: &[
@@ -179,7 +184,7 @@ impl Backend for WebdavUrl {
     fn account(&self, settings: &WebdavSettings) -> Option<Account> {
         let user = settings.username.as_ref()?;
         Some(Account::new(
-            Kind::Webdav,
+            PASSWORD,
             user,
             &self.host,
             self.port_or_default(),
@@ -198,7 +203,7 @@ impl Backend for WebdavUrl {
             )
         })?;
         Ok(Account::new(
-            Kind::Webdav,
+            PASSWORD,
             &user,
             &self.host,
             self.port_or_default(),
