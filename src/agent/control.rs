@@ -525,6 +525,7 @@ impl Control for AgentControl {
                 origin_device: v.origin_device,
                 place: v.place.as_str().to_owned(),
                 trashed_at: v.trashed_at,
+                trashed_by: v.trashed_by,
             })
             .collect();
         Ok(wire::History {

@@ -420,6 +420,10 @@ pub struct VersionInfo {
     /// When it went to the trash; absent for the current version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trashed_at: Option<String>,
+    /// The device whose sync moved it to the trash (another device's, for
+    /// a version it trashed on the remote); absent for the current version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trashed_by: Option<String>,
 }
 
 /// `POST /restore`: brings a trashed version of a file back as a new

@@ -13,17 +13,26 @@
 //! published at the start of the next run, without the lease (only this
 //! device writes its log): the log's head says how far it got.
 //!
+//! The versions this device's syncs moved to the remote's trash go to its
+//! trash log the same way, so another device's `history` lists them and
+//! its `restore` can read them back: that device never saw them go.
+//!
 //! A run that is about to apply changes [`pull`]s the entries the other
 //! logs gained since it last read them into the journal, which matches them
-//! with the changes it records (`journal/origins.rs`). A log whose head did
-//! not move costs one small read; an idle run reads nothing.
+//! with the changes it records (`journal/origins.rs`), and records the
+//! versions their trash logs name (`journal/trashed.rs`). A log whose head
+//! did not move costs one small read; an idle run reads nothing.
 
 use std::time::{Duration, SystemTime};
 
-use crate::journal::{ChangeRow, Journal, LogPosition, PairId, RemoteChange};
+use crate::journal::{
+    ChangeRow, ForeignTrashed, Journal, LogPosition, PairId, RemoteChange, TrashedRow,
+    TrashedVersion,
+};
 use crate::locks::LockExt;
+use crate::model::Side;
 use crate::remote::Replica;
-use crate::remote::change_log::{self, Cursor, LogEntry, LogWriter};
+use crate::remote::change_log::{self, Cursor, LogEntry, LogWriter, TrashedAs};
 use crate::timefmt;
 
 use super::SyncError;
@@ -31,26 +40,52 @@ use super::SyncError;
 /// How many journal rows one append takes at most.
 const PUBLISH_BATCH: usize = 1024;
 
-/// Appends this device's changes that its log on `remote` does not have
-/// yet. `writer` is kept between runs (opened at the first call, and again
-/// when the pair got a new lineage). Call after the journal committed;
-/// under the lease after a round that wrote.
+/// This device's logs on the remote, kept open between runs.
+#[derive(Debug, Default)]
+pub(super) struct LogWriters {
+    changes: Option<LogWriter>,
+    trash: Option<LogWriter>,
+}
+
+/// Appends this device's changes, and the versions it moved to the
+/// remote's trash, that its logs on `remote` do not have yet. `writers` are
+/// kept between runs (opened at the first call, and again when the pair got
+/// a new lineage). Call after the journal committed; under the lease after
+/// a round that wrote.
 pub(super) fn publish(
     journal: &std::sync::Mutex<Journal>,
     pair: PairId,
     remote: &dyn Replica,
     device: &str,
     retention: Duration,
-    writer: &mut Option<LogWriter>,
+    writers: &mut LogWriters,
 ) -> Result<(), SyncError> {
     let (lineage, newest) = {
         let journal = journal.locked();
         (journal.lineage(pair)?.id, journal.last_change_id(pair)?)
     };
-    let writer = match writer {
+    let writer = match &mut writers.changes {
         Some(open) if open.log() == lineage => open,
-        _ => writer.insert(LogWriter::open(remote, &lineage, device, newest)?),
+        slot => slot.insert(LogWriter::open(remote, &lineage, device, newest)?),
     };
+    publish_changes(journal, pair, remote, retention, writer)?;
+    let trash_log = change_log::trash_log(&lineage);
+    let writer = match &mut writers.trash {
+        Some(open) if open.log() == trash_log => open,
+        // A new trash log starts with every version still recorded: the
+        // readers skip those they have.
+        slot => slot.insert(LogWriter::open(remote, &trash_log, device, 0)?),
+    };
+    publish_trashed(journal, pair, remote, retention, writer)
+}
+
+fn publish_changes(
+    journal: &std::sync::Mutex<Journal>,
+    pair: PairId,
+    remote: &dyn Replica,
+    retention: Duration,
+    writer: &mut LogWriter,
+) -> Result<(), SyncError> {
     loop {
         let rows = journal
             .locked()
@@ -66,6 +101,71 @@ pub(super) fn publish(
     }
 }
 
+fn publish_trashed(
+    journal: &std::sync::Mutex<Journal>,
+    pair: PairId,
+    remote: &dyn Replica,
+    retention: Duration,
+    writer: &mut LogWriter,
+) -> Result<(), SyncError> {
+    loop {
+        let rows =
+            journal
+                .locked()
+                .own_remote_trashed_after(pair, writer.last_id(), PUBLISH_BATCH)?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let entries: Vec<LogEntry> = rows.iter().map(trashed_entry).collect();
+        writer.append(remote, &entries, retention, SystemTime::now())?;
+        if rows.len() < PUBLISH_BATCH {
+            return Ok(());
+        }
+    }
+}
+
+/// The kind of a trash log's entries.
+const TRASHED: &str = "trashed";
+
+fn trashed_entry(row: &TrashedRow) -> LogEntry {
+    LogEntry {
+        id: row.id.unsigned_abs(),
+        at: row.trashed_at.clone(),
+        device: row.trashed_by.clone(),
+        change_type: TRASHED.to_owned(),
+        path: row.path.clone(),
+        from_path: None,
+        is_dir: false,
+        hash: Some(row.hash),
+        size: Some(row.size),
+        trashed: Some(TrashedAs {
+            trash_name: row.trash_name.clone(),
+            mtime_ns: row.mtime_ns,
+        }),
+    }
+}
+
+/// The version a trash log's entry names; `None` for an entry that names
+/// none (a kind a newer agent writes, or a damaged one).
+fn foreign_trashed(entry: LogEntry) -> Option<ForeignTrashed> {
+    let trashed = entry.trashed?;
+    if entry.change_type != TRASHED || entry.is_dir {
+        return None;
+    }
+    Some(ForeignTrashed {
+        version: TrashedVersion {
+            path: entry.path,
+            side: Side::Remote,
+            trash_name: trashed.trash_name,
+            hash: entry.hash?,
+            size: entry.size?,
+            mtime_ns: trashed.mtime_ns,
+            trashed_by: entry.device,
+        },
+        trashed_at: entry.at,
+    })
+}
+
 fn entry(row: &ChangeRow) -> LogEntry {
     LogEntry {
         id: row.id.unsigned_abs(),
@@ -77,6 +177,7 @@ fn entry(row: &ChangeRow) -> LogEntry {
         is_dir: row.is_dir,
         hash: row.hash,
         size: row.size,
+        trashed: None,
     }
 }
 
@@ -90,13 +191,14 @@ pub(super) fn pull(
     retention: Duration,
 ) -> Result<(), SyncError> {
     let own = journal.locked().lineage(pair)?.id;
+    let own_trash = change_log::trash_log(&own);
     let forget_before = timefmt::rfc3339(
         SystemTime::now()
             .checked_sub(retention)
             .unwrap_or(SystemTime::UNIX_EPOCH),
     );
     for log in change_log::logs(remote)? {
-        if log == own {
+        if log == own || log == own_trash {
             continue;
         }
         let Some(head) = change_log::read_head(remote, &log)? else {
@@ -114,6 +216,18 @@ pub(super) fn pull(
         if read_to == cursor {
             continue;
         }
+        let position = LogPosition {
+            segment: read_to.segment,
+            last_id: read_to.last_id,
+        };
+        if change_log::is_trash_log(&log) {
+            let versions: Vec<ForeignTrashed> =
+                entries.into_iter().filter_map(foreign_trashed).collect();
+            journal
+                .locked()
+                .add_foreign_trashed(pair, &log, position, &versions)?;
+            continue;
+        }
         let changes: Vec<RemoteChange> = entries
             .into_iter()
             .map(|e| RemoteChange {
@@ -128,16 +242,9 @@ pub(super) fn pull(
                 size: e.size,
             })
             .collect();
-        journal.locked().add_remote_changes(
-            pair,
-            &log,
-            LogPosition {
-                segment: read_to.segment,
-                last_id: read_to.last_id,
-            },
-            &changes,
-            &forget_before,
-        )?;
+        journal
+            .locked()
+            .add_remote_changes(pair, &log, position, &changes, &forget_before)?;
     }
     Ok(())
 }

@@ -72,6 +72,10 @@ pub struct Version {
     pub place: Place,
     /// When it went to the trash (RFC 3339); `None` for the current one.
     pub trashed_at: Option<String>,
+    /// The device whose sync moved it there (this one, or another device
+    /// whose trash log on the remote told of it); `None` for the current
+    /// one and what the remote keeps by itself.
+    pub trashed_by: Option<String>,
 }
 
 /// Why a restore was refused; the local file is untouched in every case.
@@ -133,6 +137,7 @@ impl PairEngine {
                 origin_device: k.author,
                 place: Place::RemoteHistory,
                 trashed_at: None,
+                trashed_by: None,
             })),
             Err(e) => {
                 tracing::warn!(pair = %self.name, path = %path, error = %e, "cannot list the versions the remote keeps");
@@ -156,6 +161,7 @@ impl PairEngine {
                 origin_device: origin.map_or_else(|| UNKNOWN_DEVICE.to_owned(), |o| o.device),
                 place: Place::Current,
                 trashed_at: None,
+                trashed_by: None,
             });
         }
         for row in journal.trashed_versions(self.pair, path)? {
@@ -167,6 +173,7 @@ impl PairEngine {
                 origin_device: row.origin_device,
                 place: Place::Trash(row.side),
                 trashed_at: Some(row.trashed_at),
+                trashed_by: Some(row.trashed_by),
             });
         }
         Ok(versions)

@@ -298,8 +298,9 @@ pub struct PairEngine {
     restored_notice: Mutex<Option<Problem>>,
     /// While a run waits for another agent's lease: who holds it.
     lease_holder: Mutex<Option<String>>,
-    /// This device's change log on the remote, once a run opened it.
-    log_writer: Mutex<Option<crate::remote::change_log::LogWriter>>,
+    /// This device's change and trash logs on the remote, once a run
+    /// opened them.
+    log_writers: Mutex<change_log::LogWriters>,
 }
 
 impl PairEngine {
@@ -325,7 +326,7 @@ impl PairEngine {
             last_guard: Mutex::new(None),
             restored_notice: Mutex::new(None),
             lease_holder: Mutex::new(None),
-            log_writer: Mutex::new(None),
+            log_writers: Mutex::new(change_log::LogWriters::default()),
         }
     }
 
@@ -861,7 +862,7 @@ impl Run<'_> {
             engine.remote(),
             &engine.settings.device,
             engine.settings.trash_retention,
-            &mut engine.log_writer.locked(),
+            &mut engine.log_writers.locked(),
         )
     }
 

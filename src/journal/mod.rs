@@ -46,7 +46,7 @@ pub use origins::{LogPosition, Origin, RemoteChange, UNKNOWN_DEVICE};
 pub use pairs::{PairId, PairRow};
 pub use syncs::{SyncCounts, SyncRun, SyncStatus};
 pub use tokens::TokenRow;
-pub use trashed::{TrashedRow, TrashedVersion};
+pub use trashed::{ForeignTrashed, TrashedRow, TrashedVersion};
 
 /// An open journal. It owns one SQLite connection, which is not `Sync`:
 /// callers share a `Journal` behind a `Mutex`.

@@ -127,17 +127,7 @@ impl Journal {
                     opt_int(change.size),
                 ])?;
             }
-            tx.prepare_cached(
-                "INSERT INTO change_log_cursors (pair_id, log, segment, last_id) \
-                 VALUES (?1, ?2, ?3, ?4) \
-                 ON CONFLICT (pair_id, log) DO UPDATE SET segment = ?3, last_id = ?4",
-            )?
-            .execute(params![
-                pair.0,
-                log,
-                int(position.segment),
-                int(position.last_id)
-            ])?;
+            set_log_position(&tx, pair, log, position)?;
             tx.prepare_cached("DELETE FROM remote_changes WHERE pair_id = ?1 AND at < ?2")?
                 .execute(params![pair.0, forget_before])?;
             tx.commit()?;
@@ -159,6 +149,27 @@ impl Journal {
             origin_in(&self.conn, pair, path, hash)
         })
     }
+}
+
+/// Records how far the log `log` on the remote was read.
+pub(super) fn set_log_position(
+    conn: &Connection,
+    pair: PairId,
+    log: &str,
+    position: LogPosition,
+) -> Result<(), JournalError> {
+    conn.prepare_cached(
+        "INSERT INTO change_log_cursors (pair_id, log, segment, last_id) \
+         VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (pair_id, log) DO UPDATE SET segment = ?3, last_id = ?4",
+    )?
+    .execute(params![
+        pair.0,
+        log,
+        int(position.segment),
+        int(position.last_id)
+    ])?;
+    Ok(())
 }
 
 /// [`Journal::origin_of`] on a connection that may be inside a step's

@@ -18,7 +18,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 use super::{BUSY_TIMEOUT, JournalError, SqliteError};
 
 /// Every migration, oldest first.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9];
 
 /// Version 1: pairs, base, changes, syncs, conflicts, blobs, counters.
 const V1: &str = "
@@ -247,6 +247,14 @@ ALTER TABLE conflicts ADD COLUMN resolved_by TEXT;
 const V8: &str = "
 ALTER TABLE trashed_versions ADD COLUMN restored_at TEXT;
 ALTER TABLE trashed_versions ADD COLUMN restored_by TEXT;
+";
+
+/// Version 9: versions another device moved to the remote's trash, as its
+/// trash log on the remote told them (`engine/change_log.rs`). `log` names
+/// that log; NULL for the versions this device's own syncs trashed, the
+/// ones it publishes in its own trash log.
+const V9: &str = "
+ALTER TABLE trashed_versions ADD COLUMN log TEXT;
 ";
 
 /// Per-connection settings. WAL lets `sqlite3` read while the agent writes;

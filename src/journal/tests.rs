@@ -1716,3 +1716,52 @@ fn a_remote_version_token_survives_a_restart() {
     let reopened = Journal::open(&path).unwrap();
     assert_eq!(reopened.load_base(pair).unwrap()[&rel("a.md")], entry);
 }
+
+#[test]
+fn versions_other_devices_trashed_are_recorded_once_and_never_published_as_ours() {
+    let journal = Journal::open_in_memory().unwrap();
+    let pair = journal.upsert_pair("notes", "/l", "file:///r").unwrap();
+    journal
+        .record_trashed(
+            pair,
+            &[
+                trashed("a.txt", Side::Remote, "mine", "20250209-1600/a.txt"),
+                trashed("a.txt", Side::Local, "local", "20250209-1600/a.txt"),
+            ],
+        )
+        .unwrap();
+    let mut theirs = trashed("a.txt", Side::Remote, "theirs", "20250209-1601-abc/a.txt");
+    theirs.trashed_by = "desktop".to_owned();
+    let foreign = ForeignTrashed {
+        version: theirs,
+        trashed_at: "2025-02-09T16:01:00.000Z".to_owned(),
+    };
+    let position = LogPosition {
+        segment: 0,
+        last_id: 1,
+    };
+    let log = "0123456789abcdef0123456789abcdef-trash";
+    journal
+        .add_foreign_trashed(pair, log, position, std::slice::from_ref(&foreign))
+        .unwrap();
+    // A log read again from its start records nothing twice.
+    journal
+        .add_foreign_trashed(pair, log, position, std::slice::from_ref(&foreign))
+        .unwrap();
+    assert_eq!(journal.log_position(pair, log).unwrap(), Some(position));
+    let rows = journal.trashed_versions(pair, &rel("a.txt")).unwrap();
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    let from_desktop: Vec<_> = rows.iter().filter(|r| r.trashed_by == "desktop").collect();
+    assert_eq!(from_desktop.len(), 1);
+    assert_eq!(from_desktop[0].trashed_at, "2025-02-09T16:01:00.000Z");
+    // Only this device's remote trashings are for its own trash log.
+    let own = journal.own_remote_trashed_after(pair, 0, 10).unwrap();
+    assert_eq!(own.len(), 1, "{own:?}");
+    assert_eq!(own[0].hash, hash("mine"));
+    assert!(
+        journal
+            .own_remote_trashed_after(pair, own[0].id.unsigned_abs(), 10)
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -10,7 +10,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::origins::{UNKNOWN_DEVICE, origin_in};
+use super::origins::{LogPosition, UNKNOWN_DEVICE, origin_in, set_log_position};
 use super::rows::{RowReader, int};
 use super::{Journal, JournalError, PairId, during};
 use crate::model::{ContentHash, RelPath, Side};
@@ -32,6 +32,16 @@ pub struct TrashedVersion {
     /// local folder no change row names was made here, so it is credited
     /// to this device too; one of the remote no row names, to `remote`.
     pub trashed_by: String,
+}
+
+/// A version another device moved to the remote's trash, as its trash
+/// log on the remote tells it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForeignTrashed {
+    /// `trashed_by` is the device that trashed it.
+    pub version: TrashedVersion,
+    /// When it did (its clock, RFC 3339).
+    pub trashed_at: String,
 }
 
 /// A recorded trashed version.
@@ -59,8 +69,8 @@ const SELECT_TRASHED: &str = "SELECT id, pair_id, path, side, trash_name, hash, 
      origin_device, origin_at, trashed_by, trashed_at FROM trashed_versions";
 
 impl Journal {
-    /// The versions of `path` the pair's syncs moved to a trash, newest
-    /// first.
+    /// The versions of `path` the pair's syncs (and, on the remote, other
+    /// devices') moved to a trash, newest first.
     pub fn trashed_versions(
         &self,
         pair: PairId,
@@ -68,7 +78,8 @@ impl Journal {
     ) -> Result<Vec<TrashedRow>, JournalError> {
         during("read the trashed versions", || {
             let mut stmt = self.conn.prepare_cached(&format!(
-                "{SELECT_TRASHED} WHERE pair_id = ?1 AND path = ?2 ORDER BY id DESC"
+                "{SELECT_TRASHED} WHERE pair_id = ?1 AND path = ?2 \
+                 ORDER BY trashed_at DESC, id DESC"
             ))?;
             let mut rows = stmt.query(params![pair.0, path.as_str()])?;
             let mut found = Vec::new();
@@ -76,6 +87,68 @@ impl Journal {
                 found.push(decode(&RowReader::new(row, "trashed_versions", &["id"]))?);
             }
             Ok(found)
+        })
+    }
+
+    /// The versions this device's syncs moved to the remote's trash with a
+    /// row id above `after`, oldest first, at most `limit`: what its trash
+    /// log on the remote does not have yet. Rows read from other devices'
+    /// trash logs are not among them.
+    pub fn own_remote_trashed_after(
+        &self,
+        pair: PairId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<TrashedRow>, JournalError> {
+        during("read the versions to publish as trashed", || {
+            let mut stmt = self.conn.prepare_cached(&format!(
+                "{SELECT_TRASHED} WHERE pair_id = ?1 AND side = 'remote' AND log IS NULL \
+                 AND id > ?2 ORDER BY id LIMIT ?3"
+            ))?;
+            let mut rows = stmt.query(params![pair.0, int(after), int(limit as u64)])?;
+            let mut found = Vec::new();
+            while let Some(row) = rows.next()? {
+                found.push(decode(&RowReader::new(row, "trashed_versions", &["id"]))?);
+            }
+            Ok(found)
+        })
+    }
+
+    /// Records the versions another device's trash log `log` told of, and
+    /// how far it was read, in one transaction. A version already recorded
+    /// (the same trash name and content: a log read again from its start)
+    /// is not recorded twice.
+    pub fn add_foreign_trashed(
+        &self,
+        pair: PairId,
+        log: &str,
+        position: LogPosition,
+        versions: &[ForeignTrashed],
+    ) -> Result<(), JournalError> {
+        during("record versions other devices trashed", || {
+            let tx = rusqlite::Transaction::new_unchecked(
+                &self.conn,
+                rusqlite::TransactionBehavior::Immediate,
+            )?;
+            for foreign in versions {
+                let known = tx
+                    .prepare_cached(
+                        "SELECT 1 FROM trashed_versions WHERE pair_id = ?1 AND side = ?2 \
+                         AND trash_name = ?3 AND hash = ?4",
+                    )?
+                    .exists(params![
+                        pair.0,
+                        foreign.version.side.as_str(),
+                        foreign.version.trash_name.as_str(),
+                        foreign.version.hash.to_hex()
+                    ])?;
+                if !known {
+                    insert_from(&tx, pair, &foreign.trashed_at, &foreign.version, Some(log))?;
+                }
+            }
+            set_log_position(&tx, pair, log, position)?;
+            tx.commit()?;
+            Ok(())
         })
     }
 
@@ -176,6 +249,18 @@ pub(super) fn insert(
     at: &str,
     version: &TrashedVersion,
 ) -> Result<(), JournalError> {
+    insert_from(conn, pair, at, version, None)
+}
+
+/// Records one trashed version, read from the trash log `log` of another
+/// device or (`None`) trashed by this one.
+fn insert_from(
+    conn: &Connection,
+    pair: PairId,
+    at: &str,
+    version: &TrashedVersion,
+    log: Option<&str>,
+) -> Result<(), JournalError> {
     let origin = origin_in(conn, pair, &version.path, &version.hash)?;
     let (origin_device, origin_at) = match origin {
         Some(origin) => (origin.device, Some(origin.at)),
@@ -188,8 +273,8 @@ pub(super) fn insert(
     };
     conn.prepare_cached(
         "INSERT INTO trashed_versions (pair_id, path, side, trash_name, hash, size, mtime_ns, \
-         origin_device, origin_at, trashed_by, trashed_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+         origin_device, origin_at, trashed_by, trashed_at, log) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?
     .execute(params![
         pair.0,
@@ -203,6 +288,7 @@ pub(super) fn insert(
         origin_at,
         version.trashed_by,
         at,
+        log,
     ])?;
     Ok(())
 }

@@ -16,6 +16,13 @@
 //!   again, and the oldest are removed once they are older than the trash
 //!   retention.
 //!
+//! Beside it, each lineage keeps a trash log, `LOG-trash` ([`trash_log`]):
+//! the versions that device moved to the remote's trash (kind `trashed`,
+//! with the version's name below the trash), so every device's `history`
+//! lists them and `restore` can bring them back, though only the device
+//! that trashed them saw them go. Its ids are the writer's journal ids of
+//! those trashed versions.
+//!
 //! An entry's id is the writer's journal change id: it increases along a
 //! log, so "how far I read" is one number. Segments are written before the
 //! head, so a reader never follows a head to entries not yet there; an
@@ -64,6 +71,16 @@ pub struct LogEntry {
     pub is_dir: bool,
     pub hash: Option<ContentHash>,
     pub size: Option<u64>,
+    /// In a trash log: the version's name below the remote's trash
+    /// (`20250209-1600/docs/page.md`) and its mtime.
+    pub trashed: Option<TrashedAs>,
+}
+
+/// Where a trash log's entry says its version went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrashedAs {
+    pub trash_name: RelPath,
+    pub mtime_ns: i64,
 }
 
 /// A log's head record.
@@ -104,6 +121,10 @@ struct Line {
     hash: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    trash_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mtime_ns: Option<i64>,
 }
 
 fn head_name(log: &str) -> String {
@@ -114,10 +135,27 @@ fn segment_name(log: &str, segment: u64) -> String {
     format!("{FOLDER}/{log}.{segment}")
 }
 
-/// Whether `log` is a log's name: a lineage, 32 lowercase hex digits, so it
-/// cannot leave the folder.
+/// What a trash log's name adds to its lineage.
+const TRASH_LOG_SUFFIX: &str = "-trash";
+
+/// The name of the trash log of the lineage whose change log is `log`.
+pub fn trash_log(log: &str) -> String {
+    format!("{log}{TRASH_LOG_SUFFIX}")
+}
+
+/// Whether `log` is a trash log.
+pub fn is_trash_log(log: &str) -> bool {
+    log.ends_with(TRASH_LOG_SUFFIX)
+}
+
+/// Whether `log` is a log's name: a lineage, 32 lowercase hex digits, or a
+/// lineage's trash log, so it cannot leave the folder.
 fn is_log_name(log: &str) -> bool {
-    log.len() == 32 && log.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    let lineage = log.strip_suffix(TRASH_LOG_SUFFIX).unwrap_or(log);
+    lineage.len() == 32
+        && lineage
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// The logs on `remote` that have a head.
@@ -173,6 +211,11 @@ fn encode(entry: &LogEntry) -> String {
         kind: if entry.is_dir { "dir" } else { "file" }.to_owned(),
         hash: entry.hash.map(|h| h.to_hex()),
         size: entry.size,
+        trash_name: entry
+            .trashed
+            .as_ref()
+            .map(|t| t.trash_name.as_str().to_owned()),
+        mtime_ns: entry.trashed.as_ref().map(|t| t.mtime_ns),
     };
     serde_json::to_string(&line).expect("a log entry serializes")
 }
@@ -204,6 +247,13 @@ fn decode(text: &str) -> Option<LogEntry> {
             None => None,
         },
         size: line.size,
+        trashed: match line.trash_name {
+            Some(name) => Some(TrashedAs {
+                trash_name: RelPath::new(&name).ok()?,
+                mtime_ns: line.mtime_ns.unwrap_or(0),
+            }),
+            None => None,
+        },
     })
 }
 
@@ -452,7 +502,30 @@ mod tests {
             is_dir: false,
             hash: Some(ContentHash::of_bytes(b"x")),
             size: Some(1),
+            trashed: None,
         }
+    }
+
+    #[test]
+    fn a_trash_log_entry_names_where_its_version_went() {
+        let trashed = LogEntry {
+            change_type: "trashed".to_owned(),
+            from_path: None,
+            trashed: Some(TrashedAs {
+                trash_name: RelPath::new("20250209-1600/docs/new name.md").unwrap(),
+                mtime_ns: 1_739_116_800_000_000_000,
+            }),
+            ..entry(3)
+        };
+        assert_eq!(decode(&encode(&trashed)), Some(trashed.clone()));
+        let hostile = encode(&trashed).replace("20250209-1600/docs", "../../docs");
+        assert_eq!(decode(&hostile), None);
+        let lineage = "0123456789abcdef0123456789abcdef";
+        assert_eq!(trash_log(lineage), format!("{lineage}-trash"));
+        assert!(is_log_name(&trash_log(lineage)) && is_trash_log(&trash_log(lineage)));
+        assert!(!is_trash_log(lineage));
+        assert!(!is_log_name("../0123456789abcdef0123456789abcdef-trash"));
+        assert!(!is_log_name("-trash"));
     }
 
     #[test]

@@ -81,6 +81,9 @@ fn history_lists_each_version_with_its_device_and_restore_brings_one_back_everyw
             ("remote_trash".into(), hash(V2), "devB".into()),
             // A's v1, replaced in A's folder by the download of v2.
             ("local_trash".into(), hash(V1), "devA".into()),
+            // A's v1 again, replaced on the remote by B's upload of v2:
+            // B's trash log told A of it.
+            ("remote_trash".into(), hash(V1), "devA".into()),
         ],
         "{history}"
     );
@@ -264,4 +267,49 @@ fn a_restore_the_journal_cannot_record_still_succeeds_with_a_warning_and_reaches
     wait_for_content(&remote.join(FILE), V1);
     assert!(trashed(&local_trash(&a), FILE).contains(&V2.to_owned()));
     write_journal(&a, "DROP TRIGGER refuse_local_trash;");
+}
+
+#[test]
+fn versions_another_device_trashed_on_the_remote_are_listed_and_restored() {
+    let sandbox = Sandbox::new();
+    let remote = sandbox.remote("remote");
+    let a = sandbox.device("devA", &remote);
+    let b = sandbox.device("devB", &remote);
+    write(&a.local, FILE, V1);
+    a.once_expecting(0);
+    b.once_expecting(0);
+    // B edits twice while A is away: its second upload moves its first
+    // edit to the remote's trash, a version A never saw.
+    write(&b.local, FILE, V2);
+    b.once_expecting(0);
+    write(&b.local, FILE, V3);
+    b.once_expecting(0);
+    a.once_expecting(0);
+    assert_eq!(read(&a.local, FILE), V3);
+
+    let _agent = a.start();
+    let history = a.ctl_json(&["history", FILE, "--pair", PAIR]);
+    let places = listed(&history);
+    assert_eq!(places[0], ("current".into(), hash(V3), "devB".into()));
+    for expected in [
+        ("remote_trash".to_owned(), hash(V2), "devB".to_owned()),
+        ("remote_trash".to_owned(), hash(V1), "devA".to_owned()),
+        ("local_trash".to_owned(), hash(V1), "devA".to_owned()),
+    ] {
+        assert!(places.contains(&expected), "{expected:?} in {history}");
+    }
+    let by_b = history["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["where"] == "remote_trash")
+        .all(|v| v["trashed_by"] == "devB");
+    assert!(by_b, "B's syncs trashed both remote versions: {history}");
+
+    // A brings back B's first edit from the remote's trash.
+    let v2 = version_of(&history, V2);
+    let restored = a.ctl_json(&["restore", FILE, "--pair", PAIR, "--version", &v2]);
+    assert_eq!(restored["status"], "restored", "{restored}");
+    assert_eq!(read(&a.local, FILE), V2);
+    wait_for_content(&remote.join(FILE), V2);
 }

@@ -108,6 +108,7 @@ pub fn check_change_log_round_trip(replica: &dyn Replica, metadata: &(impl Metad
         is_dir: false,
         hash: Some(ContentHash::of_bytes(&id.to_le_bytes())),
         size: Some(id),
+        trashed: None,
     };
     let log = "00112233445566778899aabbccddeeff";
     let mut writer = LogWriter::open(replica, log, "devA", 0).unwrap();
