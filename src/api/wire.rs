@@ -421,7 +421,8 @@ pub struct VersionInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trashed_at: Option<String>,
     /// The device whose sync moved it to the trash (another device's, for
-    /// a version it trashed on the remote); absent for the current version.
+    /// a version it trashed on the remote); absent for the current version
+    /// and for what the remote keeps by itself (`remote_history`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trashed_by: Option<String>,
 }

@@ -109,15 +109,24 @@ fn publish_trashed(
     writer: &mut LogWriter,
 ) -> Result<(), SyncError> {
     loop {
-        let rows =
-            journal
-                .locked()
-                .own_remote_trashed_after(pair, writer.last_id(), PUBLISH_BATCH)?;
+        let rows = journal
+            .locked()
+            .unpublished_remote_trashed(pair, PUBLISH_BATCH)?;
         if rows.is_empty() {
             return Ok(());
         }
-        let entries: Vec<LogEntry> = rows.iter().map(trashed_entry).collect();
+        // Entries are numbered along the log, not by journal row: SQLite
+        // hands a purged newest row id out again. A crash between the
+        // append and the mark publishes the rows again under new numbers;
+        // readers record a version once.
+        let entries: Vec<LogEntry> = rows
+            .iter()
+            .zip(writer.last_id() + 1..)
+            .map(|(row, id)| trashed_entry(row, id))
+            .collect();
         writer.append(remote, &entries, retention, SystemTime::now())?;
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        journal.locked().mark_trashed_published(&ids)?;
         if rows.len() < PUBLISH_BATCH {
             return Ok(());
         }
@@ -127,9 +136,9 @@ fn publish_trashed(
 /// The kind of a trash log's entries.
 const TRASHED: &str = "trashed";
 
-fn trashed_entry(row: &TrashedRow) -> LogEntry {
+fn trashed_entry(row: &TrashedRow, id: u64) -> LogEntry {
     LogEntry {
-        id: row.id.unsigned_abs(),
+        id,
         at: row.trashed_at.clone(),
         device: row.trashed_by.clone(),
         change_type: TRASHED.to_owned(),
@@ -146,12 +155,16 @@ fn trashed_entry(row: &TrashedRow) -> LogEntry {
 }
 
 /// The version a trash log's entry names; `None` for an entry that names
-/// none (a kind a newer agent writes, or a damaged one).
-fn foreign_trashed(entry: LogEntry) -> Option<ForeignTrashed> {
+/// none (a kind a newer agent writes, or a damaged one). Its time is
+/// another machine's: written in this journal's form (times are compared
+/// as text) and never later than `now` (a time far ahead would keep the
+/// version first in `history` and from ever being forgotten).
+fn foreign_trashed(entry: LogEntry, now: SystemTime) -> Option<ForeignTrashed> {
     let trashed = entry.trashed?;
     if entry.change_type != TRASHED || entry.is_dir {
         return None;
     }
+    let at = timefmt::parse(&entry.at)?.min(now);
     Some(ForeignTrashed {
         version: TrashedVersion {
             path: entry.path,
@@ -162,7 +175,7 @@ fn foreign_trashed(entry: LogEntry) -> Option<ForeignTrashed> {
             mtime_ns: trashed.mtime_ns,
             trashed_by: entry.device,
         },
-        trashed_at: entry.at,
+        trashed_at: timefmt::rfc3339(at),
     })
 }
 
@@ -197,7 +210,11 @@ pub(super) fn pull(
             .checked_sub(retention)
             .unwrap_or(SystemTime::UNIX_EPOCH),
     );
-    for log in change_log::logs(remote)? {
+    // Change logs first: a trashed version's maker is found among the
+    // changes they name.
+    let mut logs = change_log::logs(remote)?;
+    logs.sort_by_key(|log| change_log::is_trash_log(log));
+    for log in logs {
         if log == own || log == own_trash {
             continue;
         }
@@ -221,8 +238,11 @@ pub(super) fn pull(
             last_id: read_to.last_id,
         };
         if change_log::is_trash_log(&log) {
-            let versions: Vec<ForeignTrashed> =
-                entries.into_iter().filter_map(foreign_trashed).collect();
+            let now = SystemTime::now();
+            let versions: Vec<ForeignTrashed> = entries
+                .into_iter()
+                .filter_map(|e| foreign_trashed(e, now))
+                .collect();
             journal
                 .locked()
                 .add_foreign_trashed(pair, &log, position, &versions)?;
@@ -247,4 +267,43 @@ pub(super) fn pull(
             .add_remote_changes(pair, &log, position, &changes, &forget_before)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ContentHash, RelPath};
+
+    fn trashed_at(at: &str, now: SystemTime) -> Option<String> {
+        let entry = LogEntry {
+            id: 1,
+            at: at.to_owned(),
+            device: "desktop".to_owned(),
+            change_type: TRASHED.to_owned(),
+            path: RelPath::new("a.txt").unwrap(),
+            from_path: None,
+            is_dir: false,
+            hash: Some(ContentHash::of_bytes(b"v1")),
+            size: Some(2),
+            trashed: Some(TrashedAs {
+                trash_name: RelPath::new("20250209-1600/a.txt").unwrap(),
+                mtime_ns: 0,
+            }),
+        };
+        foreign_trashed(entry, now).map(|f| f.trashed_at)
+    }
+
+    #[test]
+    fn another_devices_trash_times_are_written_in_our_form_and_never_ahead_of_us() {
+        let now = timefmt::parse("2026-01-01T00:00:00.000Z").unwrap();
+        assert_eq!(
+            trashed_at("2025-02-09T17:00:00+01:00", now).unwrap(),
+            "2025-02-09T16:00:00.000Z"
+        );
+        assert_eq!(
+            trashed_at("9999-01-01T00:00:00Z", now).unwrap(),
+            "2026-01-01T00:00:00.000Z"
+        );
+        assert_eq!(trashed_at("yesterday", now), None);
+    }
 }

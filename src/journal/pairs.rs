@@ -84,6 +84,12 @@ impl Journal {
                             "DELETE FROM trashed_versions WHERE pair_id = ?1 AND side = 'remote'",
                         )?
                         .execute([id.0])?;
+                        // The new remote's logs are read from their start:
+                        // the versions its trash logs name are recorded
+                        // again there (and no cursor of the old remote's
+                        // logs keeps them from being read).
+                        tx.prepare_cached("DELETE FROM change_log_cursors WHERE pair_id = ?1")?
+                            .execute([id.0])?;
                     }
                     if removed || !unchanged {
                         tx.prepare_cached(

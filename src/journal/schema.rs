@@ -252,9 +252,16 @@ ALTER TABLE trashed_versions ADD COLUMN restored_by TEXT;
 /// Version 9: versions another device moved to the remote's trash, as its
 /// trash log on the remote told them (`engine/change_log.rs`). `log` names
 /// that log; NULL for the versions this device's own syncs trashed, the
-/// ones it publishes in its own trash log.
+/// ones it publishes in its own trash log, `published` once it did (row
+/// ids are not a cursor: SQLite hands a purged newest id out again). The
+/// index finds a version by its trash name, so a log's entries are
+/// matched against what is recorded without a scan each.
 const V9: &str = "
 ALTER TABLE trashed_versions ADD COLUMN log TEXT;
+ALTER TABLE trashed_versions ADD COLUMN published INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX trashed_versions_name ON trashed_versions (pair_id, side, trash_name);
+CREATE INDEX trashed_versions_unpublished ON trashed_versions (pair_id, id)
+    WHERE published = 0 AND log IS NULL AND side = 'remote';
 ";
 
 /// Per-connection settings. WAL lets `sqlite3` read while the agent writes;

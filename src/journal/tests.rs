@@ -1754,14 +1754,26 @@ fn versions_other_devices_trashed_are_recorded_once_and_never_published_as_ours(
     let from_desktop: Vec<_> = rows.iter().filter(|r| r.trashed_by == "desktop").collect();
     assert_eq!(from_desktop.len(), 1);
     assert_eq!(from_desktop[0].trashed_at, "2025-02-09T16:01:00.000Z");
-    // Only this device's remote trashings are for its own trash log.
-    let own = journal.own_remote_trashed_after(pair, 0, 10).unwrap();
+    // Only this device's remote trashings are for its own trash log, each
+    // once.
+    let own = journal.unpublished_remote_trashed(pair, 10).unwrap();
     assert_eq!(own.len(), 1, "{own:?}");
     assert_eq!(own[0].hash, hash("mine"));
+    journal.mark_trashed_published(&[own[0].id]).unwrap();
     assert!(
         journal
-            .own_remote_trashed_after(pair, own[0].id.unsigned_abs(), 10)
+            .unpublished_remote_trashed(pair, 10)
             .unwrap()
             .is_empty()
     );
+    // A row id SQLite hands out again after a purge is still published.
+    journal
+        .forget_trashed_before(pair, Side::Remote, "2999-01-01T00:00:00.000Z")
+        .unwrap();
+    journal
+        .record_trashed(pair, &[trashed("b.txt", Side::Remote, "later", "x/b.txt")])
+        .unwrap();
+    let later = journal.unpublished_remote_trashed(pair, 10).unwrap();
+    assert_eq!(later.len(), 1, "{later:?}");
+    assert_eq!(later[0].hash, hash("later"));
 }

@@ -90,27 +90,42 @@ impl Journal {
         })
     }
 
-    /// The versions this device's syncs moved to the remote's trash with a
-    /// row id above `after`, oldest first, at most `limit`: what its trash
-    /// log on the remote does not have yet. Rows read from other devices'
-    /// trash logs are not among them.
-    pub fn own_remote_trashed_after(
+    /// The versions this device's syncs moved to the remote's trash that
+    /// its trash log on the remote does not have yet, oldest first, at most
+    /// `limit`. Rows read from other devices' trash logs are not among
+    /// them.
+    pub fn unpublished_remote_trashed(
         &self,
         pair: PairId,
-        after: u64,
         limit: usize,
     ) -> Result<Vec<TrashedRow>, JournalError> {
         during("read the versions to publish as trashed", || {
             let mut stmt = self.conn.prepare_cached(&format!(
                 "{SELECT_TRASHED} WHERE pair_id = ?1 AND side = 'remote' AND log IS NULL \
-                 AND id > ?2 ORDER BY id LIMIT ?3"
+                 AND published = 0 ORDER BY id LIMIT ?2"
             ))?;
-            let mut rows = stmt.query(params![pair.0, int(after), int(limit as u64)])?;
+            let mut rows = stmt.query(params![pair.0, int(limit as u64)])?;
             let mut found = Vec::new();
             while let Some(row) = rows.next()? {
                 found.push(decode(&RowReader::new(row, "trashed_versions", &["id"]))?);
             }
             Ok(found)
+        })
+    }
+
+    /// Marks the rows `ids` as in this device's trash log.
+    pub fn mark_trashed_published(&self, ids: &[i64]) -> Result<(), JournalError> {
+        during("record which trashed versions were published", || {
+            let tx = rusqlite::Transaction::new_unchecked(
+                &self.conn,
+                rusqlite::TransactionBehavior::Immediate,
+            )?;
+            for id in ids {
+                tx.prepare_cached("UPDATE trashed_versions SET published = 1 WHERE id = ?1")?
+                    .execute([id])?;
+            }
+            tx.commit()?;
+            Ok(())
         })
     }
 
