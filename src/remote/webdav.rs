@@ -40,6 +40,13 @@
 //! seen as delete + create (reconcile's content matching still finds them).
 //! Redirects are never followed.
 //!
+//! PROPFINDs accept gzip (`Accept-Encoding: gzip`; a listing is text that
+//! shrinks about tenfold, where the server compresses: Apache with
+//! mod_deflate, Nextcloud behind most web servers); the cap applies to what
+//! the answer decodes to. Nothing else asks for it: downloads keep the
+//! file's own bytes and ranges, and uploads are never compressed (servers
+//! store `Content-Encoding: gzip` bodies verbatim).
+//!
 //! A listing asks for the whole tree with one PROPFIND `Depth: infinity`
 //! while the server takes those (Apache with `DavDepthInfinity on`,
 //! `rclone serve webdav`), else lists folder by folder with `Depth: 1`, up
@@ -703,6 +710,10 @@ impl Shared {
             .request(conn, "PROPFIND", url)
             .header("Depth", depth)
             .header("Content-Type", "application/xml; charset=utf-8")
+            // Listings are text that shrinks about tenfold. Only answers we
+            // parse ask for it: a download's bytes and ranges stay the
+            // file's own.
+            .header("Accept-Encoding", "gzip")
             .timeout(self.target.timeout)
             .body(PROPFIND_BODY);
         self.send(builder, "PROPFIND", &shown(rel), &[207])
@@ -721,12 +732,11 @@ impl Shared {
         {
             return Err(self.too_large(rel));
         }
-        let mut limited = Limited {
-            inner: response,
-            left: MAX_LISTING_BYTES,
-            exceeded: false,
-            broke: false,
-        };
+        let gzipped = response
+            .headers()
+            .get(reqwest::header::CONTENT_ENCODING)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+        let mut limited = Limited::decoded(response, gzipped, MAX_LISTING_BYTES);
         let parsed = xml::parse_multistatus(BufReader::with_capacity(64 * 1024, &mut limited));
         if limited.exceeded {
             return Err(self.too_large(rel));
@@ -1363,6 +1373,23 @@ struct Limited<R> {
     broke: bool,
 }
 
+impl Limited<Box<dyn Read>> {
+    /// At most `limit` bytes of what `body` decodes to (gunzipped when
+    /// `gzipped`): a small gzip that inflates without end stops there.
+    fn decoded(body: impl Read + 'static, gzipped: bool, limit: u64) -> Self {
+        Limited {
+            inner: if gzipped {
+                Box::new(flate2::read::GzDecoder::new(body))
+            } else {
+                Box::new(body)
+            },
+            left: limit,
+            exceeded: false,
+            broke: false,
+        }
+    }
+}
+
 impl<R: Read> Read for Limited<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.left == 0 {
@@ -1378,8 +1405,13 @@ impl<R: Read> Read for Limited<R> {
             };
         }
         let max = buf.len().min(self.left.min(usize::MAX as u64) as usize);
-        let n = self.inner.read(&mut buf[..max]).inspect_err(|_| {
-            self.broke = true;
+        let n = self.inner.read(&mut buf[..max]).inspect_err(|e| {
+            // A gzip answer that does not decode is a bad answer, not a
+            // broken connection.
+            self.broke = !matches!(
+                e.kind(),
+                io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput
+            );
         })?;
         self.left -= n as u64;
         Ok(n)
@@ -2494,6 +2526,45 @@ mod tests {
             parallel_requests: 1,
         })
         .unwrap()
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        use std::io::Write as _;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(bytes).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    #[test]
+    fn a_gzip_listing_is_capped_by_what_it_decodes_to_and_a_bad_one_is_a_bad_answer() {
+        let read_all = |mut limited: Limited<Box<dyn Read>>| {
+            let mut out = Vec::new();
+            let result = limited.read_to_end(&mut out);
+            (result.is_ok(), out, limited.exceeded, limited.broke)
+        };
+        let text = b"<multistatus>hello</multistatus>".repeat(10);
+        let (ok, out, _, _) = read_all(Limited::decoded(io::Cursor::new(gzip(&text)), true, 1024));
+        assert!(ok);
+        assert_eq!(out, text);
+        // 1 MiB of zeros is about a kilobyte of gzip; the cap is on the
+        // inflated bytes.
+        let bomb = gzip(&vec![0u8; 1024 * 1024]);
+        assert!(bomb.len() < 4096);
+        let (ok, out, exceeded, _) =
+            read_all(Limited::decoded(io::Cursor::new(bomb), true, 64 * 1024));
+        assert!(!ok && exceeded && out.len() == 64 * 1024);
+        // Not gzip at all: a bad answer, not a broken connection.
+        let (ok, _, exceeded, broke) = read_all(Limited::decoded(
+            io::Cursor::new(b"<not gzip/>".to_vec()),
+            true,
+            1024,
+        ));
+        assert!(!ok && !exceeded && !broke);
+        // A plain answer passes as it is.
+        let (ok, out, _, _) =
+            read_all(Limited::decoded(io::Cursor::new(text.clone()), false, 1024));
+        assert!(ok);
+        assert_eq!(out, text);
     }
 
     #[test]

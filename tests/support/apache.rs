@@ -114,6 +114,8 @@ impl Apache {
             ("dav_module", "mod_dav.so"),
             ("dav_fs_module", "mod_dav_fs.so"),
             ("ssl_module", "mod_ssl.so"),
+            ("filter_module", "mod_filter.so"),
+            ("deflate_module", "mod_deflate.so"),
         ];
         let mut config = String::new();
         for (name, file) in modules {
@@ -134,6 +136,9 @@ impl Apache {
              CustomLog {root}/access.log transfers\n\
              LogFormat \"%m %U %{{Depth}}i %>s\" dav\n\
              CustomLog {root}/requests.log dav\n\
+             LogFormat \"%m %U %>s %{{Content-Encoding}}o %O\" encodings\n\
+             CustomLog {root}/encodings.log encodings\n\
+             SetOutputFilter DEFLATE\n\
              DefaultRuntimeDir {root}\n\
              Mutex file:{root} default\n\
              DAVLockDB {root}/lock/davlock\n\
@@ -307,6 +312,17 @@ impl Apache {
             }
         }
         text
+    }
+
+    /// The answers' encodings: one line per request, `METHOD PATH STATUS
+    /// CONTENT-ENCODING BYTES` (`-` for no encoding; the bytes sent,
+    /// headers included).
+    pub fn encodings(&self) -> Vec<String> {
+        fs::read_to_string(self.dir.path().join("encodings.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
     }
 
     /// The access log: one line per request, `METHOD PATH STATUS BYTES

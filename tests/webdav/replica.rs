@@ -641,3 +641,45 @@ fn stat_says_what_a_path_holds_now_as_the_steps_on_it_check_it() {
     assert_eq!(remote.stat(&rel("d/g.txt")).unwrap(), Expect::Absent);
     assert_eq!(contents_below(&served.join(".prism-sync/trash")), ["abc\n"]);
 }
+
+/// Listings are asked for with gzip and arrive compressed where the server
+/// compresses (this Apache deflates XML); file contents never are, so a
+/// file of a compressible type hashes as its own bytes.
+#[test]
+fn listings_arrive_gzipped_and_file_contents_never_do() {
+    let server = Apache::start();
+    lay_out_tree(&server, "zipped");
+    let xml = "<note>the same line again and again</note>\n".repeat(200);
+    fs::write(server.served(Share::Open).join("zipped/a/notes.xml"), &xml).unwrap();
+    let remote = replica(&server, "zipped");
+    remote.mark_root().unwrap();
+    let_etags_settle();
+    let before = server.encodings().len();
+    let listing = remote
+        .list(&Scope::Full, &BaseTree::new(), &no_rules())
+        .unwrap();
+    assert!(
+        listing.problems.is_empty() && listing.held.is_empty(),
+        "{listing:?}"
+    );
+    assert_eq!(listing.hashed_files, 6);
+    let notes = listing.tree[&rel("a/notes.xml")].entry.file().unwrap();
+    assert_eq!(notes.hash, ContentHash::of_bytes(xml.as_bytes()));
+    assert_eq!(notes.size, xml.len() as u64);
+
+    let encodings = server.encodings();
+    let answered = &encodings[before..];
+    let propfinds: Vec<&String> = answered
+        .iter()
+        .filter(|l| l.starts_with("PROPFIND ") && l.contains(" 207 "))
+        .collect();
+    assert!(!propfinds.is_empty(), "{answered:?}");
+    for line in &propfinds {
+        assert!(line.contains(" 207 gzip "), "a listing in gzip: {line}");
+    }
+    let gets: Vec<&String> = answered.iter().filter(|l| l.starts_with("GET ")).collect();
+    assert_eq!(gets.len(), 6, "{answered:?}");
+    for line in gets {
+        assert!(line.contains(" 200 - "), "a file as its own bytes: {line}");
+    }
+}
