@@ -1032,3 +1032,68 @@ fn an_admin_adds_pairs_inside_the_pair_roots_only() {
     let (status, answer, _) = server.send("DELETE", "/pairs/music", None, Some(&admin));
     assert_eq!(status, 200, "{answer}");
 }
+
+/// Answers to GETs over a kilobyte go gzipped to a client that asks; an
+/// answer to a POST and a small one never do.
+#[test]
+fn large_get_answers_are_gzipped_when_asked_and_posts_never_are() {
+    use std::io::Read as _;
+    let server = HttpServer::start();
+    let admin = server.token(Role::Admin, &[]);
+    let client = reqwest::blocking::Client::new();
+    let get = |path: &str, encoding: Option<&str>| {
+        let mut request = client
+            .get(format!("{}{path}", server.base))
+            .bearer_auth(&admin);
+        if let Some(encoding) = encoding {
+            request = request.header("accept-encoding", encoding);
+        }
+        request.send().unwrap()
+    };
+    let plain = get("/openapi.json", None);
+    assert!(plain.headers().get("content-encoding").is_none());
+    let plain = plain.bytes().unwrap();
+    let zipped = get("/openapi.json", Some("gzip"));
+    assert_eq!(zipped.status().as_u16(), 200);
+    assert_eq!(zipped.headers()["content-encoding"], "gzip");
+    assert!(
+        zipped.headers()["vary"]
+            .to_str()
+            .unwrap()
+            .to_ascii_lowercase()
+            .contains("accept-encoding")
+    );
+    let zipped = zipped.bytes().unwrap();
+    assert!(
+        zipped.len() * 3 < plain.len(),
+        "{} vs {}",
+        zipped.len(),
+        plain.len()
+    );
+    let mut unzipped = Vec::new();
+    flate2::read::GzDecoder::new(&zipped[..])
+        .read_to_end(&mut unzipped)
+        .unwrap();
+    assert_eq!(unzipped, plain);
+    // Not asked, or not gzip: plain.
+    let other = get("/openapi.json", Some("br"));
+    assert!(other.headers().get("content-encoding").is_none());
+
+    // A small answer stays as it is.
+    let small = get("/conflicts?all=true", Some("gzip"));
+    assert_eq!(small.status().as_u16(), 200);
+    assert!(small.headers().get("content-encoding").is_none());
+
+    // An answer to a POST is not compressed.
+    let started = client
+        .post(format!("{}/sync/start", server.base))
+        .bearer_auth(&admin)
+        .header("accept-encoding", "gzip")
+        .header("content-type", "application/json")
+        .body(json!({"pair": "notes"}).to_string())
+        .send()
+        .unwrap();
+    assert!(started.headers().get("content-encoding").is_none());
+    let started: Value = serde_json::from_slice(&started.bytes().unwrap()).unwrap();
+    assert!(started.is_object(), "{started}");
+}

@@ -19,6 +19,14 @@
 //! [`MAX_REQUEST_BYTES`] is a 413 and is not read; the token is checked
 //! before the body is read. No CORS header is ever sent, so a web page on
 //! another origin cannot read the answers.
+//!
+//! Answers to `GET`s over [`COMPRESS_ABOVE`] bytes are sent gzipped to a
+//! client that accepts it (a changes or status listing of a big pair, the
+//! OpenAPI document: JSON that shrinks several times). Nothing else is:
+//! an answer to a `POST` or `DELETE` is a short acknowledgement, and event
+//! streams must reach the client as each event is written. No answer holds
+//! a secret (tokens are issued over the local socket only), so compressing
+//! beside what a caller sent reveals nothing by its size (BREACH).
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -31,7 +39,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{Extensions, HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -41,6 +49,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::{self, pki_types};
+use tower_http::compression::Predicate;
 
 use super::auth::{self, Caller, TokenKeys};
 use super::events::{EventLog, Subscription};
@@ -67,6 +76,8 @@ pub const MAX_STREAMS_PER_TOKEN: usize = 4;
 /// How often an open event stream checks that its token is still valid
 /// (also before each batch of events).
 pub const STREAM_RECHECK: Duration = Duration::from_secs(5);
+/// The smallest answer worth compressing.
+pub const COMPRESS_ABOVE: u16 = 1024;
 /// The largest certificate or key file read (a chain is a few kilobytes).
 const MAX_PEM_BYTES: u64 = 1024 * 1024;
 
@@ -128,12 +139,15 @@ impl Listener {
     ) {
         let addr = self.local_addr().map(|a| a.to_string()).unwrap_or_default();
         tracing::info!(listen = %addr, tls = self.tls.is_some(), "HTTP API listening");
-        let app = Router::new().fallback(answer).with_state(Arc::new(Shared {
-            control,
-            keys,
-            pair_roots,
-            streams: Mutex::new(HashMap::new()),
-        }));
+        let app = Router::new()
+            .fallback(answer)
+            .with_state(Arc::new(Shared {
+                control,
+                keys,
+                pair_roots,
+                streams: Mutex::new(HashMap::new()),
+            }))
+            .layer(compression());
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         let mut connections = JoinSet::new();
         tokio::pin!(shutdown);
@@ -251,6 +265,21 @@ async fn serve_connection(stream: TcpStream, tls: Option<TlsAcceptor>, app: Rout
 }
 
 /// Every request: authenticate, read the body, dispatch, answer.
+/// Marks an answer that may be sent compressed (see the module's doc).
+#[derive(Clone, Copy)]
+struct Compressible;
+
+/// gzip for answers marked [`Compressible`] over [`COMPRESS_ABOVE`] bytes.
+fn compression() -> tower_http::compression::CompressionLayer<impl Predicate> {
+    use tower_http::compression::predicate::SizeAbove;
+    let marked = |_: StatusCode, _: axum::http::Version, _: &HeaderMap, ext: &Extensions| {
+        ext.get::<Compressible>().is_some()
+    };
+    tower_http::compression::CompressionLayer::new()
+        .gzip(true)
+        .compress_when(SizeAbove::new(COMPRESS_ABOVE).and(marked))
+}
+
 async fn answer(
     State(shared): State<Arc<Shared>>,
     method: Method,
@@ -268,6 +297,7 @@ async fn answer(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        response.extensions_mut().insert(Compressible);
         return response;
     }
     if method == Method::GET && uri.path() == "/events" {
@@ -294,7 +324,13 @@ async fn answer(
     }
     .await;
     match result {
-        Ok(body) => json_response(StatusCode::OK, &body),
+        Ok(body) => {
+            let mut response = json_response(StatusCode::OK, &body);
+            if method == Method::GET {
+                response.extensions_mut().insert(Compressible);
+            }
+            response
+        }
         Err(err) => {
             let mut response = error_response(&err, had_token);
             if err.code == 405
