@@ -11,6 +11,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+mod tokens;
+
+pub use tokens::{FileId, VersionToken};
+
 /// The deepest path Prism Sync syncs, in components. A local path must fit
 /// in Linux's `PATH_MAX` of 4,096 bytes, and each level costs at least two
 /// (a one-character name and a slash), so no path deeper than 2,048 levels
@@ -441,12 +445,6 @@ impl Entry {
         self.same_content(other) && self.mode() == other.mode()
     }
 }
-
-/// An identity a side gives a path that survives renames: an inode on a
-/// local file system, a file id where a remote has one. Used only to detect
-/// moves; never compared across sides.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
-pub struct FileId(pub String);
 
 /// One path as seen on one side right now.
 #[derive(Clone, PartialEq, Eq, Debug)]

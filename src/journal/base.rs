@@ -255,8 +255,8 @@ fn decode_base(row: &RowReader<'_, '_>) -> Result<BaseEntry, JournalError> {
     };
     Ok(BaseEntry {
         entry,
-        local_id: row.get::<Option<String>>(column::LOCAL_ID)?.map(FileId),
-        remote_id: row.get::<Option<String>>(column::REMOTE_ID)?.map(FileId),
+        local_id: row.opt_text(column::LOCAL_ID)?.map(FileId::new),
+        remote_id: row.opt_text(column::REMOTE_ID)?.map(FileId::new),
         remote_version: row.get(column::REMOTE_VERSION)?,
     })
 }
@@ -282,8 +282,8 @@ fn apply_edit(
                 file.map(|meta| meta.hash.to_hex()),
                 file.map(|meta| int(meta.size)),
                 file.map(|meta| meta.mtime_ns),
-                base.local_id.as_ref().map(|id| id.0.as_str()),
-                base.remote_id.as_ref().map(|id| id.0.as_str()),
+                base.local_id.as_ref().map(FileId::as_str),
+                base.remote_id.as_ref().map(FileId::as_str),
                 base.remote_version,
                 now,
                 base.entry.mode().map(Mode::bits),

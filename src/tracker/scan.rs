@@ -617,7 +617,7 @@ fn same_stat(before: &Metadata, after: &Metadata) -> bool {
 #[cfg(unix)]
 pub(crate) fn file_id(meta: &Metadata) -> Option<FileId> {
     use std::os::unix::fs::MetadataExt;
-    Some(FileId(format!("{}:{}", meta.dev(), meta.ino())))
+    Some(FileId::inode(meta.dev(), meta.ino()))
 }
 
 #[cfg(not(unix))]
