@@ -454,7 +454,7 @@ pub struct SideEntry {
     pub id: Option<FileId>,
     /// The remote's version token (an ETag, or size+mtime); `None` on the
     /// local side, whose cheap identity is size, mtime and inode.
-    pub version: Option<String>,
+    pub version: Option<VersionToken>,
 }
 
 impl SideEntry {
@@ -464,6 +464,11 @@ impl SideEntry {
             id: None,
             version: None,
         }
+    }
+
+    /// The version token's text, where the side gave one.
+    pub fn version_text(&self) -> Option<std::borrow::Cow<'_, str>> {
+        self.version.as_ref().map(VersionToken::as_str)
     }
 }
 
@@ -475,7 +480,7 @@ pub struct BaseEntry {
     pub remote_id: Option<FileId>,
     /// The remote's version token at that time (an ETag, or size+mtime):
     /// what a conditional write on the remote must still find there.
-    pub remote_version: Option<String>,
+    pub remote_version: Option<VersionToken>,
 }
 
 impl BaseEntry {

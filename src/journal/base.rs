@@ -13,7 +13,9 @@ use super::lineage;
 use super::rows::{Col, RowReader, below, int, kind_str};
 use super::trashed::{self, TrashedVersion};
 use super::{Journal, JournalError, PairId, during};
-use crate::model::{BaseEntry, BaseTree, ContentHash, Entry, FileId, FileMeta, Mode, RelPath};
+use crate::model::{
+    BaseEntry, BaseTree, ContentHash, Entry, FileId, FileMeta, Mode, RelPath, VersionToken,
+};
 use crate::timefmt;
 
 /// Everything one finished action changes in the journal, applied
@@ -257,7 +259,7 @@ fn decode_base(row: &RowReader<'_, '_>) -> Result<BaseEntry, JournalError> {
         entry,
         local_id: row.opt_text(column::LOCAL_ID)?.map(FileId::new),
         remote_id: row.opt_text(column::REMOTE_ID)?.map(FileId::new),
-        remote_version: row.get(column::REMOTE_VERSION)?,
+        remote_version: row.opt_text(column::REMOTE_VERSION)?.map(VersionToken::new),
     })
 }
 
@@ -284,7 +286,7 @@ fn apply_edit(
                 file.map(|meta| meta.mtime_ns),
                 base.local_id.as_ref().map(FileId::as_str),
                 base.remote_id.as_ref().map(FileId::as_str),
-                base.remote_version,
+                base.remote_version.as_ref().map(VersionToken::as_str),
                 now,
                 base.entry.mode().map(Mode::bits),
             ])?;

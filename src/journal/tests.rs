@@ -1701,7 +1701,7 @@ fn a_remote_version_token_survives_a_restart() {
     let (_dir, path, journal) = temp_journal();
     let pair = journal.upsert_pair("notes", "/n", "s3://b/p").unwrap();
     let mut entry = file("a");
-    entry.remote_version = Some("\"9b2cf535f27731c974343645a3985328\"".to_owned());
+    entry.remote_version = Some("\"9b2cf535f27731c974343645a3985328\"".into());
     journal
         .commit(
             pair,

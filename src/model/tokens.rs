@@ -107,6 +107,14 @@ impl VersionToken {
         })
     }
 
+    /// The size and mtime a [`VersionToken::size_mtime`] token holds.
+    pub fn as_size_mtime(&self) -> Option<(u64, i64)> {
+        match self.0 {
+            TokenShape::SizeMtime { size, mtime } => Some((size, mtime)),
+            _ => None,
+        }
+    }
+
     /// A token from its text (the journal's, or a remote's own).
     pub fn new(text: &str) -> VersionToken {
         VersionToken(TokenShape::of(text))
@@ -123,28 +131,26 @@ impl VersionToken {
 
 impl TokenShape {
     fn of(text: &str) -> TokenShape {
-        if let Some((size, rest)) = text.split_once(':')
-            && let Some(size) = canonical_u64(size)
-        {
+        TokenShape::compact(text).unwrap_or_else(|| TokenShape::Text(text.into()))
+    }
+
+    /// The compact shape that prints as `text`, if one does.
+    fn compact(text: &str) -> Option<TokenShape> {
+        if let Some((size, rest)) = text.split_once(':') {
+            let size = canonical_u64(size)?;
             if let Some(mtime) = canonical_i64(rest) {
-                return TokenShape::SizeMtime { size, mtime };
+                return Some(TokenShape::SizeMtime { size, mtime });
             }
-            if let Some((mtime, nonce)) = rest.split_once(':')
-                && let Some(mtime) = canonical_u64(mtime).and_then(|m| u32::try_from(m).ok())
-                && let Some(nonce) = canonical_u64(nonce).and_then(|n| u32::try_from(n).ok())
-            {
-                return TokenShape::SizeMtimeNonce { size, mtime, nonce };
-            }
-        } else if let Some(bytes) = lower_hex::<20>(text) {
-            return TokenShape::Hex20(bytes);
-        } else if let Some(bytes) = text
-            .strip_prefix('"')
-            .and_then(|rest| rest.strip_suffix('"'))
-            .and_then(lower_hex::<16>)
-        {
-            return TokenShape::QuotedHex16(bytes);
+            let (mtime, nonce) = rest.split_once(':')?;
+            let mtime = u32::try_from(canonical_u64(mtime)?).ok()?;
+            let nonce = u32::try_from(canonical_u64(nonce)?).ok()?;
+            return Some(TokenShape::SizeMtimeNonce { size, mtime, nonce });
         }
-        TokenShape::Text(text.into())
+        if let Some(bytes) = lower_hex::<20>(text) {
+            return Some(TokenShape::Hex20(bytes));
+        }
+        let quoted = text.strip_prefix('"')?.strip_suffix('"')?;
+        lower_hex::<16>(quoted).map(TokenShape::QuotedHex16)
     }
 }
 
@@ -184,9 +190,14 @@ impl From<String> for VersionToken {
     }
 }
 
+/// Compares without printing: a listing compares every file's token with
+/// the base's.
 impl PartialEq<str> for VersionToken {
     fn eq(&self, other: &str) -> bool {
-        self.as_str() == other
+        match &self.0 {
+            TokenShape::Text(text) => **text == *other,
+            shape => TokenShape::compact(other).as_ref() == Some(shape),
+        }
     }
 }
 
@@ -326,6 +337,9 @@ mod tests {
         assert_ne!(VersionToken::new("1:2"), VersionToken::new("1:02"));
         assert_ne!(FileId::new("1:2"), FileId::new("01:2"));
         assert_eq!(VersionToken::new("\"abc\""), "\"abc\"");
+        assert_eq!(VersionToken::new("1:2"), "1:2");
+        assert_ne!(VersionToken::new("1:2"), "1:02");
+        assert_ne!(VersionToken::new("1:02"), "1:2");
     }
 
     /// A token or identity costs no heap in its usual shapes and no more

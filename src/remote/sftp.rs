@@ -1094,7 +1094,7 @@ fn insert_file(
             mode: stat.mode,
         }),
         id: None,
-        version: Some(version),
+        version: Some(version.into()),
     };
     out.tree.insert(rel, entry);
 }
@@ -1491,7 +1491,7 @@ impl Replica for SftpReplica {
                 mode: now.mode,
             }),
             id: None,
-            version: Some(now.version()),
+            version: Some(now.version().into()),
         };
         Ok((entry, trash_name))
     }
