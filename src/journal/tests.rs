@@ -131,6 +131,13 @@ fn an_empty_file_is_migrated_to_the_current_schema() {
         .pragma_query_value(None, "foreign_keys", |row| row.get(0))
         .unwrap();
     assert!(foreign_keys);
+    // The page cache is bounded below SQLite's 2 MB default (see
+    // `schema::configure`).
+    let cache_size: i64 = journal
+        .conn
+        .pragma_query_value(None, "cache_size", |row| row.get(0))
+        .unwrap();
+    assert_eq!(cache_size, -512, "KiB, as a negative number");
     for table in [
         "pairs",
         "base",
