@@ -701,8 +701,8 @@ mod tests {
             "a folder fits beside a file's fields"
         );
         assert_eq!(size_of::<Option<Entry>>(), 56);
-        assert_eq!(size_of::<SideEntry>(), 104);
-        assert_eq!(size_of::<BaseEntry>(), 128);
+        assert_eq!(size_of::<SideEntry>(), 96);
+        assert_eq!(size_of::<BaseEntry>(), 112);
     }
 
     #[test]
