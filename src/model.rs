@@ -500,6 +500,32 @@ pub type SideTree = BTreeMap<RelPath, SideEntry>;
 /// The base snapshot, sorted by path.
 pub type BaseTree = BTreeMap<RelPath, BaseEntry>;
 
+/// The map of `entries`, whose keys are unique, in any order.
+///
+/// Collecting a list into a `BTreeMap` fills its nodes (inserting keys one
+/// by one in ascending order leaves them half empty), but holds the whole
+/// list until the whole map is built: twice a tree's size at once, the
+/// largest moment of a sync that lists a side while the base and the other
+/// side are held. The map is built here from the largest keys down, a
+/// part at a time, each part a quarter of what the map already holds and
+/// given back as it is taken: the list and the map never both hold much
+/// more than the entries. Each part is merged into the map in one pass,
+/// so the entries move about five times in all.
+pub fn map_from_list<K: Ord, V>(mut entries: Vec<(K, V)>) -> BTreeMap<K, V> {
+    const SMALLEST_PART: usize = 4096;
+    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut map = BTreeMap::new();
+    while !entries.is_empty() {
+        let take = (map.len() / 4).max(SMALLEST_PART).min(entries.len());
+        let part = entries.split_off(entries.len() - take);
+        entries.shrink_to_fit();
+        let mut lower: BTreeMap<K, V> = part.into_iter().collect();
+        lower.append(&mut map);
+        map = lower;
+    }
+    map
+}
+
 /// What a scan or a sync looks at: the whole pair, or some paths (each
 /// with everything below it) that a watcher or a user named.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -703,6 +729,25 @@ mod tests {
         assert_eq!(size_of::<Option<Entry>>(), 56);
         assert_eq!(size_of::<SideEntry>(), 96);
         assert_eq!(size_of::<BaseEntry>(), 112);
+    }
+
+    #[test]
+    fn a_map_from_a_list_holds_every_entry_in_order() {
+        for len in [0, 1, 4095, 4096, 4097, 30_000] {
+            // Descending, then a run ascending: any order comes out sorted.
+            let list: Vec<(u32, u32)> = (0..len / 2)
+                .rev()
+                .chain(len / 2..len)
+                .map(|k| (k, k * 2))
+                .collect();
+            let map = map_from_list(list);
+            assert_eq!(map.len() as u32, len);
+            assert!(
+                map.iter()
+                    .enumerate()
+                    .all(|(i, (k, v))| *k == i as u32 && *v == k * 2)
+            );
+        }
     }
 
     #[test]

@@ -29,7 +29,10 @@ enum IdShape {
     /// `DEV:INO`: a local file system's device and inode numbers. Linux
     /// device numbers fit in 32 bits (12 for the major, 20 for the
     /// minor); a larger one stays text.
-    Inode { dev: u32, ino: u64 },
+    Inode {
+        dev: u32,
+        ino: u64,
+    },
     Text(Box<Box<str>>),
 }
 
