@@ -28,7 +28,8 @@ enum Decision {
     /// Both sides changed incompatibly; nothing happens here or below.
     Conflict {
         kind: ConflictKind,
-        other_path: Option<RelPath>,
+        /// Boxed: rare (case collisions), and a slot per path is held.
+        other_path: Option<Box<RelPath>>,
     },
     /// Below a conflict: left alone and not reported on its own.
     Covered,
@@ -80,11 +81,11 @@ const SIDES: [Side; 2] = [Side::Local, Side::Remote];
 /// Every path of the trees with what is known about it, in path order: a
 /// sorted list rather than a map, as it is built once in order, never
 /// grows, and holds every path of the pair.
-type Slots<'t> = Vec<(RelPath, Slot<'t>)>;
+type Slots<'t> = Vec<(&'t RelPath, Slot<'t>)>;
 
 /// Where `path` is in `slots`.
 fn position(slots: &Slots, path: &RelPath) -> Option<usize> {
-    slots.binary_search_by(|(p, _)| p.cmp(path)).ok()
+    slots.binary_search_by(|(p, _)| (*p).cmp(path)).ok()
 }
 
 /// Decides every path and returns the whole plan, moves included.
@@ -102,6 +103,8 @@ pub(super) fn decide_paths(mut moved: Moved, policy: Policy) -> Plan {
     // Sorted runs, one per tree: the sort merges them.
     all.sort();
     all.dedup();
+    // The duplicates' room back before the slots are made beside it.
+    all.shrink_to_fit();
     let mut slots: Slots = all
         .into_iter()
         .map(|path| {
@@ -117,7 +120,7 @@ pub(super) fn decide_paths(mut moved: Moved, policy: Policy) -> Plan {
                 remote,
                 decision: decide(base, local, remote),
             };
-            (path.clone(), slot)
+            (path, slot)
         })
         .collect();
 
@@ -186,10 +189,12 @@ fn decide(base: Option<&Entry>, local: Option<&Entry>, remote: Option<&Entry>) -
 /// folder is then recreated on the deleting side; a folder replaced by a
 /// file becomes a type-change conflict.
 fn keep_folders_that_survive(slots: &mut Slots) {
-    // What each side holds after the plan, in descending path order.
-    let mut alive: [Vec<RelPath>; 2] = [Vec::new(), Vec::new()];
+    // What each side holds after the plan, in descending path order,
+    // borrowed from the slots.
+    let mut alive: [Vec<&RelPath>; 2] = [Vec::new(), Vec::new()];
     // Reverse path order visits everything below a folder before it.
     for (path, slot) in slots.iter_mut().rev() {
+        let path: &RelPath = path;
         if let Decision::Propagate { to } = slot.decision
             && slot.current(to).is_some_and(|e| e.is_dir())
             && has_below(&alive[index(to)], path)
@@ -204,7 +209,7 @@ fn keep_folders_that_survive(slots: &mut Slots) {
         }
         for side in SIDES {
             if slot.after(side).is_some() {
-                alive[index(side)].push(path.clone());
+                alive[index(side)].push(path);
             }
         }
     }
@@ -220,7 +225,7 @@ fn index(side: Side) -> usize {
 /// Whether `descending` (paths in descending order) holds anything
 /// strictly below `dir`. Those are the paths that start with `dir/`: one
 /// run of the list, below everything from `dir0` on (`0` follows `/`).
-fn has_below(descending: &[RelPath], dir: &RelPath) -> bool {
+fn has_below(descending: &[&RelPath], dir: &RelPath) -> bool {
     let (below, past) = (format!("{dir}/"), format!("{dir}0"));
     let start = descending.partition_point(|path| path.as_str() >= past.as_str());
     descending
@@ -247,7 +252,7 @@ fn cover_below_conflicts(slots: &mut Slots) {
 /// contents out of the running.
 fn resolve_case_collisions(slots: &mut Slots, side: Side) {
     let mut groups: BTreeMap<String, Vec<RelPath>> = BTreeMap::new();
-    for (path, slot) in slots.iter() {
+    for &(path, ref slot) in slots.iter() {
         if slot.after(side).is_some() {
             groups.entry(fold(path)).or_default().push(path.clone());
         }
@@ -276,7 +281,7 @@ fn resolve_case_collisions(slots: &mut Slots, side: Side) {
             if matches!(slot.decision, Decision::Agreed | Decision::Propagate { .. }) {
                 slot.decision = Decision::Conflict {
                     kind: ConflictKind::CaseCollision,
-                    other_path: Some((*winner).clone()),
+                    other_path: Some(Box::new((*winner).clone())),
                 };
             }
         }
@@ -291,7 +296,7 @@ fn emit(moves: Vec<Action>, slots: &Slots, policy: Policy) -> Plan {
     let mut mode_changes = Vec::new();
     let mut base_updates = Vec::new();
     let mut conflicts = Vec::new();
-    for (path, slot) in slots {
+    for &(path, ref slot) in slots {
         match &slot.decision {
             Decision::Agreed => {
                 // The same content on both sides (or nothing): at most the
@@ -375,7 +380,7 @@ fn emit(moves: Vec<Action>, slots: &Slots, policy: Policy) -> Plan {
                 base: slot.base.copied(),
                 local: slot.local.copied(),
                 remote: slot.remote.copied(),
-                other_path: other_path.clone(),
+                other_path: other_path.as_deref().cloned(),
             }),
             Decision::Covered => {}
         }
@@ -464,4 +469,14 @@ fn side_key(path: &RelPath, side: Side, policy: Policy) -> String {
     } else {
         path.as_str().to_owned()
     }
+}
+
+/// A sync makes a slot for every path of the pair: a field that grows one
+/// grows every sync's memory by as much per path. Change the figure only
+/// on purpose.
+#[cfg(test)]
+#[test]
+#[cfg(target_pointer_width = "64")]
+fn a_slot_stays_small() {
+    assert_eq!(std::mem::size_of::<(&RelPath, Slot)>(), 56);
 }
