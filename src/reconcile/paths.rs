@@ -189,28 +189,35 @@ fn decide(base: Option<&Entry>, local: Option<&Entry>, remote: Option<&Entry>) -
 /// folder is then recreated on the deleting side; a folder replaced by a
 /// file becomes a type-change conflict.
 fn keep_folders_that_survive(slots: &mut Slots) {
-    // What each side holds after the plan, in descending path order,
-    // borrowed from the slots.
-    let mut alive: [Vec<&RelPath>; 2] = [Vec::new(), Vec::new()];
-    // Reverse path order visits everything below a folder before it.
-    for (path, slot) in slots.iter_mut().rev() {
-        let path: &RelPath = path;
+    // For each side, how many of the slots from each position on hold
+    // something there after the plan (one more at the end, zero): what
+    // survives below a folder is then a difference of two counts, without
+    // a list of what survives. Reverse path order visits everything below
+    // a folder before it, so the counts past a folder are final when it
+    // is visited.
+    let mut alive_from: [Vec<u32>; 2] = [vec![0; slots.len() + 1], vec![0; slots.len() + 1]];
+    for i in (0..slots.len()).rev() {
+        let (path, slot) = &slots[i];
         if let Decision::Propagate { to } = slot.decision
             && slot.current(to).is_some_and(|e| e.is_dir())
-            && has_below(&alive[index(to)], path)
         {
-            slot.decision = match slot.current(to.other()) {
-                None => Decision::Propagate { to: to.other() },
-                Some(_) => Decision::Conflict {
-                    kind: ConflictKind::TypeChanged,
-                    other_path: None,
-                },
-            };
+            let below = below(slots, path);
+            let counts = &alive_from[index(to)];
+            if counts[below.start] > counts[below.end] {
+                let slot = &mut slots[i].1;
+                slot.decision = match slot.current(to.other()) {
+                    None => Decision::Propagate { to: to.other() },
+                    Some(_) => Decision::Conflict {
+                        kind: ConflictKind::TypeChanged,
+                        other_path: None,
+                    },
+                };
+            }
         }
         for side in SIDES {
-            if slot.after(side).is_some() {
-                alive[index(side)].push(path);
-            }
+            let here = u32::from(slots[i].1.after(side).is_some());
+            let counts = &mut alive_from[index(side)];
+            counts[i] = counts[i + 1] + here;
         }
     }
 }
@@ -222,15 +229,14 @@ fn index(side: Side) -> usize {
     }
 }
 
-/// Whether `descending` (paths in descending order) holds anything
-/// strictly below `dir`. Those are the paths that start with `dir/`: one
-/// run of the list, below everything from `dir0` on (`0` follows `/`).
-fn has_below(descending: &[&RelPath], dir: &RelPath) -> bool {
+/// The positions of the slots strictly below `dir`. Those are the paths
+/// that start with `dir/`: one run of the slots, before everything from
+/// `dir0` on (`0` follows `/`).
+fn below(slots: &Slots, dir: &RelPath) -> std::ops::Range<usize> {
     let (below, past) = (format!("{dir}/"), format!("{dir}0"));
-    let start = descending.partition_point(|path| path.as_str() >= past.as_str());
-    descending
-        .get(start)
-        .is_some_and(|path| path.as_str().starts_with(&below))
+    let start = slots.partition_point(|(path, _)| path.as_str() < below.as_str());
+    let end = slots.partition_point(|(path, _)| path.as_str() < past.as_str());
+    start..end.max(start)
 }
 
 /// Top-down: everything below a conflicted path is covered by it.
