@@ -11,6 +11,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+mod tokens;
+
+pub use tokens::{FileId, VersionToken};
+
 /// The deepest path Prism Sync syncs, in components. A local path must fit
 /// in Linux's `PATH_MAX` of 4,096 bytes, and each level costs at least two
 /// (a one-character name and a slash), so no path deeper than 2,048 levels
@@ -442,12 +446,6 @@ impl Entry {
     }
 }
 
-/// An identity a side gives a path that survives renames: an inode on a
-/// local file system, a file id where a remote has one. Used only to detect
-/// moves; never compared across sides.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
-pub struct FileId(pub String);
-
 /// One path as seen on one side right now.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct SideEntry {
@@ -456,7 +454,7 @@ pub struct SideEntry {
     pub id: Option<FileId>,
     /// The remote's version token (an ETag, or size+mtime); `None` on the
     /// local side, whose cheap identity is size, mtime and inode.
-    pub version: Option<String>,
+    pub version: Option<VersionToken>,
 }
 
 impl SideEntry {
@@ -466,6 +464,11 @@ impl SideEntry {
             id: None,
             version: None,
         }
+    }
+
+    /// The version token's text, where the side gave one.
+    pub fn version_text(&self) -> Option<std::borrow::Cow<'_, str>> {
+        self.version.as_ref().map(VersionToken::as_str)
     }
 }
 
@@ -477,7 +480,7 @@ pub struct BaseEntry {
     pub remote_id: Option<FileId>,
     /// The remote's version token at that time (an ETag, or size+mtime):
     /// what a conditional write on the remote must still find there.
-    pub remote_version: Option<String>,
+    pub remote_version: Option<VersionToken>,
 }
 
 impl BaseEntry {
@@ -496,6 +499,32 @@ pub type SideTree = BTreeMap<RelPath, SideEntry>;
 
 /// The base snapshot, sorted by path.
 pub type BaseTree = BTreeMap<RelPath, BaseEntry>;
+
+/// The map of `entries`, whose keys are unique, in any order.
+///
+/// Collecting a list into a `BTreeMap` fills its nodes (inserting keys one
+/// by one in ascending order leaves them half empty), but holds the whole
+/// list until the whole map is built: twice a tree's size at once, the
+/// largest moment of a sync that lists a side while the base and the other
+/// side are held. The map is built here from the largest keys down, a
+/// part at a time, each part a quarter of what the map already holds and
+/// given back as it is taken: the list and the map never both hold much
+/// more than the entries. Each part is merged into the map in one pass,
+/// so the entries move about five times in all.
+pub fn map_from_list<K: Ord, V>(mut entries: Vec<(K, V)>) -> BTreeMap<K, V> {
+    const SMALLEST_PART: usize = 4096;
+    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut map = BTreeMap::new();
+    while !entries.is_empty() {
+        let take = (map.len() / 4).max(SMALLEST_PART).min(entries.len());
+        let part = entries.split_off(entries.len() - take);
+        entries.shrink_to_fit();
+        let mut lower: BTreeMap<K, V> = part.into_iter().collect();
+        lower.append(&mut map);
+        map = lower;
+    }
+    map
+}
 
 /// What a scan or a sync looks at: the whole pair, or some paths (each
 /// with everything below it) that a watcher or a user named.
@@ -698,8 +727,27 @@ mod tests {
             "a folder fits beside a file's fields"
         );
         assert_eq!(size_of::<Option<Entry>>(), 56);
-        assert_eq!(size_of::<SideEntry>(), 104);
-        assert_eq!(size_of::<BaseEntry>(), 128);
+        assert_eq!(size_of::<SideEntry>(), 96);
+        assert_eq!(size_of::<BaseEntry>(), 112);
+    }
+
+    #[test]
+    fn a_map_from_a_list_holds_every_entry_in_order() {
+        for len in [0, 1, 4095, 4096, 4097, 30_000] {
+            // Descending, then a run ascending: any order comes out sorted.
+            let list: Vec<(u32, u32)> = (0..len / 2)
+                .rev()
+                .chain(len / 2..len)
+                .map(|k| (k, k * 2))
+                .collect();
+            let map = map_from_list(list);
+            assert_eq!(map.len() as u32, len);
+            assert!(
+                map.iter()
+                    .enumerate()
+                    .all(|(i, (k, v))| *k == i as u32 && *v == k * 2)
+            );
+        }
     }
 
     #[test]

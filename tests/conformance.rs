@@ -301,7 +301,7 @@ pub fn create(replica: &dyn Replica, path: &str, text: &str) -> SideEntry {
 /// What a step must find where `seen` was seen (listed or written), with
 /// the version token it carried, as the engine plans.
 pub fn expect_of(seen: &SideEntry) -> Expect {
-    Expect::of_version(Some(&seen.entry), seen.version.as_deref())
+    Expect::of_version(Some(&seen.entry), seen.version_text().as_deref())
 }
 
 /// A full listing with no base (every file read).

@@ -4,5 +4,26 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    keep_large_allocations_apart();
     ExitCode::from(prism_sync::cli::syncd_main())
 }
+
+/// glibc's malloc serves an allocation from the heap instead of a mapping
+/// of its own once a mapping that large was freed (it raises its threshold
+/// up to 32 MiB). A sync's large lists (a listing's entries, reconcile's
+/// slots) are made and freed once per sync: from the heap, their room is
+/// touched whole and stays part of the process between syncs, where a
+/// mapping of their own touches only what they fill and goes back to the
+/// system when they are freed. A fixed threshold keeps them mapped.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn keep_large_allocations_apart() {
+    const THRESHOLD: libc::c_int = 256 * 1024;
+    // SAFETY: mallopt only sets a malloc parameter; it is called before
+    // any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, THRESHOLD);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn keep_large_allocations_apart() {}

@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 use crate::fsops::Expect;
 use crate::journal::{BaseEdit, ChangeType, Step, TrashedVersion};
 use crate::locks::LockExt;
-use crate::model::{BaseEntry, Entry, FileMeta, Mode, RelPath, Side, SideEntry, SideTree};
+use crate::model::{
+    BaseEntry, Entry, FileMeta, Mode, RelPath, Side, SideEntry, SideTree, VersionToken,
+};
 use crate::reconcile::Action;
 use crate::remote::{ReplicaError, Source, StagedWrite};
 
@@ -85,10 +87,8 @@ impl Trees {
 /// The expectation for a snapshot entry, with the version token its
 /// listing carried.
 pub fn expect_of(entry: Option<&SideEntry>) -> Expect {
-    Expect::of_version(
-        entry.map(|e| &e.entry),
-        entry.and_then(|e| e.version.as_deref()),
-    )
+    let version = entry.and_then(SideEntry::version_text);
+    Expect::of_version(entry.map(|e| &e.entry), version.as_deref())
 }
 
 /// The journal's record of the version of `path` that `side` just moved
@@ -431,7 +431,8 @@ fn run_copies(
                     .get(to.other())
                     .get(path)
                     .filter(|e| e.entry.file() == Some(source))
-                    .and_then(|e| e.version.clone()),
+                    .and_then(|e| e.version.as_ref())
+                    .map(VersionToken::to_string),
                 mode: *mode,
                 expect: expect_of(current),
                 is_new: current.is_none(),

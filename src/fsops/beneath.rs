@@ -514,7 +514,8 @@ fn stat_of_raw(raw: &libc::stat) -> Stat {
             0
         },
         mtime_ns,
-        id: Some(FileId(format!("{}:{}", raw.st_dev, raw.st_ino))),
+        #[allow(clippy::unnecessary_cast)] // `st_dev`'s and `st_ino`'s types vary by platform
+        id: Some(FileId::inode(raw.st_dev as u64, raw.st_ino as u64)),
         #[allow(clippy::unnecessary_cast)] // `st_mode`'s type varies by platform
         mode: Some(Mode::from_bits(raw.st_mode as u32)),
     }

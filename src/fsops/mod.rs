@@ -102,7 +102,7 @@ pub fn mode_of(_meta: &fs::Metadata) -> Option<Mode> {
 #[cfg(unix)]
 fn file_id(meta: &fs::Metadata) -> Option<FileId> {
     use std::os::unix::fs::MetadataExt;
-    Some(FileId(format!("{}:{}", meta.dev(), meta.ino())))
+    Some(FileId::inode(meta.dev(), meta.ino()))
 }
 
 #[cfg(not(unix))]

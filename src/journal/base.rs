@@ -13,7 +13,9 @@ use super::lineage;
 use super::rows::{Col, RowReader, below, int, kind_str};
 use super::trashed::{self, TrashedVersion};
 use super::{Journal, JournalError, PairId, during};
-use crate::model::{BaseEntry, BaseTree, ContentHash, Entry, FileId, FileMeta, Mode, RelPath};
+use crate::model::{
+    BaseEntry, BaseTree, ContentHash, Entry, FileId, FileMeta, Mode, RelPath, VersionToken,
+};
 use crate::timefmt;
 
 /// Everything one finished action changes in the journal, applied
@@ -255,9 +257,9 @@ fn decode_base(row: &RowReader<'_, '_>) -> Result<BaseEntry, JournalError> {
     };
     Ok(BaseEntry {
         entry,
-        local_id: row.get::<Option<String>>(column::LOCAL_ID)?.map(FileId),
-        remote_id: row.get::<Option<String>>(column::REMOTE_ID)?.map(FileId),
-        remote_version: row.get(column::REMOTE_VERSION)?,
+        local_id: row.opt_text(column::LOCAL_ID)?.map(FileId::new),
+        remote_id: row.opt_text(column::REMOTE_ID)?.map(FileId::new),
+        remote_version: row.opt_text(column::REMOTE_VERSION)?.map(VersionToken::new),
     })
 }
 
@@ -282,9 +284,9 @@ fn apply_edit(
                 file.map(|meta| meta.hash.to_hex()),
                 file.map(|meta| int(meta.size)),
                 file.map(|meta| meta.mtime_ns),
-                base.local_id.as_ref().map(|id| id.0.as_str()),
-                base.remote_id.as_ref().map(|id| id.0.as_str()),
-                base.remote_version,
+                base.local_id.as_ref().map(FileId::as_str),
+                base.remote_id.as_ref().map(FileId::as_str),
+                base.remote_version.as_ref().map(VersionToken::as_str),
                 now,
                 base.entry.mode().map(Mode::bits),
             ])?;

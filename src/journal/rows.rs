@@ -134,6 +134,21 @@ impl<'a, 'stmt> RowReader<'a, 'stmt> {
         .map_err(|err| self.corrupt(format_args!("column {column}: {err}")))
     }
 
+    /// The text of a column that may be NULL, borrowed from the row.
+    pub(super) fn opt_text<'n>(
+        &self,
+        column: impl Into<Col<'n>>,
+    ) -> Result<Option<&'a str>, JournalError> {
+        let column = column.into();
+        match column {
+            Col::Named(name) => self.row.get_ref(name),
+            Col::At(index, _) => self.row.get_ref(index),
+        }
+        .map_err(|err| self.corrupt(format_args!("column {column}: {err}")))?
+        .as_str_or_null()
+        .map_err(|err| self.corrupt(format_args!("column {column}: {err}")))
+    }
+
     pub(super) fn path<'n>(&self, column: impl Into<Col<'n>>) -> Result<RelPath, JournalError> {
         let column = column.into();
         let text = self.text(column)?;

@@ -131,6 +131,13 @@ fn an_empty_file_is_migrated_to_the_current_schema() {
         .pragma_query_value(None, "foreign_keys", |row| row.get(0))
         .unwrap();
     assert!(foreign_keys);
+    // The page cache is bounded below SQLite's 2 MB default (see
+    // `schema::configure`).
+    let cache_size: i64 = journal
+        .conn
+        .pragma_query_value(None, "cache_size", |row| row.get(0))
+        .unwrap();
+    assert_eq!(cache_size, -512, "KiB, as a negative number");
     for table in [
         "pairs",
         "base",
@@ -1701,7 +1708,7 @@ fn a_remote_version_token_survives_a_restart() {
     let (_dir, path, journal) = temp_journal();
     let pair = journal.upsert_pair("notes", "/n", "s3://b/p").unwrap();
     let mut entry = file("a");
-    entry.remote_version = Some("\"9b2cf535f27731c974343645a3985328\"".to_owned());
+    entry.remote_version = Some("\"9b2cf535f27731c974343645a3985328\"".into());
     journal
         .commit(
             pair,

@@ -135,7 +135,7 @@ impl Builder {
     fn id(&mut self) -> Option<FileId> {
         self.next += 1;
         self.ids
-            .then(|| FileId(format!("{}{}", self.prefix, self.next)))
+            .then(|| FileId::new(&format!("{}{}", self.prefix, self.next)))
     }
 
     /// Whether `path` can be created (with its missing parent folders):
@@ -276,7 +276,7 @@ fn build(case: &Case) -> World {
                     let id =
                         e.id.as_ref()
                             .filter(|_| ids)
-                            .map(|id| FileId(format!("{prefix}{}", id.0)));
+                            .map(|id| FileId::new(&format!("{prefix}{id}")));
                     (
                         p.clone(),
                         SideEntry {
@@ -321,7 +321,7 @@ fn build(case: &Case) -> World {
             let id = |ids: bool, prefix: &str| {
                 e.id.as_ref()
                     .filter(|_| ids)
-                    .map(|id| FileId(format!("{prefix}{}", id.0)))
+                    .map(|id| FileId::new(&format!("{prefix}{id}")))
             };
             let entry = BaseEntry {
                 entry: e.entry,

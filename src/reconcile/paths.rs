@@ -28,7 +28,8 @@ enum Decision {
     /// Both sides changed incompatibly; nothing happens here or below.
     Conflict {
         kind: ConflictKind,
-        other_path: Option<RelPath>,
+        /// Boxed: rare (case collisions), and a slot per path is held.
+        other_path: Option<Box<RelPath>>,
     },
     /// Below a conflict: left alone and not reported on its own.
     Covered,
@@ -80,11 +81,11 @@ const SIDES: [Side; 2] = [Side::Local, Side::Remote];
 /// Every path of the trees with what is known about it, in path order: a
 /// sorted list rather than a map, as it is built once in order, never
 /// grows, and holds every path of the pair.
-type Slots<'t> = Vec<(RelPath, Slot<'t>)>;
+type Slots<'t> = Vec<(&'t RelPath, Slot<'t>)>;
 
 /// Where `path` is in `slots`.
 fn position(slots: &Slots, path: &RelPath) -> Option<usize> {
-    slots.binary_search_by(|(p, _)| p.cmp(path)).ok()
+    slots.binary_search_by(|(p, _)| (*p).cmp(path)).ok()
 }
 
 /// Decides every path and returns the whole plan, moves included.
@@ -102,6 +103,8 @@ pub(super) fn decide_paths(mut moved: Moved, policy: Policy) -> Plan {
     // Sorted runs, one per tree: the sort merges them.
     all.sort();
     all.dedup();
+    // The duplicates' room back before the slots are made beside it.
+    all.shrink_to_fit();
     let mut slots: Slots = all
         .into_iter()
         .map(|path| {
@@ -117,7 +120,7 @@ pub(super) fn decide_paths(mut moved: Moved, policy: Policy) -> Plan {
                 remote,
                 decision: decide(base, local, remote),
             };
-            (path.clone(), slot)
+            (path, slot)
         })
         .collect();
 
@@ -186,26 +189,35 @@ fn decide(base: Option<&Entry>, local: Option<&Entry>, remote: Option<&Entry>) -
 /// folder is then recreated on the deleting side; a folder replaced by a
 /// file becomes a type-change conflict.
 fn keep_folders_that_survive(slots: &mut Slots) {
-    // What each side holds after the plan, in descending path order.
-    let mut alive: [Vec<RelPath>; 2] = [Vec::new(), Vec::new()];
-    // Reverse path order visits everything below a folder before it.
-    for (path, slot) in slots.iter_mut().rev() {
+    // For each side, how many of the slots from each position on hold
+    // something there after the plan (one more at the end, zero): what
+    // survives below a folder is then a difference of two counts, without
+    // a list of what survives. Reverse path order visits everything below
+    // a folder before it, so the counts past a folder are final when it
+    // is visited.
+    let mut alive_from: [Vec<u32>; 2] = [vec![0; slots.len() + 1], vec![0; slots.len() + 1]];
+    for i in (0..slots.len()).rev() {
+        let (path, slot) = &slots[i];
         if let Decision::Propagate { to } = slot.decision
             && slot.current(to).is_some_and(|e| e.is_dir())
-            && has_below(&alive[index(to)], path)
         {
-            slot.decision = match slot.current(to.other()) {
-                None => Decision::Propagate { to: to.other() },
-                Some(_) => Decision::Conflict {
-                    kind: ConflictKind::TypeChanged,
-                    other_path: None,
-                },
-            };
+            let below = below(slots, path);
+            let counts = &alive_from[index(to)];
+            if counts[below.start] > counts[below.end] {
+                let slot = &mut slots[i].1;
+                slot.decision = match slot.current(to.other()) {
+                    None => Decision::Propagate { to: to.other() },
+                    Some(_) => Decision::Conflict {
+                        kind: ConflictKind::TypeChanged,
+                        other_path: None,
+                    },
+                };
+            }
         }
         for side in SIDES {
-            if slot.after(side).is_some() {
-                alive[index(side)].push(path.clone());
-            }
+            let here = u32::from(slots[i].1.after(side).is_some());
+            let counts = &mut alive_from[index(side)];
+            counts[i] = counts[i + 1] + here;
         }
     }
 }
@@ -217,15 +229,14 @@ fn index(side: Side) -> usize {
     }
 }
 
-/// Whether `descending` (paths in descending order) holds anything
-/// strictly below `dir`. Those are the paths that start with `dir/`: one
-/// run of the list, below everything from `dir0` on (`0` follows `/`).
-fn has_below(descending: &[RelPath], dir: &RelPath) -> bool {
+/// The positions of the slots strictly below `dir`. Those are the paths
+/// that start with `dir/`: one run of the slots, before everything from
+/// `dir0` on (`0` follows `/`).
+fn below(slots: &Slots, dir: &RelPath) -> std::ops::Range<usize> {
     let (below, past) = (format!("{dir}/"), format!("{dir}0"));
-    let start = descending.partition_point(|path| path.as_str() >= past.as_str());
-    descending
-        .get(start)
-        .is_some_and(|path| path.as_str().starts_with(&below))
+    let start = slots.partition_point(|(path, _)| path.as_str() < below.as_str());
+    let end = slots.partition_point(|(path, _)| path.as_str() < past.as_str());
+    start..end.max(start)
 }
 
 /// Top-down: everything below a conflicted path is covered by it.
@@ -247,7 +258,7 @@ fn cover_below_conflicts(slots: &mut Slots) {
 /// contents out of the running.
 fn resolve_case_collisions(slots: &mut Slots, side: Side) {
     let mut groups: BTreeMap<String, Vec<RelPath>> = BTreeMap::new();
-    for (path, slot) in slots.iter() {
+    for &(path, ref slot) in slots.iter() {
         if slot.after(side).is_some() {
             groups.entry(fold(path)).or_default().push(path.clone());
         }
@@ -276,7 +287,7 @@ fn resolve_case_collisions(slots: &mut Slots, side: Side) {
             if matches!(slot.decision, Decision::Agreed | Decision::Propagate { .. }) {
                 slot.decision = Decision::Conflict {
                     kind: ConflictKind::CaseCollision,
-                    other_path: Some((*winner).clone()),
+                    other_path: Some(Box::new((*winner).clone())),
                 };
             }
         }
@@ -291,7 +302,7 @@ fn emit(moves: Vec<Action>, slots: &Slots, policy: Policy) -> Plan {
     let mut mode_changes = Vec::new();
     let mut base_updates = Vec::new();
     let mut conflicts = Vec::new();
-    for (path, slot) in slots {
+    for &(path, ref slot) in slots {
         match &slot.decision {
             Decision::Agreed => {
                 // The same content on both sides (or nothing): at most the
@@ -375,7 +386,7 @@ fn emit(moves: Vec<Action>, slots: &Slots, policy: Policy) -> Plan {
                 base: slot.base.copied(),
                 local: slot.local.copied(),
                 remote: slot.remote.copied(),
-                other_path: other_path.clone(),
+                other_path: other_path.as_deref().cloned(),
             }),
             Decision::Covered => {}
         }
@@ -464,4 +475,14 @@ fn side_key(path: &RelPath, side: Side, policy: Policy) -> String {
     } else {
         path.as_str().to_owned()
     }
+}
+
+/// A sync makes a slot for every path of the pair: a field that grows one
+/// grows every sync's memory by as much per path. Change the figure only
+/// on purpose.
+#[cfg(test)]
+#[test]
+#[cfg(target_pointer_width = "64")]
+fn a_slot_stays_small() {
+    assert_eq!(std::mem::size_of::<(&RelPath, Slot)>(), 56);
 }

@@ -238,7 +238,7 @@ impl World {
     /// A fresh identity, as a new inode or remote file id would be.
     fn fresh(&mut self, side: Side) -> Option<FileId> {
         self.next_id += 1;
-        Some(FileId(format!("sim-{side}-{}", self.next_id)))
+        Some(FileId::new(&format!("sim-{side}-{}", self.next_id)))
     }
 
     /// Applies every action in order; the first one that the real executor

@@ -874,7 +874,7 @@ fn parse<V>(text: &str, make: impl Fn(Entry, Option<FileId>) -> V) -> BTreeMap<R
     let mut tree = BTreeMap::new();
     for token in text.split_whitespace() {
         let (spec, id) = match token.split_once('#') {
-            Some((spec, id)) => (spec, Some(FileId(id.to_owned()))),
+            Some((spec, id)) => (spec, Some(FileId::new(id))),
             None => (token, None),
         };
         let (spec, mode) = match spec.split_once('@') {

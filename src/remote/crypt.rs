@@ -725,9 +725,11 @@ impl Replica for CryptReplica {
                 Entry::File(b)
                     if base
                         .remote_version
-                        .as_deref()
-                        .zip(side.version.as_deref())
-                        .is_some_and(|(base, listed)| super::same_etag(base, listed)) =>
+                        .as_ref()
+                        .zip(side.version.as_ref())
+                        .is_some_and(|(base, listed)| {
+                            super::same_etag(&base.as_str(), &listed.as_str())
+                        }) =>
                 {
                     Some(b.hash)
                 }
@@ -1435,7 +1437,7 @@ mod tests {
 
         // The same token as another answer quotes it.
         let quoted = format!("\"{}\"", side.version.clone().unwrap());
-        cache.get_mut(&rel("a.txt")).unwrap().remote_version = Some(quoted);
+        cache.get_mut(&rel("a.txt")).unwrap().remote_version = Some(quoted.into());
         assert_eq!(list(&replica, &cache).hashed_files, 0);
     }
 

@@ -33,7 +33,7 @@ use crate::fsops::{self, Expect, StatKind, Trash};
 use crate::locks::LockExt;
 use crate::model::{
     BaseEntry, BaseTree, ContentHash, Entry, FileId, FileMeta, Mode, RelPath, Scope, Side,
-    SideEntry,
+    SideEntry, VersionToken,
 };
 use crate::tracker::ignore::IgnoreRules;
 use crate::tracker::scan::{ScanRequest, local_view, scan};
@@ -404,7 +404,11 @@ fn remote_view(base: &BaseEntry) -> Option<(Option<&FileId>, FileMeta)> {
     let Entry::File(meta) = base.entry else {
         return None;
     };
-    let meta = match base.remote_version.as_deref().and_then(parse_version) {
+    let recorded = base
+        .remote_version
+        .as_ref()
+        .and_then(|v| v.as_size_mtime().or_else(|| parse_version(&v.as_str())));
+    let meta = match recorded {
         Some((size, mtime_ns)) => FileMeta {
             size,
             mtime_ns,
@@ -430,7 +434,8 @@ fn side_entry(stat: &fsops::Stat, hash: Option<ContentHash>) -> SideEntry {
         }),
         _ => Entry::dir(stat.mode),
     };
-    let version = (stat.kind == StatKind::File).then(|| stat.version());
+    let version =
+        (stat.kind == StatKind::File).then(|| VersionToken::size_mtime(stat.size, stat.mtime_ns));
     SideEntry {
         entry,
         id: stat.id.clone(),
@@ -533,7 +538,7 @@ impl Replica for LocalFolder {
         let mut tree = outcome.tree;
         for entry in tree.values_mut() {
             if let Entry::File(meta) = &entry.entry {
-                entry.version = Some(format!("{}:{}", meta.size, meta.mtime_ns));
+                entry.version = Some(VersionToken::size_mtime(meta.size, meta.mtime_ns));
             }
         }
         Ok(Listing {

@@ -1089,7 +1089,7 @@ fn insert_file(
             mode: stat.mode,
         }),
         id: None,
-        version: Some(version),
+        version: Some(version.into()),
     };
     out.tree.insert(rel, entry);
 }
@@ -1486,7 +1486,7 @@ impl Replica for SftpReplica {
                 mode: now.mode,
             }),
             id: None,
-            version: Some(now.version()),
+            version: Some(now.version().into()),
         };
         Ok((entry, trash_name))
     }

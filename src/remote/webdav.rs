@@ -1826,7 +1826,7 @@ fn insert_file(out: &mut Listing, rel: RelPath, stat: &RemoteStat, hash: Content
             mode: None,
         }),
         id: None,
-        version: Some(stat.version()),
+        version: Some(stat.version().into()),
     };
     out.tree.insert(rel, entry);
 }
@@ -2195,7 +2195,7 @@ impl Replica for WebdavReplica {
                 mode: None,
             }),
             id: None,
-            version: Some(now.version()),
+            version: Some(now.version().into()),
         };
         Ok((entry, trash_name))
     }

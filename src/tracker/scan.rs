@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use crate::model::{
     BaseEntry, BaseTree, ContentHash, Entry, FileId, FileMeta, RelPath, Scope, SideEntry, SideTree,
+    map_from_list,
 };
 use crate::parallel;
 use crate::tracker::hash::HashingReader;
@@ -140,7 +141,7 @@ pub fn scan(req: &ScanRequest) -> Result<ScanOutcome, ScanError> {
     }
     scanner.hash_pending();
     let mut out = scanner.out;
-    out.tree = scanner.found.into_iter().collect();
+    out.tree = map_from_list(scanner.found);
     Ok(out)
 }
 
@@ -155,9 +156,10 @@ struct Scanner<'r, 'a> {
     /// [`HASH_CHUNK`]).
     to_hash: Vec<HashJob>,
     /// What goes into `out.tree`, in the order found. The map is built
-    /// from it in one go at the end: a `BTreeMap` built by inserting keys
-    /// in ascending order leaves its nodes about half full, one built
-    /// from a sorted list fills them, which is most of a tree's size.
+    /// from it at the end (see [`map_from_list`]): a `BTreeMap` built by
+    /// inserting keys in ascending order leaves its nodes about half full,
+    /// one built from a sorted list fills them, which is most of a tree's
+    /// size.
     found: Vec<(RelPath, SideEntry)>,
 }
 
@@ -617,7 +619,7 @@ fn same_stat(before: &Metadata, after: &Metadata) -> bool {
 #[cfg(unix)]
 pub(crate) fn file_id(meta: &Metadata) -> Option<FileId> {
     use std::os::unix::fs::MetadataExt;
-    Some(FileId(format!("{}:{}", meta.dev(), meta.ino())))
+    Some(FileId::inode(meta.dev(), meta.ino()))
 }
 
 #[cfg(not(unix))]

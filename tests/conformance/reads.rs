@@ -18,7 +18,8 @@ fn a_read_continues_at_an_offset_of_the_listed_version_only(case: &Case) {
     let listing = list(&*replica);
     let listed = &listing.tree[&rel("f.txt")];
     let meta = *listed.entry.file().unwrap();
-    let version = listed.version.as_deref();
+    let version = listed.version_text();
+    let version = version.as_deref();
     let len = content.len() as u64;
 
     for offset in [0, 1, 1500, 65_535, 65_536, 70_000, 150_001, len - 1] {

@@ -80,7 +80,7 @@ fn kept_versions_of_an_encrypted_git_remote_come_back_decrypted_with_their_plain
         &remote,
         "notes/a.md",
         &second,
-        &Expect::of_version(Some(&written.entry), written.version.as_deref()),
+        &Expect::of_version(Some(&written.entry), written.version_text().as_deref()),
     );
     remote.flush().unwrap();
 

@@ -55,7 +55,7 @@ fn expect_of(entry: &SideEntry) -> Expect {
         size: meta.size,
         mtime_ns: meta.mtime_ns,
         mode: None,
-        version: entry.version.clone(),
+        version: entry.version_text().map(String::from),
     }
 }
 
@@ -178,7 +178,12 @@ fn round_trip(server: Server) {
     // An offset read of the old version, named by its listed token, is
     // refused, not spliced.
     assert!(matches!(
-        remote.open_version_at(&rel("docs/a.txt"), 8, &meta, listed.version.as_deref()),
+        remote.open_version_at(
+            &rel("docs/a.txt"),
+            8,
+            &meta,
+            listed.version_text().as_deref()
+        ),
         Err(ReplicaError::SourceChanged { .. })
     ));
 
@@ -542,7 +547,7 @@ fn offset_reads_by_version(server: Server) {
         hash: ContentHash::of_bytes(b"the plaintext of it"),
         ..meta
     };
-    for version in [None, written.version.as_deref()] {
+    for version in [None, written.version_text().as_deref()] {
         let (mut rest, start) = remote
             .open_version_at(&rel("f.bin"), 70_000, &other_hash, version)
             .unwrap();
@@ -557,7 +562,12 @@ fn offset_reads_by_version(server: Server) {
     let mut theirs = data.clone();
     theirs[80_000] ^= 0xff;
     raw_put(&raw, "f.bin", &theirs, &Metadata::new());
-    let refused = remote.open_version_at(&rel("f.bin"), 70_000, &meta, written.version.as_deref());
+    let refused = remote.open_version_at(
+        &rel("f.bin"),
+        70_000,
+        &meta,
+        written.version_text().as_deref(),
+    );
     assert!(
         matches!(refused, Err(ReplicaError::SourceChanged { .. })),
         "{:?}",
@@ -677,7 +687,12 @@ fn encrypted_offset_reads(server: Server) {
     // (the ciphertext's): the version is judged by its ETag.
     for offset in [1, 65_536, 70_000, 199_999] {
         let (mut rest, start) = remote
-            .open_version_at(&rel("f.bin"), offset, &meta, listed.version.as_deref())
+            .open_version_at(
+                &rel("f.bin"),
+                offset,
+                &meta,
+                listed.version_text().as_deref(),
+            )
             .unwrap();
         let mut tail = Vec::new();
         rest.read_to_end(&mut tail).unwrap();
@@ -738,10 +753,18 @@ fn encrypted_offset_reads_of_a_replaced_version(server: Server) {
     write(
         &other,
         &replaced,
-        &Expect::of_version(Some(&seen_there.entry), seen_there.version.as_deref()),
+        &Expect::of_version(
+            Some(&seen_there.entry),
+            seen_there.version_text().as_deref(),
+        ),
     );
     for offset in [1, 70_000] {
-        match remote.open_version_at(&rel("f.bin"), offset, &meta, listed.version.as_deref()) {
+        match remote.open_version_at(
+            &rel("f.bin"),
+            offset,
+            &meta,
+            listed.version_text().as_deref(),
+        ) {
             Err(e) => assert!(e.is_change(), "from {offset}: {e}"),
             Ok((rest, start)) => {
                 let tail = read_all(rest);

@@ -98,7 +98,10 @@ fn a_written_file_keeps_its_mtime_in_seconds_and_its_version_names_size_and_mtim
         1_600_000_000
     );
     assert!(
-        a.version.as_deref().unwrap().starts_with("4:1600000000:"),
+        a.version_text()
+            .as_deref()
+            .unwrap()
+            .starts_with("4:1600000000:"),
         "{a:?}"
     );
     let listing = remote
@@ -125,7 +128,7 @@ fn a_same_size_same_second_upload_by_another_agent_is_a_change() {
         .tree[&rel("f.txt")]
         .clone();
     let other = replica(&server, "twins");
-    let seen_by_other = Expect::of_version(Some(&listed.entry), listed.version.as_deref());
+    let seen_by_other = Expect::of_version(Some(&listed.entry), listed.version_text().as_deref());
     let theirs = write(&other, "f.txt", "version 2\n", &seen_by_other);
     assert_eq!(theirs.entry.file().unwrap().size, 10);
     assert_eq!(
@@ -135,7 +138,7 @@ fn a_same_size_same_second_upload_by_another_agent_is_a_change() {
     assert_ne!(theirs.version, listed.version);
 
     let restarted = replica(&server, "twins");
-    let planned = Expect::of_version(Some(&listed.entry), listed.version.as_deref());
+    let planned = Expect::of_version(Some(&listed.entry), listed.version_text().as_deref());
     let refused = restarted
         .write(
             &rel("f.txt"),

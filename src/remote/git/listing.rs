@@ -284,7 +284,10 @@ impl GitReplica {
         for (rel, blob) in &files {
             match cache.get(rel) {
                 Some(base)
-                    if base.remote_version.as_deref() == Some(blob.oid.as_str())
+                    if base
+                        .remote_version
+                        .as_ref()
+                        .is_some_and(|v| *v == *blob.oid)
                         && base.entry.file().is_some_and(|f| f.size == blob.size) =>
                 {
                     if let Some(meta) = base.entry.file() {
@@ -318,7 +321,7 @@ impl GitReplica {
                 SideEntry {
                     entry: Entry::File(meta),
                     id: None,
-                    version: Some(blob.oid),
+                    version: Some(blob.oid.into()),
                 },
             );
         }

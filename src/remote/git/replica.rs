@@ -650,7 +650,7 @@ impl Replica for GitReplica {
                 mode: None,
             }),
             id: None,
-            version: Some(oid),
+            version: Some(oid.into()),
         })
     }
 

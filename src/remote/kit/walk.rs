@@ -170,7 +170,9 @@ pub(crate) fn is_stale_temp(rel: &RelPath, mtime_secs: i64, now: i64) -> bool {
 pub(crate) fn cached_hash(cache: &BaseTree, rel: &RelPath, version: &str) -> Option<ContentHash> {
     let base = cache.get(rel)?;
     match &base.entry {
-        Entry::File(meta) if base.remote_version.as_deref() == Some(version) => Some(meta.hash),
+        Entry::File(meta) if base.remote_version.as_ref().is_some_and(|v| *v == *version) => {
+            Some(meta.hash)
+        }
         _ => None,
     }
 }

@@ -203,7 +203,10 @@ pub fn list(
         }
         let cached = cache.get(&rel).and_then(|base| match &base.entry {
             Entry::File(meta)
-                if base.remote_version.as_deref() == Some(item.token.as_str())
+                if base
+                    .remote_version
+                    .as_ref()
+                    .is_some_and(|v| *v == *item.token)
                     && meta.size == item.size =>
             {
                 Some(meta.hash)
@@ -253,7 +256,7 @@ fn insert(out: &mut Listing, rel: RelPath, item: &Item, hash: ContentHash) {
                 mode: None,
             }),
             id: None,
-            version: Some(item.token.clone()),
+            version: Some(item.token.as_str().into()),
         },
     );
 }

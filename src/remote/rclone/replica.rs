@@ -297,7 +297,7 @@ impl Replica for RcloneReplica {
                 mode: None,
             }),
             id: None,
-            version: Some(item.token),
+            version: Some(item.token.into()),
         };
         Ok((entry, trashed))
     }

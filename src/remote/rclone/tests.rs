@@ -197,7 +197,7 @@ mod replica {
     fn expect_listed(replica: &dyn Replica, path: &str) -> Expect {
         let listing = list(replica, &BaseTree::new());
         let side = &listing.tree[&rel(path)];
-        Expect::of_version(Some(&side.entry), side.version.as_deref())
+        crate::engine::executor::expect_of(Some(side))
     }
 
     fn read_all(mut reader: impl Read) -> Vec<u8> {
@@ -402,7 +402,11 @@ mod replica {
         replica.mark_root().unwrap();
         write(&replica, "a.md", b"alpha\n", &Expect::Absent).unwrap();
         let listing = list(&replica, &BaseTree::new());
-        let version = listing.tree[&rel("a.md")].version.clone().unwrap();
+        let version = listing.tree[&rel("a.md")]
+            .version
+            .clone()
+            .unwrap()
+            .to_string();
         assert_eq!(version, format!("md5:{:x}", md5_of(b"alpha\n")));
         let expect = expect_listed(&replica, "a.md");
         write(&replica, "a.md", b"beta\n", &expect).unwrap();

@@ -159,8 +159,8 @@ pub fn list(
             Entry::File(meta)
                 if base
                     .remote_version
-                    .as_deref()
-                    .is_some_and(|v| same_etag(v, &object.etag)) =>
+                    .as_ref()
+                    .is_some_and(|v| same_etag(&v.as_str(), &object.etag)) =>
             {
                 Some(*meta)
             }
@@ -221,7 +221,7 @@ fn insert(out: &mut Listing, rel: RelPath, object: &ObjectInfo, hash: ContentHas
                 mode: None,
             }),
             id: None,
-            version: Some(object.etag.clone()),
+            version: Some(object.etag.as_str().into()),
         },
     );
 }

@@ -655,7 +655,7 @@ impl Replica for S3Replica {
                 mode: None,
             }),
             id: None,
-            version: Some(etag),
+            version: Some(etag.into()),
         };
         Ok((entry, trashed))
     }
