@@ -98,6 +98,9 @@ pub struct Kind {
     env_var: &'static str,
     file_name: &'static str,
     owner: Owner,
+    /// `prism-syncctl password set` takes the pair's name for it, not a
+    /// URL naming the account.
+    set_by_pair: bool,
 }
 
 /// Whom a kind of secret belongs to, which decides its keys.
@@ -127,6 +130,17 @@ impl Kind {
             env_var,
             file_name,
             owner: Owner::Login,
+            set_by_pair: false,
+        }
+    }
+
+    /// The same kind, stored with `prism-syncctl password set PAIR` only
+    /// (its account is no URL a user would write, such as an S3 key id at
+    /// an endpoint).
+    pub const fn set_by_pair_name(self) -> Kind {
+        Kind {
+            set_by_pair: true,
+            ..self
         }
     }
 
@@ -149,6 +163,7 @@ impl Kind {
                 line_suffix,
                 set_flags,
             },
+            set_by_pair: false,
         }
     }
 
@@ -322,6 +337,7 @@ pub fn how_to_store(account: &Account, config_dir: Option<&Path>) -> String {
     };
     let target = match account.kind.owner {
         Owner::Pair { set_flags, .. } => format!("{set_flags} {}", account.user),
+        Owner::Login if account.kind.set_by_pair => "PAIR".to_owned(),
         Owner::Login => account.to_string(),
     };
     format!(

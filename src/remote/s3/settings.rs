@@ -25,7 +25,7 @@ use crate::secrets::{Account, Kind};
 /// and port), the variable `PRISM_SYNC_S3_SECRET_ACCESS_KEY`, the file
 /// `s3-secrets`. (The AWS variables and profiles work without one.)
 pub const SECRET_ACCESS_KEY: Kind =
-    Kind::login("s3", "PRISM_SYNC_S3_SECRET_ACCESS_KEY", "s3-secrets");
+    Kind::login("s3", "PRISM_SYNC_S3_SECRET_ACCESS_KEY", "s3-secrets").set_by_pair_name();
 
 /// What to do instead of naming an S3 account by URL.
 pub const ACCOUNT_BY_PAIR: &str = "an s3:// account is its pair's `access_key_id` at its \
@@ -305,6 +305,26 @@ impl Backend for S3Url {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_advice_for_a_missing_secret_names_a_command_that_works() {
+        let settings = S3PairSettings {
+            access_key_id: Some("AKIDEXAMPLE".into()),
+            endpoint: Some("http://127.0.0.1:8333".into()),
+            ..Default::default()
+        };
+        let account = settings.account().unwrap();
+        let how = crate::secrets::how_to_store(&account, None);
+        assert!(
+            how.contains("`prism-syncctl password set PAIR`")
+                && how.contains("PRISM_SYNC_S3_SECRET_ACCESS_KEY"),
+            "{how}"
+        );
+        // The URL of the account is refused by `password set`, so it is
+        // not what the advice says to type.
+        assert!(crate::secrets::Account::parse(&account.key()).is_err());
+        assert!(!how.contains("password set s3://"), "{how}");
+    }
 
     #[test]
     fn s3_urls_name_a_bucket_and_a_prefix() {
