@@ -1571,17 +1571,32 @@ impl Replica for SftpReplica {
         let s = &self.shared;
         let conn = s.conn()?;
         let full = s.at(&format!("{}/{name}", kit::trash_dir()));
+        // The name may come from another device's trash log: every folder
+        // on the way must be a real one, so a symbolic link planted in the
+        // trash cannot lead the read out of the remote folder.
+        let not_there = || {
+            ReplicaError::io(
+                "read the trashed version",
+                name,
+                io::Error::new(io::ErrorKind::NotFound, "not in the remote trash"),
+            )
+        };
+        for folder in std::iter::once(None).chain(name.ancestors().map(Some)) {
+            let folder = match folder {
+                None => s.at(&kit::trash_dir()),
+                Some(folder) => s.at(&format!("{}/{folder}", kit::trash_dir())),
+            };
+            match conn.lstat(&folder) {
+                Ok(Some(stat)) if stat.kind == Kind::Dir => {}
+                Ok(_) => return Err(not_there()),
+                Err(e) => return Err(ReplicaError::io("read the trashed version", name, e)),
+            }
+        }
         // RACE: as in `open`; the caller checks the bytes against the
         // version's recorded hash.
         match conn.lstat(&full) {
             Ok(Some(stat)) if stat.kind == Kind::File => {}
-            Ok(_) => {
-                return Err(ReplicaError::io(
-                    "read the trashed version",
-                    name,
-                    io::Error::new(io::ErrorKind::NotFound, "not in the remote trash"),
-                ));
-            }
+            Ok(_) => return Err(not_there()),
             Err(e) => return Err(ReplicaError::io("read the trashed version", name, e)),
         }
         let file = conn

@@ -841,3 +841,55 @@ fn a_version_in_the_server_trash_is_listed_and_restored_to_every_side() {
         &daemon,
     );
 }
+
+/// A trash name may come from another device's log: a folder of the trash
+/// replaced by a link (to a copy of the batch outside the remote folder)
+/// is not read through, and nothing changes.
+#[test]
+fn a_trash_folder_swapped_for_a_link_is_not_read_through() {
+    let server = Sshd::start();
+    let served = server.served().join("pair");
+    let daemon = Daemon::start(&server, "laptop", "pair");
+    let file = daemon.local.join("notes.txt");
+    let on_server = served.join("notes.txt");
+    let server_has = |text: &str| fs::read_to_string(&on_server).is_ok_and(|t| t == text);
+    fs::write(&file, "first\n").unwrap();
+    wait_until("the first version", || server_has("first\n"), &daemon);
+    fs::write(&file, "second, longer\n").unwrap();
+    wait_until(
+        "the second version",
+        || server_has("second, longer\n"),
+        &daemon,
+    );
+    let path = file.to_str().unwrap();
+    let out = daemon.ctl(&["--json", "history", path]);
+    let history: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let version = history["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["where"] == "remote_trash")
+        .unwrap_or_else(|| panic!("no version in the server's trash: {history}"))["version"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let trash = served.join(".prism-sync/trash");
+    let batch = fs::read_dir(&trash)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| texts_below(p).contains(&"first\n".to_owned()))
+        .expect("the batch holding the first version");
+    let outside = server.served().join("outside-batch");
+    fs::rename(&batch, &outside).unwrap();
+    std::os::unix::fs::symlink(&outside, &batch).unwrap();
+
+    let out = daemon.ctl(&["restore", path, "--version", &version]);
+    assert!(!out.status.success(), "restored through a link");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no longer in the remote trash"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fs::read_to_string(&file).unwrap(), "second, longer\n");
+}
