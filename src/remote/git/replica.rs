@@ -78,6 +78,8 @@ pub struct GitReplica {
     pub(super) view: Mutex<View>,
     /// Content hashes of blobs read before, by blob id.
     pub(super) hashes: Mutex<HashMap<String, ContentHash>>,
+    /// Sizes of blobs, by blob id (see `listing`).
+    pub(super) sizes: Mutex<HashMap<String, u64>>,
     /// Record writes go one at a time.
     pub(super) records: Mutex<()>,
     /// The tip `root_state` just fetched, for the listing that follows it
@@ -99,6 +101,7 @@ impl GitReplica {
             branch: Mutex::new(None),
             view: Mutex::new(View::default()),
             hashes: Mutex::new(HashMap::new()),
+            sizes: Mutex::new(HashMap::new()),
             records: Mutex::new(()),
             checked: Mutex::new(None),
             staging,
@@ -608,6 +611,7 @@ impl Replica for GitReplica {
         let _ = std::fs::remove_file(&temp);
         let (oid, size) = staged?;
         self.hashes.locked().insert(oid.clone(), *hash);
+        self.sizes.locked().insert(oid.clone(), size);
         Ok(StagedWrite {
             path: path.clone(),
             temp: staged_handle(&oid, mtime_ns),

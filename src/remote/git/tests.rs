@@ -413,6 +413,62 @@ fn an_empty_folder_the_base_knows_stays_listed_and_the_base_s_hash_is_reused() {
     assert_eq!(listing.hashed_files, 0);
 }
 
+/// Sizes come from the base or from memory where the blob id is known,
+/// not from the tree: a file a person changed to another length has a new
+/// blob id, and both a fresh replica and one that listed it before see
+/// its new size, hash and version.
+#[test]
+fn sizes_follow_the_blob_id_whoever_changed_the_file() {
+    let fixture = Fixture::new();
+    let replica = fixture.replica("alpha", GitPairSettings::default());
+    let (_d, ignore) = no_ignores();
+    replica.root_state().unwrap();
+    replica
+        .list(&Scope::Full, &BaseTree::new(), &ignore)
+        .unwrap();
+    write(&replica, "a.md", b"one\n", Expect::Absent).unwrap();
+    replica.flush().unwrap();
+    let listing = replica
+        .list(&Scope::Full, &BaseTree::new(), &ignore)
+        .unwrap();
+    let mut base = BaseTree::new();
+    let a = &listing.tree[&rel("a.md")];
+    base.insert(
+        rel("a.md"),
+        BaseEntry {
+            remote_version: a.version.clone(),
+            ..BaseEntry::new(a.entry)
+        },
+    );
+
+    let checkout = fixture.clone("person");
+    std::fs::write(checkout.join("a.md"), "a much longer line\n").unwrap();
+    std::fs::write(checkout.join("b.md"), "bee\n").unwrap();
+    git(&checkout, &["add", "-A"]);
+    git(&checkout, &["commit", "-qm", "by hand"]);
+    git(&checkout, &["push", "-q", "origin", "main"]);
+
+    // A replica that knew the old blob, and one that knows nothing (a
+    // process started afresh, its own mirror).
+    let fresh = fixture.replica("beta", GitPairSettings::default());
+    fresh.root_state().unwrap();
+    for replica in [&replica, &fresh] {
+        let listing = replica.list(&Scope::Full, &base, &ignore).unwrap();
+        let a = listing.tree[&rel("a.md")].entry.file().unwrap();
+        assert_eq!(
+            (a.size, a.hash),
+            (19, ContentHash::of_bytes(b"a much longer line\n"))
+        );
+        let b = listing.tree[&rel("b.md")].entry.file().unwrap();
+        assert_eq!((b.size, b.hash), (4, ContentHash::of_bytes(b"bee\n")));
+        assert!(matches!(
+            replica.stat(&rel("a.md")).unwrap(),
+            Expect::File { size: 19, .. }
+        ));
+        assert_eq!(listing.hashed_files, 2);
+    }
+}
+
 #[test]
 fn an_unreachable_remote_is_offline() {
     let dir = tempfile::TempDir::new().unwrap();
