@@ -160,18 +160,28 @@ impl GitReplica {
     pub(super) fn refresh(&self) -> Result<(Option<String>, Option<String>), ReplicaError> {
         self.mirror.ensure()?;
         let seen = self.mirror.advertised()?;
+        let mut have = self.mirror.local_refs()?;
         if let Some(oid) = seen.heads.values().chain(&seen.records).next() {
-            self.mirror.match_format(oid)?;
+            // The mirror's refs are in its object format: one as long as
+            // the remote's ids says the formats match without asking.
+            let same_format = have.values().next().is_some_and(|h| h.len() == oid.len());
+            if !same_format && self.mirror.match_format(oid)? {
+                have.clear();
+            }
         }
         let branch = self.resolve_branch(&seen)?;
         let tip = self.mirror.follow(
             &format!("refs/heads/{branch}"),
             TIP_REF,
             seen.heads.get(&branch).map(String::as_str),
+            have.remove(TIP_REF),
         )?;
-        let records =
-            self.mirror
-                .follow(REMOTE_RECORDS_REF, RECORDS_REF, seen.records.as_deref())?;
+        let records = self.mirror.follow(
+            REMOTE_RECORDS_REF,
+            RECORDS_REF,
+            seen.records.as_deref(),
+            have.remove(RECORDS_REF),
+        )?;
         Ok((tip, records))
     }
 
@@ -836,15 +846,9 @@ impl Replica for GitReplica {
 
     fn read_record(&self, name: &str) -> Result<Option<String>, ReplicaError> {
         self.mirror.ensure()?;
-        let Some(oid) = self.record_blob(name)? else {
+        let Some(bytes) = self.record_content(name)? else {
             return Ok(None);
         };
-        let bytes = self
-            .mirror
-            .git
-            .call(["cat-file", "blob", &oid])
-            .run()
-            .map_err(|e| self.mirror.local_error(e))?;
         if bytes.len() > MAX_RECORD_BYTES {
             return Err(ReplicaError::Other(format!(
                 "the record {name} is larger than {MAX_RECORD_BYTES} bytes"
