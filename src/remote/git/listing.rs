@@ -47,15 +47,6 @@ impl GitReplica {
         };
         let mut problems = Vec::new();
         if let Some(tip) = &tip {
-            // `cat-file`, not `show`: a user's `log.showSignature` would
-            // put a signature check before `show`'s answer.
-            let commit = self
-                .mirror
-                .git
-                .call(["cat-file", "commit", tip])
-                .text()
-                .map_err(|e| self.mirror.local_error(e))?;
-            loaded.time_ns = committer_time(&commit).unwrap_or(0) * 1_000_000_000;
             let mut args = vec![
                 "ls-tree".to_owned(),
                 "-r".into(),
@@ -202,6 +193,30 @@ impl GitReplica {
                 sizes.entry(version.clone()).or_insert(file.size);
             }
         }
+    }
+
+    /// The tip's commit time in nanoseconds, read when first asked for:
+    /// a listing whose files all come from the base needs none.
+    pub(super) fn tip_time(&self, view: &mut View) -> Result<i64, ReplicaError> {
+        if let Some(time_ns) = view.time_ns {
+            return Ok(time_ns);
+        }
+        let time_ns = match &view.tip {
+            Some(tip) => {
+                // `cat-file`, not `show`: a user's `log.showSignature` would
+                // put a signature check before `show`'s answer.
+                let commit = self
+                    .mirror
+                    .git
+                    .call(["cat-file", "commit", tip])
+                    .text()
+                    .map_err(|e| self.mirror.local_error(e))?;
+                committer_time(&commit).unwrap_or(0) * 1_000_000_000
+            }
+            None => 0,
+        };
+        view.time_ns = Some(time_ns);
+        Ok(time_ns)
     }
 
     /// Hashes of the blobs in `oids` not yet known, reading each once.
@@ -378,13 +393,18 @@ impl GitReplica {
         let before = self.hashes.locked().len();
         let hashes = self.hash_blobs(&to_read)?;
         out.hashed_files = (self.hashes.locked().len() - before) as u64;
+        let time_ns = if from_base.len() < files.len() {
+            self.tip_time(&mut view)?
+        } else {
+            0
+        };
         for (rel, blob) in files {
             let meta = match from_base.remove(&rel) {
                 Some(meta) => meta,
                 None => FileMeta {
                     hash: hashes[&blob.oid],
                     size: blob.size,
-                    mtime_ns: view.time_ns,
+                    mtime_ns: time_ns,
                     mode: None,
                 },
             };

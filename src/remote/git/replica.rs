@@ -529,20 +529,20 @@ impl Replica for GitReplica {
     /// `path` check against. A link or submodule reads as a file no step
     /// acts on (it has no blob id the steps would accept).
     fn stat(&self, path: &RelPath) -> Result<Expect, ReplicaError> {
-        let view = self.view.locked();
+        let mut view = self.view.locked();
         let p = path.as_str();
-        if let Some(blob) = view.current(p) {
+        if let Some(blob) = view.current(p).cloned() {
             return Ok(Expect::File {
                 size: blob.size,
-                mtime_ns: view.time_ns,
+                mtime_ns: self.tip_time(&mut view)?,
                 mode: None,
-                version: Some(blob.oid.clone()),
+                version: Some(blob.oid),
             });
         }
         if view.others.contains(p) {
             return Ok(Expect::File {
                 size: 0,
-                mtime_ns: view.time_ns,
+                mtime_ns: self.tip_time(&mut view)?,
                 mode: None,
                 version: Some(String::new()),
             });

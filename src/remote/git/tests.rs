@@ -414,11 +414,12 @@ fn an_empty_folder_the_base_knows_stays_listed_and_the_base_s_hash_is_reused() {
 }
 
 /// Sizes come from the base or from memory where the blob id is known,
-/// not from the tree: a file a person changed to another length has a new
-/// blob id, and both a fresh replica and one that listed it before see
-/// its new size, hash and version.
+/// not from the tree, and the tip's time is read when first needed: a file
+/// a person changed to another length has a new blob id, and both a fresh
+/// replica and one that listed the tip before see its new size, hash,
+/// version and the new tip's time.
 #[test]
-fn sizes_follow_the_blob_id_whoever_changed_the_file() {
+fn sizes_and_times_follow_the_tip_whoever_changed_the_file() {
     let fixture = Fixture::new();
     let replica = fixture.replica("alpha", GitPairSettings::default());
     let (_d, ignore) = no_ignores();
@@ -445,7 +446,21 @@ fn sizes_follow_the_blob_id_whoever_changed_the_file() {
     std::fs::write(checkout.join("a.md"), "a much longer line\n").unwrap();
     std::fs::write(checkout.join("b.md"), "bee\n").unwrap();
     git(&checkout, &["add", "-A"]);
-    git(&checkout, &["commit", "-qm", "by hand"]);
+    // Committed at a time of its own: the new files carry the new tip's
+    // time, not the one a replica read for the tip before.
+    let committed = Command::new("git")
+        .args(["commit", "-qm", "by hand"])
+        .current_dir(&checkout)
+        .env("GIT_AUTHOR_NAME", "Person")
+        .env("GIT_AUTHOR_EMAIL", "person@example.org")
+        .env("GIT_COMMITTER_NAME", "Person")
+        .env("GIT_COMMITTER_EMAIL", "person@example.org")
+        .env("GIT_COMMITTER_DATE", "@981173106 +0000")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .status()
+        .unwrap();
+    assert!(committed.success());
     git(&checkout, &["push", "-q", "origin", "main"]);
 
     // A replica that knew the old blob, and one that knows nothing (a
@@ -461,9 +476,14 @@ fn sizes_follow_the_blob_id_whoever_changed_the_file() {
         );
         let b = listing.tree[&rel("b.md")].entry.file().unwrap();
         assert_eq!((b.size, b.hash), (4, ContentHash::of_bytes(b"bee\n")));
+        assert_eq!(b.mtime_ns, 981_173_106 * 1_000_000_000);
         assert!(matches!(
             replica.stat(&rel("a.md")).unwrap(),
-            Expect::File { size: 19, .. }
+            Expect::File {
+                size: 19,
+                mtime_ns: 981_173_106_000_000_000,
+                ..
+            }
         ));
         assert_eq!(listing.hashed_files, 2);
     }
