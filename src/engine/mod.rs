@@ -597,6 +597,7 @@ struct Run<'a> {
 impl Run<'_> {
     fn run(&mut self, request: &SyncRequest) -> Result<(), SyncError> {
         let engine = self.engine;
+        let run_started = Instant::now();
         let mut base_files = engine.journal.locked().base_counts(engine.pair)?.0;
         self.check_root(engine.local(), Side::Local, base_files, request.confirmed)?;
         self.check_root(engine.remote(), Side::Remote, base_files, request.confirmed)?;
@@ -629,6 +630,7 @@ impl Run<'_> {
         // the remote went away) goes first.
         let published = self.publish();
         self.bookkeeping(published)?;
+        tracing::debug!(pair = %engine.name, checked_ms = run_started.elapsed().as_millis() as u64, "roots and records checked");
         let mut pulled = false;
         let mut confirmed = request.confirmed;
         let mut carried_out = false;
@@ -663,6 +665,7 @@ impl Run<'_> {
                 return Err(SyncError::Guard(trip));
             }
             if plan.actions.is_empty() && plan.conflicts.is_empty() {
+                tracing::debug!(pair = %engine.name, round, listed_ms = listed.as_millis() as u64, planned_ms = (started.elapsed() - listed).as_millis() as u64, "nothing to do");
                 self.unsettled.clear();
                 return Ok(());
             }
@@ -904,8 +907,17 @@ impl Run<'_> {
         let ignore = engine.ignore_rules();
         let cache = self.listing_cache.take();
         let cache = cache.as_ref().unwrap_or(&base);
+        let started = Instant::now();
         let local = engine.local.list(scope, cache, &ignore)?;
+        let local_listed = started.elapsed();
         let remote = engine.remote.list(scope, cache, &ignore)?;
+        tracing::debug!(
+            pair = %engine.name,
+            base = base.len(),
+            local_ms = local_listed.as_millis() as u64,
+            remote_ms = (started.elapsed() - local_listed).as_millis() as u64,
+            "listed both sides"
+        );
         let mut held: Vec<RelPath> = local.held.into_iter().chain(remote.held).collect();
         held.extend(engine.backoff.locked().waiting(Instant::now()));
         self.problems.extend(local.problems);

@@ -327,14 +327,15 @@ impl Cursor {
 }
 
 /// The writing end of this device's own log, with the newest segment kept
-/// in memory so appending costs two writes (the segment and the head) and
-/// no read.
+/// in memory once read (at the first append), so appending costs two
+/// writes (the segment and the head) and no read.
 #[derive(Debug)]
 pub struct LogWriter {
     log: String,
     head: Head,
-    /// The newest segment's lines.
-    tail: Vec<String>,
+    /// The newest segment's lines, once read: only an append needs them,
+    /// so a run with nothing to publish reads the head alone.
+    tail: Option<Vec<String>>,
 }
 
 impl LogWriter {
@@ -352,18 +353,13 @@ impl LogWriter {
     ) -> Result<LogWriter, ReplicaError> {
         assert!(is_log_name(log), "a log is named after a lineage");
         if let Some(head) = read_head(remote, log)? {
-            let tail = read_segment(remote, log, head.last)?
-                .iter()
-                .filter(|e| e.id <= head.last_id)
-                .map(encode)
-                .collect();
             return Ok(LogWriter {
                 log: log.to_owned(),
                 head: Head {
                     device: device.to_owned(),
                     ..head
                 },
-                tail,
+                tail: None,
             });
         }
         // No head (a backend that replaces by remove-then-rename lost it in
@@ -388,7 +384,7 @@ impl LogWriter {
         Ok(LogWriter {
             log: log.to_owned(),
             head,
-            tail: tail_entries.iter().map(encode).collect(),
+            tail: Some(tail_entries.iter().map(encode).collect()),
         })
     }
 
@@ -421,7 +417,16 @@ impl LogWriter {
             return Ok(());
         }
         let mut head = self.head.clone();
-        let mut tail = self.tail.clone();
+        let mut tail = match &self.tail {
+            Some(tail) => tail.clone(),
+            // Entries beyond the head (from a writer that crashed before
+            // writing it) are dropped: they are written again.
+            None => read_segment(remote, &self.log, head.last)?
+                .iter()
+                .filter(|e| e.id <= head.last_id)
+                .map(encode)
+                .collect(),
+        };
         let mut tail_bytes: usize = tail.iter().map(|l| l.len() + 1).sum();
         let mut full: Vec<(u64, Vec<String>)> = Vec::new();
         for entry in entries {
@@ -449,7 +454,7 @@ impl LogWriter {
         head.first += expired.len() as u64;
         remote.write_record(&head_name(&self.log), &head_text(&head))?;
         self.head = head;
-        self.tail = tail;
+        self.tail = Some(tail);
         for segment in expired {
             remote.remove_record(&segment_name(&self.log, segment))?;
         }
@@ -706,6 +711,35 @@ mod tests {
             1 + 2,
             "the head, the last full segment again and the new one"
         );
+    }
+
+    /// A run with nothing to publish reads the head alone; the newest
+    /// segment is read at the first append, which continues it whole.
+    #[test]
+    fn a_writer_reopened_reads_its_newest_segment_only_when_it_appends() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let remote = Counting {
+            inner: crate::remote::LocalFolder::remote(dir.path().to_path_buf()),
+            reads: Default::default(),
+        };
+        let log = "0123456789abcdef0123456789abcdef";
+        let month = Duration::from_secs(30 * 24 * 3600);
+        let now = timefmt::parse("2025-02-10T00:00:00Z").unwrap();
+        let one = |id: u64| [LogEntry { id, ..entry(id) }];
+        let mut writer = LogWriter::open(&remote, log, "laptop", 0).unwrap();
+        writer.append(&remote, &one(1), month, now).unwrap();
+        remote.reads();
+
+        let mut reopened = LogWriter::open(&remote, log, "laptop", 0).unwrap();
+        assert_eq!(remote.reads(), 1, "the head only");
+        assert_eq!(reopened.last_id(), 1);
+        reopened.append(&remote, &one(2), month, now).unwrap();
+        assert_eq!(remote.reads(), 1, "the newest segment, once");
+        reopened.append(&remote, &one(3), month, now).unwrap();
+        assert_eq!(remote.reads(), 0);
+        let head = read_head(&remote, log).unwrap().unwrap();
+        let (read, _) = read_new(&remote, log, &head, Cursor::default()).unwrap();
+        assert_eq!(read.iter().map(|e| e.id).collect::<Vec<_>>(), [1, 2, 3]);
     }
 
     #[test]

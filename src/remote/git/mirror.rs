@@ -97,11 +97,11 @@ impl Mirror {
     /// Makes the mirror use the object format of the remote whose object
     /// ids are `oid`'s length: a mirror of another format cannot fetch
     /// from it, so it is started anew (it only holds what the remote has,
-    /// which is fetched again).
-    pub fn match_format(&self, oid: &str) -> Result<(), ReplicaError> {
+    /// which is fetched again). Returns whether it was.
+    pub fn match_format(&self, oid: &str) -> Result<bool, ReplicaError> {
         let wanted = if oid.len() == 64 { "sha256" } else { "sha1" };
         if self.object_format()? == wanted {
-            return Ok(());
+            return Ok(false);
         }
         let dir = self.git.git_dir();
         std::fs::remove_dir_all(dir).map_err(|e| ReplicaError::io("remove", dir.display(), e))?;
@@ -116,7 +116,7 @@ impl Mirror {
             ])
             .run()
             .map_err(|e| self.local_error(e))?;
-        Ok(())
+        Ok(true)
     }
 
     /// One `ls-remote` for HEAD, the branches and the records.
@@ -172,16 +172,48 @@ impl Mirror {
         }
     }
 
-    /// Makes the mirror's `local` ref what the remote's `remote` ref is
-    /// (`oid`, as advertised; `None`: it has none), fetching only when
-    /// they differ.
+    /// The commits the mirror's own refs (`refs/prism/…`) point at, by
+    /// name, read in one call.
+    pub fn local_refs(&self) -> Result<BTreeMap<String, String>, ReplicaError> {
+        let out = self
+            .git
+            .call([
+                "for-each-ref",
+                "--format=%(objectname) %(objecttype) %(refname)",
+                "refs/prism/",
+            ])
+            .text()
+            .map_err(|e| self.local_error(e))?;
+        let mut refs = BTreeMap::new();
+        for line in out.lines() {
+            let mut fields = line.splitn(3, ' ');
+            let (Some(oid), Some(kind), Some(name)) = (fields.next(), fields.next(), fields.next())
+            else {
+                continue;
+            };
+            // A ref to anything but a commit (a tag someone pushed as the
+            // branch) is peeled as `local_ref` peels it.
+            let commit = match kind {
+                "commit" => Some(oid.to_owned()),
+                _ => self.local_ref(name)?,
+            };
+            if let Some(commit) = commit {
+                refs.insert(name.to_owned(), commit);
+            }
+        }
+        Ok(refs)
+    }
+
+    /// Makes the mirror's `local` ref, now at `have`, what the remote's
+    /// `remote` ref is (`oid`, as advertised; `None`: it has none),
+    /// fetching only when they differ.
     pub fn follow(
         &self,
         remote: &str,
         local: &str,
         oid: Option<&str>,
+        have: Option<String>,
     ) -> Result<Option<String>, ReplicaError> {
-        let have = self.local_ref(local)?;
         match oid {
             Some(oid) if have.as_deref() == Some(oid) => Ok(have),
             Some(_) => {

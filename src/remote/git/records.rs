@@ -10,24 +10,44 @@ use crate::locks::LockExt;
 use crate::remote::ReplicaError;
 
 impl GitReplica {
-    /// A record's blob, if the records have it.
+    /// A record's blob, if the records have it (one `cat-file`, which
+    /// says `missing` for a name or a ref that is not there).
     pub(super) fn record_blob(&self, name: &str) -> Result<Option<String>, ReplicaError> {
         let out = self
             .mirror
             .git
-            .call([
-                "rev-parse",
-                "--verify",
-                "--quiet",
-                &format!("{RECORDS_REF}:{name}"),
-            ])
+            .call(["cat-file", "--batch-check"])
+            .input(format!("{RECORDS_REF}:{name}\n").into_bytes())
             .text();
         match out {
-            Ok(oid) if !oid.is_empty() => Ok(Some(oid)),
+            Ok(line) => Ok(found(&line).map(|(oid, _, _)| oid.to_owned())),
             _ => Ok(None),
         }
     }
 
+    /// A record's content, if the records have it: one `cat-file` for
+    /// both the lookup and the read.
+    pub(super) fn record_content(&self, name: &str) -> Result<Option<Vec<u8>>, ReplicaError> {
+        let out = self
+            .mirror
+            .git
+            .call(["cat-file", "--batch"])
+            .input(format!("{RECORDS_REF}:{name}\n").into_bytes())
+            .run()
+            .map_err(|e| self.mirror.local_error(e))?;
+        let newline = out.iter().position(|b| *b == b'\n').unwrap_or(out.len());
+        let header = String::from_utf8_lossy(&out[..newline]);
+        let Some((_, kind, size)) = found(&header) else {
+            return Ok(None);
+        };
+        let content = out.get(newline + 1..newline + 1 + size);
+        match content {
+            Some(content) if kind == "blob" => Ok(Some(content.to_vec())),
+            _ => Err(ReplicaError::Other(format!(
+                "the record {name} cannot be read from the mirror ({header})"
+            ))),
+        }
+    }
     /// Writes (`Some`) or removes (`None`) one record in one commit on the
     /// records ref, again on the newer records when another agent pushed
     /// meanwhile (agents write records of their own, so the edit applies).
@@ -81,4 +101,12 @@ impl GitReplica {
         )?;
         Ok(())
     }
+}
+
+/// The object a `cat-file --batch` header names (`OID TYPE SIZE`), or
+/// `None` for `NAME missing` (or `ambiguous`).
+fn found(header: &str) -> Option<(&str, &str, usize)> {
+    let mut fields = header.split_whitespace();
+    let (oid, kind, size) = (fields.next()?, fields.next()?, fields.next()?);
+    Some((oid, kind, size.parse().ok()?))
 }

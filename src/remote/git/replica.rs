@@ -78,6 +78,8 @@ pub struct GitReplica {
     pub(super) view: Mutex<View>,
     /// Content hashes of blobs read before, by blob id.
     pub(super) hashes: Mutex<HashMap<String, ContentHash>>,
+    /// Sizes of blobs, by blob id (see `listing`).
+    pub(super) sizes: Mutex<HashMap<String, u64>>,
     /// Record writes go one at a time.
     pub(super) records: Mutex<()>,
     /// The tip `root_state` just fetched, for the listing that follows it
@@ -99,6 +101,7 @@ impl GitReplica {
             branch: Mutex::new(None),
             view: Mutex::new(View::default()),
             hashes: Mutex::new(HashMap::new()),
+            sizes: Mutex::new(HashMap::new()),
             records: Mutex::new(()),
             checked: Mutex::new(None),
             staging,
@@ -157,18 +160,28 @@ impl GitReplica {
     pub(super) fn refresh(&self) -> Result<(Option<String>, Option<String>), ReplicaError> {
         self.mirror.ensure()?;
         let seen = self.mirror.advertised()?;
+        let mut have = self.mirror.local_refs()?;
         if let Some(oid) = seen.heads.values().chain(&seen.records).next() {
-            self.mirror.match_format(oid)?;
+            // The mirror's refs are in its object format: one as long as
+            // the remote's ids says the formats match without asking.
+            let same_format = have.values().next().is_some_and(|h| h.len() == oid.len());
+            if !same_format && self.mirror.match_format(oid)? {
+                have.clear();
+            }
         }
         let branch = self.resolve_branch(&seen)?;
         let tip = self.mirror.follow(
             &format!("refs/heads/{branch}"),
             TIP_REF,
             seen.heads.get(&branch).map(String::as_str),
+            have.remove(TIP_REF),
         )?;
-        let records =
-            self.mirror
-                .follow(REMOTE_RECORDS_REF, RECORDS_REF, seen.records.as_deref())?;
+        let records = self.mirror.follow(
+            REMOTE_RECORDS_REF,
+            RECORDS_REF,
+            seen.records.as_deref(),
+            have.remove(RECORDS_REF),
+        )?;
         Ok((tip, records))
     }
 
@@ -516,20 +529,20 @@ impl Replica for GitReplica {
     /// `path` check against. A link or submodule reads as a file no step
     /// acts on (it has no blob id the steps would accept).
     fn stat(&self, path: &RelPath) -> Result<Expect, ReplicaError> {
-        let view = self.view.locked();
+        let mut view = self.view.locked();
         let p = path.as_str();
-        if let Some(blob) = view.current(p) {
+        if let Some(blob) = view.current(p).cloned() {
             return Ok(Expect::File {
                 size: blob.size,
-                mtime_ns: view.time_ns,
+                mtime_ns: self.tip_time(&mut view)?,
                 mode: None,
-                version: Some(blob.oid.clone()),
+                version: Some(blob.oid),
             });
         }
         if view.others.contains(p) {
             return Ok(Expect::File {
                 size: 0,
-                mtime_ns: view.time_ns,
+                mtime_ns: self.tip_time(&mut view)?,
                 mode: None,
                 version: Some(String::new()),
             });
@@ -608,6 +621,7 @@ impl Replica for GitReplica {
         let _ = std::fs::remove_file(&temp);
         let (oid, size) = staged?;
         self.hashes.locked().insert(oid.clone(), *hash);
+        self.sizes.locked().insert(oid.clone(), size);
         Ok(StagedWrite {
             path: path.clone(),
             temp: staged_handle(&oid, mtime_ns),
@@ -832,15 +846,9 @@ impl Replica for GitReplica {
 
     fn read_record(&self, name: &str) -> Result<Option<String>, ReplicaError> {
         self.mirror.ensure()?;
-        let Some(oid) = self.record_blob(name)? else {
+        let Some(bytes) = self.record_content(name)? else {
             return Ok(None);
         };
-        let bytes = self
-            .mirror
-            .git
-            .call(["cat-file", "blob", &oid])
-            .run()
-            .map_err(|e| self.mirror.local_error(e))?;
         if bytes.len() > MAX_RECORD_BYTES {
             return Err(ReplicaError::Other(format!(
                 "the record {name} is larger than {MAX_RECORD_BYTES} bytes"

@@ -413,6 +413,82 @@ fn an_empty_folder_the_base_knows_stays_listed_and_the_base_s_hash_is_reused() {
     assert_eq!(listing.hashed_files, 0);
 }
 
+/// Sizes come from the base or from memory where the blob id is known,
+/// not from the tree, and the tip's time is read when first needed: a file
+/// a person changed to another length has a new blob id, and both a fresh
+/// replica and one that listed the tip before see its new size, hash,
+/// version and the new tip's time.
+#[test]
+fn sizes_and_times_follow_the_tip_whoever_changed_the_file() {
+    let fixture = Fixture::new();
+    let replica = fixture.replica("alpha", GitPairSettings::default());
+    let (_d, ignore) = no_ignores();
+    replica.root_state().unwrap();
+    replica
+        .list(&Scope::Full, &BaseTree::new(), &ignore)
+        .unwrap();
+    write(&replica, "a.md", b"one\n", Expect::Absent).unwrap();
+    replica.flush().unwrap();
+    let listing = replica
+        .list(&Scope::Full, &BaseTree::new(), &ignore)
+        .unwrap();
+    let mut base = BaseTree::new();
+    let a = &listing.tree[&rel("a.md")];
+    base.insert(
+        rel("a.md"),
+        BaseEntry {
+            remote_version: a.version.clone(),
+            ..BaseEntry::new(a.entry)
+        },
+    );
+
+    let checkout = fixture.clone("person");
+    std::fs::write(checkout.join("a.md"), "a much longer line\n").unwrap();
+    std::fs::write(checkout.join("b.md"), "bee\n").unwrap();
+    git(&checkout, &["add", "-A"]);
+    // Committed at a time of its own: the new files carry the new tip's
+    // time, not the one a replica read for the tip before.
+    let committed = Command::new("git")
+        .args(["commit", "-qm", "by hand"])
+        .current_dir(&checkout)
+        .env("GIT_AUTHOR_NAME", "Person")
+        .env("GIT_AUTHOR_EMAIL", "person@example.org")
+        .env("GIT_COMMITTER_NAME", "Person")
+        .env("GIT_COMMITTER_EMAIL", "person@example.org")
+        .env("GIT_COMMITTER_DATE", "@981173106 +0000")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .status()
+        .unwrap();
+    assert!(committed.success());
+    git(&checkout, &["push", "-q", "origin", "main"]);
+
+    // A replica that knew the old blob, and one that knows nothing (a
+    // process started afresh, its own mirror).
+    let fresh = fixture.replica("beta", GitPairSettings::default());
+    fresh.root_state().unwrap();
+    for replica in [&replica, &fresh] {
+        let listing = replica.list(&Scope::Full, &base, &ignore).unwrap();
+        let a = listing.tree[&rel("a.md")].entry.file().unwrap();
+        assert_eq!(
+            (a.size, a.hash),
+            (19, ContentHash::of_bytes(b"a much longer line\n"))
+        );
+        let b = listing.tree[&rel("b.md")].entry.file().unwrap();
+        assert_eq!((b.size, b.hash), (4, ContentHash::of_bytes(b"bee\n")));
+        assert_eq!(b.mtime_ns, 981_173_106 * 1_000_000_000);
+        assert!(matches!(
+            replica.stat(&rel("a.md")).unwrap(),
+            Expect::File {
+                size: 19,
+                mtime_ns: 981_173_106_000_000_000,
+                ..
+            }
+        ));
+        assert_eq!(listing.hashed_files, 2);
+    }
+}
+
 #[test]
 fn an_unreachable_remote_is_offline() {
     let dir = tempfile::TempDir::new().unwrap();

@@ -29,8 +29,9 @@ pub(super) struct View {
     /// name.
     pub(super) others: BTreeSet<String>,
     /// The tip's commit time: the modification time of a version whose
-    /// own time is not known.
-    pub(super) time_ns: i64,
+    /// own time is not known. `None` until first needed (see
+    /// `GitReplica::tip_time`).
+    pub(super) time_ns: Option<i64>,
     /// Edits not pushed yet: a blob, or `None` for a removal.
     pub(super) pending: BTreeMap<String, Option<Blob>>,
     /// Moves of the pending batch (from, to, whether a folder), for the
