@@ -190,7 +190,9 @@ impl GitReplica {
         let mut sizes = self.sizes.locked();
         for base in cache.values() {
             if let (Some(version), Some(file)) = (&base.remote_version, base.entry.file()) {
-                sizes.entry(version.clone()).or_insert(file.size);
+                sizes
+                    .entry(version.as_str().into_owned())
+                    .or_insert(file.size);
             }
         }
     }
