@@ -222,7 +222,14 @@ impl LocalFolder {
         .map_err(|e| ReplicaError::io("write", path, e))
     }
 
+    /// Whether the folder's file system folds case. Asked of a name
+    /// already there (looked up with its case swapped) where there is one,
+    /// so a run writes nothing into the folder to learn it; an empty
+    /// folder gets a probe file.
     fn probe_case_insensitive(&self) -> bool {
+        if let Some(answer) = self.case_insensitive_by_a_name() {
+            return answer;
+        }
         let probe = self.root.join(format!("{}CaseProbe", TEMP_PREFIX));
         if fs::write(&probe, b"").is_err() {
             return false;
@@ -231,6 +238,37 @@ impl LocalFolder {
         let insensitive = lower.exists();
         let _ = fs::remove_file(&probe);
         insensitive
+    }
+
+    /// Looks up the first entry whose name has case with that case
+    /// swapped: the same file under the other name means case is folded,
+    /// nothing there means it is not. `None` when no name tells.
+    fn case_insensitive_by_a_name(&self) -> Option<bool> {
+        use std::os::unix::fs::MetadataExt;
+        for entry in fs::read_dir(&self.root).ok()?.take(64) {
+            let entry = entry.ok()?;
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            let upper = name.to_uppercase();
+            let swapped = if upper != name {
+                upper
+            } else {
+                name.to_lowercase()
+            };
+            // Only a name whose swap is one-to-one tells (`ß` upper-cases
+            // to `SS`).
+            if swapped == name || swapped.chars().count() != name.chars().count() {
+                continue;
+            }
+            let original = fs::symlink_metadata(entry.path()).ok()?;
+            return match fs::symlink_metadata(self.root.join(&swapped)) {
+                Ok(other) => Some(other.dev() == original.dev() && other.ino() == original.ino()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Some(false),
+                Err(_) => None,
+            };
+        }
+        None
     }
 }
 
@@ -1091,6 +1129,32 @@ mod tests {
             }
         }
         found
+    }
+
+    #[test]
+    fn learning_whether_case_is_folded_writes_nothing_where_a_name_tells() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("Notes.txt"), b"x").unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let before = fs::metadata(dir.path()).unwrap();
+        let folder = LocalFolder::remote(dir.path().to_path_buf());
+        // This machine's test folders fold no case.
+        assert!(!folder.probe_case_insensitive());
+        let after = fs::metadata(dir.path()).unwrap();
+        assert_eq!(
+            (before.mtime(), before.mtime_nsec()),
+            (after.mtime(), after.mtime_nsec()),
+            "nothing was written into the folder"
+        );
+        // Both spellings present: two files, so case is not folded.
+        fs::write(dir.path().join("notes.txt"), b"y").unwrap();
+        assert_eq!(folder.case_insensitive_by_a_name(), Some(false));
+        // An empty folder says nothing by its names.
+        let empty = tempfile::tempdir().unwrap();
+        let empty = LocalFolder::remote(empty.path().to_path_buf());
+        assert_eq!(empty.case_insensitive_by_a_name(), None);
+        assert!(!empty.probe_case_insensitive());
     }
 
     #[test]
