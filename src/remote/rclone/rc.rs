@@ -275,6 +275,23 @@ impl RcClient {
 
     /// Calls `method` with `params`; its JSON answer.
     pub fn call(&self, method: &str, params: &Value) -> Result<Value, RcError> {
+        let started = std::time::Instant::now();
+        let answer = self.call_once_or_twice(method, params);
+        // Where a sync's time goes, call by call (`RUST_LOG=prism_sync::remote::rclone=trace`).
+        tracing::trace!(
+            method,
+            path = params["remote"]
+                .as_str()
+                .or(params["dstRemote"].as_str())
+                .unwrap_or(""),
+            ms = started.elapsed().as_secs_f64() * 1000.0,
+            ok = answer.is_ok(),
+            "rclone call"
+        );
+        answer
+    }
+
+    fn call_once_or_twice(&self, method: &str, params: &Value) -> Result<Value, RcError> {
         let repeatable = is_repeatable(method);
         let mut endpoint = self.rcd.endpoint()?;
         let mut retried = false;
@@ -309,6 +326,24 @@ impl RcClient {
     /// The bytes of `path` in `fs` from `offset` on, and the offset the
     /// answer really starts at (0 where the backend could not seek).
     pub fn read(&self, fs: &str, path: &str, offset: u64) -> Result<(Download, u64), RcError> {
+        let started = std::time::Instant::now();
+        let answer = self.read_once_or_twice(fs, path, offset);
+        tracing::trace!(
+            method = "GET",
+            path,
+            ms = started.elapsed().as_secs_f64() * 1000.0,
+            ok = answer.is_ok(),
+            "rclone call"
+        );
+        answer
+    }
+
+    fn read_once_or_twice(
+        &self,
+        fs: &str,
+        path: &str,
+        offset: u64,
+    ) -> Result<(Download, u64), RcError> {
         let mut endpoint = self.rcd.endpoint()?;
         let mut retried = false;
         loop {
