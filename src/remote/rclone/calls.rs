@@ -3,21 +3,23 @@
 //! person can act on. The replica ([`super::replica`]) and its lease
 //! ([`super::lease`]) are made of these.
 
+use std::collections::{BTreeMap, HashMap};
 use std::io::{Cursor, Read};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
 
 use super::daemon::{Rcd, RcdSpec};
 use super::listing::{self, Item};
+use super::looks::{self as batch_looks, Looks};
 use super::rc::{ErrorKind, RcClient, RcError};
 use super::settings::{RclonePairSettings, split_remote};
 use crate::fsops::Expect;
 use crate::locks::LockExt;
 use crate::model::{ContentHash, RelPath};
-use crate::remote::{ReplicaError, layout};
+use crate::remote::{ReplicaError, StagedWrite, layout};
 use crate::timefmt;
 use crate::tracker::ignore::METADATA_DIR;
 
@@ -31,11 +33,20 @@ pub struct Features {
     /// computing it means reading the file (`SlowHash`: the local
     /// backend), where the token is modification time and size instead.
     pub hash: Option<String>,
+    /// Hashing a file means reading it whole (`SlowHash`: SFTP runs
+    /// `md5sum` on the server, the local backend reads the file).
+    pub slow_hash: bool,
+    /// A file moves server-side, keeping its size, modification time,
+    /// hash and ID (`Move`).
+    pub moves: bool,
     /// A folder moves in one server-side step.
     pub dir_move: bool,
     /// Two entries may have one name (Google Drive).
     pub duplicates: bool,
     pub case_insensitive: bool,
+    /// The backend lists a whole tree in one go (`ListR`), not folder by
+    /// folder.
+    pub list_r: bool,
 }
 
 impl Features {
@@ -53,9 +64,12 @@ impl Features {
         };
         Features {
             hash,
+            slow_hash: flag("SlowHash"),
+            moves: flag("Move"),
             dir_move: flag("DirMove"),
             duplicates: flag("DuplicateFiles"),
             case_insensitive: flag("CaseInsensitive"),
+            list_r: flag("ListR"),
         }
     }
 }
@@ -77,6 +91,57 @@ pub struct Remote {
     pub(super) spool: PathBuf,
     /// The tag of this remote's trash batches (see [`Remote::trash`]).
     trash_tag: String,
+    /// The names this remote trashed into its tagged batch of the current
+    /// minute (see [`Remote::trash`]).
+    trashed: Mutex<TrashedNames>,
+    /// What the batches being committed were checked against.
+    pub(super) looks: Mutex<Looks>,
+    /// What a walk of the tree costs (see [`Remote::walk_alone`]).
+    walk: Mutex<WalkCosts>,
+}
+
+/// What decides how a walk of the tree lists its folders.
+#[derive(Default)]
+struct WalkCosts {
+    /// The folders of the tree as last synced (0: not known).
+    folders: usize,
+    /// How long the first call took, which logged in to the backend.
+    login: Option<Duration>,
+    /// The quickest look at one path so far.
+    round_trip: Option<Duration>,
+}
+
+/// The names a remote trashed into one tagged trash batch.
+#[derive(Default)]
+struct TrashedNames {
+    batch: String,
+    names: std::collections::BTreeSet<String>,
+}
+
+impl TrashedNames {
+    /// Takes `path`'s name in `batch` (the current minute's), or says that
+    /// it cannot: a version of the same path is there, a file of ours
+    /// holds the name of a folder above it, or files of ours are below it.
+    fn reserve(&mut self, batch: &str, path: &str) -> bool {
+        if self.batch != batch {
+            self.batch = batch.to_owned();
+            self.names.clear();
+        }
+        let below = format!("{path}/");
+        let taken = self.names.contains(path)
+            || path
+                .match_indices('/')
+                .any(|(at, _)| self.names.contains(&path[..at]))
+            || self
+                .names
+                .range(below.clone()..)
+                .next()
+                .is_some_and(|name| name.starts_with(&below));
+        if !taken {
+            self.names.insert(path.to_owned());
+        }
+        !taken
+    }
 }
 
 impl Remote {
@@ -105,6 +170,9 @@ impl Remote {
             parallel: parallel.max(1),
             spool,
             trash_tag: layout::trash_batch_tag(),
+            trashed: Mutex::new(TrashedNames::default()),
+            looks: Mutex::new(Looks::default()),
+            walk: Mutex::new(WalkCosts::default()),
         })
     }
 
@@ -121,10 +189,12 @@ impl Remote {
         self.client
             .version()
             .map_err(|e| self.error(e, "reach", ""))?;
+        let started = Instant::now();
         let info = self
             .client
             .call("operations/fsinfo", &json!({ "fs": self.remote }))
             .map_err(|e| self.error(e, "reach", ""))?;
+        self.walk.locked().login = Some(started.elapsed());
         let features = Features::of(&info);
         tracing::debug!(remote = %self.shown, ?features, "rclone remote features");
         tracing::info!(
@@ -225,6 +295,7 @@ impl Remote {
     /// What is at `path` (`""`: the root); `None` when nothing is.
     pub(super) fn stat_item(&self, path: &str) -> Result<Option<Item>, ReplicaError> {
         let features = self.features()?;
+        let started = Instant::now();
         let answer = self.call(
             "operations/stat",
             json!({
@@ -235,6 +306,10 @@ impl Remote {
             "look at",
             path,
         );
+        let took = started.elapsed();
+        let mut walk = self.walk.locked();
+        walk.round_trip = Some(walk.round_trip.map_or(took, |quickest| quickest.min(took)));
+        drop(walk);
         let answer = match answer {
             Ok(answer) => answer,
             // The folder above is not there either.
@@ -263,21 +338,29 @@ impl Remote {
         recurse: bool,
     ) -> Result<Option<Vec<Item>>, ReplicaError> {
         let features = self.features()?;
-        let answer = self.call(
-            "operations/list",
-            json!({
-                "fs": self.remote,
-                "remote": path,
-                "opt": {
-                    "recurse": recurse,
-                    "showHash": features.hash.is_some(),
-                    "hashTypes": features.hash.as_slice(),
-                    "noMimeType": true,
-                },
-            }),
-            "list",
-            path,
-        );
+        let mut params = json!({
+            "fs": self.remote,
+            "remote": path,
+            "opt": {
+                "recurse": recurse,
+                "showHash": features.hash.is_some(),
+                "hashTypes": features.hash.as_slice(),
+                "noMimeType": true,
+            },
+        });
+        if recurse {
+            // The agent's own records are no part of the tree, and its
+            // trash alone may hold more folders than the tree: a walk
+            // leaves them out. A backend that lists a whole tree in one go
+            // is left to it (a folder filter would make rclone walk it).
+            if !features.list_r {
+                params["_filter"] = json!({ "ExcludeRule": [format!("/{METADATA_DIR}/**")] });
+            }
+            if self.walk_alone() {
+                params["_config"] = json!({ "Checkers": 1 });
+            }
+        }
+        let answer = self.call("operations/list", params, "list", path);
         let answer = match answer {
             Ok(answer) => answer,
             Err(ReplicaError::Io { source, .. })
@@ -296,6 +379,32 @@ impl Remote {
                 .filter_map(|v| listing::item(v, hash))
                 .collect(),
         ))
+    }
+
+    /// Notes how many folders the tree had when it was last synced.
+    pub(super) fn note_folders(&self, folders: usize) {
+        self.walk.locked().folders = folders;
+    }
+
+    /// Whether a walk of the tree lists its folders one after another over
+    /// the connection that is open, rather than several at once as rclone
+    /// does by default, each lister on a connection of its own. Another
+    /// connection costs a login (on SFTP an SSH key exchange: about 250 ms
+    /// on a busy machine, where a folder takes 1-5 ms on the loopback);
+    /// it pays off only where the folders' round trips add up to more
+    /// than that, so the walk goes alone when `folders × round trip` is at
+    /// most what the first call (the login) took. A cloud drive's API
+    /// (100 ms and more a call) walks a tree of more than a few folders
+    /// in parallel still; a backend that lists a tree in one go
+    /// (`ListR`) does not walk at all.
+    fn walk_alone(&self) -> bool {
+        let walk = self.walk.locked();
+        match (walk.login, walk.round_trip) {
+            (Some(login), Some(round_trip)) if walk.folders > 0 => {
+                round_trip.saturating_mul(u32::try_from(walk.folders).unwrap_or(u32::MAX)) <= login
+            }
+            _ => false,
+        }
     }
 
     /// Moves the file `from` to `to` (made with its folders, replaced if
@@ -342,6 +451,16 @@ impl Remote {
     /// be the version `expect` names (its token, or else its size and
     /// modification time).
     pub(super) fn recheck(&self, path: &RelPath, expect: &Expect) -> Result<(), ReplicaError> {
+        self.recheck_against(path, expect, self.stat_item(path.as_str())?)
+    }
+
+    /// [`Remote::recheck`] against what was `found` at `path`.
+    pub(super) fn recheck_against(
+        &self,
+        path: &RelPath,
+        expect: &Expect,
+        found: Option<Item>,
+    ) -> Result<(), ReplicaError> {
         let Expect::File {
             size,
             mtime_ns,
@@ -351,7 +470,7 @@ impl Remote {
         else {
             return Err(changed(path));
         };
-        match self.stat_item(path.as_str())? {
+        match found {
             Some(item)
                 if !item.is_dir
                     && match version {
@@ -374,24 +493,22 @@ impl Remote {
         // version the first kept. So this remote trashes into batches
         // tagged with its own tag, and a version of a path it trashed
         // earlier in the same minute goes to a batch of its own.
+        //
+        // Only this remote writes into a batch with its tag, so it knows
+        // what is there without a look: a name it took already (the same
+        // path, a file where this path needs a folder, files below where
+        // this one goes) sends the version to a batch of its own.
         let now = SystemTime::now();
         let mut batch = layout::tagged_trash_batch(now, &self.trash_tag);
-        // A file trashed earlier in the batch where this path needs a
-        // folder (file `a`, then `a/b`; the look fails on it) goes to a
-        // batch of its own, as a taken name does.
-        let taken = match self.stat_item(&format!("{METADATA_DIR}/trash/{batch}/{path}")) {
-            Ok(found) => found.is_some(),
-            Err(e) if !e.is_offline() && self.file_in_the_way(&batch, path)? => true,
-            Err(e) => return Err(e),
-        };
-        if taken {
+        if !self.trashed.locked().reserve(&batch, path.as_str()) {
             batch = layout::spare_trash_batch(now);
         }
         let mut moved = self.move_checked(
             path.as_str(),
             &format!("{METADATA_DIR}/trash/{batch}/{path}"),
         );
-        // The same, trashed by another agent since the look.
+        // A name taken all the same (by another agent with the same tag,
+        // or before a restart with it: not expected).
         if moved.as_ref().is_err_and(|e| !e.is_offline()) && self.file_in_the_way(&batch, path)? {
             batch = layout::spare_trash_batch(now);
             moved = self.move_checked(
@@ -449,17 +566,24 @@ impl Remote {
                 path: what.to_owned(),
             });
         }
-        self.call(
-            "operations/copyfile",
-            json!({
-                "srcFs": format!(":local:{}", self.spool.display()),
-                "srcRemote": name,
-                "dstFs": self.remote,
-                "dstRemote": format!("{dir}/{name}"),
-            }),
-            "upload",
-            what,
-        )?;
+        let mut params = json!({
+            "srcFs": format!(":local:{}", self.spool.display()),
+            "srcRemote": name,
+            "dstFs": self.remote,
+            "dstRemote": format!("{dir}/{name}"),
+        });
+        if self.features()?.slow_hash {
+            // After a copy rclone compares the two sides' hashes. Where the
+            // backend's hash means reading the file whole again (SFTP runs
+            // `md5sum` over ssh: about 250 ms of a 300 ms upload of a small
+            // file), that check is skipped: the bytes were hashed as they
+            // were spooled (a `hash` they do not match is refused above),
+            // rclone still checks the size, the transport checks its own
+            // bytes (SSH's MAC, TLS), and backends whose hash is cheap
+            // (S3's ETag, Drive's MD5) keep the check.
+            params["_config"] = json!({ "IgnoreChecksum": true });
+        }
+        self.call("operations/copyfile", params, "upload", what)?;
         Ok(spooled.size)
     }
 
@@ -478,6 +602,82 @@ impl Remote {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Lists, for a batch about to be committed, each folder that two or
+    /// more of its files go to, and the staging folder, so that the
+    /// commits are checked against those listings instead of a stat each
+    /// (see [`super::looks`]). A listing that fails leaves its commits to
+    /// stat as before; a batch of one file is left to them too (a stat is
+    /// as cheap as a listing there, and looks later).
+    pub(super) fn look_before_commits(&self, staged: &[&StagedWrite]) {
+        if staged.len() < 2 {
+            return;
+        }
+        let Ok(features) = self.features() else {
+            return;
+        };
+        let mut folders: BTreeMap<String, Vec<&RelPath>> = BTreeMap::new();
+        for file in staged {
+            let folder = file.path.parent().map(|p| p.as_str().to_owned());
+            folders
+                .entry(folder.unwrap_or_default())
+                .or_default()
+                .push(&file.path);
+        }
+        folders.retain(|_, paths| paths.len() >= 2);
+        // `None`: the staging folder, where the uploads wait.
+        let mut lists: Vec<Option<&String>> = folders.keys().map(Some).collect();
+        if features.moves {
+            lists.push(None);
+        }
+        // One after the other: listings at once would each want a
+        // connection while the uploads hold theirs, and a login (SFTP)
+        // costs more than the listings.
+        let taken = Instant::now();
+        let listed = lists.into_iter().map(|folder| {
+            let below = folder.cloned().unwrap_or_else(staging_dir);
+            (folder, self.children(&below))
+        });
+        let mut looks = self.looks.locked();
+        looks.prune(taken);
+        for (folder, found) in listed {
+            let found = match found {
+                Ok(found) => found.unwrap_or_default(),
+                Err(e) => {
+                    tracing::debug!(remote = %self.shown, error = %e, "cannot list before the commits; each looks by itself");
+                    continue;
+                }
+            };
+            let Some(folder) = folder else {
+                for item in found {
+                    let name = item.path.rsplit('/').next().unwrap_or_default().to_owned();
+                    looks.note_staged(name, taken, item);
+                }
+                continue;
+            };
+            let key = |path: &str| batch_looks::key(path, features.case_insensitive);
+            let mut found: HashMap<String, Item> = found
+                .into_iter()
+                .map(|item| (key(&item.path), item))
+                .collect();
+            for path in &folders[folder] {
+                let path = key(path.as_str());
+                let there = found.remove(&path);
+                looks.note_path(path, taken, there);
+            }
+        }
+    }
+
+    /// What is at `path` right before a step: what the batch's listing
+    /// showed, if it is fresh, else a stat.
+    pub(super) fn look_at(&self, path: &RelPath) -> Result<Option<Item>, ReplicaError> {
+        let case_insensitive = self.features()?.case_insensitive;
+        let key = batch_looks::key(path.as_str(), case_insensitive);
+        if let Some(found) = self.looks.locked().take_path(&key) {
+            return Ok(found);
+        }
+        self.stat_item(path.as_str())
     }
 
     /// After a commit on a backend that allows two files of one name: the

@@ -19,10 +19,13 @@
 //!   moved over the old one; the lease is one of them ([`super::lease`]).
 //!
 //! **The careful re-check.** rclone has no conditional write: right before
-//! every replace, move or delete the path is stat'ed and its version token
-//! compared with the one the plan saw (RACE: a write by someone else
+//! every replace, move or delete the path is looked at and its version
+//! token compared with the one the plan saw (RACE: a write by someone else
 //! between that look and the step is not seen; the step then moves that
 //! version to the trash, or replaces it, instead of leaving it in place).
+//! The look is a stat, or for a batch of uploads the listing of their
+//! folder taken right before the batch's commits, at most a second old
+//! ([`super::looks`] argues why that is as good).
 //! [`Replica::rechecked_writes`] declares it, and the log says so
 //! once per pair. Backends that allow two files of one name (Google Drive) are
 //! looked at again after a commit: a duplicate is a change to re-plan.
@@ -47,6 +50,11 @@ use crate::remote::{
 };
 use crate::timefmt;
 use crate::tracker::ignore::{IgnoreRules, METADATA_DIR};
+
+/// The last part of a path on the remote.
+fn name_of(path: &str) -> String {
+    path.rsplit('/').next().unwrap_or_default().to_owned()
+}
 
 /// Staged uploads older than this are leftovers of a crash, removed by
 /// [`Replica::purge_trash`].
@@ -164,6 +172,9 @@ impl Replica for RcloneReplica {
         ignore: &IgnoreRules,
     ) -> Result<Listing, ReplicaError> {
         self.features()?;
+        let folders = cache.values().filter(|e| e.entry.is_dir()).count();
+        // With the root; nothing known for a tree never synced.
+        self.note_folders(if cache.is_empty() { 0 } else { folders + 1 });
         listing::list(&*self.inner, scope, cache, ignore, self.parallel)
     }
 
@@ -260,13 +271,13 @@ impl Replica for RcloneReplica {
         let features = self.features()?;
         let trashed = match expect {
             Expect::Absent => {
-                if self.stat_item(path.as_str())?.is_some() {
+                if self.look_at(path)?.is_some() {
                     return Err(changed(path));
                 }
                 None
             }
             Expect::File { .. } => {
-                self.recheck(path, expect)?;
+                self.recheck_against(path, expect, self.look_at(path)?)?;
                 Some(self.trash(path)?)
             }
             Expect::Dir => {
@@ -285,10 +296,19 @@ impl Replica for RcloneReplica {
         if features.duplicates {
             self.check_unique(path)?;
         }
-        let item = self
-            .stat_item(path.as_str())?
-            .filter(|item| !item.is_dir)
-            .ok_or_else(|| changed(path))?;
+        // The version the move put in place: the staged upload's, as the
+        // batch listed it (a server-side move keeps it), else a look.
+        let listed = features
+            .moves
+            .then(|| self.looks.locked().take_staged(&name_of(&temp)))
+            .flatten();
+        let item = match listed {
+            Some(item) => item,
+            None => self
+                .stat_item(path.as_str())?
+                .filter(|item| !item.is_dir)
+                .ok_or_else(|| changed(path))?,
+        };
         let entry = SideEntry {
             entry: Entry::File(FileMeta {
                 hash: staged.hash,
@@ -300,6 +320,13 @@ impl Replica for RcloneReplica {
             version: Some(item.token),
         };
         Ok((entry, trashed))
+    }
+
+    /// Nothing to flush: the uploads are on the remote. The batch's
+    /// folders are listed instead, for the re-checks of its commits.
+    fn sync_staged(&self, staged: &[&StagedWrite]) -> Result<(), ReplicaError> {
+        self.look_before_commits(staged);
+        Ok(())
     }
 
     fn discard(&self, staged: StagedWrite) {

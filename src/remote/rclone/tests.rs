@@ -350,6 +350,159 @@ mod replica {
         ));
     }
 
+    /// Stages `content` for `path`, as the engine's workers do.
+    fn stage(replica: &dyn Replica, path: &str, content: &[u8]) -> crate::remote::StagedWrite {
+        let hash = ContentHash::of_bytes(content);
+        replica
+            .stage(&rel(path), &mut &content[..], &hash, 1_000, None)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_batch_is_checked_against_its_folders_listing_and_a_later_change_lands_in_the_trash() {
+        let fixture = Fixture::new();
+        let replica = fixture.replica();
+        replica.mark_root().unwrap();
+        for name in ["x", "y", "z"] {
+            write(
+                &replica,
+                &format!("d/{name}.md"),
+                b"planned\n",
+                &Expect::Absent,
+            )
+            .unwrap();
+        }
+        let listing = list(&replica, &BaseTree::new());
+        let expect = |path: &str| {
+            let side = &listing.tree[&rel(path)];
+            Expect::of_version(Some(&side.entry), side.version.as_deref())
+        };
+        // Another writer changes x before the batch's listing (another
+        // size: the token moves however coarse the clock), and puts a new
+        // file where the plan saw none.
+        put(&fixture.root(), "d/x.md", b"theirs, before\n");
+        put(&fixture.root(), "d/new.md", b"theirs, new\n");
+        let batch = [
+            stage(&replica, "d/x.md", b"ours x\n"),
+            stage(&replica, "d/y.md", b"ours y\n"),
+            stage(&replica, "d/z.md", b"ours z\n"),
+            stage(&replica, "d/new.md", b"ours new\n"),
+        ];
+        replica
+            .sync_staged(&batch.iter().collect::<Vec<_>>())
+            .unwrap();
+        // And changes y right after the listing, right before the commit.
+        put(&fixture.root(), "d/y.md", b"theirs, after the listing\n");
+        let [x, y, z, new] = batch;
+        let outcome = replica.commit_staged(&x, &expect("d/x.md"));
+        assert!(
+            matches!(outcome, Err(ReplicaError::Changed { .. })),
+            "{outcome:?}"
+        );
+        replica.discard(x);
+        let outcome = replica.commit_staged(&new, &Expect::Absent);
+        assert!(
+            matches!(outcome, Err(ReplicaError::Changed { .. })),
+            "{outcome:?}"
+        );
+        replica.discard(new);
+        // The change after the look is not seen, and not lost: the commit
+        // moves it to the trash, as it moves the planned version.
+        let trashed = replica
+            .commit_staged_naming_trash(&y, &expect("d/y.md"))
+            .unwrap()
+            .1
+            .expect("what was there went to the trash");
+        assert_eq!(
+            read_all(replica.open_trashed(&trashed).unwrap()),
+            b"theirs, after the listing\n"
+        );
+        let committed = replica.commit_staged(&z, &expect("d/z.md")).unwrap();
+        assert_eq!(fixture.on_disk("d/x.md").unwrap(), b"theirs, before\n");
+        assert_eq!(fixture.on_disk("d/new.md").unwrap(), b"theirs, new\n");
+        assert_eq!(fixture.on_disk("d/y.md").unwrap(), b"ours y\n");
+        assert_eq!(fixture.on_disk("d/z.md").unwrap(), b"ours z\n");
+        // The version recorded for z is the one a listing shows now, so the
+        // next listing does not read it again.
+        assert_eq!(
+            committed.version,
+            list(&replica, &BaseTree::new()).tree[&rel("d/z.md")].version
+        );
+        assert_eq!(
+            fixture.trashed(),
+            [
+                b"planned\n".to_vec(),
+                b"theirs, after the listing\n".to_vec()
+            ]
+        );
+    }
+
+    #[test]
+    fn a_batch_listing_older_than_its_window_is_looked_at_again() {
+        let fixture = Fixture::new();
+        let replica = fixture.replica();
+        replica.mark_root().unwrap();
+        write(&replica, "d/x.md", b"planned\n", &Expect::Absent).unwrap();
+        let expect = expect_listed(&replica, "d/x.md");
+        let batch = [
+            stage(&replica, "d/x.md", b"ours x\n"),
+            stage(&replica, "d/w.md", b"ours w\n"),
+        ];
+        replica
+            .sync_staged(&batch.iter().collect::<Vec<_>>())
+            .unwrap();
+        put(&fixture.root(), "d/x.md", b"theirs, after the listing\n");
+        std::thread::sleep(super::super::looks::FRESH_FOR);
+        let [x, w] = batch;
+        let outcome = replica.commit_staged(&x, &expect);
+        assert!(
+            matches!(outcome, Err(ReplicaError::Changed { .. })),
+            "{outcome:?}"
+        );
+        replica.discard(x);
+        replica.commit_staged(&w, &Expect::Absent).unwrap();
+        assert_eq!(
+            fixture.on_disk("d/x.md").unwrap(),
+            b"theirs, after the listing\n"
+        );
+        assert!(fixture.trashed().is_empty());
+    }
+
+    #[test]
+    fn versions_trashed_twice_in_a_minute_or_above_each_other_keep_their_names_apart() {
+        let fixture = Fixture::new();
+        let replica = fixture.replica();
+        replica.mark_root().unwrap();
+        let mut names = Vec::new();
+        for content in [&b"one\n"[..], b"two\n"] {
+            write(&replica, "a", content, &Expect::Absent).unwrap();
+            let expect = expect_listed(&replica, "a");
+            names.push(
+                replica
+                    .remove_naming_trash(&rel("a"), &expect)
+                    .unwrap()
+                    .unwrap(),
+            );
+        }
+        // A file `a` trashed, then `a/b`, where `a` is a folder now.
+        write(&replica, "a/b", b"three\n", &Expect::Absent).unwrap();
+        let expect = expect_listed(&replica, "a/b");
+        names.push(
+            replica
+                .remove_naming_trash(&rel("a/b"), &expect)
+                .unwrap()
+                .unwrap(),
+        );
+        let read: Vec<Vec<u8>> = names
+            .iter()
+            .map(|name| read_all(replica.open_trashed(name).unwrap()))
+            .collect();
+        assert_eq!(
+            read,
+            [b"one\n".to_vec(), b"two\n".to_vec(), b"three\n".to_vec()]
+        );
+    }
+
     #[test]
     fn a_move_over_a_file_of_the_same_size_and_time_replaces_it() {
         // What a record rewritten within a second on a backend with coarse
