@@ -437,6 +437,67 @@ mod replica {
         );
     }
 
+    /// The calls `replica` made since `before` (from `calls_made`).
+    fn calls_since(
+        replica: &RcloneReplica,
+        before: &std::collections::BTreeMap<String, u64>,
+    ) -> Vec<(String, u64)> {
+        replica
+            .client
+            .calls_made()
+            .into_iter()
+            .map(|(method, n)| {
+                let earlier = before.get(&method).copied().unwrap_or(0);
+                (method, n - earlier)
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_of_new_files_costs_an_upload_and_a_move_each_and_two_listings() {
+        let fixture = Fixture::new();
+        let replica = fixture.replica();
+        replica.mark_root().unwrap();
+        replica.mkdir(&rel("d"), None).unwrap();
+        let before = replica.client.calls_made();
+        let batch: Vec<_> = (0..8)
+            .map(|i| stage(&replica, &format!("d/{i}.md"), format!("{i}\n").as_bytes()))
+            .collect();
+        replica
+            .sync_staged(&batch.iter().collect::<Vec<_>>())
+            .unwrap();
+        for staged in &batch {
+            replica.commit_staged(staged, &Expect::Absent).unwrap();
+        }
+        // No stat before or after a move: the folder's listing and the
+        // staging folder's stand in for them.
+        let count = |s: &str, n: u64| (s.to_owned(), n);
+        assert_eq!(
+            calls_since(&replica, &before),
+            [
+                count("operations/copyfile", 8),
+                count("operations/list", 2),
+                count("operations/movefile", 8),
+            ]
+        );
+        assert_eq!(fixture.on_disk("d/7.md").unwrap(), b"7\n");
+        // A listing of a tree synced before is one call.
+        let mut base = BaseTree::new();
+        for (path, side) in list(&replica, &BaseTree::new()).tree {
+            let mut entry = BaseEntry::new(side.entry);
+            entry.remote_version = side.version;
+            base.insert(path, entry);
+        }
+        let before = replica.client.calls_made();
+        let listing = list(&replica, &base);
+        assert_eq!((listing.tree.len(), listing.hashed_files), (9, 0));
+        assert_eq!(
+            calls_since(&replica, &before),
+            [count("operations/list", 1)]
+        );
+    }
+
     #[test]
     fn a_batch_listing_older_than_its_window_is_looked_at_again() {
         let fixture = Fixture::new();
