@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::daemon::{Rcd, RcdSpec};
 use super::listing::{self, Item};
-use super::looks::{self as batch_looks, Looks};
+use super::looks::{self as batch_looks, Batch, Looks};
 use super::rc::{ErrorKind, RcClient, RcError};
 use super::settings::{RclonePairSettings, split_remote};
 use crate::fsops::Expect;
@@ -294,6 +294,18 @@ impl Remote {
 
     /// What is at `path` (`""`: the root); `None` when nothing is.
     pub(super) fn stat_item(&self, path: &str) -> Result<Option<Item>, ReplicaError> {
+        self.stat(path, false)
+    }
+
+    /// The file at `path`; `None` when no file is (nothing, or a folder).
+    /// Cheaper where nothing is: rclone asks for the file only, where a
+    /// stat that finds no file lists the folder above to look for a
+    /// folder of that name (SFTP, WebDAV, cloud drives).
+    pub(super) fn stat_file(&self, path: &str) -> Result<Option<Item>, ReplicaError> {
+        self.stat(path, true)
+    }
+
+    fn stat(&self, path: &str, files_only: bool) -> Result<Option<Item>, ReplicaError> {
         let features = self.features()?;
         let started = Instant::now();
         let answer = self.call(
@@ -301,7 +313,12 @@ impl Remote {
             json!({
                 "fs": self.remote,
                 "remote": path,
-                "opt": { "showHash": features.hash.is_some(), "hashTypes": features.hash.as_slice(), "noMimeType": true },
+                "opt": {
+                    "showHash": features.hash.is_some(),
+                    "hashTypes": features.hash.as_slice(),
+                    "noMimeType": true,
+                    "filesOnly": files_only,
+                },
             }),
             "look at",
             path,
@@ -451,7 +468,7 @@ impl Remote {
     /// be the version `expect` names (its token, or else its size and
     /// modification time).
     pub(super) fn recheck(&self, path: &RelPath, expect: &Expect) -> Result<(), ReplicaError> {
-        self.recheck_against(path, expect, self.stat_item(path.as_str())?)
+        self.recheck_against(path, expect, self.stat_file(path.as_str())?)
     }
 
     /// [`Remote::recheck`] against what was `found` at `path`.
@@ -604,80 +621,95 @@ impl Remote {
         }
     }
 
-    /// Lists, for a batch about to be committed, each folder that two or
-    /// more of its files go to, and the staging folder, so that the
-    /// commits are checked against those listings instead of a stat each
-    /// (see [`super::looks`]). A listing that fails leaves its commits to
-    /// stat as before; a batch of one file is left to them too (a stat is
-    /// as cheap as a listing there, and looks later).
-    pub(super) fn look_before_commits(&self, staged: &[&StagedWrite]) {
+    /// Notes a batch of uploads handed over for its commits: its first
+    /// commit lists each folder that two or more of its files go to, and
+    /// the staging folder, so that the commits are checked against those
+    /// listings instead of a stat each (see [`super::looks`]). A batch of
+    /// one file is left to its commit (a stat is as cheap as a listing
+    /// there, and looks later).
+    pub(super) fn note_batch(&self, staged: &[&StagedWrite]) {
         if staged.len() < 2 {
             return;
         }
+        let files = staged
+            .iter()
+            .map(|file| (name_of(&file.temp.to_string_lossy()), file.path.clone()))
+            .collect();
+        let mut looks = self.looks.locked();
+        looks.prune(Instant::now());
+        looks.note_batch(&Batch::new(files));
+    }
+
+    /// Lists the folders of `batch` (see [`Remote::note_batch`]). A
+    /// listing that fails leaves its commits to stat as before.
+    fn list_batch(&self, batch: &Batch) {
         let Ok(features) = self.features() else {
             return;
         };
-        let mut folders: BTreeMap<String, Vec<&RelPath>> = BTreeMap::new();
-        for file in staged {
-            let folder = file.path.parent().map(|p| p.as_str().to_owned());
+        let mut folders: BTreeMap<String, Vec<&(String, RelPath)>> = BTreeMap::new();
+        for file in &batch.files {
+            let folder = file.1.parent().map(|p| p.as_str().to_owned());
             folders
                 .entry(folder.unwrap_or_default())
                 .or_default()
-                .push(&file.path);
+                .push(file);
         }
-        folders.retain(|_, paths| paths.len() >= 2);
+        folders.retain(|_, files| files.len() >= 2);
         // `None`: the staging folder, where the uploads wait.
         let mut lists: Vec<Option<&String>> = folders.keys().map(Some).collect();
         if features.moves {
             lists.push(None);
         }
         // One after the other: listings at once would each want a
-        // connection while the uploads hold theirs, and a login (SFTP)
-        // costs more than the listings.
+        // connection of their own, and a login (SFTP) costs more than
+        // the listings.
         let taken = Instant::now();
-        let listed = lists.into_iter().map(|folder| {
+        let key = |path: &str| batch_looks::key(path, features.case_insensitive);
+        for folder in lists {
             let below = folder.cloned().unwrap_or_else(staging_dir);
-            (folder, self.children(&below))
-        });
-        let mut looks = self.looks.locked();
-        looks.prune(taken);
-        for (folder, found) in listed {
-            let found = match found {
+            let found = match self.children(&below) {
                 Ok(found) => found.unwrap_or_default(),
                 Err(e) => {
                     tracing::debug!(remote = %self.shown, error = %e, "cannot list before the commits; each looks by itself");
                     continue;
                 }
             };
+            let mut looks = self.looks.locked();
             let Some(folder) = folder else {
                 for item in found {
-                    let name = item.path.rsplit('/').next().unwrap_or_default().to_owned();
-                    looks.note_staged(name, taken, item);
+                    looks.note_staged(name_of(&item.path), taken, item);
                 }
                 continue;
             };
-            let key = |path: &str| batch_looks::key(path, features.case_insensitive);
             let mut found: HashMap<String, Item> = found
                 .into_iter()
                 .map(|item| (key(&item.path), item))
                 .collect();
-            for path in &folders[folder] {
-                let path = key(path.as_str());
-                let there = found.remove(&path);
-                looks.note_path(path, taken, there);
+            for (name, path) in &folders[folder] {
+                let there = found.remove(&key(path.as_str()));
+                looks.note_target(name.clone(), taken, there);
             }
         }
     }
 
-    /// What is at `path` right before a step: what the batch's listing
-    /// showed, if it is fresh, else a stat.
-    pub(super) fn look_at(&self, path: &RelPath) -> Result<Option<Item>, ReplicaError> {
-        let case_insensitive = self.features()?.case_insensitive;
-        let key = batch_looks::key(path.as_str(), case_insensitive);
-        if let Some(found) = self.looks.locked().take_path(&key) {
+    /// What is at the target of `staged` right before its commit: what
+    /// the batch's listing showed, if it is fresh, else a stat.
+    pub(super) fn look_before_commit(
+        &self,
+        staged: &StagedWrite,
+    ) -> Result<Option<Item>, ReplicaError> {
+        let name = name_of(&staged.temp.to_string_lossy());
+        let batch = self.looks.locked().take_batch(&name);
+        if let Some(batch) = batch {
+            // The batch's first commit lists; the others wait for it.
+            batch.listed.get_or_init(|| self.list_batch(&batch));
+        }
+        if let Some(found) = self.looks.locked().take_target(&name) {
             return Ok(found);
         }
-        self.stat_item(path.as_str())
+        // A folder where the new file goes (no file there) makes the move
+        // fail, and the look after it sees the folder.
+        self.stat_file(staged.path.as_str())
     }
 
     /// After a commit on a backend that allows two files of one name: the
@@ -704,6 +736,11 @@ pub(super) fn changed(path: impl std::fmt::Display) -> ReplicaError {
     ReplicaError::Changed {
         path: path.to_string(),
     }
+}
+
+/// The last part of a path on the remote.
+pub(super) fn name_of(path: &str) -> String {
+    path.rsplit('/').next().unwrap_or_default().to_owned()
 }
 
 pub(super) fn staging_dir() -> String {

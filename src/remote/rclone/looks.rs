@@ -5,9 +5,10 @@
 //! **Why a folder's listing is as good as a stat here.** rclone has no
 //! conditional write, so no check closes the gap between looking and
 //! acting; a stat only makes it one round trip wide. The listing makes it
-//! at most [`FRESH_FOR`] wide: it is asked for when the batch is handed
-//! over for its commits (`sync_staged`), each commit uses its path's entry
-//! once, and a commit that comes later than that stats its path as before.
+//! at most [`FRESH_FOR`] wide: the batch's first commit asks for it (the
+//! others wait for it), only the commit of the upload it was taken for
+//! uses it, once, and a commit that comes later than that stats its path
+//! as before.
 //! Within the window the guarantee is the one the stat gives: a file
 //! another writer put at a path before the listing is seen (the commit
 //! fails as a change and the path is planned again); one that lands after
@@ -26,9 +27,11 @@
 //! whatever another writer put there in between as ours.
 
 use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::listing::Item;
+use crate::model::RelPath;
 
 /// How long a batch's listing stands in for a stat right before a step.
 pub const FRESH_FOR: Duration = Duration::from_secs(1);
@@ -36,13 +39,36 @@ pub const FRESH_FOR: Duration = Duration::from_secs(1);
 /// How long a staged upload's listed version is kept for its commit.
 const STAGED_FOR: Duration = Duration::from_secs(600);
 
+/// A batch of uploads handed over for its commits, not yet listed.
+pub struct Batch {
+    /// Each upload's hidden name and the path it goes to.
+    pub files: Vec<(String, RelPath)>,
+    /// Set once the batch's first commit listed its folders.
+    pub listed: OnceLock<()>,
+    made: Instant,
+}
+
+impl Batch {
+    pub fn new(files: Vec<(String, RelPath)>) -> Arc<Batch> {
+        Arc::new(Batch {
+            files,
+            listed: OnceLock::new(),
+            made: Instant::now(),
+        })
+    }
+}
+
 /// The listings of the batches being committed.
 #[derive(Default)]
 pub struct Looks {
-    /// A path a batch writes (its key, see [`key`]) → what the listing of
-    /// its folder showed there (`None`: nothing), and when the listing was
-    /// asked for.
-    paths: HashMap<String, (Instant, Option<Item>)>,
+    /// A staged upload's hidden name → the batch it came in, until its
+    /// commit looks.
+    pending: HashMap<String, Arc<Batch>>,
+    /// A staged upload's hidden name → what the listing of its target's
+    /// folder showed at the target (`None`: nothing), and when the
+    /// listing was asked for. Keyed by the upload, not the path: no other
+    /// step on the same path (a later round's) takes it.
+    targets: HashMap<String, (Instant, Option<Item>)>,
     /// A staged upload's hidden name → how it was listed, and when.
     staged: HashMap<String, (Instant, Item)>,
 }
@@ -51,23 +77,45 @@ impl Looks {
     /// Forgets what is too old to be used (the commits of a batch that
     /// failed never take theirs).
     pub fn prune(&mut self, now: Instant) {
-        self.paths
+        self.pending
+            .retain(|_, batch| now.duration_since(batch.made) < STAGED_FOR);
+        self.targets
             .retain(|_, (taken, _)| now.duration_since(*taken) < FRESH_FOR);
         self.staged
             .retain(|_, (taken, _)| now.duration_since(*taken) < STAGED_FOR);
     }
 
-    /// Notes what the listing asked for at `taken` showed at `path`.
-    pub fn note_path(&mut self, key: String, taken: Instant, found: Option<Item>) {
-        self.paths.insert(key, (taken, found));
+    /// Notes a batch handed over for its commits.
+    pub fn note_batch(&mut self, batch: &Arc<Batch>) {
+        for (name, _) in &batch.files {
+            self.pending.insert(name.clone(), batch.clone());
+        }
     }
 
-    /// What the batch's listing showed at the path of `key`, once, if it
-    /// was asked for less than [`FRESH_FOR`] ago; `None` when the caller
-    /// must stat the path itself.
-    pub fn take_path(&mut self, key: &str) -> Option<Option<Item>> {
-        let (taken, found) = self.paths.remove(key)?;
+    /// The batch the staged upload `name` came in, once.
+    pub fn take_batch(&mut self, name: &str) -> Option<Arc<Batch>> {
+        self.pending.remove(name)
+    }
+
+    /// Notes what the listing asked for at `taken` showed at the target
+    /// of the staged upload `name`.
+    pub fn note_target(&mut self, name: String, taken: Instant, found: Option<Item>) {
+        self.targets.insert(name, (taken, found));
+    }
+
+    /// What the batch's listing showed at the target of the staged upload
+    /// `name`, once, if it was asked for less than [`FRESH_FOR`] ago;
+    /// `None` when the caller must stat the path itself.
+    pub fn take_target(&mut self, name: &str) -> Option<Option<Item>> {
+        let (taken, found) = self.targets.remove(name)?;
         (taken.elapsed() < FRESH_FOR).then_some(found)
+    }
+
+    /// Forgets what was noted for the staged upload `name` (discarded).
+    pub fn forget(&mut self, name: &str) {
+        self.pending.remove(name);
+        self.targets.remove(name);
+        self.staged.remove(name);
     }
 
     /// Notes how the staged upload `name` was listed.
@@ -110,19 +158,19 @@ mod tests {
     fn a_look_serves_one_commit_and_only_while_it_is_fresh() {
         let mut looks = Looks::default();
         let now = Instant::now();
-        looks.note_path(key("a/x", false), now, Some(item("a/x")));
-        looks.note_path(key("a/y", false), now, None);
-        assert_eq!(looks.take_path("a/x"), Some(Some(item("a/x"))));
-        assert_eq!(looks.take_path("a/x"), None, "used once");
-        assert_eq!(looks.take_path("a/y"), Some(None));
-        assert_eq!(looks.take_path("a/z"), None, "never listed");
+        looks.note_target(".upload-x".into(), now, Some(item("a/x")));
+        looks.note_target(".upload-y".into(), now, None);
+        assert_eq!(looks.take_target(".upload-x"), Some(Some(item("a/x"))));
+        assert_eq!(looks.take_target(".upload-x"), None, "used once");
+        assert_eq!(looks.take_target(".upload-y"), Some(None));
+        assert_eq!(looks.take_target(".upload-z"), None, "never listed");
         // Older than the window: the commit stats instead.
         let old = now - FRESH_FOR - Duration::from_millis(1);
-        looks.note_path(key("a/old", false), old, None);
-        assert_eq!(looks.take_path("a/old"), None);
-        looks.note_path(key("a/pruned", false), old, None);
+        looks.note_target(".upload-old".into(), old, None);
+        assert_eq!(looks.take_target(".upload-old"), None);
+        looks.note_target(".upload-pruned".into(), old, None);
         looks.prune(Instant::now());
-        assert!(looks.paths.is_empty());
+        assert!(looks.targets.is_empty());
         looks.note_staged(".upload-1".into(), old, item(".upload-1"));
         assert_eq!(looks.take_staged(".upload-1"), Some(item(".upload-1")));
         assert_eq!(key("/Notes/A.md", true), "notes/a.md");

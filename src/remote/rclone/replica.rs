@@ -37,7 +37,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 
-use super::calls::{Remote, changed, staged_name, staging_dir};
+use super::calls::{Remote, changed, name_of, staged_name, staging_dir};
 use super::lease::RcloneLease;
 use super::listing;
 use super::rc::ErrorKind;
@@ -50,11 +50,6 @@ use crate::remote::{
 };
 use crate::timefmt;
 use crate::tracker::ignore::{IgnoreRules, METADATA_DIR};
-
-/// The last part of a path on the remote.
-fn name_of(path: &str) -> String {
-    path.rsplit('/').next().unwrap_or_default().to_owned()
-}
 
 /// Staged uploads older than this are leftovers of a crash, removed by
 /// [`Replica::purge_trash`].
@@ -140,7 +135,7 @@ impl Replica for RcloneReplica {
     }
 
     fn root_state(&self) -> Result<RootState, ReplicaError> {
-        if self.stat_item(&format!("{METADATA_DIR}/root"))?.is_some() {
+        if self.stat_file(&format!("{METADATA_DIR}/root"))?.is_some() {
             return Ok(RootState::Ready);
         }
         Ok(match self.children("")? {
@@ -210,7 +205,7 @@ impl Replica for RcloneReplica {
         let source_changed = || ReplicaError::SourceChanged {
             path: path.to_string(),
         };
-        match self.stat_item(path.as_str())? {
+        match self.stat_file(path.as_str())? {
             Some(item)
                 if !item.is_dir
                     && item.size == expected.size
@@ -271,13 +266,13 @@ impl Replica for RcloneReplica {
         let features = self.features()?;
         let trashed = match expect {
             Expect::Absent => {
-                if self.look_at(path)?.is_some() {
+                if self.look_before_commit(staged)?.is_some() {
                     return Err(changed(path));
                 }
                 None
             }
             Expect::File { .. } => {
-                self.recheck_against(path, expect, self.look_at(path)?)?;
+                self.recheck_against(path, expect, self.look_before_commit(staged)?)?;
                 Some(self.trash(path)?)
             }
             Expect::Dir => {
@@ -305,8 +300,7 @@ impl Replica for RcloneReplica {
         let item = match listed {
             Some(item) => item,
             None => self
-                .stat_item(path.as_str())?
-                .filter(|item| !item.is_dir)
+                .stat_file(path.as_str())?
                 .ok_or_else(|| changed(path))?,
         };
         let entry = SideEntry {
@@ -322,15 +316,18 @@ impl Replica for RcloneReplica {
         Ok((entry, trashed))
     }
 
-    /// Nothing to flush: the uploads are on the remote. The batch's
-    /// folders are listed instead, for the re-checks of its commits.
+    /// Nothing to flush: the uploads are on the remote. The batch is
+    /// noted: its first commit lists its folders, for the re-checks of
+    /// all its commits.
     fn sync_staged(&self, staged: &[&StagedWrite]) -> Result<(), ReplicaError> {
-        self.look_before_commits(staged);
+        self.note_batch(staged);
         Ok(())
     }
 
     fn discard(&self, staged: StagedWrite) {
-        let _ = self.delete_file(&staged.temp.to_string_lossy());
+        let temp = staged.temp.to_string_lossy();
+        self.looks.locked().forget(&name_of(&temp));
+        let _ = self.delete_file(&temp);
     }
 
     fn mkdir(&self, path: &RelPath, _mode: Option<Mode>) -> Result<SideEntry, ReplicaError> {

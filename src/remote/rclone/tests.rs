@@ -378,34 +378,42 @@ mod replica {
             Expect::of_version(Some(&side.entry), side.version.as_deref())
         };
         // Another writer changes x before the batch's listing (another
-        // size: the token moves however coarse the clock), and puts a new
-        // file where the plan saw none.
+        // size: the token moves however coarse the clock), puts a new
+        // file where the plan saw none, and a folder where another new
+        // file goes.
         put(&fixture.root(), "d/x.md", b"theirs, before\n");
         put(&fixture.root(), "d/new.md", b"theirs, new\n");
+        put(&fixture.root(), "d/dir.md/theirs", b"theirs, in a folder\n");
         let batch = [
             stage(&replica, "d/x.md", b"ours x\n"),
             stage(&replica, "d/y.md", b"ours y\n"),
             stage(&replica, "d/z.md", b"ours z\n"),
             stage(&replica, "d/new.md", b"ours new\n"),
+            stage(&replica, "d/dir.md", b"ours dir\n"),
         ];
         replica
             .sync_staged(&batch.iter().collect::<Vec<_>>())
             .unwrap();
-        // And changes y right after the listing, right before the commit.
-        put(&fixture.root(), "d/y.md", b"theirs, after the listing\n");
-        let [x, y, z, new] = batch;
+        let [x, y, z, new, dir] = batch;
+        // The batch's first commit lists the folder.
         let outcome = replica.commit_staged(&x, &expect("d/x.md"));
         assert!(
             matches!(outcome, Err(ReplicaError::Changed { .. })),
             "{outcome:?}"
         );
         replica.discard(x);
-        let outcome = replica.commit_staged(&new, &Expect::Absent);
-        assert!(
-            matches!(outcome, Err(ReplicaError::Changed { .. })),
-            "{outcome:?}"
-        );
-        replica.discard(new);
+        // The writer changes y right after the listing, right before its
+        // commit.
+        put(&fixture.root(), "d/y.md", b"theirs, after the listing\n");
+        for staged in [new, dir] {
+            let outcome = replica.commit_staged(&staged, &Expect::Absent);
+            assert!(
+                matches!(outcome, Err(ReplicaError::Changed { .. })),
+                "{}: {outcome:?}",
+                staged.path
+            );
+            replica.discard(staged);
+        }
         // The change after the look is not seen, and not lost: the commit
         // moves it to the trash, as it moves the planned version.
         let trashed = replica
@@ -420,6 +428,10 @@ mod replica {
         let committed = replica.commit_staged(&z, &expect("d/z.md")).unwrap();
         assert_eq!(fixture.on_disk("d/x.md").unwrap(), b"theirs, before\n");
         assert_eq!(fixture.on_disk("d/new.md").unwrap(), b"theirs, new\n");
+        assert_eq!(
+            fixture.on_disk("d/dir.md/theirs").unwrap(),
+            b"theirs, in a folder\n"
+        );
         assert_eq!(fixture.on_disk("d/y.md").unwrap(), b"ours y\n");
         assert_eq!(fixture.on_disk("d/z.md").unwrap(), b"ours z\n");
         // The version recorded for z is the one a listing shows now, so the
@@ -512,16 +524,19 @@ mod replica {
         replica
             .sync_staged(&batch.iter().collect::<Vec<_>>())
             .unwrap();
+        let [x, w] = batch;
+        // The batch's first commit lists the folder; x changes after that,
+        // and its commit comes later than the listing may stand in for a
+        // look.
+        replica.commit_staged(&w, &Expect::Absent).unwrap();
         put(&fixture.root(), "d/x.md", b"theirs, after the listing\n");
         std::thread::sleep(super::super::looks::FRESH_FOR);
-        let [x, w] = batch;
         let outcome = replica.commit_staged(&x, &expect);
         assert!(
             matches!(outcome, Err(ReplicaError::Changed { .. })),
             "{outcome:?}"
         );
         replica.discard(x);
-        replica.commit_staged(&w, &Expect::Absent).unwrap();
         assert_eq!(
             fixture.on_disk("d/x.md").unwrap(),
             b"theirs, after the listing\n"
