@@ -107,7 +107,8 @@ struct WalkCosts {
     folders: usize,
     /// How long the first call took, which logged in to the backend.
     login: Option<Duration>,
-    /// The quickest look at one path so far.
+    /// The quickest small call to the backend so far (a stat, a record's
+    /// read): one sample alone may be slow on a busy machine.
     round_trip: Option<Duration>,
 }
 
@@ -323,10 +324,7 @@ impl Remote {
             "look at",
             path,
         );
-        let took = started.elapsed();
-        let mut walk = self.walk.locked();
-        walk.round_trip = Some(walk.round_trip.map_or(took, |quickest| quickest.min(took)));
-        drop(walk);
+        self.note_round_trip(started.elapsed());
         let answer = match answer {
             Ok(answer) => answer,
             // The folder above is not there either.
@@ -396,6 +394,13 @@ impl Remote {
                 .filter_map(|v| listing::item(v, hash))
                 .collect(),
         ))
+    }
+
+    /// Notes how long a small call to the backend (a stat, a record's
+    /// read) took: the quickest of them is the round trip a walk weighs.
+    fn note_round_trip(&self, took: Duration) {
+        let mut walk = self.walk.locked();
+        walk.round_trip = Some(walk.round_trip.map_or(took, |quickest| quickest.min(took)));
     }
 
     /// Notes how many folders the tree had when it was last synced.
@@ -799,7 +804,11 @@ impl Remote {
     /// is none.
     pub(super) fn read_text(&self, name: &str) -> Result<Option<String>, ReplicaError> {
         let path = format!("{METADATA_DIR}/{name}");
-        let response = match self.client.read(&self.remote, &path, 0) {
+        let started = Instant::now();
+        let read = self.client.read(&self.remote, &path, 0);
+        // Until the answer's head: a round trip to the backend.
+        self.note_round_trip(started.elapsed());
+        let response = match read {
             Ok((response, _)) => response,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(self.error(e, "read", &path)),
