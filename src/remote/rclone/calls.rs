@@ -3,21 +3,23 @@
 //! person can act on. The replica ([`super::replica`]) and its lease
 //! ([`super::lease`]) are made of these.
 
+use std::collections::{BTreeMap, HashMap};
 use std::io::{Cursor, Read};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
 
 use super::daemon::{Rcd, RcdSpec};
 use super::listing::{self, Item};
+use super::looks::{self as batch_looks, Batch, Looks};
 use super::rc::{ErrorKind, RcClient, RcError};
 use super::settings::{RclonePairSettings, split_remote};
 use crate::fsops::Expect;
 use crate::locks::LockExt;
 use crate::model::{ContentHash, RelPath};
-use crate::remote::{ReplicaError, layout};
+use crate::remote::{ReplicaError, StagedWrite, layout};
 use crate::timefmt;
 use crate::tracker::ignore::METADATA_DIR;
 
@@ -31,11 +33,20 @@ pub struct Features {
     /// computing it means reading the file (`SlowHash`: the local
     /// backend), where the token is modification time and size instead.
     pub hash: Option<String>,
+    /// Hashing a file means reading it whole (`SlowHash`: SFTP runs
+    /// `md5sum` on the server, the local backend reads the file).
+    pub slow_hash: bool,
+    /// A file moves server-side, keeping its size, modification time,
+    /// hash and ID (`Move`).
+    pub moves: bool,
     /// A folder moves in one server-side step.
     pub dir_move: bool,
     /// Two entries may have one name (Google Drive).
     pub duplicates: bool,
     pub case_insensitive: bool,
+    /// The backend lists a whole tree in one go (`ListR`), not folder by
+    /// folder.
+    pub list_r: bool,
 }
 
 impl Features {
@@ -53,9 +64,12 @@ impl Features {
         };
         Features {
             hash,
+            slow_hash: flag("SlowHash"),
+            moves: flag("Move"),
             dir_move: flag("DirMove"),
             duplicates: flag("DuplicateFiles"),
             case_insensitive: flag("CaseInsensitive"),
+            list_r: flag("ListR"),
         }
     }
 }
@@ -77,6 +91,58 @@ pub struct Remote {
     pub(super) spool: PathBuf,
     /// The tag of this remote's trash batches (see [`Remote::trash`]).
     trash_tag: String,
+    /// The names this remote trashed into its tagged batch of the current
+    /// minute (see [`Remote::trash`]).
+    trashed: Mutex<TrashedNames>,
+    /// What the batches being committed were checked against.
+    pub(super) looks: Mutex<Looks>,
+    /// What a walk of the tree costs (see [`Remote::walk_alone`]).
+    walk: Mutex<WalkCosts>,
+}
+
+/// What decides how a walk of the tree lists its folders.
+#[derive(Default)]
+struct WalkCosts {
+    /// The folders of the tree as last synced (0: not known).
+    folders: usize,
+    /// How long the first call took, which logged in to the backend.
+    login: Option<Duration>,
+    /// The quickest small call to the backend so far (a stat, a record's
+    /// read): one sample alone may be slow on a busy machine.
+    round_trip: Option<Duration>,
+}
+
+/// The names a remote trashed into one tagged trash batch.
+#[derive(Default)]
+struct TrashedNames {
+    batch: String,
+    names: std::collections::BTreeSet<String>,
+}
+
+impl TrashedNames {
+    /// Takes `path`'s name in `batch` (the current minute's), or says that
+    /// it cannot: a version of the same path is there, a file of ours
+    /// holds the name of a folder above it, or files of ours are below it.
+    fn reserve(&mut self, batch: &str, path: &str) -> bool {
+        if self.batch != batch {
+            self.batch = batch.to_owned();
+            self.names.clear();
+        }
+        let below = format!("{path}/");
+        let taken = self.names.contains(path)
+            || path
+                .match_indices('/')
+                .any(|(at, _)| self.names.contains(&path[..at]))
+            || self
+                .names
+                .range(below.clone()..)
+                .next()
+                .is_some_and(|name| name.starts_with(&below));
+        if !taken {
+            self.names.insert(path.to_owned());
+        }
+        !taken
+    }
 }
 
 impl Remote {
@@ -105,6 +171,9 @@ impl Remote {
             parallel: parallel.max(1),
             spool,
             trash_tag: layout::trash_batch_tag(),
+            trashed: Mutex::new(TrashedNames::default()),
+            looks: Mutex::new(Looks::default()),
+            walk: Mutex::new(WalkCosts::default()),
         })
     }
 
@@ -121,10 +190,12 @@ impl Remote {
         self.client
             .version()
             .map_err(|e| self.error(e, "reach", ""))?;
+        let started = Instant::now();
         let info = self
             .client
             .call("operations/fsinfo", &json!({ "fs": self.remote }))
             .map_err(|e| self.error(e, "reach", ""))?;
+        self.walk.locked().login = Some(started.elapsed());
         let features = Features::of(&info);
         tracing::debug!(remote = %self.shown, ?features, "rclone remote features");
         tracing::info!(
@@ -224,17 +295,36 @@ impl Remote {
 
     /// What is at `path` (`""`: the root); `None` when nothing is.
     pub(super) fn stat_item(&self, path: &str) -> Result<Option<Item>, ReplicaError> {
+        self.stat(path, false)
+    }
+
+    /// The file at `path`; `None` when no file is (nothing, or a folder).
+    /// Cheaper where nothing is: rclone asks for the file only, where a
+    /// stat that finds no file lists the folder above to look for a
+    /// folder of that name (SFTP, WebDAV, cloud drives).
+    pub(super) fn stat_file(&self, path: &str) -> Result<Option<Item>, ReplicaError> {
+        self.stat(path, true)
+    }
+
+    fn stat(&self, path: &str, files_only: bool) -> Result<Option<Item>, ReplicaError> {
         let features = self.features()?;
+        let started = Instant::now();
         let answer = self.call(
             "operations/stat",
             json!({
                 "fs": self.remote,
                 "remote": path,
-                "opt": { "showHash": features.hash.is_some(), "hashTypes": features.hash.as_slice(), "noMimeType": true },
+                "opt": {
+                    "showHash": features.hash.is_some(),
+                    "hashTypes": features.hash.as_slice(),
+                    "noMimeType": true,
+                    "filesOnly": files_only,
+                },
             }),
             "look at",
             path,
         );
+        self.note_round_trip(started.elapsed());
         let answer = match answer {
             Ok(answer) => answer,
             // The folder above is not there either.
@@ -263,21 +353,29 @@ impl Remote {
         recurse: bool,
     ) -> Result<Option<Vec<Item>>, ReplicaError> {
         let features = self.features()?;
-        let answer = self.call(
-            "operations/list",
-            json!({
-                "fs": self.remote,
-                "remote": path,
-                "opt": {
-                    "recurse": recurse,
-                    "showHash": features.hash.is_some(),
-                    "hashTypes": features.hash.as_slice(),
-                    "noMimeType": true,
-                },
-            }),
-            "list",
-            path,
-        );
+        let mut params = json!({
+            "fs": self.remote,
+            "remote": path,
+            "opt": {
+                "recurse": recurse,
+                "showHash": features.hash.is_some(),
+                "hashTypes": features.hash.as_slice(),
+                "noMimeType": true,
+            },
+        });
+        if recurse {
+            // The agent's own records are no part of the tree, and its
+            // trash alone may hold more folders than the tree: a walk
+            // leaves them out. A backend that lists a whole tree in one go
+            // is left to it (a folder filter would make rclone walk it).
+            if !features.list_r {
+                params["_filter"] = json!({ "ExcludeRule": [format!("/{METADATA_DIR}/**")] });
+            }
+            if self.walk_alone() {
+                params["_config"] = json!({ "Checkers": 1 });
+            }
+        }
+        let answer = self.call("operations/list", params, "list", path);
         let answer = match answer {
             Ok(answer) => answer,
             Err(ReplicaError::Io { source, .. })
@@ -296,6 +394,39 @@ impl Remote {
                 .filter_map(|v| listing::item(v, hash))
                 .collect(),
         ))
+    }
+
+    /// Notes how long a small call to the backend (a stat, a record's
+    /// read) took: the quickest of them is the round trip a walk weighs.
+    fn note_round_trip(&self, took: Duration) {
+        let mut walk = self.walk.locked();
+        walk.round_trip = Some(walk.round_trip.map_or(took, |quickest| quickest.min(took)));
+    }
+
+    /// Notes how many folders the tree had when it was last synced.
+    pub(super) fn note_folders(&self, folders: usize) {
+        self.walk.locked().folders = folders;
+    }
+
+    /// Whether a walk of the tree lists its folders one after another over
+    /// the connection that is open, rather than several at once as rclone
+    /// does by default, each lister on a connection of its own. Another
+    /// connection costs a login (on SFTP an SSH key exchange: about 250 ms
+    /// on a busy machine, where a folder takes 1-5 ms on the loopback);
+    /// it pays off only where the folders' round trips add up to more
+    /// than that, so the walk goes alone when `folders × round trip` is at
+    /// most what the first call (the login) took. A cloud drive's API
+    /// (100 ms and more a call) walks a tree of more than a few folders
+    /// in parallel still; a backend that lists a tree in one go
+    /// (`ListR`) does not walk at all.
+    fn walk_alone(&self) -> bool {
+        let walk = self.walk.locked();
+        match (walk.login, walk.round_trip) {
+            (Some(login), Some(round_trip)) if walk.folders > 0 => {
+                round_trip.saturating_mul(u32::try_from(walk.folders).unwrap_or(u32::MAX)) <= login
+            }
+            _ => false,
+        }
     }
 
     /// Moves the file `from` to `to` (made with its folders, replaced if
@@ -342,6 +473,16 @@ impl Remote {
     /// be the version `expect` names (its token, or else its size and
     /// modification time).
     pub(super) fn recheck(&self, path: &RelPath, expect: &Expect) -> Result<(), ReplicaError> {
+        self.recheck_against(path, expect, self.stat_file(path.as_str())?)
+    }
+
+    /// [`Remote::recheck`] against what was `found` at `path`.
+    pub(super) fn recheck_against(
+        &self,
+        path: &RelPath,
+        expect: &Expect,
+        found: Option<Item>,
+    ) -> Result<(), ReplicaError> {
         let Expect::File {
             size,
             mtime_ns,
@@ -351,7 +492,7 @@ impl Remote {
         else {
             return Err(changed(path));
         };
-        match self.stat_item(path.as_str())? {
+        match found {
             Some(item)
                 if !item.is_dir
                     && match version {
@@ -374,24 +515,22 @@ impl Remote {
         // version the first kept. So this remote trashes into batches
         // tagged with its own tag, and a version of a path it trashed
         // earlier in the same minute goes to a batch of its own.
+        //
+        // Only this remote writes into a batch with its tag, so it knows
+        // what is there without a look: a name it took already (the same
+        // path, a file where this path needs a folder, files below where
+        // this one goes) sends the version to a batch of its own.
         let now = SystemTime::now();
         let mut batch = layout::tagged_trash_batch(now, &self.trash_tag);
-        // A file trashed earlier in the batch where this path needs a
-        // folder (file `a`, then `a/b`; the look fails on it) goes to a
-        // batch of its own, as a taken name does.
-        let taken = match self.stat_item(&format!("{METADATA_DIR}/trash/{batch}/{path}")) {
-            Ok(found) => found.is_some(),
-            Err(e) if !e.is_offline() && self.file_in_the_way(&batch, path)? => true,
-            Err(e) => return Err(e),
-        };
-        if taken {
+        if !self.trashed.locked().reserve(&batch, path.as_str()) {
             batch = layout::spare_trash_batch(now);
         }
         let mut moved = self.move_checked(
             path.as_str(),
             &format!("{METADATA_DIR}/trash/{batch}/{path}"),
         );
-        // The same, trashed by another agent since the look.
+        // A name taken all the same (by another agent with the same tag,
+        // or before a restart with it: not expected).
         if moved.as_ref().is_err_and(|e| !e.is_offline()) && self.file_in_the_way(&batch, path)? {
             batch = layout::spare_trash_batch(now);
             moved = self.move_checked(
@@ -422,8 +561,9 @@ impl Remote {
         Ok(false)
     }
 
-    /// Uploads `content` to the hidden name `name` in the folder `dir`,
-    /// with the modification time `mtime_ns`; its size.
+    /// Uploads `content` to the hidden name `name` (a fresh one: nothing
+    /// is there) in the folder `dir`, with the modification time
+    /// `mtime_ns`; its size.
     ///
     /// The bytes are written to a file of the spool folder first, given
     /// the modification time, and copied from there with
@@ -449,17 +589,27 @@ impl Remote {
                 path: what.to_owned(),
             });
         }
-        self.call(
-            "operations/copyfile",
-            json!({
-                "srcFs": format!(":local:{}", self.spool.display()),
-                "srcRemote": name,
-                "dstFs": self.remote,
-                "dstRemote": format!("{dir}/{name}"),
-            }),
-            "upload",
-            what,
-        )?;
+        let mut params = json!({
+            "srcFs": format!(":local:{}", self.spool.display()),
+            "srcRemote": name,
+            "dstFs": self.remote,
+            "dstRemote": format!("{dir}/{name}"),
+        });
+        // The name is a fresh random one: rclone need not look whether
+        // something is there first (one request fewer per upload).
+        params["_config"] = json!({ "NoCheckDest": true });
+        if self.features()?.slow_hash {
+            // After a copy rclone compares the two sides' hashes. Where the
+            // backend's hash means reading the file whole again (SFTP runs
+            // `md5sum` over ssh: about 250 ms of a 300 ms upload of a small
+            // file), that check is skipped: the bytes were hashed as they
+            // were spooled (a `hash` they do not match is refused above),
+            // rclone still checks the size, the transport checks its own
+            // bytes (SSH's MAC, TLS), and backends whose hash is cheap
+            // (S3's ETag, Drive's MD5) keep the check.
+            params["_config"]["IgnoreChecksum"] = json!(true);
+        }
+        self.call("operations/copyfile", params, "upload", what)?;
         Ok(spooled.size)
     }
 
@@ -478,6 +628,97 @@ impl Remote {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Notes a batch of uploads handed over for its commits: its first
+    /// commit lists each folder that two or more of its files go to, and
+    /// the staging folder, so that the commits are checked against those
+    /// listings instead of a stat each (see [`super::looks`]). A batch of
+    /// one file is left to its commit (a stat is as cheap as a listing
+    /// there, and looks later).
+    pub(super) fn note_batch(&self, staged: &[&StagedWrite]) {
+        if staged.len() < 2 {
+            return;
+        }
+        let files = staged
+            .iter()
+            .map(|file| (name_of(&file.temp.to_string_lossy()), file.path.clone()))
+            .collect();
+        let mut looks = self.looks.locked();
+        looks.prune(Instant::now());
+        looks.note_batch(&Batch::new(files));
+    }
+
+    /// Lists the folders of `batch` (see [`Remote::note_batch`]). A
+    /// listing that fails leaves its commits to stat as before.
+    fn list_batch(&self, batch: &Batch) {
+        let Ok(features) = self.features() else {
+            return;
+        };
+        let mut folders: BTreeMap<String, Vec<&(String, RelPath)>> = BTreeMap::new();
+        for file in &batch.files {
+            let folder = file.1.parent().map(|p| p.as_str().to_owned());
+            folders
+                .entry(folder.unwrap_or_default())
+                .or_default()
+                .push(file);
+        }
+        folders.retain(|_, files| files.len() >= 2);
+        // `None`: the staging folder, where the uploads wait.
+        let mut lists: Vec<Option<&String>> = folders.keys().map(Some).collect();
+        if features.moves {
+            lists.push(None);
+        }
+        // One after the other: listings at once would each want a
+        // connection of their own, and a login (SFTP) costs more than
+        // the listings.
+        let taken = Instant::now();
+        let key = |path: &str| batch_looks::key(path, features.case_insensitive);
+        for folder in lists {
+            let below = folder.cloned().unwrap_or_else(staging_dir);
+            let found = match self.children(&below) {
+                Ok(found) => found.unwrap_or_default(),
+                Err(e) => {
+                    tracing::debug!(remote = %self.shown, error = %e, "cannot list before the commits; each looks by itself");
+                    continue;
+                }
+            };
+            let mut looks = self.looks.locked();
+            let Some(folder) = folder else {
+                for item in found {
+                    looks.note_staged(name_of(&item.path), taken, item);
+                }
+                continue;
+            };
+            let mut found: HashMap<String, Item> = found
+                .into_iter()
+                .map(|item| (key(&item.path), item))
+                .collect();
+            for (name, path) in &folders[folder] {
+                let there = found.remove(&key(path.as_str()));
+                looks.note_target(name.clone(), taken, there);
+            }
+        }
+    }
+
+    /// What is at the target of `staged` right before its commit: what
+    /// the batch's listing showed, if it is fresh, else a stat.
+    pub(super) fn look_before_commit(
+        &self,
+        staged: &StagedWrite,
+    ) -> Result<Option<Item>, ReplicaError> {
+        let name = name_of(&staged.temp.to_string_lossy());
+        let batch = self.looks.locked().take_batch(&name);
+        if let Some(batch) = batch {
+            // The batch's first commit lists; the others wait for it.
+            batch.listed.get_or_init(|| self.list_batch(&batch));
+        }
+        if let Some(found) = self.looks.locked().take_target(&name) {
+            return Ok(found);
+        }
+        // A folder where the new file goes (no file there) makes the move
+        // fail, and the look after it sees the folder.
+        self.stat_file(staged.path.as_str())
     }
 
     /// After a commit on a backend that allows two files of one name: the
@@ -504,6 +745,11 @@ pub(super) fn changed(path: impl std::fmt::Display) -> ReplicaError {
     ReplicaError::Changed {
         path: path.to_string(),
     }
+}
+
+/// The last part of a path on the remote.
+pub(super) fn name_of(path: &str) -> String {
+    path.rsplit('/').next().unwrap_or_default().to_owned()
 }
 
 pub(super) fn staging_dir() -> String {
@@ -562,7 +808,11 @@ impl Remote {
     /// is none.
     pub(super) fn read_text(&self, name: &str) -> Result<Option<String>, ReplicaError> {
         let path = format!("{METADATA_DIR}/{name}");
-        let response = match self.client.read(&self.remote, &path, 0) {
+        let started = Instant::now();
+        let read = self.client.read(&self.remote, &path, 0);
+        // Until the answer's head: a round trip to the backend.
+        self.note_round_trip(started.elapsed());
+        let response = match read {
             Ok((response, _)) => response,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(self.error(e, "read", &path)),

@@ -10,9 +10,10 @@
 //! it. [`rc`] is the small client of its remote control.
 //!
 //! **Honest guarantees.** rclone has no conditional write. Every replace,
-//! move and delete is preceded by a stat whose version token (the
-//! provider's hash, else ID, modification time and size) must still be
-//! the one the plan saw: a change another writer makes between that look
+//! move and delete is preceded by a look (a stat, or the listing of its
+//! folder taken for a batch at most a second before) whose version token
+//! (the provider's hash, else ID, modification time and size) must still
+//! be the one the plan saw: a change another writer makes between that look
 //! and the step is not kept in place but goes to the trash (or is
 //! replaced). `Replica::rechecked_writes` declares it (status and `pair
 //! list` show it), and the log says so once per pair.
@@ -21,6 +22,7 @@ mod calls;
 pub mod daemon;
 mod lease;
 mod listing;
+mod looks;
 pub mod rc;
 pub mod replica;
 pub mod settings;

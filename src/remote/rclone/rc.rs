@@ -21,6 +21,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::daemon::{Endpoint, Rcd, StartError};
+use crate::locks::LockExt;
 
 /// How long connecting to the rcd may take (it runs on this machine).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -178,6 +179,8 @@ pub struct RcClient {
     /// started; calls come from the engine's blocking threads.
     http: OnceLock<reqwest::blocking::Client>,
     version: OnceLock<Version>,
+    /// How many calls of each method were made (reads as `GET`).
+    made: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 impl Version {
@@ -202,6 +205,7 @@ impl RcClient {
             rcd,
             http: OnceLock::new(),
             version: OnceLock::new(),
+            made: std::sync::Mutex::new(std::collections::BTreeMap::new()),
         }
     }
 
@@ -221,6 +225,16 @@ impl RcClient {
 
     pub fn rcd(&self) -> &Arc<Rcd> {
         &self.rcd
+    }
+
+    /// How many calls of each method this client made so far (reads of a
+    /// file's bytes as `GET`): what a step costs, for tests and the log.
+    pub fn calls_made(&self) -> std::collections::BTreeMap<String, u64> {
+        self.made.locked().clone()
+    }
+
+    fn count(&self, method: &str) {
+        *self.made.locked().entry(method.to_owned()).or_default() += 1;
     }
 
     /// The rcd's version, asked once; also checks that it offers every
@@ -275,6 +289,24 @@ impl RcClient {
 
     /// Calls `method` with `params`; its JSON answer.
     pub fn call(&self, method: &str, params: &Value) -> Result<Value, RcError> {
+        self.count(method);
+        let started = std::time::Instant::now();
+        let answer = self.call_once_or_twice(method, params);
+        // Where a sync's time goes, call by call (`RUST_LOG=prism_sync::remote::rclone=trace`).
+        tracing::trace!(
+            method,
+            path = params["remote"]
+                .as_str()
+                .or(params["dstRemote"].as_str())
+                .unwrap_or(""),
+            ms = started.elapsed().as_secs_f64() * 1000.0,
+            ok = answer.is_ok(),
+            "rclone call"
+        );
+        answer
+    }
+
+    fn call_once_or_twice(&self, method: &str, params: &Value) -> Result<Value, RcError> {
         let repeatable = is_repeatable(method);
         let mut endpoint = self.rcd.endpoint()?;
         let mut retried = false;
@@ -309,6 +341,25 @@ impl RcClient {
     /// The bytes of `path` in `fs` from `offset` on, and the offset the
     /// answer really starts at (0 where the backend could not seek).
     pub fn read(&self, fs: &str, path: &str, offset: u64) -> Result<(Download, u64), RcError> {
+        self.count("GET");
+        let started = std::time::Instant::now();
+        let answer = self.read_once_or_twice(fs, path, offset);
+        tracing::trace!(
+            method = "GET",
+            path,
+            ms = started.elapsed().as_secs_f64() * 1000.0,
+            ok = answer.is_ok(),
+            "rclone call"
+        );
+        answer
+    }
+
+    fn read_once_or_twice(
+        &self,
+        fs: &str,
+        path: &str,
+        offset: u64,
+    ) -> Result<(Download, u64), RcError> {
         let mut endpoint = self.rcd.endpoint()?;
         let mut retried = false;
         loop {

@@ -19,10 +19,13 @@
 //!   moved over the old one; the lease is one of them ([`super::lease`]).
 //!
 //! **The careful re-check.** rclone has no conditional write: right before
-//! every replace, move or delete the path is stat'ed and its version token
-//! compared with the one the plan saw (RACE: a write by someone else
+//! every replace, move or delete the path is looked at and its version
+//! token compared with the one the plan saw (RACE: a write by someone else
 //! between that look and the step is not seen; the step then moves that
 //! version to the trash, or replaces it, instead of leaving it in place).
+//! The look is a stat, or for a batch of uploads the listing of their
+//! folder taken right before the batch's commits, at most a second old
+//! ([`super::looks`] argues why that is as good).
 //! [`Replica::rechecked_writes`] declares it, and the log says so
 //! once per pair. Backends that allow two files of one name (Google Drive) are
 //! looked at again after a commit: a duplicate is a change to re-plan.
@@ -34,7 +37,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 
-use super::calls::{Remote, changed, staged_name, staging_dir};
+use super::calls::{Remote, changed, name_of, staged_name, staging_dir};
 use super::lease::RcloneLease;
 use super::listing;
 use super::rc::ErrorKind;
@@ -132,7 +135,7 @@ impl Replica for RcloneReplica {
     }
 
     fn root_state(&self) -> Result<RootState, ReplicaError> {
-        if self.stat_item(&format!("{METADATA_DIR}/root"))?.is_some() {
+        if self.stat_file(&format!("{METADATA_DIR}/root"))?.is_some() {
             return Ok(RootState::Ready);
         }
         Ok(match self.children("")? {
@@ -164,6 +167,9 @@ impl Replica for RcloneReplica {
         ignore: &IgnoreRules,
     ) -> Result<Listing, ReplicaError> {
         self.features()?;
+        let folders = cache.values().filter(|e| e.entry.is_dir()).count();
+        // With the root; nothing known for a tree never synced.
+        self.note_folders(if cache.is_empty() { 0 } else { folders + 1 });
         listing::list(&*self.inner, scope, cache, ignore, self.parallel)
     }
 
@@ -199,7 +205,7 @@ impl Replica for RcloneReplica {
         let source_changed = || ReplicaError::SourceChanged {
             path: path.to_string(),
         };
-        match self.stat_item(path.as_str())? {
+        match self.stat_file(path.as_str())? {
             Some(item)
                 if !item.is_dir
                     && item.size == expected.size
@@ -260,13 +266,13 @@ impl Replica for RcloneReplica {
         let features = self.features()?;
         let trashed = match expect {
             Expect::Absent => {
-                if self.stat_item(path.as_str())?.is_some() {
+                if self.look_before_commit(staged)?.is_some() {
                     return Err(changed(path));
                 }
                 None
             }
             Expect::File { .. } => {
-                self.recheck(path, expect)?;
+                self.recheck_against(path, expect, self.look_before_commit(staged)?)?;
                 Some(self.trash(path)?)
             }
             Expect::Dir => {
@@ -285,10 +291,18 @@ impl Replica for RcloneReplica {
         if features.duplicates {
             self.check_unique(path)?;
         }
-        let item = self
-            .stat_item(path.as_str())?
-            .filter(|item| !item.is_dir)
-            .ok_or_else(|| changed(path))?;
+        // The version the move put in place: the staged upload's, as the
+        // batch listed it (a server-side move keeps it), else a look.
+        let listed = features
+            .moves
+            .then(|| self.looks.locked().take_staged(&name_of(&temp)))
+            .flatten();
+        let item = match listed {
+            Some(item) => item,
+            None => self
+                .stat_file(path.as_str())?
+                .ok_or_else(|| changed(path))?,
+        };
         let entry = SideEntry {
             entry: Entry::File(FileMeta {
                 hash: staged.hash,
@@ -302,8 +316,18 @@ impl Replica for RcloneReplica {
         Ok((entry, trashed))
     }
 
+    /// Nothing to flush: the uploads are on the remote. The batch is
+    /// noted: its first commit lists its folders, for the re-checks of
+    /// all its commits.
+    fn sync_staged(&self, staged: &[&StagedWrite]) -> Result<(), ReplicaError> {
+        self.note_batch(staged);
+        Ok(())
+    }
+
     fn discard(&self, staged: StagedWrite) {
-        let _ = self.delete_file(&staged.temp.to_string_lossy());
+        let temp = staged.temp.to_string_lossy();
+        self.looks.locked().forget(&name_of(&temp));
+        let _ = self.delete_file(&temp);
     }
 
     fn mkdir(&self, path: &RelPath, _mode: Option<Mode>) -> Result<SideEntry, ReplicaError> {

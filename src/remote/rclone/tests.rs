@@ -350,6 +350,235 @@ mod replica {
         ));
     }
 
+    /// Stages `content` for `path`, as the engine's workers do.
+    fn stage(replica: &dyn Replica, path: &str, content: &[u8]) -> crate::remote::StagedWrite {
+        let hash = ContentHash::of_bytes(content);
+        replica
+            .stage(&rel(path), &mut &content[..], &hash, 1_000, None)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_batch_is_checked_against_its_folders_listing_and_a_later_change_lands_in_the_trash() {
+        let fixture = Fixture::new();
+        let replica = fixture.replica();
+        replica.mark_root().unwrap();
+        for name in ["x", "y", "z"] {
+            write(
+                &replica,
+                &format!("d/{name}.md"),
+                b"planned\n",
+                &Expect::Absent,
+            )
+            .unwrap();
+        }
+        let listing = list(&replica, &BaseTree::new());
+        let expect = |path: &str| {
+            let side = &listing.tree[&rel(path)];
+            Expect::of_version(Some(&side.entry), side.version_text().as_deref())
+        };
+        // Another writer changes x before the batch's listing (another
+        // size: the token moves however coarse the clock), puts a new
+        // file where the plan saw none, and a folder where another new
+        // file goes.
+        put(&fixture.root(), "d/x.md", b"theirs, before\n");
+        put(&fixture.root(), "d/new.md", b"theirs, new\n");
+        put(&fixture.root(), "d/dir.md/theirs", b"theirs, in a folder\n");
+        let batch = [
+            stage(&replica, "d/x.md", b"ours x\n"),
+            stage(&replica, "d/y.md", b"ours y\n"),
+            stage(&replica, "d/z.md", b"ours z\n"),
+            stage(&replica, "d/new.md", b"ours new\n"),
+            stage(&replica, "d/dir.md", b"ours dir\n"),
+        ];
+        replica
+            .sync_staged(&batch.iter().collect::<Vec<_>>())
+            .unwrap();
+        let [x, y, z, new, dir] = batch;
+        // The batch's first commit lists the folder.
+        let outcome = replica.commit_staged(&x, &expect("d/x.md"));
+        assert!(
+            matches!(outcome, Err(ReplicaError::Changed { .. })),
+            "{outcome:?}"
+        );
+        replica.discard(x);
+        // The writer changes y right after the listing, right before its
+        // commit.
+        put(&fixture.root(), "d/y.md", b"theirs, after the listing\n");
+        for staged in [new, dir] {
+            let outcome = replica.commit_staged(&staged, &Expect::Absent);
+            assert!(
+                matches!(outcome, Err(ReplicaError::Changed { .. })),
+                "{}: {outcome:?}",
+                staged.path
+            );
+            replica.discard(staged);
+        }
+        // The change after the look is not seen, and not lost: the commit
+        // moves it to the trash, as it moves the planned version.
+        let trashed = replica
+            .commit_staged_naming_trash(&y, &expect("d/y.md"))
+            .unwrap()
+            .1
+            .expect("what was there went to the trash");
+        assert_eq!(
+            read_all(replica.open_trashed(&trashed).unwrap()),
+            b"theirs, after the listing\n"
+        );
+        let committed = replica.commit_staged(&z, &expect("d/z.md")).unwrap();
+        assert_eq!(fixture.on_disk("d/x.md").unwrap(), b"theirs, before\n");
+        assert_eq!(fixture.on_disk("d/new.md").unwrap(), b"theirs, new\n");
+        assert_eq!(
+            fixture.on_disk("d/dir.md/theirs").unwrap(),
+            b"theirs, in a folder\n"
+        );
+        assert_eq!(fixture.on_disk("d/y.md").unwrap(), b"ours y\n");
+        assert_eq!(fixture.on_disk("d/z.md").unwrap(), b"ours z\n");
+        // The version recorded for z is the one a listing shows now, so the
+        // next listing does not read it again.
+        assert_eq!(
+            committed.version,
+            list(&replica, &BaseTree::new()).tree[&rel("d/z.md")].version
+        );
+        assert_eq!(
+            fixture.trashed(),
+            [
+                b"planned\n".to_vec(),
+                b"theirs, after the listing\n".to_vec()
+            ]
+        );
+    }
+
+    /// The calls `replica` made since `before` (from `calls_made`).
+    fn calls_since(
+        replica: &RcloneReplica,
+        before: &std::collections::BTreeMap<String, u64>,
+    ) -> Vec<(String, u64)> {
+        replica
+            .client
+            .calls_made()
+            .into_iter()
+            .map(|(method, n)| {
+                let earlier = before.get(&method).copied().unwrap_or(0);
+                (method, n - earlier)
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_of_new_files_costs_an_upload_and_a_move_each_and_two_listings() {
+        let fixture = Fixture::new();
+        let replica = fixture.replica();
+        replica.mark_root().unwrap();
+        replica.mkdir(&rel("d"), None).unwrap();
+        let before = replica.client.calls_made();
+        let batch: Vec<_> = (0..8)
+            .map(|i| stage(&replica, &format!("d/{i}.md"), format!("{i}\n").as_bytes()))
+            .collect();
+        replica
+            .sync_staged(&batch.iter().collect::<Vec<_>>())
+            .unwrap();
+        for staged in &batch {
+            replica.commit_staged(staged, &Expect::Absent).unwrap();
+        }
+        // No stat before or after a move: the folder's listing and the
+        // staging folder's stand in for them.
+        let count = |s: &str, n: u64| (s.to_owned(), n);
+        assert_eq!(
+            calls_since(&replica, &before),
+            [
+                count("operations/copyfile", 8),
+                count("operations/list", 2),
+                count("operations/movefile", 8),
+            ]
+        );
+        assert_eq!(fixture.on_disk("d/7.md").unwrap(), b"7\n");
+        // A listing of a tree synced before is one call.
+        let mut base = BaseTree::new();
+        for (path, side) in list(&replica, &BaseTree::new()).tree {
+            let mut entry = BaseEntry::new(side.entry);
+            entry.remote_version = side.version;
+            base.insert(path, entry);
+        }
+        let before = replica.client.calls_made();
+        let listing = list(&replica, &base);
+        assert_eq!((listing.tree.len(), listing.hashed_files), (9, 0));
+        assert_eq!(
+            calls_since(&replica, &before),
+            [count("operations/list", 1)]
+        );
+    }
+
+    #[test]
+    fn a_batch_listing_older_than_its_window_is_looked_at_again() {
+        let fixture = Fixture::new();
+        let replica = fixture.replica();
+        replica.mark_root().unwrap();
+        write(&replica, "d/x.md", b"planned\n", &Expect::Absent).unwrap();
+        let expect = expect_listed(&replica, "d/x.md");
+        let batch = [
+            stage(&replica, "d/x.md", b"ours x\n"),
+            stage(&replica, "d/w.md", b"ours w\n"),
+        ];
+        replica
+            .sync_staged(&batch.iter().collect::<Vec<_>>())
+            .unwrap();
+        let [x, w] = batch;
+        // The batch's first commit lists the folder; x changes after that,
+        // and its commit comes later than the listing may stand in for a
+        // look.
+        replica.commit_staged(&w, &Expect::Absent).unwrap();
+        put(&fixture.root(), "d/x.md", b"theirs, after the listing\n");
+        std::thread::sleep(super::super::looks::FRESH_FOR);
+        let outcome = replica.commit_staged(&x, &expect);
+        assert!(
+            matches!(outcome, Err(ReplicaError::Changed { .. })),
+            "{outcome:?}"
+        );
+        replica.discard(x);
+        assert_eq!(
+            fixture.on_disk("d/x.md").unwrap(),
+            b"theirs, after the listing\n"
+        );
+        assert!(fixture.trashed().is_empty());
+    }
+
+    #[test]
+    fn versions_trashed_twice_in_a_minute_or_above_each_other_keep_their_names_apart() {
+        let fixture = Fixture::new();
+        let replica = fixture.replica();
+        replica.mark_root().unwrap();
+        let mut names = Vec::new();
+        for content in [&b"one\n"[..], b"two\n"] {
+            write(&replica, "a", content, &Expect::Absent).unwrap();
+            let expect = expect_listed(&replica, "a");
+            names.push(
+                replica
+                    .remove_naming_trash(&rel("a"), &expect)
+                    .unwrap()
+                    .unwrap(),
+            );
+        }
+        // A file `a` trashed, then `a/b`, where `a` is a folder now.
+        write(&replica, "a/b", b"three\n", &Expect::Absent).unwrap();
+        let expect = expect_listed(&replica, "a/b");
+        names.push(
+            replica
+                .remove_naming_trash(&rel("a/b"), &expect)
+                .unwrap()
+                .unwrap(),
+        );
+        let read: Vec<Vec<u8>> = names
+            .iter()
+            .map(|name| read_all(replica.open_trashed(name).unwrap()))
+            .collect();
+        assert_eq!(
+            read,
+            [b"one\n".to_vec(), b"two\n".to_vec(), b"three\n".to_vec()]
+        );
+    }
+
     #[test]
     fn a_move_over_a_file_of_the_same_size_and_time_replaces_it() {
         // What a record rewritten within a second on a backend with coarse
