@@ -801,6 +801,8 @@ impl Replica for GitReplica {
                     };
                 }
                 view.tip = Some(commit);
+                // The new commit's time, read when next asked for.
+                view.time_ns = None;
                 Ok(())
             }
             Err(e) => {

@@ -24,8 +24,10 @@ use crate::remote::{Lease, ReplicaError};
 
 const NAME: &str = "lease";
 
-/// The shortest pause between writing the lease and reading it back.
-const MIN_SETTLE: Duration = Duration::from_millis(100);
+/// The shortest pause between writing the lease and reading it back: well
+/// above a loaded machine's scheduling delays, which a rival's read and
+/// write may suffer though its calls were quick.
+const MIN_SETTLE: Duration = Duration::from_millis(200);
 
 /// The longest: providers whose calls take a second or more (Drive,
 /// OneDrive) still get a pause longer than a rival's read and write.
@@ -57,10 +59,13 @@ impl RcloneLease {
         if let Err(e) = lease.write() {
             // A rival's write of the same record at the same moment can
             // make ours fail (its move replaced what ours was replacing).
+            // None: a rival's move is between removing the record it
+            // replaces and putting its own in place.
             return match lease.remote.read_text(NAME) {
                 Ok(Some(current)) if !held_by(&current, &lease.owner) && !e.is_offline() => {
                     Err(lost_race())
                 }
+                Ok(None) if !e.is_offline() => Err(lost_race()),
                 _ => Err(e),
             };
         }
