@@ -19,34 +19,58 @@ impl GitReplica {
             .call(["cat-file", "--batch-check"])
             .input(format!("{RECORDS_REF}:{name}\n").into_bytes())
             .text();
-        match out {
-            Ok(line) => Ok(found(&line).map(|(oid, _, _)| oid.to_owned())),
-            _ => Ok(None),
-        }
+        // A name or ref that is not there is a `missing` line and success;
+        // a failure is git's (a timeout, a damaged mirror), not an answer.
+        let line = out.map_err(|e| self.mirror.local_error(e))?;
+        Ok(found(&line).map(|(oid, _, _)| oid.to_owned()))
     }
 
     /// A record's content, if the records have it: one `cat-file` for
-    /// both the lookup and the read.
-    pub(super) fn record_content(&self, name: &str) -> Result<Option<Vec<u8>>, ReplicaError> {
-        let out = self
+    /// both the lookup and the read. A record larger than `limit` is
+    /// refused by its header, before its content is read (whoever can
+    /// push to the records ref could make it any size).
+    pub(super) fn record_content(
+        &self,
+        name: &str,
+        limit: usize,
+    ) -> Result<Option<Vec<u8>>, ReplicaError> {
+        use std::io::{BufRead, BufReader, Read};
+        let stream = self
             .mirror
             .git
             .call(["cat-file", "--batch"])
             .input(format!("{RECORDS_REF}:{name}\n").into_bytes())
-            .run()
+            .stream()
             .map_err(|e| self.mirror.local_error(e))?;
-        let newline = out.iter().position(|b| *b == b'\n').unwrap_or(out.len());
-        let header = String::from_utf8_lossy(&out[..newline]);
-        let Some((_, kind, size)) = found(&header) else {
+        let unreadable = |what: String| {
+            ReplicaError::Other(format!(
+                "the record {name} cannot be read from the mirror ({what})"
+            ))
+        };
+        let mut stream = BufReader::new(stream);
+        let mut header = String::new();
+        stream
+            .by_ref()
+            .take(1024)
+            .read_line(&mut header)
+            .map_err(|e| unreadable(e.to_string()))?;
+        let header = header.trim_end();
+        let Some((_, kind, size)) = found(header) else {
             return Ok(None);
         };
-        let content = out.get(newline + 1..newline + 1 + size);
-        match content {
-            Some(content) if kind == "blob" => Ok(Some(content.to_vec())),
-            _ => Err(ReplicaError::Other(format!(
-                "the record {name} cannot be read from the mirror ({header})"
-            ))),
+        if kind != "blob" {
+            return Err(unreadable(header.to_owned()));
         }
+        if size > limit {
+            return Err(ReplicaError::Other(format!(
+                "the record {name} is larger than {limit} bytes"
+            )));
+        }
+        let mut content = vec![0; size];
+        stream
+            .read_exact(&mut content)
+            .map_err(|e| unreadable(e.to_string()))?;
+        Ok(Some(content))
     }
     /// Writes (`Some`) or removes (`None`) one record in one commit on the
     /// records ref, again on the newer records when another agent pushed

@@ -848,14 +848,9 @@ impl Replica for GitReplica {
 
     fn read_record(&self, name: &str) -> Result<Option<String>, ReplicaError> {
         self.mirror.ensure()?;
-        let Some(bytes) = self.record_content(name)? else {
+        let Some(bytes) = self.record_content(name, MAX_RECORD_BYTES)? else {
             return Ok(None);
         };
-        if bytes.len() > MAX_RECORD_BYTES {
-            return Err(ReplicaError::Other(format!(
-                "the record {name} is larger than {MAX_RECORD_BYTES} bytes"
-            )));
-        }
         String::from_utf8(bytes)
             .map(Some)
             .map_err(|_| ReplicaError::Other(format!("the record {name} is not UTF-8 text")))

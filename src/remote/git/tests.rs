@@ -855,3 +855,29 @@ fn the_history_of_a_file_lists_each_commit_that_left_a_version_and_reads_it_back
     let head = git(&checkout, &["rev-parse", "HEAD"]);
     assert!(replica.open_kept(&rel("a.md"), &head).is_err());
 }
+
+#[test]
+fn a_record_over_the_limit_is_refused_by_its_size_and_a_missing_one_is_none() {
+    let fixture = Fixture::new();
+    let replica = fixture.replica("alpha", GitPairSettings::default());
+    replica.mark_root().unwrap();
+    replica
+        .write_record("journal/x", &"x".repeat(4096))
+        .unwrap();
+    assert_eq!(
+        replica
+            .record_content("journal/x", 8192)
+            .unwrap()
+            .unwrap()
+            .len(),
+        4096
+    );
+    let refused = replica.record_content("journal/x", 1024).unwrap_err();
+    assert!(
+        refused.to_string().contains("larger than 1024 bytes"),
+        "{refused}"
+    );
+    assert_eq!(replica.record_content("journal/none", 1024).unwrap(), None);
+    assert_eq!(replica.record_blob("journal/none").unwrap(), None);
+    assert!(replica.record_blob("journal/x").unwrap().is_some());
+}
