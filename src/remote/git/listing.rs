@@ -299,8 +299,12 @@ impl GitReplica {
             Some((at, tip)) if at.elapsed() < CHECK_REUSE => tip,
             _ => self.refresh()?.0,
         };
-        self.learn_sizes(cache);
         let mut view = self.view.locked();
+        // Only a tip not loaded yet needs sizes: an unchanged one keeps
+        // its view, sizes and all.
+        if view.tip != tip {
+            self.learn_sizes(cache);
+        }
         let mut out = Listing {
             problems: {
                 self.load(&mut view, tip)?;
