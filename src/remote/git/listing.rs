@@ -127,6 +127,16 @@ impl GitReplica {
         }
         loaded.problems = problems;
         *view = loaded;
+        // What the new tip does not hold is forgotten: an agent that runs
+        // for months would otherwise keep every blob id it ever saw.
+        let held: std::collections::HashSet<&str> =
+            view.files.values().map(|b| b.oid.as_str()).collect();
+        self.sizes
+            .locked()
+            .retain(|oid, _| held.contains(oid.as_str()));
+        self.hashes
+            .locked()
+            .retain(|oid, _| held.contains(oid.as_str()));
         Ok(())
     }
 

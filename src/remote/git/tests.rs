@@ -881,3 +881,63 @@ fn a_record_over_the_limit_is_refused_by_its_size_and_a_missing_one_is_none() {
     assert_eq!(replica.record_blob("journal/none").unwrap(), None);
     assert!(replica.record_blob("journal/x").unwrap().is_some());
 }
+
+#[test]
+fn blob_ids_the_tip_no_longer_holds_are_forgotten() {
+    use crate::locks::LockExt;
+    let fixture = Fixture::new();
+    let replica = fixture.replica("alpha", GitPairSettings::default());
+    replica.mark_root().unwrap();
+    let (_d, ignore) = no_ignores();
+    replica
+        .list(&Scope::Full, &BaseTree::new(), &ignore)
+        .unwrap();
+    write(&replica, "a.md", b"first\n", Expect::Absent).unwrap();
+    replica.flush().unwrap();
+    let first = listed_version(&replica, "a.md");
+    write(&replica, "a.md", b"second, longer\n", first).unwrap();
+    replica.flush().unwrap();
+    // Another clone moves the tip, so the next listing loads it anew.
+    let checkout = fixture.clone("person");
+    std::fs::write(checkout.join("b.md"), "bee\n").unwrap();
+    git(&checkout, &["add", "b.md"]);
+    git(
+        &checkout,
+        &[
+            "-c",
+            "user.name=p",
+            "-c",
+            "user.email=p@x",
+            "commit",
+            "-qm",
+            "b",
+        ],
+    );
+    git(&checkout, &["push", "-q", "origin", "main"]);
+    // What an agent that ran for long has seen: blobs no tip holds now.
+    let gone = "0".repeat(40);
+    replica.sizes.locked().insert(gone.clone(), 7);
+    replica
+        .hashes
+        .locked()
+        .insert(gone.clone(), ContentHash::of_bytes(b"gone"));
+    let listing = replica
+        .list(&Scope::Full, &BaseTree::new(), &ignore)
+        .unwrap();
+    assert_eq!(listing.tree.len(), 2);
+    let held: std::collections::HashSet<String> = replica
+        .view
+        .locked()
+        .files
+        .values()
+        .map(|b| b.oid.clone())
+        .collect();
+    assert!(!replica.sizes.locked().contains_key(&gone));
+    assert!(!replica.hashes.locked().contains_key(&gone));
+    for oid in replica.sizes.locked().keys() {
+        assert!(held.contains(oid), "{oid} is no blob of the tip");
+    }
+    for oid in replica.hashes.locked().keys() {
+        assert!(held.contains(oid), "{oid} is no blob of the tip");
+    }
+}
