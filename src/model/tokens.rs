@@ -11,7 +11,10 @@
 //! it, and two values are equal exactly when their texts are. A compact
 //! shape is taken only when printing it gives back the very same text
 //! (`007:1` stays text: printed as numbers it would read `7:1`), so no two
-//! shapes ever hold the same text and comparing shapes compares texts.
+//! shapes ever hold the same text and equal shapes are equal texts. The
+//! order of ids is not their texts' (inodes sort by number, before any
+//! text): it only has to be a total order, for moves to be matched the same
+//! way every time.
 
 use std::borrow::Cow;
 use std::fmt::{self, Write as _};
