@@ -409,3 +409,45 @@ fn a_name_too_long_once_encrypted_is_reported_and_the_rest_syncs() {
     assert!(!back.join(&long).exists());
     assert_eq!(read(&device.local, &long), "kept locally\n");
 }
+
+/// A version another device trashed on an encrypted remote is listed by
+/// `history` (the trash log names it as the encrypting layer reported it)
+/// and restored through the layer, decrypted and checked.
+#[test]
+fn a_version_another_device_trashed_through_the_encryption_is_listed_and_restored() {
+    let sandbox = Sandbox::new();
+    let remote = sandbox.remote("remote");
+    let a = encrypted_device(&sandbox, "devA", &remote);
+    let b = encrypted_device(&sandbox, "devB", &remote);
+    write(&a.local, "notes.txt", "first\n");
+    synced(&a);
+    synced(&b);
+    write(&b.local, "notes.txt", "second, from B\n");
+    synced(&b);
+    write(&b.local, "notes.txt", "third, from B\n");
+    synced(&b);
+    synced(&a);
+    assert_eq!(read(&a.local, "notes.txt"), "third, from B\n");
+
+    let _agent = a.start_with_env(&[("PRISM_SYNC_CRYPT_PASSWORD", PASSWORD)]);
+    let history = a.ctl_json(&["history", "notes.txt", "--pair", PAIR]);
+    let second = prism_sync::model::ContentHash::of_bytes(b"second, from B\n").to_hex();
+    let listed = history["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["where"] == "remote_trash" && v["hash"] == second.as_str())
+        .unwrap_or_else(|| panic!("B's second version in the remote trash: {history}"));
+    assert_eq!(listed["trashed_by"], "devB", "{history}");
+    let version = listed["version"].as_str().unwrap().to_owned();
+    let restored = a.ctl_json(&[
+        "restore",
+        "notes.txt",
+        "--pair",
+        PAIR,
+        "--version",
+        &version,
+    ]);
+    assert_eq!(restored["status"], "restored", "{restored}");
+    assert_eq!(read(&a.local, "notes.txt"), "second, from B\n");
+}
