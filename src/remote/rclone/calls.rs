@@ -26,6 +26,10 @@ use crate::tracker::ignore::METADATA_DIR;
 /// The largest record read (change logs are split into smaller segments).
 const MAX_RECORD_BYTES: u64 = 64 * 1024 * 1024;
 
+/// How long another client's replacing move may leave its destination
+/// empty (the removal and the rename of rclone's move on SFTP).
+const RIVAL_MOVE_WINDOW: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// What the backend behind the remote offers (`operations/fsinfo`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Features {
@@ -462,6 +466,14 @@ impl Remote {
                 let vanished = matches!(&e, ReplicaError::Io { source, .. }
                     if source.kind() == std::io::ErrorKind::NotFound);
                 if vanished || self.stat_item(to)?.is_some() {
+                    return Err(changed(to));
+                }
+                // A rival's move may be between removing the destination
+                // and putting its file there (rclone replaces in two steps
+                // where the server's rename does not replace, as on SFTP):
+                // look once more after such a move has ended.
+                std::thread::sleep(RIVAL_MOVE_WINDOW);
+                if self.stat_item(to)?.is_some() {
                     return Err(changed(to));
                 }
                 Err(e)
