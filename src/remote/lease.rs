@@ -42,6 +42,35 @@ impl Drop for Owner {
     }
 }
 
+/// What a lease record says, as a file name: `EXPIRES.ID.PID.HOST` (the
+/// device left out: its name may hold any character). For stores where
+/// reading a file that another agent may be removing at that moment can
+/// fail midway, so that a listing alone tells whose it is and whether it
+/// is stale ([`record_of_name`]).
+pub fn name_record(owner: &Owner, ttl: Duration, now: SystemTime) -> String {
+    let mut fields = owner.text.rsplitn(4, ' ');
+    let (host, pid, id) = (fields.next(), fields.next(), fields.next());
+    let expires = unix_secs(now + ttl);
+    format!(
+        "{expires}.{}.{}.{}",
+        id.unwrap_or_default(),
+        pid.unwrap_or_default(),
+        host.unwrap_or_default()
+    )
+}
+
+/// The record a [`name_record`] name stands for (with `-` for the device),
+/// and its lease id; `None` for any other name.
+pub fn record_of_name(name: &str) -> Option<(String, u64)> {
+    let mut fields = name.splitn(4, '.');
+    let expires: u64 = fields.next()?.parse().ok()?;
+    let id_hex = fields.next().filter(|id| id.len() == 16)?;
+    let id = u64::from_str_radix(id_hex, 16).ok()?;
+    let pid: u32 = fields.next()?.parse().ok()?;
+    let host = fields.next().filter(|host| !host.is_empty())?;
+    Some((format!("{expires} - {id_hex} {pid} {host}"), id))
+}
+
 /// A new owner for a lease this process takes for `device`.
 pub fn owner(device: &str) -> Owner {
     let id = {
@@ -221,6 +250,29 @@ mod tests {
         check_stale(&orphan, now).unwrap();
         let elsewhere = format!("{} laptop 1 some-other-host\n", u64::MAX);
         assert!(check_stale(&elsewhere, now).is_err());
+    }
+
+    #[test]
+    fn a_record_as_a_name_reads_back_as_the_same_record() {
+        let now = SystemTime::now();
+        let mine = owner("my laptop");
+        let name = name_record(&mine, Duration::from_secs(60), now);
+        let (record, id) = record_of_name(&name).unwrap();
+        assert_eq!(id, mine.id);
+        assert!(check_stale(&record, now).is_err(), "{record}");
+        let (expired, _) = record_of_name(&name_record(&mine, Duration::ZERO, now)).unwrap();
+        check_stale(&expired, now).unwrap();
+        drop(mine);
+        check_stale(&record, now).unwrap();
+        for other in [
+            "",
+            "lease",
+            ".upload-1234",
+            "1.2.3.host",
+            "1.0123456789abcdef.x.host",
+        ] {
+            assert_eq!(record_of_name(other), None, "{other}");
+        }
     }
 
     #[test]

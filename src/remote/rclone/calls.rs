@@ -820,20 +820,36 @@ impl Remote {
     /// is none.
     pub(super) fn read_text(&self, name: &str) -> Result<Option<String>, ReplicaError> {
         let path = format!("{METADATA_DIR}/{name}");
+        // A record another agent replaces at that moment may vanish under
+        // the read (rclone's move on SFTP removes the old one, then
+        // renames): the answer breaks off. Read once more; the record is
+        // in place by then, or gone.
+        match self.read_text_once(&path) {
+            Err(ReplicaError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::ConnectionAborted =>
+            {
+                std::thread::sleep(Duration::from_millis(50));
+                self.read_text_once(&path)
+            }
+            answer => answer,
+        }
+    }
+
+    fn read_text_once(&self, path: &str) -> Result<Option<String>, ReplicaError> {
         let started = Instant::now();
-        let read = self.client.read(&self.remote, &path, 0);
+        let read = self.client.read(&self.remote, path, 0);
         // Until the answer's head: a round trip to the backend.
         self.note_round_trip(started.elapsed());
         let response = match read {
             Ok((response, _)) => response,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(self.error(e, "read", &path)),
+            Err(e) => return Err(self.error(e, "read", path)),
         };
         let mut bytes = Vec::new();
         response
             .take(MAX_RECORD_BYTES + 1)
             .read_to_end(&mut bytes)
-            .map_err(|e| ReplicaError::io("read", &path, e))?;
+            .map_err(|e| ReplicaError::io("read", path, e))?;
         if bytes.len() as u64 > MAX_RECORD_BYTES {
             return Err(ReplicaError::Other(format!(
                 "{path} is larger than {MAX_RECORD_BYTES} bytes; it is not a record Prism Sync \
@@ -843,6 +859,35 @@ impl Remote {
         String::from_utf8(bytes)
             .map(Some)
             .map_err(|_| ReplicaError::Other(format!("{path} is not UTF-8 text")))
+    }
+
+    /// The names of the files in `folder` of the metadata folder; none
+    /// when it is not there.
+    pub(super) fn list_metadata(&self, folder: &str) -> Result<Vec<String>, ReplicaError> {
+        let below = format!("{METADATA_DIR}/{}", folder.trim_end_matches('/'));
+        Ok(self
+            .children(&below)?
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|item| !item.is_dir)
+            .filter_map(|item| Some(item.path.rsplit('/').next()?.to_owned()))
+            .collect())
+    }
+
+    /// Creates the empty file `name` of the metadata folder, uploaded
+    /// under that name directly: only for a fresh name, whose presence is
+    /// all it says.
+    pub(super) fn create_marker(&self, name: &str) -> Result<(), ReplicaError> {
+        let path = format!("{METADATA_DIR}/{name}");
+        let (dir, file) = path.rsplit_once('/').unwrap_or(("", &path));
+        let now = timefmt::to_unix_ns(SystemTime::now());
+        self.upload(dir, file, &mut std::io::empty(), now, None, &path)
+            .map(|_| ())
+    }
+
+    /// Removes the file `name` of the metadata folder (gone already: fine).
+    pub(super) fn delete_metadata(&self, name: &str) -> Result<(), ReplicaError> {
+        self.delete_file(&format!("{METADATA_DIR}/{name}"))
     }
 
     /// Writes the record `name` whole: uploaded under a hidden name beside

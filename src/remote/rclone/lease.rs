@@ -1,37 +1,54 @@
 //! The advisory lease of an rclone remote: `.prism-sync/lease`, holding
 //! `EXPIRES DEVICE ID PID HOST` as for every remote ([`crate::remote::lease`]).
 //!
-//! rclone cannot create a file only if it is absent, so the lease is taken
-//! by writing it and reading it back after a pause: of agents that wrote at
-//! once, the last write stands and only its writer finds its own record.
-//! The pause is three times as long as the read and the write took
-//! (between [`MIN_SETTLE`] and [`MAX_SETTLE`], and at most a quarter of the
-//! lease's time), so a rival that read "no lease" before our write landed
-//! has written by then. A rival is slower than that only when its own read
-//! and write took longer than our pause; an agent whose read and write took
-//! longer than the longest pause a rival may use gives the lease up (the
-//! rule of Fischer's mutual exclusion), so two agents hold it at once only
-//! when one took more than three times as long as the other and still less
-//! than that longest pause. RACE: in that case both hold it; the re-check
-//! before every step still keeps each file from being overwritten unseen.
+//! rclone cannot create a file only if it is absent, so two agents that
+//! both find no lease (or a stale one) must not both write theirs. They
+//! settle it with claims, files that only the agents taking the lease
+//! write: each puts a claim of its own under `.prism-sync/lease-claims/`
+//! (a fresh name, so no claim replaces another) and then lists the
+//! folder. An agent that finds no live claim but its own is alone: it
+//! reads the lease again, writes its record if the lease is still free,
+//! and removes its claim. One that finds a claim smaller than its own
+//! (claims are ordered by their lease ids) withdraws; one that finds only
+//! larger ones lists again until they are withdrawn.
+//!
+//! Two agents are never alone at once: each lists after its claim is
+//! there, so of two that overlap, the later lister finds the earlier
+//! one's claim. Among agents that claim at once the smallest waits out
+//! the rest and goes on. This needs only that a listing shows every file
+//! whose upload ended before it began, which the stores rclone reaches
+//! give (a file system, SFTP, S3 since 2020, the cloud drives' APIs).
+//! Time matters only for a claim left by an agent that died while taking
+//! the lease: it is stale once its expiry ([`CLAIM_TTL`]) has passed (at
+//! once if its process is known to be gone), and an agent that took
+//! longer than half of that to get from its claim to its record gives up
+//! rather than write after its claim may have been taken for stale.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::calls::Remote;
-use crate::remote::lease::{Owner, check_stale, held_by, lost_race, owner, record, taken_over};
+use crate::remote::lease::{
+    Owner, check_stale, held_by, lost_race, name_record, owner, record, record_of_name, taken_over,
+};
 use crate::remote::{Lease, ReplicaError};
 
 const NAME: &str = "lease";
 
-/// The shortest pause between writing the lease and reading it back: well
-/// above a loaded machine's scheduling delays, which a rival's read and
-/// write may suffer though its calls were quick.
-const MIN_SETTLE: Duration = Duration::from_millis(200);
+/// Where the claims of agents taking the lease are (below `.prism-sync/`).
+const CLAIMS: &str = "lease-claims";
 
-/// The longest: providers whose calls take a second or more (Drive,
-/// OneDrive) still get a pause longer than a rival's read and write.
-const MAX_SETTLE: Duration = Duration::from_secs(2);
+/// How long a claim counts: far longer than taking the lease takes, so a
+/// claim is stale only when its agent died while taking it.
+const CLAIM_TTL: Duration = Duration::from_secs(60);
+
+/// How long an agent waits for larger claims to be withdrawn before it
+/// says the lease is busy: their agents withdraw as soon as they list the
+/// folder and find a smaller claim (one or two of their calls).
+const CLAIM_WAIT: Duration = Duration::from_secs(10);
+
+/// The pause between two listings of the claims while waiting.
+const CLAIM_POLL: Duration = Duration::from_millis(40);
 
 pub struct RcloneLease {
     remote: Arc<Remote>,
@@ -52,32 +69,30 @@ impl RcloneLease {
             owner: owner(device),
             ttl,
         };
-        let started = Instant::now();
-        if let Some(current) = lease.remote.read_text(NAME)? {
-            check_stale(&current, SystemTime::now())?;
-        }
-        if let Err(e) = lease.write() {
-            // A rival's write of the same record at the same moment can
-            // make ours fail (its move replaced what ours was replacing).
-            // None: a rival's move is between removing the record it
-            // replaces and putting its own in place.
-            return match lease.remote.read_text(NAME) {
-                Ok(Some(current)) if !held_by(&current, &lease.owner) && !e.is_offline() => {
-                    Err(lost_race())
-                }
-                Ok(None) if !e.is_offline() => Err(lost_race()),
-                _ => Err(e),
-            };
-        }
-        let Some(settle) = settle(started.elapsed(), ttl) else {
-            // A rival may have read its own record back before ours landed
-            // over it and hold the lease: ours is not to be trusted.
+        // A live lease is busy without a claim (the usual case when
+        // another agent writes: one read).
+        lease.check_free()?;
+        let claim = Claim::enter(&lease.remote, &lease.owner)?;
+        // Alone among the agents taking the lease: it is still free unless
+        // one took it between the first look and our claim.
+        lease.check_free()?;
+        if claim.written.elapsed() > CLAIM_TTL / 2 {
+            // Our claim may be taken for stale before the record lands.
             return Err(lost_race());
-        };
-        std::thread::sleep(settle);
-        match lease.remote.read_text(NAME)? {
-            Some(current) if held_by(&current, &lease.owner) => Ok(lease),
-            _ => Err(lost_race()),
+        }
+        lease.write()?;
+        // Only now: an agent that finds no claim finds the record.
+        drop(claim);
+        Ok(lease)
+    }
+
+    /// `Ok` when there is no lease or a stale one (or our own).
+    fn check_free(&self) -> Result<(), ReplicaError> {
+        match self.remote.read_text(NAME)? {
+            Some(current) if !held_by(&current, &self.owner) => {
+                check_stale(&current, SystemTime::now())
+            }
+            _ => Ok(()),
         }
     }
 
@@ -87,13 +102,74 @@ impl RcloneLease {
     }
 }
 
-/// How long to wait before reading the lease back, after the read and the
-/// write took `took`; `None` when they took longer than the longest wait
-/// of a rival (see the module's notes). A short lease (whose record counts
-/// whole seconds) is not spent waiting.
-fn settle(took: Duration, ttl: Duration) -> Option<Duration> {
-    let longest = MAX_SETTLE.min(ttl / 4).max(MIN_SETTLE);
-    (took <= longest).then(|| (took * 3).clamp(MIN_SETTLE, longest))
+/// This agent's claim while it takes the lease; withdrawn when dropped.
+///
+/// A claim's name says whose it is and until when it counts
+/// ([`name_record`]): its content is never read, since a read of a file
+/// its agent is removing at that moment can break off midway.
+struct Claim<'a> {
+    remote: &'a Remote,
+    name: String,
+    /// About when the claim was written (its expiry counts from then).
+    written: Instant,
+}
+
+impl<'a> Claim<'a> {
+    /// Puts a claim for `owner` and waits until it is the only live one
+    /// (see the module's notes); [`ReplicaError::Busy`] when a smaller
+    /// claim is there, or larger ones stay longer than [`CLAIM_WAIT`].
+    fn enter(remote: &'a Remote, owner: &Owner) -> Result<Claim<'a>, ReplicaError> {
+        let written = Instant::now();
+        let name = name_record(owner, CLAIM_TTL, SystemTime::now());
+        let ours = record_of_name(&name).map(|(_, id)| id);
+        let path = format!("{CLAIMS}/{name}");
+        remote.create_marker(&path)?;
+        let claim = Claim {
+            remote,
+            name: path,
+            written,
+        };
+        let deadline = Instant::now() + CLAIM_WAIT;
+        loop {
+            let rivals = claim.live_rivals(ours)?;
+            if rivals.is_empty() {
+                return Ok(claim);
+            }
+            if rivals.iter().any(|&rival| Some(rival) < ours) || Instant::now() > deadline {
+                return Err(lost_race());
+            }
+            std::thread::sleep(CLAIM_POLL + Duration::from_millis(fastrand::u64(..20)));
+        }
+    }
+
+    /// The lease ids of the other agents' live claims.
+    fn live_rivals(&self, ours: Option<u64>) -> Result<Vec<u64>, ReplicaError> {
+        let mut rivals = Vec::new();
+        for name in self.remote.list_metadata(CLAIMS)? {
+            let Some((record, id)) = record_of_name(&name) else {
+                // Not a claim (an upload on its way).
+                continue;
+            };
+            if Some(id) == ours {
+                continue;
+            }
+            if check_stale(&record, SystemTime::now()).is_err() {
+                rivals.push(id);
+            } else {
+                // Left by an agent that died taking the lease.
+                let _ = self.remote.delete_metadata(&format!("{CLAIMS}/{name}"));
+            }
+        }
+        Ok(rivals)
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        // A claim whose removal fails (the connection died) is stale once
+        // its process is gone or its expiry has passed.
+        let _ = self.remote.delete_metadata(&self.name);
+    }
 }
 
 impl Lease for RcloneLease {
@@ -111,33 +187,7 @@ impl Drop for RcloneLease {
         if let Ok(Some(current)) = self.remote.read_text(NAME)
             && held_by(&current, &self.owner)
         {
-            let _ = self
-                .remote
-                .delete_file(&format!("{}/{NAME}", crate::tracker::ignore::METADATA_DIR));
+            let _ = self.remote.delete_metadata(NAME);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const LEASE: Duration = Duration::from_secs(600);
-
-    #[test]
-    fn the_pause_outlasts_a_slow_rivals_read_and_write_and_a_slower_agent_gives_up() {
-        let ms = Duration::from_millis;
-        assert_eq!(settle(ms(10), LEASE), Some(MIN_SETTLE));
-        assert_eq!(settle(ms(200), LEASE), Some(ms(600)));
-        // A provider whose calls take most of a second: a rival's read and
-        // write of 1.7 s land within the pause.
-        assert_eq!(settle(ms(750), LEASE), Some(ms(2000)));
-        assert_eq!(settle(ms(1700), LEASE), Some(ms(2000)));
-        // Slower than any rival waits: its write may have landed after a
-        // rival read its own back.
-        assert_eq!(settle(ms(2100), LEASE), None);
-        // A lease of two seconds waits half a second at most.
-        assert_eq!(settle(ms(400), Duration::from_secs(2)), Some(ms(500)));
-        assert_eq!(settle(ms(600), Duration::from_secs(2)), None);
     }
 }

@@ -490,20 +490,12 @@ impl Replica for RcloneReplica {
     }
 
     fn list_records(&self, folder: &str) -> Result<Vec<String>, ReplicaError> {
-        let below = format!("{METADATA_DIR}/{}", folder.trim_end_matches('/'));
-        Ok(self
-            .children(&below)?
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|item| !item.is_dir)
-            .filter_map(|item| {
-                let name = item.path.rsplit('/').next()?.to_owned();
-                crate::remote::is_record_name(&name).then_some(name)
-            })
-            .collect())
+        let mut names = self.list_metadata(folder)?;
+        names.retain(|name| crate::remote::is_record_name(name));
+        Ok(names)
     }
 
     fn remove_record(&self, name: &str) -> Result<(), ReplicaError> {
-        self.delete_file(&format!("{METADATA_DIR}/{name}"))
+        self.delete_metadata(name)
     }
 }
