@@ -756,3 +756,88 @@ fn stat_says_what_a_path_holds_now_as_the_steps_on_it_check_it() {
     assert_eq!(remote.stat(&rel("d/g.txt")).unwrap(), Expect::Absent);
     assert_eq!(contents_below(&served.join(".prism-sync/trash")), ["abc\n"]);
 }
+
+/// What each step asks of the server, as its log names the requests: a
+/// new file, a replaced file (written with a mode, as the agent writes),
+/// and a listing that finds nothing new.
+#[test]
+fn a_new_file_a_replaced_file_and_a_no_op_listing_take_few_requests() {
+    let server = Sshd::start_logging_requests();
+    let remote = replica(&server, "counted");
+    remote.mark_root().unwrap();
+    fs::create_dir_all(server.served().join("counted/d")).unwrap();
+    let requests_of = |step: &mut dyn FnMut()| {
+        let before = server.requests().len();
+        step();
+        server.requests()[before..].to_vec()
+    };
+    let mode = Some(prism_sync::model::Mode::from_bits(0o640));
+    let mut written = None;
+    let new = requests_of(&mut || {
+        written = Some(
+            remote
+                .write(
+                    &rel("d/f.txt"),
+                    &mut &b"one\n"[..],
+                    &ContentHash::of_bytes(b"one\n"),
+                    1_600_000_000_000_000_000,
+                    mode,
+                    &Expect::Absent,
+                )
+                .unwrap(),
+        );
+    });
+    let written = written.unwrap();
+    let replaced = requests_of(&mut || {
+        let expect = Expect::of_version(Some(&written.entry), written.version_text().as_deref());
+        remote
+            .write(
+                &rel("d/f.txt"),
+                &mut &b"two\n"[..],
+                &ContentHash::of_bytes(b"two\n"),
+                1_600_000_001_000_000_000,
+                mode,
+                &expect,
+            )
+            .unwrap();
+    });
+    let listing = remote
+        .list(&Scope::Full, &BaseTree::new(), &no_rules())
+        .unwrap();
+    let base = base_of(&listing);
+    let no_op = requests_of(&mut || {
+        let again = remote.list(&Scope::Full, &base, &no_rules()).unwrap();
+        assert_eq!(again.hashed_files, 0);
+    });
+    // A new file: its upload (made in its folder, which is there), the
+    // times, mode and version nonce, the move that never replaces, and a
+    // look at what is there now.
+    assert_eq!(
+        new,
+        [
+            "lstat", "open", "write", "fsync", "close", "lstat", "setstat", "rename", "lstat"
+        ]
+    );
+    // A replaced file: as a new one, and its old version moved to the
+    // trash (the batch's first: its folders are made).
+    assert_eq!(
+        replaced,
+        [
+            "lstat", "open", "write", "fsync", "close", "lstat", "lstat", "lstat", "lstat",
+            "lstat", "mkdir", "mkdir", "mkdir", "rename", "setstat", "rename", "lstat"
+        ]
+    );
+    // Nothing new: each folder read once.
+    assert_eq!(
+        sorted(no_op),
+        sorted(vec![
+            "lstat", "opendir", "readdir", "readdir", "close", "opendir", "readdir", "readdir",
+            "close"
+        ])
+    );
+}
+
+fn sorted<T: Ord + ToString>(mut items: Vec<T>) -> Vec<String> {
+    items.sort();
+    items.iter().map(T::to_string).collect()
+}
