@@ -1366,13 +1366,6 @@ impl Replica for SftpReplica {
     ) -> Result<StagedWrite, ReplicaError> {
         let s = &self.shared;
         let conn = s.conn()?;
-        let target = s.full(path);
-        // A file cannot exist without its folder; a partial sync may get
-        // here before the folder's own action did.
-        if let Some(parent) = target.parent() {
-            conn.mkdir_all(parent, DEFAULT_DIR_MODE)
-                .map_err(|e| ReplicaError::io("create the folder of", path, e))?;
-        }
         let name = temp_name_for(path.file_name());
         let temp_rel = match path.parent() {
             Some(parent) => format!("{parent}/{name}"),
@@ -1382,15 +1375,29 @@ impl Replica for SftpReplica {
         // Created with the mode, which the server's umask can only narrow;
         // the commit gives it exactly that mode together with its mtime
         // (one round trip for both), before it is renamed in.
-        let mut file = conn
-            .sftp
-            .open_mode(
+        let create = || {
+            conn.sftp.open_mode(
                 &temp,
                 OpenFlags::WRITE | OpenFlags::EXCLUSIVE,
                 mode.map_or(DEFAULT_FILE_MODE, Mode::bits) as i32,
                 OpenType::File,
             )
-            .map_err(|e| conn.error("write", path, e))?;
+        };
+        // A file cannot exist without its folder; a partial sync may get
+        // here before the folder's own action did. The folder is there in
+        // the common case, so it is made only when the server says it is
+        // missing rather than looked at before every upload.
+        let created = match create() {
+            Err(e) if e.code() == ErrorCode::SFTP(2) => {
+                if let Some(parent) = temp.parent() {
+                    conn.mkdir_all(parent, DEFAULT_DIR_MODE)
+                        .map_err(|e| ReplicaError::io("create the folder of", path, e))?;
+                }
+                create()
+            }
+            created => created,
+        };
+        let mut file = created.map_err(|e| conn.error("write", path, e))?;
         let mut hasher = blake3::Hasher::new();
         let mut size = 0u64;
         let mut buf = vec![0u8; CHUNK];
