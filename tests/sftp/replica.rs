@@ -810,12 +810,12 @@ fn a_new_file_a_replaced_file_and_a_no_op_listing_take_few_requests() {
         assert_eq!(again.hashed_files, 0);
     });
     // A new file: its upload (in its folder, which is there), the
-    // times, mode and version nonce, the move that never replaces, and a
-    // look at what is there now.
+    // times, mode and version nonce, the move that never replaces (which
+    // is the check that nothing is there), and a look at what is there now.
     assert_eq!(
         new,
         [
-            "open", "write", "fsync", "close", "lstat", "setstat", "rename", "lstat"
+            "open", "write", "fsync", "close", "setstat", "rename", "lstat"
         ]
     );
     // A replaced file: as a new one, and its old version moved to the

@@ -164,7 +164,8 @@ pub(crate) fn rename<S: PathStore>(
     Err(changed(path))
 }
 
-/// The second half of a write: checks `path` against `expect`, moves what
+/// The second half of a write: checks `path` against `expect` (where it
+/// expects nothing, the move that never replaces checks it), moves what
 /// is there to the trash, lets the backend `prepare` the staged upload at
 /// `temp` (its final times and mode), and moves it in without replacing.
 /// Returns what is at `path` now and the trash name of the version it
@@ -176,7 +177,13 @@ pub(crate) fn commit<S: PathStore>(
     expect: &Expect,
     prepare: impl FnOnce() -> Result<(), ReplicaError>,
 ) -> Result<(S::Node, Option<RelPath>), ReplicaError> {
-    let found = check(store, path, expect)?;
+    // Where nothing is expected the move that never replaces is the
+    // check, made in the same step as the move: a look first would only
+    // cost a round trip.
+    let found = match expect {
+        Expect::Absent => None,
+        _ => check(store, path, expect)?,
+    };
     // With a condition the store refuses the move if the target changed
     // since the check; without one, RACE: a write between the check and
     // the move goes to the trash with it: kept, not lost.
