@@ -38,7 +38,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ssh2::{CheckResult, ErrorCode, FileStat, HashType, KnownHostFileKind, OpenFlags, OpenType};
@@ -101,6 +101,7 @@ struct Shared {
     user: String,
     root: PathBuf,
     pool: Pool<Conn>,
+    setstat_kept: SetstatKept,
 }
 
 /// One logged-in SSH session with its SFTP channel.
@@ -167,6 +168,17 @@ impl RemoteStat {
         self.mtime_secs.saturating_mul(1_000_000_000)
     }
 
+    /// Whether this is the same version as `other`: kind, size, times and
+    /// mode.
+    fn is_version_of(&self, other: &RemoteStat) -> bool {
+        self.kind == other.kind
+            && self.size == other.size
+            && self.mtime_secs == other.mtime_secs
+            && self.atime_secs == other.atime_secs
+            && self.mode == other.mode
+            && self.special == other.special
+    }
+
     /// The version token: size, mtime and atime. SFTP mtimes have whole
     /// seconds, and a copy keeps its source's mtime, so two devices
     /// uploading same-sized edits made in the same second would look
@@ -197,6 +209,44 @@ impl RemoteStat {
                     && (mode.is_none() || self.mode.is_none() || *mode == self.mode)
                     && version.as_deref().is_none_or(|v| *v == self.version())
             }
+        }
+    }
+}
+
+/// Whether the server keeps the times and mode a commit sets exactly, as
+/// the first commit with a mode learns by looking at the file after its
+/// move: once it does, later commits know their version token without
+/// that look. A server that ignores or rounds them is looked at after
+/// every commit, as it must be.
+#[derive(Default)]
+struct SetstatKept(AtomicU8);
+
+impl SetstatKept {
+    const UNKNOWN: u8 = 0;
+    const KEPT: u8 = 1;
+    const NOT_KEPT: u8 = 2;
+
+    fn is_known_kept(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == Self::KEPT
+    }
+
+    /// Learns it from `kept` (a look after a commit) if nothing is
+    /// known yet.
+    fn learn(&self, kept: impl FnOnce() -> bool) {
+        if self.0.load(Ordering::Relaxed) != Self::UNKNOWN {
+            return;
+        }
+        let kept = kept();
+        let value = if kept { Self::KEPT } else { Self::NOT_KEPT };
+        if self
+            .0
+            .compare_exchange(Self::UNKNOWN, value, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            tracing::debug!(
+                kept,
+                "learned whether the server keeps the times and mode a commit sets"
+            );
         }
     }
 }
@@ -370,6 +420,7 @@ impl SftpReplica {
                 target,
                 user,
                 root,
+                setstat_kept: SetstatKept::default(),
             }),
         }
     }
@@ -1468,6 +1519,17 @@ impl Replica for SftpReplica {
         let upload = StagedUpload::from_handle(&staged.temp).ok_or_else(|| {
             ReplicaError::Other(format!("{path}: not a write this replica staged"))
         })?;
+        let nonce = version_nonce(upload.mtime_secs);
+        // What the upload is once this commit set its times and mode, where
+        // it sets the whole version token itself (with a mode).
+        let set = upload.mode.map(|mode| RemoteStat {
+            kind: Kind::File,
+            size: staged.size,
+            mtime_secs: upload.mtime_secs as i64,
+            atime_secs: nonce as i64,
+            mode: Some(mode),
+            special: 0,
+        });
         // The upload gets its mtime, its exact mode and a fresh version
         // nonce (one round trip for all three) once the target checked out.
         let prepare = || {
@@ -1477,14 +1539,18 @@ impl Replica for SftpReplica {
                 uid: None,
                 gid: None,
                 perm: upload.mode.map(Mode::bits),
-                atime: Some(version_nonce(upload.mtime_secs)),
+                atime: Some(nonce),
                 mtime: Some(upload.mtime_secs),
             };
             conn.sftp
                 .setstat(&s.at(&upload.temp), stat)
-                .map_err(|e| conn.error("set the time of", path, e))
+                .map_err(|e| conn.error("set the time of", path, e))?;
+            Ok(set.filter(|_| s.setstat_kept.is_known_kept()))
         };
         let (now, trash_name) = careful::commit(s, &upload.temp, path, expect, prepare)?;
+        if let Some(set) = set {
+            s.setstat_kept.learn(|| now.is_version_of(&set));
+        }
         let entry = SideEntry {
             entry: Entry::File(FileMeta {
                 hash: staged.hash,

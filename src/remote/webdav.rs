@@ -2186,7 +2186,7 @@ impl Replica for WebdavReplica {
         // `Overwrite: F` on the final MOVE: a file that appeared at the
         // target since the check makes it fail with 412, and the path is
         // re-planned.
-        let (now, trash_name) = careful::commit(s, &temp, path, expect, || Ok(()))?;
+        let (now, trash_name) = careful::commit(s, &temp, path, expect, || Ok(None))?;
         let entry = SideEntry {
             entry: Entry::File(FileMeta {
                 hash: staged.hash,
