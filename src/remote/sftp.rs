@@ -34,11 +34,12 @@
 //! continues a broken one (`open_at`) seeks its file handle, so only the
 //! missing bytes cross the link.
 
+use std::collections::HashSet;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ssh2::{CheckResult, ErrorCode, FileStat, HashType, KnownHostFileKind, OpenFlags, OpenType};
@@ -48,6 +49,7 @@ use super::Opened;
 use super::layout::{METADATA_DIR, temp_name_for};
 use super::{Capabilities, Lease, Listing, Replica, ReplicaError, RootState, StagedWrite};
 use crate::fsops::Expect;
+use crate::locks::LockExt;
 use crate::model::{BaseTree, ContentHash, Entry, FileMeta, Mode, RelPath, Scope, SideEntry};
 use crate::secrets::{self, Account};
 use crate::tracker::ignore::IgnoreRules;
@@ -102,6 +104,7 @@ struct Shared {
     root: PathBuf,
     pool: Pool<Conn>,
     setstat_kept: SetstatKept,
+    trash_folders: TrashFolders,
 }
 
 /// One logged-in SSH session with its SFTP channel.
@@ -248,6 +251,45 @@ impl SetstatKept {
                 "learned whether the server keeps the times and mode a commit sets"
             );
         }
+    }
+}
+
+/// The trash folders a replica made or found (with their parents), so a
+/// version trashed into one of them moves without a look at its folder
+/// first. Forgotten whole when a move finds one gone, and when they grow
+/// past [`TrashFolders::MAX`] (a long-running agent makes a batch a
+/// minute).
+#[derive(Default)]
+struct TrashFolders(Mutex<HashSet<PathBuf>>);
+
+impl TrashFolders {
+    const MAX: usize = 4096;
+
+    fn knows(&self, dir: &Path) -> bool {
+        self.0.locked().contains(dir)
+    }
+
+    /// Remembers `dir` and the folders above it.
+    fn learn(&self, dir: &Path) {
+        let mut known = self.0.locked();
+        if known.len() > Self::MAX {
+            known.clear();
+        }
+        for at in dir.ancestors() {
+            if at.as_os_str().is_empty() || !known.insert(at.to_path_buf()) {
+                break;
+            }
+        }
+    }
+
+    /// Forgets every folder if `dir` was one of them; whether it was.
+    fn forget_if_known(&self, dir: &Path) -> bool {
+        let mut known = self.0.locked();
+        let was = known.contains(dir);
+        if was {
+            known.clear();
+        }
+        was
     }
 }
 
@@ -421,6 +463,7 @@ impl SftpReplica {
                 user,
                 root,
                 setstat_kept: SetstatKept::default(),
+                trash_folders: TrashFolders::default(),
             }),
         }
     }
@@ -710,13 +753,24 @@ impl PathStore for Shared {
         }
     }
 
+    /// A private folder (the trash's) this replica made or found before is
+    /// taken as there without asking (see [`TrashFolders`]).
     fn mkdir_all(&self, dir: &str, private: bool) -> Result<(), ReplicaError> {
         // Owner-only where asked (the trash keeps old versions of every
         // file, and must not show their names to anyone else).
         let mode = if private { 0o700 } else { DEFAULT_DIR_MODE };
+        let full = self.at(dir);
+        if private && self.trash_folders.knows(&full) {
+            return Ok(());
+        }
         let conn = self.conn()?;
-        conn.mkdir_all(&self.at(dir), mode)
-            .map_err(|e| ReplicaError::io("create", dir, e))
+        let known = |at: &Path| private && self.trash_folders.knows(at);
+        conn.mkdir_below(&full, mode, &known)
+            .map_err(|e| ReplicaError::io("create", dir, e))?;
+        if private {
+            self.trash_folders.learn(&full);
+        }
+        Ok(())
     }
 
     /// SFTP v3 renames never replace (OpenSSH links files and checks
@@ -730,12 +784,29 @@ impl PathStore for Shared {
     ) -> Result<bool, ReplicaError> {
         let conn = self.conn()?;
         let dest = self.at(to);
-        match conn.sftp.rename(&self.at(from), &dest, None) {
-            Ok(()) => Ok(true),
-            Err(e) => match conn.lstat(&dest) {
-                Ok(Some(_)) => Ok(false),
-                _ => Err(conn.error("move", from, e)),
-            },
+        let mut remade = false;
+        loop {
+            let e = match conn.sftp.rename(&self.at(from), &dest, None) {
+                Ok(()) => return Ok(true),
+                Err(e) => e,
+            };
+            match conn.lstat(&dest) {
+                Ok(Some(_)) => return Ok(false),
+                // A trash folder taken as there may have been removed
+                // since (by a purge, or by hand): made again, once.
+                Ok(None)
+                    if !remade
+                        && dest
+                            .parent()
+                            .is_some_and(|parent| self.trash_folders.forget_if_known(parent)) =>
+                {
+                    let parent = dest.parent().expect("known above");
+                    conn.mkdir_all(parent, 0o700)
+                        .map_err(|e| ReplicaError::io("create", parent.display(), e))?;
+                    remade = true;
+                }
+                _ => return Err(conn.error("move", from, e)),
+            }
         }
     }
 
@@ -815,9 +886,18 @@ impl Conn {
     /// exists, then makes the ones below it, in a loop rather than a call
     /// per level.
     fn mkdir_all(&self, dir: &Path, mode: u32) -> io::Result<()> {
+        self.mkdir_below(dir, mode, &|_| false)
+    }
+
+    /// [`Conn::mkdir_all`], taking the folders `known` says are there
+    /// without asking.
+    fn mkdir_below(&self, dir: &Path, mode: u32, known: &dyn Fn(&Path) -> bool) -> io::Result<()> {
         let mut missing = Vec::new();
         let mut at = dir;
         loop {
+            if known(at) {
+                break;
+            }
             match self.lstat(at)? {
                 Some(stat) if stat.kind == Kind::Dir => break,
                 Some(_) => {

@@ -819,6 +819,36 @@ fn a_new_file_a_replaced_file_and_a_no_op_listing_take_few_requests() {
                 .unwrap(),
         );
     });
+    // Another version trashed in the same minute: its trash folder is
+    // known, and only the move into it asks. A minute that turns between
+    // the two starts a batch of its own: then once more.
+    let trash = server.served().join("counted/.prism-sync/trash");
+    let batches = || fs::read_dir(&trash).unwrap().count();
+    let mut same_batch = None;
+    for attempt in 0..3 {
+        let path = format!("d/g{attempt}.txt");
+        let first = put_with_mode(&remote, &path, "one\n", &Expect::Absent);
+        let before = batches();
+        let requests = requests_of(&mut || {
+            put_with_mode(&remote, &path, "two\n", &expect_of(&first));
+        });
+        if batches() == before {
+            same_batch = Some(requests);
+            break;
+        }
+    }
+    assert_eq!(
+        same_batch.expect("two replaces within one minute"),
+        [
+            "open", "write", "fsync", "close", "lstat", "rename", "setstat", "rename"
+        ]
+    );
+    // A trash folder removed behind the replica's back is made again.
+    fs::remove_dir_all(&trash).unwrap();
+    let first = put_with_mode(&remote, "d/h.txt", "old h\n", &Expect::Absent);
+    put_with_mode(&remote, "d/h.txt", "new h\n", &expect_of(&first));
+    assert_eq!(contents_below(&trash), ["old h\n"]);
+
     let listing = remote
         .list(&Scope::Full, &BaseTree::new(), &no_rules())
         .unwrap();
@@ -861,4 +891,27 @@ fn a_new_file_a_replaced_file_and_a_no_op_listing_take_few_requests() {
 fn sorted<T: Ord + ToString>(mut items: Vec<T>) -> Vec<String> {
     items.sort();
     items.iter().map(T::to_string).collect()
+}
+
+/// Writes `text` at `path` with a mode, as the agent writes.
+fn put_with_mode(
+    replica: &SftpReplica,
+    path: &str,
+    text: &str,
+    expect: &Expect,
+) -> prism_sync::model::SideEntry {
+    replica
+        .write(
+            &rel(path),
+            &mut text.as_bytes(),
+            &ContentHash::of_bytes(text.as_bytes()),
+            1_600_000_000_000_000_000,
+            Some(prism_sync::model::Mode::from_bits(0o640)),
+            expect,
+        )
+        .unwrap()
+}
+
+fn expect_of(written: &prism_sync::model::SideEntry) -> Expect {
+    Expect::of_version(Some(&written.entry), written.version_text().as_deref())
 }
