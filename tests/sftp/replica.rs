@@ -759,7 +759,8 @@ fn stat_says_what_a_path_holds_now_as_the_steps_on_it_check_it() {
 
 /// What each step asks of the server, as its log names the requests: a
 /// new file, a replaced file (written with a mode, as the agent writes),
-/// and a listing that finds nothing new.
+/// and a listing that finds nothing new. Pinned, so that a request more
+/// per file shows.
 #[test]
 fn a_new_file_a_replaced_file_and_a_no_op_listing_take_few_requests() {
     let server = Sshd::start_logging_requests();
@@ -771,54 +772,42 @@ fn a_new_file_a_replaced_file_and_a_no_op_listing_take_few_requests() {
         step();
         server.requests()[before..].to_vec()
     };
-    let mode = Some(prism_sync::model::Mode::from_bits(0o640));
-    // The first commit learns whether the server keeps the times and mode
-    // it sets (this one does), looking at the file after its move.
+    // The replica's first commit learns whether the server keeps the times
+    // and mode it sets (this one does) by looking at the file after its
+    // move; later commits know their version without that look.
     let first = requests_of(&mut || {
-        remote
-            .write(
-                &rel("d/first.txt"),
-                &mut &b"first\n"[..],
-                &ContentHash::of_bytes(b"first\n"),
-                1_600_000_000_000_000_000,
-                mode,
-                &Expect::Absent,
-            )
-            .unwrap();
+        put_with_mode(&remote, "d/first.txt", "first\n", &Expect::Absent);
     });
     assert_eq!(first.last().map(String::as_str), Some("lstat"));
+
+    // A new file: its upload (in its folder, which is there), the times,
+    // mode and version nonce, and the move that never replaces (which is
+    // the check that nothing is there).
     let mut written = None;
     let new = requests_of(&mut || {
-        written = Some(
-            remote
-                .write(
-                    &rel("d/f.txt"),
-                    &mut &b"one\n"[..],
-                    &ContentHash::of_bytes(b"one\n"),
-                    1_600_000_000_000_000_000,
-                    mode,
-                    &Expect::Absent,
-                )
-                .unwrap(),
-        );
+        written = Some(put_with_mode(&remote, "d/f.txt", "one\n", &Expect::Absent));
     });
-    let written = written.unwrap();
+    assert_eq!(
+        new,
+        ["open", "write", "fsync", "close", "setstat", "rename"]
+    );
+
+    // A replaced file: as a new one, with a look at the version it
+    // replaces and that version's move to the trash; the minute's first
+    // makes its trash folders (four looks up the path, three mkdirs).
     let mut rewritten = None;
     let replaced = requests_of(&mut || {
-        let expect = Expect::of_version(Some(&written.entry), written.version_text().as_deref());
-        rewritten = Some(
-            remote
-                .write(
-                    &rel("d/f.txt"),
-                    &mut &b"two\n"[..],
-                    &ContentHash::of_bytes(b"two\n"),
-                    1_600_000_001_000_000_000,
-                    mode,
-                    &expect,
-                )
-                .unwrap(),
-        );
+        let expect = expect_of(written.as_ref().unwrap());
+        rewritten = Some(put_with_mode(&remote, "d/f.txt", "two\n", &expect));
     });
+    assert_eq!(
+        replaced,
+        [
+            "open", "write", "fsync", "close", "lstat", "lstat", "lstat", "lstat", "lstat",
+            "mkdir", "mkdir", "mkdir", "rename", "setstat", "rename"
+        ]
+    );
+
     // Another version trashed in the same minute: its trash folder is
     // known, and only the move into it asks. A minute that turns between
     // the two starts a batch of its own: then once more.
@@ -849,36 +838,21 @@ fn a_new_file_a_replaced_file_and_a_no_op_listing_take_few_requests() {
     put_with_mode(&remote, "d/h.txt", "new h\n", &expect_of(&first));
     assert_eq!(contents_below(&trash), ["old h\n"]);
 
+    // The version a commit knew without looking is the one the server has.
     let listing = remote
         .list(&Scope::Full, &BaseTree::new(), &no_rules())
         .unwrap();
-    // The version a commit knew without looking is the one the server has.
     assert_eq!(
         listing.tree[&rel("d/f.txt")].version,
         rewritten.unwrap().version
     );
+
+    // Nothing new: a look at the root, and each folder read once.
     let base = base_of(&listing);
     let no_op = requests_of(&mut || {
         let again = remote.list(&Scope::Full, &base, &no_rules()).unwrap();
         assert_eq!(again.hashed_files, 0);
     });
-    // A new file: its upload (in its folder, which is there), the
-    // times, mode and version nonce, and the move that never replaces
-    // (which is the check that nothing is there).
-    assert_eq!(
-        new,
-        ["open", "write", "fsync", "close", "setstat", "rename"]
-    );
-    // A replaced file: as a new one, and its old version moved to the
-    // trash (the batch's first: its folders are made).
-    assert_eq!(
-        replaced,
-        [
-            "open", "write", "fsync", "close", "lstat", "lstat", "lstat", "lstat", "lstat",
-            "mkdir", "mkdir", "mkdir", "rename", "setstat", "rename"
-        ]
-    );
-    // Nothing new: each folder read once.
     assert_eq!(
         sorted(no_op),
         sorted(vec![
