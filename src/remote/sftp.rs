@@ -34,11 +34,12 @@
 //! continues a broken one (`open_at`) seeks its file handle, so only the
 //! missing bytes cross the link.
 
+use std::collections::HashSet;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ssh2::{CheckResult, ErrorCode, FileStat, HashType, KnownHostFileKind, OpenFlags, OpenType};
@@ -48,6 +49,7 @@ use super::Opened;
 use super::layout::{METADATA_DIR, temp_name_for};
 use super::{Capabilities, Lease, Listing, Replica, ReplicaError, RootState, StagedWrite};
 use crate::fsops::Expect;
+use crate::locks::LockExt;
 use crate::model::{BaseTree, ContentHash, Entry, FileMeta, Mode, RelPath, Scope, SideEntry};
 use crate::secrets::{self, Account};
 use crate::tracker::ignore::IgnoreRules;
@@ -101,6 +103,8 @@ struct Shared {
     user: String,
     root: PathBuf,
     pool: Pool<Conn>,
+    setstat_kept: SetstatKept,
+    trash_folders: TrashFolders,
 }
 
 /// One logged-in SSH session with its SFTP channel.
@@ -167,6 +171,17 @@ impl RemoteStat {
         self.mtime_secs.saturating_mul(1_000_000_000)
     }
 
+    /// Whether this is the same version as `other`: kind, size, times and
+    /// mode.
+    fn is_version_of(&self, other: &RemoteStat) -> bool {
+        self.kind == other.kind
+            && self.size == other.size
+            && self.mtime_secs == other.mtime_secs
+            && self.atime_secs == other.atime_secs
+            && self.mode == other.mode
+            && self.special == other.special
+    }
+
     /// The version token: size, mtime and atime. SFTP mtimes have whole
     /// seconds, and a copy keeps its source's mtime, so two devices
     /// uploading same-sized edits made in the same second would look
@@ -198,6 +213,83 @@ impl RemoteStat {
                     && version.as_deref().is_none_or(|v| *v == self.version())
             }
         }
+    }
+}
+
+/// Whether the server keeps the times and mode a commit sets exactly, as
+/// the first commit with a mode learns by looking at the file after its
+/// move: once it does, later commits know their version token without
+/// that look. A server that ignores or rounds them is looked at after
+/// every commit, as it must be.
+#[derive(Default)]
+struct SetstatKept(AtomicU8);
+
+impl SetstatKept {
+    const UNKNOWN: u8 = 0;
+    const KEPT: u8 = 1;
+    const NOT_KEPT: u8 = 2;
+
+    fn is_known_kept(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == Self::KEPT
+    }
+
+    /// Learns it from `kept` (a look after a commit) if nothing is
+    /// known yet.
+    fn learn(&self, kept: impl FnOnce() -> bool) {
+        if self.0.load(Ordering::Relaxed) != Self::UNKNOWN {
+            return;
+        }
+        let kept = kept();
+        let value = if kept { Self::KEPT } else { Self::NOT_KEPT };
+        if self
+            .0
+            .compare_exchange(Self::UNKNOWN, value, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            tracing::debug!(
+                kept,
+                "learned whether the server keeps the times and mode a commit sets"
+            );
+        }
+    }
+}
+
+/// The trash folders a replica made or found (with their parents), so a
+/// version trashed into one of them moves without a look at its folder
+/// first. Forgotten whole when a move finds one gone, and when they grow
+/// past [`TrashFolders::MAX`] (a long-running agent makes a batch a
+/// minute).
+#[derive(Default)]
+struct TrashFolders(Mutex<HashSet<PathBuf>>);
+
+impl TrashFolders {
+    const MAX: usize = 4096;
+
+    fn knows(&self, dir: &Path) -> bool {
+        self.0.locked().contains(dir)
+    }
+
+    /// Remembers `dir` and the folders above it.
+    fn learn(&self, dir: &Path) {
+        let mut known = self.0.locked();
+        if known.len() > Self::MAX {
+            known.clear();
+        }
+        for at in dir.ancestors() {
+            if at.as_os_str().is_empty() || !known.insert(at.to_path_buf()) {
+                break;
+            }
+        }
+    }
+
+    /// Forgets every folder if `dir` was one of them; whether it was.
+    fn forget_if_known(&self, dir: &Path) -> bool {
+        let mut known = self.0.locked();
+        let was = known.contains(dir);
+        if was {
+            known.clear();
+        }
+        was
     }
 }
 
@@ -370,6 +462,8 @@ impl SftpReplica {
                 target,
                 user,
                 root,
+                setstat_kept: SetstatKept::default(),
+                trash_folders: TrashFolders::default(),
             }),
         }
     }
@@ -659,13 +753,24 @@ impl PathStore for Shared {
         }
     }
 
+    /// A private folder (the trash's) this replica made or found before is
+    /// taken as there without asking (see [`TrashFolders`]).
     fn mkdir_all(&self, dir: &str, private: bool) -> Result<(), ReplicaError> {
         // Owner-only where asked (the trash keeps old versions of every
         // file, and must not show their names to anyone else).
         let mode = if private { 0o700 } else { DEFAULT_DIR_MODE };
+        let full = self.at(dir);
+        if private && self.trash_folders.knows(&full) {
+            return Ok(());
+        }
         let conn = self.conn()?;
-        conn.mkdir_all(&self.at(dir), mode)
-            .map_err(|e| ReplicaError::io("create", dir, e))
+        let known = |at: &Path| private && self.trash_folders.knows(at);
+        conn.mkdir_below(&full, mode, &known)
+            .map_err(|e| ReplicaError::io("create", dir, e))?;
+        if private {
+            self.trash_folders.learn(&full);
+        }
+        Ok(())
     }
 
     /// SFTP v3 renames never replace (OpenSSH links files and checks
@@ -679,12 +784,29 @@ impl PathStore for Shared {
     ) -> Result<bool, ReplicaError> {
         let conn = self.conn()?;
         let dest = self.at(to);
-        match conn.sftp.rename(&self.at(from), &dest, None) {
-            Ok(()) => Ok(true),
-            Err(e) => match conn.lstat(&dest) {
-                Ok(Some(_)) => Ok(false),
-                _ => Err(conn.error("move", from, e)),
-            },
+        let mut remade = false;
+        loop {
+            let e = match conn.sftp.rename(&self.at(from), &dest, None) {
+                Ok(()) => return Ok(true),
+                Err(e) => e,
+            };
+            match conn.lstat(&dest) {
+                Ok(Some(_)) => return Ok(false),
+                // A trash folder taken as there may have been removed
+                // since (by a purge, or by hand): made again, once.
+                Ok(None)
+                    if !remade
+                        && dest
+                            .parent()
+                            .is_some_and(|parent| self.trash_folders.forget_if_known(parent)) =>
+                {
+                    let parent = dest.parent().expect("known above");
+                    conn.mkdir_all(parent, 0o700)
+                        .map_err(|e| ReplicaError::io("create", parent.display(), e))?;
+                    remade = true;
+                }
+                _ => return Err(conn.error("move", from, e)),
+            }
         }
     }
 
@@ -764,9 +886,18 @@ impl Conn {
     /// exists, then makes the ones below it, in a loop rather than a call
     /// per level.
     fn mkdir_all(&self, dir: &Path, mode: u32) -> io::Result<()> {
+        self.mkdir_below(dir, mode, &|_| false)
+    }
+
+    /// [`Conn::mkdir_all`], taking the folders `known` says are there
+    /// without asking.
+    fn mkdir_below(&self, dir: &Path, mode: u32, known: &dyn Fn(&Path) -> bool) -> io::Result<()> {
         let mut missing = Vec::new();
         let mut at = dir;
         loop {
+            if known(at) {
+                break;
+            }
             match self.lstat(at)? {
                 Some(stat) if stat.kind == Kind::Dir => break,
                 Some(_) => {
@@ -1366,13 +1497,6 @@ impl Replica for SftpReplica {
     ) -> Result<StagedWrite, ReplicaError> {
         let s = &self.shared;
         let conn = s.conn()?;
-        let target = s.full(path);
-        // A file cannot exist without its folder; a partial sync may get
-        // here before the folder's own action did.
-        if let Some(parent) = target.parent() {
-            conn.mkdir_all(parent, DEFAULT_DIR_MODE)
-                .map_err(|e| ReplicaError::io("create the folder of", path, e))?;
-        }
         let name = temp_name_for(path.file_name());
         let temp_rel = match path.parent() {
             Some(parent) => format!("{parent}/{name}"),
@@ -1382,15 +1506,29 @@ impl Replica for SftpReplica {
         // Created with the mode, which the server's umask can only narrow;
         // the commit gives it exactly that mode together with its mtime
         // (one round trip for both), before it is renamed in.
-        let mut file = conn
-            .sftp
-            .open_mode(
+        let create = || {
+            conn.sftp.open_mode(
                 &temp,
                 OpenFlags::WRITE | OpenFlags::EXCLUSIVE,
                 mode.map_or(DEFAULT_FILE_MODE, Mode::bits) as i32,
                 OpenType::File,
             )
-            .map_err(|e| conn.error("write", path, e))?;
+        };
+        // A file cannot exist without its folder; a partial sync may get
+        // here before the folder's own action did. The folder is there in
+        // the common case, so it is made only when the server says it is
+        // missing rather than looked at before every upload.
+        let created = match create() {
+            Err(e) if e.code() == ErrorCode::SFTP(2) => {
+                if let Some(parent) = temp.parent() {
+                    conn.mkdir_all(parent, DEFAULT_DIR_MODE)
+                        .map_err(|e| ReplicaError::io("create the folder of", path, e))?;
+                }
+                create()
+            }
+            created => created,
+        };
+        let mut file = created.map_err(|e| conn.error("write", path, e))?;
         let mut hasher = blake3::Hasher::new();
         let mut size = 0u64;
         let mut buf = vec![0u8; CHUNK];
@@ -1461,6 +1599,17 @@ impl Replica for SftpReplica {
         let upload = StagedUpload::from_handle(&staged.temp).ok_or_else(|| {
             ReplicaError::Other(format!("{path}: not a write this replica staged"))
         })?;
+        let nonce = version_nonce(upload.mtime_secs);
+        // What the upload is once this commit set its times and mode, where
+        // it sets the whole version token itself (with a mode).
+        let set = upload.mode.map(|mode| RemoteStat {
+            kind: Kind::File,
+            size: staged.size,
+            mtime_secs: upload.mtime_secs as i64,
+            atime_secs: nonce as i64,
+            mode: Some(mode),
+            special: 0,
+        });
         // The upload gets its mtime, its exact mode and a fresh version
         // nonce (one round trip for all three) once the target checked out.
         let prepare = || {
@@ -1470,14 +1619,18 @@ impl Replica for SftpReplica {
                 uid: None,
                 gid: None,
                 perm: upload.mode.map(Mode::bits),
-                atime: Some(version_nonce(upload.mtime_secs)),
+                atime: Some(nonce),
                 mtime: Some(upload.mtime_secs),
             };
             conn.sftp
                 .setstat(&s.at(&upload.temp), stat)
-                .map_err(|e| conn.error("set the time of", path, e))
+                .map_err(|e| conn.error("set the time of", path, e))?;
+            Ok(set.filter(|_| s.setstat_kept.is_known_kept()))
         };
         let (now, trash_name) = careful::commit(s, &upload.temp, path, expect, prepare)?;
+        if let Some(set) = set {
+            s.setstat_kept.learn(|| now.is_version_of(&set));
+        }
         let entry = SideEntry {
             entry: Entry::File(FileMeta {
                 hash: staged.hash,

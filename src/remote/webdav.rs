@@ -70,8 +70,9 @@
 //! file in `.prism-sync/`, then writes it again with `If-None-Match: *`, which
 //! must fail with 412. A server that passes is used as described above. On
 //! one that does not, every step still re-checks the path right before it
-//! writes (stat and compare with the caller's `Expect`), the final MOVE
-//! still carries `Overwrite: F` (which such servers do honour), and the
+//! writes (stat and compare with the caller's `Expect`; a path expected
+//! empty is checked by the `Overwrite: F` of the move itself), the final
+//! MOVE still carries `Overwrite: F` (which such servers do honour), and the
 //! lease, the one place that relied on `If-None-Match: *` alone, is taken by
 //! uploading the record to a temporary name and moving it to
 //! `.prism-sync/lease` with `Overwrite: F`; it is renewed and released
@@ -2186,7 +2187,7 @@ impl Replica for WebdavReplica {
         // `Overwrite: F` on the final MOVE: a file that appeared at the
         // target since the check makes it fail with 412, and the path is
         // re-planned.
-        let (now, trash_name) = careful::commit(s, &temp, path, expect, || Ok(()))?;
+        let (now, trash_name) = careful::commit(s, &temp, path, expect, || Ok(None))?;
         let entry = SideEntry {
             entry: Entry::File(FileMeta {
                 hash: staged.hash,

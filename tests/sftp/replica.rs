@@ -756,3 +756,136 @@ fn stat_says_what_a_path_holds_now_as_the_steps_on_it_check_it() {
     assert_eq!(remote.stat(&rel("d/g.txt")).unwrap(), Expect::Absent);
     assert_eq!(contents_below(&served.join(".prism-sync/trash")), ["abc\n"]);
 }
+
+/// What each step asks of the server, as its log names the requests: a
+/// new file, a replaced file (written with a mode, as the agent writes),
+/// and a listing that finds nothing new. Pinned, so that a request more
+/// per file shows.
+#[test]
+fn a_new_file_a_replaced_file_and_a_no_op_listing_take_few_requests() {
+    let server = Sshd::start_logging_requests();
+    let remote = replica(&server, "counted");
+    remote.mark_root().unwrap();
+    fs::create_dir_all(server.served().join("counted/d")).unwrap();
+    let requests_of = |step: &mut dyn FnMut()| {
+        let before = server.requests().len();
+        step();
+        server.requests()[before..].to_vec()
+    };
+    // The replica's first commit learns whether the server keeps the times
+    // and mode it sets (this one does) by looking at the file after its
+    // move; later commits know their version without that look.
+    let first = requests_of(&mut || {
+        put_with_mode(&remote, "d/first.txt", "first\n", &Expect::Absent);
+    });
+    assert_eq!(first.last().map(String::as_str), Some("lstat"));
+
+    // A new file: its upload (in its folder, which is there), the times,
+    // mode and version nonce, and the move that never replaces (which is
+    // the check that nothing is there).
+    let mut written = None;
+    let new = requests_of(&mut || {
+        written = Some(put_with_mode(&remote, "d/f.txt", "one\n", &Expect::Absent));
+    });
+    assert_eq!(
+        new,
+        ["open", "write", "fsync", "close", "setstat", "rename"]
+    );
+
+    // A replaced file: as a new one, with a look at the version it
+    // replaces and that version's move to the trash; the minute's first
+    // makes its trash folders (four looks up the path, three mkdirs).
+    let mut rewritten = None;
+    let replaced = requests_of(&mut || {
+        let expect = expect_of(written.as_ref().unwrap());
+        rewritten = Some(put_with_mode(&remote, "d/f.txt", "two\n", &expect));
+    });
+    assert_eq!(
+        replaced,
+        [
+            "open", "write", "fsync", "close", "lstat", "lstat", "lstat", "lstat", "lstat",
+            "mkdir", "mkdir", "mkdir", "rename", "setstat", "rename"
+        ]
+    );
+
+    // Another version trashed in the same minute: its trash folder is
+    // known, and only the move into it asks. A minute that turns between
+    // the two starts a batch of its own: then once more.
+    let trash = server.served().join("counted/.prism-sync/trash");
+    let batches = || fs::read_dir(&trash).unwrap().count();
+    let mut same_batch = None;
+    for attempt in 0..3 {
+        let path = format!("d/g{attempt}.txt");
+        let first = put_with_mode(&remote, &path, "one\n", &Expect::Absent);
+        let before = batches();
+        let requests = requests_of(&mut || {
+            put_with_mode(&remote, &path, "two\n", &expect_of(&first));
+        });
+        if batches() == before {
+            same_batch = Some(requests);
+            break;
+        }
+    }
+    assert_eq!(
+        same_batch.expect("two replaces within one minute"),
+        [
+            "open", "write", "fsync", "close", "lstat", "rename", "setstat", "rename"
+        ]
+    );
+    // A trash folder removed behind the replica's back is made again.
+    fs::remove_dir_all(&trash).unwrap();
+    let first = put_with_mode(&remote, "d/h.txt", "old h\n", &Expect::Absent);
+    put_with_mode(&remote, "d/h.txt", "new h\n", &expect_of(&first));
+    assert_eq!(contents_below(&trash), ["old h\n"]);
+
+    // The version a commit knew without looking is the one the server has.
+    let listing = remote
+        .list(&Scope::Full, &BaseTree::new(), &no_rules())
+        .unwrap();
+    assert_eq!(
+        listing.tree[&rel("d/f.txt")].version,
+        rewritten.unwrap().version
+    );
+
+    // Nothing new: a look at the root, and each folder read once.
+    let base = base_of(&listing);
+    let no_op = requests_of(&mut || {
+        let again = remote.list(&Scope::Full, &base, &no_rules()).unwrap();
+        assert_eq!(again.hashed_files, 0);
+    });
+    assert_eq!(
+        sorted(no_op),
+        sorted(vec![
+            "lstat", "opendir", "readdir", "readdir", "close", "opendir", "readdir", "readdir",
+            "close"
+        ])
+    );
+}
+
+fn sorted<T: Ord + ToString>(mut items: Vec<T>) -> Vec<String> {
+    items.sort();
+    items.iter().map(T::to_string).collect()
+}
+
+/// Writes `text` at `path` with a mode, as the agent writes.
+fn put_with_mode(
+    replica: &SftpReplica,
+    path: &str,
+    text: &str,
+    expect: &Expect,
+) -> prism_sync::model::SideEntry {
+    replica
+        .write(
+            &rel(path),
+            &mut text.as_bytes(),
+            &ContentHash::of_bytes(text.as_bytes()),
+            1_600_000_000_000_000_000,
+            Some(prism_sync::model::Mode::from_bits(0o640)),
+            expect,
+        )
+        .unwrap()
+}
+
+fn expect_of(written: &prism_sync::model::SideEntry) -> Expect {
+    Expect::of_version(Some(&written.entry), written.version_text().as_deref())
+}

@@ -21,6 +21,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const SSHD: &str = "/usr/sbin/sshd";
+/// OpenSSH's SFTP server as a program of its own, which can log each
+/// request it answers (`internal-sftp` logs only through sshd's syslog).
+const SFTP_SERVER: &str = "/usr/lib/openssh/sftp-server";
 
 /// One running sshd and everything it needs.
 pub struct Sshd {
@@ -29,11 +32,27 @@ pub struct Sshd {
     child: Option<Child>,
     /// The user the server lets in with `client_key` (the test's own user).
     pub user: String,
+    /// Whether each SFTP request is logged to `requests.log`.
+    log_requests: bool,
 }
 
 impl Sshd {
     /// Starts a server on a free loopback port and waits until it accepts.
     pub fn start() -> Sshd {
+        Sshd::start_with(false)
+    }
+
+    /// Starts a server that logs every SFTP request it answers (see
+    /// [`Sshd::requests`]), through OpenSSH's `sftp-server` program.
+    pub fn start_logging_requests() -> Sshd {
+        assert!(
+            Path::new(SFTP_SERVER).exists(),
+            "{SFTP_SERVER} is missing: install the openssh-sftp-server package"
+        );
+        Sshd::start_with(true)
+    }
+
+    fn start_with(log_requests: bool) -> Sshd {
         assert!(
             Path::new(SSHD).exists(),
             "{SSHD} is missing: install the openssh-server package (apt-get install openssh-server) to run the SFTP tests"
@@ -54,6 +73,7 @@ impl Sshd {
             port: 0,
             child: None,
             user,
+            log_requests,
         };
         sshd.port = free_port();
         sshd.write_config();
@@ -63,13 +83,23 @@ impl Sshd {
 
     fn write_config(&self) {
         let root = self.dir.path();
+        // The subsystem runs through the user's shell, which sends the
+        // server's log (`-e`: to its stderr) to a file of the harness.
+        let subsystem = if self.log_requests {
+            format!(
+                "{SFTP_SERVER} -e -l DEBUG3 2>>{}",
+                root.join("requests.log").display()
+            )
+        } else {
+            "internal-sftp".to_owned()
+        };
         let config = format!(
             "Port {port}\n\
              ListenAddress 127.0.0.1\n\
              HostKey {root}/host_key\n\
              PidFile {root}/sshd.pid\n\
              AuthorizedKeysFile {root}/authorized_keys\n\
-             Subsystem sftp internal-sftp\n\
+             Subsystem sftp {subsystem}\n\
              StrictModes no\n\
              UsePAM no\n\
              PermitRootLogin yes\n\
@@ -233,6 +263,22 @@ impl Sshd {
             let _ = file.read_to_string(&mut text);
         }
         text
+    }
+
+    /// The SFTP requests the server answered so far, in the order it
+    /// logged them, each by its name (`open`, `lstat`, `rename`, ...);
+    /// only for a server from [`Sshd::start_logging_requests`].
+    pub fn requests(&self) -> Vec<String> {
+        assert!(self.log_requests, "this server does not log its requests");
+        let text = fs::read_to_string(self.dir.path().join("requests.log")).unwrap_or_default();
+        // `debugN: request ID: NAME ...`, and `request ID: sent ...` for
+        // the answer, which is not counted.
+        text.lines()
+            .filter_map(|line| line.split_once(": request ")?.1.split_once(": "))
+            .map(|(_, what)| what.split_whitespace().next().unwrap_or_default())
+            .filter(|name| *name != "sent")
+            .map(str::to_owned)
+            .collect()
     }
 
     /// A folder for the test's own files (known_hosts, configs).

@@ -164,19 +164,28 @@ pub(crate) fn rename<S: PathStore>(
     Err(changed(path))
 }
 
-/// The second half of a write: checks `path` against `expect`, moves what
+/// The second half of a write: checks `path` against `expect` (where it
+/// expects nothing, the move that never replaces checks it), moves what
 /// is there to the trash, lets the backend `prepare` the staged upload at
 /// `temp` (its final times and mode), and moves it in without replacing.
 /// Returns what is at `path` now and the trash name of the version it
-/// replaced.
+/// replaced. `prepare` returns what the upload is once moved in where the
+/// backend knows it without asking (it set every field of its version
+/// token itself): the look after the move is then left out.
 pub(crate) fn commit<S: PathStore>(
     store: &S,
     temp: &str,
     path: &RelPath,
     expect: &Expect,
-    prepare: impl FnOnce() -> Result<(), ReplicaError>,
+    prepare: impl FnOnce() -> Result<Option<S::Node>, ReplicaError>,
 ) -> Result<(S::Node, Option<RelPath>), ReplicaError> {
-    let found = check(store, path, expect)?;
+    // Where nothing is expected the move that never replaces is the
+    // check, made in the same step as the move: a look first would only
+    // cost a round trip.
+    let found = match expect {
+        Expect::Absent => None,
+        _ => check(store, path, expect)?,
+    };
     // With a condition the store refuses the move if the target changed
     // since the check; without one, RACE: a write between the check and
     // the move goes to the trash with it: kept, not lost.
@@ -184,13 +193,16 @@ pub(crate) fn commit<S: PathStore>(
         Some(node) => Some(trash(store, path, node, expect)?),
         None => None,
     };
-    prepare()?;
+    let known = prepare()?;
     // A file that appeared at the target since the check refuses the
     // move, and the path is re-planned.
     if !store.move_noreplace(temp, path.as_str(), false, None)? {
         return Err(changed(path));
     }
-    let now = store.stat(path.as_str())?.ok_or_else(|| changed(path))?;
+    let now = match known {
+        Some(node) => node,
+        None => store.stat(path.as_str())?.ok_or_else(|| changed(path))?,
+    };
     Ok((now, trash_name))
 }
 
@@ -355,7 +367,7 @@ mod tests {
                 ".prism-tmp-x-f.txt",
                 &rel("f.txt"),
                 &file(old),
-                || Ok(()),
+                || Ok(None),
             )
             .unwrap();
             assert_eq!(now.as_deref(), Some(new));
@@ -375,7 +387,7 @@ mod tests {
             ".prism-tmp-y-g.txt",
             &rel("g.txt"),
             &Expect::Absent,
-            || Ok(()),
+            || Ok(None),
         );
         assert!(matches!(refused, Err(ReplicaError::Changed { .. })));
         assert_eq!(
@@ -431,7 +443,7 @@ mod tests {
             ".prism-tmp-x-f.txt",
             &rel("f.txt"),
             &file("one"),
-            || Ok(()),
+            || Ok(None),
         )
         .unwrap();
         let day = std::time::Duration::from_secs(86_400);

@@ -8,9 +8,11 @@
 //! parts every such backend must do the same way, written once:
 //!
 //! - the careful steps ([`careful`]): check a path against the caller's
-//!   `Expect` (with its version token), move the version it replaces or
+//!   `Expect` (with its version token; where it expects nothing, the move
+//!   that never replaces is the check), move the version it replaces or
 //!   removes to the trash, move the staged upload in without replacing,
-//!   and look again;
+//!   and look again unless the backend set every part of the version
+//!   itself;
 //! - the trash ([`careful::trash`], [`purge_trash`]): versions under
 //!   `.prism-sync/trash/BATCH/PATH`, one batch a minute, a taken name
 //!   retried in a batch of its own, batches past the retention removed
