@@ -495,6 +495,7 @@ async fn sync(
         status.detail = None;
     }
     let trigger = request.trigger.clone();
+    let scope = request.scope.clone();
     let engine_for_sync = engine.clone();
     let report = match tokio::task::spawn_blocking(move || engine_for_sync.sync(&request)).await {
         Ok(report) => report,
@@ -565,9 +566,26 @@ async fn sync(
         (_, _, Some(error)) => (PairState::Error, Some(error.clone())),
         _ => (PairState::Idle, None),
     };
-    status.problems = report.problems.clone();
+    status.problems = problems_after(std::mem::take(&mut status.problems), &report, &scope);
     status.last_report = Some(report.clone());
     report
+}
+
+/// The problems status shows after a run over `scope`. A run over some
+/// paths (a watcher's) speaks only for them: what an earlier run found
+/// about paths outside them still holds and stays shown. Problems of no
+/// path are the run's own and are replaced.
+fn problems_after(previous: Vec<Problem>, report: &SyncReport, scope: &Scope) -> Vec<Problem> {
+    let kept = match scope {
+        Scope::Full => Vec::new(),
+        Scope::Paths(_) => previous
+            .into_iter()
+            .filter(|p| p.path.as_ref().is_some_and(|path| !scope.contains(path)))
+            .collect(),
+    };
+    kept.into_iter()
+        .chain(report.problems.iter().cloned())
+        .collect()
 }
 
 fn on_watch(
@@ -694,6 +712,43 @@ mod tests {
                 "sftp://u@h:22/x cannot be reached: refused"
             ),
             "offline, retrying in 4 s: sftp://u@h:22/x cannot be reached: refused"
+        );
+    }
+
+    #[test]
+    fn a_run_over_some_paths_keeps_the_problems_found_elsewhere() {
+        let problem = |path: Option<&str>, message: &str| Problem {
+            path: path.map(p),
+            message: message.to_owned(),
+        };
+        let previous = vec![
+            problem(Some("links/out"), "a symbolic link"),
+            problem(Some("docs/a.txt"), "unreadable"),
+            problem(None, "the change log cannot be written"),
+        ];
+        let report = SyncReport {
+            sync_id: String::new(),
+            status: SyncStatus::Completed,
+            counts: Default::default(),
+            guard: None,
+            problems: vec![problem(Some("docs/b.txt"), "unreadable")],
+            error: None,
+            offline: false,
+            unsettled: Vec::new(),
+            journal_restored: false,
+            waiting: None,
+        };
+        let after = problems_after(previous.clone(), &report, &Scope::Paths(vec![p("docs")]));
+        assert_eq!(
+            after,
+            [
+                problem(Some("links/out"), "a symbolic link"),
+                problem(Some("docs/b.txt"), "unreadable"),
+            ]
+        );
+        assert_eq!(
+            problems_after(previous, &report, &Scope::Full),
+            report.problems
         );
     }
 
