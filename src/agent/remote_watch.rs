@@ -1,5 +1,5 @@
 //! Watching a remote that is a folder on this machine (`file://`) instead
-//! of listing it at every poll.
+//! of listing it at every poll, where a watch sees every writer.
 //!
 //! An idle agent's only work was the remote poll: a full listing of every
 //! pair's remote each `remote_poll_secs`. A remote whose files sit in a
@@ -9,10 +9,12 @@
 //! whenever the watch cannot be trusted to see everything: it could not
 //! be set up (the inotify limit, a folder not there yet), the limit was
 //! reached later, a folder could not be watched, or the remote root went
-//! away. Watches can also miss what they should see (a queue overflow is
-//! reported, but a network file system mounted at the path shows no
-//! other machine's writes at all): the pair's jittered safety scan, a
-//! full listing of both sides, stays in force for that.
+//! away. A folder on a network or FUSE file system is never watched: the
+//! watch would show this machine's writes and none of the others'.
+//! Watches can still miss what they should see (a queue overflow is
+//! reported, a file system not known to be remote may still be one): the
+//! pair's jittered safety scan, a full listing of both sides, stays in
+//! force for that.
 //!
 //! The agent's own writes into the remote folder show up as events too.
 //! They lead to one listing of the paths written, which finds them synced
@@ -95,6 +97,17 @@ impl RemoteWatch {
     }
 
     fn try_start(&mut self) -> bool {
+        if !watch::sees_every_writer(&self.root) {
+            // Not a failure, and not worth retrying: the folder is listed
+            // at every poll as any network remote is. Only a root that is
+            // not there yet may turn out to be local later.
+            self.may_retry = !self.root.exists();
+            if !self.logged && !self.may_retry {
+                self.logged = true;
+                tracing::info!(pair = %self.pair, root = %self.root.display(), "the remote folder is not on a file system known to be this machine's own (a network or FUSE mount?), where a watch would miss other machines' writes; polling it");
+            }
+            return false;
+        }
         match watch::watch(&self.root, self.ignore.clone(), self.sink.clone()) {
             Ok(watcher) => {
                 tracing::debug!(pair = %self.pair, root = %self.root.display(), "watching the remote folder instead of polling it");
