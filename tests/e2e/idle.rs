@@ -6,17 +6,17 @@ use std::time::Duration;
 
 use crate::harness::*;
 
-/// How many sync runs the agent's log shows so far: one line each, at the
-/// debug level for a run that found nothing to do.
+/// How many times the agent's log shows so far that a run listed both
+/// sides (a debug line of every round).
 fn runs(device: &Device) -> usize {
     std::fs::read_to_string(&device.log)
         .unwrap_or_default()
         .lines()
-        .filter(|line| line.contains("nothing to sync") || line.contains("sync finished"))
+        .filter(|line| line.contains("listed both sides"))
         .count()
 }
 
-/// Waits until no run started for a while, and returns the count.
+/// Waits until nothing was listed for a while, and returns the count.
 fn quiet_runs(device: &Device) -> usize {
     let mut last = runs(device);
     let mut quiet_since = std::time::Instant::now();
