@@ -573,14 +573,17 @@ async fn sync(
 
 /// The problems status shows after a run over `scope`. A run over some
 /// paths (a watcher's) speaks only for them: what an earlier run found
-/// about paths outside them still holds and stays shown. Problems of no
-/// path are the run's own and are replaced.
+/// about paths outside them still holds and stays shown until a full run
+/// looks again. That includes problems of no path, most of which are about
+/// a name no path can hold (one with a control character), found only by
+/// the walk of its folder; a run that finds one again shows it once.
 fn problems_after(previous: Vec<Problem>, report: &SyncReport, scope: &Scope) -> Vec<Problem> {
     let kept = match scope {
         Scope::Full => Vec::new(),
         Scope::Paths(_) => previous
             .into_iter()
-            .filter(|p| p.path.as_ref().is_some_and(|path| !scope.contains(path)))
+            .filter(|p| !p.path.as_ref().is_some_and(|path| scope.contains(path)))
+            .filter(|p| !report.problems.contains(p))
             .collect(),
     };
     kept.into_iter()
@@ -725,13 +728,17 @@ mod tests {
             problem(Some("links/out"), "a symbolic link"),
             problem(Some("docs/a.txt"), "unreadable"),
             problem(None, "the change log cannot be written"),
+            problem(None, "bad\x1bname is not synced"),
         ];
         let report = SyncReport {
             sync_id: String::new(),
             status: SyncStatus::Completed,
             counts: Default::default(),
             guard: None,
-            problems: vec![problem(Some("docs/b.txt"), "unreadable")],
+            problems: vec![
+                problem(Some("docs/b.txt"), "unreadable"),
+                problem(None, "the change log cannot be written"),
+            ],
             error: None,
             offline: false,
             unsettled: Vec::new(),
@@ -743,7 +750,9 @@ mod tests {
             after,
             [
                 problem(Some("links/out"), "a symbolic link"),
+                problem(None, "bad\x1bname is not synced"),
                 problem(Some("docs/b.txt"), "unreadable"),
+                problem(None, "the change log cannot be written"),
             ]
         );
         assert_eq!(
