@@ -79,3 +79,55 @@ fn an_idle_agent_does_not_list_a_watched_remote_and_still_sees_its_changes() {
     );
     device.wait_converged();
 }
+
+#[test]
+fn a_remote_folder_that_went_away_is_polled_until_it_is_back_and_then_watched_again() {
+    let sandbox = Sandbox::new();
+    let remote = sandbox.remote("remote");
+    let device = sandbox.device_with("laptop", &remote, Settings::fast_poll());
+    write(&device.local, "a.txt", "a\n");
+    let _agent = device.start_with_env(&[("RUST_LOG", "prism_sync=debug")]);
+    wait_for_content(&remote.join("a.txt"), "a\n");
+    let log = || std::fs::read_to_string(&device.log).unwrap_or_default();
+    let watches = || log().matches("watching the remote folder").count();
+    assert_eq!(watches(), 1, "{}", device.log_text());
+
+    // A disk unmounted, a folder moved aside: the watch ends with it, and
+    // polls look for the folder instead (finding it missing, they hold
+    // every deletion).
+    let away = sandbox.path("away");
+    std::fs::rename(&remote, &away).unwrap();
+    wait_until(PATIENCE, "the agent notices the remote went away", || {
+        log()
+            .contains("the remote folder went away")
+            .then_some(())
+            .ok_or_else(|| device.log_text())
+    });
+    std::fs::rename(&away, &remote).unwrap();
+    wait_until(PATIENCE, "the remote folder is watched again", || {
+        (watches() == 2)
+            .then_some(())
+            .ok_or_else(|| device.log_text())
+    });
+
+    let settled = quiet_runs(&device);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        runs(&device),
+        settled,
+        "the remote is polled although it is watched again\n{}",
+        device.log_text()
+    );
+    write(&remote, "b.txt", "after the return\n");
+    wait_until(
+        Duration::from_secs(5),
+        "the remote's new file arrives",
+        || {
+            (std::fs::read_to_string(device.local.join("b.txt")).ok()
+                == Some("after the return\n".to_owned()))
+            .then_some(())
+            .ok_or_else(|| device.log_text())
+        },
+    );
+    assert_eq!(read(&device.local, "a.txt"), "a\n");
+}
