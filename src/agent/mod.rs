@@ -11,6 +11,7 @@ pub mod control;
 pub mod lock;
 pub mod notify;
 pub mod pair;
+pub mod remote_watch;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -29,10 +30,11 @@ use crate::locks::LockExt;
 use crate::model::{Scope, Side};
 use crate::remote::{self, LocalFolder};
 use crate::tracker::ignore::IgnoreRules;
-use crate::tracker::watch::{self, Watcher};
+use crate::tracker::watch::{self, WatchEvent, Watcher};
 
 use lock::InstanceLock;
 use pair::{PairMsg, PairStatus, Timing};
+use remote_watch::RemoteWatch;
 
 /// Exit codes, decided in one place.
 pub mod exit {
@@ -295,14 +297,26 @@ impl Agent {
         let (inbox, receiver) = mpsc::unbounded_channel();
         let status = Arc::new(Mutex::new(PairStatus::default()));
         let watcher = self.start_watcher(&pair, &engine, &inbox, &status);
+        let remote_watch = engine.remote().watch_root().map(|root| {
+            RemoteWatch::start(
+                &pair.name,
+                root.to_path_buf(),
+                engine.ignore_rules(),
+                self.forward_events(&inbox, PairMsg::RemoteWatch),
+            )
+        });
         let timing = Timing {
             debounce: self.agent_config.debounce,
             remote_poll: self.agent_config.remote_poll,
             safety_scan: self.agent_config.safety_scan,
         };
-        let task = self
-            .runtime
-            .spawn(pair::run(engine.clone(), receiver, status.clone(), timing));
+        let task = self.runtime.spawn(pair::run(
+            engine.clone(),
+            receiver,
+            status.clone(),
+            timing,
+            remote_watch,
+        ));
         let handle = PairHandle {
             config: pair.clone(),
             engine,
@@ -322,15 +336,7 @@ impl Agent {
         inbox: &mpsc::UnboundedSender<PairMsg>,
         status: &Arc<Mutex<PairStatus>>,
     ) -> Option<Watcher> {
-        let (events, mut receiver) = mpsc::unbounded_channel();
-        let forward = inbox.clone();
-        self.runtime.spawn(async move {
-            while let Some(event) = receiver.recv().await {
-                if forward.send(PairMsg::Watch(event)).is_err() {
-                    break;
-                }
-            }
-        });
+        let events = self.forward_events(inbox, PairMsg::Watch);
         if !pair.local.exists() {
             status.locked().watcher = format!(
                 "{} does not exist yet; watching starts once it does",
@@ -346,6 +352,25 @@ impl Agent {
                 None
             }
         }
+    }
+
+    /// A channel for a watcher's events, each passed on to the pair's
+    /// scheduler as `wrap` makes it a message.
+    fn forward_events(
+        &self,
+        inbox: &mpsc::UnboundedSender<PairMsg>,
+        wrap: fn(WatchEvent) -> PairMsg,
+    ) -> mpsc::UnboundedSender<WatchEvent> {
+        let (events, mut receiver) = mpsc::unbounded_channel();
+        let forward = inbox.clone();
+        self.runtime.spawn(async move {
+            while let Some(event) = receiver.recv().await {
+                if forward.send(wrap(event)).is_err() {
+                    break;
+                }
+            }
+        });
+        events
     }
 
     /// Removes trashed versions older than the retention, on both sides of

@@ -7,6 +7,11 @@
 //! and a request from `prism-syncctl`. The sync itself runs on a blocking
 //! thread; messages that arrive meanwhile are folded into the next batch.
 //!
+//! A remote in a folder on this machine is watched like the local folder
+//! (see `remote_watch`): its events are changed paths like the local
+//! side's, and while the watch sees everything the remote poll is not
+//! even a timer. The safety scan is kept either way.
+//!
 //! A run that finds the remote unreachable puts the pair in
 //! [`PairState::Offline`]: changes keep collecting, but only the back-off
 //! timer (2 s doubling to 5 min, see `engine::backoff::Offline`) or an
@@ -33,6 +38,8 @@ use crate::remote::Problem;
 use crate::tracker::ignore::IgnoreRules;
 use crate::tracker::watch::WatchEvent;
 
+use super::remote_watch::RemoteWatch;
+
 /// Above this many pending paths a full scan is cheaper than path lookups.
 const MAX_PENDING_PATHS: usize = 2_000;
 /// A batch that keeps growing is synced at the latest this long after its
@@ -46,6 +53,8 @@ const MAX_BATCH_WAIT: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub enum PairMsg {
     Watch(WatchEvent),
+    /// An event of the watch on a remote folder on this machine.
+    RemoteWatch(WatchEvent),
     /// A sync requested through the API, with the id already handed out.
     SyncNow {
         sync_id: String,
@@ -232,6 +241,7 @@ pub async fn run(
     mut inbox: mpsc::UnboundedReceiver<PairMsg>,
     status: Arc<Mutex<PairStatus>>,
     timing: Timing,
+    mut remote_watch: Option<RemoteWatch>,
 ) {
     let mut pending = Pending::default();
     pending.add_check(Instant::now(), "start-up");
@@ -250,10 +260,19 @@ pub async fn run(
 
     loop {
         let now = Instant::now();
+        // A watched remote is not polled: an idle pair then sleeps until
+        // an event or its safety scan. The safety scan stays, because a
+        // watch can miss changes (an overflowed queue, another machine's
+        // writes on a network file system mounted there).
+        let polled = remote_watch.as_ref().is_none_or(RemoteWatch::needs_polls);
         // A paused pair wakes only for messages and the slow timers, so a
         // batch it is not allowed to sync cannot make it spin. An offline
         // pair likewise holds its batch and wakes for its retry instead.
-        let mut deadline = next_poll.min(next_safety);
+        let mut deadline = if polled {
+            next_poll.min(next_safety)
+        } else {
+            next_safety
+        };
         let busy_held = busy.is_some_and(|b| b.retry_at > now);
         if let Some(busy) = busy.filter(|_| !paused) {
             deadline = deadline.min(busy.retry_at);
@@ -281,6 +300,14 @@ pub async fn run(
             match message {
                 PairMsg::Shutdown => break,
                 PairMsg::Watch(event) => on_watch(&engine, &status, &mut pending, event, now),
+                PairMsg::RemoteWatch(event) => on_remote_watch(
+                    &engine,
+                    &status,
+                    &mut pending,
+                    remote_watch.as_mut(),
+                    event,
+                    now,
+                ),
                 PairMsg::SyncNow { sync_id } => api_syncs.push(sync_id),
                 PairMsg::Resolve {
                     row,
@@ -338,7 +365,9 @@ pub async fn run(
             }
         }
         if now >= next_poll {
-            pending.add_check(now, "poll");
+            if polled {
+                pending.add_check(now, "poll");
+            }
             next_poll = now + timing.remote_poll;
         }
         if now >= next_safety {
@@ -385,6 +414,11 @@ pub async fn run(
                 confirmed: confirmed.is_some_and(|at| at.elapsed() < CONFIRMATION_LIFETIME),
             };
             let report = sync(&engine, &status, request, &mut offline, &mut busy).await;
+            // The run may have made the remote root, or it came back: a
+            // watch that starts now saw nothing before, so a listing follows.
+            if remote_watch.as_mut().is_some_and(RemoteWatch::restart) {
+                pending.add_check(Instant::now(), "watch");
+            }
             // A paused pair synced only because a client asked: it stays
             // paused, and status must say so rather than idle.
             if paused {
@@ -461,6 +495,7 @@ async fn sync(
         status.detail = None;
     }
     let trigger = request.trigger.clone();
+    let scope = request.scope.clone();
     let engine_for_sync = engine.clone();
     let report = match tokio::task::spawn_blocking(move || engine_for_sync.sync(&request)).await {
         Ok(report) => report,
@@ -531,9 +566,29 @@ async fn sync(
         (_, _, Some(error)) => (PairState::Error, Some(error.clone())),
         _ => (PairState::Idle, None),
     };
-    status.problems = report.problems.clone();
+    status.problems = problems_after(std::mem::take(&mut status.problems), &report, &scope);
     status.last_report = Some(report.clone());
     report
+}
+
+/// The problems status shows after a run over `scope`. A run over some
+/// paths (a watcher's) speaks only for them: what an earlier run found
+/// about paths outside them still holds and stays shown until a full run
+/// looks again. That includes problems of no path, most of which are about
+/// a name no path can hold (one with a control character), found only by
+/// the walk of its folder; a run that finds one again shows it once.
+fn problems_after(previous: Vec<Problem>, report: &SyncReport, scope: &Scope) -> Vec<Problem> {
+    let kept = match scope {
+        Scope::Full => Vec::new(),
+        Scope::Paths(_) => previous
+            .into_iter()
+            .filter(|p| !p.path.as_ref().is_some_and(|path| scope.contains(path)))
+            .filter(|p| !report.problems.contains(p))
+            .collect(),
+    };
+    kept.into_iter()
+        .chain(report.problems.iter().cloned())
+        .collect()
 }
 
 fn on_watch(
@@ -561,6 +616,29 @@ fn on_watch(
             status.locked().watcher = message;
             pending.add_unnamed(now, "watch");
         }
+    }
+}
+
+/// An event on a watched remote folder: its paths are synced like the
+/// local watcher's. Its `.prismignore` is not this device's rules until it
+/// arrives in the local folder, which the local watcher reports.
+fn on_remote_watch(
+    engine: &PairEngine,
+    status: &Mutex<PairStatus>,
+    pending: &mut Pending,
+    remote_watch: Option<&mut RemoteWatch>,
+    event: WatchEvent,
+    now: Instant,
+) {
+    match event {
+        WatchEvent::Changed(paths) => pending.add_paths(paths, now),
+        WatchEvent::RootGone => {
+            if let Some(remote_watch) = remote_watch {
+                remote_watch.lost();
+            }
+            pending.add_unnamed(now, "watch");
+        }
+        other => on_watch(engine, status, pending, other, now),
     }
 }
 
@@ -637,6 +715,49 @@ mod tests {
                 "sftp://u@h:22/x cannot be reached: refused"
             ),
             "offline, retrying in 4 s: sftp://u@h:22/x cannot be reached: refused"
+        );
+    }
+
+    #[test]
+    fn a_run_over_some_paths_keeps_the_problems_found_elsewhere() {
+        let problem = |path: Option<&str>, message: &str| Problem {
+            path: path.map(p),
+            message: message.to_owned(),
+        };
+        let previous = vec![
+            problem(Some("links/out"), "a symbolic link"),
+            problem(Some("docs/a.txt"), "unreadable"),
+            problem(None, "the change log cannot be written"),
+            problem(None, "bad\x1bname is not synced"),
+        ];
+        let report = SyncReport {
+            sync_id: String::new(),
+            status: SyncStatus::Completed,
+            counts: Default::default(),
+            guard: None,
+            problems: vec![
+                problem(Some("docs/b.txt"), "unreadable"),
+                problem(None, "the change log cannot be written"),
+            ],
+            error: None,
+            offline: false,
+            unsettled: Vec::new(),
+            journal_restored: false,
+            waiting: None,
+        };
+        let after = problems_after(previous.clone(), &report, &Scope::Paths(vec![p("docs")]));
+        assert_eq!(
+            after,
+            [
+                problem(Some("links/out"), "a symbolic link"),
+                problem(None, "bad\x1bname is not synced"),
+                problem(Some("docs/b.txt"), "unreadable"),
+                problem(None, "the change log cannot be written"),
+            ]
+        );
+        assert_eq!(
+            problems_after(previous, &report, &Scope::Full),
+            report.problems
         );
     }
 

@@ -489,6 +489,10 @@ impl Replica for LocalFolder {
         }
     }
 
+    fn watch_root(&self) -> Option<&Path> {
+        Some(&self.root)
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             case_insensitive: *self

@@ -319,6 +319,16 @@ pub trait Replica: Send + Sync {
         false
     }
 
+    /// The folder on this machine that holds this replica's files under
+    /// the names the engine uses, if there is one (a `file://` remote):
+    /// the agent watches it for changes rather than listing it at every
+    /// poll. `None`, the default, for a replica reached over a network or
+    /// one whose stored names are not the engine's (an encrypted remote).
+    /// Answered without a look at the folder.
+    fn watch_root(&self) -> Option<&Path> {
+        None
+    }
+
     /// Whether the root exists and carries our marker.
     fn root_state(&self) -> Result<RootState, ReplicaError>;
 

@@ -161,6 +161,61 @@ pub fn watch(
     })
 }
 
+/// Whether a watch on `root` sees every change made there, whoever makes
+/// it: only on a file system of this machine's own disks (or memory). On a
+/// network file system (NFS, SMB) or a FUSE mount (sshfs, rclone mount)
+/// inotify reports this machine's own writes and nothing of the others',
+/// so such a folder must still be listed to be seen. A file system not
+/// known here to be local counts as not seeing: listing it is only slower.
+pub fn sees_every_writer(root: &Path) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let Ok(path) = std::ffi::CString::new(root.as_os_str().as_bytes()) else {
+            return false;
+        };
+        // SAFETY: an all-zero statfs is a valid value for statfs to fill.
+        let mut info: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: `path` is a NUL-terminated string alive for the call and
+        // `info` a writable statfs.
+        if unsafe { libc::statfs(path.as_ptr(), &mut info) } != 0 {
+            return false;
+        }
+        // f_type's integer type differs between targets; the magic numbers
+        // fit every one of them.
+        #[allow(clippy::unnecessary_cast)]
+        LOCAL_FILE_SYSTEMS.contains(&(info.f_type as i64))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = root;
+        false
+    }
+}
+
+/// The magic numbers (`statfs`'s `f_type`) of Linux file systems that
+/// live on this machine: ext2/3/4, XFS, Btrfs, tmpfs, ramfs, F2FS, ZFS,
+/// bcachefs, overlayfs, JFS, ReiserFS, NILFS, FAT, exFAT, ntfs3, HFS+.
+#[cfg(target_os = "linux")]
+const LOCAL_FILE_SYSTEMS: [i64; 16] = [
+    0xEF53,
+    0x5846_5342,
+    0x9123_683E,
+    0x0102_1994,
+    0x8584_58F6,
+    0xF2F5_2010,
+    0x2FC1_2FC1,
+    0xCA45_1A4E,
+    0x794C_7630,
+    0x3153_464A,
+    0x5265_4973,
+    0x3434,
+    0x4D44,
+    0x2011_BAB0,
+    0x7366_746E,
+    0x482B,
+];
+
 /// How the root is watched: folder by folder on Linux (see the module
 /// docs), by the OS's recursive watcher elsewhere.
 const ROOT_MODE: RecursiveMode = if cfg!(target_os = "linux") {
@@ -634,6 +689,16 @@ mod tests {
                 other => panic!("expected a problem, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_folder_on_a_local_disk_sees_every_writer_and_a_missing_one_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        // The test's temporary folder is on a local disk or tmpfs.
+        assert_eq!(sees_every_writer(dir.path()), cfg!(target_os = "linux"));
+        assert!(!sees_every_writer(&dir.path().join("missing")));
+        // /proc is local, but no disk file system: not known to be one.
+        assert!(!sees_every_writer(Path::new("/proc")));
     }
 
     #[test]

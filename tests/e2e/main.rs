@@ -19,6 +19,7 @@ mod guard;
 mod harness;
 mod history;
 mod http;
+mod idle;
 mod lifecycle;
 mod links_and_depth;
 mod names;

@@ -1,5 +1,6 @@
 //! Changes travel without anyone asking: the watcher carries local edits,
-//! deletions and folder moves to the remote; the remote poll and
+//! deletions and folder moves to the remote; the watch on the `file://`
+//! remote (the remote poll, where it cannot be watched) and
 //! `prism-syncctl sync start` bring remote changes down.
 
 use std::os::unix::fs::MetadataExt;
@@ -83,8 +84,8 @@ fn remote_changes_arrive_through_the_poll() {
     let device = sandbox.device_with("laptop", &remote, Settings::fast_poll());
     let _agent = device.start();
 
-    // The remote is a plain folder that another program writes to; only
-    // the poll can notice.
+    // The remote is a plain folder that another program writes to: the
+    // watch on it notices (or the poll, where it cannot be watched).
     write(&remote, "from-nas/report.txt", "written on the NAS\n");
     wait_for_content(
         &device.local.join("from-nas/report.txt"),
@@ -109,8 +110,8 @@ fn remote_changes_arrive_through_the_poll() {
 fn sync_start_and_wait_bring_remote_changes_down() {
     let sandbox = Sandbox::new();
     let remote = sandbox.remote("remote");
-    // The default remote poll (30 s) is far beyond this test: only the
-    // explicit sync can bring the file down.
+    // The watch on the remote may bring the file down first; the explicit
+    // sync must complete all the same and leave it in place.
     let device = sandbox.device("laptop", &remote);
     let _agent = device.start();
     write(&remote, "shared.txt", "from elsewhere\n");

@@ -1,0 +1,225 @@
+#!/usr/bin/env python3
+"""Idle cost of a watching prism-syncd: CPU time and memory of an agent that
+has nothing to do.
+
+The agent gets `--pairs` pairs (default 3) of `--files` files each (default
+10,000 in 100 folders), each synced with a `file://` remote, and the default
+timers (`remote_poll_secs` 30, `safety_scan_secs` 900; the safety scan is
+jittered by 10 %, so none falls into a minute's window after start-up).
+Once every pair's start-up sync has completed and the agent has been quiet
+for a few seconds, the script reads the agent's user and system CPU time
+from /proc/PID/stat, waits `--idle` seconds (default 60) and reads it again.
+
+Several builds can be measured in one run (`--bin-dir` given more than once,
+e.g. this branch's and main's), one after the other on fresh trees of the
+same seed, so their figures are comparable.
+
+    python3 bench/idle.py --bin-dir /tmp/new --bin-dir /tmp/main
+
+Standard library only; Linux only (/proc).
+"""
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class Problem(Exception):
+    pass
+
+
+def make_tree(root, files, dirs, seed):
+    """`files` files of 0.5-4 KiB of random bytes in `dirs` folders."""
+    rng = random.Random(seed)
+    for i in range(files):
+        folder = root / f"d{i % dirs:03d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"f{i:06d}.bin").write_bytes(rng.randbytes(rng.randint(512, 4096)))
+
+
+def synced_files(root):
+    """Files below `root`, leaving out Prism Sync's own folder."""
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        if Path(dirpath) == root:
+            dirnames[:] = [d for d in dirnames if d != ".prism-sync"]
+            filenames = [f for f in filenames if not f.startswith(".prism-sync")]
+        total += len(filenames)
+    return total
+
+
+def cpu_seconds(pid):
+    """User plus system CPU time of a process (/proc/PID/stat), in seconds."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rfind(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def memory_kib(pid):
+    """The resident set now and at its peak (/proc/PID/status), in KiB."""
+    found = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            found[key] = int(value.split()[0])
+    return found.get("VmRSS"), found.get("VmHWM")
+
+
+def syncctl(ctl, socket, env, *args):
+    proc = subprocess.run(
+        [ctl, "--socket", socket, "--json", *args],
+        env=env, capture_output=True, timeout=30,
+    )
+    if proc.returncode != 0:
+        return None
+    return json.loads(proc.stdout)
+
+
+def sync_and_wait(ctl, socket, env, daemon, pair, timeout):
+    """Asks the agent for a sync of `pair` and waits until it completed:
+    then its start-up sync is over too."""
+    deadline = time.monotonic() + timeout
+    sync_id = None
+    while time.monotonic() < deadline:
+        if daemon.poll() is not None:
+            raise Problem(f"prism-syncd exited with {daemon.returncode}")
+        if sync_id is None:
+            started = syncctl(ctl, socket, env, "sync", "start", pair)
+            sync_id = started and started.get("sync_id")
+        else:
+            answer = syncctl(ctl, socket, env, "sync", "status", sync_id) or {}
+            status = answer.get("status")
+            if status == "completed":
+                return
+            if status not in (None, "sync_in_progress"):
+                raise Problem(f"sync {sync_id} of {pair} ended {status}: {answer}")
+        time.sleep(0.1)
+    raise Problem(f"the sync of {pair} did not complete within {timeout} s")
+
+
+def wait_quiet(pid, quiet, timeout):
+    """Waits until the process used no CPU for `quiet` seconds in a row."""
+    deadline = time.monotonic() + timeout
+    last, since = cpu_seconds(pid), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = cpu_seconds(pid)
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+    raise Problem(f"prism-syncd did not go quiet within {timeout} s")
+
+
+def measure(bin_dir, args, scratch):
+    """One build: start its agent on fresh trees, wait for the start-up sync,
+    then measure an idle window."""
+    base = scratch / bin_dir.name
+    base.mkdir()
+    env = dict(os.environ)
+    env.update({
+        "HOME": str(base),
+        "XDG_RUNTIME_DIR": str(base),
+        "PRISM_SYNC_CONFIG": str(base / "config.toml"),
+        "RUST_LOG": "warn",
+    })
+    lines = ["[agent]"]
+    pairs = []
+    for p in range(args.pairs):
+        name = f"pair{p}"
+        local, remote = base / name / "local", base / name / "remote"
+        make_tree(local, args.files, args.dirs, args.seed + p)
+        remote.mkdir(parents=True)
+        pairs.append((name, local, remote))
+        lines += ["[[pair]]", f'name = "{name}"', f'local = "{local}"', f'remote = "file://{remote}"']
+    config = base / "config.toml"
+    config.write_text("\n".join(lines) + "\n")
+    sock_dir = Path(tempfile.mkdtemp(prefix="pi", dir="/tmp"))
+    socket = sock_dir / "s"
+    log = open(base / "daemon.err", "wb")
+    argv = [bin_dir / "prism-syncd", "--config", config, "--state-dir", base / "state", "--socket", socket]
+    daemon = subprocess.Popen(argv, env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    result = {"bin_dir": str(bin_dir)}
+    try:
+        started = time.monotonic()
+        for name, _, _ in pairs:
+            sync_and_wait(bin_dir / "prism-syncctl", socket, env, daemon, name, timeout=600)
+        for name, local, remote in pairs:
+            if synced_files(remote) != args.files:
+                raise Problem(f"{name}: {synced_files(remote)} of {args.files} files on the remote")
+        result["startup_sync_s"] = round(time.monotonic() - started, 2)
+        wait_quiet(daemon.pid, quiet=5, timeout=120)
+        before = cpu_seconds(daemon.pid)
+        time.sleep(args.idle)
+        after = cpu_seconds(daemon.pid)
+        rss, hwm = memory_kib(daemon.pid)
+        result.update({
+            "idle_s": args.idle,
+            "idle_cpu_s": round(after - before, 3),
+            "idle_cpu_percent_of_a_core": round(100 * (after - before) / args.idle, 3),
+            "rss_kib": rss,
+            "peak_rss_kib": hwm,
+        })
+    finally:
+        if daemon.poll() is None:
+            daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
+        log.close()
+        shutil.rmtree(sock_dir, ignore_errors=True)
+    result["exit_code"] = daemon.returncode
+    return result
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bin-dir", action="append", type=Path, required=True,
+                        help="a folder holding prism-syncd and prism-syncctl; repeat to compare builds")
+    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--files", type=int, default=10_000)
+    parser.add_argument("--dirs", type=int, default=100)
+    parser.add_argument("--idle", type=float, default=60.0, help="seconds of idle measured")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--json-out", type=Path, default=None)
+    args = parser.parse_args()
+    names = [d.name for d in args.bin_dir]
+    if len(set(names)) != len(names):
+        sys.exit("give each --bin-dir a folder name of its own: the figures are labelled by it")
+    scratch = Path(tempfile.mkdtemp(prefix="prism-idle-", dir=args.workdir))
+    results, problems = [], []
+    try:
+        for bin_dir in args.bin_dir:
+            try:
+                results.append(measure(bin_dir.resolve(), args, scratch))
+            except Problem as e:
+                problems.append(f"{bin_dir}: {e}")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    print(f"idle agent: {args.pairs} pairs x {args.files} files (file:// remotes), {args.idle:g} s idle")
+    print(f"{'build':<20} {'start-up s':>10} {'idle CPU s':>10} {'% of a core':>11} {'RSS MiB':>8} {'peak MiB':>9}")
+    for r in results:
+        print(f"{Path(r['bin_dir']).name:<20} {r['startup_sync_s']:>10.2f} {r['idle_cpu_s']:>10.3f} "
+              f"{r['idle_cpu_percent_of_a_core']:>11.3f} {r['rss_kib'] / 1024:>8.1f} {r['peak_rss_kib'] / 1024:>9.1f}")
+    for problem in problems:
+        print(f"problem: {problem}")
+    if args.json_out:
+        args.json_out.write_text(json.dumps({"results": results, "problems": problems}, indent=2) + "\n")
+    sys.exit(1 if problems or any(r["exit_code"] != 0 for r in results) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+//! Watching a remote that is a folder on this machine (`file://`) instead
+//! of listing it at every poll, where a watch sees every writer.
+//!
+//! An idle agent's only work was the remote poll: a full listing of every
+//! pair's remote each `remote_poll_secs`. A remote whose files sit in a
+//! local folder (`Replica::watch_root`) is watched like the local folder,
+//! by `tracker::watch`, and its events are changed paths as the local
+//! side's are, so the poll has nothing left to ask. Polling comes back
+//! whenever the watch cannot be trusted to see everything: it could not
+//! be set up (the inotify limit, a folder not there yet), the limit was
+//! reached later, a folder could not be watched, or the remote root went
+//! away. A folder on a network or FUSE file system is never watched: the
+//! watch would show this machine's writes and none of the others'.
+//! Watches can still miss what they should see (a queue overflow is
+//! reported, a file system not known to be remote may still be one): the
+//! pair's jittered safety scan, a full listing of both sides, stays in
+//! force for that.
+//!
+//! The agent's own writes into the remote folder show up as events too.
+//! They lead to one listing of the paths written, which finds them synced
+//! and writes nothing, so they cannot feed each other. Prism Sync's own
+//! files there (`.prism-sync/`: the lease, records, trash; temporary
+//! names) are reserved by the ignore rules and raise no events at all.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::tracker::ignore::IgnoreRules;
+use crate::tracker::watch::{self, WatchError, WatchEvent, Watcher};
+
+/// The watch on one pair's remote folder, and whether it replaces polls.
+pub struct RemoteWatch {
+    pair: String,
+    root: PathBuf,
+    ignore: Arc<IgnoreRules>,
+    sink: UnboundedSender<WatchEvent>,
+    watcher: Option<Watcher>,
+    /// Starting may be tried again: the last attempt did not run into a
+    /// system limit, which another walk of the tree would only hit again.
+    may_retry: bool,
+    /// A failure was logged: polling instead is said once, not per attempt.
+    logged: bool,
+}
+
+impl RemoteWatch {
+    /// A watch on `root`, started at once (walking the tree: call it where
+    /// blocking is allowed). A watch that cannot start is logged and the
+    /// remote polled as before.
+    pub fn start(
+        pair: &str,
+        root: PathBuf,
+        ignore: Arc<IgnoreRules>,
+        sink: UnboundedSender<WatchEvent>,
+    ) -> RemoteWatch {
+        let mut remote_watch = RemoteWatch {
+            pair: pair.to_owned(),
+            root,
+            ignore,
+            sink,
+            watcher: None,
+            may_retry: true,
+            logged: false,
+        };
+        remote_watch.try_start();
+        remote_watch
+    }
+
+    /// Whether the remote must still be polled: nothing watches it, or the
+    /// watch misses folders.
+    pub fn needs_polls(&self) -> bool {
+        self.watcher
+            .as_ref()
+            .is_none_or(|watcher| !watcher.health().is_ok())
+    }
+
+    /// The remote root went away: its watch is dead. Polls take over until
+    /// [`RemoteWatch::restart`] succeeds.
+    pub fn lost(&mut self) {
+        if self.watcher.take().is_some() {
+            // Said here; a failed restart while it stays away says no more.
+            self.logged = true;
+            tracing::warn!(pair = %self.pair, root = %self.root.display(), "the remote folder went away; polling it until it can be watched again");
+        }
+    }
+
+    /// Starts the watch again if it is not running and may be retried
+    /// (after a sync: the run may have made the root). True when it started
+    /// now, so that a listing must follow: what changed before the watch
+    /// began raised no event.
+    pub fn restart(&mut self) -> bool {
+        if self.watcher.is_some() || !self.may_retry {
+            return false;
+        }
+        self.try_start()
+    }
+
+    fn try_start(&mut self) -> bool {
+        if !watch::sees_every_writer(&self.root) {
+            // Not a failure, and not worth retrying: the folder is listed
+            // at every poll as any network remote is. Only a root that is
+            // not there yet may turn out to be local later.
+            self.may_retry = !self.root.exists();
+            if !self.logged && !self.may_retry {
+                self.logged = true;
+                tracing::info!(pair = %self.pair, root = %self.root.display(), "the remote folder is not on a file system known to be this machine's own (a network or FUSE mount?), where a watch would miss other machines' writes; polling it");
+            }
+            return false;
+        }
+        match watch::watch(&self.root, self.ignore.clone(), self.sink.clone()) {
+            Ok(watcher) => {
+                tracing::debug!(pair = %self.pair, root = %self.root.display(), "watching the remote folder instead of polling it");
+                self.watcher = Some(watcher);
+                self.logged = false;
+                true
+            }
+            Err(e) => {
+                self.may_retry = !matches!(
+                    e,
+                    WatchError::TooManyWatches { .. } | WatchError::TooManyInstances { .. }
+                );
+                if !self.logged {
+                    self.logged = true;
+                    tracing::warn!(pair = %self.pair, error = %e, "cannot watch the remote folder; polling it instead");
+                }
+                false
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ignore(root: &std::path::Path) -> Arc<IgnoreRules> {
+        Arc::new(IgnoreRules::load(root, &[]).unwrap())
+    }
+
+    #[test]
+    fn a_watched_folder_needs_no_polls_until_it_is_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut remote = RemoteWatch::start("p", dir.path().to_owned(), ignore(dir.path()), tx);
+        assert!(!remote.needs_polls());
+        assert!(!remote.restart(), "a running watch is not started twice");
+
+        remote.lost();
+        assert!(remote.needs_polls());
+        assert!(remote.restart(), "the folder is back: watched again");
+        assert!(!remote.needs_polls());
+    }
+
+    #[test]
+    fn a_folder_that_is_not_there_yet_is_polled_until_it_can_be_watched() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("later");
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut remote = RemoteWatch::start("p", root.clone(), ignore(dir.path()), tx);
+        assert!(remote.needs_polls());
+        assert!(!remote.restart());
+        assert!(remote.needs_polls());
+
+        std::fs::create_dir(&root).unwrap();
+        assert!(remote.restart());
+        assert!(!remote.needs_polls());
+    }
+}

@@ -1,0 +1,133 @@
+//! An idle agent does no work: a `file://` remote is watched like the
+//! local folder, so nothing is listed between the safety scans, and a file
+//! written straight into the remote folder still arrives at once.
+
+use std::time::Duration;
+
+use crate::harness::*;
+
+/// How many times the agent's log shows so far that a run listed both
+/// sides (a debug line of every round).
+fn runs(device: &Device) -> usize {
+    std::fs::read_to_string(&device.log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| line.contains("listed both sides"))
+        .count()
+}
+
+/// Waits until nothing was listed for a while, and returns the count.
+fn quiet_runs(device: &Device) -> usize {
+    let mut last = runs(device);
+    let mut quiet_since = std::time::Instant::now();
+    wait_until(PATIENCE, "the agent stops syncing", || {
+        let now = runs(device);
+        if now != last {
+            last = now;
+            quiet_since = std::time::Instant::now();
+        }
+        if quiet_since.elapsed() >= Duration::from_millis(1_500) {
+            Ok(now)
+        } else {
+            Err(device.log_text())
+        }
+    })
+}
+
+#[test]
+fn an_idle_agent_does_not_list_a_watched_remote_and_still_sees_its_changes() {
+    let sandbox = Sandbox::new();
+    let remote = sandbox.remote("remote");
+    // A poll every second: on a remote that is polled, the idle windows
+    // below would hold three or four listings.
+    let device = sandbox.device_with("laptop", &remote, Settings::fast_poll());
+    write(&device.local, "a.txt", "a\n");
+    let _agent = device.start_with_env(&[("RUST_LOG", "prism_sync=debug")]);
+    wait_for_content(&remote.join("a.txt"), "a\n");
+
+    // Our own upload raises events on the remote: at most a listing of
+    // what we wrote follows, then nothing.
+    let settled = quiet_runs(&device);
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        runs(&device),
+        settled,
+        "an idle agent listed its watched remote\n{}",
+        device.log_text()
+    );
+
+    // Another program writes into the remote folder: the watch brings it
+    // down within a few seconds, without a poll.
+    write(&remote, "from-nas/report.txt", "written on the NAS\n");
+    wait_until(
+        Duration::from_secs(5),
+        "the remote's new file arrives",
+        || {
+            (std::fs::read_to_string(device.local.join("from-nas/report.txt")).ok()
+                == Some("written on the NAS\n".to_owned()))
+            .then_some(())
+            .ok_or_else(|| device.log_text())
+        },
+    );
+    let settled = quiet_runs(&device);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        runs(&device),
+        settled,
+        "the download kept the agent busy\n{}",
+        device.log_text()
+    );
+    device.wait_converged();
+}
+
+#[test]
+fn a_remote_folder_that_went_away_is_polled_until_it_is_back_and_then_watched_again() {
+    let sandbox = Sandbox::new();
+    let remote = sandbox.remote("remote");
+    let device = sandbox.device_with("laptop", &remote, Settings::fast_poll());
+    write(&device.local, "a.txt", "a\n");
+    let _agent = device.start_with_env(&[("RUST_LOG", "prism_sync=debug")]);
+    wait_for_content(&remote.join("a.txt"), "a\n");
+    let log = || std::fs::read_to_string(&device.log).unwrap_or_default();
+    let watches = || log().matches("watching the remote folder").count();
+    assert_eq!(watches(), 1, "{}", device.log_text());
+
+    // A disk unmounted, a folder moved aside: the watch ends with it, and
+    // polls look for the folder instead (finding it missing, they hold
+    // every deletion).
+    let away = sandbox.path("away");
+    std::fs::rename(&remote, &away).unwrap();
+    wait_until(PATIENCE, "the agent notices the remote went away", || {
+        log()
+            .contains("the remote folder went away")
+            .then_some(())
+            .ok_or_else(|| device.log_text())
+    });
+    std::fs::rename(&away, &remote).unwrap();
+    wait_until(PATIENCE, "the remote folder is watched again", || {
+        (watches() == 2)
+            .then_some(())
+            .ok_or_else(|| device.log_text())
+    });
+
+    let settled = quiet_runs(&device);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        runs(&device),
+        settled,
+        "the remote is polled although it is watched again\n{}",
+        device.log_text()
+    );
+    write(&remote, "b.txt", "after the return\n");
+    wait_until(
+        Duration::from_secs(5),
+        "the remote's new file arrives",
+        || {
+            (std::fs::read_to_string(device.local.join("b.txt")).ok()
+                == Some("after the return\n".to_owned()))
+            .then_some(())
+            .ok_or_else(|| device.log_text())
+        },
+    );
+    assert_eq!(read(&device.local, "a.txt"), "a\n");
+}
