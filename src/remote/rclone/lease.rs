@@ -15,14 +15,25 @@
 //! Two agents are never alone at once: each lists after its claim is
 //! there, so of two that overlap, the later lister finds the earlier
 //! one's claim. Among agents that claim at once the smallest waits out
-//! the rest and goes on. This needs only that a listing shows every file
-//! whose upload ended before it began, which the stores rclone reaches
-//! give (a file system, SFTP, S3 since 2020, the cloud drives' APIs).
-//! Time matters only for a claim left by an agent that died while taking
-//! the lease: it is stale once its expiry ([`CLAIM_TTL`]) has passed (at
-//! once if its process is known to be gone), and an agent that took
-//! longer than half of that to get from its claim to its record gives up
-//! rather than write after its claim may have been taken for stale.
+//! the rest and goes on; one waiting for larger claims while the lease is
+//! held by another agent gives up at once. This needs only that a listing
+//! shows every file whose upload ended before it began, which the stores
+//! rclone reaches give (a file system, SFTP, S3 since 2020, the cloud
+//! drives' APIs). The holder renews and releases the lease under a claim
+//! too (waiting for every other claim to go, as takers that find the
+//! lease held withdraw): rclone replaces a file in two steps on some
+//! backends (SFTP: remove, then rename), and a taker must never read the
+//! record in between.
+//!
+//! Clocks matter only for a claim left by an agent that died while
+//! holding it: it is stale once its expiry has passed (at once if its
+//! process is known to be gone). A claim counts for as long as the lease
+//! it is for (at least [`MIN_CLAIM_TTL`]), so agents whose clocks differ
+//! by less than the lease's time (which the lease itself needs, see
+//! [`crate::remote::lease::check_stale`]) never take a live claim for
+//! stale; and an agent that took longer than half of that from its claim
+//! to its record gives up rather than write after its claim may have been
+//! taken for stale.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -38,13 +49,15 @@ const NAME: &str = "lease";
 /// Where the claims of agents taking the lease are (below `.prism-sync/`).
 const CLAIMS: &str = "lease-claims";
 
-/// How long a claim counts: far longer than taking the lease takes, so a
-/// claim is stale only when its agent died while taking it.
-const CLAIM_TTL: Duration = Duration::from_secs(60);
+/// The shortest time a claim counts (a claim counts as long as its lease):
+/// far longer than taking the lease takes, so a claim is stale only when
+/// its agent died while holding it.
+const MIN_CLAIM_TTL: Duration = Duration::from_secs(60);
 
-/// How long an agent waits for larger claims to be withdrawn before it
+/// How long an agent waits for other claims to be withdrawn before it
 /// says the lease is busy: their agents withdraw as soon as they list the
-/// folder and find a smaller claim (one or two of their calls).
+/// folder and find a smaller claim or read a live lease (one or two of
+/// their calls).
 const CLAIM_WAIT: Duration = Duration::from_secs(10);
 
 /// The pause between two listings of the claims while waiting.
@@ -54,6 +67,9 @@ pub struct RcloneLease {
     remote: Arc<Remote>,
     owner: Owner,
     ttl: Duration,
+    /// Whether the lease was taken (until then there is nothing to
+    /// release).
+    held: bool,
 }
 
 impl RcloneLease {
@@ -64,26 +80,29 @@ impl RcloneLease {
         device: &str,
         ttl: Duration,
     ) -> Result<RcloneLease, ReplicaError> {
-        let lease = RcloneLease {
+        let mut lease = RcloneLease {
             remote,
             owner: owner(device),
             ttl,
+            held: false,
         };
         // A live lease is busy without a claim (the usual case when
         // another agent writes: one read).
         lease.check_free()?;
-        let claim = Claim::enter(&lease.remote, &lease.owner)?;
+        let claim = Claim::enter(&lease, Wait::AsTaker)?;
         // Alone among the agents taking the lease: it is still free unless
         // one took it between the first look and our claim.
         lease.check_free()?;
-        if claim.written.elapsed() > CLAIM_TTL / 2 {
-            // Our claim may be taken for stale before the record lands.
-            return Err(lost_race());
-        }
+        claim.check_in_time()?;
         lease.write()?;
         // Only now: an agent that finds no claim finds the record.
         drop(claim);
+        lease.held = true;
         Ok(lease)
+    }
+
+    fn claim_ttl(&self) -> Duration {
+        self.ttl.max(MIN_CLAIM_TTL)
     }
 
     /// `Ok` when there is no lease or a stale one (or our own).
@@ -102,7 +121,19 @@ impl RcloneLease {
     }
 }
 
-/// This agent's claim while it takes the lease; withdrawn when dropped.
+/// How an agent with a claim treats the claims of others.
+#[derive(Clone, Copy, PartialEq)]
+enum Wait {
+    /// Taking the lease: a smaller claim, or the lease held by another
+    /// agent, is [`lost_race`]; larger claims are waited out.
+    AsTaker,
+    /// Renewing or releasing it: every other claim is waited out (their
+    /// agents find the lease held and withdraw).
+    AsHolder,
+}
+
+/// An agent's claim while it takes, renews or releases the lease;
+/// withdrawn when dropped.
 ///
 /// A claim's name says whose it is and until when it counts
 /// ([`name_record`]): its content is never read, since a read of a file
@@ -112,34 +143,54 @@ struct Claim<'a> {
     name: String,
     /// About when the claim was written (its expiry counts from then).
     written: Instant,
+    ttl: Duration,
 }
 
 impl<'a> Claim<'a> {
-    /// Puts a claim for `owner` and waits until it is the only live one
-    /// (see the module's notes); [`ReplicaError::Busy`] when a smaller
-    /// claim is there, or larger ones stay longer than [`CLAIM_WAIT`].
-    fn enter(remote: &'a Remote, owner: &Owner) -> Result<Claim<'a>, ReplicaError> {
-        let written = Instant::now();
-        let name = name_record(owner, CLAIM_TTL, SystemTime::now());
+    /// Puts a claim for `lease` and waits until it is the only live one
+    /// (see the module's notes); [`ReplicaError::Busy`] when it gives up.
+    fn enter(lease: &'a RcloneLease, wait: Wait) -> Result<Claim<'a>, ReplicaError> {
+        let ttl = lease.claim_ttl();
+        let name = name_record(&lease.owner, ttl, SystemTime::now());
         let ours = record_of_name(&name).map(|(_, id)| id);
-        let path = format!("{CLAIMS}/{name}");
-        remote.create_marker(&path)?;
+        // Made before the upload: an upload that landed but whose answer
+        // was lost is still withdrawn.
         let claim = Claim {
-            remote,
-            name: path,
-            written,
+            remote: &lease.remote,
+            name: format!("{CLAIMS}/{name}"),
+            written: Instant::now(),
+            ttl,
         };
+        lease.remote.create_marker(&claim.name)?;
         let deadline = Instant::now() + CLAIM_WAIT;
         loop {
             let rivals = claim.live_rivals(ours)?;
             if rivals.is_empty() {
                 return Ok(claim);
             }
-            if rivals.iter().any(|&rival| Some(rival) < ours) || Instant::now() > deadline {
+            if Instant::now() > deadline {
                 return Err(lost_race());
+            }
+            if wait == Wait::AsTaker {
+                if rivals.iter().any(|&rival| Some(rival) < ours) {
+                    return Err(lost_race());
+                }
+                // Larger claims may be the holder's, renewing: it waits
+                // for ours to go.
+                lease.check_free()?;
             }
             std::thread::sleep(CLAIM_POLL + Duration::from_millis(fastrand::u64(..20)));
         }
+    }
+
+    /// [`lost_race`] when so much time passed since the claim was written
+    /// that another agent may take it for stale before our next write
+    /// lands.
+    fn check_in_time(&self) -> Result<(), ReplicaError> {
+        if self.written.elapsed() > self.ttl / 2 {
+            return Err(lost_race());
+        }
+        Ok(())
     }
 
     /// The lease ids of the other agents' live claims.
@@ -156,7 +207,7 @@ impl<'a> Claim<'a> {
             if check_stale(&record, SystemTime::now()).is_err() {
                 rivals.push(id);
             } else {
-                // Left by an agent that died taking the lease.
+                // Left by an agent that died holding it.
                 let _ = self.remote.delete_metadata(&format!("{CLAIMS}/{name}"));
             }
         }
@@ -174,8 +225,12 @@ impl Drop for Claim<'_> {
 
 impl Lease for RcloneLease {
     fn renew(&mut self) -> Result<(), ReplicaError> {
+        let claim = Claim::enter(self, Wait::AsHolder)?;
         match self.remote.read_text(NAME)? {
-            Some(current) if held_by(&current, &self.owner) => self.write(),
+            Some(current) if held_by(&current, &self.owner) => {
+                claim.check_in_time()?;
+                self.write()
+            }
             _ => Err(taken_over()),
         }
     }
@@ -183,7 +238,13 @@ impl Lease for RcloneLease {
 
 impl Drop for RcloneLease {
     fn drop(&mut self) {
-        // Only our own: a lease taken over since stays its holder's.
+        if !self.held {
+            return;
+        }
+        // Under a claim where it can be had (no taker reads the record
+        // while it goes); only our own: a lease taken over since stays
+        // its holder's.
+        let _claim = Claim::enter(self, Wait::AsHolder);
         if let Ok(Some(current)) = self.remote.read_text(NAME)
             && held_by(&current, &self.owner)
         {
