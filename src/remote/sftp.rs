@@ -116,6 +116,9 @@ struct Conn {
     server: String,
     /// A transport error was seen: the session is dropped, not reused.
     broken: AtomicBool,
+    /// The server says it is OpenSSH's (its banner), whose renames never
+    /// replace.
+    openssh: bool,
 }
 
 impl Health for Conn {
@@ -280,6 +283,14 @@ impl TrashFolders {
                 break;
             }
         }
+    }
+
+    /// Forgets every folder; whether any was known.
+    fn forget_all(&self) -> bool {
+        let mut known = self.0.locked();
+        let any = !known.is_empty();
+        known.clear();
+        any
     }
 
     /// Forgets every folder if `dir` was one of them; whether it was.
@@ -536,11 +547,15 @@ impl Shared {
             compression = session.methods(ssh2::MethodType::CompCs).unwrap_or("none"),
             "connected over SFTP"
         );
+        let openssh = session
+            .banner()
+            .is_some_and(|banner| banner.starts_with("SSH-2.0-OpenSSH_"));
         Ok(Conn {
             _session: session,
             sftp,
             server,
             broken: AtomicBool::new(false),
+            openssh,
         })
     }
 
@@ -766,6 +781,16 @@ impl PathStore for Shared {
         let conn = self.conn()?;
         let known = |at: &Path| private && self.trash_folders.knows(at);
         conn.mkdir_below(&full, mode, &known)
+            .or_else(|e| {
+                // A folder taken as there may have been removed since (the
+                // trash emptied by hand, another device's purge): every
+                // level is looked at once more.
+                if private && self.trash_folders.forget_all() {
+                    conn.mkdir_all(&full, mode)
+                } else {
+                    Err(e)
+                }
+            })
             .map_err(|e| ReplicaError::io("create", dir, e))?;
         if private {
             self.trash_folders.learn(&full);
@@ -808,6 +833,13 @@ impl PathStore for Shared {
                 _ => return Err(conn.error("move", from, e)),
             }
         }
+    }
+
+    /// OpenSSH's server renames by linking (or, where the file system
+    /// cannot link, after a look of its own), so its rename never
+    /// replaces; other servers may implement it as POSIX rename(2).
+    fn refuses_taken_target(&self) -> bool {
+        self.conn().is_ok_and(|conn| conn.openssh)
     }
 
     fn remove_tree(&self, path: &str) -> Result<(), ReplicaError> {
@@ -1503,32 +1535,26 @@ impl Replica for SftpReplica {
             None => name,
         };
         let temp = s.at(&temp_rel);
+        // A file cannot exist without its folder; a partial sync may get
+        // here before the folder's own action did. The look at the folder
+        // also refuses one that became a symlink since the listing, which
+        // the upload would otherwise follow out of the root.
+        if let Some(parent) = temp.parent() {
+            conn.mkdir_all(parent, DEFAULT_DIR_MODE)
+                .map_err(|e| ReplicaError::io("create the folder of", path, e))?;
+        }
         // Created with the mode, which the server's umask can only narrow;
         // the commit gives it exactly that mode together with its mtime
         // (one round trip for both), before it is renamed in.
-        let create = || {
-            conn.sftp.open_mode(
+        let mut file = conn
+            .sftp
+            .open_mode(
                 &temp,
                 OpenFlags::WRITE | OpenFlags::EXCLUSIVE,
                 mode.map_or(DEFAULT_FILE_MODE, Mode::bits) as i32,
                 OpenType::File,
             )
-        };
-        // A file cannot exist without its folder; a partial sync may get
-        // here before the folder's own action did. The folder is there in
-        // the common case, so it is made only when the server says it is
-        // missing rather than looked at before every upload.
-        let created = match create() {
-            Err(e) if e.code() == ErrorCode::SFTP(2) => {
-                if let Some(parent) = temp.parent() {
-                    conn.mkdir_all(parent, DEFAULT_DIR_MODE)
-                        .map_err(|e| ReplicaError::io("create the folder of", path, e))?;
-                }
-                create()
-            }
-            created => created,
-        };
-        let mut file = created.map_err(|e| conn.error("write", path, e))?;
+            .map_err(|e| conn.error("write", path, e))?;
         let mut hasher = blake3::Hasher::new();
         let mut size = 0u64;
         let mut buf = vec![0u8; CHUNK];

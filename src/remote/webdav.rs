@@ -1273,6 +1273,12 @@ impl PathStore for Shared {
             .map_err(|e| e.into_replica("move", from))
     }
 
+    /// Every MOVE carries `Overwrite: F`, which even servers that ignore
+    /// `If-None-Match: *` honour (see the module's notes).
+    fn refuses_taken_target(&self) -> bool {
+        true
+    }
+
     fn remove_tree(&self, path: &str) -> Result<(), ReplicaError> {
         let conn = self.conn().map_err(|e| e.into_replica("remove", path))?;
         let builder = self

@@ -780,16 +780,18 @@ fn a_new_file_a_replaced_file_and_a_no_op_listing_take_few_requests() {
     });
     assert_eq!(first.last().map(String::as_str), Some("lstat"));
 
-    // A new file: its upload (in its folder, which is there), the times,
-    // mode and version nonce, and the move that never replaces (which is
-    // the check that nothing is there).
+    // A new file: a look at its folder (there, and no symlink), its
+    // upload, the times, mode and version nonce, and the move that never
+    // replaces (which is the check that nothing is there).
     let mut written = None;
     let new = requests_of(&mut || {
         written = Some(put_with_mode(&remote, "d/f.txt", "one\n", &Expect::Absent));
     });
     assert_eq!(
         new,
-        ["open", "write", "fsync", "close", "setstat", "rename"]
+        [
+            "lstat", "open", "write", "fsync", "close", "setstat", "rename"
+        ]
     );
 
     // A replaced file: as a new one, with a look at the version it
@@ -803,8 +805,8 @@ fn a_new_file_a_replaced_file_and_a_no_op_listing_take_few_requests() {
     assert_eq!(
         replaced,
         [
-            "open", "write", "fsync", "close", "lstat", "lstat", "lstat", "lstat", "lstat",
-            "mkdir", "mkdir", "mkdir", "rename", "setstat", "rename"
+            "lstat", "open", "write", "fsync", "close", "lstat", "lstat", "lstat", "lstat",
+            "lstat", "mkdir", "mkdir", "mkdir", "rename", "setstat", "rename"
         ]
     );
 
@@ -829,7 +831,7 @@ fn a_new_file_a_replaced_file_and_a_no_op_listing_take_few_requests() {
     assert_eq!(
         same_batch.expect("two replaces within one minute"),
         [
-            "open", "write", "fsync", "close", "lstat", "rename", "setstat", "rename"
+            "lstat", "open", "write", "fsync", "close", "lstat", "rename", "setstat", "rename"
         ]
     );
     // A trash folder removed behind the replica's back is made again.
@@ -860,6 +862,14 @@ fn a_new_file_a_replaced_file_and_a_no_op_listing_take_few_requests() {
             "close"
         ])
     );
+
+    // A version trashed into a folder the replica never trashed into,
+    // below a batch folder it made before the trash was emptied by hand.
+    fs::create_dir_all(server.served().join("counted/e")).unwrap();
+    let first = put_with_mode(&remote, "e/i.txt", "old i\n", &Expect::Absent);
+    fs::remove_dir_all(&trash).unwrap();
+    put_with_mode(&remote, "e/i.txt", "new i\n", &expect_of(&first));
+    assert_eq!(contents_below(&trash), ["old i\n"]);
 }
 
 fn sorted<T: Ord + ToString>(mut items: Vec<T>) -> Vec<String> {

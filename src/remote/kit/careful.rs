@@ -183,7 +183,7 @@ pub(crate) fn commit<S: PathStore>(
     // check, made in the same step as the move: a look first would only
     // cost a round trip.
     let found = match expect {
-        Expect::Absent => None,
+        Expect::Absent if store.refuses_taken_target() => None,
         _ => check(store, path, expect)?,
     };
     // With a condition the store refuses the move if the target changed
@@ -321,6 +321,10 @@ mod tests {
             }
             paths.insert(to.to_owned(), node);
             Ok(true)
+        }
+
+        fn refuses_taken_target(&self) -> bool {
+            true
         }
 
         fn remove_tree(&self, path: &str) -> Result<(), ReplicaError> {

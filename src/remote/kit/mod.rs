@@ -87,6 +87,11 @@ pub(crate) trait PathStore: Sync {
         condition: Option<&str>,
     ) -> Result<bool, ReplicaError>;
 
+    /// Whether [`PathStore::move_noreplace`] is known to refuse a taken
+    /// target by itself, so that a commit expecting nothing at its path
+    /// need not look first. A server that might replace is looked at.
+    fn refuses_taken_target(&self) -> bool;
+
     /// Removes `path` and everything below it, never following a link.
     fn remove_tree(&self, path: &str) -> Result<(), ReplicaError>;
 
