@@ -316,6 +316,7 @@ impl Agent {
             status.clone(),
             timing,
             remote_watch,
+            watcher.as_ref().map(Watcher::health_view),
         ));
         let handle = PairHandle {
             config: pair.clone(),

@@ -36,7 +36,7 @@ use crate::locks::LockExt;
 use crate::model::{RelPath, Scope, Strategy};
 use crate::remote::Problem;
 use crate::tracker::ignore::IgnoreRules;
-use crate::tracker::watch::WatchEvent;
+use crate::tracker::watch::{HealthView, WatchEvent};
 
 use super::remote_watch::RemoteWatch;
 
@@ -242,6 +242,7 @@ pub async fn run(
     status: Arc<Mutex<PairStatus>>,
     timing: Timing,
     mut remote_watch: Option<RemoteWatch>,
+    local_watch: Option<HealthView>,
 ) {
     let mut pending = Pending::default();
     pending.add_check(Instant::now(), "start-up");
@@ -260,19 +261,19 @@ pub async fn run(
 
     loop {
         let now = Instant::now();
-        // A watched remote is not polled: an idle pair then sleeps until
-        // an event or its safety scan. The safety scan stays, because a
-        // watch can miss changes (an overflowed queue, another machine's
-        // writes on a network file system mounted there).
-        let polled = remote_watch.as_ref().is_none_or(RemoteWatch::needs_polls);
+        // A watched remote is not polled while the local folder's watch is
+        // whole too (a poll lists both sides): at a poll's time only the
+        // remote root's identity is looked at (one `statx`), and an idle
+        // pair otherwise sleeps until an event or its safety scan. The
+        // safety scan stays, because a watch can miss changes (an
+        // overflowed queue, another machine's writes on a network file
+        // system mounted there).
+        let polled = remote_watch.as_ref().is_none_or(RemoteWatch::needs_polls)
+            || local_watch.as_ref().is_none_or(|local| !local.is_ok());
         // A paused pair wakes only for messages and the slow timers, so a
         // batch it is not allowed to sync cannot make it spin. An offline
         // pair likewise holds its batch and wakes for its retry instead.
-        let mut deadline = if polled {
-            next_poll.min(next_safety)
-        } else {
-            next_safety
-        };
+        let mut deadline = next_poll.min(next_safety);
         let busy_held = busy.is_some_and(|b| b.retry_at > now);
         if let Some(busy) = busy.filter(|_| !paused) {
             deadline = deadline.min(busy.retry_at);
@@ -367,6 +368,10 @@ pub async fn run(
         if now >= next_poll {
             if polled {
                 pending.add_check(now, "poll");
+            } else if let Some(watch) = remote_watch.as_mut()
+                && !watch.still_watching()
+            {
+                pending.add_check(now, "watch");
             }
             next_poll = now + timing.remote_poll;
         }
@@ -574,14 +579,17 @@ async fn sync(
 /// The problems status shows after a run over `scope`. A run over some
 /// paths (a watcher's) speaks only for them: what an earlier run found
 /// about paths outside them still holds and stays shown until a full run
-/// looks again. That includes problems of no path, most of which are about
-/// a name no path can hold (one with a control character), found only by
-/// the walk of its folder; a run that finds one again shows it once.
+/// looks again. That includes problems of no path about what is in the
+/// folders (a name no path can hold, one with a control character, found
+/// only by the walk of its folder; a run that finds one again shows it
+/// once), but not those about a run itself, which every run reports again
+/// while they hold ([`crate::engine::is_about_the_run`]).
 fn problems_after(previous: Vec<Problem>, report: &SyncReport, scope: &Scope) -> Vec<Problem> {
     let kept = match scope {
         Scope::Full => Vec::new(),
         Scope::Paths(_) => previous
             .into_iter()
+            .filter(|p| !crate::engine::is_about_the_run(p))
             .filter(|p| !p.path.as_ref().is_some_and(|path| scope.contains(path)))
             .filter(|p| !report.problems.contains(p))
             .collect(),
@@ -729,6 +737,12 @@ mod tests {
             problem(Some("docs/a.txt"), "unreadable"),
             problem(None, "the change log cannot be written"),
             problem(None, "bad\x1bname is not synced"),
+            // About the run that found it: a later run that does not
+            // report it speaks for it, whatever its scope.
+            problem(
+                None,
+                "cannot update Prism Sync's records on the remote (refused)",
+            ),
         ];
         let report = SyncReport {
             sync_id: String::new(),

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::tracker::ignore::IgnoreRules;
-use crate::tracker::watch::{self, WatchError, WatchEvent, Watcher};
+use crate::tracker::watch::{self, FolderIdentity, WatchError, WatchEvent, Watcher};
 
 /// The watch on one pair's remote folder, and whether it replaces polls.
 pub struct RemoteWatch {
@@ -37,6 +37,8 @@ pub struct RemoteWatch {
     ignore: Arc<IgnoreRules>,
     sink: UnboundedSender<WatchEvent>,
     watcher: Option<Watcher>,
+    /// The folder the watch started on (see [`RemoteWatch::still_watching`]).
+    watched: Option<FolderIdentity>,
     /// Starting may be tried again: the last attempt did not run into a
     /// system limit, which another walk of the tree would only hit again.
     may_retry: bool,
@@ -60,6 +62,7 @@ impl RemoteWatch {
             ignore,
             sink,
             watcher: None,
+            watched: None,
             may_retry: true,
             logged: false,
         };
@@ -73,6 +76,20 @@ impl RemoteWatch {
         self.watcher
             .as_ref()
             .is_none_or(|watcher| !watcher.health().is_ok())
+    }
+
+    /// Whether the watch still watches the folder the root names: a path
+    /// that names another folder now (the disk unmounted and mounted
+    /// again, a parent folder replaced, a file system mounted over it) has
+    /// a dead watch that inotify may never report. Such a watch is
+    /// [`RemoteWatch::lost`]. Asked at every poll that the watch spares:
+    /// one `statx`.
+    pub fn still_watching(&mut self) -> bool {
+        if self.watcher.is_none() || watch::folder_identity(&self.root) == self.watched {
+            return true;
+        }
+        self.lost();
+        false
     }
 
     /// The remote root went away: its watch is dead. Polls take over until
@@ -108,6 +125,9 @@ impl RemoteWatch {
             }
             return false;
         }
+        // Before the watch starts: a folder swapped in meanwhile shows as
+        // another identity at the next check.
+        self.watched = watch::folder_identity(&self.root);
         match watch::watch(&self.root, self.ignore.clone(), self.sink.clone()) {
             Ok(watcher) => {
                 tracing::debug!(pair = %self.pair, root = %self.root.display(), "watching the remote folder instead of polling it");
@@ -149,6 +169,25 @@ mod tests {
         remote.lost();
         assert!(remote.needs_polls());
         assert!(remote.restart(), "the folder is back: watched again");
+        assert!(!remote.needs_polls());
+    }
+
+    #[test]
+    fn a_root_that_names_another_folder_now_is_watched_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("parent/remote");
+        std::fs::create_dir_all(&root).unwrap();
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut remote = RemoteWatch::start("p", root.clone(), ignore(dir.path()), tx);
+        assert!(remote.still_watching());
+        // The parent folder moved away and another put in its place: the
+        // watch follows the old folder, the path names the new one.
+        std::fs::rename(dir.path().join("parent"), dir.path().join("old")).unwrap();
+        std::fs::create_dir_all(&root).unwrap();
+        assert!(!remote.still_watching());
+        assert!(remote.needs_polls());
+        assert!(remote.restart());
+        assert!(remote.still_watching());
         assert!(!remote.needs_polls());
     }
 

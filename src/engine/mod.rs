@@ -277,6 +277,19 @@ pub fn crash_report(panic: &(dyn std::any::Any + Send)) -> String {
 /// when something changed under it or a conflict copy must propagate.
 const MAX_ROUNDS: usize = 4;
 
+/// How a run says it could not update its records on the remote.
+const RECORDS_PROBLEM: &str = "cannot update Prism Sync's records on the remote";
+
+/// Whether `problem` is about the run that reported it rather than about
+/// what is in the folders (its records on the remote, a restored journal
+/// found): every run reports it again while it holds, so a later run of
+/// any scope that does not report it speaks for it.
+pub fn is_about_the_run(problem: &Problem) -> bool {
+    problem.path.is_none()
+        && (problem.message.starts_with(RECORDS_PROBLEM)
+            || problem.message.starts_with(lineage::RESTORED))
+}
+
 /// A pair and the machinery to sync it.
 pub struct PairEngine {
     pub name: String,
@@ -846,8 +859,8 @@ impl Run<'_> {
                 self.problems.push(Problem {
                     path: None,
                     message: format!(
-                        "cannot update Prism Sync's records on the remote ({error}); the files \
-                         are synced, and the next sync tries again"
+                        "{RECORDS_PROBLEM} ({error}); the files are synced, and the next sync \
+                         tries again"
                     ),
                 });
                 Ok(())

@@ -102,6 +102,21 @@ impl Watcher {
     pub fn health(&self) -> WatchHealth {
         self.health.locked().clone()
     }
+
+    /// A view of [`Watcher::health`] that lives apart from the watcher.
+    pub fn health_view(&self) -> HealthView {
+        HealthView(self.health.clone())
+    }
+}
+
+/// How complete a watch is, for whoever decides whether to poll.
+#[derive(Clone)]
+pub struct HealthView(Arc<Mutex<WatchHealth>>);
+
+impl HealthView {
+    pub fn is_ok(&self) -> bool {
+        self.0.locked().is_ok()
+    }
 }
 
 /// Starts watching `root` and everything below it that `ignore` does not
@@ -190,6 +205,65 @@ pub fn sees_every_writer(root: &Path) -> bool {
     {
         let _ = root;
         false
+    }
+}
+
+/// Which folder a path names, and on which mount: a watch keeps watching
+/// the folder it started on, so a path that names another one now (the
+/// disk unmounted and mounted again, a parent folder replaced, a file
+/// system mounted over it) has a dead watch, which inotify does not always
+/// report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FolderIdentity {
+    device: u64,
+    inode: u64,
+    /// The mount's id (Linux 5.8 and later; 0 where unknown): a disk
+    /// mounted again keeps its device and inode numbers but not this.
+    mount: u64,
+}
+
+/// The identity of the folder `path` names now; `None` when there is none.
+pub fn folder_identity(path: &Path) -> Option<FolderIdentity> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+        // SAFETY: an all-zero statx is a valid value for statx to fill.
+        let mut info: libc::statx = unsafe { std::mem::zeroed() };
+        // SAFETY: `path` is a NUL-terminated string alive for the call and
+        // `info` a writable statx.
+        let rc = unsafe {
+            libc::statx(
+                libc::AT_FDCWD,
+                path.as_ptr(),
+                0,
+                libc::STATX_INO | libc::STATX_MNT_ID,
+                &mut info,
+            )
+        };
+        if rc != 0 || info.stx_mode as u32 & libc::S_IFMT != libc::S_IFDIR {
+            return None;
+        }
+        let mount = if info.stx_mask & libc::STATX_MNT_ID != 0 {
+            info.stx_mnt_id
+        } else {
+            0
+        };
+        Some(FolderIdentity {
+            device: (u64::from(info.stx_dev_major) << 32) | u64::from(info.stx_dev_minor),
+            inode: info.stx_ino,
+            mount,
+        })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).ok().filter(|m| m.is_dir())?;
+        Some(FolderIdentity {
+            device: meta.dev(),
+            inode: meta.ino(),
+            mount: 0,
+        })
     }
 }
 
