@@ -138,7 +138,11 @@ impl Replica for RcloneReplica {
         if self.stat_file(&format!("{METADATA_DIR}/root"))?.is_some() {
             return Ok(RootState::Ready);
         }
+        let features = self.features()?;
         Ok(match self.children("")? {
+            // A backend without folders of their own (S3) has no root
+            // folder that could stay behind empty: nothing is no root.
+            Some(children) if children.is_empty() && !features.empty_dirs => RootState::Missing,
             Some(_) => RootState::Unmarked,
             None => RootState::Missing,
         })
@@ -264,6 +268,21 @@ impl Replica for RcloneReplica {
     ) -> Result<(SideEntry, Option<RelPath>), ReplicaError> {
         let path = &staged.path;
         let features = self.features()?;
+        let temp = staged.temp.to_string_lossy();
+        // Where rclone's move is a server-side copy and a removal (S3),
+        // agents replacing one file at once each "move" the version they
+        // all re-checked to the trash (each copy finds it there), and the
+        // last one's move into place would replace a version another put
+        // there after that one looked, with nothing of it in the trash.
+        // So such a commit knows its upload's token, looks once more
+        // right before its move, and checks after it that the file in
+        // place is its own (RACE: a version landing between that look
+        // and the move is still replaced, the gap any re-check leaves).
+        let copies = !features.moves && features.server_copy;
+        let own_token = match copies {
+            true => Some(self.stat_file(&temp)?.ok_or_else(|| changed(path))?.token),
+            false => None,
+        };
         let trashed = match expect {
             Expect::Absent => {
                 if self.look_before_commit(staged)?.is_some() {
@@ -273,14 +292,17 @@ impl Replica for RcloneReplica {
             }
             Expect::File { .. } => {
                 self.recheck_against(path, expect, self.look_before_commit(staged)?)?;
-                Some(self.trash(path)?)
+                let trashed = self.trash(path)?;
+                if copies && self.stat_file(path.as_str())?.is_some() {
+                    return Err(changed(path));
+                }
+                Some(trashed)
             }
             Expect::Dir => {
                 self.remove(path, &Expect::Dir)?;
                 None
             }
         };
-        let temp = staged.temp.to_string_lossy();
         // Another writer's file that landed since the check is not
         // replaced where the backend's move refuses to (SFTP).
         self.move_checked(&temp, path.as_str())
@@ -303,6 +325,11 @@ impl Replica for RcloneReplica {
                 .stat_file(path.as_str())?
                 .ok_or_else(|| changed(path))?,
         };
+        if own_token.is_some_and(|own| own != item.token) {
+            // Another writer's version replaced this one: it is not there
+            // to be the base; the local file still has it.
+            return Err(changed(path));
+        }
         let entry = SideEntry {
             entry: Entry::File(FileMeta {
                 hash: staged.hash,
