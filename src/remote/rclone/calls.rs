@@ -618,6 +618,23 @@ impl Remote {
         expected: Option<&ContentHash>,
         what: &str,
     ) -> Result<u64, ReplicaError> {
+        self.upload_watched(dir, name, content, mtime_ns, expected, what, None)
+    }
+
+    /// [`Remote::upload`] of a transfer's `source`: a large one runs as a
+    /// job whose progress goes to the source, stopped when the run is
+    /// cancelled ([`super::job`]).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn upload_watched(
+        &self,
+        dir: &str,
+        name: &str,
+        content: &mut dyn Read,
+        mtime_ns: i64,
+        expected: Option<&ContentHash>,
+        what: &str,
+        source: Option<&crate::remote::Source<'_>>,
+    ) -> Result<u64, ReplicaError> {
         let spooled = Spooled::write(&self.spool, name, content, mtime_ns)
             .map_err(|e| ReplicaError::io("read", what, e))?;
         if expected.is_some_and(|hash| *hash != spooled.hash) {
@@ -645,7 +662,26 @@ impl Remote {
             // (S3's ETag, Drive's MD5) keep the check.
             params["_config"]["IgnoreChecksum"] = json!(true);
         }
-        self.call("operations/copyfile", params, "upload", what)?;
+        let copied = match source {
+            Some(source) if spooled.size >= super::job::WATCHED_UPLOAD_BYTES => {
+                self.copy_watched(params, source, what)
+            }
+            _ => self
+                .call("operations/copyfile", params, "upload", what)
+                .map(|_| ()),
+        };
+        if let Err(e) = copied {
+            // What a broken or stopped upload left under its hidden name
+            // (rclone writes some backends' files in place: a local or
+            // SFTP file half there). The call starts a new rcd if the old
+            // one died mid-upload; if this fails too, the staging sweep of
+            // `purge_trash` removes it a day later.
+            let _ = self.delete_file(&format!("{dir}/{name}"));
+            return Err(e);
+        }
+        if let Some(source) = source {
+            source.report(spooled.size);
+        }
         Ok(spooled.size)
     }
 

@@ -46,7 +46,8 @@ use crate::fsops::Expect;
 use crate::locks::LockExt;
 use crate::model::{BaseTree, ContentHash, Entry, FileMeta, Mode, RelPath, Scope, SideEntry};
 use crate::remote::{
-    Capabilities, Lease, Listing, Opened, Replica, ReplicaError, RootState, StagedWrite, layout,
+    Capabilities, Lease, Listing, Opened, Replica, ReplicaError, RootState, Source, StagedWrite,
+    layout,
 };
 use crate::timefmt;
 use crate::tracker::ignore::{IgnoreRules, METADATA_DIR};
@@ -102,6 +103,39 @@ impl RcloneReplica {
         let spool = std::env::temp_dir().join(format!("prism-sync-rclone-{uid}"));
         Ok(RcloneReplica {
             inner: Arc::new(Remote::new(remote, settings, parallel, flags, spool)?),
+        })
+    }
+}
+
+impl RcloneReplica {
+    /// Uploads `content` to a fresh name in the staging folder; a large
+    /// upload of a transfer's `source` reports its progress there.
+    fn stage_watched(
+        &self,
+        path: &RelPath,
+        content: &mut dyn Read,
+        hash: &ContentHash,
+        mtime_ns: i64,
+        source: Option<&Source<'_>>,
+    ) -> Result<StagedWrite, ReplicaError> {
+        let name = staged_name();
+        let temp = format!("{}/{name}", staging_dir());
+        let size = self.upload_watched(
+            &staging_dir(),
+            &name,
+            content,
+            mtime_ns,
+            Some(hash),
+            path.as_str(),
+            source,
+        )?;
+        Ok(StagedWrite {
+            path: path.clone(),
+            temp: PathBuf::from(temp),
+            hash: *hash,
+            size,
+            written: None,
+            _lock: None,
         })
     }
 }
@@ -232,24 +266,21 @@ impl Replica for RcloneReplica {
         // No permission bits.
         _mode: Option<Mode>,
     ) -> Result<StagedWrite, ReplicaError> {
-        let name = staged_name();
-        let temp = format!("{}/{name}", staging_dir());
-        let size = self.upload(
-            &staging_dir(),
-            &name,
-            content,
-            mtime_ns,
-            Some(hash),
-            path.as_str(),
-        )?;
-        Ok(StagedWrite {
-            path: path.clone(),
-            temp: PathBuf::from(temp),
-            hash: *hash,
-            size,
-            written: None,
-            _lock: None,
-        })
+        self.stage_watched(path, content, hash, mtime_ns, None)
+    }
+
+    /// The bytes are read into the spool first (not reported: that is not
+    /// the transfer), then rclone's upload reports its own progress and
+    /// is stopped when the run is cancelled.
+    fn stage_from(
+        &self,
+        path: &RelPath,
+        source: &Source<'_>,
+        mtime_ns: i64,
+        _mode: Option<Mode>,
+    ) -> Result<StagedWrite, ReplicaError> {
+        let mut reader = source.unreported_reader()?;
+        self.stage_watched(path, &mut reader, &source.meta.hash, mtime_ns, Some(source))
     }
 
     fn commit_staged(
