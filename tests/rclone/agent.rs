@@ -71,7 +71,27 @@ impl Device {
     }
 
     pub fn try_once(&self) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_prism-syncd"))
+        self.once_command()
+            .output()
+            .expect("run prism-syncd --once")
+    }
+
+    /// The pair's rclone is `binary` (the `rclone_binary` key).
+    pub fn use_rclone_binary(&self, binary: &Path) {
+        let mut config = fs::read_to_string(&self.config).unwrap();
+        config.push_str(&format!("rclone_binary = \"{}\"\n", binary.display()));
+        fs::write(&self.config, config).unwrap();
+    }
+
+    /// The state folder of the agent.
+    pub fn state(&self) -> PathBuf {
+        self.home.path().join("state")
+    }
+
+    /// `prism-syncd --once` for this device, not started yet.
+    pub fn once_command(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_prism-syncd"));
+        command
             .arg("--config")
             .arg(&self.config)
             .arg("--state-dir")
@@ -88,9 +108,8 @@ impl Device {
             .env_remove("AWS_CA_BUNDLE")
             .env_remove("PRISM_SYNC_CONFIG")
             .env_remove("PRISM_SYNC_STATE_DIR")
-            .env_remove("PRISM_SYNC_SOCKET")
-            .output()
-            .expect("run prism-syncd --once")
+            .env_remove("PRISM_SYNC_SOCKET");
+        command
     }
 
     /// One sync; a conflict (exit 3) is a finished sync too.

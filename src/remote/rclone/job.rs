@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::calls::{Remote, changed};
-use super::rc::RcError;
+use super::rc::{ErrorKind, RcError};
 use crate::remote::{ReplicaError, Source};
 
 /// Uploads at least this large run as a watched job; a smaller one is one
@@ -47,7 +47,23 @@ impl Remote {
         let mut stopped: Option<std::time::Instant> = None;
         loop {
             std::thread::sleep(POLL);
-            let status = self.call("job/status", json!({ "jobid": job }), "upload", what)?;
+            let status = match self.client.call("job/status", &json!({ "jobid": job })) {
+                Ok(status) => status,
+                // The rcd died with the job (the call found it gone and
+                // started a new one, which knows no such job): the upload
+                // is tried again when the remote answers, as after any
+                // broken connection.
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    return Err(ReplicaError::Offline {
+                        remote: self.shown.clone(),
+                        reason: format!(
+                            "the rclone rcd ended during the upload of {what}; it runs again \
+                             for the next try"
+                        ),
+                    });
+                }
+                Err(e) => return Err(self.error(e, "upload", what)),
+            };
             if status["finished"].as_bool() == Some(true) {
                 return match (status["success"].as_bool() == Some(true), stopped) {
                     (true, _) => Ok(()),
