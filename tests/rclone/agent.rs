@@ -314,3 +314,43 @@ fn a_remote_name_not_in_the_rclone_config_says_where_it_looked() {
         "a\n"
     );
 }
+
+#[test]
+fn an_empty_folder_is_not_taken_for_removed_through_rclones_s3_backend() {
+    // S3 keeps no folder without a file in it: an empty folder never shows
+    // in a listing, and its absence there is no removal by anyone.
+    let moto = Moto::shared();
+    moto.make_bucket("rclone-folders");
+    let scratch = tempfile::tempdir().unwrap();
+    let config = scratch.path().join("rclone.conf");
+    fs::write(
+        &config,
+        format!(
+            "[bucket]\ntype = s3\nprovider = Other\nendpoint = {}\n\
+             access_key_id = MOTOKEY\nsecret_access_key = moto-secret\n",
+            moto.endpoint()
+        ),
+    )
+    .unwrap();
+    let remote = "rclone:bucket:rclone-folders/notes";
+    let alpha = Device::new("alpha", remote, &config);
+    let beta = Device::new("beta", remote, &config);
+    fs::create_dir_all(alpha.local.join("empty/inner")).unwrap();
+    put(&alpha.local, "full/a.txt", "a");
+    alpha.once();
+    alpha.once();
+    beta.once();
+    alpha.once();
+    assert!(
+        alpha.local.join("empty/inner").is_dir(),
+        "{:?}",
+        tree(&alpha.local)
+    );
+    assert_eq!(tree(&beta.local), tree(&alpha.local));
+    // A file the other device removed goes, with the folder it was in.
+    fs::remove_file(beta.local.join("full/a.txt")).unwrap();
+    beta.once();
+    alpha.once();
+    assert!(!alpha.local.join("full/a.txt").exists());
+    assert!(alpha.local.join("empty/inner").is_dir());
+}

@@ -83,13 +83,15 @@ pub trait Source: Sync {
     fn read(&self, path: &RelPath) -> Result<Box<dyn Read + Send + '_>, ReplicaError>;
 }
 
-/// Lists `scope`.
+/// Lists `scope`. `empty_folders`: whether the backend keeps a folder
+/// with nothing in it (see [`keep_empty_folders`]).
 pub fn list(
     source: &dyn Source,
     scope: &Scope,
     cache: &BaseTree,
     ignore: &IgnoreRules,
     parallel: usize,
+    empty_folders: bool,
 ) -> Result<Listing, ReplicaError> {
     let mut items = Vec::new();
     let roots: Option<&[RelPath]> = match scope {
@@ -233,9 +235,41 @@ pub fn list(
             }
         }
     }
+    if !empty_folders {
+        keep_empty_folders(&mut out, cache, in_scope);
+    }
     out.held.sort();
     out.held.dedup();
     Ok(out)
+}
+
+/// On a backend without folders of their own (S3: a folder is the common
+/// prefix of its files' names) a folder is listed only while a file is
+/// below it. A folder the base knows with no file below it is therefore
+/// not listed, yet nobody removed it (there is nothing to remove): it is
+/// kept as the base has it, where the folder above it is there too.
+fn keep_empty_folders(out: &mut Listing, cache: &BaseTree, in_scope: impl Fn(&RelPath) -> bool) {
+    let mut with_files: BTreeSet<RelPath> = BTreeSet::new();
+    for (path, base) in cache {
+        if !base.entry.is_dir() {
+            with_files.extend(path.ancestors());
+        }
+    }
+    // Parents come before their children.
+    for (path, base) in cache {
+        let kept = base.entry.is_dir()
+            && !with_files.contains(path)
+            && !out.tree.contains_key(path)
+            && in_scope(path)
+            && !out.held.iter().any(|h| path.is_within(h))
+            && path
+                .parent()
+                .is_none_or(|parent| out.tree.contains_key(&parent));
+        if kept {
+            out.tree
+                .insert(path.clone(), SideEntry::new(Entry::dir(None)));
+        }
+    }
 }
 
 /// The base's hash of the listed `item` at `rel`, where its version token

@@ -204,11 +204,18 @@ impl Replica for RcloneReplica {
         cache: &BaseTree,
         ignore: &IgnoreRules,
     ) -> Result<Listing, ReplicaError> {
-        self.features()?;
+        let features = self.features()?;
         let folders = cache.values().filter(|e| e.entry.is_dir()).count();
         // With the root; nothing known for a tree never synced.
         self.note_folders(if cache.is_empty() { 0 } else { folders + 1 });
-        listing::list(&*self.inner, scope, cache, ignore, self.parallel)
+        listing::list(
+            &*self.inner,
+            scope,
+            cache,
+            ignore,
+            self.parallel,
+            features.empty_dirs,
+        )
     }
 
     fn stat(&self, path: &RelPath) -> Result<Expect, ReplicaError> {
