@@ -3,8 +3,8 @@
 //! a `file://` folder, SFTP on a real sshd, WebDAV on Apache's mod_dav and
 //! on `rclone serve webdav` (a server that ignores conditional headers),
 //! S3 on moto (which ignores the copy's conditions) and on SeaweedFS
-//! (which checks signatures), `rclone:` remotes through rclone's `local`
-//! and `sftp` backends, and the encrypting layer (rclone's crypt format)
+//! (which checks signatures), `rclone:` remotes through rclone's `local`,
+//! `sftp` and `s3` (on moto) backends, and the encrypting layer (rclone's crypt format)
 //! over a `file://` folder and over S3 on moto.
 //! Each backend's server is started once and shared by the binary; each
 //! test works in a folder of its own on it. A test is named
@@ -41,6 +41,13 @@ macro_rules! network_backends {
         fn rclone_sftp() {
             super::$body(&$crate::case(
                 $crate::backends::rclone_sftp(),
+                stringify!($body),
+            ));
+        }
+        #[test]
+        fn rclone_s3() {
+            super::$body(&$crate::case(
+                $crate::backends::rclone_s3(),
                 stringify!($body),
             ));
         }

@@ -678,8 +678,10 @@ fn stage_one(ctx: &EngineContext<'_>, job: &CopyJob<'_>) -> Result<StagedWrite, 
     // The source can be reopened at an offset: the destination may continue
     // a partial transfer an earlier attempt left, and a read that breaks
     // on a connection error continues where it stopped.
+    let cancelled = || ctx.cancelled();
     let source = Source::new(ctx.side(job.to.other()), job.path, job.source, &at)
-        .with_version(job.source_version.clone());
+        .with_version(job.source_version.clone())
+        .with_cancel(&cancelled);
     ctx.side(job.to)
         .stage_from(job.path, &source, job.source.mtime_ns, job.mode)
         .map_err(|error| source.take_failure().unwrap_or(error))

@@ -694,6 +694,10 @@ pub struct Source<'a> {
     /// than the I/O error the writer sees (offline, or another version).
     failure: RefCell<Option<ReplicaError>>,
     pauses: &'a [Duration],
+    /// Whether the run wants to stop (the agent stopping, the pair paused,
+    /// the lease lost): a destination whose transfer runs somewhere it can
+    /// stop (an rclone job) asks while it waits.
+    cancelled: Option<&'a dyn Fn() -> bool>,
 }
 
 impl<'a> Source<'a> {
@@ -712,7 +716,28 @@ impl<'a> Source<'a> {
             fetched: Cell::new(0),
             failure: RefCell::new(None),
             pauses: &RECONNECTS,
+            cancelled: None,
         }
+    }
+
+    /// The same source, telling a destination that asks whether the run
+    /// wants to stop.
+    pub fn with_cancel(mut self, cancelled: &'a dyn Fn() -> bool) -> Source<'a> {
+        self.cancelled = Some(cancelled);
+        self
+    }
+
+    /// Whether the run wants to stop (see [`Source::with_cancel`]).
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.is_some_and(|cancelled| cancelled())
+    }
+
+    /// Reports `done` bytes of the transfer as done: for a destination
+    /// that read the source through [`Source::unreported_reader`] and
+    /// learns the transfer's own progress elsewhere (an rclone job's
+    /// stats).
+    pub fn report(&self, done: u64) {
+        (self.progress)(done);
     }
 
     /// The same source naming its version by the listed token.

@@ -493,6 +493,113 @@ impl Backend for RcloneRemote {
     }
 }
 
+/// An `rclone:` remote through rclone's `s3` backend on moto: a backend
+/// with no folders (a prefix holds none that could stay behind empty),
+/// whose hash is the ETag and whose modification time is the object's
+/// metadata. Its rclone runs without `AWS_CA_BUNDLE`, which machines here
+/// set and which breaks rclone 1.60's S3 backend against a plain-HTTP
+/// endpoint: its binary is a script that clears it and runs `rclone`.
+pub struct RcloneS3 {
+    objects: Objects,
+    port: u16,
+    settings: RclonePairSettings,
+    /// The config's text: a remote `bucket-PORT` for each port a replica
+    /// reached moto through (`replica_via`), added as they are needed.
+    config_text: std::sync::Mutex<String>,
+}
+
+const RCLONE_S3_BUCKET: &str = "conformance-rclone";
+
+pub fn rclone_s3() -> &'static dyn Backend {
+    static RCLONE: OnceLock<RcloneS3> = OnceLock::new();
+    RCLONE.get_or_init(|| {
+        let moto = Moto::shared();
+        moto.make_bucket(RCLONE_S3_BUCKET);
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("rclone.conf");
+        fs::write(&config, "").unwrap();
+        let binary = dir.path().join("rclone-without-ca-bundle");
+        fs::write(
+            &binary,
+            "#!/bin/sh\nunset AWS_CA_BUNDLE\nexec rclone \"$@\"\n",
+        )
+        .unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&binary, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        drop_at_exit(dir);
+        RcloneS3 {
+            objects: Objects {
+                bucket: RCLONE_S3_BUCKET,
+                port: moto.port(),
+                credentials: moto_credentials(),
+                names: Names {
+                    holds: no_control_characters,
+                    shows_as_is: utf8,
+                },
+                clients: std::sync::Mutex::new(HashMap::new()),
+            },
+            port: moto.port(),
+            settings: RclonePairSettings {
+                config: Some(config),
+                binary: Some(binary),
+            },
+            config_text: std::sync::Mutex::new(String::new()),
+        }
+    })
+}
+
+impl RcloneS3 {
+    /// The name of a remote in the config for moto on `port`, added (the
+    /// whole file replaced: the rcd may be reading it) if it is not there.
+    /// A connection string cannot say the endpoint: rclone serves reads
+    /// at `/[REMOTE]/PATH`, and the `//` of a URL in it is cleaned away.
+    fn remote_on(&self, port: u16) -> String {
+        let name = format!("bucket-{port}");
+        let mut text = self.config_text.lock().unwrap();
+        if !text.contains(&format!("[{name}]")) {
+            let credentials = &self.objects.credentials;
+            text.push_str(&format!(
+                "[{name}]\ntype = s3\nprovider = Other\nendpoint = http://127.0.0.1:{port}\n\
+                 access_key_id = {}\nsecret_access_key = {}\n\n",
+                credentials.access_key_id,
+                credentials.secret_access_key.expose()
+            ));
+            let config = self.settings.config.as_ref().unwrap();
+            let temp = config.with_extension("new");
+            fs::write(&temp, text.as_bytes()).unwrap();
+            fs::rename(&temp, config).unwrap();
+        }
+        name
+    }
+}
+
+impl Backend for RcloneS3 {
+    fn replica(&self, folder: &str) -> Box<dyn Replica> {
+        self.replica_via(folder, self.port)
+    }
+
+    fn server_port(&self) -> Option<u16> {
+        Some(self.port)
+    }
+
+    fn replica_via(&self, folder: &str, port: u16) -> Box<dyn Replica> {
+        let remote = format!("{}:{RCLONE_S3_BUCKET}/{folder}", self.remote_on(port));
+        let flags = ["--low-level-retries", "1"];
+        Box::new(RcloneReplica::with_flags(&remote, &self.settings, 4, &flags).unwrap())
+    }
+
+    fn outside(&self) -> &dyn Outside {
+        &self.objects
+    }
+
+    /// rclone has no create-if-absent.
+    fn creates_atomically(&self) -> bool {
+        false
+    }
+}
+
 /// S3 on a real server: moto (which ignores the copy's conditions) or
 /// SeaweedFS (which checks signatures). The test's folder is a prefix of
 /// the server's bucket.

@@ -71,7 +71,27 @@ impl Device {
     }
 
     pub fn try_once(&self) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_prism-syncd"))
+        self.once_command()
+            .output()
+            .expect("run prism-syncd --once")
+    }
+
+    /// The pair's rclone is `binary` (the `rclone_binary` key).
+    pub fn use_rclone_binary(&self, binary: &Path) {
+        let mut config = fs::read_to_string(&self.config).unwrap();
+        config.push_str(&format!("rclone_binary = \"{}\"\n", binary.display()));
+        fs::write(&self.config, config).unwrap();
+    }
+
+    /// The state folder of the agent.
+    pub fn state(&self) -> PathBuf {
+        self.home.path().join("state")
+    }
+
+    /// `prism-syncd --once` for this device, not started yet.
+    pub fn once_command(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_prism-syncd"));
+        command
             .arg("--config")
             .arg(&self.config)
             .arg("--state-dir")
@@ -88,9 +108,8 @@ impl Device {
             .env_remove("AWS_CA_BUNDLE")
             .env_remove("PRISM_SYNC_CONFIG")
             .env_remove("PRISM_SYNC_STATE_DIR")
-            .env_remove("PRISM_SYNC_SOCKET")
-            .output()
-            .expect("run prism-syncd --once")
+            .env_remove("PRISM_SYNC_SOCKET");
+        command
     }
 
     /// One sync; a conflict (exit 3) is a finished sync too.
@@ -294,4 +313,44 @@ fn a_remote_name_not_in_the_rclone_config_says_where_it_looked() {
         fs::read_to_string(device.local.join("a.md")).unwrap(),
         "a\n"
     );
+}
+
+#[test]
+fn an_empty_folder_is_not_taken_for_removed_through_rclones_s3_backend() {
+    // S3 keeps no folder without a file in it: an empty folder never shows
+    // in a listing, and its absence there is no removal by anyone.
+    let moto = Moto::shared();
+    moto.make_bucket("rclone-folders");
+    let scratch = tempfile::tempdir().unwrap();
+    let config = scratch.path().join("rclone.conf");
+    fs::write(
+        &config,
+        format!(
+            "[bucket]\ntype = s3\nprovider = Other\nendpoint = {}\n\
+             access_key_id = MOTOKEY\nsecret_access_key = moto-secret\n",
+            moto.endpoint()
+        ),
+    )
+    .unwrap();
+    let remote = "rclone:bucket:rclone-folders/notes";
+    let alpha = Device::new("alpha", remote, &config);
+    let beta = Device::new("beta", remote, &config);
+    fs::create_dir_all(alpha.local.join("empty/inner")).unwrap();
+    put(&alpha.local, "full/a.txt", "a");
+    alpha.once();
+    alpha.once();
+    beta.once();
+    alpha.once();
+    assert!(
+        alpha.local.join("empty/inner").is_dir(),
+        "{:?}",
+        tree(&alpha.local)
+    );
+    assert_eq!(tree(&beta.local), tree(&alpha.local));
+    // A file the other device removed goes, with the folder it was in.
+    fs::remove_file(beta.local.join("full/a.txt")).unwrap();
+    beta.once();
+    alpha.once();
+    assert!(!alpha.local.join("full/a.txt").exists());
+    assert!(alpha.local.join("empty/inner").is_dir());
 }

@@ -51,6 +51,17 @@ pub struct Features {
     /// The backend lists a whole tree in one go (`ListR`), not folder by
     /// folder.
     pub list_r: bool,
+    /// A file's modification time costs a request of its own
+    /// (`SlowModTime`: S3 keeps it in the object's metadata), so a
+    /// listing of the tree is taken without them.
+    pub slow_mod_time: bool,
+    /// A folder can be there with nothing in it (`CanHaveEmptyDirectories`).
+    /// Where it cannot (S3: a folder is the common prefix of its files'
+    /// names), a root with nothing in it is not there at all.
+    pub empty_dirs: bool,
+    /// A file is copied server-side (`Copy`): where the backend has no
+    /// move, rclone's move is that copy and a removal.
+    pub server_copy: bool,
 }
 
 impl Features {
@@ -74,6 +85,9 @@ impl Features {
             duplicates: flag("DuplicateFiles"),
             case_insensitive: flag("CaseInsensitive"),
             list_r: flag("ListR"),
+            slow_mod_time: flag("SlowModTime"),
+            empty_dirs: flag("CanHaveEmptyDirectories"),
+            server_copy: flag("Copy"),
         }
     }
 }
@@ -365,6 +379,9 @@ impl Remote {
                 "showHash": features.hash.is_some(),
                 "hashTypes": features.hash.as_slice(),
                 "noMimeType": true,
+                // The listing asks for the times of the files it does not
+                // know, one by one (see `listing::list`).
+                "noModTime": recurse && features.slow_mod_time,
             },
         });
         if recurse {
@@ -436,16 +453,23 @@ impl Remote {
     /// Moves the file `from` to `to` (made with its folders, replaced if
     /// there) server-side where the backend can.
     pub(super) fn move_file(&self, from: &str, to: &str) -> Result<(), ReplicaError> {
-        self.call(
-            "operations/movefile",
-            json!({
-                "srcFs": self.remote, "srcRemote": from,
-                "dstFs": self.remote, "dstRemote": to,
-            }),
-            "move",
-            from,
-        )
-        .map(|_| ())
+        let mut params = json!({
+            "srcFs": self.remote, "srcRemote": from,
+            "dstFs": self.remote, "dstRemote": to,
+        });
+        let features = self.features()?;
+        if !features.moves && features.server_copy {
+            // rclone's move is a server-side copy and a removal here (S3).
+            // After the copy it compares the size and hash of what it
+            // then finds at the destination with the source's, and
+            // removes the destination if they differ: where another
+            // writer's move lands in between, that removal would take the
+            // other writer's version, kept nowhere else. A copy on the
+            // server does not change the bytes; the check is skipped.
+            params["_config"] = json!({ "IgnoreChecksum": true, "IgnoreSize": true });
+        }
+        self.call("operations/movefile", params, "move", from)
+            .map(|_| ())
     }
 
     /// [`Remote::move_file`], where a failure because another writer got
@@ -594,6 +618,23 @@ impl Remote {
         expected: Option<&ContentHash>,
         what: &str,
     ) -> Result<u64, ReplicaError> {
+        self.upload_watched(dir, name, content, mtime_ns, expected, what, None)
+    }
+
+    /// [`Remote::upload`] of a transfer's `source`: a large one runs as a
+    /// job whose progress goes to the source, stopped when the run is
+    /// cancelled ([`super::job`]).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn upload_watched(
+        &self,
+        dir: &str,
+        name: &str,
+        content: &mut dyn Read,
+        mtime_ns: i64,
+        expected: Option<&ContentHash>,
+        what: &str,
+        source: Option<&crate::remote::Source<'_>>,
+    ) -> Result<u64, ReplicaError> {
         let spooled = Spooled::write(&self.spool, name, content, mtime_ns)
             .map_err(|e| ReplicaError::io("read", what, e))?;
         if expected.is_some_and(|hash| *hash != spooled.hash) {
@@ -621,7 +662,26 @@ impl Remote {
             // (S3's ETag, Drive's MD5) keep the check.
             params["_config"]["IgnoreChecksum"] = json!(true);
         }
-        self.call("operations/copyfile", params, "upload", what)?;
+        let copied = match source {
+            Some(source) if spooled.size >= super::job::WATCHED_UPLOAD_BYTES => {
+                self.copy_watched(params, source, what)
+            }
+            _ => self
+                .call("operations/copyfile", params, "upload", what)
+                .map(|_| ()),
+        };
+        if let Err(e) = copied {
+            // What a broken or stopped upload left under its hidden name
+            // (rclone writes some backends' files in place: a local or
+            // SFTP file half there). The call starts a new rcd if the old
+            // one died mid-upload; if this fails too, the staging sweep of
+            // `purge_trash` removes it a day later.
+            let _ = self.delete_file(&format!("{dir}/{name}"));
+            return Err(e);
+        }
+        if let Some(source) = source {
+            source.report(spooled.size);
+        }
         Ok(spooled.size)
     }
 
@@ -779,7 +839,22 @@ pub(super) fn staged_name() -> String {
 
 impl listing::Source for Remote {
     fn items_below(&self, path: &str) -> Result<Vec<Item>, ReplicaError> {
+        let features = self.features()?;
         match self.list_below(path, true)? {
+            // A root on a backend without folders of their own, listed
+            // with the agent's records (`ListR`: no filter), holds at
+            // least its marker: with nothing in it, it is not there.
+            Some(items)
+                if path.is_empty()
+                    && items.is_empty()
+                    && !features.empty_dirs
+                    && features.list_r =>
+            {
+                Err(ReplicaError::Other(format!(
+                    "{} is not there (nothing is stored below it)",
+                    self.shown
+                )))
+            }
             Some(items) => Ok(items),
             None if path.is_empty() => Err(ReplicaError::Other(format!(
                 "{} is not there (its folder is missing)",

@@ -29,6 +29,10 @@ pub struct Item {
     pub is_dir: bool,
     pub size: u64,
     pub mtime_ns: i64,
+    /// Whether `mtime_ns` is the file's: a listing of a backend where a
+    /// file's modification time costs a request of its own (S3 keeps it in
+    /// the object's metadata: a HEAD per object) is taken without them.
+    pub timed: bool,
     /// The version token (see [`token`]).
     pub token: String,
 }
@@ -55,17 +59,14 @@ pub fn token(item: &Value, hash: Option<&str>) -> String {
 /// Reads one item of rclone's JSON listing.
 pub fn item(value: &Value, hash: Option<&str>) -> Option<Item> {
     let path = value["Path"].as_str()?.to_owned();
-    let mtime_ns = value["ModTime"]
-        .as_str()
-        .and_then(|t| {
-            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
-        })
-        .map(|t| t.unix_timestamp_nanos() as i64)
-        .unwrap_or(0);
+    let mtime = value["ModTime"].as_str().and_then(|t| {
+        time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+    });
     Some(Item {
         is_dir: value["IsDir"].as_bool().unwrap_or(false),
         size: value["Size"].as_i64().unwrap_or(0).max(0) as u64,
-        mtime_ns,
+        mtime_ns: mtime.map_or(0, |t| t.unix_timestamp_nanos() as i64),
+        timed: mtime.is_some(),
         token: token(value, hash),
         path,
     })
@@ -82,13 +83,15 @@ pub trait Source: Sync {
     fn read(&self, path: &RelPath) -> Result<Box<dyn Read + Send + '_>, ReplicaError>;
 }
 
-/// Lists `scope`.
+/// Lists `scope`. `empty_folders`: whether the backend keeps a folder
+/// with nothing in it (see [`keep_empty_folders`]).
 pub fn list(
     source: &dyn Source,
     scope: &Scope,
     cache: &BaseTree,
     ignore: &IgnoreRules,
     parallel: usize,
+    empty_folders: bool,
 ) -> Result<Listing, ReplicaError> {
     let mut items = Vec::new();
     let roots: Option<&[RelPath]> = match scope {
@@ -136,7 +139,8 @@ pub fn list(
                 continue;
             }
         };
-        if rel.as_str().contains(char::REPLACEMENT_CHARACTER) {
+        if rel.as_str().contains(char::REPLACEMENT_CHARACTER) && !addresses_exactly(source, &item)?
+        {
             // rclone shows bytes that are not UTF-8 as U+FFFD: a name it
             // cannot give back exactly, so nothing can address the file.
             out.problems.push(Problem {
@@ -201,35 +205,26 @@ pub fn list(
         if out.held.iter().any(|h| rel.is_within(h)) {
             continue;
         }
-        let cached = cache.get(&rel).and_then(|base| match &base.entry {
-            Entry::File(meta)
-                if base
-                    .remote_version
-                    .as_ref()
-                    .is_some_and(|v| *v == *item.token)
-                    && meta.size == item.size =>
-            {
-                Some(meta.hash)
-            }
-            _ => None,
-        });
-        match cached {
-            Some(hash) => insert(&mut out, rel, &item, hash),
+        match known(cache, &rel, &item) {
+            Some((item, hash)) => insert(&mut out, rel, &item, hash),
             None => unknown.push((rel, item)),
         }
     }
     let hashed = crate::parallel::map(unknown, parallel, |(rel, item)| {
-        let found = hash_of(source, &rel, item.size);
-        (rel, item, found)
+        let found = look_closer(source, cache, &rel, item);
+        (rel, found)
     });
-    for (rel, item, found) in hashed {
+    for (rel, found) in hashed {
         match found {
-            Ok(Some(hash)) => {
+            Ok(Closer::Known(item, hash)) => insert(&mut out, rel, &item, hash),
+            Ok(Closer::Hashed(item, hash)) => {
                 out.hashed_files += 1;
                 insert(&mut out, rel, &item, hash);
             }
+            // Gone since the listing: the next one shows what is there.
+            Ok(Closer::Gone) => out.held.push(rel),
             // Another size than listed: still being written.
-            Ok(None) => out.held.push(rel),
+            Ok(Closer::Resized) => out.held.push(rel),
             Err(e) if e.is_offline() => return Err(e),
             Err(e) => {
                 out.problems.push(Problem {
@@ -240,9 +235,117 @@ pub fn list(
             }
         }
     }
+    if !empty_folders {
+        keep_empty_folders(&mut out, cache, in_scope);
+    }
     out.held.sort();
     out.held.dedup();
     Ok(out)
+}
+
+/// On a backend without folders of their own (S3: a folder is the common
+/// prefix of its files' names) a folder is listed only while a file is
+/// below it. A folder the base knows with no file below it is therefore
+/// not listed, yet nobody removed it (there is nothing to remove): it is
+/// kept as the base has it, where the folder above it is there too.
+fn keep_empty_folders(out: &mut Listing, cache: &BaseTree, in_scope: impl Fn(&RelPath) -> bool) {
+    let mut with_files: BTreeSet<RelPath> = BTreeSet::new();
+    for (path, base) in cache {
+        if !base.entry.is_dir() {
+            with_files.extend(path.ancestors());
+        }
+    }
+    // Parents come before their children.
+    for (path, base) in cache {
+        let kept = base.entry.is_dir()
+            && !with_files.contains(path)
+            && !out.tree.contains_key(path)
+            && in_scope(path)
+            && !out.held.iter().any(|h| path.is_within(h))
+            && path
+                .parent()
+                .is_none_or(|parent| out.tree.contains_key(&parent));
+        if kept {
+            out.tree
+                .insert(path.clone(), SideEntry::new(Entry::dir(None)));
+        }
+    }
+}
+
+/// The base's hash of the listed `item` at `rel`, where its version token
+/// is the base's; with the base's modification time where the listing had
+/// none.
+fn known(cache: &BaseTree, rel: &RelPath, item: &Item) -> Option<(Item, ContentHash)> {
+    let base = cache.get(rel)?;
+    match &base.entry {
+        Entry::File(meta)
+            if base
+                .remote_version
+                .as_ref()
+                .is_some_and(|v| *v == *item.token)
+                && meta.size == item.size =>
+        {
+            let mut item = item.clone();
+            if !item.timed {
+                item.mtime_ns = meta.mtime_ns;
+                item.timed = true;
+            }
+            Some((item, meta.hash))
+        }
+        _ => None,
+    }
+}
+
+/// What a listed file the base does not know turned out to be.
+enum Closer {
+    /// Known after all, from its stat (a listing without modification
+    /// times gives no token where the provider's hash is missing, as for
+    /// S3's multipart uploads, whose MD5 is in the metadata).
+    Known(Item, ContentHash),
+    /// Read and hashed: the item as stat'ed (or listed), and its hash.
+    Hashed(Item, ContentHash),
+    /// Not there any more.
+    Gone,
+    /// Another size than listed while it was read.
+    Resized,
+}
+
+/// Looks closer at a listed file the base does not know: a stat first
+/// where the listing had no modification time (the file's own is what
+/// the other side gets), then its bytes.
+fn look_closer(
+    source: &dyn Source,
+    cache: &BaseTree,
+    rel: &RelPath,
+    item: Item,
+) -> Result<Closer, ReplicaError> {
+    let item = if item.timed {
+        item
+    } else {
+        match source.item(rel.as_str())? {
+            Some(found) if !found.is_dir => {
+                if let Some((item, hash)) = known(cache, rel, &found) {
+                    return Ok(Closer::Known(item, hash));
+                }
+                found
+            }
+            _ => return Ok(Closer::Gone),
+        }
+    };
+    Ok(match hash_of(source, rel, item.size)? {
+        Some(hash) => Closer::Hashed(item, hash),
+        None => Closer::Resized,
+    })
+}
+
+/// Whether a listed name with U+FFFD in it is the item's own: a backend
+/// that keeps names as UTF-8 (S3 keys) may hold that character, where
+/// rclone shows bytes that are not UTF-8 (a local or SFTP file name) as
+/// it, a name that then addresses nothing.
+fn addresses_exactly(source: &dyn Source, item: &Item) -> Result<bool, ReplicaError> {
+    Ok(source
+        .item(item.path.trim_matches('/'))?
+        .is_some_and(|found| found.is_dir == item.is_dir))
 }
 
 fn insert(out: &mut Listing, rel: RelPath, item: &Item, hash: ContentHash) {

@@ -150,6 +150,7 @@ mod tests {
             is_dir: false,
             size: 1,
             mtime_ns: 0,
+            timed: true,
             token: "t".into(),
         }
     }

@@ -20,6 +20,7 @@
 
 mod calls;
 pub mod daemon;
+mod job;
 mod lease;
 mod listing;
 mod looks;

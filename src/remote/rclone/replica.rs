@@ -46,7 +46,8 @@ use crate::fsops::Expect;
 use crate::locks::LockExt;
 use crate::model::{BaseTree, ContentHash, Entry, FileMeta, Mode, RelPath, Scope, SideEntry};
 use crate::remote::{
-    Capabilities, Lease, Listing, Opened, Replica, ReplicaError, RootState, StagedWrite, layout,
+    Capabilities, Lease, Listing, Opened, Replica, ReplicaError, RootState, Source, StagedWrite,
+    layout,
 };
 use crate::timefmt;
 use crate::tracker::ignore::{IgnoreRules, METADATA_DIR};
@@ -106,6 +107,39 @@ impl RcloneReplica {
     }
 }
 
+impl RcloneReplica {
+    /// Uploads `content` to a fresh name in the staging folder; a large
+    /// upload of a transfer's `source` reports its progress there.
+    fn stage_watched(
+        &self,
+        path: &RelPath,
+        content: &mut dyn Read,
+        hash: &ContentHash,
+        mtime_ns: i64,
+        source: Option<&Source<'_>>,
+    ) -> Result<StagedWrite, ReplicaError> {
+        let name = staged_name();
+        let temp = format!("{}/{name}", staging_dir());
+        let size = self.upload_watched(
+            &staging_dir(),
+            &name,
+            content,
+            mtime_ns,
+            Some(hash),
+            path.as_str(),
+            source,
+        )?;
+        Ok(StagedWrite {
+            path: path.clone(),
+            temp: PathBuf::from(temp),
+            hash: *hash,
+            size,
+            written: None,
+            _lock: None,
+        })
+    }
+}
+
 /// The replica's steps are the remote's calls.
 impl std::ops::Deref for RcloneReplica {
     type Target = Remote;
@@ -138,7 +172,11 @@ impl Replica for RcloneReplica {
         if self.stat_file(&format!("{METADATA_DIR}/root"))?.is_some() {
             return Ok(RootState::Ready);
         }
+        let features = self.features()?;
         Ok(match self.children("")? {
+            // A backend without folders of their own (S3) has no root
+            // folder that could stay behind empty: nothing is no root.
+            Some(children) if children.is_empty() && !features.empty_dirs => RootState::Missing,
             Some(_) => RootState::Unmarked,
             None => RootState::Missing,
         })
@@ -166,11 +204,18 @@ impl Replica for RcloneReplica {
         cache: &BaseTree,
         ignore: &IgnoreRules,
     ) -> Result<Listing, ReplicaError> {
-        self.features()?;
+        let features = self.features()?;
         let folders = cache.values().filter(|e| e.entry.is_dir()).count();
         // With the root; nothing known for a tree never synced.
         self.note_folders(if cache.is_empty() { 0 } else { folders + 1 });
-        listing::list(&*self.inner, scope, cache, ignore, self.parallel)
+        listing::list(
+            &*self.inner,
+            scope,
+            cache,
+            ignore,
+            self.parallel,
+            features.empty_dirs,
+        )
     }
 
     fn stat(&self, path: &RelPath) -> Result<Expect, ReplicaError> {
@@ -228,24 +273,21 @@ impl Replica for RcloneReplica {
         // No permission bits.
         _mode: Option<Mode>,
     ) -> Result<StagedWrite, ReplicaError> {
-        let name = staged_name();
-        let temp = format!("{}/{name}", staging_dir());
-        let size = self.upload(
-            &staging_dir(),
-            &name,
-            content,
-            mtime_ns,
-            Some(hash),
-            path.as_str(),
-        )?;
-        Ok(StagedWrite {
-            path: path.clone(),
-            temp: PathBuf::from(temp),
-            hash: *hash,
-            size,
-            written: None,
-            _lock: None,
-        })
+        self.stage_watched(path, content, hash, mtime_ns, None)
+    }
+
+    /// The bytes are read into the spool first (not reported: that is not
+    /// the transfer), then rclone's upload reports its own progress and
+    /// is stopped when the run is cancelled.
+    fn stage_from(
+        &self,
+        path: &RelPath,
+        source: &Source<'_>,
+        mtime_ns: i64,
+        _mode: Option<Mode>,
+    ) -> Result<StagedWrite, ReplicaError> {
+        let mut reader = source.unreported_reader()?;
+        self.stage_watched(path, &mut reader, &source.meta.hash, mtime_ns, Some(source))
     }
 
     fn commit_staged(
@@ -264,6 +306,21 @@ impl Replica for RcloneReplica {
     ) -> Result<(SideEntry, Option<RelPath>), ReplicaError> {
         let path = &staged.path;
         let features = self.features()?;
+        let temp = staged.temp.to_string_lossy();
+        // Where rclone's move is a server-side copy and a removal (S3),
+        // agents replacing one file at once each "move" the version they
+        // all re-checked to the trash (each copy finds it there), and the
+        // last one's move into place would replace a version another put
+        // there after that one looked, with nothing of it in the trash.
+        // So such a commit knows its upload's token, looks once more
+        // right before its move, and checks after it that the file in
+        // place is its own (RACE: a version landing between that look
+        // and the move is still replaced, the gap any re-check leaves).
+        let copies = !features.moves && features.server_copy;
+        let own_token = match copies {
+            true => Some(self.stat_file(&temp)?.ok_or_else(|| changed(path))?.token),
+            false => None,
+        };
         let trashed = match expect {
             Expect::Absent => {
                 if self.look_before_commit(staged)?.is_some() {
@@ -273,14 +330,17 @@ impl Replica for RcloneReplica {
             }
             Expect::File { .. } => {
                 self.recheck_against(path, expect, self.look_before_commit(staged)?)?;
-                Some(self.trash(path)?)
+                let trashed = self.trash(path)?;
+                if copies && self.stat_file(path.as_str())?.is_some() {
+                    return Err(changed(path));
+                }
+                Some(trashed)
             }
             Expect::Dir => {
                 self.remove(path, &Expect::Dir)?;
                 None
             }
         };
-        let temp = staged.temp.to_string_lossy();
         // Another writer's file that landed since the check is not
         // replaced where the backend's move refuses to (SFTP).
         self.move_checked(&temp, path.as_str())
@@ -303,6 +363,11 @@ impl Replica for RcloneReplica {
                 .stat_file(path.as_str())?
                 .ok_or_else(|| changed(path))?,
         };
+        if own_token.is_some_and(|own| own != item.token) {
+            // Another writer's version replaced this one: it is not there
+            // to be the base; the local file still has it.
+            return Err(changed(path));
+        }
         let entry = SideEntry {
             entry: Entry::File(FileMeta {
                 hash: staged.hash,

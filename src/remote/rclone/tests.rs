@@ -711,4 +711,101 @@ mod replica {
         assert!(listing.tree.contains_key(&rel("a.md")));
         assert_ne!(replica.rcd().pid(), Some(pid));
     }
+
+    /// A file of `size` bytes in a folder of its own, as a transfer's
+    /// source (the local side of an upload).
+    fn local_source(size: usize) -> (tempfile::TempDir, crate::remote::LocalFolder, Vec<u8>) {
+        let dir = tempfile::tempdir().unwrap();
+        let content: Vec<u8> = (0..size as u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        std::fs::write(dir.path().join("big.bin"), &content).unwrap();
+        // The modification time `meta_of` lists.
+        std::fs::File::options()
+            .write(true)
+            .open(dir.path().join("big.bin"))
+            .unwrap()
+            .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1))
+            .unwrap();
+        let local = crate::remote::LocalFolder::remote(dir.path().to_path_buf());
+        (dir, local, content)
+    }
+
+    fn meta_of(content: &[u8]) -> crate::model::FileMeta {
+        crate::model::FileMeta {
+            hash: ContentHash::of_bytes(content),
+            size: content.len() as u64,
+            mtime_ns: 1_000_000_000,
+            mode: None,
+        }
+    }
+
+    /// An rclone that sends 8 MiB a second: a 20 MiB upload takes about
+    /// 2.5 s, long enough to be seen running.
+    fn slow_replica(fixture: &Fixture) -> RcloneReplica {
+        let remote = format!("disk:{}", fixture.root().display());
+        RcloneReplica::with_flags(&remote, &fixture.settings(), 4, &["--bwlimit", "8M"]).unwrap()
+    }
+
+    #[test]
+    fn a_long_upload_reports_the_bytes_rclone_sent_while_it_runs() {
+        let fixture = Fixture::new();
+        let replica = slow_replica(&fixture);
+        replica.mark_root().unwrap();
+        let (_dir, local, content) = local_source(20 << 20);
+        let path = rel("big.bin");
+        let reports = std::sync::Mutex::new(Vec::new());
+        let progress = |done: u64| crate::locks::LockExt::locked(&reports).push(done);
+        let source = crate::remote::Source::new(&local, &path, meta_of(&content), &progress);
+        let staged = replica
+            .stage_from(&path, &source, 1_000_000_000, None)
+            .unwrap();
+        let reports = crate::locks::LockExt::locked(&reports).clone();
+        let size = content.len() as u64;
+        assert!(
+            reports.iter().any(|&done| done > 0 && done < size),
+            "no report while the upload ran: {reports:?}"
+        );
+        assert!(reports.is_sorted(), "{reports:?}");
+        assert_eq!(reports.last(), Some(&size));
+        assert!(replica.client.calls_made().contains_key("core/stats"));
+        replica.commit_staged(&staged, &Expect::Absent).unwrap();
+        assert_eq!(fixture.on_disk("big.bin").as_deref(), Some(&content[..]));
+    }
+
+    #[test]
+    fn a_cancelled_run_stops_rclones_upload_and_leaves_nothing_staged() {
+        let fixture = Fixture::new();
+        let replica = slow_replica(&fixture);
+        replica.mark_root().unwrap();
+        let (_dir, local, content) = local_source(20 << 20);
+        let path = rel("big.bin");
+        let cancel = std::sync::atomic::AtomicBool::new(false);
+        // The run is cancelled once the upload is under way.
+        let progress = |done: u64| {
+            if done > 0 {
+                cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        };
+        let cancelled = || cancel.load(std::sync::atomic::Ordering::Relaxed);
+        let source = crate::remote::Source::new(&local, &path, meta_of(&content), &progress)
+            .with_cancel(&cancelled);
+        let started = std::time::Instant::now();
+        let stopped = replica.stage_from(&path, &source, 1_000_000_000, None);
+        assert!(
+            matches!(stopped, Err(ReplicaError::Changed { .. })),
+            "{stopped:?}"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "stopped, not finished: {:?}",
+            started.elapsed()
+        );
+        assert_eq!(replica.client.calls_made().get("job/stop"), Some(&1));
+        let staging = std::fs::read_dir(fixture.root().join(".prism-sync/staging"))
+            .map(|entries| entries.count())
+            .unwrap_or(0);
+        assert_eq!(staging, 0, "nothing staged is left");
+        assert!(fixture.on_disk("big.bin").is_none());
+    }
 }
