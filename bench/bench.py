@@ -316,10 +316,10 @@ def syncctl(ctl, socket, env, *args):
     return json.loads(proc.stdout)
 
 
-def sync_and_wait(ctl, socket, env, daemon, timeout):
-    """Waits until the daemon answers, asks it for a full sync through the
-    control API and waits until that sync has completed: then the start-up
-    sync is done and nothing is pending. (Status's `last_sync` cannot tell:
+def sync_and_wait(ctl, socket, env, daemon, timeout, pair=None):
+    """Waits until the daemon answers, asks it for a full sync (of `pair`,
+    or of every pair) through the control API and waits until that sync has
+    completed: then the start-up sync is done and nothing is pending. (Status's `last_sync` cannot tell:
     a sync that finds nothing to do is not recorded, so it may still show a
     sync from before the daemon started.)"""
     deadline = time.monotonic() + timeout
@@ -328,7 +328,7 @@ def sync_and_wait(ctl, socket, env, daemon, timeout):
         if daemon.poll() is not None:
             raise Problem(f"prism-syncd exited with {daemon.returncode} while starting")
         if sync_id is None:
-            started = syncctl(ctl, socket, env, "sync", "start")
+            started = syncctl(ctl, socket, env, "sync", "start", *([pair] if pair else []))
             sync_id = started and started.get("sync_id")
         else:
             answer = syncctl(ctl, socket, env, "sync", "status", sync_id) or {}

@@ -31,11 +31,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import Problem, sync_and_wait
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-class Problem(Exception):
-    pass
 
 
 def make_tree(root, files, dirs, seed):
@@ -73,38 +71,6 @@ def memory_kib(pid):
         if key in ("VmRSS", "VmHWM"):
             found[key] = int(value.split()[0])
     return found.get("VmRSS"), found.get("VmHWM")
-
-
-def syncctl(ctl, socket, env, *args):
-    proc = subprocess.run(
-        [ctl, "--socket", socket, "--json", *args],
-        env=env, capture_output=True, timeout=30,
-    )
-    if proc.returncode != 0:
-        return None
-    return json.loads(proc.stdout)
-
-
-def sync_and_wait(ctl, socket, env, daemon, pair, timeout):
-    """Asks the agent for a sync of `pair` and waits until it completed:
-    then its start-up sync is over too."""
-    deadline = time.monotonic() + timeout
-    sync_id = None
-    while time.monotonic() < deadline:
-        if daemon.poll() is not None:
-            raise Problem(f"prism-syncd exited with {daemon.returncode}")
-        if sync_id is None:
-            started = syncctl(ctl, socket, env, "sync", "start", pair)
-            sync_id = started and started.get("sync_id")
-        else:
-            answer = syncctl(ctl, socket, env, "sync", "status", sync_id) or {}
-            status = answer.get("status")
-            if status == "completed":
-                return
-            if status not in (None, "sync_in_progress"):
-                raise Problem(f"sync {sync_id} of {pair} ended {status}: {answer}")
-        time.sleep(0.1)
-    raise Problem(f"the sync of {pair} did not complete within {timeout} s")
 
 
 def wait_quiet(pid, quiet, timeout):
@@ -153,7 +119,7 @@ def measure(bin_dir, args, scratch):
     try:
         started = time.monotonic()
         for name, _, _ in pairs:
-            sync_and_wait(bin_dir / "prism-syncctl", socket, env, daemon, name, timeout=600)
+            sync_and_wait(bin_dir / "prism-syncctl", socket, env, daemon, timeout=600, pair=name)
         for name, local, remote in pairs:
             if synced_files(remote) != args.files:
                 raise Problem(f"{name}: {synced_files(remote)} of {args.files} files on the remote")
