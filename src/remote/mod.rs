@@ -15,6 +15,7 @@
 
 pub mod backend;
 pub mod change_log;
+mod claims;
 pub mod crypt;
 pub mod git;
 mod job_queue;

@@ -76,11 +76,11 @@
 //! lease, the one place that relied on `If-None-Match: *` alone, is taken by
 //! uploading the record to a temporary name and moving it to
 //! `.prism-sync/lease` with `Overwrite: F`; it is renewed and released
-//! after reading it back and finding it still ours. On every server a new
-//! lease record is read back a moment after it was written: Apache checks
-//! `If-None-Match: *` and writes in two steps too, so agents taking the
-//! lease at once can all be told yes, each record replacing the one before
-//! (see [`WebdavLease::create`]).
+//! after reading it back and finding it still ours. On every server the
+//! record is created, renewed and removed under a claim
+//! ([`super::claims`]): Apache checks `If-None-Match: *` and writes in two
+//! steps too, so agents creating the record at once could all be told yes,
+//! each record replacing the one before.
 //! RACE: on such a server a write by a client that does not take the lease
 //! between a check and the next step is not refused; with `Overwrite: F`
 //! the upload is not placed over it and the path is re-planned, but a
@@ -107,6 +107,7 @@ use reqwest::blocking::{Body, Client, RequestBuilder, Response};
 use reqwest::{Method, Url};
 
 use super::Opened;
+use super::claims::{CLAIMS_DIR, Claim, ClaimFolder, Wait};
 use super::error_chain;
 use super::kit::{self, Entries, PathStore, careful, walk};
 use super::layout::{METADATA_DIR, temp_name_for};
@@ -2278,11 +2279,12 @@ impl Replica for WebdavReplica {
         let conn = s.conn().map_err(|e| e.into_replica("lock", "lease"))?;
         s.mkcol_all(&conn, METADATA_DIR)
             .map_err(|e| e.into_replica("create", METADATA_DIR))?;
-        let lease = WebdavLease {
+        let mut lease = WebdavLease {
             shared: self.shared.clone(),
             path: format!("{METADATA_DIR}/lease"),
             owner: super::lease::owner(device),
             ttl,
+            held: false,
         };
         lease.acquire()?;
         Ok(Some(Box::new(lease)))
@@ -2336,12 +2338,6 @@ impl Replica for WebdavReplica {
     }
 }
 
-/// How long an agent that created the lease record waits before reading it
-/// back to see whether it is still its own (see [`WebdavLease::create`]):
-/// longer than another agent's write of the record, already let through,
-/// takes to land.
-const LEASE_SETTLE: Duration = Duration::from_millis(100);
-
 /// A failed request about the lease: 423 Locked means another agent is
 /// writing the record at this moment (rclone answers so while it does),
 /// which is that agent taking the lease, not a failure.
@@ -2360,6 +2356,9 @@ struct WebdavLease {
     path: String,
     owner: super::lease::Owner,
     ttl: Duration,
+    /// Whether the lease was taken (until then there is nothing to
+    /// release).
+    held: bool,
 }
 
 impl WebdavLease {
@@ -2386,34 +2385,47 @@ impl WebdavLease {
     /// Creates the lease record only where there is none: with
     /// `If-None-Match: *` on a server that honours it, else by uploading to
     /// a temporary name and moving it in with `Overwrite: F` (see the
-    /// module docs); then reads it back. Returns false when a record is
-    /// there.
+    /// module docs). Returns false when a record is there. Called under a
+    /// claim ([`super::claims`]): servers check the condition and write in
+    /// two steps (Apache's mod_dav and rclone both do), so agents creating
+    /// the record at once could all be told yes.
     fn create(&self, conn: &Conn) -> Result<bool, ReplicaError> {
         let s = &self.shared;
         let conditional = s
             .honours_conditions(conn)
             .map_err(|e| e.into_replica("lock", &self.path))?;
-        let created = if conditional {
-            self.put(conn, ("If-None-Match", "*".to_owned()))?
+        if conditional {
+            self.put(conn, ("If-None-Match", "*".to_owned()))
         } else {
-            self.move_in(conn)?
-        };
-        if !created {
-            return Ok(false);
+            self.move_in(conn)
         }
-        // Servers check the condition (nothing there) and write in two
-        // steps (Apache's mod_dav and rclone both do): agents creating the
-        // record at once can all succeed, each replacing the one before.
-        // Only the agent whose record is there once every write in flight
-        // landed holds the lease.
-        std::thread::sleep(LEASE_SETTLE);
-        let back = s
+    }
+
+    /// `Ok` when there is no lease record, a stale one or our own, else
+    /// [`ReplicaError::Busy`] naming the holder.
+    fn check_free(&self, conn: &Conn) -> Result<(), ReplicaError> {
+        match self
+            .shared
             .get_small(conn, &self.path)
-            .map_err(|e| lease_error(e, &self.path))?;
-        match back {
-            Some((text, _)) if super::lease::held_by(&text, &self.owner) => Ok(true),
-            _ => Err(super::lease::lost_race()),
+            .map_err(|e| lease_error(e, &self.path))?
+        {
+            Some((text, _)) if !super::lease::held_by(&text, &self.owner) => {
+                super::lease::check_stale(&text, SystemTime::now())
+            }
+            _ => Ok(()),
         }
+    }
+
+    /// Waits for a claim of our own to be the only one (see
+    /// [`super::claims`]).
+    fn claim<'a>(
+        &self,
+        claims: &'a WebdavClaims<'_>,
+        wait: Wait,
+    ) -> Result<Claim<'a>, ReplicaError> {
+        Claim::enter(claims, &self.owner, self.ttl, wait, &|| {
+            self.check_free(claims.conn)
+        })
     }
 
     /// Uploads the record to a temporary name and moves it to the lease
@@ -2441,32 +2453,101 @@ impl WebdavLease {
         moved.map_err(|e| lease_error(e, &self.path))
     }
 
-    fn acquire(&self) -> Result<(), ReplicaError> {
+    fn acquire(&mut self) -> Result<(), ReplicaError> {
         let conn = self
             .shared
             .conn()
             .map_err(|e| e.into_replica("lock", &self.path))?;
-        let file = WebdavLeaseFile { lease: self, conn };
-        super::lease::acquire(&file, SystemTime::now())
+        // A live lease is busy without a claim (the usual case when
+        // another agent writes: one read).
+        self.check_free(&conn)?;
+        let claims = WebdavClaims {
+            shared: &self.shared,
+            conn: &conn,
+        };
+        let claim = self.claim(&claims, Wait::AsTaker)?;
+        claim.check_in_time()?;
+        let file = WebdavLeaseFile {
+            lease: self,
+            conn: &conn,
+        };
+        super::lease::acquire(&file, SystemTime::now())?;
+        // Only now: an agent that finds no claim finds the record.
+        drop(claim);
+        self.held = true;
+        Ok(())
+    }
+}
+
+/// The claims folder on the share ([`super::claims`]).
+struct WebdavClaims<'a> {
+    shared: &'a Shared,
+    conn: &'a Conn,
+}
+
+impl WebdavClaims<'_> {
+    fn folder() -> String {
+        format!("{METADATA_DIR}/{CLAIMS_DIR}")
+    }
+}
+
+impl ClaimFolder for WebdavClaims<'_> {
+    fn put(&self, name: &str) -> Result<(), ReplicaError> {
+        let folder = Self::folder();
+        let path = format!("{folder}/{name}");
+        let put = || {
+            self.shared
+                .put_stream(self.conn, &path, &mut io::empty(), &[], &[200, 201, 204])
+        };
+        let put = match put() {
+            // The folder is made the first time (no parent: Apache answers
+            // 409, rclone 404).
+            Err(PutError::Http(e)) if matches!(e.status(), Some(404 | 409)) => {
+                self.shared
+                    .mkcol_all(self.conn, &folder)
+                    .map_err(|e| e.into_replica("create", &folder))?;
+                put()
+            }
+            put => put,
+        };
+        match put {
+            Ok(_) => Ok(()),
+            Err(PutError::Http(e)) => Err(lease_error(e, &path)),
+            Err(PutError::Source(e)) => Err(ReplicaError::io("lock", &path, e)),
+        }
+    }
+
+    fn names(&self) -> Result<Vec<String>, ReplicaError> {
+        let folder = Self::folder();
+        match self.shared.children(self.conn, &folder) {
+            Ok(children) => Ok(children.entries.into_iter().map(|(name, _)| name).collect()),
+            Err(e) if e.status() == Some(404) => Ok(Vec::new()),
+            Err(e) => Err(e.into_replica("list", &folder)),
+        }
+    }
+
+    fn remove(&self, name: &str) {
+        let path = format!("{}/{name}", Self::folder());
+        self.shared.delete(self.conn, &path, false, None);
     }
 }
 
 /// The lease file on the share, for [`super::lease::acquire`].
 struct WebdavLeaseFile<'a> {
     lease: &'a WebdavLease,
-    conn: Conn,
+    conn: &'a Conn,
 }
 
 impl super::lease::LeaseFile for WebdavLeaseFile<'_> {
     fn create(&self) -> Result<bool, ReplicaError> {
-        self.lease.create(&self.conn)
+        self.lease.create(self.conn)
     }
 
     fn read(&self) -> Result<Option<(String, Option<String>)>, ReplicaError> {
         let path = &self.lease.path;
         self.lease
             .shared
-            .get_small(&self.conn, path)
+            .get_small(self.conn, path)
             .map_err(|e| e.into_replica("lock", path))
     }
 
@@ -2474,7 +2555,7 @@ impl super::lease::LeaseFile for WebdavLeaseFile<'_> {
     /// took it over meanwhile.
     fn remove(&self, version: Option<&str>) {
         let s = &self.lease.shared;
-        s.delete(&self.conn, &self.lease.path, false, version);
+        s.delete(self.conn, &self.lease.path, false, version);
     }
 }
 
@@ -2482,6 +2563,11 @@ impl Lease for WebdavLease {
     fn renew(&mut self) -> Result<(), ReplicaError> {
         let s = &self.shared;
         let conn = s.conn().map_err(|e| e.into_replica("renew", &self.path))?;
+        let claims = WebdavClaims {
+            shared: s,
+            conn: &conn,
+        };
+        let claim = self.claim(&claims, Wait::AsHolder)?;
         let current = s
             .get_small(&conn, &self.path)
             .map_err(|e| e.into_replica("renew", &self.path))?;
@@ -2490,6 +2576,7 @@ impl Lease for WebdavLease {
             return Err(super::lease::taken_over());
         };
         let _ = text;
+        claim.check_in_time()?;
         // Replaced only if it is still the version just read.
         let renewed = match etag {
             Some(etag) => self.put(&conn, ("If-Match", etag))?,
@@ -2505,9 +2592,22 @@ impl Lease for WebdavLease {
 
 impl Drop for WebdavLease {
     fn drop(&mut self) {
+        if !self.held {
+            return;
+        }
         let s = &self.shared;
-        if let Ok(conn) = s.conn()
-            && let Ok(Some((text, etag))) = s.get_small(&conn, &self.path)
+        let Ok(conn) = s.conn() else {
+            return;
+        };
+        // Under a claim where it can be had (no taker reads the record
+        // while it goes); only our own: a lease taken over since stays
+        // its holder's.
+        let claims = WebdavClaims {
+            shared: s,
+            conn: &conn,
+        };
+        let _claim = self.claim(&claims, Wait::AsHolder);
+        if let Ok(Some((text, etag))) = s.get_small(&conn, &self.path)
             && super::lease::held_by(&text, &self.owner)
         {
             s.delete(&conn, &self.path, false, etag.as_deref());
