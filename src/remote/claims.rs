@@ -181,3 +181,100 @@ impl Drop for Claim<'_> {
         self.folder.remove(&self.name);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Barrier, Mutex};
+
+    use super::*;
+    use crate::locks::LockExt;
+    use crate::remote::lease::owner;
+
+    /// A folder whose listing shows every file whose write has ended.
+    #[derive(Default)]
+    struct Memory(Mutex<BTreeSet<String>>);
+
+    impl ClaimFolder for Memory {
+        fn put(&self, name: &str) -> Result<(), ReplicaError> {
+            self.0.locked().insert(name.to_owned());
+            Ok(())
+        }
+
+        fn names(&self) -> Result<Vec<String>, ReplicaError> {
+            Ok(self.0.locked().iter().cloned().collect())
+        }
+
+        fn remove(&self, name: &str) {
+            self.0.locked().remove(name);
+        }
+    }
+
+    const LEASE: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn of_agents_claiming_at_once_one_is_alone_at_a_time_and_one_goes_on() {
+        let folder = Memory::default();
+        let inside = AtomicUsize::new(0);
+        for _ in 0..20 {
+            let start = Barrier::new(6);
+            let entered = AtomicUsize::new(0);
+            std::thread::scope(|scope| {
+                for _ in 0..6 {
+                    scope.spawn(|| {
+                        let me = owner("laptop");
+                        start.wait();
+                        if let Ok(claim) =
+                            Claim::enter(&folder, &me, LEASE, Wait::AsTaker, &|| Ok(()))
+                        {
+                            assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two alone");
+                            entered.fetch_add(1, Ordering::SeqCst);
+                            std::thread::sleep(Duration::from_millis(2));
+                            inside.fetch_sub(1, Ordering::SeqCst);
+                            drop(claim);
+                        }
+                    });
+                }
+            });
+            assert!(entered.load(Ordering::SeqCst) >= 1, "someone goes on");
+            assert!(folder.0.locked().is_empty(), "every claim withdrawn");
+        }
+    }
+
+    #[test]
+    fn a_taker_gives_up_at_once_when_the_lease_is_held_and_a_holder_waits_its_turn() {
+        let folder = Memory::default();
+        let (holder, taker) = (owner("holder"), owner("taker"));
+        // A taker that finds only a larger claim (maybe the holder's,
+        // renewing) reads the lease and, finding it held, withdraws at
+        // once rather than wait.
+        let claim_of = |who: &Owner| name_record(who, LEASE, SystemTime::now());
+        let (h, t) = (claim_of(&holder), claim_of(&taker));
+        let id = |name: &str| record_of_name(name).unwrap().1;
+        let (larger, smaller) = if id(&h) > id(&t) {
+            (&holder, &taker)
+        } else {
+            (&taker, &holder)
+        };
+        folder.put(&claim_of(larger)).unwrap();
+        let busy = || Err(ReplicaError::Busy("held".into()));
+        let started = Instant::now();
+        assert!(matches!(
+            Claim::enter(&folder, smaller, LEASE, Wait::AsTaker, &busy),
+            Err(ReplicaError::Busy(message)) if message == "held"
+        ));
+        assert!(started.elapsed() < CLAIM_WAIT / 2);
+        // A claim left by an agent that is gone (this process, a lease no
+        // longer held) is stale and removed.
+        let gone = owner("gone");
+        let stale = claim_of(&gone);
+        drop(gone);
+        folder.0.locked().clear();
+        folder.put(&stale).unwrap();
+        let claim = Claim::enter(&folder, &holder, LEASE, Wait::AsHolder, &|| Ok(())).unwrap();
+        assert_eq!(folder.names().unwrap().len(), 1, "only ours is left");
+        drop(claim);
+        assert!(folder.names().unwrap().is_empty());
+    }
+}
