@@ -664,7 +664,7 @@ impl Remote {
         }
         let copied = match source {
             Some(source) if spooled.size >= super::job::WATCHED_UPLOAD_BYTES => {
-                self.copy_watched(params, source, what)
+                self.copy_watched(params, spooled.size, source, what)
             }
             _ => self
                 .call("operations/copyfile", params, "upload", what)

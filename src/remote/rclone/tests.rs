@@ -808,4 +808,49 @@ mod replica {
         assert_eq!(staging, 0, "nothing staged is left");
         assert!(fixture.on_disk("big.bin").is_none());
     }
+
+    #[test]
+    fn an_upload_whose_job_id_a_new_rcd_hands_out_again_is_not_taken_as_done() {
+        let fixture = Fixture::new();
+        let replica = slow_replica(&fixture);
+        replica.mark_root().unwrap();
+        let (_dir, local, content) = local_source(20 << 20);
+        let path = rel("big.bin");
+        let killed = std::sync::atomic::AtomicBool::new(false);
+        // Once the upload runs, its rcd dies, and the new one answers
+        // enough calls (every call is a job there) to hand out the
+        // upload's job id again, to a call that succeeds.
+        let progress = |done: u64| {
+            if done == 0 || killed.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
+            let pid = replica.rcd().pid().unwrap();
+            // SAFETY: the rcd this test's replica started.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            let mut last = 0;
+            while last < 64 {
+                let started = replica
+                    .client
+                    .call("rc/noop", &serde_json::json!({ "_async": true }))
+                    .unwrap();
+                last = started["jobid"].as_i64().unwrap();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        let source = crate::remote::Source::new(&local, &path, meta_of(&content), &progress);
+        let staged = replica.stage_from(&path, &source, 1_000_000_000, None);
+        assert!(killed.load(std::sync::atomic::Ordering::Relaxed));
+        assert!(
+            matches!(staged, Err(ReplicaError::Offline { .. })),
+            "{staged:?}"
+        );
+        let staging: Vec<_> = std::fs::read_dir(fixture.root().join(".prism-sync/staging"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| entry.file_name())
+            .collect();
+        assert!(staging.is_empty(), "nothing staged is left: {staging:?}");
+        assert!(fixture.on_disk("big.bin").is_none());
+    }
 }
