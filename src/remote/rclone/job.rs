@@ -11,6 +11,10 @@
 //! job, and an rcd started again after the old one died counts ids from 1
 //! again, so the upload's id soon names some other call. A `job/status`
 //! whose group is not the upload's means the rcd that ran it ended.
+//!
+//! Whatever way the watch ends, a job that has not finished is stopped
+//! and waited for ([`Watched`]'s drop) before the caller removes what it
+//! staged: rclone must not go on writing a name that is being removed.
 
 use std::time::Duration;
 
@@ -27,8 +31,8 @@ pub const WATCHED_UPLOAD_BYTES: u64 = 8 * 1024 * 1024;
 /// How often a running job is looked at.
 const POLL: Duration = Duration::from_millis(200);
 
-/// How long a stopped job may take to end before the upload is given up
-/// as failed all the same.
+/// How long a stopped job may take to end before the run goes on without
+/// it (its staged file is then left to the staging sweep).
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
 impl Remote {
@@ -53,11 +57,12 @@ impl Remote {
                 self.shown
             )));
         };
-        let watched = Watched {
+        let mut watched = Watched {
             remote: self,
             job,
             group,
             what,
+            over: false,
         };
         watched.follow(source)?;
         // The job said it succeeded; what it left must be the whole file
@@ -86,24 +91,31 @@ enum Seen {
     Gone,
 }
 
-/// An upload's job being watched.
+/// An upload's job being watched. Dropped before it is `over`, it stops
+/// the job and waits for it to end.
 struct Watched<'a> {
     remote: &'a Remote,
     job: i64,
     group: String,
     what: &'a str,
+    /// The job ended, or is none of ours to stop.
+    over: bool,
 }
 
 impl Watched<'_> {
     /// Watches the job until it ends: `Ok` when it succeeded.
-    fn follow(&self, source: &Source<'_>) -> Result<(), ReplicaError> {
+    fn follow(&mut self, source: &Source<'_>) -> Result<(), ReplicaError> {
         let mut stopped: Option<std::time::Instant> = None;
         loop {
             std::thread::sleep(POLL);
             match self.look()? {
                 Seen::Running => {}
-                Seen::Gone => return Err(self.rcd_ended()),
+                Seen::Gone => {
+                    self.over = true;
+                    return Err(self.rcd_ended());
+                }
                 Seen::Finished { success, error } => {
+                    self.over = true;
                     return match (success, stopped) {
                         (true, _) => Ok(()),
                         (false, Some(_)) => Err(changed(self.what)),
@@ -123,21 +135,14 @@ impl Watched<'_> {
                     self.report(source);
                     if source.is_cancelled() {
                         tracing::debug!(remote = %self.remote.shown, path = self.what, job = self.job, "the run stops: stopping the upload");
-                        self.remote.call(
-                            "job/stop",
-                            json!({ "jobid": self.job }),
-                            "stop the upload of",
-                            self.what,
-                        )?;
+                        self.stop()?;
                         stopped = Some(std::time::Instant::now());
                     }
                 }
-                Some(at) if at.elapsed() > STOP_GRACE => {
-                    return Err(ReplicaError::Other(format!(
-                        "cannot stop the upload of {} on {}: rclone's job {} still runs",
-                        self.what, self.remote.shown, self.job
-                    )));
-                }
+                // The run was cancelled: whatever rclone still does, this
+                // is planned again next time, not a failure of the path.
+                // The drop asks once more and waits as long again.
+                Some(at) if at.elapsed() > STOP_GRACE => return Err(changed(self.what)),
                 Some(_) => {}
             }
         }
@@ -185,6 +190,29 @@ impl Watched<'_> {
         })
     }
 
+    /// Sends `job/stop`, once the job is known to be still ours (its id
+    /// may name another call's job on a new rcd).
+    fn stop(&mut self) -> Result<(), ReplicaError> {
+        match self.look()? {
+            Seen::Running => {}
+            Seen::Finished { .. } => return Ok(()),
+            Seen::Gone => {
+                self.over = true;
+                return Err(self.rcd_ended());
+            }
+        }
+        match self
+            .remote
+            .client
+            .call("job/stop", &json!({ "jobid": self.job }))
+        {
+            Ok(_) => Ok(()),
+            // It ended between the look and the stop.
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.remote.error(e, "stop the upload of", self.what)),
+        }
+    }
+
     /// The upload is tried again when the remote answers, as after any
     /// broken connection.
     fn rcd_ended(&self) -> ReplicaError {
@@ -195,5 +223,37 @@ impl Watched<'_> {
                 self.what
             ),
         }
+    }
+}
+
+impl Drop for Watched<'_> {
+    fn drop(&mut self) {
+        if self.over {
+            return;
+        }
+        tracing::debug!(remote = %self.remote.shown, path = self.what, job = self.job, "the upload is given up: stopping rclone's job");
+        let asked = std::time::Instant::now();
+        let mut stop_sent = false;
+        while asked.elapsed() <= STOP_GRACE {
+            match self.look() {
+                Ok(Seen::Running) => {}
+                Ok(_) => return,
+                // A broken connection to a live rcd, or one that died (the
+                // next call starts a new one, which knows no such job).
+                Err(_) => {
+                    std::thread::sleep(POLL);
+                    continue;
+                }
+            }
+            if !stop_sent {
+                stop_sent = self
+                    .remote
+                    .client
+                    .call("job/stop", &json!({ "jobid": self.job }))
+                    .is_ok();
+            }
+            std::thread::sleep(POLL);
+        }
+        tracing::warn!(remote = %self.remote.shown, path = self.what, job = self.job, "rclone's upload job did not end when stopped; its staged file is swept later");
     }
 }

@@ -853,4 +853,42 @@ mod replica {
         assert!(staging.is_empty(), "nothing staged is left: {staging:?}");
         assert!(fixture.on_disk("big.bin").is_none());
     }
+
+    #[test]
+    fn a_cancelled_upload_whose_rcd_died_is_offline_not_a_failed_path() {
+        let fixture = Fixture::new();
+        let replica = slow_replica(&fixture);
+        replica.mark_root().unwrap();
+        let (_dir, local, content) = local_source(20 << 20);
+        let path = rel("big.bin");
+        let cancel = std::sync::atomic::AtomicBool::new(false);
+        // The run is cancelled once the upload is under way, and the rcd
+        // dies before the job can be stopped: the stop goes to a new rcd,
+        // which knows no such job.
+        let progress = |done: u64| {
+            if done > 0 && !cancel.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                let pid = replica.rcd().pid().unwrap();
+                // SAFETY: the rcd this test's replica started.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+                // Another call finds it gone and starts a new one.
+                replica
+                    .client
+                    .call("rc/noop", &serde_json::json!({}))
+                    .unwrap();
+                assert_ne!(replica.rcd().pid(), Some(pid));
+            }
+        };
+        let cancelled = || cancel.load(std::sync::atomic::Ordering::Relaxed);
+        let source = crate::remote::Source::new(&local, &path, meta_of(&content), &progress)
+            .with_cancel(&cancelled);
+        let stopped = replica.stage_from(&path, &source, 1_000_000_000, None);
+        assert!(
+            matches!(stopped, Err(ReplicaError::Offline { .. })),
+            "{stopped:?}"
+        );
+        let staging = std::fs::read_dir(fixture.root().join(".prism-sync/staging"))
+            .map(|entries| entries.count())
+            .unwrap_or(0);
+        assert_eq!(staging, 0, "nothing staged is left");
+    }
 }
