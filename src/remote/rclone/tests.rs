@@ -466,6 +466,36 @@ mod replica {
             .collect()
     }
 
+    /// The calls a replacing commit makes on `replica`, a backend
+    /// without `Move`, once it checked that the file holds the new bytes.
+    fn replacing_commit(replica: &RcloneReplica) -> Vec<(String, u64)> {
+        replica.mark_root().unwrap();
+        assert!(!replica.features().unwrap().moves);
+        write(replica, "a.md", b"alpha\n", &Expect::Absent).unwrap();
+        let expect = expect_listed(replica, "a.md");
+        let staged = stage(replica, "a.md", b"beta\n");
+        let before = replica.client.calls_made();
+        replica.commit_staged(&staged, &expect).unwrap();
+        let calls = calls_since(replica, &before);
+        assert_eq!(read_all(replica.open(&rel("a.md")).unwrap()), b"beta\n");
+        calls
+    }
+
+    #[test]
+    fn a_backend_without_move_rechecks_its_commits_whether_or_not_it_copies() {
+        // rclone's move is a copy and a removal on both: a server-side
+        // copy (`memory`, as S3), or a download and an upload (`local`
+        // with `Move` turned off: it has no `Copy`), a wider window.
+        let fixture = Fixture::new();
+        let server_copy = replacing_commit(&fixture.replica_of("mem:root"));
+        let remote = format!("disk:{}", fixture.root().display());
+        let no_copy =
+            RcloneReplica::with_flags(&remote, &fixture.settings(), 4, &["--disable", "Move"])
+                .unwrap();
+        assert_eq!(replacing_commit(&no_copy), server_copy);
+        assert_eq!(fixture.trashed(), vec![b"alpha\n".to_vec()]);
+    }
+
     #[test]
     fn a_batch_of_new_files_costs_an_upload_and_a_move_each_and_two_listings() {
         let fixture = Fixture::new();
