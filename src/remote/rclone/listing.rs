@@ -139,21 +139,40 @@ pub fn list(
                 continue;
             }
         };
-        if rel.as_str().contains(char::REPLACEMENT_CHARACTER) && !addresses_exactly(source, &item)?
-        {
-            // rclone shows bytes that are not UTF-8 as U+FFFD: a name it
-            // cannot give back exactly, so nothing can address the file.
-            out.problems.push(Problem {
-                path: None,
-                message: format!(
-                    "{name:?} on the rclone remote cannot be synced: its name is not UTF-8 \
-                     (rclone shows such bytes as U+FFFD); rename it"
-                ),
-            });
-            continue;
-        }
         if ignore.is_ignored(&rel, item.is_dir) || !in_scope(&rel) {
             continue;
+        }
+        if rel.as_str().contains(char::REPLACEMENT_CHARACTER) {
+            if out.held.iter().any(|h| rel.is_within(h)) {
+                continue;
+            }
+            match addresses_exactly(source, &item) {
+                Ok(true) => {}
+                Ok(false) => {
+                    // rclone shows bytes that are not UTF-8 as U+FFFD: a
+                    // name it cannot give back exactly, so nothing can
+                    // address the file.
+                    out.problems.push(Problem {
+                        path: None,
+                        message: format!(
+                            "{name:?} on the rclone remote cannot be synced: its name is not \
+                             UTF-8 (rclone shows such bytes as U+FFFD); rename it"
+                        ),
+                    });
+                    continue;
+                }
+                Err(e) if e.is_offline() => return Err(e),
+                // That one name's trouble (a key the login may not read):
+                // held, neither synced nor read as absent.
+                Err(e) => {
+                    out.problems.push(Problem {
+                        path: Some(rel.clone()),
+                        message: format!("could not be looked at: {e}"),
+                    });
+                    out.held.push(rel);
+                    continue;
+                }
+            }
         }
         if !seen.insert(rel.clone()) {
             duplicates.insert(rel);
@@ -447,6 +466,38 @@ mod tests {
             token: String::new(),
             ..file(path, 0)
         }
+    }
+
+    #[test]
+    fn a_failed_look_at_a_replacement_character_name_holds_that_name_only() {
+        let fake = Fake {
+            items: vec![
+                file("ok.txt", 3),
+                folder("d\u{FFFD}"),
+                file("d\u{FFFD}/in.txt", 2),
+                file("x\u{FFFD}.txt", 4),
+                file("y\u{FFFD}.tmp", 5),
+            ],
+            // A stat of these fails; the ignored one is not looked at.
+            refused: vec![
+                "d\u{FFFD}".into(),
+                "x\u{FFFD}.txt".into(),
+                "y\u{FFFD}.tmp".into(),
+            ],
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let ignore = IgnoreRules::load(dir.path(), &["*.tmp".to_owned()]).unwrap();
+        let listing = list(&fake, &Scope::Full, &BaseTree::new(), &ignore, 1, true).unwrap();
+        assert!(listing.tree.contains_key(&rel("ok.txt")), "{listing:?}");
+        assert_eq!(listing.tree.len(), 1, "{listing:?}");
+        assert_eq!(listing.held, vec![rel("d\u{FFFD}"), rel("x\u{FFFD}.txt")]);
+        let troubled: Vec<_> = listing.problems.iter().map(|p| p.path.clone()).collect();
+        assert_eq!(
+            troubled,
+            vec![Some(rel("d\u{FFFD}")), Some(rel("x\u{FFFD}.txt"))],
+            "{:?}",
+            listing.problems
+        );
     }
 
     #[test]
