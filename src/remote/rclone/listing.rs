@@ -139,21 +139,40 @@ pub fn list(
                 continue;
             }
         };
-        if rel.as_str().contains(char::REPLACEMENT_CHARACTER) && !addresses_exactly(source, &item)?
-        {
-            // rclone shows bytes that are not UTF-8 as U+FFFD: a name it
-            // cannot give back exactly, so nothing can address the file.
-            out.problems.push(Problem {
-                path: None,
-                message: format!(
-                    "{name:?} on the rclone remote cannot be synced: its name is not UTF-8 \
-                     (rclone shows such bytes as U+FFFD); rename it"
-                ),
-            });
-            continue;
-        }
         if ignore.is_ignored(&rel, item.is_dir) || !in_scope(&rel) {
             continue;
+        }
+        if rel.as_str().contains(char::REPLACEMENT_CHARACTER) {
+            if out.held.iter().any(|h| rel.is_within(h)) {
+                continue;
+            }
+            match addresses_exactly(source, &item) {
+                Ok(true) => {}
+                Ok(false) => {
+                    // rclone shows bytes that are not UTF-8 as U+FFFD: a
+                    // name it cannot give back exactly, so nothing can
+                    // address the file.
+                    out.problems.push(Problem {
+                        path: None,
+                        message: format!(
+                            "{name:?} on the rclone remote cannot be synced: its name is not \
+                             UTF-8 (rclone shows such bytes as U+FFFD); rename it"
+                        ),
+                    });
+                    continue;
+                }
+                Err(e) if e.is_offline() => return Err(e),
+                // That one name's trouble (a key the login may not read):
+                // held, neither synced nor read as absent.
+                Err(e) => {
+                    out.problems.push(Problem {
+                        path: Some(rel.clone()),
+                        message: format!("could not be looked at: {e}"),
+                    });
+                    out.held.push(rel);
+                    continue;
+                }
+            }
         }
         if !seen.insert(rel.clone()) {
             duplicates.insert(rel);
@@ -247,7 +266,9 @@ pub fn list(
 /// prefix of its files' names) a folder is listed only while a file is
 /// below it. A folder the base knows with no file below it is therefore
 /// not listed, yet nobody removed it (there is nothing to remove): it is
-/// kept as the base has it, where the folder above it is there too.
+/// kept as the base has it, where the folder above it is there too, or
+/// is outside the scope (a scoped run over the folder itself lists
+/// nothing above it).
 fn keep_empty_folders(out: &mut Listing, cache: &BaseTree, in_scope: impl Fn(&RelPath) -> bool) {
     let mut with_files: BTreeSet<RelPath> = BTreeSet::new();
     for (path, base) in cache {
@@ -264,7 +285,7 @@ fn keep_empty_folders(out: &mut Listing, cache: &BaseTree, in_scope: impl Fn(&Re
             && !out.held.iter().any(|h| path.is_within(h))
             && path
                 .parent()
-                .is_none_or(|parent| out.tree.contains_key(&parent));
+                .is_none_or(|parent| out.tree.contains_key(&parent) || !in_scope(&parent));
         if kept {
             out.tree
                 .insert(path.clone(), SideEntry::new(Entry::dir(None)));
@@ -390,6 +411,116 @@ fn hash_of(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rel(path: &str) -> RelPath {
+        RelPath::new(path).unwrap()
+    }
+
+    /// A remote as a list of items: a folderless one lists no folder
+    /// with nothing below it. A stat of a name in `refused` fails.
+    struct Fake {
+        items: Vec<Item>,
+        refused: Vec<String>,
+    }
+
+    impl Source for Fake {
+        fn items_below(&self, path: &str) -> Result<Vec<Item>, ReplicaError> {
+            let prefix = format!("{path}/");
+            Ok(self
+                .items
+                .iter()
+                .filter(|i| path.is_empty() || i.path.starts_with(&prefix))
+                .cloned()
+                .collect())
+        }
+
+        fn item(&self, path: &str) -> Result<Option<Item>, ReplicaError> {
+            if self.refused.iter().any(|r| r == path) {
+                return Err(ReplicaError::Other(format!("access denied to {path}")));
+            }
+            Ok(self.items.iter().find(|i| i.path == path).cloned())
+        }
+
+        fn read(&self, path: &RelPath) -> Result<Box<dyn Read + Send + '_>, ReplicaError> {
+            let item = self.items.iter().find(|i| i.path == path.as_str());
+            let size = item.map_or(0, |i| i.size) as usize;
+            Ok(Box::new(std::io::Cursor::new(vec![b'x'; size])))
+        }
+    }
+
+    fn file(path: &str, size: u64) -> Item {
+        Item {
+            path: path.to_owned(),
+            is_dir: false,
+            size,
+            mtime_ns: 1_000_000_000,
+            timed: true,
+            token: format!("|t|{size}"),
+        }
+    }
+
+    fn folder(path: &str) -> Item {
+        Item {
+            is_dir: true,
+            size: 0,
+            token: String::new(),
+            ..file(path, 0)
+        }
+    }
+
+    #[test]
+    fn a_failed_look_at_a_replacement_character_name_holds_that_name_only() {
+        let fake = Fake {
+            items: vec![
+                file("ok.txt", 3),
+                folder("d\u{FFFD}"),
+                file("d\u{FFFD}/in.txt", 2),
+                file("x\u{FFFD}.txt", 4),
+                file("y\u{FFFD}.tmp", 5),
+            ],
+            // A stat of these fails; the ignored one is not looked at.
+            refused: vec![
+                "d\u{FFFD}".into(),
+                "x\u{FFFD}.txt".into(),
+                "y\u{FFFD}.tmp".into(),
+            ],
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let ignore = IgnoreRules::load(dir.path(), &["*.tmp".to_owned()]).unwrap();
+        let listing = list(&fake, &Scope::Full, &BaseTree::new(), &ignore, 1, true).unwrap();
+        assert!(listing.tree.contains_key(&rel("ok.txt")), "{listing:?}");
+        assert_eq!(listing.tree.len(), 1, "{listing:?}");
+        assert_eq!(listing.held, vec![rel("d\u{FFFD}"), rel("x\u{FFFD}.txt")]);
+        let troubled: Vec<_> = listing.problems.iter().map(|p| p.path.clone()).collect();
+        assert_eq!(
+            troubled,
+            vec![Some(rel("d\u{FFFD}")), Some(rel("x\u{FFFD}.txt"))],
+            "{:?}",
+            listing.problems
+        );
+    }
+
+    #[test]
+    fn a_scoped_run_over_an_empty_folder_of_a_folderless_backend_keeps_it() {
+        // The base knows `d/`, `d/f.txt` and the empty `d/e/`; a scoped
+        // run over `d/e` loads the base within it only.
+        let fake = Fake {
+            items: vec![folder("d"), file("d/f.txt", 3)],
+            refused: vec![],
+        };
+        let mut within = BaseTree::new();
+        within.insert(rel("d/e"), crate::model::BaseEntry::new(Entry::dir(None)));
+        let ignore = IgnoreRules::reserved_only();
+        let scope = Scope::Paths(vec![rel("d/e")]);
+        let listing = list(&fake, &scope, &within, &ignore, 1, false).unwrap();
+        assert!(listing.tree.contains_key(&rel("d/e")), "{listing:?}");
+        assert!(listing.problems.is_empty(), "{:?}", listing.problems);
+        // A full run keeps it too, as before.
+        let mut whole = within.clone();
+        whole.insert(rel("d"), crate::model::BaseEntry::new(Entry::dir(None)));
+        let listing = list(&fake, &Scope::Full, &whole, &ignore, 1, false).unwrap();
+        assert!(listing.tree.contains_key(&rel("d/e")), "{listing:?}");
+    }
 
     #[test]
     fn tokens_are_the_providers_hash_else_id_modtime_and_size() {

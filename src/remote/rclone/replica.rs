@@ -307,7 +307,9 @@ impl Replica for RcloneReplica {
         let path = &staged.path;
         let features = self.features()?;
         let temp = staged.temp.to_string_lossy();
-        // Where rclone's move is a server-side copy and a removal (S3),
+        // Where rclone's move is a copy and a removal (any backend without
+        // `Move`: a server-side copy on S3, a download and an upload where
+        // there is no `Copy` either),
         // agents replacing one file at once each "move" the version they
         // all re-checked to the trash (each copy finds it there), and the
         // last one's move into place would replace a version another put
@@ -316,7 +318,7 @@ impl Replica for RcloneReplica {
         // right before its move, and checks after it that the file in
         // place is its own (RACE: a version landing between that look
         // and the move is still replaced, the gap any re-check leaves).
-        let copies = !features.moves && features.server_copy;
+        let copies = !features.moves;
         let own_token = match copies {
             true => Some(self.stat_file(&temp)?.ok_or_else(|| changed(path))?.token),
             false => None,

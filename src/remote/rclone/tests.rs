@@ -466,6 +466,36 @@ mod replica {
             .collect()
     }
 
+    /// The calls a replacing commit makes on `replica`, a backend
+    /// without `Move`, once it checked that the file holds the new bytes.
+    fn replacing_commit(replica: &RcloneReplica) -> Vec<(String, u64)> {
+        replica.mark_root().unwrap();
+        assert!(!replica.features().unwrap().moves);
+        write(replica, "a.md", b"alpha\n", &Expect::Absent).unwrap();
+        let expect = expect_listed(replica, "a.md");
+        let staged = stage(replica, "a.md", b"beta\n");
+        let before = replica.client.calls_made();
+        replica.commit_staged(&staged, &expect).unwrap();
+        let calls = calls_since(replica, &before);
+        assert_eq!(read_all(replica.open(&rel("a.md")).unwrap()), b"beta\n");
+        calls
+    }
+
+    #[test]
+    fn a_backend_without_move_rechecks_its_commits_whether_or_not_it_copies() {
+        // rclone's move is a copy and a removal on both: a server-side
+        // copy (`memory`, as S3), or a download and an upload (`local`
+        // with `Move` turned off: it has no `Copy`), a wider window.
+        let fixture = Fixture::new();
+        let server_copy = replacing_commit(&fixture.replica_of("mem:root"));
+        let remote = format!("disk:{}", fixture.root().display());
+        let no_copy =
+            RcloneReplica::with_flags(&remote, &fixture.settings(), 4, &["--disable", "Move"])
+                .unwrap();
+        assert_eq!(replacing_commit(&no_copy), server_copy);
+        assert_eq!(fixture.trashed(), vec![b"alpha\n".to_vec()]);
+    }
+
     #[test]
     fn a_batch_of_new_files_costs_an_upload_and_a_move_each_and_two_listings() {
         let fixture = Fixture::new();
@@ -807,5 +837,88 @@ mod replica {
             .unwrap_or(0);
         assert_eq!(staging, 0, "nothing staged is left");
         assert!(fixture.on_disk("big.bin").is_none());
+    }
+
+    #[test]
+    fn an_upload_whose_job_id_a_new_rcd_hands_out_again_is_not_taken_as_done() {
+        let fixture = Fixture::new();
+        let replica = slow_replica(&fixture);
+        replica.mark_root().unwrap();
+        let (_dir, local, content) = local_source(20 << 20);
+        let path = rel("big.bin");
+        let killed = std::sync::atomic::AtomicBool::new(false);
+        // Once the upload runs, its rcd dies, and the new one answers
+        // enough calls (every call is a job there) to hand out the
+        // upload's job id again, to a call that succeeds.
+        let progress = |done: u64| {
+            if done == 0 || killed.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
+            let pid = replica.rcd().pid().unwrap();
+            // SAFETY: the rcd this test's replica started.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            let mut last = 0;
+            while last < 64 {
+                let started = replica
+                    .client
+                    .call("rc/noop", &serde_json::json!({ "_async": true }))
+                    .unwrap();
+                last = started["jobid"].as_i64().unwrap();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        let source = crate::remote::Source::new(&local, &path, meta_of(&content), &progress);
+        let staged = replica.stage_from(&path, &source, 1_000_000_000, None);
+        assert!(killed.load(std::sync::atomic::Ordering::Relaxed));
+        assert!(
+            matches!(staged, Err(ReplicaError::Offline { .. })),
+            "{staged:?}"
+        );
+        let staging: Vec<_> = std::fs::read_dir(fixture.root().join(".prism-sync/staging"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| entry.file_name())
+            .collect();
+        assert!(staging.is_empty(), "nothing staged is left: {staging:?}");
+        assert!(fixture.on_disk("big.bin").is_none());
+    }
+
+    #[test]
+    fn a_cancelled_upload_whose_rcd_died_is_offline_not_a_failed_path() {
+        let fixture = Fixture::new();
+        let replica = slow_replica(&fixture);
+        replica.mark_root().unwrap();
+        let (_dir, local, content) = local_source(20 << 20);
+        let path = rel("big.bin");
+        let cancel = std::sync::atomic::AtomicBool::new(false);
+        // The run is cancelled once the upload is under way, and the rcd
+        // dies before the job can be stopped: the stop goes to a new rcd,
+        // which knows no such job.
+        let progress = |done: u64| {
+            if done > 0 && !cancel.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                let pid = replica.rcd().pid().unwrap();
+                // SAFETY: the rcd this test's replica started.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+                // Another call finds it gone and starts a new one.
+                replica
+                    .client
+                    .call("rc/noop", &serde_json::json!({}))
+                    .unwrap();
+                assert_ne!(replica.rcd().pid(), Some(pid));
+            }
+        };
+        let cancelled = || cancel.load(std::sync::atomic::Ordering::Relaxed);
+        let source = crate::remote::Source::new(&local, &path, meta_of(&content), &progress)
+            .with_cancel(&cancelled);
+        let stopped = replica.stage_from(&path, &source, 1_000_000_000, None);
+        assert!(
+            matches!(stopped, Err(ReplicaError::Offline { .. })),
+            "{stopped:?}"
+        );
+        let staging = std::fs::read_dir(fixture.root().join(".prism-sync/staging"))
+            .map(|entries| entries.count())
+            .unwrap_or(0);
+        assert_eq!(staging, 0, "nothing staged is left");
     }
 }
