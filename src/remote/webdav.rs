@@ -1037,6 +1037,17 @@ impl Shared {
                     _ => Err(e),
                 }
             }
+            // 423: another client's MKCOL of it is under way (rclone serve
+            // webdav locks the name meanwhile): made once that one ends.
+            Err(e) if e.status() == Some(423) => {
+                for _ in 0..5 {
+                    std::thread::sleep(Duration::from_millis(50));
+                    if self.stat(conn, rel)?.is_some_and(|stat| stat.collection) {
+                        return Ok(());
+                    }
+                }
+                Err(e)
+            }
             Err(e) => Err(e),
         }
     }
@@ -2467,15 +2478,21 @@ impl WebdavLease {
         };
         let claim = self.claim(&claims, Wait::AsTaker)?;
         claim.check_in_time()?;
+        // From here a record of ours may be there even when the answer is
+        // lost: dropping the lease removes it (only if it is ours).
+        self.held = true;
         let file = WebdavLeaseFile {
             lease: self,
             conn: &conn,
         };
-        super::lease::acquire(&file, SystemTime::now())?;
+        let taken = super::lease::acquire(&file, SystemTime::now());
         // Only now: an agent that finds no claim finds the record.
         drop(claim);
-        self.held = true;
-        Ok(())
+        if let Err(ReplicaError::Busy(_)) = &taken {
+            // Another agent's record is there: nothing of ours to release.
+            self.held = false;
+        }
+        taken
     }
 }
 
@@ -2505,7 +2522,7 @@ impl ClaimFolder for WebdavClaims<'_> {
             Err(PutError::Http(e)) if matches!(e.status(), Some(404 | 409)) => {
                 self.shared
                     .mkcol_all(self.conn, &folder)
-                    .map_err(|e| e.into_replica("create", &folder))?;
+                    .map_err(|e| lease_error(e, &folder))?;
                 put()
             }
             put => put,

@@ -59,6 +59,9 @@ pub struct Features {
     /// Where it cannot (S3: a folder is the common prefix of its files'
     /// names), a root with nothing in it is not there at all.
     pub empty_dirs: bool,
+    /// A file is copied server-side (`Copy`): where the backend has no
+    /// move, rclone's move is that copy and a removal.
+    pub server_copy: bool,
 }
 
 impl Features {
@@ -84,6 +87,7 @@ impl Features {
             list_r: flag("ListR"),
             slow_mod_time: flag("SlowModTime"),
             empty_dirs: flag("CanHaveEmptyDirectories"),
+            server_copy: flag("Copy"),
         }
     }
 }
@@ -454,17 +458,19 @@ impl Remote {
             "dstFs": self.remote, "dstRemote": to,
         });
         let features = self.features()?;
-        if !features.moves {
-            // rclone's move is a copy and a removal here: a server-side
-            // copy (S3), or a download and an upload where the backend has
-            // no `Copy` either. After the copy it compares the size and
-            // hash of what it then finds at the destination with the
-            // source's, and removes the destination if they differ: where
-            // another writer's move lands in between, that removal would
-            // take the other writer's version, kept nowhere else. The
-            // check is skipped: a server-side copy does not change the
-            // bytes, and a download and upload is checked by the transport
-            // (TLS, SSH) and by the listing that hashes the file.
+        if !features.moves && features.server_copy {
+            // rclone's move is a server-side copy and a removal here (S3).
+            // After the copy it compares the size and hash of what it then
+            // finds at the destination with the source's, and removes the
+            // destination if they differ: where another writer's move
+            // lands in between, that removal would take the other writer's
+            // version, kept nowhere else. The check is skipped: a
+            // server-side copy does not change the bytes. Where the move
+            // is a download and an upload (no `Copy` either), the check
+            // stays: a transfer that ended short must not remove its
+            // source, which may be the only copy of an old version on its
+            // way to the trash. RACE: there the other writer's version can
+            // still meet that removal.
             params["_config"] = json!({ "IgnoreChecksum": true, "IgnoreSize": true });
         }
         self.call("operations/movefile", params, "move", from)

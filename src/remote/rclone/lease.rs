@@ -48,10 +48,12 @@ impl RcloneLease {
         // one took it between the first look and our claim.
         lease.check_free()?;
         claim.check_in_time()?;
+        // From here a record of ours may be there even when the answer is
+        // lost: dropping the lease removes it (only if it is ours).
+        lease.held = true;
         lease.write()?;
         // Only now: an agent that finds no claim finds the record.
         drop(claim);
-        lease.held = true;
         Ok(lease)
     }
 
