@@ -296,8 +296,7 @@ impl Apache {
     /// header (`-` when there is none) and status, e.g.
     /// `PROPFIND /open/x/ infinity 207`.
     pub fn requests(&self) -> Vec<String> {
-        fs::read_to_string(self.dir.path().join("requests.log"))
-            .unwrap_or_default()
+        self.settled_log("requests.log")
             .lines()
             .map(str::to_owned)
             .collect()
@@ -318,8 +317,7 @@ impl Apache {
     /// CONTENT-ENCODING BYTES` (`-` for no encoding; the bytes sent,
     /// headers included).
     pub fn encodings(&self) -> Vec<String> {
-        fs::read_to_string(self.dir.path().join("encodings.log"))
-            .unwrap_or_default()
+        self.settled_log("encodings.log")
             .lines()
             .map(str::to_owned)
             .collect()
@@ -329,7 +327,25 @@ impl Apache {
     /// range=RANGE if-range=IF-RANGE` (the body bytes sent, and the
     /// request's `Range` and `If-Range` headers, `-` when absent).
     pub fn access_log(&self) -> String {
-        fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
+        self.settled_log("access.log")
+    }
+
+    /// The log `name` once it stopped growing: Apache writes a request's
+    /// line after its answer is sent, so the line of a request the client
+    /// has just seen answered can land a moment later.
+    fn settled_log(&self, name: &str) -> String {
+        let path = self.dir.path().join(name);
+        let read = || fs::read_to_string(&path).unwrap_or_default();
+        let mut text = read();
+        for _ in 0..50 {
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            let again = read();
+            if again == text {
+                break;
+            }
+            text = again;
+        }
+        text
     }
 
     /// A folder for the test's own files (configs, local folders).
