@@ -3,12 +3,21 @@
 has nothing to do.
 
 The agent gets `--pairs` pairs (default 3) of `--files` files each (default
-10,000 in 100 folders), each synced with a `file://` remote, and the default
-timers (`remote_poll_secs` 30, `safety_scan_secs` 900; the safety scan is
-jittered by 10 %, so none falls into a minute's window after start-up).
-Once every pair's start-up sync has completed and the agent has been quiet
-for a few seconds, the script reads the agent's user and system CPU time
-from /proc/PID/stat, waits `--idle` seconds (default 60) and reads it again.
+10,000 in 100 folders), each synced with a `file://` remote (`--remote
+file`, the default) or a bare git repository over `git+file://` (`--remote
+git`), and the default timers (`remote_poll_secs` 30 unless `--poll-secs`
+says otherwise, `safety_scan_secs` 900; the safety scan is jittered by
+10 %, so none falls into a minute's window after start-up). Once every
+pair's start-up sync has completed and the agent has been quiet for a few
+seconds, the script reads the CPU time of the agent and of the children it
+waited for (git) from /proc/PID/stat, waits `--idle` seconds (default 60)
+and reads it again.
+
+With `--remote git` it also times `git status --porcelain` (median of 5) on
+a checkout of the first pair's repository, the comparison the git remote's
+no-op is held to, and prints the agent's CPU per poll beside it:
+
+    python3 bench/idle.py --remote git --pairs 1 --poll-secs 1 --bin-dir /tmp/new
 
 Several builds can be measured in one run (`--bin-dir` given more than once,
 e.g. this branch's and main's), one after the other on fresh trees of the
@@ -23,6 +32,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import shutil
 import signal
 import subprocess
@@ -57,10 +67,34 @@ def synced_files(root):
 
 
 def cpu_seconds(pid):
-    """User plus system CPU time of a process (/proc/PID/stat), in seconds."""
+    """User plus system CPU time of a process and of the children it waited
+    for (/proc/PID/stat), in seconds."""
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rfind(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return sum(int(f) for f in fields[11:15]) / CLOCK_TICKS
+
+
+def git(*args, cwd=None):
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def git_status_seconds(repo, scratch):
+    """Median wall and CPU time of `git status --porcelain` on a warm
+    checkout of `repo`'s main."""
+    checkout = scratch / "checkout"
+    git("clone", "-q", f"file://{repo}", str(checkout))
+    git("status", "--porcelain", cwd=checkout)
+    walls, cpus = [], []
+    for _ in range(5):
+        used = resource.getrusage(resource.RUSAGE_CHILDREN)
+        started = time.perf_counter()
+        git("status", "--porcelain", cwd=checkout)
+        walls.append(time.perf_counter() - started)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime + after.ru_stime - used.ru_utime - used.ru_stime)
+    walls.sort()
+    cpus.sort()
+    return walls[2], cpus[2]
 
 
 def memory_kib(pid):
@@ -105,9 +139,17 @@ def measure(bin_dir, args, scratch):
         name = f"pair{p}"
         local, remote = base / name / "local", base / name / "remote"
         make_tree(local, args.files, args.dirs, args.seed + p)
-        remote.mkdir(parents=True)
+        if args.remote == "git":
+            remote = base / name / "remote.git"
+            git("init", "-q", "--bare", "-b", "main", str(remote))
+            url = f"git+file://{remote}"
+        else:
+            remote.mkdir(parents=True)
+            url = f"file://{remote}"
         pairs.append((name, local, remote))
-        lines += ["[[pair]]", f'name = "{name}"', f'local = "{local}"', f'remote = "file://{remote}"']
+        lines += ["[[pair]]", f'name = "{name}"', f'local = "{local}"', f'remote = "{url}"']
+    if args.poll_secs is not None:
+        lines.insert(1, f"remote_poll_secs = {args.poll_secs}")
     config = base / "config.toml"
     config.write_text("\n".join(lines) + "\n")
     sock_dir = Path(tempfile.mkdtemp(prefix="pi", dir="/tmp"))
@@ -121,21 +163,34 @@ def measure(bin_dir, args, scratch):
         for name, _, _ in pairs:
             sync_and_wait(bin_dir / "prism-syncctl", socket, env, daemon, timeout=600, pair=name)
         for name, local, remote in pairs:
-            if synced_files(remote) != args.files:
-                raise Problem(f"{name}: {synced_files(remote)} of {args.files} files on the remote")
+            if args.remote == "git":
+                out = subprocess.run(["git", "ls-tree", "-r", "--name-only", "main"], cwd=remote,
+                                     capture_output=True, text=True)
+                held = len(out.stdout.splitlines())
+            else:
+                held = synced_files(remote)
+            if held != args.files:
+                raise Problem(f"{name}: {held} of {args.files} files on the remote")
         result["startup_sync_s"] = round(time.monotonic() - started, 2)
         wait_quiet(daemon.pid, quiet=5, timeout=120)
         before = cpu_seconds(daemon.pid)
         time.sleep(args.idle)
         after = cpu_seconds(daemon.pid)
         rss, hwm = memory_kib(daemon.pid)
+        poll_secs = args.poll_secs or 30
         result.update({
+            "polls": int(args.idle // poll_secs) * args.pairs,
+            "cpu_ms_per_poll": round(1000 * (after - before) / max(1, int(args.idle // poll_secs) * args.pairs), 2),
             "idle_s": args.idle,
             "idle_cpu_s": round(after - before, 3),
             "idle_cpu_percent_of_a_core": round(100 * (after - before) / args.idle, 3),
             "rss_kib": rss,
             "peak_rss_kib": hwm,
         })
+        if args.remote == "git":
+            wall, cpu = git_status_seconds(pairs[0][2], base)
+            result["git_status_ms"] = round(1000 * wall, 2)
+            result["git_status_cpu_ms"] = round(1000 * cpu, 2)
     finally:
         if daemon.poll() is None:
             daemon.send_signal(signal.SIGTERM)
@@ -159,6 +214,8 @@ def main():
     parser.add_argument("--dirs", type=int, default=100)
     parser.add_argument("--idle", type=float, default=60.0, help="seconds of idle measured")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--remote", choices=["file", "git"], default="file")
+    parser.add_argument("--poll-secs", type=int, default=None, help="remote_poll_secs (default 30)")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--json-out", type=Path, default=None)
     args = parser.parse_args()
@@ -175,11 +232,19 @@ def main():
                 problems.append(f"{bin_dir}: {e}")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    print(f"idle agent: {args.pairs} pairs x {args.files} files (file:// remotes), {args.idle:g} s idle")
+    remotes = "git+file://" if args.remote == "git" else "file://"
+    print(f"idle agent: {args.pairs} pairs x {args.files} files ({remotes} remotes), {args.idle:g} s idle, "
+          f"remote_poll_secs {args.poll_secs or 30}")
     print(f"{'build':<20} {'start-up s':>10} {'idle CPU s':>10} {'% of a core':>11} {'RSS MiB':>8} {'peak MiB':>9}")
     for r in results:
         print(f"{Path(r['bin_dir']).name:<20} {r['startup_sync_s']:>10.2f} {r['idle_cpu_s']:>10.3f} "
               f"{r['idle_cpu_percent_of_a_core']:>11.3f} {r['rss_kib'] / 1024:>8.1f} {r['peak_rss_kib'] / 1024:>9.1f}")
+    for r in results:
+        line = f"{Path(r['bin_dir']).name:<20} CPU per poll {r['cpu_ms_per_poll']:.2f} ms"
+        if "git_status_ms" in r:
+            line += (f"; git status {r['git_status_ms']:.2f} ms wall, {r['git_status_cpu_ms']:.2f} ms CPU; "
+                     f"poll / git status (CPU) {r['cpu_ms_per_poll'] / max(r['git_status_cpu_ms'], 0.01):.2f}x")
+        print(line)
     for problem in problems:
         print(f"problem: {problem}")
     if args.json_out:

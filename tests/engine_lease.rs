@@ -97,6 +97,7 @@ fn full_sync(engine: &PairEngine) -> SyncReport {
         trigger: "test".to_owned(),
         sync_id: None,
         confirmed: false,
+        poll_only: false,
     })
 }
 
@@ -330,6 +331,7 @@ fn a_confirmation_does_not_carry_over_a_wait_for_the_lease() {
             trigger: "test".to_owned(),
             sync_id: None,
             confirmed: true,
+            poll_only: false,
         })
     });
     assert!(report.guard.is_some(), "{report:?}");

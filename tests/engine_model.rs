@@ -1125,6 +1125,7 @@ fn request(scope: Scope) -> SyncRequest {
         trigger: "test".into(),
         sync_id: None,
         confirmed: true,
+        poll_only: false,
     }
 }
 

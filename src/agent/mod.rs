@@ -237,6 +237,7 @@ fn run_once(options: &AgentOptions, journal: Arc<Mutex<Journal>>) -> Result<u8, 
             trigger: "once".to_owned(),
             sync_id: None,
             confirmed: false,
+            poll_only: false,
         });
         let counts = &report.counts;
         // A run that found nothing to do takes no sync id.

@@ -163,6 +163,8 @@ struct Pending {
     /// When a check was first asked for, while no change waits.
     check_at: Option<Instant>,
     trigger: Option<&'static str>,
+    /// Something besides the remote poll asked for this batch.
+    not_only_polled: bool,
 }
 
 impl Pending {
@@ -173,6 +175,7 @@ impl Pending {
     }
 
     fn add_paths(&mut self, paths: impl IntoIterator<Item = RelPath>, now: Instant) {
+        self.not_only_polled = true;
         self.paths.extend(paths);
         if self.paths.len() > MAX_PENDING_PATHS {
             self.full = true;
@@ -182,6 +185,7 @@ impl Pending {
 
     /// Changes somewhere in the pair that the watcher could not name.
     fn add_unnamed(&mut self, now: Instant, trigger: &'static str) {
+        self.not_only_polled = true;
         self.full = true;
         self.unnamed_changes = true;
         self.note(now, trigger);
@@ -189,6 +193,7 @@ impl Pending {
 
     /// A full scan to look for changes, where none is known.
     fn add_check(&mut self, now: Instant, trigger: &'static str) {
+        self.not_only_polled |= trigger != "poll";
         self.full = true;
         self.check_at.get_or_insert(now);
         self.trigger.get_or_insert(trigger);
@@ -196,6 +201,12 @@ impl Pending {
 
     fn is_empty(&self) -> bool {
         !self.full && self.paths.is_empty()
+    }
+
+    /// Only the remote poll asked for this batch: no local change, no
+    /// retry, no request.
+    fn only_polled(&self) -> bool {
+        self.full && !self.not_only_polled
     }
 
     /// How many changes wait: status's `pending`.
@@ -404,6 +415,10 @@ pub async fn run(
         let asked = !api_syncs.is_empty() && (busy.is_none() || busy_due);
         if asked || offline_due || busy_due || (!held && due && !pending.is_empty()) {
             let sync_id = (!api_syncs.is_empty()).then(|| api_syncs.remove(0));
+            // The local side needs no look when its watch saw everything.
+            let poll_only = sync_id.is_none()
+                && pending.only_polled()
+                && local_watch.as_ref().is_some_and(HealthView::is_ok);
             let (scope, trigger) = if sync_id.is_some() && pending.is_empty() {
                 (Scope::Full, "api")
             } else if sync_id.is_some() {
@@ -417,6 +432,7 @@ pub async fn run(
                 trigger: trigger.to_owned(),
                 sync_id,
                 confirmed: confirmed.is_some_and(|at| at.elapsed() < CONFIRMATION_LIFETIME),
+                poll_only,
             };
             let report = sync(&engine, &status, request, &mut offline, &mut busy).await;
             // The run may have made the remote root, or it came back: a

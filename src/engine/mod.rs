@@ -212,6 +212,11 @@ pub struct SyncRequest {
     pub sync_id: Option<String>,
     /// The user confirmed the deletions the guard stopped.
     pub confirmed: bool,
+    /// Only the remote poll asked for this run, and the local folder's
+    /// watch is whole: nothing local is known to have changed. A remote
+    /// whose change marker is still the one the last quiet run saw (see
+    /// [`Replica::change_marker`]) is then not even listed.
+    pub poll_only: bool,
 }
 
 /// What a run did.
@@ -314,6 +319,10 @@ pub struct PairEngine {
     /// This device's change and trash logs on the remote, once a run
     /// opened them.
     log_writers: Mutex<change_log::LogWriters>,
+    /// The remote's change marker as the last run saw it, if that run was
+    /// quiet: a full listing of both sides with nothing to do, nothing
+    /// held and no problem. Any other run clears it.
+    quiet_marker: Mutex<Option<String>>,
 }
 
 impl PairEngine {
@@ -340,6 +349,7 @@ impl PairEngine {
             restored_notice: Mutex::new(None),
             lease_holder: Mutex::new(None),
             log_writers: Mutex::new(change_log::LogWriters::default()),
+            quiet_marker: Mutex::new(None),
         }
     }
 
@@ -366,6 +376,8 @@ impl PairEngine {
 
     pub fn set_ignore_rules(&self, rules: IgnoreRules) {
         *self.ignore.locked() = Arc::new(rules);
+        // Paths the old rules ignored were never compared.
+        *self.quiet_marker.locked() = None;
     }
 
     /// Paths failing and waiting for their retry, with their last error.
@@ -418,6 +430,8 @@ impl PairEngine {
             unsettled: Vec::new(),
             journal_restored: false,
             listing_cache: None,
+            held_any: false,
+            quiet_at: None,
         };
         let looked_at = Instant::now();
         // The run's state is a report under construction and the engine's
@@ -438,6 +452,14 @@ impl PairEngine {
         if let Err(SyncError::Crashed(message)) = &result {
             tracing::error!(pair = %self.name, %message, "a sync crashed");
         }
+        // Whatever the run did, only a quiet one vouches for the marker.
+        let quiet = result.is_ok()
+            && run.failed.is_empty()
+            && run.problems.is_empty()
+            && run.unsettled.is_empty()
+            && !run.journal_restored
+            && !self.cancel.load(Ordering::Relaxed);
+        *self.quiet_marker.locked() = run.quiet_at.take().filter(|_| quiet);
         if result.is_ok() {
             let failed: BTreeSet<RelPath> = run.failed.iter().map(|(p, _)| p.clone()).collect();
             self.backoff
@@ -605,12 +627,21 @@ struct Run<'a> {
     /// What the next listing uses as its hash cache instead of the base:
     /// the forgotten base of a re-discovered pair (see `lineage`).
     listing_cache: Option<BaseTree>,
+    /// The latest listing left paths out (unreadable, still being
+    /// written, backing off): its "nothing to do" is not about everything.
+    held_any: bool,
+    /// The remote's change marker at a full listing that found nothing to
+    /// do: the state this run saw agree with the base everywhere.
+    quiet_at: Option<String>,
 }
 
 impl Run<'_> {
     fn run(&mut self, request: &SyncRequest) -> Result<(), SyncError> {
         let engine = self.engine;
         let run_started = Instant::now();
+        if request.poll_only && self.remote_unmoved() {
+            return Ok(());
+        }
         let mut base_files = engine.journal.locked().base_counts(engine.pair)?.0;
         self.check_root(engine.local(), Side::Local, base_files, request.confirmed)?;
         self.check_root(engine.remote(), Side::Remote, base_files, request.confirmed)?;
@@ -680,6 +711,9 @@ impl Run<'_> {
             if plan.actions.is_empty() && plan.conflicts.is_empty() {
                 tracing::debug!(pair = %engine.name, round, listed_ms = listed.as_millis() as u64, planned_ms = (started.elapsed() - listed).as_millis() as u64, "nothing to do");
                 self.unsettled.clear();
+                if scope == Scope::Full && !self.held_any {
+                    self.quiet_at = engine.remote().listed_marker();
+                }
                 return Ok(());
             }
             let keeper = match &mut keeper {
@@ -812,6 +846,30 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// Whether the remote is, by its change marker, as the last quiet run
+    /// left it: then nothing changed on either side (the caller vouches
+    /// for the local one) and the run is done before it starts. Any doubt
+    /// (no marker, an error asking for it) makes a full run, which reports
+    /// the error properly.
+    fn remote_unmoved(&mut self) -> bool {
+        let engine = self.engine;
+        let Some(quiet) = engine.quiet_marker.locked().clone() else {
+            return false;
+        };
+        match engine.remote().change_marker() {
+            Ok(Some(now)) if now == quiet => {
+                tracing::debug!(pair = %engine.name, "the remote has not moved since the last quiet run");
+                self.quiet_at = Some(quiet);
+                true
+            }
+            Ok(_) => false,
+            Err(error) => {
+                tracing::debug!(pair = %engine.name, %error, "cannot ask the remote whether it moved; listing it");
+                false
+            }
+        }
+    }
+
     /// Asks the mass-deletion guard about `plan`, with the pair's recent
     /// deletions from the journal.
     fn check_deletions(&self, plan: &reconcile::Plan) -> Result<Option<GuardTrip>, SyncError> {
@@ -933,6 +991,7 @@ impl Run<'_> {
         );
         let mut held: Vec<RelPath> = local.held.into_iter().chain(remote.held).collect();
         held.extend(engine.backoff.locked().waiting(Instant::now()));
+        self.held_any = !held.is_empty();
         self.problems.extend(local.problems);
         self.problems.extend(remote.problems);
         let mut base = base;

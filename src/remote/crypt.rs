@@ -581,6 +581,16 @@ impl Replica for CryptReplica {
         self.inner.rechecked_writes()
     }
 
+    // The stored side's state is the plain side's: what is decrypted from
+    // one token's files is the same every time.
+    fn change_marker(&self) -> Result<Option<String>, ReplicaError> {
+        self.inner.change_marker()
+    }
+
+    fn listed_marker(&self) -> Option<String> {
+        self.inner.listed_marker()
+    }
+
     fn root_state(&self) -> Result<RootState, ReplicaError> {
         // The password first: without it nothing is judged.
         let ciphers = self.ciphers()?;

@@ -330,6 +330,22 @@ pub trait Replica: Send + Sync {
         None
     }
 
+    /// A cheap token for the whole replica's state, asked without a
+    /// listing: it changes whenever anything in the replica may have
+    /// changed (git: the branch tip and the records ref of one
+    /// `ls-remote`). A poll that finds the token its last quiet run saw
+    /// need not list at all. `None`, the default, for a backend with no
+    /// such token: every poll lists.
+    fn change_marker(&self) -> Result<Option<String>, ReplicaError> {
+        Ok(None)
+    }
+
+    /// The [`Replica::change_marker`] of the state the latest listing
+    /// showed, without a look at the replica; `None` when not known.
+    fn listed_marker(&self) -> Option<String> {
+        None
+    }
+
     /// Whether the root exists and carries our marker.
     fn root_state(&self) -> Result<RootState, ReplicaError>;
 

@@ -465,7 +465,14 @@ impl Device {
     }
 
     pub fn start(&self) -> Running {
+        self.start_with_env(&[])
+    }
+
+    /// [`Device::start`] with more environment for the agent (and so for
+    /// the git it runs).
+    pub fn start_with_env(&self, env: &[(&str, &Path)]) -> Running {
         let child = Command::new(env!("CARGO_BIN_EXE_prism-syncd"))
+            .envs(env.iter().copied())
             .arg("--config")
             .arg(&self.config)
             .arg("--state-dir")
@@ -588,4 +595,87 @@ fn history_lists_the_commits_that_left_a_version_and_restore_brings_one_back() {
     let refused = alpha.ctl(&["restore", file.to_str().unwrap(), "--version", "HEAD"]);
     assert!(!refused.status.success(), "{}", text(&refused));
     assert_eq!(tree(&alpha.local)["a.md"], "first\n");
+}
+
+/// Waits up to 20 s for `done`.
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// The git commands an agent ran, from its `GIT_TRACE` file.
+fn traced_commands(trace: &Path) -> Vec<String> {
+    fs::read_to_string(trace)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            line.split_once("trace: built-in: git ")
+                .map(|(_, c)| c.to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn an_idle_agent_polls_with_one_ls_remote_and_still_sees_what_is_pushed() {
+    let repo = Repo::new();
+    let alpha = Device::new("alpha", &repo.remote(), "");
+    let config = fs::read_to_string(&alpha.config).unwrap();
+    fs::write(
+        &alpha.config,
+        config.replace("[agent]\n", "[agent]\nremote_poll_secs = 1\n"),
+    )
+    .unwrap();
+    for i in 0..20 {
+        put(
+            &alpha.local,
+            &format!("notes/{i}.md"),
+            &format!("note {i}\n"),
+        );
+    }
+    let trace = alpha.home.path().join("git-trace");
+    let _agent = alpha.start_with_env(&[("GIT_TRACE", &trace)]);
+    wait_for("the first sync to reach the repository", || {
+        Command::new("git")
+            .args(["ls-tree", "-r", "--name-only", "main"])
+            .current_dir(repo.bare())
+            .output()
+            .is_ok_and(|out| out.stdout.iter().filter(|&&b| b == b'\n').count() == 20)
+    });
+    // The poll after the initial push lists once and finds nothing to do;
+    // the polls after it only ask whether the tip moved.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let before = traced_commands(&trace).len();
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    let idle: Vec<String> = traced_commands(&trace).split_off(before);
+    let asked = idle.iter().filter(|c| c.starts_with("ls-remote")).count();
+    assert!(asked >= 2, "the agent did not poll: {idle:?}");
+    assert_eq!(
+        // `upload-pack` is the repository's side of `ls-remote` over file://.
+        idle.iter()
+            .filter(|c| !c.starts_with("ls-remote") && !c.starts_with("upload-pack"))
+            .count(),
+        0,
+        "an idle poll did more than ask for the tip: {idle:?}"
+    );
+
+    // A person's commit still arrives, and a local edit after it still
+    // leaves: the quiet polls hid nothing.
+    let checkout = repo.checkout("person");
+    put(&checkout, "notes/0.md", "note 0, by hand\n");
+    git(&checkout, &["commit", "-qam", "by hand"]);
+    git(&checkout, &["push", "-q", "origin", "main"]);
+    wait_for("the person's commit to arrive", || {
+        fs::read_to_string(alpha.local.join("notes/0.md")).unwrap() == "note 0, by hand\n"
+    });
+    put(&alpha.local, "notes/1.md", "note 1, edited\n");
+    wait_for("the local edit to be pushed", || {
+        repo.files()
+            .contains(&("notes/1.md".to_owned(), "note 1, edited".to_owned()))
+    });
 }

@@ -85,6 +85,9 @@ pub struct GitReplica {
     /// The tip `root_state` just fetched, for the listing that follows it
     /// (a sync looks at the root, then lists): one `ls-remote` for both.
     pub(super) checked: Mutex<Option<(std::time::Instant, Option<String>)>>,
+    /// The change marker of the latest `refresh` (see `marker_of`): what
+    /// the mirror's refs were brought to.
+    pub(super) refreshed: Mutex<Option<String>>,
     /// Where staged content is written before it becomes a blob.
     pub(super) staging: PathBuf,
 }
@@ -104,6 +107,7 @@ impl GitReplica {
             sizes: Mutex::new(HashMap::new()),
             records: Mutex::new(()),
             checked: Mutex::new(None),
+            refreshed: Mutex::new(None),
             staging,
         }
     }
@@ -182,6 +186,7 @@ impl GitReplica {
             seen.records.as_deref(),
             have.remove(RECORDS_REF),
         )?;
+        *self.refreshed.locked() = Some(marker_of(&seen, &branch));
         Ok((tip, records))
     }
 
@@ -491,12 +496,35 @@ pub(super) fn remove_mirrors_but(dir: &std::path::Path, keep: &[PathBuf]) -> Vec
     removed
 }
 
+/// What `ls-remote` showed of `branch` and the records ref, as one
+/// change marker: equal markers mean the same commits, so the same trees.
+fn marker_of(seen: &super::mirror::Advertised, branch: &str) -> String {
+    let tip = seen.heads.get(branch).map_or("-", String::as_str);
+    let records = seen.records.as_deref().unwrap_or("-");
+    format!("{tip} {records}")
+}
+
 impl Replica for GitReplica {
     fn describe(&self) -> String {
         match &self.settings.branch {
             Some(branch) => format!("{} ({branch})", self.mirror.shown()),
             None => self.mirror.shown().to_owned(),
         }
+    }
+
+    /// One `ls-remote`, and nothing fetched: the branch tip and the
+    /// records ref stand for the whole remote (a commit id names its whole
+    /// tree). Before the first refresh the branch is not known: `None`.
+    fn change_marker(&self) -> Result<Option<String>, ReplicaError> {
+        let Some(branch) = self.branch.locked().clone() else {
+            return Ok(None);
+        };
+        let seen = self.mirror.advertised()?;
+        Ok(Some(marker_of(&seen, &branch)))
+    }
+
+    fn listed_marker(&self) -> Option<String> {
+        self.refreshed.locked().clone()
     }
 
     fn root_state(&self) -> Result<RootState, ReplicaError> {
