@@ -21,8 +21,11 @@ use std::time::{Duration, Instant};
 
 use crate::remote::{Lease, Replica, ReplicaError};
 
-/// The first wait after finding the lease held.
-pub const FIRST_DELAY: Duration = Duration::from_millis(200);
+/// The first wait after finding the lease held: about the time another
+/// agent holds it to carry one small change (a file downloaded or
+/// uploaded and logged), so a change made while another device syncs is
+/// on its way after one such wait, not several.
+pub const FIRST_DELAY: Duration = Duration::from_millis(80);
 /// The shortest wait: the pace of a waiter that has waited a while.
 pub const MIN_DELAY: Duration = Duration::from_millis(40);
 /// How long one run waits before it hands the wait back to the scheduler,
@@ -98,8 +101,9 @@ mod tests {
             delay(1, 0.999_999_9).as_millis(),
             FIRST_DELAY.as_millis() - 1
         );
-        assert_eq!(delay(2, 1.0), FIRST_DELAY / 2);
-        assert_eq!(delay(3, 1.0), FIRST_DELAY / 4);
+        assert_eq!(delay(2, 1.0), (FIRST_DELAY / 2).max(MIN_DELAY));
+        assert_eq!(delay(3, 1.0), (FIRST_DELAY / 4).max(MIN_DELAY));
+        assert!(delay(2, 1.0) <= delay(1, 1.0));
         for attempts in 4..100 {
             assert_eq!(delay(attempts, 1.0), MIN_DELAY, "{attempts}");
             assert_eq!(delay(attempts, 0.0), MIN_DELAY / 2, "{attempts}");
