@@ -679,3 +679,58 @@ fn an_idle_agent_polls_with_one_ls_remote_and_still_sees_what_is_pushed() {
             .contains(&("notes/1.md".to_owned(), "note 1, edited".to_owned()))
     });
 }
+
+/// An agent whose polls come each second, started on `repo` with `files`
+/// in its local folder; returns once they are all in the repository.
+fn started_polling_each_second(repo: &Repo, files: &[(&str, &str)]) -> (Device, Running) {
+    let alpha = Device::new("alpha", &repo.remote(), "");
+    let config = fs::read_to_string(&alpha.config).unwrap();
+    fs::write(
+        &alpha.config,
+        config.replace("[agent]\n", "[agent]\nremote_poll_secs = 1\n"),
+    )
+    .unwrap();
+    for (path, content) in files {
+        put(&alpha.local, path, content);
+    }
+    let agent = alpha.start();
+    (alpha, agent)
+}
+
+impl Repo {
+    /// Whether `main` holds `path` with `content` (false while there is
+    /// no `main` yet).
+    fn holds(&self, path: &str, content: &str) -> bool {
+        Command::new("git")
+            .args(["show", &format!("main:{path}")])
+            .current_dir(self.bare())
+            .output()
+            .is_ok_and(|out| out.status.success() && out.stdout == content.as_bytes())
+    }
+}
+
+#[test]
+fn a_folder_the_ignore_rules_let_in_while_running_is_still_seen_by_the_polls() {
+    let repo = Repo::new();
+    let (alpha, _agent) = started_polling_each_second(
+        &repo,
+        &[
+            (".prismignore", "build/\n"),
+            ("a.md", "a\n"),
+            ("build/out.txt", "first\n"),
+        ],
+    );
+    wait_for("the first sync", || repo.holds("a.md", "a\n"));
+    // The folder the watch left out at its start is synced from now on.
+    put(&alpha.local, ".prismignore", "# nothing ignored\n");
+    wait_for("the folder let in to arrive", || {
+        repo.holds("build/out.txt", "first\n")
+    });
+    // Quiet polls follow; the watch still has no eye on `build/`, so
+    // only a look at the folder finds the edit.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    put(&alpha.local, "build/out.txt", "second\n");
+    wait_for("the edit in the folder let in to arrive", || {
+        repo.holds("build/out.txt", "second\n")
+    });
+}
