@@ -734,3 +734,72 @@ fn a_folder_the_ignore_rules_let_in_while_running_is_still_seen_by_the_polls() {
         repo.holds("build/out.txt", "second\n")
     });
 }
+
+/// A `git` for the agent that, once `trigger` exists, answers the next
+/// fetch of a branch with `old` though the repository advertised its
+/// newer tip: as if someone reset the branch right after the agent's
+/// `ls-remote` and pushed the newer commit again right after its fetch.
+fn git_racing_a_reset(dir: &Path, bare: &Path, trigger: &Path) -> PathBuf {
+    let real = String::from_utf8(Command::new("which").arg("git").output().unwrap().stdout)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let bin = dir.join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    let script = format!(
+        "#!/bin/sh\n\
+         case \" $* \" in\n\
+         *\" fetch \"*\"+refs/heads/\"*)\n\
+           if [ -f '{trigger}' ]; then\n\
+             old=$(cat '{trigger}'); rm -f '{trigger}'\n\
+             new=$(env -u GIT_DIR '{real}' -C '{bare}' rev-parse refs/heads/main)\n\
+             env -u GIT_DIR '{real}' -C '{bare}' update-ref refs/heads/main \"$old\"\n\
+             '{real}' \"$@\"; rc=$?\n\
+             env -u GIT_DIR '{real}' -C '{bare}' update-ref refs/heads/main \"$new\"\n\
+             exit $rc\n\
+           fi;;\n\
+         esac\n\
+         exec '{real}' \"$@\"\n",
+        trigger = trigger.display(),
+        bare = bare.display(),
+    );
+    let path = bin.join("git");
+    fs::write(&path, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
+#[test]
+fn a_branch_reset_between_ls_remote_and_fetch_does_not_hide_the_tip_it_returns_to() {
+    let repo = Repo::new();
+    let alpha = Device::new("alpha", &repo.remote(), "");
+    let config = fs::read_to_string(&alpha.config).unwrap();
+    fs::write(
+        &alpha.config,
+        config.replace("[agent]\n", "[agent]\nremote_poll_secs = 1\n"),
+    )
+    .unwrap();
+    put(&alpha.local, "a.md", "a\n");
+    let trigger = alpha.home.path().join("race");
+    let bin = git_racing_a_reset(alpha.home.path(), &repo.bare(), &trigger);
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let _agent = alpha.start_with_env(&[("PATH", Path::new(&path))]);
+    wait_for("the first sync", || repo.holds("a.md", "a\n"));
+    let synced = git(&repo.bare(), &["rev-parse", "main"]);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+
+    // A person's commit, which the agent's next fetch does not get: it
+    // lists the commit it already has and finds nothing to do.
+    fs::write(&trigger, &synced).unwrap();
+    let checkout = repo.checkout("person");
+    put(&checkout, "a.md", "a, by hand\n");
+    git(&checkout, &["commit", "-qam", "by hand"]);
+    git(&checkout, &["push", "-q", "origin", "main"]);
+    wait_for("the agent to fetch", || !trigger.exists());
+    // The branch is at the person's commit again: the next polls must see
+    // that it is not what the agent listed.
+    wait_for("the person's commit to arrive", || {
+        fs::read_to_string(alpha.local.join("a.md")).unwrap() == "a, by hand\n"
+    });
+}
