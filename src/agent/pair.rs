@@ -269,6 +269,14 @@ pub async fn run(
     // not retried until the user answers or a poll finds the trip gone
     // (each retry would only trip it again).
     let mut held_by_guard = false;
+    // The rules the watches were started with: they watch no folder those
+    // rules ignored and drop events about ignored paths, so once
+    // `.prismignore` changed they no longer see everything the pair syncs.
+    let watched_rules = engine.ignore_rules();
+    let local_whole = |local_watch: &Option<HealthView>| {
+        local_watch.as_ref().is_some_and(HealthView::is_ok)
+            && Arc::ptr_eq(&engine.ignore_rules(), &watched_rules)
+    };
 
     loop {
         let now = Instant::now();
@@ -280,7 +288,7 @@ pub async fn run(
         // overflowed queue, another machine's writes on a network file
         // system mounted there).
         let polled = remote_watch.as_ref().is_none_or(RemoteWatch::needs_polls)
-            || local_watch.as_ref().is_none_or(|local| !local.is_ok());
+            || !local_whole(&local_watch);
         // A paused pair wakes only for messages and the slow timers, so a
         // batch it is not allowed to sync cannot make it spin. An offline
         // pair likewise holds its batch and wakes for its retry instead.
@@ -416,9 +424,7 @@ pub async fn run(
         if asked || offline_due || busy_due || (!held && due && !pending.is_empty()) {
             let sync_id = (!api_syncs.is_empty()).then(|| api_syncs.remove(0));
             // The local side needs no look when its watch saw everything.
-            let poll_only = sync_id.is_none()
-                && pending.only_polled()
-                && local_watch.as_ref().is_some_and(HealthView::is_ok);
+            let poll_only = sync_id.is_none() && pending.only_polled() && local_whole(&local_watch);
             let (scope, trigger) = if sync_id.is_some() && pending.is_empty() {
                 (Scope::Full, "api")
             } else if sync_id.is_some() {

@@ -124,9 +124,10 @@ impl HealthView {
 ///
 /// Every folder is watched before this returns, so it walks the tree: call
 /// it from a blocking context for large pairs. The rules in `ignore` stay
-/// fixed for the watcher's life; when `.prismignore` changes (reported like
-/// any change), the engine reloads the rules and starts a new watcher, so
-/// newly un-ignored folders get watches.
+/// fixed for the watcher's life: when `.prismignore` changes (reported like
+/// any change), the engine reloads the rules, but folders they newly let in
+/// get no watches, so the pair's scheduler no longer counts this watch as
+/// seeing the whole folder (see `agent::pair`).
 pub fn watch(
     root: &Path,
     ignore: Arc<IgnoreRules>,

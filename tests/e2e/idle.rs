@@ -134,3 +134,22 @@ fn a_remote_folder_that_went_away_is_polled_until_it_is_back_and_then_watched_ag
     );
     assert_eq!(read(&device.local, "a.txt"), "a\n");
 }
+
+#[test]
+fn a_folder_the_ignore_rules_let_in_is_synced_though_the_watches_left_it_out() {
+    let sandbox = Sandbox::new();
+    let remote = sandbox.remote("remote");
+    let device = sandbox.device_with("laptop", &remote, Settings::fast_poll());
+    write(&device.local, ".prismignore", "build/\n");
+    write(&device.local, "a.txt", "a\n");
+    write(&device.local, "build/out.txt", "first\n");
+    let _agent = device.start();
+    wait_for_content(&remote.join("a.txt"), "a\n");
+
+    write(&device.local, ".prismignore", "# nothing ignored\n");
+    wait_for_content(&remote.join("build/out.txt"), "first\n");
+    // No watch was ever put on `build/`: only a listing finds the edit.
+    std::thread::sleep(Duration::from_secs(2));
+    write(&device.local, "build/out.txt", "second\n");
+    wait_for_content(&remote.join("build/out.txt"), "second\n");
+}

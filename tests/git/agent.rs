@@ -679,3 +679,127 @@ fn an_idle_agent_polls_with_one_ls_remote_and_still_sees_what_is_pushed() {
             .contains(&("notes/1.md".to_owned(), "note 1, edited".to_owned()))
     });
 }
+
+/// An agent whose polls come each second, started on `repo` with `files`
+/// in its local folder; returns once they are all in the repository.
+fn started_polling_each_second(repo: &Repo, files: &[(&str, &str)]) -> (Device, Running) {
+    let alpha = Device::new("alpha", &repo.remote(), "");
+    let config = fs::read_to_string(&alpha.config).unwrap();
+    fs::write(
+        &alpha.config,
+        config.replace("[agent]\n", "[agent]\nremote_poll_secs = 1\n"),
+    )
+    .unwrap();
+    for (path, content) in files {
+        put(&alpha.local, path, content);
+    }
+    let agent = alpha.start();
+    (alpha, agent)
+}
+
+impl Repo {
+    /// Whether `main` holds `path` with `content` (false while there is
+    /// no `main` yet).
+    fn holds(&self, path: &str, content: &str) -> bool {
+        Command::new("git")
+            .args(["show", &format!("main:{path}")])
+            .current_dir(self.bare())
+            .output()
+            .is_ok_and(|out| out.status.success() && out.stdout == content.as_bytes())
+    }
+}
+
+#[test]
+fn a_folder_the_ignore_rules_let_in_while_running_is_still_seen_by_the_polls() {
+    let repo = Repo::new();
+    let (alpha, _agent) = started_polling_each_second(
+        &repo,
+        &[
+            (".prismignore", "build/\n"),
+            ("a.md", "a\n"),
+            ("build/out.txt", "first\n"),
+        ],
+    );
+    wait_for("the first sync", || repo.holds("a.md", "a\n"));
+    // The folder the watch left out at its start is synced from now on.
+    put(&alpha.local, ".prismignore", "# nothing ignored\n");
+    wait_for("the folder let in to arrive", || {
+        repo.holds("build/out.txt", "first\n")
+    });
+    // Quiet polls follow; the watch still has no eye on `build/`, so
+    // only a look at the folder finds the edit.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    put(&alpha.local, "build/out.txt", "second\n");
+    wait_for("the edit in the folder let in to arrive", || {
+        repo.holds("build/out.txt", "second\n")
+    });
+}
+
+/// A `git` for the agent that, once `trigger` exists, answers the next
+/// fetch of a branch with `old` though the repository advertised its
+/// newer tip: as if someone reset the branch right after the agent's
+/// `ls-remote` and pushed the newer commit again right after its fetch.
+fn git_racing_a_reset(dir: &Path, bare: &Path, trigger: &Path) -> PathBuf {
+    let real = String::from_utf8(Command::new("which").arg("git").output().unwrap().stdout)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let bin = dir.join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    let script = format!(
+        "#!/bin/sh\n\
+         case \" $* \" in\n\
+         *\" fetch \"*\"+refs/heads/\"*)\n\
+           if [ -f '{trigger}' ]; then\n\
+             old=$(cat '{trigger}'); rm -f '{trigger}'\n\
+             new=$(env -u GIT_DIR '{real}' -C '{bare}' rev-parse refs/heads/main)\n\
+             env -u GIT_DIR '{real}' -C '{bare}' update-ref refs/heads/main \"$old\"\n\
+             '{real}' \"$@\"; rc=$?\n\
+             env -u GIT_DIR '{real}' -C '{bare}' update-ref refs/heads/main \"$new\"\n\
+             exit $rc\n\
+           fi;;\n\
+         esac\n\
+         exec '{real}' \"$@\"\n",
+        trigger = trigger.display(),
+        bare = bare.display(),
+    );
+    let path = bin.join("git");
+    fs::write(&path, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
+#[test]
+fn a_branch_reset_between_ls_remote_and_fetch_does_not_hide_the_tip_it_returns_to() {
+    let repo = Repo::new();
+    let alpha = Device::new("alpha", &repo.remote(), "");
+    let config = fs::read_to_string(&alpha.config).unwrap();
+    fs::write(
+        &alpha.config,
+        config.replace("[agent]\n", "[agent]\nremote_poll_secs = 1\n"),
+    )
+    .unwrap();
+    put(&alpha.local, "a.md", "a\n");
+    let trigger = alpha.home.path().join("race");
+    let bin = git_racing_a_reset(alpha.home.path(), &repo.bare(), &trigger);
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let _agent = alpha.start_with_env(&[("PATH", Path::new(&path))]);
+    wait_for("the first sync", || repo.holds("a.md", "a\n"));
+    let synced = git(&repo.bare(), &["rev-parse", "main"]);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+
+    // A person's commit, which the agent's next fetch does not get: it
+    // lists the commit it already has and finds nothing to do.
+    fs::write(&trigger, &synced).unwrap();
+    let checkout = repo.checkout("person");
+    put(&checkout, "a.md", "a, by hand\n");
+    git(&checkout, &["commit", "-qam", "by hand"]);
+    git(&checkout, &["push", "-q", "origin", "main"]);
+    wait_for("the agent to fetch", || !trigger.exists());
+    // The branch is at the person's commit again: the next polls must see
+    // that it is not what the agent listed.
+    wait_for("the person's commit to arrive", || {
+        fs::read_to_string(alpha.local.join("a.md")).unwrap() == "a, by hand\n"
+    });
+}

@@ -176,3 +176,65 @@ fn history_and_restore_read_an_encrypted_git_remotes_commits() {
     assert_eq!(restored["status"], "restored", "{restored}");
     assert_eq!(tree(&alpha.local)["a.md"], "first\n");
 }
+
+/// The change marker an idle poll compares goes through the encrypting
+/// layer: it is the one of the listing while the repository stays, and
+/// another writer's commit (or record) moves it.
+#[test]
+fn an_encrypted_git_remotes_change_marker_is_the_listed_one_until_another_writer_pushes() {
+    let dir = tempfile::tempdir().unwrap();
+    let bare = dir.path().join("remote.git");
+    let init = Command::new("git")
+        .args(["init", "--bare", "-q", "-b", "main"])
+        .arg(&bare)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .status()
+        .unwrap();
+    assert!(init.success());
+    let device = |name: &str| {
+        let git = GitReplica::new(
+            &format!("file://{}", bare.display()),
+            dir.path().join(format!("{name}/mirror.git")),
+            GitPairSettings::default(),
+            name,
+        );
+        CryptReplica::with_password(
+            Box::new(git),
+            CryptSettings {
+                filename_encryption: NameMode::Standard,
+                directory_name_encryption: true,
+            },
+            Secret::new("secret".into()),
+            None,
+        )
+    };
+    let list = |remote: &CryptReplica| {
+        remote
+            .list(
+                &Scope::Full,
+                &BaseTree::new(),
+                &IgnoreRules::reserved_only(),
+            )
+            .unwrap()
+    };
+    let (alpha, beta) = (device("alpha"), device("beta"));
+    alpha.mark_root().unwrap();
+    list(&alpha);
+    write(&alpha, "a.md", b"a\n", &Expect::Absent);
+    alpha.flush().unwrap();
+
+    // As a sync looks: the root, then the listing.
+    beta.root_state().unwrap();
+    list(&beta);
+    let listed = beta.listed_marker();
+    assert!(listed.is_some());
+    assert_eq!(beta.change_marker().unwrap(), listed);
+
+    write(&alpha, "b.md", b"b\n", &Expect::Absent);
+    alpha.flush().unwrap();
+    assert_ne!(beta.change_marker().unwrap(), listed);
+    beta.root_state().unwrap();
+    list(&beta);
+    assert_eq!(beta.change_marker().unwrap(), beta.listed_marker());
+}

@@ -186,7 +186,10 @@ impl GitReplica {
             seen.records.as_deref(),
             have.remove(RECORDS_REF),
         )?;
-        *self.refreshed.locked() = Some(marker_of(&seen, &branch));
+        // From what was fetched, not from what `ls-remote` showed: a ref
+        // reset between the two would otherwise vouch for commits that
+        // were never listed.
+        *self.refreshed.locked() = Some(marker_of(tip.as_deref(), records.as_deref()));
         Ok((tip, records))
     }
 
@@ -496,12 +499,10 @@ pub(super) fn remove_mirrors_but(dir: &std::path::Path, keep: &[PathBuf]) -> Vec
     removed
 }
 
-/// What `ls-remote` showed of `branch` and the records ref, as one
-/// change marker: equal markers mean the same commits, so the same trees.
-fn marker_of(seen: &super::mirror::Advertised, branch: &str) -> String {
-    let tip = seen.heads.get(branch).map_or("-", String::as_str);
-    let records = seen.records.as_deref().unwrap_or("-");
-    format!("{tip} {records}")
+/// The branch tip and the records commit as one change marker: equal
+/// markers mean the same commits, so the same trees.
+fn marker_of(tip: Option<&str>, records: Option<&str>) -> String {
+    format!("{} {}", tip.unwrap_or("-"), records.unwrap_or("-"))
 }
 
 impl Replica for GitReplica {
@@ -520,7 +521,10 @@ impl Replica for GitReplica {
             return Ok(None);
         };
         let seen = self.mirror.advertised()?;
-        Ok(Some(marker_of(&seen, &branch)))
+        Ok(Some(marker_of(
+            seen.heads.get(&branch).map(String::as_str),
+            seen.records.as_deref(),
+        )))
     }
 
     fn listed_marker(&self) -> Option<String> {
