@@ -102,7 +102,9 @@ pub struct Remote {
     pub(super) shown: String,
     settings: RclonePairSettings,
     pub(super) client: RcClient,
-    pub(super) features: Mutex<Option<Features>>,
+    /// The backend's features as the rcd of one start (its generation)
+    /// gave them: another rclone version may tell them otherwise.
+    pub(super) features: Mutex<Option<(u64, Features)>>,
     pub(super) parallel: usize,
     /// A folder on this machine where an upload's bytes wait (with their
     /// modification time) for rclone to copy them; see [`Remote::upload`].
@@ -200,14 +202,18 @@ impl Remote {
         self.client.rcd()
     }
 
-    /// The backend's features, asked once (with rclone's version).
+    /// The backend's features, asked once per start of the rcd (with
+    /// rclone's version).
     pub fn features(&self) -> Result<Features, ReplicaError> {
-        if let Some(known) = self.features.locked().as_ref() {
-            return Ok(known.clone());
-        }
-        self.client
+        let version = self
+            .client
             .version()
             .map_err(|e| self.error(e, "reach", ""))?;
+        if let Some((generation, known)) = self.features.locked().as_ref()
+            && *generation == version.generation
+        {
+            return Ok(known.clone());
+        }
         let started = Instant::now();
         let info = self
             .client
@@ -216,13 +222,16 @@ impl Remote {
         self.walk.locked().login = Some(started.elapsed());
         let features = Features::of(&info);
         tracing::debug!(remote = %self.shown, ?features, "rclone remote features");
-        tracing::info!(
-            remote = %self.shown,
-            "rclone has no conditional write: each replace, move and removal re-checks the \
-             file just before it acts, so a change another writer makes in that moment can go \
-             to the trash instead of being kept in place"
-        );
-        *self.features.locked() = Some(features.clone());
+        let first = self.features.locked().is_none();
+        if first {
+            tracing::info!(
+                remote = %self.shown,
+                "rclone has no conditional write: each replace, move and removal re-checks the \
+                 file just before it acts, so a change another writer makes in that moment can go \
+                 to the trash instead of being kept in place"
+            );
+        }
+        *self.features.locked() = Some((version.generation, features.clone()));
         Ok(features)
     }
 

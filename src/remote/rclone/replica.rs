@@ -155,7 +155,12 @@ impl Replica for RcloneReplica {
     }
 
     fn capabilities(&self) -> Capabilities {
-        let known = self.features.locked().clone().unwrap_or_default();
+        let known = self
+            .features
+            .locked()
+            .clone()
+            .map(|(_, known)| known)
+            .unwrap_or_default();
         Capabilities {
             // Every commit is a few calls (stat, trash move, move).
             parallel_commits: true,

