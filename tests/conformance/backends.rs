@@ -410,6 +410,8 @@ pub struct RcloneRemote {
     config: PathBuf,
     /// The sshd, for the `sftp` backend.
     sftp: Option<&'static Sftp>,
+    /// `None`: `rclone` on `PATH` (Debian's 1.60.1, which listens on TCP).
+    binary: Option<PathBuf>,
 }
 
 pub fn rclone_local() -> &'static dyn Backend {
@@ -420,6 +422,16 @@ pub fn rclone_local() -> &'static dyn Backend {
 pub fn rclone_sftp() -> &'static dyn Backend {
     static RCLONE: OnceLock<RcloneRemote> = OnceLock::new();
     RCLONE.get_or_init(|| rclone_over(Some(sftp_server())))
+}
+
+/// [`rclone_sftp`] through the current rclone, whose rcd listens on a
+/// Unix socket.
+pub fn rclone_current_sftp() -> &'static dyn Backend {
+    static RCLONE: OnceLock<RcloneRemote> = OnceLock::new();
+    RCLONE.get_or_init(|| RcloneRemote {
+        binary: Some(crate::rclone_current::current_rclone()),
+        ..rclone_over(Some(sftp_server()))
+    })
 }
 
 fn rclone_over(sftp: Option<&'static Sftp>) -> RcloneRemote {
@@ -446,6 +458,7 @@ fn rclone_over(sftp: Option<&'static Sftp>) -> RcloneRemote {
         },
         config,
         sftp,
+        binary: None,
     }
 }
 
@@ -474,7 +487,7 @@ impl Backend for RcloneRemote {
         };
         let settings = RclonePairSettings {
             config: Some(self.config.clone()),
-            binary: None,
+            binary: self.binary.clone(),
         };
         // One low-level retry: a server cut away shows as offline at once
         // (rclone's default ten take about a minute each time).

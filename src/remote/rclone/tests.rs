@@ -900,6 +900,47 @@ mod replica {
         assert_ne!(replica.rcd().pid(), Some(pid));
     }
 
+    #[test]
+    fn after_an_upgrade_and_a_restart_the_backend_is_asked_again_through_the_new_rcd() {
+        let fixture = Fixture::new();
+        // `rclone_binary`: a symlink the user's upgrade repoints.
+        let binary = fixture.dir.path().join("rclone-link");
+        std::os::unix::fs::symlink(super::debian_rclone(), &binary).unwrap();
+        let settings = RclonePairSettings {
+            binary: Some(binary.clone()),
+            ..fixture.settings()
+        };
+        let remote = format!("disk:{}", fixture.root().display());
+        let replica = RcloneReplica::new(&remote, &settings, 4).unwrap();
+        replica.mark_root().unwrap();
+        write(&replica, "a.md", b"alpha\n", &Expect::Absent).unwrap();
+        assert_eq!(replica.rcd().endpoint().unwrap().socket, None);
+        let pid = replica.rcd().pid().unwrap();
+
+        std::fs::remove_file(&binary).unwrap();
+        std::os::unix::fs::symlink(super::current_rclone(), &binary).unwrap();
+        // SAFETY: the rcd this test's replica started.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        super::wait_until("the killed rcd is gone", || {
+            replica.rcd().pid() != Some(pid)
+        });
+        let before = replica.client.calls_made();
+        let listing = list(&replica, &BaseTree::new());
+        assert!(listing.tree.contains_key(&rel("a.md")));
+        let endpoint = replica.rcd().endpoint().unwrap();
+        assert!(endpoint.socket.is_some(), "{}", endpoint.transport());
+        let asked: std::collections::BTreeMap<_, _> =
+            calls_since(&replica, &before).into_iter().collect();
+        for method in ["core/version", "rc/list", "operations/fsinfo"] {
+            assert_eq!(asked.get(method), Some(&1), "{method}: {asked:?}");
+        }
+        write(&replica, "b.md", b"beta\n", &Expect::Absent).unwrap();
+        assert_eq!(
+            fixture.on_disk("b.md").as_deref(),
+            Some(b"beta\n".as_slice())
+        );
+    }
+
     /// A file of `size` bytes in a folder of its own, as a transfer's
     /// source (the local side of an upload).
     fn local_source(size: usize) -> (tempfile::TempDir, crate::remote::LocalFolder, Vec<u8>) {
