@@ -686,17 +686,33 @@ impl Remote {
         };
         if let Err(e) = copied {
             // What a broken or stopped upload left under its hidden name
-            // (rclone writes some backends' files in place: a local or
-            // SFTP file half there). The call starts a new rcd if the old
-            // one died mid-upload; if this fails too, the staging sweep of
-            // `purge_trash` removes it a day later.
+            // (rclone 1.60 writes a local, SFTP or FTP file in place, half
+            // there) or under that name and a suffix (from 1.63 it writes
+            // there to `NAME.XXXXXXXX.partial`, then renames). The call
+            // starts a new rcd if the old one died mid-upload; if this
+            // fails too, the staging sweep of `purge_trash` removes it a
+            // day later.
             let _ = self.delete_file(&format!("{dir}/{name}"));
+            let _ = self.delete_partial_uploads(dir, name);
             return Err(e);
         }
         if let Some(source) = source {
             source.report(spooled.size);
         }
         Ok(spooled.size)
+    }
+
+    /// Removes the files in `dir` whose names begin with `name.`: rclone's
+    /// partial uploads to `name` (the suffix can be set by the user, so
+    /// any; upload names are fresh random ones, so nothing else has them).
+    fn delete_partial_uploads(&self, dir: &str, name: &str) -> Result<(), ReplicaError> {
+        let prefix = format!("{name}.");
+        for item in self.children(dir)?.unwrap_or_default() {
+            if !item.is_dir && name_of(&item.path).starts_with(&prefix) {
+                self.delete_file(&item.path)?;
+            }
+        }
+        Ok(())
     }
 
     pub(super) fn delete_file(&self, path: &str) -> Result<(), ReplicaError> {

@@ -972,8 +972,17 @@ mod replica {
     /// An rclone that sends 8 MiB a second: a 20 MiB upload takes about
     /// 2.5 s, long enough to be seen running.
     fn slow_replica(fixture: &Fixture) -> RcloneReplica {
+        slow_replica_through(fixture, None)
+    }
+
+    /// [`slow_replica`] through `binary` (`None`: `rclone` on `PATH`).
+    fn slow_replica_through(fixture: &Fixture, binary: Option<PathBuf>) -> RcloneReplica {
         let remote = format!("disk:{}", fixture.root().display());
-        RcloneReplica::with_flags(&remote, &fixture.settings(), 4, &["--bwlimit", "8M"]).unwrap()
+        let settings = RclonePairSettings {
+            binary,
+            ..fixture.settings()
+        };
+        RcloneReplica::with_flags(&remote, &settings, 4, &["--bwlimit", "8M"]).unwrap()
     }
 
     #[test]
@@ -1085,8 +1094,20 @@ mod replica {
 
     #[test]
     fn a_cancelled_upload_whose_rcd_died_is_offline_not_a_failed_path() {
+        cancelled_upload_whose_rcd_died(None);
+    }
+
+    /// rclone 1.63 and newer upload a local file to `NAME.XXXXXXXX.partial`
+    /// and rename it at the end: what a broken-off upload leaves there is
+    /// removed too.
+    #[test]
+    fn a_cancelled_upload_whose_rcd_died_leaves_no_partial_file_on_current_rclone() {
+        cancelled_upload_whose_rcd_died(Some(super::current_rclone()));
+    }
+
+    fn cancelled_upload_whose_rcd_died(binary: Option<PathBuf>) {
         let fixture = Fixture::new();
-        let replica = slow_replica(&fixture);
+        let replica = slow_replica_through(&fixture, binary);
         replica.mark_root().unwrap();
         let (_dir, local, content) = local_source(20 << 20);
         let path = rel("big.bin");
@@ -1115,9 +1136,12 @@ mod replica {
             matches!(stopped, Err(ReplicaError::Offline { .. })),
             "{stopped:?}"
         );
-        let staging = std::fs::read_dir(fixture.root().join(".prism-sync/staging"))
-            .map(|entries| entries.count())
-            .unwrap_or(0);
-        assert_eq!(staging, 0, "nothing staged is left");
+        let staging: Vec<_> = std::fs::read_dir(fixture.root().join(".prism-sync/staging"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| entry.file_name())
+            .collect();
+        assert!(staging.is_empty(), "nothing staged is left: {staging:?}");
     }
 }
