@@ -183,7 +183,7 @@ impl Remote {
         let client = RcClient::new(rcd);
         sweep_spool(&spool, SPOOL_SWEEP_AGE);
         Ok(Remote {
-            remote: remote.to_owned(),
+            remote: folder_fs(remote),
             shown: format!("rclone:{remote}"),
             settings: settings.clone(),
             client,
@@ -846,6 +846,19 @@ impl Remote {
 pub(super) fn changed(path: impl std::fmt::Display) -> ReplicaError {
     ReplicaError::Changed {
         path: path.to_string(),
+    }
+}
+
+/// `remote` as rclone is to take it: a folder. Without a closing `/`,
+/// object-store backends (S3, B2, GCS, Azure, Swift, …) first ask whether
+/// the root is a file, and where neither that look nor a listing gets an
+/// answer (the provider is unreachable) rclone 1.7x guesses a file and
+/// answers "is a file not a directory" instead of the network error.
+fn folder_fs(remote: &str) -> String {
+    if remote.ends_with([':', '/']) {
+        remote.to_owned()
+    } else {
+        format!("{remote}/")
     }
 }
 

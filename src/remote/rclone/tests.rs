@@ -941,6 +941,63 @@ mod replica {
         );
     }
 
+    /// rclone 1.7x's object-store backends first ask whether a root
+    /// without a closing `/` is a file; where the provider cannot be
+    /// reached they answer "is a file not a directory" instead of the
+    /// network error. Asked for a folder, both versions say offline.
+    #[test]
+    fn an_object_store_that_cannot_be_reached_is_offline_on_both_rclone_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = dir.path().join("rclone.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "[bucket]\ntype = s3\nprovider = Other\nendpoint = http://127.0.0.1:{port}\n\
+                 access_key_id = KEY\nsecret_access_key = secret\n"
+            ),
+        )
+        .unwrap();
+        for (name, rclone) in [
+            ("debian", super::debian_rclone()),
+            ("current", super::current_rclone()),
+        ] {
+            // Machines here set AWS_CA_BUNDLE, which rclone 1.60's S3
+            // backend fails on against a plain-HTTP endpoint.
+            let binary = dir.path().join(name);
+            std::fs::write(
+                &binary,
+                format!(
+                    "#!/bin/sh\nunset AWS_CA_BUNDLE\nexec '{}' \"$@\"\n",
+                    rclone.display()
+                ),
+            )
+            .unwrap();
+            std::fs::set_permissions(&binary, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .unwrap();
+            let settings = RclonePairSettings {
+                config: Some(config.clone()),
+                binary: Some(binary),
+            };
+            let flags = ["--low-level-retries", "1", "--retries", "1"];
+            let replica =
+                RcloneReplica::with_flags("bucket:notes/sub", &settings, 4, &flags).unwrap();
+            let state = replica.root_state().expect_err("nothing answers");
+            assert!(state.is_offline(), "{name}: {state:?}");
+            let rules = IgnoreRules::load(dir.path(), &[]).unwrap();
+            let listing = replica.list(&Scope::Full, &BaseTree::new(), &rules);
+            assert!(
+                listing.as_ref().err().is_some_and(ReplicaError::is_offline),
+                "{name}: {:?}",
+                listing.map(|l| l.tree.len())
+            );
+        }
+    }
+
     /// A file of `size` bytes in a folder of its own, as a transfer's
     /// source (the local side of an upload).
     fn local_source(size: usize) -> (tempfile::TempDir, crate::remote::LocalFolder, Vec<u8>) {
