@@ -26,6 +26,14 @@ const SUN_PATH_MAX: usize = 107;
 /// How long `rclone version` may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The beginning of every socket folder's name.
+const DIR_PREFIX: &str = "prism-sync-rcd-";
+
+/// How old a socket folder whose socket nobody listens on must be before
+/// it is taken for one an agent killed outright left behind (well past
+/// the time an rcd may take to start listening).
+const STALE_DIR_AGE: Duration = Duration::from_secs(120);
+
 /// The version a binary reports with `rclone version`: `v1.75.2`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BinaryVersion {
@@ -111,11 +119,12 @@ impl SocketDir {
             .map(PathBuf::from)
             .filter(|dir| dir.is_absolute() && dir.is_dir());
         for base in runtime.into_iter().chain([std::env::temp_dir()]) {
-            let dir = base.join(format!("prism-sync-rcd-{suffix}"));
+            let dir = base.join(format!("{DIR_PREFIX}{suffix}"));
             let socket = dir.join("rc.sock");
             if socket.as_os_str().len() > SUN_PATH_MAX {
                 continue;
             }
+            sweep_stale(&base, STALE_DIR_AGE);
             // `create`, not `create_all`: a folder someone else made
             // under this name is never taken over.
             std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
@@ -136,6 +145,48 @@ impl SocketDir {
     /// Whether the rcd accepts connections on it yet.
     pub fn accepts(&self) -> bool {
         std::os::unix::net::UnixStream::connect(&self.socket).is_ok()
+    }
+}
+
+/// Removes the socket folders of ours in `base` that an agent killed
+/// outright left behind (its rcd ended with it, by its parent-death
+/// signal, but nobody removed the folder): older than `age`, and nobody
+/// listens on the socket in them. Another user's folders are not ours to
+/// look into (0700), and a running rcd's socket accepts.
+fn sweep_stale(base: &Path, age: Duration) {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: getuid(2) cannot fail.
+    let uid = unsafe { libc::getuid() };
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with(DIR_PREFIX) {
+            continue;
+        }
+        let Ok(meta) = entry.path().symlink_metadata() else {
+            continue;
+        };
+        let old = meta
+            .modified()
+            .ok()
+            .and_then(|at| at.elapsed().ok())
+            .is_some_and(|elapsed| elapsed >= age);
+        if !meta.is_dir() || meta.uid() != uid || !old {
+            continue;
+        }
+        let socket = entry.path().join("rc.sock");
+        let dead = match std::os::unix::net::UnixStream::connect(&socket) {
+            Ok(_) => false,
+            Err(e) => matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
+            ),
+        };
+        if dead {
+            tracing::debug!(dir = %entry.path().display(), "removing a socket folder an earlier rclone rcd left behind");
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 
@@ -186,5 +237,32 @@ mod tests {
         std::fs::write(dir.socket(), b"left behind").unwrap();
         drop(dir);
         assert!(!folder.exists());
+    }
+
+    #[test]
+    fn socket_folders_a_killed_agent_left_are_swept_and_live_ones_kept() {
+        let base = tempfile::tempdir().unwrap();
+        let folder = |name: &str| {
+            let dir = base.path().join(format!("{DIR_PREFIX}{name}"));
+            std::fs::DirBuilder::new().mode(0o700).create(&dir).unwrap();
+            dir
+        };
+        // Its rcd was killed: the socket is there, nobody listens.
+        let dead = folder("dead");
+        drop(std::os::unix::net::UnixListener::bind(dead.join("rc.sock")).unwrap());
+        // Killed before its rcd listened.
+        let empty = folder("empty");
+        // A running rcd's.
+        let live = folder("live");
+        let _listener = std::os::unix::net::UnixListener::bind(live.join("rc.sock")).unwrap();
+        let other = base.path().join("something-else");
+        std::fs::create_dir(&other).unwrap();
+
+        // Too young: one starting right now may not listen yet.
+        sweep_stale(base.path(), Duration::from_secs(3600));
+        assert!(dead.exists() && empty.exists() && live.exists());
+        sweep_stale(base.path(), Duration::ZERO);
+        assert!(!dead.exists() && !empty.exists());
+        assert!(live.exists() && other.exists());
     }
 }
