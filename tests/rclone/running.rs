@@ -170,3 +170,74 @@ fn status_and_pair_list_say_which_pairs_only_recheck_their_writes() {
         );
     }
 }
+
+#[test]
+fn status_says_which_rclone_runs_and_where_its_rcd_listens() {
+    let (old, new) = (Disk::new(), Disk::new());
+    let home = tempfile::tempdir().unwrap();
+    let current = crate::rclone_current::current_rclone();
+    let config = home.path().join("config.toml");
+    fs::write(
+        &config,
+        format!(
+            "[agent]\ndevice = \"alpha\"\n\
+             [[pair]]\nname = \"old\"\nlocal = \"{}\"\nremote = \"{}\"\nrclone_config = \"{}\"\n\
+             [[pair]]\nname = \"new\"\nlocal = \"{}\"\nremote = \"{}\"\nrclone_config = \"{}\"\n\
+             rclone_binary = \"{}\"\n",
+            home.path().join("old").display(),
+            old.remote(),
+            old.config().display(),
+            home.path().join("new").display(),
+            new.remote(),
+            new.config().display(),
+            current.display(),
+        ),
+    )
+    .unwrap();
+    for dir in ["old", "new"] {
+        put(&home.path().join(dir), "a.md", "a\n");
+    }
+    let _agent = start(home.path(), &config);
+    let socket = home.path().join("s.sock");
+
+    // The rcds start with the pairs' first syncs.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let transports = loop {
+        let json: serde_json::Value =
+            serde_json::from_str(&ctl_text(&socket, &["--json", "status"])).unwrap();
+        let transports: Vec<(String, String)> = json["pairs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| {
+                Some((
+                    p["name"].as_str()?.to_owned(),
+                    p["remote_transport"].as_str()?.to_owned(),
+                ))
+            })
+            .collect();
+        if transports.len() == 2 {
+            break transports;
+        }
+        assert!(Instant::now() < deadline, "no rcd runs: {json}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let of = |name: &str| &transports.iter().find(|(n, _)| n == name).unwrap().1;
+    assert!(
+        of("old").starts_with("rclone v1.60.") && of("old").contains(", rcd on tcp 127.0.0.1:"),
+        "{transports:?}"
+    );
+    let on_socket = format!(
+        "rclone v{}, rcd on unix socket ",
+        crate::rclone_current::VERSION
+    );
+    assert!(
+        of("new").starts_with(&on_socket) && of("new").ends_with("/rc.sock"),
+        "{transports:?}"
+    );
+    let words = ctl_text(&socket, &["status"]);
+    assert!(
+        words.contains(&format!("  transport: {on_socket}")),
+        "{words}"
+    );
+}

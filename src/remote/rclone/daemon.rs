@@ -186,6 +186,14 @@ impl Rcd {
         Ok(endpoint)
     }
 
+    /// Where the running process answers, if one runs (nothing is
+    /// started: for status).
+    pub fn running_endpoint(&self) -> Option<Arc<Endpoint>> {
+        let slot = self.process.locked();
+        let process = slot.as_ref()?;
+        (!*process.exited.locked()).then(|| process.endpoint.clone())
+    }
+
     /// The pid of the running process, if one runs.
     pub fn pid(&self) -> Option<u32> {
         let slot = self.process.locked();

@@ -169,6 +169,15 @@ impl Replica for RcloneReplica {
         }
     }
 
+    fn transport(&self) -> Option<String> {
+        let endpoint = self.rcd().running_endpoint()?;
+        Some(format!(
+            "rclone {}, rcd on {}",
+            endpoint.version,
+            endpoint.transport()
+        ))
+    }
+
     fn rechecked_writes(&self) -> bool {
         true
     }
