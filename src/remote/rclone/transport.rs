@@ -118,19 +118,29 @@ impl SocketDir {
         let runtime = std::env::var_os("XDG_RUNTIME_DIR")
             .map(PathBuf::from)
             .filter(|dir| dir.is_absolute() && dir.is_dir());
-        for base in runtime.into_iter().chain([std::env::temp_dir()]) {
+        let bases: Vec<PathBuf> = runtime.into_iter().chain([std::env::temp_dir()]).collect();
+        SocketDir::create_in(&bases, suffix)
+    }
+
+    /// [`SocketDir::create`] in the first of `bases` where it can be made.
+    fn create_in(bases: &[PathBuf], suffix: &str) -> std::io::Result<Option<SocketDir>> {
+        let mut failed = None;
+        for base in bases {
             let dir = base.join(format!("{DIR_PREFIX}{suffix}"));
             let socket = dir.join("rc.sock");
             if socket.as_os_str().len() > SUN_PATH_MAX {
                 continue;
             }
-            sweep_stale(&base, STALE_DIR_AGE);
+            sweep_stale(base, STALE_DIR_AGE);
             // `create`, not `create_all`: a folder someone else made
-            // under this name is never taken over.
-            std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
-            return Ok(Some(SocketDir { dir, socket }));
+            // under this name is never taken over. One that cannot be
+            // made in the runtime dir is made in the temporary folder.
+            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => return Ok(Some(SocketDir { dir, socket })),
+                Err(e) => failed = Some(e),
+            }
         }
-        Ok(None)
+        failed.map_or(Ok(None), Err)
     }
 
     pub fn socket(&self) -> &Path {
@@ -237,6 +247,19 @@ mod tests {
         std::fs::write(dir.socket(), b"left behind").unwrap();
         drop(dir);
         assert!(!folder.exists());
+    }
+
+    #[test]
+    fn a_socket_folder_goes_where_it_can_be_made_and_its_path_fits() {
+        let temp = tempfile::tempdir().unwrap();
+        let long = temp.path().join("x".repeat(SUN_PATH_MAX));
+        // /proc takes no folders; a base too long for a socket path is
+        // passed over.
+        let bases = [PathBuf::from("/proc"), long, temp.path().to_owned()];
+        let dir = SocketDir::create_in(&bases, "fallback").unwrap().unwrap();
+        assert!(dir.socket().starts_with(temp.path()), "{dir:?}");
+        let too_long = [temp.path().join("x".repeat(SUN_PATH_MAX))];
+        assert!(SocketDir::create_in(&too_long, "none").unwrap().is_none());
     }
 
     #[test]
