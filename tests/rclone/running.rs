@@ -25,6 +25,10 @@ impl Drop for Running {
 /// and waits until it answers.
 fn start(home: &Path, config: &Path) -> Running {
     let socket = home.join("s.sock");
+    // The rcd's socket folder goes here: an agent killed outright (as
+    // these are when dropped) leaves it behind.
+    let runtime = home.join("run");
+    fs::create_dir_all(&runtime).unwrap();
     let agent = Running(
         Command::new(env!("CARGO_BIN_EXE_prism-syncd"))
             .arg("--config")
@@ -34,6 +38,7 @@ fn start(home: &Path, config: &Path) -> Running {
             .arg("--socket")
             .arg(&socket)
             .env("HOME", home)
+            .env("XDG_RUNTIME_DIR", &runtime)
             .env_remove("RCLONE_CONFIG")
             .env_remove("PRISM_SYNC_CONFIG")
             .env_remove("PRISM_SYNC_STATE_DIR")
