@@ -129,10 +129,12 @@ fn status_has_the_documented_shape() {
             "problems",
             "watcher",
             "write_guarantee",
+            "remote_transport",
         ])
     );
     assert_eq!(notes["state"], "syncing");
     assert_eq!(notes["write_guarantee"], "conditional");
+    assert_eq!(notes["remote_transport"], Value::Null);
     assert_eq!(
         notes["last_sync"],
         json!({"sync_id": "sync-1", "status": "completed_with_conflicts",

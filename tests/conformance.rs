@@ -4,7 +4,8 @@
 //! on `rclone serve webdav` (a server that ignores conditional headers),
 //! S3 on moto (which ignores the copy's conditions) and on SeaweedFS
 //! (which checks signatures), `rclone:` remotes through rclone's `local`,
-//! `sftp` and `s3` (on moto) backends, and the encrypting layer (rclone's crypt format)
+//! `sftp` and `s3` (on moto) backends (`sftp` also through the current
+//! rclone, whose rcd listens on a Unix socket), and the encrypting layer (rclone's crypt format)
 //! over a `file://` folder and over S3 on moto.
 //! Each backend's server is started once and shared by the binary; each
 //! test works in a folder of its own on it. A test is named
@@ -41,6 +42,13 @@ macro_rules! network_backends {
         fn rclone_sftp() {
             super::$body(&$crate::case(
                 $crate::backends::rclone_sftp(),
+                stringify!($body),
+            ));
+        }
+        #[test]
+        fn rclone_current_sftp() {
+            super::$body(&$crate::case(
+                $crate::backends::rclone_current_sftp(),
                 stringify!($body),
             ));
         }
@@ -124,6 +132,9 @@ mod processes;
 #[allow(dead_code)]
 #[path = "support/rclone.rs"]
 mod rclone;
+#[allow(dead_code)]
+#[path = "support/rclone_current.rs"]
+mod rclone_current;
 #[path = "support/records.rs"]
 mod records;
 #[allow(dead_code)]

@@ -350,6 +350,7 @@ impl Control for AgentControl {
                     problems,
                     watcher: watcher_health(handle, &status.watcher),
                     write_guarantee: write_guarantee(&handle.engine),
+                    remote_transport: handle.engine.remote_transport(),
                 }
             })
             .collect();

@@ -75,6 +75,13 @@ pub struct PairStatus {
     /// What the remote promises about a replace or delete racing another
     /// writer.
     pub write_guarantee: WriteGuarantee,
+    /// How the agent reaches the remote where a process of its own stands
+    /// between: for an rclone remote, rclone's version and where its rcd
+    /// listens (`"rclone v1.75.2, rcd on unix socket PATH"` or `"rclone
+    /// v1.60.1, rcd on tcp 127.0.0.1:PORT"`). `null` for other remotes and
+    /// while no rcd runs.
+    #[serde(default)]
+    pub remote_transport: Option<String>,
 }
 
 /// How safely the remote replaces and deletes a file another writer may

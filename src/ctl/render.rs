@@ -110,6 +110,9 @@ pub fn status(status: &AgentStatus, now: SystemTime) -> String {
         if pair.write_guarantee == WriteGuarantee::Rechecked {
             lines.push(RECHECKED_WRITES.to_owned());
         }
+        if let Some(transport) = &pair.remote_transport {
+            lines.push(format!("transport: {}", esc(transport)));
+        }
         if !lines.is_empty() {
             let _ = writeln!(out, "\n{}:", esc(&pair.name));
             for line in lines {
@@ -581,6 +584,7 @@ mod tests {
                 problems: vec![],
                 watcher: "ok".into(),
                 write_guarantee: WriteGuarantee::Conditional,
+                remote_transport: None,
             }],
         );
         let text = status_text(&status);
@@ -625,7 +629,7 @@ mod tests {
         );
         assert!(!text.contains("nas:"), "{text}");
 
-        let status = |write_guarantee| {
+        let status = |write_guarantee, remote_transport: Option<String>| {
             status_text(&AgentStatus::new(
                 AgentInfo {
                     version: "0.1.0".into(),
@@ -648,15 +652,23 @@ mod tests {
                     problems: vec![],
                     watcher: "ok".into(),
                     write_guarantee,
+                    remote_transport: remote_transport.clone(),
                 }],
             ))
         };
-        let text = status(WriteGuarantee::Rechecked);
+        let text = status(WriteGuarantee::Rechecked, None);
         assert!(
             text.contains(&format!("\ndrive:\n  {RECHECKED_WRITES}\n")),
             "{text}"
         );
-        let text = status(WriteGuarantee::Conditional);
+        let socket =
+            "rclone v1.75.2, rcd on unix socket /run/user/1000/prism-sync-rcd-0a1b/rc.sock";
+        let text = status(WriteGuarantee::Rechecked, Some(socket.into()));
+        assert!(
+            text.contains(&format!("\n  {RECHECKED_WRITES}\n  transport: {socket}\n")),
+            "{text}"
+        );
+        let text = status(WriteGuarantee::Conditional, None);
         assert!(
             !text.contains("re-checked") && !text.contains("drive:"),
             "{text}"
@@ -702,6 +714,7 @@ mod tests {
                 ],
                 watcher: "ok".into(),
                 write_guarantee: WriteGuarantee::Conditional,
+                remote_transport: None,
             }],
         );
         let text = status_text(&status);

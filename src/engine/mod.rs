@@ -401,6 +401,12 @@ impl PairEngine {
         self.remote.rechecked_writes()
     }
 
+    /// How the agent reaches the remote, where a process of its own stands
+    /// between ([`Replica::transport`]).
+    pub fn remote_transport(&self) -> Option<String> {
+        self.remote.transport()
+    }
+
     /// Who holds the remote's lease while a run waits for it.
     pub fn waiting_for_lease(&self) -> Option<String> {
         self.lease_holder.locked().clone()

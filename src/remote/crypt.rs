@@ -591,6 +591,10 @@ impl Replica for CryptReplica {
         self.inner.listed_marker()
     }
 
+    fn transport(&self) -> Option<String> {
+        self.inner.transport()
+    }
+
     fn root_state(&self) -> Result<RootState, ReplicaError> {
         // The password first: without it nothing is judged.
         let ciphers = self.ciphers()?;

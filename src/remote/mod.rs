@@ -320,6 +320,14 @@ pub trait Replica: Send + Sync {
         false
     }
 
+    /// How the agent reaches the remote where a process of its own stands
+    /// between (an rclone remote: rclone's version and where its rcd
+    /// listens), for status; `None` for the rest, and while none runs.
+    /// Starts and asks nothing.
+    fn transport(&self) -> Option<String> {
+        None
+    }
+
     /// The folder on this machine that holds this replica's files under
     /// the names the engine uses, if there is one (a `file://` remote):
     /// the agent watches it for changes rather than listing it at every

@@ -237,6 +237,7 @@ impl Control for MemControl {
                 problems: vec![],
                 watcher: "ok".into(),
                 write_guarantee: p.write_guarantee,
+                remote_transport: None,
             })
             .collect();
         AgentStatus::new(

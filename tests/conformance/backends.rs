@@ -410,24 +410,39 @@ pub struct RcloneRemote {
     config: PathBuf,
     /// The sshd, for the `sftp` backend.
     sftp: Option<&'static Sftp>,
+    /// `None`: `rclone` on `PATH` (Debian's 1.60.1, which listens on TCP).
+    binary: Option<PathBuf>,
 }
 
 pub fn rclone_local() -> &'static dyn Backend {
     static RCLONE: OnceLock<RcloneRemote> = OnceLock::new();
-    RCLONE.get_or_init(|| rclone_over(None))
+    RCLONE.get_or_init(|| rclone_over(None, "rclone"))
 }
 
 pub fn rclone_sftp() -> &'static dyn Backend {
     static RCLONE: OnceLock<RcloneRemote> = OnceLock::new();
-    RCLONE.get_or_init(|| rclone_over(Some(sftp_server())))
+    RCLONE.get_or_init(|| rclone_over(Some(sftp_server()), "rclone"))
 }
 
-fn rclone_over(sftp: Option<&'static Sftp>) -> RcloneRemote {
+/// [`rclone_sftp`] through the current rclone, whose rcd listens on a
+/// Unix socket, in a folder of its own on the shared sshd (the tests of
+/// both run at once, each in a folder named after its behaviour).
+pub fn rclone_current_sftp() -> &'static dyn Backend {
+    static RCLONE: OnceLock<RcloneRemote> = OnceLock::new();
+    RCLONE.get_or_init(|| RcloneRemote {
+        binary: Some(crate::rclone_current::current_rclone()),
+        ..rclone_over(Some(sftp_server()), "rclone-current")
+    })
+}
+
+/// rclone's backend over `folder` of the sshd's share (`sftp`), else
+/// over a temporary folder.
+fn rclone_over(sftp: Option<&'static Sftp>, folder: &str) -> RcloneRemote {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("rclone.conf");
     fs::write(&config, "[disk]\ntype = local\n").unwrap();
     let share = match sftp {
-        Some(server) => server.disk.share.join("rclone"),
+        Some(server) => server.disk.share.join(folder),
         None => dir.path().join("share"),
     };
     fs::create_dir_all(&share).unwrap();
@@ -446,6 +461,7 @@ fn rclone_over(sftp: Option<&'static Sftp>) -> RcloneRemote {
         },
         config,
         sftp,
+        binary: None,
     }
 }
 
@@ -474,7 +490,7 @@ impl Backend for RcloneRemote {
         };
         let settings = RclonePairSettings {
             config: Some(self.config.clone()),
-            binary: None,
+            binary: self.binary.clone(),
         };
         // One low-level retry: a server cut away shows as offline at once
         // (rclone's default ten take about a minute each time).

@@ -44,6 +44,8 @@ pub struct Device {
     pub home: tempfile::TempDir,
     pub local: PathBuf,
     config: PathBuf,
+    /// The agent's `XDG_RUNTIME_DIR` (`None`: the test's own).
+    runtime: Option<PathBuf>,
 }
 
 impl Device {
@@ -67,7 +69,14 @@ impl Device {
             home,
             local,
             config,
+            runtime: None,
         }
+    }
+
+    /// The agent runs with `dir` as its `XDG_RUNTIME_DIR`.
+    pub fn with_runtime_dir(mut self, dir: &Path) -> Device {
+        self.runtime = Some(dir.to_owned());
+        self
     }
 
     pub fn try_once(&self) -> Output {
@@ -109,6 +118,9 @@ impl Device {
             .env_remove("PRISM_SYNC_CONFIG")
             .env_remove("PRISM_SYNC_STATE_DIR")
             .env_remove("PRISM_SYNC_SOCKET");
+        if let Some(runtime) = &self.runtime {
+            command.env("XDG_RUNTIME_DIR", runtime);
+        }
         command
     }
 
@@ -148,7 +160,11 @@ fn contents_below(dir: &Path) -> Vec<String> {
 fn converge(remote: &str, rclone_config: &Path, served: Option<&Path>) {
     let alpha = Device::new("alpha", remote, rclone_config);
     let beta = Device::new("beta", remote, rclone_config);
+    converge_devices(&alpha, &beta, served);
+}
 
+/// [`converge`] with two devices set up by the caller.
+fn converge_devices(alpha: &Device, beta: &Device, served: Option<&Path>) {
     put(&alpha.local, "a.md", "alpha a\n");
     put(&alpha.local, "docs/b c.md", "alpha b\n");
     alpha.once();
@@ -191,7 +207,7 @@ fn converge(remote: &str, rclone_config: &Path, served: Option<&Path>) {
     );
     // No upload stayed staged, on the remote or in the agents' spools.
     assert!(contents_below(&served.join(".prism-sync/staging")).is_empty());
-    for device in [&alpha, &beta] {
+    for device in [alpha, beta] {
         let spool = device.home.path().join("state/rclone-spool");
         assert!(spool.is_dir(), "uploads wait in the state dir");
         assert!(contents_below(&spool).is_empty());
@@ -202,6 +218,40 @@ fn converge(remote: &str, rclone_config: &Path, served: Option<&Path>) {
 fn two_devices_converge_through_rclones_local_backend() {
     let disk = Disk::new();
     converge(&disk.remote(), &disk.config(), Some(&disk.served()));
+}
+
+#[test]
+fn two_devices_converge_through_the_current_rclone_on_its_private_socket() {
+    let disk = Disk::new();
+    let runtime = tempfile::tempdir().unwrap();
+    let binary = crate::rclone_current::current_rclone();
+    let device = |name: &str| {
+        let device =
+            Device::new(name, &disk.remote(), &disk.config()).with_runtime_dir(runtime.path());
+        device.use_rclone_binary(&binary);
+        device
+    };
+    let (alpha, beta) = (device("alpha"), device("beta"));
+    converge_devices(&alpha, &beta, Some(&disk.served()));
+
+    put(&beta.local, "last.md", "last\n");
+    let out = beta.once();
+    let log = text(&out);
+    let socket = format!(
+        "transport=unix socket {}/prism-sync-rcd-",
+        runtime.path().display()
+    );
+    assert!(
+        log.contains(&socket) && log.contains(crate::rclone_current::VERSION),
+        "the log does not say which rclone listens where:\n{log}"
+    );
+    assert_eq!(
+        fs::read_to_string(disk.served().join("last.md")).unwrap(),
+        "last\n"
+    );
+    // Each agent's rcd ended with it, and its socket's folder with the rcd.
+    let left: Vec<_> = fs::read_dir(runtime.path()).unwrap().flatten().collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]

@@ -25,6 +25,10 @@ impl Drop for Running {
 /// and waits until it answers.
 fn start(home: &Path, config: &Path) -> Running {
     let socket = home.join("s.sock");
+    // The rcd's socket folder goes here: an agent killed outright (as
+    // these are when dropped) leaves it behind.
+    let runtime = home.join("run");
+    fs::create_dir_all(&runtime).unwrap();
     let agent = Running(
         Command::new(env!("CARGO_BIN_EXE_prism-syncd"))
             .arg("--config")
@@ -34,6 +38,7 @@ fn start(home: &Path, config: &Path) -> Running {
             .arg("--socket")
             .arg(&socket)
             .env("HOME", home)
+            .env("XDG_RUNTIME_DIR", &runtime)
             .env_remove("RCLONE_CONFIG")
             .env_remove("PRISM_SYNC_CONFIG")
             .env_remove("PRISM_SYNC_STATE_DIR")
@@ -169,4 +174,75 @@ fn status_and_pair_list_say_which_pairs_only_recheck_their_writes() {
             "{command}:\n{words}"
         );
     }
+}
+
+#[test]
+fn status_says_which_rclone_runs_and_where_its_rcd_listens() {
+    let (old, new) = (Disk::new(), Disk::new());
+    let home = tempfile::tempdir().unwrap();
+    let current = crate::rclone_current::current_rclone();
+    let config = home.path().join("config.toml");
+    fs::write(
+        &config,
+        format!(
+            "[agent]\ndevice = \"alpha\"\n\
+             [[pair]]\nname = \"old\"\nlocal = \"{}\"\nremote = \"{}\"\nrclone_config = \"{}\"\n\
+             [[pair]]\nname = \"new\"\nlocal = \"{}\"\nremote = \"{}\"\nrclone_config = \"{}\"\n\
+             rclone_binary = \"{}\"\n",
+            home.path().join("old").display(),
+            old.remote(),
+            old.config().display(),
+            home.path().join("new").display(),
+            new.remote(),
+            new.config().display(),
+            current.display(),
+        ),
+    )
+    .unwrap();
+    for dir in ["old", "new"] {
+        put(&home.path().join(dir), "a.md", "a\n");
+    }
+    let _agent = start(home.path(), &config);
+    let socket = home.path().join("s.sock");
+
+    // The rcds start with the pairs' first syncs.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let transports = loop {
+        let json: serde_json::Value =
+            serde_json::from_str(&ctl_text(&socket, &["--json", "status"])).unwrap();
+        let transports: Vec<(String, String)> = json["pairs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| {
+                Some((
+                    p["name"].as_str()?.to_owned(),
+                    p["remote_transport"].as_str()?.to_owned(),
+                ))
+            })
+            .collect();
+        if transports.len() == 2 {
+            break transports;
+        }
+        assert!(Instant::now() < deadline, "no rcd runs: {json}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let of = |name: &str| &transports.iter().find(|(n, _)| n == name).unwrap().1;
+    assert!(
+        of("old").starts_with("rclone v1.60.") && of("old").contains(", rcd on tcp 127.0.0.1:"),
+        "{transports:?}"
+    );
+    let on_socket = format!(
+        "rclone v{}, rcd on unix socket ",
+        crate::rclone_current::VERSION
+    );
+    assert!(
+        of("new").starts_with(&on_socket) && of("new").ends_with("/rc.sock"),
+        "{transports:?}"
+    );
+    let words = ctl_text(&socket, &["status"]);
+    assert!(
+        words.contains(&format!("  transport: {on_socket}")),
+        "{words}"
+    );
 }

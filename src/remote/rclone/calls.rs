@@ -102,7 +102,9 @@ pub struct Remote {
     pub(super) shown: String,
     settings: RclonePairSettings,
     pub(super) client: RcClient,
-    pub(super) features: Mutex<Option<Features>>,
+    /// The backend's features as the rcd of one start (its generation)
+    /// gave them: another rclone version may tell them otherwise.
+    pub(super) features: Mutex<Option<(u64, Features)>>,
     pub(super) parallel: usize,
     /// A folder on this machine where an upload's bytes wait (with their
     /// modification time) for rclone to copy them; see [`Remote::upload`].
@@ -181,7 +183,7 @@ impl Remote {
         let client = RcClient::new(rcd);
         sweep_spool(&spool, SPOOL_SWEEP_AGE);
         Ok(Remote {
-            remote: remote.to_owned(),
+            remote: folder_fs(remote),
             shown: format!("rclone:{remote}"),
             settings: settings.clone(),
             client,
@@ -200,14 +202,18 @@ impl Remote {
         self.client.rcd()
     }
 
-    /// The backend's features, asked once (with rclone's version).
+    /// The backend's features, asked once per start of the rcd (with
+    /// rclone's version).
     pub fn features(&self) -> Result<Features, ReplicaError> {
-        if let Some(known) = self.features.locked().as_ref() {
-            return Ok(known.clone());
-        }
-        self.client
+        let version = self
+            .client
             .version()
             .map_err(|e| self.error(e, "reach", ""))?;
+        if let Some((generation, known)) = self.features.locked().as_ref()
+            && *generation == version.generation
+        {
+            return Ok(known.clone());
+        }
         let started = Instant::now();
         let info = self
             .client
@@ -216,13 +222,16 @@ impl Remote {
         self.walk.locked().login = Some(started.elapsed());
         let features = Features::of(&info);
         tracing::debug!(remote = %self.shown, ?features, "rclone remote features");
-        tracing::info!(
-            remote = %self.shown,
-            "rclone has no conditional write: each replace, move and removal re-checks the \
-             file just before it acts, so a change another writer makes in that moment can go \
-             to the trash instead of being kept in place"
-        );
-        *self.features.locked() = Some(features.clone());
+        let first = self.features.locked().is_none();
+        if first {
+            tracing::info!(
+                remote = %self.shown,
+                "rclone has no conditional write: each replace, move and removal re-checks the \
+                 file just before it acts, so a change another writer makes in that moment can go \
+                 to the trash instead of being kept in place"
+            );
+        }
+        *self.features.locked() = Some((version.generation, features.clone()));
         Ok(features)
     }
 
@@ -677,17 +686,33 @@ impl Remote {
         };
         if let Err(e) = copied {
             // What a broken or stopped upload left under its hidden name
-            // (rclone writes some backends' files in place: a local or
-            // SFTP file half there). The call starts a new rcd if the old
-            // one died mid-upload; if this fails too, the staging sweep of
-            // `purge_trash` removes it a day later.
+            // (rclone 1.60 writes a local, SFTP or FTP file in place, half
+            // there) or under that name and a suffix (from 1.63 it writes
+            // there to `NAME.XXXXXXXX.partial`, then renames). The call
+            // starts a new rcd if the old one died mid-upload; if this
+            // fails too, the staging sweep of `purge_trash` removes it a
+            // day later.
             let _ = self.delete_file(&format!("{dir}/{name}"));
+            let _ = self.delete_partial_uploads(dir, name);
             return Err(e);
         }
         if let Some(source) = source {
             source.report(spooled.size);
         }
         Ok(spooled.size)
+    }
+
+    /// Removes the files in `dir` whose names begin with `name.`: rclone's
+    /// partial uploads to `name` (the suffix can be set by the user, so
+    /// any; upload names are fresh random ones, so nothing else has them).
+    fn delete_partial_uploads(&self, dir: &str, name: &str) -> Result<(), ReplicaError> {
+        let prefix = format!("{name}.");
+        for item in self.children(dir)?.unwrap_or_default() {
+            if !item.is_dir && name_of(&item.path).starts_with(&prefix) {
+                self.delete_file(&item.path)?;
+            }
+        }
+        Ok(())
     }
 
     pub(super) fn delete_file(&self, path: &str) -> Result<(), ReplicaError> {
@@ -821,6 +846,19 @@ impl Remote {
 pub(super) fn changed(path: impl std::fmt::Display) -> ReplicaError {
     ReplicaError::Changed {
         path: path.to_string(),
+    }
+}
+
+/// `remote` as rclone is to take it: a folder. Without a closing `/`,
+/// object-store backends (S3, B2, GCS, Azure, Swift, …) first ask whether
+/// the root is a file, and where neither that look nor a listing gets an
+/// answer (the provider is unreachable) rclone 1.7x guesses a file and
+/// answers "is a file not a directory" instead of the network error.
+fn folder_fs(remote: &str) -> String {
+    if remote.ends_with([':', '/']) {
+        remote.to_owned()
+    } else {
+        format!("{remote}/")
     }
 }
 

@@ -2,10 +2,15 @@
 //! when it died, stopped when the last replica that uses it goes (or, at
 //! the latest, with the agent's process).
 //!
-//! It listens on a free port of 127.0.0.1 with a random user and password
-//! of its own, handed over in its environment (`RCLONE_RC_USER`,
+//! Every start asks the binary its version first (`rclone version`): the
+//! user may have upgraded rclone since the last start, and where it
+//! listens follows the version ([`super::transport`]): a Unix socket in a
+//! fresh 0700 folder of ours where rclone offers it (1.61 on), else a free
+//! port of 127.0.0.1. Either way with a random user and password of its
+//! own, handed over in its environment (`RCLONE_RC_USER`,
 //! `RCLONE_RC_PASS`), never on its command line, which every user of the
-//! machine can read. Its stderr goes to our log at debug level.
+//! machine can read. Its stderr goes to our log at debug level; the log
+//! says at info level which version started and where it listens.
 //!
 //! **Who ends it.** The process gets `PR_SET_PDEATHSIG`: the kernel ends
 //! it when the thread that started it ends. That thread is the waiter
@@ -23,6 +28,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use super::transport::{self, SocketDir};
 use crate::locks::LockExt;
 use crate::secrets::Secret;
 
@@ -32,8 +38,14 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a stopped rclone may take to exit before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(3);
 
-/// The line rclone writes once it listens.
+/// How often a start looks whether the rcd accepts on its socket yet.
+const SOCKET_POLL: Duration = Duration::from_millis(20);
+
+/// The line rclone writes once it listens on TCP (none for a socket).
 const LISTENING: &str = "Serving remote control on ";
+
+/// The URL of calls through a Unix socket (the host is not looked up).
+const SOCKET_URL: &str = "http://localhost/";
 
 /// Which rclone, with which config: replicas that agree share one process.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -50,13 +62,31 @@ pub struct RcdSpec {
 /// Where a running rclone answers, and how to log in.
 #[derive(Debug)]
 pub struct Endpoint {
-    /// `http://127.0.0.1:PORT/`.
+    /// `http://127.0.0.1:PORT/`, or [`SOCKET_URL`] through `socket`.
     pub url: String,
+    /// The Unix socket it listens on, where its version offers one.
+    pub socket: Option<PathBuf>,
+    /// What `rclone version` said before this start (`v1.75.2`).
+    pub version: String,
     pub user: String,
     pub pass: Secret,
     /// Which start of the process this is (1 for the first): a client that
     /// saw a call fail asks for a new one only if it is still this one.
     pub generation: u64,
+}
+
+impl Endpoint {
+    /// Where it listens, for the log and status: `unix socket PATH` or
+    /// `tcp 127.0.0.1:PORT`.
+    pub fn transport(&self) -> String {
+        match &self.socket {
+            Some(socket) => format!("unix socket {}", socket.display()),
+            None => format!(
+                "tcp {}",
+                self.url.trim_start_matches("http://").trim_end_matches('/')
+            ),
+        }
+    }
 }
 
 /// Why rclone could not be started.
@@ -78,6 +108,8 @@ struct Process {
     /// Set by the waiter once the process exited (before it is reaped).
     exited: Arc<Mutex<bool>>,
     waiter: Option<std::thread::JoinHandle<()>>,
+    /// Removed once the process ended (dropped after it, in [`end`]).
+    socket_dir: Option<SocketDir>,
 }
 
 /// A lazily started, restarted-when-dead `rclone rcd`.
@@ -154,6 +186,14 @@ impl Rcd {
         Ok(endpoint)
     }
 
+    /// Where the running process answers, if one runs (nothing is
+    /// started: for status).
+    pub fn running_endpoint(&self) -> Option<Arc<Endpoint>> {
+        let slot = self.process.locked();
+        let process = slot.as_ref()?;
+        (!*process.exited.locked()).then(|| process.endpoint.clone())
+    }
+
     /// The pid of the running process, if one runs.
     pub fn pid(&self) -> Option<u32> {
         let slot = self.process.locked();
@@ -180,11 +220,35 @@ impl Rcd {
             binary: binary.clone(),
             reason: format!("no random password: {e}"),
         })?;
+        // Asked at every start: the binary behind the name may be another
+        // one than at the last start.
+        let version = transport::probe_version(&self.spec.binary).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                StartError::Missing {
+                    binary: binary.clone(),
+                }
+            } else {
+                StartError::Failed {
+                    binary: binary.clone(),
+                    reason: format!("cannot ask its version: {e}"),
+                }
+            }
+        })?;
+        let socket_dir = if version.offers_unix_socket() {
+            let suffix = random_hex(8).and_then(|suffix| SocketDir::create(&suffix));
+            suffix.map_err(|e| StartError::Failed {
+                binary: binary.clone(),
+                reason: format!("no folder for its socket: {e}"),
+            })?
+        } else {
+            None
+        };
+        let rc_addr = socket_dir
+            .as_ref()
+            .map_or_else(|| "127.0.0.1:0".to_owned(), SocketDir::rc_addr);
         let mut command = Command::new(&self.spec.binary);
+        command.args(["rcd", "--rc-addr", &rc_addr]);
         command.args([
-            "rcd",
-            "--rc-addr",
-            "127.0.0.1:0",
             "--rc-serve",
             "--log-level",
             "INFO",
@@ -235,13 +299,23 @@ impl Rcd {
         let mut pid = None;
         let url = loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match ready.recv_timeout(left) {
+            // On a socket rclone says nothing once it listens: look.
+            let wait = if socket_dir.is_some() {
+                left.min(SOCKET_POLL)
+            } else {
+                left
+            };
+            match ready.recv_timeout(wait) {
                 Ok(Started::Spawned(spawned)) => pid = Some(spawned),
                 Ok(Started::Listening(url)) => break url,
                 Ok(Started::Failed(e)) => {
                     let _ = waiter.join();
                     return Err(e);
                 }
+                Err(_) if socket_dir.as_ref().is_some_and(SocketDir::accepts) => {
+                    break SOCKET_URL.to_owned();
+                }
+                Err(_) if socket_dir.is_some() && Instant::now() < deadline => {}
                 Err(_) => {
                     if let Some(pid) = pid {
                         let exited = exited.locked();
@@ -262,17 +336,27 @@ impl Rcd {
             }
         };
         let pid = pid.unwrap_or_default();
-        tracing::debug!(%url, pid, generation, "rclone rcd is listening");
+        let endpoint = Endpoint {
+            url,
+            socket: socket_dir.as_ref().map(|dir| dir.socket().to_owned()),
+            version: version.text,
+            user,
+            pass: Secret::new(pass),
+            generation,
+        };
+        tracing::info!(
+            version = %endpoint.version,
+            transport = %endpoint.transport(),
+            pid,
+            generation,
+            "rclone rcd is listening"
+        );
         Ok(Process {
-            endpoint: Arc::new(Endpoint {
-                url,
-                user,
-                pass: Secret::new(pass),
-                generation,
-            }),
+            endpoint: Arc::new(endpoint),
             pid,
             exited,
             waiter: Some(waiter),
+            socket_dir,
         })
     }
 }
@@ -305,6 +389,8 @@ fn end(process: Option<Process>) {
     if let Some(waiter) = process.waiter.take() {
         let _ = waiter.join();
     }
+    // Only now that the process is gone: it may still have listened.
+    drop(process.socket_dir.take());
 }
 
 /// What the waiter tells the starter.
@@ -378,13 +464,14 @@ fn run_waiter(
             binary,
             reason: format!(
                 "rclone rcd exited ({}) before it listened: {}",
-                status.map_or_else(|e| e.to_string(), |s| s.to_string()),
+                status
+                    .as_ref()
+                    .map_or_else(|e| e.to_string(), |s| s.to_string()),
                 early.join(" / ")
             ),
         }));
-    } else {
-        tracing::debug!(pid, ?status, "rclone rcd exited");
     }
+    tracing::debug!(pid, ?status, "rclone rcd exited");
 }
 
 /// `bytes` random bytes as hex.

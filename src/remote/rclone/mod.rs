@@ -27,6 +27,7 @@ mod looks;
 pub mod rc;
 pub mod replica;
 pub mod settings;
+mod transport;
 
 pub use daemon::{Rcd, RcdSpec};
 pub use rc::RcClient;

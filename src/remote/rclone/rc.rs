@@ -1,7 +1,12 @@
 //! A small client of rclone's remote control: JSON calls (`POST
 //! /METHOD`) and reads of a file's bytes through `--rc-serve` (`GET
-//! /[FS]/PATH`, ranged), both with the rcd's Basic-auth login, on one keep-alive `reqwest`
-//! blocking client.
+//! /[FS]/PATH`, ranged), both with the rcd's Basic-auth login, on one
+//! keep-alive `reqwest` blocking client per start of the rcd (reqwest
+//! speaks HTTP over a Unix socket itself: `ClientBuilder::unix_socket`).
+//!
+//! What the client learnt from the rcd (its version, the methods it
+//! offers) holds for that start only: a restarted rcd may be another
+//! binary (the user upgraded rclone), so it is asked again.
 //!
 //! A call that finds the rcd gone (the connection refused: the request
 //! never reached it) starts it again ([`Rcd::restart_after`]) and is sent
@@ -15,7 +20,7 @@
 //! provider.
 
 use std::io::Read;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -169,16 +174,20 @@ pub struct Version {
     pub major: u64,
     pub minor: u64,
     pub patch: u64,
+    /// The start of the rcd that answered ([`Endpoint::generation`]).
+    pub generation: u64,
 }
 
 /// A client of one (shared) rcd.
 pub struct RcClient {
     rcd: Arc<Rcd>,
-    /// Built at the first call, not with the replica: a blocking client
-    /// cannot be built on the agent's async threads, where pairs are
-    /// started; calls come from the engine's blocking threads.
-    http: OnceLock<reqwest::blocking::Client>,
-    version: OnceLock<Version>,
+    /// Built at the first call to each start of the rcd (the generation
+    /// of its endpoint), not with the replica: a blocking client cannot be
+    /// built on the agent's async threads, where pairs are started; calls
+    /// come from the engine's blocking threads.
+    http: Mutex<Option<(u64, reqwest::blocking::Client)>>,
+    /// Checked once per start of the rcd (the generation it was asked of).
+    version: Mutex<Option<Version>>,
     /// How many calls of each method were made (reads as `GET`).
     made: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
 }
@@ -203,24 +212,34 @@ impl RcClient {
     pub fn new(rcd: Arc<Rcd>) -> RcClient {
         RcClient {
             rcd,
-            http: OnceLock::new(),
-            version: OnceLock::new(),
+            http: Mutex::new(None),
+            version: Mutex::new(None),
             made: std::sync::Mutex::new(std::collections::BTreeMap::new()),
         }
     }
 
-    fn http(&self) -> Result<&reqwest::blocking::Client, RcError> {
-        if let Some(http) = self.http.get() {
-            return Ok(http);
+    /// The HTTP client for `endpoint`'s start of the rcd (a client holds
+    /// the socket it connects through).
+    fn http(&self, endpoint: &Endpoint) -> Result<reqwest::blocking::Client, RcError> {
+        let mut http = self.http.locked();
+        if let Some((generation, client)) = http.as_ref()
+            && *generation == endpoint.generation
+        {
+            return Ok(client.clone());
         }
-        let http = reqwest::blocking::Client::builder()
+        let mut builder = reqwest::blocking::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             // A listing of a large drive, or rclone's pacer waiting out a
             // rate limit, may take long: slow is not failed.
-            .timeout(None)
+            .timeout(None);
+        if let Some(socket) = &endpoint.socket {
+            builder = builder.unix_socket(socket.as_path());
+        }
+        let client = builder
             .build()
             .map_err(|e| RcError::Transport(crate::remote::error_chain(&e)))?;
-        Ok(self.http.get_or_init(|| http))
+        *http = Some((endpoint.generation, client.clone()));
+        Ok(client)
     }
 
     pub fn rcd(&self) -> &Arc<Rcd> {
@@ -237,13 +256,16 @@ impl RcClient {
         *self.made.locked().entry(method.to_owned()).or_default() += 1;
     }
 
-    /// The rcd's version, asked once; also checks that it offers every
-    /// method this backend needs.
+    /// The running rcd's version, asked once per start of it; also checks
+    /// that it offers every method this backend needs.
     pub fn version(&self) -> Result<Version, RcError> {
-        if let Some(version) = self.version.get() {
+        let running = self.rcd.endpoint()?.generation;
+        if let Some(version) = self.version.locked().as_ref()
+            && version.generation == running
+        {
             return Ok(version.clone());
         }
-        let answer = self.call("core/version", &serde_json::json!({}))?;
+        let (answer, generation) = self.call_at("core/version", &serde_json::json!({}))?;
         let text = answer["version"].as_str().unwrap_or("unknown").to_owned();
         let part = |i: usize| answer["decomposed"][i].as_u64().unwrap_or(0);
         let version = Version {
@@ -251,8 +273,9 @@ impl RcClient {
             major: part(0),
             minor: part(1),
             patch: part(2),
+            generation,
         };
-        tracing::debug!(version = %version.text, "rclone rcd answers");
+        tracing::debug!(version = %version.text, generation, "rclone rcd answers");
         // A build that does not say its numbers is not refused for them;
         // the methods it lacks are still found below.
         let numbered = answer["decomposed"]
@@ -284,11 +307,17 @@ impl RcClient {
                 ),
             });
         }
-        Ok(self.version.get_or_init(|| version).clone())
+        *self.version.locked() = Some(version.clone());
+        Ok(version)
     }
 
     /// Calls `method` with `params`; its JSON answer.
     pub fn call(&self, method: &str, params: &Value) -> Result<Value, RcError> {
+        self.call_at(method, params).map(|(answer, _)| answer)
+    }
+
+    /// [`RcClient::call`], and which start of the rcd answered.
+    fn call_at(&self, method: &str, params: &Value) -> Result<(Value, u64), RcError> {
         self.count(method);
         let started = std::time::Instant::now();
         let answer = self.call_once_or_twice(method, params);
@@ -306,13 +335,13 @@ impl RcClient {
         answer
     }
 
-    fn call_once_or_twice(&self, method: &str, params: &Value) -> Result<Value, RcError> {
+    fn call_once_or_twice(&self, method: &str, params: &Value) -> Result<(Value, u64), RcError> {
         let repeatable = is_repeatable(method);
         let mut endpoint = self.rcd.endpoint()?;
         let mut retried = false;
         loop {
             let sent = self
-                .http()?
+                .http(&endpoint)?
                 .post(format!("{}{method}", endpoint.url))
                 .basic_auth(&endpoint.user, Some(endpoint.pass.expose()))
                 .header("Content-Type", "application/json")
@@ -323,7 +352,9 @@ impl RcClient {
                     response.bytes().map(|body| (status, body))
                 });
             match sent {
-                Ok((status, body)) => return answer(status, &body),
+                Ok((status, body)) => {
+                    return answer(status, &body).map(|a| (a, endpoint.generation));
+                }
                 Err(e) if !retried && (e.is_connect() || repeatable) => {
                     tracing::debug!(
                         method,
@@ -364,7 +395,7 @@ impl RcClient {
         let mut retried = false;
         loop {
             let mut request = self
-                .http()?
+                .http(&endpoint)?
                 .get(serve_url(&endpoint, fs, path))
                 .basic_auth(&endpoint.user, Some(endpoint.pass.expose()));
             if offset > 0 {
@@ -491,6 +522,7 @@ mod tests {
             major,
             minor,
             patch: 0,
+            generation: 1,
         };
         let message = version("v1.53.3", 1, 53).refusal().unwrap();
         assert!(

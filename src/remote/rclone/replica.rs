@@ -155,13 +155,27 @@ impl Replica for RcloneReplica {
     }
 
     fn capabilities(&self) -> Capabilities {
-        let known = self.features.locked().clone().unwrap_or_default();
+        let known = self
+            .features
+            .locked()
+            .clone()
+            .map(|(_, known)| known)
+            .unwrap_or_default();
         Capabilities {
             // Every commit is a few calls (stat, trash move, move).
             parallel_commits: true,
             case_insensitive: known.case_insensitive,
             ..Capabilities::default()
         }
+    }
+
+    fn transport(&self) -> Option<String> {
+        let endpoint = self.rcd().running_endpoint()?;
+        Some(format!(
+            "rclone {}, rcd on {}",
+            endpoint.version,
+            endpoint.transport()
+        ))
     }
 
     fn rechecked_writes(&self) -> bool {

