@@ -272,10 +272,16 @@ pub async fn run(
     // The rules the watches were started with: they watch no folder those
     // rules ignored and drop events about ignored paths, so once
     // `.prismignore` changed they no longer see everything the pair syncs.
+    // A local folder on a network or FUSE file system is watched for this
+    // machine's writes only: another machine's are seen by listing it.
     let watched_rules = engine.ignore_rules();
     let local_whole = |local_watch: &Option<HealthView>| {
         local_watch.as_ref().is_some_and(HealthView::is_ok)
             && Arc::ptr_eq(&engine.ignore_rules(), &watched_rules)
+            && engine
+                .local()
+                .watch_root()
+                .is_some_and(crate::tracker::watch::sees_every_writer)
     };
 
     loop {
