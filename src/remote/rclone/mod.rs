@@ -35,4 +35,6 @@ pub use replica::RcloneReplica;
 pub use settings::RclonePairSettings;
 
 #[cfg(test)]
+mod s3_tests;
+#[cfg(test)]
 mod tests;

@@ -346,7 +346,7 @@ impl Replica for RcloneReplica {
             }
             Expect::File { .. } => {
                 self.recheck_against(path, expect, self.look_before_commit(staged)?)?;
-                let trashed = self.trash(path)?;
+                let trashed = self.trash(path, expect)?;
                 if copies && self.stat_file(path.as_str())?.is_some() {
                     return Err(changed(path));
                 }
@@ -436,7 +436,7 @@ impl Replica for RcloneReplica {
             Expect::Absent => Err(changed(from)),
             Expect::File { .. } => {
                 self.recheck(from, expect)?;
-                self.move_checked(from.as_str(), to.as_str())
+                self.move_rechecked(from, to.as_str(), expect)
                     .map_err(crate::remote::gone_meanwhile(from))
             }
             Expect::Dir => {
@@ -495,7 +495,7 @@ impl Replica for RcloneReplica {
             },
             Expect::File { .. } => {
                 self.recheck(path, expect)?;
-                self.trash(path).map(Some)
+                self.trash(path, expect).map(Some)
             }
             Expect::Dir => {
                 // A plan removes a folder after its content; anything
