@@ -239,7 +239,8 @@ impl Remote {
                 remote = %self.shown,
                 "rclone has no conditional write: each replace, move and removal re-checks the \
                  file just before it acts, so a change another writer makes in that moment can go \
-                 to the trash instead of being kept in place"
+                 to the trash instead of being kept in place (on a backend that cannot move a file, \
+                 such as S3, be removed)"
             );
         }
         *self.features.locked() = Some((version.generation, features.clone()));
