@@ -95,7 +95,8 @@ pub enum WriteGuarantee {
     /// The remote cannot make a write conditional (rclone remotes): the
     /// file is looked at again right before each replace, move and delete,
     /// and a change made elsewhere in that moment can go to the trash (or
-    /// be replaced) instead of staying in place.
+    /// be replaced, or where the backend cannot move a file, as on S3, be
+    /// removed) instead of staying in place.
     Rechecked,
 }
 

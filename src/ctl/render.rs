@@ -22,7 +22,7 @@ use crate::timefmt;
 /// list`.
 const RECHECKED_WRITES: &str = "writes: re-checked, not conditional (rclone): a change made \
      elsewhere in the moment before a replace or delete can go to the remote's trash instead of \
-     staying in place";
+     staying in place (on a provider that cannot move a file, such as S3, it can be lost)";
 
 /// A value from the agent, as it may be shown on a terminal.
 fn esc(value: &str) -> std::borrow::Cow<'_, str> {

@@ -118,7 +118,16 @@ pub struct Remote {
     pub(super) looks: Mutex<Looks>,
     /// What a walk of the tree costs (see [`Remote::walk_alone`]).
     walk: Mutex<WalkCosts>,
+    /// Called with the source's path between the copy and the re-check of
+    /// a move made of those steps ([`Remote::move_rechecked`]): where a
+    /// test writes the version another writer would.
+    #[cfg(test)]
+    pub(super) after_copy: Mutex<Option<AfterCopy>>,
 }
+
+/// See `Remote::after_copy`.
+#[cfg(test)]
+pub(super) type AfterCopy = Box<dyn Fn(&str) + Send + Sync>;
 
 /// What decides how a walk of the tree lists its folders.
 #[derive(Default)]
@@ -194,6 +203,8 @@ impl Remote {
             trashed: Mutex::new(TrashedNames::default()),
             looks: Mutex::new(Looks::default()),
             walk: Mutex::new(WalkCosts::default()),
+            #[cfg(test)]
+            after_copy: Mutex::new(None),
         })
     }
 
@@ -228,7 +239,8 @@ impl Remote {
                 remote = %self.shown,
                 "rclone has no conditional write: each replace, move and removal re-checks the \
                  file just before it acts, so a change another writer makes in that moment can go \
-                 to the trash instead of being kept in place"
+                 to the trash instead of being kept in place (on a backend that cannot move a file, \
+                 such as S3, be removed)"
             );
         }
         *self.features.locked() = Some((version.generation, features.clone()));
@@ -466,24 +478,58 @@ impl Remote {
             "srcFs": self.remote, "srcRemote": from,
             "dstFs": self.remote, "dstRemote": to,
         });
-        let features = self.features()?;
-        if !features.moves && features.server_copy {
-            // rclone's move is a server-side copy and a removal here (S3).
-            // After the copy it compares the size and hash of what it then
-            // finds at the destination with the source's, and removes the
-            // destination if they differ: where another writer's move
-            // lands in between, that removal would take the other writer's
-            // version, kept nowhere else. The check is skipped: a
-            // server-side copy does not change the bytes. Where the move
-            // is a download and an upload (no `Copy` either), the check
-            // stays: a transfer that ended short must not remove its
-            // source, which may be the only copy of an old version on its
-            // way to the trash. RACE: there the other writer's version can
-            // still meet that removal.
-            params["_config"] = json!({ "IgnoreChecksum": true, "IgnoreSize": true });
-        }
+        skip_check_of_server_copy(&mut params, &self.features()?);
         self.call("operations/movefile", params, "move", from)
             .map(|_| ())
+    }
+
+    /// Moves the file `from`, re-checked by the caller as the version
+    /// `expect` names, to `to`, which nothing but this step writes (its
+    /// trash name) or nothing held a moment ago (a rename's target).
+    ///
+    /// Where the backend has no `Move`, rclone's move is a copy and a
+    /// removal of the source in one call, and a version another writer
+    /// puts at `from` while the copy runs (a server-side copy of a large
+    /// S3 object takes long, a download and an upload longer) would be
+    /// removed with nothing of it kept. So there the move is our own
+    /// steps: the copy, a re-check of `from`, and its removal only if it
+    /// is still that version. Where it is not, the copy stays at `to` (in
+    /// the trash an old version like any other, at a rename's target the
+    /// file as it was moved) and the answer is a change to re-plan.
+    /// A backend with `Move` moves in one server-side step: the re-check
+    /// the caller made is as close to it as a re-check gets.
+    pub(super) fn move_rechecked(
+        &self,
+        from: &RelPath,
+        to: &str,
+        expect: &Expect,
+    ) -> Result<(), ReplicaError> {
+        let features = self.features()?;
+        if features.moves {
+            return self.move_checked(from.as_str(), to);
+        }
+        let mut params = json!({
+            "srcFs": self.remote, "srcRemote": from.as_str(),
+            "dstFs": self.remote, "dstRemote": to,
+        });
+        skip_check_of_server_copy(&mut params, &features);
+        if let Err(e) = self.call("operations/copyfile", params, "copy", from.as_str()) {
+            if e.is_offline() {
+                return Err(e);
+            }
+            // Gone or replaced under the copy: a change to re-plan.
+            self.recheck(from, expect)?;
+            return Err(e);
+        }
+        #[cfg(test)]
+        if let Some(hook) = self.after_copy.locked().as_ref() {
+            hook(from.as_str());
+        }
+        // RACE: a version written to `from` between this re-check and the
+        // removal is removed with nothing of it kept, the moment any
+        // re-check leaves (declared by `Replica::rechecked_writes`).
+        self.recheck(from, expect)?;
+        self.delete_file(from.as_str())
     }
 
     /// [`Remote::move_file`], where a failure because another writer got
@@ -556,9 +602,10 @@ impl Remote {
         }
     }
 
-    /// Moves the (re-checked) file `path` to the trash; returns its name
-    /// there.
-    pub(super) fn trash(&self, path: &RelPath) -> Result<RelPath, ReplicaError> {
+    /// Moves the file `path`, re-checked by the caller as the version
+    /// `expect` names, to the trash ([`Remote::move_rechecked`]); returns
+    /// its name there.
+    pub(super) fn trash(&self, path: &RelPath, expect: &Expect) -> Result<RelPath, ReplicaError> {
         // rclone's moves replace what is at their destination, and a look
         // before the move cannot stop two agents trashing one path in one
         // minute from choosing one name: the second would overwrite the
@@ -575,17 +622,23 @@ impl Remote {
         if !self.trashed.locked().reserve(&batch, path.as_str()) {
             batch = layout::spare_trash_batch(now);
         }
-        let mut moved = self.move_checked(
-            path.as_str(),
+        let mut moved = self.move_rechecked(
+            path,
             &format!("{METADATA_DIR}/trash/{batch}/{path}"),
+            expect,
         );
         // A name taken all the same (by another agent with the same tag,
-        // or before a restart with it: not expected).
-        if moved.as_ref().is_err_and(|e| !e.is_offline()) && self.file_in_the_way(&batch, path)? {
+        // or before a restart with it: not expected). A change is no such
+        // failure: the file is not what was re-checked.
+        let failed = moved
+            .as_ref()
+            .is_err_and(|e| !e.is_offline() && !matches!(e, ReplicaError::Changed { .. }));
+        if failed && self.file_in_the_way(&batch, path)? {
             batch = layout::spare_trash_batch(now);
-            moved = self.move_checked(
-                path.as_str(),
+            moved = self.move_rechecked(
+                path,
                 &format!("{METADATA_DIR}/trash/{batch}/{path}"),
+                expect,
             );
         }
         moved.map_err(|e| match e {
@@ -840,6 +893,27 @@ impl Remote {
             return Err(changed(path));
         }
         Ok(())
+    }
+}
+
+/// Where the backend copies server-side (S3) and rclone's move is that
+/// copy and a removal, rclone compares the size and hash of what it finds
+/// at the destination after the copy with the source's, and removes the
+/// destination if they differ: where another writer's version lands there
+/// in between (a record or a file moved into place, a rename's target),
+/// that removal would take it, kept nowhere else. The check is skipped: a
+/// server-side copy does not change the bytes. (At a trash name, which
+/// only this remote writes, the check could stay: all it could remove is
+/// the copy just made, and the source stays until its re-check; one rule
+/// for every copy is simpler.) Where the copy is a download and an
+/// upload (no `Copy` either), the check stays: a transfer that ended short
+/// must not count as done, and a move would then remove its source, which
+/// may be the only copy of an old version on its way to the trash. RACE:
+/// there a version another writer moves to the destination meanwhile can
+/// still meet that removal.
+fn skip_check_of_server_copy(params: &mut Value, features: &Features) {
+    if !features.moves && features.server_copy {
+        params["_config"] = json!({ "IgnoreChecksum": true, "IgnoreSize": true });
     }
 }
 

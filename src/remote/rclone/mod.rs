@@ -15,8 +15,11 @@
 //! (the provider's hash, else ID, modification time and size) must still
 //! be the one the plan saw: a change another writer makes between that look
 //! and the step is not kept in place but goes to the trash (or is
-//! replaced). `Replica::rechecked_writes` declares it (status and `pair
-//! list` show it), and the log says so once per pair.
+//! replaced); where the backend cannot move a file (S3: a move is a copy
+//! and a removal, and the look is taken again after the copy), one made
+//! between that look and the removal is removed.
+//! `Replica::rechecked_writes` declares it (status and `pair list` show
+//! it), and the log says so once per pair.
 
 mod calls;
 pub mod daemon;
@@ -34,5 +37,7 @@ pub use rc::RcClient;
 pub use replica::RcloneReplica;
 pub use settings::RclonePairSettings;
 
+#[cfg(test)]
+mod s3_tests;
 #[cfg(test)]
 mod tests;

@@ -15,6 +15,11 @@
 //! - A file moves with `operations/movefile`; a folder with `sync/move`,
 //!   which is one server-side move where the backend has one (`DirMove`
 //!   in its features) and a move per file otherwise.
+//! - Where the backend has no `Move` (S3), rclone's move is a copy and a
+//!   removal in one call; a move of a file others write (to the trash, a
+//!   rename) is then `operations/copyfile`, a re-check of the source, and
+//!   `operations/deletefile` only if it is still the planned version
+//!   ([`Remote::move_rechecked`]).
 //! - Records (`.prism-sync/NAME`) are uploaded under a hidden name and
 //!   moved over the old one; the lease is one of them ([`super::lease`]).
 //!
@@ -25,7 +30,9 @@
 //! version to the trash, or replaces it, instead of leaving it in place).
 //! The look is a stat, or for a batch of uploads the listing of their
 //! folder taken right before the batch's commits, at most a second old
-//! ([`super::looks`] argues why that is as good).
+//! ([`super::looks`] argues why that is as good). Where a move is a copy
+//! and a removal, the source is looked at again after the copy, so the
+//! race is that moment too, not the copy's length.
 //! [`Replica::rechecked_writes`] declares it, and the log says so
 //! once per pair. Backends that allow two files of one name (Google Drive) are
 //! looked at again after a commit: a duplicate is a change to re-plan.
@@ -346,7 +353,7 @@ impl Replica for RcloneReplica {
             }
             Expect::File { .. } => {
                 self.recheck_against(path, expect, self.look_before_commit(staged)?)?;
-                let trashed = self.trash(path)?;
+                let trashed = self.trash(path, expect)?;
                 if copies && self.stat_file(path.as_str())?.is_some() {
                     return Err(changed(path));
                 }
@@ -436,7 +443,7 @@ impl Replica for RcloneReplica {
             Expect::Absent => Err(changed(from)),
             Expect::File { .. } => {
                 self.recheck(from, expect)?;
-                self.move_checked(from.as_str(), to.as_str())
+                self.move_rechecked(from, to.as_str(), expect)
                     .map_err(crate::remote::gone_meanwhile(from))
             }
             Expect::Dir => {
@@ -495,7 +502,7 @@ impl Replica for RcloneReplica {
             },
             Expect::File { .. } => {
                 self.recheck(path, expect)?;
-                self.trash(path).map(Some)
+                self.trash(path, expect).map(Some)
             }
             Expect::Dir => {
                 // A plan removes a folder after its content; anything

@@ -95,7 +95,7 @@ pub(super) fn current_rclone() -> std::path::PathBuf {
 }
 
 /// `rclone` on `PATH` (Debian's), as a path a symlink can point at.
-fn debian_rclone() -> std::path::PathBuf {
+pub(super) fn debian_rclone() -> std::path::PathBuf {
     std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
         .map(|dir| dir.join("rclone"))
         .find(|path| path.is_file())
