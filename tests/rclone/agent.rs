@@ -272,6 +272,27 @@ fn two_devices_converge_through_rclones_webdav_backend_on_apache() {
 }
 
 #[test]
+fn two_devices_converge_through_a_connection_string_that_holds_a_url() {
+    // The URL's "//" must survive the reads, which go through the rcd's
+    // HTTP serving of `[REMOTE:PATH]/FILE`; no remote of the (empty)
+    // rclone config is involved.
+    let apache = Apache::start();
+    let scratch = tempfile::tempdir().unwrap();
+    let config = scratch.path().join("rclone.conf");
+    fs::write(&config, "").unwrap();
+    let remote = format!(
+        "rclone::webdav,url='http://127.0.0.1:{}/open/',vendor=other:notes",
+        apache.port()
+    );
+    let served = apache.served(Share::Open).join("notes");
+    converge(&remote, &config, Some(&served));
+    assert!(
+        fs::read_to_string(&config).unwrap().is_empty(),
+        "the connection string was written to the rclone config"
+    );
+}
+
+#[test]
 fn two_devices_converge_through_rclones_s3_backend_on_moto() {
     let moto = Moto::shared();
     moto.make_bucket("rclone-notes");

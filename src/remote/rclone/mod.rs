@@ -19,6 +19,7 @@
 //! list` show it), and the log says so once per pair.
 
 mod calls;
+pub mod connection;
 pub mod daemon;
 mod job;
 mod lease;

@@ -13,6 +13,7 @@ fn spec(dir: &std::path::Path) -> RcdSpec {
         binary: "rclone".into(),
         config: Some(config),
         flags: Vec::new(),
+        remotes: Vec::new(),
     }
 }
 
@@ -244,6 +245,7 @@ fn a_missing_binary_says_how_to_install_rclone() {
         binary: "/nonexistent/rclone".into(),
         config: None,
         flags: Vec::new(),
+        remotes: Vec::new(),
     }));
     let client = RcClient::new(rcd);
     let message = client.version().unwrap_err().to_string();
