@@ -281,6 +281,13 @@ pub fn parse(remote: &str) -> Result<RcloneRemote, String> {
              rclone:NAME:PATH"
         ));
     }
+    if let Some((key, _)) = options.iter().find(|(_, value)| holds_url_password(value)) {
+        return Err(format!(
+            "the rclone remote's option {key:?} holds a URL with a password in it, which would \
+             stay in the config in plain text; define the remote with `rclone config` and write \
+             rclone:NAME:PATH"
+        ));
+    }
     Ok(RcloneRemote {
         name,
         options,
@@ -339,6 +346,18 @@ fn is_secret_option(key: &str) -> bool {
     ];
     (named.contains(&key.as_str()) || within.iter().any(|part| key.contains(part)))
         && !key.ends_with("_file")
+}
+
+/// Whether `value` is a URL with a password in it
+/// (`https://user:password@host/`).
+fn holds_url_password(value: &str) -> bool {
+    let Some((_, rest)) = value.split_once("://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    authority
+        .rsplit_once('@')
+        .is_some_and(|(userinfo, _)| userinfo.contains(':'))
 }
 
 #[cfg(test)]
@@ -458,10 +477,12 @@ mod tests {
             ":b2,account=a,key=hunter2:b",
             ":webdav,bearer_token=hunter2:x",
             "gdrive,service_account_credentials='{hunter2}':x",
+            ":webdav,url='https://me:hunter2@h/dav':x",
         ] {
             let message = parse(remote).unwrap_err();
             assert!(
-                message.contains("login secret") && !message.contains("hunter2"),
+                (message.contains("login secret") || message.contains("password in it"))
+                    && !message.contains("hunter2"),
                 "{remote}: {message}"
             );
         }
@@ -469,6 +490,8 @@ mod tests {
         // A secret-looking value under a harmless key is just a value, and
         // a quoted comma does not start an option.
         assert!(parse(":webdav,url='http://h/?a,pass=1':x").is_ok());
+        // A user name alone in a URL is no secret.
+        assert!(parse(":webdav,url='https://me@h/dav?a=b:c@d':x").is_ok());
     }
 
     #[test]
