@@ -293,6 +293,29 @@ fn two_devices_converge_through_a_connection_string_that_holds_a_url() {
 }
 
 #[test]
+fn a_connection_string_the_server_refuses_says_where_its_login_belongs() {
+    let apache = Apache::start();
+    let scratch = tempfile::tempdir().unwrap();
+    let config = scratch.path().join("rclone.conf");
+    fs::write(&config, "").unwrap();
+    let remote = format!(
+        "rclone::webdav,url='http://127.0.0.1:{}/auth/',vendor=other,user=nobody:notes",
+        apache.port()
+    );
+    let device = Device::new("alpha", &remote, &config);
+    put(&device.local, "a.md", "a\n");
+    let out = device.try_once();
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    let all = text(&out);
+    assert!(
+        all.contains("refused the login")
+            && all.contains("define the remote with `rclone config`")
+            && !all.contains("rclone config reconnect"),
+        "{all}"
+    );
+}
+
+#[test]
 fn two_devices_converge_through_rclones_s3_backend_on_moto() {
     let moto = Moto::shared();
     moto.make_bucket("rclone-notes");

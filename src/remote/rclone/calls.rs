@@ -267,6 +267,12 @@ impl Remote {
                  `rclone config`, or correct the name in the pair's remote",
                 self.config_file()
             )),
+            // A backend given in place has no config entry to reconnect.
+            ErrorKind::Login if name.starts_with(':') => ReplicaError::Other(format!(
+                "{}: the provider refused the login ({e}); define the remote with `rclone \
+                 config`, which keeps its login, and write rclone:NAME:PATH",
+                self.shown
+            )),
             ErrorKind::Login => ReplicaError::Other(format!(
                 "{}: the provider refused the login ({e}); if its token expired or was revoked, \
                  run `rclone config reconnect {name}:` once",
