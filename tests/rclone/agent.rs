@@ -316,6 +316,26 @@ fn a_connection_string_the_server_refuses_says_where_its_login_belongs() {
 }
 
 #[test]
+fn rclones_messages_about_a_connection_string_name_it_as_written() {
+    let disk = Disk::new();
+    let device = Device::new("alpha", "rclone::nosuchbackend,opt=1:notes", &disk.config());
+    put(&device.local, "a.md", "a\n");
+    let out = device.try_once();
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    let all = text(&out);
+    let said = all
+        .lines()
+        .find(|line| line.starts_with("p: cannot reach"))
+        .unwrap_or_else(|| panic!("{all}"));
+    assert!(
+        said.contains("rclone::nosuchbackend,opt=1:notes")
+            && said.contains("didn't find backend")
+            && !said.contains("prism_sync_"),
+        "{said}"
+    );
+}
+
+#[test]
 fn two_devices_converge_through_rclones_s3_backend_on_moto() {
     let moto = Moto::shared();
     moto.make_bucket("rclone-notes");
