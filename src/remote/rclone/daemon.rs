@@ -10,8 +10,9 @@
 //! own, handed over in its environment (`RCLONE_RC_USER`,
 //! `RCLONE_RC_PASS`), never on its command line, which every user of the
 //! machine can read. Connection strings reach it there too, as remotes of
-//! its own ([`super::connection`]). Its stderr goes to our log at debug level; the log
-//! says at info level which version started and where it listens.
+//! its own ([`super::connection`]). Its stderr goes to our log at debug
+//! level; the log says at info level which version started and where it
+//! listens.
 //!
 //! **Who ends it.** The process gets `PR_SET_PDEATHSIG`: the kernel ends
 //! it when the thread that started it ends. That thread is the waiter
