@@ -272,6 +272,70 @@ fn two_devices_converge_through_rclones_webdav_backend_on_apache() {
 }
 
 #[test]
+fn two_devices_converge_through_a_connection_string_that_holds_a_url() {
+    // The URL's "//" must survive the reads, which go through the rcd's
+    // HTTP serving of `[REMOTE:PATH]/FILE`; no remote of the (empty)
+    // rclone config is involved.
+    let apache = Apache::start();
+    let scratch = tempfile::tempdir().unwrap();
+    let config = scratch.path().join("rclone.conf");
+    fs::write(&config, "").unwrap();
+    let remote = format!(
+        "rclone::webdav,url='http://127.0.0.1:{}/open/',vendor=other:notes",
+        apache.port()
+    );
+    let served = apache.served(Share::Open).join("notes");
+    converge(&remote, &config, Some(&served));
+    assert!(
+        fs::read_to_string(&config).unwrap().is_empty(),
+        "the connection string was written to the rclone config"
+    );
+}
+
+#[test]
+fn a_connection_string_the_server_refuses_says_where_its_login_belongs() {
+    let apache = Apache::start();
+    let scratch = tempfile::tempdir().unwrap();
+    let config = scratch.path().join("rclone.conf");
+    fs::write(&config, "").unwrap();
+    let remote = format!(
+        "rclone::webdav,url='http://127.0.0.1:{}/auth/',vendor=other,user=nobody:notes",
+        apache.port()
+    );
+    let device = Device::new("alpha", &remote, &config);
+    put(&device.local, "a.md", "a\n");
+    let out = device.try_once();
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    let all = text(&out);
+    assert!(
+        all.contains("refused the login")
+            && all.contains("define the remote with `rclone config`")
+            && !all.contains("rclone config reconnect"),
+        "{all}"
+    );
+}
+
+#[test]
+fn rclones_messages_about_a_connection_string_name_it_as_written() {
+    let disk = Disk::new();
+    let device = Device::new("alpha", "rclone::nosuchbackend,opt=1:notes", &disk.config());
+    put(&device.local, "a.md", "a\n");
+    let out = device.try_once();
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    let all = text(&out);
+    let said = all
+        .lines()
+        .find(|line| line.starts_with("p: cannot reach"))
+        .unwrap_or_else(|| panic!("{all}"));
+    assert!(
+        said.contains("rclone::nosuchbackend,opt=1:notes")
+            && said.contains("didn't find backend")
+            && !said.contains("prism_sync_"),
+        "{said}"
+    );
+}
+
+#[test]
 fn two_devices_converge_through_rclones_s3_backend_on_moto() {
     let moto = Moto::shared();
     moto.make_bucket("rclone-notes");

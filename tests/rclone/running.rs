@@ -22,7 +22,8 @@ impl Drop for Running {
 }
 
 /// Starts `prism-syncd` on `config` with its state and socket in `home`,
-/// and waits until it answers.
+/// its log (at debug level) in `home/agent.log`, and waits until it
+/// answers.
 fn start(home: &Path, config: &Path) -> Running {
     let socket = home.join("s.sock");
     // The rcd's socket folder goes here: an agent killed outright (as
@@ -39,13 +40,14 @@ fn start(home: &Path, config: &Path) -> Running {
             .arg(&socket)
             .env("HOME", home)
             .env("XDG_RUNTIME_DIR", &runtime)
+            .env("RUST_LOG", "debug")
             .env_remove("RCLONE_CONFIG")
             .env_remove("PRISM_SYNC_CONFIG")
             .env_remove("PRISM_SYNC_STATE_DIR")
             .env_remove("PRISM_SYNC_SOCKET")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(fs::File::create(home.join("agent.log")).unwrap())
             .spawn()
             .unwrap(),
     );
@@ -108,6 +110,82 @@ fn a_running_agent_syncs_through_an_rclone_remote_both_ways() {
     arrives(&disk.served(), "b.md", "watched\n");
     put(&disk.served(), "c.md", "from elsewhere\n");
     arrives(&local, "c.md", "from elsewhere\n");
+}
+
+#[test]
+fn a_connection_strings_secret_reaches_neither_config_nor_log_nor_status() {
+    let disk = Disk::new();
+    let home = tempfile::tempdir().unwrap();
+    let local = home.path().join("local");
+    put(&local, "a.md", "through a connection string\n");
+    // Options and a quoted value with a ',' in it, of rclone's local
+    // backend (`nounc` only matters on Windows).
+    let remote = format!(
+        "rclone::local,nounc=true,description='notes, local':{}",
+        disk.served().display()
+    );
+    let config = home.path().join("config.toml");
+    fs::write(
+        &config,
+        format!(
+            "[agent]\ndevice = \"alpha\"\n\
+             [[pair]]\nname = \"cs\"\nlocal = \"{}\"\nremote = \"{remote}\"\nrclone_config = \"{}\"\n",
+            local.display(),
+            disk.config().display(),
+        ),
+    )
+    .unwrap();
+    let _agent = start(home.path(), &config);
+    let socket = home.path().join("s.sock");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fs::read_to_string(disk.served().join("a.md")).is_err() {
+        assert!(Instant::now() < deadline, "a.md never reached the remote");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let secret = "hunter2-in-plain";
+    for leaking in [
+        format!("rclone::webdav,url='http://127.0.0.1:9/dav',pass={secret}:notes"),
+        format!("rclone::webdav,url='http://me:{secret}@127.0.0.1:9/dav':notes"),
+        format!("rclone:dav,bearer_token='{secret}':notes"),
+    ] {
+        let other = home.path().join("other");
+        let args = [
+            "pair",
+            "add",
+            "leak",
+            "--local",
+            other.to_str().unwrap(),
+            "--remote",
+            &leaking,
+        ];
+        let out = ctl(&socket, &args);
+        assert!(!out.status.success(), "{leaking} was added");
+        let said = text(&out);
+        assert!(
+            said.contains("plain text") && !said.contains(secret),
+            "{said}"
+        );
+    }
+    for command in ["status", "pair list"] {
+        for json in [false, true] {
+            let mut args = if json { vec!["--json"] } else { vec![] };
+            args.extend(command.split(' '));
+            let shown = ctl_text(&socket, &args);
+            assert!(!shown.contains(secret), "{command}: {shown}");
+            assert!(!shown.contains("leak"), "{command}: {shown}");
+            // The pair's own string shows as the user wrote it.
+            assert!(
+                command == "status" || shown.contains("description='notes, local'"),
+                "{command}: {shown}"
+            );
+        }
+    }
+    let written = fs::read_to_string(&config).unwrap();
+    assert!(!written.contains(secret) && !written.contains("leak"));
+    let log = fs::read_to_string(home.path().join("agent.log")).unwrap();
+    assert!(log.contains("rclone rcd is listening"), "{log}");
+    assert!(!log.contains(secret), "{log}");
 }
 
 #[test]

@@ -11,11 +11,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
 
+use super::connection;
 use super::daemon::{Rcd, RcdSpec};
 use super::listing::{self, Item};
 use super::looks::{self as batch_looks, Batch, Looks};
 use super::rc::{ErrorKind, RcClient, RcError};
-use super::settings::{RclonePairSettings, split_remote};
+use super::settings::RclonePairSettings;
 use crate::fsops::Expect;
 use crate::locks::LockExt;
 use crate::model::{ContentHash, RelPath};
@@ -95,8 +96,12 @@ impl Features {
 /// One rclone remote and the calls its steps are made of, shared by the
 /// replica and its lease.
 pub struct Remote {
-    /// The remote as rclone takes it: `NAME:PATH` or a connection string.
+    /// The remote as the rcd's calls name it, ending in ':' or '/':
+    /// `NAME:PATH/`, where a connection string's `NAME` is the remote the
+    /// rcd knows from its environment ([`connection`]).
     pub(super) remote: String,
+    /// The remote's name as the user wrote it (`gdrive`, `:webdav`).
+    name: String,
     /// `rclone:REMOTE`: never a secret (connection strings with one are
     /// refused by the config).
     pub(super) shown: String,
@@ -184,15 +189,19 @@ impl Remote {
         flags: &[&str],
         spool: PathBuf,
     ) -> Result<Remote, ReplicaError> {
+        let parsed = connection::parse(remote).map_err(ReplicaError::Other)?;
+        let (fs, definition) = parsed.for_rcd();
         let rcd = Rcd::shared(RcdSpec {
             binary: settings.binary(),
             config: settings.config.clone(),
             flags: flags.iter().map(|f| (*f).to_owned()).collect(),
+            remotes: definition.into_iter().collect(),
         });
         let client = RcClient::new(rcd);
         sweep_spool(&spool, SPOOL_SWEEP_AGE);
         Ok(Remote {
-            remote: folder_fs(remote),
+            remote: folder_fs(&fs),
+            name: parsed.name().to_owned(),
             shown: format!("rclone:{remote}"),
             settings: settings.clone(),
             client,
@@ -258,7 +267,7 @@ impl Remote {
 
     /// A failed call as the engine needs it, in words a person can act on.
     pub(super) fn error(&self, e: RcError, op: &'static str, path: &str) -> ReplicaError {
-        let name = split_remote(&self.remote).map_or(self.remote.as_str(), |(name, _)| name);
+        let name = &self.name;
         match e.kind() {
             ErrorKind::NotFound => ReplicaError::io(
                 op,
@@ -269,6 +278,12 @@ impl Remote {
                 "the rclone remote {name:?} is not in the rclone config ({}); add it with \
                  `rclone config`, or correct the name in the pair's remote",
                 self.config_file()
+            )),
+            // A backend given in place has no config entry to reconnect.
+            ErrorKind::Login if name.starts_with(':') => ReplicaError::Other(format!(
+                "{}: the provider refused the login ({e}); define the remote with `rclone \
+                 config`, which keeps its login, and write rclone:NAME:PATH",
+                self.shown
             )),
             ErrorKind::Login => ReplicaError::Other(format!(
                 "{}: the provider refused the login ({e}); if its token expired or was revoked, \

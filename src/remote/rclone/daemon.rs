@@ -9,8 +9,10 @@
 //! port of 127.0.0.1. Either way with a random user and password of its
 //! own, handed over in its environment (`RCLONE_RC_USER`,
 //! `RCLONE_RC_PASS`), never on its command line, which every user of the
-//! machine can read. Its stderr goes to our log at debug level; the log
-//! says at info level which version started and where it listens.
+//! machine can read. Connection strings reach it there too, as remotes of
+//! its own ([`super::connection`]). Its stderr goes to our log at debug
+//! level; the log says at info level which version started and where it
+//! listens.
 //!
 //! **Who ends it.** The process gets `PR_SET_PDEATHSIG`: the kernel ends
 //! it when the thread that started it ends. That thread is the waiter
@@ -28,6 +30,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use super::connection::Definition;
 use super::transport::{self, SocketDir};
 use crate::locks::LockExt;
 use crate::secrets::Secret;
@@ -57,6 +60,9 @@ pub struct RcdSpec {
     /// More of rclone's global flags (tests: fewer low-level retries, so
     /// a server that is away shows as offline in seconds, not a minute).
     pub flags: Vec<String>,
+    /// Remotes defined in the process's environment only: the stand-ins
+    /// for connection strings ([`super::connection`]).
+    pub remotes: Vec<Definition>,
 }
 
 /// Where a running rclone answers, and how to log in.
@@ -262,6 +268,9 @@ impl Rcd {
             command.arg("--config").arg(config);
         }
         command.args(&self.spec.flags);
+        for definition in &self.spec.remotes {
+            command.envs(definition.environment());
+        }
         command
             .env("RCLONE_RC_USER", &user)
             .env("RCLONE_RC_PASS", &pass)

@@ -7,7 +7,9 @@
 //! started at first use on 127.0.0.1 with a random login, started again
 //! when it dies, stopped with the last replica that uses it (and by the
 //! kernel with the agent). Replicas with the same binary and config share
-//! it. [`rc`] is the small client of its remote control.
+//! it; a connection string gets one of its own, which knows it as a remote
+//! of its environment ([`connection`]). [`rc`] is the small client of its
+//! remote control.
 //!
 //! **Honest guarantees.** rclone has no conditional write. Every replace,
 //! move and delete is preceded by a look (a stat, or the listing of its
@@ -22,6 +24,7 @@
 //! it), and the log says so once per pair.
 
 mod calls;
+pub mod connection;
 pub mod daemon;
 mod job;
 mod lease;

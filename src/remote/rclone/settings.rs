@@ -14,6 +14,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use super::RcloneReplica;
+use super::connection;
 use crate::config::{PairConfig, expand_home};
 use crate::remote::backend::{
     Backend, KeyError, PairKeys, Reach, Registration, RemoteUrl, UrlForm,
@@ -120,90 +121,11 @@ impl RclonePairSettings {
     }
 }
 
-/// Option names of connection strings whose value is a login secret.
-fn is_secret_option(key: &str) -> bool {
-    let key = key.trim().to_ascii_lowercase().replace('-', "_");
-    [
-        "pass",
-        "password",
-        "token",
-        "secret",
-        "key_pem",
-        "private_key",
-    ]
-    .iter()
-    .any(|secret| key.contains(secret))
-        && !key.ends_with("_file")
-}
-
 /// Checks what is written after `rclone:`: a remote rclone can open, with
-/// no login secret in it. Returns it unchanged.
+/// no login secret in it ([`connection::parse`]). Returns it unchanged.
 pub fn parse_url(remote: &str) -> Result<String, String> {
-    let example = "write rclone:NAME:PATH (NAME a remote of your rclone config, as in \
-                   rclone:gdrive:Notes) or a connection string, as in rclone::local:/srv/notes";
-    if remote.is_empty() {
-        return Err(format!("the rclone remote names nothing; {example}"));
-    }
-    if remote.starts_with('-') {
-        return Err("an rclone remote must not start with '-'".into());
-    }
-    let Some((name, _path)) = split_remote(remote) else {
-        // Not echoed: what was meant as a name may hold a password.
-        return Err(format!(
-            "the rclone remote has no ':' after its name; {example}"
-        ));
-    };
-    let (backend, options) = match name.split_once(',') {
-        Some((backend, options)) => (backend, Some(options)),
-        None => (name, None),
-    };
-    let bare = backend.strip_prefix(':').unwrap_or(backend);
-    if bare.is_empty()
-        || !bare
-            .chars()
-            .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | '+' | '@' | ' '))
-        || bare.starts_with([' ', '-'])
-    {
-        return Err(format!(
-            "{backend:?} is not an rclone remote name (letters, digits, '_', '-', '.', '+', \
-             '@' and spaces); {example}"
-        ));
-    }
-    if let Some(options) = options {
-        for option in options.split(',') {
-            let key = option.split_once('=').map_or(option, |(key, _)| key);
-            if is_secret_option(key) {
-                return Err(format!(
-                    "the rclone remote carries the option {:?}, a login secret, which would \
-                     stay in the config in plain text; define the remote with `rclone config` \
-                     and write rclone:NAME:PATH",
-                    key.trim()
-                ));
-            }
-        }
-    }
+    connection::parse(remote)?;
     Ok(remote.to_owned())
-}
-
-/// Splits `NAME:PATH` (or `:BACKEND,OPTIONS:PATH`) at the ':' that ends
-/// the name; a quoted option value may hold ':' of its own.
-pub fn split_remote(remote: &str) -> Option<(&str, &str)> {
-    let mut quote = None;
-    let mut options = false;
-    // A connection string's own leading ':' is part of its name.
-    let start = usize::from(remote.starts_with(':'));
-    for (i, c) in remote.char_indices().skip(start) {
-        match (quote, c) {
-            (None, '"' | '\'') => quote = Some(c),
-            (Some(q), c) if q == c => quote = None,
-            (None, ':') => return Some((&remote[..i], &remote[i + 1..])),
-            (None, ',') => options = true,
-            // Before its options, a '/' makes it a local path to rclone.
-            (None, '/' | '\\') if !options => return None,
-            _ => {}
-        }
-    }
-    None
 }
 
 /// Validates the rclone pair keys, each error naming its key.
@@ -257,11 +179,6 @@ mod tests {
         ] {
             assert_eq!(parse_url(remote).unwrap(), remote);
         }
-        assert_eq!(
-            split_remote(":webdav,url='http://h:1/d':x"),
-            Some((":webdav,url='http://h:1/d'", "x"))
-        );
-        assert_eq!(split_remote("gdrive:Notes/a"), Some(("gdrive", "Notes/a")));
         let message = parse_url(":sftp,host=nas,pass=hunter2:x").unwrap_err();
         assert!(
             message.contains("secret") && !message.contains("hunter2"),

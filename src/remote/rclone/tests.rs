@@ -13,6 +13,7 @@ fn spec(dir: &std::path::Path) -> RcdSpec {
         binary: "rclone".into(),
         config: Some(config),
         flags: Vec::new(),
+        remotes: Vec::new(),
     }
 }
 
@@ -244,6 +245,7 @@ fn a_missing_binary_says_how_to_install_rclone() {
         binary: "/nonexistent/rclone".into(),
         config: None,
         flags: Vec::new(),
+        remotes: Vec::new(),
     }));
     let client = RcClient::new(rcd);
     let message = client.version().unwrap_err().to_string();
@@ -853,6 +855,33 @@ mod replica {
             message.contains("\"nosuchremote\" is not in the rclone config")
                 && message.contains("rclone.conf")
                 && message.contains("rclone config"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn options_given_to_a_named_remote_reach_it_through_the_rcds_own_definition() {
+        let fixture = Fixture::new();
+        // `nounc` only matters on Windows: the remote is `disk` as it is.
+        let remote = format!("disk,nounc=true:{}", fixture.root().display());
+        let replica = fixture.replica_of(&remote);
+        replica.mark_root().unwrap();
+        write(&replica, "a.md", b"alpha\n", &Expect::Absent).unwrap();
+        assert_eq!(fixture.on_disk("a.md").unwrap(), b"alpha\n");
+        assert_eq!(read_all(replica.open(&rel("a.md")).unwrap()), b"alpha\n");
+        // The rcd of a connection string is one of its own.
+        assert!(!std::sync::Arc::ptr_eq(
+            replica.rcd(),
+            fixture.replica().rcd()
+        ));
+        // A name the config lacks is named as the user wrote it.
+        let message = fixture
+            .replica_of("nosuchremote,nounc=true:Notes")
+            .root_state()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("\"nosuchremote\" is not in the rclone config"),
             "{message}"
         );
     }
