@@ -46,7 +46,16 @@ fn local_changes_reach_the_remote_through_the_watcher() {
         inode_before,
         "the folder move must be a rename on the remote, not a copy"
     );
-    let log = device.ctl_json(&["changes", "--path", "archive"]);
+    // The journal records the move once the rename on the remote is done:
+    // the trees can agree a moment before the record is there.
+    let log = wait_until(PATIENCE, "the move is in the journal", || {
+        let log = device.ctl_json(&["changes", "--path", "archive"]);
+        if log["changes"].as_array().is_some_and(|c| !c.is_empty()) {
+            Ok(log)
+        } else {
+            Err(format!("{log:#}"))
+        }
+    });
     let changes = log["changes"].as_array().unwrap();
     let moves: Vec<_> = changes.iter().filter(|c| c["type"] == "moved").collect();
     assert_eq!(moves.len(), 1, "one move for the folder: {log:#}");
