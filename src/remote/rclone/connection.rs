@@ -328,12 +328,21 @@ fn check_name(name: &str) -> Result<String, String> {
 fn is_secret_option(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
     // `key` (B2, Azure Blob), a SAS URL (Azure), service-account JSON
-    // (Drive): secrets whose names say little.
+    // (Drive), and secrets whose names say little: an Azure connection
+    // string holds the account key, iCloud's cookies and Mega's session ID
+    // are a logged-in session, Storj's access grant and Internxt's mnemonic
+    // are the keys themselves, SugarSync's authorization is a token.
     let named = [
         "key",
         "account_key",
         "sas_url",
         "service_account_credentials",
+        "connection_string",
+        "cookies",
+        "session_id",
+        "access_grant",
+        "mnemonic",
+        "authorization",
     ];
     let within = [
         "pass",
@@ -344,7 +353,16 @@ fn is_secret_option(key: &str) -> bool {
         "api_key",
         "credentials",
     ];
-    (named.contains(&key.as_str()) || within.iter().any(|part| key.contains(part)))
+    // A key by any name (Seafile's `library_key`, Mega's `master_key`,
+    // S3's `sse_customer_key` and its `_base64` and `_md5` forms), but
+    // not a server's public host key.
+    let stem = ["_base64", "_md5", "_sha256"]
+        .iter()
+        .find_map(|suffix| key.strip_suffix(suffix))
+        .unwrap_or(&key);
+    let stem = stem.strip_suffix('s').unwrap_or(stem);
+    let a_key = (stem == "key" || stem.ends_with("_key")) && !stem.ends_with("host_key");
+    (named.contains(&key.as_str()) || within.iter().any(|part| key.contains(part)) || a_key)
         && !key.ends_with("_file")
 }
 
@@ -492,6 +510,96 @@ mod tests {
         assert!(parse(":webdav,url='http://h/?a,pass=1':x").is_ok());
         // A user name alone in a URL is no secret.
         assert!(parse(":webdav,url='https://me@h/dav?a=b:c@d':x").is_ok());
+    }
+
+    /// Every option a current rclone keeps obscured (`IsPassword`) or
+    /// redacts as `Sensitive` is refused, but for those that name an
+    /// account, a server or a folder rather than log in to it.
+    #[test]
+    fn every_option_rclone_treats_as_a_secret_is_refused() {
+        let identifying = [
+            "access_key_id",
+            "account",
+            "account_id",
+            "api_url",
+            "app_id",
+            "apple_id",
+            "application_credential_id",
+            "application_credential_name",
+            "base_folder_uuid",
+            "client_id",
+            "client_uid",
+            "cloud_name",
+            "compartment",
+            "deleted_id",
+            "device_id",
+            "domain",
+            "drive_id",
+            "email",
+            "host",
+            "impersonate",
+            "impersonate_admin",
+            "msi_client_id",
+            "msi_mi_res_id",
+            "msi_object_id",
+            "namenode",
+            "namespace",
+            "plex_username",
+            "project_number",
+            "root_folder_id",
+            "root_folder_slug",
+            "root_id",
+            "service_principal_name",
+            "spn",
+            "sse_kms_key_id",
+            "team_drive",
+            "tenant",
+            "tenant_domain",
+            "tenant_id",
+            "url",
+            "user",
+            "user_id",
+            "user_project",
+            "username",
+            "workspace_id",
+        ];
+        let out = std::process::Command::new(super::super::tests::current_rclone())
+            .args(["config", "providers"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let providers: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut secrets = 0;
+        for provider in providers.as_array().unwrap() {
+            let backend = provider["Name"].as_str().unwrap().replace(' ', "");
+            for option in provider["Options"].as_array().unwrap() {
+                let key = option["Name"].as_str().unwrap();
+                let secret = option["IsPassword"].as_bool().unwrap_or(false)
+                    || option["Sensitive"].as_bool().unwrap_or(false);
+                if !secret || identifying.contains(&key) {
+                    continue;
+                }
+                secrets += 1;
+                let remote = format!(":{backend},{key}=hunter2:x");
+                let refused = parse(&remote);
+                assert!(
+                    refused
+                        .as_ref()
+                        .is_err_and(|m| m.contains("login secret") && !m.contains("hunter2")),
+                    "{remote}: {refused:?}"
+                );
+            }
+        }
+        assert!(secrets > 50, "only {secrets} secret options listed");
+        // Options that only look like one stay usable.
+        for remote in [
+            ":sftp,key_use_agent,key_exchange=x:x",
+            ":sftp,pubkey_file=/k.pub:x",
+            ":sftp,host_key_algorithms=x:x",
+            ":s3,sse_customer_key_file=/k,sse_kms_key_id=arn:b",
+        ] {
+            assert!(parse(remote).is_ok(), "{remote}");
+        }
     }
 
     #[test]
