@@ -274,6 +274,15 @@ pub fn parse(remote: &str) -> Result<RcloneRemote, String> {
              must be quoted, as in url='https://…'; {EXAMPLE}"
         ));
     }
+    let in_place = name.starts_with(':') || !options.is_empty();
+    if in_place && !is_plain_path(&path) {
+        return Err(format!(
+            "the path after the rclone remote's options must not hold a '..' or '.' part or \
+             an empty one ('a//b'): the remote rclone is given for the connection string \
+             would take it differently from rclone itself ('..' would stay below the \
+             start); write the folder plainly, as in :local:/srv/notes; {EXAMPLE}"
+        ));
+    }
     if let Some((key, _)) = options.iter().find(|(key, _)| is_secret_option(key)) {
         return Err(format!(
             "the rclone remote carries the option {key:?}, a login secret, which would stay \
@@ -294,6 +303,22 @@ pub fn parse(remote: &str) -> Result<RcloneRemote, String> {
         config_string: remote[..end].to_owned(),
         path,
     })
+}
+
+/// Whether `path` means the same to rclone written after a connection
+/// string and after the `alias` remote that stands in for it
+/// ([`RcloneRemote::for_rcd`]): the alias joins it to its target as a
+/// clean path from the root (Go's `path.Join("/", …)`), which drops `.`
+/// and empty parts and stops `..` at the start, where the backend itself
+/// would go above it (`:local:../x` is the folder `x` beside the working
+/// folder; through the alias, the folder `x` inside it).
+fn is_plain_path(path: &str) -> bool {
+    let inner = path.strip_prefix('/').unwrap_or(path);
+    let inner = inner.strip_suffix('/').unwrap_or(inner);
+    inner.is_empty()
+        || inner
+            .split('/')
+            .all(|part| !matches!(part, "" | "." | ".."))
 }
 
 /// `name` if rclone takes it as a remote name (or, after a leading ':', a
@@ -484,6 +509,21 @@ mod tests {
         refused(":webdav,url='http://h/dav:notes", "no closing quote");
         refused(":webdav,url=x", "must end with ':'");
         refused(":webdav,url=http://h:1/dav:notes", "must be quoted");
+        // What the alias standing in for the string would read otherwise.
+        refused(":local:../notes", "must not hold a '..'");
+        refused(":sftp,host=nas:backup/../other", "must not hold a '..'");
+        refused(":s3,provider=Minio:bucket/a//b", "must not hold a '..'");
+        refused(":local:./notes", "must not hold a '..'");
+        for plain in [
+            ":local:/srv/notes/",
+            ":local:",
+            ":local:/",
+            ":local:notes..old/x",
+        ] {
+            assert!(parse(plain).is_ok(), "{plain}");
+        }
+        // A remote of the config gets its path as written.
+        assert_eq!(parse("nas:../notes").unwrap().path(), "../notes");
     }
 
     #[test]
