@@ -877,6 +877,9 @@ mod tests {
             // A folder around it: the local folder would be synced into
             // the remote's tree as well.
             format!("file://{shown}/home"),
+            // rclone's local backend, given in place.
+            format!("rclone::local:{shown}/home/Notes"),
+            format!("rclone::local,links:{shown}/mnt/alias/sub"),
         ];
         for remote in refused {
             let text = format!(

@@ -11,7 +11,7 @@
 //! refused.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::RcloneReplica;
 use super::connection;
@@ -86,6 +86,20 @@ impl Backend for RcloneUrl {
              keeps no password for it"
                 .to_owned(),
         )
+    }
+
+    /// A connection string of rclone's local backend (`:local:/srv/notes`)
+    /// is a folder of this machine, which must lie apart from every local
+    /// folder of a pair. (A remote of the rclone config of type `local`
+    /// is not known without reading that config.)
+    fn local_folder(&self) -> Option<&Path> {
+        let parsed = connection::parse(&self.remote).ok()?;
+        if parsed.name() != ":local" {
+            return None;
+        }
+        // The path is what follows the options, as written.
+        let path = Path::new(&self.remote[self.remote.len() - parsed.path().len()..]);
+        path.is_absolute().then_some(path)
     }
 
     /// Which folder a remote of rclone's reaches is rclone's business: a
