@@ -290,6 +290,16 @@ pub fn parse(remote: &str) -> Result<RcloneRemote, String> {
              rclone:NAME:PATH"
         ));
     }
+    if let Some((key, _)) = options
+        .iter()
+        .find(|(key, value)| sends_login_header(key, value))
+    {
+        return Err(format!(
+            "the rclone remote's option {key:?} sends a header that logs in (a token, a \
+             cookie, an API key), which would stay in the config in plain text; define the \
+             remote with `rclone config` and write rclone:NAME:PATH"
+        ));
+    }
     if let Some((key, _)) = options.iter().find(|(_, value)| holds_url_password(value)) {
         return Err(format!(
             "the rclone remote's option {key:?} holds a URL with a password in it, which would \
@@ -389,6 +399,19 @@ fn is_secret_option(key: &str) -> bool {
     let a_key = (stem == "key" || stem.ends_with("_key")) && !stem.ends_with("host_key");
     (named.contains(&key.as_str()) || within.iter().any(|part| key.contains(part)) || a_key)
         && !key.ends_with("_file")
+}
+
+/// Whether the option `key` is the HTTP headers of every request (WebDAV,
+/// HTTP: `headers="Authorization,Bearer …"`) and `value` names one that
+/// logs in: a token by another name.
+fn sends_login_header(key: &str, value: &str) -> bool {
+    let value = value.to_ascii_lowercase();
+    key.eq_ignore_ascii_case("headers")
+        && [
+            "auth", "cookie", "token", "key", "secret", "session", "pass",
+        ]
+        .iter()
+        .any(|word| value.contains(word))
 }
 
 /// Whether `value` is a URL with a password in it
@@ -536,15 +559,21 @@ mod tests {
             ":webdav,bearer_token=hunter2:x",
             "gdrive,service_account_credentials='{hunter2}':x",
             ":webdav,url='https://me:hunter2@h/dav':x",
+            ":webdav,url='https://h/',headers='Authorization,Bearer hunter2':x",
+            r#":http,url='https://h/',headers='""Cookie"",""sid=hunter2""':x"#,
+            ":webdav,headers='X-Api-Key,hunter2':x",
         ] {
             let message = parse(remote).unwrap_err();
             assert!(
-                (message.contains("login secret") || message.contains("password in it"))
+                (message.contains("login secret")
+                    || message.contains("password in it")
+                    || message.contains("header that logs in"))
                     && !message.contains("hunter2"),
                 "{remote}: {message}"
             );
         }
         assert!(parse(":sftp,key_file=/k:x").is_ok());
+        assert!(parse(":webdav,headers='Accept-Language,de':x").is_ok());
         // A secret-looking value under a harmless key is just a value, and
         // a quoted comma does not start an option.
         assert!(parse(":webdav,url='http://h/?a,pass=1':x").is_ok());
