@@ -877,6 +877,11 @@ mod tests {
             // A folder around it: the local folder would be synced into
             // the remote's tree as well.
             format!("file://{shown}/home"),
+            // rclone's local backend, given in place.
+            format!("rclone::local:{shown}/home/Notes"),
+            format!("rclone::local,links:{shown}/mnt/alias/sub"),
+            format!("rclone::alias,remote='{shown}/home':Notes"),
+            format!("rclone::hasher,remote=':local:{shown}/mnt':alias"),
         ];
         for remote in refused {
             let text = format!(
@@ -1081,7 +1086,8 @@ mod tests {
         assert_eq!(
             only.remote.url(),
             &RemoteUrl::new(RcloneUrl {
-                remote: "gdrive:Notes".into()
+                remote: "gdrive:Notes".into(),
+                local: None
             })
         );
         assert_eq!(only.remote.to_string(), "rclone:gdrive:Notes");

@@ -274,11 +274,30 @@ pub fn parse(remote: &str) -> Result<RcloneRemote, String> {
              must be quoted, as in url='https://…'; {EXAMPLE}"
         ));
     }
+    let in_place = name.starts_with(':') || !options.is_empty();
+    if in_place && !is_plain_path(&path) {
+        return Err(format!(
+            "the path after the rclone remote's options must not hold a '..' or '.' part or \
+             an empty one ('a//b'): the remote rclone is given for the connection string \
+             would take it differently from rclone itself ('..' would stay below the \
+             start); write the folder plainly, as in :local:/srv/notes; {EXAMPLE}"
+        ));
+    }
     if let Some((key, _)) = options.iter().find(|(key, _)| is_secret_option(key)) {
         return Err(format!(
             "the rclone remote carries the option {key:?}, a login secret, which would stay \
              in the config in plain text; define the remote with `rclone config` and write \
              rclone:NAME:PATH"
+        ));
+    }
+    if let Some((key, _)) = options
+        .iter()
+        .find(|(key, value)| sends_login_header(key, value))
+    {
+        return Err(format!(
+            "the rclone remote's option {key:?} sends a header that logs in (a token, a \
+             cookie, an API key), which would stay in the config in plain text; define the \
+             remote with `rclone config` and write rclone:NAME:PATH"
         ));
     }
     if let Some((key, _)) = options.iter().find(|(_, value)| holds_url_password(value)) {
@@ -294,6 +313,22 @@ pub fn parse(remote: &str) -> Result<RcloneRemote, String> {
         config_string: remote[..end].to_owned(),
         path,
     })
+}
+
+/// Whether `path` means the same to rclone written after a connection
+/// string and after the `alias` remote that stands in for it
+/// ([`RcloneRemote::for_rcd`]): the alias joins it to its target as a
+/// clean path from the root (Go's `path.Join("/", …)`), which drops `.`
+/// and empty parts and stops `..` at the start, where the backend itself
+/// would go above it (`:local:../x` is the folder `x` beside the working
+/// folder; through the alias, the folder `x` inside it).
+fn is_plain_path(path: &str) -> bool {
+    let inner = path.strip_prefix('/').unwrap_or(path);
+    let inner = inner.strip_suffix('/').unwrap_or(inner);
+    inner.is_empty()
+        || inner
+            .split('/')
+            .all(|part| !matches!(part, "" | "." | ".."))
 }
 
 /// `name` if rclone takes it as a remote name (or, after a leading ':', a
@@ -328,12 +363,21 @@ fn check_name(name: &str) -> Result<String, String> {
 fn is_secret_option(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
     // `key` (B2, Azure Blob), a SAS URL (Azure), service-account JSON
-    // (Drive): secrets whose names say little.
+    // (Drive), and secrets whose names say little: an Azure connection
+    // string holds the account key, iCloud's cookies and Mega's session ID
+    // are a logged-in session, Storj's access grant and Internxt's mnemonic
+    // are the keys themselves, SugarSync's authorization is a token.
     let named = [
         "key",
         "account_key",
         "sas_url",
         "service_account_credentials",
+        "connection_string",
+        "cookies",
+        "session_id",
+        "access_grant",
+        "mnemonic",
+        "authorization",
     ];
     let within = [
         "pass",
@@ -344,8 +388,30 @@ fn is_secret_option(key: &str) -> bool {
         "api_key",
         "credentials",
     ];
-    (named.contains(&key.as_str()) || within.iter().any(|part| key.contains(part)))
+    // A key by any name (Seafile's `library_key`, Mega's `master_key`,
+    // S3's `sse_customer_key` and its `_base64` and `_md5` forms), but
+    // not a server's public host key.
+    let stem = ["_base64", "_md5", "_sha256"]
+        .iter()
+        .find_map(|suffix| key.strip_suffix(suffix))
+        .unwrap_or(&key);
+    let stem = stem.strip_suffix('s').unwrap_or(stem);
+    let a_key = (stem == "key" || stem.ends_with("_key")) && !stem.ends_with("host_key");
+    (named.contains(&key.as_str()) || within.iter().any(|part| key.contains(part)) || a_key)
         && !key.ends_with("_file")
+}
+
+/// Whether the option `key` is the HTTP headers of every request (WebDAV,
+/// HTTP: `headers="Authorization,Bearer …"`) and `value` names one that
+/// logs in: a token by another name.
+fn sends_login_header(key: &str, value: &str) -> bool {
+    let value = value.to_ascii_lowercase();
+    key.eq_ignore_ascii_case("headers")
+        && [
+            "auth", "cookie", "token", "key", "secret", "session", "pass",
+        ]
+        .iter()
+        .any(|word| value.contains(word))
 }
 
 /// Whether `value` is a URL with a password in it
@@ -466,6 +532,21 @@ mod tests {
         refused(":webdav,url='http://h/dav:notes", "no closing quote");
         refused(":webdav,url=x", "must end with ':'");
         refused(":webdav,url=http://h:1/dav:notes", "must be quoted");
+        // What the alias standing in for the string would read otherwise.
+        refused(":local:../notes", "must not hold a '..'");
+        refused(":sftp,host=nas:backup/../other", "must not hold a '..'");
+        refused(":s3,provider=Minio:bucket/a//b", "must not hold a '..'");
+        refused(":local:./notes", "must not hold a '..'");
+        for plain in [
+            ":local:/srv/notes/",
+            ":local:",
+            ":local:/",
+            ":local:notes..old/x",
+        ] {
+            assert!(parse(plain).is_ok(), "{plain}");
+        }
+        // A remote of the config gets its path as written.
+        assert_eq!(parse("nas:../notes").unwrap().path(), "../notes");
     }
 
     #[test]
@@ -478,20 +559,116 @@ mod tests {
             ":webdav,bearer_token=hunter2:x",
             "gdrive,service_account_credentials='{hunter2}':x",
             ":webdav,url='https://me:hunter2@h/dav':x",
+            ":webdav,url='https://h/',headers='Authorization,Bearer hunter2':x",
+            r#":http,url='https://h/',headers='""Cookie"",""sid=hunter2""':x"#,
+            ":webdav,headers='X-Api-Key,hunter2':x",
         ] {
             let message = parse(remote).unwrap_err();
             assert!(
-                (message.contains("login secret") || message.contains("password in it"))
+                (message.contains("login secret")
+                    || message.contains("password in it")
+                    || message.contains("header that logs in"))
                     && !message.contains("hunter2"),
                 "{remote}: {message}"
             );
         }
         assert!(parse(":sftp,key_file=/k:x").is_ok());
+        assert!(parse(":webdav,headers='Accept-Language,de':x").is_ok());
         // A secret-looking value under a harmless key is just a value, and
         // a quoted comma does not start an option.
         assert!(parse(":webdav,url='http://h/?a,pass=1':x").is_ok());
         // A user name alone in a URL is no secret.
         assert!(parse(":webdav,url='https://me@h/dav?a=b:c@d':x").is_ok());
+    }
+
+    /// Every option a current rclone keeps obscured (`IsPassword`) or
+    /// redacts as `Sensitive` is refused, but for those that name an
+    /// account, a server or a folder rather than log in to it.
+    #[test]
+    fn every_option_rclone_treats_as_a_secret_is_refused() {
+        let identifying = [
+            "access_key_id",
+            "account",
+            "account_id",
+            "api_url",
+            "app_id",
+            "apple_id",
+            "application_credential_id",
+            "application_credential_name",
+            "base_folder_uuid",
+            "client_id",
+            "client_uid",
+            "cloud_name",
+            "compartment",
+            "deleted_id",
+            "device_id",
+            "domain",
+            "drive_id",
+            "email",
+            "host",
+            "impersonate",
+            "impersonate_admin",
+            "msi_client_id",
+            "msi_mi_res_id",
+            "msi_object_id",
+            "namenode",
+            "namespace",
+            "plex_username",
+            "project_number",
+            "root_folder_id",
+            "root_folder_slug",
+            "root_id",
+            "service_principal_name",
+            "spn",
+            "sse_kms_key_id",
+            "team_drive",
+            "tenant",
+            "tenant_domain",
+            "tenant_id",
+            "url",
+            "user",
+            "user_id",
+            "user_project",
+            "username",
+            "workspace_id",
+        ];
+        let out = std::process::Command::new(super::super::tests::current_rclone())
+            .args(["config", "providers"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let providers: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut secrets = 0;
+        for provider in providers.as_array().unwrap() {
+            let backend = provider["Name"].as_str().unwrap().replace(' ', "");
+            for option in provider["Options"].as_array().unwrap() {
+                let key = option["Name"].as_str().unwrap();
+                let secret = option["IsPassword"].as_bool().unwrap_or(false)
+                    || option["Sensitive"].as_bool().unwrap_or(false);
+                if !secret || identifying.contains(&key) {
+                    continue;
+                }
+                secrets += 1;
+                let remote = format!(":{backend},{key}=hunter2:x");
+                let refused = parse(&remote);
+                assert!(
+                    refused
+                        .as_ref()
+                        .is_err_and(|m| m.contains("login secret") && !m.contains("hunter2")),
+                    "{remote}: {refused:?}"
+                );
+            }
+        }
+        assert!(secrets > 50, "only {secrets} secret options listed");
+        // Options that only look like one stay usable.
+        for remote in [
+            ":sftp,key_use_agent,key_exchange=x:x",
+            ":sftp,pubkey_file=/k.pub:x",
+            ":sftp,host_key_algorithms=x:x",
+            ":s3,sse_customer_key_file=/k,sse_kms_key_id=arn:b",
+        ] {
+            assert!(parse(remote).is_ok(), "{remote}");
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! refused.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::RcloneReplica;
 use super::connection;
@@ -41,11 +41,16 @@ pub const REGISTRATION: Registration = Registration {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RcloneUrl {
     pub remote: String,
+    /// The folder of this machine the remote is, where a connection
+    /// string says so ([`local_folder_of`]): it must lie apart from every
+    /// local folder of a pair.
+    pub local: Option<PathBuf>,
 }
 
 fn parse_remote_url(url: &str) -> Result<RemoteUrl, String> {
     let remote = parse_url(url.strip_prefix("rclone:").unwrap_or(url))?;
-    Ok(RemoteUrl::new(RcloneUrl { remote }))
+    let local = local_folder_of(&remote);
+    Ok(RemoteUrl::new(RcloneUrl { remote, local }))
 }
 
 impl fmt::Display for RcloneUrl {
@@ -88,6 +93,10 @@ impl Backend for RcloneUrl {
         )
     }
 
+    fn local_folder(&self) -> Option<&Path> {
+        self.local.as_deref()
+    }
+
     /// Which folder a remote of rclone's reaches is rclone's business: a
     /// connection string such as `:local:` or a remote of type `local`
     /// reaches any.
@@ -97,6 +106,29 @@ impl Backend for RcloneUrl {
              :local: or a remote of type local reaches any folder of this machine"
                 .to_owned(),
         )
+    }
+}
+
+/// The folder of this machine that `remote` is, as rclone takes it: an
+/// absolute local path, rclone's local backend given in place
+/// (`:local:/srv/notes`), or a backend given in place that wraps one of
+/// these (`:alias,remote=/srv:notes`, `:hasher`, `:chunker`, `:compress`),
+/// with the path joined below it. A remote of the rclone config of type
+/// `local` is not known without reading that config.
+pub fn local_folder_of(remote: &str) -> Option<PathBuf> {
+    if remote.starts_with('/') {
+        return Some(PathBuf::from(remote));
+    }
+    let parsed = connection::parse(remote).ok()?;
+    let path = parsed.path();
+    match parsed.name() {
+        ":local" => Path::new(path).is_absolute().then(|| PathBuf::from(path)),
+        ":alias" | ":hasher" | ":chunker" | ":compress" => {
+            let (_, wrapped) = parsed.options().iter().find(|(key, _)| key == "remote")?;
+            let below = path.trim_start_matches('/');
+            local_folder_of(wrapped).map(|folder| folder.join(below))
+        }
+        _ => None,
     }
 }
 
@@ -190,6 +222,26 @@ mod tests {
         assert!(parse_url("/abs/path").is_err());
         assert!(parse_url("-x:y").is_err());
         assert!(parse_url("").is_err());
+    }
+
+    #[test]
+    fn the_local_folder_a_connection_string_reaches_is_known() {
+        let folder = |remote: &str| local_folder_of(remote);
+        assert_eq!(folder(":local:/srv/notes"), Some("/srv/notes".into()));
+        assert_eq!(folder(":local,links:/srv"), Some("/srv".into()));
+        assert_eq!(
+            folder(":alias,remote=/srv:notes/a"),
+            Some("/srv/notes/a".into())
+        );
+        assert_eq!(
+            folder(":hasher,remote=':local:/srv':/notes"),
+            Some("/srv/notes".into())
+        );
+        // Not a folder of this machine, or not one known here.
+        assert_eq!(folder("gdrive:Notes"), None);
+        assert_eq!(folder(":alias,remote=gdrive:notes"), None);
+        assert_eq!(folder(":sftp,host=nas:/srv"), None);
+        assert_eq!(folder(":local:relative"), None);
     }
 
     #[test]
