@@ -678,16 +678,31 @@ fn on_remote_watch(
     }
 }
 
+/// How a problem with `.prismignore` ends.
+const KEPT_RULES: &str = "; the previous rules stay in force";
+
 fn reload_ignore(engine: &PairEngine, status: &Mutex<PairStatus>) {
     let root = engine.settings().local_root.clone();
     match IgnoreRules::load(&root, &engine.settings().ignore_patterns) {
-        Ok(rules) => engine.set_ignore_rules(rules),
+        Ok(rules) => {
+            engine.set_ignore_rules(rules);
+            let ignore_file = RelPath::new(crate::tracker::ignore::PRISMIGNORE_FILE).ok();
+            status
+                .locked()
+                .problems
+                .retain(|p| !(p.path == ignore_file && p.message.ends_with(KEPT_RULES)));
+        }
         Err(e) => {
             tracing::warn!(pair = %engine.name, error = %e, "keeping the previous ignore rules");
-            status.locked().problems.push(Problem {
+            let problem = Problem {
                 path: RelPath::new(crate::tracker::ignore::PRISMIGNORE_FILE).ok(),
-                message: format!("{e}; the previous rules stay in force"),
-            });
+                message: format!("{e}{KEPT_RULES}"),
+            };
+            // Shown now, and by every run's report until the file loads.
+            engine.keep_ignore_problem(problem.clone());
+            let mut status = status.locked();
+            status.problems.retain(|p| p != &problem);
+            status.problems.push(problem);
         }
     }
 }

@@ -323,6 +323,9 @@ pub struct PairEngine {
     /// quiet: a full listing of both sides with nothing to do, nothing
     /// held and no problem. Any other run clears it.
     quiet_marker: Mutex<Option<String>>,
+    /// Why `.prismignore` could not be loaded, while the rules before it
+    /// stay in force: shown with every report's problems until it loads.
+    ignore_problem: Mutex<Option<Problem>>,
 }
 
 impl PairEngine {
@@ -350,6 +353,7 @@ impl PairEngine {
             lease_holder: Mutex::new(None),
             log_writers: Mutex::new(change_log::LogWriters::default()),
             quiet_marker: Mutex::new(None),
+            ignore_problem: Mutex::new(None),
         }
     }
 
@@ -375,9 +379,16 @@ impl PairEngine {
     }
 
     pub fn set_ignore_rules(&self, rules: IgnoreRules) {
+        *self.ignore_problem.locked() = None;
         *self.ignore.locked() = Arc::new(rules);
         // Paths the old rules ignored were never compared.
         *self.quiet_marker.locked() = None;
+    }
+
+    /// Records why `.prismignore` could not be loaded: every report says
+    /// so until rules load again ([`PairEngine::set_ignore_rules`]).
+    pub fn keep_ignore_problem(&self, problem: Problem) {
+        *self.ignore_problem.locked() = Some(problem);
     }
 
     /// Paths failing and waiting for their retry, with their last error.
@@ -486,6 +497,9 @@ impl PairEngine {
         };
         if let Some(notice) = self.restored_notice.locked().clone() {
             report.problems.insert(0, notice);
+        }
+        if let Some(problem) = self.ignore_problem.locked().clone() {
+            report.problems.push(problem);
         }
         report.counts.errors = run.failed.len() as u64;
         match result {

@@ -153,3 +153,40 @@ fn a_folder_the_ignore_rules_let_in_is_synced_though_the_watches_left_it_out() {
     write(&device.local, "build/out.txt", "second\n");
     wait_for_content(&remote.join("build/out.txt"), "second\n");
 }
+
+#[test]
+fn a_prismignore_that_does_not_load_is_reported_until_it_does() {
+    let sandbox = Sandbox::new();
+    let remote = sandbox.remote("remote");
+    let device = sandbox.device("laptop", &remote);
+    write(&device.local, "a.txt", "a\n");
+    let _agent = device.start();
+    wait_for_content(&remote.join("a.txt"), "a\n");
+
+    // A reversed character range: the rules before it stay in force.
+    write(&device.local, ".prismignore", "notes/\n[z-a]\n");
+    let shows_it = |status: &serde_json::Value| {
+        status["problems"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p["path"] == ".prismignore"))
+    };
+    wait_until(PATIENCE, "status names .prismignore", || {
+        let status = device.pair_status();
+        shows_it(&status).then_some(()).ok_or(format!("{status:#}"))
+    });
+    // A full run afterwards must not drop it: the file still does not load.
+    let started = device.ctl_json(&["sync", "start", PAIR]);
+    let id = started["sync_id"].as_str().unwrap().to_owned();
+    let output = device.ctl(&["sync", "wait", &id, "--timeout", "20"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let status = device.pair_status();
+    assert!(shows_it(&status), "{status:#}");
+
+    write(&device.local, ".prismignore", "notes/\n");
+    wait_until(PATIENCE, "the problem is gone once the file loads", || {
+        let status = device.pair_status();
+        (!shows_it(&status))
+            .then_some(())
+            .ok_or(format!("{status:#}"))
+    });
+}
