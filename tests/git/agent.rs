@@ -81,6 +81,18 @@ pub struct Device {
 }
 
 impl Device {
+    /// A device whose agent polls the remote every second.
+    pub fn polling_each_second(name: &str, remote: &str) -> Device {
+        let device = Device::new(name, remote, "");
+        let config = fs::read_to_string(&device.config).unwrap();
+        fs::write(
+            &device.config,
+            config.replace("[agent]\n", "[agent]\nremote_poll_secs = 1\n"),
+        )
+        .unwrap();
+        device
+    }
+
     pub fn new(name: &str, remote: &str, extra: &str) -> Device {
         let home = tempfile::tempdir().unwrap();
         let local = home.path().join("local");
@@ -624,13 +636,7 @@ fn traced_commands(trace: &Path) -> Vec<String> {
 #[test]
 fn an_idle_agent_polls_with_one_ls_remote_and_still_sees_what_is_pushed() {
     let repo = Repo::new();
-    let alpha = Device::new("alpha", &repo.remote(), "");
-    let config = fs::read_to_string(&alpha.config).unwrap();
-    fs::write(
-        &alpha.config,
-        config.replace("[agent]\n", "[agent]\nremote_poll_secs = 1\n"),
-    )
-    .unwrap();
+    let alpha = Device::polling_each_second("alpha", &repo.remote());
     for i in 0..20 {
         put(
             &alpha.local,
@@ -683,13 +689,7 @@ fn an_idle_agent_polls_with_one_ls_remote_and_still_sees_what_is_pushed() {
 /// An agent whose polls come each second, started on `repo` with `files`
 /// in its local folder; returns once they are all in the repository.
 fn started_polling_each_second(repo: &Repo, files: &[(&str, &str)]) -> (Device, Running) {
-    let alpha = Device::new("alpha", &repo.remote(), "");
-    let config = fs::read_to_string(&alpha.config).unwrap();
-    fs::write(
-        &alpha.config,
-        config.replace("[agent]\n", "[agent]\nremote_poll_secs = 1\n"),
-    )
-    .unwrap();
+    let alpha = Device::polling_each_second("alpha", &repo.remote());
     for (path, content) in files {
         put(&alpha.local, path, content);
     }
@@ -773,13 +773,7 @@ fn git_racing_a_reset(dir: &Path, bare: &Path, trigger: &Path) -> PathBuf {
 #[test]
 fn a_branch_reset_between_ls_remote_and_fetch_does_not_hide_the_tip_it_returns_to() {
     let repo = Repo::new();
-    let alpha = Device::new("alpha", &repo.remote(), "");
-    let config = fs::read_to_string(&alpha.config).unwrap();
-    fs::write(
-        &alpha.config,
-        config.replace("[agent]\n", "[agent]\nremote_poll_secs = 1\n"),
-    )
-    .unwrap();
+    let alpha = Device::polling_each_second("alpha", &repo.remote());
     put(&alpha.local, "a.md", "a\n");
     let trigger = alpha.home.path().join("race");
     let bin = git_racing_a_reset(alpha.home.path(), &repo.bare(), &trigger);
