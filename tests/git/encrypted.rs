@@ -4,7 +4,6 @@
 //! exec, the locked partial downloads those tests continue.)
 
 use std::io::Read;
-use std::process::Command;
 
 use prism_sync::config::CryptSettings;
 use prism_sync::crypt::{Keys, NameCipher, NameMode};
@@ -36,15 +35,8 @@ fn write(replica: &dyn Replica, path: &str, bytes: &[u8], expect: &Expect) -> Si
 #[test]
 fn kept_versions_of_an_encrypted_git_remote_come_back_decrypted_with_their_plain_hashes() {
     let dir = tempfile::tempdir().unwrap();
-    let bare = dir.path().join("remote.git");
-    let init = Command::new("git")
-        .args(["init", "--bare", "-q", "-b", "main"])
-        .arg(&bare)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .status()
-        .unwrap();
-    assert!(init.success());
+    let repo = crate::agent::Repo::new();
+    let bare = repo.bare();
     let git = GitReplica::new(
         &format!("file://{}", bare.display()),
         dir.path().join("state/mirror.git"),
@@ -183,15 +175,8 @@ fn history_and_restore_read_an_encrypted_git_remotes_commits() {
 #[test]
 fn an_encrypted_git_remotes_change_marker_is_the_listed_one_until_another_writer_pushes() {
     let dir = tempfile::tempdir().unwrap();
-    let bare = dir.path().join("remote.git");
-    let init = Command::new("git")
-        .args(["init", "--bare", "-q", "-b", "main"])
-        .arg(&bare)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .status()
-        .unwrap();
-    assert!(init.success());
+    let repo = crate::agent::Repo::new();
+    let bare = repo.bare();
     let device = |name: &str| {
         let git = GitReplica::new(
             &format!("file://{}", bare.display()),

@@ -335,12 +335,9 @@ fn rclones_messages_about_a_connection_string_name_it_as_written() {
     );
 }
 
-#[test]
-fn two_devices_converge_through_rclones_s3_backend_on_moto() {
-    let moto = Moto::shared();
-    moto.make_bucket("rclone-notes");
-    let scratch = tempfile::tempdir().unwrap();
-    let config = scratch.path().join("rclone.conf");
+/// An rclone config in `dir` whose remote `bucket` is `moto`'s S3.
+fn moto_config(dir: &Path, moto: &Moto) -> PathBuf {
+    let config = dir.join("rclone.conf");
     fs::write(
         &config,
         format!(
@@ -350,6 +347,15 @@ fn two_devices_converge_through_rclones_s3_backend_on_moto() {
         ),
     )
     .unwrap();
+    config
+}
+
+#[test]
+fn two_devices_converge_through_rclones_s3_backend_on_moto() {
+    let moto = Moto::shared();
+    moto.make_bucket("rclone-notes");
+    let scratch = tempfile::tempdir().unwrap();
+    let config = moto_config(scratch.path(), moto);
     converge("rclone:bucket:rclone-notes/notes", &config, None);
     // The remote's trash holds the replaced and the deleted version.
     let listed = Command::new("rclone")
@@ -436,16 +442,7 @@ fn an_empty_folder_is_not_taken_for_removed_through_rclones_s3_backend() {
     let moto = Moto::shared();
     moto.make_bucket("rclone-folders");
     let scratch = tempfile::tempdir().unwrap();
-    let config = scratch.path().join("rclone.conf");
-    fs::write(
-        &config,
-        format!(
-            "[bucket]\ntype = s3\nprovider = Other\nendpoint = {}\n\
-             access_key_id = MOTOKEY\nsecret_access_key = moto-secret\n",
-            moto.endpoint()
-        ),
-    )
-    .unwrap();
+    let config = moto_config(scratch.path(), moto);
     let remote = "rclone:bucket:rclone-folders/notes";
     let alpha = Device::new("alpha", remote, &config);
     let beta = Device::new("beta", remote, &config);

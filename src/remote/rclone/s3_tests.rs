@@ -95,22 +95,11 @@ impl Moto {
         move |path, content| put_with(&config, &format!("{folder}/{path}"), content)
     }
 
-    /// A replica of the folder `folder` of the bucket through `rclone`.
-    /// Machines here set AWS_CA_BUNDLE, which rclone 1.60's S3 backend
-    /// fails on against a plain-HTTP endpoint: the binary is a script that
-    /// clears it.
+    /// A replica of the folder `folder` of the bucket through `rclone`
+    /// (with `AWS_CA_BUNDLE` cleared, see `without_ca_bundle`).
     fn replica(&self, rclone: PathBuf, folder: &str) -> RcloneReplica {
-        let binary = self.dir.path().join(format!("rclone-{folder}"));
-        std::fs::write(
-            &binary,
-            format!(
-                "#!/bin/sh\nunset AWS_CA_BUNDLE\nexec '{}' \"$@\"\n",
-                rclone.display()
-            ),
-        )
-        .unwrap();
-        std::fs::set_permissions(&binary, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
+        let binary =
+            super::tests::without_ca_bundle(self.dir.path(), &format!("rclone-{folder}"), &rclone);
         let settings = RclonePairSettings {
             config: Some(self.dir.path().join("rclone.conf")),
             binary: Some(binary),

@@ -103,6 +103,27 @@ pub(super) fn debian_rclone() -> std::path::PathBuf {
         .expect("rclone is not on PATH: apt install rclone")
 }
 
+/// A script in `dir` named `name` that runs `rclone` with `AWS_CA_BUNDLE`
+/// cleared: machines here set it, and rclone 1.60's S3 backend fails on it
+/// against a plain-HTTP endpoint.
+pub(super) fn without_ca_bundle(
+    dir: &std::path::Path,
+    name: &str,
+    rclone: &std::path::Path,
+) -> std::path::PathBuf {
+    let binary = dir.join(name);
+    std::fs::write(
+        &binary,
+        format!(
+            "#!/bin/sh\nunset AWS_CA_BUNDLE\nexec '{}' \"$@\"\n",
+            rclone.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&binary, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    binary
+}
+
 /// The TCP ports `pid` listens on (from its sockets' inodes in
 /// `/proc/net/tcp` and `tcp6`).
 fn tcp_listeners_of(pid: u32) -> Vec<String> {
@@ -995,19 +1016,7 @@ mod replica {
             ("debian", super::debian_rclone()),
             ("current", super::current_rclone()),
         ] {
-            // Machines here set AWS_CA_BUNDLE, which rclone 1.60's S3
-            // backend fails on against a plain-HTTP endpoint.
-            let binary = dir.path().join(name);
-            std::fs::write(
-                &binary,
-                format!(
-                    "#!/bin/sh\nunset AWS_CA_BUNDLE\nexec '{}' \"$@\"\n",
-                    rclone.display()
-                ),
-            )
-            .unwrap();
-            std::fs::set_permissions(&binary, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-                .unwrap();
+            let binary = super::without_ca_bundle(dir.path(), name, &rclone);
             let settings = RclonePairSettings {
                 config: Some(config.clone()),
                 binary: Some(binary),
@@ -1168,14 +1177,19 @@ mod replica {
             matches!(staged, Err(ReplicaError::Offline { .. })),
             "{staged:?}"
         );
-        let staging: Vec<_> = std::fs::read_dir(fixture.root().join(".prism-sync/staging"))
+        let staging = staged_names(&fixture);
+        assert!(staging.is_empty(), "nothing staged is left: {staging:?}");
+        assert!(fixture.on_disk("big.bin").is_none());
+    }
+
+    /// What is in the remote's staging folder.
+    fn staged_names(fixture: &Fixture) -> Vec<std::ffi::OsString> {
+        std::fs::read_dir(fixture.root().join(".prism-sync/staging"))
             .into_iter()
             .flatten()
             .flatten()
             .map(|entry| entry.file_name())
-            .collect();
-        assert!(staging.is_empty(), "nothing staged is left: {staging:?}");
-        assert!(fixture.on_disk("big.bin").is_none());
+            .collect()
     }
 
     #[test]
@@ -1222,12 +1236,7 @@ mod replica {
             matches!(stopped, Err(ReplicaError::Offline { .. })),
             "{stopped:?}"
         );
-        let staging: Vec<_> = std::fs::read_dir(fixture.root().join(".prism-sync/staging"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|entry| entry.file_name())
-            .collect();
+        let staging = staged_names(&fixture);
         assert!(staging.is_empty(), "nothing staged is left: {staging:?}");
     }
 }
