@@ -317,7 +317,7 @@ impl Agent {
             status.clone(),
             timing,
             remote_watch,
-            watcher.as_ref().map(Watcher::health_view),
+            watcher.as_ref().map(Watcher::view),
         ));
         let handle = PairHandle {
             config: pair.clone(),

@@ -36,7 +36,7 @@ use crate::locks::LockExt;
 use crate::model::{RelPath, Scope, Strategy};
 use crate::remote::Problem;
 use crate::tracker::ignore::IgnoreRules;
-use crate::tracker::watch::{HealthView, WatchEvent};
+use crate::tracker::watch::{WatchEvent, WatchView};
 
 use super::remote_watch::RemoteWatch;
 
@@ -239,6 +239,49 @@ impl Pending {
     }
 }
 
+/// Whether the local watch sees every change the pair syncs: it is whole
+/// (no folder left unwatched), it follows the rules the engine holds, and
+/// it sees other programs' writes (a local folder on a network or FUSE
+/// file system is watched for this machine's writes only: another
+/// machine's are seen by listing it).
+fn local_whole(
+    engine: &PairEngine,
+    local_watch: Option<&WatchView>,
+    watched_rules: &Arc<IgnoreRules>,
+) -> bool {
+    local_watch.is_some_and(WatchView::is_ok)
+        && Arc::ptr_eq(&engine.ignore_rules(), watched_rules)
+        && engine
+            .local()
+            .watch_root()
+            .is_some_and(crate::tracker::watch::sees_every_writer)
+}
+
+/// Hands rules the engine reloaded (`.prismignore` changed) to both
+/// watches. Each walks its tree to watch the folders the rules let in, so
+/// it runs where blocking is allowed, and then asks for a rescan.
+async fn follow_rules(
+    rules: &Arc<IgnoreRules>,
+    local_watch: Option<&WatchView>,
+    remote_watch: Option<&mut RemoteWatch>,
+) {
+    let views: Vec<WatchView> = local_watch
+        .cloned()
+        .into_iter()
+        .chain(remote_watch.and_then(|watch| watch.set_rules(rules.clone())))
+        .collect();
+    if views.is_empty() {
+        return;
+    }
+    let rules = rules.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        for view in views {
+            view.follow_rules(rules.clone());
+        }
+    })
+    .await;
+}
+
 /// A safety-scan interval with ±10 % jitter, so many agents (or pairs)
 /// started together do not scan in lockstep.
 fn jittered(interval: Duration) -> Duration {
@@ -253,7 +296,7 @@ pub async fn run(
     status: Arc<Mutex<PairStatus>>,
     timing: Timing,
     mut remote_watch: Option<RemoteWatch>,
-    local_watch: Option<HealthView>,
+    local_watch: Option<WatchView>,
 ) {
     let mut pending = Pending::default();
     pending.add_check(Instant::now(), "start-up");
@@ -269,20 +312,11 @@ pub async fn run(
     // not retried until the user answers or a poll finds the trip gone
     // (each retry would only trip it again).
     let mut held_by_guard = false;
-    // The rules the watches were started with: they watch no folder those
-    // rules ignored and drop events about ignored paths, so once
-    // `.prismignore` changed they no longer see everything the pair syncs.
-    // A local folder on a network or FUSE file system is watched for this
-    // machine's writes only: another machine's are seen by listing it.
-    let watched_rules = engine.ignore_rules();
-    let local_whole = |local_watch: &Option<HealthView>| {
-        local_watch.as_ref().is_some_and(HealthView::is_ok)
-            && Arc::ptr_eq(&engine.ignore_rules(), &watched_rules)
-            && engine
-                .local()
-                .watch_root()
-                .is_some_and(crate::tracker::watch::sees_every_writer)
-    };
+    // The rules the watches follow: they watch no folder those rules
+    // ignore and drop events about ignored paths, so from the moment
+    // `.prismignore` changed until they follow the new rules they do not
+    // see everything the pair syncs.
+    let mut watched_rules = engine.ignore_rules();
 
     loop {
         let now = Instant::now();
@@ -294,7 +328,7 @@ pub async fn run(
         // overflowed queue, another machine's writes on a network file
         // system mounted there).
         let polled = remote_watch.as_ref().is_none_or(RemoteWatch::needs_polls)
-            || !local_whole(&local_watch);
+            || !local_whole(&engine, local_watch.as_ref(), &watched_rules);
         // A paused pair wakes only for messages and the slow timers, so a
         // batch it is not allowed to sync cannot make it spin. An offline
         // pair likewise holds its batch and wakes for its retry instead.
@@ -390,6 +424,14 @@ pub async fn run(
                 }
             }
         }
+        // `.prismignore` changed and its rules were loaded: the watches
+        // follow them before the sync the change asked for, and the full
+        // rescan they ask for joins that sync's batch.
+        let rules = engine.ignore_rules();
+        if !Arc::ptr_eq(&rules, &watched_rules) {
+            follow_rules(&rules, local_watch.as_ref(), remote_watch.as_mut()).await;
+            watched_rules = rules;
+        }
         if now >= next_poll {
             if polled {
                 pending.add_check(now, "poll");
@@ -430,7 +472,9 @@ pub async fn run(
         if asked || offline_due || busy_due || (!held && due && !pending.is_empty()) {
             let sync_id = (!api_syncs.is_empty()).then(|| api_syncs.remove(0));
             // The local side needs no look when its watch saw everything.
-            let poll_only = sync_id.is_none() && pending.only_polled() && local_whole(&local_watch);
+            let poll_only = sync_id.is_none()
+                && pending.only_polled()
+                && local_whole(&engine, local_watch.as_ref(), &watched_rules);
             let (scope, trigger) = if sync_id.is_some() && pending.is_empty() {
                 (Scope::Full, "api")
             } else if sync_id.is_some() {

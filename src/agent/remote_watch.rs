@@ -28,7 +28,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::tracker::ignore::IgnoreRules;
-use crate::tracker::watch::{self, FolderIdentity, WatchError, WatchEvent, Watcher};
+use crate::tracker::watch::{self, FolderIdentity, WatchError, WatchEvent, WatchView, Watcher};
 
 /// The watch on one pair's remote folder, and whether it replaces polls.
 pub struct RemoteWatch {
@@ -100,6 +100,14 @@ impl RemoteWatch {
             self.logged = true;
             tracing::warn!(pair = %self.pair, root = %self.root.display(), "the remote folder went away; polling it until it can be watched again");
         }
+    }
+
+    /// The ignore rules changed: the watch (and any watch started later)
+    /// follows them. Returns the running watch's handle, to be told
+    /// ([`WatchView::follow_rules`]) where blocking is allowed.
+    pub fn set_rules(&mut self, rules: Arc<IgnoreRules>) -> Option<WatchView> {
+        self.ignore = rules;
+        self.watcher.as_ref().map(Watcher::view)
     }
 
     /// Starts the watch again if it is not running and may be retried

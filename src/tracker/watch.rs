@@ -64,6 +64,7 @@ pub struct Watcher {
     /// Owned only to be dropped: that stops notify, which ends our thread.
     _notify: Arc<Mutex<RecommendedWatcher>>,
     health: Arc<Mutex<WatchHealth>>,
+    pump: Weak<Pump>,
 }
 
 /// How complete the watch is, for status reports.
@@ -103,19 +104,38 @@ impl Watcher {
         self.health.locked().clone()
     }
 
-    /// A view of [`Watcher::health`] that lives apart from the watcher.
-    pub fn health_view(&self) -> HealthView {
-        HealthView(self.health.clone())
+    /// A handle on this watch that lives apart from the watcher.
+    pub fn view(&self) -> WatchView {
+        WatchView {
+            health: self.health.clone(),
+            pump: self.pump.clone(),
+        }
     }
 }
 
-/// How complete a watch is, for whoever decides whether to poll.
+/// How complete a watch is, and which ignore rules it follows, for whoever
+/// decides whether to poll. It keeps nothing alive: once the [`Watcher`]
+/// is dropped, following new rules does nothing.
 #[derive(Clone)]
-pub struct HealthView(Arc<Mutex<WatchHealth>>);
+pub struct WatchView {
+    health: Arc<Mutex<WatchHealth>>,
+    pump: Weak<Pump>,
+}
 
-impl HealthView {
+impl WatchView {
     pub fn is_ok(&self) -> bool {
-        self.0.locked().is_ok()
+        self.health.locked().is_ok()
+    }
+
+    /// Makes the watch follow `rules` from now on (`.prismignore` changed):
+    /// events are filtered by them, and every folder they let in is
+    /// watched. Walks the tree (call it where blocking is allowed), then
+    /// asks for a rescan of the whole root: a file made in a newly let-in
+    /// folder before its watch began raised no event.
+    pub fn follow_rules(&self, rules: Arc<IgnoreRules>) {
+        if let Some(pump) = self.pump.upgrade() {
+            pump.follow_rules(rules);
+        }
     }
 }
 
@@ -123,11 +143,11 @@ impl HealthView {
 /// exclude, sending events to `sink` from a background thread.
 ///
 /// Every folder is watched before this returns, so it walks the tree: call
-/// it from a blocking context for large pairs. The rules in `ignore` stay
-/// fixed for the watcher's life: when `.prismignore` changes (reported like
-/// any change), the engine reloads the rules, but folders they newly let in
-/// get no watches, so the pair's scheduler no longer counts this watch as
-/// seeing the whole folder (see `agent::pair`).
+/// it from a blocking context for large pairs. When `.prismignore` changes
+/// (reported like any change), the engine reloads the rules and the pair's
+/// scheduler hands them on ([`WatchView::follow_rules`]); until then the
+/// scheduler does not count this watch as seeing the whole folder (see
+/// `agent::pair`).
 pub fn watch(
     root: &Path,
     ignore: Arc<IgnoreRules>,
@@ -149,13 +169,13 @@ pub fn watch(
         RecommendedWatcher::new(handler, config).map_err(|err| watch_error(&root, err))?;
     let notify = Arc::new(Mutex::new(watcher));
     let health = Arc::new(Mutex::new(WatchHealth::default()));
-    let pump = Pump {
+    let pump = Arc::new(Pump {
         root,
-        ignore,
+        ignore: Mutex::new(ignore),
         sink,
         health: Arc::clone(&health),
         notify: Arc::downgrade(&notify),
-    };
+    });
 
     {
         let mut watcher = notify.locked();
@@ -164,6 +184,7 @@ pub fn watch(
         pump.watch_subtrees(&mut watcher, subfolders)?;
     }
     let root = pump.root.clone();
+    let weak_pump = Arc::downgrade(&pump);
     std::thread::Builder::new()
         .name("prism-watch".to_owned())
         .spawn(move || pump.run(raw_rx))
@@ -174,6 +195,7 @@ pub fn watch(
     Ok(Watcher {
         _notify: notify,
         health,
+        pump: weak_pump,
     })
 }
 
@@ -302,7 +324,8 @@ const ROOT_MODE: RecursiveMode = if cfg!(target_os = "linux") {
 /// Turns raw notify events into [`WatchEvent`]s; runs on its own thread.
 struct Pump {
     root: PathBuf,
-    ignore: Arc<IgnoreRules>,
+    /// Replaced when `.prismignore` changes ([`Pump::follow_rules`]).
+    ignore: Mutex<Arc<IgnoreRules>>,
     sink: UnboundedSender<WatchEvent>,
     health: Arc<Mutex<WatchHealth>>,
     /// Weak, so that dropping the [`Watcher`] stops notify, which closes our
@@ -321,7 +344,7 @@ struct Batch {
 }
 
 impl Pump {
-    fn run(self, raw: mpsc::Receiver<notify::Result<notify::Event>>) {
+    fn run(&self, raw: mpsc::Receiver<notify::Result<notify::Event>>) {
         while let Ok(first) = raw.recv() {
             let mut batch = Batch::default();
             self.absorb(first, &mut batch);
@@ -379,7 +402,7 @@ impl Pump {
                 continue;
             };
             let is_dir = fs::symlink_metadata(path).is_ok_and(|meta| meta.is_dir());
-            if self.ignore.is_ignored(&rel, is_dir) {
+            if self.rules().is_ignored(&rel, is_dir) {
                 continue;
             }
             if is_dir && adds_folder(&event.kind) {
@@ -432,6 +455,21 @@ impl Pump {
         }
     }
 
+    fn rules(&self) -> Arc<IgnoreRules> {
+        self.ignore.locked().clone()
+    }
+
+    fn follow_rules(&self, rules: Arc<IgnoreRules>) {
+        *self.ignore.locked() = rules;
+        // Elsewhere the OS watches the whole tree already.
+        if ROOT_MODE == RecursiveMode::NonRecursive {
+            // Folders watched already are watched again: inotify keeps one
+            // watch per folder, so that costs a call and no watch.
+            self.watch_new_folder(&self.root);
+        }
+        let _ = self.sink.send(WatchEvent::Rescan(None));
+    }
+
     /// Watches each folder in `pending` and every non-ignored folder below
     /// it. A folder that cannot be watched is reported and skipped; hitting
     /// the watch limit stops the walk, since every further watch would fail.
@@ -440,13 +478,14 @@ impl Pump {
         watcher: &mut RecommendedWatcher,
         mut pending: Vec<PathBuf>,
     ) -> Result<(), WatchError> {
+        let rules = self.rules();
         while let Some(dir) = pending.pop() {
             match watch_folder(watcher, &dir, RecursiveMode::NonRecursive) {
                 // Below the deepest synced level nothing is watched: the
                 // scan holds it (see `RelPath::too_deep`).
                 Ok(subfolders) => pending.extend(subfolders.into_iter().filter(|sub| {
                     self.relative(sub)
-                        .is_some_and(|rel| !rel.too_deep() && !self.ignore.is_ignored(&rel, true))
+                        .is_some_and(|rel| !rel.too_deep() && !rules.is_ignored(&rel, true))
                 })),
                 Err(err) if is_gone(&err) => {}
                 Err(err) => {
@@ -710,6 +749,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn new_rules_are_followed_and_the_folders_they_let_in_are_watched() {
+        let mut h = start(&["build/", "*.log"], &["build/deep/old.txt", "kept.txt"]);
+        fs::write(h.path("build/deep/before.txt"), b"x").unwrap();
+        fs::write(h.path("early.log"), b"x").unwrap();
+        fs::write(h.path("sentinel-1"), b"x").unwrap();
+        let seen = h.expect_changed(&["sentinel-1"]).await;
+        assert_eq!(seen, BTreeSet::from(["sentinel-1".into()]));
+
+        // `.prismignore` now lets both in (the engine reloaded the rules).
+        let rules = Arc::new(IgnoreRules::load(&h.root, &[]).unwrap());
+        let view = h.watcher.view();
+        tokio::task::spawn_blocking(move || view.follow_rules(rules))
+            .await
+            .unwrap();
+        // What happened before the new watches began is found by a scan.
+        h.expect_event(WatchEvent::Rescan(None)).await;
+
+        fs::write(h.path("build/deep/after.txt"), b"x").unwrap();
+        fs::write(h.path("late.log"), b"x").unwrap();
+        h.expect_changed(&["build/deep/after.txt", "late.log"])
+            .await;
+
+        // And back: what the rules exclude again raises no event.
+        let rules = Arc::new(IgnoreRules::load(&h.root, &["build/".to_owned()]).unwrap());
+        let view = h.watcher.view();
+        tokio::task::spawn_blocking(move || view.follow_rules(rules))
+            .await
+            .unwrap();
+        h.expect_event(WatchEvent::Rescan(None)).await;
+        fs::write(h.path("build/deep/ignored.txt"), b"x").unwrap();
+        fs::write(h.path("sentinel-2"), b"x").unwrap();
+        let seen = h.expect_changed(&["sentinel-2"]).await;
+        assert_eq!(seen, BTreeSet::from(["sentinel-2".into()]));
+    }
+
+    #[tokio::test]
     async fn removing_the_root_reports_root_gone() {
         let mut h = start(&[], &["a/b.txt"]);
         fs::remove_dir_all(&h.root).unwrap();
@@ -820,7 +895,7 @@ mod tests {
         let root = dir.path().to_path_buf();
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
         let pump = Pump {
-            ignore: Arc::new(IgnoreRules::load(&root, &[]).unwrap()),
+            ignore: Mutex::new(Arc::new(IgnoreRules::load(&root, &[]).unwrap())),
             sink: tx,
             health: Arc::default(),
             notify: Weak::new(),

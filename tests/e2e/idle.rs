@@ -136,22 +136,38 @@ fn a_remote_folder_that_went_away_is_polled_until_it_is_back_and_then_watched_ag
 }
 
 #[test]
-fn a_folder_the_ignore_rules_let_in_is_synced_though_the_watches_left_it_out() {
+fn a_folder_the_ignore_rules_let_in_is_watched_on_both_sides_from_then_on() {
     let sandbox = Sandbox::new();
     let remote = sandbox.remote("remote");
+    // A poll every second: a pair whose watches do not follow the new rules
+    // lists both sides at each one.
     let device = sandbox.device_with("laptop", &remote, Settings::fast_poll());
     write(&device.local, ".prismignore", "build/\n");
     write(&device.local, "a.txt", "a\n");
-    write(&device.local, "build/out.txt", "first\n");
-    let _agent = device.start();
+    write(&device.local, "build/deep/out.txt", "first\n");
+    let _agent = device.start_with_env(&[("RUST_LOG", "prism_sync=debug")]);
     wait_for_content(&remote.join("a.txt"), "a\n");
 
     write(&device.local, ".prismignore", "# nothing ignored\n");
-    wait_for_content(&remote.join("build/out.txt"), "first\n");
-    // No watch was ever put on `build/`: only a listing finds the edit.
-    std::thread::sleep(Duration::from_secs(2));
-    write(&device.local, "build/out.txt", "second\n");
-    wait_for_content(&remote.join("build/out.txt"), "second\n");
+    wait_for_content(&remote.join("build/deep/out.txt"), "first\n");
+
+    // Both watches follow the new rules: the agent goes quiet again...
+    let settled = quiet_runs(&device);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        runs(&device),
+        settled,
+        "the agent keeps listing after .prismignore changed\n{}",
+        device.log_text()
+    );
+    // ...and edits in the folders they let in travel on their events.
+    write(&device.local, "build/deep/out.txt", "second\n");
+    wait_for_content(&remote.join("build/deep/out.txt"), "second\n");
+    write(&remote, "build/deep/from-nas.txt", "written on the NAS\n");
+    wait_for_content(
+        &device.local.join("build/deep/from-nas.txt"),
+        "written on the NAS\n",
+    );
 }
 
 #[test]
