@@ -15,7 +15,7 @@ use super::connection;
 use super::daemon::{Rcd, RcdSpec};
 use super::listing::{self, Item};
 use super::looks::{self as batch_looks, Batch, Looks};
-use super::rc::{ErrorKind, RcClient, RcError};
+use super::rc::{ErrorKind, RcClient, RcError, Version};
 use super::settings::RclonePairSettings;
 use crate::fsops::Expect;
 use crate::locks::LockExt;
@@ -63,10 +63,19 @@ pub struct Features {
     /// A file is copied server-side (`Copy`): where the backend has no
     /// move, rclone's move is that copy and a removal.
     pub server_copy: bool,
+    /// The rclone can be told to write an upload straight to its name
+    /// (`Inplace`, from 1.63): it otherwise writes to `NAME.XXXX.partial`
+    /// and renames that at the end on backends that can (local, SFTP,
+    /// FTP, SMB), a request our staging names do not need.
+    pub upload_in_place: bool,
 }
 
+/// The first rclone that writes an upload to a partial name of its own
+/// first, and can be told not to.
+const INPLACE_SINCE: (u64, u64) = (1, 63);
+
 impl Features {
-    fn of(info: &Value) -> Features {
+    fn of(info: &Value, version: &Version) -> Features {
         let features = &info["Features"];
         let flag = |name: &str| features[name].as_bool().unwrap_or(false);
         let hash = if flag("SlowHash") {
@@ -89,6 +98,7 @@ impl Features {
             slow_mod_time: flag("SlowModTime"),
             empty_dirs: flag("CanHaveEmptyDirectories"),
             server_copy: flag("Copy"),
+            upload_in_place: (version.major, version.minor) >= INPLACE_SINCE,
         }
     }
 }
@@ -240,7 +250,7 @@ impl Remote {
             .call("operations/fsinfo", &json!({ "fs": self.remote }))
             .map_err(|e| self.error(e, "reach", ""))?;
         self.walk.locked().login = Some(started.elapsed());
-        let features = Features::of(&info);
+        let features = Features::of(&info, &version);
         tracing::debug!(remote = %self.shown, ?features, "rclone remote features");
         let first = self.features.locked().is_none();
         if first {
@@ -731,9 +741,16 @@ impl Remote {
             "dstRemote": format!("{dir}/{name}"),
         });
         // The name is a fresh random one: rclone need not look whether
-        // something is there first (one request fewer per upload).
+        // something is there first (one request fewer per upload), nor
+        // write to a partial name of its own and rename that (one more):
+        // nothing reads a staged name before it is committed, and what a
+        // broken upload leaves there is removed below.
         params["_config"] = json!({ "NoCheckDest": true });
-        if self.features()?.slow_hash {
+        let features = self.features()?;
+        if features.upload_in_place {
+            params["_config"]["Inplace"] = json!(true);
+        }
+        if features.slow_hash {
             // After a copy rclone compares the two sides' hashes. Where the
             // backend's hash means reading the file whole again (SFTP runs
             // `md5sum` over ssh: about 250 ms of a 300 ms upload of a small

@@ -1197,9 +1197,61 @@ mod replica {
         cancelled_upload_whose_rcd_died(None);
     }
 
+    /// rclone 1.63 and newer write an upload to `NAME.XXXXXXXX.partial`
+    /// and rename that at the end, unless told to write in place: a staged
+    /// upload, whose name nothing reads before it is committed, is written
+    /// under that name only (one rename fewer per file on SFTP).
+    #[test]
+    fn a_staged_upload_is_written_under_its_own_name_only_on_both_rclone_versions() {
+        use notify::Watcher as _;
+        for binary in [None, Some(super::current_rclone())] {
+            let fixture = Fixture::new();
+            let settings = RclonePairSettings {
+                binary: binary.clone(),
+                ..fixture.settings()
+            };
+            let remote = format!("disk:{}", fixture.root().display());
+            let replica = RcloneReplica::with_flags(&remote, &settings, 4, &[]).unwrap();
+            replica.mark_root().unwrap();
+            let staging = fixture.root().join(".prism-sync/staging");
+            std::fs::create_dir_all(&staging).unwrap();
+            let (tx, rx) = std::sync::mpsc::channel();
+            let mut watcher = notify::recommended_watcher(move |event: notify::Result<_>| {
+                let event: notify::Event = event.unwrap();
+                for path in event.paths {
+                    let _ = tx.send(path.file_name().unwrap().to_string_lossy().into_owned());
+                }
+            })
+            .unwrap();
+            watcher
+                .watch(&staging, notify::RecursiveMode::NonRecursive)
+                .unwrap();
+
+            let (_dir, local, content) = local_source(1 << 20);
+            let path = rel("big.bin");
+            let source = crate::remote::Source::new(&local, &path, meta_of(&content), &|_| {});
+            let staged = replica
+                .stage_from(&path, &source, 1_000_000_000, None)
+                .unwrap();
+            // inotify keeps events in order: once the sentinel's arrived,
+            // every name the upload made has been seen.
+            std::fs::write(staging.join("sentinel"), b"").unwrap();
+            let mut names = std::collections::BTreeSet::new();
+            loop {
+                let name = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+                if name == "sentinel" {
+                    break;
+                }
+                names.insert(name);
+            }
+            assert_eq!(names.len(), 1, "{binary:?} wrote {names:?}");
+            drop(staged);
+        }
+    }
+
     /// rclone 1.63 and newer upload a local file to `NAME.XXXXXXXX.partial`
-    /// and rename it at the end: what a broken-off upload leaves there is
-    /// removed too.
+    /// and rename it at the end unless told otherwise: what a broken-off
+    /// upload leaves under either name is removed.
     #[test]
     fn a_cancelled_upload_whose_rcd_died_leaves_no_partial_file_on_current_rclone() {
         cancelled_upload_whose_rcd_died(Some(super::current_rclone()));
