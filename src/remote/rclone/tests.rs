@@ -937,6 +937,38 @@ mod replica {
     }
 
     #[test]
+    fn a_claim_left_elsewhere_keeps_the_lease_only_until_it_was_seen_for_twice_the_span() {
+        use std::time::Duration;
+        let fixture = Fixture::new();
+        let alpha = fixture.replica();
+        alpha.mark_root().unwrap();
+        let ttl = Duration::from_secs(600);
+        // An agent on another host put a claim (its clock far ahead) and
+        // died: the smallest lease id, so a taker gives up at once.
+        let dead = format!(
+            ".prism-sync/lease-claims/99999999999.{:016x}.4242.elsewhere",
+            0
+        );
+        put(&fixture.root(), &dead, b"");
+        let busy = alpha.lease("alpha", ttl).err().expect("busy");
+        assert!(matches!(busy, ReplicaError::Busy(_)), "{busy:?}");
+        assert!(fixture.on_disk(&dead).is_some());
+        assert!(fixture.on_disk(".prism-sync/lease").is_none());
+        // Seen for longer than twice the span: removed, and the lease taken.
+        alpha
+            .claims_seen
+            .pretend_seen_earlier(crate::remote::claims::STALE_AFTER + Duration::from_secs(1));
+        let lease = alpha.lease("alpha", ttl).unwrap().expect("a lease");
+        assert!(
+            fixture.on_disk(&dead).is_none(),
+            "the stale claim is removed"
+        );
+        assert!(fixture.on_disk(".prism-sync/lease").is_some());
+        drop(lease);
+        assert!(fixture.on_disk(".prism-sync/lease").is_none());
+    }
+
+    #[test]
     fn a_killed_rcd_is_started_again_by_the_next_step() {
         let fixture = Fixture::new();
         let replica = fixture.replica();
