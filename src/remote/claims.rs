@@ -30,7 +30,8 @@
 //! [`STALE_AFTER`], twice [`CLAIM_SPAN`], on its own monotonic clock: each
 //! replica keeps when it first saw each claim ([`Sightings`]). An agent
 //! that took longer than [`CLAIM_SPAN`] from putting its claim to its
-//! write gives up (the lease is busy) rather than write, so a live claim
+//! write (by the same clock, which counts time the machine was suspended)
+//! gives up (the lease is busy) rather than write, so a live claim
 //! is never older than [`CLAIM_SPAN`] when its last write starts and that
 //! write has another [`CLAIM_SPAN`] to land before anyone takes the claim
 //! for stale. A claim is seen only once it is there, so the time it was
@@ -59,7 +60,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use super::ReplicaError;
 use super::lease::{Owner, holder_is_gone, lost_race, name_record, record_of_name};
@@ -119,16 +120,35 @@ pub(crate) trait ClaimFolder {
 
 /// The monotonic clock that claims are timed by (tests drive their own).
 pub(crate) trait Clock: Send + Sync {
-    fn now(&self) -> Instant;
+    /// The time on this clock, from an origin of its own.
+    fn now(&self) -> Duration;
     fn sleep(&self, pause: Duration);
 }
 
-/// The machine's monotonic clock.
+/// The machine's monotonic clock, counting the time it was suspended
+/// (Linux's `CLOCK_BOOTTIME`; [`std::time::Instant`] stops meanwhile): an
+/// agent that slept between its claim and its write must know it did.
 struct Monotonic;
 
 impl Clock for Monotonic {
-    fn now(&self) -> Instant {
-        Instant::now()
+    #[cfg(target_os = "linux")]
+    fn now(&self) -> Duration {
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `now` is a valid timespec for the call to fill.
+        let rc = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut now) };
+        assert_eq!(rc, 0, "CLOCK_BOOTTIME is there since Linux 2.6.39");
+        let secs = u64::try_from(now.tv_sec).unwrap_or(0);
+        let nanos = u32::try_from(now.tv_nsec).unwrap_or(0);
+        Duration::new(secs, nanos)
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn now(&self) -> Duration {
+        static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        ORIGIN.get_or_init(std::time::Instant::now).elapsed()
     }
 
     fn sleep(&self, pause: Duration) {
@@ -142,7 +162,7 @@ impl Clock for Monotonic {
 /// attempt at the lease goes on aging the claims the earlier ones saw.
 pub(crate) struct Sightings {
     clock: Box<dyn Clock>,
-    first_seen: Mutex<BTreeMap<String, Instant>>,
+    first_seen: Mutex<BTreeMap<String, Duration>>,
 }
 
 impl Default for Sightings {
@@ -171,7 +191,7 @@ impl Sightings {
             .iter()
             .map(|name| {
                 let seen = *first_seen.entry(name.clone()).or_insert(now);
-                now.saturating_duration_since(seen)
+                now.saturating_sub(seen)
             })
             .collect()
     }
@@ -212,7 +232,7 @@ pub(crate) struct Claim<'a> {
     id: Option<u64>,
     /// When its write was sent, by `seen`'s clock: it may have landed
     /// at any time since.
-    put_at: Instant,
+    put_at: Duration,
 }
 
 impl<'a> Claim<'a> {
@@ -242,7 +262,7 @@ impl<'a> Claim<'a> {
                 return Ok(claim);
             }
             let now = clock.now();
-            if now.saturating_duration_since(started) > patience {
+            if now.saturating_sub(started) > patience {
                 return Err(lost_race());
             }
             match wait {
@@ -254,7 +274,7 @@ impl<'a> Claim<'a> {
                     // for ours to go.
                     lease_is_free()?;
                 }
-                Wait::AsHolder if now.saturating_duration_since(claim.put_at) > CLAIM_WAIT => {
+                Wait::AsHolder if now.saturating_sub(claim.put_at) > CLAIM_WAIT => {
                     // Waiting for a claim to turn stale takes longer than
                     // ours may stay: a fresh one replaces it, put before
                     // the old one goes so that the holder always has one.
@@ -291,7 +311,7 @@ impl<'a> Claim<'a> {
     /// was put: another agent may take it for stale before our next write
     /// lands.
     pub fn check_in_time(&self) -> Result<(), ReplicaError> {
-        if self.seen.clock.now().saturating_duration_since(self.put_at) > CLAIM_SPAN {
+        if self.seen.clock.now().saturating_sub(self.put_at) > CLAIM_SPAN {
             return Err(lost_race());
         }
         Ok(())
@@ -335,6 +355,7 @@ impl Drop for Claim<'_> {
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Barrier};
+    use std::time::Instant;
 
     use super::*;
     use crate::remote::lease::owner;
@@ -359,11 +380,11 @@ mod tests {
     }
 
     /// A clock that moves only when told to or slept on.
-    struct Manual(Mutex<Instant>);
+    struct Manual(Mutex<Duration>);
 
     impl Manual {
         fn new() -> Arc<Manual> {
-            Arc::new(Manual(Mutex::new(Instant::now())))
+            Arc::new(Manual(Mutex::new(Duration::from_secs(1_000))))
         }
 
         fn advance(&self, by: Duration) {
@@ -372,7 +393,7 @@ mod tests {
     }
 
     impl Clock for Arc<Manual> {
-        fn now(&self) -> Instant {
+        fn now(&self) -> Duration {
             *self.0.locked()
         }
 
@@ -511,6 +532,16 @@ mod tests {
         assert_eq!(folder.names().unwrap(), std::slice::from_ref(&claim.name));
         // Its claim is one put while it waited: the renewal is in time.
         claim.check_in_time().unwrap();
+    }
+
+    #[test]
+    fn the_machines_clock_moves_on_with_the_time() {
+        let (clock, started) = (Monotonic, Instant::now());
+        let before = clock.now();
+        clock.sleep(Duration::from_millis(20));
+        let after = clock.now();
+        assert!(after - before >= Duration::from_millis(20));
+        assert!(after - before <= started.elapsed() + Duration::from_millis(1));
     }
 
     #[test]
