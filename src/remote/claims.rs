@@ -555,5 +555,35 @@ mod tests {
         claim.check_in_time().unwrap();
         clock.advance(Duration::from_millis(1));
         assert!(matches!(claim.check_in_time(), Err(ReplicaError::Busy(_))));
+        drop(claim);
+        // A listing slow enough (a store that rate-limits) leaves the
+        // claimant alone but too late to write.
+        let slow = SlowListing {
+            folder: Memory::default(),
+            clock: Arc::clone(&clock),
+        };
+        let claim = Claim::enter(&slow, &seen, &me, LEASE, Wait::AsTaker, &|| Ok(())).unwrap();
+        assert!(matches!(claim.check_in_time(), Err(ReplicaError::Busy(_))));
+    }
+
+    /// A folder whose every listing takes longer than a claimant may.
+    struct SlowListing {
+        folder: Memory,
+        clock: Arc<Manual>,
+    }
+
+    impl ClaimFolder for SlowListing {
+        fn put(&self, name: &str) -> Result<(), ReplicaError> {
+            self.folder.put(name)
+        }
+
+        fn names(&self) -> Result<Vec<String>, ReplicaError> {
+            self.clock.advance(CLAIM_SPAN + SECOND);
+            self.folder.names()
+        }
+
+        fn remove(&self, name: &str) {
+            self.folder.remove(name);
+        }
     }
 }
