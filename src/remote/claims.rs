@@ -25,34 +25,81 @@
 //! on SFTP: remove, then rename) and a taker must never read the record in
 //! between.
 //!
-//! Clocks matter only for a claim left by an agent that died while
-//! holding it: it is stale once its expiry has passed (at once if its
-//! process is known to be gone). A claim counts for as long as the lease
-//! it is for (at least [`MIN_CLAIM_TTL`]), so agents whose clocks differ by
-//! less than the lease's time (which the lease itself needs, see
-//! [`super::lease::check_stale`]) never take a live claim for stale; and an
-//! agent that took longer than half of that from its claim to its record
-//! gives up rather than write after its claim may have been taken for
-//! stale.
+//! A claim left by an agent that died while holding it (or whose removal
+//! was lost) is stale once this agent has seen it for longer than
+//! [`STALE_AFTER`], twice [`CLAIM_SPAN`], on its own monotonic clock: each
+//! replica keeps when it first saw each claim ([`Sightings`]). An agent
+//! that took longer than [`CLAIM_SPAN`] from putting its claim to its
+//! write (by the same clock, which counts time the machine was suspended)
+//! gives up (the lease is busy) rather than write, so a live claim
+//! is never older than [`CLAIM_SPAN`] when its last write starts and that
+//! write has another [`CLAIM_SPAN`] to land before anyone takes the claim
+//! for stale. A claim is seen only once it is there, so the time it was
+//! seen for is never more than its age: no clocks need agree, the wall
+//! clock written into a claim's name is never read for it, and a claim
+//! whose process is known to be gone (on this host) is stale at once. An
+//! agent that restarts has seen nothing yet: it waits up to
+//! [`STALE_AFTER`] for a claim that was already stale.
+//!
+//! Whoever finds a stale claim removes it, so that the others need not
+//! wait for it too. A taker that meets one gives up (the lease is busy)
+//! and tries again later, its replica still aging the claim; a holder
+//! renewing or releasing waits it out, putting a fresh claim of its own
+//! every [`CLAIM_WAIT`] so that its own is young enough when it writes.
+//!
+//! A claim's name still carries an expiry ([`name_record`]: the lease's
+//! time, at least [`MIN_CLAIM_TTL`], after its writer's clock) for agents
+//! of earlier versions, which judge claims by it and by the rule that a
+//! claimant gives up after half that time. A claimant of this version
+//! gives up sooner ([`CLAIM_SPAN`] is half of [`MIN_CLAIM_TTL`]), so those
+//! agents judge its claims as they judged their own (their clocks must
+//! agree within the lease's time). Their claimants may take up to half the
+//! lease's time, where this version's readers allow [`STALE_AFTER`]: with
+//! agents of both versions on one remote, one of theirs that stalls for
+//! longer than that between its claim and its record can meet another's.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
 
 use super::ReplicaError;
-use super::lease::{Owner, check_stale, lost_race, name_record, record_of_name};
+use super::lease::{Owner, holder_is_gone, lost_race, name_record, record_of_name};
+use crate::locks::LockExt;
 
 /// Where the claims are, below `.prism-sync/`.
 pub const CLAIMS_DIR: &str = "lease-claims";
 
-/// The shortest time a claim counts (a claim counts as long as its lease):
-/// far longer than taking the lease takes, so a claim is stale only when
-/// its agent died while holding it.
+/// W: the longest an agent may take from putting its claim to starting
+/// its last write under it ([`Claim::check_in_time`]). The steps between
+/// are a listing or a few (a taker waits up to [`CLAIM_WAIT`] for larger
+/// claims to go), a read of the lease and the write: well under a second
+/// on a fast store, seconds behind a cloud drive's rate limiting. Half of
+/// [`MIN_CLAIM_TTL`], so that earlier versions judge our claims as their
+/// own (see the module's notes).
+pub(crate) const CLAIM_SPAN: Duration = Duration::from_secs(30);
+
+/// How long this agent must have seen a claim before it takes it for stale
+/// (2W): a claimant's last write starts within [`CLAIM_SPAN`] of its claim
+/// and has as long again to land. Also the longest a claim left by a dead
+/// agent keeps the others waiting.
+pub(crate) const STALE_AFTER: Duration = CLAIM_SPAN.saturating_mul(2);
+
+/// The shortest time a claim's name says it counts (as long as its lease),
+/// read only by agents of earlier versions: twice [`CLAIM_SPAN`], since
+/// their claimants gave up after half of it.
 const MIN_CLAIM_TTL: Duration = Duration::from_secs(60);
 
-/// How long an agent waits for other claims to be withdrawn before it
-/// says the lease is busy: their agents withdraw as soon as they list the
-/// folder and find a smaller claim or read a live lease (one or two of
-/// their calls).
+/// How long an agent taking the lease waits for other claims to be
+/// withdrawn before it says the lease is busy: their agents withdraw as
+/// soon as they list the folder and find a smaller claim or read a live
+/// lease (one or two of their calls). Also how long a holder keeps one
+/// claim while it waits (well within [`CLAIM_SPAN`]).
 const CLAIM_WAIT: Duration = Duration::from_secs(10);
+
+/// How long a holder waits for other claims to go before its renewal or
+/// release gives up: long enough for a claim it first sees as it starts to
+/// turn stale.
+const HOLDER_WAIT: Duration = STALE_AFTER.saturating_add(CLAIM_WAIT);
 
 /// The pause between two listings of the claims while waiting.
 const CLAIM_POLL: Duration = Duration::from_millis(40);
@@ -67,8 +114,96 @@ pub(crate) trait ClaimFolder {
     /// The names of the files in the folder; none when it is not there.
     fn names(&self) -> Result<Vec<String>, ReplicaError>;
 
-    /// Removes the file `name`; a failure is left for its expiry.
+    /// Removes the file `name`; a failure leaves it to turn stale.
     fn remove(&self, name: &str);
+}
+
+/// The monotonic clock that claims are timed by (tests drive their own).
+pub(crate) trait Clock: Send + Sync {
+    /// The time on this clock, from an origin of its own.
+    fn now(&self) -> Duration;
+    fn sleep(&self, pause: Duration);
+}
+
+/// The machine's monotonic clock, counting the time it was suspended
+/// (Linux's `CLOCK_BOOTTIME`; [`std::time::Instant`] stops meanwhile): an
+/// agent that slept between its claim and its write must know it did.
+struct Monotonic;
+
+impl Clock for Monotonic {
+    #[cfg(target_os = "linux")]
+    fn now(&self) -> Duration {
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `now` is a valid timespec for the call to fill.
+        let rc = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut now) };
+        assert_eq!(rc, 0, "CLOCK_BOOTTIME is there since Linux 2.6.39");
+        let secs = u64::try_from(now.tv_sec).unwrap_or(0);
+        let nanos = u32::try_from(now.tv_nsec).unwrap_or(0);
+        Duration::new(secs, nanos)
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn now(&self) -> Duration {
+        static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        ORIGIN.get_or_init(std::time::Instant::now).elapsed()
+    }
+
+    fn sleep(&self, pause: Duration) {
+        std::thread::sleep(pause);
+    }
+}
+
+/// When this agent first saw each claim in one replica's claims folder,
+/// by its monotonic clock: how it tells a stale claim (see the module's
+/// notes). One per replica, kept as long as the replica is, so that every
+/// attempt at the lease goes on aging the claims the earlier ones saw.
+pub(crate) struct Sightings {
+    clock: Box<dyn Clock>,
+    first_seen: Mutex<BTreeMap<String, Duration>>,
+}
+
+impl Default for Sightings {
+    fn default() -> Sightings {
+        Sightings::with_clock(Box::new(Monotonic))
+    }
+}
+
+impl Sightings {
+    pub fn with_clock(clock: Box<dyn Clock>) -> Sightings {
+        Sightings {
+            clock,
+            first_seen: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// How long each of `names`, just listed, has been seen; forgets the
+    /// names no longer listed (every claim has a name of its own, so one
+    /// listed again later is not the claim seen before).
+    fn ages(&self, names: &[String]) -> Vec<Duration> {
+        let now = self.clock.now();
+        let listed: BTreeSet<&str> = names.iter().map(String::as_str).collect();
+        let mut first_seen = self.first_seen.locked();
+        first_seen.retain(|name, _| listed.contains(name.as_str()));
+        names
+            .iter()
+            .map(|name| {
+                let seen = *first_seen.entry(name.clone()).or_insert(now);
+                now.saturating_sub(seen)
+            })
+            .collect()
+    }
+
+    /// Makes every claim seen so far look seen `earlier` before it was: a
+    /// test's stand-in for waiting that long.
+    #[cfg(test)]
+    pub fn pretend_seen_earlier(&self, earlier: Duration) {
+        for seen in self.first_seen.locked().values_mut() {
+            *seen = seen.checked_sub(earlier).expect("the clock reaches back");
+        }
+    }
 }
 
 /// How an agent with a claim treats the claims of others.
@@ -78,96 +213,130 @@ pub(crate) enum Wait {
     /// agent, is [`lost_race`]; larger claims are waited out.
     AsTaker,
     /// Renewing or releasing it: every other claim is waited out (their
-    /// agents find the lease held and withdraw).
+    /// agents find the lease held and withdraw; a claim of an agent that
+    /// died turns stale meanwhile).
     AsHolder,
 }
 
 /// An agent's claim while it takes, renews or releases the lease;
 /// withdrawn when dropped.
 ///
-/// A claim's name says whose it is and until when it counts
-/// ([`name_record`]): its content is never read, since a read of a file
-/// its agent is removing at that moment can break off midway.
+/// A claim's name says whose it is ([`name_record`]): its content is never
+/// read, since a read of a file its agent is removing at that moment can
+/// break off midway.
 pub(crate) struct Claim<'a> {
     folder: &'a dyn ClaimFolder,
+    seen: &'a Sightings,
     name: String,
-    /// About when the claim was written (its expiry counts from then).
-    written: Instant,
-    ttl: Duration,
+    /// The lease id in its name (claims are ordered by it).
+    id: Option<u64>,
+    /// When its write was sent, by `seen`'s clock: it may have landed
+    /// at any time since.
+    put_at: Duration,
 }
 
 impl<'a> Claim<'a> {
     /// Puts a claim for `owner`'s lease of `lease_ttl` and waits until it
-    /// is the only live one (see the module's notes);
-    /// [`ReplicaError::Busy`] when it gives up. `lease_is_free` reads the
-    /// lease: `Ok` when there is none, a stale one or our own, else
-    /// [`ReplicaError::Busy`] naming the holder.
+    /// is the only live one (see the module's notes), timing claims by
+    /// `seen`, the replica's; [`ReplicaError::Busy`] when it gives up.
+    /// `lease_is_free` reads the lease: `Ok` when there is none, a stale one
+    /// or our own, else [`ReplicaError::Busy`] naming the holder.
     pub fn enter(
         folder: &'a dyn ClaimFolder,
+        seen: &'a Sightings,
         owner: &Owner,
         lease_ttl: Duration,
         wait: Wait,
         lease_is_free: &dyn Fn() -> Result<(), ReplicaError>,
     ) -> Result<Claim<'a>, ReplicaError> {
-        let ttl = lease_ttl.max(MIN_CLAIM_TTL);
-        let name = name_record(owner, ttl, SystemTime::now());
-        let ours = record_of_name(&name).map(|(_, id)| id);
+        let clock = &*seen.clock;
+        let started = clock.now();
+        let patience = match wait {
+            Wait::AsTaker => CLAIM_WAIT,
+            Wait::AsHolder => HOLDER_WAIT,
+        };
+        let mut claim = Claim::put(folder, seen, owner, lease_ttl)?;
+        loop {
+            let rivals = claim.live_rivals()?;
+            if rivals.is_empty() {
+                return Ok(claim);
+            }
+            let now = clock.now();
+            if now.saturating_sub(started) > patience {
+                return Err(lost_race());
+            }
+            match wait {
+                Wait::AsTaker => {
+                    if rivals.iter().any(|&rival| Some(rival) < claim.id) {
+                        return Err(lost_race());
+                    }
+                    // Larger claims may be the holder's, renewing: it waits
+                    // for ours to go.
+                    lease_is_free()?;
+                }
+                Wait::AsHolder if now.saturating_sub(claim.put_at) > CLAIM_WAIT => {
+                    // Waiting for a claim to turn stale takes longer than
+                    // ours may stay: a fresh one replaces it, put before
+                    // the old one goes so that the holder always has one.
+                    claim = Claim::put(folder, seen, owner, lease_ttl)?;
+                }
+                Wait::AsHolder => {}
+            }
+            clock.sleep(CLAIM_POLL + Duration::from_millis(fastrand::u64(..20)));
+        }
+    }
+
+    /// Puts a claim of a fresh name.
+    fn put(
+        folder: &'a dyn ClaimFolder,
+        seen: &'a Sightings,
+        owner: &Owner,
+        lease_ttl: Duration,
+    ) -> Result<Claim<'a>, ReplicaError> {
+        let name = name_record(owner, lease_ttl.max(MIN_CLAIM_TTL), SystemTime::now());
         // Made before the write: one that landed but whose answer was lost
         // is still withdrawn.
         let claim = Claim {
             folder,
+            seen,
+            id: record_of_name(&name).map(|(_, id)| id),
             name,
-            written: Instant::now(),
-            ttl,
+            put_at: seen.clock.now(),
         };
         folder.put(&claim.name)?;
-        let deadline = Instant::now() + CLAIM_WAIT;
-        loop {
-            let rivals = claim.live_rivals(ours)?;
-            if rivals.is_empty() {
-                return Ok(claim);
-            }
-            if Instant::now() > deadline {
-                return Err(lost_race());
-            }
-            if wait == Wait::AsTaker {
-                if rivals.iter().any(|&rival| Some(rival) < ours) {
-                    return Err(lost_race());
-                }
-                // Larger claims may be the holder's, renewing: it waits
-                // for ours to go.
-                lease_is_free()?;
-            }
-            std::thread::sleep(CLAIM_POLL + Duration::from_millis(fastrand::u64(..20)));
-        }
+        Ok(claim)
     }
 
-    /// [`lost_race`] when so much time passed since the claim was written
-    /// that another agent may take it for stale before our next write
+    /// [`lost_race`] when more than [`CLAIM_SPAN`] passed since the claim
+    /// was put: another agent may take it for stale before our next write
     /// lands.
     pub fn check_in_time(&self) -> Result<(), ReplicaError> {
-        if self.written.elapsed() > self.ttl / 2 {
+        if self.seen.clock.now().saturating_sub(self.put_at) > CLAIM_SPAN {
             return Err(lost_race());
         }
         Ok(())
     }
 
-    /// The lease ids of the other agents' live claims.
-    fn live_rivals(&self, ours: Option<u64>) -> Result<Vec<u64>, ReplicaError> {
+    /// The lease ids of the other agents' live claims; stale ones are
+    /// removed, so that no one else waits for them either.
+    fn live_rivals(&self) -> Result<Vec<u64>, ReplicaError> {
+        let names = self.folder.names()?;
+        let ages = self.seen.ages(&names);
         let mut rivals = Vec::new();
-        for name in self.folder.names()? {
-            let Some((record, id)) = record_of_name(&name) else {
+        for (name, age) in names.iter().zip(ages) {
+            let Some((record, id)) = record_of_name(name) else {
                 // Not a claim (an upload on its way).
                 continue;
             };
-            if Some(id) == ours {
+            if Some(id) == self.id {
                 continue;
             }
-            if check_stale(&record, SystemTime::now()).is_err() {
-                rivals.push(id);
+            if age > STALE_AFTER || holder_is_gone(&record) {
+                // Left by an agent that died holding it, or whose removal
+                // was lost.
+                self.folder.remove(name);
             } else {
-                // Left by an agent that died holding it.
-                self.folder.remove(&name);
+                rivals.push(id);
             }
         }
         Ok(rivals)
@@ -177,19 +346,18 @@ impl<'a> Claim<'a> {
 impl Drop for Claim<'_> {
     fn drop(&mut self) {
         // A claim whose removal fails (the connection died) is stale once
-        // its process is gone or its expiry has passed.
+        // its process is gone or it was seen for long enough.
         self.folder.remove(&self.name);
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::{Barrier, Mutex};
+    use std::sync::{Arc, Barrier};
+    use std::time::Instant;
 
     use super::*;
-    use crate::locks::LockExt;
     use crate::remote::lease::owner;
 
     /// A folder whose listing shows every file whose write has ended.
@@ -211,11 +379,47 @@ mod tests {
         }
     }
 
+    /// A clock that moves only when told to or slept on.
+    struct Manual(Mutex<Duration>);
+
+    impl Manual {
+        fn new() -> Arc<Manual> {
+            Arc::new(Manual(Mutex::new(Duration::from_secs(1_000))))
+        }
+
+        fn advance(&self, by: Duration) {
+            *self.0.locked() += by;
+        }
+    }
+
+    impl Clock for Arc<Manual> {
+        fn now(&self) -> Duration {
+            *self.0.locked()
+        }
+
+        fn sleep(&self, pause: Duration) {
+            self.advance(pause);
+        }
+    }
+
+    fn sightings(clock: &Arc<Manual>) -> Sightings {
+        Sightings::with_clock(Box::new(Arc::clone(clock)))
+    }
+
+    /// A claim left on another host by an agent that died, with lease id
+    /// `id` and `expires` (Unix seconds by its clock) in its name.
+    fn left_elsewhere(id: u64, expires: u64) -> String {
+        format!("{expires}.{id:016x}.4242.some-other-host")
+    }
+
     const LEASE: Duration = Duration::from_secs(60);
+
+    const SECOND: Duration = Duration::from_secs(1);
 
     #[test]
     fn of_agents_claiming_at_once_one_is_alone_at_a_time_and_one_goes_on() {
         let folder = Memory::default();
+        let seen = Sightings::default();
         let inside = AtomicUsize::new(0);
         for _ in 0..20 {
             let start = Barrier::new(6);
@@ -226,7 +430,7 @@ mod tests {
                         let me = owner("laptop");
                         start.wait();
                         if let Ok(claim) =
-                            Claim::enter(&folder, &me, LEASE, Wait::AsTaker, &|| Ok(()))
+                            Claim::enter(&folder, &seen, &me, LEASE, Wait::AsTaker, &|| Ok(()))
                         {
                             assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two alone");
                             entered.fetch_add(1, Ordering::SeqCst);
@@ -245,6 +449,7 @@ mod tests {
     #[test]
     fn a_taker_gives_up_at_once_when_the_lease_is_held_and_a_holder_waits_its_turn() {
         let folder = Memory::default();
+        let seen = Sightings::default();
         let (holder, taker) = (owner("holder"), owner("taker"));
         // A taker that finds only a larger claim (maybe the holder's,
         // renewing) reads the lease and, finding it held, withdraws at
@@ -261,20 +466,124 @@ mod tests {
         let busy = || Err(ReplicaError::Busy("held".into()));
         let started = Instant::now();
         assert!(matches!(
-            Claim::enter(&folder, smaller, LEASE, Wait::AsTaker, &busy),
+            Claim::enter(&folder, &seen, smaller, LEASE, Wait::AsTaker, &busy),
             Err(ReplicaError::Busy(message)) if message == "held"
         ));
         assert!(started.elapsed() < CLAIM_WAIT / 2);
         // A claim left by an agent that is gone (this process, a lease no
-        // longer held) is stale and removed.
+        // longer held) is stale and removed at once.
         let gone = owner("gone");
         let stale = claim_of(&gone);
         drop(gone);
         folder.0.locked().clear();
         folder.put(&stale).unwrap();
-        let claim = Claim::enter(&folder, &holder, LEASE, Wait::AsHolder, &|| Ok(())).unwrap();
+        let claim =
+            Claim::enter(&folder, &seen, &holder, LEASE, Wait::AsHolder, &|| Ok(())).unwrap();
+        assert!(started.elapsed() < CLAIM_WAIT / 2);
         assert_eq!(folder.names().unwrap().len(), 1, "only ours is left");
         drop(claim);
         assert!(folder.names().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_rival_claim_is_stale_after_it_was_seen_for_twice_the_span_whatever_its_name_says() {
+        let folder = Memory::default();
+        let clock = Manual::new();
+        let seen = sightings(&clock);
+        // Far ahead of any clock here and far behind it: neither counts.
+        let ahead = left_elsewhere(0, 99_999_999_999);
+        let behind = left_elsewhere(1, 1);
+        folder.put(&ahead).unwrap();
+        folder.put(&behind).unwrap();
+        let me = owner("laptop");
+        let take = || Claim::enter(&folder, &seen, &me, LEASE, Wait::AsTaker, &|| Ok(()));
+        // Smaller claims than ours: the taker gives up at once, each time.
+        assert!(matches!(take(), Err(ReplicaError::Busy(_))));
+        clock.advance(STALE_AFTER - SECOND);
+        assert!(matches!(take(), Err(ReplicaError::Busy(_))));
+        assert_eq!(folder.names().unwrap(), [behind.as_str(), ahead.as_str()]);
+        // An agent that restarts has seen nothing yet: it waits again.
+        let restarted = sightings(&clock);
+        clock.advance(2 * SECOND);
+        let after_restart =
+            Claim::enter(&folder, &restarted, &me, LEASE, Wait::AsTaker, &|| Ok(()));
+        assert!(matches!(after_restart, Err(ReplicaError::Busy(_))));
+        // Seen for longer than twice the span: both are removed (no one
+        // else waits for them either) and the lease can be taken.
+        let claim = take().unwrap();
+        assert_eq!(folder.names().unwrap(), std::slice::from_ref(&claim.name));
+        claim.check_in_time().unwrap();
+        drop(claim);
+        assert!(folder.names().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_holder_waits_out_a_dead_claim_with_a_fresh_claim_of_its_own() {
+        let folder = Memory::default();
+        let clock = Manual::new();
+        let seen = sightings(&clock);
+        let dead = left_elsewhere(0, 99_999_999_999);
+        folder.put(&dead).unwrap();
+        let me = owner("laptop");
+        let started = clock.now();
+        let claim = Claim::enter(&folder, &seen, &me, LEASE, Wait::AsHolder, &|| Ok(())).unwrap();
+        let waited = clock.now() - started;
+        assert!(waited > STALE_AFTER && waited < HOLDER_WAIT, "{waited:?}");
+        assert_eq!(folder.names().unwrap(), std::slice::from_ref(&claim.name));
+        // Its claim is one put while it waited: the renewal is in time.
+        claim.check_in_time().unwrap();
+    }
+
+    #[test]
+    fn the_machines_clock_moves_on_with_the_time() {
+        let (clock, started) = (Monotonic, Instant::now());
+        let before = clock.now();
+        clock.sleep(Duration::from_millis(20));
+        let after = clock.now();
+        assert!(after - before >= Duration::from_millis(20));
+        assert!(after - before <= started.elapsed() + Duration::from_millis(1));
+    }
+
+    #[test]
+    fn a_claimant_slower_than_the_span_gives_up_before_it_writes() {
+        let folder = Memory::default();
+        let clock = Manual::new();
+        let seen = sightings(&clock);
+        let me = owner("laptop");
+        let claim = Claim::enter(&folder, &seen, &me, LEASE, Wait::AsTaker, &|| Ok(())).unwrap();
+        clock.advance(CLAIM_SPAN);
+        claim.check_in_time().unwrap();
+        clock.advance(Duration::from_millis(1));
+        assert!(matches!(claim.check_in_time(), Err(ReplicaError::Busy(_))));
+        drop(claim);
+        // A listing slow enough (a store that rate-limits) leaves the
+        // claimant alone but too late to write.
+        let slow = SlowListing {
+            folder: Memory::default(),
+            clock: Arc::clone(&clock),
+        };
+        let claim = Claim::enter(&slow, &seen, &me, LEASE, Wait::AsTaker, &|| Ok(())).unwrap();
+        assert!(matches!(claim.check_in_time(), Err(ReplicaError::Busy(_))));
+    }
+
+    /// A folder whose every listing takes longer than a claimant may.
+    struct SlowListing {
+        folder: Memory,
+        clock: Arc<Manual>,
+    }
+
+    impl ClaimFolder for SlowListing {
+        fn put(&self, name: &str) -> Result<(), ReplicaError> {
+            self.folder.put(name)
+        }
+
+        fn names(&self) -> Result<Vec<String>, ReplicaError> {
+            self.clock.advance(CLAIM_SPAN + SECOND);
+            self.folder.names()
+        }
+
+        fn remove(&self, name: &str) {
+            self.folder.remove(name);
+        }
     }
 }

@@ -16,6 +16,7 @@
 use std::collections::BTreeSet;
 use std::io;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::ReplicaError;
@@ -34,6 +35,8 @@ static LIVE: Mutex<BTreeSet<u64>> = Mutex::new(BTreeSet::new());
 pub struct Owner {
     id: u64,
     text: String,
+    /// The expiry in the last name made for this owner ([`name_record`]).
+    last_named: AtomicU64,
 }
 
 impl Drop for Owner {
@@ -47,10 +50,23 @@ impl Drop for Owner {
 /// reading a file that another agent may be removing at that moment can
 /// fail midway, so that a listing alone tells whose it is and whether it
 /// is stale ([`record_of_name`]).
+///
+/// Each name made for one owner is new: where `now + ttl` would repeat an
+/// earlier one's expiry (two within a second, or a clock set back), the
+/// expiry is a second later than that one's. A reader that ages what it
+/// lists by name must never take a new file for one it saw before.
 pub fn name_record(owner: &Owner, ttl: Duration, now: SystemTime) -> String {
     let mut fields = owner.text.rsplitn(4, ' ');
     let (host, pid, id) = (fields.next(), fields.next(), fields.next());
-    let expires = unix_secs(now + ttl);
+    let wanted = unix_secs(now + ttl);
+    let newer = |last: u64| wanted.max(last.saturating_add(1));
+    let last = owner
+        .last_named
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+            Some(newer(last))
+        })
+        .unwrap_or_else(|last| last);
+    let expires = newer(last);
     format!(
         "{expires}.{}.{}.{}",
         id.unwrap_or_default(),
@@ -82,7 +98,11 @@ pub fn owner(device: &str) -> Owner {
         id
     };
     let text = format!("{device} {id:016x} {} {}", std::process::id(), this_host());
-    Owner { id, text }
+    Owner {
+        id,
+        text,
+        last_named: AtomicU64::new(0),
+    }
 }
 
 /// The lease file's content: expiry (Unix seconds, `ttl` after `now`)
@@ -199,7 +219,7 @@ fn this_host() -> String {
 /// otherwise the agent would be locked out of its own remote until the
 /// lease expired. A holder on another host, or a lease without a host, is
 /// trusted until it expires.
-fn holder_is_gone(record: &str) -> bool {
+pub(crate) fn holder_is_gone(record: &str) -> bool {
     // Read from the end: a device name may contain spaces.
     let mut fields = record.split_whitespace().rev();
     let (Some(host), Some(pid)) = (
@@ -260,8 +280,13 @@ mod tests {
         let (record, id) = record_of_name(&name).unwrap();
         assert_eq!(id, mine.id);
         assert!(check_stale(&record, now).is_err(), "{record}");
-        let (expired, _) = record_of_name(&name_record(&mine, Duration::ZERO, now)).unwrap();
+        let other = owner("my laptop");
+        let (expired, _) = record_of_name(&name_record(&other, Duration::ZERO, now)).unwrap();
         check_stale(&expired, now).unwrap();
+        // One owner's names never repeat, even made at the same time.
+        let again = name_record(&mine, Duration::from_secs(60), now);
+        assert_ne!(again, name);
+        assert_eq!(record_of_name(&again).unwrap().1, mine.id);
         drop(mine);
         check_stale(&record, now).unwrap();
         for other in [

@@ -107,7 +107,7 @@ use reqwest::blocking::{Body, Client, RequestBuilder, Response};
 use reqwest::{Method, Url};
 
 use super::Opened;
-use super::claims::{CLAIMS_DIR, Claim, ClaimFolder, Wait};
+use super::claims::{CLAIMS_DIR, Claim, ClaimFolder, Sightings, Wait};
 use super::error_chain;
 use super::kit::{self, Entries, PathStore, careful, walk};
 use super::layout::{METADATA_DIR, temp_name_for};
@@ -313,6 +313,9 @@ struct Shared {
     /// once the server refused one, cut one short, or sent one too large
     /// (see [`Shared::subtree`]).
     infinity: AtomicBool,
+    /// When this agent first saw each lease claim: how it tells a stale
+    /// one ([`super::claims`]).
+    claims_seen: Sightings,
 }
 
 /// A ready client and the login it presents.
@@ -442,6 +445,7 @@ impl WebdavReplica {
                 conn: Mutex::new(None),
                 conditional: std::sync::OnceLock::new(),
                 infinity: AtomicBool::new(true),
+                claims_seen: Sightings::default(),
             }),
         })
     }
@@ -2434,7 +2438,8 @@ impl WebdavLease {
         claims: &'a WebdavClaims<'_>,
         wait: Wait,
     ) -> Result<Claim<'a>, ReplicaError> {
-        Claim::enter(claims, &self.owner, self.ttl, wait, &|| {
+        let seen = &claims.shared.claims_seen;
+        Claim::enter(claims, seen, &self.owner, self.ttl, wait, &|| {
             self.check_free(claims.conn)
         })
     }

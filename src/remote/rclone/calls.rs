@@ -20,6 +20,7 @@ use super::settings::RclonePairSettings;
 use crate::fsops::Expect;
 use crate::locks::LockExt;
 use crate::model::{ContentHash, RelPath};
+use crate::remote::claims::Sightings;
 use crate::remote::{ReplicaError, StagedWrite, layout};
 use crate::timefmt;
 use crate::tracker::ignore::METADATA_DIR;
@@ -133,6 +134,9 @@ pub struct Remote {
     pub(super) looks: Mutex<Looks>,
     /// What a walk of the tree costs (see [`Remote::walk_alone`]).
     walk: Mutex<WalkCosts>,
+    /// When this agent first saw each lease claim: how it tells a stale
+    /// one ([`crate::remote::claims`]).
+    pub(super) claims_seen: Sightings,
     /// Called with the source's path between the copy and the re-check of
     /// a move made of those steps ([`Remote::move_rechecked`]): where a
     /// test writes the version another writer would.
@@ -222,6 +226,7 @@ impl Remote {
             trashed: Mutex::new(TrashedNames::default()),
             looks: Mutex::new(Looks::default()),
             walk: Mutex::new(WalkCosts::default()),
+            claims_seen: Sightings::default(),
             #[cfg(test)]
             after_copy: Mutex::new(None),
         })

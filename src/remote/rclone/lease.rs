@@ -58,7 +58,10 @@ impl RcloneLease {
     }
 
     fn claim<'a>(&self, claims: &'a Claims<'_>, wait: Wait) -> Result<Claim<'a>, ReplicaError> {
-        Claim::enter(claims, &self.owner, self.ttl, wait, &|| self.check_free())
+        let seen = &claims.0.claims_seen;
+        Claim::enter(claims, seen, &self.owner, self.ttl, wait, &|| {
+            self.check_free()
+        })
     }
 
     /// `Ok` when there is no lease or a stale one (or our own).

@@ -722,6 +722,37 @@ mod replica {
     }
 
     #[test]
+    fn versions_trashed_from_several_folders_cost_a_stat_and_a_move_each_and_no_mkdir() {
+        // rclone's move makes the missing folders above its destination
+        // (local, SFTP and S3 alike), so the trash batch's folders are
+        // never made by a call of ours.
+        let fixture = Fixture::new();
+        let replica = fixture.replica();
+        replica.mark_root().unwrap();
+        let paths = ["a/x.md", "a/b/y.md", "c/d/e/z.md", "top.md"];
+        for path in paths {
+            write(&replica, path, b"old\n", &Expect::Absent).unwrap();
+        }
+        let expects: Vec<_> = paths.iter().map(|p| expect_listed(&replica, p)).collect();
+        let before = replica.client.calls_made();
+        let mut trashed = Vec::new();
+        for (path, expect) in paths.iter().zip(&expects) {
+            let name = replica.remove_naming_trash(&rel(path), expect).unwrap();
+            trashed.push(name.expect("a version kept"));
+        }
+        let count = |s: &str, n: u64| (s.to_owned(), n);
+        assert_eq!(
+            calls_since(&replica, &before),
+            [count("operations/movefile", 4), count("operations/stat", 4)]
+        );
+        assert_eq!(fixture.trashed(), vec![b"old\n".to_vec(); 4]);
+        for name in trashed {
+            let kept = format!(".prism-sync/trash/{name}");
+            assert_eq!(fixture.on_disk(&kept).unwrap(), b"old\n", "{kept}");
+        }
+    }
+
+    #[test]
     fn a_batch_listing_older_than_its_window_is_looked_at_again() {
         let fixture = Fixture::new();
         let replica = fixture.replica();
@@ -934,6 +965,38 @@ mod replica {
         put(&fixture.root(), ".prism-sync/lease", expired.as_bytes());
         let _gamma = alpha.lease("alpha", ttl).unwrap().expect("a lease");
         assert!(matches!(taken.renew(), Err(ReplicaError::Busy(_))));
+    }
+
+    #[test]
+    fn a_claim_left_elsewhere_keeps_the_lease_only_until_it_was_seen_for_twice_the_span() {
+        use std::time::Duration;
+        let fixture = Fixture::new();
+        let alpha = fixture.replica();
+        alpha.mark_root().unwrap();
+        let ttl = Duration::from_secs(600);
+        // An agent on another host put a claim (its clock far ahead) and
+        // died: the smallest lease id, so a taker gives up at once.
+        let dead = format!(
+            ".prism-sync/lease-claims/99999999999.{:016x}.4242.elsewhere",
+            0
+        );
+        put(&fixture.root(), &dead, b"");
+        let busy = alpha.lease("alpha", ttl).err().expect("busy");
+        assert!(matches!(busy, ReplicaError::Busy(_)), "{busy:?}");
+        assert!(fixture.on_disk(&dead).is_some());
+        assert!(fixture.on_disk(".prism-sync/lease").is_none());
+        // Seen for longer than twice the span: removed, and the lease taken.
+        alpha
+            .claims_seen
+            .pretend_seen_earlier(crate::remote::claims::STALE_AFTER + Duration::from_secs(1));
+        let lease = alpha.lease("alpha", ttl).unwrap().expect("a lease");
+        assert!(
+            fixture.on_disk(&dead).is_none(),
+            "the stale claim is removed"
+        );
+        assert!(fixture.on_disk(".prism-sync/lease").is_some());
+        drop(lease);
+        assert!(fixture.on_disk(".prism-sync/lease").is_none());
     }
 
     #[test]
