@@ -441,11 +441,26 @@ impl Pump {
     }
 
     fn watch_new_folder(&self, path: &Path) {
+        self.watch_below(path, false);
+    }
+
+    /// Watches `path` and every folder below it that the rules let in.
+    /// With `recount` the walk covers every such folder of the root, so
+    /// what it cannot watch is counted afresh: a folder the rules now
+    /// exclude no longer counts, and one still unwatchable counts once.
+    fn watch_below(&self, path: &Path, recount: bool) {
         let Some(notify) = self.notify.upgrade() else {
             return;
         };
         let mut watcher = notify.locked();
-        let was_limited = self.health.locked().limit_reached;
+        let was_limited = {
+            let mut health = self.health.locked();
+            let was_limited = health.limit_reached;
+            if recount {
+                *health = WatchHealth::default();
+            }
+            was_limited
+        };
         if let Err(err) = self.watch_subtrees(&mut watcher, vec![path.to_path_buf()])
             && !was_limited
         {
@@ -465,7 +480,7 @@ impl Pump {
         if ROOT_MODE == RecursiveMode::NonRecursive {
             // Folders watched already are watched again: inotify keeps one
             // watch per folder, so that costs a call and no watch.
-            self.watch_new_folder(&self.root);
+            self.watch_below(&self.root, true);
         }
         let _ = self.sink.send(WatchEvent::Rescan(None));
     }
@@ -782,6 +797,76 @@ mod tests {
         fs::write(h.path("sentinel-2"), b"x").unwrap();
         let seen = h.expect_changed(&["sentinel-2"]).await;
         assert_eq!(seen, BTreeSet::from(["sentinel-2".into()]));
+    }
+
+    /// Makes `root/long/…/leaf`, whose absolute path is longer than
+    /// inotify takes (PATH_MAX) while its path below `root` is one Prism
+    /// Sync syncs: a folder that cannot be watched, even by root (unlike
+    /// permission bits). Made with `mkdirat`, as no path can name it.
+    fn make_unwatchable_folder(root: &Path) {
+        use std::os::unix::ffi::OsStrExt;
+        let open = |path: &std::ffi::CStr, at: libc::c_int| {
+            // SAFETY: a NUL-terminated path and a directory fd (or AT_FDCWD).
+            let fd = unsafe { libc::openat(at, path.as_ptr(), libc::O_DIRECTORY | libc::O_RDONLY) };
+            assert!(fd >= 0, "{}", io::Error::last_os_error());
+            fd
+        };
+        let root_c = std::ffi::CString::new(root.as_os_str().as_bytes()).unwrap();
+        let mut fd = open(&root_c, libc::AT_FDCWD);
+        let mut length = root.as_os_str().len();
+        let mut rel = 0;
+        let mut names = vec!["long".to_owned()];
+        while length + 1 + 200 <= libc::PATH_MAX as usize {
+            names.push("x".repeat(200));
+            length += 201;
+        }
+        names.push("y".repeat(libc::PATH_MAX as usize - length + 10));
+        for name in names {
+            length += 1 + name.len();
+            rel += name.len() + 1;
+            let name = std::ffi::CString::new(name).unwrap();
+            // SAFETY: as above; `fd` is ours and closed once replaced.
+            unsafe {
+                assert_eq!(libc::mkdirat(fd, name.as_ptr(), 0o755), 0);
+                let next = open(&name, fd);
+                libc::close(fd);
+                fd = next;
+            }
+        }
+        // SAFETY: `fd` is ours.
+        unsafe { libc::close(fd) };
+        assert!(length > libc::PATH_MAX as usize);
+        assert!(rel <= crate::model::MAX_PATH_BYTES, "{rel}");
+    }
+
+    #[tokio::test]
+    async fn following_rules_counts_the_unwatched_folders_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        fs::create_dir(&root).unwrap();
+        make_unwatchable_folder(&root);
+        let ignore = Arc::new(IgnoreRules::load(&root, &[]).unwrap());
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let watcher = watch(&root, ignore, tx).unwrap();
+        assert_eq!(watcher.health().unwatched_folders, 1);
+
+        // Rules that still let it in: it is the one folder not watched, not
+        // one more each time the rules change.
+        let view = watcher.view();
+        let rules = Arc::new(IgnoreRules::load(&root, &["*.tmp".to_owned()]).unwrap());
+        tokio::task::spawn_blocking(move || view.follow_rules(rules))
+            .await
+            .unwrap();
+        assert_eq!(watcher.health().unwatched_folders, 1);
+
+        // Rules that exclude it: every folder they let in is watched, so
+        // the watch is whole again (and the pair need not poll).
+        let view = watcher.view();
+        let rules = Arc::new(IgnoreRules::load(&root, &["long/".to_owned()]).unwrap());
+        tokio::task::spawn_blocking(move || view.follow_rules(rules))
+            .await
+            .unwrap();
+        assert!(watcher.health().is_ok(), "{:?}", watcher.health());
     }
 
     #[tokio::test]
