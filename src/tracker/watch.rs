@@ -128,8 +128,9 @@ impl WatchView {
     }
 
     /// Makes the watch follow `rules` from now on (`.prismignore` changed):
-    /// events are filtered by them, and every folder they let in is
-    /// watched. Walks the tree (call it where blocking is allowed), then
+    /// events are filtered by them, every folder they let in is watched,
+    /// and none they exclude. Walks the tree (call it where blocking is
+    /// allowed), then
     /// asks for a rescan of the whole root: a file made in a newly let-in
     /// folder before its watch began raised no event.
     pub fn follow_rules(&self, rules: Arc<IgnoreRules>) {
@@ -475,14 +476,53 @@ impl Pump {
     }
 
     fn follow_rules(&self, rules: Arc<IgnoreRules>) {
-        *self.ignore.locked() = rules;
+        let old = std::mem::replace(&mut *self.ignore.locked(), rules.clone());
         // Elsewhere the OS watches the whole tree already.
         if ROOT_MODE == RecursiveMode::NonRecursive {
+            // First, so that the watches it frees are there for the walk.
+            self.unwatch_excluded(&old, &rules);
             // Folders watched already are watched again: inotify keeps one
             // watch per folder, so that costs a call and no watch.
             self.watch_below(&self.root, true);
         }
         let _ = self.sink.send(WatchEvent::Rescan(None));
+    }
+
+    /// Removes the watches of the folders `old` let in and `new` excludes,
+    /// and of those below them that `old` let in. Their events are dropped
+    /// by the new rules, but each watch still wakes this thread at every
+    /// write in there (a build folder just ignored), holds kernel memory,
+    /// and counts against the user's watch limit: ignoring large folders
+    /// is the way out of that limit that its message suggests.
+    fn unwatch_excluded(&self, old: &IgnoreRules, new: &IgnoreRules) {
+        let Some(notify) = self.notify.upgrade() else {
+            return;
+        };
+        let mut watcher = notify.locked();
+        let lets_in = |folder: &Path, rules: &IgnoreRules| {
+            self.relative(folder)
+                .is_some_and(|rel| !rel.too_deep() && !rules.is_ignored(&rel, true))
+        };
+        let mut kept = vec![self.root.clone()];
+        let mut dropped = Vec::new();
+        while let Some(dir) = kept.pop() {
+            for sub in subfolders(&dir) {
+                if !lets_in(&sub, old) {
+                    continue;
+                }
+                if lets_in(&sub, new) {
+                    kept.push(sub);
+                } else {
+                    dropped.push(sub);
+                }
+            }
+        }
+        while let Some(dir) = dropped.pop() {
+            // One that was not watched (it could not be, or it is new) has
+            // no watch to remove.
+            let _ = watcher.unwatch(&dir);
+            dropped.extend(subfolders(&dir).into_iter().filter(|sub| lets_in(sub, old)));
+        }
     }
 
     /// Watches each folder in `pending` and every non-ignored folder below
@@ -538,16 +578,20 @@ fn watch_folder(
     if mode == RecursiveMode::Recursive {
         return Ok(Vec::new());
     }
-    // A folder we may watch but not list (rare) yields no subfolders; the
-    // scanner reports it as unreadable.
+    Ok(subfolders(dir))
+}
+
+/// The folders directly inside `dir`. A folder we may watch but not list
+/// (rare) yields none; the scanner reports it as unreadable.
+fn subfolders(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = fs::read_dir(dir) else {
-        return Ok(Vec::new());
+        return Vec::new();
     };
-    Ok(entries
+    entries
         .flatten()
         .filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_dir()))
         .map(|entry| entry.path())
-        .collect())
+        .collect()
 }
 
 /// Access events say nothing about content, except that a writer closed
@@ -797,6 +841,45 @@ mod tests {
         fs::write(h.path("sentinel-2"), b"x").unwrap();
         let seen = h.expect_changed(&["sentinel-2"]).await;
         assert_eq!(seen, BTreeSet::from(["sentinel-2".into()]));
+    }
+
+    /// Whether an inotify instance of this process watches the folder at
+    /// `path` (`/proc/self/fdinfo` lists each watch with its inode).
+    fn inotify_watches(path: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let inode = format!(" ino:{:x} ", fs::metadata(path).unwrap().ino());
+        fs::read_dir("/proc/self/fdinfo")
+            .unwrap()
+            .flatten()
+            .any(|entry| {
+                fs::read_to_string(entry.path()).is_ok_and(|info| {
+                    info.lines()
+                        .any(|line| line.starts_with("inotify wd:") && line.contains(&inode))
+                })
+            })
+    }
+
+    #[tokio::test]
+    async fn folders_the_new_rules_exclude_are_no_longer_watched() {
+        let mut h = start(&[], &["build/deep/a.txt", "kept/b.txt"]);
+        for folder in ["build", "build/deep", "kept"] {
+            assert!(inotify_watches(&h.path(folder)), "{folder} is not watched");
+        }
+
+        let rules = Arc::new(IgnoreRules::load(&h.root, &["build/".to_owned()]).unwrap());
+        let view = h.watcher.view();
+        tokio::task::spawn_blocking(move || view.follow_rules(rules))
+            .await
+            .unwrap();
+        h.expect_event(WatchEvent::Rescan(None)).await;
+        for folder in ["build", "build/deep"] {
+            assert!(
+                !inotify_watches(&h.path(folder)),
+                "{folder} is still watched"
+            );
+        }
+        assert!(inotify_watches(&h.path("kept")));
+        assert!(h.watcher.health().is_ok());
     }
 
     /// Makes `root/long/…/leaf`, whose absolute path is longer than
