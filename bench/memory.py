@@ -13,14 +13,16 @@ a source folder per tool, and times with GNU time (wall clock and peak RSS,
 2. a no-op resync, `--runs` times;
 3. an incremental resync after 1 % of the files got a new content (of
    another size, so rsync's size-and-mtime check sees it), `--runs` times;
-   the old contents go back after each run and are synced untimed.
+   the old contents go back after each run and are synced untimed (and
+   checked: the next timed run starts from there).
 
 Files are empty by default (`--size 0`), so that a million of them costs
 inodes and folder entries only: about 1 GiB of disk per tree, four trees
 (each tool's source and destination) per size. The changed files get 16
 bytes. Medians of the runs are printed with the ratios prism/rsync. Each
-destination is compared with its source (names and contents) after the
-initial sync and after the last run of each phase.
+destination is compared with its source (names, sizes and the contents of
+files that are not empty) after the initial sync, after the no-op runs and
+after every incremental and restoring run.
 
     python3 bench/memory.py --bin-dir target/release
     python3 bench/memory.py --files 100000 --runs 5 --bin-dir target/release
@@ -29,6 +31,7 @@ Standard library only; Linux only (GNU time at /usr/bin/time).
 """
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -69,7 +72,9 @@ def changed_paths(paths):
 
 
 def listing(root, skip_top):
-    """{relative path: size} of every file below root; folders are implied."""
+    """{relative path: (size, digest of the content)} of every file below
+    root; folders are implied. An empty file is not opened: its size says
+    all (a million of them would cost a million opens per look)."""
     found = {}
     for dirpath, dirnames, filenames in os.walk(root):
         rel_dir = os.path.relpath(dirpath, root)
@@ -80,7 +85,13 @@ def listing(root, skip_top):
         else:
             prefix = rel_dir + "/"
         for name in filenames:
-            found[prefix + name] = os.lstat(os.path.join(dirpath, name)).st_size
+            path = os.path.join(dirpath, name)
+            size = os.lstat(path).st_size
+            digest = None
+            if size:
+                with open(path, "rb") as f:
+                    digest = hashlib.blake2b(f.read(), digest_size=16).hexdigest()
+            found[prefix + name] = (size, digest)
     return found
 
 
@@ -117,7 +128,7 @@ class Tool:
             extra = sorted(set(dst) - set(src))[:5]
             differ = sorted(p for p in set(src) & set(dst) if src[p] != dst[p])[:5]
             raise Problem(f"{self.name} after {what}: the destination differs from the source "
-                          f"(missing {missing}, extra {extra}, other size {differ})")
+                          f"(missing {missing}, extra {extra}, other content {differ})")
 
 
 def set_sizes(tool, paths, size):
@@ -158,6 +169,9 @@ def measure_size(files, args, bins, env, work):
             # rsync compares size and mtime at one-second resolution: the
             # old size is back, so it sees the change.
             tool.sync("restore")
+            # The next timed run starts from here: it must be the tree the
+            # other runs started from.
+            tool.verify("a restoring sync")
     print(f"{files:,} files: measured in {time.monotonic() - started:.0f} s", flush=True)
     # The trees go now, after their last timed run: the next size's trees
     # are written into a file system this one no longer fills.
@@ -206,10 +220,12 @@ def main():
         sys.exit("rsync is missing: apt-get install rsync")
     work = Path(tempfile.mkdtemp(prefix="prism-memory-", dir=args.workdir))
     # Each tree needs one inode per file and folder: say so before hours go.
+    # A size's trees are set aside, not deleted, until the end (see
+    # measure_size), so every size's trees are on the disk together.
     free_inodes = os.statvfs(work).f_favail
-    needed_inodes = 4 * max(sizes) * (1 + 1 / FILES_PER_FOLDER)
+    needed_inodes = 4 * sum(sizes) * (1 + 1 / FILES_PER_FOLDER)
     if free_inodes < needed_inodes:
-        sys.exit(f"{work} has {free_inodes:,} free inodes; the largest size needs {needed_inodes:,.0f}")
+        sys.exit(f"{work} has {free_inodes:,} free inodes; the trees need {needed_inodes:,.0f}")
     env = dict(os.environ, HOME=str(work), XDG_RUNTIME_DIR=str(work), PRISM_SYNC_CONFIG=str(work / "none.toml"))
     report = {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "runs": args.runs, "size": args.size,
               "load_before": [round(x, 2) for x in os.getloadavg()], "sizes": {}}

@@ -128,8 +128,9 @@ impl WatchView {
     }
 
     /// Makes the watch follow `rules` from now on (`.prismignore` changed):
-    /// events are filtered by them, and every folder they let in is
-    /// watched. Walks the tree (call it where blocking is allowed), then
+    /// events are filtered by them, every folder they let in is watched,
+    /// and none they exclude. Walks the tree (call it where blocking is
+    /// allowed), then
     /// asks for a rescan of the whole root: a file made in a newly let-in
     /// folder before its watch began raised no event.
     pub fn follow_rules(&self, rules: Arc<IgnoreRules>) {
@@ -441,11 +442,26 @@ impl Pump {
     }
 
     fn watch_new_folder(&self, path: &Path) {
+        self.watch_below(path, false);
+    }
+
+    /// Watches `path` and every folder below it that the rules let in.
+    /// With `recount` the walk covers every such folder of the root, so
+    /// what it cannot watch is counted afresh: a folder the rules now
+    /// exclude no longer counts, and one still unwatchable counts once.
+    fn watch_below(&self, path: &Path, recount: bool) {
         let Some(notify) = self.notify.upgrade() else {
             return;
         };
         let mut watcher = notify.locked();
-        let was_limited = self.health.locked().limit_reached;
+        let was_limited = {
+            let mut health = self.health.locked();
+            let was_limited = health.limit_reached;
+            if recount {
+                *health = WatchHealth::default();
+            }
+            was_limited
+        };
         if let Err(err) = self.watch_subtrees(&mut watcher, vec![path.to_path_buf()])
             && !was_limited
         {
@@ -460,14 +476,53 @@ impl Pump {
     }
 
     fn follow_rules(&self, rules: Arc<IgnoreRules>) {
-        *self.ignore.locked() = rules;
+        let old = std::mem::replace(&mut *self.ignore.locked(), rules.clone());
         // Elsewhere the OS watches the whole tree already.
         if ROOT_MODE == RecursiveMode::NonRecursive {
+            // First, so that the watches it frees are there for the walk.
+            self.unwatch_excluded(&old, &rules);
             // Folders watched already are watched again: inotify keeps one
             // watch per folder, so that costs a call and no watch.
-            self.watch_new_folder(&self.root);
+            self.watch_below(&self.root, true);
         }
         let _ = self.sink.send(WatchEvent::Rescan(None));
+    }
+
+    /// Removes the watches of the folders `old` let in and `new` excludes,
+    /// and of those below them that `old` let in. Their events are dropped
+    /// by the new rules, but each watch still wakes this thread at every
+    /// write in there (a build folder just ignored), holds kernel memory,
+    /// and counts against the user's watch limit: ignoring large folders
+    /// is the way out of that limit that its message suggests.
+    fn unwatch_excluded(&self, old: &IgnoreRules, new: &IgnoreRules) {
+        let Some(notify) = self.notify.upgrade() else {
+            return;
+        };
+        let mut watcher = notify.locked();
+        let lets_in = |folder: &Path, rules: &IgnoreRules| {
+            self.relative(folder)
+                .is_some_and(|rel| !rel.too_deep() && !rules.is_ignored(&rel, true))
+        };
+        let mut kept = vec![self.root.clone()];
+        let mut dropped = Vec::new();
+        while let Some(dir) = kept.pop() {
+            for sub in subfolders(&dir) {
+                if !lets_in(&sub, old) {
+                    continue;
+                }
+                if lets_in(&sub, new) {
+                    kept.push(sub);
+                } else {
+                    dropped.push(sub);
+                }
+            }
+        }
+        while let Some(dir) = dropped.pop() {
+            // One that was not watched (it could not be, or it is new) has
+            // no watch to remove.
+            let _ = watcher.unwatch(&dir);
+            dropped.extend(subfolders(&dir).into_iter().filter(|sub| lets_in(sub, old)));
+        }
     }
 
     /// Watches each folder in `pending` and every non-ignored folder below
@@ -523,16 +578,20 @@ fn watch_folder(
     if mode == RecursiveMode::Recursive {
         return Ok(Vec::new());
     }
-    // A folder we may watch but not list (rare) yields no subfolders; the
-    // scanner reports it as unreadable.
+    Ok(subfolders(dir))
+}
+
+/// The folders directly inside `dir`. A folder we may watch but not list
+/// (rare) yields none; the scanner reports it as unreadable.
+fn subfolders(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = fs::read_dir(dir) else {
-        return Ok(Vec::new());
+        return Vec::new();
     };
-    Ok(entries
+    entries
         .flatten()
         .filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_dir()))
         .map(|entry| entry.path())
-        .collect())
+        .collect()
 }
 
 /// Access events say nothing about content, except that a writer closed
@@ -782,6 +841,115 @@ mod tests {
         fs::write(h.path("sentinel-2"), b"x").unwrap();
         let seen = h.expect_changed(&["sentinel-2"]).await;
         assert_eq!(seen, BTreeSet::from(["sentinel-2".into()]));
+    }
+
+    /// Whether an inotify instance of this process watches the folder at
+    /// `path` (`/proc/self/fdinfo` lists each watch with its inode).
+    fn inotify_watches(path: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let inode = format!(" ino:{:x} ", fs::metadata(path).unwrap().ino());
+        fs::read_dir("/proc/self/fdinfo")
+            .unwrap()
+            .flatten()
+            .any(|entry| {
+                fs::read_to_string(entry.path()).is_ok_and(|info| {
+                    info.lines()
+                        .any(|line| line.starts_with("inotify wd:") && line.contains(&inode))
+                })
+            })
+    }
+
+    #[tokio::test]
+    async fn folders_the_new_rules_exclude_are_no_longer_watched() {
+        let mut h = start(&[], &["build/deep/a.txt", "kept/b.txt"]);
+        for folder in ["build", "build/deep", "kept"] {
+            assert!(inotify_watches(&h.path(folder)), "{folder} is not watched");
+        }
+
+        let rules = Arc::new(IgnoreRules::load(&h.root, &["build/".to_owned()]).unwrap());
+        let view = h.watcher.view();
+        tokio::task::spawn_blocking(move || view.follow_rules(rules))
+            .await
+            .unwrap();
+        h.expect_event(WatchEvent::Rescan(None)).await;
+        for folder in ["build", "build/deep"] {
+            assert!(
+                !inotify_watches(&h.path(folder)),
+                "{folder} is still watched"
+            );
+        }
+        assert!(inotify_watches(&h.path("kept")));
+        assert!(h.watcher.health().is_ok());
+    }
+
+    /// Makes `root/long/…/leaf`, whose absolute path is longer than
+    /// inotify takes (PATH_MAX) while its path below `root` is one Prism
+    /// Sync syncs: a folder that cannot be watched, even by root (unlike
+    /// permission bits). Made with `mkdirat`, as no path can name it.
+    fn make_unwatchable_folder(root: &Path) {
+        use std::os::unix::ffi::OsStrExt;
+        let open = |path: &std::ffi::CStr, at: libc::c_int| {
+            // SAFETY: a NUL-terminated path and a directory fd (or AT_FDCWD).
+            let fd = unsafe { libc::openat(at, path.as_ptr(), libc::O_DIRECTORY | libc::O_RDONLY) };
+            assert!(fd >= 0, "{}", io::Error::last_os_error());
+            fd
+        };
+        let root_c = std::ffi::CString::new(root.as_os_str().as_bytes()).unwrap();
+        let mut fd = open(&root_c, libc::AT_FDCWD);
+        let mut length = root.as_os_str().len();
+        let mut rel = 0;
+        let mut names = vec!["long".to_owned()];
+        while length + 1 + 200 <= libc::PATH_MAX as usize {
+            names.push("x".repeat(200));
+            length += 201;
+        }
+        names.push("y".repeat(libc::PATH_MAX as usize - length + 10));
+        for name in names {
+            length += 1 + name.len();
+            rel += name.len() + 1;
+            let name = std::ffi::CString::new(name).unwrap();
+            // SAFETY: as above; `fd` is ours and closed once replaced.
+            unsafe {
+                assert_eq!(libc::mkdirat(fd, name.as_ptr(), 0o755), 0);
+                let next = open(&name, fd);
+                libc::close(fd);
+                fd = next;
+            }
+        }
+        // SAFETY: `fd` is ours.
+        unsafe { libc::close(fd) };
+        assert!(length > libc::PATH_MAX as usize);
+        assert!(rel <= crate::model::MAX_PATH_BYTES, "{rel}");
+    }
+
+    #[tokio::test]
+    async fn following_rules_counts_the_unwatched_folders_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        fs::create_dir(&root).unwrap();
+        make_unwatchable_folder(&root);
+        let ignore = Arc::new(IgnoreRules::load(&root, &[]).unwrap());
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let watcher = watch(&root, ignore, tx).unwrap();
+        assert_eq!(watcher.health().unwatched_folders, 1);
+
+        // Rules that still let it in: it is the one folder not watched, not
+        // one more each time the rules change.
+        let view = watcher.view();
+        let rules = Arc::new(IgnoreRules::load(&root, &["*.tmp".to_owned()]).unwrap());
+        tokio::task::spawn_blocking(move || view.follow_rules(rules))
+            .await
+            .unwrap();
+        assert_eq!(watcher.health().unwatched_folders, 1);
+
+        // Rules that exclude it: every folder they let in is watched, so
+        // the watch is whole again (and the pair need not poll).
+        let view = watcher.view();
+        let rules = Arc::new(IgnoreRules::load(&root, &["long/".to_owned()]).unwrap());
+        tokio::task::spawn_blocking(move || view.follow_rules(rules))
+            .await
+            .unwrap();
+        assert!(watcher.health().is_ok(), "{:?}", watcher.health());
     }
 
     #[tokio::test]

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{Cursor, Read};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
@@ -984,11 +984,32 @@ pub(super) fn staging_dir() -> String {
 
 /// A fresh hidden name for an upload.
 pub(super) fn staged_name() -> String {
+    staged_name_at(SystemTime::now())
+}
+
+/// A fresh hidden name for an upload staged at `at`, which the name
+/// holds (in seconds): the staged file itself has the modification time
+/// of the file it uploads, which says nothing about how long it has
+/// waited (see [`staged_at_ns`]).
+pub(super) fn staged_name_at(at: SystemTime) -> String {
+    let secs = at
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
     format!(
-        ".upload-{:016x}{:08x}",
+        ".upload-{secs:x}-{:016x}{:08x}",
         fastrand::u64(..),
         fastrand::u32(..)
     )
+}
+
+/// When the upload `name` ([`staged_name_at`]) was staged, in
+/// nanoseconds since the epoch; `None` for a name that does not hold it
+/// (one an older version made).
+pub(super) fn staged_at_ns(name: &str) -> Option<i64> {
+    let (secs, _) = name.strip_prefix(".upload-")?.split_once('-')?;
+    i64::from_str_radix(secs, 16)
+        .ok()?
+        .checked_mul(1_000_000_000)
 }
 
 impl listing::Source for Remote {

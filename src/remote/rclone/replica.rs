@@ -44,7 +44,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 
-use super::calls::{Remote, changed, name_of, staged_name, staging_dir};
+use super::calls::{Remote, changed, name_of, staged_at_ns, staged_name, staging_dir};
 use super::lease::RcloneLease;
 use super::listing;
 use super::rc::ErrorKind;
@@ -59,7 +59,8 @@ use crate::remote::{
 use crate::timefmt;
 use crate::tracker::ignore::{IgnoreRules, METADATA_DIR};
 
-/// Staged uploads older than this are leftovers of a crash, removed by
+/// Staged uploads staged longer ago than this (by their names, see
+/// `calls::staged_name_at`) are leftovers of a crash, removed by
 /// [`Replica::purge_trash`].
 const STALE_STAGED: Duration = Duration::from_secs(24 * 3600);
 
@@ -554,10 +555,14 @@ impl Replica for RcloneReplica {
                 purged += 1;
             }
         }
-        // Uploads a crash left staged.
+        // Uploads a crash left staged. Their age is in their names: a
+        // staged file has the modification time of the file it uploads
+        // (years old for many), and one waiting for its commit while this
+        // runs (pairs sync meanwhile, other devices too) must stay.
         let stale = timefmt::to_unix_ns(now.checked_sub(STALE_STAGED).unwrap_or(now));
         for staged in self.children(&staging_dir())?.unwrap_or_default() {
-            if !staged.is_dir && staged.mtime_ns < stale {
+            let staged_at = staged_at_ns(&name_of(&staged.path)).unwrap_or(staged.mtime_ns);
+            if !staged.is_dir && staged_at < stale {
                 self.delete_file(&staged.path)?;
             }
         }

@@ -1245,6 +1245,41 @@ mod replica {
         assert!(fixture.on_disk("big.bin").is_none());
     }
 
+    /// The staging sweep removes what a crash left there, by how long it
+    /// has waited. A staged upload carries its file's modification time
+    /// (years old for a file synced the first time), so that time cannot
+    /// say how long it waited: the sweep, which runs when the agent starts
+    /// and daily while pairs sync, must leave an upload waiting for its
+    /// commit, and still remove one a crash left days ago.
+    #[test]
+    fn the_staging_sweep_leaves_a_waiting_upload_of_an_old_file_alone() {
+        let fixture = Fixture::new();
+        let replica = fixture.replica();
+        replica.mark_root().unwrap();
+        // Modified in 1970 (see `local_source`).
+        let (_dir, local, content) = local_source(1024);
+        let path = rel("big.bin");
+        let source = crate::remote::Source::new(&local, &path, meta_of(&content), &|_| {});
+        let staged = replica
+            .stage_from(&path, &source, 1_000_000_000, None)
+            .unwrap();
+        // What a crash left two days ago, named as uploads are then.
+        let two_days_ago =
+            std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 86_400);
+        let left = fixture
+            .root()
+            .join(".prism-sync/staging")
+            .join(super::super::calls::staged_name_at(two_days_ago));
+        std::fs::write(&left, b"left by a crash").unwrap();
+
+        replica
+            .purge_trash(std::time::Duration::from_secs(30 * 86_400))
+            .unwrap();
+        replica.commit_staged(&staged, &Expect::Absent).unwrap();
+        assert_eq!(fixture.on_disk("big.bin"), Some(content));
+        assert!(!left.exists(), "what a crash left is swept");
+    }
+
     /// What is in the remote's staging folder.
     fn staged_names(fixture: &Fixture) -> Vec<std::ffi::OsString> {
         std::fs::read_dir(fixture.root().join(".prism-sync/staging"))
