@@ -1267,7 +1267,10 @@ def git_noop(report):
     def seconds(key):
         return None if idle_poll.get(key) is None else idle_poll[key] / 1000
 
-    poll = {"wall_s": seconds("git_wall_ms_per_poll"), "cpu_s": seconds("cpu_ms_per_poll"),
+    # The poll's wall: the median poll when each was one ls-remote, else
+    # the mean over the window; its CPU is the mean (the window's total).
+    wall = seconds("poll_wall_median_ms") if "poll_wall_median_ms" in idle_poll else seconds("git_wall_ms_per_poll")
+    poll = {"wall_s": wall, "cpu_s": seconds("cpu_ms_per_poll"),
             "status_wall_s": seconds("git_status_ms"), "status_cpu_s": seconds("git_status_cpu_ms"),
             "polls": idle_poll.get("polls"), "git_calls": idle_poll.get("git_calls")}
     for row in (once, poll):
@@ -1291,8 +1294,8 @@ def print_git_noop(report):
         print(f"  {'  git status, timed with it':44}{ms(row['status_wall_s'])}{ms(row['status_cpu_s'])}")
     poll = noop["poll"]
     print(f"  idle poll: {poll['polls']} polls in {(report.get('idle_poll') or {}).get('idle_s')} s, git calls "
-          f"{poll['git_calls']}; its wall is that of the git processes it ran (trace2), its CPU the agent's "
-          "and theirs")
+          f"{poll['git_calls']}; wall: the median poll's git processes (trace2), CPU: the agent's and "
+          "theirs, mean per poll")
 
 
 def print_report(report):
