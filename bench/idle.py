@@ -221,7 +221,7 @@ def measure(bin_dir, args, scratch, sshd=None):
         trace = base / "git-trace2.json"
         env.update(git_trace_env(trace))
         if sshd:
-            env.update(sshd.git_env())
+            env.update(sshd.git_env(args.ssh_control_persist))
     lines = ["[agent]"]
     pairs = []
     for p in range(args.pairs):
@@ -286,6 +286,8 @@ def measure(bin_dir, args, scratch, sshd=None):
             daemon.wait()
         log.close()
         shutil.rmtree(sock_dir, ignore_errors=True)
+        if sshd and args.ssh_control_persist is not None:
+            sshd.stop_control_master(env)
     result["exit_code"] = daemon.returncode
     return result
 
@@ -304,6 +306,9 @@ def main():
     parser.add_argument("--git-transport", choices=["file", "ssh"], default="file",
                         help="--remote git: reach the bare repositories over git+file:// (the default) or "
                              "git+ssh:// through a loopback sshd started as for the SFTP suite")
+    parser.add_argument("--ssh-control-persist", type=int, default=None, metavar="SECS",
+                        help="--git-transport ssh: let ssh share one connection between the agent's git calls "
+                             "(ControlMaster=auto, ControlPersist=SECS), as a user's ssh config may")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--json-out", type=Path, default=None)
     args = parser.parse_args()
@@ -312,6 +317,8 @@ def main():
         sys.exit("give each --bin-dir a folder name of its own: the figures are labelled by it")
     if args.git_transport == "ssh" and args.remote != "git":
         sys.exit("--git-transport ssh needs --remote git")
+    if args.ssh_control_persist is not None and args.git_transport != "ssh":
+        sys.exit("--ssh-control-persist needs --git-transport ssh")
     scratch = Path(tempfile.mkdtemp(prefix="prism-idle-", dir=args.workdir))
     results, problems = [], []
     sshd = None
@@ -329,6 +336,8 @@ def main():
             sshd.stop()
         shutil.rmtree(scratch, ignore_errors=True)
     remotes = f"git+{args.git_transport}://" if args.remote == "git" else "file://"
+    if args.ssh_control_persist is not None:
+        remotes += f", ssh ControlPersist={args.ssh_control_persist}"
     print(f"idle agent: {args.pairs} pairs x {args.files} files ({remotes} remotes), {args.idle:g} s idle, "
           f"remote_poll_secs {args.poll_secs or 30}")
     print(f"{'build':<20} {'start-up s':>10} {'idle CPU s':>10} {'% of a core':>11} {'RSS MiB':>8} {'peak MiB':>9}")

@@ -146,6 +146,13 @@ class Sshd:
             "KbdInteractiveAuthentication no\n"
             "MaxStartups 64\n"
             "MaxSessions 64\n"
+            # sshd runs every command and subsystem through the login
+            # user's shell; Debian's bash then reads that user's ~/.bashrc
+            # (it does when run by sshd as a top-level shell), whatever it
+            # holds: on a build machine that can be a second of version
+            # manager set-up per session. Starting the shell one level down
+            # keeps each session to what the server itself costs.
+            "SetEnv SHLVL=1\n"
             "LogLevel VERBOSE\n")
         # internal-sftp logs to syslog only (its -e would send the log to
         # the client), so the same server code runs as the external
@@ -179,11 +186,25 @@ class Sshd:
         takes it."""
         return f"ssh://{self.user}@127.0.0.1:{self.port}{path}"
 
-    def git_env(self):
+    def git_env(self, control_persist=None):
         """What a user sets for git to log in here with this key and this
         host key only: `GIT_SSH_COMMAND` (the URL carries the port, which
-        git passes to ssh as `-p`)."""
-        return {"GIT_SSH_COMMAND": self.ssh_command(port=False)}
+        git passes to ssh as `-p`). With `control_persist` (seconds), ssh
+        shares one connection between calls and keeps it that long after
+        the last (OpenSSH's ControlMaster), as many users set it up."""
+        command = self.ssh_command(port=False)
+        if control_persist is not None:
+            command += (f" -o ControlMaster=auto -o ControlPath={self.control_path()}"
+                        f" -o ControlPersist={control_persist}")
+        return {"GIT_SSH_COMMAND": command}
+
+    def control_path(self):
+        return self.root / "cm-%C"
+
+    def stop_control_master(self, env):
+        """Ends a shared connection git_env(control_persist) started."""
+        subprocess.run(["ssh", "-F", "/dev/null", "-o", f"ControlPath={self.control_path()}", "-p", str(self.port),
+                        "-O", "exit", f"{self.user}@127.0.0.1"], env=env, capture_output=True)
 
     def ops(self, text, folder):
         """Counts the SFTP requests sftp-server logged in `text` on paths
