@@ -149,15 +149,49 @@ def traced_git_calls(trace, start, end):
     return [(started[sid], ended[sid]) for sid in started if sid in ended]
 
 
-def poll_cost(pid, idle_s, polls_expected, trace=None):
+def ssh_master_cpu(control_path):
+    """{(pid, start time): CPU seconds} of the processes whose command line
+    names ssh's ControlPath `control_path` (its `%C` expanded or not): the
+    shared connection's master, which retitles itself `ssh: PATH [mux]`
+    (long-lived, not a child anyone waits for), and any short-lived client
+    running at that moment."""
+    wanted = str(control_path).split("%C")[0].encode()
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if wanted not in (entry / "cmdline").read_bytes():
+                continue
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        found[(entry.name, fields[19])] = sum(int(f) for f in fields[11:13]) / CLOCK_TICKS
+    return found
+
+
+def poll_cost(pid, idle_s, polls_expected, trace=None, control_path=None):
     """CPU time the agent `pid` and the git processes it waited for use over
     `idle_s` seconds of idle polls, per poll; with the trace2 file `trace`
-    of its git processes, also their number and wall time per poll."""
+    of its git processes, also their number and wall time per poll. With
+    `control_path` (ssh's ControlPath of a shared connection), the CPU
+    time of that connection's master over the window is added: it does
+    every call's encryption, and nobody waits for it."""
     mark = trace.stat().st_size if trace and trace.exists() else 0
+    masters = ssh_master_cpu(control_path) if control_path else {}
     before = cpu_seconds(pid)
     time.sleep(idle_s)
     after = cpu_seconds(pid)
     out = {"idle_s": idle_s, "idle_cpu_s": round(after - before, 3), "polls": polls_expected}
+    if control_path:
+        # Only what was running at both ends of the window: the master.
+        later = ssh_master_cpu(control_path)
+        master = sum(later[k] - masters[k] for k in later.keys() & masters.keys())
+        out["ssh_master_cpu_s"] = round(master, 3)
+        out["ssh_masters"] = len(later.keys() & masters.keys())
+        after += master
+        out["idle_cpu_s"] = round(after - before, 3)
     if trace and trace.exists():
         calls = traced_git_calls(trace, mark, trace.stat().st_size)
         remote_calls = [wall for cmd, wall in calls if cmd == "ls-remote"]
@@ -269,7 +303,8 @@ def measure(bin_dir, args, scratch, sshd=None):
         else:
             wait_quiet(daemon.pid, quiet=5, timeout=120)
         poll_secs = args.poll_secs or 30
-        result.update(poll_cost(daemon.pid, args.idle, int(args.idle // poll_secs) * args.pairs, trace))
+        shared = sshd.control_path() if sshd and args.ssh_control_persist is not None else None
+        result.update(poll_cost(daemon.pid, args.idle, int(args.idle // poll_secs) * args.pairs, trace, shared))
         rss, hwm = memory_kib(daemon.pid)
         result.update({"rss_kib": rss, "peak_rss_kib": hwm})
         if args.remote == "git":
@@ -346,6 +381,8 @@ def main():
               f"{r['idle_cpu_percent_of_a_core']:>11.3f} {r['rss_kib'] / 1024:>8.1f} {r['peak_rss_kib'] / 1024:>9.1f}")
     for r in results:
         line = f"{Path(r['bin_dir']).name:<20} {r['polls']} polls, CPU per poll {r['cpu_ms_per_poll']:.2f} ms"
+        if "ssh_master_cpu_s" in r:
+            line += f" (with the ssh master's {r['ssh_master_cpu_s']:.3f} s over the window)"
         if "git_wall_ms_per_poll" in r:
             line += f", its git calls {r['git_wall_ms_per_poll']:.2f} ms wall per poll {r['git_calls']}"
             if "poll_wall_median_ms" in r:
