@@ -18,6 +18,7 @@ import math
 import os
 import platform
 import random
+import resource
 import shutil
 import signal
 import statistics
@@ -202,6 +203,13 @@ def run_timed(argv, env, log_dir, label, measure_rss=False):
         raise Problem(f"{label}: `{' '.join(map(str, argv))}` exited with {code}:\n{tail}")
     rss = int(rss_path.read_text().split()[-1]) if measure_rss else None
     return seconds, rss
+
+
+def children_cpu():
+    """User plus system CPU seconds of this process's children that have
+    been waited for, and of theirs (a tool and the processes it ran)."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
 
 
 class Tool:
@@ -613,12 +621,17 @@ NEEDS = {
     "crypt": {"rclone": "rclone"},
 }
 SUITES = tuple(NEEDS)
+# The git suite over ssh (--git-transport ssh) needs the sftp suite's sshd.
+NEEDS_GIT_SSH = {"ssh": "openssh-client", "ssh-keygen": "openssh-client", "/usr/sbin/sshd": "openssh-server",
+                 "/usr/lib/openssh/sftp-server": "openssh-server"}
 
 
-def check_tools(bins, suites=("local",)):
+def check_tools(bins, suites=("local",), git_ssh=False):
     needed = {}
     for suite in suites:
         needed.update(NEEDS[suite])
+    if git_ssh and "git" in suites:
+        needed.update(NEEDS_GIT_SSH)
     missing = {t: pkg for t, pkg in needed.items()
                if (shutil.which(t) is None if "/" not in t else not os.access(t, os.X_OK))}
     if missing:
@@ -672,6 +685,12 @@ def parse_args():
                         "crypt: an encrypted file:// pair against a plain one and rclone's crypt remote; "
                         "all: every suite in turn")
     p.add_argument("--json-out", type=Path, default=None, help="also write the results as JSON to this file")
+    p.add_argument("--git-transport", choices=("file", "ssh"), default="file",
+                   help="git suite: reach the bare repositories over git+file:// (the default) or over "
+                        "git+ssh:// through a loopback sshd (as the sftp suite starts it)")
+    p.add_argument("--git-idle-secs", type=float, default=30.0,
+                   help="git suite: seconds of idle polls (remote_poll_secs 1) measured for the watching "
+                        "agent's no-op (default 30; 10 with --quick)")
     p.add_argument("--dav-depth-infinity", action="store_true",
                    help="webdav suite: let Apache answer PROPFIND with Depth: infinity (DavDepthInfinity on; "
                         "off by default, as in Apache)")
@@ -679,6 +698,7 @@ def parse_args():
     if args.quick:
         args.files, args.dirs, args.runs, args.latency_samples = 1000, 10, 3, 10
         args.remote_latency_samples = 10
+        args.git_idle_secs = min(args.git_idle_secs, 10.0)
     if min(args.runs, args.files, args.dirs, args.latency_samples, args.remote_latency_samples) < 1:
         p.error("--files, --dirs, --runs and the latency samples must be at least 1")
     return args
@@ -755,7 +775,7 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     bins = (args.bin_dir or default_bin_dir()).resolve()
     suites = SUITES if args.suite == "all" else (args.suite,)
-    check_tools(bins, suites)
+    check_tools(bins, suites, git_ssh=args.git_transport == "ssh")
     work = Path(tempfile.mkdtemp(prefix="prism-bench-", dir=args.workdir))
     home = work / "home"
     home.mkdir()
@@ -767,7 +787,8 @@ def main():
     for name in ("SSH_AUTH_SOCK", "PRISM_SYNC_SFTP_PASSWORD", "PRISM_SYNC_WEBDAV_PASSWORD",
                  "PRISM_SYNC_STATE_DIR", "PRISM_SYNC_SOCKET", "PRISM_SYNC_CRYPT_PASSWORD",
                  "PRISM_SYNC_CRYPT_PASSWORD2", "PRISM_SYNC_S3_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID",
-                 "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "RCLONE_CONFIG"):
+                 "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "RCLONE_CONFIG",
+                 "GIT_SSH", "GIT_SSH_COMMAND", "GIT_TRACE2_EVENT"):
         env.pop(name, None)
     print(f"scratch folder {work}; prism binaries from {bins}")
     reports = {}

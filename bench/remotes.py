@@ -146,6 +146,13 @@ class Sshd:
             "KbdInteractiveAuthentication no\n"
             "MaxStartups 64\n"
             "MaxSessions 64\n"
+            # sshd runs every command and subsystem through the login
+            # user's shell; Debian's bash then reads that user's ~/.bashrc
+            # (it does when run by sshd as a top-level shell), whatever it
+            # holds: on a build machine that can be a second of version
+            # manager set-up per session. Starting the shell one level down
+            # keeps each session to what the server itself costs.
+            "SetEnv SHLVL=1\n"
             "LogLevel VERBOSE\n")
         # internal-sftp logs to syslog only (its -e would send the log to
         # the client), so the same server code runs as the external
@@ -168,10 +175,36 @@ class Sshd:
         stop_process(self.proc)
         self._log_file.close()
 
-    def ssh_command(self):
-        return (f"ssh -p {self.port} -i {self.root / 'client_key'} -F /dev/null "
+    def ssh_command(self, port=True):
+        return ((f"ssh -p {self.port} " if port else "ssh ") +
+                f"-i {self.root / 'client_key'} -F /dev/null "
                 f"-o UserKnownHostsFile={self.known_hosts} -o StrictHostKeyChecking=yes "
                 "-o BatchMode=yes -o IdentitiesOnly=yes")
+
+    def git_url(self, path):
+        """The URL of a repository at `path` on this server, as `git clone`
+        takes it."""
+        return f"ssh://{self.user}@127.0.0.1:{self.port}{path}"
+
+    def git_env(self, control_persist=None):
+        """What a user sets for git to log in here with this key and this
+        host key only: `GIT_SSH_COMMAND` (the URL carries the port, which
+        git passes to ssh as `-p`). With `control_persist` (seconds), ssh
+        shares one connection between calls and keeps it that long after
+        the last (OpenSSH's ControlMaster), as many users set it up."""
+        command = self.ssh_command(port=False)
+        if control_persist is not None:
+            command += (f" -o ControlMaster=auto -o ControlPath={self.control_path()}"
+                        f" -o ControlPersist={control_persist}")
+        return {"GIT_SSH_COMMAND": command}
+
+    def control_path(self):
+        return self.root / "cm-%C"
+
+    def stop_control_master(self, env):
+        """Ends a shared connection git_env(control_persist) started."""
+        subprocess.run(["ssh", "-F", "/dev/null", "-o", f"ControlPath={self.control_path()}", "-p", str(self.port),
+                        "-O", "exit", f"{self.user}@127.0.0.1"], env=env, capture_output=True)
 
     def ops(self, text, folder):
         """Counts the SFTP requests sftp-server logged in `text` on paths
@@ -480,6 +513,8 @@ class Folders:
     """No server: destinations are folders (the bare repositories of the git
     suite, the encrypted folders of the crypt suite) below `served`."""
 
+    transport = "file"
+
     def __init__(self, root):
         self.root = root
         self.served = root / "served"
@@ -488,6 +523,30 @@ class Folders:
 
     def stop(self):
         pass
+
+    @staticmethod
+    def git_url(path):
+        return f"file://{path}"
+
+    @staticmethod
+    def git_env():
+        return {}
+
+
+class GitSshd(Sshd):
+    """The SFTP suite's sshd serving the git suite's bare repositories over
+    ssh://. What is counted per sync is the ssh logins sshd accepted (each
+    `ls-remote`, `fetch` or `push` is one): git does not use SFTP."""
+
+    transport = "ssh"
+
+    def __init__(self, root):
+        super().__init__(root)
+        self.log = Log(root / "sshd.log")
+
+    def ops(self, text, folder):
+        return collections.Counter(
+            {"ssh logins": sum(1 for line in text.splitlines() if "Accepted publickey for " in line)})
 
 
 def rclone_env(env):
@@ -534,6 +593,7 @@ class StoreTool(RemoteTool):
         self.generation = 0
         self.last_log = None
         self.requests = {}
+        self.cpu = {}
         for path in (self.src, self.state, self.logs, self.home):
             path.mkdir(parents=True, exist_ok=True)
         self.dst = None
@@ -586,6 +646,15 @@ class StoreTool(RemoteTool):
 
     def src_bookkeeping(self):
         return set()
+
+    def sync(self, label, measure_rss=False):
+        """Runs one sync as RemoteTool.sync does; its CPU time (the tool's
+        and that of the processes it waited for) is kept in
+        self.cpu[label], one figure per run."""
+        used = core.children_cpu()
+        result = RemoteTool.sync(self, label, measure_rss)
+        self.cpu.setdefault(label, []).append(core.children_cpu() - used)
+        return result
 
 
 def md5(data):
@@ -691,11 +760,16 @@ def write_sftp_rclone_conf(server):
 
 
 class PrismGit(StoreTool):
+    """prism on a bare repository reached over git+file:// or, through the
+    suite's sshd, git+ssh:// (with GIT_SSH_COMMAND, as a user would set it:
+    the git remote runs the git command line, which honours it)."""
+
     prism = True
 
     def configure(self):
         self.dst = self.server.served / f"{self.dst_name}.git"
-        self.write_prism_config(f"git+file://{self.dst}", 'branch = "main"\n')
+        self.env.update(self.server.git_env())
+        self.write_prism_config(f"git+{self.server.git_url(self.dst)}", 'branch = "main"\n')
 
     def make_destination(self):
         subprocess.run(["git", "init", "-q", "--bare", "-b", "main", self.dst], check=True, env=self.env)
@@ -732,13 +806,17 @@ class GitLoop(PrismGit):
 
     def configure(self):
         self.dst = self.server.served / f"{self.dst_name}.git"
+        self.env.update(self.server.git_env())
         self.env.update(GIT_AUTHOR_NAME="bench", GIT_AUTHOR_EMAIL="bench@example.invalid",
                         GIT_COMMITTER_NAME="bench", GIT_COMMITTER_EMAIL="bench@example.invalid")
 
     def make_destination(self):
         super().make_destination()
         core.set_aside((self.src / ".git",), self.base / "set-aside")
-        for argv in (["git", "init", "-q", "-b", "main"], ["git", "remote", "add", "origin", str(self.dst)]):
+        # Over file:// the remote is the repository's path, as before
+        # (git's local transport); over ssh its ssh:// URL.
+        origin = str(self.dst) if self.server.transport == "file" else self.server.git_url(self.dst)
+        for argv in (["git", "init", "-q", "-b", "main"], ["git", "remote", "add", "origin", origin]):
             subprocess.run(argv, cwd=self.src, check=True, env=self.env)
 
     def argv(self):
@@ -760,16 +838,77 @@ class GitStatus:
     def __init__(self, checkout):
         self.checkout = checkout
         self.runs = 0
+        self.cpu = {}
 
     def sync(self, label, measure_rss=False):
         self.runs += 1
-        return core.run_timed(["git", "-C", self.checkout.src, "status", "--porcelain"], self.checkout.env,
-                              self.checkout.logs, f"status-{self.runs:03d}-{label}")
+        used = core.children_cpu()
+        result = core.run_timed(["git", "-C", self.checkout.src, "status", "--porcelain"], self.checkout.env,
+                                self.checkout.logs, f"status-{self.runs:03d}-{label}")
+        self.cpu.setdefault(label, []).append(core.children_cpu() - used)
+        return result
 
     def verify(self, expected):
         out = (self.checkout.logs / f"status-{self.runs:03d}-noop.out").read_text()
         if out.strip():
             raise Problem(f"git status on a synced checkout shows changes: {out[:500]}")
+
+
+def measure_idle_poll(prism, idle_s, tree, problems):
+    """The watching agent's no-op: prism-syncd on the synced git pair with
+    `remote_poll_secs = 1`, left alone; the CPU time it and its git
+    processes use over `idle_s` seconds, per poll, and the wall time of the
+    git processes it ran (from their trace2 events), per poll. Then `git
+    status --porcelain` is timed (wall and CPU, median of 5) on a warm
+    checkout of the same tree: a clone of prism's repository. The measuring
+    is bench/idle.py's. `tree` is what the pair holds ({path: content})."""
+    import idle
+
+    config = prism.base / "config-idle.toml"
+    config.write_text(prism.config.read_text().replace("[agent]\n", "[agent]\nremote_poll_secs = 1\n", 1))
+    trace = prism.logs / "idle-git-trace2.json"
+    env = dict(prism.env, **idle.git_trace_env(trace))
+    sock_dir = core.short_socket_dir()
+    socket = sock_dir / "s"
+    log = open(prism.logs / "idle-daemon.err", "wb")
+    daemon = subprocess.Popen([prism.bins / "prism-syncd", "--config", config, "--state-dir", prism.state,
+                               "--device", "bench", "--socket", socket],
+                              env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    result = {}
+    try:
+        core.sync_and_wait(prism.bins / "prism-syncctl", socket, env, daemon, timeout=300)
+        # The first polls after the start-up sync list the remote once
+        # more; the idle ones follow.
+        time.sleep(10)
+        result = idle.poll_cost(daemon.pid, idle_s, int(idle_s), trace)
+    except Problem as e:
+        problems.append(f"idle poll: {e}")
+    finally:
+        if daemon.poll() is None:
+            daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            problems.append("idle poll: prism-syncd did not stop within 60 s of SIGTERM; killed")
+            daemon.kill()
+            daemon.wait()
+        log.close()
+        shutil.rmtree(sock_dir, ignore_errors=True)
+    if daemon.returncode != 0:
+        problems.append(f"idle poll: prism-syncd exited with {daemon.returncode} after SIGTERM "
+                        f"(see {prism.logs / 'idle-daemon.err'})")
+    try:
+        prism.verify(core.manifest(tree))
+        checkout = prism.base / "status-checkout"
+        core.set_aside((checkout,), prism.base / "set-aside")
+        subprocess.run(["git", "clone", "-q", "--branch", "main", str(prism.dst), str(checkout)],
+                       check=True, capture_output=True, env=prism.env)
+        wall, cpu = idle.git_status_times(checkout, prism.env)
+        result["git_status_ms"] = round(1000 * wall, 2)
+        result["git_status_cpu_ms"] = round(1000 * cpu, 2)
+    except (Problem, subprocess.CalledProcessError) as e:
+        problems.append(f"idle poll, git status on a clone of the same tree: {e}")
+    return result
 
 
 # --- crypt
@@ -905,6 +1044,8 @@ def start_server(suite, work, args):
         return Apache(work / "apache", args.dav_depth_infinity)
     if suite == "s3":
         return Seaweed(work / "seaweedfs")
+    if suite == "git" and args.git_transport == "ssh":
+        return GitSshd(work / "sshd")
     return Folders(work / "folders")
 
 
@@ -965,11 +1106,17 @@ def _run_suite(suite, args, bins, work, env, server, problems, load_before):
     if spec.get("move", True):
         phases["move"], move_counts = measure_move(tools, server, args.runs, tree, problems, move_folder)
     latency = {"samples_ms": [], "timeouts": 0}
+    held = dict(tree)
     if spec.get("latency", True):
         samples = args.remote_latency_samples
         print(f"  latency: {samples} changes with the daemon watching", flush=True)
-        latency = core.measure_latency(tools[0], dict(tree), samples, args.seed, problems,
+        # `held` gains the files the latency phase writes.
+        latency = core.measure_latency(tools[0], held, samples, args.seed, problems,
                                        changes=changes, originals=originals, runs=args.runs)
+    idle_poll = None
+    if suite == "git":
+        print(f"  idle poll: {args.git_idle_secs:g} s of the daemon polling every second", flush=True)
+        idle_poll = measure_idle_poll(tools[0], args.git_idle_secs, held, problems)
     load_after = [round(x, 2) for x in os.getloadavg()]
     summary = {phase: core.summarize(results) for phase, results in phases.items()}
     moved = move_folder or sorted(tree)[0].split("/")[0]
@@ -979,7 +1126,7 @@ def _run_suite(suite, args, bins, work, env, server, problems, load_before):
         "cpus": os.cpu_count(),
         "load_before": load_before,
         "load_after": load_after,
-        "versions": versions(bins, suite),
+        "versions": versions(bins, suite, getattr(server, "transport", None) == "ssh"),
         "command": " ".join(sys.argv),
         "workload": {"files": len(tree), "dirs": len({rel.split("/")[0] for rel in tree}),
                      "bytes": sum(map(len, tree.values())), "changed_files": len(changes),
@@ -995,12 +1142,20 @@ def _run_suite(suite, args, bins, work, env, server, problems, load_before):
         "latency": latency,
         "problems": problems,
     }
+    if suite == "git":
+        report["git_transport"] = server.transport
+        # CPU seconds of each timed sync (the tool and the processes it
+        # waited for: git, ssh), by phase.
+        report["cpu_s"] = {t.name: {label: [round(c, 4) for c in cs] for label, cs in t.cpu.items()}
+                           for t in noop_tools}
+        report["idle_poll"] = idle_poll
+        report["noop_vs_git_status"] = git_noop(report)
     report["targets"] = judge(suite, report)
     print_report(report)
     return report
 
 
-def versions(bins, suite):
+def versions(bins, suite, args_git_ssh=False):
     def first_line(argv):
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=10)
@@ -1010,7 +1165,7 @@ def versions(bins, suite):
     out = {"prism": first_line([bins / "prism-syncd", "--version"]), "rclone": first_line(["rclone", "version"])}
     if suite == "sftp":
         out["rsync"] = first_line(["rsync", "--version"])
-    if suite in ("sftp", "rclone"):
+    if suite in ("sftp", "rclone") or suite == "git" and args_git_ssh:
         out["sshd"] = first_line(["ssh", "-V"])
     if suite == "webdav":
         out["apache"] = first_line([APACHE, "-v"])
@@ -1058,7 +1213,20 @@ def judge(suite, report):
     initial = t.get("initial", [])
     for other, limit in initial if isinstance(initial, list) else [initial]:
         out.append(ratio_target("initial", other, limit))
-    if "noop" in t:
+    if suite == "git":
+        # An agent's no-op is its idle poll; the --once run, which has no
+        # watch to vouch for the local folder and scans it, for reference.
+        noop, limit = git_noop(report), t["noop"][1]
+        for what in ("cpu", "wall"):
+            value = noop["poll"][f"{what}_ratio"]
+            name = f"no-op, watching (idle poll) <= {limit}x git status, {'CPU' if what == 'cpu' else 'wall'}"
+            out.append({"name": name, "value": value, "actual": f"{core.fmt(value, '.2f')}x",
+                        "verdict": verdict(None if value is None else value <= limit)})
+        out.append({"name": f"  (--once: wall {core.fmt(noop['once']['wall_ratio'], '.2f')}x, "
+                            f"CPU {core.fmt(noop['once']['cpu_ratio'], '.2f')}x)",
+                    "value": [noop["once"]["wall_ratio"], noop["once"]["cpu_ratio"]],
+                    "actual": "", "verdict": "for reference"})
+    elif "noop" in t:
         out.append(ratio_target("noop", *t["noop"]))
     if "incremental" in t:
         inc_tool, inc_limit = t["incremental"]
@@ -1104,12 +1272,63 @@ def judge(suite, report):
     return out
 
 
+def git_noop(report):
+    """The git suite's no-op against `git status --porcelain` on a warm
+    checkout of the same tree, wall and CPU: the `--once` run (medians of
+    the no-op phase, where `git status` runs on the git tool's checkout in
+    the same rotation) and the watching agent's idle poll (per poll, against
+    `git status` timed right after on a clone of prism's repository). CPU is
+    the tool's and its children's (git, ssh), not the server side's."""
+    noop, cpu = report["phases"]["noop"], report.get("cpu_s", {})
+    once = {"wall_s": noop["prism"]["median_s"], "cpu_s": median(cpu.get("prism", {}).get("noop", [])),
+            "status_wall_s": (noop.get("git status") or {}).get("median_s"),
+            "status_cpu_s": median(cpu.get("git status", {}).get("noop", []))}
+    idle_poll = report.get("idle_poll") or {}
+
+    def seconds(key):
+        return None if idle_poll.get(key) is None else idle_poll[key] / 1000
+
+    # The poll's wall: the median poll when each was one ls-remote, else
+    # the mean over the window; its CPU is the mean (the window's total).
+    wall = seconds("poll_wall_median_ms") if "poll_wall_median_ms" in idle_poll else seconds("git_wall_ms_per_poll")
+    poll = {"wall_s": wall, "cpu_s": seconds("cpu_ms_per_poll"),
+            "status_wall_s": seconds("git_status_ms"), "status_cpu_s": seconds("git_status_cpu_ms"),
+            "polls": idle_poll.get("polls"), "git_calls": idle_poll.get("git_calls")}
+    for row in (once, poll):
+        row["wall_ratio"] = core.ratio(row["wall_s"], row["status_wall_s"])
+        row["cpu_ratio"] = core.ratio(row["cpu_s"], row["status_cpu_s"])
+    return {"once": once, "poll": poll}
+
+
+def print_git_noop(report):
+    noop = git_noop(report)
+
+    def ms(value):
+        return core.fmt(None if value is None else 1000 * value, "10.1f")
+
+    print()
+    print("no-op against `git status --porcelain` on a warm checkout of the same tree (medians):")
+    print(f"  {'':44}{'wall ms':>10}{'CPU ms':>10}{'wall':>9}{'CPU':>9}")
+    for label, row in (("prism --once", noop["once"]), ("prism watching: one idle poll", noop["poll"])):
+        print(f"  {label:44}{ms(row['wall_s'])}{ms(row['cpu_s'])}"
+              f"{core.fmt(row['wall_ratio'], '8.2f')}x{core.fmt(row['cpu_ratio'], '8.2f')}x")
+        print(f"  {'  git status, timed with it':44}{ms(row['status_wall_s'])}{ms(row['status_cpu_s'])}")
+    poll = noop["poll"]
+    print(f"  idle poll: {poll['polls']} polls in {(report.get('idle_poll') or {}).get('idle_s')} s, git calls "
+          f"{poll['git_calls']}; wall: the median poll's git processes (trace2), CPU: the agent's and "
+          "theirs, mean per poll")
+
+
 def print_report(report):
     names = report["tools"]
     phases, lat, w = report["phases"], report["latency"], report["workload"]
     others = [n for n in names if n != "prism"]
     watching = "latency_median_ms" in TARGETS[report["suite"]]
     where = "loopback server" if report["suite"] not in ("git", "crypt") else "destinations on the same disk"
+    if report.get("git_transport") == "ssh":
+        where = "bare repositories over ssh:// on a loopback sshd"
+    elif report["suite"] == "git":
+        where = "bare repositories over file:// on the same disk"
     print()
     print(f"Prism Sync {report['suite'].upper()} benchmark: {w['files']} files in {w['dirs']} folders, "
           f"{w['bytes'] / 2**20:.1f} MiB, median of {report['runs']} runs, {where}")
@@ -1142,20 +1361,24 @@ def print_report(report):
     if watching:
         print(f"{'latency median (ms)':30}" + core.fmt(lat.get("median_ms"), "10.1f"))
         print(f"{'latency p99 (ms)':30}" + core.fmt(lat.get("p99_ms"), "10.1f"))
-    status = phases["noop"].get("git status")
-    if status:
-        print(f"{'git status, checkout (s)':30}{core.fmt(status['median_s'], '10.3f')}"
-              f"   prism no-op / git status {core.fmt(core.ratio(phases['noop']['prism']['median_s'], status['median_s']), '.2f')}x")
+    if report["suite"] == "git":
+        print_git_noop(report)
     print()
     if report.get("requests_counted", True):
-        print("requests on the server per sync (median run; sftp-server's log, Apache's access log, rsync's --stats):")
+        print("ssh logins per sync (median run; sshd's log):" if report["suite"] == "git" else
+              "requests on the server per sync (median run; sftp-server's log, Apache's access log, rsync's --stats):")
         for phase in ("initial", "noop", "incremental", "move"):
+            if phase not in phases:
+                continue
             label = phase if phase != "move" else f"move ({w['moved_files']} files)"
             for n in names:
                 print(f"  {label:18} {n:7} {move_summary([collections.Counter(c) for c in report['requests'][n].get(phase, [])])}")
     if report["suite"] == "git":
         print("git = `git add -A && { git diff --cached --quiet || git commit -q -m x; } && git push -q` "
               "on a checkout of its own bare repository")
+        if report.get("git_transport") == "ssh":
+            print("over ssh://: the bare repositories served by a loopback sshd; prism and git log in with "
+                  "GIT_SSH_COMMAND (the client key, known_hosts, -F /dev/null, BatchMode=yes)")
     if report["suite"] == "rclone":
         print("bisync runs with --sftp-disable-hashcheck (rclone at its fastest); its first run after a "
               "reset is --resync")
