@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::moves::Moved;
+use super::view::sorted_union;
 use super::{
     Action, Conflict, ConflictKind, Plan, Policy, fold, ignores_case, merge_modes, same,
     same_version,
@@ -89,6 +90,13 @@ fn position(slots: &Slots, path: &RelPath) -> Option<usize> {
 }
 
 /// Decides every path and returns the whole plan, moves included.
+///
+/// A path that all three trees (and the journal) hold in the same version
+/// is *quiet*: it is agreed, and nothing is emitted for it. Most paths of
+/// most syncs are quiet, so they get no slot, only a place in a sorted
+/// list of their own, which the folder pass counts as alive on both
+/// sides. Where a side ignores case every path gets a slot: the collision
+/// pass weighs every name that exists there.
 pub(super) fn decide_paths(mut moved: Moved, policy: Policy) -> Plan {
     let moves = std::mem::take(&mut moved.actions);
     let journal = moved.journal();
@@ -96,26 +104,34 @@ pub(super) fn decide_paths(mut moved: Moved, policy: Policy) -> Plan {
     if !std::ptr::eq(journal, &moved.base) {
         trees.push(journal);
     }
-    let mut all: Vec<&RelPath> = Vec::with_capacity(trees.iter().map(|t| t.size_hint()).sum());
-    for tree in trees {
-        all.extend(tree.keys());
+    let slot_for_every_path = SIDES.into_iter().any(|side| ignores_case(policy, side));
+    let entries = |path: &RelPath| {
+        (
+            moved.base.get(path),
+            journal.get(path),
+            moved.local.get(path),
+            moved.remote.get(path),
+        )
+    };
+    // A quiet path is in the base: there are at most as many as it has.
+    let mut quiet: Vec<&RelPath> = Vec::with_capacity(moved.base.size_hint());
+    let mut busy: Vec<&RelPath> = Vec::new();
+    for path in sorted_union(trees.iter().map(|tree| tree.keys()).collect()) {
+        let (base, journal, local, remote) = entries(path);
+        if !slot_for_every_path && is_quiet(base, journal, local, remote) {
+            quiet.push(path);
+        } else {
+            busy.push(path);
+        }
     }
-    // Sorted runs, one per tree: the sort merges them.
-    all.sort();
-    all.dedup();
-    // The duplicates' room back before the slots are made beside it.
-    all.shrink_to_fit();
-    let mut slots: Slots = all
+    quiet.shrink_to_fit();
+    let mut slots: Slots = busy
         .into_iter()
         .map(|path| {
-            let (base, local, remote) = (
-                moved.base.get(path),
-                moved.local.get(path),
-                moved.remote.get(path),
-            );
+            let (base, journal, local, remote) = entries(path);
             let slot = Slot {
                 base,
-                journal: journal.get(path),
+                journal,
                 local,
                 remote,
                 decision: decide(base, local, remote),
@@ -124,7 +140,7 @@ pub(super) fn decide_paths(mut moved: Moved, policy: Policy) -> Plan {
         })
         .collect();
 
-    keep_folders_that_survive(&mut slots);
+    keep_folders_that_survive(&mut slots, &quiet);
     cover_below_conflicts(&mut slots);
     for side in SIDES {
         if ignores_case(policy, side) {
@@ -133,6 +149,22 @@ pub(super) fn decide_paths(mut moved: Moved, policy: Policy) -> Plan {
         }
     }
     emit(moves, &slots, policy)
+}
+
+/// True when the base, the journal and both sides hold the same version
+/// (content and mode): the path is agreed, its mode merges to the one it
+/// has, and the journal already records it, so nothing is emitted for it.
+/// Below a conflict it would be covered, which emits nothing either.
+fn is_quiet(
+    base: Option<&Entry>,
+    journal: Option<&Entry>,
+    local: Option<&Entry>,
+    remote: Option<&Entry>,
+) -> bool {
+    local.is_some()
+        && same_version(local, remote)
+        && same_version(local, base)
+        && same_version(local, journal)
 }
 
 /// The decision for one path on its own.
@@ -188,7 +220,7 @@ fn decide(base: Option<&Entry>, local: Option<&Entry>, remote: Option<&Entry>) -
 /// on the other side when something below it survives there. A deleted
 /// folder is then recreated on the deleting side; a folder replaced by a
 /// file becomes a type-change conflict.
-fn keep_folders_that_survive(slots: &mut Slots) {
+fn keep_folders_that_survive(slots: &mut Slots, quiet: &[&RelPath]) {
     // For each side, how many of the slots from each position on hold
     // something there after the plan (one more at the end, zero): what
     // survives below a folder is then a difference of two counts, without
@@ -203,7 +235,10 @@ fn keep_folders_that_survive(slots: &mut Slots) {
         {
             let below = below(slots, path);
             let counts = &alive_from[index(to)];
-            if counts[below.start] > counts[below.end] {
+            // Quiet paths stay on both sides. Below a folder one side lacks
+            // there are none where every folder is listed, but a side that
+            // lists no folders (an object store) may hold one there.
+            if counts[below.start] > counts[below.end] || any_quiet_below(quiet, path) {
                 let slot = &mut slots[i].1;
                 slot.decision = match slot.current(to.other()) {
                     None => Decision::Propagate { to: to.other() },
@@ -237,6 +272,15 @@ fn below(slots: &Slots, dir: &RelPath) -> std::ops::Range<usize> {
     let start = slots.partition_point(|(path, _)| path.as_str() < below.as_str());
     let end = slots.partition_point(|(path, _)| path.as_str() < past.as_str());
     start..end.max(start)
+}
+
+/// True when a quiet path lies strictly below `dir` (see [`below`]).
+fn any_quiet_below(quiet: &[&RelPath], dir: &RelPath) -> bool {
+    let (below, past) = (format!("{dir}/"), format!("{dir}0"));
+    let start = quiet.partition_point(|path| path.as_str() < below.as_str());
+    quiet
+        .get(start)
+        .is_some_and(|path| path.as_str() < past.as_str())
 }
 
 /// Top-down: everything below a conflicted path is covered by it.

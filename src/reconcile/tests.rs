@@ -828,6 +828,28 @@ fn scenario_table() {
     }
 }
 
+/// A side that lists no folders (an object store's keys imply them) holds
+/// `d/x` without `d`. `d/x` is quiet, the same everywhere; the folder the
+/// remote does not list must not be deleted locally around it, but made
+/// on the remote.
+#[test]
+fn a_folder_with_quiet_contents_survives_on_a_side_that_lists_no_folders() {
+    for policy in ALL {
+        let mut remote = parse("d/x=1", side_entry);
+        remote.remove(&RelPath::new("d").unwrap());
+        let world = World::new(
+            parse("d/x=1", |entry, _| BaseEntry::new(entry)),
+            parse("d/x=1", side_entry),
+            remote,
+            *policy,
+        );
+        let plan = world.reconcile();
+        let actions: Vec<String> = plan.actions.iter().map(describe_action).collect();
+        assert_eq!(actions, ["mkdir remote d"], "under {policy:?}");
+        assert!(plan.conflicts.is_empty(), "under {policy:?}");
+    }
+}
+
 /// Runs one row under each of its policies.
 fn check(row: &Row) {
     for policy in row.policies {

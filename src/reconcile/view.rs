@@ -66,7 +66,7 @@ impl<'a> View<'a> {
         self.get(path).is_some()
     }
 
-    /// Every path, once each, in no particular order.
+    /// Every path, once each, in path order.
     pub fn keys(&self) -> Box<dyn Iterator<Item = &RelPath> + '_> {
         let source: Box<dyn Iterator<Item = &RelPath>> = match self.source {
             Source::Base(base) => Box::new(base.keys()),
@@ -75,11 +75,12 @@ impl<'a> View<'a> {
         if self.removed.is_empty() && self.added.is_empty() {
             return source;
         }
-        Box::new(
-            source
-                .filter(|path| !self.removed.contains(*path) && !self.added.contains_key(*path))
-                .chain(self.added.keys()),
-        )
+        let kept =
+            source.filter(|path| !self.removed.contains(*path) && !self.added.contains_key(*path));
+        Box::new(sorted_union(vec![
+            Box::new(kept),
+            Box::new(self.added.keys()),
+        ]))
     }
 
     /// At least as many as there are paths (for the room to make for
@@ -131,5 +132,43 @@ impl<'a> View<'a> {
                 self.insert(new_path, entry);
             }
         }
+    }
+}
+
+/// The paths of `runs`, each in path order, merged into one run in path
+/// order with each path once: the union of trees walked side by side,
+/// without a list of every path to sort.
+pub(super) fn sorted_union<'a>(
+    runs: Vec<Box<dyn Iterator<Item = &'a RelPath> + 'a>>,
+) -> impl Iterator<Item = &'a RelPath> + 'a {
+    let mut runs: Vec<_> = runs.into_iter().map(Iterator::peekable).collect();
+    std::iter::from_fn(move || {
+        let next = runs
+            .iter_mut()
+            .filter_map(|run| run.peek().copied())
+            .min()?;
+        for run in &mut runs {
+            run.next_if(|path| *path == next);
+        }
+        Some(next)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_union_of_sorted_runs_is_sorted_and_has_each_path_once() {
+        let paths = |text: &str| -> Vec<RelPath> {
+            text.split_whitespace()
+                .map(|p| RelPath::new(p).unwrap())
+                .collect()
+        };
+        let (a, b, c) = (paths("a a/x b d"), paths("a a/x c"), paths(""));
+        let runs: Vec<Box<dyn Iterator<Item = &RelPath>>> =
+            vec![Box::new(a.iter()), Box::new(b.iter()), Box::new(c.iter())];
+        let union: Vec<&str> = sorted_union(runs).map(RelPath::as_str).collect();
+        assert_eq!(union, ["a", "a/x", "b", "c", "d"]);
     }
 }
