@@ -99,12 +99,17 @@ pub struct SftpReplica {
 
 /// What the replica and its lease share.
 struct Shared {
-    target: SftpTarget,
-    user: String,
+    login: Arc<Login>,
     root: PathBuf,
     pool: Pool<Conn>,
     setstat_kept: SetstatKept,
     trash_folders: TrashFolders,
+}
+
+/// How to reach and log in to the server: all a connecting thread needs.
+struct Login {
+    target: SftpTarget,
+    user: String,
 }
 
 /// One logged-in SSH session with its SFTP channel.
@@ -470,8 +475,7 @@ impl SftpReplica {
         SftpReplica {
             shared: Arc::new(Shared {
                 pool: Pool::new(target.sessions),
-                target,
-                user,
+                login: Arc::new(Login { target, user }),
                 root,
                 setstat_kept: SetstatKept::default(),
                 trash_folders: TrashFolders::default(),
@@ -488,6 +492,25 @@ impl SftpReplica {
 
 impl Shared {
     fn server(&self) -> String {
+        self.login.server()
+    }
+
+    /// A session of its own for one call: an idle one, the next one
+    /// another call gives back, or a new one, whichever comes first.
+    fn conn(&self) -> Result<Checked<'_>, ReplicaError> {
+        let login = Arc::clone(&self.login);
+        self.pool
+            .get(move || login.connect())
+            .map_err(ReplicaError::from)
+    }
+
+    fn full(&self, path: &RelPath) -> PathBuf {
+        self.root.join(path.as_str())
+    }
+}
+
+impl Login {
+    fn server(&self) -> String {
         format!("{}:{}", self.target.host, self.target.port)
     }
 
@@ -496,12 +519,6 @@ impl Shared {
             Some(path) => path.clone(),
             None => home().join(".ssh").join("known_hosts"),
         }
-    }
-
-    /// A session of its own for one call: an idle one, a new one, or the
-    /// next one another call gives back.
-    fn conn(&self) -> Result<Checked<'_>, ReplicaError> {
-        self.pool.get(|| self.connect()).map_err(ReplicaError::from)
     }
 
     fn connect(&self) -> Result<Conn, ConnectError> {
@@ -686,11 +703,9 @@ impl Shared {
             how: secrets::how_to_store(&account, self.target.config_dir.as_deref()),
         })
     }
+}
 
-    fn full(&self, path: &RelPath) -> PathBuf {
-        self.root.join(path.as_str())
-    }
-
+impl Shared {
     fn meta_dir(&self) -> PathBuf {
         self.root.join(METADATA_DIR)
     }
@@ -1304,11 +1319,9 @@ impl Replica for SftpReplica {
     }
 
     fn describe(&self) -> String {
-        let t = &self.shared.target;
-        format!(
-            "sftp://{}@{}:{}{}",
-            self.shared.user, t.host, t.port, t.path
-        )
+        let login = &self.shared.login;
+        let t = &login.target;
+        format!("sftp://{}@{}:{}{}", login.user, t.host, t.port, t.path)
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -1982,7 +1995,7 @@ impl Lease for SftpLease {
             .as_ref()
             .is_some_and(|c| !c.broken.load(Ordering::Relaxed) && c.lstat(&self.path).is_ok());
         if !usable {
-            self.own = Some(self.shared.connect()?);
+            self.own = Some(self.shared.login.connect()?);
         }
         let conn = self.own.as_ref().expect("connected just above");
         let current = conn.read_lease(&self.path);
