@@ -1275,14 +1275,15 @@ fn insert_file(
 fn hash_remote(conn: &Conn, full: &Path) -> io::Result<ContentHash> {
     let mut file = conn.sftp.open(full).map_err(|e| conn.io_error(e))?;
     let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
+    crate::iobuf::with_buffer(|buf| -> io::Result<()> {
+        loop {
+            let n = file.read(buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            hasher.update(&buf[..n]);
         }
-        hasher.update(&buf[..n]);
-    }
+    })?;
     Ok(ContentHash(*hasher.finalize().as_bytes()))
 }
 
@@ -1570,10 +1571,11 @@ impl Replica for SftpReplica {
             .map_err(|e| conn.error("write", path, e))?;
         let mut hasher = blake3::Hasher::new();
         let mut size = 0u64;
-        let mut buf = vec![0u8; CHUNK];
-        let written: io::Result<()> = (|| {
+        // The thread's reusable buffer: a fresh 256 KiB one per file was
+        // an mmap, its page faults and a munmap for every small upload.
+        let written: io::Result<()> = crate::iobuf::with_buffer(|buf| {
             loop {
-                let n = content.read(&mut buf)?;
+                let n = content.read(buf)?;
                 if n == 0 {
                     break;
                 }
@@ -1585,7 +1587,7 @@ impl Replica for SftpReplica {
             // (fsync@openssh.com); other servers give what they give.
             let _ = file.fsync();
             Ok(())
-        })();
+        });
         // Asked while the upload is still open: its handle names the file
         // system that refused it.
         let written = written.map_err(|e| out_of_space(&mut file, &conn.server, e));
