@@ -998,15 +998,27 @@ impl Run<'_> {
         let ignore = engine.ignore_rules();
         let cache = self.listing_cache.take();
         let cache = cache.as_ref().unwrap_or(&base);
+        // Both sides at once: a network remote's listing mostly waits for
+        // round trips, which the local scan's disk and CPU work can fill.
         let started = Instant::now();
-        let local = engine.local.list(scope, cache, &ignore)?;
-        let local_listed = started.elapsed();
-        let remote = engine.remote.list(scope, cache, &ignore)?;
+        let timed = |side: &dyn Replica| {
+            let listing = side.list(scope, cache, &ignore);
+            (listing, started.elapsed())
+        };
+        let ((local, local_listed), (remote, remote_listed)) = std::thread::scope(|threads| {
+            let remote = threads.spawn(|| timed(engine.remote()));
+            let local = timed(engine.local());
+            let remote = remote
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (local, remote)
+        });
+        let (local, remote) = (local?, remote?);
         tracing::debug!(
             pair = %engine.name,
             base = base.len(),
             local_ms = local_listed.as_millis() as u64,
-            remote_ms = (started.elapsed() - local_listed).as_millis() as u64,
+            remote_ms = remote_listed.as_millis() as u64,
             "listed both sides"
         );
         let mut held: Vec<RelPath> = local.held.into_iter().chain(remote.held).collect();

@@ -99,12 +99,17 @@ pub struct SftpReplica {
 
 /// What the replica and its lease share.
 struct Shared {
-    target: SftpTarget,
-    user: String,
+    login: Arc<Login>,
     root: PathBuf,
     pool: Pool<Conn>,
     setstat_kept: SetstatKept,
     trash_folders: TrashFolders,
+}
+
+/// How to reach and log in to the server: all a connecting thread needs.
+struct Login {
+    target: SftpTarget,
+    user: String,
 }
 
 /// One logged-in SSH session with its SFTP channel.
@@ -470,8 +475,7 @@ impl SftpReplica {
         SftpReplica {
             shared: Arc::new(Shared {
                 pool: Pool::new(target.sessions),
-                target,
-                user,
+                login: Arc::new(Login { target, user }),
                 root,
                 setstat_kept: SetstatKept::default(),
                 trash_folders: TrashFolders::default(),
@@ -488,6 +492,25 @@ impl SftpReplica {
 
 impl Shared {
     fn server(&self) -> String {
+        self.login.server()
+    }
+
+    /// A session of its own for one call: an idle one, the next one
+    /// another call gives back, or a new one, whichever comes first.
+    fn conn(&self) -> Result<Checked<'_>, ReplicaError> {
+        let login = Arc::clone(&self.login);
+        self.pool
+            .get(move || login.connect())
+            .map_err(ReplicaError::from)
+    }
+
+    fn full(&self, path: &RelPath) -> PathBuf {
+        self.root.join(path.as_str())
+    }
+}
+
+impl Login {
+    fn server(&self) -> String {
         format!("{}:{}", self.target.host, self.target.port)
     }
 
@@ -496,12 +519,6 @@ impl Shared {
             Some(path) => path.clone(),
             None => home().join(".ssh").join("known_hosts"),
         }
-    }
-
-    /// A session of its own for one call: an idle one, a new one, or the
-    /// next one another call gives back.
-    fn conn(&self) -> Result<Checked<'_>, ReplicaError> {
-        self.pool.get(|| self.connect()).map_err(ReplicaError::from)
     }
 
     fn connect(&self) -> Result<Conn, ConnectError> {
@@ -686,11 +703,9 @@ impl Shared {
             how: secrets::how_to_store(&account, self.target.config_dir.as_deref()),
         })
     }
+}
 
-    fn full(&self, path: &RelPath) -> PathBuf {
-        self.root.join(path.as_str())
-    }
-
+impl Shared {
     fn meta_dir(&self) -> PathBuf {
         self.root.join(METADATA_DIR)
     }
@@ -1260,14 +1275,15 @@ fn insert_file(
 fn hash_remote(conn: &Conn, full: &Path) -> io::Result<ContentHash> {
     let mut file = conn.sftp.open(full).map_err(|e| conn.io_error(e))?;
     let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
+    crate::iobuf::with_buffer(|buf| -> io::Result<()> {
+        loop {
+            let n = file.read(buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            hasher.update(&buf[..n]);
         }
-        hasher.update(&buf[..n]);
-    }
+    })?;
     Ok(ContentHash(*hasher.finalize().as_bytes()))
 }
 
@@ -1304,11 +1320,9 @@ impl Replica for SftpReplica {
     }
 
     fn describe(&self) -> String {
-        let t = &self.shared.target;
-        format!(
-            "sftp://{}@{}:{}{}",
-            self.shared.user, t.host, t.port, t.path
-        )
+        let login = &self.shared.login;
+        let t = &login.target;
+        format!("sftp://{}@{}:{}{}", login.user, t.host, t.port, t.path)
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -1557,10 +1571,11 @@ impl Replica for SftpReplica {
             .map_err(|e| conn.error("write", path, e))?;
         let mut hasher = blake3::Hasher::new();
         let mut size = 0u64;
-        let mut buf = vec![0u8; CHUNK];
-        let written: io::Result<()> = (|| {
+        // The thread's reusable buffer: a fresh 256 KiB one per file was
+        // an mmap, its page faults and a munmap for every small upload.
+        let written: io::Result<()> = crate::iobuf::with_buffer(|buf| {
             loop {
-                let n = content.read(&mut buf)?;
+                let n = content.read(buf)?;
                 if n == 0 {
                     break;
                 }
@@ -1572,7 +1587,7 @@ impl Replica for SftpReplica {
             // (fsync@openssh.com); other servers give what they give.
             let _ = file.fsync();
             Ok(())
-        })();
+        });
         // Asked while the upload is still open: its handle names the file
         // system that refused it.
         let written = written.map_err(|e| out_of_space(&mut file, &conn.server, e));
@@ -1982,7 +1997,7 @@ impl Lease for SftpLease {
             .as_ref()
             .is_some_and(|c| !c.broken.load(Ordering::Relaxed) && c.lstat(&self.path).is_ok());
         if !usable {
-            self.own = Some(self.shared.connect()?);
+            self.own = Some(self.shared.login.connect()?);
         }
         let conn = self.own.as_ref().expect("connected just above");
         let current = conn.read_lease(&self.path);

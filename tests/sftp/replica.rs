@@ -4,6 +4,7 @@
 //! (`tests/conformance.rs`).
 
 use std::fs;
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::{Condvar, Mutex};
@@ -445,8 +446,17 @@ fn a_listing_on_many_sessions_equals_one_on_a_single_session() {
     let many = replica_sized(&server, "root", &known_hosts, 4);
     let before = logins(&server);
     let four = many.list(&Scope::Full, &BaseTree::new(), &ignore).unwrap();
+    // Sessions are made on threads of their own, and one may log in only
+    // after the listing ended without it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while logins(&server) - before < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let used = logins(&server) - before;
-    assert!((2..=4).contains(&used), "{used} sessions listed the tree");
+    assert!(
+        (2..=4).contains(&used),
+        "{used} sessions opened for the listing"
+    );
 
     assert_eq!(one.tree.len(), 12 * (2 + 8 + 8), "{one:?}");
     assert_eq!(one.tree, four.tree);
@@ -465,6 +475,80 @@ fn a_listing_on_many_sessions_equals_one_on_a_single_session() {
         .unwrap();
     assert_eq!(scoped.tree.len(), 2 + 8 + 8, "{scoped:?}");
     assert_eq!(scoped.hashed_files, 0);
+}
+
+/// A relay to the server on a port of its own that holds every
+/// connection but the first for `delay` before passing it on, as a busy
+/// server's handshakes take their time. Returns the relay's port.
+fn slow_relay(server_port: u16, delay: Duration) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for (n, client) in listener.incoming().enumerate() {
+            let Ok(client) = client else { return };
+            std::thread::spawn(move || {
+                if n > 0 {
+                    std::thread::sleep(delay);
+                }
+                let Ok(server) = TcpStream::connect(("127.0.0.1", server_port)) else {
+                    return;
+                };
+                let (mut up_from, mut up_to) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut up_from, &mut up_to);
+                    let _ = up_to.shutdown(Shutdown::Write);
+                });
+                let (mut down_from, mut down_to) = (server, client);
+                let _ = std::io::copy(&mut down_from, &mut down_to);
+                let _ = down_to.shutdown(Shutdown::Write);
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_listing_is_not_held_by_sessions_still_connecting() {
+    let server = Sshd::start();
+    let served = server.served().join("root");
+    for d in 0..20 {
+        let dir = served.join(format!("d{d:02}"));
+        fs::create_dir_all(&dir).unwrap();
+        for f in 0..5 {
+            fs::write(dir.join(format!("f{f}.txt")), format!("{d} {f}\n")).unwrap();
+        }
+    }
+    // Every session after the first takes 5 s to come up: a listing on
+    // four sessions goes on with the one it has meanwhile.
+    let delay = Duration::from_secs(5);
+    let port = slow_relay(server.port(), delay);
+    let known_hosts = server.scratch("client").join("known_hosts");
+    let line = format!("[127.0.0.1]:{port} {}\n", server.host_key_line());
+    fs::write(&known_hosts, line).unwrap();
+    let remote = SftpReplica::new(SftpTarget {
+        user: Some(server.user.clone()),
+        host: "127.0.0.1".into(),
+        port,
+        path: served.display().to_string(),
+        known_hosts: Some(known_hosts),
+        identity_file: Some(server.client_key()),
+        config_dir: None,
+        sessions: 4,
+        compression: false,
+    });
+    remote.mark_root().unwrap();
+    let started = Instant::now();
+    let listing = remote
+        .list(&Scope::Full, &BaseTree::new(), &no_rules())
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(listing.tree.len(), 20 * (1 + 5), "{listing:?}");
+    assert_eq!(listing.hashed_files, 100);
+    assert!(
+        took < delay,
+        "the listing waited {took:?} for sessions still connecting"
+    );
 }
 
 #[test]

@@ -10,24 +10,40 @@
 //! broken is dropped instead of returned, and it also retires every idle
 //! one: when the server went away they are all dead, and finding that out
 //! one by one could cost a timeout each. It knows nothing of SSH.
+//!
+//! A new connection is made on a thread of its own while its caller waits
+//! for whichever comes first: that connection, or one another caller gives
+//! back. A handshake and a login take many round trips and much of the
+//! server's CPU (a busy server takes hundreds of milliseconds), while a
+//! walk's folder listing takes one round trip: a caller that connected
+//! inline held its work (and the end of the whole walk) until its own
+//! handshake was done, even when a session came back long before. A
+//! connection that arrives after its caller was served waits idle for the
+//! next one.
 
 use std::ops::Deref;
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, ThreadId};
 
 use crate::locks::{CondvarExt, LockExt};
 
 /// A bounded set of reusable connections of type `T`.
 pub struct Pool<T> {
+    shared: Arc<Shared<T>>,
+}
+
+/// What the pool and its connecting threads share.
+struct Shared<T> {
     state: Mutex<State<T>>,
-    /// Signalled whenever a connection comes back or stops existing.
+    /// Signalled whenever a connection comes back, arrives, or stops
+    /// existing.
     changed: Condvar,
 }
 
 struct State<T> {
     idle: Vec<T>,
-    /// Connections that exist or are being made: idle, checked out, or in
-    /// a caller's `connect`.
+    /// Connections that exist or are being made: idle, checked out, or on
+    /// a connecting thread.
     open: usize,
     /// The configured size.
     size: usize,
@@ -58,20 +74,27 @@ pub trait ConnectFailure {
     fn may_be_a_session_limit(&self) -> bool;
 }
 
+/// How the connect a caller started ended, while it still waits: its
+/// failure is that caller's to judge; its connection, when made, simply
+/// joins the idle ones (and may be taken by another caller first).
+type Outcome<E> = Arc<Mutex<Option<Result<(), E>>>>;
+
 impl<T: Health> Pool<T> {
     /// A pool of at most `size` connections (at least one); none is made yet.
     pub fn new(size: usize) -> Pool<T> {
         let size = size.max(1);
         Pool {
-            state: Mutex::new(State {
-                idle: Vec::new(),
-                open: 0,
-                size,
-                limit: size,
-                generation: 0,
-                holders: Vec::new(),
+            shared: Arc::new(Shared {
+                state: Mutex::new(State {
+                    idle: Vec::new(),
+                    open: 0,
+                    size,
+                    limit: size,
+                    generation: 0,
+                    holders: Vec::new(),
+                }),
+                changed: Condvar::new(),
             }),
-            changed: Condvar::new(),
         }
     }
 
@@ -80,18 +103,31 @@ impl<T: Health> Pool<T> {
         self.lock().size
     }
 
-    /// An idle connection, a new one from `connect` while fewer than the
-    /// limit exist, or else the next one that comes back. A failed
-    /// `connect` is the caller's error when no other connection exists;
-    /// when others do, the server is taken to refuse more for now, the
-    /// limit drops to what exists, and the caller waits for one of those.
+    /// Drops the idle connections and retires the checked-out ones, so
+    /// every later `get` gets a connection made from then on.
+    pub fn retire(&self) {
+        Self::retire_all(&mut self.lock());
+        self.shared.changed.notify_all();
+    }
+}
+
+impl<T: Health + Send + 'static> Pool<T> {
+    /// An idle connection, or else the first one to come back or be made:
+    /// while fewer than the limit exist, a new one from `connect` is made
+    /// on a thread of its own meanwhile. A failed `connect` is the
+    /// caller's error when no other connection exists; when others do,
+    /// the server is taken to refuse more for now, the limit drops to what
+    /// exists, and the caller waits for one of those.
     ///
     /// A thread must not ask while it holds one: that is a bug, and a
     /// panic names it instead of a silent wait for itself.
-    pub fn get<E: ConnectFailure>(
+    pub fn get<E>(
         &self,
-        connect: impl Fn() -> Result<T, E>,
-    ) -> Result<Pooled<'_, T>, E> {
+        connect: impl Fn() -> Result<T, E> + Send + Sync + 'static,
+    ) -> Result<Pooled<'_, T>, E>
+    where
+        E: ConnectFailure + Send + 'static,
+    {
         let me = thread::current().id();
         let mut state = self.lock();
         if state.holders.contains(&me) {
@@ -99,49 +135,108 @@ impl<T: Health> Pool<T> {
             drop(state);
             panic!("a thread asked for a second pooled connection while holding one");
         }
+        let connect = Arc::new(connect);
+        // The connect this caller started and is still waiting for.
+        let mut pending: Option<Outcome<E>> = None;
         loop {
             if let Some(item) = state.idle.pop() {
                 state.holders.push(me);
-                return Ok(self.guard(item, state.generation, me));
+                let generation = state.generation;
+                return Ok(self.guard(item, generation, me));
             }
-            if state.open < state.limit {
+            // Its own connect ended: made (and taken by another caller
+            // first, or dropped after a retire), or failed.
+            if let Some(ended) = pending.as_ref().and_then(|o| o.locked().take()) {
+                pending = None;
+                // After a refusal while others are open, the connecting
+                // thread lowered the limit already: wait for those.
+                if let Err(failed) = ended
+                    && (state.open == 0 || !failed.may_be_a_session_limit())
+                {
+                    return Err(failed);
+                }
+                continue;
+            }
+            if pending.is_none() && state.open < state.limit {
                 state.open += 1;
+                let outcome: Outcome<E> = Arc::default();
+                pending = Some(Arc::clone(&outcome));
                 let generation = state.generation;
                 // Connecting takes a handshake and a login: never under the
-                // lock, so other callers can use what exists meanwhile.
+                // lock, and not on this thread, which takes the first
+                // connection to be free, made or given back.
                 drop(state);
-                match connect() {
-                    Ok(item) => {
-                        self.lock().holders.push(me);
-                        return Ok(self.guard(item, generation, me));
-                    }
-                    Err(e) => {
-                        state = self.lock();
-                        state.open -= 1;
-                        self.changed.notify_all();
-                        if state.open == 0 || !e.may_be_a_session_limit() {
-                            return Err(e);
-                        }
+                let connect = Arc::clone(&connect);
+                self.spawn_connect(move || connect(), generation, outcome);
+                state = self.lock();
+                continue;
+            }
+            state = self.shared.changed.wait_locked(state);
+        }
+    }
+
+    /// Runs `connect` on a thread of its own; what it makes joins the idle
+    /// connections, and a failure goes to `outcome`.
+    fn spawn_connect<E>(
+        &self,
+        connect: impl FnOnce() -> Result<T, E> + Send + 'static,
+        generation: u64,
+        outcome: Outcome<E>,
+    ) where
+        E: ConnectFailure + Send + 'static,
+    {
+        let shared = Arc::clone(&self.shared);
+        let run = move || {
+            let made = connect();
+            let mut state = shared.state.locked();
+            let ended = match made {
+                // Made before a retire: it may carry what was retired (a
+                // forgotten login), so it is not used.
+                Ok(_) if generation != state.generation => {
+                    state.open -= 1;
+                    Ok(())
+                }
+                Ok(item) => {
+                    state.idle.push(item);
+                    Ok(())
+                }
+                Err(e) => {
+                    state.open -= 1;
+                    if state.open > 0 && e.may_be_a_session_limit() {
                         tracing::debug!(
                             sessions = state.open,
                             "the server refused another session; using the open ones"
                         );
-                        state.limit = state.open;
-                        continue;
+                        state.limit = state.limit.min(state.open);
                     }
+                    Err(e)
                 }
+            };
+            *outcome.locked() = Some(ended);
+            drop(state);
+            shared.changed.notify_all();
+        };
+        // Should no thread be had, the caller connects itself instead.
+        let job = Arc::new(Mutex::new(Some(run)));
+        let theirs = Arc::clone(&job);
+        let spawned = thread::Builder::new()
+            .name("sftp-connect".into())
+            .spawn(move || {
+                let run = theirs.locked().take();
+                if let Some(run) = run {
+                    run();
+                }
+            });
+        if spawned.is_err() {
+            let run = job.locked().take();
+            if let Some(run) = run {
+                run();
             }
-            state = self.changed.wait_locked(state);
         }
     }
+}
 
-    /// Drops the idle connections and retires the checked-out ones, so
-    /// every later `get` gets a connection made from then on.
-    pub fn retire(&self) {
-        Self::retire_all(&mut self.lock());
-        self.changed.notify_all();
-    }
-
+impl<T: Health> Pool<T> {
     /// Drops every idle connection and retires the checked-out ones (they
     /// are dropped when they come back).
     fn retire_all(state: &mut State<T>) {
@@ -169,7 +264,7 @@ impl<T: Health> Pool<T> {
             state.idle.push(item);
         }
         drop(state);
-        self.changed.notify_all();
+        self.shared.changed.notify_all();
     }
 
     fn guard(&self, item: T, generation: u64, holder: ThreadId) -> Pooled<'_, T> {
@@ -182,7 +277,7 @@ impl<T: Health> Pool<T> {
     }
 
     fn lock(&self) -> MutexGuard<'_, State<T>> {
-        self.state.locked()
+        self.shared.state.locked()
     }
 
     #[cfg(test)]
@@ -240,19 +335,25 @@ mod tests {
         }
     }
 
-    fn make(made: &AtomicUsize) -> Result<Item, String> {
-        Ok(Item {
-            id: made.fetch_add(1, Ordering::SeqCst),
-            broken: AtomicBool::new(false),
-        })
+    /// Counts the connections made; each connect is a fresh clone of it.
+    type Made = Arc<AtomicUsize>;
+
+    fn maker(made: &Made) -> impl Fn() -> Result<Item, String> + Send + Sync + 'static {
+        let made = Arc::clone(made);
+        move || {
+            Ok(Item {
+                id: made.fetch_add(1, Ordering::SeqCst),
+                broken: AtomicBool::new(false),
+            })
+        }
     }
 
     /// Checks one out on a thread of its own, as the replica's callers do
     /// (one thread never holds two), and hands it over.
-    fn take<'a>(pool: &'a Pool<Item>, made: &AtomicUsize) -> Pooled<'a, Item> {
+    fn take<'a>(pool: &'a Pool<Item>, made: &Made) -> Pooled<'a, Item> {
         thread::scope(|scope| {
             scope
-                .spawn(|| pool.get(|| make(made)).unwrap())
+                .spawn(|| pool.get(maker(made)).unwrap())
                 .join()
                 .unwrap()
         })
@@ -261,7 +362,7 @@ mod tests {
     #[test]
     fn connections_are_made_lazily_and_reused() {
         let pool = Pool::new(3);
-        let made = AtomicUsize::new(0);
+        let made = Made::default();
         assert_eq!(pool.counts(), (0, 0));
         let first = take(&pool, &made);
         assert_eq!(first.id, 0);
@@ -276,11 +377,11 @@ mod tests {
     #[test]
     fn at_most_size_connections_exist_and_a_caller_waits_for_one() {
         let pool = Pool::new(2);
-        let made = AtomicUsize::new(0);
+        let made = Made::default();
         let a = take(&pool, &made);
         let b = take(&pool, &made);
         thread::scope(|scope| {
-            let waiter = scope.spawn(|| pool.get(|| make(&made)).unwrap().id);
+            let waiter = scope.spawn(|| pool.get(maker(&made)).unwrap().id);
             thread::sleep(Duration::from_millis(100));
             assert!(!waiter.is_finished(), "a third caller waits");
             drop(b);
@@ -291,10 +392,75 @@ mod tests {
         assert_eq!(pool.counts(), (2, 2));
     }
 
+    /// A connect that waits until `release` is set, as a handshake with a
+    /// busy server does; then it makes a connection like `maker`.
+    fn slow_maker(
+        made: &Made,
+        release: &Arc<AtomicBool>,
+    ) -> impl Fn() -> Result<Item, String> + Send + Sync + 'static {
+        let (make, release) = (maker(made), Arc::clone(release));
+        move || {
+            while !release.load(Ordering::SeqCst) {
+                thread::sleep(Duration::from_millis(5));
+            }
+            make()
+        }
+    }
+
+    fn wait_until(what: &str, done: impl Fn() -> bool) {
+        for _ in 0..1000 {
+            if done() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        panic!("waited 5 s for {what}");
+    }
+
+    #[test]
+    fn a_caller_takes_a_connection_given_back_before_its_own_is_made() {
+        let pool = Pool::new(2);
+        let made = Made::default();
+        let release = Arc::new(AtomicBool::new(false));
+        let first = take(&pool, &made);
+        thread::scope(|scope| {
+            let waiter = scope.spawn(|| pool.get(slow_maker(&made, &release)).unwrap().id);
+            thread::sleep(Duration::from_millis(100));
+            assert!(!waiter.is_finished(), "no connection is free yet");
+            drop(first);
+            // Its own connect is still under way: it is not waited for.
+            assert_eq!(waiter.join().unwrap(), 0, "the one given back");
+        });
+        assert_eq!(pool.counts(), (2, 1), "the second is still being made");
+        release.store(true, Ordering::SeqCst);
+        wait_until("the late connection to join the idle ones", || {
+            pool.counts() == (2, 2)
+        });
+        assert_eq!(made.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_connection_made_before_a_retire_is_not_used() {
+        let pool = Pool::new(2);
+        let made = Made::default();
+        let release = Arc::new(AtomicBool::new(false));
+        let first = take(&pool, &made);
+        thread::scope(|scope| {
+            let waiter = scope.spawn(|| pool.get(slow_maker(&made, &release)).unwrap().id);
+            thread::sleep(Duration::from_millis(100));
+            // A forgotten login: what is being made now may carry the old one.
+            pool.retire();
+            release.store(true, Ordering::SeqCst);
+            assert_eq!(waiter.join().unwrap(), 2, "a connection made afresh");
+        });
+        drop(first);
+        assert_eq!(pool.counts(), (1, 1), "only the fresh one is kept");
+    }
+
     #[test]
     fn after_retire_every_connection_is_a_new_one() {
         let pool = Pool::new(2);
-        let made = AtomicUsize::new(0);
+        let made = Made::default();
         let idle = take(&pool, &made);
         let busy = take(&pool, &made);
         drop(idle);
@@ -309,7 +475,7 @@ mod tests {
     #[test]
     fn a_broken_connection_is_dropped_and_retires_the_idle_ones() {
         let pool = Pool::new(3);
-        let made = AtomicUsize::new(0);
+        let made = Made::default();
         let a = take(&pool, &made);
         let b = take(&pool, &made);
         let c = take(&pool, &made);
@@ -334,7 +500,7 @@ mod tests {
     #[test]
     fn a_login_failure_is_the_callers_error_even_with_sessions_open() {
         let pool = Pool::new(3);
-        let made = AtomicUsize::new(0);
+        let made = Made::default();
         let a = take(&pool, &made);
         let failed = pool.get(|| Err::<Item, _>("login refused".to_owned()));
         assert_eq!(failed.err().as_deref(), Some("login refused"));
@@ -355,7 +521,7 @@ mod tests {
     #[test]
     fn a_server_refusing_more_sessions_lowers_the_limit_instead_of_failing() {
         let pool = Pool::new(3);
-        let made = AtomicUsize::new(0);
+        let made = Made::default();
         let a = take(&pool, &made);
         thread::scope(|scope| {
             let waiter = scope.spawn(|| {
@@ -372,13 +538,13 @@ mod tests {
     #[test]
     fn a_thread_asking_for_a_second_connection_is_a_bug_not_a_hang() {
         let pool = Pool::new(1);
-        let made = AtomicUsize::new(0);
-        let held = pool.get(|| make(&made)).unwrap();
+        let made = Made::default();
+        let held = pool.get(maker(&made)).unwrap();
         let second = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            pool.get(|| make(&made)).map(|item| item.id)
+            pool.get(maker(&made)).map(|item| item.id)
         }));
         assert!(second.is_err(), "it would have waited for itself");
         drop(held);
-        assert_eq!(pool.get(|| make(&made)).unwrap().id, 0);
+        assert_eq!(pool.get(maker(&made)).unwrap().id, 0);
     }
 }
