@@ -298,6 +298,9 @@ impl Mirror {
     /// refused us (a login, a permission, a missing repository), which
     /// waiting will not fix.
     pub fn network_error(&self, e: GitError) -> ReplicaError {
+        if let (GitError::TimedOut { .. }, Some(Some(sharing))) = (&e, self.ssh.get()) {
+            sharing.end_master();
+        }
         let said = e.stderr().to_ascii_lowercase();
         let refused = [
             "permission denied",

@@ -96,19 +96,30 @@ impl SshSharing {
     pub fn command(&self) -> &str {
         &self.command
     }
-}
 
-impl Drop for SshSharing {
-    /// Asks the master (if one runs) to exit; the folder goes after.
-    fn drop(&mut self) {
+    /// Asks the master (if one runs) to exit, and removes its socket
+    /// whether or not it answered: the next call logs in anew. For a
+    /// call that ran past its deadline too, as a master whose connection
+    /// silently died (a laptop resumed on another network) would hold
+    /// every later call until TCP gives up; it runs in a session of its
+    /// own, so ending the call's process group does not end it.
+    pub fn end_master(&self) {
         let Ok(entries) = std::fs::read_dir(self.dir.path()) else {
             return;
         };
         for entry in entries.flatten() {
             if entry.file_type().is_ok_and(|t| t.is_socket()) {
                 exit_master(&entry.path());
+                let _ = std::fs::remove_file(entry.path());
             }
         }
+    }
+}
+
+impl Drop for SshSharing {
+    /// Ends the master; the folder goes after.
+    fn drop(&mut self) {
+        self.end_master();
     }
 }
 
@@ -222,5 +233,23 @@ mod tests {
             .unwrap();
         assert!(SshSharing::for_remote(&git, url).is_none());
         assert!(SshSharing::for_remote(&git, "https://host/notes.git").is_none());
+    }
+
+    #[test]
+    fn a_master_that_does_not_answer_is_left_and_its_socket_removed() {
+        let dir = SocketDir::create("ssh-test", SOCKET_NAME_MAX)
+            .unwrap()
+            .unwrap();
+        let socket = dir.path().join("0123456789abcdef0123456789abcdef01234567");
+        // Accepts (the backlog) but never answers, as a hung master.
+        let _hung = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let sharing = SshSharing {
+            dir,
+            command: String::new(),
+        };
+        let started = Instant::now();
+        sharing.end_master();
+        assert!(started.elapsed() < EXIT_TIMEOUT + Duration::from_secs(5));
+        assert!(!socket.exists(), "the next call starts a master of its own");
     }
 }
