@@ -140,17 +140,21 @@ impl PlainSsh {
         }
     }
 
-    /// The agent's command with this ssh first on PATH, the user's runtime
-    /// dir a folder of the test's, and no ssh command of the user's.
-    fn command(&self, device: &Device) -> std::process::Command {
-        let path = format!(
+    /// PATH with this ssh first.
+    fn path(&self) -> String {
+        format!(
             "{}:{}",
             self.dir.path().join("bin").display(),
             std::env::var("PATH").unwrap_or_default()
-        );
+        )
+    }
+
+    /// The agent's command with this ssh first on PATH, the user's runtime
+    /// dir a folder of the test's, and no ssh command of the user's.
+    fn command(&self, device: &Device) -> std::process::Command {
         let mut command = device.command();
         command
-            .env("PATH", path)
+            .env("PATH", self.path())
             .env("XDG_RUNTIME_DIR", self.runtime())
             .env_remove("GIT_SSH_COMMAND")
             .env_remove("GIT_SSH");
@@ -271,4 +275,61 @@ fn a_user_s_own_ssh_command_is_run_as_written_without_sharing() {
         git(&bare, &["ls-tree", "-r", "--name-only", "main"]),
         "a.md"
     );
+}
+
+#[test]
+fn a_running_agent_s_polls_reuse_one_login_and_stopping_it_ends_the_master() {
+    let server = Sshd::start();
+    let bare = server.served().join("notes.git");
+    git(
+        &server.served(),
+        &["init", "--bare", "-q", "-b", "main", "notes.git"],
+    );
+    let ssh = PlainSsh::new(&server);
+    let device =
+        Device::polling_each_second("alpha", &format!("git+notes-server:{}", bare.display()));
+    put(&device.local, "a.md", "alpha\n");
+    let before = logins(&server);
+    let path = ssh.path();
+    let runtime = ssh.runtime();
+    let agent = device.start_with_env(&[
+        ("PATH", std::path::Path::new(&path)),
+        ("XDG_RUNTIME_DIR", &runtime),
+    ]);
+    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    wait_for("a.md pushed", &|| {
+        std::process::Command::new("git")
+            .args(["show", "main:a.md"])
+            .current_dir(&bare)
+            .output()
+            .is_ok_and(|out| out.status.success())
+    });
+    // Three more polls, each an `ls-remote`.
+    let pushed = ssh.lines("runs").len();
+    wait_for("three polls", &|| ssh.lines("runs").len() >= pushed + 3);
+    let runs = ssh.lines("runs").len();
+    assert_eq!(logins(&server) - before, 1, "one login for {runs} calls");
+    let folders: Vec<_> = fs::read_dir(&runtime).unwrap().flatten().collect();
+    assert_eq!(folders.len(), 1, "{folders:?}");
+    let mode = folders[0].metadata().unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o700
+    );
+    assert!(!ssh.processes_in_runtime().is_empty(), "a master runs");
+
+    agent.stop();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !ssh.processes_in_runtime().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(ssh.processes_in_runtime(), Vec::<String>::new());
+    let left: Vec<_> = fs::read_dir(&runtime).unwrap().flatten().collect();
+    assert!(left.is_empty(), "{left:?}");
 }
