@@ -195,15 +195,13 @@ fn logins(server: &Sshd) -> usize {
     server.log().matches("Accepted publickey").count()
 }
 
-fn run_ok(mut command: std::process::Command) -> std::time::Duration {
+/// Runs the agent once; returns how long it took and what it said.
+fn run_ok(mut command: std::process::Command) -> (std::time::Duration, String) {
     let started = std::time::Instant::now();
     let out = command.output().unwrap();
-    assert!(
-        matches!(out.status.code(), Some(0) | Some(3)),
-        "{}",
-        crate::files::text(&out)
-    );
-    started.elapsed()
+    let said = crate::files::text(&out);
+    assert!(matches!(out.status.code(), Some(0) | Some(3)), "{said}");
+    (started.elapsed(), said)
 }
 
 #[test]
@@ -220,7 +218,11 @@ fn a_sync_over_plain_ssh_logs_in_once_and_leaves_no_master_behind() {
     put(&device.local, "docs/b.md", "beta\n");
 
     let before = logins(&server);
-    let took = run_ok(ssh.command(&device));
+    let (took, said) = run_ok(ssh.command(&device));
+    assert!(
+        said.contains("ssh connections to the git remote are shared"),
+        "{said}"
+    );
     let runs = ssh.lines("runs").len();
     assert!(runs >= 3, "ls-remote, the branch push, the records: {runs}");
     assert_eq!(logins(&server) - before, 1, "one login for {runs} calls");
@@ -264,7 +266,11 @@ fn a_user_s_own_ssh_command_is_run_as_written_without_sharing() {
     let before = logins(&server);
     let mut command = ssh.command(&device);
     command.env("GIT_SSH_COMMAND", "ssh");
-    run_ok(command);
+    let (_, said) = run_ok(command);
+    assert!(
+        said.contains("ssh connections to the git remote are not shared: GIT_SSH_COMMAND is set"),
+        "{said}"
+    );
     let runs = ssh.lines("runs").len();
     assert!(runs >= 3, "{runs}");
     assert_eq!(logins(&server) - before, runs, "one login per call");
