@@ -75,13 +75,8 @@ impl SshSharing {
                 return None;
             }
         };
-        // git runs the command through the shell, and ssh reads `%` and
-        // spaces in it: a folder needing either is not used.
         let shown = dir.path().to_string_lossy();
-        if !shown
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c))
-        {
+        if !plain_path(&shown) {
             tracing::debug!(dir = %shown, "ssh connections to the git remote are not shared: the socket folder's path would need quoting");
             return None;
         }
@@ -151,6 +146,16 @@ fn exit_master(socket: &Path) {
     }
 }
 
+/// Whether `path` goes into the command as it is: git runs the command
+/// through the shell, and ssh reads `%`, `~` and spaces in an option, so
+/// a folder whose path needs quoting for either is not used.
+fn plain_path(path: &str) -> bool {
+    path.starts_with('/')
+        && path
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c))
+}
+
 /// Whether git reaches `url` (after `git+`) through ssh: an `ssh://`
 /// URL, or the scp-like `[user@]host:path` (a `:` before any `/`, as git
 /// tells it from a local path).
@@ -211,6 +216,22 @@ mod tests {
             "git://host/notes.git",
         ] {
             assert!(!speaks_ssh(other), "{other}");
+        }
+    }
+
+    #[test]
+    fn a_socket_folder_whose_path_needs_quoting_is_not_used() {
+        assert!(plain_path("/run/user/1000/prism-sync-ssh-0a1b"));
+        assert!(plain_path("/tmp/prism-sync-ssh-0a1b"));
+        for quoted in [
+            "/home/ada/my tmp/prism-sync-ssh-0a1b",
+            "/tmp/it's/prism-sync-ssh-0a1b",
+            "/tmp/100%/prism-sync-ssh-0a1b",
+            "/tmp/$(reboot)/prism-sync-ssh-0a1b",
+            "~/prism-sync-ssh-0a1b",
+            "/tmp/caf\u{e9}/prism-sync-ssh-0a1b",
+        ] {
+            assert!(!plain_path(quoted), "{quoted}");
         }
     }
 
