@@ -19,7 +19,9 @@ use std::time::Duration;
 /// one of them the closing NUL; BSDs take 104).
 pub const SUN_PATH_MAX: usize = 107;
 
-/// Every folder's name begins with this, then its purpose.
+/// Every folder's name begins with this, then its purpose and a `-`
+/// (`prism-sync-ssh-…`): a sweep looks at the folders of one purpose
+/// only, never at other folders whose names begin alike.
 const PREFIX: &str = "prism-sync-";
 
 /// The lock file the living agent holds.
@@ -58,12 +60,13 @@ impl SocketDir {
     ) -> std::io::Result<Option<SocketDir>> {
         let mut failed = None;
         for base in bases {
-            let dir = base.join(format!("{PREFIX}{purpose}-{}", random_hex(8)?));
+            let named = format!("{PREFIX}{purpose}-");
+            let dir = base.join(format!("{named}{}", random_hex(8)?));
             // The folder, a slash, the name.
             if dir.as_os_str().len() + 1 + longest_name > SUN_PATH_MAX {
                 continue;
             }
-            sweep_stale(base, STALE_DIR_AGE);
+            sweep_stale(base, &named, STALE_DIR_AGE);
             // `create`, not `create_all`: a folder someone else made
             // under this name is never taken over. One that cannot be
             // made in the runtime dir is made in the temporary folder.
@@ -137,18 +140,18 @@ fn a_socket_listens(dir: &Path) -> bool {
     })
 }
 
-/// Removes the socket folders of ours in `base` that an agent killed
-/// outright left behind: older than `age`, no living agent's lock, no
-/// socket anyone listens on. Another user's folders are not ours to look
-/// into (0700).
-fn sweep_stale(base: &Path, age: Duration) {
+/// Removes the socket folders of ours in `base` whose names begin with
+/// `named` that an agent killed outright left behind: older than `age`,
+/// no living agent's lock, no socket anyone listens on. Another user's
+/// folders are not ours to look into (0700).
+fn sweep_stale(base: &Path, named: &str, age: Duration) {
     // SAFETY: getuid(2) cannot fail.
     let uid = unsafe { libc::getuid() };
     let Ok(entries) = std::fs::read_dir(base) else {
         return;
     };
     for entry in entries.flatten() {
-        if !entry.file_name().to_string_lossy().starts_with(PREFIX) {
+        if !entry.file_name().to_string_lossy().starts_with(named) {
             continue;
         }
         let Ok(meta) = entry.path().symlink_metadata() else {
@@ -244,12 +247,18 @@ mod tests {
         drop(lock(&released.join(LOCK)).unwrap());
         let other = base.path().join("something-else");
         std::fs::create_dir(&other).unwrap();
+        // Another part's folder whose name begins alike.
+        let alike = folder("rclone-0");
 
         // Too young: one made right now may not be locked yet.
-        sweep_stale(base.path(), Duration::from_secs(3600));
-        assert!(dead.exists() && empty.exists() && released.exists());
-        sweep_stale(base.path(), Duration::ZERO);
-        assert!(!dead.exists() && !empty.exists() && !released.exists());
+        sweep_stale(base.path(), "prism-sync-ssh-", Duration::from_secs(3600));
+        assert!(empty.exists() && released.exists());
+        sweep_stale(base.path(), "prism-sync-ssh-", Duration::ZERO);
+        assert!(!empty.exists() && !released.exists());
         assert!(master.exists() && idle.exists() && other.exists());
+        assert!(dead.exists(), "an rcd's folder is not the ssh sweep's");
+        sweep_stale(base.path(), "prism-sync-rcd-", Duration::ZERO);
+        assert!(!dead.exists());
+        assert!(alike.exists());
     }
 }
