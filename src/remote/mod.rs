@@ -28,6 +28,7 @@ pub mod rclone;
 pub mod registry;
 pub mod s3;
 pub mod sftp;
+pub mod socket_dir;
 pub mod webdav;
 
 use std::cell::{Cell, RefCell};

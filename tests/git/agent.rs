@@ -464,6 +464,25 @@ fn auto_merge_merges_a_plain_git_commit_with_a_local_edit_of_other_lines() {
 /// The agent of `device` running (not `--once`), stopped when dropped.
 pub struct Running(std::process::Child);
 
+impl Running {
+    /// Stops the agent as a service manager does (SIGTERM) and waits for
+    /// it to end.
+    pub fn stop(mut self) {
+        // SAFETY: kill(2) on our own child, not yet waited for.
+        unsafe {
+            libc::kill(self.0.id() as i32, libc::SIGTERM);
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while self.0.try_wait().unwrap().is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the agent did not stop on SIGTERM"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.0.kill();

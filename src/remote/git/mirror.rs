@@ -12,8 +12,10 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
-use super::command::{Git, GitError};
+use super::command::{Call, Git, GitError};
+use super::ssh::SshSharing;
 use crate::remote::ReplicaError;
 
 /// The mirror's copy of the remote branch.
@@ -51,6 +53,9 @@ pub struct Mirror {
     url: String,
     /// For messages: `git+URL`.
     shown: String,
+    /// The shared ssh connection, decided at the first network call (the
+    /// mirror exists then, and git's config can be asked).
+    ssh: OnceLock<Option<SshSharing>>,
 }
 
 impl Mirror {
@@ -60,11 +65,25 @@ impl Mirror {
             git: Git::new(git_dir),
             url,
             shown,
+            ssh: OnceLock::new(),
         }
     }
 
     pub fn shown(&self) -> &str {
         &self.shown
+    }
+
+    /// A call that crosses the network: the network deadline, and the
+    /// shared ssh connection where there is one.
+    fn network_call(&self, args: &[&str]) -> Call {
+        let call = self.git.call(args).network();
+        let sharing = self
+            .ssh
+            .get_or_init(|| SshSharing::for_remote(&self.git, &self.url));
+        match sharing {
+            Some(sharing) => call.env("GIT_SSH_COMMAND", sharing.command()),
+            None => call,
+        }
     }
 
     /// Creates the mirror when it is not there yet: bare, without the
@@ -122,8 +141,7 @@ impl Mirror {
     /// One `ls-remote` for HEAD, the branches and the records.
     pub fn advertised(&self) -> Result<Advertised, ReplicaError> {
         let out = self
-            .git
-            .call([
+            .network_call(&[
                 "ls-remote",
                 "--symref",
                 &self.url,
@@ -131,7 +149,6 @@ impl Mirror {
                 "refs/heads/*",
                 REMOTE_RECORDS_REF,
             ])
-            .network()
             .text()
             .map_err(|e| self.network_error(e))?;
         let mut seen = Advertised::default();
@@ -234,27 +251,24 @@ impl Mirror {
 
     /// Fetches the remote's `remote` ref into the mirror's `local`.
     pub fn fetch(&self, remote: &str, local: &str) -> Result<(), ReplicaError> {
-        self.git
-            .call([
-                "fetch",
-                "--quiet",
-                "--no-tags",
-                "--no-write-fetch-head",
-                "--no-auto-gc",
-                &self.url,
-                &format!("+{remote}:{local}"),
-            ])
-            .network()
-            .run()
-            .map_err(|e| self.network_error(e))?;
+        self.network_call(&[
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            "--no-write-fetch-head",
+            "--no-auto-gc",
+            &self.url,
+            &format!("+{remote}:{local}"),
+        ])
+        .run()
+        .map_err(|e| self.network_error(e))?;
         Ok(())
     }
 
     /// Pushes `commit` to the remote's `remote` ref, never forced.
     pub fn push(&self, commit: &str, remote: &str) -> Result<Pushed, ReplicaError> {
         let pushed = self
-            .git
-            .call([
+            .network_call(&[
                 "push",
                 "--porcelain",
                 "--quiet",
@@ -262,7 +276,6 @@ impl Mirror {
                 &self.url,
                 &format!("{commit}:{remote}"),
             ])
-            .network()
             .run();
         match pushed {
             Ok(_) => Ok(Pushed::Done),
@@ -285,6 +298,9 @@ impl Mirror {
     /// refused us (a login, a permission, a missing repository), which
     /// waiting will not fix.
     pub fn network_error(&self, e: GitError) -> ReplicaError {
+        if let (GitError::TimedOut { .. }, Some(Some(sharing))) = (&e, self.ssh.get()) {
+            sharing.end_master();
+        }
         let said = e.stderr().to_ascii_lowercase();
         let refused = [
             "permission denied",

@@ -3,7 +3,8 @@
 //! `view`: the listed tip plus the batch not pushed yet, which every step
 //! checks against; `listing`: the tip's tree as a side tree; `records`:
 //! the agents' records in a ref of their own; [`mirror`]: the private bare
-//! mirror and the network).
+//! mirror and the network; `ssh`: one shared ssh connection for the
+//! calls, where git would run plain `ssh`).
 //!
 //! **Why the `git` command line.** Not libgit2 or gitoxide: the CLI is
 //! what honours the user's `~/.ssh/config` (through their ssh), their
@@ -32,6 +33,7 @@ pub mod mirror;
 mod records;
 pub mod replica;
 pub mod settings;
+mod ssh;
 mod view;
 
 pub use replica::GitReplica;

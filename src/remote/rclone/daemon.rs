@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use super::connection::Definition;
-use super::transport::{self, SocketDir};
+use super::transport::{self, RcdSocket};
 use crate::locks::LockExt;
 use crate::secrets::Secret;
 
@@ -115,7 +115,7 @@ struct Process {
     exited: Arc<Mutex<bool>>,
     waiter: Option<std::thread::JoinHandle<()>>,
     /// Removed once the process ended (dropped after it, in [`end`]).
-    socket_dir: Option<SocketDir>,
+    socket_dir: Option<RcdSocket>,
 }
 
 /// A lazily started, restarted-when-dead `rclone rcd`.
@@ -241,8 +241,7 @@ impl Rcd {
             }
         })?;
         let socket_dir = if version.offers_unix_socket() {
-            let suffix = random_hex(8).and_then(|suffix| SocketDir::create(&suffix));
-            suffix.map_err(|e| StartError::Failed {
+            RcdSocket::create().map_err(|e| StartError::Failed {
                 binary: binary.clone(),
                 reason: format!("no folder for its socket: {e}"),
             })?
@@ -251,7 +250,7 @@ impl Rcd {
         };
         let rc_addr = socket_dir
             .as_ref()
-            .map_or_else(|| "127.0.0.1:0".to_owned(), SocketDir::rc_addr);
+            .map_or_else(|| "127.0.0.1:0".to_owned(), RcdSocket::rc_addr);
         let mut command = Command::new(&self.spec.binary);
         command.args(["rcd", "--rc-addr", &rc_addr]);
         command.args([
@@ -321,7 +320,7 @@ impl Rcd {
                     let _ = waiter.join();
                     return Err(e);
                 }
-                Err(_) if socket_dir.as_ref().is_some_and(SocketDir::accepts) => {
+                Err(_) if socket_dir.as_ref().is_some_and(RcdSocket::accepts) => {
                     break SOCKET_URL.to_owned();
                 }
                 Err(_) if socket_dir.is_some() && Instant::now() < deadline => {}
