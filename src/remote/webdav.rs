@@ -2490,7 +2490,8 @@ impl WebdavLease {
             lease: self,
             conn: &conn,
         };
-        let taken = super::lease::acquire(&file, SystemTime::now());
+        let taken =
+            super::lease::acquire_in_time(&file, SystemTime::now(), &|| claim.check_in_time());
         // Only now: an agent that finds no claim finds the record.
         drop(claim);
         if let Err(ReplicaError::Busy(_)) = &taken {
