@@ -51,7 +51,7 @@ impl RcloneLease {
         // From here a record of ours may be there even when the answer is
         // lost: dropping the lease removes it (only if it is ours).
         lease.held = true;
-        lease.write()?;
+        lease.write(&claim)?;
         // Only now: an agent that finds no claim finds the record.
         drop(claim);
         Ok(lease)
@@ -74,9 +74,12 @@ impl RcloneLease {
         }
     }
 
-    fn write(&self) -> Result<(), ReplicaError> {
+    /// Writes our record under `claim`: staged, then moved in only if the
+    /// claim is still in time.
+    fn write(&self, claim: &Claim<'_>) -> Result<(), ReplicaError> {
         let content = record(&self.owner, self.ttl, SystemTime::now());
-        self.remote.write_text(NAME, &content)
+        self.remote
+            .write_text_in_time(NAME, &content, &|| claim.check_in_time())
     }
 }
 
@@ -106,7 +109,7 @@ impl Lease for RcloneLease {
         match self.remote.read_text(NAME)? {
             Some(current) if held_by(&current, &self.owner) => {
                 claim.check_in_time()?;
-                self.write()
+                self.write(&claim)
             }
             _ => Err(taken_over()),
         }

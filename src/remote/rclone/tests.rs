@@ -968,6 +968,34 @@ mod replica {
     }
 
     #[test]
+    fn a_record_whose_writer_ran_out_of_time_after_the_upload_is_not_moved_in() {
+        let fixture = Fixture::new();
+        let replica = fixture.replica();
+        replica.mark_root().unwrap();
+        let metadata = || {
+            let mut names: Vec<_> = std::fs::read_dir(fixture.root().join(".prism-sync"))
+                .unwrap()
+                .map(|entry| entry.unwrap().file_name())
+                .collect();
+            names.sort();
+            names
+        };
+        let before = metadata();
+        let late = || Err(crate::remote::lease::lost_race());
+        let written = replica.write_text_in_time("lease", "1 late 2 3 host\n", &late);
+        assert!(matches!(written, Err(ReplicaError::Busy(_))), "{written:?}");
+        assert!(fixture.on_disk(".prism-sync/lease").is_none());
+        assert_eq!(metadata(), before, "the staged upload is removed");
+        replica
+            .write_text_in_time("lease", "1 on time 2 3 host\n", &|| Ok(()))
+            .unwrap();
+        assert_eq!(
+            fixture.on_disk(".prism-sync/lease").unwrap(),
+            b"1 on time 2 3 host\n"
+        );
+    }
+
+    #[test]
     fn a_claim_left_elsewhere_keeps_the_lease_only_until_it_was_seen_for_twice_the_span() {
         use std::time::Duration;
         let fixture = Fixture::new();
