@@ -2622,16 +2622,21 @@ impl Drop for WebdavLease {
         let Ok(conn) = s.conn() else {
             return;
         };
-        // Under a claim where it can be had (no taker reads the record
-        // while it goes); only our own: a lease taken over since stays
-        // its holder's.
+        // Only under a claim still in time, and only our own: a lease
+        // taken over since stays its holder's. Without one, an agent may
+        // have taken our expired record over between our read and our
+        // delete (a server without ETags deletes whatever is there): the
+        // record is left to expire instead.
         let claims = WebdavClaims {
             shared: s,
             conn: &conn,
         };
-        let _claim = self.claim(&claims, Wait::AsHolder);
+        let Ok(claim) = self.claim(&claims, Wait::AsHolder) else {
+            return;
+        };
         if let Ok(Some((text, etag))) = s.get_small(&conn, &self.path)
             && super::lease::held_by(&text, &self.owner)
+            && claim.check_in_time().is_ok()
         {
             s.delete(&conn, &self.path, false, etag.as_deref());
         }

@@ -121,13 +121,19 @@ impl Drop for RcloneLease {
         if !self.held {
             return;
         }
-        // Under a claim where it can be had (no taker reads the record
-        // while it goes); only our own: a lease taken over since stays
-        // its holder's.
+        // Only under a claim still in time, and only our own: a lease
+        // taken over since stays its holder's. Without one (the claims
+        // could not be had, or the read took too long), an agent may have
+        // taken our expired record over between our read and our delete:
+        // the record is left to expire instead (at once for agents on this
+        // host, whose check sees this lease dropped).
         let claims = Claims(&self.remote);
-        let _claim = self.claim(&claims, Wait::AsHolder);
+        let Ok(claim) = self.claim(&claims, Wait::AsHolder) else {
+            return;
+        };
         if let Ok(Some(current)) = self.remote.read_text(NAME)
             && held_by(&current, &self.owner)
+            && claim.check_in_time().is_ok()
         {
             let _ = self.remote.delete_metadata(NAME);
         }

@@ -996,6 +996,29 @@ mod replica {
     }
 
     #[test]
+    fn a_lease_is_released_only_under_a_claim() {
+        use std::time::Duration;
+        let fixture = Fixture::new();
+        let alpha = fixture.replica();
+        alpha.mark_root().unwrap();
+        let lease = alpha.lease("alpha", Duration::from_secs(600)).unwrap();
+        // No claim can be put now: the claims folder is a file.
+        let claims = fixture.root().join(".prism-sync/lease-claims");
+        let _ = std::fs::remove_dir_all(&claims);
+        std::fs::write(&claims, b"").unwrap();
+        drop(lease);
+        assert!(
+            fixture.on_disk(".prism-sync/lease").is_some(),
+            "without a claim the record is left to expire"
+        );
+        // On this host it is stale at once (its lease was dropped).
+        std::fs::remove_file(&claims).unwrap();
+        let lease = alpha.lease("alpha", Duration::from_secs(600)).unwrap();
+        drop(lease);
+        assert!(fixture.on_disk(".prism-sync/lease").is_none());
+    }
+
+    #[test]
     fn a_claim_left_elsewhere_keeps_the_lease_only_until_it_was_seen_for_twice_the_span() {
         use std::time::Duration;
         let fixture = Fixture::new();
