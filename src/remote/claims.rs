@@ -31,7 +31,11 @@
 //! replica keeps when it first saw each claim ([`Sightings`]). An agent
 //! that took longer than [`CLAIM_SPAN`] from putting its claim to its
 //! write (by the same clock, which counts time the machine was suspended)
-//! gives up (the lease is busy) rather than write, so a live claim
+//! gives up (the lease is busy) rather than write ([`Claim::check_in_time`],
+//! asked right before every write that counts: each create and remove of a
+//! takeover, the move that puts a staged record in place, a release's
+//! delete; a release that cannot be made in time leaves the record to
+//! expire), so a live claim
 //! is never older than [`CLAIM_SPAN`] when its last write starts and that
 //! write has another [`CLAIM_SPAN`] to land before anyone takes the claim
 //! for stale. A claim is seen only once it is there, so the time it was

@@ -174,7 +174,21 @@ pub(crate) trait LeaseFile {
 /// [`ReplicaError::Busy`]; losing the race of two takeovers is
 /// [`lost_race`]. `now` is the time a record's expiry is read against.
 pub(crate) fn acquire(file: &dyn LeaseFile, now: SystemTime) -> Result<(), ReplicaError> {
+    acquire_in_time(file, now, &|| Ok(()))
+}
+
+/// [`acquire`] for an agent whose writes must each start in time
+/// (under a claim, [`super::claims::Claim::check_in_time`]): `in_time` is
+/// asked before every create and remove, since a takeover makes up to four
+/// requests and an agent that took too long may find its claim taken for
+/// stale and the record another's by then.
+pub(crate) fn acquire_in_time(
+    file: &dyn LeaseFile,
+    now: SystemTime,
+    in_time: &dyn Fn() -> Result<(), ReplicaError>,
+) -> Result<(), ReplicaError> {
     for _ in 0..2 {
+        in_time()?;
         if file.create()? {
             return Ok(());
         }
@@ -183,6 +197,7 @@ pub(crate) fn acquire(file: &dyn LeaseFile, now: SystemTime) -> Result<(), Repli
             continue;
         };
         check_stale(&holder, now)?;
+        in_time()?;
         file.remove(version.as_deref());
     }
     Err(lost_race())
@@ -331,5 +346,40 @@ mod tests {
         assert_eq!(fields[3].len(), 16, "{line}");
         assert_eq!(fields[4], std::process::id().to_string());
         assert_eq!(fields[5], this_host());
+    }
+
+    /// A lease file holding a stale record of another agent, that logs
+    /// the writes made to it.
+    struct StaleThere(Mutex<Vec<&'static str>>);
+
+    impl LeaseFile for StaleThere {
+        fn create(&self) -> Result<bool, ReplicaError> {
+            self.0.locked().push("create");
+            Ok(false)
+        }
+
+        fn read(&self) -> Result<Option<(String, Option<String>)>, ReplicaError> {
+            Ok(Some(("1 laptop 1 some-other-host\n".to_owned(), None)))
+        }
+
+        fn remove(&self, _version: Option<&str>) {
+            self.0.locked().push("remove");
+        }
+    }
+
+    #[test]
+    fn a_takeover_that_runs_out_of_time_writes_nothing_more() {
+        let file = StaleThere(Mutex::new(Vec::new()));
+        let asked = std::sync::atomic::AtomicUsize::new(0);
+        // In time for the first create only: the stale record is read too
+        // late to remove (another agent may have taken our claim for stale
+        // and the lease by now).
+        let in_time = || match asked.fetch_add(1, Ordering::SeqCst) {
+            0 => Ok(()),
+            _ => Err(lost_race()),
+        };
+        let taken = acquire_in_time(&file, SystemTime::now(), &in_time);
+        assert!(matches!(taken, Err(ReplicaError::Busy(_))), "{taken:?}");
+        assert_eq!(*file.0.locked(), ["create"]);
     }
 }

@@ -2403,8 +2403,13 @@ impl WebdavLease {
     /// module docs). Returns false when a record is there. Called under a
     /// claim ([`super::claims`]): servers check the condition and write in
     /// two steps (Apache's mod_dav and rclone both do), so agents creating
-    /// the record at once could all be told yes.
-    fn create(&self, conn: &Conn) -> Result<bool, ReplicaError> {
+    /// the record at once could all be told yes. `in_time` is the claim's
+    /// check, asked again before the move (the upload may have taken long).
+    fn create(
+        &self,
+        conn: &Conn,
+        in_time: &dyn Fn() -> Result<(), ReplicaError>,
+    ) -> Result<bool, ReplicaError> {
         let s = &self.shared;
         let conditional = s
             .honours_conditions(conn)
@@ -2412,7 +2417,7 @@ impl WebdavLease {
         if conditional {
             self.put(conn, ("If-None-Match", "*".to_owned()))
         } else {
-            self.move_in(conn)
+            self.move_in(conn, in_time)
         }
     }
 
@@ -2445,8 +2450,13 @@ impl WebdavLease {
     }
 
     /// Uploads the record to a temporary name and moves it to the lease
-    /// with `Overwrite: F`; false when a record is there.
-    fn move_in(&self, conn: &Conn) -> Result<bool, ReplicaError> {
+    /// with `Overwrite: F` if still `in_time`; false when a record is
+    /// there.
+    fn move_in(
+        &self,
+        conn: &Conn,
+        in_time: &dyn Fn() -> Result<(), ReplicaError>,
+    ) -> Result<bool, ReplicaError> {
         let s = &self.shared;
         let temp = format!("{METADATA_DIR}/{}", temp_name_for("lease"));
         if let Err(e) = s.put_stream(
@@ -2461,6 +2471,10 @@ impl WebdavLease {
                 PutError::Http(e) => lease_error(e, &self.path),
                 PutError::Source(e) => ReplicaError::io("lock", &self.path, e),
             });
+        }
+        if let Err(late) = in_time() {
+            s.delete(conn, &temp, false, None);
+            return Err(late);
         }
         let moved = s.move_noreplace(conn, &temp, &self.path, false, None);
         if !matches!(moved, Ok(true)) {
@@ -2486,11 +2500,13 @@ impl WebdavLease {
         // From here a record of ours may be there even when the answer is
         // lost: dropping the lease removes it (only if it is ours).
         self.held = true;
+        let in_time = || claim.check_in_time();
         let file = WebdavLeaseFile {
             lease: self,
             conn: &conn,
+            in_time: &in_time,
         };
-        let taken = super::lease::acquire(&file, SystemTime::now());
+        let taken = super::lease::acquire_in_time(&file, SystemTime::now(), &in_time);
         // Only now: an agent that finds no claim finds the record.
         drop(claim);
         if let Err(ReplicaError::Busy(_)) = &taken {
@@ -2558,11 +2574,14 @@ impl ClaimFolder for WebdavClaims<'_> {
 struct WebdavLeaseFile<'a> {
     lease: &'a WebdavLease,
     conn: &'a Conn,
+    /// The claim's check ([`Claim::check_in_time`]), asked before a
+    /// staged record is moved in.
+    in_time: &'a dyn Fn() -> Result<(), ReplicaError>,
 }
 
 impl super::lease::LeaseFile for WebdavLeaseFile<'_> {
     fn create(&self) -> Result<bool, ReplicaError> {
-        self.lease.create(self.conn)
+        self.lease.create(self.conn, self.in_time)
     }
 
     fn read(&self) -> Result<Option<(String, Option<String>)>, ReplicaError> {
@@ -2621,16 +2640,21 @@ impl Drop for WebdavLease {
         let Ok(conn) = s.conn() else {
             return;
         };
-        // Under a claim where it can be had (no taker reads the record
-        // while it goes); only our own: a lease taken over since stays
-        // its holder's.
+        // Only under a claim still in time, and only our own: a lease
+        // taken over since stays its holder's. Without one, an agent may
+        // have taken our expired record over between our read and our
+        // delete (a server without ETags deletes whatever is there): the
+        // record is left to expire instead.
         let claims = WebdavClaims {
             shared: s,
             conn: &conn,
         };
-        let _claim = self.claim(&claims, Wait::AsHolder);
+        let Ok(claim) = self.claim(&claims, Wait::AsHolder) else {
+            return;
+        };
         if let Ok(Some((text, etag))) = s.get_small(&conn, &self.path)
             && super::lease::held_by(&text, &self.owner)
+            && claim.check_in_time().is_ok()
         {
             s.delete(&conn, &self.path, false, etag.as_deref());
         }

@@ -1144,6 +1144,19 @@ impl Remote {
     /// it, then moved over it, so a reader finds the old record or the new
     /// one.
     pub(super) fn write_text(&self, name: &str, content: &str) -> Result<(), ReplicaError> {
+        self.write_text_in_time(name, content, &|| Ok(()))
+    }
+
+    /// [`Remote::write_text`] for a writer whose write must start in time
+    /// (under a lease claim, [`crate::remote::claims::Claim::check_in_time`]):
+    /// `in_time` is asked between the upload and the move, since the move
+    /// is the write that counts and the upload may have taken long.
+    pub(super) fn write_text_in_time(
+        &self,
+        name: &str,
+        content: &str,
+        in_time: &dyn Fn() -> Result<(), ReplicaError>,
+    ) -> Result<(), ReplicaError> {
         let path = format!("{METADATA_DIR}/{name}");
         let dir = path.rsplit_once('/').map_or("", |(dir, _)| dir).to_owned();
         let temp_name = staged_name();
@@ -1151,7 +1164,7 @@ impl Remote {
         let now = timefmt::to_unix_ns(SystemTime::now());
         let mut bytes = Cursor::new(content.as_bytes());
         self.upload(&dir, &temp_name, &mut bytes, now, None, &path)?;
-        let moved = self.move_file(&temp, &path);
+        let moved = in_time().and_then(|()| self.move_file(&temp, &path));
         if moved.is_err() {
             let _ = self.delete_file(&temp);
         }

@@ -51,7 +51,7 @@ impl RcloneLease {
         // From here a record of ours may be there even when the answer is
         // lost: dropping the lease removes it (only if it is ours).
         lease.held = true;
-        lease.write()?;
+        lease.write(&claim)?;
         // Only now: an agent that finds no claim finds the record.
         drop(claim);
         Ok(lease)
@@ -74,9 +74,12 @@ impl RcloneLease {
         }
     }
 
-    fn write(&self) -> Result<(), ReplicaError> {
+    /// Writes our record under `claim`: staged, then moved in only if the
+    /// claim is still in time.
+    fn write(&self, claim: &Claim<'_>) -> Result<(), ReplicaError> {
         let content = record(&self.owner, self.ttl, SystemTime::now());
-        self.remote.write_text(NAME, &content)
+        self.remote
+            .write_text_in_time(NAME, &content, &|| claim.check_in_time())
     }
 }
 
@@ -106,7 +109,7 @@ impl Lease for RcloneLease {
         match self.remote.read_text(NAME)? {
             Some(current) if held_by(&current, &self.owner) => {
                 claim.check_in_time()?;
-                self.write()
+                self.write(&claim)
             }
             _ => Err(taken_over()),
         }
@@ -118,13 +121,19 @@ impl Drop for RcloneLease {
         if !self.held {
             return;
         }
-        // Under a claim where it can be had (no taker reads the record
-        // while it goes); only our own: a lease taken over since stays
-        // its holder's.
+        // Only under a claim still in time, and only our own: a lease
+        // taken over since stays its holder's. Without one (the claims
+        // could not be had, or the read took too long), an agent may have
+        // taken our expired record over between our read and our delete:
+        // the record is left to expire instead (at once for agents on this
+        // host, whose check sees this lease dropped).
         let claims = Claims(&self.remote);
-        let _claim = self.claim(&claims, Wait::AsHolder);
+        let Ok(claim) = self.claim(&claims, Wait::AsHolder) else {
+            return;
+        };
         if let Ok(Some(current)) = self.remote.read_text(NAME)
             && held_by(&current, &self.owner)
+            && claim.check_in_time().is_ok()
         {
             let _ = self.remote.delete_metadata(NAME);
         }

@@ -968,6 +968,57 @@ mod replica {
     }
 
     #[test]
+    fn a_record_whose_writer_ran_out_of_time_after_the_upload_is_not_moved_in() {
+        let fixture = Fixture::new();
+        let replica = fixture.replica();
+        replica.mark_root().unwrap();
+        let metadata = || {
+            let mut names: Vec<_> = std::fs::read_dir(fixture.root().join(".prism-sync"))
+                .unwrap()
+                .map(|entry| entry.unwrap().file_name())
+                .collect();
+            names.sort();
+            names
+        };
+        let before = metadata();
+        let late = || Err(crate::remote::lease::lost_race());
+        let written = replica.write_text_in_time("lease", "1 late 2 3 host\n", &late);
+        assert!(matches!(written, Err(ReplicaError::Busy(_))), "{written:?}");
+        assert!(fixture.on_disk(".prism-sync/lease").is_none());
+        assert_eq!(metadata(), before, "the staged upload is removed");
+        replica
+            .write_text_in_time("lease", "1 on time 2 3 host\n", &|| Ok(()))
+            .unwrap();
+        assert_eq!(
+            fixture.on_disk(".prism-sync/lease").unwrap(),
+            b"1 on time 2 3 host\n"
+        );
+    }
+
+    #[test]
+    fn a_lease_is_released_only_under_a_claim() {
+        use std::time::Duration;
+        let fixture = Fixture::new();
+        let alpha = fixture.replica();
+        alpha.mark_root().unwrap();
+        let lease = alpha.lease("alpha", Duration::from_secs(600)).unwrap();
+        // No claim can be put now: the claims folder is a file.
+        let claims = fixture.root().join(".prism-sync/lease-claims");
+        let _ = std::fs::remove_dir_all(&claims);
+        std::fs::write(&claims, b"").unwrap();
+        drop(lease);
+        assert!(
+            fixture.on_disk(".prism-sync/lease").is_some(),
+            "without a claim the record is left to expire"
+        );
+        // On this host it is stale at once (its lease was dropped).
+        std::fs::remove_file(&claims).unwrap();
+        let lease = alpha.lease("alpha", Duration::from_secs(600)).unwrap();
+        drop(lease);
+        assert!(fixture.on_disk(".prism-sync/lease").is_none());
+    }
+
+    #[test]
     fn a_claim_left_elsewhere_keeps_the_lease_only_until_it_was_seen_for_twice_the_span() {
         use std::time::Duration;
         let fixture = Fixture::new();
