@@ -231,6 +231,12 @@ impl<T: Health + Send + 'static> Pool<T> {
                         );
                         state.limit = state.limit.min(state.open);
                     }
+                    // Nothing is open and this one failed too: the server
+                    // is not there or refuses everyone, so what the
+                    // refusals before it lowered was no session limit.
+                    if state.open == 0 {
+                        state.limit = state.size;
+                    }
                     // Its caller took another connection and went on: a
                     // refusal no other session would escape is the next
                     // caller's to hear.
@@ -308,6 +314,11 @@ impl<T: Health> Pool<T> {
 
     fn lock(&self) -> MutexGuard<'_, State<T>> {
         self.shared.state.locked()
+    }
+
+    #[cfg(test)]
+    fn limit(&self) -> usize {
+        self.lock().limit
     }
 
     #[cfg(test)]
@@ -576,6 +587,42 @@ mod tests {
         });
         assert_eq!(next.err().as_deref(), Some("login refused"));
         assert_eq!(take(&pool, &made).id, 0, "heard once, then used again");
+    }
+
+    /// Connects that all fail while nothing is open say the server is not
+    /// there, not that it limits sessions: once the last fails, the limit
+    /// is the configured size again. A limit left lowered by the refusals
+    /// that came first held the pool to one session until a session broke
+    /// (an agent started before its network was up).
+    #[test]
+    fn connects_that_all_fail_leave_the_limit_as_configured() {
+        let pool: Pool<Item> = Pool::new(3);
+        let release = Arc::new(AtomicBool::new(false));
+        let refused = |release: &Arc<AtomicBool>| {
+            let release = Arc::clone(release);
+            move || {
+                while !release.load(Ordering::SeqCst) {
+                    thread::sleep(Duration::from_millis(5));
+                }
+                Err::<Item, _>("unreachable".to_owned())
+            }
+        };
+        thread::scope(|scope| {
+            let callers: Vec<_> = (0..3)
+                .map(|_| {
+                    let connect = refused(&release);
+                    let pool = &pool;
+                    scope.spawn(move || pool.get(connect).err())
+                })
+                .collect();
+            wait_until("three connects under way", || pool.counts() == (3, 0));
+            release.store(true, Ordering::SeqCst);
+            for caller in callers {
+                assert_eq!(caller.join().unwrap().as_deref(), Some("unreachable"));
+            }
+        });
+        assert_eq!(pool.counts(), (0, 0));
+        assert_eq!(pool.limit(), 3);
     }
 
     #[test]
