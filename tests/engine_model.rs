@@ -1512,6 +1512,47 @@ fn a_file_replaced_by_a_folder_syncs() {
     assert!(trashed.contains(b"a file\n".as_slice()), "{trashed:?}");
 }
 
+/// The engine lists both sides at once, yet a case replays from its seed:
+/// the model takes the two listings in turn, so an edit placed before the
+/// remote's listing, or a crash counted on either side, lands at the same
+/// point on every replay. Here the edit looks for a stale staged file that
+/// the local listing sweeps: it must already be gone.
+#[test]
+fn the_local_listing_is_over_before_the_remote_is_listed() {
+    let mut case = Case::with_strategy(4, Strategy::Manual);
+    for i in 0..300 {
+        case.write(Replica::Device(0), &format!("d{}/f{i}.txt", i % 10), "x\n");
+    }
+    case.sync("", 0, Scope::Full);
+    // Which remote call the listing is (records are read before it).
+    let faults = case.devices[0].faults.clone();
+    let remote_list = (0..16)
+        .find(|&calls| {
+            faults.arm(calls, Some(Side::Remote), Fault::Io(libc::EIO));
+            case.devices[0].engine().sync(&request(Scope::Full));
+            let (fired, _) = faults.disarm();
+            fired.first().is_some_and(|f| f.op == "list /")
+        })
+        .expect("the remote is listed");
+
+    let stale = case.devices[0].root.join(".prism-tmp-left-by-a-crash");
+    std::fs::write(&stale, "staged\n").unwrap();
+    let seen: Arc<Mutex<Option<bool>>> = Arc::default();
+    let (probe, at) = (Arc::clone(&seen), stale.clone());
+    faults.interfere(
+        remote_list,
+        Side::Remote,
+        Box::new(move || *probe.lock().unwrap() = Some(at.exists())),
+    );
+    case.sync("", 0, Scope::Full);
+    faults.disarm();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        Some(false),
+        "the edit before the remote's listing came after the local listing"
+    );
+}
+
 /// A user's resolution of a conflict reaches the local folder only through
 /// the engine's local replica: a fault there stops it before anything
 /// changes, and once the fault is gone it applies (the copy's version put

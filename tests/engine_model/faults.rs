@@ -18,7 +18,7 @@
 
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use prism_sync::fsops::Expect;
@@ -74,12 +74,18 @@ struct State {
     /// at: how many replica operations a fault-free run took, so that a
     /// crash can be placed after each one.
     counted: u32,
+    /// Listings of each side that ended (local) or began (remote): see
+    /// [`Faults::remote_listing_turn`].
+    local_listings_ended: u64,
+    remote_listings_begun: u64,
 }
 
 /// The switch the test holds: arm before a sync, disarm after it.
 #[derive(Default)]
 pub struct Faults {
     state: Mutex<State>,
+    /// Signalled when a local listing ends.
+    listed: Condvar,
 }
 
 /// What one call must do.
@@ -126,6 +132,34 @@ impl Faults {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().expect("fault state")
+    }
+
+    /// Waits until the local side's listing of this sync has ended. The
+    /// engine lists both sides at once; which of the two calls came first
+    /// would then depend on the threads, so a crash counted on either
+    /// side, or an edit placed before the remote's listing, would land at
+    /// a different point on a replay of the same seed. Taking the
+    /// listings in turn keeps the order a seed replays by (the local one
+    /// first, as the engine once listed them). Every sync lists both.
+    fn remote_listing_turn(&self) {
+        let mut state = self.lock();
+        state.remote_listings_begun += 1;
+        let (state, waited) = self
+            .listed
+            .wait_timeout_while(state, Duration::from_secs(60), |s| {
+                s.local_listings_ended < s.remote_listings_begun
+            })
+            .expect("fault state");
+        drop(state);
+        assert!(
+            !waited.timed_out(),
+            "the remote was listed without the local side"
+        );
+    }
+
+    fn local_listing_ended(&self) {
+        self.lock().local_listings_ended += 1;
+        self.listed.notify_all();
     }
 
     /// The interference due at this call on `side`, if any; counts the
@@ -262,7 +296,24 @@ impl Replica for FaultyReplica {
         cache: &BaseTree,
         ignore: &IgnoreRules,
     ) -> Result<Listing, ReplicaError> {
-        self.around("list", "/", || self.inner.list(scope, cache, ignore))
+        let list = || self.around("list", "/", || self.inner.list(scope, cache, ignore));
+        match self.side {
+            Side::Local => {
+                // Ended even when the listing panics: the remote's waits.
+                struct Ended<'f>(&'f Faults);
+                impl Drop for Ended<'_> {
+                    fn drop(&mut self) {
+                        self.0.local_listing_ended();
+                    }
+                }
+                let _ended = Ended(&self.faults);
+                list()
+            }
+            Side::Remote => {
+                self.faults.remote_listing_turn();
+                list()
+            }
+        }
     }
 
     fn stat(&self, path: &RelPath) -> Result<Expect, ReplicaError> {

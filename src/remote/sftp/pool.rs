@@ -21,6 +21,7 @@
 //! connection that arrives after its caller was served waits idle for the
 //! next one.
 
+use std::any::Any;
 use std::ops::Deref;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, ThreadId};
@@ -57,6 +58,11 @@ struct State<T> {
     /// each: a thread asking for a second one while it holds one could
     /// wait for itself forever (certainly with a pool of one).
     holders: Vec<ThreadId>,
+    /// A login or host-key refusal that a connecting thread met after its
+    /// caller had been served by another connection: the next caller's
+    /// error (an `E` of [`Pool::get`]), so that it is heard rather than
+    /// met again, unseen, by every later connect.
+    unheard: Option<Box<dyn Any + Send>>,
 }
 
 /// What a connection knows about its own health.
@@ -92,6 +98,7 @@ impl<T: Health> Pool<T> {
                     limit: size,
                     generation: 0,
                     holders: Vec::new(),
+                    unheard: None,
                 }),
                 changed: Condvar::new(),
             }),
@@ -106,7 +113,11 @@ impl<T: Health> Pool<T> {
     /// Drops the idle connections and retires the checked-out ones, so
     /// every later `get` gets a connection made from then on.
     pub fn retire(&self) {
-        Self::retire_all(&mut self.lock());
+        let mut state = self.lock();
+        // A refusal of what was retired (a forgotten login) is not news.
+        state.unheard = None;
+        Self::retire_all(&mut state);
+        drop(state);
         self.shared.changed.notify_all();
     }
 }
@@ -117,7 +128,9 @@ impl<T: Health + Send + 'static> Pool<T> {
     /// on a thread of its own meanwhile. A failed `connect` is the
     /// caller's error when no other connection exists; when others do,
     /// the server is taken to refuse more for now, the limit drops to what
-    /// exists, and the caller waits for one of those.
+    /// exists, and the caller waits for one of those. A login or host-key
+    /// refusal met after its caller was served by another connection is
+    /// the error of the next call.
     ///
     /// A thread must not ask while it holds one: that is a bug, and a
     /// panic names it instead of a silent wait for itself.
@@ -135,11 +148,20 @@ impl<T: Health + Send + 'static> Pool<T> {
             drop(state);
             panic!("a thread asked for a second pooled connection while holding one");
         }
+        if let Some(unheard) = state.unheard.take() {
+            match unheard.downcast::<E>() {
+                Ok(failed) => return Err(*failed),
+                Err(other) => state.unheard = Some(other),
+            }
+        }
         let connect = Arc::new(connect);
         // The connect this caller started and is still waiting for.
         let mut pending: Option<Outcome<E>> = None;
         loop {
             if let Some(item) = state.idle.pop() {
+                // Under the lock: a connect that fails from now on finds
+                // no one waiting for it (see `spawn_connect`).
+                drop(pending.take());
                 state.holders.push(me);
                 let generation = state.generation;
                 return Ok(self.guard(item, generation, me));
@@ -209,7 +231,21 @@ impl<T: Health + Send + 'static> Pool<T> {
                         );
                         state.limit = state.limit.min(state.open);
                     }
-                    Err(e)
+                    // Nothing is open and this one failed too: the server
+                    // is not there or refuses everyone, so what the
+                    // refusals before it lowered was no session limit.
+                    if state.open == 0 {
+                        state.limit = state.size;
+                    }
+                    // Its caller took another connection and went on: a
+                    // refusal no other session would escape is the next
+                    // caller's to hear.
+                    if Arc::strong_count(&outcome) == 1 && !e.may_be_a_session_limit() {
+                        state.unheard = Some(Box::new(e));
+                        Ok(())
+                    } else {
+                        Err(e)
+                    }
                 }
             };
             *outcome.locked() = Some(ended);
@@ -278,6 +314,11 @@ impl<T: Health> Pool<T> {
 
     fn lock(&self) -> MutexGuard<'_, State<T>> {
         self.shared.state.locked()
+    }
+
+    #[cfg(test)]
+    fn limit(&self) -> usize {
+        self.lock().limit
     }
 
     #[cfg(test)]
@@ -508,6 +549,80 @@ mod tests {
         let b = take(&pool, &made);
         let c = take(&pool, &made);
         assert_eq!((a.id, b.id, c.id), (0, 1, 2));
+    }
+
+    /// A caller served by a connection given back before its own connect
+    /// ended no longer waits for that connect; a login or host-key
+    /// refusal it then meets is the next caller's error, not dropped (a
+    /// silent retry on every later `get` would repeat a refused login, or
+    /// hide a changed host key, while the open sessions carry on).
+    #[test]
+    fn a_login_failure_met_after_its_caller_was_served_reaches_the_next_caller() {
+        let pool = Pool::new(2);
+        let made = Made::default();
+        let release = Arc::new(AtomicBool::new(false));
+        let first = take(&pool, &made);
+        thread::scope(|scope| {
+            let released = Arc::clone(&release);
+            let waiter = scope.spawn(|| {
+                pool.get(move || {
+                    while !released.load(Ordering::SeqCst) {
+                        thread::sleep(Duration::from_millis(5));
+                    }
+                    Err::<Item, _>("login refused".to_owned())
+                })
+                .map(|item| item.id)
+            });
+            thread::sleep(Duration::from_millis(100));
+            drop(first);
+            assert_eq!(waiter.join().unwrap(), Ok(0), "the one given back");
+        });
+        release.store(true, Ordering::SeqCst);
+        wait_until("the refused connect to end", || pool.counts() == (1, 1));
+        let next = thread::scope(|scope| {
+            scope
+                .spawn(|| pool.get(maker(&made)).map(|item| item.id))
+                .join()
+                .unwrap()
+        });
+        assert_eq!(next.err().as_deref(), Some("login refused"));
+        assert_eq!(take(&pool, &made).id, 0, "heard once, then used again");
+    }
+
+    /// Connects that all fail while nothing is open say the server is not
+    /// there, not that it limits sessions: once the last fails, the limit
+    /// is the configured size again. A limit left lowered by the refusals
+    /// that came first held the pool to one session until a session broke
+    /// (an agent started before its network was up).
+    #[test]
+    fn connects_that_all_fail_leave_the_limit_as_configured() {
+        let pool: Pool<Item> = Pool::new(3);
+        let release = Arc::new(AtomicBool::new(false));
+        let refused = |release: &Arc<AtomicBool>| {
+            let release = Arc::clone(release);
+            move || {
+                while !release.load(Ordering::SeqCst) {
+                    thread::sleep(Duration::from_millis(5));
+                }
+                Err::<Item, _>("unreachable".to_owned())
+            }
+        };
+        thread::scope(|scope| {
+            let callers: Vec<_> = (0..3)
+                .map(|_| {
+                    let connect = refused(&release);
+                    let pool = &pool;
+                    scope.spawn(move || pool.get(connect).err())
+                })
+                .collect();
+            wait_until("three connects under way", || pool.counts() == (3, 0));
+            release.store(true, Ordering::SeqCst);
+            for caller in callers {
+                assert_eq!(caller.join().unwrap().as_deref(), Some("unreachable"));
+            }
+        });
+        assert_eq!(pool.counts(), (0, 0));
+        assert_eq!(pool.limit(), 3);
     }
 
     #[test]
