@@ -39,11 +39,15 @@
 //! is never older than [`CLAIM_SPAN`] when its last write starts and that
 //! write has another [`CLAIM_SPAN`] to land before anyone takes the claim
 //! for stale. A claim is seen only once it is there, so the time it was
-//! seen for is never more than its age: no clocks need agree, the wall
-//! clock written into a claim's name is never read for it, and a claim
-//! whose process is known to be gone (on this host) is stale at once. An
-//! agent that restarts has seen nothing yet: it waits up to
-//! [`STALE_AFTER`] for a claim that was already stale.
+//! seen for is never more than its age: this rule needs no clocks to
+//! agree, and a claim whose process is known to be gone (on this host) is
+//! stale at once. An agent that restarts has seen nothing yet: it would
+//! wait up to [`STALE_AFTER`] for a claim that was already stale, and a
+//! process that runs once (`--once` from cron) would never see a dead
+//! claim turn stale. So the expiry written into a claim's name (below)
+//! counts too, on the reader's wall clock: it asks no more of the clocks
+//! than the lease record's own expiry does, and a live claim is withdrawn
+//! long before it (a claimant gives up after [`CLAIM_SPAN`]).
 //!
 //! Whoever finds a stale claim removes it, so that the others need not
 //! wait for it too. A taker that meets one gives up (the lease is busy)
@@ -51,9 +55,9 @@
 //! renewing or releasing waits it out, putting a fresh claim of its own
 //! every [`CLAIM_WAIT`] so that its own is young enough when it writes.
 //!
-//! A claim's name still carries an expiry ([`name_record`]: the lease's
-//! time, at least [`MIN_CLAIM_TTL`], after its writer's clock) for agents
-//! of earlier versions, which judge claims by it and by the rule that a
+//! A claim's name carries that expiry ([`name_record`]: the lease's
+//! time, at least [`MIN_CLAIM_TTL`], after its writer's clock); agents
+//! of earlier versions judge claims by it alone and by the rule that a
 //! claimant gives up after half that time. A claimant of this version
 //! gives up sooner ([`CLAIM_SPAN`] is half of [`MIN_CLAIM_TTL`]), so those
 //! agents judge its claims as they judged their own (their clocks must
@@ -67,7 +71,7 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use super::ReplicaError;
-use super::lease::{Owner, holder_is_gone, lost_race, name_record, record_of_name};
+use super::lease::{Owner, check_stale, lost_race, name_record, record_of_name};
 use crate::locks::LockExt;
 
 /// Where the claims are, below `.prism-sync/`.
@@ -335,7 +339,13 @@ impl<'a> Claim<'a> {
             if Some(id) == self.id {
                 continue;
             }
-            if age > STALE_AFTER || holder_is_gone(&record) {
+            // The expiry in its name counts too (it covers the process gone
+            // on this host): a process that runs once (`--once`, from
+            // cron) never sees a claim for long, and a dead claim smaller
+            // than its own would otherwise turn it away at every run. It
+            // asks no more of the clocks than the lease record's own
+            // expiry does.
+            if age > STALE_AFTER || check_stale(&record, SystemTime::now()).is_ok() {
                 // Left by an agent that died holding it, or whose removal
                 // was lost.
                 self.folder.remove(name);
@@ -490,13 +500,13 @@ mod tests {
     }
 
     #[test]
-    fn a_rival_claim_is_stale_after_it_was_seen_for_twice_the_span_whatever_its_name_says() {
+    fn a_rival_claim_is_stale_after_it_was_seen_for_twice_the_span_however_far_ahead_its_name_is() {
         let folder = Memory::default();
         let clock = Manual::new();
         let seen = sightings(&clock);
-        // Far ahead of any clock here and far behind it: neither counts.
+        // Far ahead of any clock here: its name's expiry never comes.
         let ahead = left_elsewhere(0, 99_999_999_999);
-        let behind = left_elsewhere(1, 1);
+        let behind = left_elsewhere(1, 99_999_999_998);
         folder.put(&ahead).unwrap();
         folder.put(&behind).unwrap();
         let me = owner("laptop");
@@ -519,6 +529,21 @@ mod tests {
         claim.check_in_time().unwrap();
         drop(claim);
         assert!(folder.names().unwrap().is_empty());
+    }
+
+    /// A process that runs once has seen no claim for long: a dead one
+    /// smaller than its own would turn it away at every run if only the
+    /// time seen counted.
+    #[test]
+    fn a_claim_whose_name_s_expiry_passed_is_stale_for_a_process_that_just_started() {
+        let folder = Memory::default();
+        let clock = Manual::new();
+        let seen = sightings(&clock);
+        let expired = left_elsewhere(0, 1);
+        folder.put(&expired).unwrap();
+        let me = owner("laptop");
+        let claim = Claim::enter(&folder, &seen, &me, LEASE, Wait::AsTaker, &|| Ok(())).unwrap();
+        assert_eq!(folder.names().unwrap(), std::slice::from_ref(&claim.name));
     }
 
     #[test]
