@@ -807,6 +807,17 @@ mod tests {
         h.expect_changed(&[".prismignore"]).await;
     }
 
+    /// Hands `watcher` the rules of `root` with `patterns`, as the pair's
+    /// scheduler does once `.prismignore` changed.
+    async fn follow(watcher: &Watcher, root: &Path, patterns: &[&str]) {
+        let patterns: Vec<String> = patterns.iter().map(|p| p.to_string()).collect();
+        let rules = Arc::new(IgnoreRules::load(root, &patterns).unwrap());
+        let view = watcher.view();
+        tokio::task::spawn_blocking(move || view.follow_rules(rules))
+            .await
+            .unwrap();
+    }
+
     #[tokio::test]
     async fn new_rules_are_followed_and_the_folders_they_let_in_are_watched() {
         let mut h = start(&["build/", "*.log"], &["build/deep/old.txt", "kept.txt"]);
@@ -817,11 +828,7 @@ mod tests {
         assert_eq!(seen, BTreeSet::from(["sentinel-1".into()]));
 
         // `.prismignore` now lets both in (the engine reloaded the rules).
-        let rules = Arc::new(IgnoreRules::load(&h.root, &[]).unwrap());
-        let view = h.watcher.view();
-        tokio::task::spawn_blocking(move || view.follow_rules(rules))
-            .await
-            .unwrap();
+        follow(&h.watcher, &h.root, &[]).await;
         // What happened before the new watches began is found by a scan.
         h.expect_event(WatchEvent::Rescan(None)).await;
 
@@ -831,11 +838,7 @@ mod tests {
             .await;
 
         // And back: what the rules exclude again raises no event.
-        let rules = Arc::new(IgnoreRules::load(&h.root, &["build/".to_owned()]).unwrap());
-        let view = h.watcher.view();
-        tokio::task::spawn_blocking(move || view.follow_rules(rules))
-            .await
-            .unwrap();
+        follow(&h.watcher, &h.root, &["build/"]).await;
         h.expect_event(WatchEvent::Rescan(None)).await;
         fs::write(h.path("build/deep/ignored.txt"), b"x").unwrap();
         fs::write(h.path("sentinel-2"), b"x").unwrap();
@@ -866,11 +869,7 @@ mod tests {
             assert!(inotify_watches(&h.path(folder)), "{folder} is not watched");
         }
 
-        let rules = Arc::new(IgnoreRules::load(&h.root, &["build/".to_owned()]).unwrap());
-        let view = h.watcher.view();
-        tokio::task::spawn_blocking(move || view.follow_rules(rules))
-            .await
-            .unwrap();
+        follow(&h.watcher, &h.root, &["build/"]).await;
         h.expect_event(WatchEvent::Rescan(None)).await;
         for folder in ["build", "build/deep"] {
             assert!(
@@ -935,20 +934,12 @@ mod tests {
 
         // Rules that still let it in: it is the one folder not watched, not
         // one more each time the rules change.
-        let view = watcher.view();
-        let rules = Arc::new(IgnoreRules::load(&root, &["*.tmp".to_owned()]).unwrap());
-        tokio::task::spawn_blocking(move || view.follow_rules(rules))
-            .await
-            .unwrap();
+        follow(&watcher, &root, &["*.tmp"]).await;
         assert_eq!(watcher.health().unwatched_folders, 1);
 
         // Rules that exclude it: every folder they let in is watched, so
         // the watch is whole again (and the pair need not poll).
-        let view = watcher.view();
-        let rules = Arc::new(IgnoreRules::load(&root, &["long/".to_owned()]).unwrap());
-        tokio::task::spawn_blocking(move || view.follow_rules(rules))
-            .await
-            .unwrap();
+        follow(&watcher, &root, &["long/"]).await;
         assert!(watcher.health().is_ok(), "{:?}", watcher.health());
     }
 

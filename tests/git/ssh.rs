@@ -13,11 +13,7 @@ use crate::sshd::Sshd;
 #[test]
 fn two_devices_converge_over_ssh_with_their_own_ssh_setups() {
     let server = Sshd::start();
-    let bare = server.served().join("notes.git");
-    git(
-        &server.served(),
-        &["init", "--bare", "-q", "-b", "main", "notes.git"],
-    );
+    let bare = bare_repository(&server);
     let known_hosts = server.scratch("client").join("known_hosts");
     server.write_known_hosts(&known_hosts);
     let key = server.client_key();
@@ -191,6 +187,27 @@ impl PlainSsh {
     }
 }
 
+/// An empty bare repository `notes.git` (HEAD naming `main`) on `server`.
+fn bare_repository(server: &Sshd) -> std::path::PathBuf {
+    git(
+        &server.served(),
+        &["init", "--bare", "-q", "-b", "main", "notes.git"],
+    );
+    server.served().join("notes.git")
+}
+
+/// Waits (10 s at most) until no ssh master of ours runs, then checks that
+/// the runtime folder holds nothing of ours either.
+fn assert_no_master_left(ssh: &PlainSsh) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !ssh.processes_in_runtime().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(ssh.processes_in_runtime(), Vec::<String>::new());
+    let left: Vec<_> = fs::read_dir(ssh.runtime()).unwrap().flatten().collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
 fn logins(server: &Sshd) -> usize {
     server.log().matches("Accepted publickey").count()
 }
@@ -207,11 +224,7 @@ fn run_ok(mut command: std::process::Command) -> (std::time::Duration, String) {
 #[test]
 fn a_sync_over_plain_ssh_logs_in_once_and_leaves_no_master_behind() {
     let server = Sshd::start();
-    let bare = server.served().join("notes.git");
-    git(
-        &server.served(),
-        &["init", "--bare", "-q", "-b", "main", "notes.git"],
-    );
+    let bare = bare_repository(&server);
     let ssh = PlainSsh::new(&server);
     let device = Device::new("alpha", &format!("git+notes-server:{}", bare.display()), "");
     put(&device.local, "a.md", "alpha\n");
@@ -242,23 +255,13 @@ fn a_sync_over_plain_ssh_logs_in_once_and_leaves_no_master_behind() {
     );
 
     // The agent stopped: its master was told to exit, its folder is gone.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !ssh.processes_in_runtime().is_empty() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    assert_eq!(ssh.processes_in_runtime(), Vec::<String>::new());
-    let left: Vec<_> = fs::read_dir(ssh.runtime()).unwrap().flatten().collect();
-    assert!(left.is_empty(), "{left:?}");
+    assert_no_master_left(&ssh);
 }
 
 #[test]
 fn a_user_s_own_ssh_command_is_run_as_written_without_sharing() {
     let server = Sshd::start();
-    let bare = server.served().join("notes.git");
-    git(
-        &server.served(),
-        &["init", "--bare", "-q", "-b", "main", "notes.git"],
-    );
+    let bare = bare_repository(&server);
     let ssh = PlainSsh::new(&server);
     let device = Device::new("alpha", &format!("git+notes-server:{}", bare.display()), "");
     put(&device.local, "a.md", "alpha\n");
@@ -286,11 +289,7 @@ fn a_user_s_own_ssh_command_is_run_as_written_without_sharing() {
 #[test]
 fn a_running_agent_s_polls_reuse_one_login_and_stopping_it_ends_the_master() {
     let server = Sshd::start();
-    let bare = server.served().join("notes.git");
-    git(
-        &server.served(),
-        &["init", "--bare", "-q", "-b", "main", "notes.git"],
-    );
+    let bare = bare_repository(&server);
     let ssh = PlainSsh::new(&server);
     let device =
         Device::polling_each_second("alpha", &format!("git+notes-server:{}", bare.display()));
@@ -331,11 +330,5 @@ fn a_running_agent_s_polls_reuse_one_login_and_stopping_it_ends_the_master() {
     assert!(!ssh.processes_in_runtime().is_empty(), "a master runs");
 
     agent.stop();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !ssh.processes_in_runtime().is_empty() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    assert_eq!(ssh.processes_in_runtime(), Vec::<String>::new());
-    let left: Vec<_> = fs::read_dir(&runtime).unwrap().flatten().collect();
-    assert!(left.is_empty(), "{left:?}");
+    assert_no_master_left(&ssh);
 }
