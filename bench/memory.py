@@ -41,7 +41,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import GNU_TIME, PRISM_LOCAL_META, PRISM_REMOTE_META, Problem, run_timed, set_aside
+import bench
+from bench import GNU_TIME, PRISM_LOCAL_META, PRISM_REMOTE_META, Problem, set_aside
 
 FILES_PER_FOLDER = 100
 CHANGED_SIZE = 16
@@ -95,30 +96,18 @@ def listing(root, skip_top):
     return found
 
 
-class Tool:
+class Tool(bench.Tool):
+    """bench.py's tool (prism or rsync, its own source and destination),
+    timed under GNU time and checked by names, sizes and contents."""
+
     def __init__(self, name, work, bins, env):
-        self.name = name
-        self.base = work / name
-        self.src = self.base / "src"
-        self.dst = self.base / "dst"
-        self.state = self.base / "state"
-        self.logs = self.base / "logs"
-        self.bins = bins
-        self.env = env
-        self.runs = 0
+        super().__init__(name, work, bins, env)
         for folder in (self.src, self.dst, self.state, self.logs):
             folder.mkdir(parents=True, exist_ok=True)
 
-    def argv(self):
-        if self.name == "prism":
-            return [self.bins / "prism-syncd", "--state-dir", self.state, "--local", self.src,
-                    "--remote", f"file://{self.dst}", "--once"]
-        return ["rsync", "-a", "--delete", f"{self.src}/", f"{self.dst}/"]
-
     def sync(self, label):
         """(seconds, peak RSS in KiB) of one sync."""
-        self.runs += 1
-        return run_timed(self.argv(), self.env, self.logs, f"{self.runs:03d}-{label}", measure_rss=True)
+        return super().sync(label, measure_rss=True)
 
     def verify(self, what):
         src = listing(self.src, {PRISM_LOCAL_META})
