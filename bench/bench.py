@@ -349,6 +349,20 @@ def sync_and_wait(ctl, socket, env, daemon, timeout, pair=None):
     raise Problem(f"prism-syncd did not complete a requested sync within {timeout} s")
 
 
+def stop_daemon(daemon, timeout=60):
+    """Sends SIGTERM to a daemon still running and waits for it; kills it
+    after `timeout` seconds. False when it had to be killed."""
+    if daemon.poll() is None:
+        daemon.send_signal(signal.SIGTERM)
+    try:
+        daemon.wait(timeout=timeout)
+        return True
+    except subprocess.TimeoutExpired:
+        daemon.kill()
+        daemon.wait()
+        return False
+
+
 def vm_hwm_kib(pid):
     """The peak resident set of a running process, from /proc (Linux)."""
     try:
@@ -465,14 +479,8 @@ def measure_latency(tool, tree, samples, seed, problems, changes=None, originals
         problems.append(f"latency: {e}")
     finally:
         result["daemon_peak_rss_kib"] = vm_hwm_kib(daemon.pid)
-        if daemon.poll() is None:
-            daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.wait(timeout=60)
-        except subprocess.TimeoutExpired:
+        if not stop_daemon(daemon):
             problems.append("latency: prism-syncd did not stop within 60 s of SIGTERM; killed")
-            daemon.kill()
-            daemon.wait()
         log.close()
         shutil.rmtree(sock_dir, ignore_errors=True)
     result["daemon_exit_code"] = daemon.returncode

@@ -41,7 +41,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -49,7 +48,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import Problem, children_cpu, sync_and_wait
+from bench import Problem, children_cpu, stop_daemon, sync_and_wait
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -312,13 +311,7 @@ def measure(bin_dir, args, scratch, sshd=None):
             result["git_status_ms"] = round(1000 * wall, 2)
             result["git_status_cpu_ms"] = round(1000 * cpu, 2)
     finally:
-        if daemon.poll() is None:
-            daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait()
+        stop_daemon(daemon)
         log.close()
         shutil.rmtree(sock_dir, ignore_errors=True)
         if sshd and args.ssh_control_persist is not None:

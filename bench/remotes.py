@@ -884,14 +884,8 @@ def measure_idle_poll(prism, idle_s, tree, problems):
     except Problem as e:
         problems.append(f"idle poll: {e}")
     finally:
-        if daemon.poll() is None:
-            daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.wait(timeout=60)
-        except subprocess.TimeoutExpired:
+        if not core.stop_daemon(daemon):
             problems.append("idle poll: prism-syncd did not stop within 60 s of SIGTERM; killed")
-            daemon.kill()
-            daemon.wait()
         log.close()
         shutil.rmtree(sock_dir, ignore_errors=True)
     if daemon.returncode != 0:
