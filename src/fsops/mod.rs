@@ -13,11 +13,12 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::clock::Clock;
 use crate::model::{ContentHash, Entry, FileId, Mode, RelPath};
-use crate::remote::layout::{self, temp_name_for};
+use crate::remote::layout::{self, TrashBatches, temp_name_for};
 use crate::timefmt;
 
 #[cfg(unix)]
@@ -655,6 +656,8 @@ pub struct Trash {
     root: PathBuf,
     /// Names the batch a version goes to.
     clock: Clock,
+    /// Which batch of the minute versions go to, shared by the clones.
+    batches: Arc<TrashBatches>,
 }
 
 impl Trash {
@@ -662,6 +665,7 @@ impl Trash {
         Trash {
             root,
             clock: Clock::system(),
+            batches: Arc::default(),
         }
     }
 
@@ -721,14 +725,16 @@ impl Trash {
         remove: impl Fn() -> io::Result<()>,
     ) -> io::Result<PathBuf> {
         let now = self.clock.now();
-        let mut batch = layout::trash_batch(now);
-        for _ in 0..TRASH_TRIES {
+        let mut batch = self.batches.batch(now);
+        for attempt in 0..TRASH_TRIES {
+            if attempt > 0 {
+                // The batch already holds this path, or a file where a
+                // folder of `rel` must go (the file `a`, then `a/b` within
+                // one minute): the version goes to a spare batch, under
+                // its own path (see `layout::TrashBatches`).
+                batch = self.batches.taken(now, &batch);
+            }
             let dest = rel.to_fs(&self.root.join(&batch));
-            // Where the minute's batch already holds this path, or a file
-            // where a folder of `rel` must go (the file `a`, then `a/b`
-            // within one minute), the version goes to a batch of its own
-            // under its own path (see `layout::spare_trash_batch`).
-            batch = layout::spare_trash_batch(now);
             match dest.parent().map(create_private_dirs) {
                 Some(Err(e))
                     if matches!(

@@ -6,8 +6,10 @@
 //! ignore rules (`tracker::ignore`) reserve them, so "is this one of
 //! ours?" has one answer.
 
+use std::sync::Mutex;
 use std::time::SystemTime;
 
+use crate::locks::LockExt;
 use crate::model::MAX_NAME_BYTES;
 use crate::timefmt;
 
@@ -116,6 +118,71 @@ pub fn tagged_trash_batch(at: SystemTime, tag: &str) -> String {
     format!("{}-{tag}", trash_batch(at))
 }
 
+/// Which batch a replica trashes into: the minute's own batch (or its
+/// tagged one, see [`tagged_trash_batch`]) until a name there is taken
+/// (the same path trashed twice in a minute, a file where a folder must
+/// go); from then on, for the rest of the minute, a batch of its own
+/// ([`spare_trash_batch`]), and a new one each time a name in that one is
+/// taken. So a path saved ten times in a minute makes ten batches, but a
+/// hundred paths each trashed twice make two, not a hundred and one: on a
+/// remote every batch costs its folders to make.
+#[derive(Debug, Default)]
+pub struct TrashBatches {
+    /// The tag of the minute's first batch, where a replica has one.
+    tag: Option<String>,
+    /// The minute (its batch's name) and the batch versions go to then.
+    current: Mutex<Option<(String, String)>>,
+}
+
+impl TrashBatches {
+    /// Batches that start each minute with [`trash_batch`].
+    pub fn new() -> TrashBatches {
+        TrashBatches::default()
+    }
+
+    /// Batches that start each minute with [`tagged_trash_batch`].
+    pub fn tagged(tag: String) -> TrashBatches {
+        TrashBatches {
+            tag: Some(tag),
+            current: Mutex::default(),
+        }
+    }
+
+    /// The batch a version trashed at `at` goes to first.
+    pub fn batch(&self, at: SystemTime) -> String {
+        let minute = trash_batch(at);
+        let current = self.current.locked();
+        match &*current {
+            Some((of, batch)) if *of == minute => batch.clone(),
+            _ => self.first(at),
+        }
+    }
+
+    /// The batch to try after a name in `batch` was found taken for a
+    /// version trashed at `at`; later versions of the minute go there too.
+    pub fn taken(&self, at: SystemTime, batch: &str) -> String {
+        let minute = trash_batch(at);
+        let mut current = self.current.locked();
+        if let Some((of, newer)) = &*current
+            && *of == minute
+            && newer != batch
+        {
+            // Another version of the minute moved on already.
+            return newer.clone();
+        }
+        let spare = spare_trash_batch(at);
+        *current = Some((minute, spare.clone()));
+        spare
+    }
+
+    fn first(&self, at: SystemTime) -> String {
+        match &self.tag {
+            Some(tag) => tagged_trash_batch(at, tag),
+            None => trash_batch(at),
+        }
+    }
+}
+
 /// Whether `name`, a folder in a trash, is a batch made before the minute
 /// of `cutoff` (and may be purged). Anything that is not a batch's name is
 /// not ours to delete.
@@ -172,6 +239,33 @@ mod tests {
         let name = partial_name_for(&long, &v1);
         assert!(name.len() <= MAX_NAME_BYTES, "{} bytes", name.len());
         assert!(is_partial_name(&name));
+    }
+
+    #[test]
+    fn a_taken_name_moves_the_rest_of_the_minute_to_one_spare_batch() {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_764_950_400 + 5);
+        let batches = TrashBatches::new();
+        let minute = trash_batch(at);
+        assert_eq!(batches.batch(at), minute);
+        let spare = batches.taken(at, &minute);
+        assert!(spare.starts_with(&format!("{minute}-")), "{spare}");
+        // Later versions of the minute go to the spare, and a caller
+        // that still held the minute's batch is sent there as well.
+        assert_eq!(batches.batch(at), spare);
+        assert_eq!(batches.taken(at, &minute), spare);
+        // A name taken in the spare: a new one.
+        let second = batches.taken(at, &spare);
+        assert_ne!(second, spare);
+        assert_eq!(batches.batch(at), second);
+        // The next minute starts with its own batch again.
+        let later = at + std::time::Duration::from_secs(60);
+        assert_eq!(batches.batch(later), trash_batch(later));
+
+        let tagged = TrashBatches::tagged("abcd1234".into());
+        assert_eq!(tagged.batch(at), format!("{minute}-abcd1234"));
+        let spare = tagged.taken(at, &tagged.batch(at));
+        assert_ne!(spare, format!("{minute}-abcd1234"));
+        assert_eq!(tagged.batch(at), spare);
     }
 
     #[test]

@@ -46,7 +46,7 @@ use ssh2::{CheckResult, ErrorCode, FileStat, HashType, KnownHostFileKind, OpenFl
 use ssh2::{Session, Sftp};
 
 use super::Opened;
-use super::layout::{METADATA_DIR, temp_name_for};
+use super::layout::{METADATA_DIR, TrashBatches, temp_name_for};
 use super::{Capabilities, Lease, Listing, Replica, ReplicaError, RootState, StagedWrite};
 use crate::fsops::Expect;
 use crate::locks::LockExt;
@@ -104,6 +104,7 @@ struct Shared {
     pool: Pool<Conn>,
     setstat_kept: SetstatKept,
     trash_folders: TrashFolders,
+    trash_batches: TrashBatches,
 }
 
 /// How to reach and log in to the server: all a connecting thread needs.
@@ -479,6 +480,7 @@ impl SftpReplica {
                 root,
                 setstat_kept: SetstatKept::default(),
                 trash_folders: TrashFolders::default(),
+                trash_batches: TrashBatches::new(),
             }),
         }
     }
@@ -855,6 +857,10 @@ impl PathStore for Shared {
     /// replaces; other servers may implement it as POSIX rename(2).
     fn refuses_taken_target(&self) -> bool {
         self.conn().is_ok_and(|conn| conn.openssh)
+    }
+
+    fn trash_batches(&self) -> &TrashBatches {
+        &self.trash_batches
     }
 
     fn remove_tree(&self, path: &str) -> Result<(), ReplicaError> {

@@ -110,7 +110,7 @@ use super::Opened;
 use super::claims::{CLAIMS_DIR, Claim, ClaimFolder, Sightings, Wait};
 use super::error_chain;
 use super::kit::{self, Entries, PathStore, careful, walk};
-use super::layout::{METADATA_DIR, temp_name_for};
+use super::layout::{METADATA_DIR, TrashBatches, temp_name_for};
 use super::{Capabilities, Lease, Listing, Replica, ReplicaError, RootState, StagedWrite};
 use crate::config::is_loopback_host;
 use crate::fsops::Expect;
@@ -316,6 +316,7 @@ struct Shared {
     /// When this agent first saw each lease claim: how it tells a stale
     /// one ([`super::claims`]).
     claims_seen: Sightings,
+    trash_batches: TrashBatches,
 }
 
 /// A ready client and the login it presents.
@@ -446,6 +447,7 @@ impl WebdavReplica {
                 conditional: std::sync::OnceLock::new(),
                 infinity: AtomicBool::new(true),
                 claims_seen: Sightings::default(),
+                trash_batches: TrashBatches::new(),
             }),
         })
     }
@@ -1293,6 +1295,10 @@ impl PathStore for Shared {
     /// `If-None-Match: *` honour (see the module's notes).
     fn refuses_taken_target(&self) -> bool {
         true
+    }
+
+    fn trash_batches(&self) -> &TrashBatches {
+        &self.trash_batches
     }
 
     fn remove_tree(&self, path: &str) -> Result<(), ReplicaError> {

@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use super::{PathStore, trash_dir};
 use crate::fsops::Expect;
 use crate::model::RelPath;
-use crate::remote::{ReplicaError, layout};
+use crate::remote::ReplicaError;
 
 /// How many taken trash names a step tries before it gives up.
 const TRASH_TRIES: usize = 8;
@@ -39,8 +39,9 @@ pub(crate) fn check<S: PathStore>(
 
 /// Moves `node` (at `path`, found matching `expect`) into
 /// `.prism-sync/trash/BATCH/PATH` without replacing anything there (a
-/// taken name: in a batch of its own, see [`layout::spare_trash_batch`]);
-/// returns its name below the trash folder (`BATCH/PATH`). A step refused or failed on a path that is no longer what
+/// taken name: in a spare batch, see [`crate::remote::layout::TrashBatches`]); returns
+/// its name below the trash folder (`BATCH/PATH`). A step refused or
+/// failed on a path that is no longer what
 /// `expect` says (someone else moved, removed or replaced it since the
 /// check) is a change to re-plan.
 pub(crate) fn trash<S: PathStore>(
@@ -50,7 +51,8 @@ pub(crate) fn trash<S: PathStore>(
     expect: &Expect,
 ) -> Result<RelPath, ReplicaError> {
     let now = SystemTime::now();
-    let mut batch = layout::trash_batch(now);
+    let batches = store.trash_batches();
+    let mut batch = batches.batch(now);
     let moved = (|| {
         for _ in 0..TRASH_TRIES {
             let dest = format!("{}/{batch}/{path}", trash_dir());
@@ -63,7 +65,7 @@ pub(crate) fn trash<S: PathStore>(
                 if error.is_offline() || !file_in_the_way(store, &batch, path)? {
                     return Err(error);
                 }
-                batch = layout::spare_trash_batch(now);
+                batch = batches.taken(now, &batch);
                 continue;
             }
             let condition = S::condition(node, expect);
@@ -75,7 +77,7 @@ pub(crate) fn trash<S: PathStore>(
             if store.stat(&dest)?.is_none() {
                 return Ok(None);
             }
-            batch = layout::spare_trash_batch(now);
+            batch = batches.taken(now, &batch);
         }
         Err(ReplicaError::Other(format!(
             "cannot move {path} to the trash: no free name there after {TRASH_TRIES} tries \
@@ -215,6 +217,7 @@ mod tests {
     use crate::locks::LockExt;
     use crate::model::Entry;
     use crate::remote::kit::{Entries, purge_trash};
+    use crate::remote::layout;
 
     /// A store in memory: each path is a folder or a file's content.
     #[derive(Default)]
@@ -224,6 +227,7 @@ mod tests {
         /// else would between a check and the move; the move then fails
         /// as a missing source does.
         vanish_before_move: Mutex<Option<String>>,
+        batches: layout::TrashBatches,
     }
 
     impl Memory {
@@ -327,6 +331,10 @@ mod tests {
             true
         }
 
+        fn trash_batches(&self) -> &layout::TrashBatches {
+            &self.batches
+        }
+
         fn remove_tree(&self, path: &str) -> Result<(), ReplicaError> {
             self.paths
                 .locked()
@@ -398,6 +406,41 @@ mod tests {
             store.stat("g.txt").unwrap(),
             Some(Some("theirs".to_owned()))
         );
+    }
+
+    #[test]
+    fn paths_replaced_twice_in_a_minute_share_one_spare_batch() {
+        let store = Memory::default();
+        let paths: Vec<String> = (0..20).map(|i| format!("d/f{i}.txt")).collect();
+        for path in &paths {
+            store.put(path, Some("one"));
+        }
+        let mut batches_of_round = Vec::new();
+        for (old, new) in [("one", "two"), ("two", "six")] {
+            let mut batches = std::collections::BTreeSet::new();
+            for path in &paths {
+                store.put(".prism-tmp-x", Some(new));
+                let (_, trashed) =
+                    commit(&store, ".prism-tmp-x", &rel(path), &file(old), || Ok(None)).unwrap();
+                let trashed = trashed.unwrap();
+                let (batch, below) = trashed.as_str().split_once('/').unwrap();
+                assert_eq!(below, path);
+                batches.insert(batch.to_owned());
+            }
+            batches_of_round.push(batches);
+        }
+        // The second round finds every name of the minute's batch taken:
+        // its versions go to one spare batch, not one each (two where the
+        // minute turned during the test).
+        assert!(batches_of_round[1].len() <= 2, "{batches_of_round:?}");
+        assert!(batches_of_round[1].is_disjoint(&batches_of_round[0]));
+        for (path, old) in paths.iter().zip(std::iter::repeat("one")) {
+            let kept = batches_of_round[0].iter().any(|b| {
+                store.stat(&format!("{}/{b}/{path}", trash_dir())).unwrap()
+                    == Some(Some(old.to_owned()))
+            });
+            assert!(kept, "{path}: the first version is kept");
+        }
     }
 
     #[test]

@@ -92,6 +92,10 @@ pub(crate) trait PathStore: Sync {
     /// need not look first. A server that might replace is looked at.
     fn refuses_taken_target(&self) -> bool;
 
+    /// Which trash batch a version goes to: one per store, so versions of
+    /// a minute share their batches (see [`layout::TrashBatches`]).
+    fn trash_batches(&self) -> &layout::TrashBatches;
+
     /// Removes `path` and everything below it, never following a link.
     fn remove_tree(&self, path: &str) -> Result<(), ReplicaError>;
 

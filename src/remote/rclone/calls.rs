@@ -160,20 +160,29 @@ struct WalkCosts {
     round_trip: Option<Duration>,
 }
 
-/// The names a remote trashed into one tagged trash batch.
+/// The trash batch a remote trashes into in the current minute, and the
+/// names it took there.
 #[derive(Default)]
 struct TrashedNames {
+    /// The minute's tagged batch.
+    minute: String,
+    /// Where versions go: the minute's batch until a name there was
+    /// taken, then a spare one for the rest of the minute (one spare per
+    /// taken name, not per version: each costs folders to make).
     batch: String,
     names: std::collections::BTreeSet<String>,
 }
 
 impl TrashedNames {
-    /// Takes `path`'s name in `batch` (the current minute's), or says that
-    /// it cannot: a version of the same path is there, a file of ours
-    /// holds the name of a folder above it, or files of ours are below it.
-    fn reserve(&mut self, batch: &str, path: &str) -> bool {
-        if self.batch != batch {
-            self.batch = batch.to_owned();
+    /// The batch for `path`, trashed at `at`, whose tagged batch of the
+    /// minute is `minute`: the current one unless `path`'s name is taken
+    /// there (a version of the same path is there, a file of ours holds
+    /// the name of a folder above it, or files of ours are below it),
+    /// else a spare one from now on. The name is taken for `path`.
+    fn reserve(&mut self, minute: &str, path: &str, at: SystemTime) -> String {
+        if self.minute != minute {
+            self.minute = minute.to_owned();
+            self.batch = minute.to_owned();
             self.names.clear();
         }
         let below = format!("{path}/");
@@ -186,10 +195,20 @@ impl TrashedNames {
                 .range(below.clone()..)
                 .next()
                 .is_some_and(|name| name.starts_with(&below));
-        if !taken {
-            self.names.insert(path.to_owned());
+        if taken {
+            return self.move_on(path, at);
         }
-        !taken
+        self.names.insert(path.to_owned());
+        self.batch.clone()
+    }
+
+    /// Leaves the current batch for a spare one, where `path` takes its
+    /// name: the current one held a name this remote did not know of.
+    fn move_on(&mut self, path: &str, at: SystemTime) -> String {
+        self.batch = layout::spare_trash_batch(at);
+        self.names.clear();
+        self.names.insert(path.to_owned());
+        self.batch.clone()
     }
 }
 
@@ -648,10 +667,8 @@ impl Remote {
         // path, a file where this path needs a folder, files below where
         // this one goes) sends the version to a batch of its own.
         let now = SystemTime::now();
-        let mut batch = layout::tagged_trash_batch(now, &self.trash_tag);
-        if !self.trashed.locked().reserve(&batch, path.as_str()) {
-            batch = layout::spare_trash_batch(now);
-        }
+        let minute = layout::tagged_trash_batch(now, &self.trash_tag);
+        let mut batch = self.trashed.locked().reserve(&minute, path.as_str(), now);
         let mut moved = self.move_rechecked(
             path,
             &format!("{METADATA_DIR}/trash/{batch}/{path}"),
@@ -664,7 +681,7 @@ impl Remote {
             .as_ref()
             .is_err_and(|e| !e.is_offline() && !matches!(e, ReplicaError::Changed { .. }));
         if failed && self.file_in_the_way(&batch, path)? {
-            batch = layout::spare_trash_batch(now);
+            batch = self.trashed.locked().move_on(path.as_str(), now);
             moved = self.move_rechecked(
                 path,
                 &format!("{METADATA_DIR}/trash/{batch}/{path}"),
@@ -1341,5 +1358,27 @@ mod tests {
         assert_eq!(left, [".upload-running", "not-ours"]);
         drop(running);
         assert!(!spool.join(".upload-running").exists());
+    }
+
+    #[test]
+    fn a_taken_trash_name_sends_the_rest_of_the_minute_to_one_spare_batch() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_950_400);
+        let minute = layout::tagged_trash_batch(at, "tag12345");
+        let mut trashed = TrashedNames::default();
+        assert_eq!(trashed.reserve(&minute, "a/x", at), minute);
+        assert_eq!(trashed.reserve(&minute, "a/y", at), minute);
+        // `a/x` again: a spare batch, where `a/y` goes too next time.
+        let spare = trashed.reserve(&minute, "a/x", at);
+        assert_ne!(spare, minute);
+        assert_eq!(trashed.reserve(&minute, "a/y", at), spare);
+        // A file where a folder is needed, and a folder over files.
+        let file_then_folder = trashed.reserve(&minute, "a/x/inner", at);
+        assert_ne!(file_then_folder, spare);
+        let folder_over_files = trashed.reserve(&minute, "a", at);
+        assert_ne!(folder_over_files, file_then_folder);
+        // The next minute starts in its own batch.
+        let later = at + Duration::from_secs(60);
+        let next = layout::tagged_trash_batch(later, "tag12345");
+        assert_eq!(trashed.reserve(&next, "a/x", later), next);
     }
 }

@@ -87,6 +87,7 @@ pub struct S3Replica {
     /// `access_key_id`), and the config dir its credentials file is in;
     /// looked up each time the client is built.
     stored: Option<(Account, Option<PathBuf>)>,
+    trash_batches: layout::TrashBatches,
 }
 
 impl S3Replica {
@@ -108,6 +109,7 @@ impl S3Replica {
             memory: MemoryBudget::new(DEFAULT_MEMORY_BUDGET),
             parallel: parallel.max(1),
             stored: None,
+            trash_batches: layout::TrashBatches::new(),
         }
     }
 
@@ -236,14 +238,17 @@ impl S3Replica {
         size: u64,
     ) -> Result<RelPath, ReplicaError> {
         let now = SystemTime::now();
-        let spare = || format!("{}/{path}", layout::spare_trash_batch(now));
+        let batches = &self.trash_batches;
         // A version trashed earlier in the same minute keeps its name: this
-        // one goes to a batch of its own.
-        let base = format!("{}/{path}", layout::trash_batch(now));
-        let mut name = match client.head(&trash_key(&base))? {
-            None => base,
-            Some(_) => spare(),
-        };
+        // one goes to a spare batch.
+        let mut batch = batches.batch(now);
+        if client
+            .head(&trash_key(&format!("{batch}/{path}")))?
+            .is_some()
+        {
+            batch = batches.taken(now, &batch);
+        }
+        let mut name = format!("{batch}/{path}");
         if !support.copy {
             recheck(client, path.as_str(), etag)?;
         }
@@ -264,7 +269,8 @@ impl S3Replica {
                 // The name was taken meanwhile, or the source changed:
                 // a name of its own tells which.
                 Err(S3Error::PreconditionFailed { .. }) if support.copy_create && !last => {
-                    name = spare();
+                    batch = batches.taken(now, &batch);
+                    name = format!("{batch}/{path}");
                 }
                 Err(S3Error::PreconditionFailed { .. }) | Err(S3Error::NoSuchKey { .. }) => {
                     return Err(changed(path));
