@@ -104,6 +104,9 @@ impl PairState {
     }
 }
 
+/// [`PairStatus::watcher`] while the watches see everything.
+const WATCH_OK: &str = "ok";
+
 /// The live status of a pair, shared with the API.
 #[derive(Clone, Debug)]
 pub struct PairStatus {
@@ -121,7 +124,7 @@ impl Default for PairStatus {
             state: PairState::Idle,
             detail: None,
             pending: 0,
-            watcher: "ok".to_owned(),
+            watcher: WATCH_OK.to_owned(),
             problems: Vec::new(),
             last_report: None,
         }
@@ -495,6 +498,22 @@ pub async fn run(
             // watch that starts now saw nothing before, so a listing follows.
             if remote_watch.as_mut().is_some_and(RemoteWatch::restart) {
                 pending.add_check(Instant::now(), "watch");
+            }
+            // A watch problem said earlier (a folder a watch could not
+            // watch, events it lost) is over once both watches are whole
+            // again and a run has looked at the whole pair since.
+            if matches!(scope, Scope::Full)
+                && report.waiting.is_none()
+                && local_watch.as_ref().is_some_and(WatchView::is_ok)
+                && remote_watch
+                    .as_ref()
+                    .is_none_or(RemoteWatch::misses_no_folder)
+            {
+                let mut status = status.locked();
+                if status.watcher != WATCH_OK {
+                    tracing::info!(pair = %engine.name, "the watches see every folder again");
+                    status.watcher = WATCH_OK.to_owned();
+                }
             }
             // A paused pair synced only because a client asked: it stays
             // paused, and status must say so rather than idle.

@@ -78,6 +78,14 @@ impl RemoteWatch {
             .is_none_or(|watcher| !watcher.health().is_ok())
     }
 
+    /// Whether no folder the watch should see is left unwatched. A remote
+    /// that is not watched at all (polled) has none.
+    pub fn misses_no_folder(&self) -> bool {
+        self.watcher
+            .as_ref()
+            .is_none_or(|watcher| watcher.health().is_ok())
+    }
+
     /// Whether the watch still watches the folder the root names: a path
     /// that names another folder now (the disk unmounted and mounted
     /// again, a parent folder replaced, a file system mounted over it) has

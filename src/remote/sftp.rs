@@ -103,8 +103,12 @@ struct Shared {
     root: PathBuf,
     pool: Pool<Conn>,
     setstat_kept: SetstatKept,
-    trash_folders: TrashFolders,
+    trash_folders: KnownFolders,
     trash_batches: TrashBatches,
+    /// The folders this sync's uploads went to, found or made: a folder
+    /// is looked at before the first upload into it, not before each.
+    /// Forgotten at each listing (see `SftpReplica::stage`).
+    upload_folders: KnownFolders,
 }
 
 /// How to reach and log in to the server: all a connecting thread needs.
@@ -263,15 +267,16 @@ impl SetstatKept {
     }
 }
 
-/// The trash folders a replica made or found (with their parents), so a
-/// version trashed into one of them moves without a look at its folder
-/// first. Forgotten whole when a move finds one gone, and when they grow
-/// past [`TrashFolders::MAX`] (a long-running agent makes a batch a
-/// minute).
+/// Folders a replica made or found (with their parents), so a file
+/// written or moved into one of them goes without a look at its folder
+/// first: the trash folders, kept while the replica is, and the folders
+/// of the current sync's uploads. Forgotten whole when a step finds one
+/// gone, and when they grow past [`KnownFolders::MAX`] (a long-running
+/// agent makes a trash batch a minute).
 #[derive(Default)]
-struct TrashFolders(Mutex<HashSet<PathBuf>>);
+struct KnownFolders(Mutex<HashSet<PathBuf>>);
 
-impl TrashFolders {
+impl KnownFolders {
     const MAX: usize = 4096;
 
     fn knows(&self, dir: &Path) -> bool {
@@ -479,8 +484,9 @@ impl SftpReplica {
                 login: Arc::new(Login { target, user }),
                 root,
                 setstat_kept: SetstatKept::default(),
-                trash_folders: TrashFolders::default(),
+                trash_folders: KnownFolders::default(),
                 trash_batches: TrashBatches::new(),
+                upload_folders: KnownFolders::default(),
             }),
         }
     }
@@ -786,7 +792,7 @@ impl PathStore for Shared {
     }
 
     /// A private folder (the trash's) this replica made or found before is
-    /// taken as there without asking (see [`TrashFolders`]).
+    /// taken as there without asking (see [`KnownFolders`]).
     fn mkdir_all(&self, dir: &str, private: bool) -> Result<(), ReplicaError> {
         // Owner-only where asked (the trash keeps old versions of every
         // file, and must not show their names to anyone else).
@@ -1388,6 +1394,8 @@ impl Replica for SftpReplica {
             drop(conn);
             conn = s.conn()?;
         }
+        // A new sync looks at its upload folders afresh.
+        s.upload_folders.forget_all();
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
@@ -1558,23 +1566,42 @@ impl Replica for SftpReplica {
         // A file cannot exist without its folder; a partial sync may get
         // here before the folder's own action did. The look at the folder
         // also refuses one that became a symlink since the listing, which
-        // the upload would otherwise follow out of the root.
-        if let Some(parent) = temp.parent() {
+        // the upload would otherwise follow out of the root: once a sync,
+        // before its first upload there (the same trust the sync gives its
+        // listing; a look before each file cost a round trip a file).
+        let parent = temp.parent().unwrap_or(&s.root);
+        let make_parent = || {
             conn.mkdir_all(parent, DEFAULT_DIR_MODE)
                 .map_err(|e| ReplicaError::io("create the folder of", path, e))?;
+            s.upload_folders.learn(parent);
+            Ok::<_, ReplicaError>(())
+        };
+        if !s.upload_folders.knows(parent) {
+            make_parent()?;
         }
         // Created with the mode, which the server's umask can only narrow;
         // the commit gives it exactly that mode together with its mtime
         // (one round trip for both), before it is renamed in.
-        let mut file = conn
-            .sftp
-            .open_mode(
+        let open = || {
+            conn.sftp.open_mode(
                 &temp,
                 OpenFlags::WRITE | OpenFlags::EXCLUSIVE,
                 mode.map_or(DEFAULT_FILE_MODE, Mode::bits) as i32,
                 OpenType::File,
             )
-            .map_err(|e| conn.error("write", path, e))?;
+        };
+        let mut file = match open() {
+            // A folder taken as there may have been removed since: looked
+            // at (and made) again, once.
+            Err(e)
+                if e.code() == ErrorCode::SFTP(2) && s.upload_folders.forget_if_known(parent) =>
+            {
+                make_parent()?;
+                open()
+            }
+            opened => opened,
+        }
+        .map_err(|e| conn.error("write", path, e))?;
         let mut hasher = blake3::Hasher::new();
         let mut size = 0u64;
         // The thread's reusable buffer: a fresh 256 KiB one per file was

@@ -881,44 +881,19 @@ mod tests {
         assert!(h.watcher.health().is_ok());
     }
 
-    /// Makes `root/long/…/leaf`, whose absolute path is longer than
-    /// inotify takes (PATH_MAX) while its path below `root` is one Prism
-    /// Sync syncs: a folder that cannot be watched, even by root (unlike
-    /// permission bits). Made with `mkdirat`, as no path can name it.
+    /// Makes `root/long/…`, a folder that cannot be watched, and checks
+    /// that its path below `root` is one Prism Sync syncs.
     fn make_unwatchable_folder(root: &Path) {
-        use std::os::unix::ffi::OsStrExt;
-        let open = |path: &std::ffi::CStr, at: libc::c_int| {
-            // SAFETY: a NUL-terminated path and a directory fd (or AT_FDCWD).
-            let fd = unsafe { libc::openat(at, path.as_ptr(), libc::O_DIRECTORY | libc::O_RDONLY) };
-            assert!(fd >= 0, "{}", io::Error::last_os_error());
-            fd
-        };
-        let root_c = std::ffi::CString::new(root.as_os_str().as_bytes()).unwrap();
-        let mut fd = open(&root_c, libc::AT_FDCWD);
-        let mut length = root.as_os_str().len();
-        let mut rel = 0;
-        let mut names = vec!["long".to_owned()];
-        while length + 1 + 200 <= libc::PATH_MAX as usize {
-            names.push("x".repeat(200));
-            length += 201;
-        }
-        names.push("y".repeat(libc::PATH_MAX as usize - length + 10));
-        for name in names {
-            length += 1 + name.len();
-            rel += name.len() + 1;
-            let name = std::ffi::CString::new(name).unwrap();
-            // SAFETY: as above; `fd` is ours and closed once replaced.
-            unsafe {
-                assert_eq!(libc::mkdirat(fd, name.as_ptr(), 0o755), 0);
-                let next = open(&name, fd);
-                libc::close(fd);
-                fd = next;
-            }
-        }
-        // SAFETY: `fd` is ours.
-        unsafe { libc::close(fd) };
-        assert!(length > libc::PATH_MAX as usize);
+        let rel = unwatchable::make_unwatchable_folder(root);
         assert!(rel <= crate::model::MAX_PATH_BYTES, "{rel}");
+    }
+
+    /// Shared with the agent's end-to-end tests.
+    mod unwatchable {
+        include!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/support/unwatchable.rs"
+        ));
     }
 
     #[tokio::test]

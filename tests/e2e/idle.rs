@@ -171,6 +171,40 @@ fn a_folder_the_ignore_rules_let_in_is_watched_on_both_sides_from_then_on() {
 }
 
 #[test]
+fn status_stops_naming_an_unwatched_folder_once_the_rules_exclude_it() {
+    let sandbox = Sandbox::new();
+    let remote = sandbox.remote("remote");
+    let device = sandbox.device("laptop", &remote);
+    write(&device.local, "a.txt", "a\n");
+    crate::unwatchable::make_unwatchable_folder(&device.local);
+    let _agent = device.start();
+    wait_for_content(&remote.join("a.txt"), "a\n");
+    let watcher = || {
+        device.pair_status()["watcher"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    };
+    wait_until(PATIENCE, "status names the unwatched folder", || {
+        let shown = watcher();
+        shown
+            .contains("cannot be watched")
+            .then_some(())
+            .ok_or(shown)
+    });
+
+    // Rules that exclude it: every folder is watched again, and status
+    // must say so rather than keep the old sentence.
+    write(&device.local, ".prismignore", "long/\n");
+    wait_until(PATIENCE, "status says the watch is whole", || {
+        let shown = watcher();
+        (shown == "ok")
+            .then_some(())
+            .ok_or(format!("{shown}\n{}", device.log_text()))
+    });
+}
+
+#[test]
 fn a_prismignore_that_does_not_load_is_reported_until_it_does() {
     let sandbox = Sandbox::new();
     let remote = sandbox.remote("remote");

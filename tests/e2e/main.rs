@@ -32,3 +32,5 @@ mod propagation;
 mod records;
 mod restore;
 mod socket;
+#[path = "../support/unwatchable.rs"]
+mod unwatchable;

@@ -864,18 +864,17 @@ fn a_new_file_a_replaced_file_and_a_no_op_listing_take_few_requests() {
     });
     assert_eq!(first.last().map(String::as_str), Some("lstat"));
 
-    // A new file: a look at its folder (there, and no symlink), its
-    // upload, the times, mode and version nonce, and the move that never
-    // replaces (which is the check that nothing is there).
+    // A new file: its upload (its folder was looked at before the first
+    // upload into it: there, and no symlink), the times, mode and version
+    // nonce, and the move that never replaces (which is the check that
+    // nothing is there).
     let mut written = None;
     let new = requests_of(&mut || {
         written = Some(put_with_mode(&remote, "d/f.txt", "one\n", &Expect::Absent));
     });
     assert_eq!(
         new,
-        [
-            "lstat", "open", "write", "fsync", "close", "setstat", "rename"
-        ]
+        ["open", "write", "fsync", "close", "setstat", "rename"]
     );
 
     // A replaced file: as a new one, with a look at the version it
@@ -889,8 +888,8 @@ fn a_new_file_a_replaced_file_and_a_no_op_listing_take_few_requests() {
     assert_eq!(
         replaced,
         [
-            "lstat", "open", "write", "fsync", "close", "lstat", "lstat", "lstat", "lstat",
-            "lstat", "mkdir", "mkdir", "mkdir", "rename", "setstat", "rename"
+            "open", "write", "fsync", "close", "lstat", "lstat", "lstat", "lstat", "lstat",
+            "mkdir", "mkdir", "mkdir", "rename", "setstat", "rename"
         ]
     );
 
@@ -915,9 +914,32 @@ fn a_new_file_a_replaced_file_and_a_no_op_listing_take_few_requests() {
     assert_eq!(
         same_batch.expect("two replaces within one minute"),
         [
-            "lstat", "open", "write", "fsync", "close", "lstat", "rename", "setstat", "rename"
+            "open", "write", "fsync", "close", "lstat", "rename", "setstat", "rename"
         ]
     );
+    // A new sync (its listing) looks at an upload's folder again, once.
+    remote
+        .list(&Scope::Full, &BaseTree::new(), &no_rules())
+        .unwrap();
+    let after_listing = requests_of(&mut || {
+        put_with_mode(&remote, "d/i.txt", "i\n", &Expect::Absent);
+        put_with_mode(&remote, "d/j.txt", "j\n", &Expect::Absent);
+    });
+    assert_eq!(
+        after_listing.iter().filter(|r| *r == "lstat").count(),
+        1,
+        "{after_listing:?}"
+    );
+    // An upload folder removed behind the replica's back is made again.
+    fs::create_dir_all(server.served().join("counted/m")).unwrap();
+    put_with_mode(&remote, "m/k.txt", "k\n", &Expect::Absent);
+    fs::remove_dir_all(server.served().join("counted/m")).unwrap();
+    put_with_mode(&remote, "m/l.txt", "l\n", &Expect::Absent);
+    assert_eq!(
+        fs::read_to_string(server.served().join("counted/m/l.txt")).unwrap(),
+        "l\n"
+    );
+    fs::remove_dir_all(server.served().join("counted/m")).unwrap();
     // A trash folder removed behind the replica's back is made again.
     fs::remove_dir_all(&trash).unwrap();
     let first = put_with_mode(&remote, "d/h.txt", "old h\n", &Expect::Absent);
