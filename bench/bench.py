@@ -618,7 +618,7 @@ def default_bin_dir():
 # What each suite runs besides prism, and the package that has it.
 NEEDS = {
     "local": {"rsync": "rsync", "unison": "unison"},
-    "sftp": {"rsync": "rsync", "rclone": "rclone", "ssh": "openssh-client",
+    "sftp": {"rsync": "rsync", "unison": "unison", "rclone": "rclone", "ssh": "openssh-client",
              "ssh-keygen": "openssh-client", "/usr/sbin/sshd": "openssh-server",
              "/usr/lib/openssh/sftp-server": "openssh-server"},
     "webdav": {"rclone": "rclone", "/usr/sbin/apache2": "apache2"},
