@@ -202,6 +202,24 @@ class Sshd:
                         f" -o ControlPersist={control_persist}")
         return {"GIT_SSH_COMMAND": command}
 
+    def write_ssh_config(self, home):
+        """What a user writes in ~/.ssh/config (`home`'s) for plain `ssh`
+        to log in here with this key and this host key only. prism's git
+        remote then runs git's plain ssh, and shares one connection between
+        its calls itself."""
+        ssh = home / ".ssh"
+        ssh.mkdir(mode=0o700, parents=True, exist_ok=True)
+        config = ssh / "config"
+        config.write_text(
+            "Host 127.0.0.1\n"
+            f"  Port {self.port}\n"
+            f"  IdentityFile {self.root / 'client_key'}\n"
+            f"  UserKnownHostsFile {self.known_hosts}\n"
+            "  StrictHostKeyChecking yes\n"
+            "  BatchMode yes\n"
+            "  IdentitiesOnly yes\n")
+        config.chmod(0o600)
+
     def control_path(self):
         return self.root / "cm-%C"
 
@@ -788,7 +806,13 @@ class PrismGit(StoreTool):
 
     def configure(self):
         self.dst = self.server.served / f"{self.dst_name}.git"
-        self.env.update(self.server.git_env())
+        if self.server.transport == "ssh":
+            # As a user sets it up: ~/.ssh/config, so the agent shares one
+            # ssh connection between its git calls (a GIT_SSH_COMMAND of
+            # the user's is run as written, without sharing).
+            self.server.write_ssh_config(self.home)
+        else:
+            self.env.update(self.server.git_env())
         self.write_prism_config(f"git+{self.server.git_url(self.dst)}", 'branch = "main"\n')
 
     def make_destination(self):

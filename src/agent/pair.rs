@@ -501,9 +501,13 @@ pub async fn run(
             }
             // A watch problem said earlier (a folder a watch could not
             // watch, events it lost) is over once both watches are whole
-            // again and a run has looked at the whole pair since.
+            // again and a run has looked at the whole pair since (one that
+            // waited, stopped at the guard or failed may not have).
             if matches!(scope, Scope::Full)
                 && report.waiting.is_none()
+                && report.guard.is_none()
+                && report.error.is_none()
+                && !report.offline
                 && local_watch.as_ref().is_some_and(WatchView::is_ok)
                 && remote_watch
                     .as_ref()

@@ -645,8 +645,8 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// How many names a version tries in the trash before giving up: the
-/// first is the minute's batch, the rest batches of their own, which are
-/// taken only by a racing agent's version (random names).
+/// batch its minute is at (see `layout::TrashBatches`), then new spare
+/// batches, whose names only a racing version could take.
 const TRASH_TRIES: usize = 8;
 
 /// A folder that keeps every overwritten or deleted version, grouped by

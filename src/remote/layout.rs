@@ -93,10 +93,11 @@ pub fn trash_batch(at: SystemTime) -> String {
     stamp
 }
 
-/// A batch of its own for the minute of `at`, `YYYYMMDD-HHMM-TAG` with a
-/// random tag: where a version's name in the minute's batch is taken (the
-/// same path trashed twice in one minute), or where a backend cannot move
-/// without replacing and agents racing could choose one name. The version
+/// A new batch for the minute of `at`, `YYYYMMDD-HHMM-TAG` with a random
+/// tag: where a name in the minute's batch is taken (the same path
+/// trashed twice in one minute; [`TrashBatches`] then sends the rest of
+/// the minute there too), or where a backend cannot move without
+/// replacing and agents racing could choose one name. The version
 /// keeps its own path below it, never a suffixed one, so every name in
 /// the trash is one the pair had (and an encrypted trash stays readable by
 /// rclone's crypt, which skips names it cannot decrypt).
@@ -163,12 +164,14 @@ impl TrashBatches {
     pub fn taken(&self, at: SystemTime, batch: &str) -> String {
         let minute = trash_batch(at);
         let mut current = self.current.locked();
-        if let Some((of, newer)) = &*current
-            && *of == minute
-            && newer != batch
-        {
+        match &*current {
             // Another version of the minute moved on already.
-            return newer.clone();
+            Some((of, newer)) if *of == minute && newer != batch => return newer.clone(),
+            // A minute before the current one (a thread that read the clock
+            // before the minute turned): a batch of its own, leaving the
+            // current minute's alone.
+            Some((of, _)) if minute < *of => return spare_trash_batch(at),
+            _ => {}
         }
         let spare = spare_trash_batch(at);
         *current = Some((minute, spare.clone()));
@@ -257,9 +260,15 @@ mod tests {
         let second = batches.taken(at, &spare);
         assert_ne!(second, spare);
         assert_eq!(batches.batch(at), second);
-        // The next minute starts with its own batch again.
+        // The next minute starts with its own batch again; a name found
+        // taken in a minute before it (a thread that read the clock just
+        // before the minute turned) leaves the current minute's alone.
         let later = at + std::time::Duration::from_secs(60);
         assert_eq!(batches.batch(later), trash_batch(later));
+        let later_spare = batches.taken(later, &trash_batch(later));
+        let late = batches.taken(at, &second);
+        assert!(late.starts_with(&minute) && late != second, "{late}");
+        assert_eq!(batches.batch(later), later_spare);
 
         let tagged = TrashBatches::tagged("abcd1234".into());
         assert_eq!(tagged.batch(at), format!("{minute}-abcd1234"));

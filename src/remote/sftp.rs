@@ -34,13 +34,13 @@
 //! continues a broken one (`open_at`) seeks its file handle, so only the
 //! missing bytes cross the link.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ssh2::{CheckResult, ErrorCode, FileStat, HashType, KnownHostFileKind, OpenFlags, OpenType};
 use ssh2::{Session, Sftp};
@@ -105,10 +105,9 @@ struct Shared {
     setstat_kept: SetstatKept,
     trash_folders: KnownFolders,
     trash_batches: TrashBatches,
-    /// The folders this sync's uploads went to, found or made: a folder
-    /// is looked at before the first upload into it, not before each.
-    /// Forgotten at each listing (see `SftpReplica::stage`).
-    upload_folders: KnownFolders,
+    /// The folders uploads went to lately, each looked at or made (see
+    /// [`RecentFolders`]).
+    upload_folders: RecentFolders,
 }
 
 /// How to reach and log in to the server: all a connecting thread needs.
@@ -267,12 +266,11 @@ impl SetstatKept {
     }
 }
 
-/// Folders a replica made or found (with their parents), so a file
-/// written or moved into one of them goes without a look at its folder
-/// first: the trash folders, kept while the replica is, and the folders
-/// of the current sync's uploads. Forgotten whole when a step finds one
-/// gone, and when they grow past [`KnownFolders::MAX`] (a long-running
-/// agent makes a trash batch a minute).
+/// The trash folders a replica made or found (with their parents), so a
+/// version trashed into one of them moves without a look at its folder
+/// first. Forgotten whole when a move finds one gone, and when they grow
+/// past [`KnownFolders::MAX`] (a long-running agent makes a batch a
+/// minute).
 #[derive(Default)]
 struct KnownFolders(Mutex<HashSet<PathBuf>>);
 
@@ -312,6 +310,47 @@ impl KnownFolders {
             known.clear();
         }
         was
+    }
+}
+
+/// The folders uploads went to lately, each looked at (or made) before
+/// an upload into it: an upload into one seen within
+/// [`RecentFolders::TRUST`] goes without a look of its own. The look
+/// refuses a folder that became a symbolic link since the listing, which
+/// the upload would follow out of the root; one before every upload cost
+/// a round trip a file. So a look counts briefly (a sync uploads a
+/// folder's files in a burst), and only for the folder looked at: the
+/// look at `d/e` follows a link at `d`. Forgotten at each listing.
+#[derive(Default)]
+struct RecentFolders(Mutex<HashMap<PathBuf, Instant>>);
+
+impl RecentFolders {
+    /// How long a look at a folder stands for the uploads into it.
+    const TRUST: Duration = Duration::from_secs(1);
+    const MAX: usize = 4096;
+
+    fn fresh(&self, dir: &Path) -> bool {
+        self.0
+            .locked()
+            .get(dir)
+            .is_some_and(|seen| seen.elapsed() < Self::TRUST)
+    }
+
+    fn saw(&self, dir: &Path) {
+        let mut seen = self.0.locked();
+        if seen.len() > Self::MAX {
+            seen.clear();
+        }
+        seen.insert(dir.to_path_buf(), Instant::now());
+    }
+
+    /// Forgets `dir`; whether it was there.
+    fn forget(&self, dir: &Path) -> bool {
+        self.0.locked().remove(dir).is_some()
+    }
+
+    fn forget_all(&self) {
+        self.0.locked().clear();
     }
 }
 
@@ -486,7 +525,7 @@ impl SftpReplica {
                 setstat_kept: SetstatKept::default(),
                 trash_folders: KnownFolders::default(),
                 trash_batches: TrashBatches::new(),
-                upload_folders: KnownFolders::default(),
+                upload_folders: RecentFolders::default(),
             }),
         }
     }
@@ -1566,17 +1605,16 @@ impl Replica for SftpReplica {
         // A file cannot exist without its folder; a partial sync may get
         // here before the folder's own action did. The look at the folder
         // also refuses one that became a symlink since the listing, which
-        // the upload would otherwise follow out of the root: once a sync,
-        // before its first upload there (the same trust the sync gives its
-        // listing; a look before each file cost a round trip a file).
+        // the upload would otherwise follow out of the root (unless one
+        // was just made: see `RecentFolders`).
         let parent = temp.parent().unwrap_or(&s.root);
         let make_parent = || {
             conn.mkdir_all(parent, DEFAULT_DIR_MODE)
                 .map_err(|e| ReplicaError::io("create the folder of", path, e))?;
-            s.upload_folders.learn(parent);
+            s.upload_folders.saw(parent);
             Ok::<_, ReplicaError>(())
         };
-        if !s.upload_folders.knows(parent) {
+        if !s.upload_folders.fresh(parent) {
             make_parent()?;
         }
         // Created with the mode, which the server's umask can only narrow;
@@ -1593,9 +1631,7 @@ impl Replica for SftpReplica {
         let mut file = match open() {
             // A folder taken as there may have been removed since: looked
             // at (and made) again, once.
-            Err(e)
-                if e.code() == ErrorCode::SFTP(2) && s.upload_folders.forget_if_known(parent) =>
-            {
+            Err(e) if e.code() == ErrorCode::SFTP(2) && s.upload_folders.forget(parent) => {
                 make_parent()?;
                 open()
             }

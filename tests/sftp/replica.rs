@@ -859,22 +859,32 @@ fn a_new_file_a_replaced_file_and_a_no_op_listing_take_few_requests() {
     // The replica's first commit learns whether the server keeps the times
     // and mode it sets (this one does) by looking at the file after its
     // move; later commits know their version without that look.
+    let looked = std::time::Instant::now();
     let first = requests_of(&mut || {
         put_with_mode(&remote, "d/first.txt", "first\n", &Expect::Absent);
     });
+    assert_eq!(first.first().map(String::as_str), Some("lstat"));
     assert_eq!(first.last().map(String::as_str), Some("lstat"));
+    // The look at `d` before that upload stands for the uploads into it
+    // for a second: a step that ends within it starts without a look; one
+    // that ends later (a slow machine) may start with one.
+    let pinned = |requests: Vec<String>, expected: &[&str]| {
+        let looked_again = requests.first().is_some_and(|r| r == "lstat")
+            && requests[1..] == *expected
+            && looked.elapsed() >= std::time::Duration::from_secs(1);
+        assert!(looked_again || requests == *expected, "{requests:?}");
+    };
 
-    // A new file: its upload (its folder was looked at before the first
-    // upload into it: there, and no symlink), the times, mode and version
-    // nonce, and the move that never replaces (which is the check that
-    // nothing is there).
+    // A new file: its upload (its folder was looked at just now: there,
+    // and no symlink), the times, mode and version nonce, and the move
+    // that never replaces (which is the check that nothing is there).
     let mut written = None;
     let new = requests_of(&mut || {
         written = Some(put_with_mode(&remote, "d/f.txt", "one\n", &Expect::Absent));
     });
-    assert_eq!(
+    pinned(
         new,
-        ["open", "write", "fsync", "close", "setstat", "rename"]
+        &["open", "write", "fsync", "close", "setstat", "rename"],
     );
 
     // A replaced file: as a new one, with a look at the version it
@@ -885,12 +895,12 @@ fn a_new_file_a_replaced_file_and_a_no_op_listing_take_few_requests() {
         let expect = expect_of(written.as_ref().unwrap());
         rewritten = Some(put_with_mode(&remote, "d/f.txt", "two\n", &expect));
     });
-    assert_eq!(
+    pinned(
         replaced,
-        [
+        &[
             "open", "write", "fsync", "close", "lstat", "lstat", "lstat", "lstat", "lstat",
-            "mkdir", "mkdir", "mkdir", "rename", "setstat", "rename"
-        ]
+            "mkdir", "mkdir", "mkdir", "rename", "setstat", "rename",
+        ],
     );
 
     // Another version trashed in the same minute: its trash folder is
@@ -911,23 +921,25 @@ fn a_new_file_a_replaced_file_and_a_no_op_listing_take_few_requests() {
             break;
         }
     }
-    assert_eq!(
+    pinned(
         same_batch.expect("two replaces within one minute"),
-        [
-            "open", "write", "fsync", "close", "lstat", "rename", "setstat", "rename"
-        ]
+        &[
+            "open", "write", "fsync", "close", "lstat", "rename", "setstat", "rename",
+        ],
     );
     // A new sync (its listing) looks at an upload's folder again, once.
     remote
         .list(&Scope::Full, &BaseTree::new(), &no_rules())
         .unwrap();
+    let relisted = std::time::Instant::now();
     let after_listing = requests_of(&mut || {
         put_with_mode(&remote, "d/i.txt", "i\n", &Expect::Absent);
         put_with_mode(&remote, "d/j.txt", "j\n", &Expect::Absent);
     });
-    assert_eq!(
-        after_listing.iter().filter(|r| *r == "lstat").count(),
-        1,
+    let looks = after_listing.iter().filter(|r| *r == "lstat").count();
+    assert_eq!(after_listing[0], "lstat", "{after_listing:?}");
+    assert!(
+        looks == 1 || looks == 2 && relisted.elapsed() >= std::time::Duration::from_secs(1),
         "{after_listing:?}"
     );
     // An upload folder removed behind the replica's back is made again.

@@ -60,8 +60,8 @@ pub(crate) fn trash<S: PathStore>(
                 && let Err(error) = store.mkdir_all(parent, true)
             {
                 // A file trashed earlier in the batch where this path
-                // needs a folder (file `a`, then `a/b`): a batch of its
-                // own, as for a taken name.
+                // needs a folder (file `a`, then `a/b`): a spare batch, as
+                // for a taken name.
                 if error.is_offline() || !file_in_the_way(store, &batch, path)? {
                     return Err(error);
                 }
@@ -72,8 +72,8 @@ pub(crate) fn trash<S: PathStore>(
             if store.move_noreplace(path.as_str(), &dest, S::is_dir(node), condition)? {
                 return Ok(Some(dest));
             }
-            // Refused: a taken trash name is retried in a batch of its
-            // own; a source that changed is the caller's to re-plan.
+            // Refused: a taken trash name is retried in a spare batch; a
+            // source that changed is the caller's to re-plan.
             if store.stat(&dest)?.is_none() {
                 return Ok(None);
             }

@@ -240,7 +240,9 @@ impl S3Replica {
         let now = SystemTime::now();
         let batches = &self.trash_batches;
         // A version trashed earlier in the same minute keeps its name: this
-        // one goes to a spare batch.
+        // one goes to a spare batch. Where copies cannot refuse a taken
+        // name, the look below is all that keeps one: it is sound because
+        // an agent never works on one path from two threads at once.
         let mut batch = batches.batch(now);
         if client
             .head(&trash_key(&format!("{batch}/{path}")))?
