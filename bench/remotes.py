@@ -203,10 +203,12 @@ class Sshd:
         return {"GIT_SSH_COMMAND": command}
 
     def write_ssh_config(self, home):
-        """What a user writes in ~/.ssh/config (`home`'s) for plain `ssh`
-        to log in here with this key and this host key only. prism's git
-        remote then runs git's plain ssh, and shares one connection between
-        its calls itself."""
+        """What a user writes in ~/.ssh/config for plain `ssh` to log in
+        here with this key and this host key only, written below `home`;
+        returns a folder to put first on PATH, holding an `ssh` that reads
+        that config (ssh reads the config of the passwd entry's home, not
+        $HOME's). prism's git remote then runs git's plain ssh, and shares
+        one connection between its calls itself."""
         ssh = home / ".ssh"
         ssh.mkdir(mode=0o700, parents=True, exist_ok=True)
         config = ssh / "config"
@@ -219,6 +221,12 @@ class Sshd:
             "  BatchMode yes\n"
             "  IdentitiesOnly yes\n")
         config.chmod(0o600)
+        bin_dir = home / "bin"
+        bin_dir.mkdir(exist_ok=True)
+        wrapper = bin_dir / "ssh"
+        wrapper.write_text(f'#!/bin/sh\nexec {shutil.which("ssh")} -F {config} "$@"\n')
+        wrapper.chmod(0o755)
+        return bin_dir
 
     def control_path(self):
         return self.root / "cm-%C"
@@ -810,7 +818,8 @@ class PrismGit(StoreTool):
             # As a user sets it up: ~/.ssh/config, so the agent shares one
             # ssh connection between its git calls (a GIT_SSH_COMMAND of
             # the user's is run as written, without sharing).
-            self.server.write_ssh_config(self.home)
+            bin_dir = self.server.write_ssh_config(self.home)
+            self.env["PATH"] = f"{bin_dir}:{self.env.get('PATH', os.defpath)}"
         else:
             self.env.update(self.server.git_env())
         self.write_prism_config(f"git+{self.server.git_url(self.dst)}", 'branch = "main"\n')
@@ -1424,7 +1433,8 @@ def print_report(report):
         print("git = `git add -A && { git diff --cached --quiet || git commit -q -m x; } && git push -q` "
               "on a checkout of its own bare repository")
         if report.get("git_transport") == "ssh":
-            print("over ssh://: the bare repositories served by a loopback sshd; prism and git log in with "
+            print("over ssh://: the bare repositories served by a loopback sshd; prism logs in through an ssh "
+                  "config of its own (plain ssh: the agent shares one connection between its calls), git with "
                   "GIT_SSH_COMMAND (the client key, known_hosts, -F /dev/null, BatchMode=yes)")
     if report["suite"] == "rclone":
         print("bisync runs with --sftp-disable-hashcheck (rclone at its fastest); its first run after a "
