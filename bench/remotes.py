@@ -815,9 +815,10 @@ class PrismGit(StoreTool):
     def configure(self):
         self.dst = self.server.served / f"{self.dst_name}.git"
         if self.server.transport == "ssh":
-            # As a user sets it up: ~/.ssh/config, so the agent shares one
-            # ssh connection between its git calls (a GIT_SSH_COMMAND of
-            # the user's is run as written, without sharing).
+            # As most users set it up, an ssh config (theirs is
+            # ~/.ssh/config), so git runs plain ssh and the agent shares one
+            # connection between its git calls (a GIT_SSH_COMMAND of the
+            # user's is run as written, without sharing).
             bin_dir = self.server.write_ssh_config(self.home)
             self.env["PATH"] = f"{bin_dir}:{self.env.get('PATH', os.defpath)}"
         else:
