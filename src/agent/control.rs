@@ -861,10 +861,9 @@ fn token_info(row: TokenRow) -> Result<wire::TokenInfo, ApiError> {
 
 /// "ok", or a sentence about what the watcher cannot see and what to do.
 fn watcher_health(handle: &super::PairHandle, last_problem: &str) -> String {
-    let Some(watcher) = &handle.watcher else {
+    let Some(health) = handle.watcher.locked().as_ref().map(|w| w.health()) else {
         return last_problem.to_owned();
     };
-    let health = watcher.health();
     if health.limit_reached {
         return format!(
             "the inotify watch limit is reached: {} folders are not watched and their changes are found only by periodic scans; raise it with `sudo sysctl fs.inotify.max_user_watches=524288`",

@@ -8,6 +8,7 @@
 //! without watchers or socket, for scripts, cron and benchmarks.
 
 pub mod control;
+pub mod local_watch;
 pub mod lock;
 pub mod notify;
 pub mod pair;
@@ -30,8 +31,9 @@ use crate::locks::LockExt;
 use crate::model::{Scope, Side};
 use crate::remote::{self, LocalFolder};
 use crate::tracker::ignore::IgnoreRules;
-use crate::tracker::watch::{self, WatchEvent, Watcher};
+use crate::tracker::watch::WatchEvent;
 
+use local_watch::LocalWatch;
 use lock::InstanceLock;
 use pair::{PairMsg, PairStatus, Timing};
 use remote_watch::RemoteWatch;
@@ -122,7 +124,7 @@ pub struct PairHandle {
     pub status: Arc<Mutex<PairStatus>>,
     pub inbox: mpsc::UnboundedSender<PairMsg>,
     task: tokio::task::JoinHandle<()>,
-    pub watcher: Option<Watcher>,
+    pub watcher: local_watch::SharedWatcher,
 }
 
 /// Runs the agent until a signal (or, with `--once`, until every pair has
@@ -297,7 +299,14 @@ impl Agent {
         )?);
         let (inbox, receiver) = mpsc::unbounded_channel();
         let status = Arc::new(Mutex::new(PairStatus::default()));
-        let watcher = self.start_watcher(&pair, &engine, &inbox, &status);
+        let local_watch = LocalWatch::start(
+            &pair.name,
+            pair.local.clone(),
+            engine.ignore_rules(),
+            self.forward_events(&inbox, PairMsg::Watch),
+            &status,
+        );
+        let watcher = local_watch.shared();
         let remote_watch = engine.remote().watch_root().map(|root| {
             RemoteWatch::start(
                 &pair.name,
@@ -317,7 +326,7 @@ impl Agent {
             status.clone(),
             timing,
             remote_watch,
-            watcher.as_ref().map(Watcher::view),
+            local_watch,
         ));
         let handle = PairHandle {
             config: pair.clone(),
@@ -329,31 +338,6 @@ impl Agent {
         };
         self.pairs.locked().insert(pair.name.clone(), handle);
         Ok(())
-    }
-
-    fn start_watcher(
-        &self,
-        pair: &PairConfig,
-        engine: &PairEngine,
-        inbox: &mpsc::UnboundedSender<PairMsg>,
-        status: &Arc<Mutex<PairStatus>>,
-    ) -> Option<Watcher> {
-        let events = self.forward_events(inbox, PairMsg::Watch);
-        if !pair.local.exists() {
-            status.locked().watcher = format!(
-                "{} does not exist yet; watching starts once it does",
-                pair.local.display()
-            );
-            return None;
-        }
-        match watch::watch(&pair.local, engine.ignore_rules(), events) {
-            Ok(watcher) => Some(watcher),
-            Err(e) => {
-                tracing::warn!(pair = %pair.name, error = %e, "cannot watch; relying on periodic scans");
-                status.locked().watcher = format!("{e}; changes are found by periodic scans only");
-                None
-            }
-        }
     }
 
     /// A channel for a watcher's events, each passed on to the pair's

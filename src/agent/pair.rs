@@ -38,6 +38,7 @@ use crate::remote::Problem;
 use crate::tracker::ignore::IgnoreRules;
 use crate::tracker::watch::{WatchEvent, WatchView};
 
+use super::local_watch::LocalWatch;
 use super::remote_watch::RemoteWatch;
 
 /// Above this many pending paths a full scan is cheaper than path lookups.
@@ -105,7 +106,7 @@ impl PairState {
 }
 
 /// [`PairStatus::watcher`] while the watches see everything.
-const WATCH_OK: &str = "ok";
+pub(super) const WATCH_OK: &str = "ok";
 
 /// The live status of a pair, shared with the API.
 #[derive(Clone, Debug)]
@@ -299,7 +300,7 @@ pub async fn run(
     status: Arc<Mutex<PairStatus>>,
     timing: Timing,
     mut remote_watch: Option<RemoteWatch>,
-    local_watch: Option<WatchView>,
+    mut local_watch: LocalWatch,
 ) {
     let mut pending = Pending::default();
     pending.add_check(Instant::now(), "start-up");
@@ -331,7 +332,7 @@ pub async fn run(
         // overflowed queue, another machine's writes on a network file
         // system mounted there).
         let polled = remote_watch.as_ref().is_none_or(RemoteWatch::needs_polls)
-            || !local_whole(&engine, local_watch.as_ref(), &watched_rules);
+            || !local_whole(&engine, local_watch.view(), &watched_rules);
         // A paused pair wakes only for messages and the slow timers, so a
         // batch it is not allowed to sync cannot make it spin. An offline
         // pair likewise holds its batch and wakes for its retry instead.
@@ -432,7 +433,7 @@ pub async fn run(
         // rescan they ask for joins that sync's batch.
         let rules = engine.ignore_rules();
         if !Arc::ptr_eq(&rules, &watched_rules) {
-            follow_rules(&rules, local_watch.as_ref(), remote_watch.as_mut()).await;
+            follow_rules(&rules, local_watch.view(), remote_watch.as_mut()).await;
             watched_rules = rules;
         }
         if now >= next_poll {
@@ -477,7 +478,7 @@ pub async fn run(
             // The local side needs no look when its watch saw everything.
             let poll_only = sync_id.is_none()
                 && pending.only_polled()
-                && local_whole(&engine, local_watch.as_ref(), &watched_rules);
+                && local_whole(&engine, local_watch.view(), &watched_rules);
             let (scope, trigger) = if sync_id.is_some() && pending.is_empty() {
                 (Scope::Full, "api")
             } else if sync_id.is_some() {
@@ -499,6 +500,11 @@ pub async fn run(
             if remote_watch.as_mut().is_some_and(RemoteWatch::restart) {
                 pending.add_check(Instant::now(), "watch");
             }
+            // The local folder may have come (a disk mounted after the
+            // agent started): likewise.
+            if local_watch.restart(engine.ignore_rules(), &status) {
+                pending.add_check(Instant::now(), "watch");
+            }
             // A watch problem said earlier (a folder a watch could not
             // watch, events it lost) is over once both watches are whole
             // again and a run has looked at the whole pair since (one that
@@ -508,7 +514,7 @@ pub async fn run(
                 && report.guard.is_none()
                 && report.error.is_none()
                 && !report.offline
-                && local_watch.as_ref().is_some_and(WatchView::is_ok)
+                && local_watch.view().is_some_and(WatchView::is_ok)
                 && remote_watch
                     .as_ref()
                     .is_none_or(RemoteWatch::misses_no_folder)

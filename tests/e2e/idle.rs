@@ -205,6 +205,36 @@ fn status_stops_naming_an_unwatched_folder_once_the_rules_exclude_it() {
 }
 
 #[test]
+fn a_local_folder_missing_at_the_start_is_watched_once_it_is_there() {
+    let sandbox = Sandbox::new();
+    let remote = sandbox.remote("remote");
+    let device = sandbox.device("laptop", &remote);
+    // A folder on a disk mounted after the agent started (a new pair's
+    // first sync may make it itself).
+    std::fs::remove_dir(&device.local).unwrap();
+    let _agent = device.start();
+    std::fs::create_dir_all(&device.local).unwrap();
+    write(&device.local, "a.txt", "a\n");
+    let started = device.ctl_json(&["sync", "start", PAIR]);
+    let id = started["sync_id"].as_str().unwrap().to_owned();
+    device.ctl(&["sync", "wait", &id, "--timeout", "20"]);
+    wait_for_content(&remote.join("a.txt"), "a\n");
+    // The watch started after a sync found the folder there: status says
+    // so (it said "does not exist yet" for good before).
+    wait_until(PATIENCE, "status says the folder is watched", || {
+        let shown = device.pair_status()["watcher"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        (shown == "ok")
+            .then_some(())
+            .ok_or(format!("{shown}\n{}", device.log_text()))
+    });
+    write(&device.local, "b.txt", "b\n");
+    wait_for_content(&remote.join("b.txt"), "b\n");
+}
+
+#[test]
 fn a_prismignore_that_does_not_load_is_reported_until_it_does() {
     let sandbox = Sandbox::new();
     let remote = sandbox.remote("remote");
