@@ -59,26 +59,51 @@ impl LocalWatch {
 
     /// Starts the watch of a folder that was not there before and is now
     /// (after a sync); true when it started, so that a listing follows:
-    /// what changed before it began raised no event.
-    pub fn restart(&mut self, rules: Arc<IgnoreRules>, status: &Mutex<PairStatus>) -> bool {
-        self.waiting_for_root && self.root.is_dir() && self.try_start(rules, status)
+    /// what changed before it began raised no event. The watch walks the
+    /// tree (a whole disk, maybe): on a thread where blocking is allowed.
+    pub async fn restart(&mut self, rules: Arc<IgnoreRules>, status: &Mutex<PairStatus>) -> bool {
+        if !self.waiting_for_root || !self.root.is_dir() {
+            return false;
+        }
+        self.waiting_for_root = false;
+        let (root, sink) = (self.root.clone(), self.sink.clone());
+        match tokio::task::spawn_blocking(move || watch::watch(&root, rules, sink)).await {
+            Ok(started) => self.install(started, status),
+            Err(e) => {
+                tracing::warn!(pair = %self.pair, error = %e, "the watch's start did not finish");
+                self.waiting_for_root = true;
+                false
+            }
+        }
     }
 
     fn try_start(&mut self, rules: Arc<IgnoreRules>, status: &Mutex<PairStatus>) -> bool {
         if !self.root.exists() {
             self.waiting_for_root = true;
-            status.locked().watcher = format!(
-                "{} does not exist yet; watching starts once it does",
-                self.root.display()
-            );
+            status.locked().watcher = self.missing();
             return false;
         }
         self.waiting_for_root = false;
-        match watch::watch(&self.root, rules, self.sink.clone()) {
+        let started = watch::watch(&self.root, rules, self.sink.clone());
+        self.install(started, status)
+    }
+
+    /// Keeps a watch that started, or says in `status` why it did not.
+    fn install(
+        &mut self,
+        started: Result<Watcher, watch::WatchError>,
+        status: &Mutex<PairStatus>,
+    ) -> bool {
+        match started {
             Ok(watcher) => {
                 self.view = Some(watcher.view());
                 *self.watcher.locked() = Some(watcher);
-                status.locked().watcher = WATCH_OK.to_owned();
+                // Only this watch's own sentence goes: another problem
+                // (the remote watch's) is cleared by a whole run.
+                let mut status = status.locked();
+                if status.watcher == self.missing() {
+                    status.watcher = WATCH_OK.to_owned();
+                }
                 true
             }
             Err(e) => {
@@ -87,5 +112,13 @@ impl LocalWatch {
                 false
             }
         }
+    }
+
+    /// What status says while the folder is not there.
+    fn missing(&self) -> String {
+        format!(
+            "{} does not exist yet; watching starts once it does",
+            self.root.display()
+        )
     }
 }

@@ -502,7 +502,7 @@ pub async fn run(
             }
             // The local folder may have come (a disk mounted after the
             // agent started): likewise.
-            if local_watch.restart(engine.ignore_rules(), &status) {
+            if local_watch.restart(engine.ignore_rules(), &status).await {
                 pending.add_check(Instant::now(), "watch");
             }
             // A watch problem said earlier (a folder a watch could not
