@@ -16,6 +16,24 @@ fn runs(device: &Device) -> usize {
         .count()
 }
 
+/// What the pair's status says of its watches.
+fn watcher_status(device: &Device) -> String {
+    device.pair_status()["watcher"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// Waits until the pair's status says its watches see everything.
+fn wait_for_watcher_ok(device: &Device) {
+    wait_until(PATIENCE, "status says the watches see everything", || {
+        let shown = watcher_status(device);
+        (shown == "ok")
+            .then_some(())
+            .ok_or(format!("{shown}\n{}", device.log_text()))
+    });
+}
+
 /// Waits until nothing was listed for a while, and returns the count.
 fn quiet_runs(device: &Device) -> usize {
     let mut last = runs(device);
@@ -179,14 +197,8 @@ fn status_stops_naming_an_unwatched_folder_once_the_rules_exclude_it() {
     crate::unwatchable::make_unwatchable_folder(&device.local);
     let _agent = device.start();
     wait_for_content(&remote.join("a.txt"), "a\n");
-    let watcher = || {
-        device.pair_status()["watcher"]
-            .as_str()
-            .unwrap_or("")
-            .to_owned()
-    };
     wait_until(PATIENCE, "status names the unwatched folder", || {
-        let shown = watcher();
+        let shown = watcher_status(&device);
         shown
             .contains("cannot be watched")
             .then_some(())
@@ -196,12 +208,7 @@ fn status_stops_naming_an_unwatched_folder_once_the_rules_exclude_it() {
     // Rules that exclude it: every folder is watched again, and status
     // must say so rather than keep the old sentence.
     write(&device.local, ".prismignore", "long/\n");
-    wait_until(PATIENCE, "status says the watch is whole", || {
-        let shown = watcher();
-        (shown == "ok")
-            .then_some(())
-            .ok_or(format!("{shown}\n{}", device.log_text()))
-    });
+    wait_for_watcher_ok(&device);
 }
 
 #[test]
@@ -221,15 +228,7 @@ fn a_local_folder_missing_at_the_start_is_watched_once_it_is_there() {
     wait_for_content(&remote.join("a.txt"), "a\n");
     // The watch started after a sync found the folder there: status says
     // so (it said "does not exist yet" for good before).
-    wait_until(PATIENCE, "status says the folder is watched", || {
-        let shown = device.pair_status()["watcher"]
-            .as_str()
-            .unwrap_or("")
-            .to_owned();
-        (shown == "ok")
-            .then_some(())
-            .ok_or(format!("{shown}\n{}", device.log_text()))
-    });
+    wait_for_watcher_ok(&device);
     write(&device.local, "b.txt", "b\n");
     wait_for_content(&remote.join("b.txt"), "b\n");
 }
