@@ -103,7 +103,7 @@ struct Shared {
     root: PathBuf,
     pool: Pool<Conn>,
     setstat_kept: SetstatKept,
-    trash_folders: KnownFolders,
+    trash_folders: TrashFolders,
     trash_batches: TrashBatches,
     /// The folders uploads went to lately, each looked at or made (see
     /// [`RecentFolders`]).
@@ -269,12 +269,12 @@ impl SetstatKept {
 /// The trash folders a replica made or found (with their parents), so a
 /// version trashed into one of them moves without a look at its folder
 /// first. Forgotten whole when a move finds one gone, and when they grow
-/// past [`KnownFolders::MAX`] (a long-running agent makes a batch a
+/// past [`TrashFolders::MAX`] (a long-running agent makes a batch a
 /// minute).
 #[derive(Default)]
-struct KnownFolders(Mutex<HashSet<PathBuf>>);
+struct TrashFolders(Mutex<HashSet<PathBuf>>);
 
-impl KnownFolders {
+impl TrashFolders {
     const MAX: usize = 4096;
 
     fn knows(&self, dir: &Path) -> bool {
@@ -523,7 +523,7 @@ impl SftpReplica {
                 login: Arc::new(Login { target, user }),
                 root,
                 setstat_kept: SetstatKept::default(),
-                trash_folders: KnownFolders::default(),
+                trash_folders: TrashFolders::default(),
                 trash_batches: TrashBatches::new(),
                 upload_folders: RecentFolders::default(),
             }),
@@ -831,7 +831,7 @@ impl PathStore for Shared {
     }
 
     /// A private folder (the trash's) this replica made or found before is
-    /// taken as there without asking (see [`KnownFolders`]).
+    /// taken as there without asking (see [`TrashFolders`]).
     fn mkdir_all(&self, dir: &str, private: bool) -> Result<(), ReplicaError> {
         // Owner-only where asked (the trash keeps old versions of every
         // file, and must not show their names to anyone else).
