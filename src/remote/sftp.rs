@@ -26,13 +26,15 @@
 //! keeps a [`pool`] of sessions, as many as the agent's
 //! `parallel_transfers`, each made lazily (host key checked, logged in) and
 //! checked out by one call (or one download, while it is read) at a time.
-//! The listing lists folders and hashes files on all of them at once. A
-//! transport error drops that session and retires the idle ones; the next
-//! call connects again, so a sync after the server came back works without
-//! restarting the agent. No code path holds two sessions at once: with a
-//! pool of one, waiting for a second would wait forever. A download that
-//! continues a broken one (`open_at`) seeks its file handle, so only the
-//! missing bytes cross the link.
+//! The listing lists folders and hashes files on all of them at once, and
+//! each session lists its folders in batches on a second SFTP channel
+//! whose requests are in flight together ([`pipe`]): a batch of folders
+//! costs the round trips of one. A transport error drops that session and
+//! retires the idle ones; the next call connects again, so a sync after
+//! the server came back works without restarting the agent. No code path
+//! holds two sessions at once: with a pool of one, waiting for a second
+//! would wait forever. A download that continues a broken one (`open_at`)
+//! seeks its file handle, so only the missing bytes cross the link.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -55,9 +57,12 @@ use crate::secrets::{self, Account};
 use crate::tracker::ignore::IgnoreRules;
 use crate::tracker::scan::{SPECIAL_FILE_MESSAGE, SYMLINK_MESSAGE};
 
+mod pipe;
 mod pool;
 pub mod url;
+mod wire;
 
+use pipe::Pipe;
 use pool::{Health, Pool, Pooled};
 
 use super::kit::{self, Entries, PathStore, careful, walk};
@@ -118,9 +123,12 @@ struct Login {
 
 /// One logged-in SSH session with its SFTP channel.
 struct Conn {
-    // The session must outlive the SFTP channel; ssh2 keeps it alive too.
-    _session: Session,
+    // The session must outlive the SFTP channels; ssh2 keeps it alive too.
+    session: Session,
     sftp: Sftp,
+    /// The channel folders are listed on many at a time, opened when the
+    /// first listing needs it (see [`Conn::read_dirs`]).
+    pipe: Mutex<PipeSlot>,
     /// `host:port`, for messages.
     server: String,
     /// A transport error was seen: the session is dropped, not reused.
@@ -138,6 +146,18 @@ impl Health for Conn {
 
 /// A session checked out of the replica's pool.
 type Checked<'a> = Pooled<'a, Conn>;
+
+/// A session's pipelined channel.
+enum PipeSlot {
+    Unopened,
+    Open(Pipe),
+    /// In use, or lost when its user panicked: a pipe whose stream is in
+    /// an unknown state is never used again.
+    Taken,
+    /// The server would not open a second channel: folders are listed one
+    /// at a time on the first.
+    Refused,
+}
 
 /// What `lstat` found at a path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -615,8 +635,9 @@ impl Login {
             .banner()
             .is_some_and(|banner| banner.starts_with("SSH-2.0-OpenSSH_"));
         Ok(Conn {
-            _session: session,
+            session,
             sftp,
+            pipe: Mutex::new(PipeSlot::Unopened),
             server,
             broken: AtomicBool::new(false),
             openssh,
@@ -938,22 +959,32 @@ impl Conn {
     }
 
     fn io_error(&self, e: ssh2::Error) -> io::Error {
-        let kind = match e.code() {
-            ErrorCode::SFTP(2) => io::ErrorKind::NotFound,
-            ErrorCode::SFTP(3) => io::ErrorKind::PermissionDenied,
-            ErrorCode::SFTP(11) => io::ErrorKind::AlreadyExists,
-            ErrorCode::SFTP(_) => io::ErrorKind::Other,
+        match e.code() {
+            ErrorCode::SFTP(code) => self.refusal(code, e.message()),
             ErrorCode::Session(_) => {
                 self.mark_broken();
-                io::ErrorKind::ConnectionAborted
+                io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    format!("{} (on {})", e.message(), self.server),
+                )
             }
+        }
+    }
+
+    /// The error for an SFTP status `code` the server answered with.
+    fn refusal(&self, code: i32, message: &str) -> io::Error {
+        let kind = match code {
+            2 => io::ErrorKind::NotFound,
+            3 => io::ErrorKind::PermissionDenied,
+            11 => io::ErrorKind::AlreadyExists,
+            _ => io::ErrorKind::Other,
         };
         let hint = if kind == io::ErrorKind::PermissionDenied {
             "; the server refuses it: check the owner and permissions of that folder on the server"
         } else {
             ""
         };
-        io::Error::new(kind, format!("{} (on {}){hint}", e.message(), self.server))
+        io::Error::new(kind, format!("{message} (on {}){hint}", self.server))
     }
 
     /// The session is not reused once it is given back.
@@ -1075,6 +1106,70 @@ impl Conn {
         Ok(out)
     }
 
+    /// [`Conn::read_dir`] of each of `dirs`, in order, their requests in
+    /// flight together on the session's [`Pipe`] (see [`pipe::BATCH`]);
+    /// one at a time where the server gives a session one channel only.
+    /// A pipe that broke breaks the session: every folder's result is that
+    /// error.
+    fn read_dirs(
+        &self,
+        dirs: &[PathBuf],
+    ) -> Vec<io::Result<Vec<(std::ffi::OsString, RemoteStat)>>> {
+        use std::os::unix::ffi::OsStrExt;
+        let slot = std::mem::replace(&mut *self.pipe.locked(), PipeSlot::Taken);
+        let mut pipe = match slot {
+            PipeSlot::Open(pipe) => pipe,
+            PipeSlot::Unopened => match Pipe::open(&self.session) {
+                Ok(pipe) => pipe,
+                Err(e) => {
+                    tracing::debug!(server = %self.server, error = %e, "listing folders one at a time: no second SFTP channel");
+                    *self.pipe.locked() = PipeSlot::Refused;
+                    return dirs.iter().map(|dir| self.read_dir(dir)).collect();
+                }
+            },
+            PipeSlot::Refused | PipeSlot::Taken => {
+                *self.pipe.locked() = slot;
+                return dirs.iter().map(|dir| self.read_dir(dir)).collect();
+            }
+        };
+        let paths: Vec<&[u8]> = dirs.iter().map(|dir| dir.as_os_str().as_bytes()).collect();
+        match pipe.list_folders(&paths) {
+            Ok(folders) => {
+                *self.pipe.locked() = PipeSlot::Open(pipe);
+                folders
+                    .into_iter()
+                    .map(|folder| match folder {
+                        Ok(entries) => Ok(entries
+                            .into_iter()
+                            .map(|(name, stat)| (name, RemoteStat::from(&stat)))
+                            .collect()),
+                        Err(refused) => {
+                            let code = i32::try_from(refused.code).unwrap_or(i32::MAX);
+                            let message = match refused.message.as_str() {
+                                "" => format!("the server refused (SFTP status {code})"),
+                                said => said.to_owned(),
+                            };
+                            Err(self.refusal(code, &message))
+                        }
+                    })
+                    .collect()
+            }
+            Err(e) => {
+                // The pipe stays taken: its stream is in an unknown state.
+                self.mark_broken();
+                dirs.iter()
+                    .map(|_| {
+                        io::Error::new(
+                            io::ErrorKind::ConnectionAborted,
+                            format!("{e} (on {})", self.server),
+                        )
+                    })
+                    .map(Err)
+                    .collect()
+            }
+        }
+    }
+
     fn read_lease(&self, path: &Path) -> String {
         let mut text = String::new();
         if let Ok(mut file) = self.sftp.open(path) {
@@ -1159,11 +1254,31 @@ struct Walk<'a> {
 
 /// One piece of work of a listing.
 enum Job {
-    /// List a folder: the root (`None`) or the folder at the path, with
-    /// its mode.
-    List(Option<(RelPath, Option<Mode>)>),
+    /// List the root.
+    ListRoot,
+    /// List the folders at the paths, each with its mode: up to
+    /// [`pipe::BATCH`] of them together (see [`batch_folders`]).
+    ListFolders(Vec<(RelPath, Option<Mode>)>),
     /// Read a file whose version the base does not know, to hash it.
     Hash(RelPath, RemoteStat),
+}
+
+/// Packs the folders `jobs` list into jobs of up to [`pipe::BATCH`]
+/// folders each, which a session lists in the round trips of one.
+fn batch_folders(jobs: &mut Vec<Job>) {
+    let mut folders = Vec::new();
+    jobs.retain_mut(|job| match job {
+        Job::ListFolders(some) => {
+            folders.append(some);
+            false
+        }
+        _ => true,
+    });
+    while !folders.is_empty() {
+        let rest = folders.split_off(folders.len().min(pipe::BATCH));
+        jobs.push(Job::ListFolders(folders));
+        folders = rest;
+    }
 }
 
 /// What one job of a walk found.
@@ -1182,17 +1297,24 @@ impl Walk<'_> {
     fn run_job(&self, job: Job, found: &mut Found) -> Result<(), ReplicaError> {
         let conn = self.shared.conn()?;
         let result = match job {
-            Job::List(None) => self
-                .list_children(&conn, None, &self.shared.root, found)
+            Job::ListRoot => conn
+                .read_dir(&self.shared.root)
+                .map(|entries| self.take_children(&conn, None, entries, found))
                 .map_err(|e| ReplicaError::io("list", &self.name, e)),
-            Job::List(Some((rel, mode))) => {
-                let full = self.shared.full(&rel);
-                match self.list_children(&conn, Some(&rel), &full, found) {
-                    Ok(()) => {
-                        found.out.tree.insert(rel, SideEntry::new(Entry::dir(mode)));
+            Job::ListFolders(folders) => {
+                let full: Vec<PathBuf> = folders
+                    .iter()
+                    .map(|(rel, _)| self.shared.full(rel))
+                    .collect();
+                for ((rel, mode), read) in folders.into_iter().zip(conn.read_dirs(&full)) {
+                    match read {
+                        Ok(entries) => {
+                            self.take_children(&conn, Some(&rel), entries, found);
+                            found.out.tree.insert(rel, SideEntry::new(Entry::dir(mode)));
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => hold(found, rel, "list the folder", e),
                     }
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => hold(found, rel, "list the folder", e),
                 }
                 Ok(())
             }
@@ -1201,6 +1323,7 @@ impl Walk<'_> {
                 Ok(())
             }
         };
+        batch_folders(&mut found.jobs);
         if conn.is_broken() {
             found.broken.get_or_insert(ReplicaError::Offline {
                 remote: self.shared.server(),
@@ -1210,16 +1333,16 @@ impl Walk<'_> {
         result
     }
 
-    /// Lists the folder `dir` (at `parent`, or the root); nothing is
-    /// recorded unless the whole folder was read.
-    fn list_children(
+    /// Takes in the `entries` of the folder at `parent` (or the root), all
+    /// of it read: nothing is recorded of a folder read in part.
+    fn take_children(
         &self,
         conn: &Conn,
         parent: Option<&RelPath>,
-        dir: &Path,
+        entries: Vec<(std::ffi::OsString, RemoteStat)>,
         found: &mut Found,
-    ) -> io::Result<()> {
-        for (name, stat) in conn.read_dir(dir)? {
+    ) {
+        for (name, stat) in entries {
             let Some(name) = name.to_str() else {
                 let shown = match parent {
                     Some(parent) => format!("{parent}/{}", name.to_string_lossy()),
@@ -1238,7 +1361,6 @@ impl Walk<'_> {
                 self.visit(conn, rel, stat, found);
             }
         }
-        Ok(())
     }
 
     /// Sorts one entry: skipped with a note, recorded, or a job to do.
@@ -1264,7 +1386,7 @@ impl Walk<'_> {
         }
         match stat.kind {
             Kind::Symlink | Kind::Other => {}
-            Kind::Dir => found.jobs.push(Job::List(Some((rel, stat.mode)))),
+            Kind::Dir => found.jobs.push(Job::ListFolders(vec![(rel, stat.mode)])),
             Kind::File => {
                 let version = stat.version();
                 match walk::cached_hash(self.cache, &rel, &version) {
@@ -1448,7 +1570,7 @@ impl Replica for SftpReplica {
         };
         let mut found = Found::default();
         match scope {
-            Scope::Full => found.jobs.push(Job::List(None)),
+            Scope::Full => found.jobs.push(Job::ListRoot),
             Scope::Paths(paths) => {
                 'paths: for path in paths {
                     if paths.iter().any(|o| o != path && path.is_within(o)) {
@@ -1489,6 +1611,7 @@ impl Replica for SftpReplica {
         // The workers check out sessions of their own; holding this one
         // meanwhile would starve a pool of one.
         drop(conn);
+        batch_folders(&mut found.jobs);
         let workers = s.pool.size();
         walk::run(&walk.name, workers, found, |job, found| {
             walk.run_job(job, found)

@@ -477,6 +477,65 @@ fn a_listing_on_many_sessions_equals_one_on_a_single_session() {
     assert_eq!(scoped.hashed_files, 0);
 }
 
+/// Seventy folders (three batches of the pipelined listing) of three
+/// files each, one of them with 250 files (three pages of names), one
+/// folder inside another and a hostile name: every way a folder can end.
+fn batched_tree(served: &Path) {
+    for d in 0..70 {
+        let dir = served.join(format!("d{d:02}"));
+        fs::create_dir_all(&dir).unwrap();
+        for f in 0..3 {
+            fs::write(dir.join(format!("f{f}.txt")), format!("{d} {f}\n")).unwrap();
+        }
+    }
+    for f in 0..250 {
+        fs::write(served.join(format!("d07/many{f:03}")), "m").unwrap();
+    }
+    fs::create_dir_all(served.join("d08/inner/empty")).unwrap();
+    fs::write(served.join("d09/bad\nname.txt"), "x").unwrap();
+}
+
+#[test]
+fn folders_listed_in_batches_equal_folders_listed_one_at_a_time() {
+    // One server lets a session open the second channel the batched
+    // listing speaks on; the other allows one channel, so its folders are
+    // listed one at a time on libssh2's.
+    let batched = Sshd::start();
+    let single = Sshd::start_one_channel_per_connection();
+    let ignore = no_rules();
+    let mut listings = Vec::new();
+    for server in [&batched, &single] {
+        batched_tree(&server.served().join("root"));
+        let replica = replica(server, "root");
+        replica.mark_root().unwrap();
+        listings.push(
+            replica
+                .list(&Scope::Full, &BaseTree::new(), &ignore)
+                .unwrap(),
+        );
+    }
+    assert!(
+        single.log().contains("no more sessions"),
+        "the second server refused a second channel:\n{}",
+        single.log()
+    );
+    let (many, one) = (&listings[0], &listings[1]);
+    assert_eq!(many.tree.len(), 70 * 4 + 250 + 2);
+    assert!(many.tree.contains_key(&rel("d07/many249")));
+    assert!(many.tree.contains_key(&rel("d08/inner/empty")));
+    // The trees were written a moment apart: their times differ.
+    let shape = |listing: &prism_sync::remote::Listing| -> Vec<String> {
+        let entries = listing.tree.iter();
+        entries
+            .map(|(path, side)| format!("{path} {:?}", side.entry.file().map(|f| f.hash)))
+            .collect()
+    };
+    assert!(shape(many) == shape(one), "the listings differ");
+    assert_eq!(many.problems, one.problems);
+    assert_eq!(many.problems.len(), 1, "{:?}", many.problems);
+    assert_eq!(many.held, one.held);
+}
+
 /// A relay to the server on a port of its own that holds every
 /// connection but the first for `delay` before passing it on, as a busy
 /// server's handshakes take their time. Returns the relay's port.

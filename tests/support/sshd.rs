@@ -34,12 +34,20 @@ pub struct Sshd {
     pub user: String,
     /// Whether each SFTP request is logged to `requests.log`.
     log_requests: bool,
+    /// How many channels one SSH connection may open.
+    max_sessions: u32,
 }
 
 impl Sshd {
     /// Starts a server on a free loopback port and waits until it accepts.
     pub fn start() -> Sshd {
-        Sshd::start_with(false)
+        Sshd::start_with(false, 64)
+    }
+
+    /// Starts a server that lets each SSH connection open one channel
+    /// only (`MaxSessions 1`), as some hosting providers configure theirs.
+    pub fn start_one_channel_per_connection() -> Sshd {
+        Sshd::start_with(false, 1)
     }
 
     /// Starts a server that logs every SFTP request it answers (see
@@ -49,10 +57,10 @@ impl Sshd {
             Path::new(SFTP_SERVER).exists(),
             "{SFTP_SERVER} is missing: install the openssh-sftp-server package"
         );
-        Sshd::start_with(true)
+        Sshd::start_with(true, 64)
     }
 
-    fn start_with(log_requests: bool) -> Sshd {
+    fn start_with(log_requests: bool, max_sessions: u32) -> Sshd {
         assert!(
             Path::new(SSHD).exists(),
             "{SSHD} is missing: install the openssh-server package (apt-get install openssh-server) to run the SFTP tests"
@@ -74,6 +82,7 @@ impl Sshd {
             child: None,
             user,
             log_requests,
+            max_sessions,
         };
         sshd.port = free_port();
         sshd.write_config();
@@ -107,10 +116,11 @@ impl Sshd {
              PasswordAuthentication yes\n\
              KbdInteractiveAuthentication no\n\
              MaxStartups 64\n\
-             MaxSessions 64\n\
+             MaxSessions {max_sessions}\n\
              LogLevel VERBOSE\n",
             port = self.port,
             root = root.display(),
+            max_sessions = self.max_sessions,
         );
         fs::write(root.join("sshd_config"), config).unwrap();
     }
