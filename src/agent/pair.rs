@@ -497,7 +497,11 @@ pub async fn run(
             let report = sync(&engine, &status, request, &mut offline, &mut busy).await;
             // The run may have made the remote root, or it came back: a
             // watch that starts now saw nothing before, so a listing follows.
-            if remote_watch.as_mut().is_some_and(RemoteWatch::restart) {
+            let remote_restarted = match remote_watch.as_mut() {
+                Some(watch) => watch.restart().await,
+                None => false,
+            };
+            if remote_restarted {
                 pending.add_check(Instant::now(), "watch");
             }
             // The local folder may have come (a disk mounted after the

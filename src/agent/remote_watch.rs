@@ -121,37 +121,49 @@ impl RemoteWatch {
     /// Starts the watch again if it is not running and may be retried
     /// (after a sync: the run may have made the root). True when it started
     /// now, so that a listing must follow: what changed before the watch
-    /// began raised no event.
-    pub fn restart(&mut self) -> bool {
+    /// began raised no event. The start walks the tree (a whole disk,
+    /// maybe): on a thread where blocking is allowed.
+    pub async fn restart(&mut self) -> bool {
         if self.watcher.is_some() || !self.may_retry {
             return false;
         }
-        self.try_start()
+        let (root, ignore, sink) = (self.root.clone(), self.ignore.clone(), self.sink.clone());
+        match tokio::task::spawn_blocking(move || Attempt::make(&root, ignore, sink)).await {
+            Ok(attempt) => self.take(attempt),
+            Err(e) => {
+                tracing::warn!(pair = %self.pair, error = %e, "the remote watch's start did not finish");
+                false
+            }
+        }
     }
 
     fn try_start(&mut self) -> bool {
-        if !watch::sees_every_writer(&self.root) {
-            // Not a failure, and not worth retrying: the folder is listed
-            // at every poll as any network remote is. Only a root that is
-            // not there yet may turn out to be local later.
-            self.may_retry = !self.root.exists();
-            if !self.logged && !self.may_retry {
-                self.logged = true;
-                tracing::info!(pair = %self.pair, root = %self.root.display(), "the remote folder is not on a file system known to be this machine's own (a network or FUSE mount?), where a watch would miss other machines' writes; polling it");
+        let attempt = Attempt::make(&self.root, self.ignore.clone(), self.sink.clone());
+        self.take(attempt)
+    }
+
+    /// Takes in what an attempt to start gave; true when the watch runs.
+    fn take(&mut self, attempt: Attempt) -> bool {
+        match attempt {
+            Attempt::NotLocal { root_exists } => {
+                // Not a failure, and not worth retrying: the folder is
+                // listed at every poll as any network remote is. Only a
+                // root that is not there yet may turn out to be local later.
+                self.may_retry = !root_exists;
+                if !self.logged && !self.may_retry {
+                    self.logged = true;
+                    tracing::info!(pair = %self.pair, root = %self.root.display(), "the remote folder is not on a file system known to be this machine's own (a network or FUSE mount?), where a watch would miss other machines' writes; polling it");
+                }
+                false
             }
-            return false;
-        }
-        // Before the watch starts: a folder swapped in meanwhile shows as
-        // another identity at the next check.
-        self.watched = watch::folder_identity(&self.root);
-        match watch::watch(&self.root, self.ignore.clone(), self.sink.clone()) {
-            Ok(watcher) => {
+            Attempt::Started { watcher, identity } => {
                 tracing::debug!(pair = %self.pair, root = %self.root.display(), "watching the remote folder instead of polling it");
+                self.watched = identity;
                 self.watcher = Some(watcher);
                 self.logged = false;
                 true
             }
-            Err(e) => {
+            Attempt::Failed(e) => {
                 self.may_retry = !matches!(
                     e,
                     WatchError::TooManyWatches { .. } | WatchError::TooManyInstances { .. }
@@ -166,6 +178,43 @@ impl RemoteWatch {
     }
 }
 
+/// What one attempt to start the watch gave.
+enum Attempt {
+    /// The folder is not on a file system known to be this machine's own
+    /// (or not there at all).
+    NotLocal {
+        root_exists: bool,
+    },
+    /// Watching, the root being the folder `identity` names.
+    Started {
+        watcher: Watcher,
+        identity: Option<FolderIdentity>,
+    },
+    Failed(WatchError),
+}
+
+impl Attempt {
+    /// Tries to watch `root` (walking its tree).
+    fn make(
+        root: &std::path::Path,
+        ignore: Arc<IgnoreRules>,
+        sink: UnboundedSender<WatchEvent>,
+    ) -> Attempt {
+        if !watch::sees_every_writer(root) {
+            return Attempt::NotLocal {
+                root_exists: root.exists(),
+            };
+        }
+        // Before the watch starts: a folder swapped in meanwhile shows as
+        // another identity at the next check.
+        let identity = watch::folder_identity(root);
+        match watch::watch(root, ignore, sink) {
+            Ok(watcher) => Attempt::Started { watcher, identity },
+            Err(e) => Attempt::Failed(e),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,22 +223,25 @@ mod tests {
         Arc::new(IgnoreRules::load(root, &[]).unwrap())
     }
 
-    #[test]
-    fn a_watched_folder_needs_no_polls_until_it_is_lost() {
+    #[tokio::test]
+    async fn a_watched_folder_needs_no_polls_until_it_is_lost() {
         let dir = tempfile::tempdir().unwrap();
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
         let mut remote = RemoteWatch::start("p", dir.path().to_owned(), ignore(dir.path()), tx);
         assert!(!remote.needs_polls());
-        assert!(!remote.restart(), "a running watch is not started twice");
+        assert!(
+            !remote.restart().await,
+            "a running watch is not started twice"
+        );
 
         remote.lost();
         assert!(remote.needs_polls());
-        assert!(remote.restart(), "the folder is back: watched again");
+        assert!(remote.restart().await, "the folder is back: watched again");
         assert!(!remote.needs_polls());
     }
 
-    #[test]
-    fn a_root_that_names_another_folder_now_is_watched_again() {
+    #[tokio::test]
+    async fn a_root_that_names_another_folder_now_is_watched_again() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("parent/remote");
         std::fs::create_dir_all(&root).unwrap();
@@ -202,23 +254,23 @@ mod tests {
         std::fs::create_dir_all(&root).unwrap();
         assert!(!remote.still_watching());
         assert!(remote.needs_polls());
-        assert!(remote.restart());
+        assert!(remote.restart().await);
         assert!(remote.still_watching());
         assert!(!remote.needs_polls());
     }
 
-    #[test]
-    fn a_folder_that_is_not_there_yet_is_polled_until_it_can_be_watched() {
+    #[tokio::test]
+    async fn a_folder_that_is_not_there_yet_is_polled_until_it_can_be_watched() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("later");
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
         let mut remote = RemoteWatch::start("p", root.clone(), ignore(dir.path()), tx);
         assert!(remote.needs_polls());
-        assert!(!remote.restart());
+        assert!(!remote.restart().await);
         assert!(remote.needs_polls());
 
         std::fs::create_dir(&root).unwrap();
-        assert!(remote.restart());
+        assert!(remote.restart().await);
         assert!(!remote.needs_polls());
     }
 }
