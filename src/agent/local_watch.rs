@@ -1,6 +1,10 @@
 //! The watch on a pair's local folder, owned by the pair's scheduler:
 //! started with the pair, or, where the folder was not there at start-up
-//! (a disk mounted after login), once it is.
+//! (a disk mounted after login), once it is. A watch whose folder the
+//! path no longer names (the disk unmounted and mounted again, the folder
+//! replaced) is dead without inotify always saying so: the scheduler asks
+//! [`LocalWatch::still_watching`] at each poll's time, and a lost watch
+//! starts again after the sync that follows.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -10,7 +14,7 @@ use tokio::sync::mpsc;
 use super::pair::{PairStatus, WATCH_OK};
 use crate::locks::LockExt;
 use crate::tracker::ignore::IgnoreRules;
-use crate::tracker::watch::{self, WatchEvent, WatchView, Watcher};
+use crate::tracker::watch::{self, FolderIdentity, WatchEvent, WatchView, Watcher};
 
 /// The watcher itself, shared with the pair's handle, whose status reads
 /// its health.
@@ -22,8 +26,15 @@ pub struct LocalWatch {
     sink: mpsc::UnboundedSender<WatchEvent>,
     watcher: SharedWatcher,
     view: Option<WatchView>,
-    /// The folder was not there: the watch starts once it is.
+    /// The folder was not there, or its watch was lost: the watch starts
+    /// once it is there.
     waiting_for_root: bool,
+    /// The folder the running watch started on.
+    watched: Option<FolderIdentity>,
+    /// What this watch last put in the pair's status, taken back once it
+    /// watches again (another problem, the remote watch's, is cleared by a
+    /// whole run).
+    said: Option<String>,
 }
 
 impl LocalWatch {
@@ -43,6 +54,8 @@ impl LocalWatch {
             watcher: Arc::default(),
             view: None,
             waiting_for_root: false,
+            watched: None,
+            said: None,
         };
         local.try_start(rules, status);
         local
@@ -67,8 +80,15 @@ impl LocalWatch {
         }
         self.waiting_for_root = false;
         let (root, sink) = (self.root.clone(), self.sink.clone());
-        match tokio::task::spawn_blocking(move || watch::watch(&root, rules, sink)).await {
-            Ok(started) => self.install(started, status),
+        let start = move || {
+            let identity = watch::folder_identity(&root);
+            (identity, watch::watch(&root, rules, sink))
+        };
+        match tokio::task::spawn_blocking(start).await {
+            Ok((identity, started)) => {
+                self.watched = identity;
+                self.install(started, status)
+            }
             Err(e) => {
                 tracing::warn!(pair = %self.pair, error = %e, "the watch's start did not finish");
                 self.waiting_for_root = true;
@@ -77,15 +97,56 @@ impl LocalWatch {
         }
     }
 
+    /// Whether the watch still watches the folder the root names (one
+    /// `statx`). A watch that does not is dropped, said in `status`, and
+    /// started again by [`LocalWatch::restart`] once the folder is there;
+    /// meanwhile a sync must look at the whole folder.
+    pub fn still_watching(&mut self, status: &Mutex<PairStatus>) -> bool {
+        if self.view.is_none() || watch::folder_identity(&self.root) == self.watched {
+            return true;
+        }
+        self.lost(status);
+        false
+    }
+
+    /// The folder the watch was on went away (the watch said so, or
+    /// [`LocalWatch::still_watching`] found it): the watch is dead, and
+    /// starts again once the folder is there.
+    pub fn lost(&mut self, status: &Mutex<PairStatus>) {
+        if self.view.take().is_none() {
+            return;
+        }
+        tracing::warn!(pair = %self.pair, root = %self.root.display(), "the watched local folder went away (moved, replaced, or its disk unmounted); watching it again once it is there");
+        *self.watcher.locked() = None;
+        self.waiting_for_root = true;
+        let sentence = format!(
+            "{} is not the folder that was watched (moved, replaced, or its disk \
+             unmounted); watching starts again once it is there",
+            self.root.display()
+        );
+        self.say(status, sentence);
+    }
+
     fn try_start(&mut self, rules: Arc<IgnoreRules>, status: &Mutex<PairStatus>) -> bool {
         if !self.root.exists() {
             self.waiting_for_root = true;
-            status.locked().watcher = self.missing();
+            let missing = format!(
+                "{} does not exist yet; watching starts once it does",
+                self.root.display()
+            );
+            self.say(status, missing);
             return false;
         }
         self.waiting_for_root = false;
+        self.watched = watch::folder_identity(&self.root);
         let started = watch::watch(&self.root, rules, self.sink.clone());
         self.install(started, status)
+    }
+
+    /// Puts `sentence` in the pair's status as the watch's own.
+    fn say(&mut self, status: &Mutex<PairStatus>, sentence: String) {
+        status.locked().watcher = sentence.clone();
+        self.said = Some(sentence);
     }
 
     /// Keeps a watch that started, or says in `status` why it did not.
@@ -101,24 +162,98 @@ impl LocalWatch {
                 // Only this watch's own sentence goes: another problem
                 // (the remote watch's) is cleared by a whole run.
                 let mut status = status.locked();
-                if status.watcher == self.missing() {
+                if self.said.take().is_some_and(|said| status.watcher == said) {
                     status.watcher = WATCH_OK.to_owned();
                 }
                 true
             }
             Err(e) => {
                 tracing::warn!(pair = %self.pair, error = %e, "cannot watch; relying on periodic scans");
-                status.locked().watcher = format!("{e}; changes are found by periodic scans only");
+                self.say(
+                    status,
+                    format!("{e}; changes are found by periodic scans only"),
+                );
                 false
             }
         }
     }
+}
 
-    /// What status says while the folder is not there.
-    fn missing(&self) -> String {
-        format!(
-            "{} does not exist yet; watching starts once it does",
-            self.root.display()
-        )
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn rules(root: &Path) -> Arc<IgnoreRules> {
+        Arc::new(IgnoreRules::load(root, &[]).unwrap())
+    }
+
+    /// Waits for an event naming `name`.
+    async fn expect_change(events: &mut mpsc::UnboundedReceiver<WatchEvent>, name: &str) {
+        let wait = async {
+            while let Some(event) = events.recv().await {
+                if let WatchEvent::Changed(paths) = event
+                    && paths.iter().any(|p| p.as_str() == name)
+                {
+                    return;
+                }
+            }
+            panic!("the watch ended");
+        };
+        tokio::time::timeout(Duration::from_secs(10), wait)
+            .await
+            .unwrap_or_else(|_| panic!("no event for {name}"));
+    }
+
+    #[tokio::test]
+    async fn a_watch_whose_folder_was_replaced_is_dropped_and_starts_again_on_the_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("mount/notes");
+        std::fs::create_dir_all(&root).unwrap();
+        let (sink, mut events) = mpsc::unbounded_channel();
+        let status = Mutex::new(PairStatus::default());
+        let mut local = LocalWatch::start("p", root.clone(), rules(&root), sink, &status);
+        assert!(local.still_watching(&status));
+        std::fs::write(root.join("before.txt"), "x").unwrap();
+        expect_change(&mut events, "before.txt").await;
+
+        // Another folder where the watched one was, as after a disk was
+        // unmounted and mounted again: the old watch sees nothing there.
+        std::fs::rename(dir.path().join("mount"), dir.path().join("old")).unwrap();
+        std::fs::create_dir_all(&root).unwrap();
+        assert!(!local.still_watching(&status));
+        assert!(
+            local.shared().locked().is_none(),
+            "the dead watch is dropped"
+        );
+        let said = status.locked().watcher.clone();
+        assert!(
+            said.contains("is not the folder that was watched"),
+            "{said}"
+        );
+
+        assert!(local.restart(rules(&root), &status).await);
+        assert_eq!(status.locked().watcher, WATCH_OK);
+        assert!(local.still_watching(&status));
+        std::fs::write(root.join("after.txt"), "x").unwrap();
+        expect_change(&mut events, "after.txt").await;
+    }
+
+    #[tokio::test]
+    async fn a_lost_watch_does_not_take_back_another_problem_in_the_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sink, _events) = mpsc::unbounded_channel();
+        let status = Mutex::new(PairStatus::default());
+        let mut local =
+            LocalWatch::start("p", dir.path().to_owned(), rules(dir.path()), sink, &status);
+        local.lost(&status);
+        status.locked().watcher = "the remote folder cannot be watched".to_owned();
+        assert!(local.restart(rules(dir.path()), &status).await);
+        assert_eq!(
+            status.locked().watcher,
+            "the remote folder cannot be watched"
+        );
     }
 }

@@ -363,7 +363,12 @@ pub async fn run(
         if let Some(message) = message {
             match message {
                 PairMsg::Shutdown => break,
-                PairMsg::Watch(event) => on_watch(&engine, &status, &mut pending, event, now),
+                PairMsg::Watch(event) => {
+                    if matches!(event, WatchEvent::RootGone) {
+                        local_watch.lost(&status);
+                    }
+                    on_watch(&engine, &status, &mut pending, event, now)
+                }
                 PairMsg::RemoteWatch(event) => on_remote_watch(
                     &engine,
                     &status,
@@ -437,6 +442,9 @@ pub async fn run(
             watched_rules = rules;
         }
         if now >= next_poll {
+            if !local_watch.still_watching(&status) {
+                pending.add_check(now, "watch");
+            }
             if polled {
                 pending.add_check(now, "poll");
             } else if let Some(watch) = remote_watch.as_mut()
