@@ -113,6 +113,9 @@ struct Shared {
     /// The folders uploads went to lately, each looked at or made (see
     /// [`RecentFolders`]).
     upload_folders: RecentFolders,
+    /// A session's second channel answered nonsense: every session lists
+    /// folders one at a time (see [`Conn::read_dirs`]).
+    list_one_at_a_time: AtomicBool,
 }
 
 /// How to reach and log in to the server: all a connecting thread needs.
@@ -146,6 +149,19 @@ impl Health for Conn {
 
 /// A session checked out of the replica's pool.
 type Checked<'a> = Pooled<'a, Conn>;
+
+/// The entries of a folder (without `.` and `..`), names as the server
+/// sent them.
+type Listed = Vec<(std::ffi::OsString, RemoteStat)>;
+
+/// Whether a pipe's error is an answer that made no sense (or a protocol
+/// version it does not speak), not a broken connection.
+fn makes_no_sense(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::InvalidData | io::ErrorKind::Unsupported
+    )
+}
 
 /// A session's pipelined channel.
 enum PipeSlot {
@@ -546,6 +562,7 @@ impl SftpReplica {
                 trash_folders: TrashFolders::default(),
                 trash_batches: TrashBatches::new(),
                 upload_folders: RecentFolders::default(),
+                list_one_at_a_time: AtomicBool::new(false),
             }),
         }
     }
@@ -1087,7 +1104,7 @@ impl Conn {
 
     /// The raw entries of a folder (without `.` and `..`), names as the
     /// server sent them.
-    fn read_dir(&self, dir: &Path) -> io::Result<Vec<(std::ffi::OsString, RemoteStat)>> {
+    fn read_dir(&self, dir: &Path) -> io::Result<Listed> {
         let mut handle = self.sftp.opendir(dir).map_err(|e| self.io_error(e))?;
         let mut out = Vec::new();
         loop {
@@ -1107,34 +1124,39 @@ impl Conn {
     }
 
     /// [`Conn::read_dir`] of each of `dirs`, in order, their requests in
-    /// flight together on the session's [`Pipe`] (see [`pipe::BATCH`]);
-    /// one at a time where the server gives a session one channel only.
-    /// A pipe that broke breaks the session: every folder's result is that
-    /// error.
-    fn read_dirs(
-        &self,
-        dirs: &[PathBuf],
-    ) -> Vec<io::Result<Vec<(std::ffi::OsString, RemoteStat)>>> {
+    /// flight together on the session's [`Pipe`] (see [`pipe::BATCH`]).
+    /// Folders are listed one at a time where the server gives a session
+    /// one channel only, or where a second channel answered nonsense:
+    /// `one_at_a_time`, which the replica's sessions share, is then set
+    /// for good. A pipe that broke breaks the session: every folder's
+    /// result is that error.
+    fn read_dirs(&self, dirs: &[PathBuf], one_at_a_time: &AtomicBool) -> Vec<io::Result<Listed>> {
         use std::os::unix::ffi::OsStrExt;
+        let one_by_one = || dirs.iter().map(|dir| self.read_dir(dir)).collect();
+        if one_at_a_time.load(Ordering::Relaxed) {
+            return one_by_one();
+        }
         let slot = std::mem::replace(&mut *self.pipe.locked(), PipeSlot::Taken);
-        let mut pipe = match slot {
-            PipeSlot::Open(pipe) => pipe,
-            PipeSlot::Unopened => match Pipe::open(&self.session) {
-                Ok(pipe) => pipe,
-                Err(e) => {
-                    tracing::debug!(server = %self.server, error = %e, "listing folders one at a time: no second SFTP channel");
-                    *self.pipe.locked() = PipeSlot::Refused;
-                    return dirs.iter().map(|dir| self.read_dir(dir)).collect();
-                }
-            },
+        let opened = match slot {
+            PipeSlot::Open(pipe) => Ok(pipe),
+            PipeSlot::Unopened => Pipe::open(&self.session),
             PipeSlot::Refused | PipeSlot::Taken => {
                 *self.pipe.locked() = slot;
-                return dirs.iter().map(|dir| self.read_dir(dir)).collect();
+                return one_by_one();
             }
         };
         let paths: Vec<&[u8]> = dirs.iter().map(|dir| dir.as_os_str().as_bytes()).collect();
-        match pipe.list_folders(&paths) {
-            Ok(folders) => {
+        let listed = match opened {
+            Ok(mut pipe) => pipe.list_folders(&paths).map(|folders| (pipe, folders)),
+            Err(e) if !makes_no_sense(&e) => {
+                tracing::debug!(server = %self.server, error = %e, "listing folders one at a time: no second SFTP channel");
+                *self.pipe.locked() = PipeSlot::Refused;
+                return one_by_one();
+            }
+            Err(e) => Err(e),
+        };
+        match listed {
+            Ok((pipe, folders)) => {
                 *self.pipe.locked() = PipeSlot::Open(pipe);
                 folders
                     .into_iter()
@@ -1153,6 +1175,14 @@ impl Conn {
                         }
                     })
                     .collect()
+            }
+            // The server's own doing: libssh2's channel still works.
+            Err(e) if makes_no_sense(&e) => {
+                if !one_at_a_time.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(server = %self.server, error = %e, "listing folders one at a time: the server's answers on a second SFTP channel made no sense");
+                }
+                *self.pipe.locked() = PipeSlot::Refused;
+                one_by_one()
             }
             Err(e) => {
                 // The pipe stays taken: its stream is in an unknown state.
@@ -1306,7 +1336,8 @@ impl Walk<'_> {
                     .iter()
                     .map(|(rel, _)| self.shared.full(rel))
                     .collect();
-                for ((rel, mode), read) in folders.into_iter().zip(conn.read_dirs(&full)) {
+                let read = conn.read_dirs(&full, &self.shared.list_one_at_a_time);
+                for ((rel, mode), read) in folders.into_iter().zip(read) {
                     match read {
                         Ok(entries) => {
                             self.take_children(&conn, Some(&rel), entries, found);

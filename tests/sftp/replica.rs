@@ -519,6 +519,16 @@ fn folders_listed_in_batches_equal_folders_listed_one_at_a_time() {
         "the second server refused a second channel:\n{}",
         single.log()
     );
+    // The first server's connections that listed opened a second channel.
+    let second_channels = |server: &Sshd| {
+        let log = server.log();
+        let lines = log.lines();
+        lines
+            .filter(|l| l.contains("Starting session: subsystem 'sftp'") && l.ends_with(" id 1"))
+            .count()
+    };
+    assert!(second_channels(&batched) >= 1, "{}", batched.log());
+    assert_eq!(second_channels(&single), 0);
     let (many, one) = (&listings[0], &listings[1]);
     assert_eq!(many.tree.len(), 70 * 4 + 250 + 2);
     assert!(many.tree.contains_key(&rel("d07/many249")));

@@ -10,13 +10,16 @@
 //! They are small (a path or a handle each), so writing them never waits
 //! on the server, and the answers of a batch of [`BATCH`] folders fit in
 //! the channel's window: the server never stalls on answers nobody reads.
+//! Answers that arrive while a round is still being written wait in
+//! libssh2's buffer. (A channel is never `flush`ed: libssh2's flush throws
+//! away what was received and not yet read.)
 
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::{self, BufReader, Read, Write};
 use std::os::unix::ffi::OsStringExt;
 
-use ssh2::{Channel, FileStat, Session};
+use ssh2::{Channel, ExtendedData, FileStat, Session};
 
 use super::wire::{self, Reply, Request};
 
@@ -24,6 +27,11 @@ use super::wire::{self, Reply, Request};
 /// hundred entries each a round, as OpenSSH sends them) stay well inside
 /// the 2 MiB window libssh2 opens a channel with.
 pub(super) const BATCH: usize = 32;
+
+/// How many rounds in a row may bring no entry and no end before the
+/// server is taken to be stuck (SFTP never sends an empty page, but a
+/// server that did once must not break the listing).
+const IDLE_ROUNDS: usize = 8;
 
 /// An SFTP channel of its own (`S`: the stream it is spoken on), with
 /// requests pipelined.
@@ -50,6 +58,9 @@ impl Pipe {
     /// the session's (or a server that gives a session one channel only).
     pub fn open(session: &Session) -> io::Result<Pipe> {
         let mut channel = session.channel_session()?;
+        // What the server writes to its stderr would otherwise fill the
+        // channel's window, unread, until the server stalls.
+        channel.handle_extended_data(ExtendedData::Ignore)?;
         channel.subsystem("sftp")?;
         Pipe::start(channel)
     }
@@ -62,7 +73,6 @@ impl<S: Read + Write> Pipe<S> {
         let mut out = Vec::new();
         wire::encode_init(&mut out);
         channel.write_all(&out)?;
-        channel.flush()?;
         let mut channel = BufReader::with_capacity(64 * 1024, channel);
         let (kind, payload) = wire::read_packet(&mut channel)?;
         let version = wire::decode_version(kind, &payload)?;
@@ -101,6 +111,7 @@ impl<S: Read + Write> Pipe<S> {
             }
         }
 
+        let mut idle_rounds = 0;
         loop {
             let reads: Vec<(usize, Request<'_>)> = (0..count)
                 .filter(|&i| results[i].is_none())
@@ -133,7 +144,8 @@ impl<S: Read + Write> Pipe<S> {
             }
             // A server answering with empty pages forever would keep this
             // loop going forever.
-            if !progress {
+            idle_rounds = if progress { 0 } else { idle_rounds + 1 };
+            if idle_rounds == IDLE_ROUNDS {
                 return Err(unexpected("folder pages without entries"));
             }
         }
@@ -165,9 +177,7 @@ impl<S: Read + Write> Pipe<S> {
             wire::encode(id, request, &mut self.out);
             waiting.insert(id, index);
         }
-        let channel = self.channel.get_mut();
-        channel.write_all(&self.out)?;
-        channel.flush()?;
+        self.channel.get_mut().write_all(&self.out)?;
         let mut answers = Vec::with_capacity(waiting.len());
         while !waiting.is_empty() {
             let (kind, payload) = wire::read_packet(&mut self.channel)?;
@@ -204,10 +214,15 @@ mod tests {
         /// Open handles: the folder's path and how many names were sent.
         open: HashMap<Vec<u8>, (Vec<u8>, usize)>,
         page: usize,
+        /// Empty pages sent before the names (`usize::MAX`: forever).
+        empty_pages: usize,
         /// Answers every request with an id nobody asked for.
         wrong_ids: bool,
         /// Answers nothing more (the connection went).
         gone: bool,
+        /// The most bytes one write takes: answers to the packets complete
+        /// so far come while the rest is still being written.
+        chunk: usize,
         written: Vec<u8>,
         answers: VecDeque<u8>,
         rounds: usize,
@@ -223,8 +238,10 @@ mod tests {
                     .collect(),
                 open: HashMap::new(),
                 page: 100,
+                empty_pages: 0,
                 wrong_ids: false,
                 gone: false,
+                chunk: 40,
                 written: Vec::new(),
                 answers: VecDeque::new(),
                 rounds: 0,
@@ -254,13 +271,18 @@ mod tests {
                     let Some(Ok(names)) = self.folders.get(path.as_slice()) else {
                         panic!("a handle of a folder that lists");
                     };
+                    if self.empty_pages > 0 {
+                        self.empty_pages = self.empty_pages.saturating_sub(1);
+                        server_side::names(id, &[], 5, out);
+                        return;
+                    }
                     let page: Vec<&str> = names
                         .iter()
                         .skip(*sent)
                         .take(self.page)
                         .map(String::as_str)
                         .collect();
-                    if page.is_empty() && *sent >= names.len() && self.page > 0 {
+                    if page.is_empty() {
                         server_side::status(id, wire::STATUS_EOF, "", out);
                     } else {
                         *sent += page.len();
@@ -278,20 +300,26 @@ mod tests {
     }
 
     impl Write for Scripted {
+        /// Takes up to `chunk` bytes and answers the packets they complete,
+        /// those of one write in reverse order.
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.written.extend_from_slice(buf);
-            Ok(buf.len())
-        }
-
-        fn flush(&mut self) -> io::Result<()> {
-            self.rounds += 1;
-            if self.gone {
-                return Ok(());
+            let taken = buf.len().min(self.chunk);
+            // A round starts with a write after its answers were read.
+            if self.written.is_empty() && self.answers.is_empty() {
+                self.rounds += 1;
             }
-            let mut written = &std::mem::take(&mut self.written)[..];
+            self.written.extend_from_slice(&buf[..taken]);
+            if self.gone {
+                return Ok(taken);
+            }
             let mut answers = Vec::new();
-            while !written.is_empty() {
-                let (kind, payload) = wire::read_packet(&mut written).unwrap();
+            loop {
+                let mut rest = &self.written[..];
+                let Ok((kind, payload)) = wire::read_packet(&mut rest) else {
+                    break;
+                };
+                let used = self.written.len() - rest.len();
+                self.written.drain(..used);
                 let mut answer = Vec::new();
                 self.answer(kind, &payload, &mut answer);
                 answers.push(answer);
@@ -299,7 +327,11 @@ mod tests {
             for answer in answers.into_iter().rev() {
                 self.answers.extend(answer);
             }
-            Ok(())
+            Ok(taken)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            panic!("a channel is never flushed: libssh2's flush drops what was received");
         }
     }
 
@@ -366,9 +398,17 @@ mod tests {
     }
 
     #[test]
+    fn a_few_pages_without_entries_do_not_break_the_pipe() {
+        let mut pipe = Pipe::start(Scripted::new(&[("/r/a", Ok(names(3)))])).unwrap();
+        pipe.channel.get_mut().empty_pages = IDLE_ROUNDS - 1;
+        let folders = pipe.list_folders(&[b"/r/a"]).unwrap();
+        assert_eq!(listed(&folders[0]), names(3)[2..]);
+    }
+
+    #[test]
     fn pages_without_entries_that_never_end_break_the_pipe() {
         let mut pipe = Pipe::start(Scripted::new(&[("/r/a", Ok(names(3)))])).unwrap();
-        pipe.channel.get_mut().page = 0;
+        pipe.channel.get_mut().empty_pages = usize::MAX;
         let e = pipe.list_folders(&[b"/r/a"]).unwrap_err();
         assert!(e.to_string().contains("pages without entries"), "{e}");
     }
