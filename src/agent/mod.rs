@@ -8,6 +8,7 @@
 //! without watchers or socket, for scripts, cron and benchmarks.
 
 pub mod control;
+mod ignore_file;
 pub mod local_watch;
 pub mod lock;
 pub mod notify;

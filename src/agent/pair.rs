@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::ignore_file::IgnoreFile;
 use crate::engine::backoff::{LeaseBusy, Offline};
 use crate::engine::conflicts::{ResolveError, Resolved};
 use crate::engine::history::{RestoreError, Restored};
@@ -321,6 +322,7 @@ pub async fn run(
     // `.prismignore` changed until they follow the new rules they do not
     // see everything the pair syncs.
     let mut watched_rules = engine.ignore_rules();
+    let mut ignore_file = IgnoreFile::new(&engine.settings().local_root);
 
     loop {
         let now = Instant::now();
@@ -433,9 +435,15 @@ pub async fn run(
                 }
             }
         }
-        // `.prismignore` changed and its rules were loaded: the watches
-        // follow them before the sync the change asked for, and the full
-        // rescan they ask for joins that sync's batch.
+        // `.prismignore` changed: its rules are loaded (whether a watch
+        // event said so or not: see `IgnoreFile`), and the pair is looked
+        // at whole under them.
+        if ignore_file.changed() {
+            reload_ignore(&engine, &status);
+            pending.add_check(now, "watch");
+        }
+        // The watches follow new rules before the sync the change asked
+        // for, and the full rescan they ask for joins that sync's batch.
         let rules = engine.ignore_rules();
         if !Arc::ptr_eq(&rules, &watched_rules) {
             follow_rules(&rules, local_watch.view(), remote_watch.as_mut()).await;
@@ -721,13 +729,8 @@ fn on_watch(
 ) {
     match event {
         WatchEvent::Changed(paths) => {
-            if paths
-                .iter()
-                .any(|p| p.as_str() == crate::tracker::ignore::PRISMIGNORE_FILE)
-            {
-                reload_ignore(engine, status);
-                pending.add_check(now, "watch");
-            }
+            // A change of `.prismignore` is taken in by the scheduler's
+            // look at the file, right after the events.
             pending.add_paths(paths, now);
         }
         WatchEvent::Rescan(Some(path)) => pending.add_paths([path], now),

@@ -234,6 +234,37 @@ fn a_local_folder_missing_at_the_start_is_watched_once_it_is_there() {
 }
 
 #[test]
+fn the_prismignore_of_a_local_folder_that_appears_after_the_start_is_followed() {
+    let sandbox = Sandbox::new();
+    let remote = sandbox.remote("remote");
+    let device = sandbox.device("laptop", &remote);
+    write(&device.local, "a.txt", "a\n");
+    let agent = device.start();
+    wait_for_content(&remote.join("a.txt"), "a\n");
+    drop(agent);
+    // The folder's disk is not there when the agent starts, and is mounted
+    // after, with rules that now ignore its secrets: no watch saw the file
+    // change, and the rules the agent started with (none) must not be the
+    // ones it syncs by.
+    let disk = device.local.with_extension("unmounted");
+    std::fs::rename(&device.local, &disk).unwrap();
+    let _agent = device.start();
+    write(&disk, ".prismignore", "secret/\n");
+    write(&disk, "secret/key.txt", "do not upload\n");
+    write(&disk, "b.txt", "b\n");
+    std::fs::rename(&disk, &device.local).unwrap();
+    let started = device.ctl_json(&["sync", "start", PAIR]);
+    let id = started["sync_id"].as_str().unwrap().to_owned();
+    device.ctl(&["sync", "wait", &id, "--timeout", "20"]);
+    wait_for_content(&remote.join("b.txt"), "b\n");
+    assert!(
+        !remote.join("secret").exists(),
+        "an ignored folder was uploaded\n{}",
+        device.log_text()
+    );
+}
+
+#[test]
 fn a_prismignore_that_does_not_load_is_reported_until_it_does() {
     let sandbox = Sandbox::new();
     let remote = sandbox.remote("remote");
