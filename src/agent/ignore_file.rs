@@ -12,8 +12,11 @@ use crate::tracker::ignore::PRISMIGNORE_FILE;
 
 /// What `.prismignore` looked like when it was last looked at.
 pub struct IgnoreFile {
+    root: PathBuf,
     path: PathBuf,
-    seen: Option<Stamp>,
+    /// `None` before the first look: the rules were loaded earlier, and
+    /// the file may have changed since (while the watch walked the tree).
+    seen: Option<Option<Stamp>>,
 }
 
 /// Enough of a file's metadata to tell a rewrite: an edit in place moves
@@ -27,20 +30,26 @@ struct Stamp {
 }
 
 impl IgnoreFile {
-    /// The file of the folder `root`, as it is now (its rules were loaded
-    /// from it just before).
+    /// The file of the folder `root`; the first look counts as a change.
     pub fn new(root: &Path) -> IgnoreFile {
-        let path = root.join(PRISMIGNORE_FILE);
-        let seen = stamp(&path);
-        IgnoreFile { path, seen }
+        IgnoreFile {
+            root: root.to_owned(),
+            path: root.join(PRISMIGNORE_FILE),
+            seen: None,
+        }
     }
 
     /// Whether the file appeared, went away or was rewritten since the
-    /// last look.
+    /// last look. While the folder itself is not there (its disk not
+    /// mounted) nothing changed: the rules it had stay in force, so the
+    /// sync that finds it back does not run with none.
     pub fn changed(&mut self) -> bool {
+        if !self.root.is_dir() {
+            return false;
+        }
         let now = stamp(&self.path);
-        let changed = now != self.seen;
-        self.seen = now;
+        let changed = self.seen != Some(now);
+        self.seen = Some(now);
         changed
     }
 }
@@ -64,6 +73,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join(PRISMIGNORE_FILE);
         let mut ignore = IgnoreFile::new(dir.path());
+        assert!(ignore.changed(), "the first look is one");
         assert!(!ignore.changed(), "no file, as before");
 
         std::fs::write(&file, "build/\n").unwrap();
@@ -84,6 +94,21 @@ mod tests {
 
         std::fs::remove_file(&file).unwrap();
         assert!(ignore.changed());
+        assert!(!ignore.changed());
+    }
+
+    #[test]
+    fn a_folder_that_is_not_there_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("disk");
+        std::fs::create_dir(&root).unwrap();
+        std::fs::write(root.join(PRISMIGNORE_FILE), "secret/\n").unwrap();
+        let mut ignore = IgnoreFile::new(&root);
+        assert!(ignore.changed());
+        // Unmounted, then mounted again as it was.
+        std::fs::rename(&root, dir.path().join("away")).unwrap();
+        assert!(!ignore.changed(), "the rules stay while the folder is away");
+        std::fs::rename(dir.path().join("away"), &root).unwrap();
         assert!(!ignore.changed());
     }
 }

@@ -102,7 +102,14 @@ impl LocalWatch {
     /// started again by [`LocalWatch::restart`] once the folder is there;
     /// meanwhile a sync must look at the whole folder.
     pub fn still_watching(&mut self, status: &Mutex<PairStatus>) -> bool {
-        if self.view.is_none() || watch::folder_identity(&self.root) == self.watched {
+        if self.view.is_none() {
+            return true;
+        }
+        let now = watch::folder_identity(&self.root);
+        // No identity because the look failed (an I/O error, a stale
+        // handle) is not a folder gone: dropping the watch would walk the
+        // whole tree again for nothing.
+        if now == self.watched || (now.is_none() && !folder_is_gone(&self.root)) {
             return true;
         }
         self.lost(status);
@@ -175,6 +182,16 @@ impl LocalWatch {
                 );
                 false
             }
+        }
+    }
+}
+
+/// Whether nothing, or something other than a folder, is at `root`.
+fn folder_is_gone(root: &std::path::Path) -> bool {
+    match std::fs::metadata(root) {
+        Ok(meta) => !meta.is_dir(),
+        Err(e) => {
+            e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR)
         }
     }
 }

@@ -362,6 +362,7 @@ pub async fn run(
             inbox.try_recv().ok()
         };
         let now = Instant::now();
+        let mut ignore_event = false;
         if let Some(message) = message {
             match message {
                 PairMsg::Shutdown => break,
@@ -369,6 +370,7 @@ pub async fn run(
                     if matches!(event, WatchEvent::RootGone) {
                         local_watch.lost(&status);
                     }
+                    ignore_event = names_the_ignore_file(&event);
                     on_watch(&engine, &status, &mut pending, event, now)
                 }
                 PairMsg::RemoteWatch(event) => on_remote_watch(
@@ -438,7 +440,10 @@ pub async fn run(
         // `.prismignore` changed: its rules are loaded (whether a watch
         // event said so or not: see `IgnoreFile`), and the pair is looked
         // at whole under them.
-        if ignore_file.changed() {
+        // A watch event naming the file counts too: a rewrite of the same
+        // size within one tick of the file system's clock (two seconds on
+        // FAT) leaves the stamp as it was.
+        if ignore_file.changed() | ignore_event {
             reload_ignore(&engine, &status);
             pending.add_check(now, "watch");
         }
@@ -720,6 +725,12 @@ fn problems_after(previous: Vec<Problem>, report: &SyncReport, scope: &Scope) ->
         .collect()
 }
 
+/// Whether a local watch event says `.prismignore` changed.
+fn names_the_ignore_file(event: &WatchEvent) -> bool {
+    matches!(event, WatchEvent::Changed(paths)
+        if paths.iter().any(|p| p.as_str() == crate::tracker::ignore::PRISMIGNORE_FILE))
+}
+
 fn on_watch(
     engine: &PairEngine,
     status: &Mutex<PairStatus>,
@@ -728,11 +739,9 @@ fn on_watch(
     now: Instant,
 ) {
     match event {
-        WatchEvent::Changed(paths) => {
-            // A change of `.prismignore` is taken in by the scheduler's
-            // look at the file, right after the events.
-            pending.add_paths(paths, now);
-        }
+        // A change of `.prismignore` is taken in by the scheduler, right
+        // after the events (see `IgnoreFile`).
+        WatchEvent::Changed(paths) => pending.add_paths(paths, now),
         WatchEvent::Rescan(Some(path)) => pending.add_paths([path], now),
         WatchEvent::Rescan(None) | WatchEvent::RootGone => pending.add_unnamed(now, "watch"),
         WatchEvent::Problem(message) => {
