@@ -2,8 +2,11 @@
 //! event reported: the folder is not watched (it could not be, or its
 //! watch was lost), or the watch's queue overflowed and the event was
 //! among those lost. The pair's scheduler asks at every wake-up, before
-//! it syncs (one `lstat`), so rules the user changed are followed by the
-//! next sync either way, never only after a restart.
+//! it syncs (one `lstat`, through [`LocalWatch`]), so rules the user
+//! changed are followed by the next sync either way, never only after a
+//! restart.
+//!
+//! [`LocalWatch`]: super::local_watch::LocalWatch
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -14,8 +17,8 @@ use crate::tracker::ignore::PRISMIGNORE_FILE;
 pub struct IgnoreFile {
     root: PathBuf,
     path: PathBuf,
-    /// `None` before the first look: the rules were loaded earlier, and
-    /// the file may have changed since (while the watch walked the tree).
+    /// `None` while the folder was not there when the rules were loaded
+    /// (they are none): its first look once it is there is a change.
     seen: Option<Option<Stamp>>,
 }
 
@@ -30,12 +33,15 @@ struct Stamp {
 }
 
 impl IgnoreFile {
-    /// The file of the folder `root`; the first look counts as a change.
+    /// The file of the folder `root` as it is now, right after its rules
+    /// were loaded.
     pub fn new(root: &Path) -> IgnoreFile {
+        let path = root.join(PRISMIGNORE_FILE);
+        let seen = root.is_dir().then(|| stamp(&path));
         IgnoreFile {
             root: root.to_owned(),
-            path: root.join(PRISMIGNORE_FILE),
-            seen: None,
+            path,
+            seen,
         }
     }
 
@@ -73,7 +79,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join(PRISMIGNORE_FILE);
         let mut ignore = IgnoreFile::new(dir.path());
-        assert!(ignore.changed(), "the first look is one");
         assert!(!ignore.changed(), "no file, as before");
 
         std::fs::write(&file, "build/\n").unwrap();
@@ -101,10 +106,13 @@ mod tests {
     fn a_folder_that_is_not_there_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("disk");
+        // Not mounted when the rules were loaded: none.
+        let mut ignore = IgnoreFile::new(&root);
+        assert!(!ignore.changed());
         std::fs::create_dir(&root).unwrap();
         std::fs::write(root.join(PRISMIGNORE_FILE), "secret/\n").unwrap();
-        let mut ignore = IgnoreFile::new(&root);
-        assert!(ignore.changed());
+        assert!(ignore.changed(), "mounted: its rules are loaded");
+        assert!(!ignore.changed());
         // Unmounted, then mounted again as it was.
         std::fs::rename(&root, dir.path().join("away")).unwrap();
         assert!(!ignore.changed(), "the rules stay while the folder is away");

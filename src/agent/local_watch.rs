@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
+use super::ignore_file::IgnoreFile;
 use super::pair::{PairStatus, WATCH_OK};
 use crate::locks::LockExt;
 use crate::tracker::ignore::IgnoreRules;
@@ -35,6 +36,9 @@ pub struct LocalWatch {
     /// watches again (another problem, the remote watch's, is cleared by a
     /// whole run).
     said: Option<String>,
+    /// The folder's `.prismignore` as it was when its rules were loaded,
+    /// for changes no event reports.
+    ignore_file: IgnoreFile,
 }
 
 impl LocalWatch {
@@ -47,6 +51,9 @@ impl LocalWatch {
         sink: mpsc::UnboundedSender<WatchEvent>,
         status: &Mutex<PairStatus>,
     ) -> LocalWatch {
+        // Before the watch walks the tree: a change of the file meanwhile
+        // is one.
+        let ignore_file = IgnoreFile::new(&root);
         let mut local = LocalWatch {
             pair: pair.to_owned(),
             root,
@@ -56,6 +63,7 @@ impl LocalWatch {
             waiting_for_root: false,
             watched: None,
             said: None,
+            ignore_file,
         };
         local.try_start(rules, status);
         local
@@ -95,6 +103,12 @@ impl LocalWatch {
                 false
             }
         }
+    }
+
+    /// Whether `.prismignore` changed since its rules were loaded or since
+    /// the last look, whether an event said so or not (see [`IgnoreFile`]).
+    pub fn ignore_file_changed(&mut self) -> bool {
+        self.ignore_file.changed()
     }
 
     /// Whether the watch still watches the folder the root names (one

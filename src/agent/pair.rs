@@ -27,7 +27,6 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::ignore_file::IgnoreFile;
 use crate::engine::backoff::{LeaseBusy, Offline};
 use crate::engine::conflicts::{ResolveError, Resolved};
 use crate::engine::history::{RestoreError, Restored};
@@ -322,7 +321,6 @@ pub async fn run(
     // `.prismignore` changed until they follow the new rules they do not
     // see everything the pair syncs.
     let mut watched_rules = engine.ignore_rules();
-    let mut ignore_file = IgnoreFile::new(&engine.settings().local_root);
 
     loop {
         let now = Instant::now();
@@ -437,13 +435,12 @@ pub async fn run(
                 }
             }
         }
-        // `.prismignore` changed: its rules are loaded (whether a watch
-        // event said so or not: see `IgnoreFile`), and the pair is looked
-        // at whole under them.
-        // A watch event naming the file counts too: a rewrite of the same
-        // size within one tick of the file system's clock (two seconds on
-        // FAT) leaves the stamp as it was.
-        if ignore_file.changed() | ignore_event {
+        // `.prismignore` changed: its rules are loaded, and the pair is
+        // looked at whole under them. The file is looked at whether an
+        // event said so or not (no watch, lost events), and an event
+        // counts on its own (a same-size rewrite within one tick of the
+        // file system's clock, two seconds on FAT, leaves its look alike).
+        if local_watch.ignore_file_changed() | ignore_event {
             reload_ignore(&engine, &status);
             pending.add_check(now, "watch");
         }
@@ -740,7 +737,7 @@ fn on_watch(
 ) {
     match event {
         // A change of `.prismignore` is taken in by the scheduler, right
-        // after the events (see `IgnoreFile`).
+        // after the events.
         WatchEvent::Changed(paths) => pending.add_paths(paths, now),
         WatchEvent::Rescan(Some(path)) => pending.add_paths([path], now),
         WatchEvent::Rescan(None) | WatchEvent::RootGone => pending.add_unnamed(now, "watch"),
