@@ -6,7 +6,7 @@
 //! [`LocalWatch::still_watching`] at each poll's time, and a lost watch
 //! starts again after the sync that follows.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
@@ -88,11 +88,7 @@ impl LocalWatch {
         }
         self.waiting_for_root = false;
         let (root, sink) = (self.root.clone(), self.sink.clone());
-        let start = move || {
-            let identity = watch::folder_identity(&root);
-            (identity, watch::watch(&root, rules, sink))
-        };
-        match tokio::task::spawn_blocking(start).await {
+        match tokio::task::spawn_blocking(move || start_watch(&root, rules, sink)).await {
             Ok((identity, started)) => {
                 self.watched = identity;
                 self.install(started, status)
@@ -159,8 +155,8 @@ impl LocalWatch {
             return false;
         }
         self.waiting_for_root = false;
-        self.watched = watch::folder_identity(&self.root);
-        let started = watch::watch(&self.root, rules, self.sink.clone());
+        let (identity, started) = start_watch(&self.root, rules, self.sink.clone());
+        self.watched = identity;
         self.install(started, status)
     }
 
@@ -200,8 +196,20 @@ impl LocalWatch {
     }
 }
 
+/// Watches `root` (walking its tree), with the identity of the folder it
+/// named just before: a folder swapped in meanwhile shows as another one
+/// at the next [`LocalWatch::still_watching`].
+fn start_watch(
+    root: &Path,
+    rules: Arc<IgnoreRules>,
+    sink: mpsc::UnboundedSender<WatchEvent>,
+) -> (Option<FolderIdentity>, Result<Watcher, watch::WatchError>) {
+    let identity = watch::folder_identity(root);
+    (identity, watch::watch(root, rules, sink))
+}
+
 /// Whether nothing, or something other than a folder, is at `root`.
-fn folder_is_gone(root: &std::path::Path) -> bool {
+fn folder_is_gone(root: &Path) -> bool {
     match std::fs::metadata(root) {
         Ok(meta) => !meta.is_dir(),
         Err(e) => {
@@ -212,7 +220,6 @@ fn folder_is_gone(root: &std::path::Path) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
     use std::time::Duration;
 
     use super::*;

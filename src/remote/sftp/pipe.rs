@@ -107,7 +107,7 @@ impl<S: Read + Write> Pipe<S> {
                 Reply::Status { code, message } => {
                     results[i] = Some(Err(Refusal { code, message }))
                 }
-                Reply::Name(_) => return Err(unexpected("names where a handle belongs")),
+                Reply::Name(_) => return Err(wire::malformed("names where a handle belongs")),
             }
         }
 
@@ -139,14 +139,14 @@ impl<S: Read + Write> Pipe<S> {
                         progress = true;
                         results[i] = Some(Err(Refusal { code, message }));
                     }
-                    Reply::Handle(_) => return Err(unexpected("a handle where names belong")),
+                    Reply::Handle(_) => return Err(wire::malformed("a handle where names belong")),
                 }
             }
             // A server answering with empty pages forever would keep this
             // loop going forever.
             idle_rounds = if progress { 0 } else { idle_rounds + 1 };
             if idle_rounds == IDLE_ROUNDS {
-                return Err(unexpected("folder pages without entries"));
+                return Err(wire::malformed("folder pages without entries"));
             }
         }
 
@@ -184,18 +184,11 @@ impl<S: Read + Write> Pipe<S> {
             let (id, reply) = wire::decode_reply(kind, &payload)?;
             let index = waiting
                 .remove(&id)
-                .ok_or_else(|| unexpected("an answer to no request"))?;
+                .ok_or_else(|| wire::malformed("an answer to no request"))?;
             answers.push((index, reply));
         }
         Ok(answers)
     }
-}
-
-fn unexpected(what: &str) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        format!("the server's SFTP answer makes no sense: {what}"),
-    )
 }
 
 #[cfg(test)]

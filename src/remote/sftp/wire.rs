@@ -226,7 +226,8 @@ impl<'a> Fields<'a> {
     }
 }
 
-fn malformed(what: String) -> io::Error {
+/// An answer that makes no sense (what is wrong with it in `what`).
+pub(super) fn malformed(what: impl std::fmt::Display) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidData,
         format!("the server's SFTP answer makes no sense: {what}"),
