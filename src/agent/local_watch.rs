@@ -4,10 +4,13 @@
 //! path no longer names (the disk unmounted and mounted again, the folder
 //! replaced) is dead without inotify always saying so: the scheduler asks
 //! [`LocalWatch::still_watching`] at each poll's time, and a lost watch
-//! starts again after the sync that follows.
+//! starts again after the sync that follows. A watch that could not start
+//! (the system's inotify limits reached) is tried again after a while:
+//! the limit may have been raised, or another program's watches freed.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
@@ -32,6 +35,9 @@ pub struct LocalWatch {
     waiting_for_root: bool,
     /// The folder the running watch started on.
     watched: Option<FolderIdentity>,
+    /// When a watch that failed to start is tried again, and the wait
+    /// before the one after (each start that fails walks the tree).
+    retry: Option<(Instant, Duration)>,
     /// What this watch last put in the pair's status, taken back once it
     /// watches again (another problem, the remote watch's, is cleared by a
     /// whole run).
@@ -62,6 +68,7 @@ impl LocalWatch {
             view: None,
             waiting_for_root: false,
             watched: None,
+            retry: None,
             said: None,
             ignore_file,
         };
@@ -79,11 +86,13 @@ impl LocalWatch {
     }
 
     /// Starts the watch of a folder that was not there before and is now
-    /// (after a sync); true when it started, so that a listing follows:
-    /// what changed before it began raised no event. The watch walks the
-    /// tree (a whole disk, maybe): on a thread where blocking is allowed.
+    /// (after a sync), or one that failed to start and is due to be tried
+    /// again; true when it started, so that a listing follows: what
+    /// changed before it began raised no event. The watch walks the tree
+    /// (a whole disk, maybe): on a thread where blocking is allowed.
     pub async fn restart(&mut self, rules: Arc<IgnoreRules>, status: &Mutex<PairStatus>) -> bool {
-        if !self.waiting_for_root || !self.root.is_dir() {
+        let retry_due = self.retry.is_some_and(|(at, _)| at <= Instant::now());
+        if !(self.waiting_for_root || retry_due) || !self.root.is_dir() {
             return false;
         }
         self.waiting_for_root = false;
@@ -108,28 +117,29 @@ impl LocalWatch {
     }
 
     /// Whether the watch still watches the folder the root names (one
-    /// `statx`). A watch that does not is dropped, said in `status`, and
-    /// started again by [`LocalWatch::restart`] once the folder is there;
-    /// meanwhile a sync must look at the whole folder.
+    /// `statx`; a look that failed is not a loss). A watch that does not is
+    /// dropped, said in `status`, and started again by
+    /// [`LocalWatch::restart`] once the folder is there; meanwhile a sync
+    /// must look at the whole folder.
     pub fn still_watching(&mut self, status: &Mutex<PairStatus>) -> bool {
-        if self.view.is_none() {
-            return true;
-        }
-        let now = watch::folder_identity(&self.root);
-        // No identity because the look failed (an I/O error, a stale
-        // handle) is not a folder gone: dropping the watch would walk the
-        // whole tree again for nothing.
-        if now == self.watched || (now.is_none() && !folder_is_gone(&self.root)) {
+        if self.view.is_none() || !watch::folder_lost(&self.root, self.watched) {
             return true;
         }
         self.lost(status);
         false
     }
 
-    /// The folder the watch was on went away (the watch said so, or
-    /// [`LocalWatch::still_watching`] found it): the watch is dead, and
+    /// The watch said its folder went away. A watch dropped and started
+    /// again since may say so late (its events carry no generation), so
+    /// the folder is looked at first: only a watch that really lost its
+    /// folder is dropped.
+    pub fn said_root_gone(&mut self, status: &Mutex<PairStatus>) {
+        self.still_watching(status);
+    }
+
+    /// The folder the watch was on went away: the watch is dead, and
     /// starts again once the folder is there.
-    pub fn lost(&mut self, status: &Mutex<PairStatus>) {
+    fn lost(&mut self, status: &Mutex<PairStatus>) {
         if self.view.take().is_none() {
             return;
         }
@@ -145,7 +155,7 @@ impl LocalWatch {
     }
 
     fn try_start(&mut self, rules: Arc<IgnoreRules>, status: &Mutex<PairStatus>) -> bool {
-        if !self.root.exists() {
+        if !self.root.is_dir() {
             self.waiting_for_root = true;
             let missing = format!(
                 "{} does not exist yet; watching starts once it does",
@@ -174,6 +184,7 @@ impl LocalWatch {
     ) -> bool {
         match started {
             Ok(watcher) => {
+                self.retry = None;
                 self.view = Some(watcher.view());
                 *self.watcher.locked() = Some(watcher);
                 // Only this watch's own sentence goes: another problem
@@ -185,16 +196,29 @@ impl LocalWatch {
                 true
             }
             Err(e) => {
-                tracing::warn!(pair = %self.pair, error = %e, "cannot watch; relying on periodic scans");
+                let wait = self
+                    .retry
+                    .map_or(FIRST_RETRY, |(_, wait)| (wait * 2).min(LAST_RETRY));
+                self.retry = Some((Instant::now() + wait, wait));
+                let minutes = wait.as_secs().div_ceil(60);
+                tracing::warn!(pair = %self.pair, error = %e, minutes, "cannot watch; relying on periodic scans, trying again later");
                 self.say(
                     status,
-                    format!("{e}; changes are found by periodic scans only"),
+                    format!(
+                        "{e}; changes are found by periodic scans until the watch starts \
+                         (tried again in {minutes} min)"
+                    ),
                 );
                 false
             }
         }
     }
 }
+
+/// The wait before a watch that failed to start is tried again, doubled
+/// after each failure up to the last.
+const FIRST_RETRY: Duration = Duration::from_secs(60);
+const LAST_RETRY: Duration = Duration::from_secs(60 * 60);
 
 /// Watches `root` (walking its tree), with the identity of the folder it
 /// named just before: a folder swapped in meanwhile shows as another one
@@ -206,16 +230,6 @@ fn start_watch(
 ) -> (Option<FolderIdentity>, Result<Watcher, watch::WatchError>) {
     let identity = watch::folder_identity(root);
     (identity, watch::watch(root, rules, sink))
-}
-
-/// Whether nothing, or something other than a folder, is at `root`.
-fn folder_is_gone(root: &Path) -> bool {
-    match std::fs::metadata(root) {
-        Ok(meta) => !meta.is_dir(),
-        Err(e) => {
-            e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR)
-        }
-    }
 }
 
 #[cfg(test)]
@@ -276,6 +290,66 @@ mod tests {
         assert_eq!(status.locked().watcher, WATCH_OK);
         assert!(local.still_watching(&status));
         std::fs::write(root.join("after.txt"), "x").unwrap();
+        expect_change(&mut events, "after.txt").await;
+    }
+
+    #[tokio::test]
+    async fn the_old_watch_saying_its_folder_went_away_after_a_restart_keeps_the_new_watch() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("notes");
+        std::fs::create_dir(&root).unwrap();
+        let (sink, mut events) = mpsc::unbounded_channel();
+        let status = Mutex::new(PairStatus::default());
+        let mut local = LocalWatch::start("p", root.clone(), rules(&root), sink, &status);
+        std::fs::rename(&root, dir.path().join("old")).unwrap();
+        local.said_root_gone(&status);
+        assert!(local.shared().locked().is_none(), "the folder is gone");
+        std::fs::create_dir(&root).unwrap();
+        assert!(local.restart(rules(&root), &status).await);
+
+        // The old watch's word arrives after the new one started.
+        local.said_root_gone(&status);
+        assert!(local.shared().locked().is_some(), "the new watch is kept");
+        assert_eq!(status.locked().watcher, WATCH_OK);
+        std::fs::write(root.join("after.txt"), "x").unwrap();
+        expect_change(&mut events, "after.txt").await;
+    }
+
+    #[tokio::test]
+    async fn a_watch_that_could_not_start_is_tried_again_later_and_less_often() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sink, mut events) = mpsc::unbounded_channel();
+        let status = Mutex::new(PairStatus::default());
+        let mut local =
+            LocalWatch::start("p", dir.path().to_owned(), rules(dir.path()), sink, &status);
+        // The start failed on the system's limit (which a test cannot
+        // reach without changing it for the whole machine).
+        local.lost(&status);
+        local.waiting_for_root = false;
+        let limit = watch::WatchError::TooManyWatches {
+            root: dir.path().to_owned(),
+        };
+        assert!(!local.install(Err(limit), &status));
+        let said = status.locked().watcher.clone();
+        assert!(said.contains("max_user_watches"), "{said}");
+        assert!(said.contains("tried again in 1 min"), "{said}");
+        assert!(
+            !local.restart(rules(dir.path()), &status).await,
+            "not before it is due"
+        );
+
+        let limit = watch::WatchError::TooManyWatches {
+            root: dir.path().to_owned(),
+        };
+        assert!(!local.install(Err(limit), &status));
+        let said = status.locked().watcher.clone();
+        assert!(said.contains("tried again in 2 min"), "{said}");
+
+        local.retry = local.retry.map(|(_, wait)| (Instant::now(), wait));
+        assert!(local.restart(rules(dir.path()), &status).await);
+        assert_eq!(status.locked().watcher, WATCH_OK);
+        assert!(local.retry.is_none());
+        std::fs::write(dir.path().join("after.txt"), "x").unwrap();
         expect_change(&mut events, "after.txt").await;
     }
 

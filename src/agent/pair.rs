@@ -366,7 +366,7 @@ pub async fn run(
                 PairMsg::Shutdown => break,
                 PairMsg::Watch(event) => {
                     if matches!(event, WatchEvent::RootGone) {
-                        local_watch.lost(&status);
+                        local_watch.said_root_gone(&status);
                     }
                     ignore_event = names_the_ignore_file(&event);
                     on_watch(&engine, &status, &mut pending, event, now)
@@ -763,8 +763,9 @@ fn on_remote_watch(
     match event {
         WatchEvent::Changed(paths) => pending.add_paths(paths, now),
         WatchEvent::RootGone => {
+            // Looked at first: the watch before a restart may say so late.
             if let Some(remote_watch) = remote_watch {
-                remote_watch.lost();
+                remote_watch.still_watching();
             }
             pending.add_unnamed(now, "watch");
         }

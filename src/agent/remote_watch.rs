@@ -90,10 +90,11 @@ impl RemoteWatch {
     /// that names another folder now (the disk unmounted and mounted
     /// again, a parent folder replaced, a file system mounted over it) has
     /// a dead watch that inotify may never report. Such a watch is
-    /// [`RemoteWatch::lost`]. Asked at every poll that the watch spares:
+    /// [`RemoteWatch::lost`]. A look that failed (an I/O error, a stale
+    /// handle) is not a loss. Asked at every poll that the watch spares:
     /// one `statx`.
     pub fn still_watching(&mut self) -> bool {
-        if self.watcher.is_none() || watch::folder_identity(&self.root) == self.watched {
+        if self.watcher.is_none() || !watch::folder_lost(&self.root, self.watched) {
             return true;
         }
         self.lost();
@@ -102,7 +103,7 @@ impl RemoteWatch {
 
     /// The remote root went away: its watch is dead. Polls take over until
     /// [`RemoteWatch::restart`] succeeds.
-    pub fn lost(&mut self) {
+    fn lost(&mut self) {
         if self.watcher.take().is_some() {
             // Said here; a failed restart while it stays away says no more.
             self.logged = true;

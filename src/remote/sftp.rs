@@ -1115,6 +1115,9 @@ impl Conn {
                         continue;
                     }
                     out.push((name, RemoteStat::from(&stat)));
+                    if out.len() > wire::MAX_FOLDER_ENTRIES {
+                        return Err(wire::too_many_entries());
+                    }
                 }
                 Err(e) if e.code() == ErrorCode::Session(libssh2_error_file()) => break,
                 Err(e) => return Err(self.io_error(e)),

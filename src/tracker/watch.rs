@@ -291,6 +291,27 @@ pub fn folder_identity(path: &Path) -> Option<FolderIdentity> {
     }
 }
 
+/// Whether a watch that started on the folder `watched` has lost it: `path`
+/// names another folder now, or nothing, or something that is not a
+/// folder. A look that failed (an I/O error, a stale NFS handle, a
+/// permission taken away for a moment) says neither: it is not a loss, or
+/// a watch would be dropped and its whole tree walked again for nothing.
+pub fn folder_lost(path: &Path, watched: Option<FolderIdentity>) -> bool {
+    match folder_identity(path) {
+        Some(now) => Some(now) != watched,
+        None => match std::fs::metadata(path) {
+            Ok(meta) => !meta.is_dir(),
+            Err(e) => says_nothing_is_there(&e),
+        },
+    }
+}
+
+/// Whether a failed look at a path means nothing is there (rather than a
+/// look that could not be made).
+fn says_nothing_is_there(error: &std::io::Error) -> bool {
+    error.kind() == std::io::ErrorKind::NotFound || error.raw_os_error() == Some(libc::ENOTDIR)
+}
+
 /// The magic numbers (`statfs`'s `f_type`) of Linux file systems that
 /// live on this machine: ext2/3/4, XFS, Btrfs, tmpfs, ramfs, F2FS, ZFS,
 /// bcachefs, overlayfs, JFS, ReiserFS, NILFS, FAT, exFAT, ntfs3, HFS+.
@@ -648,6 +669,45 @@ mod tests {
     use super::*;
     use std::time::Duration;
     use tokio::sync::mpsc::UnboundedReceiver;
+
+    #[test]
+    fn a_folder_is_lost_when_the_path_names_another_folder_a_file_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("notes");
+        fs::create_dir(&root).unwrap();
+        let watched = folder_identity(&root);
+        assert!(watched.is_some());
+        assert!(!folder_lost(&root, watched));
+
+        fs::rename(&root, dir.path().join("old")).unwrap();
+        assert!(folder_lost(&root, watched), "nothing there");
+        fs::write(&root, "x").unwrap();
+        assert!(folder_lost(&root, watched), "a file there");
+        fs::remove_file(&root).unwrap();
+        fs::create_dir(&root).unwrap();
+        assert!(folder_lost(&root, watched), "another folder there");
+        fs::write(dir.path().join("file"), "x").unwrap();
+        assert!(folder_lost(&dir.path().join("file/notes"), watched));
+    }
+
+    #[test]
+    fn a_look_that_failed_says_nothing_about_the_folder() {
+        for gone in [libc::ENOENT, libc::ENOTDIR] {
+            assert!(says_nothing_is_there(&std::io::Error::from_raw_os_error(
+                gone
+            )));
+        }
+        for failed in [
+            libc::EIO,
+            libc::ESTALE,
+            libc::EACCES,
+            libc::ELOOP,
+            libc::ENOMEM,
+        ] {
+            let error = std::io::Error::from_raw_os_error(failed);
+            assert!(!says_nothing_is_there(&error), "{error}");
+        }
+    }
 
     /// How long an expected event may take. inotify delivers in
     /// milliseconds; the margin is for a loaded CI machine.

@@ -127,6 +127,9 @@ impl<S: Read + Write> Pipe<S> {
                         progress |= !names.is_empty();
                         let named = names.into_iter().filter(|(n, _)| n != b"." && n != b"..");
                         entries[i].extend(named.map(|(n, stat)| (OsString::from_vec(n), stat)));
+                        if entries[i].len() > wire::MAX_FOLDER_ENTRIES {
+                            return Err(wire::too_many_entries());
+                        }
                     }
                     Reply::Status {
                         code: wire::STATUS_EOF,
@@ -209,6 +212,8 @@ mod tests {
         page: usize,
         /// Empty pages sent before the names (`usize::MAX`: forever).
         empty_pages: usize,
+        /// Sends the same page of names again and again.
+        endless: bool,
         /// Answers every request with an id nobody asked for.
         wrong_ids: bool,
         /// Answers nothing more (the connection went).
@@ -232,6 +237,7 @@ mod tests {
                 open: HashMap::new(),
                 page: 100,
                 empty_pages: 0,
+                endless: false,
                 wrong_ids: false,
                 gone: false,
                 chunk: 40,
@@ -278,7 +284,7 @@ mod tests {
                     if page.is_empty() {
                         server_side::status(id, wire::STATUS_EOF, "", out);
                     } else {
-                        *sent += page.len();
+                        *sent += if self.endless { 0 } else { page.len() };
                         server_side::names(id, &page, 5, out);
                     }
                 }
@@ -404,6 +410,15 @@ mod tests {
         pipe.channel.get_mut().empty_pages = usize::MAX;
         let e = pipe.list_folders(&[b"/r/a"]).unwrap_err();
         assert!(e.to_string().contains("pages without entries"), "{e}");
+    }
+
+    #[test]
+    fn pages_of_names_that_never_end_break_the_pipe() {
+        let mut pipe = Pipe::start(Scripted::new(&[("/r/a", Ok(names(1000)))])).unwrap();
+        pipe.channel.get_mut().page = 1000;
+        pipe.channel.get_mut().endless = true;
+        let e = pipe.list_folders(&[b"/r/a"]).unwrap_err();
+        assert!(e.to_string().contains("more than 1000000 entries"), "{e}");
     }
 
     #[test]

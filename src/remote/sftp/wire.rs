@@ -17,6 +17,12 @@ pub(super) const VERSION: u32 = 3;
 /// length can only be a broken or hostile stream.
 const MAX_PACKET: usize = 1 << 20;
 
+/// The most entries one folder's listing collects, whichever way it is
+/// read: a server that sends pages of names without end must not take all
+/// the memory there is. A million is far past any real folder (WebDAV
+/// stops at about 150,000 a folder).
+pub(super) const MAX_FOLDER_ENTRIES: usize = 1_000_000;
+
 const FXP_INIT: u8 = 1;
 const FXP_VERSION: u8 = 2;
 const FXP_CLOSE: u8 = 4;
@@ -232,6 +238,13 @@ pub(super) fn malformed(what: impl std::fmt::Display) -> io::Error {
         io::ErrorKind::InvalidData,
         format!("the server's SFTP answer makes no sense: {what}"),
     )
+}
+
+/// A folder whose listing passed [`MAX_FOLDER_ENTRIES`].
+pub(super) fn too_many_entries() -> io::Error {
+    malformed(format_args!(
+        "a folder with more than {MAX_FOLDER_ENTRIES} entries (names sent again and again?)"
+    ))
 }
 
 /// The server's side of the packets, for scripted servers in tests.
