@@ -100,11 +100,18 @@ pub fn list(
             None
         }
         Scope::Paths(paths) => {
-            for path in paths {
-                if paths.iter().any(|o| o != path && path.is_within(o)) {
-                    continue;
-                }
-                match source.item(path.as_str())? {
+            let outermost: Vec<&RelPath> = paths
+                .iter()
+                .filter(|path| !paths.iter().any(|o| o != *path && path.is_within(o)))
+                .collect();
+            // A look is a round trip to the rcd and from there to the
+            // provider: a change of a hundred files looks at a hundred
+            // paths, `parallel` at a time.
+            let looks = crate::parallel::map(outermost, parallel, |path| {
+                (path, source.item(path.as_str()))
+            });
+            for (path, found) in looks {
+                match found? {
                     Some(found) if found.is_dir => {
                         items.extend(source.items_below(path.as_str())?);
                         items.push(found);
@@ -520,6 +527,34 @@ mod tests {
         whole.insert(rel("d"), crate::model::BaseEntry::new(Entry::dir(None)));
         let listing = list(&fake, &Scope::Full, &whole, &ignore, 1, false).unwrap();
         assert!(listing.tree.contains_key(&rel("d/e")), "{listing:?}");
+    }
+
+    #[test]
+    fn the_paths_of_a_scoped_run_looked_at_together_list_as_one_at_a_time() {
+        let mut items = vec![folder("d"), file("d/in.txt", 2), folder("d/sub")];
+        items.extend((0..40).map(|i| file(&format!("f{i:02}.txt"), i)));
+        let fake = Fake {
+            items,
+            refused: vec![],
+        };
+        let ignore = IgnoreRules::reserved_only();
+        let mut paths: Vec<RelPath> = (0..50).map(|i| rel(&format!("f{i:02}.txt"))).collect();
+        paths.extend([rel("d"), rel("d/in.txt")]);
+        let scope = Scope::Paths(paths);
+        let alone = list(&fake, &scope, &BaseTree::new(), &ignore, 1, true).unwrap();
+        let together = list(&fake, &scope, &BaseTree::new(), &ignore, 4, true).unwrap();
+        // The 40 files there, the folder with what is below it; the ten
+        // names that are not there are absent.
+        assert_eq!(alone.tree.len(), 43, "{alone:?}");
+        assert_eq!(alone.tree, together.tree);
+        assert_eq!(alone.problems.len(), together.problems.len());
+
+        let refused = Fake {
+            refused: vec!["f07.txt".into()],
+            ..fake
+        };
+        let e = list(&refused, &scope, &BaseTree::new(), &ignore, 4, true).unwrap_err();
+        assert!(e.to_string().contains("access denied to f07.txt"), "{e}");
     }
 
     #[test]
