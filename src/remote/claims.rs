@@ -220,10 +220,15 @@ pub(crate) enum Wait {
     /// Taking the lease: a smaller claim, or the lease held by another
     /// agent, is [`lost_race`]; larger claims are waited out.
     AsTaker,
-    /// Renewing or releasing it: every other claim is waited out (their
-    /// agents find the lease held and withdraw; a claim of an agent that
-    /// died turns stale meanwhile).
+    /// Renewing it: every other claim is waited out (their agents find
+    /// the lease held and withdraw; a claim of an agent that died turns
+    /// stale meanwhile).
     AsHolder,
+    /// Releasing it: as a holder, but for [`CLAIM_WAIT`] at most. A release
+    /// that gives up leaves the record to expire, which costs nothing; a
+    /// sync or a shutdown waiting a minute for a dead agent's claim to
+    /// turn stale would.
+    Releasing,
 }
 
 /// An agent's claim while it takes, renews or releases the lease;
@@ -262,6 +267,7 @@ impl<'a> Claim<'a> {
         let patience = match wait {
             Wait::AsTaker => CLAIM_WAIT,
             Wait::AsHolder => HOLDER_WAIT,
+            Wait::Releasing => CLAIM_WAIT,
         };
         let mut claim = Claim::put(folder, seen, owner, lease_ttl)?;
         loop {
@@ -288,7 +294,7 @@ impl<'a> Claim<'a> {
                     // the old one goes so that the holder always has one.
                     claim = Claim::put(folder, seen, owner, lease_ttl)?;
                 }
-                Wait::AsHolder => {}
+                Wait::AsHolder | Wait::Releasing => {}
             }
             clock.sleep(CLAIM_POLL + Duration::from_millis(fastrand::u64(..20)));
         }
@@ -561,6 +567,23 @@ mod tests {
         assert_eq!(folder.names().unwrap(), std::slice::from_ref(&claim.name));
         // Its claim is one put while it waited: the renewal is in time.
         claim.check_in_time().unwrap();
+    }
+
+    #[test]
+    fn a_release_gives_up_on_a_dead_claim_long_before_it_turns_stale() {
+        let folder = Memory::default();
+        let clock = Manual::new();
+        let seen = sightings(&clock);
+        let dead = left_elsewhere(0, 99_999_999_999);
+        folder.put(&dead).unwrap();
+        let me = owner("laptop");
+        let started = clock.now();
+        let gave_up = Claim::enter(&folder, &seen, &me, LEASE, Wait::Releasing, &|| Ok(()));
+        assert!(matches!(gave_up, Err(ReplicaError::Busy(_))));
+        let waited = clock.now() - started;
+        assert!(waited > CLAIM_WAIT && waited < STALE_AFTER, "{waited:?}");
+        // Its own claim is withdrawn; the dead one stays to turn stale.
+        assert_eq!(folder.names().unwrap(), [dead]);
     }
 
     #[test]

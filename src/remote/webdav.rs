@@ -2655,7 +2655,7 @@ impl Drop for WebdavLease {
             shared: s,
             conn: &conn,
         };
-        let Ok(claim) = self.claim(&claims, Wait::AsHolder) else {
+        let Ok(claim) = self.claim(&claims, Wait::Releasing) else {
             return;
         };
         if let Ok(Some((text, etag))) = s.get_small(&conn, &self.path)

@@ -128,7 +128,7 @@ impl Drop for RcloneLease {
         // the record is left to expire instead (at once for agents on this
         // host, whose check sees this lease dropped).
         let claims = Claims(&self.remote);
-        let Ok(claim) = self.claim(&claims, Wait::AsHolder) else {
+        let Ok(claim) = self.claim(&claims, Wait::Releasing) else {
             return;
         };
         if let Ok(Some(current)) = self.remote.read_text(NAME)
