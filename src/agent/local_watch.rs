@@ -5,8 +5,8 @@
 //! replaced) is dead without inotify always saying so: the scheduler asks
 //! [`LocalWatch::still_watching`] at each poll's time, and a lost watch
 //! starts again after the sync that follows. A watch that could not start
-//! (the system's inotify limits reached) is tried again after a while:
-//! the limit may have been raised, or another program's watches freed.
+//! is tried again: after a while, or, where the system's inotify limits
+//! stopped it, once they were raised.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -35,9 +35,8 @@ pub struct LocalWatch {
     waiting_for_root: bool,
     /// The folder the running watch started on.
     watched: Option<FolderIdentity>,
-    /// When a watch that failed to start is tried again, and the wait
-    /// before the one after (each start that fails walks the tree).
-    retry: Option<(Instant, Duration)>,
+    /// A watch that failed to start, to be tried again.
+    retry: Option<Retry>,
     /// What this watch last put in the pair's status, taken back once it
     /// watches again (another problem, the remote watch's, is cleared by a
     /// whole run).
@@ -91,8 +90,14 @@ impl LocalWatch {
     /// changed before it began raised no event. The watch walks the tree
     /// (a whole disk, maybe): on a thread where blocking is allowed.
     pub async fn restart(&mut self, rules: Arc<IgnoreRules>, status: &Mutex<PairStatus>) -> bool {
-        let retry_due = self.retry.is_some_and(|(at, _)| at <= Instant::now());
-        if !(self.waiting_for_root || retry_due) || !self.root.is_dir() {
+        let retry_due = self.retry_due();
+        if !(self.waiting_for_root || retry_due) {
+            return false;
+        }
+        if !self.root.is_dir() {
+            // Gone since: started after a sync that finds it there.
+            self.waiting_for_root = true;
+            self.retry = None;
             return false;
         }
         self.waiting_for_root = false;
@@ -110,6 +115,39 @@ impl LocalWatch {
         }
     }
 
+    /// When a watch that failed to start is next looked at, for the
+    /// scheduler's timer ([`LocalWatch::restart`] then tries it).
+    pub fn retry_at(&self) -> Option<Instant> {
+        self.retry.map(|retry| retry.at)
+    }
+
+    /// Whether a watch that failed to start is to be tried now. One that
+    /// failed on the system's limits is tried only once they were raised:
+    /// each attempt fills the system's watches up to the limit on its way
+    /// and other watches (other pairs', other programs') fail meanwhile.
+    fn retry_due(&mut self) -> bool {
+        let Some(retry) = self.retry else {
+            return false;
+        };
+        let now = Instant::now();
+        if retry.at > now {
+            return false;
+        }
+        let raised = |then: (u64, u64)| {
+            watch::inotify_limits().is_none_or(|limits| limits.0 > then.0 || limits.1 > then.1)
+        };
+        match retry.limits {
+            Some(then) if !raised(then) => {
+                self.retry = Some(Retry {
+                    at: now + FIRST_RETRY,
+                    ..retry
+                });
+                false
+            }
+            _ => true,
+        }
+    }
+
     /// Whether `.prismignore` changed since its rules were loaded or since
     /// the last look, whether an event said so or not (see [`IgnoreFile`]).
     pub fn ignore_file_changed(&mut self) -> bool {
@@ -122,17 +160,19 @@ impl LocalWatch {
     /// [`LocalWatch::restart`] once the folder is there; meanwhile a sync
     /// must look at the whole folder.
     pub fn still_watching(&mut self, status: &Mutex<PairStatus>) -> bool {
-        if self.view.is_none() || !watch::folder_lost(&self.root, self.watched) {
+        let Some(view) = &self.view else {
+            return true;
+        };
+        if !view.root_gone() && !watch::folder_lost(&self.root, self.watched) {
             return true;
         }
         self.lost(status);
         false
     }
 
-    /// The watch said its folder went away. A watch dropped and started
-    /// again since may say so late (its events carry no generation), so
-    /// the folder is looked at first: only a watch that really lost its
-    /// folder is dropped.
+    /// A watch said its folder went away. The running watch is asked (a
+    /// watch dropped and started again since may say so late: events carry
+    /// no generation), and the folder looked at.
     pub fn said_root_gone(&mut self, status: &Mutex<PairStatus>) {
         self.still_watching(status);
     }
@@ -157,10 +197,16 @@ impl LocalWatch {
     fn try_start(&mut self, rules: Arc<IgnoreRules>, status: &Mutex<PairStatus>) -> bool {
         if !self.root.is_dir() {
             self.waiting_for_root = true;
-            let missing = format!(
-                "{} does not exist yet; watching starts once it does",
-                self.root.display()
-            );
+            let missing = match self.root.exists() {
+                true => format!(
+                    "{} is not a folder; watching starts once a folder is there",
+                    self.root.display()
+                ),
+                false => format!(
+                    "{} does not exist yet; watching starts once it does",
+                    self.root.display()
+                ),
+            };
             self.say(status, missing);
             return false;
         }
@@ -196,23 +242,48 @@ impl LocalWatch {
                 true
             }
             Err(e) => {
-                let wait = self
-                    .retry
-                    .map_or(FIRST_RETRY, |(_, wait)| (wait * 2).min(LAST_RETRY));
-                self.retry = Some((Instant::now() + wait, wait));
-                let minutes = wait.as_secs().div_ceil(60);
-                tracing::warn!(pair = %self.pair, error = %e, minutes, "cannot watch; relying on periodic scans, trying again later");
+                let on_limits = matches!(
+                    e,
+                    watch::WatchError::TooManyWatches { .. }
+                        | watch::WatchError::TooManyInstances { .. }
+                );
+                let limits = on_limits.then(watch::inotify_limits).flatten();
+                let wait = match (limits, self.retry) {
+                    (None, Some(retry)) => (retry.wait * 2).min(LAST_RETRY),
+                    _ => FIRST_RETRY,
+                };
+                self.retry = Some(Retry {
+                    at: Instant::now() + wait,
+                    wait,
+                    limits,
+                });
+                let when = match limits {
+                    Some(_) => "tried again once the limit is raised".to_owned(),
+                    None => format!("tried again in {} min", wait.as_secs().div_ceil(60)),
+                };
+                tracing::warn!(pair = %self.pair, error = %e, "cannot watch; relying on periodic scans, {when}");
                 self.say(
                     status,
                     format!(
-                        "{e}; changes are found by periodic scans until the watch starts \
-                         (tried again in {minutes} min)"
+                        "{e}; changes are found by periodic scans until the watch starts ({when})"
                     ),
                 );
                 false
             }
         }
     }
+}
+
+/// A watch that failed to start, to be tried again.
+#[derive(Clone, Copy, Debug)]
+struct Retry {
+    /// When it is looked at again.
+    at: Instant,
+    /// The wait before that look (doubled after each failure).
+    wait: Duration,
+    /// Where the system's inotify limits stopped it: the limits then. It
+    /// is tried again once they rose, looked at every [`FIRST_RETRY`].
+    limits: Option<(u64, u64)>,
 }
 
 /// The wait before a watch that failed to start is tried again, doubled
@@ -315,41 +386,123 @@ mod tests {
         expect_change(&mut events, "after.txt").await;
     }
 
+    /// A watch on `root` whose start failed with `error` (a test cannot
+    /// make a real start fail on the system's limits without changing them
+    /// for the whole machine).
+    fn failed_watch(
+        root: &Path,
+        error: watch::WatchError,
+    ) -> (
+        LocalWatch,
+        mpsc::UnboundedReceiver<WatchEvent>,
+        Mutex<PairStatus>,
+    ) {
+        let (sink, events) = mpsc::unbounded_channel();
+        let status = Mutex::new(PairStatus::default());
+        let mut local = LocalWatch::start("p", root.to_owned(), rules(root), sink, &status);
+        local.lost(&status);
+        local.waiting_for_root = false;
+        assert!(!local.install(Err(error), &status));
+        (local, events, status)
+    }
+
+    /// Makes the retry of `local` due now.
+    fn due_now(local: &mut LocalWatch) {
+        let retry = local.retry.as_mut().expect("a retry");
+        retry.at = Instant::now();
+    }
+
     #[tokio::test]
     async fn a_watch_that_could_not_start_is_tried_again_later_and_less_often() {
         let dir = tempfile::tempdir().unwrap();
-        let (sink, mut events) = mpsc::unbounded_channel();
-        let status = Mutex::new(PairStatus::default());
-        let mut local =
-            LocalWatch::start("p", dir.path().to_owned(), rules(dir.path()), sink, &status);
-        // The start failed on the system's limit (which a test cannot
-        // reach without changing it for the whole machine).
-        local.lost(&status);
-        local.waiting_for_root = false;
-        let limit = watch::WatchError::TooManyWatches {
+        let failed = || watch::WatchError::Other {
             root: dir.path().to_owned(),
+            reason: "Permission denied".to_owned(),
         };
-        assert!(!local.install(Err(limit), &status));
+        let (mut local, mut events, status) = failed_watch(dir.path(), failed());
         let said = status.locked().watcher.clone();
-        assert!(said.contains("max_user_watches"), "{said}");
         assert!(said.contains("tried again in 1 min"), "{said}");
+        assert_eq!(local.retry_at(), local.retry.map(|r| r.at));
         assert!(
             !local.restart(rules(dir.path()), &status).await,
             "not before it is due"
         );
-
-        let limit = watch::WatchError::TooManyWatches {
-            root: dir.path().to_owned(),
-        };
-        assert!(!local.install(Err(limit), &status));
+        assert!(!local.install(Err(failed()), &status));
         let said = status.locked().watcher.clone();
         assert!(said.contains("tried again in 2 min"), "{said}");
 
-        local.retry = local.retry.map(|(_, wait)| (Instant::now(), wait));
+        due_now(&mut local);
         assert!(local.restart(rules(dir.path()), &status).await);
         assert_eq!(status.locked().watcher, WATCH_OK);
-        assert!(local.retry.is_none());
+        assert!(local.retry_at().is_none());
         std::fs::write(dir.path().join("after.txt"), "x").unwrap();
+        expect_change(&mut events, "after.txt").await;
+    }
+
+    #[tokio::test]
+    async fn a_watch_stopped_by_the_system_limit_is_tried_again_once_the_limit_was_raised() {
+        let dir = tempfile::tempdir().unwrap();
+        let limit = watch::WatchError::TooManyWatches {
+            root: dir.path().to_owned(),
+        };
+        let (mut local, mut events, status) = failed_watch(dir.path(), limit);
+        let said = status.locked().watcher.clone();
+        assert!(said.contains("max_user_watches"), "{said}");
+        assert!(said.contains("once the limit is raised"), "{said}");
+
+        // Due, but the limits are what they were: not tried, looked at
+        // again later.
+        due_now(&mut local);
+        let looked = Instant::now();
+        assert!(!local.restart(rules(dir.path()), &status).await);
+        assert!(
+            local
+                .retry_at()
+                .is_some_and(|at| at >= looked + FIRST_RETRY)
+        );
+
+        // As if the limit was lower when the watch failed.
+        due_now(&mut local);
+        let retry = local.retry.as_mut().unwrap();
+        retry.limits = retry
+            .limits
+            .map(|(watches, instances)| (watches - 1, instances));
+        assert!(local.restart(rules(dir.path()), &status).await);
+        assert_eq!(status.locked().watcher, WATCH_OK);
+        std::fs::write(dir.path().join("after.txt"), "x").unwrap();
+        expect_change(&mut events, "after.txt").await;
+    }
+
+    #[tokio::test]
+    async fn a_folder_removed_and_made_again_loses_its_watch_whatever_its_inode() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("notes");
+        std::fs::create_dir(&root).unwrap();
+        let (sink, mut events) = mpsc::unbounded_channel();
+        let status = Mutex::new(PairStatus::default());
+        let mut local = LocalWatch::start("p", root.clone(), rules(&root), sink, &status);
+        std::fs::remove_dir(&root).unwrap();
+        // ext4 and XFS often give the new folder the old one's inode: its
+        // identity may be the watched one's, but the kernel dropped the
+        // watch.
+        std::fs::create_dir(&root).unwrap();
+        let gone = async {
+            while let Some(event) = events.recv().await {
+                if event == WatchEvent::RootGone {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), gone)
+            .await
+            .expect("the watch says its folder went away");
+        local.said_root_gone(&status);
+        assert!(
+            local.shared().locked().is_none(),
+            "the dead watch is dropped"
+        );
+        assert!(local.restart(rules(&root), &status).await);
+        std::fs::write(root.join("after.txt"), "x").unwrap();
         expect_change(&mut events, "after.txt").await;
     }
 

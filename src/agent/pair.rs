@@ -337,6 +337,9 @@ pub async fn run(
         // batch it is not allowed to sync cannot make it spin. An offline
         // pair likewise holds its batch and wakes for its retry instead.
         let mut deadline = next_poll.min(next_safety);
+        if let Some(retry) = local_watch.retry_at() {
+            deadline = deadline.min(retry);
+        }
         let busy_held = busy.is_some_and(|b| b.retry_at > now);
         if let Some(busy) = busy.filter(|_| !paused) {
             deadline = deadline.min(busy.retry_at);
@@ -450,6 +453,12 @@ pub async fn run(
         if !Arc::ptr_eq(&rules, &watched_rules) {
             follow_rules(&rules, local_watch.view(), remote_watch.as_mut()).await;
             watched_rules = rules;
+        }
+        // A local watch that failed to start, due to be tried again.
+        if local_watch.retry_at().is_some_and(|at| at <= now)
+            && local_watch.restart(engine.ignore_rules(), &status).await
+        {
+            pending.add_check(now, "watch");
         }
         if now >= next_poll {
             if !local_watch.still_watching(&status) {
@@ -763,7 +772,8 @@ fn on_remote_watch(
     match event {
         WatchEvent::Changed(paths) => pending.add_paths(paths, now),
         WatchEvent::RootGone => {
-            // Looked at first: the watch before a restart may say so late.
+            // The watch is asked, and the folder looked at: the watch
+            // before a restart may say so late.
             if let Some(remote_watch) = remote_watch {
                 remote_watch.still_watching();
             }

@@ -90,11 +90,15 @@ impl RemoteWatch {
     /// that names another folder now (the disk unmounted and mounted
     /// again, a parent folder replaced, a file system mounted over it) has
     /// a dead watch that inotify may never report. Such a watch is
-    /// [`RemoteWatch::lost`]. A look that failed (an I/O error, a stale
-    /// handle) is not a loss. Asked at every poll that the watch spares:
-    /// one `statx`.
+    /// [`RemoteWatch::lost`], as is one that saw its folder go (a folder
+    /// made in its place may have the old inode number). A look that
+    /// failed (an I/O error, a stale handle) is not a loss. Asked at every
+    /// poll that the watch spares: one `statx`.
     pub fn still_watching(&mut self) -> bool {
-        if self.watcher.is_none() || !watch::folder_lost(&self.root, self.watched) {
+        let Some(watcher) = &self.watcher else {
+            return true;
+        };
+        if !watcher.health().root_gone && !watch::folder_lost(&self.root, self.watched) {
             return true;
         }
         self.lost();

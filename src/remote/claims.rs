@@ -104,9 +104,8 @@ const MIN_CLAIM_TTL: Duration = Duration::from_secs(60);
 /// claim while it waits (well within [`CLAIM_SPAN`]).
 const CLAIM_WAIT: Duration = Duration::from_secs(10);
 
-/// How long a holder waits for other claims to go before its renewal or
-/// release gives up: long enough for a claim it first sees as it starts to
-/// turn stale.
+/// How long a holder waits for other claims to go before its renewal gives
+/// up: long enough for a claim it first sees as it starts to turn stale.
 const HOLDER_WAIT: Duration = STALE_AFTER.saturating_add(CLAIM_WAIT);
 
 /// The pause between two listings of the claims while waiting.

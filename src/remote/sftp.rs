@@ -1116,7 +1116,8 @@ impl Conn {
                     }
                     out.push((name, RemoteStat::from(&stat)));
                     if out.len() > wire::MAX_FOLDER_ENTRIES {
-                        return Err(wire::too_many_entries());
+                        let code = wire::STATUS_FAILURE as i32;
+                        return Err(self.refusal(code, &wire::too_many_entries()));
                     }
                 }
                 Err(e) if e.code() == ErrorCode::Session(libssh2_error_file()) => break,

@@ -76,6 +76,10 @@ pub struct WatchHealth {
     /// At least this many folders could not be watched (after the limit is
     /// reached, folders below one that failed are not counted).
     pub unwatched_folders: u64,
+    /// The watched folder itself went away (deleted, moved, or its disk
+    /// unmounted): the watch sees nothing any more, even where a folder
+    /// made in its place has the same inode number.
+    pub root_gone: bool,
 }
 
 /// Why a pair root cannot be watched.
@@ -95,7 +99,7 @@ pub enum WatchError {
 
 impl WatchHealth {
     pub fn is_ok(&self) -> bool {
-        !self.limit_reached && self.unwatched_folders == 0
+        !self.limit_reached && self.unwatched_folders == 0 && !self.root_gone
     }
 }
 
@@ -125,6 +129,11 @@ pub struct WatchView {
 impl WatchView {
     pub fn is_ok(&self) -> bool {
         self.health.locked().is_ok()
+    }
+
+    /// Whether this watch saw its own folder go away ([`WatchHealth::root_gone`]).
+    pub fn root_gone(&self) -> bool {
+        self.health.locked().root_gone
     }
 
     /// Makes the watch follow `rules` from now on (`.prismignore` changed):
@@ -306,6 +315,20 @@ pub fn folder_lost(path: &Path, watched: Option<FolderIdentity>) -> bool {
     }
 }
 
+/// The system's inotify limits (`max_user_watches`, `max_user_instances`):
+/// a watch that failed on one starts once it was raised. `None` where
+/// they cannot be read.
+pub fn inotify_limits() -> Option<(u64, u64)> {
+    let read = |name: &str| -> Option<u64> {
+        std::fs::read_to_string(format!("/proc/sys/fs/inotify/{name}"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    Some((read("max_user_watches")?, read("max_user_instances")?))
+}
+
 /// Whether a failed look at a path means nothing is there (rather than a
 /// look that could not be made).
 fn says_nothing_is_there(error: &std::io::Error) -> bool {
@@ -454,6 +477,9 @@ impl Pump {
             );
         }
         if batch.root_gone {
+            // Before the event: whoever handles it asks this watch, not
+            // the one that may have started since.
+            self.health.locked().root_gone = true;
             events.push(WatchEvent::RootGone);
         }
         for event in events {
@@ -479,7 +505,10 @@ impl Pump {
             let mut health = self.health.locked();
             let was_limited = health.limit_reached;
             if recount {
-                *health = WatchHealth::default();
+                *health = WatchHealth {
+                    root_gone: health.root_gone,
+                    ..WatchHealth::default()
+                };
             }
             was_limited
         };
@@ -981,8 +1010,11 @@ mod tests {
     #[tokio::test]
     async fn removing_the_root_reports_root_gone() {
         let mut h = start(&[], &["a/b.txt"]);
+        assert!(!h.watcher.view().root_gone());
         fs::remove_dir_all(&h.root).unwrap();
         h.expect_event(WatchEvent::RootGone).await;
+        assert!(h.watcher.view().root_gone());
+        assert!(!h.watcher.health().is_ok());
     }
 
     #[tokio::test]

@@ -15,6 +15,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::Value;
 
@@ -107,11 +108,23 @@ pub fn list(
             // A look is a round trip to the rcd and from there to the
             // provider: a change of a hundred files looks at a hundred
             // paths, `parallel` at a time.
+            // After a failed look (the rcd gone, a login refused) the
+            // others are not made: the listing fails with that one.
+            let failed = AtomicBool::new(false);
             let looks = crate::parallel::map(outermost, parallel, |path| {
-                (path, source.item(path.as_str()))
+                if failed.load(Ordering::Relaxed) {
+                    return (path, None);
+                }
+                let found = source.item(path.as_str());
+                failed.fetch_or(found.is_err(), Ordering::Relaxed);
+                (path, Some(found))
             });
+            if failed.into_inner() {
+                let first = looks.into_iter().find_map(|(_, found)| found?.err());
+                return Err(first.expect("a look failed"));
+            }
             for (path, found) in looks {
-                match found? {
+                match found.expect("every path was looked at")? {
                     Some(found) if found.is_dir => {
                         items.extend(source.items_below(path.as_str())?);
                         items.push(found);
@@ -550,11 +563,18 @@ mod tests {
         assert_eq!(alone.problems.len(), together.problems.len());
 
         let refused = Fake {
-            refused: vec!["f07.txt".into()],
+            refused: vec!["f07.txt".into(), "f31.txt".into()],
             ..fake
         };
-        let e = list(&refused, &scope, &BaseTree::new(), &ignore, 4, true).unwrap_err();
-        assert!(e.to_string().contains("access denied to f07.txt"), "{e}");
+        for parallel in [1, 4] {
+            let e = list(&refused, &scope, &BaseTree::new(), &ignore, parallel, true).unwrap_err();
+            let said = e.to_string();
+            assert!(
+                said.contains("access denied to f07.txt")
+                    || said.contains("access denied to f31.txt"),
+                "{said}"
+            );
+        }
     }
 
     #[test]

@@ -128,7 +128,13 @@ impl<S: Read + Write> Pipe<S> {
                         let named = names.into_iter().filter(|(n, _)| n != b"." && n != b"..");
                         entries[i].extend(named.map(|(n, stat)| (OsString::from_vec(n), stat)));
                         if entries[i].len() > wire::MAX_FOLDER_ENTRIES {
-                            return Err(wire::too_many_entries());
+                            // That folder alone: its handle is closed with
+                            // the others, every answer was read.
+                            entries[i] = Vec::new();
+                            results[i] = Some(Err(Refusal {
+                                code: wire::STATUS_FAILURE,
+                                message: wire::too_many_entries(),
+                            }));
                         }
                     }
                     Reply::Status {
@@ -212,8 +218,8 @@ mod tests {
         page: usize,
         /// Empty pages sent before the names (`usize::MAX`: forever).
         empty_pages: usize,
-        /// Sends the same page of names again and again.
-        endless: bool,
+        /// The folder whose same page of names is sent again and again.
+        endless: Option<Vec<u8>>,
         /// Answers every request with an id nobody asked for.
         wrong_ids: bool,
         /// Answers nothing more (the connection went).
@@ -237,7 +243,7 @@ mod tests {
                 open: HashMap::new(),
                 page: 100,
                 empty_pages: 0,
-                endless: false,
+                endless: None,
                 wrong_ids: false,
                 gone: false,
                 chunk: 40,
@@ -284,7 +290,9 @@ mod tests {
                     if page.is_empty() {
                         server_side::status(id, wire::STATUS_EOF, "", out);
                     } else {
-                        *sent += if self.endless { 0 } else { page.len() };
+                        if self.endless.as_ref() != Some(path) {
+                            *sent += page.len();
+                        }
                         server_side::names(id, &page, 5, out);
                     }
                 }
@@ -413,12 +421,29 @@ mod tests {
     }
 
     #[test]
-    fn pages_of_names_that_never_end_break_the_pipe() {
-        let mut pipe = Pipe::start(Scripted::new(&[("/r/a", Ok(names(1000)))])).unwrap();
+    fn a_folder_whose_pages_of_names_never_end_is_refused_alone() {
+        let folders = [("/r/a", Ok(names(1000))), ("/r/b", Ok(names(3)))];
+        let mut pipe = Pipe::start(Scripted::new(&folders)).unwrap();
         pipe.channel.get_mut().page = 1000;
-        pipe.channel.get_mut().endless = true;
-        let e = pipe.list_folders(&[b"/r/a"]).unwrap_err();
-        assert!(e.to_string().contains("more than 1000000 entries"), "{e}");
+        pipe.channel.get_mut().endless = Some(b"/r/a".to_vec());
+        let folders = pipe.list_folders(&[b"/r/a", b"/r/b"]).unwrap();
+        let refused = folders[0].as_ref().unwrap_err();
+        assert_eq!(refused.code, wire::STATUS_FAILURE);
+        assert!(
+            refused.message.contains("more than 1000000 entries"),
+            "{refused:?}"
+        );
+        assert_eq!(
+            listed(&folders[1]),
+            names(3)[2..],
+            "the other folder stands"
+        );
+        // Both handles were closed, and the pipe still lists.
+        assert!(pipe.channel.get_ref().open.is_empty());
+        assert_eq!(
+            listed(&pipe.list_folders(&[b"/r/b"]).unwrap()[0]),
+            names(3)[2..]
+        );
     }
 
     #[test]

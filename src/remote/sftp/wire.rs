@@ -41,6 +41,10 @@ const ATTR_EXTENDED: u32 = 0x8000_0000;
 /// `SSH_FX_EOF`: a folder has no more entries.
 pub(super) const STATUS_EOF: u32 = 1;
 
+/// `SSH_FX_FAILURE`: the request failed for a reason the protocol has no
+/// code of its own for.
+pub(super) const STATUS_FAILURE: u32 = 4;
+
 /// A request the pipe sends.
 #[derive(Clone, Copy, Debug)]
 pub(super) enum Request<'a> {
@@ -240,11 +244,13 @@ pub(super) fn malformed(what: impl std::fmt::Display) -> io::Error {
     )
 }
 
-/// A folder whose listing passed [`MAX_FOLDER_ENTRIES`].
-pub(super) fn too_many_entries() -> io::Error {
-    malformed(format_args!(
-        "a folder with more than {MAX_FOLDER_ENTRIES} entries (names sent again and again?)"
-    ))
+/// What is said of a folder whose listing passed [`MAX_FOLDER_ENTRIES`]:
+/// that folder is not synced, the rest of the listing stands.
+pub(super) fn too_many_entries() -> String {
+    format!(
+        "the server listed more than {MAX_FOLDER_ENTRIES} entries in this folder (the same \
+         names again and again?); it is not synced"
+    )
 }
 
 /// The server's side of the packets, for scripted servers in tests.
