@@ -335,9 +335,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("mount/notes");
         std::fs::create_dir_all(&root).unwrap();
-        let (sink, mut events) = mpsc::unbounded_channel();
-        let status = Mutex::new(PairStatus::default());
-        let mut local = LocalWatch::start("p", root.clone(), rules(&root), sink, &status);
+        let (mut local, mut events, status) = watching(&root);
         assert!(local.still_watching(&status));
         std::fs::write(root.join("before.txt"), "x").unwrap();
         expect_change(&mut events, "before.txt").await;
@@ -369,9 +367,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("notes");
         std::fs::create_dir(&root).unwrap();
-        let (sink, mut events) = mpsc::unbounded_channel();
-        let status = Mutex::new(PairStatus::default());
-        let mut local = LocalWatch::start("p", root.clone(), rules(&root), sink, &status);
+        let (mut local, mut events, status) = watching(&root);
         std::fs::rename(&root, dir.path().join("old")).unwrap();
         local.said_root_gone(&status);
         assert!(local.shared().locked().is_none(), "the folder is gone");
@@ -386,6 +382,20 @@ mod tests {
         expect_change(&mut events, "after.txt").await;
     }
 
+    /// A watch started on `root`, with its events and the pair's status.
+    fn watching(
+        root: &Path,
+    ) -> (
+        LocalWatch,
+        mpsc::UnboundedReceiver<WatchEvent>,
+        Mutex<PairStatus>,
+    ) {
+        let (sink, events) = mpsc::unbounded_channel();
+        let status = Mutex::new(PairStatus::default());
+        let local = LocalWatch::start("p", root.to_owned(), rules(root), sink, &status);
+        (local, events, status)
+    }
+
     /// A watch on `root` whose start failed with `error` (a test cannot
     /// make a real start fail on the system's limits without changing them
     /// for the whole machine).
@@ -397,9 +407,7 @@ mod tests {
         mpsc::UnboundedReceiver<WatchEvent>,
         Mutex<PairStatus>,
     ) {
-        let (sink, events) = mpsc::unbounded_channel();
-        let status = Mutex::new(PairStatus::default());
-        let mut local = LocalWatch::start("p", root.to_owned(), rules(root), sink, &status);
+        let (mut local, events, status) = watching(root);
         local.lost(&status);
         local.waiting_for_root = false;
         assert!(!local.install(Err(error), &status));
@@ -478,9 +486,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("notes");
         std::fs::create_dir(&root).unwrap();
-        let (sink, mut events) = mpsc::unbounded_channel();
-        let status = Mutex::new(PairStatus::default());
-        let mut local = LocalWatch::start("p", root.clone(), rules(&root), sink, &status);
+        let (mut local, mut events, status) = watching(&root);
         std::fs::remove_dir(&root).unwrap();
         // ext4 and XFS often give the new folder the old one's inode: its
         // identity may be the watched one's, but the kernel dropped the
@@ -509,10 +515,7 @@ mod tests {
     #[tokio::test]
     async fn a_lost_watch_does_not_take_back_another_problem_in_the_status() {
         let dir = tempfile::tempdir().unwrap();
-        let (sink, _events) = mpsc::unbounded_channel();
-        let status = Mutex::new(PairStatus::default());
-        let mut local =
-            LocalWatch::start("p", dir.path().to_owned(), rules(dir.path()), sink, &status);
+        let (mut local, _events, status) = watching(dir.path());
         local.lost(&status);
         status.locked().watcher = "the remote folder cannot be watched".to_owned();
         assert!(local.restart(rules(dir.path()), &status).await);
