@@ -109,7 +109,9 @@ impl LocalWatch {
             }
             Err(e) => {
                 tracing::warn!(pair = %self.pair, error = %e, "the watch's start did not finish");
+                // Tried again after a sync, not at once in a loop.
                 self.waiting_for_root = true;
+                self.retry = None;
                 false
             }
         }

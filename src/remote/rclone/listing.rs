@@ -107,9 +107,9 @@ pub fn list(
                 .collect();
             // A look is a round trip to the rcd and from there to the
             // provider: a change of a hundred files looks at a hundred
-            // paths, `parallel` at a time.
-            // After a failed look (the rcd gone, a login refused) the
-            // others are not made: the listing fails with that one.
+            // paths, `parallel` at a time. After a failed look (the rcd
+            // gone, a login refused) no more are made: the listing fails
+            // with the first failure.
             let failed = AtomicBool::new(false);
             let looks = crate::parallel::map(outermost, parallel, |path| {
                 if failed.load(Ordering::Relaxed) {
