@@ -124,9 +124,8 @@ impl LocalWatch {
     }
 
     /// Whether a watch that failed to start is to be tried now. One that
-    /// failed on the system's limits is tried only once they were raised:
-    /// each attempt fills the system's watches up to the limit on its way
-    /// and other watches (other pairs', other programs') fail meanwhile.
+    /// failed on the system's limits is tried only once they were raised
+    /// (see [`watch::WatchError::is_limit`]).
     fn retry_due(&mut self) -> bool {
         let Some(retry) = self.retry else {
             return false;
@@ -157,7 +156,10 @@ impl LocalWatch {
     }
 
     /// Whether the watch still watches the folder the root names (one
-    /// `statx`; a look that failed is not a loss). A watch that does not is
+    /// `statx`; a look that failed is not a loss) and has not seen it go.
+    /// Also asked when a watch says its folder went away: the running one
+    /// is asked, as a watch dropped and started again since may say so
+    /// late (events carry no generation). A watch that does not is
     /// dropped, said in `status`, and started again by
     /// [`LocalWatch::restart`] once the folder is there; meanwhile a sync
     /// must look at the whole folder.
@@ -170,13 +172,6 @@ impl LocalWatch {
         }
         self.lost(status);
         false
-    }
-
-    /// A watch said its folder went away. The running watch is asked (a
-    /// watch dropped and started again since may say so late: events carry
-    /// no generation), and the folder looked at.
-    pub fn said_root_gone(&mut self, status: &Mutex<PairStatus>) {
-        self.still_watching(status);
     }
 
     /// The folder the watch was on went away: the watch is dead, and
@@ -244,12 +239,7 @@ impl LocalWatch {
                 true
             }
             Err(e) => {
-                let on_limits = matches!(
-                    e,
-                    watch::WatchError::TooManyWatches { .. }
-                        | watch::WatchError::TooManyInstances { .. }
-                );
-                let limits = on_limits.then(watch::inotify_limits).flatten();
+                let limits = e.is_limit().then(watch::inotify_limits).flatten();
                 let wait = match (limits, self.retry) {
                     (None, Some(retry)) => (retry.wait * 2).min(LAST_RETRY),
                     _ => FIRST_RETRY,
@@ -371,13 +361,13 @@ mod tests {
         std::fs::create_dir(&root).unwrap();
         let (mut local, mut events, status) = watching(&root);
         std::fs::rename(&root, dir.path().join("old")).unwrap();
-        local.said_root_gone(&status);
+        local.still_watching(&status);
         assert!(local.shared().locked().is_none(), "the folder is gone");
         std::fs::create_dir(&root).unwrap();
         assert!(local.restart(rules(&root), &status).await);
 
         // The old watch's word arrives after the new one started.
-        local.said_root_gone(&status);
+        local.still_watching(&status);
         assert!(local.shared().locked().is_some(), "the new watch is kept");
         assert_eq!(status.locked().watcher, WATCH_OK);
         std::fs::write(root.join("after.txt"), "x").unwrap();
@@ -504,7 +494,7 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(10), gone)
             .await
             .expect("the watch says its folder went away");
-        local.said_root_gone(&status);
+        local.still_watching(&status);
         assert!(
             local.shared().locked().is_none(),
             "the dead watch is dropped"

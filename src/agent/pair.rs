@@ -368,8 +368,10 @@ pub async fn run(
             match message {
                 PairMsg::Shutdown => break,
                 PairMsg::Watch(event) => {
+                    // The watch is asked, and the folder looked at: the
+                    // watch before a restart may say so late.
                     if matches!(event, WatchEvent::RootGone) {
-                        local_watch.said_root_gone(&status);
+                        local_watch.still_watching(&status);
                     }
                     ignore_event = names_the_ignore_file(&event);
                     on_watch(&engine, &status, &mut pending, event, now)

@@ -169,10 +169,7 @@ impl RemoteWatch {
                 true
             }
             Attempt::Failed(e) => {
-                self.may_retry = !matches!(
-                    e,
-                    WatchError::TooManyWatches { .. } | WatchError::TooManyInstances { .. }
-                );
+                self.may_retry = !e.is_limit();
                 if !self.logged {
                     self.logged = true;
                     tracing::warn!(pair = %self.pair, error = %e, "cannot watch the remote folder; polling it instead");

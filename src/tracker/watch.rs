@@ -97,6 +97,18 @@ pub enum WatchError {
     Other { root: PathBuf, reason: String },
 }
 
+impl WatchError {
+    /// Whether the system's inotify limits stopped the watch: trying again
+    /// before they are raised fills the system's watches up to the limit
+    /// on its way, and other watches fail meanwhile.
+    pub fn is_limit(&self) -> bool {
+        matches!(
+            self,
+            WatchError::TooManyWatches { .. } | WatchError::TooManyInstances { .. }
+        )
+    }
+}
+
 impl WatchHealth {
     pub fn is_ok(&self) -> bool {
         !self.limit_reached && self.unwatched_folders == 0 && !self.root_gone
